@@ -1,0 +1,81 @@
+# llmcached: plain Makefile, dependencies found with pkg-config.
+#   make            build build/llmcached
+#   make run        install missing packages, build, start on 127.0.0.1:8080
+#   make test       install, build, run unit + integration + client tests
+#   make SAN=1 ...  the same under AddressSanitizer + UBSan (build dir build/san)
+#   make bench      optimised build, then the side-by-side benchmark (bench/)
+
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+PKGS    := libuv libcurl jansson libcrypto lmdb
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
+
+ifeq ($(SAN),1)
+BUILD   ?= build/san
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDSAN   := -fsanitize=address,undefined
+else
+BUILD   ?= build
+OPT     ?= -O2 -g
+LDSAN   :=
+endif
+
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+           -Iinclude -Isrc $(PKG_CFLAGS) $(OPT) -MMD -MP
+LDFLAGS += $(LDSAN)
+LDLIBS  += $(PKG_LIBS)
+
+SRC      := $(shell find src -name '*.c' | sort)
+LIB_SRC  := $(filter-out src/main.c,$(SRC))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BIN      := $(BUILD)/llmcached
+
+.PHONY: all deps run test unit integration client-test bench clean
+all: $(BIN)
+
+deps:
+	@./scripts/deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libllmc.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/src/main.o $(BUILD)/libllmc.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libllmc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS) -lcmocka
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	./scripts/run.sh $(BIN)
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: $(BIN)
+	LLMC_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+client-test: $(BIN)
+	LLMC_BIN=$(abspath $(BIN)) ./tests/npm/run.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all unit
+	@$(MAKE) --no-print-directory integration client-test
+
+bench: deps
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" all
+	./bench/run.sh build/bench/llmcached
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,67 @@
+/*
+ * llmc/key.h: canonical request bodies and cache keys.
+ *
+ * The cache key is SHA-256 over the endpoint path, the upstream base URL,
+ * the cache scope, the namespace and the canonical form of the JSON body.
+ * The canonical form keeps every field that can change the answer, known
+ * or unknown, and drops only the fields in one static table (user, stream,
+ * ...), so that a new OpenAI parameter is never silently ignored.
+ *
+ * Canonical JSON: object keys sorted by their UTF-8 bytes, no insignificant
+ * whitespace, strings re-escaped one way (jansson's encoder), and numbers in
+ * one normal form: a number with an integral value (1, 1.0, 1e0, -0.0) is
+ * written as an integer, any other as the shortest %.17g form that reads
+ * back to the same double.
+ */
+#ifndef LLMC_KEY_H
+#define LLMC_KEY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "llmc/entry.h"
+
+typedef struct llmc_canon {
+    json_t *root;        /* the parsed body, the "cache" extension removed; owned */
+    json_t *cache_ext;   /* the removed "cache" object, or NULL; owned */
+    char *text;          /* canonical form of the key-relevant fields; malloc'd */
+    size_t text_len;
+    bool stream;         /* "stream": true */
+    bool include_usage;  /* "stream_options": {"include_usage": true} */
+    const char *model;   /* points into root, "" when absent */
+} llmc_canon_t;
+
+/*
+ * Parses a request body that must be a JSON object and fills *out. Returns 0;
+ * LLMC_EJSON when the body is not valid JSON or not an object (a message is
+ * written to err, errlen bytes, for the client); LLMC_ENOMEM. On error *out
+ * holds nothing to free. Any thread; no shared state.
+ */
+int llmc_canon_parse(const char *body, size_t len, llmc_canon_t *out, char *err, size_t errlen);
+
+/* Frees what llmc_canon_parse allocated. Safe on a zeroed struct. */
+void llmc_canon_free(llmc_canon_t *c);
+
+/*
+ * Writes the canonical form of any JSON value into a malloc'd string
+ * (*out, *out_len). Returns 0 or LLMC_ENOMEM. Exposed for tests and for
+ * the disk tier, which stores canonical metadata.
+ */
+int llmc_canon_dump(const json_t *v, char **out, size_t *out_len);
+
+/* True when a top-level request field does not affect the answer. */
+bool llmc_key_field_ignored(const char *name);
+
+/*
+ * Computes the cache key. Every string may be "" but not NULL; canon is the
+ * canonical body (canon_len bytes), or "" for body-less requests. Fields are
+ * length-prefixed before hashing, so no two different inputs collide by
+ * concatenation.
+ */
+void llmc_key_build(llmc_key_t *out, const char *path, const char *upstream,
+                    const char *scope, const char *ns,
+                    const char *canon, size_t canon_len);
+
+#endif

@@ -1,0 +1,120 @@
+/*
+ * config.h: every option of llmcached, in one table.
+ *
+ * The table below makes the config struct, the parser for flags
+ * (--name VALUE, --name=VALUE), environment variables (LLMC_NAME, dashes
+ * become underscores) and config files (name = value lines, # comments),
+ * --help, and docs/CONFIG.md (llmcached --help-markdown). Defaults live
+ * nowhere else.
+ *
+ * Precedence, lowest first: defaults, the --config file, the environment,
+ * flags. A bad value stops start-up with a message naming the option.
+ *
+ * Types: STR (any string), INT (integer within min..max), BOOL (on/off,
+ * true/false, yes/no, 1/0), SIZE (bytes, with K/M/G suffixes, powers of
+ * 1024), SECS (seconds, may be fractional, optional ms/s/m/h suffix; stored
+ * in milliseconds), ENUM (one of the words listed in the range column,
+ * separated by |; stored as the string).
+ */
+#ifndef LLMC_CONFIG_H
+#define LLMC_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum llmc_opt_type {
+    LLMC_OPT_STR, LLMC_OPT_INT, LLMC_OPT_BOOL, LLMC_OPT_SIZE, LLMC_OPT_SECS, LLMC_OPT_ENUM
+} llmc_opt_type_t;
+
+/* X(field, "name", TYPE, "default", min, max, "enum words", "description")
+   min/max bound INT, SIZE (bytes) and SECS (milliseconds). */
+#define LLMC_CONFIG_TABLE(X)                                                                  \
+    X(listen, "listen", STR, "127.0.0.1:8080", 0, 0, NULL,                                    \
+      "Address to listen on, HOST:PORT (IPv6 as [::1]:PORT).")                                \
+    X(threads, "threads", INT, "0", 0, 256, NULL,                                             \
+      "Event-loop threads; 0 means one per CPU core.")                                        \
+    X(upstream, "upstream", STR, "https://api.openai.com/v1", 0, 0, NULL,                     \
+      "OpenAI-style base URL of the model API, or 'mock' for the built-in mock model.")       \
+    X(ask_model, "ask-model", STR, "gpt-4o-mini", 0, 0, NULL,                                 \
+      "Model that GET /ask asks when the request names none.")                                \
+    X(connect_timeout, "connect-timeout", SECS, "10", 1, 3600000, NULL,                       \
+      "Time allowed to connect to the upstream (seconds).")                                   \
+    X(upstream_timeout, "upstream-timeout", SECS, "120", 1, 86400000, NULL,                   \
+      "Time allowed for a whole upstream call (seconds); then 504.")                          \
+    X(ttl, "ttl", SECS, "300", 1000, 31536000000LL, NULL,                                     \
+      "How long a cached answer stays fresh (seconds); X-Cache-TTL overrides per request.")   \
+    X(max_ttl, "max-ttl", SECS, "86400", 1000, 31536000000LL, NULL,                           \
+      "Upper bound for a per-request TTL (seconds).")                                         \
+    X(cache_scope, "cache-scope", ENUM, "auto", 0, 0, "auto|shared|per-key",                  \
+      "Who shares cached answers: 'shared' by all clients, 'per-key' per Authorization "      \
+      "credential; 'auto' is shared when the gateway holds the upstream key, else per-key.")  \
+    X(max_memory, "max-memory", SIZE, "256M", 65536, 1099511627776LL, NULL,                   \
+      "Bytes the in-memory cache may hold, entries and their metadata measured.")            \
+    X(max_entry_percent, "max-entry-percent", INT, "10", 1, 100, NULL,                        \
+      "An answer bigger than this share of --max-memory is served but not stored.")           \
+    X(stale_if_error, "stale-if-error", SECS, "0", 0, 31536000000LL, NULL,                    \
+      "Serve an expired answer up to this long past expiry when the upstream fails (0: off).")\
+    X(max_stale, "max-stale", SECS, "3600", 0, 31536000000LL, NULL,                           \
+      "How long past expiry answers are kept for clients' Cache-Control: max-stale.")         \
+    X(max_header_bytes, "max-header-bytes", SIZE, "16K", 1024, 1048576, NULL,                 \
+      "Largest request line plus headers; larger gets 431.")                                  \
+    X(max_headers, "max-headers", INT, "100", 8, 10000, NULL,                                 \
+      "Most request headers; more gets 431.")                                                 \
+    X(max_body_bytes, "max-body-bytes", SIZE, "4M", 1024, 1073741824LL, NULL,                 \
+      "Largest request body; larger gets 413.")                                               \
+    X(header_timeout, "header-timeout", SECS, "10", 1, 3600000, NULL,                         \
+      "Time allowed to receive a request's head and body (seconds); then 408.")               \
+    X(idle_timeout, "idle-timeout", SECS, "60", 1, 86400000, NULL,                            \
+      "How long an idle keep-alive connection is kept open (seconds).")                       \
+    X(max_connections, "max-connections", INT, "10000", 1, 1000000, NULL,                     \
+      "Open client connections allowed in all (split across threads); more get 503.")         \
+    X(access_log, "access-log", STR, "-", 0, 0, NULL,                                         \
+      "Where the JSON access log goes: '-' for stdout, 'off', or a file path.")               \
+    X(mock_latency, "mock-latency", SECS, "2", 0, 3600000, NULL,                              \
+      "With --upstream mock: the built-in mock model's delay before answering (seconds).")
+
+typedef struct llmc_config {
+#define LLMC_CFG_FIELD_STR(f)  char *f;
+#define LLMC_CFG_FIELD_ENUM(f) char *f;
+#define LLMC_CFG_FIELD_INT(f)  int64_t f;
+#define LLMC_CFG_FIELD_BOOL(f) bool f;
+#define LLMC_CFG_FIELD_SIZE(f) int64_t f;
+#define LLMC_CFG_FIELD_SECS(f) int64_t f;   /* milliseconds */
+#define LLMC_CFG_FIELD(f, name, type, def, min, max, words, desc) LLMC_CFG_FIELD_##type(f)
+    LLMC_CONFIG_TABLE(LLMC_CFG_FIELD)
+#undef LLMC_CFG_FIELD
+    char *config_file;   /* --config FILE, when given */
+} llmc_config_t;
+
+/*
+ * Fills cfg from defaults, then --config FILE (if among the flags), then the
+ * environment (envp, NULL-terminated "NAME=value" strings; may be NULL),
+ * then the flags argv[0..argc). Returns 0; LLMC_EINVAL with a message naming
+ * the option in err for an unknown option, a missing value or a bad value.
+ * Sets *help when --help was given, *help_md for --help-markdown.
+ * On error cfg still holds only owned memory: call llmc_config_free.
+ */
+int llmc_config_load(llmc_config_t *cfg, int argc, char **argv, char **envp,
+                     bool *help, bool *help_md, char *err, size_t errlen);
+
+/* Sets one option by name from its text form. 0 or LLMC_EINVAL (message in err). */
+int llmc_config_set(llmc_config_t *cfg, const char *name, const char *value, char *err, size_t errlen);
+
+/* Frees the strings cfg owns. */
+void llmc_config_free(llmc_config_t *cfg);
+
+/* Writes --help text (usage line for prog, then every option with type,
+   default and description). */
+void llmc_config_help(FILE *out, const char *prog);
+
+/* Writes the option reference as Markdown (docs/CONFIG.md). */
+void llmc_config_markdown(FILE *out);
+
+/* Parses a SIZE or SECS text the way the table does (exported for the mock's
+   own flags and for tests). 0 or LLMC_EINVAL. */
+int llmc_config_parse_size(const char *s, int64_t *out);
+int llmc_config_parse_secs(const char *s, int64_t *out_ms);
+
+#endif

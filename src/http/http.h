@@ -1,0 +1,158 @@
+/*
+ * http/http.h: the HTTP/1.1 server: listeners, connections, framing, limits.
+ *
+ * One llmc_http_server_t per event-loop thread. Each binds its own listening
+ * socket with SO_REUSEPORT, so the kernel spreads connections over threads
+ * and no accept lock is shared.
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - Requests on one connection are handled one at a time: once a request is
+ *   complete the parser is paused and reading stops until its response has
+ *   been handed over. Pipelined requests are therefore answered in order,
+ *   and a client cannot make us buffer unbounded work.
+ * - Framing is strict (libhttp-parser, not lenient): both Content-Length and
+ *   Transfer-Encoding, duplicate lengths, bad chunk sizes, NUL or control
+ *   bytes in headers, obsolete line folding: 400 and the connection closes.
+ *   Such a request never reaches the handler.
+ * - Every limit has its status: header bytes 431, body bytes 413, the time
+ *   to read a request's head 408; errors the server makes itself carry an
+ *   OpenAI-shaped JSON body and close the connection.
+ * - A request object lives from dispatch until its response has been
+ *   written or the client has gone. When the client goes first, the server
+ *   calls req->on_abort (if the handler set it) and frees the request right
+ *   after: the handler must forget req inside on_abort.
+ */
+#ifndef LLMC_HTTP_H
+#define LLMC_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+typedef struct llmc_http_limits {
+    size_t max_header_bytes;      /* request line + headers; over: 431 */
+    size_t max_body_bytes;        /* decoded body; over: 413 (before reading it when declared) */
+    size_t max_headers;           /* header count; over: 431 */
+    uint64_t header_timeout_ms;   /* first byte to end of headers (and body); over: 408 */
+    uint64_t idle_timeout_ms;     /* keep-alive wait for the next request; then close quietly */
+    unsigned max_conns;           /* open connections per server; over: 503 and close */
+} llmc_http_limits_t;
+
+typedef struct llmc_http_header {
+    const char *name;   /* lowercased, NUL-terminated */
+    const char *value;  /* surrounding whitespace trimmed, NUL-terminated */
+    size_t name_len, value_len;
+} llmc_http_header_t;
+
+typedef struct llmc_http_req llmc_http_req_t;
+typedef struct llmc_http_server llmc_http_server_t;
+
+struct llmc_http_req {
+    /* Filled by the server before the handler runs. All strings are
+       NUL-terminated and live as long as the request. */
+    llmc_http_server_t *server;
+    uv_loop_t *loop;
+    int method;                   /* enum http_method from <http_parser.h> */
+    const char *method_name;      /* "GET", "POST", ... */
+    const char *target;           /* raw request target, e.g. "/ask?q=hi" */
+    const char *path;             /* target up to '?', not percent-decoded */
+    const char *query;            /* after '?', "" when none */
+    llmc_http_header_t *headers;
+    size_t nheaders;
+    const char *body;             /* decoded body (chunked already joined) */
+    size_t body_len;
+    unsigned short http_major, http_minor;
+    bool keep_alive;              /* the connection stays open after this response */
+    uint64_t start_ns;            /* uv_hrtime() when the request's first byte came */
+    uint64_t id;                  /* per-server sequence number, for logs */
+
+    /* Set by the handler. */
+    void (*on_abort)(llmc_http_req_t *req); /* client left before the response ended */
+    void *data;                             /* the handler's per-request state */
+};
+
+typedef void (*llmc_http_handler_fn)(llmc_http_req_t *req, void *ctx);
+
+/* Called once per finished request (also for ones the server rejected itself,
+   where req may have no path yet), after the response was written or the
+   client left. status 0 means no response was sent. For the access log. */
+typedef void (*llmc_http_done_fn)(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx);
+
+typedef struct llmc_http_server_config {
+    llmc_http_limits_t limits;
+    llmc_http_handler_fn handler;
+    llmc_http_done_fn on_done;   /* may be NULL */
+    void *ctx;                   /* passed to handler and on_done */
+} llmc_http_server_config_t;
+
+typedef struct llmc_http_server_stats {
+    uint64_t conns_open, conns_total, conns_refused;
+    uint64_t requests, bad_requests, timeouts;
+} llmc_http_server_stats_t;
+
+/* Creates a server on loop (not yet listening). NULL when out of memory. Loop thread. */
+llmc_http_server_t *llmc_http_server_new(uv_loop_t *loop, const llmc_http_server_config_t *cfg);
+
+/* Binds host:port (IPv4 or IPv6 literal, or "localhost"), with SO_REUSEPORT
+   when reuseport, and starts accepting. port 0 picks a free port. Returns 0
+   or LLMC_EIO (message in err). Loop thread. */
+int llmc_http_server_listen(llmc_http_server_t *s, const char *host, int port, bool reuseport,
+                            char *err, size_t errlen);
+
+/* The bound port, after listen. */
+int llmc_http_server_port(const llmc_http_server_t *s);
+
+/* Stops accepting, closes every connection (aborting pending requests) and
+   frees the server once all its handles are closed; then calls cb(arg). */
+void llmc_http_server_close(llmc_http_server_t *s, void (*cb)(void *arg), void *arg);
+
+void llmc_http_server_stats(const llmc_http_server_t *s, llmc_http_server_stats_t *out);
+
+/* Case-insensitive lookup of a request header; NULL when absent. With
+   duplicates, the first. */
+const char *llmc_http_header(const llmc_http_req_t *req, const char *name);
+
+/*
+ * Sends a complete response. The server writes the status line, Date,
+ * Content-Length, Connection, then hdrs (preformatted "Name: value\r\n"
+ * lines, hdrs_len bytes, copied), then the nbody buffers of the body, all in
+ * one write. The body buffers are not copied: they must stay valid until
+ * release(release_arg) is called (after the write finished or failed;
+ * release may be NULL). For HEAD requests no body is sent. After this call
+ * the handler must not touch req. Loop thread of req.
+ */
+void llmc_http_respond(llmc_http_req_t *req, int status, const char *hdrs, size_t hdrs_len,
+                       const uv_buf_t *body, unsigned nbody,
+                       void (*release)(void *arg), void *release_arg);
+
+/* Sends a response whose body is copied (small, built answers). */
+void llmc_http_respond_copy(llmc_http_req_t *req, int status, const char *hdrs, size_t hdrs_len,
+                            const char *body, size_t body_len);
+
+/* Sends an OpenAI-shaped error: {"error":{"message","type","code"}} with
+   Content-Type application/json. hdrs as in llmc_http_respond, may be NULL.
+   code may be NULL (JSON null). */
+void llmc_http_respond_error(llmc_http_req_t *req, int status, const char *hdrs,
+                             const char *type, const char *code, const char *message);
+
+/*
+ * Streaming: begin sends the head with Transfer-Encoding: chunked (HTTP/1.1)
+ * or no length and Connection: close (HTTP/1.0); write sends one chunk
+ * (copied; empty writes are ignored); end sends the last chunk and finishes
+ * the request like llmc_http_respond. Returns 0, or LLMC_EIO when the
+ * connection is gone (on_abort has then already run or is about to).
+ */
+int llmc_http_stream_begin(llmc_http_req_t *req, int status, const char *hdrs, size_t hdrs_len);
+int llmc_http_stream_write(llmc_http_req_t *req, const char *buf, size_t len);
+void llmc_http_stream_end(llmc_http_req_t *req);
+
+/* Bytes queued for this request's connection that the kernel has not taken
+   yet, so a producer can slow down for a slow client. */
+size_t llmc_http_pending_bytes(const llmc_http_req_t *req);
+
+/* Reason phrase for a status code ("Not Found"). */
+const char *llmc_http_reason(int status);
+
+#endif
