@@ -72,6 +72,17 @@ typedef enum llmc_opt_type {
       "Open client connections allowed in all (split across threads); more get 503.")         \
     X(access_log, "access-log", STR, "-", 0, 0, NULL,                                         \
       "Where the JSON access log goes: '-' for stdout, 'off', or a file path.")               \
+    X(data_dir, "data-dir", STR, "none", 0, 0, NULL,                                         \
+      "Directory of the on-disk (LMDB) cache tier; 'none' keeps the cache in memory only.")   \
+    X(disk_sync, "disk-sync", ENUM, "periodic", 0, 0, "full|periodic|none",                   \
+      "Disk durability: 'full' syncs every commit, 'periodic' syncs every --disk-sync-interval, "\
+      "'none' leaves it to the OS.")                                                          \
+    X(disk_sync_interval, "disk-sync-interval", SECS, "1", 10, 3600000, NULL,                 \
+      "With --disk-sync periodic: how often committed writes are synced (seconds).")          \
+    X(disk_max, "disk-max", SIZE, "1G", 1048576, 1099511627776LL, NULL,                       \
+      "Largest size of the on-disk cache file; the oldest entries go first when full.")       \
+    X(disk_queue, "disk-queue", INT, "65536", 16, 16777216, NULL,                             \
+      "Writes waiting for the disk writer thread; past this, writes are dropped (counted).")  \
     X(mock_latency, "mock-latency", SECS, "2", 0, 3600000, NULL,                              \
       "With --upstream mock: the built-in mock model's delay before answering (seconds).")
 
