@@ -1,0 +1,227 @@
+/*
+ * gateway/fetch.c: the upstream call behind a flight.
+ *
+ * The leader's worker starts the call on its own upstream client; the bytes
+ * go into the flight as they arrive. When the call ends, an answer that may
+ * be cached becomes an entry and is put into every tier BEFORE the flight
+ * is finished (see flight.h for why), then every waiter is notified.
+ *
+ * An answer is stored only when it is complete, 2xx, and a JSON object:
+ * error answers, truncated bodies and garbage are handed to the waiters
+ * but never kept.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/gw_int.h"
+#include "llmc/cache.h"
+#include "llmc/error.h"
+
+/* Upper bound for an answer held in memory while it is fetched. */
+#define MAX_ANSWER_BYTES (256u << 20)
+
+typedef struct fetch {
+    struct fetch *prev, *next; /* the worker's list of calls, for shutdown */
+    llmc_flight_t *f;
+    llmc_worker_t *w;
+    llmc_upstream_call_t *call;
+    bool store;
+    bool stream;         /* an SSE answer: relayed, never parsed as JSON */
+    bool private_scope;
+    int64_t ttl_ms;
+    bool too_big;
+    char ns[128];
+    char model[128];
+    char *auth_hdr;  /* "Authorization: ..." passed through, or NULL */
+} fetch_t;
+
+static void fetch_free(fetch_t *ft)
+{
+    if (ft->prev)
+        ft->prev->next = ft->next;
+    else if (ft->w->fetches == ft)
+        ft->w->fetches = ft->next;
+    if (ft->next)
+        ft->next->prev = ft->prev;
+    llmc_flight_unref(ft->f);
+    free(ft->auth_hdr);
+    free(ft);
+}
+
+static void on_head(void *arg, int status, const char *ctype, const char *pass, size_t pass_len)
+{
+    fetch_t *ft = arg;
+    llmc_flight_head(ft->f, status, ctype, pass, pass_len);
+}
+
+static void on_data(void *arg, const char *buf, size_t len)
+{
+    fetch_t *ft = arg;
+    if (ft->too_big)
+        return;
+    if (ft->f->body_len + len > MAX_ANSWER_BYTES || llmc_flight_data(ft->f, buf, len) < 0)
+        ft->too_big = true;
+}
+
+/* True when the answer is a complete JSON object (the only thing we store). */
+static bool valid_json_object(const char *body, size_t len)
+{
+    json_t *v = body ? json_loadb(body, len, 0, NULL) : NULL;
+    bool ok = json_is_object(v);
+    json_decref(v);
+    return ok;
+}
+
+static llmc_entry_t *make_entry(fetch_t *ft, int64_t now)
+{
+    llmc_flight_t *f = ft->f;
+    llmc_entry_spec_t spec = {
+        .key = &f->key,
+        .status = (uint16_t)f->status,
+        .flags = ft->private_scope ? LLMC_ENTRY_PRIVATE : 0,
+        .created_ms = now,
+        .expires_ms = now + ft->ttl_ms,
+        .content_type = f->content_type[0] ? f->content_type : "application/json",
+        .ns = ft->ns,
+        .model = ft->model,
+        .body = f->body,
+        .body_len = f->body_len,
+    };
+    return llmc_entry_new(&spec);
+}
+
+/* Puts e into every tier; false when the memory tier refused it as too big. */
+static bool store_everywhere(llmc_gw_t *gw, llmc_entry_t *e, int64_t now)
+{
+    bool ok = true;
+    for (unsigned i = 0; i < gw->ntiers; i++) {
+        int rc = gw->tiers[i]->ops->put(gw->tiers[i], e, now);
+        if (i == 0 && rc < 0)
+            ok = false;
+    }
+    return ok;
+}
+
+static void count_error(llmc_counters_t *c, int err)
+{
+    if (err == LLMC_ECONNECT)
+        LLMC_COUNT(c, upstream_err_connect);
+    else if (err == LLMC_ETIMEDOUT)
+        LLMC_COUNT(c, upstream_err_timeout);
+    else
+        LLMC_COUNT(c, upstream_err_io);
+}
+
+static void on_done(void *arg, int err, const char *detail)
+{
+    fetch_t *ft = arg;
+    llmc_flight_t *f = ft->f;
+    llmc_counters_t *c = &ft->w->ctr;
+    llmc_entry_t *e = NULL;
+    bool invalid = false;
+    if (!err && ft->too_big) {
+        err = LLMC_E2BIG;
+        detail = "the answer is larger than the gateway holds";
+    }
+    if (err) {
+        count_error(c, err);
+    } else if (f->status / 100 != 2) {
+        LLMC_COUNT(c, upstream_err_status);
+    } else if (!ft->stream && !valid_json_object(f->body, f->body_len)) {
+        LLMC_COUNT(c, upstream_err_invalid);
+        invalid = true;
+    } else if (ft->store) {
+        int64_t now = llmc_now_ms();
+        e = make_entry(ft, now);
+        if (e && store_everywhere(ft->w->gw, e, now)) {
+            LLMC_COUNT(c, stored);
+        } else {
+            LLMC_COUNT(c, not_stored_too_big);
+            llmc_entry_unref(e);
+            e = NULL;
+        }
+    }
+    llmc_flight_finish(f, err, detail, invalid, e);
+    llmc_entry_unref(e);
+    fetch_free(ft);
+}
+
+static const llmc_upstream_handler_t handler = {on_head, on_data, on_done};
+
+/* Client headers that mean something to an OpenAI-style API. */
+static const char *const forward_hdrs[] = {
+    "openai-organization", "openai-project", "openai-beta", "accept",
+};
+
+int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
+                         const char *body, size_t body_len, bool store, const char *model)
+{
+    llmc_gw_t *gw = gr->w->gw;
+    fetch_t *ft = calloc(1, sizeof(*ft));
+    if (!ft)
+        return LLMC_ENOMEM;
+    ft->f = gr->flight;
+    llmc_flight_ref(ft->f);
+    ft->w = gr->w;
+    ft->store = store;
+    ft->stream = gr->stream;
+    ft->private_scope = gr->private_scope;
+    ft->ttl_ms = gr->policy.ttl_ms;
+    snprintf(ft->ns, sizeof(ft->ns), "%s", gr->policy.ns);
+    snprintf(ft->model, sizeof(ft->model), "%s", model ? model : "");
+
+    const char *hdrs[16];
+    char extra[4][512];
+    size_t n = 0;
+    if (body)
+        hdrs[n++] = "Content-Type: application/json";
+    if (gw->upstream_auth) {
+        hdrs[n++] = gw->upstream_auth;
+    } else {
+        const char *a = llmc_http_header(gr->req, "authorization");
+        if (a && asprintf(&ft->auth_hdr, "Authorization: %s", a) > 0)
+            hdrs[n++] = ft->auth_hdr;
+    }
+    for (size_t i = 0; i < sizeof(forward_hdrs) / sizeof(forward_hdrs[0]); i++) {
+        const char *v = llmc_http_header(gr->req, forward_hdrs[i]);
+        if (v && strlen(v) < 400) {
+            snprintf(extra[i], sizeof(extra[i]), "%s: %s", forward_hdrs[i], v);
+            hdrs[n++] = extra[i];
+        }
+    }
+    llmc_upstream_request_t r = {
+        .method = method, .url = url, .body = body, .body_len = body_len,
+        .headers = hdrs, .nheaders = n,
+    };
+    LLMC_COUNT(&gr->w->ctr, upstream_calls);
+    int rc = llmc_upstream_start(gr->w->upstream, &r, &handler, ft, &ft->call);
+    if (rc < 0) {
+        fetch_free(ft);
+        return rc;
+    }
+    ft->next = gr->w->fetches;
+    if (ft->next)
+        ft->next->prev = ft;
+    gr->w->fetches = ft;
+    return 0;
+}
+
+void llmc__gw_fetch_cancel_all(llmc_worker_t *w)
+{
+    while (w->fetches) {
+        fetch_t *ft = w->fetches;
+        llmc_upstream_cancel(ft->call);
+        llmc_flight_finish(ft->f, LLMC_ECANCELED, "the gateway is shutting down", false, NULL);
+        fetch_free(ft);
+    }
+}
+
+void llmc__gw_leave_flight(gw_req_t *gr)
+{
+    if (!gr->flight)
+        return;
+    llmc_flight_detach(gr->flight, &gr->fw);
+    llmc_flight_unref(gr->flight);
+    gr->flight = NULL;
+}

@@ -1,0 +1,103 @@
+/*
+ * gateway/gateway.h: the request pipeline and the threads that run it.
+ *
+ * One llmc_gw_t per process holds what all threads share: the options, the
+ * ordered list of cache tiers, the flight table. One llmc_worker_t per
+ * event-loop thread holds what must not be shared: the loop, its HTTP
+ * server (an SO_REUSEPORT listener), its upstream client, its counters and
+ * its inbox, through which other threads hand it work (a finished flight
+ * that one of its clients waits for).
+ */
+#ifndef LLMC_GATEWAY_H
+#define LLMC_GATEWAY_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "gateway/flight.h"
+#include "gateway/stats.h"
+#include "http/http.h"
+#include "llmc/tier.h"
+#include "upstream/upstream.h"
+
+#define LLMC_MAX_TIERS 4
+
+typedef struct llmc_gw llmc_gw_t;
+typedef struct llmc_worker llmc_worker_t;
+struct gw_req;
+
+struct llmc_worker {
+    llmc_gw_t *gw;
+    unsigned id;
+    uv_loop_t loop;
+    llmc_http_server_t *server;
+    llmc_upstream_t *upstream;
+    uv_async_t inbox_async;          /* wakes the loop for queued waiters */
+    pthread_mutex_t inbox_mu;
+    struct gw_req *inbox_head, *inbox_tail;
+    uv_async_t stop_async;
+    uv_timer_t tick_timer;           /* tier upkeep; worker 0 only */
+    llmc_counters_t ctr;
+    pthread_t thread;
+    int listen_rc;                   /* result of listen, read by the main thread */
+    char listen_err[256];
+    void *fetches;                   /* upstream calls this worker runs (fetch.c) */
+    uv_signal_t sigint, sigterm;     /* worker 0 only */
+};
+
+struct llmc_gw {
+    const llmc_config_t *cfg;
+    char upstream_base[1024];        /* without a trailing slash */
+    char *upstream_auth;             /* "Authorization: Bearer KEY", or NULL */
+    bool shared_scope;
+    char listen_host[256];
+    int listen_port;
+    llmc_tier_t *tiers[LLMC_MAX_TIERS];
+    unsigned ntiers;
+    llmc_flight_table_t *flights;
+    llmc_worker_t *workers;
+    unsigned nworkers;
+    int log_fd;                      /* access log, -1 when off */
+    int64_t started_ms;
+    _Atomic unsigned servers_open;   /* shutdown: phase 2 starts when it reaches 0 */
+    _Atomic int phase;               /* 0 running, 1 closing servers, 2 closing the rest */
+};
+
+/*
+ * Builds the shared state from cfg (which must outlive it): tiers, flight
+ * table, access log, upstream base URL and key (key may be NULL). 0 or
+ * LLMC_E* with a message in err.
+ */
+int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_url,
+                 const char *upstream_key, char *err, size_t errlen);
+
+/*
+ * Starts cfg->threads workers (one on the calling thread), listens, and
+ * runs until llmc_gw_stop. Calls ready(arg) once every worker listens.
+ * Returns 0, or LLMC_EIO when a listener could not be opened (message in err).
+ */
+int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *arg,
+                char *err, size_t errlen);
+
+/* Asks every worker to close its server and finish. Any thread (signal
+   handlers: use a uv_signal on a loop instead). */
+void llmc_gw_stop(llmc_gw_t *gw);
+
+/* Frees the shared state after llmc_gw_run returned. */
+void llmc_gw_free(llmc_gw_t *gw);
+
+/* The request handler and the finish hook the workers' servers use. */
+void llmc_gw_handle(llmc_http_req_t *req, void *ctx);
+void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx);
+
+/* Runs the inbox of a worker: answers waiters whose flight moved. */
+void llmc_gw_inbox_run(llmc_worker_t *w);
+
+/* Wall-clock milliseconds since the epoch. The only clock the cache sees. */
+int64_t llmc_now_ms(void);
+
+#endif

@@ -1,0 +1,403 @@
+/*
+ * gateway/handler.c: a request's path from route to answer.
+ *
+ * route -> read the cache controls into a policy -> canonical body and key
+ * -> walk the tiers -> hit: answer now; miss: join (or start) the flight for
+ * the key and wait on it. respond.c turns entries and flights into answers;
+ * fetch.c runs the upstream call; worker.c owns the threads and inboxes.
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - GET /ask is a chat completion in disguise: it is keyed exactly like the
+ *   equivalent POST /v1/chat/completions, so the two share cached answers.
+ * - The body that goes upstream is the client's bytes, untouched, unless
+ *   the "cache" extension had to be cut out of it.
+ * - Streaming requests are relayed but not coalesced or stored (yet): the
+ *   cached form of a stream is the assembled completion, which is the
+ *   streaming issue's work.
+ */
+#include <http_parser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/evp.h>
+
+#include "gateway/gw_int.h"
+#include "llmc/cache.h"
+#include "llmc/error.h"
+
+static const struct route_def {
+    const char *path;
+    int method;
+    gw_route_t route;
+} routes[] = {
+    {"/v1/chat/completions", HTTP_POST, R_CHAT},
+    {"/v1/completions", HTTP_POST, R_COMPLETIONS},
+    {"/v1/embeddings", HTTP_POST, R_EMBEDDINGS},
+    {"/v1/models", HTTP_GET, R_MODELS},
+    {"/ask", HTTP_GET, R_ASK},
+    {"/healthz", HTTP_GET, R_HEALTH},
+    {"/stats", HTTP_GET, R_STATS},
+};
+
+/* Finds the route; *wrong_method when the path exists with another method. */
+static gw_route_t find_route(const llmc_http_req_t *req, bool *wrong_method)
+{
+    *wrong_method = false;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (strcmp(req->path, routes[i].path) != 0)
+            continue;
+        if (req->method == routes[i].method ||
+            (req->method == HTTP_HEAD && routes[i].method == HTTP_GET))
+            return routes[i].route;
+        *wrong_method = true;
+    }
+    return R_NONE;
+}
+
+gw_use_t llmc__gw_usable(const llmc_policy_t *p, const llmc_entry_t *e, int64_t now_ms)
+{
+    if (p->max_age_ms != LLMC_POLICY_UNSET && now_ms - e->created_ms > p->max_age_ms)
+        return USE_NO;
+    if (now_ms < e->expires_ms)
+        return e->expires_ms - now_ms >= p->min_fresh_ms ? USE_FRESH : USE_NO;
+    if (p->max_stale_ms > 0 && now_ms - e->expires_ms <= p->max_stale_ms)
+        return USE_STALE;
+    return USE_NO;
+}
+
+/* Walks the tiers in order; a hit in a slower tier is copied into the faster
+   ones. Returns a referenced entry or NULL. */
+static llmc_entry_t *tiers_get(llmc_gw_t *gw, const llmc_key_t *key, int64_t now,
+                               const char **tier)
+{
+    for (unsigned i = 0; i < gw->ntiers; i++) {
+        llmc_entry_t *e;
+        if (gw->tiers[i]->ops->get(gw->tiers[i], key, now, &e) != 0)
+            continue;
+        for (unsigned j = 0; j < i; j++)
+            gw->tiers[j]->ops->put(gw->tiers[j], e, now);
+        *tier = gw->tiers[i]->ops->name;
+        return e;
+    }
+    return NULL;
+}
+
+/* The scope part of the key: "" when shared, else a hash of the credential,
+   so that one API key's answers are never served to another. */
+static void scope_of(const llmc_gw_t *gw, const llmc_http_req_t *req, char out[65],
+                     bool *private_scope)
+{
+    *private_scope = !gw->shared_scope;
+    out[0] = '\0';
+    if (gw->shared_scope)
+        return;
+    const char *auth = llmc_http_header(req, "authorization");
+    unsigned char md[32];
+    unsigned mdlen = 0;
+    EVP_Digest(auth ? auth : "", auth ? strlen(auth) : 0, md, &mdlen, EVP_sha256(), NULL);
+    llmc_key_hex((const llmc_key_t *)md, out);
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decodes a query value ('+' is a space) into out (cap bytes). */
+static int query_param(const char *query, const char *name, char *out, size_t cap)
+{
+    size_t nlen = strlen(name);
+    for (const char *p = query; p && *p; p = strchr(p, '&'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, name, nlen) != 0 || p[nlen] != '=')
+            continue;
+        size_t n = 0;
+        for (p += nlen + 1; *p && *p != '&'; p++) {
+            int c = (unsigned char)*p;
+            if (c == '+')
+                c = ' ';
+            else if (c == '%') {
+                int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+                if (lo < 0)
+                    return LLMC_EINVAL;
+                c = hi * 16 + lo;
+                p += 2;
+            }
+            if (n + 1 >= cap)
+                return LLMC_E2BIG;
+            out[n++] = (char)c;
+        }
+        out[n] = '\0';
+        return 0;
+    }
+    return LLMC_ENOENT;
+}
+
+/* Builds the chat request that GET /ask stands for. */
+static int ask_body(gw_req_t *gr, char **body, size_t *len, char *err, size_t errlen)
+{
+    const llmc_http_req_t *req = gr->req;
+    size_t cap = strlen(req->query) + 1; /* decoding never grows it */
+    char *q = malloc(cap), model[256];
+    if (!q)
+        return LLMC_ENOMEM;
+    int rc = query_param(req->query, "q", q, cap);
+    if (rc == 0 && !q[0])
+        rc = LLMC_ENOENT;
+    if (rc < 0) {
+        snprintf(err, errlen, rc == LLMC_ENOENT ? "missing query parameter q"
+                                               : "query parameter q is not valid percent-encoding");
+        free(q);
+        return LLMC_EINVAL;
+    }
+    if (query_param(req->query, "model", model, sizeof(model)) != 0 || !model[0])
+        snprintf(model, sizeof(model), "%s", gr->w->gw->cfg->ask_model);
+    json_t *content = json_string(q);
+    free(q);
+    if (!content) {
+        snprintf(err, errlen, "query parameter q is not valid UTF-8");
+        return LLMC_EINVAL;
+    }
+    json_t *root = json_pack("{s:s, s:[{s:s, s:o}]}", "model", model, "messages",
+                             "role", "user", "content", content);
+    *body = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    if (!*body)
+        return LLMC_ENOMEM;
+    *len = strlen(*body);
+    return 0;
+}
+
+static void respond_json(llmc_http_req_t *req, int status, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    static const char h[] = "Content-Type: application/json\r\nCache-Control: no-store\r\n";
+    llmc_http_respond_copy(req, status, h, sizeof(h) - 1, s ? s : "{}", s ? strlen(s) : 2);
+    free(s);
+    json_decref(obj);
+}
+
+static void respond_stats(llmc_worker_t *w, llmc_http_req_t *req)
+{
+    llmc_gw_t *gw = w->gw;
+    llmc_counters_t sum;
+    memset(&sum, 0, sizeof(sum));
+    for (unsigned i = 0; i < gw->nworkers; i++)
+        llmc_counters_add(&sum, &gw->workers[i].ctr);
+    json_t *o = json_object();
+    llmc_counters_to_json(&sum, o);
+    json_t *tiers = json_object();
+    for (unsigned i = 0; i < gw->ntiers; i++) {
+        llmc_tier_stats_t ts;
+        memset(&ts, 0, sizeof(ts));
+        gw->tiers[i]->ops->stats(gw->tiers[i], &ts);
+        if (i == 0) { /* the memory tier is the cache the top-level fields describe */
+            json_object_set_new(o, "entries", json_integer((json_int_t)ts.entries));
+            json_object_set_new(o, "bytes", json_integer((json_int_t)ts.bytes));
+            json_object_set_new(o, "max_bytes", json_integer((json_int_t)ts.max_bytes));
+            json_object_set_new(o, "evicted_size", json_integer((json_int_t)ts.evicted_size));
+            json_object_set_new(o, "evicted_ttl", json_integer((json_int_t)ts.evicted_ttl));
+        }
+        json_object_set_new(tiers, gw->tiers[i]->ops->name,
+            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+                      "entries", (json_int_t)ts.entries, "bytes", (json_int_t)ts.bytes,
+                      "max_bytes", (json_int_t)ts.max_bytes, "hits", (json_int_t)ts.hits,
+                      "misses", (json_int_t)ts.misses, "stored", (json_int_t)ts.stored,
+                      "evicted_size", (json_int_t)ts.evicted_size,
+                      "evicted_ttl", (json_int_t)ts.evicted_ttl, "purged", (json_int_t)ts.purged,
+                      "errors", (json_int_t)ts.errors, "dropped", (json_int_t)ts.dropped));
+    }
+    json_object_set_new(o, "tiers", tiers);
+    json_object_set_new(o, "in_flight", json_integer((json_int_t)llmc_flight_table_count(gw->flights)));
+    json_object_set_new(o, "threads", json_integer(gw->nworkers));
+    json_object_set_new(o, "uptime_s", json_integer((llmc_now_ms() - gw->started_ms) / 1000));
+    respond_json(req, 200, o);
+}
+
+/* Answers when no usable entry exists and the client forbade the upstream. */
+static void only_if_cached_miss(gw_req_t *gr)
+{
+    LLMC_COUNT(&gr->w->ctr, only_if_cached_misses);
+    gr->xcache = "MISS";
+    llmc__gw_error(gr, 504, "cache_miss", "only_if_cached",
+                   "no cached answer for this request and Cache-Control: only-if-cached "
+                   "forbids calling the model");
+}
+
+/* A miss: join the flight for the key (or lead a new one) and wait. */
+static void go_upstream(gw_req_t *gr, const char *path, const char *body, size_t body_len,
+                        const char *model)
+{
+    llmc_gw_t *gw = gr->w->gw;
+    bool coalesce = gr->policy.write && !gr->stream && gr->route != R_MODELS;
+    bool created = true;
+    gr->flight = coalesce ? llmc_flight_join(gw->flights, &gr->key, &created)
+                          : llmc_flight_new_private(&gr->key);
+    if (!gr->flight) {
+        llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
+        return;
+    }
+    gr->leader = created;
+    gr->xcache = !coalesce ? "BYPASS" : created ? "MISS" : "COALESCED";
+    if (!coalesce)
+        LLMC_COUNT(&gr->w->ctr, bypasses);
+    else if (created)
+        LLMC_COUNT(&gr->w->ctr, misses);
+    else
+        LLMC_COUNT(&gr->w->ctr, coalesced);
+    gr->fw.wants_data = gr->stream;
+    if (created) {
+        char url[1400];
+        snprintf(url, sizeof(url), "%s%s", gw->upstream_base, path + 3 /* strip "/v1" */);
+        int rc = llmc__gw_fetch_start(gr, gr->route == R_MODELS ? "GET" : "POST", url,
+                                      body, body_len, coalesce, model);
+        if (rc < 0) {
+            llmc_flight_finish(gr->flight, rc, "could not start the upstream call", false, NULL);
+            llmc__gw_respond_flight(gr);
+            return;
+        }
+    }
+    if (!llmc_flight_attach(gr->flight, &gr->fw))
+        llmc__gw_respond_flight(gr); /* finished before we got here */
+}
+
+/* Parses body, policy and key for a cacheable route; on success either
+   answers from the cache or goes upstream. */
+static void handle_cached(gw_req_t *gr)
+{
+    llmc_http_req_t *req = gr->req;
+    llmc_gw_t *gw = gr->w->gw;
+    char err[256] = "";
+    char *ask = NULL;
+    size_t ask_len = 0;
+    const char *body = req->body, *path = req->path;
+    size_t body_len = req->body_len;
+    llmc_canon_t canon;
+    memset(&canon, 0, sizeof(canon));
+
+    if (gr->route == R_ASK) {
+        int rc = ask_body(gr, &ask, &ask_len, err, sizeof(err));
+        if (rc < 0) {
+            llmc__gw_error(gr, rc == LLMC_ENOMEM ? 503 : 400, "invalid_request_error",
+                           "invalid_query", err);
+            return;
+        }
+        body = ask;
+        body_len = ask_len;
+        path = "/v1/chat/completions";
+    }
+    if (llmc_canon_parse(body, body_len, &canon, err, sizeof(err)) < 0) {
+        llmc__gw_error(gr, 400, "invalid_request_error", "invalid_json", err);
+        goto out;
+    }
+    if (llmc_policy_parse(&gr->policy, llmc_http_header(req, "cache-control"),
+                          llmc_http_header(req, "pragma"), llmc_http_header(req, "x-cache-ttl"),
+                          llmc_http_header(req, "x-cache-namespace"), canon.cache_ext,
+                          gw->cfg->ttl, gw->cfg->max_ttl, err, sizeof(err)) < 0) {
+        llmc__gw_error(gr, 400, "invalid_request_error", "invalid_cache_control", err);
+        goto out;
+    }
+    gr->stream = canon.stream && gr->route != R_EMBEDDINGS && gr->route != R_ASK;
+    if (gr->stream) /* streams are relayed, not cached, until they can be assembled */
+        gr->policy.read = gr->policy.write = false;
+
+    char scope[65];
+    scope_of(gw, req, scope, &gr->private_scope);
+    llmc_key_build(&gr->key, path, gw->upstream_base, scope, gr->policy.ns,
+                   canon.text, canon.text_len);
+    llmc_key_hex(&gr->key, gr->keyhex);
+
+    int64_t now = llmc_now_ms();
+    if (gr->policy.read || gr->policy.only_if_cached) {
+        const char *tier = NULL;
+        llmc_entry_t *e = tiers_get(gw, &gr->key, now, &tier);
+        gw_use_t use = e ? llmc__gw_usable(&gr->policy, e, now) : USE_NO;
+        if (use != USE_NO && gr->policy.read) {
+            gr->tier = tier;
+            llmc__gw_respond_entry(gr, e, use == USE_FRESH ? "HIT" : "STALE", NULL, now);
+            llmc_entry_unref(e);
+            goto out;
+        }
+        if (e && now >= e->expires_ms && now - e->expires_ms <= gw->cfg->stale_if_error)
+            gr->stale = e;  /* kept in case the upstream fails */
+        else
+            llmc_entry_unref(e);
+    }
+    if (gr->policy.only_if_cached) {
+        only_if_cached_miss(gr);
+        goto out;
+    }
+    /* Forward the client's own bytes unless the extension had to go. */
+    char *fwd = NULL;
+    if (canon.cache_ext && gr->route != R_ASK) {
+        fwd = json_dumps(canon.root, JSON_COMPACT);
+        body = fwd ? fwd : body;
+        body_len = fwd ? strlen(fwd) : body_len;
+    }
+    go_upstream(gr, path, body, body_len, canon.model);
+    free(fwd);
+out:
+    llmc_canon_free(&canon);
+    free(ask);
+}
+
+static void on_abort(llmc_http_req_t *req)
+{
+    gw_req_t *gr = req->data;
+    gr->req = NULL;
+    LLMC_COUNT(&gr->w->ctr, aborted);
+    if (gr->flight)
+        llmc_flight_detach(gr->flight, &gr->fw);
+}
+
+static void not_found(llmc_http_req_t *req, bool wrong_method)
+{
+    char msg[300];
+    if (wrong_method)
+        snprintf(msg, sizeof(msg), "method %s is not allowed on %.200s", req->method_name, req->path);
+    else
+        snprintf(msg, sizeof(msg), "no route for %s %.200s", req->method_name, req->path);
+    llmc_http_respond_error(req, wrong_method ? 405 : 404, NULL, "invalid_request_error",
+                            wrong_method ? "method_not_allowed" : "not_found", msg);
+}
+
+void llmc_gw_handle(llmc_http_req_t *req, void *ctx)
+{
+    llmc_worker_t *w = ctx;
+    bool wrong_method;
+    gw_route_t route = find_route(req, &wrong_method);
+    if (route == R_NONE) {
+        not_found(req, wrong_method);
+        return;
+    }
+    if (route == R_HEALTH) {
+        static const char h[] = "Content-Type: application/json\r\nCache-Control: no-store\r\n";
+        llmc_http_respond_copy(req, 200, h, sizeof(h) - 1, "{\"status\":\"ok\"}", 15);
+        return;
+    }
+    if (route == R_STATS) {
+        respond_stats(w, req);
+        return;
+    }
+    gw_req_t *gr = calloc(1, sizeof(*gr));
+    if (!gr) {
+        llmc_http_respond_error(req, 503, NULL, "server_error", "out_of_memory", "out of memory");
+        return;
+    }
+    gr->req = req;
+    gr->w = w;
+    gr->route = route;
+    req->data = gr;
+    req->on_abort = on_abort;
+    if (route == R_MODELS) {
+        memset(&gr->policy, 0, sizeof(gr->policy));
+        gr->policy.max_age_ms = LLMC_POLICY_UNSET;
+        go_upstream(gr, req->path, NULL, 0, "");
+        return;
+    }
+    handle_cached(gr);
+}

@@ -1,0 +1,210 @@
+/*
+ * gateway/policy.c: Cache-Control, Pragma, X-Cache-* and the body's "cache"
+ * extension folded into one llmc_policy_t.
+ *
+ * Directive names are case-insensitive and unknown ones are ignored, as
+ * RFC 9111 asks. A malformed delta-seconds argument makes the directive
+ * count as absent for max-age/min-fresh, but a bare max-stale means "any
+ * staleness". Our own headers are stricter: a bad X-Cache-TTL is a 400,
+ * because a client that set it wants to know it was not applied.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "gateway/policy.h"
+#include "llmc/error.h"
+
+/* Parses delta-seconds (digits, optionally quoted); -1 when malformed. */
+static int64_t delta_seconds(const char *v, size_t len)
+{
+    if (len >= 2 && v[0] == '"' && v[len - 1] == '"') {
+        v++;
+        len -= 2;
+    }
+    if (len == 0 || len > 12)
+        return len > 12 ? INT64_MAX / 1000 : -1;
+    int64_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!isdigit((unsigned char)v[i]))
+            return -1;
+        n = n * 10 + (v[i] - '0');
+    }
+    return n;
+}
+
+static void apply_directive(llmc_policy_t *p, const char *name, size_t nlen,
+                            const char *val, size_t vlen, bool has_val)
+{
+#define IS(s) (nlen == sizeof(s) - 1 && strncasecmp(name, s, nlen) == 0)
+    int64_t secs = has_val ? delta_seconds(val, vlen) : -1;
+    if (IS("no-cache")) {
+        p->read = false;
+    } else if (IS("no-store")) {
+        p->read = false;
+        p->write = false;
+    } else if (IS("only-if-cached")) {
+        p->only_if_cached = true;
+    } else if (IS("max-age") && secs >= 0) {
+        p->max_age_ms = secs * 1000;
+    } else if (IS("min-fresh") && secs >= 0) {
+        p->min_fresh_ms = secs * 1000;
+    } else if (IS("max-stale")) {
+        p->max_stale_ms = has_val ? (secs >= 0 ? secs * 1000 : 0) : INT64_MAX;
+    }
+#undef IS
+}
+
+/* Walks "a, b=1, c=\"x\"" and applies each directive. */
+static void parse_cache_control(llmc_policy_t *p, const char *s)
+{
+    while (*s) {
+        while (*s == ' ' || *s == '\t' || *s == ',')
+            s++;
+        const char *name = s;
+        while (*s && *s != '=' && *s != ',' && *s != ' ' && *s != '\t')
+            s++;
+        size_t nlen = (size_t)(s - name);
+        while (*s == ' ' || *s == '\t')
+            s++;
+        const char *val = NULL;
+        size_t vlen = 0;
+        if (*s == '=') {
+            s++;
+            val = s;
+            if (*s == '"') {
+                s++;
+                while (*s && *s != '"')
+                    s++;
+                if (*s == '"')
+                    s++;
+            } else {
+                while (*s && *s != ',' && *s != ' ' && *s != '\t')
+                    s++;
+            }
+            vlen = (size_t)(s - val);
+        }
+        if (nlen)
+            apply_directive(p, name, nlen, val, vlen, val != NULL);
+        while (*s && *s != ',')
+            s++;
+    }
+}
+
+static int set_ns(llmc_policy_t *p, const char *ns, char *err, size_t errlen)
+{
+    size_t n = strlen(ns);
+    if (n >= sizeof(p->ns)) {
+        snprintf(err, errlen, "cache namespace is longer than %zu bytes", sizeof(p->ns) - 1);
+        return LLMC_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)ns[i] < 0x20 || ns[i] == 0x7f) {
+            snprintf(err, errlen, "cache namespace contains a control character");
+            return LLMC_EINVAL;
+        }
+    }
+    memcpy(p->ns, ns, n + 1);
+    return 0;
+}
+
+static int parse_ttl_header(const char *s, int64_t *ttl_ms, char *err, size_t errlen)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (errno || end == s || *end || v < 0) {
+        snprintf(err, errlen, "X-Cache-TTL must be a whole number of seconds, got '%.40s'", s);
+        return LLMC_EINVAL;
+    }
+    *ttl_ms = v > INT64_MAX / 1000 ? INT64_MAX : (int64_t)v * 1000;
+    return 0;
+}
+
+static int ext_bool(const json_t *ext, const char *name, bool *out, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(ext, name);
+    if (!v)
+        return 1;
+    if (!json_is_boolean(v)) {
+        snprintf(err, errlen, "cache.%s must be a boolean", name);
+        return LLMC_EINVAL;
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+static int ext_secs(const json_t *ext, const char *name, int64_t *ms, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(ext, name);
+    if (!v)
+        return 1;
+    if (!json_is_number(v) || json_number_value(v) < 0) {
+        snprintf(err, errlen, "cache.%s must be a non-negative number of seconds", name);
+        return LLMC_EINVAL;
+    }
+    double d = json_number_value(v) * 1000.0;
+    *ms = d > 9e15 ? INT64_MAX : (int64_t)d;
+    return 0;
+}
+
+/* The LiteLLM-style body extension; its settings override the headers. */
+static int apply_ext(llmc_policy_t *p, const json_t *ext, char *err, size_t errlen)
+{
+    bool b;
+    int64_t ms;
+    int rc;
+    if ((rc = ext_bool(ext, "no-cache", &b, err, errlen)) < 0)
+        return rc;
+    if (rc == 0 && b)
+        p->read = false;
+    if ((rc = ext_bool(ext, "no-store", &b, err, errlen)) < 0)
+        return rc;
+    if (rc == 0 && b)
+        p->read = p->write = false;
+    if ((rc = ext_secs(ext, "ttl", &ms, err, errlen)) < 0)
+        return rc;
+    if (rc == 0)
+        p->ttl_ms = ms;
+    if ((rc = ext_secs(ext, "s-maxage", &ms, err, errlen)) < 0)
+        return rc;
+    if (rc == 0)
+        p->max_age_ms = ms;
+    json_t *ns = json_object_get(ext, "namespace");
+    if (ns && !json_is_string(ns)) {
+        snprintf(err, errlen, "cache.namespace must be a string");
+        return LLMC_EINVAL;
+    }
+    return ns ? set_ns(p, json_string_value(ns), err, errlen) : 0;
+}
+
+int llmc_policy_parse(llmc_policy_t *p, const char *cache_control, const char *pragma,
+                      const char *ttl_hdr, const char *ns_hdr, const json_t *cache_ext,
+                      int64_t default_ttl_ms, int64_t max_ttl_ms, char *err, size_t errlen)
+{
+    memset(p, 0, sizeof(*p));
+    p->read = p->write = true;
+    p->max_age_ms = LLMC_POLICY_UNSET;
+    p->ttl_ms = default_ttl_ms;
+    if (cache_control)
+        parse_cache_control(p, cache_control);
+    else if (pragma && strcasestr(pragma, "no-cache"))
+        p->read = false;
+    if (ttl_hdr && parse_ttl_header(ttl_hdr, &p->ttl_ms, err, errlen) < 0)
+        return LLMC_EINVAL;
+    if (ns_hdr && set_ns(p, ns_hdr, err, errlen) < 0)
+        return LLMC_EINVAL;
+    if (cache_ext && apply_ext(p, cache_ext, err, errlen) < 0)
+        return LLMC_EINVAL;
+    if (p->ttl_ms > max_ttl_ms)
+        p->ttl_ms = max_ttl_ms;
+    if (p->ttl_ms <= 0)
+        p->write = false;
+    return 0;
+}

@@ -1,0 +1,43 @@
+/*
+ * gateway/policy.h: what a request allows the cache to do, in one struct.
+ *
+ * Everything a client can say about caching arrives in one of four forms:
+ * the Cache-Control request header (RFC 9111), Pragma: no-cache, our own
+ * X-Cache-TTL / X-Cache-Namespace headers, and the JSON body extension
+ * "cache": {...} that LiteLLM users already send. They are all folded into
+ * llmc_policy_t here, so the rest of the gateway asks one question
+ * ("may I read? may I write? how stale?") instead of four.
+ */
+#ifndef LLMC_GW_POLICY_H
+#define LLMC_GW_POLICY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define LLMC_POLICY_UNSET (-1)
+
+typedef struct llmc_policy {
+    bool read;              /* may answer from the cache (false: no-cache, no-store) */
+    bool write;             /* may store the answer (false: no-store) */
+    bool only_if_cached;    /* never call the upstream: 504 when nothing usable */
+    int64_t max_age_ms;     /* accept entries at most this old; UNSET = any */
+    int64_t min_fresh_ms;   /* require this much freshness left; 0 = none */
+    int64_t max_stale_ms;   /* accept this far past expiry; 0 = none, INT64_MAX = any */
+    int64_t ttl_ms;         /* lifetime for a stored answer */
+    char ns[128];           /* namespace, "" for none */
+} llmc_policy_t;
+
+/*
+ * Fills *p from the request's headers (each may be NULL) and the body's
+ * "cache" object (may be NULL). default_ttl_ms applies when nothing sets a
+ * TTL; any TTL is clamped to max_ttl_ms. Returns 0, or LLMC_EINVAL with a
+ * message for the client in err (a bad X-Cache-TTL, a "cache" field of the
+ * wrong type, an over-long namespace).
+ */
+int llmc_policy_parse(llmc_policy_t *p, const char *cache_control, const char *pragma,
+                      const char *ttl_hdr, const char *ns_hdr, const json_t *cache_ext,
+                      int64_t default_ttl_ms, int64_t max_ttl_ms, char *err, size_t errlen);
+
+#endif

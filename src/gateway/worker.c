@@ -1,0 +1,342 @@
+/*
+ * gateway/worker.c: the event-loop threads, their inboxes, start and stop.
+ *
+ * Every worker is set up on the main thread (loop, server, upstream
+ * client, async handles) and only then handed to its own thread, so no
+ * handle is ever touched by two threads. Worker 0 runs on the main thread
+ * and also owns the signal handlers and the tier upkeep timer.
+ *
+ * Shutdown has two phases, because a flight on one thread can have waiters
+ * on another: first every worker closes its server (which aborts its
+ * clients' requests and detaches their waiters); once the last server is
+ * closed, every worker cancels its upstream calls and closes the rest.
+ * By then no waiter is left anywhere, so no inbox is written to after its
+ * handle is closed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gateway/gw_int.h"
+#include "llmc/cache.h"
+#include "llmc/error.h"
+#include "tier/memory.h"
+
+#define TICK_MS 100
+
+int64_t llmc_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void llmc__gw_waiter_notify(llmc_flight_waiter_t *fw)
+{
+    gw_req_t *gr = (gw_req_t *)fw;
+    llmc_worker_t *w = gr->w;
+    pthread_mutex_lock(&w->inbox_mu);
+    bool wake = false;
+    if (!gr->queued) {
+        gr->queued = true;
+        gr->inbox_next = NULL;
+        if (w->inbox_tail)
+            w->inbox_tail->inbox_next = gr;
+        else
+            w->inbox_head = gr;
+        w->inbox_tail = gr;
+        wake = true;
+    }
+    pthread_mutex_unlock(&w->inbox_mu);
+    if (wake)
+        uv_async_send(&w->inbox_async);
+}
+
+/* One waiter whose flight moved: relay, answer, or free a dead one. */
+static void inbox_one(gw_req_t *gr)
+{
+    if (gr->dead) {
+        free(gr);
+        return;
+    }
+    if (!gr->req || !gr->flight)
+        return;
+    if (gr->fw.wants_data) {
+        llmc__gw_stream_step(gr);
+        return;
+    }
+    pthread_mutex_lock(&gr->flight->mu);
+    bool done = gr->flight->done;
+    pthread_mutex_unlock(&gr->flight->mu);
+    if (done)
+        llmc__gw_respond_flight(gr);
+}
+
+void llmc_gw_inbox_run(llmc_worker_t *w)
+{
+    pthread_mutex_lock(&w->inbox_mu);
+    gw_req_t *gr = w->inbox_head;
+    w->inbox_head = w->inbox_tail = NULL;
+    for (gw_req_t *p = gr; p; p = p->inbox_next)
+        p->queued = false;
+    pthread_mutex_unlock(&w->inbox_mu);
+    while (gr) {
+        gw_req_t *next = gr->inbox_next;
+        inbox_one(gr);
+        gr = next;
+    }
+}
+
+static void on_inbox(uv_async_t *h)
+{
+    llmc_gw_inbox_run(h->data);
+}
+
+/* ---- access log ---------------------------------------------------------- */
+
+/* Copies s into buf as the inside of a JSON string; returns bytes written. */
+static size_t json_esc(char *buf, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; s && *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", c);
+        } else {
+            buf[n++] = (char)c;
+        }
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+static void access_log(llmc_worker_t *w, llmc_http_req_t *req, int status, uint64_t bytes,
+                       const gw_req_t *gr)
+{
+    if (w->gw->log_fd < 0)
+        return;
+    char line[2048], path[600], ts[40];
+    int64_t now = llmc_now_ms();
+    time_t secs = (time_t)(now / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    json_esc(path, sizeof(path), req->path ? req->path : "");
+    double dur = (double)(uv_hrtime() - req->start_ns) / 1e6;
+    int n = snprintf(line, sizeof(line),
+        "{\"ts\":\"%s.%03dZ\",\"thread\":%u,\"id\":%llu,\"method\":\"%s\",\"path\":\"%s\","
+        "\"status\":%d,\"cache\":\"%s\",\"key\":\"%.16s\",\"bytes\":%llu,\"dur_ms\":%.3f}\n",
+        ts, (int)(now % 1000), w->id, (unsigned long long)req->id,
+        req->method_name ? req->method_name : "", path, status,
+        gr && gr->xcache ? gr->xcache : "-", gr ? gr->keyhex : "",
+        (unsigned long long)bytes, dur);
+    if (n > 0 && write(w->gw->log_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0) {
+        /* A full disk must not stop serving; the line is lost. */
+    }
+}
+
+void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx)
+{
+    llmc_worker_t *w = ctx;
+    gw_req_t *gr = req->data;
+    LLMC_COUNT(&w->ctr, requests);
+    if (status >= 500)
+        LLMC_COUNT(&w->ctr, server_errors);
+    else if (status >= 400)
+        LLMC_COUNT(&w->ctr, client_errors);
+    access_log(w, req, status, bytes_out, gr);
+    if (!gr)
+        return;
+    req->data = NULL;
+    gr->req = NULL;
+    llmc__gw_leave_flight(gr);
+    llmc_entry_unref(gr->stale);
+    gr->stale = NULL;
+    pthread_mutex_lock(&w->inbox_mu);
+    bool queued = gr->queued;
+    gr->dead = queued;  /* the inbox frees it when it gets there */
+    pthread_mutex_unlock(&w->inbox_mu);
+    if (!queued)
+        free(gr);
+}
+
+/* ---- start and stop -------------------------------------------------------- */
+
+static void on_tick(uv_timer_t *t)
+{
+    llmc_worker_t *w = t->data;
+    int64_t now = llmc_now_ms();
+    for (unsigned i = 0; i < w->gw->ntiers; i++)
+        if (w->gw->tiers[i]->ops->tick)
+            w->gw->tiers[i]->ops->tick(w->gw->tiers[i], now);
+}
+
+static void close_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void close_rest(llmc_worker_t *w);
+
+static void on_upstream_closed(void *arg)
+{
+    (void)arg;
+}
+
+static void on_server_closed(void *arg)
+{
+    llmc_worker_t *w = arg;
+    w->server = NULL;
+    llmc_gw_t *gw = w->gw;
+    if (atomic_fetch_sub(&gw->servers_open, 1) == 1) {
+        atomic_store(&gw->phase, 2);
+        for (unsigned i = 0; i < gw->nworkers; i++)
+            uv_async_send(&gw->workers[i].stop_async);
+    }
+}
+
+static void close_rest(llmc_worker_t *w)
+{
+    llmc__gw_fetch_cancel_all(w);
+    llmc_gw_inbox_run(w); /* frees waiters that died while queued */
+    llmc_upstream_close(w->upstream, on_upstream_closed, w);
+    uv_close((uv_handle_t *)&w->inbox_async, close_cb);
+    uv_close((uv_handle_t *)&w->stop_async, close_cb);
+    if (w->id == 0) {
+        uv_close((uv_handle_t *)&w->tick_timer, close_cb);
+        uv_close((uv_handle_t *)&w->sigint, close_cb);
+        uv_close((uv_handle_t *)&w->sigterm, close_cb);
+    }
+}
+
+static void on_stop(uv_async_t *h)
+{
+    llmc_worker_t *w = h->data;
+    int phase = atomic_load(&w->gw->phase);
+    if (phase == 1 && w->server)
+        llmc_http_server_close(w->server, on_server_closed, w);
+    else if (phase == 2)
+        close_rest(w);
+}
+
+void llmc_gw_stop(llmc_gw_t *gw)
+{
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&gw->phase, &expected, 1))
+        return;
+    for (unsigned i = 0; i < gw->nworkers; i++)
+        uv_async_send(&gw->workers[i].stop_async);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    llmc_worker_t *w = s->data;
+    fprintf(stderr, "llmcached: %s, shutting down\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    llmc_gw_stop(w->gw);
+}
+
+static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, size_t errlen)
+{
+    const llmc_config_t *cfg = gw->cfg;
+    w->gw = gw;
+    w->id = id;
+    if (uv_loop_init(&w->loop) != 0)
+        goto fail;
+    pthread_mutex_init(&w->inbox_mu, NULL);
+    uv_async_init(&w->loop, &w->inbox_async, on_inbox);
+    w->inbox_async.data = w;
+    uv_async_init(&w->loop, &w->stop_async, on_stop);
+    w->stop_async.data = w;
+    llmc_upstream_config_t ucfg = {
+        .connect_timeout_ms = (uint64_t)cfg->connect_timeout,
+        .total_timeout_ms = (uint64_t)cfg->upstream_timeout,
+        .max_host_conns = 0,
+    };
+    w->upstream = llmc_upstream_new(&w->loop, &ucfg);
+    unsigned per = (unsigned)(cfg->max_connections / gw->nworkers);
+    llmc_http_server_config_t scfg = {
+        .limits = {
+            .max_header_bytes = (size_t)cfg->max_header_bytes,
+            .max_body_bytes = (size_t)cfg->max_body_bytes,
+            .max_headers = (size_t)cfg->max_headers,
+            .header_timeout_ms = (uint64_t)cfg->header_timeout,
+            .idle_timeout_ms = (uint64_t)cfg->idle_timeout,
+            .max_conns = per ? per : 1,
+        },
+        .handler = llmc_gw_handle,
+        .on_done = llmc_gw_done,
+        .ctx = w,
+    };
+    w->server = llmc_http_server_new(&w->loop, &scfg);
+    if (!w->upstream || !w->server)
+        goto fail;
+    if (id == 0) {
+        uv_timer_init(&w->loop, &w->tick_timer);
+        w->tick_timer.data = w;
+        uv_timer_start(&w->tick_timer, on_tick, TICK_MS, TICK_MS);
+        uv_signal_init(&w->loop, &w->sigint);
+        uv_signal_init(&w->loop, &w->sigterm);
+        w->sigint.data = w->sigterm.data = w;
+        uv_signal_start(&w->sigint, on_signal, SIGINT);
+        uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+    }
+    return 0;
+fail:
+    snprintf(err, errlen, "could not set up worker %u: out of memory", id);
+    return LLMC_ENOMEM;
+}
+
+static void *worker_main(void *arg)
+{
+    llmc_worker_t *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *arg,
+                char *err, size_t errlen)
+{
+    int rc = 0;
+    unsigned started = 0;
+    gw->workers = calloc(gw->nworkers, sizeof(*gw->workers));
+    if (!gw->workers)
+        return LLMC_ENOMEM;
+    for (unsigned i = 0; i < gw->nworkers && rc == 0; i++) {
+        rc = worker_init(gw, &gw->workers[i], i, err, errlen);
+        if (rc == 0)
+            rc = llmc_http_server_listen(gw->workers[i].server, gw->listen_host,
+                                         i == 0 ? gw->listen_port
+                                                : llmc_http_server_port(gw->workers[0].server),
+                                         true, err, errlen);
+        started = i + 1;
+    }
+    atomic_store(&gw->servers_open, started);
+    if (rc < 0) {
+        /* Run the normal shutdown so every handle is closed and freed. */
+        llmc_gw_stop(gw);
+        for (unsigned i = 0; i < started; i++)
+            uv_run(&gw->workers[i].loop, UV_RUN_DEFAULT);
+        goto out;
+    }
+    gw->listen_port = llmc_http_server_port(gw->workers[0].server);
+    for (unsigned i = 1; i < gw->nworkers; i++)
+        pthread_create(&gw->workers[i].thread, NULL, worker_main, &gw->workers[i]);
+    if (ready)
+        ready(gw, arg);
+    uv_run(&gw->workers[0].loop, UV_RUN_DEFAULT);
+    for (unsigned i = 1; i < gw->nworkers; i++)
+        pthread_join(gw->workers[i].thread, NULL);
+out:
+    for (unsigned i = 0; i < started; i++) {
+        uv_loop_close(&gw->workers[i].loop);
+        pthread_mutex_destroy(&gw->workers[i].inbox_mu);
+    }
+    return rc;
+}
