@@ -297,6 +297,19 @@ static void test_invalid_json(void **state)
     expect_ejson("{\"a\":1,\"a\":2}", 13, "duplicate");
     /* Not representable as a double: rejected rather than keyed as inf. */
     expect_ejson("{\"a\":1e400}", 11, "not valid JSON");
+
+    /* Nesting deep enough to exhaust the stack of a recursive walk is refused
+       by the parser, before the canonicaliser recurses over it. */
+    size_t depth = 100000, n = 0;
+    char *deep = malloc(2 * depth + 8);
+    assert_non_null(deep);
+    n += (size_t)sprintf(deep, "{\"a\":");
+    memset(deep + n, '[', depth);
+    memset(deep + n + depth, ']', depth);
+    n += 2 * depth;
+    deep[n++] = '}';
+    expect_ejson(deep, n, "depth");
+    free(deep);
 }
 
 static void test_huge_integers(void **state)
