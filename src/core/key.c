@@ -1,0 +1,304 @@
+/*
+ * key.c: canonical request bodies and cache keys (llmc/key.h).
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ *
+ * - Duplicate object keys are rejected (JSON_REJECT_DUPLICATES). jansson
+ *   would keep the last one while some upstreams keep the first, so the
+ *   key could describe a different request than the one the model answers.
+ *
+ * - Integers too big for json_int_t are accepted by parsing the body again
+ *   with JSON_DECODE_INT_AS_REAL. In that (rare) body every integer becomes
+ *   a double first, so integers above 2^53 elsewhere in the same body lose
+ *   their low bits in the key; they still reach the upstream untouched
+ *   because only the canonical copy is normalised.
+ *
+ * - Numbers: any real with an integral value that fits json_int_t becomes
+ *   an integer (so 1, 1.0, 1e0, 10e-1 and -0.0 agree), every other real is
+ *   written with the fewest %g digits that read back to the same double.
+ *   jansson takes one precision per dump, so that digit count is the
+ *   largest any real in the document needs; a longer form of a real still
+ *   reads back to the same double, so the text stays canonical.
+ *
+ * - Strings are written as raw UTF-8 (no JSON_ENSURE_ASCII) by jansson's
+ *   encoder, which always escapes the same characters the same way; "\/"
+ *   and "\u00e9" are decoded on parse, so they match "/" and "é".
+ *
+ * - The canonical form is built from a deep copy: root stays the body the
+ *   client sent (minus "cache"), so forwarding it changes no number.
+ */
+#include "llmc/key.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "llmc/error.h"
+
+/* Top-level request fields that cannot change the answer. Everything else,
+   including fields this table has never heard of, enters the key. */
+static const char *const ignored_fields[] = {
+    "user",           /* end-user id for abuse tracking */
+    "stream",         /* streamed and whole answers are cached as one entry */
+    "stream_options", /* only shapes the stream's framing */
+    "metadata",       /* stored-completion tags */
+    "store",          /* whether OpenAI keeps a copy */
+    "service_tier",   /* latency/price class, not content */
+};
+
+#define KEY_VERSION_TAG "llmc-key-v1"
+
+/* 2^63 as a double: reals in [-2^63, 2^63) convert to json_int_t exactly
+   when they are integral. */
+#define INT_LIMIT 9223372036854775808.0
+
+bool llmc_key_field_ignored(const char *name)
+{
+    for (size_t i = 0; i < sizeof ignored_fields / sizeof ignored_fields[0]; i++)
+        if (strcmp(name, ignored_fields[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Fewest significant digits (1..17) whose %g form reads back to x. */
+static int shortest_digits(double x)
+{
+    char buf[40];
+    for (int p = 1; p < 17; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, x);
+        if (strtod(buf, NULL) == x)
+            return p;
+    }
+    return 17;
+}
+
+/*
+ * Rewrites integral reals as integers in place, recursively, and raises
+ * *digits to the precision the remaining reals need. Returns 0 or
+ * LLMC_ENOMEM.
+ */
+static int normalize(json_t *v, int *digits);
+
+static json_t *normalize_number(json_t *v, int *digits)
+{
+    double x = json_real_value(v);
+    if (x == trunc(x) && x >= -INT_LIMIT && x < INT_LIMIT)
+        return json_integer((json_int_t)x); /* -0.0 becomes 0 here too */
+    int p = shortest_digits(x);
+    if (p > *digits)
+        *digits = p;
+    return NULL;
+}
+
+static int normalize_object(json_t *obj, int *digits)
+{
+    for (void *it = json_object_iter(obj); it; it = json_object_iter_next(obj, it)) {
+        json_t *child = json_object_iter_value(it);
+        if (json_is_real(child)) {
+            json_t *n = normalize_number(child, digits);
+            if (n && json_object_iter_set_new(obj, it, n) != 0)
+                return LLMC_ENOMEM;
+        } else if (normalize(child, digits) != 0) {
+            return LLMC_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+static int normalize_array(json_t *arr, int *digits)
+{
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        json_t *child = json_array_get(arr, i);
+        if (json_is_real(child)) {
+            json_t *n = normalize_number(child, digits);
+            if (n && json_array_set_new(arr, i, n) != 0)
+                return LLMC_ENOMEM;
+        } else if (normalize(child, digits) != 0) {
+            return LLMC_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+static int normalize(json_t *v, int *digits)
+{
+    if (json_is_object(v))
+        return normalize_object(v, digits);
+    if (json_is_array(v))
+        return normalize_array(v, digits);
+    return 0;
+}
+
+/* Normalises v (which the caller owns and which may be replaced) and dumps
+   it canonically. Consumes v. */
+static int dump_owned(json_t *v, char **out, size_t *out_len)
+{
+    int digits = 1;
+    int rc = LLMC_ENOMEM;
+
+    if (json_is_real(v)) {
+        json_t *n = normalize_number(v, &digits);
+        if (n) {
+            json_decref(v);
+            v = n;
+        }
+    } else if (normalize(v, &digits) != 0) {
+        goto fail;
+    }
+    size_t flags = JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(digits);
+    char *text = json_dumps(v, flags);
+    if (!text)
+        goto fail;
+    *out = text;
+    *out_len = strlen(text);
+    rc = 0;
+fail:
+    json_decref(v);
+    return rc;
+}
+
+int llmc_canon_dump(const json_t *v, char **out, size_t *out_len)
+{
+    json_t *copy = json_deep_copy(v);
+    if (!copy)
+        return LLMC_ENOMEM;
+    return dump_owned(copy, out, out_len);
+}
+
+/* Parses body, retrying once with big integers read as reals. Returns the
+   root (any JSON type) or NULL with a client-readable message in err. */
+static json_t *parse_body(const char *body, size_t len, char *err, size_t errlen)
+{
+    size_t flags = JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL;
+    json_error_t e;
+
+    json_t *root = json_loadb(body, len, flags, &e);
+    if (!root && json_error_code(&e) == json_error_numeric_overflow)
+        root = json_loadb(body, len, flags | JSON_DECODE_INT_AS_REAL, &e);
+    if (!root) {
+        if (json_error_code(&e) == json_error_out_of_memory)
+            snprintf(err, errlen, "out of memory while parsing the request body");
+        else
+            snprintf(err, errlen, "request body is not valid JSON: %s at line %d column %d",
+                     e.text, e.line, e.column);
+    }
+    return root;
+}
+
+/* Moves the "cache" extension out of root into c->cache_ext. */
+static int take_cache_ext(llmc_canon_t *c, char *err, size_t errlen)
+{
+    json_t *ext = json_object_get(c->root, "cache");
+    if (!ext)
+        return 0;
+    if (!json_is_object(ext)) {
+        snprintf(err, errlen, "cache must be an object");
+        return LLMC_EJSON;
+    }
+    c->cache_ext = json_incref(ext);
+    json_object_del(c->root, "cache");
+    return 0;
+}
+
+/* Builds c->text from c->root without the ignored top-level fields. */
+static int build_text(llmc_canon_t *c)
+{
+    json_t *copy = json_deep_copy(c->root);
+    if (!copy)
+        return LLMC_ENOMEM;
+    for (size_t i = 0; i < sizeof ignored_fields / sizeof ignored_fields[0]; i++)
+        json_object_del(copy, ignored_fields[i]);
+    return dump_owned(copy, &c->text, &c->text_len);
+}
+
+static void read_flags(llmc_canon_t *c)
+{
+    json_t *opts = json_object_get(c->root, "stream_options");
+    json_t *model = json_object_get(c->root, "model");
+
+    c->stream = json_is_true(json_object_get(c->root, "stream"));
+    c->include_usage = json_is_true(json_object_get(opts, "include_usage"));
+    c->model = json_is_string(model) ? json_string_value(model) : "";
+}
+
+int llmc_canon_parse(const char *body, size_t len, llmc_canon_t *out, char *err, size_t errlen)
+{
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    if (len == 0) {
+        snprintf(err, errlen, "request body is empty; expected a JSON object");
+        return LLMC_EJSON;
+    }
+    out->root = parse_body(body, len, err, errlen);
+    if (!out->root)
+        return LLMC_EJSON;
+    if (!json_is_object(out->root)) {
+        snprintf(err, errlen, "request body must be a JSON object");
+        rc = LLMC_EJSON;
+        goto fail;
+    }
+    if ((rc = take_cache_ext(out, err, errlen)) != 0)
+        goto fail;
+    if ((rc = build_text(out)) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    read_flags(out);
+    return 0;
+fail:
+    llmc_canon_free(out);
+    return rc;
+}
+
+void llmc_canon_free(llmc_canon_t *c)
+{
+    json_decref(c->root);
+    json_decref(c->cache_ext);
+    free(c->text);
+    memset(c, 0, sizeof *c);
+}
+
+/* The digest calls fail only when OpenSSL cannot allocate a context or is
+   misconfigured without SHA-256. llmc_key_build has no error return, and a
+   zeroed key would make every request share one cache entry, so stop. */
+static void digest_ok(int ok)
+{
+    if (!ok) {
+        fprintf(stderr, "llmcached: SHA-256 unavailable from OpenSSL\n");
+        abort();
+    }
+}
+
+static void hash_field(EVP_MD_CTX *ctx, const char *s, size_t len)
+{
+    uint8_t pre[8];
+    for (int i = 0; i < 8; i++)
+        pre[i] = (uint8_t)((uint64_t)len >> (8 * i));
+    digest_ok(EVP_DigestUpdate(ctx, pre, sizeof pre));
+    digest_ok(EVP_DigestUpdate(ctx, s, len));
+}
+
+void llmc_key_build(llmc_key_t *out, const char *path, const char *upstream,
+                    const char *scope, const char *ns,
+                    const char *canon, size_t canon_len)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned int n = 0;
+
+    digest_ok(ctx != NULL);
+    digest_ok(EVP_DigestInit_ex(ctx, EVP_sha256(), NULL));
+    digest_ok(EVP_DigestUpdate(ctx, KEY_VERSION_TAG, sizeof KEY_VERSION_TAG - 1));
+    hash_field(ctx, path, strlen(path));
+    hash_field(ctx, upstream, strlen(upstream));
+    hash_field(ctx, scope, strlen(scope));
+    hash_field(ctx, ns, strlen(ns));
+    hash_field(ctx, canon, canon_len);
+    digest_ok(EVP_DigestFinal_ex(ctx, out->b, &n));
+    digest_ok(n == LLMC_KEY_LEN);
+    EVP_MD_CTX_free(ctx);
+}
