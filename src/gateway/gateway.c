@@ -1,0 +1,132 @@
+/*
+ * gateway/gateway.c: the state all worker threads share, built from the
+ * options: the tier list, the flight table, the upstream base URL and key,
+ * the listen address and the access log.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gateway/gw_int.h"
+#include "llmc/cache.h"
+#include "llmc/error.h"
+#include "tier/memory.h"
+
+/* Splits "HOST:PORT" or "[V6]:PORT". */
+static int parse_listen(llmc_gw_t *gw, const char *s, char *err, size_t errlen)
+{
+    const char *colon = strrchr(s, ':');
+    const char *host = s;
+    size_t hlen = colon ? (size_t)(colon - s) : 0;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            colon = NULL;
+        host = s + 1;
+        hlen = close ? (size_t)(close - host) : 0;
+    }
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || hlen == 0 || hlen >= sizeof(gw->listen_host) || !end || *end || end == colon + 1 ||
+        port < 0 || port > 65535) {
+        snprintf(err, errlen, "--listen: '%s' is not HOST:PORT", s);
+        return LLMC_EINVAL;
+    }
+    memcpy(gw->listen_host, host, hlen);
+    gw->listen_host[hlen] = '\0';
+    gw->listen_port = (int)port;
+    return 0;
+}
+
+static int open_log(llmc_gw_t *gw, const char *where, char *err, size_t errlen)
+{
+    if (strcmp(where, "off") == 0) {
+        gw->log_fd = -1;
+    } else if (strcmp(where, "-") == 0) {
+        gw->log_fd = STDOUT_FILENO;
+    } else {
+        gw->log_fd = open(where, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (gw->log_fd < 0) {
+            snprintf(err, errlen, "--access-log: cannot open %s: %s", where, strerror(errno));
+            return LLMC_EIO;
+        }
+    }
+    return 0;
+}
+
+static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
+{
+    const llmc_config_t *cfg = gw->cfg;
+    llmc_cache_config_t cc = {
+        .max_bytes = (size_t)cfg->max_memory,
+        .nshards = 0,
+        .max_entry_share = (double)cfg->max_entry_percent / 100.0,
+        .keep_stale_ms = cfg->max_stale > cfg->stale_if_error ? cfg->max_stale : cfg->stale_if_error,
+    };
+    llmc_cache_t *c = llmc_cache_new(&cc);
+    gw->tiers[0] = c ? llmc_tier_memory_new(c) : NULL;
+    if (!gw->tiers[0]) {
+        llmc_cache_free(c);
+        snprintf(err, errlen, "could not create the memory cache");
+        return LLMC_ENOMEM;
+    }
+    gw->ntiers = 1;
+    return 0;
+}
+
+int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_url,
+                 const char *upstream_key, char *err, size_t errlen)
+{
+    memset(gw, 0, sizeof(*gw));
+    gw->cfg = cfg;
+    gw->log_fd = -1;
+    gw->started_ms = llmc_now_ms();
+    size_t ulen = strlen(upstream_url);
+    while (ulen && upstream_url[ulen - 1] == '/')
+        ulen--;
+    if (ulen == 0 || ulen >= sizeof(gw->upstream_base) ||
+        (strncmp(upstream_url, "http://", 7) && strncmp(upstream_url, "https://", 8))) {
+        snprintf(err, errlen, "--upstream: '%s' is not an http(s) URL or 'mock'", upstream_url);
+        return LLMC_EINVAL;
+    }
+    memcpy(gw->upstream_base, upstream_url, ulen);
+    if (upstream_key && asprintf(&gw->upstream_auth, "Authorization: Bearer %s", upstream_key) < 0)
+        return LLMC_ENOMEM;
+    if (!strcmp(cfg->cache_scope, "shared"))
+        gw->shared_scope = true;
+    else if (!strcmp(cfg->cache_scope, "per-key"))
+        gw->shared_scope = false;
+    else
+        gw->shared_scope = upstream_key != NULL;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    gw->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : cores > 0 ? (unsigned)cores : 1;
+    int rc = parse_listen(gw, cfg->listen, err, errlen);
+    if (rc == 0)
+        rc = open_log(gw, cfg->access_log, err, errlen);
+    if (rc == 0)
+        rc = open_tiers(gw, err, errlen);
+    if (rc == 0 && !(gw->flights = llmc_flight_table_new(64)))
+        rc = LLMC_ENOMEM;
+    if (rc < 0)
+        llmc_gw_free(gw);
+    return rc;
+}
+
+void llmc_gw_free(llmc_gw_t *gw)
+{
+    for (unsigned i = 0; i < gw->ntiers; i++)
+        gw->tiers[i]->ops->destroy(gw->tiers[i]);
+    gw->ntiers = 0;
+    llmc_flight_table_free(gw->flights);
+    gw->flights = NULL;
+    if (gw->log_fd > STDERR_FILENO)
+        close(gw->log_fd);
+    gw->log_fd = -1;
+    free(gw->upstream_auth);
+    gw->upstream_auth = NULL;
+    free(gw->workers);
+    gw->workers = NULL;
+}

@@ -1,0 +1,97 @@
+/*
+ * main.c: llmcached's entry point. Reads the options, starts the built-in
+ * mock model when asked to, and runs the gateway until SIGINT/SIGTERM.
+ *
+ *   llmcached [--option value ...]    the gateway
+ *   llmcached mock [--listen ...]     the mock model on its own
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "gateway/gateway.h"
+#include "llmc/error.h"
+#include "mock/mock.h"
+#include "upstream/upstream.h"
+
+extern char **environ;
+
+static void on_ready(llmc_gw_t *gw, void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "llmcached listening on http://%s%s%s:%d (%u threads, upstream %s)\n",
+            strchr(gw->listen_host, ':') ? "[" : "", gw->listen_host,
+            strchr(gw->listen_host, ':') ? "]" : "", gw->listen_port, gw->nworkers,
+            gw->upstream_base);
+}
+
+static const char *upstream_key(void)
+{
+    const char *k = getenv("LLMC_UPSTREAM_KEY");
+    if (!k || !*k)
+        k = getenv("OPENAI_API_KEY");
+    return k && *k ? k : NULL;
+}
+
+static int run_gateway(llmc_config_t *cfg)
+{
+    char err[512] = "", url[1100];
+    llmc_mock_t *mock = NULL;
+    const char *key = upstream_key();
+    snprintf(url, sizeof(url), "%s", cfg->upstream);
+    if (strcmp(cfg->upstream, "mock") == 0) {
+        llmc_mock_config_t mc = {.latency_ms = (uint64_t)cfg->mock_latency};
+        if (llmc_mock_start(&mc, "127.0.0.1", 0, &mock, err, sizeof(err)) < 0) {
+            fprintf(stderr, "llmcached: could not start the mock model: %s\n", err);
+            return 1;
+        }
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", llmc_mock_port(mock));
+        fprintf(stderr, "llmcached: using the built-in mock model at %s (%lld ms latency)%s\n",
+                url, (long long)cfg->mock_latency,
+                key ? "" : "; set LLMC_UPSTREAM_KEY and --upstream to use a real model");
+    }
+    llmc_gw_t gw;
+    int rc = llmc_gw_init(&gw, cfg, url, key, err, sizeof(err));
+    if (rc == 0) {
+        rc = llmc_gw_run(&gw, on_ready, NULL, err, sizeof(err));
+        llmc_gw_free(&gw);
+    }
+    if (mock)
+        llmc_mock_stop(mock);
+    if (rc < 0) {
+        fprintf(stderr, "llmcached: %s\n", err[0] ? err : llmc_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (llmc_upstream_global_init() != 0) {
+        fprintf(stderr, "llmcached: libcurl failed to initialise\n");
+        return 1;
+    }
+    if (argc > 1 && strcmp(argv[1], "mock") == 0)
+        return llmc_mock_main(argc - 1, argv + 1);
+
+    llmc_config_t cfg;
+    bool help = false, help_md = false;
+    char err[512] = "";
+    int rc = 1;
+    if (llmc_config_load(&cfg, argc, argv, environ, &help, &help_md, err, sizeof(err)) < 0) {
+        fprintf(stderr, "llmcached: %s\n(see llmcached --help)\n", err);
+    } else if (help) {
+        llmc_config_help(stdout, argv[0]);
+        rc = 0;
+    } else if (help_md) {
+        llmc_config_markdown(stdout);
+        rc = 0;
+    } else {
+        rc = run_gateway(&cfg);
+    }
+    llmc_config_free(&cfg);
+    return rc;
+}
