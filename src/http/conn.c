@@ -1,0 +1,727 @@
+/*
+ * http/conn.c: one client connection: reading, parsing (libhttp-parser plus
+ * the strict head scan), the checks on a request's head, timers, dispatch to
+ * the handler, lingering close and close.
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - One request at a time. When a request is complete the parser pauses and
+ *   nothing more is parsed until that request has finished (its response
+ *   written). Pipelined requests wait as bytes in rbuf and are answered in
+ *   order; the next request reuses the same buffers.
+ * - Reading goes on while the handler works: an LLM call takes seconds and a
+ *   client that hangs up meanwhile must be noticed, so that on_abort can stop
+ *   the upstream call. Bytes that come meanwhile are only buffered, and
+ *   reading stops when rbuf is full, which bounds what a client can make us
+ *   hold. EOF while the handler owns a request aborts it: a client that
+ *   half-closed is treated as gone.
+ * - Everything about a request's head (Host, Transfer-Encoding, Expect, the
+ *   target's form, the version, a declared length over the limit) is decided
+ *   in on_headers_complete, before a byte of the body is read.
+ * - One timer per connection: the header timeout from a request's first byte
+ *   until it is complete, the idle timeout between requests, the linger time
+ *   when closing; nothing while the handler works (LLM calls take long).
+ * - Connections the server ends itself (errors, Connection: close) linger:
+ *   FIN after the last write, then input is read and dropped for a while, so
+ *   unread input does not turn into an RST that destroys the answer.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "http/http_int.h"
+#include "llmc/error.h"
+
+/* Buffers bigger than this are freed after their request instead of kept
+   for the next one, so one large body does not pin memory on an idle
+   keep-alive connection. */
+#define KEEP_BUF_MAX 65536
+
+enum { CB_NONE, CB_URL, CB_FIELD, CB_VALUE };
+
+static void conn_feed(llmc__http_conn_t *c);
+
+int llmc__http_grow(char **buf, size_t *cap, size_t need)
+{
+    size_t ncap = *cap ? *cap : 256;
+    char *nb;
+
+    if (need <= *cap)
+        return 0;
+    while (ncap < need)
+        ncap *= 2;
+    nb = realloc(*buf, ncap);
+    if (!nb)
+        return LLMC_ENOMEM;
+    *buf = nb;
+    *cap = ncap;
+    return 0;
+}
+
+/* ---- reading and timers ---- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    llmc__http_conn_t *c = h->data;
+
+    if (c->phase == LLMC_PH_LINGER) {
+        c->rpos = c->rlen = 0; /* lingering input is dropped */
+    } else if (c->rpos > 0 && sizeof(c->rbuf) - c->rlen < 4096) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+    /* A full buffer gives a 0-byte buf: libuv answers UV_ENOBUFS. */
+    *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(sizeof(c->rbuf) - c->rlen));
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+static void read_start(llmc__http_conn_t *c)
+{
+    if (c->reading || c->closing || c->peer_eof)
+        return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = true;
+}
+
+static void read_stop(llmc__http_conn_t *c)
+{
+    if (!c->reading)
+        return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    llmc__http_conn_t *c = t->data;
+
+    if (c->phase == LLMC_PH_READ && c->req_started)
+        llmc__http_conn_reject(c, 408, "request_timeout", "the request was not received in time");
+    else if (c->phase == LLMC_PH_READ || c->phase == LLMC_PH_LINGER)
+        llmc__http_conn_close(c);
+}
+
+/* Arms the connection's one timer; 0 ms means no limit. */
+static void timer_set(llmc__http_conn_t *c, uint64_t ms)
+{
+    if (ms)
+        uv_timer_start(&c->timer, on_timer, ms, 0);
+    else
+        uv_timer_stop(&c->timer);
+}
+
+/* The client sent EOF or the read failed. */
+static void read_ended(llmc__http_conn_t *c, ssize_t err)
+{
+    c->reading = false;
+    c->peer_eof = true;
+    /* A response already handed over is still delivered, then we close. */
+    if (c->phase == LLMC_PH_WRITE && err == UV_EOF) {
+        c->req.keep_alive = false;
+        return;
+    }
+    llmc__http_conn_close(c);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    llmc__http_conn_t *c = st->data;
+
+    if (nread == 0 || c->closing)
+        return;
+    if (nread == UV_ENOBUFS) {
+        read_stop(c);
+        return;
+    }
+    if (nread < 0) {
+        read_ended(c, nread);
+        return;
+    }
+    if (c->phase == LLMC_PH_LINGER)
+        return;
+    c->rlen += (size_t)nread;
+    if (c->phase != LLMC_PH_READ) {
+        if (c->rpos == 0 && c->rlen == sizeof(c->rbuf))
+            read_stop(c);
+        return;
+    }
+    if (!c->req_started) {
+        c->req_started = true;
+        timer_set(c, c->s->cfg.limits.header_timeout_ms);
+    }
+    conn_feed(c);
+}
+
+/* ---- the request head ---- */
+
+static int fail_with(llmc__http_conn_t *c, int status, const char *code, const char *msg)
+{
+    c->err_status = status;
+    c->err_code = code;
+    c->err_msg = msg;
+    return -1;
+}
+
+static int head_append(llmc__http_conn_t *c, const char *at, size_t n, bool lower)
+{
+    size_t i;
+
+    if (llmc__http_grow(&c->hbuf, &c->hcap, c->hlen + n + 1) != 0)
+        return fail_with(c, 500, "server_error", "out of memory");
+    if (lower) {
+        for (i = 0; i < n; i++) {
+            char ch = at[i];
+            c->hbuf[c->hlen + i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+    } else {
+        memcpy(c->hbuf + c->hlen, at, n);
+    }
+    c->hlen += n;
+    return 0;
+}
+
+static int head_nul(llmc__http_conn_t *c)
+{
+    return head_append(c, "", 1, false);
+}
+
+static int name_end(llmc__http_conn_t *c)
+{
+    llmc__http_hoff_t *h = &c->hoff[c->nh - 1];
+
+    h->name_len = (uint32_t)(c->hlen - h->name);
+    if (head_nul(c) != 0)
+        return -1;
+    h->value = (uint32_t)c->hlen;
+    return 0;
+}
+
+/* Ends a value: trailing whitespace trimmed (the parser skips the leading). */
+static int value_end(llmc__http_conn_t *c)
+{
+    llmc__http_hoff_t *h = &c->hoff[c->nh - 1];
+    size_t len = c->hlen - h->value;
+
+    while (len && (c->hbuf[h->value + len - 1] == ' ' || c->hbuf[h->value + len - 1] == '\t'))
+        len--;
+    c->hlen = h->value + len;
+    h->value_len = (uint32_t)len;
+    return head_nul(c);
+}
+
+/* Ends the piece the data callbacks were building with its NUL. */
+static int piece_end(llmc__http_conn_t *c)
+{
+    int rc = 0;
+
+    if (c->last_cb == CB_URL) {
+        c->target_len = (uint32_t)c->hlen;
+        rc = head_nul(c);
+    } else if (c->last_cb == CB_FIELD) {
+        rc = name_end(c);
+        if (rc == 0)
+            rc = value_end(c);
+    } else if (c->last_cb == CB_VALUE) {
+        rc = value_end(c);
+    }
+    c->last_cb = CB_NONE;
+    return rc;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    llmc__http_conn_t *c = p->data;
+
+    c->req.start_ns = uv_hrtime();
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    llmc__http_conn_t *c = p->data;
+
+    c->last_cb = CB_URL;
+    return head_append(c, at, n, false);
+}
+
+static int header_begin(llmc__http_conn_t *c)
+{
+    size_t max = c->s->cfg.limits.max_headers;
+    size_t cap = c->nh_cap ? c->nh_cap * 2 : 16;
+    llmc__http_hoff_t *nh;
+    llmc_http_header_t *hd;
+
+    if (piece_end(c) != 0)
+        return -1;
+    if (max && c->nh >= max)
+        return fail_with(c, 431, "request_header_too_large", "too many request headers");
+    if (c->nh == c->nh_cap) {
+        /* Both arrays grow together so that head_finish needs no memory. */
+        nh = realloc(c->hoff, cap * sizeof(*nh));
+        if (nh)
+            c->hoff = nh;
+        hd = nh ? realloc(c->hdrs, cap * sizeof(*hd)) : NULL;
+        if (!hd)
+            return fail_with(c, 500, "server_error", "out of memory");
+        c->hdrs = hd;
+        c->nh_cap = cap;
+    }
+    c->hoff[c->nh++] = (llmc__http_hoff_t){.name = (uint32_t)c->hlen};
+    c->last_cb = CB_FIELD;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    llmc__http_conn_t *c = p->data;
+
+    if (c->head_done)
+        return 0; /* a trailer after a chunked body: dropped */
+    if (c->last_cb != CB_FIELD && header_begin(c) != 0)
+        return -1;
+    return head_append(c, at, n, true);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    llmc__http_conn_t *c = p->data;
+
+    if (c->head_done)
+        return 0;
+    if (c->last_cb == CB_FIELD) {
+        if (name_end(c) != 0)
+            return -1;
+        c->last_cb = CB_VALUE;
+    }
+    return head_append(c, at, n, false);
+}
+
+/* Offsets become pointers now that hbuf will not move any more. */
+static int head_finish(llmc__http_conn_t *c)
+{
+    llmc_http_req_t *req = &c->req;
+    size_t plen, path_off, i;
+
+    if (!c->hbuf)
+        return fail_with(c, 400, "bad_request", "no request target");
+    plen = strcspn(c->hbuf, "?");
+    if (llmc__http_grow(&c->hbuf, &c->hcap, c->hlen + plen + 1) != 0)
+        return fail_with(c, 500, "server_error", "out of memory");
+    path_off = c->hlen;
+    memcpy(c->hbuf + path_off, c->hbuf, plen);
+    c->hbuf[path_off + plen] = '\0';
+    c->hlen += plen + 1;
+    for (i = 0; i < c->nh; i++) {
+        const llmc__http_hoff_t *o = &c->hoff[i];
+        c->hdrs[i] = (llmc_http_header_t){c->hbuf + o->name, c->hbuf + o->value, o->name_len,
+                                          o->value_len};
+    }
+    req->headers = c->hdrs;
+    req->nheaders = c->nh;
+    req->target = c->hbuf;
+    req->path = c->hbuf + path_off;
+    req->query = c->hbuf[plen] == '?' ? c->hbuf + plen + 1 : "";
+    req->method = (int)c->parser.method;
+    req->method_name = http_method_str((enum http_method)c->parser.method);
+    req->http_major = c->parser.http_major;
+    req->http_minor = c->parser.http_minor;
+    return 0;
+}
+
+/* Headers whose presence or count the head checks need, found in one pass. */
+enum { SH_HOST, SH_TE, SH_CL, SH_EXPECT, SH_N };
+static const struct {
+    const char *name;
+    size_t len;
+} special_headers[SH_N] = {
+    [SH_HOST] = {"host", 4},
+    [SH_TE] = {"transfer-encoding", 17},
+    [SH_CL] = {"content-length", 14},
+    [SH_EXPECT] = {"expect", 6},
+};
+
+static void find_special(const llmc_http_req_t *req, const char *first[SH_N], unsigned count[SH_N])
+{
+    size_t i;
+    int k;
+
+    for (i = 0; i < req->nheaders; i++) {
+        const llmc_http_header_t *h = &req->headers[i];
+        for (k = 0; k < SH_N; k++) {
+            if (h->name_len == special_headers[k].len &&
+                memcmp(h->name, special_headers[k].name, h->name_len) == 0) {
+                if (count[k]++ == 0)
+                    first[k] = h->value;
+            }
+        }
+    }
+}
+
+static bool target_ok(const llmc__http_conn_t *c)
+{
+    const char *t = c->req.target;
+
+    if (t[0] == '/')
+        return strchr(t, '#') == NULL;
+    return c->parser.method == HTTP_OPTIONS && strcmp(t, "*") == 0;
+}
+
+static void send_continue(llmc__http_conn_t *c)
+{
+    static const char msg[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    uv_buf_t b = uv_buf_init((char *)msg, sizeof(msg) - 1);
+
+    /* Copied if it cannot go at once: the response may need c->wreq later. */
+    llmc__http_send(c, &b, 1, true);
+}
+
+/* The framing and protocol checks on a complete head. */
+static int head_check(llmc__http_conn_t *c)
+{
+    const llmc_http_req_t *req = &c->req;
+    const char *first[SH_N] = {0};
+    unsigned count[SH_N] = {0};
+    size_t max_body = c->s->cfg.limits.max_body_bytes;
+    uint64_t declared = (c->parser.flags & F_CONTENTLENGTH) ? c->parser.content_length : 0;
+    bool v11 = req->http_minor >= 1;
+
+    find_special(req, first, count);
+    if (req->http_major != 1)
+        return fail_with(c, 505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served");
+    if (!target_ok(c))
+        return fail_with(c, 400, "bad_request",
+                         "the request target must be a path (absolute-form is refused: this is not a proxy)");
+    if (count[SH_HOST] > 1 || (v11 && count[SH_HOST] == 0))
+        return fail_with(c, 400, "bad_request", "an HTTP/1.1 request needs exactly one Host header");
+    if (count[SH_TE] > 0 && (count[SH_CL] > 0 || count[SH_TE] > 1 || !v11 ||
+                             strcasecmp(first[SH_TE], "chunked") != 0))
+        return fail_with(c, 400, "bad_request",
+                         "only Transfer-Encoding: chunked, once, without Content-Length, is accepted");
+    if (count[SH_CL] > 1)
+        return fail_with(c, 400, "bad_request", "more than one Content-Length header");
+    if (max_body && declared > max_body)
+        return fail_with(c, 413, "request_too_large", "the request body is larger than allowed");
+    if (count[SH_EXPECT] > 0 && v11) {
+        if (strcasecmp(first[SH_EXPECT], "100-continue") != 0)
+            return fail_with(c, 417, "expectation_failed", "only Expect: 100-continue is supported");
+        if (declared > 0 || count[SH_TE] > 0)
+            send_continue(c);
+    }
+    if (declared && llmc__http_grow(&c->bbuf, &c->bcap, (size_t)declared + 1) != 0)
+        return fail_with(c, 500, "server_error", "out of memory");
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    llmc__http_conn_t *c = p->data;
+
+    if (piece_end(c) != 0)
+        return -1;
+    c->head_done = true;
+    if (head_finish(c) != 0 || head_check(c) != 0)
+        return -1;
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    llmc__http_conn_t *c = p->data;
+    size_t max = c->s->cfg.limits.max_body_bytes;
+
+    /* Only a chunked body can get here past the limit: a declared length
+       over it was refused in head_check. */
+    if (max && c->blen + n > max)
+        return fail_with(c, 413, "request_too_large", "the request body is larger than allowed");
+    if (llmc__http_grow(&c->bbuf, &c->bcap, c->blen + n + 1) != 0)
+        return fail_with(c, 500, "server_error", "out of memory");
+    memcpy(c->bbuf + c->blen, at, n);
+    c->blen += n;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    /* Nothing after this request is parsed until it has finished. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- requests ---- */
+
+static void req_reset(llmc__http_conn_t *c)
+{
+    llmc_http_req_t *req = &c->req;
+
+    memset(req, 0, sizeof(*req));
+    req->server = c->s;
+    req->loop = c->s->loop;
+    req->method = -1;
+    req->method_name = req->target = req->path = req->query = req->body = "";
+    req->http_major = 1;
+    req->http_minor = 1;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    llmc__http_scan_init(&c->scan, c->s->cfg.limits.max_header_bytes);
+    c->scan_done = c->head_done = false;
+    c->last_cb = CB_NONE;
+    c->hlen = c->nh = c->blen = 0;
+    c->target_len = 0;
+    if (c->bcap > KEEP_BUF_MAX) {
+        free(c->bbuf);
+        c->bbuf = NULL;
+        c->bcap = 0;
+    }
+    if (c->ocap > KEEP_BUF_MAX) {
+        free(c->obuf);
+        c->obuf = NULL;
+        c->ocap = 0;
+    }
+    c->status = 0;
+    c->bytes_out = 0;
+    c->release = NULL;
+    c->release_arg = NULL;
+    c->err_status = 0;
+    c->chunked_out = c->no_body = false;
+}
+
+static void dispatch(llmc__http_conn_t *c)
+{
+    llmc_http_server_t *s = c->s;
+    llmc_http_req_t *req = &c->req;
+
+    if (c->bbuf) {
+        c->bbuf[c->blen] = '\0';
+        req->body = c->bbuf;
+    }
+    req->body_len = c->blen;
+    /* An Upgrade or CONNECT leaves bytes of another protocol behind. */
+    req->keep_alive = http_should_keep_alive(&c->parser) && !c->parser.upgrade && !s->closing &&
+                      !c->peer_eof;
+    req->id = ++s->seq;
+    s->st.requests++;
+    c->phase = LLMC_PH_HANDLER;
+    uv_timer_stop(&c->timer);
+    s->cfg.handler(req, s->cfg.ctx);
+}
+
+void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, const char *msg)
+{
+    llmc_http_server_t *s = c->s;
+
+    if (status == 408)
+        s->st.timeouts++;
+    else if (status != 503)
+        s->st.bad_requests++;
+    c->req.keep_alive = false;
+    c->req.id = ++s->seq;
+    c->phase = LLMC_PH_HANDLER;
+    uv_timer_stop(&c->timer);
+    llmc_http_respond_error(&c->req, status, NULL,
+                            status >= 500 ? "server_error" : "invalid_request_error", code, msg);
+}
+
+static void reject_parse(llmc__http_conn_t *c, enum http_errno e)
+{
+    if (e >= HPE_CB_message_begin && e <= HPE_CB_chunk_complete && c->err_status)
+        llmc__http_conn_reject(c, c->err_status, c->err_code, c->err_msg);
+    else if (e == HPE_HEADER_OVERFLOW)
+        llmc__http_conn_reject(c, 431, "request_header_too_large", "the request head is too large");
+    else
+        llmc__http_conn_reject(c, 400, "bad_request", http_errno_description(e));
+}
+
+/* Parses what rbuf holds once; false when the feed loop must stop. */
+static bool feed_once(llmc__http_conn_t *c)
+{
+    const char *p = c->rbuf + c->rpos;
+    size_t n = c->rlen - c->rpos, used;
+    enum http_errno e;
+    int r;
+
+    if (!c->scan_done) {
+        r = llmc__http_scan(&c->scan, p, n, &used);
+        if (r == LLMC_HS_BAD) {
+            llmc__http_conn_reject(c, 400, "bad_request", "malformed request head");
+            return false;
+        }
+        if (r == LLMC_HS_TOO_BIG) {
+            llmc__http_conn_reject(c, 431, "request_header_too_large", "the request head is too large");
+            return false;
+        }
+        c->scan_done = r == LLMC_HS_DONE;
+    }
+    used = http_parser_execute(&c->parser, &parser_settings, p, n);
+    c->rpos += used;
+    if (c->closing)
+        return false;
+    e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_PAUSED) {
+        dispatch(c);
+        return true;
+    }
+    if (e != HPE_OK || used == 0) {
+        reject_parse(c, e);
+        return false;
+    }
+    return true;
+}
+
+static void conn_feed(llmc__http_conn_t *c)
+{
+    c->in_feed = true;
+    while (!c->closing && c->phase == LLMC_PH_READ && c->rpos < c->rlen) {
+        if (!feed_once(c))
+            break;
+    }
+    if (c->rpos == c->rlen)
+        c->rpos = c->rlen = 0;
+    c->in_feed = false;
+    if (c->phase == LLMC_PH_READ)
+        read_start(c);
+}
+
+static void on_shutdown(uv_shutdown_t *r, int status)
+{
+    if (status < 0)
+        llmc__http_conn_close(r->data);
+}
+
+static void conn_linger(llmc__http_conn_t *c)
+{
+    c->phase = LLMC_PH_LINGER;
+    c->rpos = c->rlen = 0;
+    c->sreq.data = c;
+    if (c->peer_eof || uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        llmc__http_conn_close(c);
+        return;
+    }
+    timer_set(c, LLMC_HTTP_LINGER_MS);
+    read_start(c);
+}
+
+void llmc__http_conn_req_done(llmc__http_conn_t *c, bool keep_alive)
+{
+    const llmc_http_limits_t *lim = &c->s->cfg.limits;
+
+    req_reset(c);
+    if (c->closing)
+        return;
+    if (!keep_alive) {
+        conn_linger(c);
+        return;
+    }
+    c->phase = LLMC_PH_READ;
+    c->req_started = c->rpos < c->rlen;
+    timer_set(c, c->req_started ? lim->header_timeout_ms : lim->idle_timeout_ms);
+    /* Inside conn_feed (the handler answered at once) its loop goes on. */
+    if (!c->in_feed)
+        conn_feed(c);
+}
+
+/* ---- connection life ---- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    llmc__http_conn_t *c = h->data;
+
+    if (--c->handles == 0)
+        llmc__http_conn_free(c);
+}
+
+int llmc__http_conn_init(llmc_http_server_t *s, llmc__http_conn_t *c)
+{
+    if (uv_tcp_init(s->loop, &c->tcp) != 0)
+        return LLMC_EIO;
+    uv_timer_init(s->loop, &c->timer);
+    c->handles = 2;
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->s = s;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nalive++;
+    req_reset(c);
+    return 0;
+}
+
+void llmc__http_conn_start(llmc__http_conn_t *c)
+{
+    llmc_http_server_t *s = c->s;
+    const llmc_http_limits_t *lim = &s->cfg.limits;
+
+    s->st.conns_total++;
+    uv_tcp_nodelay(&c->tcp, 1); /* fails harmlessly on the fuzzer's socketpair */
+    if (lim->max_conns && s->st.conns_open >= lim->max_conns) {
+        s->st.conns_refused++;
+        llmc__http_conn_reject(c, 503, "server_busy", "too many open connections; try again later");
+        return;
+    }
+    c->counted = true;
+    s->st.conns_open++;
+    timer_set(c, lim->idle_timeout_ms);
+    read_start(c);
+}
+
+int llmc__http_conn_adopt_fd(llmc_http_server_t *s, int fd)
+{
+    llmc__http_conn_t *c = calloc(1, sizeof(*c));
+
+    if (!c) {
+        close(fd);
+        return LLMC_ENOMEM;
+    }
+    if (llmc__http_conn_init(s, c) != 0) {
+        free(c);
+        close(fd);
+        return LLMC_EIO;
+    }
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
+        llmc__http_conn_close(c);
+        return LLMC_EIO;
+    }
+    llmc__http_conn_start(c);
+    return 0;
+}
+
+static void req_abort(llmc__http_conn_t *c)
+{
+    /* From here the handler owns nothing; the request finishes once the
+       writes already queued have ended (cancelled by the close). */
+    c->phase = LLMC_PH_WRITE;
+    c->req.keep_alive = false;
+    if (c->req.on_abort)
+        c->req.on_abort(&c->req);
+    llmc__http_maybe_finish(c);
+}
+
+void llmc__http_conn_close(llmc__http_conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->reading = false;
+    if (c->counted) {
+        c->counted = false;
+        c->s->st.conns_open--;
+    }
+    if (c->phase == LLMC_PH_HANDLER || c->phase == LLMC_PH_STREAM)
+        req_abort(c);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}

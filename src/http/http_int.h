@@ -1,0 +1,190 @@
+/*
+ * http/http_int.h: internals shared by the HTTP server's files. Not for
+ * other subsystems: they use http.h.
+ *
+ *   head_scan.c  strict line checker for a request's head (pure, no I/O)
+ *   server.c     listener, accept, Date cache, stats, server close
+ *   conn.c       one connection: reading, parsing, timers, dispatch, close
+ *   respond.c    responses and streaming: heads, writes, request finish
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - A connection owns exactly one request object (conn->req, embedded), and
+ *   the next request is not parsed until the previous one has finished, i.e.
+ *   its response write completed. So the request needs no malloc, and its
+ *   buffers (head, body, response head) are per connection and reused.
+ * - A conn struct is freed only in the close callback of the last of its two
+ *   handles (tcp, timer). Everything that can close a connection just sets
+ *   closing and calls uv_close, so no caller up the stack ever sees it freed.
+ */
+#ifndef LLMC_HTTP_INT_H
+#define LLMC_HTTP_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <http_parser.h>
+#include <uv.h>
+
+#include "http/http.h"
+
+/* Read buffer per connection. Head and body are copied out of it as they
+   are parsed, so it only ever holds unparsed bytes: a small fixed size is
+   enough whatever the limits are. */
+#define LLMC_HTTP_RBUF 16384
+
+/* How long a connection we close ourselves keeps draining input after its
+   last answer, so that the kernel does not answer unread input with an RST
+   that would destroy the answer at the client before it was read. */
+#define LLMC_HTTP_LINGER_MS 2000
+
+/* ---- head_scan.c ---- */
+
+enum llmc__http_scan_result {
+    LLMC_HS_MORE = 0,     /* all bytes fine, head not complete yet */
+    LLMC_HS_DONE = 1,     /* head complete, *used is the byte after its blank line */
+    LLMC_HS_BAD = -1,     /* not a well-formed head: 400 */
+    LLMC_HS_TOO_BIG = -2  /* more than max_bytes: 431 */
+};
+
+typedef struct llmc__http_scan {
+    uint8_t state;
+    size_t bytes;      /* head bytes seen so far */
+    size_t max_bytes;  /* 0: no limit */
+} llmc__http_scan_t;
+
+/* Starts a new head. */
+void llmc__http_scan_init(llmc__http_scan_t *hs, size_t max_bytes);
+
+/* Checks the next n bytes of a request head. Returns an
+   llmc__http_scan_result; with LLMC_HS_DONE, *used is how many of the n
+   bytes belong to the head. Pure: keeps its state in hs only. */
+int llmc__http_scan(llmc__http_scan_t *hs, const char *p, size_t n, size_t *used);
+
+/* ---- conn.c ---- */
+
+typedef enum llmc__http_phase {
+    LLMC_PH_READ,     /* parsing a request (or waiting for one) */
+    LLMC_PH_HANDLER,  /* the handler owns the request, nothing sent yet */
+    LLMC_PH_STREAM,   /* the handler owns the request and streams its body */
+    LLMC_PH_WRITE,    /* response handed over; waiting for the writes to end */
+    LLMC_PH_LINGER    /* last answer sent; draining input until close */
+} llmc__http_phase_t;
+
+typedef struct llmc__http_hoff {
+    uint32_t name, name_len, value, value_len;  /* offsets into conn->hbuf */
+} llmc__http_hoff_t;
+
+typedef struct llmc__http_conn llmc__http_conn_t;
+
+struct llmc__http_conn {
+    llmc_http_req_t req;          /* the request in flight; reused */
+    llmc_http_server_t *s;
+    llmc__http_conn_t *prev, *next;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t wreq;              /* the one by-reference write of a response */
+    uv_shutdown_t sreq;
+    http_parser parser;
+    llmc__http_scan_t scan;
+    llmc__http_phase_t phase;
+    int handles;                  /* open handles; the conn is freed at 0 */
+    bool closing, reading, peer_eof, counted;
+    bool in_feed;                 /* conn_feed is on the stack: do not re-enter */
+    bool req_started;             /* bytes of the next request have come */
+    bool scan_done, head_done;
+    bool chunked_out, no_body;    /* how the response body is framed */
+    uint8_t last_cb;              /* which parser data callback ran last */
+
+    /* Response bookkeeping, reset per request. */
+    int status;                   /* status sent, 0 while none */
+    uint64_t bytes_out;
+    unsigned writes_pending;
+    size_t wreq_bytes;
+    void (*release)(void *arg);
+    void *release_arg;
+    int err_status;               /* set by a parser callback that rejects */
+    const char *err_code, *err_msg;
+
+    /* Request head: target, path copy and header names and values, each
+       NUL-terminated; offsets until the head is complete. */
+    char *hbuf;
+    size_t hlen, hcap;
+    uint32_t target_len;
+    llmc__http_hoff_t *hoff;
+    llmc_http_header_t *hdrs;
+    size_t nh, nh_cap;
+
+    char *bbuf;                   /* decoded body, NUL-terminated */
+    size_t blen, bcap;
+    char *obuf;                   /* response head (+ copied body) */
+    size_t olen, ocap;
+
+    size_t rpos, rlen;            /* unparsed bytes are rbuf[rpos, rlen) */
+    char rbuf[LLMC_HTTP_RBUF];
+};
+
+#define LLMC__CONN_OF(r) ((llmc__http_conn_t *)(void *)(r))
+
+/* Takes over an accepted (or socketpair) stream fd as a client connection.
+   Used by accept and by the fuzzer. 0 or an LLMC_E* code (fd then closed). */
+int llmc__http_conn_adopt_fd(llmc_http_server_t *s, int fd);
+
+/* Sets up a connection for s in c (zeroed) and counts it. Loop thread. */
+int llmc__http_conn_init(llmc_http_server_t *s, llmc__http_conn_t *c);
+
+/* Starts serving a connection whose tcp handle is connected. */
+void llmc__http_conn_start(llmc__http_conn_t *c);
+
+/* Closes the connection: aborts a request the handler owns, then closes
+   both handles. Idempotent. */
+void llmc__http_conn_close(llmc__http_conn_t *c);
+
+/* The request has finished (response written or client gone): report it,
+   then either read the next one or close. */
+void llmc__http_conn_req_done(llmc__http_conn_t *c, bool keep_alive);
+
+/* Makes *buf at least need bytes (doubling). 0 or LLMC_ENOMEM. */
+int llmc__http_grow(char **buf, size_t *cap, size_t need);
+
+/* Answers a request the server rejects itself with an error and closes. */
+void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, const char *msg);
+
+/* ---- respond.c ---- */
+
+/* Writes bufs, by reference (copy false: they must outlive the write) or
+   copied where libuv must keep them. Returns 0 or LLMC_EIO (conn closed). */
+int llmc__http_send(llmc__http_conn_t *c, uv_buf_t *bufs, unsigned n, bool copy);
+
+/* Finishes the request once nothing is owned by the handler and no write is
+   pending. */
+void llmc__http_maybe_finish(llmc__http_conn_t *c);
+
+/* ---- server.c ---- */
+
+struct llmc_http_server {
+    uv_loop_t *loop;
+    llmc_http_server_config_t cfg;
+    uv_tcp_t listener;
+    int port;
+    bool closing, listener_closed;
+    void (*close_cb)(void *arg);
+    void *close_arg;
+    llmc__http_conn_t *conns;     /* every conn not yet freed */
+    size_t nalive;
+    uint64_t seq;
+    llmc_http_server_stats_t st;
+    time_t date_sec;              /* second the cached Date is for */
+    char date[40];
+    size_t date_len;
+};
+
+/* The Date header value for now, formatted at most once per second. */
+const char *llmc__http_date(llmc_http_server_t *s, size_t *len);
+
+/* A conn's handles are all closed: unlink and free it, and finish a
+   server close that waited for it. */
+void llmc__http_conn_free(llmc__http_conn_t *c);
+
+#endif

@@ -1,0 +1,264 @@
+/*
+ * http/server.c: the HTTP server object: listening socket, accept, the
+ * cached Date header, stats, and closing the whole server.
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - We create the listening socket ourselves (socket, SO_REUSEADDR,
+ *   SO_REUSEPORT, bind, listen with a large backlog) and hand it to libuv
+ *   with uv_tcp_open: uv_tcp_bind cannot set SO_REUSEPORT in libuv 1.44,
+ *   and each loop thread needs its own listener on the same port.
+ * - Over max_conns we still accept, so the client learns why (503 with an
+ *   OpenAI-shaped error) instead of waiting in the backlog; such connections
+ *   are counted in conns_refused and not in conns_open.
+ * - The server is freed only when the listener and every connection's
+ *   handles have run their close callbacks; only then is the close cb called.
+ * - In the limits, 0 means "no limit" (for max_conns, the byte and count
+ *   limits and both timeouts): the config table never produces 0.
+ *
+ * Stats: requests counts requests handed to the handler; bad_requests those
+ * the server answered with a 4xx/5xx itself (not 408); timeouts the 408s.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "http/http_int.h"
+#include "llmc/error.h"
+
+#define LISTEN_BACKLOG 4096
+
+llmc_http_server_t *llmc_http_server_new(uv_loop_t *loop, const llmc_http_server_config_t *cfg)
+{
+    llmc_http_server_t *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->loop = loop;
+    s->cfg = *cfg;
+    s->date_sec = (time_t)-1;
+    /* Initialised now so that close works whether or not listen ran. */
+    if (uv_tcp_init(loop, &s->listener) != 0) {
+        free(s);
+        return NULL;
+    }
+    s->listener.data = s;
+    return s;
+}
+
+static void on_connection(uv_stream_t *l, int status)
+{
+    llmc_http_server_t *s = l->data;
+    llmc__http_conn_t *c;
+
+    if (status < 0 || s->closing)
+        return;
+    c = calloc(1, sizeof(*c));
+    /* Out of memory: without uv_accept libuv stops polling the listener
+       until one happens; there is nothing better to do with no memory. */
+    if (!c)
+        return;
+    if (llmc__http_conn_init(s, c) != 0) {
+        free(c);
+        return;
+    }
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+        llmc__http_conn_close(c);
+        return;
+    }
+    llmc__http_conn_start(c);
+}
+
+/* socket + options + bind + listen; returns the fd or -1 with err set. */
+static int bind_fd(const struct addrinfo *ai, bool reuseport, char *err, size_t errlen)
+{
+    int one = 1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)) {
+        snprintf(err, errlen, "setsockopt: %s", strerror(errno));
+        goto fail;
+    }
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        snprintf(err, errlen, "bind: %s", strerror(errno));
+        goto fail;
+    }
+    if (listen(fd, LISTEN_BACKLOG) != 0) {
+        snprintf(err, errlen, "listen: %s", strerror(errno));
+        goto fail;
+    }
+    return fd;
+fail:
+    close(fd);
+    return -1;
+}
+
+static int bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+int llmc_http_server_listen(llmc_http_server_t *s, const char *host, int port, bool reuseport,
+                            char *err, size_t errlen)
+{
+    struct addrinfo hints, *res = NULL;
+    char portstr[16];
+    int fd = -1, rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    /* Blocking resolution is fine here: listen runs once, at start-up. */
+    rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: %s", host, gai_strerror(rc));
+        return LLMC_EIO;
+    }
+    fd = bind_fd(res, reuseport, err, errlen);
+    freeaddrinfo(res);
+    if (fd < 0)
+        return LLMC_EIO;
+    s->port = bound_port(fd);
+    rc = uv_tcp_open(&s->listener, fd);
+    if (rc != 0) {
+        close(fd);
+        goto fail;
+    }
+    /* From here the handle owns fd; server close closes it. */
+    rc = uv_listen((uv_stream_t *)&s->listener, LISTEN_BACKLOG, on_connection);
+    if (rc != 0)
+        goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "listen: %s", uv_strerror(rc));
+    return LLMC_EIO;
+}
+
+int llmc_http_server_port(const llmc_http_server_t *s)
+{
+    return s->port;
+}
+
+static void maybe_free(llmc_http_server_t *s)
+{
+    void (*cb)(void *);
+    void *arg;
+
+    if (!s->closing || !s->listener_closed || s->nalive > 0)
+        return;
+    cb = s->close_cb;
+    arg = s->close_arg;
+    free(s);
+    if (cb)
+        cb(arg);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    llmc_http_server_t *s = h->data;
+
+    s->listener_closed = true;
+    maybe_free(s);
+}
+
+void llmc_http_server_close(llmc_http_server_t *s, void (*cb)(void *arg), void *arg)
+{
+    llmc__http_conn_t *c;
+
+    if (s->closing)
+        return;
+    s->closing = true;
+    s->close_cb = cb;
+    s->close_arg = arg;
+    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    /* Conns unlink themselves only when freed, later, so the walk is safe. */
+    for (c = s->conns; c; c = c->next)
+        llmc__http_conn_close(c);
+}
+
+void llmc__http_conn_free(llmc__http_conn_t *c)
+{
+    llmc_http_server_t *s = c->s;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nalive--;
+    free(c->hbuf);
+    free(c->hoff);
+    free(c->hdrs);
+    free(c->bbuf);
+    free(c->obuf);
+    free(c);
+    maybe_free(s);
+}
+
+void llmc_http_server_stats(const llmc_http_server_t *s, llmc_http_server_stats_t *out)
+{
+    *out = s->st;
+}
+
+const char *llmc__http_date(llmc_http_server_t *s, size_t *len)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t now = time(NULL);
+    struct tm tm;
+
+    if (now != s->date_sec) {
+        /* Names from our own tables: strftime's %a and %b follow the locale. */
+        gmtime_r(&now, &tm);
+        s->date_len = (size_t)snprintf(s->date, sizeof(s->date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                                       days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
+                                       tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        s->date_sec = now;
+    }
+    *len = s->date_len;
+    return s->date;
+}
+
+const char *llmc_http_reason(int status)
+{
+    const char *r = http_status_str((enum http_status)status);
+
+    return strcmp(r, "<unknown>") == 0 ? "Unknown" : r;
+}
+
+const char *llmc_http_header(const llmc_http_req_t *req, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < req->nheaders; i++)
+        if (strcasecmp(req->headers[i].name, name) == 0)
+            return req->headers[i].value;
+    return NULL;
+}
+
+size_t llmc_http_pending_bytes(const llmc_http_req_t *req)
+{
+    const llmc__http_conn_t *c = (const llmc__http_conn_t *)(const void *)req;
+
+    return c->tcp.write_queue_size;
+}
