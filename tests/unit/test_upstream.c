@@ -286,8 +286,8 @@ static void test_error_status_is_passed_through(void **state)
     env_t e;
     result_t r500 = {0}, r429 = {0};
     env_open(&e, 5000, 0);
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"status\":500}}", &r500), 0);
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"status\":429}}", &r429), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"status\":500}}", &r500), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"status\":429}}", &r429), 0);
     run_until(&e, &r500.done, 1, 5000);
     run_until(&e, &r429.done, 1, 5000);
     assert_int_equal(r500.err, 0);
@@ -334,7 +334,7 @@ static void test_timeout_is_reported_quickly(void **state)
     result_t r = {0};
     env_open(&e, 300, 0);
     uint64_t t0 = now_ms();
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"latency_ms\":5000}}", &r), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"latency_ms\":5000}}", &r), 0);
     run_until(&e, &r.done, 1, 3000);
     uint64_t took = now_ms() - t0;
     assert_int_equal(r.err, LLMC_ETIMEDOUT);
@@ -390,7 +390,7 @@ static void test_max_host_conns_still_completes(void **state)
     env_open(&e, 10000, 2);
     for (int i = 0; i < N; i++) {
         memset(&r[i], 0, sizeof(r[i]));
-        assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"latency_ms\":20}}", &r[i]), 0);
+        assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"latency_ms\":20}}", &r[i]), 0);
     }
     for (int i = 0; i < N; i++) {
         run_until(&e, &r[i].done, 1, 10000);
@@ -413,9 +413,9 @@ static void test_cancel_in_flight(void **state)
     uv_timer_t t;
     env_open(&e, 5000, 0);
     json_int_t before = stat_of("in_flight");
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"latency_ms\":300}}", &now), 0);
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"latency_ms\":300,\"x\":1}}", &later), 0);
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"latency_ms\":300,\"x\":2}}", &kept), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"latency_ms\":300}}", &now), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"latency_ms\":300,\"x\":1}}", &later), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"latency_ms\":300,\"x\":2}}", &kept), 0);
     llmc_upstream_cancel(now.call);   /* before curl ever ran */
     uv_timer_init(&e.loop, &t);
     t.data = later.call;
@@ -466,7 +466,7 @@ static void test_close_from_callback_and_with_calls_in_flight(void **state)
     env_open(&e, 5000, 0);
     a.close_in_data = e.u;
     assert_int_equal(start_chat(&e, SLOW_STREAM, &a), 0);
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"latency_ms\":2000}}", &b), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"latency_ms\":2000}}", &b), 0);
     uint64_t start = now_ms();
     while (a.data_calls < 2) {
         uv_run(&e.loop, UV_RUN_ONCE);
@@ -486,7 +486,7 @@ static void test_close_from_callback_and_with_calls_in_flight(void **state)
     env_open(&e, 5000, 0);
     for (int i = 0; i < 5; i++) {
         memset(&c[i], 0, sizeof(c[i]));
-        assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"latency_ms\":500}}", &c[i]), 0);
+        assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"latency_ms\":500}}", &c[i]), 0);
     }
     run_for(&e, 50);
     env_close(&e);
@@ -518,13 +518,13 @@ static void test_faults(void **state)
     env_t e;
     result_t trunc = {0}, reset = {0}, junk = {0}, empty = {0}, cut = {0}, big = {0};
     env_open(&e, 5000, 0);
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"fault\":\"truncate\"}}", &trunc), 0);
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"fault\":\"reset\"}}", &reset), 0);
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"fault\":\"invalid-json\"}}", &junk), 0);
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"fault\":\"empty\"}}", &empty), 0);
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"stream\":true,\"mock\":{\"fault\":\"cut-stream\"}}",
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"fault\":\"truncate\"}}", &trunc), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"fault\":\"reset\"}}", &reset), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"fault\":\"invalid-json\"}}", &junk), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"fault\":\"empty\"}}", &empty), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true,\"mock\":{\"fault\":\"cut-stream\"}}",
                                 &cut), 0);
-    assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"bytes\":3000000}}", &big), 0);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"bytes\":3000000}}", &big), 0);
     run_until(&e, &trunc.done, 1, 5000);
     run_until(&e, &reset.done, 1, 5000);
     run_until(&e, &junk.done, 1, 5000);
@@ -594,8 +594,9 @@ static void test_mock_answers_are_deterministic(void **state)
     assert_int_equal(blocking_call("POST", "/v1/chat/completions",
                                    "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\","
                                    "\"content\":\"hello upstream\"}],\"temperature\":0.5}", &b), 200);
-    assert_string_equal(content_of(a.body, &oa), content_of(a2.body, &oa2));
-    assert_string_not_equal(content_of(a.body, &oa), content_of(b.body, &ob));
+    const char *ca = content_of(a.body, &oa);
+    assert_string_equal(ca, content_of(a2.body, &oa2));
+    assert_string_not_equal(ca, content_of(b.body, &ob));
     assert_int_equal(a2.call_no, a.call_no + 1);
     json_decref(oa);
     json_decref(oa2);
@@ -628,13 +629,13 @@ static void test_mock_counters_and_errors(void **state)
     assert_non_null(strstr(b.body, "\"error\""));
     free(b.body);
     assert_int_equal(blocking_call("POST", "/v1/chat/completions",
-                                   "{\"messages\":[],\"mock\":{\"fault\":\"sideways\"}}", &b), 400);
+                                   "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"fault\":\"sideways\"}}", &b), 400);
     free(b.body);
     assert_int_equal(blocking_call("GET", "/v1/nothing-here", NULL, &b), 404);
     assert_non_null(strstr(b.body, "\"error\""));
     free(b.body);
     assert_int_equal(blocking_call("POST", "/v1/chat/completions",
-                                   "{\"messages\":[],\"mock\":{\"status\":429}}", &b), 429);
+                                   "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"status\":429}}", &b), 429);
     assert_string_equal(b.retry_after, "1");
     free(b.body);
     assert_int_equal(stat_of("calls"), 7);   /* the 404 is no model call */
@@ -655,7 +656,7 @@ static void test_mock_waits_concurrently(void **state)
     uint64_t t0 = now_ms();
     for (int i = 0; i < N; i++) {
         memset(&r[i], 0, sizeof(r[i]));
-        assert_int_equal(start_chat(&e, "{\"messages\":[],\"mock\":{\"latency_ms\":300}}", &r[i]), 0);
+        assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"latency_ms\":300}}", &r[i]), 0);
     }
     for (int i = 0; i < N; i++) {
         run_until(&e, &r[i].done, 1, 20000);
