@@ -148,6 +148,14 @@ int llmc_http_stream_begin(llmc_http_req_t *req, int status, const char *hdrs, s
 int llmc_http_stream_write(llmc_http_req_t *req, const char *buf, size_t len);
 void llmc_http_stream_end(llmc_http_req_t *req);
 
+/* Ends the request without finishing its response: what was already queued
+   is written, then the connection is closed without the proper ending (no
+   last chunk; nothing at all when nothing was sent), so the client sees a
+   truncated answer or a connection closed without one. For relaying an
+   upstream that failed mid-answer, and for the mock model's faults. on_abort
+   is not called. After this call the handler must not touch req. */
+void llmc_http_abort(llmc_http_req_t *req);
+
 /* Bytes queued for this request's connection that the kernel has not taken
    yet, so a producer can slow down for a slow client. */
 size_t llmc_http_pending_bytes(const llmc_http_req_t *req);

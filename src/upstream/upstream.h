@@ -40,6 +40,14 @@ typedef struct llmc_upstream_request {
     size_t nheaders;
 } llmc_upstream_request_t;
 
+/* Initialises libcurl for the process (curl_global_init). Call once from
+   main before any thread starts. 0, or LLMC_EIO when libcurl refuses. */
+int llmc_upstream_global_init(void);
+
+/* Releases what llmc_upstream_global_init took; after every client is closed
+   and every thread has stopped (valgrind-clean exits and tests). */
+void llmc_upstream_global_cleanup(void);
+
 typedef struct llmc_upstream_handler {
     /* Once, when the final status and headers are in. pass_hdrs holds the
        response headers worth handing to the client (a table in upstream.c:

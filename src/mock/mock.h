@@ -1,0 +1,56 @@
+/*
+ * mock/mock.h: the built-in mock model, an OpenAI-compatible fake model
+ * server on the project's HTTP server, for `llmcached mock`, for
+ * `--upstream mock`, and for tests.
+ *
+ * Endpoints: POST /v1/chat/completions (also "stream": true), POST
+ * /v1/completions (also streamed), POST /v1/embeddings, GET /v1/models,
+ * GET /mock/stats, POST /mock/reset. Every /v1 answer waits latency_ms and
+ * carries "X-Mock-Call: N", the call's number since start (or reset).
+ *
+ * Tests steer single requests through an optional top-level "mock" object in
+ * the JSON body (the gateway forwards bodies unchanged):
+ *   latency_ms      this request's delay instead of the configured one
+ *   status          answer this status with an OpenAI error (429 adds Retry-After: 1)
+ *   fault           "reset"        close the connection without an answer
+ *                   "truncate"     send the head and half the body, then close
+ *                   "invalid-json" 200 with a body that is not JSON
+ *                   "empty"        200 with an empty body
+ *                   "stall"        never answer (until the client leaves)
+ *                   "cut-stream"   a stream stops after half its pieces, no [DONE]
+ *   bytes           pad the answer text to about this many bytes
+ *   chunk_delay_ms  pause between streamed pieces
+ *   split           "bytes": stream in pieces of 1 to 7 bytes, cut anywhere
+ */
+#ifndef LLMC_MOCK_H
+#define LLMC_MOCK_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+typedef struct llmc_mock_config {
+    uint64_t latency_ms;   /* delay before each answer */
+} llmc_mock_config_t;
+
+typedef struct llmc_mock llmc_mock_t;
+
+/* `llmcached mock [--listen HOST:PORT] [--latency-ms N | --latency SECS]`:
+   argv[0] is "mock". Serves on one loop until SIGINT or SIGTERM; prints
+   "mock model listening on http://HOST:PORT/v1" to stderr when ready.
+   Returns the process exit status (0, 1 on failure, 2 on bad usage). */
+int llmc_mock_main(int argc, char **argv);
+
+/* Starts the mock on its own thread and loop, listening on host:port (port 0
+   picks a free one); returns once it listens. 0 and *out, or LLMC_EIO /
+   LLMC_ENOMEM / LLMC_EINVAL with a message in err. Any thread. */
+int llmc_mock_start(const llmc_mock_config_t *cfg, const char *host, int port, llmc_mock_t **out,
+                    char *err, size_t errlen);
+
+/* The port the mock listens on. */
+int llmc_mock_port(const llmc_mock_t *m);
+
+/* Stops the mock (open requests are dropped), joins its thread and frees it.
+   Not from the mock's own thread. */
+void llmc_mock_stop(llmc_mock_t *m);
+
+#endif

@@ -1,0 +1,49 @@
+/*
+ * mock/mock_int.h: the mock model's answers, built as pure functions of the
+ * parsed request (no server, no clock: the time is an argument), so that unit
+ * tests can check them without sockets. mock.c does the serving.
+ */
+#ifndef LLMC_MOCK_INT_H
+#define LLMC_MOCK_INT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum llmc__mock_kind {
+    LLMC_MOCK_CHAT, LLMC_MOCK_COMPLETIONS, LLMC_MOCK_EMBEDDINGS, LLMC_MOCK_MODELS
+} llmc__mock_kind_t;
+
+typedef struct llmc__mock_ctx {
+    const json_t *req;            /* the request body, a JSON object (NULL for GET) */
+    unsigned char digest[32];     /* llmc__mock_digest of req */
+    int64_t now_s;                /* "created" */
+    size_t pad_bytes;             /* mock.bytes: pad each answer text to about this */
+    bool split_bytes;             /* mock.split = "bytes": cut the stream in small pieces */
+} llmc__mock_ctx_t;
+
+typedef struct llmc__mock_out {
+    char *body;                   /* JSON answer, or the whole SSE text; malloc'd */
+    size_t len;
+    size_t *cuts;                 /* stream only: end offset of each piece to send */
+    size_t ncuts;
+} llmc__mock_out_t;
+
+/* SHA-256 of the request's compact, key-sorted JSON: every field counts, but
+   whitespace and key order do not. 0 or LLMC_ENOMEM. */
+int llmc__mock_digest(const json_t *req, unsigned char out[32]);
+
+/* Builds the answer to a request of kind. stream asks for the SSE form (chat
+   and completions only). Returns 0; LLMC_EINVAL with a message for the client
+   in err when the request is unusable (a 400); LLMC_ENOMEM. On success the
+   caller frees out with llmc__mock_out_free. */
+int llmc__mock_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, bool stream,
+                      llmc__mock_out_t *out, char *err, size_t errlen);
+
+void llmc__mock_out_free(llmc__mock_out_t *o);
+
+/* Words in s (runs of non-whitespace): the mock's token count. */
+size_t llmc__mock_words(const char *s, size_t len);
+
+#endif
