@@ -391,6 +391,7 @@ void llmc_gw_handle(llmc_http_req_t *req, void *ctx)
     gr->req = req;
     gr->w = w;
     gr->route = route;
+    gr->fw.notify = llmc__gw_waiter_notify;
     req->data = gr;
     req->on_abort = on_abort;
     if (route == R_MODELS) {
