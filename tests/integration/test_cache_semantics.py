@@ -6,12 +6,11 @@ upstream and the gateway's /stats counters are asserted where the issue names th
 """
 
 import asyncio
-import json
 import time
 
 import pytest
 
-from conftest import (RawConn, assert_error_shape, async_open_many, async_read_response,
+from conftest import (assert_error_shape, async_open_many, async_read_response,
                       cache_control, cache_status, chat_body, http_request, session, wait_until)
 
 CHAT = "/v1/chat/completions"
