@@ -317,7 +317,8 @@ def test_invalid_json_body_is_a_client_error(gateway, mock):
 
 # ------------------------------------------------------------ configuration
 
-CONFIG_NAMES = re.findall(r'X\(\w+,\s*"([a-z0-9-]+)"', (ROOT / "src" / "config.h").read_text())
+CONFIG_NAMES = re.findall(r'X\(\w+,\s*"([a-z0-9-]+)",\s*(?:STR|INT|BOOL|SIZE|SECS|ENUM),',
+                          (ROOT / "src" / "config.h").read_text())
 
 
 def _run_bin(args, env=None, timeout=10):
