@@ -166,16 +166,33 @@ class _Proc:
             self.proc.kill()
             self.proc.wait(5)
 
-    def stop(self, timeout=5.0):
+    def stop(self, timeout=10.0):
+        """SIGTERM, then wait. Returns None when the exit was clean (status 0,
+        or death by the SIGTERM itself for a process that does not catch it),
+        else a description: a sanitizer's leak report or a crash at shutdown
+        shows up here."""
+        problem = None
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout)
+                rc = self.proc.wait(timeout)
+                if rc not in (0, -signal.SIGTERM):
+                    problem = f"exited with {rc} after SIGTERM"
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        self._out.close()
-        self._err.close()
+                problem = f"still running {timeout:.0f}s after SIGTERM (killed)"
+        if not self._out.closed:
+            self._out.close()
+            self._err.close()
+        return problem
+
+    def sanitized(self):
+        """True when the binary runs under AddressSanitizer (make SAN=1)."""
+        try:
+            return "libasan" in Path(f"/proc/{self.pid}/maps").read_text()
+        except OSError:
+            return False
 
     def rss_kb(self, field="VmRSS"):
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -281,12 +298,18 @@ def procs(request, tmp_path):
     request.node._llmc_procs = started
     yield started
     dead = [p for p in started if getattr(p, "must_survive", True) and not p.alive()]
-    for p in started:
-        p.stop()
+    unclean = []
+    for p in reversed(started):  # gateways first, then the mocks they talk to
+        problem = p.stop()
+        if problem and p not in dead:
+            unclean.append((p, problem))
     if dead:
         msg = "\n".join(f"{p.name} (pid {p.pid}) died with {p.proc.returncode}:\n{p.stderr()}"
                         for p in dead)
         pytest.fail("process died during the test (crash?)\n" + msg, pytrace=False)
+    if unclean:
+        msg = "\n".join(f"{p.name} (pid {p.pid}) {problem}:\n{p.stderr()}" for p, problem in unclean)
+        pytest.fail("process did not shut down cleanly\n" + msg, pytrace=False)
 
 
 @pytest.fixture

@@ -394,8 +394,12 @@ def test_memory_bound_under_a_flood_of_large_answers(gateway_factory, mock):
     assert st["bytes"] <= st["max_bytes"]
     assert st["evicted_size"] > 0 and st["entries"] < N_LARGE
     assert st["stored"] >= N_LARGE * 0.9
-    assert max(rss_kb, peak_kb, hwm_kb) <= limit_kb, \
-        f"RSS {max(rss_kb, peak_kb, hwm_kb)} kB exceeds budget + overhead {limit_kb} kB"
+    if g.sanitized():
+        print("AddressSanitizer build: its shadow memory and quarantine make RSS "
+              "meaningless; the byte bound is checked through /stats only")
+    else:
+        assert max(rss_kb, peak_kb, hwm_kb) <= limit_kb, \
+            f"RSS {max(rss_kb, peak_kb, hwm_kb)} kB exceeds budget + overhead {limit_kb} kB"
     # The cache still works: the latest answer is a hit.
     last = chat_body(f"big {N_LARGE - 1}", mock={"bytes": ANSWER_KB * 1024})
     assert xcache(g.chat(last)) == "HIT"
