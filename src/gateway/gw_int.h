@@ -31,6 +31,8 @@ typedef struct gw_req {
     llmc_flight_t *flight;
     llmc_entry_t *stale;         /* expired entry kept for stale-if-error */
     bool queued, dead;           /* inbox state, under the worker's inbox lock */
+    unsigned busy;               /* gateway code is running on gr: don't free it yet */
+    bool finished;               /* the server is done with the request (on_done ran) */
     struct gw_req *inbox_next;
 } gw_req_t;
 
@@ -48,6 +50,11 @@ void llmc__gw_stream_step(gw_req_t *gr);
 /* Starts the upstream call of a flight this request leads. */
 int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
                          const char *body, size_t body_len, bool store, const char *model);
+/* Marks gr in use around code that calls into the server, which can finish
+   (and would otherwise free) the request synchronously; release frees gr
+   then if the request finished meanwhile. */
+void llmc__gw_req_hold(gw_req_t *gr);
+void llmc__gw_req_release(gw_req_t *gr);
 /* Queues a waiter on its worker's inbox (flight lock held). */
 void llmc__gw_waiter_notify(llmc_flight_waiter_t *fw);
 /* Shutdown: cancels this worker's upstream calls, finishing their flights. */

@@ -394,11 +394,13 @@ void llmc_gw_handle(llmc_http_req_t *req, void *ctx)
     gr->fw.notify = llmc__gw_waiter_notify;
     req->data = gr;
     req->on_abort = on_abort;
+    llmc__gw_req_hold(gr);
     if (route == R_MODELS) {
         memset(&gr->policy, 0, sizeof(gr->policy));
         gr->policy.max_age_ms = LLMC_POLICY_UNSET;
         go_upstream(gr, req->path, NULL, 0, "");
-        return;
+    } else {
+        handle_cached(gr);
     }
-    handle_cached(gr);
+    llmc__gw_req_release(gr);
 }

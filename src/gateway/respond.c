@@ -233,21 +233,22 @@ void llmc__gw_respond_flight(gw_req_t *gr)
     llmc__gw_leave_flight(gr);
 }
 
-/* Relays what the flight has that this client has not seen yet. */
+/* Relays what the flight has that this client has not seen yet. Any server
+   call may end the request (a failed write): gr->req is checked after each. */
 void llmc__gw_stream_step(gw_req_t *gr)
 {
     llmc_flight_t *f = gr->flight;
     pthread_mutex_lock(&f->mu);
-    bool done = f->done, head = f->head_known;
+    bool done = f->done, failed = f->err != 0;
     int status = f->status;
-    bool relay = head && status / 100 == 2 && !f->err;
+    bool relay = f->head_known && status / 100 == 2;
     size_t len = relay && f->body_len > gr->sent ? f->body_len - gr->sent : 0;
     char *chunk = len ? malloc(len) : NULL;
     if (chunk)
         memcpy(chunk, f->body + gr->sent, len);
     pthread_mutex_unlock(&f->mu);
 
-    if (!gr->started && relay) {
+    if (!gr->started && relay && !(done && failed && !len)) {
         char h[HDR_CAP];
         size_t n = hadd(h, 0, "Content-Type: %s\r\n",
                         f->content_type[0] ? f->content_type : "text/event-stream");
@@ -259,16 +260,20 @@ void llmc__gw_stream_step(gw_req_t *gr)
         }
         gr->started = llmc_http_stream_begin(gr->req, status, h, n) == 0;
     }
-    if (gr->started && chunk)
+    if (gr->started && chunk && gr->req)
         llmc_http_stream_write(gr->req, chunk, len);
     gr->sent += len;
     free(chunk);
-    if (!done || !gr->req) /* a failed write may have aborted the request */
+    if (!done || !gr->req)
         return;
-    if (gr->started) {
-        llmc_http_stream_end(gr->req);
-        llmc__gw_leave_flight(gr);
-    } else {
+    if (!gr->started) {
         llmc__gw_respond_flight(gr); /* not a stream after all: an error answer */
+        return;
     }
+    llmc_http_req_t *req = gr->req;
+    llmc__gw_leave_flight(gr);
+    if (failed)
+        llmc_http_abort(req); /* cut off upstream: the client must see it cut off too */
+    else
+        llmc_http_stream_end(req);
 }

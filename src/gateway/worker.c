@@ -65,15 +65,17 @@ static void inbox_one(gw_req_t *gr)
     }
     if (!gr->req || !gr->flight)
         return;
+    llmc__gw_req_hold(gr);
     if (gr->fw.wants_data) {
         llmc__gw_stream_step(gr);
-        return;
+    } else {
+        pthread_mutex_lock(&gr->flight->mu);
+        bool done = gr->flight->done;
+        pthread_mutex_unlock(&gr->flight->mu);
+        if (done)
+            llmc__gw_respond_flight(gr);
     }
-    pthread_mutex_lock(&gr->flight->mu);
-    bool done = gr->flight->done;
-    pthread_mutex_unlock(&gr->flight->mu);
-    if (done)
-        llmc__gw_respond_flight(gr);
+    llmc__gw_req_release(gr);
 }
 
 void llmc_gw_inbox_run(llmc_worker_t *w)
@@ -142,6 +144,34 @@ static void access_log(llmc_worker_t *w, llmc_http_req_t *req, int status, uint6
     }
 }
 
+/* Tears gr down once the server is done with its request and no gateway
+   code is running on it: leaves the flight, and frees gr unless it sits in
+   the inbox (the inbox frees it when it gets there). */
+static void req_teardown(gw_req_t *gr)
+{
+    llmc_worker_t *w = gr->w;
+    llmc__gw_leave_flight(gr);
+    llmc_entry_unref(gr->stale);
+    gr->stale = NULL;
+    pthread_mutex_lock(&w->inbox_mu);
+    bool queued = gr->queued;
+    gr->dead = queued;
+    pthread_mutex_unlock(&w->inbox_mu);
+    if (!queued)
+        free(gr);
+}
+
+void llmc__gw_req_hold(gw_req_t *gr)
+{
+    gr->busy++;
+}
+
+void llmc__gw_req_release(gw_req_t *gr)
+{
+    if (--gr->busy == 0 && gr->finished)
+        req_teardown(gr);
+}
+
 void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx)
 {
     llmc_worker_t *w = ctx;
@@ -156,15 +186,9 @@ void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ct
         return;
     req->data = NULL;
     gr->req = NULL;
-    llmc__gw_leave_flight(gr);
-    llmc_entry_unref(gr->stale);
-    gr->stale = NULL;
-    pthread_mutex_lock(&w->inbox_mu);
-    bool queued = gr->queued;
-    gr->dead = queued;  /* the inbox frees it when it gets there */
-    pthread_mutex_unlock(&w->inbox_mu);
-    if (!queued)
-        free(gr);
+    gr->finished = true;
+    if (!gr->busy)
+        req_teardown(gr);
 }
 
 /* ---- start and stop -------------------------------------------------------- */
