@@ -5,6 +5,7 @@
  *   llmcached [--option value ...]    the gateway
  *   llmcached mock [--listen ...]     the mock model on its own
  */
+#include <http_parser.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,9 @@ static int run_gateway(llmc_config_t *cfg)
                 url, (long long)cfg->mock_latency,
                 key ? "" : "; set LLMC_UPSTREAM_KEY and --upstream to use a real model");
     }
+    /* libhttp-parser has its own process-wide head limit (80 KB); ours is
+       enforced exactly by the server, so the parser's must not be lower. */
+    http_parser_set_max_header_size((uint32_t)cfg->max_header_bytes + 1024);
     llmc_gw_t gw;
     int rc = llmc_gw_init(&gw, cfg, url, key, err, sizeof(err));
     if (rc == 0) {
