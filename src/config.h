@@ -72,6 +72,12 @@ typedef enum llmc_opt_type {
       "Open client connections allowed in all (split across threads); more get 503.")         \
     X(access_log, "access-log", STR, "-", 0, 0, NULL,                                         \
       "Where the JSON access log goes: '-' for stdout, 'off', or a file path.")               \
+    X(complete_abandoned, "complete-abandoned", BOOL, "on", 0, 0, NULL,                       \
+      "When every client of an upstream call has left, finish the call anyway so the answer " \
+      "is cached (off: cancel it).")                                                          \
+    X(replay_pace_ms, "replay-pace-ms", INT, "0", 0, 10000, NULL,                             \
+      "Delay between the events of a stream replayed from the cache, in milliseconds "        \
+      "(0: send it at once).")                                                                \
     X(data_dir, "data-dir", STR, "none", 0, 0, NULL,                                         \
       "Directory of the on-disk (LMDB) cache tier; 'none' keeps the cache in memory only.")   \
     X(disk_sync, "disk-sync", ENUM, "periodic", 0, 0, "full|periodic|none",                   \

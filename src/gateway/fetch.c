@@ -17,9 +17,12 @@
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
+#include "llmc/sse.h"
 
 /* Upper bound for an answer held in memory while it is fetched. */
 #define MAX_ANSWER_BYTES (256u << 20)
+/* Longest single SSE event we assemble; a longer one makes the stream uncacheable. */
+#define MAX_SSE_EVENT (8u << 20)
 
 typedef struct fetch {
     struct fetch *prev, *next; /* the worker's list of calls, for shutdown */
@@ -27,13 +30,15 @@ typedef struct fetch {
     llmc_worker_t *w;
     llmc_upstream_call_t *call;
     bool store;
-    bool stream;         /* an SSE answer: relayed, never parsed as JSON */
     bool private_scope;
     int64_t ttl_ms;
     bool too_big;
     char ns[128];
     char model[128];
     char *auth_hdr;  /* "Authorization: ..." passed through, or NULL */
+    llmc_sse_asm_t *as;  /* a stream's events folded into one completion */
+    size_t sse_off;      /* bytes of the flight's body already parsed as events */
+    int sse_err;         /* first error of the stream (sticky): not cacheable */
 } fetch_t;
 
 static void fetch_free(fetch_t *ft)
@@ -45,6 +50,7 @@ static void fetch_free(fetch_t *ft)
     if (ft->next)
         ft->next->prev = ft->prev;
     llmc_flight_unref(ft->f);
+    llmc_sse_asm_free(ft->as);
     free(ft->auth_hdr);
     free(ft);
 }
@@ -55,13 +61,64 @@ static void on_head(void *arg, int status, const char *ctype, const char *pass, 
     llmc_flight_head(ft->f, status, ctype, pass, pass_len);
 }
 
+/* Feeds the stream's complete events to the assembler. Only this thread
+   writes the flight's body, so reading it here needs no lock. */
+static void assemble_events(fetch_t *ft, bool eof)
+{
+    llmc_flight_t *f = ft->f;
+    while (!ft->sse_err && ft->sse_off < f->body_len) {
+        llmc_sse_event_t ev;
+        size_t used = 0;
+        const char *p = f->body + ft->sse_off;
+        size_t n = f->body_len - ft->sse_off;
+        int rc = eof ? llmc_sse_next_eof(p, n, MAX_SSE_EVENT, &ev, &used)
+                     : llmc_sse_next(p, n, MAX_SSE_EVENT, &ev, &used);
+        if (rc <= 0) {
+            ft->sse_err = rc;
+            return;
+        }
+        ft->sse_off += used;
+        if (ev.data_lines == 0)
+            continue;
+        if (ev.data) {
+            ft->sse_err = llmc_sse_asm_add(ft->as, ev.data, ev.data_len);
+        } else {
+            char *d = malloc(ev.data_len + 1);
+            ft->sse_err = d ? llmc_sse_asm_add(ft->as, d, llmc_sse_event_data(&ev, d, ev.data_len + 1))
+                            : LLMC_ENOMEM;
+            free(d);
+        }
+    }
+}
+
+/* With --complete-abandoned off, a call nobody waits for any more is cut. */
+static bool abandoned(fetch_t *ft)
+{
+    if (ft->w->gw->cfg->complete_abandoned)
+        return false;
+    pthread_mutex_lock(&ft->f->mu);
+    bool alone = ft->f->nwaiters == 0;
+    pthread_mutex_unlock(&ft->f->mu);
+    return alone;
+}
+
+static void on_done(void *arg, int err, const char *detail);
+
 static void on_data(void *arg, const char *buf, size_t len)
 {
     fetch_t *ft = arg;
     if (ft->too_big)
         return;
-    if (ft->f->body_len + len > MAX_ANSWER_BYTES || llmc_flight_data(ft->f, buf, len) < 0)
+    if (ft->f->body_len + len > MAX_ANSWER_BYTES || llmc_flight_data(ft->f, buf, len) < 0) {
         ft->too_big = true;
+        return;
+    }
+    if (ft->as && ft->f->status / 100 == 2)
+        assemble_events(ft, false);
+    if (abandoned(ft)) {
+        llmc_upstream_cancel(ft->call);
+        on_done(ft, LLMC_ECANCELED, "every client left and --complete-abandoned is off");
+    }
 }
 
 /* True when the answer is a complete JSON object (the only thing we store). */
@@ -73,20 +130,21 @@ static bool valid_json_object(const char *body, size_t len)
     return ok;
 }
 
-static llmc_entry_t *make_entry(fetch_t *ft, int64_t now)
+static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, int64_t now)
 {
     llmc_flight_t *f = ft->f;
     llmc_entry_spec_t spec = {
         .key = &f->key,
         .status = (uint16_t)f->status,
-        .flags = ft->private_scope ? LLMC_ENTRY_PRIVATE : 0,
+        .flags = (ft->private_scope ? LLMC_ENTRY_PRIVATE : 0) |
+                 (ft->as ? LLMC_ENTRY_FROM_STREAM : 0),
         .created_ms = now,
         .expires_ms = now + ft->ttl_ms,
-        .content_type = f->content_type[0] ? f->content_type : "application/json",
+        .content_type = ft->as || !f->content_type[0] ? "application/json" : f->content_type,
         .ns = ft->ns,
         .model = ft->model,
-        .body = f->body,
-        .body_len = f->body_len,
+        .body = body,
+        .body_len = body_len,
     };
     return llmc_entry_new(&spec);
 }
@@ -113,6 +171,29 @@ static void count_error(llmc_counters_t *c, int err)
         LLMC_COUNT(c, upstream_err_io);
 }
 
+/* A stream's answer: complete (finish_reason and [DONE]) or nothing. Hands
+   the assembled completion to the flight and returns it (flight-owned). */
+static const char *stream_answer(fetch_t *ft, size_t *len)
+{
+    assemble_events(ft, true);
+    char *json = NULL;
+    if (ft->sse_err || !llmc_sse_asm_complete(ft->as) ||
+        llmc_sse_asm_result(ft->as, &json, len) < 0)
+        return NULL;
+    llmc_flight_set_assembled(ft->f, json, *len);
+    return json;
+}
+
+/* Decides what a finished 2xx answer is: the JSON to cache, or invalid. */
+static const char *answer_json(fetch_t *ft, size_t *len)
+{
+    llmc_flight_t *f = ft->f;
+    if (ft->as)
+        return stream_answer(ft, len);
+    *len = f->body_len;
+    return valid_json_object(f->body, f->body_len) ? f->body : NULL;
+}
+
 static void on_done(void *arg, int err, const char *detail)
 {
     fetch_t *ft = arg;
@@ -124,16 +205,18 @@ static void on_done(void *arg, int err, const char *detail)
         err = LLMC_E2BIG;
         detail = "the answer is larger than the gateway holds";
     }
+    size_t len = 0;
+    const char *json = NULL;
     if (err) {
         count_error(c, err);
     } else if (f->status / 100 != 2) {
         LLMC_COUNT(c, upstream_err_status);
-    } else if (!ft->stream && !valid_json_object(f->body, f->body_len)) {
+    } else if (!(json = answer_json(ft, &len))) {
         LLMC_COUNT(c, upstream_err_invalid);
         invalid = true;
     } else if (ft->store) {
         int64_t now = llmc_now_ms();
-        e = make_entry(ft, now);
+        e = make_entry(ft, json, len, now);
         if (e && store_everywhere(ft->w->gw, e, now)) {
             LLMC_COUNT(c, stored);
         } else {
@@ -165,7 +248,10 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     llmc_flight_ref(ft->f);
     ft->w = gr->w;
     ft->store = store;
-    ft->stream = gr->stream;
+    if (gr->flight->is_stream && !(ft->as = llmc_sse_asm_new())) {
+        fetch_free(ft);
+        return LLMC_ENOMEM;
+    }
     ft->private_scope = gr->private_scope;
     ft->ttl_ms = gr->policy.ttl_ms;
     snprintf(ft->ns, sizeof(ft->ns), "%s", gr->policy.ns);

@@ -77,23 +77,25 @@ static shard_t *shard_of(llmc_flight_table_t *t, const llmc_key_t *key, llmc_fli
     return s;
 }
 
-static llmc_flight_t *flight_alloc(const llmc_key_t *key)
+static llmc_flight_t *flight_alloc(const llmc_key_t *key, bool is_stream)
 {
     llmc_flight_t *f = calloc(1, sizeof(*f));
     if (!f)
         return NULL;
     f->key = *key;
+    f->is_stream = is_stream;
     atomic_init(&f->refcnt, 1);
     pthread_mutex_init(&f->mu, NULL);
     return f;
 }
 
-llmc_flight_t *llmc_flight_new_private(const llmc_key_t *key)
+llmc_flight_t *llmc_flight_new_private(const llmc_key_t *key, bool is_stream)
 {
-    return flight_alloc(key);
+    return flight_alloc(key, is_stream);
 }
 
-llmc_flight_t *llmc_flight_join(llmc_flight_table_t *t, const llmc_key_t *key, bool *created)
+llmc_flight_t *llmc_flight_join(llmc_flight_table_t *t, const llmc_key_t *key, bool is_stream,
+                                bool *created)
 {
     llmc_flight_t **bucket;
     shard_t *s = shard_of(t, key, &bucket);
@@ -106,7 +108,7 @@ llmc_flight_t *llmc_flight_join(llmc_flight_table_t *t, const llmc_key_t *key, b
             return f;
         }
     }
-    llmc_flight_t *f = flight_alloc(key);
+    llmc_flight_t *f = flight_alloc(key, is_stream);
     if (f) {
         f->table = t;
         f->in_table = true;
@@ -157,6 +159,7 @@ void llmc_flight_unref(llmc_flight_t *f)
     pthread_mutex_destroy(&f->mu);
     free(f->pass_hdrs);
     free(f->body);
+    free(f->assembled);
     free(f);
 }
 
@@ -222,6 +225,15 @@ void llmc_flight_finish(llmc_flight_t *f, int err, const char *errmsg, bool inva
     f->entry = entry ? llmc_entry_ref(entry) : NULL;
     for (llmc_flight_waiter_t *w = f->waiters; w; w = w->next)
         w->notify(w);
+    pthread_mutex_unlock(&f->mu);
+}
+
+void llmc_flight_set_assembled(llmc_flight_t *f, char *json, size_t len)
+{
+    pthread_mutex_lock(&f->mu);
+    free(f->assembled);
+    f->assembled = json;
+    f->assembled_len = len;
     pthread_mutex_unlock(&f->mu);
 }
 

@@ -45,6 +45,7 @@ struct llmc_flight {
     pthread_mutex_t mu;
     llmc_flight_table_t *table;   /* NULL for a private (uncoalesced) flight */
     bool in_table;                /* under the table shard lock */
+    bool is_stream;               /* the upstream answers with SSE (set at creation) */
     llmc_flight_t *hnext;         /* table chain */
 
     /* Everything below is guarded by mu. */
@@ -59,6 +60,8 @@ struct llmc_flight {
     char errmsg[256];
     llmc_entry_t *entry;          /* the stored entry, when the answer was cached */
     bool invalid;                 /* 2xx but not a valid answer (not JSON, cut stream) */
+    char *assembled;              /* a stream's answer as one JSON completion, or NULL */
+    size_t assembled_len;
     unsigned nwaiters;
     llmc_flight_waiter_t *waiters;
 };
@@ -74,10 +77,11 @@ size_t llmc_flight_table_count(llmc_flight_table_t *t);
  * publishing it when none is in the air (*created = true: the caller leads
  * and must start the call). NULL when out of memory. Any thread.
  */
-llmc_flight_t *llmc_flight_join(llmc_flight_table_t *t, const llmc_key_t *key, bool *created);
+llmc_flight_t *llmc_flight_join(llmc_flight_table_t *t, const llmc_key_t *key, bool is_stream,
+                                bool *created);
 
 /* A flight that nobody else can join (no-store, streams, uncacheable routes). */
-llmc_flight_t *llmc_flight_new_private(const llmc_key_t *key);
+llmc_flight_t *llmc_flight_new_private(const llmc_key_t *key, bool is_stream);
 
 void llmc_flight_ref(llmc_flight_t *f);
 void llmc_flight_unref(llmc_flight_t *f);
@@ -91,6 +95,11 @@ void llmc_flight_head(llmc_flight_t *f, int status, const char *content_type,
 int llmc_flight_data(llmc_flight_t *f, const char *buf, size_t len);
 void llmc_flight_finish(llmc_flight_t *f, int err, const char *errmsg, bool invalid,
                         llmc_entry_t *entry);
+
+/* A stream's answer assembled into one JSON completion (the flight takes
+   ownership of json, a malloc'd string), for waiters that asked without
+   "stream". Producer side, before finish. */
+void llmc_flight_set_assembled(llmc_flight_t *f, char *json, size_t len);
 
 /* Removes the flight from its table so later requests start a new call
    (finish does this too). Any thread. */

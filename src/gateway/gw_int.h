@@ -25,6 +25,8 @@ typedef struct gw_req {
     llmc_policy_t policy;
     bool private_scope;
     bool stream;                 /* the client asked for "stream": true */
+    bool include_usage;          /* stream_options.include_usage */
+    struct pacer *pacer;         /* a paced replay in progress */
     bool leader;                 /* this request started the flight */
     bool started;                /* stream head sent */
     size_t sent;                 /* stream bytes sent */
@@ -45,6 +47,8 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
                             const char *cache_status, int64_t now_ms);
 /* Answers gr from its finished flight. */
 void llmc__gw_respond_flight(gw_req_t *gr);
+/* The client left during a paced replay: stop it. */
+void llmc__gw_pacer_abort(gw_req_t *gr);
 /* Stream relay step for a waiter that wants data. */
 void llmc__gw_stream_step(gw_req_t *gr);
 /* Starts the upstream call of a flight this request leads. */

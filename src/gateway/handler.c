@@ -11,9 +11,11 @@
  *   equivalent POST /v1/chat/completions, so the two share cached answers.
  * - The body that goes upstream is the client's bytes, untouched, unless
  *   the "cache" extension had to be cut out of it.
- * - Streaming requests are relayed but not coalesced or stored (yet): the
- *   cached form of a stream is the assembled completion, which is the
- *   streaming issue's work.
+ * - "stream" is not part of the key: a streamed answer is stored as the
+ *   assembled completion, so one entry answers both forms (replayed as SSE
+ *   for a streaming request). A streaming miss is relayed live to its leader
+ *   and to every streaming request that joins it, which first gets what was
+ *   relayed so far.
  */
 #include <http_parser.h>
 #include <stdio.h>
@@ -233,10 +235,10 @@ static void go_upstream(gw_req_t *gr, const char *path, const char *body, size_t
                         const char *model)
 {
     llmc_gw_t *gw = gr->w->gw;
-    bool coalesce = gr->policy.write && !gr->stream && gr->route != R_MODELS;
+    bool coalesce = gr->policy.write && gr->route != R_MODELS;
     bool created = true;
-    gr->flight = coalesce ? llmc_flight_join(gw->flights, &gr->key, &created)
-                          : llmc_flight_new_private(&gr->key);
+    gr->flight = coalesce ? llmc_flight_join(gw->flights, &gr->key, gr->stream, &created)
+                          : llmc_flight_new_private(&gr->key, gr->stream);
     if (!gr->flight) {
         llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
         return;
@@ -249,7 +251,9 @@ static void go_upstream(gw_req_t *gr, const char *path, const char *body, size_t
         LLMC_COUNT(&gr->w->ctr, misses);
     else
         LLMC_COUNT(&gr->w->ctr, coalesced);
-    gr->fw.wants_data = gr->stream;
+    /* Only a stream that joins a streaming call is relayed live; any other
+       mix waits for the end and gets the answer converted (respond.c). */
+    gr->fw.wants_data = gr->stream && gr->flight->is_stream;
     if (created) {
         char url[1400];
         snprintf(url, sizeof(url), "%s%s", gw->upstream_base, path + 3 /* strip "/v1" */);
@@ -302,8 +306,7 @@ static void handle_cached(gw_req_t *gr)
         goto out;
     }
     gr->stream = canon.stream && gr->route != R_EMBEDDINGS && gr->route != R_ASK;
-    if (gr->stream) /* streams are relayed, not cached, until they can be assembled */
-        gr->policy.read = gr->policy.write = false;
+    gr->include_usage = canon.include_usage;
 
     char scope[65];
     scope_of(gw, req, scope, &gr->private_scope);
@@ -350,6 +353,7 @@ static void on_abort(llmc_http_req_t *req)
     gw_req_t *gr = req->data;
     gr->req = NULL;
     LLMC_COUNT(&gr->w->ctr, aborted);
+    llmc__gw_pacer_abort(gr);
     if (gr->flight)
         llmc_flight_detach(gr->flight, &gr->fw);
 }

@@ -20,6 +20,7 @@
 
 #include "gateway/gw_int.h"
 #include "llmc/error.h"
+#include "llmc/sse.h"
 
 #define HDR_CAP 2048
 
@@ -56,7 +57,9 @@ static size_t freshness_hdrs(gw_req_t *gr, char *h, size_t n, const llmc_entry_t
     n = hadd(h, n, "Cache-Control: %s, max-age=%lld\r\n",
              (e->flags & LLMC_ENTRY_PRIVATE) ? "private" : "public",
              (long long)llmc_entry_ttl_left(e, now));
-    return hadd(h, n, "ETag: %s\r\n", e->etag);
+    /* The ETag names the stored JSON; a replayed stream is another
+       representation, so it gets none rather than a wrong one. */
+    return gr->stream ? n : hadd(h, n, "ETag: %s\r\n", e->etag);
 }
 
 static size_t cache_hdrs(gw_req_t *gr, char *h, size_t n, const char *xcache, const char *status)
@@ -111,6 +114,100 @@ static void respond_ask(gw_req_t *gr, int status, const char *h, size_t n, const
     free(s);
 }
 
+/* ---- replaying a stored completion as a stream ---------------------------- */
+
+typedef struct pacer {
+    uv_timer_t timer;
+    gw_req_t *gr;        /* NULL once the client left */
+    char *sse;
+    size_t len, off;
+} pacer_t;
+
+static void pacer_closed(uv_handle_t *h)
+{
+    pacer_t *p = h->data;
+    free(p->sse);
+    free(p);
+}
+
+/* Ends a paced replay: the timer goes, and so does the replay's hold on gr. */
+static void pacer_stop(pacer_t *p)
+{
+    gw_req_t *gr = p->gr;
+    p->gr = NULL;
+    gr->pacer = NULL;
+    uv_close((uv_handle_t *)&p->timer, pacer_closed);
+    llmc__gw_req_release(gr);
+}
+
+void llmc__gw_pacer_abort(gw_req_t *gr)
+{
+    if (gr->pacer)
+        pacer_stop(gr->pacer);
+}
+
+/* Sends the next event (up to and including its blank line). */
+static void pacer_tick(uv_timer_t *t)
+{
+    pacer_t *p = t->data;
+    gw_req_t *gr = p->gr;
+    if (!gr)
+        return;
+    const char *start = p->sse + p->off;
+    const char *end = strstr(start, "\n\n");
+    size_t n = end ? (size_t)(end - start) + 2 : p->len - p->off;
+    p->off += n;
+    llmc__gw_req_hold(gr);
+    llmc_http_stream_write(gr->req, start, n);
+    if (gr->req && p->off >= p->len) {
+        llmc_http_req_t *req = gr->req;
+        pacer_stop(p);
+        llmc_http_stream_end(req);
+    }
+    llmc__gw_req_release(gr);
+}
+
+static void pace_replay(gw_req_t *gr, int status, const char *h, size_t n, char *sse, size_t len)
+{
+    pacer_t *p = calloc(1, sizeof(*p));
+    if (!p || llmc_http_stream_begin(gr->req, status, h, n) < 0) {
+        free(p);
+        free(sse);
+        return;
+    }
+    p->gr = gr;
+    p->sse = sse;
+    p->len = len;
+    uint64_t pace = (uint64_t)gr->w->gw->cfg->replay_pace_ms;
+    uv_timer_init(&gr->w->loop, &p->timer);
+    p->timer.data = p;
+    uv_timer_start(&p->timer, pacer_tick, 0, pace);
+    gr->pacer = p;
+    llmc__gw_req_hold(gr); /* the replay keeps gr until it ends or the client leaves */
+}
+
+/* Answers a streaming request from a completion (json): its SSE form. h
+   holds every header but Content-Type. */
+static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const char *json,
+                           size_t len)
+{
+    llmc_sse_replay_opts_t o = {.piece_bytes = 0, .include_usage = gr->include_usage};
+    char *sse = NULL;
+    size_t sse_len = 0;
+    if (llmc_sse_replay(json, len, &o, &sse, &sse_len) < 0) {
+        llmc__gw_error(gr, 502, "upstream_error", "unreplayable_answer",
+                       "the stored answer cannot be replayed as a stream");
+        return;
+    }
+    n = hadd(h, n, "Content-Type: text/event-stream\r\n");
+    if (gr->w->gw->cfg->replay_pace_ms > 0) {
+        pace_replay(gr, status, h, n, sse, sse_len);
+        return;
+    }
+    uv_buf_t buf = uv_buf_init(sse, (unsigned)sse_len);
+    llmc_http_respond(gr->req, status, h, n, &buf, 1, free, sse);
+}
+
 void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
                             const char *cache_status, int64_t now)
 {
@@ -129,18 +226,22 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
                  slow ? gr->tier : "");
         cache_status = cs;
     }
-    size_t n = hadd(h, 0, "Content-Type: %s\r\n", gr->route == R_ASK ? "application/json"
-                                                                    : e->content_type);
+    size_t n = gr->stream ? 0 : hadd(h, 0, "Content-Type: %s\r\n",
+                                     gr->route == R_ASK ? "application/json" : e->content_type);
     n = cache_hdrs(gr, h, n, xcache, cache_status);
     n = hadd(h, n, "Age: %lld\r\n", (long long)llmc_entry_age(e, now));
     n = freshness_hdrs(gr, h, n, e, now);
-    if (etag_matches(llmc_http_header(gr->req, "if-none-match"), e->etag)) {
+    if (!gr->stream && etag_matches(llmc_http_header(gr->req, "if-none-match"), e->etag)) {
         LLMC_COUNT(&gr->w->ctr, not_modified);
         llmc_http_respond(gr->req, 304, h, n, NULL, 0, NULL, NULL);
         return;
     }
     if (gr->route == R_ASK) {
         respond_ask(gr, e->status, h, n, e->body, e->body_len, true);
+        return;
+    }
+    if (gr->stream) {
+        respond_replay(gr, e->status, h, n, e->body, e->body_len);
         return;
     }
     uv_buf_t buf = uv_buf_init((char *)e->body, (unsigned)e->body_len);
@@ -199,38 +300,62 @@ static const char *miss_status(gw_req_t *gr, const llmc_flight_t *f)
     return f->entry ? "llmcached; fwd=uri-miss; stored" : "llmcached; fwd=uri-miss";
 }
 
+/* The body a finished 2xx flight offers a waiter in the form it asked for:
+   raw bytes, or a stream's assembled completion; NULL when there is none. */
+static const char *flight_json(const llmc_flight_t *f, size_t *len)
+{
+    if (!f->is_stream) {
+        *len = f->body_len;
+        return f->body ? f->body : "";
+    }
+    *len = f->assembled_len;
+    return f->assembled;
+}
+
 void llmc__gw_respond_flight(gw_req_t *gr)
 {
     llmc_flight_t *f = gr->flight;
-    /* A finished flight never changes again, so it can be read unlocked. */
-    if (f->err || f->invalid) {
+    /* A finished flight never changes again, so it can be read unlocked; our
+       own reference keeps it while the answer is built. */
+    llmc_flight_ref(f);
+    llmc__gw_leave_flight(gr);
+    size_t len = 0;
+    const char *json = f->status / 100 == 2 ? flight_json(f, &len) : NULL;
+    bool ok2xx = f->status / 100 == 2 && !f->err;
+    if (f->err || (ok2xx && !json && !(gr->stream && f->is_stream)) || (f->invalid && !gr->stream)) {
         respond_failure(gr, f);
-        llmc__gw_leave_flight(gr);
-        return;
+        goto out;
     }
-    if (f->status >= 500 && try_stale(gr)) {
-        llmc__gw_leave_flight(gr);
-        return;
-    }
+    if (f->status >= 500 && try_stale(gr))
+        goto out;
     char h[HDR_CAP];
     int64_t now = llmc_now_ms();
-    const char *ctype = f->content_type[0] ? f->content_type : "application/json";
-    size_t n = hadd(h, 0, "Content-Type: %s\r\n", gr->route == R_ASK ? "application/json" : ctype);
+    bool replay = ok2xx && gr->stream && !f->is_stream;
+    bool raw_sse = ok2xx && gr->stream && f->is_stream;
+    size_t n = 0;
+    if (!replay)
+        n = hadd(h, 0, "Content-Type: %s\r\n",
+                 gr->route == R_ASK || (ok2xx && !raw_sse) ? "application/json"
+                 : f->content_type[0] ? f->content_type : "application/json");
     n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f));
-    n = freshness_hdrs(gr, h, n, f->entry, now);
+    n = freshness_hdrs(gr, h, n, raw_sse ? NULL : f->entry, now);
     if (f->pass_len && n + f->pass_len < HDR_CAP) {
         memcpy(h + n, f->pass_hdrs, f->pass_len);
         n += f->pass_len;
     }
-    if (gr->route == R_ASK && f->status / 100 == 2) {
-        respond_ask(gr, f->status, h, n, f->body ? f->body : "", f->body_len, false);
-        llmc__gw_leave_flight(gr);
-        return;
+    if (gr->route == R_ASK && ok2xx) {
+        respond_ask(gr, f->status, h, n, json, len, false);
+    } else if (replay) {
+        respond_replay(gr, f->status, h, n, json, len);
+    } else {
+        const char *body = ok2xx && !raw_sse ? json : f->body ? f->body : "";
+        size_t blen = ok2xx && !raw_sse ? len : f->body_len;
+        uv_buf_t buf = uv_buf_init((char *)body, (unsigned)blen);
+        llmc_flight_ref(f);
+        llmc_http_respond(gr->req, f->status, h, n, &buf, 1, release_flight, f);
     }
-    uv_buf_t buf = uv_buf_init(f->body ? f->body : (char *)"", (unsigned)f->body_len);
-    llmc_flight_ref(f);
-    llmc_http_respond(gr->req, f->status, h, n, &buf, 1, release_flight, f);
-    llmc__gw_leave_flight(gr);
+out:
+    llmc_flight_unref(f);
 }
 
 /* Relays what the flight has that this client has not seen yet. Any server
@@ -252,7 +377,7 @@ void llmc__gw_stream_step(gw_req_t *gr)
         char h[HDR_CAP];
         size_t n = hadd(h, 0, "Content-Type: %s\r\n",
                         f->content_type[0] ? f->content_type : "text/event-stream");
-        n = cache_hdrs(gr, h, n, gr->xcache, "llmcached; fwd=bypass");
+        n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f));
         n = hadd(h, n, "Cache-Control: no-store\r\n");
         if (f->pass_len && n + f->pass_len < HDR_CAP) {
             memcpy(h + n, f->pass_hdrs, f->pass_len);
