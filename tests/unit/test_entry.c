@@ -1,0 +1,228 @@
+/*
+ * test_entry.c: cache entries (src/core/entry.c).
+ *
+ * Checks that an entry copies everything it is given into one block whose
+ * measured size is what the allocator reports, that its validators and time
+ * helpers answer what a client would see, and that references keep it alive.
+ */
+#include <malloc.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "llmc/entry.h"
+
+static llmc_key_t key_of(uint8_t seed)
+{
+    llmc_key_t k;
+    for (int i = 0; i < LLMC_KEY_LEN; i++)
+        k.b[i] = (uint8_t)(seed + i * 7);
+    return k;
+}
+
+/* True when [p, p + n) lies inside the entry's block. */
+static int inside(const llmc_entry_t *e, const void *p, size_t n)
+{
+    const char *base = (const char *)e, *q = p;
+    return q >= base + sizeof(*e) && q + n <= base + e->mem_bytes;
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    llmc_key_t k = key_of(3);
+    const char *tags[] = {"team-a", "", "release-2"};
+    float vec[5] = {0.5f, -1.25f, 3.0f, 0.0f, 1e-3f};
+    char body[] = "{\"choices\":[{\"text\":\"hi\"}]}";
+    char ns[] = "tenant-1";
+    llmc_entry_spec_t spec = {
+        .key = &k, .status = 200, .flags = LLMC_ENTRY_PRIVATE | LLMC_ENTRY_FROM_STREAM,
+        .created_ms = 1000, .expires_ms = 61000,
+        .content_type = "text/event-stream", .ns = ns, .model = "gpt-4o-mini",
+        .tags = tags, .ntags = 3, .vector = vec, .dim = 5,
+        .body = body, .body_len = strlen(body),
+    };
+    llmc_entry_t *e = llmc_entry_new(&spec);
+    assert_non_null(e);
+
+    /* The entry keeps copies: changing the caller's buffers changes nothing. */
+    memset(body, 'x', strlen(body));
+    ns[0] = 'X';
+    vec[0] = 99.0f;
+
+    assert_memory_equal(e->key.b, k.b, LLMC_KEY_LEN);
+    assert_int_equal(e->refcnt, 1);
+    assert_int_equal(e->status, 200);
+    assert_int_equal(e->flags, LLMC_ENTRY_PRIVATE | LLMC_ENTRY_FROM_STREAM);
+    assert_int_equal(e->created_ms, 1000);
+    assert_int_equal(e->expires_ms, 61000);
+    assert_string_equal(e->content_type, "text/event-stream");
+    assert_string_equal(e->ns, "tenant-1");
+    assert_string_equal(e->model, "gpt-4o-mini");
+    assert_int_equal(e->ntags, 3);
+    assert_string_equal(e->tags[0], "team-a");
+    assert_string_equal(e->tags[1], "");
+    assert_string_equal(e->tags[2], "release-2");
+    assert_int_equal(e->dim, 5);
+    assert_true(e->vector[0] == 0.5f && e->vector[1] == -1.25f && e->vector[4] == 1e-3f);
+    assert_int_equal(e->body_len, strlen("{\"choices\":[{\"text\":\"hi\"}]}"));
+    assert_string_equal(e->body, "{\"choices\":[{\"text\":\"hi\"}]}");
+    assert_null(e->link.hnext);
+    assert_int_equal(e->link.in_cache, 0);
+    llmc_entry_unref(e);
+}
+
+static void test_single_allocation(void **state)
+{
+    (void)state;
+    llmc_key_t k = key_of(9);
+    const char *tags[] = {"a", "bb", "ccc"};
+    float vec[7] = {1, 2, 3, 4, 5, 6, 7};
+    char body[3001];
+    memset(body, 'b', sizeof(body) - 1);
+    body[3000] = 0;
+    llmc_entry_spec_t spec = {
+        .key = &k, .content_type = "application/json", .ns = "n", .model = "m",
+        .tags = tags, .ntags = 3, .vector = vec, .dim = 7, .body = body, .body_len = 3000,
+    };
+    llmc_entry_t *e = llmc_entry_new(&spec);
+    assert_non_null(e);
+
+    /* mem_bytes is the allocator's measure of the one block... */
+    assert_int_equal(e->mem_bytes, malloc_usable_size(e));
+    size_t need = sizeof(*e) + 17 + 2 + 2 + 3 * sizeof(char *) + 2 + 3 + 4 + 7 * sizeof(float) + 3001;
+    assert_true(e->mem_bytes >= need);
+    /* ...with slack for alignment and malloc rounding only, not a second copy. */
+    assert_true(e->mem_bytes < need + 64);
+
+    /* ...and every part lives inside it, aligned for its type. */
+    assert_true(inside(e, e->content_type, strlen(e->content_type) + 1));
+    assert_true(inside(e, e->ns, 2));
+    assert_true(inside(e, e->model, 2));
+    assert_true(inside(e, e->tags, 3 * sizeof(char *)));
+    assert_int_equal((uintptr_t)e->tags % _Alignof(char *), 0);
+    for (int i = 0; i < 3; i++)
+        assert_true(inside(e, e->tags[i], strlen(e->tags[i]) + 1));
+    assert_true(inside(e, e->vector, 7 * sizeof(float)));
+    assert_int_equal((uintptr_t)e->vector % _Alignof(float), 0);
+    assert_true(inside(e, e->body, e->body_len + 1));
+    assert_int_equal(e->body[e->body_len], '\0');
+    llmc_entry_unref(e);
+}
+
+static void test_defaults_when_absent(void **state)
+{
+    (void)state;
+    llmc_entry_spec_t spec = {.status = 204};
+    llmc_entry_t *e = llmc_entry_new(&spec);
+    assert_non_null(e);
+    assert_string_equal(e->content_type, "application/json");
+    assert_string_equal(e->ns, "");
+    assert_string_equal(e->model, "");
+    assert_int_equal(e->ntags, 0);
+    assert_null(e->vector);
+    assert_int_equal(e->dim, 0);
+    assert_int_equal(e->body_len, 0);
+    assert_string_equal(e->body, "");
+    /* SHA-256 of the empty string starts e3b0c44298fc1c14. */
+    assert_string_equal(e->etag, "\"e3b0c44298fc1c14\"");
+    llmc_entry_unref(e);
+
+    /* A length without bytes is refused instead of read from NULL. */
+    llmc_entry_spec_t bad = {.body_len = 5};
+    assert_null(llmc_entry_new(&bad));
+}
+
+static void test_etag_is_sha256_prefix(void **state)
+{
+    (void)state;
+    llmc_entry_spec_t spec = {.body = "hello", .body_len = 5};
+    llmc_entry_t *a = llmc_entry_new(&spec);
+    assert_non_null(a);
+    /* SHA-256("hello") = 2cf24dba5fb0a30e26e8... */
+    assert_string_equal(a->etag, "\"2cf24dba5fb0a30e\"");
+
+    spec.body = "hellp";
+    llmc_entry_t *b = llmc_entry_new(&spec);
+    assert_non_null(b);
+    assert_string_not_equal(a->etag, b->etag);
+    llmc_entry_unref(a);
+    llmc_entry_unref(b);
+}
+
+static void test_ttl_and_age(void **state)
+{
+    (void)state;
+    llmc_entry_spec_t spec = {.created_ms = 1000, .expires_ms = 10000};
+    llmc_entry_t *e = llmc_entry_new(&spec);
+    assert_non_null(e);
+
+    assert_int_equal(llmc_entry_ttl_left(e, 8500), 2);  /* 1.5 s rounds up */
+    assert_int_equal(llmc_entry_ttl_left(e, 9000), 1);
+    assert_int_equal(llmc_entry_ttl_left(e, 9999), 1);
+    assert_int_equal(llmc_entry_ttl_left(e, 10000), 0);
+    assert_int_equal(llmc_entry_ttl_left(e, 50000), 0); /* never negative */
+
+    assert_int_equal(llmc_entry_age(e, 1000), 0);
+    assert_int_equal(llmc_entry_age(e, 2999), 1);       /* whole seconds, rounded down */
+    assert_int_equal(llmc_entry_age(e, 3000), 2);
+    assert_int_equal(llmc_entry_age(e, 500), 0);        /* clock behind creation */
+    llmc_entry_unref(e);
+
+    llmc_entry_spec_t forever = {.created_ms = INT64_MIN, .expires_ms = INT64_MAX};
+    e = llmc_entry_new(&forever);
+    assert_non_null(e);
+    assert_true(llmc_entry_ttl_left(e, INT64_MIN) > 0);
+    assert_true(llmc_entry_age(e, INT64_MAX) > 0);
+    llmc_entry_unref(e);
+}
+
+static void test_refcount(void **state)
+{
+    (void)state;
+    llmc_entry_spec_t spec = {.body = "shared", .body_len = 6};
+    llmc_entry_t *e = llmc_entry_new(&spec);
+    assert_non_null(e);
+    assert_ptr_equal(llmc_entry_ref(e), e);
+    assert_int_equal(e->refcnt, 2);
+    llmc_entry_unref(e);
+    /* Still one reference: the body must be readable (ASan/valgrind would flag it). */
+    assert_string_equal(e->body, "shared");
+    llmc_entry_unref(e);
+    llmc_entry_unref(NULL);
+}
+
+static void test_key_hex(void **state)
+{
+    (void)state;
+    llmc_key_t k;
+    for (int i = 0; i < LLMC_KEY_LEN; i++)
+        k.b[i] = (uint8_t)(i * 8 + 0x0f);
+    char out[2 * LLMC_KEY_LEN + 1];
+    memset(out, '?', sizeof(out));
+    llmc_key_hex(&k, out);
+    assert_int_equal(strlen(out), 64);
+    assert_memory_equal(out, "0f171f272f373f47", 16);
+    assert_memory_equal(out + 62, "07", 2); /* 31*8+15 = 263 -> 0x07 */
+    for (int i = 0; i < 64; i++)
+        assert_non_null(strchr("0123456789abcdef", out[i]));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_single_allocation),
+        cmocka_unit_test(test_defaults_when_absent),
+        cmocka_unit_test(test_etag_is_sha256_prefix),
+        cmocka_unit_test(test_ttl_and_age),
+        cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_key_hex),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
