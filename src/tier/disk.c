@@ -49,12 +49,14 @@
 #include "llmc/record.h"
 #include "tier/disk.h"
 
-#define BATCH_MAX       512      /* entries committed in one transaction */
-#define EVICT_CHUNK     64       /* oldest entries removed per step */
-#define HIGH_PCT        90       /* evict when pages in use pass this share */
-#define LOW_PCT         80       /* ... down to this share */
-#define MAP_FULL_TRIES  6
-#define EVICT_TXN_CHUNKS 16      /* eviction chunks per transaction */
+#define BATCH_MAX       512      /* most entries committed in one transaction */
+#define EVICT_MAX       8192     /* most entries evicted in one transaction */
+#define TXN_SHARE       64       /* a transaction touches at most map pages / this */
+#define EVICT_CHUNK     64       /* oldest entries removed between size checks */
+#define HEADROOM_PCT    15       /* evict when less than this share of the map is free */
+#define HEADROOM_PAGES  128      /* ... or fewer than this many pages */
+#define EVICT_PCT       10       /* ... until this share more is free */
+#define MAP_FULL_TRIES  4
 #define SCAN_CHUNK      4096     /* records a purge scan reads per transaction */
 #define IDX_LEN         (8 + LLMC_KEY_LEN)
 #define LMDB_FREE_DBI   0        /* LMDB's own databases, as mdb_stat(1) reads them */
@@ -84,7 +86,9 @@ typedef struct disk {
     llmc_disk_sync_t sync;
     int64_t sync_interval_ms, keep_stale_ms;
     uint64_t max_bytes;
-    size_t queue_len, sweep_budget, batch_bytes;
+    size_t queue_len, sweep_budget;
+    size_t batch_max, batch_bytes, evict_max;   /* sized to the map, see size_txns() */
+    uint64_t high_bytes, low_bytes;             /* eviction starts above high, stops at low */
 
     /* The queue; everything here is under mu. */
     pthread_mutex_t mu;
@@ -318,29 +322,63 @@ static int evict_txn(disk_t *d, size_t n)
     return rc;
 }
 
-/*
- * One transaction of bound enforcement: evicts oldest entries, a chunk at a
- * time, until pages in use fall to LOW_PCT or max_chunks were evicted.
- * Sets *again when more must go.
- */
-static int evict_to_low(disk_t *d, size_t max_chunks, bool *again)
+/* Empties the three databases in one transaction, adding what went to *counter. */
+static int drop_all(disk_t *d, _Atomic uint64_t *counter)
 {
     MDB_txn *txn;
     MDB_stat st;
-    size_t removed = 0, chunks = 0;
+    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    if ((rc = mdb_stat(txn, d->entries, &st)) || (rc = mdb_drop(txn, d->entries, 0)) ||
+        (rc = mdb_drop(txn, d->by_age, 0)) || (rc = mdb_drop(txn, d->by_exp, 0))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if ((rc = mdb_txn_commit(txn)) == 0)
+        count(counter, st.ms_entries);
+    return rc;
+}
+
+/*
+ * Frees room after MDB_MAP_FULL. Deleting needs fresh pages too (LMDB
+ * copies on write), so when n deletions do not fit, fewer are tried; when
+ * not even one fits, the file is emptied: a cache that can no longer write
+ * is worse than an empty one.
+ */
+static void make_room(disk_t *d, size_t n)
+{
+    for (; n >= 1; n /= 2)
+        if (evict_txn(d, n) != MDB_MAP_FULL)
+            return;
+    if (drop_all(d, &d->evicted_size))
+        count(&d->errors, 1);
+}
+
+/*
+ * One transaction of bound enforcement: evicts oldest entries, a chunk at a
+ * time, until pages in use fall to low_bytes or evict_max went. Sets *again
+ * when more must go.
+ */
+static int evict_to_low(disk_t *d, bool *again)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    size_t removed = 0;
+    size_t chunk = d->evict_max < EVICT_CHUNK ? d->evict_max : EVICT_CHUNK;
     int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
     if (rc)
         return rc;
     *again = false;
-    while (used_bytes(d, txn) * 100 > d->max_bytes * LOW_PCT) {
+    while (used_bytes(d, txn) > d->low_bytes) {
         /* Nothing left to evict by age: stop rather than spin. */
         if ((rc = mdb_stat(txn, d->by_age, &st)) || st.ms_entries == 0)
             break;
-        if (chunks++ == max_chunks) {
+        if (removed >= d->evict_max) {
             *again = true;
             break;
         }
-        if ((rc = drop_front(d, txn, d->by_age, d->by_exp, EVICT_CHUNK, NULL, &removed)))
+        if ((rc = drop_front(d, txn, d->by_age, d->by_exp, chunk, NULL, &removed)))
             break;
     }
     if (rc) {
@@ -353,20 +391,21 @@ static int evict_to_low(disk_t *d, size_t max_chunks, bool *again)
 }
 
 /*
- * Keeps pages in use under HIGH_PCT of max_bytes, evicting to LOW_PCT in
- * transactions of EVICT_TXN_CHUNKS chunks: a long transaction would hold
- * back the queue and could outgrow LMDB's dirty-page limit.
+ * Keeps pages in use under high_bytes, evicting down to low_bytes in
+ * transactions of at most evict_max entries. The check runs in a write
+ * transaction (uncontended: this is the only writer) so that it never needs
+ * a reader slot.
  */
 static int enforce_bound(disk_t *d)
 {
     MDB_txn *txn;
-    int rc = mdb_txn_begin(d->env, NULL, MDB_RDONLY, &txn);
+    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
     if (rc)
         return rc;
-    bool over = used_bytes(d, txn) * 100 > d->max_bytes * HIGH_PCT, again = over;
+    bool again = used_bytes(d, txn) > d->high_bytes;
     mdb_txn_abort(txn);
     while (rc == 0 && again)
-        rc = evict_to_low(d, EVICT_TXN_CHUNKS, &again);
+        rc = evict_to_low(d, &again);
     return rc;
 }
 
@@ -413,8 +452,7 @@ static void run_writes(disk_t *d, op_t *batch, size_t nput)
             break;
         /* Make room for at least this batch, more each time it fails. */
         size_t n = (nput > EVICT_CHUNK ? nput : EVICT_CHUNK) << attempt;
-        if (evict_txn(d, n) == MDB_MAP_FULL)
-            evict_txn(d, 1);
+        make_room(d, n < d->evict_max ? n : d->evict_max);
     }
     if (rc == 0) {
         count(&d->stored, stored);
@@ -431,8 +469,9 @@ static int sweep(disk_t *d, int64_t now_ms)
 {
     MDB_txn *txn;
     size_t removed = 0;
-    /* An entry is kept keep_stale_ms past expiry: sweep up to now - keep. */
-    int64_t limit = now_ms - d->keep_stale_ms - 1;
+    /* An entry is kept keep_stale_ms past expiry: get() stops serving it
+       once now_ms >= expires_ms + keep, and the sweep removes the same ones. */
+    int64_t limit = now_ms - d->keep_stale_ms;
     int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
     if (rc)
         return rc;
@@ -448,23 +487,6 @@ static int sweep(disk_t *d, int64_t now_ms)
 }
 
 /* ---- purges ---- */
-
-static int purge_all(disk_t *d)
-{
-    MDB_txn *txn;
-    MDB_stat st;
-    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
-    if (rc)
-        return rc;
-    if ((rc = mdb_stat(txn, d->entries, &st)) || (rc = mdb_drop(txn, d->entries, 0)) ||
-        (rc = mdb_drop(txn, d->by_age, 0)) || (rc = mdb_drop(txn, d->by_exp, 0))) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    if ((rc = mdb_txn_commit(txn)) == 0)
-        count(&d->purged, st.ms_entries);
-    return rc;
-}
 
 static int purge_key(disk_t *d, const llmc_key_t *key)
 {
@@ -560,7 +582,7 @@ static void run_purge(disk_t *d, const llmc_purge_t *sel)
 {
     int rc;
     switch (sel->kind) {
-    case LLMC_PURGE_ALL: rc = purge_all(d); break;
+    case LLMC_PURGE_ALL: rc = drop_all(d, &d->purged); break;
     case LLMC_PURGE_KEY: rc = purge_key(d, &sel->key); break;
     default: rc = purge_scan(d, sel); break;
     }
@@ -609,7 +631,7 @@ static op_t *next_batch(disk_t *d, size_t *nput)
         n = 1;
     } else {
         for (op_t *op = batch; op && (op->kind == OP_PUT || op->kind == OP_DEL_CORRUPT) &&
-                               n < BATCH_MAX && (n == 0 || bytes < d->batch_bytes); op = op->next) {
+                               n < d->batch_max && (n == 0 || bytes < d->batch_bytes); op = op->next) {
             last = op;
             n++;
             if (op->kind == OP_PUT) {
@@ -1062,6 +1084,31 @@ static int open_env(disk_t *d, char *err, size_t errlen)
     return from_mdb(rc);
 }
 
+static size_t clamp(size_t v, size_t lo, size_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/*
+ * LMDB copies every page a transaction changes, and the pages it frees are
+ * reusable only two transactions later, so the free headroom must hold what
+ * a few transactions touch (a put or an eviction touches about one random
+ * leaf page per entry, plus the branch pages above it). Each transaction is
+ * kept to about 1/TXN_SHARE of the map's pages, and the headroom to at
+ * least HEADROOM_PAGES, which in a small map is a large share of it.
+ */
+static void size_txns(disk_t *d)
+{
+    MDB_stat st;
+    uint64_t psize = mdb_env_stat(d->env, &st) == 0 ? st.ms_psize : 4096;
+    size_t pages = (size_t)(d->max_bytes / psize / TXN_SHARE);
+    d->batch_max = clamp(pages, 8, BATCH_MAX);
+    d->evict_max = clamp(pages, 8, EVICT_MAX);
+    d->batch_bytes = (size_t)(d->max_bytes / TXN_SHARE);
+    uint64_t room = d->max_bytes / 100 * HEADROOM_PCT;
+    if (room < HEADROOM_PAGES * psize)
+        room = HEADROOM_PAGES * psize;
+    d->high_bytes = d->max_bytes > 2 * room ? d->max_bytes - room : d->max_bytes / 2;
+    d->low_bytes = d->high_bytes - d->max_bytes / 100 * EVICT_PCT;
+}
+
 static int init_sync(disk_t *d)
 {
     pthread_condattr_t ca;
@@ -1090,8 +1137,6 @@ static disk_t *disk_alloc(const llmc_disk_config_t *cfg)
     d->queue_len = cfg->queue_len ? cfg->queue_len : 65536;
     d->sweep_budget = cfg->sweep_budget ? cfg->sweep_budget : 256;
     d->max_readers = cfg->max_readers ? cfg->max_readers : 512;
-    /* A batch holds at most a sixteenth of the file, so that it fits in the headroom. */
-    d->batch_bytes = (size_t)(d->max_bytes / 16);
     d->last_sync_ms = mono_ms();
     d->path = strdup(cfg->path);
     d->pool = calloc(d->max_readers, sizeof *d->pool);
@@ -1120,6 +1165,7 @@ int llmc_tier_disk_open(const llmc_disk_config_t *cfg, llmc_tier_t **out, char *
     if ((rc = init_sync(d)) || (rc = make_dir(d->path, err, errlen)) ||
         (rc = take_lock(d, err, errlen)) || (rc = open_env(d, err, errlen)))
         goto fail;
+    size_txns(d);
     if (pthread_create(&d->writer, NULL, writer_main, d) != 0) {
         seterr(err, errlen, "cannot start the disk writer thread");
         rc = LLMC_ENOMEM;
