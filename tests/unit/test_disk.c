@@ -395,17 +395,22 @@ static void test_second_open_refused(void **state)
     char err[256], want[256];
     snprintf(want, sizeof want, "data dir %s is in use by another llmcached (pid %ld)",
              f->dir, (long)getpid());
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int rc = llmc_tier_disk_open(&c, &t2, err, sizeof err);
-        _exit(rc != LLMC_ELOCKED ? 1 : strcmp(err, want) != 0 ? 2 : 0);
-    }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
+    /* Another process (this binary, started with --open-child) tries the
+       same directory. It is exec'd rather than only forked so that it holds
+       no copy of this process's tier, as a second gateway would not. */
+    char self[200], cmd[400], line[256] = "";
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = 0;
+    snprintf(cmd, sizeof cmd, "%s --open-child %s", self, f->dir);
+    FILE *child = popen(cmd, "r");
+    assert_non_null(child);
+    assert_non_null(fgets(line, sizeof line, child));
+    line[strcspn(line, "\n")] = 0;
+    int status = pclose(child);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
+    assert_string_equal(line, want);
 
     /* A second open in this process is refused too: LMDB forbids it. */
     assert_int_equal(llmc_tier_disk_open(&c, &t2, err, sizeof err), LLMC_ELOCKED);
@@ -588,8 +593,23 @@ static void test_gets_from_many_threads_while_writing(void **state)
     t->ops->destroy(t);
 }
 
-int main(void)
+/* The second process of test_second_open_refused: 0 when refused as expected. */
+static int open_child(const char *dir)
 {
+    llmc_disk_config_t c = { .path = dir, .max_bytes = 64u << 20 };
+    llmc_tier_t *t = NULL;
+    char err[256] = "";
+    int rc = llmc_tier_disk_open(&c, &t, err, sizeof err);
+    printf("%s\n", err);
+    if (rc == 0)
+        t->ops->destroy(t);
+    return rc == LLMC_ELOCKED ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--open-child") == 0)
+        return open_child(argv[2]);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_put_flush_get),

@@ -303,7 +303,7 @@ static void test_many_tags_and_big_vector(void **state)
     (void)state;
     llmc_key_t k = key_of(11);
     enum { NT = 40, DIM = 1536 };
-    char names[NT][8];
+    char names[NT][16];
     const char *tags[NT];
     static float vec[DIM];
     for (int i = 0; i < NT; i++) {
