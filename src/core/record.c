@@ -291,9 +291,11 @@ int llmc_record_decode(const llmc_key_t *key, const uint8_t *buf, size_t len, ll
         .ntags = ld32(buf + 12), .created_ms = (int64_t)ld64(buf + 16),
         .expires_ms = (int64_t)ld64(buf + 24), .dim = ld32(buf + 48),
     };
-    /* Each tag takes at least 5 bytes, so a count the section cannot hold
-       is refused before it sizes an allocation. */
-    if ((uint64_t)s.ntags * 5 > ld32(buf + 44))
+    /* Each tag takes at least 5 bytes and the section lies inside the
+       record, so a count the record cannot hold is refused before it sizes
+       an allocation. */
+    uint32_t tags_bytes = ld32(buf + 44);
+    if ((uint64_t)s.ntags * 5 > tags_bytes || tags_bytes > len)
         return LLMC_ECORRUPT;
     if (s.ntags > MAX_STACK_TAGS && !(tags = malloc(s.ntags * sizeof *tags)))
         return LLMC_ENOMEM;

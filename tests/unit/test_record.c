@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 #include <openssl/evp.h>
+#include <sys/resource.h>
 
 #include "llmc/error.h"
 #include "llmc/record.h"
@@ -298,6 +299,40 @@ static void test_lying_lengths_behind_valid_checksum(void **state)
     llmc_entry_unref(e);
 }
 
+/*
+ * Found by fuzz_record: a tag count and tag-section length that agree with
+ * each other but not with the record sized a multi-gigabyte allocation.
+ * With the address space capped at 1 GB such an allocation fails, and the
+ * decoder would answer ENOMEM instead of ECORRUPT. (ASan reserves terabytes
+ * of shadow memory, so under it the cap is left off and the fuzzer's
+ * malloc limit is what guards this.)
+ */
+static void test_huge_tag_count_is_refused_before_allocating(void **state)
+{
+    (void)state;
+    llmc_key_t k = key_of(12);
+    llmc_entry_t *e = full_entry(&k), *out = NULL;
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(llmc_record_encode(e, &buf, &len), 0);
+    st32(buf + 12, 0x30000000u);   /* 805 million tags: 6.4 GB of pointers */
+    st32(buf + 44, 0xF0000000u);   /* a section big enough for them, 5 bytes each */
+    reseal(&k, buf, len);
+    struct rlimit old, cap;
+    assert_int_equal(getrlimit(RLIMIT_AS, &old), 0);
+    cap = old;
+#ifndef __SANITIZE_ADDRESS__
+    cap.rlim_cur = 1ul << 30;
+#endif
+    assert_int_equal(setrlimit(RLIMIT_AS, &cap), 0);
+    int rc = llmc_record_decode(&k, buf, len, &out);
+    assert_int_equal(setrlimit(RLIMIT_AS, &old), 0);
+    assert_int_equal(rc, LLMC_ECORRUPT);
+    assert_null(out);
+    free(buf);
+    llmc_entry_unref(e);
+}
+
 static void test_many_tags_and_big_vector(void **state)
 {
     (void)state;
@@ -333,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_other_key_is_corrupt),
         cmocka_unit_test(test_other_versions),
         cmocka_unit_test(test_lying_lengths_behind_valid_checksum),
+        cmocka_unit_test(test_huge_tag_count_is_refused_before_allocating),
         cmocka_unit_test(test_many_tags_and_big_vector),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
