@@ -13,12 +13,16 @@
  *   read-only transaction (MDB_NOTLS, so a transaction is not tied to a
  *   thread); read transactions are reset and kept in a pool, not freed,
  *   because renewing one skips taking a reader slot.
- * - The size bound is on pages in use (every database's pages, from
- *   mdb_stat), not on the file's high-water mark, which never shrinks:
- *   LMDB reuses freed pages. Past 90% of max_bytes the writer evicts the
- *   oldest entries down to 80%; MDB_MAP_FULL still happens (a batch bigger
- *   than the headroom, pages a reader still pins) and is answered by
- *   evicting and retrying, never by failing the gateway.
+ * - The map size is max_bytes, so the file can never outgrow --disk-max;
+ *   the writer keeps headroom below it. It counts pages in use (every
+ *   database's pages, from mdb_stat), not the file's high-water mark, which
+ *   never shrinks: LMDB reuses freed pages. When less than 15% (and at
+ *   least 128 pages) is free it evicts the oldest entries until 10% more
+ *   is. LMDB copies every page it changes and reuses a freed page only two
+ *   transactions later, so the headroom must hold a few transactions: each
+ *   one is kept to 1/64 of the map (size_txns). MDB_MAP_FULL can still
+ *   happen (a reader pinning pages, big records wanting contiguous pages)
+ *   and is answered by evicting and retrying, never by failing the gateway.
  * - Purges are asynchronous like writes, but a get() must not return what a
  *   queued purge removes: until the writer commits a purge, get() checks
  *   what it found against the pending purges, and a purge committed while a
