@@ -1,0 +1,313 @@
+/*
+ * record.c: the record codec of the disk tier (layout in llmc/record.h).
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - Every multi-byte field goes through the ld/st helpers below, byte by
+ *   byte, so the format is little-endian on any host and LMDB values, which
+ *   are not aligned, are never read through a wider pointer.
+ * - Decoding walks the buffer with a cursor that refuses to move past the
+ *   end; lengths are compared against what is left before they are used, so
+ *   no sum of attacker-chosen lengths can wrap.
+ * - The decoder builds a llmc_entry_spec_t pointing into the buffer and lets
+ *   llmc_entry_new copy it once; only the vector is copied first, because
+ *   the floats in the buffer are unaligned.
+ */
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "llmc/error.h"
+#include "llmc/record.h"
+
+#define MAX_STACK_TAGS 16
+
+static void st16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+
+static void st32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void st64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static uint32_t ld32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t ld64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* First 8 bytes of SHA-256(key || data), as a little-endian u64. */
+static int checksum(const llmc_key_t *key, const uint8_t *data, size_t len, uint64_t *out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+             EVP_DigestUpdate(ctx, key->b, LLMC_KEY_LEN) &&
+             EVP_DigestUpdate(ctx, data, len) && EVP_DigestFinal_ex(ctx, md, NULL);
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return LLMC_ENOMEM;
+    *out = ld64(md);
+    return 0;
+}
+
+static bool fits32(size_t n) { return (uint64_t)n <= UINT32_MAX; }
+
+size_t llmc_record_size(const llmc_entry_t *e)
+{
+    size_t ct = strlen(e->content_type), ns = strlen(e->ns), model = strlen(e->model);
+    uint64_t tags = 0;
+    for (uint32_t i = 0; i < e->ntags; i++)
+        tags += 4 + (uint64_t)strlen(e->tags[i]) + 1;
+    if (!fits32(ct) || !fits32(ns) || !fits32(model) || tags > UINT32_MAX)
+        return 0;
+    uint64_t n = LLMC_RECORD_HEADER + (ct + 1) + (ns + 1) + (model + 1) + tags +
+                 4 * (uint64_t)e->dim + e->body_len + LLMC_RECORD_TRAILER;
+    return n > SIZE_MAX ? 0 : (size_t)n;
+}
+
+static uint8_t *put_str(uint8_t *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p + n + 1;
+}
+
+static uint32_t tags_len(const llmc_entry_t *e)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < e->ntags; i++)
+        n += 4 + (uint32_t)strlen(e->tags[i]) + 1;
+    return n;
+}
+
+static void write_header(const llmc_entry_t *e, uint8_t *p)
+{
+    memset(p, 0, LLMC_RECORD_HEADER);
+    st16(p + 0, LLMC_RECORD_MAGIC);
+    st16(p + 2, LLMC_RECORD_VERSION);
+    st32(p + 4, e->flags);
+    st16(p + 8, e->status);
+    st32(p + 12, e->ntags);
+    st64(p + 16, (uint64_t)e->created_ms);
+    st64(p + 24, (uint64_t)e->expires_ms);
+    st32(p + 32, (uint32_t)strlen(e->content_type));
+    st32(p + 36, (uint32_t)strlen(e->ns));
+    st32(p + 40, (uint32_t)strlen(e->model));
+    st32(p + 44, tags_len(e));
+    st32(p + 48, e->dim);
+    st64(p + 56, (uint64_t)e->body_len);
+}
+
+int llmc_record_write(const llmc_entry_t *e, uint8_t *buf, size_t len)
+{
+    size_t need = llmc_record_size(e);
+    if (need == 0 || need != len)
+        return LLMC_EINVAL;
+    write_header(e, buf);
+    uint8_t *p = buf + LLMC_RECORD_HEADER;
+    p = put_str(p, e->content_type, strlen(e->content_type));
+    p = put_str(p, e->ns, strlen(e->ns));
+    p = put_str(p, e->model, strlen(e->model));
+    for (uint32_t i = 0; i < e->ntags; i++) {
+        size_t n = strlen(e->tags[i]);
+        st32(p, (uint32_t)n);
+        p = put_str(p + 4, e->tags[i], n);
+    }
+    for (uint32_t i = 0; i < e->dim; i++) {
+        uint32_t bits;
+        memcpy(&bits, &e->vector[i], 4);
+        st32(p, bits);
+        p += 4;
+    }
+    if (e->body_len)
+        memcpy(p, e->body, e->body_len);
+    p += e->body_len;
+    uint64_t sum;
+    int rc = checksum(&e->key, buf, (size_t)(p - buf), &sum);
+    if (rc)
+        return rc;
+    st64(p, sum);
+    return 0;
+}
+
+int llmc_record_encode(const llmc_entry_t *e, uint8_t **out, size_t *len)
+{
+    size_t n = llmc_record_size(e);
+    if (n == 0)
+        return LLMC_E2BIG;
+    uint8_t *buf = malloc(n);
+    if (!buf)
+        return LLMC_ENOMEM;
+    int rc = llmc_record_write(e, buf, n);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+int llmc_record_peek(const uint8_t *buf, size_t len, int64_t *created_ms, int64_t *expires_ms)
+{
+    if (len < LLMC_RECORD_HEADER + LLMC_RECORD_TRAILER || ld16(buf) != LLMC_RECORD_MAGIC)
+        return LLMC_ECORRUPT;
+    if (ld16(buf + 2) != LLMC_RECORD_VERSION)
+        return LLMC_EVERSION;
+    *created_ms = (int64_t)ld64(buf + 16);
+    *expires_ms = (int64_t)ld64(buf + 24);
+    return 0;
+}
+
+/* A read cursor over the variable part; take() fails instead of overrunning. */
+typedef struct rd {
+    const uint8_t *p;
+    size_t left;
+} rd_t;
+
+static const uint8_t *take(rd_t *r, uint64_t n)
+{
+    if (n > r->left)
+        return NULL;
+    const uint8_t *p = r->p;
+    r->p += n;
+    r->left -= (size_t)n;
+    return p;
+}
+
+/* A string of n bytes followed by its NUL, with no NUL inside. */
+static const char *take_str(rd_t *r, uint64_t n)
+{
+    const uint8_t *p = take(r, n + 1);
+    if (!p || p[n] != 0 || memchr(p, 0, (size_t)n))
+        return NULL;
+    return (const char *)p;
+}
+
+/* Parses the tag section (exactly len bytes) into tags[0..ntags). */
+static int take_tags(rd_t *r, uint32_t len, uint32_t ntags, const char **tags)
+{
+    rd_t sec = { r->p, 0 };
+    if (!take(r, len))
+        return LLMC_ECORRUPT;
+    sec.left = len;
+    for (uint32_t i = 0; i < ntags; i++) {
+        const uint8_t *lp = take(&sec, 4);
+        if (!lp || !(tags[i] = take_str(&sec, ld32(lp))))
+            return LLMC_ECORRUPT;
+    }
+    return sec.left == 0 ? 0 : LLMC_ECORRUPT;
+}
+
+static int take_vector(rd_t *r, uint32_t dim, float **out)
+{
+    const uint8_t *p = take(r, 4 * (uint64_t)dim);
+    if (!p)
+        return LLMC_ECORRUPT;
+    if (dim == 0)
+        return 0;
+    float *v = malloc((size_t)dim * sizeof *v);
+    if (!v)
+        return LLMC_ENOMEM;
+    for (uint32_t i = 0; i < dim; i++) {
+        uint32_t bits = ld32(p + 4 * (size_t)i);
+        memcpy(&v[i], &bits, 4);
+    }
+    *out = v;
+    return 0;
+}
+
+/* Checks everything that does not need the variable part. */
+static int check_frame(const llmc_key_t *key, const uint8_t *buf, size_t len)
+{
+    if (len < LLMC_RECORD_HEADER + LLMC_RECORD_TRAILER)
+        return LLMC_ECORRUPT;
+    size_t body_end = len - LLMC_RECORD_TRAILER;
+    uint64_t sum;
+    int rc = checksum(key, buf, body_end, &sum);
+    if (rc)
+        return rc;
+    if (sum != ld64(buf + body_end) || ld16(buf) != LLMC_RECORD_MAGIC)
+        return LLMC_ECORRUPT;
+    if (ld16(buf + 2) != LLMC_RECORD_VERSION)
+        return LLMC_EVERSION;
+    if (ld16(buf + 10) != 0 || ld32(buf + 52) != 0)
+        return LLMC_ECORRUPT;
+    return 0;
+}
+
+static int decode_into(const uint8_t *buf, size_t len, llmc_entry_spec_t *s,
+                       const char **tags, float **vec)
+{
+    rd_t r = { buf + LLMC_RECORD_HEADER, len - LLMC_RECORD_HEADER - LLMC_RECORD_TRAILER };
+    if (!(s->content_type = take_str(&r, ld32(buf + 32))) ||
+        !(s->ns = take_str(&r, ld32(buf + 36))) ||
+        !(s->model = take_str(&r, ld32(buf + 40))))
+        return LLMC_ECORRUPT;
+    int rc = take_tags(&r, ld32(buf + 44), s->ntags, tags);
+    if (rc == 0)
+        rc = take_vector(&r, s->dim, vec);
+    if (rc)
+        return rc;
+    s->vector = *vec;
+    s->tags = tags;
+    uint64_t body_len = ld64(buf + 56);
+    if (body_len != r.left)
+        return LLMC_ECORRUPT;
+    s->body = (const char *)r.p;
+    s->body_len = r.left;
+    return 0;
+}
+
+int llmc_record_decode(const llmc_key_t *key, const uint8_t *buf, size_t len, llmc_entry_t **out)
+{
+    const char *stack_tags[MAX_STACK_TAGS], **tags = stack_tags;
+    float *vec = NULL;
+    int rc = check_frame(key, buf, len);
+    if (rc)
+        return rc;
+    llmc_entry_spec_t s = {
+        .key = key, .flags = ld32(buf + 4), .status = ld16(buf + 8),
+        .ntags = ld32(buf + 12), .created_ms = (int64_t)ld64(buf + 16),
+        .expires_ms = (int64_t)ld64(buf + 24), .dim = ld32(buf + 48),
+    };
+    /* Each tag takes at least 5 bytes and the section lies inside the
+       record, so a count the record cannot hold is refused before it sizes
+       an allocation. */
+    uint32_t tags_bytes = ld32(buf + 44);
+    if ((uint64_t)s.ntags * 5 > tags_bytes || tags_bytes > len)
+        return LLMC_ECORRUPT;
+    if (s.ntags > MAX_STACK_TAGS && !(tags = malloc(s.ntags * sizeof *tags)))
+        return LLMC_ENOMEM;
+    rc = decode_into(buf, len, &s, tags, &vec);
+    if (rc)
+        goto done;
+    *out = llmc_entry_new(&s);
+    if (!*out)
+        rc = LLMC_ENOMEM;
+done:
+    free(vec);
+    if (tags != stack_tags)
+        free(tags);
+    return rc;
+}

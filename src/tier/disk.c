@@ -1,0 +1,1184 @@
+/*
+ * disk.c: the on-disk cache tier (LMDB), see tier/disk.h.
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - Three named databases in one environment: "entries" (32-byte key ->
+ *   record), "by_age" (created_ms big-endian + key -> empty) and "by_expiry"
+ *   (expires_ms big-endian + key -> empty). Eviction walks by_age from the
+ *   front (oldest first) and the sweep walks by_expiry from the front, so
+ *   neither ever scans the whole file. An index entry whose record was
+ *   replaced or is unreadable is an orphan; whoever meets one at the front
+ *   of an index checks the record's own times and just drops the orphan.
+ * - Only the writer thread writes. get() runs on any loop thread in a
+ *   read-only transaction (MDB_NOTLS, so a transaction is not tied to a
+ *   thread); read transactions are reset and kept in a pool, not freed,
+ *   because renewing one skips taking a reader slot.
+ * - The map size is max_bytes, so the file can never outgrow --disk-max;
+ *   the writer keeps headroom below it. It counts pages in use (every
+ *   database's pages, from mdb_stat), not the file's high-water mark, which
+ *   never shrinks: LMDB reuses freed pages. When less than 15% (and at
+ *   least 128 pages) is free it evicts the oldest entries until 10% more
+ *   is. LMDB copies every page it changes and reuses a freed page only two
+ *   transactions later, so the headroom must hold a few transactions: each
+ *   one is kept to 1/64 of the map (size_txns). MDB_MAP_FULL can still
+ *   happen (a reader pinning pages, big records wanting contiguous pages)
+ *   and is answered by evicting and retrying, never by failing the gateway.
+ * - Purges are asynchronous like writes, but a get() must not return what a
+ *   queued purge removes: until the writer commits a purge, get() checks
+ *   what it found against the pending purges, and a purge committed while a
+ *   get() was reading makes that get() a miss (purges_done changed).
+ * - Durability: 'full' is LMDB's default (fsync per commit); 'periodic' and
+ *   'none' open with MDB_NOSYNC, which survives kill -9 (the pages are in
+ *   the OS) but not a power loss between syncs; 'periodic' syncs every
+ *   interval from the writer thread, the only place that reads a clock.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "llmc/error.h"
+#include "llmc/record.h"
+#include "tier/disk.h"
+
+#define BATCH_MAX       512      /* most entries committed in one transaction */
+#define EVICT_MAX       8192     /* most entries evicted in one transaction */
+#define TXN_SHARE       64       /* a transaction touches at most map pages / this */
+#define EVICT_CHUNK     64       /* oldest entries removed between size checks */
+#define HEADROOM_PCT    15       /* evict when less than this share of the map is free */
+#define HEADROOM_PAGES  128      /* ... or fewer than this many pages */
+#define EVICT_PCT       10       /* ... until this share more is free */
+#define MAP_FULL_TRIES  4
+#define SCAN_CHUNK      4096     /* records a purge scan reads per transaction */
+#define IDX_LEN         (8 + LLMC_KEY_LEN)
+#define LMDB_FREE_DBI   0        /* LMDB's own databases, as mdb_stat(1) reads them */
+#define LMDB_MAIN_DBI   1
+
+enum op_kind { OP_PUT, OP_DEL_CORRUPT, OP_PURGE, OP_SWEEP };
+
+typedef struct op {
+    struct op *next;     /* queue */
+    struct op *pnext;    /* pending purges */
+    uint64_t seq;
+    enum op_kind kind;
+    bool bounded;        /* counts against queue_len */
+    llmc_entry_t *e;     /* OP_PUT: our reference */
+    llmc_key_t key;      /* OP_DEL_CORRUPT */
+    int64_t now_ms;      /* OP_SWEEP */
+    llmc_purge_t sel;    /* OP_PURGE; sel.value points at value[] */
+    char value[];
+} op_t;
+
+typedef struct disk {
+    llmc_tier_t tier;
+    MDB_env *env;
+    MDB_dbi entries, by_age, by_exp;
+    char *path;
+    int lock_fd;
+    llmc_disk_sync_t sync;
+    int64_t sync_interval_ms, keep_stale_ms;
+    uint64_t max_bytes;
+    size_t queue_len, sweep_budget;
+    size_t batch_max, batch_bytes, evict_max;   /* sized to the map, see size_txns() */
+    uint64_t high_bytes, low_bytes;             /* eviction starts above high, stops at low */
+
+    /* The queue; everything here is under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;     /* the writer waits for work (CLOCK_MONOTONIC) */
+    pthread_cond_t done;     /* flushers wait for done_seq */
+    op_t *head, *tail;
+    op_t *pending;           /* queued purges, not yet committed */
+    size_t nqueued;          /* bounded ops in the queue */
+    uint64_t enq_seq, done_seq;
+    bool stop, sweep_queued, sync_inited;
+    pthread_t writer;
+    bool writer_started;
+    _Atomic size_t npending;
+    _Atomic uint64_t purges_done;
+
+    /* Reset read transactions, ready to renew; under pool_mu. */
+    pthread_mutex_t pool_mu;
+    MDB_txn **pool;
+    unsigned npool, max_readers;
+
+    /* Writer thread only. */
+    bool dirty;
+    int64_t last_sync_ms;
+
+    _Atomic uint64_t hits, misses, stored, evicted_size, evicted_ttl, purged, errors, dropped;
+} disk_t;
+
+static void count(_Atomic uint64_t *c, uint64_t n) { atomic_fetch_add_explicit(c, n, memory_order_relaxed); }
+
+static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && errlen)
+        vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int from_mdb(int rc)
+{
+    switch (rc) {
+    case 0: return 0;
+    case MDB_NOTFOUND: return LLMC_ENOENT;
+    case MDB_MAP_FULL: return LLMC_EFULL;
+    case MDB_READERS_FULL: return LLMC_EAGAIN;
+    case MDB_VERSION_MISMATCH: return LLMC_EVERSION;
+    case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID: return LLMC_ECORRUPT;
+    case ENOMEM: return LLMC_ENOMEM;
+    default: return LLMC_EIO;
+    }
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Saturating a + b for times that came off the disk. */
+static int64_t add_ms(int64_t a, int64_t b)
+{
+    if (b > 0 && a > INT64_MAX - b)
+        return INT64_MAX;
+    return a + b;
+}
+
+int llmc_disk_sync_parse(const char *word, llmc_disk_sync_t *out)
+{
+    static const char *const words[] = { "full", "periodic", "none" };
+    for (int i = 0; i < 3; i++) {
+        if (word && strcmp(word, words[i]) == 0) {
+            *out = (llmc_disk_sync_t)i;
+            return 0;
+        }
+    }
+    return LLMC_EINVAL;
+}
+
+/* ---- index keys: time big-endian (sign bit flipped so order holds) + key ---- */
+
+static void idx_make(uint8_t out[IDX_LEN], int64_t t, const uint8_t *key)
+{
+    uint64_t u = (uint64_t)t ^ (1ull << 63);
+    for (int i = 0; i < 8; i++)
+        out[i] = (uint8_t)(u >> (56 - 8 * i));
+    memcpy(out + 8, key, LLMC_KEY_LEN);
+}
+
+static int64_t idx_time(const uint8_t *k)
+{
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u = (u << 8) | k[i];
+    return (int64_t)(u ^ (1ull << 63));
+}
+
+static int idx_put(MDB_txn *txn, MDB_dbi dbi, int64_t t, const uint8_t *key)
+{
+    uint8_t buf[IDX_LEN];
+    idx_make(buf, t, key);
+    MDB_val k = { IDX_LEN, buf }, v = { 0, NULL };
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+static int idx_del(MDB_txn *txn, MDB_dbi dbi, int64_t t, const uint8_t *key)
+{
+    uint8_t buf[IDX_LEN];
+    idx_make(buf, t, key);
+    MDB_val k = { IDX_LEN, buf };
+    int rc = mdb_del(txn, dbi, &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* ---- writes, all on the writer thread ---- */
+
+/*
+ * Removes the record under key and the index entries its header names.
+ * A record too damaged to name them leaves orphans, dropped later.
+ */
+static int delete_entry(disk_t *d, MDB_txn *txn, const uint8_t *key, bool *existed)
+{
+    MDB_val k = { LLMC_KEY_LEN, (void *)key }, v;
+    int64_t created, expires;
+    *existed = false;
+    int rc = mdb_get(txn, d->entries, &k, &v);
+    if (rc)
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    if (llmc_record_peek(v.mv_data, v.mv_size, &created, &expires) == 0) {
+        if ((rc = idx_del(txn, d->by_age, created, key)) ||
+            (rc = idx_del(txn, d->by_exp, expires, key)))
+            return rc;
+    }
+    *existed = true;
+    return mdb_del(txn, d->entries, &k, NULL);
+}
+
+/* Writes one entry, replacing (and unindexing) any record under its key. */
+static int put_entry(disk_t *d, MDB_txn *txn, const llmc_entry_t *e, size_t len)
+{
+    bool existed;
+    int rc = delete_entry(d, txn, e->key.b, &existed);
+    if (rc)
+        return rc;
+    MDB_val k = { LLMC_KEY_LEN, (void *)e->key.b }, v = { len, NULL };
+    if ((rc = mdb_put(txn, d->entries, &k, &v, MDB_RESERVE)))
+        return rc;
+    /* The record is encoded straight into the page LMDB reserved. */
+    if (llmc_record_write(e, v.mv_data, len))
+        return MDB_BAD_VALSIZE;
+    if ((rc = idx_put(txn, d->by_age, e->created_ms, e->key.b)))
+        return rc;
+    return idx_put(txn, d->by_exp, e->expires_ms, e->key.b);
+}
+
+/*
+ * Removes up to n entries from the front of index dbi (by_age or by_expiry,
+ * the other one is other). With limit_ms, stops at the first index time
+ * past it. A front entry whose record names another time is an orphan:
+ * only the index entry goes. *removed counts records removed.
+ */
+static int drop_front(disk_t *d, MDB_txn *txn, MDB_dbi dbi, MDB_dbi other, size_t n,
+                      const int64_t *limit_ms, size_t *removed)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    for (; rc == 0 && n > 0; n--) {
+        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)))
+            break;
+        uint8_t ik[IDX_LEN];
+        if (k.mv_size != IDX_LEN) {     /* not ours: drop it */
+            rc = mdb_cursor_del(cur, 0);
+            continue;
+        }
+        memcpy(ik, k.mv_data, IDX_LEN);
+        int64_t t = idx_time(ik), created, expires;
+        if (limit_ms && t > *limit_ms)
+            break;
+        if ((rc = mdb_cursor_del(cur, 0)))
+            break;
+        MDB_val rk = { LLMC_KEY_LEN, ik + 8 };
+        if ((rc = mdb_get(txn, d->entries, &rk, &v))) {
+            rc = rc == MDB_NOTFOUND ? 0 : rc;
+            continue;
+        }
+        int pk = llmc_record_peek(v.mv_data, v.mv_size, &created, &expires);
+        if (pk == 0 && (dbi == d->by_age ? created : expires) != t)
+            continue;
+        if (pk == 0 && (rc = idx_del(txn, other, dbi == d->by_age ? expires : created, ik + 8)))
+            break;
+        if ((rc = mdb_del(txn, d->entries, &rk, NULL)))
+            break;
+        (*removed)++;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Bytes of pages in use by every database, LMDB's own included. */
+static uint64_t used_bytes(disk_t *d, MDB_txn *txn)
+{
+    MDB_dbi dbis[] = { LMDB_FREE_DBI, LMDB_MAIN_DBI, d->entries, d->by_age, d->by_exp };
+    uint64_t pages = 2, psize = 4096;   /* the two meta pages */
+    for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
+        MDB_stat st;
+        if (mdb_stat(txn, dbis[i], &st) == 0) {
+            pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+            psize = st.ms_psize;
+        }
+    }
+    return pages * psize;
+}
+
+/* One transaction that evicts the oldest n entries. */
+static int evict_txn(disk_t *d, size_t n)
+{
+    MDB_txn *txn;
+    size_t removed = 0;
+    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    if ((rc = drop_front(d, txn, d->by_age, d->by_exp, n, NULL, &removed))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if ((rc = mdb_txn_commit(txn)) == 0)
+        count(&d->evicted_size, removed);
+    return rc;
+}
+
+/* Empties the three databases in one transaction, adding what went to *counter. */
+static int drop_all(disk_t *d, _Atomic uint64_t *counter)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    if ((rc = mdb_stat(txn, d->entries, &st)) || (rc = mdb_drop(txn, d->entries, 0)) ||
+        (rc = mdb_drop(txn, d->by_age, 0)) || (rc = mdb_drop(txn, d->by_exp, 0))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if ((rc = mdb_txn_commit(txn)) == 0)
+        count(counter, st.ms_entries);
+    return rc;
+}
+
+/*
+ * Frees room after MDB_MAP_FULL. Deleting needs fresh pages too (LMDB
+ * copies on write), so when n deletions do not fit, fewer are tried; when
+ * not even one fits, the file is emptied: a cache that can no longer write
+ * is worse than an empty one.
+ */
+static void make_room(disk_t *d, size_t n)
+{
+    for (; n >= 1; n /= 2)
+        if (evict_txn(d, n) != MDB_MAP_FULL)
+            return;
+    if (drop_all(d, &d->evicted_size))
+        count(&d->errors, 1);
+}
+
+/*
+ * One transaction of bound enforcement: evicts oldest entries, a chunk at a
+ * time, until pages in use fall to low_bytes or evict_max went. Sets *again
+ * when more must go.
+ */
+static int evict_to_low(disk_t *d, bool *again)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    size_t removed = 0;
+    size_t chunk = d->evict_max < EVICT_CHUNK ? d->evict_max : EVICT_CHUNK;
+    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    *again = false;
+    while (used_bytes(d, txn) > d->low_bytes) {
+        /* Nothing left to evict by age: stop rather than spin. */
+        if ((rc = mdb_stat(txn, d->by_age, &st)) || st.ms_entries == 0)
+            break;
+        if (removed >= d->evict_max) {
+            *again = true;
+            break;
+        }
+        if ((rc = drop_front(d, txn, d->by_age, d->by_exp, chunk, NULL, &removed)))
+            break;
+    }
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if ((rc = mdb_txn_commit(txn)) == 0)
+        count(&d->evicted_size, removed);
+    return rc;
+}
+
+/*
+ * Keeps pages in use under high_bytes, evicting down to low_bytes in
+ * transactions of at most evict_max entries. The check runs in a write
+ * transaction (uncontended: this is the only writer) so that it never needs
+ * a reader slot.
+ */
+static int enforce_bound(disk_t *d)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    bool again = used_bytes(d, txn) > d->high_bytes;
+    mdb_txn_abort(txn);
+    while (rc == 0 && again)
+        rc = evict_to_low(d, &again);
+    return rc;
+}
+
+/* Applies a run of puts and corrupt-record deletes in one transaction. */
+static int write_batch(disk_t *d, op_t *batch, uint64_t *stored)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
+    *stored = 0;
+    if (rc)
+        return rc;
+    for (op_t *op = batch; rc == 0 && op; op = op->next) {
+        if (op->kind == OP_PUT) {
+            size_t len = llmc_record_size(op->e);
+            /* A record that would crowd out most of the file is not kept. */
+            if (len == 0 || len > d->max_bytes / 8)
+                continue;
+            if ((rc = put_entry(d, txn, op->e, len)) == 0)
+                (*stored)++;
+        } else {
+            MDB_val k = { LLMC_KEY_LEN, op->key.b }, v;
+            llmc_entry_t *e = NULL;
+            bool existed;
+            /* Only a record that is still bad: a good put may have replaced it. */
+            if (mdb_get(txn, d->entries, &k, &v) == 0 &&
+                llmc_record_decode(&op->key, v.mv_data, v.mv_size, &e) != 0)
+                rc = delete_entry(d, txn, op->key.b, &existed);
+            llmc_entry_unref(e);
+        }
+    }
+    if (rc == 0)
+        return mdb_txn_commit(txn);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static void run_writes(disk_t *d, op_t *batch, size_t nput)
+{
+    uint64_t stored = 0;
+    int rc = 0;
+    for (int attempt = 0; attempt <= MAP_FULL_TRIES; attempt++) {
+        rc = write_batch(d, batch, &stored);
+        if (rc != MDB_MAP_FULL)
+            break;
+        /* Make room for at least this batch, more each time it fails. */
+        size_t n = (nput > EVICT_CHUNK ? nput : EVICT_CHUNK) << attempt;
+        make_room(d, n < d->evict_max ? n : d->evict_max);
+    }
+    if (rc == 0) {
+        count(&d->stored, stored);
+        count(&d->errors, nput - stored);
+        d->dirty = true;
+    } else {
+        count(&d->errors, nput);
+    }
+    if (enforce_bound(d))
+        count(&d->errors, 1);
+}
+
+static int sweep(disk_t *d, int64_t now_ms)
+{
+    MDB_txn *txn;
+    size_t removed = 0;
+    /* An entry is kept keep_stale_ms past expiry: get() stops serving it
+       once now_ms >= expires_ms + keep, and the sweep removes the same ones. */
+    int64_t limit = now_ms - d->keep_stale_ms;
+    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    if ((rc = drop_front(d, txn, d->by_exp, d->by_age, d->sweep_budget, &limit, &removed))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if ((rc = mdb_txn_commit(txn)) == 0) {
+        count(&d->evicted_ttl, removed);
+        d->dirty = true;
+    }
+    return rc;
+}
+
+/* ---- purges ---- */
+
+static int purge_key(disk_t *d, const llmc_key_t *key)
+{
+    MDB_txn *txn;
+    bool existed = false;
+    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    if ((rc = delete_entry(d, txn, key->b, &existed))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if ((rc = mdb_txn_commit(txn)) == 0 && existed)
+        count(&d->purged, 1);
+    return rc;
+}
+
+/*
+ * Reads up to SCAN_CHUNK records from *from (or the start) and collects the
+ * keys of those sel selects at the front of keys[] (*nkeys), and of those
+ * that fail to decode at its back (*nbad); keys holds SCAN_CHUNK. Sets
+ * *from to the last key read, *more when records remain.
+ */
+static int scan_chunk(disk_t *d, MDB_txn *txn, const llmc_purge_t *sel, llmc_key_t *from,
+                      bool *started, bool *more, llmc_key_t *keys, size_t *nkeys, size_t *nbad)
+{
+    MDB_cursor *cur;
+    MDB_val k = { LLMC_KEY_LEN, from->b }, v;
+    int rc = mdb_cursor_open(txn, d->entries, &cur);
+    if (rc)
+        return rc;
+    rc = mdb_cursor_get(cur, &k, &v, *started ? MDB_SET_RANGE : MDB_FIRST);
+    if (rc == 0 && *started && memcmp(k.mv_data, from->b, LLMC_KEY_LEN) == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    size_t n = 0;
+    for (; rc == 0 && n < SCAN_CHUNK; n++, rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        llmc_entry_t *e = NULL;
+        if (k.mv_size != LLMC_KEY_LEN)
+            continue;
+        memcpy(from->b, k.mv_data, LLMC_KEY_LEN);
+        int dec = llmc_record_decode(from, v.mv_data, v.mv_size, &e);
+        if (dec == LLMC_ENOMEM)
+            continue;
+        if (dec)
+            keys[SCAN_CHUNK - ++*nbad] = *from;
+        else if (llmc_purge_match(sel, e))
+            keys[(*nkeys)++] = *from;
+        llmc_entry_unref(e);
+    }
+    *started = true;
+    *more = rc == 0;
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int delete_keys(disk_t *d, MDB_txn *txn, const llmc_key_t *keys, size_t n, size_t *removed)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        bool existed;
+        if ((rc = delete_entry(d, txn, keys[i].b, &existed)) == 0)
+            *removed += existed;
+    }
+    return rc;
+}
+
+/* Scans the whole file for a namespace/tag/model purge, a chunk per transaction. */
+static int purge_scan(disk_t *d, const llmc_purge_t *sel)
+{
+    llmc_key_t from = { { 0 } }, *keys = malloc(SCAN_CHUNK * sizeof *keys);
+    bool started = false, more = true;
+    int rc = keys ? 0 : ENOMEM;
+    while (rc == 0 && more) {
+        MDB_txn *txn;
+        size_t nkeys = 0, nbad = 0, removed = 0;
+        if ((rc = mdb_txn_begin(d->env, NULL, 0, &txn)))
+            break;
+        rc = scan_chunk(d, txn, sel, &from, &started, &more, keys, &nkeys, &nbad);
+        if (rc == 0 && (rc = delete_keys(d, txn, keys, nkeys, &removed)) == 0)
+            rc = delete_keys(d, txn, keys + SCAN_CHUNK - nbad, nbad, &(size_t){ 0 });
+        if (rc == 0 && (rc = mdb_txn_commit(txn)) == 0) {
+            count(&d->purged, removed);
+            count(&d->errors, nbad);
+        } else if (rc) {
+            mdb_txn_abort(txn);
+        }
+    }
+    free(keys);
+    return rc;
+}
+
+static void run_purge(disk_t *d, const llmc_purge_t *sel)
+{
+    int rc;
+    switch (sel->kind) {
+    case LLMC_PURGE_ALL: rc = drop_all(d, &d->purged); break;
+    case LLMC_PURGE_KEY: rc = purge_key(d, &sel->key); break;
+    default: rc = purge_scan(d, sel); break;
+    }
+    if (rc)
+        count(&d->errors, 1);
+    d->dirty = true;
+}
+
+/* ---- the writer thread ---- */
+
+static void maybe_sync(disk_t *d, bool force)
+{
+    if (d->sync != LLMC_DISK_SYNC_PERIODIC || !d->dirty)
+        return;
+    int64_t now = mono_ms();
+    if (!force && now - d->last_sync_ms < d->sync_interval_ms)
+        return;
+    if (mdb_env_sync(d->env, 1))
+        count(&d->errors, 1);
+    d->dirty = false;
+    d->last_sync_ms = now;
+}
+
+/* Waits for work (syncing on time meanwhile); takes it off the queue. */
+static op_t *next_batch(disk_t *d, size_t *nput)
+{
+    pthread_mutex_lock(&d->mu);
+    while (!d->head && !d->stop) {
+        if (d->sync == LLMC_DISK_SYNC_PERIODIC && d->dirty) {
+            int64_t at = d->last_sync_ms + d->sync_interval_ms;
+            struct timespec ts = { (time_t)(at / 1000), (long)(at % 1000) * 1000000 };
+            if (pthread_cond_timedwait(&d->wake, &d->mu, &ts) == ETIMEDOUT) {
+                pthread_mutex_unlock(&d->mu);
+                maybe_sync(d, false);
+                pthread_mutex_lock(&d->mu);
+            }
+        } else {
+            pthread_cond_wait(&d->wake, &d->mu);
+        }
+    }
+    op_t *batch = d->head, *last = batch;
+    size_t n = 0, bytes = 0;
+    *nput = 0;
+    /* A purge or sweep goes alone; writes go in runs, bounded in count and size. */
+    if (batch && (batch->kind == OP_PURGE || batch->kind == OP_SWEEP)) {
+        n = 1;
+    } else {
+        for (op_t *op = batch; op && (op->kind == OP_PUT || op->kind == OP_DEL_CORRUPT) &&
+                               n < d->batch_max && (n == 0 || bytes < d->batch_bytes); op = op->next) {
+            last = op;
+            n++;
+            if (op->kind == OP_PUT) {
+                (*nput)++;
+                bytes += op->e->mem_bytes ? op->e->mem_bytes : op->e->body_len;
+            }
+        }
+    }
+    if (batch) {
+        d->head = last->next;
+        if (!d->head)
+            d->tail = NULL;
+        last->next = NULL;
+        for (op_t *op = batch; op; op = op->next)
+            d->nqueued -= op->bounded;
+    }
+    pthread_mutex_unlock(&d->mu);
+    return batch;
+}
+
+/* Marks a batch done: wakes flushers and retires committed purges. */
+static void finish_batch(disk_t *d, op_t *batch)
+{
+    pthread_mutex_lock(&d->mu);
+    for (op_t *op = batch; op; op = op->next) {
+        d->done_seq = op->seq;
+        if (op->kind == OP_SWEEP)
+            d->sweep_queued = false;
+        if (op->kind != OP_PURGE)
+            continue;
+        /* purges_done first: a get() that no longer sees this purge pending
+           must already see the new count (see hidden()). */
+        atomic_fetch_add(&d->purges_done, 1);
+        for (op_t **pp = &d->pending; *pp; pp = &(*pp)->pnext) {
+            if (*pp == op) {
+                *pp = op->pnext;
+                break;
+            }
+        }
+        atomic_fetch_sub(&d->npending, 1);
+    }
+    pthread_cond_broadcast(&d->done);
+    pthread_mutex_unlock(&d->mu);
+    while (batch) {
+        op_t *next = batch->next;
+        llmc_entry_unref(batch->e);
+        free(batch);
+        batch = next;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    disk_t *d = arg;
+    op_t *batch;
+    size_t nput;
+    while ((batch = next_batch(d, &nput)) != NULL) {
+        if (batch->kind == OP_PURGE)
+            run_purge(d, &batch->sel);
+        else if (batch->kind == OP_SWEEP && sweep(d, batch->now_ms))
+            count(&d->errors, 1);
+        else if (batch->kind == OP_PUT || batch->kind == OP_DEL_CORRUPT)
+            run_writes(d, batch, nput);
+        finish_batch(d, batch);
+        maybe_sync(d, false);
+    }
+    maybe_sync(d, true);
+    return NULL;
+}
+
+/* Queues op; a bounded op is refused when queue_len are waiting. */
+static int enqueue(disk_t *d, op_t *op, bool bounded)
+{
+    pthread_mutex_lock(&d->mu);
+    if (d->stop || (bounded && d->nqueued >= d->queue_len)) {
+        pthread_mutex_unlock(&d->mu);
+        return LLMC_EFULL;
+    }
+    op->bounded = bounded;
+    d->nqueued += bounded;
+    op->seq = ++d->enq_seq;
+    if (d->tail)
+        d->tail->next = op;
+    else
+        d->head = op;
+    d->tail = op;
+    if (op->kind == OP_PURGE) {
+        op->pnext = d->pending;
+        d->pending = op;
+        atomic_fetch_add(&d->npending, 1);
+    }
+    pthread_cond_signal(&d->wake);
+    pthread_mutex_unlock(&d->mu);
+    return 0;
+}
+
+/* ---- reads, on any thread ---- */
+
+static int reader_begin(disk_t *d, MDB_txn **out)
+{
+    MDB_txn *txn = NULL;
+    pthread_mutex_lock(&d->pool_mu);
+    if (d->npool)
+        txn = d->pool[--d->npool];
+    pthread_mutex_unlock(&d->pool_mu);
+    if (txn) {
+        if (mdb_txn_renew(txn) == 0) {
+            *out = txn;
+            return 0;
+        }
+        mdb_txn_abort(txn);
+    }
+    return mdb_txn_begin(d->env, NULL, MDB_RDONLY, out);
+}
+
+static void reader_end(disk_t *d, MDB_txn *txn)
+{
+    mdb_txn_reset(txn);
+    pthread_mutex_lock(&d->pool_mu);
+    if (d->npool < d->max_readers) {
+        d->pool[d->npool++] = txn;
+        txn = NULL;
+    }
+    pthread_mutex_unlock(&d->pool_mu);
+    if (txn)
+        mdb_txn_abort(txn);
+}
+
+/* Queues the removal of a record that failed to decode; best effort. */
+static void queue_del_corrupt(disk_t *d, const llmc_key_t *key)
+{
+    op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return;
+    op->kind = OP_DEL_CORRUPT;
+    op->key = *key;
+    if (enqueue(d, op, true))
+        free(op);
+}
+
+/*
+ * True when a purge queued but not yet committed selects e, or one was
+ * committed since purges_done read done0 (before the read transaction):
+ * the snapshot may predate it, so the answer cannot be trusted.
+ */
+static bool hidden(disk_t *d, const llmc_entry_t *e, uint64_t done0)
+{
+    bool hide = false;
+    if (atomic_load(&d->npending)) {
+        pthread_mutex_lock(&d->mu);
+        for (op_t *p = d->pending; p && !hide; p = p->pnext)
+            hide = llmc_purge_match(&p->sel, e);
+        pthread_mutex_unlock(&d->mu);
+    }
+    return hide || atomic_load(&d->purges_done) != done0;
+}
+
+/* Reads and decodes the record under key; a bad one is counted and queued for removal. */
+static llmc_entry_t *read_entry(disk_t *d, MDB_txn *txn, const llmc_key_t *key)
+{
+    MDB_val k = { LLMC_KEY_LEN, (void *)key->b }, v;
+    llmc_entry_t *e = NULL;
+    int rc = mdb_get(txn, d->entries, &k, &v);
+    if (rc == 0)
+        rc = llmc_record_decode(key, v.mv_data, v.mv_size, &e);
+    if (rc == LLMC_ECORRUPT || rc == LLMC_EVERSION)
+        queue_del_corrupt(d, key);
+    if (rc && rc != MDB_NOTFOUND)
+        count(&d->errors, 1);
+    return e;
+}
+
+static int disk_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_entry_t **out)
+{
+    disk_t *d = t->impl;
+    uint64_t done0 = atomic_load(&d->purges_done);
+    MDB_txn *txn;
+    llmc_entry_t *e = NULL;
+    /* No reader slot (MDB_READERS_FULL) is a miss, never a failure. */
+    if (reader_begin(d, &txn)) {
+        count(&d->errors, 1);
+    } else {
+        e = read_entry(d, txn, key);
+        reader_end(d, txn);
+    }
+    if (e && (now_ms >= add_ms(e->expires_ms, d->keep_stale_ms) || hidden(d, e, done0))) {
+        llmc_entry_unref(e);
+        e = NULL;
+    }
+    if (!e) {
+        count(&d->misses, 1);
+        return LLMC_ENOENT;
+    }
+    count(&d->hits, 1);
+    *out = e;
+    return 0;
+}
+
+static int disk_put(llmc_tier_t *t, llmc_entry_t *e, int64_t now_ms)
+{
+    disk_t *d = t->impl;
+    if (now_ms >= add_ms(e->expires_ms, d->keep_stale_ms))
+        return 0;   /* nothing left to keep */
+    op_t *op = calloc(1, sizeof *op);
+    if (!op) {
+        count(&d->dropped, 1);
+        return LLMC_ENOMEM;
+    }
+    op->kind = OP_PUT;
+    op->e = llmc_entry_ref(e);
+    if (enqueue(d, op, true)) {
+        llmc_entry_unref(e);
+        free(op);
+        count(&d->dropped, 1);
+        return LLMC_EFULL;
+    }
+    return 0;
+}
+
+/* How many entries sel removes now, as far as a snapshot can tell cheaply. */
+static size_t purge_estimate(disk_t *d, const llmc_purge_t *sel)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    size_t n = 0;
+    if (sel->kind != LLMC_PURGE_ALL && sel->kind != LLMC_PURGE_KEY)
+        return 0;
+    if (reader_begin(d, &txn))
+        return 0;
+    if (sel->kind == LLMC_PURGE_ALL && mdb_stat(txn, d->entries, &st) == 0)
+        n = st.ms_entries;
+    MDB_val k = { LLMC_KEY_LEN, (void *)sel->key.b }, v;
+    if (sel->kind == LLMC_PURGE_KEY && mdb_get(txn, d->entries, &k, &v) == 0)
+        n = 1;
+    reader_end(d, txn);
+    return n;
+}
+
+/*
+ * Queues the purge; it is never dropped. Returns how many entries it will
+ * remove for ALL and KEY; for the scanning kinds the count is only known
+ * once the writer has run it (stats: purged), and 0 is returned.
+ */
+static size_t disk_purge(llmc_tier_t *t, const llmc_purge_t *sel)
+{
+    disk_t *d = t->impl;
+    size_t vlen = sel->value ? strlen(sel->value) + 1 : 0;
+    op_t *op = calloc(1, sizeof *op + vlen);
+    if (!op) {
+        count(&d->errors, 1);
+        return 0;
+    }
+    op->kind = OP_PURGE;
+    op->sel = *sel;
+    if (vlen) {
+        memcpy(op->value, sel->value, vlen);
+        op->sel.value = op->value;
+    }
+    size_t n = purge_estimate(d, sel);
+    if (enqueue(d, op, false)) {
+        free(op);
+        return 0;
+    }
+    return n;
+}
+
+/* Queues one sweep of at most sweep_budget expired entries, unless one is waiting. */
+static void disk_tick(llmc_tier_t *t, int64_t now_ms)
+{
+    disk_t *d = t->impl;
+    pthread_mutex_lock(&d->mu);
+    bool queued = d->sweep_queued;
+    d->sweep_queued = true;
+    pthread_mutex_unlock(&d->mu);
+    if (queued)
+        return;
+    op_t *op = calloc(1, sizeof *op);
+    if (op) {
+        op->kind = OP_SWEEP;
+        op->now_ms = now_ms;
+    }
+    if (!op || enqueue(d, op, false)) {
+        free(op);
+        pthread_mutex_lock(&d->mu);
+        d->sweep_queued = false;
+        pthread_mutex_unlock(&d->mu);
+    }
+}
+
+static void disk_stats(llmc_tier_t *t, llmc_tier_stats_t *out)
+{
+    disk_t *d = t->impl;
+    MDB_txn *txn;
+    MDB_stat st;
+    memset(out, 0, sizeof *out);
+    out->max_bytes = d->max_bytes;
+    out->hits = load(&d->hits);
+    out->misses = load(&d->misses);
+    out->stored = load(&d->stored);
+    out->evicted_size = load(&d->evicted_size);
+    out->evicted_ttl = load(&d->evicted_ttl);
+    out->purged = load(&d->purged);
+    out->errors = load(&d->errors);
+    out->dropped = load(&d->dropped);
+    if (reader_begin(d, &txn) == 0) {
+        if (mdb_stat(txn, d->entries, &st) == 0)
+            out->entries = st.ms_entries;
+        out->bytes = used_bytes(d, txn);
+        reader_end(d, txn);
+    }
+}
+
+void llmc_tier_disk_flush(llmc_tier_t *t)
+{
+    disk_t *d = t->impl;
+    pthread_mutex_lock(&d->mu);
+    uint64_t target = d->enq_seq;
+    while (d->done_seq < target && d->writer_started)
+        pthread_cond_wait(&d->done, &d->mu);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* ---- open and close ---- */
+
+/* Frees whatever of d was set up; stops the writer after it drained the queue. */
+static void disk_free(disk_t *d)
+{
+    if (d->writer_started) {
+        pthread_mutex_lock(&d->mu);
+        d->stop = true;
+        pthread_cond_signal(&d->wake);
+        pthread_mutex_unlock(&d->mu);
+        pthread_join(d->writer, NULL);
+    }
+    while (d->npool)
+        mdb_txn_abort(d->pool[--d->npool]);
+    if (d->env)
+        mdb_env_close(d->env);
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);   /* releases the flock */
+    if (d->sync_inited) {
+        pthread_cond_destroy(&d->done);
+        pthread_cond_destroy(&d->wake);
+        pthread_mutex_destroy(&d->pool_mu);
+        pthread_mutex_destroy(&d->mu);
+    }
+    free(d->pool);
+    free(d->path);
+    free(d);
+}
+
+static void disk_destroy(llmc_tier_t *t)
+{
+    if (t)
+        disk_free(t->impl);
+}
+
+static const llmc_tier_ops_t disk_ops = {
+    .name = "disk",
+    .get = disk_get,
+    .put = disk_put,
+    .purge = disk_purge,
+    .tick = disk_tick,
+    .stats = disk_stats,
+    .destroy = disk_destroy,
+};
+
+static int make_dir(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        seterr(err, errlen, "cannot create data dir %s: %s", path, strerror(errno));
+        return LLMC_EIO;
+    }
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        seterr(err, errlen, "data dir %s is not a directory", path);
+        return LLMC_EINVAL;
+    }
+    if (st.st_uid != geteuid()) {
+        seterr(err, errlen, "data dir %s belongs to uid %u, not to this process (uid %u)",
+               path, (unsigned)st.st_uid, (unsigned)geteuid());
+        return LLMC_EINVAL;
+    }
+    return 0;
+}
+
+/* Takes the exclusive lock on DIR/llmcached.lock and writes our pid into it. */
+static int take_lock(disk_t *d, char *err, size_t errlen)
+{
+    char file[PATH_MAX], pid[32] = "";
+    if (snprintf(file, sizeof file, "%s/llmcached.lock", d->path) >= (int)sizeof file) {
+        seterr(err, errlen, "data dir path too long: %s", d->path);
+        return LLMC_EINVAL;
+    }
+    d->lock_fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (d->lock_fd < 0) {
+        seterr(err, errlen, "cannot open %s: %s", file, strerror(errno));
+        return LLMC_EIO;
+    }
+    if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        ssize_t n = errno == EWOULDBLOCK ? pread(d->lock_fd, pid, sizeof pid - 1, 0) : -1;
+        if (n < 0) {
+            seterr(err, errlen, "cannot lock %s: %s", file, strerror(errno));
+            return LLMC_EIO;
+        }
+        pid[n] = 0;
+        long holder = strtol(pid, NULL, 10);
+        if (holder > 0)
+            seterr(err, errlen, "data dir %s is in use by another llmcached (pid %ld)", d->path, holder);
+        else
+            seterr(err, errlen, "data dir %s is in use by another llmcached (pid unknown)", d->path);
+        return LLMC_ELOCKED;
+    }
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(d->lock_fd, 0) != 0 || pwrite(d->lock_fd, pid, (size_t)n, 0) != n) {
+        seterr(err, errlen, "cannot write %s: %s", file, strerror(errno));
+        return LLMC_EIO;
+    }
+    return 0;
+}
+
+static int open_dbis(disk_t *d)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    if ((rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &d->entries)) ||
+        (rc = mdb_dbi_open(txn, "by_age", MDB_CREATE, &d->by_age)) ||
+        (rc = mdb_dbi_open(txn, "by_expiry", MDB_CREATE, &d->by_exp))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return mdb_txn_commit(txn);
+}
+
+static int open_env(disk_t *d, char *err, size_t errlen)
+{
+    /* NOSYNC survives a killed process, not a power loss: see the file header. */
+    unsigned flags = MDB_NOTLS | (d->sync == LLMC_DISK_SYNC_FULL ? 0 : MDB_NOSYNC);
+    int dead, rc = mdb_env_create(&d->env);
+    if (rc == 0 && (rc = mdb_env_set_maxdbs(d->env, 4)) == 0 &&
+        (rc = mdb_env_set_mapsize(d->env, (size_t)d->max_bytes)) == 0 &&
+        (rc = mdb_env_set_maxreaders(d->env, d->max_readers)) == 0 &&
+        (rc = mdb_env_open(d->env, d->path, flags, 0600)) == 0 &&
+        (rc = mdb_reader_check(d->env, &dead)) == 0)   /* slots left by a killed process */
+        rc = open_dbis(d);
+    if (rc)
+        seterr(err, errlen, "cannot open LMDB environment in %s: %s", d->path, mdb_strerror(rc));
+    return from_mdb(rc);
+}
+
+static size_t clamp(size_t v, size_t lo, size_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/*
+ * LMDB copies every page a transaction changes, and the pages it frees are
+ * reusable only two transactions later, so the free headroom must hold what
+ * a few transactions touch (a put or an eviction touches about one random
+ * leaf page per entry, plus the branch pages above it). Each transaction is
+ * kept to about 1/TXN_SHARE of the map's pages, and the headroom to at
+ * least HEADROOM_PAGES, which in a small map is a large share of it.
+ */
+static void size_txns(disk_t *d)
+{
+    MDB_stat st;
+    uint64_t psize = mdb_env_stat(d->env, &st) == 0 ? st.ms_psize : 4096;
+    size_t pages = (size_t)(d->max_bytes / psize / TXN_SHARE);
+    d->batch_max = clamp(pages, 8, BATCH_MAX);
+    d->evict_max = clamp(pages, 8, EVICT_MAX);
+    d->batch_bytes = (size_t)(d->max_bytes / TXN_SHARE);
+    uint64_t room = d->max_bytes / 100 * HEADROOM_PCT;
+    if (room < HEADROOM_PAGES * psize)
+        room = HEADROOM_PAGES * psize;
+    d->high_bytes = d->max_bytes > 2 * room ? d->max_bytes - room : d->max_bytes / 2;
+    d->low_bytes = d->high_bytes - d->max_bytes / 100 * EVICT_PCT;
+}
+
+static int init_sync(disk_t *d)
+{
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca))
+        return LLMC_ENOMEM;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_mutex_init(&d->mu, NULL) || pthread_mutex_init(&d->pool_mu, NULL) ||
+             pthread_cond_init(&d->wake, &ca) || pthread_cond_init(&d->done, NULL);
+    pthread_condattr_destroy(&ca);
+    if (rc)
+        return LLMC_ENOMEM;
+    d->sync_inited = true;
+    return 0;
+}
+
+static disk_t *disk_alloc(const llmc_disk_config_t *cfg)
+{
+    disk_t *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    d->lock_fd = -1;
+    d->sync = cfg->sync;
+    d->sync_interval_ms = cfg->sync_interval_ms > 0 ? cfg->sync_interval_ms : 1000;
+    d->keep_stale_ms = cfg->keep_stale_ms > 0 ? cfg->keep_stale_ms : 0;
+    d->max_bytes = cfg->max_bytes;
+    d->queue_len = cfg->queue_len ? cfg->queue_len : 65536;
+    d->sweep_budget = cfg->sweep_budget ? cfg->sweep_budget : 256;
+    d->max_readers = cfg->max_readers ? cfg->max_readers : 512;
+    d->last_sync_ms = mono_ms();
+    d->path = strdup(cfg->path);
+    d->pool = calloc(d->max_readers, sizeof *d->pool);
+    d->tier.ops = &disk_ops;
+    d->tier.impl = d;
+    if (!d->path || !d->pool) {
+        disk_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+int llmc_tier_disk_open(const llmc_disk_config_t *cfg, llmc_tier_t **out, char *err, size_t errlen)
+{
+    disk_t *d = NULL;
+    int rc = LLMC_EINVAL;
+    if (!cfg || !cfg->path || !*cfg->path || cfg->max_bytes < 65536 ||
+        (unsigned)cfg->sync > LLMC_DISK_SYNC_NONE) {
+        seterr(err, errlen, "invalid disk tier configuration");
+        return LLMC_EINVAL;
+    }
+    if (!(d = disk_alloc(cfg))) {
+        seterr(err, errlen, "out of memory");
+        return LLMC_ENOMEM;
+    }
+    if ((rc = init_sync(d)) || (rc = make_dir(d->path, err, errlen)) ||
+        (rc = take_lock(d, err, errlen)) || (rc = open_env(d, err, errlen)))
+        goto fail;
+    size_txns(d);
+    if (pthread_create(&d->writer, NULL, writer_main, d) != 0) {
+        seterr(err, errlen, "cannot start the disk writer thread");
+        rc = LLMC_ENOMEM;
+        goto fail;
+    }
+    d->writer_started = true;
+    *out = &d->tier;
+    return 0;
+fail:
+    disk_free(d);
+    return rc;
+}

@@ -1,0 +1,59 @@
+/*
+ * tier/disk.h: the on-disk cache tier, an LMDB environment in a directory.
+ *
+ * It implements llmc/tier.h. get() reads LMDB's memory map in a read-only
+ * transaction on the caller's thread and never waits for the writer. put(),
+ * purge() and tick() only queue work for one writer thread, which commits
+ * many entries per transaction; a full queue drops the write (counted), so
+ * no event loop ever blocks on the disk.
+ *
+ * The directory holds data.mdb and lock.mdb (LMDB's) and llmcached.lock,
+ * which this tier holds an exclusive flock on for as long as it is open: a
+ * second gateway on the same directory is refused (LLMC_ELOCKED).
+ */
+#ifndef LLMC_TIER_DISK_H
+#define LLMC_TIER_DISK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "llmc/tier.h"
+
+typedef enum llmc_disk_sync {
+    LLMC_DISK_SYNC_FULL,      /* fsync every commit: a power loss loses nothing committed */
+    LLMC_DISK_SYNC_PERIODIC,  /* fsync every sync_interval_ms: a power loss loses that much */
+    LLMC_DISK_SYNC_NONE,      /* never fsync: the OS writes back when it likes */
+} llmc_disk_sync_t;
+
+typedef struct llmc_disk_config {
+    const char *path;          /* data directory; created 0700 when missing */
+    llmc_disk_sync_t sync;
+    int64_t sync_interval_ms;  /* with LLMC_DISK_SYNC_PERIODIC; 0 means 1000 */
+    uint64_t max_bytes;        /* LMDB map size: the file never grows past it */
+    size_t queue_len;          /* writes waiting for the writer; 0 means 65536 */
+    int64_t keep_stale_ms;     /* entries are kept (and served as stale) this long past expiry */
+    unsigned max_readers;      /* concurrent get() calls; 0 means 512 */
+    size_t sweep_budget;       /* expired entries removed per tick(); 0 means 256 */
+} llmc_disk_config_t;
+
+/* Maps "full", "periodic" or "none" (the --disk-sync words). 0 or LLMC_EINVAL. */
+int llmc_disk_sync_parse(const char *word, llmc_disk_sync_t *out);
+
+/*
+ * Opens (creating when missing) the disk tier in cfg->path and starts its
+ * writer thread. Start-up reads no entry: it costs the same for a million
+ * entries as for none. Returns 0 and the tier in *out, or LLMC_EINVAL,
+ * LLMC_ELOCKED (another process holds the directory), LLMC_EIO or
+ * LLMC_ENOMEM with a message for the operator in err (errlen bytes).
+ * Call from the main thread before the loops start.
+ */
+int llmc_tier_disk_open(const llmc_disk_config_t *cfg, llmc_tier_t **out, char *err, size_t errlen);
+
+/*
+ * Blocks until every write, purge and sweep queued before the call is
+ * committed (or has failed and been counted). For tests and shutdown; never
+ * from an event loop.
+ */
+void llmc_tier_disk_flush(llmc_tier_t *t);
+
+#endif

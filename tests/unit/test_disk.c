@@ -1,0 +1,633 @@
+/*
+ * test_disk.c: the LMDB disk tier (src/tier/disk.c).
+ *
+ * Each test gets a fresh directory under /tmp. The tier's file is included
+ * so that a test can reach its LMDB environment: holding LMDB's write lock
+ * is how a test stalls the writer thread deterministically (to fill the
+ * queue, or to look at a purge before it is committed), and holding the
+ * only reader slot is how it provokes MDB_READERS_FULL. Everything else is
+ * asserted through the tier interface and the files on disk.
+ */
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tier/disk.c"
+
+#define BODY_LEN 1024
+#define NOW      1700000000000LL
+
+typedef struct fixture {
+    char root[64];
+    char dir[96];
+} fixture_t;
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    strcpy(f->root, "/tmp/llmc-disk-XXXXXX");
+    if (!mkdtemp(f->root))
+        return -1;
+    /* A directory that does not exist yet: the tier must create it. */
+    snprintf(f->dir, sizeof f->dir, "%s/data", f->root);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    nftw(f->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static llmc_disk_config_t config(const fixture_t *f)
+{
+    llmc_disk_config_t c = {
+        .path = f->dir, .sync = LLMC_DISK_SYNC_NONE, .max_bytes = 64u << 20,
+        .queue_len = 100000,
+    };
+    return c;
+}
+
+static llmc_tier_t *open_ok(const llmc_disk_config_t *c)
+{
+    llmc_tier_t *t = NULL;
+    char err[256] = "";
+    int rc = llmc_tier_disk_open(c, &t, err, sizeof err);
+    if (rc)
+        fail_msg("open: %s: %s", llmc_errname(rc), err);
+    return t;
+}
+
+static llmc_key_t key_of(uint32_t i)
+{
+    llmc_key_t k;
+    for (int j = 0; j < LLMC_KEY_LEN; j++)
+        k.b[j] = (uint8_t)((i * 2654435761u) >> (j % 4 * 8)) ^ (uint8_t)j;
+    memcpy(k.b, &i, sizeof i);
+    return k;
+}
+
+/* Entry i: created NOW + i, fresh for ttl_ms, a 1 KB body that names i. */
+static llmc_entry_t *entry(uint32_t i, int64_t ttl_ms, const char *ns, const char *tag)
+{
+    char body[BODY_LEN + 1];
+    llmc_key_t k = key_of(i);
+    const char *tags[] = { tag };
+    memset(body, 'a' + i % 26, BODY_LEN);
+    snprintf(body, sizeof body, "{\"i\":%u}", i);
+    body[strlen(body)] = ' ';
+    llmc_entry_spec_t s = {
+        .key = &k, .status = 200, .created_ms = NOW + i, .expires_ms = NOW + i + ttl_ms,
+        .content_type = "application/json", .ns = ns ? ns : "", .model = "m",
+        .tags = tags, .ntags = tag ? 1 : 0, .body = body, .body_len = BODY_LEN,
+    };
+    llmc_entry_t *e = llmc_entry_new(&s);
+    assert_non_null(e);
+    return e;
+}
+
+static int put(llmc_tier_t *t, uint32_t i, int64_t ttl_ms, const char *ns, const char *tag)
+{
+    llmc_entry_t *e = entry(i, ttl_ms, ns, tag);
+    int rc = t->ops->put(t, e, NOW);
+    llmc_entry_unref(e);
+    return rc;
+}
+
+/* True when entry i is served at now, after checking it is the one that was put. */
+static bool has(llmc_tier_t *t, uint32_t i, int64_t now)
+{
+    llmc_key_t k = key_of(i);
+    llmc_entry_t *e = NULL, *want;
+    if (t->ops->get(t, &k, now, &e) != 0)
+        return false;
+    want = entry(i, e->expires_ms - e->created_ms, NULL, NULL);
+    assert_memory_equal(e->key.b, k.b, LLMC_KEY_LEN);
+    assert_int_equal(e->created_ms, want->created_ms);
+    assert_int_equal(e->body_len, BODY_LEN);
+    assert_memory_equal(e->body, want->body, BODY_LEN);
+    llmc_entry_unref(want);
+    llmc_entry_unref(e);
+    return true;
+}
+
+static llmc_tier_stats_t stats(llmc_tier_t *t)
+{
+    llmc_tier_stats_t s;
+    t->ops->stats(t, &s);
+    return s;
+}
+
+static void test_put_flush_get(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);
+    assert_string_equal(t->ops->name, "disk");
+    for (uint32_t i = 0; i < 300; i++)
+        assert_int_equal(put(t, i, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    for (uint32_t i = 0; i < 300; i++)
+        assert_true(has(t, i, NOW));
+    assert_false(has(t, 300, NOW));
+    llmc_tier_stats_t s = stats(t);
+    assert_int_equal(s.entries, 300);
+    assert_int_equal(s.stored, 300);
+    assert_int_equal(s.hits, 300);
+    assert_int_equal(s.misses, 1);
+    assert_int_equal(s.errors, 0);
+    assert_true(s.bytes >= 300 * BODY_LEN);
+    t->ops->destroy(t);
+}
+
+static void test_reopen_keeps_entries_and_times(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);
+    for (uint32_t i = 0; i < 1000; i++)
+        assert_int_equal(put(t, i, 30000 + i, "ns", "tag"), 0);
+    t->ops->destroy(t);   /* commits what is queued: no flush */
+
+    t = open_ok(&c);
+    for (uint32_t i = 0; i < 1000; i++) {
+        llmc_key_t k = key_of(i);
+        llmc_entry_t *e = NULL;
+        assert_int_equal(t->ops->get(t, &k, NOW, &e), 0);
+        assert_int_equal(e->created_ms, NOW + i);
+        assert_int_equal(e->expires_ms, NOW + i + 30000 + i);
+        assert_string_equal(e->ns, "ns");
+        assert_int_equal(e->ntags, 1);
+        assert_string_equal(e->tags[0], "tag");
+        llmc_entry_unref(e);
+    }
+    assert_int_equal(stats(t).entries, 1000);
+    t->ops->destroy(t);
+}
+
+static void test_replacing_keeps_one_record_and_index(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);
+    disk_t *d = t->impl;
+    assert_int_equal(put(t, 7, 1000, NULL, NULL), 0);
+    assert_int_equal(put(t, 7, 5000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    llmc_key_t k = key_of(7);
+    llmc_entry_t *e = NULL;
+    assert_int_equal(t->ops->get(t, &k, NOW, &e), 0);
+    assert_int_equal(e->expires_ms, NOW + 7 + 5000);
+    llmc_entry_unref(e);
+    MDB_txn *txn;
+    MDB_stat st;
+    assert_int_equal(mdb_txn_begin(d->env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_stat(txn, d->by_age, &st), 0);
+    assert_int_equal(st.ms_entries, 1);
+    assert_int_equal(mdb_stat(txn, d->by_exp, &st), 0);
+    assert_int_equal(st.ms_entries, 1);
+    mdb_txn_abort(txn);
+    t->ops->destroy(t);
+}
+
+static void test_expiry_keep_stale_and_sweep(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    c.keep_stale_ms = 5000;
+    c.sweep_budget = 3;
+    llmc_tier_t *t = open_ok(&c);
+    for (uint32_t i = 0; i < 10; i++)
+        assert_int_equal(put(t, i, 10000, NULL, NULL), 0);
+    assert_int_equal(put(t, 100, 600000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+
+    /* Past expiry but within the keep time: still served (stale). */
+    assert_true(has(t, 0, NOW + 12000));
+    /* Past the keep time: a miss, even before any sweep. */
+    assert_false(has(t, 0, NOW + 15000));
+
+    /* A sweep removes at most sweep_budget, oldest expiry first. */
+    t->ops->tick(t, NOW + 60000);
+    llmc_tier_disk_flush(t);
+    assert_int_equal(stats(t).evicted_ttl, 3);
+    assert_int_equal(stats(t).entries, 8);
+    for (int n = 0; n < 5; n++) {
+        t->ops->tick(t, NOW + 60000);
+        llmc_tier_disk_flush(t);
+    }
+    llmc_tier_stats_t s = stats(t);
+    assert_int_equal(s.evicted_ttl, 10);
+    assert_int_equal(s.entries, 1);
+    assert_true(has(t, 100, NOW + 60000));
+    t->ops->destroy(t);
+}
+
+static void test_put_of_expired_entry_is_not_stored(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);
+    llmc_entry_t *e = entry(1, 10, NULL, NULL);
+    assert_int_equal(t->ops->put(t, e, NOW + 100), 0);
+    llmc_entry_unref(e);
+    llmc_tier_disk_flush(t);
+    assert_int_equal(stats(t).entries, 0);
+    t->ops->destroy(t);
+}
+
+static void test_full_queue_drops_and_never_blocks(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    c.queue_len = 4;
+    llmc_tier_t *t = open_ok(&c);
+    disk_t *d = t->impl;
+    MDB_txn *hold;
+    bool accepted[20];
+    int ndropped = 0;
+    /* With LMDB's write lock held here, the writer cannot commit anything. */
+    assert_int_equal(mdb_txn_begin(d->env, NULL, 0, &hold), 0);
+    for (uint32_t i = 0; i < 20; i++) {
+        int rc = put(t, i, 60000, NULL, NULL);
+        assert_true(rc == 0 || rc == LLMC_EFULL);
+        accepted[i] = rc == 0;
+        ndropped += rc != 0;
+    }
+    /* At most one batch taken by the writer plus a full queue got in. */
+    assert_true(ndropped >= 20 - 2 * 4);
+    assert_int_equal(stats(t).dropped, ndropped);
+    mdb_txn_abort(hold);
+    llmc_tier_disk_flush(t);
+    assert_int_equal(stats(t).stored, 20 - ndropped);
+    for (uint32_t i = 0; i < 20; i++)
+        assert_int_equal(has(t, i, NOW), accepted[i]);
+    t->ops->destroy(t);
+}
+
+/* Size of DIR/name in bytes. */
+static off_t file_size(const fixture_t *f, const char *name)
+{
+    char p[160];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", f->dir, name);
+    assert_int_equal(stat(p, &st), 0);
+    return st.st_size;
+}
+
+static void test_disk_bound_evicts_oldest_first(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    enum { N = 10000 };
+    c.max_bytes = 2u << 20;
+    llmc_tier_t *t = open_ok(&c);
+    /* Ten times what fits, a flush now and then so the queue never drops. */
+    for (uint32_t i = 0; i < N; i++) {
+        assert_int_equal(put(t, i, 3600000, NULL, NULL), 0);
+        if (i % 1000 == 999)
+            llmc_tier_disk_flush(t);
+    }
+    llmc_tier_disk_flush(t);
+    llmc_tier_stats_t s = stats(t);
+    assert_int_equal(s.stored, N);
+    assert_int_equal(s.errors, 0);
+    assert_int_equal(s.dropped, 0);
+    assert_true(s.evicted_size > 0);
+    assert_int_equal(s.entries + s.evicted_size, N);
+    assert_true(s.bytes <= c.max_bytes);
+    assert_true(file_size(f, "data.mdb") <= (off_t)c.max_bytes);
+    /* What is left is the newest entries: once one is present, every later one is. */
+    uint32_t first = N;
+    for (uint32_t i = 0; i < N; i++) {
+        bool here = has(t, i, NOW);
+        if (here && first == N)
+            first = i;
+        assert_true(here == (first != N));
+    }
+    assert_int_equal(N - first, s.entries);
+    /* The bound is not met by throwing everything away. LMDB splits a page
+       in two when it fills and merges only below a quarter full, so a
+       tree of 1 KB records holds only 1.5-2 per 4 KB page. */
+    assert_true(s.entries >= 200);
+    t->ops->destroy(t);
+}
+
+static void write_garbage(const fixture_t *f, uint32_t i, const void *val, size_t len)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    llmc_key_t k = key_of(i);
+    MDB_val mk = { LLMC_KEY_LEN, k.b }, mv = { len, (void *)val };
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "entries", 0, &dbi), 0);
+    assert_int_equal(mdb_put(txn, dbi, &mk, &mv, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void test_corrupt_record_is_miss_counted_deleted(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);
+    for (uint32_t i = 0; i < 3; i++)
+        assert_int_equal(put(t, i, 60000, NULL, NULL), 0);
+    t->ops->destroy(t);
+
+    /* Record 1 overwritten with junk; record 2 with a good record cut short. */
+    write_garbage(f, 1, "not a record at all", 19);
+    llmc_entry_t *e = entry(2, 60000, NULL, NULL);
+    uint8_t *rec;
+    size_t len;
+    assert_int_equal(llmc_record_encode(e, &rec, &len), 0);
+    write_garbage(f, 2, rec, len - 1);
+    free(rec);
+    llmc_entry_unref(e);
+
+    t = open_ok(&c);
+    assert_false(has(t, 1, NOW));
+    assert_false(has(t, 2, NOW));
+    assert_true(has(t, 0, NOW));
+    llmc_tier_disk_flush(t);
+    llmc_tier_stats_t s = stats(t);
+    assert_int_equal(s.errors, 2);
+    assert_int_equal(s.misses, 2);
+    assert_int_equal(s.entries, 1);   /* both bad records deleted */
+    /* Gone now, so a second lookup is a plain miss, not another error. */
+    assert_false(has(t, 1, NOW));
+    assert_int_equal(stats(t).errors, 2);
+    /* And the key can be stored again. */
+    assert_int_equal(put(t, 1, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    assert_true(has(t, 1, NOW));
+    t->ops->destroy(t);
+}
+
+static void test_second_open_refused(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c), *t2 = NULL;
+    char err[256], want[256];
+    snprintf(want, sizeof want, "data dir %s is in use by another llmcached (pid %ld)",
+             f->dir, (long)getpid());
+    /* Another process (this binary, started with --open-child) tries the
+       same directory. It is exec'd rather than only forked so that it holds
+       no copy of this process's tier, as a second gateway would not. */
+    char self[200], cmd[400], line[256] = "";
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = 0;
+    snprintf(cmd, sizeof cmd, "%s --open-child %s", self, f->dir);
+    FILE *child = popen(cmd, "r");
+    assert_non_null(child);
+    assert_non_null(fgets(line, sizeof line, child));
+    line[strcspn(line, "\n")] = 0;
+    int status = pclose(child);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_string_equal(line, want);
+
+    /* A second open in this process is refused too: LMDB forbids it. */
+    assert_int_equal(llmc_tier_disk_open(&c, &t2, err, sizeof err), LLMC_ELOCKED);
+    assert_string_equal(err, want);
+    t->ops->destroy(t);
+    /* Closed, the directory is free again. */
+    t = open_ok(&c);
+    t->ops->destroy(t);
+}
+
+static void assert_mode(const char *dir, const char *name, mode_t want)
+{
+    char p[160];
+    struct stat st;
+    snprintf(p, sizeof p, "%s%s%s", dir, *name ? "/" : "", name);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 0777, want);
+}
+
+static void test_files_are_private(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    /* No umask to hide behind: the modes must come from the tier. */
+    mode_t old = umask(0);
+    llmc_tier_t *t = open_ok(&c);
+    umask(old);
+    assert_int_equal(put(t, 1, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    assert_mode(f->dir, "", 0700);
+    assert_mode(f->dir, "data.mdb", 0600);
+    assert_mode(f->dir, "lock.mdb", 0600);
+    assert_mode(f->dir, "llmcached.lock", 0600);
+    t->ops->destroy(t);
+}
+
+static void test_reader_slots_full_is_a_miss(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    c.max_readers = 1;
+    llmc_tier_t *t = open_ok(&c);
+    disk_t *d = t->impl;
+    assert_int_equal(put(t, 1, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    MDB_txn *hold;
+    assert_int_equal(mdb_txn_begin(d->env, NULL, MDB_RDONLY, &hold), 0);
+    assert_false(has(t, 1, NOW));
+    assert_int_equal(stats(t).errors, 1);
+    mdb_txn_abort(hold);
+    assert_true(has(t, 1, NOW));
+    t->ops->destroy(t);
+}
+
+static void test_purge_hides_before_commit(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);
+    disk_t *d = t->impl;
+    for (uint32_t i = 0; i < 40; i++)
+        assert_int_equal(put(t, i, 60000, i < 10 ? "a" : "b", i % 2 ? "odd" : "even"), 0);
+    llmc_tier_disk_flush(t);
+
+    MDB_txn *hold;
+    assert_int_equal(mdb_txn_begin(d->env, NULL, 0, &hold), 0);
+    llmc_purge_t tag = { .kind = LLMC_PURGE_TAG, .value = "odd" };
+    llmc_purge_t key = { .kind = LLMC_PURGE_KEY, .key = key_of(2) };
+    llmc_purge_t ns = { .kind = LLMC_PURGE_NAMESPACE, .value = "a" };
+    assert_int_equal(t->ops->purge(t, &tag), 0);
+    assert_int_equal(t->ops->purge(t, &key), 1);
+    assert_int_equal(t->ops->purge(t, &ns), 0);
+    /* Nothing is committed yet, and still no purged entry is served. */
+    assert_int_equal(stats(t).entries, 40);
+    assert_false(has(t, 11, NOW));
+    assert_false(has(t, 2, NOW));
+    assert_false(has(t, 4, NOW));
+    assert_true(has(t, 12, NOW));
+    mdb_txn_abort(hold);
+    llmc_tier_disk_flush(t);
+
+    llmc_tier_stats_t s = stats(t);
+    /* 20 odd, then key 2, then the 4 even left in namespace a (0,4,6,8). */
+    assert_int_equal(s.purged, 20 + 1 + 4);
+    assert_int_equal(s.entries, 15);
+    for (uint32_t i = 0; i < 40; i++)
+        assert_int_equal(has(t, i, NOW), i >= 10 && i % 2 == 0);
+
+    llmc_purge_t all = { .kind = LLMC_PURGE_ALL };
+    assert_int_equal(t->ops->purge(t, &all), 15);
+    llmc_tier_disk_flush(t);
+    assert_int_equal(stats(t).entries, 0);
+    assert_false(has(t, 12, NOW));
+    /* Entries put after a purge are kept. */
+    assert_int_equal(put(t, 12, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    assert_true(has(t, 12, NOW));
+    t->ops->destroy(t);
+}
+
+static void test_sync_modes_persist(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    const char *words[] = { "full", "periodic", "none" };
+    for (uint32_t m = 0; m < 3; m++) {
+        assert_int_equal(llmc_disk_sync_parse(words[m], &c.sync), 0);
+        assert_int_equal(c.sync, (llmc_disk_sync_t)m);
+        c.sync_interval_ms = 10;
+        llmc_tier_t *t = open_ok(&c);
+        assert_int_equal(put(t, m, 60000, NULL, NULL), 0);
+        llmc_tier_disk_flush(t);
+        usleep(30 * 1000);   /* lets a periodic sync fall due and run */
+        t->ops->destroy(t);
+        t = open_ok(&c);
+        for (uint32_t i = 0; i <= m; i++)
+            assert_true(has(t, i, NOW));
+        t->ops->destroy(t);
+    }
+    llmc_disk_sync_t s;
+    assert_int_equal(llmc_disk_sync_parse("sometimes", &s), LLMC_EINVAL);
+}
+
+static void test_bad_config_and_dir(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = NULL;
+    char err[256] = "";
+    c.max_bytes = 100;
+    assert_int_equal(llmc_tier_disk_open(&c, &t, err, sizeof err), LLMC_EINVAL);
+    c = config(f);
+    char file[128];
+    snprintf(file, sizeof file, "%s/plain-file", f->root);
+    FILE *fp = fopen(file, "w");
+    fclose(fp);
+    c.path = file;
+    assert_int_equal(llmc_tier_disk_open(&c, &t, err, sizeof err), LLMC_EINVAL);
+    assert_non_null(strstr(err, "not a directory"));
+    assert_null(t);
+}
+
+typedef struct reader_arg {
+    llmc_tier_t *t;
+    int hits;
+} reader_arg_t;
+
+static void *reader(void *arg)
+{
+    reader_arg_t *a = arg;
+    for (int round = 0; round < 20; round++)
+        for (uint32_t i = 0; i < 200; i++)
+            a->hits += has(a->t, i, NOW);
+    return NULL;
+}
+
+static void test_gets_from_many_threads_while_writing(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);
+    for (uint32_t i = 0; i < 200; i++)
+        assert_int_equal(put(t, i, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    pthread_t th[4];
+    reader_arg_t args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (reader_arg_t){ t, 0 };
+        assert_int_equal(pthread_create(&th[i], NULL, reader, &args[i]), 0);
+    }
+    for (uint32_t i = 200; i < 2200; i++)
+        assert_int_equal(put(t, i, 60000, NULL, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].hits, 20 * 200);
+    }
+    llmc_tier_disk_flush(t);
+    assert_int_equal(stats(t).entries, 2200);
+    assert_int_equal(stats(t).errors, 0);
+    t->ops->destroy(t);
+}
+
+/* The second process of test_second_open_refused: 0 when refused as expected. */
+static int open_child(const char *dir)
+{
+    llmc_disk_config_t c = { .path = dir, .max_bytes = 64u << 20 };
+    llmc_tier_t *t = NULL;
+    char err[256] = "";
+    int rc = llmc_tier_disk_open(&c, &t, err, sizeof err);
+    printf("%s\n", err);
+    if (rc == 0)
+        t->ops->destroy(t);
+    return rc == LLMC_ELOCKED ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--open-child") == 0)
+        return open_child(argv[2]);
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_put_flush_get),
+        T(test_reopen_keeps_entries_and_times),
+        T(test_replacing_keeps_one_record_and_index),
+        T(test_expiry_keep_stale_and_sweep),
+        T(test_put_of_expired_entry_is_not_stored),
+        T(test_full_queue_drops_and_never_blocks),
+        T(test_disk_bound_evicts_oldest_first),
+        T(test_corrupt_record_is_miss_counted_deleted),
+        T(test_second_open_refused),
+        T(test_files_are_private),
+        T(test_reader_slots_full_is_a_miss),
+        T(test_purge_hides_before_commit),
+        T(test_sync_modes_persist),
+        T(test_bad_config_and_dir),
+        T(test_gets_from_many_threads_while_writing),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
