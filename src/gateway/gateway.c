@@ -13,6 +13,7 @@
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
+#include "tier/disk.h"
 #include "tier/memory.h"
 
 /* Splits "HOST:PORT" or "[V6]:PORT". */
@@ -74,6 +75,26 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         return LLMC_ENOMEM;
     }
     gw->ntiers = 1;
+    if (strcmp(cfg->data_dir, "none") == 0)
+        return 0;
+    llmc_disk_config_t dc = {
+        .path = cfg->data_dir,
+        .sync_interval_ms = cfg->disk_sync_interval,
+        .max_bytes = (uint64_t)cfg->disk_max,
+        .queue_len = (size_t)cfg->disk_queue,
+        .keep_stale_ms = cc.keep_stale_ms,
+    };
+    if (llmc_disk_sync_parse(cfg->disk_sync, &dc.sync) < 0) {
+        snprintf(err, errlen, "--disk-sync: '%s' is not full, periodic or none", cfg->disk_sync);
+        return LLMC_EINVAL;
+    }
+    char derr[400] = "";
+    int rc = llmc_tier_disk_open(&dc, &gw->tiers[1], derr, sizeof(derr));
+    if (rc < 0) {
+        snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir, derr);
+        return rc;
+    }
+    gw->ntiers = 2;
     return 0;
 }
 
@@ -93,6 +114,7 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
         return LLMC_EINVAL;
     }
     memcpy(gw->upstream_base, upstream_url, ulen);
+    gw->key_upstream = strcmp(cfg->upstream, "mock") == 0 ? "mock" : gw->upstream_base;
     if (upstream_key && asprintf(&gw->upstream_auth, "Authorization: Bearer %s", upstream_key) < 0)
         return LLMC_ENOMEM;
     if (!strcmp(cfg->cache_scope, "shared"))

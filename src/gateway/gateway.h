@@ -52,6 +52,9 @@ struct llmc_worker {
 struct llmc_gw {
     const llmc_config_t *cfg;
     char upstream_base[1024];        /* without a trailing slash */
+    const char *key_upstream;        /* the upstream as the key names it: stable across
+                                        restarts ("mock" for the built-in mock, whose
+                                        port changes), else upstream_base */
     char *upstream_auth;             /* "Authorization: Bearer KEY", or NULL */
     bool shared_scope;
     char listen_host[256];

@@ -310,7 +310,7 @@ static void handle_cached(gw_req_t *gr)
 
     char scope[65];
     scope_of(gw, req, scope, &gr->private_scope);
-    llmc_key_build(&gr->key, path, gw->upstream_base, scope, gr->policy.ns,
+    llmc_key_build(&gr->key, path, gw->key_upstream, scope, gr->policy.ns,
                    canon.text, canon.text_len);
     llmc_key_hex(&gr->key, gr->keyhex);
 

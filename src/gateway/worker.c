@@ -14,6 +14,8 @@
  * handle is closed.
  */
 #include <errno.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -317,6 +319,31 @@ fail:
     return LLMC_ENOMEM;
 }
 
+/* SO_REUSEPORT lets our threads share one port, but it would also let a
+   second llmcached (same user) silently share it and take half the traffic.
+   A plain bind first tells whether anyone else holds the port. */
+static int port_taken(const char *host, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    if (port == 0 || getaddrinfo(host, ps, &hints, &res) != 0 || !res)
+        return 0; /* the real listen reports resolution errors */
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, rc = 0;
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 && errno == EADDRINUSE) {
+            snprintf(err, errlen, "--listen %s:%d: address already in use", host, port);
+            rc = LLMC_EIO;
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
 static void *worker_main(void *arg)
 {
     llmc_worker_t *w = arg;
@@ -329,6 +356,8 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
 {
     int rc = 0;
     unsigned started = 0;
+    if (port_taken(gw->listen_host, gw->listen_port, err, errlen) < 0)
+        return LLMC_EIO;
     gw->workers = calloc(gw->nworkers, sizeof(*gw->workers));
     if (!gw->workers)
         return LLMC_ENOMEM;
