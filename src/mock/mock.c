@@ -247,7 +247,11 @@ static void truncated_answer(mreq_t *mr)
 
 static void model_answer(mreq_t *mr)
 {
-    llmc__mock_ctx_t c = {.req = mr->body, .now_s = (int64_t)time(NULL),
+    /* Not time(NULL): glibc reads a coarse clock there that can lag the real
+       second by a tick, and clients compare `created` with their own clock. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    llmc__mock_ctx_t c = {.req = mr->body, .now_s = (int64_t)ts.tv_sec,
                           .pad_bytes = mr->ctl.bytes, .split_bytes = mr->ctl.split_bytes};
     char err[256];
     int rc = llmc__mock_digest(mr->body, c.digest);
