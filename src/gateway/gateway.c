@@ -13,6 +13,7 @@
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
+#include "llmc/fpmap.h"
 #include "tier/disk.h"
 #include "tier/memory.h"
 
@@ -132,6 +133,8 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
         rc = open_tiers(gw, err, errlen);
     if (rc == 0 && !(gw->flights = llmc_flight_table_new(64)))
         rc = LLMC_ENOMEM;
+    if (rc == 0 && !(gw->fpmap = llmc_fpmap_new(1u << 16)))
+        rc = LLMC_ENOMEM;
     if (rc < 0)
         llmc_gw_free(gw);
     return rc;
@@ -144,6 +147,8 @@ void llmc_gw_free(llmc_gw_t *gw)
     gw->ntiers = 0;
     llmc_flight_table_free(gw->flights);
     gw->flights = NULL;
+    llmc_fpmap_free(gw->fpmap);
+    gw->fpmap = NULL;
     if (gw->log_fd > STDERR_FILENO)
         close(gw->log_fd);
     gw->log_fd = -1;

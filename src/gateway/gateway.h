@@ -62,6 +62,7 @@ struct llmc_gw {
     llmc_tier_t *tiers[LLMC_MAX_TIERS];
     unsigned ntiers;
     llmc_flight_table_t *flights;
+    struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */
     llmc_worker_t *workers;
     unsigned nworkers;
     int log_fd;                      /* access log, -1 when off */

@@ -28,6 +28,7 @@
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
+#include "llmc/fpmap.h"
 
 static const struct route_def {
     const char *path;
@@ -269,34 +270,94 @@ static void go_upstream(gw_req_t *gr, const char *path, const char *body, size_t
         llmc__gw_respond_flight(gr); /* finished before we got here */
 }
 
-/* Parses body, policy and key for a cacheable route; on success either
-   answers from the cache or goes upstream. */
+/* Flags remembered with a fingerprint: what the body said that the fast
+   path needs without parsing it again. */
+enum { FP_STREAM = 1u << 0, FP_USAGE = 1u << 1 };
+
+/* The fingerprint of the raw request: everything the canonical key is made
+   of, but from the client's bytes as they came (the body, or the query of
+   GET /ask), so that a repeated request needs no JSON work at all. */
+static void fingerprint(const gw_req_t *gr, const char *scope, llmc_key_t *fp)
+{
+    const llmc_http_req_t *req = gr->req;
+    const char *ns = llmc_http_header(req, "x-cache-namespace");
+    const char *raw = gr->route == R_ASK ? req->query : req->body;
+    size_t len = gr->route == R_ASK ? strlen(req->query) : req->body_len;
+    llmc_key_build(fp, req->path, "fingerprint-v1", scope, ns ? ns : "", raw ? raw : "", len);
+}
+
+/* The body and path a cacheable request stands for: the client's own, or
+   for GET /ask the chat completion built from its query. */
+static int request_body(gw_req_t *gr, char **ask, const char **body, size_t *len,
+                        const char **path, char *err, size_t errlen)
+{
+    *body = gr->req->body;
+    *len = gr->req->body_len;
+    *path = gr->req->path;
+    if (gr->route != R_ASK)
+        return 0;
+    *path = "/v1/chat/completions";
+    int rc = ask_body(gr, ask, len, err, errlen);
+    *body = *ask;
+    if (rc < 0)
+        llmc__gw_error(gr, rc == LLMC_ENOMEM ? 503 : 400, "invalid_request_error",
+                       "invalid_query", err);
+    return rc;
+}
+
+static int parse_canon(gw_req_t *gr, const char *body, size_t len, llmc_canon_t *canon)
+{
+    char err[256] = "";
+    int rc = llmc_canon_parse(body, len, canon, err, sizeof(err));
+    if (rc < 0)
+        llmc__gw_error(gr, 400, "invalid_request_error", "invalid_json", err);
+    return rc;
+}
+
+/* Looks the key up in the tiers. Answers and returns true on a usable
+   entry; else keeps an expired one for stale-if-error and returns false. */
+static bool answer_from_cache(gw_req_t *gr)
+{
+    llmc_gw_t *gw = gr->w->gw;
+    int64_t now = llmc_now_ms();
+    const char *tier = NULL;
+    llmc_entry_t *e = tiers_get(gw, &gr->key, now, &tier);
+    gw_use_t use = e ? llmc__gw_usable(&gr->policy, e, now) : USE_NO;
+    if (use != USE_NO && gr->policy.read) {
+        gr->tier = tier;
+        llmc__gw_respond_entry(gr, e, use == USE_FRESH ? "HIT" : "STALE", NULL, now);
+        llmc_entry_unref(e);
+        return true;
+    }
+    if (e && now >= e->expires_ms && now - e->expires_ms <= gw->cfg->stale_if_error)
+        gr->stale = e; /* kept in case the upstream fails */
+    else
+        llmc_entry_unref(e);
+    return false;
+}
+
+/* A cacheable route: fingerprint (or canonical key), policy, tiers; a miss
+   goes upstream. */
 static void handle_cached(gw_req_t *gr)
 {
     llmc_http_req_t *req = gr->req;
     llmc_gw_t *gw = gr->w->gw;
-    char err[256] = "";
-    char *ask = NULL;
-    size_t ask_len = 0;
-    const char *body = req->body, *path = req->path;
-    size_t body_len = req->body_len;
+    char err[256] = "", scope[65];
+    char *ask = NULL, *fwd = NULL;
+    const char *body, *path;
+    size_t body_len;
     llmc_canon_t canon;
     memset(&canon, 0, sizeof(canon));
+    llmc_key_t fp;
+    uint32_t fl = 0;
 
-    if (gr->route == R_ASK) {
-        int rc = ask_body(gr, &ask, &ask_len, err, sizeof(err));
-        if (rc < 0) {
-            llmc__gw_error(gr, rc == LLMC_ENOMEM ? 503 : 400, "invalid_request_error",
-                           "invalid_query", err);
-            return;
-        }
-        body = ask;
-        body_len = ask_len;
-        path = "/v1/chat/completions";
-    }
-    if (llmc_canon_parse(body, body_len, &canon, err, sizeof(err)) < 0) {
-        llmc__gw_error(gr, 400, "invalid_request_error", "invalid_json", err);
-        goto out;
+    scope_of(gw, req, scope, &gr->private_scope);
+    fingerprint(gr, scope, &fp);
+    bool known = llmc_fpmap_get(gw->fpmap, &fp, &gr->key, &fl);
+    if (!known) {
+        if (request_body(gr, &ask, &body, &body_len, &path, err, sizeof(err)) < 0 ||
+            parse_canon(gr, body, body_len, &canon) < 0)
+            goto out;
     }
     if (llmc_policy_parse(&gr->policy, llmc_http_header(req, "cache-control"),
                           llmc_http_header(req, "pragma"), llmc_http_header(req, "x-cache-ttl"),
@@ -305,46 +366,38 @@ static void handle_cached(gw_req_t *gr)
         llmc__gw_error(gr, 400, "invalid_request_error", "invalid_cache_control", err);
         goto out;
     }
-    gr->stream = canon.stream && gr->route != R_EMBEDDINGS && gr->route != R_ASK;
-    gr->include_usage = canon.include_usage;
-
-    char scope[65];
-    scope_of(gw, req, scope, &gr->private_scope);
-    llmc_key_build(&gr->key, path, gw->key_upstream, scope, gr->policy.ns,
-                   canon.text, canon.text_len);
+    if (!known) {
+        fl = (canon.stream && gr->route != R_EMBEDDINGS && gr->route != R_ASK ? FP_STREAM : 0) |
+             (canon.include_usage ? FP_USAGE : 0);
+        llmc_key_build(&gr->key, path, gw->key_upstream, scope, gr->policy.ns,
+                       canon.text, canon.text_len);
+        /* The body's own "cache" settings are not in the fingerprint's
+           reach, so such requests always take the full path. */
+        if (!canon.cache_ext)
+            llmc_fpmap_put(gw->fpmap, &fp, &gr->key, fl);
+    }
+    gr->stream = fl & FP_STREAM;
+    gr->include_usage = fl & FP_USAGE;
     llmc_key_hex(&gr->key, gr->keyhex);
 
-    int64_t now = llmc_now_ms();
-    if (gr->policy.read || gr->policy.only_if_cached) {
-        const char *tier = NULL;
-        llmc_entry_t *e = tiers_get(gw, &gr->key, now, &tier);
-        gw_use_t use = e ? llmc__gw_usable(&gr->policy, e, now) : USE_NO;
-        if (use != USE_NO && gr->policy.read) {
-            gr->tier = tier;
-            llmc__gw_respond_entry(gr, e, use == USE_FRESH ? "HIT" : "STALE", NULL, now);
-            llmc_entry_unref(e);
-            goto out;
-        }
-        if (e && now >= e->expires_ms && now - e->expires_ms <= gw->cfg->stale_if_error)
-            gr->stale = e;  /* kept in case the upstream fails */
-        else
-            llmc_entry_unref(e);
-    }
+    if ((gr->policy.read || gr->policy.only_if_cached) && answer_from_cache(gr))
+        goto out;
     if (gr->policy.only_if_cached) {
         only_if_cached_miss(gr);
         goto out;
     }
+    if (known && (request_body(gr, &ask, &body, &body_len, &path, err, sizeof(err)) < 0 ||
+                  parse_canon(gr, body, body_len, &canon) < 0))
+        goto out;
     /* Forward the client's own bytes unless the extension had to go. */
-    char *fwd = NULL;
-    if (canon.cache_ext && gr->route != R_ASK) {
-        fwd = json_dumps(canon.root, JSON_COMPACT);
-        body = fwd ? fwd : body;
-        body_len = fwd ? strlen(fwd) : body_len;
+    if (canon.cache_ext && gr->route != R_ASK && (fwd = json_dumps(canon.root, JSON_COMPACT))) {
+        body = fwd;
+        body_len = strlen(fwd);
     }
     go_upstream(gr, path, body, body_len, canon.model);
-    free(fwd);
 out:
     llmc_canon_free(&canon);
+    free(fwd);
     free(ask);
 }
 
