@@ -344,8 +344,8 @@ static void handle_cached(gw_req_t *gr)
     llmc_gw_t *gw = gr->w->gw;
     char err[256] = "", scope[65];
     char *ask = NULL, *fwd = NULL;
-    const char *body, *path;
-    size_t body_len;
+    const char *body = NULL, *path = NULL;
+    size_t body_len = 0;
     llmc_canon_t canon;
     memset(&canon, 0, sizeof(canon));
     llmc_key_t fp;

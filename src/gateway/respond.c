@@ -48,25 +48,63 @@ static size_t hadd(char *buf, size_t len, const char *fmt, ...)
     return n < 0 ? len : len + (size_t)n >= HDR_CAP ? HDR_CAP - 1 : len + (size_t)n;
 }
 
+/* Appenders for the hit path, where printf's parsing costs more than the
+   rest of the header building together. */
+static size_t hcat(char *h, size_t n, const char *s, size_t len)
+{
+    if (n + len >= HDR_CAP)
+        return n;
+    memcpy(h + n, s, len);
+    return n + len;
+}
+#define HLIT(h, n, lit) hcat(h, n, lit, sizeof(lit) - 1)
+#define HSTR(h, n, s) hcat(h, n, s, strlen(s))
+
+static size_t hnum(char *h, size_t n, long long v)
+{
+    char tmp[24];
+    int i = sizeof(tmp);
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--i] = '-';
+    return hcat(h, n, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
 /* Cache-Control and ETag for an answer that the cache holds (e), or
    no-store when it does not. */
 static size_t freshness_hdrs(gw_req_t *gr, char *h, size_t n, const llmc_entry_t *e, int64_t now)
 {
     if (!e)
-        return hadd(h, n, "Cache-Control: no-store\r\n");
-    n = hadd(h, n, "Cache-Control: %s, max-age=%lld\r\n",
-             (e->flags & LLMC_ENTRY_PRIVATE) ? "private" : "public",
-             (long long)llmc_entry_ttl_left(e, now));
+        return HLIT(h, n, "Cache-Control: no-store\r\n");
+    n = (e->flags & LLMC_ENTRY_PRIVATE) ? HLIT(h, n, "Cache-Control: private, max-age=")
+                                        : HLIT(h, n, "Cache-Control: public, max-age=");
+    n = hnum(h, n, (long long)llmc_entry_ttl_left(e, now));
+    n = HLIT(h, n, "\r\n");
     /* The ETag names the stored JSON; a replayed stream is another
        representation, so it gets none rather than a wrong one. */
-    return gr->stream ? n : hadd(h, n, "ETag: %s\r\n", e->etag);
+    if (gr->stream)
+        return n;
+    n = HLIT(h, n, "ETag: ");
+    n = HSTR(h, n, e->etag);
+    return HLIT(h, n, "\r\n");
 }
 
 static size_t cache_hdrs(gw_req_t *gr, char *h, size_t n, const char *xcache, const char *status)
 {
-    n = hadd(h, n, "X-Cache: %s\r\nCache-Status: %s\r\n", xcache, status);
-    if (gr->keyhex[0])
-        n = hadd(h, n, "X-Cache-Key: %s\r\n", gr->keyhex);
+    n = HLIT(h, n, "X-Cache: ");
+    n = HSTR(h, n, xcache);
+    n = HLIT(h, n, "\r\nCache-Status: ");
+    n = HSTR(h, n, status);
+    n = HLIT(h, n, "\r\n");
+    if (gr->keyhex[0]) {
+        n = HLIT(h, n, "X-Cache-Key: ");
+        n = hcat(h, n, gr->keyhex, 2 * LLMC_KEY_LEN);
+        n = HLIT(h, n, "\r\n");
+    }
     return n;
 }
 
@@ -211,7 +249,8 @@ static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const ch
 void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
                             const char *cache_status, int64_t now)
 {
-    char h[HDR_CAP], cs[160];
+    char h[HDR_CAP], cs[HDR_CAP];
+    size_t n = 0;
     bool stale = now >= e->expires_ms;
     gr->xcache = xcache;
     if (stale)
@@ -221,15 +260,24 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     if (!cache_status) {
         long long ttl = stale ? -(long long)((now - e->expires_ms + 999) / 1000)
                               : (long long)llmc_entry_ttl_left(e, now);
-        bool slow = gr->tier && strcmp(gr->tier, "memory") != 0;
-        snprintf(cs, sizeof(cs), "llmcached; hit; ttl=%lld%s%s", ttl, slow ? "; detail=" : "",
-                 slow ? gr->tier : "");
+        size_t c = HLIT(cs, 0, "llmcached; hit; ttl=");
+        c = hnum(cs, c, ttl);
+        if (gr->tier && strcmp(gr->tier, "memory") != 0) {
+            c = HLIT(cs, c, "; detail=");
+            c = HSTR(cs, c, gr->tier);
+        }
+        cs[c] = '\0';
         cache_status = cs;
     }
-    size_t n = gr->stream ? 0 : hadd(h, 0, "Content-Type: %s\r\n",
-                                     gr->route == R_ASK ? "application/json" : e->content_type);
+    if (!gr->stream) {
+        n = HLIT(h, n, "Content-Type: ");
+        n = HSTR(h, n, gr->route == R_ASK ? "application/json" : e->content_type);
+        n = HLIT(h, n, "\r\n");
+    }
     n = cache_hdrs(gr, h, n, xcache, cache_status);
-    n = hadd(h, n, "Age: %lld\r\n", (long long)llmc_entry_age(e, now));
+    n = HLIT(h, n, "Age: ");
+    n = hnum(h, n, (long long)llmc_entry_age(e, now));
+    n = HLIT(h, n, "\r\n");
     n = freshness_hdrs(gr, h, n, e, now);
     if (!gr->stream && etag_matches(llmc_http_header(gr->req, "if-none-match"), e->etag)) {
         LLMC_COUNT(&gr->w->ctr, not_modified);
