@@ -10,7 +10,8 @@
  *   queue, byte budget (max_bytes / nshards) and counters. Eviction never
  *   crosses shards, so a put takes exactly one lock, and the sum of shard
  *   budgets is the global bound. An entry bigger than a shard's budget is
- *   refused even when max_entry_share would allow it.
+ *   refused even when max_entry_share would allow it; the default shard
+ *   count (64, fewer for small caches or large shares) avoids that case.
  * - Bytes charged per entry are its measured mem_bytes plus a fixed share of
  *   the bucket array (see cache_int.h for why four slots).
  * - SIEVE: new entries go to the head; a hit only sets the visited bit; the
@@ -39,8 +40,8 @@
 
 #define DEFAULT_SHARDS 64u
 #define MAX_SHARDS 65536u
-/* With the default shard count, shards are halved until each holds at least
-   this much, so that a small cache can still keep a large answer. */
+/* With the default shard count (nshards 0), shards are halved until each
+   holds at least this much and at least max_entry_share of the whole. */
 #define MIN_DEFAULT_SHARD_BUDGET ((size_t)1 << 20)
 #define MIN_BUCKETS 16u
 
@@ -257,8 +258,12 @@ static unsigned pick_shards(const llmc_cache_config_t *cfg)
 
     if (n)
         return (n & (n - 1)) == 0 && n <= MAX_SHARDS ? n : 0;
+    /* A shard must be able to hold the largest entry the share allows, or
+       the configured share would silently shrink to 1/nshards. */
+    double share = cfg->max_entry_share > 0 ? cfg->max_entry_share : 1.0;
     n = DEFAULT_SHARDS;
-    while (n > 1 && cfg->max_bytes / n < MIN_DEFAULT_SHARD_BUDGET)
+    while (n > 1 && (cfg->max_bytes / n < MIN_DEFAULT_SHARD_BUDGET ||
+                     (double)(cfg->max_bytes / n) < share * (double)cfg->max_bytes))
         n /= 2;
     return n;
 }

@@ -164,6 +164,14 @@ static void test_config(void **state)
     assert_int_equal(put_new(c, 1, 900 * 1024, FOREVER, 0), 0);
     check_consistent(c);
     llmc_cache_free(c);
+
+    /* The default shard count also honours the configured share: with 10%
+       of 64 MiB, an answer of 6 MiB fits (8 shards of 8 MiB, not 64 of 1). */
+    c = new_cache(64u << 20, 0, 0.1, 0);
+    assert_int_equal(put_new(c, 2, 6u << 20, FOREVER, 0), 0);
+    assert_int_equal(put_new(c, 3, 7u << 20, FOREVER, 0), LLMC_E2BIG);
+    check_consistent(c);
+    llmc_cache_free(c);
 }
 
 static void test_put_get_replace_delete(void **state)
