@@ -433,9 +433,11 @@ static int write_batch(disk_t *d, op_t *batch, uint64_t *stored)
             MDB_val k = { LLMC_KEY_LEN, op->key.b }, v;
             llmc_entry_t *e = NULL;
             bool existed;
-            /* Only a record that is still bad: a good put may have replaced it. */
-            if (mdb_get(txn, d->entries, &k, &v) == 0 &&
-                llmc_record_decode(&op->key, v.mv_data, v.mv_size, &e) != 0)
+            /* Only a record that is still bad: a good put may have replaced
+               it, and running out of memory says nothing about the record. */
+            int dec = mdb_get(txn, d->entries, &k, &v) == 0 ?
+                      llmc_record_decode(&op->key, v.mv_data, v.mv_size, &e) : 0;
+            if (dec == LLMC_ECORRUPT || dec == LLMC_EVERSION)
                 rc = delete_entry(d, txn, op->key.b, &existed);
             llmc_entry_unref(e);
         }

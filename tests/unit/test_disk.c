@@ -9,6 +9,7 @@
  * asserted through the tier interface and the files on disk.
  */
 #include <ftw.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -135,6 +136,14 @@ static llmc_tier_stats_t stats(llmc_tier_t *t)
     llmc_tier_stats_t s;
     t->ops->stats(t, &s);
     return s;
+}
+
+/* Path of this test binary, to start it again as another process. */
+static void self_path(char *out, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", out, len - 1);
+    assert_true(n > 0);
+    out[n] = 0;
 }
 
 static void test_put_flush_get(void **state)
@@ -399,9 +408,7 @@ static void test_second_open_refused(void **state)
        same directory. It is exec'd rather than only forked so that it holds
        no copy of this process's tier, as a second gateway would not. */
     char self[200], cmd[400], line[256] = "";
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    assert_true(n > 0);
-    self[n] = 0;
+    self_path(self, sizeof self);
     snprintf(cmd, sizeof cmd, "%s --open-child %s", self, f->dir);
     FILE *child = popen(cmd, "r");
     assert_non_null(child);
@@ -593,6 +600,82 @@ static void test_gets_from_many_threads_while_writing(void **state)
     t->ops->destroy(t);
 }
 
+/*
+ * The child of test_kill_9_loses_nothing_committed: puts entries without
+ * end and, after each flush, prints how many are committed.
+ */
+static int flood_child(const char *dir)
+{
+    llmc_disk_config_t c = { .path = dir, .sync = LLMC_DISK_SYNC_NONE, .max_bytes = 256u << 20,
+                             .queue_len = 100000 };
+    llmc_tier_t *t = open_ok(&c);
+    for (uint32_t i = 0; i < UINT32_MAX; i++) {
+        put(t, i, 600000, NULL, NULL);
+        if (i % 250 == 249) {
+            llmc_tier_disk_flush(t);
+            printf("%u\n", i + 1);
+            fflush(stdout);
+        }
+    }
+    return 1;   /* not reached: the parent kills this process */
+}
+
+static void test_kill_9_loses_nothing_committed(void **state)
+{
+    fixture_t *f = *state;
+    char self[200], line[64];
+    int fds[2];
+    self_path(self, sizeof self);
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        execl(self, self, "--flood-child", f->dir, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *in = fdopen(fds[0], "r");
+    unsigned committed = 0;
+    /* Killed in the middle of its writes, once a few thousand are in. */
+    while (committed < 5000 && fgets(line, sizeof line, in))
+        committed = (unsigned)strtoul(line, NULL, 10);
+    kill(pid, SIGKILL);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    fclose(in);
+    assert_true(committed >= 5000);
+
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);   /* the dead child's lock went with it */
+    for (uint32_t i = 0; i < committed; i++)
+        assert_true(has(t, i, NOW));
+    llmc_tier_stats_t s = stats(t);
+    assert_true(s.entries >= committed);
+    assert_int_equal(s.errors, 0);
+    /* Every record in the file decodes: nothing half-written is visible. */
+    disk_t *d = t->impl;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    size_t n = 0;
+    assert_int_equal(mdb_txn_begin(d->env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_cursor_open(txn, d->entries, &cur), 0);
+    while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
+        llmc_key_t key;
+        llmc_entry_t *e = NULL;
+        memcpy(key.b, k.mv_data, LLMC_KEY_LEN);
+        assert_int_equal(llmc_record_decode(&key, v.mv_data, v.mv_size, &e), 0);
+        llmc_entry_unref(e);
+        n++;
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    assert_int_equal(n, s.entries);
+    t->ops->destroy(t);
+}
+
 /* The second process of test_second_open_refused: 0 when refused as expected. */
 static int open_child(const char *dir)
 {
@@ -610,6 +693,8 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--open-child") == 0)
         return open_child(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--flood-child") == 0)
+        return flood_child(argv[2]);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_put_flush_get),
@@ -627,6 +712,7 @@ int main(int argc, char **argv)
         T(test_sync_modes_persist),
         T(test_bad_config_and_dir),
         T(test_gets_from_many_threads_while_writing),
+        T(test_kill_9_loses_nothing_committed),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
