@@ -31,6 +31,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,15 +284,27 @@ static void hash_field(EVP_MD_CTX *ctx, const char *s, size_t len)
     digest_ok(EVP_DigestUpdate(ctx, s, len));
 }
 
+/* EVP_sha256() makes OpenSSL 3 look the algorithm up (under a lock) on
+   every init; the key is built on every request, so fetch it once. The
+   handle is immutable and shared by all threads. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 void llmc_key_build(llmc_key_t *out, const char *path, const char *upstream,
                     const char *scope, const char *ns,
                     const char *canon, size_t canon_len)
 {
+    pthread_once(&sha256_once, sha256_fetch);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned int n = 0;
 
-    digest_ok(ctx != NULL);
-    digest_ok(EVP_DigestInit_ex(ctx, EVP_sha256(), NULL));
+    digest_ok(ctx != NULL && sha256_md != NULL);
+    digest_ok(EVP_DigestInit_ex(ctx, sha256_md, NULL));
     digest_ok(EVP_DigestUpdate(ctx, KEY_VERSION_TAG, sizeof KEY_VERSION_TAG - 1));
     hash_field(ctx, path, strlen(path));
     hash_field(ctx, upstream, strlen(upstream));

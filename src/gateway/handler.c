@@ -23,8 +23,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/evp.h>
-
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
@@ -97,10 +95,9 @@ static void scope_of(const llmc_gw_t *gw, const llmc_http_req_t *req, char out[6
     if (gw->shared_scope)
         return;
     const char *auth = llmc_http_header(req, "authorization");
-    unsigned char md[32];
-    unsigned mdlen = 0;
-    EVP_Digest(auth ? auth : "", auth ? strlen(auth) : 0, md, &mdlen, EVP_sha256(), NULL);
-    llmc_key_hex((const llmc_key_t *)md, out);
+    llmc_key_t h;
+    llmc_key_build(&h, "scope", "", "", "", auth ? auth : "", auth ? strlen(auth) : 0);
+    llmc_key_hex(&h, out);
 }
 
 static int hexval(int c)
