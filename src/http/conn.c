@@ -97,7 +97,9 @@ static void on_timer(uv_timer_t *t)
 {
     llmc__http_conn_t *c = t->data;
 
-    if (c->phase == LLMC_PH_READ && c->req_started)
+    if (c->writes_pending > 0)
+        llmc__http_conn_close(c); /* the client stopped reading its answer */
+    else if (c->phase == LLMC_PH_READ && c->req_started)
         llmc__http_conn_reject(c, 408, "request_timeout", "the request was not received in time");
     else if (c->phase == LLMC_PH_READ || c->phase == LLMC_PH_LINGER)
         llmc__http_conn_close(c);
@@ -110,6 +112,21 @@ static void timer_set(llmc__http_conn_t *c, uint64_t ms)
         uv_timer_start(&c->timer, on_timer, ms, 0);
     else
         uv_timer_stop(&c->timer);
+}
+
+/* While a write waits for a client to read, the idle timeout bounds how long
+   it may take to make progress (nginx's send_timeout): a client that never
+   reads must not hold its connection and our buffers forever. When nothing
+   waits, a streaming answer runs without a timer (the upstream sets the pace). */
+void llmc__http_conn_send_timer(llmc__http_conn_t *c)
+{
+    const llmc_http_limits_t *lim = &c->s->cfg.limits;
+    if (c->writes_pending > 0)
+        timer_set(c, lim->idle_timeout_ms);
+    else if (c->phase == LLMC_PH_STREAM)
+        uv_timer_stop(&c->timer);
+    else if (c->phase == LLMC_PH_READ) /* after a 100 Continue: back to the read limits */
+        timer_set(c, c->req_started ? lim->header_timeout_ms : lim->idle_timeout_ms);
 }
 
 /* The client sent EOF or the read failed. */

@@ -140,6 +140,8 @@ void llmc__http_conn_start(llmc__http_conn_t *c);
 /* Closes the connection: aborts a request the handler owns, then closes
    both handles. Idempotent. */
 void llmc__http_conn_close(llmc__http_conn_t *c);
+/* Arms (or stops) the send timeout after a write was queued or finished. */
+void llmc__http_conn_send_timer(llmc__http_conn_t *c);
 
 /* The request has finished (response written or client gone): report it,
    then either read the next one or close. */

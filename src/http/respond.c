@@ -50,6 +50,9 @@ static void write_done(llmc__http_conn_t *c, int status, size_t len)
         c->bytes_out += len;
     else
         llmc__http_conn_close(c);
+    /* The client took something: its send timeout starts again. */
+    if (!c->closing)
+        llmc__http_conn_send_timer(c);
     llmc__http_maybe_finish(c);
 }
 
@@ -91,6 +94,7 @@ static int write_copy(llmc__http_conn_t *c, const uv_buf_t *b, unsigned n, size_
         return LLMC_EIO;
     }
     c->writes_pending++;
+    llmc__http_conn_send_timer(c);
     return 0;
 }
 
@@ -101,6 +105,7 @@ static int write_ref(llmc__http_conn_t *c, const uv_buf_t *b, unsigned n, size_t
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, b, n, on_write_ref) != 0)
         return LLMC_EIO;
     c->writes_pending++;
+    llmc__http_conn_send_timer(c);
     return 0;
 }
 

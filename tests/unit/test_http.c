@@ -1290,6 +1290,26 @@ static void test_big_response_by_reference(void **state)
     cli_close(c);
 }
 
+/* A client that asks for a big answer and never reads it is dropped after
+   the idle timeout (the send timeout), and the body's release still runs. */
+static void test_send_timeout_drops_a_client_that_never_reads(void **state)
+{
+    srv_t *t;
+    llmc_http_limits_t lim = default_limits();
+    cli_t *c;
+
+    (void)state;
+    lim.idle_timeout_ms = 200;
+    t = srv_start(lim);
+    c = cli_open(t->port);
+    cli_sends(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    /* The answer is 8 MB: far more than the socket buffers take, so the
+       server's write waits on us; we never read. */
+    assert_int_equal(wait_counter(t, offsetof(counters_t, releases), 1), 1);
+    cli_close(c);
+    srv_stop(t);
+}
+
 static void test_no_content(void **state)
 {
     srv_t *t = *state;
@@ -1438,6 +1458,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_http10, setup, teardown),
         cmocka_unit_test_setup_teardown(test_respond_error_shape, setup, teardown),
         cmocka_unit_test_setup_teardown(test_big_response_by_reference, setup, teardown),
+        cmocka_unit_test(test_send_timeout_drops_a_client_that_never_reads),
         cmocka_unit_test_setup_teardown(test_no_content, setup, teardown),
     };
 
