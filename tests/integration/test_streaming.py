@@ -18,6 +18,7 @@ counts the calls that reached the upstream.
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -538,6 +539,40 @@ def test_plain_request_joining_a_stream_gets_json(gateway, mock):
     leader.close()
     assert r.status_code == 200 and xcache(r) == "COALESCED", r.text
     assert r.json()["choices"][0]["message"]["content"] == parse(leader.data)["content"]
+    assert mock.calls("chat") == 1
+
+
+def test_stream_request_joining_a_plain_call_gets_sse(gateway, mock):
+    plain = chat_body(PROMPT + " plain leader", mock={"latency_ms": 300})
+    r = {}
+    t = threading.Thread(target=lambda: r.setdefault("r", gateway.chat(plain)))
+    t.start()
+    try:
+        wait_until(lambda: mock.stats()["in_flight"] == 1, what="the plain call upstream")
+        s = stream(gateway, CHAT, dict(plain, stream=True))
+    finally:
+        t.join(10)
+    assert xcache(r["r"]) == "MISS" and xcache(s) == "COALESCED"
+    assert s.status == 200 and s.headers["content-type"].startswith("text/event-stream")
+    m = parse(s.data)
+    assert m["content"] == r["r"].json()["choices"][0]["message"]["content"]
+    assert m["finish_reason"] == "stop"
+    assert mock.calls("chat") == 1
+
+
+def test_cut_stream_cuts_every_sharing_client(gateway, mock):
+    body = body_for(PROMPT + " cut shared", fault="cut-stream", chunk_delay_ms=100)
+    leader = open_stream(gateway, CHAT, body)
+    leader.read_events(1)
+    follower = open_stream(gateway, CHAT, body)
+    r = gateway.chat(dict(body, stream=False))   # joins too, waits for the end
+    for s in (leader, follower):
+        s.read_all()
+        s.close()
+        assert s.end == "eof" and s.data and "[DONE]" not in s.data
+    assert xcache(follower) == "COALESCED" and follower.data == leader.data
+    assert r.status_code == 502 and xcache(r) == "COALESCED"
+    assert_error_shape(r, 502)
     assert mock.calls("chat") == 1
 
 
