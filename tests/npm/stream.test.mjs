@@ -1,0 +1,207 @@
+// The official `openai` npm client streaming through llmcached (issue 4).
+//
+// Starts a stand-alone `llmcached mock` and a gateway in front of it on free
+// loopback ports ($LLMC_BIN, else build/llmcached), unless LLMC_GATEWAY_URL is
+// set, in which case that gateway is used as it is (and the mock's call counter
+// is read from LLMC_MOCK_URL when given). A streamed call made twice must be a
+// cache hit the second time, and the client must parse both to the same text
+// and finish reason.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import OpenAI from 'openai';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.LLMC_BIN || path.resolve(here, '../../build/llmcached');
+const children = [];
+let gatewayURL = process.env.LLMC_GATEWAY_URL;
+let mockURL = process.env.LLMC_MOCK_URL;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function start(args) {
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('LLMC_') || k === 'OPENAI_API_KEY') delete env[k];
+  const child = spawn(BIN, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  child.stderrText = '';
+  child.stderr.on('data', (d) => { child.stderrText = (child.stderrText + d).slice(-4000); });
+  children.push(child);
+  return child;
+}
+
+// Polls url until it answers 200; bounded, with the child's stderr on failure.
+async function waitReady(url, child, what) {
+  const deadline = Date.now() + 10_000;
+  let last = '';
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${what} exited ${child.exitCode}: ${child.stderrText}`);
+    try {
+      const r = await fetch(url);
+      if (r.status === 200) return;
+      last = `status ${r.status}`;
+    } catch (e) { last = String(e.cause ?? e); }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`${what} not ready at ${url} within 10 s (${last}): ${child.stderrText}`);
+}
+
+async function mockCalls(kind) {
+  if (!mockURL) return undefined;
+  const r = await fetch(`${mockURL}/mock/stats`);
+  return (await r.json())[kind];
+}
+
+before(async () => {
+  if (gatewayURL) return;
+  assert.ok(existsSync(BIN), `llmcached binary not found at ${BIN}: run make or set LLMC_BIN`);
+  const mockPort = await freePort();
+  const mock = start(['mock', '--listen', `127.0.0.1:${mockPort}`, '--latency-ms', '0']);
+  mockURL = `http://127.0.0.1:${mockPort}`;
+  await waitReady(`${mockURL}/mock/stats`, mock, 'mock');
+  const port = await freePort();
+  const gw = start(['--listen', `127.0.0.1:${port}`, '--upstream', `${mockURL}/v1`,
+                    '--threads', '2', '--access-log', 'off']);
+  gatewayURL = `http://127.0.0.1:${port}`;
+  await waitReady(`${gatewayURL}/healthz`, gw, 'gateway');
+});
+
+after(() => {
+  for (const c of children) {
+    assert.equal(c.exitCode, null, `a child process died: ${c.stderrText}`);
+    c.kill('SIGTERM');
+  }
+});
+
+function client() {
+  return new OpenAI({ baseURL: `${gatewayURL}/v1`, apiKey: 'test-key', maxRetries: 0, timeout: 20_000 });
+}
+
+// Reads a chat stream the way an application does: text, finish reason, usage.
+async function collectChat(stream) {
+  let text = '';
+  let finish = null;
+  let usage = null;
+  let role = null;
+  let chunks = 0;
+  for await (const chunk of stream) {
+    chunks++;
+    if (chunk.usage) usage = chunk.usage;
+    for (const c of chunk.choices) {
+      text += c.delta?.content ?? '';
+      role = c.delta?.role ?? role;
+      finish = c.finish_reason ?? finish;
+    }
+  }
+  return { text, finish, usage, role, chunks };
+}
+
+test('chat stream twice: the second is a cache hit that parses to the same text and finish reason', async () => {
+  const openai = client();
+  const params = {
+    model: 'gpt-4o-mini',
+    messages: [{ role: 'user', content: `stream me a short answer ${process.pid}` }],
+    stream: true,
+    mock: { chunk_delay_ms: 20 }, // the mock's pacing; forwarded, and part of the key
+  };
+  const before = await mockCalls('chat');
+  const first = await openai.chat.completions.create(params).withResponse();
+  assert.equal(first.response.status, 200);
+  assert.equal(first.response.headers.get('x-cache'), 'MISS');
+  assert.match(first.response.headers.get('content-type'), /^text\/event-stream/);
+  const a = await collectChat(first.data);
+
+  const second = await openai.chat.completions.create(params).withResponse();
+  assert.equal(second.response.headers.get('x-cache'), 'HIT');
+  assert.equal(second.response.headers.get('x-cache-key'), first.response.headers.get('x-cache-key'));
+  const b = await collectChat(second.data);
+
+  assert.ok(a.text.length > 0 && a.chunks > 2, JSON.stringify(a));
+  assert.equal(a.finish, 'stop');
+  assert.equal(a.role, 'assistant');
+  assert.equal(b.text, a.text);
+  assert.equal(b.finish, a.finish);
+  assert.equal(b.role, a.role);
+  if (before !== undefined) assert.equal(await mockCalls('chat'), before + 1);
+});
+
+test('stream with include_usage twice: the replay carries the same usage', async () => {
+  const openai = client();
+  const params = {
+    model: 'gpt-4o-mini',
+    messages: [{ role: 'user', content: `count my tokens ${process.pid}` }],
+    stream: true,
+    stream_options: { include_usage: true },
+  };
+  const before = await mockCalls('chat');
+  const a = await collectChat(await openai.chat.completions.create(params));
+  const second = await openai.chat.completions.create(params).withResponse();
+  assert.equal(second.response.headers.get('x-cache'), 'HIT');
+  const b = await collectChat(second.data);
+  assert.ok(a.usage && a.usage.total_tokens > 0, JSON.stringify(a));
+  assert.deepStrictEqual(b.usage, a.usage);
+  assert.equal(b.text, a.text);
+  assert.equal(b.finish, a.finish);
+  if (before !== undefined) assert.equal(await mockCalls('chat'), before + 1);
+});
+
+test('a streamed answer serves a later non-streaming call, and the stream helper agrees', async () => {
+  const openai = client();
+  const base = {
+    model: 'gpt-4o-mini',
+    messages: [{ role: 'user', content: `both forms ${process.pid}` }],
+  };
+  const before = await mockCalls('chat');
+  const streamed = await collectChat(await openai.chat.completions.create({ ...base, stream: true }));
+  const plain = await openai.chat.completions.create(base).withResponse();
+  assert.equal(plain.response.headers.get('x-cache'), 'HIT');
+  assert.equal(plain.data.object, 'chat.completion');
+  assert.equal(plain.data.choices[0].message.content, streamed.text);
+  assert.equal(plain.data.choices[0].finish_reason, streamed.finish);
+  // The SDK's own stream helper assembles the replayed stream into a completion.
+  const final = await openai.chat.completions.stream({ ...base, stream: true }).finalChatCompletion();
+  assert.equal(final.choices[0].message.content, streamed.text);
+  assert.equal(final.choices[0].message.role, 'assistant');
+  assert.equal(final.choices[0].finish_reason, streamed.finish);
+  if (before !== undefined) assert.equal(await mockCalls('chat'), before + 1);
+});
+
+test('completions stream twice: the second is a cache hit with the same text', async () => {
+  const openai = client();
+  const params = { model: 'gpt-3.5-turbo-instruct', prompt: `Once upon a time ${process.pid}`,
+                   max_tokens: 16, stream: true };
+  const collect = async (s) => {
+    let text = '';
+    let finish = null;
+    for await (const chunk of s) {
+      for (const c of chunk.choices) {
+        text += c.text ?? '';
+        finish = c.finish_reason ?? finish;
+      }
+    }
+    return { text, finish };
+  };
+  const before = await mockCalls('completions');
+  const first = await openai.completions.create(params).withResponse();
+  assert.equal(first.response.headers.get('x-cache'), 'MISS');
+  const a = await collect(first.data);
+  const second = await openai.completions.create(params).withResponse();
+  assert.equal(second.response.headers.get('x-cache'), 'HIT');
+  const b = await collect(second.data);
+  assert.ok(a.text.length > 0);
+  assert.equal(a.finish, 'stop');
+  assert.deepStrictEqual(b, a);
+  if (before !== undefined) assert.equal(await mockCalls('completions'), before + 1);
+});
