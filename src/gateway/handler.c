@@ -265,6 +265,8 @@ static void go_upstream(gw_req_t *gr, const char *path, const char *body, size_t
     }
     if (!llmc_flight_attach(gr->flight, &gr->fw))
         llmc__gw_respond_flight(gr); /* finished before we got here */
+    else if (gr->fw.wants_data && !created)
+        llmc__gw_stream_step(gr); /* catch up at once on what was relayed so far */
 }
 
 /* Flags remembered with a fingerprint: what the body said that the fast

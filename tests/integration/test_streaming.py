@@ -511,9 +511,6 @@ def test_follower_joining_mid_stream_gets_everything(gateway, mock):
     assert ft[-1] - ft[4] >= (len(ft) - 6) * delay * 0.8, ft
 
 
-@pytest.mark.xfail(strict=True, reason="a stream follower is only sent the catch-up when the "
-                   "upstream's next piece arrives (handler.c go_upstream attaches it without "
-                   "relaying what the flight already holds)")
 def test_follower_gets_the_catch_up_at_once(gateway, mock):
     delay = 1.0
     body = body_for(PROMPT + " catch-up", chunk_delay_ms=int(delay * 1000))
