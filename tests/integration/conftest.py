@@ -121,6 +121,16 @@ def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
+def next_second():
+    """Waits (polling the clock) until the wall-clock second has changed, so the
+    mock's `created` stamp of the next answer differs from the last one. 50 ms
+    of margin: time(2), which the mock uses, follows a coarse clock that may
+    lag gettimeofday by a tick."""
+    s = int(time.time())
+    wait_until(lambda: int(time.time() - 0.05) > s, timeout=2.5, interval=0.01,
+               what="the next second")
+
+
 class _Proc:
     """A child process with its stdout/stderr in files under tmp."""
 

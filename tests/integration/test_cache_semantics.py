@@ -12,7 +12,8 @@ import time
 import pytest
 
 from conftest import (assert_error_shape, async_open_many, async_read_response,
-                      cache_control, cache_status, chat_body, http_request, session, wait_until)
+                      cache_control, cache_status, chat_body, http_request, next_second, session,
+                      wait_until)
 
 CHAT = "/v1/chat/completions"
 
@@ -42,13 +43,6 @@ def run_concurrently(port, reqs, timeout=30, before_send=None):
         return await asyncio.wait_for(
             asyncio.gather(*(one(c, r) for c, r in zip(conns, reqs))), timeout)
     return asyncio.run(main())
-
-
-def next_second():
-    """Waits (polling the clock) until the wall-clock second changes, so the
-    mock's `created` stamp of the next answer differs from the last one."""
-    s = int(time.time())
-    wait_until(lambda: int(time.time()) > s, timeout=2, interval=0.01, what="the next second")
 
 
 def wait_expired(g, body, timeout=4.0):
