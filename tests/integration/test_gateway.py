@@ -301,6 +301,18 @@ def test_wrong_method_on_a_cached_route(gateway, mock):
     assert mock.stats()["calls"] == 0
 
 
+def test_builtin_mock_upstream(gateway_factory):
+    g = gateway_factory("mock", args=["--mock-latency", "0.05"])
+    assert "mock" in g.stderr().lower(), "the gateway must say it uses the built-in mock"
+    body = chat_body("built-in mock")
+    r1 = g.chat(body)
+    r2 = g.chat(body)
+    assert r1.status_code == 200 and r1.json()["choices"][0]["message"]["content"]
+    assert [xcache(r1), xcache(r2)] == ["MISS", "HIT"] and r2.content == r1.content
+    assert g.get("/v1/models").status_code == 200
+    assert g.stats()["upstream_calls"] == 2
+
+
 def test_healthz_and_stats(gateway):
     assert gateway.get("/healthz").status_code == 200
     st = gateway.stats()
