@@ -173,7 +173,7 @@ class _Proc:
         last = None
         while time.monotonic() < deadline:
             if not self.alive():
-                if "in use" in self.stderr().lower():
+                if "address already in use" in self.stderr().lower():
                     self.stop()
                     raise PortTaken(self.stderr())
                 pytest.fail(f"{self.name} exited with {self.proc.returncode} during start-up\n"
