@@ -121,6 +121,32 @@ def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
+def next_second():
+    """Waits (polling the clock) until the wall-clock second has changed, so the
+    mock's `created` stamp of the next answer differs from the last one. 50 ms
+    of margin: time(2), which the mock uses, follows a coarse clock that may
+    lag gettimeofday by a tick."""
+    s = int(time.time())
+    wait_until(lambda: int(time.time() - 0.05) > s, timeout=2.5, interval=0.01,
+               what="the next second")
+
+
+class PortTaken(Exception):
+    """The free port we picked was taken by another process before we bound it."""
+
+
+def start_retrying(make, port):
+    """Runs make(port) and, when the port we picked ourselves turned out to be
+    taken in the meantime (other test runs share the machine), tries again
+    with a fresh one."""
+    for attempt in range(3):
+        try:
+            return make(port or free_port())
+        except PortTaken:
+            if port or attempt == 2:
+                raise
+
+
 class _Proc:
     """A child process with its stdout/stderr in files under tmp."""
 
@@ -147,6 +173,9 @@ class _Proc:
         last = None
         while time.monotonic() < deadline:
             if not self.alive():
+                if "address already in use" in self.stderr().lower():
+                    self.stop()
+                    raise PortTaken(self.stderr())
                 pytest.fail(f"{self.name} exited with {self.proc.returncode} during start-up\n"
                             f"argv: {' '.join(self.argv)}\nstderr:\n{self.stderr()}", pytrace=False)
             try:
@@ -276,7 +305,8 @@ class Gateway(_Proc):
             text = self.access_log.read_text()
         except OSError:
             return []
-        return [json.loads(l) for l in text.splitlines() if l.strip()]
+        # Only whole lines: the gateway may be writing the last one right now.
+        return [json.loads(l) for l in text.split("\n")[:-1] if l.strip()]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -318,8 +348,9 @@ def mock_factory(procs, tmp_path):
 
     def make(latency_ms=0, extra=(), port=None):
         n[0] += 1
-        m = Mock(tmp_path, latency_ms=latency_ms, extra=extra,
-                 name="mock" if n[0] == 1 else f"mock{n[0]}", port=port)
+        m = start_retrying(lambda p: Mock(tmp_path, latency_ms=latency_ms, extra=extra,
+                                          name="mock" if n[0] == 1 else f"mock{n[0]}", port=p),
+                           port)
         procs.append(m)
         return m
     return make
@@ -339,9 +370,10 @@ def gateway_factory(procs, tmp_path):
         """upstream: a Mock, a URL, or None (then --upstream is not passed)."""
         n[0] += 1
         up = upstream.url if isinstance(upstream, Mock) else upstream
-        g = Gateway(tmp_path, up, args=[str(a) for a in args], env=env, threads=threads,
-                    name="gateway" if n[0] == 1 else f"gateway{n[0]}", listen=listen, wait=wait,
-                    port=port)
+        g = start_retrying(lambda p: Gateway(tmp_path, up, args=[str(a) for a in args], env=env,
+                                             threads=threads, listen=listen, wait=wait, port=p,
+                                             name="gateway" if n[0] == 1 else f"gateway{n[0]}"),
+                           port)
         procs.append(g)
         return g
     return make

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from conftest import (assert_error_shape, async_open_many, async_read_response,
-                      cache_control, cache_status, chat_body, http_request, session, wait_until)
+                      cache_control, cache_status, chat_body, http_request, next_second, session,
+                      wait_until)
 
 CHAT = "/v1/chat/completions"
 
@@ -42,13 +43,6 @@ def run_concurrently(port, reqs, timeout=30, before_send=None):
         return await asyncio.wait_for(
             asyncio.gather(*(one(c, r) for c, r in zip(conns, reqs))), timeout)
     return asyncio.run(main())
-
-
-def next_second():
-    """Waits (polling the clock) until the wall-clock second changes, so the
-    mock's `created` stamp of the next answer differs from the last one."""
-    s = int(time.time())
-    wait_until(lambda: int(time.time()) > s, timeout=2, interval=0.01, what="the next second")
 
 
 def wait_expired(g, body, timeout=4.0):
@@ -403,6 +397,50 @@ def test_memory_bound_under_a_flood_of_large_answers(gateway_factory, mock):
     # The cache still works: the latest answer is a hit.
     last = chat_body(f"big {N_LARGE - 1}", mock={"bytes": ANSWER_KB * 1024})
     assert xcache(g.chat(last)) == "HIT"
+
+
+def test_entries_evicted_while_being_sent_stay_intact(gateway_factory, mock):
+    """Large hits are written to clients while a flood of new answers evicts
+    them: every hit must still carry the whole stored body. (Under the
+    sanitizer run this is the use-after-free check for entry reference counts.)"""
+    from concurrent.futures import ThreadPoolExecutor
+    g = gateway_factory(mock, args=["--max-memory", "2M", "--max-entry-percent", "25"])
+    hot = [chat_body(f"hot {i}", mock={"bytes": 300 * 1024}) for i in range(3)]
+
+    def norm(raw):
+        """The answer without `created`, the one field the mock varies per call
+        (an evicted entry is fetched again, and may be stamped a second later)."""
+        j = json.loads(raw)
+        j.pop("created", None)
+        return j
+    want = [norm(g.chat(b).content) for b in hot]
+
+    def reader(n):
+        s, bad, hits = session(), 0, 0
+        for k in range(25):
+            i = (n + k) % len(hot)
+            r = s.post(g.url + CHAT, json=hot[i], timeout=30)
+            assert r.status_code == 200
+            hits += r.headers.get("X-Cache") == "HIT"
+            if norm(r.content) != want[i]:
+                bad += 1
+        return bad, hits
+
+    def flooder(n):
+        s = session()
+        for k in range(25):
+            r = s.post(g.url + CHAT, json=chat_body(f"evictor {n} {k}", mock={"bytes": 200 * 1024}),
+                       timeout=30)
+            assert r.status_code == 200
+        return 0, 0
+
+    with ThreadPoolExecutor(8) as ex:
+        futs = [ex.submit(reader, n) for n in range(4)] + [ex.submit(flooder, n) for n in range(4)]
+        res = [f.result() for f in futs]
+    assert sum(b for b, _ in res) == 0, "an answer carried a damaged body"
+    assert sum(h for _, h in res) > 0, "no hit was served during the flood: nothing tested"
+    st = g.stats()
+    assert st["evicted_size"] > 0 and st["bytes"] <= st["max_bytes"], st
 
 
 def test_answer_larger_than_the_entry_share_is_served_not_stored(gateway_factory, mock):

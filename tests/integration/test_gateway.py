@@ -16,7 +16,8 @@ import pytest
 
 from conftest import (ROOT, RawConn, assert_error_shape, async_open_many, async_read_response,
                       cache_control, cache_status, chat_body, completion_body, embedding_body,
-                      free_port, http_request, llmc_bin, nofile_limit, session, wait_until)
+                      free_port, http_request, llmc_bin, next_second, nofile_limit, session,
+                      wait_until)
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -81,8 +82,7 @@ def test_hit_is_the_stored_body_even_after_the_clock_moves(gateway, mock):
     body = chat_body("What time is it?")
     r1 = gateway.chat(body)
     assert xcache(r1) == "MISS"
-    sec = int(time.time())
-    wait_until(lambda: int(time.time()) > sec, timeout=2, what="the next second")
+    next_second()
     r2 = gateway.chat(body)
     assert xcache(r2) == "HIT"
     assert r2.content == r1.content
@@ -301,6 +301,18 @@ def test_wrong_method_on_a_cached_route(gateway, mock):
     assert mock.stats()["calls"] == 0
 
 
+def test_builtin_mock_upstream(gateway_factory):
+    g = gateway_factory("mock", args=["--mock-latency", "0.05"])
+    assert "mock" in g.stderr().lower(), "the gateway must say it uses the built-in mock"
+    body = chat_body("built-in mock")
+    r1 = g.chat(body)
+    r2 = g.chat(body)
+    assert r1.status_code == 200 and r1.json()["choices"][0]["message"]["content"]
+    assert [xcache(r1), xcache(r2)] == ["MISS", "HIT"] and r2.content == r1.content
+    assert g.get("/v1/models").status_code == 200
+    assert g.stats()["upstream_calls"] == 2
+
+
 def test_healthz_and_stats(gateway):
     assert gateway.get("/healthz").status_code == 200
     st = gateway.stats()
@@ -503,18 +515,19 @@ def test_thousand_slow_misses_finish_together_while_hits_stay_fast(mock_factory,
     hit_times = []
     hit_during = []
 
+    hit_conn = RawConn(g.port, timeout=10)  # opened (and accepted) before the flood
+
     def measure_hits():
-        """Runs in a thread once the flood is in flight upstream."""
-        wait_until(lambda: mock.stats()["in_flight"] >= N_SLOW // 2, timeout=5,
-                   what="half the flood to be in flight at the mock")
-        with RawConn(g.port) as c:
-            for _ in range(5):
-                t = time.monotonic()
-                c.send(hot_req)
-                st, hdrs, body = c.read_response()
-                hit_times.append(time.monotonic() - t)
-                hit_during.append(done[0])
-                assert st == 200 and hdrs.get("x-cache") == "HIT", (st, hdrs)
+        """Runs in a thread once the whole flood waits on the upstream."""
+        wait_until(lambda: mock.stats()["in_flight"] >= N_SLOW, timeout=5,
+                   what=f"all {N_SLOW} misses to be in flight at the mock at once")
+        for _ in range(5):
+            t = time.monotonic()
+            hit_conn.send(hot_req)
+            st, hdrs, body = hit_conn.read_response()
+            hit_times.append(time.monotonic() - t)
+            hit_during.append(done[0])
+            assert st == 200 and hdrs.get("x-cache") == "HIT", (st, hdrs)
 
     async def one(conn, req):
         reader, writer = conn
@@ -535,7 +548,10 @@ def test_thousand_slow_misses_finish_together_while_hits_stay_fast(mock_factory,
         await asyncio.wait_for(measurer, timeout=10)
         return results, elapsed
 
-    results, elapsed = asyncio.run(flood())
+    try:
+        results, elapsed = asyncio.run(flood())
+    finally:
+        hit_conn.close()
     statuses = [r[0] for r in results]
     assert statuses.count(200) == N_SLOW, {s: statuses.count(s) for s in set(statuses)}
     assert all(r[1].get("x-cache") == "MISS" for r in results)

@@ -124,6 +124,20 @@ test('embeddings.create twice: the second is a cache hit with the same vectors',
   if (before !== undefined) assert.equal(await mockCalls('embeddings'), before + 1);
 });
 
+test('embeddings with the client\'s default (base64) encoding are cached too', async () => {
+  // The client asks for base64 unless told otherwise and decodes it itself.
+  const openai = client();
+  const params = { model: 'text-embedding-3-small', input: [`first ${process.pid}`, `second ${process.pid}`] };
+  const first = await openai.embeddings.create(params).withResponse();
+  const second = await openai.embeddings.create(params).withResponse();
+  assert.equal(first.response.headers.get('x-cache'), 'MISS');
+  assert.equal(second.response.headers.get('x-cache'), 'HIT');
+  assert.equal(first.data.data.length, 2);
+  assert.ok(first.data.data[0].embedding.length > 0);
+  assert.notDeepStrictEqual(first.data.data[0].embedding, first.data.data[1].embedding);
+  assert.deepStrictEqual(second.data, first.data);
+});
+
 test('another API key does not see the first key\'s answers (per-key scope)',
   { skip: process.env.LLMC_GATEWAY_URL ? 'external gateway: its cache scope is unknown' : false }, async () => {
   const params = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: `scoped ${process.pid}` }] };
