@@ -598,6 +598,49 @@ static void test_faults(void **state)
     env_close(&e);
 }
 
+#define STALL "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"fault\":\"stall\"}}"
+
+static void test_stall_times_out_and_mock_forgets_it(void **state)
+{
+    env_t e;
+    result_t r = {0};
+    env_open(&e, 300, 0);
+    json_int_t before = stat_of("in_flight");
+    assert_int_equal(start_chat(&e, STALL, &r), 0);
+    run_for(&e, 150);
+    assert_int_equal(stat_of("in_flight"), before + 1);
+    run_until(&e, &r.done, 1, 3000);
+    assert_int_equal(r.err, LLMC_ETIMEDOUT);
+    /* The client hung up: the mock drops the request and its timer. */
+    run_for(&e, 200);
+    assert_int_equal(stat_of("in_flight"), before);
+    result_free(&r);
+    env_close(&e);
+}
+
+static void test_mock_stop_with_requests_waiting(void **state)
+{
+    llmc_mock_t *m2;
+    char err[128];
+    env_t e;
+    result_t stalled = {0}, slow = {0};
+    llmc_mock_config_t cfg = {.latency_ms = 5000};
+    assert_int_equal(llmc_mock_start(&cfg, "127.0.0.1", 0, &m2, err, sizeof(err)), 0);
+    env_open(&e, 10000, 0);
+    assert_int_equal(start_post(&e, "/v1/chat/completions", STALL, &stalled, llmc_mock_port(m2)), 0);
+    assert_int_equal(start_post(&e, "/v1/chat/completions", HELLO, &slow, llmc_mock_port(m2)), 0);
+    run_for(&e, 150);
+    llmc_mock_stop(m2);   /* joins: its requests are dropped, its memory freed */
+    run_until(&e, &stalled.done, 1, 3000);
+    run_until(&e, &slow.done, 1, 3000);
+    assert_int_equal(stalled.err, LLMC_EUPSTREAM);
+    assert_int_equal(slow.err, LLMC_EUPSTREAM);
+    assert_int_equal(stalled.heads + slow.heads, 0);
+    result_free(&stalled);
+    result_free(&slow);
+    env_close(&e);
+}
+
 static void test_bad_arguments(void **state)
 {
     env_t e;
@@ -748,6 +791,8 @@ int main(void)
         cmocka_unit_test(test_start_from_callbacks),
         cmocka_unit_test(test_streaming_delivers_pieces),
         cmocka_unit_test(test_faults),
+        cmocka_unit_test(test_stall_times_out_and_mock_forgets_it),
+        cmocka_unit_test(test_mock_stop_with_requests_waiting),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_mock_answers_are_deterministic),
         cmocka_unit_test(test_mock_counters_and_errors),
