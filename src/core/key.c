@@ -289,10 +289,29 @@ static void hash_field(EVP_MD_CTX *ctx, const char *s, size_t len)
    handle is immutable and shared by all threads. */
 static EVP_MD *sha256_md;
 static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+/* One digest context per thread, reused: a key is built for every request
+   and a fresh context is an allocation and a free each time. */
+static pthread_key_t ctx_key;
+
+static void ctx_free(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
 
 static void sha256_fetch(void)
 {
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    pthread_key_create(&ctx_key, ctx_free);
+}
+
+static EVP_MD_CTX *thread_ctx(void)
+{
+    EVP_MD_CTX *ctx = pthread_getspecific(ctx_key);
+    if (!ctx && (ctx = EVP_MD_CTX_new()) && pthread_setspecific(ctx_key, ctx) != 0) {
+        EVP_MD_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return ctx;
 }
 
 void llmc_key_build(llmc_key_t *out, const char *path, const char *upstream,
@@ -300,7 +319,7 @@ void llmc_key_build(llmc_key_t *out, const char *path, const char *upstream,
                     const char *canon, size_t canon_len)
 {
     pthread_once(&sha256_once, sha256_fetch);
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_MD_CTX *ctx = thread_ctx();
     unsigned int n = 0;
 
     digest_ok(ctx != NULL && sha256_md != NULL);
@@ -313,5 +332,4 @@ void llmc_key_build(llmc_key_t *out, const char *path, const char *upstream,
     hash_field(ctx, canon, canon_len);
     digest_ok(EVP_DigestFinal_ex(ctx, out->b, &n));
     digest_ok(n == LLMC_KEY_LEN);
-    EVP_MD_CTX_free(ctx);
 }

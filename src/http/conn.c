@@ -234,8 +234,7 @@ static int piece_end(llmc__http_conn_t *c)
     int rc = 0;
 
     if (c->last_cb == CB_URL) {
-        c->target_len = (uint32_t)c->hlen;
-        rc = head_nul(c);
+        rc = head_nul(c); /* the target starts hbuf */
     } else if (c->last_cb == CB_FIELD) {
         rc = name_end(c);
         if (rc == 0)
@@ -495,7 +494,6 @@ static void req_reset(llmc__http_conn_t *c)
     c->scan_done = c->head_done = false;
     c->last_cb = CB_NONE;
     c->hlen = c->nh = c->blen = 0;
-    c->target_len = 0;
     if (c->bcap > KEEP_BUF_MAX) {
         free(c->bbuf);
         c->bbuf = NULL;

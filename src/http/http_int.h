@@ -111,7 +111,6 @@ struct llmc__http_conn {
        NUL-terminated; offsets until the head is complete. */
     char *hbuf;
     size_t hlen, hcap;
-    uint32_t target_len;
     llmc__http_hoff_t *hoff;
     llmc_http_header_t *hdrs;
     size_t nh, nh_cap;

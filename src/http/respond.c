@@ -33,6 +33,16 @@ typedef struct wcopy {
     char data[];
 } wcopy_t;
 
+/* uv_buf_init takes an unsigned int length; uv_buf_t holds a size_t. */
+static uv_buf_t buf_of(const char *p, size_t len)
+{
+    uv_buf_t b;
+
+    b.base = (char *)p;
+    b.len = len;
+    return b;
+}
+
 static size_t bufs_total(const uv_buf_t *b, unsigned n)
 {
     size_t t = 0;
@@ -88,7 +98,7 @@ static int write_copy(llmc__http_conn_t *c, const uv_buf_t *b, unsigned n, size_
     }
     wc->c = c;
     wc->len = len;
-    one = uv_buf_init(wc->data, (unsigned)len);
+    one = buf_of(wc->data, len);
     if (uv_write(&wc->req, (uv_stream_t *)&c->tcp, &one, 1, on_write_copy) != 0) {
         free(wc);
         return LLMC_EIO;
@@ -236,7 +246,7 @@ void llmc_http_respond(llmc_http_req_t *req, int status, const char *hdrs, size_
         llmc__http_conn_close(c);
         goto out;
     }
-    bufs[0] = uv_buf_init(c->obuf, (unsigned)c->olen);
+    bufs[0] = buf_of(c->obuf, c->olen);
     if (n > 1)
         memcpy(bufs + 1, body, nbody * sizeof(*bufs));
     /* By reference: uv_write copies the array, and the buffers outlive the write. */
@@ -260,7 +270,7 @@ static void respond_copy2(llmc_http_req_t *req, int status, const char *h1, size
             memcpy(c->obuf + c->olen, body, body_len);
             c->olen += body_len;
         }
-        b = uv_buf_init(c->obuf, (unsigned)c->olen);
+        b = buf_of(c->obuf, c->olen);
         llmc__http_send(c, &b, 1, false);
     }
     llmc__http_maybe_finish(c);
@@ -305,7 +315,7 @@ int llmc_http_stream_begin(llmc_http_req_t *req, int status, const char *hdrs, s
         llmc__http_conn_close(c);
         return LLMC_EIO;
     }
-    b = uv_buf_init(c->obuf, (unsigned)c->olen);
+    b = buf_of(c->obuf, c->olen);
     return llmc__http_send(c, &b, 1, false);
 }
 
@@ -321,13 +331,13 @@ int llmc_http_stream_write(llmc_http_req_t *req, const char *buf, size_t len)
     if (len == 0 || c->no_body)
         return 0;
     if (!c->chunked_out) {
-        b[0] = uv_buf_init((char *)buf, (unsigned)len);
+        b[0] = buf_of(buf, len);
         return llmc__http_send(c, b, 1, true);
     }
     n = snprintf(line, sizeof(line), "%zx\r\n", len);
-    b[0] = uv_buf_init(line, (unsigned)n);
-    b[1] = uv_buf_init((char *)buf, (unsigned)len);
-    b[2] = uv_buf_init("\r\n", 2);
+    b[0] = buf_of(line, (size_t)n);
+    b[1] = buf_of(buf, len);
+    b[2] = buf_of("\r\n", 2);
     return llmc__http_send(c, b, 3, true);
 }
 
@@ -335,7 +345,7 @@ void llmc_http_stream_end(llmc_http_req_t *req)
 {
     static const char last[] = "0\r\n\r\n";
     llmc__http_conn_t *c = LLMC__CONN_OF(req);
-    uv_buf_t b = uv_buf_init((char *)last, sizeof(last) - 1);
+    uv_buf_t b = buf_of(last, sizeof(last) - 1);
 
     if (c->phase != LLMC_PH_STREAM)
         return;

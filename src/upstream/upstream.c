@@ -193,12 +193,20 @@ static int pass_append(llmc_upstream_call_t *c, const char *line, size_t len)
     return 0;
 }
 
+/* No callback may run for a canceled call, nor for any call once the
+   client is closing (a close from inside a callback takes effect only when
+   curl returns). */
+static bool stopped(const llmc_upstream_call_t *c)
+{
+    return c->canceled || c->u->closing;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     llmc_upstream_call_t *c = ud;
     size_t len = size * n;
 
-    if (c->canceled)
+    if (stopped(c))
         return 0;
     if (c->head_sent)
         return len;   /* trailers: the head is already out */
@@ -244,16 +252,16 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 
     /* Returning less than len makes curl fail the transfer, which is how a
        call canceled from inside a callback stops reading at once. */
-    if (c->canceled)
+    if (stopped(c))
         return 0;
     if (!c->head_sent) {
         send_head(c);
-        if (c->canceled)
+        if (stopped(c))
             return 0;
     }
     if (len && c->h.on_data)
         c->h.on_data(c->arg, p, len);
-    return c->canceled ? 0 : len;
+    return stopped(c) ? 0 : len;
 }
 
 /* ---- finishing ------------------------------------------------------------ */
@@ -269,7 +277,7 @@ static void finish_call(llmc_upstream_call_t *c, CURLcode cc)
     c->finishing = true;
     if (err == 0 && !c->head_sent)
         send_head(c);
-    if (!c->canceled) {
+    if (!stopped(c)) {
         const char *detail = c->errbuf[0] ? c->errbuf : curl_easy_strerror(cc);
         c->h.on_done(c->arg, err, err ? detail : "");
     }

@@ -46,7 +46,11 @@ typedef struct result {
     /* what the callbacks should do to test re-entry */
     bool cancel_in_head, cancel_in_data;
     llmc_upstream_t *close_in_data;
+    struct env *chain_env;              /* start next_* from inside a callback */
+    struct result *next_in_head, *next_in_done;
 } result_t;
+
+static int start_chat(struct env *e, const char *body, result_t *r);
 
 static void on_head(void *arg, int status, const char *ct, const char *pass, size_t pass_len)
 {
@@ -60,6 +64,11 @@ static void on_head(void *arg, int status, const char *ct, const char *pass, siz
     r->pass_len = pass_len;
     if (r->cancel_in_head)
         llmc_upstream_cancel(r->call);
+    if (r->next_in_head) {
+        assert_int_equal(start_chat(r->chain_env, "{\"messages\":[{\"role\":\"user\","
+                                                  "\"content\":\"from head\"}]}", r->next_in_head), 0);
+        assert_int_equal(r->next_in_head->heads + r->next_in_head->done, 0);
+    }
 }
 
 static void on_data(void *arg, const char *buf, size_t len)
@@ -85,6 +94,11 @@ static void on_done(void *arg, int err, const char *detail)
     r->err = err;
     r->data_before_done = r->data_calls;
     snprintf(r->detail, sizeof(r->detail), "%s", detail);
+    if (r->next_in_done) {
+        assert_int_equal(start_chat(r->chain_env, "{\"messages\":[{\"role\":\"user\","
+                                                  "\"content\":\"from done\"}]}", r->next_in_done), 0);
+        assert_int_equal(r->next_in_done->heads + r->next_in_done->done, 0);
+    }
 }
 
 static const llmc_upstream_handler_t handler = {on_head, on_data, on_done};
@@ -171,7 +185,7 @@ static int start_post(env_t *e, const char *path, const char *body, result_t *r,
     return llmc_upstream_start(e->u, &req, &handler, r, &r->call);
 }
 
-static int start_chat(env_t *e, const char *body, result_t *r)
+static int start_chat(struct env *e, const char *body, result_t *r)
 {
     return start_post(e, "/v1/chat/completions", body, r, mock_port);
 }
@@ -494,6 +508,32 @@ static void test_close_from_callback_and_with_calls_in_flight(void **state)
         assert_int_equal(c[i].heads + c[i].done, 0);
 }
 
+/* Starting a call from inside on_head runs inside curl's callback, where
+   curl refuses new handles: the start is deferred, not lost. */
+static void test_start_from_callbacks(void **state)
+{
+    env_t e;
+    result_t first = {0}, from_head = {0}, from_done = {0};
+    env_open(&e, 5000, 0);
+    first.chain_env = &e;
+    first.next_in_head = &from_head;
+    first.next_in_done = &from_done;
+    assert_int_equal(start_chat(&e, HELLO, &first), 0);
+    run_until(&e, &from_head.done, 1, 5000);
+    run_until(&e, &from_done.done, 1, 5000);
+    assert_int_equal(first.err, 0);
+    assert_int_equal(from_head.err, 0);
+    assert_int_equal(from_head.status, 200);
+    assert_non_null(strstr(from_head.body, "to: from head"));
+    assert_int_equal(from_done.status, 200);
+    assert_non_null(strstr(from_done.body, "to: from done"));
+    assert_int_equal(llmc_upstream_active(e.u), 0);
+    result_free(&first);
+    result_free(&from_head);
+    result_free(&from_done);
+    env_close(&e);
+}
+
 static void test_streaming_delivers_pieces(void **state)
 {
     env_t e;
@@ -555,6 +595,49 @@ static void test_faults(void **state)
     result_free(&empty);
     result_free(&cut);
     result_free(&big);
+    env_close(&e);
+}
+
+#define STALL "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"mock\":{\"fault\":\"stall\"}}"
+
+static void test_stall_times_out_and_mock_forgets_it(void **state)
+{
+    env_t e;
+    result_t r = {0};
+    env_open(&e, 300, 0);
+    json_int_t before = stat_of("in_flight");
+    assert_int_equal(start_chat(&e, STALL, &r), 0);
+    run_for(&e, 150);
+    assert_int_equal(stat_of("in_flight"), before + 1);
+    run_until(&e, &r.done, 1, 3000);
+    assert_int_equal(r.err, LLMC_ETIMEDOUT);
+    /* The client hung up: the mock drops the request and its timer. */
+    run_for(&e, 200);
+    assert_int_equal(stat_of("in_flight"), before);
+    result_free(&r);
+    env_close(&e);
+}
+
+static void test_mock_stop_with_requests_waiting(void **state)
+{
+    llmc_mock_t *m2;
+    char err[128];
+    env_t e;
+    result_t stalled = {0}, slow = {0};
+    llmc_mock_config_t cfg = {.latency_ms = 5000};
+    assert_int_equal(llmc_mock_start(&cfg, "127.0.0.1", 0, &m2, err, sizeof(err)), 0);
+    env_open(&e, 10000, 0);
+    assert_int_equal(start_post(&e, "/v1/chat/completions", STALL, &stalled, llmc_mock_port(m2)), 0);
+    assert_int_equal(start_post(&e, "/v1/chat/completions", HELLO, &slow, llmc_mock_port(m2)), 0);
+    run_for(&e, 150);
+    llmc_mock_stop(m2);   /* joins: its requests are dropped, its memory freed */
+    run_until(&e, &stalled.done, 1, 3000);
+    run_until(&e, &slow.done, 1, 3000);
+    assert_int_equal(stalled.err, LLMC_EUPSTREAM);
+    assert_int_equal(slow.err, LLMC_EUPSTREAM);
+    assert_int_equal(stalled.heads + slow.heads, 0);
+    result_free(&stalled);
+    result_free(&slow);
     env_close(&e);
 }
 
@@ -705,8 +788,11 @@ int main(void)
         cmocka_unit_test(test_cancel_in_flight),
         cmocka_unit_test(test_cancel_from_callbacks),
         cmocka_unit_test(test_close_from_callback_and_with_calls_in_flight),
+        cmocka_unit_test(test_start_from_callbacks),
         cmocka_unit_test(test_streaming_delivers_pieces),
         cmocka_unit_test(test_faults),
+        cmocka_unit_test(test_stall_times_out_and_mock_forgets_it),
+        cmocka_unit_test(test_mock_stop_with_requests_waiting),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_mock_answers_are_deterministic),
         cmocka_unit_test(test_mock_counters_and_errors),
