@@ -1298,7 +1298,6 @@ static void test_big_response_by_reference(void **state)
     cli_close(c);
 }
 
-<<<<<<< HEAD
 /* A client that asks for a big answer and never reads it is dropped after
    the idle timeout (the send timeout), and the body's release still runs. */
 static void test_send_timeout_drops_a_client_that_never_reads(void **state)
@@ -1317,7 +1316,8 @@ static void test_send_timeout_drops_a_client_that_never_reads(void **state)
     assert_int_equal(wait_counter(t, offsetof(counters_t, releases), 1), 1);
     cli_close(c);
     srv_stop(t);
-=======
+}
+
 /* A chunk the kernel cannot take at once is queued (copied) and shows in
    llmc_http_pending_bytes, which is what lets a producer slow down. */
 static void test_pending_bytes(void **state)
@@ -1334,7 +1334,6 @@ static void test_pending_bytes(void **state)
     size_t p = counters(t).pending;
     assert_true(p > 0 && p < BIG_LEN + 64);
     cli_close(c);
->>>>>>> upstream
 }
 
 static void test_no_content(void **state)
