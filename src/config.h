@@ -43,6 +43,12 @@ typedef enum llmc_opt_type {
       "Time allowed to connect to the upstream (seconds).")                                   \
     X(upstream_timeout, "upstream-timeout", SECS, "120", 1, 86400000, NULL,                   \
       "Time allowed for a whole upstream call (seconds); then 504.")                          \
+    X(upstream_retries, "upstream-retries", INT, "0", 0, 10, NULL,                            \
+      "Retries of an upstream call that failed to connect or was refused with 429/503 "       \
+      "(Retry-After honoured), within --upstream-timeout.")                                   \
+    X(retry_unsafe, "retry-unsafe", BOOL, "off", 0, 0, NULL,                                  \
+      "Also retry failures after which the model may have seen the request (a reset, "        \
+      "500/502/504), as long as nothing was relayed to the client yet.")                      \
     X(ttl, "ttl", SECS, "300", 1000, 31536000000LL, NULL,                                     \
       "How long a cached answer stays fresh (seconds); X-Cache-TTL overrides per request.")   \
     X(max_ttl, "max-ttl", SECS, "86400", 1000, 31536000000LL, NULL,                           \

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
@@ -35,7 +36,16 @@ typedef struct fetch {
     bool too_big;
     char ns[128];
     char model[128];
-    char *auth_hdr;  /* "Authorization: ..." passed through, or NULL */
+    /* The request, kept for retries. */
+    char *method, *url, *body;
+    size_t body_len;
+    char *hdrs[8];
+    size_t nhdrs;
+    unsigned retries_left;
+    bool retrying;       /* this answer is swallowed: a retry follows */
+    uint64_t retry_wait_ms;
+    uint64_t started_ms; /* uv_now of the first try: retries stay within the timeout */
+    uv_timer_t *timer;   /* the wait before a retry */
     llmc_sse_asm_t *as;  /* a stream's events folded into one completion */
     size_t sse_off;      /* bytes of the flight's body already parsed as events */
     int sse_err;         /* first error of the stream (sticky): not cacheable */
@@ -51,13 +61,100 @@ static void fetch_free(fetch_t *ft)
         ft->next->prev = ft->prev;
     llmc_flight_unref(ft->f);
     llmc_sse_asm_free(ft->as);
-    free(ft->auth_hdr);
+    if (ft->timer)
+        uv_close((uv_handle_t *)ft->timer, (uv_close_cb)free);
+    for (size_t i = 0; i < ft->nhdrs; i++)
+        free(ft->hdrs[i]);
+    free(ft->method);
+    free(ft->url);
+    free(ft->body);
     free(ft);
 }
+
+/* ---- retries ------------------------------------------------------------ */
+
+/* Milliseconds a Retry-After (delta-seconds) asks for, or dflt. */
+static uint64_t retry_after_ms(const char *pass, size_t len, uint64_t dflt)
+{
+    static const char name[] = "retry-after:";
+    for (size_t i = 0; i + sizeof(name) - 1 < len; i++) {
+        if ((i == 0 || pass[i - 1] == '\n') && strncasecmp(pass + i, name, sizeof(name) - 1) == 0) {
+            char *end;
+            unsigned long v = strtoul(pass + i + sizeof(name) - 1, &end, 10);
+            return end != pass + i + sizeof(name) - 1 ? (uint64_t)v * 1000 : dflt;
+        }
+    }
+    return dflt;
+}
+
+/* True when a retry after wait_ms still fits the upstream timeout. */
+static bool retry_fits(fetch_t *ft, uint64_t wait_ms)
+{
+    uint64_t now = uv_now(&ft->w->loop);
+    return ft->retries_left > 0 && ft->f->body_len == 0 && !ft->f->head_known &&
+           now - ft->started_ms + wait_ms < (uint64_t)ft->w->gw->cfg->upstream_timeout;
+}
+
+/* A status the upstream refused the request with (so the model never ran
+   it), or, with --retry-unsafe, a server error before any byte was sent on. */
+static bool retryable_status(const fetch_t *ft, int status)
+{
+    if (status == 429 || status == 503)
+        return true;
+    return ft->w->gw->cfg->retry_unsafe && (status == 500 || status == 502 || status == 504);
+}
+
+static bool retryable_error(const fetch_t *ft, int err)
+{
+    return err == LLMC_ECONNECT || (ft->w->gw->cfg->retry_unsafe && err == LLMC_EUPSTREAM);
+}
+
+/* Exponential backoff from 100 ms for failures that say nothing about when. */
+static uint64_t backoff_ms(const fetch_t *ft)
+{
+    return 100u << (ft->w->gw->cfg->upstream_retries - ft->retries_left);
+}
+
+static int start_call(fetch_t *ft);
+static void on_done(void *arg, int err, const char *detail);
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    fetch_t *ft = t->data;
+    LLMC_COUNT(&ft->w->ctr, upstream_retries);
+    int rc = start_call(ft);
+    if (rc < 0)
+        on_done(ft, rc, "could not start the retry");
+}
+
+static bool schedule_retry(fetch_t *ft, uint64_t wait_ms)
+{
+    if (!ft->timer) {
+        if (!(ft->timer = malloc(sizeof(*ft->timer))))
+            return false;
+        uv_timer_init(&ft->w->loop, ft->timer);
+        ft->timer->data = ft;
+    }
+    ft->retries_left--;
+    ft->retrying = false;
+    ft->call = NULL;
+    uv_timer_start(ft->timer, on_retry_timer, wait_ms, 0);
+    return true;
+}
+
+/* ---- the call ------------------------------------------------------------- */
 
 static void on_head(void *arg, int status, const char *ctype, const char *pass, size_t pass_len)
 {
     fetch_t *ft = arg;
+    if (retryable_status(ft, status)) {
+        uint64_t wait = retry_after_ms(pass, pass_len, backoff_ms(ft));
+        if (retry_fits(ft, wait)) {
+            ft->retrying = true; /* swallow this answer; on_done schedules the retry */
+            ft->retry_wait_ms = wait;
+            return;
+        }
+    }
     llmc_flight_head(ft->f, status, ctype, pass, pass_len);
 }
 
@@ -107,7 +204,7 @@ static void on_done(void *arg, int err, const char *detail);
 static void on_data(void *arg, const char *buf, size_t len)
 {
     fetch_t *ft = arg;
-    if (ft->too_big)
+    if (ft->too_big || ft->retrying)
         return;
     if (ft->f->body_len + len > MAX_ANSWER_BYTES || llmc_flight_data(ft->f, buf, len) < 0) {
         ft->too_big = true;
@@ -199,6 +296,12 @@ static void on_done(void *arg, int err, const char *detail)
     fetch_t *ft = arg;
     llmc_flight_t *f = ft->f;
     llmc_counters_t *c = &ft->w->ctr;
+    uint64_t backoff = backoff_ms(ft);
+    if (ft->retrying || (err && err != LLMC_ECANCELED && retryable_error(ft, err) &&
+                         retry_fits(ft, backoff))) {
+        if (schedule_retry(ft, ft->retrying ? ft->retry_wait_ms : backoff))
+            return;
+    }
     llmc_entry_t *e = NULL;
     bool invalid = false;
     if (!err && ft->too_big) {
@@ -233,9 +336,59 @@ static void on_done(void *arg, int err, const char *detail)
 static const llmc_upstream_handler_t handler = {on_head, on_data, on_done};
 
 /* Client headers that mean something to an OpenAI-style API. */
-static const char *const forward_hdrs[] = {
-    "openai-organization", "openai-project", "openai-beta", "accept",
+static const struct {
+    const char *lower, *line;
+} forward_hdrs[] = {
+    {"openai-organization", "OpenAI-Organization: "},
+    {"openai-project", "OpenAI-Project: "},
+    {"openai-beta", "OpenAI-Beta: "},
+    {"accept", "Accept: "},
 };
+
+static int add_hdr(fetch_t *ft, const char *name, const char *value)
+{
+    if (ft->nhdrs >= sizeof(ft->hdrs) / sizeof(ft->hdrs[0]))
+        return 0;
+    if (asprintf(&ft->hdrs[ft->nhdrs], "%s%s", name, value) < 0)
+        return LLMC_ENOMEM;
+    ft->nhdrs++;
+    return 0;
+}
+
+/* Copies what the call needs, so it can be sent again for a retry. */
+static int keep_request(fetch_t *ft, gw_req_t *gr, const char *method, const char *url,
+                        const char *body, size_t body_len)
+{
+    llmc_gw_t *gw = gr->w->gw;
+    ft->method = strdup(method);
+    ft->url = strdup(url);
+    ft->body_len = body_len;
+    if (!ft->method || !ft->url || (body && !(ft->body = malloc(body_len + 1))))
+        return LLMC_ENOMEM;
+    if (body)
+        memcpy(ft->body, body, body_len);
+    int rc = body ? add_hdr(ft, "Content-Type: application/json", "") : 0;
+    const char *auth = gw->upstream_auth ? gw->upstream_auth
+                                         : llmc_http_header(gr->req, "authorization");
+    if (rc == 0 && auth)
+        rc = add_hdr(ft, gw->upstream_auth ? "" : "Authorization: ", auth);
+    for (size_t i = 0; rc == 0 && i < sizeof(forward_hdrs) / sizeof(forward_hdrs[0]); i++) {
+        const char *v = llmc_http_header(gr->req, forward_hdrs[i].lower);
+        if (v && strlen(v) < 400)
+            rc = add_hdr(ft, forward_hdrs[i].line, v);
+    }
+    return rc;
+}
+
+static int start_call(fetch_t *ft)
+{
+    llmc_upstream_request_t r = {
+        .method = ft->method, .url = ft->url, .body = ft->body, .body_len = ft->body_len,
+        .headers = (const char *const *)ft->hdrs, .nheaders = ft->nhdrs,
+    };
+    LLMC_COUNT(&ft->w->ctr, upstream_calls);
+    return llmc_upstream_start(ft->w->upstream, &r, &handler, ft, &ft->call);
+}
 
 int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
                          const char *body, size_t body_len, bool store, const char *model)
@@ -257,31 +410,13 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     snprintf(ft->ns, sizeof(ft->ns), "%s", gr->policy.ns);
     snprintf(ft->model, sizeof(ft->model), "%s", model ? model : "");
 
-    const char *hdrs[16];
-    char extra[4][512];
-    size_t n = 0;
-    if (body)
-        hdrs[n++] = "Content-Type: application/json";
-    if (gw->upstream_auth) {
-        hdrs[n++] = gw->upstream_auth;
-    } else {
-        const char *a = llmc_http_header(gr->req, "authorization");
-        if (a && asprintf(&ft->auth_hdr, "Authorization: %s", a) > 0)
-            hdrs[n++] = ft->auth_hdr;
+    if (keep_request(ft, gr, method, url, body, body_len) < 0) {
+        fetch_free(ft);
+        return LLMC_ENOMEM;
     }
-    for (size_t i = 0; i < sizeof(forward_hdrs) / sizeof(forward_hdrs[0]); i++) {
-        const char *v = llmc_http_header(gr->req, forward_hdrs[i]);
-        if (v && strlen(v) < 400) {
-            snprintf(extra[i], sizeof(extra[i]), "%s: %s", forward_hdrs[i], v);
-            hdrs[n++] = extra[i];
-        }
-    }
-    llmc_upstream_request_t r = {
-        .method = method, .url = url, .body = body, .body_len = body_len,
-        .headers = hdrs, .nheaders = n,
-    };
-    LLMC_COUNT(&gr->w->ctr, upstream_calls);
-    int rc = llmc_upstream_start(gr->w->upstream, &r, &handler, ft, &ft->call);
+    ft->retries_left = (unsigned)gw->cfg->upstream_retries;
+    ft->started_ms = uv_now(&gr->w->loop);
+    int rc = start_call(ft);
     if (rc < 0) {
         fetch_free(ft);
         return rc;
@@ -297,7 +432,8 @@ void llmc__gw_fetch_cancel_all(llmc_worker_t *w)
 {
     while (w->fetches) {
         fetch_t *ft = w->fetches;
-        llmc_upstream_cancel(ft->call);
+        if (ft->call)
+            llmc_upstream_cancel(ft->call);
         llmc_flight_finish(ft->f, LLMC_ECANCELED, "the gateway is shutting down", false, NULL);
         fetch_free(ft);
     }

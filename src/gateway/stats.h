@@ -29,6 +29,7 @@
     X(stored, "stored", "Answers written to the cache.")                           \
     X(not_stored_too_big, "not_stored_too_big", "Answers too big for the cache.")  \
     X(upstream_calls, "upstream_calls", "Calls made to the upstream.")             \
+    X(upstream_retries, "upstream_retries", "Upstream calls that were retries.")   \
     X(upstream_err_connect, "connect", "Upstream calls that could not connect.")   \
     X(upstream_err_timeout, "timeout", "Upstream calls that timed out.")           \
     X(upstream_err_io, "io", "Upstream calls cut off or otherwise failed.")        \

@@ -1,0 +1,99 @@
+"""Upstream retries (issue 7): --upstream-retries and --retry-unsafe.
+
+A connect failure, 429 and 503 are retried within the budget (the request
+never ran on the model); Retry-After is honoured; failures after which the
+model may have seen the request are retried only with --retry-unsafe, and
+never once something was relayed to the client."""
+import time
+
+from conftest import assert_error_shape, chat_body, free_port
+
+
+def xcache(r):
+    return r.headers.get("X-Cache")
+
+
+def test_no_retries_by_default(gateway, mock):
+    r = gateway.chat(chat_body("busy", mock={"status": 429}))
+    assert r.status_code == 429
+    assert mock.stats()["chat"] == 1
+    assert gateway.stats()["upstream_retries"] == 0
+
+
+def test_429_is_retried_after_retry_after_then_passed_on(gateway_factory, mock):
+    g = gateway_factory(mock, args=["--upstream-retries", "2"])
+    t0 = time.monotonic()
+    r = g.chat(chat_body("busy", mock={"status": 429}))
+    took = time.monotonic() - t0
+    assert r.status_code == 429 and r.headers.get("Retry-After") == "1"
+    assert mock.stats()["chat"] == 3, "the first try and two retries"
+    assert took >= 1.9, f"Retry-After: 1 was not honoured between tries ({took:.2f}s)"
+    st = g.stats()
+    assert st["upstream_retries"] == 2 and st["upstream_calls"] == 3
+    assert st["entries"] == 0
+
+
+def test_retry_budget_stays_within_the_upstream_timeout(gateway_factory, mock):
+    # Retry-After: 1 s would not fit a 1.5 s budget twice: one retry at most.
+    g = gateway_factory(mock, args=["--upstream-retries", "5", "--upstream-timeout", "1.5"])
+    t0 = time.monotonic()
+    r = g.chat(chat_body("busy budget", mock={"status": 429}))
+    assert r.status_code == 429
+    assert time.monotonic() - t0 < 3.0
+    assert mock.stats()["chat"] == 2
+
+
+def test_connect_failure_is_retried_then_502(gateway_factory):
+    g = gateway_factory(f"http://127.0.0.1:{free_port()}/v1",
+                        args=["--upstream-retries", "2", "--connect-timeout", "1"])
+    r = g.chat(chat_body("nobody home"))
+    assert_error_shape(r, 502)
+    st = g.stats()
+    assert st["upstream_retries"] == 2 and st["upstream_calls"] == 3
+    assert st["upstream_errors"]["connect"] == 1
+
+
+def test_connect_retry_reaches_an_upstream_that_comes_back(gateway_factory, mock_factory):
+    port = free_port()
+    g = gateway_factory(f"http://127.0.0.1:{port}/v1",
+                        args=["--upstream-retries", "4", "--connect-timeout", "1"])
+    import threading
+    started = {}
+
+    def late_mock():
+        time.sleep(0.25)
+        started["mock"] = mock_factory(port=port)
+
+    th = threading.Thread(target=late_mock)
+    th.start()
+    r = g.chat(chat_body("late upstream"))
+    th.join()
+    assert r.status_code == 200 and xcache(r) == "MISS"
+    assert g.stats()["upstream_retries"] >= 1
+
+
+def test_server_errors_are_not_retried_unless_unsafe_allowed(gateway_factory, mock):
+    g = gateway_factory(mock, args=["--upstream-retries", "2"])
+    assert g.chat(chat_body("boom", mock={"status": 500})).status_code == 500
+    assert mock.stats()["chat"] == 1, "500 may have run on the model: not retried"
+    g2 = gateway_factory(mock, args=["--upstream-retries", "2", "--retry-unsafe", "on"])
+    assert g2.chat(chat_body("boom2", mock={"status": 500})).status_code == 500
+    assert mock.stats()["chat"] == 1 + 3
+
+
+def test_a_stream_already_relayed_is_never_retried(gateway_factory, mock):
+    g = gateway_factory(mock, args=["--upstream-retries", "2", "--retry-unsafe", "on"])
+    import requests
+    body = chat_body("cut me", stream=True, mock={"fault": "cut-stream"})
+    got = b""
+    with requests.post(f"http://127.0.0.1:{g.port}/v1/chat/completions", json=body,
+                       stream=True, timeout=10) as r:
+        assert r.status_code == 200
+        try:
+            for chunk in r.raw.stream(1024, decode_content=False):
+                got += chunk
+        except Exception:
+            pass  # the cut shows as a broken chunked body
+    assert b"data:" in got and b"[DONE]" not in got
+    assert mock.stats()["chat"] == 1
+    assert g.stats()["upstream_retries"] == 0
