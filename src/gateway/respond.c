@@ -76,7 +76,7 @@ static size_t hnum(char *h, size_t n, long long v)
 
 /* Cache-Control and ETag for an answer that the cache holds (e), or
    no-store when it does not. */
-static size_t freshness_hdrs(gw_req_t *gr, char *h, size_t n, const llmc_entry_t *e, int64_t now)
+static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, bool etag, int64_t now)
 {
     if (!e)
         return HLIT(h, n, "Cache-Control: no-store\r\n");
@@ -84,9 +84,7 @@ static size_t freshness_hdrs(gw_req_t *gr, char *h, size_t n, const llmc_entry_t
                                         : HLIT(h, n, "Cache-Control: public, max-age=");
     n = hnum(h, n, (long long)llmc_entry_ttl_left(e, now));
     n = HLIT(h, n, "\r\n");
-    /* The ETag names the stored JSON; a replayed stream is another
-       representation, so it gets none rather than a wrong one. */
-    if (gr->stream)
+    if (!etag)
         return n;
     n = HLIT(h, n, "ETag: ");
     n = HSTR(h, n, e->etag);
@@ -246,12 +244,69 @@ static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const ch
     llmc_http_respond(gr->req, status, h, n, &buf, 1, free, sse);
 }
 
+/* The /ask answer for a stored completion: {"answer": ..., "source": "cache"}. */
+static char *ask_json(const llmc_entry_t *e, size_t *len)
+{
+    json_t *o = json_pack("{s:o, s:s}", "answer", ask_answer(e->body, e->body_len), "source",
+                          "cache");
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    *len = s ? strlen(s) : 0;
+    return s;
+}
+
+/*
+ * The form of e a request asks for when it is not the stored body itself:
+ * the /ask answer or the SSE replay. Building it means parsing the stored
+ * JSON, so it is built once and kept in the memory tier as an entry of its
+ * own, under a key derived from e's key, the form and e's ETag: a new answer
+ * under the same key has another ETag, so a derived form can never outlive
+ * the answer it was made from. It has e's times, counts against the memory
+ * bound, and is evicted like any entry. Returns a reference, or NULL when
+ * e cannot take that form.
+ */
+static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t now)
+{
+    llmc_tier_t *mem = gr->w->gw->tiers[0];
+    bool ask = gr->route == R_ASK;
+    const char *form = ask ? "ask" : gr->include_usage ? "sse+usage" : "sse";
+    llmc_key_t dk;
+    llmc_entry_t *d = NULL;
+    llmc_key_build(&dk, "derived-v1", form, e->etag, "", (const char *)e->key.b, LLMC_KEY_LEN);
+    if (mem->ops->get(mem, &dk, now, &d) == 0) {
+        if (d->created_ms == e->created_ms && d->expires_ms == e->expires_ms)
+            return d;
+        llmc_entry_unref(d);
+    }
+    size_t len = 0;
+    char *body = NULL;
+    llmc_sse_replay_opts_t o = {.piece_bytes = 0, .include_usage = gr->include_usage};
+    if (ask)
+        body = ask_json(e, &len);
+    else if (llmc_sse_replay(e->body, e->body_len, &o, &body, &len) < 0)
+        body = NULL;
+    if (!body)
+        return NULL;
+    llmc_entry_spec_t spec = {
+        .key = &dk, .status = e->status, .flags = e->flags,
+        .created_ms = e->created_ms, .expires_ms = e->expires_ms,
+        .content_type = ask ? "application/json" : "text/event-stream",
+        .ns = e->ns, .model = e->model, .body = body, .body_len = len,
+    };
+    d = llmc_entry_new(&spec);
+    free(body);
+    if (d)
+        mem->ops->put(mem, d, now); /* best effort: too big is fine, it is still served */
+    return d;
+}
+
 void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
                             const char *cache_status, int64_t now)
 {
     char h[HDR_CAP], cs[HDR_CAP];
     size_t n = 0;
     bool stale = now >= e->expires_ms;
+    bool paced = gr->stream && gr->w->gw->cfg->replay_pace_ms > 0;
     gr->xcache = xcache;
     if (stale)
         LLMC_COUNT(&gr->w->ctr, stale);
@@ -269,31 +324,38 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
         cs[c] = '\0';
         cache_status = cs;
     }
-    if (!gr->stream) {
+    /* rep is what goes out: the stored body, or a form derived from it. */
+    llmc_entry_t *rep = (gr->route == R_ASK || gr->stream) && !paced ? derived_form(gr, e, now)
+                                                                      : llmc_entry_ref(e);
+    if (!rep) {
+        llmc__gw_error(gr, 502, "upstream_error", "unreplayable_answer",
+                       "the stored answer cannot be given in the form this request asks for");
+        return;
+    }
+    if (!paced) {
         n = HLIT(h, n, "Content-Type: ");
-        n = HSTR(h, n, gr->route == R_ASK ? "application/json" : e->content_type);
+        n = HSTR(h, n, rep->content_type);
         n = HLIT(h, n, "\r\n");
     }
     n = cache_hdrs(gr, h, n, xcache, cache_status);
     n = HLIT(h, n, "Age: ");
     n = hnum(h, n, (long long)llmc_entry_age(e, now));
     n = HLIT(h, n, "\r\n");
-    n = freshness_hdrs(gr, h, n, e, now);
-    if (!gr->stream && etag_matches(llmc_http_header(gr->req, "if-none-match"), e->etag)) {
+    /* A paced replay is built per request: freshness, but no validator. */
+    n = freshness_hdrs(h, n, rep, !paced, now);
+    if (paced) {
+        respond_replay(gr, e->status, h, n, e->body, e->body_len);
+        llmc_entry_unref(rep);
+        return;
+    }
+    if (etag_matches(llmc_http_header(gr->req, "if-none-match"), rep->etag)) {
         LLMC_COUNT(&gr->w->ctr, not_modified);
+        llmc_entry_unref(rep);
         llmc_http_respond(gr->req, 304, h, n, NULL, 0, NULL, NULL);
         return;
     }
-    if (gr->route == R_ASK) {
-        respond_ask(gr, e->status, h, n, e->body, e->body_len, true);
-        return;
-    }
-    if (gr->stream) {
-        respond_replay(gr, e->status, h, n, e->body, e->body_len);
-        return;
-    }
-    uv_buf_t buf = uv_buf_init((char *)e->body, (unsigned)e->body_len);
-    llmc_http_respond(gr->req, e->status, h, n, &buf, 1, release_entry, llmc_entry_ref(e));
+    uv_buf_t buf = uv_buf_init((char *)rep->body, (unsigned)rep->body_len);
+    llmc_http_respond(gr->req, rep->status, h, n, &buf, 1, release_entry, rep);
 }
 
 void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code,
@@ -386,7 +448,7 @@ void llmc__gw_respond_flight(gw_req_t *gr)
                  gr->route == R_ASK || (ok2xx && !raw_sse) ? "application/json"
                  : f->content_type[0] ? f->content_type : "application/json");
     n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f));
-    n = freshness_hdrs(gr, h, n, raw_sse ? NULL : f->entry, now);
+    n = freshness_hdrs(h, n, raw_sse || replay ? NULL : f->entry, true, now);
     if (f->pass_len && n + f->pass_len < HDR_CAP) {
         memcpy(h + n, f->pass_hdrs, f->pass_len);
         n += f->pass_len;
