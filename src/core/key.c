@@ -9,9 +9,10 @@
  *
  * - Integers too big for json_int_t are accepted by parsing the body again
  *   with JSON_DECODE_INT_AS_REAL. In that (rare) body every integer becomes
- *   a double first, so integers above 2^53 elsewhere in the same body lose
- *   their low bits in the key; they still reach the upstream untouched
- *   because only the canonical copy is normalised.
+ *   a double, which would merge integers that differ only above 2^53, so
+ *   such a body is keyed by its raw bytes instead of a canonical form: it
+ *   may miss where an equivalent body would hit, but two different requests
+ *   never share a key.
  *
  * - Numbers: any real with an integral value that fits json_int_t becomes
  *   an integer (so 1, 1.0, 1e0, 10e-1 and -0.0 agree), every other real is
@@ -172,14 +173,17 @@ int llmc_canon_dump(const json_t *v, char **out, size_t *out_len)
 
 /* Parses body, retrying once with big integers read as reals. Returns the
    root (any JSON type) or NULL with a client-readable message in err. */
-static json_t *parse_body(const char *body, size_t len, char *err, size_t errlen)
+static json_t *parse_body(const char *body, size_t len, bool *inexact, char *err, size_t errlen)
 {
     size_t flags = JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL;
     json_error_t e;
 
     json_t *root = json_loadb(body, len, flags, &e);
-    if (!root && json_error_code(&e) == json_error_numeric_overflow)
+    *inexact = false;
+    if (!root && json_error_code(&e) == json_error_numeric_overflow) {
         root = json_loadb(body, len, flags | JSON_DECODE_INT_AS_REAL, &e);
+        *inexact = true;
+    }
     if (!root) {
         if (json_error_code(&e) == json_error_out_of_memory)
             snprintf(err, errlen, "out of memory while parsing the request body");
@@ -188,6 +192,20 @@ static json_t *parse_body(const char *body, size_t len, char *err, size_t errlen
                      e.text, e.line, e.column);
     }
     return root;
+}
+
+/* The key text of a body that cannot be canonicalised exactly: its bytes,
+   marked so that no canonical text can equal it. */
+static int raw_text(llmc_canon_t *c, const char *body, size_t len)
+{
+    static const char mark[] = "raw:";
+    if (!(c->text = malloc(sizeof(mark) - 1 + len + 1)))
+        return LLMC_ENOMEM;
+    memcpy(c->text, mark, sizeof(mark) - 1);
+    memcpy(c->text + sizeof(mark) - 1, body, len);
+    c->text_len = sizeof(mark) - 1 + len;
+    c->text[c->text_len] = '\0';
+    return 0;
 }
 
 /* Moves the "cache" extension out of root into c->cache_ext. */
@@ -235,7 +253,8 @@ int llmc_canon_parse(const char *body, size_t len, llmc_canon_t *out, char *err,
         snprintf(err, errlen, "request body is empty; expected a JSON object");
         return LLMC_EJSON;
     }
-    out->root = parse_body(body, len, err, errlen);
+    bool inexact;
+    out->root = parse_body(body, len, &inexact, err, errlen);
     if (!out->root)
         return LLMC_EJSON;
     if (!json_is_object(out->root)) {
@@ -245,7 +264,7 @@ int llmc_canon_parse(const char *body, size_t len, llmc_canon_t *out, char *err,
     }
     if ((rc = take_cache_ext(out, err, errlen)) != 0)
         goto fail;
-    if ((rc = build_text(out)) != 0) {
+    if ((rc = inexact ? raw_text(out, body, len) : build_text(out)) != 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

@@ -312,6 +312,23 @@ static void test_invalid_json(void **state)
     free(deep);
 }
 
+/* A body that needs the big-integer fallback must not merge requests that
+   differ only in an integer above 2^53 (regression: both became one double). */
+static void test_big_integer_bodies_never_merge(void **state)
+{
+    (void)state;
+    const char *a = "{\"model\":\"m\",\"seed\":9007199254740993,\"x\":100000000000000000000000}";
+    const char *b = "{\"model\":\"m\",\"seed\":9007199254740992,\"x\":100000000000000000000000}";
+    llmc_canon_t ca, cb;
+    char err[128];
+    assert_int_equal(llmc_canon_parse(a, strlen(a), &ca, err, sizeof(err)), 0);
+    assert_int_equal(llmc_canon_parse(b, strlen(b), &cb, err, sizeof(err)), 0);
+    assert_false(ca.text_len == cb.text_len && memcmp(ca.text, cb.text, ca.text_len) == 0);
+    assert_string_equal(ca.model, "m");
+    llmc_canon_free(&ca);
+    llmc_canon_free(&cb);
+}
+
 static void test_huge_integers(void **state)
 {
     (void)state;
@@ -412,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_flags_and_model),
         cmocka_unit_test(test_root_numbers_untouched),
         cmocka_unit_test(test_canon_dump),
+        cmocka_unit_test(test_big_integer_bodies_never_merge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
