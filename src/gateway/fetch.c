@@ -46,6 +46,9 @@ typedef struct fetch {
     uint64_t retry_wait_ms;
     uint64_t started_ms; /* uv_now of the first try: retries stay within the timeout */
     uv_timer_t *timer;   /* the wait before a retry */
+    uv_work_t work;      /* a big answer's JSON check, off the loop */
+    bool validating;     /* that check is running: the fetch must not be freed */
+    int valid;           /* its result: 1 valid, 0 not, -1 not checked yet */
     llmc_sse_asm_t *as;  /* a stream's events folded into one completion */
     size_t sse_off;      /* bytes of the flight's body already parsed as events */
     int sse_err;         /* first error of the stream (sticky): not cacheable */
@@ -288,20 +291,63 @@ static const char *answer_json(fetch_t *ft, size_t *len)
     if (ft->as)
         return stream_answer(ft, len);
     *len = f->body_len;
-    return valid_json_object(f->body, f->body_len) ? f->body : NULL;
+    if (ft->valid < 0)
+        ft->valid = valid_json_object(f->body, f->body_len);
+    return ft->valid ? f->body : NULL;
+}
+
+/* Answers bigger than this are checked on libuv's thread pool: jansson
+   reads some 40 MB/s, and a loop must never stop for a parse. */
+#define INLINE_CHECK_MAX (256u << 10)
+
+static void finish(fetch_t *ft, int err, const char *detail);
+
+static void check_work(uv_work_t *w)
+{
+    fetch_t *ft = w->data;
+    ft->valid = valid_json_object(ft->f->body, ft->f->body_len);
+}
+
+static void check_done(uv_work_t *w, int status)
+{
+    fetch_t *ft = w->data;
+    ft->validating = false;
+    if (status != 0) /* canceled: the loop is closing */
+        ft->valid = 0;
+    finish(ft, 0, NULL);
+}
+
+/* Starts the off-loop check when the answer needs one; true when started. */
+static bool check_off_loop(fetch_t *ft)
+{
+    llmc_flight_t *f = ft->f;
+    if (ft->as || ft->too_big || f->status / 100 != 2 || f->body_len <= INLINE_CHECK_MAX)
+        return false;
+    ft->work.data = ft;
+    ft->validating = uv_queue_work(&ft->w->loop, &ft->work, check_work, check_done) == 0;
+    return ft->validating;
 }
 
 static void on_done(void *arg, int err, const char *detail)
 {
     fetch_t *ft = arg;
-    llmc_flight_t *f = ft->f;
-    llmc_counters_t *c = &ft->w->ctr;
     uint64_t backoff = backoff_ms(ft);
     if (ft->retrying || (err && err != LLMC_ECANCELED && retryable_error(ft, err) &&
                          retry_fits(ft, backoff))) {
         if (schedule_retry(ft, ft->retrying ? ft->retry_wait_ms : backoff))
             return;
     }
+    ft->call = NULL;
+    if (!err && check_off_loop(ft))
+        return;
+    finish(ft, err, detail);
+}
+
+/* The end of a fetch: count, store what may be stored, release the waiters. */
+static void finish(fetch_t *ft, int err, const char *detail)
+{
+    llmc_flight_t *f = ft->f;
+    llmc_counters_t *c = &ft->w->ctr;
     llmc_entry_t *e = NULL;
     bool invalid = false;
     if (!err && ft->too_big) {
@@ -415,6 +461,7 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
         return LLMC_ENOMEM;
     }
     ft->retries_left = (unsigned)gw->cfg->upstream_retries;
+    ft->valid = -1;
     ft->started_ms = uv_now(&gr->w->loop);
     int rc = start_call(ft);
     if (rc < 0) {
@@ -430,8 +477,11 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
 
 void llmc__gw_fetch_cancel_all(llmc_worker_t *w)
 {
-    while (w->fetches) {
-        fetch_t *ft = w->fetches;
+    fetch_t *next;
+    for (fetch_t *ft = w->fetches; ft; ft = next) {
+        next = ft->next;
+        if (ft->validating)
+            continue; /* its check ends on its own and finishes it */
         if (ft->call)
             llmc_upstream_cancel(ft->call);
         llmc_flight_finish(ft->f, LLMC_ECANCELED, "the gateway is shutting down", false, NULL);
