@@ -93,6 +93,8 @@ fuzz:
 	@$(MAKE) --no-print-directory -C fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 soak: $(BIN)
+	@case "$${LLMC_BIN:-}" in *build/san/llmcached) [ -x "$$LLMC_BIN" ] || \
+	    $(MAKE) --no-print-directory SAN=1 all ;; esac
 	LLMC_BIN=$${LLMC_BIN:-$(abspath $(BIN))} $(PYTHON) tests/soak/soak.py --duration $(DURATION)
 
 valgrind:

@@ -498,7 +498,7 @@ def main():
     ap.add_argument("--sample", type=float, default=3, help="seconds between samples (default 3)")
     ap.add_argument("--restart-every", type=float, default=20, help="seconds between mock restarts")
     ap.add_argument("--rss-bound-mb", type=float, default=20)
-    ap.add_argument("--fd-slack", type=int, default=24,
+    ap.add_argument("--fd-slack", type=int, default=8,
                     help="descriptors above the baseline allowed at the end (upstream pool)")
     ap.add_argument("--max-memory", default="16M", help="the gateway's --max-memory")
     ap.add_argument("--hot", type=int, default=50, help="distinct hot questions")
