@@ -79,3 +79,24 @@ clean:
 	rm -rf build
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- hardening (issue 7): fuzzing, soak, valgrind -------------------------------------
+#   make fuzz [FUZZ_SECONDS=60]     build every driver in fuzz/ (clang) and run each
+#   make soak [DURATION=120]        mixed traffic against the gateway ($LLMC_BIN or $(BIN));
+#                                   RSS, fds and errors checked at the end (tests/soak/)
+#   make valgrind [VALGRIND_TESTS=...]  integration tests with the gateway under valgrind
+FUZZ_SECONDS ?= 60
+DURATION     ?= 120
+.PHONY: fuzz soak valgrind
+fuzz:
+	@$(MAKE) --no-print-directory -C fuzz all
+	@$(MAKE) --no-print-directory -C fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+soak: $(BIN)
+	@case "$${LLMC_BIN:-}" in *build/san/llmcached) [ -x "$$LLMC_BIN" ] || \
+	    $(MAKE) --no-print-directory SAN=1 all ;; esac
+	LLMC_BIN=$${LLMC_BIN:-$(abspath $(BIN))} $(PYTHON) tests/soak/soak.py --duration $(DURATION)
+
+valgrind:
+	@$(MAKE) --no-print-directory SAN= BUILD=build all
+	LLMC_BIN=$(abspath build/llmcached) ./tools/valgrind-suite.sh $(VALGRIND_TESTS)

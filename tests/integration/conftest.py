@@ -14,11 +14,17 @@ Decisions a newcomer would otherwise get wrong:
 - The gateway is started with a scrubbed environment (no LLMC_* and no
   OPENAI_API_KEY from the caller) so a developer's shell cannot change the
   cache scope or other options under a test.
+- $LLMC_WRAP, when set, prefixes every gateway command (not the mock's), e.g.
+  "valgrind --leak-check=full --error-exitcode=99" (tools/valgrind-suite.sh);
+  $LLMC_START_TIMEOUT then gives such a slow process longer to start and to
+  stop. Under a wrapper, memory figures are the wrapper's, so sanitized() says
+  True and the RSS bounds are skipped as under ASan.
 """
 
 import json
 import os
 import resource
+import shlex
 import signal
 import socket
 import subprocess
@@ -29,7 +35,8 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 10.0
+START_TIMEOUT = float(os.environ.get("LLMC_START_TIMEOUT") or 10.0)
+WRAP = shlex.split(os.environ.get("LLMC_WRAP", ""))
 MODEL = "gpt-4o-mini"
 
 # The concurrency tests hold ~1,000 sockets in this process and make the
@@ -195,7 +202,7 @@ class _Proc:
             self.proc.kill()
             self.proc.wait(5)
 
-    def stop(self, timeout=10.0):
+    def stop(self, timeout=max(10.0, START_TIMEOUT)):
         """SIGTERM, then wait. Returns None when the exit was clean (status 0,
         or death by the SIGTERM itself for a process that does not catch it),
         else a description: a sanitizer's leak report or a crash at shutdown
@@ -217,7 +224,10 @@ class _Proc:
         return problem
 
     def sanitized(self):
-        """True when the binary runs under AddressSanitizer (make SAN=1)."""
+        """True when the binary runs under AddressSanitizer (make SAN=1), or
+        under a $LLMC_WRAP wrapper such as valgrind."""
+        if WRAP and getattr(self, "wrapped", False):
+            return True
         try:
             return "libasan" in Path(f"/proc/{self.pid}/maps").read_text()
         except OSError:
@@ -273,7 +283,8 @@ class Gateway(_Proc):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.access_log = tmp / f"{name}.access.log"
-        argv = [llmc_bin()]
+        self.wrapped = bool(WRAP)
+        argv = WRAP + [llmc_bin()]
         if listen:
             argv += ["--listen", f"127.0.0.1:{self.port}"]
         if upstream is not None:
