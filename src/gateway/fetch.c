@@ -431,6 +431,7 @@ static int start_call(fetch_t *ft)
     llmc_upstream_request_t r = {
         .method = ft->method, .url = ft->url, .body = ft->body, .body_len = ft->body_len,
         .headers = (const char *const *)ft->hdrs, .nheaders = ft->nhdrs,
+        .allow_resend = ft->w->gw->cfg->retry_unsafe,
     };
     LLMC_COUNT(&ft->w->ctr, upstream_calls);
     return llmc_upstream_start(ft->w->upstream, &r, &handler, ft, &ft->call);

@@ -26,6 +26,7 @@
 #include <curl/curl.h>
 #include <limits.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -49,6 +50,9 @@ struct llmc_upstream_call {
     struct curl_slist *hdrs;
     llmc_upstream_handler_t h;
     void *arg;
+    char *body;                 /* the request body, sent by on_read */
+    size_t body_len, body_off;
+    bool allow_resend;
     char *pass;                 /* pass-through header lines */
     size_t pass_len, pass_cap;
     bool added;                 /* the easy handle is in the multi handle */
@@ -158,6 +162,7 @@ static void free_call(llmc_upstream_call_t *c)
         curl_easy_cleanup(c->easy);
     curl_slist_free_all(c->hdrs);
     free(c->pass);
+    free(c->body);
     free(c);
 }
 
@@ -550,14 +555,51 @@ static int build_headers(llmc_upstream_call_t *c, const llmc_upstream_request_t 
             return cc_ == CURLE_OUT_OF_MEMORY ? LLMC_ENOMEM : LLMC_EINVAL; \
     } while (0)
 
+/* The body goes out through a read callback rather than POSTFIELDS for one
+   reason: libcurl re-sends a request when a reused connection dies before
+   any answer byte, also after the whole POST went out. Sending the body
+   again needs a rewind, which on_seek refuses once bytes were read, unless
+   the operator allowed it: a request the model may have run is never sent
+   twice behind its back. */
+static size_t on_read(char *buf, size_t size, size_t n, void *arg)
+{
+    llmc_upstream_call_t *c = arg;
+    size_t want = size * n, left = c->body_len - c->body_off;
+    size_t take = want < left ? want : left;
+    memcpy(buf, c->body + c->body_off, take);
+    c->body_off += take;
+    return take;
+}
+
+static int on_seek(void *arg, curl_off_t offset, int origin)
+{
+    llmc_upstream_call_t *c = arg;
+    if (origin != SEEK_SET || offset != 0)
+        return CURL_SEEKFUNC_CANTSEEK;
+    if (c->body_off > 0 && !c->allow_resend)
+        return CURL_SEEKFUNC_FAIL;
+    c->body_off = 0;
+    return CURL_SEEKFUNC_OK;
+}
+
 static int set_method(llmc_upstream_call_t *c, const llmc_upstream_request_t *r)
 {
     CURL *e = c->easy;
     bool post = strcmp(r->method, "POST") == 0;
 
     if (r->body || post) {
-        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->body ? r->body_len : 0));
-        SETOPT(CURLOPT_COPYPOSTFIELDS, r->body ? r->body : "");
+        c->body_len = r->body ? r->body_len : 0;
+        c->allow_resend = r->allow_resend;
+        if (c->body_len && !(c->body = malloc(c->body_len)))
+            return LLMC_ENOMEM;
+        if (c->body_len)
+            memcpy(c->body, r->body, c->body_len);
+        SETOPT(CURLOPT_POST, 1L);
+        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
+        SETOPT(CURLOPT_READFUNCTION, on_read);
+        SETOPT(CURLOPT_READDATA, c);
+        SETOPT(CURLOPT_SEEKFUNCTION, on_seek);
+        SETOPT(CURLOPT_SEEKDATA, c);
         if (!post)
             SETOPT(CURLOPT_CUSTOMREQUEST, r->method);
     } else if (strcmp(r->method, "GET") == 0) {

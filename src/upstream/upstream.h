@@ -17,6 +17,7 @@
 #ifndef LLMC_UPSTREAM_H
 #define LLMC_UPSTREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,10 @@ typedef struct llmc_upstream_request {
     size_t body_len;
     const char *const *headers;    /* "Name: value" lines, nheaders of them */
     size_t nheaders;
+    /* When a pooled connection dies after the body went out, libcurl would
+       send the request again on a fresh one: the server may have run it
+       already. Allowed only when true; else the call fails (LLMC_EUPSTREAM). */
+    bool allow_resend;
 } llmc_upstream_request_t;
 
 /* Initialises libcurl for the process (curl_global_init). Call once from

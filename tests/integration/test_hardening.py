@@ -165,11 +165,6 @@ def test_passthrough_answers_are_the_upstreams_bytes(gateway, mock):
             assert r.headers.get("Retry-After") == direct.headers.get("Retry-After") == "1"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "libcurl re-sends a request whose reused (pooled keep-alive) connection closes before any "
-    "answer byte ('Connection died, retrying a fresh connect'), also for POST: a request that "
-    "reached the model is sent to it a second time, which issue 7 forbids unless the operator "
-    "allows retries; /stats upstream_calls counts 1"))
 def test_a_reset_post_reaches_the_model_once(gateway, mock):
     for i in range(3):  # warm the gateway's upstream connection pool
         assert gateway.chat(chat_body(f"warm {i}")).status_code == 200
@@ -230,10 +225,6 @@ def test_huge_answer_is_served_not_stored_and_others_go_on(mock, gateway_factory
     assert g.alive()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fetch.c on_done() checks every 2xx answer with json_loadb() on the worker's event loop: a "
-    "50 MB answer stops that loop for about a second (jansson parses ~40 MB/s), and every hit "
-    "on that thread waits; the check runs even when the answer is too big to be stored"))
 def test_a_huge_answer_does_not_stall_its_loop(mock, gateway_factory):
     g = gateway_factory(mock, threads=1)
     hot = chat_body("hot beside a huge answer")
@@ -579,10 +570,6 @@ def test_two_namespaces_never_share_an_entry(mock, gateway_factory, scope):
         assert xcache(post_text(g, json_text(same, rng, True), auth)) == "HIT", ctx
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key.c reparses a body with an integer beyond int64 using JSON_DECODE_INT_AS_REAL, so every "
-    "integer in that body becomes a double and integers above 2^53 lose their low bits: two "
-    "requests that differ only in such an integer (seed 2^53+1 vs 2^53) share one key"))
 def test_big_integers_elsewhere_in_the_body_do_not_merge_distinct_requests(gateway):
     tail = ',"x_big":100000000000000000000000}'
     a = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"big"}],"seed":9007199254740993' + tail
