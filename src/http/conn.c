@@ -16,7 +16,13 @@
  *   half-closed is treated as gone.
  * - Everything about a request's head (Host, Transfer-Encoding, Expect, the
  *   target's form, the version, a declared length over the limit) is decided
- *   in on_headers_complete, before a byte of the body is read.
+ *   in on_headers_complete, before a byte of the body is read. To make that
+ *   hold, the parser gets the head alone first, then the body.
+ * - Each byte goes through a strict checker before the parser sees it: the
+ *   head through head_scan.c, a chunked body through chunk_scan.c. Each
+ *   stops where its part ends, so a pipelined request after a chunked body
+ *   is checked as a head, and the parser must agree on that end or the
+ *   request is refused.
  * - One timer per connection: the header timeout from a request's first byte
  *   until it is complete, the idle timeout between requests, the linger time
  *   when closing; nothing while the handler works (LLM calls take long).
@@ -409,8 +415,11 @@ static int head_check(llmc__http_conn_t *c)
     if (!target_ok(c))
         return fail_with(c, 400, "bad_request",
                          "the request target must be a path (absolute-form is refused: this is not a proxy)");
-    if (count[SH_HOST] > 1 || (v11 && count[SH_HOST] == 0))
-        return fail_with(c, 400, "bad_request", "an HTTP/1.1 request needs exactly one Host header");
+    /* RFC 9112 only requires Host of HTTP/1.1; issue 7 requires it of 1.0
+       too, since every client in use sends it and a request without one is
+       more likely a probe than a client. */
+    if (count[SH_HOST] != 1)
+        return fail_with(c, 400, "bad_request", "a request needs exactly one Host header");
     if (count[SH_TE] > 0 && (count[SH_CL] > 0 || count[SH_TE] > 1 || !v11 ||
                              strcasecmp(first[SH_TE], "chunked") != 0))
         return fail_with(c, 400, "bad_request",
@@ -427,6 +436,11 @@ static int head_check(llmc__http_conn_t *c)
     }
     if (declared && llmc__http_grow(&c->bbuf, &c->bcap, (size_t)declared + 1) != 0)
         return fail_with(c, 500, "server_error", "out of memory");
+    if (count[SH_TE] > 0) {
+        /* Extensions and trailers extend the head: the head's limit bounds them. */
+        c->chunk_on = true;
+        llmc__http_chunk_init(&c->chunk, c->s->cfg.limits.max_header_bytes);
+    }
     return 0;
 }
 
@@ -439,6 +453,10 @@ static int on_headers_complete(http_parser *p)
     c->head_done = true;
     if (head_finish(c) != 0 || head_check(c) != 0)
         return -1;
+    /* The body is checked as chunked exactly when the parser decodes it so:
+       otherwise the checked bytes and the parsed ones would differ. */
+    if (c->chunk_on != ((p->flags & F_CHUNKED) != 0))
+        return fail_with(c, 400, "bad_request", "ambiguous Transfer-Encoding");
     return 0;
 }
 
@@ -491,7 +509,7 @@ static void req_reset(llmc__http_conn_t *c)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     llmc__http_scan_init(&c->scan, c->s->cfg.limits.max_header_bytes);
-    c->scan_done = c->head_done = false;
+    c->scan_done = c->head_done = c->chunk_on = false;
     c->last_cb = CB_NONE;
     c->hlen = c->nh = c->blen = 0;
     if (c->bcap > KEEP_BUF_MAX) {
@@ -558,11 +576,13 @@ static void reject_parse(llmc__http_conn_t *c, enum http_errno e)
         llmc__http_conn_reject(c, 400, "bad_request", http_errno_description(e));
 }
 
-/* Parses what rbuf holds once; false when the feed loop must stop. */
+/* Parses what rbuf holds once, the head or the body, not both; false when
+   the feed loop must stop. */
 static bool feed_once(llmc__http_conn_t *c)
 {
     const char *p = c->rbuf + c->rpos;
     size_t n = c->rlen - c->rpos, used;
+    bool body_end = false;
     enum http_errno e;
     int r;
 
@@ -576,18 +596,51 @@ static bool feed_once(llmc__http_conn_t *c)
             llmc__http_conn_reject(c, 431, "request_header_too_large", "the request head is too large");
             return false;
         }
-        c->scan_done = r == LLMC_HS_DONE;
+        if (r == LLMC_HS_DONE) {
+            /* The head alone: on_headers_complete decides whether a chunked
+               body follows, and the chunk scan must start at its first byte. */
+            c->scan_done = true;
+            n = used;
+        }
+    } else if (c->chunk_on) {
+        r = llmc__http_chunk_scan(&c->chunk, p, n, &used);
+        if (r == LLMC_CS_BAD) {
+            llmc__http_conn_reject(c, 400, "bad_request", "malformed chunked request body");
+            return false;
+        }
+        if (r == LLMC_CS_TOO_BIG) {
+            llmc__http_conn_reject(c, 431, "request_header_too_large",
+                                   "the chunk extensions and trailers are too large");
+            return false;
+        }
+        if (r == LLMC_CS_DONE) {
+            /* What follows is the next request: the parser stops here too. */
+            c->chunk_on = false;
+            body_end = true;
+            n = used;
+        }
     }
     used = http_parser_execute(&c->parser, &parser_settings, p, n);
     c->rpos += used;
     if (c->closing)
         return false;
     e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e != HPE_OK && e != HPE_PAUSED) {
+        reject_parse(c, e);
+        return false;
+    }
+    /* The scan accepts a subset of what the parser does, so both end a
+       chunked body at the same byte; if they ever did not, the bytes after
+       it would be read as a request that was never checked. */
+    if ((c->chunk_on || body_end) && (e == HPE_PAUSED) != body_end) {
+        llmc__http_conn_reject(c, 400, "bad_request", "malformed chunked request body");
+        return false;
+    }
     if (e == HPE_PAUSED) {
         dispatch(c);
         return true;
     }
-    if (e != HPE_OK || used == 0) {
+    if (used == 0) {
         reject_parse(c, e);
         return false;
     }

@@ -3,6 +3,7 @@
  * other subsystems: they use http.h.
  *
  *   head_scan.c  strict line checker for a request's head (pure, no I/O)
+ *   chunk_scan.c strict framing checker for a chunked request body (pure)
  *   server.c     listener, accept, Date cache, stats, server close
  *   conn.c       one connection: reading, parsing, timers, dispatch, close
  *   respond.c    responses and streaming: heads, writes, request finish
@@ -62,6 +63,34 @@ void llmc__http_scan_init(llmc__http_scan_t *hs, size_t max_bytes);
    bytes belong to the head. Pure: keeps its state in hs only. */
 int llmc__http_scan(llmc__http_scan_t *hs, const char *p, size_t n, size_t *used);
 
+/* ---- chunk_scan.c ---- */
+
+enum llmc__http_chunk_result {
+    LLMC_CS_MORE = 0,     /* all bytes fine, body not complete yet */
+    LLMC_CS_DONE = 1,     /* body complete, *used is the byte after its final CRLF */
+    LLMC_CS_BAD = -1,     /* not a well-formed chunked body: 400 */
+    LLMC_CS_TOO_BIG = -2  /* extensions and trailers over max_meta bytes: 431 */
+};
+
+typedef struct llmc__http_chunk {
+    uint8_t state;
+    uint8_t digits;    /* hex digits of the chunk size so far */
+    uint64_t left;     /* the chunk size being read, then its data bytes left */
+    size_t meta;       /* extension and trailer bytes seen so far */
+    size_t max_meta;   /* 0: no limit */
+} llmc__http_chunk_t;
+
+/* Starts a new chunked body, at the byte after the head. */
+void llmc__http_chunk_init(llmc__http_chunk_t *cs, size_t max_meta);
+
+/* Checks the next n bytes of a chunked body. Returns an
+   llmc__http_chunk_result; *used is how many of the n bytes were checked:
+   all of them with LLMC_CS_MORE, those up to and including the final CRLF
+   with LLMC_CS_DONE (the rest belong to the next request), 0 otherwise.
+   After DONE or an error every call answers the same. Pure: keeps its state
+   in cs only. */
+int llmc__http_chunk_scan(llmc__http_chunk_t *cs, const char *p, size_t n, size_t *used);
+
 /* ---- conn.c ---- */
 
 typedef enum llmc__http_phase {
@@ -88,12 +117,14 @@ struct llmc__http_conn {
     uv_shutdown_t sreq;
     http_parser parser;
     llmc__http_scan_t scan;
+    llmc__http_chunk_t chunk;     /* used while chunk_on */
     llmc__http_phase_t phase;
     int handles;                  /* open handles; the conn is freed at 0 */
     bool closing, reading, peer_eof, counted;
     bool in_feed;                 /* conn_feed is on the stack: do not re-enter */
     bool req_started;             /* bytes of the next request have come */
     bool scan_done, head_done;
+    bool chunk_on;                /* a chunked body is being read and checked */
     bool chunked_out, no_body;    /* how the response body is framed */
     uint8_t last_cb;              /* which parser data callback ran last */
 

@@ -274,7 +274,7 @@ def test_chunked_request_body_is_decoded(gateway, mock):
 
 def test_http10_request(gateway):
     with RawConn(gateway.port) as c:
-        c.send(b"GET /healthz HTTP/1.0\r\n\r\n")
+        c.send(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
         st, hdrs, _ = c.read_response()
         assert st == 200
         assert c.closed_by_peer(), "HTTP/1.0 without keep-alive closes after the answer"

@@ -779,7 +779,7 @@ static void test_http10_closes(void **state)
     cli_t *c = cli_open(t->port);
     resp_t r;
 
-    cli_sends(c, "GET /echo HTTP/1.0\r\n\r\n"); /* no Host needed in 1.0 */
+    cli_sends(c, "GET /echo HTTP/1.0\r\nHost: x\r\n\r\n");
     assert_int_equal(cli_read(c, &r, false), 0);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.major, 1);
@@ -797,7 +797,7 @@ static void test_http10_keep_alive(void **state)
     resp_t r;
 
     for (int i = 0; i < 2; i++) {
-        cli_sends(c, "GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        cli_sends(c, "GET /echo HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n");
         assert_int_equal(cli_read(c, &r, false), 0);
         assert_int_equal(r.status, 200);
         assert_true(has_header(&r, "connection: keep-alive\n"));
@@ -1043,6 +1043,116 @@ static void test_bad_chunk_size(void **state)
     assert_int_equal(stats((srv_t *)*state).requests, 0);
 }
 
+#define TE_HEAD "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+/* The framing libhttp-parser, non-strict, lets through: chunk_scan.c
+   refuses it before the parser or the handler sees it. */
+static void test_chunk_framing_strict(void **state)
+{
+    srv_t *t = *state;
+
+    EXPECT_ERROR(t, TE_HEAD "3\r\nabcXX0\r\n\r\n", 400);
+    EXPECT_ERROR(t, TE_HEAD "3\r\nabc\n0\r\n\r\n", 400);
+    EXPECT_ERROR(t, TE_HEAD "3\rXabc\r\n0\r\n\r\n", 400);
+    EXPECT_ERROR(t, TE_HEAD "3;a\nb\r\nabc\r\n0\r\n\r\n", 400);
+    EXPECT_ERROR(t, TE_HEAD "3;\0\r\nabc\r\n0\r\n\r\n", 400);
+    EXPECT_ERROR(t, TE_HEAD "3;a=\"x\r\nabc\r\n0\r\n\r\n", 400);
+    EXPECT_ERROR(t, TE_HEAD "3 \r\nabc\r\n0\r\n\r\n", 400);
+    EXPECT_ERROR(t, TE_HEAD "00000000000000003\r\nabc\r\n0\r\n\r\n", 400);
+    EXPECT_ERROR(t, TE_HEAD "3\r\nabc\r\n0\r\nX-T: a\0b\r\n\r\n", 400);
+    EXPECT_ERROR(t, TE_HEAD "3\r\nabc\r\n0\r\nX-T: a\r\n b\r\n\r\n", 400);
+    EXPECT_ERROR(t, TE_HEAD "3\r\nabc\r\n0\r\n\r\rGET /echo HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_int_equal(stats(t).requests, 0);
+    assert_int_equal(counters(t).dones, 11);
+}
+
+/* Extensions and trailers are bounded by the head limit (4096 here). */
+static void test_chunk_trailers_too_large(void **state)
+{
+    srv_t *t = *state;
+    static char big[8192];
+    size_t n = 0;
+
+    n += (size_t)snprintf(big, sizeof(big), "%s1\r\nx\r\n0\r\n", TE_HEAD);
+    while (n < 6000)
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "X-Trailer-%zu: vvvvvvvvvvvvvvvvvvvvvvvv\r\n", n);
+    n += (size_t)snprintf(big + n, sizeof(big) - n, "\r\n");
+    expect_error(t, big, n, 431);
+    assert_int_equal(stats(t).requests, 0);
+}
+
+/* A chunked body ends at its final CRLF: what follows is the next request,
+   checked as a head (a chunk scan would refuse "GET"), in whatever pieces
+   it comes. */
+static void test_chunk_pipelined_and_split(void **state)
+{
+    srv_t *t = *state;
+    static const char req[] = TE_HEAD "3;e=\"q;\\\"\"\r\nhel\r\n8\r\nlo world\r\n0\r\nX-T: t\r\n\r\n"
+                              "GET /echo?next HTTP/1.1\r\nHost: x\r\n\r\n";
+    static const size_t cuts[] = {0, sizeof(TE_HEAD) - 2, sizeof(TE_HEAD) - 1, sizeof(TE_HEAD),
+                                  sizeof(TE_HEAD) + 1, sizeof(TE_HEAD) + 14, sizeof(TE_HEAD) + 19,
+                                  sizeof(TE_HEAD) + 33, sizeof(TE_HEAD) + 45, sizeof(TE_HEAD) + 46,
+                                  sizeof(TE_HEAD) + 47, sizeof(TE_HEAD) + 5, sizeof(TE_HEAD) + 41,
+                                  sizeof(TE_HEAD) + 42};
+
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        cli_t *c = cli_open(t->port);
+        resp_t r;
+        json_t *j;
+
+        cli_send(c, req, cuts[i]);
+        usleep(10000);
+        cli_send(c, req + cuts[i], sizeof(req) - 1 - cuts[i]);
+        assert_int_equal(cli_read(c, &r, false), 0);
+        assert_int_equal(r.status, 200);
+        j = body_json(&r);
+        assert_string_equal(jstr(j, "body"), "hello world");
+        json_decref(j);
+        resp_free(&r);
+        assert_int_equal(cli_read(c, &r, false), 0);
+        assert_int_equal(r.status, 200);
+        j = body_json(&r);
+        assert_string_equal(jstr(j, "query"), "next");
+        json_decref(j);
+        resp_free(&r);
+        cli_close(c);
+    }
+    assert_int_equal(stats(t).requests, 2 * sizeof(cuts) / sizeof(cuts[0]));
+    assert_int_equal(stats(t).bad_requests, 0);
+}
+
+/* After a 100 Continue the body comes on its own and is checked all the same. */
+static void test_chunk_after_continue(void **state)
+{
+    srv_t *t = *state;
+    static const char head[] = "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                               "Transfer-Encoding: chunked\r\n\r\n";
+
+    for (int bad = 0; bad < 2; bad++) {
+        cli_t *c = cli_open(t->port);
+        resp_t r;
+        json_t *j;
+
+        cli_sends(c, head);
+        assert_int_equal(cli_read(c, &r, false), 0);
+        assert_int_equal(r.status, 100);
+        resp_free(&r);
+        cli_sends(c, bad ? "4\r\npingXX0\r\n\r\n" : "4\r\nping\r\n0\r\n\r\n");
+        assert_int_equal(cli_read(c, &r, false), 0);
+        assert_int_equal(r.status, bad ? 400 : 200);
+        if (!bad) {
+            j = body_json(&r);
+            assert_string_equal(jstr(j, "body"), "ping");
+            json_decref(j);
+        } else {
+            assert_true(cli_closed(c));
+        }
+        resp_free(&r);
+        cli_close(c);
+    }
+    assert_int_equal(stats(t).requests, 1);
+}
+
 static void test_control_bytes_in_header(void **state)
 {
     srv_t *t = *state;
@@ -1088,6 +1198,10 @@ static void test_host_required(void **state)
 
     EXPECT_ERROR(t, "GET /echo HTTP/1.1\r\n\r\n", 400);
     EXPECT_ERROR(t, "GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+    /* issue 7: HTTP/1.0 needs it too */
+    EXPECT_ERROR(t, "GET /echo HTTP/1.0\r\n\r\n", 400);
+    EXPECT_ERROR(t, "POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi", 400);
+    assert_int_equal(stats(t).requests, 0);
 }
 
 static void test_version(void **state)
@@ -1238,7 +1352,7 @@ static void test_stream_http10(void **state)
     cli_t *c = cli_open(t->port);
     resp_t r;
 
-    cli_sends(c, "GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    cli_sends(c, "GET /stream HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n");
     assert_int_equal(cli_read(c, &r, false), 0);
     assert_int_equal(r.status, 200);
     assert_false(has_header(&r, "transfer-encoding"));
@@ -1470,6 +1584,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_te_not_chunked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_content_length, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_chunk_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunk_framing_strict, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunk_trailers_too_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunk_pipelined_and_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunk_after_continue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_control_bytes_in_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_absolute_form, setup, teardown),
