@@ -14,7 +14,8 @@
  * - parse(llmc_canon_dump(root)) gives the same canonical text (dump and
  *   parse agree, ignored fields included or not);
  * - the same value written another way (indented, ASCII-escaped, keys in
- *   insertion order, reals with 17 digits) gives the same canonical text,
+ *   insertion order, reals with 17 digits, and again with every integer up
+ *   to 2^53 written as a real: 1 as 1.0) gives the same canonical text,
  *   which is what makes whitespace, escapes and number forms share a key;
  * - keys: the same inputs give the same key; a different namespace, scope
  *   or a field boundary moved between path and upstream gives another.
@@ -81,6 +82,31 @@ static void check_same_text(const char *text, size_t len, const llmc_canon_t *wa
         CHECK(c.stream == want->stream && c.include_usage == want->include_usage);
     CHECK(strcmp(c.model, want->model) == 0);
     llmc_canon_free(&c);
+}
+
+/* Replaces every integer of magnitude <= 2^53 (exact as a double) with the
+   equal real, in place: {"n": 1} becomes {"n": 1.0}. */
+static void realify(json_t *v)
+{
+    if (json_is_object(v)) {
+        for (void *it = json_object_iter(v); it; it = json_object_iter_next(v, it)) {
+            json_t *child = json_object_iter_value(it);
+            json_int_t n = json_integer_value(child);
+            if (json_is_integer(child) && n <= (1LL << 53) && n >= -(1LL << 53))
+                json_object_iter_set_new(v, it, json_real((double)n));
+            else
+                realify(child);
+        }
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            json_t *child = json_array_get(v, i);
+            json_int_t n = json_integer_value(child);
+            if (json_is_integer(child) && n <= (1LL << 53) && n >= -(1LL << 53))
+                json_array_set_new(v, i, json_real((double)n));
+            else
+                realify(child);
+        }
+    }
 }
 
 static void check_keys(const llmc_canon_t *c)
@@ -156,6 +182,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (pretty) {
         check_same_text(pretty, strlen(pretty), &c, 1);
         free(pretty);
+    }
+
+    /* Integers written as reals. */
+    json_t *alt = json_deep_copy(c.root);
+    if (alt) {
+        realify(alt);
+        char *text = json_dumps(alt, JSON_COMPACT | JSON_REAL_PRECISION(17));
+        if (text) {
+            check_same_text(text, strlen(text), &c, 1);
+            free(text);
+        }
+        json_decref(alt);
     }
 
     check_keys(&c);

@@ -40,6 +40,7 @@ import collections
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -484,8 +485,9 @@ class Soak:
                   stats.get("hits"), stats.get("misses"), stats.get("stored"),
                   stats.get("evicted_size"), stats.get("evicted_ttl"), stats.get("upstream_errors")))
         if failures:
-            print("\nSOAK FAILED:\n- " + "\n- ".join(failures))
+            print("\nSOAK FAILED:\n- " + "\n- ".join(failures) + f"\n(process logs in {self.tmp})")
             return 1
+        shutil.rmtree(self.tmp, ignore_errors=True)
         print("\nsoak passed")
         return 0
 
