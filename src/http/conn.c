@@ -70,15 +70,19 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     llmc__http_conn_t *c = h->data;
 
+    if (!c->rbuf && !(c->rbuf = llmc__http_rbuf_take(c->s))) {
+        *buf = uv_buf_init(NULL, 0); /* on_read closes the connection */
+        return;
+    }
     if (c->phase == LLMC_PH_LINGER) {
         c->rpos = c->rlen = 0; /* lingering input is dropped */
-    } else if (c->rpos > 0 && sizeof(c->rbuf) - c->rlen < 4096) {
+    } else if (c->rpos > 0 && LLMC_HTTP_RBUF - c->rlen < 4096) {
         memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
         c->rlen -= c->rpos;
         c->rpos = 0;
     }
     /* A full buffer gives a 0-byte buf: libuv answers UV_ENOBUFS. */
-    *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(sizeof(c->rbuf) - c->rlen));
+    *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(LLMC_HTTP_RBUF - c->rlen));
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
@@ -155,7 +159,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0 || c->closing)
         return;
     if (nread == UV_ENOBUFS) {
-        read_stop(c);
+        if (!c->rbuf)
+            llmc__http_conn_close(c); /* no memory for a read buffer */
+        else
+            read_stop(c);
         return;
     }
     if (nread < 0) {
@@ -166,7 +173,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     c->rlen += (size_t)nread;
     if (c->phase != LLMC_PH_READ) {
-        if (c->rpos == 0 && c->rlen == sizeof(c->rbuf))
+        if (c->rpos == 0 && c->rlen == LLMC_HTTP_RBUF)
             read_stop(c);
         return;
     }
@@ -656,6 +663,11 @@ static void conn_feed(llmc__http_conn_t *c)
     }
     if (c->rpos == c->rlen)
         c->rpos = c->rlen = 0;
+    /* Waiting for a next request with nothing buffered: give the buffer back. */
+    if (c->rlen == 0 && c->rbuf && c->phase == LLMC_PH_READ && !c->req_started) {
+        llmc__http_rbuf_give(c->s, c->rbuf);
+        c->rbuf = NULL;
+    }
     c->in_feed = false;
     if (c->phase == LLMC_PH_READ)
         read_start(c);

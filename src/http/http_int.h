@@ -152,7 +152,7 @@ struct llmc__http_conn {
     size_t olen, ocap;
 
     size_t rpos, rlen;            /* unparsed bytes are rbuf[rpos, rlen) */
-    char rbuf[LLMC_HTTP_RBUF];
+    char *rbuf;                   /* LLMC_HTTP_RBUF bytes while reading; NULL when idle */
 };
 
 #define LLMC__CONN_OF(r) ((llmc__http_conn_t *)(void *)(r))
@@ -207,6 +207,8 @@ struct llmc_http_server {
     size_t nalive;
     uint64_t seq;
     llmc_http_server_stats_t st;
+    char *rbuf_pool[64];          /* read buffers idle connections gave back */
+    unsigned npool;
     time_t date_sec;              /* second the cached Date is for */
     char date[40];
     size_t date_len;
@@ -214,6 +216,13 @@ struct llmc_http_server {
 
 /* The Date header value for now, formatted at most once per second. */
 const char *llmc__http_date(llmc_http_server_t *s, size_t *len);
+
+/* Read buffers: a connection holds one only while bytes are in flight, so
+   that thousands of idle keep-alive connections cost a few hundred bytes
+   each, not 16 KiB; the server keeps a small pool so the hot path does not
+   allocate. take returns NULL when out of memory. */
+char *llmc__http_rbuf_take(llmc_http_server_t *s);
+void llmc__http_rbuf_give(llmc_http_server_t *s, char *buf);
 
 /* A conn's handles are all closed: unlink and free it, and finish a
    server close that waited for it. */

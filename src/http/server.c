@@ -157,6 +157,19 @@ int llmc_http_server_port(const llmc_http_server_t *s)
     return s->port;
 }
 
+char *llmc__http_rbuf_take(llmc_http_server_t *s)
+{
+    return s->npool ? s->rbuf_pool[--s->npool] : malloc(LLMC_HTTP_RBUF);
+}
+
+void llmc__http_rbuf_give(llmc_http_server_t *s, char *buf)
+{
+    if (s->npool < sizeof(s->rbuf_pool) / sizeof(s->rbuf_pool[0]))
+        s->rbuf_pool[s->npool++] = buf;
+    else
+        free(buf);
+}
+
 static void maybe_free(llmc_http_server_t *s)
 {
     void (*cb)(void *);
@@ -166,6 +179,8 @@ static void maybe_free(llmc_http_server_t *s)
         return;
     cb = s->close_cb;
     arg = s->close_arg;
+    while (s->npool)
+        free(s->rbuf_pool[--s->npool]);
     free(s);
     if (cb)
         cb(arg);
@@ -205,6 +220,8 @@ void llmc__http_conn_free(llmc__http_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nalive--;
+    if (c->rbuf)
+        llmc__http_rbuf_give(s, c->rbuf);
     free(c->hbuf);
     free(c->hoff);
     free(c->hdrs);
