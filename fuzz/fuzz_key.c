@@ -155,6 +155,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(json_object_get(c.root, "cache") == NULL);
     CHECK(c.text != NULL && strlen(c.text) == c.text_len);
     CHECK(c.model != NULL);
+    if (c.text_len >= 4 && memcmp(c.text, "raw:", 4) == 0) {
+        /* A body beyond exact canonical form (an integer past int64) is
+           keyed by its own bytes: none of the canonical properties apply. */
+        CHECK(c.text_len == size + 4 && memcmp(c.text + 4, data, size) == 0);
+        check_keys(&c);
+        llmc_canon_free(&c);
+        return 0;
+    }
     check_compact(c.text, c.text_len);
 
     json_t *t = json_loadb(c.text, c.text_len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, NULL);
