@@ -705,6 +705,55 @@ def workload_fill(mock):
         proc.stop()
 
 
+# ---------------------------------------------------------------- scaling
+
+def scale():
+    """bench/scale.sh: llmcached's hit throughput over --threads (SCALE_THREADS,
+    default 1,2,4,8,16, those above the core count left out unless
+    SCALE_ALL=1), wrk with SCALE_WRK_THREADS threads (half the cores) and
+    SCALE_CONNS connections (256), nothing pinned."""
+    want = [int(x) for x in os.environ.get("SCALE_THREADS", "1,2,4,8,16").split(",") if x]
+    threads = [t for t in want if t <= NCPU or os.environ.get("SCALE_ALL") == "1"] or [1]
+    wrk_t = int(os.environ.get("SCALE_WRK_THREADS", max(1, NCPU // 2)))
+    conns = int(os.environ.get("SCALE_CONNS", 256 if not SMOKE else 64))
+    size = SIZES[0]
+    load0 = os.getloadavg()[0]
+    mock = Mock(MOCK_MS)
+    body = chat_body(size, f"bench: a {size}-byte cached answer")
+    body_file = TMP / "scale-body.json"
+    body_file.write_text(body)
+    res = []
+    for t in threads:
+        proc, port = start_llmcached(mock, threads=t, cpu=None)
+        try:
+            st, xc, n = warm(port, body)
+            log(f"bench: scale, --threads {t}, wrk -t{wrk_t} -c{conns} ...")
+            r = median_runs(proc, port, conns, mock, body_file=body_file, threads=wrk_t, cpu=None)
+            log(f"bench:   {r['rps']:,.0f} req/s (runs {r['runs']}), {r['cpu_us']:.1f} µs CPU/req")
+            res.append((t, n, r))
+        finally:
+            proc.stop()
+    mock.proc.stop()
+    base = res[0][2]["rps"]
+    lines = ["| --threads | req/s | × --threads " + str(res[0][0]) + " | CPU µs/req | p50 | p99 | p99.9 | errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t, n, r in res:
+        lines.append(f"| {t} | {r['rps']:,.0f} | {r['rps'] / base:.2f}× | {r['cpu_us']:.1f} | "
+                     f"{fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} | {fmt_us(r['p999_us'])} | {r['errors']} |")
+    skipped = [t for t in want if t not in threads]
+    text = (f"Machine: {machine()}; load average {load0:.1f} at the start.  \n"
+            f"llmcached hits ({res[0][1]}-byte answer), wrk -t{wrk_t} -c{conns}, nothing pinned (client and "
+            f"server share the cores), median of {RUNS} run(s) of {DURATION} s."
+            + (f" Not run here (more threads than the {NCPU} cores): {', '.join(map(str, skipped))}."
+               if skipped else "") + "\n\n" + "\n".join(lines) + "\n")
+    print(text)
+    if not SMOKE:
+        old = RESULTS.read_text() if RESULTS.exists() else "# llmcached benchmark results\n"
+        RESULTS.write_text(replace_section(old, "scale", "## Thread scaling (bench/scale.sh)\n\n" + text))
+        log(f"bench: written to {RESULTS}")
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -761,7 +810,7 @@ if __name__ == "__main__":
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, lambda *_: sys.exit(143))
     try:
-        rc = main()
+        rc = scale() if "--scale" in sys.argv[1:] else main()
     except KeyboardInterrupt:
         rc = 130
     finally:

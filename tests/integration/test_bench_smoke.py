@@ -60,3 +60,14 @@ def test_side_by_side_smoke_prints_the_table():
     if shutil.which("varnishd"):
         assert any(r[1] == "Varnish + bodyaccess" for r in rows) or \
             "skipping varnish" in p.stderr, rows
+
+
+def test_scale_smoke_prints_the_table():
+    """bench/scale.sh --smoke: the thread-scaling run, one second per count."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed")
+    p = subprocess.run([str(ROOT / "bench" / "scale.sh"), llmc_bin(), "--smoke"],
+                       env={k: v for k, v in os.environ.items() if not k.startswith("SCALE_")},
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    assert re.search(r"^\| 1 \| [\d,]+ \| 1\.00× \|", p.stdout, re.M), p.stdout
