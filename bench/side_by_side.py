@@ -10,7 +10,7 @@ run; a peer that is not installed is skipped).
 Workloads:
   1. cache hits: wrk -t1 pinned to CLIENT_CPU, the server pinned to SERVER_CPU,
      64 and 512 connections, 1 KB and 16 KB answers, the cache warmed first,
-     the median of RUNS runs; requests/s, p50/p99/p99.9 and the server's CPU
+     the median of RUNS runs (the peers' runs interleaved); requests/s, p50/p99/p99.9 and the server's CPU
      time per request (utime+stime over the run, every process of the
      server); against llmcached, nginx proxy_cache, Varnish and nginx
      returning a fixed body; then GET /ask against the FastAPI tutorial app.
@@ -382,16 +382,37 @@ def measure(proc, port, conns, mock=None, **kw):
     return d
 
 
-def median_runs(proc, port, conns, mock=None, **kw):
-    if WARMUP:
-        wrk(port, conns, WARMUP, **kw)
-    runs = [measure(proc, port, conns, mock, **kw) for _ in range(RUNS)]
+def summarise(runs):
     med = {k: statistics.median(r[k] for r in runs)
            for k in ("rps", "cpu_us", "p50_us", "p99_us", "p999_us", "requests")}
     med["errors"] = sum(r["errors"] for r in runs)
     med["upstream"] = sum(r["upstream"] for r in runs)
     med["runs"] = [round(r["rps"]) for r in runs]
     return med
+
+
+def median_runs(proc, port, conns, mock=None, **kw):
+    if WARMUP:
+        wrk(port, conns, WARMUP, **kw)
+    return summarise([measure(proc, port, conns, mock, **kw) for _ in range(RUNS)])
+
+
+def interleaved(servers, conns, mock, what, **kw):
+    """servers: [(key, proc, port)], all started. Run 1 of every server, then
+    run 2 of every server, and so on, so that anything else the machine does
+    meanwhile falls on all of them alike; returns {key: median figures}."""
+    for key, proc, port in servers:
+        if WARMUP:
+            wrk(port, conns, WARMUP, **kw)
+    runs = {key: [] for key, _, _ in servers}
+    for i in range(RUNS):
+        for key, proc, port in servers:
+            r = measure(proc, port, conns, mock, **kw)
+            runs[key].append(r)
+            log(f"bench: {what}, {conns} conns, run {i + 1}/{RUNS}, {key}: {r['rps']:,.0f} req/s, "
+                f"{r['cpu_us']:.1f} µs CPU/req, p99 {fmt_us(r['p99_us'])}, {r['errors']} errors, "
+                f"{r['upstream']} upstream calls")
+    return {key: summarise(v) for key, v in runs.items()}
 
 
 def chat_body(size, content):
@@ -513,49 +534,45 @@ def workload_hits(mock):
         body_file = TMP / f"body-{size}.json"
         body_file.write_text(body)
         answer = http(f"{mock.url}/v1/chat/completions", body)[2]
-        per_conns = {c: [] for c in CONNS}
-        for key in ("llmcached", "nginx-cache", "varnish", "nginx-fixed"):
-            if not have(key):
-                log(f"bench: skipping {key} (not installed or not selected)")
-                continue
-            if key == "llmcached":
-                proc, port = start_llmcached(mock)
-            elif key == "nginx-cache":
-                proc, port = start_nginx_cache(mock)
-            elif key == "varnish":
-                proc, port = start_varnish(mock)
-            else:
-                proc, port = start_nginx_fixed(answer)
-            try:
+        servers = []
+        try:
+            for key in ("llmcached", "nginx-cache", "varnish", "nginx-fixed"):
+                if not have(key):
+                    log(f"bench: skipping {key} (not installed or not selected)")
+                    continue
+                if key == "llmcached":
+                    proc, port = start_llmcached(mock)
+                elif key == "nginx-cache":
+                    proc, port = start_nginx_cache(mock)
+                elif key == "varnish":
+                    proc, port = start_varnish(mock)
+                else:
+                    proc, port = start_nginx_fixed(answer)
+                servers.append((key, proc, port))
                 st, xc, n = warm(port, body)
                 if key != "nginx-fixed" and (st != 200 or xc != "HIT"):
                     log(f"bench: warning: {key}'s warm-up answered {st} {xc}, not a 200 HIT")
-                for conns in CONNS:
-                    log(f"bench: hits, {key}, {n}-byte answer, {conns} connections ...")
-                    r = median_runs(proc, port, conns, mock, body_file=body_file)
-                    r["size"] = n
-                    log(f"bench:   {r['rps']:,.0f} req/s (runs {r['runs']}), {r['cpu_us']:.1f} µs CPU/req, "
-                        f"p99 {fmt_us(r['p99_us'])}, {r['errors']} errors, {r['upstream']} upstream calls")
-                    per_conns[conns].append((key, LABEL[key], r))
-                    if PERF and key == "llmcached" and size == SIZES[0] and conns == CONNS[0]:
-                        log("bench: perf record of llmcached during one more run ...")
-                        try:
-                            PROFILE.extend(perf_profile(proc, port, conns, body_file))
-                        except (OSError, subprocess.SubprocessError) as e:
-                            log(f"bench: perf failed: {e}")
-            finally:
+            for conns in CONNS:
+                res = interleaved(servers, conns, mock, f"hits, {len(answer)}-byte answer",
+                                  body_file=body_file)
+                hit_rows(f"hit {size // 1024} KB ({len(answer)} B), {conns} conns",
+                         [(k, LABEL[k], res[k]) for k, _, _ in servers])
+                if PERF and servers and servers[0][0] == "llmcached" and size == SIZES[0] \
+                        and conns == CONNS[0]:
+                    log("bench: perf record of llmcached during one more run ...")
+                    try:
+                        PROFILE.extend(perf_profile(servers[0][1], servers[0][2], conns, body_file))
+                    except (OSError, subprocess.SubprocessError) as e:
+                        log(f"bench: perf failed: {e}")
+        finally:
+            for _, proc, _ in servers:
                 proc.stop()
-        for conns in CONNS:
-            if per_conns[conns]:
-                n = per_conns[conns][0][2]["size"]
-                hit_rows(f"hit {size // 1024} KB ({n} B), {conns} conns", per_conns[conns])
 
 
 PROFILE = []
 
 
 def workload_ask(mock):
-    results = {c: [] for c in ASK_CONNS}
     peers = [("llmcached", "llmcached GET /ask")]
     if have("fastapi"):
         peers.append(("fastapi-asyncio", "FastAPI, uvicorn plain (asyncio, h11)"))
@@ -564,23 +581,21 @@ def workload_ask(mock):
             peers.append(("fastapi-uvloop", f"FastAPI, uvicorn best ({best})"))
     else:
         log("bench: skipping the FastAPI app (python3-fastapi or uvicorn not installed)")
-    for key, label in peers:
-        if key == "llmcached":
-            proc, port = start_llmcached(mock)
-        else:
-            proc, port = start_fastapi(key.split("-")[1])
-        try:
-            path = "/ask?q=What+is+a+cache%3F"
-            st, _, n = warm(port, None, path=path, method="GET")
-            for conns in ASK_CONNS:
-                log(f"bench: /ask, {key}, {conns} connections ...")
-                r = median_runs(proc, port, conns, None, method="GET", path=path)
-                log(f"bench:   {r['rps']:,.0f} req/s (runs {r['runs']}), {r['cpu_us']:.1f} µs CPU/req")
-                results[conns].append((key, label, r))
-        finally:
+    servers, path = [], "/ask?q=What+is+a+cache%3F"
+    try:
+        for key, label in peers:
+            if key == "llmcached":
+                proc, port = start_llmcached(mock)
+            else:
+                proc, port = start_fastapi(key.split("-")[1])
+            servers.append((key, proc, port))
+            warm(port, None, path=path, method="GET")
+        for conns in ASK_CONNS:
+            res = interleaved(servers, conns, None, "/ask", method="GET", path=path)
+            hit_rows(f"/ask hit, {conns} conns", [(k, label, res[k]) for k, label in peers])
+    finally:
+        for _, proc, _ in servers:
             proc.stop()
-    for conns in ASK_CONNS:
-        hit_rows(f"/ask hit, {conns} conns", results[conns])
 
 
 def workload_stampede(mock):
@@ -591,6 +606,7 @@ def workload_stampede(mock):
                   ("nginx-cache", "nginx proxy_cache_lock on", "/lock/v1/chat/completions")]
     if have("varnish"):
         peers.append(("varnish", "Varnish + bodyaccess", "/v1/chat/completions"))
+    ref_s = None
     for key, label, path in peers:
         if key == "mock":
             proc, port = None, mock.port
@@ -615,12 +631,17 @@ def workload_stampede(mock):
                 continue
             errors = STAMPEDE_N - d["statuses"].get("200", 0)
             over_ms = (d["wall_s"] - MOCK_MS / 1000) * 1000
-            target = ""
+            target, vs_ref = "", ""
+            if key == "mock":
+                ref_s = d["wall_s"]
+            elif ref_s is not None:
+                vs_ref = f"; {(d['wall_s'] - ref_s) * 1000:+.0f} ms against the mock alone"
             if key == "llmcached":
                 target = (f"1 upstream call: {met(calls == 1)}; wall ≤ upstream + 10 ms: "
                           f"{met(over_ms <= 10)}")
             row(f"stampede: {STAMPEDE_N} identical cold, {MOCK_MS} ms upstream", label,
-                f"{calls} upstream call{'s' if calls != 1 else ''}, {d['wall_s']:.3f} s (+{over_ms:.0f} ms)",
+                f"{calls} upstream call{'s' if calls != 1 else ''}, {d['wall_s']:.3f} s "
+                f"(+{over_ms:.0f} ms{vs_ref})",
                 "", "", "", "", "", str(errors), target)
             log(f"bench: stampede, {label}: {calls} upstream calls, {d['wall_s']:.3f} s, {d['cache']}")
         finally:
