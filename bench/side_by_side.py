@@ -508,7 +508,8 @@ def machine():
                 break
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no",
+                            "--", ".", ":!bench/RESULTS.md"],
                            capture_output=True, text=True).stdout.strip()
     return (f"{NCPU} CPUs ({model}), Linux {os.uname().release}, "
             f"{time.strftime('%Y-%m-%d %H:%M %Z')}, commit {rev}{' (with local changes)' if dirty else ''}")
