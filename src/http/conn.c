@@ -663,8 +663,11 @@ static void conn_feed(llmc__http_conn_t *c)
     }
     if (c->rpos == c->rlen)
         c->rpos = c->rlen = 0;
-    /* Waiting for a next request with nothing buffered: give the buffer back. */
-    if (c->rlen == 0 && c->rbuf && c->phase == LLMC_PH_READ && !c->req_started) {
+    /* Nothing buffered, and either waiting for a next request or for the
+       handler (an LLM call takes seconds): give the buffer back. A hang-up
+       or a pipelined request takes one again when it comes. */
+    if (c->rlen == 0 && c->rbuf &&
+        ((c->phase == LLMC_PH_READ && !c->req_started) || c->phase == LLMC_PH_HANDLER)) {
         llmc__http_rbuf_give(c->s, c->rbuf);
         c->rbuf = NULL;
     }

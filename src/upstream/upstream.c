@@ -631,6 +631,11 @@ static int setup_easy(llmc_upstream_call_t *c, const llmc_upstream_request_t *r)
     SETOPT(CURLOPT_ACCEPT_ENCODING, (char *)NULL);   /* we relay bytes as sent */
     SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     SETOPT(CURLOPT_ERRORBUFFER, c->errbuf);
+    /* Thousands of calls wait on a slow model at once: curl's default
+       buffers (16 KiB down, 64 KiB up per call) would be most of the memory
+       they hold. Bodies are small, answers arrive at the model's pace. */
+    SETOPT(CURLOPT_BUFFERSIZE, 8192L);
+    SETOPT(CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
     SETOPT(CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(CURLOPT_HEADERDATA, c);
     SETOPT(CURLOPT_WRITEFUNCTION, on_write);
