@@ -52,11 +52,15 @@ static const struct route {
 static const char *const kind_names[] = {"chat", "completions", "embeddings", "models"};
 #define NKINDS (sizeof(kind_names) / sizeof(kind_names[0]))
 
-enum fault { F_NONE, F_RESET, F_TRUNCATE, F_INVALID_JSON, F_EMPTY, F_STALL, F_CUT_STREAM };
+enum fault {
+    F_NONE, F_RESET, F_TRUNCATE, F_INVALID_JSON, F_EMPTY, F_STALL, F_CUT_STREAM, F_STALL_BODY,
+    F_ENDLESS_STREAM
+};
 
 static const char *const fault_names[] = {
     [F_RESET] = "reset", [F_TRUNCATE] = "truncate", [F_INVALID_JSON] = "invalid-json",
     [F_EMPTY] = "empty", [F_STALL] = "stall",       [F_CUT_STREAM] = "cut-stream",
+    [F_STALL_BODY] = "stall-body", [F_ENDLESS_STREAM] = "endless-stream",
 };
 
 /* OpenAI's error type and code for the statuses tests ask for. */
@@ -198,16 +202,24 @@ static void on_stream_timer(uv_timer_t *t)
    ends half way without its last chunk. */
 static void stream_next(mreq_t *mr)
 {
-    uint64_t delay = mr->ctl.chunk_delay_ms ? mr->ctl.chunk_delay_ms : mr->ctl.split_bytes ? 1 : 0;
+    bool endless = mr->ctl.fault == F_ENDLESS_STREAM;
+    uint64_t delay = mr->ctl.chunk_delay_ms ? mr->ctl.chunk_delay_ms
+                     : mr->ctl.split_bytes ? 1 : endless ? 10 : 0;
     bool cut = mr->ctl.fault == F_CUT_STREAM;
-    size_t stop_at = cut ? mr->out.ncuts / 2 : mr->out.ncuts;
+    size_t stop_at = cut || endless ? mr->out.ncuts / 2 : mr->out.ncuts;
 
+    /* An endless stream sends its content pieces round and round (never the
+       last chunk or [DONE]) until the client leaves. */
+    if (endless && mr->piece >= stop_at && stop_at > 1)
+        mr->piece = 1;
     while (mr->piece < stop_at) {
         size_t from = mr->piece ? mr->out.cuts[mr->piece - 1] : 0;
         size_t to = mr->out.cuts[mr->piece];
         if (llmc_http_stream_write(mr->req, mr->out.body + from, to - from) != 0 || mr->done)
             return;   /* the client left: on_abort ends the request */
         mr->piece++;
+        if (endless && mr->piece >= stop_at && stop_at > 1)
+            mr->piece = 1;
         if (delay && mr->piece < stop_at) {
             uv_timer_start(&mr->timer, on_stream_timer, delay, 0);
             return;
@@ -241,6 +253,8 @@ static void truncated_answer(mreq_t *mr)
     if (llmc_http_stream_begin(mr->req, 200, hdrs, (size_t)n) != 0 ||
         llmc_http_stream_write(mr->req, mr->out.body, mr->out.len / 2) != 0 || mr->done)
         return;
+    if (mr->ctl.fault == F_STALL_BODY)
+        return; /* half an answer, then silence until the client leaves */
     llmc_http_abort(take_req(mr));
     finish(mr);
 }
@@ -266,7 +280,8 @@ static void model_answer(mreq_t *mr)
         send_error(mr, 500, NULL, "server_error", NULL, "mock: out of memory");
         return;
     }
-    if (mr->ctl.fault == F_TRUNCATE || (mr->ctl.fault == F_CUT_STREAM && !mr->stream)) {
+    if (mr->ctl.fault == F_TRUNCATE || mr->ctl.fault == F_STALL_BODY ||
+        ((mr->ctl.fault == F_CUT_STREAM || mr->ctl.fault == F_ENDLESS_STREAM) && !mr->stream)) {
         truncated_answer(mr);
     } else if (mr->stream) {
         stream_answer(mr);
@@ -335,6 +350,7 @@ static int parse_fault(const json_t *f, enum fault *out, char *err, size_t errle
             return 0;
         }
     snprintf(err, errlen, "mock.fault must be one of reset, truncate, invalid-json, empty, stall, "
+             "stall-body, endless-stream, "
                           "cut-stream");
     return LLMC_EINVAL;
 }

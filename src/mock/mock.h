@@ -18,6 +18,9 @@
  *                   "empty"        200 with an empty body
  *                   "stall"        never answer (until the client leaves)
  *                   "cut-stream"   a stream stops after half its pieces, no [DONE]
+ *                   "stall-body"   send the head and half the body, then nothing
+ *                   "endless-stream" a stream that never ends (content pieces
+ *                                  repeat every chunk_delay_ms, default 10 ms)
  *   bytes           pad the answer text to about this many bytes
  *   chunk_delay_ms  pause between streamed pieces
  *   split           "bytes": stream in pieces of 1 to 7 bytes, cut anywhere

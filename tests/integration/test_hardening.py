@@ -109,11 +109,38 @@ FAULTS = {
     "invalid-json-200": ({"fault": "invalid-json"}, 502, "invalid", False),
     "empty-200": ({"fault": "empty"}, 502, "invalid", False),
     "stall-before-headers": ({"fault": "stall"}, 504, "timeout", False),
+    "stall-mid-body": ({"fault": "stall-body"}, 504, "timeout", False),
     "429": ({"status": 429}, 429, "status", True),
     "500": ({"status": 500}, 500, "status", True),
     "502": ({"status": 502}, 502, "status", True),
     "503": ({"status": 503}, 503, "status", True),
 }
+
+
+def test_an_endless_stream_is_cut_at_the_upstream_timeout(mock, gateway_factory):
+    """An SSE stream that never ends: the client gets the events relayed live,
+    then the stream is cut off (no [DONE]) when --upstream-timeout runs out;
+    nothing is stored and the others are served meanwhile."""
+    import requests
+    g = gateway_factory(mock, args=["--upstream-timeout", UPSTREAM_TIMEOUT])
+    body = chat_body("endless", stream=True, mock={"fault": "endless-stream"})
+    before = errors(g)
+    with Others(g, "endless"):
+        t = time.monotonic()
+        got = b""
+        with requests.post(g.url + CHAT, json=body, stream=True, timeout=10) as r:
+            assert r.status_code == 200
+            try:
+                for chunk in r.raw.stream(4096, decode_content=False):
+                    got += chunk
+            except Exception:
+                pass  # the cut shows as a broken chunked body
+        elapsed = time.monotonic() - t
+    assert got.count(b"data:") > 20 and b"[DONE]" not in got
+    assert UPSTREAM_TIMEOUT - 0.2 <= elapsed < UPSTREAM_TIMEOUT + 1.5, elapsed
+    assert errors(g)["timeout"] == before["timeout"] + 1
+    assert not_stored(g, chat_body("endless", mock={"fault": "endless-stream"}))
+    assert g.alive()
 
 
 @pytest.mark.parametrize("name", list(FAULTS))
