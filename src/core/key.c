@@ -253,6 +253,13 @@ int llmc_canon_parse(const char *body, size_t len, llmc_canon_t *out, char *err,
         snprintf(err, errlen, "request body is empty; expected a JSON object");
         return LLMC_EJSON;
     }
+    /* jansson skips a raw NUL byte after some tokens; JSON has none outside
+       strings (where it must be escaped), so such a body is refused rather
+       than keyed like the body without it. */
+    if (memchr(body, '\0', len)) {
+        snprintf(err, errlen, "request body is not valid JSON: it contains a NUL byte");
+        return LLMC_EJSON;
+    }
     bool inexact;
     out->root = parse_body(body, len, &inexact, err, errlen);
     if (!out->root)

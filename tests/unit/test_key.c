@@ -329,6 +329,18 @@ static void test_big_integer_bodies_never_merge(void **state)
     llmc_canon_free(&cb);
 }
 
+/* Regression (fuzz_key): jansson skipped a raw NUL after a number, so the
+   body was keyed like the one without it. */
+static void test_raw_nul_byte_is_refused(void **state)
+{
+    (void)state;
+    const char b[] = "{\"a\":1\0}";
+    llmc_canon_t c;
+    char err[128] = "";
+    assert_int_equal(llmc_canon_parse(b, sizeof(b) - 1, &c, err, sizeof(err)), LLMC_EJSON);
+    assert_non_null(strstr(err, "NUL"));
+}
+
 static void test_huge_integers(void **state)
 {
     (void)state;
@@ -431,6 +443,7 @@ int main(void)
         cmocka_unit_test(test_root_numbers_untouched),
         cmocka_unit_test(test_canon_dump),
         cmocka_unit_test(test_big_integer_bodies_never_merge),
+        cmocka_unit_test(test_raw_nul_byte_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
