@@ -27,7 +27,6 @@ typedef struct gw_req {
     bool stream;                 /* the client asked for "stream": true */
     bool include_usage;          /* stream_options.include_usage */
     struct pacer *pacer;         /* a paced replay in progress */
-    bool leader;                 /* this request started the flight */
     bool started;                /* stream head sent */
     size_t sent;                 /* stream bytes sent */
     llmc_flight_t *flight;

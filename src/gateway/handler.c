@@ -241,7 +241,6 @@ static void go_upstream(gw_req_t *gr, const char *path, const char *body, size_t
         llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
         return;
     }
-    gr->leader = created;
     gr->xcache = !coalesce ? "BYPASS" : created ? "MISS" : "COALESCED";
     if (!coalesce)
         LLMC_COUNT(&gr->w->ctr, bypasses);
