@@ -157,7 +157,15 @@ class Soak:
         self.tmp = Path(tempfile.mkdtemp(prefix="llmc-soak-"))
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith("LLMC_") and k != "OPENAI_API_KEY"}
-        self.env.setdefault("ASAN_OPTIONS", "quarantine_size_mb=16:malloc_context_size=10")
+        # Cap ASan's quarantine even when the caller set other ASAN_OPTIONS
+        # (CI sets detect_leaks=1:abort_on_error=1): with the default 256 MB
+        # quarantine, freed memory alone makes RSS climb for minutes.
+        asan = self.env.get("ASAN_OPTIONS", "")
+        if "quarantine_size_mb" not in asan:
+            asan = (asan + ":" if asan else "") + "quarantine_size_mb=16"
+        if "malloc_context_size" not in asan:
+            asan += ":malloc_context_size=10"
+        self.env["ASAN_OPTIONS"] = asan
         self.mock_port = free_port()
         self.gw_port = free_port()
         self.base = f"http://127.0.0.1:{self.gw_port}"
