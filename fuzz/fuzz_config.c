@@ -35,13 +35,7 @@
 #include "config.h"
 #include "llmc/error.h"
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
+#include "fuzz_check.h"
 
 /* Is s one of the |-separated words? */
 static int is_word(const char *words, const char *s)

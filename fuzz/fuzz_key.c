@@ -30,13 +30,7 @@
 #include "llmc/error.h"
 #include "llmc/key.h"
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
+#include "fuzz_check.h"
 
 static const char *const ignored[] = {
     "user", "stream", "stream_options", "metadata", "store", "service_tier",

@@ -29,13 +29,7 @@
 #include "gateway/policy.h"
 #include "llmc/error.h"
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
+#include "fuzz_check.h"
 
 #define DEFAULT_TTL 300000
 #define MAX_TTL 86400000

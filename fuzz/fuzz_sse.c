@@ -31,13 +31,7 @@
 #include "llmc/error.h"
 #include "llmc/sse.h"
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
+#include "fuzz_check.h"
 
 /* What one event looked like, positions relative to the block start. */
 typedef struct seen {
