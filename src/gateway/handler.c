@@ -275,9 +275,13 @@ enum { FP_STREAM = 1u << 0, FP_USAGE = 1u << 1 };
 /* The fingerprint of the raw request: everything the canonical key is made
    of, but from the client's bytes as they came (the body, or the query of
    GET /ask), so that a repeated request needs no JSON work at all. */
-static void fingerprint(const gw_req_t *gr, const char *scope, llmc_key_t *fp)
+static void fingerprint(const gw_req_t *gr, llmc_key_t *fp)
 {
     const llmc_http_req_t *req = gr->req;
+    /* The credential itself rather than its hash: the map is per process
+       and the hash would be one more SHA-256 on every per-key hit. */
+    const char *auth = gr->w->gw->shared_scope ? NULL : llmc_http_header(req, "authorization");
+    const char *scope = auth ? auth : "";
     const char *ns = llmc_http_header(req, "x-cache-namespace");
     const char *raw = gr->route == R_ASK ? req->query : req->body;
     size_t len = gr->route == R_ASK ? strlen(req->query) : req->body_len;
@@ -349,10 +353,11 @@ static void handle_cached(gw_req_t *gr)
     llmc_key_t fp;
     uint32_t fl = 0;
 
-    scope_of(gw, req, scope, &gr->private_scope);
-    fingerprint(gr, scope, &fp);
+    gr->private_scope = !gw->shared_scope;
+    fingerprint(gr, &fp);
     bool known = llmc_fpmap_get(gw->fpmap, &fp, &gr->key, &fl);
     if (!known) {
+        scope_of(gw, req, scope, &gr->private_scope);
         if (request_body(gr, &ask, &body, &body_len, &path, err, sizeof(err)) < 0 ||
             parse_canon(gr, body, body_len, &canon) < 0)
             goto out;
