@@ -47,7 +47,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PY = "/usr/bin/python3"
+# The Python that runs helpers (misses.py, the FastAPI peer): Debian's, where the
+# FastAPI packages are; elsewhere (a borrowed machine) whichever runs this script.
+PY = os.environ.get("BENCH_PY") or ("/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable)
 HZ = os.sysconf("SC_CLK_TCK")
 
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -499,6 +501,16 @@ def table():
     return "\n".join(out)
 
 
+def git_out(*args):
+    """git's output in the repository, "" where there is no git or no .git
+    (a copy of the tree run on a borrowed machine; BENCH_COMMIT names it)."""
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
 def machine():
     model = "?"
     with open("/proc/cpuinfo") as f:
@@ -506,11 +518,9 @@ def machine():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no",
-                            "--", ".", ":!bench/RESULTS.md"],
-                           capture_output=True, text=True).stdout.strip()
+    rev = os.environ.get("BENCH_COMMIT") or git_out("rev-parse", "--short", "HEAD") or "?"
+    dirty = not os.environ.get("BENCH_COMMIT") and git_out(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/RESULTS.md")
     return (f"{NCPU} CPUs ({model}), Linux {os.uname().release}, "
             f"{time.strftime('%Y-%m-%d %H:%M %Z')}, commit {rev}{' (with local changes)' if dirty else ''}")
 
@@ -745,11 +755,24 @@ def workload_fill(mock):
 
 # ---------------------------------------------------------------- scaling
 
+def scale_placement(t, ncpu):
+    """Where --threads t and wrk run in the scaling table: on a machine with
+    cores to spare (SCALE_PIN=1, the default from 4 cores up) the server gets
+    cores 0..t-1 and wrk the upper half, so that the client never takes the
+    server's cores; a thread count above half the cores runs unpinned, sharing
+    every core with wrk. Returns (server cpus, wrk cpus), None for unpinned."""
+    pin = os.environ.get("SCALE_PIN", "1" if ncpu >= 4 else "0") == "1"
+    half = ncpu // 2
+    if not pin or t > half or not shutil.which("taskset"):
+        return None, None
+    return f"0-{t - 1}", f"{half}-{ncpu - 1}"
+
+
 def scale():
     """bench/scale.sh: llmcached's hit throughput over --threads (SCALE_THREADS,
     default 1,2,4,8,16, those above the core count left out unless
     SCALE_ALL=1), wrk with SCALE_WRK_THREADS threads (half the cores) and
-    SCALE_CONNS connections (256), nothing pinned."""
+    SCALE_CONNS connections (256); placement as scale_placement says."""
     want = [int(x) for x in os.environ.get("SCALE_THREADS", "1,2,4,8,16").split(",") if x]
     threads = [t for t in want if t <= NCPU or os.environ.get("SCALE_ALL") == "1"] or [1]
     wrk_t = int(os.environ.get("SCALE_WRK_THREADS", max(1, NCPU // 2)))
@@ -762,26 +785,29 @@ def scale():
     body_file.write_text(body)
     res = []
     for t in threads:
-        proc, port = start_llmcached(mock, threads=t, cpu=None)
+        scpu, wcpu = scale_placement(t, NCPU)
+        proc, port = start_llmcached(mock, threads=t, cpu=scpu)
         try:
             st, xc, n = warm(port, body)
-            log(f"bench: scale, --threads {t}, wrk -t{wrk_t} -c{conns} ...")
-            r = median_runs(proc, port, conns, mock, body_file=body_file, threads=wrk_t, cpu=None)
+            where = f"server on CPUs {scpu}, wrk on {wcpu}" if scpu else "unpinned"
+            log(f"bench: scale, --threads {t}, wrk -t{wrk_t} -c{conns}, {where} ...")
+            r = median_runs(proc, port, conns, mock, body_file=body_file, threads=wrk_t, cpu=wcpu)
             log(f"bench:   {r['rps']:,.0f} req/s (runs {r['runs']}), {r['cpu_us']:.1f} µs CPU/req")
-            res.append((t, n, r))
+            res.append((t, n, r, where))
         finally:
             proc.stop()
     mock.proc.stop()
     base = res[0][2]["rps"]
-    lines = ["| --threads | req/s | × --threads " + str(res[0][0]) + " | CPU µs/req | p50 | p99 | p99.9 | errors |",
-             "|---|---|---|---|---|---|---|---|"]
-    for t, n, r in res:
-        lines.append(f"| {t} | {r['rps']:,.0f} | {r['rps'] / base:.2f}× | {r['cpu_us']:.1f} | "
+    lines = ["| --threads | placement | req/s | × --threads " + str(res[0][0]) +
+             " | CPU µs/req | p50 | p99 | p99.9 | errors |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t, n, r, where in res:
+        lines.append(f"| {t} | {where} | {r['rps']:,.0f} | {r['rps'] / base:.2f}× | {r['cpu_us']:.1f} | "
                      f"{fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} | {fmt_us(r['p999_us'])} | {r['errors']} |")
     skipped = [t for t in want if t not in threads]
     text = (f"Machine: {machine()}; load average {load0:.1f} at the start.  \n"
-            f"llmcached hits ({res[0][1]}-byte answer), wrk -t{wrk_t} -c{conns}, nothing pinned (client and "
-            f"server share the cores), median of {RUNS} run(s) of {DURATION} s."
+            f"llmcached hits ({res[0][1]}-byte answer), wrk -t{wrk_t} -c{conns}, median of {RUNS} run(s) "
+            f"of {DURATION} s. CPU µs/req is the server's utime+stime over the run per request."
             + (f" Not run here (more threads than the {NCPU} cores): {', '.join(map(str, skipped))}."
                if skipped else "") + "\n\n" + "\n".join(lines) + "\n")
     print(text)
