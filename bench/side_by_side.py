@@ -678,9 +678,11 @@ def workload_misses(mock):
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if nofile != resource.RLIM_INFINITY and nofile < 2 * MISSES + 100:
             NOTES.append(f"misses: the open-file limit here is {nofile} and could not be raised to 65536 "
-                         f"(ulimit -n needs CAP_SYS_RESOURCE); llmcached holds a client and an upstream "
-                         f"socket per miss, about {2 * MISSES + 50} descriptors for {MISSES} misses, so "
-                         f"upstream connect errors (502) are expected here")
+                         f"(ulimit -n needs CAP_SYS_RESOURCE); llmcached needs a client and an upstream "
+                         f"socket per miss, about {2 * MISSES + 50} descriptors for {MISSES} misses, so it "
+                         f"caps upstream connections at what the limit leaves after --max-connections "
+                         f"(--upstream-max-connections 0) and the calls past the cap wait for a "
+                         f"connection: no errors, but a second round of upstream latency in the wall time")
         out = (r.stdout + r.stderr).strip()
         log("bench:   " + out)
         m = re.search(r"in ([\d.]+) s \[(.*)\]", out)

@@ -43,6 +43,9 @@ typedef enum llmc_opt_type {
       "Time allowed to connect to the upstream (seconds).")                                   \
     X(upstream_timeout, "upstream-timeout", SECS, "120", 1, 86400000, NULL,                   \
       "Time allowed for a whole upstream call (seconds); then 504.")                          \
+    X(upstream_max_connections, "upstream-max-connections", INT, "0", 0, 1000000, NULL,       \
+      "Upstream connections open at once, all threads together; calls past it wait for one "  \
+      "(0: what the open-file limit leaves after --max-connections).")                        \
     X(upstream_retries, "upstream-retries", INT, "0", 0, 10, NULL,                            \
       "Retries of an upstream call that failed to connect or was refused with 429/503 "       \
       "(Retry-After honoured), within --upstream-timeout.")                                   \

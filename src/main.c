@@ -22,10 +22,14 @@ extern char **environ;
 static void on_ready(llmc_gw_t *gw, void *arg)
 {
     (void)arg;
-    fprintf(stderr, "llmcached listening on http://%s%s%s:%d (%u threads, upstream %s)\n",
+    char conns[32] = "no cap";
+    if (gw->upstream_conns)
+        snprintf(conns, sizeof(conns), "%u", gw->upstream_conns);
+    fprintf(stderr, "llmcached listening on http://%s%s%s:%d (%u threads, upstream %s, "
+            "upstream connections per thread: %s)\n",
             strchr(gw->listen_host, ':') ? "[" : "", gw->listen_host,
             strchr(gw->listen_host, ':') ? "]" : "", gw->listen_port, gw->nworkers,
-            gw->upstream_base);
+            gw->upstream_base, conns);
 }
 
 static const char *upstream_key(void)

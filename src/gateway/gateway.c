@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
@@ -99,6 +100,44 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * Each upstream call holds a descriptor beside its client's, so 10,000 slow
+ * misses need 20,000 of them. The soft open-file limit is raised to the hard
+ * one (what nginx's worker_rlimit_nofile does), and unless
+ * --upstream-max-connections says otherwise, upstream connections get what
+ * that limit leaves after --max-connections and a reserve for listeners,
+ * loops, the access log and the disk tier: a call past the cap waits in
+ * libcurl's queue for a connection instead of failing to open a socket.
+ */
+#define FD_RESERVE 64
+#define FD_RESERVE_PER_WORKER 16
+
+static unsigned upstream_conns_per_worker(const llmc_config_t *cfg, unsigned nworkers)
+{
+    int64_t total = cfg->upstream_max_connections;
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (total == 0) {
+        if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)INT32_MAX)
+            return 0; /* no limit worth dividing */
+        total = (int64_t)rl.rlim_cur - cfg->max_connections - FD_RESERVE -
+                (int64_t)nworkers * FD_RESERVE_PER_WORKER;
+        if (total < (int64_t)nworkers * 4) {
+            total = (int64_t)nworkers * 4;
+            fprintf(stderr, "llmcached: the open-file limit (%llu) leaves almost nothing for upstream "
+                    "connections beside --max-connections %lld; each thread gets 4\n",
+                    (unsigned long long)rl.rlim_cur, (long long)cfg->max_connections);
+        }
+    }
+    int64_t per = total / nworkers;
+    return per > 0 ? (unsigned)per : 1;
+}
+
 int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_url,
                  const char *upstream_key, char *err, size_t errlen)
 {
@@ -126,6 +165,7 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
         gw->shared_scope = upstream_key != NULL;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     gw->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : cores > 0 ? (unsigned)cores : 1;
+    gw->upstream_conns = upstream_conns_per_worker(cfg, gw->nworkers);
     int rc = parse_listen(gw, cfg->listen, err, errlen);
     if (rc == 0)
         rc = open_log(gw, cfg->access_log, err, errlen);

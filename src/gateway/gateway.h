@@ -65,6 +65,7 @@ struct llmc_gw {
     struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */
     llmc_worker_t *workers;
     unsigned nworkers;
+    unsigned upstream_conns;         /* per worker: its libcurl multi's connection cap */
     int log_fd;                      /* access log, -1 when off */
     int64_t started_ms;
     _Atomic unsigned servers_open;   /* shutdown: phase 2 starts when it reaches 0 */

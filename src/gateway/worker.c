@@ -284,6 +284,7 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
         .connect_timeout_ms = (uint64_t)cfg->connect_timeout,
         .total_timeout_ms = (uint64_t)cfg->upstream_timeout,
         .max_host_conns = 0,
+        .max_total_conns = gw->upstream_conns,
     };
     w->upstream = llmc_upstream_new(&w->loop, &ucfg);
     unsigned per = (unsigned)(cfg->max_connections / gw->nworkers);

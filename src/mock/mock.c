@@ -86,6 +86,7 @@ struct llmc_mock {
     uint64_t calls;
     uint64_t by_kind[NKINDS];
     uint64_t in_flight;
+    uint64_t max_in_flight;          /* high-water mark of in_flight since the last reset */
     int port;
     bool stopping;
     /* llmc_mock_start: own thread and loop, stopped through an async. */
@@ -394,10 +395,11 @@ static void stats_answer(llmc_mock_t *m, llmc_http_req_t *req, bool reset)
 {
     if (reset) {
         m->calls = 0;
+        m->max_in_flight = m->in_flight;
         memset(m->by_kind, 0, sizeof(m->by_kind));
     }
-    json_t *o = json_pack("{s:I,s:I}", "calls", (json_int_t)m->calls, "in_flight",
-                          (json_int_t)m->in_flight);
+    json_t *o = json_pack("{s:I,s:I,s:I}", "calls", (json_int_t)m->calls, "in_flight",
+                          (json_int_t)m->in_flight, "max_in_flight", (json_int_t)m->max_in_flight);
     for (size_t i = 0; o && i < NKINDS; i++)
         json_object_set_new(o, kind_names[i], json_integer((json_int_t)m->by_kind[i]));
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
@@ -455,7 +457,8 @@ static void model_call(llmc_mock_t *m, llmc_http_req_t *req, llmc__mock_kind_t k
     }
     m->calls++;
     m->by_kind[kind]++;
-    m->in_flight++;
+    if (++m->in_flight > m->max_in_flight)
+        m->max_in_flight = m->in_flight;
     mr->m = m;
     mr->req = req;
     mr->kind = kind;

@@ -493,6 +493,9 @@ llmc_upstream_t *llmc_upstream_new(uv_loop_t *loop, const llmc_upstream_config_t
     if (u->cfg.max_host_conns > 0 &&
         curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->cfg.max_host_conns) != CURLM_OK)
         goto fail;
+    if (u->cfg.max_total_conns > 0 &&
+        curl_multi_setopt(u->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, u->cfg.max_total_conns) != CURLM_OK)
+        goto fail;
     uv_timer_init(loop, &u->timer);
     u->timer.data = u;
     u->open_handles = 1;

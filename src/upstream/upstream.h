@@ -30,6 +30,7 @@ typedef struct llmc_upstream_config {
     uint64_t connect_timeout_ms;
     uint64_t total_timeout_ms;   /* whole call, first byte sent to last byte read */
     long max_host_conns;         /* per thread; 0 = unlimited */
+    long max_total_conns;        /* per thread; calls past it wait for a connection; 0 = unlimited */
 } llmc_upstream_config_t;
 
 typedef struct llmc_upstream_request {

@@ -8,6 +8,7 @@ Requests that must never reach the upstream are checked with /mock/stats.
 import select
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -304,6 +305,24 @@ def test_max_connections(gateway_factory, mock):
         except OSError:
             return False
     wait_until(accepted, timeout=5, what="a connection slot to free up")
+
+
+def test_upstream_connection_cap_queues_calls_instead_of_failing(gateway_factory, mock_factory):
+    """--upstream-max-connections: calls past the cap wait for a connection
+    (what keeps 10,000 slow misses inside the open-file limit) and none fails."""
+    slow = mock_factory(latency_ms=300)
+    g = gateway_factory(slow, args=["--upstream-max-connections", "2"], threads=1)
+    slow.reset()
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(6) as pool:
+        rs = list(pool.map(lambda i: g.chat(chat_body(f"queued {i}")), range(6)))
+    wall = time.monotonic() - t0
+    assert [r.status_code for r in rs] == [200] * 6
+    assert {xcache(r) for r in rs} == {"MISS"}
+    st = slow.stats()
+    assert st["calls"] == 6
+    assert st["max_in_flight"] <= 2, st
+    assert wall >= 0.85, f"6 calls of 300 ms over 2 connections took only {wall:.2f} s"
 
 
 def test_client_hanging_up_mid_request_does_not_hurt(gateway, mock):
