@@ -106,7 +106,16 @@ static void read_stop(llmc__http_conn_t *c)
 static void on_timer(uv_timer_t *t)
 {
     llmc__http_conn_t *c = t->data;
+    uint64_t now = uv_now(c->s->loop);
 
+    if (c->deadline == 0)
+        return;
+    if (now < c->deadline) { /* the deadline moved on since the timer was armed */
+        c->timer_due = c->deadline;
+        uv_timer_start(&c->timer, on_timer, c->deadline - now, 0);
+        return;
+    }
+    c->deadline = 0;
     if (c->writes_pending > 0)
         llmc__http_conn_close(c); /* the client stopped reading its answer */
     else if (c->phase == LLMC_PH_READ && c->req_started)
@@ -115,13 +124,31 @@ static void on_timer(uv_timer_t *t)
         llmc__http_conn_close(c);
 }
 
-/* Arms the connection's one timer; 0 ms means no limit. */
+/*
+ * Sets the connection's one deadline, ms from now; 0 means no limit. A
+ * keep-alive connection moves its deadline several times per request (head
+ * timeout, send timeout, idle timeout), and restarting a libuv timer is a
+ * heap removal and insertion each time: the biggest libuv cost of a cache
+ * hit. So only the deadline moves; the timer is restarted when it must fire
+ * sooner than it is armed for, and when it fires early it re-arms for what
+ * is left (on_timer).
+ */
 static void timer_set(llmc__http_conn_t *c, uint64_t ms)
 {
-    if (ms)
+    if (!ms) {
+        c->deadline = 0;
+        return;
+    }
+    c->deadline = uv_now(c->s->loop) + ms;
+    if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer_due > c->deadline) {
+        c->timer_due = c->deadline;
         uv_timer_start(&c->timer, on_timer, ms, 0);
-    else
-        uv_timer_stop(&c->timer);
+    }
+}
+
+static void timer_stop(llmc__http_conn_t *c)
+{
+    c->deadline = 0;
 }
 
 /* While a write waits for a client to read, the idle timeout bounds how long
@@ -134,7 +161,7 @@ void llmc__http_conn_send_timer(llmc__http_conn_t *c)
     if (c->writes_pending > 0)
         timer_set(c, lim->idle_timeout_ms);
     else if (c->phase == LLMC_PH_STREAM)
-        uv_timer_stop(&c->timer);
+        timer_stop(c);
     else if (c->phase == LLMC_PH_READ) /* after a 100 Continue: back to the read limits */
         timer_set(c, c->req_started ? lim->header_timeout_ms : lim->idle_timeout_ms);
 }
@@ -553,7 +580,7 @@ static void dispatch(llmc__http_conn_t *c)
     req->id = ++s->seq;
     s->st.requests++;
     c->phase = LLMC_PH_HANDLER;
-    uv_timer_stop(&c->timer);
+    timer_stop(c);
     s->cfg.handler(req, s->cfg.ctx);
 }
 
@@ -568,7 +595,7 @@ void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, 
     c->req.keep_alive = false;
     c->req.id = ++s->seq;
     c->phase = LLMC_PH_HANDLER;
-    uv_timer_stop(&c->timer);
+    timer_stop(c);
     llmc_http_respond_error(&c->req, status, NULL,
                             status >= 500 ? "server_error" : "invalid_request_error", code, msg);
 }

@@ -173,30 +173,61 @@ void llmc__http_maybe_finish(llmc__http_conn_t *c)
         finish(c);
 }
 
-/* The status line, Date, the framing header, Connection, then the
-   caller's header lines h1 and h2, into c->obuf with extra bytes of room. */
-static int head_build(llmc__http_conn_t *c, int status, const char *framing, const char *h1,
-                      size_t l1, const char *h2, size_t l2, size_t extra)
+static char *put(char *p, const char *s, size_t n)
 {
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/* Writes v in decimal at p; returns the end. snprintf's format parsing was
+   a visible share of a cache hit's user time. */
+static char *put_uint(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* The status line, Date, Content-Length (when has_length), Connection, then
+   the caller's header lines h1 and h2, into c->obuf with extra bytes of room. */
+static int head_build(llmc__http_conn_t *c, int status, bool has_length, size_t length,
+                      const char *h1, size_t l1, const char *h2, size_t l2, size_t extra)
+{
+    static const char http10[] = "HTTP/1.0 ", http11[] = "HTTP/1.1 ", date_h[] = "\r\nDate: ",
+                      cl_h[] = "Content-Length: ", ka[] = "Connection: keep-alive\r\n",
+                      cl[] = "Connection: close\r\n";
     const llmc_http_req_t *req = &c->req;
     const char *reason = llmc_http_reason(status);
-    size_t dlen, need;
+    size_t rlen = strlen(reason), dlen, need;
     const char *date = llmc__http_date(c->s, &dlen);
-    int n;
 
-    need = 64 + strlen(reason) + dlen + strlen(framing) + l1 + l2 + extra;
+    need = 128 + rlen + dlen + l1 + l2 + extra;
     if (llmc__http_grow(&c->obuf, &c->ocap, need) != 0)
         return LLMC_ENOMEM;
-    n = snprintf(c->obuf, c->ocap, "HTTP/1.%d %d %s\r\nDate: %.*s\r\n%sConnection: %s\r\n",
-                 (req->http_major == 1 && req->http_minor == 0) ? 0 : 1, status, reason, (int)dlen,
-                 date, framing, req->keep_alive ? "keep-alive" : "close");
-    c->olen = (size_t)n;
-    memcpy(c->obuf + c->olen, h1, l1);
-    c->olen += l1;
-    memcpy(c->obuf + c->olen, h2, l2);
-    c->olen += l2;
-    memcpy(c->obuf + c->olen, "\r\n", 2);
-    c->olen += 2;
+    char *p = c->obuf;
+    p = put(p, (req->http_major == 1 && req->http_minor == 0) ? http10 : http11, sizeof(http11) - 1);
+    p = put_uint(p, (unsigned)status % 1000);
+    *p++ = ' ';
+    p = put(p, reason, rlen);
+    p = put(p, date_h, sizeof(date_h) - 1);
+    p = put(p, date, dlen);
+    p = put(p, "\r\n", 2);
+    if (has_length) {
+        p = put(p, cl_h, sizeof(cl_h) - 1);
+        p = put_uint(p, length);
+        p = put(p, "\r\n", 2);
+    }
+    p = req->keep_alive ? put(p, ka, sizeof(ka) - 1) : put(p, cl, sizeof(cl) - 1);
+    p = put(p, h1, l1);
+    p = put(p, h2, l2);
+    p = put(p, "\r\n", 2);
+    c->olen = (size_t)(p - c->obuf);
     c->status = status;
     return 0;
 }
@@ -211,13 +242,10 @@ static bool status_has_body(int status)
 static bool begin_full(llmc__http_conn_t *c, int status, const char *h1, size_t l1, const char *h2,
                        size_t l2, size_t body_len, size_t extra)
 {
-    char framing[48] = "";
-
     c->phase = LLMC_PH_WRITE;
-    if (status_has_body(status))
-        snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", body_len);
     c->no_body = c->req.method == HTTP_HEAD || !status_has_body(status);
-    if (head_build(c, status, framing, h1, l1, h2, l2, c->no_body ? 0 : extra) != 0) {
+    if (head_build(c, status, status_has_body(status), body_len, h1, l1, h2, l2,
+                   c->no_body ? 0 : extra) != 0) {
         llmc__http_conn_close(c);
         return false;
     }
@@ -310,8 +338,9 @@ int llmc_http_stream_begin(llmc_http_req_t *req, int status, const char *hdrs, s
         req->keep_alive = false;
     c->no_body = req->method == HTTP_HEAD || !status_has_body(status);
     c->phase = LLMC_PH_STREAM;
-    if (head_build(c, status, c->chunked_out ? "Transfer-Encoding: chunked\r\n" : "", hdrs,
-                   hdrs_len, "", 0, 0) != 0) {
+    static const char te[] = "Transfer-Encoding: chunked\r\n";
+    if (head_build(c, status, false, 0, te, c->chunked_out ? sizeof(te) - 1 : 0, hdrs, hdrs_len,
+                   0) != 0) {
         llmc__http_conn_close(c);
         return LLMC_EIO;
     }
