@@ -46,6 +46,8 @@ struct llmc_worker {
     int listen_rc;                   /* result of listen, read by the main thread */
     char listen_err[256];
     void *fetches;                   /* upstream calls this worker runs (fetch.c) */
+    struct gw_req *spare;            /* finished requests kept for reuse (worker.c) */
+    unsigned nspare;
     uv_signal_t sigint, sigterm;     /* worker 0 only */
 };
 

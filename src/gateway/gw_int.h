@@ -32,6 +32,7 @@ typedef struct gw_req {
     llmc_flight_t *flight;
     llmc_entry_t *stale;         /* expired entry kept for stale-if-error */
     bool queued, dead;           /* inbox state, under the worker's inbox lock */
+    bool waited;                 /* joined a flight: the inbox may hold it */
     unsigned busy;               /* gateway code is running on gr: don't free it yet */
     bool finished;               /* the server is done with the request (on_done ran) */
     struct gw_req *inbox_next;
@@ -56,6 +57,9 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
 /* Marks gr in use around code that calls into the server, which can finish
    (and would otherwise free) the request synchronously; release frees gr
    then if the request finished meanwhile. */
+/* A zeroed request context from w's spares (or the heap); NULL when out of
+   memory. Loop thread of w. */
+gw_req_t *llmc__gw_req_new(llmc_worker_t *w);
 void llmc__gw_req_hold(gw_req_t *gr);
 void llmc__gw_req_release(gw_req_t *gr);
 /* Queues a waiter on its worker's inbox (flight lock held). */

@@ -235,6 +235,7 @@ static void go_upstream(gw_req_t *gr, const char *path, const char *body, size_t
     llmc_gw_t *gw = gr->w->gw;
     bool coalesce = gr->policy.write && gr->route != R_MODELS;
     bool created = true;
+    gr->waited = true;
     gr->flight = coalesce ? llmc_flight_join(gw->flights, &gr->key, gr->stream, &created)
                           : llmc_flight_new_private(&gr->key, gr->stream);
     if (!gr->flight) {
@@ -443,7 +444,7 @@ void llmc_gw_handle(llmc_http_req_t *req, void *ctx)
         respond_stats(w, req);
         return;
     }
-    gw_req_t *gr = calloc(1, sizeof(*gr));
+    gw_req_t *gr = llmc__gw_req_new(w);
     if (!gr) {
         llmc_http_respond_error(req, 503, NULL, "server_error", "out_of_memory", "out of memory");
         return;

@@ -58,11 +58,57 @@ void llmc__gw_waiter_notify(llmc_flight_waiter_t *fw)
         uv_async_send(&w->inbox_async);
 }
 
+/*
+ * A cache hit would otherwise calloc and free its request context: each
+ * worker keeps up to SPARE_MAX finished ones. Only the worker's loop thread
+ * takes or returns them (a request lives and dies on its worker). Under
+ * AddressSanitizer nothing is kept, so that a use after the end of a
+ * request is still caught.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPARE_MAX 0
+#else
+#define SPARE_MAX 256
+#endif
+
+gw_req_t *llmc__gw_req_new(llmc_worker_t *w)
+{
+    gw_req_t *gr = w->spare;
+    if (!gr)
+        return calloc(1, sizeof(*gr));
+    w->spare = gr->inbox_next;
+    w->nspare--;
+    memset(gr, 0, sizeof(*gr));
+    return gr;
+}
+
+static void req_free(gw_req_t *gr)
+{
+    llmc_worker_t *w = gr->w;
+    if (w->nspare >= SPARE_MAX) {
+        free(gr);
+        return;
+    }
+    gr->inbox_next = w->spare;
+    w->spare = gr;
+    w->nspare++;
+}
+
+static void spares_free(llmc_worker_t *w)
+{
+    while (w->spare) {
+        gw_req_t *next = w->spare->inbox_next;
+        free(w->spare);
+        w->spare = next;
+    }
+    w->nspare = 0;
+}
+
 /* One waiter whose flight moved: relay, answer, or free a dead one. */
 static void inbox_one(gw_req_t *gr)
 {
     if (gr->dead) {
-        free(gr);
+        req_free(gr);
         return;
     }
     if (!gr->req || !gr->flight)
@@ -155,12 +201,16 @@ static void req_teardown(gw_req_t *gr)
     llmc__gw_leave_flight(gr);
     llmc_entry_unref(gr->stale);
     gr->stale = NULL;
+    if (!gr->waited) { /* never a flight's waiter, so never in the inbox */
+        req_free(gr);
+        return;
+    }
     pthread_mutex_lock(&w->inbox_mu);
     bool queued = gr->queued;
     gr->dead = queued;
     pthread_mutex_unlock(&w->inbox_mu);
     if (!queued)
-        free(gr);
+        req_free(gr);
 }
 
 void llmc__gw_req_hold(gw_req_t *gr)
@@ -390,6 +440,7 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
 out:
     for (unsigned i = 0; i < started; i++) {
         uv_loop_close(&gw->workers[i].loop);
+        spares_free(&gw->workers[i]);
         pthread_mutex_destroy(&gw->workers[i].inbox_mu);
     }
     return rc;
