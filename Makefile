@@ -72,8 +72,13 @@ test: deps
 	@$(MAKE) --no-print-directory integration client-test
 
 bench: deps
-	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" all
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" all build/bench/burst
 	./bench/run.sh build/bench/llmcached
+
+# The stampede's client (bench/burst.c), kept beside the benchmarked binary.
+build/bench/burst: bench/burst.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -Wall -Wextra -Werror -Wshadow -O2 -o $@ $<
 
 clean:
 	rm -rf build

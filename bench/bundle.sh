@@ -9,6 +9,8 @@ bin=${1:-build/bench/llmcached}
 rm -rf .devbench
 mkdir -p .devbench/lib .devbench/libexec .devbench/bin
 cp "$bin" "$(command -v wrk)" "$(command -v taskset)" .devbench/libexec/
+# The stampede client, when make bench built it, runs beside llmcached.
+[ -x "$(dirname "$bin")/burst" ] && cp "$(dirname "$bin")/burst" .devbench/bin/
 for f in $(ldd .devbench/libexec/* | awk '/=>/ {print $3} /ld-linux/ {print $1}' | sort -u); do
     cp -L "$f" .devbench/lib/
 done
