@@ -65,10 +65,11 @@ void llmc__gw_waiter_notify(llmc_flight_waiter_t *fw)
  * AddressSanitizer nothing is kept, so that a use after the end of a
  * request is still caught.
  */
-#if defined(__SANITIZE_ADDRESS__)
-#define SPARE_MAX 0
-#else
 #define SPARE_MAX 256
+#if defined(__SANITIZE_ADDRESS__)
+#define KEEP_SPARES 0
+#else
+#define KEEP_SPARES 1
 #endif
 
 gw_req_t *llmc__gw_req_new(llmc_worker_t *w)
@@ -85,7 +86,7 @@ gw_req_t *llmc__gw_req_new(llmc_worker_t *w)
 static void req_free(gw_req_t *gr)
 {
     llmc_worker_t *w = gr->w;
-    if (w->nspare >= SPARE_MAX) {
+    if (!KEEP_SPARES || w->nspare >= SPARE_MAX) {
         free(gr);
         return;
     }
