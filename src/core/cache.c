@@ -13,7 +13,7 @@
  *   refused even when max_entry_share would allow it; the default shard
  *   count (64, fewer for small caches or large shares) avoids that case.
  * - Bytes charged per entry are its measured mem_bytes plus a fixed share of
- *   the bucket array (see cache_int.h for why four slots).
+ *   the bucket array (see cache_int.h for why two slots).
  * - SIEVE: new entries go to the head; a hit only sets the visited bit; the
  *   hand walks from the tail toward the head clearing bits and evicts the
  *   first unvisited entry, then stays where it stopped. When something else
@@ -209,14 +209,19 @@ static void rehash(struct shard *s, size_t n)
     s->nbuckets = n;
 }
 
-/* Keeps between one and four bucket slots per entry. Lock held. */
+/*
+ * Keeps the load between one half and two entries per bucket, so at most
+ * two slots per entry: a factor of four between the thresholds, so that a
+ * shard whose count hovers around one of them is not rehashed over and
+ * over. Lock held.
+ */
 static void do_maybe_resize(struct shard *s)
 {
     size_t n = s->nbuckets;
 
-    while (s->count > n)
+    while (s->count > 2 * n)
         n *= 2;
-    while (n > MIN_BUCKETS && s->count < n / 4)
+    while (n > MIN_BUCKETS && s->count < n / 2)
         n /= 2;
     if (n != s->nbuckets)
         rehash(s, n);
