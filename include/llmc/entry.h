@@ -2,7 +2,7 @@
  * llmc/entry.h: one cached answer.
  *
  * An entry is immutable once built, apart from its reference count and the
- * link fields that belong to the memory cache. It is one allocation: the
+ * fields that belong to the memory cache (link, visited, in_cache). It is one allocation: the
  * struct, then every string, the tags, the vector and the body, so that its
  * size can be measured exactly (malloc_usable_size) and freeing it is one
  * call. Entries are reference counted because an answer that is being
@@ -15,6 +15,7 @@
 #define LLMC_ENTRY_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,34 +31,96 @@ enum llmc_entry_flags {
     LLMC_ENTRY_FROM_STREAM = 1u << 1, /* assembled from a recorded SSE stream */
 };
 
+/* The largest body an entry holds: the block's lengths are 32-bit, to keep
+   the struct small, and the block is the body plus at most about 1 MiB. */
+#define LLMC_ENTRY_MAX_BODY ((size_t)UINT32_MAX - (2u << 20))
+/* The strings and tags (namespace, model, a content type not in the table
+   below, tag strings) share a region addressed by 16-bit offsets. */
+#define LLMC_ENTRY_MAX_META 60000u
+/* The longest vector an entry holds (1 MiB of floats). */
+#define LLMC_ENTRY_MAX_DIM (1u << 18)
+
+/* Bytes of an ETag as written in a header: '"', 16 hex digits, '"', NUL. */
+#define LLMC_ETAG_LEN 19
+
 /* Fields owned by the memory cache (llmc/cache.h); nobody else touches them. */
 struct llmc_entry_link {
     struct llmc_entry *hnext;        /* hash chain */
     struct llmc_entry *prev, *next;  /* SIEVE queue: head is newest */
-    _Atomic uint8_t visited;         /* SIEVE bit, set on hit without a lock */
-    uint8_t in_cache;
 };
 
+/*
+ * The struct is kept small (120 bytes on LP64; a unit test holds it to 128)
+ * because a cache holds millions of small answers and this header is most
+ * of what an answer costs beyond its body. Hence: 32-bit lengths, the ETag
+ * as 8 raw bytes, and 16-bit offsets into the block instead of pointers for
+ * everything but the body. Read those fields through the accessors below.
+ * What a lookup reads (the key, refcnt, visited, expires_ms and the hash
+ * chain) comes first, so that a step along a chain touches one cache line
+ * or two, not three.
+ */
 typedef struct llmc_entry {
     llmc_key_t key;
     _Atomic uint32_t refcnt;
-    uint32_t flags;              /* LLMC_ENTRY_* */
     uint16_t status;             /* upstream HTTP status, always 2xx today */
-    int64_t created_ms;          /* when the upstream answered */
+    uint8_t flags;               /* LLMC_ENTRY_* */
+    _Atomic uint8_t visited;     /* memory cache: SIEVE bit, set on hit without a lock */
     int64_t expires_ms;          /* fresh while now < expires_ms */
-    const char *content_type;    /* never NULL */
-    const char *ns;              /* namespace, "" when none */
-    const char *model;           /* "" when unknown */
-    const char *const *tags;     /* ntags strings, for purge by tag */
-    uint32_t ntags;
-    uint32_t dim;                /* vector dimension, 0 when none */
-    const float *vector;         /* for the semantic tier, NULL when none */
-    const char *body;            /* body_len bytes, NUL-terminated for convenience */
-    size_t body_len;
-    char etag[20];               /* strong validator: "\"" 16 hex of SHA-256(body) "\"" */
-    size_t mem_bytes;            /* measured bytes held by this allocation */
     struct llmc_entry_link link;
+    const char *body;            /* body_len bytes, NUL-terminated for convenience */
+    int64_t created_ms;          /* when the upstream answered */
+    uint32_t body_len;
+    uint32_t mem_bytes;          /* measured bytes held by this allocation */
+    uint8_t etag[8];             /* first 8 bytes of SHA-256(body); see llmc_entry_etag */
+    uint32_t dim;                /* vector dimension, 0 when none */
+    uint16_t ntags;
+    uint16_t ns_off, model_off;  /* offsets from the struct's start; 0: "" */
+    uint16_t ct_off;             /* content type's offset when ctype is 0 */
+    uint16_t tags_off;           /* ntags NUL-terminated strings, one after another */
+    uint8_t ctype;               /* index into the known content types; 0: at ct_off */
+    uint8_t in_cache;            /* memory cache: linked into a shard */
 } llmc_entry_t;
+
+/* Content types most answers carry, shared instead of copied; [0] is unused. */
+extern const char *const llmc__entry_ctypes[];
+
+static inline const char *llmc__entry_str(const llmc_entry_t *e, uint16_t off)
+{
+    return off ? (const char *)e + off : "";
+}
+
+/* The content type, never NULL. Points into e or at a static string. */
+static inline const char *llmc_entry_content_type(const llmc_entry_t *e)
+{
+    return e->ctype ? llmc__entry_ctypes[e->ctype] : llmc__entry_str(e, e->ct_off);
+}
+
+/* The namespace, "" when none. Valid while the caller holds a reference. */
+static inline const char *llmc_entry_ns(const llmc_entry_t *e)
+{
+    return llmc__entry_str(e, e->ns_off);
+}
+
+/* The model, "" when unknown. Valid while the caller holds a reference. */
+static inline const char *llmc_entry_model(const llmc_entry_t *e)
+{
+    return llmc__entry_str(e, e->model_off);
+}
+
+/* The vector (dim floats, float-aligned), NULL when none. It lies just
+   before the body, which is why it needs no field of its own. */
+static inline const float *llmc_entry_vector(const llmc_entry_t *e)
+{
+    return e->dim ? (const float *)(const void *)(e->body - (size_t)e->dim * sizeof(float)) : NULL;
+}
+
+/* Tag i (i < ntags). Walks the tags before it: tags are few and read only
+   by purges, so an index array would cost every entry for little. */
+const char *llmc_entry_tag(const llmc_entry_t *e, uint32_t i);
+
+/* Writes the strong validator, '"' + 16 lowercase hex digits + '"' and a
+   NUL, into out. Any thread. */
+void llmc_entry_etag(const llmc_entry_t *e, char out[LLMC_ETAG_LEN]);
 
 /* What llmc_entry_new copies into a new entry. Pointers may be NULL/0. */
 typedef struct llmc_entry_spec {
@@ -77,8 +140,17 @@ typedef struct llmc_entry_spec {
 } llmc_entry_spec_t;
 
 /*
+ * True when spec is within an entry's limits: flags fit in 8 bits, the body
+ * is at most LLMC_ENTRY_MAX_BODY bytes, the vector at most LLMC_ENTRY_MAX_DIM
+ * floats, fewer than 65536 tags, and the strings and tags together at most
+ * LLMC_ENTRY_MAX_META bytes. Any thread.
+ */
+bool llmc_entry_spec_fits(const llmc_entry_spec_t *spec);
+
+/*
  * Builds an entry holding copies of everything in spec, with refcnt 1 owned
- * by the caller. Returns NULL when out of memory. Any thread.
+ * by the caller. Returns NULL when out of memory or when spec does not fit
+ * (llmc_entry_spec_fits). Any thread.
  */
 llmc_entry_t *llmc_entry_new(const llmc_entry_spec_t *spec);
 

@@ -55,8 +55,9 @@
 #define LLMC_RECORD_TRAILER 8u    /* checksum bytes */
 
 /*
- * Returns the exact size of e's record, or 0 when e cannot be encoded (a
- * string or the tag section longer than 4 GiB). Any thread.
+ * Returns the exact size of e's record, or 0 when it would not fit in a
+ * size_t (possible only on a 32-bit host: an entry's limits in llmc/entry.h
+ * keep every length within the format's). Any thread.
  */
 size_t llmc_record_size(const llmc_entry_t *e);
 

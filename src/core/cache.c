@@ -13,7 +13,7 @@
  *   refused even when max_entry_share would allow it; the default shard
  *   count (64, fewer for small caches or large shares) avoids that case.
  * - Bytes charged per entry are its measured mem_bytes plus a fixed share of
- *   the bucket array (see cache_int.h for why four slots).
+ *   the bucket array (see cache_int.h for why two slots).
  * - SIEVE: new entries go to the head; a hit only sets the visited bit; the
  *   hand walks from the tail toward the head clearing bits and evicts the
  *   first unvisited entry, then stays where it stopped. When something else
@@ -160,7 +160,7 @@ static void do_unlink(struct shard *s, llmc_entry_t **pp, llmc_entry_t **grave)
     queue_remove(s, e);
     s->bytes -= llmc__cache_charge(e);
     s->count--;
-    e->link.in_cache = 0;
+    e->in_cache = 0;
     drop(e, grave);
 }
 
@@ -170,8 +170,8 @@ static llmc_entry_t *sieve_victim(struct shard *s)
     llmc_entry_t *e = s->hand ? s->hand : s->tail;
 
     /* Ends within one lap: every visited entry passed is cleared. */
-    while (atomic_load_explicit(&e->link.visited, memory_order_relaxed)) {
-        atomic_store_explicit(&e->link.visited, 0, memory_order_relaxed);
+    while (atomic_load_explicit(&e->visited, memory_order_relaxed)) {
+        atomic_store_explicit(&e->visited, 0, memory_order_relaxed);
         e = e->link.prev ? e->link.prev : s->tail;
     }
     s->hand = e;
@@ -209,14 +209,19 @@ static void rehash(struct shard *s, size_t n)
     s->nbuckets = n;
 }
 
-/* Keeps between one and four bucket slots per entry. Lock held. */
+/*
+ * Keeps the load between one half and two entries per bucket, so at most
+ * two slots per entry: a factor of four between the thresholds, so that a
+ * shard whose count hovers around one of them is not rehashed over and
+ * over. Lock held.
+ */
 static void do_maybe_resize(struct shard *s)
 {
     size_t n = s->nbuckets;
 
-    while (s->count > n)
+    while (s->count > 2 * n)
         n *= 2;
-    while (n > MIN_BUCKETS && s->count < n / 4)
+    while (n > MIN_BUCKETS && s->count < n / 2)
         n /= 2;
     if (n != s->nbuckets)
         rehash(s, n);
@@ -244,7 +249,7 @@ static void shard_destroy(struct shard *s)
     while (e) {
         llmc_entry_t *next = e->link.next;
         e->link.hnext = e->link.prev = e->link.next = NULL;
-        e->link.in_cache = 0;
+        e->in_cache = 0;
         llmc_entry_unref(e);
         e = next;
     }
@@ -339,7 +344,7 @@ int llmc_cache_get(llmc_cache_t *c, const llmc_key_t *key, int64_t now_ms, llmc_
         do_unlink(s, pp, &grave);
         s->evicted_ttl++;
     } else if (e) {
-        atomic_store_explicit(&e->link.visited, 1, memory_order_relaxed);
+        atomic_store_explicit(&e->visited, 1, memory_order_relaxed);
         *out = llmc_entry_ref(e);
         rc = 0;
     }
@@ -356,8 +361,8 @@ static void do_insert(struct shard *s, llmc_entry_t *e, uint64_t h)
     e->link.hnext = *bucket;
     *bucket = e;
     queue_push_head(s, e);
-    atomic_store_explicit(&e->link.visited, 0, memory_order_relaxed);
-    e->link.in_cache = 1;
+    atomic_store_explicit(&e->visited, 0, memory_order_relaxed);
+    e->in_cache = 1;
     llmc_entry_ref(e);
     s->bytes += llmc__cache_charge(e);
     s->count++;
@@ -376,7 +381,7 @@ int llmc_cache_put(llmc_cache_t *c, llmc_entry_t *e, int64_t now_ms)
         return LLMC_E2BIG;
     }
     pthread_mutex_lock(&s->mu);
-    if (e->link.in_cache) {
+    if (e->in_cache) {
         pthread_mutex_unlock(&s->mu);
         return LLMC_EINVAL;
     }

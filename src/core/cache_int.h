@@ -5,18 +5,19 @@
  * Every entry's link fields (hash chain, SIEVE queue, visited bit) live inside
  * the entry block, so mem_bytes already covers them. What an entry costs the
  * table beyond its block is its share of the shard's bucket array. A shard
- * doubles its bucket array when it holds more entries than buckets and halves
- * it when it holds fewer than a quarter as many, so the array never has more
- * than four slots per entry (once above its small fixed minimum): each entry
- * is charged four bucket pointers. The minimum buckets and the shard structs
- * are a fixed cost of the cache, not charged against max_bytes.
+ * doubles its bucket array when it holds more than two entries per bucket
+ * and halves it when it holds fewer than one per two buckets, so the array
+ * never has more than two slots per entry (once above its small fixed
+ * minimum): each entry is charged two bucket pointers. Chains stay short: a
+ * hit compares 1 + load/2 keys on average, never more than two. The minimum buckets and the shard structs are a fixed
+ * cost of the cache, not charged against max_bytes.
  */
 #ifndef LLMC_CACHE_INT_H
 #define LLMC_CACHE_INT_H
 
 #include "llmc/entry.h"
 
-#define LLMC_CACHE_ENTRY_OVERHEAD (4 * sizeof(llmc_entry_t *))
+#define LLMC_CACHE_ENTRY_OVERHEAD (2 * sizeof(llmc_entry_t *))
 
 /* Bytes an entry counts against the cache budget while it is held. */
 static inline size_t llmc__cache_charge(const llmc_entry_t *e)

@@ -2,20 +2,25 @@
  * entry.c: building, sharing and freeing cache entries (llmc/entry.h).
  *
  * Decisions a newcomer would otherwise get wrong:
- * - An entry is one malloc block laid out as: the struct, content_type, ns,
- *   model, the tag pointer array (pointer-aligned), the tag strings, the
- *   vector (float-aligned), then the body and a NUL. mem_bytes is
- *   malloc_usable_size of that block, so the memory cache charges what the
- *   allocator really handed out, slack included.
+ * - An entry is one malloc block laid out as: the struct, the namespace, the
+ *   model, the content type (only when it is not one of the shared ones),
+ *   the tag strings back to back, the vector (float-aligned), then the body
+ *   and a NUL. The struct reaches the strings through 16-bit offsets and
+ *   the vector through the body pointer (it ends where the body starts), so
+ *   an empty string costs no byte and a pointer costs 2 bytes, not 8.
+ *   mem_bytes is malloc_usable_size of the block, so the memory cache
+ *   charges what the allocator really handed out, slack included.
  * - The reference count uses a relaxed increment (taking a reference needs
  *   an existing one, so nothing is published by it) and an acq_rel
  *   decrement, so that every write made through any reference happens
  *   before the free in the thread that drops the last one.
  * - The ETag is the first 16 hex digits of SHA-256(body): 64 bits are ample
  *   to tell apart versions of one URL, and a hash (not a counter) gives the
- *   same ETag to the same answer in every process and tier.
+ *   same ETag to the same answer in every process and tier. The entry keeps
+ *   the 8 raw bytes; llmc_entry_etag writes the quoted hex when a header
+ *   needs it, which costs less than a hit's other work.
  * - A NULL content_type becomes "application/json", what every endpoint of
- *   an OpenAI-style API answers, so that the entry's field is never NULL.
+ *   an OpenAI-style API answers, so that the entry's type is never NULL.
  */
 #include <malloc.h>
 #include <stdalign.h>
@@ -29,11 +34,23 @@
 
 #define DEFAULT_CONTENT_TYPE "application/json"
 
+/* Whatever the gateway and the usual upstreams send; [0] means "in the block". */
+const char *const llmc__entry_ctypes[] = {
+    "",
+    "application/json",
+    "text/event-stream",
+    "application/json; charset=utf-8",
+    "text/event-stream; charset=utf-8",
+};
+#define NCTYPES (sizeof(llmc__entry_ctypes) / sizeof(llmc__entry_ctypes[0]))
+
 static const char hexdigits[] = "0123456789abcdef";
 
-/* Where each part of the block starts; computed once, used to size and fill. */
+/* Where each part of the block starts (0: absent); computed once, used to
+   size and fill. */
 struct layout {
-    size_t ct, ns, model, tagv, tagstr, vec, body, total;
+    uint8_t ctype;
+    size_t ns, model, ct, tags, vec, body, total;
 };
 
 static const char *or_empty(const char *s)
@@ -46,50 +63,79 @@ static size_t align_up(size_t off, size_t a)
     return (off + a - 1) & ~(a - 1);
 }
 
-/* Adds n to *off; false when the sum would overflow size_t. */
-static int grow(size_t *off, size_t n)
+static uint8_t known_ctype(const char *ct)
 {
-    if (n > SIZE_MAX - *off)
-        return 0;
-    *off += n;
-    return 1;
+    for (uint8_t i = 1; i < NCTYPES; i++)
+        if (strcmp(ct, llmc__entry_ctypes[i]) == 0)
+            return i;
+    return 0;
 }
 
-static int plan(const llmc_entry_spec_t *s, const char *ct, uint32_t ntags, uint32_t dim,
-                struct layout *l)
+static uint32_t ntags_of(const llmc_entry_spec_t *s)
+{
+    return s->tags ? s->ntags : 0;
+}
+
+static uint32_t dim_of(const llmc_entry_spec_t *s)
+{
+    return s->vector ? s->dim : 0;
+}
+
+/* Reserves a string's bytes at *off; an empty one gets offset 0 and none. */
+static size_t reserve_str(size_t *off, const char *s)
+{
+    size_t n = strlen(or_empty(s)), at = n ? *off : 0;
+
+    if (n)
+        *off += n + 1;
+    return at;
+}
+
+/* Bytes of the strings and tags: bounded before anything is laid out, so
+   that no offset can overflow 16 bits. */
+static size_t meta_bytes(const llmc_entry_spec_t *s, const char *ct)
+{
+    size_t n = strlen(or_empty(s->ns)) + strlen(or_empty(s->model)) + 2;
+
+    if (!known_ctype(ct))
+        n += strlen(ct) + 1;
+    for (uint32_t i = 0; i < ntags_of(s) && n <= LLMC_ENTRY_MAX_META; i++)
+        n += strlen(or_empty(s->tags[i])) + 1;
+    return n;
+}
+
+bool llmc_entry_spec_fits(const llmc_entry_spec_t *s)
+{
+    const char *ct = s->content_type ? s->content_type : DEFAULT_CONTENT_TYPE;
+
+    return s->flags <= UINT8_MAX && s->body_len <= LLMC_ENTRY_MAX_BODY &&
+           ntags_of(s) <= UINT16_MAX && dim_of(s) <= LLMC_ENTRY_MAX_DIM &&
+           meta_bytes(s, ct) <= LLMC_ENTRY_MAX_META;
+}
+
+/* Lays out a spec that fits; nothing here can overflow (see the limits). */
+static void plan(const llmc_entry_spec_t *s, const char *ct, struct layout *l)
 {
     size_t off = sizeof(llmc_entry_t);
 
-    l->ct = off;
-    off += strlen(ct) + 1;
-    l->ns = off;
-    off += strlen(or_empty(s->ns)) + 1;
-    l->model = off;
-    off += strlen(or_empty(s->model)) + 1;
-    l->tagv = off = align_up(off, alignof(const char *));
-    off += (size_t)ntags * sizeof(const char *);
-    l->tagstr = off;
-    for (uint32_t i = 0; i < ntags; i++)
+    l->ns = reserve_str(&off, s->ns);
+    l->model = reserve_str(&off, s->model);
+    l->ctype = known_ctype(ct);
+    l->ct = l->ctype ? 0 : reserve_str(&off, ct);
+    l->tags = ntags_of(s) ? off : 0;
+    for (uint32_t i = 0; i < ntags_of(s); i++)
         off += strlen(or_empty(s->tags[i])) + 1;
     l->vec = off = align_up(off, alignof(float));
-    if ((size_t)dim > (SIZE_MAX - off) / sizeof(float))
-        return 0;
-    off += (size_t)dim * sizeof(float);
+    off += (size_t)dim_of(s) * sizeof(float);
     l->body = off;
-    if (!grow(&off, s->body_len) || !grow(&off, 1))
-        return 0;
-    l->total = off;
-    return 1;
+    l->total = off + s->body_len + 1;
 }
 
-/* Copies the NUL-terminated s to base + *off and returns where it landed. */
-static const char *put_str(char *base, size_t *off, const char *s)
+/* Copies the NUL-terminated s to base + off when it has a place there. */
+static void put_str(char *base, size_t off, const char *s)
 {
-    size_t n = strlen(s) + 1;
-    char *dst = memcpy(base + *off, s, n);
-
-    *off += n;
-    return dst;
+    if (off)
+        memcpy(base + off, s, strlen(s) + 1);
 }
 
 static int make_etag(llmc_entry_t *e)
@@ -97,46 +143,45 @@ static int make_etag(llmc_entry_t *e)
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
 
-    if (!EVP_Digest(e->body, e->body_len, md, &mdlen, EVP_sha256(), NULL) || mdlen < 8)
+    if (!EVP_Digest(e->body, e->body_len, md, &mdlen, EVP_sha256(), NULL) ||
+        mdlen < sizeof(e->etag))
         return -1;
-    e->etag[0] = '"';
-    for (int i = 0; i < 8; i++) {
-        e->etag[1 + 2 * i] = hexdigits[md[i] >> 4];
-        e->etag[2 + 2 * i] = hexdigits[md[i] & 15];
-    }
-    e->etag[17] = '"';
-    e->etag[18] = '\0';
+    memcpy(e->etag, md, sizeof(e->etag));
     return 0;
 }
 
-static void fill(llmc_entry_t *e, const llmc_entry_spec_t *s, const char *ct, uint32_t ntags,
-                 uint32_t dim, const struct layout *l)
+static void fill(llmc_entry_t *e, const llmc_entry_spec_t *s, const char *ct,
+                 const struct layout *l)
 {
     char *base = (char *)e;
-    size_t off = l->ct;
 
-    e->content_type = put_str(base, &off, ct);
-    e->ns = put_str(base, &off, or_empty(s->ns));
-    e->model = put_str(base, &off, or_empty(s->model));
+    put_str(base, l->ns, or_empty(s->ns));
+    put_str(base, l->model, or_empty(s->model));
+    put_str(base, l->ct, ct);
+    e->ns_off = (uint16_t)l->ns;
+    e->model_off = (uint16_t)l->model;
+    e->ct_off = (uint16_t)l->ct;
+    e->ctype = l->ctype;
 
-    const char **tagv = (const char **)(void *)(base + l->tagv);
-    off = l->tagstr;
-    for (uint32_t i = 0; i < ntags; i++)
-        tagv[i] = put_str(base, &off, or_empty(s->tags[i]));
-    e->tags = ntags ? tagv : NULL;
-    e->ntags = ntags;
+    size_t off = l->tags;
+    for (uint32_t i = 0; i < ntags_of(s); i++) {
+        size_t n = strlen(or_empty(s->tags[i])) + 1;
+        memcpy(base + off, or_empty(s->tags[i]), n);
+        off += n;
+    }
+    e->tags_off = (uint16_t)l->tags;
+    e->ntags = (uint16_t)ntags_of(s);
 
-    e->dim = dim;
-    e->vector = NULL;
-    if (dim)
-        e->vector = memcpy(base + l->vec, s->vector, (size_t)dim * sizeof(float));
+    e->dim = dim_of(s);
+    if (e->dim)
+        memcpy(base + l->vec, s->vector, (size_t)e->dim * sizeof(float));
 
     char *body = base + l->body;
     if (s->body_len)
         memcpy(body, s->body, s->body_len);
     body[s->body_len] = '\0';
     e->body = body;
-    e->body_len = s->body_len;
+    e->body_len = (uint32_t)s->body_len;
 }
 
 llmc_entry_t *llmc_entry_new(const llmc_entry_spec_t *spec)
@@ -144,14 +189,11 @@ llmc_entry_t *llmc_entry_new(const llmc_entry_spec_t *spec)
     struct layout l;
     llmc_entry_t *e = NULL;
     const char *ct = spec->content_type ? spec->content_type : DEFAULT_CONTENT_TYPE;
-    uint32_t ntags = spec->tags ? spec->ntags : 0;
-    uint32_t dim = spec->vector ? spec->dim : 0;
 
     /* A length without bytes is a caller bug we refuse rather than read NULL. */
-    if (!spec->body && spec->body_len)
+    if ((!spec->body && spec->body_len) || !llmc_entry_spec_fits(spec))
         goto fail;
-    if (!plan(spec, ct, ntags, dim, &l))
-        goto fail;
+    plan(spec, ct, &l);
     e = malloc(l.total);
     if (!e)
         goto fail;
@@ -159,20 +201,41 @@ llmc_entry_t *llmc_entry_new(const llmc_entry_spec_t *spec)
     if (spec->key)
         e->key = *spec->key;
     atomic_init(&e->refcnt, 1);
-    atomic_init(&e->link.visited, 0);
-    e->flags = spec->flags;
+    atomic_init(&e->visited, 0);
+    e->flags = (uint8_t)spec->flags;
     e->status = spec->status;
     e->created_ms = spec->created_ms;
     e->expires_ms = spec->expires_ms;
-    fill(e, spec, ct, ntags, dim, &l);
+    fill(e, spec, ct, &l);
     if (make_etag(e) != 0)
         goto fail;
-    e->mem_bytes = malloc_usable_size(e);
+    /* Under 4 GiB by the limits; malloc adds at most a page of slack. */
+    e->mem_bytes = (uint32_t)malloc_usable_size(e);
     return e;
 
 fail:
     free(e);
     return NULL;
+}
+
+const char *llmc_entry_tag(const llmc_entry_t *e, uint32_t i)
+{
+    const char *p = (const char *)e + e->tags_off;
+
+    while (i--)
+        p += strlen(p) + 1;
+    return p;
+}
+
+void llmc_entry_etag(const llmc_entry_t *e, char out[LLMC_ETAG_LEN])
+{
+    out[0] = '"';
+    for (int i = 0; i < 8; i++) {
+        out[1 + 2 * i] = hexdigits[e->etag[i] >> 4];
+        out[2 + 2 * i] = hexdigits[e->etag[i] & 15];
+    }
+    out[17] = '"';
+    out[18] = '\0';
 }
 
 llmc_entry_t *llmc_entry_ref(llmc_entry_t *e)

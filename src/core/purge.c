@@ -14,8 +14,9 @@
 
 static bool has_tag(const llmc_entry_t *e, const char *tag)
 {
-    for (uint32_t i = 0; i < e->ntags; i++)
-        if (strcmp(e->tags[i], tag) == 0)
+    const char *t = llmc_entry_tag(e, 0);
+    for (uint32_t i = 0; i < e->ntags; i++, t += strlen(t) + 1)
+        if (strcmp(t, tag) == 0)
             return true;
     return false;
 }
@@ -28,11 +29,11 @@ bool llmc_purge_match(const llmc_purge_t *sel, const llmc_entry_t *e)
     case LLMC_PURGE_KEY:
         return memcmp(sel->key.b, e->key.b, LLMC_KEY_LEN) == 0;
     case LLMC_PURGE_NAMESPACE:
-        return sel->value && strcmp(e->ns, sel->value) == 0;
+        return sel->value && strcmp(llmc_entry_ns(e), sel->value) == 0;
     case LLMC_PURGE_TAG:
         return sel->value && has_tag(e, sel->value);
     case LLMC_PURGE_MODEL:
-        return sel->value && strcmp(e->model, sel->value) == 0;
+        return sel->value && strcmp(llmc_entry_model(e), sel->value) == 0;
     }
     return false;
 }

@@ -70,18 +70,26 @@ static int checksum(const llmc_key_t *key, const uint8_t *data, size_t len, uint
     return 0;
 }
 
-static bool fits32(size_t n) { return (uint64_t)n <= UINT32_MAX; }
+static uint32_t tags_len(const llmc_entry_t *e)
+{
+    uint32_t n = 0;
+    const char *t = llmc_entry_tag(e, 0);
+    for (uint32_t i = 0; i < e->ntags; i++) {
+        size_t len = strlen(t);
+        n += 4 + (uint32_t)len + 1;
+        t += len + 1;
+    }
+    return n;
+}
 
 size_t llmc_record_size(const llmc_entry_t *e)
 {
-    size_t ct = strlen(e->content_type), ns = strlen(e->ns), model = strlen(e->model);
-    uint64_t tags = 0;
-    for (uint32_t i = 0; i < e->ntags; i++)
-        tags += 4 + (uint64_t)strlen(e->tags[i]) + 1;
-    if (!fits32(ct) || !fits32(ns) || !fits32(model) || tags > UINT32_MAX)
-        return 0;
-    uint64_t n = LLMC_RECORD_HEADER + (ct + 1) + (ns + 1) + (model + 1) + tags +
-                 4 * (uint64_t)e->dim + e->body_len + LLMC_RECORD_TRAILER;
+    /* An entry's strings and tags are bounded (llmc/entry.h), far below the
+       format's 32-bit lengths; only the body and vector can be large. */
+    size_t ct = strlen(llmc_entry_content_type(e));
+    uint64_t n = LLMC_RECORD_HEADER + (ct + 1) + (strlen(llmc_entry_ns(e)) + 1) +
+                 (strlen(llmc_entry_model(e)) + 1) + tags_len(e) + 4 * (uint64_t)e->dim +
+                 e->body_len + LLMC_RECORD_TRAILER;
     return n > SIZE_MAX ? 0 : (size_t)n;
 }
 
@@ -90,14 +98,6 @@ static uint8_t *put_str(uint8_t *p, const char *s, size_t n)
     memcpy(p, s, n);
     p[n] = 0;
     return p + n + 1;
-}
-
-static uint32_t tags_len(const llmc_entry_t *e)
-{
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < e->ntags; i++)
-        n += 4 + (uint32_t)strlen(e->tags[i]) + 1;
-    return n;
 }
 
 static void write_header(const llmc_entry_t *e, uint8_t *p)
@@ -110,9 +110,9 @@ static void write_header(const llmc_entry_t *e, uint8_t *p)
     st32(p + 12, e->ntags);
     st64(p + 16, (uint64_t)e->created_ms);
     st64(p + 24, (uint64_t)e->expires_ms);
-    st32(p + 32, (uint32_t)strlen(e->content_type));
-    st32(p + 36, (uint32_t)strlen(e->ns));
-    st32(p + 40, (uint32_t)strlen(e->model));
+    st32(p + 32, (uint32_t)strlen(llmc_entry_content_type(e)));
+    st32(p + 36, (uint32_t)strlen(llmc_entry_ns(e)));
+    st32(p + 40, (uint32_t)strlen(llmc_entry_model(e)));
     st32(p + 44, tags_len(e));
     st32(p + 48, e->dim);
     st64(p + 56, (uint64_t)e->body_len);
@@ -125,17 +125,21 @@ int llmc_record_write(const llmc_entry_t *e, uint8_t *buf, size_t len)
         return LLMC_EINVAL;
     write_header(e, buf);
     uint8_t *p = buf + LLMC_RECORD_HEADER;
-    p = put_str(p, e->content_type, strlen(e->content_type));
-    p = put_str(p, e->ns, strlen(e->ns));
-    p = put_str(p, e->model, strlen(e->model));
+    const char *ct = llmc_entry_content_type(e), *ns = llmc_entry_ns(e);
+    const char *model = llmc_entry_model(e), *tag = llmc_entry_tag(e, 0);
+    const float *vec = llmc_entry_vector(e);
+    p = put_str(p, ct, strlen(ct));
+    p = put_str(p, ns, strlen(ns));
+    p = put_str(p, model, strlen(model));
     for (uint32_t i = 0; i < e->ntags; i++) {
-        size_t n = strlen(e->tags[i]);
+        size_t n = strlen(tag);
         st32(p, (uint32_t)n);
-        p = put_str(p + 4, e->tags[i], n);
+        p = put_str(p + 4, tag, n);
+        tag += n + 1;
     }
     for (uint32_t i = 0; i < e->dim; i++) {
         uint32_t bits;
-        memcpy(&bits, &e->vector[i], 4);
+        memcpy(&bits, &vec[i], 4);
         st32(p, bits);
         p += 4;
     }
@@ -302,6 +306,12 @@ int llmc_record_decode(const llmc_key_t *key, const uint8_t *buf, size_t len, ll
     rc = decode_into(buf, len, &s, tags, &vec);
     if (rc)
         goto done;
+    /* Only entries become records, so one that no entry can hold was not
+       written by us. */
+    if (!llmc_entry_spec_fits(&s)) {
+        rc = LLMC_ECORRUPT;
+        goto done;
+    }
     *out = llmc_entry_new(&s);
     if (!*out)
         rc = LLMC_ENOMEM;

@@ -86,8 +86,10 @@ static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, bool etag
     n = HLIT(h, n, "\r\n");
     if (!etag)
         return n;
+    char tag[LLMC_ETAG_LEN];
+    llmc_entry_etag(e, tag);
     n = HLIT(h, n, "ETag: ");
-    n = HSTR(h, n, e->etag);
+    n = HSTR(h, n, tag);
     return HLIT(h, n, "\r\n");
 }
 
@@ -272,7 +274,9 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
     const char *form = ask ? "ask" : gr->include_usage ? "sse+usage" : "sse";
     llmc_key_t dk;
     llmc_entry_t *d = NULL;
-    llmc_key_build(&dk, "derived-v1", form, e->etag, "", (const char *)e->key.b, LLMC_KEY_LEN);
+    char tag[LLMC_ETAG_LEN];
+    llmc_entry_etag(e, tag);
+    llmc_key_build(&dk, "derived-v1", form, tag, "", (const char *)e->key.b, LLMC_KEY_LEN);
     if (mem->ops->get(mem, &dk, now, &d) == 0) {
         if (d->created_ms == e->created_ms && d->expires_ms == e->expires_ms)
             return d;
@@ -291,7 +295,7 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
         .key = &dk, .status = e->status, .flags = e->flags,
         .created_ms = e->created_ms, .expires_ms = e->expires_ms,
         .content_type = ask ? "application/json" : "text/event-stream",
-        .ns = e->ns, .model = e->model, .body = body, .body_len = len,
+        .ns = llmc_entry_ns(e), .model = llmc_entry_model(e), .body = body, .body_len = len,
     };
     d = llmc_entry_new(&spec);
     free(body);
@@ -334,7 +338,7 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     }
     if (!paced) {
         n = HLIT(h, n, "Content-Type: ");
-        n = HSTR(h, n, rep->content_type);
+        n = HSTR(h, n, llmc_entry_content_type(rep));
         n = HLIT(h, n, "\r\n");
     }
     n = cache_hdrs(gr, h, n, xcache, cache_status);
@@ -348,7 +352,9 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
         llmc_entry_unref(rep);
         return;
     }
-    if (etag_matches(llmc_http_header(gr->req, "if-none-match"), rep->etag)) {
+    char tag[LLMC_ETAG_LEN];
+    llmc_entry_etag(rep, tag);
+    if (etag_matches(llmc_http_header(gr->req, "if-none-match"), tag)) {
         LLMC_COUNT(&gr->w->ctr, not_modified);
         llmc_entry_unref(rep);
         llmc_http_respond(gr->req, 304, h, n, NULL, 0, NULL, NULL);

@@ -435,7 +435,7 @@ static void test_ref_outlives_eviction(void **state)
     assert_int_equal(out->refcnt, 1);
     assert_int_equal(out->body_len, 3000);
     assert_true(body_ok(out, 1));
-    assert_int_equal(out->link.in_cache, 0);
+    assert_int_equal(out->in_cache, 0);
     llmc_entry_unref(out);
 
     /* The same through delete. */

@@ -184,9 +184,9 @@ static void test_reopen_keeps_entries_and_times(void **state)
         assert_int_equal(t->ops->get(t, &k, NOW, &e), 0);
         assert_int_equal(e->created_ms, NOW + i);
         assert_int_equal(e->expires_ms, NOW + i + 30000 + i);
-        assert_string_equal(e->ns, "ns");
+        assert_string_equal(llmc_entry_ns(e), "ns");
         assert_int_equal(e->ntags, 1);
-        assert_string_equal(e->tags[0], "tag");
+        assert_string_equal(llmc_entry_tag(e, 0), "tag");
         llmc_entry_unref(e);
     }
     assert_int_equal(stats(t).entries, 1000);

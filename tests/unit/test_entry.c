@@ -61,19 +61,20 @@ static void test_round_trip(void **state)
     assert_int_equal(e->flags, LLMC_ENTRY_PRIVATE | LLMC_ENTRY_FROM_STREAM);
     assert_int_equal(e->created_ms, 1000);
     assert_int_equal(e->expires_ms, 61000);
-    assert_string_equal(e->content_type, "text/event-stream");
-    assert_string_equal(e->ns, "tenant-1");
-    assert_string_equal(e->model, "gpt-4o-mini");
+    assert_string_equal(llmc_entry_content_type(e), "text/event-stream");
+    assert_string_equal(llmc_entry_ns(e), "tenant-1");
+    assert_string_equal(llmc_entry_model(e), "gpt-4o-mini");
     assert_int_equal(e->ntags, 3);
-    assert_string_equal(e->tags[0], "team-a");
-    assert_string_equal(e->tags[1], "");
-    assert_string_equal(e->tags[2], "release-2");
+    assert_string_equal(llmc_entry_tag(e, 0), "team-a");
+    assert_string_equal(llmc_entry_tag(e, 1), "");
+    assert_string_equal(llmc_entry_tag(e, 2), "release-2");
     assert_int_equal(e->dim, 5);
-    assert_true(e->vector[0] == 0.5f && e->vector[1] == -1.25f && e->vector[4] == 1e-3f);
+    const float *v = llmc_entry_vector(e);
+    assert_true(v[0] == 0.5f && v[1] == -1.25f && v[4] == 1e-3f);
     assert_int_equal(e->body_len, strlen("{\"choices\":[{\"text\":\"hi\"}]}"));
     assert_string_equal(e->body, "{\"choices\":[{\"text\":\"hi\"}]}");
     assert_null(e->link.hnext);
-    assert_int_equal(e->link.in_cache, 0);
+    assert_int_equal(e->in_cache, 0);
     llmc_entry_unref(e);
 }
 
@@ -87,7 +88,7 @@ static void test_single_allocation(void **state)
     memset(body, 'b', sizeof(body) - 1);
     body[3000] = 0;
     llmc_entry_spec_t spec = {
-        .key = &k, .content_type = "application/json", .ns = "n", .model = "m",
+        .key = &k, .content_type = "application/x-custom", .ns = "n", .model = "m",
         .tags = tags, .ntags = 3, .vector = vec, .dim = 7, .body = body, .body_len = 3000,
     };
     llmc_entry_t *e = llmc_entry_new(&spec);
@@ -95,21 +96,21 @@ static void test_single_allocation(void **state)
 
     /* mem_bytes is the allocator's measure of the one block... */
     assert_int_equal(e->mem_bytes, malloc_usable_size(e));
-    size_t need = sizeof(*e) + 17 + 2 + 2 + 3 * sizeof(char *) + 2 + 3 + 4 + 7 * sizeof(float) + 3001;
+    size_t need = sizeof(*e) + 2 + 2 + 21 + 2 + 3 + 4 + 7 * sizeof(float) + 3001;
     assert_true(e->mem_bytes >= need);
     /* ...with slack for alignment and malloc rounding only, not a second copy. */
     assert_true(e->mem_bytes < need + 64);
 
     /* ...and every part lives inside it, aligned for its type. */
-    assert_true(inside(e, e->content_type, strlen(e->content_type) + 1));
-    assert_true(inside(e, e->ns, 2));
-    assert_true(inside(e, e->model, 2));
-    assert_true(inside(e, e->tags, 3 * sizeof(char *)));
-    assert_int_equal((uintptr_t)e->tags % _Alignof(char *), 0);
-    for (int i = 0; i < 3; i++)
-        assert_true(inside(e, e->tags[i], strlen(e->tags[i]) + 1));
-    assert_true(inside(e, e->vector, 7 * sizeof(float)));
-    assert_int_equal((uintptr_t)e->vector % _Alignof(float), 0);
+    const char *ct = llmc_entry_content_type(e);
+    assert_string_equal(ct, "application/x-custom");
+    assert_true(inside(e, ct, strlen(ct) + 1));
+    assert_true(inside(e, llmc_entry_ns(e), 2));
+    assert_true(inside(e, llmc_entry_model(e), 2));
+    for (uint32_t i = 0; i < 3; i++)
+        assert_true(inside(e, llmc_entry_tag(e, i), strlen(llmc_entry_tag(e, i)) + 1));
+    assert_true(inside(e, llmc_entry_vector(e), 7 * sizeof(float)));
+    assert_int_equal((uintptr_t)llmc_entry_vector(e) % _Alignof(float), 0);
     assert_true(inside(e, e->body, e->body_len + 1));
     assert_int_equal(e->body[e->body_len], '\0');
     llmc_entry_unref(e);
@@ -121,16 +122,21 @@ static void test_defaults_when_absent(void **state)
     llmc_entry_spec_t spec = {.status = 204};
     llmc_entry_t *e = llmc_entry_new(&spec);
     assert_non_null(e);
-    assert_string_equal(e->content_type, "application/json");
-    assert_string_equal(e->ns, "");
-    assert_string_equal(e->model, "");
+    assert_string_equal(llmc_entry_content_type(e), "application/json");
+    assert_string_equal(llmc_entry_ns(e), "");
+    assert_string_equal(llmc_entry_model(e), "");
     assert_int_equal(e->ntags, 0);
-    assert_null(e->vector);
+    assert_null(llmc_entry_vector(e));
     assert_int_equal(e->dim, 0);
     assert_int_equal(e->body_len, 0);
     assert_string_equal(e->body, "");
     /* SHA-256 of the empty string starts e3b0c44298fc1c14. */
-    assert_string_equal(e->etag, "\"e3b0c44298fc1c14\"");
+    char tag[LLMC_ETAG_LEN];
+    llmc_entry_etag(e, tag);
+    assert_string_equal(tag, "\"e3b0c44298fc1c14\"");
+    /* Nothing beyond the struct and the body's NUL: empty strings and a
+       known content type take no bytes of the block. */
+    assert_true(e->mem_bytes < sizeof(*e) + 1 + 24);
     llmc_entry_unref(e);
 
     /* A length without bytes is refused instead of read from NULL. */
@@ -145,14 +151,57 @@ static void test_etag_is_sha256_prefix(void **state)
     llmc_entry_t *a = llmc_entry_new(&spec);
     assert_non_null(a);
     /* SHA-256("hello") = 2cf24dba5fb0a30e26e8... */
-    assert_string_equal(a->etag, "\"2cf24dba5fb0a30e\"");
+    char ta[LLMC_ETAG_LEN], tb[LLMC_ETAG_LEN];
+    llmc_entry_etag(a, ta);
+    assert_string_equal(ta, "\"2cf24dba5fb0a30e\"");
 
     spec.body = "hellp";
     llmc_entry_t *b = llmc_entry_new(&spec);
     assert_non_null(b);
-    assert_string_not_equal(a->etag, b->etag);
+    llmc_entry_etag(b, tb);
+    assert_string_not_equal(ta, tb);
     llmc_entry_unref(a);
     llmc_entry_unref(b);
+}
+
+/* A cache holds millions of small answers, and this struct is most of what
+   one costs beyond its body (issue 6: under 200 bytes per entry in all). A
+   field added here costs a million times over: keep it within 128 bytes. */
+static void test_struct_stays_small(void **state)
+{
+    (void)state;
+    assert_true(sizeof(llmc_entry_t) <= 128);
+}
+
+static void test_refuses_what_does_not_fit(void **state)
+{
+    (void)state;
+    char big[LLMC_ENTRY_MAX_META + 1];
+    memset(big, 'm', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    llmc_entry_spec_t spec = {.model = big};
+    assert_false(llmc_entry_spec_fits(&spec));
+    assert_null(llmc_entry_new(&spec));
+
+    /* The limit is on the strings and tags together. */
+    const char *tags[] = {big + 20, "0123456789"};
+    llmc_entry_spec_t two = {.model = "0123456789", .tags = tags, .ntags = 2};
+    assert_false(llmc_entry_spec_fits(&two));
+    two.ntags = 1;
+    assert_true(llmc_entry_spec_fits(&two));
+    llmc_entry_t *e = llmc_entry_new(&two);
+    assert_non_null(e);
+    assert_string_equal(llmc_entry_tag(e, 0), big + 20);
+    llmc_entry_unref(e);
+
+    /* Flags are 8 bits; bodies and vectors have limits of their own. */
+    llmc_entry_spec_t flags = {.flags = 0x100};
+    assert_false(llmc_entry_spec_fits(&flags));
+    llmc_entry_spec_t body = {.body = "x", .body_len = LLMC_ENTRY_MAX_BODY + 1};
+    assert_false(llmc_entry_spec_fits(&body));
+    float f = 0;
+    llmc_entry_spec_t vec = {.vector = &f, .dim = LLMC_ENTRY_MAX_DIM + 1};
+    assert_false(llmc_entry_spec_fits(&vec));
 }
 
 static void test_ttl_and_age(void **state)
@@ -220,6 +269,8 @@ int main(void)
         cmocka_unit_test(test_single_allocation),
         cmocka_unit_test(test_defaults_when_absent),
         cmocka_unit_test(test_etag_is_sha256_prefix),
+        cmocka_unit_test(test_struct_stays_small),
+        cmocka_unit_test(test_refuses_what_does_not_fit),
         cmocka_unit_test(test_ttl_and_age),
         cmocka_unit_test(test_refcount),
         cmocka_unit_test(test_key_hex),
