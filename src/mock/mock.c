@@ -128,7 +128,6 @@ typedef struct mreq {
 static void on_mreq_closed(uv_handle_t *h)
 {
     mreq_t *mr = h->data;
-    mr->m->in_flight--;
     json_decref(mr->body);
     llmc__mock_out_free(&mr->out);
     free(mr);
@@ -140,6 +139,9 @@ static void finish(mreq_t *mr)
         return;
     mr->done = true;
     mr->req = NULL;
+    /* Counted out here, not when the timer's close completes: the loop may
+       read the client's next request before close callbacks run. */
+    mr->m->in_flight--;
     uv_close((uv_handle_t *)&mr->timer, on_mreq_closed);
 }
 
