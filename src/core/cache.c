@@ -344,7 +344,10 @@ int llmc_cache_get(llmc_cache_t *c, const llmc_key_t *key, int64_t now_ms, llmc_
         do_unlink(s, pp, &grave);
         s->evicted_ttl++;
     } else if (e) {
-        atomic_store_explicit(&e->visited, 1, memory_order_relaxed);
+        /* Read first: a hot entry's bit is already set, and a store on every
+           hit would bounce its cache line between the threads serving it. */
+        if (!atomic_load_explicit(&e->visited, memory_order_relaxed))
+            atomic_store_explicit(&e->visited, 1, memory_order_relaxed);
         *out = llmc_entry_ref(e);
         rc = 0;
     }
