@@ -764,6 +764,11 @@ def workload_fill(mock):
         acct = (stats1["bytes"] - stats0["bytes"] - body_bytes) / max(n, 1)
         log(f"bench:   {n:,} entries in {fill_s:.1f} s, RSS {rss0 / 1024:.0f} -> {rss1 / 1024:.0f} MB, "
             f"bodies {body_bytes / 1e6:.1f} MB, {per_entry:.0f} B/entry beyond the body")
+        slab = stats1.get("entry_slab")
+        if slab and slab["page_bytes"]:
+            log(f"bench:   entry slab: {slab['pages']:,} pages, {slab['page_bytes'] / 2**20:.0f} MB, "
+                f"{slab['used_bytes'] / slab['page_bytes']:.1%} in blocks; "
+                f"{slab['big_blocks']:,} entries from malloc")
         row(f"memory: {n:,} cached entries (avg body {body_bytes / max(misses, 1):.0f} B)", "llmcached",
             f"{per_entry:.0f} B/entry beyond its body (RSS +{(rss1 - rss0) / 1024:.0f} MB, bodies "
             f"{body_bytes / 2**20:.0f} MB; /stats bytes {stats1['bytes'] / 2**20:.0f} MB = body + "

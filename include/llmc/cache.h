@@ -13,8 +13,8 @@
  *   entry found by llmc_cache_get is fresh is the caller's decision.
  * - get() hands out a reference; an evicted entry that is still being sent
  *   lives on until the last llmc_entry_unref.
- * - Bytes are measured (malloc_usable_size of the entry block plus the
- *   per-entry table overhead), not estimated.
+ * - Bytes are measured (the size of the entry's block as its allocator
+ *   handed it out, plus the per-entry table overhead), not estimated.
  */
 #ifndef LLMC_CACHE_H
 #define LLMC_CACHE_H

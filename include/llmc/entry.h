@@ -4,8 +4,8 @@
  * An entry is immutable once built, apart from its reference count and the
  * fields that belong to the memory cache (link, visited, in_cache). It is one allocation: the
  * struct, then every string, the tags, the vector and the body, so that its
- * size can be measured exactly (malloc_usable_size) and freeing it is one
- * call. Entries are reference counted because an answer that is being
+ * size can be measured exactly and freeing it is one call. Small entries
+ * come from a slab of their own (llmc/slab.h), large ones from malloc. Entries are reference counted because an answer that is being
  * written to a slow client must outlive its eviction from the cache.
  *
  * Times are wall-clock milliseconds since the Unix epoch, not monotonic
@@ -18,6 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "llmc/slab.h"
 
 #define LLMC_KEY_LEN 32
 
@@ -70,7 +72,7 @@ typedef struct llmc_entry {
     const char *body;            /* body_len bytes, NUL-terminated for convenience */
     int64_t created_ms;          /* when the upstream answered */
     uint32_t body_len;
-    uint32_t mem_bytes;          /* measured bytes held by this allocation */
+    uint32_t mem_bytes;          /* bytes of the block the allocator handed out */
     uint8_t etag[8];             /* first 8 bytes of SHA-256(body); see llmc_entry_etag */
     uint32_t dim;                /* vector dimension, 0 when none */
     uint16_t ntags;
@@ -159,6 +161,11 @@ llmc_entry_t *llmc_entry_ref(llmc_entry_t *e);
 
 /* Drops a reference; the last one frees the entry. NULL is ignored. Any thread. */
 void llmc_entry_unref(llmc_entry_t *e);
+
+/* Fills *out with the totals of the allocator entries come from: the slab's
+   pages and blocks, and the entries too big for it (big_*). All zero under
+   AddressSanitizer, where entries come from malloc. Any thread. */
+void llmc_entry_mem_stats(llmc_slab_stats_t *out);
 
 /* Seconds of freshness left at now_ms, never negative. */
 int64_t llmc_entry_ttl_left(const llmc_entry_t *e, int64_t now_ms);

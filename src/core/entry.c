@@ -2,14 +2,25 @@
  * entry.c: building, sharing and freeing cache entries (llmc/entry.h).
  *
  * Decisions a newcomer would otherwise get wrong:
- * - An entry is one malloc block laid out as: the struct, the namespace, the
+ * - An entry is one block laid out as: the struct, the namespace, the
  *   model, the content type (only when it is not one of the shared ones),
  *   the tag strings back to back, the vector (float-aligned), then the body
  *   and a NUL. The struct reaches the strings through 16-bit offsets and
  *   the vector through the body pointer (it ends where the body starts), so
  *   an empty string costs no byte and a pointer costs 2 bytes, not 8.
- *   mem_bytes is malloc_usable_size of the block, so the memory cache
- *   charges what the allocator really handed out, slack included.
+ *   mem_bytes is the size of the block the allocator handed out, so the
+ *   memory cache charges what it really holds, slack included.
+ * - Blocks come from one process-wide slab (llmc/slab.h), not from malloc:
+ *   from the general heap, entries fill the holes that each miss's
+ *   temporaries leave, and the slivers between them cost about 95 bytes
+ *   an entry. The slab is the one global of the core library because an
+ *   entry is freed by whoever drops the last reference, with no context in
+ *   hand, just as free() needs none. mem_bytes doubles as the size the slab
+ *   wants back on free.
+ * - Under AddressSanitizer every entry is a plain malloc block instead: the
+ *   slab reuses a freed block at once and ASan does not see into its pages,
+ *   so a use of a freed entry would go unnoticed. From malloc, ASan poisons
+ *   the freed block and holds it in quarantine, and reports the use.
  * - The reference count uses a relaxed increment (taking a reference needs
  *   an existing one, so nothing is published by it) and an acq_rel
  *   decrement, so that every write made through any reference happens
@@ -23,6 +34,7 @@
  *   an OpenAI-style API answers, so that the entry's type is never NULL.
  */
 #include <malloc.h>
+#include <pthread.h>
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +43,18 @@
 
 #include "core/entry_int.h"
 #include "llmc/entry.h"
+#include "llmc/slab.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define USE_SLAB 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) /* clang's spelling */
+#define USE_SLAB 0
+#endif
+#endif
+#ifndef USE_SLAB
+#define USE_SLAB 1
+#endif
 
 #define DEFAULT_CONTENT_TYPE "application/json"
 
@@ -45,6 +69,37 @@ const char *const llmc__entry_ctypes[] = {
 #define NCTYPES (sizeof(llmc__entry_ctypes) / sizeof(llmc__entry_ctypes[0]))
 
 static const char hexdigits[] = "0123456789abcdef";
+
+/* Set once, before the first entry exists; NULL when the slab is off or
+   could not be made, and then every entry comes from malloc. A thread that
+   frees an entry got it through some synchronisation after its allocation,
+   so it sees the value the allocating thread saw. */
+static llmc_slab_t *entry_slab;
+static pthread_once_t entry_slab_once = PTHREAD_ONCE_INIT;
+
+static void entry_slab_init(void)
+{
+    entry_slab = USE_SLAB ? llmc_slab_new() : NULL;
+}
+
+static void *block_alloc(size_t n, size_t *size)
+{
+    pthread_once(&entry_slab_once, entry_slab_init);
+    if (entry_slab)
+        return llmc_slab_alloc(entry_slab, n, size);
+    void *p = malloc(n);
+    if (p)
+        *size = malloc_usable_size(p);
+    return p;
+}
+
+static void block_free(void *p, size_t size)
+{
+    if (entry_slab)
+        llmc_slab_free(entry_slab, p, size);
+    else
+        free(p);
+}
 
 /* Where each part of the block starts (0: absent); computed once, used to
    size and fill. */
@@ -188,13 +243,14 @@ llmc_entry_t *llmc_entry_new(const llmc_entry_spec_t *spec)
 {
     struct layout l;
     llmc_entry_t *e = NULL;
+    size_t size = 0;
     const char *ct = spec->content_type ? spec->content_type : DEFAULT_CONTENT_TYPE;
 
     /* A length without bytes is a caller bug we refuse rather than read NULL. */
     if ((!spec->body && spec->body_len) || !llmc_entry_spec_fits(spec))
         goto fail;
     plan(spec, ct, &l);
-    e = malloc(l.total);
+    e = block_alloc(l.total, &size);
     if (!e)
         goto fail;
     memset(e, 0, sizeof(*e));
@@ -209,12 +265,12 @@ llmc_entry_t *llmc_entry_new(const llmc_entry_spec_t *spec)
     fill(e, spec, ct, &l);
     if (make_etag(e) != 0)
         goto fail;
-    /* Under 4 GiB by the limits; malloc adds at most a page of slack. */
-    e->mem_bytes = (uint32_t)malloc_usable_size(e);
+    /* Under 4 GiB by the limits; the allocator adds at most a page of slack. */
+    e->mem_bytes = (uint32_t)size;
     return e;
 
 fail:
-    free(e);
+    block_free(e, size);
     return NULL;
 }
 
@@ -246,7 +302,16 @@ llmc_entry_t *llmc_entry_ref(llmc_entry_t *e)
 
 void llmc__entry_free(llmc_entry_t *e)
 {
-    free(e);
+    block_free(e, e->mem_bytes);
+}
+
+void llmc_entry_mem_stats(llmc_slab_stats_t *out)
+{
+    pthread_once(&entry_slab_once, entry_slab_init);
+    if (entry_slab)
+        llmc_slab_stats(entry_slab, out);
+    else
+        *out = (llmc_slab_stats_t){0};
 }
 
 void llmc_entry_unref(llmc_entry_t *e)

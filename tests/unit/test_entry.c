@@ -5,7 +5,6 @@
  * measured size is what the allocator reports, that its validators and time
  * helpers answer what a client would see, and that references keep it alive.
  */
-#include <malloc.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -94,11 +93,11 @@ static void test_single_allocation(void **state)
     llmc_entry_t *e = llmc_entry_new(&spec);
     assert_non_null(e);
 
-    /* mem_bytes is the allocator's measure of the one block... */
-    assert_int_equal(e->mem_bytes, malloc_usable_size(e));
+    /* mem_bytes is the allocator's measure of the one block (the slab's
+       class size, or malloc_usable_size under ASan)... */
     size_t need = sizeof(*e) + 2 + 2 + 21 + 2 + 3 + 4 + 7 * sizeof(float) + 3001;
     assert_true(e->mem_bytes >= need);
-    /* ...with slack for alignment and malloc rounding only, not a second copy. */
+    /* ...with slack for alignment and the allocator's rounding only, not a second copy. */
     assert_true(e->mem_bytes < need + 64);
 
     /* ...and every part lives inside it, aligned for its type. */
@@ -114,6 +113,41 @@ static void test_single_allocation(void **state)
     assert_true(inside(e, e->body, e->body_len + 1));
     assert_int_equal(e->body[e->body_len], '\0');
     llmc_entry_unref(e);
+}
+
+/* Small entries come from the entry slab and big ones from malloc, each
+   counted in llmc_entry_mem_stats; freeing gives both back. Under ASan
+   every entry is a malloc block and the totals stay zero. */
+static void test_blocks_from_the_slab(void **state)
+{
+    (void)state;
+    static char big[8000];
+    llmc_slab_stats_t before, mid, after;
+    llmc_entry_spec_t small_spec = {.body = "hi", .body_len = 2};
+    llmc_entry_spec_t big_spec = {.body = big, .body_len = sizeof(big)};
+
+    llmc_entry_mem_stats(&before);
+    llmc_entry_t *a = llmc_entry_new(&small_spec), *b = llmc_entry_new(&big_spec);
+    assert_non_null(a);
+    assert_non_null(b);
+    llmc_entry_mem_stats(&mid);
+#if !defined(__SANITIZE_ADDRESS__)
+    assert_int_equal(mid.blocks, before.blocks + 1);
+    assert_int_equal(mid.used_bytes, before.used_bytes + a->mem_bytes);
+    assert_int_equal(a->mem_bytes % 16, 0);
+    assert_true(a->mem_bytes <= LLMC_SLAB_MAX);
+    assert_int_equal(mid.big_blocks, before.big_blocks + 1);
+    assert_int_equal(mid.big_bytes, before.big_bytes + b->mem_bytes);
+#else
+    assert_int_equal(mid.blocks + mid.big_blocks, 0);
+#endif
+    llmc_entry_unref(a);
+    llmc_entry_unref(b);
+    llmc_entry_mem_stats(&after);
+    assert_int_equal(after.blocks, before.blocks);
+    assert_int_equal(after.used_bytes, before.used_bytes);
+    assert_int_equal(after.big_blocks, before.big_blocks);
+    assert_int_equal(after.big_bytes, before.big_bytes);
 }
 
 static void test_defaults_when_absent(void **state)
@@ -267,6 +301,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_single_allocation),
+        cmocka_unit_test(test_blocks_from_the_slab),
         cmocka_unit_test(test_defaults_when_absent),
         cmocka_unit_test(test_etag_is_sha256_prefix),
         cmocka_unit_test(test_struct_stays_small),
