@@ -14,9 +14,15 @@
  *   block is found by masking its address: a block needs no header, and a
  *   free needs only the size the allocation reported (to tell slab blocks
  *   from malloc ones). The page's header sits in its first 64 bytes.
- * - A page serves one class. It is unmapped as soon as its last block is
- *   freed, so that memory does not stay stuck in a class whose sizes are no
- *   longer asked for (memcached's "calcification"). A page hands out its
+ * - A page serves one class. When its last block is freed it is unmapped,
+ *   so that memory does not stay stuck in a class whose sizes are no longer
+ *   asked for (memcached's "calcification"); except that each class keeps
+ *   one emptied page as a spare, so that a class hovering around a page
+ *   boundary does not map and unmap a page per miss (at most 112 x 64 KiB).
+ * - When a page cannot be mapped (the kernel's limit on mappings, or no
+ *   memory), the block comes from malloc instead, rounded up past
+ *   LLMC_SLAB_MAX so that its size still says where it came from: a waste
+ *   of space, but the answer is still cached and charged for what it holds. A page hands out its
  *   never-used blocks from a bump offset before it has a free list, so a new
  *   page is touched (made resident) only as far as it is used.
  * - One mutex per class: blocks are allocated on a miss and freed on
@@ -60,6 +66,7 @@ struct class {
     alignas(64) pthread_mutex_t mu; /* one cache line per class: no false sharing */
     struct page *avail;             /* pages with at least one free block */
     struct page *full;              /* pages without, kept only so destroy finds them */
+    struct page *spare;             /* one emptied page kept mapped (see do_free) */
     uint32_t size, per_page;
 };
 
@@ -143,7 +150,7 @@ llmc_slab_t *llmc_slab_new(void)
             free(s);
             return NULL;
         }
-        c->avail = c->full = NULL;
+        c->avail = c->full = c->spare = NULL;
         c->size = (uint32_t)class_size(i);
         c->per_page = (uint32_t)((PAGE_SIZE - PAGE_HDR) / c->size);
     }
@@ -171,6 +178,7 @@ void llmc_slab_destroy(llmc_slab_t *s)
     for (unsigned i = 0; i < NCLASSES; i++) {
         unmap_list(&s->cls[i].avail);
         unmap_list(&s->cls[i].full);
+        unmap_list(&s->cls[i].spare);
         pthread_mutex_destroy(&s->cls[i].mu);
     }
     free(s);
@@ -198,6 +206,13 @@ static void *do_alloc(llmc_slab_t *s, struct class *c)
     struct page *pg = c->avail;
     void *b;
 
+    if (!pg && c->spare) {
+        pg = c->spare;
+        c->spare = NULL;
+        pg->free = NULL;          /* every block of it is free: hand them out afresh */
+        pg->fresh = PAGE_HDR;
+        push_page(&c->avail, pg);
+    }
     if (!pg) {
         pg = page_new(s, (unsigned)(c - s->cls));
         if (!pg)
@@ -239,7 +254,7 @@ void *llmc_slab_alloc(llmc_slab_t *s, size_t n, size_t *size)
     void *b = do_alloc(s, c);
     pthread_mutex_unlock(&c->mu);
     if (!b)
-        return NULL;
+        return big_alloc(s, LLMC_SLAB_MAX + 1 > n ? LLMC_SLAB_MAX + 1 : n, size);
     *size = c->size;
     atomic_fetch_add_explicit(&s->blocks, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->used_bytes, c->size, memory_order_relaxed);
@@ -259,6 +274,10 @@ static bool do_free(struct class *c, struct page *pg, void *b)
     if (pg->live)
         return false;
     unlink_page(&c->avail, pg);
+    if (!c->spare) {
+        c->spare = pg;
+        return false;
+    }
     return true;
 }
 
