@@ -51,13 +51,17 @@ void llmc_slab_destroy(llmc_slab_t *s);
 /*
  * Returns a block of at least n bytes (n > 0), aligned for any type of up to
  * 16 bytes, and stores its usable size in *size; NULL when out of memory.
+ * Where no page can be mapped the block comes from malloc, sized past
+ * LLMC_SLAB_MAX so that llmc_slab_free still knows it.
  * The caller owns the block until llmc_slab_free. Any thread.
  */
 void *llmc_slab_alloc(llmc_slab_t *s, size_t n, size_t *size);
 
 /*
  * Gives back a block from llmc_slab_alloc; size is the *size it reported.
- * A page whose last block this was is returned to the system at once. NULL
+ * A page whose last block this was is returned to the system, unless its
+ * class has no spare page yet (one emptied page per class is kept, so that
+ * a class at a page boundary does not map and unmap a page per block). NULL
  * is ignored. Any thread, not necessarily the one that allocated it.
  */
 void llmc_slab_free(llmc_slab_t *s, void *p, size_t size);
