@@ -40,6 +40,8 @@ VG="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --show-l
 DESELECT=${VALGRIND_DESELECT:-"thousand or memory_bound or huge or idle_connections or bench_smoke
 or relayed_live or within_a_millisecond or pacing or start_with_20000 or comes_back"}
 
+# pytest's -k takes one line: the list above is folded for reading.
+DESELECT=$(printf '%s' "$DESELECT" | tr -s ' \n' '  ')
 if [ $# -eq 0 ]; then
     set -- tests/integration -k "not ($DESELECT)"
 fi
