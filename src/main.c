@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "gateway/gateway.h"
@@ -75,9 +76,22 @@ static int run_gateway(llmc_config_t *cfg)
     return 0;
 }
 
+/* Every slow miss holds a client and an upstream socket, and a mock may hold
+   thousands of connections: take what the hard open-file limit allows (what
+   nginx's worker_rlimit_nofile does), before anything sizes itself by it. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
     if (llmc_upstream_global_init() != 0) {
         fprintf(stderr, "llmcached: libcurl failed to initialise\n");
         return 1;

@@ -2,11 +2,12 @@
  * llmc/entry.h: one cached answer.
  *
  * An entry is immutable once built, apart from its reference count and the
- * fields that belong to the memory cache (link, visited, in_cache). It is one allocation: the
- * struct, then every string, the tags, the vector and the body, so that its
- * size can be measured exactly and freeing it is one call. Small entries
- * come from a slab of their own (llmc/slab.h), large ones from malloc. Entries are reference counted because an answer that is being
- * written to a slow client must outlive its eviction from the cache.
+ * fields that belong to the memory cache (link, visited, in_cache). It is
+ * one allocation: the struct, then every string, the tags, the vector and
+ * the body, so that its size can be measured exactly and freeing it is one
+ * call. Small entries come from a slab of their own (llmc/slab.h), large
+ * ones from malloc. Entries are reference counted because an answer that is
+ * being written to a slow client must outlive its eviction from the cache.
  *
  * Times are wall-clock milliseconds since the Unix epoch, not monotonic
  * ones, because entries outlive the process in the disk tier.

@@ -8,9 +8,10 @@
  * doubles its bucket array when it holds more than two entries per bucket
  * and halves it when it holds fewer than one per two buckets, so the array
  * never has more than two slots per entry (once above its small fixed
- * minimum): each entry is charged two bucket pointers. Chains stay short: a
- * hit compares 1 + load/2 keys on average, never more than two. The minimum buckets and the shard structs are a fixed
- * cost of the cache, not charged against max_bytes.
+ * minimum): each entry is charged two bucket pointers. Chains stay short:
+ * at most two entries per bucket on average. The minimum buckets and the
+ * shard structs are a fixed cost of the cache, not charged against
+ * max_bytes.
  */
 #ifndef LLMC_CACHE_INT_H
 #define LLMC_CACHE_INT_H

@@ -102,12 +102,12 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
 
 /*
  * Each upstream call holds a descriptor beside its client's, so 10,000 slow
- * misses need 20,000 of them. The soft open-file limit is raised to the hard
- * one (what nginx's worker_rlimit_nofile does), and unless
- * --upstream-max-connections says otherwise, upstream connections get what
- * that limit leaves after --max-connections and a reserve for listeners,
- * loops, the access log and the disk tier: a call past the cap waits in
- * libcurl's queue for a connection instead of failing to open a socket.
+ * misses need 20,000 of them. Unless --upstream-max-connections says
+ * otherwise, upstream connections get what the open-file limit (raised to
+ * the hard one at start, main.c) leaves after --max-connections and a
+ * reserve for listeners, loops, the access log and the disk tier: a call
+ * past the cap waits in libcurl's queue for a connection instead of failing
+ * to open a socket.
  */
 #define FD_RESERVE 64
 #define FD_RESERVE_PER_WORKER 16
@@ -117,13 +117,9 @@ static unsigned upstream_conns_per_worker(const llmc_config_t *cfg, unsigned nwo
     int64_t total = cfg->upstream_max_connections;
     struct rlimit rl;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-        getrlimit(RLIMIT_NOFILE, &rl);
-    }
     if (total == 0) {
-        if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)INT32_MAX)
+        if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+            rl.rlim_cur > (rlim_t)INT32_MAX)
             return 0; /* no limit worth dividing */
         total = (int64_t)rl.rlim_cur - cfg->max_connections - FD_RESERVE -
                 (int64_t)nworkers * FD_RESERVE_PER_WORKER;

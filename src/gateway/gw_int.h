@@ -54,12 +54,12 @@ void llmc__gw_stream_step(gw_req_t *gr);
 /* Starts the upstream call of a flight this request leads. */
 int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
                          const char *body, size_t body_len, bool store, const char *model);
-/* Marks gr in use around code that calls into the server, which can finish
-   (and would otherwise free) the request synchronously; release frees gr
-   then if the request finished meanwhile. */
 /* A zeroed request context from w's spares (or the heap); NULL when out of
    memory. Loop thread of w. */
 gw_req_t *llmc__gw_req_new(llmc_worker_t *w);
+/* Marks gr in use around code that calls into the server, which can finish
+   (and would otherwise free) the request synchronously; release frees gr
+   then if the request finished meanwhile. */
 void llmc__gw_req_hold(gw_req_t *gr);
 void llmc__gw_req_release(gw_req_t *gr);
 /* Queues a waiter on its worker's inbox (flight lock held). */

@@ -74,9 +74,10 @@ static size_t hnum(char *h, size_t n, long long v)
     return hcat(h, n, tmp + i, sizeof(tmp) - (size_t)i);
 }
 
-/* Cache-Control and ETag for an answer that the cache holds (e), or
-   no-store when it does not. */
-static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, bool etag, int64_t now)
+/* Cache-Control, and the ETag when etag is not NULL, for an answer that the
+   cache holds (e), or no-store when it does not. */
+static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const char *etag,
+                             int64_t now)
 {
     if (!e)
         return HLIT(h, n, "Cache-Control: no-store\r\n");
@@ -86,10 +87,8 @@ static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, bool etag
     n = HLIT(h, n, "\r\n");
     if (!etag)
         return n;
-    char tag[LLMC_ETAG_LEN];
-    llmc_entry_etag(e, tag);
     n = HLIT(h, n, "ETag: ");
-    n = HSTR(h, n, tag);
+    n = HSTR(h, n, etag);
     return HLIT(h, n, "\r\n");
 }
 
@@ -346,14 +345,15 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     n = hnum(h, n, (long long)llmc_entry_age(e, now));
     n = HLIT(h, n, "\r\n");
     /* A paced replay is built per request: freshness, but no validator. */
-    n = freshness_hdrs(h, n, rep, !paced, now);
+    char tag[LLMC_ETAG_LEN];
+    if (!paced)
+        llmc_entry_etag(rep, tag);
+    n = freshness_hdrs(h, n, rep, paced ? NULL : tag, now);
     if (paced) {
         respond_replay(gr, e->status, h, n, e->body, e->body_len);
         llmc_entry_unref(rep);
         return;
     }
-    char tag[LLMC_ETAG_LEN];
-    llmc_entry_etag(rep, tag);
     if (etag_matches(llmc_http_header(gr->req, "if-none-match"), tag)) {
         LLMC_COUNT(&gr->w->ctr, not_modified);
         llmc_entry_unref(rep);
@@ -454,7 +454,11 @@ void llmc__gw_respond_flight(gw_req_t *gr)
                  gr->route == R_ASK || (ok2xx && !raw_sse) ? "application/json"
                  : f->content_type[0] ? f->content_type : "application/json");
     n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f));
-    n = freshness_hdrs(h, n, raw_sse || replay ? NULL : f->entry, true, now);
+    const llmc_entry_t *held = raw_sse || replay ? NULL : f->entry;
+    char tag[LLMC_ETAG_LEN];
+    if (held)
+        llmc_entry_etag(held, tag);
+    n = freshness_hdrs(h, n, held, tag, now);
     if (f->pass_len && n + f->pass_len < HDR_CAP) {
         memcpy(h + n, f->pass_hdrs, f->pass_len);
         n += f->pass_len;

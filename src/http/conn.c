@@ -111,7 +111,6 @@ static void on_timer(uv_timer_t *t)
     if (c->deadline == 0)
         return;
     if (now < c->deadline) { /* the deadline moved on since the timer was armed */
-        c->timer_due = c->deadline;
         uv_timer_start(&c->timer, on_timer, c->deadline - now, 0);
         return;
     }
@@ -140,10 +139,8 @@ static void timer_set(llmc__http_conn_t *c, uint64_t ms)
         return;
     }
     c->deadline = uv_now(c->s->loop) + ms;
-    if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer_due > c->deadline) {
-        c->timer_due = c->deadline;
+    if (!uv_is_active((uv_handle_t *)&c->timer) || uv_timer_get_due_in(&c->timer) > ms)
         uv_timer_start(&c->timer, on_timer, ms, 0);
-    }
 }
 
 static void timer_stop(llmc__http_conn_t *c)

@@ -112,9 +112,8 @@ struct llmc__http_conn {
     llmc_http_server_t *s;
     llmc__http_conn_t *prev, *next;
     uv_tcp_t tcp;
-    uv_timer_t timer;             /* fires at timer_due or later; see timer_set */
+    uv_timer_t timer;             /* fires at deadline or earlier; see timer_set */
     uint64_t deadline;            /* loop time (ms) the current limit ends; 0: none */
-    uint64_t timer_due;           /* when the armed timer fires */
     uv_write_t wreq;              /* the one by-reference write of a response */
     uv_shutdown_t sreq;
     http_parser parser;

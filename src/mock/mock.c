@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <uv.h>
 
@@ -695,17 +694,6 @@ static int parse_args(int argc, char **argv, char *host, size_t hostlen, int *po
     return 0;
 }
 
-/* A mock that keeps thousands of connections open needs more than the
-   usual 1024 descriptors; take what the hard limit allows. */
-static void raise_fd_limit(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
-
 int llmc_mock_main(int argc, char **argv)
 {
     char host[256] = "127.0.0.1", err[256];
@@ -717,7 +705,6 @@ int llmc_mock_main(int argc, char **argv)
     int rc = parse_args(argc, argv, host, sizeof(host), &port, &cfg.latency_ms);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
-    raise_fd_limit();
     if (uv_loop_init(&loop) != 0) {
         fprintf(stderr, "llmcached mock: cannot create an event loop\n");
         return 1;

@@ -91,6 +91,20 @@ def embedding_body(text="The food was delicious", model="text-embedding-3-small"
     return body
 
 
+def read_stream(url, body, timeout=10):
+    """POSTs body asking for a stream; returns the status and the raw body
+    bytes read until the server ends or cuts it (a cut shows as a broken
+    chunked body, which is not an error here)."""
+    got = b""
+    with requests.post(url, json=body, stream=True, timeout=timeout) as r:
+        try:
+            for chunk in r.raw.stream(4096, decode_content=False):
+                got += chunk
+        except Exception:
+            pass
+        return r.status_code, got
+
+
 def tail(path, n=4000):
     try:
         data = Path(path).read_bytes()
