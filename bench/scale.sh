@@ -4,8 +4,9 @@
 # machine; thread counts above the core count are left out, so a 2-core
 # machine runs 1 and 2). wrk uses half the cores' worth of threads. From 4
 # cores up the server is pinned to cores 0..N-1 and wrk to the upper half while
-# N fits in the lower half; larger N share every core with wrk (SCALE_PIN=0:
-# nothing pinned). Prints a table and (unless --smoke) writes the "Thread
+# N fits in the lower half; larger N share every core with wrk. Below 4 cores
+# wrk keeps CPU 0 (CLIENT_CPU) as in make bench and the server floats
+# (SCALE_PIN=0: nothing pinned). Prints a table and (unless --smoke) writes the "Thread
 # scaling" section of bench/RESULTS.md. Environment: SCALE_THREADS (1,2,4,8,16),
 # SCALE_ALL=1 (run every count anyway), SCALE_WRK_THREADS, SCALE_CONNS (256),
 # SCALE_PIN, RUNS (3), DURATION (8), SIZES (first one used: 1024),

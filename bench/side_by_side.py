@@ -782,14 +782,21 @@ def workload_fill(mock):
 # ---------------------------------------------------------------- scaling
 
 def scale_placement(t, ncpu):
-    """Where --threads t and wrk run in the scaling table: on a machine with
+    """Where --threads t and wrk run in the scaling table. On a machine with
     cores to spare (SCALE_PIN=1, the default from 4 cores up) the server gets
     cores 0..t-1 and wrk the upper half, so that the client never takes the
-    server's cores; a thread count above half the cores runs unpinned, sharing
-    every core with wrk. Returns (server cpus, wrk cpus), None for unpinned."""
-    pin = os.environ.get("SCALE_PIN", "1" if ncpu >= 4 else "0") == "1"
+    server's cores; a thread count above half the cores runs unpinned,
+    sharing every core with wrk. Below 4 cores wrk keeps CLIENT_CPU, as in
+    the side-by-side run, and the server may use every core (SCALE_PIN=0:
+    nothing pinned anywhere). Returns (server cpus, wrk cpus), None for
+    unpinned."""
+    pin = os.environ.get("SCALE_PIN", "1")
+    if pin == "0" or not shutil.which("taskset"):
+        return None, None
+    if ncpu < 4:
+        return None, (CLIENT_CPU or None)
     half = ncpu // 2
-    if not pin or t > half or not shutil.which("taskset"):
+    if t > half:
         return None, None
     return f"0-{t - 1}", f"{half}-{ncpu - 1}"
 
@@ -815,7 +822,8 @@ def scale():
         proc, port = start_llmcached(mock, threads=t, cpu=scpu)
         try:
             st, xc, n = warm(port, body)
-            where = f"server on CPUs {scpu}, wrk on {wcpu}" if scpu else "unpinned"
+            where = (f"server on CPUs {scpu}, wrk on {wcpu}" if scpu else
+                     f"server unpinned, wrk on CPU {wcpu}" if wcpu else "unpinned")
             log(f"bench: scale, --threads {t}, wrk -t{wrk_t} -c{conns}, {where} ...")
             r = median_runs(proc, port, conns, mock, body_file=body_file, threads=wrk_t, cpu=wcpu)
             log(f"bench:   {r['rps']:,.0f} req/s (runs {r['runs']}), {r['cpu_us']:.1f} µs CPU/req")
