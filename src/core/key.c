@@ -28,16 +28,20 @@
  * - The canonical form is built from a deep copy: root stays the body the
  *   client sent (minus "cache"), so forwarding it changes no number.
  */
+/* SHA256_Init/Update/Final are marked deprecated from OpenSSL 3.0 on (still
+   shipped); asking for the 1.1.1 API keeps them, see llmc_key_build. */
+#define OPENSSL_API_COMPAT 10101
+
 #include "llmc/key.h"
 
 #include <math.h>
 #include <stdint.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 
 #include "llmc/error.h"
 
@@ -290,72 +294,33 @@ void llmc_canon_free(llmc_canon_t *c)
     memset(c, 0, sizeof *c);
 }
 
-/* The digest calls fail only when OpenSSL cannot allocate a context or is
-   misconfigured without SHA-256. llmc_key_build has no error return, and a
-   zeroed key would make every request share one cache entry, so stop. */
-static void digest_ok(int ok)
-{
-    if (!ok) {
-        fprintf(stderr, "llmcached: SHA-256 unavailable from OpenSSL\n");
-        abort();
-    }
-}
-
-static void hash_field(EVP_MD_CTX *ctx, const char *s, size_t len)
+static void hash_field(SHA256_CTX *ctx, const char *s, size_t len)
 {
     uint8_t pre[8];
     for (int i = 0; i < 8; i++)
         pre[i] = (uint8_t)((uint64_t)len >> (8 * i));
-    digest_ok(EVP_DigestUpdate(ctx, pre, sizeof pre));
-    digest_ok(EVP_DigestUpdate(ctx, s, len));
+    SHA256_Update(ctx, pre, sizeof pre);
+    SHA256_Update(ctx, s, len);
 }
 
-/* EVP_sha256() makes OpenSSL 3 look the algorithm up (under a lock) on
-   every init; the key is built on every request, so fetch it once. The
-   handle is immutable and shared by all threads. */
-static EVP_MD *sha256_md;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-/* One digest context per thread, reused: a key is built for every request
-   and a fresh context is an allocation and a free each time. */
-static pthread_key_t ctx_key;
-
-static void ctx_free(void *ctx)
-{
-    EVP_MD_CTX_free(ctx);
-}
-
-static void sha256_fetch(void)
-{
-    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    pthread_key_create(&ctx_key, ctx_free);
-}
-
-static EVP_MD_CTX *thread_ctx(void)
-{
-    EVP_MD_CTX *ctx = pthread_getspecific(ctx_key);
-    if (!ctx && (ctx = EVP_MD_CTX_new()) && pthread_setspecific(ctx_key, ctx) != 0) {
-        EVP_MD_CTX_free(ctx);
-        ctx = NULL;
-    }
-    return ctx;
-}
-
+/* A key (or a fingerprint) is built for every request, hits included. The
+   low-level SHA256_* calls hash on the stack; OpenSSL 3.0's EVP digest
+   allocates and frees its provider context on every EVP_DigestInit_ex, even
+   on a reused EVP_MD_CTX, which would be the one allocation left on the hit
+   path. Both run the same SHA-256 code, and these calls cannot fail. */
 void llmc_key_build(llmc_key_t *out, const char *path, const char *upstream,
                     const char *scope, const char *ns,
                     const char *canon, size_t canon_len)
 {
-    pthread_once(&sha256_once, sha256_fetch);
-    EVP_MD_CTX *ctx = thread_ctx();
-    unsigned int n = 0;
+    SHA256_CTX ctx;
 
-    digest_ok(ctx != NULL && sha256_md != NULL);
-    digest_ok(EVP_DigestInit_ex(ctx, sha256_md, NULL));
-    digest_ok(EVP_DigestUpdate(ctx, KEY_VERSION_TAG, sizeof KEY_VERSION_TAG - 1));
-    hash_field(ctx, path, strlen(path));
-    hash_field(ctx, upstream, strlen(upstream));
-    hash_field(ctx, scope, strlen(scope));
-    hash_field(ctx, ns, strlen(ns));
-    hash_field(ctx, canon, canon_len);
-    digest_ok(EVP_DigestFinal_ex(ctx, out->b, &n));
-    digest_ok(n == LLMC_KEY_LEN);
+    SHA256_Init(&ctx);
+    SHA256_Update(&ctx, KEY_VERSION_TAG, sizeof KEY_VERSION_TAG - 1);
+    hash_field(&ctx, path, strlen(path));
+    hash_field(&ctx, upstream, strlen(upstream));
+    hash_field(&ctx, scope, strlen(scope));
+    hash_field(&ctx, ns, strlen(ns));
+    hash_field(&ctx, canon, canon_len);
+    SHA256_Final(out->b, &ctx);
+    OPENSSL_cleanse(&ctx, sizeof ctx);
 }
