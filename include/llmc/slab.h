@@ -36,6 +36,8 @@ typedef struct llmc_slab_stats {
     size_t blocks;       /* class blocks handed out */
     size_t big_bytes;    /* usable bytes of the live blocks from malloc */
     size_t big_blocks;   /* live blocks from malloc */
+    size_t released;     /* emptied pages whose memory went back to the system,
+                            still mapped for the next page a class needs */
 } llmc_slab_stats_t;
 
 /* Makes an empty slab; NULL when out of memory. Any thread. */
@@ -59,10 +61,12 @@ void *llmc_slab_alloc(llmc_slab_t *s, size_t n, size_t *size);
 
 /*
  * Gives back a block from llmc_slab_alloc; size is the *size it reported.
- * A page whose last block this was is returned to the system, unless its
- * class has no spare page yet (one emptied page per class is kept, so that
- * a class at a page boundary does not map and unmap a page per block). NULL
- * is ignored. Any thread, not necessarily the one that allocated it.
+ * The memory of a page whose last block this was goes back to the system,
+ * unless its class has no spare page yet (one emptied page per class is
+ * kept, so that a class at a page boundary does not release and refault a
+ * page per block); its address range stays mapped, for reuse by any class,
+ * so that freeing never multiplies the process's mappings. NULL is ignored.
+ * Any thread, not necessarily the one that allocated it.
  */
 void llmc_slab_free(llmc_slab_t *s, void *p, size_t size);
 

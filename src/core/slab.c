@@ -14,11 +14,19 @@
  *   block is found by masking its address: a block needs no header, and a
  *   free needs only the size the allocation reported (to tell slab blocks
  *   from malloc ones). The page's header sits in its first 64 bytes.
- * - A page serves one class. When its last block is freed it is unmapped,
- *   so that memory does not stay stuck in a class whose sizes are no longer
- *   asked for (memcached's "calcification"); except that each class keeps
- *   one emptied page as a spare, so that a class hovering around a page
- *   boundary does not map and unmap a page per miss (at most 112 x 64 KiB).
+ * - A page serves one class. When its last block is freed its memory goes
+ *   back to the system (madvise MADV_DONTNEED), so that memory does not stay
+ *   stuck in a class whose sizes are no longer asked for (memcached's
+ *   "calcification"); except that each class keeps one emptied page as a
+ *   spare, so that a class hovering around a page boundary does not release
+ *   and refault a page per miss (at most 112 x 64 KiB).
+ * - A released page is not unmapped: its address range stays mapped (costing
+ *   no memory) on a stack of released pages, and the next page any class
+ *   needs comes from there first. Unmapping pages in the middle of the
+ *   others would split the kernel's one mapping area into as many as there
+ *   are holes; a big cache fragmented by eviction could reach the kernel's
+ *   limit on mappings (vm.max_map_count, 65530 by default) and every later
+ *   mmap in the process would fail: malloc's, libcurl's, not just ours.
  * - When a page cannot be mapped (the kernel's limit on mappings, or no
  *   memory), the block comes from malloc instead, rounded up past
  *   LLMC_SLAB_MAX so that its size still says where it came from: a waste
@@ -30,8 +38,9 @@
  *   costs nothing a request would notice. The class of a block is read from
  *   its page without the lock: it is set before the page is handed out and
  *   never changes while a block on it is live.
- * - Each page costs its own mmap (adjacent anonymous mappings merge into one
- *   kernel area, so the mapping count stays low while pages fill in order).
+ * - Each new page costs its own mmap; adjacent anonymous mappings merge into
+ *   one kernel area, and since pages are never unmapped before the slab is
+ *   destroyed, the mapping count stays that of the address space's layout.
  */
 #include <malloc.h>
 #include <pthread.h>
@@ -70,8 +79,16 @@ struct class {
     uint32_t size, per_page;
 };
 
+/* Pages whose memory went back to the system, mapped still, for reuse. */
+struct released {
+    pthread_mutex_t mu;
+    void **pages;
+    size_t n, cap;
+};
+
 struct llmc_slab {
     struct class cls[NCLASSES];
+    struct released rel;
     _Atomic size_t pages, blocks, used_bytes, big_bytes, big_blocks;
 };
 
@@ -154,6 +171,14 @@ llmc_slab_t *llmc_slab_new(void)
         c->size = (uint32_t)class_size(i);
         c->per_page = (uint32_t)((PAGE_SIZE - PAGE_HDR) / c->size);
     }
+    if (pthread_mutex_init(&s->rel.mu, NULL) != 0) {
+        for (unsigned i = 0; i < NCLASSES; i++)
+            pthread_mutex_destroy(&s->cls[i].mu);
+        free(s);
+        return NULL;
+    }
+    s->rel.pages = NULL;
+    s->rel.n = s->rel.cap = 0;
     atomic_init(&s->pages, 0);
     atomic_init(&s->blocks, 0);
     atomic_init(&s->used_bytes, 0);
@@ -181,16 +206,58 @@ void llmc_slab_destroy(llmc_slab_t *s)
         unmap_list(&s->cls[i].spare);
         pthread_mutex_destroy(&s->cls[i].mu);
     }
+    while (s->rel.n)
+        munmap(s->rel.pages[--s->rel.n], PAGE_SIZE);
+    free(s->rel.pages);
+    pthread_mutex_destroy(&s->rel.mu);
     free(s);
+}
+
+/* A released page, or NULL when there is none. */
+static void *reuse_page(llmc_slab_t *s)
+{
+    void *pg = NULL;
+
+    pthread_mutex_lock(&s->rel.mu);
+    if (s->rel.n)
+        pg = s->rel.pages[--s->rel.n];
+    pthread_mutex_unlock(&s->rel.mu);
+    return pg;
+}
+
+/* Gives an empty page's memory back and keeps its range for reuse; unmaps
+   it only when the stack cannot grow (no memory for the pointer). */
+static void release_page(llmc_slab_t *s, struct page *pg)
+{
+    bool kept = false;
+
+    madvise(pg, PAGE_SIZE, MADV_DONTNEED);
+    pthread_mutex_lock(&s->rel.mu);
+    if (s->rel.n == s->rel.cap) {
+        size_t cap = s->rel.cap ? 2 * s->rel.cap : 64;
+        void **grown = realloc(s->rel.pages, cap * sizeof(*grown));
+        if (grown) {
+            s->rel.pages = grown;
+            s->rel.cap = cap;
+        }
+    }
+    if (s->rel.n < s->rel.cap) {
+        s->rel.pages[s->rel.n++] = pg;
+        kept = true;
+    }
+    pthread_mutex_unlock(&s->rel.mu);
+    if (!kept)
+        munmap(pg, PAGE_SIZE);
 }
 
 static struct page *page_new(llmc_slab_t *s, unsigned cls)
 {
-    struct page *pg = map_page();
+    struct page *pg = reuse_page(s);
 
-    if (!pg)
+    if (!pg && !(pg = map_page()))
         return NULL;
-    /* A fresh mapping reads as zeros: prev, next and free are already NULL. */
+    pg->prev = pg->next = NULL;
+    pg->free = NULL;
     pg->slab = s;
     pg->cls = cls;
     pg->live = 0;
@@ -262,7 +329,7 @@ void *llmc_slab_alloc(llmc_slab_t *s, size_t n, size_t *size)
 }
 
 /* Puts b back on its page; true when that emptied the page, which the
-   caller then unmaps outside the lock. Runs with c->mu held. */
+   caller then releases outside the lock. Runs with c->mu held. */
 static bool do_free(struct class *c, struct page *pg, void *b)
 {
     *(void **)b = pg->free;
@@ -303,7 +370,7 @@ void llmc_slab_free(llmc_slab_t *s, void *p, size_t size)
     atomic_fetch_sub_explicit(&s->blocks, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&s->used_bytes, size, memory_order_relaxed);
     if (empty) {
-        munmap(pg, PAGE_SIZE);
+        release_page(s, pg);
         atomic_fetch_sub_explicit(&s->pages, 1, memory_order_relaxed);
     }
 }
@@ -316,4 +383,7 @@ void llmc_slab_stats(llmc_slab_t *s, llmc_slab_stats_t *out)
     out->used_bytes = atomic_load_explicit(&s->used_bytes, memory_order_relaxed);
     out->big_bytes = atomic_load_explicit(&s->big_bytes, memory_order_relaxed);
     out->big_blocks = atomic_load_explicit(&s->big_blocks, memory_order_relaxed);
+    pthread_mutex_lock(&s->rel.mu);
+    out->released = s->rel.n;
+    pthread_mutex_unlock(&s->rel.mu);
 }

@@ -11,8 +11,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <cmocka.h>
 
@@ -164,6 +167,93 @@ static void test_page_released_when_empty(void **state)
     llmc_slab_destroy(s);
 }
 
+/* Lines of /proc/self/maps: the process's mapping areas. */
+static int count_mappings(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    int n = 0, ch;
+    assert_non_null(f);
+    while ((ch = fgetc(f)) != EOF)
+        n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
+/* 4 KiB pages of [p, p + len) that are resident. */
+static size_t resident(void *p, size_t len)
+{
+    unsigned char vec[16];
+    size_t n = 0;
+    assert_true(len / 4096 <= sizeof(vec));
+    assert_int_equal(mincore(p, len, vec), 0);
+    for (size_t i = 0; i < len / 4096; i++)
+        n += vec[i] & 1;
+    return n;
+}
+
+/* Eviction frees blocks all over the slab. Emptying every other page must
+   give the memory back without splitting the mapping into one area per
+   hole, and the next page any class needs must come from a released one. */
+static void test_released_pages_stay_mapped_and_are_reused(void **state)
+{
+    (void)state;
+    enum { PAGES = 40, MAX = PAGES * 1100 };
+    static void *p[MAX];
+    static uintptr_t pg[MAX];
+    llmc_slab_t *s = llmc_slab_new();
+    llmc_slab_stats_t st;
+    size_t size = 0, n = 0;
+
+    do {
+        assert_true(n < MAX);
+        p[n] = llmc_slab_alloc(s, 64, &size);
+        assert_non_null(p[n]);
+        memset(p[n], 0xa5, size);
+        pg[n] = (uintptr_t)p[n] & ~(uintptr_t)0xffff;
+        n++;
+        llmc_slab_stats(s, &st);
+    } while (st.pages < PAGES + 1);
+    int before = count_mappings();
+
+    /* Empty every other page (the last, partly filled one is left alone). */
+    uintptr_t first = pg[0], emptied = 0;
+    unsigned npages = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || pg[i] != pg[i - 1])
+            npages++;
+        if (npages % 2 == 1 && npages < PAGES) {
+            llmc_slab_free(s, p[i], size);
+            p[i] = NULL;
+            if (pg[i] != first)
+                emptied = pg[i];
+        }
+    }
+    llmc_slab_stats(s, &st);
+    assert_int_equal(st.released, PAGES / 2 - 1); /* one emptied page is the spare */
+    assert_int_equal(st.pages, PAGES + 1 - st.released);
+    assert_true(count_mappings() <= before + 2);
+    assert_int_equal(resident((void *)emptied, 65536), 0);
+
+    /* Another class's next page is a released one, and reads clean. */
+    size_t bsize = 0;
+    unsigned char *b = llmc_slab_alloc(s, 500, &bsize);
+    assert_non_null(b);
+    llmc_slab_stats(s, &st);
+    assert_int_equal(st.released, PAGES / 2 - 2);
+    bool reused = false;
+    for (size_t i = 0; i < n && !reused; i++)
+        reused = p[i] == NULL && pg[i] == ((uintptr_t)b & ~(uintptr_t)0xffff);
+    assert_true(reused);
+    for (size_t i = 0; i < bsize; i++)
+        assert_int_equal(b[i], 0);
+    llmc_slab_free(s, b, bsize);
+
+    for (size_t i = 0; i < n; i++)
+        llmc_slab_free(s, p[i], size);
+    assert_empty(s);
+    llmc_slab_destroy(s);
+}
+
 /* A page that is full when the slab is destroyed is unmapped too (the test
    can only check that destroy does not trip on it; ASan does not track the
    pages, which are not malloc blocks). */
@@ -296,6 +386,7 @@ int main(void)
         cmocka_unit_test(test_every_class_boundary),
         cmocka_unit_test(test_free_and_reuse),
         cmocka_unit_test(test_page_released_when_empty),
+        cmocka_unit_test(test_released_pages_stay_mapped_and_are_reused),
         cmocka_unit_test(test_destroy_with_live_blocks),
         cmocka_unit_test(test_big_sizes_from_malloc),
         cmocka_unit_test(test_concurrent_alloc_free),
