@@ -2,9 +2,11 @@
  * test_slab.c: the slab allocator for entry blocks (src/core/slab.c).
  *
  * Checks that every size gets a block of the right class that it may fill,
- * that freed blocks are reused and a page is given back with its last block,
- * that big sizes go to malloc and are counted apart, and that threads
- * allocating and freeing each other's blocks leave the totals at zero.
+ * that freed blocks are reused and a page is given back with its last block
+ * (its memory released, its range kept mapped and reused), that big sizes,
+ * and any size when no page can be mapped, go to malloc and are counted
+ * apart, and that threads allocating and freeing each other's blocks leave
+ * the totals at zero.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -15,11 +17,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "llmc/slab.h"
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define UNDER_VALGRIND() (RUNNING_ON_VALGRIND != 0)
+#endif
+#endif
+#ifndef UNDER_VALGRIND
+#define UNDER_VALGRIND() 0
+#endif
 
 /* Mirrors slab.c's spacing: the most a block may exceed what was asked. */
 static size_t step_of(size_t n)
@@ -254,6 +270,65 @@ static void test_released_pages_stay_mapped_and_are_reused(void **state)
     llmc_slab_destroy(s);
 }
 
+/* Where the kernel maps no page (here: the address-space limit reached),
+   a block comes from malloc instead, sized past LLMC_SLAB_MAX so that free
+   still knows it, usable whole, and counted with the big blocks. Run in a
+   child, whose limit cannot touch the other tests. ASan and Valgrind keep
+   address space of their own, so the limit means nothing there. */
+static int fallback_child(void)
+{
+    llmc_slab_t *s = llmc_slab_new();
+    llmc_slab_stats_t st;
+    void *warm[8];
+    size_t size = 0, pages = 0;
+    FILE *f;
+
+    /* Room in malloc's heap for the fallback block, kept after the frees. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    for (int i = 0; i < 8; i++)
+        warm[i] = malloc(60000);
+    for (int i = 0; i < 8; i++)
+        free(warm[i]);
+    if (!s || !(f = fopen("/proc/self/statm", "r")) || fscanf(f, "%zu", &pages) != 1)
+        return 10;
+    fclose(f);
+    struct rlimit lim = {.rlim_cur = pages * (size_t)sysconf(_SC_PAGESIZE) + 16384};
+    lim.rlim_max = lim.rlim_cur;
+    if (setrlimit(RLIMIT_AS, &lim) != 0)
+        return 11;
+    unsigned char *b = llmc_slab_alloc(s, 100, &size);
+    if (!b || size <= LLMC_SLAB_MAX)
+        return 12;
+    memset(b, 0x5a, size);
+    llmc_slab_stats(s, &st);
+    if (st.pages != 0 || st.big_blocks != 1 || st.big_bytes != size || st.blocks != 0)
+        return 13;
+    llmc_slab_free(s, b, size);
+    llmc_slab_stats(s, &st);
+    if (st.big_blocks != 0 || st.big_bytes != 0)
+        return 14;
+    llmc_slab_destroy(s);
+    return 0;
+}
+
+static void test_malloc_when_no_page_can_be_mapped(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    skip();
+#endif
+    if (UNDER_VALGRIND())
+        skip();
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(fallback_child());
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* A page that is full when the slab is destroyed is unmapped too (the test
    can only check that destroy does not trip on it; ASan does not track the
    pages, which are not malloc blocks). */
@@ -387,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_free_and_reuse),
         cmocka_unit_test(test_page_released_when_empty),
         cmocka_unit_test(test_released_pages_stay_mapped_and_are_reused),
+        cmocka_unit_test(test_malloc_when_no_page_can_be_mapped),
         cmocka_unit_test(test_destroy_with_live_blocks),
         cmocka_unit_test(test_big_sizes_from_malloc),
         cmocka_unit_test(test_concurrent_alloc_free),
