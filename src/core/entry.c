@@ -41,33 +41,10 @@
 
 #include <openssl/evp.h>
 
+#include "core/checkers.h"
 #include "core/entry_int.h"
 #include "llmc/entry.h"
 #include "llmc/slab.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define USE_SLAB 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) /* clang's spelling */
-#define USE_SLAB 0
-#endif
-#endif
-#ifndef USE_SLAB
-#define USE_SLAB 1
-#endif
-
-/* Under Valgrind the same holds as under ASan: memcheck sees malloc blocks,
-   not the slab's, so entries come from malloc there too (checked at run
-   time; the header only defines macros). */
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#define UNDER_VALGRIND() (RUNNING_ON_VALGRIND != 0)
-#endif
-#endif
-#ifndef UNDER_VALGRIND
-#define UNDER_VALGRIND() 0
-#endif
 
 #define DEFAULT_CONTENT_TYPE "application/json"
 
@@ -90,9 +67,11 @@ static const char hexdigits[] = "0123456789abcdef";
 static llmc_slab_t *entry_slab;
 static pthread_once_t entry_slab_once = PTHREAD_ONCE_INIT;
 
+/* Under ASan and Valgrind entries come from malloc: the checkers see malloc
+   blocks, not the slab's. */
 static void entry_slab_init(void)
 {
-    entry_slab = USE_SLAB && !UNDER_VALGRIND() ? llmc_slab_new() : NULL;
+    entry_slab = !LLMC_UNDER_ASAN && !LLMC_UNDER_VALGRIND() ? llmc_slab_new() : NULL;
 }
 
 static void *block_alloc(size_t n, size_t *size)

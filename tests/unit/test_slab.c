@@ -25,17 +25,9 @@
 
 #include <cmocka.h>
 
+#include "core/checkers.h"
 #include "llmc/slab.h"
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#define UNDER_VALGRIND() (RUNNING_ON_VALGRIND != 0)
-#endif
-#endif
-#ifndef UNDER_VALGRIND
-#define UNDER_VALGRIND() 0
-#endif
 
 /* Mirrors slab.c's spacing: the most a block may exceed what was asked. */
 static size_t step_of(size_t n)
@@ -314,10 +306,7 @@ static int fallback_child(void)
 static void test_malloc_when_no_page_can_be_mapped(void **state)
 {
     (void)state;
-#if defined(__SANITIZE_ADDRESS__)
-    skip();
-#endif
-    if (UNDER_VALGRIND())
+    if (LLMC_UNDER_ASAN || LLMC_UNDER_VALGRIND())
         skip();
     pid_t pid = fork();
     assert_true(pid >= 0);
