@@ -73,6 +73,9 @@ typedef enum llmc_opt_type {
       "Most request headers; more gets 431.")                                                 \
     X(max_body_bytes, "max-body-bytes", SIZE, "4M", 1024, 1073741824LL, NULL,                 \
       "Largest request body; larger gets 413.")                                               \
+    X(max_response_bytes, "max-response-bytes", SIZE, "256M", 65536, 17179869184LL, NULL,     \
+      "Largest upstream answer held while it is fetched; a larger one is cut off, not "      \
+      "stored, and answered 502.")                                                            \
     X(header_timeout, "header-timeout", SECS, "10", 1, 3600000, NULL,                         \
       "Time allowed to receive a request's head and body (seconds); then 408.")               \
     X(idle_timeout, "idle-timeout", SECS, "60", 1, 86400000, NULL,                            \

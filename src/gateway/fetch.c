@@ -20,8 +20,6 @@
 #include "llmc/error.h"
 #include "llmc/sse.h"
 
-/* Upper bound for an answer held in memory while it is fetched. */
-#define MAX_ANSWER_BYTES (256u << 20)
 /* Longest single SSE event we assemble; a longer one makes the stream uncacheable. */
 #define MAX_SSE_EVENT (8u << 20)
 
@@ -204,13 +202,24 @@ static bool abandoned(fetch_t *ft)
 
 static void on_done(void *arg, int err, const char *detail);
 
+/* An answer past --max-response-bytes (or one we have no memory for) stops
+   the call at once: reading the rest would only cost time and bandwidth,
+   and its clients get a 502 that says why. */
+static void cut_too_big(fetch_t *ft)
+{
+    ft->too_big = true;
+    llmc_upstream_cancel(ft->call);
+    on_done(ft, LLMC_E2BIG, "");
+}
+
 static void on_data(void *arg, const char *buf, size_t len)
 {
     fetch_t *ft = arg;
     if (ft->too_big || ft->retrying)
         return;
-    if (ft->f->body_len + len > MAX_ANSWER_BYTES || llmc_flight_data(ft->f, buf, len) < 0) {
-        ft->too_big = true;
+    if (ft->f->body_len + len > (uint64_t)ft->w->gw->cfg->max_response_bytes ||
+        llmc_flight_data(ft->f, buf, len) < 0) {
+        cut_too_big(ft);
         return;
     }
     if (ft->as && ft->f->status / 100 == 2)
@@ -350,9 +359,12 @@ static void finish(fetch_t *ft, int err, const char *detail)
     llmc_counters_t *c = &ft->w->ctr;
     llmc_entry_t *e = NULL;
     bool invalid = false;
-    if (!err && ft->too_big) {
+    char why[120];
+    if (ft->too_big) {
         err = LLMC_E2BIG;
-        detail = "the answer is larger than the gateway holds";
+        snprintf(why, sizeof(why), "the answer is larger than --max-response-bytes (%lld bytes)",
+                 (long long)ft->w->gw->cfg->max_response_bytes);
+        detail = why;
     }
     size_t len = 0;
     const char *json = NULL;

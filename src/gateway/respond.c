@@ -402,6 +402,7 @@ static void respond_failure(gw_req_t *gr, llmc_flight_t *f)
                  "valid JSON", f->status);
     llmc__gw_error(gr, status, "upstream_error",
                    f->err == LLMC_ETIMEDOUT ? "upstream_timeout"
+                   : f->err == LLMC_E2BIG ? "upstream_response_too_large"
                    : f->err ? "upstream_unavailable" : "upstream_invalid_response", msg);
 }
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import (RawConn, assert_error_shape, cache_status, chat_body, free_port,
-                      http_request, session, wait_until)
+                      http_request, read_stream, session, wait_until)
 
 CHAT = "/v1/chat/completions"
 
@@ -405,6 +405,29 @@ def test_broken_upstream_answer_is_502_and_not_cached(gateway, mock, fault):
     st = gateway.stats()
     assert st["stored"] == 0 and st["entries"] == 0
     healthy(gateway)
+
+
+def test_answer_over_max_response_bytes_is_502_and_not_cached(gateway_factory, mock):
+    g = gateway_factory(mock, args=["--max-response-bytes", "64K"])
+    big = chat_body("too big", mock={"bytes": 200 * 1024})
+    for _ in range(2):
+        r = g.chat(big)
+        assert_error_shape(r, 502)
+        err = r.json()["error"]
+        assert err["code"] == "upstream_response_too_large", err
+        assert "--max-response-bytes (65536 bytes)" in err["message"], err
+        assert xcache(r) != "HIT"
+    assert mock.stats()["chat"] == 2, "an answer cut short must not be cached"
+    # A stream past the limit is cut: its client never sees the end.
+    status, raw = read_stream(g.url + CHAT, dict(big, stream=True))
+    assert b"[DONE]" not in raw and len(raw) < 200 * 1024, (status, raw[-200:])
+    # An answer under the limit is served and cached as usual.
+    fits = chat_body("fits", mock={"bytes": 32 * 1024})
+    assert g.chat(fits).status_code == 200
+    assert xcache(g.chat(fits)) == "HIT"
+    st = g.stats()
+    assert st["stored"] == 1 and st["entries"] == 1, st
+    healthy(g)
 
 
 def test_miss_cache_status_names_the_forward(gateway, mock):
