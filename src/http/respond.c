@@ -60,7 +60,7 @@ static void write_done(llmc__http_conn_t *c, int status, size_t len)
         c->bytes_out += len;
     else
         llmc__http_conn_close(c);
-    /* The client took something: its send timeout starts again. */
+    /* The send timeout moves on if the client took bytes meanwhile. */
     if (!c->closing)
         llmc__http_conn_send_timer(c);
     llmc__http_maybe_finish(c);
@@ -136,6 +136,7 @@ int llmc__http_send(llmc__http_conn_t *c, uv_buf_t *bufs, unsigned n, bool copy)
     if (r > 0)
         done = (size_t)r;
     c->bytes_out += done;
+    c->submitted += total; /* what is not written now is queued below, or the conn closes */
     if (done == total)
         return 0;
     for (skip = done; bufs[i].len <= skip; i++)
