@@ -92,3 +92,31 @@ def test_a_client_that_stops_reading_a_stream_is_dropped(mock, gateway_factory):
                    what="the stalled client to be dropped")
     finally:
         s.close()
+
+
+# ------------------------------------------------------------ error bodies
+
+def test_an_error_quoting_a_non_utf8_header_still_has_its_json_body(gateway, mock):
+    """A bad X-Cache-TTL is quoted in the 400's message; a value with bytes
+    from 0x80 up (which a header may hold) used to leave the 400 with an
+    empty body, as jansson refuses a string that is not UTF-8. A cut in the
+    middle of a character (the quote is 40 bytes at most) did the same."""
+    for value in (b"\xff", b"a" + "é".encode() * 30):
+        s = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+        try:
+            s.sendall(post_bytes(chat_body("bad ttl"), b"Connection: close\r\nX-Cache-TTL: " + value
+                                 + b"\r\n"))
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            s.close()
+        head, body = data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        err = json.loads(body)["error"]
+        assert err["code"] == "invalid_cache_control", err
+        assert "X-Cache-TTL" in err["message"] and "\ufffd" in err["message"], err
+    assert mock.calls() == 0

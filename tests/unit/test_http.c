@@ -210,6 +210,11 @@ static void handler(llmc_http_req_t *req, void *ctx)
     } else if (strcmp(req->path, "/hang") == 0) {
         req->data = NULL;
         req->on_abort = later_abort;
+    } else if (strcmp(req->path, "/error_bytes") == 0) {
+        /* as when a message quotes a header value, which may hold any byte */
+        llmc_http_respond_error(req, 400, NULL, "invalid_request_error", "bad_value",
+                                "\xc3\xa9\xf0\x9f\x98\x80 got '\xff', '\xc3(' and '\xed\xa0\x80' "
+                                "and a cut \xe2\x82");
     } else if (strcmp(req->path, "/error") == 0) {
         llmc_http_respond_error(req, 422, "X-Extra: yes\r\n", "invalid_request_error",
                                 strcmp(req->query, "nocode") == 0 ? NULL : "bad_thing",
@@ -1427,6 +1432,31 @@ static void test_respond_error_shape(void **state)
     cli_close(c);
 }
 
+/* An error message that is not valid UTF-8 (it quotes a client's header
+   value, whose bytes >= 0x80 the head allows) still gives the OpenAI-shaped
+   JSON body, each bad byte as U+FFFD and the good ones kept. It used to
+   give an empty body: jansson refuses a string that is not UTF-8. */
+static void test_respond_error_with_invalid_utf8(void **state)
+{
+    srv_t *t = *state;
+    cli_t *c = cli_open(t->port);
+    resp_t r;
+    json_t *j, *e;
+
+    cli_sends(c, "GET /error_bytes HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(cli_read(c, &r, false), 0);
+    assert_int_equal(r.status, 400);
+    j = body_json(&r);
+    e = json_object_get(j, "error");
+    assert_string_equal(jstr(e, "message"), "\xc3\xa9\xf0\x9f\x98\x80 got '\xef\xbf\xbd', '\xef\xbf\xbd(' and "
+                                            "'\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd' and a cut "
+                                            "\xef\xbf\xbd\xef\xbf\xbd");
+    assert_string_equal(jstr(e, "code"), "bad_value");
+    json_decref(j);
+    resp_free(&r);
+    cli_close(c);
+}
+
 static void test_big_response_by_reference(void **state)
 {
     srv_t *t = *state;
@@ -1693,6 +1723,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_chunked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_http10, setup, teardown),
         cmocka_unit_test_setup_teardown(test_respond_error_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_respond_error_with_invalid_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_big_response_by_reference, setup, teardown),
         cmocka_unit_test(test_send_timeout_drops_a_client_that_never_reads),
         cmocka_unit_test(test_send_timeout_spares_a_slow_steady_reader),
