@@ -33,7 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+
+#include <linux/sockios.h>
 
 #include "http/http_int.h"
 #include "llmc/error.h"
@@ -103,6 +106,29 @@ static void read_stop(llmc__http_conn_t *c)
     c->reading = false;
 }
 
+static void timer_set(llmc__http_conn_t *c, uint64_t ms);
+
+/* True when the client took bytes of our answers since the last call. libuv
+   tells of a write only once all of it is done, and one write may carry a
+   whole answer; and it writes more only when the kernel wakes it, after half
+   the socket's send buffer (megabytes) has drained. So what the client took
+   is counted down to the kernel: bytes handed over, less those still in
+   libuv's queue, less those the kernel holds unacknowledged (SIOCOUTQ). */
+static bool send_progressed(llmc__http_conn_t *c)
+{
+    uint64_t held = c->tcp.write_queue_size, acked;
+    uv_os_fd_t fd;
+    int outq;
+
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0)
+        held += (uint64_t)outq;
+    acked = held < c->submitted ? c->submitted - held : 0;
+    if (acked <= c->acked_mark)
+        return false;
+    c->acked_mark = acked;
+    return true;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     llmc__http_conn_t *c = t->data;
@@ -115,9 +141,12 @@ static void on_timer(uv_timer_t *t)
         return;
     }
     c->deadline = 0;
-    if (c->writes_pending > 0)
-        llmc__http_conn_close(c); /* the client stopped reading its answer */
-    else if (c->phase == LLMC_PH_READ && c->req_started)
+    if (c->writes_pending > 0) {
+        if (send_progressed(c)) /* slow, but reading: another period */
+            timer_set(c, c->s->cfg.limits.idle_timeout_ms);
+        else
+            llmc__http_conn_close(c); /* the client stopped reading its answer */
+    } else if (c->phase == LLMC_PH_READ && c->req_started)
         llmc__http_conn_reject(c, 408, "request_timeout", "the request was not received in time");
     else if (c->phase == LLMC_PH_READ || c->phase == LLMC_PH_LINGER)
         llmc__http_conn_close(c);
@@ -150,14 +179,17 @@ static void timer_stop(llmc__http_conn_t *c)
 
 /* While a write waits for a client to read, the idle timeout bounds how long
    it may take to make progress (nginx's send_timeout): a client that never
-   reads must not hold its connection and our buffers forever. When nothing
-   waits, a streaming answer runs without a timer (the upstream sets the pace). */
+   reads must not hold its connection and our buffers forever. The deadline
+   is set when writes start to wait and moves on only when the client took
+   bytes: a producer queueing more is no progress. When nothing waits, a
+   streaming answer runs without a timer (the upstream sets the pace). */
 void llmc__http_conn_send_timer(llmc__http_conn_t *c)
 {
     const llmc_http_limits_t *lim = &c->s->cfg.limits;
-    if (c->writes_pending > 0)
-        timer_set(c, lim->idle_timeout_ms);
-    else if (c->phase == LLMC_PH_STREAM)
+    if (c->writes_pending > 0) {
+        if (send_progressed(c) || c->deadline == 0) /* progress checked first: it moves the mark */
+            timer_set(c, lim->idle_timeout_ms);
+    } else if (c->phase == LLMC_PH_STREAM)
         timer_stop(c);
     else if (c->phase == LLMC_PH_READ) /* after a 100 Continue: back to the read limits */
         timer_set(c, c->req_started ? lim->header_timeout_ms : lim->idle_timeout_ms);

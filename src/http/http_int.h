@@ -134,6 +134,8 @@ struct llmc__http_conn {
     uint64_t bytes_out;
     unsigned writes_pending;
     size_t wreq_bytes;
+    uint64_t submitted;           /* response bytes ever handed to libuv on this conn */
+    uint64_t acked_mark;          /* of those, the client had taken at the last check */
     void (*release)(void *arg);
     void *release_arg;
     int err_status;               /* set by a parser callback that rejects */

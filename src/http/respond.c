@@ -60,7 +60,7 @@ static void write_done(llmc__http_conn_t *c, int status, size_t len)
         c->bytes_out += len;
     else
         llmc__http_conn_close(c);
-    /* The client took something: its send timeout starts again. */
+    /* The send timeout moves on if the client took bytes meanwhile. */
     if (!c->closing)
         llmc__http_conn_send_timer(c);
     llmc__http_maybe_finish(c);
@@ -136,6 +136,7 @@ int llmc__http_send(llmc__http_conn_t *c, uv_buf_t *bufs, unsigned n, bool copy)
     if (r > 0)
         done = (size_t)r;
     c->bytes_out += done;
+    c->submitted += total; /* what is not written now is queued below, or the conn closes */
     if (done == total)
         return 0;
     for (skip = done; bufs[i].len <= skip; i++)
@@ -310,12 +311,71 @@ void llmc_http_respond_copy(llmc_http_req_t *req, int status, const char *hdrs, 
     respond_copy2(req, status, hdrs, hdrs_len, "", 0, body, body_len);
 }
 
+/* The length of the well-formed UTF-8 sequence at s (1 to 4 bytes), or 0
+   when there is none: overlong forms, surrogates and code points past
+   U+10FFFF are not, as jansson has it. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    uint32_t cp;
+    size_t n, i;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        n = 3;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        n = 4;
+    else
+        return 0;
+    cp = s[0] & (0x7fu >> n); /* the lead byte's payload bits */
+    for (i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) /* the terminating NUL stops here too */
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3fu);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* A copy of s with each byte that is not part of valid UTF-8 replaced by
+   U+FFFD; NULL when out of memory. */
+static char *utf8_clean(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    char *out = malloc(strlen(s) * 3 + 1), *o = out;
+    size_t n;
+
+    if (!out)
+        return NULL;
+    while (*p) {
+        n = utf8_seq(p);
+        if (n == 0) {
+            o = put(o, "\xef\xbf\xbd", 3);
+            p++;
+        } else {
+            o = put(o, (const char *)p, n);
+            p += n;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 void llmc_http_respond_error(llmc_http_req_t *req, int status, const char *hdrs, const char *type,
                              const char *code, const char *message)
 {
     static const char ct[] = "Content-Type: application/json\r\n";
-    json_t *j = json_pack("{s:{s:s, s:s, s:s?}}", "error", "message", message ? message : "",
-                          "type", type ? type : "invalid_request_error", "code", code);
+    /* Messages quote what clients sent (a header value may hold any byte
+       from 0x80 up), and jansson refuses a string that is not UTF-8: the
+       client would get an empty body instead of the error. */
+    char *msg = utf8_clean(message ? message : "");
+    json_t *j = msg ? json_pack("{s:{s:s, s:s, s:s?}}", "error", "message", msg, "type",
+                                type ? type : "invalid_request_error", "code", code)
+                    : NULL;
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
     /* Out of memory for the JSON still answers with the status. */
@@ -323,6 +383,7 @@ void llmc_http_respond_error(llmc_http_req_t *req, int status, const char *hdrs,
                   body ? body : "", body ? strlen(body) : 0);
     free(body);
     json_decref(j);
+    free(msg);
 }
 
 int llmc_http_stream_begin(llmc_http_req_t *req, int status, const char *hdrs, size_t hdrs_len)

@@ -112,6 +112,7 @@ static void later_fire(uv_timer_t *tm)
 }
 
 static const char *chunks[3] = {"one", "two", "three"};
+static char *g_big;
 
 static void stream_tick(uv_timer_t *tm)
 {
@@ -120,6 +121,24 @@ static void stream_tick(uv_timer_t *tm)
     if (l->step < 3) {
         llmc_http_stream_write(l->req, chunks[l->step], strlen(chunks[l->step]));
         l->step++;
+        return;
+    }
+    llmc_http_stream_end(l->req);
+    uv_timer_stop(&l->timer);
+    uv_close((uv_handle_t *)&l->timer, later_closed);
+}
+
+/* /flood: a stream that keeps producing whether the client reads or not,
+   like an upstream relayed as it comes: 64 KiB every 5 ms, for 3 s at most. */
+#define FLOOD_CHUNK 65536
+#define FLOOD_TICKS 600
+
+static void flood_tick(uv_timer_t *tm)
+{
+    later_t *l = tm->data;
+
+    if (l->step++ < FLOOD_TICKS) {
+        llmc_http_stream_write(l->req, g_big, FLOOD_CHUNK);
         return;
     }
     llmc_http_stream_end(l->req);
@@ -161,7 +180,6 @@ static void echo(llmc_http_req_t *req)
 }
 
 #define BIG_LEN (8u << 20)
-static char *g_big;
 
 static void big_release(void *arg)
 {
@@ -186,9 +204,17 @@ static void handler(llmc_http_req_t *req, void *ctx)
         for (int i = 0; i < 3; i++)
             llmc_http_stream_write(req, chunks[i], strlen(chunks[i]));
         llmc_http_stream_end(req);
+    } else if (strcmp(req->path, "/flood") == 0) {
+        llmc_http_stream_begin(req, 200, "", 0);
+        later_new(req, flood_tick, 5, 5);
     } else if (strcmp(req->path, "/hang") == 0) {
         req->data = NULL;
         req->on_abort = later_abort;
+    } else if (strcmp(req->path, "/error_bytes") == 0) {
+        /* as when a message quotes a header value, which may hold any byte */
+        llmc_http_respond_error(req, 400, NULL, "invalid_request_error", "bad_value",
+                                "\xc3\xa9\xf0\x9f\x98\x80 got '\xff', '\xc3(' and '\xed\xa0\x80' "
+                                "and a cut \xe2\x82");
     } else if (strcmp(req->path, "/error") == 0) {
         llmc_http_respond_error(req, 422, "X-Extra: yes\r\n", "invalid_request_error",
                                 strcmp(req->query, "nocode") == 0 ? NULL : "bad_thing",
@@ -348,6 +374,8 @@ typedef struct cli {
     size_t pos, len;
     http_parser p;
     bool eof;
+    size_t slow_bytes;   /* when set: sleep slow_us, then recv at most this much */
+    unsigned slow_us;
 } cli_t;
 
 static int c_status(http_parser *p, const char *at, size_t n)
@@ -423,7 +451,9 @@ static const http_parser_settings cli_settings = {
     .on_message_complete = c_complete,
 };
 
-static cli_t *cli_open(int port)
+/* rcvbuf > 0 sets the socket's receive buffer (before connect, so that the
+   window stays small): a slow reader then holds back the server at once. */
+static cli_t *cli_open_rcvbuf(int port, int rcvbuf)
 {
     cli_t *c = calloc(1, sizeof(*c));
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -433,10 +463,17 @@ static cli_t *cli_open(int port)
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(c->fd >= 0);
+    if (rcvbuf > 0)
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     return c;
+}
+
+static cli_t *cli_open(int port)
+{
+    return cli_open_rcvbuf(port, 0);
 }
 
 static void cli_close(cli_t *c)
@@ -486,7 +523,9 @@ static int cli_read(cli_t *c, resp_t *r, bool head)
         if (c->eof)
             return -1;
         c->pos = c->len = 0;
-        ssize_t n = recv(c->fd, c->buf, sizeof(c->buf), 0);
+        if (c->slow_bytes)
+            usleep(c->slow_us);
+        ssize_t n = recv(c->fd, c->buf, c->slow_bytes ? c->slow_bytes : sizeof(c->buf), 0);
         if (n <= 0) {
             c->eof = true;
             http_parser_execute(&c->p, &cli_settings, NULL, 0); /* close-delimited body */
@@ -1393,6 +1432,31 @@ static void test_respond_error_shape(void **state)
     cli_close(c);
 }
 
+/* An error message that is not valid UTF-8 (it quotes a client's header
+   value, whose bytes >= 0x80 the head allows) still gives the OpenAI-shaped
+   JSON body, each bad byte as U+FFFD and the good ones kept. It used to
+   give an empty body: jansson refuses a string that is not UTF-8. */
+static void test_respond_error_with_invalid_utf8(void **state)
+{
+    srv_t *t = *state;
+    cli_t *c = cli_open(t->port);
+    resp_t r;
+    json_t *j, *e;
+
+    cli_sends(c, "GET /error_bytes HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(cli_read(c, &r, false), 0);
+    assert_int_equal(r.status, 400);
+    j = body_json(&r);
+    e = json_object_get(j, "error");
+    assert_string_equal(jstr(e, "message"), "\xc3\xa9\xf0\x9f\x98\x80 got '\xef\xbf\xbd', '\xef\xbf\xbd(' and "
+                                            "'\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd' and a cut "
+                                            "\xef\xbf\xbd\xef\xbf\xbd");
+    assert_string_equal(jstr(e, "code"), "bad_value");
+    json_decref(j);
+    resp_free(&r);
+    cli_close(c);
+}
+
 static void test_big_response_by_reference(void **state)
 {
     srv_t *t = *state;
@@ -1428,6 +1492,60 @@ static void test_send_timeout_drops_a_client_that_never_reads(void **state)
     /* The answer is 8 MB: far more than the socket buffers take, so the
        server's write waits on us; we never read. */
     assert_int_equal(wait_counter(t, offsetof(counters_t, releases), 1), 1);
+    cli_close(c);
+    srv_stop(t);
+}
+
+/* A client that reads a big answer slowly but steadily keeps its connection:
+   the send timeout bounds a stall, not the whole transfer (nginx's
+   send_timeout). It used to run from the start of the one write that carries
+   the answer to its end, so any answer that took longer than the idle
+   timeout to download was cut. */
+static void test_send_timeout_spares_a_slow_steady_reader(void **state)
+{
+    srv_t *t;
+    llmc_http_limits_t lim = default_limits();
+    cli_t *c;
+    resp_t r;
+
+    (void)state;
+    lim.idle_timeout_ms = 300;
+    t = srv_start(lim);
+    c = cli_open_rcvbuf(t->port, 16384);
+    c->slow_bytes = 32768; /* a few MB/s: 8 MB take seconds, each read comes in 5 ms */
+    c->slow_us = 5000;
+    cli_sends(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(cli_read(c, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.blen, BIG_LEN);
+    resp_free(&r);
+    cli_close(c);
+    assert_int_equal(counters(t).last_status, 200);
+    srv_stop(t);
+}
+
+/* A stream whose producer keeps writing to a client that reads nothing is
+   still cut at the send timeout: queueing more is not progress. It used to
+   push the deadline on with every write, so such a client held its
+   connection and an ever larger copy of the answer for as long as the
+   producer went on. */
+static void test_send_timeout_drops_a_stalled_stream_reader(void **state)
+{
+    srv_t *t;
+    llmc_http_limits_t lim = default_limits();
+    cli_t *c;
+    char b[64];
+
+    (void)state;
+    lim.idle_timeout_ms = 200;
+    t = srv_start(lim);
+    c = cli_open_rcvbuf(t->port, 16384);
+    cli_sends(c, "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(recv(c->fd, b, sizeof(b), 0) > 0); /* the head came; now we stall */
+    /* The flood runs 3 s; the timeout must end it long before. */
+    for (int i = 0; i < 300 && counters(t).aborts == 0; i++)
+        usleep(5000);
+    assert_int_equal(counters(t).aborts, 1);
     cli_close(c);
     srv_stop(t);
 }
@@ -1605,8 +1723,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_chunked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_http10, setup, teardown),
         cmocka_unit_test_setup_teardown(test_respond_error_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_respond_error_with_invalid_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_big_response_by_reference, setup, teardown),
         cmocka_unit_test(test_send_timeout_drops_a_client_that_never_reads),
+        cmocka_unit_test(test_send_timeout_spares_a_slow_steady_reader),
+        cmocka_unit_test(test_send_timeout_drops_a_stalled_stream_reader),
         cmocka_unit_test_setup_teardown(test_no_content, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_bytes, setup, teardown),
     };
