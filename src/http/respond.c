@@ -311,71 +311,36 @@ void llmc_http_respond_copy(llmc_http_req_t *req, int status, const char *hdrs, 
     respond_copy2(req, status, hdrs, hdrs_len, "", 0, body, body_len);
 }
 
-/* The length of the well-formed UTF-8 sequence at s (1 to 4 bytes), or 0
-   when there is none: overlong forms, surrogates and code points past
-   U+10FFFF are not, as jansson has it. */
-static size_t utf8_seq(const unsigned char *s)
+/* The error object for message; NULL when out of memory. Messages quote
+   what clients sent (a header value may hold any byte from 0x80 up), and
+   jansson refuses a string that is not UTF-8, which would leave the client
+   an empty body. Such a message is sent with every byte from 0x80 up as
+   '?': jansson still decides what is valid, and the message keeps its
+   ASCII, which is all our own wording uses. */
+static json_t *error_json(const char *type, const char *code, const char *message)
 {
-    uint32_t cp;
-    size_t n, i;
+    const char *fmt = "{s:{s:s, s:s, s:s?}}";
+    json_t *j;
+    char *ascii;
 
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        n = 2;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        n = 3;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        n = 4;
-    else
-        return 0;
-    cp = s[0] & (0x7fu >> n); /* the lead byte's payload bits */
-    for (i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) /* the terminating NUL stops here too */
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3fu);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
-/* A copy of s with each byte that is not part of valid UTF-8 replaced by
-   U+FFFD; NULL when out of memory. */
-static char *utf8_clean(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    char *out = malloc(strlen(s) * 3 + 1), *o = out;
-    size_t n;
-
-    if (!out)
-        return NULL;
-    while (*p) {
-        n = utf8_seq(p);
-        if (n == 0) {
-            o = put(o, "\xef\xbf\xbd", 3);
-            p++;
-        } else {
-            o = put(o, (const char *)p, n);
-            p += n;
-        }
-    }
-    *o = '\0';
-    return out;
+    if (!type)
+        type = "invalid_request_error";
+    j = json_pack(fmt, "error", "message", message, "type", type, "code", code);
+    if (j || !(ascii = strdup(message)))
+        return j;
+    for (char *p = ascii; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    j = json_pack(fmt, "error", "message", ascii, "type", type, "code", code);
+    free(ascii);
+    return j;
 }
 
 void llmc_http_respond_error(llmc_http_req_t *req, int status, const char *hdrs, const char *type,
                              const char *code, const char *message)
 {
     static const char ct[] = "Content-Type: application/json\r\n";
-    /* Messages quote what clients sent (a header value may hold any byte
-       from 0x80 up), and jansson refuses a string that is not UTF-8: the
-       client would get an empty body instead of the error. */
-    char *msg = utf8_clean(message ? message : "");
-    json_t *j = msg ? json_pack("{s:{s:s, s:s, s:s?}}", "error", "message", msg, "type",
-                                type ? type : "invalid_request_error", "code", code)
-                    : NULL;
+    json_t *j = error_json(type, code, message ? message : "");
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
     /* Out of memory for the JSON still answers with the status. */
@@ -383,7 +348,6 @@ void llmc_http_respond_error(llmc_http_req_t *req, int status, const char *hdrs,
                   body ? body : "", body ? strlen(body) : 0);
     free(body);
     json_decref(j);
-    free(msg);
 }
 
 int llmc_http_stream_begin(llmc_http_req_t *req, int status, const char *hdrs, size_t hdrs_len)

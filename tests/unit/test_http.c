@@ -1448,9 +1448,8 @@ static void test_respond_error_with_invalid_utf8(void **state)
     assert_int_equal(r.status, 400);
     j = body_json(&r);
     e = json_object_get(j, "error");
-    assert_string_equal(jstr(e, "message"), "\xc3\xa9\xf0\x9f\x98\x80 got '\xef\xbf\xbd', '\xef\xbf\xbd(' and "
-                                            "'\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd' and a cut "
-                                            "\xef\xbf\xbd\xef\xbf\xbd");
+    /* Every byte from 0x80 up became '?' ("\?" keeps "??" from reading as a trigraph). */
+    assert_string_equal(jstr(e, "message"), "?\?\?\?\?\? got '?', '?(' and '?\?\?' and a cut ?\?");
     assert_string_equal(jstr(e, "code"), "bad_value");
     json_decref(j);
     resp_free(&r);
