@@ -68,7 +68,8 @@ typedef enum llmc_opt_type {
     X(max_stale, "max-stale", SECS, "3600", 0, 31536000000LL, NULL,                           \
       "How long past expiry answers are kept for clients' Cache-Control: max-stale.")         \
     X(max_header_bytes, "max-header-bytes", SIZE, "16K", 1024, 1048576, NULL,                 \
-      "Largest request line plus headers, and chunk extensions plus trailers; larger: 431.")  \
+      "Largest request line plus headers, and chunk extensions plus trailers; larger: 431 "  \
+      "(414 when the request line alone is).")                                                \
     X(max_headers, "max-headers", INT, "100", 8, 10000, NULL,                                 \
       "Most request headers; more gets 431.")                                                 \
     X(max_body_bytes, "max-body-bytes", SIZE, "4M", 1024, 1073741824LL, NULL,                 \

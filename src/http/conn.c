@@ -659,6 +659,10 @@ static bool feed_once(llmc__http_conn_t *c)
             llmc__http_conn_reject(c, 431, "request_header_too_large", "the request head is too large");
             return false;
         }
+        if (r == LLMC_HS_LINE_TOO_BIG) {
+            llmc__http_conn_reject(c, 414, "uri_too_long", "the request line is too long");
+            return false;
+        }
         if (r == LLMC_HS_DONE) {
             /* The head alone: on_headers_complete decides whether a chunked
                body follows, and the chunk scan must start at its first byte. */

@@ -11,7 +11,10 @@
  *   "Name : value" (RFC 9112 5.1 requires a 400 for it);
  * - control bytes and bytes >= 0x80 in the request line.
  * It also counts the head's bytes, which is the one exact measure of the
- * 431 limit (the parser's own limit is global and approximate).
+ * limit (the parser's own limit is global and approximate): it stops at the
+ * first byte past it, so that whether the request line was still being read
+ * there (414) or the header fields (431) does not depend on how the bytes
+ * were split into reads.
  *
  * It runs over the same bytes just before the parser does and stops at the
  * blank line, so the two always agree on where the head ends: both treat
@@ -91,6 +94,8 @@ int llmc__http_scan(llmc__http_scan_t *hs, const char *p, size_t n, size_t *used
         *used = 0;
         return LLMC_HS_DONE;
     }
+    if (hs->max_bytes && n > hs->max_bytes - hs->bytes + 1)
+        n = hs->max_bytes - hs->bytes + 1; /* bytes stays <= max_bytes until now */
     for (i = 0; i < n; i++) {
         st = step(st, (unsigned char)p[i]);
         if (st < 0)
@@ -103,7 +108,7 @@ int llmc__http_scan(llmc__http_scan_t *hs, const char *p, size_t n, size_t *used
     hs->bytes += i;
     hs->state = (uint8_t)st;
     if (hs->max_bytes && hs->bytes > hs->max_bytes)
-        return LLMC_HS_TOO_BIG;
+        return st <= S_REQLINE_LF ? LLMC_HS_LINE_TOO_BIG : LLMC_HS_TOO_BIG;
     *used = i;
     return st == S_DONE ? LLMC_HS_DONE : LLMC_HS_MORE;
 }

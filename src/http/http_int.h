@@ -46,7 +46,8 @@ enum llmc__http_scan_result {
     LLMC_HS_MORE = 0,     /* all bytes fine, head not complete yet */
     LLMC_HS_DONE = 1,     /* head complete, *used is the byte after its blank line */
     LLMC_HS_BAD = -1,     /* not a well-formed head: 400 */
-    LLMC_HS_TOO_BIG = -2  /* more than max_bytes: 431 */
+    LLMC_HS_TOO_BIG = -2, /* more than max_bytes: 431 */
+    LLMC_HS_LINE_TOO_BIG = -3 /* more than max_bytes before the request line ended: 414 */
 };
 
 typedef struct llmc__http_scan {

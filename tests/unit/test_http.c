@@ -1672,11 +1672,40 @@ static void test_scan_rejects(void **state)
     assert_int_equal(scan_all("GET / HTTP/1.1\r\n\r\n", 18, 17, &used), LLMC_HS_TOO_BIG);
 }
 
+/* Over the limit while the request line is still being read is 414, in the
+   header fields 431, however the bytes were split into reads: the scan stops
+   at the first byte past the limit. */
+static void test_scan_limit_names_the_part(void **state)
+{
+    (void)state;
+    static const char long_line[] = "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: x\r\n\r\n";
+    static const char long_field[] = "GET / HTTP/1.1\r\nX: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n\r\n";
+    const size_t max = 30;
+    size_t used;
+
+    for (size_t cut = 0; cut <= sizeof(long_line) - 1; cut++) {
+        llmc__http_scan_t a, b;
+        size_t rest = sizeof(long_line) - 1 - cut;
+        int r;
+        llmc__http_scan_init(&a, max);
+        r = llmc__http_scan(&a, long_line, cut, &used);
+        if (r == LLMC_HS_MORE)
+            r = llmc__http_scan(&a, long_line + cut, rest, &used);
+        assert_int_equal(r, LLMC_HS_LINE_TOO_BIG);
+        llmc__http_scan_init(&b, max);
+        r = llmc__http_scan(&b, long_field, cut, &used);
+        if (r == LLMC_HS_MORE)
+            r = llmc__http_scan(&b, long_field + cut, sizeof(long_field) - 1 - cut, &used);
+        assert_int_equal(r, LLMC_HS_TOO_BIG);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scan_split_everywhere),
         cmocka_unit_test(test_scan_rejects),
+        cmocka_unit_test(test_scan_limit_names_the_part),
         cmocka_unit_test(test_reason),
         cmocka_unit_test(test_listen_errors),
         cmocka_unit_test_setup_teardown(test_get_echo, setup, teardown),
