@@ -42,17 +42,19 @@ static const struct route_def {
     {"/stats", HTTP_GET, R_STATS},
 };
 
-/* Finds the route; *wrong_method when the path exists with another method. */
-static gw_route_t find_route(const llmc_http_req_t *req, bool *wrong_method)
+/* Finds the route; when the path exists with other methods only, sets
+   *allow to the Allow header line listing them (RFC 9110 15.5.6: a 405
+   must name what the resource accepts). */
+static gw_route_t find_route(const llmc_http_req_t *req, const char **allow)
 {
-    *wrong_method = false;
+    *allow = NULL;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         if (strcmp(req->path, routes[i].path) != 0)
             continue;
         if (req->method == routes[i].method ||
             (req->method == HTTP_HEAD && routes[i].method == HTTP_GET))
             return routes[i].route;
-        *wrong_method = true;
+        *allow = routes[i].method == HTTP_GET ? "Allow: GET, HEAD\r\n" : "Allow: POST\r\n";
     }
     return R_NONE;
 }
@@ -424,24 +426,24 @@ static void on_abort(llmc_http_req_t *req)
         llmc_flight_detach(gr->flight, &gr->fw);
 }
 
-static void not_found(llmc_http_req_t *req, bool wrong_method)
+static void not_found(llmc_http_req_t *req, const char *allow)
 {
     char msg[300];
-    if (wrong_method)
+    if (allow)
         snprintf(msg, sizeof(msg), "method %s is not allowed on %.200s", req->method_name, req->path);
     else
         snprintf(msg, sizeof(msg), "no route for %s %.200s", req->method_name, req->path);
-    llmc_http_respond_error(req, wrong_method ? 405 : 404, NULL, "invalid_request_error",
-                            wrong_method ? "method_not_allowed" : "not_found", msg);
+    llmc_http_respond_error(req, allow ? 405 : 404, allow, "invalid_request_error",
+                            allow ? "method_not_allowed" : "not_found", msg);
 }
 
 void llmc_gw_handle(llmc_http_req_t *req, void *ctx)
 {
     llmc_worker_t *w = ctx;
-    bool wrong_method;
-    gw_route_t route = find_route(req, &wrong_method);
+    const char *allow;
+    gw_route_t route = find_route(req, &allow);
     if (route == R_NONE) {
-        not_found(req, wrong_method);
+        not_found(req, allow);
         return;
     }
     if (route == R_HEALTH) {

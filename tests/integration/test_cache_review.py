@@ -1,0 +1,38 @@
+"""Regression tests from a review of the gateway's cache semantics.
+
+Each test is named after what a client saw go wrong: a directive misread, a
+header missing or wrong, an answer stored where the response said it was not.
+Requests that need exact bytes on the wire (repeated header lines) go through
+RawConn; everything else through the fixtures' requests session.
+"""
+
+from conftest import RawConn, chat_body, wait_until
+
+CHAT = "/v1/chat/completions"
+
+
+def xcache(r):
+    return r.headers.get("X-Cache")
+
+
+def raw_post(port, body, header_lines):
+    """POSTs body with header_lines ("Name: value" strings, repeats allowed)
+    and returns (status, headers, body)."""
+    import json
+    data = json.dumps(body).encode()
+    head = (f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n" + "".join(l + "\r\n" for l in header_lines) + "\r\n")
+    with RawConn(port) as c:
+        c.send(head.encode("latin-1") + data)
+        return c.read_response()
+
+
+# ------------------------------------------------------------ 405
+
+def test_405_names_the_allowed_methods_in_allow(gateway):
+    r = gateway.http.delete(gateway.url + CHAT, timeout=5)
+    assert r.status_code == 405
+    assert r.headers.get("Allow") == "POST", dict(r.headers)
+    r = gateway.post("/ask?q=hi", {})
+    assert r.status_code == 405
+    assert r.headers.get("Allow") == "GET, HEAD", dict(r.headers)
