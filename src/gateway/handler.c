@@ -70,6 +70,35 @@ gw_use_t llmc__gw_usable(const llmc_policy_t *p, const llmc_entry_t *e, int64_t 
     return USE_NO;
 }
 
+const char *llmc__gw_list_header(const llmc_http_req_t *req, const char *name, char **owned)
+{
+    const char *first = NULL;
+    size_t n = 0, len = 0;
+    *owned = NULL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, name) != 0)
+            continue;
+        first = first ? first : req->headers[i].value;
+        len += req->headers[i].value_len + 2;
+        n++;
+    }
+    if (n < 2 || !(*owned = malloc(len)))
+        return first; /* out of memory: the first line is better than none */
+    char *p = *owned;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, name) != 0)
+            continue;
+        if (p != *owned) {
+            memcpy(p, ", ", 2);
+            p += 2;
+        }
+        memcpy(p, req->headers[i].value, req->headers[i].value_len);
+        p += req->headers[i].value_len;
+    }
+    *p = '\0';
+    return *owned;
+}
+
 /* Walks the tiers in order; a hit in a slower tier is copied into the faster
    ones. Returns a referenced entry or NULL. */
 static llmc_entry_t *tiers_get(llmc_gw_t *gw, const llmc_key_t *key, int64_t now,
@@ -374,10 +403,15 @@ static void handle_cached(gw_req_t *gr)
             parse_canon(gr, body, body_len, &canon) < 0)
             goto out;
     }
-    if (llmc_policy_parse(&gr->policy, llmc_http_header(req, "cache-control"),
-                          llmc_http_header(req, "pragma"), llmc_http_header(req, "x-cache-ttl"),
-                          llmc_http_header(req, "x-cache-namespace"), canon.cache_ext,
-                          gw->cfg->ttl, gw->cfg->max_ttl, err, sizeof(err)) < 0) {
+    char *cc_owned, *pragma_owned;
+    const char *cc = llmc__gw_list_header(req, "cache-control", &cc_owned);
+    const char *pragma = llmc__gw_list_header(req, "pragma", &pragma_owned);
+    int prc = llmc_policy_parse(&gr->policy, cc, pragma, llmc_http_header(req, "x-cache-ttl"),
+                                llmc_http_header(req, "x-cache-namespace"), canon.cache_ext,
+                                gw->cfg->ttl, gw->cfg->max_ttl, err, sizeof(err));
+    free(cc_owned);
+    free(pragma_owned);
+    if (prc < 0) {
         llmc__gw_error(gr, 400, "invalid_request_error", "invalid_cache_control", err);
         goto out;
     }

@@ -354,7 +354,10 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
         llmc_entry_unref(rep);
         return;
     }
-    if (etag_matches(llmc_http_header(gr->req, "if-none-match"), tag)) {
+    char *inm_owned;
+    bool match = etag_matches(llmc__gw_list_header(gr->req, "if-none-match", &inm_owned), tag);
+    free(inm_owned);
+    if (match) {
         LLMC_COUNT(&gr->w->ctr, not_modified);
         llmc_entry_unref(rep);
         llmc_http_respond(gr->req, 304, h, n, NULL, 0, NULL, NULL);

@@ -36,3 +36,30 @@ def test_405_names_the_allowed_methods_in_allow(gateway):
     r = gateway.post("/ask?q=hi", {})
     assert r.status_code == 405
     assert r.headers.get("Allow") == "GET, HEAD", dict(r.headers)
+
+
+# ------------------------------------------------------------ request Cache-Control
+
+def test_cache_control_on_two_header_lines_is_one_list(gateway, mock):
+    """RFC 9110 5.3: `Cache-Control: a` and `Cache-Control: b` mean `a, b`.
+    A no-store on the second line was ignored and the cached answer served."""
+    body = chat_body("two lines")
+    gateway.chat(body)
+    st, h, _ = raw_post(gateway.port, body, ["Cache-Control: max-age=600",
+                                             "Cache-Control: no-store"])
+    assert st == 200 and h["x-cache"] == "BYPASS", h
+    st, h, _ = raw_post(gateway.port, body, ["Cache-Control: max-stale=5",
+                                             "Cache-Control: no-cache"])
+    assert st == 200 and h["x-cache"] == "MISS", h
+    assert mock.stats()["chat"] == 3
+    # Pragma is a list too, and counts only without Cache-Control.
+    st, h, _ = raw_post(gateway.port, body, ["Pragma: x-foo", "Pragma: no-cache"])
+    assert st == 200 and h["x-cache"] == "MISS", h
+    assert mock.stats()["chat"] == 4
+
+
+def test_if_none_match_on_two_header_lines_is_one_list(gateway, mock):
+    body = chat_body("two inm lines")
+    etag = gateway.chat(body).headers["ETag"]
+    st, h, b = raw_post(gateway.port, body, ['If-None-Match: "nope"', f"If-None-Match: {etag}"])
+    assert st == 304 and b == b"" and h["etag"] == etag, (st, h)
