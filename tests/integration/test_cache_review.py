@@ -63,3 +63,23 @@ def test_if_none_match_on_two_header_lines_is_one_list(gateway, mock):
     etag = gateway.chat(body).headers["ETag"]
     st, h, b = raw_post(gateway.port, body, ['If-None-Match: "nope"', f"If-None-Match: {etag}"])
     assert st == 304 and b == b"" and h["etag"] == etag, (st, h)
+
+
+def test_delta_seconds_with_leading_zeros_is_its_value(gateway_factory, mock):
+    """delta-seconds is 1*DIGIT: thirteen zeros are 0, not 'forever'. Any
+    value over 12 characters used to count as huge, so max-age=000...0 served
+    an old answer and min-fresh=000...0 refused every one."""
+    g = gateway_factory(mock, args=["--ttl", "60"])
+    body = chat_body("zeros")
+    g.chat(body)
+    wait_until(lambda: int(g.chat(body).headers.get("Age", 0)) >= 1, timeout=3,
+               interval=0.05, what="Age >= 1")
+    calls = mock.stats()["chat"]
+    r = g.chat(body, headers={"Cache-Control": "max-age=0000000000000"})
+    assert xcache(r) != "HIT", "max-age=0 (13 digits) must not accept an old answer"
+    assert mock.stats()["chat"] == calls + 1
+    r = g.chat(body, headers={"Cache-Control": "min-fresh=00000000000000"})
+    assert xcache(r) == "HIT", "min-fresh=0 (14 digits) accepts any fresh answer"
+    # Not digits at all: the directive is ignored, whatever its length.
+    r = g.chat(body, headers={"Cache-Control": "min-fresh=abcdefghijklmnop"})
+    assert xcache(r) == "HIT"
