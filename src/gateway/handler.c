@@ -59,14 +59,21 @@ static gw_route_t find_route(const llmc_http_req_t *req, const char **allow)
     return R_NONE;
 }
 
+/* min-fresh adds to an entry's age and max-stale forgives that much past its
+   lifetime, as Squid reads the pair: one bound, so that a fresher entry is
+   never refused where a staler one would be taken. */
 gw_use_t llmc__gw_usable(const llmc_policy_t *p, const llmc_entry_t *e, int64_t now_ms)
 {
     if (p->max_age_ms != LLMC_POLICY_UNSET && now_ms - e->created_ms > p->max_age_ms)
         return USE_NO;
-    if (now_ms < e->expires_ms)
-        return e->expires_ms - now_ms >= p->min_fresh_ms ? USE_FRESH : USE_NO;
-    if (p->max_stale_ms > 0 && now_ms - e->expires_ms <= p->max_stale_ms)
-        return USE_STALE;
+    int64_t left = e->expires_ms - now_ms; /* <= 0 once expired */
+    int64_t shortfall;                     /* > 0: not as fresh as the client wants */
+    if (__builtin_sub_overflow(p->min_fresh_ms, left, &shortfall))
+        shortfall = INT64_MAX;
+    if (left > 0 && shortfall <= 0)
+        return USE_FRESH;
+    if (p->max_stale_ms > 0 && shortfall <= p->max_stale_ms)
+        return left > 0 ? USE_FRESH : USE_STALE;
     return USE_NO;
 }
 

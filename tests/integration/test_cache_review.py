@@ -83,3 +83,18 @@ def test_delta_seconds_with_leading_zeros_is_its_value(gateway_factory, mock):
     # Not digits at all: the directive is ignored, whatever its length.
     r = g.chat(body, headers={"Cache-Control": "min-fresh=abcdefghijklmnop"})
     assert xcache(r) == "HIT"
+
+
+def test_min_fresh_with_max_stale_accepts_what_it_would_accept_stale(gateway_factory, mock):
+    """min-fresh=10, max-stale=60 accepts an answer up to 50 s past expiry
+    (Squid's reading: age + min-fresh may exceed the lifetime by max-stale).
+    A fresh answer with 5 s left was refused while the same answer 5 s past
+    expiry was served."""
+    g = gateway_factory(mock, args=["--ttl", "5"])
+    body = chat_body("fresh or stale")
+    g.chat(body)
+    r = g.chat(body, headers={"Cache-Control": "min-fresh=10, max-stale=60"})
+    assert r.status_code == 200 and xcache(r) == "HIT", r.headers
+    r = g.chat(body, headers={"Cache-Control": "min-fresh=10, max-stale=2"})
+    assert xcache(r) != "HIT", "5 s left, 10 wanted: 5 s short, beyond max-stale=2"
+    assert mock.stats()["chat"] == 2

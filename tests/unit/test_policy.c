@@ -59,12 +59,67 @@ static void test_delta_seconds_saturates(void **state)
     assert_int_equal(cc("max-age=31536000").max_age_ms, 31536000000LL);
 }
 
+static llmc_entry_t *entry(int64_t created, int64_t expires)
+{
+    llmc_key_t k;
+    memset(&k, 7, sizeof k);
+    llmc_entry_spec_t spec = {.key = &k, .status = 200, .created_ms = created,
+                              .expires_ms = expires, .body = "{}", .body_len = 2};
+    llmc_entry_t *e = llmc_entry_new(&spec);
+    assert_non_null(e);
+    return e;
+}
+
+static void test_min_fresh_with_max_stale(void **state)
+{
+    (void)state;
+    llmc_entry_t *e = entry(0, 100000); /* fresh until 100 s */
+    llmc_policy_t p = cc("min-fresh=10, max-stale=60");
+    /* 5 s left, 10 wanted: 5 s short, forgiven by max-stale. */
+    assert_int_equal(llmc__gw_usable(&p, e, 95000), USE_FRESH);
+    /* 5 s past expiry: 15 s short, still within 60. */
+    assert_int_equal(llmc__gw_usable(&p, e, 105000), USE_STALE);
+    /* 55 s past expiry: 65 s short. */
+    assert_int_equal(llmc__gw_usable(&p, e, 155000), USE_NO);
+    p = cc("min-fresh=10, max-stale=2");
+    assert_int_equal(llmc__gw_usable(&p, e, 95000), USE_NO);
+    assert_int_equal(llmc__gw_usable(&p, e, 89000), USE_FRESH);
+    /* A bare max-stale forgives any shortfall, however big min-fresh. */
+    p = cc("min-fresh=99999999999999999999, max-stale");
+    assert_int_equal(llmc__gw_usable(&p, e, 200000), USE_STALE);
+    llmc_entry_unref(e);
+}
+
+static void test_usable_without_combination(void **state)
+{
+    (void)state;
+    llmc_entry_t *e = entry(0, 100000);
+    llmc_policy_t p = cc("");
+    assert_int_equal(llmc__gw_usable(&p, e, 99999), USE_FRESH);
+    assert_int_equal(llmc__gw_usable(&p, e, 100000), USE_NO);
+    p = cc("min-fresh=10");
+    assert_int_equal(llmc__gw_usable(&p, e, 90000), USE_FRESH);
+    assert_int_equal(llmc__gw_usable(&p, e, 90001), USE_NO);
+    p = cc("max-stale=5");
+    assert_int_equal(llmc__gw_usable(&p, e, 105000), USE_STALE);
+    assert_int_equal(llmc__gw_usable(&p, e, 105001), USE_NO);
+    p = cc("max-age=1");
+    assert_int_equal(llmc__gw_usable(&p, e, 1000), USE_FRESH);
+    assert_int_equal(llmc__gw_usable(&p, e, 1001), USE_NO);
+    /* A huge min-fresh on an expired entry must not overflow into "fresh". */
+    p = cc("min-fresh=99999999999999999999");
+    assert_int_equal(llmc__gw_usable(&p, e, 200000), USE_NO);
+    llmc_entry_unref(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_delta_seconds_leading_zeros),
         cmocka_unit_test(test_delta_seconds_malformed_is_ignored),
         cmocka_unit_test(test_delta_seconds_saturates),
+        cmocka_unit_test(test_min_fresh_with_max_stale),
+        cmocka_unit_test(test_usable_without_combination),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
