@@ -146,8 +146,9 @@ static int hexval(int c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Percent-decodes a query value ('+' is a space) into out (cap bytes). */
-static int query_param(const char *query, const char *name, char *out, size_t cap)
+/* Percent-decodes a query value ('+' is a space) into out (cap bytes, NUL
+   added) and its length into *len: a decoded %00 is part of the value. */
+static int query_param(const char *query, const char *name, char *out, size_t cap, size_t *len)
 {
     size_t nlen = strlen(name);
     for (const char *p = query; p && *p; p = strchr(p, '&'), p = p ? p + 1 : NULL) {
@@ -170,42 +171,65 @@ static int query_param(const char *query, const char *name, char *out, size_t ca
             out[n++] = (char)c;
         }
         out[n] = '\0';
+        *len = n;
         return 0;
     }
     return LLMC_ENOENT;
 }
 
+/*
+ * A query parameter of /ask as a JSON string. Its whole decoded length is
+ * kept: cut at a %00, "a%00b" would be keyed, and answered, as "a". A bad
+ * value is the client's to fix, never replaced by a default. Returns 0,
+ * LLMC_ENOENT when absent or empty, LLMC_EINVAL with a message in err, or
+ * LLMC_ENOMEM.
+ */
+static int query_json(const char *query, const char *name, json_t **out, char *err,
+                      size_t errlen)
+{
+    size_t cap = strlen(query) + 1, len = 0; /* decoding never grows it */
+    char *buf = malloc(cap);
+    if (!buf)
+        return LLMC_ENOMEM;
+    int rc = query_param(query, name, buf, cap, &len);
+    if (rc == 0 && len == 0)
+        rc = LLMC_ENOENT;
+    if (rc == LLMC_EINVAL)
+        snprintf(err, errlen, "query parameter %s is not valid percent-encoding", name);
+    if (rc == 0 && !(*out = json_stringn(buf, len))) {
+        snprintf(err, errlen, "query parameter %s is not valid UTF-8", name);
+        rc = LLMC_EINVAL;
+    }
+    free(buf);
+    return rc;
+}
+
 /* Builds the chat request that GET /ask stands for. */
 static int ask_body(gw_req_t *gr, char **body, size_t *len, char *err, size_t errlen)
 {
-    const llmc_http_req_t *req = gr->req;
-    size_t cap = strlen(req->query) + 1; /* decoding never grows it */
-    char *q = malloc(cap), model[256];
-    if (!q)
-        return LLMC_ENOMEM;
-    int rc = query_param(req->query, "q", q, cap);
-    if (rc == 0 && !q[0])
-        rc = LLMC_ENOENT;
+    const char *query = gr->req->query;
+    json_t *q = NULL, *model = NULL;
+    int rc = query_json(query, "q", &q, err, errlen);
+    if (rc == LLMC_ENOENT) {
+        snprintf(err, errlen, "missing query parameter q");
+        rc = LLMC_EINVAL;
+    }
+    if (rc == 0 && (rc = query_json(query, "model", &model, err, errlen)) == LLMC_ENOENT)
+        rc = (model = json_string(gr->w->gw->cfg->ask_model)) ? 0 : LLMC_ENOMEM;
     if (rc < 0) {
-        snprintf(err, errlen, rc == LLMC_ENOENT ? "missing query parameter q"
-                                               : "query parameter q is not valid percent-encoding");
-        free(q);
-        return LLMC_EINVAL;
+        json_decref(q);
+        if (rc == LLMC_ENOMEM)
+            snprintf(err, errlen, "out of memory");
+        return rc;
     }
-    if (query_param(req->query, "model", model, sizeof(model)) != 0 || !model[0])
-        snprintf(model, sizeof(model), "%s", gr->w->gw->cfg->ask_model);
-    json_t *content = json_string(q);
-    free(q);
-    if (!content) {
-        snprintf(err, errlen, "query parameter q is not valid UTF-8");
-        return LLMC_EINVAL;
-    }
-    json_t *root = json_pack("{s:s, s:[{s:s, s:o}]}", "model", model, "messages",
-                             "role", "user", "content", content);
+    json_t *root = json_pack("{s:o, s:[{s:s, s:o}]}", "model", model, "messages",
+                             "role", "user", "content", q);
     *body = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
-    if (!*body)
+    if (!*body) {
+        snprintf(err, errlen, "out of memory");
         return LLMC_ENOMEM;
+    }
     *len = strlen(*body);
     return 0;
 }

@@ -6,7 +6,7 @@ Requests that need exact bytes on the wire (repeated header lines) go through
 RawConn; everything else through the fixtures' requests session.
 """
 
-from conftest import RawConn, chat_body, wait_until
+from conftest import RawConn, assert_error_shape, chat_body, wait_until
 
 CHAT = "/v1/chat/completions"
 
@@ -98,3 +98,34 @@ def test_min_fresh_with_max_stale_accepts_what_it_would_accept_stale(gateway_fac
     r = g.chat(body, headers={"Cache-Control": "min-fresh=10, max-stale=2"})
     assert xcache(r) != "HIT", "5 s left, 10 wanted: 5 s short, beyond max-stale=2"
     assert mock.stats()["chat"] == 2
+
+
+# ------------------------------------------------------------ /ask
+
+def test_ask_question_with_nul_is_not_the_question_cut_at_it(gateway, mock):
+    """q=a%00b was cut at the NUL: keyed and asked as "a", so it was served
+    the cached answer to q=a."""
+    a = gateway.get("/ask?q=a")
+    assert a.status_code == 200 and a.json()["source"] == "llm"
+    r = gateway.get("/ask?q=a%00b")
+    assert r.headers.get("X-Cache") != "HIT", r.text
+    assert r.headers.get("X-Cache-Key") != a.headers["X-Cache-Key"]
+    assert mock.stats()["chat"] == 2
+
+
+def test_ask_bad_model_parameter_is_a_400_not_the_default_model(gateway, mock):
+    """A model= that could not be decoded was silently replaced by
+    --ask-model (another model's answer), or, when not UTF-8, gave a 503
+    with an empty message."""
+    for query, what in (("q=hi&model=%zz", "percent-encoding"), ("q=hi&model=%ff", "UTF-8")):
+        with RawConn(gateway.port) as c:  # requests would re-quote %zz
+            c.send(f"GET /ask?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            st, _, b = c.read_response()
+        assert st == 400, (query, st, b)
+        err = assert_error_shape(b)
+        assert what in err["message"] and "model" in err["message"], b
+    assert mock.stats()["calls"] == 0
+    r = gateway.get("/ask?q=hi&model=" + "m" * 300)
+    assert r.status_code == 200
+    assert r.headers["X-Cache-Key"] != gateway.get("/ask?q=hi").headers["X-Cache-Key"], \
+        "a long model name must be asked, not replaced by the default"
