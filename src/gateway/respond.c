@@ -458,10 +458,13 @@ void llmc__gw_respond_flight(gw_req_t *gr)
                  : f->content_type[0] ? f->content_type : "application/json");
     n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f));
     const llmc_entry_t *held = raw_sse || replay ? NULL : f->entry;
+    /* The entry's ETag names its body; an /ask answer is another body, whose
+       stored form (the next hit's) has its own ETag, so it goes without. */
+    bool tagged = held && gr->route != R_ASK;
     char tag[LLMC_ETAG_LEN];
-    if (held)
+    if (tagged)
         llmc_entry_etag(held, tag);
-    n = freshness_hdrs(h, n, held, tag, now);
+    n = freshness_hdrs(h, n, held, tagged ? tag : NULL, now);
     if (f->pass_len && n + f->pass_len < HDR_CAP) {
         memcpy(h + n, f->pass_hdrs, f->pass_len);
         n += f->pass_len;

@@ -129,3 +129,23 @@ def test_ask_bad_model_parameter_is_a_400_not_the_default_model(gateway, mock):
     assert r.status_code == 200
     assert r.headers["X-Cache-Key"] != gateway.get("/ask?q=hi").headers["X-Cache-Key"], \
         "a long model name must be asked, not replaced by the default"
+
+
+def test_ask_miss_does_not_carry_the_chat_answers_etag(gateway, mock):
+    """An /ask miss sent the ETag of the stored chat completion with the
+    /ask body: two different bodies under one strong ETag, and a validator
+    the /ask hits (which carry the ETag of their own form) never matched."""
+    miss = gateway.get("/ask?q=tagged")
+    assert miss.status_code == 200 and miss.json()["source"] == "llm"
+    assert "max-age=" in miss.headers["Cache-Control"]
+    chat = gateway.chat(chat_body("tagged"))
+    assert chat.headers["X-Cache"] == "HIT", "precondition: /ask and chat share the entry"
+    etag = miss.headers.get("ETag")
+    if etag is not None:
+        assert etag != chat.headers["ETag"]
+        r = gateway.get("/ask?q=tagged", headers={"If-None-Match": etag})
+        assert r.status_code == 304, "an /ask ETag must validate against /ask"
+    hit = gateway.get("/ask?q=tagged")
+    r = gateway.get("/ask?q=tagged", headers={"If-None-Match": hit.headers["ETag"]})
+    assert r.status_code == 304 and r.content == b""
+    assert mock.stats()["chat"] == 1
