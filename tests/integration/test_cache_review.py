@@ -149,3 +149,27 @@ def test_ask_miss_does_not_carry_the_chat_answers_etag(gateway, mock):
     r = gateway.get("/ask?q=tagged", headers={"If-None-Match": hit.headers["ETag"]})
     assert r.status_code == 304 and r.content == b""
     assert mock.stats()["chat"] == 1
+
+
+# ------------------------------------------------------------ the entry bound and the disk tier
+
+def test_answer_too_big_to_store_is_not_stored_on_disk_either(gateway_factory, mock, tmp_path):
+    """With --data-dir, an answer over --max-entry-percent went out marked
+    Cache-Control: no-store and counted not stored, but was written to the
+    disk tier anyway, and the next request was a HIT from disk."""
+    g = gateway_factory(mock, args=["--data-dir", tmp_path / "data", "--max-memory", "1M",
+                                    "--max-entry-percent", "10"])
+    big = chat_body("too big for any tier", mock={"bytes": 300 * 1024})
+    r = g.chat(big)
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    # A small answer after it: once the disk writer has committed this one,
+    # it has committed (or dropped) everything queued before it.
+    small = chat_body("small after big")
+    g.chat(small)
+    wait_until(lambda: g.stats()["tiers"]["disk"]["stored"] >= 1, timeout=10,
+               what="the disk writer to commit the small answer")
+    st = g.stats()
+    assert st["tiers"]["disk"]["stored"] == 1 and st["tiers"]["disk"]["entries"] == 1, st["tiers"]
+    r = g.chat(big)
+    assert r.status_code == 200 and xcache(r) == "MISS", r.headers
+    assert mock.stats()["chat"] == 3
