@@ -6,6 +6,7 @@
  *   Age            on answers from the cache
  *   Cache-Control  the real freshness left, public or private by scope
  *   ETag           strong, from the stored body
+ *   Vary           X-Cache-Namespace, and Authorization under per-key scope
  *   X-Cache-Key    the key in hex
  *
  * The body of a hit is the stored upstream body, byte for byte, written
@@ -85,6 +86,11 @@ static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const cha
                                         : HLIT(h, n, "Cache-Control: public, max-age=");
     n = hnum(h, n, (long long)llmc_entry_ttl_left(e, now));
     n = HLIT(h, n, "\r\n");
+    /* The request headers that chose this answer, for any cache in front of
+       us (RFC 9110 12.5.5): the namespace always, and the credential when
+       each key has a cache of its own. */
+    n = (e->flags & LLMC_ENTRY_PRIVATE) ? HLIT(h, n, "Vary: Authorization, X-Cache-Namespace\r\n")
+                                        : HLIT(h, n, "Vary: X-Cache-Namespace\r\n");
     if (!etag)
         return n;
     n = HLIT(h, n, "ETag: ");

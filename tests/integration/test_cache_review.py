@@ -173,3 +173,27 @@ def test_answer_too_big_to_store_is_not_stored_on_disk_either(gateway_factory, m
     r = g.chat(big)
     assert r.status_code == 200 and xcache(r) == "MISS", r.headers
     assert mock.stats()["chat"] == 3
+
+
+# ------------------------------------------------------------ Vary
+
+def vary(headers):
+    return {v.strip().lower() for v in headers.get("Vary", "").split(",") if v.strip()}
+
+
+def test_vary_names_the_headers_that_choose_the_answer(gateway, shared_gateway, mock):
+    """A cache in front of the gateway was not told that the answer depends
+    on X-Cache-Namespace (and, under per-key scope, on Authorization), so it
+    could hand one namespace's or one key's answer to another."""
+    for g, want in ((gateway, {"authorization", "x-cache-namespace"}),
+                    (shared_gateway, {"x-cache-namespace"})):
+        path = f"/ask?q=vary+{g.port}"
+        miss = g.get(path, headers={"Authorization": "Bearer sk-a"})
+        hit = g.get(path, headers={"Authorization": "Bearer sk-a"})
+        assert xcache(miss) == "MISS" and xcache(hit) == "HIT"
+        nm = g.get(path, headers={"Authorization": "Bearer sk-a", "If-None-Match": hit.headers["ETag"]})
+        assert nm.status_code == 304
+        for r in (miss, hit, nm):
+            assert vary(r.headers) == want, (g.name, dict(r.headers))
+        other = g.get(path, headers={"Authorization": "Bearer sk-b"})
+        assert xcache(other) == ("MISS" if "authorization" in want else "HIT")
