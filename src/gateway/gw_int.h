@@ -20,6 +20,7 @@ typedef struct gw_req {
     gw_route_t route;
     const char *xcache;          /* HIT, MISS, ... for the log; NULL before a decision */
     const char *tier;            /* tier that answered a hit */
+    const char *fwd;             /* why a miss went upstream (RFC 9211 fwd); NULL: uri-miss */
     char keyhex[2 * LLMC_KEY_LEN + 1];
     llmc_key_t key;
     llmc_policy_t policy;

@@ -403,6 +403,9 @@ static bool answer_from_cache(gw_req_t *gr)
         llmc_entry_unref(e);
         return true;
     }
+    /* An answer was there but may not be used: say which way (RFC 9211). */
+    if (e)
+        gr->fwd = now >= e->expires_ms ? "stale" : "request";
     if (e && now >= e->expires_ms && now - e->expires_ms <= gw->cfg->stale_if_error)
         gr->stale = e; /* kept in case the upstream fails */
     else

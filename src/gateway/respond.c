@@ -373,15 +373,30 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     llmc_http_respond(gr->req, rep->status, h, n, &buf, 1, release_entry, rep);
 }
 
+/* The Cache-Status of an answer that went upstream: fwd says why (no-cache
+   and a stored answer the request's directives refused are "request", an
+   expired one "stale", none at all "uri-miss"), "stored" whether it is kept. */
+#define MISS_STATUS_CAP 64 /* the longest is "llmcached; fwd=uri-miss; stored" */
+
+static const char *miss_status(gw_req_t *gr, const llmc_flight_t *f, char buf[MISS_STATUS_CAP])
+{
+    if (!strcmp(gr->xcache, "COALESCED"))
+        return "llmcached; fwd=miss; collapsed";
+    if (!strcmp(gr->xcache, "BYPASS"))
+        return "llmcached; fwd=bypass";
+    const char *fwd = !gr->policy.read ? "request" : gr->fwd ? gr->fwd : "uri-miss";
+    snprintf(buf, MISS_STATUS_CAP, "llmcached; fwd=%s%s", fwd, f && f->entry ? "; stored" : "");
+    return buf;
+}
+
 void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code,
                     const char *msg)
 {
     char h[HDR_CAP];
     size_t n = 0;
+    char cs[MISS_STATUS_CAP];
     if (gr->xcache)
-        n = cache_hdrs(gr, h, n, gr->xcache,
-                       strcmp(gr->xcache, "BYPASS") == 0 ? "llmcached; fwd=bypass"
-                                                          : "llmcached; fwd=uri-miss");
+        n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, NULL, cs));
     n = hadd(h, n, "Cache-Control: no-store\r\n");
     llmc_http_respond_error(gr->req, status, h, type, code, msg);
 }
@@ -412,17 +427,6 @@ static void respond_failure(gw_req_t *gr, llmc_flight_t *f)
     llmc__gw_error(gr, status, "upstream_error",
                    f->err == LLMC_ETIMEDOUT ? "upstream_timeout"
                    : f->err ? "upstream_unavailable" : "upstream_invalid_response", msg);
-}
-
-static const char *miss_status(gw_req_t *gr, const llmc_flight_t *f)
-{
-    if (!strcmp(gr->xcache, "COALESCED"))
-        return "llmcached; fwd=miss; collapsed";
-    if (!strcmp(gr->xcache, "BYPASS"))
-        return "llmcached; fwd=bypass";
-    if (!gr->policy.read)
-        return f->entry ? "llmcached; fwd=request; stored" : "llmcached; fwd=request";
-    return f->entry ? "llmcached; fwd=uri-miss; stored" : "llmcached; fwd=uri-miss";
 }
 
 /* The body a finished 2xx flight offers a waiter in the form it asked for:
@@ -462,7 +466,8 @@ void llmc__gw_respond_flight(gw_req_t *gr)
         n = hadd(h, 0, "Content-Type: %s\r\n",
                  gr->route == R_ASK || (ok2xx && !raw_sse) ? "application/json"
                  : f->content_type[0] ? f->content_type : "application/json");
-    n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f));
+    char cs[MISS_STATUS_CAP];
+    n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f, cs));
     const llmc_entry_t *held = raw_sse || replay ? NULL : f->entry;
     /* The entry's ETag names its body; an /ask answer is another body, whose
        stored form (the next hit's) has its own ETag, so it goes without. */
@@ -509,7 +514,8 @@ void llmc__gw_stream_step(gw_req_t *gr)
         char h[HDR_CAP];
         size_t n = hadd(h, 0, "Content-Type: %s\r\n",
                         f->content_type[0] ? f->content_type : "text/event-stream");
-        n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f));
+        char cs[MISS_STATUS_CAP];
+        n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f, cs));
         n = hadd(h, n, "Cache-Control: no-store\r\n");
         if (f->pass_len && n + f->pass_len < HDR_CAP) {
             memcpy(h + n, f->pass_hdrs, f->pass_len);

@@ -197,3 +197,25 @@ def test_vary_names_the_headers_that_choose_the_answer(gateway, shared_gateway, 
             assert vary(r.headers) == want, (g.name, dict(r.headers))
         other = g.get(path, headers={"Authorization": "Bearer sk-b"})
         assert xcache(other) == ("MISS" if "authorization" in want else "HIT")
+
+
+# ------------------------------------------------------------ Cache-Status
+
+def test_cache_status_says_why_a_stored_answer_was_not_used(gateway_factory, mock):
+    """RFC 9211: fwd=uri-miss means nothing was stored. A refetch of an
+    expired answer said uri-miss (should be stale), and one whose fresh
+    answer the request's max-age or min-fresh refused said uri-miss
+    (should be request)."""
+    from conftest import cache_status
+    g = gateway_factory(mock, args=["--ttl", "1"])
+    body = chat_body("why forwarded")
+    cs = cache_status(g.chat(body).headers)
+    assert cs.get("fwd") == "uri-miss" and cs.get("stored") is True, cs
+    cs = cache_status(g.chat(body, headers={"Cache-Control": "min-fresh=30"}).headers)
+    assert cs.get("fwd") == "request" and cs.get("stored") is True, cs
+    wait_until(lambda: g.chat(body, headers={"Cache-Control": "only-if-cached"}).status_code == 504,
+               timeout=4, interval=0.05, what="the entry to expire")
+    cs = cache_status(g.chat(body).headers)
+    assert cs.get("fwd") == "stale" and cs.get("stored") is True, cs
+    cs = cache_status(g.chat(body, headers={"Cache-Control": "no-cache"}).headers)
+    assert cs.get("fwd") == "request", cs
