@@ -6,7 +6,9 @@ Requests that need exact bytes on the wire (repeated header lines) go through
 RawConn; everything else through the fixtures' requests session.
 """
 
-from conftest import RawConn, assert_error_shape, chat_body, wait_until
+import json
+
+from conftest import RawConn, assert_error_shape, cache_status, chat_body, wait_until
 
 CHAT = "/v1/chat/completions"
 
@@ -18,7 +20,6 @@ def xcache(r):
 def raw_post(port, body, header_lines):
     """POSTs body with header_lines ("Name: value" strings, repeats allowed)
     and returns (status, headers, body)."""
-    import json
     data = json.dumps(body).encode()
     head = (f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n" + "".join(l + "\r\n" for l in header_lines) + "\r\n")
@@ -206,7 +207,6 @@ def test_cache_status_says_why_a_stored_answer_was_not_used(gateway_factory, moc
     expired answer said uri-miss (should be stale), and one whose fresh
     answer the request's max-age or min-fresh refused said uri-miss
     (should be request)."""
-    from conftest import cache_status
     g = gateway_factory(mock, args=["--ttl", "1"])
     body = chat_body("why forwarded")
     cs = cache_status(g.chat(body).headers)
