@@ -258,16 +258,17 @@ static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, 
     return llmc_entry_new(&spec);
 }
 
-/* Puts e into every tier; false when the memory tier refused it as too big. */
+/* Puts e into every tier, memory first; false when memory refused it as too
+   big. Then no other tier gets it either: --max-entry-percent promises such
+   an answer is served but not stored, and the answer goes out marked
+   no-store, so a later hit from disk would contradict both. */
 static bool store_everywhere(llmc_gw_t *gw, llmc_entry_t *e, int64_t now)
 {
-    bool ok = true;
-    for (unsigned i = 0; i < gw->ntiers; i++) {
-        int rc = gw->tiers[i]->ops->put(gw->tiers[i], e, now);
-        if (i == 0 && rc < 0)
-            ok = false;
-    }
-    return ok;
+    if (gw->tiers[0]->ops->put(gw->tiers[0], e, now) < 0)
+        return false;
+    for (unsigned i = 1; i < gw->ntiers; i++)
+        gw->tiers[i]->ops->put(gw->tiers[i], e, now);
+    return true;
 }
 
 static void count_error(llmc_counters_t *c, int err)

@@ -20,6 +20,7 @@ typedef struct gw_req {
     gw_route_t route;
     const char *xcache;          /* HIT, MISS, ... for the log; NULL before a decision */
     const char *tier;            /* tier that answered a hit */
+    const char *fwd;             /* why a miss went upstream (RFC 9211 fwd); NULL: uri-miss */
     char keyhex[2 * LLMC_KEY_LEN + 1];
     llmc_key_t key;
     llmc_policy_t policy;
@@ -68,6 +69,12 @@ void llmc__gw_waiter_notify(llmc_flight_waiter_t *fw);
 void llmc__gw_fetch_cancel_all(llmc_worker_t *w);
 /* Ends gr's part in its flight (detach, unref). */
 void llmc__gw_leave_flight(gw_req_t *gr);
+/* The value of a list-valued request header (Cache-Control, Pragma,
+   If-None-Match): the server keeps each line, but several lines mean their
+   values joined with ", " (RFC 9110 5.3). Returns the only line's value as
+   is, the join in a malloc'd *owned (free it) when there are several, or
+   NULL when there is none. */
+const char *llmc__gw_list_header(const llmc_http_req_t *req, const char *name, char **owned);
 /* OpenAI-style error for gr with the cache headers. */
 void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code,
                     const char *msg);

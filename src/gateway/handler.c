@@ -42,30 +42,68 @@ static const struct route_def {
     {"/stats", HTTP_GET, R_STATS},
 };
 
-/* Finds the route; *wrong_method when the path exists with another method. */
-static gw_route_t find_route(const llmc_http_req_t *req, bool *wrong_method)
+/* Finds the route; when the path exists with other methods only, sets
+   *allow to the Allow header line listing them (RFC 9110 15.5.6: a 405
+   must name what the resource accepts). */
+static gw_route_t find_route(const llmc_http_req_t *req, const char **allow)
 {
-    *wrong_method = false;
+    *allow = NULL;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         if (strcmp(req->path, routes[i].path) != 0)
             continue;
         if (req->method == routes[i].method ||
             (req->method == HTTP_HEAD && routes[i].method == HTTP_GET))
             return routes[i].route;
-        *wrong_method = true;
+        *allow = routes[i].method == HTTP_GET ? "Allow: GET, HEAD\r\n" : "Allow: POST\r\n";
     }
     return R_NONE;
 }
 
+/* min-fresh adds to an entry's age and max-stale forgives that much past its
+   lifetime, as Squid reads the pair: one bound, so that a fresher entry is
+   never refused where a staler one would be taken. */
 gw_use_t llmc__gw_usable(const llmc_policy_t *p, const llmc_entry_t *e, int64_t now_ms)
 {
     if (p->max_age_ms != LLMC_POLICY_UNSET && now_ms - e->created_ms > p->max_age_ms)
         return USE_NO;
-    if (now_ms < e->expires_ms)
-        return e->expires_ms - now_ms >= p->min_fresh_ms ? USE_FRESH : USE_NO;
-    if (p->max_stale_ms > 0 && now_ms - e->expires_ms <= p->max_stale_ms)
-        return USE_STALE;
+    int64_t left = e->expires_ms - now_ms; /* <= 0 once expired */
+    int64_t shortfall;                     /* > 0: not as fresh as the client wants */
+    if (__builtin_sub_overflow(p->min_fresh_ms, left, &shortfall))
+        shortfall = INT64_MAX;
+    if (left > 0 && shortfall <= 0)
+        return USE_FRESH;
+    if (p->max_stale_ms > 0 && shortfall <= p->max_stale_ms)
+        return left > 0 ? USE_FRESH : USE_STALE;
     return USE_NO;
+}
+
+const char *llmc__gw_list_header(const llmc_http_req_t *req, const char *name, char **owned)
+{
+    const char *first = NULL;
+    size_t n = 0, len = 0;
+    *owned = NULL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, name) != 0)
+            continue;
+        first = first ? first : req->headers[i].value;
+        len += req->headers[i].value_len + 2;
+        n++;
+    }
+    if (n < 2 || !(*owned = malloc(len)))
+        return first; /* out of memory: the first line is better than none */
+    char *p = *owned;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, name) != 0)
+            continue;
+        if (p != *owned) {
+            memcpy(p, ", ", 2);
+            p += 2;
+        }
+        memcpy(p, req->headers[i].value, req->headers[i].value_len);
+        p += req->headers[i].value_len;
+    }
+    *p = '\0';
+    return *owned;
 }
 
 /* Walks the tiers in order; a hit in a slower tier is copied into the faster
@@ -108,8 +146,9 @@ static int hexval(int c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Percent-decodes a query value ('+' is a space) into out (cap bytes). */
-static int query_param(const char *query, const char *name, char *out, size_t cap)
+/* Percent-decodes a query value ('+' is a space) into out (cap bytes, NUL
+   added) and its length into *len: a decoded %00 is part of the value. */
+static int query_param(const char *query, const char *name, char *out, size_t cap, size_t *len)
 {
     size_t nlen = strlen(name);
     for (const char *p = query; p && *p; p = strchr(p, '&'), p = p ? p + 1 : NULL) {
@@ -132,42 +171,65 @@ static int query_param(const char *query, const char *name, char *out, size_t ca
             out[n++] = (char)c;
         }
         out[n] = '\0';
+        *len = n;
         return 0;
     }
     return LLMC_ENOENT;
 }
 
+/*
+ * A query parameter of /ask as a JSON string. Its whole decoded length is
+ * kept: cut at a %00, "a%00b" would be keyed, and answered, as "a". A bad
+ * value is the client's to fix, never replaced by a default. Returns 0,
+ * LLMC_ENOENT when absent or empty, LLMC_EINVAL with a message in err, or
+ * LLMC_ENOMEM.
+ */
+static int query_json(const char *query, const char *name, json_t **out, char *err,
+                      size_t errlen)
+{
+    size_t cap = strlen(query) + 1, len = 0; /* decoding never grows it */
+    char *buf = malloc(cap);
+    if (!buf)
+        return LLMC_ENOMEM;
+    int rc = query_param(query, name, buf, cap, &len);
+    if (rc == 0 && len == 0)
+        rc = LLMC_ENOENT;
+    if (rc == LLMC_EINVAL)
+        snprintf(err, errlen, "query parameter %s is not valid percent-encoding", name);
+    if (rc == 0 && !(*out = json_stringn(buf, len))) {
+        snprintf(err, errlen, "query parameter %s is not valid UTF-8", name);
+        rc = LLMC_EINVAL;
+    }
+    free(buf);
+    return rc;
+}
+
 /* Builds the chat request that GET /ask stands for. */
 static int ask_body(gw_req_t *gr, char **body, size_t *len, char *err, size_t errlen)
 {
-    const llmc_http_req_t *req = gr->req;
-    size_t cap = strlen(req->query) + 1; /* decoding never grows it */
-    char *q = malloc(cap), model[256];
-    if (!q)
-        return LLMC_ENOMEM;
-    int rc = query_param(req->query, "q", q, cap);
-    if (rc == 0 && !q[0])
-        rc = LLMC_ENOENT;
+    const char *query = gr->req->query;
+    json_t *q = NULL, *model = NULL;
+    int rc = query_json(query, "q", &q, err, errlen);
+    if (rc == LLMC_ENOENT) {
+        snprintf(err, errlen, "missing query parameter q");
+        rc = LLMC_EINVAL;
+    }
+    if (rc == 0 && (rc = query_json(query, "model", &model, err, errlen)) == LLMC_ENOENT)
+        rc = (model = json_string(gr->w->gw->cfg->ask_model)) ? 0 : LLMC_ENOMEM;
     if (rc < 0) {
-        snprintf(err, errlen, rc == LLMC_ENOENT ? "missing query parameter q"
-                                               : "query parameter q is not valid percent-encoding");
-        free(q);
-        return LLMC_EINVAL;
+        json_decref(q);
+        if (rc == LLMC_ENOMEM)
+            snprintf(err, errlen, "out of memory");
+        return rc;
     }
-    if (query_param(req->query, "model", model, sizeof(model)) != 0 || !model[0])
-        snprintf(model, sizeof(model), "%s", gr->w->gw->cfg->ask_model);
-    json_t *content = json_string(q);
-    free(q);
-    if (!content) {
-        snprintf(err, errlen, "query parameter q is not valid UTF-8");
-        return LLMC_EINVAL;
-    }
-    json_t *root = json_pack("{s:s, s:[{s:s, s:o}]}", "model", model, "messages",
-                             "role", "user", "content", content);
+    json_t *root = json_pack("{s:o, s:[{s:s, s:o}]}", "model", model, "messages",
+                             "role", "user", "content", q);
     *body = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
-    if (!*body)
+    if (!*body) {
+        snprintf(err, errlen, "out of memory");
         return LLMC_ENOMEM;
+    }
     *len = strlen(*body);
     return 0;
 }
@@ -341,6 +403,9 @@ static bool answer_from_cache(gw_req_t *gr)
         llmc_entry_unref(e);
         return true;
     }
+    /* An answer was there but may not be used: say which way (RFC 9211). */
+    if (e)
+        gr->fwd = now >= e->expires_ms ? "stale" : "request";
     if (e && now >= e->expires_ms && now - e->expires_ms <= gw->cfg->stale_if_error)
         gr->stale = e; /* kept in case the upstream fails */
     else
@@ -372,10 +437,15 @@ static void handle_cached(gw_req_t *gr)
             parse_canon(gr, body, body_len, &canon) < 0)
             goto out;
     }
-    if (llmc_policy_parse(&gr->policy, llmc_http_header(req, "cache-control"),
-                          llmc_http_header(req, "pragma"), llmc_http_header(req, "x-cache-ttl"),
-                          llmc_http_header(req, "x-cache-namespace"), canon.cache_ext,
-                          gw->cfg->ttl, gw->cfg->max_ttl, err, sizeof(err)) < 0) {
+    char *cc_owned, *pragma_owned;
+    const char *cc = llmc__gw_list_header(req, "cache-control", &cc_owned);
+    const char *pragma = llmc__gw_list_header(req, "pragma", &pragma_owned);
+    int prc = llmc_policy_parse(&gr->policy, cc, pragma, llmc_http_header(req, "x-cache-ttl"),
+                                llmc_http_header(req, "x-cache-namespace"), canon.cache_ext,
+                                gw->cfg->ttl, gw->cfg->max_ttl, err, sizeof(err));
+    free(cc_owned);
+    free(pragma_owned);
+    if (prc < 0) {
         llmc__gw_error(gr, 400, "invalid_request_error", "invalid_cache_control", err);
         goto out;
     }
@@ -424,24 +494,24 @@ static void on_abort(llmc_http_req_t *req)
         llmc_flight_detach(gr->flight, &gr->fw);
 }
 
-static void not_found(llmc_http_req_t *req, bool wrong_method)
+static void not_found(llmc_http_req_t *req, const char *allow)
 {
     char msg[300];
-    if (wrong_method)
+    if (allow)
         snprintf(msg, sizeof(msg), "method %s is not allowed on %.200s", req->method_name, req->path);
     else
         snprintf(msg, sizeof(msg), "no route for %s %.200s", req->method_name, req->path);
-    llmc_http_respond_error(req, wrong_method ? 405 : 404, NULL, "invalid_request_error",
-                            wrong_method ? "method_not_allowed" : "not_found", msg);
+    llmc_http_respond_error(req, allow ? 405 : 404, allow, "invalid_request_error",
+                            allow ? "method_not_allowed" : "not_found", msg);
 }
 
 void llmc_gw_handle(llmc_http_req_t *req, void *ctx)
 {
     llmc_worker_t *w = ctx;
-    bool wrong_method;
-    gw_route_t route = find_route(req, &wrong_method);
+    const char *allow;
+    gw_route_t route = find_route(req, &allow);
     if (route == R_NONE) {
-        not_found(req, wrong_method);
+        not_found(req, allow);
         return;
     }
     if (route == R_HEALTH) {

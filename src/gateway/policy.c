@@ -19,20 +19,23 @@
 #include "gateway/policy.h"
 #include "llmc/error.h"
 
-/* Parses delta-seconds (digits, optionally quoted); -1 when malformed. */
+/* Parses delta-seconds (digits, optionally quoted); -1 when malformed. A
+   value too big to hold saturates (RFC 9111 1.2.2) rather than wrapping;
+   the length of the text says nothing, since leading zeros are allowed. */
 static int64_t delta_seconds(const char *v, size_t len)
 {
     if (len >= 2 && v[0] == '"' && v[len - 1] == '"') {
         v++;
         len -= 2;
     }
-    if (len == 0 || len > 12)
-        return len > 12 ? INT64_MAX / 1000 : -1;
+    if (len == 0)
+        return -1;
+    const int64_t cap = INT64_MAX / 1000; /* the caller multiplies by 1000 */
     int64_t n = 0;
     for (size_t i = 0; i < len; i++) {
         if (!isdigit((unsigned char)v[i]))
             return -1;
-        n = n * 10 + (v[i] - '0');
+        n = n > (cap - (v[i] - '0')) / 10 ? cap : n * 10 + (v[i] - '0');
     }
     return n;
 }

@@ -6,6 +6,7 @@
  *   Age            on answers from the cache
  *   Cache-Control  the real freshness left, public or private by scope
  *   ETag           strong, from the stored body
+ *   Vary           X-Cache-Namespace, and Authorization under per-key scope
  *   X-Cache-Key    the key in hex
  *
  * The body of a hit is the stored upstream body, byte for byte, written
@@ -85,6 +86,11 @@ static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const cha
                                         : HLIT(h, n, "Cache-Control: public, max-age=");
     n = hnum(h, n, (long long)llmc_entry_ttl_left(e, now));
     n = HLIT(h, n, "\r\n");
+    /* The request headers that chose this answer, for any cache in front of
+       us (RFC 9110 12.5.5): the namespace always, and the credential when
+       each key has a cache of its own. */
+    n = (e->flags & LLMC_ENTRY_PRIVATE) ? HLIT(h, n, "Vary: Authorization, X-Cache-Namespace\r\n")
+                                        : HLIT(h, n, "Vary: X-Cache-Namespace\r\n");
     if (!etag)
         return n;
     n = HLIT(h, n, "ETag: ");
@@ -354,7 +360,10 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
         llmc_entry_unref(rep);
         return;
     }
-    if (etag_matches(llmc_http_header(gr->req, "if-none-match"), tag)) {
+    char *inm_owned;
+    bool match = etag_matches(llmc__gw_list_header(gr->req, "if-none-match", &inm_owned), tag);
+    free(inm_owned);
+    if (match) {
         LLMC_COUNT(&gr->w->ctr, not_modified);
         llmc_entry_unref(rep);
         llmc_http_respond(gr->req, 304, h, n, NULL, 0, NULL, NULL);
@@ -364,15 +373,30 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     llmc_http_respond(gr->req, rep->status, h, n, &buf, 1, release_entry, rep);
 }
 
+/* The Cache-Status of an answer that went upstream: fwd says why (no-cache
+   and a stored answer the request's directives refused are "request", an
+   expired one "stale", none at all "uri-miss"), "stored" whether it is kept. */
+#define MISS_STATUS_CAP 64 /* the longest is "llmcached; fwd=uri-miss; stored" */
+
+static const char *miss_status(gw_req_t *gr, const llmc_flight_t *f, char buf[MISS_STATUS_CAP])
+{
+    if (!strcmp(gr->xcache, "COALESCED"))
+        return "llmcached; fwd=miss; collapsed";
+    if (!strcmp(gr->xcache, "BYPASS"))
+        return "llmcached; fwd=bypass";
+    const char *fwd = !gr->policy.read ? "request" : gr->fwd ? gr->fwd : "uri-miss";
+    snprintf(buf, MISS_STATUS_CAP, "llmcached; fwd=%s%s", fwd, f && f->entry ? "; stored" : "");
+    return buf;
+}
+
 void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code,
                     const char *msg)
 {
     char h[HDR_CAP];
     size_t n = 0;
+    char cs[MISS_STATUS_CAP];
     if (gr->xcache)
-        n = cache_hdrs(gr, h, n, gr->xcache,
-                       strcmp(gr->xcache, "BYPASS") == 0 ? "llmcached; fwd=bypass"
-                                                          : "llmcached; fwd=uri-miss");
+        n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, NULL, cs));
     n = hadd(h, n, "Cache-Control: no-store\r\n");
     llmc_http_respond_error(gr->req, status, h, type, code, msg);
 }
@@ -404,17 +428,6 @@ static void respond_failure(gw_req_t *gr, llmc_flight_t *f)
                    f->err == LLMC_ETIMEDOUT ? "upstream_timeout"
                    : f->err == LLMC_E2BIG ? "upstream_response_too_large"
                    : f->err ? "upstream_unavailable" : "upstream_invalid_response", msg);
-}
-
-static const char *miss_status(gw_req_t *gr, const llmc_flight_t *f)
-{
-    if (!strcmp(gr->xcache, "COALESCED"))
-        return "llmcached; fwd=miss; collapsed";
-    if (!strcmp(gr->xcache, "BYPASS"))
-        return "llmcached; fwd=bypass";
-    if (!gr->policy.read)
-        return f->entry ? "llmcached; fwd=request; stored" : "llmcached; fwd=request";
-    return f->entry ? "llmcached; fwd=uri-miss; stored" : "llmcached; fwd=uri-miss";
 }
 
 /* The body a finished 2xx flight offers a waiter in the form it asked for:
@@ -454,12 +467,16 @@ void llmc__gw_respond_flight(gw_req_t *gr)
         n = hadd(h, 0, "Content-Type: %s\r\n",
                  gr->route == R_ASK || (ok2xx && !raw_sse) ? "application/json"
                  : f->content_type[0] ? f->content_type : "application/json");
-    n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f));
+    char cs[MISS_STATUS_CAP];
+    n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f, cs));
     const llmc_entry_t *held = raw_sse || replay ? NULL : f->entry;
+    /* The entry's ETag names its body; an /ask answer is another body, whose
+       stored form (the next hit's) has its own ETag, so it goes without. */
+    bool tagged = held && gr->route != R_ASK;
     char tag[LLMC_ETAG_LEN];
-    if (held)
+    if (tagged)
         llmc_entry_etag(held, tag);
-    n = freshness_hdrs(h, n, held, tag, now);
+    n = freshness_hdrs(h, n, held, tagged ? tag : NULL, now);
     if (f->pass_len && n + f->pass_len < HDR_CAP) {
         memcpy(h + n, f->pass_hdrs, f->pass_len);
         n += f->pass_len;
@@ -498,7 +515,8 @@ void llmc__gw_stream_step(gw_req_t *gr)
         char h[HDR_CAP];
         size_t n = hadd(h, 0, "Content-Type: %s\r\n",
                         f->content_type[0] ? f->content_type : "text/event-stream");
-        n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f));
+        char cs[MISS_STATUS_CAP];
+        n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f, cs));
         n = hadd(h, n, "Cache-Control: no-store\r\n");
         if (f->pass_len && n + f->pass_len < HDR_CAP) {
             memcpy(h + n, f->pass_hdrs, f->pass_len);
