@@ -171,6 +171,10 @@ void llmc_entry_mem_stats(llmc_slab_stats_t *out);
 /* Seconds of freshness left at now_ms, never negative. */
 int64_t llmc_entry_ttl_left(const llmc_entry_t *e, int64_t now_ms);
 
+/* The whole freshness lifetime in seconds, from storing to expiry (rounded
+   up): what Cache-Control max-age says, beside Age (RFC 9111 4.2.1). */
+int64_t llmc_entry_lifetime(const llmc_entry_t *e);
+
 /* Age in whole seconds at now_ms, never negative. */
 int64_t llmc_entry_age(const llmc_entry_t *e, int64_t now_ms);
 

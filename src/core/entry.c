@@ -324,6 +324,14 @@ int64_t llmc_entry_ttl_left(const llmc_entry_t *e, int64_t now_ms)
     return (int64_t)(left / 1000 + (left % 1000 != 0));
 }
 
+int64_t llmc_entry_lifetime(const llmc_entry_t *e)
+{
+    if (e->expires_ms <= e->created_ms)
+        return 0;
+    uint64_t life = (uint64_t)e->expires_ms - (uint64_t)e->created_ms;
+    return (int64_t)(life / 1000 + (life % 1000 != 0));
+}
+
 int64_t llmc_entry_age(const llmc_entry_t *e, int64_t now_ms)
 {
     if (now_ms <= e->created_ms)

@@ -77,14 +77,17 @@ static size_t hnum(char *h, size_t n, long long v)
 
 /* Cache-Control, and the ETag when etag is not NULL, for an answer that the
    cache holds (e), or no-store when it does not. */
-static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const char *etag,
-                             int64_t now)
+/* max-age is the entry's whole lifetime and Age (sent with hits) how much of
+   it is gone, as an origin server says it: a cache in front of us takes
+   max-age minus Age as the freshness left. max-age = the freshness left
+   would have it subtract the age twice. */
+static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const char *etag)
 {
     if (!e)
         return HLIT(h, n, "Cache-Control: no-store\r\n");
     n = (e->flags & LLMC_ENTRY_PRIVATE) ? HLIT(h, n, "Cache-Control: private, max-age=")
                                         : HLIT(h, n, "Cache-Control: public, max-age=");
-    n = hnum(h, n, (long long)llmc_entry_ttl_left(e, now));
+    n = hnum(h, n, (long long)llmc_entry_lifetime(e));
     n = HLIT(h, n, "\r\n");
     /* The request headers that chose this answer, for any cache in front of
        us (RFC 9110 12.5.5): the namespace always, and the credential when
@@ -354,7 +357,7 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     char tag[LLMC_ETAG_LEN];
     if (!paced)
         llmc_entry_etag(rep, tag);
-    n = freshness_hdrs(h, n, rep, paced ? NULL : tag, now);
+    n = freshness_hdrs(h, n, rep, paced ? NULL : tag);
     if (paced) {
         respond_replay(gr, e->status, h, n, e->body, e->body_len);
         llmc_entry_unref(rep);
@@ -459,7 +462,6 @@ void llmc__gw_respond_flight(gw_req_t *gr)
     if (f->status >= 500 && try_stale(gr))
         goto out;
     char h[HDR_CAP];
-    int64_t now = llmc_now_ms();
     bool replay = ok2xx && gr->stream && !f->is_stream;
     bool raw_sse = ok2xx && gr->stream && f->is_stream;
     size_t n = 0;
@@ -476,7 +478,7 @@ void llmc__gw_respond_flight(gw_req_t *gr)
     char tag[LLMC_ETAG_LEN];
     if (tagged)
         llmc_entry_etag(held, tag);
-    n = freshness_hdrs(h, n, held, tagged ? tag : NULL, now);
+    n = freshness_hdrs(h, n, held, tagged ? tag : NULL);
     if (f->pass_len && n + f->pass_len < HDR_CAP) {
         memcpy(h + n, f->pass_hdrs, f->pass_len);
         n += f->pass_len;
