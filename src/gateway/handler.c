@@ -279,10 +279,11 @@ static void respond_stats(llmc_worker_t *w, llmc_http_req_t *req)
     llmc_slab_stats_t ss;
     llmc_entry_mem_stats(&ss);
     json_object_set_new(o, "entry_slab",
-        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "page_bytes", (json_int_t)ss.page_bytes,
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "page_bytes", (json_int_t)ss.page_bytes,
                   "used_bytes", (json_int_t)ss.used_bytes, "pages", (json_int_t)ss.pages,
                   "blocks", (json_int_t)ss.blocks, "big_bytes", (json_int_t)ss.big_bytes,
-                  "big_blocks", (json_int_t)ss.big_blocks));
+                  "big_blocks", (json_int_t)ss.big_blocks,
+                  "released_pages", (json_int_t)ss.released));
     json_object_set_new(o, "in_flight", json_integer((json_int_t)llmc_flight_table_count(gw->flights)));
     json_object_set_new(o, "threads", json_integer(gw->nworkers));
     json_object_set_new(o, "uptime_s", json_integer((llmc_now_ms() - gw->started_ms) / 1000));

@@ -334,6 +334,7 @@ def test_stats_shows_the_entry_slab(gateway, mock):
     assert slab["blocks"] >= 1 and slab["pages"] >= 1, slab
     assert slab["page_bytes"] >= slab["used_bytes"] >= len(r.content), slab
     assert slab["used_bytes"] + slab["big_bytes"] <= st["bytes"], (slab, st["bytes"])
+    assert slab["released_pages"] == 0, slab  # nothing was freed yet
 
 
 def test_invalid_json_body_is_a_client_error(gateway, mock):
