@@ -309,15 +309,35 @@ static uint64_t used_bytes(disk_t *d, MDB_txn *txn)
     return pages * psize;
 }
 
-/* One transaction that evicts the oldest n entries. */
-static int evict_txn(disk_t *d, size_t n)
+/*
+ * About how many entries hold want bytes: want over the average record's
+ * share of the entries database, at least 1. Eviction is asked for bytes,
+ * and a count fixed in entries would take dozens of big answers where one
+ * or two free enough.
+ */
+static size_t entries_for(disk_t *d, MDB_txn *txn, uint64_t want)
+{
+    MDB_stat st;
+    if (mdb_stat(txn, d->entries, &st) || st.ms_entries == 0)
+        return 1;
+    uint64_t pages = st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+    uint64_t avg = pages * st.ms_psize / st.ms_entries;
+    uint64_t n = avg ? want / avg + 1 : st.ms_entries;
+    return n > d->evict_max ? d->evict_max : (size_t)n;
+}
+
+/* One transaction that evicts the oldest entries holding about want bytes;
+   *n says how many it tried. */
+static int evict_txn(disk_t *d, uint64_t want, size_t *n)
 {
     MDB_txn *txn;
     size_t removed = 0;
     int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
+    *n = 1;
     if (rc)
         return rc;
-    if ((rc = drop_front(d, txn, d->by_age, d->by_exp, n, NULL, &removed))) {
+    *n = entries_for(d, txn, want);
+    if ((rc = drop_front(d, txn, d->by_age, d->by_exp, *n, NULL, &removed))) {
         mdb_txn_abort(txn);
         return rc;
     }
@@ -345,16 +365,20 @@ static int drop_all(disk_t *d, _Atomic uint64_t *counter)
 }
 
 /*
- * Frees room after MDB_MAP_FULL. Deleting needs fresh pages too (LMDB
- * copies on write), so when n deletions do not fit, fewer are tried; when
- * not even one fits, the file is emptied: a cache that can no longer write
- * is worse than an empty one.
+ * Frees about want bytes after MDB_MAP_FULL. Deleting needs fresh pages too
+ * (LMDB copies on write), so when those deletions do not fit, fewer are
+ * tried; when not even one fits, the file is emptied: a cache that can no
+ * longer write is worse than an empty one.
  */
-static void make_room(disk_t *d, size_t n)
+static void make_room(disk_t *d, uint64_t want)
 {
-    for (; n >= 1; n /= 2)
-        if (evict_txn(d, n) != MDB_MAP_FULL)
+    size_t n;
+    for (;; want /= 2) {
+        if (evict_txn(d, want, &n) != MDB_MAP_FULL)
             return;
+        if (n <= 1)
+            break;
+    }
     if (drop_all(d, &d->evicted_size))
         count(&d->errors, 1);
 }
@@ -369,12 +393,12 @@ static int evict_to_low(disk_t *d, bool *again)
     MDB_txn *txn;
     MDB_stat st;
     size_t removed = 0;
-    size_t chunk = d->evict_max < EVICT_CHUNK ? d->evict_max : EVICT_CHUNK;
+    uint64_t used;
     int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
     if (rc)
         return rc;
     *again = false;
-    while (used_bytes(d, txn) > d->low_bytes) {
+    while ((used = used_bytes(d, txn)) > d->low_bytes) {
         /* Nothing left to evict by age: stop rather than spin. */
         if ((rc = mdb_stat(txn, d->by_age, &st)) || st.ms_entries == 0)
             break;
@@ -382,7 +406,9 @@ static int evict_to_low(disk_t *d, bool *again)
             *again = true;
             break;
         }
-        if ((rc = drop_front(d, txn, d->by_age, d->by_exp, chunk, NULL, &removed)))
+        size_t chunk = entries_for(d, txn, used - d->low_bytes);
+        if ((rc = drop_front(d, txn, d->by_age, d->by_exp, chunk < EVICT_CHUNK ? chunk : EVICT_CHUNK,
+                             NULL, &removed)))
             break;
     }
     if (rc) {
@@ -450,15 +476,19 @@ static int write_batch(disk_t *d, op_t *batch, uint64_t *stored)
 
 static void run_writes(disk_t *d, op_t *batch, size_t nput)
 {
-    uint64_t stored = 0;
+    uint64_t stored = 0, want = 0;
     int rc = 0;
+    for (op_t *op = batch; op; op = op->next)
+        want += op->kind == OP_PUT ? llmc_record_size(op->e) : 0;
+    /* Small records free a page only once its neighbours went too. */
+    if (want < EVICT_CHUNK * 4096)
+        want = EVICT_CHUNK * 4096;
     for (int attempt = 0; attempt <= MAP_FULL_TRIES; attempt++) {
         rc = write_batch(d, batch, &stored);
         if (rc != MDB_MAP_FULL)
             break;
         /* Make room for at least this batch, more each time it fails. */
-        size_t n = (nput > EVICT_CHUNK ? nput : EVICT_CHUNK) << attempt;
-        make_room(d, n < d->evict_max ? n : d->evict_max);
+        make_room(d, want << attempt);
     }
     if (rc == 0) {
         count(&d->stored, stored);

@@ -341,6 +341,56 @@ static void test_disk_bound_evicts_oldest_first(void **state)
     t->ops->destroy(t);
 }
 
+/* Entry i with a body of len bytes, created NOW + i, fresh for an hour. */
+static llmc_entry_t *big_entry(uint32_t i, size_t len)
+{
+    char *body = malloc(len);
+    llmc_key_t k = key_of(i);
+    assert_non_null(body);
+    memset(body, 'a' + i % 26, len);
+    llmc_entry_spec_t s = {
+        .key = &k, .status = 200, .created_ms = NOW + i, .expires_ms = NOW + i + 3600000,
+        .content_type = "application/json", .model = "m", .body = body, .body_len = len,
+    };
+    llmc_entry_t *e = llmc_entry_new(&s);
+    free(body);
+    assert_non_null(e);
+    return e;
+}
+
+/*
+ * With answers of 200 KB in a 4 MB file, about a dozen fit under the low
+ * mark. Crossing the bound must evict the oldest one or two, as with small
+ * answers: eviction used to remove 64 entries between size checks, which
+ * here emptied the whole file every time it filled.
+ */
+static void test_big_entries_evict_a_few_not_the_whole_file(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    c.max_bytes = 4u << 20;
+    llmc_tier_t *t = open_ok(&c);
+    uint64_t most = 0;
+    for (uint32_t i = 0; i < 60; i++) {
+        llmc_entry_t *e = big_entry(i, 200 << 10);
+        assert_int_equal(t->ops->put(t, e, NOW), 0);
+        llmc_entry_unref(e);
+        llmc_tier_disk_flush(t);
+        llmc_tier_stats_t s = stats(t);
+        assert_int_equal(s.errors, 0);
+        assert_int_equal(s.entries + s.evicted_size, i + 1);
+        assert_true(s.bytes <= c.max_bytes);
+        if (s.entries > most)
+            most = s.entries;
+        /* Once the file has filled, it stays most of the way full. */
+        if (s.evicted_size > 0)
+            assert_true(s.entries >= most * 2 / 3);
+    }
+    assert_true(most >= 10);
+    assert_true(stats(t).evicted_size > 0);
+    t->ops->destroy(t);
+}
+
 static void write_garbage(const fixture_t *f, uint32_t i, const void *val, size_t len)
 {
     MDB_env *env;
@@ -704,6 +754,7 @@ int main(int argc, char **argv)
         T(test_put_of_expired_entry_is_not_stored),
         T(test_full_queue_drops_and_never_blocks),
         T(test_disk_bound_evicts_oldest_first),
+        T(test_big_entries_evict_a_few_not_the_whole_file),
         T(test_corrupt_record_is_miss_counted_deleted),
         T(test_second_open_refused),
         T(test_files_are_private),
