@@ -1104,6 +1104,40 @@ static int open_dbis(disk_t *d)
     return mdb_txn_commit(txn);
 }
 
+/*
+ * LMDB reads the file through a memory map and trusts the meta page: a page
+ * it names past the end of a file cut short (a power loss between syncs on
+ * a file system that kept the meta page but not the length, a partial copy)
+ * is a SIGBUS on the first read that reaches it. A file may also be short
+ * with nothing wrong, by pages LMDB freed in the transaction that took them
+ * and so never wrote. Either way the file is extended, with zeros, to what
+ * the meta page names: a free page is written before it is read, and a lost
+ * one reads as zeros, which LMDB reports as MDB_CORRUPTED and the record
+ * checksum as LLMC_ECORRUPT: a miss and an error counted, never a crash.
+ */
+static int extend_short_file(disk_t *d, char *err, size_t errlen)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    struct stat fst;
+    int fd;
+    if (mdb_env_info(d->env, &info) || mdb_env_stat(d->env, &st) || mdb_env_get_fd(d->env, &fd) ||
+        fstat(fd, &fst) != 0) {
+        seterr(err, errlen, "cannot read the size of %s/data.mdb", d->path);
+        return LLMC_EIO;
+    }
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    if ((uint64_t)fst.st_size >= need)
+        return 0;
+    if (need > (uint64_t)INT64_MAX || ftruncate(fd, (off_t)need) != 0) {
+        seterr(err, errlen, "%s/data.mdb is shorter than its pages (%llu of %llu bytes) and cannot "
+               "be extended: %s", d->path, (unsigned long long)fst.st_size,
+               (unsigned long long)need, strerror(errno));
+        return LLMC_EIO;
+    }
+    return 0;
+}
+
 static int open_env(disk_t *d, char *err, size_t errlen)
 {
     /* NOSYNC survives a killed process, not a power loss: see the file header. */
@@ -1113,8 +1147,12 @@ static int open_env(disk_t *d, char *err, size_t errlen)
         (rc = mdb_env_set_mapsize(d->env, (size_t)d->max_bytes)) == 0 &&
         (rc = mdb_env_set_maxreaders(d->env, d->max_readers)) == 0 &&
         (rc = mdb_env_open(d->env, d->path, flags, 0600)) == 0 &&
-        (rc = mdb_reader_check(d->env, &dead)) == 0)   /* slots left by a killed process */
+        (rc = mdb_reader_check(d->env, &dead)) == 0) {  /* slots left by a killed process */
+        int bad = extend_short_file(d, err, errlen);
+        if (bad)
+            return bad;
         rc = open_dbis(d);
+    }
     if (rc)
         seterr(err, errlen, "cannot open LMDB environment in %s: %s", d->path, mdb_strerror(rc));
     return from_mdb(rc);
