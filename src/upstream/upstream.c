@@ -271,10 +271,30 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 
 /* ---- finishing ------------------------------------------------------------ */
 
+/*
+ * curl reports the connect timeout as CURLE_OPERATION_TIMEDOUT, like the
+ * whole call's. A call that timed out before any byte of its request went
+ * out, and before the whole call's time was up, failed to connect: that is
+ * LLMC_ECONNECT, which the gateway may retry since the upstream saw nothing.
+ */
+static int call_error(llmc_upstream_call_t *c, CURLcode cc)
+{
+    int err = map_error(cc);
+    long sent = 1;
+    curl_off_t took = 0;
+    uint64_t total_ms = c->u->cfg.total_timeout_ms;
+
+    if (err != LLMC_ETIMEDOUT || c->body_off > 0 ||
+        curl_easy_getinfo(c->easy, CURLINFO_REQUEST_SIZE, &sent) != CURLE_OK || sent != 0 ||
+        curl_easy_getinfo(c->easy, CURLINFO_TOTAL_TIME_T, &took) != CURLE_OK)
+        return err;
+    return total_ms == 0 || (uint64_t)took < total_ms * 1000 ? LLMC_ECONNECT : err;
+}
+
 static void finish_call(llmc_upstream_call_t *c, CURLcode cc)
 {
     llmc_upstream_t *u = c->u;
-    int err = map_error(cc);
+    int err = call_error(c, cc);
 
     curl_multi_remove_handle(u->multi, c->easy);
     c->added = false;

@@ -6,9 +6,11 @@
  * connections are reused per thread, and no handle crosses threads.
  *
  * Decisions a newcomer would otherwise get wrong:
- * - Errors are translated here: connect failures become LLMC_ECONNECT (the
- *   gateway answers 502), the total or connect timeout LLMC_ETIMEDOUT (504),
- *   anything else LLMC_EUPSTREAM (502). Callers never see a CURLcode.
+ * - Errors are translated here: connect failures (refused, DNS, TLS, or the
+ *   connect timeout: nothing of the request went out) become LLMC_ECONNECT
+ *   (the gateway answers 502 and may retry), the whole call's timeout
+ *   LLMC_ETIMEDOUT (504), anything else LLMC_EUPSTREAM (502). Callers never
+ *   see a CURLcode.
  * - A non-2xx status is not an error at this layer: it arrives through
  *   on_head/on_data like any answer, so the gateway can pass it on unchanged.
  * - Response bytes are delivered as they arrive (on_data), so a stream can be

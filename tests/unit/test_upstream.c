@@ -121,16 +121,21 @@ typedef struct env {
 
 static void on_tick(uv_timer_t *t) {}
 
-static void env_open(env_t *e, uint64_t total_timeout_ms, long max_host_conns)
+static void env_open_cfg(env_t *e, const llmc_upstream_config_t *cfg)
 {
     memset(e, 0, sizeof(*e));
     assert_int_equal(uv_loop_init(&e->loop), 0);
     uv_timer_init(&e->loop, &e->tick);
     uv_timer_start(&e->tick, on_tick, 20, 20);
+    e->u = llmc_upstream_new(&e->loop, cfg);
+    assert_non_null(e->u);
+}
+
+static void env_open(env_t *e, uint64_t total_timeout_ms, long max_host_conns)
+{
     llmc_upstream_config_t cfg = {.connect_timeout_ms = 2000, .total_timeout_ms = total_timeout_ms,
                                   .max_host_conns = max_host_conns};
-    e->u = llmc_upstream_new(&e->loop, &cfg);
-    assert_non_null(e->u);
+    env_open_cfg(e, &cfg);
 }
 
 static void on_closed(void *arg)
@@ -356,6 +361,68 @@ static void test_timeout_is_reported_quickly(void **state)
     assert_true(took >= 290 && took < 1500);
     result_free(&r);
     env_close(&e);
+}
+
+/*
+ * A port whose accept queue is full: the kernel drops further SYNs, so a
+ * connect to it neither succeeds nor is refused (a firewalled or dead
+ * host). *keep holds the sockets that keep it so; close them after.
+ */
+static int blackhole_port(int keep[4])
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    keep[0] = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(bind(keep[0], (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(keep[0], 0), 0);
+    assert_int_equal(getsockname(keep[0], (struct sockaddr *)&a, &len), 0);
+    for (int i = 1; i < 4; i++) {
+        keep[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(keep[i], (struct sockaddr *)&a, sizeof(a));   /* EINPROGRESS, or queued */
+    }
+    usleep(50 * 1000);
+    return ntohs(a.sin_port);
+}
+
+static void env_open_timeouts(env_t *e, uint64_t connect_ms, uint64_t total_ms)
+{
+    llmc_upstream_config_t cfg = {.connect_timeout_ms = connect_ms, .total_timeout_ms = total_ms};
+    env_open_cfg(e, &cfg);
+}
+
+/*
+ * curl reports a connect that timed out as CURLE_OPERATION_TIMEDOUT, like
+ * the whole call's timeout, and it used to come out as LLMC_ETIMEDOUT: the
+ * gateway answered 504 and never retried it, although nothing had reached
+ * the upstream and --upstream-retries promises retries of calls that failed
+ * to connect. It is LLMC_ECONNECT now; the whole call's timeout, even while
+ * still connecting, stays LLMC_ETIMEDOUT.
+ */
+static void test_connect_timeout_is_a_connect_failure(void **state)
+{
+    int keep[4];
+    int port = blackhole_port(keep);
+    env_t e;
+    result_t r = {0}, late = {0};
+    env_open_timeouts(&e, 200, 5000);
+    uint64_t t0 = now_ms();
+    assert_int_equal(start_post(&e, "/v1/chat/completions", HELLO, &r, port), 0);
+    run_until(&e, &r.done, 1, 3000);
+    assert_int_equal(r.err, LLMC_ECONNECT);
+    assert_int_equal(r.heads, 0);
+    assert_true(now_ms() - t0 < 2000);
+    assert_non_null(strstr(r.detail, "onnect"));
+    env_close(&e);
+
+    env_open_timeouts(&e, 5000, 300);
+    assert_int_equal(start_post(&e, "/v1/chat/completions", HELLO, &late, port), 0);
+    run_until(&e, &late.done, 1, 3000);
+    assert_int_equal(late.err, LLMC_ETIMEDOUT);
+    env_close(&e);
+    result_free(&r);
+    result_free(&late);
+    for (int i = 0; i < 4; i++)
+        close(keep[i]);
 }
 
 static void test_200_concurrent_calls(void **state)
@@ -783,6 +850,7 @@ int main(void)
         cmocka_unit_test(test_error_status_is_passed_through),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_timeout_is_reported_quickly),
+        cmocka_unit_test(test_connect_timeout_is_a_connect_failure),
         cmocka_unit_test(test_200_concurrent_calls),
         cmocka_unit_test(test_max_host_conns_still_completes),
         cmocka_unit_test(test_cancel_in_flight),
