@@ -75,6 +75,10 @@ int llmc_sse_next(const char *buf, size_t len, size_t max_event, llmc_sse_event_
 int llmc_sse_next_eof(const char *buf, size_t len, size_t max_event, llmc_sse_event_t *ev,
                       size_t *consumed);
 
+/* The longest event the gateway looks into; a longer one makes a stream
+   uncacheable and is relayed untouched. */
+#define LLMC_SSE_MAX_EVENT (8u << 20)
+
 /*
  * Writes the event's data (its data fields joined with "\n") to out, at most
  * cap bytes, and a NUL after them when there is room. Returns the full data
@@ -165,5 +169,32 @@ typedef struct llmc_sse_replay_opts {
  */
 int llmc_sse_replay(const char *json, size_t len, const llmc_sse_replay_opts_t *o, char **out,
                     size_t *out_len);
+
+/* ---- a shared stream for a client that did not ask for usage ------------- */
+
+/*
+ * True when data (one event's data, len bytes) is the chunk that
+ * stream_options.include_usage adds at the end of a stream: a JSON object
+ * whose "choices" is an empty array and whose "usage" is not null. A chunk
+ * that has choices is never one, whatever usage it carries (DeepSeek puts
+ * usage on its last content chunk), nor is a choice-less chunk without usage
+ * (Azure's prompt_filter_results).
+ */
+bool llmc_sse_is_usage_chunk(const char *data, size_t len);
+
+/*
+ * Copies the SSE bytes buf (len) to out without the events that
+ * llmc_sse_is_usage_chunk picks, every other byte as it came and in order:
+ * what a client that did not ask for usage gets of a stream that was
+ * requested with it. out may be buf itself (the copy never runs ahead of the
+ * reading) or a buffer of at least len bytes. Returns the bytes written;
+ * *used is how much of buf was dealt with: whole events only, so the caller
+ * passes the rest again with more bytes after it. With eof (no byte follows)
+ * everything is used, an unfinished last block copied as it is. An event
+ * longer than max_event is not looked into: it and everything after it in
+ * buf is copied as is.
+ */
+size_t llmc_sse_drop_usage(const char *buf, size_t len, bool eof, size_t max_event, char *out,
+                           size_t *used);
 
 #endif

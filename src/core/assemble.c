@@ -966,3 +966,54 @@ fail:
     json_decref(root);
     return rc;
 }
+
+/* ---- a shared stream for a client that did not ask for usage ------------- */
+
+bool llmc_sse_is_usage_chunk(const char *data, size_t len)
+{
+    /* Most chunks never mention usage: spare them the parse. */
+    if (!data || !memmem(data, len, "\"usage\"", 7))
+        return false;
+    json_t *root = json_loadb(data, len, JSON_ALLOW_NUL, NULL);
+    json_t *choices = json_object_get(root, "choices"), *usage = json_object_get(root, "usage");
+    bool yes = json_is_array(choices) && json_array_size(choices) == 0 && usage &&
+               !json_is_null(usage);
+    json_decref(root);
+    return yes;
+}
+
+/* True when the event is a usage chunk; multi-line data is joined first. */
+static bool event_is_usage(const llmc_sse_event_t *ev)
+{
+    if (ev->data_lines == 0)
+        return false;
+    if (ev->data)
+        return llmc_sse_is_usage_chunk(ev->data, ev->data_len);
+    char *d = malloc(ev->data_len + 1);
+    bool yes = d && llmc_sse_is_usage_chunk(d, llmc_sse_event_data(ev, d, ev->data_len + 1));
+    free(d);
+    return yes;
+}
+
+size_t llmc_sse_drop_usage(const char *buf, size_t len, bool eof, size_t max_event, char *out,
+                           size_t *used)
+{
+    size_t off = 0, w = 0;
+    while (off < len) {
+        llmc_sse_event_t ev;
+        size_t n = 0;
+        int rc = eof ? llmc_sse_next_eof(buf + off, len - off, max_event, &ev, &n)
+                     : llmc_sse_next(buf + off, len - off, max_event, &ev, &n);
+        if (rc == 0 && !eof)
+            break; /* an unfinished event: decided once it is whole */
+        if (rc != 1) /* the end of the stream, or an event too long to look into */
+            n = len - off;
+        else if (event_is_usage(&ev))
+            n = 0;
+        memmove(out + w, buf + off, n); /* out may be buf: w <= off */
+        w += n;
+        off += rc == 1 ? ev.raw_len : n;
+    }
+    *used = off;
+    return w;
+}

@@ -20,9 +20,6 @@
 #include "llmc/error.h"
 #include "llmc/sse.h"
 
-/* Longest single SSE event we assemble; a longer one makes the stream uncacheable. */
-#define MAX_SSE_EVENT (8u << 20)
-
 typedef struct fetch {
     struct fetch *prev, *next; /* the worker's list of calls, for shutdown */
     llmc_flight_t *f;
@@ -169,8 +166,8 @@ static void assemble_events(fetch_t *ft, bool eof)
         size_t used = 0;
         const char *p = f->body + ft->sse_off;
         size_t n = f->body_len - ft->sse_off;
-        int rc = eof ? llmc_sse_next_eof(p, n, MAX_SSE_EVENT, &ev, &used)
-                     : llmc_sse_next(p, n, MAX_SSE_EVENT, &ev, &used);
+        int rc = eof ? llmc_sse_next_eof(p, n, LLMC_SSE_MAX_EVENT, &ev, &used)
+                     : llmc_sse_next(p, n, LLMC_SSE_MAX_EVENT, &ev, &used);
         if (rc <= 0) {
             ft->sse_err = rc;
             return;
@@ -465,6 +462,11 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
         fetch_free(ft);
         return LLMC_ENOMEM;
     }
+    /* Before the call starts, so every waiter that sees a byte of the
+       answer sees this too. */
+    pthread_mutex_lock(&ft->f->mu);
+    ft->f->upstream_usage = gr->stream && gr->include_usage;
+    pthread_mutex_unlock(&ft->f->mu);
     ft->private_scope = gr->private_scope;
     ft->ttl_ms = gr->policy.ttl_ms;
     snprintf(ft->ns, sizeof(ft->ns), "%s", gr->policy.ns);

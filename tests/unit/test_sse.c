@@ -938,6 +938,143 @@ static void test_replay_bad_input(void **state)
     free(out);
 }
 
+
+/* ---- usage chunks dropped for a client that did not ask ---------------------- */
+
+static void test_usage_chunk_recognized(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *data;
+        bool usage;
+    } cases[] = {
+        {"{\"id\":\"x\",\"choices\":[],\"usage\":{\"total_tokens\":11}}", true},
+        {"{\"choices\" : [ ], \"usage\" : {\"total_tokens\":1}}", true},
+        /* usage on a chunk that still has a choice (DeepSeek): content, keep it */
+        {"{\"choices\":[{\"index\":0,\"delta\":{}}],\"usage\":{\"total_tokens\":3}}", false},
+        /* include_usage puts "usage": null on every other chunk */
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"usage\":null}", false},
+        {"{\"choices\":[],\"usage\":null}", false},
+        /* Azure's first chunk: no choices, no usage */
+        {"{\"choices\":[],\"prompt_filter_results\":[]}", false},
+        {"{\"usage\":{\"total_tokens\":1}}", false},
+        {"[DONE]", false},
+        {"{\"choices\":[],\"usage\":", false},
+        {"\"usage\"", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        if (llmc_sse_is_usage_chunk(cases[i].data, strlen(cases[i].data)) != cases[i].usage)
+            fail_msg("case %zu (%s): want %d", i, cases[i].data, cases[i].usage);
+    assert_false(llmc_sse_is_usage_chunk(NULL, 0));
+}
+
+/* s (len) with the events llmc_sse_is_usage_chunk picks cut out, as a
+ * client that reads it all at once would want it; malloc'd. */
+static char *stream_without_usage(const char *s, size_t len, size_t *out_len)
+{
+    char *o = malloc(len + 1);
+    assert_non_null(o);
+    size_t off = 0, n = 0, used;
+    llmc_sse_event_t ev;
+    while (llmc_sse_next_eof(s + off, len - off, SIZE_MAX, &ev, &used) == 1) {
+        char *d = malloc(ev.data_len + 1);
+        assert_non_null(d);
+        llmc_sse_event_data(&ev, d, ev.data_len + 1);
+        if (!llmc_sse_is_usage_chunk(d, ev.data_len)) {
+            memcpy(o + n, s + off, used);
+            n += used;
+        }
+        free(d);
+        off += used;
+    }
+    memcpy(o + n, s + off, len - off); /* an unfinished tail goes as it is */
+    n += len - off;
+    *out_len = n;
+    return o;
+}
+
+/* Relays s as it would arrive in two reads split at k, the way a waiter's
+ * relay step runs: each step filters (in place) what it has not dealt with
+ * yet, and keeps the unfinished rest for the next. */
+static char *relay_split(const char *s, size_t len, size_t k, size_t *out_len)
+{
+    char *o = malloc(len + 1), *b = malloc(len + 1);
+    assert_non_null(o);
+    assert_non_null(b);
+    size_t done = 0, n = 0;
+    size_t ends[2] = {k, len};
+    for (int r = 0; r < 2; r++) {
+        size_t have = ends[r] - done, used = 99;
+        memcpy(b, s + done, have);
+        size_t w = llmc_sse_drop_usage(b, have, r == 1, 4096, b, &used);
+        assert_true(w <= used && used <= have);
+        memcpy(o + n, b, w);
+        n += w;
+        done += used;
+    }
+    assert_int_equal(done, len);
+    free(b);
+    *out_len = n;
+    return o;
+}
+
+static void test_drop_usage_every_split(void **state)
+{
+    (void)state;
+    static const char *const eols[] = {"\n", "\r\n", "\r"};
+    for (size_t r = 0; r < NREC; r++) {
+        for (size_t e = 0; e < 3; e++) {
+            size_t len, want_len;
+            char *s = with_eol(recorded[r].stream, recorded[r].len, eols[e], &len);
+            char *want = stream_without_usage(s, len, &want_len);
+            if (recorded[r].stream == CHAT_USAGE) {
+                assert_true(want_len < len);
+                assert_null(strstr(want, "\"choices\":[],"));
+            } else {
+                assert_int_equal(want_len, len); /* no usage chunk: every byte goes */
+            }
+            for (size_t k = 0; k <= len; k++) {
+                size_t got_len;
+                char *got = relay_split(s, len, k, &got_len);
+                if (got_len != want_len || memcmp(got, want, want_len) != 0)
+                    fail_msg("%s eol %zu split %zu: got\n%.*s\nwant\n%.*s", recorded[r].name, e,
+                             k, (int)got_len, got, (int)want_len, want);
+                free(got);
+            }
+            free(want);
+            free(s);
+        }
+    }
+}
+
+/* The end of the stream sends an unfinished block as it is; an event too
+ * long to look into passes untouched. */
+static void test_drop_usage_tail_and_long_event(void **state)
+{
+    (void)state;
+#define USAGE1 "data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n\n"
+#define USAGE2_CUT "data: {\"choices\":[],\"usage\":{\"total_tokens\":2}}\n"
+    static const char s[] = USAGE1 USAGE2_CUT;
+    const size_t first = sizeof USAGE1 - 1, len = sizeof s - 1;
+    char out[sizeof s];
+    size_t used;
+    /* Not the end yet: the whole usage event goes, the unfinished one waits. */
+    assert_int_equal(llmc_sse_drop_usage(s, len, false, 4096, out, &used), 0);
+    assert_int_equal(used, first);
+    /* The end: the unfinished block is sent as it came. */
+    size_t w = llmc_sse_drop_usage(s + first, len - first, true, 4096, out, &used);
+    assert_int_equal(used, len - first);
+    assert_int_equal(w, len - first);
+    assert_memory_equal(out, USAGE2_CUT, w);
+    /* Events longer than max_event are not looked into. */
+    w = llmc_sse_drop_usage(s, len, true, 10, out, &used);
+    assert_int_equal(used, len);
+    assert_int_equal(w, len);
+    assert_memory_equal(out, s, len);
+#undef USAGE1
+#undef USAGE2_CUT
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -959,6 +1096,9 @@ int main(void)
         cmocka_unit_test(test_replay_usage_on_off),
         cmocka_unit_test(test_replay_pieces),
         cmocka_unit_test(test_replay_bad_input),
+        cmocka_unit_test(test_usage_chunk_recognized),
+        cmocka_unit_test(test_drop_usage_every_split),
+        cmocka_unit_test(test_drop_usage_tail_and_long_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

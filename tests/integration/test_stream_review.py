@@ -1,0 +1,161 @@
+"""Regression tests from a review of the streaming and coalescing paths.
+
+Each test is named after what a client saw go wrong. Most use the built-in
+mock; where the upstream must send bytes the mock never sends (a byte-order
+mark, hand-made chunks), a scripted upstream on a raw socket plays them
+(ScriptedUpstream below), so every byte and every pause is the test's own.
+"""
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import chat_body, completion_body
+from test_streaming import CHAT, COMPLETIONS, PROMPT, body_for, open_stream, parse, stream, xcache
+
+
+# ------------------------------------------------------- a scripted upstream
+
+class ScriptedUpstream:
+    """An HTTP/1.1 upstream that answers every request with one script:
+    (status, content_type, pieces), pieces a list of (bytes, pause_before_s),
+    sent as chunks of a chunked body. `calls` counts the requests and
+    `bodies` keeps what each one sent."""
+
+    def __init__(self, status, content_type, pieces):
+        self.script = (status, content_type, pieces)
+        self.calls = 0
+        self.bodies = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _read_request(self, conn):
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            got = conn.recv(65536)
+            if not got:
+                return None
+            buf += got
+        head, body = buf.split(b"\r\n\r\n", 1)
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            body += conn.recv(65536)
+        return body
+
+    def _serve(self, conn):
+        with conn:
+            try:
+                body = self._read_request(conn)
+                if body is None:
+                    return
+                self.calls += 1
+                self.bodies.append(json.loads(body))
+                status, ctype, pieces = self.script
+                conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\n"
+                             "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode())
+                for data, pause in pieces:
+                    time.sleep(pause)
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+                conn.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def scripted():
+    ups = []
+
+    def make(status, content_type, pieces):
+        u = ScriptedUpstream(status, content_type, pieces)
+        ups.append(u)
+        return u
+    yield make
+    for u in ups:
+        u.close()
+
+
+def chunk(delta, finish=None, **top):
+    c = {"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 1735689600,
+         "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                              "finish_reason": finish}]}
+    c.update(top)
+    return c
+
+
+def sse(*chunks):
+    return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + \
+        b"data: [DONE]\n\n"
+
+
+# ----------------------------------------------- usage chunks of a shared stream
+
+@pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
+def test_follower_that_did_not_ask_for_usage_gets_no_usage_chunk(gateway, mock, path):
+    """The leader asked stream_options.include_usage, the follower did not:
+    "stream_options" is not part of the key, so both share one upstream
+    stream. The follower used to get the leader's usage chunk ("choices": []),
+    which OpenAI never sends unasked and which breaks the usual client loop
+    `chunk.choices[0].delta`."""
+    if path == CHAT:
+        body = body_for(PROMPT + " usage shared", chunk_delay_ms=100)
+    else:
+        body = completion_body(PROMPT + " usage shared", stream=True,
+                               mock={"chunk_delay_ms": 100})
+    leader = open_stream(gateway, path, dict(body, stream_options={"include_usage": True}))
+    leader.read_events(2)
+    follower = open_stream(gateway, path, body)
+    follower.read_all()
+    leader.read_all()
+    leader.close()
+    follower.close()
+    assert xcache(leader) == "MISS" and xcache(follower) == "COALESCED"
+    assert follower.end == leader.end == "complete"
+    lead, foll = parse(leader.data), parse(follower.data)
+    assert lead["usage_chunks"] == 1
+    assert foll["usage_chunks"] == 0, follower.data[-3:]
+    assert all(json.loads(d)["choices"] for d in follower.data[:-1]), follower.data
+    # Everything else is the leader's stream, event for event.
+    assert follower.data == [d for d in leader.data if not d.startswith('{') or
+                             json.loads(d)["choices"]]
+    assert foll["content"] == lead["content"] and foll["finish_reason"] == "stop"
+    assert mock.calls() == 1
+    # The stored completion still has the usage, for those who ask.
+    hit = stream(gateway, path, dict(body, stream_options={"include_usage": True}))
+    assert xcache(hit) == "HIT" and parse(hit.data)["usage"] == lead["usage"]
+
+
+def test_follower_that_asked_for_usage_keeps_it_with_odd_splits(gateway, mock):
+    """Both asked: the follower's stream is the leader's byte for byte, also
+    when the upstream splits its events anywhere (the filter must not touch a
+    stream it has nothing to drop from)."""
+    body = body_for(PROMPT + " usage both", split="bytes", chunk_delay_ms=5)
+    body["stream_options"] = {"include_usage": True}
+    leader = open_stream(gateway, CHAT, body)
+    leader.read_events(1)
+    follower = open_stream(gateway, CHAT, body)
+    follower.read_all()
+    leader.read_all()
+    leader.close()
+    follower.close()
+    assert xcache(follower) == "COALESCED"
+    assert follower.body == leader.body
+    assert parse(follower.data)["usage_chunks"] == 1
