@@ -18,7 +18,7 @@
  * end in LF, CRLF or CR; a line starting with ':' is a comment; "name:value"
  * loses one space after the colon; a line without a colon is a field with an
  * empty value; a blank line ends the event. Not handled here: a UTF-8 BOM at
- * the very start of a stream (the caller drops it; OpenAI sends none) and the
+ * the very start of a stream (the caller drops it: gateway/fetch.c) and the
  * "retry" field (ignored, as a gateway never reconnects on a client's behalf).
  */
 #ifndef LLMC_SSE_H

@@ -159,3 +159,27 @@ def test_follower_that_asked_for_usage_keeps_it_with_odd_splits(gateway, mock):
     assert xcache(follower) == "COALESCED"
     assert follower.body == leader.body
     assert parse(follower.data)["usage_chunks"] == 1
+
+
+# ---------------------------------------------------- what the stream stores
+
+def test_stream_opening_with_a_byte_order_mark_stores_its_first_event(gateway_factory, scripted):
+    """SSE lets a stream open with a UTF-8 byte-order mark, which a client's
+    decoder drops (WHATWG; TextDecoder in the Node SDK). The assembler took it
+    for part of the first field's name, lost the first event and stored the
+    answer without its first delta."""
+    events = sse(chunk({"role": "assistant", "content": "Bonjour"}),
+                 chunk({"content": " le monde"}), chunk({}, "stop"))
+    up = scripted(200, "text/event-stream", [(b"\xef\xbb", 0), (b"\xbf" + events, 0.05)])
+    g = gateway_factory(up.url)
+    body = chat_body("bom", stream=True)
+    s = stream(g, CHAT, body)
+    assert s.status == 200 and xcache(s) == "MISS"
+    assert s.body.startswith(b"\xef\xbb\xbfdata: ")   # relayed as it came
+    plain = dict(body)
+    del plain["stream"]
+    r = g.chat(plain)
+    assert r.status_code == 200 and xcache(r) == "HIT", r.text
+    msg = r.json()["choices"][0]["message"]
+    assert msg == {"role": "assistant", "content": "Bonjour le monde"}, r.text
+    assert up.calls == 1
