@@ -162,7 +162,8 @@ typedef struct llmc_sse_replay_opts {
  * space when one is near; then per tool call a chunk with its index, id,
  * type, function name and "" arguments, followed by the arguments in pieces;
  * then a chunk with an empty delta and the finish_reason. The choice's
- * logprobs object travels whole on its first chunk. Last, when
+ * logprobs object travels whole on its second chunk (see assemble.c for why
+ * not the first). Last, when
  * o->include_usage and the object has usage, a chunk with "choices": [] and
  * the usage. llmc_sse_asm over the result gives back the stored object
  * (usage aside when include_usage is off).

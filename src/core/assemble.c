@@ -21,8 +21,10 @@
  * - Replay sends each choice whole, one after the other, rather than
  *   interleaving them as a live stream would: clients merge by index, and
  *   the order keeps the code simple. Fields whose text is not pieced
- *   (role, id, type, function names, logprobs, non-text fields) travel whole
- *   in a choice's first chunk, so the first-wins rule cannot cut them.
+ *   (role, id, type, non-text fields) travel whole in a choice's first
+ *   chunk, so the first-wins rule cannot cut them; a tool call's id, type
+ *   and name travel whole in its own first chunk. Logprobs travel whole too,
+ *   but in the choice's second chunk (replay_chat_choice says why).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -648,6 +650,7 @@ typedef struct rp {
     json_t *base;       /* the chunk's top-level fields; "choices" set per chunk */
     int kind;
     size_t piece;
+    json_t *lp;         /* a chat choice's logprobs, for its next chunk (borrowed) */
 } rp_t;
 
 /* Writes base with choices = [c] (c: a new reference, consumed; [] when
@@ -673,9 +676,13 @@ static int emit(rp_t *r, json_t *c)
 }
 
 /* A chat chunk's choice; delta (a new reference) is consumed, index, lp and
- * fr are borrowed (NULL: null). */
+ * fr are borrowed (NULL: null, or the logprobs pending in r). */
 static int emit_delta(rp_t *r, json_t *index, json_t *delta, json_t *lp, json_t *fr)
 {
+    if (!lp && r->lp) {
+        lp = r->lp;
+        r->lp = NULL;
+    }
     json_t *c = delta ? json_pack("{s:O,s:O,s:O,s:O}", "index", index, "delta", delta, "logprobs",
                                   lp ? lp : json_null(), "finish_reason", fr ? fr : json_null())
                       : NULL;
@@ -833,9 +840,14 @@ static int replay_chat_choice(rp_t *r, json_t *index, json_t *ch)
             if (json_object_setn(d, k, klen, v))
                 goto nomem;
     }
-    int rc = emit_delta(r, index, d, lp, NULL);
+    /* The logprobs go on the choice's second chunk, not its first: the
+     * official Node SDK's stream helper keeps the first chunk's logprobs
+     * object as its own and then appends that same chunk's tokens to it,
+     * counting every token twice (OpenAI's first chunk has none to count). */
+    int rc = emit_delta(r, index, d, NULL, NULL);
     if (rc)
         return rc;
+    r->lp = json_is_null(lp) ? NULL : lp;
 
     static const char *const lead[] = {"reasoning_content", "reasoning", "content"};
     for (size_t i = 0; i < 3; i++) {

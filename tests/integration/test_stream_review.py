@@ -7,13 +7,16 @@ mark, hand-made chunks), a scripted upstream on a raw socket plays them
 """
 
 import json
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import chat_body, completion_body
+from conftest import ROOT, chat_body, completion_body
 from test_streaming import CHAT, COMPLETIONS, PROMPT, body_for, open_stream, parse, stream, xcache
 
 
@@ -182,4 +185,64 @@ def test_stream_opening_with_a_byte_order_mark_stores_its_first_event(gateway_fa
     assert r.status_code == 200 and xcache(r) == "HIT", r.text
     msg = r.json()["choices"][0]["message"]
     assert msg == {"role": "assistant", "content": "Bonjour le monde"}, r.text
+    assert up.calls == 1
+
+
+# ------------------------------------------------------------------ replay
+
+LOGPROBS_ANSWER = {
+    "id": "chatcmpl-lp", "object": "chat.completion", "created": 1735689600,
+    "model": "gpt-4o-mini", "system_fingerprint": "fp_1",
+    "choices": [{"index": 0,
+                 "message": {"role": "assistant", "content": "Yes, it is.", "refusal": None},
+                 "logprobs": {"content": [
+                     {"token": t, "logprob": -0.25 * i, "bytes": list(t.encode()),
+                      "top_logprobs": []} for i, t in enumerate(["Yes", ",", " it", " is", "."])],
+                     "refusal": None},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+}
+
+NODE_SDK = ROOT / "tests" / "npm" / "node_modules" / "openai"
+NODE_FINAL = """
+import OpenAI from 'openai';
+const openai = new OpenAI({ baseURL: process.env.GW + '/v1', apiKey: 'sk-test' });
+const s = openai.chat.completions.stream(JSON.parse(process.env.BODY));
+console.log(JSON.stringify(await s.finalChatCompletion()));
+"""
+
+
+def test_replayed_logprobs_are_counted_once_by_the_sdk_stream_helper(gateway_factory, scripted):
+    """A stored answer with logprobs, replayed as a stream. The replay put the
+    whole logprobs object on each choice's first chunk; the official Node
+    SDK's stream helper keeps the first chunk's object as its own and then
+    appends that chunk's tokens to it, so finalChatCompletion() listed every
+    token twice. OpenAI's own first chunk carries no tokens."""
+    up = scripted(200, "application/json", [(json.dumps(LOGPROBS_ANSWER).encode(), 0)])
+    g = gateway_factory(up.url)
+    body = chat_body("logprobs", logprobs=True)
+    auth = {"Authorization": "Bearer sk-test"}  # the SDK's: the same per-key cache
+    r = g.chat(body, headers=auth)
+    assert r.json()["choices"][0]["logprobs"] == LOGPROBS_ANSWER["choices"][0]["logprobs"]
+    s = stream(g, CHAT, dict(body, stream=True), headers=auth)
+    assert xcache(s) == "HIT" and s.end == "complete"
+    chunks = [json.loads(d) for d in s.data[:-1]]
+    assert chunks[0]["choices"][0]["logprobs"] is None, chunks[0]
+    carried = [c["choices"][0]["logprobs"] for c in chunks if c["choices"][0]["logprobs"]]
+    assert carried == [LOGPROBS_ANSWER["choices"][0]["logprobs"]]
+    assert up.calls == 1
+    if not (NODE_SDK.is_dir() and shutil.which("node")):
+        return  # the SDK itself is checked where `make client-test` installed it
+    script = NODE_SDK.parent.parent / f".review-final-{os.getpid()}.mjs"
+    script.write_text(NODE_FINAL)
+    try:
+        r = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, GW=g.url, BODY=json.dumps(dict(body, stream=True))))
+    finally:
+        script.unlink()
+    assert r.returncode == 0, r.stderr
+    final = json.loads(r.stdout)
+    assert final["choices"][0]["logprobs"]["content"] == \
+        LOGPROBS_ANSWER["choices"][0]["logprobs"]["content"]
+    assert final["choices"][0]["message"]["content"] == "Yes, it is."
     assert up.calls == 1

@@ -920,6 +920,49 @@ static void test_replay_pieces(void **state)
     }
 }
 
+/* Logprobs travel once, never on a choice's first chunk: the official Node
+ * SDK's stream helper (ChatCompletionStream) keeps a choice's first
+ * logprobs object as its own and appends that same chunk's tokens to it, so
+ * tokens on a first chunk end up in its final completion twice. */
+static void test_replay_logprobs_not_on_first_chunk(void **state)
+{
+    (void)state;
+    static const char two[] =
+        "{\"id\":\"c\",\"object\":\"chat.completion\",\"choices\":["
+        "{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"\"},"
+        "\"logprobs\":{\"content\":[{\"token\":\"\",\"logprob\":0,\"bytes\":[],"
+        "\"top_logprobs\":[]}],\"refusal\":null},\"finish_reason\":\"stop\"},"
+        "{\"index\":1,\"message\":{\"role\":\"assistant\",\"content\":\"Yes\"},"
+        "\"logprobs\":{\"content\":[{\"token\":\"Yes\",\"logprob\":-0.5,\"bytes\":[89,101,115],"
+        "\"top_logprobs\":[]}],\"refusal\":null},\"finish_reason\":\"stop\"}]}";
+    const char *const stored[] = {CHAT_USAGE_WANT, two};
+    for (size_t k = 0; k < 2; k++) {
+        for (size_t piece = 1; piece <= 24; piece += 23) {
+            size_t len;
+            char *body = replay(stored[k], piece, false, &len);
+            size_t n = check_framing(body, len);
+            bool seen[2] = {false, false};
+            size_t carried[2] = {0, 0};
+            for (size_t i = 0; i + 1 < n; i++) {
+                json_t *e = event_json(body, len, i);
+                json_t *c = json_array_get(json_object_get(e, "choices"), 0);
+                size_t ix = (size_t)json_integer_value(json_object_get(c, "index"));
+                assert_true(ix < 2);
+                json_t *lp = json_object_get(c, "logprobs");
+                if (!seen[ix])
+                    assert_true(json_is_null(lp)); /* the choice's first chunk */
+                else if (!json_is_null(lp))
+                    carried[ix]++;
+                seen[ix] = true;
+                json_decref(e);
+            }
+            assert_int_equal(carried[0], 1);
+            assert_int_equal(carried[1], k == 1 ? 1 : 0);
+            free(body);
+        }
+    }
+}
+
 static void test_replay_bad_input(void **state)
 {
     (void)state;
@@ -1095,6 +1138,7 @@ int main(void)
         cmocka_unit_test(test_replay_upstream_answer),
         cmocka_unit_test(test_replay_usage_on_off),
         cmocka_unit_test(test_replay_pieces),
+        cmocka_unit_test(test_replay_logprobs_not_on_first_chunk),
         cmocka_unit_test(test_replay_bad_input),
         cmocka_unit_test(test_usage_chunk_recognized),
         cmocka_unit_test(test_drop_usage_every_split),
