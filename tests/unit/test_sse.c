@@ -1032,6 +1032,7 @@ static char *stream_without_usage(const char *s, size_t len, size_t *out_len)
     }
     memcpy(o + n, s + off, len - off); /* an unfinished tail goes as it is */
     n += len - off;
+    o[n] = '\0';
     *out_len = n;
     return o;
 }
