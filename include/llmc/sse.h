@@ -157,15 +157,15 @@ typedef struct llmc_sse_replay_opts {
  *
  * For each choice in turn: a first chunk with the role, content "" (or null
  * when the stored content is null) and the message's non-text fields; then
- * reasoning_content, reasoning, content, refusal and any other text field in
- * pieces of about piece_bytes, cut at UTF-8 character boundaries and after a
- * space when one is near; then per tool call a chunk with its index, id,
- * type, function name and "" arguments, followed by the arguments in pieces;
- * then a chunk with an empty delta and the finish_reason. The choice's
- * logprobs object travels whole on its second chunk (see assemble.c for why
- * not the first). Last, when
- * o->include_usage and the object has usage, a chunk with "choices": [] and
- * the usage. llmc_sse_asm over the result gives back the stored object
+ * reasoning_content, reasoning, content, refusal and any other text field:
+ * content and refusal in pieces of about piece_bytes, cut at UTF-8 character
+ * boundaries and after a space when one is near, the others whole (clients'
+ * stream helpers append only the fields they know); then per tool call a
+ * chunk with its index, id, type, function name and "" arguments, followed
+ * by the arguments in pieces; then a chunk with an empty delta and the
+ * finish_reason. The choice's logprobs object travels whole on its second
+ * chunk (assemble.c says why not the first). Last, when o->include_usage
+ * and the object has usage, a chunk with "choices": [] and the usage. llmc_sse_asm over the result gives back the stored object
  * (usage aside when include_usage is off).
  */
 int llmc_sse_replay(const char *json, size_t len, const llmc_sse_replay_opts_t *o, char **out,

@@ -732,13 +732,15 @@ static json_t *delta_of(const char *key, size_t klen, const char *p, size_t n)
 }
 
 /* Emits the string s under key (chat: in the delta; text completions: as
- * the choice's text, lp on the first piece) in pieces; "" as one piece. */
-static int emit_text(rp_t *r, json_t *index, const char *key, size_t klen, json_t *s, json_t *lp)
+ * the choice's text, lp on the first piece) in pieces of about piece bytes;
+ * "" as one piece. */
+static int emit_text(rp_t *r, json_t *index, const char *key, size_t klen, json_t *s, json_t *lp,
+                     size_t piece)
 {
     const char *p = json_string_value(s);
     size_t len = json_string_length(s), off = 0;
     do {
-        size_t n = cut((const unsigned char *)p + off, len - off, r->piece);
+        size_t n = cut((const unsigned char *)p + off, len - off, piece);
         int rc = r->kind == K_TEXT
                      ? emit_textc(r, index, p + off, n, off == 0 ? lp : NULL, NULL)
                      : emit_delta(r, index, delta_of(key, klen, p + off, n), NULL, NULL);
@@ -812,6 +814,15 @@ static bool lead_text_key(const char *k, size_t klen)
            key_is(k, klen, "content");
 }
 
+/* The piece size for a message's text field. Only content and refusal are
+ * cut: the official Node SDK's stream helper appends those, but takes any
+ * other field of a delta (reasoning_content, ...) as the whole value, so a
+ * pieced one would come out of it as its last piece only. */
+static size_t piece_for(const rp_t *r, const char *k, size_t klen)
+{
+    return key_is(k, klen, "content") || key_is(k, klen, "refusal") ? r->piece : SIZE_MAX;
+}
+
 static int replay_chat_choice(rp_t *r, json_t *index, json_t *ch)
 {
     json_t *msg = json_object_get(ch, "message");
@@ -852,15 +863,16 @@ static int replay_chat_choice(rp_t *r, json_t *index, json_t *ch)
     static const char *const lead[] = {"reasoning_content", "reasoning", "content"};
     for (size_t i = 0; i < 3; i++) {
         json_t *s = json_object_get(msg, lead[i]);
+        size_t klen_i = strlen(lead[i]);
         if (json_is_string(s) && (json_string_length(s) || i < 2) &&
-            (rc = emit_text(r, index, lead[i], strlen(lead[i]), s, NULL)))
+            (rc = emit_text(r, index, lead[i], klen_i, s, NULL, piece_for(r, lead[i], klen_i))))
             return rc;
     }
     json_object_keylen_foreach(msg, k, klen, v) {
         if (!json_is_string(v) || first_wins(k, klen) || lead_text_key(k, klen) ||
             key_is(k, klen, "tool_calls"))
             continue;
-        if ((rc = emit_text(r, index, k, klen, v, NULL)))
+        if ((rc = emit_text(r, index, k, klen, v, NULL, piece_for(r, k, klen))))
             return rc;
     }
     if (tools_pieced) {
@@ -879,7 +891,7 @@ static int replay_text_choice(rp_t *r, json_t *index, json_t *ch)
 {
     json_t *lp = json_object_get(ch, "logprobs"), *fr = json_object_get(ch, "finish_reason");
     json_t *text = json_object_get(ch, "text");
-    int rc = json_is_string(text) ? emit_text(r, index, "text", 4, text, lp)
+    int rc = json_is_string(text) ? emit_text(r, index, "text", 4, text, lp, r->piece)
                                   : emit_textc(r, index, "", 0, lp, NULL);
     return rc ? rc : emit_textc(r, index, "", 0, NULL, fr);
 }

@@ -210,6 +210,24 @@ const openai = new OpenAI({ baseURL: process.env.GW + '/v1', apiKey: 'sk-test' }
 const s = openai.chat.completions.stream(JSON.parse(process.env.BODY));
 console.log(JSON.stringify(await s.finalChatCompletion()));
 """
+SDK_AUTH = {"Authorization": "Bearer sk-test"}  # the SDK's: the same per-key cache
+
+
+def sdk_final_completion(g, body):
+    """What the official Node SDK's stream helper (chat.completions.stream(),
+    finalChatCompletion()) makes of the stream g answers body with, or None
+    where tests/npm has no SDK installed (`make client-test` installs it)."""
+    if not (NODE_SDK.is_dir() and shutil.which("node")):
+        return None
+    script = NODE_SDK.parent.parent / f".review-final-{os.getpid()}.mjs"
+    script.write_text(NODE_FINAL)
+    try:
+        r = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, GW=g.url, BODY=json.dumps(dict(body, stream=True))))
+    finally:
+        script.unlink()
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
 
 
 def test_replayed_logprobs_are_counted_once_by_the_sdk_stream_helper(gateway_factory, scripted):
@@ -221,28 +239,52 @@ def test_replayed_logprobs_are_counted_once_by_the_sdk_stream_helper(gateway_fac
     up = scripted(200, "application/json", [(json.dumps(LOGPROBS_ANSWER).encode(), 0)])
     g = gateway_factory(up.url)
     body = chat_body("logprobs", logprobs=True)
-    auth = {"Authorization": "Bearer sk-test"}  # the SDK's: the same per-key cache
-    r = g.chat(body, headers=auth)
+    r = g.chat(body, headers=SDK_AUTH)
     assert r.json()["choices"][0]["logprobs"] == LOGPROBS_ANSWER["choices"][0]["logprobs"]
-    s = stream(g, CHAT, dict(body, stream=True), headers=auth)
+    s = stream(g, CHAT, dict(body, stream=True), headers=SDK_AUTH)
     assert xcache(s) == "HIT" and s.end == "complete"
     chunks = [json.loads(d) for d in s.data[:-1]]
     assert chunks[0]["choices"][0]["logprobs"] is None, chunks[0]
     carried = [c["choices"][0]["logprobs"] for c in chunks if c["choices"][0]["logprobs"]]
     assert carried == [LOGPROBS_ANSWER["choices"][0]["logprobs"]]
+    final = sdk_final_completion(g, body)
+    if final is not None:
+        assert final["choices"][0]["logprobs"]["content"] == \
+            LOGPROBS_ANSWER["choices"][0]["logprobs"]["content"]
+        assert final["choices"][0]["message"]["content"] == "Yes, it is."
     assert up.calls == 1
-    if not (NODE_SDK.is_dir() and shutil.which("node")):
-        return  # the SDK itself is checked where `make client-test` installed it
-    script = NODE_SDK.parent.parent / f".review-final-{os.getpid()}.mjs"
-    script.write_text(NODE_FINAL)
-    try:
-        r = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=30,
-                           env=dict(os.environ, GW=g.url, BODY=json.dumps(dict(body, stream=True))))
-    finally:
-        script.unlink()
-    assert r.returncode == 0, r.stderr
-    final = json.loads(r.stdout)
-    assert final["choices"][0]["logprobs"]["content"] == \
-        LOGPROBS_ANSWER["choices"][0]["logprobs"]["content"]
-    assert final["choices"][0]["message"]["content"] == "Yes, it is."
+
+
+REASONING_ANSWER = {
+    "id": "0b9c6e7a-55", "object": "chat.completion", "created": 1735689650,
+    "model": "deepseek-reasoner",
+    "choices": [{"index": 0,
+                 "message": {"role": "assistant", "content": "Two plus two is four, as anyone can count.",
+                             "reasoning_content": "The user asks for 2+2, which is a small sum."},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+}
+
+
+def test_replayed_reasoning_content_survives_the_sdk_stream_helper(gateway_factory, scripted):
+    """The replay cut reasoning_content into pieces like content. The official
+    Node SDK's stream helper appends content and refusal, but takes any other
+    delta field as the whole value: finalChatCompletion() gave the last piece
+    of the reasoning ("small sum.") instead of all of it."""
+    up = scripted(200, "application/json", [(json.dumps(REASONING_ANSWER).encode(), 0)])
+    g = gateway_factory(up.url)
+    body = chat_body("reasoning", model="deepseek-reasoner")
+    want = REASONING_ANSWER["choices"][0]["message"]
+    assert g.chat(body, headers=SDK_AUTH).json()["choices"][0]["message"] == want
+    s = stream(g, CHAT, dict(body, stream=True), headers=SDK_AUTH)
+    assert xcache(s) == "HIT" and s.end == "complete"
+    deltas = [json.loads(d)["choices"][0]["delta"] for d in s.data[:-1]]
+    reasoning = [d["reasoning_content"] for d in deltas if d.get("reasoning_content")]
+    assert reasoning == [want["reasoning_content"]], reasoning
+    assert len([d for d in deltas if d.get("content")]) > 1  # content still typed out
+    assert "".join(d.get("content") or "" for d in deltas) == want["content"]
+    final = sdk_final_completion(g, body)
+    if final is not None:
+        assert final["choices"][0]["message"]["reasoning_content"] == want["reasoning_content"]
+        assert final["choices"][0]["message"]["content"] == want["content"]
     assert up.calls == 1

@@ -963,6 +963,57 @@ static void test_replay_logprobs_not_on_first_chunk(void **state)
     }
 }
 
+/* Only content and refusal are cut into pieces: the official Node SDK's
+ * stream helper appends those but takes any other field of a delta as the
+ * whole value, so a pieced reasoning_content would come out of it as its
+ * last piece. */
+static void test_replay_other_text_fields_whole(void **state)
+{
+    (void)state;
+    static const char stored[] =
+        "{\"id\":\"r\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":"
+        "{\"role\":\"assistant\",\"content\":\"Four, surely.\",\"reasoning_content\":"
+        "\"The user asks 2+2.\",\"reasoning\":\"Add them up.\",\"x_note\":\"an extension\","
+        "\"refusal\":\"No, not that.\"},\"logprobs\":null,\"finish_reason\":\"stop\"}]}";
+    static const char *const whole[] = {"reasoning_content", "reasoning", "x_note"};
+    static const char *const value[] = {"The user asks 2+2.", "Add them up.", "an extension"};
+    size_t len;
+    char *body = replay(stored, 4, false, &len);
+    size_t n = check_framing(body, len), content_pieces = 0, refusal_pieces = 0;
+    size_t seen[3] = {0, 0, 0};
+    for (size_t i = 0; i + 1 < n; i++) {
+        json_t *e = event_json(body, len, i);
+        json_t *d = json_object_get(json_array_get(json_object_get(e, "choices"), 0), "delta");
+        for (size_t w = 0; w < 3; w++) {
+            json_t *v = json_object_get(d, whole[w]);
+            if (json_is_string(v) && json_string_length(v)) {
+                seen[w]++;
+                assert_string_equal(json_string_value(v), value[w]);
+            }
+        }
+        const char *c = json_string_value(json_object_get(d, "content"));
+        content_pieces += c && *c;
+        const char *rf = json_string_value(json_object_get(d, "refusal"));
+        refusal_pieces += rf && *rf;
+        json_decref(e);
+    }
+    for (size_t w = 0; w < 3; w++)
+        if (seen[w] != 1)
+            fail_msg("%s came in %zu chunks, want 1", whole[w], seen[w]);
+    assert_true(content_pieces > 1);
+    assert_true(refusal_pieces > 1);
+    /* And it assembles back to the stored answer. */
+    int rc;
+    llmc_sse_asm_t *a = assemble(body, len, &rc);
+    assert_int_equal(rc, 0);
+    size_t jlen;
+    char *j = result_of(a, &jlen);
+    assert_json_eq(j, jlen, stored);
+    free(j);
+    llmc_sse_asm_free(a);
+    free(body);
+}
+
 static void test_replay_bad_input(void **state)
 {
     (void)state;
@@ -1140,6 +1191,7 @@ int main(void)
         cmocka_unit_test(test_replay_usage_on_off),
         cmocka_unit_test(test_replay_pieces),
         cmocka_unit_test(test_replay_logprobs_not_on_first_chunk),
+        cmocka_unit_test(test_replay_other_text_fields_whole),
         cmocka_unit_test(test_replay_bad_input),
         cmocka_unit_test(test_usage_chunk_recognized),
         cmocka_unit_test(test_drop_usage_every_split),
