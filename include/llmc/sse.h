@@ -165,8 +165,9 @@ typedef struct llmc_sse_replay_opts {
  * by the arguments in pieces; then a chunk with an empty delta and the
  * finish_reason. The choice's logprobs object travels whole on its second
  * chunk (assemble.c says why not the first). Last, when o->include_usage
- * and the object has usage, a chunk with "choices": [] and the usage. llmc_sse_asm over the result gives back the stored object
- * (usage aside when include_usage is off).
+ * and the object has usage, a chunk with "choices": [] and the usage.
+ * llmc_sse_asm over the result gives back the stored object (usage aside
+ * when include_usage is off).
  */
 int llmc_sse_replay(const char *json, size_t len, const llmc_sse_replay_opts_t *o, char **out,
                     size_t *out_len);

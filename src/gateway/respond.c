@@ -553,7 +553,7 @@ void llmc__gw_stream_step(gw_req_t *gr)
         }
         gr->started = llmc_http_stream_begin(gr->req, status, h, n) == 0;
     }
-    if (gr->started && len && gr->req)
+    if (gr->started && chunk && len && gr->req)
         llmc_http_stream_write(gr->req, chunk, len);
     gr->sent += used;
     free(chunk);
