@@ -75,10 +75,6 @@ int llmc_sse_next(const char *buf, size_t len, size_t max_event, llmc_sse_event_
 int llmc_sse_next_eof(const char *buf, size_t len, size_t max_event, llmc_sse_event_t *ev,
                       size_t *consumed);
 
-/* The longest event the gateway looks into; a longer one makes a stream
-   uncacheable and is relayed untouched. */
-#define LLMC_SSE_MAX_EVENT (8u << 20)
-
 /*
  * Writes the event's data (its data fields joined with "\n") to out, at most
  * cap bytes, and a NUL after them when there is room. Returns the full data

@@ -20,6 +20,9 @@
 #include "llmc/error.h"
 #include "llmc/sse.h"
 
+/* Longest single SSE event we assemble; a longer one makes the stream uncacheable. */
+#define MAX_SSE_EVENT (8u << 20)
+
 typedef struct fetch {
     struct fetch *prev, *next; /* the worker's list of calls, for shutdown */
     llmc_flight_t *f;
@@ -187,8 +190,8 @@ static void assemble_events(fetch_t *ft, bool eof)
         size_t used = 0;
         const char *p = f->body + ft->sse_off;
         size_t n = f->body_len - ft->sse_off;
-        int rc = eof ? llmc_sse_next_eof(p, n, LLMC_SSE_MAX_EVENT, &ev, &used)
-                     : llmc_sse_next(p, n, LLMC_SSE_MAX_EVENT, &ev, &used);
+        int rc = eof ? llmc_sse_next_eof(p, n, MAX_SSE_EVENT, &ev, &used)
+                     : llmc_sse_next(p, n, MAX_SSE_EVENT, &ev, &used);
         if (rc <= 0) {
             ft->sse_err = rc;
             return;

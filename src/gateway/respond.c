@@ -445,6 +445,11 @@ static const char *flight_json(const llmc_flight_t *f, size_t *len)
     return f->assembled;
 }
 
+/* A usage chunk is a few hundred bytes. A longer event is none, so the
+   usage filter passes it on as it comes instead of holding it back (and
+   copying it again on every step) until its end. */
+#define USAGE_EVENT_MAX (64u << 10)
+
 /* A finished stream for a waiter that did not ask for the usage chunk the
    upstream was asked for (by the request that started the call): the same
    bytes without it. */
@@ -457,7 +462,7 @@ static void respond_sse_without_usage(gw_req_t *gr, const llmc_flight_t *f, cons
         return;
     }
     size_t used;
-    size_t blen = f->body_len ? llmc_sse_drop_usage(f->body, f->body_len, true, LLMC_SSE_MAX_EVENT,
+    size_t blen = f->body_len ? llmc_sse_drop_usage(f->body, f->body_len, true, USAGE_EVENT_MAX,
                                                     body, &used)
                               : 0;
     uv_buf_t buf = uv_buf_init(body, (unsigned)blen);
@@ -538,7 +543,7 @@ void llmc__gw_stream_step(gw_req_t *gr)
        (an unfinished event waits for the rest when usage is dropped). */
     size_t len = have, used = have;
     if (chunk && drop_usage)
-        len = llmc_sse_drop_usage(chunk, have, done, LLMC_SSE_MAX_EVENT, chunk, &used);
+        len = llmc_sse_drop_usage(chunk, have, done, USAGE_EVENT_MAX, chunk, &used);
 
     if (!gr->started && relay && !(done && failed && !have)) {
         char h[HDR_CAP];

@@ -164,6 +164,36 @@ def test_follower_that_asked_for_usage_keeps_it_with_odd_splits(gateway, mock):
     assert parse(follower.data)["usage_chunks"] == 1
 
 
+def test_follower_without_usage_gets_long_events_whole(gateway_factory, scripted):
+    """An event far longer than any usage chunk is passed on as it arrives,
+    without being held back for its end, and the filter finds its footing
+    again after it: the follower still gets every event but the usage one."""
+    big = "lorem ipsum " * 9000                            # ~108 KB in one event
+    events = sse(chunk({"role": "assistant", "content": ""}), chunk({"content": big}),
+                 chunk({"content": " end"}), chunk({}, "stop"),
+                 dict(chunk({}), choices=[], usage={"prompt_tokens": 1, "completion_tokens": 2,
+                                                    "total_tokens": 3}))
+    cut = events.index(b"lorem") + 1000
+    pieces = [(events[:cut], 0)] + [(events[i:i + 20000], 0.1)
+                                    for i in range(cut, len(events), 20000)]
+    up = scripted(200, "text/event-stream", pieces)
+    g = gateway_factory(up.url)
+    body = chat_body("long events", stream=True)
+    leader = open_stream(g, CHAT, dict(body, stream_options={"include_usage": True}))
+    leader.read_events(1)
+    follower = open_stream(g, CHAT, body)
+    follower.read_all()
+    leader.read_all()
+    leader.close()
+    follower.close()
+    assert xcache(follower) == "COALESCED" and follower.end == "complete"
+    assert parse(leader.data)["usage_chunks"] == 1
+    f = parse(follower.data)
+    assert f["usage_chunks"] == 0 and f["content"] == big + " end"
+    assert follower.data == leader.data[:-2] + leader.data[-1:]
+    assert up.calls == 1
+
+
 # ---------------------------------------------------- what the stream stores
 
 def test_stream_opening_with_a_byte_order_mark_stores_its_first_event(gateway_factory, scripted):
