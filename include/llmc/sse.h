@@ -18,7 +18,7 @@
  * end in LF, CRLF or CR; a line starting with ':' is a comment; "name:value"
  * loses one space after the colon; a line without a colon is a field with an
  * empty value; a blank line ends the event. Not handled here: a UTF-8 BOM at
- * the very start of a stream (the caller drops it; OpenAI sends none) and the
+ * the very start of a stream (the caller drops it: gateway/fetch.c) and the
  * "retry" field (ignored, as a gateway never reconnects on a client's behalf).
  */
 #ifndef LLMC_SSE_H
@@ -153,17 +153,46 @@ typedef struct llmc_sse_replay_opts {
  *
  * For each choice in turn: a first chunk with the role, content "" (or null
  * when the stored content is null) and the message's non-text fields; then
- * reasoning_content, reasoning, content, refusal and any other text field in
- * pieces of about piece_bytes, cut at UTF-8 character boundaries and after a
- * space when one is near; then per tool call a chunk with its index, id,
- * type, function name and "" arguments, followed by the arguments in pieces;
- * then a chunk with an empty delta and the finish_reason. The choice's
- * logprobs object travels whole on its first chunk. Last, when
- * o->include_usage and the object has usage, a chunk with "choices": [] and
- * the usage. llmc_sse_asm over the result gives back the stored object
- * (usage aside when include_usage is off).
+ * reasoning_content, reasoning, content, refusal and any other text field:
+ * content and refusal in pieces of about piece_bytes, cut at UTF-8 character
+ * boundaries and after a space when one is near, the others whole (clients'
+ * stream helpers append only the fields they know); then per tool call a
+ * chunk with its index, id, type, function name and "" arguments, followed
+ * by the arguments in pieces; then a chunk with an empty delta and the
+ * finish_reason. The choice's logprobs object travels whole on its second
+ * chunk (assemble.c says why not the first). Last, when o->include_usage
+ * and the object has usage, a chunk with "choices": [] and the usage.
+ * llmc_sse_asm over the result gives back the stored object (usage aside
+ * when include_usage is off).
  */
 int llmc_sse_replay(const char *json, size_t len, const llmc_sse_replay_opts_t *o, char **out,
                     size_t *out_len);
+
+/* ---- a shared stream for a client that did not ask for usage ------------- */
+
+/*
+ * True when data (one event's data, len bytes) is the chunk that
+ * stream_options.include_usage adds at the end of a stream: a JSON object
+ * whose "choices" is an empty array and whose "usage" is not null. A chunk
+ * that has choices is never one, whatever usage it carries (DeepSeek puts
+ * usage on its last content chunk), nor is a choice-less chunk without usage
+ * (Azure's prompt_filter_results).
+ */
+bool llmc_sse_is_usage_chunk(const char *data, size_t len);
+
+/*
+ * Copies the SSE bytes buf (len) to out without the events that
+ * llmc_sse_is_usage_chunk picks, every other byte as it came and in order:
+ * what a client that did not ask for usage gets of a stream that was
+ * requested with it. out may be buf itself (the copy never runs ahead of the
+ * reading) or a buffer of at least len bytes. Returns the bytes written;
+ * *used is how much of buf was dealt with: whole events only, so the caller
+ * passes the rest again with more bytes after it. With eof (no byte follows)
+ * everything is used, an unfinished last block copied as it is. An event
+ * longer than max_event is not looked into: it and everything after it in
+ * buf is copied as is.
+ */
+size_t llmc_sse_drop_usage(const char *buf, size_t len, bool eof, size_t max_event, char *out,
+                           size_t *used);
 
 #endif

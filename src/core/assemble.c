@@ -21,8 +21,10 @@
  * - Replay sends each choice whole, one after the other, rather than
  *   interleaving them as a live stream would: clients merge by index, and
  *   the order keeps the code simple. Fields whose text is not pieced
- *   (role, id, type, function names, logprobs, non-text fields) travel whole
- *   in a choice's first chunk, so the first-wins rule cannot cut them.
+ *   (role, id, type, non-text fields) travel whole in a choice's first
+ *   chunk, so the first-wins rule cannot cut them; a tool call's id, type
+ *   and name travel whole in its own first chunk. Logprobs travel whole too,
+ *   but in the choice's second chunk (replay_chat_choice says why).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -648,6 +650,7 @@ typedef struct rp {
     json_t *base;       /* the chunk's top-level fields; "choices" set per chunk */
     int kind;
     size_t piece;
+    json_t *lp;         /* a chat choice's logprobs, for its next chunk (borrowed) */
 } rp_t;
 
 /* Writes base with choices = [c] (c: a new reference, consumed; [] when
@@ -673,9 +676,13 @@ static int emit(rp_t *r, json_t *c)
 }
 
 /* A chat chunk's choice; delta (a new reference) is consumed, index, lp and
- * fr are borrowed (NULL: null). */
+ * fr are borrowed (NULL: null, or the logprobs pending in r). */
 static int emit_delta(rp_t *r, json_t *index, json_t *delta, json_t *lp, json_t *fr)
 {
+    if (!lp && r->lp) {
+        lp = r->lp;
+        r->lp = NULL;
+    }
     json_t *c = delta ? json_pack("{s:O,s:O,s:O,s:O}", "index", index, "delta", delta, "logprobs",
                                   lp ? lp : json_null(), "finish_reason", fr ? fr : json_null())
                       : NULL;
@@ -725,13 +732,15 @@ static json_t *delta_of(const char *key, size_t klen, const char *p, size_t n)
 }
 
 /* Emits the string s under key (chat: in the delta; text completions: as
- * the choice's text, lp on the first piece) in pieces; "" as one piece. */
-static int emit_text(rp_t *r, json_t *index, const char *key, size_t klen, json_t *s, json_t *lp)
+ * the choice's text, lp on the first piece) in pieces of about piece bytes;
+ * "" as one piece. */
+static int emit_text(rp_t *r, json_t *index, const char *key, size_t klen, json_t *s, json_t *lp,
+                     size_t piece)
 {
     const char *p = json_string_value(s);
     size_t len = json_string_length(s), off = 0;
     do {
-        size_t n = cut((const unsigned char *)p + off, len - off, r->piece);
+        size_t n = cut((const unsigned char *)p + off, len - off, piece);
         int rc = r->kind == K_TEXT
                      ? emit_textc(r, index, p + off, n, off == 0 ? lp : NULL, NULL)
                      : emit_delta(r, index, delta_of(key, klen, p + off, n), NULL, NULL);
@@ -805,6 +814,15 @@ static bool lead_text_key(const char *k, size_t klen)
            key_is(k, klen, "content");
 }
 
+/* The piece size for a message's text field. Only content and refusal are
+ * cut: the official Node SDK's stream helper appends those, but takes any
+ * other field of a delta (reasoning_content, ...) as the whole value, so a
+ * pieced one would come out of it as its last piece only. */
+static size_t piece_for(const rp_t *r, const char *k, size_t klen)
+{
+    return key_is(k, klen, "content") || key_is(k, klen, "refusal") ? r->piece : SIZE_MAX;
+}
+
 static int replay_chat_choice(rp_t *r, json_t *index, json_t *ch)
 {
     json_t *msg = json_object_get(ch, "message");
@@ -833,22 +851,28 @@ static int replay_chat_choice(rp_t *r, json_t *index, json_t *ch)
             if (json_object_setn(d, k, klen, v))
                 goto nomem;
     }
-    int rc = emit_delta(r, index, d, lp, NULL);
+    /* The logprobs go on the choice's second chunk, not its first: the
+     * official Node SDK's stream helper keeps the first chunk's logprobs
+     * object as its own and then appends that same chunk's tokens to it,
+     * counting every token twice (OpenAI's first chunk has none to count). */
+    int rc = emit_delta(r, index, d, NULL, NULL);
     if (rc)
         return rc;
+    r->lp = json_is_null(lp) ? NULL : lp;
 
     static const char *const lead[] = {"reasoning_content", "reasoning", "content"};
     for (size_t i = 0; i < 3; i++) {
         json_t *s = json_object_get(msg, lead[i]);
+        size_t klen_i = strlen(lead[i]);
         if (json_is_string(s) && (json_string_length(s) || i < 2) &&
-            (rc = emit_text(r, index, lead[i], strlen(lead[i]), s, NULL)))
+            (rc = emit_text(r, index, lead[i], klen_i, s, NULL, piece_for(r, lead[i], klen_i))))
             return rc;
     }
     json_object_keylen_foreach(msg, k, klen, v) {
         if (!json_is_string(v) || first_wins(k, klen) || lead_text_key(k, klen) ||
             key_is(k, klen, "tool_calls"))
             continue;
-        if ((rc = emit_text(r, index, k, klen, v, NULL)))
+        if ((rc = emit_text(r, index, k, klen, v, NULL, piece_for(r, k, klen))))
             return rc;
     }
     if (tools_pieced) {
@@ -867,7 +891,7 @@ static int replay_text_choice(rp_t *r, json_t *index, json_t *ch)
 {
     json_t *lp = json_object_get(ch, "logprobs"), *fr = json_object_get(ch, "finish_reason");
     json_t *text = json_object_get(ch, "text");
-    int rc = json_is_string(text) ? emit_text(r, index, "text", 4, text, lp)
+    int rc = json_is_string(text) ? emit_text(r, index, "text", 4, text, lp, r->piece)
                                   : emit_textc(r, index, "", 0, lp, NULL);
     return rc ? rc : emit_textc(r, index, "", 0, NULL, fr);
 }
@@ -965,4 +989,55 @@ fail:
     json_decref(r.base);
     json_decref(root);
     return rc;
+}
+
+/* ---- a shared stream for a client that did not ask for usage ------------- */
+
+bool llmc_sse_is_usage_chunk(const char *data, size_t len)
+{
+    /* Most chunks never mention usage: spare them the parse. */
+    if (!data || !memmem(data, len, "\"usage\"", 7))
+        return false;
+    json_t *root = json_loadb(data, len, JSON_ALLOW_NUL, NULL);
+    json_t *choices = json_object_get(root, "choices"), *usage = json_object_get(root, "usage");
+    bool yes = json_is_array(choices) && json_array_size(choices) == 0 && usage &&
+               !json_is_null(usage);
+    json_decref(root);
+    return yes;
+}
+
+/* True when the event is a usage chunk; multi-line data is joined first. */
+static bool event_is_usage(const llmc_sse_event_t *ev)
+{
+    if (ev->data_lines == 0)
+        return false;
+    if (ev->data)
+        return llmc_sse_is_usage_chunk(ev->data, ev->data_len);
+    char *d = malloc(ev->data_len + 1);
+    bool yes = d && llmc_sse_is_usage_chunk(d, llmc_sse_event_data(ev, d, ev->data_len + 1));
+    free(d);
+    return yes;
+}
+
+size_t llmc_sse_drop_usage(const char *buf, size_t len, bool eof, size_t max_event, char *out,
+                           size_t *used)
+{
+    size_t off = 0, w = 0;
+    while (off < len) {
+        llmc_sse_event_t ev;
+        size_t n = 0;
+        int rc = eof ? llmc_sse_next_eof(buf + off, len - off, max_event, &ev, &n)
+                     : llmc_sse_next(buf + off, len - off, max_event, &ev, &n);
+        if (rc == 0 && !eof)
+            break; /* an unfinished event: decided once it is whole */
+        if (rc != 1) /* the end of the stream, or an event too long to look into */
+            n = len - off;
+        else if (event_is_usage(&ev))
+            n = 0;
+        memmove(out + w, buf + off, n); /* out may be buf: w <= off */
+        w += n;
+        off += rc == 1 ? ev.raw_len : n;
+    }
+    *used = off;
+    return w;
 }

@@ -159,11 +159,32 @@ static void on_head(void *arg, int status, const char *ctype, const char *pass, 
     llmc_flight_head(ft->f, status, ctype, pass, pass_len);
 }
 
+/* Steps over a UTF-8 byte-order mark at the very start of the stream, which
+   WHATWG (and so every client's decoder) drops: read as part of the first
+   field's name it would lose the first event. False while the bytes so far
+   could still be the start of one. */
+static bool skip_bom(fetch_t *ft, bool eof)
+{
+    static const char bom[] = "\xEF\xBB\xBF";
+    llmc_flight_t *f = ft->f;
+    if (ft->sse_off != 0 || f->body_len == 0)
+        return true;
+    size_t n = f->body_len < 3 ? f->body_len : 3;
+    if (memcmp(f->body, bom, n) != 0)
+        return true;
+    if (n < 3)
+        return eof;
+    ft->sse_off = 3;
+    return true;
+}
+
 /* Feeds the stream's complete events to the assembler. Only this thread
    writes the flight's body, so reading it here needs no lock. */
 static void assemble_events(fetch_t *ft, bool eof)
 {
     llmc_flight_t *f = ft->f;
+    if (!skip_bom(ft, eof))
+        return;
     while (!ft->sse_err && ft->sse_off < f->body_len) {
         llmc_sse_event_t ev;
         size_t used = 0;
@@ -465,6 +486,11 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
         fetch_free(ft);
         return LLMC_ENOMEM;
     }
+    /* Before the call starts, so every waiter that sees a byte of the
+       answer sees this too. */
+    pthread_mutex_lock(&ft->f->mu);
+    ft->f->upstream_usage = gr->stream && gr->include_usage;
+    pthread_mutex_unlock(&ft->f->mu);
     ft->private_scope = gr->private_scope;
     ft->ttl_ms = gr->policy.ttl_ms;
     snprintf(ft->ns, sizeof(ft->ns), "%s", gr->policy.ns);

@@ -62,6 +62,10 @@ struct llmc_flight {
     bool invalid;                 /* 2xx but not a valid answer (not JSON, cut stream) */
     char *assembled;              /* a stream's answer as one JSON completion, or NULL */
     size_t assembled_len;
+    /* The upstream was asked for a stream with stream_options.include_usage,
+       so its answer ends with a usage chunk (choices: []) that a waiter who
+       did not ask for one must not get. Set by the leader before the call. */
+    bool upstream_usage;
     unsigned nwaiters;
     llmc_flight_waiter_t *waiters;
 };

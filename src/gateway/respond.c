@@ -445,6 +445,30 @@ static const char *flight_json(const llmc_flight_t *f, size_t *len)
     return f->assembled;
 }
 
+/* A usage chunk is a few hundred bytes. A longer event is none, so the
+   usage filter passes it on as it comes instead of holding it back (and
+   copying it again on every step) until its end. */
+#define USAGE_EVENT_MAX (64u << 10)
+
+/* A finished stream for a waiter that did not ask for the usage chunk the
+   upstream was asked for (by the request that started the call): the same
+   bytes without it. */
+static void respond_sse_without_usage(gw_req_t *gr, const llmc_flight_t *f, const char *h,
+                                      size_t n)
+{
+    char *body = malloc(f->body_len + 1);
+    if (!body) {
+        llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
+        return;
+    }
+    size_t used;
+    size_t blen = f->body_len ? llmc_sse_drop_usage(f->body, f->body_len, true, USAGE_EVENT_MAX,
+                                                    body, &used)
+                              : 0;
+    uv_buf_t buf = uv_buf_init(body, (unsigned)blen);
+    llmc_http_respond(gr->req, f->status, h, n, &buf, 1, free, body);
+}
+
 void llmc__gw_respond_flight(gw_req_t *gr)
 {
     llmc_flight_t *f = gr->flight;
@@ -487,6 +511,8 @@ void llmc__gw_respond_flight(gw_req_t *gr)
         respond_ask(gr, f->status, h, n, json, len, false);
     } else if (replay) {
         respond_replay(gr, f->status, h, n, json, len);
+    } else if (raw_sse && f->upstream_usage && !gr->include_usage) {
+        respond_sse_without_usage(gr, f, h, n);
     } else {
         const char *body = ok2xx && !raw_sse ? json : f->body ? f->body : "";
         size_t blen = ok2xx && !raw_sse ? len : f->body_len;
@@ -507,13 +533,19 @@ void llmc__gw_stream_step(gw_req_t *gr)
     bool done = f->done, failed = f->err != 0;
     int status = f->status;
     bool relay = f->head_known && status / 100 == 2;
-    size_t len = relay && f->body_len > gr->sent ? f->body_len - gr->sent : 0;
-    char *chunk = len ? malloc(len) : NULL;
+    bool drop_usage = f->upstream_usage && !gr->include_usage;
+    size_t have = relay && f->body_len > gr->sent ? f->body_len - gr->sent : 0;
+    char *chunk = have ? malloc(have) : NULL;
     if (chunk)
-        memcpy(chunk, f->body + gr->sent, len);
+        memcpy(chunk, f->body + gr->sent, have);
     pthread_mutex_unlock(&f->mu);
+    /* len: the bytes that go out; used: the bytes of the body dealt with
+       (an unfinished event waits for the rest when usage is dropped). */
+    size_t len = have, used = have;
+    if (chunk && drop_usage)
+        len = llmc_sse_drop_usage(chunk, have, done, USAGE_EVENT_MAX, chunk, &used);
 
-    if (!gr->started && relay && !(done && failed && !len)) {
+    if (!gr->started && relay && !(done && failed && !have)) {
         char h[HDR_CAP];
         size_t n = hadd(h, 0, "Content-Type: %s\r\n",
                         f->content_type[0] ? f->content_type : "text/event-stream");
@@ -526,9 +558,9 @@ void llmc__gw_stream_step(gw_req_t *gr)
         }
         gr->started = llmc_http_stream_begin(gr->req, status, h, n) == 0;
     }
-    if (gr->started && chunk && gr->req)
+    if (gr->started && chunk && len && gr->req)
         llmc_http_stream_write(gr->req, chunk, len);
-    gr->sent += len;
+    gr->sent += used;
     free(chunk);
     if (!done || !gr->req)
         return;

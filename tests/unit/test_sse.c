@@ -920,6 +920,100 @@ static void test_replay_pieces(void **state)
     }
 }
 
+/* Logprobs travel once, never on a choice's first chunk: the official Node
+ * SDK's stream helper (ChatCompletionStream) keeps a choice's first
+ * logprobs object as its own and appends that same chunk's tokens to it, so
+ * tokens on a first chunk end up in its final completion twice. */
+static void test_replay_logprobs_not_on_first_chunk(void **state)
+{
+    (void)state;
+    static const char two[] =
+        "{\"id\":\"c\",\"object\":\"chat.completion\",\"choices\":["
+        "{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"\"},"
+        "\"logprobs\":{\"content\":[{\"token\":\"\",\"logprob\":0,\"bytes\":[],"
+        "\"top_logprobs\":[]}],\"refusal\":null},\"finish_reason\":\"stop\"},"
+        "{\"index\":1,\"message\":{\"role\":\"assistant\",\"content\":\"Yes\"},"
+        "\"logprobs\":{\"content\":[{\"token\":\"Yes\",\"logprob\":-0.5,\"bytes\":[89,101,115],"
+        "\"top_logprobs\":[]}],\"refusal\":null},\"finish_reason\":\"stop\"}]}";
+    const char *const stored[] = {CHAT_USAGE_WANT, two};
+    for (size_t k = 0; k < 2; k++) {
+        for (size_t piece = 1; piece <= 24; piece += 23) {
+            size_t len;
+            char *body = replay(stored[k], piece, false, &len);
+            size_t n = check_framing(body, len);
+            bool seen[2] = {false, false};
+            size_t carried[2] = {0, 0};
+            for (size_t i = 0; i + 1 < n; i++) {
+                json_t *e = event_json(body, len, i);
+                json_t *c = json_array_get(json_object_get(e, "choices"), 0);
+                size_t ix = (size_t)json_integer_value(json_object_get(c, "index"));
+                assert_true(ix < 2);
+                json_t *lp = json_object_get(c, "logprobs");
+                if (!seen[ix])
+                    assert_true(json_is_null(lp)); /* the choice's first chunk */
+                else if (!json_is_null(lp))
+                    carried[ix]++;
+                seen[ix] = true;
+                json_decref(e);
+            }
+            assert_int_equal(carried[0], 1);
+            assert_int_equal(carried[1], k == 1 ? 1 : 0);
+            free(body);
+        }
+    }
+}
+
+/* Only content and refusal are cut into pieces: the official Node SDK's
+ * stream helper appends those but takes any other field of a delta as the
+ * whole value, so a pieced reasoning_content would come out of it as its
+ * last piece. */
+static void test_replay_other_text_fields_whole(void **state)
+{
+    (void)state;
+    static const char stored[] =
+        "{\"id\":\"r\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":"
+        "{\"role\":\"assistant\",\"content\":\"Four, surely.\",\"reasoning_content\":"
+        "\"The user asks 2+2.\",\"reasoning\":\"Add them up.\",\"x_note\":\"an extension\","
+        "\"refusal\":\"No, not that.\"},\"logprobs\":null,\"finish_reason\":\"stop\"}]}";
+    static const char *const whole[] = {"reasoning_content", "reasoning", "x_note"};
+    static const char *const value[] = {"The user asks 2+2.", "Add them up.", "an extension"};
+    size_t len;
+    char *body = replay(stored, 4, false, &len);
+    size_t n = check_framing(body, len), content_pieces = 0, refusal_pieces = 0;
+    size_t seen[3] = {0, 0, 0};
+    for (size_t i = 0; i + 1 < n; i++) {
+        json_t *e = event_json(body, len, i);
+        json_t *d = json_object_get(json_array_get(json_object_get(e, "choices"), 0), "delta");
+        for (size_t w = 0; w < 3; w++) {
+            json_t *v = json_object_get(d, whole[w]);
+            if (json_is_string(v) && json_string_length(v)) {
+                seen[w]++;
+                assert_string_equal(json_string_value(v), value[w]);
+            }
+        }
+        const char *c = json_string_value(json_object_get(d, "content"));
+        content_pieces += c && *c;
+        const char *rf = json_string_value(json_object_get(d, "refusal"));
+        refusal_pieces += rf && *rf;
+        json_decref(e);
+    }
+    for (size_t w = 0; w < 3; w++)
+        if (seen[w] != 1)
+            fail_msg("%s came in %zu chunks, want 1", whole[w], seen[w]);
+    assert_true(content_pieces > 1);
+    assert_true(refusal_pieces > 1);
+    /* And it assembles back to the stored answer. */
+    int rc;
+    llmc_sse_asm_t *a = assemble(body, len, &rc);
+    assert_int_equal(rc, 0);
+    size_t jlen;
+    char *j = result_of(a, &jlen);
+    assert_json_eq(j, jlen, stored);
+    free(j);
+    llmc_sse_asm_free(a);
+    free(body);
+}
+
 static void test_replay_bad_input(void **state)
 {
     (void)state;
@@ -936,6 +1030,144 @@ static void test_replay_bad_input(void **state)
     assert_int_equal(llmc_sse_replay(CHAT_N2_WANT, strlen(CHAT_N2_WANT), NULL, &out, &len), 0);
     check_framing(out, len);
     free(out);
+}
+
+
+/* ---- usage chunks dropped for a client that did not ask ---------------------- */
+
+static void test_usage_chunk_recognized(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *data;
+        bool usage;
+    } cases[] = {
+        {"{\"id\":\"x\",\"choices\":[],\"usage\":{\"total_tokens\":11}}", true},
+        {"{\"choices\" : [ ], \"usage\" : {\"total_tokens\":1}}", true},
+        /* usage on a chunk that still has a choice (DeepSeek): content, keep it */
+        {"{\"choices\":[{\"index\":0,\"delta\":{}}],\"usage\":{\"total_tokens\":3}}", false},
+        /* include_usage puts "usage": null on every other chunk */
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"usage\":null}", false},
+        {"{\"choices\":[],\"usage\":null}", false},
+        /* Azure's first chunk: no choices, no usage */
+        {"{\"choices\":[],\"prompt_filter_results\":[]}", false},
+        {"{\"usage\":{\"total_tokens\":1}}", false},
+        {"[DONE]", false},
+        {"{\"choices\":[],\"usage\":", false},
+        {"\"usage\"", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        if (llmc_sse_is_usage_chunk(cases[i].data, strlen(cases[i].data)) != cases[i].usage)
+            fail_msg("case %zu (%s): want %d", i, cases[i].data, cases[i].usage);
+    assert_false(llmc_sse_is_usage_chunk(NULL, 0));
+}
+
+/* s (len) with the events llmc_sse_is_usage_chunk picks cut out, as a
+ * client that reads it all at once would want it; malloc'd. */
+static char *stream_without_usage(const char *s, size_t len, size_t *out_len)
+{
+    char *o = malloc(len + 1);
+    assert_non_null(o);
+    size_t off = 0, n = 0, used;
+    llmc_sse_event_t ev;
+    while (llmc_sse_next_eof(s + off, len - off, SIZE_MAX, &ev, &used) == 1) {
+        char *d = malloc(ev.data_len + 1);
+        assert_non_null(d);
+        llmc_sse_event_data(&ev, d, ev.data_len + 1);
+        if (!llmc_sse_is_usage_chunk(d, ev.data_len)) {
+            memcpy(o + n, s + off, used);
+            n += used;
+        }
+        free(d);
+        off += used;
+    }
+    memcpy(o + n, s + off, len - off); /* an unfinished tail goes as it is */
+    n += len - off;
+    o[n] = '\0';
+    *out_len = n;
+    return o;
+}
+
+/* Relays s as it would arrive in two reads split at k, the way a waiter's
+ * relay step runs: each step filters (in place) what it has not dealt with
+ * yet, and keeps the unfinished rest for the next. */
+static char *relay_split(const char *s, size_t len, size_t k, size_t *out_len)
+{
+    char *o = malloc(len + 1), *b = malloc(len + 1);
+    assert_non_null(o);
+    assert_non_null(b);
+    size_t done = 0, n = 0;
+    size_t ends[2] = {k, len};
+    for (int r = 0; r < 2; r++) {
+        size_t have = ends[r] - done, used = 99;
+        memcpy(b, s + done, have);
+        size_t w = llmc_sse_drop_usage(b, have, r == 1, 4096, b, &used);
+        assert_true(w <= used && used <= have);
+        memcpy(o + n, b, w);
+        n += w;
+        done += used;
+    }
+    assert_int_equal(done, len);
+    free(b);
+    *out_len = n;
+    return o;
+}
+
+static void test_drop_usage_every_split(void **state)
+{
+    (void)state;
+    static const char *const eols[] = {"\n", "\r\n", "\r"};
+    for (size_t r = 0; r < NREC; r++) {
+        for (size_t e = 0; e < 3; e++) {
+            size_t len, want_len;
+            char *s = with_eol(recorded[r].stream, recorded[r].len, eols[e], &len);
+            char *want = stream_without_usage(s, len, &want_len);
+            if (recorded[r].stream == CHAT_USAGE) {
+                assert_true(want_len < len);
+                assert_null(strstr(want, "\"choices\":[],"));
+            } else {
+                assert_int_equal(want_len, len); /* no usage chunk: every byte goes */
+            }
+            for (size_t k = 0; k <= len; k++) {
+                size_t got_len;
+                char *got = relay_split(s, len, k, &got_len);
+                if (got_len != want_len || memcmp(got, want, want_len) != 0)
+                    fail_msg("%s eol %zu split %zu: got\n%.*s\nwant\n%.*s", recorded[r].name, e,
+                             k, (int)got_len, got, (int)want_len, want);
+                free(got);
+            }
+            free(want);
+            free(s);
+        }
+    }
+}
+
+/* The end of the stream sends an unfinished block as it is; an event too
+ * long to look into passes untouched. */
+static void test_drop_usage_tail_and_long_event(void **state)
+{
+    (void)state;
+#define USAGE1 "data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n\n"
+#define USAGE2_CUT "data: {\"choices\":[],\"usage\":{\"total_tokens\":2}}\n"
+    static const char s[] = USAGE1 USAGE2_CUT;
+    const size_t first = sizeof USAGE1 - 1, len = sizeof s - 1;
+    char out[sizeof s];
+    size_t used;
+    /* Not the end yet: the whole usage event goes, the unfinished one waits. */
+    assert_int_equal(llmc_sse_drop_usage(s, len, false, 4096, out, &used), 0);
+    assert_int_equal(used, first);
+    /* The end: the unfinished block is sent as it came. */
+    size_t w = llmc_sse_drop_usage(s + first, len - first, true, 4096, out, &used);
+    assert_int_equal(used, len - first);
+    assert_int_equal(w, len - first);
+    assert_memory_equal(out, USAGE2_CUT, w);
+    /* Events longer than max_event are not looked into. */
+    w = llmc_sse_drop_usage(s, len, true, 10, out, &used);
+    assert_int_equal(used, len);
+    assert_int_equal(w, len);
+    assert_memory_equal(out, s, len);
+#undef USAGE1
+#undef USAGE2_CUT
 }
 
 int main(void)
@@ -958,7 +1190,12 @@ int main(void)
         cmocka_unit_test(test_replay_upstream_answer),
         cmocka_unit_test(test_replay_usage_on_off),
         cmocka_unit_test(test_replay_pieces),
+        cmocka_unit_test(test_replay_logprobs_not_on_first_chunk),
+        cmocka_unit_test(test_replay_other_text_fields_whole),
         cmocka_unit_test(test_replay_bad_input),
+        cmocka_unit_test(test_usage_chunk_recognized),
+        cmocka_unit_test(test_drop_usage_every_split),
+        cmocka_unit_test(test_drop_usage_tail_and_long_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
