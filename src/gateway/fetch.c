@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
@@ -74,26 +75,68 @@ static void fetch_free(fetch_t *ft)
 
 /* ---- retries ------------------------------------------------------------ */
 
-/* Milliseconds a Retry-After (delta-seconds) asks for, or dflt. */
+/* Longest wait a Retry-After is taken for: past --upstream-timeout's
+   maximum no retry fits anyway, and the bound keeps the sums below small. */
+#define RETRY_AFTER_MAX_S 86400u
+
+/* Seconds a Retry-After value asks for (RFC 9110 10.2.3: delta-seconds, or
+   an HTTP-date, which is read in the C locale we run in), at most
+   RETRY_AFTER_MAX_S; -1 when it is neither. */
+static int64_t retry_after_s(const char *v)
+{
+    uint64_t s = 0;
+    struct tm tm;
+    const char *end;
+
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (*v >= '0' && *v <= '9') {
+        for (; *v >= '0' && *v <= '9'; v++)
+            s = s > RETRY_AFTER_MAX_S ? s : s * 10 + (uint64_t)(*v - '0');
+        end = v;
+    } else {
+        memset(&tm, 0, sizeof(tm));
+        if (!(end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm)))
+            return -1;
+        time_t at = timegm(&tm), now = time(NULL);
+        s = at > now ? (uint64_t)(at - now) : 0;
+    }
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (*end != '\0' && *end != '\r')
+        return -1;
+    return (int64_t)(s < RETRY_AFTER_MAX_S ? s : RETRY_AFTER_MAX_S);
+}
+
+/* Milliseconds the Retry-After among pass's "Name: value\r\n" lines asks
+   for, or dflt when there is none or it cannot be read. */
 static uint64_t retry_after_ms(const char *pass, size_t len, uint64_t dflt)
 {
     static const char name[] = "retry-after:";
+    char v[64];
     for (size_t i = 0; i + sizeof(name) - 1 < len; i++) {
         if ((i == 0 || pass[i - 1] == '\n') && strncasecmp(pass + i, name, sizeof(name) - 1) == 0) {
-            char *end;
-            unsigned long v = strtoul(pass + i + sizeof(name) - 1, &end, 10);
-            return end != pass + i + sizeof(name) - 1 ? (uint64_t)v * 1000 : dflt;
+            const char *p = pass + i + sizeof(name) - 1, *eol = memchr(p, '\r', len - (size_t)(p - pass));
+            size_t n = eol ? (size_t)(eol - p) : len - (size_t)(p - pass);
+            if (n >= sizeof(v))
+                return dflt;
+            memcpy(v, p, n);
+            v[n] = '\0';
+            int64_t s = retry_after_s(v);
+            return s < 0 ? dflt : (uint64_t)s * 1000;
         }
     }
     return dflt;
 }
 
-/* True when a retry after wait_ms still fits the upstream timeout. */
+/* True when a retry after wait_ms still fits the upstream timeout (written
+   so that no sum can wrap around). */
 static bool retry_fits(fetch_t *ft, uint64_t wait_ms)
 {
-    uint64_t now = uv_now(&ft->w->loop);
+    uint64_t elapsed = uv_now(&ft->w->loop) - ft->started_ms;
+    uint64_t budget = (uint64_t)ft->w->gw->cfg->upstream_timeout;
     return ft->retries_left > 0 && ft->f->body_len == 0 && !ft->f->head_known &&
-           now - ft->started_ms + wait_ms < (uint64_t)ft->w->gw->cfg->upstream_timeout;
+           elapsed < budget && wait_ms < budget - elapsed;
 }
 
 /* A status the upstream refused the request with (so the model never ran

@@ -103,6 +103,8 @@ typedef struct controls {
     size_t bytes;
     uint64_t chunk_delay_ms;
     bool split_bytes;
+    bool retry_after_set;
+    char retry_after[41];    /* with status: the Retry-After to send ("" for none) */
 } controls_t;
 
 typedef struct mreq {
@@ -178,8 +180,10 @@ static void send_body(mreq_t *mr, int status, char *body, size_t len)
 
 static void status_answer(mreq_t *mr)
 {
-    char hdrs[96];
+    char hdrs[160];
     const char *type = mr->ctl.status >= 500 ? "server_error" : "invalid_request_error";
+    const char *ra = mr->ctl.retry_after_set ? mr->ctl.retry_after
+                     : mr->ctl.status == 429 ? "1" : "";
     const char *code = NULL, *msg = "mock: error requested";
 
     for (size_t i = 0; i < sizeof(status_errors) / sizeof(status_errors[0]); i++)
@@ -188,8 +192,8 @@ static void status_answer(mreq_t *mr)
             code = status_errors[i].code;
             msg = status_errors[i].message;
         }
-    snprintf(hdrs, sizeof(hdrs), "%s%s", mr->call_hdr,
-             mr->ctl.status == 429 ? "Retry-After: 1\r\n" : "");
+    snprintf(hdrs, sizeof(hdrs), "%s%s%s%s", mr->call_hdr, ra[0] ? "Retry-After: " : "", ra,
+             ra[0] ? "\r\n" : "");
     send_error(mr, mr->ctl.status, hdrs, type, code, msg);
 }
 
@@ -357,6 +361,27 @@ static int parse_fault(const json_t *f, enum fault *out, char *err, size_t errle
     return LLMC_EINVAL;
 }
 
+/* mock.retry_after: a header value to send as it is, so that tests can send
+   what a real upstream might (an HTTP-date, a negative or huge number). */
+static int retry_after_field(const json_t *v, controls_t *ctl, char *err, size_t errlen)
+{
+    const char *s = json_string_value(v);
+    if (!v)
+        return 0;
+    if (!s || strlen(s) >= sizeof(ctl->retry_after)) {
+        snprintf(err, errlen, "mock.retry_after must be a string of at most 40 bytes");
+        return LLMC_EINVAL;
+    }
+    for (const char *p = s; *p; p++)
+        if (*p < 0x20 || *p > 0x7e) {
+            snprintf(err, errlen, "mock.retry_after must be printable ASCII");
+            return LLMC_EINVAL;
+        }
+    snprintf(ctl->retry_after, sizeof(ctl->retry_after), "%s", s);
+    ctl->retry_after_set = true;
+    return 0;
+}
+
 static int parse_controls(const json_t *body, controls_t *ctl, char *err, size_t errlen)
 {
     const json_t *o = json_object_get(body, "mock");
@@ -384,6 +409,8 @@ static int parse_controls(const json_t *body, controls_t *ctl, char *err, size_t
         snprintf(err, errlen, "mock.split must be \"bytes\"");
         return LLMC_EINVAL;
     }
+    if ((rc = retry_after_field(json_object_get(o, "retry_after"), ctl, err, errlen)))
+        return rc;
     ctl->status = (int)status;
     ctl->bytes = (size_t)bytes;
     ctl->split_bytes = split != NULL;

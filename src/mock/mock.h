@@ -12,6 +12,8 @@
  * the JSON body (the gateway forwards bodies unchanged):
  *   latency_ms      this request's delay instead of the configured one
  *   status          answer this status with an OpenAI error (429 adds Retry-After: 1)
+ *   retry_after     with status: send this Retry-After value instead (printable
+ *                   ASCII, at most 40 bytes; "" sends none)
  *   fault           "reset"        close the connection without an answer
  *                   "truncate"     send the head and half the body, then close
  *                   "invalid-json" 200 with a body that is not JSON

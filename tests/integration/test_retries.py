@@ -4,7 +4,10 @@ A connect failure, 429 and 503 are retried within the budget (the request
 never ran on the model); Retry-After is honoured; failures after which the
 model may have seen the request are retried only with --retry-unsafe, and
 never once something was relayed to the client."""
+import email.utils
 import time
+
+import pytest
 
 from conftest import assert_error_shape, chat_body, free_port, read_stream
 
@@ -89,3 +92,30 @@ def test_a_stream_already_relayed_is_never_retried(gateway_factory, mock):
     assert b"data:" in got and b"[DONE]" not in got
     assert mock.stats()["chat"] == 1
     assert g.stats()["upstream_retries"] == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "18446744073709551616", "soon"])
+def test_unreadable_or_huge_retry_after_never_hangs_the_request(gateway_factory, mock, value):
+    """Retry-After: -1 (or a number past 64 bits) once wrapped the wait to
+    centuries, which the budget check then wrapped back into "fits": the
+    client waited forever. An unreadable value now means the default backoff,
+    a huge one a wait that does not fit: either way the 429 comes back."""
+    g = gateway_factory(mock, args=["--upstream-retries", "1", "--upstream-timeout", "5"])
+    t0 = time.monotonic()
+    r = g.chat(chat_body(f"odd retry-after {value}",
+                         mock={"status": 429, "retry_after": value, "latency_ms": 1100}),
+               timeout=10)
+    assert r.status_code == 429
+    assert time.monotonic() - t0 < 4.0
+    huge = value.isdigit()
+    assert mock.stats()["chat"] == (1 if huge else 2), "huge: no retry fits; else one retry"
+
+
+def test_retry_after_as_an_http_date_is_honoured(gateway_factory, mock):
+    g = gateway_factory(mock, args=["--upstream-retries", "1"])
+    when = email.utils.formatdate(time.time() + 3, usegmt=True)
+    t0 = time.monotonic()
+    r = g.chat(chat_body("retry at a date", mock={"status": 429, "retry_after": when}))
+    took = time.monotonic() - t0
+    assert r.status_code == 429 and mock.stats()["chat"] == 2
+    assert 1.5 <= took <= 4.5, f"Retry-After: {when} waited {took:.2f}s"
