@@ -64,8 +64,9 @@ int llmc_cache_get(llmc_cache_t *c, const llmc_key_t *key, int64_t now_ms, llmc_
  * Stores e under e->key, replacing any entry with that key, and evicts with
  * SIEVE until the shard is within its budget. Takes its own reference; the
  * caller keeps theirs. Returns 0, or LLMC_E2BIG when e is bigger than
- * max_entry_share of the budget (nothing is stored), or LLMC_EINVAL when e
- * already sits in a cache. Any thread.
+ * max_entry_share of the budget (e is not stored, and the entry it would
+ * have replaced is removed all the same), or LLMC_EINVAL when e already
+ * sits in a cache. Any thread.
  */
 int llmc_cache_put(llmc_cache_t *c, llmc_entry_t *e, int64_t now_ms);
 

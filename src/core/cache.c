@@ -378,28 +378,33 @@ int llmc_cache_put(llmc_cache_t *c, llmc_entry_t *e, int64_t now_ms)
     uint64_t h = key_hash(&e->key);
     struct shard *s = shard_of(c, h);
     llmc_entry_t *grave = NULL;
+    int rc = 0;
 
-    if (charge > c->entry_limit) {
-        atomic_fetch_add_explicit(&c->too_big, 1, memory_order_relaxed);
-        return LLMC_E2BIG;
-    }
     pthread_mutex_lock(&s->mu);
     if (e->in_cache) {
         pthread_mutex_unlock(&s->mu);
         return LLMC_EINVAL;
     }
     llmc_entry_t **pp = chain_find(s, &e->key, h);
-    /* A replaced answer is neither evicted nor purged: it was superseded. */
+    /* A replaced answer is neither evicted nor purged: it was superseded.
+       That holds for a replacement too big to keep as well (memcached
+       unlinks the old item on a failed set for the same reason): left in,
+       the older answer would be served after a newer one was seen. */
     if (*pp)
         do_unlink(s, pp, &grave);
-    /* Evict before inserting, so the new entry is never its own victim. */
-    while (s->count && s->bytes + charge > s->budget)
-        do_evict_one(s, &grave);
-    do_insert(s, e, h);
+    if (charge > c->entry_limit) {
+        atomic_fetch_add_explicit(&c->too_big, 1, memory_order_relaxed);
+        rc = LLMC_E2BIG;
+    } else {
+        /* Evict before inserting, so the new entry is never its own victim. */
+        while (s->count && s->bytes + charge > s->budget)
+            do_evict_one(s, &grave);
+        do_insert(s, e, h);
+    }
     do_maybe_resize(s);
     pthread_mutex_unlock(&s->mu);
     bury(grave);
-    return 0;
+    return rc;
 }
 
 int llmc_cache_delete(llmc_cache_t *c, const llmc_key_t *key)

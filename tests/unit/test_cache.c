@@ -418,6 +418,29 @@ static void test_too_big(void **state)
     llmc_cache_free(c);
 }
 
+/* A new answer too big to keep must not leave the previous answer under its
+   key in place: the client that refreshed got the new one, and every later
+   hit would be served the answer it replaced. */
+static void test_too_big_replacement_drops_old(void **state)
+{
+    (void)state;
+    llmc_cache_t *c = new_cache(10000, 1, 0.5, 0);
+    llmc_key_t k = key_of(1);
+    llmc_entry_t *out;
+
+    assert_int_equal(put_new(c, 1, 100, FOREVER, 0), 0);
+    assert_int_equal(put_new(c, 1, 6000, FOREVER, 0), LLMC_E2BIG);
+    assert_int_equal(llmc_cache_get(c, &k, 0, &out), LLMC_ENOENT);
+    llmc_cache_stats_t st;
+    llmc_cache_stats(c, &st);
+    assert_int_equal(st.entries, 0);
+    assert_int_equal(st.bytes, 0);
+    assert_int_equal(st.too_big, 1);
+    assert_int_equal(st.purged + st.evicted_size + st.evicted_ttl, 0);
+    check_consistent(c);
+    llmc_cache_free(c);
+}
+
 static void test_ref_outlives_eviction(void **state)
 {
     (void)state;
@@ -713,6 +736,7 @@ int main(void)
         cmocka_unit_test(test_sieve_hand_survives_delete),
         cmocka_unit_test(test_byte_bound_random),
         cmocka_unit_test(test_too_big),
+        cmocka_unit_test(test_too_big_replacement_drops_old),
         cmocka_unit_test(test_ref_outlives_eviction),
         cmocka_unit_test(test_sweep_incremental),
         cmocka_unit_test(test_purge_selectors),
