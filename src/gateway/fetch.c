@@ -328,8 +328,15 @@ static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, 
    no-store, so a later hit from disk would contradict both. */
 static bool store_everywhere(llmc_gw_t *gw, llmc_entry_t *e, int64_t now)
 {
-    if (gw->tiers[0]->ops->put(gw->tiers[0], e, now) < 0)
+    if (gw->tiers[0]->ops->put(gw->tiers[0], e, now) < 0) {
+        /* The memory tier dropped what it held under this key; an older
+           answer left in a slower tier would be promoted back on the next
+           request, after a newer one was seen. */
+        llmc_purge_t sel = {.kind = LLMC_PURGE_KEY, .key = e->key};
+        for (unsigned i = 1; i < gw->ntiers; i++)
+            gw->tiers[i]->ops->purge(gw->tiers[i], &sel);
         return false;
+    }
     for (unsigned i = 1; i < gw->ntiers; i++)
         gw->tiers[i]->ops->put(gw->tiers[i], e, now);
     return true;

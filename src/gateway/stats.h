@@ -3,7 +3,7 @@
  *
  * Each worker thread owns one llmc_counters_t and is its only writer, so an
  * increment is a relaxed load and store, not a locked instruction; /stats
- * and /metrics sum the workers' copies. The table makes the struct, the JSON
+ * sums the workers' copies. The table makes the struct, the JSON
  * of /stats and the documentation, so a counter cannot be added in one place
  * and forgotten in another.
  */

@@ -511,3 +511,26 @@ def test_small_write_queue_drops_and_counts_never_stalls(gateway_factory, mock, 
     assert d["stored"] + d["dropped"] == n and d["errors"] == 0, d
     assert d["entries"] == d["stored"], d
     assert g.stats()["tiers"]["memory"]["entries"] == n
+
+
+def test_refresh_too_big_for_memory_takes_the_older_answer_off_disk(gateway_factory, mock, tmp_path):
+    """An answer stored on disk, then refreshed (no-cache) under a memory tier
+    too small to keep the new one: the older copy on disk used to be
+    promoted back on the next request, after a newer answer had been seen."""
+    data = tmp_path / "data"
+    body = chat_body("refreshed while too big", mock={"bytes": 30 * 1024})
+    g = disk_gateway(gateway_factory, mock, data)
+    assert xcache(g.chat(body).headers) == "MISS"
+    wait_committed(g, 1)
+    stop(g)
+    # 64K of memory at 10 %: the 30 KB answer is too big for memory now.
+    g2 = disk_gateway(gateway_factory, mock, data, "--max-memory", "64K")
+    r = g2.chat(body)
+    assert xcache(r.headers) == "HIT" and cache_status(r.headers).get("detail") == "disk", r.headers
+    r = g2.chat(body, headers={"Cache-Control": "no-cache"})
+    assert r.status_code == 200 and xcache(r.headers) != "HIT", r.headers
+    calls = mock.stats()["chat"]
+    wait_until(lambda: dstats(g2)["purged"] >= 1, timeout=10, what="the disk copy to be purged")
+    r = g2.chat(body)
+    assert xcache(r.headers) == "MISS", "the older answer came back from disk"
+    assert mock.stats()["chat"] == calls + 1
