@@ -32,7 +32,7 @@ typedef struct fetch {
     bool store;
     bool private_scope;
     int64_t ttl_ms;
-    bool too_big;
+    bool cut;                  /* cut short (cut_short): take no more bytes */
     char ns[128];
     char model[128];
     /* The request, kept for retries. */
@@ -79,9 +79,9 @@ static void fetch_free(fetch_t *ft)
    maximum no retry fits anyway, and the bound keeps the sums below small. */
 #define RETRY_AFTER_MAX_S 86400u
 
-/* Seconds a Retry-After value asks for (RFC 9110 10.2.3: delta-seconds, or
-   an HTTP-date, which is read in the C locale we run in), at most
-   RETRY_AFTER_MAX_S; -1 when it is neither. */
+/* Seconds a Retry-After value (v: the value alone, NUL-terminated) asks for
+   (RFC 9110 10.2.3: delta-seconds, or an HTTP-date, which is read in the C
+   locale we run in), at most RETRY_AFTER_MAX_S; -1 when it is neither. */
 static int64_t retry_after_s(const char *v)
 {
     uint64_t s = 0;
@@ -103,7 +103,7 @@ static int64_t retry_after_s(const char *v)
     }
     while (*end == ' ' || *end == '\t')
         end++;
-    if (*end != '\0' && *end != '\r')
+    if (*end != '\0')
         return -1;
     return (int64_t)(s < RETRY_AFTER_MAX_S ? s : RETRY_AFTER_MAX_S);
 }
@@ -266,24 +266,31 @@ static bool abandoned(fetch_t *ft)
 
 static void on_done(void *arg, int err, const char *detail);
 
-/* An answer past --max-response-bytes (or one we have no memory for) stops
+/* An answer past --max-response-bytes, or one we have no memory for, stops
    the call at once: reading the rest would only cost time and bandwidth,
    and its clients get a 502 that says why. */
-static void cut_too_big(fetch_t *ft)
+static void cut_short(fetch_t *ft, int err)
 {
-    ft->too_big = true;
+    char why[120] = "no memory to hold the answer";
+    if (err == LLMC_E2BIG)
+        snprintf(why, sizeof(why), "the answer is larger than --max-response-bytes (%lld bytes)",
+                 (long long)ft->w->gw->cfg->max_response_bytes);
+    ft->cut = true;
     llmc_upstream_cancel(ft->call);
-    on_done(ft, LLMC_E2BIG, "");
+    on_done(ft, err, why);
 }
 
 static void on_data(void *arg, const char *buf, size_t len)
 {
     fetch_t *ft = arg;
-    if (ft->too_big || ft->retrying)
+    if (ft->cut || ft->retrying)
         return;
-    if (ft->f->body_len + len > (uint64_t)ft->w->gw->cfg->max_response_bytes ||
-        llmc_flight_data(ft->f, buf, len) < 0) {
-        cut_too_big(ft);
+    if (ft->f->body_len + len > (uint64_t)ft->w->gw->cfg->max_response_bytes) {
+        cut_short(ft, LLMC_E2BIG);
+        return;
+    }
+    if (llmc_flight_data(ft->f, buf, len) < 0) {
+        cut_short(ft, LLMC_ENOMEM);
         return;
     }
     if (ft->as && ft->f->status / 100 == 2)
@@ -402,7 +409,7 @@ static void check_done(uv_work_t *w, int status)
 static bool check_off_loop(fetch_t *ft)
 {
     llmc_flight_t *f = ft->f;
-    if (ft->as || ft->too_big || f->status / 100 != 2 || f->body_len <= INLINE_CHECK_MAX)
+    if (ft->as || ft->cut || f->status / 100 != 2 || f->body_len <= INLINE_CHECK_MAX)
         return false;
     ft->work.data = ft;
     ft->validating = uv_queue_work(&ft->w->loop, &ft->work, check_work, check_done) == 0;
@@ -431,13 +438,6 @@ static void finish(fetch_t *ft, int err, const char *detail)
     llmc_counters_t *c = &ft->w->ctr;
     llmc_entry_t *e = NULL;
     bool invalid = false;
-    char why[120];
-    if (ft->too_big) {
-        err = LLMC_E2BIG;
-        snprintf(why, sizeof(why), "the answer is larger than --max-response-bytes (%lld bytes)",
-                 (long long)ft->w->gw->cfg->max_response_bytes);
-        detail = why;
-    }
     size_t len = 0;
     const char *json = NULL;
     if (err) {

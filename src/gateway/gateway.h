@@ -47,7 +47,7 @@ struct llmc_worker {
     char listen_err[256];
     void *fetches;                   /* upstream calls this worker runs (fetch.c) */
     struct gw_req *spare;            /* finished requests kept for reuse (worker.c) */
-    unsigned nspare;
+    unsigned nspare, spare_max;
     uv_signal_t sigint, sigterm;     /* worker 0 only */
 };
 

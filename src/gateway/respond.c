@@ -4,7 +4,7 @@
  *   X-Cache        HIT | MISS | BYPASS | COALESCED | STALE
  *   Cache-Status   RFC 9211, e.g. "llmcached; hit; ttl=42"
  *   Age            on answers from the cache
- *   Cache-Control  the real freshness left, public or private by scope
+ *   Cache-Control  max-age = the whole lifetime, public or private by scope
  *   ETag           strong, from the stored body
  *   Vary           X-Cache-Namespace, and Authorization under per-key scope
  *   X-Cache-Key    the key in hex
@@ -75,12 +75,12 @@ static size_t hnum(char *h, size_t n, long long v)
     return hcat(h, n, tmp + i, sizeof(tmp) - (size_t)i);
 }
 
-/* Cache-Control, and the ETag when etag is not NULL, for an answer that the
-   cache holds (e), or no-store when it does not. */
-/* max-age is the entry's whole lifetime and Age (sent with hits) how much of
-   it is gone, as an origin server says it: a cache in front of us takes
-   max-age minus Age as the freshness left. max-age = the freshness left
-   would have it subtract the age twice. */
+/* Cache-Control, Vary and (when etag is not NULL) the ETag for an answer
+   that the cache holds (e), or no-store when it does not. max-age is the
+   entry's whole lifetime and Age (sent with hits) how much of it is gone,
+   as an origin server says it: a cache in front of us takes max-age minus
+   Age as the freshness left; max-age = the freshness left would have it
+   subtract the age twice. */
 static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const char *etag)
 {
     if (!e)

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/checkers.h"
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
@@ -62,15 +63,10 @@ void llmc__gw_waiter_notify(llmc_flight_waiter_t *fw)
  * A cache hit would otherwise calloc and free its request context: each
  * worker keeps up to SPARE_MAX finished ones. Only the worker's loop thread
  * takes or returns them (a request lives and dies on its worker). Under
- * AddressSanitizer nothing is kept, so that a use after the end of a
- * request is still caught.
+ * AddressSanitizer and Valgrind nothing is kept (w->spare_max is 0), so
+ * that a use after the end of a request is still caught.
  */
 #define SPARE_MAX 256
-#if defined(__SANITIZE_ADDRESS__)
-#define KEEP_SPARES 0
-#else
-#define KEEP_SPARES 1
-#endif
 
 gw_req_t *llmc__gw_req_new(llmc_worker_t *w)
 {
@@ -86,7 +82,7 @@ gw_req_t *llmc__gw_req_new(llmc_worker_t *w)
 static void req_free(gw_req_t *gr)
 {
     llmc_worker_t *w = gr->w;
-    if (!KEEP_SPARES || w->nspare >= SPARE_MAX) {
+    if (w->nspare >= w->spare_max) {
         free(gr);
         return;
     }
@@ -324,6 +320,7 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
     const llmc_config_t *cfg = gw->cfg;
     w->gw = gw;
     w->id = id;
+    w->spare_max = LLMC_UNDER_ASAN || LLMC_UNDER_VALGRIND() ? 0 : SPARE_MAX;
     if (uv_loop_init(&w->loop) != 0)
         goto fail;
     pthread_mutex_init(&w->inbox_mu, NULL);

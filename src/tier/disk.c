@@ -474,21 +474,26 @@ static int write_batch(disk_t *d, op_t *batch, uint64_t *stored)
     return rc;
 }
 
+/* The bytes to free for batch to fit: its records, and no less than a chunk
+   of pages (small records free a page only once its neighbours went too). */
+static uint64_t room_for(const op_t *batch)
+{
+    uint64_t want = 0;
+    for (const op_t *op = batch; op; op = op->next)
+        want += op->kind == OP_PUT ? llmc_record_size(op->e) : 0;
+    return want > EVICT_CHUNK * 4096 ? want : EVICT_CHUNK * 4096;
+}
+
 static void run_writes(disk_t *d, op_t *batch, size_t nput)
 {
-    uint64_t stored = 0, want = 0;
+    uint64_t stored = 0;
     int rc = 0;
-    for (op_t *op = batch; op; op = op->next)
-        want += op->kind == OP_PUT ? llmc_record_size(op->e) : 0;
-    /* Small records free a page only once its neighbours went too. */
-    if (want < EVICT_CHUNK * 4096)
-        want = EVICT_CHUNK * 4096;
     for (int attempt = 0; attempt <= MAP_FULL_TRIES; attempt++) {
         rc = write_batch(d, batch, &stored);
         if (rc != MDB_MAP_FULL)
             break;
         /* Make room for at least this batch, more each time it fails. */
-        make_room(d, want << attempt);
+        make_room(d, room_for(batch) << attempt);
     }
     if (rc == 0) {
         count(&d->stored, stored);

@@ -109,6 +109,19 @@ def sse(*chunks):
         b"data: [DONE]\n\n"
 
 
+def lead_and_follow(g, path, lead_body, follow_body, lead_events):
+    """Opens a leading stream, reads lead_events of it, then a follower of
+    the same call; reads both to their end and returns them closed."""
+    leader = open_stream(g, path, lead_body)
+    leader.read_events(lead_events)
+    follower = open_stream(g, path, follow_body)
+    follower.read_all()
+    leader.read_all()
+    leader.close()
+    follower.close()
+    return leader, follower
+
+
 # ----------------------------------------------- usage chunks of a shared stream
 
 @pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
@@ -123,13 +136,8 @@ def test_follower_that_did_not_ask_for_usage_gets_no_usage_chunk(gateway, mock, 
     else:
         body = completion_body(PROMPT + " usage shared", stream=True,
                                mock={"chunk_delay_ms": 100})
-    leader = open_stream(gateway, path, dict(body, stream_options={"include_usage": True}))
-    leader.read_events(2)
-    follower = open_stream(gateway, path, body)
-    follower.read_all()
-    leader.read_all()
-    leader.close()
-    follower.close()
+    leader, follower = lead_and_follow(
+        gateway, path, dict(body, stream_options={"include_usage": True}), body, 2)
     assert xcache(leader) == "MISS" and xcache(follower) == "COALESCED"
     assert follower.end == leader.end == "complete"
     lead, foll = parse(leader.data), parse(follower.data)
@@ -152,13 +160,7 @@ def test_follower_that_asked_for_usage_keeps_it_with_odd_splits(gateway, mock):
     stream it has nothing to drop from)."""
     body = body_for(PROMPT + " usage both", split="bytes", chunk_delay_ms=5)
     body["stream_options"] = {"include_usage": True}
-    leader = open_stream(gateway, CHAT, body)
-    leader.read_events(1)
-    follower = open_stream(gateway, CHAT, body)
-    follower.read_all()
-    leader.read_all()
-    leader.close()
-    follower.close()
+    leader, follower = lead_and_follow(gateway, CHAT, body, body, 1)
     assert xcache(follower) == "COALESCED"
     assert follower.body == leader.body
     assert parse(follower.data)["usage_chunks"] == 1
@@ -179,13 +181,8 @@ def test_follower_without_usage_gets_long_events_whole(gateway_factory, scripted
     up = scripted(200, "text/event-stream", pieces)
     g = gateway_factory(up.url)
     body = chat_body("long events", stream=True)
-    leader = open_stream(g, CHAT, dict(body, stream_options={"include_usage": True}))
-    leader.read_events(1)
-    follower = open_stream(g, CHAT, body)
-    follower.read_all()
-    leader.read_all()
-    leader.close()
-    follower.close()
+    leader, follower = lead_and_follow(
+        g, CHAT, dict(body, stream_options={"include_usage": True}), body, 1)
     assert xcache(follower) == "COALESCED" and follower.end == "complete"
     assert parse(leader.data)["usage_chunks"] == 1
     f = parse(follower.data)
