@@ -67,6 +67,7 @@ struct llmc_gw {
     struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */
     llmc_worker_t *workers;
     unsigned nworkers;
+    unsigned nstarted;               /* workers whose handles were set up (worker.c) */
     unsigned upstream_conns;         /* per worker: its libcurl multi's connection cap */
     int log_fd;                      /* access log, -1 when off */
     int64_t started_ms;

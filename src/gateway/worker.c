@@ -270,7 +270,7 @@ static void on_server_closed(void *arg)
     llmc_gw_t *gw = w->gw;
     if (atomic_fetch_sub(&gw->servers_open, 1) == 1) {
         atomic_store(&gw->phase, 2);
-        for (unsigned i = 0; i < gw->nworkers; i++)
+        for (unsigned i = 0; i < gw->nstarted; i++)
             uv_async_send(&gw->workers[i].stop_async);
     }
 }
@@ -304,7 +304,7 @@ void llmc_gw_stop(llmc_gw_t *gw)
     int expected = 0;
     if (!atomic_compare_exchange_strong(&gw->phase, &expected, 1))
         return;
-    for (unsigned i = 0; i < gw->nworkers; i++)
+    for (unsigned i = 0; i < gw->nstarted; i++)
         uv_async_send(&gw->workers[i].stop_async);
 }
 
@@ -313,6 +313,19 @@ static void on_signal(uv_signal_t *s, int signum)
     llmc_worker_t *w = s->data;
     fprintf(stderr, "llmcached: %s, shutting down\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
     llmc_gw_stop(w->gw);
+}
+
+/* Closes the handles a worker whose set-up failed had opened, in reverse,
+   and its loop. Only for a worker that never ran. */
+static void worker_undo(llmc_worker_t *w, bool upstream)
+{
+    if (upstream)
+        llmc_upstream_close(w->upstream, on_upstream_closed, NULL);
+    uv_close((uv_handle_t *)&w->stop_async, close_cb);
+    uv_close((uv_handle_t *)&w->inbox_async, close_cb);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    pthread_mutex_destroy(&w->inbox_mu);
+    uv_loop_close(&w->loop);
 }
 
 static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, size_t errlen)
@@ -334,7 +347,8 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
         .max_host_conns = 0,
         .max_total_conns = gw->upstream_conns,
     };
-    w->upstream = llmc_upstream_new(&w->loop, &ucfg);
+    if (!(w->upstream = llmc_upstream_new(&w->loop, &ucfg)))
+        goto fail_loop;
     unsigned per = (unsigned)(cfg->max_connections / gw->nworkers);
     llmc_http_server_config_t scfg = {
         .limits = {
@@ -349,9 +363,8 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
         .on_done = llmc_gw_done,
         .ctx = w,
     };
-    w->server = llmc_http_server_new(&w->loop, &scfg);
-    if (!w->upstream || !w->server)
-        goto fail;
+    if (!(w->server = llmc_http_server_new(&w->loop, &scfg)))
+        goto fail_upstream;
     if (id == 0) {
         uv_timer_init(&w->loop, &w->tick_timer);
         w->tick_timer.data = w;
@@ -363,6 +376,11 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
         uv_signal_start(&w->sigterm, on_signal, SIGTERM);
     }
     return 0;
+fail_upstream:
+    worker_undo(w, true);
+    goto fail;
+fail_loop:
+    worker_undo(w, false);
 fail:
     snprintf(err, errlen, "could not set up worker %u: out of memory", id);
     return LLMC_ENOMEM;
@@ -404,26 +422,29 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
                 char *err, size_t errlen)
 {
     int rc = 0;
-    unsigned started = 0;
     if (port_taken(gw->listen_host, gw->listen_port, err, errlen) < 0)
         return LLMC_EIO;
     gw->workers = calloc(gw->nworkers, sizeof(*gw->workers));
     if (!gw->workers)
         return LLMC_ENOMEM;
+    /* gw->nstarted counts the workers whose handles exist: stop and
+       shutdown reach those only, so a failure part-way through start-up
+       never touches a worker that was not set up. */
     for (unsigned i = 0; i < gw->nworkers && rc == 0; i++) {
         rc = worker_init(gw, &gw->workers[i], i, err, errlen);
-        if (rc == 0)
-            rc = llmc_http_server_listen(gw->workers[i].server, gw->listen_host,
-                                         i == 0 ? gw->listen_port
-                                                : llmc_http_server_port(gw->workers[0].server),
-                                         true, err, errlen);
-        started = i + 1;
+        if (rc < 0)
+            break;
+        gw->nstarted = i + 1;
+        rc = llmc_http_server_listen(gw->workers[i].server, gw->listen_host,
+                                     i == 0 ? gw->listen_port
+                                            : llmc_http_server_port(gw->workers[0].server),
+                                     true, err, errlen);
     }
-    atomic_store(&gw->servers_open, started);
+    atomic_store(&gw->servers_open, gw->nstarted);
     if (rc < 0) {
         /* Run the normal shutdown so every handle is closed and freed. */
         llmc_gw_stop(gw);
-        for (unsigned i = 0; i < started; i++)
+        for (unsigned i = 0; i < gw->nstarted; i++)
             uv_run(&gw->workers[i].loop, UV_RUN_DEFAULT);
         goto out;
     }
@@ -436,7 +457,7 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
     for (unsigned i = 1; i < gw->nworkers; i++)
         pthread_join(gw->workers[i].thread, NULL);
 out:
-    for (unsigned i = 0; i < started; i++) {
+    for (unsigned i = 0; i < gw->nstarted; i++) {
         uv_loop_close(&gw->workers[i].loop);
         spares_free(&gw->workers[i]);
         pthread_mutex_destroy(&gw->workers[i].inbox_mu);

@@ -583,3 +583,23 @@ def test_thousand_slow_misses_finish_together_while_hits_stay_fast(mock_factory,
         f"hits during the flood took {hit_times}"
     assert mock.stats()["chat"] == N_SLOW + 1
     assert g.stats()["entries"] == N_SLOW + 1
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "8"])
+def test_bind_failure_prints_the_error_and_exits_with_any_number_of_threads(threads):
+    # 192.0.2.1 (TEST-NET-1) is an address this host does not have. With more
+    # than one thread the gateway used to die with SIGSEGV here: the stop
+    # reached workers that were never set up.
+    p = _run_bin(["--listen", "192.0.2.1:18080", "--threads", threads,
+                  "--upstream", "http://127.0.0.1:9/v1"])
+    assert p.returncode > 0, f"exit {p.returncode} (a negative one is a signal): {p.stderr!r}"
+    assert "bind" in p.stderr.lower() or "192.0.2.1" in p.stderr, p.stderr
+
+
+def test_data_dir_failure_prints_the_error_and_exits_with_threads(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    p = _run_bin(["--listen", f"127.0.0.1:{free_port()}", "--threads", "4",
+                  "--upstream", "http://127.0.0.1:9/v1", "--data-dir", str(blocker / "sub")])
+    assert p.returncode > 0, p.stderr
+    assert "data-dir" in p.stderr, p.stderr
