@@ -6,10 +6,12 @@
  * promoted into the faster ones. A purge is sent to every tier, so that an
  * invalidated answer cannot come back from a lower one.
  *
- * Today every get() answers at once: the memory tier from its hash table,
- * the disk tier from LMDB's memory map, which never takes a write lock.
- * A tier whose get() must wait on a network (Redis) will answer LLMC_EAGAIN
- * and finish through a callback; that is added with the first such tier.
+ * A lookup may answer at once (the memory tier from its hash table, the
+ * disk tier from LMDB's memory map) or later: a tier that waits on a
+ * network or searches by similarity answers LLMC_EAGAIN and completes
+ * through a callback on the asking request's own loop thread. The ordered
+ * list, promotion, store and purge fan-out live in src/tier/set.h; the
+ * gateway talks to that, never to a tier directly.
  */
 #ifndef LLMC_TIER_H
 #define LLMC_TIER_H
@@ -19,6 +21,7 @@
 #include <stdint.h>
 
 #include "llmc/entry.h"
+#include "llmc/stat.h"
 
 typedef struct llmc_tier llmc_tier_t;
 
@@ -40,25 +43,94 @@ typedef struct llmc_purge {
 /* True when e is selected by sel. */
 bool llmc_purge_match(const llmc_purge_t *sel, const llmc_entry_t *e);
 
+/* X(field, "name", KIND, "unit", "help"): every tier reports these (llmc/stat.h). */
+#define LLMC_TIER_STATS_TABLE(X)                                                         \
+    X(entries, "entries", GAUGE, "entries", "Entries the tier holds.")                     \
+    X(bytes, "bytes", GAUGE, "bytes", "Bytes the tier's entries take.")                    \
+    X(max_bytes, "max_bytes", GAUGE, "bytes", "The tier's bound on bytes.")                \
+    X(hits, "hits", COUNTER, "lookups", "Lookups that found an entry (fresh or stale).")   \
+    X(misses, "misses", COUNTER, "lookups", "Lookups that found nothing.")                 \
+    X(stored, "stored", COUNTER, "entries", "Entries written.")                            \
+    X(evicted_size, "evicted_size", COUNTER, "entries", "Entries evicted for room.")       \
+    X(evicted_ttl, "evicted_ttl", COUNTER, "entries", "Entries removed once expired.")     \
+    X(purged, "purged", COUNTER, "entries", "Entries removed by a purge.")                 \
+    X(errors, "errors", COUNTER, "operations", "Failed reads or writes, corrupt records.") \
+    X(dropped, "dropped", COUNTER, "entries", "Writes dropped (full queue, too big).")
+
 typedef struct llmc_tier_stats {
-    uint64_t entries, bytes, max_bytes;
-    uint64_t hits, misses, stored, evicted_size, evicted_ttl, purged;
-    uint64_t errors;       /* failed reads/writes, corrupt records */
-    uint64_t dropped;      /* writes dropped (full queue) */
+    LLMC_TIER_STATS_TABLE(LLMC_STAT_FIELD)
 } llmc_tier_stats_t;
+
+/* The descriptors of llmc_tier_stats_t, LLMC_TIER_NSTATS of them. */
+#define LLMC_TIER_NSTATS 11
+extern const llmc_stat_desc_t llmc_tier_stat_desc[LLMC_TIER_NSTATS];
+
+/*
+ * What a lookup asks. The key is always there. A tier that searches by more
+ * than the key (by similarity) sets wants_query in its ops; then the caller
+ * fills the rest: the canonical JSON body, the endpoint path, the scope
+ * (hex hash of the credential, "" when shared), the namespace and model.
+ * Otherwise those may be NULL (a repeated request skips the JSON work).
+ */
+typedef struct llmc_tier_query {
+    llmc_key_t key;
+    const char *path;
+    const char *body;
+    size_t body_len;
+    const char *scope;
+    const char *ns;
+    const char *model;
+} llmc_tier_query_t;
+
+/*
+ * One lookup in one tier. The caller owns it and keeps it valid until the
+ * lookup has answered: at once (lookup() returned 0 or LLMC_ENOENT) or
+ * through done(), which a tier that answered LLMC_EAGAIN calls exactly
+ * once, later, on the loop thread of worker.
+ */
+typedef struct llmc_tier_lookup llmc_tier_lookup_t;
+struct llmc_tier_lookup {
+    const llmc_tier_query_t *query;
+    int64_t now_ms;
+    unsigned worker;            /* whose loop the lookup runs on (attach's index) */
+    llmc_entry_t *entry;        /* out: a reference on a hit (it may be stale) */
+    /* rc: 0 (entry set), LLMC_ENOENT, or an error (a miss to the caller). */
+    void (*done)(llmc_tier_lookup_t *lk, int rc);
+    void *tier_data;            /* the tier's own, while the lookup is pending */
+};
+
+/* A purge's completion: removed counts entries removed or queued for removal. */
+typedef void (*llmc_tier_purge_cb)(void *arg, size_t removed);
+
+struct uv_loop_s;
 
 typedef struct llmc_tier_ops {
     const char *name; /* "memory", "disk", ... shown in Cache-Status and /stats */
-    /* 0 and a new reference in *out, or LLMC_ENOENT. May return a stale entry
-       kept for stale serving; the caller compares expires_ms. */
+    /* The lookup needs the whole llmc_tier_query_t, not only the key. */
+    bool wants_query;
+    /* Answers at once: 0 and a new reference in *out, or LLMC_ENOENT. May
+       return a stale entry kept for stale serving; the caller compares
+       expires_ms. A tier that cannot answer at once leaves it NULL. */
     int (*get)(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_entry_t **out);
+    /* The general lookup: 0 (lk->entry set), LLMC_ENOENT, or LLMC_EAGAIN:
+       lk->done runs later on lk->worker's loop. NULL: get() is used. */
+    int (*lookup)(llmc_tier_t *t, llmc_tier_lookup_t *lk);
     /* Stores (or queues) e, taking its own reference. 0 or LLMC_E*. */
     int (*put)(llmc_tier_t *t, llmc_entry_t *e, int64_t now_ms);
-    /* Removes what sel selects; returns how many were removed (or queued). */
-    size_t (*purge)(llmc_tier_t *t, const llmc_purge_t *sel);
+    /* Removes what sel selects, then calls done(arg, removed) exactly once:
+       before returning, or later on worker's loop thread. */
+    void (*purge)(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
+                  llmc_tier_purge_cb done, void *arg);
     /* Background upkeep (expiry sweeps); called from a timer with a budget. */
     void (*tick)(llmc_tier_t *t, int64_t now_ms);
     void (*stats)(llmc_tier_t *t, llmc_tier_stats_t *out);
+    /* Optional. attach: worker (0, 1, ...) will run loop; called on the main
+       thread before any worker runs, so a tier may keep a connection per
+       loop. detach: on worker's loop thread at shutdown; completes every
+       lookup and purge still pending there (LLMC_ECANCELED) and closes the
+       tier's handles on that loop. */
+    int (*attach)(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop);
+    void (*detach)(llmc_tier_t *t, unsigned worker);
     void (*destroy)(llmc_tier_t *t);
 } llmc_tier_ops_t;
 

@@ -37,3 +37,9 @@ bool llmc_purge_match(const llmc_purge_t *sel, const llmc_entry_t *e)
     }
     return false;
 }
+
+#define LLMC_STAT_TYPE llmc_tier_stats_t
+const llmc_stat_desc_t llmc_tier_stat_desc[LLMC_TIER_NSTATS] = {
+    LLMC_TIER_STATS_TABLE(LLMC_STAT_DESC)
+};
+#undef LLMC_STAT_TYPE

@@ -329,6 +329,12 @@ static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, 
     return llmc_entry_new(&spec);
 }
 
+static void purged_nothing(void *arg, size_t removed)
+{
+    (void)arg;
+    (void)removed;
+}
+
 /* Puts e into every tier, memory first; false when memory refused it as too
    big. Then no other tier gets it either: --max-entry-percent promises such
    an answer is served but not stored, and the answer goes out marked
@@ -341,7 +347,7 @@ static bool store_everywhere(llmc_gw_t *gw, llmc_entry_t *e, int64_t now)
            request, after a newer one was seen. */
         llmc_purge_t sel = {.kind = LLMC_PURGE_KEY, .key = e->key};
         for (unsigned i = 1; i < gw->ntiers; i++)
-            gw->tiers[i]->ops->purge(gw->tiers[i], &sel);
+            gw->tiers[i]->ops->purge(gw->tiers[i], 0, &sel, purged_nothing, NULL);
         return false;
     }
     for (unsigned i = 1; i < gw->ntiers; i++)

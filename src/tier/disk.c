@@ -916,7 +916,7 @@ static size_t purge_estimate(disk_t *d, const llmc_purge_t *sel)
  * remove for ALL and KEY; for the scanning kinds the count is only known
  * once the writer has run it (stats: purged), and 0 is returned.
  */
-static size_t disk_purge(llmc_tier_t *t, const llmc_purge_t *sel)
+static size_t purge_queue(llmc_tier_t *t, const llmc_purge_t *sel)
 {
     disk_t *d = t->impl;
     size_t vlen = sel->value ? strlen(sel->value) + 1 : 0;
@@ -937,6 +937,15 @@ static size_t disk_purge(llmc_tier_t *t, const llmc_purge_t *sel)
         return 0;
     }
     return n;
+}
+
+/* A queued purge counts as done: the entries it removes are misses from
+   now on (get() checks the pending purges), so done runs at once. */
+static void disk_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
+                       llmc_tier_purge_cb done, void *arg)
+{
+    (void)worker;
+    done(arg, purge_queue(t, sel));
 }
 
 /* Queues one sweep of at most sweep_budget expired entries, unless one is waiting. */

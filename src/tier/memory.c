@@ -48,13 +48,18 @@ static bool match_sel(const llmc_entry_t *e, void *arg)
     return llmc_purge_match(arg, e);
 }
 
-static size_t mem_purge(llmc_tier_t *t, const llmc_purge_t *sel)
+static void mem_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
+                      llmc_tier_purge_cb done, void *arg)
 {
     llmc_cache_t *c = impl(t)->cache;
+    size_t n;
 
+    (void)worker;
     if (sel->kind == LLMC_PURGE_KEY)
-        return llmc_cache_delete(c, &sel->key) == 0 ? 1 : 0;
-    return llmc_cache_purge(c, match_sel, (void *)sel);
+        n = llmc_cache_delete(c, &sel->key) == 0 ? 1 : 0;
+    else
+        n = llmc_cache_purge(c, match_sel, (void *)sel);
+    done(arg, n);
 }
 
 static void mem_tick(llmc_tier_t *t, int64_t now_ms)

@@ -1,0 +1,108 @@
+/*
+ * tier/set.h: the ordered list of cache tiers, the only thing the gateway
+ * talks to about stored answers.
+ *
+ * The set owns the order (fastest first, as added), the walk of a lookup
+ * through it, promotion of a hit in a slower tier into the faster ones,
+ * store-to-every-tier, purge fan-out with one completion, upkeep and
+ * stats. No code outside it knows which tier is which.
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - A lookup may be answered later: when a tier answers LLMC_EAGAIN the
+ *   walk is parked in the caller's llmc_set_lookup_t and resumes by itself
+ *   when that tier calls back (on the lookup's own loop thread); the
+ *   caller hears once, through sl->done, with the walk's final answer.
+ * - The first tier that has an entry answers, even a stale one: whether a
+ *   stale entry may be served is the request's decision, not the set's.
+ * - The front tier (the first) is the one whose bound decides what is
+ *   kept: an answer it refuses as too big is stored nowhere, and the
+ *   key's older answer is purged from every other tier, which would
+ *   otherwise promote it back after a newer one was seen.
+ * - Derived forms of an answer (the /ask body, an SSE replay) live in the
+ *   front tier only: front_get/front_put. The front tier must answer at
+ *   once (it has a get()).
+ */
+#ifndef LLMC_TIER_SET_H
+#define LLMC_TIER_SET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "llmc/tier.h"
+
+#define LLMC_TIER_SET_MAX 8
+
+typedef struct llmc_tier_set llmc_tier_set_t;
+
+/* A lookup through the set, owned by the caller (in its request context)
+   and valid until it has answered. */
+typedef struct llmc_set_lookup llmc_set_lookup_t;
+struct llmc_set_lookup {
+    llmc_tier_lookup_t tl;       /* the tier's view: query, now_ms, worker, entry */
+    llmc_tier_set_t *set;
+    unsigned next;               /* index of the tier asked now */
+    bool pending;                /* a tier holds the lookup; done() will run */
+    const char *tier_name;       /* out: the tier that answered a hit */
+    /* The final answer of a walk that went pending: rc 0 (sl->tl.entry
+       holds a reference) or LLMC_ENOENT. Runs on the lookup's loop thread. */
+    void (*done)(llmc_set_lookup_t *sl, int rc);
+};
+
+/* An empty set. NULL when out of memory. */
+llmc_tier_set_t *llmc_tier_set_new(void);
+
+/* Appends t (slower than every tier before it); the set owns it from now
+   on, also when this fails. 0, or LLMC_E2BIG past LLMC_TIER_SET_MAX.
+   Main thread, before any worker runs. */
+int llmc_tier_set_add(llmc_tier_set_t *s, llmc_tier_t *t);
+
+/* Destroys every tier, slowest first, and the set. NULL is fine. */
+void llmc_tier_set_free(llmc_tier_set_t *s);
+
+/* Tiers in the set, and the name of tier i (for stats). */
+unsigned llmc_tier_set_count(const llmc_tier_set_t *s);
+const char *llmc_tier_set_name(const llmc_tier_set_t *s, unsigned i);
+
+/* True when some tier searches by more than the key (ops->wants_query):
+   then a lookup's query must be filled in whole. */
+bool llmc_tier_set_wants_query(const llmc_tier_set_t *s);
+
+/* Per-worker set-up and tear-down, forwarded to every tier that has it
+   (see llmc_tier_ops_t.attach/detach for the threads). attach undoes what
+   it did on failure and returns that tier's error. */
+int llmc_tier_set_attach(llmc_tier_set_t *s, unsigned worker, struct uv_loop_s *loop);
+void llmc_tier_set_detach(llmc_tier_set_t *s, unsigned worker);
+
+/*
+ * Walks the tiers from the front for sl->tl.query. The caller sets
+ * sl->tl.query, now_ms, worker and done. Returns 0 on a hit (sl->tl.entry
+ * holds a reference, sl->tier_name the tier), LLMC_ENOENT when every tier
+ * missed, or LLMC_EAGAIN when a tier went pending: sl->done gives the
+ * final answer later. A hit below the front is put into every faster tier
+ * before it is answered. An error from a tier counts as its miss.
+ */
+int llmc_tier_set_lookup(llmc_tier_set_t *s, llmc_set_lookup_t *sl);
+
+/* Stores e in every tier, front first. 0, or LLMC_E2BIG when the front
+   tier refused it (then no tier keeps e, nor any older answer under its
+   key). Any loop thread. */
+int llmc_tier_set_store(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms);
+
+/* The front tier alone: a reference or NULL; 0 or LLMC_E*. Any loop thread. */
+llmc_entry_t *llmc_tier_set_front_get(llmc_tier_set_t *s, const llmc_key_t *key, int64_t now_ms);
+int llmc_tier_set_front_put(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms);
+
+/* Sends sel to every tier; calls done(arg, removed) once, when every tier
+   has answered, with the sum (on worker's loop thread, or before returning
+   when every tier answered at once). */
+void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t *sel,
+                         llmc_tier_purge_cb done, void *arg);
+
+/* Upkeep for every tier that has it (expiry sweeps). One thread. */
+void llmc_tier_set_tick(llmc_tier_set_t *s, int64_t now_ms);
+
+/* Tier i's stats. */
+void llmc_tier_set_stats(const llmc_tier_set_t *s, unsigned i, llmc_tier_stats_t *out);
+
+#endif
