@@ -22,6 +22,8 @@
 
 #include <stddef.h>
 
+#include "llmc/stat.h"
+
 /* The largest block a class serves; larger ones go to malloc. */
 #define LLMC_SLAB_MAX 4096u
 
@@ -29,16 +31,24 @@ typedef struct llmc_slab llmc_slab_t;
 
 /* A snapshot of a slab's totals. Pages and class blocks only, except the
    big_* fields, which count the blocks it handed to malloc. */
+/* X(field, "name", KIND, "unit", "help") (llmc/stat.h). page_bytes beyond
+   used_bytes is what the slab loses to partly filled pages. */
+#define LLMC_SLAB_STATS_TABLE(X)                                                          \
+    X(page_bytes, "page_bytes", GAUGE, "bytes", "Bytes of the slab pages held.")            \
+    X(used_bytes, "used_bytes", GAUGE, "bytes", "Bytes of the blocks handed out.")          \
+    X(pages, "pages", GAUGE, "pages", "Slab pages held.")                                   \
+    X(blocks, "blocks", GAUGE, "blocks", "Blocks handed out from pages.")                   \
+    X(big_bytes, "big_bytes", GAUGE, "bytes", "Usable bytes of live blocks from malloc.")   \
+    X(big_blocks, "big_blocks", GAUGE, "blocks", "Live blocks from malloc.")                \
+    X(released, "released_pages", GAUGE, "pages",                                           \
+      "Emptied pages whose memory went back, kept mapped for reuse.")
+
 typedef struct llmc_slab_stats {
-    size_t page_bytes;   /* bytes of the pages held (what they cost in memory) */
-    size_t used_bytes;   /* bytes of the class blocks handed out */
-    size_t pages;        /* pages held */
-    size_t blocks;       /* class blocks handed out */
-    size_t big_bytes;    /* usable bytes of the live blocks from malloc */
-    size_t big_blocks;   /* live blocks from malloc */
-    size_t released;     /* emptied pages whose memory went back to the system,
-                            still mapped for the next page a class needs */
+    LLMC_SLAB_STATS_TABLE(LLMC_STAT_FIELD)
 } llmc_slab_stats_t;
+
+#define LLMC_SLAB_NSTATS (sizeof(llmc_slab_stats_t) / sizeof(uint64_t))
+extern const llmc_stat_desc_t llmc_slab_stat_desc[];
 
 /* Makes an empty slab; NULL when out of memory. Any thread. */
 llmc_slab_t *llmc_slab_new(void);

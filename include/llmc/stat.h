@@ -33,7 +33,8 @@ typedef struct llmc_stat_desc {
     size_t offset;           /* of a 64-bit unsigned field in the described struct */
 } llmc_stat_desc_t;
 
-/* Makes a struct field from a table row. */
+/* Makes a struct field from a table row. Every field is a uint64_t, so a
+   table's length is sizeof(struct) / sizeof(uint64_t). */
 #define LLMC_STAT_FIELD(field, name, kind, unit, help) uint64_t field;
 /* Makes a descriptor from a table row; TYPE must be #defined to the struct. */
 #define LLMC_STAT_DESC(field, name, kind, unit, help) \

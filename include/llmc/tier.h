@@ -62,8 +62,8 @@ typedef struct llmc_tier_stats {
 } llmc_tier_stats_t;
 
 /* The descriptors of llmc_tier_stats_t, LLMC_TIER_NSTATS of them. */
-#define LLMC_TIER_NSTATS 11
-extern const llmc_stat_desc_t llmc_tier_stat_desc[LLMC_TIER_NSTATS];
+#define LLMC_TIER_NSTATS (sizeof(llmc_tier_stats_t) / sizeof(uint64_t))
+extern const llmc_stat_desc_t llmc_tier_stat_desc[];
 
 /*
  * What a lookup asks. The key is always there. A tier that searches by more

@@ -39,7 +39,8 @@ bool llmc_purge_match(const llmc_purge_t *sel, const llmc_entry_t *e)
 }
 
 #define LLMC_STAT_TYPE llmc_tier_stats_t
-const llmc_stat_desc_t llmc_tier_stat_desc[LLMC_TIER_NSTATS] = {
+const llmc_stat_desc_t llmc_tier_stat_desc[] = {
     LLMC_TIER_STATS_TABLE(LLMC_STAT_DESC)
 };
 #undef LLMC_STAT_TYPE
+_Static_assert(sizeof(llmc_tier_stat_desc) / sizeof(llmc_tier_stat_desc[0]) == LLMC_TIER_NSTATS, "a descriptor per field");

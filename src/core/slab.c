@@ -387,3 +387,10 @@ void llmc_slab_stats(llmc_slab_t *s, llmc_slab_stats_t *out)
     out->released = s->rel.n;
     pthread_mutex_unlock(&s->rel.mu);
 }
+
+#define LLMC_STAT_TYPE llmc_slab_stats_t
+const llmc_stat_desc_t llmc_slab_stat_desc[] = {
+    LLMC_SLAB_STATS_TABLE(LLMC_STAT_DESC)
+};
+#undef LLMC_STAT_TYPE
+_Static_assert(sizeof(llmc_slab_stat_desc) / sizeof(llmc_slab_stat_desc[0]) == LLMC_SLAB_NSTATS, "a descriptor per field");

@@ -329,32 +329,6 @@ static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, 
     return llmc_entry_new(&spec);
 }
 
-static void purged_nothing(void *arg, size_t removed)
-{
-    (void)arg;
-    (void)removed;
-}
-
-/* Puts e into every tier, memory first; false when memory refused it as too
-   big. Then no other tier gets it either: --max-entry-percent promises such
-   an answer is served but not stored, and the answer goes out marked
-   no-store, so a later hit from disk would contradict both. */
-static bool store_everywhere(llmc_gw_t *gw, llmc_entry_t *e, int64_t now)
-{
-    if (gw->tiers[0]->ops->put(gw->tiers[0], e, now) < 0) {
-        /* The memory tier dropped what it held under this key; an older
-           answer left in a slower tier would be promoted back on the next
-           request, after a newer one was seen. */
-        llmc_purge_t sel = {.kind = LLMC_PURGE_KEY, .key = e->key};
-        for (unsigned i = 1; i < gw->ntiers; i++)
-            gw->tiers[i]->ops->purge(gw->tiers[i], 0, &sel, purged_nothing, NULL);
-        return false;
-    }
-    for (unsigned i = 1; i < gw->ntiers; i++)
-        gw->tiers[i]->ops->put(gw->tiers[i], e, now);
-    return true;
-}
-
 static void count_error(llmc_counters_t *c, int err)
 {
     if (err == LLMC_ECONNECT)
@@ -456,7 +430,11 @@ static void finish(fetch_t *ft, int err, const char *detail)
     } else if (ft->store) {
         int64_t now = llmc_now_ms();
         e = make_entry(ft, json, len, now);
-        if (e && store_everywhere(ft->w->gw, e, now)) {
+        /* Stored before the flight finishes (flight.h): no moment when a
+           request finds neither. A refusal as too big keeps it nowhere:
+           --max-entry-percent promises such an answer is served, not
+           stored, and it goes out marked no-store. */
+        if (e && llmc_tier_set_store(ft->w->gw->tiers, e, now) == 0) {
             LLMC_COUNT(c, stored);
         } else {
             LLMC_COUNT(c, not_stored_too_big);
@@ -583,13 +561,4 @@ void llmc__gw_fetch_cancel_all(llmc_worker_t *w)
         llmc_flight_finish(ft->f, LLMC_ECANCELED, "the gateway is shutting down", false, NULL);
         fetch_free(ft);
     }
-}
-
-void llmc__gw_leave_flight(gw_req_t *gr)
-{
-    if (!gr->flight)
-        return;
-    llmc_flight_detach(gr->flight, &gr->fw);
-    llmc_flight_unref(gr->flight);
-    gr->flight = NULL;
 }

@@ -1,7 +1,7 @@
 /*
  * gateway/gateway.c: the state all worker threads share, built from the
- * options: the tier list, the flight table, the upstream base URL and key,
- * the listen address and the access log.
+ * options: the tier set, the flight table, the upstream base URL and key,
+ * the listen address and the access log; and the one clock the cache sees.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
@@ -70,13 +71,15 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         .keep_stale_ms = cfg->max_stale > cfg->stale_if_error ? cfg->max_stale : cfg->stale_if_error,
     };
     llmc_cache_t *c = llmc_cache_new(&cc);
-    gw->tiers[0] = c ? llmc_tier_memory_new(c) : NULL;
-    if (!gw->tiers[0]) {
+    llmc_tier_t *mem = c ? llmc_tier_memory_new(c) : NULL;
+    if (!mem)
         llmc_cache_free(c);
+    if (!(gw->tiers = llmc_tier_set_new()) || !mem || llmc_tier_set_add(gw->tiers, mem) < 0) {
+        if (!gw->tiers && mem)
+            mem->ops->destroy(mem);
         snprintf(err, errlen, "could not create the memory cache");
         return LLMC_ENOMEM;
     }
-    gw->ntiers = 1;
     if (strcmp(cfg->data_dir, "none") == 0)
         return 0;
     llmc_disk_config_t dc = {
@@ -91,13 +94,13 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         return LLMC_EINVAL;
     }
     char derr[400] = "";
-    int rc = llmc_tier_disk_open(&dc, &gw->tiers[1], derr, sizeof(derr));
+    llmc_tier_t *disk = NULL;
+    int rc = llmc_tier_disk_open(&dc, &disk, derr, sizeof(derr));
     if (rc < 0) {
         snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir, derr);
         return rc;
     }
-    gw->ntiers = 2;
-    return 0;
+    return llmc_tier_set_add(gw->tiers, disk);
 }
 
 /*
@@ -176,11 +179,17 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
     return rc;
 }
 
+int64_t llmc_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void llmc_gw_free(llmc_gw_t *gw)
 {
-    for (unsigned i = 0; i < gw->ntiers; i++)
-        gw->tiers[i]->ops->destroy(gw->tiers[i]);
-    gw->ntiers = 0;
+    llmc_tier_set_free(gw->tiers);
+    gw->tiers = NULL;
     llmc_flight_table_free(gw->flights);
     gw->flights = NULL;
     llmc_fpmap_free(gw->fpmap);

@@ -21,10 +21,8 @@
 #include "gateway/flight.h"
 #include "gateway/stats.h"
 #include "http/http.h"
-#include "llmc/tier.h"
+#include "tier/set.h"
 #include "upstream/upstream.h"
-
-#define LLMC_MAX_TIERS 4
 
 typedef struct llmc_gw llmc_gw_t;
 typedef struct llmc_worker llmc_worker_t;
@@ -46,7 +44,7 @@ struct llmc_worker {
     int listen_rc;                   /* result of listen, read by the main thread */
     char listen_err[256];
     void *fetches;                   /* upstream calls this worker runs (fetch.c) */
-    struct gw_req *spare;            /* finished requests kept for reuse (worker.c) */
+    struct gw_req *spare;            /* finished requests kept for reuse (req.c) */
     unsigned nspare, spare_max;
     uv_signal_t sigint, sigterm;     /* worker 0 only */
 };
@@ -61,8 +59,7 @@ struct llmc_gw {
     bool shared_scope;
     char listen_host[256];
     int listen_port;
-    llmc_tier_t *tiers[LLMC_MAX_TIERS];
-    unsigned ntiers;
+    llmc_tier_set_t *tiers;          /* every cache tier, fastest first (tier/set.h) */
     llmc_flight_table_t *flights;
     struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */
     llmc_worker_t *workers;
@@ -98,11 +95,12 @@ void llmc_gw_stop(llmc_gw_t *gw);
 /* Frees the shared state after llmc_gw_run returned. */
 void llmc_gw_free(llmc_gw_t *gw);
 
-/* The request handler and the finish hook the workers' servers use. */
+/* The request handler (handler.c) and the one finish of every request
+   (req.c) that the workers' servers use. ctx is the worker. */
 void llmc_gw_handle(llmc_http_req_t *req, void *ctx);
 void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx);
 
-/* Runs the inbox of a worker: answers waiters whose flight moved. */
+/* Runs the inbox of a worker: moves on the requests whose flight moved. */
 void llmc_gw_inbox_run(llmc_worker_t *w);
 
 /* Wall-clock milliseconds since the epoch. The only clock the cache sees. */

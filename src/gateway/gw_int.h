@@ -1,6 +1,16 @@
 /*
- * gateway/gw_int.h: what the gateway's own files share: the per-request
- * state and the helpers that answer from an entry or a flight.
+ * gateway/gw_int.h: what the gateway's own files share: a request's
+ * context (gw_req_t) and its states, and the functions each file offers
+ * the ones above it.
+ *
+ * The files, each calling only those below it:
+ *   worker.c    threads, start and stop, the inbox's wake-up
+ *   handler.c   the route table and a request's steps (the state machine)
+ *   respond.c   answers from an entry, a flight or an error
+ *   fetch.c     the upstream call behind a flight, and the store
+ *   req.c       a request context's life: create, states, park, resume,
+ *               refcount, the one finish (access log, counters)
+ *   stats.c, policy.c, ask.c, flight.c, gateway.c   below them all
  */
 #ifndef LLMC_GW_INT_H
 #define LLMC_GW_INT_H
@@ -8,16 +18,65 @@
 #include "gateway/gateway.h"
 #include "gateway/policy.h"
 #include "llmc/key.h"
+#include "tier/set.h"
 
-typedef enum gw_route {
-    R_NONE, R_CHAT, R_COMPLETIONS, R_EMBEDDINGS, R_MODELS, R_ASK, R_HEALTH, R_STATS
-} gw_route_t;
+/*
+ * A request's states. Each step of handler.c returns the next one, and
+ * req.c checks every transition against its table:
+ *
+ *   NEW -> LOOKUP -> [PARKED_TIER -> LOOKUP ...] -> RESPOND
+ *                                               \-> FLIGHT -> [PARKED_FLIGHT] -> RESPOND
+ *   any state -> DONE, when the server is finished with the request
+ *
+ * RESPOND means the answer is the server's now (being written, streamed,
+ * or replayed); nothing in the pipeline runs for the request after it.
+ */
+typedef enum gr_state {
+    GR_NEW,            /* routed; nothing decided yet */
+    GR_LOOKUP,         /* walking the tiers */
+    GR_PARKED_TIER,    /* a tier answers later; the lookup holds a reference */
+    GR_FLIGHT,         /* a miss: join or lead the flight for the key */
+    GR_PARKED_FLIGHT,  /* waiting on the flight (its data, or its end) */
+    GR_RESPOND,        /* the answer is handed to the server */
+    GR_DONE,           /* the server finished the request; the context may
+                          live on while a lookup, the inbox or a replay
+                          still holds a reference */
+    GR_NSTATES
+} gr_state_t;
+
+/* How the stored answer is given to the client. */
+typedef enum gw_form {
+    FORM_RAW,          /* the stored body itself (or its SSE replay for a stream) */
+    FORM_ASK,          /* GET /ask's {"answer": ..., "source": ...} */
+} gw_form_t;
+
+/* What a step decided to answer; deliver() (handler.c) writes it. */
+typedef enum gw_answer {
+    ANS_NONE,
+    ANS_ERROR,         /* err_* */
+    ANS_HIT,           /* hit, hit_xcache */
+    ANS_FLIGHT,        /* the finished flight */
+    ANS_STREAM_END,    /* the end of a relayed stream */
+} gw_answer_t;
+
+/* A row of the route table (handler.c). */
+typedef struct gw_route gw_route_t;
 
 typedef struct gw_req {
     llmc_flight_waiter_t fw;     /* first member: a waiter pointer is a gw_req pointer */
+    llmc_set_lookup_t lookup;    /* the walk through the tiers */
+    llmc_tier_query_t query;
     llmc_http_req_t *req;        /* NULL once the client has left */
     llmc_worker_t *w;
-    gw_route_t route;
+    gr_state_t state;            /* req.c alone writes it */
+    _Atomic int refs;            /* the server's, a pending lookup's, the inbox's,
+                                    a replay's, and running code's (req.c) */
+    bool queued;                 /* in the inbox; under w->inbox_mu (req.c) */
+    struct gw_req *inbox_next;   /* the inbox list, or the spare list (req.c) */
+
+    const gw_route_t *route;
+    gw_form_t form;
+    bool stream_ok;              /* the route can answer with a stream */
     const char *xcache;          /* HIT, MISS, ... for the log; NULL before a decision */
     const char *tier;            /* tier that answered a hit */
     const char *fwd;             /* why a miss went upstream (RFC 9211 fwd); NULL: uri-miss */
@@ -25,58 +84,85 @@ typedef struct gw_req {
     llmc_key_t key;
     llmc_policy_t policy;
     bool private_scope;
+    bool known;                  /* the fingerprint was known: no canonical body yet */
+    bool parsed;                 /* canon holds the parsed body */
     bool stream;                 /* the client asked for "stream": true */
     bool include_usage;          /* stream_options.include_usage */
-    struct pacer *pacer;         /* a paced replay in progress */
+    char scope[2 * LLMC_KEY_LEN + 1];
+
+    /* What a miss sends upstream, kept across a parked lookup. */
+    const char *path;            /* the endpoint as keyed and forwarded */
+    const char *body;            /* the client's bytes, or ask_body, or fwd_body */
+    size_t body_len;
+    char *ask_body;              /* GET /ask's chat request */
+    char *fwd_body;              /* the body without the "cache" extension */
+    llmc_canon_t canon;
+
+    gw_answer_t answer;
+    int err_status;
+    const char *err_type, *err_code;
+    char err_msg[256];
+    llmc_entry_t *hit;           /* a reference until delivered */
+    const char *hit_xcache;
+
+    struct pacer *pacer;         /* a paced replay in progress (respond.c) */
     bool started;                /* stream head sent */
     size_t sent;                 /* stream bytes sent */
     llmc_flight_t *flight;
     llmc_entry_t *stale;         /* expired entry kept for stale-if-error */
-    bool queued, dead;           /* inbox state, under the worker's inbox lock */
-    bool waited;                 /* joined a flight: the inbox may hold it */
-    unsigned busy;               /* gateway code is running on gr: don't free it yet */
-    bool finished;               /* the server is done with the request (on_done ran) */
-    struct gw_req *inbox_next;
 } gw_req_t;
 
-/* Freshness of an entry for a request's policy. */
-typedef enum { USE_NO, USE_FRESH, USE_STALE } gw_use_t;
-gw_use_t llmc__gw_usable(const llmc_policy_t *p, const llmc_entry_t *e, int64_t now_ms);
+/* ---- req.c: the life of a request context ---------------------------------- */
+
+/* A context for req on w (from w's spares or the heap), state NEW, one
+   reference: the server's, dropped when the server finishes req. Sets
+   req->data and req->on_abort. NULL when out of memory. w's loop thread. */
+gw_req_t *llmc__gr_new(llmc_worker_t *w, llmc_http_req_t *req);
+void llmc__gr_ref(gw_req_t *gr);
+/* Drops a reference; the last one frees gr (leaves its flight, drops its
+   stale entry and its request copies) and returns it to w's spares. */
+void llmc__gr_unref(gw_req_t *gr);
+/* Moves gr to state to; a transition the table does not allow aborts. */
+void llmc__gr_enter(gw_req_t *gr, gr_state_t to);
+/* Ends gr's part in its flight (detach, unref). */
+void llmc__gr_leave_flight(gw_req_t *gr);
+/* The flight waiter hook: queues gr on its worker's inbox with a
+   reference (flight lock held; any thread) and wakes that loop. */
+void llmc__gr_notify(llmc_flight_waiter_t *fw);
+/* Takes the inbox of w: a list through inbox_next, each entry holding the
+   reference the inbox took (the caller drops it). w's loop thread. */
+gw_req_t *llmc__gr_inbox_take(llmc_worker_t *w);
+/* Sets up w's spare list: none kept under ASan and Valgrind. */
+void llmc__gr_spares_init(llmc_worker_t *w);
+/* Frees w's spare contexts (shutdown). */
+void llmc__gr_spares_free(llmc_worker_t *w);
+/* The name of a state, for messages. */
+const char *llmc__gr_state_name(gr_state_t s);
+
+/* ---- fetch.c: the upstream call --------------------------------------------- */
+
+/* Starts the upstream call of the flight gr leads. */
+int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
+                         const char *body, size_t body_len, bool store, const char *model);
+/* Shutdown: cancels this worker's upstream calls, finishing their flights. */
+void llmc__gw_fetch_cancel_all(llmc_worker_t *w);
+
+/* ---- respond.c: answers ------------------------------------------------------ */
 
 /* Answers gr from a cached entry (hit or stale). */
 void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
                             const char *cache_status, int64_t now_ms);
 /* Answers gr from its finished flight. */
 void llmc__gw_respond_flight(gw_req_t *gr);
-/* The client left during a paced replay: stop it. */
-void llmc__gw_pacer_abort(gw_req_t *gr);
-/* Stream relay step for a waiter that wants data. */
-void llmc__gw_stream_step(gw_req_t *gr);
-/* Starts the upstream call of a flight this request leads. */
-int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
-                         const char *body, size_t body_len, bool store, const char *model);
-/* A zeroed request context from w's spares (or the heap); NULL when out of
-   memory. Loop thread of w. */
-gw_req_t *llmc__gw_req_new(llmc_worker_t *w);
-/* Marks gr in use around code that calls into the server, which can finish
-   (and would otherwise free) the request synchronously; release frees gr
-   then if the request finished meanwhile. */
-void llmc__gw_req_hold(gw_req_t *gr);
-void llmc__gw_req_release(gw_req_t *gr);
-/* Queues a waiter on its worker's inbox (flight lock held). */
-void llmc__gw_waiter_notify(llmc_flight_waiter_t *fw);
-/* Shutdown: cancels this worker's upstream calls, finishing their flights. */
-void llmc__gw_fetch_cancel_all(llmc_worker_t *w);
-/* Ends gr's part in its flight (detach, unref). */
-void llmc__gw_leave_flight(gw_req_t *gr);
-/* The value of a list-valued request header (Cache-Control, Pragma,
-   If-None-Match): the server keeps each line, but several lines mean their
-   values joined with ", " (RFC 9110 5.3). Returns the only line's value as
-   is, the join in a malloc'd *owned (free it) when there are several, or
-   NULL when there is none. */
-const char *llmc__gw_list_header(const llmc_http_req_t *req, const char *name, char **owned);
+/* Relays what gr's streaming flight has that gr has not sent yet; true
+   when the flight is done and gr's client is still there: then
+   llmc__gw_stream_end ends the stream (or answers the error). */
+bool llmc__gw_stream_step(gw_req_t *gr);
+void llmc__gw_stream_end(gw_req_t *gr);
 /* OpenAI-style error for gr with the cache headers. */
 void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code,
                     const char *msg);
+/* A JSON answer that is never cached (healthz, stats); takes obj. */
+void llmc__gw_respond_json(gw_req_t *gr, int status, json_t *obj);
 
 #endif

@@ -211,3 +211,70 @@ int llmc_policy_parse(llmc_policy_t *p, const char *cache_control, const char *p
         p->write = false;
     return 0;
 }
+
+/* min-fresh adds to an entry's age and max-stale forgives that much past its
+   lifetime, as Squid reads the pair: one bound, so that a fresher entry is
+   never refused where a staler one would be taken. */
+llmc_use_t llmc_policy_usable(const llmc_policy_t *p, const llmc_entry_t *e, int64_t now_ms)
+{
+    if (p->max_age_ms != LLMC_POLICY_UNSET && now_ms - e->created_ms > p->max_age_ms)
+        return LLMC_USE_NO;
+    int64_t left = e->expires_ms - now_ms; /* <= 0 once expired */
+    int64_t shortfall;                     /* > 0: not as fresh as the client wants */
+    if (__builtin_sub_overflow(p->min_fresh_ms, left, &shortfall))
+        shortfall = INT64_MAX;
+    if (left > 0 && shortfall <= 0)
+        return LLMC_USE_FRESH;
+    if (p->max_stale_ms > 0 && shortfall <= p->max_stale_ms)
+        return left > 0 ? LLMC_USE_FRESH : LLMC_USE_STALE;
+    return LLMC_USE_NO;
+}
+
+bool llmc_policy_etag_matches(const char *inm, const char *etag)
+{
+    if (!inm)
+        return false;
+    size_t elen = strlen(etag);
+    for (const char *p = inm; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == '*')
+            return true;
+        if (p[0] == 'W' && p[1] == '/')
+            p += 2; /* weak comparison, as RFC 9110 asks for If-None-Match */
+        if (strncmp(p, etag, elen) == 0 && (p[elen] == ',' || p[elen] == ' ' || !p[elen]))
+            return true;
+        while (*p && *p != ',')
+            p++;
+    }
+    return false;
+}
+
+const char *llmc_policy_list_header(const llmc_http_req_t *req, const char *name, char **owned)
+{
+    const char *first = NULL;
+    size_t n = 0, len = 0;
+    *owned = NULL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, name) != 0)
+            continue;
+        first = first ? first : req->headers[i].value;
+        len += req->headers[i].value_len + 2;
+        n++;
+    }
+    if (n < 2 || !(*owned = malloc(len)))
+        return first; /* out of memory: the first line is better than none */
+    char *p = *owned;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, name) != 0)
+            continue;
+        if (p != *owned) {
+            memcpy(p, ", ", 2);
+            p += 2;
+        }
+        memcpy(p, req->headers[i].value, req->headers[i].value_len);
+        p += req->headers[i].value_len;
+    }
+    *p = '\0';
+    return *owned;
+}

@@ -16,6 +16,9 @@
 
 #include <jansson.h>
 
+#include "http/http.h"
+#include "llmc/entry.h"
+
 #define LLMC_POLICY_UNSET (-1)
 
 typedef struct llmc_policy {
@@ -39,5 +42,22 @@ typedef struct llmc_policy {
 int llmc_policy_parse(llmc_policy_t *p, const char *cache_control, const char *pragma,
                       const char *ttl_hdr, const char *ns_hdr, const json_t *cache_ext,
                       int64_t default_ttl_ms, int64_t max_ttl_ms, char *err, size_t errlen);
+
+/* Whether an entry may answer a request with policy p at now_ms. */
+typedef enum llmc_use { LLMC_USE_NO, LLMC_USE_FRESH, LLMC_USE_STALE } llmc_use_t;
+llmc_use_t llmc_policy_usable(const llmc_policy_t *p, const llmc_entry_t *e, int64_t now_ms);
+
+/* True when an If-None-Match value (may be NULL) names etag (a quoted
+   strong tag) or is "*"; weak tags compare as strong ones (RFC 9110 13.1.2). */
+bool llmc_policy_etag_matches(const char *if_none_match, const char *etag);
+
+/*
+ * The value of a list-valued request header (Cache-Control, Pragma,
+ * If-None-Match): the server keeps each line, but several lines mean their
+ * values joined with ", " (RFC 9110 5.3). Returns the only line's value as
+ * is, the join in a malloc'd *owned (free it) when there are several, or
+ * NULL when there is none.
+ */
+const char *llmc_policy_list_header(const llmc_http_req_t *req, const char *name, char **owned);
 
 #endif

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "gateway/ask.h"
 #include "gateway/gw_int.h"
 #include "llmc/error.h"
 #include "llmc/sse.h"
@@ -116,47 +117,12 @@ static size_t cache_hdrs(gw_req_t *gr, char *h, size_t n, const char *xcache, co
     return n;
 }
 
-/* True when If-None-Match names the entry's ETag (or is "*"). */
-static bool etag_matches(const char *inm, const char *etag)
-{
-    if (!inm)
-        return false;
-    size_t elen = strlen(etag);
-    for (const char *p = inm; *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        if (*p == '*')
-            return true;
-        if (p[0] == 'W' && p[1] == '/')
-            p += 2; /* weak comparison, as RFC 9110 asks for If-None-Match */
-        if (strncmp(p, etag, elen) == 0 && (p[elen] == ',' || p[elen] == ' ' || !p[elen]))
-            return true;
-        while (*p && *p != ',')
-            p++;
-    }
-    return false;
-}
-
-/* The text an /ask answer carries: choices[0].message.content. */
-static json_t *ask_answer(const char *body, size_t len)
-{
-    json_t *root = json_loadb(body, len, 0, NULL);
-    json_t *content = json_object_get(
-        json_object_get(json_array_get(json_object_get(root, "choices"), 0), "message"),
-        "content");
-    json_t *out = json_is_string(content) ? json_incref(content) : json_null();
-    json_decref(root);
-    return out;
-}
-
 static void respond_ask(gw_req_t *gr, int status, const char *h, size_t n, const char *body,
-                        size_t len, bool from_cache)
+                        size_t len)
 {
-    json_t *o = json_pack("{s:o, s:s}", "answer", ask_answer(body, len), "source",
-                          from_cache ? "cache" : "llm");
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    llmc_http_respond_copy(gr->req, status, h, n, s ? s : "{}", s ? strlen(s) : 2);
+    size_t alen = 0;
+    char *s = llmc_ask_answer(body, len, false, &alen);
+    llmc_http_respond_copy(gr->req, status, h, n, s ? s : "{}", s ? alen : 2);
     free(s);
 }
 
@@ -164,7 +130,7 @@ static void respond_ask(gw_req_t *gr, int status, const char *h, size_t n, const
 
 typedef struct pacer {
     uv_timer_t timer;
-    gw_req_t *gr;        /* NULL once the client left */
+    gw_req_t *gr;        /* holds a reference until the replay ends */
     char *sse;
     size_t len, off;
 } pacer_t;
@@ -176,41 +142,40 @@ static void pacer_closed(uv_handle_t *h)
     free(p);
 }
 
-/* Ends a paced replay: the timer goes, and so does the replay's hold on gr. */
+/* Ends a paced replay: the timer goes, and so does the replay's reference. */
 static void pacer_stop(pacer_t *p)
 {
     gw_req_t *gr = p->gr;
     p->gr = NULL;
     gr->pacer = NULL;
     uv_close((uv_handle_t *)&p->timer, pacer_closed);
-    llmc__gw_req_release(gr);
+    llmc__gr_unref(gr);
 }
 
-void llmc__gw_pacer_abort(gw_req_t *gr)
-{
-    if (gr->pacer)
-        pacer_stop(gr->pacer);
-}
-
-/* Sends the next event (up to and including its blank line). */
+/* Sends the next event (up to and including its blank line); a client that
+   left stops the replay at the next tick. */
 static void pacer_tick(uv_timer_t *t)
 {
     pacer_t *p = t->data;
     gw_req_t *gr = p->gr;
-    if (!gr)
+    if (!gr->req) {
+        pacer_stop(p);
         return;
+    }
     const char *start = p->sse + p->off;
     const char *end = strstr(start, "\n\n");
     size_t n = end ? (size_t)(end - start) + 2 : p->len - p->off;
     p->off += n;
-    llmc__gw_req_hold(gr);
+    llmc__gr_ref(gr);
     llmc_http_stream_write(gr->req, start, n);
     if (gr->req && p->off >= p->len) {
         llmc_http_req_t *req = gr->req;
         pacer_stop(p);
         llmc_http_stream_end(req);
+    } else if (!gr->req) {
+        pacer_stop(p);
     }
-    llmc__gw_req_release(gr);
+    llmc__gr_unref(gr);
 }
 
 static void pace_replay(gw_req_t *gr, int status, const char *h, size_t n, char *sse, size_t len)
@@ -229,7 +194,7 @@ static void pace_replay(gw_req_t *gr, int status, const char *h, size_t n, char 
     p->timer.data = p;
     uv_timer_start(&p->timer, pacer_tick, 0, pace);
     gr->pacer = p;
-    llmc__gw_req_hold(gr); /* the replay keeps gr until it ends or the client leaves */
+    llmc__gr_ref(gr); /* the replay's: kept until it ends or the client leaves */
 }
 
 /* Answers a streaming request from a completion (json): its SSE form. h
@@ -254,17 +219,6 @@ static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const ch
     llmc_http_respond(gr->req, status, h, n, &buf, 1, free, sse);
 }
 
-/* The /ask answer for a stored completion: {"answer": ..., "source": "cache"}. */
-static char *ask_json(const llmc_entry_t *e, size_t *len)
-{
-    json_t *o = json_pack("{s:o, s:s}", "answer", ask_answer(e->body, e->body_len), "source",
-                          "cache");
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    *len = s ? strlen(s) : 0;
-    return s;
-}
-
 /*
  * The form of e a request asks for when it is not the stored body itself:
  * the /ask answer or the SSE replay. Building it means parsing the stored
@@ -277,15 +231,15 @@ static char *ask_json(const llmc_entry_t *e, size_t *len)
  */
 static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t now)
 {
-    llmc_tier_t *mem = gr->w->gw->tiers[0];
-    bool ask = gr->route == R_ASK;
+    llmc_tier_set_t *tiers = gr->w->gw->tiers;
+    bool ask = gr->form == FORM_ASK;
     const char *form = ask ? "ask" : gr->include_usage ? "sse+usage" : "sse";
     llmc_key_t dk;
     llmc_entry_t *d = NULL;
     char tag[LLMC_ETAG_LEN];
     llmc_entry_etag(e, tag);
     llmc_key_build(&dk, "derived-v1", form, tag, "", (const char *)e->key.b, LLMC_KEY_LEN);
-    if (mem->ops->get(mem, &dk, now, &d) == 0) {
+    if ((d = llmc_tier_set_front_get(tiers, &dk, now))) {
         if (d->created_ms == e->created_ms && d->expires_ms == e->expires_ms)
             return d;
         llmc_entry_unref(d);
@@ -294,7 +248,7 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
     char *body = NULL;
     llmc_sse_replay_opts_t o = {.piece_bytes = 0, .include_usage = gr->include_usage};
     if (ask)
-        body = ask_json(e, &len);
+        body = llmc_ask_answer(e->body, e->body_len, true, &len);
     else if (llmc_sse_replay(e->body, e->body_len, &o, &body, &len) < 0)
         body = NULL;
     if (!body)
@@ -308,7 +262,7 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
     d = llmc_entry_new(&spec);
     free(body);
     if (d)
-        mem->ops->put(mem, d, now); /* best effort: too big is fine, it is still served */
+        llmc_tier_set_front_put(tiers, d, now); /* best effort: too big is still served */
     return d;
 }
 
@@ -337,7 +291,7 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
         cache_status = cs;
     }
     /* rep is what goes out: the stored body, or a form derived from it. */
-    llmc_entry_t *rep = (gr->route == R_ASK || gr->stream) && !paced ? derived_form(gr, e, now)
+    llmc_entry_t *rep = (gr->form == FORM_ASK || gr->stream) && !paced ? derived_form(gr, e, now)
                                                                       : llmc_entry_ref(e);
     if (!rep) {
         llmc__gw_error(gr, 502, "upstream_error", "unreplayable_answer",
@@ -364,7 +318,8 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
         return;
     }
     char *inm_owned;
-    bool match = etag_matches(llmc__gw_list_header(gr->req, "if-none-match", &inm_owned), tag);
+    bool match = llmc_policy_etag_matches(
+        llmc_policy_list_header(gr->req, "if-none-match", &inm_owned), tag);
     free(inm_owned);
     if (match) {
         LLMC_COUNT(&gr->w->ctr, not_modified);
@@ -475,7 +430,7 @@ void llmc__gw_respond_flight(gw_req_t *gr)
     /* A finished flight never changes again, so it can be read unlocked; our
        own reference keeps it while the answer is built. */
     llmc_flight_ref(f);
-    llmc__gw_leave_flight(gr);
+    llmc__gr_leave_flight(gr);
     size_t len = 0;
     const char *json = f->status / 100 == 2 ? flight_json(f, &len) : NULL;
     bool ok2xx = f->status / 100 == 2 && !f->err;
@@ -491,14 +446,14 @@ void llmc__gw_respond_flight(gw_req_t *gr)
     size_t n = 0;
     if (!replay)
         n = hadd(h, 0, "Content-Type: %s\r\n",
-                 gr->route == R_ASK || (ok2xx && !raw_sse) ? "application/json"
+                 gr->form == FORM_ASK || (ok2xx && !raw_sse) ? "application/json"
                  : f->content_type[0] ? f->content_type : "application/json");
     char cs[MISS_STATUS_CAP];
     n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f, cs));
     const llmc_entry_t *held = raw_sse || replay ? NULL : f->entry;
     /* The entry's ETag names its body; an /ask answer is another body, whose
        stored form (the next hit's) has its own ETag, so it goes without. */
-    bool tagged = held && gr->route != R_ASK;
+    bool tagged = held && gr->form != FORM_ASK;
     char tag[LLMC_ETAG_LEN];
     if (tagged)
         llmc_entry_etag(held, tag);
@@ -507,8 +462,8 @@ void llmc__gw_respond_flight(gw_req_t *gr)
         memcpy(h + n, f->pass_hdrs, f->pass_len);
         n += f->pass_len;
     }
-    if (gr->route == R_ASK && ok2xx) {
-        respond_ask(gr, f->status, h, n, json, len, false);
+    if (gr->form == FORM_ASK && ok2xx) {
+        respond_ask(gr, f->status, h, n, json, len);
     } else if (replay) {
         respond_replay(gr, f->status, h, n, json, len);
     } else if (raw_sse && f->upstream_usage && !gr->include_usage) {
@@ -526,7 +481,7 @@ out:
 
 /* Relays what the flight has that this client has not seen yet. Any server
    call may end the request (a failed write): gr->req is checked after each. */
-void llmc__gw_stream_step(gw_req_t *gr)
+bool llmc__gw_stream_step(gw_req_t *gr)
 {
     llmc_flight_t *f = gr->flight;
     pthread_mutex_lock(&f->mu);
@@ -562,16 +517,31 @@ void llmc__gw_stream_step(gw_req_t *gr)
         llmc_http_stream_write(gr->req, chunk, len);
     gr->sent += used;
     free(chunk);
-    if (!done || !gr->req)
-        return;
+    return done && gr->req;
+}
+
+void llmc__gw_stream_end(gw_req_t *gr)
+{
+    llmc_flight_t *f = gr->flight;
     if (!gr->started) {
         llmc__gw_respond_flight(gr); /* not a stream after all: an error answer */
         return;
     }
+    /* Done, so the flight no longer changes: read unlocked. */
+    bool failed = f->err != 0;
     llmc_http_req_t *req = gr->req;
-    llmc__gw_leave_flight(gr);
+    llmc__gr_leave_flight(gr);
     if (failed)
         llmc_http_abort(req); /* cut off upstream: the client must see it cut off too */
     else
         llmc_http_stream_end(req);
+}
+
+void llmc__gw_respond_json(gw_req_t *gr, int status, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    static const char h[] = "Content-Type: application/json\r\nCache-Control: no-store\r\n";
+    llmc_http_respond_copy(gr->req, status, h, sizeof(h) - 1, s ? s : "{}", s ? strlen(s) : 2);
+    free(s);
+    json_decref(obj);
 }

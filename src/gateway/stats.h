@@ -1,11 +1,16 @@
 /*
- * gateway/stats.h: the gateway's counters, in one table.
+ * gateway/stats.h: the gateway's counters, in one table, and the /stats
+ * document made from every counter table there is.
  *
  * Each worker thread owns one llmc_counters_t and is its only writer, so an
  * increment is a relaxed load and store, not a locked instruction; /stats
- * sums the workers' copies. The table makes the struct, the JSON
- * of /stats and the documentation, so a counter cannot be added in one place
- * and forgotten in another.
+ * sums the workers' copies into a plain snapshot. Every table (this one,
+ * the HTTP server's, each tier's, the entry slab's) follows llmc/stat.h:
+ * X(field, "name", KIND, "unit", "help"), so /stats and a Prometheus
+ * exporter read the same descriptions.
+ *
+ * A name with a '/' is nested in the JSON: "upstream_errors/connect" is
+ * {"upstream_errors": {"connect": N}}.
  */
 #ifndef LLMC_GW_STATS_H
 #define LLMC_GW_STATS_H
@@ -15,35 +20,54 @@
 
 #include <jansson.h>
 
-/* X(field, "json name", "description"). Names under "upstream_errors" are
-   grouped into that object by their upstream_err_ prefix. */
-#define LLMC_COUNTER_TABLE(X)                                                      \
-    X(requests, "requests", "Requests answered (any route, any status).")          \
-    X(hits, "hits", "Answers served fresh from a cache tier.")                     \
-    X(misses, "misses", "Cacheable requests that went to the upstream.")           \
-    X(coalesced, "coalesced", "Requests that waited for an identical call in flight.") \
-    X(bypasses, "bypasses", "Requests that skipped the cache (no-store, not cacheable).") \
-    X(stale, "stale", "Expired answers served (max-stale or stale-if-error).")     \
-    X(not_modified, "not_modified", "304 answers to If-None-Match.")               \
-    X(only_if_cached_misses, "only_if_cached_misses", "504s for only-if-cached.")  \
-    X(stored, "stored", "Answers written to the cache.")                           \
-    X(not_stored_too_big, "not_stored_too_big", "Answers too big for the cache.")  \
-    X(upstream_calls, "upstream_calls", "Calls made to the upstream.")             \
-    X(upstream_retries, "upstream_retries", "Upstream calls that were retries.")   \
-    X(upstream_err_connect, "connect", "Upstream calls that could not connect.")   \
-    X(upstream_err_timeout, "timeout", "Upstream calls that timed out.")           \
-    X(upstream_err_io, "io", "Upstream calls cut off or otherwise failed.")        \
-    X(upstream_err_status, "status", "Upstream answers with a non-2xx status.")    \
-    X(upstream_err_invalid, "invalid", "2xx upstream answers that were not valid JSON.") \
-    X(client_errors, "client_errors", "Requests answered 4xx.")                    \
-    X(server_errors, "server_errors", "Requests answered 5xx.")                    \
-    X(aborted, "aborted", "Requests whose client left before the answer.")
+#include "llmc/stat.h"
 
+#define LLMC_COUNTER_TABLE(X)                                                              \
+    X(requests, "requests", COUNTER, "requests", "Requests answered (any route, any status).") \
+    X(hits, "hits", COUNTER, "requests", "Answers served fresh from a cache tier.")         \
+    X(misses, "misses", COUNTER, "requests", "Cacheable requests that went to the upstream.") \
+    X(coalesced, "coalesced", COUNTER, "requests",                                          \
+      "Requests that waited for an identical call in flight.")                              \
+    X(bypasses, "bypasses", COUNTER, "requests",                                            \
+      "Requests that skipped the cache (no-store, not cacheable).")                         \
+    X(stale, "stale", COUNTER, "requests", "Expired answers served (max-stale or stale-if-error).") \
+    X(not_modified, "not_modified", COUNTER, "requests", "304 answers to If-None-Match.")   \
+    X(only_if_cached_misses, "only_if_cached_misses", COUNTER, "requests",                  \
+      "504s for only-if-cached.")                                                           \
+    X(stored, "stored", COUNTER, "entries", "Answers written to the cache.")                \
+    X(not_stored_too_big, "not_stored_too_big", COUNTER, "entries", "Answers too big for the cache.") \
+    X(upstream_calls, "upstream_calls", COUNTER, "calls", "Calls made to the upstream.")    \
+    X(upstream_retries, "upstream_retries", COUNTER, "calls", "Upstream calls that were retries.") \
+    X(upstream_err_connect, "upstream_errors/connect", COUNTER, "calls",                    \
+      "Upstream calls that could not connect.")                                             \
+    X(upstream_err_timeout, "upstream_errors/timeout", COUNTER, "calls",                    \
+      "Upstream calls that timed out.")                                                     \
+    X(upstream_err_io, "upstream_errors/io", COUNTER, "calls",                              \
+      "Upstream calls cut off or otherwise failed.")                                        \
+    X(upstream_err_status, "upstream_errors/status", COUNTER, "calls",                      \
+      "Upstream answers with a non-2xx status.")                                            \
+    X(upstream_err_invalid, "upstream_errors/invalid", COUNTER, "calls",                    \
+      "2xx upstream answers that were not valid JSON.")                                     \
+    X(client_errors, "client_errors", COUNTER, "requests", "Requests answered 4xx.")        \
+    X(server_errors, "server_errors", COUNTER, "requests", "Requests answered 5xx.")        \
+    X(aborted, "aborted", COUNTER, "requests", "Requests whose client left before the answer.") \
+    X(tier_parked, "tier_parked", COUNTER, "requests",                                      \
+      "Lookups a tier answered later (the request waited on it).")
+
+#define LLMC_CTR_ATOMIC(f, name, kind, unit, help) _Atomic uint64_t f;
+/* One worker's counters (the worker alone writes them). */
 typedef struct llmc_counters {
-#define LLMC_CTR_FIELD(f, name, desc) _Atomic uint64_t f;
-    LLMC_COUNTER_TABLE(LLMC_CTR_FIELD)
-#undef LLMC_CTR_FIELD
+    LLMC_COUNTER_TABLE(LLMC_CTR_ATOMIC)
 } llmc_counters_t;
+#undef LLMC_CTR_ATOMIC
+
+/* A plain snapshot of the counters (summed over workers). */
+typedef struct llmc_counters_snap {
+    LLMC_COUNTER_TABLE(LLMC_STAT_FIELD)
+} llmc_counters_snap_t;
+
+#define LLMC_GW_NSTATS (sizeof(llmc_counters_snap_t) / sizeof(uint64_t))
+extern const llmc_stat_desc_t llmc_gw_stat_desc[];
 
 /* Single-writer increment: only the owning worker thread may call it. */
 #define LLMC_COUNT(ctr, field)                                                     \
@@ -51,11 +75,21 @@ typedef struct llmc_counters {
         atomic_load_explicit(&(ctr)->field, memory_order_relaxed) + 1,             \
         memory_order_relaxed)
 
-/* Adds every counter of src into dst (a plain snapshot). Any thread. */
-void llmc_counters_add(llmc_counters_t *dst, const llmc_counters_t *src);
+/* Adds every counter of src into dst. Any thread. */
+void llmc_counters_add(llmc_counters_snap_t *dst, const llmc_counters_t *src);
 
-/* Adds the counters to a JSON object: top-level fields, plus an
-   "upstream_errors" object by class. */
-void llmc_counters_to_json(const llmc_counters_t *c, json_t *obj);
+/* Adds each of n described values of src into dst (structs of one table). */
+void llmc_stats_sum(const llmc_stat_desc_t *desc, size_t n, void *dst, const void *src);
+
+/* Sets obj's fields from a described struct; a '/' in a name nests. When
+   only is not NULL, just the names it lists (NULL-terminated). */
+void llmc_stats_to_json(json_t *obj, const llmc_stat_desc_t *desc, size_t n, const void *src,
+                        const char *const *only);
+
+struct llmc_gw;
+/* The /stats document: every worker's counters summed, the HTTP servers',
+   the tiers' (the front tier's also at the top level), the entry slab's,
+   and the process gauges. Any worker's loop thread. NULL when out of memory. */
+json_t *llmc_gw_stats_json(struct llmc_gw *gw);
 
 #endif

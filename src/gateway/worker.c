@@ -1,5 +1,6 @@
 /*
- * gateway/worker.c: the event-loop threads, their inboxes, start and stop.
+ * gateway/worker.c: the event-loop threads, start and stop, and the wake-up
+ * of a worker's inbox (whose requests req.c queues and handler.c resumes).
  *
  * Every worker is set up on the main thread (loop, server, upstream
  * client, async handles) and only then handed to its own thread, so no
@@ -31,213 +32,9 @@
 
 #define TICK_MS 100
 
-int64_t llmc_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void llmc__gw_waiter_notify(llmc_flight_waiter_t *fw)
-{
-    gw_req_t *gr = (gw_req_t *)fw;
-    llmc_worker_t *w = gr->w;
-    pthread_mutex_lock(&w->inbox_mu);
-    bool wake = false;
-    if (!gr->queued) {
-        gr->queued = true;
-        gr->inbox_next = NULL;
-        if (w->inbox_tail)
-            w->inbox_tail->inbox_next = gr;
-        else
-            w->inbox_head = gr;
-        w->inbox_tail = gr;
-        wake = true;
-    }
-    pthread_mutex_unlock(&w->inbox_mu);
-    if (wake)
-        uv_async_send(&w->inbox_async);
-}
-
-/*
- * A cache hit would otherwise calloc and free its request context: each
- * worker keeps up to SPARE_MAX finished ones. Only the worker's loop thread
- * takes or returns them (a request lives and dies on its worker). Under
- * AddressSanitizer and Valgrind nothing is kept (w->spare_max is 0), so
- * that a use after the end of a request is still caught.
- */
-#define SPARE_MAX 256
-
-gw_req_t *llmc__gw_req_new(llmc_worker_t *w)
-{
-    gw_req_t *gr = w->spare;
-    if (!gr)
-        return calloc(1, sizeof(*gr));
-    w->spare = gr->inbox_next;
-    w->nspare--;
-    memset(gr, 0, sizeof(*gr));
-    return gr;
-}
-
-static void req_free(gw_req_t *gr)
-{
-    llmc_worker_t *w = gr->w;
-    if (w->nspare >= w->spare_max) {
-        free(gr);
-        return;
-    }
-    gr->inbox_next = w->spare;
-    w->spare = gr;
-    w->nspare++;
-}
-
-static void spares_free(llmc_worker_t *w)
-{
-    while (w->spare) {
-        gw_req_t *next = w->spare->inbox_next;
-        free(w->spare);
-        w->spare = next;
-    }
-    w->nspare = 0;
-}
-
-/* One waiter whose flight moved: relay, answer, or free a dead one. */
-static void inbox_one(gw_req_t *gr)
-{
-    if (gr->dead) {
-        req_free(gr);
-        return;
-    }
-    if (!gr->req || !gr->flight)
-        return;
-    llmc__gw_req_hold(gr);
-    if (gr->fw.wants_data) {
-        llmc__gw_stream_step(gr);
-    } else {
-        pthread_mutex_lock(&gr->flight->mu);
-        bool done = gr->flight->done;
-        pthread_mutex_unlock(&gr->flight->mu);
-        if (done)
-            llmc__gw_respond_flight(gr);
-    }
-    llmc__gw_req_release(gr);
-}
-
-void llmc_gw_inbox_run(llmc_worker_t *w)
-{
-    pthread_mutex_lock(&w->inbox_mu);
-    gw_req_t *gr = w->inbox_head;
-    w->inbox_head = w->inbox_tail = NULL;
-    for (gw_req_t *p = gr; p; p = p->inbox_next)
-        p->queued = false;
-    pthread_mutex_unlock(&w->inbox_mu);
-    while (gr) {
-        gw_req_t *next = gr->inbox_next;
-        inbox_one(gr);
-        gr = next;
-    }
-}
-
 static void on_inbox(uv_async_t *h)
 {
     llmc_gw_inbox_run(h->data);
-}
-
-/* ---- access log ---------------------------------------------------------- */
-
-/* Copies s into buf as the inside of a JSON string; returns bytes written. */
-static size_t json_esc(char *buf, size_t cap, const char *s)
-{
-    size_t n = 0;
-    for (; s && *s && n + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            buf[n++] = '\\';
-            buf[n++] = (char)c;
-        } else if (c < 0x20 || c == 0x7f) {
-            n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", c);
-        } else {
-            buf[n++] = (char)c;
-        }
-    }
-    buf[n] = '\0';
-    return n;
-}
-
-static void access_log(llmc_worker_t *w, llmc_http_req_t *req, int status, uint64_t bytes,
-                       const gw_req_t *gr)
-{
-    if (w->gw->log_fd < 0)
-        return;
-    char line[2048], path[600], ts[40];
-    int64_t now = llmc_now_ms();
-    time_t secs = (time_t)(now / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    json_esc(path, sizeof(path), req->path ? req->path : "");
-    double dur = (double)(uv_hrtime() - req->start_ns) / 1e6;
-    int n = snprintf(line, sizeof(line),
-        "{\"ts\":\"%s.%03dZ\",\"thread\":%u,\"id\":%llu,\"method\":\"%s\",\"path\":\"%s\","
-        "\"status\":%d,\"cache\":\"%s\",\"key\":\"%.16s\",\"bytes\":%llu,\"dur_ms\":%.3f}\n",
-        ts, (int)(now % 1000), w->id, (unsigned long long)req->id,
-        req->method_name ? req->method_name : "", path, status,
-        gr && gr->xcache ? gr->xcache : "-", gr ? gr->keyhex : "",
-        (unsigned long long)bytes, dur);
-    if (n > 0 && write(w->gw->log_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0) {
-        /* A full disk must not stop serving; the line is lost. */
-    }
-}
-
-/* Tears gr down once the server is done with its request and no gateway
-   code is running on it: leaves the flight, and frees gr unless it sits in
-   the inbox (the inbox frees it when it gets there). */
-static void req_teardown(gw_req_t *gr)
-{
-    llmc_worker_t *w = gr->w;
-    llmc__gw_leave_flight(gr);
-    llmc_entry_unref(gr->stale);
-    gr->stale = NULL;
-    if (!gr->waited) { /* never a flight's waiter, so never in the inbox */
-        req_free(gr);
-        return;
-    }
-    pthread_mutex_lock(&w->inbox_mu);
-    bool queued = gr->queued;
-    gr->dead = queued;
-    pthread_mutex_unlock(&w->inbox_mu);
-    if (!queued)
-        req_free(gr);
-}
-
-void llmc__gw_req_hold(gw_req_t *gr)
-{
-    gr->busy++;
-}
-
-void llmc__gw_req_release(gw_req_t *gr)
-{
-    if (--gr->busy == 0 && gr->finished)
-        req_teardown(gr);
-}
-
-void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx)
-{
-    llmc_worker_t *w = ctx;
-    gw_req_t *gr = req->data;
-    LLMC_COUNT(&w->ctr, requests);
-    if (status >= 500)
-        LLMC_COUNT(&w->ctr, server_errors);
-    else if (status >= 400)
-        LLMC_COUNT(&w->ctr, client_errors);
-    access_log(w, req, status, bytes_out, gr);
-    if (!gr)
-        return;
-    req->data = NULL;
-    gr->req = NULL;
-    gr->finished = true;
-    if (!gr->busy)
-        req_teardown(gr);
 }
 
 /* ---- start and stop -------------------------------------------------------- */
@@ -245,10 +42,7 @@ void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ct
 static void on_tick(uv_timer_t *t)
 {
     llmc_worker_t *w = t->data;
-    int64_t now = llmc_now_ms();
-    for (unsigned i = 0; i < w->gw->ntiers; i++)
-        if (w->gw->tiers[i]->ops->tick)
-            w->gw->tiers[i]->ops->tick(w->gw->tiers[i], now);
+    llmc_tier_set_tick(w->gw->tiers, llmc_now_ms());
 }
 
 static void close_cb(uv_handle_t *h)
@@ -278,7 +72,8 @@ static void on_server_closed(void *arg)
 static void close_rest(llmc_worker_t *w)
 {
     llmc__gw_fetch_cancel_all(w);
-    llmc_gw_inbox_run(w); /* frees waiters that died while queued */
+    llmc_gw_inbox_run(w); /* drops the inbox's hold on requests that ended queued */
+    llmc_tier_set_detach(w->gw->tiers, w->id); /* ends lookups still pending here */
     llmc_upstream_close(w->upstream, on_upstream_closed, w);
     uv_close((uv_handle_t *)&w->inbox_async, close_cb);
     uv_close((uv_handle_t *)&w->stop_async, close_cb);
@@ -317,8 +112,10 @@ static void on_signal(uv_signal_t *s, int signum)
 
 /* Closes the handles a worker whose set-up failed had opened, in reverse,
    and its loop. Only for a worker that never ran. */
-static void worker_undo(llmc_worker_t *w, bool upstream)
+static void worker_undo(llmc_worker_t *w, bool tiers, bool upstream)
 {
+    if (tiers)
+        llmc_tier_set_detach(w->gw->tiers, w->id);
     if (upstream)
         llmc_upstream_close(w->upstream, on_upstream_closed, NULL);
     uv_close((uv_handle_t *)&w->stop_async, close_cb);
@@ -333,7 +130,7 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
     const llmc_config_t *cfg = gw->cfg;
     w->gw = gw;
     w->id = id;
-    w->spare_max = LLMC_UNDER_ASAN || LLMC_UNDER_VALGRIND() ? 0 : SPARE_MAX;
+    llmc__gr_spares_init(w);
     if (uv_loop_init(&w->loop) != 0)
         goto fail;
     pthread_mutex_init(&w->inbox_mu, NULL);
@@ -349,6 +146,13 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
     };
     if (!(w->upstream = llmc_upstream_new(&w->loop, &ucfg)))
         goto fail_loop;
+    int rc = llmc_tier_set_attach(gw->tiers, id, &w->loop);
+    if (rc < 0) {
+        worker_undo(w, false, true);
+        snprintf(err, errlen, "could not set up worker %u: a cache tier failed: %s", id,
+                 llmc_strerror(rc));
+        return rc;
+    }
     unsigned per = (unsigned)(cfg->max_connections / gw->nworkers);
     llmc_http_server_config_t scfg = {
         .limits = {
@@ -364,7 +168,7 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
         .ctx = w,
     };
     if (!(w->server = llmc_http_server_new(&w->loop, &scfg)))
-        goto fail_upstream;
+        goto fail_tiers;
     if (id == 0) {
         uv_timer_init(&w->loop, &w->tick_timer);
         w->tick_timer.data = w;
@@ -376,11 +180,11 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
         uv_signal_start(&w->sigterm, on_signal, SIGTERM);
     }
     return 0;
-fail_upstream:
-    worker_undo(w, true);
+fail_tiers:
+    worker_undo(w, true, true);
     goto fail;
 fail_loop:
-    worker_undo(w, false);
+    worker_undo(w, false, false);
 fail:
     snprintf(err, errlen, "could not set up worker %u: out of memory", id);
     return LLMC_ENOMEM;
@@ -459,7 +263,7 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
 out:
     for (unsigned i = 0; i < gw->nstarted; i++) {
         uv_loop_close(&gw->workers[i].loop);
-        spares_free(&gw->workers[i]);
+        llmc__gr_spares_free(&gw->workers[i]);
         pthread_mutex_destroy(&gw->workers[i].inbox_mu);
     }
     return rc;

@@ -1,0 +1,256 @@
+/*
+ * gateway/req.c: the life of a request context (gw_req_t), from the moment
+ * a route takes a request to the moment nothing refers to it any more.
+ *
+ * This file alone creates, moves between states, parks, resumes and frees
+ * request contexts; handler.c decides which state comes next.
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - A context is reference counted, not flagged. The server holds one
+ *   reference until it has finished the request (llmc_gw_done); a pending
+ *   tier lookup, a place in the inbox, a paced replay and code that calls
+ *   into the server each hold one more. The last unref frees. A client can
+ *   leave at any moment, so every holder checks gr->req before writing.
+ * - The count is atomic because a flight finished on another thread queues
+ *   the waiter on this worker's inbox and takes the inbox's reference
+ *   there. That is safe because it happens under the flight's lock while
+ *   gr is attached, and gr leaves its flight (under that lock) before the
+ *   server's reference is dropped.
+ * - Every request the server finishes, answered or refused (also those
+ *   that never got a context: 404s, a connection refused at the cap), ends
+ *   in llmc_gw_done, which writes its access-log line and counters.
+ * - Contexts are recycled through a per-worker spare list, so a hit
+ *   allocates nothing; under ASan and Valgrind nothing is kept, so that a
+ *   use after the end of a request is still caught.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/checkers.h"
+#include "gateway/gw_int.h"
+#include "llmc/cache.h"
+
+#define SPARE_MAX 256
+
+/* [from][to]: the transitions a request may make. */
+static const bool legal[GR_NSTATES][GR_NSTATES] = {
+    [GR_NEW] = {[GR_LOOKUP] = 1, [GR_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_LOOKUP] = {[GR_PARKED_TIER] = 1, [GR_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_PARKED_TIER] = {[GR_LOOKUP] = 1, [GR_DONE] = 1},
+    [GR_FLIGHT] = {[GR_PARKED_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_PARKED_FLIGHT] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_RESPOND] = {[GR_DONE] = 1},
+};
+
+static const char *const state_names[GR_NSTATES] = {
+    "NEW", "LOOKUP", "PARKED_TIER", "FLIGHT", "PARKED_FLIGHT", "RESPOND", "DONE",
+};
+
+const char *llmc__gr_state_name(gr_state_t s)
+{
+    return s < GR_NSTATES ? state_names[s] : "?";
+}
+
+void llmc__gr_enter(gw_req_t *gr, gr_state_t to)
+{
+    if (!legal[gr->state][to]) {
+        fprintf(stderr, "llmcached: request state %s -> %s is not a transition\n",
+                llmc__gr_state_name(gr->state), llmc__gr_state_name(to));
+        abort();
+    }
+    gr->state = to;
+}
+
+static void on_abort(llmc_http_req_t *req)
+{
+    gw_req_t *gr = req->data;
+    gr->req = NULL;
+    LLMC_COUNT(&gr->w->ctr, aborted);
+    llmc__gr_leave_flight(gr);
+}
+
+gw_req_t *llmc__gr_new(llmc_worker_t *w, llmc_http_req_t *req)
+{
+    gw_req_t *gr = w->spare;
+    if (gr) {
+        w->spare = gr->inbox_next;
+        w->nspare--;
+        memset(gr, 0, sizeof(*gr));
+    } else if (!(gr = calloc(1, sizeof(*gr)))) {
+        return NULL;
+    }
+    gr->w = w;
+    gr->req = req;
+    gr->state = GR_NEW;
+    atomic_init(&gr->refs, 1);
+    gr->fw.notify = llmc__gr_notify;
+    req->data = gr;
+    req->on_abort = on_abort;
+    return gr;
+}
+
+void llmc__gr_ref(gw_req_t *gr)
+{
+    int before = atomic_fetch_add_explicit(&gr->refs, 1, memory_order_relaxed);
+    assert(before > 0);
+    (void)before;
+}
+
+void llmc__gr_leave_flight(gw_req_t *gr)
+{
+    if (!gr->flight)
+        return;
+    llmc_flight_detach(gr->flight, &gr->fw);
+    llmc_flight_unref(gr->flight);
+    gr->flight = NULL;
+}
+
+static void gr_free(gw_req_t *gr)
+{
+    llmc_worker_t *w = gr->w;
+    assert(gr->state == GR_DONE && !gr->queued && !gr->req);
+    llmc__gr_leave_flight(gr);
+    llmc_entry_unref(gr->stale);
+    llmc_entry_unref(gr->hit); /* decided, but the client left before delivery */
+    llmc_canon_free(&gr->canon);
+    free(gr->ask_body);
+    free(gr->fwd_body);
+    if (w->nspare >= w->spare_max) {
+        free(gr);
+        return;
+    }
+    gr->inbox_next = w->spare;
+    w->spare = gr;
+    w->nspare++;
+}
+
+void llmc__gr_unref(gw_req_t *gr)
+{
+    int before = atomic_fetch_sub_explicit(&gr->refs, 1, memory_order_acq_rel);
+    assert(before > 0);
+    if (before == 1)
+        gr_free(gr);
+}
+
+void llmc__gr_spares_init(llmc_worker_t *w)
+{
+    w->spare = NULL;
+    w->nspare = 0;
+    w->spare_max = LLMC_UNDER_ASAN || LLMC_UNDER_VALGRIND() ? 0 : SPARE_MAX;
+}
+
+void llmc__gr_spares_free(llmc_worker_t *w)
+{
+    while (w->spare) {
+        gw_req_t *next = w->spare->inbox_next;
+        free(w->spare);
+        w->spare = next;
+    }
+    w->nspare = 0;
+}
+
+/* ---- the inbox ----------------------------------------------------------------- */
+
+void llmc__gr_notify(llmc_flight_waiter_t *fw)
+{
+    gw_req_t *gr = (gw_req_t *)fw;
+    llmc_worker_t *w = gr->w;
+    bool wake = false;
+    pthread_mutex_lock(&w->inbox_mu);
+    if (!gr->queued) {
+        gr->queued = true;
+        llmc__gr_ref(gr); /* the inbox's */
+        gr->inbox_next = NULL;
+        if (w->inbox_tail)
+            w->inbox_tail->inbox_next = gr;
+        else
+            w->inbox_head = gr;
+        w->inbox_tail = gr;
+        wake = true;
+    }
+    pthread_mutex_unlock(&w->inbox_mu);
+    if (wake)
+        uv_async_send(&w->inbox_async);
+}
+
+gw_req_t *llmc__gr_inbox_take(llmc_worker_t *w)
+{
+    pthread_mutex_lock(&w->inbox_mu);
+    gw_req_t *list = w->inbox_head;
+    w->inbox_head = w->inbox_tail = NULL;
+    for (gw_req_t *p = list; p; p = p->inbox_next)
+        p->queued = false;
+    pthread_mutex_unlock(&w->inbox_mu);
+    return list;
+}
+
+/* ---- the one finish ------------------------------------------------------------ */
+
+/* Copies s into buf as the inside of a JSON string; returns bytes written. */
+static size_t json_esc(char *buf, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; s && *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", c);
+        } else {
+            buf[n++] = (char)c;
+        }
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+static void access_log(llmc_worker_t *w, llmc_http_req_t *req, int status, uint64_t bytes,
+                       const gw_req_t *gr)
+{
+    if (w->gw->log_fd < 0)
+        return;
+    char line[2048], path[600], ts[40];
+    int64_t now = llmc_now_ms();
+    time_t secs = (time_t)(now / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    json_esc(path, sizeof(path), req->path ? req->path : "");
+    double dur = (double)(uv_hrtime() - req->start_ns) / 1e6;
+    int n = snprintf(line, sizeof(line),
+        "{\"ts\":\"%s.%03dZ\",\"thread\":%u,\"id\":%llu,\"method\":\"%s\",\"path\":\"%s\","
+        "\"status\":%d,\"cache\":\"%s\",\"key\":\"%.16s\",\"bytes\":%llu,\"dur_ms\":%.3f}\n",
+        ts, (int)(now % 1000), w->id, (unsigned long long)req->id,
+        req->method_name ? req->method_name : "", path, status,
+        gr && gr->xcache ? gr->xcache : "-", gr ? gr->keyhex : "",
+        (unsigned long long)bytes, dur);
+    if (n > 0 && write(w->gw->log_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0) {
+        /* A full disk must not stop serving; the line is lost. */
+    }
+}
+
+void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx)
+{
+    llmc_worker_t *w = ctx;
+    gw_req_t *gr = req->data;
+    LLMC_COUNT(&w->ctr, requests);
+    if (status >= 500)
+        LLMC_COUNT(&w->ctr, server_errors);
+    else if (status >= 400)
+        LLMC_COUNT(&w->ctr, client_errors);
+    access_log(w, req, status, bytes_out, gr);
+    if (!gr)
+        return;
+    req->data = NULL;
+    gr->req = NULL;
+    /* No waiter notification may come after this: the flight lock orders
+       it before the server's reference goes. */
+    llmc__gr_leave_flight(gr);
+    llmc__gr_enter(gr, GR_DONE);
+    llmc__gr_unref(gr);
+}
