@@ -434,7 +434,7 @@ static void finish(fetch_t *ft, int err, const char *detail)
            request finds neither. A refusal as too big keeps it nowhere:
            --max-entry-percent promises such an answer is served, not
            stored, and it goes out marked no-store. */
-        if (e && llmc_tier_set_store(ft->w->gw->tiers, e, now) == 0) {
+        if (e && llmc_tier_set_store(ft->w->gw->tiers, ft->w->id, e, now) == 0) {
             LLMC_COUNT(c, stored);
         } else {
             LLMC_COUNT(c, not_stored_too_big);

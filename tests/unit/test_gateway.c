@@ -51,6 +51,19 @@ typedef struct delayed {
     _Atomic int lookups, answered, canceled;
 } delayed_t;
 
+/* A copy of e: the tier keeps answers elsewhere (as a remote store would),
+   and an entry sits in one llmc_cache_t at a time. */
+static llmc_entry_t *entry_copy(const llmc_entry_t *e)
+{
+    llmc_entry_spec_t spec = {
+        .key = &e->key, .status = e->status, .flags = e->flags,
+        .created_ms = e->created_ms, .expires_ms = e->expires_ms,
+        .content_type = llmc_entry_content_type(e), .ns = llmc_entry_ns(e),
+        .model = llmc_entry_model(e), .body = e->body, .body_len = e->body_len,
+    };
+    return llmc_entry_new(&spec);
+}
+
 static void pend_closed(uv_handle_t *h)
 {
     free(h->data);
@@ -72,7 +85,13 @@ static void pend_fire(uv_timer_t *t)
     pend_t *p = t->data;
     llmc_tier_lookup_t *lk = p->lk;
     pend_unlink(p);
-    int rc = llmc_cache_get(p->d->cache, &lk->query->key, lk->now_ms, &lk->entry);
+    llmc_entry_t *held = NULL;
+    int rc = llmc_cache_get(p->d->cache, &lk->query->key, lk->now_ms, &held);
+    if (rc == 0) {
+        lk->entry = entry_copy(held);
+        llmc_entry_unref(held);
+        rc = lk->entry ? 0 : LLMC_ENOMEM;
+    }
     atomic_fetch_add(&p->d->answered, 1);
     uv_close((uv_handle_t *)&p->timer, pend_closed);
     lk->done(lk, rc);
@@ -99,7 +118,10 @@ static int delayed_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
 
 static int delayed_put(llmc_tier_t *t, llmc_entry_t *e, int64_t now_ms)
 {
-    return llmc_cache_put(((delayed_t *)t->impl)->cache, e, now_ms);
+    llmc_entry_t *copy = entry_copy(e);
+    int rc = copy ? llmc_cache_put(((delayed_t *)t->impl)->cache, copy, now_ms) : LLMC_ENOMEM;
+    llmc_entry_unref(copy);
+    return rc;
 }
 
 static void delayed_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
@@ -196,7 +218,7 @@ static void *gw_thread(void *arg)
 /* The gateway's tiers: memory, then the delayed tier. */
 static llmc_tier_set_t *tiers_with_delay(fixture_t *f, uint64_t delay_ms)
 {
-    llmc_cache_config_t cc = {.max_bytes = 64u << 20};
+    llmc_cache_config_t cc = {.max_bytes = 64u << 20, .max_entry_share = 0.5};
     f->front = llmc_cache_new(&cc);
     f->delayed = calloc(1, sizeof(*f->delayed));
     assert_non_null(f->front);
@@ -223,7 +245,9 @@ static fixture_t *start(const char *threads, uint64_t mock_latency_ms, uint64_t 
     char *argv[] = {"llmcached", "--listen", "127.0.0.1:0", "--threads", (char *)threads,
                     "--upstream", url, "--access-log", "off", "--data-dir", "none", NULL};
     char *envp[] = {NULL};
-    assert_int_equal(llmc_config_load(&f->cfg, 11, argv, envp, err, sizeof(err)), 0);
+    bool help = false, help_md = false;
+    assert_int_equal(llmc_config_load(&f->cfg, 11, argv, envp, &help, &help_md, err, sizeof(err)),
+                     0);
     assert_int_equal(llmc_gw_init(&f->gw, &f->cfg, url, NULL, err, sizeof(err)), 0);
     llmc_tier_set_free(f->gw.tiers);
     f->gw.tiers = tiers_with_delay(f, delay_ms);
