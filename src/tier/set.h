@@ -36,7 +36,9 @@
 typedef struct llmc_tier_set llmc_tier_set_t;
 
 /* A lookup through the set, owned by the caller (in its request context)
-   and valid until it has answered. */
+   and valid until it has answered. The set owns tl.done (its own
+   completion for the tiers), next and pending; the caller reads tl.entry
+   and tier_name once the walk has answered. */
 typedef struct llmc_set_lookup llmc_set_lookup_t;
 struct llmc_set_lookup {
     llmc_tier_lookup_t tl;       /* the tier's view: query, now_ms, worker, entry */
@@ -53,7 +55,9 @@ struct llmc_set_lookup {
 llmc_tier_set_t *llmc_tier_set_new(void);
 
 /* Appends t (slower than every tier before it); the set owns it from now
-   on, also when this fails. 0, or LLMC_E2BIG past LLMC_TIER_SET_MAX.
+   on, also when this fails. 0, LLMC_E2BIG past LLMC_TIER_SET_MAX, or
+   LLMC_EINVAL when t is NULL or lacks an op every tier must have (name,
+   put, purge, stats, destroy, and get or lookup; the front needs get).
    Main thread, before any worker runs. */
 int llmc_tier_set_add(llmc_tier_set_t *s, llmc_tier_t *t);
 
@@ -70,32 +74,41 @@ bool llmc_tier_set_wants_query(const llmc_tier_set_t *s);
 
 /* Per-worker set-up and tear-down, forwarded to every tier that has it
    (see llmc_tier_ops_t.attach/detach for the threads). attach undoes what
-   it did on failure and returns that tier's error. */
+   it did on failure and returns that tier's error. detach goes slowest
+   first; a lookup a tier cancels there ends its walk as a miss (sl->done
+   with LLMC_ENOENT) without asking a slower tier. */
 int llmc_tier_set_attach(llmc_tier_set_t *s, unsigned worker, struct uv_loop_s *loop);
 void llmc_tier_set_detach(llmc_tier_set_t *s, unsigned worker);
 
 /*
  * Walks the tiers from the front for sl->tl.query. The caller sets
- * sl->tl.query, now_ms, worker and done. Returns 0 on a hit (sl->tl.entry
- * holds a reference, sl->tier_name the tier), LLMC_ENOENT when every tier
- * missed, or LLMC_EAGAIN when a tier went pending: sl->done gives the
- * final answer later. A hit below the front is put into every faster tier
- * before it is answered. An error from a tier counts as its miss.
+ * sl->tl.query, sl->tl.now_ms, sl->tl.worker and sl->done, and sl->pending
+ * is false (a zeroed struct, or one whose last walk has answered). Returns
+ * 0 on a hit (sl->tl.entry holds a reference the caller now owns,
+ * sl->tier_name the tier), LLMC_ENOENT when every tier missed, or
+ * LLMC_EAGAIN when a tier went pending: sl->done gives the final answer
+ * later, and only then; an answer returned here never calls it. A hit
+ * below the front is put into every faster tier before it is answered. An
+ * error from a tier counts as its miss. On sl->tl.worker's loop thread.
  */
 int llmc_tier_set_lookup(llmc_tier_set_t *s, llmc_set_lookup_t *sl);
 
-/* Stores e in every tier, front first. 0, or LLMC_E2BIG when the front
-   tier refused it (then no tier keeps e, nor any older answer under its
-   key). Any loop thread. */
-int llmc_tier_set_store(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms);
+/* Stores e in every tier, front first; each tier takes its own reference.
+   0 (a slower tier that drops the write counts that itself), or
+   LLMC_E2BIG when the front tier refused it: then no tier keeps e, nor any
+   older answer under its key, which is purged from every tier. On
+   worker's loop thread, where an asynchronous tier answers that purge. */
+int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, int64_t now_ms);
 
-/* The front tier alone: a reference or NULL; 0 or LLMC_E*. Any loop thread. */
+/* The front tier alone: a reference or NULL; 0 or LLMC_E*. Any loop thread.
+   A set with no tier has no front: NULL, LLMC_EINVAL. */
 llmc_entry_t *llmc_tier_set_front_get(llmc_tier_set_t *s, const llmc_key_t *key, int64_t now_ms);
 int llmc_tier_set_front_put(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms);
 
 /* Sends sel to every tier; calls done(arg, removed) once, when every tier
    has answered, with the sum (on worker's loop thread, or before returning
-   when every tier answered at once). */
+   when every tier answered at once). Call on worker's loop thread. Out of
+   memory, sel still reaches every tier, and done reports 0 at once. */
 void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t *sel,
                          llmc_tier_purge_cb done, void *arg);
 
