@@ -51,6 +51,7 @@ struct gw_route {
     bool cacheable;               /* answers are stored and coalesced */
     bool streams;                 /* the endpoint can answer with a stream */
     gw_listener_t listener;
+    const char *upstream_method;  /* what a miss sends upstream; NULL: answered here */
 };
 
 static void handle_cached(gw_req_t *gr);
@@ -60,13 +61,13 @@ static void handle_health(gw_req_t *gr);
 static void handle_stats(gw_req_t *gr);
 
 static const gw_route_t routes[] = {
-    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC},
-    {"/v1/completions", HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC},
-    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, LISTEN_PUBLIC},
-    {"/v1/models", HTTP_GET, handle_forward, false, false, LISTEN_PUBLIC},
-    {"/ask", HTTP_GET, handle_ask, true, false, LISTEN_PUBLIC},
-    {"/healthz", HTTP_GET, handle_health, false, false, LISTEN_PUBLIC},
-    {"/stats", HTTP_GET, handle_stats, false, false, LISTEN_PUBLIC},
+    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST"},
+    {"/v1/completions", HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST"},
+    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, LISTEN_PUBLIC, "POST"},
+    {"/v1/models", HTTP_GET, handle_forward, false, false, LISTEN_PUBLIC, "GET"},
+    {"/ask", HTTP_GET, handle_ask, true, false, LISTEN_PUBLIC, "POST"},
+    {"/healthz", HTTP_GET, handle_health, false, false, LISTEN_PUBLIC, NULL},
+    {"/stats", HTTP_GET, handle_stats, false, false, LISTEN_PUBLIC, NULL},
 };
 
 /* Finds the route; when the path exists with other methods only, sets
@@ -358,7 +359,7 @@ static gr_state_t step_flight(gw_req_t *gr)
     if (created) {
         char url[1400];
         snprintf(url, sizeof(url), "%s%s", gw->upstream_base, gr->path + 3 /* strip "/v1" */);
-        int rc = llmc__gw_fetch_start(gr, gr->route->method == HTTP_GET ? "GET" : "POST", url,
+        int rc = llmc__gw_fetch_start(gr, gr->route->upstream_method, url,
                                       gr->body, gr->body_len, coalesce,
                                       gr->canon.model ? gr->canon.model : "");
         if (rc < 0) {
