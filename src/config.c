@@ -25,6 +25,10 @@
  * - SIZE and SECS accept fractions ("1.5G", "0.25") and round to the
  *   nearest byte or millisecond; min/max in the table are in those units
  *   and are printed back with the largest suffix that divides them.
+ *
+ * - An ENUM is stored as its word's position in the option's word list,
+ *   which is its enum value: config.h makes the enum from the same list, so
+ *   the words and the enumerators cannot drift apart.
  */
 #include "config.h"
 
@@ -44,13 +48,23 @@ typedef struct opt {
     size_t off;
     const char *def;
     int64_t min, max;
-    const char *words;
+    const char *words;   /* ENUM: "a|b|c", in the enum's order */
     const char *desc;
 } opt_t;
 
+/* An ENUM's word list as "a|b|c": "|a" "|b" "|c" joined by the compiler,
+   from past its first '|'. */
+#define JOIN_WORD(id, word) "|" word
+#define WORDS_ENUM(words) (&(words(JOIN_WORD))[1])
+#define WORDS_STR(words)  NULL
+#define WORDS_INT(words)  NULL
+#define WORDS_BOOL(words) NULL
+#define WORDS_SIZE(words) NULL
+#define WORDS_SECS(words) NULL
+
 static const opt_t opts[] = {
 #define X(f, name, type, def, min, max, words, desc) \
-    {name, LLMC_OPT_##type, offsetof(llmc_config_t, f), def, min, max, words, desc},
+    {name, LLMC_OPT_##type, offsetof(llmc_config_t, f), def, min, max, WORDS_##type(words), desc},
     LLMC_CONFIG_TABLE(X)
 #undef X
 };
@@ -190,19 +204,18 @@ int llmc_config_parse_secs(const char *s, int64_t *out_ms)
     return parse_scaled(s, secs_units, countof(secs_units), out_ms, &too_big);
 }
 
-/* Finds s among the |-separated words; returns the table's spelling. */
-static const char *enum_word(const char *words, const char *s, size_t *len)
+/* The position of s among the |-separated words, in any case, or -1. */
+static int enum_word(const char *words, const char *s)
 {
     size_t slen = strlen(s);
-    for (const char *w = words; *w;) {
+    int i = 0;
+    for (const char *w = words; *w; i++) {
         size_t n = strcspn(w, "|");
-        if (n == slen && strncasecmp(w, s, n) == 0) {
-            *len = n;
-            return w;
-        }
+        if (n == slen && strncasecmp(w, s, n) == 0)
+            return i;
         w += n + (w[n] == '|');
     }
-    return NULL;
+    return -1;
 }
 
 /* --- printing amounts ---------------------------------------------------- */
@@ -288,20 +301,20 @@ static int set_string(char **slot, const char *s, size_t len, char *err, size_t 
 static int set_opt(llmc_config_t *cfg, const opt_t *o, const char *s, char *err, size_t errlen)
 {
     void *slot = (char *)cfg + o->off;
-    const char *word;
-    size_t wlen;
     int64_t v;
+    int word;
     bool b;
 
     switch (o->type) {
     case LLMC_OPT_STR:
         return set_string(slot, s, strlen(s), err, errlen);
     case LLMC_OPT_ENUM:
-        if (!(word = enum_word(o->words, s, &wlen))) {
+        if ((word = enum_word(o->words, s)) < 0) {
             errf(err, errlen, "--%s: '%s' is not one of %s", o->name, s, o->words);
             return LLMC_EINVAL;
         }
-        return set_string(slot, word, wlen, err, errlen);
+        memcpy(slot, &word, sizeof word); /* an enum field the size of an int (config.h) */
+        return 0;
     case LLMC_OPT_BOOL:
         if (parse_bool(s, &b) != 0) {
             errf(err, errlen, "--%s: '%s' is not a boolean (on/off, true/false, yes/no, 1/0)",
@@ -334,7 +347,7 @@ int llmc_config_set(llmc_config_t *cfg, const char *name, const char *value, cha
 void llmc_config_free(llmc_config_t *cfg)
 {
     for (size_t i = 0; i < NOPTS; i++) {
-        if (opts[i].type == LLMC_OPT_STR || opts[i].type == LLMC_OPT_ENUM) {
+        if (opts[i].type == LLMC_OPT_STR) {
             char **slot = (char **)((char *)cfg + opts[i].off);
             free(*slot);
             *slot = NULL;

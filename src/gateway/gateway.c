@@ -79,17 +79,19 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
     gw->ntiers = 1;
     if (strcmp(cfg->data_dir, "none") == 0)
         return 0;
+    static const llmc_disk_sync_t sync_of[] = {
+        [LLMC_CFG_DISK_SYNC_FULL] = LLMC_DISK_SYNC_FULL,
+        [LLMC_CFG_DISK_SYNC_PERIODIC] = LLMC_DISK_SYNC_PERIODIC,
+        [LLMC_CFG_DISK_SYNC_NONE] = LLMC_DISK_SYNC_NONE,
+    };
     llmc_disk_config_t dc = {
         .path = cfg->data_dir,
+        .sync = sync_of[cfg->disk_sync],
         .sync_interval_ms = cfg->disk_sync_interval,
         .max_bytes = (uint64_t)cfg->disk_max,
         .queue_len = (size_t)cfg->disk_queue,
         .keep_stale_ms = cc.keep_stale_ms,
     };
-    if (llmc_disk_sync_parse(cfg->disk_sync, &dc.sync) < 0) {
-        snprintf(err, errlen, "--disk-sync: '%s' is not full, periodic or none", cfg->disk_sync);
-        return LLMC_EINVAL;
-    }
     char derr[400] = "";
     int rc = llmc_tier_disk_open(&dc, &gw->tiers[1], derr, sizeof(derr));
     if (rc < 0) {
@@ -153,12 +155,8 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
     gw->key_upstream = strcmp(cfg->upstream, "mock") == 0 ? "mock" : gw->upstream_base;
     if (upstream_key && asprintf(&gw->upstream_auth, "Authorization: Bearer %s", upstream_key) < 0)
         return LLMC_ENOMEM;
-    if (!strcmp(cfg->cache_scope, "shared"))
-        gw->shared_scope = true;
-    else if (!strcmp(cfg->cache_scope, "per-key"))
-        gw->shared_scope = false;
-    else
-        gw->shared_scope = upstream_key != NULL;
+    gw->shared_scope = cfg->cache_scope == LLMC_CFG_CACHE_SCOPE_SHARED ||
+                       (cfg->cache_scope == LLMC_CFG_CACHE_SCOPE_AUTO && upstream_key != NULL);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     gw->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : cores > 0 ? (unsigned)cores : 1;
     gw->upstream_conns = upstream_conns_per_worker(cfg, gw->nworkers);

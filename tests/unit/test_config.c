@@ -66,8 +66,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.connect_timeout, 10000);
     assert_int_equal(cfg.max_memory, 256 * MiB);
     assert_int_equal(cfg.max_header_bytes, 16384);
-    assert_string_equal(cfg.cache_scope, "auto");
-    assert_string_equal(cfg.disk_sync, "periodic");
+    assert_int_equal(cfg.cache_scope, LLMC_CFG_CACHE_SCOPE_AUTO);
+    assert_int_equal(cfg.disk_sync, LLMC_CFG_DISK_SYNC_PERIODIC);
     assert_int_equal(cfg.disk_sync_interval, 1000);
     assert_string_equal(cfg.access_log, "-");
     assert_null(cfg.config_file);
@@ -85,7 +85,7 @@ static void test_flags_both_forms(void **state)
     assert_int_equal(cfg.ttl, 60000);
     assert_int_equal(cfg.max_memory, 1024 * MiB);
     assert_string_equal(cfg.listen, "0.0.0.0:9000");
-    assert_string_equal(cfg.cache_scope, "per-key");
+    assert_int_equal(cfg.cache_scope, LLMC_CFG_CACHE_SCOPE_PER_KEY);
     assert_string_equal(cfg.access_log, "-");
     assert_int_equal(cfg.threads, 4);
     llmc_config_free(&cfg);
@@ -131,7 +131,7 @@ static void test_env(void **state)
                          "llmc_threads=9", "LLMC_ASK_MODEL=m1", NULL};
     assert_int_equal(load(&cfg, argv, env, err, sizeof err), 0);
     assert_int_equal(cfg.max_memory, MiB);
-    assert_string_equal(cfg.cache_scope, "shared");
+    assert_int_equal(cfg.cache_scope, LLMC_CFG_CACHE_SCOPE_SHARED);
     assert_string_equal(cfg.ask_model, "m1");
     assert_int_equal(cfg.ttl, 300000);   /* empty means unset */
     assert_int_equal(cfg.threads, 0);    /* names are upper case */
@@ -214,9 +214,38 @@ static void test_enum_case(void **state)
     (void)state;
     llmc_config_t cfg;
     char err[256] = "";
-    const char *argv[] = {"x", "--disk-sync", "FULL", NULL};
+    const char *argv[] = {"x", "--disk-sync", "FULL", "--cache-scope=Per-Key", NULL};
     assert_int_equal(load(&cfg, argv, NULL, err, sizeof err), 0);
-    assert_string_equal(cfg.disk_sync, "full"); /* stored as the table spells it */
+    assert_int_equal(cfg.disk_sync, LLMC_CFG_DISK_SYNC_FULL);
+    assert_int_equal(cfg.cache_scope, LLMC_CFG_CACHE_SCOPE_PER_KEY);
+    llmc_config_free(&cfg);
+}
+
+/* Every word of every ENUM is parsed to the enumerator config.h declares
+   for it (its position in the list). */
+static void test_enum_values(void **state)
+{
+    (void)state;
+    llmc_config_t cfg;
+    char err[256] = "";
+    const char *argv[] = {"x", NULL};
+    assert_int_equal(load(&cfg, argv, NULL, err, sizeof err), 0);
+#define W(id, word)                                                                       \
+    assert_int_equal(llmc_config_set(&cfg, "cache-scope", word, err, sizeof err), 0);     \
+    assert_int_equal(cfg.cache_scope, id);
+    LLMC_CFG_CACHE_SCOPE_WORDS(W)
+#undef W
+#define W(id, word)                                                                       \
+    assert_int_equal(llmc_config_set(&cfg, "disk-sync", word, err, sizeof err), 0);       \
+    assert_int_equal(cfg.disk_sync, id);
+    LLMC_CFG_DISK_SYNC_WORDS(W)
+#undef W
+    assert_int_equal(cfg.cache_scope, LLMC_CFG_CACHE_SCOPE_PER_KEY);
+    assert_int_equal(cfg.disk_sync, LLMC_CFG_DISK_SYNC_NONE);
+    /* A rejected word leaves the value as it was. */
+    assert_int_equal(llmc_config_set(&cfg, "disk-sync", "sometimes", err, sizeof err), LLMC_EINVAL);
+    assert_string_equal(err, "--disk-sync: 'sometimes' is not one of full|periodic|none");
+    assert_int_equal(cfg.disk_sync, LLMC_CFG_DISK_SYNC_NONE);
     llmc_config_free(&cfg);
 }
 
@@ -460,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_secs),
         cmocka_unit_test(test_bad_values_name_the_option),
         cmocka_unit_test(test_enum_case),
+        cmocka_unit_test(test_enum_values),
         cmocka_unit_test(test_bool),
         cmocka_unit_test(test_unknown_and_malformed_flags),
         cmocka_unit_test(test_help_flags),
