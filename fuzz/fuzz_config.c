@@ -17,9 +17,10 @@
  * - every answer is 0 or LLMC_EINVAL/LLMC_ENOMEM, and an error comes with a
  *   NUL-terminated message;
  * - after any sequence of sets, successful or not, every INT, SIZE and SECS
- *   field is within the table's min..max, every ENUM field is one of the
- *   table's words, every STR field is a string (so a failed set never leaves
- *   a half-written value);
+ *   field is within the table's min..max, every ENUM field is the value of
+ *   one of the table's words, every STR field is a string, and a
+ *   WORD_OR_STR is a word's value with no text, or its text value with the
+ *   text (so a failed set never leaves a half-written value);
  * - a SIZE or SECS value that was accepted prints back ("%lld" bytes or
  *   "%lldms") to text that parses to the same value;
  * - llmc_config_free leaves nothing behind (LeakSanitizer).
@@ -37,21 +38,21 @@
 
 #include "fuzz_check.h"
 
-/* Is s one of the |-separated words? */
-static int is_word(const char *words, const char *s)
-{
-    size_t n = strlen(s);
-    for (const char *w = words; *w;) {
-        size_t k = strcspn(w, "|");
-        if (k == n && strncmp(w, s, n) == 0)
-            return 1;
-        w += k + (w[k] == '|');
-    }
-    return 0;
-}
+/* The number of words in an ENUM's or WORD_OR_STR's list, and a
+   WORD_OR_STR's text field and text value. */
+#define NONE(...)
+#define PLUS_ONE(id, word) +1
+#define NWORDS(words) (0 words(PLUS_ONE, NONE))
+#define T_FIELD(id, field) field
+#define T_VALUE(id, field) id
 
 #define CK_STR(f, min, max, words)  CHECK(cfg->f != NULL);
-#define CK_ENUM(f, min, max, words) CHECK(cfg->f != NULL && is_word(words, cfg->f));
+#define CK_ENUM(f, min, max, words) CHECK((int)cfg->f >= 0 && (int)cfg->f < NWORDS(words));
+/* A word's value, or the text value with the text kept (never a mix). */
+#define CK_WORD_OR_STR(f, min, max, words)                                       \
+    CHECK((cfg->words(NONE, T_FIELD) != NULL)                                    \
+              ? (int)cfg->f == words(NONE, T_VALUE)                              \
+              : (int)cfg->f >= 0 && (int)cfg->f < NWORDS(words));
 #define CK_INT(f, min, max, words)  CHECK(cfg->f >= (int64_t)(min) && cfg->f <= (int64_t)(max));
 #define CK_SIZE(f, min, max, words) CK_INT(f, min, max, words)
 #define CK_SECS(f, min, max, words) CK_INT(f, min, max, words)
@@ -80,6 +81,7 @@ static const int64_t *num_field(const llmc_config_t *cfg, const char *name)
 {
 #define NF_STR(f) NULL
 #define NF_ENUM(f) NULL
+#define NF_WORD_OR_STR(f) NULL
 #define NF_BOOL(f) NULL
 #define NF_INT(f) &cfg->f
 #define NF_SIZE(f) &cfg->f

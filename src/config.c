@@ -25,6 +25,15 @@
  * - SIZE and SECS accept fractions ("1.5G", "0.25") and round to the
  *   nearest byte or millisecond; min/max in the table are in those units
  *   and are printed back with the largest suffix that divides them.
+ *
+ * - An ENUM is stored as its word's position in the option's word list,
+ *   which is its enum value: config.h makes the enum from the same list, so
+ *   the words and the enumerators cannot drift apart. A WORD_OR_STR is the
+ *   same for its words, and any other text sets the list's T value and is
+ *   copied to the T field.
+ *
+ * - ENUM words match in any case, WORD_OR_STR words only as spelled: 'FULL'
+ *   can only mean full, but 'OFF' or 'None' may be the name of a file.
  */
 #include "config.h"
 
@@ -44,13 +53,35 @@ typedef struct opt {
     size_t off;
     const char *def;
     int64_t min, max;
-    const char *words;
+    const char *words;   /* ENUM, WORD_OR_STR: "a|b|c", in the enum's order */
     const char *desc;
+    size_t text_off;     /* WORD_OR_STR: the field that keeps any other text */
+    int text_value;      /* WORD_OR_STR: the enum's value for any other text */
 } opt_t;
 
+/* The descriptor's parts made from a word list: the words as "a|b|c" ("|a"
+   "|b" "|c" joined by the compiler, from past its first '|'), then for a
+   WORD_OR_STR the T field's offset and the T value. */
+#define JOIN_WORD(id, word) "|" word
+#define T_FIELD(id, field) field
+#define T_VALUE(id, field) id
+#define WORDS_ENUM(list) .words = &(list(JOIN_WORD, LLMC_CFG_NONE))[1]
+#define WORDS_WORD_OR_STR(list)                                        \
+    WORDS_ENUM(list),                                                  \
+    .text_off = offsetof(llmc_config_t, list(LLMC_CFG_NONE, T_FIELD)), \
+    .text_value = list(LLMC_CFG_NONE, T_VALUE)
+#define WORDS_STR(list)  .words = NULL
+#define WORDS_INT(list)  .words = NULL
+#define WORDS_BOOL(list) .words = NULL
+#define WORDS_SIZE(list) .words = NULL
+#define WORDS_SECS(list) .words = NULL
+
 static const opt_t opts[] = {
-#define X(f, name, type, def, min, max, words, desc) \
-    {name, LLMC_OPT_##type, offsetof(llmc_config_t, f), def, min, max, words, desc},
+/* The parameters are not named after the fields: .name = name would not
+   survive the expansion. */
+#define X(f, name_, type_, def_, min_, max_, words_, desc_)                       \
+    {.name = name_, .type = LLMC_OPT_##type_, .off = offsetof(llmc_config_t, f), \
+     .def = def_, .min = min_, .max = max_, .desc = desc_, WORDS_##type_(words_)},
     LLMC_CONFIG_TABLE(X)
 #undef X
 };
@@ -190,19 +221,19 @@ int llmc_config_parse_secs(const char *s, int64_t *out_ms)
     return parse_scaled(s, secs_units, countof(secs_units), out_ms, &too_big);
 }
 
-/* Finds s among the |-separated words; returns the table's spelling. */
-static const char *enum_word(const char *words, const char *s, size_t *len)
+/* The position of s among the |-separated words, or -1. Case counts only
+   when exact. */
+static int enum_word(const char *words, const char *s, bool exact)
 {
     size_t slen = strlen(s);
-    for (const char *w = words; *w;) {
+    int i = 0;
+    for (const char *w = words; *w; i++) {
         size_t n = strcspn(w, "|");
-        if (n == slen && strncasecmp(w, s, n) == 0) {
-            *len = n;
-            return w;
-        }
+        if (n == slen && (exact ? strncmp(w, s, n) : strncasecmp(w, s, n)) == 0)
+            return i;
         w += n + (w[n] == '|');
     }
-    return NULL;
+    return -1;
 }
 
 /* --- printing amounts ---------------------------------------------------- */
@@ -285,23 +316,45 @@ static int set_string(char **slot, const char *s, size_t len, char *err, size_t 
     return 0;
 }
 
+/* The field of o that holds a string cfg owns, or NULL. */
+static char **owned_text(llmc_config_t *cfg, const opt_t *o)
+{
+    if (o->type == LLMC_OPT_STR)
+        return (char **)((char *)cfg + o->off);
+    if (o->type == LLMC_OPT_WORD_OR_STR)
+        return (char **)((char *)cfg + o->text_off);
+    return NULL;
+}
+
 static int set_opt(llmc_config_t *cfg, const opt_t *o, const char *s, char *err, size_t errlen)
 {
     void *slot = (char *)cfg + o->off;
-    const char *word;
-    size_t wlen;
+    char **text = owned_text(cfg, o);
     int64_t v;
+    int word, rc;
     bool b;
 
     switch (o->type) {
     case LLMC_OPT_STR:
-        return set_string(slot, s, strlen(s), err, errlen);
+        return set_string(text, s, strlen(s), err, errlen);
     case LLMC_OPT_ENUM:
-        if (!(word = enum_word(o->words, s, &wlen))) {
+        if ((word = enum_word(o->words, s, false)) < 0) {
             errf(err, errlen, "--%s: '%s' is not one of %s", o->name, s, o->words);
             return LLMC_EINVAL;
         }
-        return set_string(slot, word, wlen, err, errlen);
+        memcpy(slot, &word, sizeof word); /* an enum field the size of an int (config.h) */
+        return 0;
+    case LLMC_OPT_WORD_OR_STR:
+        if ((word = enum_word(o->words, s, true)) >= 0) {
+            free(*text);
+            *text = NULL;
+        } else if ((rc = set_string(text, s, strlen(s), err, errlen)) != 0) {
+            return rc;
+        } else {
+            word = o->text_value;
+        }
+        memcpy(slot, &word, sizeof word);
+        return 0;
     case LLMC_OPT_BOOL:
         if (parse_bool(s, &b) != 0) {
             errf(err, errlen, "--%s: '%s' is not a boolean (on/off, true/false, yes/no, 1/0)",
@@ -334,8 +387,8 @@ int llmc_config_set(llmc_config_t *cfg, const char *name, const char *value, cha
 void llmc_config_free(llmc_config_t *cfg)
 {
     for (size_t i = 0; i < NOPTS; i++) {
-        if (opts[i].type == LLMC_OPT_STR || opts[i].type == LLMC_OPT_ENUM) {
-            char **slot = (char **)((char *)cfg + opts[i].off);
+        char **slot = owned_text(cfg, &opts[i]);
+        if (slot) {
             free(*slot);
             *slot = NULL;
         }
@@ -612,6 +665,7 @@ static const char *type_word(llmc_opt_type_t t)
     case LLMC_OPT_SIZE: return "SIZE";
     case LLMC_OPT_SECS: return "SECS";
     case LLMC_OPT_ENUM: return "WORD";
+    case LLMC_OPT_WORD_OR_STR: return "TEXT";  /* the words are in the description */
     }
     return "VALUE";
 }
@@ -693,6 +747,7 @@ static void md_type(FILE *out, const opt_t *o)
     static const char *const names[] = {
         [LLMC_OPT_STR] = "text", [LLMC_OPT_INT] = "integer", [LLMC_OPT_BOOL] = "boolean",
         [LLMC_OPT_SIZE] = "size", [LLMC_OPT_SECS] = "duration", [LLMC_OPT_ENUM] = "one of",
+        [LLMC_OPT_WORD_OR_STR] = "text",
     };
     fputs(names[o->type], out);
     if (o->type == LLMC_OPT_ENUM) {

@@ -13,8 +13,17 @@
  * Types: STR (any string), INT (integer within min..max), BOOL (on/off,
  * true/false, yes/no, 1/0), SIZE (bytes, with K/M/G suffixes, powers of
  * 1024), SECS (seconds, may be fractional, optional ms/s/m/h suffix; stored
- * in milliseconds), ENUM (one of the words listed in the range column,
- * separated by |; stored as the string).
+ * in milliseconds), ENUM (one of the option's words, in any case; stored as
+ * its enum value), WORD_OR_STR (one of the option's words, stored as its
+ * enum value, or any other string, which sets the enum's last value and is
+ * kept in a text field: how --access-log tells 'off' from a path; its words
+ * are matched exactly, so a file called OFF is still a file).
+ *
+ * The words of an ENUM or WORD_OR_STR option are a list of their own, named
+ * in its row (LLMC_CFG_<FIELD>_WORDS, below the table). The list makes the
+ * option's enum type llmc_cfg_<field>_t, the parser's words, --help and the
+ * docs, so a value becomes an enum once, at start-up, and no code compares
+ * option strings after it.
  */
 #ifndef LLMC_CONFIG_H
 #define LLMC_CONFIG_H
@@ -25,17 +34,20 @@
 #include <stdio.h>
 
 typedef enum llmc_opt_type {
-    LLMC_OPT_STR, LLMC_OPT_INT, LLMC_OPT_BOOL, LLMC_OPT_SIZE, LLMC_OPT_SECS, LLMC_OPT_ENUM
+    LLMC_OPT_STR, LLMC_OPT_INT, LLMC_OPT_BOOL, LLMC_OPT_SIZE, LLMC_OPT_SECS, LLMC_OPT_ENUM,
+    LLMC_OPT_WORD_OR_STR
 } llmc_opt_type_t;
 
-/* X(field, "name", TYPE, "default", min, max, "enum words", "description")
-   min/max bound INT, SIZE (bytes) and SECS (milliseconds). */
+/* X(field, "name", TYPE, "default", min, max, WORDS, "description")
+   min/max bound INT, SIZE (bytes) and SECS (milliseconds). WORDS names the
+   word list of an ENUM or WORD_OR_STR option; NULL for the other types. */
 #define LLMC_CONFIG_TABLE(X)                                                                  \
     X(listen, "listen", STR, "127.0.0.1:8080", 0, 0, NULL,                                    \
       "Address to listen on, HOST:PORT (IPv6 as [::1]:PORT).")                                \
     X(threads, "threads", INT, "0", 0, 256, NULL,                                             \
       "Event-loop threads; 0 means one per CPU core.")                                        \
-    X(upstream, "upstream", STR, "https://api.openai.com/v1", 0, 0, NULL,                     \
+    X(upstream, "upstream", WORD_OR_STR, "https://api.openai.com/v1", 0, 0,                   \
+      LLMC_CFG_UPSTREAM_WORDS,                                                                \
       "OpenAI-style base URL of the model API, or 'mock' for the built-in mock model.")       \
     X(ask_model, "ask-model", STR, "gpt-4o-mini", 0, 0, NULL,                                 \
       "Model that GET /ask asks when the request names none.")                                \
@@ -56,7 +68,7 @@ typedef enum llmc_opt_type {
       "How long a cached answer stays fresh (seconds); X-Cache-TTL overrides per request.")   \
     X(max_ttl, "max-ttl", SECS, "86400", 1000, 31536000000LL, NULL,                           \
       "Upper bound for a per-request TTL (seconds).")                                         \
-    X(cache_scope, "cache-scope", ENUM, "auto", 0, 0, "auto|shared|per-key",                  \
+    X(cache_scope, "cache-scope", ENUM, "auto", 0, 0, LLMC_CFG_CACHE_SCOPE_WORDS,             \
       "Who shares cached answers: 'shared' by all clients, 'per-key' per Authorization "      \
       "credential; 'auto' is shared when the gateway holds the upstream key, else per-key.")  \
     X(max_memory, "max-memory", SIZE, "256M", 65536, 1099511627776LL, NULL,                   \
@@ -83,7 +95,7 @@ typedef enum llmc_opt_type {
       "How long an idle keep-alive connection is kept open (seconds).")                       \
     X(max_connections, "max-connections", INT, "10000", 1, 1000000, NULL,                     \
       "Open client connections allowed in all (split across threads); more get 503.")         \
-    X(access_log, "access-log", STR, "-", 0, 0, NULL,                                         \
+    X(access_log, "access-log", WORD_OR_STR, "-", 0, 0, LLMC_CFG_ACCESS_LOG_WORDS,            \
       "Where the JSON access log goes: '-' for stdout, 'off', or a file path.")               \
     X(complete_abandoned, "complete-abandoned", BOOL, "on", 0, 0, NULL,                       \
       "When every client of an upstream call has left, finish the call anyway so the answer " \
@@ -91,9 +103,9 @@ typedef enum llmc_opt_type {
     X(replay_pace_ms, "replay-pace-ms", INT, "0", 0, 10000, NULL,                             \
       "Delay between the events of a stream replayed from the cache, in milliseconds "        \
       "(0: send it at once).")                                                                \
-    X(data_dir, "data-dir", STR, "none", 0, 0, NULL,                                         \
+    X(data_dir, "data-dir", WORD_OR_STR, "none", 0, 0, LLMC_CFG_DATA_DIR_WORDS,               \
       "Directory of the on-disk (LMDB) cache tier; 'none' keeps the cache in memory only.")   \
-    X(disk_sync, "disk-sync", ENUM, "periodic", 0, 0, "full|periodic|none",                   \
+    X(disk_sync, "disk-sync", ENUM, "periodic", 0, 0, LLMC_CFG_DISK_SYNC_WORDS,               \
       "Disk durability: 'full' syncs every commit, 'periodic' syncs every --disk-sync-interval, "\
       "'none' leaves it to the OS.")                                                          \
     X(disk_sync_interval, "disk-sync-interval", SECS, "1", 10, 3600000, NULL,                 \
@@ -105,14 +117,62 @@ typedef enum llmc_opt_type {
     X(mock_latency, "mock-latency", SECS, "2", 0, 3600000, NULL,                              \
       "With --upstream mock: the built-in mock model's delay before answering (seconds).")
 
+/*
+ * The word lists: W(ENUMERATOR, "word") for each word, in the enum's order;
+ * a WORD_OR_STR list ends with T(ENUMERATOR, text_field), the value of any
+ * other string, which is kept in cfg->text_field (NULL while a word is set).
+ */
+#define LLMC_CFG_UPSTREAM_WORDS(W, T)                                                         \
+    W(LLMC_CFG_UPSTREAM_MOCK, "mock")           /* the built-in mock model */                 \
+    T(LLMC_CFG_UPSTREAM_URL, upstream_url)
+#define LLMC_CFG_CACHE_SCOPE_WORDS(W, T)                                                      \
+    W(LLMC_CFG_CACHE_SCOPE_AUTO, "auto")                                                      \
+    W(LLMC_CFG_CACHE_SCOPE_SHARED, "shared")                                                  \
+    W(LLMC_CFG_CACHE_SCOPE_PER_KEY, "per-key")
+#define LLMC_CFG_ACCESS_LOG_WORDS(W, T)                                                       \
+    W(LLMC_CFG_ACCESS_LOG_OFF, "off")                                                         \
+    W(LLMC_CFG_ACCESS_LOG_STDOUT, "-")                                                        \
+    T(LLMC_CFG_ACCESS_LOG_FILE, access_log_path)
+#define LLMC_CFG_DATA_DIR_WORDS(W, T)                                                         \
+    W(LLMC_CFG_DATA_DIR_NONE, "none")           /* memory only, no disk tier */               \
+    T(LLMC_CFG_DATA_DIR_PATH, data_dir_path)
+#define LLMC_CFG_DISK_SYNC_WORDS(W, T)                                                        \
+    W(LLMC_CFG_DISK_SYNC_FULL, "full")                                                        \
+    W(LLMC_CFG_DISK_SYNC_PERIODIC, "periodic")                                                \
+    W(LLMC_CFG_DISK_SYNC_NONE, "none")
+
+/* Helpers for the word lists: nothing, an enumerator, a text field. */
+#define LLMC_CFG_NONE(...)
+#define LLMC_CFG_ENUMERATOR(id, ...) id,
+#define LLMC_CFG_TEXT_FIELD(id, field) char *field;
+
+/* typedef enum { ... } llmc_cfg_<field>_t; for each option with words. The
+   enumerators count from 0 in list order: the parser stores a word's
+   position in its list, as an int. */
+#define LLMC_CFG_ENUM_STR(f, words)
+#define LLMC_CFG_ENUM_INT(f, words)
+#define LLMC_CFG_ENUM_BOOL(f, words)
+#define LLMC_CFG_ENUM_SIZE(f, words)
+#define LLMC_CFG_ENUM_SECS(f, words)
+#define LLMC_CFG_ENUM_ENUM(f, words)                                                    \
+    typedef enum { words(LLMC_CFG_ENUMERATOR, LLMC_CFG_ENUMERATOR) } llmc_cfg_##f##_t;  \
+    _Static_assert(sizeof(llmc_cfg_##f##_t) == sizeof(int), "the parser stores an int");
+#define LLMC_CFG_ENUM_WORD_OR_STR(f, words) LLMC_CFG_ENUM_ENUM(f, words)
+#define LLMC_CFG_ENUM(f, name, type, def, min, max, words, desc) LLMC_CFG_ENUM_##type(f, words)
+LLMC_CONFIG_TABLE(LLMC_CFG_ENUM)
+#undef LLMC_CFG_ENUM
+
 typedef struct llmc_config {
-#define LLMC_CFG_FIELD_STR(f)  char *f;
-#define LLMC_CFG_FIELD_ENUM(f) char *f;
-#define LLMC_CFG_FIELD_INT(f)  int64_t f;
-#define LLMC_CFG_FIELD_BOOL(f) bool f;
-#define LLMC_CFG_FIELD_SIZE(f) int64_t f;
-#define LLMC_CFG_FIELD_SECS(f) int64_t f;   /* milliseconds */
-#define LLMC_CFG_FIELD(f, name, type, def, min, max, words, desc) LLMC_CFG_FIELD_##type(f)
+#define LLMC_CFG_FIELD_STR(f, words)  char *f;
+#define LLMC_CFG_FIELD_ENUM(f, words) llmc_cfg_##f##_t f;
+#define LLMC_CFG_FIELD_WORD_OR_STR(f, words) \
+    llmc_cfg_##f##_t f;                      \
+    words(LLMC_CFG_NONE, LLMC_CFG_TEXT_FIELD)
+#define LLMC_CFG_FIELD_INT(f, words)  int64_t f;
+#define LLMC_CFG_FIELD_BOOL(f, words) bool f;
+#define LLMC_CFG_FIELD_SIZE(f, words) int64_t f;
+#define LLMC_CFG_FIELD_SECS(f, words) int64_t f;   /* milliseconds */
+#define LLMC_CFG_FIELD(f, name, type, def, min, max, words, desc) LLMC_CFG_FIELD_##type(f, words)
     LLMC_CONFIG_TABLE(LLMC_CFG_FIELD)
 #undef LLMC_CFG_FIELD
     char *config_file;   /* --config FILE, when given */
@@ -132,7 +192,7 @@ int llmc_config_load(llmc_config_t *cfg, int argc, char **argv, char **envp,
 /* Sets one option by name from its text form. 0 or LLMC_EINVAL (message in err). */
 int llmc_config_set(llmc_config_t *cfg, const char *name, const char *value, char *err, size_t errlen);
 
-/* Frees the strings cfg owns. */
+/* Frees the strings cfg owns (STR fields and the text of WORD_OR_STR ones). */
 void llmc_config_free(llmc_config_t *cfg);
 
 /* Writes --help text (usage line for prog, then every option with type,

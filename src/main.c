@@ -46,8 +46,7 @@ static int run_gateway(llmc_config_t *cfg)
     char err[512] = "", url[1100];
     llmc_mock_t *mock = NULL;
     const char *key = upstream_key();
-    snprintf(url, sizeof(url), "%s", cfg->upstream);
-    if (strcmp(cfg->upstream, "mock") == 0) {
+    if (cfg->upstream == LLMC_CFG_UPSTREAM_MOCK) {
         llmc_mock_config_t mc = {.latency_ms = (uint64_t)cfg->mock_latency};
         if (llmc_mock_start(&mc, "127.0.0.1", 0, &mock, err, sizeof(err)) < 0) {
             fprintf(stderr, "llmcached: could not start the mock model: %s\n", err);
@@ -57,6 +56,8 @@ static int run_gateway(llmc_config_t *cfg)
         fprintf(stderr, "llmcached: using the built-in mock model at %s (%lld ms latency)%s\n",
                 url, (long long)cfg->mock_latency,
                 key ? "" : "; set LLMC_UPSTREAM_KEY and --upstream to use a real model");
+    } else {
+        snprintf(url, sizeof(url), "%s", cfg->upstream_url);
     }
     /* libhttp-parser has its own process-wide head limit (80 KB); ours is
        enforced exactly by the server, so the parser's must not be lower. */

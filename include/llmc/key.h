@@ -3,6 +3,8 @@
  *
  * The cache key is SHA-256 over the endpoint path, the upstream base URL,
  * the cache scope, the namespace and the canonical form of the JSON body.
+ * The request fingerprint, the scope hash of a credential and the key of a
+ * derived form are SHA-256 in the same layout, each marked as what it is.
  * The canonical form keeps every field that can change the answer, known
  * or unknown, and drops only the fields in one static table (user, stream,
  * ...), so that a new OpenAI parameter is never silently ignored.
@@ -63,5 +65,41 @@ bool llmc_key_field_ignored(const char *name);
 void llmc_key_build(llmc_key_t *out, const char *path, const char *upstream,
                     const char *scope, const char *ns,
                     const char *canon, size_t canon_len);
+
+/*
+ * The three hashes below are made in llmc_key_build's layout, with a marker
+ * in one slot so that none has a request key's input, and they keep that
+ * layout byte for byte. All are deterministic, need no lock and may be
+ * called from any thread; pointers are borrowed for the call only.
+ */
+
+/*
+ * The fingerprint of a request as the client sent it: the same parts as its
+ * cache key, but the raw body (or the query of GET /ask) instead of the
+ * canonical one, and the credential itself as scope ("" when shared), so
+ * that a repeated request finds its key without any JSON work. Strings are
+ * NUL-terminated and may be "" but not NULL; raw is raw_len bytes and may
+ * be NULL only when raw_len is 0.
+ */
+void llmc_key_fingerprint(llmc_key_t *out, const char *path, const char *scope,
+                          const char *ns, const char *raw, size_t raw_len);
+
+/*
+ * The hash of a client credential (the Authorization header's value, len
+ * bytes; NULL only when len is 0) that stands for it in a per-key cache
+ * scope, so that one key's answers are never served to another and the
+ * credential itself is never stored.
+ */
+void llmc_key_scope(llmc_key_t *out, const char *credential, size_t len);
+
+/*
+ * The key of a derived form of a cached answer (form: "ask", "sse",
+ * "sse+usage", ...) stored beside it: from the answer's key *of and its ETag
+ * (etag, the quoted text of llmc_entry_etag), so that a new answer under
+ * the same key, which has another ETag, never finds the old answer's forms.
+ * form and etag are NUL-terminated and not NULL.
+ */
+void llmc_key_derived(llmc_key_t *out, const llmc_key_t *of, const char *form,
+                      const char *etag);
 
 #endif

@@ -29,7 +29,7 @@
  *   client sent (minus "cache"), so forwarding it changes no number.
  */
 /* SHA256_Init/Update/Final are marked deprecated from OpenSSL 3.0 on (still
-   shipped); asking for the 1.1.1 API keeps them, see llmc_key_build. */
+   shipped); asking for the 1.1.1 API keeps them, see key_hash. */
 #define OPENSSL_API_COMPAT 10101
 
 #include "llmc/key.h"
@@ -57,6 +57,14 @@ static const char *const ignored_fields[] = {
 };
 
 #define KEY_VERSION_TAG "llmc-key-v1"
+
+/* The markers of the hashes that are not request keys (see key_hash). A
+   request key's upstream slot holds a URL or "mock" and its path slot a
+   path starting with '/', so none of these hashes has a request key's
+   input. */
+#define FINGERPRINT_TAG "fingerprint-v1"   /* upstream slot */
+#define SCOPE_TAG "scope"                  /* path slot */
+#define DERIVED_TAG "derived-v1"           /* path slot */
 
 /* 2^63 as a double: reals in [-2^63, 2^63) convert to json_int_t exactly
    when they are integral. */
@@ -303,24 +311,72 @@ static void hash_field(SHA256_CTX *ctx, const char *s, size_t len)
     SHA256_Update(ctx, s, len);
 }
 
-/* A key (or a fingerprint) is built for every request, hits included. The
-   low-level SHA256_* calls hash on the stack; OpenSSL 3.0's EVP digest
-   allocates and frees its provider context on every EVP_DigestInit_ex, even
-   on a reused EVP_MD_CTX, which would be the one allocation left on the hit
-   path. Both run the same SHA-256 code, and these calls cannot fail. */
-void llmc_key_build(llmc_key_t *out, const char *path, const char *upstream,
-                    const char *scope, const char *ns,
-                    const char *canon, size_t canon_len)
+/* One field of the layout: len bytes at s. */
+typedef struct key_field {
+    const char *s;
+    size_t len;
+} key_field_t;
+
+#define KEY_FIELDS 5
+#define TEXT(s) {(s), strlen(s)}
+
+/*
+ * The one layout every hash of this file is made in: the version tag, then
+ * five length-prefixed fields. The disk tier stores request keys under it,
+ * so it never changes. The fingerprint, scope and derived hashes are made
+ * in it too, each with its marker in one slot (FINGERPRINT_TAG ...).
+ *
+ * A key (or a fingerprint) is built for every request, hits included. The
+ * low-level SHA256_* calls hash on the stack; OpenSSL 3.0's EVP digest
+ * allocates and frees its provider context on every EVP_DigestInit_ex, even
+ * on a reused EVP_MD_CTX, which would be the one allocation left on the hit
+ * path. Both run the same SHA-256 code, and these calls cannot fail.
+ */
+static void key_hash(llmc_key_t *out, const key_field_t f[KEY_FIELDS])
 {
     SHA256_CTX ctx;
 
     SHA256_Init(&ctx);
     SHA256_Update(&ctx, KEY_VERSION_TAG, sizeof KEY_VERSION_TAG - 1);
-    hash_field(&ctx, path, strlen(path));
-    hash_field(&ctx, upstream, strlen(upstream));
-    hash_field(&ctx, scope, strlen(scope));
-    hash_field(&ctx, ns, strlen(ns));
-    hash_field(&ctx, canon, canon_len);
+    for (int i = 0; i < KEY_FIELDS; i++)
+        hash_field(&ctx, f[i].s, f[i].len);
     SHA256_Final(out->b, &ctx);
     OPENSSL_cleanse(&ctx, sizeof ctx);
+}
+
+void llmc_key_build(llmc_key_t *out, const char *path, const char *upstream,
+                    const char *scope, const char *ns,
+                    const char *canon, size_t canon_len)
+{
+    const key_field_t f[KEY_FIELDS] = {
+        TEXT(path), TEXT(upstream), TEXT(scope), TEXT(ns), {canon, canon_len},
+    };
+    key_hash(out, f);
+}
+
+void llmc_key_fingerprint(llmc_key_t *out, const char *path, const char *scope,
+                          const char *ns, const char *raw, size_t raw_len)
+{
+    const key_field_t f[KEY_FIELDS] = {
+        TEXT(path), TEXT(FINGERPRINT_TAG), TEXT(scope), TEXT(ns), {raw_len ? raw : "", raw_len},
+    };
+    key_hash(out, f);
+}
+
+void llmc_key_scope(llmc_key_t *out, const char *credential, size_t len)
+{
+    const key_field_t f[KEY_FIELDS] = {
+        TEXT(SCOPE_TAG), TEXT(""), TEXT(""), TEXT(""), {len ? credential : "", len},
+    };
+    key_hash(out, f);
+}
+
+void llmc_key_derived(llmc_key_t *out, const llmc_key_t *of, const char *form,
+                      const char *etag)
+{
+    const key_field_t f[KEY_FIELDS] = {
+        TEXT(DERIVED_TAG), TEXT(form), TEXT(etag), TEXT(""),
+        {(const char *)of->b, LLMC_KEY_LEN},
+    };
+    key_hash(out, f);
 }

@@ -45,16 +45,17 @@ static int parse_listen(llmc_gw_t *gw, const char *s, char *err, size_t errlen)
     return 0;
 }
 
-static int open_log(llmc_gw_t *gw, const char *where, char *err, size_t errlen)
+static int open_log(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)
 {
-    if (strcmp(where, "off") == 0) {
+    const char *path = cfg->access_log_path;
+    if (cfg->access_log == LLMC_CFG_ACCESS_LOG_OFF) {
         gw->log_fd = -1;
-    } else if (strcmp(where, "-") == 0) {
+    } else if (cfg->access_log == LLMC_CFG_ACCESS_LOG_STDOUT) {
         gw->log_fd = STDOUT_FILENO;
     } else {
-        gw->log_fd = open(where, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        gw->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
         if (gw->log_fd < 0) {
-            snprintf(err, errlen, "--access-log: cannot open %s: %s", where, strerror(errno));
+            snprintf(err, errlen, "--access-log: cannot open %s: %s", path, strerror(errno));
             return LLMC_EIO;
         }
     }
@@ -80,24 +81,26 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         snprintf(err, errlen, "could not create the memory cache");
         return LLMC_ENOMEM;
     }
-    if (strcmp(cfg->data_dir, "none") == 0)
+    if (cfg->data_dir == LLMC_CFG_DATA_DIR_NONE)
         return 0;
+    static const llmc_disk_sync_t sync_of[] = {
+        [LLMC_CFG_DISK_SYNC_FULL] = LLMC_DISK_SYNC_FULL,
+        [LLMC_CFG_DISK_SYNC_PERIODIC] = LLMC_DISK_SYNC_PERIODIC,
+        [LLMC_CFG_DISK_SYNC_NONE] = LLMC_DISK_SYNC_NONE,
+    };
     llmc_disk_config_t dc = {
-        .path = cfg->data_dir,
+        .path = cfg->data_dir_path,
+        .sync = sync_of[cfg->disk_sync],
         .sync_interval_ms = cfg->disk_sync_interval,
         .max_bytes = (uint64_t)cfg->disk_max,
         .queue_len = (size_t)cfg->disk_queue,
         .keep_stale_ms = cc.keep_stale_ms,
     };
-    if (llmc_disk_sync_parse(cfg->disk_sync, &dc.sync) < 0) {
-        snprintf(err, errlen, "--disk-sync: '%s' is not full, periodic or none", cfg->disk_sync);
-        return LLMC_EINVAL;
-    }
     char derr[400] = "";
     llmc_tier_t *disk = NULL;
     int rc = llmc_tier_disk_open(&dc, &disk, derr, sizeof(derr));
     if (rc < 0) {
-        snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir, derr);
+        snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir_path, derr);
         return rc;
     }
     return llmc_tier_set_add(gw->tiers, disk);
@@ -153,21 +156,17 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
         return LLMC_EINVAL;
     }
     memcpy(gw->upstream_base, upstream_url, ulen);
-    gw->key_upstream = strcmp(cfg->upstream, "mock") == 0 ? "mock" : gw->upstream_base;
+    gw->key_upstream = cfg->upstream == LLMC_CFG_UPSTREAM_MOCK ? "mock" : gw->upstream_base;
     if (upstream_key && asprintf(&gw->upstream_auth, "Authorization: Bearer %s", upstream_key) < 0)
         return LLMC_ENOMEM;
-    if (!strcmp(cfg->cache_scope, "shared"))
-        gw->shared_scope = true;
-    else if (!strcmp(cfg->cache_scope, "per-key"))
-        gw->shared_scope = false;
-    else
-        gw->shared_scope = upstream_key != NULL;
+    gw->shared_scope = cfg->cache_scope == LLMC_CFG_CACHE_SCOPE_SHARED ||
+                       (cfg->cache_scope == LLMC_CFG_CACHE_SCOPE_AUTO && upstream_key != NULL);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     gw->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : cores > 0 ? (unsigned)cores : 1;
     gw->upstream_conns = upstream_conns_per_worker(cfg, gw->nworkers);
     int rc = parse_listen(gw, cfg->listen, err, errlen);
     if (rc == 0)
-        rc = open_log(gw, cfg->access_log, err, errlen);
+        rc = open_log(gw, cfg, err, errlen);
     if (rc == 0)
         rc = open_tiers(gw, err, errlen);
     if (rc == 0 && !(gw->flights = llmc_flight_table_new(64)))

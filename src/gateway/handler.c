@@ -150,7 +150,7 @@ static void fingerprint(const gw_req_t *gr, llmc_key_t *fp)
     bool ask = gr->form == FORM_ASK;
     const char *raw = ask ? req->query : req->body;
     size_t len = ask ? strlen(req->query) : req->body_len;
-    llmc_key_build(fp, req->path, "fingerprint-v1", scope, ns ? ns : "", raw ? raw : "", len);
+    llmc_key_fingerprint(fp, req->path, scope, ns ? ns : "", raw ? raw : "", len);
 }
 
 /* The scope part of the key: "" when shared, else a hash of the credential,
@@ -162,7 +162,7 @@ static void scope_of(gw_req_t *gr)
         return;
     const char *auth = llmc_http_header(gr->req, "authorization");
     llmc_key_t h;
-    llmc_key_build(&h, "scope", "", "", "", auth ? auth : "", auth ? strlen(auth) : 0);
+    llmc_key_scope(&h, auth, auth ? strlen(auth) : 0);
     llmc_key_hex(&h, gr->scope);
 }
 

@@ -238,7 +238,7 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
     llmc_entry_t *d = NULL;
     char tag[LLMC_ETAG_LEN];
     llmc_entry_etag(e, tag);
-    llmc_key_build(&dk, "derived-v1", form, tag, "", (const char *)e->key.b, LLMC_KEY_LEN);
+    llmc_key_derived(&dk, &e->key, form, tag);
     if ((d = llmc_tier_set_front_get(tiers, &dk, now))) {
         if (d->created_ms == e->created_ms && d->expires_ms == e->expires_ms)
             return d;

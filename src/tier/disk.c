@@ -162,18 +162,6 @@ static int64_t add_ms(int64_t a, int64_t b)
     return a + b;
 }
 
-int llmc_disk_sync_parse(const char *word, llmc_disk_sync_t *out)
-{
-    static const char *const words[] = { "full", "periodic", "none" };
-    for (int i = 0; i < 3; i++) {
-        if (word && strcmp(word, words[i]) == 0) {
-            *out = (llmc_disk_sync_t)i;
-            return 0;
-        }
-    }
-    return LLMC_EINVAL;
-}
-
 /* ---- index keys: time big-endian (sign bit flipped so order holds) + key ---- */
 
 static void idx_make(uint8_t out[IDX_LEN], int64_t t, const uint8_t *key)

@@ -36,9 +36,6 @@ typedef struct llmc_disk_config {
     size_t sweep_budget;       /* expired entries removed per tick(); 0 means 256 */
 } llmc_disk_config_t;
 
-/* Maps "full", "periodic" or "none" (the --disk-sync words). 0 or LLMC_EINVAL. */
-int llmc_disk_sync_parse(const char *word, llmc_disk_sync_t *out);
-
 /*
  * Opens (creating when missing) the disk tier in cfg->path and starts its
  * writer thread. Start-up reads no entry: it costs the same for a million

@@ -346,7 +346,7 @@ def test_invalid_json_body_is_a_client_error(gateway, mock):
 
 # ------------------------------------------------------------ configuration
 
-CONFIG_NAMES = re.findall(r'X\(\w+,\s*"([a-z0-9-]+)",\s*(?:STR|INT|BOOL|SIZE|SECS|ENUM),',
+CONFIG_NAMES = re.findall(r'X\(\w+,\s*"([a-z0-9-]+)",\s*(?:STR|INT|BOOL|SIZE|SECS|ENUM|WORD_OR_STR),',
                           (ROOT / "src" / "config.h").read_text())
 
 

@@ -61,15 +61,19 @@ static void test_defaults(void **state)
     assert_int_equal(load(&cfg, argv, NULL, err, sizeof err), 0);
     assert_string_equal(cfg.listen, "127.0.0.1:8080");
     assert_int_equal(cfg.threads, 0);
-    assert_string_equal(cfg.upstream, "https://api.openai.com/v1");
+    assert_int_equal(cfg.upstream, LLMC_CFG_UPSTREAM_URL);
+    assert_string_equal(cfg.upstream_url, "https://api.openai.com/v1");
     assert_int_equal(cfg.ttl, 300000);
     assert_int_equal(cfg.connect_timeout, 10000);
     assert_int_equal(cfg.max_memory, 256 * MiB);
     assert_int_equal(cfg.max_header_bytes, 16384);
-    assert_string_equal(cfg.cache_scope, "auto");
-    assert_string_equal(cfg.disk_sync, "periodic");
+    assert_int_equal(cfg.cache_scope, LLMC_CFG_CACHE_SCOPE_AUTO);
+    assert_int_equal(cfg.disk_sync, LLMC_CFG_DISK_SYNC_PERIODIC);
     assert_int_equal(cfg.disk_sync_interval, 1000);
-    assert_string_equal(cfg.access_log, "-");
+    assert_int_equal(cfg.access_log, LLMC_CFG_ACCESS_LOG_STDOUT);
+    assert_null(cfg.access_log_path);
+    assert_int_equal(cfg.data_dir, LLMC_CFG_DATA_DIR_NONE);
+    assert_null(cfg.data_dir_path);
     assert_null(cfg.config_file);
     llmc_config_free(&cfg);
 }
@@ -85,8 +89,8 @@ static void test_flags_both_forms(void **state)
     assert_int_equal(cfg.ttl, 60000);
     assert_int_equal(cfg.max_memory, 1024 * MiB);
     assert_string_equal(cfg.listen, "0.0.0.0:9000");
-    assert_string_equal(cfg.cache_scope, "per-key");
-    assert_string_equal(cfg.access_log, "-");
+    assert_int_equal(cfg.cache_scope, LLMC_CFG_CACHE_SCOPE_PER_KEY);
+    assert_int_equal(cfg.access_log, LLMC_CFG_ACCESS_LOG_STDOUT);
     assert_int_equal(cfg.threads, 4);
     llmc_config_free(&cfg);
 
@@ -131,7 +135,7 @@ static void test_env(void **state)
                          "llmc_threads=9", "LLMC_ASK_MODEL=m1", NULL};
     assert_int_equal(load(&cfg, argv, env, err, sizeof err), 0);
     assert_int_equal(cfg.max_memory, MiB);
-    assert_string_equal(cfg.cache_scope, "shared");
+    assert_int_equal(cfg.cache_scope, LLMC_CFG_CACHE_SCOPE_SHARED);
     assert_string_equal(cfg.ask_model, "m1");
     assert_int_equal(cfg.ttl, 300000);   /* empty means unset */
     assert_int_equal(cfg.threads, 0);    /* names are upper case */
@@ -214,10 +218,116 @@ static void test_enum_case(void **state)
     (void)state;
     llmc_config_t cfg;
     char err[256] = "";
-    const char *argv[] = {"x", "--disk-sync", "FULL", NULL};
+    const char *argv[] = {"x", "--disk-sync", "FULL", "--cache-scope=Per-Key", NULL};
     assert_int_equal(load(&cfg, argv, NULL, err, sizeof err), 0);
-    assert_string_equal(cfg.disk_sync, "full"); /* stored as the table spells it */
+    assert_int_equal(cfg.disk_sync, LLMC_CFG_DISK_SYNC_FULL);
+    assert_int_equal(cfg.cache_scope, LLMC_CFG_CACHE_SCOPE_PER_KEY);
     llmc_config_free(&cfg);
+}
+
+/* Every word of every ENUM is parsed to the enumerator config.h declares
+   for it (its position in the list). */
+static void test_enum_values(void **state)
+{
+    (void)state;
+    llmc_config_t cfg;
+    char err[256] = "";
+    const char *argv[] = {"x", NULL};
+    assert_int_equal(load(&cfg, argv, NULL, err, sizeof err), 0);
+#define W(id, word)                                                                       \
+    assert_int_equal(llmc_config_set(&cfg, "cache-scope", word, err, sizeof err), 0);     \
+    assert_int_equal(cfg.cache_scope, id);
+    LLMC_CFG_CACHE_SCOPE_WORDS(W, LLMC_CFG_NONE)
+#undef W
+#define W(id, word)                                                                       \
+    assert_int_equal(llmc_config_set(&cfg, "disk-sync", word, err, sizeof err), 0);       \
+    assert_int_equal(cfg.disk_sync, id);
+    LLMC_CFG_DISK_SYNC_WORDS(W, LLMC_CFG_NONE)
+#undef W
+    assert_int_equal(cfg.cache_scope, LLMC_CFG_CACHE_SCOPE_PER_KEY);
+    assert_int_equal(cfg.disk_sync, LLMC_CFG_DISK_SYNC_NONE);
+    /* A rejected word leaves the value as it was. */
+    assert_int_equal(llmc_config_set(&cfg, "disk-sync", "sometimes", err, sizeof err), LLMC_EINVAL);
+    assert_string_equal(err, "--disk-sync: 'sometimes' is not one of full|periodic|none");
+    assert_int_equal(cfg.disk_sync, LLMC_CFG_DISK_SYNC_NONE);
+    llmc_config_free(&cfg);
+}
+
+/* A WORD_OR_STR option: its words become their enumerators, spelled
+   exactly; any other text is kept in the T field, which a word clears. */
+static void test_word_or_str(void **state)
+{
+    (void)state;
+    llmc_config_t cfg;
+    char err[256] = "";
+    const char *argv[] = {"x", "--access-log", "off", "--data-dir=/var/cache/llmc",
+                          "--upstream", "http://127.0.0.1:9/v1", NULL};
+    assert_int_equal(load(&cfg, argv, NULL, err, sizeof err), 0);
+    assert_int_equal(cfg.access_log, LLMC_CFG_ACCESS_LOG_OFF);
+    assert_null(cfg.access_log_path);
+    assert_int_equal(cfg.data_dir, LLMC_CFG_DATA_DIR_PATH);
+    assert_string_equal(cfg.data_dir_path, "/var/cache/llmc");
+    assert_int_equal(cfg.upstream, LLMC_CFG_UPSTREAM_URL);
+    assert_string_equal(cfg.upstream_url, "http://127.0.0.1:9/v1");
+
+#define W(id, word)                                                                       \
+    assert_int_equal(llmc_config_set(&cfg, "access-log", "/tmp/a.log", err, sizeof err), 0); \
+    assert_int_equal(llmc_config_set(&cfg, "access-log", word, err, sizeof err), 0);      \
+    assert_int_equal(cfg.access_log, id);                                                 \
+    assert_null(cfg.access_log_path);
+#define T(id, field)                                                                      \
+    assert_int_equal(llmc_config_set(&cfg, "access-log", "/tmp/b.log", err, sizeof err), 0); \
+    assert_int_equal(cfg.access_log, id);                                                 \
+    assert_string_equal(cfg.field, "/tmp/b.log");
+    LLMC_CFG_ACCESS_LOG_WORDS(W, T)
+#undef T
+#undef W
+#define W(id, word)                                                                       \
+    assert_int_equal(llmc_config_set(&cfg, "data-dir", word, err, sizeof err), 0);        \
+    assert_int_equal(cfg.data_dir, id);                                                   \
+    assert_null(cfg.data_dir_path);
+#define T(id, field)                                                                      \
+    assert_int_equal(llmc_config_set(&cfg, "data-dir", "/srv/llmc", err, sizeof err), 0); \
+    assert_int_equal(cfg.data_dir, id);                                                   \
+    assert_string_equal(cfg.field, "/srv/llmc");
+    LLMC_CFG_DATA_DIR_WORDS(W, T)
+#undef T
+#undef W
+#define W(id, word)                                                                       \
+    assert_int_equal(llmc_config_set(&cfg, "upstream", word, err, sizeof err), 0);        \
+    assert_int_equal(cfg.upstream, id);                                                   \
+    assert_null(cfg.upstream_url);
+#define T(id, field)                                                                      \
+    assert_int_equal(llmc_config_set(&cfg, "upstream", "https://x/v1", err, sizeof err), 0); \
+    assert_int_equal(cfg.upstream, id);                                                   \
+    assert_string_equal(cfg.field, "https://x/v1");
+    LLMC_CFG_UPSTREAM_WORDS(W, T)
+#undef T
+#undef W
+
+    /* Words match only as spelled: a file may be called OFF or None. */
+    assert_int_equal(llmc_config_set(&cfg, "access-log", "OFF", err, sizeof err), 0);
+    assert_int_equal(cfg.access_log, LLMC_CFG_ACCESS_LOG_FILE);
+    assert_string_equal(cfg.access_log_path, "OFF");
+    assert_int_equal(llmc_config_set(&cfg, "data-dir", "None", err, sizeof err), 0);
+    assert_int_equal(cfg.data_dir, LLMC_CFG_DATA_DIR_PATH);
+    assert_string_equal(cfg.data_dir_path, "None");
+    assert_int_equal(llmc_config_set(&cfg, "upstream", "MOCK", err, sizeof err), 0);
+    assert_int_equal(cfg.upstream, LLMC_CFG_UPSTREAM_URL);
+    assert_string_equal(cfg.upstream_url, "MOCK");
+    llmc_config_free(&cfg);
+
+    /* From the environment and a config file alike. */
+    char *path = temp_file("access-log = off\ndata-dir = none\n");
+    const char *argv2[] = {"x", "--config", path, NULL};
+    const char *env[] = {"LLMC_UPSTREAM=mock", NULL};
+    assert_int_equal(load(&cfg, argv2, env, err, sizeof err), 0);
+    assert_int_equal(cfg.access_log, LLMC_CFG_ACCESS_LOG_OFF);
+    assert_int_equal(cfg.data_dir, LLMC_CFG_DATA_DIR_NONE);
+    assert_int_equal(cfg.upstream, LLMC_CFG_UPSTREAM_MOCK);
+    llmc_config_free(&cfg);
+    unlink(path);
+    free(path);
 }
 
 static void test_bool(void **state)
@@ -237,7 +347,7 @@ static void test_bool(void **state)
     assert_int_equal(parse_bool("2", &b), LLMC_EINVAL);
 
     /* A bare BOOL flag means true; a following boolean word is its value. */
-    const opt_t flag = {"fancy", LLMC_OPT_BOOL, 0, "off", 0, 0, NULL, "test"};
+    const opt_t flag = {.name = "fancy", .type = LLMC_OPT_BOOL, .def = "off", .desc = "test"};
     char *argv[] = {"x", "--fancy", "off", "--fancy", "--ttl", "1", "--fancy", NULL};
     const char *value;
     char err[128];
@@ -321,10 +431,12 @@ static void test_file_format(void **state)
     assert_int_equal(load(&cfg, argv, NULL, err, sizeof err), 0);
     assert_string_equal(cfg.listen, "0.0.0.0:8081");
     assert_string_equal(cfg.ask_model, "model # with hash");
-    assert_string_equal(cfg.access_log, "/var/log/llmc log.json");
-    assert_string_equal(cfg.upstream, "http://localhost:9/v1#frag");
+    assert_int_equal(cfg.access_log, LLMC_CFG_ACCESS_LOG_FILE);
+    assert_string_equal(cfg.access_log_path, "/var/log/llmc log.json");
+    assert_string_equal(cfg.upstream_url, "http://localhost:9/v1#frag");
     assert_int_equal(cfg.max_memory, 2 * MiB);
-    assert_string_equal(cfg.data_dir, "");
+    assert_int_equal(cfg.data_dir, LLMC_CFG_DATA_DIR_PATH); /* "" is no word */
+    assert_string_equal(cfg.data_dir_path, "");
     llmc_config_free(&cfg);
     unlink(path);
     free(path);
@@ -367,7 +479,8 @@ static void test_config_set(void **state)
     assert_int_equal(llmc_config_set(&cfg, "mock-latency", "250ms", err, sizeof err), 0);
     assert_int_equal(cfg.mock_latency, 250);
     assert_int_equal(llmc_config_set(&cfg, "upstream", "mock", err, sizeof err), 0);
-    assert_string_equal(cfg.upstream, "mock");
+    assert_int_equal(cfg.upstream, LLMC_CFG_UPSTREAM_MOCK);
+    assert_null(cfg.upstream_url);
     assert_int_equal(llmc_config_set(&cfg, "nope", "1", err, sizeof err), LLMC_EINVAL);
     assert_string_equal(err, "--nope: unknown option (see --help)");
     /* A rejected value leaves the old one in place. */
@@ -460,6 +573,8 @@ int main(void)
         cmocka_unit_test(test_secs),
         cmocka_unit_test(test_bad_values_name_the_option),
         cmocka_unit_test(test_enum_case),
+        cmocka_unit_test(test_enum_values),
+        cmocka_unit_test(test_word_or_str),
         cmocka_unit_test(test_bool),
         cmocka_unit_test(test_unknown_and_malformed_flags),
         cmocka_unit_test(test_help_flags),

@@ -234,6 +234,82 @@ static void test_key_layout(void **state)
     assert_memory_equal(k.b, want, LLMC_KEY_LEN);
 }
 
+/* Asserts that k is the SHA-256 written as hex in want. */
+static void assert_hex(const llmc_key_t *k, const char *want)
+{
+    char hex[2 * LLMC_KEY_LEN + 1];
+    llmc_key_hex(k, hex);
+    assert_string_equal(hex, want);
+}
+
+/* The fingerprint, scope and derived-form hashes were llmc_key_build calls
+   with markers in its slots; each function is pinned to that call and, so
+   that a change of the layout fails here, to a digest computed apart from
+   this code (Python's hashlib over the documented layout). */
+static void test_fingerprint_layout(void **state)
+{
+    (void)state;
+    const char *raw = "{\"model\":\"m\"}";
+    llmc_key_t old, k;
+    llmc_key_build(&old, PATH, "fingerprint-v1", "Bearer sk-a", "ns", raw, strlen(raw));
+    llmc_key_fingerprint(&k, PATH, "Bearer sk-a", "ns", raw, strlen(raw));
+    assert_memory_equal(k.b, old.b, LLMC_KEY_LEN);
+    assert_hex(&k, "f67502f3995ee037a1ccf0aef7cf8a6be12d948c44aeb48349fe2e6ff50ed2ed");
+
+    /* Shared scope, no namespace, no body (GET /ask with an empty query). */
+    llmc_key_build(&old, "/ask", "fingerprint-v1", "", "", "", 0);
+    llmc_key_fingerprint(&k, "/ask", "", "", NULL, 0);
+    assert_memory_equal(k.b, old.b, LLMC_KEY_LEN);
+
+    /* Never the request key of the same parts. */
+    llmc_key_build(&old, PATH, UP, "Bearer sk-a", "ns", raw, strlen(raw));
+    llmc_key_fingerprint(&k, PATH, "Bearer sk-a", "ns", raw, strlen(raw));
+    assert_memory_not_equal(k.b, old.b, LLMC_KEY_LEN);
+}
+
+static void test_scope_layout(void **state)
+{
+    (void)state;
+    const char *auth = "Bearer sk-test";
+    llmc_key_t old, k;
+    llmc_key_build(&old, "scope", "", "", "", auth, strlen(auth));
+    llmc_key_scope(&k, auth, strlen(auth));
+    assert_memory_equal(k.b, old.b, LLMC_KEY_LEN);
+    assert_hex(&k, "8900cb1894ea4978067cf4b9a516be669eaba856e8bfa5159295b5de0c2acc11");
+
+    /* No Authorization header: the caller passed "" and 0 before. */
+    llmc_key_build(&old, "scope", "", "", "", "", 0);
+    llmc_key_scope(&k, NULL, 0);
+    assert_memory_equal(k.b, old.b, LLMC_KEY_LEN);
+    assert_hex(&k, "7d67ce6fb01e6788a6a502b99d2745b8fd1a17f841ce7db83538f6f2ebc5d45d");
+
+    /* Only len bytes count. */
+    llmc_key_scope(&k, "Bearer sk-test-and-more", strlen(auth));
+    assert_hex(&k, "8900cb1894ea4978067cf4b9a516be669eaba856e8bfa5159295b5de0c2acc11");
+}
+
+static void test_derived_layout(void **state)
+{
+    (void)state;
+    const char *tag = "\"0123456789abcdef\"";
+    llmc_key_t of, old, k;
+    for (int i = 0; i < LLMC_KEY_LEN; i++)
+        of.b[i] = (uint8_t)i;
+    llmc_key_build(&old, "derived-v1", "sse+usage", tag, "", (const char *)of.b, LLMC_KEY_LEN);
+    llmc_key_derived(&k, &of, "sse+usage", tag);
+    assert_memory_equal(k.b, old.b, LLMC_KEY_LEN);
+    assert_hex(&k, "fcef46faaecdc7badd4a3b87d070213b1a7fc10e7c82fd3ee79d6553cba637fb");
+
+    /* Another form, another ETag or another answer: another key. */
+    llmc_key_derived(&old, &of, "ask", tag);
+    assert_memory_not_equal(k.b, old.b, LLMC_KEY_LEN);
+    llmc_key_derived(&old, &of, "sse+usage", "\"0123456789abcdee\"");
+    assert_memory_not_equal(k.b, old.b, LLMC_KEY_LEN);
+    of.b[31] ^= 1;
+    llmc_key_derived(&old, &of, "sse+usage", tag);
+    assert_memory_not_equal(k.b, old.b, LLMC_KEY_LEN);
+}
+
 static void test_cache_extension(void **state)
 {
     (void)state;
@@ -444,6 +520,9 @@ int main(void)
         cmocka_unit_test(test_canon_dump),
         cmocka_unit_test(test_big_integer_bodies_never_merge),
         cmocka_unit_test(test_raw_nul_byte_is_refused),
+        cmocka_unit_test(test_fingerprint_layout),
+        cmocka_unit_test(test_scope_layout),
+        cmocka_unit_test(test_derived_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
