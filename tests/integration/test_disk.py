@@ -338,7 +338,26 @@ def test_disk_max_bounds_the_file_and_evicts_oldest_first(gateway_factory, mock,
     assert (data / "data.mdb").stat().st_size <= bound
 
 
-# ------------------------------------------------------- 4. a corrupt record
+def test_big_answers_crossing_disk_max_do_not_empty_the_disk_tier(gateway_factory, mock, tmp_path):
+    # 200 KB answers in a 4 MB file: about a dozen fit below the low mark.
+    # Eviction used to remove 64 entries per size check, so each time the
+    # file filled, every answer on disk went at once.
+    g = disk_gateway(gateway_factory, mock, tmp_path / "data", "--disk-max", "4M")
+    most = 0
+    for i in range(40):
+        r = g.chat(chat_body(f"big answer {i}", mock={"bytes": 200000}))
+        assert r.status_code == 200 and len(r.content) >= 200000
+        wait_committed(g, i + 1)
+        d = dstats(g)
+        assert d["errors"] == 0 and d["dropped"] == 0, d
+        assert d["entries"] + d["evicted_size"] == i + 1, d
+        most = max(most, d["entries"])
+        if d["evicted_size"]:
+            assert d["entries"] >= most * 2 // 3, f"answer {i}: the disk tier emptied itself: {d}"
+    assert most >= 10 and dstats(g)["evicted_size"] > 0
+
+
+# ------------------------------------------------------- 4. a corrupt record, a damaged file
 
 def test_corrupt_record_is_a_miss_never_a_wrong_body(gateway_factory, mock, tmp_path):
     data = tmp_path / "data"
@@ -387,6 +406,39 @@ def test_corrupt_record_is_a_miss_never_a_wrong_body(gateway_factory, mock, tmp_
     assert r3.status_code == 200 and cache_status(r3.headers).get("detail") == "disk"
     assert r3.content == r.content
     assert dstats(g3)["errors"] == 0
+
+
+def test_data_file_cut_short_is_misses_not_a_crash(gateway_factory, mock, tmp_path):
+    # A data.mdb shorter than its meta page says (a power loss between
+    # syncs, a partial copy) used to kill the gateway with SIGBUS on the
+    # first lookup that reached a lost page, and again after every restart.
+    data = tmp_path / "data"
+    g = disk_gateway(gateway_factory, mock, data)
+    bodies = [chat_body(f"kept or lost {i}", mock={"bytes": 6000}) for i in range(300)]
+    before = [g.chat(b).content for b in bodies]
+    wait_committed(g, len(bodies))
+    assert dstats(g)["errors"] == 0
+    stop(g)
+    f = data / "data.mdb"
+    size = f.stat().st_size
+    assert size > 1 << 20
+    with open(f, "r+b") as fh:
+        fh.truncate(size // 2)
+
+    g2 = disk_gateway(gateway_factory, mock, data)
+    calls = mock.stats()["chat"]
+    hits = 0
+    for b, want in zip(bodies, before):
+        r = g2.chat(b, headers=OIC)
+        assert r.status_code in (200, 504), r.text
+        if r.status_code == 200:
+            assert r.content == want, "a damaged file must never give a wrong body"
+            hits += 1
+    assert g2.alive()
+    assert hits < len(bodies) and dstats(g2)["errors"] > 0
+    assert mock.stats()["chat"] == calls
+    # Still serving, and misses still go upstream.
+    assert g2.chat(chat_body("after the damage")).status_code == 200
 
 
 # ------------------------------------------------------- 5. one gateway per dir

@@ -1,6 +1,6 @@
 """Issue 7: framing and abuse. Request smuggling and malformed requests, idle
 connections up to --max-connections, slowloris, header injection through a
-cached body.
+cached body, and an error body that quotes bytes a client sent.
 
 The table below puts exact bytes on the wire. For every case the client must
 see one 4xx answer with an OpenAI-shaped error body, then the end of the
@@ -469,3 +469,35 @@ def test_header_injection_through_a_cached_body_is_impossible(gateway, mock):
     assert "X-Injected" not in r2.headers and "Set-Cookie" not in r2.headers
     assert r2.json()["source"] == "cache"
     assert "X-Injected: yes" in r2.json()["answer"]
+
+
+# ------------------------------------------------------------ error bodies
+
+def test_an_error_quoting_a_non_utf8_header_still_has_its_json_body(gateway, mock):
+    """A bad X-Cache-TTL is quoted in the 400's message; a value with bytes
+    from 0x80 up (which a header may hold) used to leave the 400 with an
+    empty body, as jansson refuses a string that is not UTF-8. A cut in the
+    middle of a character (the quote is 40 bytes at most) did the same.
+    Such bytes are now quoted as '?'."""
+    for value in (b"\xff", b"a" + "é".encode() * 30):
+        s = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+        try:
+            # http_request writes header values as latin-1: these exact bytes.
+            s.sendall(http_request("POST", CHAT, chat_body("bad ttl"),
+                                   {"Connection": "close", "X-Cache-TTL": value.decode("latin-1")}))
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            s.close()
+        head, body = data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        err = json.loads(body)["error"]
+        assert err["code"] == "invalid_cache_control", err
+        # Bytes from 0x80 up are quoted as '?'.
+        quoted = "'?'" if value == b"\xff" else "'a" + "?" * 39 + "'"
+        assert "X-Cache-TTL" in err["message"] and quoted in err["message"], err
+    assert mock.calls() == 0

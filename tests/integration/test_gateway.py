@@ -19,6 +19,7 @@ from conftest import (ROOT, RawConn, assert_error_shape, async_open_many, async_
                       free_port, http_request, llmc_bin, next_second, nofile_limit, session,
                       wait_until)
 
+CHAT = "/v1/chat/completions"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 ROUTES = [
@@ -240,7 +241,7 @@ def test_namespace_isolation(gateway, mock):
     assert mock.stats()["chat"] == 3
 
 
-# ------------------------------------------------------------ /ask, /v1/models, 404
+# ------------------------------------------------------------ /ask, /v1/models, 404, 405
 
 def test_ask_source_switches_from_llm_to_cache(shared_gateway, mock):
     g = shared_gateway
@@ -299,6 +300,15 @@ def test_wrong_method_on_a_cached_route(gateway, mock):
     assert r.status_code in (404, 405)
     assert_error_shape(r)
     assert mock.stats()["calls"] == 0
+
+
+def test_405_names_the_allowed_methods_in_allow(gateway):
+    r = gateway.http.delete(gateway.url + CHAT, timeout=5)
+    assert r.status_code == 405
+    assert r.headers.get("Allow") == "POST", dict(r.headers)
+    r = gateway.post("/ask?q=hi", {})
+    assert r.status_code == 405
+    assert r.headers.get("Allow") == "GET, HEAD", dict(r.headers)
 
 
 def test_builtin_mock_upstream(gateway_factory):

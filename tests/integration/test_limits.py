@@ -3,14 +3,25 @@
 Raw sockets put exact bytes on the wire. Every test also relies on the
 `procs` fixture's teardown check: the gateway must still be alive afterwards.
 Requests that must never reach the upstream are checked with /mock/stats.
+
+Decisions a newcomer would otherwise get wrong:
+- The slow-client tests of the send timeout shrink the client's receive
+  buffer before connecting (SO_RCVBUF, small_window_conn), so the server's
+  writes wait on this client at once instead of after the kernel has
+  absorbed megabytes.
+- Timeouts there are set in milliseconds on the command line ("500ms") to
+  keep the tests short; the waits around them are bounded polls, never bare
+  sleeps.
 """
 
+import json
 import select
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from conftest import (RawConn, assert_error_shape, cache_status, chat_body, free_port,
                       http_request, read_stream, session, wait_until)
@@ -149,6 +160,81 @@ def test_idle_keepalive_connection_is_closed(gateway_factory, mock):
         t = time.monotonic()
         assert c.closed_by_peer(timeout=4), "idle connection not closed"
         assert time.monotonic() - t >= 0.8
+
+
+# ------------------------------------------------------------ timeouts: the send timeout
+
+def small_window_conn(port, rcvbuf=16384, timeout=10.0):
+    """A client connection whose receive buffer is set small before the
+    connect (so the window it advertises is small too)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def read_head(sock):
+    """Reads a response head only: (status, headers with lowercase names, the
+    body bytes that came with it), leaving the rest of the body unread."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed before the head: {buf[:200]!r}"
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    hdrs = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    return int(lines[0].split(" ")[1]), hdrs, rest
+
+
+def test_a_slow_steady_reader_gets_a_big_answer_whole(mock, gateway_factory):
+    """The send timeout bounds a stall, not a whole download: an 8 MB answer
+    read steadily at a few MB/s takes seconds, far past a 300 ms timeout,
+    and must arrive whole. It used to be cut once the one write carrying it
+    had taken longer than the timeout."""
+    g = gateway_factory(mock, args=["--idle-timeout", "300ms"], threads=1)
+    size = 8 << 20
+    s = small_window_conn(g.port)
+    try:
+        s.sendall(http_request("POST", CHAT, chat_body("slow steady reader", mock={"bytes": size})))
+        status, hdrs, got = read_head(s)
+        assert status == 200, hdrs
+        want = int(hdrs["content-length"])
+        assert want >= size
+        t0 = time.monotonic()
+        while len(got) < want:
+            time.sleep(0.005)
+            chunk = s.recv(32768)
+            assert chunk, f"cut after {len(got)} of {want} bytes, {time.monotonic() - t0:.1f}s in"
+            got += chunk
+        assert json.loads(got)["object"] == "chat.completion"
+    finally:
+        s.close()
+
+
+def test_a_client_that_stops_reading_a_stream_is_dropped(mock, gateway_factory):
+    """A client that reads nothing of a stream its upstream keeps producing
+    is dropped at the send timeout once the kernel holds all it will. It used
+    to be kept, and sent an ever growing queue of copies, because every new
+    event relayed pushed the deadline on."""
+    g = gateway_factory(mock, args=["--idle-timeout", "500ms", "--complete-abandoned", "off"],
+                        threads=1)
+    body = chat_body("stalled stream reader", stream=True,
+                     mock={"bytes": 3_000_000, "fault": "endless-stream"})
+    s = small_window_conn(g.port)
+    try:
+        s.sendall(http_request("POST", CHAT, body))
+        status, hdrs, _ = read_head(s)
+        assert status == 200, hdrs
+        # ~1.5 MB/s from the mock: a few MB fill the socket buffers in a few
+        # seconds, then the timeout runs out 0.5 s later.
+        # Each poll on a new connection: with a 500 ms idle timeout the server
+        # may close a pooled one just as the next poll reuses it.
+        wait_until(lambda: requests.get(g.url + "/stats", timeout=5).json()["aborted"] >= 1,
+                   timeout=15, what="the stalled client to be dropped")
+    finally:
+        s.close()
 
 
 # ------------------------------------------------------------ framing: 400 and close

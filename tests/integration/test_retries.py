@@ -5,6 +5,7 @@ never ran on the model); Retry-After is honoured; failures after which the
 model may have seen the request are retried only with --retry-unsafe, and
 never once something was relayed to the client."""
 import email.utils
+import socket
 import time
 
 import pytest
@@ -73,6 +74,48 @@ def test_connect_retry_reaches_an_upstream_that_comes_back(gateway_factory, mock
     th.join()
     assert r.status_code == 200 and xcache(r) == "MISS"
     assert g.stats()["upstream_retries"] >= 1
+
+
+def blackhole():
+    """A listening socket whose accept queue is full: the kernel drops
+    further SYNs, so a connect to it neither succeeds nor is refused (a
+    firewalled or dead host). Returns (port, sockets to close)."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    keep = [lst]
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(lst.getsockname())
+        except BlockingIOError:
+            pass
+        keep.append(c)
+    return lst.getsockname()[1], keep
+
+
+def test_connect_timeout_is_retried_as_a_connect_failure(gateway_factory, mock):
+    # A connect that timed out (nothing reached the upstream) used to be a
+    # 504 "upstream timed out" that --upstream-retries never retried.
+    port, keep = blackhole()
+    try:
+        g = gateway_factory(f"http://127.0.0.1:{port}/v1",
+                            args=["--upstream-retries", "2", "--connect-timeout", "0.2"])
+        r = g.chat(chat_body("nobody answers the SYN"))
+        assert r.status_code == 502, r.text
+        assert "connect" in r.json()["error"]["message"]
+        st = g.stats()
+        assert st["upstream_calls"] == 3 and st["upstream_retries"] == 2, st
+        assert st["upstream_errors"]["connect"] == 1 and st["upstream_errors"]["timeout"] == 0
+    finally:
+        for s in keep:
+            s.close()
+    # A call whose request went out and then timed out is not retried.
+    g2 = gateway_factory(mock, args=["--upstream-retries", "2", "--upstream-timeout", "0.5"])
+    r = g2.chat(chat_body("sent, then silence", mock={"fault": "stall"}))
+    assert r.status_code == 504
+    assert mock.stats()["chat"] == 1 and g2.stats()["upstream_retries"] == 0
 
 
 def test_server_errors_are_not_retried_unless_unsafe_allowed(gateway_factory, mock):
