@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "core/cache_int.h"
+#include "core/lock.h"
 #include "core/entry_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
@@ -153,6 +154,7 @@ static void bury(llmc_entry_t *grave)
 /* Removes the entry in slot *pp from table and queue. Lock held. */
 static void do_unlink(struct shard *s, llmc_entry_t **pp, llmc_entry_t **grave)
 {
+    LLMC_ASSERT_LOCKED(&s->mu);
     llmc_entry_t *e = *pp;
 
     *pp = e->link.hnext;
@@ -180,6 +182,7 @@ static llmc_entry_t *sieve_victim(struct shard *s)
 
 static void do_evict_one(struct shard *s, llmc_entry_t **grave)
 {
+    LLMC_ASSERT_LOCKED(&s->mu);
     llmc_entry_t *v = sieve_victim(s);
 
     /* do_unlink steps the hand to v's newer neighbour, where SIEVE resumes. */
@@ -359,6 +362,7 @@ int llmc_cache_get(llmc_cache_t *c, const llmc_key_t *key, int64_t now_ms, llmc_
 /* Links e in as the newest entry of s. Lock held; e's key is not in s. */
 static void do_insert(struct shard *s, llmc_entry_t *e, uint64_t h)
 {
+    LLMC_ASSERT_LOCKED(&s->mu);
     llmc_entry_t **bucket = &s->buckets[h & (s->nbuckets - 1)];
 
     e->link.hnext = *bucket;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/lock.h"
 #include "gateway/flight.h"
 #include "llmc/error.h"
 
@@ -166,6 +167,7 @@ void llmc_flight_unref(llmc_flight_t *f)
 /* Notifies the waiters that want every step (streams). Lock held. */
 static void notify_data_waiters(llmc_flight_t *f)
 {
+    LLMC_ASSERT_LOCKED(&f->mu);
     for (llmc_flight_waiter_t *w = f->waiters; w; w = w->next)
         if (w->wants_data)
             w->notify(w);

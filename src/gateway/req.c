@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "core/checkers.h"
+#include "core/lock.h"
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 
@@ -160,6 +161,7 @@ void llmc__gr_notify(llmc_flight_waiter_t *fw)
     gw_req_t *gr = (gw_req_t *)fw;
     llmc_worker_t *w = gr->w;
     bool wake = false;
+    LLMC_ASSERT_LOCKED(&gr->flight->mu); /* the flight's lock keeps gr attached, so alive */
     pthread_mutex_lock(&w->inbox_mu);
     if (!gr->queued) {
         gr->queued = true;

@@ -560,11 +560,19 @@ static void test_lifecycle_inbox_holds_a_reference(void **state)
     uv_loop_init(&loop);
     uv_async_init(&loop, &l.w.inbox_async, NULL);
     gw_req_t *gr = llmc__gr_new(&l.w, &l.req);
+    llmc_key_t k;
+    memset(&k, 7, sizeof(k));
+    gr->flight = llmc_flight_new_private(&k, false);
+    assert_non_null(gr->flight);
+    /* A flight notifies its waiters under its lock. */
+    pthread_mutex_lock(&gr->flight->mu);
     llmc__gr_notify(&gr->fw);
     llmc__gr_notify(&gr->fw); /* queued once, one reference */
+    pthread_mutex_unlock(&gr->flight->mu);
     assert_int_equal(atomic_load(&gr->refs), 2);
     llmc_gw_done(&l.req, 200, 0, &l.w); /* the server is done; the inbox still holds it */
     assert_int_equal(atomic_load(&gr->refs), 1);
+    assert_null(gr->flight); /* left at the finish: no notification can come after it */
     gw_req_t *list = llmc__gr_inbox_take(&l.w);
     assert_ptr_equal(list, gr);
     assert_null(list->inbox_next);
