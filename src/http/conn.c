@@ -195,6 +195,16 @@ void llmc__http_conn_send_timer(llmc__http_conn_t *c)
         timer_set(c, c->req_started ? lim->header_timeout_ms : lim->idle_timeout_ms);
 }
 
+/* The next request's first byte has come: its time starts now. Set here,
+   not when the parser begins a message, because the head scan can refuse
+   the first bytes before the parser ever sees them, and on_done must get a
+   start time for every request. */
+static void req_begin(llmc__http_conn_t *c)
+{
+    c->req_started = true;
+    c->req.start_ns = uv_hrtime();
+}
+
 /* The client sent EOF or the read failed. */
 static void read_ended(llmc__http_conn_t *c, ssize_t err)
 {
@@ -234,7 +244,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (!c->req_started) {
-        c->req_started = true;
+        req_begin(c);
         timer_set(c, c->s->cfg.limits.header_timeout_ms);
     }
     conn_feed(c);
@@ -313,14 +323,6 @@ static int piece_end(llmc__http_conn_t *c)
     }
     c->last_cb = CB_NONE;
     return rc;
-}
-
-static int on_message_begin(http_parser *p)
-{
-    llmc__http_conn_t *c = p->data;
-
-    c->req.start_ns = uv_hrtime();
-    return 0;
 }
 
 static int on_url(http_parser *p, const char *at, size_t n)
@@ -547,7 +549,6 @@ static int on_message_complete(http_parser *p)
 }
 
 static const http_parser_settings parser_settings = {
-    .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
@@ -621,6 +622,10 @@ void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, 
         s->st.timeouts++;
     else if (status != 503)
         s->st.bad_requests++;
+    /* Refused before a byte came (the connection cap): the request that
+       on_done reports starts at its refusal. */
+    if (!c->req.start_ns)
+        c->req.start_ns = uv_hrtime();
     c->req.keep_alive = false;
     c->req.id = ++s->seq;
     c->phase = LLMC_PH_HANDLER;
@@ -767,7 +772,9 @@ void llmc__http_conn_req_done(llmc__http_conn_t *c, bool keep_alive)
         return;
     }
     c->phase = LLMC_PH_READ;
-    c->req_started = c->rpos < c->rlen;
+    c->req_started = false;
+    if (c->rpos < c->rlen) /* a pipelined request is waiting */
+        req_begin(c);
     timer_set(c, c->req_started ? lim->header_timeout_ms : lim->idle_timeout_ms);
     /* Inside conn_feed (the handler answered at once) its loop goes on. */
     if (!c->in_feed)

@@ -65,7 +65,8 @@ struct llmc_http_req {
     size_t body_len;
     unsigned short http_major, http_minor;
     bool keep_alive;              /* the connection stays open after this response */
-    uint64_t start_ns;            /* uv_hrtime() when the request's first byte came */
+    uint64_t start_ns;            /* uv_hrtime() when the request's first byte came
+                                     (refused at the connection cap: when refused) */
     uint64_t id;                  /* per-server sequence number, for logs */
 
     /* Set by the handler. */
@@ -76,8 +77,9 @@ struct llmc_http_req {
 typedef void (*llmc_http_handler_fn)(llmc_http_req_t *req, void *ctx);
 
 /* Called once per finished request (also for ones the server rejected itself,
-   where req may have no path yet), after the response was written or the
-   client left. status 0 means no response was sent. For the access log. */
+   whose method_name, target, path and query may be empty strings, never
+   NULL), after the response was written or the client left. start_ns is
+   always set. status 0 means no response was sent. For the access log. */
 typedef void (*llmc_http_done_fn)(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx);
 
 typedef struct llmc_http_server_config {

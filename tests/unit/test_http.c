@@ -47,6 +47,8 @@ typedef struct srv {
     int aborts, dones, releases, closed;
     int last_status;
     uint64_t last_bytes;
+    uint64_t last_dur_ns;  /* uv_hrtime() - start_ns, as an access log computes it */
+    bool last_named;       /* method_name, target, path and query were all set */
     size_t pending;
 } srv_t;
 
@@ -242,6 +244,8 @@ static void on_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *
     t->dones++;
     t->last_status = status;
     t->last_bytes = bytes_out;
+    t->last_dur_ns = uv_hrtime() - req->start_ns;
+    t->last_named = req->method_name && req->target && req->path && req->query;
 }
 
 static llmc_http_limits_t default_limits(void)
@@ -317,7 +321,8 @@ static llmc_http_server_stats_t stats(srv_t *t)
 
 typedef struct counters {
     int aborts, dones, releases, last_status;
-    uint64_t last_bytes;
+    uint64_t last_bytes, last_dur_ns;
+    bool last_named;
     size_t pending;
 } counters_t;
 
@@ -330,6 +335,8 @@ static void get_counters(srv_t *t, void *arg)
     c->releases = t->releases;
     c->last_status = t->last_status;
     c->last_bytes = t->last_bytes;
+    c->last_dur_ns = t->last_dur_ns;
+    c->last_named = t->last_named;
     c->pending = t->pending;
 }
 
@@ -1292,6 +1299,49 @@ static void test_max_conns(void **state)
     (void)state;
 }
 
+/* Regression: a connection refused at the cap (503) reached on_done with a
+   request whose start time was never set, so the gateway's access log gave
+   it a dur_ms of about 1,500,000 (uv_hrtime() since boot). So did a request
+   whose very first bytes the head scan refused, before the parser began it.
+   Every request on_done sees has its start time and its strings set. */
+static void test_rejected_requests_have_a_start_time(void **state)
+{
+    srv_t *t;
+    llmc_http_limits_t lim = default_limits();
+    cli_t *a, *c;
+    resp_t r;
+    counters_t k;
+
+    (void)state;
+    lim.max_conns = 1;
+    t = srv_start(lim);
+    a = cli_open(t->port);
+    cli_sends(a, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(cli_read(a, &r, false), 0);
+    resp_free(&r);
+    c = cli_open(t->port);
+    assert_int_equal(cli_read(c, &r, false), 0);
+    assert_int_equal(r.status, 503);
+    resp_free(&r);
+    cli_close(c);
+    assert_int_equal(wait_counter(t, offsetof(counters_t, dones), 2), 2);
+    k = counters(t);
+    assert_int_equal(k.last_status, 503);
+    assert_true(k.last_dur_ns < 1000000000ull);
+    assert_true(k.last_named);
+    cli_close(a);
+    for (int i = 0; i < 200 && stats(t).conns_open != 0; i++)
+        usleep(5000);
+    /* refused by the head scan at the first byte (a TLS hello) */
+    EXPECT_ERROR(t, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400);
+    assert_int_equal(wait_counter(t, offsetof(counters_t, dones), 3), 3);
+    k = counters(t);
+    assert_int_equal(k.last_status, 400);
+    assert_true(k.last_dur_ns < 1000000000ull);
+    assert_true(k.last_named);
+    srv_stop(t);
+}
+
 static void test_client_disconnect_aborts(void **state)
 {
     srv_t *t = *state;
@@ -1744,6 +1794,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_host_required, setup, teardown),
         cmocka_unit_test_setup_teardown(test_version, setup, teardown),
         cmocka_unit_test(test_max_conns),
+        cmocka_unit_test(test_rejected_requests_have_a_start_time),
         cmocka_unit_test_setup_teardown(test_client_disconnect_aborts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_close_aborts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_while_streaming, setup, teardown),
