@@ -99,7 +99,9 @@ llmc_http_server_t *llmc_http_server_new(uv_loop_t *loop, const llmc_http_server
 
 /* Binds host:port (IPv4 or IPv6 literal, or "localhost"), with SO_REUSEPORT
    when reuseport, and starts accepting. port 0 picks a free port. Returns 0
-   or LLMC_EIO (message in err). Loop thread. */
+   or LLMC_EIO with a message in err that names the address and the step
+   that failed ("192.0.2.1:8080: cannot bind: Cannot assign requested
+   address"). Loop thread. */
 int llmc_http_server_listen(llmc_http_server_t *s, const char *host, int port, bool reuseport,
                             char *err, size_t errlen);
 

@@ -73,27 +73,29 @@ static void on_connection(uv_stream_t *l, int status)
     llmc__http_conn_start(c);
 }
 
-/* socket + options + bind + listen; returns the fd or -1 with err set. */
-static int bind_fd(const struct addrinfo *ai, bool reuseport, char *err, size_t errlen)
+/* socket + options + bind + listen; returns the fd or -1 with err set,
+   naming addr (what the operator asked for) and the step that failed. */
+static int bind_fd(const struct addrinfo *ai, bool reuseport, const char *addr, char *err,
+                   size_t errlen)
 {
     int one = 1;
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
     if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
+        snprintf(err, errlen, "%s: cannot open a socket: %s", addr, strerror(errno));
         return -1;
     }
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)) {
-        snprintf(err, errlen, "setsockopt: %s", strerror(errno));
+        snprintf(err, errlen, "%s: cannot set the socket's options: %s", addr, strerror(errno));
         goto fail;
     }
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        snprintf(err, errlen, "bind: %s", strerror(errno));
+        snprintf(err, errlen, "%s: cannot bind: %s", addr, strerror(errno));
         goto fail;
     }
     if (listen(fd, LISTEN_BACKLOG) != 0) {
-        snprintf(err, errlen, "listen: %s", strerror(errno));
+        snprintf(err, errlen, "%s: cannot listen: %s", addr, strerror(errno));
         goto fail;
     }
     return fd;
@@ -118,7 +120,7 @@ int llmc_http_server_listen(llmc_http_server_t *s, const char *host, int port, b
                             char *err, size_t errlen)
 {
     struct addrinfo hints, *res = NULL;
-    char portstr[16];
+    char portstr[16], addr[300];
     int fd = -1, rc;
 
     memset(&hints, 0, sizeof(hints));
@@ -126,13 +128,15 @@ int llmc_http_server_listen(llmc_http_server_t *s, const char *host, int port, b
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     snprintf(portstr, sizeof(portstr), "%d", port);
+    /* Every error names the address as it was given, an IPv6 one in brackets. */
+    snprintf(addr, sizeof(addr), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
     /* Blocking resolution is fine here: listen runs once, at start-up. */
     rc = getaddrinfo(host, portstr, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errlen, "%s: %s", host, gai_strerror(rc));
+        snprintf(err, errlen, "%s: cannot resolve the host: %s", addr, gai_strerror(rc));
         return LLMC_EIO;
     }
-    fd = bind_fd(res, reuseport, err, errlen);
+    fd = bind_fd(res, reuseport, addr, err, errlen);
     freeaddrinfo(res);
     if (fd < 0)
         return LLMC_EIO;
@@ -148,7 +152,7 @@ int llmc_http_server_listen(llmc_http_server_t *s, const char *host, int port, b
         goto fail;
     return 0;
 fail:
-    snprintf(err, errlen, "listen: %s", uv_strerror(rc));
+    snprintf(err, errlen, "%s: cannot listen: %s", addr, uv_strerror(rc));
     return LLMC_EIO;
 }
 
