@@ -4,9 +4,10 @@
  *
  *   head_scan.c  strict line checker for a request's head (pure, no I/O)
  *   chunk_scan.c strict framing checker for a chunked request body (pure)
- *   server.c     listener, accept, Date cache, stats, server close
+ *   server.c     listener, accept, stats, server close
  *   conn.c       one connection: reading, parsing, timers, dispatch, close
- *   respond.c    responses and streaming: heads, writes, request finish
+ *   respond.c    responses and streaming: writes, request finish
+ *   head.c       response heads (status line, reason, Date cache), error bodies
  *
  * Decisions a newcomer would otherwise get wrong:
  * - A connection owns exactly one request object (conn->req, embedded), and
@@ -187,6 +188,29 @@ int llmc__http_grow(char **buf, size_t *cap, size_t need);
 /* Answers a request the server rejects itself with an error and closes. */
 void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, const char *msg);
 
+/* ---- head.c ---- */
+
+/* Builds a response head into c->obuf (length in c->olen): the status line,
+   Date, Content-Length when has_length, Connection (from req.keep_alive),
+   then the preformatted header lines h1 and h2, leaving room for extra more
+   bytes (a body to be copied after it). Sets c->status. 0 or LLMC_ENOMEM. */
+int llmc__http_head(llmc__http_conn_t *c, int status, bool has_length, size_t length, const char *h1,
+                    size_t l1, const char *h2, size_t l2, size_t extra);
+
+/* The head of a complete response of body_len bytes: sets c->no_body (a
+   HEAD request, or a status without a body) and builds the head, with room
+   for extra bytes of body unless there is none. 0 or LLMC_ENOMEM. */
+int llmc__http_head_full(llmc__http_conn_t *c, int status, const char *h1, size_t l1, const char *h2,
+                         size_t l2, size_t body_len, size_t extra);
+
+/* False for 1xx, 204 and 304, whose responses never carry a body. */
+bool llmc__http_status_has_body(int status);
+
+/* {"error":{"message","type","code"}} as a string to free(); NULL when out
+   of memory. type NULL means "invalid_request_error", code NULL is JSON
+   null, message NULL is "". */
+char *llmc__http_error_body(const char *type, const char *code, const char *message);
+
 /* ---- respond.c ---- */
 
 /* Writes bufs, by reference (copy false: they must outlive the write) or
@@ -213,13 +237,10 @@ struct llmc_http_server {
     llmc_http_server_stats_t st;
     char *rbuf_pool[64];          /* read buffers idle connections gave back */
     unsigned npool;
-    time_t date_sec;              /* second the cached Date is for */
+    time_t date_sec;              /* second the cached Date is for (head.c) */
     char date[40];
     size_t date_len;
 };
-
-/* The Date header value for now, formatted at most once per second. */
-const char *llmc__http_date(llmc_http_server_t *s, size_t *len);
 
 /* Read buffers: a connection holds one only while bytes are in flight, so
    that thousands of idle keep-alive connections cost a few hundred bytes

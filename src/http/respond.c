@@ -14,14 +14,12 @@
  *   then the connection reads the next request or closes. It runs once the
  *   handler has handed the response over (or the client left) and no write
  *   is pending, which is also what keeps pipelined answers in order.
- * - HEAD, 1xx, 204 and 304 responses carry no body; for HEAD the
- *   Content-Length still says what GET would have sent.
+ * - Heads and error bodies are built in head.c, which the connection's
+ *   own refusals use too.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <jansson.h>
 
 #include "http/http_int.h"
 #include "llmc/error.h"
@@ -174,79 +172,13 @@ void llmc__http_maybe_finish(llmc__http_conn_t *c)
         finish(c);
 }
 
-static char *put(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
-    return p + n;
-}
-
-/* Writes v in decimal at p; returns the end. snprintf's format parsing was
-   a visible share of a cache hit's user time. */
-static char *put_uint(char *p, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
-}
-
-/* The status line, Date, Content-Length (when has_length), Connection, then
-   the caller's header lines h1 and h2, into c->obuf with extra bytes of room. */
-static int head_build(llmc__http_conn_t *c, int status, bool has_length, size_t length,
-                      const char *h1, size_t l1, const char *h2, size_t l2, size_t extra)
-{
-    static const char http10[] = "HTTP/1.0 ", http11[] = "HTTP/1.1 ", date_h[] = "\r\nDate: ",
-                      cl_h[] = "Content-Length: ", ka[] = "Connection: keep-alive\r\n",
-                      cl[] = "Connection: close\r\n";
-    const llmc_http_req_t *req = &c->req;
-    const char *reason = llmc_http_reason(status);
-    size_t rlen = strlen(reason), dlen, need;
-    const char *date = llmc__http_date(c->s, &dlen);
-
-    need = 128 + rlen + dlen + l1 + l2 + extra;
-    if (llmc__http_grow(&c->obuf, &c->ocap, need) != 0)
-        return LLMC_ENOMEM;
-    char *p = c->obuf;
-    p = put(p, (req->http_major == 1 && req->http_minor == 0) ? http10 : http11, sizeof(http11) - 1);
-    p = put_uint(p, (unsigned)status % 1000);
-    *p++ = ' ';
-    p = put(p, reason, rlen);
-    p = put(p, date_h, sizeof(date_h) - 1);
-    p = put(p, date, dlen);
-    p = put(p, "\r\n", 2);
-    if (has_length) {
-        p = put(p, cl_h, sizeof(cl_h) - 1);
-        p = put_uint(p, length);
-        p = put(p, "\r\n", 2);
-    }
-    p = req->keep_alive ? put(p, ka, sizeof(ka) - 1) : put(p, cl, sizeof(cl) - 1);
-    p = put(p, h1, l1);
-    p = put(p, h2, l2);
-    p = put(p, "\r\n", 2);
-    c->olen = (size_t)(p - c->obuf);
-    c->status = status;
-    return 0;
-}
-
-static bool status_has_body(int status)
-{
-    return status >= 200 && status != 204 && status != 304;
-}
-
 /* The common start of a complete response; false when the connection
    failed (closed, and the request finishes on its own). */
 static bool begin_full(llmc__http_conn_t *c, int status, const char *h1, size_t l1, const char *h2,
                        size_t l2, size_t body_len, size_t extra)
 {
     c->phase = LLMC_PH_WRITE;
-    c->no_body = c->req.method == HTTP_HEAD || !status_has_body(status);
-    if (head_build(c, status, status_has_body(status), body_len, h1, l1, h2, l2,
-                   c->no_body ? 0 : extra) != 0) {
+    if (llmc__http_head_full(c, status, h1, l1, h2, l2, body_len, extra) != 0) {
         llmc__http_conn_close(c);
         return false;
     }
@@ -311,43 +243,16 @@ void llmc_http_respond_copy(llmc_http_req_t *req, int status, const char *hdrs, 
     respond_copy2(req, status, hdrs, hdrs_len, "", 0, body, body_len);
 }
 
-/* The error object for message; NULL when out of memory. Messages quote
-   what clients sent (a header value may hold any byte from 0x80 up), and
-   jansson refuses a string that is not UTF-8, which would leave the client
-   an empty body. Such a message is sent with every byte from 0x80 up as
-   '?': jansson still decides what is valid, and the message keeps its
-   ASCII, which is all our own wording uses. */
-static json_t *error_json(const char *type, const char *code, const char *message)
-{
-    const char *fmt = "{s:{s:s, s:s, s:s?}}";
-    json_t *j;
-    char *ascii;
-
-    if (!type)
-        type = "invalid_request_error";
-    j = json_pack(fmt, "error", "message", message, "type", type, "code", code);
-    if (j || !(ascii = strdup(message)))
-        return j;
-    for (char *p = ascii; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    j = json_pack(fmt, "error", "message", ascii, "type", type, "code", code);
-    free(ascii);
-    return j;
-}
-
 void llmc_http_respond_error(llmc_http_req_t *req, int status, const char *hdrs, const char *type,
                              const char *code, const char *message)
 {
     static const char ct[] = "Content-Type: application/json\r\n";
-    json_t *j = error_json(type, code, message ? message : "");
-    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *body = llmc__http_error_body(type, code, message);
 
     /* Out of memory for the JSON still answers with the status. */
     respond_copy2(req, status, ct, sizeof(ct) - 1, hdrs ? hdrs : "", hdrs ? strlen(hdrs) : 0,
                   body ? body : "", body ? strlen(body) : 0);
     free(body);
-    json_decref(j);
 }
 
 int llmc_http_stream_begin(llmc_http_req_t *req, int status, const char *hdrs, size_t hdrs_len)
@@ -358,13 +263,13 @@ int llmc_http_stream_begin(llmc_http_req_t *req, int status, const char *hdrs, s
     if (c->phase != LLMC_PH_HANDLER)
         return LLMC_EIO;
     /* HTTP/1.0 has no chunked encoding: the body ends where the connection does. */
-    c->chunked_out = !(req->http_major == 1 && req->http_minor == 0) && status_has_body(status);
+    c->chunked_out = !(req->http_major == 1 && req->http_minor == 0) && llmc__http_status_has_body(status);
     if (!c->chunked_out)
         req->keep_alive = false;
-    c->no_body = req->method == HTTP_HEAD || !status_has_body(status);
+    c->no_body = req->method == HTTP_HEAD || !llmc__http_status_has_body(status);
     c->phase = LLMC_PH_STREAM;
     static const char te[] = "Transfer-Encoding: chunked\r\n";
-    if (head_build(c, status, false, 0, te, c->chunked_out ? sizeof(te) - 1 : 0, hdrs, hdrs_len,
+    if (llmc__http_head(c, status, false, 0, te, c->chunked_out ? sizeof(te) - 1 : 0, hdrs, hdrs_len,
                    0) != 0) {
         llmc__http_conn_close(c);
         return LLMC_EIO;

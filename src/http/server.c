@@ -1,6 +1,6 @@
 /*
- * http/server.c: the HTTP server object: listening socket, accept, the
- * cached Date header, stats, and closing the whole server.
+ * http/server.c: the HTTP server object: listening socket, accept, stats,
+ * and closing the whole server.
  *
  * Decisions a newcomer would otherwise get wrong:
  * - We create the listening socket ourselves (socket, SO_REUSEADDR,
@@ -238,33 +238,6 @@ void llmc__http_conn_free(llmc__http_conn_t *c)
 void llmc_http_server_stats(const llmc_http_server_t *s, llmc_http_server_stats_t *out)
 {
     *out = s->st;
-}
-
-const char *llmc__http_date(llmc_http_server_t *s, size_t *len)
-{
-    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    time_t now = time(NULL);
-    struct tm tm;
-
-    if (now != s->date_sec) {
-        /* Names from our own tables: strftime's %a and %b follow the locale. */
-        gmtime_r(&now, &tm);
-        s->date_len = (size_t)snprintf(s->date, sizeof(s->date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
-                                       days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
-                                       tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-        s->date_sec = now;
-    }
-    *len = s->date_len;
-    return s->date;
-}
-
-const char *llmc_http_reason(int status)
-{
-    const char *r = http_status_str((enum http_status)status);
-
-    return strcmp(r, "<unknown>") == 0 ? "Unknown" : r;
 }
 
 const char *llmc_http_header(const llmc_http_req_t *req, const char *name)
