@@ -1,7 +1,8 @@
 /*
  * http/conn.c: one client connection: reading, parsing (libhttp-parser plus
  * the strict head scan), the checks on a request's head, timers, dispatch to
- * the handler, lingering close and close.
+ * the handler, the answers the server gives itself, writing, the one finish
+ * of a request, lingering close and close.
  *
  * Decisions a newcomer would otherwise get wrong:
  * - One request at a time. When a request is complete the parser pauses and
@@ -26,6 +27,13 @@
  * - One timer per connection: the header timeout from a request's first byte
  *   until it is complete, the idle timeout between requests, the linger time
  *   when closing; nothing while the handler works (LLM calls take long).
+ * - Head and body go out as one write of several buffers, tried with
+ *   uv_try_write first: usually the kernel takes it all and no write request
+ *   or copy is needed. Only what it did not take goes to uv_write.
+ * - A request finishes in exactly one place, finish(): release, on_done,
+ *   then the connection reads the next request or closes. It runs once the
+ *   handler has handed the response over (or the client left) and no write
+ *   is pending, which is also what keeps pipelined answers in order.
  * - Connections the server ends itself (errors, Connection: close) linger:
  *   FIN after the last write, then input is read and dropped for a while, so
  *   unread input does not turn into an RST that destroys the answer.
@@ -49,6 +57,7 @@
 enum { CB_NONE, CB_URL, CB_FIELD, CB_VALUE };
 
 static void conn_feed(llmc__http_conn_t *c);
+static void req_done(llmc__http_conn_t *c, bool keep_alive);
 
 int llmc__http_grow(char **buf, size_t *cap, size_t need)
 {
@@ -183,7 +192,7 @@ static void timer_stop(llmc__http_conn_t *c)
    is set when writes start to wait and moves on only when the client took
    bytes: a producer queueing more is no progress. When nothing waits, a
    streaming answer runs without a timer (the upstream sets the pace). */
-void llmc__http_conn_send_timer(llmc__http_conn_t *c)
+static void send_timer(llmc__http_conn_t *c)
 {
     const llmc_http_limits_t *lim = &c->s->cfg.limits;
     if (c->writes_pending > 0) {
@@ -614,6 +623,169 @@ static void dispatch(llmc__http_conn_t *c)
     s->cfg.handler(req, s->cfg.ctx);
 }
 
+/* ---- answers: writes, and the one finish of a request ---- */
+
+typedef struct wcopy {
+    uv_write_t req;
+    llmc__http_conn_t *c;
+    size_t len;
+    char data[];
+} wcopy_t;
+
+static void write_done(llmc__http_conn_t *c, int status, size_t len)
+{
+    c->writes_pending--;
+    if (status == 0)
+        c->bytes_out += len;
+    else
+        llmc__http_conn_close(c);
+    /* The send timeout moves on if the client took bytes meanwhile. */
+    if (!c->closing)
+        send_timer(c);
+    llmc__http_maybe_finish(c);
+}
+
+static void on_write_ref(uv_write_t *w, int status)
+{
+    llmc__http_conn_t *c = w->data;
+
+    write_done(c, status, c->wreq_bytes);
+}
+
+static void on_write_copy(uv_write_t *w, int status)
+{
+    wcopy_t *wc = (wcopy_t *)w;
+    llmc__http_conn_t *c = wc->c;
+    size_t len = wc->len;
+
+    free(wc);
+    write_done(c, status, len);
+}
+
+static int write_copy(llmc__http_conn_t *c, const uv_buf_t *b, unsigned n, size_t len)
+{
+    wcopy_t *wc = malloc(sizeof(*wc) + len);
+    uv_buf_t one;
+    size_t off = 0;
+    unsigned i;
+
+    if (!wc)
+        return LLMC_ENOMEM;
+    for (i = 0; i < n; i++) {
+        memcpy(wc->data + off, b[i].base, b[i].len);
+        off += b[i].len;
+    }
+    wc->c = c;
+    wc->len = len;
+    one = llmc__http_buf(wc->data, len);
+    if (uv_write(&wc->req, (uv_stream_t *)&c->tcp, &one, 1, on_write_copy) != 0) {
+        free(wc);
+        return LLMC_EIO;
+    }
+    c->writes_pending++;
+    send_timer(c);
+    return 0;
+}
+
+static int write_ref(llmc__http_conn_t *c, const uv_buf_t *b, unsigned n, size_t len)
+{
+    c->wreq.data = c;
+    c->wreq_bytes = len;
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, b, n, on_write_ref) != 0)
+        return LLMC_EIO;
+    c->writes_pending++;
+    send_timer(c);
+    return 0;
+}
+
+int llmc__http_send(llmc__http_conn_t *c, uv_buf_t *bufs, unsigned n, bool copy)
+{
+    size_t total = llmc__http_bufs_total(bufs, n), done = 0, skip;
+    unsigned i = 0;
+    int r;
+
+    if (c->closing)
+        return LLMC_EIO;
+    if (total == 0)
+        return 0;
+    /* UV_EAGAIN also when earlier writes are queued, which keeps order. */
+    r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+    if (r < 0 && r != UV_EAGAIN)
+        goto fail;
+    if (r > 0)
+        done = (size_t)r;
+    c->bytes_out += done;
+    c->submitted += total; /* what is not written now is queued below, or the conn closes */
+    if (done == total)
+        return 0;
+    for (skip = done; bufs[i].len <= skip; i++)
+        skip -= bufs[i].len;
+    bufs[i].base += skip;
+    bufs[i].len -= skip;
+    r = copy ? write_copy(c, bufs + i, n - i, total - done) : write_ref(c, bufs + i, n - i, total - done);
+    if (r != 0)
+        goto fail;
+    return 0;
+fail:
+    llmc__http_conn_close(c);
+    return LLMC_EIO;
+}
+
+static void finish(llmc__http_conn_t *c)
+{
+    llmc_http_server_t *s = c->s;
+    bool keep_alive = c->req.keep_alive && !c->closing;
+    void (*release)(void *) = c->release;
+
+    /* Not WRITE any more, so that nothing below finishes it twice. */
+    c->phase = LLMC_PH_READ;
+    c->release = NULL;
+    if (release)
+        release(c->release_arg);
+    if (s->cfg.on_done)
+        s->cfg.on_done(&c->req, c->status, c->bytes_out, s->cfg.ctx);
+    req_done(c, keep_alive);
+}
+
+void llmc__http_maybe_finish(llmc__http_conn_t *c)
+{
+    if (c->phase == LLMC_PH_WRITE && c->writes_pending == 0)
+        finish(c);
+}
+
+void llmc__http_answer_copy(llmc__http_conn_t *c, int status, const char *h1, size_t l1, const char *h2,
+                            size_t l2, const char *body, size_t body_len)
+{
+    uv_buf_t b;
+
+    if (c->phase != LLMC_PH_HANDLER)
+        return;
+    c->phase = LLMC_PH_WRITE;
+    if (llmc__http_head_full(c, status, h1, l1, h2, l2, body_len, body_len) != 0) {
+        llmc__http_conn_close(c);
+    } else {
+        if (!c->no_body) {
+            memcpy(c->obuf + c->olen, body, body_len);
+            c->olen += body_len;
+        }
+        b = llmc__http_buf(c->obuf, c->olen);
+        llmc__http_send(c, &b, 1, false);
+    }
+    llmc__http_maybe_finish(c);
+}
+
+void llmc__http_answer_error(llmc__http_conn_t *c, int status, const char *hdrs, const char *type,
+                             const char *code, const char *message)
+{
+    static const char ct[] = "Content-Type: application/json\r\n";
+    char *body = llmc__http_error_body(type, code, message);
+
+    /* Out of memory for the JSON still answers with the status. */
+    llmc__http_answer_copy(c, status, ct, sizeof(ct) - 1, hdrs ? hdrs : "", hdrs ? strlen(hdrs) : 0,
+                           body ? body : "", body ? strlen(body) : 0);
+    free(body);
+}
+
 void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, const char *msg)
 {
     llmc_http_server_t *s = c->s;
@@ -630,8 +802,8 @@ void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, 
     c->req.id = ++s->seq;
     c->phase = LLMC_PH_HANDLER;
     timer_stop(c);
-    llmc_http_respond_error(&c->req, status, NULL,
-                            status >= 500 ? "server_error" : "invalid_request_error", code, msg);
+    llmc__http_answer_error(c, status, NULL, status >= 500 ? "server_error" : "invalid_request_error",
+                            code, msg);
 }
 
 static void reject_parse(llmc__http_conn_t *c, enum http_errno e)
@@ -760,7 +932,7 @@ static void conn_linger(llmc__http_conn_t *c)
     read_start(c);
 }
 
-void llmc__http_conn_req_done(llmc__http_conn_t *c, bool keep_alive)
+static void req_done(llmc__http_conn_t *c, bool keep_alive)
 {
     const llmc_http_limits_t *lim = &c->s->cfg.limits;
 

@@ -5,8 +5,9 @@
  *   head_scan.c  strict line checker for a request's head (pure, no I/O)
  *   chunk_scan.c strict framing checker for a chunked request body (pure)
  *   server.c     listener, accept, stats, server close
- *   conn.c       one connection: reading, parsing, timers, dispatch, close
- *   respond.c    responses and streaming: writes, request finish
+ *   conn.c       one connection: reading, parsing, timers, dispatch, the
+ *                server's own answers, writes, request finish, close
+ *   respond.c    what handlers call: responses, streaming, abort
  *   head.c       response heads (status line, reason, Date cache), error bodies
  *
  * Decisions a newcomer would otherwise get wrong:
@@ -162,6 +163,25 @@ struct llmc__http_conn {
 
 #define LLMC__CONN_OF(r) ((llmc__http_conn_t *)(void *)(r))
 
+/* uv_buf_init takes an unsigned int length; uv_buf_t holds a size_t. */
+static inline uv_buf_t llmc__http_buf(const char *p, size_t len)
+{
+    uv_buf_t b;
+
+    b.base = (char *)p;
+    b.len = len;
+    return b;
+}
+
+static inline size_t llmc__http_bufs_total(const uv_buf_t *b, unsigned n)
+{
+    size_t t = 0;
+
+    for (unsigned i = 0; i < n; i++)
+        t += b[i].len;
+    return t;
+}
+
 /* Takes over an accepted (or socketpair) stream fd as a client connection.
    Used by accept and by the fuzzer. 0 or an LLMC_E* code (fd then closed). */
 int llmc__http_conn_adopt_fd(llmc_http_server_t *s, int fd);
@@ -175,18 +195,29 @@ void llmc__http_conn_start(llmc__http_conn_t *c);
 /* Closes the connection: aborts a request the handler owns, then closes
    both handles. Idempotent. */
 void llmc__http_conn_close(llmc__http_conn_t *c);
-/* Arms (or stops) the send timeout after a write was queued or finished. */
-void llmc__http_conn_send_timer(llmc__http_conn_t *c);
-
-/* The request has finished (response written or client gone): report it,
-   then either read the next one or close. */
-void llmc__http_conn_req_done(llmc__http_conn_t *c, bool keep_alive);
-
 /* Makes *buf at least need bytes (doubling). 0 or LLMC_ENOMEM. */
 int llmc__http_grow(char **buf, size_t *cap, size_t need);
 
 /* Answers a request the server rejects itself with an error and closes. */
 void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, const char *msg);
+
+/* Writes bufs, by reference (copy false: they must outlive the write) or
+   copied where libuv must keep them. Returns 0 or LLMC_EIO (conn closed). */
+int llmc__http_send(llmc__http_conn_t *c, uv_buf_t *bufs, unsigned n, bool copy);
+
+/* Finishes the request once nothing is owned by the handler and no write is
+   pending: release, on_done, then the next request or the close. */
+void llmc__http_maybe_finish(llmc__http_conn_t *c);
+
+/* Answers a request the handler owns with a complete response whose body
+   is copied after the head (h1 and h2: preformatted header lines). Does
+   nothing when the request is not the handler's any more. */
+void llmc__http_answer_copy(llmc__http_conn_t *c, int status, const char *h1, size_t l1, const char *h2,
+                            size_t l2, const char *body, size_t body_len);
+
+/* The same with an OpenAI-shaped error body (see llmc_http_respond_error). */
+void llmc__http_answer_error(llmc__http_conn_t *c, int status, const char *hdrs, const char *type,
+                             const char *code, const char *message);
 
 /* ---- head.c ---- */
 
@@ -210,16 +241,6 @@ bool llmc__http_status_has_body(int status);
    of memory. type NULL means "invalid_request_error", code NULL is JSON
    null, message NULL is "". */
 char *llmc__http_error_body(const char *type, const char *code, const char *message);
-
-/* ---- respond.c ---- */
-
-/* Writes bufs, by reference (copy false: they must outlive the write) or
-   copied where libuv must keep them. Returns 0 or LLMC_EIO (conn closed). */
-int llmc__http_send(llmc__http_conn_t *c, uv_buf_t *bufs, unsigned n, bool copy);
-
-/* Finishes the request once nothing is owned by the handler and no write is
-   pending. */
-void llmc__http_maybe_finish(llmc__http_conn_t *c);
 
 /* ---- server.c ---- */
 
