@@ -59,23 +59,6 @@ enum { CB_NONE, CB_URL, CB_FIELD, CB_VALUE };
 static void conn_feed(llmc__http_conn_t *c);
 static void req_done(llmc__http_conn_t *c, bool keep_alive);
 
-int llmc__http_grow(char **buf, size_t *cap, size_t need)
-{
-    size_t ncap = *cap ? *cap : 256;
-    char *nb;
-
-    if (need <= *cap)
-        return 0;
-    while (ncap < need)
-        ncap *= 2;
-    nb = realloc(*buf, ncap);
-    if (!nb)
-        return LLMC_ENOMEM;
-    *buf = nb;
-    *cap = ncap;
-    return 0;
-}
-
 /* ---- reading and timers ---- */
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -955,12 +938,36 @@ static void req_done(llmc__http_conn_t *c, bool keep_alive)
 
 /* ---- connection life ---- */
 
+/* Both handles have closed: unlink and free c, and let the server go if it
+   was waiting for its last connection. */
+static void conn_free(llmc__http_conn_t *c)
+{
+    llmc_http_server_t *s = c->s;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nalive--;
+    if (c->rbuf)
+        llmc__http_rbuf_give(s, c->rbuf);
+    free(c->hbuf);
+    free(c->hoff);
+    free(c->hdrs);
+    free(c->bbuf);
+    free(c->obuf);
+    free(c);
+    llmc__http_server_maybe_free(s);
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
     llmc__http_conn_t *c = h->data;
 
     if (--c->handles == 0)
-        llmc__http_conn_free(c);
+        conn_free(c);
 }
 
 int llmc__http_conn_init(llmc_http_server_t *s, llmc__http_conn_t *c)

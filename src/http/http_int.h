@@ -9,6 +9,7 @@
  *                server's own answers, writes, request finish, close
  *   respond.c    what handlers call: responses, streaming, abort
  *   head.c       response heads (status line, reason, Date cache), error bodies
+ *   mem.c        buffer growth, the read-buffer pool, freeing the server
  *
  * Decisions a newcomer would otherwise get wrong:
  * - A connection owns exactly one request object (conn->req, embedded), and
@@ -195,9 +196,6 @@ void llmc__http_conn_start(llmc__http_conn_t *c);
 /* Closes the connection: aborts a request the handler owns, then closes
    both handles. Idempotent. */
 void llmc__http_conn_close(llmc__http_conn_t *c);
-/* Makes *buf at least need bytes (doubling). 0 or LLMC_ENOMEM. */
-int llmc__http_grow(char **buf, size_t *cap, size_t need);
-
 /* Answers a request the server rejects itself with an error and closes. */
 void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, const char *msg);
 
@@ -263,15 +261,20 @@ struct llmc_http_server {
     size_t date_len;
 };
 
-/* Read buffers: a connection holds one only while bytes are in flight, so
-   that thousands of idle keep-alive connections cost a few hundred bytes
-   each, not 16 KiB; the server keeps a small pool so the hot path does not
-   allocate. take returns NULL when out of memory. */
+/* ---- mem.c ---- */
+
+/* Makes *buf at least need bytes (doubling). 0 or LLMC_ENOMEM. */
+int llmc__http_grow(char **buf, size_t *cap, size_t need);
+
+/* Read buffers of LLMC_HTTP_RBUF bytes: a connection holds one only while
+   bytes are in flight, taking it from and giving it back to its server's
+   small pool. take returns NULL when out of memory. Loop thread. */
 char *llmc__http_rbuf_take(llmc_http_server_t *s);
 void llmc__http_rbuf_give(llmc_http_server_t *s, char *buf);
 
-/* A conn's handles are all closed: unlink and free it, and finish a
-   server close that waited for it. */
-void llmc__http_conn_free(llmc__http_conn_t *c);
+/* Frees s (and its pool), then calls its close callback, once it is
+   closing and its listener and every connection have closed; otherwise
+   does nothing. Called by whichever of them closes last. */
+void llmc__http_server_maybe_free(llmc_http_server_t *s);
 
 #endif

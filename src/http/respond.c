@@ -156,3 +156,10 @@ void llmc_http_abort(llmc_http_req_t *req)
     c->phase = LLMC_PH_WRITE;
     llmc__http_maybe_finish(c);
 }
+
+size_t llmc_http_pending_bytes(const llmc_http_req_t *req)
+{
+    const llmc__http_conn_t *c = (const llmc__http_conn_t *)(const void *)req;
+
+    return c->tcp.write_queue_size;
+}

@@ -11,7 +11,8 @@
  *   OpenAI-shaped error) instead of waiting in the backlog; such connections
  *   are counted in conns_refused and not in conns_open.
  * - The server is freed only when the listener and every connection's
- *   handles have run their close callbacks; only then is the close cb called.
+ *   handles have run their close callbacks (mem.c, by whichever closes
+ *   last); only then is the close cb called.
  * - In the limits, 0 means "no limit" (for max_conns, the byte and count
  *   limits and both timeouts): the config table never produces 0.
  *
@@ -161,41 +162,12 @@ int llmc_http_server_port(const llmc_http_server_t *s)
     return s->port;
 }
 
-char *llmc__http_rbuf_take(llmc_http_server_t *s)
-{
-    return s->npool ? s->rbuf_pool[--s->npool] : malloc(LLMC_HTTP_RBUF);
-}
-
-void llmc__http_rbuf_give(llmc_http_server_t *s, char *buf)
-{
-    if (s->npool < sizeof(s->rbuf_pool) / sizeof(s->rbuf_pool[0]))
-        s->rbuf_pool[s->npool++] = buf;
-    else
-        free(buf);
-}
-
-static void maybe_free(llmc_http_server_t *s)
-{
-    void (*cb)(void *);
-    void *arg;
-
-    if (!s->closing || !s->listener_closed || s->nalive > 0)
-        return;
-    cb = s->close_cb;
-    arg = s->close_arg;
-    while (s->npool)
-        free(s->rbuf_pool[--s->npool]);
-    free(s);
-    if (cb)
-        cb(arg);
-}
-
 static void on_listener_closed(uv_handle_t *h)
 {
     llmc_http_server_t *s = h->data;
 
     s->listener_closed = true;
-    maybe_free(s);
+    llmc__http_server_maybe_free(s);
 }
 
 void llmc_http_server_close(llmc_http_server_t *s, void (*cb)(void *arg), void *arg)
@@ -213,28 +185,6 @@ void llmc_http_server_close(llmc_http_server_t *s, void (*cb)(void *arg), void *
         llmc__http_conn_close(c);
 }
 
-void llmc__http_conn_free(llmc__http_conn_t *c)
-{
-    llmc_http_server_t *s = c->s;
-
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    s->nalive--;
-    if (c->rbuf)
-        llmc__http_rbuf_give(s, c->rbuf);
-    free(c->hbuf);
-    free(c->hoff);
-    free(c->hdrs);
-    free(c->bbuf);
-    free(c->obuf);
-    free(c);
-    maybe_free(s);
-}
-
 void llmc_http_server_stats(const llmc_http_server_t *s, llmc_http_server_stats_t *out)
 {
     *out = s->st;
@@ -248,11 +198,4 @@ const char *llmc_http_header(const llmc_http_req_t *req, const char *name)
         if (strcasecmp(req->headers[i].name, name) == 0)
             return req->headers[i].value;
     return NULL;
-}
-
-size_t llmc_http_pending_bytes(const llmc_http_req_t *req)
-{
-    const llmc__http_conn_t *c = (const llmc__http_conn_t *)(const void *)req;
-
-    return c->tcp.write_queue_size;
 }
