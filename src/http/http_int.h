@@ -5,8 +5,9 @@
  *   head_scan.c  strict line checker for a request's head (pure, no I/O)
  *   chunk_scan.c strict framing checker for a chunked request body (pure)
  *   server.c     listener, accept, stats, server close
- *   conn.c       one connection: reading, parsing, timers, dispatch, the
- *                server's own answers, writes, request finish, close
+ *   conn.c       one connection: reading, timers, dispatch, the server's
+ *                own answers, writes, request finish, close
+ *   parse.c      a request out of the read buffer: scans, parser, head checks
  *   respond.c    what handlers call: responses, streaming, abort
  *   head.c       response heads (status line, reason, Date cache), error bodies
  *   mem.c        buffer growth, the read-buffer pool, freeing the server
@@ -37,6 +38,11 @@
    are parsed, so it only ever holds unparsed bytes: a small fixed size is
    enough whatever the limits are. */
 #define LLMC_HTTP_RBUF 16384
+
+/* Buffers bigger than this are freed after their request instead of kept
+   for the next one, so one large body does not pin memory on an idle
+   keep-alive connection. */
+#define LLMC_HTTP_KEEP_BUF 65536
 
 /* How long a connection we close ourselves keeps draining input after its
    last answer, so that the kernel does not answer unread input with an RST
@@ -129,6 +135,7 @@ struct llmc__http_conn {
     bool in_feed;                 /* conn_feed is on the stack: do not re-enter */
     bool req_started;             /* bytes of the next request have come */
     bool scan_done, head_done;
+    bool want_continue;           /* the head asks for 100 Continue, not sent yet */
     bool chunk_on;                /* a chunked body is being read and checked */
     bool chunked_out, no_body;    /* how the response body is framed */
     uint8_t last_cb;              /* which parser data callback ran last */
@@ -216,6 +223,23 @@ void llmc__http_answer_copy(llmc__http_conn_t *c, int status, const char *h1, si
 /* The same with an OpenAI-shaped error body (see llmc_http_respond_error). */
 void llmc__http_answer_error(llmc__http_conn_t *c, int status, const char *hdrs, const char *type,
                              const char *code, const char *message);
+
+/* ---- parse.c ---- */
+
+enum llmc__http_parse_result {
+    LLMC_PARSE_MORE = 0,   /* bytes taken, no complete request yet: parse on while bytes remain */
+    LLMC_PARSE_DONE = 1,   /* c->req is complete: head, body and the client's keep-alive wish */
+    LLMC_PARSE_ERROR = -1  /* refuse it: c->err_status, err_code and err_msg say how */
+};
+
+/* Starts the next request: parser, scans, head and body buffers. */
+void llmc__http_parse_reset(llmc__http_conn_t *c);
+
+/* Parses the unparsed bytes of rbuf once, the head or the body but not both
+   (so that the head's checks come before a body byte is read), and moves
+   rpos past what it took. Returns an llmc__http_parse_result; sets
+   c->want_continue when the client waits for 100 Continue. No I/O. */
+int llmc__http_parse(llmc__http_conn_t *c);
 
 /* ---- head.c ---- */
 

@@ -189,13 +189,3 @@ void llmc_http_server_stats(const llmc_http_server_t *s, llmc_http_server_stats_
 {
     *out = s->st;
 }
-
-const char *llmc_http_header(const llmc_http_req_t *req, const char *name)
-{
-    size_t i;
-
-    for (i = 0; i < req->nheaders; i++)
-        if (strcasecmp(req->headers[i].name, name) == 0)
-            return req->headers[i].value;
-    return NULL;
-}
