@@ -2,15 +2,28 @@
  * http/http_int.h: internals shared by the HTTP server's files. Not for
  * other subsystems: they use http.h.
  *
- *   head_scan.c  strict line checker for a request's head (pure, no I/O)
- *   chunk_scan.c strict framing checker for a chunked request body (pure)
- *   server.c     listener, accept, stats, server close
- *   conn.c       one connection: reading, timers, dispatch, the server's
- *                own answers, writes, request finish, close
- *   parse.c      a request out of the read buffer: scans, parser, head checks
+ * The files, top to bottom; each calls only files below it (tools'
+ * file-circles finds no circle among them):
+ *
+ *   server.c     the server: listening socket, accept, counters, closing it
  *   respond.c    what handlers call: responses, streaming, abort
- *   head.c       response heads (status line, reason, Date cache), error bodies
+ *   conn.c       one connection: reading, timers, dispatch, the answers the
+ *                server gives itself (refusals, 100 Continue), writes, the
+ *                one finish of a request, lingering close, close
+ *   parse.c      a request out of the read buffer: libhttp-parser and its
+ *                callbacks, the head checks; no I/O
+ *   head.c       response heads (status line, reason, Date cache) and
+ *                error bodies, built into a buffer; no I/O
  *   mem.c        buffer growth, the read-buffer pool, freeing the server
+ *   head_scan.c  strict line checker for a request's head (pure)
+ *   chunk_scan.c strict framing checker for a chunked request body (pure)
+ *
+ * Nothing calls up. A connection reaches the layer above the server only
+ * through the pointers it was configured with (handler, on_done, a
+ * request's on_abort); the server's final free after its last connection
+ * closed is done in mem.c by whichever closes last, so conn.c never calls
+ * server.c; and the refusals the connection answers itself are built from
+ * head.c, not through respond.c.
  *
  * Decisions a newcomer would otherwise get wrong:
  * - A connection owns exactly one request object (conn->req, embedded), and
