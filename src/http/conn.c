@@ -117,14 +117,16 @@ static void on_timer(uv_timer_t *t)
     }
     c->deadline = 0;
     if (c->writes_pending > 0) {
-        if (send_progressed(c)) /* slow, but reading: another period */
+        if (send_progressed(c)) { /* slow, but reading: another period */
             timer_set(c, c->s->cfg.limits.idle_timeout_ms);
-        else
-            llmc__http_conn_close(c); /* the client stopped reading its answer */
-    } else if (c->phase == LLMC_PH_READ && c->req_started)
+        } else { /* the client stopped reading its answer */
+            llmc__http_conn_close(c);
+        }
+    } else if (c->phase == LLMC_PH_READ && c->req_started) {
         llmc__http_conn_reject(c, 408, "request_timeout", "the request was not received in time");
-    else if (c->phase == LLMC_PH_READ || c->phase == LLMC_PH_LINGER)
+    } else if (c->phase == LLMC_PH_READ || c->phase == LLMC_PH_LINGER) {
         llmc__http_conn_close(c);
+    }
 }
 
 /*
@@ -260,7 +262,7 @@ static void dispatch(llmc__http_conn_t *c)
        has sent EOF already. */
     req->keep_alive = req->keep_alive && !s->closing && !c->peer_eof;
     req->id = ++s->seq;
-    s->st.requests++;
+    LLMC__HTTP_INC(s, requests);
     c->phase = LLMC_PH_HANDLER;
     timer_stop(c);
     s->cfg.handler(req, s->cfg.ctx);
@@ -429,14 +431,26 @@ void llmc__http_answer_error(llmc__http_conn_t *c, int status, const char *hdrs,
     free(body);
 }
 
+/* Each refusal counts in one counter of the table (http.h); the connection
+   cap's 503 counts where the connection is refused. */
+static void count_refusal(llmc_http_server_t *s, int status)
+{
+    switch (status) {
+    case 408:
+        LLMC__HTTP_INC(s, timeouts);
+        break;
+    case 503:
+        break;
+    default:
+        LLMC__HTTP_INC(s, bad_requests);
+    }
+}
+
 void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, const char *msg)
 {
     llmc_http_server_t *s = c->s;
 
-    if (status == 408)
-        s->st.timeouts++;
-    else if (status != 503)
-        s->st.bad_requests++;
+    count_refusal(s, status);
     /* Refused before a byte came (the connection cap): the request that
        on_done reports starts at its refusal. */
     if (!c->req.start_ns)
@@ -598,15 +612,15 @@ void llmc__http_conn_start(llmc__http_conn_t *c)
     llmc_http_server_t *s = c->s;
     const llmc_http_limits_t *lim = &s->cfg.limits;
 
-    s->st.conns_total++;
+    LLMC__HTTP_INC(s, conns_total);
     uv_tcp_nodelay(&c->tcp, 1); /* fails harmlessly on the fuzzer's socketpair */
-    if (lim->max_conns && s->st.conns_open >= lim->max_conns) {
-        s->st.conns_refused++;
+    if (lim->max_conns && LLMC__HTTP_STAT(s, conns_open) >= lim->max_conns) {
+        LLMC__HTTP_INC(s, conns_refused);
         llmc__http_conn_reject(c, 503, "server_busy", "too many open connections; try again later");
         return;
     }
     c->counted = true;
-    s->st.conns_open++;
+    LLMC__HTTP_INC(s, conns_open);
     timer_set(c, lim->idle_timeout_ms);
     read_start(c);
 }
@@ -652,7 +666,7 @@ void llmc__http_conn_close(llmc__http_conn_t *c)
     c->reading = false;
     if (c->counted) {
         c->counted = false;
-        c->s->st.conns_open--;
+        LLMC__HTTP_DEC(c->s, conns_open);
     }
     if (c->phase == LLMC_PH_HANDLER || c->phase == LLMC_PH_STREAM)
         req_abort(c);

@@ -31,6 +31,8 @@
 
 #include <uv.h>
 
+#include "llmc/stat.h"
+
 typedef struct llmc_http_limits {
     size_t max_header_bytes;      /* request line + headers; over: 431 */
     size_t max_body_bytes;        /* decoded body; over: 413 (before reading it when declared) */
@@ -89,10 +91,35 @@ typedef struct llmc_http_server_config {
     void *ctx;                   /* passed to handler and on_done */
 } llmc_http_server_config_t;
 
+/*
+ * The server's counters, X(field, "name", KIND, "unit", "help") as in
+ * llmc/stat.h. The names start with "http_" so that they read well among
+ * the gateway's at the top of /stats. Every request the server refuses
+ * itself, before the handler, counts in exactly one of bad_requests,
+ * timeouts and conns_refused.
+ */
+#define LLMC_HTTP_STATS_TABLE(X)                                                                    \
+    X(conns_open, "http_conns_open", GAUGE, "connections",                                          \
+      "Client connections open now (not those refused at the cap).")                                \
+    X(conns_total, "http_conns_total", COUNTER, "connections",                                      \
+      "Client connections accepted, those refused at the cap included.")                            \
+    X(conns_refused, "http_conns_refused", COUNTER, "connections",                                  \
+      "Connections answered 503 and closed because the connection cap was reached.")                \
+    X(requests, "http_requests", COUNTER, "requests", "Requests handed to the handler.")            \
+    X(bad_requests, "http_bad_requests", COUNTER, "requests",                                       \
+      "Requests refused before the handler (4xx, 5xx; not 408, not the cap's 503).")                \
+    X(timeouts, "http_timeouts", COUNTER, "requests",                                               \
+      "Requests not received within the header timeout (408).")
+
+/* A snapshot of the counters (llmc_http_server_stats). */
 typedef struct llmc_http_server_stats {
-    uint64_t conns_open, conns_total, conns_refused;
-    uint64_t requests, bad_requests, timeouts;
+    LLMC_HTTP_STATS_TABLE(LLMC_STAT_FIELD)
 } llmc_http_server_stats_t;
+
+/* The descriptors of llmc_http_server_stats_t, LLMC_HTTP_NSTATS of them,
+   in table order. */
+#define LLMC_HTTP_NSTATS 6
+extern const llmc_stat_desc_t llmc_http_stat_desc[LLMC_HTTP_NSTATS];
 
 /* Creates a server on loop (not yet listening). NULL when out of memory. Loop thread. */
 llmc_http_server_t *llmc_http_server_new(uv_loop_t *loop, const llmc_http_server_config_t *cfg);
@@ -112,7 +139,15 @@ int llmc_http_server_port(const llmc_http_server_t *s);
    frees the server once all its handles are closed; then calls cb(arg). */
 void llmc_http_server_close(llmc_http_server_t *s, void (*cb)(void *arg), void *arg);
 
+/* Copies s's counters into out. Any thread: s's loop is their only writer
+   and they are read with relaxed atomic loads, so each is a value it had,
+   though not all from one instant. s must not be freed meanwhile (its close
+   callback has not run). */
 void llmc_http_server_stats(const llmc_http_server_t *s, llmc_http_server_stats_t *out);
+
+/* Adds every field of src into dst (several workers' servers summed; the
+   gauge sums too). */
+void llmc_http_stats_add(llmc_http_server_stats_t *dst, const llmc_http_server_stats_t *src);
 
 /* Case-insensitive lookup of a request header; NULL when absent. With
    duplicates, the first. */

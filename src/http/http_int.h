@@ -37,6 +37,7 @@
 #ifndef LLMC_HTTP_INT_H
 #define LLMC_HTTP_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -279,6 +280,23 @@ char *llmc__http_error_body(const char *type, const char *code, const char *mess
 
 /* ---- server.c ---- */
 
+/* The counters as the server keeps them. Its loop thread is the only
+   writer, so a count is a relaxed load and store, not a locked
+   instruction; another thread reads them with relaxed loads
+   (llmc_http_server_stats). */
+typedef struct llmc__http_counters {
+#define LLMC__HTTP_ATOMIC_FIELD(field, name, kind, unit, help) _Atomic uint64_t field;
+    LLMC_HTTP_STATS_TABLE(LLMC__HTTP_ATOMIC_FIELD)
+#undef LLMC__HTTP_ATOMIC_FIELD
+} llmc__http_counters_t;
+
+#define LLMC__HTTP_STAT(s, field) atomic_load_explicit(&(s)->st.field, memory_order_relaxed)
+#define LLMC__HTTP_STAT_SET(s, field, v) \
+    atomic_store_explicit(&(s)->st.field, (uint64_t)(v), memory_order_relaxed)
+/* Loop thread of s only. */
+#define LLMC__HTTP_INC(s, field) LLMC__HTTP_STAT_SET(s, field, LLMC__HTTP_STAT(s, field) + 1)
+#define LLMC__HTTP_DEC(s, field) LLMC__HTTP_STAT_SET(s, field, LLMC__HTTP_STAT(s, field) - 1)
+
 struct llmc_http_server {
     uv_loop_t *loop;
     llmc_http_server_config_t cfg;
@@ -290,7 +308,7 @@ struct llmc_http_server {
     llmc__http_conn_t *conns;     /* every conn not yet freed */
     size_t nalive;
     uint64_t seq;
-    llmc_http_server_stats_t st;
+    llmc__http_counters_t st;
     char *rbuf_pool[64];          /* read buffers idle connections gave back */
     unsigned npool;
     time_t date_sec;              /* second the cached Date is for (head.c) */

@@ -8,16 +8,17 @@
  *   with uv_tcp_open: uv_tcp_bind cannot set SO_REUSEPORT in libuv 1.44,
  *   and each loop thread needs its own listener on the same port.
  * - Over max_conns we still accept, so the client learns why (503 with an
- *   OpenAI-shaped error) instead of waiting in the backlog; such connections
- *   are counted in conns_refused and not in conns_open.
+ *   OpenAI-shaped error) instead of waiting in the backlog (conn.c answers
+ *   it); such connections are counted in conns_refused, not in conns_open.
+ * - The counters (LLMC_HTTP_STATS_TABLE in http.h) are written by the
+ *   server's loop only, as relaxed atomics, so that /stats may read every
+ *   worker's server from its own thread.
  * - The server is freed only when the listener and every connection's
  *   handles have run their close callbacks (mem.c, by whichever closes
  *   last); only then is the close cb called.
  * - In the limits, 0 means "no limit" (for max_conns, the byte and count
  *   limits and both timeouts): the config table never produces 0.
  *
- * Stats: requests counts requests handed to the handler; bad_requests those
- * the server answered with a 4xx/5xx itself (not 408); timeouts the 408s.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -187,5 +188,25 @@ void llmc_http_server_close(llmc_http_server_t *s, void (*cb)(void *arg), void *
 
 void llmc_http_server_stats(const llmc_http_server_t *s, llmc_http_server_stats_t *out)
 {
-    *out = s->st;
+#define LOAD(field, name, kind, unit, help) out->field = LLMC__HTTP_STAT(s, field);
+    LLMC_HTTP_STATS_TABLE(LOAD)
+#undef LOAD
 }
+
+void llmc_http_stats_add(llmc_http_server_stats_t *dst, const llmc_http_server_stats_t *src)
+{
+#define ADD(field, name, kind, unit, help) dst->field += src->field;
+    LLMC_HTTP_STATS_TABLE(ADD)
+#undef ADD
+}
+
+#define LLMC_STAT_TYPE llmc_http_server_stats_t
+const llmc_stat_desc_t llmc_http_stat_desc[LLMC_HTTP_NSTATS] = {
+    LLMC_HTTP_STATS_TABLE(LLMC_STAT_DESC)
+};
+#undef LLMC_STAT_TYPE
+
+/* A row added to the table without LLMC_HTTP_NSTATS would be left out of
+   the descriptors without a word from the compiler. */
+_Static_assert(sizeof(llmc_http_server_stats_t) == LLMC_HTTP_NSTATS * sizeof(uint64_t),
+               "LLMC_HTTP_NSTATS must count the rows of LLMC_HTTP_STATS_TABLE");

@@ -1002,6 +1002,8 @@ static void test_header_timeout(void **state)
     assert_int_equal(r.status, 408);
     resp_free(&r);
     cli_close(c);
+    assert_int_equal(stats(t).timeouts, 2);
+    assert_int_equal(stats(t).bad_requests, 0);
     srv_stop(t);
     (void)state;
 }
@@ -1340,6 +1342,66 @@ static void test_rejected_requests_have_a_start_time(void **state)
     assert_true(k.last_dur_ns < 1000000000ull);
     assert_true(k.last_named);
     srv_stop(t);
+}
+
+/* The counters may be read from any thread (the gateway's /stats sums every
+   worker's server from its own): here from the test's thread, while the
+   loop thread writes them. */
+static void test_stats_read_from_another_thread(void **state)
+{
+    srv_t *t = *state;
+    cli_t *c[3];
+    llmc_http_server_stats_t st;
+    resp_t r;
+
+    for (int i = 0; i < 3; i++) {
+        c[i] = cli_open(t->port);
+        cli_sends(c[i], "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_int_equal(cli_read(c[i], &r, false), 0);
+        resp_free(&r);
+    }
+    llmc_http_server_stats(t->s, &st);
+    assert_int_equal(st.conns_open, 3);
+    assert_int_equal(st.requests, 3);
+    for (int i = 0; i < 3; i++)
+        cli_close(c[i]);
+    for (int i = 0; i < 400; i++) {
+        llmc_http_server_stats(t->s, &st);
+        if (st.conns_open == 0)
+            break;
+        usleep(5000);
+    }
+    assert_int_equal(st.conns_open, 0);
+    assert_int_equal(st.conns_total, 3);
+}
+
+/* The table describes the struct: every field once, by offset, with the
+   "http_" names /stats shows; stats_add sums them all. */
+static void test_stats_table(void **state)
+{
+    llmc_http_server_stats_t a, b;
+    uint64_t *fa = (uint64_t *)(void *)&a;
+
+    (void)state;
+    assert_int_equal(sizeof(a), LLMC_HTTP_NSTATS * sizeof(uint64_t));
+    for (size_t i = 0; i < LLMC_HTTP_NSTATS; i++)
+        fa[i] = i + 1;
+    memset(&b, 0, sizeof(b));
+    for (size_t i = 0; i < LLMC_HTTP_NSTATS; i++) {
+        const llmc_stat_desc_t *d = &llmc_http_stat_desc[i];
+        assert_int_equal(d->offset, i * sizeof(uint64_t)); /* table order, none left out */
+        assert_int_equal(llmc_stat_value(&a, d), i + 1);
+        assert_true(strncmp(d->name, "http_", 5) == 0);
+        assert_true(d->unit[0] != '\0' && d->help[0] != '\0');
+        assert_int_equal(d->kind, strcmp(d->name, "http_conns_open") == 0 ? LLMC_STAT_GAUGE
+                                                                          : LLMC_STAT_COUNTER);
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(d->name, llmc_http_stat_desc[j].name);
+    }
+    llmc_http_stats_add(&b, &a);
+    llmc_http_stats_add(&b, &a);
+    for (size_t i = 0; i < LLMC_HTTP_NSTATS; i++)
+        assert_int_equal(llmc_stat_value(&b, &llmc_http_stat_desc[i]), 2 * (i + 1));
 }
 
 static void test_client_disconnect_aborts(void **state)
@@ -1803,6 +1865,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_version, setup, teardown),
         cmocka_unit_test(test_max_conns),
         cmocka_unit_test(test_rejected_requests_have_a_start_time),
+        cmocka_unit_test_setup_teardown(test_stats_read_from_another_thread, setup, teardown),
+        cmocka_unit_test(test_stats_table),
         cmocka_unit_test_setup_teardown(test_client_disconnect_aborts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_close_aborts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_while_streaming, setup, teardown),
