@@ -120,11 +120,15 @@ static void on_timer(uv_timer_t *t)
         if (send_progressed(c)) { /* slow, but reading: another period */
             timer_set(c, c->s->cfg.limits.idle_timeout_ms);
         } else { /* the client stopped reading its answer */
+            LLMC__HTTP_INC(c->s, send_timeouts);
             llmc__http_conn_close(c);
         }
     } else if (c->phase == LLMC_PH_READ && c->req_started) {
         llmc__http_conn_reject(c, 408, "request_timeout", "the request was not received in time");
-    } else if (c->phase == LLMC_PH_READ || c->phase == LLMC_PH_LINGER) {
+    } else if (c->phase == LLMC_PH_READ) {
+        LLMC__HTTP_INC(c->s, idle_closes);
+        llmc__http_conn_close(c);
+    } else if (c->phase == LLMC_PH_LINGER) {
         llmc__http_conn_close(c);
     }
 }
@@ -438,6 +442,11 @@ static void count_refusal(llmc_http_server_t *s, int status)
     switch (status) {
     case 408:
         LLMC__HTTP_INC(s, timeouts);
+        break;
+    case 413:
+    case 414:
+    case 431:
+        LLMC__HTTP_INC(s, requests_too_large);
         break;
     case 503:
         break;

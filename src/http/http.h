@@ -96,7 +96,7 @@ typedef struct llmc_http_server_config {
  * llmc/stat.h. The names start with "http_" so that they read well among
  * the gateway's at the top of /stats. Every request the server refuses
  * itself, before the handler, counts in exactly one of bad_requests,
- * timeouts and conns_refused.
+ * requests_too_large, timeouts and conns_refused.
  */
 #define LLMC_HTTP_STATS_TABLE(X)                                                                    \
     X(conns_open, "http_conns_open", GAUGE, "connections",                                          \
@@ -107,9 +107,15 @@ typedef struct llmc_http_server_config {
       "Connections answered 503 and closed because the connection cap was reached.")                \
     X(requests, "http_requests", COUNTER, "requests", "Requests handed to the handler.")            \
     X(bad_requests, "http_bad_requests", COUNTER, "requests",                                       \
-      "Requests refused before the handler (4xx, 5xx; not 408, not the cap's 503).")                \
+      "Requests refused as malformed or unsupported (400, 417, 505; 500 when out of memory).")      \
+    X(requests_too_large, "http_requests_too_large", COUNTER, "requests",                           \
+      "Requests refused for a size limit: line (414), head or headers (431), body (413).")          \
     X(timeouts, "http_timeouts", COUNTER, "requests",                                               \
-      "Requests not received within the header timeout (408).")
+      "Requests not received within the header timeout (408).")                                     \
+    X(send_timeouts, "http_send_timeouts", COUNTER, "connections",                                  \
+      "Connections closed because the client took no bytes of its answer for the idle timeout.")    \
+    X(idle_closes, "http_idle_closes", COUNTER, "connections",                                      \
+      "Connections closed quietly after the idle timeout passed with no request.")
 
 /* A snapshot of the counters (llmc_http_server_stats). */
 typedef struct llmc_http_server_stats {
@@ -118,7 +124,7 @@ typedef struct llmc_http_server_stats {
 
 /* The descriptors of llmc_http_server_stats_t, LLMC_HTTP_NSTATS of them,
    in table order. */
-#define LLMC_HTTP_NSTATS 6
+#define LLMC_HTTP_NSTATS 9
 extern const llmc_stat_desc_t llmc_http_stat_desc[LLMC_HTTP_NSTATS];
 
 /* Creates a server on loop (not yet listening). NULL when out of memory. Loop thread. */

@@ -874,7 +874,8 @@ static void test_header_too_large(void **state)
 
     expect_error(t, big, (size_t)n, 431);
     free(big);
-    assert_int_equal(stats(t).bad_requests, 1);
+    assert_int_equal(stats(t).requests_too_large, 1);
+    assert_int_equal(stats(t).bad_requests, 0);
     assert_int_equal(stats(t).requests, 0);
 }
 
@@ -1045,6 +1046,7 @@ static void test_idle_timeout(void **state)
     assert_true(cli_closed(c));
     cli_close(c);
     assert_int_equal(stats(t).timeouts, 0);
+    assert_int_equal(stats(t).idle_closes, 1);
     srv_stop(t);
     (void)state;
 }
@@ -1344,6 +1346,36 @@ static void test_rejected_requests_have_a_start_time(void **state)
     srv_stop(t);
 }
 
+/* Each refusal before the handler counts in one counter: malformed or
+   unsupported in bad_requests, a size limit in requests_too_large. */
+static void test_refusals_are_counted(void **state)
+{
+    srv_t *t = *state;
+    static char line[6000];
+    char req[2048];
+    size_t len;
+    llmc_http_server_stats_t st;
+
+    EXPECT_ERROR(t, "GET /echo HTTP/1.1\r\nHost: x\r\nX Test: a\r\n\r\n", 400);
+    EXPECT_ERROR(t, "GET /echo HTTP/2.0\r\nHost: x\r\n\r\n", 505);
+    EXPECT_ERROR(t, "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx", 417);
+    len = (size_t)snprintf(line, sizeof(line), "GET /%0*d HTTP/1.1\r\nHost: x\r\n\r\n", 5000, 0);
+    expect_error(t, line, len, 414);
+    EXPECT_ERROR(t, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", 413);
+    len = (size_t)snprintf(req, sizeof(req), "GET /echo HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 25; i++)
+        len += (size_t)snprintf(req + len, sizeof(req) - len, "X-H%d: %d\r\n", i, i);
+    len += (size_t)snprintf(req + len, sizeof(req) - len, "\r\n");
+    expect_error(t, req, len, 431);
+    st = stats(t);
+    assert_int_equal(st.bad_requests, 3);
+    assert_int_equal(st.requests_too_large, 3);
+    assert_int_equal(st.timeouts, 0);
+    assert_int_equal(st.conns_refused, 0);
+    assert_int_equal(st.requests, 0);
+    assert_int_equal(st.conns_total, 6);
+}
+
 /* The counters may be read from any thread (the gateway's /stats sums every
    worker's server from its own): here from the test's thread, while the
    loop thread writes them. */
@@ -1603,6 +1635,8 @@ static void test_send_timeout_drops_a_client_that_never_reads(void **state)
     /* The answer is 8 MB: far more than the socket buffers take, so the
        server's write waits on us; we never read. */
     assert_int_equal(wait_counter(t, offsetof(counters_t, releases), 1), 1);
+    assert_int_equal(stats(t).send_timeouts, 1);
+    assert_int_equal(stats(t).idle_closes, 0);
     cli_close(c);
     srv_stop(t);
 }
@@ -1632,6 +1666,7 @@ static void test_send_timeout_spares_a_slow_steady_reader(void **state)
     resp_free(&r);
     cli_close(c);
     assert_int_equal(counters(t).last_status, 200);
+    assert_int_equal(stats(t).send_timeouts, 0);
     srv_stop(t);
 }
 
@@ -1657,6 +1692,7 @@ static void test_send_timeout_drops_a_stalled_stream_reader(void **state)
     for (int i = 0; i < 300 && counters(t).aborts == 0; i++)
         usleep(5000);
     assert_int_equal(counters(t).aborts, 1);
+    assert_int_equal(stats(t).send_timeouts, 1);
     cli_close(c);
     srv_stop(t);
 }
@@ -1865,6 +1901,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_version, setup, teardown),
         cmocka_unit_test(test_max_conns),
         cmocka_unit_test(test_rejected_requests_have_a_start_time),
+        cmocka_unit_test_setup_teardown(test_refusals_are_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_read_from_another_thread, setup, teardown),
         cmocka_unit_test(test_stats_table),
         cmocka_unit_test_setup_teardown(test_client_disconnect_aborts, setup, teardown),
