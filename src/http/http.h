@@ -31,6 +31,8 @@
 
 #include <uv.h>
 
+#include "llmc/stat.h"
+
 typedef struct llmc_http_limits {
     size_t max_header_bytes;      /* request line + headers; over: 431 */
     size_t max_body_bytes;        /* decoded body; over: 413 (before reading it when declared) */
@@ -65,7 +67,8 @@ struct llmc_http_req {
     size_t body_len;
     unsigned short http_major, http_minor;
     bool keep_alive;              /* the connection stays open after this response */
-    uint64_t start_ns;            /* uv_hrtime() when the request's first byte came */
+    uint64_t start_ns;            /* uv_hrtime() when the request's first byte came
+                                     (refused at the connection cap: when refused) */
     uint64_t id;                  /* per-server sequence number, for logs */
 
     /* Set by the handler. */
@@ -76,8 +79,9 @@ struct llmc_http_req {
 typedef void (*llmc_http_handler_fn)(llmc_http_req_t *req, void *ctx);
 
 /* Called once per finished request (also for ones the server rejected itself,
-   where req may have no path yet), after the response was written or the
-   client left. status 0 means no response was sent. For the access log. */
+   whose method_name, target, path and query may be empty strings, never
+   NULL), after the response was written or the client left. start_ns is
+   always set. status 0 means no response was sent. For the access log. */
 typedef void (*llmc_http_done_fn)(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx);
 
 typedef struct llmc_http_server_config {
@@ -87,17 +91,50 @@ typedef struct llmc_http_server_config {
     void *ctx;                   /* passed to handler and on_done */
 } llmc_http_server_config_t;
 
+/*
+ * The server's counters, X(field, "name", KIND, "unit", "help") as in
+ * llmc/stat.h. The names start with "http_" so that they read well among
+ * the gateway's at the top of /stats. Every request the server refuses
+ * itself, before the handler, counts in exactly one of bad_requests,
+ * requests_too_large, timeouts and conns_refused.
+ */
+#define LLMC_HTTP_STATS_TABLE(X)                                                                    \
+    X(conns_open, "http_conns_open", GAUGE, "connections",                                          \
+      "Client connections open now (not those refused at the cap).")                                \
+    X(conns_total, "http_conns_total", COUNTER, "connections",                                      \
+      "Client connections accepted, those refused at the cap included.")                            \
+    X(conns_refused, "http_conns_refused", COUNTER, "connections",                                  \
+      "Connections answered 503 and closed because the connection cap was reached.")                \
+    X(requests, "http_requests", COUNTER, "requests", "Requests handed to the handler.")            \
+    X(bad_requests, "http_bad_requests", COUNTER, "requests",                                       \
+      "Requests refused as malformed or unsupported (400, 417, 505; 500 when out of memory).")      \
+    X(requests_too_large, "http_requests_too_large", COUNTER, "requests",                           \
+      "Requests refused for a size limit: line (414), head or headers (431), body (413).")          \
+    X(timeouts, "http_timeouts", COUNTER, "requests",                                               \
+      "Requests not received within the header timeout (408).")                                     \
+    X(send_timeouts, "http_send_timeouts", COUNTER, "connections",                                  \
+      "Connections closed because the client took no bytes of its answer for the idle timeout.")    \
+    X(idle_closes, "http_idle_closes", COUNTER, "connections",                                      \
+      "Connections closed quietly after the idle timeout passed with no request.")
+
+/* A snapshot of the counters (llmc_http_server_stats). */
 typedef struct llmc_http_server_stats {
-    uint64_t conns_open, conns_total, conns_refused;
-    uint64_t requests, bad_requests, timeouts;
+    LLMC_HTTP_STATS_TABLE(LLMC_STAT_FIELD)
 } llmc_http_server_stats_t;
+
+/* The descriptors of llmc_http_server_stats_t, LLMC_HTTP_NSTATS of them,
+   in table order. */
+#define LLMC_HTTP_NSTATS 9
+extern const llmc_stat_desc_t llmc_http_stat_desc[LLMC_HTTP_NSTATS];
 
 /* Creates a server on loop (not yet listening). NULL when out of memory. Loop thread. */
 llmc_http_server_t *llmc_http_server_new(uv_loop_t *loop, const llmc_http_server_config_t *cfg);
 
 /* Binds host:port (IPv4 or IPv6 literal, or "localhost"), with SO_REUSEPORT
    when reuseport, and starts accepting. port 0 picks a free port. Returns 0
-   or LLMC_EIO (message in err). Loop thread. */
+   or LLMC_EIO with a message in err that names the address and the step
+   that failed ("192.0.2.1:8080: cannot bind: Cannot assign requested
+   address"). Loop thread. */
 int llmc_http_server_listen(llmc_http_server_t *s, const char *host, int port, bool reuseport,
                             char *err, size_t errlen);
 
@@ -108,7 +145,15 @@ int llmc_http_server_port(const llmc_http_server_t *s);
    frees the server once all its handles are closed; then calls cb(arg). */
 void llmc_http_server_close(llmc_http_server_t *s, void (*cb)(void *arg), void *arg);
 
+/* Copies s's counters into out. Any thread: s's loop is their only writer
+   and they are read with relaxed atomic loads, so each is a value it had,
+   though not all from one instant. s must not be freed meanwhile (its close
+   callback has not run). */
 void llmc_http_server_stats(const llmc_http_server_t *s, llmc_http_server_stats_t *out);
+
+/* Adds every field of src into dst (several workers' servers summed; the
+   gauge sums too). */
+void llmc_http_stats_add(llmc_http_server_stats_t *dst, const llmc_http_server_stats_t *src);
 
 /* Case-insensitive lookup of a request header; NULL when absent. With
    duplicates, the first. */

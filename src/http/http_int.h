@@ -2,11 +2,28 @@
  * http/http_int.h: internals shared by the HTTP server's files. Not for
  * other subsystems: they use http.h.
  *
- *   head_scan.c  strict line checker for a request's head (pure, no I/O)
+ * The files, top to bottom; each calls only files below it (tools'
+ * file-circles finds no circle among them):
+ *
+ *   server.c     the server: listening socket, accept, counters, closing it
+ *   respond.c    what handlers call: responses, streaming, abort
+ *   conn.c       one connection: reading, timers, dispatch, the answers the
+ *                server gives itself (refusals, 100 Continue), writes, the
+ *                one finish of a request, lingering close, close
+ *   parse.c      a request out of the read buffer: libhttp-parser and its
+ *                callbacks, the head checks; no I/O
+ *   head.c       response heads (status line, reason, Date cache) and
+ *                error bodies, built into a buffer; no I/O
+ *   mem.c        buffer growth, the read-buffer pool, freeing the server
+ *   head_scan.c  strict line checker for a request's head (pure)
  *   chunk_scan.c strict framing checker for a chunked request body (pure)
- *   server.c     listener, accept, Date cache, stats, server close
- *   conn.c       one connection: reading, parsing, timers, dispatch, close
- *   respond.c    responses and streaming: heads, writes, request finish
+ *
+ * Nothing calls up. A connection reaches the layer above the server only
+ * through the pointers it was configured with (handler, on_done, a
+ * request's on_abort); the server's final free after its last connection
+ * closed is done in mem.c by whichever closes last, so conn.c never calls
+ * server.c; and the refusals the connection answers itself are built from
+ * head.c, not through respond.c.
  *
  * Decisions a newcomer would otherwise get wrong:
  * - A connection owns exactly one request object (conn->req, embedded), and
@@ -20,6 +37,7 @@
 #ifndef LLMC_HTTP_INT_H
 #define LLMC_HTTP_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +52,11 @@
    are parsed, so it only ever holds unparsed bytes: a small fixed size is
    enough whatever the limits are. */
 #define LLMC_HTTP_RBUF 16384
+
+/* Buffers bigger than this are freed after their request instead of kept
+   for the next one, so one large body does not pin memory on an idle
+   keep-alive connection. */
+#define LLMC_HTTP_KEEP_BUF 65536
 
 /* How long a connection we close ourselves keeps draining input after its
    last answer, so that the kernel does not answer unread input with an RST
@@ -126,6 +149,7 @@ struct llmc__http_conn {
     bool in_feed;                 /* conn_feed is on the stack: do not re-enter */
     bool req_started;             /* bytes of the next request have come */
     bool scan_done, head_done;
+    bool want_continue;           /* the head asks for 100 Continue, not sent yet */
     bool chunk_on;                /* a chunked body is being read and checked */
     bool chunked_out, no_body;    /* how the response body is framed */
     uint8_t last_cb;              /* which parser data callback ran last */
@@ -161,6 +185,25 @@ struct llmc__http_conn {
 
 #define LLMC__CONN_OF(r) ((llmc__http_conn_t *)(void *)(r))
 
+/* uv_buf_init takes an unsigned int length; uv_buf_t holds a size_t. */
+static inline uv_buf_t llmc__http_buf(const char *p, size_t len)
+{
+    uv_buf_t b;
+
+    b.base = (char *)p;
+    b.len = len;
+    return b;
+}
+
+static inline size_t llmc__http_bufs_total(const uv_buf_t *b, unsigned n)
+{
+    size_t t = 0;
+
+    for (unsigned i = 0; i < n; i++)
+        t += b[i].len;
+    return t;
+}
+
 /* Takes over an accepted (or socketpair) stream fd as a client connection.
    Used by accept and by the fuzzer. 0 or an LLMC_E* code (fd then closed). */
 int llmc__http_conn_adopt_fd(llmc_http_server_t *s, int fd);
@@ -174,30 +217,85 @@ void llmc__http_conn_start(llmc__http_conn_t *c);
 /* Closes the connection: aborts a request the handler owns, then closes
    both handles. Idempotent. */
 void llmc__http_conn_close(llmc__http_conn_t *c);
-/* Arms (or stops) the send timeout after a write was queued or finished. */
-void llmc__http_conn_send_timer(llmc__http_conn_t *c);
-
-/* The request has finished (response written or client gone): report it,
-   then either read the next one or close. */
-void llmc__http_conn_req_done(llmc__http_conn_t *c, bool keep_alive);
-
-/* Makes *buf at least need bytes (doubling). 0 or LLMC_ENOMEM. */
-int llmc__http_grow(char **buf, size_t *cap, size_t need);
-
 /* Answers a request the server rejects itself with an error and closes. */
 void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, const char *msg);
-
-/* ---- respond.c ---- */
 
 /* Writes bufs, by reference (copy false: they must outlive the write) or
    copied where libuv must keep them. Returns 0 or LLMC_EIO (conn closed). */
 int llmc__http_send(llmc__http_conn_t *c, uv_buf_t *bufs, unsigned n, bool copy);
 
 /* Finishes the request once nothing is owned by the handler and no write is
-   pending. */
+   pending: release, on_done, then the next request or the close. */
 void llmc__http_maybe_finish(llmc__http_conn_t *c);
 
+/* Answers a request the handler owns with a complete response whose body
+   is copied after the head (h1 and h2: preformatted header lines). Does
+   nothing when the request is not the handler's any more. */
+void llmc__http_answer_copy(llmc__http_conn_t *c, int status, const char *h1, size_t l1, const char *h2,
+                            size_t l2, const char *body, size_t body_len);
+
+/* The same with an OpenAI-shaped error body (see llmc_http_respond_error). */
+void llmc__http_answer_error(llmc__http_conn_t *c, int status, const char *hdrs, const char *type,
+                             const char *code, const char *message);
+
+/* ---- parse.c ---- */
+
+enum llmc__http_parse_result {
+    LLMC_PARSE_MORE = 0,   /* bytes taken, no complete request yet: parse on while bytes remain */
+    LLMC_PARSE_DONE = 1,   /* c->req is complete: head, body and the client's keep-alive wish */
+    LLMC_PARSE_ERROR = -1  /* refuse it: c->err_status, err_code and err_msg say how */
+};
+
+/* Starts the next request: parser, scans, head and body buffers. */
+void llmc__http_parse_reset(llmc__http_conn_t *c);
+
+/* Parses the unparsed bytes of rbuf once, the head or the body but not both
+   (so that the head's checks come before a body byte is read), and moves
+   rpos past what it took. Returns an llmc__http_parse_result; sets
+   c->want_continue when the client waits for 100 Continue. No I/O. */
+int llmc__http_parse(llmc__http_conn_t *c);
+
+/* ---- head.c ---- */
+
+/* Builds a response head into c->obuf (length in c->olen): the status line,
+   Date, Content-Length when has_length, Connection (from req.keep_alive),
+   then the preformatted header lines h1 and h2, leaving room for extra more
+   bytes (a body to be copied after it). Sets c->status. 0 or LLMC_ENOMEM. */
+int llmc__http_head(llmc__http_conn_t *c, int status, bool has_length, size_t length, const char *h1,
+                    size_t l1, const char *h2, size_t l2, size_t extra);
+
+/* The head of a complete response of body_len bytes: sets c->no_body (a
+   HEAD request, or a status without a body) and builds the head, with room
+   for extra bytes of body unless there is none. 0 or LLMC_ENOMEM. */
+int llmc__http_head_full(llmc__http_conn_t *c, int status, const char *h1, size_t l1, const char *h2,
+                         size_t l2, size_t body_len, size_t extra);
+
+/* False for 1xx, 204 and 304, whose responses never carry a body. */
+bool llmc__http_status_has_body(int status);
+
+/* {"error":{"message","type","code"}} as a string to free(); NULL when out
+   of memory. type NULL means "invalid_request_error", code NULL is JSON
+   null, message NULL is "". */
+char *llmc__http_error_body(const char *type, const char *code, const char *message);
+
 /* ---- server.c ---- */
+
+/* The counters as the server keeps them. Its loop thread is the only
+   writer, so a count is a relaxed load and store, not a locked
+   instruction; another thread reads them with relaxed loads
+   (llmc_http_server_stats). */
+typedef struct llmc__http_counters {
+#define LLMC__HTTP_ATOMIC_FIELD(field, name, kind, unit, help) _Atomic uint64_t field;
+    LLMC_HTTP_STATS_TABLE(LLMC__HTTP_ATOMIC_FIELD)
+#undef LLMC__HTTP_ATOMIC_FIELD
+} llmc__http_counters_t;
+
+#define LLMC__HTTP_STAT(s, field) atomic_load_explicit(&(s)->st.field, memory_order_relaxed)
+#define LLMC__HTTP_STAT_SET(s, field, v) \
+    atomic_store_explicit(&(s)->st.field, (uint64_t)(v), memory_order_relaxed)
+/* Loop thread of s only. */
+#define LLMC__HTTP_INC(s, field) LLMC__HTTP_STAT_SET(s, field, LLMC__HTTP_STAT(s, field) + 1)
+#define LLMC__HTTP_DEC(s, field) LLMC__HTTP_STAT_SET(s, field, LLMC__HTTP_STAT(s, field) - 1)
 
 struct llmc_http_server {
     uv_loop_t *loop;
@@ -210,26 +308,28 @@ struct llmc_http_server {
     llmc__http_conn_t *conns;     /* every conn not yet freed */
     size_t nalive;
     uint64_t seq;
-    llmc_http_server_stats_t st;
+    llmc__http_counters_t st;
     char *rbuf_pool[64];          /* read buffers idle connections gave back */
     unsigned npool;
-    time_t date_sec;              /* second the cached Date is for */
+    time_t date_sec;              /* second the cached Date is for (head.c) */
     char date[40];
     size_t date_len;
 };
 
-/* The Date header value for now, formatted at most once per second. */
-const char *llmc__http_date(llmc_http_server_t *s, size_t *len);
+/* ---- mem.c ---- */
 
-/* Read buffers: a connection holds one only while bytes are in flight, so
-   that thousands of idle keep-alive connections cost a few hundred bytes
-   each, not 16 KiB; the server keeps a small pool so the hot path does not
-   allocate. take returns NULL when out of memory. */
+/* Makes *buf at least need bytes (doubling). 0 or LLMC_ENOMEM. */
+int llmc__http_grow(char **buf, size_t *cap, size_t need);
+
+/* Read buffers of LLMC_HTTP_RBUF bytes: a connection holds one only while
+   bytes are in flight, taking it from and giving it back to its server's
+   small pool. take returns NULL when out of memory. Loop thread. */
 char *llmc__http_rbuf_take(llmc_http_server_t *s);
 void llmc__http_rbuf_give(llmc_http_server_t *s, char *buf);
 
-/* A conn's handles are all closed: unlink and free it, and finish a
-   server close that waited for it. */
-void llmc__http_conn_free(llmc__http_conn_t *c);
+/* Frees s (and its pool), then calls its close callback, once it is
+   closing and its listener and every connection have closed; otherwise
+   does nothing. Called by whichever of them closes last. */
+void llmc__http_server_maybe_free(llmc_http_server_t *s);
 
 #endif

@@ -1,242 +1,26 @@
 /*
- * http/respond.c: responses: the head, writing head and body, streaming,
- * and the one function that finishes a request.
+ * http/respond.c: what a handler calls to answer its request: a complete
+ * response (body by reference or copied, or an error), a streamed one, or
+ * an abort. The connection (conn.c) writes and finishes the request; heads
+ * are built in head.c.
  *
  * Decisions a newcomer would otherwise get wrong:
- * - Head and body go out as one write of several buffers, tried with
- *   uv_try_write first: usually the kernel takes it all and no write request
- *   or copy is needed. Only what it did not take goes to uv_write.
  * - Bodies given to llmc_http_respond are never copied; their release runs
  *   when the request finishes, after the last write completed or failed.
  *   Stream chunks are copied only for the part the kernel did not take at
  *   once (the caller's buffer is gone when stream_write returns).
- * - A request finishes in exactly one place, finish(): release, on_done,
- *   then the connection reads the next request or closes. It runs once the
- *   handler has handed the response over (or the client left) and no write
- *   is pending, which is also what keeps pipelined answers in order.
- * - HEAD, 1xx, 204 and 304 responses carry no body; for HEAD the
- *   Content-Length still says what GET would have sent.
+ * - Each call checks the request's phase first: a response to a request
+ *   that was already answered, or whose client already left, is dropped
+ *   (its release runs at once), so a handler needs no check of its own.
+ * - HTTP/1.0 has no chunked encoding: a stream to an HTTP/1.0 client is
+ *   ended by closing the connection.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "http/http_int.h"
 #include "llmc/error.h"
-
-typedef struct wcopy {
-    uv_write_t req;
-    llmc__http_conn_t *c;
-    size_t len;
-    char data[];
-} wcopy_t;
-
-/* uv_buf_init takes an unsigned int length; uv_buf_t holds a size_t. */
-static uv_buf_t buf_of(const char *p, size_t len)
-{
-    uv_buf_t b;
-
-    b.base = (char *)p;
-    b.len = len;
-    return b;
-}
-
-static size_t bufs_total(const uv_buf_t *b, unsigned n)
-{
-    size_t t = 0;
-    unsigned i;
-
-    for (i = 0; i < n; i++)
-        t += b[i].len;
-    return t;
-}
-
-static void write_done(llmc__http_conn_t *c, int status, size_t len)
-{
-    c->writes_pending--;
-    if (status == 0)
-        c->bytes_out += len;
-    else
-        llmc__http_conn_close(c);
-    /* The send timeout moves on if the client took bytes meanwhile. */
-    if (!c->closing)
-        llmc__http_conn_send_timer(c);
-    llmc__http_maybe_finish(c);
-}
-
-static void on_write_ref(uv_write_t *w, int status)
-{
-    llmc__http_conn_t *c = w->data;
-
-    write_done(c, status, c->wreq_bytes);
-}
-
-static void on_write_copy(uv_write_t *w, int status)
-{
-    wcopy_t *wc = (wcopy_t *)w;
-    llmc__http_conn_t *c = wc->c;
-    size_t len = wc->len;
-
-    free(wc);
-    write_done(c, status, len);
-}
-
-static int write_copy(llmc__http_conn_t *c, const uv_buf_t *b, unsigned n, size_t len)
-{
-    wcopy_t *wc = malloc(sizeof(*wc) + len);
-    uv_buf_t one;
-    size_t off = 0;
-    unsigned i;
-
-    if (!wc)
-        return LLMC_ENOMEM;
-    for (i = 0; i < n; i++) {
-        memcpy(wc->data + off, b[i].base, b[i].len);
-        off += b[i].len;
-    }
-    wc->c = c;
-    wc->len = len;
-    one = buf_of(wc->data, len);
-    if (uv_write(&wc->req, (uv_stream_t *)&c->tcp, &one, 1, on_write_copy) != 0) {
-        free(wc);
-        return LLMC_EIO;
-    }
-    c->writes_pending++;
-    llmc__http_conn_send_timer(c);
-    return 0;
-}
-
-static int write_ref(llmc__http_conn_t *c, const uv_buf_t *b, unsigned n, size_t len)
-{
-    c->wreq.data = c;
-    c->wreq_bytes = len;
-    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, b, n, on_write_ref) != 0)
-        return LLMC_EIO;
-    c->writes_pending++;
-    llmc__http_conn_send_timer(c);
-    return 0;
-}
-
-int llmc__http_send(llmc__http_conn_t *c, uv_buf_t *bufs, unsigned n, bool copy)
-{
-    size_t total = bufs_total(bufs, n), done = 0, skip;
-    unsigned i = 0;
-    int r;
-
-    if (c->closing)
-        return LLMC_EIO;
-    if (total == 0)
-        return 0;
-    /* UV_EAGAIN also when earlier writes are queued, which keeps order. */
-    r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
-    if (r < 0 && r != UV_EAGAIN)
-        goto fail;
-    if (r > 0)
-        done = (size_t)r;
-    c->bytes_out += done;
-    c->submitted += total; /* what is not written now is queued below, or the conn closes */
-    if (done == total)
-        return 0;
-    for (skip = done; bufs[i].len <= skip; i++)
-        skip -= bufs[i].len;
-    bufs[i].base += skip;
-    bufs[i].len -= skip;
-    r = copy ? write_copy(c, bufs + i, n - i, total - done) : write_ref(c, bufs + i, n - i, total - done);
-    if (r != 0)
-        goto fail;
-    return 0;
-fail:
-    llmc__http_conn_close(c);
-    return LLMC_EIO;
-}
-
-static void finish(llmc__http_conn_t *c)
-{
-    llmc_http_server_t *s = c->s;
-    bool keep_alive = c->req.keep_alive && !c->closing;
-    void (*release)(void *) = c->release;
-
-    /* Not WRITE any more, so that nothing below finishes it twice. */
-    c->phase = LLMC_PH_READ;
-    c->release = NULL;
-    if (release)
-        release(c->release_arg);
-    if (s->cfg.on_done)
-        s->cfg.on_done(&c->req, c->status, c->bytes_out, s->cfg.ctx);
-    llmc__http_conn_req_done(c, keep_alive);
-}
-
-void llmc__http_maybe_finish(llmc__http_conn_t *c)
-{
-    if (c->phase == LLMC_PH_WRITE && c->writes_pending == 0)
-        finish(c);
-}
-
-static char *put(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
-    return p + n;
-}
-
-/* Writes v in decimal at p; returns the end. snprintf's format parsing was
-   a visible share of a cache hit's user time. */
-static char *put_uint(char *p, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
-}
-
-/* The status line, Date, Content-Length (when has_length), Connection, then
-   the caller's header lines h1 and h2, into c->obuf with extra bytes of room. */
-static int head_build(llmc__http_conn_t *c, int status, bool has_length, size_t length,
-                      const char *h1, size_t l1, const char *h2, size_t l2, size_t extra)
-{
-    static const char http10[] = "HTTP/1.0 ", http11[] = "HTTP/1.1 ", date_h[] = "\r\nDate: ",
-                      cl_h[] = "Content-Length: ", ka[] = "Connection: keep-alive\r\n",
-                      cl[] = "Connection: close\r\n";
-    const llmc_http_req_t *req = &c->req;
-    const char *reason = llmc_http_reason(status);
-    size_t rlen = strlen(reason), dlen, need;
-    const char *date = llmc__http_date(c->s, &dlen);
-
-    need = 128 + rlen + dlen + l1 + l2 + extra;
-    if (llmc__http_grow(&c->obuf, &c->ocap, need) != 0)
-        return LLMC_ENOMEM;
-    char *p = c->obuf;
-    p = put(p, (req->http_major == 1 && req->http_minor == 0) ? http10 : http11, sizeof(http11) - 1);
-    p = put_uint(p, (unsigned)status % 1000);
-    *p++ = ' ';
-    p = put(p, reason, rlen);
-    p = put(p, date_h, sizeof(date_h) - 1);
-    p = put(p, date, dlen);
-    p = put(p, "\r\n", 2);
-    if (has_length) {
-        p = put(p, cl_h, sizeof(cl_h) - 1);
-        p = put_uint(p, length);
-        p = put(p, "\r\n", 2);
-    }
-    p = req->keep_alive ? put(p, ka, sizeof(ka) - 1) : put(p, cl, sizeof(cl) - 1);
-    p = put(p, h1, l1);
-    p = put(p, h2, l2);
-    p = put(p, "\r\n", 2);
-    c->olen = (size_t)(p - c->obuf);
-    c->status = status;
-    return 0;
-}
-
-static bool status_has_body(int status)
-{
-    return status >= 200 && status != 204 && status != 304;
-}
 
 /* The common start of a complete response; false when the connection
    failed (closed, and the request finishes on its own). */
@@ -244,9 +28,7 @@ static bool begin_full(llmc__http_conn_t *c, int status, const char *h1, size_t 
                        size_t l2, size_t body_len, size_t extra)
 {
     c->phase = LLMC_PH_WRITE;
-    c->no_body = c->req.method == HTTP_HEAD || !status_has_body(status);
-    if (head_build(c, status, status_has_body(status), body_len, h1, l1, h2, l2,
-                   c->no_body ? 0 : extra) != 0) {
+    if (llmc__http_head_full(c, status, h1, l1, h2, l2, body_len, extra) != 0) {
         llmc__http_conn_close(c);
         return false;
     }
@@ -268,14 +50,14 @@ void llmc_http_respond(llmc_http_req_t *req, int status, const char *hdrs, size_
     }
     c->release = release;
     c->release_arg = release_arg;
-    if (!begin_full(c, status, hdrs, hdrs_len, "", 0, bufs_total(body, nbody), 0))
+    if (!begin_full(c, status, hdrs, hdrs_len, "", 0, llmc__http_bufs_total(body, nbody), 0))
         goto out;
     n = 1 + (c->no_body ? 0 : nbody);
     if (n > sizeof(small) / sizeof(small[0]) && !(bufs = malloc(n * sizeof(*bufs)))) {
         llmc__http_conn_close(c);
         goto out;
     }
-    bufs[0] = buf_of(c->obuf, c->olen);
+    bufs[0] = llmc__http_buf(c->obuf, c->olen);
     if (n > 1)
         memcpy(bufs + 1, body, nbody * sizeof(*bufs));
     /* By reference: uv_write copies the array, and the buffers outlive the write. */
@@ -286,68 +68,16 @@ out:
     llmc__http_maybe_finish(c);
 }
 
-static void respond_copy2(llmc_http_req_t *req, int status, const char *h1, size_t l1,
-                          const char *h2, size_t l2, const char *body, size_t body_len)
-{
-    llmc__http_conn_t *c = LLMC__CONN_OF(req);
-    uv_buf_t b;
-
-    if (c->phase != LLMC_PH_HANDLER)
-        return;
-    if (begin_full(c, status, h1, l1, h2, l2, body_len, body_len)) {
-        if (!c->no_body) {
-            memcpy(c->obuf + c->olen, body, body_len);
-            c->olen += body_len;
-        }
-        b = buf_of(c->obuf, c->olen);
-        llmc__http_send(c, &b, 1, false);
-    }
-    llmc__http_maybe_finish(c);
-}
-
 void llmc_http_respond_copy(llmc_http_req_t *req, int status, const char *hdrs, size_t hdrs_len,
                             const char *body, size_t body_len)
 {
-    respond_copy2(req, status, hdrs, hdrs_len, "", 0, body, body_len);
-}
-
-/* The error object for message; NULL when out of memory. Messages quote
-   what clients sent (a header value may hold any byte from 0x80 up), and
-   jansson refuses a string that is not UTF-8, which would leave the client
-   an empty body. Such a message is sent with every byte from 0x80 up as
-   '?': jansson still decides what is valid, and the message keeps its
-   ASCII, which is all our own wording uses. */
-static json_t *error_json(const char *type, const char *code, const char *message)
-{
-    const char *fmt = "{s:{s:s, s:s, s:s?}}";
-    json_t *j;
-    char *ascii;
-
-    if (!type)
-        type = "invalid_request_error";
-    j = json_pack(fmt, "error", "message", message, "type", type, "code", code);
-    if (j || !(ascii = strdup(message)))
-        return j;
-    for (char *p = ascii; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    j = json_pack(fmt, "error", "message", ascii, "type", type, "code", code);
-    free(ascii);
-    return j;
+    llmc__http_answer_copy(LLMC__CONN_OF(req), status, hdrs, hdrs_len, "", 0, body, body_len);
 }
 
 void llmc_http_respond_error(llmc_http_req_t *req, int status, const char *hdrs, const char *type,
                              const char *code, const char *message)
 {
-    static const char ct[] = "Content-Type: application/json\r\n";
-    json_t *j = error_json(type, code, message ? message : "");
-    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
-
-    /* Out of memory for the JSON still answers with the status. */
-    respond_copy2(req, status, ct, sizeof(ct) - 1, hdrs ? hdrs : "", hdrs ? strlen(hdrs) : 0,
-                  body ? body : "", body ? strlen(body) : 0);
-    free(body);
-    json_decref(j);
+    llmc__http_answer_error(LLMC__CONN_OF(req), status, hdrs, type, code, message);
 }
 
 int llmc_http_stream_begin(llmc_http_req_t *req, int status, const char *hdrs, size_t hdrs_len)
@@ -358,18 +88,18 @@ int llmc_http_stream_begin(llmc_http_req_t *req, int status, const char *hdrs, s
     if (c->phase != LLMC_PH_HANDLER)
         return LLMC_EIO;
     /* HTTP/1.0 has no chunked encoding: the body ends where the connection does. */
-    c->chunked_out = !(req->http_major == 1 && req->http_minor == 0) && status_has_body(status);
+    c->chunked_out = !(req->http_major == 1 && req->http_minor == 0) && llmc__http_status_has_body(status);
     if (!c->chunked_out)
         req->keep_alive = false;
-    c->no_body = req->method == HTTP_HEAD || !status_has_body(status);
+    c->no_body = req->method == HTTP_HEAD || !llmc__http_status_has_body(status);
     c->phase = LLMC_PH_STREAM;
     static const char te[] = "Transfer-Encoding: chunked\r\n";
-    if (head_build(c, status, false, 0, te, c->chunked_out ? sizeof(te) - 1 : 0, hdrs, hdrs_len,
+    if (llmc__http_head(c, status, false, 0, te, c->chunked_out ? sizeof(te) - 1 : 0, hdrs, hdrs_len,
                    0) != 0) {
         llmc__http_conn_close(c);
         return LLMC_EIO;
     }
-    b = buf_of(c->obuf, c->olen);
+    b = llmc__http_buf(c->obuf, c->olen);
     return llmc__http_send(c, &b, 1, false);
 }
 
@@ -385,13 +115,13 @@ int llmc_http_stream_write(llmc_http_req_t *req, const char *buf, size_t len)
     if (len == 0 || c->no_body)
         return 0;
     if (!c->chunked_out) {
-        b[0] = buf_of(buf, len);
+        b[0] = llmc__http_buf(buf, len);
         return llmc__http_send(c, b, 1, true);
     }
     n = snprintf(line, sizeof(line), "%zx\r\n", len);
-    b[0] = buf_of(line, (size_t)n);
-    b[1] = buf_of(buf, len);
-    b[2] = buf_of("\r\n", 2);
+    b[0] = llmc__http_buf(line, (size_t)n);
+    b[1] = llmc__http_buf(buf, len);
+    b[2] = llmc__http_buf("\r\n", 2);
     return llmc__http_send(c, b, 3, true);
 }
 
@@ -399,7 +129,7 @@ void llmc_http_stream_end(llmc_http_req_t *req)
 {
     static const char last[] = "0\r\n\r\n";
     llmc__http_conn_t *c = LLMC__CONN_OF(req);
-    uv_buf_t b = buf_of(last, sizeof(last) - 1);
+    uv_buf_t b = llmc__http_buf(last, sizeof(last) - 1);
 
     if (c->phase != LLMC_PH_STREAM)
         return;
@@ -407,4 +137,29 @@ void llmc_http_stream_end(llmc_http_req_t *req)
     if (c->chunked_out && !c->no_body)
         llmc__http_send(c, &b, 1, true);
     llmc__http_maybe_finish(c);
+}
+
+/* It does not close at once: the request goes to the WRITE phase with
+   keep-alive off, so what is queued is still written, then the normal
+   finish lingers (FIN, drain input). The client sees the bytes sent so far
+   and then EOF, which for a chunked or length-framed answer is a truncation
+   and for a request without any answer is a connection closed unanswered.
+   on_abort is not called: the handler ended the request itself. */
+void llmc_http_abort(llmc_http_req_t *req)
+{
+    llmc__http_conn_t *c = LLMC__CONN_OF(req);
+
+    if (c->phase != LLMC_PH_HANDLER && c->phase != LLMC_PH_STREAM)
+        return;
+    req->on_abort = NULL;
+    req->keep_alive = false;
+    c->phase = LLMC_PH_WRITE;
+    llmc__http_maybe_finish(c);
+}
+
+size_t llmc_http_pending_bytes(const llmc_http_req_t *req)
+{
+    const llmc__http_conn_t *c = (const llmc__http_conn_t *)(const void *)req;
+
+    return c->tcp.write_queue_size;
 }

@@ -1,6 +1,6 @@
 /*
- * http/server.c: the HTTP server object: listening socket, accept, the
- * cached Date header, stats, and closing the whole server.
+ * http/server.c: the HTTP server object: listening socket, accept, stats,
+ * and closing the whole server.
  *
  * Decisions a newcomer would otherwise get wrong:
  * - We create the listening socket ourselves (socket, SO_REUSEADDR,
@@ -8,15 +8,17 @@
  *   with uv_tcp_open: uv_tcp_bind cannot set SO_REUSEPORT in libuv 1.44,
  *   and each loop thread needs its own listener on the same port.
  * - Over max_conns we still accept, so the client learns why (503 with an
- *   OpenAI-shaped error) instead of waiting in the backlog; such connections
- *   are counted in conns_refused and not in conns_open.
+ *   OpenAI-shaped error) instead of waiting in the backlog (conn.c answers
+ *   it); such connections are counted in conns_refused, not in conns_open.
+ * - The counters (LLMC_HTTP_STATS_TABLE in http.h) are written by the
+ *   server's loop only, as relaxed atomics, so that /stats may read every
+ *   worker's server from its own thread.
  * - The server is freed only when the listener and every connection's
- *   handles have run their close callbacks; only then is the close cb called.
+ *   handles have run their close callbacks (mem.c, by whichever closes
+ *   last); only then is the close cb called.
  * - In the limits, 0 means "no limit" (for max_conns, the byte and count
  *   limits and both timeouts): the config table never produces 0.
  *
- * Stats: requests counts requests handed to the handler; bad_requests those
- * the server answered with a 4xx/5xx itself (not 408); timeouts the 408s.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -73,27 +75,29 @@ static void on_connection(uv_stream_t *l, int status)
     llmc__http_conn_start(c);
 }
 
-/* socket + options + bind + listen; returns the fd or -1 with err set. */
-static int bind_fd(const struct addrinfo *ai, bool reuseport, char *err, size_t errlen)
+/* socket + options + bind + listen; returns the fd or -1 with err set,
+   naming addr (what the operator asked for) and the step that failed. */
+static int bind_fd(const struct addrinfo *ai, bool reuseport, const char *addr, char *err,
+                   size_t errlen)
 {
     int one = 1;
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
     if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
+        snprintf(err, errlen, "%s: cannot open a socket: %s", addr, strerror(errno));
         return -1;
     }
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)) {
-        snprintf(err, errlen, "setsockopt: %s", strerror(errno));
+        snprintf(err, errlen, "%s: cannot set the socket's options: %s", addr, strerror(errno));
         goto fail;
     }
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        snprintf(err, errlen, "bind: %s", strerror(errno));
+        snprintf(err, errlen, "%s: cannot bind: %s", addr, strerror(errno));
         goto fail;
     }
     if (listen(fd, LISTEN_BACKLOG) != 0) {
-        snprintf(err, errlen, "listen: %s", strerror(errno));
+        snprintf(err, errlen, "%s: cannot listen: %s", addr, strerror(errno));
         goto fail;
     }
     return fd;
@@ -118,7 +122,7 @@ int llmc_http_server_listen(llmc_http_server_t *s, const char *host, int port, b
                             char *err, size_t errlen)
 {
     struct addrinfo hints, *res = NULL;
-    char portstr[16];
+    char portstr[16], addr[300];
     int fd = -1, rc;
 
     memset(&hints, 0, sizeof(hints));
@@ -126,13 +130,15 @@ int llmc_http_server_listen(llmc_http_server_t *s, const char *host, int port, b
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     snprintf(portstr, sizeof(portstr), "%d", port);
+    /* Every error names the address as it was given, an IPv6 one in brackets. */
+    snprintf(addr, sizeof(addr), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
     /* Blocking resolution is fine here: listen runs once, at start-up. */
     rc = getaddrinfo(host, portstr, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errlen, "%s: %s", host, gai_strerror(rc));
+        snprintf(err, errlen, "%s: cannot resolve the host: %s", addr, gai_strerror(rc));
         return LLMC_EIO;
     }
-    fd = bind_fd(res, reuseport, err, errlen);
+    fd = bind_fd(res, reuseport, addr, err, errlen);
     freeaddrinfo(res);
     if (fd < 0)
         return LLMC_EIO;
@@ -148,7 +154,7 @@ int llmc_http_server_listen(llmc_http_server_t *s, const char *host, int port, b
         goto fail;
     return 0;
 fail:
-    snprintf(err, errlen, "listen: %s", uv_strerror(rc));
+    snprintf(err, errlen, "%s: cannot listen: %s", addr, uv_strerror(rc));
     return LLMC_EIO;
 }
 
@@ -157,41 +163,12 @@ int llmc_http_server_port(const llmc_http_server_t *s)
     return s->port;
 }
 
-char *llmc__http_rbuf_take(llmc_http_server_t *s)
-{
-    return s->npool ? s->rbuf_pool[--s->npool] : malloc(LLMC_HTTP_RBUF);
-}
-
-void llmc__http_rbuf_give(llmc_http_server_t *s, char *buf)
-{
-    if (s->npool < sizeof(s->rbuf_pool) / sizeof(s->rbuf_pool[0]))
-        s->rbuf_pool[s->npool++] = buf;
-    else
-        free(buf);
-}
-
-static void maybe_free(llmc_http_server_t *s)
-{
-    void (*cb)(void *);
-    void *arg;
-
-    if (!s->closing || !s->listener_closed || s->nalive > 0)
-        return;
-    cb = s->close_cb;
-    arg = s->close_arg;
-    while (s->npool)
-        free(s->rbuf_pool[--s->npool]);
-    free(s);
-    if (cb)
-        cb(arg);
-}
-
 static void on_listener_closed(uv_handle_t *h)
 {
     llmc_http_server_t *s = h->data;
 
     s->listener_closed = true;
-    maybe_free(s);
+    llmc__http_server_maybe_free(s);
 }
 
 void llmc_http_server_close(llmc_http_server_t *s, void (*cb)(void *arg), void *arg)
@@ -209,73 +186,27 @@ void llmc_http_server_close(llmc_http_server_t *s, void (*cb)(void *arg), void *
         llmc__http_conn_close(c);
 }
 
-void llmc__http_conn_free(llmc__http_conn_t *c)
-{
-    llmc_http_server_t *s = c->s;
-
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    s->nalive--;
-    if (c->rbuf)
-        llmc__http_rbuf_give(s, c->rbuf);
-    free(c->hbuf);
-    free(c->hoff);
-    free(c->hdrs);
-    free(c->bbuf);
-    free(c->obuf);
-    free(c);
-    maybe_free(s);
-}
-
 void llmc_http_server_stats(const llmc_http_server_t *s, llmc_http_server_stats_t *out)
 {
-    *out = s->st;
+#define LOAD(field, name, kind, unit, help) out->field = LLMC__HTTP_STAT(s, field);
+    LLMC_HTTP_STATS_TABLE(LOAD)
+#undef LOAD
 }
 
-const char *llmc__http_date(llmc_http_server_t *s, size_t *len)
+void llmc_http_stats_add(llmc_http_server_stats_t *dst, const llmc_http_server_stats_t *src)
 {
-    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    time_t now = time(NULL);
-    struct tm tm;
-
-    if (now != s->date_sec) {
-        /* Names from our own tables: strftime's %a and %b follow the locale. */
-        gmtime_r(&now, &tm);
-        s->date_len = (size_t)snprintf(s->date, sizeof(s->date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
-                                       days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
-                                       tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-        s->date_sec = now;
-    }
-    *len = s->date_len;
-    return s->date;
+#define ADD(field, name, kind, unit, help) dst->field += src->field;
+    LLMC_HTTP_STATS_TABLE(ADD)
+#undef ADD
 }
 
-const char *llmc_http_reason(int status)
-{
-    const char *r = http_status_str((enum http_status)status);
+#define LLMC_STAT_TYPE llmc_http_server_stats_t
+const llmc_stat_desc_t llmc_http_stat_desc[LLMC_HTTP_NSTATS] = {
+    LLMC_HTTP_STATS_TABLE(LLMC_STAT_DESC)
+};
+#undef LLMC_STAT_TYPE
 
-    return strcmp(r, "<unknown>") == 0 ? "Unknown" : r;
-}
-
-const char *llmc_http_header(const llmc_http_req_t *req, const char *name)
-{
-    size_t i;
-
-    for (i = 0; i < req->nheaders; i++)
-        if (strcasecmp(req->headers[i].name, name) == 0)
-            return req->headers[i].value;
-    return NULL;
-}
-
-size_t llmc_http_pending_bytes(const llmc_http_req_t *req)
-{
-    const llmc__http_conn_t *c = (const llmc__http_conn_t *)(const void *)req;
-
-    return c->tcp.write_queue_size;
-}
+/* A row added to the table without LLMC_HTTP_NSTATS would be left out of
+   the descriptors without a word from the compiler. */
+_Static_assert(sizeof(llmc_http_server_stats_t) == LLMC_HTTP_NSTATS * sizeof(uint64_t),
+               "LLMC_HTTP_NSTATS must count the rows of LLMC_HTTP_STATS_TABLE");

@@ -47,6 +47,8 @@ typedef struct srv {
     int aborts, dones, releases, closed;
     int last_status;
     uint64_t last_bytes;
+    uint64_t last_dur_ns;  /* uv_hrtime() - start_ns, as an access log computes it */
+    bool last_named;       /* method_name, target, path and query were all set */
     size_t pending;
 } srv_t;
 
@@ -242,6 +244,8 @@ static void on_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *
     t->dones++;
     t->last_status = status;
     t->last_bytes = bytes_out;
+    t->last_dur_ns = uv_hrtime() - req->start_ns;
+    t->last_named = req->method_name && req->target && req->path && req->query;
 }
 
 static llmc_http_limits_t default_limits(void)
@@ -317,7 +321,8 @@ static llmc_http_server_stats_t stats(srv_t *t)
 
 typedef struct counters {
     int aborts, dones, releases, last_status;
-    uint64_t last_bytes;
+    uint64_t last_bytes, last_dur_ns;
+    bool last_named;
     size_t pending;
 } counters_t;
 
@@ -330,6 +335,8 @@ static void get_counters(srv_t *t, void *arg)
     c->releases = t->releases;
     c->last_status = t->last_status;
     c->last_bytes = t->last_bytes;
+    c->last_dur_ns = t->last_dur_ns;
+    c->last_named = t->last_named;
     c->pending = t->pending;
 }
 
@@ -867,7 +874,8 @@ static void test_header_too_large(void **state)
 
     expect_error(t, big, (size_t)n, 431);
     free(big);
-    assert_int_equal(stats(t).bad_requests, 1);
+    assert_int_equal(stats(t).requests_too_large, 1);
+    assert_int_equal(stats(t).bad_requests, 0);
     assert_int_equal(stats(t).requests, 0);
 }
 
@@ -995,6 +1003,8 @@ static void test_header_timeout(void **state)
     assert_int_equal(r.status, 408);
     resp_free(&r);
     cli_close(c);
+    assert_int_equal(stats(t).timeouts, 2);
+    assert_int_equal(stats(t).bad_requests, 0);
     srv_stop(t);
     (void)state;
 }
@@ -1036,6 +1046,7 @@ static void test_idle_timeout(void **state)
     assert_true(cli_closed(c));
     cli_close(c);
     assert_int_equal(stats(t).timeouts, 0);
+    assert_int_equal(stats(t).idle_closes, 1);
     srv_stop(t);
     (void)state;
 }
@@ -1292,6 +1303,139 @@ static void test_max_conns(void **state)
     (void)state;
 }
 
+/* Regression: a connection refused at the cap (503) reached on_done with a
+   request whose start time was never set, so the gateway's access log gave
+   it a dur_ms of about 1,500,000 (uv_hrtime() since boot). So did a request
+   whose very first bytes the head scan refused, before the parser began it.
+   Every request on_done sees has its start time and its strings set. */
+static void test_rejected_requests_have_a_start_time(void **state)
+{
+    srv_t *t;
+    llmc_http_limits_t lim = default_limits();
+    cli_t *a, *c;
+    resp_t r;
+    counters_t k;
+
+    (void)state;
+    lim.max_conns = 1;
+    t = srv_start(lim);
+    a = cli_open(t->port);
+    cli_sends(a, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(cli_read(a, &r, false), 0);
+    resp_free(&r);
+    c = cli_open(t->port);
+    assert_int_equal(cli_read(c, &r, false), 0);
+    assert_int_equal(r.status, 503);
+    resp_free(&r);
+    cli_close(c);
+    assert_int_equal(wait_counter(t, offsetof(counters_t, dones), 2), 2);
+    k = counters(t);
+    assert_int_equal(k.last_status, 503);
+    assert_true(k.last_dur_ns < 1000000000ull);
+    assert_true(k.last_named);
+    cli_close(a);
+    for (int i = 0; i < 200 && stats(t).conns_open != 0; i++)
+        usleep(5000);
+    /* refused by the head scan at the first byte (a TLS hello) */
+    EXPECT_ERROR(t, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400);
+    assert_int_equal(wait_counter(t, offsetof(counters_t, dones), 3), 3);
+    k = counters(t);
+    assert_int_equal(k.last_status, 400);
+    assert_true(k.last_dur_ns < 1000000000ull);
+    assert_true(k.last_named);
+    srv_stop(t);
+}
+
+/* Each refusal before the handler counts in one counter: malformed or
+   unsupported in bad_requests, a size limit in requests_too_large. */
+static void test_refusals_are_counted(void **state)
+{
+    srv_t *t = *state;
+    static char line[6000];
+    char req[2048];
+    size_t len;
+    llmc_http_server_stats_t st;
+
+    EXPECT_ERROR(t, "GET /echo HTTP/1.1\r\nHost: x\r\nX Test: a\r\n\r\n", 400);
+    EXPECT_ERROR(t, "GET /echo HTTP/2.0\r\nHost: x\r\n\r\n", 505);
+    EXPECT_ERROR(t, "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx", 417);
+    len = (size_t)snprintf(line, sizeof(line), "GET /%0*d HTTP/1.1\r\nHost: x\r\n\r\n", 5000, 0);
+    expect_error(t, line, len, 414);
+    EXPECT_ERROR(t, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", 413);
+    len = (size_t)snprintf(req, sizeof(req), "GET /echo HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 25; i++)
+        len += (size_t)snprintf(req + len, sizeof(req) - len, "X-H%d: %d\r\n", i, i);
+    len += (size_t)snprintf(req + len, sizeof(req) - len, "\r\n");
+    expect_error(t, req, len, 431);
+    st = stats(t);
+    assert_int_equal(st.bad_requests, 3);
+    assert_int_equal(st.requests_too_large, 3);
+    assert_int_equal(st.timeouts, 0);
+    assert_int_equal(st.conns_refused, 0);
+    assert_int_equal(st.requests, 0);
+    assert_int_equal(st.conns_total, 6);
+}
+
+/* The counters may be read from any thread (the gateway's /stats sums every
+   worker's server from its own): here from the test's thread, while the
+   loop thread writes them. */
+static void test_stats_read_from_another_thread(void **state)
+{
+    srv_t *t = *state;
+    cli_t *c[3];
+    llmc_http_server_stats_t st;
+    resp_t r;
+
+    for (int i = 0; i < 3; i++) {
+        c[i] = cli_open(t->port);
+        cli_sends(c[i], "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_int_equal(cli_read(c[i], &r, false), 0);
+        resp_free(&r);
+    }
+    llmc_http_server_stats(t->s, &st);
+    assert_int_equal(st.conns_open, 3);
+    assert_int_equal(st.requests, 3);
+    for (int i = 0; i < 3; i++)
+        cli_close(c[i]);
+    for (int i = 0; i < 400; i++) {
+        llmc_http_server_stats(t->s, &st);
+        if (st.conns_open == 0)
+            break;
+        usleep(5000);
+    }
+    assert_int_equal(st.conns_open, 0);
+    assert_int_equal(st.conns_total, 3);
+}
+
+/* The table describes the struct: every field once, by offset, with the
+   "http_" names /stats shows; stats_add sums them all. */
+static void test_stats_table(void **state)
+{
+    llmc_http_server_stats_t a, b;
+    uint64_t *fa = (uint64_t *)(void *)&a;
+
+    (void)state;
+    assert_int_equal(sizeof(a), LLMC_HTTP_NSTATS * sizeof(uint64_t));
+    for (size_t i = 0; i < LLMC_HTTP_NSTATS; i++)
+        fa[i] = i + 1;
+    memset(&b, 0, sizeof(b));
+    for (size_t i = 0; i < LLMC_HTTP_NSTATS; i++) {
+        const llmc_stat_desc_t *d = &llmc_http_stat_desc[i];
+        assert_int_equal(d->offset, i * sizeof(uint64_t)); /* table order, none left out */
+        assert_int_equal(llmc_stat_value(&a, d), i + 1);
+        assert_true(strncmp(d->name, "http_", 5) == 0);
+        assert_true(d->unit[0] != '\0' && d->help[0] != '\0');
+        assert_int_equal(d->kind, strcmp(d->name, "http_conns_open") == 0 ? LLMC_STAT_GAUGE
+                                                                          : LLMC_STAT_COUNTER);
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(d->name, llmc_http_stat_desc[j].name);
+    }
+    llmc_http_stats_add(&b, &a);
+    llmc_http_stats_add(&b, &a);
+    for (size_t i = 0; i < LLMC_HTTP_NSTATS; i++)
+        assert_int_equal(llmc_stat_value(&b, &llmc_http_stat_desc[i]), 2 * (i + 1));
+}
+
 static void test_client_disconnect_aborts(void **state)
 {
     srv_t *t = *state;
@@ -1491,6 +1635,8 @@ static void test_send_timeout_drops_a_client_that_never_reads(void **state)
     /* The answer is 8 MB: far more than the socket buffers take, so the
        server's write waits on us; we never read. */
     assert_int_equal(wait_counter(t, offsetof(counters_t, releases), 1), 1);
+    assert_int_equal(stats(t).send_timeouts, 1);
+    assert_int_equal(stats(t).idle_closes, 0);
     cli_close(c);
     srv_stop(t);
 }
@@ -1520,6 +1666,7 @@ static void test_send_timeout_spares_a_slow_steady_reader(void **state)
     resp_free(&r);
     cli_close(c);
     assert_int_equal(counters(t).last_status, 200);
+    assert_int_equal(stats(t).send_timeouts, 0);
     srv_stop(t);
 }
 
@@ -1545,6 +1692,7 @@ static void test_send_timeout_drops_a_stalled_stream_reader(void **state)
     for (int i = 0; i < 300 && counters(t).aborts == 0; i++)
         usleep(5000);
     assert_int_equal(counters(t).aborts, 1);
+    assert_int_equal(stats(t).send_timeouts, 1);
     cli_close(c);
     srv_stop(t);
 }
@@ -1611,7 +1759,15 @@ static void test_listen_errors(void **state)
     uv_loop_init(&loop);
     s = llmc_http_server_new(&loop, &cfg);
     assert_int_equal(llmc_http_server_listen(s, "no.such.host.invalid", 0, false, err, sizeof(err)), LLMC_EIO);
-    assert_true(err[0] != '\0');
+    assert_true(strncmp(err, "no.such.host.invalid:0: ", 24) == 0);
+    /* An address this host does not have (TEST-NET-1): the message names it
+       and the step, where it used to say only "bind: Cannot assign ...". */
+    assert_int_equal(llmc_http_server_listen(s, "192.0.2.1", 18080, false, err, sizeof(err)), LLMC_EIO);
+    assert_true(strncmp(err, "192.0.2.1:18080: cannot bind: ", 30) == 0);
+    assert_int_equal(llmc_http_server_listen(s, "::ffff:192.0.2.1", 18080, false, err, sizeof(err)),
+                     LLMC_EIO);
+    /* (no "cannot bind" asked: a host without IPv6 fails at the socket) */
+    assert_true(strncmp(err, "[::ffff:192.0.2.1]:18080: ", 26) == 0);
     assert_int_equal(llmc_http_server_listen(s, "localhost", 0, false, err, sizeof(err)), 0);
     assert_true(llmc_http_server_port(s) > 0);
     llmc_http_server_close(s, count_closed, &closed);
@@ -1744,6 +1900,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_host_required, setup, teardown),
         cmocka_unit_test_setup_teardown(test_version, setup, teardown),
         cmocka_unit_test(test_max_conns),
+        cmocka_unit_test(test_rejected_requests_have_a_start_time),
+        cmocka_unit_test_setup_teardown(test_refusals_are_counted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stats_read_from_another_thread, setup, teardown),
+        cmocka_unit_test(test_stats_table),
         cmocka_unit_test_setup_teardown(test_client_disconnect_aborts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_close_aborts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_while_streaming, setup, teardown),
