@@ -239,10 +239,13 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
         if (rc < 0)
             break;
         gw->nstarted = i + 1;
+        char lerr[300] = "";
         rc = llmc_http_server_listen(gw->workers[i].server, gw->listen_host,
                                      i == 0 ? gw->listen_port
                                             : llmc_http_server_port(gw->workers[0].server),
-                                     true, err, errlen);
+                                     true, lerr, sizeof(lerr));
+        if (rc < 0)
+            snprintf(err, errlen, "--listen %s", lerr);
     }
     atomic_store(&gw->servers_open, gw->nstarted);
     if (rc < 0) {

@@ -613,3 +613,41 @@ def test_data_dir_failure_prints_the_error_and_exits_with_threads(tmp_path):
                   "--upstream", "http://127.0.0.1:9/v1", "--data-dir", str(blocker / "sub")])
     assert p.returncode > 0, p.stderr
     assert "data-dir" in p.stderr, p.stderr
+
+
+def test_stats_has_the_http_servers_counters(gateway, mock):
+    before = gateway.stats()
+    for name in ("http_conns_open", "http_conns_total", "http_conns_refused", "http_requests",
+                 "http_bad_requests", "http_requests_too_large", "http_timeouts",
+                 "http_send_timeouts", "http_idle_closes", "tier_parked"):
+        assert name in before, f"/stats lacks {name}"
+    c = RawConn(gateway.port)
+    c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n")
+    status, _, _ = c.read_response()
+    assert status == 400
+    after = gateway.stats()
+    assert after["http_bad_requests"] == before["http_bad_requests"] + 1
+    assert after["http_conns_total"] > before["http_conns_total"]
+
+
+def test_a_connection_refused_at_the_cap_is_logged_with_its_real_duration(mock, gateway_factory):
+    # One thread so that --max-connections is exact; whatever else holds a
+    # slot (the readiness check's connection), more connections than the
+    # cap are opened and kept until one is refused.
+    g = gateway_factory(mock, threads=1, args=["--max-connections", "2", "--idle-timeout", "30"])
+    g.http.close()
+    held, statuses = [], []
+    for _ in range(4):
+        c = RawConn(g.port)
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        statuses.append(c.read_response()[0])
+        held.append(c)
+        if statuses[-1] == 503:
+            break
+    assert statuses[-1] == 503, statuses
+    wait_until(lambda: any(l.get("status") == 503 for l in g.access_lines()), what="503 logged")
+    line = [l for l in g.access_lines() if l.get("status") == 503][0]
+    assert 0 <= line["dur_ms"] < 5000, line
+    for c in held:
+        c.sock.close()
+    wait_until(lambda: g.stats()["http_conns_refused"] >= 1, what="the refusal counted")
