@@ -1,9 +1,12 @@
 /*
- * test_policy.c: the request's cache controls (src/gateway/policy.c) and the
- * freshness decision made from them (llmc__gw_usable, src/gateway/handler.c).
+ * test_policy.c: the request's cache controls (src/gateway/policy.c): the
+ * freshness decision made from them (llmc_policy_usable), If-None-Match
+ * against an entry's ETag, and list-valued headers sent on several lines.
  *
  * Times are plain numbers: an entry is built with the created and expiry
- * times a case needs, and "now" is an argument, so nothing sleeps.
+ * times a case needs, and "now" is an argument, so nothing sleeps. Request
+ * headers are an llmc_http_header_t array built by hand, as the HTTP server
+ * fills it (names lowercased, values trimmed and NUL-terminated).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +17,6 @@
 
 #include <cmocka.h>
 
-#include "gateway/gw_int.h"
 #include "gateway/policy.h"
 #include "llmc/error.h"
 
@@ -76,17 +78,17 @@ static void test_min_fresh_with_max_stale(void **state)
     llmc_entry_t *e = entry(0, 100000); /* fresh until 100 s */
     llmc_policy_t p = cc("min-fresh=10, max-stale=60");
     /* 5 s left, 10 wanted: 5 s short, forgiven by max-stale. */
-    assert_int_equal(llmc__gw_usable(&p, e, 95000), USE_FRESH);
+    assert_int_equal(llmc_policy_usable(&p, e, 95000), LLMC_USE_FRESH);
     /* 5 s past expiry: 15 s short, still within 60. */
-    assert_int_equal(llmc__gw_usable(&p, e, 105000), USE_STALE);
+    assert_int_equal(llmc_policy_usable(&p, e, 105000), LLMC_USE_STALE);
     /* 55 s past expiry: 65 s short. */
-    assert_int_equal(llmc__gw_usable(&p, e, 155000), USE_NO);
+    assert_int_equal(llmc_policy_usable(&p, e, 155000), LLMC_USE_NO);
     p = cc("min-fresh=10, max-stale=2");
-    assert_int_equal(llmc__gw_usable(&p, e, 95000), USE_NO);
-    assert_int_equal(llmc__gw_usable(&p, e, 89000), USE_FRESH);
+    assert_int_equal(llmc_policy_usable(&p, e, 95000), LLMC_USE_NO);
+    assert_int_equal(llmc_policy_usable(&p, e, 89000), LLMC_USE_FRESH);
     /* A bare max-stale forgives any shortfall, however big min-fresh. */
     p = cc("min-fresh=99999999999999999999, max-stale");
-    assert_int_equal(llmc__gw_usable(&p, e, 200000), USE_STALE);
+    assert_int_equal(llmc_policy_usable(&p, e, 200000), LLMC_USE_STALE);
     llmc_entry_unref(e);
 }
 
@@ -95,20 +97,20 @@ static void test_usable_without_combination(void **state)
     (void)state;
     llmc_entry_t *e = entry(0, 100000);
     llmc_policy_t p = cc("");
-    assert_int_equal(llmc__gw_usable(&p, e, 99999), USE_FRESH);
-    assert_int_equal(llmc__gw_usable(&p, e, 100000), USE_NO);
+    assert_int_equal(llmc_policy_usable(&p, e, 99999), LLMC_USE_FRESH);
+    assert_int_equal(llmc_policy_usable(&p, e, 100000), LLMC_USE_NO);
     p = cc("min-fresh=10");
-    assert_int_equal(llmc__gw_usable(&p, e, 90000), USE_FRESH);
-    assert_int_equal(llmc__gw_usable(&p, e, 90001), USE_NO);
+    assert_int_equal(llmc_policy_usable(&p, e, 90000), LLMC_USE_FRESH);
+    assert_int_equal(llmc_policy_usable(&p, e, 90001), LLMC_USE_NO);
     p = cc("max-stale=5");
-    assert_int_equal(llmc__gw_usable(&p, e, 105000), USE_STALE);
-    assert_int_equal(llmc__gw_usable(&p, e, 105001), USE_NO);
+    assert_int_equal(llmc_policy_usable(&p, e, 105000), LLMC_USE_STALE);
+    assert_int_equal(llmc_policy_usable(&p, e, 105001), LLMC_USE_NO);
     p = cc("max-age=1");
-    assert_int_equal(llmc__gw_usable(&p, e, 1000), USE_FRESH);
-    assert_int_equal(llmc__gw_usable(&p, e, 1001), USE_NO);
+    assert_int_equal(llmc_policy_usable(&p, e, 1000), LLMC_USE_FRESH);
+    assert_int_equal(llmc_policy_usable(&p, e, 1001), LLMC_USE_NO);
     /* A huge min-fresh on an expired entry must not overflow into "fresh". */
     p = cc("min-fresh=99999999999999999999");
-    assert_int_equal(llmc__gw_usable(&p, e, 200000), USE_NO);
+    assert_int_equal(llmc_policy_usable(&p, e, 200000), LLMC_USE_NO);
     llmc_entry_unref(e);
 }
 
