@@ -300,6 +300,17 @@ static void test_etag_prefix_does_not_match(void **state)
     assert_false(llmc_policy_etag_matches("\"x\"0123456789abcdef\"", ETAG));
 }
 
+/* Regression: a tab after a tag (OWS before the comma, RFC 9110 5.6.1) made
+   the tag not match, though a tab before it was skipped. */
+static void test_etag_tab_after_tag(void **state)
+{
+    (void)state;
+    assert_true(llmc_policy_etag_matches(ETAG "\t, \"aaaa\"", ETAG));
+    assert_true(llmc_policy_etag_matches("\"aaaa\"\t,\t" ETAG "\t", ETAG));
+    assert_true(llmc_policy_etag_matches("W/" ETAG "\t,\"aaaa\"", ETAG));
+    assert_false(llmc_policy_etag_matches("\"aaaa\"\t, \"bbbb\"", ETAG));
+}
+
 static void test_etag_null_header(void **state)
 {
     (void)state;
@@ -400,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_etag_star),
         cmocka_unit_test(test_etag_prefix_does_not_match),
         cmocka_unit_test(test_etag_null_header),
+        cmocka_unit_test(test_etag_tab_after_tag),
         cmocka_unit_test(test_list_header_absent),
         cmocka_unit_test(test_list_header_one_line),
         cmocka_unit_test(test_list_header_lines_joined),
