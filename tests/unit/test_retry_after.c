@@ -25,13 +25,19 @@
 #define MAX_S ((int64_t)RETRY_AFTER_MAX_S)
 #define DFLT 1234u
 
-/* An IMF-fixdate (RFC 9110 5.6.7) for now + delta seconds. */
-static void http_date(char *buf, size_t len, time_t delta)
+/* now + delta seconds written with fmt (a strftime format, UTC). */
+static void date_as(char *buf, size_t len, const char *fmt, time_t delta)
 {
     time_t t = time(NULL) + delta;
     struct tm tm;
     assert_non_null(gmtime_r(&t, &tm));
-    assert_true(strftime(buf, len, "%a, %d %b %Y %H:%M:%S GMT", &tm) > 0);
+    assert_true(strftime(buf, len, fmt, &tm) > 0);
+}
+
+/* An IMF-fixdate (RFC 9110 5.6.7) for now + delta seconds. */
+static void http_date(char *buf, size_t len, time_t delta)
+{
+    date_as(buf, len, "%a, %d %b %Y %H:%M:%S GMT", delta);
 }
 
 static uint64_t ms(const char *pass)
@@ -116,6 +122,30 @@ static void test_date_in_past(void **state)
     assert_int_equal(retry_after_s(d), -1);
 }
 
+/* Regression: RFC 9110 5.6.7 says a recipient MUST accept all three forms
+   of HTTP-date, but only the IMF-fixdate was read; an upstream that sent an
+   RFC 850 or asctime date got the default backoff instead of its wait. */
+static void test_obsolete_date_forms(void **state)
+{
+    (void)state;
+    char d[64];
+    date_as(d, sizeof d, "%A, %d-%b-%y %H:%M:%S GMT", 30); /* rfc850-date */
+    assert_in_range(retry_after_s(d), 28, 32);
+    date_as(d, sizeof d, "%a %b %e %H:%M:%S %Y", 30); /* asctime-date, day space-padded */
+    assert_in_range(retry_after_s(d), 28, 32);
+    /* The examples of RFC 9110 5.6.7, long past. */
+    assert_int_equal(retry_after_s("Sunday, 06-Nov-94 08:49:37 GMT"), 0);
+    assert_int_equal(retry_after_s("Sun Nov  6 08:49:37 1994"), 0);
+    assert_int_equal(retry_after_s("Sun, 06 Nov 1994 08:49:37 GMT"), 0);
+    /* Each form whole, or not a date. */
+    assert_int_equal(retry_after_s("Sunday, 06-Nov-94 08:49:37"), -1);
+    assert_int_equal(retry_after_s("Sun Nov  6 08:49:37 1994 GMT"), -1);
+    char pass[128];
+    date_as(d, sizeof d, "%a %b %e %H:%M:%S %Y", 30);
+    snprintf(pass, sizeof pass, "X-A: b\r\nRetry-After: %s\r\n", d);
+    assert_in_range(ms(pass), 28000, 32000);
+}
+
 /* ---- retry_after_ms: the header among the passed-on lines --------------- */
 
 static void test_header_among_lines(void **state)
@@ -179,6 +209,7 @@ int main(void)
         cmocka_unit_test(test_not_a_value),
         cmocka_unit_test(test_date_in_future),
         cmocka_unit_test(test_date_in_past),
+        cmocka_unit_test(test_obsolete_date_forms),
         cmocka_unit_test(test_header_among_lines),
         cmocka_unit_test(test_header_absent),
         cmocka_unit_test(test_header_overlong_value),
