@@ -79,33 +79,50 @@ static void fetch_free(fetch_t *ft)
    maximum no retry fits anyway, and the bound keeps the sums below small. */
 #define RETRY_AFTER_MAX_S 86400u
 
+/* The three forms of HTTP-date a recipient must accept (RFC 9110 5.6.7):
+   IMF-fixdate, then the obsolete rfc850-date and asctime-date. */
+static const char *const http_date_formats[] = {
+    "%a, %d %b %Y %H:%M:%S GMT",
+    "%a, %d-%b-%y %H:%M:%S GMT",
+    "%a %b %d %H:%M:%S %Y",
+};
+
+/* Past any spaces and tabs: whether s ends there. */
+static bool only_ows_left(const char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    return *s == '\0';
+}
+
 /* Seconds a Retry-After value (v: the value alone, NUL-terminated) asks for
-   (RFC 9110 10.2.3: delta-seconds, or an HTTP-date, which is read in the C
-   locale we run in), at most RETRY_AFTER_MAX_S; -1 when it is neither. */
+   (RFC 9110 10.2.3: delta-seconds, or an HTTP-date in any of its three
+   forms, read in the C locale we run in), at most RETRY_AFTER_MAX_S; -1
+   when it is neither. */
 static int64_t retry_after_s(const char *v)
 {
     uint64_t s = 0;
-    struct tm tm;
-    const char *end;
 
     while (*v == ' ' || *v == '\t')
         v++;
     if (*v >= '0' && *v <= '9') {
         for (; *v >= '0' && *v <= '9'; v++)
             s = s > RETRY_AFTER_MAX_S ? s : s * 10 + (uint64_t)(*v - '0');
-        end = v;
-    } else {
-        memset(&tm, 0, sizeof(tm));
-        if (!(end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm)))
+        if (!only_ows_left(v))
             return -1;
+        return (int64_t)(s < RETRY_AFTER_MAX_S ? s : RETRY_AFTER_MAX_S);
+    }
+    for (size_t i = 0; i < sizeof(http_date_formats) / sizeof(http_date_formats[0]); i++) {
+        struct tm tm;
+        memset(&tm, 0, sizeof(tm));
+        const char *end = strptime(v, http_date_formats[i], &tm);
+        if (!end || !only_ows_left(end))
+            continue;
         time_t at = timegm(&tm), now = time(NULL);
         s = at > now ? (uint64_t)(at - now) : 0;
+        return (int64_t)(s < RETRY_AFTER_MAX_S ? s : RETRY_AFTER_MAX_S);
     }
-    while (*end == ' ' || *end == '\t')
-        end++;
-    if (*end != '\0')
-        return -1;
-    return (int64_t)(s < RETRY_AFTER_MAX_S ? s : RETRY_AFTER_MAX_S);
+    return -1;
 }
 
 /* Milliseconds the Retry-After among pass's "Name: value\r\n" lines asks

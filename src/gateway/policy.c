@@ -242,7 +242,9 @@ bool llmc_policy_etag_matches(const char *inm, const char *etag)
             return true;
         if (p[0] == 'W' && p[1] == '/')
             p += 2; /* weak comparison, as RFC 9110 asks for If-None-Match */
-        if (strncmp(p, etag, elen) == 0 && (p[elen] == ',' || p[elen] == ' ' || !p[elen]))
+        /* The tag ends at a comma, OWS (space or tab) or the end. */
+        if (strncmp(p, etag, elen) == 0 &&
+            (p[elen] == ',' || p[elen] == ' ' || p[elen] == '\t' || !p[elen]))
             return true;
         while (*p && *p != ',')
             p++;

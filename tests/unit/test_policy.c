@@ -1,9 +1,12 @@
 /*
- * test_policy.c: the request's cache controls (src/gateway/policy.c) and the
- * freshness decision made from them (llmc_policy_usable, src/gateway/handler.c).
+ * test_policy.c: the request's cache controls (src/gateway/policy.c): the
+ * freshness decision made from them (llmc_policy_usable), If-None-Match
+ * against an entry's ETag, and list-valued headers sent on several lines.
  *
  * Times are plain numbers: an entry is built with the created and expiry
- * times a case needs, and "now" is an argument, so nothing sleeps.
+ * times a case needs, and "now" is an argument, so nothing sleeps. Request
+ * headers are an llmc_http_header_t array built by hand, as the HTTP server
+ * fills it (names lowercased, values trimmed and NUL-terminated).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +17,6 @@
 
 #include <cmocka.h>
 
-#include "gateway/gw_int.h"
 #include "gateway/policy.h"
 #include "llmc/error.h"
 
@@ -112,6 +114,283 @@ static void test_usable_without_combination(void **state)
     llmc_entry_unref(e);
 }
 
+/* A policy with the freshness fields set directly, for values no header
+   can spell. */
+static llmc_policy_t bounds(int64_t max_age, int64_t min_fresh, int64_t max_stale)
+{
+    llmc_policy_t p = cc("");
+    p.max_age_ms = max_age;
+    p.min_fresh_ms = min_fresh;
+    p.max_stale_ms = max_stale;
+    return p;
+}
+
+static void test_usable_fresh_and_expired(void **state)
+{
+    (void)state;
+    llmc_entry_t *e = entry(1000, 61000); /* stored at 1 s, fresh for 60 s */
+    llmc_policy_t p = cc("");
+    assert_int_equal(llmc_policy_usable(&p, e, 1000), LLMC_USE_FRESH);
+    assert_int_equal(llmc_policy_usable(&p, e, 60999), LLMC_USE_FRESH);
+    /* Fresh while now < expires_ms: expired at expiry itself. */
+    assert_int_equal(llmc_policy_usable(&p, e, 61000), LLMC_USE_NO);
+    assert_int_equal(llmc_policy_usable(&p, e, 1000000), LLMC_USE_NO);
+    llmc_entry_unref(e);
+}
+
+static void test_usable_max_age(void **state)
+{
+    (void)state;
+    llmc_entry_t *e = entry(10000, 1000000);
+    llmc_policy_t p = cc("max-age=30");
+    assert_int_equal(llmc_policy_usable(&p, e, 40000), LLMC_USE_FRESH); /* 30 s old */
+    assert_int_equal(llmc_policy_usable(&p, e, 40001), LLMC_USE_NO);
+    /* max-age=0: only an answer stored this very millisecond. */
+    p = cc("max-age=0");
+    assert_int_equal(llmc_policy_usable(&p, e, 10000), LLMC_USE_FRESH);
+    assert_int_equal(llmc_policy_usable(&p, e, 10001), LLMC_USE_NO);
+    /* max-stale does not forgive an entry older than max-age. */
+    p = cc("max-age=30, max-stale");
+    assert_int_equal(llmc_policy_usable(&p, e, 50000), LLMC_USE_NO);
+    llmc_entry_unref(e);
+}
+
+static void test_usable_min_fresh(void **state)
+{
+    (void)state;
+    llmc_entry_t *e = entry(0, 100000);
+    llmc_policy_t p = cc("min-fresh=30");
+    assert_int_equal(llmc_policy_usable(&p, e, 70000), LLMC_USE_FRESH); /* 30 s left */
+    assert_int_equal(llmc_policy_usable(&p, e, 70001), LLMC_USE_NO);
+    assert_int_equal(llmc_policy_usable(&p, e, 99999), LLMC_USE_NO);   /* 1 ms left */
+    assert_int_equal(llmc_policy_usable(&p, e, 150000), LLMC_USE_NO);
+    llmc_entry_unref(e);
+}
+
+static void test_usable_max_stale(void **state)
+{
+    (void)state;
+    llmc_entry_t *e = entry(0, 100000);
+    llmc_policy_t p = cc("max-stale=20");
+    /* A fresh entry stays fresh; an expired one within 20 s is stale. */
+    assert_int_equal(llmc_policy_usable(&p, e, 50000), LLMC_USE_FRESH);
+    assert_int_equal(llmc_policy_usable(&p, e, 100000), LLMC_USE_STALE);
+    assert_int_equal(llmc_policy_usable(&p, e, 120000), LLMC_USE_STALE);
+    assert_int_equal(llmc_policy_usable(&p, e, 120001), LLMC_USE_NO);
+    /* A bare max-stale takes any staleness. */
+    p = cc("max-stale");
+    assert_int_equal(llmc_policy_usable(&p, e, INT64_MAX / 2), LLMC_USE_STALE);
+    /* max-stale=0 forgives nothing. */
+    p = cc("max-stale=0");
+    assert_int_equal(llmc_policy_usable(&p, e, 100000), LLMC_USE_NO);
+    llmc_entry_unref(e);
+}
+
+/* min-fresh and max-stale are one bound on the shortfall, so the answer only
+   ever gets worse as an entry ages: walking now forward, FRESH may turn into
+   STALE or NO and STALE into NO, never back. Put the other way: a fresher
+   entry is never refused where a staler one would be taken. */
+static void test_usable_one_bound_is_monotonic(void **state)
+{
+    (void)state;
+    static const int64_t min_fresh[] = {0, 1000, 10000, 60000, 200000, INT64_MAX / 2, INT64_MAX};
+    static const int64_t max_stale[] = {0, 1, 2000, 10000, 60000, INT64_MAX / 2, INT64_MAX};
+    llmc_entry_t *e = entry(0, 100000);
+    for (size_t i = 0; i < sizeof min_fresh / sizeof min_fresh[0]; i++) {
+        for (size_t j = 0; j < sizeof max_stale / sizeof max_stale[0]; j++) {
+            llmc_policy_t p = bounds(LLMC_POLICY_UNSET, min_fresh[i], max_stale[j]);
+            llmc_use_t prev = LLMC_USE_FRESH;
+            for (int64_t now = 0; now <= 400000; now += 250) {
+                llmc_use_t u = llmc_policy_usable(&p, e, now);
+                if (prev == LLMC_USE_NO)
+                    assert_int_equal(u, LLMC_USE_NO);
+                if (prev == LLMC_USE_STALE)
+                    assert_int_not_equal(u, LLMC_USE_FRESH);
+                /* STALE only for an expired entry, FRESH only for an unexpired one. */
+                if (u == LLMC_USE_STALE)
+                    assert_true(now >= 100000);
+                if (u == LLMC_USE_FRESH)
+                    assert_true(now < 100000);
+                prev = u;
+            }
+        }
+    }
+    llmc_entry_unref(e);
+}
+
+static void test_usable_overflow(void **state)
+{
+    (void)state;
+    llmc_entry_t *e = entry(0, 100000);
+    /* min-fresh - left would overflow for an expired entry: it saturates,
+       so it is refused, and only "any staleness" takes it. */
+    llmc_policy_t p = bounds(LLMC_POLICY_UNSET, INT64_MAX, 0);
+    assert_int_equal(llmc_policy_usable(&p, e, 50000), LLMC_USE_NO);
+    assert_int_equal(llmc_policy_usable(&p, e, 200000), LLMC_USE_NO);
+    p = bounds(LLMC_POLICY_UNSET, INT64_MAX, INT64_MAX - 1);
+    assert_int_equal(llmc_policy_usable(&p, e, 200000), LLMC_USE_NO);
+    p = bounds(LLMC_POLICY_UNSET, INT64_MAX, INT64_MAX);
+    assert_int_equal(llmc_policy_usable(&p, e, 200000), LLMC_USE_STALE);
+    assert_int_equal(llmc_policy_usable(&p, e, 50000), LLMC_USE_FRESH);
+    /* The largest min-fresh a header can give, on an expired entry. */
+    p = cc("min-fresh=99999999999999999999999");
+    assert_int_equal(llmc_policy_usable(&p, e, INT64_MAX / 4), LLMC_USE_NO);
+    llmc_entry_unref(e);
+    /* An entry that never expires is fresh for any min-fresh it can meet. */
+    e = entry(0, INT64_MAX);
+    p = bounds(LLMC_POLICY_UNSET, INT64_MAX - 1000, 0);
+    assert_int_equal(llmc_policy_usable(&p, e, 0), LLMC_USE_FRESH);
+    assert_int_equal(llmc_policy_usable(&p, e, 1001), LLMC_USE_NO);
+    llmc_entry_unref(e);
+}
+
+/* ---- If-None-Match -------------------------------------------------------- */
+
+#define ETAG "\"0123456789abcdef\""
+
+static void test_etag_exact_and_list(void **state)
+{
+    (void)state;
+    assert_true(llmc_policy_etag_matches(ETAG, ETAG));
+    assert_true(llmc_policy_etag_matches("\"aaaa\", " ETAG, ETAG));
+    assert_true(llmc_policy_etag_matches("\"aaaa\"," ETAG ",\"bbbb\"", ETAG));
+    assert_true(llmc_policy_etag_matches(ETAG ", \"aaaa\"", ETAG));
+    assert_false(llmc_policy_etag_matches("\"aaaa\", \"bbbb\"", ETAG));
+    /* Another entry's tag does not match. */
+    assert_false(llmc_policy_etag_matches("\"0123456789abcdee\"", ETAG));
+    assert_false(llmc_policy_etag_matches("", ETAG));
+}
+
+static void test_etag_spaces(void **state)
+{
+    (void)state;
+    assert_true(llmc_policy_etag_matches("   " ETAG, ETAG));
+    assert_true(llmc_policy_etag_matches(ETAG "   ", ETAG));
+    assert_true(llmc_policy_etag_matches("\"aaaa\"  ,   " ETAG "  , \"bbbb\"", ETAG));
+    assert_true(llmc_policy_etag_matches("\t" ETAG, ETAG));
+}
+
+static void test_etag_weak(void **state)
+{
+    (void)state;
+    /* If-None-Match compares weakly: W/"x" names the same answer as "x". */
+    assert_true(llmc_policy_etag_matches("W/" ETAG, ETAG));
+    assert_true(llmc_policy_etag_matches("\"aaaa\", W/" ETAG, ETAG));
+    assert_false(llmc_policy_etag_matches("W/\"aaaa\"", ETAG));
+}
+
+static void test_etag_star(void **state)
+{
+    (void)state;
+    assert_true(llmc_policy_etag_matches("*", ETAG));
+    assert_true(llmc_policy_etag_matches(" * ", ETAG));
+}
+
+static void test_etag_prefix_does_not_match(void **state)
+{
+    (void)state;
+    /* A tag that starts like ours, or that ours starts like, is another tag. */
+    assert_false(llmc_policy_etag_matches("\"0123456789abcdef0\"", ETAG));
+    assert_false(llmc_policy_etag_matches("\"0123456789abcde\"", ETAG));
+    assert_false(llmc_policy_etag_matches(ETAG "x", ETAG));
+    assert_false(llmc_policy_etag_matches(ETAG "x, \"aaaa\"", ETAG));
+    /* The tag's text without its quotes is not the tag. */
+    assert_false(llmc_policy_etag_matches("0123456789abcdef", ETAG));
+    /* Nor is a longer tag ending in ours. */
+    assert_false(llmc_policy_etag_matches("\"x\"0123456789abcdef\"", ETAG));
+}
+
+/* Regression: a tab after a tag (OWS before the comma, RFC 9110 5.6.1) made
+   the tag not match, though a tab before it was skipped. */
+static void test_etag_tab_after_tag(void **state)
+{
+    (void)state;
+    assert_true(llmc_policy_etag_matches(ETAG "\t, \"aaaa\"", ETAG));
+    assert_true(llmc_policy_etag_matches("\"aaaa\"\t,\t" ETAG "\t", ETAG));
+    assert_true(llmc_policy_etag_matches("W/" ETAG "\t,\"aaaa\"", ETAG));
+    assert_false(llmc_policy_etag_matches("\"aaaa\"\t, \"bbbb\"", ETAG));
+}
+
+static void test_etag_null_header(void **state)
+{
+    (void)state;
+    assert_false(llmc_policy_etag_matches(NULL, ETAG));
+}
+
+/* ---- list-valued headers ------------------------------------------------- */
+
+#define HDR(n, v) {.name = (n), .value = (v), .name_len = sizeof(n) - 1, .value_len = sizeof(v) - 1}
+
+static void test_list_header_absent(void **state)
+{
+    (void)state;
+    llmc_http_header_t h[] = {HDR("content-type", "application/json"), HDR("pragma", "no-cache")};
+    llmc_http_req_t req = {.headers = h, .nheaders = 2};
+    char *owned = (char *)"not touched";
+    assert_null(llmc_policy_list_header(&req, "cache-control", &owned));
+    assert_null(owned);
+    llmc_http_req_t none = {.headers = NULL, .nheaders = 0};
+    owned = (char *)"not touched";
+    assert_null(llmc_policy_list_header(&none, "cache-control", &owned));
+    assert_null(owned);
+}
+
+static void test_list_header_one_line(void **state)
+{
+    (void)state;
+    llmc_http_header_t h[] = {HDR("content-type", "application/json"),
+                              HDR("cache-control", "max-age=5, no-store"), HDR("x-a", "b")};
+    llmc_http_req_t req = {.headers = h, .nheaders = 3};
+    char *owned = (char *)"not touched";
+    const char *v = llmc_policy_list_header(&req, "cache-control", &owned);
+    /* The line itself, not a copy: nothing to free. */
+    assert_ptr_equal(v, h[1].value);
+    assert_null(owned);
+}
+
+static void test_list_header_lines_joined(void **state)
+{
+    (void)state;
+    llmc_http_header_t h[] = {HDR("cache-control", "max-age=5"), HDR("x-other", "no-store"),
+                              HDR("cache-control", "min-fresh=1"), HDR("accept", "*/*"),
+                              HDR("cache-control", "max-stale")};
+    llmc_http_req_t req = {.headers = h, .nheaders = 5};
+    char *owned = NULL;
+    const char *v = llmc_policy_list_header(&req, "cache-control", &owned);
+    assert_non_null(owned);
+    assert_ptr_equal(v, owned);
+    assert_string_equal(v, "max-age=5, min-fresh=1, max-stale");
+    /* The join is what a policy is parsed from: every line counts. */
+    llmc_policy_t p = cc(v);
+    assert_int_equal(p.max_age_ms, 5000);
+    assert_int_equal(p.min_fresh_ms, 1000);
+    assert_int_equal(p.max_stale_ms, INT64_MAX);
+    free(owned);
+
+    /* Two lines exactly, one of them empty. */
+    llmc_http_header_t h2[] = {HDR("if-none-match", "\"a\""), HDR("if-none-match", "")};
+    llmc_http_req_t req2 = {.headers = h2, .nheaders = 2};
+    v = llmc_policy_list_header(&req2, "if-none-match", &owned);
+    assert_non_null(owned);
+    assert_string_equal(v, "\"a\", ");
+    free(owned);
+}
+
+static void test_list_header_case_insensitive(void **state)
+{
+    (void)state;
+    llmc_http_header_t h[] = {HDR("cache-control", "no-cache"), HDR("Cache-Control", "no-store")};
+    llmc_http_req_t req = {.headers = h, .nheaders = 2};
+    char *owned = NULL;
+    const char *v = llmc_policy_list_header(&req, "CACHE-CONTROL", &owned);
+    assert_non_null(owned);
+    assert_string_equal(v, "no-cache, no-store");
+    free(owned);
+    v = llmc_policy_list_header(&req, "Pragma", &owned);
+    assert_null(v);
+    assert_null(owned);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -120,6 +399,23 @@ int main(void)
         cmocka_unit_test(test_delta_seconds_saturates),
         cmocka_unit_test(test_min_fresh_with_max_stale),
         cmocka_unit_test(test_usable_without_combination),
+        cmocka_unit_test(test_usable_fresh_and_expired),
+        cmocka_unit_test(test_usable_max_age),
+        cmocka_unit_test(test_usable_min_fresh),
+        cmocka_unit_test(test_usable_max_stale),
+        cmocka_unit_test(test_usable_one_bound_is_monotonic),
+        cmocka_unit_test(test_usable_overflow),
+        cmocka_unit_test(test_etag_exact_and_list),
+        cmocka_unit_test(test_etag_spaces),
+        cmocka_unit_test(test_etag_weak),
+        cmocka_unit_test(test_etag_star),
+        cmocka_unit_test(test_etag_prefix_does_not_match),
+        cmocka_unit_test(test_etag_null_header),
+        cmocka_unit_test(test_etag_tab_after_tag),
+        cmocka_unit_test(test_list_header_absent),
+        cmocka_unit_test(test_list_header_one_line),
+        cmocka_unit_test(test_list_header_lines_joined),
+        cmocka_unit_test(test_list_header_case_insensitive),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
