@@ -101,9 +101,10 @@ typedef struct gw_req {
     gw_answer_t answer;
     int err_status;
     const char *err_type, *err_code;
-    char err_msg[256];
+    char *err_msg;               /* malloc'd (errors only: a hit pays no bytes for it) */
     llmc_entry_t *hit;           /* a reference until delivered */
     const char *hit_xcache;
+    int64_t hit_ms;              /* the time its freshness was judged at */
 
     struct pacer *pacer;         /* a paced replay in progress (respond.c) */
     bool started;                /* stream head sent */

@@ -97,7 +97,7 @@ static gr_state_t answer_error(gw_req_t *gr, int status, const char *type, const
     gr->err_status = status;
     gr->err_type = type;
     gr->err_code = code;
-    snprintf(gr->err_msg, sizeof(gr->err_msg), "%s", msg);
+    gr->err_msg = strdup(msg); /* NULL: deliver() says "out of memory" instead */
     return GR_RESPOND;
 }
 
@@ -110,12 +110,13 @@ static void deliver(gw_req_t *gr)
 {
     switch (gr->answer) {
     case ANS_ERROR:
-        llmc__gw_error(gr, gr->err_status, gr->err_type, gr->err_code, gr->err_msg);
+        llmc__gw_error(gr, gr->err_status, gr->err_type, gr->err_code,
+                       gr->err_msg ? gr->err_msg : "out of memory");
         break;
     case ANS_HIT: {
         llmc_entry_t *e = gr->hit;
         gr->hit = NULL;
-        llmc__gw_respond_entry(gr, e, gr->hit_xcache, NULL, llmc_now_ms());
+        llmc__gw_respond_entry(gr, e, gr->hit_xcache, NULL, gr->hit_ms);
         llmc_entry_unref(e);
         break;
     }
@@ -270,6 +271,7 @@ static gr_state_t after_lookup(gw_req_t *gr, llmc_entry_t *e)
         gr->answer = ANS_HIT;
         gr->hit = e;
         gr->hit_xcache = use == LLMC_USE_FRESH ? "HIT" : "STALE";
+        gr->hit_ms = now;
         return GR_RESPOND;
     }
     /* An answer was there but may not be used: say which way (RFC 9211). */

@@ -120,6 +120,7 @@ static void gr_free(gw_req_t *gr)
     llmc_canon_free(&gr->canon);
     free(gr->ask_body);
     free(gr->fwd_body);
+    free(gr->err_msg);
     if (w->nspare >= w->spare_max) {
         free(gr);
         return;
