@@ -78,7 +78,7 @@ typedef struct gw_req {
     gw_form_t form;
     bool stream_ok;              /* the route can answer with a stream */
     const char *xcache;          /* HIT, MISS, ... for the log; NULL before a decision */
-    const char *tier;            /* tier that answered a hit */
+    const char *tier;            /* a tier behind the front that answered a hit, or NULL */
     const char *fwd;             /* why a miss went upstream (RFC 9211 fwd); NULL: uri-miss */
     char keyhex[2 * LLMC_KEY_LEN + 1];
     llmc_key_t key;

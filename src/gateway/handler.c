@@ -267,7 +267,8 @@ static gr_state_t after_lookup(gw_req_t *gr, llmc_entry_t *e)
     int64_t now = llmc_now_ms();
     llmc_use_t use = e ? llmc_policy_usable(&gr->policy, e, now) : LLMC_USE_NO;
     if (use != LLMC_USE_NO && gr->policy.read) {
-        gr->tier = gr->lookup.tier_name;
+        /* Named only when a tier behind the front answered (Cache-Status detail). */
+        gr->tier = gr->lookup.next > 0 ? gr->lookup.tier_name : NULL;
         gr->answer = ANS_HIT;
         gr->hit = e;
         gr->hit_xcache = use == LLMC_USE_FRESH ? "HIT" : "STALE";

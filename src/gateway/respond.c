@@ -283,7 +283,7 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
                               : (long long)llmc_entry_ttl_left(e, now);
         size_t c = HLIT(cs, 0, "llmcached; hit; ttl=");
         c = hnum(cs, c, ttl);
-        if (gr->tier && strcmp(gr->tier, "memory") != 0) {
+        if (gr->tier) {
             c = HLIT(cs, c, "; detail=");
             c = HSTR(cs, c, gr->tier);
         }

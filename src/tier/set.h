@@ -43,7 +43,8 @@ typedef struct llmc_set_lookup llmc_set_lookup_t;
 struct llmc_set_lookup {
     llmc_tier_lookup_t tl;       /* the tier's view: query, now_ms, worker, entry */
     llmc_tier_set_t *set;
-    unsigned next;               /* index of the tier asked now */
+    unsigned next;               /* index of the tier asked now; after a hit, of the
+                                    tier that answered (0: the front) */
     bool pending;                /* a tier holds the lookup; done() will run */
     const char *tier_name;       /* out: the tier that answered a hit */
     /* The final answer of a walk that went pending: rc 0 (sl->tl.entry
