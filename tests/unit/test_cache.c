@@ -23,6 +23,7 @@
 #include "llmc/error.h"
 #include "llmc/tier.h"
 #include "tier/memory.h"
+#include "tier_purge_now.h"
 
 #define FOREVER INT64_MAX
 
@@ -579,20 +580,6 @@ static void test_purge_match_key(void **state)
     llmc_entry_unref(e);
 }
 
-static void count_removed(void *arg, size_t removed)
-{
-    *(size_t *)arg = removed;
-}
-
-/* The memory tier answers a purge before returning. */
-static size_t tier_purge_now(llmc_tier_t *t, const llmc_purge_t *sel)
-{
-    size_t n = (size_t)-1;
-    t->ops->purge(t, 0, sel, count_removed, &n);
-    assert_true(n != (size_t)-1);
-    return n;
-}
-
 static void test_memory_tier(void **state)
 {
     (void)state;
@@ -639,10 +626,10 @@ static void test_memory_tier(void **state)
     assert_int_equal(put_new(c, 2, 10, FOREVER, 0), 0);
     assert_int_equal(put_new(c, 3, 10, FOREVER, 0), 0);
     llmc_purge_t sel = {.kind = LLMC_PURGE_KEY, .key = k2};
-    assert_int_equal(tier_purge_now(t, &sel), 1);
-    assert_int_equal(tier_purge_now(t, &sel), 0);
+    assert_int_equal(purge_now(t, &sel), 1);
+    assert_int_equal(purge_now(t, &sel), 0);
     sel.kind = LLMC_PURGE_ALL;
-    assert_int_equal(tier_purge_now(t, &sel), 1);
+    assert_int_equal(purge_now(t, &sel), 1);
     t->ops->stats(t, &ts);
     assert_int_equal(ts.purged, 2);
 

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "tier/disk.c"
+#include "tier_purge_now.h"
 
 #define BODY_LEN 1024
 #define NOW      1700000000000LL
@@ -57,20 +58,6 @@ static int teardown(void **state)
     nftw(f->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     free(f);
     return 0;
-}
-
-static void count_removed(void *arg, size_t removed)
-{
-    *(size_t *)arg = removed;
-}
-
-/* The disk tier answers a purge at once: the count of what it queued. */
-static size_t purge_now(llmc_tier_t *t, const llmc_purge_t *sel)
-{
-    size_t n = (size_t)-1;
-    t->ops->purge(t, 0, sel, count_removed, &n);
-    assert_true(n != (size_t)-1);
-    return n;
 }
 
 static llmc_disk_config_t config(const fixture_t *f)
