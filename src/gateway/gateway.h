@@ -33,6 +33,7 @@ struct llmc_worker {
     unsigned id;
     uv_loop_t loop;
     llmc_http_server_t *server;
+    llmc_http_server_t *admin_server;  /* --admin-listen's listener; NULL when off */
     llmc_upstream_t *upstream;
     uv_async_t inbox_async;          /* wakes the loop for queued waiters */
     pthread_mutex_t inbox_mu;
@@ -59,6 +60,11 @@ struct llmc_gw {
     bool shared_scope;
     char listen_host[256];
     int listen_port;
+    bool admin_listen;               /* --admin-listen: admin routes on a listener of their own */
+    char admin_host[256];
+    int admin_port;
+    bool admin_token_set;            /* --admin-token given (not empty) */
+    uint8_t admin_token_hash[32];    /* SHA-256 of the token: compared, never the token */
     llmc_tier_set_t *tiers;          /* every cache tier, fastest first (tier/set.h) */
     llmc_flight_table_t *flights;
     struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */
@@ -95,13 +101,21 @@ void llmc_gw_stop(llmc_gw_t *gw);
 /* Frees the shared state after llmc_gw_run returned. */
 void llmc_gw_free(llmc_gw_t *gw);
 
-/* The request handler (handler.c) and the one finish of every request
-   (req.c) that the workers' servers use. ctx is the worker. */
+/* The request handlers (handler.c) of the public and of the admin
+   listener, and the one finish of every request (req.c) that the workers'
+   servers use. ctx is the worker. */
 void llmc_gw_handle(llmc_http_req_t *req, void *ctx);
+void llmc_gw_handle_admin(llmc_http_req_t *req, void *ctx);
 void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx);
 
 /* Runs the inbox of a worker: moves on the requests whose flight moved. */
 void llmc_gw_inbox_run(llmc_worker_t *w);
+
+/* True when req carries "Authorization: Bearer <--admin-token>". The
+   token's and the credential's SHA-256 are compared with CRYPTO_memcmp, so
+   the time taken says nothing about the token, its length included. False
+   when no token is configured. Any thread. */
+bool llmc_gw_admin_authorized(const llmc_gw_t *gw, const llmc_http_req_t *req);
 
 /* Wall-clock milliseconds since the epoch. The only clock the cache sees. */
 int64_t llmc_now_ms(void);

@@ -6,6 +6,7 @@
  * The files, each calling only those below it:
  *   worker.c    threads, start and stop, the inbox's wake-up
  *   handler.c   the route table and a request's steps (the state machine)
+ *   admin.c     the admin routes: entry metadata, deletes and purges
  *   respond.c   answers from an entry, a flight or an error
  *   fetch.c     the upstream call behind a flight, and the store
  *   req.c       a request context's life: create, states, park, resume,
@@ -75,6 +76,7 @@ typedef struct gw_req {
     struct gw_req *inbox_next;   /* the inbox list, or the spare list (req.c) */
 
     const gw_route_t *route;
+    const char *route_arg;       /* the path below a prefix route's ("/admin/cache/" KEY) */
     gw_form_t form;
     bool stream_ok;              /* the route can answer with a stream */
     const char *xcache;          /* HIT, MISS, ... for the log; NULL before a decision */
@@ -138,6 +140,11 @@ void llmc__gr_spares_init(llmc_worker_t *w);
 void llmc__gr_spares_free(llmc_worker_t *w);
 /* The name of a state, for messages. */
 const char *llmc__gr_state_name(gr_state_t s);
+
+/* ---- admin.c: the admin routes ------------------------------------------------ */
+
+/* GET /admin/cache/{key}: the entry's metadata from every tier that holds it. */
+void llmc__gw_admin_entry(gw_req_t *gr);
 
 /* ---- fetch.c: the upstream call --------------------------------------------- */
 

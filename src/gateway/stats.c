@@ -116,16 +116,19 @@ json_t *llmc_gw_stats_json(llmc_gw_t *gw)
     for (unsigned i = 0; i < gw->nstarted; i++)
         llmc_counters_add(&sum, &gw->workers[i].ctr);
     llmc_stats_to_json(o, llmc_gw_stat_desc, LLMC_GW_NSTATS, &sum, NULL);
-    /* Each worker's server, summed. A server is gone only at shutdown
-       (its worker sets server to NULL when it closed). */
+    /* Each worker's servers (the admin listener's too), summed. A server is
+       gone only at shutdown (its worker sets the pointer to NULL when it
+       closed). */
     llmc_http_server_stats_t hs, hsum;
     memset(&hsum, 0, sizeof(hsum));
     for (unsigned i = 0; i < gw->nstarted; i++) {
-        llmc_http_server_t *srv = gw->workers[i].server;
-        if (!srv)
-            continue;
-        llmc_http_server_stats(srv, &hs);
-        llmc_http_stats_add(&hsum, &hs);
+        llmc_http_server_t *srv[2] = {gw->workers[i].server, gw->workers[i].admin_server};
+        for (int j = 0; j < 2; j++) {
+            if (!srv[j])
+                continue;
+            llmc_http_server_stats(srv[j], &hs);
+            llmc_http_stats_add(&hsum, &hs);
+        }
     }
     llmc_stats_to_json(o, llmc_http_stat_desc, LLMC_HTTP_NSTATS, &hsum, NULL);
     tiers_json(gw, o);

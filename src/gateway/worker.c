@@ -2,9 +2,13 @@
  * gateway/worker.c: the event-loop threads, start and stop, and the wake-up
  * of a worker's inbox (whose requests req.c queues and handler.c resumes).
  *
- * Every worker is set up on the main thread (loop, server, upstream
+ * Every worker is set up on the main thread (loop, servers, upstream
  * client, async handles) and only then handed to its own thread, so no
- * handle is ever touched by two threads. Worker 0 runs on the main thread
+ * handle is ever touched by two threads. With --admin-listen every worker
+ * has a second server, on that address (SO_REUSEPORT like the first), that
+ * serves the admin routes only: the same code path as the public listener,
+ * no worker that is special, and a scrape or a purge is taken by whichever
+ * loop is free rather than queued behind worker 0's traffic. Worker 0 runs on the main thread
  * and also owns the signal handlers and the tier upkeep timer.
  *
  * Shutdown has two phases, because a flight on one thread can have waiters
@@ -57,16 +61,28 @@ static void on_upstream_closed(void *arg)
     (void)arg;
 }
 
-static void on_server_closed(void *arg)
+/* One of gw's servers (public or admin) is closed and freed. */
+static void server_gone(llmc_gw_t *gw)
 {
-    llmc_worker_t *w = arg;
-    w->server = NULL;
-    llmc_gw_t *gw = w->gw;
     if (atomic_fetch_sub(&gw->servers_open, 1) == 1) {
         atomic_store(&gw->phase, 2);
         for (unsigned i = 0; i < gw->nstarted; i++)
             uv_async_send(&gw->workers[i].stop_async);
     }
+}
+
+static void on_server_closed(void *arg)
+{
+    llmc_worker_t *w = arg;
+    w->server = NULL;
+    server_gone(w->gw);
+}
+
+static void on_admin_closed(void *arg)
+{
+    llmc_worker_t *w = arg;
+    w->admin_server = NULL;
+    server_gone(w->gw);
 }
 
 static void close_rest(llmc_worker_t *w)
@@ -88,9 +104,12 @@ static void on_stop(uv_async_t *h)
 {
     llmc_worker_t *w = h->data;
     int phase = atomic_load(&w->gw->phase);
-    if (phase == 1 && w->server)
-        llmc_http_server_close(w->server, on_server_closed, w);
-    else if (phase == 2)
+    if (phase == 1) {
+        if (w->server)
+            llmc_http_server_close(w->server, on_server_closed, w);
+        if (w->admin_server)
+            llmc_http_server_close(w->admin_server, on_admin_closed, w);
+    } else if (phase == 2)
         close_rest(w);
 }
 
@@ -169,6 +188,12 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
     };
     if (!(w->server = llmc_http_server_new(&w->loop, &scfg)))
         goto fail_tiers;
+    scfg.handler = llmc_gw_handle_admin;
+    if (gw->admin_listen && !(w->admin_server = llmc_http_server_new(&w->loop, &scfg))) {
+        llmc_http_server_close(w->server, NULL, NULL);
+        w->server = NULL;
+        goto fail_tiers;
+    }
     if (id == 0) {
         uv_timer_init(&w->loop, &w->tick_timer);
         w->tick_timer.data = w;
@@ -193,7 +218,7 @@ fail:
 /* SO_REUSEPORT lets our threads share one port, but it would also let a
    second llmcached (same user) silently share it and take half the traffic.
    A plain bind first tells whether anyone else holds the port. */
-static int port_taken(const char *host, int port, char *err, size_t errlen)
+static int port_taken(const char *opt, const char *host, int port, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
@@ -206,7 +231,7 @@ static int port_taken(const char *host, int port, char *err, size_t errlen)
     if (fd >= 0) {
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 && errno == EADDRINUSE) {
-            snprintf(err, errlen, "--listen %s:%d: address already in use", host, port);
+            snprintf(err, errlen, "--%s %s:%d: address already in use", opt, host, port);
             rc = LLMC_EIO;
         }
         close(fd);
@@ -226,7 +251,9 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
                 char *err, size_t errlen)
 {
     int rc = 0;
-    if (port_taken(gw->listen_host, gw->listen_port, err, errlen) < 0)
+    if (port_taken("listen", gw->listen_host, gw->listen_port, err, errlen) < 0 ||
+        (gw->admin_listen &&
+         port_taken("admin-listen", gw->admin_host, gw->admin_port, err, errlen) < 0))
         return LLMC_EIO;
     gw->workers = calloc(gw->nworkers, sizeof(*gw->workers));
     if (!gw->workers)
@@ -244,10 +271,18 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
                                      i == 0 ? gw->listen_port
                                             : llmc_http_server_port(gw->workers[0].server),
                                      true, lerr, sizeof(lerr));
-        if (rc < 0)
+        if (rc < 0) {
             snprintf(err, errlen, "--listen %s", lerr);
+        } else if (gw->admin_listen) {
+            rc = llmc_http_server_listen(gw->workers[i].admin_server, gw->admin_host,
+                                         i == 0 ? gw->admin_port
+                                                : llmc_http_server_port(gw->workers[0].admin_server),
+                                         true, lerr, sizeof(lerr));
+            if (rc < 0)
+                snprintf(err, errlen, "--admin-listen %s", lerr);
+        }
     }
-    atomic_store(&gw->servers_open, gw->nstarted);
+    atomic_store(&gw->servers_open, gw->nstarted * (gw->admin_listen ? 2u : 1u));
     if (rc < 0) {
         /* Run the normal shutdown so every handle is closed and freed. */
         llmc_gw_stop(gw);
@@ -256,6 +291,8 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
         goto out;
     }
     gw->listen_port = llmc_http_server_port(gw->workers[0].server);
+    if (gw->admin_listen)
+        gw->admin_port = llmc_http_server_port(gw->workers[0].admin_server);
     for (unsigned i = 1; i < gw->nworkers; i++)
         pthread_create(&gw->workers[i].thread, NULL, worker_main, &gw->workers[i]);
     if (ready)

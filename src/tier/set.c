@@ -274,6 +274,16 @@ int llmc_tier_set_front_put(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms)
     return s->tiers[0]->ops->put(s->tiers[0], e, now_ms);
 }
 
+int llmc_tier_set_peek(llmc_tier_set_t *s, unsigned i, const llmc_key_t *key, int64_t now_ms,
+                       llmc_entry_t **out)
+{
+    assert(i < s->n);
+    *out = NULL;
+    if (!s->tiers[i]->ops->get)
+        return LLMC_ENOTSUP;
+    return s->tiers[i]->ops->get(s->tiers[i], key, now_ms, out);
+}
+
 /* ---- purge fan-out ---- */
 
 typedef struct purge_fan purge_fan_t;

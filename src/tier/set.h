@@ -105,6 +105,13 @@ int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, in
 llmc_entry_t *llmc_tier_set_front_get(llmc_tier_set_t *s, const llmc_key_t *key, int64_t now_ms);
 int llmc_tier_set_front_put(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms);
 
+/* Tier i alone, by key, for inspection (GET /admin/cache): no walk, no
+   promotion. 0 and a reference in *out; LLMC_ENOENT; LLMC_ENOTSUP for a
+   tier that cannot answer at once (it has no get). Counts in the tier's
+   own stats as a lookup. Any loop thread. */
+int llmc_tier_set_peek(llmc_tier_set_t *s, unsigned i, const llmc_key_t *key, int64_t now_ms,
+                       llmc_entry_t **out);
+
 /* Sends sel to every tier; calls done(arg, removed) once, when every tier
    has answered, with the sum (on worker's loop thread, or before returning
    when every tier answered at once). Call on worker's loop thread. Out of
