@@ -27,6 +27,7 @@
  *
  *   NEW -> LOOKUP -> [PARKED_TIER -> LOOKUP ...] -> RESPOND
  *                                               \-> FLIGHT -> [PARKED_FLIGHT] -> RESPOND
+ *   NEW -> PARKED_PURGE -> RESPOND         (an admin purge, answered once every tier has)
  *   any state -> DONE, when the server is finished with the request
  *
  * RESPOND means the answer is the server's now (being written, streamed,
@@ -38,6 +39,7 @@ typedef enum gr_state {
     GR_PARKED_TIER,    /* a tier answers later; the lookup holds a reference */
     GR_FLIGHT,         /* a miss: join or lead the flight for the key */
     GR_PARKED_FLIGHT,  /* waiting on the flight (its data, or its end) */
+    GR_PARKED_PURGE,   /* an admin purge: waiting for every tier's count */
     GR_RESPOND,        /* the answer is handed to the server */
     GR_DONE,           /* the server finished the request; the context may
                           live on while a lookup, the inbox or a replay
@@ -77,6 +79,7 @@ typedef struct gw_req {
 
     const gw_route_t *route;
     const char *route_arg;       /* the path below a prefix route's ("/admin/cache/" KEY) */
+    json_t *admin_sel;           /* an admin purge's selector, echoed in its answer */
     gw_form_t form;
     bool stream_ok;              /* the route can answer with a stream */
     const char *xcache;          /* HIT, MISS, ... for the log; NULL before a decision */
@@ -93,7 +96,7 @@ typedef struct gw_req {
     char scope[2 * LLMC_KEY_LEN + 1];
 
     /* What a miss sends upstream, kept across a parked lookup. */
-    const char *path;            /* the endpoint as keyed and forwarded */
+    const char *path;            /* the endpoint as keyed and forwarded: a static string */
     const char *body;            /* the client's bytes, or ask_body, or fwd_body */
     size_t body_len;
     char *ask_body;              /* GET /ask's chat request */
@@ -145,6 +148,10 @@ const char *llmc__gr_state_name(gr_state_t s);
 
 /* GET /admin/cache/{key}: the entry's metadata from every tier that holds it. */
 void llmc__gw_admin_entry(gw_req_t *gr);
+/* DELETE /admin/cache/{key}: that key's entry out of every tier. */
+void llmc__gw_admin_delete(gw_req_t *gr);
+/* POST /admin/purge: every entry the JSON selector selects, out of every tier. */
+void llmc__gw_admin_purge(gw_req_t *gr);
 
 /* ---- fetch.c: the upstream call --------------------------------------------- */
 

@@ -73,6 +73,8 @@ static void handle_forward(gw_req_t *gr);
 static void handle_health(gw_req_t *gr);
 static void handle_stats(gw_req_t *gr);
 static void handle_admin_entry(gw_req_t *gr);
+static void handle_admin_delete(gw_req_t *gr);
+static void handle_admin_purge(gw_req_t *gr);
 
 #define PUB LISTEN_PUBLIC
 #define ADM LISTEN_ADMIN
@@ -85,6 +87,8 @@ static const gw_route_t routes[] = {
     {"/healthz", HTTP_GET, handle_health, false, false, PUB, ACCESS_OPEN, NULL},
     {"/stats", HTTP_GET, handle_stats, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL},
     {"/admin/cache/", HTTP_GET, handle_admin_entry, false, false, ADM, ACCESS_TOKEN, NULL},
+    {"/admin/cache/", HTTP_DELETE, handle_admin_delete, false, false, ADM, ACCESS_TOKEN, NULL},
+    {"/admin/purge", HTTP_POST, handle_admin_purge, false, false, ADM, ACCESS_TOKEN, NULL},
 };
 #undef PUB
 #undef ADM
@@ -253,6 +257,12 @@ static gr_state_t read_policy(gw_req_t *gr)
     free(pragma_owned);
     if (rc < 0)
         return answer_error(gr, 400, "invalid_request_error", "invalid_cache_control", err);
+    char *tags_owned;
+    const char *tags = llmc_policy_list_header(req, "x-cache-tags", &tags_owned);
+    rc = llmc_policy_parse_tags(&gr->policy, tags, gr->canon.cache_ext, err, sizeof(err));
+    free(tags_owned);
+    if (rc < 0)
+        return answer_error(gr, 400, "invalid_request_error", "invalid_cache_tags", err);
     return GR_NEW;
 }
 
@@ -476,9 +486,12 @@ void llmc_gw_inbox_run(llmc_worker_t *w)
 
 /* ---- the routes' handlers ----------------------------------------------------------- */
 
+/* gr->path is the route's own string, not the request's copy (the same
+   bytes: these routes match whole paths): the upstream call and the entry
+   it makes may outlive the request. */
 static void handle_cached(gw_req_t *gr)
 {
-    gr->path = gr->req->path;
+    gr->path = gr->route->path;
     gr->stream_ok = gr->route->streams;
     run(gr);
 }
@@ -494,7 +507,7 @@ static void handle_ask(gw_req_t *gr)
    in, the cache. */
 static void handle_forward(gw_req_t *gr)
 {
-    gr->path = gr->req->path;
+    gr->path = gr->route->path;
     gr->policy.max_age_ms = LLMC_POLICY_UNSET;
     llmc__gr_enter(gr, GR_FLIGHT);
     run(gr);
@@ -519,6 +532,16 @@ static void handle_stats(gw_req_t *gr)
 static void handle_admin_entry(gw_req_t *gr)
 {
     llmc__gw_admin_entry(gr);
+}
+
+static void handle_admin_delete(gw_req_t *gr)
+{
+    llmc__gw_admin_delete(gr);
+}
+
+static void handle_admin_purge(gw_req_t *gr)
+{
+    llmc__gw_admin_purge(gr);
 }
 
 static void not_found(llmc_http_req_t *req, const char *allow)

@@ -36,6 +36,9 @@
       "504s for only-if-cached.")                                                           \
     X(stored, "stored", COUNTER, "entries", "Answers written to the cache.")                \
     X(not_stored_too_big, "not_stored_too_big", COUNTER, "entries", "Answers too big for the cache.") \
+    X(not_stored_purged, "not_stored_purged", COUNTER, "entries",                          \
+      "Answers not stored because a purge selected them while they were asked for.")        \
+    X(purges, "purges", COUNTER, "requests", "Purges run (DELETE /admin/cache, POST /admin/purge).") \
     X(upstream_calls, "upstream_calls", COUNTER, "calls", "Calls made to the upstream.")    \
     X(upstream_retries, "upstream_retries", COUNTER, "calls", "Upstream calls that were retries.") \
     X(upstream_err_connect, "upstream_errors/connect", COUNTER, "calls",                    \

@@ -1,6 +1,7 @@
 /*
  * test_admin.c: the admin side of the gateway: the admin token check
- * (gateway/gateway.c, included for its statics).
+ * (gateway/gateway.c) and the purge selector's parser (gateway/admin.c),
+ * both included for their statics.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,6 +10,7 @@
 #include <cmocka.h>
 
 #include "../../src/gateway/gateway.c"
+#include "../../src/gateway/admin.c"
 
 /* A request carrying one Authorization header (none when auth is NULL). */
 static bool check(const llmc_gw_t *gw, const char *auth)
@@ -67,11 +69,103 @@ static void test_no_token_authorizes_nothing(void **state)
     assert_false(check(&gw, "Bearer "));
 }
 
+/* ---- the purge selector ---- */
+
+#define NOW_MS 1700000000000LL
+
+/* Parses text; returns the parser's rc, the selector in *sel (its strings
+   live in *root, which the caller frees). */
+static int sel_of(const char *text, llmc_purge_t *sel, json_t **root, char *err)
+{
+    *root = json_loads(text, JSON_DECODE_ANY, NULL);
+    assert_non_null(*root);
+    err[0] = '\0';
+    return parse_selector(*root, NOW_MS, sel, err, 256);
+}
+
+static void expect_refused(const char *text, const char *words)
+{
+    llmc_purge_t sel;
+    json_t *root;
+    char err[256];
+    assert_int_equal(sel_of(text, &sel, &root, err), LLMC_EINVAL);
+    if (!strstr(err, words))
+        fail_msg("%s: '%s' does not say '%s'", text, err, words);
+    json_decref(root);
+}
+
+static void test_selector_fields(void **state)
+{
+    (void)state;
+    llmc_purge_t sel;
+    json_t *root;
+    char err[256];
+    assert_int_equal(sel_of("{\"namespace\": \"a\", \"model\": \"m\", \"tag\": \"t\", "
+                            "\"route\": \"/v1/embeddings\", \"older_than\": 60, "
+                            "\"key_prefix\": \"aB3\"}", &sel, &root, err), 0);
+    assert_int_equal(sel.conds, LLMC_PURGE_NAMESPACE | LLMC_PURGE_MODEL | LLMC_PURGE_TAG |
+                                LLMC_PURGE_ROUTE | LLMC_PURGE_OLDER | LLMC_PURGE_KEY_PREFIX);
+    assert_false(sel.all);
+    assert_string_equal(sel.ns, "a");
+    assert_string_equal(sel.model, "m");
+    assert_string_equal(sel.tag, "t");
+    assert_string_equal(sel.route, "/v1/embeddings");
+    assert_int_equal(sel.created_before_ms, NOW_MS - 60000);
+    assert_int_equal(sel.prefix_digits, 3);
+    assert_int_equal(sel.prefix.b[0], 0xab);
+    assert_int_equal(sel.prefix.b[1], 0x30);
+    json_decref(root);
+
+    assert_int_equal(sel_of("{\"all\": true}", &sel, &root, err), 0);
+    assert_true(llmc_purge_is_all(&sel));
+    json_decref(root);
+    /* The empty namespace is a value: entries stored without one. */
+    assert_int_equal(sel_of("{\"namespace\": \"\"}", &sel, &root, err), 0);
+    assert_int_equal(sel.conds, LLMC_PURGE_NAMESPACE);
+    assert_string_equal(sel.ns, "");
+    json_decref(root);
+    /* older_than 0: everything created before now; fractions count. */
+    assert_int_equal(sel_of("{\"older_than\": 0.5}", &sel, &root, err), 0);
+    assert_int_equal(sel.created_before_ms, NOW_MS - 500);
+    json_decref(root);
+    assert_int_equal(sel_of("{\"older_than\": 1e300}", &sel, &root, err), 0);
+    assert_int_equal(sel.created_before_ms, INT64_MIN);
+    json_decref(root);
+}
+
+static void test_selector_refusals(void **state)
+{
+    (void)state;
+    expect_refused("{}", "empty selector");
+    expect_refused("{\"all\": false}", "\"all\" can only be true");
+    expect_refused("{\"all\": 1}", "\"all\" can only be true");
+    expect_refused("{\"all\": true, \"model\": \"m\"}", "cannot be combined");
+    expect_refused("{\"namespce\": \"a\"}", "unknown selector field \"namespce\"");
+    expect_refused("{\"model\": \"m\", \"x\": 1}", "unknown selector field \"x\"");
+    expect_refused("{\"model\": 3}", "\"model\" must be a string");
+    expect_refused("{\"namespace\": null}", "\"namespace\" must be a string");
+    expect_refused("{\"tag\": \"\"}", "\"tag\" must not be empty");
+    expect_refused("{\"route\": \"v1/chat/completions\"}", "endpoint path");
+    expect_refused("{\"key_prefix\": \"\"}", "1 to 64 hex digits");
+    expect_refused("{\"key_prefix\": \"xyz\"}", "1 to 64 hex digits");
+    expect_refused("{\"key_prefix\": 12}", "1 to 64 hex digits");
+    char long_prefix[100];
+    memset(long_prefix, 0, sizeof long_prefix);
+    snprintf(long_prefix, sizeof long_prefix, "{\"key_prefix\": \"%065d\"}", 0);
+    expect_refused(long_prefix, "1 to 64 hex digits");
+    expect_refused("{\"older_than\": -1}", "0 or more");
+    expect_refused("{\"older_than\": \"60\"}", "0 or more");
+    expect_refused("[{\"all\": true}]", "JSON object");
+    expect_refused("\"all\"", "JSON object");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_check),
         cmocka_unit_test(test_no_token_authorizes_nothing),
+        cmocka_unit_test(test_selector_fields),
+        cmocka_unit_test(test_selector_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
