@@ -178,5 +178,8 @@ void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code
                     const char *msg);
 /* A JSON answer that is never cached (healthz, stats); takes obj. */
 void llmc__gw_respond_json(gw_req_t *gr, int status, json_t *obj);
+/* Another answer that is never cached (metrics): body copied. */
+void llmc__gw_respond_text(gw_req_t *gr, int status, const char *ctype, const char *body,
+                           size_t len);
 
 #endif

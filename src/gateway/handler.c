@@ -72,6 +72,7 @@ static void handle_ask(gw_req_t *gr);
 static void handle_forward(gw_req_t *gr);
 static void handle_health(gw_req_t *gr);
 static void handle_stats(gw_req_t *gr);
+static void handle_metrics(gw_req_t *gr);
 static void handle_admin_entry(gw_req_t *gr);
 static void handle_admin_delete(gw_req_t *gr);
 static void handle_admin_purge(gw_req_t *gr);
@@ -86,6 +87,7 @@ static const gw_route_t routes[] = {
     {"/ask", HTTP_GET, handle_ask, true, false, PUB, ACCESS_OPEN, "POST"},
     {"/healthz", HTTP_GET, handle_health, false, false, PUB, ACCESS_OPEN, NULL},
     {"/stats", HTTP_GET, handle_stats, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL},
+    {"/metrics", HTTP_GET, handle_metrics, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL},
     {"/admin/cache/", HTTP_GET, handle_admin_entry, false, false, ADM, ACCESS_TOKEN, NULL},
     {"/admin/cache/", HTTP_DELETE, handle_admin_delete, false, false, ADM, ACCESS_TOKEN, NULL},
     {"/admin/purge", HTTP_POST, handle_admin_purge, false, false, ADM, ACCESS_TOKEN, NULL},
@@ -527,6 +529,19 @@ static void handle_stats(gw_req_t *gr)
         llmc__gw_respond_json(gr, 200, o);
     else
         llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
+}
+
+/* Prometheus scrapes this (text format 0.0.4), from the tables /stats reads. */
+static void handle_metrics(gw_req_t *gr)
+{
+    size_t len = 0;
+    char *text = llmc_gw_metrics_text(gr->w->gw, &len);
+    llmc__gr_enter(gr, GR_RESPOND);
+    if (text)
+        llmc__gw_respond_text(gr, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    else
+        llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
+    free(text);
 }
 
 static void handle_admin_entry(gw_req_t *gr)

@@ -553,3 +553,11 @@ void llmc__gw_respond_json(gw_req_t *gr, int status, json_t *obj)
     free(s);
     json_decref(obj);
 }
+
+void llmc__gw_respond_text(gw_req_t *gr, int status, const char *ctype, const char *body,
+                           size_t len)
+{
+    char h[256];
+    int n = snprintf(h, sizeof(h), "Content-Type: %s\r\nCache-Control: no-store\r\n", ctype);
+    llmc_http_respond_copy(gr->req, status, h, (size_t)n < sizeof(h) ? (size_t)n : 0, body, len);
+}

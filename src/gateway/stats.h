@@ -95,4 +95,10 @@ struct llmc_gw;
    and the process gauges. Any worker's loop thread. NULL when out of memory. */
 json_t *llmc_gw_stats_json(struct llmc_gw *gw);
 
+/* The same in the Prometheus text exposition format 0.0.4 (HELP and TYPE
+   lines, llmcached_ names, counters ending in _total, a tier label per
+   tier, a class label for "group/class" rows): a malloc'd string of *len
+   bytes, NULL when out of memory. Any worker's loop thread. */
+char *llmc_gw_metrics_text(struct llmc_gw *gw, size_t *len);
+
 #endif
