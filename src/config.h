@@ -116,6 +116,9 @@ typedef enum llmc_opt_type {
       "Writes waiting for the disk writer thread; past this, writes are dropped (counted).")  \
     X(mock_latency, "mock-latency", SECS, "2", 0, 3600000, NULL,                              \
       "With --upstream mock: the built-in mock model's delay before answering (seconds).")    \
+    X(drain_timeout, "drain-timeout", SECS, "30", 0, 3600000, NULL,                           \
+      "On SIGTERM, how long requests and streams in progress may take to finish while no new " \
+      "ones are taken (seconds); then the rest are cut off. 0: stop at once.")                \
     X(admin_token, "admin-token", STR, "", 0, 0, NULL,                                        \
       "Bearer token the admin routes (/admin/...) require; empty: they are not served (404). " \
       "When set, /stats and /metrics require it too. Prefer the environment variable to the " \

@@ -25,6 +25,14 @@
 #include "upstream/upstream.h"
 
 typedef struct llmc_gw llmc_gw_t;
+
+/* Where the process is in its life (worker.c moves it, forward only). */
+typedef enum llmc_gw_phase {
+    LLMC_GW_RUN,            /* serving */
+    LLMC_GW_DRAIN,          /* SIGTERM: no new requests; those in progress finish */
+    LLMC_GW_CLOSE_SERVERS,  /* every server closes, cutting off what is left */
+    LLMC_GW_CLOSE_REST,     /* the last server closed: upstream calls, handles, loops */
+} llmc_gw_phase_t;
 typedef struct llmc_worker llmc_worker_t;
 struct gw_req;
 
@@ -40,6 +48,7 @@ struct llmc_worker {
     struct gw_req *inbox_head, *inbox_tail;
     uv_async_t stop_async;
     uv_timer_t tick_timer;           /* tier upkeep; worker 0 only */
+    uv_timer_t drain_timer;          /* --drain-timeout; worker 0 only */
     llmc_counters_t ctr;
     pthread_t thread;
     int listen_rc;                   /* result of listen, read by the main thread */
@@ -47,7 +56,7 @@ struct llmc_worker {
     void *fetches;                   /* upstream calls this worker runs (fetch.c) */
     struct gw_req *spare;            /* finished requests kept for reuse (req.c) */
     unsigned nspare, spare_max;
-    uv_signal_t sigint, sigterm;     /* worker 0 only */
+    uv_signal_t sigint, sigterm, sighup; /* worker 0 only */
 };
 
 struct llmc_gw {
@@ -74,8 +83,9 @@ struct llmc_gw {
     unsigned upstream_conns;         /* per worker: its libcurl multi's connection cap */
     int log_fd;                      /* access log, -1 when off */
     int64_t started_ms;
-    _Atomic unsigned servers_open;   /* shutdown: phase 2 starts when it reaches 0 */
-    _Atomic int phase;               /* 0 running, 1 closing servers, 2 closing the rest */
+    _Atomic unsigned servers_open;   /* shutdown: CLOSE_REST starts when it reaches 0 */
+    _Atomic unsigned servers_draining; /* drain: CLOSE_SERVERS starts when it reaches 0 */
+    _Atomic int phase;               /* llmc_gw_phase_t */
 };
 
 /*
@@ -94,9 +104,15 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
 int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *arg,
                 char *err, size_t errlen);
 
-/* Asks every worker to close its server and finish. Any thread (signal
-   handlers: use a uv_signal on a loop instead). */
+/* Asks every worker to close its servers and finish, cutting off requests
+   in progress. Any thread (signal handlers: use a uv_signal on a loop
+   instead). */
 void llmc_gw_stop(llmc_gw_t *gw);
+
+/* Asks every worker to stop taking requests and to finish those in
+   progress; once every server has no connection left, or after
+   --drain-timeout, llmc_gw_stop. Any thread. */
+void llmc_gw_drain(llmc_gw_t *gw);
 
 /* Frees the shared state after llmc_gw_run returned. */
 void llmc_gw_free(llmc_gw_t *gw);
