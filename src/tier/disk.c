@@ -1021,14 +1021,6 @@ static void on_reports(uv_async_t *h)
 static int disk_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
 {
     disk_t *d = t->impl;
-    if (worker >= d->nworkers) {
-        disk_worker_t **w = realloc(d->workers, (worker + 1) * sizeof *w);
-        if (!w)
-            return LLMC_ENOMEM;
-        memset(w + d->nworkers, 0, (worker + 1 - d->nworkers) * sizeof *w);
-        d->workers = w;
-        d->nworkers = worker + 1;
-    }
     disk_worker_t *dw = calloc(1, sizeof *dw);
     if (!dw || uv_async_init(loop, &dw->async, on_reports) != 0) {
         free(dw);
@@ -1037,7 +1029,21 @@ static int disk_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
     dw->d = d;
     dw->async.data = dw;
     dw->attached = true;
+    /* The writer reads the array (finish_batch, under mu) from its own thread. */
+    pthread_mutex_lock(&d->mu);
+    if (worker >= d->nworkers) {
+        disk_worker_t **w = realloc(d->workers, (worker + 1) * sizeof *w);
+        if (!w) {
+            pthread_mutex_unlock(&d->mu);
+            uv_close((uv_handle_t *)&dw->async, (uv_close_cb)free);
+            return LLMC_ENOMEM;
+        }
+        memset(w + d->nworkers, 0, (worker + 1 - d->nworkers) * sizeof *w);
+        d->workers = w;
+        d->nworkers = worker + 1;
+    }
     d->workers[worker] = dw;
+    pthread_mutex_unlock(&d->mu);
     return 0;
 }
 
