@@ -726,7 +726,7 @@ void llmc_config_help(FILE *out, const char *prog)
         fprintf(out, "\n  --%s %s", o->name, o->type == LLMC_OPT_ENUM ? o->words : type_word(o->type));
         if (range[0])
             fprintf(out, " (%s)", range);
-        fprintf(out, "  [default: %s]\n", o->def);
+        fprintf(out, "  [default: %s]\n", o->def[0] ? o->def : "\"\""); /* empty: "" */
         wrap(out, o->desc, 6, 78);
     }
 }
@@ -787,7 +787,7 @@ void llmc_config_markdown(FILE *out)
         fprintf(out, "| `--%s` | `%s` | ", o->name, env);
         md_type(out, o);
         fputs(" | `", out);
-        md_cell(out, o->def);
+        md_cell(out, o->def[0] ? o->def : "\"\""); /* an empty code span would not show */
         fputs("` | ", out);
         md_cell(out, o->desc);
         fputs(" |\n", out);

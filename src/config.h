@@ -115,7 +115,17 @@ typedef enum llmc_opt_type {
     X(disk_queue, "disk-queue", INT, "65536", 16, 16777216, NULL,                             \
       "Writes waiting for the disk writer thread; past this, writes are dropped (counted).")  \
     X(mock_latency, "mock-latency", SECS, "2", 0, 3600000, NULL,                              \
-      "With --upstream mock: the built-in mock model's delay before answering (seconds).")
+      "With --upstream mock: the built-in mock model's delay before answering (seconds).")    \
+    X(drain_timeout, "drain-timeout", SECS, "30", 0, 3600000, NULL,                           \
+      "On SIGTERM, how long requests and streams in progress may take to finish while no new " \
+      "ones are taken (seconds); then the rest are cut off. 0: stop at once.")                \
+    X(admin_token, "admin-token", STR, "", 0, 0, NULL,                                        \
+      "Bearer token the admin routes (/admin/...) require; empty: they are not served (404). " \
+      "When set, /stats and /metrics require it too. Prefer the environment variable to the " \
+      "flag, which other users can read in the process list.")                                \
+    X(admin_listen, "admin-listen", WORD_OR_STR, "off", 0, 0, LLMC_CFG_ADMIN_LISTEN_WORDS,    \
+      "A listener of its own for the admin routes, /stats and /metrics, HOST:PORT; they then " \
+      "leave --listen. 'off': they are served on --listen.")
 
 /*
  * The word lists: W(ENUMERATOR, "word") for each word, in the enum's order;
@@ -136,6 +146,9 @@ typedef enum llmc_opt_type {
 #define LLMC_CFG_DATA_DIR_WORDS(W, T)                                                         \
     W(LLMC_CFG_DATA_DIR_NONE, "none")           /* memory only, no disk tier */               \
     T(LLMC_CFG_DATA_DIR_PATH, data_dir_path)
+#define LLMC_CFG_ADMIN_LISTEN_WORDS(W, T)                                                      \
+    W(LLMC_CFG_ADMIN_LISTEN_OFF, "off")         /* admin routes on --listen */                \
+    T(LLMC_CFG_ADMIN_LISTEN_ADDR, admin_listen_addr)
 #define LLMC_CFG_DISK_SYNC_WORDS(W, T)                                                        \
     W(LLMC_CFG_DISK_SYNC_FULL, "full")                                                        \
     W(LLMC_CFG_DISK_SYNC_PERIODIC, "periodic")                                                \

@@ -31,6 +31,10 @@ static void on_ready(llmc_gw_t *gw, void *arg)
             strchr(gw->listen_host, ':') ? "[" : "", gw->listen_host,
             strchr(gw->listen_host, ':') ? "]" : "", gw->listen_port, gw->nworkers,
             gw->upstream_base, conns);
+    if (gw->admin_listen)
+        fprintf(stderr, "llmcached: admin routes, /stats and /metrics on http://%s%s%s:%d\n",
+                strchr(gw->admin_host, ':') ? "[" : "", gw->admin_host,
+                strchr(gw->admin_host, ':') ? "]" : "", gw->admin_port);
 }
 
 static const char *upstream_key(void)

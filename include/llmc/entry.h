@@ -53,7 +53,7 @@ struct llmc_entry_link {
 };
 
 /*
- * The struct is kept small (120 bytes on LP64; a unit test holds it to 128)
+ * The struct is kept small (128 bytes on LP64; a unit test holds it to 128)
  * because a cache holds millions of small answers and this header is most
  * of what an answer costs beyond its body. Hence: 32-bit lengths, the ETag
  * as 8 raw bytes, and 16-bit offsets into the block instead of pointers for
@@ -82,6 +82,7 @@ typedef struct llmc_entry {
     uint16_t tags_off;           /* ntags NUL-terminated strings, one after another */
     uint8_t ctype;               /* index into the known content types; 0: at ct_off */
     uint8_t in_cache;            /* memory cache: linked into a shard */
+    uint16_t route_off;          /* the endpoint the answer is for; 0: "" */
 } llmc_entry_t;
 
 /* Content types most answers carry, shared instead of copied; [0] is unused. */
@@ -110,6 +111,14 @@ static inline const char *llmc_entry_model(const llmc_entry_t *e)
     return llmc__entry_str(e, e->model_off);
 }
 
+/* The endpoint path the answer was stored for ("/v1/chat/completions"), ""
+   when unknown (records written before it was kept). Valid while the caller
+   holds a reference. */
+static inline const char *llmc_entry_route(const llmc_entry_t *e)
+{
+    return llmc__entry_str(e, e->route_off);
+}
+
 /* The vector (dim floats, float-aligned), NULL when none. It lies just
    before the body, which is why it needs no field of its own. */
 static inline const float *llmc_entry_vector(const llmc_entry_t *e)
@@ -134,6 +143,7 @@ typedef struct llmc_entry_spec {
     const char *content_type;
     const char *ns;
     const char *model;
+    const char *route;
     const char *const *tags;
     uint32_t ntags;
     const float *vector;

@@ -27,7 +27,8 @@
     X(ECANCELED,   -14, "canceled")                                        \
     X(EFULL,       -15, "full")                                            \
     X(ELOCKED,     -16, "in use by another process")                       \
-    X(EVERSION,    -17, "unsupported format version")
+    X(EVERSION,    -17, "unsupported format version")                      \
+    X(ENOTSUP,     -18, "not supported")
 
 enum {
     LLMC_OK = 0,

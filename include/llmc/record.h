@@ -17,13 +17,18 @@
  *    40   u32  model length          (without its NUL)
  *    44   u32  tags section length   (bytes)
  *    48   u32  dim (vector floats)
- *    52   u32  reserved, 0
+ *    52   u32  route length          (without its NUL; version 1: reserved, 0)
  *    56   u64  body length
- *    64        content_type NUL, ns NUL, model NUL,
+ *    64        content_type NUL, ns NUL, model NUL, route NUL (version 2 only),
  *              tags: ntags times (u32 length, bytes, NUL),
  *              vector: dim IEEE-754 floats, little-endian,
  *              body
  *   end-8 u64  checksum
+ *
+ * Version 2 added the route (the endpoint an answer was stored for, which
+ * purges select by). Version 1 records still decode, with no route: the
+ * field that holds its length was reserved and 0 there, so both versions
+ * share one decoder. Records are always written as version 2.
  *
  * Decisions a newcomer would otherwise get wrong:
  * - The checksum is the first 8 bytes of SHA-256 over the 32-byte cache key
@@ -50,7 +55,8 @@
 #include "llmc/entry.h"
 
 #define LLMC_RECORD_MAGIC   0x524Cu
-#define LLMC_RECORD_VERSION 1u
+#define LLMC_RECORD_VERSION 2u    /* what is written */
+#define LLMC_RECORD_VERSION_MIN 1u  /* the oldest that still decodes */
 #define LLMC_RECORD_HEADER  64u   /* fixed header bytes */
 #define LLMC_RECORD_TRAILER 8u    /* checksum bytes */
 
@@ -79,7 +85,7 @@ int llmc_record_encode(const llmc_entry_t *e, uint8_t **out, size_t *len);
  * refcnt 1, owned by the caller). buf need not be aligned and is not kept.
  * Returns 0; LLMC_ECORRUPT when the record is truncated, its checksum does
  * not match, or any length or field is inconsistent; LLMC_EVERSION for an
- * intact record of another format version; LLMC_ENOMEM. Never reads outside
+ * intact record of a version this code does not read; LLMC_ENOMEM. Never reads outside
  * buf, whatever its bytes. Any thread.
  */
 int llmc_record_decode(const llmc_key_t *key, const uint8_t *buf, size_t len, llmc_entry_t **out);
@@ -89,7 +95,8 @@ int llmc_record_decode(const llmc_key_t *key, const uint8_t *buf, size_t len, ll
  * the checksum (the disk tier uses it to find a record's index entries,
  * and must be able to remove those even for a damaged record). Returns 0,
  * LLMC_ECORRUPT when buf is too short or has the wrong magic, or
- * LLMC_EVERSION. Any thread.
+ * LLMC_EVERSION for a version outside LLMC_RECORD_VERSION_MIN..VERSION.
+ * Any thread.
  */
 int llmc_record_peek(const uint8_t *buf, size_t len, int64_t *created_ms, int64_t *expires_ms);
 

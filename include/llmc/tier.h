@@ -25,23 +25,53 @@
 
 typedef struct llmc_tier llmc_tier_t;
 
-/* What a purge removes. */
-typedef enum llmc_purge_kind {
-    LLMC_PURGE_ALL,
-    LLMC_PURGE_KEY,        /* one entry: key */
-    LLMC_PURGE_NAMESPACE,  /* every entry whose ns equals value */
-    LLMC_PURGE_TAG,        /* every entry carrying tag value */
-    LLMC_PURGE_MODEL,      /* every entry whose model equals value */
-} llmc_purge_kind_t;
+/*
+ * What a purge removes: the entries for which every condition in conds
+ * holds (a conjunction: {"namespace": "a", "model": "m"} is both). A
+ * selector with no condition selects nothing unless all is set, so a
+ * selector left empty by mistake can never turn into "purge everything".
+ * A condition whose string is NULL selects nothing either.
+ */
+enum llmc_purge_cond {
+    LLMC_PURGE_KEY        = 1u << 0,  /* the key is key */
+    LLMC_PURGE_NAMESPACE  = 1u << 1,  /* the namespace is ns ("" : none) */
+    LLMC_PURGE_TAG        = 1u << 2,  /* one of the tags is tag */
+    LLMC_PURGE_MODEL      = 1u << 3,  /* the model is model ("" : unknown) */
+    LLMC_PURGE_KEY_PREFIX = 1u << 4,  /* the key's hex starts with prefix_digits digits of prefix */
+    LLMC_PURGE_OLDER      = 1u << 5,  /* created before created_before_ms */
+    LLMC_PURGE_ROUTE      = 1u << 6,  /* stored for the endpoint route ("/v1/chat/completions") */
+};
 
 typedef struct llmc_purge {
-    llmc_purge_kind_t kind;
-    llmc_key_t key;
-    const char *value;
+    bool all;                    /* with conds 0: every entry */
+    uint32_t conds;              /* LLMC_PURGE_* bits, all of which must hold */
+    llmc_key_t key;              /* KEY */
+    llmc_key_t prefix;           /* KEY_PREFIX: its bytes, an odd last digit in a high nibble */
+    uint8_t prefix_digits;       /* KEY_PREFIX: 1..64 hex digits */
+    int64_t created_before_ms;   /* OLDER */
+    const char *ns, *tag, *model, *route;
 } llmc_purge_t;
 
-/* True when e is selected by sel. */
+/* True when e is selected by sel. Any thread. */
 bool llmc_purge_match(const llmc_purge_t *sel, const llmc_entry_t *e);
+
+/* True for the selector of exactly one key and nothing else (a tier can
+   delete it without reading it first). */
+static inline bool llmc_purge_is_key(const llmc_purge_t *sel)
+{
+    return sel->conds == LLMC_PURGE_KEY;
+}
+
+/* True for the selector of every entry. */
+static inline bool llmc_purge_is_all(const llmc_purge_t *sel)
+{
+    return sel->conds == 0 && sel->all;
+}
+
+/* A copy of sel and its strings in one malloc'd block (free() it), for a
+   purge kept beyond its caller's stack (a queue, a log). NULL when out of
+   memory. Any thread. */
+llmc_purge_t *llmc_purge_dup(const llmc_purge_t *sel);
 
 /* X(field, "name", KIND, "unit", "help"): every tier reports these (llmc/stat.h). */
 #define LLMC_TIER_STATS_TABLE(X)                                                         \

@@ -3,7 +3,7 @@
  *
  * Decisions a newcomer would otherwise get wrong:
  * - An entry is one block laid out as: the struct, the namespace, the
- *   model, the content type (only when it is not one of the shared ones),
+ *   model, the route, the content type (only when it is not one of the shared ones),
  *   the tag strings back to back, the vector (float-aligned), then the body
  *   and a NUL. The struct reaches the strings through 16-bit offsets and
  *   the vector through the body pointer (it ends where the body starts), so
@@ -97,7 +97,7 @@ static void block_free(void *p, size_t size)
    size and fill. */
 struct layout {
     uint8_t ctype;
-    size_t ns, model, ct, tags, vec, body, total;
+    size_t ns, model, route, ct, tags, vec, body, total;
 };
 
 static const char *or_empty(const char *s)
@@ -142,7 +142,8 @@ static size_t reserve_str(size_t *off, const char *s)
    that no offset can overflow 16 bits. */
 static size_t meta_bytes(const llmc_entry_spec_t *s, const char *ct)
 {
-    size_t n = strlen(or_empty(s->ns)) + strlen(or_empty(s->model)) + 2;
+    size_t n = strlen(or_empty(s->ns)) + strlen(or_empty(s->model)) +
+               strlen(or_empty(s->route)) + 3;
 
     if (!known_ctype(ct))
         n += strlen(ct) + 1;
@@ -167,6 +168,7 @@ static void plan(const llmc_entry_spec_t *s, const char *ct, struct layout *l)
 
     l->ns = reserve_str(&off, s->ns);
     l->model = reserve_str(&off, s->model);
+    l->route = reserve_str(&off, s->route);
     l->ctype = known_ctype(ct);
     l->ct = l->ctype ? 0 : reserve_str(&off, ct);
     l->tags = ntags_of(s) ? off : 0;
@@ -204,9 +206,11 @@ static void fill(llmc_entry_t *e, const llmc_entry_spec_t *s, const char *ct,
 
     put_str(base, l->ns, or_empty(s->ns));
     put_str(base, l->model, or_empty(s->model));
+    put_str(base, l->route, or_empty(s->route));
     put_str(base, l->ct, ct);
     e->ns_off = (uint16_t)l->ns;
     e->model_off = (uint16_t)l->model;
+    e->route_off = (uint16_t)l->route;
     e->ct_off = (uint16_t)l->ct;
     e->ctype = l->ctype;
 

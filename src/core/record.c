@@ -88,7 +88,8 @@ size_t llmc_record_size(const llmc_entry_t *e)
        format's 32-bit lengths; only the body and vector can be large. */
     size_t ct = strlen(llmc_entry_content_type(e));
     uint64_t n = LLMC_RECORD_HEADER + (ct + 1) + (strlen(llmc_entry_ns(e)) + 1) +
-                 (strlen(llmc_entry_model(e)) + 1) + tags_len(e) + 4 * (uint64_t)e->dim +
+                 (strlen(llmc_entry_model(e)) + 1) + (strlen(llmc_entry_route(e)) + 1) +
+                 tags_len(e) + 4 * (uint64_t)e->dim +
                  e->body_len + LLMC_RECORD_TRAILER;
     return n > SIZE_MAX ? 0 : (size_t)n;
 }
@@ -115,6 +116,7 @@ static void write_header(const llmc_entry_t *e, uint8_t *p)
     st32(p + 40, (uint32_t)strlen(llmc_entry_model(e)));
     st32(p + 44, tags_len(e));
     st32(p + 48, e->dim);
+    st32(p + 52, (uint32_t)strlen(llmc_entry_route(e)));
     st64(p + 56, (uint64_t)e->body_len);
 }
 
@@ -126,11 +128,13 @@ int llmc_record_write(const llmc_entry_t *e, uint8_t *buf, size_t len)
     write_header(e, buf);
     uint8_t *p = buf + LLMC_RECORD_HEADER;
     const char *ct = llmc_entry_content_type(e), *ns = llmc_entry_ns(e);
-    const char *model = llmc_entry_model(e), *tag = llmc_entry_tag(e, 0);
+    const char *model = llmc_entry_model(e), *route = llmc_entry_route(e);
+    const char *tag = llmc_entry_tag(e, 0);
     const float *vec = llmc_entry_vector(e);
     p = put_str(p, ct, strlen(ct));
     p = put_str(p, ns, strlen(ns));
     p = put_str(p, model, strlen(model));
+    p = put_str(p, route, strlen(route));
     for (uint32_t i = 0; i < e->ntags; i++) {
         size_t n = strlen(tag);
         st32(p, (uint32_t)n);
@@ -172,11 +176,16 @@ int llmc_record_encode(const llmc_entry_t *e, uint8_t **out, size_t *len)
     return 0;
 }
 
+static bool version_known(uint16_t v)
+{
+    return v >= LLMC_RECORD_VERSION_MIN && v <= LLMC_RECORD_VERSION;
+}
+
 int llmc_record_peek(const uint8_t *buf, size_t len, int64_t *created_ms, int64_t *expires_ms)
 {
     if (len < LLMC_RECORD_HEADER + LLMC_RECORD_TRAILER || ld16(buf) != LLMC_RECORD_MAGIC)
         return LLMC_ECORRUPT;
-    if (ld16(buf + 2) != LLMC_RECORD_VERSION)
+    if (!version_known(ld16(buf + 2)))
         return LLMC_EVERSION;
     *created_ms = (int64_t)ld64(buf + 16);
     *expires_ms = (int64_t)ld64(buf + 24);
@@ -253,9 +262,10 @@ static int check_frame(const llmc_key_t *key, const uint8_t *buf, size_t len)
         return rc;
     if (sum != ld64(buf + body_end) || ld16(buf) != LLMC_RECORD_MAGIC)
         return LLMC_ECORRUPT;
-    if (ld16(buf + 2) != LLMC_RECORD_VERSION)
+    if (!version_known(ld16(buf + 2)))
         return LLMC_EVERSION;
-    if (ld16(buf + 10) != 0 || ld32(buf + 52) != 0)
+    /* Version 1 has no route: its length field was reserved, 0. */
+    if (ld16(buf + 10) != 0 || (ld16(buf + 2) == 1 && ld32(buf + 52) != 0))
         return LLMC_ECORRUPT;
     return 0;
 }
@@ -266,7 +276,8 @@ static int decode_into(const uint8_t *buf, size_t len, llmc_entry_spec_t *s,
     rd_t r = { buf + LLMC_RECORD_HEADER, len - LLMC_RECORD_HEADER - LLMC_RECORD_TRAILER };
     if (!(s->content_type = take_str(&r, ld32(buf + 32))) ||
         !(s->ns = take_str(&r, ld32(buf + 36))) ||
-        !(s->model = take_str(&r, ld32(buf + 40))))
+        !(s->model = take_str(&r, ld32(buf + 40))) ||
+        (ld16(buf + 2) >= 2 && !(s->route = take_str(&r, ld32(buf + 52)))))
         return LLMC_ECORRUPT;
     int rc = take_tags(&r, ld32(buf + 44), s->ntags, tags);
     if (rc == 0)

@@ -35,6 +35,11 @@ typedef struct fetch {
     bool cut;                  /* cut short (cut_short): take no more bytes */
     char ns[128];
     char model[128];
+    const char *route;         /* the endpoint as keyed: a static string (handler.c's) */
+    char tags[LLMC_POLICY_TAGS_BYTES];
+    unsigned ntags;
+    uint64_t purge_seq;        /* the tier set's purges when the call began: a later
+                                  purge that selects the answer keeps it from the cache */
     /* The request, kept for retries. */
     char *method, *url, *body;
     size_t body_len;
@@ -330,6 +335,10 @@ static bool valid_json_object(const char *body, size_t len)
 static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, int64_t now)
 {
     llmc_flight_t *f = ft->f;
+    const char *tags[LLMC_POLICY_MAX_TAGS];
+    const char *t = ft->tags;
+    for (unsigned i = 0; i < ft->ntags; i++, t += strlen(t) + 1)
+        tags[i] = t;
     llmc_entry_spec_t spec = {
         .key = &f->key,
         .status = (uint16_t)f->status,
@@ -340,6 +349,9 @@ static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, 
         .content_type = ft->as || !f->content_type[0] ? "application/json" : f->content_type,
         .ns = ft->ns,
         .model = ft->model,
+        .route = ft->route,
+        .tags = tags,
+        .ntags = ft->ntags,
         .body = body,
         .body_len = body_len,
     };
@@ -450,11 +462,18 @@ static void finish(fetch_t *ft, int err, const char *detail)
         /* Stored before the flight finishes (flight.h): no moment when a
            request finds neither. A refusal as too big keeps it nowhere:
            --max-entry-percent promises such an answer is served, not
-           stored, and it goes out marked no-store. */
-        if (e && llmc_tier_set_store(ft->w->gw->tiers, ft->w->id, e, now) == 0) {
+           stored, and it goes out marked no-store. So does an answer a
+           purge selected while it was asked for: its waiters get it (they
+           asked before the purge was done), the cache does not. */
+        int rc = e ? llmc_tier_set_store(ft->w->gw->tiers, ft->w->id, e, now, ft->purge_seq)
+                   : LLMC_ENOMEM;
+        if (rc == 0)
             LLMC_COUNT(c, stored);
-        } else {
+        else if (rc == LLMC_ECANCELED)
+            LLMC_COUNT(c, not_stored_purged);
+        else
             LLMC_COUNT(c, not_stored_too_big);
+        if (rc < 0) {
             llmc_entry_unref(e);
             e = NULL;
         }
@@ -546,6 +565,10 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     ft->ttl_ms = gr->policy.ttl_ms;
     snprintf(ft->ns, sizeof(ft->ns), "%s", gr->policy.ns);
     snprintf(ft->model, sizeof(ft->model), "%s", model ? model : "");
+    ft->route = gr->path;
+    memcpy(ft->tags, gr->policy.tags, sizeof(ft->tags));
+    ft->ntags = gr->policy.ntags;
+    ft->purge_seq = llmc_tier_set_purge_seq(gw->tiers);
 
     if (keep_request(ft, gr, method, url, body, body_len) < 0) {
         fetch_free(ft);

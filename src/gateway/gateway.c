@@ -1,16 +1,21 @@
 /*
  * gateway/gateway.c: the state all worker threads share, built from the
  * options: the tier set, the flight table, the upstream base URL and key,
- * the listen address and the access log; and the one clock the cache sees.
+ * the listen addresses, the admin token and the access log; and the one
+ * clock the cache sees.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <sys/resource.h>
 #include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
@@ -19,8 +24,10 @@
 #include "tier/disk.h"
 #include "tier/memory.h"
 
-/* Splits "HOST:PORT" or "[V6]:PORT". */
-static int parse_listen(llmc_gw_t *gw, const char *s, char *err, size_t errlen)
+/* Splits "HOST:PORT" or "[V6]:PORT" (the value of option opt) into host
+   (hcap bytes) and *port. */
+static int parse_addr(const char *opt, const char *s, char *host_out, size_t hcap, int *port_out,
+                      char *err, size_t errlen)
 {
     const char *colon = strrchr(s, ':');
     const char *host = s;
@@ -34,15 +41,58 @@ static int parse_listen(llmc_gw_t *gw, const char *s, char *err, size_t errlen)
     }
     char *end = NULL;
     long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || hlen == 0 || hlen >= sizeof(gw->listen_host) || !end || *end || end == colon + 1 ||
+    if (!colon || hlen == 0 || hlen >= hcap || !end || *end || end == colon + 1 ||
         port < 0 || port > 65535) {
-        snprintf(err, errlen, "--listen: '%s' is not HOST:PORT", s);
+        snprintf(err, errlen, "--%s: '%s' is not HOST:PORT", opt, s);
         return LLMC_EINVAL;
     }
-    memcpy(gw->listen_host, host, hlen);
-    gw->listen_host[hlen] = '\0';
-    gw->listen_port = (int)port;
+    memcpy(host_out, host, hlen);
+    host_out[hlen] = '\0';
+    *port_out = (int)port;
     return 0;
+}
+
+static int parse_listen(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)
+{
+    int rc = parse_addr("listen", cfg->listen, gw->listen_host, sizeof(gw->listen_host),
+                        &gw->listen_port, err, errlen);
+    if (rc < 0 || cfg->admin_listen == LLMC_CFG_ADMIN_LISTEN_OFF)
+        return rc;
+    gw->admin_listen = true;
+    return parse_addr("admin-listen", cfg->admin_listen_addr, gw->admin_host,
+                      sizeof(gw->admin_host), &gw->admin_port, err, errlen);
+}
+
+static void sha256(const void *p, size_t n, uint8_t out[32])
+{
+    unsigned int len = 0;
+    if (!EVP_Digest(p, n, out, &len, EVP_sha256(), NULL))
+        memset(out, 0, 32); /* cannot happen with the default provider */
+}
+
+/* The token is kept only as its hash: two hashes of equal length compare in
+   constant time, where the token and a credential of another length would
+   not (CRYPTO_memcmp needs equal lengths, and a length check leaks one). */
+static void admin_token_init(llmc_gw_t *gw, const llmc_config_t *cfg)
+{
+    const char *t = cfg->admin_token;
+    gw->admin_token_set = t && *t;
+    if (gw->admin_token_set)
+        sha256(t, strlen(t), gw->admin_token_hash);
+}
+
+bool llmc_gw_admin_authorized(const llmc_gw_t *gw, const llmc_http_req_t *req)
+{
+    const char *v = llmc_http_header(req, "authorization");
+    if (!gw->admin_token_set || !v || strncasecmp(v, "bearer", 6) != 0 ||
+        (v[6] != ' ' && v[6] != '\t'))
+        return false;
+    v += 6;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    uint8_t h[32];
+    sha256(v, strlen(v), h);
+    return CRYPTO_memcmp(h, gw->admin_token_hash, sizeof(h)) == 0;
 }
 
 static int open_log(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)
@@ -164,7 +214,8 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     gw->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : cores > 0 ? (unsigned)cores : 1;
     gw->upstream_conns = upstream_conns_per_worker(cfg, gw->nworkers);
-    int rc = parse_listen(gw, cfg->listen, err, errlen);
+    admin_token_init(gw, cfg);
+    int rc = parse_listen(gw, cfg, err, errlen);
     if (rc == 0)
         rc = open_log(gw, cfg, err, errlen);
     if (rc == 0)

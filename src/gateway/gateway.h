@@ -25,6 +25,14 @@
 #include "upstream/upstream.h"
 
 typedef struct llmc_gw llmc_gw_t;
+
+/* Where the process is in its life (worker.c moves it, forward only). */
+typedef enum llmc_gw_phase {
+    LLMC_GW_RUN,            /* serving */
+    LLMC_GW_DRAIN,          /* SIGTERM: no new requests; those in progress finish */
+    LLMC_GW_CLOSE_SERVERS,  /* every server closes, cutting off what is left */
+    LLMC_GW_CLOSE_REST,     /* the last server closed: upstream calls, handles, loops */
+} llmc_gw_phase_t;
 typedef struct llmc_worker llmc_worker_t;
 struct gw_req;
 
@@ -33,12 +41,14 @@ struct llmc_worker {
     unsigned id;
     uv_loop_t loop;
     llmc_http_server_t *server;
+    llmc_http_server_t *admin_server;  /* --admin-listen's listener; NULL when off */
     llmc_upstream_t *upstream;
     uv_async_t inbox_async;          /* wakes the loop for queued waiters */
     pthread_mutex_t inbox_mu;
     struct gw_req *inbox_head, *inbox_tail;
     uv_async_t stop_async;
     uv_timer_t tick_timer;           /* tier upkeep; worker 0 only */
+    uv_timer_t drain_timer;          /* --drain-timeout; worker 0 only */
     llmc_counters_t ctr;
     pthread_t thread;
     int listen_rc;                   /* result of listen, read by the main thread */
@@ -46,7 +56,7 @@ struct llmc_worker {
     void *fetches;                   /* upstream calls this worker runs (fetch.c) */
     struct gw_req *spare;            /* finished requests kept for reuse (req.c) */
     unsigned nspare, spare_max;
-    uv_signal_t sigint, sigterm;     /* worker 0 only */
+    uv_signal_t sigint, sigterm, sighup; /* worker 0 only */
 };
 
 struct llmc_gw {
@@ -59,6 +69,11 @@ struct llmc_gw {
     bool shared_scope;
     char listen_host[256];
     int listen_port;
+    bool admin_listen;               /* --admin-listen: admin routes on a listener of their own */
+    char admin_host[256];
+    int admin_port;
+    bool admin_token_set;            /* --admin-token given (not empty) */
+    uint8_t admin_token_hash[32];    /* SHA-256 of the token: compared, never the token */
     llmc_tier_set_t *tiers;          /* every cache tier, fastest first (tier/set.h) */
     llmc_flight_table_t *flights;
     struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */
@@ -68,8 +83,9 @@ struct llmc_gw {
     unsigned upstream_conns;         /* per worker: its libcurl multi's connection cap */
     int log_fd;                      /* access log, -1 when off */
     int64_t started_ms;
-    _Atomic unsigned servers_open;   /* shutdown: phase 2 starts when it reaches 0 */
-    _Atomic int phase;               /* 0 running, 1 closing servers, 2 closing the rest */
+    _Atomic unsigned servers_open;   /* shutdown: CLOSE_REST starts when it reaches 0 */
+    _Atomic unsigned servers_draining; /* drain: CLOSE_SERVERS starts when it reaches 0 */
+    _Atomic int phase;               /* llmc_gw_phase_t */
 };
 
 /*
@@ -88,20 +104,34 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
 int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *arg,
                 char *err, size_t errlen);
 
-/* Asks every worker to close its server and finish. Any thread (signal
-   handlers: use a uv_signal on a loop instead). */
+/* Asks every worker to close its servers and finish, cutting off requests
+   in progress. Any thread (signal handlers: use a uv_signal on a loop
+   instead). */
 void llmc_gw_stop(llmc_gw_t *gw);
+
+/* Asks every worker to stop taking requests and to finish those in
+   progress; once every server has no connection left, or after
+   --drain-timeout, llmc_gw_stop. Any thread. */
+void llmc_gw_drain(llmc_gw_t *gw);
 
 /* Frees the shared state after llmc_gw_run returned. */
 void llmc_gw_free(llmc_gw_t *gw);
 
-/* The request handler (handler.c) and the one finish of every request
-   (req.c) that the workers' servers use. ctx is the worker. */
+/* The request handlers (handler.c) of the public and of the admin
+   listener, and the one finish of every request (req.c) that the workers'
+   servers use. ctx is the worker. */
 void llmc_gw_handle(llmc_http_req_t *req, void *ctx);
+void llmc_gw_handle_admin(llmc_http_req_t *req, void *ctx);
 void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx);
 
 /* Runs the inbox of a worker: moves on the requests whose flight moved. */
 void llmc_gw_inbox_run(llmc_worker_t *w);
+
+/* True when req carries "Authorization: Bearer <--admin-token>". The
+   token's and the credential's SHA-256 are compared with CRYPTO_memcmp, so
+   the time taken says nothing about the token, its length included. False
+   when no token is configured. Any thread. */
+bool llmc_gw_admin_authorized(const llmc_gw_t *gw, const llmc_http_req_t *req);
 
 /* Wall-clock milliseconds since the epoch. The only clock the cache sees. */
 int64_t llmc_now_ms(void);

@@ -6,6 +6,7 @@
  * The files, each calling only those below it:
  *   worker.c    threads, start and stop, the inbox's wake-up
  *   handler.c   the route table and a request's steps (the state machine)
+ *   admin.c     the admin routes: entry metadata, deletes and purges
  *   respond.c   answers from an entry, a flight or an error
  *   fetch.c     the upstream call behind a flight, and the store
  *   req.c       a request context's life: create, states, park, resume,
@@ -26,6 +27,7 @@
  *
  *   NEW -> LOOKUP -> [PARKED_TIER -> LOOKUP ...] -> RESPOND
  *                                               \-> FLIGHT -> [PARKED_FLIGHT] -> RESPOND
+ *   NEW -> PARKED_PURGE -> RESPOND         (an admin purge, answered once every tier has)
  *   any state -> DONE, when the server is finished with the request
  *
  * RESPOND means the answer is the server's now (being written, streamed,
@@ -37,6 +39,7 @@ typedef enum gr_state {
     GR_PARKED_TIER,    /* a tier answers later; the lookup holds a reference */
     GR_FLIGHT,         /* a miss: join or lead the flight for the key */
     GR_PARKED_FLIGHT,  /* waiting on the flight (its data, or its end) */
+    GR_PARKED_PURGE,   /* an admin purge: waiting for every tier's count */
     GR_RESPOND,        /* the answer is handed to the server */
     GR_DONE,           /* the server finished the request; the context may
                           live on while a lookup, the inbox or a replay
@@ -75,6 +78,8 @@ typedef struct gw_req {
     struct gw_req *inbox_next;   /* the inbox list, or the spare list (req.c) */
 
     const gw_route_t *route;
+    const char *route_arg;       /* the path below a prefix route's ("/admin/cache/" KEY) */
+    json_t *admin_sel;           /* an admin purge's selector, echoed in its answer */
     gw_form_t form;
     bool stream_ok;              /* the route can answer with a stream */
     const char *xcache;          /* HIT, MISS, ... for the log; NULL before a decision */
@@ -91,7 +96,7 @@ typedef struct gw_req {
     char scope[2 * LLMC_KEY_LEN + 1];
 
     /* What a miss sends upstream, kept across a parked lookup. */
-    const char *path;            /* the endpoint as keyed and forwarded */
+    const char *path;            /* the endpoint as keyed and forwarded: a static string */
     const char *body;            /* the client's bytes, or ask_body, or fwd_body */
     size_t body_len;
     char *ask_body;              /* GET /ask's chat request */
@@ -140,6 +145,15 @@ void llmc__gr_spares_free(llmc_worker_t *w);
 /* The name of a state, for messages. */
 const char *llmc__gr_state_name(gr_state_t s);
 
+/* ---- admin.c: the admin routes ------------------------------------------------ */
+
+/* GET /admin/cache/{key}: the entry's metadata from every tier that holds it. */
+void llmc__gw_admin_entry(gw_req_t *gr);
+/* DELETE /admin/cache/{key}: that key's entry out of every tier. */
+void llmc__gw_admin_delete(gw_req_t *gr);
+/* POST /admin/purge: every entry the JSON selector selects, out of every tier. */
+void llmc__gw_admin_purge(gw_req_t *gr);
+
 /* ---- fetch.c: the upstream call --------------------------------------------- */
 
 /* Starts the upstream call of the flight gr leads. */
@@ -165,5 +179,8 @@ void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code
                     const char *msg);
 /* A JSON answer that is never cached (healthz, stats); takes obj. */
 void llmc__gw_respond_json(gw_req_t *gr, int status, json_t *obj);
+/* Another answer that is never cached (metrics): body copied. */
+void llmc__gw_respond_text(gw_req_t *gr, int status, const char *ctype, const char *body,
+                           size_t len);
 
 #endif

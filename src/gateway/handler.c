@@ -2,7 +2,8 @@
  * gateway/handler.c: the route table and a request's steps.
  *
  * Each route is one row of routes[]: path, method, handler, whether its
- * answers are cached, and the listener it belongs to. A cacheable request
+ * answers are cached, the listener it belongs to and who may use it (the
+ * admin token). A cacheable request
  * then runs as a state machine (states in gw_int.h, transitions checked by
  * req.c): every step returns the next state, and run() drives the steps
  * until one parks the request (a tier or a flight answers later) or hands
@@ -42,15 +43,27 @@
 #include "llmc/error.h"
 #include "llmc/fpmap.h"
 
+/* Where a route is served when --admin-listen gives the admin routes a
+   listener of their own; without one, every route is on --listen. */
 typedef enum gw_listener { LISTEN_PUBLIC, LISTEN_ADMIN } gw_listener_t;
 
+/* Who may use a route. */
+typedef enum gw_access {
+    ACCESS_OPEN,          /* whoever reaches its listener */
+    ACCESS_TOKEN,         /* Authorization: Bearer --admin-token; with no token
+                             configured the route is not served at all (404) */
+    ACCESS_TOKEN_IF_SET,  /* the token once one is configured, else open (/stats,
+                             /metrics: open as they always were until a token is set) */
+} gw_access_t;
+
 struct gw_route {
-    const char *path;
-    int method;                   /* HTTP_GET (HEAD too) or HTTP_POST */
+    const char *path;             /* a trailing '/' takes every path below it */
+    int method;                   /* HTTP_GET (HEAD too), HTTP_POST, HTTP_DELETE */
     void (*handle)(gw_req_t *gr);
     bool cacheable;               /* answers are stored and coalesced */
     bool streams;                 /* the endpoint can answer with a stream */
     gw_listener_t listener;
+    gw_access_t access;
     const char *upstream_method;  /* what a miss sends upstream; NULL: answered here */
 };
 
@@ -59,32 +72,75 @@ static void handle_ask(gw_req_t *gr);
 static void handle_forward(gw_req_t *gr);
 static void handle_health(gw_req_t *gr);
 static void handle_stats(gw_req_t *gr);
+static void handle_metrics(gw_req_t *gr);
+static void handle_admin_entry(gw_req_t *gr);
+static void handle_admin_delete(gw_req_t *gr);
+static void handle_admin_purge(gw_req_t *gr);
 
+#define PUB LISTEN_PUBLIC
+#define ADM LISTEN_ADMIN
 static const gw_route_t routes[] = {
-    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST"},
-    {"/v1/completions", HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST"},
-    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, LISTEN_PUBLIC, "POST"},
-    {"/v1/models", HTTP_GET, handle_forward, false, false, LISTEN_PUBLIC, "GET"},
-    {"/ask", HTTP_GET, handle_ask, true, false, LISTEN_PUBLIC, "POST"},
-    {"/healthz", HTTP_GET, handle_health, false, false, LISTEN_PUBLIC, NULL},
-    {"/stats", HTTP_GET, handle_stats, false, false, LISTEN_PUBLIC, NULL},
+    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, ACCESS_OPEN, "POST"},
+    {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, ACCESS_OPEN, "POST"},
+    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, ACCESS_OPEN, "POST"},
+    {"/v1/models", HTTP_GET, handle_forward, false, false, PUB, ACCESS_OPEN, "GET"},
+    {"/ask", HTTP_GET, handle_ask, true, false, PUB, ACCESS_OPEN, "POST"},
+    {"/healthz", HTTP_GET, handle_health, false, false, PUB, ACCESS_OPEN, NULL},
+    {"/stats", HTTP_GET, handle_stats, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL},
+    {"/metrics", HTTP_GET, handle_metrics, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL},
+    {"/admin/cache/", HTTP_GET, handle_admin_entry, false, false, ADM, ACCESS_TOKEN, NULL},
+    {"/admin/cache/", HTTP_DELETE, handle_admin_delete, false, false, ADM, ACCESS_TOKEN, NULL},
+    {"/admin/purge", HTTP_POST, handle_admin_purge, false, false, ADM, ACCESS_TOKEN, NULL},
 };
+#undef PUB
+#undef ADM
 
-/* Finds the route; when the path exists with other methods only, sets
-   *allow to the Allow header line listing them (RFC 9110 15.5.6: a 405
-   must name what the resource accepts). */
-static const gw_route_t *find_route(const llmc_http_req_t *req, gw_listener_t listener,
-                                    const char **allow)
+/* The Allow header of a 405 (RFC 9110 15.5.6: it must name what the
+   resource accepts): every method of the rows in routes[] that matched
+   the path, from[0..n). */
+#define ALLOW_CAP 64
+static void allow_line(const gw_route_t *const *rows, size_t n, char *buf)
 {
-    *allow = NULL;
+    size_t len = (size_t)snprintf(buf, ALLOW_CAP, "Allow: ");
+    for (size_t i = 0; i < n; i++) {
+        const char *m = rows[i]->method == HTTP_GET ? "GET, HEAD"
+                        : rows[i]->method == HTTP_POST ? "POST" : "DELETE";
+        len += (size_t)snprintf(buf + len, ALLOW_CAP - len, "%s%s", i ? ", " : "", m);
+    }
+    snprintf(buf + len, ALLOW_CAP - len, "\r\n");
+}
+
+static bool path_matches(const gw_route_t *r, const char *path)
+{
+    size_t n = strlen(r->path);
+    if (r->path[n - 1] == '/')
+        return strncmp(path, r->path, n) == 0 && path[n] != '\0';
+    return strcmp(path, r->path) == 0;
+}
+
+/* Finds the route for req on the admin listener (admin) or the public one.
+   A route this listener does not serve, or a token route while no token
+   is configured, is not there at all. When the path exists with other
+   methods only, fills allow (ALLOW_CAP bytes) with the Allow line. */
+static const gw_route_t *find_route(const llmc_gw_t *gw, const llmc_http_req_t *req, bool admin,
+                                    char *allow)
+{
+    const gw_route_t *others[8];
+    size_t nothers = 0;
+    allow[0] = '\0';
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const gw_route_t *r = &routes[i];
-        if (r->listener != listener || strcmp(req->path, r->path) != 0)
+        bool here = gw->admin_listen ? (r->listener == LISTEN_ADMIN) == admin : true;
+        if (!here || (r->access == ACCESS_TOKEN && !gw->admin_token_set) ||
+            !path_matches(r, req->path))
             continue;
         if (req->method == r->method || (req->method == HTTP_HEAD && r->method == HTTP_GET))
             return r;
-        *allow = r->method == HTTP_GET ? "Allow: GET, HEAD\r\n" : "Allow: POST\r\n";
+        if (nothers < sizeof(others) / sizeof(others[0]))
+            others[nothers++] = r;
     }
+    if (nothers)
+        allow_line(others, nothers, allow);
     return NULL;
 }
 
@@ -204,6 +260,12 @@ static gr_state_t read_policy(gw_req_t *gr)
     free(pragma_owned);
     if (rc < 0)
         return answer_error(gr, 400, "invalid_request_error", "invalid_cache_control", err);
+    char *tags_owned;
+    const char *tags = llmc_policy_list_header(req, "x-cache-tags", &tags_owned);
+    rc = llmc_policy_parse_tags(&gr->policy, tags, gr->canon.cache_ext, err, sizeof(err));
+    free(tags_owned);
+    if (rc < 0)
+        return answer_error(gr, 400, "invalid_request_error", "invalid_cache_tags", err);
     return GR_NEW;
 }
 
@@ -429,9 +491,12 @@ void llmc_gw_inbox_run(llmc_worker_t *w)
 
 /* ---- the routes' handlers ----------------------------------------------------------- */
 
+/* gr->path is the route's own string, not the request's copy (the same
+   bytes: these routes match whole paths): the upstream call and the entry
+   it makes may outlive the request. */
 static void handle_cached(gw_req_t *gr)
 {
-    gr->path = gr->req->path;
+    gr->path = gr->route->path;
     gr->stream_ok = gr->route->streams;
     run(gr);
 }
@@ -447,7 +512,7 @@ static void handle_ask(gw_req_t *gr)
    in, the cache. */
 static void handle_forward(gw_req_t *gr)
 {
-    gr->path = gr->req->path;
+    gr->path = gr->route->path;
     gr->policy.max_age_ms = LLMC_POLICY_UNSET;
     llmc__gr_enter(gr, GR_FLIGHT);
     run(gr);
@@ -469,33 +534,87 @@ static void handle_stats(gw_req_t *gr)
         llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
 }
 
+/* Prometheus scrapes this (text format 0.0.4), from the tables /stats reads. */
+static void handle_metrics(gw_req_t *gr)
+{
+    size_t len = 0;
+    char *text = llmc_gw_metrics_text(gr->w->gw, &len);
+    llmc__gr_enter(gr, GR_RESPOND);
+    if (text)
+        llmc__gw_respond_text(gr, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    else
+        llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
+    free(text);
+}
+
+static void handle_admin_entry(gw_req_t *gr)
+{
+    llmc__gw_admin_entry(gr);
+}
+
+static void handle_admin_delete(gw_req_t *gr)
+{
+    llmc__gw_admin_delete(gr);
+}
+
+static void handle_admin_purge(gw_req_t *gr)
+{
+    llmc__gw_admin_purge(gr);
+}
+
 static void not_found(llmc_http_req_t *req, const char *allow)
 {
     char msg[300];
-    if (allow)
+    if (allow[0])
         snprintf(msg, sizeof(msg), "method %s is not allowed on %.200s", req->method_name, req->path);
     else
         snprintf(msg, sizeof(msg), "no route for %s %.200s", req->method_name, req->path);
-    llmc_http_respond_error(req, allow ? 405 : 404, allow, "invalid_request_error",
-                            allow ? "method_not_allowed" : "not_found", msg);
+    llmc_http_respond_error(req, allow[0] ? 405 : 404, allow[0] ? allow : NULL,
+                            "invalid_request_error",
+                            allow[0] ? "method_not_allowed" : "not_found", msg);
 }
 
-void llmc_gw_handle(llmc_http_req_t *req, void *ctx)
+/* A route that wants the admin token and did not get it: 401, as OpenAI
+   answers a bad API key. Which of missing or wrong is not said. */
+static bool authorized(const llmc_gw_t *gw, const gw_route_t *r, llmc_http_req_t *req)
 {
-    llmc_worker_t *w = ctx;
-    const char *allow;
-    const gw_route_t *route = find_route(req, LISTEN_PUBLIC, &allow);
+    if (r->access == ACCESS_OPEN || (r->access == ACCESS_TOKEN_IF_SET && !gw->admin_token_set) ||
+        llmc_gw_admin_authorized(gw, req))
+        return true;
+    llmc_http_respond_error(req, 401, "WWW-Authenticate: Bearer realm=\"llmcached admin\"\r\n",
+                            "invalid_request_error", "invalid_admin_token",
+                            "this route needs the admin token: Authorization: Bearer <--admin-token>");
+    return false;
+}
+
+static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
+{
+    char allow[ALLOW_CAP];
+    const gw_route_t *route = find_route(w->gw, req, admin, allow);
     if (!route) {
         not_found(req, allow);
         return;
     }
+    if (!authorized(w->gw, route, req))
+        return;
     gw_req_t *gr = llmc__gr_new(w, req);
     if (!gr) {
         llmc_http_respond_error(req, 503, NULL, "server_error", "out_of_memory", "out of memory");
         return;
     }
     gr->route = route;
+    gr->route_arg = req->path + strlen(route->path);
     llmc__gr_ref(gr); /* running code's: the answer may finish the request under us */
     route->handle(gr);
     llmc__gr_unref(gr);
+}
+
+void llmc_gw_handle(llmc_http_req_t *req, void *ctx)
+{
+    dispatch(req, ctx, false);
+}
+
+void llmc_gw_handle_admin(llmc_http_req_t *req, void *ctx)
+{
+    dispatch(req, ctx, true);
 }

@@ -212,6 +212,80 @@ int llmc_policy_parse(llmc_policy_t *p, const char *cache_control, const char *p
     return 0;
 }
 
+/* ---- tags ---- */
+
+/* Adds the tag t[0..n) (spaces around it trimmed) unless it is there. */
+static int add_tag(llmc_policy_t *p, const char *t, size_t n, char *err, size_t errlen)
+{
+    while (n && (*t == ' ' || *t == '\t')) {
+        t++;
+        n--;
+    }
+    while (n && (t[n - 1] == ' ' || t[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n > LLMC_POLICY_TAG_MAX) {
+        snprintf(err, errlen, "a cache tag must be 1 to %d bytes", LLMC_POLICY_TAG_MAX);
+        return LLMC_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)t[i];
+        if (c < 0x20 || c == 0x7f || c == ',') {
+            snprintf(err, errlen, "a cache tag may not contain a comma or a control character");
+            return LLMC_EINVAL;
+        }
+    }
+    size_t used = 0;
+    for (unsigned i = 0; i < p->ntags; i++) {
+        size_t len = strlen(p->tags + used);
+        if (len == n && memcmp(p->tags + used, t, n) == 0)
+            return 0;
+        used += len + 1;
+    }
+    if (p->ntags == LLMC_POLICY_MAX_TAGS || used + n + 1 > sizeof(p->tags)) {
+        snprintf(err, errlen, "at most %d cache tags", LLMC_POLICY_MAX_TAGS);
+        return LLMC_EINVAL;
+    }
+    memcpy(p->tags + used, t, n);
+    p->tags[used + n] = '\0';
+    p->ntags++;
+    return 0;
+}
+
+int llmc_policy_parse_tags(llmc_policy_t *p, const char *tags_hdr, const json_t *cache_ext,
+                           char *err, size_t errlen)
+{
+    json_t *arr = cache_ext ? json_object_get(cache_ext, "tags") : NULL;
+    p->ntags = 0;
+    p->tags[0] = '\0';
+    if (arr) {
+        size_t i;
+        json_t *v;
+        if (!json_is_array(arr)) {
+            snprintf(err, errlen, "cache.tags must be an array of strings");
+            return LLMC_EINVAL;
+        }
+        json_array_foreach(arr, i, v) {
+            if (!json_is_string(v)) {
+                snprintf(err, errlen, "cache.tags must be an array of strings");
+                return LLMC_EINVAL;
+            }
+            if (add_tag(p, json_string_value(v), json_string_length(v), err, errlen) < 0)
+                return LLMC_EINVAL;
+        }
+        return 0;
+    }
+    for (const char *t = tags_hdr; t && *t;) {
+        size_t n = strcspn(t, ",");
+        const char *q = t;
+        while (q < t + n && (*q == ' ' || *q == '\t'))
+            q++;
+        if (q < t + n && add_tag(p, t, n, err, errlen) < 0)
+            return LLMC_EINVAL;
+        t += n + (t[n] == ',');
+    }
+    return 0;
+}
+
 /* min-fresh adds to an entry's age and max-stale forgives that much past its
    lifetime, as Squid reads the pair: one bound, so that a fresher entry is
    never refused where a staler one would be taken. */

@@ -20,6 +20,9 @@
 #include "llmc/entry.h"
 
 #define LLMC_POLICY_UNSET (-1)
+#define LLMC_POLICY_MAX_TAGS 16        /* tags an answer may carry */
+#define LLMC_POLICY_TAG_MAX 64         /* bytes of one tag */
+#define LLMC_POLICY_TAGS_BYTES 512     /* all of them, each with its NUL */
 
 typedef struct llmc_policy {
     bool read;              /* may answer from the cache (false: no-cache, no-store) */
@@ -30,6 +33,8 @@ typedef struct llmc_policy {
     int64_t max_stale_ms;   /* accept this far past expiry; 0 = none, INT64_MAX = any */
     int64_t ttl_ms;         /* lifetime for a stored answer */
     char ns[128];           /* namespace, "" for none */
+    char tags[LLMC_POLICY_TAGS_BYTES]; /* ntags NUL-terminated tags, back to back */
+    unsigned ntags;
 } llmc_policy_t;
 
 /*
@@ -42,6 +47,18 @@ typedef struct llmc_policy {
 int llmc_policy_parse(llmc_policy_t *p, const char *cache_control, const char *pragma,
                       const char *ttl_hdr, const char *ns_hdr, const json_t *cache_ext,
                       int64_t default_ttl_ms, int64_t max_ttl_ms, char *err, size_t errlen);
+
+/*
+ * Sets p's tags, which a stored answer carries for purges to select: from
+ * the body's "cache": {"tags": [...]} when it has them, else from the
+ * X-Cache-Tags header (tags_hdr, may be NULL: "a, b"; empty items are
+ * skipped). A tag is 1 to LLMC_POLICY_TAG_MAX bytes without control bytes
+ * or commas, spaces around it trimmed; a repeated tag is kept once; at
+ * most LLMC_POLICY_MAX_TAGS. Returns 0, or LLMC_EINVAL with a message for
+ * the client in err. Call after llmc_policy_parse (which clears them).
+ */
+int llmc_policy_parse_tags(llmc_policy_t *p, const char *tags_hdr, const json_t *cache_ext,
+                           char *err, size_t errlen);
 
 /* Whether an entry may answer a request with policy p at now_ms. */
 typedef enum llmc_use { LLMC_USE_NO, LLMC_USE_FRESH, LLMC_USE_STALE } llmc_use_t;

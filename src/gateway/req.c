@@ -8,8 +8,8 @@
  * Decisions a newcomer would otherwise get wrong:
  * - A context is reference counted, not flagged. The server holds one
  *   reference until it has finished the request (llmc_gw_done); a pending
- *   tier lookup, a place in the inbox, a paced replay and code that calls
- *   into the server each hold one more. The last unref frees. A client can
+ *   tier lookup, a pending admin purge, a place in the inbox, a paced
+ *   replay and code that calls into the server each hold one more. The last unref frees. A client can
  *   leave at any moment, so every holder checks gr->req before writing.
  * - The count is atomic because a flight finished on another thread queues
  *   the waiter on this worker's inbox and takes the inbox's reference
@@ -39,16 +39,18 @@
 
 /* [from][to]: the transitions a request may make. */
 static const bool legal[GR_NSTATES][GR_NSTATES] = {
-    [GR_NEW] = {[GR_LOOKUP] = 1, [GR_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_NEW] = {[GR_LOOKUP] = 1, [GR_FLIGHT] = 1, [GR_PARKED_PURGE] = 1, [GR_RESPOND] = 1,
+                [GR_DONE] = 1},
     [GR_LOOKUP] = {[GR_PARKED_TIER] = 1, [GR_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_TIER] = {[GR_LOOKUP] = 1, [GR_DONE] = 1},
     [GR_FLIGHT] = {[GR_PARKED_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_FLIGHT] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_PARKED_PURGE] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_RESPOND] = {[GR_DONE] = 1},
 };
 
 static const char *const state_names[GR_NSTATES] = {
-    "NEW", "LOOKUP", "PARKED_TIER", "FLIGHT", "PARKED_FLIGHT", "RESPOND", "DONE",
+    "NEW", "LOOKUP", "PARKED_TIER", "FLIGHT", "PARKED_FLIGHT", "PARKED_PURGE", "RESPOND", "DONE",
 };
 
 const char *llmc__gr_state_name(gr_state_t s)
@@ -118,6 +120,7 @@ static void gr_free(gw_req_t *gr)
     llmc_entry_unref(gr->stale);
     llmc_entry_unref(gr->hit); /* decided, but the client left before delivery */
     llmc_canon_free(&gr->canon);
+    json_decref(gr->admin_sel);
     free(gr->ask_body);
     free(gr->fwd_body);
     free(gr->err_msg);

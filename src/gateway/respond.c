@@ -253,11 +253,19 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
         body = NULL;
     if (!body)
         return NULL;
+    /* The original's metadata too, so that a purge by selector takes the
+       derived forms with it. */
+    const char *tags[LLMC_POLICY_MAX_TAGS];
+    uint32_t ntags = e->ntags < LLMC_POLICY_MAX_TAGS ? e->ntags : LLMC_POLICY_MAX_TAGS;
+    const char *t = llmc_entry_tag(e, 0);
+    for (uint32_t i = 0; i < ntags; i++, t += strlen(t) + 1)
+        tags[i] = t;
     llmc_entry_spec_t spec = {
         .key = &dk, .status = e->status, .flags = e->flags,
         .created_ms = e->created_ms, .expires_ms = e->expires_ms,
         .content_type = ask ? "application/json" : "text/event-stream",
-        .ns = llmc_entry_ns(e), .model = llmc_entry_model(e), .body = body, .body_len = len,
+        .ns = llmc_entry_ns(e), .model = llmc_entry_model(e), .route = llmc_entry_route(e),
+        .tags = tags, .ntags = ntags, .body = body, .body_len = len,
     };
     d = llmc_entry_new(&spec);
     free(body);
@@ -544,4 +552,12 @@ void llmc__gw_respond_json(gw_req_t *gr, int status, json_t *obj)
     llmc_http_respond_copy(gr->req, status, h, sizeof(h) - 1, s ? s : "{}", s ? strlen(s) : 2);
     free(s);
     json_decref(obj);
+}
+
+void llmc__gw_respond_text(gw_req_t *gr, int status, const char *ctype, const char *body,
+                           size_t len)
+{
+    char h[256];
+    int n = snprintf(h, sizeof(h), "Content-Type: %s\r\nCache-Control: no-store\r\n", ctype);
+    llmc_http_respond_copy(gr->req, status, h, (size_t)n < sizeof(h) ? (size_t)n : 0, body, len);
 }

@@ -1,5 +1,6 @@
 /*
- * gateway/stats.c: summing the counter tables and the /stats document.
+ * gateway/stats.c: summing the counter tables, the /stats document and
+ * the /metrics exposition, both made from one snapshot of the same tables.
  *
  * Decisions a newcomer would otherwise get wrong:
  * - Nothing here knows a counter by name except the few front-tier fields
@@ -9,7 +10,17 @@
  * - Reading another worker's counters needs no lock: each is written by
  *   one thread with relaxed atomics, and /stats is a snapshot, not a
  *   transaction.
+ * - /metrics (Prometheus text format 0.0.4) names are derived from the
+ *   JSON names: llmcached_ + a table's prefix (tier_, entry_slab_) + the
+ *   name, the unit where Prometheus puts it (_bytes, _seconds) and _total
+ *   on counters. Rows named "group/class" are one family with a class
+ *   label, and the tiers' table is one family per row with a tier label.
+ *   Every value is an integer: the tables hold nothing else.
  */
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gateway/gateway.h"
@@ -90,55 +101,239 @@ void llmc_stats_to_json(json_t *obj, const llmc_stat_desc_t *desc, size_t n, con
     }
 }
 
-static void tiers_json(llmc_gw_t *gw, json_t *o)
+/* Everything /stats and /metrics show, read once. */
+typedef struct gw_snapshot {
+    llmc_counters_snap_t ctr;
+    llmc_http_server_stats_t http;
+    unsigned ntiers;
+    const char *tier_names[LLMC_TIER_SET_MAX];
+    llmc_tier_stats_t tiers[LLMC_TIER_SET_MAX];
+    llmc_slab_stats_t slab;
+    proc_stats_t proc;
+} gw_snapshot_t;
+
+static void snapshot(llmc_gw_t *gw, gw_snapshot_t *s)
 {
-    json_t *tiers = json_object();
-    for (unsigned i = 0; i < llmc_tier_set_count(gw->tiers); i++) {
-        llmc_tier_stats_t ts;
-        memset(&ts, 0, sizeof(ts));
-        llmc_tier_set_stats(gw->tiers, i, &ts);
-        if (i == 0)
-            llmc_stats_to_json(o, llmc_tier_stat_desc, LLMC_TIER_NSTATS, &ts, front_fields);
-        json_t *t = json_object();
-        llmc_stats_to_json(t, llmc_tier_stat_desc, LLMC_TIER_NSTATS, &ts, NULL);
-        json_object_set_new(tiers, llmc_tier_set_name(gw->tiers, i), t);
+    memset(s, 0, sizeof(*s));
+    for (unsigned i = 0; i < gw->nstarted; i++)
+        llmc_counters_add(&s->ctr, &gw->workers[i].ctr);
+    /* Each worker's servers (the admin listener's too), summed. A server is
+       gone only at shutdown (its worker sets the pointer to NULL when it
+       closed). */
+    llmc_http_server_stats_t hs;
+    for (unsigned i = 0; i < gw->nstarted; i++) {
+        llmc_http_server_t *srv[2] = {gw->workers[i].server, gw->workers[i].admin_server};
+        for (int j = 0; j < 2; j++) {
+            if (!srv[j])
+                continue;
+            llmc_http_server_stats(srv[j], &hs);
+            llmc_http_stats_add(&s->http, &hs);
+        }
     }
-    json_object_set_new(o, "tiers", tiers);
+    s->ntiers = llmc_tier_set_count(gw->tiers);
+    for (unsigned i = 0; i < s->ntiers; i++) {
+        s->tier_names[i] = llmc_tier_set_name(gw->tiers, i);
+        llmc_tier_set_stats(gw->tiers, i, &s->tiers[i]);
+    }
+    llmc_entry_mem_stats(&s->slab);
+    s->proc = (proc_stats_t){
+        .in_flight = llmc_flight_table_count(gw->flights),
+        .threads = gw->nworkers,
+        .uptime_s = (uint64_t)((llmc_now_ms() - gw->started_ms) / 1000),
+    };
 }
+
+#define NPROC (sizeof(proc_desc) / sizeof(proc_desc[0]))
 
 json_t *llmc_gw_stats_json(llmc_gw_t *gw)
 {
     json_t *o = json_object();
     if (!o)
         return NULL;
-    llmc_counters_snap_t sum;
-    memset(&sum, 0, sizeof(sum));
-    for (unsigned i = 0; i < gw->nstarted; i++)
-        llmc_counters_add(&sum, &gw->workers[i].ctr);
-    llmc_stats_to_json(o, llmc_gw_stat_desc, LLMC_GW_NSTATS, &sum, NULL);
-    /* Each worker's server, summed. A server is gone only at shutdown
-       (its worker sets server to NULL when it closed). */
-    llmc_http_server_stats_t hs, hsum;
-    memset(&hsum, 0, sizeof(hsum));
-    for (unsigned i = 0; i < gw->nstarted; i++) {
-        llmc_http_server_t *srv = gw->workers[i].server;
-        if (!srv)
-            continue;
-        llmc_http_server_stats(srv, &hs);
-        llmc_http_stats_add(&hsum, &hs);
+    gw_snapshot_t s;
+    snapshot(gw, &s);
+    llmc_stats_to_json(o, llmc_gw_stat_desc, LLMC_GW_NSTATS, &s.ctr, NULL);
+    llmc_stats_to_json(o, llmc_http_stat_desc, LLMC_HTTP_NSTATS, &s.http, NULL);
+    json_t *tiers = json_object();
+    for (unsigned i = 0; i < s.ntiers; i++) {
+        if (i == 0)
+            llmc_stats_to_json(o, llmc_tier_stat_desc, LLMC_TIER_NSTATS, &s.tiers[i], front_fields);
+        json_t *t = json_object();
+        llmc_stats_to_json(t, llmc_tier_stat_desc, LLMC_TIER_NSTATS, &s.tiers[i], NULL);
+        json_object_set_new(tiers, s.tier_names[i], t);
     }
-    llmc_stats_to_json(o, llmc_http_stat_desc, LLMC_HTTP_NSTATS, &hsum, NULL);
-    tiers_json(gw, o);
-    llmc_slab_stats_t ss;
-    llmc_entry_mem_stats(&ss);
+    json_object_set_new(o, "tiers", tiers);
     json_t *slab = json_object();
-    llmc_stats_to_json(slab, llmc_slab_stat_desc, LLMC_SLAB_NSTATS, &ss, NULL);
+    llmc_stats_to_json(slab, llmc_slab_stat_desc, LLMC_SLAB_NSTATS, &s.slab, NULL);
     json_object_set_new(o, "entry_slab", slab);
-    proc_stats_t ps = {
-        .in_flight = llmc_flight_table_count(gw->flights),
-        .threads = gw->nworkers,
-        .uptime_s = (uint64_t)((llmc_now_ms() - gw->started_ms) / 1000),
-    };
-    llmc_stats_to_json(o, proc_desc, sizeof(proc_desc) / sizeof(proc_desc[0]), &ps, NULL);
+    llmc_stats_to_json(o, proc_desc, NPROC, &s.proc, NULL);
     return o;
+}
+
+/* ---- the Prometheus text format (0.0.4) ------------------------------------ */
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} buf_t;
+
+static void bput(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bput(buf_t *b, const char *fmt, ...)
+{
+    for (int tries = 0; tries < 2 && !b->oom; tries++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap <= b->len + (size_t)n)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+static bool ends_with(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+/* llmcached_<prefix><name>, the part of the name before a '/', with the
+   unit where Prometheus wants it in the name (seconds, bytes) and _total on
+   a counter: "uptime_s" is llmcached_uptime_seconds, "upstream_errors/io"
+   llmcached_upstream_errors_total. */
+static void prom_name(char *out, size_t cap, const char *prefix, const llmc_stat_desc_t *d)
+{
+    size_t n = strcspn(d->name, "/");
+    if (strcmp(d->unit, "seconds") == 0 && ends_with(d->name, n, "_s"))
+        n -= 2;
+    int len = snprintf(out, cap, "llmcached_%s%.*s", prefix, (int)n, d->name);
+    size_t l = len < 0 ? 0 : (size_t)len < cap ? (size_t)len : cap - 1;
+    if (strcmp(d->unit, "seconds") == 0 && !ends_with(out, l, "_seconds"))
+        l += (size_t)snprintf(out + l, cap - l, "_seconds");
+    else if (strcmp(d->unit, "bytes") == 0 && !ends_with(out, l, "bytes"))
+        l += (size_t)snprintf(out + l, cap - l, "_bytes");
+    if (d->kind == LLMC_STAT_COUNTER && l < cap && !ends_with(out, l, "_total"))
+        snprintf(out + l, cap - l, "_total");
+}
+
+/* HELP text: backslashes and newlines escaped (the format's rule). */
+static void put_help(buf_t *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\')
+            bput(b, "\\\\");
+        else if (*s == '\n')
+            bput(b, "\\n");
+        else
+            bput(b, "%c", *s);
+    }
+}
+
+/* A label value: backslashes, quotes and newlines escaped. */
+static void put_label_value(buf_t *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            bput(b, "\\%c", *s);
+        else if (*s == '\n')
+            bput(b, "\\n");
+        else
+            bput(b, "%c", *s);
+    }
+}
+
+/*
+ * One table as metric families: a row, or the rows that share a name
+ * before '/' (which becomes the label class="<after the />"), is one
+ * family, written once for every source struct in srcs[0..nsrc), each
+ * with the label label="values[k]" when label is not NULL.
+ */
+static void emit_table(buf_t *b, const char *prefix, const llmc_stat_desc_t *desc, size_t n,
+                       const void *const *srcs, size_t nsrc, const char *label,
+                       const char *const *values)
+{
+    char name[160];
+    for (size_t i = 0; i < n;) {
+        const char *slash = strchr(desc[i].name, '/');
+        size_t glen = slash ? (size_t)(slash - desc[i].name) : 0, j = i + 1;
+        while (slash && j < n && strncmp(desc[j].name, desc[i].name, glen + 1) == 0)
+            j++;
+        prom_name(name, sizeof(name), prefix, &desc[i]);
+        bput(b, "# HELP %s ", name);
+        if (!slash) {
+            put_help(b, desc[i].help);
+        } else {
+            bput(b, "By class.");
+            for (size_t k = i; k < j; k++) {
+                bput(b, " %s: ", desc[k].name + glen + 1);
+                put_help(b, desc[k].help);
+            }
+        }
+        bput(b, "\n# TYPE %s %s\n", name, desc[i].kind == LLMC_STAT_COUNTER ? "counter" : "gauge");
+        for (size_t k = i; k < j; k++) {
+            for (size_t src = 0; src < nsrc; src++) {
+                bput(b, "%s", name);
+                if (label || slash) {
+                    bput(b, "{");
+                    if (label) {
+                        bput(b, "%s=\"", label);
+                        put_label_value(b, values[src]);
+                        bput(b, "\"%s", slash ? "," : "");
+                    }
+                    if (slash) {
+                        bput(b, "class=\"");
+                        put_label_value(b, desc[k].name + glen + 1);
+                        bput(b, "\"");
+                    }
+                    bput(b, "}");
+                }
+                bput(b, " %llu\n", (unsigned long long)llmc_stat_value(srcs[src], &desc[k]));
+            }
+        }
+        i = j;
+    }
+}
+
+char *llmc_gw_metrics_text(llmc_gw_t *gw, size_t *len)
+{
+    gw_snapshot_t s;
+    buf_t b = {0};
+    snapshot(gw, &s);
+    const void *one[1];
+    one[0] = &s.ctr;
+    emit_table(&b, "", llmc_gw_stat_desc, LLMC_GW_NSTATS, one, 1, NULL, NULL);
+    one[0] = &s.http;
+    emit_table(&b, "", llmc_http_stat_desc, LLMC_HTTP_NSTATS, one, 1, NULL, NULL);
+    const void *tiers[LLMC_TIER_SET_MAX];
+    for (unsigned i = 0; i < s.ntiers; i++)
+        tiers[i] = &s.tiers[i];
+    if (s.ntiers)
+        emit_table(&b, "tier_", llmc_tier_stat_desc, LLMC_TIER_NSTATS, tiers, s.ntiers, "tier",
+                   s.tier_names);
+    one[0] = &s.slab;
+    emit_table(&b, "entry_slab_", llmc_slab_stat_desc, LLMC_SLAB_NSTATS, one, 1, NULL, NULL);
+    one[0] = &s.proc;
+    emit_table(&b, "", proc_desc, NPROC, one, 1, NULL, NULL);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
 }

@@ -36,6 +36,9 @@
       "504s for only-if-cached.")                                                           \
     X(stored, "stored", COUNTER, "entries", "Answers written to the cache.")                \
     X(not_stored_too_big, "not_stored_too_big", COUNTER, "entries", "Answers too big for the cache.") \
+    X(not_stored_purged, "not_stored_purged", COUNTER, "entries",                          \
+      "Answers not stored because a purge selected them while they were asked for.")        \
+    X(purges, "purges", COUNTER, "requests", "Purges run (DELETE /admin/cache, POST /admin/purge).") \
     X(upstream_calls, "upstream_calls", COUNTER, "calls", "Calls made to the upstream.")    \
     X(upstream_retries, "upstream_retries", COUNTER, "calls", "Upstream calls that were retries.") \
     X(upstream_err_connect, "upstream_errors/connect", COUNTER, "calls",                    \
@@ -91,5 +94,11 @@ struct llmc_gw;
    the tiers' (the front tier's also at the top level), the entry slab's,
    and the process gauges. Any worker's loop thread. NULL when out of memory. */
 json_t *llmc_gw_stats_json(struct llmc_gw *gw);
+
+/* The same in the Prometheus text exposition format 0.0.4 (HELP and TYPE
+   lines, llmcached_ names, counters ending in _total, a tier label per
+   tier, a class label for "group/class" rows): a malloc'd string of *len
+   bytes, NULL when out of memory. Any worker's loop thread. */
+char *llmc_gw_metrics_text(struct llmc_gw *gw, size_t *len);
 
 #endif

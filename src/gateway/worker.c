@@ -2,9 +2,13 @@
  * gateway/worker.c: the event-loop threads, start and stop, and the wake-up
  * of a worker's inbox (whose requests req.c queues and handler.c resumes).
  *
- * Every worker is set up on the main thread (loop, server, upstream
+ * Every worker is set up on the main thread (loop, servers, upstream
  * client, async handles) and only then handed to its own thread, so no
- * handle is ever touched by two threads. Worker 0 runs on the main thread
+ * handle is ever touched by two threads. With --admin-listen every worker
+ * has a second server, on that address (SO_REUSEPORT like the first), that
+ * serves the admin routes only: the same code path as the public listener,
+ * no worker that is special, and a scrape or a purge is taken by whichever
+ * loop is free rather than queued behind worker 0's traffic. Worker 0 runs on the main thread
  * and also owns the signal handlers and the tier upkeep timer.
  *
  * Shutdown has two phases, because a flight on one thread can have waiters
@@ -13,6 +17,14 @@
  * closed, every worker cancels its upstream calls and closes the rest.
  * By then no waiter is left anywhere, so no inbox is written to after its
  * handle is closed.
+ *
+ * SIGTERM drains first: every server stops accepting and lets the requests
+ * it holds finish (llmc_http_server_drain) while every loop, upstream calls
+ * included, keeps running, since a request on one thread may wait on a
+ * call led by another. When the last server has no connection left, or
+ * when --drain-timeout fires on worker 0, the two phases above run. A
+ * second SIGTERM (or SIGINT at any time) starts them at once. SIGHUP
+ * reopens the access log file, for logrotate.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -51,22 +63,49 @@ static void close_cb(uv_handle_t *h)
 }
 
 static void close_rest(llmc_worker_t *w);
+static bool advance(llmc_gw_t *gw, int to);
 
 static void on_upstream_closed(void *arg)
 {
     (void)arg;
 }
 
+/* One of gw's servers (public or admin) is closed and freed. */
+static void server_gone(llmc_gw_t *gw)
+{
+    if (atomic_fetch_sub(&gw->servers_open, 1) == 1)
+        advance(gw, LLMC_GW_CLOSE_REST);
+}
+
+static void on_server_drained(void *arg)
+{
+    llmc_worker_t *w = arg;
+    if (atomic_fetch_sub(&w->gw->servers_draining, 1) == 1) {
+        fprintf(stderr, "llmcached: drained: every request taken was answered\n");
+        llmc_gw_stop(w->gw);
+    }
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    llmc_worker_t *w = t->data;
+    fprintf(stderr, "llmcached: --drain-timeout passed: cutting off what is still in progress\n");
+    llmc_gw_stop(w->gw);
+}
+
 static void on_server_closed(void *arg)
 {
     llmc_worker_t *w = arg;
     w->server = NULL;
-    llmc_gw_t *gw = w->gw;
-    if (atomic_fetch_sub(&gw->servers_open, 1) == 1) {
-        atomic_store(&gw->phase, 2);
-        for (unsigned i = 0; i < gw->nstarted; i++)
-            uv_async_send(&gw->workers[i].stop_async);
-    }
+    server_gone(w->gw);
+}
+
+
+static void on_admin_closed(void *arg)
+{
+    llmc_worker_t *w = arg;
+    w->admin_server = NULL;
+    server_gone(w->gw);
 }
 
 static void close_rest(llmc_worker_t *w)
@@ -79,8 +118,10 @@ static void close_rest(llmc_worker_t *w)
     uv_close((uv_handle_t *)&w->stop_async, close_cb);
     if (w->id == 0) {
         uv_close((uv_handle_t *)&w->tick_timer, close_cb);
+        uv_close((uv_handle_t *)&w->drain_timer, close_cb);
         uv_close((uv_handle_t *)&w->sigint, close_cb);
         uv_close((uv_handle_t *)&w->sigterm, close_cb);
+        uv_close((uv_handle_t *)&w->sighup, close_cb);
     }
 }
 
@@ -88,26 +129,84 @@ static void on_stop(uv_async_t *h)
 {
     llmc_worker_t *w = h->data;
     int phase = atomic_load(&w->gw->phase);
-    if (phase == 1 && w->server)
-        llmc_http_server_close(w->server, on_server_closed, w);
-    else if (phase == 2)
+    if (phase == LLMC_GW_DRAIN) {
+        if (w->id == 0)
+            uv_timer_start(&w->drain_timer, on_drain_timeout, (uint64_t)w->gw->cfg->drain_timeout, 0);
+        if (w->server)
+            llmc_http_server_drain(w->server, on_server_drained, w);
+        if (w->admin_server)
+            llmc_http_server_drain(w->admin_server, on_server_drained, w);
+    } else if (phase == LLMC_GW_CLOSE_SERVERS) {
+        if (w->server)
+            llmc_http_server_close(w->server, on_server_closed, w);
+        if (w->admin_server)
+            llmc_http_server_close(w->admin_server, on_admin_closed, w);
+    } else if (phase == LLMC_GW_CLOSE_REST)
         close_rest(w);
+}
+
+/* Moves gw from one of the phases before to, and wakes every worker. */
+static bool advance(llmc_gw_t *gw, int to)
+{
+    int cur = atomic_load(&gw->phase);
+    do {
+        if (cur >= to)
+            return false;
+    } while (!atomic_compare_exchange_weak(&gw->phase, &cur, to));
+    for (unsigned i = 0; i < gw->nstarted; i++)
+        uv_async_send(&gw->workers[i].stop_async);
+    return true;
 }
 
 void llmc_gw_stop(llmc_gw_t *gw)
 {
-    int expected = 0;
-    if (!atomic_compare_exchange_strong(&gw->phase, &expected, 1))
+    advance(gw, LLMC_GW_CLOSE_SERVERS);
+}
+
+void llmc_gw_drain(llmc_gw_t *gw)
+{
+    if (gw->cfg->drain_timeout <= 0) {
+        llmc_gw_stop(gw);
         return;
-    for (unsigned i = 0; i < gw->nstarted; i++)
-        uv_async_send(&gw->workers[i].stop_async);
+    }
+    advance(gw, LLMC_GW_DRAIN);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
 {
     llmc_worker_t *w = s->data;
+    llmc_gw_t *gw = w->gw;
+    if (signum == SIGTERM && atomic_load(&gw->phase) == LLMC_GW_RUN && gw->cfg->drain_timeout > 0) {
+        fprintf(stderr, "llmcached: SIGTERM, draining: no new requests, up to %.3g s for those in "
+                "progress (a second SIGTERM stops at once)\n", (double)gw->cfg->drain_timeout / 1000);
+        llmc_gw_drain(gw);
+        return;
+    }
     fprintf(stderr, "llmcached: %s, shutting down\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
-    llmc_gw_stop(w->gw);
+    llmc_gw_stop(gw);
+}
+
+/* logrotate's postrotate: the access log file is opened again under its
+   name and takes the old one's descriptor (dup2 swaps it in one step, so a
+   line being written on another thread goes to one file or the other). */
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    llmc_worker_t *w = s->data;
+    const llmc_config_t *cfg = w->gw->cfg;
+    (void)signum;
+    if (cfg->access_log != LLMC_CFG_ACCESS_LOG_FILE || w->gw->log_fd < 0) {
+        fprintf(stderr, "llmcached: SIGHUP: no access log file to reopen\n");
+        return;
+    }
+    int fd = open(cfg->access_log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0 || dup3(fd, w->gw->log_fd, O_CLOEXEC) < 0) {
+        fprintf(stderr, "llmcached: SIGHUP: cannot reopen %s: %s (still writing to the old file)\n",
+                cfg->access_log_path, strerror(errno));
+    } else {
+        fprintf(stderr, "llmcached: SIGHUP: reopened the access log %s\n", cfg->access_log_path);
+    }
+    if (fd >= 0)
+        close(fd);
 }
 
 /* Closes the handles a worker whose set-up failed had opened, in reverse,
@@ -169,15 +268,25 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
     };
     if (!(w->server = llmc_http_server_new(&w->loop, &scfg)))
         goto fail_tiers;
+    scfg.handler = llmc_gw_handle_admin;
+    if (gw->admin_listen && !(w->admin_server = llmc_http_server_new(&w->loop, &scfg))) {
+        llmc_http_server_close(w->server, NULL, NULL);
+        w->server = NULL;
+        goto fail_tiers;
+    }
     if (id == 0) {
         uv_timer_init(&w->loop, &w->tick_timer);
         w->tick_timer.data = w;
         uv_timer_start(&w->tick_timer, on_tick, TICK_MS, TICK_MS);
+        uv_timer_init(&w->loop, &w->drain_timer);
+        w->drain_timer.data = w;
         uv_signal_init(&w->loop, &w->sigint);
         uv_signal_init(&w->loop, &w->sigterm);
-        w->sigint.data = w->sigterm.data = w;
+        uv_signal_init(&w->loop, &w->sighup);
+        w->sigint.data = w->sigterm.data = w->sighup.data = w;
         uv_signal_start(&w->sigint, on_signal, SIGINT);
         uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+        uv_signal_start(&w->sighup, on_sighup, SIGHUP);
     }
     return 0;
 fail_tiers:
@@ -193,7 +302,7 @@ fail:
 /* SO_REUSEPORT lets our threads share one port, but it would also let a
    second llmcached (same user) silently share it and take half the traffic.
    A plain bind first tells whether anyone else holds the port. */
-static int port_taken(const char *host, int port, char *err, size_t errlen)
+static int port_taken(const char *opt, const char *host, int port, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
@@ -206,7 +315,7 @@ static int port_taken(const char *host, int port, char *err, size_t errlen)
     if (fd >= 0) {
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 && errno == EADDRINUSE) {
-            snprintf(err, errlen, "--listen %s:%d: address already in use", host, port);
+            snprintf(err, errlen, "--%s %s:%d: address already in use", opt, host, port);
             rc = LLMC_EIO;
         }
         close(fd);
@@ -226,7 +335,9 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
                 char *err, size_t errlen)
 {
     int rc = 0;
-    if (port_taken(gw->listen_host, gw->listen_port, err, errlen) < 0)
+    if (port_taken("listen", gw->listen_host, gw->listen_port, err, errlen) < 0 ||
+        (gw->admin_listen &&
+         port_taken("admin-listen", gw->admin_host, gw->admin_port, err, errlen) < 0))
         return LLMC_EIO;
     gw->workers = calloc(gw->nworkers, sizeof(*gw->workers));
     if (!gw->workers)
@@ -244,10 +355,19 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
                                      i == 0 ? gw->listen_port
                                             : llmc_http_server_port(gw->workers[0].server),
                                      true, lerr, sizeof(lerr));
-        if (rc < 0)
+        if (rc < 0) {
             snprintf(err, errlen, "--listen %s", lerr);
+        } else if (gw->admin_listen) {
+            rc = llmc_http_server_listen(gw->workers[i].admin_server, gw->admin_host,
+                                         i == 0 ? gw->admin_port
+                                                : llmc_http_server_port(gw->workers[0].admin_server),
+                                         true, lerr, sizeof(lerr));
+            if (rc < 0)
+                snprintf(err, errlen, "--admin-listen %s", lerr);
+        }
     }
-    atomic_store(&gw->servers_open, gw->nstarted);
+    atomic_store(&gw->servers_open, gw->nstarted * (gw->admin_listen ? 2u : 1u));
+    atomic_store(&gw->servers_draining, atomic_load(&gw->servers_open));
     if (rc < 0) {
         /* Run the normal shutdown so every handle is closed and freed. */
         llmc_gw_stop(gw);
@@ -256,6 +376,8 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
         goto out;
     }
     gw->listen_port = llmc_http_server_port(gw->workers[0].server);
+    if (gw->admin_listen)
+        gw->admin_port = llmc_http_server_port(gw->workers[0].admin_server);
     for (unsigned i = 1; i < gw->nworkers; i++)
         pthread_create(&gw->workers[i].thread, NULL, worker_main, &gw->workers[i]);
     if (ready)

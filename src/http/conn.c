@@ -264,7 +264,7 @@ static void dispatch(llmc__http_conn_t *c)
 
     /* What the client asked for, unless the server is closing or the client
        has sent EOF already. */
-    req->keep_alive = req->keep_alive && !s->closing && !c->peer_eof;
+    req->keep_alive = req->keep_alive && !s->closing && !s->draining && !c->peer_eof;
     req->id = ++s->seq;
     LLMC__HTTP_INC(s, requests);
     c->phase = LLMC_PH_HANDLER;
@@ -383,7 +383,7 @@ fail:
 static void finish(llmc__http_conn_t *c)
 {
     llmc_http_server_t *s = c->s;
-    bool keep_alive = c->req.keep_alive && !c->closing;
+    bool keep_alive = c->req.keep_alive && !c->closing && !s->draining;
     void (*release)(void *) = c->release;
 
     /* Not WRITE any more, so that nothing below finishes it twice. */

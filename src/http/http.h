@@ -145,6 +145,14 @@ int llmc_http_server_port(const llmc_http_server_t *s);
    frees the server once all its handles are closed; then calls cb(arg). */
 void llmc_http_server_close(llmc_http_server_t *s, void (*cb)(void *arg), void *arg);
 
+/* Stops accepting and lets what was accepted finish: closes the listener,
+   idle connections and those whose request has not been received whole,
+   lets every request the handler holds run to its end (its answer ends
+   with Connection: close, or the connection closes after it), then calls
+   drained(arg) once no connection is left. The server stays until
+   llmc_http_server_close (which may come sooner, cutting off the rest). */
+void llmc_http_server_drain(llmc_http_server_t *s, void (*drained)(void *arg), void *arg);
+
 /* Copies s's counters into out. Any thread: s's loop is their only writer
    and they are read with relaxed atomic loads, so each is a value it had,
    though not all from one instant. s must not be freed meanwhile (its close

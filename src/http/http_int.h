@@ -303,8 +303,11 @@ struct llmc_http_server {
     uv_tcp_t listener;
     int port;
     bool closing, listener_closed;
+    bool draining;                /* no new connections or requests; see llmc_http_server_drain */
     void (*close_cb)(void *arg);
     void *close_arg;
+    void (*drained_cb)(void *arg); /* once draining with no connection left; then NULL */
+    void *drained_arg;
     llmc__http_conn_t *conns;     /* every conn not yet freed */
     size_t nalive;
     uint64_t seq;
@@ -329,7 +332,9 @@ void llmc__http_rbuf_give(llmc_http_server_t *s, char *buf);
 
 /* Frees s (and its pool), then calls its close callback, once it is
    closing and its listener and every connection have closed; otherwise
-   does nothing. Called by whichever of them closes last. */
+   does nothing. Called by whichever of them closes last. Draining (not
+   closing), it calls the drained callback instead, once, when the last
+   connection and the listener are gone; s stays. */
 void llmc__http_server_maybe_free(llmc_http_server_t *s);
 
 #endif

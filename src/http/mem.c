@@ -54,8 +54,16 @@ void llmc__http_server_maybe_free(llmc_http_server_t *s)
     void (*cb)(void *);
     void *arg;
 
-    if (!s->closing || !s->listener_closed || s->nalive > 0)
+    if (!s->listener_closed || s->nalive > 0)
         return;
+    if (!s->closing) {
+        if (s->draining && s->drained_cb) {
+            cb = s->drained_cb;
+            s->drained_cb = NULL;
+            cb(s->drained_arg);
+        }
+        return;
+    }
     cb = s->close_cb;
     arg = s->close_arg;
     while (s->npool)

@@ -18,6 +18,11 @@
  *   last); only then is the close cb called.
  * - In the limits, 0 means "no limit" (for max_conns, the byte and count
  *   limits and both timeouts): the config table never produces 0.
+ * - Draining is closing without cutting anyone off: the listener goes,
+ *   idle connections and requests not yet received whole are closed, and
+ *   every request the handler has goes on to its end, after which its
+ *   connection closes (conn.c's finish sees draining) instead of waiting
+ *   for another. The server itself stays until close.
  *
  */
 #include <errno.h>
@@ -180,10 +185,32 @@ void llmc_http_server_close(llmc_http_server_t *s, void (*cb)(void *arg), void *
     s->closing = true;
     s->close_cb = cb;
     s->close_arg = arg;
-    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    s->drained_cb = NULL;
+    if (!uv_is_closing((uv_handle_t *)&s->listener))
+        uv_close((uv_handle_t *)&s->listener, on_listener_closed);
     /* Conns unlink themselves only when freed, later, so the walk is safe. */
     for (c = s->conns; c; c = c->next)
         llmc__http_conn_close(c);
+    /* A drained server has nothing left to close: no callback will come. */
+    llmc__http_server_maybe_free(s);
+}
+
+void llmc_http_server_drain(llmc_http_server_t *s, void (*drained)(void *arg), void *arg)
+{
+    llmc__http_conn_t *c;
+
+    if (s->closing || s->draining)
+        return;
+    s->draining = true;
+    s->drained_cb = drained;
+    s->drained_arg = arg;
+    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    for (c = s->conns; c; c = c->next) {
+        if (c->phase == LLMC_PH_READ)
+            llmc__http_conn_close(c); /* idle, or a request not received whole yet */
+        else if (c->phase == LLMC_PH_HANDLER)
+            c->req.keep_alive = false; /* its answer's head will say Connection: close */
+    }
 }
 
 void llmc_http_server_stats(const llmc_http_server_t *s, llmc_http_server_stats_t *out)

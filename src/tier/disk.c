@@ -26,7 +26,11 @@
  * - Purges are asynchronous like writes, but a get() must not return what a
  *   queued purge removes: until the writer commits a purge, get() checks
  *   what it found against the pending purges, and a purge committed while a
- *   get() was reading makes that get() a miss (purges_done changed).
+ *   get() was reading makes that get() a miss (purges_done changed). A
+ *   purge asked on an attached worker loop reports back there, through
+ *   that loop's uv_async, once committed, with what it really removed (a
+ *   scan's count is known only then); the queue keeps its own copy of the
+ *   selector (llmc_purge_dup), strings and all.
  * - Durability: 'full' is LMDB's default (fsync per commit); 'periodic' and
  *   'none' open with MDB_NOSYNC, which survives kill -9 (the pages are in
  *   the OS) but not a power loss between syncs; 'periodic' syncs every
@@ -48,6 +52,7 @@
 #include <unistd.h>
 
 #include <lmdb.h>
+#include <uv.h>
 
 #include "llmc/error.h"
 #include "llmc/record.h"
@@ -69,7 +74,7 @@
 enum op_kind { OP_PUT, OP_DEL_CORRUPT, OP_PURGE, OP_SWEEP };
 
 typedef struct op {
-    struct op *next;     /* queue */
+    struct op *next;     /* queue, then a worker's list of purges to report */
     struct op *pnext;    /* pending purges */
     uint64_t seq;
     enum op_kind kind;
@@ -77,9 +82,22 @@ typedef struct op {
     llmc_entry_t *e;     /* OP_PUT: our reference */
     llmc_key_t key;      /* OP_DEL_CORRUPT */
     int64_t now_ms;      /* OP_SWEEP */
-    llmc_purge_t sel;    /* OP_PURGE; sel.value points at value[] */
-    char value[];
+    llmc_purge_t *sel;   /* OP_PURGE: our copy (llmc_purge_dup) */
+    /* OP_PURGE reported when committed, on worker's loop (NULL: nobody
+       waits, or detach already answered). Under mu. */
+    llmc_tier_purge_cb done;
+    void *done_arg;
+    unsigned worker;
+    size_t removed;      /* what the writer removed */
 } op_t;
+
+/* A worker loop that purges report to (attach/detach). */
+typedef struct disk_worker {
+    uv_async_t async;    /* wakes the loop for committed purges */
+    struct disk *d;
+    op_t *reports;       /* committed purges to report there; under mu */
+    bool attached;       /* async may be sent to; under mu */
+} disk_worker_t;
 
 typedef struct disk {
     llmc_tier_t tier;
@@ -107,6 +125,8 @@ typedef struct disk {
     bool writer_started;
     _Atomic size_t npending;
     _Atomic uint64_t purges_done;
+    disk_worker_t **workers; /* by worker index, from attach (main thread) */
+    unsigned nworkers;
 
     /* Reset read transactions, ready to renew; under pool_mu. */
     pthread_mutex_t pool_mu;
@@ -517,19 +537,36 @@ static int sweep(disk_t *d, int64_t now_ms)
 
 /* ---- purges ---- */
 
-static int purge_key(disk_t *d, const llmc_key_t *key)
+/* The one record under sel->key, when sel selects it: a key alone
+   without reading the record, a key with more conditions after decoding
+   it. *removed: 1 or 0. */
+static int purge_key(disk_t *d, const llmc_purge_t *sel, size_t *removed)
 {
     MDB_txn *txn;
     bool existed = false;
     int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
     if (rc)
         return rc;
-    if ((rc = delete_entry(d, txn, key->b, &existed))) {
+    if (!llmc_purge_is_key(sel)) {
+        MDB_val k = { LLMC_KEY_LEN, (void *)sel->key.b }, v;
+        llmc_entry_t *e = NULL;
+        bool match = mdb_get(txn, d->entries, &k, &v) == 0 &&
+                     llmc_record_decode(&sel->key, v.mv_data, v.mv_size, &e) == 0 &&
+                     llmc_purge_match(sel, e);
+        llmc_entry_unref(e);
+        if (!match) {
+            mdb_txn_abort(txn);
+            return 0;
+        }
+    }
+    if ((rc = delete_entry(d, txn, sel->key.b, &existed))) {
         mdb_txn_abort(txn);
         return rc;
     }
-    if ((rc = mdb_txn_commit(txn)) == 0 && existed)
+    if ((rc = mdb_txn_commit(txn)) == 0 && existed) {
         count(&d->purged, 1);
+        *removed = 1;
+    }
     return rc;
 }
 
@@ -582,8 +619,9 @@ static int delete_keys(disk_t *d, MDB_txn *txn, const llmc_key_t *keys, size_t n
     return rc;
 }
 
-/* Scans the whole file for a namespace/tag/model purge, a chunk per transaction. */
-static int purge_scan(disk_t *d, const llmc_purge_t *sel)
+/* Scans the whole file for a purge by anything but the key, a chunk per
+   transaction; *total counts what went. */
+static int purge_scan(disk_t *d, const llmc_purge_t *sel, size_t *total)
 {
     llmc_key_t from = { { 0 } }, *keys = malloc(SCAN_CHUNK * sizeof *keys);
     bool started = false, more = true;
@@ -599,6 +637,7 @@ static int purge_scan(disk_t *d, const llmc_purge_t *sel)
         if (rc == 0 && (rc = mdb_txn_commit(txn)) == 0) {
             count(&d->purged, removed);
             count(&d->errors, nbad);
+            *total += removed;
         } else if (rc) {
             mdb_txn_abort(txn);
         }
@@ -607,17 +646,24 @@ static int purge_scan(disk_t *d, const llmc_purge_t *sel)
     return rc;
 }
 
-static void run_purge(disk_t *d, const llmc_purge_t *sel)
+/* Runs a purge; returns how many entries it removed. */
+static size_t run_purge(disk_t *d, const llmc_purge_t *sel)
 {
     int rc;
-    switch (sel->kind) {
-    case LLMC_PURGE_ALL: rc = drop_all(d, &d->purged); break;
-    case LLMC_PURGE_KEY: rc = purge_key(d, &sel->key); break;
-    default: rc = purge_scan(d, sel); break;
+    size_t removed = 0;
+    uint64_t before = load(&d->purged);
+    if (llmc_purge_is_all(sel)) {
+        rc = drop_all(d, &d->purged);
+        removed = (size_t)(load(&d->purged) - before); /* only this thread adds to it */
+    } else if (sel->conds & LLMC_PURGE_KEY) {
+        rc = purge_key(d, sel, &removed);
+    } else {
+        rc = purge_scan(d, sel, &removed);
     }
     if (rc)
         count(&d->errors, 1);
     d->dirty = true;
+    return removed;
 }
 
 /* ---- the writer thread ---- */
@@ -681,33 +727,53 @@ static op_t *next_batch(disk_t *d, size_t *nput)
     return batch;
 }
 
-/* Marks a batch done: wakes flushers and retires committed purges. */
+static void op_free(op_t *op)
+{
+    llmc_entry_unref(op->e);
+    free(op->sel);
+    free(op);
+}
+
+/* Marks a batch done: wakes flushers and retires committed purges; a purge
+   somebody waits for goes to its worker's reports instead of being freed. */
 static void finish_batch(disk_t *d, op_t *batch)
 {
     pthread_mutex_lock(&d->mu);
-    for (op_t *op = batch; op; op = op->next) {
+    for (op_t **pp = &batch; *pp;) {
+        op_t *op = *pp;
         d->done_seq = op->seq;
         if (op->kind == OP_SWEEP)
             d->sweep_queued = false;
-        if (op->kind != OP_PURGE)
+        if (op->kind != OP_PURGE) {
+            pp = &op->next;
             continue;
+        }
         /* purges_done first: a get() that no longer sees this purge pending
            must already see the new count (see hidden()). */
         atomic_fetch_add(&d->purges_done, 1);
-        for (op_t **pp = &d->pending; *pp; pp = &(*pp)->pnext) {
-            if (*pp == op) {
-                *pp = op->pnext;
+        for (op_t **qq = &d->pending; *qq; qq = &(*qq)->pnext) {
+            if (*qq == op) {
+                *qq = op->pnext;
                 break;
             }
         }
         atomic_fetch_sub(&d->npending, 1);
+        disk_worker_t *dw = op->done ? d->workers[op->worker] : NULL;
+        if (!dw || !dw->attached) {
+            pp = &op->next;
+            continue;
+        }
+        /* Out of the batch, onto the worker's reports. */
+        *pp = op->next;
+        op->next = dw->reports;
+        dw->reports = op;
+        uv_async_send(&dw->async); /* under mu: detach cannot close it meanwhile */
     }
     pthread_cond_broadcast(&d->done);
     pthread_mutex_unlock(&d->mu);
     while (batch) {
         op_t *next = batch->next;
-        llmc_entry_unref(batch->e);
-        free(batch);
+        op_free(batch);
         batch = next;
     }
 }
@@ -719,7 +785,7 @@ static void *writer_main(void *arg)
     size_t nput;
     while ((batch = next_batch(d, &nput)) != NULL) {
         if (batch->kind == OP_PURGE)
-            run_purge(d, &batch->sel);
+            batch->removed = run_purge(d, batch->sel);
         else if (batch->kind == OP_SWEEP && sweep(d, batch->now_ms))
             count(&d->errors, 1);
         else if (batch->kind == OP_PUT || batch->kind == OP_DEL_CORRUPT)
@@ -812,7 +878,7 @@ static bool hidden(disk_t *d, const llmc_entry_t *e, uint64_t done0)
     if (atomic_load(&d->npending)) {
         pthread_mutex_lock(&d->mu);
         for (op_t *p = d->pending; p && !hide; p = p->pnext)
-            hide = llmc_purge_match(&p->sel, e);
+            hide = llmc_purge_match(p->sel, e);
         pthread_mutex_unlock(&d->mu);
     }
     return hide || atomic_load(&d->purges_done) != done0;
@@ -886,54 +952,141 @@ static size_t purge_estimate(disk_t *d, const llmc_purge_t *sel)
     MDB_txn *txn;
     MDB_stat st;
     size_t n = 0;
-    if (sel->kind != LLMC_PURGE_ALL && sel->kind != LLMC_PURGE_KEY)
+    if (!llmc_purge_is_all(sel) && !llmc_purge_is_key(sel))
         return 0;
     if (reader_begin(d, &txn))
         return 0;
-    if (sel->kind == LLMC_PURGE_ALL && mdb_stat(txn, d->entries, &st) == 0)
+    if (llmc_purge_is_all(sel) && mdb_stat(txn, d->entries, &st) == 0)
         n = st.ms_entries;
     MDB_val k = { LLMC_KEY_LEN, (void *)sel->key.b }, v;
-    if (sel->kind == LLMC_PURGE_KEY && mdb_get(txn, d->entries, &k, &v) == 0)
+    if (llmc_purge_is_key(sel) && mdb_get(txn, d->entries, &k, &v) == 0)
         n = 1;
     reader_end(d, txn);
     return n;
 }
 
 /*
- * Queues the purge; it is never dropped. Returns how many entries it will
- * remove for ALL and KEY; for the scanning kinds the count is only known
- * once the writer has run it (stats: purged), and 0 is returned.
+ * Queues the purge; it is never dropped. When worker's loop is attached,
+ * done runs there once the writer has committed it, with what it removed.
+ * Otherwise (no loop to report on: unit tests, or out of memory) done runs
+ * at once: a queued purge already counts as done, since get() hides what a
+ * pending purge selects; the count is then known only for ALL and KEY
+ * (the rest show in stats: purged), and 0 is reported for them.
  */
-static size_t purge_queue(llmc_tier_t *t, const llmc_purge_t *sel)
-{
-    disk_t *d = t->impl;
-    size_t vlen = sel->value ? strlen(sel->value) + 1 : 0;
-    op_t *op = calloc(1, sizeof *op + vlen);
-    if (!op) {
-        count(&d->errors, 1);
-        return 0;
-    }
-    op->kind = OP_PURGE;
-    op->sel = *sel;
-    if (vlen) {
-        memcpy(op->value, sel->value, vlen);
-        op->sel.value = op->value;
-    }
-    size_t n = purge_estimate(d, sel);
-    if (enqueue(d, op, false)) {
-        free(op);
-        return 0;
-    }
-    return n;
-}
-
-/* A queued purge counts as done: the entries it removes are misses from
-   now on (get() checks the pending purges), so done runs at once. */
 static void disk_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
                        llmc_tier_purge_cb done, void *arg)
 {
-    (void)worker;
-    done(arg, purge_queue(t, sel));
+    disk_t *d = t->impl;
+    op_t *op = calloc(1, sizeof *op);
+    if (!op || !(op->sel = llmc_purge_dup(sel))) {
+        free(op);
+        count(&d->errors, 1);
+        done(arg, 0);
+        return;
+    }
+    op->kind = OP_PURGE;
+    op->worker = worker;
+    bool later = worker < d->nworkers && d->workers[worker];
+    if (later) {
+        op->done = done;
+        op->done_arg = arg;
+    }
+    size_t n = later ? 0 : purge_estimate(d, sel);
+    if (enqueue(d, op, false)) {
+        op_free(op);
+        done(arg, 0);
+        return;
+    }
+    if (!later)
+        done(arg, n);
+}
+
+/* On a worker's loop: the purges the writer committed for it. */
+static void on_reports(uv_async_t *h)
+{
+    disk_worker_t *dw = h->data;
+    pthread_mutex_lock(&dw->d->mu);
+    op_t *list = dw->reports;
+    dw->reports = NULL;
+    pthread_mutex_unlock(&dw->d->mu);
+    while (list) {
+        op_t *next = list->next;
+        list->done(list->done_arg, list->removed);
+        op_free(list);
+        list = next;
+    }
+}
+
+/* Main thread, before the loops run: worker's purges report on loop. */
+static int disk_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
+{
+    disk_t *d = t->impl;
+    disk_worker_t *dw = calloc(1, sizeof *dw);
+    if (!dw || uv_async_init(loop, &dw->async, on_reports) != 0) {
+        free(dw);
+        return LLMC_ENOMEM;
+    }
+    dw->d = d;
+    dw->async.data = dw;
+    dw->attached = true;
+    /* The writer reads the array (finish_batch, under mu) from its own thread. */
+    pthread_mutex_lock(&d->mu);
+    if (worker >= d->nworkers) {
+        disk_worker_t **w = realloc(d->workers, (worker + 1) * sizeof *w);
+        if (!w) {
+            pthread_mutex_unlock(&d->mu);
+            uv_close((uv_handle_t *)&dw->async, (uv_close_cb)free);
+            return LLMC_ENOMEM;
+        }
+        memset(w + d->nworkers, 0, (worker + 1 - d->nworkers) * sizeof *w);
+        d->workers = w;
+        d->nworkers = worker + 1;
+    }
+    d->workers[worker] = dw;
+    pthread_mutex_unlock(&d->mu);
+    return 0;
+}
+
+/* On worker's loop at shutdown: every purge that was to report here
+   reports now, committed ones with their count and the rest with 0 (they
+   still run; nobody hears of them), then the handle closes. */
+static void disk_detach(llmc_tier_t *t, unsigned worker)
+{
+    disk_t *d = t->impl;
+    disk_worker_t *dw = worker < d->nworkers ? d->workers[worker] : NULL;
+    if (!dw)
+        return;
+    typedef struct { llmc_tier_purge_cb done; void *arg; } call_t;
+    size_t ncalls = 0, cap = 0;
+    call_t *calls = NULL;
+    pthread_mutex_lock(&d->mu);
+    dw->attached = false;
+    op_t *reports = dw->reports;
+    dw->reports = NULL;
+    for (op_t *p = d->pending; p; p = p->pnext) {
+        if (!p->done || p->worker != worker)
+            continue;
+        if (ncalls == cap) {
+            call_t *c = realloc(calls, (cap = cap ? 2 * cap : 8) * sizeof *c);
+            if (!c)
+                break; /* those left keep done: finish_batch drops them (not attached) */
+            calls = c;
+        }
+        calls[ncalls++] = (call_t){ p->done, p->done_arg };
+        p->done = NULL;
+    }
+    d->workers[worker] = NULL;
+    pthread_mutex_unlock(&d->mu);
+    while (reports) {
+        op_t *next = reports->next;
+        reports->done(reports->done_arg, reports->removed);
+        op_free(reports);
+        reports = next;
+    }
+    for (size_t i = 0; i < ncalls; i++)
+        calls[i].done(calls[i].arg, 0);
+    free(calls);
+    uv_close((uv_handle_t *)&dw->async, (uv_close_cb)free);
 }
 
 /* Queues one sweep of at most sweep_budget expired entries, unless one is waiting. */
@@ -1016,6 +1169,16 @@ static void disk_free(disk_t *d)
         pthread_mutex_destroy(&d->pool_mu);
         pthread_mutex_destroy(&d->mu);
     }
+    /* A worker never detached (only a test that attached and stopped its
+       loop): its handle may still be in that loop, so only the purges
+       left to report go, not the struct. */
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        for (op_t *op = d->workers[i] ? d->workers[i]->reports : NULL, *next; op; op = next) {
+            next = op->next;
+            op_free(op);
+        }
+    }
+    free(d->workers);
     free(d->pool);
     free(d->path);
     free(d);
@@ -1032,6 +1195,8 @@ static const llmc_tier_ops_t disk_ops = {
     .get = disk_get,
     .put = disk_put,
     .purge = disk_purge,
+    .attach = disk_attach,
+    .detach = disk_detach,
     .tick = disk_tick,
     .stats = disk_stats,
     .destroy = disk_destroy,

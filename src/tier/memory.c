@@ -55,7 +55,7 @@ static void mem_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
     size_t n;
 
     (void)worker;
-    if (sel->kind == LLMC_PURGE_KEY)
+    if (llmc_purge_is_key(sel))
         n = llmc_cache_delete(c, &sel->key) == 0 ? 1 : 0;
     else
         n = llmc_cache_purge(c, match_sel, (void *)sel);

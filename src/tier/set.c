@@ -3,10 +3,13 @@
  * lookup walk, promotion, store, purge fan-out and per-worker set-up.
  *
  * Decisions a newcomer would otherwise get wrong:
- * - The set takes no lock: its array is written only while the main thread
+ * - The tier array takes no lock: it is written only while the main thread
  *   builds it, then only read. A walk lives in the caller's
  *   llmc_set_lookup_t and a purge fan-out in its own allocation, each on
- *   one worker's loop thread, so neither needs atomics either.
+ *   one worker's loop thread, so neither needs atomics either. The purge
+ *   log is the one shared, written thing: a mutex guards it, and its
+ *   number is an atomic read without the lock when nothing changed (every
+ *   store and promotion reads it).
  * - A walk is one loop, not recursion. A tier's done() resumes that loop
  *   at the next tier; tiers that answer at once are asked in the same
  *   call, and one that goes pending again just returns, so a chain of
@@ -24,23 +27,38 @@
  *   purge(), later, or never (a set with no tiers).
  */
 #include <assert.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 
 #include "llmc/error.h"
 #include "tier/set.h"
 
+/* Purges kept for the checks of stores and promotions: a flight whose call
+   took longer than this many purges is not stored. */
+#define PURGE_LOG 64
+
 struct llmc_tier_set {
     llmc_tier_t *tiers[LLMC_TIER_SET_MAX]; /* fastest first */
     unsigned n;
     bool wants_query; /* some tier's ops->wants_query */
+    pthread_mutex_t log_mu;
+    _Atomic uint64_t purge_seq;            /* purges sent; written under log_mu */
+    llmc_purge_t *log[PURGE_LOG];          /* purge number k at [k % PURGE_LOG]; NULL: no
+                                              memory for its copy (it selects everything) */
 };
 
 /* ---- building and tearing down ---- */
 
 llmc_tier_set_t *llmc_tier_set_new(void)
 {
-    return calloc(1, sizeof(llmc_tier_set_t));
+    llmc_tier_set_t *s = calloc(1, sizeof(llmc_tier_set_t));
+    if (s && pthread_mutex_init(&s->log_mu, NULL) != 0) {
+        free(s);
+        return NULL;
+    }
+    return s;
 }
 
 /* True when t has every op the set calls without checking. The front must
@@ -85,6 +103,9 @@ void llmc_tier_set_free(llmc_tier_set_t *s)
         llmc_tier_t *t = s->tiers[--s->n];
         t->ops->destroy(t);
     }
+    for (unsigned i = 0; i < PURGE_LOG; i++)
+        free(s->log[i]);
+    pthread_mutex_destroy(&s->log_mu);
     free(s);
 }
 
@@ -159,16 +180,40 @@ static int ask(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     return t->ops->get(t, &lk->query->key, lk->now_ms, &lk->entry);
 }
 
+static void purged_nothing(void *arg, size_t removed);
+
+/* Removes key from tiers [0, end): a copy that must not stay. Nobody waits. */
+static void unput(llmc_tier_set_t *s, unsigned worker, const llmc_key_t *key, unsigned end)
+{
+    llmc_purge_t sel = {.conds = LLMC_PURGE_KEY, .key = *key};
+    for (unsigned i = 0; i < end; i++)
+        s->tiers[i]->ops->purge(s->tiers[i], worker, &sel, purged_nothing, NULL);
+}
+
 /* The tier at sl->next found tl.entry: copies it into every faster tier,
    which all missed, so the next lookup stops sooner. A faster tier that
-   refuses it only loses the shortcut. */
+   refuses it only loses the shortcut. An entry a purge selected since the
+   walk began is a miss, and its copies are taken back (see set.h). */
 static int hit(llmc_set_lookup_t *sl)
 {
     llmc_tier_set_t *s = sl->set;
+    llmc_entry_t *e = sl->tl.entry;
 
-    assert(sl->tl.entry);
-    for (unsigned i = 0; i < sl->next; i++)
-        (void)s->tiers[i]->ops->put(s->tiers[i], sl->tl.entry, sl->tl.now_ms);
+    assert(e);
+    if (sl->next > 0) {
+        bool purged = llmc_tier_set_purged_since(s, sl->purge_seq, e);
+        for (unsigned i = 0; !purged && i < sl->next; i++)
+            (void)s->tiers[i]->ops->put(s->tiers[i], e, sl->tl.now_ms);
+        if (!purged && llmc_tier_set_purged_since(s, sl->purge_seq, e)) {
+            unput(s, sl->tl.worker, &e->key, sl->next);
+            purged = true;
+        }
+        if (purged) {
+            llmc_entry_unref(e);
+            sl->tl.entry = NULL;
+            return LLMC_ENOENT;
+        }
+    }
     sl->tier_name = s->tiers[sl->next]->ops->name;
     return 0;
 }
@@ -182,7 +227,7 @@ static int walk(llmc_set_lookup_t *sl)
     for (; sl->next < s->n; sl->next++) {
         int rc = ask(s->tiers[sl->next], &sl->tl);
         if (rc == 0)
-            return hit(sl);
+            return hit(sl); /* a purged promotion ends the walk: slower tiers had it too */
         if (rc == LLMC_EAGAIN) {
             sl->pending = true;
             return LLMC_EAGAIN;
@@ -203,6 +248,7 @@ int llmc_tier_set_lookup(llmc_tier_set_t *s, llmc_set_lookup_t *sl)
     sl->tier_name = NULL;
     sl->tl.entry = NULL;
     sl->tl.done = tier_answered;
+    sl->purge_seq = llmc_tier_set_purge_seq(s);
     return walk(sl);
 }
 
@@ -230,6 +276,40 @@ static void tier_answered(llmc_tier_lookup_t *lk, int rc)
     sl->done(sl, rc);
 }
 
+/* ---- the purge log ---- */
+
+uint64_t llmc_tier_set_purge_seq(llmc_tier_set_t *s)
+{
+    return atomic_load(&s->purge_seq);
+}
+
+bool llmc_tier_set_purged_since(llmc_tier_set_t *s, uint64_t since, const llmc_entry_t *e)
+{
+    if (atomic_load(&s->purge_seq) == since)
+        return false;
+    bool hit = false;
+    pthread_mutex_lock(&s->log_mu);
+    uint64_t now = atomic_load(&s->purge_seq);
+    if (now - since > PURGE_LOG)
+        hit = true; /* older than the log: cannot tell, so yes */
+    for (uint64_t k = since + 1; !hit && k <= now; k++)
+        hit = !s->log[k % PURGE_LOG] || llmc_purge_match(s->log[k % PURGE_LOG], e);
+    pthread_mutex_unlock(&s->log_mu);
+    return hit;
+}
+
+/* Numbers and logs sel, before any tier sees it. */
+static void log_purge(llmc_tier_set_t *s, const llmc_purge_t *sel)
+{
+    llmc_purge_t *copy = llmc_purge_dup(sel);
+    pthread_mutex_lock(&s->log_mu);
+    uint64_t k = atomic_load(&s->purge_seq) + 1;
+    free(s->log[k % PURGE_LOG]);
+    s->log[k % PURGE_LOG] = copy;
+    atomic_store(&s->purge_seq, k);
+    pthread_mutex_unlock(&s->log_mu);
+}
+
 /* ---- store and the front tier ---- */
 
 static void purged_nothing(void *arg, size_t removed)
@@ -238,15 +318,18 @@ static void purged_nothing(void *arg, size_t removed)
     (void)removed;
 }
 
-int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, int64_t now_ms)
+int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, int64_t now_ms,
+                        uint64_t since)
 {
     if (s->n == 0)
         return 0;
+    if (llmc_tier_set_purged_since(s, since, e))
+        return LLMC_ECANCELED;
     if (s->tiers[0]->ops->put(s->tiers[0], e, now_ms) < 0) {
         /* The front included: its refusal need not have dropped its own
            older answer (the memory tier's does, and then this finds
            nothing). Nobody waits for these purges. */
-        llmc_purge_t sel = {.kind = LLMC_PURGE_KEY, .key = e->key};
+        llmc_purge_t sel = {.conds = LLMC_PURGE_KEY, .key = e->key};
         for (unsigned i = 0; i < s->n; i++)
             s->tiers[i]->ops->purge(s->tiers[i], worker, &sel, purged_nothing, NULL);
         return LLMC_E2BIG;
@@ -255,6 +338,11 @@ int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, in
        answer is kept all the same. */
     for (unsigned i = 1; i < s->n; i++)
         (void)s->tiers[i]->ops->put(s->tiers[i], e, now_ms);
+    /* A purge that came while we wrote may have missed what we wrote. */
+    if (llmc_tier_set_purged_since(s, since, e)) {
+        unput(s, worker, &e->key, s->n);
+        return LLMC_ECANCELED;
+    }
     return 0;
 }
 
@@ -274,6 +362,16 @@ int llmc_tier_set_front_put(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms)
     return s->tiers[0]->ops->put(s->tiers[0], e, now_ms);
 }
 
+int llmc_tier_set_peek(llmc_tier_set_t *s, unsigned i, const llmc_key_t *key, int64_t now_ms,
+                       llmc_entry_t **out)
+{
+    assert(i < s->n);
+    *out = NULL;
+    if (!s->tiers[i]->ops->get)
+        return LLMC_ENOTSUP;
+    return s->tiers[i]->ops->get(s->tiers[i], key, now_ms, out);
+}
+
 /* ---- purge fan-out ---- */
 
 typedef struct purge_fan purge_fan_t;
@@ -281,13 +379,15 @@ typedef struct purge_fan purge_fan_t;
 /* One per tier, so that each tier's completion is known to run once. */
 typedef struct purge_slot {
     purge_fan_t *fan;
+    unsigned i;          /* the tier's index */
     bool answered;
 } purge_slot_t;
 
 struct purge_fan {
-    llmc_tier_purge_cb done;
+    llmc_set_purge_cb done;
     void *arg;
-    size_t removed;
+    unsigned n;
+    size_t removed[LLMC_TIER_SET_MAX];
     unsigned outstanding; /* tiers yet to answer, + 1 until sel is sent */
     purge_slot_t slot[LLMC_TIER_SET_MAX];
 };
@@ -297,7 +397,7 @@ static void fan_release(purge_fan_t *f)
     assert(f->outstanding > 0);
     if (--f->outstanding > 0)
         return;
-    f->done(f->arg, f->removed);
+    f->done(f->arg, f->removed, f->n);
     free(f);
 }
 
@@ -307,27 +407,31 @@ static void slot_answered(void *arg, size_t removed)
 
     assert(!slot->answered);
     slot->answered = true;
-    slot->fan->removed += removed;
+    slot->fan->removed[slot->i] = removed;
     fan_release(slot->fan);
 }
 
 void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t *sel,
-                         llmc_tier_purge_cb done, void *arg)
+                         llmc_set_purge_cb done, void *arg)
 {
     purge_fan_t *f = calloc(1, sizeof(*f));
 
+    log_purge(s, sel);
     if (!f) {
         /* The invalidation matters more than its count: send it anyway. */
+        static const size_t zeros[LLMC_TIER_SET_MAX];
         for (unsigned i = 0; i < s->n; i++)
             s->tiers[i]->ops->purge(s->tiers[i], worker, sel, purged_nothing, NULL);
-        done(arg, 0);
+        done(arg, zeros, s->n);
         return;
     }
     f->done = done;
     f->arg = arg;
+    f->n = s->n;
     f->outstanding = s->n + 1;
     for (unsigned i = 0; i < s->n; i++) {
         f->slot[i].fan = f;
+        f->slot[i].i = i;
         s->tiers[i]->ops->purge(s->tiers[i], worker, sel, slot_answered, &f->slot[i]);
     }
     fan_release(f);

@@ -21,6 +21,15 @@
  * - Derived forms of an answer (the /ask body, an SSE replay) live in the
  *   front tier only: front_get/front_put. The front tier must answer at
  *   once (it has a get()).
+ * - No purged answer comes back. A purge sent through the set is numbered
+ *   and kept in a short log (llmc_tier_set_purge_seq). A store names the
+ *   number it started after (a flight's, when its call began) and is
+ *   refused when a later purge selects the answer; a lookup's promotion of
+ *   a slower tier's hit is checked the same way. Each checks before
+ *   writing and again after (the purge may land in between: it bumps the
+ *   number before it reaches the tiers), and undoes its write when the
+ *   second check fails. A store or promotion older than the log is
+ *   refused: the cache only loses a copy.
  */
 #ifndef LLMC_TIER_SET_H
 #define LLMC_TIER_SET_H
@@ -46,6 +55,7 @@ struct llmc_set_lookup {
     unsigned next;               /* index of the tier asked now; after a hit, of the
                                     tier that answered (0: the front) */
     bool pending;                /* a tier holds the lookup; done() will run */
+    uint64_t purge_seq;          /* purges sent when the walk began (promotion checks) */
     const char *tier_name;       /* out: the tier that answered a hit */
     /* The final answer of a walk that went pending: rc 0 (sl->tl.entry
        holds a reference) or LLMC_ENOENT. Runs on the lookup's loop thread. */
@@ -95,23 +105,45 @@ void llmc_tier_set_detach(llmc_tier_set_t *s, unsigned worker);
 int llmc_tier_set_lookup(llmc_tier_set_t *s, llmc_set_lookup_t *sl);
 
 /* Stores e in every tier, front first; each tier takes its own reference.
-   0 (a slower tier that drops the write counts that itself), or
-   LLMC_E2BIG when the front tier refused it: then no tier keeps e, nor any
-   older answer under its key, which is purged from every tier. On
-   worker's loop thread, where an asynchronous tier answers that purge. */
-int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, int64_t now_ms);
+   0 (a slower tier that drops the write counts that itself); LLMC_E2BIG
+   when the front tier refused it: then no tier keeps e, nor any older
+   answer under its key, which is purged from every tier; LLMC_ECANCELED
+   when a purge sent after purge number since (llmc_tier_set_purge_seq,
+   read when the answer was asked for) selects e: then no tier keeps it.
+   On worker's loop thread, where an asynchronous tier answers a purge. */
+int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, int64_t now_ms,
+                        uint64_t since);
+
+/* How many purges were sent through the set so far. Any thread. */
+uint64_t llmc_tier_set_purge_seq(llmc_tier_set_t *s);
+
+/* True when a purge sent after number since selects e, or when the log no
+   longer reaches back that far. Any thread. */
+bool llmc_tier_set_purged_since(llmc_tier_set_t *s, uint64_t since, const llmc_entry_t *e);
 
 /* The front tier alone: a reference or NULL; 0 or LLMC_E*. Any loop thread.
    A set with no tier has no front: NULL, LLMC_EINVAL. */
 llmc_entry_t *llmc_tier_set_front_get(llmc_tier_set_t *s, const llmc_key_t *key, int64_t now_ms);
 int llmc_tier_set_front_put(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms);
 
-/* Sends sel to every tier; calls done(arg, removed) once, when every tier
-   has answered, with the sum (on worker's loop thread, or before returning
-   when every tier answered at once). Call on worker's loop thread. Out of
-   memory, sel still reaches every tier, and done reports 0 at once. */
+/* Tier i alone, by key, for inspection (GET /admin/cache): no walk, no
+   promotion. 0 and a reference in *out; LLMC_ENOENT; LLMC_ENOTSUP for a
+   tier that cannot answer at once (it has no get). Counts in the tier's
+   own stats as a lookup. Any loop thread. */
+int llmc_tier_set_peek(llmc_tier_set_t *s, unsigned i, const llmc_key_t *key, int64_t now_ms,
+                       llmc_entry_t **out);
+
+/* A purge's completion: removed[i] entries went from tier i (the set's
+   order, ntiers of them; removed or queued for removal). */
+typedef void (*llmc_set_purge_cb)(void *arg, const size_t *removed, unsigned ntiers);
+
+/* Numbers sel (see llmc_tier_set_purge_seq), logs a copy, and sends it to
+   every tier; calls done once, when every tier has answered (on worker's
+   loop thread, or before returning when every tier answered at once).
+   Call on worker's loop thread. Out of memory, sel still reaches every
+   tier (and stores it may race are refused), and done reports zeros. */
 void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t *sel,
-                         llmc_tier_purge_cb done, void *arg);
+                         llmc_set_purge_cb done, void *arg);
 
 /* Upkeep for every tier that has it (expiry sweeps). One thread. */
 void llmc_tier_set_tick(llmc_tier_set_t *s, int64_t now_ms);

@@ -309,8 +309,8 @@ class Gateway(_Proc):
         if wait:
             self.wait_ready(self.url + "/healthz")
 
-    def stats(self):
-        r = self.http.get(self.url + "/stats", timeout=5)
+    def stats(self, headers=None):
+        r = self.http.get(self.url + "/stats", headers=headers or {}, timeout=5)
         assert r.status_code == 200, r.text
         return r.json()
 

@@ -48,7 +48,7 @@ static llmc_key_t key_of(uint64_t id)
 }
 
 typedef struct {
-    const char *ns, *model;
+    const char *ns, *model, *route;
     const char *const *tags;
     uint32_t ntags;
     int64_t created_ms, expires_ms;
@@ -63,7 +63,7 @@ static llmc_entry_t *mk_meta(uint64_t id, size_t body_len, const meta_t *m)
     memset(body, 'a' + (int)(id % 26), body_len);
     llmc_entry_spec_t spec = {
         .key = &k, .status = 200, .created_ms = m->created_ms, .expires_ms = m->expires_ms,
-        .ns = m->ns, .model = m->model, .tags = m->tags, .ntags = m->ntags,
+        .ns = m->ns, .model = m->model, .route = m->route, .tags = m->tags, .ntags = m->ntags,
         .body = body, .body_len = body_len,
     };
     llmc_entry_t *e = llmc_entry_new(&spec);
@@ -519,10 +519,30 @@ static bool match_sel(const llmc_entry_t *e, void *arg)
     return llmc_purge_match(arg, e);
 }
 
-static size_t purge(llmc_cache_t *c, llmc_purge_kind_t kind, const char *value)
+static size_t purge_sel(llmc_cache_t *c, const llmc_purge_t *sel)
 {
-    llmc_purge_t sel = {.kind = kind, .value = value};
-    return llmc_cache_purge(c, match_sel, &sel);
+    return llmc_cache_purge(c, match_sel, (void *)sel);
+}
+
+/* A selector of one string condition. */
+static size_t purge(llmc_cache_t *c, uint32_t cond, const char *value)
+{
+    llmc_purge_t sel = {.conds = cond};
+    if (cond == LLMC_PURGE_NAMESPACE)
+        sel.ns = value;
+    else if (cond == LLMC_PURGE_TAG)
+        sel.tag = value;
+    else if (cond == LLMC_PURGE_MODEL)
+        sel.model = value;
+    else if (cond == LLMC_PURGE_ROUTE)
+        sel.route = value;
+    return purge_sel(c, &sel);
+}
+
+static size_t purge_all(llmc_cache_t *c)
+{
+    llmc_purge_t sel = {.all = true};
+    return purge_sel(c, &sel);
 }
 
 static void test_purge_selectors(void **state)
@@ -564,16 +584,100 @@ static void test_purge_selectors(void **state)
     }
     assert_int_equal(purge(c, LLMC_PURGE_NAMESPACE, "t1"), 4);
     assert_int_equal(purge(c, LLMC_PURGE_TAG, "common"), 2);
-    assert_int_equal(purge(c, LLMC_PURGE_ALL, NULL), 2);
+    assert_int_equal(purge_all(c), 2);
     check_consistent(c);
     llmc_cache_free(c);
+}
+
+/* Several conditions are one conjunction; an empty selector takes nothing
+   unless it says all. */
+static void test_purge_conjunction(void **state)
+{
+    (void)state;
+    llmc_cache_t *c = new_cache(4 << 20, 4, 0.5, 0);
+    const char *red[] = {"red"}, *blue[] = {"blue"};
+    for (uint64_t id = 0; id < 40; id++) {
+        meta_t m = {.ns = id % 2 ? "a" : "b", .model = id % 4 < 2 ? "m1" : "m2",
+                    .route = id % 3 ? "/v1/chat/completions" : "/v1/embeddings",
+                    .tags = id % 5 ? red : blue, .ntags = 1,
+                    .created_ms = (int64_t)id * 1000, .expires_ms = FOREVER};
+        llmc_entry_t *e = mk_meta(id, 30, &m);
+        assert_int_equal(llmc_cache_put(c, e, 0), 0);
+        llmc_entry_unref(e);
+    }
+    llmc_purge_t none = {0};
+    assert_int_equal(purge_sel(c, &none), 0);
+    /* ns a (odd ids) AND model m1 (id % 4 in 0,1): ids 1 mod 4. */
+    llmc_purge_t both = {.conds = LLMC_PURGE_NAMESPACE | LLMC_PURGE_MODEL, .ns = "a", .model = "m1"};
+    assert_int_equal(purge_sel(c, &both), 10);
+    assert_false(held(c, 1) || held(c, 5));
+    assert_true(held(c, 3) && held(c, 0));
+    /* A condition without its value spoils the whole conjunction. */
+    llmc_purge_t half = {.conds = LLMC_PURGE_NAMESPACE | LLMC_PURGE_MODEL, .ns = "b"};
+    assert_int_equal(purge_sel(c, &half), 0);
+    /* Created before 10 s: ids 0..9 left of those are 0,2,3,4,6,7,8 (1,5,9 went). */
+    llmc_purge_t old = {.conds = LLMC_PURGE_OLDER, .created_before_ms = 10000};
+    assert_int_equal(purge_sel(c, &old), 7);
+    assert_true(held(c, 10));
+    /* Route, and a tag AND a route. */
+    llmc_purge_t route_tag = {.conds = LLMC_PURGE_ROUTE | LLMC_PURGE_TAG,
+                              .route = "/v1/embeddings", .tag = "blue"};
+    assert_int_equal(purge_sel(c, &route_tag), 2); /* ids 15, 30: multiples of 15 >= 10 */
+    assert_false(held(c, 15) || held(c, 30));
+    /* 12,18,24,27,36,39 (21 and 33 went with ns a AND m1) */
+    assert_int_equal(purge(c, LLMC_PURGE_ROUTE, "/v1/embeddings"), 6);
+    assert_int_equal(purge(c, LLMC_PURGE_ROUTE, "/v1/chat"), 0);     /* whole strings */
+    llmc_purge_t all = {.all = true};
+    assert_int_equal(purge_sel(c, &all), 40 - 10 - 7 - 2 - 6);
+    check_consistent(c);
+    llmc_cache_free(c);
+}
+
+static void test_purge_key_prefix(void **state)
+{
+    (void)state;
+    llmc_entry_t *e = mk(5, 1, FOREVER);
+    char hex[2 * LLMC_KEY_LEN + 1];
+    llmc_key_hex(&e->key, hex);
+    for (unsigned digits = 1; digits <= 64; digits++) {
+        llmc_purge_t sel = {.conds = LLMC_PURGE_KEY_PREFIX, .prefix_digits = (uint8_t)digits};
+        for (unsigned i = 0; i < digits; i++) {
+            unsigned v = (unsigned)(hex[i] <= '9' ? hex[i] - '0' : hex[i] - 'a' + 10);
+            sel.prefix.b[i / 2] |= (uint8_t)(i % 2 ? v : v << 4);
+        }
+        assert_true(llmc_purge_match(&sel, e));
+        /* The last digit changed: no match. */
+        sel.prefix.b[(digits - 1) / 2] ^= (uint8_t)((digits - 1) % 2 ? 0x01 : 0x10);
+        assert_false(llmc_purge_match(&sel, e));
+    }
+    llmc_purge_t zero = {.conds = LLMC_PURGE_KEY_PREFIX, .prefix_digits = 0};
+    assert_false(llmc_purge_match(&zero, e));
+    llmc_entry_unref(e);
+}
+
+/* A copy holds its own strings. */
+static void test_purge_dup(void **state)
+{
+    (void)state;
+    char ns[] = "team", tag[] = "t1";
+    llmc_purge_t sel = {.conds = LLMC_PURGE_NAMESPACE | LLMC_PURGE_TAG, .ns = ns, .tag = tag};
+    llmc_purge_t *d = llmc_purge_dup(&sel);
+    assert_non_null(d);
+    memset(ns, 'x', 4);
+    memset(tag, 'y', 2);
+    assert_string_equal(d->ns, "team");
+    assert_string_equal(d->tag, "t1");
+    assert_null(d->model);
+    assert_null(d->route);
+    assert_int_equal(d->conds, sel.conds);
+    free(d);
 }
 
 static void test_purge_match_key(void **state)
 {
     (void)state;
     llmc_entry_t *e = mk(5, 1, FOREVER);
-    llmc_purge_t sel = {.kind = LLMC_PURGE_KEY, .key = key_of(5)};
+    llmc_purge_t sel = {.conds = LLMC_PURGE_KEY, .key = key_of(5)};
     assert_true(llmc_purge_match(&sel, e));
     sel.key = key_of(6);
     assert_false(llmc_purge_match(&sel, e));
@@ -625,10 +729,10 @@ static void test_memory_tier(void **state)
     /* A key purge removes exactly that key. */
     assert_int_equal(put_new(c, 2, 10, FOREVER, 0), 0);
     assert_int_equal(put_new(c, 3, 10, FOREVER, 0), 0);
-    llmc_purge_t sel = {.kind = LLMC_PURGE_KEY, .key = k2};
+    llmc_purge_t sel = {.conds = LLMC_PURGE_KEY, .key = k2};
     assert_int_equal(purge_now(t, &sel), 1);
     assert_int_equal(purge_now(t, &sel), 0);
-    sel.kind = LLMC_PURGE_ALL;
+    sel = (llmc_purge_t){.all = true};
     assert_int_equal(purge_now(t, &sel), 1);
     t->ops->stats(t, &ts);
     assert_int_equal(ts.purged, 2);
@@ -742,6 +846,9 @@ int main(void)
         cmocka_unit_test(test_sweep_incremental),
         cmocka_unit_test(test_purge_selectors),
         cmocka_unit_test(test_purge_match_key),
+        cmocka_unit_test(test_purge_conjunction),
+        cmocka_unit_test(test_purge_key_prefix),
+        cmocka_unit_test(test_purge_dup),
         cmocka_unit_test(test_memory_tier),
         cmocka_unit_test(test_threads),
     };

@@ -535,9 +535,9 @@ static void test_purge_hides_before_commit(void **state)
 
     MDB_txn *hold;
     assert_int_equal(mdb_txn_begin(d->env, NULL, 0, &hold), 0);
-    llmc_purge_t tag = { .kind = LLMC_PURGE_TAG, .value = "odd" };
-    llmc_purge_t key = { .kind = LLMC_PURGE_KEY, .key = key_of(2) };
-    llmc_purge_t ns = { .kind = LLMC_PURGE_NAMESPACE, .value = "a" };
+    llmc_purge_t tag = { .conds = LLMC_PURGE_TAG, .tag = "odd" };
+    llmc_purge_t key = { .conds = LLMC_PURGE_KEY, .key = key_of(2) };
+    llmc_purge_t ns = { .conds = LLMC_PURGE_NAMESPACE, .ns = "a" };
     assert_int_equal(purge_now(t, &tag), 0);
     assert_int_equal(purge_now(t, &key), 1);
     assert_int_equal(purge_now(t, &ns), 0);
@@ -557,7 +557,7 @@ static void test_purge_hides_before_commit(void **state)
     for (uint32_t i = 0; i < 40; i++)
         assert_int_equal(has(t, i, NOW), i >= 10 && i % 2 == 0);
 
-    llmc_purge_t all = { .kind = LLMC_PURGE_ALL };
+    llmc_purge_t all = { .all = true };
     assert_int_equal(purge_now(t, &all), 15);
     llmc_tier_disk_flush(t);
     assert_int_equal(stats(t).entries, 0);
@@ -566,6 +566,105 @@ static void test_purge_hides_before_commit(void **state)
     assert_int_equal(put(t, 12, 60000, NULL, NULL), 0);
     llmc_tier_disk_flush(t);
     assert_true(has(t, 12, NOW));
+    t->ops->destroy(t);
+}
+
+/* A purge records what it removed into *(size_t *)arg, and says so. */
+typedef struct report {
+    size_t removed;
+    int calls;
+} report_t;
+
+static void reported(void *arg, size_t removed)
+{
+    report_t *r = arg;
+    r->removed = removed;
+    r->calls++;
+}
+
+/* On an attached loop a purge reports once committed, with what the writer
+   really removed (a scan's count too, which is unknown when it is queued),
+   and a purge by key and more conditions removes the key only when they
+   hold. */
+static void test_purge_reports_counts_on_attached_loop(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(t->ops->attach(t, 1, &loop), 0);   /* index 1: 0 stays unattached */
+    for (uint32_t i = 0; i < 30; i++)
+        assert_int_equal(put(t, i, 60000, i < 10 ? "a" : "b", i % 3 ? "x" : "y"), 0);
+    llmc_tier_disk_flush(t);
+
+    report_t r = {0};
+    llmc_purge_t tag = { .conds = LLMC_PURGE_TAG, .tag = "y" };    /* 0,3,...,27 */
+    t->ops->purge(t, 1, &tag, reported, &r);
+    assert_int_equal(r.calls, 0);                   /* not before the writer ran */
+    while (r.calls == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.removed, 10);
+    /* Key 1 AND namespace b: 1 is in a, so nothing; key 11 AND b: one. */
+    llmc_purge_t kns = { .conds = LLMC_PURGE_KEY | LLMC_PURGE_NAMESPACE, .key = key_of(1), .ns = "b" };
+    r = (report_t){0};
+    t->ops->purge(t, 1, &kns, reported, &r);
+    while (r.calls == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(r.removed, 0);
+    assert_true(has(t, 1, NOW));
+    kns.key = key_of(11);
+    r = (report_t){0};
+    t->ops->purge(t, 1, &kns, reported, &r);
+    while (r.calls == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(r.removed, 1);
+    assert_false(has(t, 11, NOW));
+    /* On the unattached worker 0 the answer is at once, as before. */
+    llmc_purge_t all = { .all = true };
+    r = (report_t){0};
+    t->ops->purge(t, 0, &all, reported, &r);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.removed, 30 - 10 - 1);
+    llmc_tier_disk_flush(t);
+    assert_int_equal(stats(t).entries, 0);
+
+    t->ops->detach(t, 1);
+    uv_run(&loop, UV_RUN_DEFAULT);                  /* the handle's close */
+    assert_int_equal(uv_loop_close(&loop), 0);
+    t->ops->destroy(t);
+}
+
+/* Detach answers every purge still waiting to report on that loop (0 for
+   one not committed yet), and the purge still runs. */
+static void test_detach_answers_pending_purges(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);
+    disk_t *d = t->impl;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(t->ops->attach(t, 0, &loop), 0);
+    for (uint32_t i = 0; i < 5; i++)
+        assert_int_equal(put(t, i, 60000, "a", NULL), 0);
+    llmc_tier_disk_flush(t);
+    MDB_txn *hold;   /* the writer cannot commit while we hold the write lock */
+    assert_int_equal(mdb_txn_begin(d->env, NULL, 0, &hold), 0);
+    report_t r = {0};
+    llmc_purge_t ns = { .conds = LLMC_PURGE_NAMESPACE, .ns = "a" };
+    t->ops->purge(t, 0, &ns, reported, &r);
+    assert_false(has(t, 3, NOW));                   /* hidden while pending */
+    t->ops->detach(t, 0);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.removed, 0);
+    mdb_txn_abort(hold);
+    llmc_tier_disk_flush(t);
+    assert_int_equal(r.calls, 1);                   /* not twice */
+    assert_int_equal(stats(t).entries, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
     t->ops->destroy(t);
 }
 
@@ -800,6 +899,8 @@ int main(int argc, char **argv)
         T(test_files_are_private),
         T(test_reader_slots_full_is_a_miss),
         T(test_purge_hides_before_commit),
+        T(test_purge_reports_counts_on_attached_loop),
+        T(test_detach_answers_pending_purges),
         T(test_sync_modes_persist),
         T(test_bad_config_and_dir),
         T(test_file_cut_short_is_misses_not_sigbus),

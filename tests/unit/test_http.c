@@ -44,7 +44,7 @@ typedef struct srv {
     llmc_http_server_t *s;
     int port;
     /* Loop thread only (read through on_loop). */
-    int aborts, dones, releases, closed;
+    int aborts, dones, releases, closed, drained;
     int last_status;
     uint64_t last_bytes;
     uint64_t last_dur_ns;  /* uv_hrtime() - start_ns, as an access log computes it */
@@ -197,6 +197,11 @@ static void handler(llmc_http_req_t *req, void *ctx)
         echo(req);
     } else if (strcmp(req->path, "/later") == 0) {
         later_new(req, later_fire, 30, 0);
+    } else if (strcmp(req->path, "/slow") == 0) {
+        later_new(req, later_fire, 300, 0);
+    } else if (strcmp(req->path, "/slowstream") == 0) {
+        llmc_http_stream_begin(req, 200, "Content-Type: text/plain\r\n", 26);
+        later_new(req, stream_tick, 100, 100);
     } else if (strcmp(req->path, "/stream") == 0) {
         llmc_http_stream_begin(req, 200, "Content-Type: text/plain\r\n", 26);
         later_new(req, stream_tick, 5, 5);
@@ -320,7 +325,7 @@ static llmc_http_server_stats_t stats(srv_t *t)
 }
 
 typedef struct counters {
-    int aborts, dones, releases, last_status;
+    int aborts, dones, releases, drained, last_status;
     uint64_t last_bytes, last_dur_ns;
     bool last_named;
     size_t pending;
@@ -333,6 +338,7 @@ static void get_counters(srv_t *t, void *arg)
     c->aborts = t->aborts;
     c->dones = t->dones;
     c->releases = t->releases;
+    c->drained = t->drained;
     c->last_status = t->last_status;
     c->last_bytes = t->last_bytes;
     c->last_dur_ns = t->last_dur_ns;
@@ -863,6 +869,98 @@ static void test_connection_close(void **state)
     assert_true(has_header(&r, "connection: close\n"));
     resp_free(&r);
     assert_true(cli_closed(c));
+    cli_close(c);
+}
+
+/* Draining: what the handler holds is answered whole (Connection: close),
+   idle and half-received requests are closed, nothing new is accepted,
+   and the drained callback runs once no connection is left. */
+static void on_drained(void *arg)
+{
+    ((srv_t *)arg)->drained++;
+}
+
+static void do_drain(srv_t *t, void *arg)
+{
+    llmc_http_server_drain(t->s, on_drained, t);
+}
+
+static void test_drain(void **state)
+{
+    srv_t *t = *state;
+    cli_t *idle = cli_open(t->port), *slow = cli_open(t->port), *stream = cli_open(t->port);
+    cli_t *half = cli_open(t->port);
+    resp_t r;
+
+    cli_sends(idle, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(cli_read(idle, &r, false), 0);
+    resp_free(&r);
+    cli_sends(slow, "GET /slow?x HTTP/1.1\r\nHost: x\r\n\r\n");
+    cli_sends(stream, "GET /slowstream HTTP/1.1\r\nHost: x\r\n\r\n");
+    cli_sends(half, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12");
+    for (int i = 0; i < 400 && stats(t).requests < 3; i++)
+        usleep(5000);
+    assert_int_equal(stats(t).requests, 3);
+    on_loop(t, do_drain, NULL);
+
+    assert_true(cli_closed(idle));
+    assert_true(cli_closed(half));
+    /* Nothing is accepted any more. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)t->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_not_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    close(fd);
+    /* The held requests end as they would have. */
+    assert_int_equal(cli_read(slow, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "later:x");
+    assert_true(has_header(&r, "connection: close\n"));
+    resp_free(&r);
+    assert_true(cli_closed(slow));
+    assert_int_equal(cli_read(stream, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "onetwothree");
+    resp_free(&r);
+    assert_true(cli_closed(stream));
+    assert_int_equal(counters(t).aborts, 0);
+    assert_int_equal(wait_counter(t, offsetof(counters_t, drained), 1), 1);
+    cli_close(idle);
+    cli_close(slow);
+    cli_close(stream);
+    cli_close(half);
+}
+
+/* A drain also ends when the last held request's client leaves. */
+static void test_drain_ends_when_the_last_client_leaves(void **state)
+{
+    srv_t *t = *state;
+    cli_t *c = cli_open(t->port);
+
+    cli_sends(c, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n");
+    for (int i = 0; i < 400 && stats(t).requests < 1; i++)
+        usleep(5000);
+    on_loop(t, do_drain, NULL);
+    usleep(50000);
+    assert_int_equal(counters(t).drained, 0); /* /hang never answers */
+    cli_close(c);
+    assert_int_equal(wait_counter(t, offsetof(counters_t, aborts), 1), 1);
+    assert_int_equal(wait_counter(t, offsetof(counters_t, drained), 1), 1);
+}
+
+/* Close during a drain cuts off what is left: teardown closes the server
+   with /hang still held (its client may not even have left yet), and must
+   find it freed with every handle closed (uv_loop_close checks). */
+static void test_close_while_draining(void **state)
+{
+    srv_t *t = *state;
+    cli_t *c = cli_open(t->port);
+
+    cli_sends(c, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n");
+    for (int i = 0; i < 400 && stats(t).requests < 1; i++)
+        usleep(5000);
+    on_loop(t, do_drain, NULL);
+    assert_int_equal(counters(t).drained, 0);
     cli_close(c);
 }
 
@@ -1877,6 +1975,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_http10_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http10_keep_alive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drain_ends_when_the_last_client_leaves, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_while_draining, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_limit_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_many_headers, setup, teardown),

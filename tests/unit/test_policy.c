@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -391,6 +392,66 @@ static void test_list_header_case_insensitive(void **state)
     assert_null(owned);
 }
 
+/* ---- tags ---- */
+
+/* The tags parsed from a header and a body "cache" object (JSON text or
+   NULL), as one string "a|b|c"; "ERR" on a refusal. */
+static const char *tags_of(const char *hdr, const char *ext_json, char *out, size_t cap)
+{
+    llmc_policy_t p = cc(NULL);
+    char err[256] = "";
+    json_t *ext = ext_json ? json_loads(ext_json, JSON_ALLOW_NUL, NULL) : NULL;
+    if (ext_json)
+        assert_non_null(ext);
+    int rc = llmc_policy_parse_tags(&p, hdr, ext, err, sizeof err);
+    json_decref(ext);
+    if (rc < 0) {
+        assert_int_equal(rc, LLMC_EINVAL);
+        assert_true(err[0] != '\0');
+        return "ERR";
+    }
+    out[0] = '\0';
+    const char *t = p.tags;
+    for (unsigned i = 0; i < p.ntags; i++, t += strlen(t) + 1)
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s", i ? "|" : "", t);
+    return out;
+}
+
+static void test_tags(void **state)
+{
+    (void)state;
+    char b[600];
+    assert_string_equal(tags_of(NULL, NULL, b, sizeof b), "");
+    assert_string_equal(tags_of("a", NULL, b, sizeof b), "a");
+    assert_string_equal(tags_of(" docs , release-2 ,a b", NULL, b, sizeof b), "docs|release-2|a b");
+    assert_string_equal(tags_of("a,,b, ,", NULL, b, sizeof b), "a|b");   /* empty items skipped */
+    assert_string_equal(tags_of("a,b,a", NULL, b, sizeof b), "a|b");     /* once each */
+    /* The body's tags win over the header's. */
+    assert_string_equal(tags_of("h", "{\"tags\": [\"x\", \"y\"]}", b, sizeof b), "x|y");
+    assert_string_equal(tags_of("h", "{\"ttl\": 5}", b, sizeof b), "h");
+    assert_string_equal(tags_of(NULL, "{\"tags\": []}", b, sizeof b), "");
+    /* Refused: wrong types, empty or long tags, commas and control bytes, too many. */
+    assert_string_equal(tags_of(NULL, "{\"tags\": \"x\"}", b, sizeof b), "ERR");
+    assert_string_equal(tags_of(NULL, "{\"tags\": [1]}", b, sizeof b), "ERR");
+    assert_string_equal(tags_of(NULL, "{\"tags\": [\"\"]}", b, sizeof b), "ERR");
+    assert_string_equal(tags_of(NULL, "{\"tags\": [\"a,b\"]}", b, sizeof b), "ERR");
+    assert_string_equal(tags_of(NULL, "{\"tags\": [\"a\\u0000b\"]}", b, sizeof b), "ERR");
+    assert_string_equal(tags_of("a\tb\x01", NULL, b, sizeof b), "ERR");
+    char longtag[100];
+    memset(longtag, 'x', 65);
+    longtag[65] = '\0';
+    assert_string_equal(tags_of(longtag, NULL, b, sizeof b), "ERR");
+    longtag[64] = '\0';
+    assert_string_equal(tags_of(longtag, NULL, b, sizeof b), longtag);
+    char many[200] = "";
+    for (int i = 0; i < 17; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "%st%d", i ? "," : "", i);
+    assert_string_equal(tags_of(many, NULL, b, sizeof b), "ERR");
+    *strrchr(many, ',') = '\0';   /* 16 */
+    assert_string_equal(tags_of(many, NULL, b, sizeof b),
+                        "t0|t1|t2|t3|t4|t5|t6|t7|t8|t9|t10|t11|t12|t13|t14|t15");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +477,7 @@ int main(void)
         cmocka_unit_test(test_list_header_one_line),
         cmocka_unit_test(test_list_header_lines_joined),
         cmocka_unit_test(test_list_header_case_insensitive),
+        cmocka_unit_test(test_tags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

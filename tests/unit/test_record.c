@@ -41,7 +41,7 @@ static llmc_entry_t *full_entry(const llmc_key_t *k)
         .key = k, .status = 203, .flags = LLMC_ENTRY_PRIVATE | LLMC_ENTRY_FROM_STREAM,
         .created_ms = 1700000000123LL, .expires_ms = 1700000300123LL,
         .content_type = "text/event-stream", .ns = "tenant-1", .model = "gpt-4o-mini",
-        .tags = tags3, .ntags = 3, .vector = vec4, .dim = 4,
+        .route = "/v1/chat/completions", .tags = tags3, .ntags = 3, .vector = vec4, .dim = 4,
         .body = body_bin, .body_len = sizeof body_bin - 1,
     };
     return llmc_entry_new(&s);
@@ -94,6 +94,7 @@ static void assert_same_entry(const llmc_entry_t *a, const llmc_entry_t *b)
     assert_string_equal(llmc_entry_content_type(a), llmc_entry_content_type(b));
     assert_string_equal(llmc_entry_ns(a), llmc_entry_ns(b));
     assert_string_equal(llmc_entry_model(a), llmc_entry_model(b));
+    assert_string_equal(llmc_entry_route(a), llmc_entry_route(b));
     assert_int_equal(a->ntags, b->ntags);
     for (uint32_t i = 0; i < a->ntags; i++)
         assert_string_equal(llmc_entry_tag(a, i), llmc_entry_tag(b, i));
@@ -257,6 +258,44 @@ static void test_other_versions(void **state)
     llmc_entry_unref(e);
 }
 
+/* A version 1 record (written before the route was kept) is e's version 2
+   record less the route's byte, with 1 in the version field: it decodes,
+   with no route. A version 1 record with a route length is damage. */
+static void test_version_1_still_decodes(void **state)
+{
+    (void)state;
+    llmc_key_t k = key_of(11);
+    llmc_entry_spec_t s = {
+        .key = &k, .status = 200, .created_ms = 1700000000000LL, .expires_ms = 1700000300000LL,
+        .content_type = "application/json", .ns = "ns", .model = "m", .tags = tags3, .ntags = 3,
+        .body = "{}", .body_len = 2,
+    };
+    llmc_entry_t *e = llmc_entry_new(&s), *out = NULL;
+    uint8_t *buf;
+    size_t len;
+    int64_t c, x;
+    assert_int_equal(llmc_record_encode(e, &buf, &len), 0);
+    /* The route's NUL follows content_type, ns and model, each with its NUL. */
+    size_t at = 64 + strlen("application/json") + 1 + strlen("ns") + 1 + strlen("m") + 1;
+    assert_int_equal(buf[at], 0);
+    memmove(buf + at, buf + at + 1, len - at - 1);
+    len--;
+    st16(buf + 2, 1);
+    reseal(&k, buf, len);
+    assert_int_equal(llmc_record_peek(buf, len, &c, &x), 0);
+    assert_int_equal(llmc_record_decode(&k, buf, len, &out), 0);
+    assert_same_entry(e, out);
+    assert_string_equal(llmc_entry_route(out), "");
+    llmc_entry_unref(out);
+    out = NULL;
+    st32(buf + 52, 1);
+    reseal(&k, buf, len);
+    assert_int_equal(llmc_record_decode(&k, buf, len, &out), LLMC_ECORRUPT);
+    assert_null(out);
+    free(buf);
+    llmc_entry_unref(e);
+}
+
 /* Patches 4 or 8 bytes at off, reseals, and expects ECORRUPT. */
 static void expect_lie(const llmc_entry_t *e, size_t off, int width, uint64_t value)
 {
@@ -282,7 +321,8 @@ static void test_lying_lengths_behind_valid_checksum(void **state)
     llmc_key_t k = key_of(10);
     llmc_entry_t *e = full_entry(&k);
     expect_lie(e, 10, 2, 1);                     /* reserved */
-    expect_lie(e, 52, 4, 1);                     /* reserved */
+    expect_lie(e, 52, 4, 19);                    /* route one short: no NUL there */
+    expect_lie(e, 52, 4, 21);                    /* route runs into the tags */
     expect_lie(e, 12, 4, 4);                     /* one tag more than the section holds */
     expect_lie(e, 12, 4, 2);                     /* one tag fewer: section not used up */
     expect_lie(e, 12, 4, UINT32_MAX);            /* a count that would size a huge array */
@@ -368,6 +408,7 @@ int main(void)
         cmocka_unit_test(test_any_flipped_byte_is_corrupt),
         cmocka_unit_test(test_other_key_is_corrupt),
         cmocka_unit_test(test_other_versions),
+        cmocka_unit_test(test_version_1_still_decodes),
         cmocka_unit_test(test_lying_lengths_behind_valid_checksum),
         cmocka_unit_test(test_huge_tag_count_is_refused_before_allocating),
         cmocka_unit_test(test_many_tags_and_big_vector),

@@ -579,7 +579,7 @@ static void test_store_everywhere(void **state)
     add(x, &d->tier);
     llmc_entry_t *e = mk(1);
 
-    assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW), 0);
+    assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW, 0), 0);
     assert_true(mem_holds(x->mem, 1));
     assert_ptr_equal(a->held, e);
     assert_ptr_equal(d->held, e);
@@ -600,21 +600,21 @@ static void test_front_refusal_purges_key(void **state)
     add(x, &d->tier);
     attach(x);
     llmc_entry_t *old = mk(1), *other = mk(2), *big = mk_ns(1, 4000, NOW + HOUR, "");
-    assert_int_equal(llmc_tier_set_store(x->set, 0, old, NOW - 10), 0);
+    assert_int_equal(llmc_tier_set_store(x->set, 0, old, NOW - 10, 0), 0);
     /* Another key, which the purge must leave alone. */
     assert_int_equal(llmc_tier_set_front_put(x->set, other, NOW - 10), 0);
     assert_ptr_equal(a->held, old);
     assert_ptr_equal(d->held, old);
     calls[0] = '\0';
 
-    assert_int_equal(llmc_tier_set_store(x->set, 0, big, NOW), LLMC_E2BIG);
+    assert_int_equal(llmc_tier_set_store(x->set, 0, big, NOW, 0), LLMC_E2BIG);
     assert_false(mem_holds(x->mem, 1));
     assert_true(mem_holds(x->mem, 2));
     assert_null(a->held);
     assert_null(d->held);
     assert_int_equal(a->puts, 1);
     assert_int_equal(d->puts, 1);
-    assert_int_equal(a->last_purge.kind, LLMC_PURGE_KEY);
+    assert_int_equal(a->last_purge.conds, LLMC_PURGE_KEY);
     assert_true(same_key(&a->last_purge.key, &big->key));
     assert_string_equal(calls, "a:purge d:purge ");
     uv_run(&x->loop, UV_RUN_DEFAULT); /* d's completion goes nowhere */
@@ -653,14 +653,21 @@ static void test_front_only(void **state)
 
 typedef struct purge_result {
     int calls;
-    size_t removed;
+    size_t removed;                     /* the sum */
+    size_t by_tier[LLMC_TIER_SET_MAX];
+    unsigned ntiers;
 } purge_result_t;
 
-static void purge_done(void *arg, size_t removed)
+static void purge_done(void *arg, const size_t *removed, unsigned ntiers)
 {
     purge_result_t *p = arg;
     p->calls++;
-    p->removed = removed;
+    p->removed = 0;
+    p->ntiers = ntiers;
+    for (unsigned i = 0; i < ntiers; i++) {
+        p->by_tier[i] = removed[i];
+        p->removed += removed[i];
+    }
 }
 
 /* One completion with the sum, once the delayed tier has answered too. */
@@ -681,7 +688,7 @@ static void test_purge_fan_out(void **state)
     d->purge_removed = 5;
 
     purge_result_t p = {0};
-    llmc_purge_t sel = {.kind = LLMC_PURGE_NAMESPACE, .value = "team"};
+    llmc_purge_t sel = {.conds = LLMC_PURGE_NAMESPACE, .ns = "team"};
     llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
     assert_int_equal(p.calls, 0);
     assert_false(mem_holds(x->mem, 1));
@@ -689,6 +696,11 @@ static void test_purge_fan_out(void **state)
     uv_run(&x->loop, UV_RUN_DEFAULT);
     assert_int_equal(p.calls, 1);
     assert_int_equal(p.removed, 2 + 3 + 5);
+    /* Each tier's own count, in the set's order. */
+    assert_int_equal(p.ntiers, 3);
+    assert_int_equal(p.by_tier[0], 2);
+    assert_int_equal(p.by_tier[1], 3);
+    assert_int_equal(p.by_tier[2], 5);
     llmc_entry_unref(e1);
     llmc_entry_unref(e2);
     llmc_entry_unref(e3);
@@ -705,7 +717,7 @@ static void test_purge_sync_completes_at_once(void **state)
     b->purge_removed = 1;
 
     purge_result_t p = {0};
-    llmc_purge_t sel = {.kind = LLMC_PURGE_ALL};
+    llmc_purge_t sel = {.all = true};
     llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
     assert_int_equal(p.calls, 1);
     assert_int_equal(p.removed, 5);
@@ -722,12 +734,101 @@ static void test_purge_completed_by_detach(void **state)
     d->purge_removed = 9;
 
     purge_result_t p = {0};
-    llmc_purge_t sel = {.kind = LLMC_PURGE_ALL};
+    llmc_purge_t sel = {.all = true};
     llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
     assert_int_equal(p.calls, 0);
     llmc_tier_set_detach(x->set, 0);
     assert_int_equal(p.calls, 1);
     assert_int_equal(p.removed, 0);
+}
+
+/* ---- no purged answer comes back ---- */
+
+/* An answer asked for before a purge that selects it is not stored after
+   it (a flight in the air); one the purge does not select is. */
+static void test_store_after_purge_is_refused(void **state)
+{
+    fixture_t *x = *state;
+    fake_t *a = sync_fake("a");
+    add(x, &a->tier);
+    uint64_t since = llmc_tier_set_purge_seq(x->set);
+    purge_result_t p = {0};
+    llmc_purge_t sel = {.conds = LLMC_PURGE_NAMESPACE, .ns = "team"};
+    llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
+    assert_int_equal(llmc_tier_set_purge_seq(x->set), since + 1);
+
+    llmc_entry_t *team = mk_ns(1, 100, NOW + HOUR, "team"), *other = mk_ns(2, 100, NOW + HOUR, "o");
+    assert_int_equal(llmc_tier_set_store(x->set, 0, team, NOW, since), LLMC_ECANCELED);
+    assert_false(mem_holds(x->mem, 1));
+    assert_null(a->held);
+    assert_int_equal(llmc_tier_set_store(x->set, 0, other, NOW, since), 0);
+    assert_true(mem_holds(x->mem, 2));
+    /* Asked for after the purge: stored. */
+    assert_int_equal(llmc_tier_set_store(x->set, 0, team, NOW, since + 1), 0);
+    assert_true(mem_holds(x->mem, 1));
+    llmc_entry_unref(team);
+    llmc_entry_unref(other);
+}
+
+/* Past the log's reach, a store cannot be checked and is refused. */
+static void test_store_older_than_the_log_is_refused(void **state)
+{
+    fixture_t *x = *state;
+    uint64_t since = llmc_tier_set_purge_seq(x->set);
+    purge_result_t p = {0};
+    llmc_purge_t sel = {.conds = LLMC_PURGE_MODEL, .model = "nothing-has-this"};
+    for (int i = 0; i < 64; i++)
+        llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
+    llmc_entry_t *e = mk(1);
+    assert_false(llmc_tier_set_purged_since(x->set, since, e));
+    assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW, since), 0);
+    llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
+    assert_true(llmc_tier_set_purged_since(x->set, since, e));
+    assert_false(llmc_tier_set_purged_since(x->set, since + 1, e));
+    assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW, since), LLMC_ECANCELED);
+    assert_int_equal(p.calls, 65);
+    llmc_entry_unref(e);
+}
+
+/* The slower tier had already read the answer when the purge came (its
+   reply was on the way): the walk must not promote it into memory, nor
+   answer with it. */
+static void purge_keeps_read_in_flight(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
+                                       llmc_tier_purge_cb done, void *arg)
+{
+    fk(t)->purges++;
+    done(arg, 1);
+}
+
+static void test_promotion_after_purge_is_dropped(void **state)
+{
+    fixture_t *x = *state;
+    fake_t *d = delayed_fake("d", 1);
+    d->ops.purge = purge_keeps_read_in_flight;
+    add(x, &d->tier);
+    attach(x);
+    llmc_entry_t *e = mk_ns(1, 100, NOW + HOUR, "team");
+    d->held = llmc_entry_ref(e);
+
+    req_t r;
+    assert_int_equal(lookup(x, &r, 1), LLMC_EAGAIN);
+    purge_result_t p = {0};
+    llmc_purge_t sel = {.conds = LLMC_PURGE_TAG, .tag = "none"};
+    llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);   /* selects nothing here */
+    uv_run(&x->loop, UV_RUN_DEFAULT);
+    assert_int_equal(r.rc, 0);                              /* promoted and answered */
+    assert_true(mem_holds(x->mem, 1));
+    llmc_entry_unref(r.sl.tl.entry);
+
+    llmc_cache_delete(llmc_tier_memory_cache(x->mem), &e->key);
+    assert_int_equal(lookup(x, &r, 1), LLMC_EAGAIN);
+    sel = (llmc_purge_t){.conds = LLMC_PURGE_NAMESPACE, .ns = "team"};
+    llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
+    uv_run(&x->loop, UV_RUN_DEFAULT);
+    assert_int_equal(r.rc, LLMC_ENOENT);
+    assert_null(r.sl.tl.entry);
+    assert_false(mem_holds(x->mem, 1));
+    llmc_entry_unref(e);
 }
 
 /* ---- per worker, upkeep, stats ---- */
@@ -778,7 +879,7 @@ static void test_stats_names_count(void **state)
     add(x, &a->tier);
     add(x, &d->tier);
     llmc_entry_t *e = mk(1);
-    assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW), 0);
+    assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW, 0), 0);
     llmc_entry_unref(e);
 
     assert_int_equal(llmc_tier_set_count(x->set), 3);
@@ -840,12 +941,12 @@ static void test_empty_set(void **state)
     llmc_key_t k = key_of(1);
     req_t r;
     purge_result_t p = {0};
-    llmc_purge_t sel = {.kind = LLMC_PURGE_ALL};
+    llmc_purge_t sel = {.all = true};
 
     assert_int_equal(llmc_tier_set_count(x->set), 0);
     assert_int_equal(lookup(x, &r, 1), LLMC_ENOENT);
     assert_int_equal(r.calls, 0);
-    assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW), 0);
+    assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW, 0), 0);
     assert_null(llmc_tier_set_front_get(x->set, &k, NOW));
     assert_int_equal(llmc_tier_set_front_put(x->set, e, NOW), LLMC_EINVAL);
     llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
@@ -883,6 +984,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_front_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_fan_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_sync_completes_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_after_purge_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_older_than_the_log_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_promotion_after_purge_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_completed_by_detach, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach_failure_undoes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tick_reaches_every_tier, setup, teardown),

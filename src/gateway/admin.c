@@ -1,0 +1,295 @@
+/*
+ * gateway/admin.c: the admin routes' work: an entry's metadata
+ * (GET /admin/cache/{key}), deleting it (DELETE /admin/cache/{key}) and
+ * purges by selector (POST /admin/purge).
+ *
+ * Whether a request may reach these at all (the admin token, the admin
+ * listener) is decided before, by the route table in handler.c.
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - A purge goes through the tier set, never to a tier: the set numbers
+ *   it so that an answer in the air when it lands is not stored after it
+ *   and a slower tier's hit is not promoted back (tier/set.h), and it
+ *   collects each tier's count. The disk tier counts only once its writer
+ *   has committed the purge, so the request parks (PARKED_PURGE) until
+ *   every tier has answered; the purge holds a reference to it meanwhile.
+ * - The selector is strict: an unknown field, a field of the wrong type or
+ *   an empty selector is a 400 naming it, never a purge of something else.
+ *   Fields combine with AND; {"all": true} stands alone.
+ * - The metadata asks each tier on its own (llmc_tier_set_peek), not the
+ *   lookup walk: a walk would promote a disk entry into memory, and
+ *   looking must not change what is cached. Each ask still counts as a
+ *   lookup in that tier's hits or misses.
+ * - The key in the path is the hex of X-Cache-Key: exactly 64 hex digits,
+ *   either case. Anything else is a 400 that says so, never a lookup of
+ *   some other key.
+ */
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway/gw_int.h"
+#include "llmc/error.h"
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The key written as 64 hex digits (the whole of s). 0 or LLMC_EINVAL. */
+static int parse_key(const char *s, llmc_key_t *key)
+{
+    if (strlen(s) != 2 * LLMC_KEY_LEN)
+        return LLMC_EINVAL;
+    for (size_t i = 0; i < LLMC_KEY_LEN; i++) {
+        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return LLMC_EINVAL;
+        key->b[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+static void bad_key(gw_req_t *gr)
+{
+    llmc__gr_enter(gr, GR_RESPOND);
+    llmc__gw_error(gr, 400, "invalid_request_error", "invalid_key",
+                   "the key must be 64 hex digits, as in the X-Cache-Key header");
+}
+
+/* An RFC 3339 UTC time with milliseconds. */
+static json_t *time_json(int64_t ms)
+{
+    char buf[48], out[64];
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    if (ms < 0 || !gmtime_r(&secs, &tm))
+        return json_null();
+    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, sizeof(out), "%s.%03dZ", buf, (int)(ms % 1000));
+    return json_string(out);
+}
+
+/* ---- purges ---------------------------------------------------------------- */
+
+/* The answer: how many entries went from each tier, and what was asked. */
+static void purge_answered(void *arg, const size_t *removed, unsigned ntiers)
+{
+    gw_req_t *gr = arg;
+    if (gr->state == GR_PARKED_PURGE && gr->req) {
+        llmc_tier_set_t *s = gr->w->gw->tiers;
+        json_t *by_tier = json_object();
+        for (unsigned i = 0; i < ntiers; i++)
+            json_object_set_new(by_tier, llmc_tier_set_name(s, i),
+                                json_integer((json_int_t)removed[i]));
+        json_t *o = json_pack("{s:o, s:O}", "removed", by_tier, "selector", gr->admin_sel);
+        llmc__gr_enter(gr, GR_RESPOND);
+        if (o)
+            llmc__gw_respond_json(gr, 200, o);
+        else
+            llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
+    }
+    llmc__gr_unref(gr); /* the purge's */
+}
+
+/* Sends sel through the tier set; the answer comes in purge_answered. */
+static void start_purge(gw_req_t *gr, const llmc_purge_t *sel)
+{
+    LLMC_COUNT(&gr->w->ctr, purges);
+    llmc__gr_enter(gr, GR_PARKED_PURGE);
+    llmc__gr_ref(gr); /* the purge's */
+    llmc_tier_set_purge(gr->w->gw->tiers, gr->w->id, sel, purge_answered, gr);
+}
+
+static int sel_error(char *err, size_t errlen, const char *fmt, const char *field)
+{
+    snprintf(err, errlen, fmt, field);
+    return LLMC_EINVAL;
+}
+
+/*
+ * Reads a purge selector from a JSON object into *sel; its strings point
+ * into obj, which must outlive sel. now_ms turns older_than into a time.
+ * 0, or LLMC_EINVAL with a message for the client.
+ */
+static int parse_selector(const json_t *obj, int64_t now_ms, llmc_purge_t *sel, char *err,
+                          size_t errlen)
+{
+    const char *name;
+    json_t *v;
+    memset(sel, 0, sizeof(*sel));
+    if (!json_is_object(obj))
+        return sel_error(err, errlen, "%s", "the selector must be a JSON object");
+    json_object_foreach((json_t *)obj, name, v) {
+        static const struct {
+            const char *name;
+            uint32_t cond;
+            size_t off;
+        } strs[] = {
+            {"namespace", LLMC_PURGE_NAMESPACE, offsetof(llmc_purge_t, ns)},
+            {"model", LLMC_PURGE_MODEL, offsetof(llmc_purge_t, model)},
+            {"tag", LLMC_PURGE_TAG, offsetof(llmc_purge_t, tag)},
+            {"route", LLMC_PURGE_ROUTE, offsetof(llmc_purge_t, route)},
+        };
+        size_t i;
+        for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+            if (strcmp(name, strs[i].name) == 0)
+                break;
+        if (i < sizeof(strs) / sizeof(strs[0])) {
+            if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+                return sel_error(err, errlen, "\"%s\" must be a string", name);
+            if (strs[i].cond == LLMC_PURGE_TAG && json_string_length(v) == 0)
+                return sel_error(err, errlen, "%s", "\"tag\" must not be empty");
+            if (strs[i].cond == LLMC_PURGE_ROUTE && json_string_value(v)[0] != '/')
+                return sel_error(err, errlen, "%s",
+                                 "\"route\" must be an endpoint path, such as "
+                                 "\"/v1/chat/completions\"");
+            sel->conds |= strs[i].cond;
+            *(const char **)((char *)sel + strs[i].off) = json_string_value(v);
+        } else if (strcmp(name, "key_prefix") == 0) {
+            const char *h = json_is_string(v) ? json_string_value(v) : "";
+            size_t n = strlen(h);
+            if (n == 0 || n > 2 * LLMC_KEY_LEN || n != json_string_length(v))
+                return sel_error(err, errlen, "%s",
+                                 "\"key_prefix\" must be 1 to 64 hex digits of a key");
+            for (size_t k = 0; k < n; k++) {
+                int d = hexval(h[k]);
+                if (d < 0)
+                    return sel_error(err, errlen, "%s",
+                                     "\"key_prefix\" must be 1 to 64 hex digits of a key");
+                sel->prefix.b[k / 2] |= (uint8_t)(k % 2 ? d : d << 4);
+            }
+            sel->prefix_digits = (uint8_t)n;
+            sel->conds |= LLMC_PURGE_KEY_PREFIX;
+        } else if (strcmp(name, "older_than") == 0) {
+            if (!json_is_number(v) || json_number_value(v) < 0)
+                return sel_error(err, errlen, "%s",
+                                 "\"older_than\" must be a number of seconds, 0 or more");
+            double ms = json_number_value(v) * 1000.0;
+            sel->created_before_ms = ms >= (double)now_ms ? INT64_MIN : now_ms - (int64_t)ms;
+            sel->conds |= LLMC_PURGE_OLDER;
+        } else if (strcmp(name, "all") == 0) {
+            if (!json_is_true(v))
+                return sel_error(err, errlen, "%s", "\"all\" can only be true");
+            sel->all = true;
+        } else {
+            return sel_error(err, errlen,
+                             "unknown selector field \"%.64s\" (namespace, model, tag, "
+                             "key_prefix, older_than, route, all)", name);
+        }
+    }
+    if (sel->all && sel->conds)
+        return sel_error(err, errlen, "%s", "\"all\" cannot be combined with other fields");
+    if (!sel->all && !sel->conds)
+        return sel_error(err, errlen, "%s",
+                         "an empty selector purges nothing: name at least one field, or "
+                         "{\"all\": true}");
+    return 0;
+}
+
+void llmc__gw_admin_purge(gw_req_t *gr)
+{
+    char err[256];
+    json_error_t jerr;
+    llmc_purge_t sel;
+    json_t *root = json_loadb(gr->req->body, gr->req->body_len, JSON_DECODE_ANY, &jerr);
+    if (!root) {
+        snprintf(err, sizeof(err), "the body is not JSON: %s", jerr.text);
+        llmc__gr_enter(gr, GR_RESPOND);
+        llmc__gw_error(gr, 400, "invalid_request_error", "invalid_json", err);
+        return;
+    }
+    if (parse_selector(root, llmc_now_ms(), &sel, err, sizeof(err)) < 0) {
+        json_decref(root);
+        llmc__gr_enter(gr, GR_RESPOND);
+        llmc__gw_error(gr, 400, "invalid_request_error", "invalid_selector", err);
+        return;
+    }
+    gr->admin_sel = root; /* echoed in the answer; freed with gr */
+    start_purge(gr, &sel);
+}
+
+void llmc__gw_admin_delete(gw_req_t *gr)
+{
+    llmc_purge_t sel = {.conds = LLMC_PURGE_KEY};
+    if (parse_key(gr->route_arg, &sel.key) < 0) {
+        bad_key(gr);
+        return;
+    }
+    char hex[2 * LLMC_KEY_LEN + 1];
+    llmc_key_hex(&sel.key, hex);
+    gr->admin_sel = json_pack("{s:s}", "key", hex);
+    start_purge(gr, &sel);
+}
+
+/* ---- GET /admin/cache/{key} --------------------------------------------- */
+
+static json_t *entry_json(const llmc_entry_t *e, json_t *tiers, int64_t now)
+{
+    char key[2 * LLMC_KEY_LEN + 1], etag[LLMC_ETAG_LEN];
+    llmc_key_hex(&e->key, key);
+    llmc_entry_etag(e, etag);
+    json_t *tags = json_array();
+    const char *t = llmc_entry_tag(e, 0);
+    for (uint32_t i = 0; i < e->ntags; i++, t += strlen(t) + 1)
+        json_array_append_new(tags, json_string(t));
+    return json_pack("{s:s, s:o, s:o, s:I, s:o, s:I, s:b, s:I, s:I, s:I, s:I, s:s, s:i, s:s,"
+                     " s:s, s:s, s:s, s:o, s:s, s:b}",
+                     "key", key, "tiers", tiers,
+                     "created", time_json(e->created_ms), "created_ms", (json_int_t)e->created_ms,
+                     "expires", time_json(e->expires_ms), "expires_ms", (json_int_t)e->expires_ms,
+                     "fresh", now < e->expires_ms,
+                     "age_s", (json_int_t)llmc_entry_age(e, now),
+                     "ttl_left_s", (json_int_t)llmc_entry_ttl_left(e, now),
+                     "size", (json_int_t)e->body_len, "mem_bytes", (json_int_t)e->mem_bytes,
+                     "content_type", llmc_entry_content_type(e), "status", (int)e->status,
+                     "etag", etag, "namespace", llmc_entry_ns(e), "model", llmc_entry_model(e),
+                     "route", llmc_entry_route(e), "tags", tags,
+                     "scope", e->flags & LLMC_ENTRY_PRIVATE ? "private" : "shared",
+                     "from_stream", (e->flags & LLMC_ENTRY_FROM_STREAM) != 0);
+}
+
+void llmc__gw_admin_entry(gw_req_t *gr)
+{
+    llmc_tier_set_t *s = gr->w->gw->tiers;
+    llmc_key_t key;
+    if (parse_key(gr->route_arg, &key) < 0) {
+        bad_key(gr);
+        return;
+    }
+    int64_t now = llmc_now_ms();
+    llmc_entry_t *first = NULL;
+    json_t *tiers = json_array();
+    for (unsigned i = 0; i < llmc_tier_set_count(s); i++) {
+        llmc_entry_t *e = NULL;
+        if (llmc_tier_set_peek(s, i, &key, now, &e) != 0)
+            continue;
+        json_array_append_new(tiers, json_string(llmc_tier_set_name(s, i)));
+        if (!first)
+            first = e; /* the fastest tier's copy is the one a lookup would find */
+        else
+            llmc_entry_unref(e);
+    }
+    llmc__gr_enter(gr, GR_RESPOND);
+    if (!first) {
+        json_decref(tiers);
+        llmc__gw_error(gr, 404, "invalid_request_error", "not_found",
+                       "no tier holds an entry under this key");
+        return;
+    }
+    json_t *o = entry_json(first, tiers, now);
+    llmc_entry_unref(first);
+    if (o)
+        llmc__gw_respond_json(gr, 200, o);
+    else
+        llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
+}

@@ -1,0 +1,146 @@
+"""Admin access control: --admin-token, --admin-listen, and which routes each
+listener serves (issue 17).
+
+What a client sees: admin routes are never open (404 while no token is
+configured), a missing or wrong token is a 401 in OpenAI's error shape, and
+with --admin-listen the admin routes, /stats and /metrics leave the public
+port for the admin one.
+"""
+
+import pytest
+
+from conftest import assert_error_shape, free_port, session
+
+TOKEN = "s3cret-admin-token"
+KEY = "0" * 64  # any well-formed key: the routes must answer before looking it up
+
+
+def bearer(token=TOKEN):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_admin_routes_are_not_served_without_a_token(gateway):
+    # No --admin-token: the admin routes do not exist, whatever is sent.
+    for method, path in [("GET", f"/admin/cache/{KEY}"), ("DELETE", f"/admin/cache/{KEY}"),
+                         ("POST", "/admin/purge")]:
+        r = gateway.http.request(method, gateway.url + path, headers=bearer(), json={"all": True},
+                                 timeout=5)
+        err = assert_error_shape(r, 404)
+        assert err["code"] == "not_found"
+    # /stats stays open as it always was.
+    assert gateway.get("/stats").status_code == 200
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_token_required_when_set(mock, gateway_factory, how):
+    if how == "flag":
+        g = gateway_factory(mock, args=["--admin-token", TOKEN])
+    else:
+        g = gateway_factory(mock, env={"LLMC_ADMIN_TOKEN": TOKEN})
+    for path in ["/stats", f"/admin/cache/{KEY}"]:
+        for headers in [{}, bearer("wrong"), bearer(TOKEN + "x"), bearer(TOKEN[:-1]),
+                        {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}]:
+            r = g.get(path, headers=headers)
+            err = assert_error_shape(r, 401)
+            assert err["code"] == "invalid_admin_token", err
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+            assert TOKEN not in r.text
+    assert g.get("/stats", headers=bearer()).status_code == 200
+    # The scheme is case-insensitive (RFC 9110 11.1).
+    assert g.get("/stats", headers={"Authorization": f"bearer  {TOKEN}"}).status_code == 200
+    # The public routes need nothing.
+    assert g.get("/healthz").status_code == 200
+    assert g.chat(content="public").status_code == 200
+    # The token never reaches the access log.
+    assert all(TOKEN not in str(line) for line in g.access_lines())
+
+
+def test_admin_listener_takes_admin_routes_and_stats(mock, gateway_factory):
+    aport = free_port()
+    g = gateway_factory(mock, args=["--admin-listen", f"127.0.0.1:{aport}"])
+    admin = f"http://127.0.0.1:{aport}"
+    s = session()
+    # /stats (and /metrics) left the public port ...
+    assert_error_shape(g.get("/stats"), 404)
+    # ... for the admin one, which serves nothing else.
+    r = s.get(admin + "/stats", timeout=5)
+    assert r.status_code == 200 and "requests" in r.json()
+    assert_error_shape(s.post(admin + "/v1/chat/completions", json={"model": "m"}, timeout=5), 404)
+    assert_error_shape(s.get(admin + "/healthz", timeout=5), 404)
+    # The public port still serves the API.
+    assert g.chat(content="on the public port").status_code == 200
+    assert g.get("/healthz").status_code == 200
+    # Admin routes: still 404 there without a token.
+    assert_error_shape(s.get(admin + f"/admin/cache/{KEY}", headers=bearer(), timeout=5), 404)
+
+
+def test_admin_listener_with_token(mock, gateway_factory):
+    aport = free_port()
+    g = gateway_factory(mock, args=["--admin-listen", f"127.0.0.1:{aport}"],
+                        env={"LLMC_ADMIN_TOKEN": TOKEN})
+    admin = f"http://127.0.0.1:{aport}"
+    s = session()
+    assert_error_shape(s.get(admin + "/stats", timeout=5), 401)
+    assert s.get(admin + "/stats", headers=bearer(), timeout=5).status_code == 200
+    # An admin route on the public port does not exist, token or not.
+    assert_error_shape(g.get(f"/admin/cache/{KEY}", headers=bearer()), 404)
+    assert_error_shape(g.get("/stats", headers=bearer()), 404)
+
+
+def test_bad_admin_listen_is_refused(mock, gateway_factory):
+    g = gateway_factory(mock, args=["--admin-listen", "nonsense"], wait=False)
+    g.must_survive = False
+    assert g.proc.wait(10) != 0
+    assert "--admin-listen" in g.stderr() and "HOST:PORT" in g.stderr()
+
+
+@pytest.fixture
+def admin_gw(mock, gateway_factory):
+    """A gateway with an admin token, in shared scope (the gateway holds the key)."""
+    return gateway_factory(mock, env={"LLMC_ADMIN_TOKEN": TOKEN,
+                                      "LLMC_UPSTREAM_KEY": "sk-gateway-test"})
+
+
+def entry_meta(g, key):
+    return g.get(f"/admin/cache/{key}", headers=bearer())
+
+
+def test_entry_metadata(admin_gw):
+    g = admin_gw
+    r = g.chat(content="tell me about metadata", headers={"X-Cache-Namespace": "team-a",
+                                                          "X-Cache-TTL": "120"})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+    key = r.headers["X-Cache-Key"]
+    m = entry_meta(g, key)
+    assert m.status_code == 200, m.text
+    assert m.headers["Content-Type"].startswith("application/json")
+    meta = m.json()
+    assert meta["key"] == key
+    assert meta["tiers"] == ["memory"]
+    assert meta["namespace"] == "team-a"
+    assert meta["model"] == "gpt-4o-mini"
+    assert meta["size"] == len(r.content)
+    assert meta["etag"] == r.headers["ETag"]
+    assert meta["expires_ms"] - meta["created_ms"] == 120_000
+    assert meta["fresh"] is True and 0 < meta["ttl_left_s"] <= 120
+    assert meta["created"].endswith("Z") and meta["scope"] == "shared"
+    assert "choices" not in m.text  # the body is not part of it
+    # Upper-case hex is the same key.
+    assert entry_meta(g, key.upper()).json()["key"] == key
+    # Looking did not count as an answer.
+    assert g.stats(headers=bearer())["hits"] == 0
+
+
+def test_entry_metadata_errors(admin_gw):
+    g = admin_gw
+    err = assert_error_shape(entry_meta(g, "f" * 64), 404)
+    assert err["code"] == "not_found"
+    for bad in ["abc", "g" * 64, "0" * 63, "0" * 65, "0" * 64 + "/x"]:
+        err = assert_error_shape(entry_meta(g, bad), 400)
+        assert err["code"] == "invalid_key", bad
+    # /admin/cache/ alone is no route.
+    assert_error_shape(g.get("/admin/cache/", headers=bearer()), 404)
+    # A method the path does not take: 405 with Allow.
+    r = g.post("/admin/cache/" + "0" * 64, body={}, headers=bearer())
+    assert_error_shape(r, 405)
+    assert "GET" in r.headers["Allow"]
