@@ -115,8 +115,10 @@ typedef struct llmc_tier_ops {
     /* The general lookup: 0 (lk->entry set), LLMC_ENOENT, or LLMC_EAGAIN:
        lk->done runs later on lk->worker's loop. NULL: get() is used. */
     int (*lookup)(llmc_tier_t *t, llmc_tier_lookup_t *lk);
-    /* Stores (or queues) e, taking its own reference. 0 or LLMC_E*. */
-    int (*put)(llmc_tier_t *t, llmc_entry_t *e, int64_t now_ms);
+    /* Stores (or queues) e, taking its own reference. 0 or LLMC_E*. Called
+       on worker's loop thread (attach's index), so a tier with a
+       connection per loop writes on that loop's. */
+    int (*put)(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms);
     /* Removes what sel selects, then calls done(arg, removed) exactly once:
        before returning, or later on worker's loop thread. */
     void (*purge)(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,

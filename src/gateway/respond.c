@@ -262,7 +262,7 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
     d = llmc_entry_new(&spec);
     free(body);
     if (d)
-        llmc_tier_set_front_put(tiers, d, now); /* best effort: too big is still served */
+        llmc_tier_set_front_put(tiers, gr->w->id, d, now); /* best effort: too big is still served */
     return d;
 }
 

@@ -168,7 +168,7 @@ static int hit(llmc_set_lookup_t *sl)
 
     assert(sl->tl.entry);
     for (unsigned i = 0; i < sl->next; i++)
-        (void)s->tiers[i]->ops->put(s->tiers[i], sl->tl.entry, sl->tl.now_ms);
+        (void)s->tiers[i]->ops->put(s->tiers[i], sl->tl.worker, sl->tl.entry, sl->tl.now_ms);
     sl->tier_name = s->tiers[sl->next]->ops->name;
     return 0;
 }
@@ -242,7 +242,7 @@ int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, in
 {
     if (s->n == 0)
         return 0;
-    if (s->tiers[0]->ops->put(s->tiers[0], e, now_ms) < 0) {
+    if (s->tiers[0]->ops->put(s->tiers[0], worker, e, now_ms) < 0) {
         /* The front included: its refusal need not have dropped its own
            older answer (the memory tier's does, and then this finds
            nothing). Nobody waits for these purges. */
@@ -254,7 +254,7 @@ int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, in
     /* A slower tier that drops the write counts it in its own stats; the
        answer is kept all the same. */
     for (unsigned i = 1; i < s->n; i++)
-        (void)s->tiers[i]->ops->put(s->tiers[i], e, now_ms);
+        (void)s->tiers[i]->ops->put(s->tiers[i], worker, e, now_ms);
     return 0;
 }
 
@@ -267,11 +267,11 @@ llmc_entry_t *llmc_tier_set_front_get(llmc_tier_set_t *s, const llmc_key_t *key,
     return e;
 }
 
-int llmc_tier_set_front_put(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms)
+int llmc_tier_set_front_put(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, int64_t now_ms)
 {
     if (s->n == 0)
         return LLMC_EINVAL;
-    return s->tiers[0]->ops->put(s->tiers[0], e, now_ms);
+    return s->tiers[0]->ops->put(s->tiers[0], worker, e, now_ms);
 }
 
 /* ---- purge fan-out ---- */

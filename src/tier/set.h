@@ -100,10 +100,11 @@ int llmc_tier_set_lookup(llmc_tier_set_t *s, llmc_set_lookup_t *sl);
    worker's loop thread, where an asynchronous tier answers that purge. */
 int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, int64_t now_ms);
 
-/* The front tier alone: a reference or NULL; 0 or LLMC_E*. Any loop thread.
-   A set with no tier has no front: NULL, LLMC_EINVAL. */
+/* The front tier alone: a reference or NULL; 0 or LLMC_E*. front_get on
+   any loop thread, front_put on worker's. A set with no tier has no
+   front: NULL, LLMC_EINVAL. */
 llmc_entry_t *llmc_tier_set_front_get(llmc_tier_set_t *s, const llmc_key_t *key, int64_t now_ms);
-int llmc_tier_set_front_put(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms);
+int llmc_tier_set_front_put(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, int64_t now_ms);
 
 /* Sends sel to every tier; calls done(arg, removed) once, when every tier
    has answered, with the sum (on worker's loop thread, or before returning

@@ -109,6 +109,7 @@ typedef struct fake {
     int attach_rc;
     size_t purge_removed;       /* what a purge reports */
     unsigned gets, lookups, puts, purges, ticks, attaches, detaches;
+    unsigned put_worker;        /* the worker of the last put */
     llmc_purge_t last_purge;
     /* delayed fakes */
     uint64_t delay_ms;
@@ -143,10 +144,11 @@ static int fake_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_
     return answer(f, key, out);
 }
 
-static int fake_put(llmc_tier_t *t, llmc_entry_t *e, int64_t now_ms)
+static int fake_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms)
 {
     fake_t *f = fk(t);
     f->puts++;
+    f->put_worker = worker;
     logf_call(f->name, "put");
     llmc_entry_unref(f->held);
     f->held = llmc_entry_ref(e);
@@ -602,7 +604,7 @@ static void test_front_refusal_purges_key(void **state)
     llmc_entry_t *old = mk(1), *other = mk(2), *big = mk_ns(1, 4000, NOW + HOUR, "");
     assert_int_equal(llmc_tier_set_store(x->set, 0, old, NOW - 10), 0);
     /* Another key, which the purge must leave alone. */
-    assert_int_equal(llmc_tier_set_front_put(x->set, other, NOW - 10), 0);
+    assert_int_equal(llmc_tier_set_front_put(x->set, 0, other, NOW - 10), 0);
     assert_ptr_equal(a->held, old);
     assert_ptr_equal(d->held, old);
     calls[0] = '\0';
@@ -628,6 +630,39 @@ static void test_front_refusal_purges_key(void **state)
     llmc_entry_unref(big);
 }
 
+/* A put names the worker whose loop it runs on (a tier with a connection
+   per loop writes on that one): the store's worker, and for a promotion
+   the lookup's. */
+static void test_put_names_worker(void **state)
+{
+    fixture_t *x = *state;
+    fake_t *a = sync_fake("a"), *b = sync_fake("b");
+    add(x, &a->tier);
+    add(x, &b->tier);
+    llmc_entry_t *e = mk(1);
+
+    assert_int_equal(llmc_tier_set_store(x->set, 3, e, NOW), 0);
+    assert_int_equal(a->put_worker, 3);
+    assert_int_equal(b->put_worker, 3);
+    llmc_entry_unref(a->held);
+    a->held = NULL;
+
+    req_t r;
+    memset(&r, 0, sizeof r);
+    r.q.key = key_of(1);
+    r.sl.tl.query = &r.q;
+    r.sl.tl.now_ms = NOW;
+    r.sl.tl.worker = 2;
+    r.sl.done = req_done;
+    assert_int_equal(llmc_cache_delete(llmc_tier_memory_cache(x->mem), &r.q.key), 0);
+    assert_int_equal(llmc_tier_set_lookup(x->set, &r.sl), 0);
+    assert_string_equal(r.sl.tier_name, "b");
+    assert_int_equal(a->put_worker, 2);
+    assert_int_equal(a->puts, 2);
+    llmc_entry_unref(r.sl.tl.entry);
+    llmc_entry_unref(e);
+}
+
 /* front_get and front_put touch the front alone. */
 static void test_front_only(void **state)
 {
@@ -637,7 +672,7 @@ static void test_front_only(void **state)
     llmc_entry_t *e = mk(1), *f = mk(2);
     a->held = llmc_entry_ref(f);
 
-    assert_int_equal(llmc_tier_set_front_put(x->set, e, NOW), 0);
+    assert_int_equal(llmc_tier_set_front_put(x->set, 0, e, NOW), 0);
     assert_true(mem_holds(x->mem, 1));
     llmc_key_t k1 = key_of(1), k2 = key_of(2);
     llmc_entry_t *got = llmc_tier_set_front_get(x->set, &k1, NOW);
@@ -847,7 +882,7 @@ static void test_empty_set(void **state)
     assert_int_equal(r.calls, 0);
     assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW), 0);
     assert_null(llmc_tier_set_front_get(x->set, &k, NOW));
-    assert_int_equal(llmc_tier_set_front_put(x->set, e, NOW), LLMC_EINVAL);
+    assert_int_equal(llmc_tier_set_front_put(x->set, 0, e, NOW), LLMC_EINVAL);
     llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
     assert_int_equal(p.calls, 1);
     assert_int_equal(p.removed, 0);
@@ -880,6 +915,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_detach_cancels_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_front_refusal_purges_key, setup_empty, teardown),
+        cmocka_unit_test_setup_teardown(test_put_names_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_front_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_fan_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_sync_completes_at_once, setup, teardown),
