@@ -126,6 +126,13 @@ typedef struct llmc_tier_ops {
     /* Background upkeep (expiry sweeps); called from a timer with a budget. */
     void (*tick)(llmc_tier_t *t, int64_t now_ms);
     void (*stats)(llmc_tier_t *t, llmc_tier_stats_t *out);
+    /* Optional: counters of the tier's own beyond the common table (a
+       remote store's connection state, its faults by kind), shown beside
+       them in /stats. xstats_desc describes nxstats uint64_t fields of a
+       struct (llmc/stat.h) that xstats fills. Any thread. */
+    const llmc_stat_desc_t *xstats_desc;
+    unsigned nxstats;
+    void (*xstats)(llmc_tier_t *t, void *out);
     /* Optional. attach: worker (0, 1, ...) will run loop; called on the main
        thread before any worker runs, so a tier may keep a connection per
        loop. detach: on worker's loop thread at shutdown; completes every

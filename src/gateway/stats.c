@@ -101,6 +101,10 @@ static void tiers_json(llmc_gw_t *gw, json_t *o)
             llmc_stats_to_json(o, llmc_tier_stat_desc, LLMC_TIER_NSTATS, &ts, front_fields);
         json_t *t = json_object();
         llmc_stats_to_json(t, llmc_tier_stat_desc, LLMC_TIER_NSTATS, &ts, NULL);
+        uint64_t xs[LLMC_TIER_XSTATS_MAX];
+        const llmc_stat_desc_t *xd;
+        unsigned nx = llmc_tier_set_xstats(gw->tiers, i, &xd, xs);
+        llmc_stats_to_json(t, xd, nx, xs, NULL);
         json_object_set_new(tiers, llmc_tier_set_name(gw->tiers, i), t);
     }
     json_object_set_new(o, "tiers", tiers);

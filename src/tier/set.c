@@ -26,6 +26,7 @@
 #include <assert.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "llmc/error.h"
 #include "tier/set.h"
@@ -50,6 +51,8 @@ static bool tier_usable(const llmc_tier_t *t, bool front)
     const llmc_tier_ops_t *o = t->ops;
 
     if (!o || !o->name || !o->put || !o->purge || !o->stats || !o->destroy)
+        return false;
+    if (o->xstats && (!o->xstats_desc || o->nxstats == 0 || o->nxstats > LLMC_TIER_XSTATS_MAX))
         return false;
     return front ? o->get != NULL : (o->get || o->lookup);
 }
@@ -108,6 +111,22 @@ void llmc_tier_set_stats(const llmc_tier_set_t *s, unsigned i, llmc_tier_stats_t
 {
     assert(i < s->n);
     s->tiers[i]->ops->stats(s->tiers[i], out);
+}
+
+unsigned llmc_tier_set_xstats(const llmc_tier_set_t *s, unsigned i, const llmc_stat_desc_t **desc,
+                              uint64_t *out)
+{
+    const llmc_tier_ops_t *o;
+
+    assert(i < s->n);
+    o = s->tiers[i]->ops;
+    *desc = NULL;
+    if (!o->xstats)
+        return 0;
+    memset(out, 0, o->nxstats * sizeof(*out));
+    o->xstats(s->tiers[i], out);
+    *desc = o->xstats_desc;
+    return o->nxstats;
 }
 
 /* ---- per worker ---- */

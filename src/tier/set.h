@@ -32,6 +32,8 @@
 #include "llmc/tier.h"
 
 #define LLMC_TIER_SET_MAX 8
+/* The most counters of its own a tier may describe (ops->nxstats). */
+#define LLMC_TIER_XSTATS_MAX 32
 
 typedef struct llmc_tier_set llmc_tier_set_t;
 
@@ -57,7 +59,9 @@ llmc_tier_set_t *llmc_tier_set_new(void);
 /* Appends t (slower than every tier before it); the set owns it from now
    on, also when this fails. 0, LLMC_E2BIG past LLMC_TIER_SET_MAX, or
    LLMC_EINVAL when t is NULL or lacks an op every tier must have (name,
-   put, purge, stats, destroy, and get or lookup; the front needs get).
+   put, purge, stats, destroy, and get or lookup; the front needs get),
+   or describes counters of its own badly (xstats without descriptors, or
+   more than LLMC_TIER_XSTATS_MAX).
    Main thread, before any worker runs. */
 int llmc_tier_set_add(llmc_tier_set_t *s, llmc_tier_t *t);
 
@@ -118,5 +122,11 @@ void llmc_tier_set_tick(llmc_tier_set_t *s, int64_t now_ms);
 
 /* Tier i's stats. */
 void llmc_tier_set_stats(const llmc_tier_set_t *s, unsigned i, llmc_tier_stats_t *out);
+
+/* Tier i's counters of its own (ops->xstats): fills out, which has room
+   for LLMC_TIER_XSTATS_MAX values, points *desc at their descriptors and
+   returns how many there are; 0 for a tier that has none. Any thread. */
+unsigned llmc_tier_set_xstats(const llmc_tier_set_t *s, unsigned i, const llmc_stat_desc_t **desc,
+                              uint64_t *out);
 
 #endif

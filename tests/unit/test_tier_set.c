@@ -830,6 +830,54 @@ static void test_stats_names_count(void **state)
     assert_int_equal(st.hits, 7);
 }
 
+/* A tier's counters of its own: the set hands out its descriptors and
+   values; a tier without has none; a tier that describes them badly is
+   refused. */
+#define FAKE_XSTATS(X)                                                       \
+    X(conns, "conns", GAUGE, "connections", "Connections up.")              \
+    X(faults, "faults/timeout", COUNTER, "lookups", "Lookups that timed out.")
+
+typedef struct fake_xstats {
+    FAKE_XSTATS(LLMC_STAT_FIELD)
+} fake_xstats_t;
+
+#define LLMC_STAT_TYPE fake_xstats_t
+static const llmc_stat_desc_t fake_xdesc[] = {FAKE_XSTATS(LLMC_STAT_DESC)};
+#undef LLMC_STAT_TYPE
+
+static void fake_xstats(llmc_tier_t *t, void *out)
+{
+    fake_xstats_t *x = out;
+    x->conns = 2;
+    x->faults = fk(t)->puts + 40;
+}
+
+static void test_xstats(void **state)
+{
+    fixture_t *x = *state;
+    fake_t *a = sync_fake("a"), *bad = sync_fake("bad");
+    a->ops.xstats = fake_xstats;
+    a->ops.xstats_desc = fake_xdesc;
+    a->ops.nxstats = 2;
+    add(x, &a->tier);
+    bad->ops.xstats = fake_xstats;
+    bad->ops.nxstats = 2; /* no descriptors */
+    assert_int_equal(llmc_tier_set_add(x->set, &bad->tier), LLMC_EINVAL);
+    llmc_entry_t *e = mk(1);
+    assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW), 0);
+    llmc_entry_unref(e);
+
+    uint64_t v[LLMC_TIER_XSTATS_MAX];
+    const llmc_stat_desc_t *d = fake_xdesc;
+    assert_int_equal(llmc_tier_set_xstats(x->set, 0, &d, v), 0);
+    assert_null(d);
+    assert_int_equal(llmc_tier_set_xstats(x->set, 1, &d, v), 2);
+    assert_string_equal(d[0].name, "conns");
+    assert_int_equal(llmc_stat_value(v, &d[0]), 2);
+    assert_string_equal(d[1].name, "faults/timeout");
+    assert_int_equal(llmc_stat_value(v, &d[1]), 41);
+}
+
 static void test_wants_query(void **state)
 {
     fixture_t *x = *state;
@@ -923,6 +971,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_attach_failure_undoes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tick_reaches_every_tier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_names_count, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_xstats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wants_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_add_refusals_and_free_order, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_empty_set, setup_empty, teardown),
