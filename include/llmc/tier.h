@@ -99,6 +99,28 @@ struct llmc_tier_lookup {
     void *tier_data;            /* the tier's own, while the lookup is pending */
 };
 
+/*
+ * A lease: the right to call the model for a key, held by one process
+ * among all those sharing a tier (cross-gateway coalescing). The caller
+ * owns it and keeps it valid until it is answered and, when won, ended.
+ */
+enum llmc_lease_result {
+    LLMC_LEASE_NONE,    /* nobody coordinates now (no connection, a fault): call the model */
+    LLMC_LEASE_WON,     /* call the model, store the answer, then lease_end() */
+    LLMC_LEASE_FILLED,  /* the holder's answer came: entry holds it */
+};
+
+typedef struct llmc_tier_lease llmc_tier_lease_t;
+struct llmc_tier_lease {
+    llmc_key_t key;
+    unsigned worker;            /* whose loop asks (attach's index) */
+    int64_t max_wait_ms;        /* how long to wait for another holder's answer */
+    llmc_entry_t *entry;        /* out, LLMC_LEASE_FILLED: a reference, the caller's */
+    /* result: an llmc_lease_result, or LLMC_ECANCELED at detach. */
+    void (*done)(llmc_tier_lease_t *ls, int result);
+    void *tier_data;            /* the tier's own, from lease() to the end */
+};
+
 /* A purge's completion: removed counts entries removed or queued for removal. */
 typedef void (*llmc_tier_purge_cb)(void *arg, size_t removed);
 
@@ -138,6 +160,15 @@ typedef struct llmc_tier_ops {
        loop. detach: on worker's loop thread at shutdown; completes every
        lookup and purge still pending there (LLMC_ECANCELED) and closes the
        tier's handles on that loop. */
+    /* Optional, both or neither. lease: asks for the right to call the
+       model for ls->key, or waits for the answer of whoever holds it.
+       Returns LLMC_LEASE_NONE or LLMC_LEASE_WON at once, or LLMC_EAGAIN:
+       then ls->done runs once, later, on ls->worker's loop (any result).
+       lease_end: gives back a won lease once its answer is stored (or will
+       not be), or drops a pending one the caller stops waiting for (done
+       is not called then); nothing for an answered NONE or FILLED. */
+    int (*lease)(llmc_tier_t *t, llmc_tier_lease_t *ls);
+    void (*lease_end)(llmc_tier_t *t, llmc_tier_lease_t *ls);
     int (*attach)(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop);
     void (*detach)(llmc_tier_t *t, unsigned worker);
     void (*destroy)(llmc_tier_t *t);

@@ -42,6 +42,16 @@
  *   first connection up says "connected", the last one lost says "lost",
  *   and failed attempts while down are told once. Per-request trouble is
  *   only counted.
+ * - Cross-gateway coalescing is a lease per key: one Lua script reads
+ *   the value and, when there is none, takes prefix + "lease:" + hex with
+ *   SET NX PX, so that a fill landing between a lookup and the lease is
+ *   found instead of fetched twice. The holder refreshes its lease while
+ *   its call runs and gives it back (compare-and-delete, so never someone
+ *   else's) after its answer is stored; the SET of the answer goes first
+ *   on the same connection, so a waiter sees the answer before the lease
+ *   disappears. Waiters ask again every LEASE_POLL_MS: the answer (a
+ *   fill), the lease (its holder gave up or died), or wait on, until their
+ *   max_wait. Any fault answers LLMC_LEASE_NONE: call the model.
  * - Purges: by key only (DEL). Namespace, tag, model and whole-cache
  *   purges complete at once with nothing removed here; those entries
  *   leave Redis at the end of their lifetime (SCAN with the prefix and a
@@ -56,7 +66,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
@@ -75,7 +87,23 @@
 #define STUCK_MIN_MS       1000           /* stuck_ms: this, or 10 timeouts if longer */
 #define OPS_MAX            4096           /* commands in the air per connection */
 #define VALUE_MAX          (512u << 20)   /* Redis's largest string by default */
-#define KEY_MAX            (LLMC_REDIS_PREFIX_MAX + 2 * LLMC_KEY_LEN + 1)
+#define KEY_MAX            (LLMC_REDIS_PREFIX_MAX + 6 + 2 * LLMC_KEY_LEN + 1) /* + "lease:" */
+#define LEASE_MS           5000           /* a held lease lives this long unless refreshed */
+#define LEASE_REFRESH_MS   (LEASE_MS / 3)
+#define LEASE_POLL_MS      25             /* a waiter asks again this often */
+
+/* KEYS: the answer's key, the lease's; ARGV: our token, the lease's PX.
+   The answer when there is one; else 1 when the lease is ours, 0 when
+   someone else holds it. */
+static const char acquire_lua[] =
+    "local v = redis.call('GET', KEYS[1]) if v then return v end "
+    "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end return 0";
+/* KEYS: the lease; ARGV: our token (and the PX): only our own lease. */
+static const char release_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+static const char refresh_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
 
 /* X(field, "name", KIND, "unit", "help"): this tier's own counters. */
 #define REDIS_XSTATS_TABLE(X)                                                                \
@@ -96,7 +124,15 @@
     X(corrupt, "corrupt", COUNTER, "values",                                               \
       "Values that are not a record of this key and format (each a miss).")                 \
     X(unasked, "unasked", COUNTER, "lookups",                                              \
-      "Lookups missed at once: no connection up, or too many commands in the air.")
+      "Lookups missed at once: no connection up, or too many commands in the air.")         \
+    X(leases_won, "leases/won", COUNTER, "misses",                                         \
+      "Misses that took the lease: this gateway called the model for every gateway.")       \
+    X(leases_waited, "leases/waited", COUNTER, "misses",                                   \
+      "Misses that found the lease held elsewhere and waited for its answer.")              \
+    X(leases_filled, "leases/filled", COUNTER, "misses",                                   \
+      "Misses answered by another gateway's call (no model call here).")                    \
+    X(leases_none, "leases/none", COUNTER, "misses",                                       \
+      "Misses that called the model without a lease (Redis down or slow, a wait too long).")
 
 typedef struct redis_xstats {
     REDIS_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -115,6 +151,8 @@ enum op_kind {
     OP_GET,
     OP_SET,
     OP_DEL,
+    OP_LEASE,  /* the acquire script, for a lease that waits on it */
+    OP_FIRE,   /* a lease's refresh or release: nobody waits */
 };
 
 typedef struct op {
@@ -126,6 +164,7 @@ typedef struct op {
     llmc_tier_lookup_t *lk;       /* OP_GET */
     llmc_tier_purge_cb done;      /* OP_DEL */
     void *arg;
+    struct lease *lease;          /* OP_LEASE, until the lease is answered or ended */
     uint64_t sent_ms, deadline_ms; /* the loop's clock */
 } op_t;
 
@@ -156,7 +195,20 @@ struct conn {
     unsigned timeouts_in_row;
     bool unasked_reply;           /* the reader met a reply no command asked for */
     unsigned rng;
+    struct lease *leases;         /* asked, waiting or held on this loop */
 };
+
+typedef struct lease {
+    struct lease *prev, *next;    /* the connection's leases */
+    conn_t *c;
+    llmc_tier_lease_t *ls;        /* the caller's, until answered, or ended when held */
+    bool held, waited;
+    op_t *op;                     /* its acquire in the air, or NULL */
+    uv_timer_t timer;             /* waiting: the next ask; held: the refresh */
+    uint64_t give_up_ms;          /* loop time past which it stops waiting */
+    char token[48];
+    size_t token_len;
+} lease_t;
 
 struct redis {
     llmc_tier_t tier;
@@ -176,6 +228,9 @@ struct redis {
     _Atomic uint64_t hits, misses, stored, purged, dropped;
     _Atomic uint64_t connects, connect_failures, disconnects, breaker_trips, timeouts,
         error_replies, corrupt, unasked;
+    _Atomic uint64_t leases_won, leases_waited, leases_filled, leases_none;
+    uint64_t token_seed;          /* makes lease tokens unique to this process */
+    _Atomic uint64_t token_next;
 };
 
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
@@ -360,6 +415,15 @@ static size_t make_key(const redis_t *r, const llmc_key_t *key, char *out)
     memcpy(out, r->prefix, r->prefix_len);
     llmc_key_hex(key, out + r->prefix_len);
     return r->prefix_len + 2 * LLMC_KEY_LEN;
+}
+
+/* The key of key's lease: prefix + "lease:" + 64 hex digits. */
+static size_t make_lease_key(const redis_t *r, const llmc_key_t *key, char *out)
+{
+    memcpy(out, r->prefix, r->prefix_len);
+    memcpy(out + r->prefix_len, "lease:", 6);
+    llmc_key_hex(key, out + r->prefix_len + 6);
+    return r->prefix_len + 6 + 2 * LLMC_KEY_LEN;
 }
 
 /* The lifetime to give e's key at now_ms (SET ... PX): its freshness left,
@@ -573,6 +637,14 @@ static void pop(conn_t *c, op_t *op)
     c->nops--;
     if (c->waited == op)
         c->waited = next_waited(op->next);
+}
+
+/* worker's connection when it may take a command now, else NULL. */
+static conn_t *ready_conn(redis_t *r, unsigned worker)
+{
+    conn_t *c = worker < r->nconns ? r->conns[worker] : NULL;
+
+    return c && c->state == C_UP && c->nops < OPS_MAX ? c : NULL;
 }
 
 /* ---- connection state ------------------------------------------------------ */
@@ -824,6 +896,207 @@ static void got_del(conn_t *c, op_t *op, const redisReply *reply)
         op->done(op->arg, removed);
 }
 
+/* ---- leases ----------------------------------------------------------------- */
+
+static void lease_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Forgets l: off its connection's list, its command's reply ignored, its
+   timer closed (which frees it). */
+static void lease_free(lease_t *l)
+{
+    conn_t *c = l->c;
+
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        c->leases = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    if (l->op)
+        l->op->lease = NULL;
+    uv_close((uv_handle_t *)&l->timer, lease_closed);
+}
+
+/* Runs a lease script on c: KEYS key (and key2 when not NULL), ARGV the
+   token and ms. The op, or NULL. */
+static op_t *send_script(conn_t *c, enum op_kind kind, const char *lua, const char *key,
+                         size_t klen, const char *key2, size_t k2len, const lease_t *l, uint64_t ms)
+{
+    char msbuf[24];
+    int mlen = snprintf(msbuf, sizeof(msbuf), "%llu", (unsigned long long)ms);
+    const char *argv[] = {"EVAL", lua, key2 ? "2" : "1", key, key2, l->token, msbuf};
+    size_t lens[] = {4, strlen(lua), 1, klen, k2len, l->token_len, (size_t)mlen};
+
+    if (!key2) {
+        argv[4] = argv[5];
+        lens[4] = lens[5];
+        argv[5] = argv[6];
+        lens[5] = lens[6];
+    }
+    return send_cmd(c, kind, key2 ? 7 : 6, argv, lens);
+}
+
+/* Sends the acquire script for l; false when it could not be sent. */
+static bool lease_ask(lease_t *l)
+{
+    redis_t *r = l->c->r;
+    char key[KEY_MAX], lkey[KEY_MAX];
+    size_t klen = make_key(r, &l->ls->key, key), lklen = make_lease_key(r, &l->ls->key, lkey);
+    op_t *op = send_script(l->c, OP_LEASE, acquire_lua, key, klen, lkey, lklen, l, LEASE_MS);
+
+    if (!op)
+        return false;
+    op->lease = l;
+    l->op = op;
+    watch(l->c, op);
+    return true;
+}
+
+static void on_lease_timer(uv_timer_t *t);
+
+/* Tells the caller; a lease that is not won is over for the tier too. */
+static void lease_answer(lease_t *l, int result)
+{
+    redis_t *r = l->c->r;
+    llmc_tier_lease_t *ls = l->ls;
+
+    count(result == LLMC_LEASE_WON      ? &r->leases_won
+          : result == LLMC_LEASE_FILLED ? &r->leases_filled
+                                        : &r->leases_none);
+    if (result == LLMC_LEASE_WON) {
+        l->held = true;
+        uv_timer_start(&l->timer, on_lease_timer, LEASE_REFRESH_MS, LEASE_REFRESH_MS);
+    } else {
+        ls->tier_data = NULL;
+        l->ls = NULL;
+        lease_free(l);
+    }
+    ls->done(ls, result);
+}
+
+/* Held: keep the lease alive while the call runs. Waiting: ask again. */
+static void on_lease_timer(uv_timer_t *t)
+{
+    lease_t *l = t->data;
+    conn_t *c = l->c;
+    char lkey[KEY_MAX];
+
+    if (l->held) {
+        if (c->state == C_UP)
+            send_script(c, OP_FIRE, refresh_lua, lkey, make_lease_key(c->r, &l->ls->key, lkey),
+                        NULL, 0, l, LEASE_MS);
+        return;
+    }
+    if (c->state != C_UP || c->nops >= OPS_MAX || !lease_ask(l))
+        lease_answer(l, LLMC_LEASE_NONE);
+}
+
+static void got_lease(conn_t *c, op_t *op, const redisReply *reply)
+{
+    redis_t *r = c->r;
+    lease_t *l = op->lease;
+    llmc_entry_t *e = NULL;
+
+    if (!l)
+        return; /* timed out, or its caller stopped waiting */
+    l->op = NULL;
+    if (!reply) {
+        lease_answer(l, c->state == C_DETACHED ? LLMC_ECANCELED : LLMC_LEASE_NONE);
+    } else if (reply->type == REDIS_REPLY_STRING) {
+        if (value_decode(&l->ls->key, reply, &e) == 0) {
+            l->ls->entry = e;
+            lease_answer(l, LLMC_LEASE_FILLED);
+        } else {
+            count(&r->corrupt);
+            lease_answer(l, LLMC_LEASE_NONE);
+        }
+    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
+        lease_answer(l, LLMC_LEASE_WON);
+    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 &&
+               uv_now(c->loop) < l->give_up_ms) {
+        if (!l->waited) {
+            l->waited = true;
+            count(&r->leases_waited);
+        }
+        uv_timer_start(&l->timer, on_lease_timer, LEASE_POLL_MS, 0);
+    } else {
+        if (reply->type == REDIS_REPLY_ERROR)
+            count(&r->error_replies);
+        lease_answer(l, LLMC_LEASE_NONE);
+    }
+}
+
+static int rd_lease(llmc_tier_t *t, llmc_tier_lease_t *ls)
+{
+    redis_t *r = impl(t);
+    conn_t *c = ready_conn(r, ls->worker);
+    lease_t *l = c ? calloc(1, sizeof(*l)) : NULL;
+
+    if (!l) {
+        count(&r->leases_none);
+        return LLMC_LEASE_NONE;
+    }
+    l->c = c;
+    l->ls = ls;
+    uv_timer_init(c->loop, &l->timer);
+    l->timer.data = l;
+    l->token_len = (size_t)snprintf(l->token, sizeof(l->token), "%016llx-%llu",
+                                    (unsigned long long)r->token_seed,
+                                    (unsigned long long)atomic_fetch_add(&r->token_next, 1));
+    l->give_up_ms = uv_now(c->loop) + (uint64_t)(ls->max_wait_ms > 0 ? ls->max_wait_ms : 0);
+    l->next = c->leases;
+    if (l->next)
+        l->next->prev = l;
+    c->leases = l;
+    ls->tier_data = l;
+    if (!lease_ask(l)) {
+        ls->tier_data = NULL;
+        l->ls = NULL;
+        lease_free(l);
+        count(&r->leases_none);
+        return LLMC_LEASE_NONE;
+    }
+    return LLMC_EAGAIN;
+}
+
+static void rd_lease_end(llmc_tier_t *t, llmc_tier_lease_t *ls)
+{
+    lease_t *l = ls->tier_data;
+    conn_t *c;
+    char lkey[KEY_MAX];
+
+    if (!l)
+        return;
+    c = l->c;
+    ls->tier_data = NULL;
+    /* Sent after the answer's SET on this same connection: a waiter finds
+       the answer before the lease is gone. */
+    if (l->held && c->state == C_UP)
+        send_script(c, OP_FIRE, release_lua, lkey, make_lease_key(c->r, &ls->key, lkey), NULL, 0,
+                    l, 0);
+    l->ls = NULL;
+    lease_free(l);
+}
+
+/* At detach: a lease waited on ends LLMC_ECANCELED; a held one is
+   forgotten (it expires in Redis within LEASE_MS). */
+static void leases_cancel(conn_t *c)
+{
+    while (c->leases) {
+        lease_t *l = c->leases;
+        if (l->held) {
+            l->ls->tier_data = NULL;
+            l->ls = NULL;
+            lease_free(l);
+        } else {
+            lease_answer(l, LLMC_ECANCELED);
+        }
+    }
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 {
     op_t *op = privdata;
@@ -879,6 +1152,13 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     case OP_DEL:
         got_del(c, op, reply);
         break;
+    case OP_LEASE:
+        got_lease(c, op, reply);
+        break;
+    case OP_FIRE:
+        if (reply && reply->type == REDIS_REPLY_ERROR)
+            count(&r->error_replies);
+        break;
     }
     free(op);
 }
@@ -907,6 +1187,13 @@ static void on_deadline(uv_timer_t *t)
             llmc_tier_purge_cb done = op->done;
             op->done = NULL;
             done(op->arg, 0);
+        } else if (op->kind == OP_LEASE && op->lease) {
+            lease_t *l = op->lease;
+            op->lease = NULL;
+            l->op = NULL;
+            c->timeouts_in_row++;
+            count(&r->timeouts);
+            lease_answer(l, LLMC_LEASE_NONE);
         }
     }
     if (c->state != C_UP)
@@ -925,14 +1212,6 @@ static void on_deadline(uv_timer_t *t)
 }
 
 /* ---- the tier ops ---------------------------------------------------------- */
-
-/* worker's connection when it may take a command now, else NULL. */
-static conn_t *ready_conn(redis_t *r, unsigned worker)
-{
-    conn_t *c = worker < r->nconns ? r->conns[worker] : NULL;
-
-    return c && c->state == C_UP && c->nops < OPS_MAX ? c : NULL;
-}
 
 static int rd_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
 {
@@ -1033,6 +1312,10 @@ static void rd_xstats(llmc_tier_t *t, void *out)
         .error_replies = load(&r->error_replies),
         .corrupt = load(&r->corrupt),
         .unasked = load(&r->unasked),
+        .leases_won = load(&r->leases_won),
+        .leases_waited = load(&r->leases_waited),
+        .leases_filled = load(&r->leases_filled),
+        .leases_none = load(&r->leases_none),
     };
 }
 
@@ -1088,10 +1371,12 @@ static void rd_detach(llmc_tier_t *t, unsigned worker)
     c->state = C_DETACHED;
     ac = c->ac;
     c->ac = NULL;
-    /* Calls back every op: lookups end LLMC_ECANCELED, purges with 0. */
+    /* Calls back every op: lookups and leases asked end LLMC_ECANCELED,
+       purges with 0. */
     if (ac)
         redisAsyncFree(ac);
     assert(!c->head);
+    leases_cancel(c);
     if (c->resolving)
         uv_cancel((uv_req_t *)&c->gai);
     uv_close((uv_handle_t *)&c->retry, handle_closed);
@@ -1123,6 +1408,8 @@ static const llmc_tier_ops_t redis_ops = {
     .xstats_desc = xstats_desc,
     .nxstats = sizeof(xstats_desc) / sizeof(xstats_desc[0]),
     .xstats = rd_xstats,
+    .lease = rd_lease,
+    .lease_end = rd_lease_end,
     .attach = rd_attach,
     .detach = rd_detach,
     .destroy = rd_destroy,
@@ -1173,6 +1460,9 @@ int llmc_tier_redis_open(const llmc_redis_config_t *cfg, llmc_tier_t **out, char
         .createNil = guard_nil,
         .freeObject = r->plain.freeObject,
     };
+    if (getrandom(&r->token_seed, sizeof(r->token_seed), GRND_NONBLOCK) != sizeof(r->token_seed))
+        r->token_seed = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)r;
+    atomic_init(&r->token_next, 0);
     atomic_init(&r->up, 0);
     atomic_init(&r->down_told, false);
     r->tier.ops = &redis_ops;

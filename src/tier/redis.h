@@ -14,9 +14,13 @@
  * a loop's connection is down its lookups miss at once and its writes are
  * dropped (all counted) while it reconnects with backoff.
  *
- * Not here yet: Redis Cluster (a list of seed nodes), rediss:// (TLS),
- * purges other than by key (see redis.c), cross-gateway coalescing and
- * invalidation messages.
+ * It also coordinates model calls across gateways (tier.h's lease): one
+ * gateway per key holds a lease in Redis while it calls the model, the
+ * others wait for its answer there.
+ *
+ * Not here yet: Redis Cluster (a list of seed nodes; the lease script
+ * touches two keys, which Cluster would need in one slot), rediss://
+ * (TLS), purges other than by key (see redis.c), invalidation messages.
  */
 #ifndef LLMC_TIER_REDIS_H
 #define LLMC_TIER_REDIS_H

@@ -35,6 +35,7 @@ struct llmc_tier_set {
     llmc_tier_t *tiers[LLMC_TIER_SET_MAX]; /* fastest first */
     unsigned n;
     bool wants_query; /* some tier's ops->wants_query */
+    llmc_tier_t *leaser; /* the first tier with ops->lease, or NULL */
 };
 
 /* ---- building and tearing down ---- */
@@ -53,6 +54,8 @@ static bool tier_usable(const llmc_tier_t *t, bool front)
     if (!o || !o->name || !o->put || !o->purge || !o->stats || !o->destroy)
         return false;
     if (o->xstats && (!o->xstats_desc || o->nxstats == 0 || o->nxstats > LLMC_TIER_XSTATS_MAX))
+        return false;
+    if (!o->lease != !o->lease_end)
         return false;
     return front ? o->get != NULL : (o->get || o->lookup);
 }
@@ -75,6 +78,8 @@ int llmc_tier_set_add(llmc_tier_set_t *s, llmc_tier_t *t)
     }
     s->tiers[s->n++] = t;
     s->wants_query = s->wants_query || t->ops->wants_query;
+    if (!s->leaser && t->ops->lease)
+        s->leaser = t;
     return 0;
 }
 
@@ -350,6 +355,32 @@ void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t
         s->tiers[i]->ops->purge(s->tiers[i], worker, sel, slot_answered, &f->slot[i]);
     }
     fan_release(f);
+}
+
+/* ---- leases ---- */
+
+bool llmc_tier_set_leases(const llmc_tier_set_t *s)
+{
+    return s->leaser != NULL;
+}
+
+const char *llmc_tier_set_leaser_name(const llmc_tier_set_t *s)
+{
+    return s->leaser ? s->leaser->ops->name : NULL;
+}
+
+int llmc_tier_set_lease(llmc_tier_set_t *s, llmc_tier_lease_t *ls)
+{
+    ls->entry = NULL;
+    if (!s->leaser)
+        return LLMC_LEASE_NONE;
+    return s->leaser->ops->lease(s->leaser, ls);
+}
+
+void llmc_tier_set_lease_end(llmc_tier_set_t *s, llmc_tier_lease_t *ls)
+{
+    if (s->leaser)
+        s->leaser->ops->lease_end(s->leaser, ls);
 }
 
 /* ---- upkeep ---- */

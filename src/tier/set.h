@@ -61,7 +61,7 @@ llmc_tier_set_t *llmc_tier_set_new(void);
    LLMC_EINVAL when t is NULL or lacks an op every tier must have (name,
    put, purge, stats, destroy, and get or lookup; the front needs get),
    or describes counters of its own badly (xstats without descriptors, or
-   more than LLMC_TIER_XSTATS_MAX).
+   more than LLMC_TIER_XSTATS_MAX), or has one of lease/lease_end only.
    Main thread, before any worker runs. */
 int llmc_tier_set_add(llmc_tier_set_t *s, llmc_tier_t *t);
 
@@ -116,6 +116,17 @@ int llmc_tier_set_front_put(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e
    memory, sel still reaches every tier, and done reports 0 at once. */
 void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t *sel,
                          llmc_tier_purge_cb done, void *arg);
+
+/* True when a tier coordinates model calls across processes (ops->lease);
+   leaser_name: that tier's name, or NULL. */
+bool llmc_tier_set_leases(const llmc_tier_set_t *s);
+const char *llmc_tier_set_leaser_name(const llmc_tier_set_t *s);
+
+/* Asks the first tier that has lease() (see llmc_tier_ops_t.lease for the
+   contract); LLMC_LEASE_NONE when none has. lease_end likewise. On
+   ls->worker's loop thread. */
+int llmc_tier_set_lease(llmc_tier_set_t *s, llmc_tier_lease_t *ls);
+void llmc_tier_set_lease_end(llmc_tier_set_t *s, llmc_tier_lease_t *ls);
 
 /* Upkeep for every tier that has it (expiry sweeps). One thread. */
 void llmc_tier_set_tick(llmc_tier_set_t *s, int64_t now_ms);

@@ -26,7 +26,7 @@ import uuid
 
 import pytest
 
-from conftest import RespReader, cache_status, chat_body, resp_encode, session, wait_until
+from conftest import RespReader, cache_status, chat_body, read_stream, session, wait_until
 
 CHAT = "/v1/chat/completions"
 
@@ -163,6 +163,99 @@ def test_bad_url_is_refused_without_the_password(mock, gateway_factory, tmp_path
         assert p.returncode != 0
         assert says in p.stderr and "--redis" in p.stderr, p.stderr
         assert secret not in p.stderr + p.stdout
+
+
+# ------------------------------------------------------------------ one call for all
+
+def lease_stats(g):
+    return rstats(g)["leases"]
+
+
+def test_stampede_over_three_gateways_makes_one_call(redis, mock, gateway_factory):
+    """50 identical requests at once, spread over three gateways, some of
+    them streaming: the model is called once. The gateway that took the
+    lease calls it; the others wait for its answer in Redis and hand it to
+    their clients (X-Cache COALESCED, Cache-Status detail=redis), streams
+    replayed as events."""
+    gws = [redis_gateway(gateway_factory, mock, redis.url) for _ in range(3)]
+    body = chat_body(prompt(), mock={"latency_ms": 800})
+    results = [None] * 50
+    go = threading.Barrier(50)
+
+    def client(i):
+        g = gws[i % 3]
+        go.wait()
+        if i % 7 == 3:
+            status, raw = read_stream(g.url + CHAT, dict(body, stream=True), timeout=20)
+            results[i] = ("stream", status, raw)
+        else:
+            r = session().post(g.url + CHAT, json=body, timeout=20)
+            results[i] = ("plain", r.status_code, r)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(results), "a client got nothing"
+    assert mock.calls() == 1
+    plain = [r for kind, status, r in results if kind == "plain"]
+    assert all(r.status_code == 200 for r in plain), [r.status_code for r in plain]
+    contents = {r.json()["choices"][0]["message"]["content"] for r in plain}
+    assert len(contents) == 1
+    xcache = [r.headers["X-Cache"] for r in plain]
+    assert xcache.count("MISS") <= 1 and set(xcache) <= {"MISS", "COALESCED", "HIT"}, xcache
+    remote = [r for r in plain if cache_status(r.headers).get("detail") == "redis"]
+    assert remote, [r.headers["Cache-Status"] for r in plain]
+    assert all(r.headers["X-Cache"] == "COALESCED" for r in remote)
+    streams = [(status, raw) for kind, status, raw in results if kind == "stream"]
+    for status, raw in streams:
+        assert status == 200
+        assert raw.rstrip().endswith(b"data: [DONE]"), raw[-200:]
+    leases = [lease_stats(g) for g in gws]
+    assert sum(l["won"] for l in leases) == 1, leases
+    assert sum(l["filled"] for l in leases) == 2, leases
+
+
+def test_lease_given_back_when_the_call_fails(redis, mock, gateway_factory):
+    """The lease holder's call fails (nothing to store): it gives the lease
+    back at once, so the gateways waiting on it call the model themselves
+    without waiting for the lease to expire; every client gets the error."""
+    gws = [redis_gateway(gateway_factory, mock, redis.url) for _ in range(3)]
+    body = chat_body(prompt(), mock={"status": 500, "latency_ms": 300})
+    statuses = [None] * 9
+    go = threading.Barrier(9)
+
+    def client(i):
+        go.wait()
+        statuses[i] = session().post(gws[i % 3].url + CHAT, json=body, timeout=20).status_code
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    took = time.monotonic() - t0
+    assert all(s is not None and s >= 500 for s in statuses), statuses
+    assert mock.calls() == 3  # one per gateway, one after another
+    assert took < 3.0, took   # a lease left to expire would cost 5 s
+    leases = [lease_stats(g) for g in gws]
+    assert sum(l["won"] for l in leases) == 3, leases
+
+
+def test_no_cache_refresh_takes_no_shared_answer(redis, mock, gateway_factory):
+    """A no-cache request asks the model even when Redis holds the answer:
+    the lease never hands it a stored one."""
+    a = redis_gateway(gateway_factory, mock, redis.url)
+    b = redis_gateway(gateway_factory, mock, redis.url)
+    body = chat_body(prompt())
+    assert a.chat(body).headers["X-Cache"] == "MISS"
+    wait_stored(a, 1)
+    r = b.chat(body, headers={"Cache-Control": "no-cache"})
+    assert r.status_code == 200
+    assert r.headers["X-Cache"] == "MISS"
+    assert mock.calls() == 2
 
 
 # ------------------------------------------------------------------ trouble

@@ -229,6 +229,8 @@ typedef struct fake {
     long long px;
     int accepted, pings, gets, sets, dels;
     char auth[256];              /* the last AUTH's arguments, space-separated */
+    char lease[64];              /* the token holding the lease, "" when free */
+    int acquires, releases, refreshes;
 } fake_t;
 
 typedef struct wreq {
@@ -319,6 +321,33 @@ static void fake_command(fake_conn_t *fc, int argc, const char **argv, size_t *l
             f->val = NULL;
         }
         fake_send(fc, held ? ":1\r\n" : ":0\r\n", 4);
+    } else if (is(argv[0], lens[0], "EVAL")) {
+        /* The tier's three lease scripts, told apart by what they call. */
+        char script[512];
+        snprintf(script, sizeof script, "%.*s", (int)lens[1], argv[1]);
+        const char *tok = argv[argc - 2];
+        size_t toklen = lens[argc - 2];
+        bool ours = strlen(f->lease) == toklen && !memcmp(f->lease, tok, toklen);
+        if (strstr(script, "'NX'")) {
+            f->acquires++;
+            bool held = f->val && lens[3] == strlen(f->key) && !memcmp(argv[3], f->key, lens[3]);
+            if (held) {
+                fake_bulk(fc, f->val, f->vlen);
+            } else if (!f->lease[0]) {
+                snprintf(f->lease, sizeof f->lease, "%.*s", (int)toklen, tok);
+                fake_send(fc, ":1\r\n", 4);
+            } else {
+                fake_send(fc, ":0\r\n", 4);
+            }
+        } else if (strstr(script, "'DEL'")) {
+            f->releases++;
+            if (ours)
+                f->lease[0] = '\0';
+            fake_send(fc, ours ? ":1\r\n" : ":0\r\n", 4);
+        } else {
+            f->refreshes++;
+            fake_send(fc, ours ? ":1\r\n" : ":0\r\n", 4);
+        }
     } else if (is(argv[0], lens[0], "GET")) {
         f->gets++;
         bool held = f->val && lens[1] == strlen(f->key) && !memcmp(argv[1], f->key, lens[1]);
@@ -811,6 +840,128 @@ static void test_detach_cancels(void **state)
     assert_int_equal(xs(x).connected, 0);
 }
 
+/* ---- leases ---------------------------------------------------------------------- */
+
+typedef struct lease_req {
+    llmc_tier_lease_t ls;        /* first */
+    int calls, result;
+} lease_req_t;
+
+static void lease_done_cb(llmc_tier_lease_t *ls, int result)
+{
+    lease_req_t *q = (lease_req_t *)ls;
+    q->calls++;
+    q->result = result;
+}
+
+static int lease_ask_(fixture_t *x, lease_req_t *q, uint8_t seed, int64_t max_wait_ms)
+{
+    memset(q, 0, sizeof *q);
+    q->ls.key = key_of(seed);
+    q->ls.worker = 0;
+    q->ls.max_wait_ms = max_wait_ms;
+    q->ls.done = lease_done_cb;
+    return x->t->ops->lease(x->t, &q->ls);
+}
+
+static lease_req_t *pending_lease;
+static bool lease_answered(fixture_t *x)
+{
+    (void)x;
+    return pending_lease->calls > 0;
+}
+
+static bool released(fixture_t *x) { return x->fake.releases > 0; }
+
+/* A free lease is won; the holder gives it back (its own only). */
+static void test_lease_won_and_given_back(void **state)
+{
+    fixture_t *x = *state;
+    open_tier(x, "redis://127.0.0.1:%d", 200);
+    lease_req_t q;
+    assert_int_equal(lease_ask_(x, &q, 1, 1000), LLMC_LEASE_NONE); /* not connected yet */
+    assert_true(run_until(x, connected, 2000));
+    assert_int_equal(lease_ask_(x, &q, 1, 1000), LLMC_EAGAIN);
+    pending_lease = &q;
+    assert_true(run_until(x, lease_answered, 1000));
+    assert_int_equal(q.result, LLMC_LEASE_WON);
+    assert_true(x->fake.lease[0] != '\0');
+    x->t->ops->lease_end(x->t, &q.ls);
+    assert_true(run_until(x, released, 1000));
+    assert_string_equal(x->fake.lease, "");
+    assert_int_equal(q.calls, 1);
+    redis_xstats_t s = xs(x);
+    assert_int_equal(s.leases_won, 1);
+    assert_int_equal(s.leases_none, 1);
+}
+
+/* A lease held elsewhere is waited on; the holder's answer, when it comes,
+   is handed over as an entry. */
+static bool asked_twice(fixture_t *x) { return x->fake.acquires >= 2; }
+
+static void test_lease_waits_for_the_fill(void **state)
+{
+    fixture_t *x = *state;
+    open_tier(x, "redis://127.0.0.1:%d", 200);
+    assert_true(run_until(x, connected, 2000));
+    snprintf(x->fake.lease, sizeof x->fake.lease, "someone-else");
+    lease_req_t q;
+    assert_int_equal(lease_ask_(x, &q, 7, 5000), LLMC_EAGAIN);
+    assert_true(run_until(x, asked_twice, 1000));
+    assert_int_equal(q.calls, 0);
+    assert_int_equal(xs(x).leases_waited, 1);
+
+    /* The holder stores its answer. */
+    int64_t now = 1700000000000;
+    llmc_entry_t *e = entry_of(7, now, now + 60000, "{\"shared\":true}");
+    assert_int_equal(x->t->ops->put(x->t, 0, e, now), 0);
+    pending_lease = &q;
+    assert_true(run_until(x, lease_answered, 1000));
+    assert_int_equal(q.result, LLMC_LEASE_FILLED);
+    assert_non_null(q.ls.entry);
+    assert_memory_equal(q.ls.entry->body, e->body, e->body_len);
+    assert_null(q.ls.tier_data);
+    llmc_entry_unref(q.ls.entry);
+    llmc_entry_unref(e);
+    assert_string_equal(x->fake.lease, "someone-else");
+    assert_int_equal(xs(x).leases_filled, 1);
+}
+
+/* Waiting is bounded: past max_wait the answer is NONE (call the model). */
+static void test_lease_wait_bounded(void **state)
+{
+    fixture_t *x = *state;
+    open_tier(x, "redis://127.0.0.1:%d", 200);
+    assert_true(run_until(x, connected, 2000));
+    snprintf(x->fake.lease, sizeof x->fake.lease, "someone-else");
+    lease_req_t q;
+    uint64_t t0 = uv_now(&x->loop);
+    assert_int_equal(lease_ask_(x, &q, 1, 120), LLMC_EAGAIN);
+    pending_lease = &q;
+    assert_true(run_until(x, lease_answered, 2000));
+    assert_int_equal(q.result, LLMC_LEASE_NONE);
+    assert_in_range(uv_now(&x->loop) - t0, 100, 1000);
+}
+
+/* Dropping a pending lease calls nothing back; detach cancels one still
+   waited on. */
+static void test_lease_end_and_detach(void **state)
+{
+    fixture_t *x = *state;
+    open_tier(x, "redis://127.0.0.1:%d", 200);
+    assert_true(run_until(x, connected, 2000));
+    snprintf(x->fake.lease, sizeof x->fake.lease, "someone-else");
+    lease_req_t dropped, waiting;
+    assert_int_equal(lease_ask_(x, &dropped, 1, 5000), LLMC_EAGAIN);
+    assert_int_equal(lease_ask_(x, &waiting, 2, 5000), LLMC_EAGAIN);
+    assert_true(run_until(x, asked_twice, 1000));
+    x->t->ops->lease_end(x->t, &dropped.ls);
+    x->t->ops->detach(x->t, 0);
+    assert_int_equal(dropped.calls, 0);
+    assert_int_equal(waiting.calls, 1);
+    assert_int_equal(waiting.result, LLMC_ECANCELED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -828,6 +979,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_detach_cancels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_won_and_given_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_waits_for_the_fill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_wait_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_end_and_detach, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -878,6 +878,47 @@ static void test_xstats(void **state)
     assert_int_equal(llmc_stat_value(v, &d[1]), 41);
 }
 
+/* Leases go to the first tier that has them; a set without one answers
+   NONE (call the model); a tier with half the pair is refused. */
+static int fake_lease(llmc_tier_t *t, llmc_tier_lease_t *ls)
+{
+    logf_call(fk(t)->name, "lease");
+    ls->tier_data = t;
+    return LLMC_LEASE_WON;
+}
+
+static void fake_lease_end(llmc_tier_t *t, llmc_tier_lease_t *ls)
+{
+    logf_call(fk(t)->name, "lease_end");
+    assert_ptr_equal(ls->tier_data, t);
+    ls->tier_data = NULL;
+}
+
+static void test_lease_routing(void **state)
+{
+    fixture_t *x = *state;
+    llmc_tier_lease_t ls;
+    memset(&ls, 0, sizeof ls);
+    assert_false(llmc_tier_set_leases(x->set));
+    assert_null(llmc_tier_set_leaser_name(x->set));
+    assert_int_equal(llmc_tier_set_lease(x->set, &ls), LLMC_LEASE_NONE);
+    llmc_tier_set_lease_end(x->set, &ls);
+
+    fake_t *half = sync_fake("half"), *a = sync_fake("a"), *b = sync_fake("b");
+    half->ops.lease = fake_lease;
+    assert_int_equal(llmc_tier_set_add(x->set, &half->tier), LLMC_EINVAL);
+    a->ops.lease = b->ops.lease = fake_lease;
+    a->ops.lease_end = b->ops.lease_end = fake_lease_end;
+    add(x, &a->tier);
+    add(x, &b->tier);
+    assert_true(llmc_tier_set_leases(x->set));
+    assert_string_equal(llmc_tier_set_leaser_name(x->set), "a");
+    calls[0] = '\0';
+    assert_int_equal(llmc_tier_set_lease(x->set, &ls), LLMC_LEASE_WON);
+    llmc_tier_set_lease_end(x->set, &ls);
+    assert_string_equal(calls, "a:lease a:lease_end ");
+}
+
 static void test_wants_query(void **state)
 {
     fixture_t *x = *state;
@@ -972,6 +1013,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tick_reaches_every_tier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_names_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xstats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_routing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wants_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_add_refusals_and_free_order, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_empty_set, setup_empty, teardown),
