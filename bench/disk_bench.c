@@ -110,7 +110,7 @@ static double put_all(llmc_tier_t *t, llmc_entry_t **es, size_t n)
 {
     double t0 = now_s();
     for (size_t i = 0; i < n; i++)
-        t->ops->put(t, es[i], NOW);
+        t->ops->put(t, 0, es[i], NOW);
     llmc_tier_disk_flush(t);
     return now_s() - t0;
 }

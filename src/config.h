@@ -114,6 +114,15 @@ typedef enum llmc_opt_type {
       "Largest size of the on-disk cache file; the oldest entries go first when full.")       \
     X(disk_queue, "disk-queue", INT, "65536", 16, 16777216, NULL,                             \
       "Writes waiting for the disk writer thread; past this, writes are dropped (counted).")  \
+    X(redis, "redis", WORD_OR_STR, "none", 0, 0, LLMC_CFG_REDIS_WORDS,                          \
+      "Shared cache tier on Redis, between memory and disk: "                                 \
+      "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or 'none'. Several gateways on one Redis " \
+      "share their answers. Set it in LLMC_REDIS to keep a password off the command line.")   \
+    X(redis_prefix, "redis-prefix", STR, "llmc:", 0, 0, NULL,                                 \
+      "Put before every key the gateway writes to Redis: one per deployment sharing a Redis.") \
+    X(redis_timeout, "redis-timeout", SECS, "50ms", 1, 60000, NULL,                           \
+      "A Redis lookup not answered within this is a miss (seconds); a Redis that keeps "      \
+      "timing out is disconnected and retried with backoff.")                                 \
     X(mock_latency, "mock-latency", SECS, "2", 0, 3600000, NULL,                              \
       "With --upstream mock: the built-in mock model's delay before answering (seconds).")    \
     X(drain_timeout, "drain-timeout", SECS, "30", 0, 3600000, NULL,                           \
@@ -149,6 +158,9 @@ typedef enum llmc_opt_type {
 #define LLMC_CFG_ADMIN_LISTEN_WORDS(W, T)                                                      \
     W(LLMC_CFG_ADMIN_LISTEN_OFF, "off")         /* admin routes on --listen */                \
     T(LLMC_CFG_ADMIN_LISTEN_ADDR, admin_listen_addr)
+#define LLMC_CFG_REDIS_WORDS(W, T)                                                            \
+    W(LLMC_CFG_REDIS_NONE, "none")              /* no Redis tier */                           \
+    T(LLMC_CFG_REDIS_URL, redis_url)
 #define LLMC_CFG_DISK_SYNC_WORDS(W, T)                                                        \
     W(LLMC_CFG_DISK_SYNC_FULL, "full")                                                        \
     W(LLMC_CFG_DISK_SYNC_PERIODIC, "periodic")                                                \

@@ -129,6 +129,28 @@ struct llmc_tier_lookup {
     void *tier_data;            /* the tier's own, while the lookup is pending */
 };
 
+/*
+ * A lease: the right to call the model for a key, held by one process
+ * among all those sharing a tier (cross-gateway coalescing). The caller
+ * owns it and keeps it valid until it is answered and, when won, ended.
+ */
+enum llmc_lease_result {
+    LLMC_LEASE_NONE,    /* nobody coordinates now (no connection, a fault): call the model */
+    LLMC_LEASE_WON,     /* call the model, store the answer, then lease_end() */
+    LLMC_LEASE_FILLED,  /* the holder's answer came: entry holds it */
+};
+
+typedef struct llmc_tier_lease llmc_tier_lease_t;
+struct llmc_tier_lease {
+    llmc_key_t key;
+    unsigned worker;            /* whose loop asks (attach's index) */
+    int64_t max_wait_ms;        /* how long to wait for another holder's answer */
+    llmc_entry_t *entry;        /* out, LLMC_LEASE_FILLED: a reference, the caller's */
+    /* result: an llmc_lease_result, or LLMC_ECANCELED at detach. */
+    void (*done)(llmc_tier_lease_t *ls, int result);
+    void *tier_data;            /* the tier's own, from lease() to the end */
+};
+
 /* A purge's completion: removed counts entries removed or queued for removal. */
 typedef void (*llmc_tier_purge_cb)(void *arg, size_t removed);
 
@@ -145,8 +167,10 @@ typedef struct llmc_tier_ops {
     /* The general lookup: 0 (lk->entry set), LLMC_ENOENT, or LLMC_EAGAIN:
        lk->done runs later on lk->worker's loop. NULL: get() is used. */
     int (*lookup)(llmc_tier_t *t, llmc_tier_lookup_t *lk);
-    /* Stores (or queues) e, taking its own reference. 0 or LLMC_E*. */
-    int (*put)(llmc_tier_t *t, llmc_entry_t *e, int64_t now_ms);
+    /* Stores (or queues) e, taking its own reference. 0 or LLMC_E*. Called
+       on worker's loop thread (attach's index), so a tier with a
+       connection per loop writes on that loop's. */
+    int (*put)(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms);
     /* Removes what sel selects, then calls done(arg, removed) exactly once:
        before returning, or later on worker's loop thread. */
     void (*purge)(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
@@ -154,11 +178,27 @@ typedef struct llmc_tier_ops {
     /* Background upkeep (expiry sweeps); called from a timer with a budget. */
     void (*tick)(llmc_tier_t *t, int64_t now_ms);
     void (*stats)(llmc_tier_t *t, llmc_tier_stats_t *out);
+    /* Optional: counters of the tier's own beyond the common table (a
+       remote store's connection state, its faults by kind), shown beside
+       them in /stats. xstats_desc describes nxstats uint64_t fields of a
+       struct (llmc/stat.h) that xstats fills. Any thread. */
+    const llmc_stat_desc_t *xstats_desc;
+    unsigned nxstats;
+    void (*xstats)(llmc_tier_t *t, void *out);
     /* Optional. attach: worker (0, 1, ...) will run loop; called on the main
        thread before any worker runs, so a tier may keep a connection per
        loop. detach: on worker's loop thread at shutdown; completes every
        lookup and purge still pending there (LLMC_ECANCELED) and closes the
        tier's handles on that loop. */
+    /* Optional, both or neither. lease: asks for the right to call the
+       model for ls->key, or waits for the answer of whoever holds it.
+       Returns LLMC_LEASE_NONE or LLMC_LEASE_WON at once, or LLMC_EAGAIN:
+       then ls->done runs once, later, on ls->worker's loop (any result).
+       lease_end: gives back a won lease once its answer is stored (or will
+       not be), or drops a pending one the caller stops waiting for (done
+       is not called then); nothing for an answered NONE or FILLED. */
+    int (*lease)(llmc_tier_t *t, llmc_tier_lease_t *ls);
+    void (*lease_end)(llmc_tier_t *t, llmc_tier_lease_t *ls);
     int (*attach)(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop);
     void (*detach)(llmc_tier_t *t, unsigned worker);
     void (*destroy)(llmc_tier_t *t);

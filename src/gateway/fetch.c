@@ -9,6 +9,14 @@
  * An answer is stored only when it is complete, 2xx, and a JSON object:
  * error answers, truncated bodies and garbage are handed to the waiters
  * but never kept.
+ *
+ * When a tier coordinates calls across gateways (tier.h's lease: the
+ * Redis tier), a call that may be stored first asks for the lease: won
+ * or unavailable, the call goes ahead (a won lease is given back once the
+ * answer is stored, after its SET on the same connection); held elsewhere,
+ * the fetch waits for that gateway's answer and ends the flight with it,
+ * never calling the model. Only requests that would take any stored answer
+ * ask (not no-cache, nor one that refused what the tiers had).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,10 +64,16 @@ typedef struct fetch {
     llmc_sse_asm_t *as;  /* a stream's events folded into one completion */
     size_t sse_off;      /* bytes of the flight's body already parsed as events */
     int sse_err;         /* first error of the stream (sticky): not cacheable */
+    llmc_tier_lease_t lease; /* cross-gateway coalescing (llmc/tier.h) */
+    bool leasing;        /* the lease is asked: no call yet */
+    bool lease_held;     /* won: given back when the fetch ends */
 } fetch_t;
 
 static void fetch_free(fetch_t *ft)
 {
+    /* After the store (finish): its SET is sent before the lease goes. */
+    if (ft->leasing || ft->lease_held)
+        llmc_tier_set_lease_end(ft->w->gw->tiers, &ft->lease);
     if (ft->prev)
         ft->prev->next = ft->next;
     else if (ft->w->fetches == ft)
@@ -541,6 +555,74 @@ static int start_call(fetch_t *ft)
     return llmc_upstream_start(ft->w->upstream, &r, &handler, ft, &ft->call);
 }
 
+/* Another gateway's call answered, its entry brought by the lease: the
+   flight ends with it as if this gateway had made the call. The memory
+   tier keeps it (the shared tier has it already); a streaming flight gets
+   it replayed as events, and its assembled form for plain waiters. */
+static void fill_from(fetch_t *ft, llmc_entry_t *e)
+{
+    llmc_flight_t *f = ft->f;
+    llmc_gw_t *gw = ft->w->gw;
+
+    (void)llmc_tier_set_front_put(gw->tiers, ft->w->id, e, llmc_now_ms());
+    pthread_mutex_lock(&f->mu);
+    bool usage = f->upstream_usage;
+    f->filled_by = llmc_tier_set_leaser_name(gw->tiers);
+    pthread_mutex_unlock(&f->mu);
+    if (!f->is_stream) {
+        llmc_flight_head(f, e->status, llmc_entry_content_type(e), NULL, 0);
+        if (llmc_flight_data(f, e->body, e->body_len) < 0) {
+            llmc_flight_finish(f, LLMC_ENOMEM, "out of memory", false, NULL);
+            return;
+        }
+        llmc_flight_finish(f, 0, NULL, false, e);
+        return;
+    }
+    llmc_sse_replay_opts_t o = {.piece_bytes = 0, .include_usage = usage};
+    char *sse = NULL, *json = malloc((size_t)e->body_len + 1);
+    size_t n = 0;
+    if (!json || llmc_sse_replay(e->body, e->body_len, &o, &sse, &n) < 0) {
+        free(json);
+        llmc_flight_finish(f, LLMC_EBADRESP, "the shared answer cannot be replayed as a stream",
+                           false, NULL);
+        return;
+    }
+    memcpy(json, e->body, e->body_len);
+    json[e->body_len] = '\0';
+    llmc_flight_head(f, e->status, "text/event-stream", NULL, 0);
+    int rc = llmc_flight_data(f, sse, n);
+    free(sse);
+    llmc_flight_set_assembled(f, json, e->body_len);
+    llmc_flight_finish(f, rc, rc < 0 ? "out of memory" : NULL, false, rc < 0 ? NULL : e);
+}
+
+/* The lease's answer, on this worker's loop. */
+static void lease_done(llmc_tier_lease_t *ls, int result)
+{
+    fetch_t *ft = (fetch_t *)((char *)ls - offsetof(fetch_t, lease));
+
+    ft->leasing = false;
+    if (result == LLMC_LEASE_FILLED) {
+        fill_from(ft, ls->entry);
+        llmc_entry_unref(ls->entry);
+        ls->entry = NULL;
+        fetch_free(ft);
+        return;
+    }
+    if (result < 0) { /* canceled: the gateway is shutting down */
+        llmc_flight_finish(ft->f, result, "the gateway is shutting down", false, NULL);
+        fetch_free(ft);
+        return;
+    }
+    ft->lease_held = result == LLMC_LEASE_WON;
+    ft->started_ms = uv_now(&ft->w->loop); /* the timeout bounds the call, not the wait */
+    int rc = start_call(ft);
+    if (rc < 0) {
+        llmc_flight_finish(ft->f, rc, "could not start the upstream call", false, NULL);
+        fetch_free(ft);
+    }
+}
+
 int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
                          const char *body, size_t body_len, bool store, const char *model)
 {
@@ -576,16 +658,28 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     }
     ft->retries_left = (unsigned)gw->cfg->upstream_retries;
     ft->valid = -1;
+    ft->next = gr->w->fetches;
+    if (ft->next)
+        ft->next->prev = ft;
+    gr->w->fetches = ft;
+    if (store && gr->policy.read && !gr->fwd && llmc_tier_set_leases(gw->tiers)) {
+        ft->lease.key = ft->f->key;
+        ft->lease.worker = gr->w->id;
+        ft->lease.max_wait_ms = gw->cfg->upstream_timeout;
+        ft->lease.done = lease_done;
+        int lr = llmc_tier_set_lease(gw->tiers, &ft->lease);
+        if (lr == LLMC_EAGAIN) {
+            ft->leasing = true;
+            return 0;
+        }
+        ft->lease_held = lr == LLMC_LEASE_WON;
+    }
     ft->started_ms = uv_now(&gr->w->loop);
     int rc = start_call(ft);
     if (rc < 0) {
         fetch_free(ft);
         return rc;
     }
-    ft->next = gr->w->fetches;
-    if (ft->next)
-        ft->next->prev = ft;
-    gr->w->fetches = ft;
     return 0;
 }
 

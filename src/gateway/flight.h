@@ -66,6 +66,9 @@ struct llmc_flight {
        so its answer ends with a usage chunk (choices: []) that a waiter who
        did not ask for one must not get. Set by the leader before the call. */
     bool upstream_usage;
+    /* The answer is another gateway's call, brought by this tier's lease
+       (fetch.c); NULL when this gateway made the call. */
+    const char *filled_by;
     unsigned nwaiters;
     llmc_flight_waiter_t *waiters;
 };

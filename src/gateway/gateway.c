@@ -23,6 +23,7 @@
 #include "llmc/fpmap.h"
 #include "tier/disk.h"
 #include "tier/memory.h"
+#include "tier/redis.h"
 
 /* Splits "HOST:PORT" or "[V6]:PORT" (the value of option opt) into host
    (hcap bytes) and *port. */
@@ -112,6 +113,27 @@ static int open_log(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t e
     return 0;
 }
 
+/* The shared tier, when --redis names one: between memory and disk, since
+   a Redis hit costs a round trip on the network but saves the model call
+   another gateway already paid for. */
+static int open_redis(llmc_gw_t *gw, char *err, size_t errlen)
+{
+    const llmc_config_t *cfg = gw->cfg;
+    llmc_redis_config_t rc = {
+        .url = cfg->redis_url,
+        .prefix = cfg->redis_prefix,
+        .timeout_ms = cfg->redis_timeout,
+    };
+    llmc_tier_t *t = NULL;
+    int rv;
+
+    if (cfg->redis == LLMC_CFG_REDIS_NONE)
+        return 0;
+    if ((rv = llmc_tier_redis_open(&rc, &t, err, errlen)) < 0)
+        return rv;
+    return llmc_tier_set_add(gw->tiers, t);
+}
+
 static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
 {
     const llmc_config_t *cfg = gw->cfg;
@@ -131,8 +153,9 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         snprintf(err, errlen, "could not create the memory cache");
         return LLMC_ENOMEM;
     }
-    if (cfg->data_dir == LLMC_CFG_DATA_DIR_NONE)
-        return 0;
+    int rc = open_redis(gw, err, errlen);
+    if (rc < 0 || cfg->data_dir == LLMC_CFG_DATA_DIR_NONE)
+        return rc;
     static const llmc_disk_sync_t sync_of[] = {
         [LLMC_CFG_DISK_SYNC_FULL] = LLMC_DISK_SYNC_FULL,
         [LLMC_CFG_DISK_SYNC_PERIODIC] = LLMC_DISK_SYNC_PERIODIC,
@@ -148,7 +171,7 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
     };
     char derr[400] = "";
     llmc_tier_t *disk = NULL;
-    int rc = llmc_tier_disk_open(&dc, &disk, derr, sizeof(derr));
+    rc = llmc_tier_disk_open(&dc, &disk, derr, sizeof(derr));
     if (rc < 0) {
         snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir_path, derr);
         return rc;

@@ -270,7 +270,7 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
     d = llmc_entry_new(&spec);
     free(body);
     if (d)
-        llmc_tier_set_front_put(tiers, d, now); /* best effort: too big is still served */
+        llmc_tier_set_front_put(tiers, gr->w->id, d, now); /* best effort: too big is still served */
     return d;
 }
 
@@ -346,6 +346,10 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
 
 static const char *miss_status(gw_req_t *gr, const llmc_flight_t *f, char buf[MISS_STATUS_CAP])
 {
+    if (!strcmp(gr->xcache, "COALESCED") && f && f->filled_by) {
+        snprintf(buf, MISS_STATUS_CAP, "llmcached; fwd=miss; collapsed; detail=%s", f->filled_by);
+        return buf;
+    }
     if (!strcmp(gr->xcache, "COALESCED"))
         return "llmcached; fwd=miss; collapsed";
     if (!strcmp(gr->xcache, "BYPASS"))
@@ -432,6 +436,14 @@ static void respond_sse_without_usage(gw_req_t *gr, const llmc_flight_t *f, cons
     llmc_http_respond(gr->req, f->status, h, n, &buf, 1, free, body);
 }
 
+/* A flight another gateway's call answered (fetch.c's lease): this request
+   waited for an identical call in flight, as a local COALESCED one does. */
+static void note_shared_fill(gw_req_t *gr, const llmc_flight_t *f)
+{
+    if (f->filled_by && gr->xcache && !strcmp(gr->xcache, "MISS"))
+        gr->xcache = "COALESCED";
+}
+
 void llmc__gw_respond_flight(gw_req_t *gr)
 {
     llmc_flight_t *f = gr->flight;
@@ -439,6 +451,7 @@ void llmc__gw_respond_flight(gw_req_t *gr)
        own reference keeps it while the answer is built. */
     llmc_flight_ref(f);
     llmc__gr_leave_flight(gr);
+    note_shared_fill(gr, f);
     size_t len = 0;
     const char *json = f->status / 100 == 2 ? flight_json(f, &len) : NULL;
     bool ok2xx = f->status / 100 == 2 && !f->err;
@@ -510,6 +523,7 @@ bool llmc__gw_stream_step(gw_req_t *gr)
 
     if (!gr->started && relay && !(done && failed && !have)) {
         char h[HDR_CAP];
+        note_shared_fill(gr, f); /* set before the head: done, under the lock */
         size_t n = hadd(h, 0, "Content-Type: %s\r\n",
                         f->content_type[0] ? f->content_type : "text/event-stream");
         char cs[MISS_STATUS_CAP];

@@ -108,6 +108,10 @@ typedef struct gw_snapshot {
     unsigned ntiers;
     const char *tier_names[LLMC_TIER_SET_MAX];
     llmc_tier_stats_t tiers[LLMC_TIER_SET_MAX];
+    /* A tier's counters of its own (tier.h: xstats), beside the common ones. */
+    unsigned nx[LLMC_TIER_SET_MAX];
+    const llmc_stat_desc_t *xd[LLMC_TIER_SET_MAX];
+    uint64_t xs[LLMC_TIER_SET_MAX][LLMC_TIER_XSTATS_MAX];
     llmc_slab_stats_t slab;
     proc_stats_t proc;
 } gw_snapshot_t;
@@ -134,6 +138,7 @@ static void snapshot(llmc_gw_t *gw, gw_snapshot_t *s)
     for (unsigned i = 0; i < s->ntiers; i++) {
         s->tier_names[i] = llmc_tier_set_name(gw->tiers, i);
         llmc_tier_set_stats(gw->tiers, i, &s->tiers[i]);
+        s->nx[i] = llmc_tier_set_xstats(gw->tiers, i, &s->xd[i], s->xs[i]);
     }
     llmc_entry_mem_stats(&s->slab);
     s->proc = (proc_stats_t){
@@ -160,6 +165,7 @@ json_t *llmc_gw_stats_json(llmc_gw_t *gw)
             llmc_stats_to_json(o, llmc_tier_stat_desc, LLMC_TIER_NSTATS, &s.tiers[i], front_fields);
         json_t *t = json_object();
         llmc_stats_to_json(t, llmc_tier_stat_desc, LLMC_TIER_NSTATS, &s.tiers[i], NULL);
+        llmc_stats_to_json(t, s.xd[i], s.nx[i], s.xs[i], NULL);
         json_object_set_new(tiers, s.tier_names[i], t);
     }
     json_object_set_new(o, "tiers", tiers);
@@ -326,6 +332,12 @@ char *llmc_gw_metrics_text(llmc_gw_t *gw, size_t *len)
     if (s.ntiers)
         emit_table(&b, "tier_", llmc_tier_stat_desc, LLMC_TIER_NSTATS, tiers, s.ntiers, "tier",
                    s.tier_names);
+    for (unsigned i = 0; i < s.ntiers; i++) {
+        if (!s.nx[i])
+            continue;
+        one[0] = s.xs[i];
+        emit_table(&b, "tier_", s.xd[i], s.nx[i], one, 1, "tier", &s.tier_names[i]);
+    }
     one[0] = &s.slab;
     emit_table(&b, "entry_slab_", llmc_slab_stat_desc, LLMC_SLAB_NSTATS, one, 1, NULL, NULL);
     one[0] = &s.proc;

@@ -925,7 +925,7 @@ static int disk_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_
     return 0;
 }
 
-static int disk_put(llmc_tier_t *t, llmc_entry_t *e, int64_t now_ms)
+static int disk_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms)
 {
     disk_t *d = t->impl;
     if (now_ms >= add_ms(e->expires_ms, d->keep_stale_ms))

@@ -38,8 +38,9 @@ static int mem_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_e
     return rc;
 }
 
-static int mem_put(llmc_tier_t *t, llmc_entry_t *e, int64_t now_ms)
+static int mem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms)
 {
+    (void)worker;
     return llmc_cache_put(impl(t)->cache, e, now_ms);
 }
 

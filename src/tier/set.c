@@ -31,6 +31,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "llmc/error.h"
 #include "tier/set.h"
@@ -47,6 +48,7 @@ struct llmc_tier_set {
     _Atomic uint64_t purge_seq;            /* purges sent; written under log_mu */
     llmc_purge_t *log[PURGE_LOG];          /* purge number k at [k % PURGE_LOG]; NULL: no
                                               memory for its copy (it selects everything) */
+    llmc_tier_t *leaser; /* the first tier with ops->lease, or NULL */
 };
 
 /* ---- building and tearing down ---- */
@@ -69,6 +71,10 @@ static bool tier_usable(const llmc_tier_t *t, bool front)
 
     if (!o || !o->name || !o->put || !o->purge || !o->stats || !o->destroy)
         return false;
+    if (o->xstats && (!o->xstats_desc || o->nxstats == 0 || o->nxstats > LLMC_TIER_XSTATS_MAX))
+        return false;
+    if (!o->lease != !o->lease_end)
+        return false;
     return front ? o->get != NULL : (o->get || o->lookup);
 }
 
@@ -90,6 +96,8 @@ int llmc_tier_set_add(llmc_tier_set_t *s, llmc_tier_t *t)
     }
     s->tiers[s->n++] = t;
     s->wants_query = s->wants_query || t->ops->wants_query;
+    if (!s->leaser && t->ops->lease)
+        s->leaser = t;
     return 0;
 }
 
@@ -129,6 +137,22 @@ void llmc_tier_set_stats(const llmc_tier_set_t *s, unsigned i, llmc_tier_stats_t
 {
     assert(i < s->n);
     s->tiers[i]->ops->stats(s->tiers[i], out);
+}
+
+unsigned llmc_tier_set_xstats(const llmc_tier_set_t *s, unsigned i, const llmc_stat_desc_t **desc,
+                              uint64_t *out)
+{
+    const llmc_tier_ops_t *o;
+
+    assert(i < s->n);
+    o = s->tiers[i]->ops;
+    *desc = NULL;
+    if (!o->xstats)
+        return 0;
+    memset(out, 0, o->nxstats * sizeof(*out));
+    o->xstats(s->tiers[i], out);
+    *desc = o->xstats_desc;
+    return o->nxstats;
 }
 
 /* ---- per worker ---- */
@@ -203,7 +227,7 @@ static int hit(llmc_set_lookup_t *sl)
     if (sl->next > 0) {
         bool purged = llmc_tier_set_purged_since(s, sl->purge_seq, e);
         for (unsigned i = 0; !purged && i < sl->next; i++)
-            (void)s->tiers[i]->ops->put(s->tiers[i], e, sl->tl.now_ms);
+            (void)s->tiers[i]->ops->put(s->tiers[i], sl->tl.worker, e, sl->tl.now_ms);
         if (!purged && llmc_tier_set_purged_since(s, sl->purge_seq, e)) {
             unput(s, sl->tl.worker, &e->key, sl->next);
             purged = true;
@@ -325,7 +349,7 @@ int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, in
         return 0;
     if (llmc_tier_set_purged_since(s, since, e))
         return LLMC_ECANCELED;
-    if (s->tiers[0]->ops->put(s->tiers[0], e, now_ms) < 0) {
+    if (s->tiers[0]->ops->put(s->tiers[0], worker, e, now_ms) < 0) {
         /* The front included: its refusal need not have dropped its own
            older answer (the memory tier's does, and then this finds
            nothing). Nobody waits for these purges. */
@@ -337,7 +361,7 @@ int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, in
     /* A slower tier that drops the write counts it in its own stats; the
        answer is kept all the same. */
     for (unsigned i = 1; i < s->n; i++)
-        (void)s->tiers[i]->ops->put(s->tiers[i], e, now_ms);
+        (void)s->tiers[i]->ops->put(s->tiers[i], worker, e, now_ms);
     /* A purge that came while we wrote may have missed what we wrote. */
     if (llmc_tier_set_purged_since(s, since, e)) {
         unput(s, worker, &e->key, s->n);
@@ -355,11 +379,11 @@ llmc_entry_t *llmc_tier_set_front_get(llmc_tier_set_t *s, const llmc_key_t *key,
     return e;
 }
 
-int llmc_tier_set_front_put(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms)
+int llmc_tier_set_front_put(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, int64_t now_ms)
 {
     if (s->n == 0)
         return LLMC_EINVAL;
-    return s->tiers[0]->ops->put(s->tiers[0], e, now_ms);
+    return s->tiers[0]->ops->put(s->tiers[0], worker, e, now_ms);
 }
 
 int llmc_tier_set_peek(llmc_tier_set_t *s, unsigned i, const llmc_key_t *key, int64_t now_ms,
@@ -435,6 +459,32 @@ void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t
         s->tiers[i]->ops->purge(s->tiers[i], worker, sel, slot_answered, &f->slot[i]);
     }
     fan_release(f);
+}
+
+/* ---- leases ---- */
+
+bool llmc_tier_set_leases(const llmc_tier_set_t *s)
+{
+    return s->leaser != NULL;
+}
+
+const char *llmc_tier_set_leaser_name(const llmc_tier_set_t *s)
+{
+    return s->leaser ? s->leaser->ops->name : NULL;
+}
+
+int llmc_tier_set_lease(llmc_tier_set_t *s, llmc_tier_lease_t *ls)
+{
+    ls->entry = NULL;
+    if (!s->leaser)
+        return LLMC_LEASE_NONE;
+    return s->leaser->ops->lease(s->leaser, ls);
+}
+
+void llmc_tier_set_lease_end(llmc_tier_set_t *s, llmc_tier_lease_t *ls)
+{
+    if (s->leaser)
+        s->leaser->ops->lease_end(s->leaser, ls);
 }
 
 /* ---- upkeep ---- */

@@ -41,6 +41,8 @@
 #include "llmc/tier.h"
 
 #define LLMC_TIER_SET_MAX 8
+/* The most counters of its own a tier may describe (ops->nxstats). */
+#define LLMC_TIER_XSTATS_MAX 32
 
 typedef struct llmc_tier_set llmc_tier_set_t;
 
@@ -68,7 +70,9 @@ llmc_tier_set_t *llmc_tier_set_new(void);
 /* Appends t (slower than every tier before it); the set owns it from now
    on, also when this fails. 0, LLMC_E2BIG past LLMC_TIER_SET_MAX, or
    LLMC_EINVAL when t is NULL or lacks an op every tier must have (name,
-   put, purge, stats, destroy, and get or lookup; the front needs get).
+   put, purge, stats, destroy, and get or lookup; the front needs get),
+   or describes counters of its own badly (xstats without descriptors, or
+   more than LLMC_TIER_XSTATS_MAX), or has one of lease/lease_end only.
    Main thread, before any worker runs. */
 int llmc_tier_set_add(llmc_tier_set_t *s, llmc_tier_t *t);
 
@@ -121,10 +125,11 @@ uint64_t llmc_tier_set_purge_seq(llmc_tier_set_t *s);
    longer reaches back that far. Any thread. */
 bool llmc_tier_set_purged_since(llmc_tier_set_t *s, uint64_t since, const llmc_entry_t *e);
 
-/* The front tier alone: a reference or NULL; 0 or LLMC_E*. Any loop thread.
-   A set with no tier has no front: NULL, LLMC_EINVAL. */
+/* The front tier alone: a reference or NULL; 0 or LLMC_E*. front_get on
+   any loop thread, front_put on worker's. A set with no tier has no
+   front: NULL, LLMC_EINVAL. */
 llmc_entry_t *llmc_tier_set_front_get(llmc_tier_set_t *s, const llmc_key_t *key, int64_t now_ms);
-int llmc_tier_set_front_put(llmc_tier_set_t *s, llmc_entry_t *e, int64_t now_ms);
+int llmc_tier_set_front_put(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, int64_t now_ms);
 
 /* Tier i alone, by key, for inspection (GET /admin/cache): no walk, no
    promotion. 0 and a reference in *out; LLMC_ENOENT; LLMC_ENOTSUP for a
@@ -145,10 +150,27 @@ typedef void (*llmc_set_purge_cb)(void *arg, const size_t *removed, unsigned nti
 void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t *sel,
                          llmc_set_purge_cb done, void *arg);
 
+/* True when a tier coordinates model calls across processes (ops->lease);
+   leaser_name: that tier's name, or NULL. */
+bool llmc_tier_set_leases(const llmc_tier_set_t *s);
+const char *llmc_tier_set_leaser_name(const llmc_tier_set_t *s);
+
+/* Asks the first tier that has lease() (see llmc_tier_ops_t.lease for the
+   contract); LLMC_LEASE_NONE when none has. lease_end likewise. On
+   ls->worker's loop thread. */
+int llmc_tier_set_lease(llmc_tier_set_t *s, llmc_tier_lease_t *ls);
+void llmc_tier_set_lease_end(llmc_tier_set_t *s, llmc_tier_lease_t *ls);
+
 /* Upkeep for every tier that has it (expiry sweeps). One thread. */
 void llmc_tier_set_tick(llmc_tier_set_t *s, int64_t now_ms);
 
 /* Tier i's stats. */
 void llmc_tier_set_stats(const llmc_tier_set_t *s, unsigned i, llmc_tier_stats_t *out);
+
+/* Tier i's counters of its own (ops->xstats): fills out, which has room
+   for LLMC_TIER_XSTATS_MAX values, points *desc at their descriptors and
+   returns how many there are; 0 for a tier that has none. Any thread. */
+unsigned llmc_tier_set_xstats(const llmc_tier_set_t *s, unsigned i, const llmc_stat_desc_t **desc,
+                              uint64_t *out);
 
 #endif

@@ -280,6 +280,141 @@ class Mock(_Proc):
         assert r.status_code in (200, 204), r.text
 
 
+# ------------------------------------------------------------------- Redis
+
+def resp_encode(*args):
+    """A RESP command array of args (str or bytes)."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+class RespReader:
+    """Reads RESP replies from a socket: +/- as str (an error as RespError),
+    : as int, $ as bytes or None, * as a list."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _n(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            return RespError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self._n(n + 2)
+            return data[:-2]
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.reply() for _ in range(n)]
+        raise ValueError(f"not RESP: {line!r}")
+
+
+class RespError(str):
+    pass
+
+
+class Redis(_Proc):
+    """A redis-server of the test's own on 127.0.0.1 (never a system
+    service): no persistence, its files under tmp. url is its redis:// URL;
+    call() sends one command and returns the reply."""
+
+    def __init__(self, tmp, name="redis", port=None, password=None, extra=()):
+        self.port = port or free_port()
+        self.password = password
+        self.url = (f"redis://:{password}@127.0.0.1:{self.port}" if password
+                    else f"redis://127.0.0.1:{self.port}")
+        d = tmp / f"{name}.dir"
+        d.mkdir(exist_ok=True)
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(d),
+                *(["--requirepass", password] if password else []), *extra]
+        super().__init__(name, argv, _clean_env(), tmp)
+        self.wait_pong()
+
+    def call(self, *args, timeout=5):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            r = RespReader(s)
+            if self.password:
+                s.sendall(resp_encode("AUTH", self.password))
+                assert r.reply() == "OK"
+            s.sendall(resp_encode(*args))
+            return r.reply()
+
+    def wait_pong(self):
+        deadline = time.monotonic() + START_TIMEOUT
+        last = None
+        while time.monotonic() < deadline:
+            if not self.alive():
+                if "address already in use" in self.stderr().lower() + tail(self.stdout_path).lower():
+                    self.stop()
+                    raise PortTaken(self.stderr())
+                pytest.fail(f"{self.name} exited with {self.proc.returncode} during start-up\n"
+                            f"stdout:\n{tail(self.stdout_path)}", pytrace=False)
+            try:
+                if self.call("PING", timeout=1) == "PONG":
+                    return
+            except (OSError, ConnectionError, ValueError) as e:
+                last = repr(e)
+            time.sleep(0.02)
+        self.stop()
+        pytest.fail(f"{self.name} not answering PING within {START_TIMEOUT}s ({last})", pytrace=False)
+
+    def kill9(self):
+        """Kills it on purpose (the procs fixture then does not call it a crash)."""
+        self.must_survive = False
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def redis_factory(procs, tmp_path):
+    """Starts redis-servers: make(port=None, password=None, extra=()). A port
+    given (a restart on the same one) is used as it is."""
+    n = [0]
+
+    def make(port=None, password=None, extra=()):
+        n[0] += 1
+        r = start_retrying(lambda p: Redis(tmp_path, name="redis" if n[0] == 1 else f"redis{n[0]}",
+                                           port=p, password=password, extra=extra), port)
+        procs.insert(0, r)  # stopped last, after the gateways that talk to it
+        return r
+    return make
+
+
+@pytest.fixture
+def redis(redis_factory):
+    return redis_factory()
+
+
 def _clean_env(extra=None):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("LLMC_") and k not in ("OPENAI_API_KEY",)}

@@ -695,7 +695,7 @@ static void test_memory_tier(void **state)
 
     llmc_entry_t *e = mk(1, 100, 5000), *out;
     llmc_key_t k = key_of(1), k2 = key_of(2);
-    assert_int_equal(t->ops->put(t, e, 0), 0);
+    assert_int_equal(t->ops->put(t, 0, e, 0), 0);
     assert_int_equal(t->ops->get(t, &k, 100, &out), 0);
     assert_ptr_equal(out, e);
     llmc_entry_unref(out);
@@ -704,7 +704,7 @@ static void test_memory_tier(void **state)
     llmc_entry_unref(out);
 
     llmc_entry_t *big = mk(9, 600 * 1024, FOREVER);
-    assert_int_equal(t->ops->put(t, big, 0), LLMC_E2BIG);
+    assert_int_equal(t->ops->put(t, 0, big, 0), LLMC_E2BIG);
     llmc_entry_unref(big);
 
     llmc_tier_stats_t ts;

@@ -110,7 +110,7 @@ static llmc_entry_t *entry(uint32_t i, int64_t ttl_ms, const char *ns, const cha
 static int put(llmc_tier_t *t, uint32_t i, int64_t ttl_ms, const char *ns, const char *tag)
 {
     llmc_entry_t *e = entry(i, ttl_ms, ns, tag);
-    int rc = t->ops->put(t, e, NOW);
+    int rc = t->ops->put(t, 0, e, NOW);
     llmc_entry_unref(e);
     return rc;
 }
@@ -258,7 +258,7 @@ static void test_put_of_expired_entry_is_not_stored(void **state)
     llmc_disk_config_t c = config(f);
     llmc_tier_t *t = open_ok(&c);
     llmc_entry_t *e = entry(1, 10, NULL, NULL);
-    assert_int_equal(t->ops->put(t, e, NOW + 100), 0);
+    assert_int_equal(t->ops->put(t, 0, e, NOW + 100), 0);
     llmc_entry_unref(e);
     llmc_tier_disk_flush(t);
     assert_int_equal(stats(t).entries, 0);
@@ -374,7 +374,7 @@ static void test_big_entries_evict_a_few_not_the_whole_file(void **state)
     uint64_t most = 0;
     for (uint32_t i = 0; i < 60; i++) {
         llmc_entry_t *e = big_entry(i, 200 << 10);
-        assert_int_equal(t->ops->put(t, e, NOW), 0);
+        assert_int_equal(t->ops->put(t, 0, e, NOW), 0);
         llmc_entry_unref(e);
         llmc_tier_disk_flush(t);
         llmc_tier_stats_t s = stats(t);

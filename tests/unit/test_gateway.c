@@ -116,7 +116,7 @@ static int delayed_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     return LLMC_EAGAIN;
 }
 
-static int delayed_put(llmc_tier_t *t, llmc_entry_t *e, int64_t now_ms)
+static int delayed_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms)
 {
     llmc_entry_t *copy = entry_copy(e);
     int rc = copy ? llmc_cache_put(((delayed_t *)t->impl)->cache, copy, now_ms) : LLMC_ENOMEM;

@@ -109,6 +109,7 @@ typedef struct fake {
     int attach_rc;
     size_t purge_removed;       /* what a purge reports */
     unsigned gets, lookups, puts, purges, ticks, attaches, detaches;
+    unsigned put_worker;        /* the worker of the last put */
     llmc_purge_t last_purge;
     /* delayed fakes */
     uint64_t delay_ms;
@@ -143,10 +144,11 @@ static int fake_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_
     return answer(f, key, out);
 }
 
-static int fake_put(llmc_tier_t *t, llmc_entry_t *e, int64_t now_ms)
+static int fake_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms)
 {
     fake_t *f = fk(t);
     f->puts++;
+    f->put_worker = worker;
     logf_call(f->name, "put");
     llmc_entry_unref(f->held);
     f->held = llmc_entry_ref(e);
@@ -602,7 +604,7 @@ static void test_front_refusal_purges_key(void **state)
     llmc_entry_t *old = mk(1), *other = mk(2), *big = mk_ns(1, 4000, NOW + HOUR, "");
     assert_int_equal(llmc_tier_set_store(x->set, 0, old, NOW - 10, 0), 0);
     /* Another key, which the purge must leave alone. */
-    assert_int_equal(llmc_tier_set_front_put(x->set, other, NOW - 10), 0);
+    assert_int_equal(llmc_tier_set_front_put(x->set, 0, other, NOW - 10), 0);
     assert_ptr_equal(a->held, old);
     assert_ptr_equal(d->held, old);
     calls[0] = '\0';
@@ -628,6 +630,39 @@ static void test_front_refusal_purges_key(void **state)
     llmc_entry_unref(big);
 }
 
+/* A put names the worker whose loop it runs on (a tier with a connection
+   per loop writes on that one): the store's worker, and for a promotion
+   the lookup's. */
+static void test_put_names_worker(void **state)
+{
+    fixture_t *x = *state;
+    fake_t *a = sync_fake("a"), *b = sync_fake("b");
+    add(x, &a->tier);
+    add(x, &b->tier);
+    llmc_entry_t *e = mk(1);
+
+    assert_int_equal(llmc_tier_set_store(x->set, 3, e, NOW, 0), 0);
+    assert_int_equal(a->put_worker, 3);
+    assert_int_equal(b->put_worker, 3);
+    llmc_entry_unref(a->held);
+    a->held = NULL;
+
+    req_t r;
+    memset(&r, 0, sizeof r);
+    r.q.key = key_of(1);
+    r.sl.tl.query = &r.q;
+    r.sl.tl.now_ms = NOW;
+    r.sl.tl.worker = 2;
+    r.sl.done = req_done;
+    assert_int_equal(llmc_cache_delete(llmc_tier_memory_cache(x->mem), &r.q.key), 0);
+    assert_int_equal(llmc_tier_set_lookup(x->set, &r.sl), 0);
+    assert_string_equal(r.sl.tier_name, "b");
+    assert_int_equal(a->put_worker, 2);
+    assert_int_equal(a->puts, 2);
+    llmc_entry_unref(r.sl.tl.entry);
+    llmc_entry_unref(e);
+}
+
 /* front_get and front_put touch the front alone. */
 static void test_front_only(void **state)
 {
@@ -637,7 +672,7 @@ static void test_front_only(void **state)
     llmc_entry_t *e = mk(1), *f = mk(2);
     a->held = llmc_entry_ref(f);
 
-    assert_int_equal(llmc_tier_set_front_put(x->set, e, NOW), 0);
+    assert_int_equal(llmc_tier_set_front_put(x->set, 0, e, NOW), 0);
     assert_true(mem_holds(x->mem, 1));
     llmc_key_t k1 = key_of(1), k2 = key_of(2);
     llmc_entry_t *got = llmc_tier_set_front_get(x->set, &k1, NOW);
@@ -896,6 +931,95 @@ static void test_stats_names_count(void **state)
     assert_int_equal(st.hits, 7);
 }
 
+/* A tier's counters of its own: the set hands out its descriptors and
+   values; a tier without has none; a tier that describes them badly is
+   refused. */
+#define FAKE_XSTATS(X)                                                       \
+    X(conns, "conns", GAUGE, "connections", "Connections up.")              \
+    X(faults, "faults/timeout", COUNTER, "lookups", "Lookups that timed out.")
+
+typedef struct fake_xstats {
+    FAKE_XSTATS(LLMC_STAT_FIELD)
+} fake_xstats_t;
+
+#define LLMC_STAT_TYPE fake_xstats_t
+static const llmc_stat_desc_t fake_xdesc[] = {FAKE_XSTATS(LLMC_STAT_DESC)};
+#undef LLMC_STAT_TYPE
+
+static void fake_xstats(llmc_tier_t *t, void *out)
+{
+    fake_xstats_t *x = out;
+    x->conns = 2;
+    x->faults = fk(t)->puts + 40;
+}
+
+static void test_xstats(void **state)
+{
+    fixture_t *x = *state;
+    fake_t *a = sync_fake("a"), *bad = sync_fake("bad");
+    a->ops.xstats = fake_xstats;
+    a->ops.xstats_desc = fake_xdesc;
+    a->ops.nxstats = 2;
+    add(x, &a->tier);
+    bad->ops.xstats = fake_xstats;
+    bad->ops.nxstats = 2; /* no descriptors */
+    assert_int_equal(llmc_tier_set_add(x->set, &bad->tier), LLMC_EINVAL);
+    llmc_entry_t *e = mk(1);
+    assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW, 0), 0);
+    llmc_entry_unref(e);
+
+    uint64_t v[LLMC_TIER_XSTATS_MAX];
+    const llmc_stat_desc_t *d = fake_xdesc;
+    assert_int_equal(llmc_tier_set_xstats(x->set, 0, &d, v), 0);
+    assert_null(d);
+    assert_int_equal(llmc_tier_set_xstats(x->set, 1, &d, v), 2);
+    assert_string_equal(d[0].name, "conns");
+    assert_int_equal(llmc_stat_value(v, &d[0]), 2);
+    assert_string_equal(d[1].name, "faults/timeout");
+    assert_int_equal(llmc_stat_value(v, &d[1]), 41);
+}
+
+/* Leases go to the first tier that has them; a set without one answers
+   NONE (call the model); a tier with half the pair is refused. */
+static int fake_lease(llmc_tier_t *t, llmc_tier_lease_t *ls)
+{
+    logf_call(fk(t)->name, "lease");
+    ls->tier_data = t;
+    return LLMC_LEASE_WON;
+}
+
+static void fake_lease_end(llmc_tier_t *t, llmc_tier_lease_t *ls)
+{
+    logf_call(fk(t)->name, "lease_end");
+    assert_ptr_equal(ls->tier_data, t);
+    ls->tier_data = NULL;
+}
+
+static void test_lease_routing(void **state)
+{
+    fixture_t *x = *state;
+    llmc_tier_lease_t ls;
+    memset(&ls, 0, sizeof ls);
+    assert_false(llmc_tier_set_leases(x->set));
+    assert_null(llmc_tier_set_leaser_name(x->set));
+    assert_int_equal(llmc_tier_set_lease(x->set, &ls), LLMC_LEASE_NONE);
+    llmc_tier_set_lease_end(x->set, &ls);
+
+    fake_t *half = sync_fake("half"), *a = sync_fake("a"), *b = sync_fake("b");
+    half->ops.lease = fake_lease;
+    assert_int_equal(llmc_tier_set_add(x->set, &half->tier), LLMC_EINVAL);
+    a->ops.lease = b->ops.lease = fake_lease;
+    a->ops.lease_end = b->ops.lease_end = fake_lease_end;
+    add(x, &a->tier);
+    add(x, &b->tier);
+    assert_true(llmc_tier_set_leases(x->set));
+    assert_string_equal(llmc_tier_set_leaser_name(x->set), "a");
+    calls[0] = '\0';
+    assert_int_equal(llmc_tier_set_lease(x->set, &ls), LLMC_LEASE_WON);
+    llmc_tier_set_lease_end(x->set, &ls);
+    assert_string_equal(calls, "a:lease a:lease_end ");
+}
+
 static void test_wants_query(void **state)
 {
     fixture_t *x = *state;
@@ -948,7 +1072,7 @@ static void test_empty_set(void **state)
     assert_int_equal(r.calls, 0);
     assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW, 0), 0);
     assert_null(llmc_tier_set_front_get(x->set, &k, NOW));
-    assert_int_equal(llmc_tier_set_front_put(x->set, e, NOW), LLMC_EINVAL);
+    assert_int_equal(llmc_tier_set_front_put(x->set, 0, e, NOW), LLMC_EINVAL);
     llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
     assert_int_equal(p.calls, 1);
     assert_int_equal(p.removed, 0);
@@ -981,6 +1105,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_detach_cancels_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_front_refusal_purges_key, setup_empty, teardown),
+        cmocka_unit_test_setup_teardown(test_put_names_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_front_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_fan_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_sync_completes_at_once, setup, teardown),
@@ -991,6 +1116,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_attach_failure_undoes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tick_reaches_every_tier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_names_count, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_xstats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_routing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wants_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_add_refusals_and_free_order, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_empty_set, setup_empty, teardown),

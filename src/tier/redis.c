@@ -1,0 +1,1319 @@
+/*
+ * tier/redis.c: the Redis tier (tier/redis.h): a hiredis asynchronous
+ * connection per event loop; a lookup is a GET, a fill a SET ... PX, a
+ * key purge a DEL; values are the disk tier's records (llmc/record.h).
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - A loop's connection (conn_t) is touched by that loop's thread alone:
+ *   attach makes it on the main thread before the loop runs, and every
+ *   op names its worker. The threads share the configuration (read-only
+ *   after open) and the counters (relaxed atomics).
+ * - hiredis 0.14's asynchronous API has no timeouts. Every command is an
+ *   op in its connection's FIFO (Redis answers in order, and hiredis calls
+ *   back in that order); one timer per connection fires at the deadline of
+ *   the oldest op someone waits on and answers it as a miss. The op stays
+ *   in the FIFO, nobody waiting, until its reply or the connection's end.
+ *   The timer is lazy: a new op's deadline is never sooner than those
+ *   before it, so it is started only when idle, and a fire with nothing
+ *   due re-arms for what is next.
+ * - The breaker: a connection whose lookups keep timing out
+ *   (BREAKER_TIMEOUTS in a row, no answer in time between them) or whose
+ *   oldest command has gone unanswered for stuck_ms is dropped and made
+ *   again after a backoff that only an answer in time resets. While it is
+ *   down, lookups miss without asking and writes are dropped.
+ * - Our state changes before hiredis's teardown runs: conn_down() clears
+ *   c->ac first, because the teardown calls back every op (NULL reply), a
+ *   lookup's completion may go on to the disk tier, and a disk hit is
+ *   promoted into this tier: that put() must find the connection down.
+ * - hiredis 0.14 asserts (aborts the process) on a reply that no command
+ *   asked for. The reader's object functions are wrapped so that such a
+ *   reply fails the parse instead: the connection is dropped and made
+ *   again, and the gateway lives.
+ * - hiredis's connect resolves the host with a blocking getaddrinfo; the
+ *   host is resolved with uv_getaddrinfo (the thread pool) and hiredis is
+ *   given the address.
+ * - The libuv glue is ours, not hiredis 0.14's adapters/libuv.h: libuv
+ *   reports a socket error (a refused connect, a reset) as a poll status
+ *   and stops the handle, and that adapter drops such a call, so a refused
+ *   connect hung until our connect timeout and a broken socket until the
+ *   stuck check. Ours lets hiredis try what it waited for and meet the
+ *   error (as later hiredis releases do).
+ * - The log tells the whole tier's state changes, not each loop's: the
+ *   first connection up says "connected", the last one lost says "lost",
+ *   and failed attempts while down are told once. Per-request trouble is
+ *   only counted.
+ * - Cross-gateway coalescing is a lease per key: one Lua script reads
+ *   the value and, when there is none, takes prefix + "lease:" + hex with
+ *   SET NX PX, so that a fill landing between a lookup and the lease is
+ *   found instead of fetched twice. The holder refreshes its lease while
+ *   its call runs and gives it back (compare-and-delete, so never someone
+ *   else's) after its answer is stored; the SET of the answer goes first
+ *   on the same connection, so a waiter sees the answer before the lease
+ *   disappears. Waiters ask again every LEASE_POLL_MS: the answer (a
+ *   fill), the lease (its holder gave up or died), or wait on, until their
+ *   max_wait. Any fault answers LLMC_LEASE_NONE: call the model.
+ * - Purges: by key only (DEL). Namespace, tag, model and whole-cache
+ *   purges complete at once with nothing removed here; those entries
+ *   leave Redis at the end of their lifetime (SCAN with the prefix and a
+ *   check of each record is the way to add them).
+ */
+#include <arpa/inet.h>
+#include <assert.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <uv.h>
+
+#include "llmc/error.h"
+#include "llmc/record.h"
+#include "tier/redis.h"
+
+#define DEFAULT_PREFIX     "llmc:"
+#define DEFAULT_TIMEOUT_MS 50
+#define CONNECT_TIMEOUT_MS 1000           /* resolve + connect + AUTH/SELECT/PING */
+#define BACKOFF_MIN_MS     50
+#define BACKOFF_MAX_MS     2000
+#define BREAKER_TIMEOUTS   8
+#define STUCK_MIN_MS       1000           /* stuck_ms: this, or 10 timeouts if longer */
+#define OPS_MAX            4096           /* commands in the air per connection */
+#define VALUE_MAX          (512u << 20)   /* Redis's largest string by default */
+#define KEY_MAX            (LLMC_REDIS_PREFIX_MAX + 6 + 2 * LLMC_KEY_LEN + 1) /* + "lease:" */
+#define LEASE_MS           5000           /* a held lease lives this long unless refreshed */
+#define LEASE_REFRESH_MS   (LEASE_MS / 3)
+#define LEASE_POLL_MS      25             /* a waiter asks again this often */
+
+/* KEYS: the answer's key, the lease's; ARGV: our token, the lease's PX.
+   The answer when there is one; else 1 when the lease is ours, 0 when
+   someone else holds it. */
+static const char acquire_lua[] =
+    "local v = redis.call('GET', KEYS[1]) if v then return v end "
+    "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end return 0";
+/* KEYS: the lease; ARGV: our token (and the PX): only our own lease. */
+static const char release_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+static const char refresh_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
+
+/* X(field, "name", KIND, "unit", "help"): this tier's own counters. */
+#define REDIS_XSTATS_TABLE(X)                                                                \
+    X(connected, "connected", GAUGE, "connections",                                        \
+      "Connections up (one per event loop when all is well).")                              \
+    X(connects, "connects", COUNTER, "connections",                                        \
+      "Connections made ready: the first ones and every reconnect.")                        \
+    X(connect_failures, "connect_failures", COUNTER, "attempts",                           \
+      "Connection attempts that failed: unresolvable, refused, timed out, AUTH or SELECT "  \
+      "refused.")                                                                           \
+    X(disconnects, "disconnects", COUNTER, "connections",                                  \
+      "Ready connections lost: closed by Redis, a broken reply, or dropped by the breaker.") \
+    X(breaker_trips, "breaker_trips", COUNTER, "connections",                              \
+      "Connections dropped because lookups kept timing out or a command went unanswered.")  \
+    X(timeouts, "timeouts", COUNTER, "lookups", "Lookups answered as a miss after --redis-timeout.") \
+    X(error_replies, "error_replies", COUNTER, "commands",                                 \
+      "Commands Redis answered with an error (OOM, READONLY, WRONGTYPE...).")               \
+    X(corrupt, "corrupt", COUNTER, "values",                                               \
+      "Values that are not a record of this key and format (each a miss).")                 \
+    X(unasked, "unasked", COUNTER, "lookups",                                              \
+      "Lookups missed at once: no connection up, or too many commands in the air.")         \
+    X(leases_won, "leases/won", COUNTER, "misses",                                         \
+      "Misses that took the lease: this gateway called the model for every gateway.")       \
+    X(leases_waited, "leases/waited", COUNTER, "misses",                                   \
+      "Misses that found the lease held elsewhere and waited for its answer.")              \
+    X(leases_filled, "leases/filled", COUNTER, "misses",                                   \
+      "Misses answered by another gateway's call (no model call here).")                    \
+    X(leases_none, "leases/none", COUNTER, "misses",                                       \
+      "Misses that called the model without a lease (Redis down or slow, a wait too long).")
+
+typedef struct redis_xstats {
+    REDIS_XSTATS_TABLE(LLMC_STAT_FIELD)
+} redis_xstats_t;
+
+#define LLMC_STAT_TYPE redis_xstats_t
+static const llmc_stat_desc_t xstats_desc[] = {REDIS_XSTATS_TABLE(LLMC_STAT_DESC)};
+#undef LLMC_STAT_TYPE
+
+typedef struct redis redis_t;
+typedef struct conn conn_t;
+
+enum op_kind {
+    OP_HELLO,  /* AUTH or SELECT: an error reply drops the connection */
+    OP_READY,  /* the PING whose PONG makes the connection ready */
+    OP_GET,
+    OP_SET,
+    OP_DEL,
+    OP_LEASE,  /* the acquire script, for a lease that waits on it */
+    OP_FIRE,   /* a lease's refresh or release: nobody waits */
+};
+
+typedef struct op {
+    struct op *next;              /* the FIFO */
+    conn_t *c;
+    enum op_kind kind;
+    bool waited;                  /* lk or done still to be answered */
+    const char *what;             /* OP_HELLO: "AUTH" or "SELECT" */
+    llmc_tier_lookup_t *lk;       /* OP_GET */
+    llmc_tier_purge_cb done;      /* OP_DEL */
+    void *arg;
+    struct lease *lease;          /* OP_LEASE, until the lease is answered or ended */
+    uint64_t sent_ms, deadline_ms; /* the loop's clock */
+} op_t;
+
+typedef enum cstate {
+    C_DOWN,        /* waiting for the retry timer */
+    C_RESOLVING,   /* uv_getaddrinfo */
+    C_CONNECTING,  /* TCP, then AUTH/SELECT/PING answered */
+    C_UP,
+    C_DETACHED,    /* shut down: nothing more starts */
+} cstate_t;
+
+struct conn {
+    redis_t *r;
+    unsigned worker;
+    uv_loop_t *loop;
+    cstate_t state;
+    redisAsyncContext *ac;        /* while CONNECTING or UP */
+    uv_timer_t retry;             /* DOWN: the next attempt; else the connect deadline */
+    uv_timer_t deadline;          /* the oldest waited op's deadline, the stuck check */
+    uv_getaddrinfo_t gai;
+    bool resolving;               /* gai is in use (also after its attempt was given up) */
+    unsigned open_handles;        /* timers not yet closed */
+    op_t *head, *tail;            /* commands sent, oldest first */
+    op_t *waited;                 /* the oldest op with waited set */
+    size_t nops;
+    uint64_t due_ms;              /* when the deadline timer fires, while active */
+    uint64_t backoff_ms;
+    unsigned timeouts_in_row;
+    bool unasked_reply;           /* the reader met a reply no command asked for */
+    unsigned rng;
+    struct lease *leases;         /* asked, waiting or held on this loop */
+};
+
+typedef struct lease {
+    struct lease *prev, *next;    /* the connection's leases */
+    conn_t *c;
+    llmc_tier_lease_t *ls;        /* the caller's, until answered, or ended when held */
+    bool held, waited;
+    op_t *op;                     /* its acquire in the air, or NULL */
+    uv_timer_t timer;             /* waiting: the next ask; held: the refresh */
+    uint64_t give_up_ms;          /* loop time past which it stops waiting */
+    char token[48];
+    size_t token_len;
+} lease_t;
+
+struct redis {
+    llmc_tier_t tier;
+    llmc_redis_url_t url;
+    char where[LLMC_REDIS_HOST_MAX + 48]; /* redis://host:port/db: no credentials */
+    char port_str[8];
+    char prefix[LLMC_REDIS_PREFIX_MAX + 1];
+    size_t prefix_len;
+    uint64_t timeout_ms, stuck_ms;
+    void (*log)(void *arg, const char *msg);
+    void *log_arg;
+    conn_t **conns;               /* by worker; grown by attach on the main thread */
+    unsigned nconns;
+    redisReplyObjectFunctions plain, guarded;
+    _Atomic unsigned up;          /* connections up */
+    atomic_bool down_told;        /* "cannot connect" or "lost" said since the last "connected" */
+    _Atomic uint64_t hits, misses, stored, purged, dropped;
+    _Atomic uint64_t connects, connect_failures, disconnects, breaker_trips, timeouts,
+        error_replies, corrupt, unasked;
+    _Atomic uint64_t leases_won, leases_waited, leases_filled, leases_none;
+    uint64_t token_seed;          /* makes lease tokens unique to this process */
+    _Atomic uint64_t token_next;
+};
+
+static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
+static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
+
+static redis_t *impl(llmc_tier_t *t)
+{
+    return t->impl;
+}
+
+static void tell(redis_t *r, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (r->log)
+        r->log(r->log_arg, msg);
+    else
+        fprintf(stderr, "llmcached: %s\n", msg);
+}
+
+/* ---- keys and values ------------------------------------------------------- */
+
+/* Writes prefix + 64 hex digits into out (KEY_MAX bytes); returns the length. */
+static size_t make_key(const redis_t *r, const llmc_key_t *key, char *out)
+{
+    memcpy(out, r->prefix, r->prefix_len);
+    llmc_key_hex(key, out + r->prefix_len);
+    return r->prefix_len + 2 * LLMC_KEY_LEN;
+}
+
+/* The key of key's lease: prefix + "lease:" + 64 hex digits. */
+static size_t make_lease_key(const redis_t *r, const llmc_key_t *key, char *out)
+{
+    memcpy(out, r->prefix, r->prefix_len);
+    memcpy(out + r->prefix_len, "lease:", 6);
+    llmc_key_hex(key, out + r->prefix_len + 6);
+    return r->prefix_len + 6 + 2 * LLMC_KEY_LEN;
+}
+
+/* The lifetime to give e's key at now_ms (SET ... PX): its freshness left,
+   or 0 when none is left and it is not to be written. */
+static int64_t px_for(const llmc_entry_t *e, int64_t now_ms)
+{
+    return e->expires_ms > now_ms ? e->expires_ms - now_ms : 0;
+}
+
+/*
+ * What a GET's reply means for key: 0 and a new entry in *out (a hit);
+ * LLMC_ENOENT (nil: a miss); LLMC_ECORRUPT or LLMC_EVERSION (a value that
+ * is not a record of this key and format); LLMC_EIO (an error reply, or a
+ * reply of a type GET never answers). Never trusts the value's bytes.
+ */
+static int value_decode(const llmc_key_t *key, const redisReply *reply, llmc_entry_t **out)
+{
+    *out = NULL;
+    switch (reply->type) {
+    case REDIS_REPLY_NIL:
+        return LLMC_ENOENT;
+    case REDIS_REPLY_STRING:
+        return llmc_record_decode(key, (const uint8_t *)reply->str, reply->len, out);
+    default:
+        return LLMC_EIO;
+    }
+}
+
+/* ---- the reader guard ------------------------------------------------------ */
+
+/* True when a command waits for the reply being built. Every task carries
+   the reader's privdata, which is the async context. */
+static bool asked(const redisReadTask *task)
+{
+    const redisAsyncContext *ac = task->privdata;
+
+    if (task->parent || ac->replies.head)
+        return true;
+    ((conn_t *)ac->data)->unasked_reply = true;
+    return false;
+}
+
+static const redisReplyObjectFunctions *plain_of(const redisReadTask *task)
+{
+    const redisAsyncContext *ac = task->privdata;
+    return &((conn_t *)ac->data)->r->plain;
+}
+
+static void *guard_string(const redisReadTask *task, char *s, size_t len)
+{
+    return asked(task) ? plain_of(task)->createString(task, s, len) : NULL;
+}
+
+static void *guard_array(const redisReadTask *task, int n)
+{
+    return asked(task) ? plain_of(task)->createArray(task, n) : NULL;
+}
+
+static void *guard_integer(const redisReadTask *task, long long v)
+{
+    return asked(task) ? plain_of(task)->createInteger(task, v) : NULL;
+}
+
+static void *guard_nil(const redisReadTask *task)
+{
+    return asked(task) ? plain_of(task)->createNil(task) : NULL;
+}
+
+/* ---- hiredis on a libuv loop ----------------------------------------------- */
+
+typedef struct uvev {
+    redisAsyncContext *ac;        /* NULL once hiredis let go (cleanup) */
+    uv_poll_t poll;
+    int events;                   /* what hiredis waits for */
+} uvev_t;
+
+static void ev_poll(uv_poll_t *h, int status, int events)
+{
+    uvev_t *p = h->data;
+    /* An error stopped the handle: hiredis finds it by doing what it
+       waited for. Each call may end the context, which clears p->ac. */
+    int ev = status < 0 ? p->events : events;
+
+    if (p->ac && (ev & UV_READABLE))
+        redisAsyncHandleRead(p->ac);
+    if (p->ac && (ev & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void ev_set(uvev_t *p, int events)
+{
+    if (events == p->events)
+        return;
+    p->events = events;
+    if (events)
+        uv_poll_start(&p->poll, events, ev_poll);
+    else
+        uv_poll_stop(&p->poll);
+}
+
+static void ev_add_read(void *arg) { ev_set(arg, ((uvev_t *)arg)->events | UV_READABLE); }
+static void ev_del_read(void *arg) { ev_set(arg, ((uvev_t *)arg)->events & ~UV_READABLE); }
+static void ev_add_write(void *arg) { ev_set(arg, ((uvev_t *)arg)->events | UV_WRITABLE); }
+static void ev_del_write(void *arg) { ev_set(arg, ((uvev_t *)arg)->events & ~UV_WRITABLE); }
+
+static void ev_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* hiredis is done with the socket (it closes it after this returns). */
+static void ev_cleanup(void *arg)
+{
+    uvev_t *p = arg;
+
+    p->ac = NULL;
+    uv_close((uv_handle_t *)&p->poll, ev_closed);
+}
+
+/* Watches ac's socket on loop. 0, or -1 (out of memory, or libuv refused
+   the descriptor): then ac is still the caller's to free. */
+static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    uvev_t *p = calloc(1, sizeof(*p));
+
+    if (!p)
+        return -1;
+    if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
+        free(p);
+        return -1;
+    }
+    p->ac = ac;
+    p->poll.data = p;
+    ac->ev.data = p;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    return 0;
+}
+
+/* ---- the op FIFO ----------------------------------------------------------- */
+
+static void on_deadline(uv_timer_t *t);
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* The first op from op on that someone waits on, or NULL. */
+static op_t *next_waited(op_t *op)
+{
+    while (op && !op->waited)
+        op = op->next;
+    return op;
+}
+
+/* Sets the deadline timer to fire at due_ms unless it fires sooner. */
+static void arm(conn_t *c, uint64_t due_ms)
+{
+    uint64_t now = uv_now(c->loop);
+
+    if (uv_is_active((uv_handle_t *)&c->deadline) && c->due_ms <= due_ms)
+        return;
+    c->due_ms = due_ms;
+    uv_timer_start(&c->deadline, on_deadline, due_ms > now ? due_ms - now : 0, 0);
+}
+
+/* Sends a command on c (which has an ac). The op, in the FIFO, or NULL
+   (out of memory, or hiredis refused: the connection is closing). An
+   idle connection's timer is set for the stuck check. */
+static op_t *send_cmd(conn_t *c, enum op_kind kind, int argc, const char **argv, const size_t *lens)
+{
+    op_t *op = calloc(1, sizeof(*op));
+
+    if (!op)
+        return NULL;
+    op->c = c;
+    op->kind = kind;
+    op->sent_ms = uv_now(c->loop);
+    if (redisAsyncCommandArgv(c->ac, on_reply, op, argc, argv, lens) != REDIS_OK) {
+        free(op);
+        return NULL;
+    }
+    if (c->tail)
+        c->tail->next = op;
+    else
+        c->head = op;
+    c->tail = op;
+    c->nops++;
+    if (!uv_is_active((uv_handle_t *)&c->deadline))
+        arm(c, op->sent_ms + c->r->stuck_ms);
+    return op;
+}
+
+/* Someone waits on op until its deadline. */
+static void watch(conn_t *c, op_t *op)
+{
+    op->waited = true;
+    op->deadline_ms = op->sent_ms + c->r->timeout_ms;
+    if (!c->waited)
+        c->waited = op;
+    arm(c, op->deadline_ms);
+}
+
+/* Takes the head op (whose reply came) off the FIFO. */
+static void pop(conn_t *c, op_t *op)
+{
+    assert(op == c->head);
+    c->head = op->next;
+    if (!c->head)
+        c->tail = NULL;
+    c->nops--;
+    if (c->waited == op)
+        c->waited = next_waited(op->next);
+}
+
+/* worker's connection when it may take a command now, else NULL. */
+static conn_t *ready_conn(redis_t *r, unsigned worker)
+{
+    conn_t *c = worker < r->nconns ? r->conns[worker] : NULL;
+
+    return c && c->state == C_UP && c->nops < OPS_MAX ? c : NULL;
+}
+
+/* ---- connection state ------------------------------------------------------ */
+
+static void on_conn_timer(uv_timer_t *t);
+
+static uint64_t next_backoff(conn_t *c)
+{
+    uint64_t b = c->backoff_ms, half = b / 2;
+
+    c->backoff_ms = b * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b * 2;
+    /* Jitter, so that the loops of many gateways do not knock together. */
+    return half + (uint64_t)rand_r(&c->rng) % (half + 1);
+}
+
+/*
+ * c is down from now on: no ac, the retry timer set, the change told.
+ * Returns the context it held, which the caller frees when hiredis is
+ * not already tearing it down. Every op still in the FIFO is answered by
+ * that teardown.
+ */
+static redisAsyncContext *conn_down(conn_t *c, const char *why)
+{
+    redis_t *r = c->r;
+    redisAsyncContext *ac = c->ac;
+    bool was_up = c->state == C_UP;
+
+    assert(c->state != C_DETACHED);
+    c->ac = NULL;
+    c->state = C_DOWN;
+    c->timeouts_in_row = 0;
+    uv_timer_stop(&c->deadline);
+    uv_timer_start(&c->retry, on_conn_timer, next_backoff(c), 0);
+    if (was_up) {
+        count(&r->disconnects);
+        if (atomic_fetch_sub(&r->up, 1) == 1 && !atomic_exchange(&r->down_told, true))
+            tell(r, "redis: lost the connection to %s (%s); lookups miss and writes are "
+                 "dropped until it is back", r->where, why);
+    } else {
+        count(&r->connect_failures);
+        if (atomic_load(&r->up) == 0 && !atomic_exchange(&r->down_told, true))
+            tell(r, "redis: cannot connect to %s (%s); retrying", r->where, why);
+    }
+    return ac;
+}
+
+/* We give up on c's connection: down, and its context freed (at once, or
+   when the hiredis callback we are in returns). */
+static void conn_drop(conn_t *c, const char *why)
+{
+    redisAsyncContext *ac = conn_down(c, why);
+    if (ac)
+        redisAsyncFree(ac);
+}
+
+static void conn_ready(conn_t *c)
+{
+    redis_t *r = c->r;
+
+    c->state = C_UP;
+    uv_timer_stop(&c->retry);
+    count(&r->connects);
+    if (atomic_fetch_add(&r->up, 1) == 0) {
+        atomic_store(&r->down_told, false);
+        tell(r, "redis: connected to %s", r->where);
+    }
+}
+
+/* Where hiredis tells of a connection it ends itself: a failed connect
+   (before it frees the context) and a loss (after it answered the ops). */
+static void on_connected(const redisAsyncContext *ac, int status)
+{
+    conn_t *c = ac->data;
+
+    if (status != REDIS_OK && c->ac == ac)
+        conn_down(c, ac->errstr[0] ? ac->errstr : "connect failed");
+}
+
+static void on_disconnected(const redisAsyncContext *ac, int status)
+{
+    conn_t *c = ac->data;
+
+    if (c->ac == ac)
+        conn_down(c, c->unasked_reply ? "a reply no command asked for"
+                     : ac->errstr[0]  ? ac->errstr
+                                      : "closed");
+}
+
+/* Sends what makes a new connection ready: AUTH and SELECT when the URL
+   asks for them, then the PING whose answer says it is. */
+static void handshake(conn_t *c)
+{
+    const llmc_redis_url_t *u = &c->r->url;
+    char db[16];
+    op_t *op;
+
+    if (u->password[0]) {
+        /* AUTH user password (Redis 6 ACLs), or AUTH password. */
+        const char *argv[] = {"AUTH", u->user, u->password};
+        size_t lens[] = {4, strlen(u->user), strlen(u->password)};
+        int argc = 3;
+        if (!u->user[0]) {
+            argv[1] = argv[2];
+            lens[1] = lens[2];
+            argc = 2;
+        }
+        if (!(op = send_cmd(c, OP_HELLO, argc, argv, lens)))
+            goto fail;
+        op->what = "AUTH";
+    }
+    if (u->db) {
+        int n = snprintf(db, sizeof(db), "%d", u->db);
+        const char *argv[] = {"SELECT", db};
+        size_t lens[] = {6, (size_t)n};
+        if (!(op = send_cmd(c, OP_HELLO, 2, argv, lens)))
+            goto fail;
+        op->what = "SELECT";
+    }
+    const char *ping[] = {"PING"};
+    size_t plen[] = {4};
+    if (send_cmd(c, OP_READY, 1, ping, plen))
+        return;
+fail:
+    conn_drop(c, "could not send the handshake");
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    conn_t *c = req->data;
+    redis_t *r = c->r;
+    char ip[INET6_ADDRSTRLEN] = "";
+    redisAsyncContext *ac;
+
+    c->resolving = false;
+    if (status == 0 && res) {
+        const void *a = res->ai_family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+        inet_ntop(res->ai_family, a, ip, sizeof(ip));
+    }
+    uv_freeaddrinfo(res);
+    if (c->state != C_RESOLVING)
+        return; /* given up (the connect deadline) or detached meanwhile */
+    if (status < 0 || !ip[0]) {
+        conn_down(c, status < 0 ? uv_strerror(status) : "no address");
+        return;
+    }
+    ac = redisAsyncConnect(ip, r->url.port);
+    if (!ac || ac->err) {
+        char why[160];
+        snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        conn_down(c, why);
+        return;
+    }
+    ac->data = c;
+    ac->c.reader->privdata = ac;
+    ac->c.reader->fn = &r->guarded;
+    if (ev_attach(ac, c->loop) < 0) {
+        redisAsyncFree(ac);
+        conn_down(c, "could not watch the socket");
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connected);
+    redisAsyncSetDisconnectCallback(ac, on_disconnected);
+    c->ac = ac;
+    c->state = C_CONNECTING;
+    c->unasked_reply = false;
+    handshake(c);
+}
+
+/* Resolves the host; the rest follows from on_resolved. */
+static void conn_start(conn_t *c)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rc;
+
+    c->state = C_RESOLVING;
+    uv_timer_start(&c->retry, on_conn_timer, CONNECT_TIMEOUT_MS, 0);
+    c->gai.data = c;
+    rc = uv_getaddrinfo(c->loop, &c->gai, on_resolved, c->r->url.host, c->r->port_str, &hints);
+    if (rc < 0) {
+        conn_down(c, uv_strerror(rc));
+        return;
+    }
+    c->resolving = true;
+}
+
+/* DOWN: time for the next attempt. RESOLVING or CONNECTING: the attempt
+   took too long. */
+static void on_conn_timer(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+
+    switch (c->state) {
+    case C_DOWN:
+        if (c->resolving) /* the last attempt's lookup still runs */
+            uv_timer_start(&c->retry, on_conn_timer, BACKOFF_MIN_MS, 0);
+        else
+            conn_start(c);
+        break;
+    case C_RESOLVING:
+    case C_CONNECTING:
+        conn_drop(c, "no answer within the connect timeout");
+        break;
+    case C_UP:
+    case C_DETACHED:
+        break;
+    }
+}
+
+/* ---- replies --------------------------------------------------------------- */
+
+static void got_get(conn_t *c, op_t *op, const redisReply *reply)
+{
+    redis_t *r = c->r;
+    llmc_tier_lookup_t *lk = op->lk;
+    int rc;
+
+    if (!lk)
+        return; /* answered as a miss when it timed out */
+    if (!reply) {
+        rc = c->state == C_DETACHED ? LLMC_ECANCELED : LLMC_ENOENT;
+    } else {
+        rc = value_decode(&lk->query->key, reply, &lk->entry);
+        if (rc == LLMC_ECORRUPT || rc == LLMC_EVERSION)
+            count(&r->corrupt);
+        else if (rc == LLMC_EIO)
+            count(reply->type == REDIS_REPLY_ERROR ? &r->error_replies : &r->corrupt);
+    }
+    count(rc == 0 ? &r->hits : &r->misses);
+    op->lk = NULL;
+    lk->tier_data = NULL;
+    lk->done(lk, rc == 0 || rc == LLMC_ECANCELED ? rc : LLMC_ENOENT);
+}
+
+static void got_del(conn_t *c, op_t *op, const redisReply *reply)
+{
+    size_t removed = 0;
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+        removed = (size_t)reply->integer;
+        atomic_fetch_add_explicit(&c->r->purged, removed, memory_order_relaxed);
+    } else if (reply && reply->type == REDIS_REPLY_ERROR) {
+        count(&c->r->error_replies);
+    }
+    if (op->done)
+        op->done(op->arg, removed);
+}
+
+/* ---- leases ----------------------------------------------------------------- */
+
+static void lease_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Forgets l: off its connection's list, its command's reply ignored, its
+   timer closed (which frees it). */
+static void lease_free(lease_t *l)
+{
+    conn_t *c = l->c;
+
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        c->leases = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    if (l->op)
+        l->op->lease = NULL;
+    uv_close((uv_handle_t *)&l->timer, lease_closed);
+}
+
+/* Runs a lease script on c: KEYS key (and key2 when not NULL), ARGV the
+   token and ms. The op, or NULL. */
+static op_t *send_script(conn_t *c, enum op_kind kind, const char *lua, const char *key,
+                         size_t klen, const char *key2, size_t k2len, const lease_t *l, uint64_t ms)
+{
+    char msbuf[24];
+    int mlen = snprintf(msbuf, sizeof(msbuf), "%llu", (unsigned long long)ms);
+    const char *argv[] = {"EVAL", lua, key2 ? "2" : "1", key, key2, l->token, msbuf};
+    size_t lens[] = {4, strlen(lua), 1, klen, k2len, l->token_len, (size_t)mlen};
+
+    if (!key2) {
+        argv[4] = argv[5];
+        lens[4] = lens[5];
+        argv[5] = argv[6];
+        lens[5] = lens[6];
+    }
+    return send_cmd(c, kind, key2 ? 7 : 6, argv, lens);
+}
+
+/* Sends the acquire script for l; false when it could not be sent. */
+static bool lease_ask(lease_t *l)
+{
+    redis_t *r = l->c->r;
+    char key[KEY_MAX], lkey[KEY_MAX];
+    size_t klen = make_key(r, &l->ls->key, key), lklen = make_lease_key(r, &l->ls->key, lkey);
+    op_t *op = send_script(l->c, OP_LEASE, acquire_lua, key, klen, lkey, lklen, l, LEASE_MS);
+
+    if (!op)
+        return false;
+    op->lease = l;
+    l->op = op;
+    watch(l->c, op);
+    return true;
+}
+
+static void on_lease_timer(uv_timer_t *t);
+
+/* Tells the caller; a lease that is not won is over for the tier too. */
+static void lease_answer(lease_t *l, int result)
+{
+    redis_t *r = l->c->r;
+    llmc_tier_lease_t *ls = l->ls;
+
+    count(result == LLMC_LEASE_WON      ? &r->leases_won
+          : result == LLMC_LEASE_FILLED ? &r->leases_filled
+                                        : &r->leases_none);
+    if (result == LLMC_LEASE_WON) {
+        l->held = true;
+        uv_timer_start(&l->timer, on_lease_timer, LEASE_REFRESH_MS, LEASE_REFRESH_MS);
+    } else {
+        ls->tier_data = NULL;
+        l->ls = NULL;
+        lease_free(l);
+    }
+    ls->done(ls, result);
+}
+
+/* Held: keep the lease alive while the call runs. Waiting: ask again. */
+static void on_lease_timer(uv_timer_t *t)
+{
+    lease_t *l = t->data;
+    conn_t *c = l->c;
+    char lkey[KEY_MAX];
+
+    if (l->held) {
+        if (c->state == C_UP)
+            send_script(c, OP_FIRE, refresh_lua, lkey, make_lease_key(c->r, &l->ls->key, lkey),
+                        NULL, 0, l, LEASE_MS);
+        return;
+    }
+    if (c->state != C_UP || c->nops >= OPS_MAX || !lease_ask(l))
+        lease_answer(l, LLMC_LEASE_NONE);
+}
+
+static void got_lease(conn_t *c, op_t *op, const redisReply *reply)
+{
+    redis_t *r = c->r;
+    lease_t *l = op->lease;
+    llmc_entry_t *e = NULL;
+
+    if (!l)
+        return; /* timed out, or its caller stopped waiting */
+    l->op = NULL;
+    if (!reply) {
+        lease_answer(l, c->state == C_DETACHED ? LLMC_ECANCELED : LLMC_LEASE_NONE);
+    } else if (reply->type == REDIS_REPLY_STRING) {
+        if (value_decode(&l->ls->key, reply, &e) == 0) {
+            l->ls->entry = e;
+            lease_answer(l, LLMC_LEASE_FILLED);
+        } else {
+            count(&r->corrupt);
+            lease_answer(l, LLMC_LEASE_NONE);
+        }
+    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
+        lease_answer(l, LLMC_LEASE_WON);
+    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 &&
+               uv_now(c->loop) < l->give_up_ms) {
+        if (!l->waited) {
+            l->waited = true;
+            count(&r->leases_waited);
+        }
+        uv_timer_start(&l->timer, on_lease_timer, LEASE_POLL_MS, 0);
+    } else {
+        if (reply->type == REDIS_REPLY_ERROR)
+            count(&r->error_replies);
+        lease_answer(l, LLMC_LEASE_NONE);
+    }
+}
+
+static int rd_lease(llmc_tier_t *t, llmc_tier_lease_t *ls)
+{
+    redis_t *r = impl(t);
+    conn_t *c = ready_conn(r, ls->worker);
+    lease_t *l = c ? calloc(1, sizeof(*l)) : NULL;
+
+    if (!l) {
+        count(&r->leases_none);
+        return LLMC_LEASE_NONE;
+    }
+    l->c = c;
+    l->ls = ls;
+    uv_timer_init(c->loop, &l->timer);
+    l->timer.data = l;
+    l->token_len = (size_t)snprintf(l->token, sizeof(l->token), "%016llx-%llu",
+                                    (unsigned long long)r->token_seed,
+                                    (unsigned long long)atomic_fetch_add(&r->token_next, 1));
+    l->give_up_ms = uv_now(c->loop) + (uint64_t)(ls->max_wait_ms > 0 ? ls->max_wait_ms : 0);
+    l->next = c->leases;
+    if (l->next)
+        l->next->prev = l;
+    c->leases = l;
+    ls->tier_data = l;
+    if (!lease_ask(l)) {
+        ls->tier_data = NULL;
+        l->ls = NULL;
+        lease_free(l);
+        count(&r->leases_none);
+        return LLMC_LEASE_NONE;
+    }
+    return LLMC_EAGAIN;
+}
+
+static void rd_lease_end(llmc_tier_t *t, llmc_tier_lease_t *ls)
+{
+    lease_t *l = ls->tier_data;
+    conn_t *c;
+    char lkey[KEY_MAX];
+
+    if (!l)
+        return;
+    c = l->c;
+    ls->tier_data = NULL;
+    /* Sent after the answer's SET on this same connection: a waiter finds
+       the answer before the lease is gone. */
+    if (l->held && c->state == C_UP)
+        send_script(c, OP_FIRE, release_lua, lkey, make_lease_key(c->r, &ls->key, lkey), NULL, 0,
+                    l, 0);
+    l->ls = NULL;
+    lease_free(l);
+}
+
+/* At detach: a lease waited on ends LLMC_ECANCELED; a held one is
+   forgotten (it expires in Redis within LEASE_MS). */
+static void leases_cancel(conn_t *c)
+{
+    while (c->leases) {
+        lease_t *l = c->leases;
+        if (l->held) {
+            l->ls->tier_data = NULL;
+            l->ls = NULL;
+            lease_free(l);
+        } else {
+            lease_answer(l, LLMC_ECANCELED);
+        }
+    }
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    op_t *op = privdata;
+    conn_t *c = op->c;
+    redis_t *r = c->r;
+    const redisReply *reply = reply_;
+    bool waited = op->waited;
+
+    pop(c, op);
+    if (reply && waited && uv_now(c->loop) - op->sent_ms <= r->timeout_ms) {
+        /* An answer in time: whatever went wrong before is over. */
+        c->timeouts_in_row = 0;
+        c->backoff_ms = BACKOFF_MIN_MS;
+    }
+    /* A NULL reply while c still holds ac: hiredis is ending the
+       connection (it broke, or Redis closed it). Down first, so that the
+       completions below find it so. */
+    if (!reply && c->ac == ac)
+        conn_down(c, c->unasked_reply ? "a reply no command asked for"
+                     : ac->errstr[0]  ? ac->errstr
+                                      : "closed");
+    switch (op->kind) {
+    case OP_HELLO:
+        if (reply && reply->type == REDIS_REPLY_ERROR && c->ac == ac) {
+            char why[300];
+            snprintf(why, sizeof(why), "%s refused: %.200s", op->what, reply->str);
+            conn_drop(c, why);
+        }
+        break;
+    case OP_READY:
+        if (reply && c->ac == ac) {
+            if (reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "PONG") == 0) {
+                conn_ready(c);
+            } else {
+                char why[300];
+                snprintf(why, sizeof(why), "PING answered %.200s",
+                         reply->type == REDIS_REPLY_ERROR ? reply->str : "something else");
+                conn_drop(c, why);
+            }
+        }
+        break;
+    case OP_GET:
+        got_get(c, op, reply);
+        break;
+    case OP_SET:
+        if (reply && reply->type == REDIS_REPLY_STATUS)
+            count(&r->stored);
+        else if (reply && reply->type == REDIS_REPLY_ERROR)
+            count(&r->error_replies);
+        else
+            count(&r->dropped);
+        break;
+    case OP_DEL:
+        got_del(c, op, reply);
+        break;
+    case OP_LEASE:
+        got_lease(c, op, reply);
+        break;
+    case OP_FIRE:
+        if (reply && reply->type == REDIS_REPLY_ERROR)
+            count(&r->error_replies);
+        break;
+    }
+    free(op);
+}
+
+/* The oldest waited ops are past their deadline: each is answered as a
+   miss (nothing removed, for a purge); then the breaker is checked. */
+static void on_deadline(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    redis_t *r = c->r;
+    uint64_t now = uv_now(c->loop);
+
+    while (c->state == C_UP && c->waited && c->waited->deadline_ms <= now) {
+        op_t *op = c->waited;
+        c->waited = next_waited(op->next);
+        op->waited = false;
+        if (op->kind == OP_GET) {
+            llmc_tier_lookup_t *lk = op->lk;
+            op->lk = NULL;
+            lk->tier_data = NULL;
+            c->timeouts_in_row++;
+            count(&r->timeouts);
+            count(&r->misses);
+            lk->done(lk, LLMC_ENOENT);
+        } else if (op->kind == OP_DEL && op->done) {
+            llmc_tier_purge_cb done = op->done;
+            op->done = NULL;
+            done(op->arg, 0);
+        } else if (op->kind == OP_LEASE && op->lease) {
+            lease_t *l = op->lease;
+            op->lease = NULL;
+            l->op = NULL;
+            c->timeouts_in_row++;
+            count(&r->timeouts);
+            lease_answer(l, LLMC_LEASE_NONE);
+        }
+    }
+    if (c->state != C_UP)
+        return;
+    if (c->timeouts_in_row >= BREAKER_TIMEOUTS ||
+        (c->head && now - c->head->sent_ms >= r->stuck_ms)) {
+        count(&r->breaker_trips);
+        conn_drop(c, c->timeouts_in_row >= BREAKER_TIMEOUTS ? "lookups keep timing out"
+                                                            : "a command went unanswered");
+        return;
+    }
+    if (c->waited)
+        arm(c, c->waited->deadline_ms);
+    else if (c->head)
+        arm(c, c->head->sent_ms + r->stuck_ms);
+}
+
+/* ---- the tier ops ---------------------------------------------------------- */
+
+static int rd_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
+{
+    redis_t *r = impl(t);
+    conn_t *c = ready_conn(r, lk->worker);
+    char key[KEY_MAX];
+    op_t *op = NULL;
+
+    if (c) {
+        const char *argv[] = {"GET", key};
+        size_t lens[] = {3, make_key(r, &lk->query->key, key)};
+        op = send_cmd(c, OP_GET, 2, argv, lens);
+    }
+    if (!op) {
+        count(&r->unasked);
+        count(&r->misses);
+        return LLMC_ENOENT;
+    }
+    op->lk = lk;
+    lk->tier_data = op;
+    watch(c, op);
+    return LLMC_EAGAIN;
+}
+
+static int rd_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms)
+{
+    redis_t *r = impl(t);
+    int64_t px = px_for(e, now_ms);
+    conn_t *c;
+    uint8_t *val = NULL;
+    size_t len = 0;
+    char key[KEY_MAX], pxs[24];
+
+    if (px == 0)
+        return 0; /* nothing left to share */
+    if (!(c = ready_conn(r, worker)) || llmc_record_encode(e, &val, &len) < 0 || len > VALUE_MAX) {
+        free(val);
+        count(&r->dropped);
+        return 0;
+    }
+    int pxl = snprintf(pxs, sizeof(pxs), "%lld", (long long)px);
+    const char *argv[] = {"SET", key, (const char *)val, "PX", pxs};
+    size_t lens[] = {3, make_key(r, &e->key, key), len, 2, (size_t)pxl};
+    if (!send_cmd(c, OP_SET, 5, argv, lens))
+        count(&r->dropped);
+    free(val);
+    return 0;
+}
+
+static void rd_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
+                     llmc_tier_purge_cb done, void *arg)
+{
+    redis_t *r = impl(t);
+    conn_t *c = llmc_purge_is_key(sel) ? ready_conn(r, worker) : NULL;
+    char key[KEY_MAX];
+    op_t *op = NULL;
+
+    if (c) {
+        const char *argv[] = {"DEL", key};
+        size_t lens[] = {3, make_key(r, &sel->key, key)};
+        op = send_cmd(c, OP_DEL, 2, argv, lens);
+    }
+    if (!op) {
+        done(arg, 0);
+        return;
+    }
+    op->done = done;
+    op->arg = arg;
+    watch(c, op);
+}
+
+static void rd_stats(llmc_tier_t *t, llmc_tier_stats_t *out)
+{
+    redis_t *r = impl(t);
+
+    *out = (llmc_tier_stats_t){
+        .hits = load(&r->hits),
+        .misses = load(&r->misses),
+        .stored = load(&r->stored),
+        .purged = load(&r->purged),
+        .errors = load(&r->timeouts) + load(&r->error_replies) + load(&r->corrupt) +
+                  load(&r->connect_failures) + load(&r->disconnects),
+        .dropped = load(&r->dropped),
+    };
+}
+
+static void rd_xstats(llmc_tier_t *t, void *out)
+{
+    redis_t *r = impl(t);
+
+    *(redis_xstats_t *)out = (redis_xstats_t){
+        .connected = atomic_load_explicit(&r->up, memory_order_relaxed),
+        .connects = load(&r->connects),
+        .connect_failures = load(&r->connect_failures),
+        .disconnects = load(&r->disconnects),
+        .breaker_trips = load(&r->breaker_trips),
+        .timeouts = load(&r->timeouts),
+        .error_replies = load(&r->error_replies),
+        .corrupt = load(&r->corrupt),
+        .unasked = load(&r->unasked),
+        .leases_won = load(&r->leases_won),
+        .leases_waited = load(&r->leases_waited),
+        .leases_filled = load(&r->leases_filled),
+        .leases_none = load(&r->leases_none),
+    };
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    conn_t *c = h->data;
+    c->open_handles--;
+}
+
+static int rd_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
+{
+    redis_t *r = impl(t);
+    conn_t *c;
+
+    if (worker >= r->nconns) {
+        conn_t **grown = realloc(r->conns, (worker + 1) * sizeof(*grown));
+        if (!grown)
+            return LLMC_ENOMEM;
+        memset(grown + r->nconns, 0, (worker + 1 - r->nconns) * sizeof(*grown));
+        r->conns = grown;
+        r->nconns = worker + 1;
+    }
+    if (r->conns[worker])
+        return LLMC_EEXIST;
+    if (!(c = calloc(1, sizeof(*c))))
+        return LLMC_ENOMEM;
+    c->r = r;
+    c->worker = worker;
+    c->loop = loop;
+    c->state = C_DOWN;
+    c->backoff_ms = BACKOFF_MIN_MS;
+    c->rng = (unsigned)time(NULL) ^ (worker * 2654435761u);
+    uv_timer_init(loop, &c->retry);
+    uv_timer_init(loop, &c->deadline);
+    c->retry.data = c->deadline.data = c;
+    c->open_handles = 2;
+    r->conns[worker] = c;
+    /* The first attempt runs on the loop's own thread. */
+    uv_timer_start(&c->retry, on_conn_timer, 0, 0);
+    return 0;
+}
+
+static void rd_detach(llmc_tier_t *t, unsigned worker)
+{
+    redis_t *r = impl(t);
+    conn_t *c = worker < r->nconns ? r->conns[worker] : NULL;
+    redisAsyncContext *ac;
+
+    if (!c || c->state == C_DETACHED)
+        return;
+    if (c->state == C_UP)
+        atomic_fetch_sub(&r->up, 1);
+    c->state = C_DETACHED;
+    ac = c->ac;
+    c->ac = NULL;
+    /* Calls back every op: lookups and leases asked end LLMC_ECANCELED,
+       purges with 0. */
+    if (ac)
+        redisAsyncFree(ac);
+    assert(!c->head);
+    leases_cancel(c);
+    if (c->resolving)
+        uv_cancel((uv_req_t *)&c->gai);
+    uv_close((uv_handle_t *)&c->retry, handle_closed);
+    uv_close((uv_handle_t *)&c->deadline, handle_closed);
+}
+
+static void rd_destroy(llmc_tier_t *t)
+{
+    redis_t *r = impl(t);
+
+    for (unsigned i = 0; i < r->nconns; i++) {
+        conn_t *c = r->conns[i];
+        if (!c)
+            continue;
+        /* A struct that owns handles is freed after their close callbacks. */
+        assert(c->state == C_DETACHED && c->open_handles == 0 && !c->resolving);
+        free(c);
+    }
+    free(r->conns);
+    free(r);
+}
+
+static const llmc_tier_ops_t redis_ops = {
+    .name = "redis",
+    .lookup = rd_lookup,
+    .put = rd_put,
+    .purge = rd_purge,
+    .stats = rd_stats,
+    .xstats_desc = xstats_desc,
+    .nxstats = sizeof(xstats_desc) / sizeof(xstats_desc[0]),
+    .xstats = rd_xstats,
+    .lease = rd_lease,
+    .lease_end = rd_lease_end,
+    .attach = rd_attach,
+    .detach = rd_detach,
+    .destroy = rd_destroy,
+};
+
+int llmc_tier_redis_open(const llmc_redis_config_t *cfg, llmc_tier_t **out, char *err, size_t errlen)
+{
+    const char *prefix = cfg->prefix ? cfg->prefix : DEFAULT_PREFIX;
+    redisReader *rd;
+    redis_t *r;
+    int rc;
+
+    *out = NULL;
+    if (strlen(prefix) > LLMC_REDIS_PREFIX_MAX) {
+        snprintf(err, errlen, "--redis-prefix: longer than %d bytes", LLMC_REDIS_PREFIX_MAX);
+        return LLMC_EINVAL;
+    }
+    if (!(r = calloc(1, sizeof(*r)))) {
+        snprintf(err, errlen, "--redis: out of memory");
+        return LLMC_ENOMEM;
+    }
+    if ((rc = llmc_redis_url_parse(cfg->url, &r->url, err, errlen)) < 0) {
+        free(r);
+        return rc;
+    }
+    bool v6 = strchr(r->url.host, ':') != NULL;
+    snprintf(r->where, sizeof(r->where), "redis://%s%s%s:%d/%d", v6 ? "[" : "", r->url.host,
+             v6 ? "]" : "", r->url.port, r->url.db);
+    snprintf(r->port_str, sizeof(r->port_str), "%d", r->url.port);
+    r->prefix_len = strlen(prefix);
+    memcpy(r->prefix, prefix, r->prefix_len);
+    r->timeout_ms = cfg->timeout_ms > 0 ? (uint64_t)cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
+    r->stuck_ms = 10 * r->timeout_ms > STUCK_MIN_MS ? 10 * r->timeout_ms : STUCK_MIN_MS;
+    r->log = cfg->log;
+    r->log_arg = cfg->log_arg;
+    /* hiredis's own reply builders, wrapped by the guard. */
+    if (!(rd = redisReaderCreate())) {
+        free(r);
+        snprintf(err, errlen, "--redis: out of memory");
+        return LLMC_ENOMEM;
+    }
+    r->plain = *rd->fn;
+    redisReaderFree(rd);
+    r->guarded = (redisReplyObjectFunctions){
+        .createString = guard_string,
+        .createArray = guard_array,
+        .createInteger = guard_integer,
+        .createNil = guard_nil,
+        .freeObject = r->plain.freeObject,
+    };
+    if (getrandom(&r->token_seed, sizeof(r->token_seed), GRND_NONBLOCK) != sizeof(r->token_seed))
+        r->token_seed = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)r;
+    atomic_init(&r->token_next, 0);
+    atomic_init(&r->up, 0);
+    atomic_init(&r->down_told, false);
+    r->tier.ops = &redis_ops;
+    r->tier.impl = r;
+    *out = &r->tier;
+    return 0;
+}

@@ -1,0 +1,453 @@
+"""Issue 19: the shared cache tier on Redis (--redis).
+
+Each test starts its own redis-server on a free port (conftest's Redis, no
+persistence, never a system service), its own mock and gateways. What a
+client sees is the point: a hit on a gateway that never called the model for
+that question (Cache-Status detail=redis), and no error however Redis
+misbehaves (killed, full, answering garbage, refusing the password).
+
+Decisions a newcomer would otherwise get wrong:
+- A fill reaches Redis after the client has its answer (the SET is
+  asynchronous), so a test waits for tiers.redis.stored before asking
+  another gateway.
+- Gateways start before their Redis connections are up (a lookup misses
+  until then): redis_gateway() waits for tiers.redis.connected.
+- Every prompt is new to the test (uuid), so the memory tier of a gateway
+  never answers what the test means Redis to answer.
+"""
+
+import shutil
+import signal
+import socket
+import socketserver
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import RespReader, cache_status, chat_body, read_stream, session, wait_until
+
+CHAT = "/v1/chat/completions"
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server not installed (scripts/deps.sh installs it)")
+
+
+# ------------------------------------------------------------------ helpers
+
+def rstats(g):
+    return g.stats()["tiers"]["redis"]
+
+
+def redis_gateway(gateway_factory, mock, url, *extra, threads=2, connected=True, **kw):
+    g = gateway_factory(mock, args=["--redis", url, *extra], threads=threads, **kw)
+    if connected:
+        wait_until(lambda: rstats(g)["connected"] == threads, timeout=5,
+                   what=f"{g.name}'s {threads} Redis connections")
+    return g
+
+
+def prompt():
+    return "redis " + uuid.uuid4().hex
+
+
+def wait_stored(g, n, timeout=5.0):
+    wait_until(lambda: rstats(g)["stored"] >= n, timeout=timeout,
+               what=f"{n} fills stored in Redis by {g.name}")
+
+
+def redis_keys(r, prefix="llmc:"):
+    return sorted(k.decode() for k in r.call("KEYS", prefix + "*"))
+
+
+# ------------------------------------------------------------------ sharing
+
+def test_two_gateways_share_hits(redis, mock, gateway_factory):
+    """A question answered through A is a hit on B, which never calls the
+    model for it; B then keeps it in memory; the key is prefix + key hex."""
+    a = redis_gateway(gateway_factory, mock, redis.url)
+    b = redis_gateway(gateway_factory, mock, redis.url)
+    body = chat_body(prompt())
+
+    r1 = a.chat(body)
+    assert r1.status_code == 200, r1.text
+    assert r1.headers["X-Cache"] == "MISS"
+    wait_stored(a, 1)
+    assert redis_keys(redis) == ["llmc:" + r1.headers["X-Cache-Key"]]
+
+    r2 = b.chat(body)
+    assert r2.status_code == 200, r2.text
+    assert r2.headers["X-Cache"] == "HIT"
+    assert cache_status(r2.headers).get("detail") == "redis"
+    assert r2.content == r1.content
+    assert r2.headers["ETag"] == r1.headers["ETag"]
+    assert mock.calls() == 1
+
+    r3 = b.chat(body)
+    assert r3.headers["X-Cache"] == "HIT"
+    assert "detail" not in cache_status(r3.headers)  # promoted into B's memory
+    s = rstats(b)
+    assert (s["hits"], s["errors"], s["corrupt"]) == (1, 0, 0)
+    assert b.stats()["misses"] == 0
+
+
+def test_prefix_separates_deployments(redis, mock, gateway_factory):
+    """Gateways with another --redis-prefix share nothing with the first."""
+    a = redis_gateway(gateway_factory, mock, redis.url, "--redis-prefix", "blue:")
+    b = redis_gateway(gateway_factory, mock, redis.url, "--redis-prefix", "green:")
+    body = chat_body(prompt())
+    assert a.chat(body).headers["X-Cache"] == "MISS"
+    wait_stored(a, 1)
+    assert len(redis_keys(redis, "blue:")) == 1
+    assert b.chat(body).headers["X-Cache"] == "MISS"
+    assert mock.calls() == 2
+
+
+def test_fill_expires_with_its_ttl(redis, mock, gateway_factory):
+    """The Redis key lives as long as the answer is fresh (SET ... PX): a
+    2-second answer is gone from Redis after 2 seconds, and another
+    gateway then calls the model again."""
+    a = redis_gateway(gateway_factory, mock, redis.url)
+    b = redis_gateway(gateway_factory, mock, redis.url)
+    body = chat_body(prompt())
+    r1 = a.chat(body, headers={"X-Cache-TTL": "2"})
+    assert r1.status_code == 200
+    wait_stored(a, 1)
+    key = "llmc:" + r1.headers["X-Cache-Key"]
+    pttl = redis.call("PTTL", key)
+    assert 1000 < pttl <= 2000, pttl
+
+    wait_until(lambda: redis.call("EXISTS", key) == 0, timeout=3, what="the key's expiry")
+    r2 = b.chat(body)
+    assert r2.headers["X-Cache"] == "MISS"
+    assert mock.calls() == 2
+
+
+def test_password_used_and_never_printed(redis_factory, mock, gateway_factory):
+    """A password in the URL is sent (AUTH) and never printed: not when it
+    works, not when Redis refuses it, not in a bad URL's message. A refused
+    password costs clients nothing."""
+    secret = "pw-" + uuid.uuid4().hex
+    redis = redis_factory(password=secret)
+    good = redis_gateway(gateway_factory, mock, redis.url)
+    bad = redis_gateway(gateway_factory, mock, redis.url.replace(secret, "wrong-" + secret),
+                        connected=False)
+    body = chat_body(prompt())
+    assert good.chat(body).headers["X-Cache"] == "MISS"
+    wait_stored(good, 1)
+    assert len(redis_keys(redis)) == 1
+
+    wait_until(lambda: rstats(bad)["connect_failures"] >= 2, what="refused AUTH attempts")
+    r = bad.chat(body)
+    assert r.status_code == 200
+    assert r.headers["X-Cache"] == "MISS"
+    assert rstats(bad)["connected"] == 0
+    assert "AUTH refused" in bad.stderr()
+
+    for g in (good, bad):
+        assert secret not in g.stderr(), g.stderr()
+        assert secret not in g.get("/stats").text
+
+
+def test_bad_url_is_refused_without_the_password(mock, gateway_factory, tmp_path):
+    import subprocess
+    from conftest import _clean_env, llmc_bin
+    secret = "pw-" + uuid.uuid4().hex
+    for url, says in ((f"redis://:{secret}@h:99999", "port"),
+                      (f"rediss://:{secret}@h", "TLS"),
+                      (f"redis://:{secret}@a:1,b:2", "Cluster")):
+        p = subprocess.run([llmc_bin(), "--upstream", mock.url, "--listen", "127.0.0.1:0",
+                            "--redis", url], capture_output=True, text=True, timeout=10,
+                           env=_clean_env())
+        assert p.returncode != 0
+        assert says in p.stderr and "--redis" in p.stderr, p.stderr
+        assert secret not in p.stderr + p.stdout
+
+
+# ------------------------------------------------------------------ one call for all
+
+def lease_stats(g):
+    return rstats(g)["leases"]
+
+
+def test_stampede_over_three_gateways_makes_one_call(redis, mock, gateway_factory):
+    """50 identical requests at once, spread over three gateways, some of
+    them streaming: the model is called once. The gateway that took the
+    lease calls it; the others wait for its answer in Redis and hand it to
+    their clients (X-Cache COALESCED, Cache-Status detail=redis), streams
+    replayed as events."""
+    gws = [redis_gateway(gateway_factory, mock, redis.url) for _ in range(3)]
+    body = chat_body(prompt(), mock={"latency_ms": 800})
+    results = [None] * 50
+    go = threading.Barrier(50)
+
+    def client(i):
+        g = gws[i % 3]
+        go.wait()
+        if i % 7 == 3:
+            status, raw = read_stream(g.url + CHAT, dict(body, stream=True), timeout=20)
+            results[i] = ("stream", status, raw)
+        else:
+            r = session().post(g.url + CHAT, json=body, timeout=20)
+            results[i] = ("plain", r.status_code, r)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(results), "a client got nothing"
+    assert mock.calls() == 1
+    plain = [r for kind, status, r in results if kind == "plain"]
+    assert all(r.status_code == 200 for r in plain), [r.status_code for r in plain]
+    contents = {r.json()["choices"][0]["message"]["content"] for r in plain}
+    assert len(contents) == 1
+    xcache = [r.headers["X-Cache"] for r in plain]
+    assert xcache.count("MISS") <= 1 and set(xcache) <= {"MISS", "COALESCED", "HIT"}, xcache
+    remote = [r for r in plain if cache_status(r.headers).get("detail") == "redis"]
+    assert remote, [r.headers["Cache-Status"] for r in plain]
+    assert all(r.headers["X-Cache"] == "COALESCED" for r in remote)
+    streams = [(status, raw) for kind, status, raw in results if kind == "stream"]
+    for status, raw in streams:
+        assert status == 200
+        assert raw.rstrip().endswith(b"data: [DONE]"), raw[-200:]
+    leases = [lease_stats(g) for g in gws]
+    assert sum(l["won"] for l in leases) == 1, leases
+    assert sum(l["filled"] for l in leases) == 2, leases
+
+
+def test_lease_given_back_when_the_call_fails(redis, mock, gateway_factory):
+    """The lease holder's call fails (nothing to store): it gives the lease
+    back at once, so the gateways waiting on it call the model themselves
+    without waiting for the lease to expire; every client gets the error."""
+    gws = [redis_gateway(gateway_factory, mock, redis.url) for _ in range(3)]
+    body = chat_body(prompt(), mock={"status": 500, "latency_ms": 300})
+    statuses = [None] * 9
+    go = threading.Barrier(9)
+
+    def client(i):
+        go.wait()
+        statuses[i] = session().post(gws[i % 3].url + CHAT, json=body, timeout=20).status_code
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    took = time.monotonic() - t0
+    assert all(s is not None and s >= 500 for s in statuses), statuses
+    assert mock.calls() == 3  # one per gateway, one after another
+    assert took < 3.0, took   # a lease left to expire would cost 5 s
+    leases = [lease_stats(g) for g in gws]
+    assert sum(l["won"] for l in leases) == 3, leases
+
+
+def test_no_cache_refresh_takes_no_shared_answer(redis, mock, gateway_factory):
+    """A no-cache request asks the model even when Redis holds the answer:
+    the lease never hands it a stored one."""
+    a = redis_gateway(gateway_factory, mock, redis.url)
+    b = redis_gateway(gateway_factory, mock, redis.url)
+    body = chat_body(prompt())
+    assert a.chat(body).headers["X-Cache"] == "MISS"
+    wait_stored(a, 1)
+    r = b.chat(body, headers={"Cache-Control": "no-cache"})
+    assert r.status_code == 200
+    assert r.headers["X-Cache"] == "MISS"
+    assert mock.calls() == 2
+
+
+# ------------------------------------------------------------------ trouble
+
+def test_redis_killed_under_load(redis_factory, mock, gateway_factory):
+    """Redis dies (kill -9) while clients hammer the gateway: every request
+    still gets its answer; the loss is logged once; when Redis is back on
+    its port the gateway reconnects by itself and hits resume."""
+    redis = redis_factory()
+    a = redis_gateway(gateway_factory, mock, redis.url)
+    b = redis_gateway(gateway_factory, mock, redis.url)
+    prompts = [prompt() for _ in range(40)]
+    statuses, errors = [], []
+    stop = threading.Event()
+
+    def client(i):
+        s = session()
+        n = i
+        while not stop.is_set():
+            try:
+                r = s.post(a.url + CHAT, json=chat_body(prompts[n % len(prompts)]), timeout=10)
+                statuses.append(r.status_code)
+            except Exception as e:  # noqa: BLE001 - any failure is the test's point
+                errors.append(repr(e))
+            n += 3
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.7)
+        redis.kill9()
+        wait_until(lambda: rstats(a)["connected"] == 0, timeout=5, what="A seeing Redis gone")
+        time.sleep(0.7)
+        redis = redis_factory(port=redis.port)
+        wait_until(lambda: rstats(a)["connected"] == 2, timeout=8, what="A reconnected")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert not errors, errors[:5]
+    assert statuses and set(statuses) == {200}, sorted(set(statuses))
+    assert a.stats()["server_errors"] == 0
+
+    err = a.stderr()
+    assert err.count("redis: lost the connection") == 1, err
+    assert err.count("redis: connected to") == 2, err
+    assert "cannot connect" not in err, err
+
+    # Hits through Redis again (B may need a moment to reconnect too).
+    wait_until(lambda: rstats(b)["connected"] == 2, timeout=8, what="B reconnected")
+    body = chat_body(prompt())
+    before = rstats(a)["stored"]
+    assert a.chat(body).headers["X-Cache"] == "MISS"
+    wait_stored(a, before + 1)
+    r = b.chat(body)
+    assert r.headers["X-Cache"] == "HIT"
+    assert cache_status(r.headers).get("detail") == "redis"
+
+
+def test_redis_hung_costs_a_timeout_then_nothing(redis, mock, gateway_factory):
+    """A Redis that stops answering (SIGSTOP) costs a lookup at most
+    --redis-timeout; lookups that keep timing out trip the breaker, after
+    which they miss at once; when it answers again the gateway is back."""
+    a = redis_gateway(gateway_factory, mock, redis.url, "--redis-timeout", "50ms", threads=1)
+    assert a.chat(chat_body(prompt())).status_code == 200
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        took = []
+        for _ in range(20):
+            t0 = time.monotonic()
+            r = a.chat(chat_body(prompt()), timeout=10)
+            took.append(time.monotonic() - t0)
+            assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+        s = rstats(a)
+        assert s["timeouts"] >= 1 and s["breaker_trips"] == 1, s
+        assert s["connected"] == 0, s
+        assert max(took) < 0.5, took
+        assert sum(took[-5:]) < 0.25, took  # the breaker is open: no waiting at all
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: rstats(a)["connected"] == 1, timeout=8, what="reconnected after SIGCONT")
+    body = chat_body(prompt())
+    before = rstats(a)["stored"]
+    assert a.chat(body).headers["X-Cache"] == "MISS"
+    wait_stored(a, before + 1)
+    assert len(redis_keys(redis)) >= 1
+    assert "lookups keep timing out" in a.stderr()
+
+
+def test_redis_full_is_counted_not_fatal(redis_factory, mock, gateway_factory):
+    """A Redis at maxmemory with noeviction refuses every SET (OOM): the
+    refusals are counted, clients get their answers, lookups still run."""
+    redis = redis_factory(extra=["--maxmemory", "1", "--maxmemory-policy", "noeviction"])
+    a = redis_gateway(gateway_factory, mock, redis.url)
+    for _ in range(3):
+        r = a.chat(chat_body(prompt()))
+        assert r.status_code == 200
+    wait_until(lambda: rstats(a)["error_replies"] >= 3, what="OOM refusals counted")
+    s = rstats(a)
+    assert s["stored"] == 0 and s["connected"] == 2 and s["misses"] == 3
+    assert redis_keys(redis) == []
+
+
+class FakeRedis:
+    """A Redis impostor on a free port: PING/AUTH/SELECT/SET answered as
+    Redis would, GET answered by mode: 'garbage' (a string that is not a
+    record), 'wrongtype' (an integer), 'noise' (bytes that are not RESP),
+    'silent' (nothing)."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.gets = 0
+        self.conns = 0
+        fake = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                fake.conns += 1
+                r = RespReader(self.request)
+                while True:
+                    try:
+                        cmd = r.reply()
+                    except (ConnectionError, OSError, ValueError):
+                        return
+                    name = cmd[0].decode().upper()
+                    if name == "PING":
+                        out = b"+PONG\r\n"
+                    elif name == "GET":
+                        fake.gets += 1
+                        out = {"garbage": b"$13\r\nnot a record!\r\n",
+                               "wrongtype": b":42\r\n",
+                               "noise": b"\x00\xffHTTP/1.1 400 Bad Request\r\n\r\n",
+                               "silent": b""}[fake.mode]
+                    else:
+                        out = b"+OK\r\n"
+                    try:
+                        self.request.sendall(out)
+                    except OSError:
+                        return
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_redis_factory():
+    made = []
+
+    def make(mode):
+        f = FakeRedis(mode)
+        made.append(f)
+        return f
+    yield make
+    for f in made:
+        f.close()
+
+
+@pytest.mark.parametrize("mode", ["garbage", "wrongtype", "noise", "silent"])
+def test_fake_redis_answering_garbage(fake_redis_factory, mock, gateway_factory, mode):
+    """Whatever a fake Redis answers to GET, clients get their answers from
+    the model and then from memory, and the gateway counts the fault."""
+    fake = fake_redis_factory(mode)
+    a = redis_gateway(gateway_factory, mock, fake.url, "--redis-timeout", "30ms")
+    for i in range(4):
+        body = chat_body(prompt())
+        r1 = a.chat(body)
+        assert r1.status_code == 200, r1.text
+        assert r1.headers["X-Cache"] == "MISS"
+        r2 = a.chat(body)
+        assert r2.status_code == 200 and r2.headers["X-Cache"] == "HIT"
+        assert "detail" not in cache_status(r2.headers)
+    s = rstats(a)
+    assert fake.gets >= 1
+    assert s["hits"] == 0 and s["errors"] >= 1, s
+    assert a.stats()["server_errors"] == 0
+    if mode in ("garbage", "wrongtype"):
+        assert s["corrupt"] == 4, s
+    elif mode == "noise":
+        assert s["disconnects"] >= 1, s
+    else:
+        assert s["timeouts"] >= 1, s
+    assert a.alive()
