@@ -99,6 +99,8 @@ typedef struct gw_req {
     llmc_canon_t canon;
 
     gw_answer_t answer;
+    bool err_final;              /* the error stays whatever the retry: a 504 for
+                                    only-if-cached says X-Should-Retry: false */
     int err_status;
     const char *err_type, *err_code;
     char err_msg[256];

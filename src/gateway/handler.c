@@ -282,6 +282,9 @@ static gr_state_t after_lookup(gw_req_t *gr, llmc_entry_t *e)
     if (gr->policy.only_if_cached) {
         LLMC_COUNT(&gr->w->ctr, only_if_cached_misses);
         gr->xcache = "MISS";
+        /* Asked again, the cache is as likely to be empty: the SDKs would
+           retry a 504 twice (seconds of backoff) unless told not to. */
+        gr->err_final = true;
         return answer_error(gr, 504, "cache_miss", "only_if_cached",
                             "no cached answer for this request and Cache-Control: "
                             "only-if-cached forbids calling the model");

@@ -356,6 +356,10 @@ void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code
     if (gr->xcache)
         n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, NULL, cs));
     n = hadd(h, n, "Cache-Control: no-store\r\n");
+    /* The server adds it to the statuses that are final by nature (400,
+       404, ...); a 5xx is final only when the step said so. */
+    if (gr->err_final && status >= 500)
+        n = hadd(h, n, "X-Should-Retry: false\r\n");
     llmc_http_respond_error(gr->req, status, h, type, code, msg);
 }
 

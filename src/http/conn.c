@@ -427,11 +427,14 @@ void llmc__http_answer_error(llmc__http_conn_t *c, int status, const char *hdrs,
                              const char *code, const char *message)
 {
     static const char ct[] = "Content-Type: application/json\r\n";
+    static const char ct_final[] = "Content-Type: application/json\r\nX-Should-Retry: false\r\n";
     char *body = llmc__http_error_body(type, code, message);
+    bool final = llmc__http_status_final(status);
 
     /* Out of memory for the JSON still answers with the status. */
-    llmc__http_answer_copy(c, status, ct, sizeof(ct) - 1, hdrs ? hdrs : "", hdrs ? strlen(hdrs) : 0,
-                           body ? body : "", body ? strlen(body) : 0);
+    llmc__http_answer_copy(c, status, final ? ct_final : ct, final ? sizeof(ct_final) - 1 : sizeof(ct) - 1,
+                           hdrs ? hdrs : "", hdrs ? strlen(hdrs) : 0, body ? body : "",
+                           body ? strlen(body) : 0);
     free(body);
 }
 
