@@ -575,16 +575,31 @@ static int embeddings_answer(const llmc__mock_ctx_t *c, llmc__mock_out_t *out, c
     return dump_into(out, o, JSON_REAL_PRECISION(8));
 }
 
+static const char *const model_ids[] = {"mock-model", "gpt-4o-mini", "gpt-4o", "mock-embedding",
+                                        "text-embedding-3-small"};
+
+static json_t *model_json(const char *id)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created",
+                     (json_int_t)1700000000, "owned_by", "llmcached-mock");
+}
+
 static int models_answer(llmc__mock_out_t *out)
 {
-    static const char *const ids[] = {"mock-model", "gpt-4o-mini", "gpt-4o", "mock-embedding",
-                                      "text-embedding-3-small"};
     json_t *data = json_array();
-    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
-        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", ids[i], "object", "model",
-                                              "created", (json_int_t)1700000000, "owned_by",
-                                              "llmcached-mock"));
+    for (size_t i = 0; i < sizeof(model_ids) / sizeof(model_ids[0]); i++)
+        json_array_append_new(data, model_json(model_ids[i]));
     return dump_into(out, json_pack("{s:s,s:o}", "object", "list", "data", data), 0);
+}
+
+/* One model by id, as GET /v1/models/{id} answers it. */
+static int model_answer(const char *id, llmc__mock_out_t *out, char *err, size_t errlen)
+{
+    for (size_t i = 0; id && i < sizeof(model_ids) / sizeof(model_ids[0]); i++)
+        if (strcmp(id, model_ids[i]) == 0)
+            return dump_into(out, model_json(model_ids[i]), 0);
+    snprintf(err, errlen, "The model '%.100s' does not exist", id ? id : "");
+    return LLMC_ENOENT;
 }
 
 int llmc__mock_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, bool stream,
@@ -593,6 +608,8 @@ int llmc__mock_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, bool st
     memset(out, 0, sizeof(*out));
     if (kind == LLMC_MOCK_MODELS)
         return models_answer(out);
+    if (kind == LLMC_MOCK_MODEL)
+        return model_answer(c->model_id, out, err, errlen);
     if (!json_is_object(c->req)) {
         snprintf(err, errlen, "the request body must be a JSON object");
         return LLMC_EINVAL;

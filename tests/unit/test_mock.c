@@ -347,6 +347,18 @@ static void test_models_and_words(void **state)
     assert_true(json_array_size(json_object_get(o, "data")) >= 3);
     json_decref(o);
     llmc__mock_out_free(&out);
+    /* GET /v1/models/{id}: the model object, or not found. */
+    c.model_id = "gpt-4o-mini";
+    assert_int_equal(llmc__mock_answer(LLMC_MOCK_MODEL, &c, false, &out, err, sizeof(err)), 0);
+    o = json_loadb(out.body, out.len, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(o, "id")), "gpt-4o-mini");
+    assert_string_equal(json_string_value(json_object_get(o, "object")), "model");
+    json_decref(o);
+    llmc__mock_out_free(&out);
+    c.model_id = "no-such-model";
+    assert_int_equal(llmc__mock_answer(LLMC_MOCK_MODEL, &c, false, &out, err, sizeof(err)),
+                     LLMC_ENOENT);
+    assert_non_null(strstr(err, "no-such-model"));
     assert_int_equal(llmc__mock_words("  a bb\tc\n ", 10), 3);
     assert_int_equal(llmc__mock_words("", 0), 0);
 }
