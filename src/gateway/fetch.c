@@ -476,21 +476,37 @@ static const struct {
     {"accept", "Accept: "},
 };
 
-static int add_hdr(fetch_t *ft, const char *name, const char *value)
+static int add_hdr(char **out, size_t cap, size_t *n, const char *name, const char *value)
 {
-    if (ft->nhdrs >= sizeof(ft->hdrs) / sizeof(ft->hdrs[0]))
+    if (*n >= cap)
         return 0;
-    if (asprintf(&ft->hdrs[ft->nhdrs], "%s%s", name, value) < 0)
+    if (asprintf(&out[*n], "%s%s", name, value) < 0)
         return LLMC_ENOMEM;
-    ft->nhdrs++;
+    (*n)++;
     return 0;
+}
+
+int llmc__gw_upstream_hdrs(const gw_req_t *gr, const char *ctype, char **out, size_t cap,
+                           size_t *n)
+{
+    llmc_gw_t *gw = gr->w->gw;
+    int rc = ctype ? add_hdr(out, cap, n, "Content-Type: ", ctype) : 0;
+    const char *auth = gw->upstream_auth ? gw->upstream_auth
+                                         : llmc_http_header(gr->req, "authorization");
+    if (rc == 0 && auth)
+        rc = add_hdr(out, cap, n, gw->upstream_auth ? "" : "Authorization: ", auth);
+    for (size_t i = 0; rc == 0 && i < sizeof(forward_hdrs) / sizeof(forward_hdrs[0]); i++) {
+        const char *v = llmc_http_header(gr->req, forward_hdrs[i].lower);
+        if (v && strlen(v) < 400)
+            rc = add_hdr(out, cap, n, forward_hdrs[i].line, v);
+    }
+    return rc;
 }
 
 /* Copies what the call needs, so it can be sent again for a retry. */
 static int keep_request(fetch_t *ft, gw_req_t *gr, const char *method, const char *url,
                         const char *body, size_t body_len)
 {
-    llmc_gw_t *gw = gr->w->gw;
     ft->method = strdup(method);
     ft->url = strdup(url);
     ft->body_len = body_len;
@@ -498,17 +514,8 @@ static int keep_request(fetch_t *ft, gw_req_t *gr, const char *method, const cha
         return LLMC_ENOMEM;
     if (body)
         memcpy(ft->body, body, body_len);
-    int rc = body ? add_hdr(ft, "Content-Type: application/json", "") : 0;
-    const char *auth = gw->upstream_auth ? gw->upstream_auth
-                                         : llmc_http_header(gr->req, "authorization");
-    if (rc == 0 && auth)
-        rc = add_hdr(ft, gw->upstream_auth ? "" : "Authorization: ", auth);
-    for (size_t i = 0; rc == 0 && i < sizeof(forward_hdrs) / sizeof(forward_hdrs[0]); i++) {
-        const char *v = llmc_http_header(gr->req, forward_hdrs[i].lower);
-        if (v && strlen(v) < 400)
-            rc = add_hdr(ft, forward_hdrs[i].line, v);
-    }
-    return rc;
+    return llmc__gw_upstream_hdrs(gr, body ? "application/json" : NULL, ft->hdrs,
+                                  sizeof(ft->hdrs) / sizeof(ft->hdrs[0]), &ft->nhdrs);
 }
 
 static int start_call(fetch_t *ft)

@@ -6,6 +6,8 @@
  * The files, each calling only those below it:
  *   worker.c    threads, start and stop, the inbox's wake-up
  *   handler.c   the route table and a request's steps (the state machine)
+ *   relay.c     the routes passed through uncached: one upstream call per
+ *               request, its answer relayed as it comes
  *   respond.c   answers from an entry, a flight or an error
  *   fetch.c     the upstream call behind a flight, and the store
  *   req.c       a request context's life: create, states, park, resume,
@@ -26,6 +28,7 @@
  *
  *   NEW -> LOOKUP -> [PARKED_TIER -> LOOKUP ...] -> RESPOND
  *                                               \-> FLIGHT -> [PARKED_FLIGHT] -> RESPOND
+ *   NEW -> RELAY     (a route passed through: relay.c answers, as the upstream does)
  *   any state -> DONE, when the server is finished with the request
  *
  * RESPOND means the answer is the server's now (being written, streamed,
@@ -38,6 +41,7 @@ typedef enum gr_state {
     GR_FLIGHT,         /* a miss: join or lead the flight for the key */
     GR_PARKED_FLIGHT,  /* waiting on the flight (its data, or its end) */
     GR_RESPOND,        /* the answer is handed to the server */
+    GR_RELAY,          /* passed through: relay.c alone answers, from its own call */
     GR_DONE,           /* the server finished the request; the context may
                           live on while a lookup, the inbox or a replay
                           still holds a reference */
@@ -108,6 +112,10 @@ typedef struct gw_req {
     const char *hit_xcache;
 
     struct pacer *pacer;         /* a paced replay in progress (respond.c) */
+    struct relay *relay;         /* the pass-through's upstream call (relay.c) */
+    /* Runs when the client leaves before its answer ended, for a request
+       whose step owns something to stop at once (relay.c's call). */
+    void (*on_leave)(struct gw_req *gr);
     bool started;                /* stream head sent */
     size_t sent;                 /* stream bytes sent */
     llmc_flight_t *flight;
@@ -143,11 +151,28 @@ const char *llmc__gr_state_name(gr_state_t s);
 
 /* ---- fetch.c: the upstream call --------------------------------------------- */
 
+/* The request header lines an upstream call carries, each malloc'd into
+   out[*n...] (at most cap in all; *n counts them): "Content-Type: ctype"
+   when ctype is not NULL, the credential (the gateway's own key, else the
+   client's Authorization), and the client's OpenAI headers that mean
+   something upstream (one table). 0, or LLMC_ENOMEM with the lines made so
+   far in out. gr's loop thread. */
+int llmc__gw_upstream_hdrs(const gw_req_t *gr, const char *ctype, char **out, size_t cap,
+                           size_t *n);
+
 /* Starts the upstream call of the flight gr leads. */
 int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
                          const char *body, size_t body_len, bool store, const char *model);
 /* Shutdown: cancels this worker's upstream calls, finishing their flights. */
 void llmc__gw_fetch_cancel_all(llmc_worker_t *w);
+
+/* ---- relay.c: the routes passed through ---------------------------------------- */
+
+/* Passes gr's request upstream as it is (method, path and query, body,
+   the headers of llmc__gw_upstream_hdrs with the client's Content-Type)
+   and relays the answer as it comes, never cached; the state goes from NEW
+   to RELAY, or to RESPOND with an error answered. */
+void llmc__gw_relay(gw_req_t *gr);
 
 /* ---- respond.c: answers ------------------------------------------------------ */
 

@@ -1,8 +1,10 @@
 /*
  * gateway/handler.c: the route table and a request's steps.
  *
- * Each route is one row of routes[]: path, method, handler, whether its
- * answers are cached, and the listener it belongs to. A cacheable request
+ * Each route is one row of routes[]: path (exact, or a prefix), method,
+ * handler, whether its answers are cached, and the listener it belongs to.
+ * Every /v1/ path the rows before it do not take is passed through
+ * (relay.c). A cacheable request
  * then runs as a state machine (states in gw_int.h, transitions checked by
  * req.c): every step returns the next state, and run() drives the steps
  * until one parks the request (a tier or a flight answers later) or hands
@@ -44,31 +46,48 @@
 
 typedef enum gw_listener { LISTEN_PUBLIC, LISTEN_ADMIN } gw_listener_t;
 
+/* A row's method that takes any method. */
+#define ANY_METHOD (-1)
+
 struct gw_route {
     const char *path;
-    int method;                   /* HTTP_GET (HEAD too) or HTTP_POST */
+    bool prefix;                  /* path is a prefix: any longer path matches */
+    int method;                   /* HTTP_GET (HEAD too), HTTP_POST, or ANY_METHOD */
     void (*handle)(gw_req_t *gr);
     bool cacheable;               /* answers are stored and coalesced */
     bool streams;                 /* the endpoint can answer with a stream */
     gw_listener_t listener;
-    const char *upstream_method;  /* what a miss sends upstream; NULL: answered here */
+    const char *upstream_method;  /* what a miss sends upstream; NULL: answered here,
+                                     or the client's own (passed through) */
 };
 
 static void handle_cached(gw_req_t *gr);
 static void handle_ask(gw_req_t *gr);
-static void handle_forward(gw_req_t *gr);
+static void handle_relay(gw_req_t *gr);
 static void handle_health(gw_req_t *gr);
 static void handle_stats(gw_req_t *gr);
 
+/* In order: the first row whose path and method match takes the request,
+   so the exact rows come before the /v1/ prefix that passes the rest
+   through (GET /v1/chat/completions, the stored completions' list, is one
+   of those). */
 static const gw_route_t routes[] = {
-    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST"},
-    {"/v1/completions", HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST"},
-    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, LISTEN_PUBLIC, "POST"},
-    {"/v1/models", HTTP_GET, handle_forward, false, false, LISTEN_PUBLIC, "GET"},
-    {"/ask", HTTP_GET, handle_ask, true, false, LISTEN_PUBLIC, "POST"},
-    {"/healthz", HTTP_GET, handle_health, false, false, LISTEN_PUBLIC, NULL},
-    {"/stats", HTTP_GET, handle_stats, false, false, LISTEN_PUBLIC, NULL},
+    {"/v1/chat/completions", false, HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST"},
+    {"/v1/completions", false, HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST"},
+    {"/v1/embeddings", false, HTTP_POST, handle_cached, true, false, LISTEN_PUBLIC, "POST"},
+    {"/v1/", true, ANY_METHOD, handle_relay, false, false, LISTEN_PUBLIC, NULL},
+    {"/ask", false, HTTP_GET, handle_ask, true, false, LISTEN_PUBLIC, "POST"},
+    {"/healthz", false, HTTP_GET, handle_health, false, false, LISTEN_PUBLIC, NULL},
+    {"/stats", false, HTTP_GET, handle_stats, false, false, LISTEN_PUBLIC, NULL},
 };
+
+static bool path_matches(const gw_route_t *r, const char *path)
+{
+    if (!r->prefix)
+        return strcmp(path, r->path) == 0;
+    size_t n = strlen(r->path);
+    return strncmp(path, r->path, n) == 0 && path[n] != '\0';
+}
 
 /* Finds the route; when the path exists with other methods only, sets
    *allow to the Allow header line listing them (RFC 9110 15.5.6: a 405
@@ -79,11 +98,13 @@ static const gw_route_t *find_route(const llmc_http_req_t *req, gw_listener_t li
     *allow = NULL;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const gw_route_t *r = &routes[i];
-        if (r->listener != listener || strcmp(req->path, r->path) != 0)
+        if (r->listener != listener || !path_matches(r, req->path))
             continue;
-        if (req->method == r->method || (req->method == HTTP_HEAD && r->method == HTTP_GET))
+        if (r->method == ANY_METHOD || req->method == r->method ||
+            (req->method == HTTP_HEAD && r->method == HTTP_GET))
             return r;
-        *allow = r->method == HTTP_GET ? "Allow: GET, HEAD\r\n" : "Allow: POST\r\n";
+        if (!*allow)
+            *allow = r->method == HTTP_GET ? "Allow: GET, HEAD\r\n" : "Allow: POST\r\n";
     }
     return NULL;
 }
@@ -443,14 +464,12 @@ static void handle_ask(gw_req_t *gr)
     run(gr);
 }
 
-/* Forwarded as it is, on a call of its own: never read from, nor stored
-   in, the cache. */
-static void handle_forward(gw_req_t *gr)
+/* Passed through as it is, on a call of its own, the answer relayed as it
+   comes (relay.c): never read from, nor stored in, the cache. */
+static void handle_relay(gw_req_t *gr)
 {
     gr->path = gr->req->path;
-    gr->policy.max_age_ms = LLMC_POLICY_UNSET;
-    llmc__gr_enter(gr, GR_FLIGHT);
-    run(gr);
+    llmc__gw_relay(gr);
 }
 
 static void handle_health(gw_req_t *gr)

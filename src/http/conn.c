@@ -292,6 +292,9 @@ static void write_done(llmc__http_conn_t *c, int status, size_t len)
     if (!c->closing)
         send_timer(c);
     llmc__http_maybe_finish(c);
+    /* Last: the handler may write again, or end the stream, from here. */
+    if (c->phase == LLMC_PH_STREAM && c->writes_pending == 0 && c->req.on_drain)
+        c->req.on_drain(&c->req);
 }
 
 static void on_write_ref(uv_write_t *w, int status)

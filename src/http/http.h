@@ -74,6 +74,10 @@ struct llmc_http_req {
 
     /* Set by the handler. */
     void (*on_abort)(llmc_http_req_t *req); /* client left before the response ended */
+    /* While streaming: every byte written so far has reached the kernel,
+       after some had to wait for the client. A producer that stopped when
+       llmc_http_pending_bytes grew resumes here. May be NULL. */
+    void (*on_drain)(llmc_http_req_t *req);
     void *data;                             /* the handler's per-request state */
 };
 
@@ -206,7 +210,8 @@ void llmc_http_stream_end(llmc_http_req_t *req);
 void llmc_http_abort(llmc_http_req_t *req);
 
 /* Bytes queued for this request's connection that the kernel has not taken
-   yet, so a producer can slow down for a slow client. */
+   yet, so a producer can slow down for a slow client (and resume in
+   req->on_drain). */
 size_t llmc_http_pending_bytes(const llmc_http_req_t *req);
 
 /* Reason phrase for a status code ("Not Found"). */

@@ -496,8 +496,9 @@ static const struct route *find_route(const llmc_http_req_t *req, bool *path_kno
         if (!path_matches(&routes[i], req->path))
             continue;
         *path_known = true;
-        if (!routes[i].method || strcmp(req->method_name, routes[i].method) == 0)
-            return &routes[i];
+        if (!routes[i].method || strcmp(req->method_name, routes[i].method) == 0 ||
+            (strcmp(req->method_name, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0))
+            return &routes[i];   /* HEAD as GET: the server sends no body */
     }
     return NULL;
 }

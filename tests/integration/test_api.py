@@ -8,9 +8,15 @@ Decisions a newcomer would otherwise get wrong:
   seconds of backoff.
 """
 
+import hashlib
+import os
+import socket
+import time
+
 import pytest
 
-from conftest import RawConn, assert_error_shape, chat_body, http_request
+from conftest import (RawConn, assert_error_shape, cache_status, chat_body, free_port,
+                      http_request, wait_until)
 
 CHAT = "/v1/chat/completions"
 
@@ -64,8 +70,161 @@ def test_server_refusals_a_retry_cannot_fix_say_so(gateway, mock, name, raw, sta
 
 def test_errors_a_retry_may_fix_leave_the_sdk_its_rules(gateway_factory):
     """An upstream that is down is 502: the SDK's retry is right there."""
-    from conftest import free_port
     g = gateway_factory(f"http://127.0.0.1:{free_port()}/v1")
     r = g.chat(chat_body("upstream down"))
     assert_error_shape(r, 502)
     assert "X-Should-Retry" not in r.headers, dict(r.headers)
+
+
+# ------------------------------------------------------------ every other /v1 route passed through
+
+BIG = 8 * 1024 * 1024
+
+
+def assert_passed_through(r):
+    assert r.headers.get("X-Cache") == "BYPASS", dict(r.headers)
+    assert cache_status(r.headers) == {"fwd": "bypass"}
+    assert r.headers.get("Cache-Control") == "no-store"
+
+
+def test_an_unknown_v1_route_passes_a_large_body_both_ways_intact(gateway_factory, mock):
+    g = gateway_factory(mock, args=["--max-body-bytes", "16M"])
+    data = os.urandom(BIG)
+    for n in (1, 2):  # never cached: the second goes upstream too
+        r = g.http.put(g.url + "/v1/echo/uploads/u1?part=3&x=%2F", data=data, timeout=60,
+                       headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.content) == BIG and hashlib.sha256(r.content).digest() == \
+            hashlib.sha256(data).digest()
+        assert r.headers["Content-Type"] == "application/octet-stream"
+        # The method and target reached the upstream as the client sent them.
+        assert r.headers["X-Request-Id"] == "echo PUT /v1/echo/uploads/u1?part=3&x=%2F"
+        assert_passed_through(r)
+        assert mock.stats()["echo"] == n
+    st = g.stats()
+    assert st["forwarded"] == 2 and st["misses"] == 0 and st["hits"] == 0 and st["stored"] == 0
+
+
+def test_the_client_content_type_goes_upstream_unchanged(gateway, mock):
+    """Multipart uploads (files, audio) keep their boundary."""
+    ct = "multipart/form-data; boundary=----llmc123"
+    body = b"------llmc123\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n" \
+           b"------llmc123--\r\n"
+    r = gateway.http.post(gateway.url + "/v1/echo/files", data=body, headers={"Content-Type": ct},
+                          timeout=10)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == ct
+    assert r.content == body
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "PATCH", "POST"])
+def test_any_method_passes_through(gateway, mock, method):
+    r = gateway.http.request(method, gateway.url + "/v1/echo/batches/b1/cancel?limit=2",
+                             timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Request-Id"] == f"echo {method} /v1/echo/batches/b1/cancel?limit=2"
+    assert r.content == b""
+    assert_passed_through(r)
+
+
+def test_head_passes_through_without_a_body(gateway, mock):
+    with RawConn(gateway.port) as c:
+        c.send(http_request("HEAD", "/v1/models/gpt-4o"))
+        st, hdrs, body = c.read_response(method="HEAD")
+        assert st == 200 and body == b""
+        assert hdrs["x-cache"] == "BYPASS"
+        # The connection stays usable: nothing of a body was sent.
+        c.send(http_request("GET", "/healthz"))
+        assert c.read_response()[0] == 200
+
+
+def test_models_retrieve_passes_through(gateway, mock):
+    r = gateway.get("/v1/models/gpt-4o")
+    assert r.status_code == 200
+    assert r.json() == {"id": "gpt-4o", "object": "model", "created": 1700000000,
+                        "owned_by": "llmcached-mock"}
+    assert_passed_through(r)
+    r = gateway.get("/v1/models/no-such-model")
+    err = assert_error_shape(r, 404)  # the upstream's answer, unchanged
+    assert err["code"] == "model_not_found"
+    assert r.headers.get("X-Cache") == "BYPASS"
+    assert mock.stats()["model"] == 2
+
+
+@pytest.mark.parametrize("path", ["/v1/../admin", "/v1/models/../../admin", "/v1/%2e%2E/admin",
+                                  "/v1/./models", "/v1/models/%2E"])
+def test_dot_segments_are_refused_not_resolved_upstream(gateway, mock, path):
+    with RawConn(gateway.port) as c:
+        c.send(http_request("GET", path))
+        st, hdrs, body = c.read_response()
+    assert st == 400, (st, body)
+    assert assert_error_shape(body)["code"] == "invalid_path"
+    assert mock.stats()["calls"] == 0
+
+
+def test_dots_inside_a_segment_are_fine(gateway, mock):
+    r = gateway.get("/v1/echo/files/report.v2..final")
+    assert r.status_code == 200
+    assert r.headers["X-Request-Id"] == "echo GET /v1/echo/files/report.v2..final"
+
+
+def test_pass_through_upstream_down_is_502(gateway_factory):
+    g = gateway_factory(f"http://127.0.0.1:{free_port()}/v1")
+    r = g.get("/v1/models/gpt-4o")
+    assert_error_shape(r, 502)
+    assert r.headers.get("X-Cache") == "BYPASS"
+    assert g.stats()["upstream_errors"]["connect"] == 1
+
+
+def slow_reader(port, rcvbuf=16384):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.connect(("127.0.0.1", port))
+    s.settimeout(30)
+    return s
+
+
+def test_a_slow_client_holds_the_upstream_back_and_gets_every_byte(gateway_factory, mock):
+    """The answer is relayed, not collected: while the client reads nothing,
+    the gateway stops reading the upstream (forward_pauses), then resumes as
+    the client takes the bytes, and the body arrives whole."""
+    g = gateway_factory(mock, args=["--max-body-bytes", "16M"])
+    data = os.urandom(BIG)
+    s = slow_reader(g.port)
+    try:
+        s.sendall(http_request("POST", "/v1/echo/slow", data,
+                               {"Content-Type": "application/octet-stream"}))
+        wait_until(lambda: g.stats()["forward_pauses"] >= 1, timeout=10,
+                   what="the relay to pause for the slow client")
+        got = b""
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+            if got.endswith(b"\r\n0\r\n\r\n"):
+                break
+    finally:
+        s.close()
+    head, _, chunked = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    body, rest = b"", chunked
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        body, rest = body + rest[:size], rest[size + 2:]
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+def test_a_client_that_leaves_mid_relay_stops_it(gateway_factory, mock):
+    g = gateway_factory(mock, args=["--max-body-bytes", "16M"])
+    s = slow_reader(g.port)
+    s.sendall(http_request("POST", "/v1/echo/leave", os.urandom(BIG),
+                           {"Content-Type": "application/octet-stream"}))
+    wait_until(lambda: g.stats()["forward_pauses"] >= 1, timeout=10, what="the relay to pause")
+    s.close()
+    wait_until(lambda: g.stats()["aborted"] == 1, timeout=5, what="the abort to be counted")
+    r = g.get("/v1/models/gpt-4o")  # and the gateway goes on serving
+    assert r.status_code == 200

@@ -19,3 +19,20 @@ test('only-if-cached on a miss: the SDK makes one request, not three', async () 
   assert.equal((await gw.stats()).only_if_cached_misses, before + 1);
   assert.ok(Date.now() - t0 < 400, 'no retry backoff was waited');
 });
+
+test('models.retrieve is passed through (GET /v1/models/{id}), never cached', async () => {
+  const openai = gw.client();
+  const before = await gw.mockCalls('model');
+  const first = await openai.models.retrieve('gpt-4o').withResponse();
+  const second = await openai.models.retrieve('gpt-4o').withResponse();
+  assert.equal(first.data.id, 'gpt-4o');
+  assert.equal(first.data.object, 'model');
+  assert.deepStrictEqual(second.data, first.data);
+  for (const r of [first, second]) {
+    assert.equal(r.response.headers.get('x-cache'), 'BYPASS');
+    assert.equal(r.response.headers.get('cache-status'), 'llmcached; fwd=bypass');
+  }
+  if (before !== undefined) assert.equal(await gw.mockCalls('model'), before + 2);
+  await assert.rejects(openai.models.retrieve('no-such-model'),
+    (err) => err instanceof OpenAI.NotFoundError && err.code === 'model_not_found');
+});
