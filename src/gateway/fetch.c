@@ -547,7 +547,7 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     /* Before the call starts, so every waiter that sees a byte of the
        answer sees this too. */
     pthread_mutex_lock(&ft->f->mu);
-    ft->f->upstream_usage = gr->stream && gr->include_usage;
+    ft->f->upstream_usage = gr->stream && gr->usage_asked;
     pthread_mutex_unlock(&ft->f->mu);
     ft->private_scope = gr->private_scope;
     ft->ttl_ms = gr->policy.ttl_ms;

@@ -91,7 +91,9 @@ typedef struct gw_req {
     bool known;                  /* the fingerprint was known: no canonical body yet */
     bool parsed;                 /* canon holds the parsed body */
     bool stream;                 /* the client asked for "stream": true */
-    bool include_usage;          /* stream_options.include_usage */
+    bool include_usage;          /* stream_options.include_usage, as the client asked */
+    bool usage_asked;            /* the body a streaming miss sends upstream asks for
+                                    usage: the client's own, or added (handler.c) */
     char scope[2 * LLMC_KEY_LEN + 1];
 
     /* What a miss sends upstream, kept across a parked lookup. */

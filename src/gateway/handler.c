@@ -227,14 +227,70 @@ static gr_state_t read_policy(gw_req_t *gr)
     return GR_NEW;
 }
 
+/* The member a streaming miss adds to ask the upstream for usage. */
+static const char usage_member[] = "\"stream_options\":{\"include_usage\":true}";
+
+/* body (a JSON object, as parsed) with usage_member as its first member and
+   its own bytes otherwise unchanged, into gr->fwd_body; false when out of
+   memory. For a body without "stream_options". */
+static bool splice_usage(gw_req_t *gr, const char *body, size_t len)
+{
+    const char *open = memchr(body, '{', len); /* only whitespace can come before it */
+    if (!open)
+        return false;
+    size_t head = (size_t)(open - body) + 1, i = head;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
+        i++;
+    bool empty = i < len && body[i] == '}';
+    size_t n = head + sizeof(usage_member) - 1 + (empty ? 0 : 1) + (len - head);
+    char *out = malloc(n + 1);
+    if (!out)
+        return false;
+    memcpy(out, body, head);
+    memcpy(out + head, usage_member, sizeof(usage_member) - 1);
+    if (!empty)
+        out[head + sizeof(usage_member) - 1] = ',';
+    memcpy(out + n - (len - head), body + head, len - head);
+    out[n] = '\0';
+    gr->fwd_body = out;
+    gr->body = out;
+    gr->body_len = n;
+    return true;
+}
+
 /* What the upstream gets on a miss: the client's bytes, unless the "cache"
-   extension had to be cut out of them. RESPOND on a bad body, else FLIGHT. */
+   extension had to be cut out of them, or a stream that did not ask for
+   usage gets "stream_options": {"include_usage": true}: the stored answer
+   then always has its usage (the gateway drops the usage chunk for the
+   clients that did not ask; "stream_options" is not in the key). A body
+   without "stream_options" keeps its bytes, the member spliced in first;
+   one with an object there is written again with the flag set; one with
+   anything else there goes as it is (the upstream refuses it). RESPOND on a
+   bad body, else FLIGHT. */
 static gr_state_t prepare_miss(gw_req_t *gr)
 {
     if (!gr->parsed && parse_body(gr) == GR_RESPOND)
         return GR_RESPOND;
-    if (gr->canon.cache_ext && gr->form != FORM_ASK &&
-        (gr->fwd_body = json_dumps(gr->canon.root, JSON_COMPACT))) {
+    json_t *so = json_object_get(gr->canon.root, "stream_options");
+    bool add_usage = gr->stream && !gr->include_usage && (!so || json_is_object(so));
+    gr->usage_asked = gr->include_usage;
+    if (add_usage && !so && !gr->canon.cache_ext) {
+        if (!splice_usage(gr, gr->body, gr->body_len))
+            return answer_oom(gr);
+        gr->usage_asked = true;
+        return GR_FLIGHT;
+    }
+    if (add_usage) {
+        if (!so && json_object_set_new(gr->canon.root, "stream_options",
+                                       so = json_object()) != 0)
+            return answer_oom(gr);
+        if (json_object_set_new(so, "include_usage", json_true()) != 0)
+            return answer_oom(gr);
+        gr->usage_asked = true;
+    }
+    if ((gr->canon.cache_ext || add_usage) && gr->form != FORM_ASK) {
+        if (!(gr->fwd_body = json_dumps(gr->canon.root, JSON_COMPACT)))
+            return answer_oom(gr);
         gr->body = gr->fwd_body;
         gr->body_len = strlen(gr->fwd_body);
     }
