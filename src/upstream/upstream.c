@@ -12,6 +12,11 @@
  * - Callbacks never run inside llmc_upstream_start: adding a handle only makes
  *   curl arm our timer (often with 0 ms), and curl does its work when that
  *   timer fires on a later turn of the loop.
+ * - A pause asked for inside a callback is applied by curl_easy_pause only
+ *   once curl returns (as a cancel is), but the next write callback of the
+ *   paused call already answers CURL_WRITEFUNC_PAUSE: curl keeps those
+ *   bytes and stops reading, so not one more byte reaches on_data. Without
+ *   that, curl reads on for up to a hundred buffers in one run.
  * - on_done runs after the easy handle has left the multi handle, so it may
  *   start, cancel or close anything; the call itself is freed after on_done
  *   returns and must not be used after it.
@@ -267,6 +272,11 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
         if (stopped(c))
             return 0;
     }
+    /* Paused since curl last called us (curl_easy_pause waits until curl
+       returns): curl keeps these bytes, reads no more, and hands them back
+       on the resume. */
+    if (c->paused && len)
+        return CURL_WRITEFUNC_PAUSE;
     if (len && c->h.on_data)
         c->h.on_data(c->arg, p, len);
     return stopped(c) ? 0 : len;

@@ -89,13 +89,11 @@ int llmc_upstream_start(llmc_upstream_t *u, const llmc_upstream_request_t *r,
 void llmc_upstream_cancel(llmc_upstream_call_t *call);
 
 /* Stops reading call's answer (pause true) until it is called again with
-   false: a consumer that cannot pass the bytes on as fast as they come
-   holds at most what curl had read already, and the upstream's sends wait
-   on TCP meanwhile. The call's timeout goes on running. May be called from
-   inside on_head/on_data (it then takes effect once curl returns, so a few
-   more bytes may still come: one read's worth), but not after on_done.
-   Resuming may deliver held bytes through on_data before it returns.
-   Loop thread. */
+   false: no on_data comes meanwhile, curl holds at most the one read it
+   had in hand, and the upstream's sends wait on TCP. The call's timeout
+   goes on running. May be called from inside on_head/on_data, not after
+   on_done. Resuming may deliver the held bytes through on_data before it
+   returns. Loop thread. */
 void llmc_upstream_pause(llmc_upstream_call_t *call, bool pause);
 
 /* Calls in flight on this client. */
