@@ -48,6 +48,9 @@ typedef struct fetch {
     uv_work_t work;      /* a big answer's JSON check, off the loop */
     bool validating;     /* that check is running: the fetch must not be freed */
     int valid;           /* its result: 1 valid, 0 not, -1 not checked yet */
+    int has_usage;       /* the answer's token counts: 1 read into usage, 0 none,
+                            -1 not read yet (read with the check when off the loop) */
+    llmc_usage_t usage;
     llmc_sse_asm_t *as;  /* a stream's events folded into one completion */
     size_t sse_off;      /* bytes of the flight's body already parsed as events */
     int sse_err;         /* first error of the stream (sticky): not cacheable */
@@ -330,6 +333,9 @@ static bool valid_json_object(const char *body, size_t len)
 static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, int64_t now)
 {
     llmc_flight_t *f = ft->f;
+    /* Read once, here, so that every hit can say what it saved. */
+    if (ft->has_usage < 0)
+        ft->has_usage = llmc_usage_scan(body, body_len, &ft->usage);
     llmc_entry_spec_t spec = {
         .key = &f->key,
         .status = (uint16_t)f->status,
@@ -342,6 +348,7 @@ static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, 
         .model = ft->model,
         .body = body,
         .body_len = body_len,
+        .usage = ft->has_usage ? &ft->usage : NULL,
     };
     return llmc_entry_new(&spec);
 }
@@ -391,6 +398,8 @@ static void check_work(uv_work_t *w)
 {
     fetch_t *ft = w->data;
     ft->valid = valid_json_object(ft->f->body, ft->f->body_len);
+    if (ft->valid)
+        ft->has_usage = llmc_usage_scan(ft->f->body, ft->f->body_len, &ft->usage);
 }
 
 static void check_done(uv_work_t *w, int status)
@@ -560,6 +569,7 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     }
     ft->retries_left = (unsigned)gw->cfg->upstream_retries;
     ft->valid = -1;
+    ft->has_usage = -1;
     ft->started_ms = uv_now(&gr->w->loop);
     int rc = start_call(ft);
     if (rc < 0) {

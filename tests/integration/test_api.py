@@ -228,3 +228,72 @@ def test_a_client_that_leaves_mid_relay_stops_it(gateway_factory, mock):
     wait_until(lambda: g.stats()["aborted"] == 1, timeout=5, what="the abort to be counted")
     r = g.get("/v1/models/gpt-4o")  # and the gateway goes on serving
     assert r.status_code == 200
+
+
+# ------------------------------------------------------------ X-Cache-Tokens-Saved
+
+def tokens_saved(r):
+    return r.headers.get("X-Cache-Tokens-Saved")
+
+
+def test_every_hit_says_what_it_saved(gateway, mock):
+    body = chat_body("count what I saved")
+    miss = gateway.chat(body)
+    assert miss.headers["X-Cache"] == "MISS" and tokens_saved(miss) is None
+    u = miss.json()["usage"]
+    want = f"{u['prompt_tokens']}+{u['completion_tokens']}"
+    for _ in range(2):
+        hit = gateway.chat(body)
+        assert hit.headers["X-Cache"] == "HIT" and tokens_saved(hit) == want
+    # A revalidation is answered from the cache too.
+    nm = gateway.chat(body, headers={"If-None-Match": hit.headers["ETag"]})
+    assert nm.status_code == 304 and tokens_saved(nm) == want
+    # The streamed form of the same entry says the same.
+    s = gateway.http.post(gateway.url + CHAT, json=dict(body, stream=True), timeout=10)
+    assert s.headers["X-Cache"] == "HIT" and tokens_saved(s) == want
+
+
+def test_an_embedding_saved_its_prompt(gateway, mock):
+    body = {"model": "text-embedding-3-small", "input": "saved tokens of an embedding"}
+    miss = gateway.post("/v1/embeddings", body)
+    hit = gateway.post("/v1/embeddings", body)
+    assert hit.headers["X-Cache"] == "HIT"
+    assert tokens_saved(hit) == f"{miss.json()['usage']['prompt_tokens']}+0"
+
+
+def test_a_stream_recorded_without_usage_still_says_what_it_saved(gateway, mock):
+    body = chat_body("streamed, then saved", stream=True)
+    with gateway.http.post(gateway.url + CHAT, json=body, stream=True, timeout=10) as r:
+        assert r.headers["X-Cache"] == "MISS"
+        r.content
+    plain = {k: v for k, v in body.items() if k != "stream"}
+    hit = gateway.chat(plain)
+    u = hit.json()["usage"]
+    assert tokens_saved(hit) == f"{u['prompt_tokens']}+{u['completion_tokens']}"
+
+
+def test_a_hit_from_the_disk_tier_says_what_it_saved(gateway_factory, mock, tmp_path):
+    data = tmp_path / "data"
+    g = gateway_factory(mock, args=["--data-dir", str(data)])
+    body = chat_body("saved on disk")
+    u = g.chat(body).json()["usage"]
+    wait_until(lambda: g.stats()["tiers"]["disk"]["stored"] >= 1, timeout=10,
+               what="the entry committed to disk")
+    g.must_survive = False
+    assert g.stop() is None
+    g2 = gateway_factory(mock, args=["--data-dir", str(data)])
+    hit = g2.chat(body)
+    assert cache_status(hit.headers).get("detail") == "disk", hit.headers
+    assert tokens_saved(hit) == f"{u['prompt_tokens']}+{u['completion_tokens']}"
+
+
+def test_a_big_answer_checked_off_the_loop_says_what_it_saved(gateway, mock):
+    """Answers over 256 KiB are checked on the thread pool; their counts are
+    read there."""
+    body = chat_body("a long answer", mock={"bytes": 400000})
+    miss = gateway.chat(body)
+    assert len(miss.content) > 300000
+    u = miss.json()["usage"]
+    hit = gateway.chat(body)
+    assert hit.headers["X-Cache"] == "HIT"
+    assert tokens_saved(hit) == f"{u['prompt_tokens']}+{u['completion_tokens']}"

@@ -628,6 +628,22 @@ def test_usage_is_asked_for_without_touching_the_rest_of_the_body(gateway_factor
         {k: v for k, v in body.items() if k != "stream_options"}
 
 
+def test_an_upstream_that_never_sends_usage_stores_none_and_claims_nothing(gateway_factory,
+                                                                         scripted):
+    """Asked for usage, an upstream that ignores stream_options still ends
+    its stream properly: the answer is stored without usage, and its hits
+    carry no X-Cache-Tokens-Saved rather than a made-up count."""
+    up = scripted(200, "text/event-stream",
+                  [(sse(chunk({"role": "assistant", "content": "no bill"}), chunk({}, "stop")), 0)])
+    g = gateway_factory(up.url)
+    body = chat_body("never billed", stream=True)
+    assert xcache(stream(g, CHAT, body)) == "MISS"
+    hit = g.chat({k: v for k, v in body.items() if k != "stream"})
+    assert xcache(hit) == "HIT" and "usage" not in hit.json()
+    assert "X-Cache-Tokens-Saved" not in hit.headers
+    assert up.bodies[0]["stream_options"] == {"include_usage": True}
+
+
 def test_a_follower_that_asked_for_usage_gets_it_from_a_leader_that_did_not(gateway, mock):
     body = body_for(PROMPT + " usage follower asks", chunk_delay_ms=100)
     leader, follower = lead_and_follow(
