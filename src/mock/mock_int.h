@@ -14,7 +14,8 @@
 typedef enum llmc__mock_kind {
     LLMC_MOCK_CHAT, LLMC_MOCK_COMPLETIONS, LLMC_MOCK_EMBEDDINGS, LLMC_MOCK_MODELS,
     LLMC_MOCK_MODEL,              /* GET /v1/models/{id} */
-    LLMC_MOCK_ECHO                /* any method on /v1/echo...: served by mock.c alone */
+    LLMC_MOCK_ECHO,               /* any method on /v1/echo...: served by mock.c alone */
+    LLMC_MOCK_RESPONSES           /* POST /v1/responses (not streamed yet) */
 } llmc__mock_kind_t;
 
 typedef struct llmc__mock_ctx {
