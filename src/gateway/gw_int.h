@@ -84,6 +84,8 @@ typedef struct gw_req {
     const char *xcache;          /* HIT, MISS, ... for the log; NULL before a decision */
     const char *tier;            /* tier that answered a hit */
     const char *fwd;             /* why a miss went upstream (RFC 9211 fwd); NULL: uri-miss */
+    const char *pass_why;        /* a cacheable route's request passed through: the
+                                    field that made it so (Cache-Status detail) */
     char keyhex[2 * LLMC_KEY_LEN + 1];
     llmc_key_t key;
     llmc_policy_t policy;

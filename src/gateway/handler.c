@@ -59,6 +59,9 @@ struct gw_route {
     gw_listener_t listener;
     const char *upstream_method;  /* what a miss sends upstream; NULL: answered here,
                                      or the client's own (passed through) */
+    /* For a cacheable route: why this parsed body must be passed through
+       uncached instead (a field's name, for Cache-Status), or NULL. */
+    const char *(*pass_why)(const llmc_canon_t *c);
 };
 
 static void handle_cached(gw_req_t *gr);
@@ -66,19 +69,22 @@ static void handle_ask(gw_req_t *gr);
 static void handle_relay(gw_req_t *gr);
 static void handle_health(gw_req_t *gr);
 static void handle_stats(gw_req_t *gr);
+static const char *responses_pass_why(const llmc_canon_t *c);
 
 /* In order: the first row whose path and method match takes the request,
    so the exact rows come before the /v1/ prefix that passes the rest
    through (GET /v1/chat/completions, the stored completions' list, is one
    of those). */
 static const gw_route_t routes[] = {
-    {"/v1/chat/completions", false, HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST"},
-    {"/v1/completions", false, HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST"},
-    {"/v1/embeddings", false, HTTP_POST, handle_cached, true, false, LISTEN_PUBLIC, "POST"},
-    {"/v1/", true, ANY_METHOD, handle_relay, false, false, LISTEN_PUBLIC, NULL},
-    {"/ask", false, HTTP_GET, handle_ask, true, false, LISTEN_PUBLIC, "POST"},
-    {"/healthz", false, HTTP_GET, handle_health, false, false, LISTEN_PUBLIC, NULL},
-    {"/stats", false, HTTP_GET, handle_stats, false, false, LISTEN_PUBLIC, NULL},
+    {"/v1/chat/completions", false, HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST", NULL},
+    {"/v1/completions", false, HTTP_POST, handle_cached, true, true, LISTEN_PUBLIC, "POST", NULL},
+    {"/v1/embeddings", false, HTTP_POST, handle_cached, true, false, LISTEN_PUBLIC, "POST", NULL},
+    {"/v1/responses", false, HTTP_POST, handle_cached, true, false, LISTEN_PUBLIC, "POST",
+     responses_pass_why},
+    {"/v1/", true, ANY_METHOD, handle_relay, false, false, LISTEN_PUBLIC, NULL, NULL},
+    {"/ask", false, HTTP_GET, handle_ask, true, false, LISTEN_PUBLIC, "POST", NULL},
+    {"/healthz", false, HTTP_GET, handle_health, false, false, LISTEN_PUBLIC, NULL, NULL},
+    {"/stats", false, HTTP_GET, handle_stats, false, false, LISTEN_PUBLIC, NULL, NULL},
 };
 
 static bool path_matches(const gw_route_t *r, const char *path)
@@ -107,6 +113,29 @@ static const gw_route_t *find_route(const llmc_http_req_t *req, gw_listener_t li
             *allow = r->method == HTTP_GET ? "Allow: GET, HEAD\r\n" : "Allow: POST\r\n";
     }
     return NULL;
+}
+
+/* ---- requests of a cacheable route that are not cached ---------------------- */
+
+/* Responses API fields that tie the answer to state the provider holds: the
+   same body can get another answer (previous_response_id, conversation), or
+   the answer is fetched later by id (background). Such requests are never
+   served from, nor stored in, the cache. Every other field of this API is
+   keyed like a chat completion's (key.c's ignored fields included: store,
+   metadata, user, safety_identifier, prompt_cache_key, service_tier). */
+static const char *const responses_state_fields[] = {
+    "previous_response_id", "conversation", "background",
+};
+
+static const char *responses_pass_why(const llmc_canon_t *c)
+{
+    for (size_t i = 0; i < sizeof(responses_state_fields) / sizeof(responses_state_fields[0]); i++) {
+        json_t *v = json_object_get(c->root, responses_state_fields[i]);
+        if (v && !json_is_null(v) && !json_is_false(v))
+            return responses_state_fields[i];
+    }
+    /* Its typed event stream is not recorded yet: relayed as it is. */
+    return c->stream ? "stream" : NULL;
 }
 
 /* ---- answers a step decides on; deliver() writes them ---------------------- */
@@ -311,6 +340,12 @@ static gr_state_t step_new(gw_req_t *gr)
         scope_of(gr);
         if (parse_body(gr) == GR_RESPOND)
             return GR_RESPOND;
+        /* Only bodies that pass this check enter the fingerprint map, so a
+           known fingerprint needs no check. */
+        if (gr->route->pass_why && (gr->pass_why = gr->route->pass_why(&gr->canon))) {
+            llmc__gw_relay(gr);
+            return gr->state;
+        }
     }
     if (read_policy(gr) == GR_RESPOND)
         return GR_RESPOND;

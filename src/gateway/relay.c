@@ -101,7 +101,6 @@ static void on_drain(llmc_http_req_t *req)
     unbusy(r);
 }
 
-#define BYPASS_HDRS "X-Cache: BYPASS\r\nCache-Status: llmcached; fwd=bypass\r\nCache-Control: no-store\r\n"
 
 static void on_head(void *arg, int status, const char *ctype, const char *pass, size_t pass_len)
 {
@@ -113,8 +112,12 @@ static void on_head(void *arg, int status, const char *ctype, const char *pass, 
         return;
     if (ctype[0] && strlen(ctype) < 400 && !strpbrk(ctype, "\r\n"))
         n = (size_t)snprintf(h, sizeof(h), "Content-Type: %s\r\n", ctype);
-    memcpy(h + n, BYPASS_HDRS, sizeof(BYPASS_HDRS) - 1);
-    n += sizeof(BYPASS_HDRS) - 1;
+    /* A request of a cached route that is not cached says which field
+       made it so. */
+    n += (size_t)snprintf(h + n, sizeof(h) - n,
+                          "X-Cache: BYPASS\r\nCache-Status: llmcached; fwd=bypass%s%s\r\n"
+                          "Cache-Control: no-store\r\n",
+                          gr->pass_why ? "; detail=" : "", gr->pass_why ? gr->pass_why : "");
     if (pass_len && n + pass_len < sizeof(h)) {
         memcpy(h + n, pass, pass_len);
         n += pass_len;

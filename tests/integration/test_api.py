@@ -297,3 +297,82 @@ def test_a_big_answer_checked_off_the_loop_says_what_it_saved(gateway, mock):
     hit = gateway.chat(body)
     assert hit.headers["X-Cache"] == "HIT"
     assert tokens_saved(hit) == f"{u['prompt_tokens']}+{u['completion_tokens']}"
+
+
+# ------------------------------------------------------------ the Responses API
+
+RESPONSES = "/v1/responses"
+
+
+def responses_body(text="What is a cache?", **extra):
+    body = {"model": "gpt-4o-mini", "instructions": "Be brief.",
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}
+    body.update(extra)
+    return body
+
+
+def test_responses_are_cached_like_chat_completions(gateway, mock):
+    body = responses_body("cache my response")
+    miss = gateway.post(RESPONSES, body)
+    assert miss.status_code == 200, miss.text
+    assert miss.headers["X-Cache"] == "MISS"
+    assert cache_status(miss.headers) == {"fwd": "uri-miss", "stored": True}
+    r = miss.json()
+    assert r["object"] == "response" and r["status"] == "completed"
+    # Fields that cannot change the answer do not split the entry.
+    same = dict(body, store=False, metadata={"run": "2"}, safety_identifier="u-9",
+                prompt_cache_key="p", user="someone", service_tier="flex")
+    hit = gateway.post(RESPONSES, same)
+    assert hit.headers["X-Cache"] == "HIT" and hit.content == miss.content
+    assert hit.headers["X-Cache-Key"] == miss.headers["X-Cache-Key"]
+    u = r["usage"]
+    assert hit.headers["X-Cache-Tokens-Saved"] == f"{u['input_tokens']}+{u['output_tokens']}"
+    # Anything else does, and a chat completion never shares its entries.
+    assert gateway.post(RESPONSES, dict(body, temperature=0.2)).headers["X-Cache"] == "MISS"
+    assert mock.stats()["responses"] == 2
+    # Cache-Control, TTL and namespaces work as for chat.
+    nc = gateway.post(RESPONSES, body, headers={"Cache-Control": "no-cache"})
+    assert nc.headers["X-Cache"] == "MISS" and mock.stats()["responses"] == 3
+    ns = gateway.post(RESPONSES, body, headers={"X-Cache-Namespace": "other"})
+    assert ns.headers["X-Cache"] == "MISS" and mock.stats()["responses"] == 4
+
+
+@pytest.mark.parametrize("field,value", [
+    ("previous_response_id", "resp_abc123"),
+    ("conversation", "conv_abc123"),
+    ("conversation", {"id": "conv_abc123"}),
+    ("background", True),
+])
+def test_responses_that_depend_on_provider_state_pass_through(gateway, mock, field, value):
+    body = responses_body("stateful", **{field: value})
+    for n in (1, 2):
+        r = gateway.post(RESPONSES, body)
+        assert r.status_code == 200, r.text
+        assert r.headers["X-Cache"] == "BYPASS"
+        assert cache_status(r.headers) == {"fwd": "bypass", "detail": field}
+        assert "X-Cache-Key" not in r.headers and "X-Cache-Tokens-Saved" not in r.headers
+        assert mock.stats()["responses"] == n
+    # Neither read nor stored: the same body without the field is a miss.
+    assert gateway.post(RESPONSES, responses_body("stateful")).headers["X-Cache"] == "MISS"
+
+
+def test_responses_fields_set_to_nothing_are_cached(gateway, mock):
+    body = responses_body("stateless", previous_response_id=None, background=False)
+    assert gateway.post(RESPONSES, body).headers["X-Cache"] == "MISS"
+    assert gateway.post(RESPONSES, body).headers["X-Cache"] == "HIT"
+
+
+def test_streamed_responses_pass_through_for_now(gateway, mock):
+    """Its typed event stream is not recorded yet: the request goes upstream
+    as it is (the mock refuses it, and that answer comes back)."""
+    r = gateway.post(RESPONSES, responses_body("stream me", stream=True))
+    assert r.status_code == 400
+    assert "stream" in assert_error_shape(r)["message"]
+    assert r.headers["X-Cache"] == "BYPASS"
+    assert cache_status(r.headers) == {"fwd": "bypass", "detail": "stream"}
+
+
+def test_other_responses_routes_pass_through(gateway, mock):
+    r = gateway.get("/v1/responses/resp_abc123/input_items")
+    assert r.headers.get("X-Cache") == "BYPASS"
+    assert r.status_code == 404  # the mock keeps no responses

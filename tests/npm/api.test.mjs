@@ -36,3 +36,36 @@ test('models.retrieve is passed through (GET /v1/models/{id}), never cached', as
   await assert.rejects(openai.models.retrieve('no-such-model'),
     (err) => err instanceof OpenAI.NotFoundError && err.code === 'model_not_found');
 });
+
+test('responses.create twice: the second is a cache hit with the same result', async () => {
+  const openai = gw.client();
+  const params = {
+    model: 'gpt-4o-mini',
+    instructions: 'You are terse.',
+    input: `responses API question ${process.pid}`,
+  };
+  const before = await gw.mockCalls('responses');
+  const first = await openai.responses.create(params).withResponse();
+  const second = await openai.responses.create(params).withResponse();
+  assert.equal(first.response.headers.get('x-cache'), 'MISS');
+  assert.equal(second.response.headers.get('x-cache'), 'HIT');
+  assert.equal(first.data.object, 'response');
+  assert.ok(first.data.output_text.includes(`responses API question ${process.pid}`));
+  assert.deepStrictEqual(second.data, first.data);
+  assert.equal(second.data.output_text, first.data.output_text);
+  const u = first.data.usage;
+  assert.equal(second.response.headers.get('x-cache-tokens-saved'), `${u.input_tokens}+${u.output_tokens}`);
+  if (before !== undefined) assert.equal(await gw.mockCalls('responses'), before + 1);
+});
+
+test('responses.create with previous_response_id is never served from the cache', async () => {
+  const openai = gw.client();
+  const params = { model: 'gpt-4o-mini', input: `follow-up ${process.pid}`, previous_response_id: 'resp_prev' };
+  const before = await gw.mockCalls('responses');
+  for (let i = 0; i < 2; i++) {
+    const r = await openai.responses.create(params).withResponse();
+    assert.equal(r.response.headers.get('x-cache'), 'BYPASS');
+    assert.equal(r.response.headers.get('cache-status'), 'llmcached; fwd=bypass; detail=previous_response_id');
+  }
+  if (before !== undefined) assert.equal(await gw.mockCalls('responses'), before + 2);
+});
