@@ -19,6 +19,7 @@
  */
 #include "llmc/usage.h"
 
+#include <stddef.h>
 #include <string.h>
 
 typedef struct cur {
@@ -38,19 +39,23 @@ static bool take_string(cur_t *c, const char **s, size_t *n)
     if (c->p >= c->end || *c->p != '"')
         return false;
     const char *start = ++c->p;
+    /* Most of a long answer is one string: find its quotes with memchr and
+       count the backslashes before each (an odd number escapes it). */
     while (c->p < c->end) {
-        if (*c->p == '\\') {
-            c->p += 2;
-            continue;
-        }
-        if (*c->p == '"') {
+        const char *q = memchr(c->p, '"', (size_t)(c->end - c->p));
+        if (!q)
+            break;
+        size_t bs = 0;
+        while (q - bs > start && q[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
+        c->p = q + 1;
+        if (bs % 2 == 0) {
             *s = start;
-            *n = (size_t)(c->p - start);
-            c->p++;
+            *n = (size_t)(q - start);
             return true;
         }
-        c->p++;
     }
+    c->p = c->end;
     return false;
 }
 
