@@ -3,10 +3,11 @@
  *
  * An entry is immutable once built, apart from its reference count and the
  * fields that belong to the memory cache (link, visited, in_cache). It is
- * one allocation: the struct, then every string, the tags, the vector and
- * the body, so that its size can be measured exactly and freeing it is one
- * call. Small entries come from a slab of their own (llmc/slab.h), large
- * ones from malloc. Entries are reference counted because an answer that is
+ * one allocation: the struct, then every string, the tags, the vector, the
+ * body and its NUL, then the answer's token counts when it has them, so
+ * that its size can be measured exactly and freeing it is one call. Small
+ * entries come from a slab of their own (llmc/slab.h), large ones from
+ * malloc. Entries are reference counted because an answer that is
  * being written to a slow client must outlive its eviction from the cache.
  *
  * Times are wall-clock milliseconds since the Unix epoch, not monotonic
@@ -19,8 +20,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "llmc/slab.h"
+#include "llmc/usage.h"
 
 #define LLMC_KEY_LEN 32
 
@@ -32,6 +35,8 @@ typedef struct llmc_key {
 enum llmc_entry_flags {
     LLMC_ENTRY_PRIVATE     = 1u << 0, /* per-credential scope: Cache-Control private */
     LLMC_ENTRY_FROM_STREAM = 1u << 1, /* assembled from a recorded SSE stream */
+    LLMC_ENTRY_USAGE       = 1u << 2, /* token counts follow the body (llmc_entry_usage);
+                                         set by llmc_entry_new from spec.usage alone */
 };
 
 /* The largest body an entry holds: the block's lengths are 32-bit, to keep
@@ -126,6 +131,18 @@ static inline const float *llmc_entry_vector(const llmc_entry_t *e)
     return e->dim ? (const float *)(const void *)(e->body - (size_t)e->dim * sizeof(float)) : NULL;
 }
 
+/* The token counts of the answer (what a hit saves), read from the body
+   once when the entry was built: true and *out set when it has them. No
+   field of the struct holds them: like the vector before the body, they
+   lie just after the body's NUL, flagged by LLMC_ENTRY_USAGE. Any thread. */
+static inline bool llmc_entry_usage(const llmc_entry_t *e, llmc_usage_t *out)
+{
+    if (!(e->flags & LLMC_ENTRY_USAGE))
+        return false;
+    memcpy(out, e->body + e->body_len + 1, sizeof(*out));
+    return true;
+}
+
 /* Tag i (i < ntags). Walks the tags before it: tags are few and read only
    by purges, so an index array would cost every entry for little. */
 const char *llmc_entry_tag(const llmc_entry_t *e, uint32_t i);
@@ -150,6 +167,7 @@ typedef struct llmc_entry_spec {
     uint32_t dim;
     const char *body;
     size_t body_len;
+    const llmc_usage_t *usage;   /* the answer's token counts, NULL when it has none */
 } llmc_entry_spec_t;
 
 /*

@@ -177,7 +177,7 @@ static void plan(const llmc_entry_spec_t *s, const char *ct, struct layout *l)
     l->vec = off = align_up(off, alignof(float));
     off += (size_t)dim_of(s) * sizeof(float);
     l->body = off;
-    l->total = off + s->body_len + 1;
+    l->total = off + s->body_len + 1 + (s->usage ? sizeof(llmc_usage_t) : 0);
 }
 
 /* Copies the NUL-terminated s to base + off when it has a place there. */
@@ -233,6 +233,8 @@ static void fill(llmc_entry_t *e, const llmc_entry_spec_t *s, const char *ct,
     body[s->body_len] = '\0';
     e->body = body;
     e->body_len = (uint32_t)s->body_len;
+    if (s->usage)
+        memcpy(body + s->body_len + 1, s->usage, sizeof(*s->usage));
 }
 
 llmc_entry_t *llmc_entry_new(const llmc_entry_spec_t *spec)
@@ -254,7 +256,8 @@ llmc_entry_t *llmc_entry_new(const llmc_entry_spec_t *spec)
         e->key = *spec->key;
     atomic_init(&e->refcnt, 1);
     atomic_init(&e->visited, 0);
-    e->flags = (uint8_t)spec->flags;
+    e->flags = (uint8_t)((spec->flags & ~(uint32_t)LLMC_ENTRY_USAGE) |
+                         (spec->usage ? LLMC_ENTRY_USAGE : 0));
     e->status = spec->status;
     e->created_ms = spec->created_ms;
     e->expires_ms = spec->expires_ms;

@@ -54,6 +54,9 @@ static const char *const ignored_fields[] = {
     "metadata",       /* stored-completion tags */
     "store",          /* whether OpenAI keeps a copy */
     "service_tier",   /* latency/price class, not content */
+    "prompt_cache_key",       /* routing hint for OpenAI's prompt cache */
+    "prompt_cache_retention", /* how long OpenAI keeps that prefix cache */
+    "safety_identifier",      /* end-user id for abuse tracking (user's successor) */
 };
 
 #define KEY_VERSION_TAG "llmc-key-v1"

@@ -20,6 +20,7 @@
 
 #include "llmc/error.h"
 #include "llmc/record.h"
+#include "llmc/usage.h"
 
 #define MAX_STACK_TAGS 16
 
@@ -323,6 +324,11 @@ int llmc_record_decode(const llmc_key_t *key, const uint8_t *buf, size_t len, ll
         rc = LLMC_ECORRUPT;
         goto done;
     }
+    /* The token counts are read from the body again rather than kept in
+       the record: once per entry read back, and the format stays as it is. */
+    llmc_usage_t usage;
+    if (llmc_usage_scan(s.body, s.body_len, &usage))
+        s.usage = &usage;
     *out = llmc_entry_new(&s);
     if (!*out)
         rc = LLMC_ENOMEM;

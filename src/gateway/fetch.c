@@ -61,6 +61,9 @@ typedef struct fetch {
     uv_work_t work;      /* a big answer's JSON check, off the loop */
     bool validating;     /* that check is running: the fetch must not be freed */
     int valid;           /* its result: 1 valid, 0 not, -1 not checked yet */
+    int has_usage;       /* the answer's token counts: 1 read into usage, 0 none,
+                            -1 not read yet (read with the check when off the loop) */
+    llmc_usage_t usage;
     llmc_sse_asm_t *as;  /* a stream's events folded into one completion */
     size_t sse_off;      /* bytes of the flight's body already parsed as events */
     int sse_err;         /* first error of the stream (sticky): not cacheable */
@@ -353,6 +356,9 @@ static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, 
     const char *t = ft->tags;
     for (unsigned i = 0; i < ft->ntags; i++, t += strlen(t) + 1)
         tags[i] = t;
+    /* Read once, here, so that every hit can say what it saved. */
+    if (ft->has_usage < 0)
+        ft->has_usage = llmc_usage_scan(body, body_len, &ft->usage);
     llmc_entry_spec_t spec = {
         .key = &f->key,
         .status = (uint16_t)f->status,
@@ -368,6 +374,7 @@ static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, 
         .ntags = ft->ntags,
         .body = body,
         .body_len = body_len,
+        .usage = ft->has_usage ? &ft->usage : NULL,
     };
     return llmc_entry_new(&spec);
 }
@@ -417,6 +424,8 @@ static void check_work(uv_work_t *w)
 {
     fetch_t *ft = w->data;
     ft->valid = valid_json_object(ft->f->body, ft->f->body_len);
+    if (ft->valid)
+        ft->has_usage = llmc_usage_scan(ft->f->body, ft->f->body_len, &ft->usage);
 }
 
 static void check_done(uv_work_t *w, int status)
@@ -509,21 +518,37 @@ static const struct {
     {"accept", "Accept: "},
 };
 
-static int add_hdr(fetch_t *ft, const char *name, const char *value)
+static int add_hdr(char **out, size_t cap, size_t *n, const char *name, const char *value)
 {
-    if (ft->nhdrs >= sizeof(ft->hdrs) / sizeof(ft->hdrs[0]))
+    if (*n >= cap)
         return 0;
-    if (asprintf(&ft->hdrs[ft->nhdrs], "%s%s", name, value) < 0)
+    if (asprintf(&out[*n], "%s%s", name, value) < 0)
         return LLMC_ENOMEM;
-    ft->nhdrs++;
+    (*n)++;
     return 0;
+}
+
+int llmc__gw_upstream_hdrs(const gw_req_t *gr, const char *ctype, char **out, size_t cap,
+                           size_t *n)
+{
+    llmc_gw_t *gw = gr->w->gw;
+    int rc = ctype ? add_hdr(out, cap, n, "Content-Type: ", ctype) : 0;
+    const char *auth = gw->upstream_auth ? gw->upstream_auth
+                                         : llmc_http_header(gr->req, "authorization");
+    if (rc == 0 && auth)
+        rc = add_hdr(out, cap, n, gw->upstream_auth ? "" : "Authorization: ", auth);
+    for (size_t i = 0; rc == 0 && i < sizeof(forward_hdrs) / sizeof(forward_hdrs[0]); i++) {
+        const char *v = llmc_http_header(gr->req, forward_hdrs[i].lower);
+        if (v && strlen(v) < 400)
+            rc = add_hdr(out, cap, n, forward_hdrs[i].line, v);
+    }
+    return rc;
 }
 
 /* Copies what the call needs, so it can be sent again for a retry. */
 static int keep_request(fetch_t *ft, gw_req_t *gr, const char *method, const char *url,
                         const char *body, size_t body_len)
 {
-    llmc_gw_t *gw = gr->w->gw;
     ft->method = strdup(method);
     ft->url = strdup(url);
     ft->body_len = body_len;
@@ -531,17 +556,8 @@ static int keep_request(fetch_t *ft, gw_req_t *gr, const char *method, const cha
         return LLMC_ENOMEM;
     if (body)
         memcpy(ft->body, body, body_len);
-    int rc = body ? add_hdr(ft, "Content-Type: application/json", "") : 0;
-    const char *auth = gw->upstream_auth ? gw->upstream_auth
-                                         : llmc_http_header(gr->req, "authorization");
-    if (rc == 0 && auth)
-        rc = add_hdr(ft, gw->upstream_auth ? "" : "Authorization: ", auth);
-    for (size_t i = 0; rc == 0 && i < sizeof(forward_hdrs) / sizeof(forward_hdrs[0]); i++) {
-        const char *v = llmc_http_header(gr->req, forward_hdrs[i].lower);
-        if (v && strlen(v) < 400)
-            rc = add_hdr(ft, forward_hdrs[i].line, v);
-    }
-    return rc;
+    return llmc__gw_upstream_hdrs(gr, body ? "application/json" : NULL, ft->hdrs,
+                                  sizeof(ft->hdrs) / sizeof(ft->hdrs[0]), &ft->nhdrs);
 }
 
 static int start_call(fetch_t *ft)
@@ -641,7 +657,7 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     /* Before the call starts, so every waiter that sees a byte of the
        answer sees this too. */
     pthread_mutex_lock(&ft->f->mu);
-    ft->f->upstream_usage = gr->stream && gr->include_usage;
+    ft->f->upstream_usage = gr->stream && gr->usage_asked;
     pthread_mutex_unlock(&ft->f->mu);
     ft->private_scope = gr->private_scope;
     ft->ttl_ms = gr->policy.ttl_ms;
@@ -658,6 +674,7 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     }
     ft->retries_left = (unsigned)gw->cfg->upstream_retries;
     ft->valid = -1;
+    ft->has_usage = -1;
     ft->next = gr->w->fetches;
     if (ft->next)
         ft->next->prev = ft;

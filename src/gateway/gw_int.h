@@ -7,6 +7,8 @@
  *   worker.c    threads, start and stop, the inbox's wake-up
  *   handler.c   the route table and a request's steps (the state machine)
  *   admin.c     the admin routes: entry metadata, deletes and purges
+ *   relay.c     the routes passed through uncached: one upstream call per
+ *               request, its answer relayed as it comes
  *   respond.c   answers from an entry, a flight or an error
  *   fetch.c     the upstream call behind a flight, and the store
  *   req.c       a request context's life: create, states, park, resume,
@@ -28,6 +30,7 @@
  *   NEW -> LOOKUP -> [PARKED_TIER -> LOOKUP ...] -> RESPOND
  *                                               \-> FLIGHT -> [PARKED_FLIGHT] -> RESPOND
  *   NEW -> PARKED_PURGE -> RESPOND         (an admin purge, answered once every tier has)
+ *   NEW -> RELAY     (a route passed through: relay.c answers, as the upstream does)
  *   any state -> DONE, when the server is finished with the request
  *
  * RESPOND means the answer is the server's now (being written, streamed,
@@ -41,6 +44,7 @@ typedef enum gr_state {
     GR_PARKED_FLIGHT,  /* waiting on the flight (its data, or its end) */
     GR_PARKED_PURGE,   /* an admin purge: waiting for every tier's count */
     GR_RESPOND,        /* the answer is handed to the server */
+    GR_RELAY,          /* passed through: relay.c alone answers, from its own call */
     GR_DONE,           /* the server finished the request; the context may
                           live on while a lookup, the inbox or a replay
                           still holds a reference */
@@ -85,6 +89,8 @@ typedef struct gw_req {
     const char *xcache;          /* HIT, MISS, ... for the log; NULL before a decision */
     const char *tier;            /* a tier behind the front that answered a hit, or NULL */
     const char *fwd;             /* why a miss went upstream (RFC 9211 fwd); NULL: uri-miss */
+    const char *pass_why;        /* a cacheable route's request passed through: the
+                                    field that made it so (Cache-Status detail) */
     char keyhex[2 * LLMC_KEY_LEN + 1];
     llmc_key_t key;
     llmc_policy_t policy;
@@ -92,7 +98,9 @@ typedef struct gw_req {
     bool known;                  /* the fingerprint was known: no canonical body yet */
     bool parsed;                 /* canon holds the parsed body */
     bool stream;                 /* the client asked for "stream": true */
-    bool include_usage;          /* stream_options.include_usage */
+    bool include_usage;          /* stream_options.include_usage, as the client asked */
+    bool usage_asked;            /* the body a streaming miss sends upstream asks for
+                                    usage: the client's own, or added (handler.c) */
     char scope[2 * LLMC_KEY_LEN + 1];
 
     /* What a miss sends upstream, kept across a parked lookup. */
@@ -104,6 +112,8 @@ typedef struct gw_req {
     llmc_canon_t canon;
 
     gw_answer_t answer;
+    bool err_final;              /* the error stays whatever the retry: a 504 for
+                                    only-if-cached says X-Should-Retry: false */
     int err_status;
     const char *err_type, *err_code;
     char *err_msg;               /* malloc'd (errors only: a hit pays no bytes for it) */
@@ -112,6 +122,10 @@ typedef struct gw_req {
     int64_t hit_ms;              /* the time its freshness was judged at */
 
     struct pacer *pacer;         /* a paced replay in progress (respond.c) */
+    struct relay *relay;         /* the pass-through's upstream call (relay.c) */
+    /* Runs when the client leaves before its answer ended, for a request
+       whose step owns something to stop at once (relay.c's call). */
+    void (*on_leave)(struct gw_req *gr);
     bool started;                /* stream head sent */
     size_t sent;                 /* stream bytes sent */
     llmc_flight_t *flight;
@@ -156,11 +170,28 @@ void llmc__gw_admin_purge(gw_req_t *gr);
 
 /* ---- fetch.c: the upstream call --------------------------------------------- */
 
+/* The request header lines an upstream call carries, each malloc'd into
+   out[*n...] (at most cap in all; *n counts them): "Content-Type: ctype"
+   when ctype is not NULL, the credential (the gateway's own key, else the
+   client's Authorization), and the client's OpenAI headers that mean
+   something upstream (one table). 0, or LLMC_ENOMEM with the lines made so
+   far in out. gr's loop thread. */
+int llmc__gw_upstream_hdrs(const gw_req_t *gr, const char *ctype, char **out, size_t cap,
+                           size_t *n);
+
 /* Starts the upstream call of the flight gr leads. */
 int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
                          const char *body, size_t body_len, bool store, const char *model);
 /* Shutdown: cancels this worker's upstream calls, finishing their flights. */
 void llmc__gw_fetch_cancel_all(llmc_worker_t *w);
+
+/* ---- relay.c: the routes passed through ---------------------------------------- */
+
+/* Passes gr's request upstream as it is (method, path and query, body,
+   the headers of llmc__gw_upstream_hdrs with the client's Content-Type)
+   and relays the answer as it comes, never cached; the state goes from NEW
+   to RELAY, or to RESPOND with an error answered. */
+void llmc__gw_relay(gw_req_t *gr);
 
 /* ---- respond.c: answers ------------------------------------------------------ */
 

@@ -1,9 +1,10 @@
 /*
  * gateway/handler.c: the route table and a request's steps.
  *
- * Each route is one row of routes[]: path, method, handler, whether its
- * answers are cached, the listener it belongs to and who may use it (the
- * admin token). A cacheable request
+ * Each route is one row of routes[]: path (exact, or a prefix when it ends
+ * in '/'), method, handler, whether its answers are cached, the listener it
+ * belongs to and who may use it (the admin token). Every /v1/ path the rows
+ * before it do not take is passed through (relay.c). A cacheable request
  * then runs as a state machine (states in gw_int.h, transitions checked by
  * req.c): every step returns the next state, and run() drives the steps
  * until one parks the request (a tier or a flight answers later) or hands
@@ -56,44 +57,60 @@ typedef enum gw_access {
                              /metrics: open as they always were until a token is set) */
 } gw_access_t;
 
+/* A row's method that takes any method. */
+#define ANY_METHOD (-1)
+
 struct gw_route {
     const char *path;             /* a trailing '/' takes every path below it */
-    int method;                   /* HTTP_GET (HEAD too), HTTP_POST, HTTP_DELETE */
+    int method;                   /* HTTP_GET (HEAD too), HTTP_POST, HTTP_DELETE, ANY_METHOD */
     void (*handle)(gw_req_t *gr);
     bool cacheable;               /* answers are stored and coalesced */
     bool streams;                 /* the endpoint can answer with a stream */
     gw_listener_t listener;
     gw_access_t access;
-    const char *upstream_method;  /* what a miss sends upstream; NULL: answered here */
+    const char *upstream_method;  /* what a miss sends upstream; NULL: answered here,
+                                     or the client's own (passed through) */
+    /* For a cacheable route: why this parsed body must be passed through
+       uncached instead (a field's name, for Cache-Status), or NULL. */
+    const char *(*pass_why)(const llmc_canon_t *c);
 };
 
 static void handle_cached(gw_req_t *gr);
 static void handle_ask(gw_req_t *gr);
-static void handle_forward(gw_req_t *gr);
+static void handle_relay(gw_req_t *gr);
 static void handle_health(gw_req_t *gr);
 static void handle_stats(gw_req_t *gr);
 static void handle_metrics(gw_req_t *gr);
 static void handle_admin_entry(gw_req_t *gr);
 static void handle_admin_delete(gw_req_t *gr);
 static void handle_admin_purge(gw_req_t *gr);
+static const char *responses_pass_why(const llmc_canon_t *c);
 
+/* In order: the first row whose path and method match takes the request,
+   so the exact rows come before the /v1/ prefix that passes the rest
+   through (GET /v1/chat/completions, the stored completions' list, is one
+   of those). */
 #define PUB LISTEN_PUBLIC
 #define ADM LISTEN_ADMIN
+#define OPEN ACCESS_OPEN
 static const gw_route_t routes[] = {
-    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, ACCESS_OPEN, "POST"},
-    {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, ACCESS_OPEN, "POST"},
-    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, ACCESS_OPEN, "POST"},
-    {"/v1/models", HTTP_GET, handle_forward, false, false, PUB, ACCESS_OPEN, "GET"},
-    {"/ask", HTTP_GET, handle_ask, true, false, PUB, ACCESS_OPEN, "POST"},
-    {"/healthz", HTTP_GET, handle_health, false, false, PUB, ACCESS_OPEN, NULL},
-    {"/stats", HTTP_GET, handle_stats, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL},
-    {"/metrics", HTTP_GET, handle_metrics, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL},
-    {"/admin/cache/", HTTP_GET, handle_admin_entry, false, false, ADM, ACCESS_TOKEN, NULL},
-    {"/admin/cache/", HTTP_DELETE, handle_admin_delete, false, false, ADM, ACCESS_TOKEN, NULL},
-    {"/admin/purge", HTTP_POST, handle_admin_purge, false, false, ADM, ACCESS_TOKEN, NULL},
+    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL},
+    {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL},
+    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", NULL},
+    {"/v1/responses", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", responses_pass_why},
+    {"/v1/", ANY_METHOD, handle_relay, false, false, PUB, OPEN, NULL, NULL},
+    {"/ask", HTTP_GET, handle_ask, true, false, PUB, OPEN, "POST", NULL},
+    {"/healthz", HTTP_GET, handle_health, false, false, PUB, OPEN, NULL, NULL},
+    {"/stats", HTTP_GET, handle_stats, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NULL},
+    {"/metrics", HTTP_GET, handle_metrics, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NULL},
+    {"/admin/cache/", HTTP_GET, handle_admin_entry, false, false, ADM, ACCESS_TOKEN, NULL, NULL},
+    {"/admin/cache/", HTTP_DELETE, handle_admin_delete, false, false, ADM, ACCESS_TOKEN, NULL,
+     NULL},
+    {"/admin/purge", HTTP_POST, handle_admin_purge, false, false, ADM, ACCESS_TOKEN, NULL, NULL},
 };
 #undef PUB
 #undef ADM
+#undef OPEN
 
 /* The Allow header of a 405 (RFC 9110 15.5.6: it must name what the
    resource accepts): every method of the rows in routes[] that matched
@@ -134,7 +151,8 @@ static const gw_route_t *find_route(const llmc_gw_t *gw, const llmc_http_req_t *
         if (!here || (r->access == ACCESS_TOKEN && !gw->admin_token_set) ||
             !path_matches(r, req->path))
             continue;
-        if (req->method == r->method || (req->method == HTTP_HEAD && r->method == HTTP_GET))
+        if (r->method == ANY_METHOD || req->method == r->method ||
+            (req->method == HTTP_HEAD && r->method == HTTP_GET))
             return r;
         if (nothers < sizeof(others) / sizeof(others[0]))
             others[nothers++] = r;
@@ -142,6 +160,29 @@ static const gw_route_t *find_route(const llmc_gw_t *gw, const llmc_http_req_t *
     if (nothers)
         allow_line(others, nothers, allow);
     return NULL;
+}
+
+/* ---- requests of a cacheable route that are not cached ---------------------- */
+
+/* Responses API fields that tie the answer to state the provider holds: the
+   same body can get another answer (previous_response_id, conversation), or
+   the answer is fetched later by id (background). Such requests are never
+   served from, nor stored in, the cache. Every other field of this API is
+   keyed like a chat completion's (key.c's ignored fields included: store,
+   metadata, user, safety_identifier, prompt_cache_key, service_tier). */
+static const char *const responses_state_fields[] = {
+    "previous_response_id", "conversation", "background",
+};
+
+static const char *responses_pass_why(const llmc_canon_t *c)
+{
+    for (size_t i = 0; i < sizeof(responses_state_fields) / sizeof(responses_state_fields[0]); i++) {
+        json_t *v = json_object_get(c->root, responses_state_fields[i]);
+        if (v && !json_is_null(v) && !json_is_false(v))
+            return responses_state_fields[i];
+    }
+    /* Its typed event stream is not recorded yet: relayed as it is. */
+    return c->stream ? "stream" : NULL;
 }
 
 /* ---- answers a step decides on; deliver() writes them ---------------------- */
@@ -269,14 +310,70 @@ static gr_state_t read_policy(gw_req_t *gr)
     return GR_NEW;
 }
 
+/* The member a streaming miss adds to ask the upstream for usage. */
+static const char usage_member[] = "\"stream_options\":{\"include_usage\":true}";
+
+/* body (a JSON object, as parsed) with usage_member as its first member and
+   its own bytes otherwise unchanged, into gr->fwd_body; false when out of
+   memory. For a body without "stream_options". */
+static bool splice_usage(gw_req_t *gr, const char *body, size_t len)
+{
+    const char *open = memchr(body, '{', len); /* only whitespace can come before it */
+    if (!open)
+        return false;
+    size_t head = (size_t)(open - body) + 1, i = head;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
+        i++;
+    bool empty = i < len && body[i] == '}';
+    size_t n = head + sizeof(usage_member) - 1 + (empty ? 0 : 1) + (len - head);
+    char *out = malloc(n + 1);
+    if (!out)
+        return false;
+    memcpy(out, body, head);
+    memcpy(out + head, usage_member, sizeof(usage_member) - 1);
+    if (!empty)
+        out[head + sizeof(usage_member) - 1] = ',';
+    memcpy(out + n - (len - head), body + head, len - head);
+    out[n] = '\0';
+    gr->fwd_body = out;
+    gr->body = out;
+    gr->body_len = n;
+    return true;
+}
+
 /* What the upstream gets on a miss: the client's bytes, unless the "cache"
-   extension had to be cut out of them. RESPOND on a bad body, else FLIGHT. */
+   extension had to be cut out of them, or a stream that did not ask for
+   usage gets "stream_options": {"include_usage": true}: the stored answer
+   then always has its usage (the gateway drops the usage chunk for the
+   clients that did not ask; "stream_options" is not in the key). A body
+   without "stream_options" keeps its bytes, the member spliced in first;
+   one with an object there is written again with the flag set; one with
+   anything else there goes as it is (the upstream refuses it). RESPOND on a
+   bad body, else FLIGHT. */
 static gr_state_t prepare_miss(gw_req_t *gr)
 {
     if (!gr->parsed && parse_body(gr) == GR_RESPOND)
         return GR_RESPOND;
-    if (gr->canon.cache_ext && gr->form != FORM_ASK &&
-        (gr->fwd_body = json_dumps(gr->canon.root, JSON_COMPACT))) {
+    json_t *so = json_object_get(gr->canon.root, "stream_options");
+    bool add_usage = gr->stream && !gr->include_usage && (!so || json_is_object(so));
+    gr->usage_asked = gr->include_usage;
+    if (add_usage && !so && !gr->canon.cache_ext) {
+        if (!splice_usage(gr, gr->body, gr->body_len))
+            return answer_oom(gr);
+        gr->usage_asked = true;
+        return GR_FLIGHT;
+    }
+    if (add_usage) {
+        if (!so && json_object_set_new(gr->canon.root, "stream_options",
+                                       so = json_object()) != 0)
+            return answer_oom(gr);
+        if (json_object_set_new(so, "include_usage", json_true()) != 0)
+            return answer_oom(gr);
+        gr->usage_asked = true;
+    }
+    if ((gr->canon.cache_ext || add_usage) && gr->form != FORM_ASK) {
+        if (!(gr->fwd_body = json_dumps(gr->canon.root, JSON_COMPACT)))
+            return answer_oom(gr);
         gr->body = gr->fwd_body;
         gr->body_len = strlen(gr->fwd_body);
     }
@@ -297,6 +394,12 @@ static gr_state_t step_new(gw_req_t *gr)
         scope_of(gr);
         if (parse_body(gr) == GR_RESPOND)
             return GR_RESPOND;
+        /* Only bodies that pass this check enter the fingerprint map, so a
+           known fingerprint needs no check. */
+        if (gr->route->pass_why && (gr->pass_why = gr->route->pass_why(&gr->canon))) {
+            llmc__gw_relay(gr);
+            return gr->state;
+        }
     }
     if (read_policy(gr) == GR_RESPOND)
         return GR_RESPOND;
@@ -347,6 +450,9 @@ static gr_state_t after_lookup(gw_req_t *gr, llmc_entry_t *e)
     if (gr->policy.only_if_cached) {
         LLMC_COUNT(&gr->w->ctr, only_if_cached_misses);
         gr->xcache = "MISS";
+        /* Asked again, the cache is as likely to be empty: the SDKs would
+           retry a 504 twice (seconds of backoff) unless told not to. */
+        gr->err_final = true;
         return answer_error(gr, 504, "cache_miss", "only_if_cached",
                             "no cached answer for this request and Cache-Control: "
                             "only-if-cached forbids calling the model");
@@ -508,14 +614,12 @@ static void handle_ask(gw_req_t *gr)
     run(gr);
 }
 
-/* Forwarded as it is, on a call of its own: never read from, nor stored
-   in, the cache. */
-static void handle_forward(gw_req_t *gr)
+/* Passed through as it is, on a call of its own, the answer relayed as it
+   comes (relay.c): never read from, nor stored in, the cache. */
+static void handle_relay(gw_req_t *gr)
 {
-    gr->path = gr->route->path;
-    gr->policy.max_age_ms = LLMC_POLICY_UNSET;
-    llmc__gr_enter(gr, GR_FLIGHT);
-    run(gr);
+    gr->path = gr->req->path;
+    llmc__gw_relay(gr);
 }
 
 static void handle_health(gw_req_t *gr)

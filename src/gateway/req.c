@@ -40,6 +40,7 @@
 /* [from][to]: the transitions a request may make. */
 static const bool legal[GR_NSTATES][GR_NSTATES] = {
     [GR_NEW] = {[GR_LOOKUP] = 1, [GR_FLIGHT] = 1, [GR_PARKED_PURGE] = 1, [GR_RESPOND] = 1,
+                [GR_RELAY] = 1,
                 [GR_DONE] = 1},
     [GR_LOOKUP] = {[GR_PARKED_TIER] = 1, [GR_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_TIER] = {[GR_LOOKUP] = 1, [GR_DONE] = 1},
@@ -47,10 +48,12 @@ static const bool legal[GR_NSTATES][GR_NSTATES] = {
     [GR_PARKED_FLIGHT] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_PURGE] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_RESPOND] = {[GR_DONE] = 1},
+    [GR_RELAY] = {[GR_DONE] = 1},
 };
 
 static const char *const state_names[GR_NSTATES] = {
-    "NEW", "LOOKUP", "PARKED_TIER", "FLIGHT", "PARKED_FLIGHT", "PARKED_PURGE", "RESPOND", "DONE",
+    "NEW", "LOOKUP", "PARKED_TIER", "FLIGHT", "PARKED_FLIGHT", "PARKED_PURGE", "RESPOND", "RELAY",
+    "DONE",
 };
 
 const char *llmc__gr_state_name(gr_state_t s)
@@ -74,6 +77,8 @@ static void on_abort(llmc_http_req_t *req)
     gr->req = NULL;
     LLMC_COUNT(&gr->w->ctr, aborted);
     llmc__gr_leave_flight(gr);
+    if (gr->on_leave)
+        gr->on_leave(gr);
 }
 
 gw_req_t *llmc__gr_new(llmc_worker_t *w, llmc_http_req_t *req)

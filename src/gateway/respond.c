@@ -8,6 +8,8 @@
  *   ETag           strong, from the stored body
  *   Vary           X-Cache-Namespace, and Authorization under per-key scope
  *   X-Cache-Key    the key in hex
+ *   X-Cache-Tokens-Saved  on answers from the cache: "<prompt>+<completion>"
+ *                  from the stored usage
  *
  * The body of a hit is the stored upstream body, byte for byte, written
  * from the entry itself: the entry's reference is dropped only when the
@@ -315,6 +317,16 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     n = HLIT(h, n, "Age: ");
     n = hnum(h, n, (long long)llmc_entry_age(e, now));
     n = HLIT(h, n, "\r\n");
+    /* What the model call this answer stands in for cost, read when the
+       entry was built: two numbers and no JSON on the hit path. */
+    llmc_usage_t u;
+    if (llmc_entry_usage(e, &u)) {
+        n = HLIT(h, n, "X-Cache-Tokens-Saved: ");
+        n = hnum(h, n, (long long)u.prompt_tokens);
+        n = HLIT(h, n, "+");
+        n = hnum(h, n, (long long)u.completion_tokens);
+        n = HLIT(h, n, "\r\n");
+    }
     /* A paced replay is built per request: freshness, but no validator. */
     char tag[LLMC_ETAG_LEN];
     if (!paced)
@@ -368,6 +380,10 @@ void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code
     if (gr->xcache)
         n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, NULL, cs));
     n = hadd(h, n, "Cache-Control: no-store\r\n");
+    /* The server adds it to the statuses that are final by nature (400,
+       404, ...); a 5xx is final only when the step said so. */
+    if (gr->err_final && status >= 500)
+        n = hadd(h, n, "X-Should-Retry: false\r\n");
     llmc_http_respond_error(gr->req, status, h, type, code, msg);
 }
 

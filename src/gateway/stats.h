@@ -30,6 +30,10 @@
       "Requests that waited for an identical call in flight.")                              \
     X(bypasses, "bypasses", COUNTER, "requests",                                            \
       "Requests that skipped the cache (no-store, not cacheable).")                         \
+    X(forwarded, "forwarded", COUNTER, "requests",                                          \
+      "Requests under /v1 passed through to the upstream as they are (routes not cached).") \
+    X(forward_pauses, "forward_pauses", COUNTER, "events",                                  \
+      "Times a pass-through stopped reading the upstream until its slow client caught up.") \
     X(stale, "stale", COUNTER, "requests", "Expired answers served (max-stale or stale-if-error).") \
     X(not_modified, "not_modified", COUNTER, "requests", "304 answers to If-None-Match.")   \
     X(only_if_cached_misses, "only_if_cached_misses", COUNTER, "requests",                  \

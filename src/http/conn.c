@@ -292,6 +292,9 @@ static void write_done(llmc__http_conn_t *c, int status, size_t len)
     if (!c->closing)
         send_timer(c);
     llmc__http_maybe_finish(c);
+    /* Last: the handler may write again, or end the stream, from here. */
+    if (c->phase == LLMC_PH_STREAM && c->writes_pending == 0 && c->req.on_drain)
+        c->req.on_drain(&c->req);
 }
 
 static void on_write_ref(uv_write_t *w, int status)
@@ -427,11 +430,14 @@ void llmc__http_answer_error(llmc__http_conn_t *c, int status, const char *hdrs,
                              const char *code, const char *message)
 {
     static const char ct[] = "Content-Type: application/json\r\n";
+    static const char ct_final[] = "Content-Type: application/json\r\nX-Should-Retry: false\r\n";
     char *body = llmc__http_error_body(type, code, message);
+    bool final = llmc__http_status_final(status);
 
     /* Out of memory for the JSON still answers with the status. */
-    llmc__http_answer_copy(c, status, ct, sizeof(ct) - 1, hdrs ? hdrs : "", hdrs ? strlen(hdrs) : 0,
-                           body ? body : "", body ? strlen(body) : 0);
+    llmc__http_answer_copy(c, status, final ? ct_final : ct, final ? sizeof(ct_final) - 1 : sizeof(ct) - 1,
+                           hdrs ? hdrs : "", hdrs ? strlen(hdrs) : 0, body ? body : "",
+                           body ? strlen(body) : 0);
     free(body);
 }
 

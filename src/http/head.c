@@ -119,6 +119,19 @@ bool llmc__http_status_has_body(int status)
     return status >= 200 && status != 204 && status != 304;
 }
 
+/* Client errors that the same request would meet again: sending it once
+   more cannot help, so the answer says so (X-Should-Retry: false, which
+   the official OpenAI SDKs obey instead of their retry-on-status rules). */
+static const int final_statuses[] = {400, 404, 405, 413, 414, 417, 431, 505};
+
+bool llmc__http_status_final(int status)
+{
+    for (size_t i = 0; i < sizeof(final_statuses) / sizeof(final_statuses[0]); i++)
+        if (final_statuses[i] == status)
+            return true;
+    return false;
+}
+
 int llmc__http_head_full(llmc__http_conn_t *c, int status, const char *h1, size_t l1, const char *h2,
                          size_t l2, size_t body_len, size_t extra)
 {

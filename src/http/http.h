@@ -16,7 +16,8 @@
  *   Such a request never reaches the handler.
  * - Every limit has its status: header bytes 431, body bytes 413, the time
  *   to read a request's head 408; errors the server makes itself carry an
- *   OpenAI-shaped JSON body and close the connection.
+ *   OpenAI-shaped JSON body (and X-Should-Retry: false when sending the same
+ *   request again cannot help) and close the connection.
  * - A request object lives from dispatch until its response has been
  *   written or the client has gone. When the client goes first, the server
  *   calls req->on_abort (if the handler set it) and frees the request right
@@ -73,6 +74,10 @@ struct llmc_http_req {
 
     /* Set by the handler. */
     void (*on_abort)(llmc_http_req_t *req); /* client left before the response ended */
+    /* While streaming: every byte written so far has reached the kernel,
+       after some had to wait for the client. A producer that stopped when
+       llmc_http_pending_bytes grew resumes here. May be NULL. */
+    void (*on_drain)(llmc_http_req_t *req);
     void *data;                             /* the handler's per-request state */
 };
 
@@ -186,7 +191,10 @@ void llmc_http_respond_copy(llmc_http_req_t *req, int status, const char *hdrs, 
 
 /* Sends an OpenAI-shaped error: {"error":{"message","type","code"}} with
    Content-Type application/json. hdrs as in llmc_http_respond, may be NULL.
-   code may be NULL (JSON null). */
+   code may be NULL (JSON null). An error that a retry of the same request
+   cannot fix (400, 404, 405, 413, 414, 417, 431, 505) also carries
+   X-Should-Retry: false, so that clients which obey it (the official
+   OpenAI SDKs) do not send it again; the server's own refusals too. */
 void llmc_http_respond_error(llmc_http_req_t *req, int status, const char *hdrs,
                              const char *type, const char *code, const char *message);
 
@@ -210,7 +218,8 @@ void llmc_http_stream_end(llmc_http_req_t *req);
 void llmc_http_abort(llmc_http_req_t *req);
 
 /* Bytes queued for this request's connection that the kernel has not taken
-   yet, so a producer can slow down for a slow client. */
+   yet, so a producer can slow down for a slow client (and resume in
+   req->on_drain). */
 size_t llmc_http_pending_bytes(const llmc_http_req_t *req);
 
 /* Reason phrase for a status code ("Not Found"). */

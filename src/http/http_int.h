@@ -273,6 +273,11 @@ int llmc__http_head_full(llmc__http_conn_t *c, int status, const char *h1, size_
 /* False for 1xx, 204 and 304, whose responses never carry a body. */
 bool llmc__http_status_has_body(int status);
 
+/* True for the error statuses a retry of the same request cannot change
+   (400, 404, 405, 413, 414, 417, 431, 505): their error answers carry
+   X-Should-Retry: false. */
+bool llmc__http_status_final(int status);
+
 /* {"error":{"message","type","code"}} as a string to free(); NULL when out
    of memory. type NULL means "invalid_request_error", code NULL is JSON
    null, message NULL is "". */

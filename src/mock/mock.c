@@ -35,21 +35,32 @@
 
 enum { ROUTE_STATS = 100, ROUTE_RESET };
 
+/* method NULL: any method. prefix: the path starts with path and goes on. */
 static const struct route {
     const char *method, *path;
     int kind;
+    bool prefix;
 } routes[] = {
-    {"POST", "/v1/chat/completions", LLMC_MOCK_CHAT},
-    {"POST", "/v1/completions", LLMC_MOCK_COMPLETIONS},
-    {"POST", "/v1/embeddings", LLMC_MOCK_EMBEDDINGS},
-    {"GET", "/v1/models", LLMC_MOCK_MODELS},
-    {"GET", "/mock/stats", ROUTE_STATS},
-    {"POST", "/mock/reset", ROUTE_RESET},
+    {"POST", "/v1/chat/completions", LLMC_MOCK_CHAT, false},
+    {"POST", "/v1/completions", LLMC_MOCK_COMPLETIONS, false},
+    {"POST", "/v1/embeddings", LLMC_MOCK_EMBEDDINGS, false},
+    {"GET", "/v1/models", LLMC_MOCK_MODELS, false},
+    {"GET", "/v1/models/", LLMC_MOCK_MODEL, true},
+    {NULL, "/v1/echo", LLMC_MOCK_ECHO, false},
+    {NULL, "/v1/echo/", LLMC_MOCK_ECHO, true},
+    {"POST", "/v1/responses", LLMC_MOCK_RESPONSES, false},
+    {"GET", "/mock/stats", ROUTE_STATS, false},
+    {"POST", "/mock/reset", ROUTE_RESET, false},
 };
 
 /* Per-kind call counters, in llmc__mock_kind_t order, as /mock/stats names them. */
-static const char *const kind_names[] = {"chat", "completions", "embeddings", "models"};
+static const char *const kind_names[] = {"chat", "completions", "embeddings", "models", "model",
+                                         "echo", "responses"};
 #define NKINDS (sizeof(kind_names) / sizeof(kind_names[0]))
+
+/* The pieces an echo is sent back in, so that a large one arrives in many
+   reads rather than one write. */
+#define ECHO_PIECE (64u << 10)
 
 enum fault {
     F_NONE, F_RESET, F_TRUNCATE, F_INVALID_JSON, F_EMPTY, F_STALL, F_CUT_STREAM, F_STALL_BODY,
@@ -265,6 +276,28 @@ static void truncated_answer(mreq_t *mr)
     finish(mr);
 }
 
+/* The request's body sent back as it came, in pieces, with its content
+   type; X-Request-Id names the method and target the mock was asked for
+   (a header every OpenAI answer has, which gateways pass on). */
+static void echo_answer(mreq_t *mr)
+{
+    llmc_http_req_t *req = mr->req;
+    const char *ct = llmc_http_header(req, "content-type");
+    char hdrs[700];
+    int n = snprintf(hdrs, sizeof(hdrs), "Content-Type: %.200s\r\nX-Request-Id: echo %s %.300s\r\n%s",
+                     ct ? ct : "application/octet-stream", req->method_name, req->target,
+                     mr->call_hdr);
+    if (llmc_http_stream_begin(req, 200, hdrs, (size_t)n) != 0)
+        return;
+    for (size_t off = 0; off < req->body_len; off += ECHO_PIECE) {
+        size_t len = req->body_len - off < ECHO_PIECE ? req->body_len - off : ECHO_PIECE;
+        if (llmc_http_stream_write(req, req->body + off, len) != 0 || mr->done)
+            return;   /* the client left: on_abort ends the request */
+    }
+    llmc_http_stream_end(take_req(mr));
+    finish(mr);
+}
+
 static void model_answer(mreq_t *mr)
 {
     /* Not time(NULL): glibc reads a coarse clock there that can lag the real
@@ -272,7 +305,9 @@ static void model_answer(mreq_t *mr)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     llmc__mock_ctx_t c = {.req = mr->body, .now_s = (int64_t)ts.tv_sec,
-                          .pad_bytes = mr->ctl.bytes, .split_bytes = mr->ctl.split_bytes};
+                          .pad_bytes = mr->ctl.bytes, .split_bytes = mr->ctl.split_bytes,
+                          .model_id = mr->kind == LLMC_MOCK_MODEL
+                                          ? mr->req->path + sizeof("/v1/models/") - 1 : NULL};
     char err[256];
     int rc = llmc__mock_digest(mr->body, c.digest);
 
@@ -280,6 +315,10 @@ static void model_answer(mreq_t *mr)
         rc = llmc__mock_answer(mr->kind, &c, mr->stream, &mr->out, err, sizeof(err));
     if (rc == LLMC_EINVAL) {
         send_error(mr, 400, mr->call_hdr, "invalid_request_error", NULL, err);
+        return;
+    }
+    if (rc == LLMC_ENOENT) {
+        send_error(mr, 404, mr->call_hdr, "invalid_request_error", "model_not_found", err);
         return;
     }
     if (rc != 0) {
@@ -325,7 +364,10 @@ static void on_delay(uv_timer_t *t)
         send_body(mr, 200, NULL, 0);
         return;
     default:
-        model_answer(mr);
+        if (mr->kind == LLMC_MOCK_ECHO)
+            echo_answer(mr);
+        else
+            model_answer(mr);
     }
 }
 
@@ -440,15 +482,24 @@ static void stats_answer(llmc_mock_t *m, llmc_http_req_t *req, bool reset)
     free(s);
 }
 
+static bool path_matches(const struct route *r, const char *path)
+{
+    if (!r->prefix)
+        return strcmp(path, r->path) == 0;
+    size_t n = strlen(r->path);
+    return strncmp(path, r->path, n) == 0 && path[n] != '\0';
+}
+
 static const struct route *find_route(const llmc_http_req_t *req, bool *path_known)
 {
     *path_known = false;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (strcmp(req->path, routes[i].path) != 0)
+        if (!path_matches(&routes[i], req->path))
             continue;
         *path_known = true;
-        if (strcmp(req->method_name, routes[i].method) == 0)
-            return &routes[i];
+        if (!routes[i].method || strcmp(req->method_name, routes[i].method) == 0 ||
+            (strcmp(req->method_name, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0))
+            return &routes[i];   /* HEAD as GET: the server sends no body */
     }
     return NULL;
 }
@@ -460,8 +511,8 @@ static int read_request(mreq_t *mr, llmc_http_req_t *req)
     json_error_t jerr;
     char err[256];
 
-    if (mr->kind == LLMC_MOCK_MODELS)
-        return 0;
+    if (mr->kind == LLMC_MOCK_MODELS || mr->kind == LLMC_MOCK_MODEL || mr->kind == LLMC_MOCK_ECHO)
+        return 0;   /* no JSON body: an echo's may be anything */
     mr->body = json_loadb(req->body ? req->body : "", req->body_len, 0, &jerr);
     if (!mr->body) {
         snprintf(err, sizeof(err), "We could not parse the JSON body of your request: %s", jerr.text);

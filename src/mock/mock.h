@@ -5,8 +5,12 @@
  *
  * Endpoints: POST /v1/chat/completions (also "stream": true), POST
  * /v1/completions (also streamed), POST /v1/embeddings, GET /v1/models,
- * GET /mock/stats, POST /mock/reset. Every /v1 answer waits latency_ms and
- * carries "X-Mock-Call: N", the call's number since start (or reset).
+ * GET /v1/models/{id}, POST /v1/responses (plain; "stream": true is a 400
+ * for now), GET /mock/stats, POST /mock/reset, and for tests of
+ * pass-through any method on /v1/echo and /v1/echo/...: the request body
+ * sent back as it came (its Content-Type too, in 64 KiB pieces), with
+ * "X-Request-Id: echo METHOD TARGET". Every /v1 answer waits latency_ms
+ * and carries "X-Mock-Call: N", the call's number since start (or reset).
  *
  * Tests steer single requests through an optional top-level "mock" object in
  * the JSON body (the gateway forwards bodies unchanged):

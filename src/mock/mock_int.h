@@ -12,11 +12,15 @@
 #include <stdint.h>
 
 typedef enum llmc__mock_kind {
-    LLMC_MOCK_CHAT, LLMC_MOCK_COMPLETIONS, LLMC_MOCK_EMBEDDINGS, LLMC_MOCK_MODELS
+    LLMC_MOCK_CHAT, LLMC_MOCK_COMPLETIONS, LLMC_MOCK_EMBEDDINGS, LLMC_MOCK_MODELS,
+    LLMC_MOCK_MODEL,              /* GET /v1/models/{id} */
+    LLMC_MOCK_ECHO,               /* any method on /v1/echo...: served by mock.c alone */
+    LLMC_MOCK_RESPONSES           /* POST /v1/responses (not streamed yet) */
 } llmc__mock_kind_t;
 
 typedef struct llmc__mock_ctx {
     const json_t *req;            /* the request body, a JSON object (NULL for GET) */
+    const char *model_id;         /* LLMC_MOCK_MODEL: the {id} of the path */
     unsigned char digest[32];     /* llmc__mock_digest of req */
     int64_t now_s;                /* "created" */
     size_t pad_bytes;             /* mock.bytes: pad each answer text to about this */
@@ -36,7 +40,8 @@ int llmc__mock_digest(const json_t *req, unsigned char out[32]);
 
 /* Builds the answer to a request of kind. stream asks for the SSE form (chat
    and completions only). Returns 0; LLMC_EINVAL with a message for the client
-   in err when the request is unusable (a 400); LLMC_ENOMEM. On success the
+   in err when the request is unusable (a 400); LLMC_ENOENT with a message
+   when the model asked for by id does not exist (a 404); LLMC_ENOMEM. On success the
    caller frees out with llmc__mock_out_free. */
 int llmc__mock_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, bool stream,
                       llmc__mock_out_t *out, char *err, size_t errlen);

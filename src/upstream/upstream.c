@@ -12,6 +12,11 @@
  * - Callbacks never run inside llmc_upstream_start: adding a handle only makes
  *   curl arm our timer (often with 0 ms), and curl does its work when that
  *   timer fires on a later turn of the loop.
+ * - A pause asked for inside a callback is applied by curl_easy_pause only
+ *   once curl returns (as a cancel is), but the next write callback of the
+ *   paused call already answers CURL_WRITEFUNC_PAUSE: curl keeps those
+ *   bytes and stops reading, so not one more byte reaches on_data. Without
+ *   that, curl reads on for up to a hundred buffers in one run.
  * - on_done runs after the easy handle has left the multi handle, so it may
  *   start, cancel or close anything; the call itself is freed after on_done
  *   returns and must not be used after it.
@@ -56,6 +61,8 @@ struct llmc_upstream_call {
     char *pass;                 /* pass-through header lines */
     size_t pass_len, pass_cap;
     bool added;                 /* the easy handle is in the multi handle */
+    bool paused;                /* reading the answer is paused (llmc_upstream_pause) */
+    bool pause_dirty;           /* paused changed while curl ran: drive() applies it */
     bool head_sent;
     bool canceled;
     bool finishing;             /* on_head/on_done of the end are running */
@@ -76,6 +83,7 @@ struct llmc_upstream {
     unsigned active;
     unsigned open_handles;      /* timer + polls not yet closed */
     bool in_curl;
+    bool pause_dirty;           /* some call's pause waits for curl to return */
     bool closing;               /* llmc_upstream_close was called */
     bool shut;                  /* the close has been carried out */
     void (*close_cb)(void *arg);
@@ -264,6 +272,11 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
         if (stopped(c))
             return 0;
     }
+    /* Paused since curl last called us (curl_easy_pause waits until curl
+       returns): curl keeps these bytes, reads no more, and hands them back
+       on the resume. */
+    if (c->paused && len)
+        return CURL_WRITEFUNC_PAUSE;
     if (len && c->h.on_data)
         c->h.on_data(c->arg, p, len);
     return stopped(c) ? 0 : len;
@@ -363,6 +376,50 @@ static void add_pending(llmc_upstream_t *u)
         u->pending_tail = NULL;
 }
 
+/* Pauses or resumes reading c's answer as c->paused says. Resuming may
+   deliver bytes curl held (the write callback runs inside), so it counts
+   as running curl. */
+static void apply_pause(llmc_upstream_call_t *c)
+{
+    llmc_upstream_t *u = c->u;
+    c->pause_dirty = false;
+    u->in_curl = true;
+    curl_easy_pause(c->easy, c->paused ? CURLPAUSE_RECV : CURLPAUSE_CONT);
+    u->in_curl = false;
+}
+
+/* What had to wait until curl returned: frees, closes, adds, pauses, and
+   the calls that ended. */
+static void after_curl(llmc_upstream_t *u)
+{
+    reap_dead(u);
+    if (u->closing) {
+        shutdown_client(u);
+        return;
+    }
+    add_pending(u);
+    while (u->pause_dirty) {
+        u->pause_dirty = false;
+        llmc_upstream_call_t *c = u->calls;
+        while (c) {
+            if (!c->pause_dirty || !c->added || c->canceled) {
+                c = c->next;
+                continue;
+            }
+            /* Bytes held may run callbacks that cancel or pause calls:
+               the list is walked again from its head. */
+            apply_pause(c);
+            reap_dead(u);
+            if (u->closing) {
+                shutdown_client(u);
+                return;
+            }
+            c = u->calls;
+        }
+    }
+    check_done(u);
+}
+
 /* Runs curl, then does what had to wait until curl returned. */
 static void drive(llmc_upstream_t *u, curl_socket_t fd, int ev_bitmask)
 {
@@ -371,13 +428,7 @@ static void drive(llmc_upstream_t *u, curl_socket_t fd, int ev_bitmask)
     u->in_curl = true;
     curl_multi_socket_action(u->multi, fd, ev_bitmask, &running);
     u->in_curl = false;
-    reap_dead(u);
-    if (u->closing) {
-        shutdown_client(u);
-        return;
-    }
-    add_pending(u);
-    check_done(u);
+    after_curl(u);
 }
 
 /* ---- libuv side of the multi handle -------------------------------------- */
@@ -773,6 +824,21 @@ void llmc_upstream_close(llmc_upstream_t *u, void (*cb)(void *arg), void *arg)
     u->close_arg = arg;
     if (!u->in_curl)
         shutdown_client(u);
+}
+
+void llmc_upstream_pause(llmc_upstream_call_t *c, bool pause)
+{
+    if (!c || c->canceled || c->finishing || c->paused == pause)
+        return;
+    llmc_upstream_t *u = c->u;
+    c->paused = pause;
+    c->pause_dirty = true;
+    if (u->in_curl || !c->added) {
+        u->pause_dirty = true; /* applied when curl returns, or once added */
+        return;
+    }
+    apply_pause(c);
+    after_curl(u);
 }
 
 unsigned llmc_upstream_active(const llmc_upstream_t *u)

@@ -88,6 +88,14 @@ int llmc_upstream_start(llmc_upstream_t *u, const llmc_upstream_request_t *r,
 /* Stops a call in flight; no callback runs after this. Loop thread. */
 void llmc_upstream_cancel(llmc_upstream_call_t *call);
 
+/* Stops reading call's answer (pause true) until it is called again with
+   false: no on_data comes meanwhile, curl holds at most the one read it
+   had in hand, and the upstream's sends wait on TCP. The call's timeout
+   goes on running. May be called from inside on_head/on_data, not after
+   on_done. Resuming may deliver the held bytes through on_data before it
+   returns. Loop thread. */
+void llmc_upstream_pause(llmc_upstream_call_t *call, bool pause);
+
 /* Calls in flight on this client. */
 unsigned llmc_upstream_active(const llmc_upstream_t *u);
 

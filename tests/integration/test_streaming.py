@@ -54,7 +54,7 @@ class SSEStream:
     """
 
     def __init__(self, port, path, body, headers=None, timeout=15.0):
-        payload = json.dumps(body).encode()
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         h = {"Host": "127.0.0.1", "Content-Type": "application/json",
              "Content-Length": str(len(payload)), "Accept": "text/event-stream"}
         h.update(headers or {})
@@ -277,12 +277,13 @@ class ScriptedUpstream:
     """An HTTP/1.1 upstream that answers every request with one script:
     (status, content_type, pieces), pieces a list of (bytes, pause_before_s),
     sent as chunks of a chunked body. `calls` counts the requests and
-    `bodies` keeps what each one sent."""
+    `bodies` keeps what each one sent (parsed; `raw_bodies` as bytes)."""
 
     def __init__(self, status, content_type, pieces):
         self.script = (status, content_type, pieces)
         self.calls = 0
         self.bodies = []
+        self.raw_bodies = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -319,6 +320,7 @@ class ScriptedUpstream:
                 if body is None:
                     return
                 self.calls += 1
+                self.raw_bodies.append(body)
                 self.bodies.append(json.loads(body))
                 status, ctype, pieces = self.script
                 conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\n"
@@ -445,15 +447,19 @@ def test_odd_splits_of_the_upstream_bytes_keep_the_events(gateway, mock):
     inside JSON, between the two newlines); the client must parse the very
     events the upstream sent."""
     body = body_for(PROMPT + " with odd splits", split="bytes")
-    direct = SSEStream(mock.port, CHAT, body).read_all()
+    # What the gateway asks: the same, with usage (issue 13), whose chunk
+    # the usage filter drops for this client, also when cut anywhere.
+    direct = SSEStream(mock.port, CHAT,
+                       dict(body, stream_options={"include_usage": True})).read_all()
     direct.close()
     s = stream(gateway, CHAT, body)
     assert s.status == 200 and xcache(s) == "MISS" and s.end == "complete"
 
     def strip(events):  # `created` is the mock's clock: the only field that may differ
         return [d if d == "[DONE]" else {k: v for k, v in json.loads(d).items() if k != "created"}
-                for d in events]
+                for d in events if d == "[DONE]" or json.loads(d)["choices"]]
     assert strip(s.data) == strip(direct.data)
+    assert parse(s.data)["usage_chunks"] == 0 and parse(direct.data)["usage_chunks"] == 1
     assert len(s.data) >= 10
     m = parse(s.data)
     assert m["finish_reason"] == "stop" and m["content"].endswith("with odd splits")
@@ -552,13 +558,102 @@ def test_include_usage_on_replay_of_a_stream(gateway, mock):
     # Not asked for: no usage chunk.
     no = stream(gateway, CHAT, dict(body, stream_options={"include_usage": False}))
     assert xcache(no) == "HIT" and parse(no.data)["usage_chunks"] == 0
-    # Recorded without include_usage: the entry has no usage to give.
-    other = body_for(PROMPT + " recorded without usage")
-    stream(gateway, CHAT, other)
-    hit2 = stream(gateway, CHAT, dict(other, stream_options={"include_usage": True}))
-    assert xcache(hit2) == "HIT"
-    assert parse(hit2.data)["usage_chunks"] == 0
-    assert mock.calls("chat") == 2
+    assert mock.calls("chat") == 1
+
+
+# ------------------------------------------- usage on every hit (issue 13)
+
+def mock_usage(mock, body):
+    """The usage the mock itself gives for body asked plainly."""
+    r = session().post(mock.url + "/chat/completions", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["usage"]
+
+
+def test_usage_matrix_stream_without_usage_then_plain_then_stream_with_usage(gateway, mock):
+    """A stream recorded for a client that did not ask for usage still
+    stores it (the upstream was asked; that client got no usage chunk), so
+    a later plain hit has the usage the model reported, and a later stream
+    that asks for it gets its usage chunk."""
+    body = body_for(PROMPT + " usage matrix")
+    first = stream(gateway, CHAT, body)
+    assert first.status == 200 and xcache(first) == "MISS"
+    f = parse(first.data)
+    assert f["usage_chunks"] == 0 and f["usage"] is None, first.data[-3:]
+    plain = {k: v for k, v in body.items() if k != "stream"}
+    r = gateway.chat(plain)
+    assert xcache(r) == "HIT"
+    want = mock_usage(mock, plain)
+    assert r.json()["usage"] == want
+    asked = stream(gateway, CHAT, dict(body, stream_options={"include_usage": True}))
+    assert xcache(asked) == "HIT"
+    a = parse(asked.data)
+    assert a["usage_chunks"] == 1 and a["usage"] == want
+    same_message(a, f)
+    assert mock.calls("chat") == 2  # the miss, and mock_usage's own call
+
+
+def test_completions_stream_without_usage_stores_usage_too(gateway, mock):
+    body = completion_body(PROMPT + " legacy usage", stream=True)
+    first = stream(gateway, COMPLETIONS, body)
+    assert xcache(first) == "MISS" and parse(first.data)["usage_chunks"] == 0
+    r = gateway.post(COMPLETIONS, {k: v for k, v in body.items() if k != "stream"})
+    assert xcache(r) == "HIT" and r.json()["usage"]["total_tokens"] > 0
+
+
+def test_usage_is_asked_for_without_touching_the_rest_of_the_body(gateway_factory, scripted):
+    """The member is spliced in first; every other byte the client sent goes
+    upstream as it was (numbers, order, spacing)."""
+    events = sse(chunk({"role": "assistant", "content": "hi"}), chunk({}, "stop"),
+                 dict(chunk({}), choices=[], usage={"prompt_tokens": 3, "completion_tokens": 1,
+                                                    "total_tokens": 4}))
+    up = scripted(200, "text/event-stream", [(events, 0)])
+    g = gateway_factory(up.url)
+    raw = b'{ "model":"gpt-4o-mini", "temperature":0.70, "stream":true,' \
+          b' "messages":[{"role":"user","content":"splice"}]}'
+    s = SSEStream(g.port, CHAT, raw)
+    s.read_all()
+    s.close()
+    assert parse(s.data)["usage_chunks"] == 0
+    assert up.raw_bodies == [b'{"stream_options":{"include_usage":true}, "model":"gpt-4o-mini",'
+                         b' "temperature":0.70, "stream":true,'
+                         b' "messages":[{"role":"user","content":"splice"}]}']
+    # An object the client sent keeps its other options; the flag is set.
+    body = chat_body("options kept", stream=True,
+                     stream_options={"include_usage": False, "include_obfuscation": False})
+    stream(g, CHAT, body)
+    sent = up.bodies[-1]
+    assert sent["stream_options"] == {"include_usage": True, "include_obfuscation": False}
+    assert {k: v for k, v in sent.items() if k != "stream_options"} == \
+        {k: v for k, v in body.items() if k != "stream_options"}
+
+
+def test_an_upstream_that_never_sends_usage_stores_none_and_claims_nothing(gateway_factory,
+                                                                         scripted):
+    """Asked for usage, an upstream that ignores stream_options still ends
+    its stream properly: the answer is stored without usage, and its hits
+    carry no X-Cache-Tokens-Saved rather than a made-up count."""
+    up = scripted(200, "text/event-stream",
+                  [(sse(chunk({"role": "assistant", "content": "no bill"}), chunk({}, "stop")), 0)])
+    g = gateway_factory(up.url)
+    body = chat_body("never billed", stream=True)
+    assert xcache(stream(g, CHAT, body)) == "MISS"
+    hit = g.chat({k: v for k, v in body.items() if k != "stream"})
+    assert xcache(hit) == "HIT" and "usage" not in hit.json()
+    assert "X-Cache-Tokens-Saved" not in hit.headers
+    assert up.bodies[0]["stream_options"] == {"include_usage": True}
+
+
+def test_a_follower_that_asked_for_usage_gets_it_from_a_leader_that_did_not(gateway, mock):
+    body = body_for(PROMPT + " usage follower asks", chunk_delay_ms=100)
+    leader, follower = lead_and_follow(
+        gateway, CHAT, body, dict(body, stream_options={"include_usage": True}), 2)
+    assert xcache(leader) == "MISS" and xcache(follower) == "COALESCED"
+    lead, foll = parse(leader.data), parse(follower.data)
+    assert lead["usage_chunks"] == 0
+    assert foll["usage_chunks"] == 1 and foll["usage"]["total_tokens"] > 0
+    assert foll["content"] == lead["content"]
+    assert mock.calls("chat") == 1
 
 
 # ---------------------------------------------------- what the stream stores

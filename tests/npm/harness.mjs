@@ -62,9 +62,15 @@ async function mockCalls(kind) {
   return (await r.json())[kind];
 }
 
+async function gatewayStats() {
+  const r = await fetch(`${gatewayURL}/stats`);
+  return r.json();
+}
+
 /* Registers the start and stop hooks of a test file and returns its helpers:
-   client(apiKey) makes an OpenAI client for the gateway, mockCalls(kind)
-   reads the mock's counter, url() is the gateway's base URL. */
+   client(apiKey, options) makes an OpenAI client for the gateway (no retries
+   unless options say otherwise), mockCalls(kind) reads the mock's counter,
+   stats() the gateway's /stats, url() is the gateway's base URL. */
 export function useGateway({ latencyMs = 50 } = {}) {
   before(async () => {
     if (gatewayURL) return;
@@ -90,7 +96,8 @@ export function useGateway({ latencyMs = 50 } = {}) {
   return {
     url: () => gatewayURL,
     mockCalls,
-    client: (apiKey = 'test-key') =>
-      new OpenAI({ baseURL: `${gatewayURL}/v1`, apiKey, maxRetries: 0, timeout: 20_000 }),
+    stats: gatewayStats,
+    client: (apiKey = 'test-key', options = {}) =>
+      new OpenAI({ baseURL: `${gatewayURL}/v1`, apiKey, maxRetries: 0, timeout: 20_000, ...options }),
   };
 }

@@ -78,6 +78,31 @@ static void test_round_trip(void **state)
     llmc_entry_unref(e);
 }
 
+/* The token counts come from spec.usage alone, lie after the body's NUL
+   inside the block, and cost the header nothing. */
+static void test_usage_kept_after_the_body(void **state)
+{
+    (void)state;
+    llmc_usage_t u = {.prompt_tokens = 4000000000u, .completion_tokens = 17}, got;
+    llmc_entry_spec_t with = {.body = "{\"x\":1}", .body_len = 7, .usage = &u};
+    llmc_entry_spec_t without = {.body = "{\"x\":1}", .body_len = 7,
+                                 .flags = LLMC_ENTRY_USAGE | LLMC_ENTRY_PRIVATE};
+    llmc_entry_t *a = llmc_entry_new(&with), *b = llmc_entry_new(&without);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_true(llmc_entry_usage(a, &got));
+    assert_int_equal(got.prompt_tokens, 4000000000u);
+    assert_int_equal(got.completion_tokens, 17);
+    assert_int_equal(a->flags, LLMC_ENTRY_USAGE);
+    assert_true(inside(a, a->body + a->body_len + 1, sizeof(llmc_usage_t)));
+    assert_string_equal(a->body, "{\"x\":1}");
+    /* A flag without counts is not taken from the caller. */
+    assert_false(llmc_entry_usage(b, &got));
+    assert_int_equal(b->flags, LLMC_ENTRY_PRIVATE);
+    llmc_entry_unref(a);
+    llmc_entry_unref(b);
+}
+
 static void test_single_allocation(void **state)
 {
     (void)state;
@@ -301,6 +326,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_usage_kept_after_the_body),
         cmocka_unit_test(test_single_allocation),
         cmocka_unit_test(test_blocks_from_the_slab),
         cmocka_unit_test(test_defaults_when_absent),

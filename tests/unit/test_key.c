@@ -129,6 +129,15 @@ static void test_ignored_fields(void **state)
                       "{\"include_usage\":true},\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
     assert_same(base, "{\"model\":\"m\",\"metadata\":{\"a\":\"b\"},\"store\":true,"
                       "\"service_tier\":\"flex\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    /* OpenAI's prompt-cache routing and the end user's id: the same answer. */
+    assert_same(base, "{\"model\":\"m\",\"prompt_cache_key\":\"tenant-7\","
+                      "\"prompt_cache_retention\":\"24h\",\"safety_identifier\":\"u-42\","
+                      "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    assert_same("{\"model\":\"m\",\"prompt_cache_key\":\"a\",\"safety_identifier\":\"x\"}",
+                "{\"model\":\"m\",\"prompt_cache_key\":\"b\",\"safety_identifier\":\"y\"}");
+    assert_true(llmc_key_field_ignored("prompt_cache_key"));
+    assert_true(llmc_key_field_ignored("prompt_cache_retention"));
+    assert_true(llmc_key_field_ignored("safety_identifier"));
     assert_true(llmc_key_field_ignored("user"));
     assert_true(llmc_key_field_ignored("stream"));
     assert_false(llmc_key_field_ignored("temperature"));

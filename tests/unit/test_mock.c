@@ -347,7 +347,64 @@ static void test_models_and_words(void **state)
     assert_true(json_array_size(json_object_get(o, "data")) >= 3);
     json_decref(o);
     llmc__mock_out_free(&out);
+    /* GET /v1/models/{id}: the model object, or not found. */
+    c.model_id = "gpt-4o-mini";
+    assert_int_equal(llmc__mock_answer(LLMC_MOCK_MODEL, &c, false, &out, err, sizeof(err)), 0);
+    o = json_loadb(out.body, out.len, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(o, "id")), "gpt-4o-mini");
+    assert_string_equal(json_string_value(json_object_get(o, "object")), "model");
+    json_decref(o);
+    llmc__mock_out_free(&out);
+    c.model_id = "no-such-model";
+    assert_int_equal(llmc__mock_answer(LLMC_MOCK_MODEL, &c, false, &out, err, sizeof(err)),
+                     LLMC_ENOENT);
+    assert_non_null(strstr(err, "no-such-model"));
     assert_int_equal(llmc__mock_words("  a bb\tc\n ", 10), 3);
+}
+
+/* POST /v1/responses: a completed response object answering the last user
+   text, with usage under the Responses API's names; no stream yet. */
+static void test_responses_answer(void **state)
+{
+    (void)state;
+    built_t b, same, other, str, bad, streamed;
+    const char *req = "{\"model\":\"gpt-4o-mini\",\"instructions\":\"be brief\",\"input\":"
+                      "[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"hello there\"}]}]}";
+    build(&b, LLMC_MOCK_RESPONSES, req, false, 0, 0);
+    build(&same, LLMC_MOCK_RESPONSES, req, false, 0, 0);
+    build(&other, LLMC_MOCK_RESPONSES, "{\"model\":\"gpt-4o-mini\",\"input\":\"hello here\"}", false, 0, 0);
+    build(&str, LLMC_MOCK_RESPONSES, "{\"input\":\"just a string\"}", false, 0, 0);
+    build(&bad, LLMC_MOCK_RESPONSES, "{\"model\":\"m\"}", false, 0, 0);
+    build(&streamed, LLMC_MOCK_RESPONSES, req, true, 0, 0);
+    assert_int_equal(b.rc, 0);
+    json_t *o = json_loadb(b.out.body, b.out.len, 0, NULL);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "object")), "response");
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "completed");
+    assert_true(strncmp(json_string_value(json_object_get(o, "id")), "resp_", 5) == 0);
+    json_t *msg = json_array_get(json_object_get(o, "output"), 0);
+    assert_string_equal(json_string_value(json_object_get(msg, "role")), "assistant");
+    json_t *part = json_array_get(json_object_get(msg, "content"), 0);
+    assert_string_equal(json_string_value(json_object_get(part, "type")), "output_text");
+    assert_non_null(strstr(json_string_value(json_object_get(part, "text")), "to: hello there"));
+    json_t *u = json_object_get(o, "usage");
+    assert_int_equal(json_integer_value(json_object_get(u, "input_tokens")), 4);
+    assert_true(json_integer_value(json_object_get(u, "output_tokens")) > 0);
+    json_decref(o);
+    assert_memory_equal(b.out.body, same.out.body, b.out.len);
+    assert_int_equal(other.rc, 0);
+    assert_null(strstr(other.out.body, "hello there"));
+    assert_int_equal(str.rc, 0);
+    assert_non_null(strstr(str.out.body, "to: just a string"));
+    assert_int_equal(bad.rc, LLMC_EINVAL);
+    assert_non_null(strstr(bad.err, "input"));
+    assert_int_equal(streamed.rc, LLMC_EINVAL);
+    unbuild(&b);
+    unbuild(&same);
+    unbuild(&other);
+    unbuild(&str);
+    unbuild(&bad);
+    unbuild(&streamed);
     assert_int_equal(llmc__mock_words("", 0), 0);
 }
 
@@ -365,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_completions),
         cmocka_unit_test(test_embeddings),
         cmocka_unit_test(test_models_and_words),
+        cmocka_unit_test(test_responses_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -129,6 +129,32 @@ static void test_round_trip_full(void **state)
     llmc_entry_unref(e);
 }
 
+/* The token counts are not in the record: they are read from the body again
+   when it is decoded, so an entry read back from disk has them too. */
+static void test_usage_comes_back_from_the_body(void **state)
+{
+    (void)state;
+    llmc_key_t k = key_of(7);
+    static const char body[] = "{\"object\":\"chat.completion\",\"choices\":[],"
+                               "\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":22}}";
+    llmc_usage_t u = {11, 22}, got;
+    llmc_entry_spec_t spec = {.key = &k, .status = 200, .body = body, .body_len = strlen(body),
+                              .usage = &u};
+    llmc_entry_t *e = llmc_entry_new(&spec), *back = NULL;
+    uint8_t *buf;
+    size_t len;
+    assert_non_null(e);
+    assert_int_equal(llmc_record_encode(e, &buf, &len), 0);
+    assert_int_equal(llmc_record_decode(&k, buf, len, &back), 0);
+    assert_same_entry(e, back);
+    assert_true(llmc_entry_usage(back, &got));
+    assert_int_equal(got.prompt_tokens, 11);
+    assert_int_equal(got.completion_tokens, 22);
+    llmc_entry_unref(back);
+    llmc_entry_unref(e);
+    free(buf);
+}
+
 static void test_round_trip_empty_strings(void **state)
 {
     (void)state;
@@ -401,6 +427,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_full),
+        cmocka_unit_test(test_usage_comes_back_from_the_body),
         cmocka_unit_test(test_round_trip_empty_strings),
         cmocka_unit_test(test_layout_is_fixed_little_endian),
         cmocka_unit_test(test_write_needs_exact_size),

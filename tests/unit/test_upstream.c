@@ -45,6 +45,7 @@ typedef struct result {
     llmc_upstream_call_t *call;
     /* what the callbacks should do to test re-entry */
     bool cancel_in_head, cancel_in_data;
+    bool pause_in_data;                 /* pause the call on its first data */
     llmc_upstream_t *close_in_data;
     struct env *chain_env;              /* start next_* from inside a callback */
     struct result *next_in_head, *next_in_done;
@@ -83,6 +84,8 @@ static void on_data(void *arg, const char *buf, size_t len)
     r->data_calls++;
     if (r->cancel_in_data && r->data_calls == 2)
         llmc_upstream_cancel(r->call);
+    if (r->pause_in_data && r->data_calls == 1)
+        llmc_upstream_pause(r->call, true);
     if (r->close_in_data && r->data_calls == 2)
         llmc_upstream_close(r->close_in_data, NULL, NULL);
 }
@@ -620,6 +623,36 @@ static void test_streaming_delivers_pieces(void **state)
     env_close(&e);
 }
 
+/* A call paused from inside on_data delivers nothing more until it is
+   resumed, and then the rest, whole (curl keeps the bytes it had read). */
+static void test_pause_and_resume(void **state)
+{
+    env_t e;
+    result_t r = {.pause_in_data = true};
+    size_t big = 2u << 20;
+    char *body = malloc(big + 1);
+    memset(body, 'p', big);
+    body[big] = '\0';
+    env_open(&e, 10000, 0);
+    assert_int_equal(start_post(&e, "/v1/echo", body, &r, mock_port), 0);
+    run_until(&e, &r.data_calls, 1, 5000);
+    run_for(&e, 300);
+    assert_int_equal(r.done, 0);
+    assert_int_equal(r.data_calls, 1); /* nothing after the call that paused */
+    assert_true(r.len <= 16384);
+    int calls = r.data_calls;
+    run_for(&e, 100);
+    assert_int_equal(r.data_calls, calls); /* paused: nothing more */
+    llmc_upstream_pause(r.call, false);
+    run_until(&e, &r.done, 1, 5000);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.len, big);
+    assert_memory_equal(r.body, body, big);
+    free(body);
+    result_free(&r);
+    env_close(&e);
+}
+
 static void test_faults(void **state)
 {
     env_t e;
@@ -858,6 +891,7 @@ int main(void)
         cmocka_unit_test(test_close_from_callback_and_with_calls_in_flight),
         cmocka_unit_test(test_start_from_callbacks),
         cmocka_unit_test(test_streaming_delivers_pieces),
+        cmocka_unit_test(test_pause_and_resume),
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_stall_times_out_and_mock_forgets_it),
         cmocka_unit_test(test_mock_stop_with_requests_waiting),
