@@ -90,7 +90,8 @@ typedef enum llmc_opt_type {
       "Largest upstream answer held while it is fetched; a larger one is cut off, not "      \
       "stored, and answered 502.")                                                            \
     X(header_timeout, "header-timeout", SECS, "10", 1, 3600000, NULL,                         \
-      "Time allowed to receive a request's head and body (seconds); then 408.")               \
+      "Time allowed to receive a request's head and body (seconds); then 408. A new "        \
+      "connection must send its first request within it too.")                               \
     X(idle_timeout, "idle-timeout", SECS, "60", 1, 86400000, NULL,                            \
       "How long an idle keep-alive connection is kept open (seconds).")                       \
     X(max_connections, "max-connections", INT, "10000", 1, 1000000, NULL,                     \
