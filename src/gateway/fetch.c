@@ -337,10 +337,12 @@ static void on_data(void *arg, const char *buf, size_t len)
     }
 }
 
-/* True when the answer is a complete JSON object (the only thing we store). */
+/* True when the answer is a complete JSON object (the only thing we store).
+   JSON_ALLOW_NUL: "\u0000" is valid JSON and a model may well write it; the
+   streaming form, assembled with the flag, was already accepted. */
 static bool valid_json_object(const char *body, size_t len)
 {
-    json_t *v = body ? json_loadb(body, len, 0, NULL) : NULL;
+    json_t *v = body ? json_loadb(body, len, JSON_ALLOW_NUL, NULL) : NULL;
     bool ok = json_is_object(v);
     json_decref(v);
     return ok;

@@ -26,6 +26,8 @@
  *   bytes           pad the answer text to about this many bytes
  *   chunk_delay_ms  pause between streamed pieces
  *   split           "bytes": stream in pieces of 1 to 7 bytes, cut anywhere
+ * The answer echoes the last user message, "\u0000" included (requests are
+ * parsed with JSON_ALLOW_NUL): that is how a test gets a NUL in an answer.
  */
 #ifndef LLMC_MOCK_H
 #define LLMC_MOCK_H
