@@ -6,9 +6,10 @@
  * be cached becomes an entry and is put into every tier BEFORE the flight
  * is finished (see flight.h for why), then every waiter is notified.
  *
- * An answer is stored only when it is complete, 2xx, and a JSON object:
- * error answers, truncated bodies and garbage are handed to the waiters
- * but never kept.
+ * An answer is stored only when it is complete, a 200, and has the shape
+ * of the endpoint's answer (shape.h): error answers, 200 {"error": ...},
+ * 201/204, truncated bodies and garbage are handed to the waiters but never
+ * kept. A 2xx that is not JSON at all is a failure (502).
  *
  * When a tier coordinates calls across gateways (tier.h's lease: the
  * Redis tier), a call that may be stored first asks for the lease: won
@@ -25,6 +26,7 @@
 #include <time.h>
 
 #include "gateway/gw_int.h"
+#include "gateway/shape.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
 #include "llmc/sse.h"
@@ -60,7 +62,7 @@ typedef struct fetch {
     uv_timer_t *timer;   /* the wait before a retry */
     uv_work_t work;      /* a big answer's JSON check, off the loop */
     bool validating;     /* that check is running: the fetch must not be freed */
-    int valid;           /* its result: 1 valid, 0 not, -1 not checked yet */
+    int valid;           /* its result, an llmc_shape_t; -1 not checked yet */
     llmc_sse_asm_t *as;  /* a stream's events folded into one completion */
     size_t sse_off;      /* bytes of the flight's body already parsed as events */
     int sse_err;         /* first error of the stream (sticky): not cacheable */
@@ -337,17 +339,6 @@ static void on_data(void *arg, const char *buf, size_t len)
     }
 }
 
-/* True when the answer is a complete JSON object (the only thing we store).
-   JSON_ALLOW_NUL: "\u0000" is valid JSON and a model may well write it; the
-   streaming form, assembled with the flag, was already accepted. */
-static bool valid_json_object(const char *body, size_t len)
-{
-    json_t *v = body ? json_loadb(body, len, JSON_ALLOW_NUL, NULL) : NULL;
-    bool ok = json_is_object(v);
-    json_decref(v);
-    return ok;
-}
-
 static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, int64_t now)
 {
     llmc_flight_t *f = ft->f;
@@ -397,16 +388,19 @@ static const char *stream_answer(fetch_t *ft, size_t *len)
     return json;
 }
 
-/* Decides what a finished 2xx answer is: the JSON to cache, or invalid. */
-static const char *answer_json(fetch_t *ft, size_t *len)
+/* Decides what a finished 200 answer is: the JSON to cache, the JSON of a
+   non-answer (*not_answer set), or invalid (NULL). A stream's assembled
+   completion is the assembler's own making, always of the answer's shape. */
+static const char *answer_json(fetch_t *ft, size_t *len, bool *not_answer)
 {
     llmc_flight_t *f = ft->f;
     if (ft->as)
         return stream_answer(ft, len);
     *len = f->body_len;
     if (ft->valid < 0)
-        ft->valid = valid_json_object(f->body, f->body_len);
-    return ft->valid ? f->body : NULL;
+        ft->valid = (int)llmc_shape_check(ft->route, f->body, f->body_len);
+    *not_answer = ft->valid == LLMC_SHAPE_NOT_ANSWER;
+    return ft->valid != LLMC_SHAPE_INVALID ? f->body : NULL;
 }
 
 /* Answers bigger than this are checked on libuv's thread pool: jansson
@@ -418,7 +412,7 @@ static void finish(fetch_t *ft, int err, const char *detail);
 static void check_work(uv_work_t *w)
 {
     fetch_t *ft = w->data;
-    ft->valid = valid_json_object(ft->f->body, ft->f->body_len);
+    ft->valid = (int)llmc_shape_check(ft->route, ft->f->body, ft->f->body_len);
 }
 
 static void check_done(uv_work_t *w, int status)
@@ -426,7 +420,7 @@ static void check_done(uv_work_t *w, int status)
     fetch_t *ft = w->data;
     ft->validating = false;
     if (status != 0) /* canceled: the loop is closing */
-        ft->valid = 0;
+        ft->valid = LLMC_SHAPE_INVALID;
     finish(ft, 0, NULL);
 }
 
@@ -434,7 +428,7 @@ static void check_done(uv_work_t *w, int status)
 static bool check_off_loop(fetch_t *ft)
 {
     llmc_flight_t *f = ft->f;
-    if (ft->as || ft->cut || f->status / 100 != 2 || f->body_len <= INLINE_CHECK_MAX)
+    if (ft->as || ft->cut || f->status != 200 || f->body_len <= INLINE_CHECK_MAX)
         return false;
     ft->work.data = ft;
     ft->validating = uv_queue_work(&ft->w->loop, &ft->work, check_work, check_done) == 0;
@@ -462,17 +456,23 @@ static void finish(fetch_t *ft, int err, const char *detail)
     llmc_flight_t *f = ft->f;
     llmc_counters_t *c = &ft->w->ctr;
     llmc_entry_t *e = NULL;
-    bool invalid = false;
+    bool invalid = false, not_answer = false;
     size_t len = 0;
     const char *json = NULL;
     if (err) {
         count_error(c, err);
     } else if (f->status / 100 != 2) {
         LLMC_COUNT(c, upstream_err_status);
-    } else if (!(json = answer_json(ft, &len))) {
+    } else if (f->status != 200) {
+        not_answer = true; /* 201, 204, ...: passed on as they came */
+    } else if (!(json = answer_json(ft, &len, &not_answer))) {
         LLMC_COUNT(c, upstream_err_invalid);
         invalid = true;
-    } else if (ft->store) {
+    }
+    if (not_answer) {
+        LLMC_COUNT(c, not_stored_not_answer);
+        llmc_flight_set_not_answer(f);
+    } else if (json && ft->store) {
         int64_t now = llmc_now_ms();
         e = make_entry(ft, json, len, now);
         /* Stored before the flight finishes (flight.h): no moment when a

@@ -11,7 +11,11 @@
  * Tests steer single requests through an optional top-level "mock" object in
  * the JSON body (the gateway forwards bodies unchanged):
  *   latency_ms      this request's delay instead of the configured one
- *   status          answer this status with an OpenAI error (429 adds Retry-After: 1)
+ *   status          400-599: answer this status with an OpenAI error (429 adds
+ *                   Retry-After: 1); 200-299: the usual answer (or mock.body) with
+ *                   this status, 204 without a body
+ *   body            a string: send it as the (non-streamed) answer's body, as it
+ *                   is, e.g. '{"error": {...}}' to play a 200 that is no answer
  *   retry_after     with status: send this Retry-After value instead (printable
  *                   ASCII, at most 40 bytes; "" sends none)
  *   fault           "reset"        close the connection without an answer

@@ -13,6 +13,8 @@ Decisions a newcomer would otherwise get wrong:
 """
 
 import json
+import threading
+import time
 
 import pytest
 
@@ -71,3 +73,90 @@ def test_ask_answer_keeps_a_nul_character(shared_gateway, mock):
         got = r.json()
         assert got["source"] == source, got
         assert isinstance(got["answer"], str) and "zero\x00byte" in got["answer"], got
+
+
+# ------------------------------------------------------------ 2xx answers that are no answer
+
+def completion_body(prompt, **extra):
+    body = {"model": "gpt-3.5-turbo-instruct", "prompt": prompt, "max_tokens": 16}
+    body.update(extra)
+    return body
+
+
+def embedding_body(text, **extra):
+    body = {"model": "text-embedding-3-small", "input": text}
+    body.update(extra)
+    return body
+
+
+ERROR_200 = json.dumps({"error": {"message": "quota exceeded", "type": "insufficient_quota",
+                                  "code": "insufficient_quota"}})
+
+NON_ANSWERS = {
+    # name: (path, body maker, mock controls, status the client gets)
+    "chat-200-error": (CHAT, chat_body, {"body": ERROR_200}, 200),
+    "chat-200-no-choices": (CHAT, chat_body, {"body": '{"object":"chat.completion","id":"x"}'},
+                            200),
+    "chat-200-choices-not-array": (CHAT, chat_body, {"body": '{"choices":{"0":{}}}'}, 200),
+    "chat-200-choices-and-error": (CHAT, chat_body,
+                                   {"body": '{"choices":[],"error":{"message":"x"}}'}, 200),
+    "completions-200-error": ("/v1/completions", completion_body, {"body": ERROR_200}, 200),
+    "completions-200-no-choices": ("/v1/completions", completion_body,
+                                   {"body": '{"object":"text_completion"}'}, 200),
+    "embeddings-200-error": ("/v1/embeddings", embedding_body, {"body": ERROR_200}, 200),
+    "embeddings-200-no-data": ("/v1/embeddings", embedding_body,
+                               {"body": '{"object":"list","model":"m"}'}, 200),
+    "embeddings-200-choices": ("/v1/embeddings", embedding_body,
+                               {"body": '{"choices":[{"index":0}]}'}, 200),
+    "chat-201": (CHAT, chat_body, {"status": 201}, 201),
+    "chat-204": (CHAT, chat_body, {"status": 204}, 204),
+}
+
+
+@pytest.mark.parametrize("name", list(NON_ANSWERS))
+def test_a_2xx_that_is_no_answer_is_passed_on_but_never_stored(shared_gateway, mock, name):
+    """200 {"error": ...}, an object without the endpoint's fields, a 201 or a
+    204 used to be stored and replayed as HITs (or, for the 204, answered
+    502): the client gets what the upstream sent, the cache keeps nothing."""
+    path, make, ctl, status = NON_ANSWERS[name]
+    g = shared_gateway
+    body = make(f"no answer {name}", mock=ctl)
+    direct = g.http.post(mock.url + path[len("/v1"):], json=body, timeout=10)
+    calls = mock.calls()
+    for attempt in range(2):
+        r = g.post(path, body)
+        assert r.status_code == status, (attempt, r.status_code, r.text[:300])
+        assert xcache(r) == "MISS", (attempt, r.headers)
+        assert r.content == direct.content, (attempt, r.content[:300], direct.content[:300])
+    assert mock.calls() == calls + 2, "the second request was answered from the cache"
+    assert not_stored(g, body, path)
+    assert g.stats()["not_stored_not_answer"] >= 2
+
+
+def test_a_streaming_waiter_gets_a_plain_non_answer_as_it_came(shared_gateway, mock):
+    """A stream asked for while the upstream answers 200 {"error"} to the
+    plain call it joined is not given a replay of the error as a completion."""
+    g = shared_gateway
+    body = chat_body("stream joins a non-answer", mock={"body": ERROR_200, "latency_ms": 400})
+    got = {}
+
+    def plain():
+        got["plain"] = g.post(CHAT, body)
+
+    t = threading.Thread(target=plain)
+    t.start()
+    time.sleep(0.15)
+    status, raw = read_stream(g.url + CHAT, dict(body, stream=True))
+    t.join(10)
+    assert got["plain"].status_code == 200 and got["plain"].json() == json.loads(ERROR_200)
+    assert status == 200
+    assert json.loads(raw) == json.loads(ERROR_200), raw[:300]
+
+
+def test_a_real_answer_is_still_stored_on_every_route(shared_gateway, mock):
+    for path, make in ((CHAT, chat_body), ("/v1/completions", completion_body),
+                       ("/v1/embeddings", embedding_body)):
+        body = make(f"a real answer on {path}")
+        assert xcache(shared_gateway.post(path, body)) == "MISS"
+        r = shared_gateway.post(path, body)
+        assert r.status_code == 200 and xcache(r) == "HIT", (path, r.headers)
