@@ -1218,6 +1218,16 @@ static int make_dir(const char *path, char *err, size_t errlen)
                path, (unsigned)st.st_uid, (unsigned)geteuid());
         return LLMC_EINVAL;
     }
+    /* Whoever may write to the directory may replace data.mdb or the lock
+       file under us, and make the gateway serve what they wrote. */
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        seterr(err, errlen, "data dir %s is writable by its %s (mode %03o): others could replace "
+               "the cache files; make it private (chmod 700)", path,
+               (st.st_mode & S_IWGRP) && (st.st_mode & S_IWOTH) ? "group and others"
+               : st.st_mode & S_IWGRP ? "group" : "others",
+               (unsigned)(st.st_mode & 0777));
+        return LLMC_EINVAL;
+    }
     return 0;
 }
 

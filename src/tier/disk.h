@@ -9,7 +9,9 @@
  *
  * The directory holds data.mdb and lock.mdb (LMDB's) and llmcached.lock,
  * which this tier holds an exclusive flock on for as long as it is open: a
- * second gateway on the same directory is refused (LLMC_ELOCKED).
+ * second gateway on the same directory is refused (LLMC_ELOCKED). A
+ * directory others may write to (group or world write bits) is refused
+ * (LLMC_EINVAL): they could swap the files under the gateway.
  */
 #ifndef LLMC_TIER_DISK_H
 #define LLMC_TIER_DISK_H

@@ -441,6 +441,22 @@ def test_data_file_cut_short_is_misses_not_a_crash(gateway_factory, mock, tmp_pa
     assert g2.chat(chat_body("after the damage")).status_code == 200
 
 
+# ------------------------------------------------------- 4b. a data dir others may write to
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o702])
+def test_data_dir_writable_by_group_or_others_is_refused(gateway_factory, mock, tmp_path, mode):
+    data = tmp_path / "shared-dir"
+    data.mkdir()
+    os.chmod(data, mode)
+    g = disk_gateway(gateway_factory, mock, data, wait=False)
+    g.must_survive = False
+    wait_until(lambda: not g.alive(), timeout=10, what="the gateway to refuse the dir")
+    assert g.proc.returncode > 0
+    err = g.stderr()
+    assert str(data) in err and "writable" in err and oct(mode)[2:] in err, err
+    assert list(data.iterdir()) == []
+
+
 # ------------------------------------------------------- 5. one gateway per dir
 
 def test_second_gateway_on_the_same_dir_is_refused(gateway_factory, mock, tmp_path):
