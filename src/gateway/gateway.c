@@ -168,6 +168,7 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         .max_bytes = (uint64_t)cfg->disk_max,
         .queue_len = (size_t)cfg->disk_queue,
         .keep_stale_ms = cc.keep_stale_ms,
+        .fail_on_corrupt = cfg->disk_on_corrupt == LLMC_CFG_DISK_ON_CORRUPT_FAIL,
     };
     char derr[400] = "";
     llmc_tier_t *disk = NULL;
