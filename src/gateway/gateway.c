@@ -226,7 +226,9 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
         ulen--;
     if (ulen == 0 || ulen >= sizeof(gw->upstream_base) ||
         (strncmp(upstream_url, "http://", 7) && strncmp(upstream_url, "https://", 8))) {
-        snprintf(err, errlen, "--upstream: '%s' is not an http(s) URL or 'mock'", upstream_url);
+        char shown[256];
+        llmc_upstream_url_redact(upstream_url, shown, sizeof(shown));
+        snprintf(err, errlen, "--upstream: '%s' is not an http(s) URL or 'mock'", shown);
         return LLMC_EINVAL;
     }
     memcpy(gw->upstream_base, upstream_url, ulen);

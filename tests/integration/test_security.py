@@ -13,12 +13,13 @@ Decisions a newcomer would otherwise get wrong:
 """
 
 import json
+import re
 import threading
 import time
 
 import pytest
 
-from conftest import assert_error_shape, chat_body, read_stream
+from conftest import assert_error_shape, chat_body, free_port, read_stream
 
 CHAT = "/v1/chat/completions"
 
@@ -160,3 +161,30 @@ def test_a_real_answer_is_still_stored_on_every_route(shared_gateway, mock):
         assert xcache(shared_gateway.post(path, body)) == "MISS"
         r = shared_gateway.post(path, body)
         assert r.status_code == 200 and xcache(r) == "HIT", (path, r.headers)
+
+
+# ------------------------------------------------------------ less disclosure
+
+def test_upstream_credentials_are_never_printed(gateway_factory, mock):
+    """The start-up line printed the upstream URL with user:password@."""
+    port = mock.url.split(":")[2].split("/")[0]
+    url = f"http://llm-user:s3cr3t-pw@127.0.0.1:{port}/v1"
+    g = gateway_factory(url)
+    assert g.chat(chat_body("through a URL with credentials")).status_code == 200
+    err = g.stderr()
+    assert "listening on" in err, err
+    assert "s3cr3t-pw" not in err and "llm-user" not in err, err
+    assert f"http://***@127.0.0.1:{port}/v1" in err, err
+    assert "s3cr3t-pw" not in json.dumps(g.access_lines())
+
+
+def test_a_bad_upstream_url_is_refused_without_its_credentials(gateway_factory):
+    g = gateway_factory("ftp://llm-user:s3cr3t-pw@example.invalid/v1", wait=False)
+    g.must_survive = False
+    deadline = time.monotonic() + 10
+    while g.alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not g.alive()
+    err = g.stderr()
+    assert "--upstream" in err and "s3cr3t-pw" not in err and "llm-user" not in err, err
+
