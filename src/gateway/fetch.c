@@ -46,6 +46,8 @@ typedef struct fetch {
     char ns[128];
     char model[128];
     const char *route;         /* the endpoint as keyed: a static string (handler.c's) */
+    char call_id[48];          /* "thread-id" of the request that started the call, as the
+                                  access log names it: what clients quote for a failure */
     char tags[LLMC_POLICY_TAGS_BYTES];
     unsigned ntags;
     uint64_t purge_seq;        /* the tier set's purges when the call began: a later
@@ -499,7 +501,26 @@ static void finish(fetch_t *ft, int err, const char *detail)
     fetch_free(ft);
 }
 
-static const llmc_upstream_handler_t handler = {on_head, on_data, on_done};
+/* libcurl's words for a failure name hosts, ports and addresses of the
+   operator's network ("Failed to connect to 10.0.0.7 port 8000"): they go
+   to stderr under the id of the request that started the call, and the
+   clients (every waiter of the flight) get that id instead. */
+static void on_call_done(void *arg, int err, const char *detail)
+{
+    fetch_t *ft = arg;
+    char shown[96], url[1100];
+    if (err && err != LLMC_ECANCELED) {
+        llmc_upstream_url_redact(ft->url, url, sizeof(url));
+        fprintf(stderr, "llmcached: request %s: upstream call %s %s failed: %s: %s\n", ft->call_id,
+                ft->method, url, llmc_strerror(err), detail ? detail : "");
+        snprintf(shown, sizeof(shown), "the gateway's log has the detail, under request %s",
+                 ft->call_id);
+        detail = shown;
+    }
+    on_done(ft, err, detail);
+}
+
+static const llmc_upstream_handler_t handler = {on_head, on_data, on_call_done};
 
 /* Client headers that mean something to an OpenAI-style API. */
 static const struct {
@@ -650,6 +671,8 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     snprintf(ft->ns, sizeof(ft->ns), "%s", gr->policy.ns);
     snprintf(ft->model, sizeof(ft->model), "%s", model ? model : "");
     ft->route = gr->path;
+    snprintf(ft->call_id, sizeof(ft->call_id), "%u-%llu", gr->w->id,
+             gr->req ? (unsigned long long)gr->req->id : 0ull);
     memcpy(ft->tags, gr->policy.tags, sizeof(ft->tags));
     ft->ntags = gr->policy.ntags;
     ft->purge_seq = llmc_tier_set_purge_seq(gw->tiers);

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import assert_error_shape, chat_body, free_port, read_stream
+from conftest import assert_error_shape, chat_body, free_port, read_stream, wait_until
 
 CHAT = "/v1/chat/completions"
 
@@ -188,3 +188,28 @@ def test_a_bad_upstream_url_is_refused_without_its_credentials(gateway_factory):
     err = g.stderr()
     assert "--upstream" in err and "s3cr3t-pw" not in err and "llm-user" not in err, err
 
+
+def test_502_tells_the_client_a_request_id_not_libcurls_text(gateway_factory, mock_factory):
+    """502 messages quoted libcurl ("Failed to connect to 127.0.0.1 port N"):
+    host names and ports of the operator's network. The client gets a
+    generic message and a request id; the detail is in the gateway's log
+    under that id."""
+    port = free_port()                     # nothing listens there
+    g = gateway_factory(f"http://llm-user:s3cr3t-pw@127.0.0.1:{port}/v1")
+    r = g.chat(chat_body("is anyone there?"))
+    err = assert_error_shape(r, 502)
+    msg = err["message"]
+    assert "127.0.0.1" not in msg and str(port) not in msg and "s3cr3t" not in msg, msg
+    assert "connect" in msg, msg
+    m = re.search(r"request (\d+-\d+)", msg)
+    assert m, msg
+    rid = m.group(1)
+    lines = [l for l in g.stderr().splitlines() if f"request {rid}" in l]
+    assert lines, g.stderr()
+    assert "127.0.0.1" in lines[0] and str(port) in lines[0], lines
+    assert "s3cr3t-pw" not in g.stderr()
+    # The id is the access log's: thread and id of the request that made the call.
+    thread, n = (int(x) for x in rid.split("-"))
+    wait_until(lambda: any(l["thread"] == thread and l["id"] == n and l["status"] == 502
+                           for l in g.access_lines()),
+               what=f"the access log line of request {rid}")  # written once the answer is out
