@@ -2,8 +2,8 @@
  * gateway/handler.c: the route table and a request's steps.
  *
  * Each route is one row of routes[]: path, method, handler, whether its
- * answers are cached, the listener it belongs to and who may use it (the
- * admin token). A cacheable request
+ * answers are cached, the listener it belongs to, who may use it (the
+ * admin token) and what its body is (JSON: 415 for another Content-Type). A cacheable request
  * then runs as a state machine (states in gw_int.h, transitions checked by
  * req.c): every step returns the next state, and run() drives the steps
  * until one parks the request (a tier or a flight answers later) or hands
@@ -56,6 +56,14 @@ typedef enum gw_access {
                              /metrics: open as they always were until a token is set) */
 } gw_access_t;
 
+/* What a route's request body is. */
+typedef enum gw_body {
+    BODY_NONE,            /* none is read */
+    BODY_JSON,            /* JSON: Content-Type application/json or none, else 415 (a
+                             text/plain or form POST is what a web page can make a
+                             browser send cross-site without a preflight) */
+} gw_body_t;
+
 struct gw_route {
     const char *path;             /* a trailing '/' takes every path below it */
     int method;                   /* HTTP_GET (HEAD too), HTTP_POST, HTTP_DELETE */
@@ -65,6 +73,7 @@ struct gw_route {
     gw_listener_t listener;
     gw_access_t access;
     const char *upstream_method;  /* what a miss sends upstream; NULL: answered here */
+    gw_body_t body;
 };
 
 static void handle_cached(gw_req_t *gr);
@@ -79,21 +88,26 @@ static void handle_admin_purge(gw_req_t *gr);
 
 #define PUB LISTEN_PUBLIC
 #define ADM LISTEN_ADMIN
+#define JSON BODY_JSON
+#define NONE BODY_NONE
 static const gw_route_t routes[] = {
-    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, ACCESS_OPEN, "POST"},
-    {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, ACCESS_OPEN, "POST"},
-    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, ACCESS_OPEN, "POST"},
-    {"/v1/models", HTTP_GET, handle_forward, false, false, PUB, ACCESS_OPEN, "GET"},
-    {"/ask", HTTP_GET, handle_ask, true, false, PUB, ACCESS_OPEN, "POST"},
-    {"/healthz", HTTP_GET, handle_health, false, false, PUB, ACCESS_OPEN, NULL},
-    {"/stats", HTTP_GET, handle_stats, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL},
-    {"/metrics", HTTP_GET, handle_metrics, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL},
-    {"/admin/cache/", HTTP_GET, handle_admin_entry, false, false, ADM, ACCESS_TOKEN, NULL},
-    {"/admin/cache/", HTTP_DELETE, handle_admin_delete, false, false, ADM, ACCESS_TOKEN, NULL},
-    {"/admin/purge", HTTP_POST, handle_admin_purge, false, false, ADM, ACCESS_TOKEN, NULL},
+    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, ACCESS_OPEN, "POST", JSON},
+    {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, ACCESS_OPEN, "POST", JSON},
+    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, ACCESS_OPEN, "POST", JSON},
+    {"/v1/models", HTTP_GET, handle_forward, false, false, PUB, ACCESS_OPEN, "GET", NONE},
+    {"/ask", HTTP_GET, handle_ask, true, false, PUB, ACCESS_OPEN, "POST", NONE},
+    {"/healthz", HTTP_GET, handle_health, false, false, PUB, ACCESS_OPEN, NULL, NONE},
+    {"/stats", HTTP_GET, handle_stats, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NONE},
+    {"/metrics", HTTP_GET, handle_metrics, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NONE},
+    {"/admin/cache/", HTTP_GET, handle_admin_entry, false, false, ADM, ACCESS_TOKEN, NULL, NONE},
+    {"/admin/cache/", HTTP_DELETE, handle_admin_delete, false, false, ADM, ACCESS_TOKEN, NULL,
+     NONE},
+    {"/admin/purge", HTTP_POST, handle_admin_purge, false, false, ADM, ACCESS_TOKEN, NULL, JSON},
 };
 #undef PUB
 #undef ADM
+#undef JSON
+#undef NONE
 
 /* The Allow header of a 405 (RFC 9110 15.5.6: it must name what the
    resource accepts): every method of the rows in routes[] that matched
@@ -597,6 +611,13 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
     }
     if (!authorized(w->gw, route, req))
         return;
+    if (route->body == BODY_JSON &&
+        !llmc_policy_json_content_type(llmc_http_header(req, "Content-Type"))) {
+        llmc_http_respond_error(req, 415, NULL, "invalid_request_error", "unsupported_media_type",
+                                "this route takes a JSON body: send it with Content-Type: "
+                                "application/json (or no Content-Type)");
+        return;
+    }
     gw_req_t *gr = llmc__gr_new(w, req);
     if (!gr) {
         llmc_http_respond_error(req, 503, NULL, "server_error", "out_of_memory", "out of memory");

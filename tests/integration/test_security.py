@@ -213,3 +213,46 @@ def test_502_tells_the_client_a_request_id_not_libcurls_text(gateway_factory, mo
     wait_until(lambda: any(l["thread"] == thread and l["id"] == n and l["status"] == 502
                            for l in g.access_lines()),
                what=f"the access log line of request {rid}")  # written once the answer is out
+
+
+# ------------------------------------------------------------ Content-Type on JSON routes
+
+JSON_ROUTES = [(CHAT, chat_body), ("/v1/completions", completion_body),
+               ("/v1/embeddings", embedding_body)]
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded",
+                                   "multipart/form-data; boundary=x", "text/json",
+                                   "application/jsonx", "application/json-patch+json"])
+def test_a_json_route_refuses_other_content_types_with_415(gateway, mock, ctype):
+    """A POST with Content-Type: text/plain (or a form type) needs no CORS
+    preflight, so any web page could make a browser send one: it used to be
+    served, and make a paid call. The gateway now wants application/json (or
+    no content type) on the routes that take JSON."""
+    calls = mock.calls()
+    for path, make in JSON_ROUTES:
+        r = gateway.post(path, data=json.dumps(make(f"sent as {ctype}")).encode(),
+                         headers={"Content-Type": ctype})
+        err = assert_error_shape(r, 415)
+        assert err["code"] == "unsupported_media_type", err
+        assert "application/json" in err["message"], err
+    assert mock.calls() == calls, "a refused request reached the model"
+
+
+@pytest.mark.parametrize("ctype", [None, "application/json", "application/json; charset=utf-8",
+                                   "Application/JSON", "application/json ;charset=UTF-8"])
+def test_a_json_route_takes_json_or_no_content_type(gateway, mock, ctype):
+    for path, make in JSON_ROUTES:
+        h = {} if ctype is None else {"Content-Type": ctype}
+        r = gateway.post(path, data=json.dumps(make(f"sent as {ctype}")).encode(), headers=h)
+        assert r.status_code == 200, (path, ctype, r.text[:300])
+
+
+def test_admin_purge_refuses_a_form_post(gateway_factory, mock):
+    g = gateway_factory(mock, env={"LLMC_ADMIN_TOKEN": "t0ken"})
+    auth = {"Authorization": "Bearer t0ken"}
+    r = g.post("/admin/purge", data=b'{"all": true}',
+               headers={**auth, "Content-Type": "application/x-www-form-urlencoded"})
+    assert_error_shape(r, 415)
+    r = g.post("/admin/purge", {"all": True}, headers=auth)
+    assert r.status_code == 200, r.text
