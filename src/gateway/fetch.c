@@ -472,7 +472,8 @@ static void finish(fetch_t *ft, int err, const char *detail)
         invalid = true;
     }
     if (not_answer) {
-        LLMC_COUNT(c, not_stored_not_answer);
+        if (ft->store) /* counted where it would have been stored: not /v1/models */
+            LLMC_COUNT(c, not_stored_not_answer);
         llmc_flight_set_not_answer(f);
     } else if (json && ft->store) {
         int64_t now = llmc_now_ms();

@@ -154,6 +154,13 @@ def test_a_streaming_waiter_gets_a_plain_non_answer_as_it_came(shared_gateway, m
     assert json.loads(raw) == json.loads(ERROR_200), raw[:300]
 
 
+def test_models_is_not_counted_as_a_non_answer(shared_gateway, mock):
+    r = shared_gateway.get("/v1/models")
+    assert r.status_code == 200 and r.json()["object"] == "list"
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert shared_gateway.stats()["not_stored_not_answer"] == 0
+
+
 def test_a_real_answer_is_still_stored_on_every_route(shared_gateway, mock):
     for path, make in ((CHAT, chat_body), ("/v1/completions", completion_body),
                        ("/v1/embeddings", embedding_body)):
