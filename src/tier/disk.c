@@ -77,6 +77,7 @@
 #define LMDB_FREE_DBI   0        /* LMDB's own databases, as mdb_stat(1) reads them */
 #define LMDB_MAIN_DBI   1
 #define MARKER          "llmcached.open"  /* see check_marker */
+#define DAMAGED         "damaged"         /* the marker's word after note_damage */
 
 enum op_kind { OP_PUT, OP_DEL_CORRUPT, OP_PURGE, OP_SWEEP };
 
@@ -146,8 +147,10 @@ typedef struct disk {
 
     _Atomic uint64_t hits, misses, stored, evicted_size, evicted_ttl, purged, errors, dropped;
     _Atomic uint64_t quarantined;
+    _Atomic bool damage_seen; /* see note_damage */
+    bool damage_marked;       /* the marker says so (writer thread, then close) */
     bool fail_on_corrupt;
-    bool marker_written;     /* llmcached.open is ours: removed at close */
+    bool marker_written;      /* llmcached.open is ours: removed at a clean close */
 } disk_t;
 
 /* X(field, "name", KIND, "unit", "help"): this tier's own counters. */
@@ -189,6 +192,25 @@ static int from_mdb(int rc)
     case ENOMEM: return LLMC_ENOMEM;
     default: return LLMC_EIO;
     }
+}
+
+/* LMDB's word that the file is not a sound environment (as opposed to no
+   memory, no space, no permission, which moving the file would not mend). */
+static bool damaged(int rc)
+{
+    return rc == MDB_CORRUPTED || rc == MDB_INVALID || rc == MDB_PAGE_NOTFOUND ||
+           rc == MDB_VERSION_MISMATCH || rc == MDB_INCOMPATIBLE || rc == MDB_BAD_DBI;
+}
+
+/* LMDB found damage while the file is in use (a page of the wrong type, a
+   page past the end): from then on this run neither reads nor writes the
+   file (a write through a damaged page can crash inside LMDB, and a crash
+   loop follows), and the next start moves it aside (check_marker). Any
+   thread; the marker is written by the writer thread or at close. */
+static void note_damage(disk_t *d, int rc)
+{
+    if (damaged(rc) && !atomic_exchange(&d->damage_seen, true))
+        count(&d->errors, 1);
 }
 
 static int64_t mono_ms(void)
@@ -527,6 +549,7 @@ static void run_writes(disk_t *d, op_t *batch, size_t nput)
         /* Make room for at least this batch, more each time it fails. */
         make_room(d, room_for(batch) << attempt);
     }
+    note_damage(d, rc);
     if (rc == 0) {
         count(&d->stored, stored);
         count(&d->errors, nput - stored);
@@ -534,8 +557,10 @@ static void run_writes(disk_t *d, op_t *batch, size_t nput)
     } else {
         count(&d->errors, nput);
     }
-    if (enforce_bound(d))
+    if ((rc = enforce_bound(d)) != 0) {
+        note_damage(d, rc);
         count(&d->errors, 1);
+    }
 }
 
 static int sweep(disk_t *d, int64_t now_ms)
@@ -684,10 +709,34 @@ static size_t run_purge(disk_t *d, const llmc_purge_t *sel)
     } else {
         rc = purge_scan(d, sel, &removed);
     }
-    if (rc)
+    if (rc) {
+        note_damage(d, rc);
         count(&d->errors, 1);
+    }
     d->dirty = true;
     return removed;
+}
+
+static int path_in(const disk_t *d, const char *name, char *out, size_t cap);
+
+/* Says in the marker that LMDB found damage (note_damage): the next start
+   moves the file aside. Writer thread, or close after it stopped. */
+static void mark_damaged(disk_t *d)
+{
+    char file[PATH_MAX];
+    static const char word[] = DAMAGED "\n";
+    d->damage_marked = true;
+    if (!d->marker_written || path_in(d, MARKER, file, sizeof file) != 0)
+        return;
+    int fd = open(file, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return;
+    if (write(fd, word, sizeof word - 1) != (ssize_t)(sizeof word - 1) || fsync(fd) != 0) {
+        /* the crash-loop count still catches what this misses */
+    }
+    close(fd);
+    fprintf(stderr, "llmcached: disk tier: LMDB reports damage in %s/data.mdb: it is no longer "
+            "used, and the next start moves it aside\n", d->path);
 }
 
 /* ---- the writer thread ---- */
@@ -807,13 +856,22 @@ static void *writer_main(void *arg)
     disk_t *d = arg;
     op_t *batch;
     size_t nput;
+    int rc;
     while ((batch = next_batch(d, &nput)) != NULL) {
-        if (batch->kind == OP_PURGE)
+        if (atomic_load(&d->damage_seen)) {
+            /* Nothing more goes through a damaged file: a write is a failed
+               one, and a purge has nothing to do, get() serving nothing. */
+            count(&d->errors, nput);
+            if (!d->damage_marked)
+                mark_damaged(d);
+        } else if (batch->kind == OP_PURGE) {
             batch->removed = run_purge(d, batch->sel);
-        else if (batch->kind == OP_SWEEP && sweep(d, batch->now_ms))
+        } else if (batch->kind == OP_SWEEP && (rc = sweep(d, batch->now_ms)) != 0) {
+            note_damage(d, rc);
             count(&d->errors, 1);
-        else if (batch->kind == OP_PUT || batch->kind == OP_DEL_CORRUPT)
+        } else if (batch->kind == OP_PUT || batch->kind == OP_DEL_CORRUPT) {
             run_writes(d, batch, nput);
+        }
         finish_batch(d, batch);
         maybe_sync(d, false);
     }
@@ -914,6 +972,7 @@ static llmc_entry_t *read_entry(disk_t *d, MDB_txn *txn, const llmc_key_t *key)
     MDB_val k = { LLMC_KEY_LEN, (void *)key->b }, v;
     llmc_entry_t *e = NULL;
     int rc = mdb_get(txn, d->entries, &k, &v);
+    note_damage(d, rc);
     if (rc == 0)
         rc = llmc_record_decode(key, v.mv_data, v.mv_size, &e);
     if (rc == LLMC_ECORRUPT || rc == LLMC_EVERSION)
@@ -930,7 +989,9 @@ static int disk_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_
     MDB_txn *txn;
     llmc_entry_t *e = NULL;
     /* No reader slot (MDB_READERS_FULL) is a miss, never a failure. */
-    if (reader_begin(d, &txn)) {
+    if (atomic_load(&d->damage_seen)) {
+        /* a damaged file serves nothing more (note_damage) */
+    } else if (reader_begin(d, &txn)) {
         count(&d->errors, 1);
     } else {
         e = read_entry(d, txn, key);
@@ -1205,8 +1266,12 @@ static void disk_free(disk_t *d)
         mdb_txn_abort(d->pool[--d->npool]);
     if (d->env)
         mdb_env_close(d->env);
-    if (d->marker_written) /* a clean close: not a crash */
+    if (d->marker_written && atomic_load(&d->damage_seen)) {
+        if (!d->damage_marked)
+            mark_damaged(d);
+    } else if (d->marker_written) { /* a clean close: not a crash */
         unlink_in(d, MARKER);
+    }
     if (d->lock_fd >= 0)
         close(d->lock_fd);   /* releases the flock */
     if (d->sync_inited) {
@@ -1388,14 +1453,6 @@ static int probe(disk_t *d)
     return rc;
 }
 
-/* LMDB's word that the file is not a sound environment (as opposed to no
-   memory, no space, no permission, which moving the file would not mend). */
-static bool damaged(int rc)
-{
-    return rc == MDB_CORRUPTED || rc == MDB_INVALID || rc == MDB_PAGE_NOTFOUND ||
-           rc == MDB_VERSION_MISMATCH || rc == MDB_INCOMPATIBLE || rc == MDB_BAD_DBI;
-}
-
 /* One try at opening data.mdb: 0, LMDB's code in *mdb_rc (err set), or
    another LLMC_E* (err set). d->env is left for the caller to close. */
 static int try_open_env(disk_t *d, int *mdb_rc, char *err, size_t errlen)
@@ -1504,16 +1561,21 @@ static int check_marker(disk_t *d, char *err, size_t errlen)
     struct stat st;
     ssize_t n = fstat(fd, &st) == 0 && st.st_size > 0 ? pread(fd, buf, sizeof buf - 1, 0) : 0;
     long unclean = 0;
+    bool was_damaged = false;
     if (n > 0) { /* there: the last run did not close; unreadable counts as one */
         buf[n] = 0;
-        unclean = strtol(buf, NULL, 10);
+        was_damaged = strncmp(buf, DAMAGED, sizeof DAMAGED - 1) == 0;
+        unclean = was_damaged ? 0 : strtol(buf, NULL, 10);
         unclean = (unclean < 0 || unclean > 1000 ? 0 : unclean) + 1;
     }
     int rc = 0;
-    if (unclean >= 2) {
+    if (unclean >= 2 || was_damaged) {
         char why[160];
-        snprintf(why, sizeof why, "the gateway ended without closing it %ld times in a row (a "
-                 "crash loop?)", unclean);
+        if (was_damaged)
+            snprintf(why, sizeof why, "LMDB reported damage in it while the last run used it");
+        else
+            snprintf(why, sizeof why, "the gateway ended without closing it %ld times in a row "
+                     "(a crash loop?)", unclean);
         if (d->fail_on_corrupt)
             fprintf(stderr, "llmcached: disk tier: %s/data.mdb: %s; kept (--disk-on-corrupt fail)\n",
                     d->path, why);

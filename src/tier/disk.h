@@ -20,7 +20,11 @@
  * a marker written at open and removed at a clean close, counts the runs in
  * a row that ended without closing the tier: found at two starts in a row
  * (a crash loop, which damaged pages can cause inside LMDB itself), the data
- * file is moved aside too.
+ * file is moved aside too. Damage LMDB reports while the file is in use
+ * (MDB_CORRUPTED, MDB_PAGE_NOTFOUND) stops all use of it for the rest of the
+ * run (every get a miss, every write a counted error: a write through a
+ * damaged page can crash inside LMDB) and is noted in the marker, so the
+ * next start moves it aside.
  */
 #ifndef LLMC_TIER_DISK_H
 #define LLMC_TIER_DISK_H
