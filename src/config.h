@@ -90,7 +90,8 @@ typedef enum llmc_opt_type {
       "Largest upstream answer held while it is fetched; a larger one is cut off, not "      \
       "stored, and answered 502.")                                                            \
     X(header_timeout, "header-timeout", SECS, "10", 1, 3600000, NULL,                         \
-      "Time allowed to receive a request's head and body (seconds); then 408.")               \
+      "Time allowed to receive a request's head and body (seconds); then 408. A new "        \
+      "connection must send its first request within it too.")                               \
     X(idle_timeout, "idle-timeout", SECS, "60", 1, 86400000, NULL,                            \
       "How long an idle keep-alive connection is kept open (seconds).")                       \
     X(max_connections, "max-connections", INT, "10000", 1, 1000000, NULL,                     \
@@ -112,6 +113,11 @@ typedef enum llmc_opt_type {
       "With --disk-sync periodic: how often committed writes are synced (seconds).")          \
     X(disk_max, "disk-max", SIZE, "1G", 1048576, 1099511627776LL, NULL,                       \
       "Largest size of the on-disk cache file; the oldest entries go first when full.")       \
+    X(disk_on_corrupt, "disk-on-corrupt", ENUM, "quarantine", 0, 0,                           \
+      LLMC_CFG_DISK_ON_CORRUPT_WORDS,                                                         \
+      "A data file LMDB cannot open, or one open in the last two runs that ended without "    \
+      "closing it (a crash loop): 'quarantine' moves it aside (data.mdb.corrupt-<time>) and " \
+      "starts with an empty disk tier; 'fail' stops start-up instead.")                      \
     X(disk_queue, "disk-queue", INT, "65536", 16, 16777216, NULL,                             \
       "Writes waiting for the disk writer thread; past this, writes are dropped (counted).")  \
     X(redis, "redis", WORD_OR_STR, "none", 0, 0, LLMC_CFG_REDIS_WORDS,                          \
@@ -161,6 +167,9 @@ typedef enum llmc_opt_type {
 #define LLMC_CFG_REDIS_WORDS(W, T)                                                            \
     W(LLMC_CFG_REDIS_NONE, "none")              /* no Redis tier */                           \
     T(LLMC_CFG_REDIS_URL, redis_url)
+#define LLMC_CFG_DISK_ON_CORRUPT_WORDS(W, T)                                                   \
+    W(LLMC_CFG_DISK_ON_CORRUPT_QUARANTINE, "quarantine")                                      \
+    W(LLMC_CFG_DISK_ON_CORRUPT_FAIL, "fail")
 #define LLMC_CFG_DISK_SYNC_WORDS(W, T)                                                        \
     W(LLMC_CFG_DISK_SYNC_FULL, "full")                                                        \
     W(LLMC_CFG_DISK_SYNC_PERIODIC, "periodic")                                                \

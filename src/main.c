@@ -23,14 +23,15 @@ extern char **environ;
 static void on_ready(llmc_gw_t *gw, void *arg)
 {
     (void)arg;
-    char conns[32] = "no cap";
+    char conns[32] = "no cap", upstream[sizeof(gw->upstream_base) + 8];
+    llmc_upstream_url_redact(gw->upstream_base, upstream, sizeof(upstream));
     if (gw->upstream_conns)
         snprintf(conns, sizeof(conns), "%u", gw->upstream_conns);
     fprintf(stderr, "llmcached listening on http://%s%s%s:%d (%u threads, upstream %s, "
             "upstream connections per thread: %s)\n",
             strchr(gw->listen_host, ':') ? "[" : "", gw->listen_host,
             strchr(gw->listen_host, ':') ? "]" : "", gw->listen_port, gw->nworkers,
-            gw->upstream_base, conns);
+            upstream, conns);
     if (gw->admin_listen)
         fprintf(stderr, "llmcached: admin routes, /stats and /metrics on http://%s%s%s:%d\n",
                 strchr(gw->admin_host, ':') ? "[" : "", gw->admin_host,

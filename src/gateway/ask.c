@@ -108,7 +108,7 @@ int llmc_ask_body(const char *query, const char *default_model, char **body, siz
 /* The text a completion carries: choices[0].message.content, or null. */
 static json_t *answer_text(const char *body, size_t len)
 {
-    json_t *root = json_loadb(body, len, 0, NULL);
+    json_t *root = json_loadb(body, len, JSON_ALLOW_NUL, NULL); /* a model may write \u0000 */
     json_t *content = json_object_get(
         json_object_get(json_array_get(json_object_get(root, "choices"), 0), "message"),
         "content");

@@ -6,9 +6,10 @@
  * be cached becomes an entry and is put into every tier BEFORE the flight
  * is finished (see flight.h for why), then every waiter is notified.
  *
- * An answer is stored only when it is complete, 2xx, and a JSON object:
- * error answers, truncated bodies and garbage are handed to the waiters
- * but never kept.
+ * An answer is stored only when it is complete, a 200, and has the shape
+ * of the endpoint's answer (shape.h): error answers, 200 {"error": ...},
+ * 201/204, truncated bodies and garbage are handed to the waiters but never
+ * kept. A 2xx that is not JSON at all is a failure (502).
  *
  * When a tier coordinates calls across gateways (tier.h's lease: the
  * Redis tier), a call that may be stored first asks for the lease: won
@@ -25,6 +26,7 @@
 #include <time.h>
 
 #include "gateway/gw_int.h"
+#include "gateway/shape.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
 #include "llmc/sse.h"
@@ -44,6 +46,8 @@ typedef struct fetch {
     char ns[128];
     char model[128];
     const char *route;         /* the endpoint as keyed: a static string (handler.c's) */
+    char call_id[48];          /* "thread-id" of the request that started the call, as the
+                                  access log names it: what clients quote for a failure */
     char tags[LLMC_POLICY_TAGS_BYTES];
     unsigned ntags;
     uint64_t purge_seq;        /* the tier set's purges when the call began: a later
@@ -60,7 +64,7 @@ typedef struct fetch {
     uv_timer_t *timer;   /* the wait before a retry */
     uv_work_t work;      /* a big answer's JSON check, off the loop */
     bool validating;     /* that check is running: the fetch must not be freed */
-    int valid;           /* its result: 1 valid, 0 not, -1 not checked yet */
+    int valid;           /* its result, an llmc_shape_t; -1 not checked yet */
     int has_usage;       /* the answer's token counts: 1 read into usage, 0 none,
                             -1 not read yet (read with the check when off the loop) */
     llmc_usage_t usage;
@@ -340,15 +344,6 @@ static void on_data(void *arg, const char *buf, size_t len)
     }
 }
 
-/* True when the answer is a complete JSON object (the only thing we store). */
-static bool valid_json_object(const char *body, size_t len)
-{
-    json_t *v = body ? json_loadb(body, len, 0, NULL) : NULL;
-    bool ok = json_is_object(v);
-    json_decref(v);
-    return ok;
-}
-
 static llmc_entry_t *make_entry(fetch_t *ft, const char *body, size_t body_len, int64_t now)
 {
     llmc_flight_t *f = ft->f;
@@ -402,16 +397,19 @@ static const char *stream_answer(fetch_t *ft, size_t *len)
     return json;
 }
 
-/* Decides what a finished 2xx answer is: the JSON to cache, or invalid. */
-static const char *answer_json(fetch_t *ft, size_t *len)
+/* Decides what a finished 200 answer is: the JSON to cache, the JSON of a
+   non-answer (*not_answer set), or invalid (NULL). A stream's assembled
+   completion is the assembler's own making, always of the answer's shape. */
+static const char *answer_json(fetch_t *ft, size_t *len, bool *not_answer)
 {
     llmc_flight_t *f = ft->f;
     if (ft->as)
         return stream_answer(ft, len);
     *len = f->body_len;
     if (ft->valid < 0)
-        ft->valid = valid_json_object(f->body, f->body_len);
-    return ft->valid ? f->body : NULL;
+        ft->valid = (int)llmc_shape_check(ft->route, f->body, f->body_len);
+    *not_answer = ft->valid == LLMC_SHAPE_NOT_ANSWER;
+    return ft->valid != LLMC_SHAPE_INVALID ? f->body : NULL;
 }
 
 /* Answers bigger than this are checked on libuv's thread pool: jansson
@@ -423,8 +421,8 @@ static void finish(fetch_t *ft, int err, const char *detail);
 static void check_work(uv_work_t *w)
 {
     fetch_t *ft = w->data;
-    ft->valid = valid_json_object(ft->f->body, ft->f->body_len);
-    if (ft->valid)
+    ft->valid = (int)llmc_shape_check(ft->route, ft->f->body, ft->f->body_len);
+    if (ft->valid == LLMC_SHAPE_ANSWER)
         ft->has_usage = llmc_usage_scan(ft->f->body, ft->f->body_len, &ft->usage);
 }
 
@@ -433,7 +431,7 @@ static void check_done(uv_work_t *w, int status)
     fetch_t *ft = w->data;
     ft->validating = false;
     if (status != 0) /* canceled: the loop is closing */
-        ft->valid = 0;
+        ft->valid = LLMC_SHAPE_INVALID;
     finish(ft, 0, NULL);
 }
 
@@ -441,7 +439,7 @@ static void check_done(uv_work_t *w, int status)
 static bool check_off_loop(fetch_t *ft)
 {
     llmc_flight_t *f = ft->f;
-    if (ft->as || ft->cut || f->status / 100 != 2 || f->body_len <= INLINE_CHECK_MAX)
+    if (ft->as || ft->cut || f->status != 200 || f->body_len <= INLINE_CHECK_MAX)
         return false;
     ft->work.data = ft;
     ft->validating = uv_queue_work(&ft->w->loop, &ft->work, check_work, check_done) == 0;
@@ -469,17 +467,24 @@ static void finish(fetch_t *ft, int err, const char *detail)
     llmc_flight_t *f = ft->f;
     llmc_counters_t *c = &ft->w->ctr;
     llmc_entry_t *e = NULL;
-    bool invalid = false;
+    bool invalid = false, not_answer = false;
     size_t len = 0;
     const char *json = NULL;
     if (err) {
         count_error(c, err);
     } else if (f->status / 100 != 2) {
         LLMC_COUNT(c, upstream_err_status);
-    } else if (!(json = answer_json(ft, &len))) {
+    } else if (f->status != 200) {
+        not_answer = true; /* 201, 204, ...: passed on as they came */
+    } else if (!(json = answer_json(ft, &len, &not_answer))) {
         LLMC_COUNT(c, upstream_err_invalid);
         invalid = true;
-    } else if (ft->store) {
+    }
+    if (not_answer) {
+        if (ft->store) /* counted where it would have been stored: not /v1/models */
+            LLMC_COUNT(c, not_stored_not_answer);
+        llmc_flight_set_not_answer(f);
+    } else if (json && ft->store) {
         int64_t now = llmc_now_ms();
         e = make_entry(ft, json, len, now);
         /* Stored before the flight finishes (flight.h): no moment when a
@@ -506,7 +511,26 @@ static void finish(fetch_t *ft, int err, const char *detail)
     fetch_free(ft);
 }
 
-static const llmc_upstream_handler_t handler = {on_head, on_data, on_done};
+/* libcurl's words for a failure name hosts, ports and addresses of the
+   operator's network ("Failed to connect to 10.0.0.7 port 8000"): they go
+   to stderr under the id of the request that started the call, and the
+   clients (every waiter of the flight) get that id instead. */
+static void on_call_done(void *arg, int err, const char *detail)
+{
+    fetch_t *ft = arg;
+    char shown[96], url[1100];
+    if (err && err != LLMC_ECANCELED) {
+        llmc_upstream_url_redact(ft->url, url, sizeof(url));
+        fprintf(stderr, "llmcached: request %s: upstream call %s %s failed: %s: %s\n", ft->call_id,
+                ft->method, url, llmc_strerror(err), detail ? detail : "");
+        snprintf(shown, sizeof(shown), "the gateway's log has the detail, under request %s",
+                 ft->call_id);
+        detail = shown;
+    }
+    on_done(ft, err, detail);
+}
+
+static const llmc_upstream_handler_t handler = {on_head, on_data, on_call_done};
 
 /* Client headers that mean something to an OpenAI-style API. */
 static const struct {
@@ -664,6 +688,8 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     snprintf(ft->ns, sizeof(ft->ns), "%s", gr->policy.ns);
     snprintf(ft->model, sizeof(ft->model), "%s", model ? model : "");
     ft->route = gr->path;
+    snprintf(ft->call_id, sizeof(ft->call_id), "%u-%llu", gr->w->id,
+             gr->req ? (unsigned long long)gr->req->id : 0ull);
     memcpy(ft->tags, gr->policy.tags, sizeof(ft->tags));
     ft->ntags = gr->policy.ntags;
     ft->purge_seq = llmc_tier_set_purge_seq(gw->tiers);

@@ -239,6 +239,13 @@ void llmc_flight_set_assembled(llmc_flight_t *f, char *json, size_t len)
     pthread_mutex_unlock(&f->mu);
 }
 
+void llmc_flight_set_not_answer(llmc_flight_t *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->not_answer = true;
+    pthread_mutex_unlock(&f->mu);
+}
+
 bool llmc_flight_attach(llmc_flight_t *f, llmc_flight_waiter_t *w)
 {
     pthread_mutex_lock(&f->mu);

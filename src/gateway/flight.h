@@ -60,6 +60,9 @@ struct llmc_flight {
     char errmsg[256];
     llmc_entry_t *entry;          /* the stored entry, when the answer was cached */
     bool invalid;                 /* 2xx but not a valid answer (not JSON, cut stream) */
+    bool not_answer;              /* 2xx and valid, but not the endpoint's answer (gateway/
+                                     shape.h, or not a 200): waiters get it as it came, never
+                                     in another form */
     char *assembled;              /* a stream's answer as one JSON completion, or NULL */
     size_t assembled_len;
     /* The upstream was asked for a stream with stream_options.include_usage,
@@ -107,6 +110,10 @@ void llmc_flight_finish(llmc_flight_t *f, int err, const char *errmsg, bool inva
    ownership of json, a malloc'd string), for waiters that asked without
    "stream". Producer side, before finish. */
 void llmc_flight_set_assembled(llmc_flight_t *f, char *json, size_t len);
+
+/* The answer is a 2xx that is not the endpoint's answer (see not_answer).
+   Producer side, before finish. */
+void llmc_flight_set_not_answer(llmc_flight_t *f);
 
 /* Removes the flight from its table so later requests start a new call
    (finish does this too). Any thread. */

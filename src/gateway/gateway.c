@@ -168,6 +168,7 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         .max_bytes = (uint64_t)cfg->disk_max,
         .queue_len = (size_t)cfg->disk_queue,
         .keep_stale_ms = cc.keep_stale_ms,
+        .fail_on_corrupt = cfg->disk_on_corrupt == LLMC_CFG_DISK_ON_CORRUPT_FAIL,
     };
     char derr[400] = "";
     llmc_tier_t *disk = NULL;
@@ -225,7 +226,9 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
         ulen--;
     if (ulen == 0 || ulen >= sizeof(gw->upstream_base) ||
         (strncmp(upstream_url, "http://", 7) && strncmp(upstream_url, "https://", 8))) {
-        snprintf(err, errlen, "--upstream: '%s' is not an http(s) URL or 'mock'", upstream_url);
+        char shown[256];
+        llmc_upstream_url_redact(upstream_url, shown, sizeof(shown));
+        snprintf(err, errlen, "--upstream: '%s' is not an http(s) URL or 'mock'", shown);
         return LLMC_EINVAL;
     }
     memcpy(gw->upstream_base, upstream_url, ulen);

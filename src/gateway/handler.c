@@ -3,8 +3,9 @@
  *
  * Each route is one row of routes[]: path (exact, or a prefix when it ends
  * in '/'), method, handler, whether its answers are cached, the listener it
- * belongs to and who may use it (the admin token). Every /v1/ path the rows
- * before it do not take is passed through (relay.c). A cacheable request
+ * belongs to, who may use it (the admin token) and what its body is (JSON:
+ * 415 for another Content-Type). Every /v1/ path the rows before it do not
+ * take is passed through (relay.c). A cacheable request
  * then runs as a state machine (states in gw_int.h, transitions checked by
  * req.c): every step returns the next state, and run() drives the steps
  * until one parks the request (a tier or a flight answers later) or hands
@@ -60,6 +61,14 @@ typedef enum gw_access {
 /* A row's method that takes any method. */
 #define ANY_METHOD (-1)
 
+/* What a route's request body is. */
+typedef enum gw_body {
+    BODY_NONE,            /* none is read */
+    BODY_JSON,            /* JSON: Content-Type application/json or none, else 415 (a
+                             text/plain or form POST is what a web page can make a
+                             browser send cross-site without a preflight) */
+} gw_body_t;
+
 struct gw_route {
     const char *path;             /* a trailing '/' takes every path below it */
     int method;                   /* HTTP_GET (HEAD too), HTTP_POST, HTTP_DELETE, ANY_METHOD */
@@ -73,6 +82,7 @@ struct gw_route {
     /* For a cacheable route: why this parsed body must be passed through
        uncached instead (a field's name, for Cache-Status), or NULL. */
     const char *(*pass_why)(const llmc_canon_t *c);
+    gw_body_t body;
 };
 
 static void handle_cached(gw_req_t *gr);
@@ -93,24 +103,32 @@ static const char *responses_pass_why(const llmc_canon_t *c);
 #define PUB LISTEN_PUBLIC
 #define ADM LISTEN_ADMIN
 #define OPEN ACCESS_OPEN
+#define JSON BODY_JSON
+#define NONE BODY_NONE
 static const gw_route_t routes[] = {
-    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL},
-    {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL},
-    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", NULL},
-    {"/v1/responses", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", responses_pass_why},
-    {"/v1/", ANY_METHOD, handle_relay, false, false, PUB, OPEN, NULL, NULL},
-    {"/ask", HTTP_GET, handle_ask, true, false, PUB, OPEN, "POST", NULL},
-    {"/healthz", HTTP_GET, handle_health, false, false, PUB, OPEN, NULL, NULL},
-    {"/stats", HTTP_GET, handle_stats, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NULL},
-    {"/metrics", HTTP_GET, handle_metrics, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NULL},
-    {"/admin/cache/", HTTP_GET, handle_admin_entry, false, false, ADM, ACCESS_TOKEN, NULL, NULL},
+    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL, JSON},
+    {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL, JSON},
+    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", NULL, JSON},
+    {"/v1/responses", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", responses_pass_why,
+     JSON},
+    {"/v1/", ANY_METHOD, handle_relay, false, false, PUB, OPEN, NULL, NULL, NONE},
+    {"/ask", HTTP_GET, handle_ask, true, false, PUB, OPEN, "POST", NULL, NONE},
+    {"/healthz", HTTP_GET, handle_health, false, false, PUB, OPEN, NULL, NULL, NONE},
+    {"/stats", HTTP_GET, handle_stats, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NULL, NONE},
+    {"/metrics", HTTP_GET, handle_metrics, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NULL,
+     NONE},
+    {"/admin/cache/", HTTP_GET, handle_admin_entry, false, false, ADM, ACCESS_TOKEN, NULL, NULL,
+     NONE},
     {"/admin/cache/", HTTP_DELETE, handle_admin_delete, false, false, ADM, ACCESS_TOKEN, NULL,
-     NULL},
-    {"/admin/purge", HTTP_POST, handle_admin_purge, false, false, ADM, ACCESS_TOKEN, NULL, NULL},
+     NULL, NONE},
+    {"/admin/purge", HTTP_POST, handle_admin_purge, false, false, ADM, ACCESS_TOKEN, NULL, NULL,
+     JSON},
 };
 #undef PUB
 #undef ADM
 #undef OPEN
+#undef JSON
+#undef NONE
 
 /* The Allow header of a 405 (RFC 9110 15.5.6: it must name what the
    resource accepts): every method of the rows in routes[] that matched
@@ -701,6 +719,13 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
     }
     if (!authorized(w->gw, route, req))
         return;
+    if (route->body == BODY_JSON &&
+        !llmc_policy_json_content_type(llmc_http_header(req, "Content-Type"))) {
+        llmc_http_respond_error(req, 415, NULL, "invalid_request_error", "unsupported_media_type",
+                                "this route takes a JSON body: send it with Content-Type: "
+                                "application/json (or no Content-Type)");
+        return;
+    }
     gw_req_t *gr = llmc__gr_new(w, req);
     if (!gr) {
         llmc_http_respond_error(req, 503, NULL, "server_error", "out_of_memory", "out of memory");

@@ -354,3 +354,18 @@ const char *llmc_policy_list_header(const llmc_http_req_t *req, const char *name
     *p = '\0';
     return *owned;
 }
+
+bool llmc_policy_json_content_type(const char *ct)
+{
+    static const char want[] = "application/json";
+    if (!ct)
+        return true;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, ";");
+    while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    if (n == 0) /* blank is as good as absent; parameters without a type are not */
+        return ct[strspn(ct, " \t")] == '\0';
+    return n == sizeof(want) - 1 && strncasecmp(ct, want, n) == 0;
+}

@@ -68,6 +68,13 @@ llmc_use_t llmc_policy_usable(const llmc_policy_t *p, const llmc_entry_t *e, int
    strong tag) or is "*"; weak tags compare as strong ones (RFC 9110 13.1.2). */
 bool llmc_policy_etag_matches(const char *if_none_match, const char *etag);
 
+/* True when a request body with this Content-Type may be read as JSON:
+   none (NULL or blank) or application/json, in any case, with any
+   parameters ("application/json; charset=utf-8"). Anything else, the
+   types a browser sends cross-site without a preflight (text/plain, forms)
+   included, is false: the route answers 415. */
+bool llmc_policy_json_content_type(const char *content_type);
+
 /*
  * The value of a list-valued request header (Cache-Control, Pragma,
  * If-None-Match): the server keeps each line, but several lines mean their

@@ -471,6 +471,9 @@ void llmc__gw_respond_flight(gw_req_t *gr)
     size_t len = 0;
     const char *json = f->status / 100 == 2 ? flight_json(f, &len) : NULL;
     bool ok2xx = f->status / 100 == 2 && !f->err;
+    /* Only the endpoint's answer takes another form (replay, /ask); a 2xx
+       that is none (shape.h) goes to every waiter as the upstream sent it. */
+    bool answer = ok2xx && !f->not_answer;
     if (f->err || (ok2xx && !json && !(gr->stream && f->is_stream)) || (f->invalid && !gr->stream)) {
         respond_failure(gr, f);
         goto out;
@@ -478,12 +481,12 @@ void llmc__gw_respond_flight(gw_req_t *gr)
     if (f->status >= 500 && try_stale(gr))
         goto out;
     char h[HDR_CAP];
-    bool replay = ok2xx && gr->stream && !f->is_stream;
+    bool replay = answer && gr->stream && !f->is_stream;
     bool raw_sse = ok2xx && gr->stream && f->is_stream;
     size_t n = 0;
     if (!replay)
         n = hadd(h, 0, "Content-Type: %s\r\n",
-                 gr->form == FORM_ASK || (ok2xx && !raw_sse) ? "application/json"
+                 (gr->form == FORM_ASK && answer) || (answer && !raw_sse) ? "application/json"
                  : f->content_type[0] ? f->content_type : "application/json");
     char cs[MISS_STATUS_CAP];
     n = cache_hdrs(gr, h, n, gr->xcache, miss_status(gr, f, cs));
@@ -499,7 +502,7 @@ void llmc__gw_respond_flight(gw_req_t *gr)
         memcpy(h + n, f->pass_hdrs, f->pass_len);
         n += f->pass_len;
     }
-    if (gr->form == FORM_ASK && ok2xx) {
+    if (gr->form == FORM_ASK && answer) {
         respond_ask(gr, f->status, h, n, json, len);
     } else if (replay) {
         respond_replay(gr, f->status, h, n, json, len);

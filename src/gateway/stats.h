@@ -40,6 +40,9 @@
       "504s for only-if-cached.")                                                           \
     X(stored, "stored", COUNTER, "entries", "Answers written to the cache.")                \
     X(not_stored_too_big, "not_stored_too_big", COUNTER, "entries", "Answers too big for the cache.") \
+    X(not_stored_not_answer, "not_stored_not_answer", COUNTER, "entries",                   \
+      "2xx upstream answers that are not the endpoint's answer (an error object, a missing "  \
+      "field, a status other than 200): passed on, never stored.")                            \
     X(not_stored_purged, "not_stored_purged", COUNTER, "entries",                          \
       "Answers not stored because a purge selected them while they were asked for.")        \
     X(purges, "purges", COUNTER, "requests", "Purges run (DELETE /admin/cache, POST /admin/purge).") \

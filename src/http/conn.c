@@ -15,7 +15,9 @@
  *   hold. EOF while the handler owns a request aborts it: a client that
  *   half-closed is treated as gone.
  * - One timer per connection: the header timeout from a request's first byte
- *   until it is complete, the idle timeout between requests, the linger time
+ *   until it is complete (and from the accept until the first request has
+ *   come: a silent new connection gets no idle time), the idle timeout
+ *   between requests, the linger time
  *   when closing; nothing while the handler works (LLM calls take long).
  * - Head and body go out as one write of several buffers, tried with
  *   uv_try_write first: usually the kernel takes it all and no write request
@@ -636,7 +638,12 @@ void llmc__http_conn_start(llmc__http_conn_t *c)
     }
     c->counted = true;
     LLMC__HTTP_INC(s, conns_open);
-    timer_set(c, lim->idle_timeout_ms);
+    /* A new connection owes us its first request: the header timeout runs
+       from the accept, not the idle timeout, which is for a client that has
+       been served and may come back. Silent sockets would otherwise hold
+       connection slots for the idle timeout (a minute by default). */
+    timer_set(c, lim->header_timeout_ms < lim->idle_timeout_ms ? lim->header_timeout_ms
+                                                               : lim->idle_timeout_ms);
     read_start(c);
 }
 

@@ -116,6 +116,9 @@ typedef struct controls {
     bool split_bytes;
     bool retry_after_set;
     char retry_after[41];    /* with status: the Retry-After to send ("" for none) */
+    const char *body;        /* mock.body: sent as the answer instead of the model's; points
+                                into the request's JSON, which outlives the answer */
+    size_t body_len;
 } controls_t;
 
 typedef struct mreq {
@@ -330,11 +333,13 @@ static void model_answer(mreq_t *mr)
         truncated_answer(mr);
     } else if (mr->stream) {
         stream_answer(mr);
+    } else if (mr->ctl.status == 204) {
+        send_body(mr, 204, NULL, 0);
     } else {
         char *body = mr->out.body;
         size_t len = mr->out.len;
         mr->out.body = NULL;   /* handed to the server, freed by its release */
-        send_body(mr, 200, body, len);
+        send_body(mr, mr->ctl.status ? mr->ctl.status : 200, body, len);
     }
 }
 
@@ -342,8 +347,18 @@ static void on_delay(uv_timer_t *t)
 {
     mreq_t *mr = t->data;
 
-    if (mr->ctl.status) {
+    if (mr->ctl.status >= 400) {
         status_answer(mr);
+        return;
+    }
+    if (mr->ctl.body) {
+        char *b = malloc(mr->ctl.body_len + 1);
+        if (b) {
+            memcpy(b, mr->ctl.body, mr->ctl.body_len);
+            send_body(mr, mr->ctl.status ? mr->ctl.status : 200, b, mr->ctl.body_len);
+        } else {
+            send_error(mr, 500, NULL, "server_error", NULL, "mock: out of memory");
+        }
         return;
     }
     switch (mr->ctl.fault) {
@@ -442,9 +457,18 @@ static int parse_controls(const json_t *body, controls_t *ctl, char *err, size_t
         (rc = uint_field(o, "status", 599, &status, err, errlen)) ||
         (rc = parse_fault(json_object_get(o, "fault"), &ctl->fault, err, errlen)))
         return rc;
-    if (status && status < 400) {
-        snprintf(err, errlen, "mock.status must be from 400 to 599");
+    if (status && (status < 200 || (status >= 300 && status < 400))) {
+        snprintf(err, errlen, "mock.status must be from 200 to 299 or from 400 to 599");
         return LLMC_EINVAL;
+    }
+    const json_t *raw = json_object_get(o, "body");
+    if (raw && !json_is_string(raw)) {
+        snprintf(err, errlen, "mock.body must be a string");
+        return LLMC_EINVAL;
+    }
+    if (raw) {
+        ctl->body = json_string_value(raw);
+        ctl->body_len = json_string_length(raw);
     }
     const json_t *split = json_object_get(o, "split");
     if (split && !(json_is_string(split) && strcmp(json_string_value(split), "bytes") == 0)) {
@@ -513,7 +537,9 @@ static int read_request(mreq_t *mr, llmc_http_req_t *req)
 
     if (mr->kind == LLMC_MOCK_MODELS || mr->kind == LLMC_MOCK_MODEL || mr->kind == LLMC_MOCK_ECHO)
         return 0;   /* no JSON body: an echo's may be anything */
-    mr->body = json_loadb(req->body ? req->body : "", req->body_len, 0, &jerr);
+    /* JSON_ALLOW_NUL: a "\u0000" in the prompt is echoed into the answer,
+       which is how tests get an upstream answer that holds a NUL. */
+    mr->body = json_loadb(req->body ? req->body : "", req->body_len, JSON_ALLOW_NUL, &jerr);
     if (!mr->body) {
         snprintf(err, sizeof(err), "We could not parse the JSON body of your request: %s", jerr.text);
     } else if (!json_is_object(mr->body)) {
@@ -550,7 +576,7 @@ static void model_call(llmc_mock_t *m, llmc_http_req_t *req, llmc__mock_kind_t k
     req->on_abort = on_abort;
     if (read_request(mr, req) != 0)
         return;
-    if (mr->ctl.fault != F_STALL || mr->ctl.status)
+    if (mr->ctl.fault != F_STALL || mr->ctl.status >= 400)
         uv_timer_start(&mr->timer, on_delay, mr->ctl.latency_ms, 0);
 }
 

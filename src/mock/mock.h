@@ -15,7 +15,11 @@
  * Tests steer single requests through an optional top-level "mock" object in
  * the JSON body (the gateway forwards bodies unchanged):
  *   latency_ms      this request's delay instead of the configured one
- *   status          answer this status with an OpenAI error (429 adds Retry-After: 1)
+ *   status          400-599: answer this status with an OpenAI error (429 adds
+ *                   Retry-After: 1); 200-299: the usual answer (or mock.body) with
+ *                   this status, 204 without a body
+ *   body            a string: send it as the (non-streamed) answer's body, as it
+ *                   is, e.g. '{"error": {...}}' to play a 200 that is no answer
  *   retry_after     with status: send this Retry-After value instead (printable
  *                   ASCII, at most 40 bytes; "" sends none)
  *   fault           "reset"        close the connection without an answer
@@ -30,6 +34,8 @@
  *   bytes           pad the answer text to about this many bytes
  *   chunk_delay_ms  pause between streamed pieces
  *   split           "bytes": stream in pieces of 1 to 7 bytes, cut anywhere
+ * The answer echoes the last user message, "\u0000" included (requests are
+ * parsed with JSON_ALLOW_NUL): that is how a test gets a NUL in an answer.
  */
 #ifndef LLMC_MOCK_H
 #define LLMC_MOCK_H

@@ -31,6 +31,12 @@
  *   that loop's uv_async, once committed, with what it really removed (a
  *   scan's count is known only then); the queue keeps its own copy of the
  *   selector (llmc_purge_dup), strings and all.
+ * - Quarantine (disk.h) happens only at open, on the main thread, with the
+ *   flock held: nothing else can be using data.mdb. A file LMDB opens is
+ *   also probed (the first and last key of every database: a root-to-leaf
+ *   path each, constant time) so that a damaged root is found at start, not
+ *   by the writer thread. LMDB's lock.mdb goes with the file: its reader
+ *   table describes the old one.
  * - Durability: 'full' is LMDB's default (fsync per commit); 'periodic' and
  *   'none' open with MDB_NOSYNC, which survives kill -9 (the pages are in
  *   the OS) but not a power loss between syncs; 'periodic' syncs every
@@ -70,6 +76,8 @@
 #define IDX_LEN         (8 + LLMC_KEY_LEN)
 #define LMDB_FREE_DBI   0        /* LMDB's own databases, as mdb_stat(1) reads them */
 #define LMDB_MAIN_DBI   1
+#define MARKER          "llmcached.open"  /* see check_marker */
+#define DAMAGED         "damaged"         /* the marker's word after note_damage */
 
 enum op_kind { OP_PUT, OP_DEL_CORRUPT, OP_PURGE, OP_SWEEP };
 
@@ -138,7 +146,26 @@ typedef struct disk {
     int64_t last_sync_ms;
 
     _Atomic uint64_t hits, misses, stored, evicted_size, evicted_ttl, purged, errors, dropped;
+    _Atomic uint64_t quarantined;
+    _Atomic bool damage_seen; /* see note_damage */
+    bool damage_marked;       /* the marker says so (writer thread, then close) */
+    bool fail_on_corrupt;
+    bool marker_written;      /* llmcached.open is ours: removed at a clean close */
 } disk_t;
+
+/* X(field, "name", KIND, "unit", "help"): this tier's own counters. */
+#define DISK_XSTATS_TABLE(X)                                                                 \
+    X(quarantined, "quarantined", COUNTER, "files",                                        \
+      "Data files moved aside at start (data.mdb.corrupt-<time>): LMDB refused them, or "   \
+      "the gateway kept crashing with them open.")
+
+typedef struct disk_xstats {
+    DISK_XSTATS_TABLE(LLMC_STAT_FIELD)
+} disk_xstats_t;
+
+#define LLMC_STAT_TYPE disk_xstats_t
+static const llmc_stat_desc_t xstats_desc[] = {DISK_XSTATS_TABLE(LLMC_STAT_DESC)};
+#undef LLMC_STAT_TYPE
 
 static void count(_Atomic uint64_t *c, uint64_t n) { atomic_fetch_add_explicit(c, n, memory_order_relaxed); }
 
@@ -165,6 +192,25 @@ static int from_mdb(int rc)
     case ENOMEM: return LLMC_ENOMEM;
     default: return LLMC_EIO;
     }
+}
+
+/* LMDB's word that the file is not a sound environment (as opposed to no
+   memory, no space, no permission, which moving the file would not mend). */
+static bool damaged(int rc)
+{
+    return rc == MDB_CORRUPTED || rc == MDB_INVALID || rc == MDB_PAGE_NOTFOUND ||
+           rc == MDB_VERSION_MISMATCH || rc == MDB_INCOMPATIBLE || rc == MDB_BAD_DBI;
+}
+
+/* LMDB found damage while the file is in use (a page of the wrong type, a
+   page past the end): from then on this run neither reads nor writes the
+   file (a write through a damaged page can crash inside LMDB, and a crash
+   loop follows), and the next start moves it aside (check_marker). Any
+   thread; the marker is written by the writer thread or at close. */
+static void note_damage(disk_t *d, int rc)
+{
+    if (damaged(rc) && !atomic_exchange(&d->damage_seen, true))
+        count(&d->errors, 1);
 }
 
 static int64_t mono_ms(void)
@@ -503,6 +549,7 @@ static void run_writes(disk_t *d, op_t *batch, size_t nput)
         /* Make room for at least this batch, more each time it fails. */
         make_room(d, room_for(batch) << attempt);
     }
+    note_damage(d, rc);
     if (rc == 0) {
         count(&d->stored, stored);
         count(&d->errors, nput - stored);
@@ -510,8 +557,10 @@ static void run_writes(disk_t *d, op_t *batch, size_t nput)
     } else {
         count(&d->errors, nput);
     }
-    if (enforce_bound(d))
+    if ((rc = enforce_bound(d)) != 0) {
+        note_damage(d, rc);
         count(&d->errors, 1);
+    }
 }
 
 static int sweep(disk_t *d, int64_t now_ms)
@@ -660,10 +709,34 @@ static size_t run_purge(disk_t *d, const llmc_purge_t *sel)
     } else {
         rc = purge_scan(d, sel, &removed);
     }
-    if (rc)
+    if (rc) {
+        note_damage(d, rc);
         count(&d->errors, 1);
+    }
     d->dirty = true;
     return removed;
+}
+
+static int path_in(const disk_t *d, const char *name, char *out, size_t cap);
+
+/* Says in the marker that LMDB found damage (note_damage): the next start
+   moves the file aside. Writer thread, or close after it stopped. */
+static void mark_damaged(disk_t *d)
+{
+    char file[PATH_MAX];
+    static const char word[] = DAMAGED "\n";
+    d->damage_marked = true;
+    if (!d->marker_written || path_in(d, MARKER, file, sizeof file) != 0)
+        return;
+    int fd = open(file, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return;
+    if (write(fd, word, sizeof word - 1) != (ssize_t)(sizeof word - 1) || fsync(fd) != 0) {
+        /* the crash-loop count still catches what this misses */
+    }
+    close(fd);
+    fprintf(stderr, "llmcached: disk tier: LMDB reports damage in %s/data.mdb: it is no longer "
+            "used, and the next start moves it aside\n", d->path);
 }
 
 /* ---- the writer thread ---- */
@@ -783,13 +856,22 @@ static void *writer_main(void *arg)
     disk_t *d = arg;
     op_t *batch;
     size_t nput;
+    int rc;
     while ((batch = next_batch(d, &nput)) != NULL) {
-        if (batch->kind == OP_PURGE)
+        if (atomic_load(&d->damage_seen)) {
+            /* Nothing more goes through a damaged file: a write is a failed
+               one, and a purge has nothing to do, get() serving nothing. */
+            count(&d->errors, nput);
+            if (!d->damage_marked)
+                mark_damaged(d);
+        } else if (batch->kind == OP_PURGE) {
             batch->removed = run_purge(d, batch->sel);
-        else if (batch->kind == OP_SWEEP && sweep(d, batch->now_ms))
+        } else if (batch->kind == OP_SWEEP && (rc = sweep(d, batch->now_ms)) != 0) {
+            note_damage(d, rc);
             count(&d->errors, 1);
-        else if (batch->kind == OP_PUT || batch->kind == OP_DEL_CORRUPT)
+        } else if (batch->kind == OP_PUT || batch->kind == OP_DEL_CORRUPT) {
             run_writes(d, batch, nput);
+        }
         finish_batch(d, batch);
         maybe_sync(d, false);
     }
@@ -890,6 +972,7 @@ static llmc_entry_t *read_entry(disk_t *d, MDB_txn *txn, const llmc_key_t *key)
     MDB_val k = { LLMC_KEY_LEN, (void *)key->b }, v;
     llmc_entry_t *e = NULL;
     int rc = mdb_get(txn, d->entries, &k, &v);
+    note_damage(d, rc);
     if (rc == 0)
         rc = llmc_record_decode(key, v.mv_data, v.mv_size, &e);
     if (rc == LLMC_ECORRUPT || rc == LLMC_EVERSION)
@@ -906,7 +989,9 @@ static int disk_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_
     MDB_txn *txn;
     llmc_entry_t *e = NULL;
     /* No reader slot (MDB_READERS_FULL) is a miss, never a failure. */
-    if (reader_begin(d, &txn)) {
+    if (atomic_load(&d->damage_seen)) {
+        /* a damaged file serves nothing more (note_damage) */
+    } else if (reader_begin(d, &txn)) {
         count(&d->errors, 1);
     } else {
         e = read_entry(d, txn, key);
@@ -1135,6 +1220,12 @@ static void disk_stats(llmc_tier_t *t, llmc_tier_stats_t *out)
     }
 }
 
+static void disk_xstats(llmc_tier_t *t, void *out)
+{
+    disk_t *d = t->impl;
+    *(disk_xstats_t *)out = (disk_xstats_t){.quarantined = load(&d->quarantined)};
+}
+
 void llmc_tier_disk_flush(llmc_tier_t *t)
 {
     disk_t *d = t->impl;
@@ -1146,6 +1237,20 @@ void llmc_tier_disk_flush(llmc_tier_t *t)
 }
 
 /* ---- open and close ---- */
+
+/* DIR/name into out; LLMC_EINVAL when it does not fit. */
+static int path_in(const disk_t *d, const char *name, char *out, size_t cap)
+{
+    return snprintf(out, cap, "%s/%s", d->path, name) < (int)cap ? 0 : LLMC_EINVAL;
+}
+
+static void unlink_in(const disk_t *d, const char *name)
+{
+    char file[PATH_MAX];
+    if (path_in(d, name, file, sizeof file) == 0)
+        unlink(file);
+}
+
 
 /* Frees whatever of d was set up; stops the writer after it drained the queue. */
 static void disk_free(disk_t *d)
@@ -1161,6 +1266,12 @@ static void disk_free(disk_t *d)
         mdb_txn_abort(d->pool[--d->npool]);
     if (d->env)
         mdb_env_close(d->env);
+    if (d->marker_written && atomic_load(&d->damage_seen)) {
+        if (!d->damage_marked)
+            mark_damaged(d);
+    } else if (d->marker_written) { /* a clean close: not a crash */
+        unlink_in(d, MARKER);
+    }
     if (d->lock_fd >= 0)
         close(d->lock_fd);   /* releases the flock */
     if (d->sync_inited) {
@@ -1199,6 +1310,9 @@ static const llmc_tier_ops_t disk_ops = {
     .detach = disk_detach,
     .tick = disk_tick,
     .stats = disk_stats,
+    .xstats_desc = xstats_desc,
+    .nxstats = sizeof(xstats_desc) / sizeof(xstats_desc[0]),
+    .xstats = disk_xstats,
     .destroy = disk_destroy,
 };
 
@@ -1216,6 +1330,16 @@ static int make_dir(const char *path, char *err, size_t errlen)
     if (st.st_uid != geteuid()) {
         seterr(err, errlen, "data dir %s belongs to uid %u, not to this process (uid %u)",
                path, (unsigned)st.st_uid, (unsigned)geteuid());
+        return LLMC_EINVAL;
+    }
+    /* Whoever may write to the directory may replace data.mdb or the lock
+       file under us, and make the gateway serve what they wrote. */
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        seterr(err, errlen, "data dir %s is writable by its %s (mode %03o): others could replace "
+               "the cache files; make it private (chmod 700)", path,
+               (st.st_mode & S_IWGRP) && (st.st_mode & S_IWOTH) ? "group and others"
+               : st.st_mode & S_IWGRP ? "group" : "others",
+               (unsigned)(st.st_mode & 0777));
         return LLMC_EINVAL;
     }
     return 0;
@@ -1305,7 +1429,33 @@ static int extend_short_file(disk_t *d, char *err, size_t errlen)
     return 0;
 }
 
-static int open_env(disk_t *d, char *err, size_t errlen)
+/* The first and last key of each database: a root-to-leaf path each. A
+   damaged root or spine shows here, at start, instead of in the writer. */
+static int probe(disk_t *d)
+{
+    MDB_dbi dbis[] = {d->entries, d->by_age, d->by_exp};
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_txn_begin(d->env, NULL, MDB_RDONLY, &txn);
+    for (size_t i = 0; rc == 0 && i < sizeof dbis / sizeof dbis[0]; i++) {
+        if ((rc = mdb_cursor_open(txn, dbis[i], &cur)) != 0)
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        if (rc == 0)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+        mdb_cursor_close(cur);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    return rc;
+}
+
+/* One try at opening data.mdb: 0, LMDB's code in *mdb_rc (err set), or
+   another LLMC_E* (err set). d->env is left for the caller to close. */
+static int try_open_env(disk_t *d, int *mdb_rc, char *err, size_t errlen)
 {
     /* NOSYNC survives a killed process, not a power loss: see the file header. */
     unsigned flags = MDB_NOTLS | (d->sync == LLMC_DISK_SYNC_FULL ? 0 : MDB_NOSYNC);
@@ -1318,11 +1468,129 @@ static int open_env(disk_t *d, char *err, size_t errlen)
         int bad = extend_short_file(d, err, errlen);
         if (bad)
             return bad;
-        rc = open_dbis(d);
+        if ((rc = open_dbis(d)) == 0)
+            rc = probe(d);
     }
+    *mdb_rc = rc;
     if (rc)
         seterr(err, errlen, "cannot open LMDB environment in %s: %s", d->path, mdb_strerror(rc));
     return from_mdb(rc);
+}
+
+/*
+ * Moves data.mdb aside as data.mdb.corrupt-<unix time> (".N" added when
+ * that name is taken) and drops lock.mdb, so the next open starts an empty
+ * environment. Says so on stderr, once. 0, or LLMC_EIO with err set.
+ */
+static int quarantine(disk_t *d, const char *why, char *err, size_t errlen)
+{
+    char from[PATH_MAX], to[PATH_MAX], name[64];
+    struct stat st;
+    long now = (long)time(NULL);
+    if (d->env) {
+        mdb_env_close(d->env);
+        d->env = NULL;
+    }
+    if (path_in(d, "data.mdb", from, sizeof from) != 0)
+        return LLMC_EINVAL;
+    if (lstat(from, &st) != 0 && errno == ENOENT)
+        return 0; /* nothing to move */
+    for (int i = 0;; i++) {
+        if (i == 0)
+            snprintf(name, sizeof name, "data.mdb.corrupt-%ld", now);
+        else
+            snprintf(name, sizeof name, "data.mdb.corrupt-%ld.%d", now, i);
+        if (path_in(d, name, to, sizeof to) != 0)
+            return LLMC_EINVAL;
+        if (lstat(to, &st) != 0 && errno == ENOENT)
+            break;
+        if (i == 1000) {
+            seterr(err, errlen, "cannot find a free name to move %s aside", from);
+            return LLMC_EIO;
+        }
+    }
+    if (rename(from, to) != 0) {
+        seterr(err, errlen, "%s: %s, and it cannot be moved aside: %s", from, why, strerror(errno));
+        return LLMC_EIO;
+    }
+    unlink_in(d, "lock.mdb");
+    count(&d->quarantined, 1);
+    count(&d->errors, 1);
+    fprintf(stderr, "llmcached: disk tier: %s: %s; moved aside as %s, starting with an empty "
+            "disk tier\n", from, why, name);
+    return 0;
+}
+
+/* Opens data.mdb; one that LMDB refuses is quarantined (or fails the open
+   with fail_on_corrupt) and a fresh one opened in its place. */
+static int open_env(disk_t *d, char *err, size_t errlen)
+{
+    int mdb_rc = 0, rc = try_open_env(d, &mdb_rc, err, errlen);
+    if (rc == 0 || !damaged(mdb_rc))
+        return rc;
+    if (d->fail_on_corrupt) {
+        seterr(err, errlen, "%s/data.mdb cannot be opened: %s (--disk-on-corrupt fail: move it "
+               "away, or start with --disk-on-corrupt quarantine)", d->path, mdb_strerror(mdb_rc));
+        return LLMC_ECORRUPT;
+    }
+    char why[160];
+    snprintf(why, sizeof why, "LMDB refuses it (%s)", mdb_strerror(mdb_rc));
+    if ((rc = quarantine(d, why, err, errlen)) != 0)
+        return rc;
+    return try_open_env(d, &mdb_rc, err, errlen);
+}
+
+/*
+ * The crash-loop marker: MARKER holds how many runs in a row ended with the
+ * tier open (no clean close removed it). Read, bumped and written back at
+ * open; found at two starts in a row, the data file is moved aside (or only
+ * reported, with fail_on_corrupt) and the count starts again.
+ */
+static int check_marker(disk_t *d, char *err, size_t errlen)
+{
+    char file[PATH_MAX], buf[32] = "";
+    if (path_in(d, MARKER, file, sizeof file) != 0) {
+        seterr(err, errlen, "data dir path too long: %s", d->path);
+        return LLMC_EINVAL;
+    }
+    int fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        seterr(err, errlen, "cannot open %s: %s", file, strerror(errno));
+        return LLMC_EIO;
+    }
+    struct stat st;
+    ssize_t n = fstat(fd, &st) == 0 && st.st_size > 0 ? pread(fd, buf, sizeof buf - 1, 0) : 0;
+    long unclean = 0;
+    bool was_damaged = false;
+    if (n > 0) { /* there: the last run did not close; unreadable counts as one */
+        buf[n] = 0;
+        was_damaged = strncmp(buf, DAMAGED, sizeof DAMAGED - 1) == 0;
+        unclean = was_damaged ? 0 : strtol(buf, NULL, 10);
+        unclean = (unclean < 0 || unclean > 1000 ? 0 : unclean) + 1;
+    }
+    int rc = 0;
+    if (unclean >= 2 || was_damaged) {
+        char why[160];
+        if (was_damaged)
+            snprintf(why, sizeof why, "LMDB reported damage in it while the last run used it");
+        else
+            snprintf(why, sizeof why, "the gateway ended without closing it %ld times in a row "
+                     "(a crash loop?)", unclean);
+        if (d->fail_on_corrupt)
+            fprintf(stderr, "llmcached: disk tier: %s/data.mdb: %s; kept (--disk-on-corrupt fail)\n",
+                    d->path, why);
+        else if ((rc = quarantine(d, why, err, errlen)) == 0)
+            unclean = 0;
+    }
+    int len = snprintf(buf, sizeof buf, "%ld\n", unclean);
+    if (rc == 0 && (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len ||
+                    fsync(fd) != 0)) {
+        seterr(err, errlen, "cannot write %s: %s", file, strerror(errno));
+        rc = LLMC_EIO;
+    }
+    close(fd);
+    d->marker_written = rc == 0;
+    return rc;
 }
 
 static size_t clamp(size_t v, size_t lo, size_t hi) { return v < lo ? lo : v > hi ? hi : v; }
@@ -1378,6 +1646,7 @@ static disk_t *disk_alloc(const llmc_disk_config_t *cfg)
     d->queue_len = cfg->queue_len ? cfg->queue_len : 65536;
     d->sweep_budget = cfg->sweep_budget ? cfg->sweep_budget : 256;
     d->max_readers = cfg->max_readers ? cfg->max_readers : 512;
+    d->fail_on_corrupt = cfg->fail_on_corrupt;
     d->last_sync_ms = mono_ms();
     d->path = strdup(cfg->path);
     d->pool = calloc(d->max_readers, sizeof *d->pool);
@@ -1404,7 +1673,8 @@ int llmc_tier_disk_open(const llmc_disk_config_t *cfg, llmc_tier_t **out, char *
         return LLMC_ENOMEM;
     }
     if ((rc = init_sync(d)) || (rc = make_dir(d->path, err, errlen)) ||
-        (rc = take_lock(d, err, errlen)) || (rc = open_env(d, err, errlen)))
+        (rc = take_lock(d, err, errlen)) || (rc = check_marker(d, err, errlen)) ||
+        (rc = open_env(d, err, errlen)))
         goto fail;
     size_txns(d);
     if (pthread_create(&d->writer, NULL, writer_main, d) != 0) {

@@ -9,11 +9,27 @@
  *
  * The directory holds data.mdb and lock.mdb (LMDB's) and llmcached.lock,
  * which this tier holds an exclusive flock on for as long as it is open: a
- * second gateway on the same directory is refused (LLMC_ELOCKED).
+ * second gateway on the same directory is refused (LLMC_ELOCKED). A
+ * directory others may write to (group or world write bits) is refused
+ * (LLMC_EINVAL): they could swap the files under the gateway.
+ *
+ * The cache is a cache: a data.mdb LMDB refuses (MDB_INVALID, MDB_CORRUPTED,
+ * ...) is moved aside as data.mdb.corrupt-<unix time>, kept for inspection,
+ * logged once on stderr and counted (xstats "quarantined", and "errors"),
+ * and the tier starts empty, unless cfg->fail_on_corrupt. llmcached.open,
+ * a marker written at open and removed at a clean close, counts the runs in
+ * a row that ended without closing the tier: found at two starts in a row
+ * (a crash loop, which damaged pages can cause inside LMDB itself), the data
+ * file is moved aside too. Damage LMDB reports while the file is in use
+ * (MDB_CORRUPTED, MDB_PAGE_NOTFOUND) stops all use of it for the rest of the
+ * run (every get a miss, every write a counted error: a write through a
+ * damaged page can crash inside LMDB) and is noted in the marker, so the
+ * next start moves it aside.
  */
 #ifndef LLMC_TIER_DISK_H
 #define LLMC_TIER_DISK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,14 +50,18 @@ typedef struct llmc_disk_config {
     int64_t keep_stale_ms;     /* entries are kept (and served as stale) this long past expiry */
     unsigned max_readers;      /* concurrent get() calls; 0 means 512 */
     size_t sweep_budget;       /* expired entries removed per tick(); 0 means 256 */
+    bool fail_on_corrupt;      /* a data file LMDB refuses fails the open instead of being
+                                  moved aside (and a crash loop is only reported) */
 } llmc_disk_config_t;
 
 /*
  * Opens (creating when missing) the disk tier in cfg->path and starts its
  * writer thread. Start-up reads no entry: it costs the same for a million
  * entries as for none. Returns 0 and the tier in *out, or LLMC_EINVAL,
- * LLMC_ELOCKED (another process holds the directory), LLMC_EIO or
- * LLMC_ENOMEM with a message for the operator in err (errlen bytes).
+ * LLMC_ELOCKED (another process holds the directory), LLMC_ECORRUPT (a data
+ * file LMDB refuses, with fail_on_corrupt), LLMC_EIO or LLMC_ENOMEM with a
+ * message for the operator in err (errlen bytes). A data file moved aside
+ * is reported on stderr, once, not as an error.
  * Call from the main thread before the loops start.
  */
 int llmc_tier_disk_open(const llmc_disk_config_t *cfg, llmc_tier_t **out, char *err, size_t errlen);

@@ -128,6 +128,23 @@ void llmc_upstream_global_cleanup(void)
     curl_global_cleanup();
 }
 
+void llmc_upstream_url_redact(const char *url, char *out, size_t outlen)
+{
+    const char *scheme = strstr(url, "://");
+    const char *start = scheme ? scheme + 3 : url;
+    size_t auth_len = strcspn(start, "?#");
+    const char *at = NULL;
+    for (const char *p = start; p < start + auth_len; p++)
+        if (*p == '@')
+            at = p;
+    if (outlen == 0)
+        return;
+    if (!at)
+        snprintf(out, outlen, "%s", url);
+    else
+        snprintf(out, outlen, "%.*s***%s", (int)(start - url), url, at);
+}
+
 static int map_error(CURLcode cc)
 {
     if (cc == CURLE_OK)

@@ -56,6 +56,12 @@ int llmc_upstream_global_init(void);
    and every thread has stopped (valgrind-clean exits and tests). */
 void llmc_upstream_global_cleanup(void);
 
+/* url as it may be printed or logged: its credentials become three
+   asterisks (scheme, then ***@host/v1 where u:p@host/v1 was). The userinfo is taken to end at the last '@' before any '?' or '#' (a
+   password may hold '@' or '/' unescaped), so an '@' in a path hides more,
+   never less. out gets at most outlen bytes, NUL included. Any thread. */
+void llmc_upstream_url_redact(const char *url, char *out, size_t outlen);
+
 typedef struct llmc_upstream_handler {
     /* Once, when the final status and headers are in. pass_hdrs holds the
        response headers worth handing to the client (a table in upstream.c:

@@ -441,6 +441,141 @@ def test_data_file_cut_short_is_misses_not_a_crash(gateway_factory, mock, tmp_pa
     assert g2.chat(chat_body("after the damage")).status_code == 200
 
 
+# ------------------------------------------------------- 4b. a data file LMDB refuses: quarantine
+
+def _cut(f):
+    with open(f, "r+b") as fh:
+        fh.truncate(10000)   # the meta pages and a little more: the root pages are lost
+
+
+def _zero_meta(f):
+    with open(f, "r+b") as fh:
+        fh.write(b"\0" * 8192)
+
+
+def _random_file(f):
+    size = f.stat().st_size
+    f.write_bytes(os.urandom(min(size, 1 << 20)))
+
+
+DAMAGE = {"truncate": _cut, "zeroed-meta-pages": _zero_meta, "random-file": _random_file}
+
+
+def corrupt_files(data):
+    return sorted(p for p in data.iterdir() if p.name.startswith("data.mdb.corrupt-"))
+
+
+def fill(g, tag, n=40):
+    bodies = [chat_body(f"{tag} {i}", mock={"bytes": 3000}) for i in range(n)]
+    before = [g.chat(b).content for b in bodies]
+    wait_committed(g, n)
+    return bodies, before
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_damaged_data_file_is_moved_aside_and_the_gateway_starts_empty(gateway_factory, mock,
+                                                                       tmp_path, kind):
+    """A data.mdb that LMDB refuses to open (MDB_INVALID, MDB_CORRUPTED) used
+    to stop start-up, and again on every restart. The cache is a cache: the
+    file is moved aside (kept for inspection), counted, logged once, and the
+    gateway starts with an empty disk tier."""
+    data = tmp_path / "data"
+    g = disk_gateway(gateway_factory, mock, data)
+    bodies, before = fill(g, f"damage {kind}")
+    stop(g)
+    f = data / "data.mdb"
+    DAMAGE[kind](f)
+    damaged = f.read_bytes()
+
+    t = time.time()
+    g2 = disk_gateway(gateway_factory, mock, data)
+    calls = mock.stats()["chat"]
+    for b, want in zip(bodies, before):
+        r = g2.chat(b, headers=OIC)
+        assert r.status_code in (200, 504), r.text
+        if r.status_code == 200:
+            assert r.content == want, "a damaged file must never give a wrong body"
+    assert mock.stats()["chat"] == calls
+    aside = corrupt_files(data)
+    assert len(aside) == 1, list(data.iterdir())
+    stamp = int(aside[0].name.split("-", 1)[1].split(".")[0])
+    assert int(t) - 1 <= stamp <= time.time() + 1, aside[0].name
+    assert aside[0].read_bytes()[:len(damaged)] == damaged, "the damaged file must be kept as it was"
+    assert stat.S_IMODE(aside[0].stat().st_mode) == 0o600
+    d = dstats(g2)
+    assert d["quarantined"] == 1 and d["errors"] >= 1, d
+    err = g2.stderr()
+    assert err.count("moved aside") == 1 and aside[0].name in err, err
+    # It serves, misses go upstream, and the new file takes new answers.
+    r = g2.chat(bodies[0])
+    assert r.status_code == 200 and r.content != b""
+    assert answer_text(r.content) == answer_text(before[0])
+    wait_until(lambda: dstats(g2)["stored"] >= 1, what="a new answer committed")
+    stop(g2)
+    assert mdb_check(data) >= 1
+    g3 = disk_gateway(gateway_factory, mock, data)
+    r3 = g3.chat(bodies[0], headers=OIC)
+    assert r3.status_code == 200 and cache_status(r3.headers).get("detail") == "disk"
+    assert dstats(g3)["quarantined"] == 0 and len(corrupt_files(data)) == 1
+
+
+def test_disk_on_corrupt_fail_refuses_to_start_and_keeps_the_file(gateway_factory, mock, tmp_path):
+    data = tmp_path / "data"
+    g = disk_gateway(gateway_factory, mock, data)
+    fill(g, "fail mode", n=5)
+    stop(g)
+    _zero_meta(data / "data.mdb")
+    damaged = (data / "data.mdb").read_bytes()
+    g2 = disk_gateway(gateway_factory, mock, data, "--disk-on-corrupt", "fail", wait=False)
+    g2.must_survive = False
+    wait_until(lambda: not g2.alive(), timeout=10, what="the gateway to refuse the damaged file")
+    assert g2.proc.returncode > 0
+    err = g2.stderr()
+    assert "data.mdb" in err and "--disk-on-corrupt" in err, err
+    assert corrupt_files(data) == [] and (data / "data.mdb").read_bytes() == damaged
+
+
+def test_a_crash_loop_quarantines_the_data_file(gateway_factory, mock, tmp_path):
+    """A gateway that dies with the disk tier open (a crash, kill -9) leaves
+    its marker behind; one such end is a crash like any other and the data
+    is kept, but when the marker is found at two starts in a row the data
+    file is suspected (damaged pages crash LMDB itself) and moved aside."""
+    data = tmp_path / "data"
+    g = disk_gateway(gateway_factory, mock, data)
+    bodies, before = fill(g, "crash loop", n=5)
+    kill9(g)
+    g2 = disk_gateway(gateway_factory, mock, data)       # one unclean end: data kept
+    r = g2.chat(bodies[0], headers=OIC)
+    assert r.status_code == 200 and r.content == before[0]
+    assert dstats(g2)["quarantined"] == 0 and corrupt_files(data) == []
+    kill9(g2)
+    g3 = disk_gateway(gateway_factory, mock, data)       # the second in a row: quarantined
+    assert dstats(g3)["quarantined"] == 1 and len(corrupt_files(data)) == 1
+    assert "crash" in g3.stderr(), g3.stderr()
+    assert g3.chat(bodies[0], headers=OIC).status_code == 504
+    assert g3.chat(bodies[0]).status_code == 200
+    wait_until(lambda: dstats(g3)["stored"] >= 1, what="a new answer committed")
+    stop(g3)                                             # a clean stop clears the marker
+    g4 = disk_gateway(gateway_factory, mock, data)
+    assert dstats(g4)["quarantined"] == 0 and len(corrupt_files(data)) == 1
+    assert g4.chat(bodies[0], headers=OIC).status_code == 200
+    stop(g4)
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o702])
+def test_data_dir_writable_by_group_or_others_is_refused(gateway_factory, mock, tmp_path, mode):
+    data = tmp_path / "shared-dir"
+    data.mkdir()
+    os.chmod(data, mode)
+    g = disk_gateway(gateway_factory, mock, data, wait=False)
+    g.must_survive = False
+    wait_until(lambda: not g.alive(), timeout=10, what="the gateway to refuse the dir")
+    assert g.proc.returncode > 0
+    err = g.stderr()
+    assert str(data) in err and "writable" in err and oct(mode)[2:] in err, err
+    assert list(data.iterdir()) == []
+
+
 # ------------------------------------------------------- 5. one gateway per dir
 
 def test_second_gateway_on_the_same_dir_is_refused(gateway_factory, mock, tmp_path):

@@ -285,7 +285,8 @@ def test_idle_connections_up_to_the_limit_then_503(mock, gateway_factory):
     spare = 5
     # One thread so that --max-connections is exact (it is split across threads).
     g = gateway_factory(mock, threads=1,
-                        args=["--max-connections", N_IDLE + 1 + spare, "--idle-timeout", 60])
+                        args=["--max-connections", N_IDLE + 1 + spare, "--idle-timeout", 60,
+                              "--header-timeout", 60])
     hot = chat_body("hot while idle connections pile up")
     assert g.chat(hot).headers.get("X-Cache") == "MISS"
     g.http.close()  # its keep-alive connection would take a slot

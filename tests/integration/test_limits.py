@@ -152,6 +152,24 @@ def test_slow_body_is_408(gateway_factory, mock):
     assert mock.stats()["calls"] == 0
 
 
+def test_silent_new_connection_is_closed_at_the_header_timeout(gateway_factory, mock):
+    """A connection that never sends a byte is held for --header-timeout, not
+    --idle-timeout: it used to be kept for the idle timeout (60 s by default),
+    so a thousand silent sockets locked new clients out for a minute."""
+    g = gateway_factory(mock, args=["--header-timeout", "1", "--idle-timeout", "60"])
+    with RawConn(g.port) as c:
+        t = time.monotonic()
+        assert c.closed_by_peer(timeout=6), "a silent connection outlived --header-timeout"
+        elapsed = time.monotonic() - t
+        assert 0.8 <= elapsed < 4, elapsed
+    # A keep-alive connection between requests still gets the idle timeout.
+    with RawConn(g.port) as c:
+        c.send(http_request("GET", "/healthz"))
+        assert c.read_response()[0] == 200
+        assert not c.closed_by_peer(timeout=2), "an idle keep-alive connection was cut early"
+    assert mock.stats()["calls"] == 0
+
+
 def test_idle_keepalive_connection_is_closed(gateway_factory, mock):
     g = gateway_factory(mock, args=["--idle-timeout", "1"])
     with RawConn(g.port) as c:

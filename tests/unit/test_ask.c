@@ -336,6 +336,16 @@ static void test_answer_reads_only_len_bytes(void **state)
     free(a);
 }
 
+static void test_answer_keeps_nul(void **state)
+{
+    (void)state;
+    /* A model may write \u0000; the answer used to be null. */
+    const char *c = "{\"choices\":[{\"message\":{\"content\":\"a\\u0000b\"}}]}";
+    char *a = answer(c, strlen(c), false);
+    assert_string_equal(a, "{\"answer\":\"a\\u0000b\",\"source\":\"llm\"}");
+    free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -359,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_answer_missing_content),
         cmocka_unit_test(test_answer_invalid_json),
         cmocka_unit_test(test_answer_reads_only_len_bytes),
+        cmocka_unit_test(test_answer_keeps_nul),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

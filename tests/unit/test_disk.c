@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -749,6 +750,190 @@ static void test_file_cut_short_is_misses_not_sigbus(void **state)
     t->ops->destroy(t);
 }
 
+/* ---- quarantine: a data file LMDB refuses, a crash loop ---- */
+
+static void write_file(const fixture_t *f, const char *name, const void *buf, size_t len)
+{
+    char p[160];
+    snprintf(p, sizeof p, "%s/%s", f->dir, name);
+    FILE *fp = fopen(p, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(buf, 1, len, fp), len);
+    fclose(fp);
+}
+
+/* How many data.mdb.corrupt-* files the directory holds. */
+static int count_aside(const fixture_t *f)
+{
+    DIR *dir = opendir(f->dir);
+    struct dirent *de;
+    int n = 0;
+    assert_non_null(dir);
+    while ((de = readdir(dir)))
+        n += strncmp(de->d_name, "data.mdb.corrupt-", 17) == 0;
+    closedir(dir);
+    return n;
+}
+
+static uint64_t quarantined(llmc_tier_t *t)
+{
+    disk_xstats_t x;
+    t->ops->xstats(t, &x);
+    return x.quarantined;
+}
+
+static void test_unopenable_file_is_moved_aside(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    static char junk[64 << 10];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (char)(i * 2654435761u >> 13);
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    write_file(f, "data.mdb", junk, sizeof junk);
+
+    /* fail_on_corrupt: refused, the file left as it is. */
+    c.fail_on_corrupt = true;
+    llmc_tier_t *t = NULL;
+    char err[300] = "";
+    assert_int_equal(llmc_tier_disk_open(&c, &t, err, sizeof err), LLMC_ECORRUPT);
+    assert_non_null(strstr(err, "--disk-on-corrupt"));
+    assert_int_equal(file_size(f, "data.mdb"), (off_t)sizeof junk);
+    assert_int_equal(count_aside(f), 0);
+
+    /* Otherwise moved aside, and an empty tier that works. */
+    c.fail_on_corrupt = false;
+    t = open_ok(&c);
+    assert_int_equal(quarantined(t), 1);
+    assert_int_equal(stats(t).errors, 1);
+    assert_int_equal(count_aside(f), 1);
+    assert_false(has(t, 1, NOW));
+    assert_int_equal(put(t, 1, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    assert_true(has(t, 1, NOW));
+    t->ops->destroy(t);
+    t = open_ok(&c);
+    assert_int_equal(quarantined(t), 0);
+    assert_true(has(t, 1, NOW));
+    t->ops->destroy(t);
+}
+
+static void test_crash_loop_marker(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);
+    assert_int_equal(put(t, 7, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    assert_true(file_size(f, "llmcached.open") > 0);
+    assert_mode(f->dir, "llmcached.open", 0600);
+    t->ops->destroy(t);
+    char marker[160];
+    snprintf(marker, sizeof marker, "%s/llmcached.open", f->dir);
+    assert_int_equal(access(marker, F_OK), -1); /* a clean close removes it */
+
+    /* One run that ended without closing (the marker says 0 before it): kept. */
+    write_file(f, "llmcached.open", "0\n", 2);
+    t = open_ok(&c);
+    assert_int_equal(quarantined(t), 0);
+    assert_true(has(t, 7, NOW));
+    t->ops->destroy(t);
+
+    /* The second in a row: moved aside. */
+    write_file(f, "llmcached.open", "1\n", 2);
+    t = open_ok(&c);
+    assert_int_equal(quarantined(t), 1);
+    assert_int_equal(count_aside(f), 1);
+    assert_false(has(t, 7, NOW));
+    t->ops->destroy(t);
+
+    /* With fail_on_corrupt a crash loop is only reported. */
+    assert_int_equal(put(t = open_ok(&c), 8, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    t->ops->destroy(t);
+    write_file(f, "llmcached.open", "5\n", 2);
+    c.fail_on_corrupt = true;
+    t = open_ok(&c);
+    assert_int_equal(quarantined(t), 0);
+    assert_true(has(t, 8, NOW));
+    t->ops->destroy(t);
+}
+
+static void read_marker(const fixture_t *f, char *buf, size_t cap)
+{
+    char p[160];
+    snprintf(p, sizeof p, "%s/llmcached.open", f->dir);
+    FILE *fp = fopen(p, "rb");
+    assert_non_null(fp);
+    size_t n = fread(buf, 1, cap - 1, fp);
+    buf[n] = 0;
+    fclose(fp);
+}
+
+static void test_damage_seen_in_use_stops_use_and_quarantines_next_start(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = open_ok(&c);
+    for (uint32_t i = 0; i < 10; i++)
+        assert_int_equal(put(t, i, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    assert_true(has(t, 3, NOW));
+    /* What read_entry or the writer do when LMDB answers MDB_CORRUPTED or
+       MDB_PAGE_NOTFOUND (a page of the wrong type, one past the end). A
+       record that fails its own checksum is not LMDB damage: no effect. */
+    disk_t *d = t->impl;
+    note_damage(d, LLMC_ECORRUPT);
+    note_damage(d, MDB_NOTFOUND);
+    assert_true(has(t, 3, NOW));
+    uint64_t errors = stats(t).errors;
+    note_damage(d, MDB_CORRUPTED);
+    note_damage(d, MDB_PAGE_NOTFOUND);
+    assert_int_equal(stats(t).errors, errors + 1);
+    /* From then on nothing is read or written. */
+    assert_false(has(t, 3, NOW));
+    uint64_t stored = stats(t).stored;
+    assert_int_equal(put(t, 100, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    assert_int_equal(stats(t).stored, stored);
+    assert_true(stats(t).errors >= errors + 2);
+    char buf[32];
+    read_marker(f, buf, sizeof buf);
+    assert_string_equal(buf, "damaged\n");
+    t->ops->destroy(t);
+    read_marker(f, buf, sizeof buf); /* kept at close: not a clean end */
+    assert_string_equal(buf, "damaged\n");
+
+    /* The next start moves the file aside, once. */
+    t = open_ok(&c);
+    assert_int_equal(quarantined(t), 1);
+    assert_int_equal(count_aside(f), 1);
+    assert_false(has(t, 3, NOW));
+    assert_int_equal(put(t, 3, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    assert_true(has(t, 3, NOW));
+    t->ops->destroy(t);
+    t = open_ok(&c);
+    assert_int_equal(quarantined(t), 0);
+    assert_true(has(t, 3, NOW));
+    t->ops->destroy(t);
+}
+
+static void test_dir_writable_by_others_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    llmc_disk_config_t c = config(f);
+    llmc_tier_t *t = NULL;
+    char err[300] = "";
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    assert_int_equal(chmod(f->dir, 0770), 0);
+    assert_int_equal(llmc_tier_disk_open(&c, &t, err, sizeof err), LLMC_EINVAL);
+    assert_non_null(strstr(err, "writable by its group"));
+    assert_int_equal(chmod(f->dir, 0755), 0);
+    t = open_ok(&c);
+    t->ops->destroy(t);
+}
+
 typedef struct reader_arg {
     llmc_tier_t *t;
     int hits;
@@ -904,6 +1089,10 @@ int main(int argc, char **argv)
         T(test_sync_modes_persist),
         T(test_bad_config_and_dir),
         T(test_file_cut_short_is_misses_not_sigbus),
+        T(test_unopenable_file_is_moved_aside),
+        T(test_crash_loop_marker),
+        T(test_damage_seen_in_use_stops_use_and_quarantines_next_start),
+        T(test_dir_writable_by_others_is_refused),
         T(test_gets_from_many_threads_while_writing),
         T(test_kill_9_loses_nothing_committed),
     };

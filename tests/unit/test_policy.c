@@ -452,6 +452,28 @@ static void test_tags(void **state)
                         "t0|t1|t2|t3|t4|t5|t6|t7|t8|t9|t10|t11|t12|t13|t14|t15");
 }
 
+static void test_json_content_type(void **state)
+{
+    (void)state;
+    static const char *const ok[] = {
+        NULL, "", "  ", "application/json", "APPLICATION/JSON", "application/json; charset=utf-8",
+        "application/json;charset=UTF-8", " application/json ", "application/json ; x=y",
+        "\tapplication/json\t;",
+    };
+    static const char *const refused[] = {
+        "text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x", "text/json", "application/jsonx", "application/json-seq",
+        "application/json-patch+json", "application", "application/", "json", "*/*",
+        "application/json,text/plain", "; application/json",
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        if (!llmc_policy_json_content_type(ok[i]))
+            fail_msg("refused: '%s'", ok[i] ? ok[i] : "(null)");
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+        if (llmc_policy_json_content_type(refused[i]))
+            fail_msg("accepted: '%s'", refused[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -478,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_list_header_lines_joined),
         cmocka_unit_test(test_list_header_case_insensitive),
         cmocka_unit_test(test_tags),
+        cmocka_unit_test(test_json_content_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -876,6 +876,28 @@ static int teardown(void **state)
     return 0;
 }
 
+static void test_url_redact(void **state)
+{
+    (void)state;
+    static const struct { const char *in, *out; } cases[] = {
+        {"https://api.openai.com/v1", "https://api.openai.com/v1"},
+        {"http://u:p@127.0.0.1:8080/v1", "http://***@127.0.0.1:8080/v1"},
+        {"https://user@host/v1", "https://***@host/v1"},
+        {"https://u:p@ss:w/rd@host/v1", "https://***@host/v1"},     /* '@' and '/' in it */
+        {"https://u:p@host/v1?x=a@b", "https://***@host/v1?x=a@b"}, /* not in the query */
+        {"https://host/v1#a@b", "https://host/v1#a@b"},
+        {"u:p@host/v1", "***@host/v1"},
+        {"", ""},
+    };
+    char out[128];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        llmc_upstream_url_redact(cases[i].in, out, sizeof(out));
+        assert_string_equal(out, cases[i].out);
+    }
+    llmc_upstream_url_redact("http://u:secret@h/v1", out, 8); /* cut, never the password */
+    assert_string_equal(out, "http://");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -899,6 +921,7 @@ int main(void)
         cmocka_unit_test(test_mock_answers_are_deterministic),
         cmocka_unit_test(test_mock_counters_and_errors),
         cmocka_unit_test(test_mock_waits_concurrently),
+        cmocka_unit_test(test_url_redact),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
