@@ -7,9 +7,9 @@
 
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
-PKGS    := libuv libcurl jansson libcrypto lmdb hiredis
+PKGS    := libuv libcurl jansson libcrypto lmdb hiredis libutf8proc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lstemmer -lpthread -lm
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
