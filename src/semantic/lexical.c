@@ -47,8 +47,7 @@ struct llmc_lex {
 
 static const char *const fillers[] = {
     "a", "an", "the", "please", "pls", "plz", "kindly", "hey", "hi", "hello", "just", "really",
-    "actually", "basically", "quickly", "simply", "um", "uh", "ok", "okay", "so", "well",
-    "thanks", "thank", "me", "is", "are", "am", "be", "do", "does", "of",
+    "actually", "basically", "quickly", "simply", "um", "uh", "ok", "okay", "thanks", "thank", "me", "is", "are", "am", "be", "do", "does", "of",
 };
 
 /* Phrases whose every word is a filler where they occur together. */
@@ -77,7 +76,8 @@ static const struct { const char *from, *to; } number_words[] = {
     {"sixteen", "16"}, {"seventeen", "17"}, {"eighteen", "18"}, {"nineteen", "19"},
     {"twenty", "20"}, {"thirty", "30"}, {"forty", "40"}, {"fifty", "50"}, {"hundred", "100"},
     {"thousand", "1000"}, {"million", "1000000"}, {"billion", "1000000000"},
-    {"first", "1st"}, {"second", "2nd"}, {"third", "3rd"}, {"fourth", "4th"}, {"fifth", "5th"},
+    /* Not "second": "wait one second" is a unit, not an ordinal. */
+    {"first", "1st"}, {"third", "3rd"}, {"fourth", "4th"}, {"fifth", "5th"},
     {"sixth", "6th"}, {"seventh", "7th"}, {"eighth", "8th"}, {"ninth", "9th"}, {"tenth", "10th"},
 };
 
@@ -394,6 +394,15 @@ void llmc_lex_toks_free(llmc_lex_toks_t *t)
 {
     free(t->v);
     *t = (llmc_lex_toks_t){0};
+}
+
+int llmc_lex_stem(llmc_lex_t *lx, const char *word, char *out)
+{
+    const sb_symbol *s = sb_stemmer_stem(lx->stem, (const sb_symbol *)word, (int)strlen(word));
+    if (!s)
+        return LLMC_ENOMEM;
+    set_field(out, (const char *)s, (size_t)sb_stemmer_length(lx->stem));
+    return 0;
 }
 
 /* ---- vectors -------------------------------------------------------------------- */

@@ -63,6 +63,11 @@ void llmc_lex_free(llmc_lex_t *lx);
 int llmc_lex_tokenize(llmc_lex_t *lx, const char *text, size_t len, llmc_lex_toks_t *out);
 void llmc_lex_toks_free(llmc_lex_toks_t *t);
 
+/* The Snowball (english) stem of one canonical word into out
+   (LLMC_LEX_TOKMAX bytes), as a token's stem would be: for tables of words
+   compared against stems. 0 or LLMC_ENOMEM. */
+int llmc_lex_stem(llmc_lex_t *lx, const char *word, char *out);
+
 /*
  * Embeds text into vec (LLMC_LEX_DIM floats, written whole). Returns the
  * number of features hashed (>= 0; 0 leaves vec all zeros: nothing to

@@ -69,7 +69,8 @@ static void test_canonical_words(void **state)
     (void)state;
     assert_string_equal(words("my favourite colours"), "my favorite colors");
     assert_string_equal(words("organising the centre"), "organizing [the] center");
-    assert_string_equal(words("two apples, the second"), "2 apples [the] 2nd");
+    assert_string_equal(words("two apples, the third"), "2 apples [the] 3rd");
+    assert_string_equal(words("one second"), "one second");
     assert_string_equal(words("costs 1,000.50 $ or 3.5%"), "costs 1000.50 $ or 3.5 %");
     assert_string_equal(words("Can you tell me please"), "[can] [you] [tell] [me] [please]");
     /* "you" alone is not a filler. */
