@@ -1,0 +1,498 @@
+/*
+ * tier/semantic.c: the semantic tier (see semantic.h).
+ *
+ * A chat request is split in two: its last user message (the question) and
+ * everything else (route, scope, namespace and the canonical body without
+ * that message: model, parameters, system prompt, tools, earlier turns).
+ * The second is hashed into the partition key; only questions within one
+ * partition are ever compared. The question is embedded with the lexical
+ * embedder and searched for in that partition; the best candidates above
+ * the threshold go through the guards, and the first that passes them all
+ * is the hit.
+ *
+ * Decisions a newcomer would otherwise get wrong:
+ * - put() gets only the answer (an entry), never the question. So a lookup
+ *   that misses remembers its question (partition, vector, guard features)
+ *   under the request's key in a small ring of pending questions, and the
+ *   put() of an entry with that key indexes it. An answer stored without a
+ *   semantic lookup before it (the tier was off for that request, or the
+ *   ring moved on) is simply not indexed.
+ * - The tier holds a reference on every entry it indexes, so a semantic hit
+ *   does not depend on the memory tier still having the entry; its own
+ *   bound is a number of entries (the oldest indexed goes first), and
+ *   expired entries are never answered and are swept by tick(). Vectors are
+ *   not yet stored with entries on disk, so a restart starts empty.
+ * - Only fresh answers are served: a stale one found by similarity is a
+ *   guess about a guess.
+ * - One mutex guards the index, the records, the pending ring and the one
+ *   embedder (a Snowball stemmer is not thread-safe); lexical embedding
+ *   takes microseconds. An embedder per worker is the next step if the
+ *   lock shows in profiles.
+ * - The index's id of a record is its slot in the record array; a freed
+ *   slot is reused, and the index entry is deleted before the slot is.
+ */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "llmc/error.h"
+#include "semantic/guard.h"
+#include "semantic/index.h"
+#include "semantic/lexical.h"
+#include "tier/semantic.h"
+
+#define CHAT_ROUTE "/v1/chat/completions"
+
+/* X(field, "name", KIND, "unit", "help"): this tier's own counters. */
+#define SEM_XSTATS_TABLE(X)                                                                  \
+    X(lookups, "lookups", COUNTER, "lookups", "Questions searched for by similarity.")        \
+    X(skipped, "skipped", COUNTER, "lookups",                                                \
+      "Lookups not eligible: not chat, no final user message with text, nothing to embed.")  \
+    X(below_threshold, "below_threshold", COUNTER, "lookups",                                \
+      "Misses whose best candidate was under the similarity threshold.")                     \
+    X(rejected_numbers, "rejected/numbers", COUNTER, "candidates",                           \
+      "Candidates rejected: numbers or units differ.")                                       \
+    X(rejected_quotes, "rejected/quotes", COUNTER, "candidates",                             \
+      "Candidates rejected: quoted strings differ.")                                         \
+    X(rejected_code, "rejected/code", COUNTER, "candidates",                                 \
+      "Candidates rejected: code spans differ.")                                             \
+    X(rejected_identifiers, "rejected/identifiers", COUNTER, "candidates",                   \
+      "Candidates rejected: URLs, paths or identifiers differ.")                             \
+    X(rejected_negation, "rejected/negation", COUNTER, "candidates",                         \
+      "Candidates rejected: negation or an antonym differs.")                                \
+    X(rejected_content, "rejected/content", COUNTER, "candidates",                           \
+      "Candidates rejected: a content word only one question has.")                          \
+    X(rejected_roles, "rejected/roles", COUNTER, "candidates",                               \
+      "Candidates rejected: roles swapped (English to French / French to English).")         \
+    X(pending_lost, "pending_lost", COUNTER, "questions",                                    \
+      "Missed questions forgotten before their answer was stored (the ring moved on).")
+
+typedef struct sem_xstats {
+    SEM_XSTATS_TABLE(LLMC_STAT_FIELD)
+} sem_xstats_t;
+
+#define LLMC_STAT_TYPE sem_xstats_t
+static const llmc_stat_desc_t xstats_desc[] = {SEM_XSTATS_TABLE(LLMC_STAT_DESC)};
+#undef LLMC_STAT_TYPE
+
+/* Each guard's rejection counter, by guard id. */
+static const size_t rejected_off[LLMC_GUARD_N] = {
+    [LLMC_GUARD_NUMBERS] = offsetof(sem_xstats_t, rejected_numbers),
+    [LLMC_GUARD_QUOTES] = offsetof(sem_xstats_t, rejected_quotes),
+    [LLMC_GUARD_CODE] = offsetof(sem_xstats_t, rejected_code),
+    [LLMC_GUARD_IDENTS] = offsetof(sem_xstats_t, rejected_identifiers),
+    [LLMC_GUARD_NEGATION] = offsetof(sem_xstats_t, rejected_negation),
+    [LLMC_GUARD_CONTENT] = offsetof(sem_xstats_t, rejected_content),
+    [LLMC_GUARD_ROLES] = offsetof(sem_xstats_t, rejected_roles),
+};
+_Static_assert(LLMC_GUARD_N == 7, "a rejection counter (and a row above) per guard");
+
+typedef struct rec {
+    llmc_entry_t *e; /* a reference; NULL: the slot is free */
+    llmc_guard_q_t *q;
+    uint64_t seq;    /* when indexed: the oldest goes first */
+} rec_t;
+
+typedef struct pend {
+    bool used;
+    llmc_key_t key;  /* the request's: its answer will be stored under it */
+    llmc_key_t part;
+    llmc_guard_q_t *q;
+    float vec[LLMC_LEX_DIM];
+} pend_t;
+
+typedef struct sem_tier {
+    llmc_tier_t tier;
+    pthread_mutex_t mu;
+    float threshold;
+    llmc_lex_t *lex;
+    llmc_vindex_t *ix;
+    rec_t *recs;
+    size_t cap, live;
+    uint32_t *free_slots;
+    size_t nfree;
+    size_t sweep_at;
+    uint64_t seq, bytes;
+    pend_t pend[LLMC_TIER_SEMANTIC_PENDING];
+    size_t pend_next;
+    llmc_tier_stats_t st; /* under mu */
+    sem_xstats_t xs;      /* under mu */
+} sem_tier_t;
+
+static sem_tier_t *impl(llmc_tier_t *t)
+{
+    return t->impl;
+}
+
+/* ---- the question and its partition ----------------------------------------------- */
+
+/* The text of a message's content: a string, or the "text" parts of an
+   array joined by newlines. NULL when it has none. malloc'd. */
+static char *content_text(json_t *content)
+{
+    if (json_is_string(content))
+        return strndup(json_string_value(content), json_string_length(content));
+    if (!json_is_array(content))
+        return NULL;
+    size_t i, len = 0;
+    json_t *part;
+    json_array_foreach(content, i, part) {
+        json_t *tx = json_object_get(part, "text");
+        if (!json_is_string(tx) || !json_is_string(json_object_get(part, "type")) ||
+            strcmp(json_string_value(json_object_get(part, "type")), "text") != 0)
+            return NULL; /* an image or audio part: not a question to compare by text */
+        len += json_string_length(tx) + 1;
+    }
+    char *s = malloc(len + 1), *p = s;
+    if (!s)
+        return NULL;
+    json_array_foreach(content, i, part) {
+        json_t *tx = json_object_get(part, "text");
+        if (i)
+            *p++ = '\n';
+        memcpy(p, json_string_value(tx), json_string_length(tx));
+        p += json_string_length(tx);
+    }
+    *p = '\0';
+    return s;
+}
+
+static void hash_str(EVP_MD_CTX *ctx, const char *s, size_t n)
+{
+    uint64_t len = n;
+    EVP_DigestUpdate(ctx, &len, sizeof(len)); /* length-prefixed: no field runs into the next */
+    EVP_DigestUpdate(ctx, s, n);
+}
+
+/* The question (malloc'd) and the partition of a chat query. 0, or
+   LLMC_ENOENT when the request is not one the tier answers. */
+static int split_query(const llmc_tier_query_t *q, char **question, llmc_key_t *part)
+{
+    json_t *root = NULL, *msgs, *last;
+    char *dump = NULL;
+    int rc = LLMC_ENOENT;
+
+    *question = NULL;
+    if (!q->body || !q->path || strcmp(q->path, CHAT_ROUTE) != 0)
+        return LLMC_ENOENT;
+    root = json_loadb(q->body, q->body_len, 0, NULL);
+    msgs = json_object_get(root, "messages");
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+        goto done;
+    last = json_array_get(msgs, json_array_size(msgs) - 1);
+    if (!json_is_string(json_object_get(last, "role")) ||
+        strcmp(json_string_value(json_object_get(last, "role")), "user") != 0 ||
+        json_object_size(last) != 2 /* role and content, no name or anything else */ ||
+        !(*question = content_text(json_object_get(last, "content"))))
+        goto done;
+    json_array_remove(msgs, json_array_size(msgs) - 1);
+    if (!(dump = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS))) {
+        rc = LLMC_ENOMEM;
+        goto done;
+    }
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned int mdlen = 0;
+    if (!ctx) {
+        rc = LLMC_ENOMEM;
+        goto done;
+    }
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    hash_str(ctx, "llmc semantic partition 1", strlen("llmc semantic partition 1"));
+    hash_str(ctx, q->path, strlen(q->path));
+    hash_str(ctx, q->scope ? q->scope : "", q->scope ? strlen(q->scope) : 0);
+    hash_str(ctx, q->ns ? q->ns : "", q->ns ? strlen(q->ns) : 0);
+    hash_str(ctx, dump, strlen(dump));
+    EVP_DigestFinal_ex(ctx, part->b, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    rc = mdlen == LLMC_KEY_LEN ? 0 : LLMC_EINVAL;
+done:
+    free(dump);
+    json_decref(root);
+    if (rc < 0) {
+        free(*question);
+        *question = NULL;
+    }
+    return rc;
+}
+
+/* ---- records ---------------------------------------------------------------------- */
+
+static void do_rec_drop(sem_tier_t *s, uint32_t slot)
+{
+    rec_t *r = &s->recs[slot];
+    (void)llmc_vindex_delete(s->ix, slot);
+    s->bytes -= r->e->mem_bytes + LLMC_LEX_DIM * sizeof(float);
+    llmc_entry_unref(r->e);
+    llmc_guard_q_free(r->q);
+    *r = (rec_t){0};
+    s->free_slots[s->nfree++] = slot;
+    s->live--;
+}
+
+static long do_rec_find(sem_tier_t *s, const llmc_key_t *key)
+{
+    /* A scan: it runs only on a store after a semantic miss (a model call
+       is under way anyway) and on key purges. */
+    for (size_t i = 0; i < s->cap; i++)
+        if (s->recs[i].e && memcmp(s->recs[i].e->key.b, key->b, LLMC_KEY_LEN) == 0)
+            return (long)i;
+    return -1;
+}
+
+static void do_evict_oldest(sem_tier_t *s)
+{
+    size_t oldest = s->cap;
+    for (size_t i = 0; i < s->cap; i++)
+        if (s->recs[i].e && (oldest == s->cap || s->recs[i].seq < s->recs[oldest].seq))
+            oldest = i;
+    if (oldest < s->cap) {
+        do_rec_drop(s, (uint32_t)oldest);
+        s->st.evicted_size++;
+    }
+}
+
+static void do_pend_clear(pend_t *p)
+{
+    llmc_guard_q_free(p->q);
+    p->q = NULL;
+    p->used = false;
+}
+
+/* ---- the ops ---------------------------------------------------------------------- */
+
+static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
+{
+    sem_tier_t *s = impl(t);
+    llmc_vindex_hit_t cand[LLMC_TIER_SEMANTIC_CANDIDATES];
+    llmc_guard_q_t *qf = NULL;
+    llmc_key_t part;
+    char *question = NULL;
+    float vec[LLMC_LEX_DIM];
+    int rc;
+
+    lk->entry = NULL;
+    if (split_query(lk->query, &question, &part) < 0) {
+        pthread_mutex_lock(&s->mu);
+        s->xs.skipped++;
+        pthread_mutex_unlock(&s->mu);
+        return LLMC_ENOENT;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->xs.lookups++;
+    size_t qlen = strlen(question);
+    if (llmc_lex_embed(s->lex, question, qlen, vec) <= 0 ||
+        llmc_guard_q_new(s->lex, question, qlen, &qf) < 0) {
+        s->xs.skipped++;
+        rc = LLMC_ENOENT;
+        goto out;
+    }
+    size_t n = llmc_vindex_search(s->ix, &part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, cand);
+    for (size_t i = 0; i < n; i++) {
+        if (cand[i].score < s->threshold) {
+            if (i == 0)
+                s->xs.below_threshold++;
+            break;
+        }
+        rec_t *r = &s->recs[cand[i].id];
+        if (r->e->expires_ms <= lk->now_ms)
+            continue;
+        int g = llmc_guard_check(r->q, qf, NULL);
+        if (g >= 0) {
+            (*(uint64_t *)(void *)((char *)&s->xs + rejected_off[g]))++;
+            continue;
+        }
+        lk->entry = llmc_entry_ref(r->e);
+        s->st.hits++;
+        rc = 0;
+        goto out;
+    }
+    /* A miss: keep the question for its answer's put(). */
+    s->st.misses++;
+    pend_t *p = NULL;
+    for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING && !p; i++)
+        if (s->pend[i].used && memcmp(s->pend[i].key.b, lk->query->key.b, LLMC_KEY_LEN) == 0)
+            p = &s->pend[i]; /* the same request again (two misses at once): one place */
+    if (!p) {
+        p = &s->pend[s->pend_next];
+        s->pend_next = (s->pend_next + 1) % LLMC_TIER_SEMANTIC_PENDING;
+        if (p->used)
+            s->xs.pending_lost++;
+    }
+    do_pend_clear(p);
+    *p = (pend_t){.used = true, .key = lk->query->key, .part = part, .q = qf};
+    memcpy(p->vec, vec, sizeof(vec));
+    qf = NULL;
+    rc = LLMC_ENOENT;
+out:
+    pthread_mutex_unlock(&s->mu);
+    llmc_guard_q_free(qf);
+    free(question);
+    return rc;
+}
+
+static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms)
+{
+    sem_tier_t *s = impl(t);
+    pend_t *p = NULL;
+
+    (void)worker;
+    if (strcmp(llmc_entry_route(e), CHAT_ROUTE) != 0 || e->expires_ms <= now_ms)
+        return 0;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING && !p; i++)
+        if (s->pend[i].used && memcmp(s->pend[i].key.b, e->key.b, LLMC_KEY_LEN) == 0)
+            p = &s->pend[i];
+    if (!p)
+        goto out; /* its question was never seen here */
+    long old = do_rec_find(s, &e->key);
+    if (old >= 0)
+        do_rec_drop(s, (uint32_t)old);
+    if (s->live == s->cap)
+        do_evict_oldest(s);
+    uint32_t slot = s->free_slots[--s->nfree];
+    if (llmc_vindex_insert(s->ix, &p->part, slot, p->vec) < 0) {
+        s->free_slots[s->nfree++] = slot;
+        s->st.errors++;
+        do_pend_clear(p);
+        goto out;
+    }
+    s->recs[slot] = (rec_t){.e = llmc_entry_ref(e), .q = p->q, .seq = ++s->seq};
+    p->q = NULL;
+    do_pend_clear(p);
+    s->live++;
+    s->bytes += e->mem_bytes + LLMC_LEX_DIM * sizeof(float);
+    s->st.stored++;
+out:
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static void sem_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
+                      llmc_tier_purge_cb done, void *arg)
+{
+    sem_tier_t *s = impl(t);
+    size_t n = 0;
+
+    (void)worker;
+    pthread_mutex_lock(&s->mu);
+    if (llmc_purge_is_key(sel)) {
+        long i = do_rec_find(s, &sel->key);
+        if (i >= 0) {
+            do_rec_drop(s, (uint32_t)i);
+            n++;
+        }
+    } else {
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->recs[i].e && llmc_purge_match(sel, s->recs[i].e)) {
+                do_rec_drop(s, (uint32_t)i);
+                n++;
+            }
+    }
+    s->st.purged += n;
+    pthread_mutex_unlock(&s->mu);
+    done(arg, n);
+}
+
+static void sem_tick(llmc_tier_t *t, int64_t now_ms)
+{
+    sem_tier_t *s = impl(t);
+
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = 0; k < LLMC_TIER_SEMANTIC_SWEEP_BUDGET && k < s->cap; k++) {
+        size_t i = s->sweep_at;
+        s->sweep_at = (s->sweep_at + 1) % s->cap;
+        if (s->recs[i].e && s->recs[i].e->expires_ms <= now_ms) {
+            do_rec_drop(s, (uint32_t)i);
+            s->st.evicted_ttl++;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void sem_stats(llmc_tier_t *t, llmc_tier_stats_t *out)
+{
+    sem_tier_t *s = impl(t);
+
+    pthread_mutex_lock(&s->mu);
+    *out = s->st;
+    out->entries = s->live;
+    out->bytes = s->bytes;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void sem_xstats(llmc_tier_t *t, void *out)
+{
+    sem_tier_t *s = impl(t);
+
+    pthread_mutex_lock(&s->mu);
+    *(sem_xstats_t *)out = s->xs;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void sem_destroy(llmc_tier_t *t)
+{
+    sem_tier_t *s = impl(t);
+
+    for (size_t i = 0; s->recs && i < s->cap; i++)
+        if (s->recs[i].e) {
+            llmc_entry_unref(s->recs[i].e);
+            llmc_guard_q_free(s->recs[i].q);
+        }
+    for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING; i++)
+        do_pend_clear(&s->pend[i]);
+    free(s->recs);
+    free(s->free_slots);
+    llmc_vindex_free(s->ix);
+    llmc_lex_free(s->lex);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+static const llmc_tier_ops_t semantic_ops = {
+    .name = "semantic",
+    .wants_query = true,
+    .lookup = sem_lookup,
+    .put = sem_put,
+    .purge = sem_purge,
+    .tick = sem_tick,
+    .stats = sem_stats,
+    .xstats_desc = xstats_desc,
+    .nxstats = sizeof(xstats_desc) / sizeof(xstats_desc[0]),
+    .xstats = sem_xstats,
+    .destroy = sem_destroy,
+};
+
+llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
+{
+    sem_tier_t *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->threshold = cfg && cfg->threshold > 0 ? cfg->threshold : LLMC_TIER_SEMANTIC_THRESHOLD;
+    s->cap = cfg && cfg->max_entries ? cfg->max_entries : LLMC_TIER_SEMANTIC_MAX_ENTRIES;
+    if (s->cap > UINT32_MAX)
+        s->cap = UINT32_MAX;
+    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        free(s);
+        return NULL;
+    }
+    s->tier.ops = &semantic_ops;
+    s->tier.impl = s;
+    s->lex = llmc_lex_new();
+    s->ix = llmc_vindex_new(LLMC_LEX_DIM);
+    s->recs = calloc(s->cap, sizeof(*s->recs));
+    s->free_slots = malloc(s->cap * sizeof(*s->free_slots));
+    if (!s->lex || !s->ix || !s->recs || !s->free_slots) {
+        sem_destroy(&s->tier);
+        return NULL;
+    }
+    /* Slot 0 is handed out first. */
+    for (size_t i = 0; i < s->cap; i++)
+        s->free_slots[i] = (uint32_t)(s->cap - 1 - i);
+    s->nfree = s->cap;
+    return &s->tier;
+}

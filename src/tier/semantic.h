@@ -1,0 +1,35 @@
+/*
+ * tier/semantic.h: the semantic tier: a chat question close enough to one
+ * answered before, with everything else about the request equal, gets that
+ * answer (issue 15). It sits after the exact tiers, so it is asked only on
+ * an exact miss, and it asks the gateway for the whole query (wants_query).
+ */
+#ifndef LLMC_TIER_SEMANTIC_H
+#define LLMC_TIER_SEMANTIC_H
+
+#include <stddef.h>
+
+#include "llmc/tier.h"
+
+/* The default similarity a candidate must reach before the guards judge it. */
+#define LLMC_TIER_SEMANTIC_THRESHOLD 0.70f
+/* The default number of answers the tier indexes; past it the oldest goes. */
+#define LLMC_TIER_SEMANTIC_MAX_ENTRIES 65536
+/* Questions waiting for their answer's store (see semantic.c). */
+#define LLMC_TIER_SEMANTIC_PENDING 256
+/* Candidates the guards judge per lookup, best first. */
+#define LLMC_TIER_SEMANTIC_CANDIDATES 4
+/* Records tick() examines per call. */
+#define LLMC_TIER_SEMANTIC_SWEEP_BUDGET 1024
+
+typedef struct llmc_semantic_config {
+    float threshold;     /* 0: LLMC_TIER_SEMANTIC_THRESHOLD */
+    size_t max_entries;  /* 0: LLMC_TIER_SEMANTIC_MAX_ENTRIES */
+} llmc_semantic_config_t;
+
+/* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or
+   NULL when out of memory. Main thread; its ops may then be called from any
+   thread (one lock inside). */
+llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg);
+
+#endif

@@ -1,0 +1,268 @@
+/* Unit tests for the semantic tier (tier/semantic.h) through the tier ops,
+   with a fake clock. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "llmc/error.h"
+#include "semantic/guard.h"
+#include "tier/semantic.h"
+
+#define CHAT "/v1/chat/completions"
+#define NOW 1000000
+
+/* A canonical chat body: an optional system prompt, then the question. */
+static void body(char *out, size_t cap, const char *model, const char *system, const char *q)
+{
+    if (system)
+        snprintf(out, cap,
+                 "{\"messages\":[{\"content\":\"%s\",\"role\":\"system\"},"
+                 "{\"content\":\"%s\",\"role\":\"user\"}],\"model\":\"%s\"}",
+                 system, q, model);
+    else
+        snprintf(out, cap, "{\"messages\":[{\"content\":\"%s\",\"role\":\"user\"}],\"model\":\"%s\"}",
+                 q, model);
+}
+
+typedef struct ask {
+    llmc_tier_query_t q;
+    char body[1024];
+} ask_t;
+
+static uint8_t next_key = 1;
+
+/* A query in *a (its body points into a, so a is filled in place). */
+static void ask_in(ask_t *a, const char *model, const char *system, const char *question,
+                   const char *ns)
+{
+    memset(a, 0, sizeof(*a));
+    body(a->body, sizeof(a->body), model, system, question);
+    a->q.key.b[0] = next_key++;
+    a->q.path = CHAT;
+    a->q.body = a->body;
+    a->q.body_len = strlen(a->body);
+    a->q.scope = "";
+    a->q.ns = ns;
+    a->q.model = model;
+}
+
+#define ASK(var, ...) \
+    ask_t var;        \
+    ask_in(&var, __VA_ARGS__)
+
+/* Looks q up; returns the entry found (a reference) or NULL. */
+static llmc_entry_t *look(llmc_tier_t *t, ask_t *a, int64_t now)
+{
+    llmc_tier_lookup_t lk = {.query = &a->q, .now_ms = now};
+    int rc = t->ops->lookup(t, &lk);
+    assert_true(rc == 0 || rc == LLMC_ENOENT);
+    assert_true((rc == 0) == (lk.entry != NULL));
+    return lk.entry;
+}
+
+static llmc_entry_t *answer(llmc_tier_t *t, ask_t *a, const char *text, int64_t expires)
+{
+    llmc_entry_spec_t spec = {
+        .key = &a->q.key, .status = 200, .created_ms = NOW, .expires_ms = expires,
+        .content_type = "application/json", .route = a->q.path, .model = a->q.model,
+        .ns = a->q.ns, .body = text, .body_len = strlen(text),
+    };
+    llmc_entry_t *e = llmc_entry_new(&spec);
+    assert_non_null(e);
+    assert_int_equal(t->ops->put(t, 0, e, NOW), 0);
+    return e;
+}
+
+static uint64_t xstat(llmc_tier_t *t, const char *name)
+{
+    uint64_t v[64];
+    t->ops->xstats(t, v);
+    for (unsigned i = 0; i < t->ops->nxstats; i++)
+        if (strcmp(t->ops->xstats_desc[i].name, name) == 0)
+            return llmc_stat_value(v, &t->ops->xstats_desc[i]);
+    fail_msg("no counter %s", name);
+    return 0;
+}
+
+static llmc_tier_stats_t stats(llmc_tier_t *t)
+{
+    llmc_tier_stats_t st;
+    t->ops->stats(t, &st);
+    return st;
+}
+
+static void test_near_duplicate_hits_hard_negative_misses(void **state)
+{
+    (void)state;
+    llmc_tier_t *t = llmc_tier_semantic_new(NULL);
+    assert_true(t->ops->wants_query);
+    ASK(a, "m", "be brief", "What is the capital of France?", "");
+    assert_null(look(t, &a, NOW));
+    llmc_entry_t *e = answer(t, &a, "Paris", NOW + 60000);
+    assert_int_equal(stats(t).stored, 1);
+    assert_int_equal(stats(t).entries, 1);
+
+    ASK(b, "m", "be brief", "what's the capital of france", "");
+    llmc_entry_t *hit = look(t, &b, NOW + 1);
+    assert_ptr_equal(hit, e);
+    llmc_entry_unref(hit);
+
+    ASK(c, "m", "be brief", "Hey, can you tell me what the capital of France is?", "");
+    hit = look(t, &c, NOW + 1);
+    assert_ptr_equal(hit, e);
+    llmc_entry_unref(hit);
+
+    ASK(d, "m", "be brief", "What is the capital of Germany?", "");
+    assert_null(look(t, &d, NOW + 1));
+    ASK(f, "m", "be brief", "What is not the capital of France?", "");
+    assert_null(look(t, &f, NOW + 1));
+    assert_int_equal(stats(t).hits, 2);
+    assert_int_equal(stats(t).misses, 3);
+    assert_int_equal(xstat(t, "lookups"), 5);
+    assert_int_equal(xstat(t, "rejected/negation") + xstat(t, "rejected/content") +
+                         xstat(t, "below_threshold"),
+                     2);
+    llmc_entry_unref(e);
+    t->ops->destroy(t);
+}
+
+/* Everything but the last question must match: another system prompt,
+   model, namespace or scope, or an earlier turn, never hits. */
+static void test_other_context_never_hits(void **state)
+{
+    (void)state;
+    llmc_tier_t *t = llmc_tier_semantic_new(NULL);
+    ASK(a, "m", "be brief", "What is the capital of France?", "");
+    assert_null(look(t, &a, NOW));
+    llmc_entry_t *e = answer(t, &a, "Paris", NOW + 60000);
+
+    ASK(sys, "m", "be verbose", "What is the capital of France?", "");
+    ASK(model, "m2", "be brief", "What is the capital of France?", "");
+    ASK(ns, "m", "be brief", "What is the capital of France?", "team-b");
+    ASK(scope, "m", "be brief", "What is the capital of France?", "");
+    scope.q.scope = "abcd";
+    ASK(nosys, "m", NULL, "What is the capital of France?", "");
+    assert_null(look(t, &sys, NOW));
+    assert_null(look(t, &model, NOW));
+    assert_null(look(t, &ns, NOW));
+    assert_null(look(t, &scope, NOW));
+    assert_null(look(t, &nosys, NOW));
+    /* The same context again does hit: the misses above were for context. */
+    ASK(same, "m", "be brief", "what is the capital of France", "");
+    llmc_entry_t *hit = look(t, &same, NOW);
+    assert_ptr_equal(hit, e);
+    llmc_entry_unref(hit);
+    llmc_entry_unref(e);
+    t->ops->destroy(t);
+}
+
+static void test_not_eligible_is_skipped(void **state)
+{
+    (void)state;
+    llmc_tier_t *t = llmc_tier_semantic_new(NULL);
+    ASK(a, "m", NULL, "hello world", "");
+    a.q.path = "/v1/embeddings";
+    assert_null(look(t, &a, NOW));
+    ASK(b, "m", NULL, "hello world", "");
+    b.q.body = NULL;
+    assert_null(look(t, &b, NOW));
+    ASK(c, "m", NULL, "hello world", "");
+    strcpy(c.body, "{\"messages\":[{\"content\":\"x\",\"role\":\"assistant\"}],\"model\":\"m\"}");
+    c.q.body_len = strlen(c.body);
+    assert_null(look(t, &c, NOW));
+    ASK(d, "m", NULL, "please", ""); /* only a filler: nothing to embed */
+    assert_null(look(t, &d, NOW));
+    assert_int_equal(xstat(t, "skipped"), 4);
+    assert_int_equal(xstat(t, "lookups"), 1);
+    /* An answer whose question was never looked up here is not indexed. */
+    ASK(e, "m", NULL, "what is rust", "");
+    llmc_entry_unref(answer(t, &e, "a language", NOW + 60000));
+    assert_int_equal(stats(t).entries, 0);
+    t->ops->destroy(t);
+}
+
+static void purged(void *arg, size_t removed)
+{
+    *(size_t *)arg = removed;
+}
+
+static void test_expiry_purge_and_bound(void **state)
+{
+    (void)state;
+    llmc_semantic_config_t cfg = {.max_entries = 2};
+    llmc_tier_t *t = llmc_tier_semantic_new(&cfg);
+    const char *qs[] = {"how do I bake bread", "how do I brew coffee", "how do I boil an egg"};
+    llmc_entry_t *es[3];
+    for (int i = 0; i < 3; i++) {
+        ASK(a, "m", NULL, qs[i], "");
+        assert_null(look(t, &a, NOW));
+        es[i] = answer(t, &a, "x", NOW + 1000 * (i + 1));
+    }
+    /* The bound: the oldest went. */
+    assert_int_equal(stats(t).entries, 2);
+    assert_int_equal(stats(t).evicted_size, 1);
+    ASK(q0, "m", NULL, "How do I bake bread?", "");
+    assert_null(look(t, &q0, NOW));
+    ASK(q1, "m", NULL, "How do I brew coffee?", "");
+    llmc_entry_t *hit = look(t, &q1, NOW);
+    assert_ptr_equal(hit, es[1]);
+    llmc_entry_unref(hit);
+    /* Expired: never answered, then swept. */
+    assert_null(look(t, &q1, NOW + 2000));
+    t->ops->tick(t, NOW + 2000);
+    assert_int_equal(stats(t).entries, 1);
+    assert_int_equal(stats(t).evicted_ttl, 1);
+    /* A purge by key removes it. */
+    size_t n = 99;
+    llmc_purge_t sel = {.conds = LLMC_PURGE_KEY, .key = es[2]->key};
+    t->ops->purge(t, 0, &sel, purged, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(stats(t).entries, 0);
+    assert_int_equal(stats(t).purged, 1);
+    ASK(q2, "m", NULL, "how do I boil an egg", "");
+    assert_null(look(t, &q2, NOW));
+    for (int i = 0; i < 3; i++)
+        llmc_entry_unref(es[i]);
+    t->ops->destroy(t);
+}
+
+static void test_purge_by_model(void **state)
+{
+    (void)state;
+    llmc_tier_t *t = llmc_tier_semantic_new(NULL);
+    ASK(a, "m1", NULL, "what is rust", "");
+    ASK(b, "m2", NULL, "what is rust", "");
+    assert_null(look(t, &a, NOW));
+    assert_null(look(t, &b, NOW));
+    llmc_entry_t *ea = answer(t, &a, "x", NOW + 60000), *eb = answer(t, &b, "y", NOW + 60000);
+    size_t n = 0;
+    llmc_purge_t sel = {.conds = LLMC_PURGE_MODEL, .model = "m1"};
+    t->ops->purge(t, 0, &sel, purged, &n);
+    assert_int_equal(n, 1);
+    ASK(a2, "m1", NULL, "What is Rust?", "");
+    ASK(b2, "m2", NULL, "What is Rust?", "");
+    assert_null(look(t, &a2, NOW));
+    llmc_entry_t *hit = look(t, &b2, NOW);
+    assert_ptr_equal(hit, eb);
+    llmc_entry_unref(hit);
+    llmc_entry_unref(ea);
+    llmc_entry_unref(eb);
+    t->ops->destroy(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_near_duplicate_hits_hard_negative_misses),
+        cmocka_unit_test(test_other_context_never_hits),
+        cmocka_unit_test(test_not_eligible_is_skipped),
+        cmocka_unit_test(test_expiry_purge_and_bound),
+        cmocka_unit_test(test_purge_by_model),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
