@@ -123,6 +123,10 @@ typedef enum llmc_opt_type {
     X(redis_timeout, "redis-timeout", SECS, "50ms", 1, 60000, NULL,                           \
       "A Redis lookup not answered within this is a miss (seconds); a Redis that keeps "      \
       "timing out is disconnected and retried with backoff.")                                 \
+    X(semantic, "semantic", ENUM, "off", 0, 0, LLMC_CFG_SEMANTIC_WORDS,                       \
+      "Semantic tier, asked after the exact tiers miss: 'on' answers a chat question with "   \
+      "the answer to a near-duplicate one (same model, parameters, system prompt and earlier " \
+      "turns; guarded against different numbers, names, negations...), 'off' never does.")  \
     X(mock_latency, "mock-latency", SECS, "2", 0, 3600000, NULL,                              \
       "With --upstream mock: the built-in mock model's delay before answering (seconds).")    \
     X(drain_timeout, "drain-timeout", SECS, "30", 0, 3600000, NULL,                           \
@@ -161,6 +165,9 @@ typedef enum llmc_opt_type {
 #define LLMC_CFG_REDIS_WORDS(W, T)                                                            \
     W(LLMC_CFG_REDIS_NONE, "none")              /* no Redis tier */                           \
     T(LLMC_CFG_REDIS_URL, redis_url)
+#define LLMC_CFG_SEMANTIC_WORDS(W, T)                                                         \
+    W(LLMC_CFG_SEMANTIC_OFF, "off")                                                           \
+    W(LLMC_CFG_SEMANTIC_ON, "on")
 #define LLMC_CFG_DISK_SYNC_WORDS(W, T)                                                        \
     W(LLMC_CFG_DISK_SYNC_FULL, "full")                                                        \
     W(LLMC_CFG_DISK_SYNC_PERIODIC, "periodic")                                                \

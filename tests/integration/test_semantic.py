@@ -1,0 +1,89 @@
+"""Issue 15: the semantic tier (--semantic on) in front of the mock model.
+
+A chat question that is a near-duplicate of one answered before (case,
+punctuation, filler, contraction, spelling) gets that answer, marked as a hit
+from the semantic tier in Cache-Status; a hard negative (another entity,
+number, negation, direction) and the same question under another system
+prompt or model go to the model. The mock's answer echoes the question, so a
+wrong hit would show in the body.
+
+Decisions a newcomer would otherwise get wrong:
+- The gateway holds the upstream key, so the cache scope is shared and the
+  test's requests (no Authorization) all fall in one scope.
+- A semantic hit is X-Cache: HIT with Cache-Status detail=semantic for now;
+  X-Cache: SEMANTIC-HIT and X-Cache-Similarity are not there yet.
+"""
+
+from conftest import cache_status, chat_body
+
+SYSTEM = "You answer in one word."
+
+
+def ask(g, question, system=SYSTEM, model=None):
+    body = chat_body(question) if model is None else chat_body(question, model=model)
+    if system is not None:
+        body["messages"].insert(0, {"role": "system", "content": system})
+    r = g.chat(body)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def semantic_gateway(gateway_factory, mock, *args):
+    return gateway_factory(mock, args=["--semantic", "on", *args],
+                           env={"LLMC_UPSTREAM_KEY": "sk-gateway-test"})
+
+
+def is_semantic_hit(r):
+    return r.headers["X-Cache"] == "HIT" and cache_status(r.headers).get("detail") == "semantic"
+
+
+def test_near_duplicates_hit_and_hard_negatives_miss(gateway_factory, mock):
+    g = semantic_gateway(gateway_factory, mock)
+    first = ask(g, "What is the capital of France?")
+    assert first.headers["X-Cache"] == "MISS"
+
+    for q in ["what is the capital of france",             # case, punctuation
+              "What's the capital of France?",             # contraction
+              "  What is   the capital of France ?",        # spacing
+              "Hey, can you tell me what the capital of France is, please?"]:  # filler
+        r = ask(g, q)
+        assert is_semantic_hit(r), (q, dict(r.headers))
+        assert r.content == first.content, q
+
+    colour = ask(g, "What is the favourite colour of the French flag?")
+    assert colour.headers["X-Cache"] == "MISS"
+    r = ask(g, "what is the favorite color of the french flag")  # British/American
+    assert is_semantic_hit(r) and r.content == colour.content
+
+    for q in ["What is the capital of Germany?",               # entity
+              "What is not the capital of France?",            # negation
+              "What was the capital of France in 1900?",       # number, tense
+              "What is the capital of \"France\"?"]:           # quoted string
+        r = ask(g, q)
+        assert r.headers["X-Cache"] == "MISS", (q, dict(r.headers))
+        assert r.content != first.content, q
+
+    translate = ask(g, "Translate English to French: good morning")
+    assert translate.headers["X-Cache"] == "MISS"
+    r = ask(g, "Translate French to English: good morning")    # direction
+    assert r.headers["X-Cache"] == "MISS" and r.content != translate.content
+
+    # Everything but the last question must be the same.
+    r = ask(g, "what is the capital of france", system="You answer at length.")
+    assert r.headers["X-Cache"] == "MISS"
+    r = ask(g, "what is the capital of france", model="gpt-4o")
+    assert r.headers["X-Cache"] == "MISS"
+
+    st = g.stats()["tiers"]["semantic"]
+    assert st["hits"] == 5, st
+    assert st["stored"] >= 5, st
+    # Each hard negative that came close enough was stopped by its guard.
+    rej = st["rejected"]
+    assert rej["negation"] >= 1 and rej["quotes"] >= 1 and rej["roles"] >= 1, st
+
+
+def test_off_by_default(gateway_factory, mock):
+    g = gateway_factory(mock, env={"LLMC_UPSTREAM_KEY": "sk-gateway-test"})
+    assert ask(g, "What is the capital of France?").headers["X-Cache"] == "MISS"
+    assert ask(g, "what is the capital of france").headers["X-Cache"] == "MISS"
+    assert "semantic" not in g.stats()["tiers"]
