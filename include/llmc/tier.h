@@ -124,6 +124,7 @@ struct llmc_tier_lookup {
     int64_t now_ms;
     unsigned worker;            /* whose loop the lookup runs on (attach's index) */
     llmc_entry_t *entry;        /* out: a reference on a hit (it may be stale) */
+    float similarity;           /* out: a hit by similarity's cosine; 0 for an exact hit */
     /* rc: 0 (entry set), LLMC_ENOENT, or an error (a miss to the caller). */
     void (*done)(llmc_tier_lookup_t *lk, int rc);
     void *tier_data;            /* the tier's own, while the lookup is pending */

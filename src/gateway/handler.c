@@ -333,7 +333,10 @@ static gr_state_t after_lookup(gw_req_t *gr, llmc_entry_t *e)
         gr->tier = gr->lookup.next > 0 ? gr->lookup.tier_name : NULL;
         gr->answer = ANS_HIT;
         gr->hit = e;
-        gr->hit_xcache = use == LLMC_USE_FRESH ? "HIT" : "STALE";
+        gr->similarity = gr->lookup.tl.similarity;
+        gr->hit_xcache = use != LLMC_USE_FRESH ? "STALE"
+                         : gr->similarity > 0  ? "SEMANTIC-HIT"
+                                               : "HIT";
         gr->hit_ms = now;
         return GR_RESPOND;
     }

@@ -306,6 +306,7 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
             continue;
         }
         lk->entry = llmc_entry_ref(r->e);
+        lk->similarity = cand[i].score;
         s->st.hits++;
         rc = 0;
         goto out;

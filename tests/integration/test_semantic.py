@@ -10,9 +10,12 @@ wrong hit would show in the body.
 Decisions a newcomer would otherwise get wrong:
 - The gateway holds the upstream key, so the cache scope is shared and the
   test's requests (no Authorization) all fall in one scope.
-- A semantic hit is X-Cache: HIT with Cache-Status detail=semantic for now;
-  X-Cache: SEMANTIC-HIT and X-Cache-Similarity are not there yet.
+- A semantic hit says X-Cache: SEMANTIC-HIT, Cache-Status detail=semantic,
+  X-Cache-Similarity (the cosine) and X-Cache-Matched-Key (the key the answer
+  was stored under; X-Cache-Key stays the request's own).
 """
+
+import json
 
 from conftest import cache_status, chat_body
 
@@ -33,8 +36,14 @@ def semantic_gateway(gateway_factory, mock, *args):
                            env={"LLMC_UPSTREAM_KEY": "sk-gateway-test"})
 
 
-def is_semantic_hit(r):
-    return r.headers["X-Cache"] == "HIT" and cache_status(r.headers).get("detail") == "semantic"
+def is_semantic_hit(r, matched=None):
+    h = r.headers
+    ok = h["X-Cache"] == "SEMANTIC-HIT" and cache_status(h).get("detail") == "semantic"
+    sim = float(h.get("X-Cache-Similarity", "0"))
+    ok = ok and 0.7 <= sim <= 1.0 and len(h.get("X-Cache-Matched-Key", "")) == 64
+    # The answer was stored under the first question's key, not this one's.
+    return ok and h["X-Cache-Matched-Key"] != h["X-Cache-Key"] and \
+        (matched is None or h["X-Cache-Matched-Key"] == matched.headers["X-Cache-Key"])
 
 
 def test_near_duplicates_hit_and_hard_negatives_miss(gateway_factory, mock):
@@ -47,8 +56,19 @@ def test_near_duplicates_hit_and_hard_negatives_miss(gateway_factory, mock):
               "  What is   the capital of France ?",        # spacing
               "Hey, can you tell me what the capital of France is, please?"]:  # filler
         r = ask(g, q)
-        assert is_semantic_hit(r), (q, dict(r.headers))
+        assert is_semantic_hit(r, matched=first), (q, dict(r.headers))
         assert r.content == first.content, q
+
+    # A streaming near-duplicate gets the matched answer replayed as SSE.
+    body = chat_body("WHAT IS THE CAPITAL OF FRANCE", stream=True)
+    body["messages"].insert(0, {"role": "system", "content": SYSTEM})
+    with g.http.post(g.url + "/v1/chat/completions", json=body, stream=True, timeout=10) as r:
+        assert r.status_code == 200 and is_semantic_hit(r, matched=first), dict(r.headers)
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        sse = r.content
+    assert b"data: [DONE]" in sse
+    answer = first.json()["choices"][0]["message"]["content"]
+    assert json.dumps(answer)[1:-1].split(" ")[0].encode() in sse
 
     colour = ask(g, "What is the favourite colour of the French flag?")
     assert colour.headers["X-Cache"] == "MISS"
@@ -75,7 +95,7 @@ def test_near_duplicates_hit_and_hard_negatives_miss(gateway_factory, mock):
     assert r.headers["X-Cache"] == "MISS"
 
     st = g.stats()["tiers"]["semantic"]
-    assert st["hits"] == 5, st
+    assert st["hits"] == 6, st
     assert st["stored"] >= 5, st
     # Each hard negative that came close enough was stopped by its guard.
     rej = st["rejected"]

@@ -55,13 +55,19 @@ static void ask_in(ask_t *a, const char *model, const char *system, const char *
     ask_t var;        \
     ask_in(&var, __VA_ARGS__)
 
+static float last_similarity;
+
 /* Looks q up; returns the entry found (a reference) or NULL. */
 static llmc_entry_t *look(llmc_tier_t *t, ask_t *a, int64_t now)
 {
-    llmc_tier_lookup_t lk = {.query = &a->q, .now_ms = now};
+    llmc_tier_lookup_t lk = {.query = &a->q, .now_ms = now, .similarity = -1};
     int rc = t->ops->lookup(t, &lk);
     assert_true(rc == 0 || rc == LLMC_ENOENT);
     assert_true((rc == 0) == (lk.entry != NULL));
+    /* A hit says how close; a miss leaves the field to the set (which zeroes it). */
+    if (rc == 0)
+        assert_true(lk.similarity >= LLMC_TIER_SEMANTIC_THRESHOLD && lk.similarity <= 1.0001f);
+    last_similarity = lk.similarity;
     return lk.entry;
 }
 
@@ -110,6 +116,7 @@ static void test_near_duplicate_hits_hard_negative_misses(void **state)
     ASK(b, "m", "be brief", "what's the capital of france", "");
     llmc_entry_t *hit = look(t, &b, NOW + 1);
     assert_ptr_equal(hit, e);
+    assert_true(last_similarity > 0.99f); /* the same words once folded */
     llmc_entry_unref(hit);
 
     ASK(c, "m", "be brief", "Hey, can you tell me what the capital of France is?", "");
