@@ -19,7 +19,9 @@
  *   ring moved on) is simply not indexed.
  * - The tier holds a reference on every entry it indexes, so a semantic hit
  *   does not depend on the memory tier still having the entry; its own
- *   bound is a number of entries (the oldest indexed goes first), and
+ *   bounds are a number of entries and bytes (the oldest indexed goes
+ *   first; the gateway gives it --max-memory, so the answers it keeps alive
+ *   after the memory tier let them go never take more than that), and
  *   expired entries are never answered and are swept by tick(). Vectors are
  *   not yet stored with entries on disk, so a restart starts empty.
  * - Only fresh answers are served: a stale one found by similarity is a
@@ -116,7 +118,7 @@ typedef struct sem_tier {
     uint32_t *free_slots;
     size_t nfree;
     size_t sweep_at;
-    uint64_t seq, bytes;
+    uint64_t seq, bytes, max_bytes;
     pend_t pend[LLMC_TIER_SEMANTIC_PENDING];
     size_t pend_next;
     llmc_tier_stats_t st; /* under mu */
@@ -367,6 +369,8 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
     s->live++;
     s->bytes += e->mem_bytes + LLMC_LEX_DIM * sizeof(float);
     s->st.stored++;
+    while (s->max_bytes && s->bytes > s->max_bytes && s->live > 1)
+        do_evict_oldest(s);
 out:
     pthread_mutex_unlock(&s->mu);
     return 0;
@@ -422,6 +426,7 @@ static void sem_stats(llmc_tier_t *t, llmc_tier_stats_t *out)
     *out = s->st;
     out->entries = s->live;
     out->bytes = s->bytes;
+    out->max_bytes = s->max_bytes;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -475,6 +480,7 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
         return NULL;
     s->threshold = cfg && cfg->threshold > 0 ? cfg->threshold : LLMC_TIER_SEMANTIC_THRESHOLD;
     s->cap = cfg && cfg->max_entries ? cfg->max_entries : LLMC_TIER_SEMANTIC_MAX_ENTRIES;
+    s->max_bytes = cfg ? cfg->max_bytes : 0;
     if (s->cap > UINT32_MAX)
         s->cap = UINT32_MAX;
     if (pthread_mutex_init(&s->mu, NULL) != 0) {

@@ -8,6 +8,7 @@
 #define LLMC_TIER_SEMANTIC_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "llmc/tier.h"
 
@@ -25,6 +26,9 @@
 typedef struct llmc_semantic_config {
     float threshold;     /* 0: LLMC_TIER_SEMANTIC_THRESHOLD */
     size_t max_entries;  /* 0: LLMC_TIER_SEMANTIC_MAX_ENTRIES */
+    /* Bytes of the entries the tier holds (the entry blocks and vectors);
+       past it the oldest go. 0: no bound beyond max_entries. */
+    uint64_t max_bytes;
 } llmc_semantic_config_t;
 
 /* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or

@@ -238,6 +238,35 @@ static void test_expiry_purge_and_bound(void **state)
     t->ops->destroy(t);
 }
 
+/* The byte bound: the oldest answers go once the entries held pass it. */
+static void test_byte_bound(void **state)
+{
+    (void)state;
+    static char big[4000];
+    memset(big, 'x', sizeof(big) - 1);
+    llmc_semantic_config_t cfg = {.max_bytes = 3 * (sizeof(big) + LLMC_LEX_DIM * sizeof(float))};
+    llmc_tier_t *t = llmc_tier_semantic_new(&cfg);
+    const char *qs[] = {"how do I bake bread", "how do I brew coffee", "how do I boil an egg",
+                        "how do I fry rice"};
+    for (int i = 0; i < 4; i++) {
+        ASK(a, "m", NULL, qs[i], "");
+        assert_null(look(t, &a, NOW));
+        llmc_entry_unref(answer(t, &a, big, NOW + 60000));
+        llmc_tier_stats_t st = stats(t);
+        assert_true(st.bytes <= cfg.max_bytes);
+        assert_int_equal(st.max_bytes, cfg.max_bytes);
+    }
+    assert_true(stats(t).entries >= 2 && stats(t).entries < 4);
+    assert_true(stats(t).evicted_size >= 1);
+    ASK(first, "m", NULL, "How do I bake bread?", "");
+    assert_null(look(t, &first, NOW)); /* the oldest went */
+    ASK(last, "m", NULL, "How do I fry rice?", "");
+    llmc_entry_t *hit = look(t, &last, NOW);
+    assert_non_null(hit);
+    llmc_entry_unref(hit);
+    t->ops->destroy(t);
+}
+
 static void test_purge_by_model(void **state)
 {
     (void)state;
@@ -269,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_other_context_never_hits),
         cmocka_unit_test(test_not_eligible_is_skipped),
         cmocka_unit_test(test_expiry_purge_and_bound),
+        cmocka_unit_test(test_byte_bound),
         cmocka_unit_test(test_purge_by_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
