@@ -25,6 +25,11 @@
  *   use that role word: "English to French" vs "French to English" differ
  *   after "to"; "reverse a list in Python" vs "in Python, reverse a list"
  *   has no role word and passes on its (equal) content words.
+ * - Order: with no role word to go by, "can dogs eat chocolate" and "can
+ *   chocolate eat dogs" have the same words. The content words must come in
+ *   the same order but for one phrase moved elsewhere (two neighbouring runs
+ *   swapped: "in Python, reverse a list" / "reverse a list in Python", "why
+ *   not my code" / "why my code not"); anything more is another question.
  */
 #include <ctype.h>
 #include <stdint.h>
@@ -509,6 +514,23 @@ static bool g_content(const llmc_guard_q_t *a, const llmc_guard_q_t *b, char *wh
     return content_in(a, b, why) && content_in(b, a, why);
 }
 
+/* Words between a role word and its object that say nothing of which
+   object it is ("from my phone to my laptop": the objects are phone, laptop). */
+static const char *const determiners[] = {
+    "my", "your", "his", "her", "its", "our", "their", "this", "that", "these", "those", "some",
+    "any", "every", "each",
+};
+
+static bool skip_to_object(const llmc_lex_tok_t *t)
+{
+    if (t->flags & LLMC_LEX_FILLER)
+        return true;
+    for (size_t i = 0; i < NELEM(determiners); i++)
+        if (strcmp(t->word, determiners[i]) == 0)
+            return true;
+    return false;
+}
+
 /* The stems after each occurrence of role word r, in order. */
 static size_t role_objects(const llmc_guard_q_t *q, const char *r, const char **obj, size_t max)
 {
@@ -517,7 +539,7 @@ static size_t role_objects(const llmc_guard_q_t *q, const char *r, const char **
         if (strcmp(q->toks.v[i].word, r) != 0)
             continue;
         size_t j = i + 1;
-        while (j < q->toks.n && (q->toks.v[j].flags & LLMC_LEX_FILLER))
+        while (j < q->toks.n && skip_to_object(&q->toks.v[j]))
             j++;
         obj[n++] = j < q->toks.n ? q->toks.v[j].stem : "";
     }
@@ -543,6 +565,57 @@ static bool g_roles(const llmc_guard_q_t *a, const llmc_guard_q_t *b, char *why)
     return true;
 }
 
+/* The content stems of q in order, at most max: the words the content
+   guard compares (numbers and units are the numbers guard's, in order). */
+static size_t content_seq(const llmc_guard_q_t *q, const char **seq, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < q->toks.n; i++)
+        if (!(q->toks.v[i].flags & (LLMC_LEX_FILLER | LLMC_LEX_NUM | LLMC_LEX_SYM | TOK_UNIT))) {
+            if (n == max)
+                return max + 1;
+            seq[n++] = q->toks.v[i].stem;
+        }
+    return n;
+}
+
+/* a[0,i) a[j,k) a[i,j) a[k,n) equals b: the runs [i,j) and [j,k) swapped. */
+static bool swapped_equal(const char **a, const char **b, size_t n, size_t i, size_t j, size_t k)
+{
+    size_t o = 0;
+    for (size_t x = 0; x < i; x++)
+        if (strcmp(a[x], b[o++]) != 0)
+            return false;
+    for (size_t x = j; x < k; x++)
+        if (strcmp(a[x], b[o++]) != 0)
+            return false;
+    for (size_t x = i; x < j; x++)
+        if (strcmp(a[x], b[o++]) != 0)
+            return false;
+    for (size_t x = k; x < n; x++)
+        if (strcmp(a[x], b[o++]) != 0)
+            return false;
+    return true;
+}
+
+static bool g_order(const llmc_guard_q_t *a, const llmc_guard_q_t *b, char *why)
+{
+    enum { MAXSEQ = 48 };
+    const char *sa[MAXSEQ], *sb[MAXSEQ];
+    size_t na = content_seq(a, sa, MAXSEQ), nb = content_seq(b, sb, MAXSEQ);
+    if (na > MAXSEQ || nb > MAXSEQ)
+        return WHY("too many words to compare their order");
+    if (na != nb)
+        return WHY("a content word repeated on one side only");
+    /* i == j is no swap at all: the sequences as they are. */
+    for (size_t i = 0; i < na; i++)
+        for (size_t j = i; j < na; j++)
+            for (size_t k = j + 1; k <= na; k++)
+                if (swapped_equal(sa, sb, na, i, j, k))
+                    return true;
+    return na == 0 ? true : WHY("words in another order");
+}
+
 static const char *const guard_names[LLMC_GUARD_N] = {
 #define LLMC_GUARD_NAME(id, nm, what) [LLMC_GUARD_##id] = nm,
     LLMC_GUARD_TABLE(LLMC_GUARD_NAME)
@@ -553,7 +626,7 @@ static const guard_fn guard_fns[LLMC_GUARD_N] = {
     [LLMC_GUARD_NUMBERS] = g_numbers,   [LLMC_GUARD_QUOTES] = g_quotes,
     [LLMC_GUARD_CODE] = g_code,         [LLMC_GUARD_IDENTS] = g_idents,
     [LLMC_GUARD_NEGATION] = g_negation, [LLMC_GUARD_CONTENT] = g_content,
-    [LLMC_GUARD_ROLES] = g_roles,
+    [LLMC_GUARD_ROLES] = g_roles,       [LLMC_GUARD_ORDER] = g_order,
 };
 
 const char *llmc_guard_name(int id)

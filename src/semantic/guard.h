@@ -27,7 +27,8 @@
     X(IDENTS, "identifiers", "URLs exactly; paths and code identifiers")                    \
     X(NEGATION, "negation", "the number of negations; no antonym swapped (enable/disable)") \
     X(CONTENT, "content", "every content word, up to fillers, inflection and spelling")     \
-    X(ROLES, "roles", "what follows each role word (to, from, into, than, vs)")
+    X(ROLES, "roles", "what follows each role word (to, from, into, than, vs)")               \
+    X(ORDER, "order", "the content words' order, up to one phrase moved")
 
 enum llmc_guard_id {
 #define LLMC_GUARD_ENUM(id, name, what) LLMC_GUARD_##id,

@@ -55,7 +55,7 @@ static const char *const filler_phrases[][5] = {
     {"can", "you"}, {"could", "you"}, {"would", "you"}, {"will", "you"}, {"can", "u"},
     {"do", "you", "know"}, {"tell", "me"}, {"let", "me", "know"}, {"i", "wonder"},
     {"i", "want", "to", "know"}, {"i", "would", "like", "to", "know"}, {"quick", "question"},
-    {"help", "me"}, {"i", "need", "to", "know"},
+    {"help", "me"}, {"i", "need", "to", "know"}, {"thank", "you"}, {"ok", "so"}, {"okay", "so"},
 };
 
 static const char *const negations[] = {
@@ -305,9 +305,16 @@ static bool is_digitcp(utf8proc_int32_t c)
     return c >= 0 && utf8proc_category(c) == UTF8PROC_CATEGORY_ND;
 }
 
-/* Marks the words of filler phrases. */
+/* Marks the words of filler phrases; "the second" is the ordinal "2nd"
+   (alone, "second" is as often a unit: "wait one second"). */
 static void mark_phrases(llmc_lex_toks_t *t)
 {
+    for (size_t i = 1; i < t->n; i++)
+        if (strcmp(t->v[i].word, "second") == 0 && strcmp(t->v[i - 1].word, "the") == 0) {
+            strcpy(t->v[i].word, "2nd");
+            strcpy(t->v[i].stem, "2nd");
+            t->v[i].flags |= LLMC_LEX_NUM;
+        }
     for (size_t i = 0; i < t->n; i++)
         for (size_t p = 0; p < NELEM(filler_phrases); p++) {
             size_t len = 0;

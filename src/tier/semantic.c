@@ -70,6 +70,9 @@
       "Candidates rejected: a content word only one question has.")                          \
     X(rejected_roles, "rejected/roles", COUNTER, "candidates",                               \
       "Candidates rejected: roles swapped (English to French / French to English).")         \
+    X(rejected_order, "rejected/order", COUNTER, "candidates",                               \
+      "Candidates rejected: the same words in another order (dogs eat chocolate / chocolate " \
+      "eat dogs).")                                                                          \
     X(pending_lost, "pending_lost", COUNTER, "questions",                                    \
       "Missed questions forgotten before their answer was stored (the ring moved on).")
 
@@ -90,8 +93,9 @@ static const size_t rejected_off[LLMC_GUARD_N] = {
     [LLMC_GUARD_NEGATION] = offsetof(sem_xstats_t, rejected_negation),
     [LLMC_GUARD_CONTENT] = offsetof(sem_xstats_t, rejected_content),
     [LLMC_GUARD_ROLES] = offsetof(sem_xstats_t, rejected_roles),
+    [LLMC_GUARD_ORDER] = offsetof(sem_xstats_t, rejected_order),
 };
-_Static_assert(LLMC_GUARD_N == 7, "a rejection counter (and a row above) per guard");
+_Static_assert(LLMC_GUARD_N == 8, "a rejection counter (and a row above) per guard");
 
 typedef struct rec {
     llmc_entry_t *e; /* a reference; NULL: the slot is free */

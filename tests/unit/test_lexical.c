@@ -71,6 +71,8 @@ static void test_canonical_words(void **state)
     assert_string_equal(words("organising the centre"), "organizing [the] center");
     assert_string_equal(words("two apples, the third"), "2 apples [the] 3rd");
     assert_string_equal(words("one second"), "one second");
+    assert_string_equal(words("the second law"), "[the] 2nd law");
+    assert_string_equal(words("ok so thank you"), "[ok] [so] [thank] [you]");
     assert_string_equal(words("costs 1,000.50 $ or 3.5%"), "costs 1000.50 $ or 3.5 %");
     assert_string_equal(words("Can you tell me please"), "[can] [you] [tell] [me] [please]");
     /* "you" alone is not a filler. */
