@@ -32,6 +32,7 @@
  *   not my code" / "why my code not"); anything more is another question.
  */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,25 @@ static const char *const antonyms[][2] = {
 };
 
 #define NANT NELEM(antonyms)
+
+/* The antonyms' stems, made once: stemming the table for every question
+   cost more than everything else the guards do. Written only inside
+   pthread_once, then read-only; ant_ready false (no memory for a stemmer)
+   makes each question stem the table itself. */
+static char ant_stems[NANT][2][LLMC_LEX_TOKMAX];
+static bool ant_ready;
+static pthread_once_t ant_once = PTHREAD_ONCE_INIT;
+
+static void ant_init(void)
+{
+    llmc_lex_t *lx = llmc_lex_new();
+    bool ok = lx != NULL;
+    for (size_t p = 0; ok && p < NANT; p++)
+        for (int side = 0; ok && side < 2; side++)
+            ok = llmc_lex_stem(lx, antonyms[p][side], ant_stems[p][side]) == 0;
+    llmc_lex_free(lx);
+    ant_ready = ok;
+}
 
 /* Unit words after a number -> the unit they name. */
 static const struct { const char *word, *unit; } units[] = {
@@ -404,11 +424,16 @@ int llmc_guard_q_new(llmc_lex_t *lx, const char *text, size_t len, llmc_guard_q_
     strs_sort(&q->idents);
     for (size_t i = 0; i < q->toks.n; i++)
         q->negs += (q->toks.v[i].flags & LLMC_LEX_NEG) != 0;
+    pthread_once(&ant_once, ant_init);
     for (size_t p = 0; p < NANT; p++)
         for (int side = 0; side < 2; side++) {
-            char st[LLMC_LEX_TOKMAX];
-            if ((rc = llmc_lex_stem(lx, antonyms[p][side], st)) < 0)
-                goto fail;
+            char own[LLMC_LEX_TOKMAX];
+            const char *st = ant_stems[p][side];
+            if (!ant_ready) {
+                if ((rc = llmc_lex_stem(lx, antonyms[p][side], own)) < 0)
+                    goto fail;
+                st = own;
+            }
             for (size_t i = 0; i < q->toks.n; i++)
                 if (strcmp(q->toks.v[i].stem, st) == 0)
                     q->ant[p] |= (uint8_t)(1u << side);
