@@ -110,6 +110,8 @@ typedef struct llmc_tier_query {
     const char *scope;
     const char *ns;
     const char *model;
+    bool similar;   /* the request takes an answer to a similar question (a tier
+                       that searches by similarity answers nothing otherwise) */
 } llmc_tier_query_t;
 
 /*

@@ -212,6 +212,31 @@ int llmc_policy_parse(llmc_policy_t *p, const char *cache_control, const char *p
     return 0;
 }
 
+/* ---- semantic ---- */
+
+int llmc_policy_parse_semantic(llmc_policy_t *p, const char *sem_hdr, const json_t *cache_ext,
+                               char *err, size_t errlen)
+{
+    json_t *v = cache_ext ? json_object_get(cache_ext, "semantic") : NULL;
+    p->semantic = true;
+    if (v) {
+        if (!json_is_boolean(v)) {
+            snprintf(err, errlen, "cache.semantic must be true or false");
+            return LLMC_EINVAL;
+        }
+        p->semantic = json_is_true(v);
+        return 0;
+    }
+    if (!sem_hdr)
+        return 0;
+    if (strcasecmp(sem_hdr, "on") != 0 && strcasecmp(sem_hdr, "off") != 0) {
+        snprintf(err, errlen, "X-Cache-Semantic must be on or off, got '%.40s'", sem_hdr);
+        return LLMC_EINVAL;
+    }
+    p->semantic = strcasecmp(sem_hdr, "on") == 0;
+    return 0;
+}
+
 /* ---- tags ---- */
 
 /* Adds the tag t[0..n) (spaces around it trimmed) unless it is there. */

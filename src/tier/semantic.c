@@ -54,6 +54,8 @@
     X(lookups, "lookups", COUNTER, "lookups", "Questions searched for by similarity.")        \
     X(skipped, "skipped", COUNTER, "lookups",                                                \
       "Lookups not eligible: not chat, no final user message with text, nothing to embed.")  \
+    X(declined, "declined", COUNTER, "lookups",                                              \
+      "Lookups whose request said no (X-Cache-Semantic: off, \"cache\": {\"semantic\": false}).") \
     X(below_threshold, "below_threshold", COUNTER, "lookups",                                \
       "Misses whose best candidate was under the similarity threshold.")                     \
     X(rejected_numbers, "rejected/numbers", COUNTER, "candidates",                           \
@@ -281,6 +283,13 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     int rc;
 
     lk->entry = NULL;
+    if (!lk->query->similar) {
+        /* Nor is its answer indexed: the client asked to stay out of it. */
+        pthread_mutex_lock(&s->mu);
+        s->xs.declined++;
+        pthread_mutex_unlock(&s->mu);
+        return LLMC_ENOENT;
+    }
     if (split_query(lk->query, &question, &part) < 0) {
         pthread_mutex_lock(&s->mu);
         s->xs.skipped++;

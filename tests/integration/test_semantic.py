@@ -107,3 +107,28 @@ def test_off_by_default(gateway_factory, mock):
     assert ask(g, "What is the capital of France?").headers["X-Cache"] == "MISS"
     assert ask(g, "what is the capital of france").headers["X-Cache"] == "MISS"
     assert "semantic" not in g.stats()["tiers"]
+
+
+def test_a_request_can_refuse_similar_answers(gateway_factory, mock):
+    g = semantic_gateway(gateway_factory, mock)
+    first = ask(g, "How do I reverse a list in Python?")
+    assert first.headers["X-Cache"] == "MISS"
+
+    def body(q):
+        b = chat_body(q)
+        b["messages"].insert(0, {"role": "system", "content": SYSTEM})
+        return b
+
+    # Each a new wording (an exact hit would not ask the semantic tier at all).
+    r = g.chat(body("how do I reverse a list in python"), headers={"X-Cache-Semantic": "off"})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", dict(r.headers)
+    r = g.chat(dict(body("How do I reverse a list in Python"), cache={"semantic": False}),
+               headers={"X-Cache-Semantic": "on"})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", dict(r.headers)
+    r = g.chat(body("how do I reverse a list in Python!"), headers={"X-Cache-Semantic": "maybe"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cache_semantic"
+    # Without a refusal a new wording is a semantic hit on the first answer.
+    r = g.chat(body("how do i reverse a list in python??"), headers={"X-Cache-Semantic": "ON"})
+    assert is_semantic_hit(r, matched=first), dict(r.headers)
+    st = g.stats()["tiers"]["semantic"]
+    assert st["declined"] == 2 and st["hits"] == 1, st

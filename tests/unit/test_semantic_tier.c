@@ -49,6 +49,7 @@ static void ask_in(ask_t *a, const char *model, const char *system, const char *
     a->q.scope = "";
     a->q.ns = ns;
     a->q.model = model;
+    a->q.similar = true;
 }
 
 #define ASK(var, ...) \
@@ -186,6 +187,13 @@ static void test_not_eligible_is_skipped(void **state)
     assert_null(look(t, &d, NOW));
     assert_int_equal(xstat(t, "skipped"), 4);
     assert_int_equal(xstat(t, "lookups"), 1);
+    /* A request that says no is neither answered nor indexed. */
+    ASK(no, "m", NULL, "what is go", "");
+    no.q.similar = false;
+    assert_null(look(t, &no, NOW));
+    assert_int_equal(xstat(t, "declined"), 1);
+    llmc_entry_unref(answer(t, &no, "a language", NOW + 60000));
+    assert_int_equal(stats(t).entries, 0);
     /* An answer whose question was never looked up here is not indexed. */
     ASK(e, "m", NULL, "what is rust", "");
     llmc_entry_unref(answer(t, &e, "a language", NOW + 60000));
