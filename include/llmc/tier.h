@@ -112,6 +112,7 @@ typedef struct llmc_tier_query {
     const char *model;
     bool similar;   /* the request takes an answer to a similar question (a tier
                        that searches by similarity answers nothing otherwise) */
+    float threshold; /* the similarity such an answer needs; 0: the tier's own */
 } llmc_tier_query_t;
 
 /*

@@ -196,7 +196,10 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
     if (rc < 0 || cfg->semantic == LLMC_CFG_SEMANTIC_OFF)
         return rc;
     /* Last: asked only when every exact tier missed. */
-    llmc_semantic_config_t sc = {.max_bytes = (uint64_t)cfg->max_memory};
+    llmc_semantic_config_t sc = {
+        .threshold = (float)cfg->semantic_threshold / 1000.0f,
+        .max_bytes = (uint64_t)cfg->max_memory,
+    };
     llmc_tier_t *sem = llmc_tier_semantic_new(&sc);
     if (!sem) {
         snprintf(err, errlen, "could not create the semantic tier");

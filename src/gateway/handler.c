@@ -267,6 +267,7 @@ static gr_state_t read_policy(gw_req_t *gr)
     if (rc < 0)
         return answer_error(gr, 400, "invalid_request_error", "invalid_cache_tags", err);
     rc = llmc_policy_parse_semantic(&gr->policy, llmc_http_header(req, "x-cache-semantic"),
+                                    llmc_http_header(req, "x-cache-semantic-threshold"),
                                     gr->canon.cache_ext, err, sizeof(err));
     if (rc < 0)
         return answer_error(gr, 400, "invalid_request_error", "invalid_cache_semantic", err);
@@ -388,6 +389,7 @@ static void fill_query(gw_req_t *gr)
     q->ns = gr->policy.ns;
     q->model = gr->parsed ? gr->canon.model : NULL;
     q->similar = gr->policy.semantic;
+    q->threshold = gr->policy.semantic_threshold;
 }
 
 static gr_state_t step_lookup(gw_req_t *gr)

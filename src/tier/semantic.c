@@ -305,9 +305,10 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         rc = LLMC_ENOENT;
         goto out;
     }
+    float threshold = lk->query->threshold > 0 ? lk->query->threshold : s->threshold;
     size_t n = llmc_vindex_search(s->ix, &part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, cand);
     for (size_t i = 0; i < n; i++) {
-        if (cand[i].score < s->threshold) {
+        if (cand[i].score < threshold) {
             if (i == 0)
                 s->xs.below_threshold++;
             break;

@@ -130,5 +130,19 @@ def test_a_request_can_refuse_similar_answers(gateway_factory, mock):
     # Without a refusal a new wording is a semantic hit on the first answer.
     r = g.chat(body("how do i reverse a list in python??"), headers={"X-Cache-Semantic": "ON"})
     assert is_semantic_hit(r, matched=first), dict(r.headers)
+    # A stricter threshold for one request: the reordered question is not close enough.
+    first_py = ask(g, "In Python, how do I sort a dict by value?")
+    r = g.chat(body("How do I sort a dict by value in Python?"),
+               headers={"X-Cache-Semantic-Threshold": "0.999"})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", dict(r.headers)
+    # (The strict request's own answer was indexed: it is now the closest.)
+    r = g.chat(body("how do I sort a dict by value in python"))
+    assert is_semantic_hit(r) and r.headers["X-Cache-Matched-Key"] != first_py.headers["X-Cache-Key"]
+    r = g.chat(body("In python, how do I sort a dict by value"),
+               headers={"X-Cache-Semantic-Threshold": "0.5"})
+    assert is_semantic_hit(r, matched=first_py), dict(r.headers)
+    r = g.chat(body("how do I sort a dict by value in python!"),
+               headers={"X-Cache-Semantic-Threshold": "2"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cache_semantic"
     st = g.stats()["tiers"]["semantic"]
-    assert st["declined"] == 2 and st["hits"] == 1, st
+    assert st["declined"] == 2 and st["hits"] == 3 and st["below_threshold"] >= 1, st

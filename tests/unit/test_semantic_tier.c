@@ -67,7 +67,8 @@ static llmc_entry_t *look(llmc_tier_t *t, ask_t *a, int64_t now)
     assert_true((rc == 0) == (lk.entry != NULL));
     /* A hit says how close; a miss leaves the field to the set (which zeroes it). */
     if (rc == 0)
-        assert_true(lk.similarity >= LLMC_TIER_SEMANTIC_THRESHOLD && lk.similarity <= 1.0001f);
+        assert_true(lk.similarity >= (a->q.threshold > 0 ? a->q.threshold : 0.5f) &&
+                    lk.similarity <= 1.0001f);
     last_similarity = lk.similarity;
     return lk.entry;
 }
@@ -246,6 +247,42 @@ static void test_expiry_purge_and_bound(void **state)
     t->ops->destroy(t);
 }
 
+/* The request's threshold overrides the tier's; the tier's config sets its own. */
+static void test_thresholds(void **state)
+{
+    (void)state;
+    llmc_tier_t *t = llmc_tier_semantic_new(NULL);
+    ASK(a, "m", NULL, "In Python, how do I reverse a list?", "");
+    assert_null(look(t, &a, NOW));
+    llmc_entry_t *e = answer(t, &a, "reversed", NOW + 60000);
+    ASK(b, "m", NULL, "How do I reverse a list in Python?", "");
+    b.q.threshold = 0.999f;
+    assert_null(look(t, &b, NOW));
+    assert_int_equal(xstat(t, "below_threshold"), 1);
+    ASK(c, "m", NULL, "How do I reverse a list in Python?", "");
+    llmc_entry_t *hit = look(t, &c, NOW);
+    assert_ptr_equal(hit, e);
+    assert_true(last_similarity < 0.999f);
+    llmc_entry_unref(hit);
+    llmc_entry_unref(e);
+    t->ops->destroy(t);
+
+    llmc_semantic_config_t cfg = {.threshold = 0.999f};
+    t = llmc_tier_semantic_new(&cfg);
+    ASK(d, "m", NULL, "In Python, how do I reverse a list?", "");
+    assert_null(look(t, &d, NOW));
+    e = answer(t, &d, "reversed", NOW + 60000);
+    ASK(f, "m", NULL, "How do I reverse a list in Python?", "");
+    assert_null(look(t, &f, NOW));
+    ASK(g, "m", NULL, "How do I reverse a list in Python?", "");
+    g.q.threshold = 0.5f; /* the request may ask for less */
+    hit = look(t, &g, NOW);
+    assert_ptr_equal(hit, e);
+    llmc_entry_unref(hit);
+    llmc_entry_unref(e);
+    t->ops->destroy(t);
+}
+
 /* The byte bound: the oldest answers go once the entries held pass it. */
 static void test_byte_bound(void **state)
 {
@@ -306,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_other_context_never_hits),
         cmocka_unit_test(test_not_eligible_is_skipped),
         cmocka_unit_test(test_expiry_purge_and_bound),
+        cmocka_unit_test(test_thresholds),
         cmocka_unit_test(test_byte_bound),
         cmocka_unit_test(test_purge_by_model),
     };
