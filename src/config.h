@@ -127,7 +127,9 @@ typedef enum llmc_opt_type {
     X(semantic, "semantic", ENUM, "off", 0, 0, LLMC_CFG_SEMANTIC_WORDS,                       \
       "Semantic tier, asked after the exact tiers miss: 'on' answers a chat question with "   \
       "the answer to a near-duplicate one (same model, parameters, system prompt and earlier " \
-      "turns; guarded against different numbers, names, negations...), 'off' never does.")  \
+      "turns; guarded against different numbers, names, negations...), 'off' never does; "   \
+      "'shadow' decides as 'on' would and logs it (stderr, one JSON line each), but serves "  \
+      "the model's answer: to measure precision on real traffic before turning it on.")      \
     X(semantic_threshold, "semantic-threshold", RATIO, "0.7", 1, 1000, NULL,                 \
       "How similar (cosine of the lexical vectors, 0.001..1, or a percentage) a question must " \
       "be before the guards judge it; X-Cache-Semantic-Threshold sets it per request.")       \
@@ -171,7 +173,8 @@ typedef enum llmc_opt_type {
     T(LLMC_CFG_REDIS_URL, redis_url)
 #define LLMC_CFG_SEMANTIC_WORDS(W, T)                                                         \
     W(LLMC_CFG_SEMANTIC_OFF, "off")                                                           \
-    W(LLMC_CFG_SEMANTIC_ON, "on")
+    W(LLMC_CFG_SEMANTIC_ON, "on")                                                             \
+    W(LLMC_CFG_SEMANTIC_SHADOW, "shadow")       /* decide, log, but serve the model's answer */
 #define LLMC_CFG_DISK_SYNC_WORDS(W, T)                                                        \
     W(LLMC_CFG_DISK_SYNC_FULL, "full")                                                        \
     W(LLMC_CFG_DISK_SYNC_PERIODIC, "periodic")                                                \

@@ -199,6 +199,7 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
     llmc_semantic_config_t sc = {
         .threshold = (float)cfg->semantic_threshold / 1000.0f,
         .max_bytes = (uint64_t)cfg->max_memory,
+        .shadow = cfg->semantic == LLMC_CFG_SEMANTIC_SHADOW,
     };
     llmc_tier_t *sem = llmc_tier_semantic_new(&sc);
     if (!sem) {

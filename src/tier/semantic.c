@@ -32,9 +32,14 @@
  *   lock shows in profiles.
  * - The index's id of a record is its slot in the record array; a freed
  *   slot is reused, and the index entry is deleted before the slot is.
+ * - Shadow mode runs the whole decision and then misses: a would-be hit is
+ *   kept (a reference) with the pending question, and when the model's
+ *   answer is stored the two answers' texts are compared (agreed or
+ *   disagreed). A log line says what would have happened and why.
  */
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,7 +81,13 @@
       "Candidates rejected: the same words in another order (dogs eat chocolate / chocolate " \
       "eat dogs).")                                                                          \
     X(pending_lost, "pending_lost", COUNTER, "questions",                                    \
-      "Missed questions forgotten before their answer was stored (the ring moved on).")
+      "Missed questions forgotten before their answer was stored (the ring moved on).")      \
+    X(shadow_hits, "shadow/would_hit", COUNTER, "lookups",                                   \
+      "Shadow mode: lookups that would have been answered by similarity.")                   \
+    X(shadow_agreed, "shadow/agreed", COUNTER, "answers",                                    \
+      "Shadow mode: the model's answer had the text the would-be hit had.")                  \
+    X(shadow_disagreed, "shadow/disagreed", COUNTER, "answers",                              \
+      "Shadow mode: the model's answer differed from the would-be hit's.")
 
 typedef struct sem_xstats {
     SEM_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -110,6 +121,7 @@ typedef struct pend {
     llmc_key_t key;  /* the request's: its answer will be stored under it */
     llmc_key_t part;
     llmc_guard_q_t *q;
+    llmc_entry_t *would; /* shadow mode: the answer a hit would have served (a reference) */
     float vec[LLMC_LEX_DIM];
 } pend_t;
 
@@ -117,6 +129,9 @@ typedef struct sem_tier {
     llmc_tier_t tier;
     pthread_mutex_t mu;
     float threshold;
+    bool shadow;
+    void (*log)(void *arg, const char *line);
+    void *log_arg;
     llmc_lex_t *lex;
     llmc_vindex_t *ix;
     rec_t *recs;
@@ -267,7 +282,60 @@ static void do_pend_clear(pend_t *p)
 {
     llmc_guard_q_free(p->q);
     p->q = NULL;
+    if (p->would)
+        llmc_entry_unref(p->would);
+    p->would = NULL;
     p->used = false;
+}
+
+/* ---- shadow mode ------------------------------------------------------------------ */
+
+/* One JSON line (o is consumed): to the configured log, else stderr. */
+static void do_log(sem_tier_t *s, json_t *o)
+{
+    char *line = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(o);
+    if (!line)
+        return;
+    if (s->log)
+        s->log(s->log_arg, line);
+    else
+        fprintf(stderr, "%s\n", line);
+    free(line);
+}
+
+static json_t *hex_of(const llmc_key_t *k)
+{
+    char hex[2 * LLMC_KEY_LEN + 1];
+    llmc_key_hex(k, hex);
+    return json_string(hex);
+}
+
+/* The text of a chat answer's first choice, or NULL (json_decref *root). */
+static const char *answer_text(const llmc_entry_t *e, json_t **root)
+{
+    *root = json_loadb(e->body, e->body_len, 0, NULL);
+    json_t *c = json_object_get(json_array_get(json_object_get(*root, "choices"), 0), "message");
+    return json_string_value(json_object_get(c, "content"));
+}
+
+/* The model answered a question that would have hit: did it say the same? */
+static void do_shadow_compare(sem_tier_t *s, const pend_t *p, const llmc_entry_t *e)
+{
+    json_t *ra, *rb;
+    const char *a = answer_text(p->would, &ra), *b = answer_text(e, &rb);
+    bool agreed = a && b ? strcmp(a, b) == 0
+                         : p->would->body_len == e->body_len &&
+                               memcmp(p->would->body, e->body, e->body_len) == 0;
+    json_decref(ra);
+    json_decref(rb);
+    if (agreed)
+        s->xs.shadow_agreed++;
+    else
+        s->xs.shadow_disagreed++;
+    do_log(s, json_pack("{s:s,s:o,s:o,s:b}", "semantic_shadow", "answered", "key",
+                        hex_of(&e->key), "would_have_served", hex_of(&p->would->key), "agreed",
+                        agreed));
 }
 
 /* ---- the ops ---------------------------------------------------------------------- */
@@ -307,6 +375,7 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     }
     float threshold = lk->query->threshold > 0 ? lk->query->threshold : s->threshold;
     size_t n = llmc_vindex_search(s->ix, &part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, cand);
+    llmc_entry_t *would = NULL;
     for (size_t i = 0; i < n; i++) {
         if (cand[i].score < threshold) {
             if (i == 0)
@@ -316,10 +385,25 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         rec_t *r = &s->recs[cand[i].id];
         if (r->e->expires_ms <= lk->now_ms)
             continue;
-        int g = llmc_guard_check(r->q, qf, NULL);
+        char why[LLMC_GUARD_REASON];
+        int g = llmc_guard_check(r->q, qf, why);
         if (g >= 0) {
             (*(uint64_t *)(void *)((char *)&s->xs + rejected_off[g]))++;
+            if (s->shadow)
+                do_log(s, json_pack("{s:s,s:o,s:o,s:f,s:s,s:s}", "semantic_shadow", "rejected",
+                                    "key", hex_of(&lk->query->key), "candidate",
+                                    hex_of(&r->e->key), "similarity", (double)cand[i].score,
+                                    "guard", llmc_guard_name(g), "reason", why));
             continue;
+        }
+        if (s->shadow) {
+            /* What would have been served; the lookup misses all the same. */
+            s->xs.shadow_hits++;
+            would = llmc_entry_ref(r->e);
+            do_log(s, json_pack("{s:s,s:o,s:o,s:f}", "semantic_shadow", "would_hit", "key",
+                                hex_of(&lk->query->key), "matched", hex_of(&r->e->key),
+                                "similarity", (double)cand[i].score));
+            break;
         }
         lk->entry = llmc_entry_ref(r->e);
         lk->similarity = cand[i].score;
@@ -340,7 +424,7 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
             s->xs.pending_lost++;
     }
     do_pend_clear(p);
-    *p = (pend_t){.used = true, .key = lk->query->key, .part = part, .q = qf};
+    *p = (pend_t){.used = true, .key = lk->query->key, .part = part, .q = qf, .would = would};
     memcpy(p->vec, vec, sizeof(vec));
     qf = NULL;
     rc = LLMC_ENOENT;
@@ -365,6 +449,8 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
             p = &s->pend[i];
     if (!p)
         goto out; /* its question was never seen here */
+    if (p->would)
+        do_shadow_compare(s, p, e);
     long old = do_rec_find(s, &e->key);
     if (old >= 0)
         do_rec_drop(s, (uint32_t)old);
@@ -493,6 +579,9 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
     if (!s)
         return NULL;
     s->threshold = cfg && cfg->threshold > 0 ? cfg->threshold : LLMC_TIER_SEMANTIC_THRESHOLD;
+    s->shadow = cfg && cfg->shadow;
+    s->log = cfg ? cfg->log : NULL;
+    s->log_arg = cfg ? cfg->log_arg : NULL;
     s->cap = cfg && cfg->max_entries ? cfg->max_entries : LLMC_TIER_SEMANTIC_MAX_ENTRIES;
     s->max_bytes = cfg ? cfg->max_bytes : 0;
     if (s->cap > UINT32_MAX)

@@ -7,6 +7,7 @@
 #ifndef LLMC_TIER_SEMANTIC_H
 #define LLMC_TIER_SEMANTIC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,14 @@ typedef struct llmc_semantic_config {
     /* Bytes of the entries the tier holds (the entry blocks and vectors);
        past it the oldest go. 0: no bound beyond max_entries. */
     uint64_t max_bytes;
+    /* Shadow mode: every lookup misses; what would have hit is logged and
+       counted, and when the model's answer comes it is compared with the
+       answer that would have been served. */
+    bool shadow;
+    /* Where shadow mode's lines go (one JSON object each, no newline);
+       NULL: stderr. Called with the tier's lock held: keep it short. */
+    void (*log)(void *arg, const char *line);
+    void *log_arg;
 } llmc_semantic_config_t;
 
 /* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or

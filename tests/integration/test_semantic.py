@@ -146,3 +146,24 @@ def test_a_request_can_refuse_similar_answers(gateway_factory, mock):
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cache_semantic"
     st = g.stats()["tiers"]["semantic"]
     assert st["declined"] == 2 and st["hits"] == 3 and st["below_threshold"] >= 1, st
+
+
+def test_shadow_mode_serves_the_model_and_logs_the_would_be_hit(gateway_factory, mock):
+    g = gateway_factory(mock, args=["--semantic", "shadow"],
+                        env={"LLMC_UPSTREAM_KEY": "sk-gateway-test"})
+    first = ask(g, "What is the capital of France?")
+    r = ask(g, "what's the capital of france")
+    assert r.headers["X-Cache"] == "MISS", dict(r.headers)      # the model answered
+    r2 = ask(g, "What is not the capital of France?")
+    assert r2.headers["X-Cache"] == "MISS"
+    st = g.stats()["tiers"]["semantic"]
+    assert st["hits"] == 0 and st["shadow"]["would_hit"] == 1, st
+    # The mock's answer echoes the question, so the model's answer differed.
+    assert st["shadow"]["agreed"] + st["shadow"]["disagreed"] == 1, st
+    lines = [json.loads(l) for l in g.stderr().splitlines() if l.startswith("{\"")]
+    would = [l for l in lines if l.get("semantic_shadow") == "would_hit"]
+    assert len(would) == 1 and would[0]["matched"] == first.headers["X-Cache-Key"], lines
+    assert would[0]["key"] == r.headers["X-Cache-Key"] and would[0]["similarity"] >= 0.7
+    assert any(l.get("semantic_shadow") == "answered" for l in lines), lines
+    assert any(l.get("semantic_shadow") == "rejected" and l["guard"] == "negation"
+               for l in lines), lines

@@ -283,6 +283,54 @@ static void test_thresholds(void **state)
     t->ops->destroy(t);
 }
 
+static char shadow_log[4096];
+
+static void log_line(void *arg, const char *line)
+{
+    (void)arg;
+    size_t n = strlen(shadow_log);
+    snprintf(shadow_log + n, sizeof(shadow_log) - n, "%s\n", line);
+}
+
+/* Shadow mode: every lookup misses; what would have hit is logged, counted,
+   and compared with the model's answer when it comes. */
+static void test_shadow(void **state)
+{
+    (void)state;
+    llmc_semantic_config_t cfg = {.shadow = true, .log = log_line};
+    llmc_tier_t *t = llmc_tier_semantic_new(&cfg);
+    const char *paris = "{\"choices\":[{\"message\":{\"content\":\"Paris\"}}],\"id\":\"1\"}";
+    const char *paris2 = "{\"choices\":[{\"message\":{\"content\":\"Paris\"}}],\"id\":\"2\"}";
+    const char *lyon = "{\"choices\":[{\"message\":{\"content\":\"Lyon\"}}],\"id\":\"3\"}";
+    shadow_log[0] = '\0';
+
+    ASK(a, "m", NULL, "What is the capital of France?", "");
+    assert_null(look(t, &a, NOW));
+    llmc_entry_t *ea = answer(t, &a, paris, NOW + 60000);
+    ASK(b, "m", NULL, "what's the capital of france", "");
+    assert_null(look(t, &b, NOW)); /* would hit, but misses */
+    assert_int_equal(xstat(t, "shadow/would_hit"), 1);
+    assert_non_null(strstr(shadow_log, "\"semantic_shadow\":\"would_hit\""));
+    llmc_entry_unref(answer(t, &b, paris2, NOW + 60000)); /* same text, other id */
+    assert_int_equal(xstat(t, "shadow/agreed"), 1);
+    ASK(c, "m", NULL, "WHAT IS THE CAPITAL OF FRANCE", "");
+    assert_null(look(t, &c, NOW));
+    llmc_entry_unref(answer(t, &c, lyon, NOW + 60000));
+    assert_int_equal(xstat(t, "shadow/disagreed"), 1);
+    assert_non_null(strstr(shadow_log, "\"agreed\":false"));
+    ASK(d, "m", NULL, "What is not the capital of France?", "");
+    assert_null(look(t, &d, NOW));
+    assert_non_null(strstr(shadow_log, "\"semantic_shadow\":\"rejected\""));
+    assert_non_null(strstr(shadow_log, "\"guard\":\"negation\""));
+    assert_int_equal(stats(t).hits, 0);
+    assert_int_equal(stats(t).misses, 4);
+    ASK(e, "m", NULL, "What is the capital of France", ""); /* would hit; never answered */
+    assert_null(look(t, &e, NOW));
+    assert_int_equal(xstat(t, "shadow/would_hit"), 3);
+    llmc_entry_unref(ea);
+    t->ops->destroy(t); /* its pending would-be hit is released (ASan checks) */
+}
+
 /* The byte bound: the oldest answers go once the entries held pass it. */
 static void test_byte_bound(void **state)
 {
@@ -344,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_not_eligible_is_skipped),
         cmocka_unit_test(test_expiry_purge_and_bound),
         cmocka_unit_test(test_thresholds),
+        cmocka_unit_test(test_shadow),
         cmocka_unit_test(test_byte_bound),
         cmocka_unit_test(test_purge_by_model),
     };
