@@ -1,9 +1,11 @@
 /*
  * tier/semantic.c: the semantic tier (see semantic.h).
  *
- * A chat request is split in two: its last user message (the question) and
- * everything else (route, scope, namespace and the canonical body without
- * that message: model, parameters, system prompt, tools, earlier turns).
+ * A request is split in two: its question (a chat request's last user
+ * message, GET /ask's included; a completion's prompt when it is one
+ * string) and everything else (route, scope, namespace and the canonical
+ * body without the question: model, parameters, system prompt, tools,
+ * earlier turns).
  * The second is hashed into the partition key; only questions within one
  * partition are ever compared. The question is embedded with the lexical
  * embedder and searched for in that partition; the best candidates above
@@ -53,6 +55,7 @@
 #include "tier/semantic.h"
 
 #define CHAT_ROUTE "/v1/chat/completions"
+#define COMPLETIONS_ROUTE "/v1/completions"
 
 /* X(field, "name", KIND, "unit", "help"): this tier's own counters. */
 #define SEM_XSTATS_TABLE(X)                                                                  \
@@ -191,28 +194,71 @@ static void hash_str(EVP_MD_CTX *ctx, const char *s, size_t n)
     EVP_DigestUpdate(ctx, s, n);
 }
 
-/* The question (malloc'd) and the partition of a chat query. 0, or
-   LLMC_ENOENT when the request is not one the tier answers. */
-static int split_query(const llmc_tier_query_t *q, char **question, llmc_key_t *part)
+/* Chat: the last message, a user's with text only, is the question; it
+   leaves root. 0 or LLMC_ENOENT. */
+static int take_chat_question(json_t *root, char **question)
 {
-    json_t *root = NULL, *msgs, *last;
-    char *dump = NULL;
-    int rc = LLMC_ENOENT;
-
-    *question = NULL;
-    if (!q->body || !q->path || strcmp(q->path, CHAT_ROUTE) != 0)
-        return LLMC_ENOENT;
-    root = json_loadb(q->body, q->body_len, 0, NULL);
-    msgs = json_object_get(root, "messages");
+    json_t *msgs = json_object_get(root, "messages"), *last;
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
-        goto done;
+        return LLMC_ENOENT;
     last = json_array_get(msgs, json_array_size(msgs) - 1);
     if (!json_is_string(json_object_get(last, "role")) ||
         strcmp(json_string_value(json_object_get(last, "role")), "user") != 0 ||
         json_object_size(last) != 2 /* role and content, no name or anything else */ ||
         !(*question = content_text(json_object_get(last, "content"))))
-        goto done;
+        return LLMC_ENOENT;
     json_array_remove(msgs, json_array_size(msgs) - 1);
+    return 0;
+}
+
+/* Completions: a prompt that is one string is the question (a list of
+   prompts asks several things at once); it leaves root. */
+static int take_prompt(json_t *root, char **question)
+{
+    json_t *p = json_object_get(root, "prompt");
+    if (!json_is_string(p) || !(*question = strndup(json_string_value(p), json_string_length(p))))
+        return LLMC_ENOENT;
+    json_object_del(root, "prompt");
+    return 0;
+}
+
+/* The routes the tier answers, and where their question is. Embeddings and
+   the rest never are: their answer is not to a question. */
+static const struct {
+    const char *path;
+    int (*take)(json_t *root, char **question);
+} routes[] = {
+    {CHAT_ROUTE, take_chat_question}, /* GET /ask too: it is a chat request inside */
+    {COMPLETIONS_ROUTE, take_prompt},
+};
+
+static bool eligible_route(const char *path)
+{
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (strcmp(path, routes[i].path) == 0)
+            return true;
+    return false;
+}
+
+/* The question (malloc'd) and the partition of a query. 0, or LLMC_ENOENT
+   when the request is not one the tier answers. */
+static int split_query(const llmc_tier_query_t *q, char **question, llmc_key_t *part)
+{
+    json_t *root = NULL;
+    char *dump = NULL;
+    int rc = LLMC_ENOENT;
+    size_t r = 0;
+
+    *question = NULL;
+    if (!q->body || !q->path)
+        return LLMC_ENOENT;
+    while (r < sizeof(routes) / sizeof(routes[0]) && strcmp(q->path, routes[r].path) != 0)
+        r++;
+    if (r == sizeof(routes) / sizeof(routes[0]))
+        return LLMC_ENOENT;
+    root = json_loadb(q->body, q->body_len, 0, NULL);
+    if (!json_is_object(root) || routes[r].take(root, question) < 0)
+        goto done;
     if (!(dump = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS))) {
         rc = LLMC_ENOMEM;
         goto done;
@@ -441,7 +487,7 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
     pend_t *p = NULL;
 
     (void)worker;
-    if (strcmp(llmc_entry_route(e), CHAT_ROUTE) != 0 || e->expires_ms <= now_ms)
+    if (!eligible_route(llmc_entry_route(e)) || e->expires_ms <= now_ms)
         return 0;
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING && !p; i++)

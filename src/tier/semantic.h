@@ -1,7 +1,7 @@
 /*
- * tier/semantic.h: the semantic tier: a chat question close enough to one
- * answered before, with everything else about the request equal, gets that
- * answer (issue 15). It sits after the exact tiers, so it is asked only on
+ * tier/semantic.h: the semantic tier: a question (chat, /ask, a completion's
+ * prompt) close enough to one answered before, with everything else about
+ * the request equal, gets that answer (issue 15). It sits after the exact tiers, so it is asked only on
  * an exact miss, and it asks the gateway for the whole query (wants_query).
  */
 #ifndef LLMC_TIER_SEMANTIC_H

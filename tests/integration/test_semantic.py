@@ -17,7 +17,7 @@ Decisions a newcomer would otherwise get wrong:
 
 import json
 
-from conftest import cache_status, chat_body
+from conftest import cache_status, chat_body, completion_body, embedding_body
 
 SYSTEM = "You answer in one word."
 
@@ -167,3 +167,25 @@ def test_shadow_mode_serves_the_model_and_logs_the_would_be_hit(gateway_factory,
     assert any(l.get("semantic_shadow") == "answered" for l in lines), lines
     assert any(l.get("semantic_shadow") == "rejected" and l["guard"] == "negation"
                for l in lines), lines
+
+
+def test_ask_and_completions_prompts(gateway_factory, mock):
+    g = semantic_gateway(gateway_factory, mock)
+    a1 = g.get("/ask", params={"q": "What is the capital of France?"})
+    assert a1.status_code == 200 and a1.headers["X-Cache"] == "MISS", a1.text
+    a2 = g.get("/ask", params={"q": "what's the capital of france"})
+    assert is_semantic_hit(a2, matched=a1), dict(a2.headers)
+    assert a2.json()["answer"] == a1.json()["answer"] and a2.json()["source"] == "cache", a2.text
+    a3 = g.get("/ask", params={"q": "What is the capital of Spain?"})
+    assert a3.headers["X-Cache"] == "MISS" and a3.json()["answer"] != a1.json()["answer"]
+
+    c1 = g.post("/v1/completions", completion_body("Write a haiku about the sea"))
+    assert c1.status_code == 200 and c1.headers["X-Cache"] == "MISS", c1.text
+    c2 = g.post("/v1/completions", completion_body("write a haiku about the sea, please"))
+    assert is_semantic_hit(c2, matched=c1) and c2.content == c1.content, dict(c2.headers)
+    c3 = g.post("/v1/completions", completion_body("Write a haiku about the sky"))
+    assert c3.headers["X-Cache"] == "MISS"
+    # Embeddings are never answered by similarity.
+    e1 = g.post("/v1/embeddings", embedding_body("The food was delicious"))
+    e2 = g.post("/v1/embeddings", embedding_body("the food was delicious"))
+    assert e1.status_code == 200 and e2.headers["X-Cache"] == "MISS", dict(e2.headers)

@@ -202,6 +202,43 @@ static void test_not_eligible_is_skipped(void **state)
     t->ops->destroy(t);
 }
 
+/* A completion's prompt is a question too; a list of prompts is not. */
+static void test_completions(void **state)
+{
+    (void)state;
+    llmc_tier_t *t = llmc_tier_semantic_new(NULL);
+    ASK(a, "m", NULL, "x", "");
+    strcpy(a.body, "{\"max_tokens\":16,\"model\":\"m\",\"prompt\":\"What is the capital of France?\"}");
+    a.q.path = "/v1/completions";
+    a.q.body_len = strlen(a.body);
+    assert_null(look(t, &a, NOW));
+    llmc_entry_t *e = answer(t, &a, "Paris", NOW + 60000);
+    ASK(b, "m", NULL, "x", "");
+    strcpy(b.body, "{\"max_tokens\":16,\"model\":\"m\",\"prompt\":\"what's the capital of france\"}");
+    b.q.path = "/v1/completions";
+    b.q.body_len = strlen(b.body);
+    llmc_entry_t *hit = look(t, &b, NOW);
+    assert_ptr_equal(hit, e);
+    llmc_entry_unref(hit);
+    /* Another parameter: another partition. */
+    ASK(c, "m", NULL, "x", "");
+    strcpy(c.body, "{\"max_tokens\":17,\"model\":\"m\",\"prompt\":\"what's the capital of france\"}");
+    c.q.path = "/v1/completions";
+    c.q.body_len = strlen(c.body);
+    assert_null(look(t, &c, NOW));
+    /* The same question as a chat message: another route, another partition. */
+    ASK(d, "m", NULL, "What is the capital of France?", "");
+    assert_null(look(t, &d, NOW));
+    ASK(f, "m", NULL, "x", "");
+    strcpy(f.body, "{\"max_tokens\":16,\"model\":\"m\",\"prompt\":[\"What is the capital of France?\"]}");
+    f.q.path = "/v1/completions";
+    f.q.body_len = strlen(f.body);
+    assert_null(look(t, &f, NOW));
+    assert_int_equal(xstat(t, "skipped"), 1);
+    llmc_entry_unref(e);
+    t->ops->destroy(t);
+}
+
 static void purged(void *arg, size_t removed)
 {
     *(size_t *)arg = removed;
@@ -390,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_near_duplicate_hits_hard_negative_misses),
         cmocka_unit_test(test_other_context_never_hits),
         cmocka_unit_test(test_not_eligible_is_skipped),
+        cmocka_unit_test(test_completions),
         cmocka_unit_test(test_expiry_purge_and_bound),
         cmocka_unit_test(test_thresholds),
         cmocka_unit_test(test_shadow),
