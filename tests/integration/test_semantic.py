@@ -189,3 +189,38 @@ def test_ask_and_completions_prompts(gateway_factory, mock):
     e1 = g.post("/v1/embeddings", embedding_body("The food was delicious"))
     e2 = g.post("/v1/embeddings", embedding_body("the food was delicious"))
     assert e1.status_code == 200 and e2.headers["X-Cache"] == "MISS", dict(e2.headers)
+
+
+def test_other_namespace_scope_or_earlier_turn_never_hits(gateway_factory, mock):
+    # No upstream key: the scope is the client's credential.
+    g = gateway_factory(mock, args=["--semantic", "on"])
+    alice = {"Authorization": "Bearer sk-alice"}
+
+    def chat(q, headers=None, before=()):
+        body = chat_body(q)
+        body["messages"][0:0] = list(before)
+        r = g.chat(body, headers={**alice, **(headers or {})})
+        assert r.status_code == 200, r.text
+        return r
+
+    first = chat("What is the capital of France?")
+    assert is_semantic_hit(chat("what's the capital of france"), matched=first)
+    assert chat("what's the capital of france?", {"Authorization": "Bearer sk-bob"}) \
+        .headers["X-Cache"] == "MISS"                                   # another scope
+    assert chat("what's the capital of France?!", {"X-Cache-Namespace": "team-b"}) \
+        .headers["X-Cache"] == "MISS"                                   # another namespace
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    assert chat("What's the capital of France", before=turns).headers["X-Cache"] == "MISS"
+
+
+def test_a_purge_removes_the_answers_from_the_semantic_tier(gateway_factory, mock):
+    token = "semantic-purge-token"
+    g = gateway_factory(mock, args=["--semantic", "on"],
+                        env={"LLMC_UPSTREAM_KEY": "sk-gateway-test", "LLMC_ADMIN_TOKEN": token})
+    first = ask(g, "What is the capital of France?")
+    assert is_semantic_hit(ask(g, "what's the capital of france"), matched=first)
+    r = g.post("/admin/purge", {"model": "gpt-4o-mini"},
+               headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json()["removed"]["semantic"] == 1, r.text
+    assert ask(g, "WHAT IS THE CAPITAL OF FRANCE").headers["X-Cache"] == "MISS"
+    assert g.stats(headers={"Authorization": f"Bearer {token}"})["tiers"]["semantic"]["purged"] == 1
