@@ -513,6 +513,13 @@ static bool g_negation(const llmc_guard_q_t *a, const llmc_guard_q_t *b, char *w
     return true;
 }
 
+/* The tokens the content and order guards compare: numbers and their units
+   are the numbers guard's (in order), fillers nobody's. */
+static bool is_content(const llmc_lex_tok_t *t)
+{
+    return !(t->flags & (LLMC_LEX_FILLER | LLMC_LEX_NUM | LLMC_LEX_SYM | TOK_UNIT));
+}
+
 static bool has_stem(const llmc_guard_q_t *q, const char *stem)
 {
     for (size_t i = 0; i < q->toks.n; i++)
@@ -525,8 +532,7 @@ static bool content_in(const llmc_guard_q_t *x, const llmc_guard_q_t *y, char *w
 {
     for (size_t i = 0; i < x->toks.n; i++) {
         const llmc_lex_tok_t *t = &x->toks.v[i];
-        /* Numbers and their units are the numbers guard's. */
-        if (t->flags & (LLMC_LEX_FILLER | LLMC_LEX_NUM | LLMC_LEX_SYM | TOK_UNIT))
+        if (!is_content(t))
             continue;
         if (!has_stem(y, t->stem))
             return WHY("word \"%s\" only on one side", t->word);
@@ -590,13 +596,28 @@ static bool g_roles(const llmc_guard_q_t *a, const llmc_guard_q_t *b, char *why)
     return true;
 }
 
-/* The content stems of q in order, at most max: the words the content
-   guard compares (numbers and units are the numbers guard's, in order). */
+/* Whether a and b have the same content stems in the same order. */
+static bool same_sequence(const llmc_guard_q_t *a, const llmc_guard_q_t *b)
+{
+    size_t i = 0, j = 0;
+    for (;;) {
+        while (i < a->toks.n && !is_content(&a->toks.v[i]))
+            i++;
+        while (j < b->toks.n && !is_content(&b->toks.v[j]))
+            j++;
+        if (i == a->toks.n || j == b->toks.n)
+            return i == a->toks.n && j == b->toks.n;
+        if (strcmp(a->toks.v[i++].stem, b->toks.v[j++].stem) != 0)
+            return false;
+    }
+}
+
+/* The content stems of q in order, at most max (max + 1: more). */
 static size_t content_seq(const llmc_guard_q_t *q, const char **seq, size_t max)
 {
     size_t n = 0;
     for (size_t i = 0; i < q->toks.n; i++)
-        if (!(q->toks.v[i].flags & (LLMC_LEX_FILLER | LLMC_LEX_NUM | LLMC_LEX_SYM | TOK_UNIT))) {
+        if (is_content(&q->toks.v[i])) {
             if (n == max)
                 return max + 1;
             seq[n++] = q->toks.v[i].stem;
@@ -627,18 +648,19 @@ static bool g_order(const llmc_guard_q_t *a, const llmc_guard_q_t *b, char *why)
 {
     enum { MAXSEQ = 48 };
     const char *sa[MAXSEQ], *sb[MAXSEQ];
+    if (same_sequence(a, b))
+        return true;
     size_t na = content_seq(a, sa, MAXSEQ), nb = content_seq(b, sb, MAXSEQ);
     if (na > MAXSEQ || nb > MAXSEQ)
-        return WHY("too many words to compare their order");
+        return WHY("too many words to look for a moved phrase");
     if (na != nb)
         return WHY("a content word repeated on one side only");
-    /* i == j is no swap at all: the sequences as they are. */
     for (size_t i = 0; i < na; i++)
-        for (size_t j = i; j < na; j++)
+        for (size_t j = i + 1; j < na; j++)
             for (size_t k = j + 1; k <= na; k++)
                 if (swapped_equal(sa, sb, na, i, j, k))
                     return true;
-    return na == 0 ? true : WHY("words in another order");
+    return WHY("words in another order");
 }
 
 static const char *const guard_names[LLMC_GUARD_N] = {

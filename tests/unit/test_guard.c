@@ -163,6 +163,13 @@ static void test_order(void **state)
     PASSES("Why doesn't my code compile?", "why does my code not compile");
     PASSES("During winter, why do pipes freeze?", "Why do pipes freeze during winter?");
     PASSES("", "please");
+    /* Regression (fuzz_semantic): a long question is the same as itself. */
+    char longq[2048] = "";
+    for (int i = 0; i < 60; i++)
+        snprintf(longq + strlen(longq), sizeof(longq) - strlen(longq), "word%c%c ", 'a' + i % 26,
+                 'a' + i / 26);
+    PASSES(longq, longq);
+    REJECTS(CONTENT, longq, "worda");
 }
 
 static void test_names_and_bad_input(void **state)
