@@ -28,10 +28,10 @@
  *   not yet stored with entries on disk, so a restart starts empty.
  * - Only fresh answers are served: a stale one found by similarity is a
  *   guess about a guess.
- * - One mutex guards the index, the records, the pending ring and the one
- *   embedder (a Snowball stemmer is not thread-safe); lexical embedding
- *   takes microseconds. An embedder per worker is the next step if the
- *   lock shows in profiles.
+ * - One mutex guards the index, the records and the pending ring. Each
+ *   worker embeds with its own embedder (a Snowball stemmer is not
+ *   thread-safe), made at attach, outside the lock; a lookup from a loop
+ *   that was never attached (tests) uses the shared one under the lock.
  * - The index's id of a record is its slot in the record array; a freed
  *   slot is reused, and the index entry is deleted before the slot is.
  * - Shadow mode runs the whole decision and then misses: a would-be hit is
@@ -135,7 +135,9 @@ typedef struct sem_tier {
     bool shadow;
     void (*log)(void *arg, const char *line);
     void *log_arg;
-    llmc_lex_t *lex;
+    llmc_lex_t *lex;   /* shared, under mu */
+    llmc_lex_t **wlex; /* per worker, made at attach (main thread, before workers run) */
+    unsigned nwlex;
     llmc_vindex_t *ix;
     rec_t *recs;
     size_t cap, live;
@@ -410,11 +412,19 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         pthread_mutex_unlock(&s->mu);
         return LLMC_ENOENT;
     }
+    /* The worker's own embedder works outside the lock; the shared one in it. */
+    llmc_lex_t *lx = lk->worker < s->nwlex ? s->wlex[lk->worker] : NULL;
+    size_t qlen = strlen(question);
+    bool embedded = false;
+    if (lx)
+        embedded = llmc_lex_embed(lx, question, qlen, vec) > 0 &&
+                   llmc_guard_q_new(lx, question, qlen, &qf) == 0;
     pthread_mutex_lock(&s->mu);
     s->xs.lookups++;
-    size_t qlen = strlen(question);
-    if (llmc_lex_embed(s->lex, question, qlen, vec) <= 0 ||
-        llmc_guard_q_new(s->lex, question, qlen, &qf) < 0) {
+    if (!lx)
+        embedded = llmc_lex_embed(s->lex, question, qlen, vec) > 0 &&
+                   llmc_guard_q_new(s->lex, question, qlen, &qf) == 0;
+    if (!embedded) {
         s->xs.skipped++;
         rc = LLMC_ENOENT;
         goto out;
@@ -585,6 +595,33 @@ static void sem_xstats(llmc_tier_t *t, void *out)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Main thread, before worker runs: its own embedder. */
+static int sem_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
+{
+    sem_tier_t *s = impl(t);
+
+    (void)loop;
+    if (worker >= s->nwlex) {
+        llmc_lex_t **v = realloc(s->wlex, (worker + 1) * sizeof(*v));
+        if (!v)
+            return LLMC_ENOMEM;
+        memset(v + s->nwlex, 0, (worker + 1 - s->nwlex) * sizeof(*v));
+        s->wlex = v;
+        s->nwlex = worker + 1;
+    }
+    if (!s->wlex[worker] && !(s->wlex[worker] = llmc_lex_new()))
+        return LLMC_ENOMEM;
+    return 0;
+}
+
+/* Nothing waits in this tier: its lookups answer at once. The embedder
+   stays until destroy (a worker's loop may still ask while shutting down). */
+static void sem_detach(llmc_tier_t *t, unsigned worker)
+{
+    (void)t;
+    (void)worker;
+}
+
 static void sem_destroy(llmc_tier_t *t)
 {
     sem_tier_t *s = impl(t);
@@ -596,6 +633,9 @@ static void sem_destroy(llmc_tier_t *t)
         }
     for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING; i++)
         do_pend_clear(&s->pend[i]);
+    for (unsigned i = 0; i < s->nwlex; i++)
+        llmc_lex_free(s->wlex[i]);
+    free(s->wlex);
     free(s->recs);
     free(s->free_slots);
     llmc_vindex_free(s->ix);
@@ -615,6 +655,8 @@ static const llmc_tier_ops_t semantic_ops = {
     .xstats_desc = xstats_desc,
     .nxstats = sizeof(xstats_desc) / sizeof(xstats_desc[0]),
     .xstats = sem_xstats,
+    .attach = sem_attach,
+    .detach = sem_detach,
     .destroy = sem_destroy,
 };
 

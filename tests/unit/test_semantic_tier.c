@@ -57,11 +57,13 @@ static void ask_in(ask_t *a, const char *model, const char *system, const char *
     ask_in(&var, __VA_ARGS__)
 
 static float last_similarity;
+static unsigned look_worker; /* the worker lookups say they run on */
 
 /* Looks q up; returns the entry found (a reference) or NULL. */
 static llmc_entry_t *look(llmc_tier_t *t, ask_t *a, int64_t now)
 {
-    llmc_tier_lookup_t lk = {.query = &a->q, .now_ms = now, .similarity = -1};
+    llmc_tier_lookup_t lk = {.query = &a->q, .now_ms = now, .similarity = -1,
+                             .worker = look_worker};
     int rc = t->ops->lookup(t, &lk);
     assert_true(rc == 0 || rc == LLMC_ENOENT);
     assert_true((rc == 0) == (lk.entry != NULL));
@@ -199,6 +201,34 @@ static void test_not_eligible_is_skipped(void **state)
     ASK(e, "m", NULL, "what is rust", "");
     llmc_entry_unref(answer(t, &e, "a language", NOW + 60000));
     assert_int_equal(stats(t).entries, 0);
+    t->ops->destroy(t);
+}
+
+/* Attached workers embed with their own embedders, others with the shared
+   one: the answers are the same. */
+static void test_worker_embedders(void **state)
+{
+    (void)state;
+    llmc_tier_t *t = llmc_tier_semantic_new(NULL);
+    assert_int_equal(t->ops->attach(t, 0, NULL), 0);
+    assert_int_equal(t->ops->attach(t, 2, NULL), 0); /* 1 never attached */
+    look_worker = 2;
+    ASK(a, "m", NULL, "What is the capital of France?", "");
+    assert_null(look(t, &a, NOW));
+    llmc_entry_t *e = answer(t, &a, "Paris", NOW + 60000);
+    for (unsigned w = 0; w < 4; w++) {
+        look_worker = w;
+        ASK(b, "m", NULL, "what's the capital of france", "");
+        llmc_entry_t *hit = look(t, &b, NOW);
+        assert_ptr_equal(hit, e);
+        assert_true(last_similarity > 0.99f);
+        llmc_entry_unref(hit);
+        ASK(c, "m", NULL, "what is the capital of Spain", "");
+        assert_null(look(t, &c, NOW));
+    }
+    look_worker = 0;
+    t->ops->detach(t, 0);
+    llmc_entry_unref(e);
     t->ops->destroy(t);
 }
 
@@ -428,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_other_context_never_hits),
         cmocka_unit_test(test_not_eligible_is_skipped),
         cmocka_unit_test(test_completions),
+        cmocka_unit_test(test_worker_embedders),
         cmocka_unit_test(test_expiry_purge_and_bound),
         cmocka_unit_test(test_thresholds),
         cmocka_unit_test(test_shadow),
