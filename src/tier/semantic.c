@@ -34,6 +34,12 @@
  *   that was never attached (tests) uses the shared one under the lock.
  * - The index's id of a record is its slot in the record array; a freed
  *   slot is reused, and the index entry is deleted before the slot is.
+ * - A hit also makes the request's own key an alias of the matched record
+ *   (at most LLMC_TIER_SEMANTIC_ALIASES per record), so the same wording
+ *   again is found by its key, without embedding or search; it is still a
+ *   SEMANTIC-HIT with the similarity it was matched at. An alias lives in
+ *   this tier only and goes with its record (expiry, eviction, purge); a
+ *   key purge of the alias's own key removes just the alias.
  * - Shadow mode runs the whole decision and then misses: a would-be hit is
  *   kept (a reference) with the pending question, and when the model's
  *   answer is stored the two answers' texts are compared (agreed or
@@ -62,6 +68,8 @@
     X(lookups, "lookups", COUNTER, "lookups", "Questions searched for by similarity.")        \
     X(skipped, "skipped", COUNTER, "lookups",                                                \
       "Lookups not eligible: not chat, no final user message with text, nothing to embed.")  \
+    X(alias_hits, "alias_hits", COUNTER, "lookups",                                          \
+      "Hits found by the request's key, an alias made by an earlier hit (no search).")       \
     X(declined, "declined", COUNTER, "lookups",                                              \
       "Lookups whose request said no (X-Cache-Semantic: off, \"cache\": {\"semantic\": false}).") \
     X(below_threshold, "below_threshold", COUNTER, "lookups",                                \
@@ -117,7 +125,17 @@ typedef struct rec {
     llmc_entry_t *e; /* a reference; NULL: the slot is free */
     llmc_guard_q_t *q;
     uint64_t seq;    /* when indexed: the oldest goes first */
+    llmc_key_t *aliases; /* malloc'd when the first comes; naliases of them */
+    uint8_t naliases;
 } rec_t;
+
+/* An alias: a request key whose question was matched to the record at slot. */
+typedef struct alias {
+    llmc_key_t key;
+    uint32_t slot;
+    float similarity;
+    bool used;
+} alias_t;
 
 typedef struct pend {
     bool used;
@@ -145,6 +163,8 @@ typedef struct sem_tier {
     size_t nfree;
     size_t sweep_at;
     uint64_t seq, bytes, max_bytes;
+    alias_t *amap; /* open addressing by key, at most half full; acap 0: none yet */
+    size_t acap, acount;
     pend_t pend[LLMC_TIER_SEMANTIC_PENDING];
     size_t pend_next;
     llmc_tier_stats_t st; /* under mu */
@@ -292,9 +312,104 @@ done:
 
 /* ---- records ---------------------------------------------------------------------- */
 
+/* ---- aliases ---------------------------------------------------------------------- */
+
+static size_t alias_home(const sem_tier_t *s, const llmc_key_t *k)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < LLMC_KEY_LEN; i++)
+        h = (h ^ k->b[i]) * 0x100000001b3ull;
+    return (size_t)(h ^ (h >> 29)) & (s->acap - 1);
+}
+
+static size_t do_alias_find(const sem_tier_t *s, const llmc_key_t *k)
+{
+    size_t i = alias_home(s, k);
+    while (s->amap[i].used && memcmp(s->amap[i].key.b, k->b, LLMC_KEY_LEN) != 0)
+        i = (i + 1) & (s->acap - 1);
+    return i;
+}
+
+/* Removes the map's entry at i, shifting back the ones its hole would hide. */
+static void do_alias_remove_at(sem_tier_t *s, size_t i)
+{
+    size_t mask = s->acap - 1, j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!s->amap[j].used)
+            break;
+        size_t home = alias_home(s, &s->amap[j].key);
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            s->amap[i] = s->amap[j];
+            i = j;
+        }
+    }
+    s->amap[i] = (alias_t){0};
+    s->acount--;
+}
+
+static int do_alias_grow(sem_tier_t *s)
+{
+    size_t ocap = s->acap, cap = ocap ? 2 * ocap : 64;
+    alias_t *old = s->amap, *v = calloc(cap, sizeof(*v));
+    if (!v)
+        return LLMC_ENOMEM;
+    s->amap = v;
+    s->acap = cap;
+    for (size_t i = 0; i < ocap; i++)
+        if (old[i].used)
+            s->amap[do_alias_find(s, &old[i].key)] = old[i];
+    free(old);
+    return 0;
+}
+
+/* Makes key an alias of the record at slot, matched at similarity. Best
+   effort: a full record or no memory just means no alias. */
+static void do_alias_add(sem_tier_t *s, const llmc_key_t *key, uint32_t slot, float similarity)
+{
+    rec_t *r = &s->recs[slot];
+    if (r->naliases == LLMC_TIER_SEMANTIC_ALIASES)
+        return;
+    if ((s->acount + 1) * 2 > s->acap && do_alias_grow(s) < 0)
+        return;
+    size_t i = do_alias_find(s, key);
+    if (s->amap[i].used)
+        return; /* an alias already (of a record it was matched to first) */
+    if (!r->aliases && !(r->aliases = malloc(LLMC_TIER_SEMANTIC_ALIASES * sizeof(llmc_key_t))))
+        return;
+    r->aliases[r->naliases++] = *key;
+    s->amap[i] = (alias_t){.key = *key, .slot = slot, .similarity = similarity, .used = true};
+    s->acount++;
+}
+
+/* Removes the alias key, and its place in its record's list. */
+static bool do_alias_del(sem_tier_t *s, const llmc_key_t *key)
+{
+    if (!s->acap)
+        return false;
+    size_t i = do_alias_find(s, key);
+    if (!s->amap[i].used)
+        return false;
+    rec_t *r = &s->recs[s->amap[i].slot];
+    for (uint8_t k = 0; k < r->naliases; k++)
+        if (memcmp(r->aliases[k].b, key->b, LLMC_KEY_LEN) == 0) {
+            r->aliases[k] = r->aliases[--r->naliases];
+            break;
+        }
+    do_alias_remove_at(s, i);
+    return true;
+}
+
 static void do_rec_drop(sem_tier_t *s, uint32_t slot)
 {
     rec_t *r = &s->recs[slot];
+    while (r->naliases > 0) {
+        llmc_key_t k = r->aliases[r->naliases - 1];
+        if (!do_alias_del(s, &k))
+            r->naliases--; /* not in the map: cannot be, but never loop */
+    }
+    free(r->aliases);
     (void)llmc_vindex_delete(s->ix, slot);
     s->bytes -= r->e->mem_bytes + LLMC_LEX_DIM * sizeof(float);
     llmc_entry_unref(r->e);
@@ -406,6 +521,22 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         pthread_mutex_unlock(&s->mu);
         return LLMC_ENOENT;
     }
+    /* The same wording as an earlier hit: its alias, no search. */
+    pthread_mutex_lock(&s->mu);
+    if (s->acap) {
+        const alias_t *al = &s->amap[do_alias_find(s, &lk->query->key)];
+        const rec_t *r = al->used ? &s->recs[al->slot] : NULL;
+        if (r && r->e->expires_ms > lk->now_ms && !s->shadow &&
+            al->similarity >= (lk->query->threshold > 0 ? lk->query->threshold : s->threshold)) {
+            lk->entry = llmc_entry_ref(r->e);
+            lk->similarity = al->similarity;
+            s->st.hits++;
+            s->xs.alias_hits++;
+            pthread_mutex_unlock(&s->mu);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
     if (split_query(lk->query, &question, &part) < 0) {
         pthread_mutex_lock(&s->mu);
         s->xs.skipped++;
@@ -464,6 +595,7 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         lk->entry = llmc_entry_ref(r->e);
         lk->similarity = cand[i].score;
         s->st.hits++;
+        do_alias_add(s, &lk->query->key, (uint32_t)cand[i].id, cand[i].score);
         rc = 0;
         goto out;
     }
@@ -546,6 +678,9 @@ static void sem_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
             do_rec_drop(s, (uint32_t)i);
             n++;
         }
+        /* The key of a request that was answered by similarity: the way to
+           that answer goes, the answer stays for its own question. */
+        n += do_alias_del(s, &sel->key);
     } else {
         for (size_t i = 0; i < s->cap; i++)
             if (s->recs[i].e && llmc_purge_match(sel, s->recs[i].e)) {
@@ -630,7 +765,9 @@ static void sem_destroy(llmc_tier_t *t)
         if (s->recs[i].e) {
             llmc_entry_unref(s->recs[i].e);
             llmc_guard_q_free(s->recs[i].q);
+            free(s->recs[i].aliases);
         }
+    free(s->amap);
     for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING; i++)
         do_pend_clear(&s->pend[i]);
     for (unsigned i = 0; i < s->nwlex; i++)

@@ -21,6 +21,8 @@
 #define LLMC_TIER_SEMANTIC_PENDING 256
 /* Candidates the guards judge per lookup, best first. */
 #define LLMC_TIER_SEMANTIC_CANDIDATES 4
+/* Request keys a record answers besides its own (see semantic.c). */
+#define LLMC_TIER_SEMANTIC_ALIASES 4
 /* Records tick() examines per call. */
 #define LLMC_TIER_SEMANTIC_SWEEP_BUDGET 1024
 

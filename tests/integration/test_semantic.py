@@ -100,6 +100,10 @@ def test_near_duplicates_hit_and_hard_negatives_miss(gateway_factory, mock):
     # Each hard negative that came close enough was stopped by its guard.
     rej = st["rejected"]
     assert rej["negation"] >= 1 and rej["quotes"] >= 1 and rej["roles"] >= 1, st
+    # The same wording again is found by its own key (an alias), still a semantic hit.
+    r = ask(g, "what is the capital of france")
+    assert is_semantic_hit(r, matched=first)
+    assert g.stats()["tiers"]["semantic"]["alias_hits"] == 1
 
 
 def test_off_by_default(gateway_factory, mock):

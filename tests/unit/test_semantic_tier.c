@@ -232,6 +232,78 @@ static void test_worker_embedders(void **state)
     t->ops->destroy(t);
 }
 
+static void purged(void *arg, size_t removed)
+{
+    *(size_t *)arg = removed;
+}
+
+/* A hit makes the request's key an alias: the same request again is found
+   by its key, goes with its record, and can be purged alone. */
+static void test_aliases(void **state)
+{
+    (void)state;
+    llmc_tier_t *t = llmc_tier_semantic_new(NULL);
+    ASK(a, "m", NULL, "In Python, how do I reverse a list?", "");
+    assert_null(look(t, &a, NOW));
+    llmc_entry_t *e = answer(t, &a, "reversed", NOW + 60000);
+
+    ASK(b, "m", NULL, "How do I reverse a list in Python?", "");
+    llmc_entry_t *hit = look(t, &b, NOW);
+    assert_ptr_equal(hit, e);
+    float sim = last_similarity;
+    llmc_entry_unref(hit);
+    assert_int_equal(xstat(t, "alias_hits"), 0);
+    hit = look(t, &b, NOW); /* the same request: by its key */
+    assert_ptr_equal(hit, e);
+    assert_true(last_similarity == sim);
+    llmc_entry_unref(hit);
+    assert_int_equal(xstat(t, "alias_hits"), 1);
+    /* A stricter request does not take an alias matched below its threshold. */
+    b.q.threshold = sim + (1.0f - sim) / 2;
+    assert_null(look(t, &b, NOW));
+    b.q.threshold = 0;
+    assert_int_equal(xstat(t, "alias_hits"), 1);
+
+    /* A key purge of the alias takes the alias only. */
+    size_t n = 0;
+    llmc_purge_t sel = {.conds = LLMC_PURGE_KEY, .key = b.q.key};
+    t->ops->purge(t, 0, &sel, purged, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(stats(t).entries, 1);
+    hit = look(t, &b, NOW); /* found again by search, and aliased again */
+    assert_ptr_equal(hit, e);
+    llmc_entry_unref(hit);
+    assert_int_equal(xstat(t, "alias_hits"), 1);
+    hit = look(t, &b, NOW);
+    llmc_entry_unref(hit);
+    assert_int_equal(xstat(t, "alias_hits"), 2);
+
+    /* At most LLMC_TIER_SEMANTIC_ALIASES per record. */
+    const char *more[] = {"how do I reverse a list in python", "HOW DO I REVERSE A LIST IN PYTHON",
+                          "How do I reverse a list in Python", "how do i reverse a list in python?",
+                          "How do I reverse a list, in Python?"};
+    ask_t extra[5];
+    for (int i = 0; i < 5; i++) {
+        ask_in(&extra[i], "m", NULL, more[i], "");
+        llmc_entry_unref(look(t, &extra[i], NOW));
+    }
+    uint64_t before = xstat(t, "alias_hits");
+    for (int i = 0; i < 5; i++)
+        llmc_entry_unref(look(t, &extra[i], NOW));
+    assert_int_equal(xstat(t, "alias_hits") - before, LLMC_TIER_SEMANTIC_ALIASES - 1);
+
+    /* Expired: not by alias either. */
+    assert_null(look(t, &b, NOW + 60000));
+    /* A purge of the record takes its aliases. */
+    sel.key = a.q.key;
+    t->ops->purge(t, 0, &sel, purged, &n);
+    assert_int_equal(n, 1);
+    assert_null(look(t, &b, NOW));
+    assert_int_equal(xstat(t, "alias_hits"), before + LLMC_TIER_SEMANTIC_ALIASES - 1);
+    llmc_entry_unref(e);
+    t->ops->destroy(t);
+}
+
 /* A completion's prompt is a question too; a list of prompts is not. */
 static void test_completions(void **state)
 {
@@ -267,11 +339,6 @@ static void test_completions(void **state)
     assert_int_equal(xstat(t, "skipped"), 1);
     llmc_entry_unref(e);
     t->ops->destroy(t);
-}
-
-static void purged(void *arg, size_t removed)
-{
-    *(size_t *)arg = removed;
 }
 
 static void test_expiry_purge_and_bound(void **state)
@@ -459,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_not_eligible_is_skipped),
         cmocka_unit_test(test_completions),
         cmocka_unit_test(test_worker_embedders),
+        cmocka_unit_test(test_aliases),
         cmocka_unit_test(test_expiry_purge_and_bound),
         cmocka_unit_test(test_thresholds),
         cmocka_unit_test(test_shadow),
