@@ -4,12 +4,13 @@
 #   make test       install, build, run unit + integration + client tests
 #   make SAN=1 ...  the same under AddressSanitizer + UBSan (build dir build/san)
 #   make bench      optimised build, then the side-by-side benchmark (bench/)
+#   make bench-semantic  what the semantic tier's parts cost (embedding, guards, search)
 
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
-PKGS    := libuv libcurl jansson libcrypto lmdb hiredis
+PKGS    := libuv libcurl jansson libcrypto lmdb hiredis libutf8proc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lstemmer -lpthread -lm
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -74,6 +75,16 @@ test: deps
 bench: deps
 	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" all build/bench/burst
 	./bench/run.sh build/bench/llmcached
+
+# What the semantic tier's parts cost (bench/semantic_bench.c), on an optimised build.
+.PHONY: bench-semantic
+bench-semantic:
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" build/bench/semantic_bench
+	build/bench/semantic_bench
+
+$(BUILD)/semantic_bench: bench/semantic_bench.c $(BUILD)/libllmc.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS)
 
 # The stampede's client (bench/burst.c), kept beside the benchmarked binary.
 build/bench/burst: bench/burst.c

@@ -75,6 +75,7 @@ typedef struct opt {
 #define WORDS_BOOL(list) .words = NULL
 #define WORDS_SIZE(list) .words = NULL
 #define WORDS_SECS(list) .words = NULL
+#define WORDS_RATIO(list) .words = NULL
 
 static const opt_t opts[] = {
 /* The parameters are not named after the fields: .name = name would not
@@ -106,6 +107,11 @@ static const unit_t size_units[] = {
 /* Durations, in milliseconds; a bare number is seconds. */
 static const unit_t secs_units[] = {
     {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
+};
+
+/* Fractions, in thousandths: 0.7 or 70%. */
+static const unit_t ratio_units[] = {
+    {"", 1000}, {"%", 10},
 };
 
 /* Suffixes for printing amounts, largest first. */
@@ -251,12 +257,25 @@ static void fmt_scaled(char *buf, size_t len, int64_t v, const unit_t *show, siz
     snprintf(buf, len, "%lld%s", (long long)v, v == 0 ? "" : bare);
 }
 
+/* Thousandths as a decimal without trailing zeros: 700 -> "0.7", 1000 -> "1". */
+static void fmt_ratio(char *buf, size_t len, int64_t v)
+{
+    snprintf(buf, len, "%lld.%03lld", (long long)(v / 1000), (long long)(v % 1000));
+    size_t n = strlen(buf);
+    while (n > 0 && buf[n - 1] == '0')
+        buf[--n] = '\0';
+    if (n > 0 && buf[n - 1] == '.')
+        buf[--n] = '\0';
+}
+
 static void fmt_amount(char *buf, size_t len, const opt_t *o, int64_t v)
 {
     if (o->type == LLMC_OPT_SIZE)
         fmt_scaled(buf, len, v, size_show, countof(size_show), "");
     else if (o->type == LLMC_OPT_SECS)
         fmt_scaled(buf, len, v, secs_show, countof(secs_show), "ms");
+    else if (o->type == LLMC_OPT_RATIO)
+        fmt_ratio(buf, len, v);
     else
         snprintf(buf, len, "%lld", (long long)v);
 }
@@ -291,10 +310,14 @@ static int parse_number(const opt_t *o, const char *s, int64_t *v, char *err, si
     }
     if (o->type == LLMC_OPT_SIZE)
         rc = parse_scaled(s, size_units, countof(size_units), v, &too_big);
+    else if (o->type == LLMC_OPT_RATIO)
+        rc = parse_scaled(s, ratio_units, countof(ratio_units), v, &too_big);
     else
         rc = parse_scaled(s, secs_units, countof(secs_units), v, &too_big);
     if (rc != 0 && too_big)
         errf(err, errlen, "--%s: '%s' is too large", o->name, s);
+    else if (rc != 0 && o->type == LLMC_OPT_RATIO)
+        errf(err, errlen, "--%s: '%s' is not a fraction (0.7, or a percentage: 70%%)", o->name, s);
     else if (rc != 0 && o->type == LLMC_OPT_SIZE)
         errf(err, errlen, "--%s: '%s' is not a size (bytes, optionally with a K, M, G or T suffix)",
              o->name, s);
@@ -366,6 +389,7 @@ static int set_opt(llmc_config_t *cfg, const opt_t *o, const char *s, char *err,
     case LLMC_OPT_INT:
     case LLMC_OPT_SIZE:
     case LLMC_OPT_SECS:
+    case LLMC_OPT_RATIO:
         if (parse_number(o, s, &v, err, errlen) != 0 || check_range(o, s, v, err, errlen) != 0)
             return LLMC_EINVAL;
         *(int64_t *)slot = v;
@@ -666,6 +690,7 @@ static const char *type_word(llmc_opt_type_t t)
     case LLMC_OPT_SECS: return "SECS";
     case LLMC_OPT_ENUM: return "WORD";
     case LLMC_OPT_WORD_OR_STR: return "TEXT";  /* the words are in the description */
+    case LLMC_OPT_RATIO: return "RATIO";
     }
     return "VALUE";
 }
@@ -675,7 +700,8 @@ static void range_text(char *buf, size_t len, const opt_t *o)
 {
     char lo[32], hi[32];
     buf[0] = '\0';
-    if (o->type != LLMC_OPT_INT && o->type != LLMC_OPT_SIZE && o->type != LLMC_OPT_SECS)
+    if (o->type != LLMC_OPT_INT && o->type != LLMC_OPT_SIZE && o->type != LLMC_OPT_SECS &&
+        o->type != LLMC_OPT_RATIO)
         return;
     fmt_amount(lo, sizeof lo, o, o->min);
     fmt_amount(hi, sizeof hi, o, o->max);
@@ -747,7 +773,7 @@ static void md_type(FILE *out, const opt_t *o)
     static const char *const names[] = {
         [LLMC_OPT_STR] = "text", [LLMC_OPT_INT] = "integer", [LLMC_OPT_BOOL] = "boolean",
         [LLMC_OPT_SIZE] = "size", [LLMC_OPT_SECS] = "duration", [LLMC_OPT_ENUM] = "one of",
-        [LLMC_OPT_WORD_OR_STR] = "text",
+        [LLMC_OPT_WORD_OR_STR] = "text", [LLMC_OPT_RATIO] = "fraction",
     };
     fputs(names[o->type], out);
     if (o->type == LLMC_OPT_ENUM) {

@@ -13,7 +13,8 @@
  * Types: STR (any string), INT (integer within min..max), BOOL (on/off,
  * true/false, yes/no, 1/0), SIZE (bytes, with K/M/G suffixes, powers of
  * 1024), SECS (seconds, may be fractional, optional ms/s/m/h suffix; stored
- * in milliseconds), ENUM (one of the option's words, in any case; stored as
+ * in milliseconds), RATIO (a fraction, 0.7 or 70%; stored in thousandths,
+ * min/max too), ENUM (one of the option's words, in any case; stored as
  * its enum value), WORD_OR_STR (one of the option's words, stored as its
  * enum value, or any other string, which sets the enum's last value and is
  * kept in a text field: how --access-log tells 'off' from a path; its words
@@ -35,7 +36,7 @@
 
 typedef enum llmc_opt_type {
     LLMC_OPT_STR, LLMC_OPT_INT, LLMC_OPT_BOOL, LLMC_OPT_SIZE, LLMC_OPT_SECS, LLMC_OPT_ENUM,
-    LLMC_OPT_WORD_OR_STR
+    LLMC_OPT_WORD_OR_STR, LLMC_OPT_RATIO
 } llmc_opt_type_t;
 
 /* X(field, "name", TYPE, "default", min, max, WORDS, "description")
@@ -129,6 +130,15 @@ typedef enum llmc_opt_type {
     X(redis_timeout, "redis-timeout", SECS, "50ms", 1, 60000, NULL,                           \
       "A Redis lookup not answered within this is a miss (seconds); a Redis that keeps "      \
       "timing out is disconnected and retried with backoff.")                                 \
+    X(semantic, "semantic", ENUM, "off", 0, 0, LLMC_CFG_SEMANTIC_WORDS,                       \
+      "Semantic tier, asked after the exact tiers miss: 'on' answers a chat question with "   \
+      "the answer to a near-duplicate one (same model, parameters, system prompt and earlier " \
+      "turns; guarded against different numbers, names, negations...), 'off' never does; "   \
+      "'shadow' decides as 'on' would and logs it (stderr, one JSON line each), but serves "  \
+      "the model's answer: to measure precision on real traffic before turning it on.")      \
+    X(semantic_threshold, "semantic-threshold", RATIO, "0.7", 1, 1000, NULL,                 \
+      "How similar (cosine of the lexical vectors, 0.001..1, or a percentage) a question must " \
+      "be before the guards judge it; X-Cache-Semantic-Threshold sets it per request.")       \
     X(mock_latency, "mock-latency", SECS, "2", 0, 3600000, NULL,                              \
       "With --upstream mock: the built-in mock model's delay before answering (seconds).")    \
     X(drain_timeout, "drain-timeout", SECS, "30", 0, 3600000, NULL,                           \
@@ -170,6 +180,10 @@ typedef enum llmc_opt_type {
 #define LLMC_CFG_DISK_ON_CORRUPT_WORDS(W, T)                                                   \
     W(LLMC_CFG_DISK_ON_CORRUPT_QUARANTINE, "quarantine")                                      \
     W(LLMC_CFG_DISK_ON_CORRUPT_FAIL, "fail")
+#define LLMC_CFG_SEMANTIC_WORDS(W, T)                                                         \
+    W(LLMC_CFG_SEMANTIC_OFF, "off")                                                           \
+    W(LLMC_CFG_SEMANTIC_ON, "on")                                                             \
+    W(LLMC_CFG_SEMANTIC_SHADOW, "shadow")       /* decide, log, but serve the model's answer */
 #define LLMC_CFG_DISK_SYNC_WORDS(W, T)                                                        \
     W(LLMC_CFG_DISK_SYNC_FULL, "full")                                                        \
     W(LLMC_CFG_DISK_SYNC_PERIODIC, "periodic")                                                \
@@ -188,6 +202,7 @@ typedef enum llmc_opt_type {
 #define LLMC_CFG_ENUM_BOOL(f, words)
 #define LLMC_CFG_ENUM_SIZE(f, words)
 #define LLMC_CFG_ENUM_SECS(f, words)
+#define LLMC_CFG_ENUM_RATIO(f, words)
 #define LLMC_CFG_ENUM_ENUM(f, words)                                                    \
     typedef enum { words(LLMC_CFG_ENUMERATOR, LLMC_CFG_ENUMERATOR) } llmc_cfg_##f##_t;  \
     _Static_assert(sizeof(llmc_cfg_##f##_t) == sizeof(int), "the parser stores an int");
@@ -206,6 +221,7 @@ typedef struct llmc_config {
 #define LLMC_CFG_FIELD_BOOL(f, words) bool f;
 #define LLMC_CFG_FIELD_SIZE(f, words) int64_t f;
 #define LLMC_CFG_FIELD_SECS(f, words) int64_t f;   /* milliseconds */
+#define LLMC_CFG_FIELD_RATIO(f, words) int64_t f;  /* thousandths */
 #define LLMC_CFG_FIELD(f, name, type, def, min, max, words, desc) LLMC_CFG_FIELD_##type(f, words)
     LLMC_CONFIG_TABLE(LLMC_CFG_FIELD)
 #undef LLMC_CFG_FIELD

@@ -110,6 +110,9 @@ typedef struct llmc_tier_query {
     const char *scope;
     const char *ns;
     const char *model;
+    bool similar;   /* the request takes an answer to a similar question (a tier
+                       that searches by similarity answers nothing otherwise) */
+    float threshold; /* the similarity such an answer needs; 0: the tier's own */
 } llmc_tier_query_t;
 
 /*
@@ -124,6 +127,7 @@ struct llmc_tier_lookup {
     int64_t now_ms;
     unsigned worker;            /* whose loop the lookup runs on (attach's index) */
     llmc_entry_t *entry;        /* out: a reference on a hit (it may be stale) */
+    float similarity;           /* out: a hit by similarity's cosine; 0 for an exact hit */
     /* rc: 0 (entry set), LLMC_ENOENT, or an error (a miss to the caller). */
     void (*done)(llmc_tier_lookup_t *lk, int rc);
     void *tier_data;            /* the tier's own, while the lookup is pending */

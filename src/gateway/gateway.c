@@ -24,6 +24,7 @@
 #include "tier/disk.h"
 #include "tier/memory.h"
 #include "tier/redis.h"
+#include "tier/semantic.h"
 
 /* Splits "HOST:PORT" or "[V6]:PORT" (the value of option opt) into host
    (hcap bytes) and *port. */
@@ -134,6 +135,43 @@ static int open_redis(llmc_gw_t *gw, char *err, size_t errlen)
     return llmc_tier_set_add(gw->tiers, t);
 }
 
+/* How long past expiry answers are kept, for max-stale and stale-if-error. */
+static int64_t keep_stale_ms(const llmc_config_t *cfg)
+{
+    return cfg->max_stale > cfg->stale_if_error ? cfg->max_stale : cfg->stale_if_error;
+}
+
+static int open_disk(llmc_gw_t *gw, char *err, size_t errlen)
+{
+    const llmc_config_t *cfg = gw->cfg;
+    int rc;
+
+    if (cfg->data_dir == LLMC_CFG_DATA_DIR_NONE)
+        return 0;
+    static const llmc_disk_sync_t sync_of[] = {
+        [LLMC_CFG_DISK_SYNC_FULL] = LLMC_DISK_SYNC_FULL,
+        [LLMC_CFG_DISK_SYNC_PERIODIC] = LLMC_DISK_SYNC_PERIODIC,
+        [LLMC_CFG_DISK_SYNC_NONE] = LLMC_DISK_SYNC_NONE,
+    };
+    llmc_disk_config_t dc = {
+        .path = cfg->data_dir_path,
+        .sync = sync_of[cfg->disk_sync],
+        .sync_interval_ms = cfg->disk_sync_interval,
+        .max_bytes = (uint64_t)cfg->disk_max,
+        .queue_len = (size_t)cfg->disk_queue,
+        .keep_stale_ms = keep_stale_ms(cfg),
+        .fail_on_corrupt = cfg->disk_on_corrupt == LLMC_CFG_DISK_ON_CORRUPT_FAIL,
+    };
+    char derr[400] = "";
+    llmc_tier_t *disk = NULL;
+    rc = llmc_tier_disk_open(&dc, &disk, derr, sizeof(derr));
+    if (rc < 0) {
+        snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir_path, derr);
+        return rc;
+    }
+    return llmc_tier_set_add(gw->tiers, disk);
+}
+
 static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
 {
     const llmc_config_t *cfg = gw->cfg;
@@ -141,7 +179,7 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         .max_bytes = (size_t)cfg->max_memory,
         .nshards = 0,
         .max_entry_share = (double)cfg->max_entry_percent / 100.0,
-        .keep_stale_ms = cfg->max_stale > cfg->stale_if_error ? cfg->max_stale : cfg->stale_if_error,
+        .keep_stale_ms = keep_stale_ms(cfg),
     };
     llmc_cache_t *c = llmc_cache_new(&cc);
     llmc_tier_t *mem = c ? llmc_tier_memory_new(c) : NULL;
@@ -154,30 +192,22 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         return LLMC_ENOMEM;
     }
     int rc = open_redis(gw, err, errlen);
-    if (rc < 0 || cfg->data_dir == LLMC_CFG_DATA_DIR_NONE)
+    if (rc == 0)
+        rc = open_disk(gw, err, errlen);
+    if (rc < 0 || cfg->semantic == LLMC_CFG_SEMANTIC_OFF)
         return rc;
-    static const llmc_disk_sync_t sync_of[] = {
-        [LLMC_CFG_DISK_SYNC_FULL] = LLMC_DISK_SYNC_FULL,
-        [LLMC_CFG_DISK_SYNC_PERIODIC] = LLMC_DISK_SYNC_PERIODIC,
-        [LLMC_CFG_DISK_SYNC_NONE] = LLMC_DISK_SYNC_NONE,
+    /* Last: asked only when every exact tier missed. */
+    llmc_semantic_config_t sc = {
+        .threshold = (float)cfg->semantic_threshold / 1000.0f,
+        .max_bytes = (uint64_t)cfg->max_memory,
+        .shadow = cfg->semantic == LLMC_CFG_SEMANTIC_SHADOW,
     };
-    llmc_disk_config_t dc = {
-        .path = cfg->data_dir_path,
-        .sync = sync_of[cfg->disk_sync],
-        .sync_interval_ms = cfg->disk_sync_interval,
-        .max_bytes = (uint64_t)cfg->disk_max,
-        .queue_len = (size_t)cfg->disk_queue,
-        .keep_stale_ms = cc.keep_stale_ms,
-        .fail_on_corrupt = cfg->disk_on_corrupt == LLMC_CFG_DISK_ON_CORRUPT_FAIL,
-    };
-    char derr[400] = "";
-    llmc_tier_t *disk = NULL;
-    rc = llmc_tier_disk_open(&dc, &disk, derr, sizeof(derr));
-    if (rc < 0) {
-        snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir_path, derr);
-        return rc;
+    llmc_tier_t *sem = llmc_tier_semantic_new(&sc);
+    if (!sem) {
+        snprintf(err, errlen, "could not create the semantic tier");
+        return LLMC_ENOMEM;
     }
-    return llmc_tier_set_add(gw->tiers, disk);
+    return llmc_tier_set_add(gw->tiers, sem);
 }
 
 /*

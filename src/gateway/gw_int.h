@@ -119,6 +119,7 @@ typedef struct gw_req {
     char *err_msg;               /* malloc'd (errors only: a hit pays no bytes for it) */
     llmc_entry_t *hit;           /* a reference until delivered */
     const char *hit_xcache;
+    float similarity;            /* a semantic hit's cosine (0: exact), for X-Cache-Similarity */
     int64_t hit_ms;              /* the time its freshness was judged at */
 
     struct pacer *pacer;         /* a paced replay in progress (respond.c) */

@@ -325,6 +325,11 @@ static gr_state_t read_policy(gw_req_t *gr)
     free(tags_owned);
     if (rc < 0)
         return answer_error(gr, 400, "invalid_request_error", "invalid_cache_tags", err);
+    rc = llmc_policy_parse_semantic(&gr->policy, llmc_http_header(req, "x-cache-semantic"),
+                                    llmc_http_header(req, "x-cache-semantic-threshold"),
+                                    gr->canon.cache_ext, err, sizeof(err));
+    if (rc < 0)
+        return answer_error(gr, 400, "invalid_request_error", "invalid_cache_semantic", err);
     return GR_NEW;
 }
 
@@ -454,7 +459,10 @@ static gr_state_t after_lookup(gw_req_t *gr, llmc_entry_t *e)
         gr->tier = gr->lookup.next > 0 ? gr->lookup.tier_name : NULL;
         gr->answer = ANS_HIT;
         gr->hit = e;
-        gr->hit_xcache = use == LLMC_USE_FRESH ? "HIT" : "STALE";
+        gr->similarity = gr->lookup.tl.similarity;
+        gr->hit_xcache = use != LLMC_USE_FRESH ? "STALE"
+                         : gr->similarity > 0  ? "SEMANTIC-HIT"
+                                               : "HIT";
         gr->hit_ms = now;
         return GR_RESPOND;
     }
@@ -504,6 +512,8 @@ static void fill_query(gw_req_t *gr)
     q->scope = gr->scope;
     q->ns = gr->policy.ns;
     q->model = gr->parsed ? gr->canon.model : NULL;
+    q->similar = gr->policy.semantic;
+    q->threshold = gr->policy.semantic_threshold;
 }
 
 static gr_state_t step_lookup(gw_req_t *gr)

@@ -212,6 +212,45 @@ int llmc_policy_parse(llmc_policy_t *p, const char *cache_control, const char *p
     return 0;
 }
 
+/* ---- semantic ---- */
+
+int llmc_policy_parse_semantic(llmc_policy_t *p, const char *sem_hdr, const char *thr_hdr,
+                               const json_t *cache_ext, char *err, size_t errlen)
+{
+    json_t *v = cache_ext ? json_object_get(cache_ext, "semantic") : NULL;
+    p->semantic = true;
+    p->semantic_threshold = 0;
+    if (thr_hdr) {
+        char *end;
+        errno = 0;
+        double t = strtod(thr_hdr, &end);
+        /* Digits and a point only: no sign, exponent, hex, inf or nan. */
+        if (!thr_hdr[0] || strspn(thr_hdr, "0123456789.") != strlen(thr_hdr) || *end ||
+            errno || !(t > 0 && t <= 1)) {
+            snprintf(err, errlen, "X-Cache-Semantic-Threshold must be a number above 0 and at "
+                     "most 1, got '%.40s'", thr_hdr);
+            return LLMC_EINVAL;
+        }
+        p->semantic_threshold = (float)t;
+    }
+    if (v) {
+        if (!json_is_boolean(v)) {
+            snprintf(err, errlen, "cache.semantic must be true or false");
+            return LLMC_EINVAL;
+        }
+        p->semantic = json_is_true(v);
+        return 0;
+    }
+    if (!sem_hdr)
+        return 0;
+    if (strcasecmp(sem_hdr, "on") != 0 && strcasecmp(sem_hdr, "off") != 0) {
+        snprintf(err, errlen, "X-Cache-Semantic must be on or off, got '%.40s'", sem_hdr);
+        return LLMC_EINVAL;
+    }
+    p->semantic = strcasecmp(sem_hdr, "on") == 0;
+    return 0;
+}
+
 /* ---- tags ---- */
 
 /* Adds the tag t[0..n) (spaces around it trimmed) unless it is there. */

@@ -35,6 +35,8 @@ typedef struct llmc_policy {
     char ns[128];           /* namespace, "" for none */
     char tags[LLMC_POLICY_TAGS_BYTES]; /* ntags NUL-terminated tags, back to back */
     unsigned ntags;
+    bool semantic;          /* may be answered with a similar question's answer */
+    float semantic_threshold; /* the similarity such an answer needs; 0: the gateway's */
 } llmc_policy_t;
 
 /*
@@ -47,6 +49,18 @@ typedef struct llmc_policy {
 int llmc_policy_parse(llmc_policy_t *p, const char *cache_control, const char *pragma,
                       const char *ttl_hdr, const char *ns_hdr, const json_t *cache_ext,
                       int64_t default_ttl_ms, int64_t max_ttl_ms, char *err, size_t errlen);
+
+/*
+ * Sets whether an answer to a similar question may be served (the semantic
+ * tier, when the gateway has one): the body's "cache": {"semantic": bool}
+ * when it has one, else X-Cache-Semantic: on|off (any case; sem_hdr may be
+ * NULL), else yes; and how similar it must be: X-Cache-Semantic-Threshold,
+ * a number in (0, 1] (thr_hdr may be NULL: the gateway's threshold).
+ * Returns 0, or LLMC_EINVAL with a message for the client in err. Call
+ * after llmc_policy_parse.
+ */
+int llmc_policy_parse_semantic(llmc_policy_t *p, const char *sem_hdr, const char *thr_hdr,
+                               const json_t *cache_ext, char *err, size_t errlen);
 
 /*
  * Sets p's tags, which a stored answer carries for purges to select: from

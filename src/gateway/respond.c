@@ -1,7 +1,7 @@
 /*
  * gateway/respond.c: answers built from an entry or from a finished flight,
  * with the cache headers every answer carries:
- *   X-Cache        HIT | MISS | BYPASS | COALESCED | STALE
+ *   X-Cache        HIT | SEMANTIC-HIT | MISS | BYPASS | COALESCED | STALE
  *   Cache-Status   RFC 9211, e.g. "llmcached; hit; ttl=42"
  *   Age            on answers from the cache
  *   Cache-Control  max-age = the whole lifetime, public or private by scope
@@ -10,6 +10,8 @@
  *   X-Cache-Key    the key in hex
  *   X-Cache-Tokens-Saved  on answers from the cache: "<prompt>+<completion>"
  *                  from the stored usage
+ *   X-Cache-Similarity, X-Cache-Matched-Key  on a SEMANTIC-HIT: the cosine of
+ *                  the two questions and the key the answer was stored under
  *
  * The body of a hit is the stored upstream body, byte for byte, written
  * from the entry itself: the entry's reference is dropped only when the
@@ -117,6 +119,20 @@ static size_t cache_hdrs(gw_req_t *gr, char *h, size_t n, const char *xcache, co
         n = HLIT(h, n, "\r\n");
     }
     return n;
+}
+
+/* How close the question was to the one e answered, and e's own key (the
+   request's key, in X-Cache-Key, is not where the answer is stored). */
+static size_t semantic_hdrs(gw_req_t *gr, char *h, size_t n, const llmc_entry_t *e)
+{
+    char sim[32], hex[2 * LLMC_KEY_LEN + 1];
+    snprintf(sim, sizeof(sim), "%.3f", (double)gr->similarity);
+    llmc_key_hex(&e->key, hex);
+    n = HLIT(h, n, "X-Cache-Similarity: ");
+    n = HSTR(h, n, sim);
+    n = HLIT(h, n, "\r\nX-Cache-Matched-Key: ");
+    n = hcat(h, n, hex, 2 * LLMC_KEY_LEN);
+    return HLIT(h, n, "\r\n");
 }
 
 static void respond_ask(gw_req_t *gr, int status, const char *h, size_t n, const char *body,
@@ -314,6 +330,8 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
         n = HLIT(h, n, "\r\n");
     }
     n = cache_hdrs(gr, h, n, xcache, cache_status);
+    if (strcmp(xcache, "SEMANTIC-HIT") == 0)
+        n = semantic_hdrs(gr, h, n, e);
     n = HLIT(h, n, "Age: ");
     n = hnum(h, n, (long long)llmc_entry_age(e, now));
     n = HLIT(h, n, "\r\n");

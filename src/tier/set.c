@@ -199,6 +199,7 @@ static void tier_answered(llmc_tier_lookup_t *lk, int rc);
 static int ask(llmc_tier_t *t, llmc_tier_lookup_t *lk)
 {
     lk->entry = NULL;
+    lk->similarity = 0;
     if (t->ops->lookup)
         return t->ops->lookup(t, lk);
     return t->ops->get(t, &lk->query->key, lk->now_ms, &lk->entry);

@@ -253,6 +253,33 @@ static void test_enum_values(void **state)
     llmc_config_free(&cfg);
 }
 
+/* A RATIO option: a fraction or a percentage, kept in thousandths. */
+static void test_ratio(void **state)
+{
+    (void)state;
+    llmc_config_t cfg;
+    char err[256] = "";
+    const char *argv[] = {"x", NULL};
+    assert_int_equal(load(&cfg, argv, NULL, err, sizeof err), 0);
+    assert_int_equal(cfg.semantic_threshold, 700); /* the default, "0.7" */
+    static const struct { const char *s; int64_t v; } ok[] = {
+        {"0.85", 850}, {"70%", 700}, {"1", 1000}, {".5", 500}, {"0.001", 1}, {"100%", 1000},
+    };
+    for (size_t i = 0; i < countof(ok); i++) {
+        assert_int_equal(llmc_config_set(&cfg, "semantic-threshold", ok[i].s, err, sizeof err), 0);
+        assert_int_equal(cfg.semantic_threshold, ok[i].v);
+    }
+    static const char *bad[] = {"0", "1.5", "101%", "-0.5", "abc", "0.7x", ""};
+    for (size_t i = 0; i < countof(bad); i++)
+        if (llmc_config_set(&cfg, "semantic-threshold", bad[i], err, sizeof err) != LLMC_EINVAL)
+            fail_msg("'%s' accepted", bad[i]);
+    assert_int_equal(llmc_config_set(&cfg, "semantic-threshold", "1.5", err, sizeof err),
+                     LLMC_EINVAL);
+    assert_string_equal(err, "--semantic-threshold: 1.5 is above the maximum 1");
+    assert_int_equal(cfg.semantic_threshold, 1000); /* unchanged by the refusals */
+    llmc_config_free(&cfg);
+}
+
 /* A WORD_OR_STR option: its words become their enumerators, spelled
    exactly; any other text is kept in the T field, which a word clears. */
 static void test_word_or_str(void **state)
@@ -570,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_env),
         cmocka_unit_test(test_size),
+        cmocka_unit_test(test_ratio),
         cmocka_unit_test(test_secs),
         cmocka_unit_test(test_bad_values_name_the_option),
         cmocka_unit_test(test_enum_case),

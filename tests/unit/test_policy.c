@@ -392,6 +392,73 @@ static void test_list_header_case_insensitive(void **state)
     assert_null(owned);
 }
 
+/* ---- semantic ---- */
+
+/* 1 (similar answers allowed), 0 (refused by the request), -1 (a 400). */
+static int semantic_of(const char *hdr, const char *ext_json)
+{
+    llmc_policy_t p = cc(NULL);
+    char err[256] = "";
+    json_t *ext = ext_json ? json_loads(ext_json, 0, NULL) : NULL;
+    if (ext_json)
+        assert_non_null(ext);
+    p.semantic = false; /* the parse decides, whatever was there */
+    int rc = llmc_policy_parse_semantic(&p, hdr, NULL, ext, err, sizeof err);
+    json_decref(ext);
+    if (rc < 0) {
+        assert_int_equal(rc, LLMC_EINVAL);
+        assert_true(err[0] != '\0');
+        return -1;
+    }
+    return p.semantic;
+}
+
+static void test_semantic(void **state)
+{
+    (void)state;
+    assert_int_equal(semantic_of(NULL, NULL), 1);           /* allowed unless refused */
+    assert_int_equal(semantic_of("off", NULL), 0);
+    assert_int_equal(semantic_of("OFF", NULL), 0);
+    assert_int_equal(semantic_of("on", NULL), 1);
+    assert_int_equal(semantic_of("maybe", NULL), -1);
+    assert_int_equal(semantic_of("", NULL), -1);
+    /* The body wins over the header. */
+    assert_int_equal(semantic_of("on", "{\"semantic\": false}"), 0);
+    assert_int_equal(semantic_of("off", "{\"semantic\": true}"), 1);
+    assert_int_equal(semantic_of(NULL, "{\"ttl\": 5}"), 1);
+    assert_int_equal(semantic_of(NULL, "{\"semantic\": \"off\"}"), -1);
+    assert_int_equal(semantic_of(NULL, "{\"semantic\": 0}"), -1);
+}
+
+/* X-Cache-Semantic-Threshold: the value, 0 when absent, -1 on a 400. */
+static float threshold_of(const char *hdr)
+{
+    llmc_policy_t p = cc(NULL);
+    char err[256] = "";
+    if (llmc_policy_parse_semantic(&p, NULL, hdr, NULL, err, sizeof err) < 0) {
+        assert_true(err[0] != '\0');
+        return -1;
+    }
+    return p.semantic_threshold;
+}
+
+static void test_semantic_threshold(void **state)
+{
+    (void)state;
+    assert_true(threshold_of(NULL) == 0);
+    assert_true(threshold_of("0.85") == 0.85f);
+    assert_true(threshold_of("1") == 1.0f);
+    assert_true(threshold_of(".5") == 0.5f);
+    assert_true(threshold_of("0") == -1);
+    assert_true(threshold_of("1.01") == -1);
+    assert_true(threshold_of("-0.5") == -1);
+    assert_true(threshold_of("1e-1") == -1);
+    assert_true(threshold_of("nan") == -1);
+    assert_true(threshold_of("0.8x") == -1);
+    assert_true(threshold_of("") == -1);
+    assert_true(threshold_of(".") == -1);
+}
+
 /* ---- tags ---- */
 
 /* The tags parsed from a header and a body "cache" object (JSON text or
@@ -501,6 +568,8 @@ int main(void)
         cmocka_unit_test(test_list_header_case_insensitive),
         cmocka_unit_test(test_tags),
         cmocka_unit_test(test_json_content_type),
+        cmocka_unit_test(test_semantic),
+        cmocka_unit_test(test_semantic_threshold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -412,6 +412,28 @@ static void test_front_hit_stops_walk(void **state)
     llmc_entry_unref(e);
 }
 
+/* A request context is reused: a similarity left from its last request (a
+   semantic hit) must not follow an exact hit, or it would be answered as
+   SEMANTIC-HIT. The set zeroes it before asking each tier. */
+static void test_exact_hit_has_no_similarity(void **state)
+{
+    fixture_t *x = *state;
+    llmc_entry_t *e = mk(1);
+    assert_int_equal(llmc_cache_put(llmc_tier_memory_cache(x->mem), e, NOW), 0);
+    req_t r;
+    memset(&r, 0, sizeof r);
+    r.q.key = key_of(1);
+    r.sl.tl.query = &r.q;
+    r.sl.tl.now_ms = NOW;
+    r.sl.done = req_done;
+    r.sl.tl.similarity = 0.93f; /* what the last request left */
+    assert_int_equal(llmc_tier_set_lookup(x->set, &r.sl), 0);
+    assert_ptr_equal(r.sl.tl.entry, e);
+    assert_true(r.sl.tl.similarity == 0.0f);
+    llmc_entry_unref(r.sl.tl.entry);
+    llmc_entry_unref(e);
+}
+
 /* Every tier asked once, in order; a synchronous miss never calls done. */
 static void test_miss_through_all(void **state)
 {
@@ -1096,6 +1118,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_front_hit_stops_walk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exact_hit_has_no_similarity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_miss_through_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_hit_promoted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_front_answers, setup, teardown),

@@ -1,0 +1,108 @@
+/*
+ * bench/semantic_bench.c: what the semantic tier's parts cost on one core
+ * (issue 15's "cost the tier adds to an exact miss"): the lexical embedding
+ * of a question, its guard features, one guard check, and an exact search
+ * of one partition of N vectors (512 dimensions) for N = 100 .. 100,000.
+ *
+ *   make bench-semantic        (an -O3 build, then this)
+ *
+ * The partition search is the flat scan of semantic/index.c: its cost grows
+ * with N, which is what an HNSW graph for big partitions is for.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "semantic/guard.h"
+#include "semantic/index.h"
+#include "semantic/lexical.h"
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static void unit(float *v, unsigned dim)
+{
+    double ss = 0;
+    for (unsigned i = 0; i < dim; i++) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        v[i] = (float)((double)(rng % 20001) / 10000.0 - 1.0);
+        ss += (double)v[i] * v[i];
+    }
+    for (unsigned i = 0; i < dim; i++)
+        v[i] = (float)(v[i] / sqrt(ss));
+}
+
+int main(void)
+{
+    static const char *const qs[] = {
+        "Hey, can you tell me what the capital of France is?",
+        "How do I optimise my SQL queries in Postgres when the table has 10 million rows?",
+        "Why doesn't my Python script read the file /etc/hosts?",
+        "Translate English to French: good morning, how are you?",
+    };
+    enum { NQ = sizeof(qs) / sizeof(qs[0]), REPS = 20000 };
+    llmc_lex_t *lx = llmc_lex_new();
+    float v[LLMC_LEX_DIM];
+    double t0, t;
+    volatile float sink = 0;
+
+    t0 = now_us();
+    for (int r = 0; r < REPS; r++) {
+        llmc_lex_embed(lx, qs[r % NQ], strlen(qs[r % NQ]), v);
+        sink += v[0];
+    }
+    t = (now_us() - t0) / REPS;
+    printf("lexical embed:        %8.2f us per question\n", t);
+
+    t0 = now_us();
+    for (int r = 0; r < REPS; r++) {
+        llmc_guard_q_t *q;
+        llmc_guard_q_new(lx, qs[r % NQ], strlen(qs[r % NQ]), &q);
+        llmc_guard_q_free(q);
+    }
+    printf("guard features:       %8.2f us per question\n", (now_us() - t0) / REPS);
+
+    llmc_guard_q_t *a, *b;
+    llmc_guard_q_new(lx, qs[0], strlen(qs[0]), &a);
+    llmc_guard_q_new(lx, "what is the capital of france", 29, &b);
+    t0 = now_us();
+    for (int r = 0; r < REPS; r++)
+        sink += (float)llmc_guard_check(a, b, NULL);
+    printf("guard check (pass):   %8.2f us per candidate\n", (now_us() - t0) / REPS);
+    llmc_guard_q_free(a);
+    llmc_guard_q_free(b);
+
+    static const size_t sizes[] = {100, 1000, 10000, 100000};
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+        llmc_vindex_t *ix = llmc_vindex_new(LLMC_LEX_DIM);
+        llmc_key_t part;
+        llmc_vindex_hit_t hits[4];
+        memset(&part, 7, sizeof(part));
+        t0 = now_us();
+        for (size_t i = 0; i < sizes[s]; i++) {
+            unit(v, LLMC_LEX_DIM);
+            llmc_vindex_insert(ix, &part, i, v);
+        }
+        double ins = (now_us() - t0) / (double)sizes[s];
+        int reps = sizes[s] >= 100000 ? 50 : sizes[s] >= 10000 ? 500 : 5000;
+        unit(v, LLMC_LEX_DIM);
+        t0 = now_us();
+        for (int r = 0; r < reps; r++)
+            sink += (float)llmc_vindex_search(ix, &part, v, 4, hits);
+        printf("flat search, %6zu:   %8.2f us per search (insert %.2f us)\n", sizes[s],
+               (now_us() - t0) / reps, ins);
+        llmc_vindex_free(ix);
+    }
+    llmc_lex_free(lx);
+    return sink == 12345.0f;
+}

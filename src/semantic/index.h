@@ -1,0 +1,67 @@
+/*
+ * semantic/index.h: the vector index of the semantic tier. Vectors live in
+ * partitions (a 32-byte partition key: everything of a request but its last
+ * question, hashed), and a search looks in one partition only, so two
+ * questions under different system prompts, models or namespaces can never
+ * meet. Each vector carries the caller's 64-bit id, unique across the index.
+ *
+ * Not thread-safe: the caller holds one lock around every call. Pure: no
+ * server header, no globals, no clock.
+ */
+#ifndef LLMC_SEMANTIC_INDEX_H
+#define LLMC_SEMANTIC_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "llmc/entry.h"
+
+typedef struct llmc_vindex llmc_vindex_t;
+
+typedef struct llmc_vindex_hit {
+    uint64_t id;
+    float score; /* cosine similarity, -1..1 */
+} llmc_vindex_hit_t;
+
+/* A new index of dim-dimensional vectors (1..4096), or NULL (bad dim, no
+   memory). */
+llmc_vindex_t *llmc_vindex_new(unsigned dim);
+void llmc_vindex_free(llmc_vindex_t *ix);
+
+/*
+ * Stores vec (dim floats, copied; L2 norm 1 within 1e-3) under id in
+ * partition part, replacing what id held before, in whichever partition.
+ * 0, LLMC_EINVAL (a vector not normalised or not finite; nothing changes)
+ * or LLMC_ENOMEM (nothing changes).
+ */
+int llmc_vindex_insert(llmc_vindex_t *ix, const llmc_key_t *part, uint64_t id, const float *vec);
+
+/* Removes id and its vector, for real: the partition shrinks (the last
+   vector takes its slot) and an emptied partition is freed. 0 or
+   LLMC_ENOENT. */
+int llmc_vindex_delete(llmc_vindex_t *ix, uint64_t id);
+
+/*
+ * The k vectors of partition part closest to q (dim floats, normalised) by
+ * cosine, best first (ties: lower id first), into out. Returns how many
+ * (0 for an unknown partition).
+ */
+size_t llmc_vindex_search(const llmc_vindex_t *ix, const llmc_key_t *part, const float *q,
+                          size_t k, llmc_vindex_hit_t *out);
+
+/* How many vectors the index holds, and in how many partitions. */
+size_t llmc_vindex_count(const llmc_vindex_t *ix);
+size_t llmc_vindex_partitions(const llmc_vindex_t *ix);
+/* How many vectors partition part holds. */
+size_t llmc_vindex_partition_count(const llmc_vindex_t *ix, const llmc_key_t *part);
+
+/*
+ * Checks every invariant: each id's record points at a slot that holds that
+ * id, each slot's id has that record, counts agree, each partition is
+ * found by its key, no partition is empty, every vector is finite and
+ * normalised. 0, or LLMC_ECORRUPT (with what broke in why, when why is not
+ * NULL, up to why_len bytes).
+ */
+int llmc_vindex_check(const llmc_vindex_t *ix, char *why, size_t why_len);
+
+#endif

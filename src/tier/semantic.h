@@ -1,0 +1,50 @@
+/*
+ * tier/semantic.h: the semantic tier: a question (chat, /ask, a completion's
+ * prompt) close enough to one answered before, with everything else about
+ * the request equal, gets that answer (issue 15). It sits after the exact tiers, so it is asked only on
+ * an exact miss, and it asks the gateway for the whole query (wants_query).
+ */
+#ifndef LLMC_TIER_SEMANTIC_H
+#define LLMC_TIER_SEMANTIC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "llmc/tier.h"
+
+/* The default similarity a candidate must reach before the guards judge it. */
+#define LLMC_TIER_SEMANTIC_THRESHOLD 0.70f
+/* The default number of answers the tier indexes; past it the oldest goes. */
+#define LLMC_TIER_SEMANTIC_MAX_ENTRIES 65536
+/* Questions waiting for their answer's store (see semantic.c). */
+#define LLMC_TIER_SEMANTIC_PENDING 256
+/* Candidates the guards judge per lookup, best first. */
+#define LLMC_TIER_SEMANTIC_CANDIDATES 4
+/* Request keys a record answers besides its own (see semantic.c). */
+#define LLMC_TIER_SEMANTIC_ALIASES 4
+/* Records tick() examines per call. */
+#define LLMC_TIER_SEMANTIC_SWEEP_BUDGET 1024
+
+typedef struct llmc_semantic_config {
+    float threshold;     /* 0: LLMC_TIER_SEMANTIC_THRESHOLD */
+    size_t max_entries;  /* 0: LLMC_TIER_SEMANTIC_MAX_ENTRIES */
+    /* Bytes of the entries the tier holds (the entry blocks and vectors);
+       past it the oldest go. 0: no bound beyond max_entries. */
+    uint64_t max_bytes;
+    /* Shadow mode: every lookup misses; what would have hit is logged and
+       counted, and when the model's answer comes it is compared with the
+       answer that would have been served. */
+    bool shadow;
+    /* Where shadow mode's lines go (one JSON object each, no newline);
+       NULL: stderr. Called with the tier's lock held: keep it short. */
+    void (*log)(void *arg, const char *line);
+    void *log_arg;
+} llmc_semantic_config_t;
+
+/* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or
+   NULL when out of memory. Main thread; its ops may then be called from any
+   thread (one lock inside). */
+llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg);
+
+#endif

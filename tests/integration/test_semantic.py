@@ -1,0 +1,230 @@
+"""Issue 15: the semantic tier (--semantic on) in front of the mock model.
+
+A chat question that is a near-duplicate of one answered before (case,
+punctuation, filler, contraction, spelling) gets that answer, marked as a hit
+from the semantic tier in Cache-Status; a hard negative (another entity,
+number, negation, direction) and the same question under another system
+prompt or model go to the model. The mock's answer echoes the question, so a
+wrong hit would show in the body.
+
+Decisions a newcomer would otherwise get wrong:
+- The gateway holds the upstream key, so the cache scope is shared and the
+  test's requests (no Authorization) all fall in one scope.
+- A semantic hit says X-Cache: SEMANTIC-HIT, Cache-Status detail=semantic,
+  X-Cache-Similarity (the cosine) and X-Cache-Matched-Key (the key the answer
+  was stored under; X-Cache-Key stays the request's own).
+"""
+
+import json
+
+from conftest import cache_status, chat_body, completion_body, embedding_body
+
+SYSTEM = "You answer in one word."
+
+
+def ask(g, question, system=SYSTEM, model=None):
+    body = chat_body(question) if model is None else chat_body(question, model=model)
+    if system is not None:
+        body["messages"].insert(0, {"role": "system", "content": system})
+    r = g.chat(body)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def semantic_gateway(gateway_factory, mock, *args):
+    return gateway_factory(mock, args=["--semantic", "on", *args],
+                           env={"LLMC_UPSTREAM_KEY": "sk-gateway-test"})
+
+
+def is_semantic_hit(r, matched=None):
+    h = r.headers
+    ok = h["X-Cache"] == "SEMANTIC-HIT" and cache_status(h).get("detail") == "semantic"
+    sim = float(h.get("X-Cache-Similarity", "0"))
+    ok = ok and 0.7 <= sim <= 1.0 and len(h.get("X-Cache-Matched-Key", "")) == 64
+    # The answer was stored under the first question's key, not this one's.
+    return ok and h["X-Cache-Matched-Key"] != h["X-Cache-Key"] and \
+        (matched is None or h["X-Cache-Matched-Key"] == matched.headers["X-Cache-Key"])
+
+
+def test_near_duplicates_hit_and_hard_negatives_miss(gateway_factory, mock):
+    g = semantic_gateway(gateway_factory, mock)
+    first = ask(g, "What is the capital of France?")
+    assert first.headers["X-Cache"] == "MISS"
+
+    for q in ["what is the capital of france",             # case, punctuation
+              "What's the capital of France?",             # contraction
+              "  What is   the capital of France ?",        # spacing
+              "Hey, can you tell me what the capital of France is, please?"]:  # filler
+        r = ask(g, q)
+        assert is_semantic_hit(r, matched=first), (q, dict(r.headers))
+        assert r.content == first.content, q
+
+    # A streaming near-duplicate gets the matched answer replayed as SSE.
+    body = chat_body("WHAT IS THE CAPITAL OF FRANCE", stream=True)
+    body["messages"].insert(0, {"role": "system", "content": SYSTEM})
+    with g.http.post(g.url + "/v1/chat/completions", json=body, stream=True, timeout=10) as r:
+        assert r.status_code == 200 and is_semantic_hit(r, matched=first), dict(r.headers)
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        sse = r.content
+    assert b"data: [DONE]" in sse
+    answer = first.json()["choices"][0]["message"]["content"]
+    assert json.dumps(answer)[1:-1].split(" ")[0].encode() in sse
+
+    colour = ask(g, "What is the favourite colour of the French flag?")
+    assert colour.headers["X-Cache"] == "MISS"
+    r = ask(g, "what is the favorite color of the french flag")  # British/American
+    assert is_semantic_hit(r) and r.content == colour.content
+
+    for q in ["What is the capital of Germany?",               # entity
+              "What is not the capital of France?",            # negation
+              "What was the capital of France in 1900?",       # number, tense
+              "What is the capital of \"France\"?"]:           # quoted string
+        r = ask(g, q)
+        assert r.headers["X-Cache"] == "MISS", (q, dict(r.headers))
+        assert r.content != first.content, q
+
+    translate = ask(g, "Translate English to French: good morning")
+    assert translate.headers["X-Cache"] == "MISS"
+    r = ask(g, "Translate French to English: good morning")    # direction
+    assert r.headers["X-Cache"] == "MISS" and r.content != translate.content
+
+    # Everything but the last question must be the same.
+    r = ask(g, "what is the capital of france", system="You answer at length.")
+    assert r.headers["X-Cache"] == "MISS"
+    r = ask(g, "what is the capital of france", model="gpt-4o")
+    assert r.headers["X-Cache"] == "MISS"
+
+    st = g.stats()["tiers"]["semantic"]
+    assert st["hits"] == 6, st
+    assert st["stored"] >= 5, st
+    # Each hard negative that came close enough was stopped by its guard.
+    rej = st["rejected"]
+    assert rej["negation"] >= 1 and rej["quotes"] >= 1 and rej["roles"] >= 1, st
+    # The same wording again is found by its own key (an alias), still a semantic hit.
+    r = ask(g, "what is the capital of france")
+    assert is_semantic_hit(r, matched=first)
+    assert g.stats()["tiers"]["semantic"]["alias_hits"] == 1
+
+
+def test_off_by_default(gateway_factory, mock):
+    g = gateway_factory(mock, env={"LLMC_UPSTREAM_KEY": "sk-gateway-test"})
+    assert ask(g, "What is the capital of France?").headers["X-Cache"] == "MISS"
+    assert ask(g, "what is the capital of france").headers["X-Cache"] == "MISS"
+    assert "semantic" not in g.stats()["tiers"]
+
+
+def test_a_request_can_refuse_similar_answers(gateway_factory, mock):
+    g = semantic_gateway(gateway_factory, mock)
+    first = ask(g, "How do I reverse a list in Python?")
+    assert first.headers["X-Cache"] == "MISS"
+
+    def body(q):
+        b = chat_body(q)
+        b["messages"].insert(0, {"role": "system", "content": SYSTEM})
+        return b
+
+    # Each a new wording (an exact hit would not ask the semantic tier at all).
+    r = g.chat(body("how do I reverse a list in python"), headers={"X-Cache-Semantic": "off"})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", dict(r.headers)
+    r = g.chat(dict(body("How do I reverse a list in Python"), cache={"semantic": False}),
+               headers={"X-Cache-Semantic": "on"})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", dict(r.headers)
+    r = g.chat(body("how do I reverse a list in Python!"), headers={"X-Cache-Semantic": "maybe"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cache_semantic"
+    # Without a refusal a new wording is a semantic hit on the first answer.
+    r = g.chat(body("how do i reverse a list in python??"), headers={"X-Cache-Semantic": "ON"})
+    assert is_semantic_hit(r, matched=first), dict(r.headers)
+    # A stricter threshold for one request: the reordered question is not close enough.
+    first_py = ask(g, "In Python, how do I sort a dict by value?")
+    r = g.chat(body("How do I sort a dict by value in Python?"),
+               headers={"X-Cache-Semantic-Threshold": "0.999"})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", dict(r.headers)
+    # (The strict request's own answer was indexed: it is now the closest.)
+    r = g.chat(body("how do I sort a dict by value in python"))
+    assert is_semantic_hit(r) and r.headers["X-Cache-Matched-Key"] != first_py.headers["X-Cache-Key"]
+    r = g.chat(body("In python, how do I sort a dict by value"),
+               headers={"X-Cache-Semantic-Threshold": "0.5"})
+    assert is_semantic_hit(r, matched=first_py), dict(r.headers)
+    r = g.chat(body("how do I sort a dict by value in python!"),
+               headers={"X-Cache-Semantic-Threshold": "2"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cache_semantic"
+    st = g.stats()["tiers"]["semantic"]
+    assert st["declined"] == 2 and st["hits"] == 3 and st["below_threshold"] >= 1, st
+
+
+def test_shadow_mode_serves_the_model_and_logs_the_would_be_hit(gateway_factory, mock):
+    g = gateway_factory(mock, args=["--semantic", "shadow"],
+                        env={"LLMC_UPSTREAM_KEY": "sk-gateway-test"})
+    first = ask(g, "What is the capital of France?")
+    r = ask(g, "what's the capital of france")
+    assert r.headers["X-Cache"] == "MISS", dict(r.headers)      # the model answered
+    r2 = ask(g, "What is not the capital of France?")
+    assert r2.headers["X-Cache"] == "MISS"
+    st = g.stats()["tiers"]["semantic"]
+    assert st["hits"] == 0 and st["shadow"]["would_hit"] == 1, st
+    # The mock's answer echoes the question, so the model's answer differed.
+    assert st["shadow"]["agreed"] + st["shadow"]["disagreed"] == 1, st
+    lines = [json.loads(l) for l in g.stderr().splitlines() if l.startswith("{\"")]
+    would = [l for l in lines if l.get("semantic_shadow") == "would_hit"]
+    assert len(would) == 1 and would[0]["matched"] == first.headers["X-Cache-Key"], lines
+    assert would[0]["key"] == r.headers["X-Cache-Key"] and would[0]["similarity"] >= 0.7
+    assert any(l.get("semantic_shadow") == "answered" for l in lines), lines
+    assert any(l.get("semantic_shadow") == "rejected" and l["guard"] == "negation"
+               for l in lines), lines
+
+
+def test_ask_and_completions_prompts(gateway_factory, mock):
+    g = semantic_gateway(gateway_factory, mock)
+    a1 = g.get("/ask", params={"q": "What is the capital of France?"})
+    assert a1.status_code == 200 and a1.headers["X-Cache"] == "MISS", a1.text
+    a2 = g.get("/ask", params={"q": "what's the capital of france"})
+    assert is_semantic_hit(a2, matched=a1), dict(a2.headers)
+    assert a2.json()["answer"] == a1.json()["answer"] and a2.json()["source"] == "cache", a2.text
+    a3 = g.get("/ask", params={"q": "What is the capital of Spain?"})
+    assert a3.headers["X-Cache"] == "MISS" and a3.json()["answer"] != a1.json()["answer"]
+
+    c1 = g.post("/v1/completions", completion_body("Write a haiku about the sea"))
+    assert c1.status_code == 200 and c1.headers["X-Cache"] == "MISS", c1.text
+    c2 = g.post("/v1/completions", completion_body("write a haiku about the sea, please"))
+    assert is_semantic_hit(c2, matched=c1) and c2.content == c1.content, dict(c2.headers)
+    c3 = g.post("/v1/completions", completion_body("Write a haiku about the sky"))
+    assert c3.headers["X-Cache"] == "MISS"
+    # Embeddings are never answered by similarity.
+    e1 = g.post("/v1/embeddings", embedding_body("The food was delicious"))
+    e2 = g.post("/v1/embeddings", embedding_body("the food was delicious"))
+    assert e1.status_code == 200 and e2.headers["X-Cache"] == "MISS", dict(e2.headers)
+
+
+def test_other_namespace_scope_or_earlier_turn_never_hits(gateway_factory, mock):
+    # No upstream key: the scope is the client's credential.
+    g = gateway_factory(mock, args=["--semantic", "on"])
+    alice = {"Authorization": "Bearer sk-alice"}
+
+    def chat(q, headers=None, before=()):
+        body = chat_body(q)
+        body["messages"][0:0] = list(before)
+        r = g.chat(body, headers={**alice, **(headers or {})})
+        assert r.status_code == 200, r.text
+        return r
+
+    first = chat("What is the capital of France?")
+    assert is_semantic_hit(chat("what's the capital of france"), matched=first)
+    assert chat("what's the capital of france?", {"Authorization": "Bearer sk-bob"}) \
+        .headers["X-Cache"] == "MISS"                                   # another scope
+    assert chat("what's the capital of France?!", {"X-Cache-Namespace": "team-b"}) \
+        .headers["X-Cache"] == "MISS"                                   # another namespace
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    assert chat("What's the capital of France", before=turns).headers["X-Cache"] == "MISS"
+
+
+def test_a_purge_removes_the_answers_from_the_semantic_tier(gateway_factory, mock):
+    token = "semantic-purge-token"
+    g = gateway_factory(mock, args=["--semantic", "on"],
+                        env={"LLMC_UPSTREAM_KEY": "sk-gateway-test", "LLMC_ADMIN_TOKEN": token})
+    first = ask(g, "What is the capital of France?")
+    assert is_semantic_hit(ask(g, "what's the capital of france"), matched=first)
+    r = g.post("/admin/purge", {"model": "gpt-4o-mini"},
+               headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json()["removed"]["semantic"] == 1, r.text
+    assert ask(g, "WHAT IS THE CAPITAL OF FRANCE").headers["X-Cache"] == "MISS"
+    assert g.stats(headers={"Authorization": f"Bearer {token}"})["tiers"]["semantic"]["purged"] == 1
