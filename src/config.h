@@ -97,6 +97,11 @@ typedef enum llmc_opt_type {
       "Open client connections allowed in all (split across threads); more get 503.")         \
     X(access_log, "access-log", WORD_OR_STR, "-", 0, 0, LLMC_CFG_ACCESS_LOG_WORDS,            \
       "Where the JSON access log goes: '-' for stdout, 'off', or a file path.")               \
+    X(access_log_buffer, "access-log-buffer", SIZE, "64K", 0, 16777216, NULL,                 \
+      "Access-log bytes each thread buffers before writing them out (whole lines only; 0 "   \
+      "writes every line at once).")                                                          \
+    X(access_log_flush, "access-log-flush", SECS, "0.2", 1, 60000, NULL,                      \
+      "Longest time a buffered access-log line waits before it is written (seconds).")        \
     X(complete_abandoned, "complete-abandoned", BOOL, "on", 0, 0, NULL,                       \
       "When every client of an upstream call has left, finish the call anyway so the answer " \
       "is cached (off: cancel it).")                                                          \

@@ -215,10 +215,18 @@ static size_t json_esc(char *buf, size_t cap, const char *s)
     return n;
 }
 
+static void on_log_timer(uv_timer_t *t)
+{
+    llmc_worker_t *w = t->data;
+    llmc_logbuf_flush(&w->logbuf);
+}
+
+/* The line goes to this worker's buffer, written out when the buffer is
+   full or --access-log-flush after the first line it took (log.h). */
 static void access_log(llmc_worker_t *w, llmc_http_req_t *req, int status, uint64_t bytes,
                        const gw_req_t *gr)
 {
-    if (w->gw->log_fd < 0)
+    if (w->gw->log.fd < 0)
         return;
     char line[2048], path[600], ts[40];
     int64_t now = llmc_now_ms();
@@ -235,9 +243,15 @@ static void access_log(llmc_worker_t *w, llmc_http_req_t *req, int status, uint6
         req->method_name ? req->method_name : "", path, status,
         gr && gr->xcache ? gr->xcache : "-", gr ? gr->keyhex : "",
         (unsigned long long)bytes, dur);
-    if (n > 0 && write(w->gw->log_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0) {
-        /* A full disk must not stop serving; the line is lost. */
+    if (n <= 0)
+        return;
+    size_t len = (size_t)n;
+    if (len >= sizeof(line)) { /* cut short: still one whole line */
+        len = sizeof(line) - 1;
+        line[len - 1] = '\n';
     }
+    if (llmc_logbuf_append(&w->logbuf, line, len))
+        uv_timer_start(&w->log_timer, on_log_timer, (uint64_t)w->gw->cfg->access_log_flush, 0);
 }
 
 void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx)
