@@ -59,6 +59,7 @@ struct llmc_worker {
     unsigned nspare, spare_max;
     uv_signal_t sigint, sigterm, sighup; /* worker 0 only */
     llmc_logbuf_t logbuf;            /* this thread's access-log lines (req.c writes them) */
+    llmc_log_clock_t log_clock;      /* the lines' date and time to the second */
     uv_timer_t log_timer;            /* writes logbuf out; armed only while it holds lines */
     uv_async_t log_async;            /* SIGHUP: write logbuf out, then a step of the reopen */
     bool log_async_open;             /* under gw->log_async_mu: worker 0 may send to it */

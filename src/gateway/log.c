@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gateway/log.h"
@@ -67,6 +68,109 @@ void llmc_logbuf_free(llmc_logbuf_t *lb)
     free(lb->buf);
     lb->buf = NULL;
     lb->cap = lb->len = 0;
+}
+
+/* ---- one line --------------------------------------------------------------- */
+
+#define PATH_MAX_OUT 600
+
+static char *put_str(char *o, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(o, s, n);
+    return o + n;
+}
+#define PUT_LIT(o, lit) (memcpy(o, lit, sizeof(lit) - 1), (o) + sizeof(lit) - 1)
+
+static char *put_u64(char *o, uint64_t v)
+{
+    char tmp[24];
+    int i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(o, tmp + i, sizeof(tmp) - (size_t)i);
+    return o + sizeof(tmp) - i;
+}
+
+/* v as exactly n digits (v < 10^n). */
+static char *put_fixed(char *o, unsigned v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v /= 10)
+        o[i] = (char)('0' + v % 10);
+    return o + n;
+}
+
+/* s as a JSON string's inside, at most PATH_MAX_OUT bytes of it. */
+static char *put_esc(char *o, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *end = o + PATH_MAX_OUT;
+    for (; s && *s && o + 6 <= end; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            o = PUT_LIT(o, "\\u00");
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    return o;
+}
+
+/* At most max bytes of s (the method, the cache word and the key are short
+   and come from us; the bound keeps the line's length bounded anyway). */
+static char *put_short(char *o, const char *s, size_t max)
+{
+    size_t n = s ? strnlen(s, max) : 0;
+    memcpy(o, s, n);
+    return o + n;
+}
+
+size_t llmc_log_format(char *out, llmc_log_clock_t *clk, const llmc_access_t *a)
+{
+    int64_t sec = a->now_ms / 1000;
+    if (!clk->set || clk->sec != sec) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(clk->ymdhms, sizeof(clk->ymdhms), "%Y-%m-%dT%H:%M:%S", &tm);
+        clk->sec = sec;
+        clk->set = true;
+    }
+    char *o = out;
+    o = PUT_LIT(o, "{\"ts\":\"");
+    o = put_str(o, clk->ymdhms);
+    *o++ = '.';
+    o = put_fixed(o, (unsigned)(a->now_ms % 1000), 3);
+    o = PUT_LIT(o, "Z\",\"thread\":");
+    o = put_u64(o, a->thread);
+    o = PUT_LIT(o, ",\"id\":");
+    o = put_u64(o, a->id);
+    o = PUT_LIT(o, ",\"method\":\"");
+    o = put_short(o, a->method, 16);
+    o = PUT_LIT(o, "\",\"path\":\"");
+    o = put_esc(o, a->path);
+    o = PUT_LIT(o, "\",\"status\":");
+    o = put_u64(o, (uint64_t)(a->status < 0 ? 0 : a->status));
+    o = PUT_LIT(o, ",\"cache\":\"");
+    o = put_short(o, a->cache ? a->cache : "-", 16);
+    o = PUT_LIT(o, "\",\"key\":\"");
+    o = put_short(o, a->key, 16);
+    o = PUT_LIT(o, "\",\"bytes\":");
+    o = put_u64(o, a->bytes);
+    o = PUT_LIT(o, ",\"dur_ms\":");
+    uint64_t us = (a->dur_ns + 500) / 1000;
+    o = put_u64(o, us / 1000);
+    *o++ = '.';
+    o = put_fixed(o, (unsigned)(us % 1000), 3);
+    o = PUT_LIT(o, "}\n");
+    return (size_t)(o - out);
 }
 
 /* ---- the destination ------------------------------------------------------- */

@@ -66,6 +66,38 @@ static inline bool llmc_logbuf_empty(const llmc_logbuf_t *lb)
     return lb->len == 0;
 }
 
+/* One request's access-log line, as llmc_log_format writes it:
+   {"ts":"2026-01-02T03:04:05.678Z","thread":0,"id":7,"method":"POST",
+    "path":"/v1/chat/completions","status":200,"cache":"HIT",
+    "key":"0123456789abcdef","bytes":1234,"dur_ms":0.125} */
+typedef struct llmc_access {
+    int64_t now_ms;                /* wall clock, ms since the epoch */
+    unsigned thread;
+    uint64_t id;
+    const char *method, *path;     /* path is JSON-escaped (and cut at 600 bytes) */
+    int status;
+    const char *cache;             /* HIT, MISS, ...; "-" when none */
+    const char *key;               /* hex; its first 16 digits are logged */
+    uint64_t bytes;
+    uint64_t dur_ns;
+} llmc_access_t;
+
+/* The date and time to the second, kept between lines: gmtime and
+   strftime run once a second, not once a line. Zero it before first use. */
+typedef struct llmc_log_clock {
+    int64_t sec;
+    bool set;
+    char ymdhms[24];               /* "YYYY-MM-DDTHH:MM:SS" */
+} llmc_log_clock_t;
+
+#define LLMC_LOG_LINE_MAX 1024     /* the longest line llmc_log_format writes */
+
+/* Writes a's line, its '\n' included, into out (at least
+   LLMC_LOG_LINE_MAX bytes; not NUL-terminated) and returns its length.
+   Hand-rolled rather than snprintf'd: on a hit, printf's parsing and its
+   double formatting cost more than the rest of the line. */
+size_t llmc_log_format(char *out, llmc_log_clock_t *clk, const llmc_access_t *a);
+
 /* The destination every worker's buffer writes to. */
 typedef struct llmc_log {
     int fd;                        /* -1: off */

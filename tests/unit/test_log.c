@@ -176,6 +176,67 @@ static void test_a_failed_write_counts_its_lines_and_goes_on(void **state)
     free(r);
 }
 
+/* ---- one line ------------------------------------------------------------------------------ */
+
+static void test_format_is_the_documented_line(void **state)
+{
+    (void)state;
+    llmc_log_clock_t clk = {0};
+    char out[LLMC_LOG_LINE_MAX + 1];
+    llmc_access_t a = {
+        .now_ms = 1767323045678LL, /* 2026-01-02T03:04:05.678Z */
+        .thread = 3, .id = 12345, .method = "POST", .path = "/v1/chat/completions",
+        .status = 200, .cache = "HIT", .key = "0123456789abcdef0123456789abcdef",
+        .bytes = 1234, .dur_ns = 125400, /* 0.1254 ms: rounds to 0.125 */
+    };
+    size_t n = llmc_log_format(out, &clk, &a);
+    out[n] = '\0';
+    assert_string_equal(out,
+        "{\"ts\":\"2026-01-02T03:04:05.678Z\",\"thread\":3,\"id\":12345,\"method\":\"POST\","
+        "\"path\":\"/v1/chat/completions\",\"status\":200,\"cache\":\"HIT\","
+        "\"key\":\"0123456789abcdef\",\"bytes\":1234,\"dur_ms\":0.125}\n");
+    /* The same second: the kept date; the next one: a new date. */
+    a.now_ms += 5;
+    a.cache = NULL;
+    a.key = "";
+    a.dur_ns = 2000000999500ULL;
+    n = llmc_log_format(out, &clk, &a);
+    out[n] = '\0';
+    assert_non_null(strstr(out, "\"ts\":\"2026-01-02T03:04:05.683Z\""));
+    assert_non_null(strstr(out, "\"cache\":\"-\",\"key\":\"\""));
+    assert_non_null(strstr(out, "\"dur_ms\":2000001.000}"));
+    a.now_ms = 1767323046001LL;
+    n = llmc_log_format(out, &clk, &a);
+    out[n] = '\0';
+    assert_non_null(strstr(out, "\"ts\":\"2026-01-02T03:04:06.001Z\""));
+}
+
+static void test_format_escapes_and_bounds_the_path(void **state)
+{
+    (void)state;
+    llmc_log_clock_t clk = {0};
+    char out[LLMC_LOG_LINE_MAX + 1];
+    llmc_access_t a = {.now_ms = 0, .method = "GET", .path = "/a\"b\\c\x01\x7f", .status = 404};
+    size_t n = llmc_log_format(out, &clk, &a);
+    out[n] = '\0';
+    assert_non_null(strstr(out, "\"path\":\"/a\\\"b\\\\c\\u0001\\u007f\""));
+    assert_non_null(strstr(out, "\"ts\":\"1970-01-01T00:00:00.000Z\""));
+    /* A long path of characters that escape to six bytes each: cut, and the
+       line still whole and within its bound. */
+    char *path = malloc(20001);
+    memset(path, '\x02', 20000);
+    path[20000] = '\0';
+    a.path = path;
+    a.id = UINT64_MAX;
+    a.bytes = UINT64_MAX;
+    a.dur_ns = UINT64_MAX;
+    n = llmc_log_format(out, &clk, &a);
+    assert_true(n <= LLMC_LOG_LINE_MAX);
+    assert_int_equal(out[n - 1], '\n');
+    assert_int_equal(out[n - 2], '}');
+    free(path);
+}
+
 /* ---- the destination: real files ---------------------------------------------------------- */
 
 static char *slurp(const char *path)
@@ -252,6 +313,8 @@ int main(void)
         cmocka_unit_test(test_unbuffered_writes_each_line),
         cmocka_unit_test(test_flushed_at_free),
         cmocka_unit_test(test_a_failed_write_counts_its_lines_and_goes_on),
+        cmocka_unit_test(test_format_is_the_documented_line),
+        cmocka_unit_test(test_format_escapes_and_bounds_the_path),
         cmocka_unit_test(test_reopen_after_every_buffer_is_written),
         cmocka_unit_test(test_reopen_needs_a_path),
     };
