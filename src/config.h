@@ -105,6 +105,11 @@ typedef enum llmc_opt_type {
     X(complete_abandoned, "complete-abandoned", BOOL, "on", 0, 0, NULL,                       \
       "When every client of an upstream call has left, finish the call anyway so the answer " \
       "is cached (off: cancel it).")                                                          \
+    X(compress, "compress", BOOL, "on", 0, 0, NULL,                                           \
+      "Send answers from the cache gzip- or zstd-compressed to clients whose Accept-Encoding " \
+      "takes it; each compressed form is built once and kept beside its entry.")              \
+    X(compress_min, "compress-min", SIZE, "1K", 0, 1073741824LL, NULL,                        \
+      "Smallest answer body sent compressed; smaller ones go as they are.")                   \
     X(replay_pace_ms, "replay-pace-ms", INT, "0", 0, 10000, NULL,                             \
       "Delay between the events of a stream replayed from the cache, in milliseconds "        \
       "(0: send it at once).")                                                                \
