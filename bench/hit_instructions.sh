@@ -11,7 +11,8 @@
 # chat answer) on one keep-alive connection; the count for N=0 is taken away,
 # so start-up and the miss cancel out. Build without -march=native (valgrind
 # does not know every instruction): make BUILD=build/cg OPT="-O3 -g -DNDEBUG" all
-# Environment: N (hits, default 2000), GW_ARGS (more gateway flags, word-split).
+# Environment: N (hits, default 2000), GW_ARGS (more gateway flags, word-split),
+# AE (the hits' Accept-Encoding; default: http.client's "identity").
 set -euo pipefail
 N=${N:-2000}
 GW_ARGS=${GW_ARGS---access-log off}
@@ -29,13 +30,14 @@ count() {
         --threads 1 --upstream "http://127.0.0.1:$mp/v1" --data-dir none $GW_ARGS \
         2>/dev/null & gpid=$!
     for _ in $(seq 600); do curl -s -o /dev/null "127.0.0.1:$gp/healthz" && break; sleep 0.1; done
-    python3 - "$gp" "$hits" <<'PY'
+    python3 - "$gp" "$hits" "${AE:-identity}" <<'PY'
 import http.client, json, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
+port, n, ae = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 c = http.client.HTTPConnection("127.0.0.1", port)
 body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "bench " * 100}]})
 for i in range(n + 1):
-    c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    c.request("POST", "/v1/chat/completions", body,
+              {"Content-Type": "application/json", "Accept-Encoding": ae})
     r = c.getresponse()
     r.read()
     assert r.status == 200 and (i == 0 or r.getheader("X-Cache") == "HIT"), r.status
@@ -48,5 +50,5 @@ PY
 for bin in "$@"; do
     base=$(count "$bin" 0)
     total=$(count "$bin" "$N")
-    echo "$bin [$GW_ARGS]: $(( (total - base) / N )) instructions per hit (N=$N; $base for start, one miss and stop)"
+    echo "$bin [$GW_ARGS${AE:+; Accept-Encoding: $AE}]: $(( (total - base) / N )) instructions per hit (N=$N; $base for start, one miss and stop)"
 done

@@ -301,17 +301,16 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
 
 /*
  * rep (the stored body or a form derived from it) compressed with enc: a
- * derived entry like the others, under rep's key, the coding's name and
- * rep's ETag, so a gzip client's hit after the first is two lookups and no
- * compression. NULL when compressing fails (the client then gets identity).
+ * derived entry like the others, under rep's key, the coding and rep's
+ * ETag (llmc_key_variant: no hashing, which would cost a compressed hit
+ * more than the rest of it), so a gzip client's hit after the first is two
+ * lookups and no compression. NULL when compressing fails (the client then gets identity).
  */
 static llmc_entry_t *encoded_form(gw_req_t *gr, const llmc_entry_t *rep, llmc_encoding_t enc,
                                   int64_t now)
 {
     llmc_key_t dk;
-    char tag[LLMC_ETAG_LEN];
-    llmc_entry_etag(rep, tag);
-    llmc_key_derived(&dk, &rep->key, llmc_encoding_name(enc), tag);
+    llmc_key_variant(&dk, &rep->key, enc, rep->etag);
     llmc_entry_t *d = derived_get(gr->w->gw->tiers, &dk, rep, now);
     if (d)
         return d;
@@ -325,6 +324,25 @@ static llmc_entry_t *encoded_form(gw_req_t *gr, const llmc_entry_t *rep, llmc_en
     return d;
 }
 
+/* The request's Accept-Encoding, its lines joined (*owned then holds
+   them) when it came on several. Header names come lowercased, so a length
+   and memcmp test finds it: an identity client pays this on every hit of
+   a big enough answer, and strcasecmp per header would double it. */
+static const char *accept_encoding(const llmc_http_req_t *req, char **owned)
+{
+    static const char name[] = "accept-encoding";
+    const char *v = NULL;
+    unsigned lines = 0;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const llmc_http_header_t *hd = &req->headers[i];
+        if (hd->name_len == sizeof(name) - 1 && memcmp(hd->name, name, sizeof(name) - 1) == 0) {
+            v = v ? v : hd->value;
+            lines++;
+        }
+    }
+    return lines < 2 ? v : llmc_policy_list_header(req, name, owned);
+}
+
 /* The coding gr's client gets rep in: identity unless compression is on,
    the body is big enough and Accept-Encoding takes a coding we have.
    *varies says whether the answer depends on Accept-Encoding at all (then
@@ -335,8 +353,8 @@ static llmc_encoding_t pick_encoding(gw_req_t *gr, const llmc_entry_t *rep, bool
     *varies = cfg->compress && !gr->stream && rep->body_len >= (size_t)cfg->compress_min;
     if (!*varies)
         return LLMC_ENC_IDENTITY;
-    char *owned;
-    const char *accept = llmc_policy_list_header(gr->req, "accept-encoding", &owned);
+    char *owned = NULL;
+    const char *accept = accept_encoding(gr->req, &owned);
     llmc_encoding_t enc =
         llmc_encoding_pick(accept, LLMC_ENC_MASK(LLMC_ENC_GZIP) | LLMC_ENC_MASK(LLMC_ENC_ZSTD));
     free(owned);
