@@ -1,6 +1,6 @@
 /*
  * fuzz_encoding.c: libFuzzer driver for Accept-Encoding negotiation and
- * the gzip and zstd decoders (src/gateway/encoding.c).
+ * the gzip and zstd decoders (src/http/encoding.c).
  *
  * Input: the first byte picks the mode; the rest is an Accept-Encoding
  * value (mode even) or bytes handed to the gzip or zstd decoder (mode odd).
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/encoding.h"
+#include "http/encoding.h"
 #include "llmc/error.h"
 
 #include "fuzz_check.h"

@@ -20,7 +20,7 @@
 #include <strings.h>
 
 #include "gateway/ask.h"
-#include "gateway/encoding.h"
+#include "http/encoding.h"
 #include "gateway/gw_int.h"
 #include "llmc/error.h"
 #include "llmc/sse.h"

@@ -1,6 +1,6 @@
 /*
  * test_encoding.c: Accept-Encoding negotiation and the gzip and zstd
- * codecs (src/gateway/encoding.c).
+ * codecs (src/http/encoding.c).
  *
  * The choice is checked against RFC 9110 12.5.3's cases (q values, "*",
  * identity excluded or preferred, malformed elements); the codecs by round
@@ -20,7 +20,7 @@
 #include <cmocka.h>
 #include <zlib.h>
 
-#include "gateway/encoding.h"
+#include "http/encoding.h"
 #include "llmc/error.h"
 
 #define BOTH (LLMC_ENC_MASK(LLMC_ENC_GZIP) | LLMC_ENC_MASK(LLMC_ENC_ZSTD))

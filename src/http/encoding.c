@@ -1,5 +1,5 @@
 /*
- * gateway/encoding.c: Accept-Encoding negotiation and the gzip (zlib) and
+ * http/encoding.c: Accept-Encoding negotiation and the gzip (zlib) and
  * zstd codecs (see encoding.h for the decisions).
  *
  * The levels: gzip 6 (zlib's default; 9 takes about twice the time for a
@@ -16,7 +16,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "gateway/encoding.h"
+#include "http/encoding.h"
 #include "llmc/error.h"
 
 #define GZIP_LEVEL 6

@@ -1,5 +1,5 @@
 /*
- * gateway/encoding.h: content codings on the wire: which one a client's
+ * http/encoding.h: content codings on the wire: which one a client's
  * Accept-Encoding asks for, and compressing (and decompressing) a body.
  *
  * Decisions a newcomer would otherwise get wrong:
