@@ -127,7 +127,9 @@ static char *put_esc(char *o, const char *s)
    and come from us; the bound keeps the line's length bounded anyway). */
 static char *put_short(char *o, const char *s, size_t max)
 {
-    size_t n = s ? strnlen(s, max) : 0;
+    if (!s)
+        return o;
+    size_t n = strnlen(s, max);
     memcpy(o, s, n);
     return o + n;
 }
