@@ -26,6 +26,8 @@
  *   bytes           pad the answer text to about this many bytes
  *   chunk_delay_ms  pause between streamed pieces
  *   split           "bytes": stream in pieces of 1 to 7 bytes, cut anywhere
+ *   gzip            true: a plain (not streamed) answer goes gzip-compressed
+ *                   (Content-Encoding: gzip) when the request accepts gzip
  */
 #ifndef LLMC_MOCK_H
 #define LLMC_MOCK_H

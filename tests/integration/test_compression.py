@@ -151,3 +151,28 @@ def test_compress_off(gateway_factory, mock):
     assert "accept-encoding" not in r.getheader("Vary").lower()
     json.loads(raw)
     assert counters(g) == (0, 0)
+
+
+def test_an_upstream_that_sends_gzip_is_decoded_as_it_arrives(gateway, mock):
+    body = chat_body("the model answers gzip", mock={"gzip": True, "bytes": 3000})
+    # The mock does compress when asked (a client that never decodes sees it).
+    c = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=10)
+    c.request("POST", "/v1/chat/completions", json.dumps(body),
+              {"Content-Type": "application/json", "Accept-Encoding": "gzip"})
+    r = c.getresponse()
+    direct = r.read()
+    c.close()
+    assert r.getheader("Content-Encoding") == "gzip"
+    answer = json.loads(gzip.decompress(direct))
+    # The gateway asked for it compressed, decoded it, stored the JSON: an
+    # identity client gets plain JSON, miss and hit alike.
+    for want in ("MISS", "HIT"):
+        r, raw = raw_post(gateway, CHAT, body, "identity")
+        assert r.status == 200 and r.getheader("X-Cache") == want
+        assert r.getheader("Content-Encoding") is None
+        got = json.loads(raw)
+        assert got["choices"][0]["message"]["content"] == answer["choices"][0]["message"]["content"]
+    # And a gzip client gets the gateway's own gzip of it.
+    r, raw = raw_post(gateway, CHAT, body, "gzip")
+    assert r.getheader("Content-Encoding") == "gzip" and json.loads(gzip.decompress(raw)) == got
+    assert gateway.stats()["upstream_errors"]["invalid"] == 0
