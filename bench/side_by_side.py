@@ -26,7 +26,7 @@ sections other scripts own, such as bench/scale.sh's, are kept).
 Environment: RUNS (3), DURATION (wrk seconds per run, 8), WARMUP (1), THREADS
 (llmcached's --threads for the pinned hit runs, 1: one core, like one nginx
 worker), SIZES (1024,16384), CONNS (64,512), MOCK_MS (2000), MISSES (10000),
-FILL_N (1000000), PEERS (comma list to run only some: llmcached, nginx-cache,
+FILL_N (1000000), PEERS (comma list to run only some: llmcached, llmcached-nolog, nginx-cache,
 varnish, nginx-fixed, fastapi), WORKLOADS (hits,ask,stampede,misses,fill: run
 only some), PERF (1: perf record llmcached's 64-connection
 1 KB run), SERVER_CPU (1), CLIENT_CPU (0), RESULTS (bench/RESULTS.md).
@@ -247,11 +247,13 @@ class Mock:
         return json.loads(http(self.url + "/mock/stats")[2])["calls"]
 
 
-def start_llmcached(mock, threads=THREADS, cpu=SERVER_CPU, extra=()):
+def start_llmcached(mock, threads=THREADS, cpu=SERVER_CPU, extra=(), access_log=None):
+    """access_log: a file to log to, as users run it; None: --access-log off."""
     port = free_port()
     p = Proc("llmcached", [BIN, "--listen", f"127.0.0.1:{port}",
                            "--upstream", f"http://127.0.0.1:{mock.port}/v1",
-                           "--access-log", "off", "--threads", str(threads), *extra], cpu=cpu)
+                           "--access-log", str(access_log) if access_log else "off",
+                           "--threads", str(threads), *extra], cpu=cpu)
     wait_ready(p, f"http://127.0.0.1:{port}/healthz")
     return p, port
 
@@ -480,6 +482,9 @@ def hit_rows(workload, results, ref="llmcached"):
         target = ""
         if base and key == ref and workload.startswith("hit"):
             target = f"≤ 10 µs CPU/hit: {met(r['cpu_us'] <= 10)}"
+        elif base and key == "llmcached-nolog":
+            x = base["rps"] / r["rps"]
+            target = f"logging within 5 % of log off: {met(x >= 0.95)} ({x:.2f}×)"
         elif base and key == "nginx-cache":
             x = base["rps"] / r["rps"]
             target = (f"llmcached ≥ 1.5×: {met(x >= 1.5)} ({x:.2f}×); "
@@ -536,7 +541,10 @@ def replace_section(text, name, body):
 
 # ---------------------------------------------------------------- workloads
 
-LABEL = {"llmcached": "llmcached", "nginx-cache": "nginx proxy_cache",
+# The hit workloads run llmcached as users run it (its access log to a file,
+# the default being stdout) beside the same build with --access-log off (issue 18).
+LABEL = {"llmcached": "llmcached (access log to a file)",
+         "llmcached-nolog": "llmcached --access-log off", "nginx-cache": "nginx proxy_cache",
          "varnish": "Varnish + bodyaccess", "nginx-fixed": "nginx fixed string (ceiling)"}
 
 
@@ -548,11 +556,13 @@ def workload_hits(mock):
         answer = http(f"{mock.url}/v1/chat/completions", body)[2]
         servers = []
         try:
-            for key in ("llmcached", "nginx-cache", "varnish", "nginx-fixed"):
+            for key in ("llmcached", "llmcached-nolog", "nginx-cache", "varnish", "nginx-fixed"):
                 if not have(key):
                     log(f"bench: skipping {key} (not installed or not selected)")
                     continue
                 if key == "llmcached":
+                    proc, port = start_llmcached(mock, access_log=TMP / f"access-{size}.log")
+                elif key == "llmcached-nolog":
                     proc, port = start_llmcached(mock)
                 elif key == "nginx-cache":
                     proc, port = start_nginx_cache(mock)

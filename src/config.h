@@ -99,9 +99,19 @@ typedef enum llmc_opt_type {
       "Open client connections allowed in all (split across threads); more get 503.")         \
     X(access_log, "access-log", WORD_OR_STR, "-", 0, 0, LLMC_CFG_ACCESS_LOG_WORDS,            \
       "Where the JSON access log goes: '-' for stdout, 'off', or a file path.")               \
+    X(access_log_buffer, "access-log-buffer", SIZE, "64K", 0, 16777216, NULL,                 \
+      "Access-log bytes each thread buffers before writing them out (whole lines only; 0 "   \
+      "writes every line at once).")                                                          \
+    X(access_log_flush, "access-log-flush", SECS, "0.2", 1, 60000, NULL,                      \
+      "Longest time a buffered access-log line waits before it is written (seconds).")        \
     X(complete_abandoned, "complete-abandoned", BOOL, "on", 0, 0, NULL,                       \
       "When every client of an upstream call has left, finish the call anyway so the answer " \
       "is cached (off: cancel it).")                                                          \
+    X(compress, "compress", BOOL, "on", 0, 0, NULL,                                           \
+      "Send answers from the cache gzip- or zstd-compressed to clients whose Accept-Encoding " \
+      "takes it; each compressed form is built once and kept beside its entry.")              \
+    X(compress_min, "compress-min", SIZE, "1K", 0, 1073741824LL, NULL,                        \
+      "Smallest answer body sent compressed; smaller ones go as they are.")                   \
     X(replay_pace_ms, "replay-pace-ms", INT, "0", 0, 10000, NULL,                             \
       "Delay between the events of a stream replayed from the cache, in milliseconds "        \
       "(0: send it at once).")                                                                \

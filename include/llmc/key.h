@@ -102,4 +102,19 @@ void llmc_key_scope(llmc_key_t *out, const char *credential, size_t len);
 void llmc_key_derived(llmc_key_t *out, const llmc_key_t *of, const char *form,
                       const char *etag);
 
+/*
+ * The key of another coding of a cached answer or form (variant: 0..127,
+ * e.g. the content coding's number), from its key *of and the 8 raw bytes
+ * of its ETag (llmc_entry_t.etag). Unlike llmc_key_derived it hashes
+ * nothing: it XORs the ETag into the first 8 bytes and the variant, with a
+ * high bit set, into the last. That is enough because *of is a SHA-256
+ * output nobody chooses: no request's key lands on a variant's but by a
+ * 2^-256 chance, and the mask is never zero, so a variant is never *of. A
+ * new answer under the same key has another ETag, hence other variants.
+ * A hit served compressed derives one per request, where SHA-256 would
+ * cost more than the rest of the hit's own work. Any thread.
+ */
+void llmc_key_variant(llmc_key_t *out, const llmc_key_t *of, unsigned variant,
+                      const uint8_t etag[8]);
+
 #endif

@@ -383,3 +383,12 @@ void llmc_key_derived(llmc_key_t *out, const llmc_key_t *of, const char *form,
     };
     key_hash(out, f);
 }
+
+void llmc_key_variant(llmc_key_t *out, const llmc_key_t *of, unsigned variant,
+                      const uint8_t etag[8])
+{
+    *out = *of;
+    for (int i = 0; i < 8; i++)
+        out->b[i] ^= etag[i];
+    out->b[LLMC_KEY_LEN - 1] ^= (uint8_t)(0x80u | (variant & 0x7fu));
+}

@@ -100,18 +100,14 @@ bool llmc_gw_admin_authorized(const llmc_gw_t *gw, const llmc_http_req_t *req)
 static int open_log(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)
 {
     const char *path = cfg->access_log_path;
-    if (cfg->access_log == LLMC_CFG_ACCESS_LOG_OFF) {
-        gw->log_fd = -1;
-    } else if (cfg->access_log == LLMC_CFG_ACCESS_LOG_STDOUT) {
-        gw->log_fd = STDOUT_FILENO;
-    } else {
-        gw->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        if (gw->log_fd < 0) {
-            snprintf(err, errlen, "--access-log: cannot open %s: %s", path, strerror(errno));
-            return LLMC_EIO;
-        }
-    }
-    return 0;
+    int rc = 0;
+    if (cfg->access_log == LLMC_CFG_ACCESS_LOG_OFF)
+        rc = llmc_log_open(&gw->log, NULL, -1);
+    else if (cfg->access_log == LLMC_CFG_ACCESS_LOG_STDOUT)
+        rc = llmc_log_open(&gw->log, NULL, STDOUT_FILENO);
+    else if ((rc = llmc_log_open(&gw->log, path, -1)) == LLMC_EIO)
+        snprintf(err, errlen, "--access-log: cannot open %s: %s", path, strerror(errno));
+    return rc;
 }
 
 /* The shared tier, when --redis names one: between memory and disk, since
@@ -249,7 +245,8 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
 {
     memset(gw, 0, sizeof(*gw));
     gw->cfg = cfg;
-    gw->log_fd = -1;
+    gw->log.fd = -1;
+    pthread_mutex_init(&gw->log_async_mu, NULL);
     gw->started_ms = llmc_now_ms();
     size_t ulen = strlen(upstream_url);
     while (ulen && upstream_url[ulen - 1] == '/')
@@ -300,9 +297,8 @@ void llmc_gw_free(llmc_gw_t *gw)
     gw->flights = NULL;
     llmc_fpmap_free(gw->fpmap);
     gw->fpmap = NULL;
-    if (gw->log_fd > STDERR_FILENO)
-        close(gw->log_fd);
-    gw->log_fd = -1;
+    llmc_log_close(&gw->log);
+    pthread_mutex_destroy(&gw->log_async_mu);
     free(gw->upstream_auth);
     gw->upstream_auth = NULL;
     free(gw->workers);

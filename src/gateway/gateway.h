@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "gateway/flight.h"
+#include "gateway/log.h"
 #include "gateway/stats.h"
 #include "http/http.h"
 #include "tier/set.h"
@@ -57,6 +58,11 @@ struct llmc_worker {
     struct gw_req *spare;            /* finished requests kept for reuse (req.c) */
     unsigned nspare, spare_max;
     uv_signal_t sigint, sigterm, sighup; /* worker 0 only */
+    llmc_logbuf_t logbuf;            /* this thread's access-log lines (req.c writes them) */
+    llmc_log_clock_t log_clock;      /* the lines' date and time to the second */
+    uv_timer_t log_timer;            /* writes logbuf out; armed only while it holds lines */
+    uv_async_t log_async;            /* SIGHUP: write logbuf out, then a step of the reopen */
+    bool log_async_open;             /* under gw->log_async_mu: worker 0 may send to it */
 };
 
 struct llmc_gw {
@@ -81,7 +87,8 @@ struct llmc_gw {
     unsigned nworkers;
     unsigned nstarted;               /* workers whose handles were set up (worker.c) */
     unsigned upstream_conns;         /* per worker: its libcurl multi's connection cap */
-    int log_fd;                      /* access log, -1 when off */
+    llmc_log_t log;                  /* the access log; log.fd -1 when off */
+    pthread_mutex_t log_async_mu;    /* a SIGHUP's sends vs. workers closing log_async */
     int64_t started_ms;
     _Atomic unsigned servers_open;   /* shutdown: CLOSE_REST starts when it reaches 0 */
     _Atomic unsigned servers_draining; /* drain: CLOSE_SERVERS starts when it reaches 0 */

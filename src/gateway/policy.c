@@ -368,10 +368,11 @@ bool llmc_policy_etag_matches(const char *inm, const char *etag)
 const char *llmc_policy_list_header(const llmc_http_req_t *req, const char *name, char **owned)
 {
     const char *first = NULL;
-    size_t n = 0, len = 0;
+    size_t n = 0, len = 0, nlen = strlen(name);
     *owned = NULL;
+    /* The length first (see llmc_http_header): strcasecmp only on a likely match. */
     for (size_t i = 0; i < req->nheaders; i++) {
-        if (strcasecmp(req->headers[i].name, name) != 0)
+        if (req->headers[i].name_len != nlen || strcasecmp(req->headers[i].name, name) != 0)
             continue;
         first = first ? first : req->headers[i].value;
         len += req->headers[i].value_len + 2;
@@ -381,7 +382,7 @@ const char *llmc_policy_list_header(const llmc_http_req_t *req, const char *name
         return first; /* out of memory: the first line is better than none */
     char *p = *owned;
     for (size_t i = 0; i < req->nheaders; i++) {
-        if (strcasecmp(req->headers[i].name, name) != 0)
+        if (req->headers[i].name_len != nlen || strcasecmp(req->headers[i].name, name) != 0)
             continue;
         if (p != *owned) {
             memcpy(p, ", ", 2);

@@ -202,47 +202,29 @@ gw_req_t *llmc__gr_inbox_take(llmc_worker_t *w)
 /* ---- the one finish ------------------------------------------------------------ */
 
 /* Copies s into buf as the inside of a JSON string; returns bytes written. */
-static size_t json_esc(char *buf, size_t cap, const char *s)
+static void on_log_timer(uv_timer_t *t)
 {
-    size_t n = 0;
-    for (; s && *s && n + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            buf[n++] = '\\';
-            buf[n++] = (char)c;
-        } else if (c < 0x20 || c == 0x7f) {
-            n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", c);
-        } else {
-            buf[n++] = (char)c;
-        }
-    }
-    buf[n] = '\0';
-    return n;
+    llmc_worker_t *w = t->data;
+    llmc_logbuf_flush(&w->logbuf);
 }
 
+/* The line goes to this worker's buffer, written out when the buffer is
+   full or --access-log-flush after the first line it took (log.h). */
 static void access_log(llmc_worker_t *w, llmc_http_req_t *req, int status, uint64_t bytes,
                        const gw_req_t *gr)
 {
-    if (w->gw->log_fd < 0)
+    if (w->gw->log.fd < 0)
         return;
-    char line[2048], path[600], ts[40];
-    int64_t now = llmc_now_ms();
-    time_t secs = (time_t)(now / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    json_esc(path, sizeof(path), req->path ? req->path : "");
-    double dur = (double)(uv_hrtime() - req->start_ns) / 1e6;
-    int n = snprintf(line, sizeof(line),
-        "{\"ts\":\"%s.%03dZ\",\"thread\":%u,\"id\":%llu,\"method\":\"%s\",\"path\":\"%s\","
-        "\"status\":%d,\"cache\":\"%s\",\"key\":\"%.16s\",\"bytes\":%llu,\"dur_ms\":%.3f}\n",
-        ts, (int)(now % 1000), w->id, (unsigned long long)req->id,
-        req->method_name ? req->method_name : "", path, status,
-        gr && gr->xcache ? gr->xcache : "-", gr ? gr->keyhex : "",
-        (unsigned long long)bytes, dur);
-    if (n > 0 && write(w->gw->log_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0) {
-        /* A full disk must not stop serving; the line is lost. */
-    }
+    char line[LLMC_LOG_LINE_MAX];
+    llmc_access_t a = {
+        .now_ms = llmc_now_ms(), .thread = w->id, .id = req->id,
+        .method = req->method_name, .path = req->path, .status = status,
+        .cache = gr ? gr->xcache : NULL, .key = gr ? gr->keyhex : "",
+        .bytes = bytes, .dur_ns = uv_hrtime() - req->start_ns,
+    };
+    size_t len = llmc_log_format(line, &w->log_clock, &a);
+    if (llmc_logbuf_append(&w->logbuf, line, len))
+        uv_timer_start(&w->log_timer, on_log_timer, (uint64_t)w->gw->cfg->access_log_flush, 0);
 }
 
 void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ctx)

@@ -24,6 +24,7 @@
 #include <strings.h>
 
 #include "gateway/ask.h"
+#include "http/encoding.h"
 #include "gateway/gw_int.h"
 #include "llmc/error.h"
 #include "llmc/sse.h"
@@ -86,7 +87,8 @@ static size_t hnum(char *h, size_t n, long long v)
    as an origin server says it: a cache in front of us takes max-age minus
    Age as the freshness left; max-age = the freshness left would have it
    subtract the age twice. */
-static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const char *etag)
+static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const char *etag,
+                             bool vary_encoding)
 {
     if (!e)
         return HLIT(h, n, "Cache-Control: no-store\r\n");
@@ -97,8 +99,11 @@ static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const cha
     /* The request headers that chose this answer, for any cache in front of
        us (RFC 9110 12.5.5): the namespace always, and the credential when
        each key has a cache of its own. */
-    n = (e->flags & LLMC_ENTRY_PRIVATE) ? HLIT(h, n, "Vary: Authorization, X-Cache-Namespace\r\n")
-                                        : HLIT(h, n, "Vary: X-Cache-Namespace\r\n");
+    n = HLIT(h, n, "Vary: ");
+    if (vary_encoding) /* the answer may be compressed: Accept-Encoding chose too */
+        n = HLIT(h, n, "Accept-Encoding, ");
+    n = (e->flags & LLMC_ENTRY_PRIVATE) ? HLIT(h, n, "Authorization, X-Cache-Namespace\r\n")
+                                        : HLIT(h, n, "X-Cache-Namespace\r\n");
     if (!etag)
         return n;
     n = HLIT(h, n, "ETag: ");
@@ -237,6 +242,46 @@ static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const ch
     llmc_http_respond(gr->req, status, h, n, &buf, 1, free, sse);
 }
 
+/* A derived entry of e kept under dk, or NULL. It must have e's times: an
+   entry stored again with the same body (and ETag) has other times, and its
+   derived forms are made again to match them. */
+static llmc_entry_t *derived_get(llmc_tier_set_t *tiers, const llmc_key_t *dk,
+                                 const llmc_entry_t *e, int64_t now)
+{
+    llmc_entry_t *d = llmc_tier_set_front_get(tiers, dk, now);
+    if (d && (d->created_ms != e->created_ms || d->expires_ms != e->expires_ms)) {
+        llmc_entry_unref(d);
+        d = NULL;
+    }
+    return d;
+}
+
+/* A new entry under dk holding body, with e's times and metadata, kept in
+   the front tier (best effort: one too big is still served). Returns a
+   reference, or NULL when out of memory. */
+static llmc_entry_t *derived_put(gw_req_t *gr, const llmc_entry_t *e, const llmc_key_t *dk,
+                                 const char *ctype, const char *body, size_t len, int64_t now)
+{
+    /* The original's metadata too, so that a purge by selector takes the
+       derived forms with it. */
+    const char *tags[LLMC_POLICY_MAX_TAGS];
+    uint32_t ntags = e->ntags < LLMC_POLICY_MAX_TAGS ? e->ntags : LLMC_POLICY_MAX_TAGS;
+    const char *t = llmc_entry_tag(e, 0);
+    for (uint32_t i = 0; i < ntags; i++, t += strlen(t) + 1)
+        tags[i] = t;
+    llmc_entry_spec_t spec = {
+        .key = dk, .status = e->status, .flags = e->flags,
+        .created_ms = e->created_ms, .expires_ms = e->expires_ms,
+        .content_type = ctype,
+        .ns = llmc_entry_ns(e), .model = llmc_entry_model(e), .route = llmc_entry_route(e),
+        .tags = tags, .ntags = ntags, .body = body, .body_len = len,
+    };
+    llmc_entry_t *d = llmc_entry_new(&spec);
+    if (d)
+        llmc_tier_set_front_put(gr->w->gw->tiers, gr->w->id, d, now);
+    return d;
+}
+
 /*
  * The form of e a request asks for when it is not the stored body itself:
  * the /ask answer or the SSE replay. Building it means parsing the stored
@@ -249,7 +294,6 @@ static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const ch
  */
 static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t now)
 {
-    llmc_tier_set_t *tiers = gr->w->gw->tiers;
     bool ask = gr->form == FORM_ASK;
     const char *form = ask ? "ask" : gr->include_usage ? "sse+usage" : "sse";
     llmc_key_t dk;
@@ -257,11 +301,8 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
     char tag[LLMC_ETAG_LEN];
     llmc_entry_etag(e, tag);
     llmc_key_derived(&dk, &e->key, form, tag);
-    if ((d = llmc_tier_set_front_get(tiers, &dk, now))) {
-        if (d->created_ms == e->created_ms && d->expires_ms == e->expires_ms)
-            return d;
-        llmc_entry_unref(d);
-    }
+    if ((d = derived_get(gr->w->gw->tiers, &dk, e, now)))
+        return d;
     size_t len = 0;
     char *body = NULL;
     llmc_sse_replay_opts_t o = {.piece_bytes = 0, .include_usage = gr->include_usage};
@@ -271,25 +312,90 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
         body = NULL;
     if (!body)
         return NULL;
-    /* The original's metadata too, so that a purge by selector takes the
-       derived forms with it. */
-    const char *tags[LLMC_POLICY_MAX_TAGS];
-    uint32_t ntags = e->ntags < LLMC_POLICY_MAX_TAGS ? e->ntags : LLMC_POLICY_MAX_TAGS;
-    const char *t = llmc_entry_tag(e, 0);
-    for (uint32_t i = 0; i < ntags; i++, t += strlen(t) + 1)
-        tags[i] = t;
-    llmc_entry_spec_t spec = {
-        .key = &dk, .status = e->status, .flags = e->flags,
-        .created_ms = e->created_ms, .expires_ms = e->expires_ms,
-        .content_type = ask ? "application/json" : "text/event-stream",
-        .ns = llmc_entry_ns(e), .model = llmc_entry_model(e), .route = llmc_entry_route(e),
-        .tags = tags, .ntags = ntags, .body = body, .body_len = len,
-    };
-    d = llmc_entry_new(&spec);
+    d = derived_put(gr, e, &dk, ask ? "application/json" : "text/event-stream", body, len, now);
     free(body);
-    if (d)
-        llmc_tier_set_front_put(tiers, gr->w->id, d, now); /* best effort: too big is still served */
     return d;
+}
+
+/*
+ * rep (the stored body or a form derived from it) compressed with enc: a
+ * derived entry like the others, under rep's key, the coding and rep's
+ * ETag (llmc_key_variant: no hashing, which would cost a compressed hit
+ * more than the rest of it), so a gzip client's hit after the first is two
+ * lookups and no compression. NULL when compressing fails (the client then gets identity).
+ */
+static llmc_entry_t *encoded_form(gw_req_t *gr, const llmc_entry_t *rep, llmc_encoding_t enc,
+                                  int64_t now)
+{
+    llmc_key_t dk;
+    llmc_key_variant(&dk, &rep->key, enc, rep->etag);
+    llmc_entry_t *d = derived_get(gr->w->gw->tiers, &dk, rep, now);
+    if (d)
+        return d;
+    char *z = NULL;
+    size_t zlen = 0;
+    if (llmc_encoding_encode(enc, rep->body, rep->body_len, &z, &zlen) < 0)
+        return NULL;
+    LLMC_COUNT(&gr->w->ctr, encodings_built);
+    d = derived_put(gr, rep, &dk, llmc_entry_content_type(rep), z, zlen, now);
+    free(z);
+    return d;
+}
+
+/* The request's Accept-Encoding, its lines joined (*owned then holds
+   them) when it came on several. Header names come lowercased, so a length
+   and memcmp test finds it: an identity client pays this on every hit of
+   a big enough answer, and strcasecmp per header would double it. */
+static const char *accept_encoding(const llmc_http_req_t *req, char **owned)
+{
+    static const char name[] = "accept-encoding";
+    const char *v = NULL;
+    unsigned lines = 0;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const llmc_http_header_t *hd = &req->headers[i];
+        if (hd->name_len == sizeof(name) - 1 && memcmp(hd->name, name, sizeof(name) - 1) == 0) {
+            v = v ? v : hd->value;
+            lines++;
+        }
+    }
+    return lines < 2 ? v : llmc_policy_list_header(req, name, owned);
+}
+
+/* The coding gr's client gets rep in: identity unless compression is on,
+   the body is big enough and Accept-Encoding takes a coding we have.
+   *varies says whether the answer depends on Accept-Encoding at all (then
+   it carries Vary: Accept-Encoding, identity included). */
+static llmc_encoding_t pick_encoding(gw_req_t *gr, const llmc_entry_t *rep, bool *varies)
+{
+    const llmc_config_t *cfg = gr->w->gw->cfg;
+    *varies = cfg->compress && !gr->stream && rep->body_len >= (size_t)cfg->compress_min;
+    if (!*varies)
+        return LLMC_ENC_IDENTITY;
+    char *owned = NULL;
+    const char *accept = accept_encoding(gr->req, &owned);
+    llmc_encoding_t enc =
+        llmc_encoding_pick(accept, LLMC_ENC_MASK(LLMC_ENC_GZIP) | LLMC_ENC_MASK(LLMC_ENC_ZSTD));
+    free(owned);
+    return enc;
+}
+
+/* The ETag of rep sent with coding enc: the body's tag, with the coding's
+   name inside the quotes for a compressed one ("0123abcd-gzip"), so each
+   coding validates apart and a 304 needs no compressed form at hand. */
+#define TAG_CAP (LLMC_ETAG_LEN + 8)
+static void encoded_tag(const llmc_entry_t *rep, llmc_encoding_t enc, char out[TAG_CAP])
+{
+    llmc_entry_etag(rep, out);
+    if (enc == LLMC_ENC_IDENTITY)
+        return;
+    size_t n = LLMC_ETAG_LEN - 2; /* before the closing quote */
+    out[n++] = '-';
+    const char *name = llmc_encoding_name(enc);
+    size_t k = strlen(name);
+    memcpy(out + n, name, k);
+    n += k;
+    out[n++] = '"';
+    out[n] = '\0';
 }
 
 void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
@@ -345,20 +451,35 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
         n = hnum(h, n, (long long)u.completion_tokens);
         n = HLIT(h, n, "\r\n");
     }
-    /* A paced replay is built per request: freshness, but no validator. */
-    char tag[LLMC_ETAG_LEN];
-    if (!paced)
-        llmc_entry_etag(rep, tag);
-    n = freshness_hdrs(h, n, rep, paced ? NULL : tag);
     if (paced) {
+        /* A paced replay is built per request: freshness, but no validator. */
+        n = freshness_hdrs(h, n, rep, NULL, false);
         respond_replay(gr, e->status, h, n, e->body, e->body_len);
         llmc_entry_unref(rep);
         return;
     }
+    bool varies;
+    llmc_encoding_t enc = pick_encoding(gr, rep, &varies);
+    char tag[TAG_CAP];
+    encoded_tag(rep, enc, tag);
     char *inm_owned;
     bool match = llmc_policy_etag_matches(
         llmc_policy_list_header(gr->req, "if-none-match", &inm_owned), tag);
     free(inm_owned);
+    if (!match && enc != LLMC_ENC_IDENTITY) {
+        llmc_entry_t *z = encoded_form(gr, rep, enc, now);
+        if (z) {
+            llmc_entry_unref(rep);
+            rep = z; /* the same times and flags: freshness_hdrs reads the same */
+            n = HLIT(h, n, "Content-Encoding: ");
+            n = HSTR(h, n, llmc_encoding_name(enc));
+            n = HLIT(h, n, "\r\n");
+            LLMC_COUNT(&gr->w->ctr, encoded_answers);
+        } else {
+            encoded_tag(rep, LLMC_ENC_IDENTITY, tag); /* not compressed after all */
+        }
+    }
+    n = freshness_hdrs(h, n, rep, tag, varies);
     if (match) {
         LLMC_COUNT(&gr->w->ctr, not_modified);
         llmc_entry_unref(rep);
@@ -512,10 +633,22 @@ void llmc__gw_respond_flight(gw_req_t *gr)
     /* The entry's ETag names its body; an /ask answer is another body, whose
        stored form (the next hit's) has its own ETag, so it goes without. */
     bool tagged = held && gr->form != FORM_ASK;
-    char tag[LLMC_ETAG_LEN];
-    if (tagged)
-        llmc_entry_etag(held, tag);
-    n = freshness_hdrs(h, n, held, tagged ? tag : NULL);
+    char tag[TAG_CAP];
+    bool varies = false;
+    llmc_entry_t *z = NULL; /* the stored answer compressed for this client */
+    if (tagged) {
+        llmc_encoding_t enc = ok2xx ? pick_encoding(gr, held, &varies) : LLMC_ENC_IDENTITY;
+        if (enc != LLMC_ENC_IDENTITY && (z = encoded_form(gr, held, enc, llmc_now_ms()))) {
+            n = HLIT(h, n, "Content-Encoding: ");
+            n = HSTR(h, n, llmc_encoding_name(enc));
+            n = HLIT(h, n, "\r\n");
+            LLMC_COUNT(&gr->w->ctr, encoded_answers);
+        } else {
+            enc = LLMC_ENC_IDENTITY;
+        }
+        encoded_tag(held, enc, tag);
+    }
+    n = freshness_hdrs(h, n, held, tagged ? tag : NULL, varies);
     if (f->pass_len && n + f->pass_len < HDR_CAP) {
         memcpy(h + n, f->pass_hdrs, f->pass_len);
         n += f->pass_len;
@@ -526,6 +659,9 @@ void llmc__gw_respond_flight(gw_req_t *gr)
         respond_replay(gr, f->status, h, n, json, len);
     } else if (raw_sse && f->upstream_usage && !gr->include_usage) {
         respond_sse_without_usage(gr, f, h, n);
+    } else if (z) {
+        uv_buf_t buf = uv_buf_init((char *)z->body, (unsigned)z->body_len);
+        llmc_http_respond(gr->req, f->status, h, n, &buf, 1, release_entry, z);
     } else {
         const char *body = ok2xx && !raw_sse ? json : f->body ? f->body : "";
         size_t blen = ok2xx && !raw_sse ? len : f->body_len;

@@ -36,6 +36,10 @@
       "Times a pass-through stopped reading the upstream until its slow client caught up.") \
     X(stale, "stale", COUNTER, "requests", "Expired answers served (max-stale or stale-if-error).") \
     X(not_modified, "not_modified", COUNTER, "requests", "304 answers to If-None-Match.")   \
+    X(encoded_answers, "encoded_answers", COUNTER, "requests",                              \
+      "Answers sent compressed (gzip or zstd), hits and misses.")                           \
+    X(encodings_built, "encodings_built", COUNTER, "entries",                               \
+      "Compressed forms of an entry built (then kept as derived entries).")                 \
     X(only_if_cached_misses, "only_if_cached_misses", COUNTER, "requests",                  \
       "504s for only-if-cached.")                                                           \
     X(stored, "stored", COUNTER, "entries", "Answers written to the cache.")                \

@@ -25,6 +25,13 @@
  * when --drain-timeout fires on worker 0, the two phases above run. A
  * second SIGTERM (or SIGINT at any time) starts them at once. SIGHUP
  * reopens the access log file, for logrotate.
+ *
+ * Each worker buffers its access-log lines (gateway/log.h). The buffer has
+ * no lock, so only its own thread writes it out: on its timer, when full,
+ * when the drain starts, at close_rest, and on a SIGHUP, which worker 0
+ * turns into a message to every worker (log_async); the last one to have
+ * written its buffer out swaps the file, so no line of a request finished
+ * before the signal lands in the new file and none is split.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -108,6 +115,15 @@ static void on_admin_closed(void *arg)
     server_gone(w->gw);
 }
 
+/* Stops worker 0 from sending log_async a reopen once the handle closes. */
+static void close_log_async(llmc_worker_t *w)
+{
+    pthread_mutex_lock(&w->gw->log_async_mu);
+    w->log_async_open = false;
+    uv_close((uv_handle_t *)&w->log_async, close_cb);
+    pthread_mutex_unlock(&w->gw->log_async_mu);
+}
+
 static void close_rest(llmc_worker_t *w)
 {
     llmc__gw_fetch_cancel_all(w);
@@ -116,6 +132,10 @@ static void close_rest(llmc_worker_t *w)
     llmc_upstream_close(w->upstream, on_upstream_closed, w);
     uv_close((uv_handle_t *)&w->inbox_async, close_cb);
     uv_close((uv_handle_t *)&w->stop_async, close_cb);
+    /* Every server is closed: no request finishes here after this. */
+    llmc_logbuf_flush(&w->logbuf);
+    uv_close((uv_handle_t *)&w->log_timer, close_cb);
+    close_log_async(w);
     if (w->id == 0) {
         uv_close((uv_handle_t *)&w->tick_timer, close_cb);
         uv_close((uv_handle_t *)&w->drain_timer, close_cb);
@@ -130,6 +150,7 @@ static void on_stop(uv_async_t *h)
     llmc_worker_t *w = h->data;
     int phase = atomic_load(&w->gw->phase);
     if (phase == LLMC_GW_DRAIN) {
+        llmc_logbuf_flush(&w->logbuf);
         if (w->id == 0)
             uv_timer_start(&w->drain_timer, on_drain_timeout, (uint64_t)w->gw->cfg->drain_timeout, 0);
         if (w->server)
@@ -186,27 +207,45 @@ static void on_signal(uv_signal_t *s, int signum)
     llmc_gw_stop(gw);
 }
 
+/* A step of a SIGHUP's reopen, on each worker's own thread: its buffered
+   lines go to the old file; the last worker to get here swaps the file. */
+static void on_log_async(uv_async_t *h)
+{
+    llmc_worker_t *w = h->data;
+    const char *path = w->gw->cfg->access_log_path;
+    llmc_logbuf_flush(&w->logbuf);
+    int rc = llmc_log_reopen_step(&w->gw->log);
+    if (rc < 0)
+        fprintf(stderr, "llmcached: SIGHUP: cannot reopen %s: %s (still writing to the old file)\n",
+                path, strerror(errno));
+    else if (rc == 1)
+        fprintf(stderr, "llmcached: SIGHUP: reopened the access log %s\n", path);
+}
+
 /* logrotate's postrotate: the access log file is opened again under its
-   name and takes the old one's descriptor (dup2 swaps it in one step, so a
-   line being written on another thread goes to one file or the other). */
+   name once every worker has written out its buffer (on_log_async), and
+   takes the old one's descriptor (dup3 swaps it in one step). */
 static void on_sighup(uv_signal_t *s, int signum)
 {
     llmc_worker_t *w = s->data;
-    const llmc_config_t *cfg = w->gw->cfg;
+    llmc_gw_t *gw = w->gw;
     (void)signum;
-    if (cfg->access_log != LLMC_CFG_ACCESS_LOG_FILE || w->gw->log_fd < 0) {
+    if (gw->cfg->access_log != LLMC_CFG_ACCESS_LOG_FILE || gw->log.fd < 0) {
         fprintf(stderr, "llmcached: SIGHUP: no access log file to reopen\n");
         return;
     }
-    int fd = open(cfg->access_log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (fd < 0 || dup3(fd, w->gw->log_fd, O_CLOEXEC) < 0) {
-        fprintf(stderr, "llmcached: SIGHUP: cannot reopen %s: %s (still writing to the old file)\n",
-                cfg->access_log_path, strerror(errno));
+    pthread_mutex_lock(&gw->log_async_mu);
+    unsigned n = 0;
+    for (unsigned i = 0; i < gw->nstarted; i++)
+        n += gw->workers[i].log_async_open;
+    if (!llmc_log_reopen_begin(&gw->log, n)) {
+        fprintf(stderr, "llmcached: SIGHUP: a reopen is still under way\n");
     } else {
-        fprintf(stderr, "llmcached: SIGHUP: reopened the access log %s\n", cfg->access_log_path);
+        for (unsigned i = 0; i < gw->nstarted; i++)
+            if (gw->workers[i].log_async_open)
+                uv_async_send(&gw->workers[i].log_async);
     }
-    if (fd >= 0)
-        close(fd);
+    pthread_mutex_unlock(&gw->log_async_mu);
 }
 
 /* Closes the handles a worker whose set-up failed had opened, in reverse,
@@ -217,9 +256,12 @@ static void worker_undo(llmc_worker_t *w, bool tiers, bool upstream)
         llmc_tier_set_detach(w->gw->tiers, w->id);
     if (upstream)
         llmc_upstream_close(w->upstream, on_upstream_closed, NULL);
+    close_log_async(w);
+    uv_close((uv_handle_t *)&w->log_timer, close_cb);
     uv_close((uv_handle_t *)&w->stop_async, close_cb);
     uv_close((uv_handle_t *)&w->inbox_async, close_cb);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    llmc_logbuf_free(&w->logbuf);
     pthread_mutex_destroy(&w->inbox_mu);
     uv_loop_close(&w->loop);
 }
@@ -237,6 +279,16 @@ static int worker_init(llmc_gw_t *gw, llmc_worker_t *w, unsigned id, char *err, 
     w->inbox_async.data = w;
     uv_async_init(&w->loop, &w->stop_async, on_stop);
     w->stop_async.data = w;
+    uv_timer_init(&w->loop, &w->log_timer);
+    w->log_timer.data = w;
+    uv_async_init(&w->loop, &w->log_async, on_log_async);
+    w->log_async.data = w;
+    pthread_mutex_lock(&gw->log_async_mu);
+    w->log_async_open = true;
+    pthread_mutex_unlock(&gw->log_async_mu);
+    if (llmc_logbuf_init(&w->logbuf, (size_t)cfg->access_log_buffer, llmc_log_write,
+                         &gw->log) < 0)
+        goto fail_loop;
     llmc_upstream_config_t ucfg = {
         .connect_timeout_ms = (uint64_t)cfg->connect_timeout,
         .total_timeout_ms = (uint64_t)cfg->upstream_timeout,
@@ -388,6 +440,7 @@ int llmc_gw_run(llmc_gw_t *gw, void (*ready)(llmc_gw_t *gw, void *arg), void *ar
 out:
     for (unsigned i = 0; i < gw->nstarted; i++) {
         uv_loop_close(&gw->workers[i].loop);
+        llmc_logbuf_free(&gw->workers[i].logbuf); /* writes out anything left */
         llmc__gr_spares_free(&gw->workers[i]);
         pthread_mutex_destroy(&gw->workers[i].inbox_mu);
     }

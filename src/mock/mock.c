@@ -29,6 +29,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "http/encoding.h"
 #include "http/http.h"
 #include "llmc/error.h"
 #include "mock/mock_int.h"
@@ -114,6 +115,7 @@ typedef struct controls {
     size_t bytes;
     uint64_t chunk_delay_ms;
     bool split_bytes;
+    bool gzip;               /* answer gzip when the request accepts it (plain answers) */
     bool retry_after_set;
     char retry_after[41];    /* with status: the Retry-After to send ("" for none) */
     const char *body;        /* mock.body: sent as the answer instead of the model's; points
@@ -180,11 +182,24 @@ static void send_error(mreq_t *mr, int status, const char *hdrs, const char *typ
     finish(mr);
 }
 
-/* Sends a JSON (or would-be JSON) body and frees it once written. */
+/* Sends a JSON (or would-be JSON) body and frees it once written; gzip'd
+   when mock.gzip asked for it and the request accepts gzip. */
 static void send_body(mreq_t *mr, int status, char *body, size_t len)
 {
-    char hdrs[96];
-    int n = snprintf(hdrs, sizeof(hdrs), JSON_CT "%s", mr->call_hdr);
+    char hdrs[128];
+    const char *ce = "";
+    char *z = NULL;
+    size_t zlen = 0;
+    if (mr->ctl.gzip && mr->req &&
+        llmc_encoding_pick(llmc_http_header(mr->req, "accept-encoding"),
+                           LLMC_ENC_MASK(LLMC_ENC_GZIP)) == LLMC_ENC_GZIP &&
+        llmc_encoding_encode(LLMC_ENC_GZIP, body, len, &z, &zlen) == 0) {
+        free(body);
+        body = z;
+        len = zlen;
+        ce = "Content-Encoding: gzip\r\n";
+    }
+    int n = snprintf(hdrs, sizeof(hdrs), JSON_CT "%s%s", ce, mr->call_hdr);
     uv_buf_t b = uv_buf_init(body, (unsigned)len);
     llmc_http_respond(take_req(mr), status, hdrs, (size_t)n, &b, len ? 1 : 0, free, body);
     finish(mr);
@@ -477,6 +492,7 @@ static int parse_controls(const json_t *body, controls_t *ctl, char *err, size_t
     }
     if ((rc = retry_after_field(json_object_get(o, "retry_after"), ctl, err, errlen)))
         return rc;
+    ctl->gzip = json_is_true(json_object_get(o, "gzip"));
     ctl->status = (int)status;
     ctl->bytes = (size_t)bytes;
     ctl->split_bytes = split != NULL;

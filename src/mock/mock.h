@@ -34,6 +34,8 @@
  *   bytes           pad the answer text to about this many bytes
  *   chunk_delay_ms  pause between streamed pieces
  *   split           "bytes": stream in pieces of 1 to 7 bytes, cut anywhere
+ *   gzip            true: a plain (not streamed) answer goes gzip-compressed
+ *                   (Content-Encoding: gzip) when the request accepts gzip
  * The answer echoes the last user message, "\u0000" included (requests are
  * parsed with JSON_ALLOW_NUL): that is how a test gets a NUL in an answer.
  */

@@ -107,6 +107,7 @@ static const struct {
     CURLcode cc;
     int err;
 } err_table[] = {
+    {CURLE_BAD_CONTENT_ENCODING, LLMC_EBADRESP},
     {CURLE_COULDNT_CONNECT, LLMC_ECONNECT},
     {CURLE_COULDNT_RESOLVE_HOST, LLMC_ECONNECT},
     {CURLE_COULDNT_RESOLVE_PROXY, LLMC_ECONNECT},
@@ -719,7 +720,12 @@ static int setup_easy(llmc_upstream_call_t *c, const llmc_upstream_request_t *r)
     SETOPT(CURLOPT_TIMEOUT_MS, ms_to_long(cfg->total_timeout_ms));
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_TCP_NODELAY, 1L);
-    SETOPT(CURLOPT_ACCEPT_ENCODING, (char *)NULL);   /* we relay bytes as sent */
+    /* "": every coding this libcurl decodes (gzip, deflate, br, zstd on
+       Debian 12), decoded as the bytes arrive, so an answer costs the
+       model's network less and the gateway relays, checks and stores the
+       decoded bytes (--max-response-bytes counts those). Content-Encoding is
+       not in pass_table: no client ever sees the upstream's coding. */
+    SETOPT(CURLOPT_ACCEPT_ENCODING, "");
     SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     SETOPT(CURLOPT_ERRORBUFFER, c->errbuf);
     /* Thousands of calls wait on a slow model at once: curl's default

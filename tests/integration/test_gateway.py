@@ -9,8 +9,10 @@ bodies are what a client sees.
 import asyncio
 import json
 import re
+import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -133,6 +135,45 @@ def test_access_log_has_one_json_line_per_request(gateway, mock):
         assert any(("dur" in k or k.endswith("ms")) and isinstance(v, (int, float))
                    for k, v in line.items()), f"no duration in {line}"
     assert 404 in values(lines[2]) or "404" in [str(v) for v in values(lines[2])], lines[2]
+
+
+def test_access_log_lines_written_just_before_sigterm_are_there_after_exit(gateway_factory, mock):
+    # A flush interval far longer than the test: only the flush at exit
+    # can put these lines in the file.
+    g = gateway_factory(mock, threads=2, args=["--access-log-flush", "60"])
+    g.must_survive = False
+    body = chat_body("logged before the signal")
+    assert g.chat(body).status_code == 200
+    n = 60
+    for _ in range(n):  # fresh connections: both threads take some
+        r = session().post(g.url + "/v1/chat/completions", json=body, timeout=10)
+        assert xcache(r) == "HIT"
+    g.proc.send_signal(signal.SIGTERM)
+    assert g.proc.wait(15) == 0
+    chats = [l for l in g.access_lines() if l["path"] == "/v1/chat/completions"]
+    assert len(chats) == n + 1
+    assert [l["cache"] for l in chats].count("HIT") == n
+    assert {l["thread"] for l in chats} == {0, 1}
+
+
+def test_access_log_lines_stay_whole_when_threads_flush_together(gateway_factory, mock):
+    # A buffer of a few lines: both threads write out runs all the time.
+    g = gateway_factory(mock, threads=2, args=["--access-log-buffer", "1K"])
+    body = chat_body("many small flushes")
+    assert g.chat(body).status_code == 200
+
+    def hits(_):
+        s = session()
+        for _ in range(40):
+            assert xcache(s.post(g.url + "/v1/chat/completions", json=body, timeout=10)) == "HIT"
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(hits, range(8)))
+
+    def chats():  # access_lines parses every line: a cut or mixed one fails here
+        return [l for l in g.access_lines() if l["path"] == "/v1/chat/completions"]
+    wait_until(lambda: len(chats()) == 321, what="every line written")
+    text = g.access_log.read_text()
+    assert text.endswith("\n") and all(l.startswith("{") for l in text.splitlines())
 
 
 # ------------------------------------------------------------ TTL

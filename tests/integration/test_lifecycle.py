@@ -175,3 +175,27 @@ def test_sighup_reopens_the_access_log(mock, gateway_factory):
         old = [json.loads(l) for l in f if l.strip()]
     assert [l["path"] for l in old].count("/v1/chat/completions") == 1
     assert g.proc.poll() is None  # SIGHUP does not stop the gateway
+
+
+def test_sighup_writes_every_threads_buffered_lines_to_the_old_file(mock, gateway_factory):
+    # The flush timer never fires in this test: only the reopen's own
+    # flush (each worker on its own thread) can put these lines anywhere.
+    g = gateway_factory(mock, threads=2, args=["--access-log-flush", "60"])
+    body = chat_body("buffered across a rotation")
+    n = 30
+    for _ in range(n):  # fresh connections: both threads hold lines
+        assert session().post(g.url + "/v1/chat/completions", json=body, timeout=10).ok
+    assert g.access_lines() == []  # all still buffered
+    rotated = str(g.access_log) + ".1"
+    os.rename(g.access_log, rotated)
+    g.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reopened the access log" in g.stderr(), what="the reopen")
+    with open(rotated) as f:
+        old = [json.loads(l) for l in f if l.strip()]
+    chats = [l for l in old if l["path"] == "/v1/chat/completions"]
+    assert len(chats) == n and {l["thread"] for l in chats} == {0, 1}
+    assert g.chat(content="after rotation").status_code == 200
+    g.proc.send_signal(signal.SIGTERM)
+    assert g.proc.wait(15) == 0
+    g.must_survive = False
+    assert [l["path"] for l in g.access_lines()] == ["/v1/chat/completions"]

@@ -470,7 +470,7 @@ typedef struct lonely {
 static void lonely_init(lonely_t *l)
 {
     memset(l, 0, sizeof(*l));
-    l->gw.log_fd = -1;
+    l->gw.log.fd = -1;
     l->w.gw = &l->gw;
     llmc__gr_spares_init(&l->w);
     pthread_mutex_init(&l->w.inbox_mu, NULL);

@@ -507,9 +507,34 @@ static void test_canon_dump(void **state)
     json_decref(s);
 }
 
+static void test_variant_keys(void **state)
+{
+    (void)state;
+    llmc_key_t k, a, b, c, d;
+    memset(&k, 0, sizeof(k));
+    for (int i = 0; i < LLMC_KEY_LEN; i++)
+        k.b[i] = (uint8_t)(i * 37 + 11);
+    const uint8_t t1[8] = {1, 2, 3, 4, 5, 6, 7, 8}, t2[8] = {1, 2, 3, 4, 5, 6, 7, 9};
+    const uint8_t zero[8] = {0};
+    llmc_key_variant(&a, &k, 1, t1);
+    llmc_key_variant(&b, &k, 2, t1);
+    llmc_key_variant(&c, &k, 1, t2);
+    llmc_key_variant(&d, &k, 0, zero); /* never the key itself */
+    assert_memory_not_equal(&a, &k, sizeof(k));
+    assert_memory_not_equal(&d, &k, sizeof(k));
+    assert_memory_not_equal(&a, &b, sizeof(k));
+    assert_memory_not_equal(&a, &c, sizeof(k));
+    llmc_key_variant(&b, &k, 1, t1);
+    assert_memory_equal(&a, &b, sizeof(k)); /* deterministic */
+    llmc_key_t dk;
+    llmc_key_derived(&dk, &k, "gzip", "\"0102030405060708\"");
+    assert_memory_not_equal(&a, &dk, sizeof(k));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_variant_keys),
         cmocka_unit_test(test_field_order_and_whitespace),
         cmocka_unit_test(test_number_forms),
         cmocka_unit_test(test_reals_round_trip),

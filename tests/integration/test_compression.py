@@ -1,0 +1,178 @@
+"""Issue 18: compression on the wire.
+
+A client whose Accept-Encoding takes gzip or zstd gets an answer above
+--compress-min in that coding, with Vary: Accept-Encoding and an ETag of
+its own (the identity tag with the coding's name inside the quotes); an
+identity client gets identity. The compressed form is built once per entry
+and kept as a derived entry: the gateway's counters show how many forms
+were built (encodings_built) and how many answers went out compressed
+(encoded_answers). Streams are not compressed.
+"""
+
+import gzip
+import http.client
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import chat_body, embedding_body, read_stream, session
+
+EMB = "/v1/embeddings"
+CHAT = "/v1/chat/completions"
+
+
+def big_embedding(text="compress this answer"):
+    return embedding_body(text, dimensions=512)  # about 10 KB of numbers
+
+
+def post(gateway, path, body, accept=None, headers=None):
+    h = dict(headers or {})
+    if accept is not None:
+        h["Accept-Encoding"] = accept
+    return session().post(gateway.url + path, json=body, headers=h, timeout=10)
+
+
+def raw_post(gateway, path, body, accept, headers=None):
+    """A client that never decodes: the bytes as they came, and the headers."""
+    c = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    h = {"Content-Type": "application/json", "Accept-Encoding": accept, **(headers or {})}
+    c.request("POST", path, json.dumps(body), h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r, data
+
+
+def vary(r):
+    return [v.strip().lower() for v in r.headers.get("Vary", "").split(",")]
+
+
+def counters(gateway):
+    s = gateway.stats()
+    return s["encodings_built"], s["encoded_answers"]
+
+
+def test_gzip_client_gets_the_identity_body_compressed_once(gateway, mock):
+    body = big_embedding()
+    ident = post(gateway, EMB, body, accept="identity")
+    assert ident.status_code == 200 and ident.headers["X-Cache"] == "MISS"
+    assert "Content-Encoding" not in ident.headers
+    assert "accept-encoding" in vary(ident)  # identity too: the answer depends on it
+    assert len(ident.content) > 4096
+
+    r, raw = raw_post(gateway, EMB, body, "gzip")
+    assert r.status == 200 and r.getheader("X-Cache") == "HIT"
+    assert r.getheader("Content-Encoding") == "gzip"
+    assert "accept-encoding" in [v.strip().lower() for v in r.getheader("Vary").split(",")]
+    assert raw[:2] == b"\x1f\x8b" and len(raw) < len(ident.content) / 2
+    assert int(r.getheader("Content-Length")) == len(raw)
+    assert gzip.decompress(raw) == ident.content
+    itag = ident.headers["ETag"]
+    assert r.getheader("ETag") == itag[:-1] + '-gzip"'
+    assert counters(gateway) == (1, 1)
+
+    # requests decodes gzip by itself: the same bytes as identity.
+    again = post(gateway, EMB, body)  # requests sends "gzip, deflate"
+    assert again.headers["Content-Encoding"] == "gzip" and again.content == ident.content
+    # The second gzip hit was served from the derived entry: nothing built.
+    assert counters(gateway) == (1, 2)
+    assert mock.stats()["embeddings"] == 1
+
+
+def test_a_gzip_miss_is_compressed_and_its_form_kept(gateway, mock):
+    body = big_embedding("gzip from the start")
+    r, raw = raw_post(gateway, EMB, body, "gzip, deflate, br")
+    assert r.getheader("X-Cache") == "MISS" and r.getheader("Content-Encoding") == "gzip"
+    r2, raw2 = raw_post(gateway, EMB, body, "gzip")
+    assert r2.getheader("X-Cache") == "HIT" and raw2 == raw
+    assert r2.getheader("ETag") == r.getheader("ETag")
+    assert counters(gateway) == (1, 2)
+    ident = post(gateway, EMB, body, accept="identity")
+    assert gzip.decompress(raw) == ident.content
+
+
+@pytest.mark.skipif(not shutil.which("zstd"), reason="no zstd command to decode with")
+def test_zstd_client(gateway, mock):
+    body = big_embedding("zstd please")
+    ident = post(gateway, EMB, body, accept="identity")
+    r, raw = raw_post(gateway, EMB, body, "gzip, deflate, br, zstd")  # a browser's: zstd wins
+    assert r.getheader("Content-Encoding") == "zstd"
+    assert r.getheader("ETag") == ident.headers["ETag"][:-1] + '-zstd"'
+    out = subprocess.run(["zstd", "-d", "-c"], input=raw, capture_output=True, check=True).stdout
+    assert out == ident.content
+    r, raw_gz = raw_post(gateway, EMB, body, "zstd;q=0.5, gzip")
+    assert r.getheader("Content-Encoding") == "gzip" and gzip.decompress(raw_gz) == ident.content
+
+
+def test_etag_per_encoding_revalidates_apart(gateway, mock):
+    body = big_embedding("revalidate me")
+    ident = post(gateway, EMB, body, accept="identity")
+    gz, _ = raw_post(gateway, EMB, body, "gzip")
+    gtag, itag = gz.getheader("ETag"), ident.headers["ETag"]
+    assert gtag != itag
+    r, data = raw_post(gateway, EMB, body, "gzip", {"If-None-Match": gtag})
+    assert r.status == 304 and data == b"" and r.getheader("ETag") == gtag
+    r, data = raw_post(gateway, EMB, body, "gzip", {"If-None-Match": itag})
+    assert r.status == 200 and r.getheader("Content-Encoding") == "gzip"
+    r = post(gateway, EMB, body, accept="identity", headers={"If-None-Match": itag})
+    assert r.status_code == 304
+
+
+def test_small_answers_and_streams_are_not_compressed(gateway, mock):
+    small = chat_body("a short answer")
+    post(gateway, CHAT, small)
+    r, raw = raw_post(gateway, CHAT, small, "gzip")
+    assert r.getheader("X-Cache") == "HIT" and r.getheader("Content-Encoding") is None
+    assert len(raw) < 1024 and "accept-encoding" not in r.getheader("Vary").lower()
+    json.loads(raw)
+
+    big = chat_body("a long answer", mock={"bytes": 4000})
+    first = post(gateway, CHAT, big, accept="gzip")
+    assert first.headers["Content-Encoding"] == "gzip"
+    status, sse = read_stream(gateway.url + CHAT, dict(big, stream=True))
+    assert status == 200 and sse.rstrip().endswith(b"data: [DONE]")  # raw bytes: not gzip
+    c = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    c.request("POST", CHAT, json.dumps(dict(big, stream=True)),
+              {"Content-Type": "application/json", "Accept-Encoding": "gzip"})
+    r = c.getresponse()
+    assert r.getheader("Content-Encoding") is None
+    assert r.read().rstrip().endswith(b"data: [DONE]")
+    c.close()
+
+
+def test_compress_off(gateway_factory, mock):
+    g = gateway_factory(mock, args=["--compress", "off"])
+    body = big_embedding("never compressed")
+    post(g, EMB, body)
+    r, raw = raw_post(g, EMB, body, "gzip, zstd")
+    assert r.getheader("X-Cache") == "HIT" and r.getheader("Content-Encoding") is None
+    assert "accept-encoding" not in r.getheader("Vary").lower()
+    json.loads(raw)
+    assert counters(g) == (0, 0)
+
+
+def test_an_upstream_that_sends_gzip_is_decoded_as_it_arrives(gateway, mock):
+    body = chat_body("the model answers gzip", mock={"gzip": True, "bytes": 3000})
+    # The mock does compress when asked (a client that never decodes sees it).
+    c = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=10)
+    c.request("POST", "/v1/chat/completions", json.dumps(body),
+              {"Content-Type": "application/json", "Accept-Encoding": "gzip"})
+    r = c.getresponse()
+    direct = r.read()
+    c.close()
+    assert r.getheader("Content-Encoding") == "gzip"
+    answer = json.loads(gzip.decompress(direct))
+    # The gateway asked for it compressed, decoded it, stored the JSON: an
+    # identity client gets plain JSON, miss and hit alike.
+    for want in ("MISS", "HIT"):
+        r, raw = raw_post(gateway, CHAT, body, "identity")
+        assert r.status == 200 and r.getheader("X-Cache") == want
+        assert r.getheader("Content-Encoding") is None
+        got = json.loads(raw)
+        assert got["choices"][0]["message"]["content"] == answer["choices"][0]["message"]["content"]
+    # And a gzip client gets the gateway's own gzip of it.
+    r, raw = raw_post(gateway, CHAT, body, "gzip")
+    assert r.getheader("Content-Encoding") == "gzip" and json.loads(gzip.decompress(raw)) == got
+    assert gateway.stats()["upstream_errors"]["invalid"] == 0
