@@ -78,6 +78,12 @@ int llmc_cache_delete(llmc_cache_t *c, const llmc_key_t *key);
  * returns how many. match runs with a shard lock held: it must not call
  * back into the cache. Any thread.
  */
+/* The largest charge (llmc__cache_charge: an entry's block and its share of
+   the table) the cache takes; a bigger entry is refused with LLMC_E2BIG.
+   An entry is never charged less than its body, so a body longer than this
+   is refused whatever else it carries. Any thread. */
+size_t llmc_cache_entry_limit(const llmc_cache_t *c);
+
 size_t llmc_cache_purge(llmc_cache_t *c, bool (*match)(const llmc_entry_t *e, void *arg), void *arg);
 
 /*

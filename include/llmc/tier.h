@@ -171,6 +171,9 @@ typedef struct llmc_tier_ops {
     /* The general lookup: 0 (lk->entry set), LLMC_ENOENT, or LLMC_EAGAIN:
        lk->done runs later on lk->worker's loop. NULL: get() is used. */
     int (*lookup)(llmc_tier_t *t, llmc_tier_lookup_t *lk);
+    /* Optional: the largest body the tier may keep; NULL: no bound of its
+       own. Lets the set refuse an answer before anyone copies it. */
+    size_t (*max_body)(llmc_tier_t *t);
     /* Stores (or queues) e, taking its own reference. 0 or LLMC_E*. Called
        on worker's loop thread (attach's index), so a tier with a
        connection per loop writes on that loop's. */

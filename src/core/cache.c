@@ -549,3 +549,8 @@ void llmc_cache_stats(llmc_cache_t *c, llmc_cache_stats_t *out)
     out->max_bytes = c->max_bytes;
     out->too_big = atomic_load_explicit(&c->too_big, memory_order_relaxed);
 }
+
+size_t llmc_cache_entry_limit(const llmc_cache_t *c)
+{
+    return c->entry_limit;
+}

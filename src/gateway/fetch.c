@@ -486,15 +486,22 @@ static void finish(fetch_t *ft, int err, const char *detail)
         llmc_flight_set_not_answer(f);
     } else if (json && ft->store) {
         int64_t now = llmc_now_ms();
-        e = make_entry(ft, json, len, now);
+        llmc_tier_set_t *tiers = ft->w->gw->tiers;
+        /* Copying an answer the front tier will refuse would stall the
+           loop for nothing (tens of ms for tens of MB): refuse it first. */
+        bool fits = len <= llmc_tier_set_max_body(tiers);
+        if (!fits)
+            llmc_tier_set_refuse(tiers, ft->w->id, &f->key);
+        e = fits ? make_entry(ft, json, len, now) : NULL;
         /* Stored before the flight finishes (flight.h): no moment when a
            request finds neither. A refusal as too big keeps it nowhere:
            --max-entry-percent promises such an answer is served, not
            stored, and it goes out marked no-store. So does an answer a
            purge selected while it was asked for: its waiters get it (they
            asked before the purge was done), the cache does not. */
-        int rc = e ? llmc_tier_set_store(ft->w->gw->tiers, ft->w->id, e, now, ft->purge_seq)
-                   : LLMC_ENOMEM;
+        int rc = !fits ? LLMC_E2BIG
+                 : e   ? llmc_tier_set_store(tiers, ft->w->id, e, now, ft->purge_seq)
+                       : LLMC_ENOMEM;
         if (rc == 0)
             LLMC_COUNT(c, stored);
         else if (rc == LLMC_ECANCELED)

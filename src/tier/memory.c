@@ -97,9 +97,15 @@ static void mem_destroy(llmc_tier_t *t)
     free(m);
 }
 
+static size_t mem_max_body(llmc_tier_t *t)
+{
+    return llmc_cache_entry_limit(impl(t)->cache);
+}
+
 static const llmc_tier_ops_t memory_ops = {
     .name = "memory",
     .get = mem_get,
+    .max_body = mem_max_body,
     .put = mem_put,
     .purge = mem_purge,
     .tick = mem_tick,

@@ -343,6 +343,20 @@ static void purged_nothing(void *arg, size_t removed)
     (void)removed;
 }
 
+size_t llmc_tier_set_max_body(const llmc_tier_set_t *s)
+{
+    if (s->n == 0 || !s->tiers[0]->ops->max_body)
+        return SIZE_MAX;
+    return s->tiers[0]->ops->max_body(s->tiers[0]);
+}
+
+/* The front included: its refusal need not have dropped its own older
+   answer (the memory tier's does, and then this finds nothing). */
+void llmc_tier_set_refuse(llmc_tier_set_t *s, unsigned worker, const llmc_key_t *key)
+{
+    unput(s, worker, key, s->n);
+}
+
 int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, int64_t now_ms,
                         uint64_t since)
 {
@@ -351,12 +365,7 @@ int llmc_tier_set_store(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e, in
     if (llmc_tier_set_purged_since(s, since, e))
         return LLMC_ECANCELED;
     if (s->tiers[0]->ops->put(s->tiers[0], worker, e, now_ms) < 0) {
-        /* The front included: its refusal need not have dropped its own
-           older answer (the memory tier's does, and then this finds
-           nothing). Nobody waits for these purges. */
-        llmc_purge_t sel = {.conds = LLMC_PURGE_KEY, .key = e->key};
-        for (unsigned i = 0; i < s->n; i++)
-            s->tiers[i]->ops->purge(s->tiers[i], worker, &sel, purged_nothing, NULL);
+        llmc_tier_set_refuse(s, worker, &e->key);
         return LLMC_E2BIG;
     }
     /* A slower tier that drops the write counts it in its own stats; the

@@ -125,6 +125,16 @@ uint64_t llmc_tier_set_purge_seq(llmc_tier_set_t *s);
    longer reaches back that far. Any thread. */
 bool llmc_tier_set_purged_since(llmc_tier_set_t *s, uint64_t since, const llmc_entry_t *e);
 
+/* The longest body the front tier may keep (SIZE_MAX when it names no
+   bound): a longer answer is refused without being copied into an entry. */
+size_t llmc_tier_set_max_body(const llmc_tier_set_t *s);
+
+/* An answer under key that no tier may keep (too big for the front): the
+   key's older answer is taken off every tier, as llmc_tier_set_store does
+   when the front refuses (it would otherwise be promoted back after a newer
+   one was seen). Nobody waits for it. On worker's loop thread. */
+void llmc_tier_set_refuse(llmc_tier_set_t *s, unsigned worker, const llmc_key_t *key);
+
 /* The front tier alone: a reference or NULL; 0 or LLMC_E*. front_get on
    any loop thread, front_put on worker's. A set with no tier has no
    front: NULL, LLMC_EINVAL. */

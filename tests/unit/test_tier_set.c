@@ -652,6 +652,37 @@ static void test_front_refusal_purges_key(void **state)
     llmc_entry_unref(big);
 }
 
+/* The front's bound on a body is known before any entry is built, and
+   refusing an answer by key takes its older answer off every tier, as a
+   refused store does; with no bound of its own the front takes any size. */
+static void test_max_body_and_refuse(void **state)
+{
+    fixture_t *x = *state;
+    fake_t *a = sync_fake("a");
+    x->mem = memory_tier(8192, 0.25); /* refuses entries over 2 KiB */
+    add(x, x->mem);
+    add(x, &a->tier);
+    size_t max = llmc_tier_set_max_body(x->set);
+    assert_true(max >= 1024 && max <= 2048);
+    llmc_entry_t *old = mk(1), *other = mk(2);
+    assert_int_equal(llmc_tier_set_store(x->set, 0, old, NOW - 10, 0), 0);
+    assert_int_equal(llmc_tier_set_store(x->set, 0, other, NOW - 10, 0), 0);
+    llmc_tier_set_refuse(x->set, 0, &old->key);
+    assert_false(mem_holds(x->mem, 1));
+    assert_true(mem_holds(x->mem, 2));
+    assert_int_equal(a->last_purge.conds, LLMC_PURGE_KEY);
+    assert_true(same_key(&a->last_purge.key, &old->key));
+    llmc_entry_unref(old);
+    llmc_entry_unref(other);
+
+    llmc_tier_set_t *bare = llmc_tier_set_new();
+    assert_non_null(bare);
+    assert_int_equal(llmc_tier_set_max_body(bare), SIZE_MAX); /* empty: no bound */
+    assert_int_equal(llmc_tier_set_add(bare, &sync_fake("b")->tier), 0);
+    assert_int_equal(llmc_tier_set_max_body(bare), SIZE_MAX); /* a tier without max_body */
+    llmc_tier_set_free(bare);
+}
+
 /* A put names the worker whose loop it runs on (a tier with a connection
    per loop writes on that one): the store's worker, and for a promotion
    the lookup's. */
@@ -1128,6 +1159,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_detach_cancels_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_front_refusal_purges_key, setup_empty, teardown),
+        cmocka_unit_test_setup_teardown(test_max_body_and_refuse, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_put_names_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_front_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_fan_out, setup, teardown),
