@@ -175,7 +175,9 @@ static int parse_selector(const json_t *obj, int64_t now_ms, llmc_purge_t *sel, 
                 return sel_error(err, errlen, "%s",
                                  "\"older_than\" must be a number of seconds, 0 or more");
             double ms = json_number_value(v) * 1000.0;
-            sel->created_before_ms = ms >= (double)now_ms ? INT64_MIN : now_ms - (int64_t)ms;
+            /* At least that old: created at or before now - ms (so 0 takes
+               an answer stored in this very millisecond too). */
+            sel->created_before_ms = ms >= (double)now_ms ? INT64_MIN : now_ms - (int64_t)ms + 1;
             sel->conds |= LLMC_PURGE_OLDER;
         } else if (strcmp(name, "all") == 0) {
             if (!json_is_true(v))

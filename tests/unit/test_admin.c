@@ -110,7 +110,7 @@ static void test_selector_fields(void **state)
     assert_string_equal(sel.model, "m");
     assert_string_equal(sel.tag, "t");
     assert_string_equal(sel.route, "/v1/embeddings");
-    assert_int_equal(sel.created_before_ms, NOW_MS - 60000);
+    assert_int_equal(sel.created_before_ms, NOW_MS - 60000 + 1); /* at or before now - 60 s */
     assert_int_equal(sel.prefix_digits, 3);
     assert_int_equal(sel.prefix.b[0], 0xab);
     assert_int_equal(sel.prefix.b[1], 0x30);
@@ -126,7 +126,7 @@ static void test_selector_fields(void **state)
     json_decref(root);
     /* older_than 0: everything created before now; fractions count. */
     assert_int_equal(sel_of("{\"older_than\": 0.5}", &sel, &root, err), 0);
-    assert_int_equal(sel.created_before_ms, NOW_MS - 500);
+    assert_int_equal(sel.created_before_ms, NOW_MS - 500 + 1);
     json_decref(root);
     assert_int_equal(sel_of("{\"older_than\": 1e300}", &sel, &root, err), 0);
     assert_int_equal(sel.created_before_ms, INT64_MIN);
