@@ -247,6 +247,10 @@ def test_huge_answer_is_served_not_stored_and_others_go_on(mock, gateway_factory
 
 def test_a_huge_answer_does_not_stall_its_loop(mock, gateway_factory):
     g = gateway_factory(mock, threads=1)
+    if g.sanitized():
+        # ASan checks every byte of the 50 MB copies: the bound is for the
+        # build users run (valgrind-suite.sh leaves this test out too).
+        pytest.skip("timing bound: not meaningful under a sanitizer")
     hot = chat_body("hot beside a huge answer")
     assert g.chat(hot).status_code == 200
     stop = threading.Event()

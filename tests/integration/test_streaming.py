@@ -391,6 +391,10 @@ def test_chat_miss_is_relayed_live(gateway, mock):
 def test_first_event_within_a_millisecond_of_the_upstreams(gateway, mock):
     """Time to the first event through the gateway vs. straight from the mock,
     warm connections, median of several misses on loopback."""
+    if gateway.sanitized():
+        # A millisecond bound measures the build users run, not one whose
+        # every memory access is checked (valgrind-suite.sh leaves it out too).
+        pytest.skip("timing bound: not meaningful under a sanitizer")
     def first_event(port, content):
         s = SSEStream(port, CHAT, body_for(content, chunk_delay_ms=50))
         s.read_events(1)
