@@ -4,7 +4,7 @@
 # LLMC_BIN names the gateway binary (default: build/llmcached of this repo).
 set -e
 cd "$(dirname "$0")"
-if [ ! -d node_modules/openai ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+if [ ! -d node_modules/openai ] || [ ! -d node_modules/@anthropic-ai/sdk ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
     npm ci --no-audit --no-fund --loglevel=error
 fi
 exec node --test
