@@ -1,8 +1,8 @@
 /*
  * mock/mock_answer.c: what the mock model answers, as pure functions of the
  * request (see mock_int.h). OpenAI shapes: chat.completion, text_completion,
- * their streamed chunks, embedding lists, the model list, the Responses
- * API's response object (not streamed yet).
+ * their streamed chunks, embedding lists, the model list (the Responses
+ * API: mock_responses.c).
  *
  * Decisions a newcomer would otherwise get wrong:
  * - Answers are deterministic and depend on the whole request: the text
@@ -159,6 +159,30 @@ static int answer_text(sbuf_t *b, const llmc__mock_ctx_t *c, const char *what, c
     return b->oom ? LLMC_ENOMEM : 0;
 }
 
+char *llmc__mock_content(const json_t *content, size_t *len)
+{
+    sbuf_t b = {0};
+    content_text(&b, content);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p ? b.p : strdup("");
+}
+
+char *llmc__mock_reply(const llmc__mock_ctx_t *c, const char *what, const char *prompt,
+                       size_t plen, size_t *len)
+{
+    sbuf_t b = {0};
+    if (answer_text(&b, c, what, prompt, plen)) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
+
 /* The answer texts of a chat or completions request, and its prompt words. */
 typedef struct texts {
     sbuf_t t[16];
@@ -298,82 +322,6 @@ static int whole_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, const
                           kind == LLMC_MOCK_CHAT ? "chat.completion" : "text_completion", "created",
                           (json_int_t)c->now_s, "model", req_model(c, "mock-model"), "choices",
                           choices, "usage", usage(x->prompt_words, words), "system_fingerprint");
-    return dump_into(out, o, 0);
-}
-
-/* POST /v1/responses: a completed response with one assistant message.
-   "input" is a string or a list of items (messages whose content is a
-   string or input_text parts); the last user text is answered. Token
-   counts are words, as for chat, under the Responses API's names. */
-static int responses_answer(const llmc__mock_ctx_t *c, bool stream, llmc__mock_out_t *out,
-                            char *err, size_t errlen)
-{
-    const json_t *in = json_object_get(c->req, "input");
-    const json_t *instr = json_object_get(c->req, "instructions");
-    sbuf_t last = {0}, all = {0}, text = {0};
-    size_t i;
-    json_t *item;
-    char h[17], id[48], msg_id[48];
-
-    if (stream) {
-        snprintf(err, errlen, "the mock does not stream the Responses API yet");
-        return LLMC_EINVAL;
-    }
-    if (json_is_string(in)) {
-        sb_add(&last, json_string_value(in), json_string_length(in));
-        sb_add(&all, json_string_value(in), json_string_length(in));
-    } else if (json_is_array(in) && json_array_size(in) > 0) {
-        json_array_foreach(in, i, item) {
-            sbuf_t one = {0};
-            content_text(&one, json_object_get(item, "content"));
-            if (one.p) {
-                sb_add(&all, " ", 1);
-                sb_add(&all, one.p, one.len);
-            }
-            const char *role = json_string_value(json_object_get(item, "role"));
-            if (role && strcmp(role, "user") == 0) {
-                free(last.p);
-                last = one;
-            } else {
-                free(one.p);
-            }
-        }
-    } else {
-        snprintf(err, errlen, "Missing required parameter: 'input'.");
-        return LLMC_EINVAL;
-    }
-    if (json_is_string(instr)) {
-        sb_add(&all, " ", 1);
-        sb_add(&all, json_string_value(instr), json_string_length(instr));
-    }
-    size_t in_words = llmc__mock_words(all.p ? all.p : "", all.len);
-    int rc = answer_text(&text, c, "response", last.p ? last.p : "(no user message)",
-                         last.p ? last.len : strlen("(no user message)"));
-    rc = rc ? rc : (all.oom || last.oom ? LLMC_ENOMEM : 0);
-    free(last.p);
-    free(all.p);
-    if (rc) {
-        free(text.p);
-        return rc;
-    }
-    size_t out_words = llmc__mock_words(text.p, text.len);
-    hex(c->digest, 8, h);
-    snprintf(id, sizeof(id), "resp_mock%s", h);
-    snprintf(msg_id, sizeof(msg_id), "msg_mock%s", h);
-    const json_t *store = json_object_get(c->req, "store");
-    json_t *o = json_pack(
-        "{s:s,s:s,s:I,s:s,s:n,s:n,s:O?,s:s,s:[{s:s,s:s,s:s,s:s,s:[{s:s,s:s%,s:[]}]}],"
-        "s:b,s:n,s:b,s:{s:I,s:{s:I},s:I,s:{s:I},s:I}}",
-        "id", id, "object", "response", "created_at", (json_int_t)c->now_s, "status", "completed",
-        "error", "incomplete_details", "instructions", json_is_string(instr) ? instr : NULL,
-        "model", req_model(c, "mock-model"),
-        "output", "type", "message", "id", msg_id, "status", "completed", "role", "assistant",
-        "content", "type", "output_text", "text", text.p, text.len, "annotations",
-        "parallel_tool_calls", 1, "previous_response_id", "store", store ? json_is_true(store) : 1,
-        "usage", "input_tokens", (json_int_t)in_words, "input_tokens_details", "cached_tokens",
-        (json_int_t)0, "output_tokens", (json_int_t)out_words, "output_tokens_details",
-        "reasoning_tokens", (json_int_t)0, "total_tokens", (json_int_t)(in_words + out_words));
-    free(text.p);
     return dump_into(out, o, 0);
 }
 
@@ -694,6 +642,6 @@ int llmc__mock_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, bool st
     if (kind == LLMC_MOCK_EMBEDDINGS)
         return embeddings_answer(c, out, err, errlen);
     if (kind == LLMC_MOCK_RESPONSES)
-        return responses_answer(c, stream, out, err, errlen);
+        return llmc__mock_responses(c, stream, out, err, errlen);
     return text_answer(kind, c, stream, out, err, errlen);
 }

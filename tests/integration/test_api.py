@@ -362,16 +362,6 @@ def test_responses_fields_set_to_nothing_are_cached(gateway, mock):
     assert gateway.post(RESPONSES, body).headers["X-Cache"] == "HIT"
 
 
-def test_streamed_responses_pass_through_for_now(gateway, mock):
-    """Its typed event stream is not recorded yet: the request goes upstream
-    as it is (the mock refuses it, and that answer comes back)."""
-    r = gateway.post(RESPONSES, responses_body("stream me", stream=True))
-    assert r.status_code == 400
-    assert "stream" in assert_error_shape(r)["message"]
-    assert r.headers["X-Cache"] == "BYPASS"
-    assert cache_status(r.headers) == {"fwd": "bypass", "detail": "stream"}
-
-
 def test_other_responses_routes_pass_through(gateway, mock):
     r = gateway.get("/v1/responses/resp_abc123/input_items")
     assert r.headers.get("X-Cache") == "BYPASS"
