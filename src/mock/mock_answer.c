@@ -188,6 +188,9 @@ typedef struct texts {
     sbuf_t t[16];
     size_t n;
     size_t prompt_words;
+    const char *call;    /* chat: the function the answer calls (borrowed from the
+                            request; t[0] holds its arguments), or NULL */
+    char call_id[40];
 } texts_t;
 
 static void texts_free(texts_t *x)
@@ -196,12 +199,75 @@ static void texts_free(texts_t *x)
         free(x->t[i].p);
 }
 
+/* The function tool a chat answer calls: tool_choice's, or the first one;
+   NULL when there is none or tool_choice is "none". */
+static const char *chat_tool(const json_t *req, const json_t **params)
+{
+    const json_t *choice = json_object_get(req, "tool_choice");
+    const char *want = json_string_value(json_object_get(json_object_get(choice, "function"), "name"));
+    size_t i;
+    json_t *t;
+    if (json_is_string(choice) && !strcmp(json_string_value(choice), "none"))
+        return NULL;
+    json_array_foreach(json_object_get(req, "tools"), i, t) {
+        const json_t *fn = json_object_get(t, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        if (name && (!want || !strcmp(want, name))) {
+            *params = json_object_get(fn, "parameters");
+            return name;
+        }
+    }
+    return NULL;
+}
+
+/* A JSON answer fitting schema (a tool's parameters or a json_schema
+   response format) into b. */
+static int schema_text(sbuf_t *b, const llmc__mock_ctx_t *c, const json_t *schema)
+{
+    char tag[9];
+    hex(c->digest, 4, tag);
+    json_t *v = llmc__mock_schema_value(schema, tag);
+    char *d = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    if (!d)
+        return LLMC_ENOMEM;
+    sb_str(b, d);
+    free(d);
+    return b->oom ? LLMC_ENOMEM : 0;
+}
+
+/* A chat answer that is not text: a call to a function tool when tools
+   are given and no tool result came after the last user message, or a
+   document for a json_schema response format. 1 when x was filled. */
+static int chat_special(const llmc__mock_ctx_t *c, texts_t *x, bool tool_last)
+{
+    const json_t *params = NULL;
+    const char *call = tool_last ? NULL : chat_tool(c->req, &params);
+    const json_t *rf = json_object_get(c->req, "response_format");
+    const char *rft = json_string_value(json_object_get(rf, "type"));
+    const json_t *schema = rft && !strcmp(rft, "json_schema")
+                               ? json_object_get(json_object_get(rf, "json_schema"), "schema")
+                               : NULL;
+    if (!call && !schema)
+        return 0;
+    x->n = 1;
+    if (call) {
+        char h[17];
+        hex(c->digest, 8, h);
+        x->call = call;
+        snprintf(x->call_id, sizeof(x->call_id), "call_mock%s", h);
+    }
+    int rc = schema_text(&x->t[0], c, call ? params : schema);
+    return rc ? rc : 1;
+}
+
 static int chat_texts(const llmc__mock_ctx_t *c, texts_t *x, char *err, size_t errlen)
 {
     const json_t *msgs = json_object_get(c->req, "messages");
     sbuf_t last = {0}, all = {0};
     size_t i;
     json_t *m;
+    bool tool_last = false;
 
     if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
         snprintf(err, errlen, "'messages' must be a non-empty array");
@@ -215,7 +281,16 @@ static int chat_texts(const llmc__mock_ctx_t *c, texts_t *x, char *err, size_t e
             sb_add(&all, one.p, one.len);
         }
         const char *role = json_string_value(json_object_get(m, "role"));
-        if (role && strcmp(role, "user") == 0) {
+        bool tool = role && strcmp(role, "tool") == 0;
+        if (tool) { /* a tool's result is what the next answer answers */
+            sbuf_t r = {0};
+            sb_str(&r, "tool result: ");
+            sb_add(&r, one.p ? one.p : "", one.len);
+            free(one.p);
+            one = r;
+        }
+        if (role && (strcmp(role, "user") == 0 || tool)) {
+            tool_last = tool;
             free(last.p);
             last = one;
         } else {
@@ -223,6 +298,12 @@ static int chat_texts(const llmc__mock_ctx_t *c, texts_t *x, char *err, size_t e
         }
     }
     x->prompt_words = llmc__mock_words(all.p ? all.p : "", all.len);
+    int special = all.oom || last.oom ? LLMC_ENOMEM : chat_special(c, x, tool_last);
+    if (special != 0) {
+        free(last.p);
+        free(all.p);
+        return special < 0 ? special : 0;
+    }
     x->n = 1;
     int rc = answer_text(&x->t[0], c, "answer", last.p ? last.p : "(no user message)",
                          last.p ? last.len : strlen("(no user message)"));
@@ -296,8 +377,14 @@ static void make_id(const llmc__mock_ctx_t *c, llmc__mock_kind_t kind, char id[4
     snprintf(id, 40, "%s-mock-%s", kind == LLMC_MOCK_CHAT ? "chatcmpl" : "cmpl", h);
 }
 
-static json_t *choice(llmc__mock_kind_t kind, size_t i, const sbuf_t *t)
+static json_t *choice(llmc__mock_kind_t kind, size_t i, const sbuf_t *t, const texts_t *x)
 {
+    if (kind == LLMC_MOCK_CHAT && x->call)
+        return json_pack("{s:I,s:{s:s,s:n,s:[{s:s,s:s,s:{s:s,s:s%}}],s:n},s:n,s:s}", "index",
+                         (json_int_t)i, "message", "role", "assistant", "content", "tool_calls",
+                         "id", x->call_id, "type", "function", "function", "name", x->call,
+                         "arguments", t->p, t->len, "refusal", "logprobs", "finish_reason",
+                         "tool_calls");
     if (kind == LLMC_MOCK_CHAT)
         return json_pack("{s:I,s:{s:s,s:s%,s:n},s:n,s:s}", "index", (json_int_t)i, "message", "role",
                          "assistant", "content", t->p, t->len, "refusal", "logprobs",
@@ -316,7 +403,7 @@ static int whole_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, const
     make_id(c, kind, id);
     for (size_t i = 0; i < x->n; i++) {
         words += llmc__mock_words(x->t[i].p, x->t[i].len);
-        json_array_append_new(choices, choice(kind, i, &x->t[i]));
+        json_array_append_new(choices, choice(kind, i, &x->t[i], x));
     }
     json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:o,s:o,s:n}", "id", id, "object",
                           kind == LLMC_MOCK_CHAT ? "chat.completion" : "text_completion", "created",
@@ -330,6 +417,7 @@ static int whole_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, const
 typedef struct stream {
     const llmc__mock_ctx_t *c;
     llmc__mock_kind_t kind;
+    const texts_t *x;
     char id[40];
     bool usage_too;
     sbuf_t text;
@@ -373,7 +461,18 @@ static json_t *chunk(stream_t *s, size_t index, const char *piece, size_t plen, 
                      bool last)
 {
     json_t *ch;
-    if (s->kind == LLMC_MOCK_CHAT) {
+    const char *call = s->x->call;
+    if (s->kind == LLMC_MOCK_CHAT && call) { /* a tool call: its arguments in pieces */
+        json_t *delta =
+            role  ? json_pack("{s:s,s:n,s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "role", "assistant",
+                              "content", "tool_calls", "index", 0, "id", s->x->call_id, "type",
+                              "function", "function", "name", call, "arguments", "")
+            : piece ? json_pack("{s:[{s:i,s:{s:s%}}]}", "tool_calls", "index", 0, "function",
+                                "arguments", piece, plen)
+                    : json_object();
+        ch = json_pack("{s:I,s:o,s:n,s:o}", "index", (json_int_t)index, "delta", delta, "logprobs",
+                       "finish_reason", last ? json_string("tool_calls") : json_null());
+    } else if (s->kind == LLMC_MOCK_CHAT) {
         json_t *delta = role    ? json_pack("{s:s,s:s}", "role", "assistant", "content", "")
                         : piece ? json_pack("{s:s%}", "content", piece, plen)
                                 : json_object();
@@ -427,13 +526,15 @@ static int stream_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, cons
                          llmc__mock_out_t *out)
 {
     const json_t *so = json_object_get(c->req, "stream_options");
-    stream_t s = {.c = c, .kind = kind, .usage_too = json_is_true(json_object_get(so, "include_usage"))};
+    stream_t s = {.c = c, .kind = kind, .x = x,
+                  .usage_too = json_is_true(json_object_get(so, "include_usage"))};
     size_t words = 0;
 
     make_id(c, kind, s.id);
     for (size_t i = 0; i < x->n && !s.oom; i++) {
         const sbuf_t *t = &x->t[i];
-        size_t min = t->len / STREAM_PIECES;
+        /* Arguments come in small bits, as OpenAI sends them. */
+        size_t min = x->call ? 8 : t->len / STREAM_PIECES;
         words += llmc__mock_words(t->p, t->len);
         if (kind == LLMC_MOCK_CHAT)
             event(&s, chunk(&s, i, NULL, 0, true, false));
