@@ -183,6 +183,74 @@ char *llmc__mock_reply(const llmc__mock_ctx_t *c, const char *what, const char *
     return b.p;
 }
 
+/* ---- schema-shaped values (tool arguments, json_schema answers) ---------------------- */
+
+#define SCHEMA_DEPTH 8
+
+static const char *schema_type(const json_t *s)
+{
+    json_t *t = json_object_get(s, "type");
+    if (json_is_string(t))
+        return json_string_value(t);
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_is_array(t) ? t : NULL, i, v) {
+        if (json_is_string(v) && strcmp(json_string_value(v), "null") != 0)
+            return json_string_value(v);
+    }
+    return json_object_get(s, "properties") ? "object" : NULL;
+}
+
+static json_t *schema_at(const json_t *s, const char *tag, int depth)
+{
+    if (depth > SCHEMA_DEPTH || !json_is_object(s))
+        return json_null();
+    json_t *en = json_object_get(s, "enum"), *cst = json_object_get(s, "const");
+    if (cst)
+        return json_incref(cst);
+    if (json_is_array(en) && json_array_size(en))
+        return json_incref(json_array_get(en, 0));
+    static const char *const alts[] = {"anyOf", "oneOf", "allOf"};
+    for (size_t i = 0; i < sizeof(alts) / sizeof(alts[0]); i++) {
+        json_t *a = json_object_get(s, alts[i]);
+        if (json_is_array(a) && json_array_size(a))
+            return schema_at(json_array_get(a, 0), tag, depth + 1);
+    }
+    const char *t = schema_type(s);
+    if (!t || !strcmp(t, "string"))
+        return json_sprintf("mock %s", tag);
+    if (!strcmp(t, "integer") || !strcmp(t, "number"))
+        return json_integer(1);
+    if (!strcmp(t, "boolean"))
+        return json_true();
+    if (!strcmp(t, "array")) {
+        json_t *arr = json_array();
+        if (arr && json_array_append_new(arr, schema_at(json_object_get(s, "items"), tag,
+                                                        depth + 1))) {
+            json_decref(arr);
+            arr = NULL;
+        }
+        return arr;
+    }
+    if (strcmp(t, "object") != 0)
+        return json_null();
+    json_t *o = json_object();
+    const char *k;
+    json_t *sub;
+    json_object_foreach((json_t *)json_object_get(s, "properties"), k, sub) {
+        if (!o || json_object_set_new(o, k, schema_at(sub, tag, depth + 1))) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+json_t *llmc__mock_schema_value(const json_t *schema, const char *tag)
+{
+    return schema_at(schema, tag, 0);
+}
+
 /* The answer texts of a chat or completions request, and its prompt words. */
 typedef struct texts {
     sbuf_t t[16];
@@ -743,6 +811,6 @@ int llmc__mock_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, bool st
     if (kind == LLMC_MOCK_EMBEDDINGS)
         return embeddings_answer(c, out, err, errlen);
     if (kind == LLMC_MOCK_RESPONSES)
-        return llmc__mock_responses(c, stream, out, err, errlen);
+        abort(); /* a caller's slip: llmc__mock_responses builds those */
     return text_answer(kind, c, stream, out, err, errlen);
 }

@@ -38,8 +38,10 @@ typedef struct llmc__mock_out {
    whitespace and key order do not. 0 or LLMC_ENOMEM. */
 int llmc__mock_digest(const json_t *req, unsigned char out[32]);
 
-/* Builds the answer to a request of kind. stream asks for the SSE form (chat
-   and completions only). Returns 0; LLMC_EINVAL with a message for the client
+/* Builds the answer to a request of kind, any but LLMC_MOCK_RESPONSES
+   (llmc__mock_responses, below: the Responses API lives in a file of its
+   own that calls this one's helpers, so this one never calls it). stream
+   asks for the SSE form (chat and completions only). Returns 0; LLMC_EINVAL with a message for the client
    in err when the request is unusable (a 400); LLMC_ENOENT with a message
    when the model asked for by id does not exist (a 404); LLMC_ENOMEM. On success the
    caller frees out with llmc__mock_out_free. */
@@ -62,7 +64,7 @@ char *llmc__mock_reply(const llmc__mock_ctx_t *c, const char *what, const char *
                        size_t plen, size_t *len);
 
 /* The Responses API (mock_responses.c): POST /v1/responses, plain or
-   streamed as typed events; what llmc__mock_answer does for its kind. */
+   streamed as typed events; answers as llmc__mock_answer does. */
 int llmc__mock_responses(const llmc__mock_ctx_t *c, bool stream, llmc__mock_out_t *out,
                          char *err, size_t errlen);
 

@@ -34,75 +34,8 @@
 
 #include "llmc/error.h"
 
-#define SCHEMA_DEPTH 8
 /* Text deltas of whole words, at least a 200th of the text each. */
 #define STREAM_PIECES 200
-
-/* ---- schema-shaped values -------------------------------------------------------- */
-
-static const char *schema_type(const json_t *s)
-{
-    json_t *t = json_object_get(s, "type");
-    if (json_is_string(t))
-        return json_string_value(t);
-    size_t i;
-    json_t *v;
-    json_array_foreach(json_is_array(t) ? t : NULL, i, v) {
-        if (json_is_string(v) && strcmp(json_string_value(v), "null") != 0)
-            return json_string_value(v);
-    }
-    return json_object_get(s, "properties") ? "object" : NULL;
-}
-
-static json_t *schema_at(const json_t *s, const char *tag, int depth)
-{
-    if (depth > SCHEMA_DEPTH || !json_is_object(s))
-        return json_null();
-    json_t *en = json_object_get(s, "enum"), *cst = json_object_get(s, "const");
-    if (cst)
-        return json_incref(cst);
-    if (json_is_array(en) && json_array_size(en))
-        return json_incref(json_array_get(en, 0));
-    static const char *const alts[] = {"anyOf", "oneOf", "allOf"};
-    for (size_t i = 0; i < sizeof(alts) / sizeof(alts[0]); i++) {
-        json_t *a = json_object_get(s, alts[i]);
-        if (json_is_array(a) && json_array_size(a))
-            return schema_at(json_array_get(a, 0), tag, depth + 1);
-    }
-    const char *t = schema_type(s);
-    if (!t || !strcmp(t, "string"))
-        return json_sprintf("mock %s", tag);
-    if (!strcmp(t, "integer") || !strcmp(t, "number"))
-        return json_integer(1);
-    if (!strcmp(t, "boolean"))
-        return json_true();
-    if (!strcmp(t, "array")) {
-        json_t *arr = json_array();
-        if (arr && json_array_append_new(arr, schema_at(json_object_get(s, "items"), tag,
-                                                        depth + 1))) {
-            json_decref(arr);
-            arr = NULL;
-        }
-        return arr;
-    }
-    if (strcmp(t, "object") != 0)
-        return json_null();
-    json_t *o = json_object();
-    const char *k;
-    json_t *sub;
-    json_object_foreach((json_t *)json_object_get(s, "properties"), k, sub) {
-        if (!o || json_object_set_new(o, k, schema_at(sub, tag, depth + 1))) {
-            json_decref(o);
-            return NULL;
-        }
-    }
-    return o;
-}
-
-json_t *llmc__mock_schema_value(const json_t *schema, const char *tag)
-{
-    return schema_at(schema, tag, 0);
-}
 
 /* ---- the request ------------------------------------------------------------------- */
 
@@ -506,6 +439,7 @@ int llmc__mock_responses(const llmc__mock_ctx_t *c, bool stream, llmc__mock_out_
                          char *err, size_t errlen)
 {
     rq_t q;
+    memset(out, 0, sizeof(*out));
     int rc = read_request(c, &q, err, errlen);
     json_t *r = rc ? NULL : response_object(c, &q);
     free(q.prompt);

@@ -34,7 +34,9 @@ static void build(built_t *b, llmc__mock_kind_t kind, const char *body, bool str
     assert_non_null(b->req);
     llmc__mock_ctx_t c = {.req = b->req, .now_s = 1700000123, .pad_bytes = pad, .split_bytes = split};
     assert_int_equal(llmc__mock_digest(b->req, c.digest), 0);
-    b->rc = llmc__mock_answer(kind, &c, stream, &b->out, b->err, sizeof(b->err));
+    b->rc = kind == LLMC_MOCK_RESPONSES
+                ? llmc__mock_responses(&c, stream, &b->out, b->err, sizeof(b->err))
+                : llmc__mock_answer(kind, &c, stream, &b->out, b->err, sizeof(b->err));
     if (b->rc == 0 && !stream) {
         b->answer = json_loadb(b->out.body, b->out.len, 0, &je);
         assert_non_null(b->answer);
