@@ -18,6 +18,7 @@ answer's word count makes it end with response.incomplete, as OpenAI does.
 """
 
 import json
+import time
 
 import requests
 
@@ -211,3 +212,32 @@ def test_a_streaming_miss_sends_the_body_unchanged(gateway, mock):
     _, events = stream(gateway, body)
     first = json.loads(direct.text.split("\n\n")[0].split("data: ", 1)[1])
     assert events[0][1]["response"]["id"] == first["response"]["id"]
+
+
+def test_identical_streams_in_flight_share_one_upstream_call(gateway, mock):
+    """A streaming follower gets the leader's live events (everything so far
+    first), a plain one the final response: one upstream call for all."""
+    import threading
+    body = body_of("shared stream " + "word " * 30, mock={"chunk_delay_ms": 20})
+    got = {}
+
+    def streamer(name):
+        got[name] = stream(gateway, body)
+
+    def plain():
+        got["plain"] = gateway.post(RESPONSES, body)
+
+    lead = threading.Thread(target=streamer, args=("lead",))
+    lead.start()
+    time.sleep(0.15)  # the leader's stream is under way
+    others = [threading.Thread(target=streamer, args=("follow",)), threading.Thread(target=plain)]
+    for t in others:
+        t.start()
+    for t in [lead, *others]:
+        t.join(30)
+    final = check_sequence(got["lead"][1])
+    assert check_sequence(got["follow"][1]) == final
+    assert got["follow"][0].headers["X-Cache"] == "COALESCED"
+    assert got["plain"].headers["X-Cache"] == "COALESCED"
+    assert got["plain"].json() == final
+    assert mock.stats()["responses"] == 1
