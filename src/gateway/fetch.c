@@ -25,6 +25,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "gateway/dialect.h"
 #include "gateway/gw_int.h"
 #include "gateway/shape.h"
 #include "llmc/cache.h"
@@ -68,7 +69,8 @@ typedef struct fetch {
     int has_usage;       /* the answer's token counts: 1 read into usage, 0 none,
                             -1 not read yet (read with the check when off the loop) */
     llmc_usage_t usage;
-    llmc_sse_asm_t *as;  /* a stream's events folded into one completion */
+    const llmc_dialect_t *dl; /* the route's stream dialect (dialect.h) */
+    void *as;            /* a stream's events folded into one answer (dl's assembler) */
     size_t sse_off;      /* bytes of the flight's body already parsed as events */
     int sse_err;         /* first error of the stream (sticky): not cacheable */
     llmc_tier_lease_t lease; /* cross-gateway coalescing (llmc/tier.h) */
@@ -88,7 +90,8 @@ static void fetch_free(fetch_t *ft)
     if (ft->next)
         ft->next->prev = ft->prev;
     llmc_flight_unref(ft->f);
-    llmc_sse_asm_free(ft->as);
+    if (ft->as)
+        ft->dl->asm_free(ft->as);
     if (ft->timer)
         uv_close((uv_handle_t *)ft->timer, (uv_close_cb)free);
     for (size_t i = 0; i < ft->nhdrs; i++)
@@ -286,10 +289,10 @@ static void assemble_events(fetch_t *ft, bool eof)
         if (ev.data_lines == 0)
             continue;
         if (ev.data) {
-            ft->sse_err = llmc_sse_asm_add(ft->as, ev.data, ev.data_len);
+            ft->sse_err = ft->dl->asm_add(ft->as, ev.data, ev.data_len);
         } else {
             char *d = malloc(ev.data_len + 1);
-            ft->sse_err = d ? llmc_sse_asm_add(ft->as, d, llmc_sse_event_data(&ev, d, ev.data_len + 1))
+            ft->sse_err = d ? ft->dl->asm_add(ft->as, d, llmc_sse_event_data(&ev, d, ev.data_len + 1))
                             : LLMC_ENOMEM;
             free(d);
         }
@@ -384,14 +387,14 @@ static void count_error(llmc_counters_t *c, int err)
         LLMC_COUNT(c, upstream_err_io);
 }
 
-/* A stream's answer: complete (finish_reason and [DONE]) or nothing. Hands
-   the assembled completion to the flight and returns it (flight-owned). */
+/* A stream's answer: complete (as the dialect says: finish_reason and
+   [DONE] for chat, response.completed for the Responses API) or nothing.
+   Hands the assembled answer to the flight and returns it (flight-owned). */
 static const char *stream_answer(fetch_t *ft, size_t *len)
 {
     assemble_events(ft, true);
     char *json = NULL;
-    if (ft->sse_err || !llmc_sse_asm_complete(ft->as) ||
-        llmc_sse_asm_result(ft->as, &json, len) < 0)
+    if (ft->sse_err || !ft->dl->asm_complete(ft->as) || ft->dl->asm_result(ft->as, &json, len) < 0)
         return NULL;
     llmc_flight_set_assembled(ft->f, json, *len);
     return json;
@@ -625,10 +628,9 @@ static void fill_from(fetch_t *ft, llmc_entry_t *e)
         llmc_flight_finish(f, 0, NULL, false, e);
         return;
     }
-    llmc_sse_replay_opts_t o = {.piece_bytes = 0, .include_usage = usage};
     char *sse = NULL, *json = malloc((size_t)e->body_len + 1);
     size_t n = 0;
-    if (!json || llmc_sse_replay(e->body, e->body_len, &o, &sse, &n) < 0) {
+    if (!json || ft->dl->replay(e->body, e->body_len, usage, &sse, &n) < 0) {
         free(json);
         llmc_flight_finish(f, LLMC_EBADRESP, "the shared answer cannot be replayed as a stream",
                            false, NULL);
@@ -681,7 +683,8 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     llmc_flight_ref(ft->f);
     ft->w = gr->w;
     ft->store = store;
-    if (gr->flight->is_stream && !(ft->as = llmc_sse_asm_new())) {
+    ft->dl = llmc_dialect_of(gr->path);
+    if (gr->flight->is_stream && !(ft->as = ft->dl->asm_new())) {
         fetch_free(ft);
         return LLMC_ENOMEM;
     }

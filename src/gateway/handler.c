@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include "gateway/ask.h"
+#include "gateway/dialect.h"
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
@@ -109,7 +110,7 @@ static const gw_route_t routes[] = {
     {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL, JSON},
     {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL, JSON},
     {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", NULL, JSON},
-    {"/v1/responses", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", responses_pass_why,
+    {"/v1/responses", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", responses_pass_why,
      JSON},
     {"/v1/", ANY_METHOD, handle_relay, false, false, PUB, OPEN, NULL, NULL, NONE},
     {"/ask", HTTP_GET, handle_ask, true, false, PUB, OPEN, "POST", NULL, NONE},
@@ -199,8 +200,7 @@ static const char *responses_pass_why(const llmc_canon_t *c)
         if (v && !json_is_null(v) && !json_is_false(v))
             return responses_state_fields[i];
     }
-    /* Its typed event stream is not recorded yet: relayed as it is. */
-    return c->stream ? "stream" : NULL;
+    return NULL;
 }
 
 /* ---- answers a step decides on; deliver() writes them ---------------------- */
@@ -378,7 +378,8 @@ static gr_state_t prepare_miss(gw_req_t *gr)
     if (!gr->parsed && parse_body(gr) == GR_RESPOND)
         return GR_RESPOND;
     json_t *so = json_object_get(gr->canon.root, "stream_options");
-    bool add_usage = gr->stream && !gr->include_usage && (!so || json_is_object(so));
+    bool add_usage = gr->stream && llmc_dialect_of(gr->path)->usage_opt_in && !gr->include_usage &&
+                     (!so || json_is_object(so));
     gr->usage_asked = gr->include_usage;
     if (add_usage && !so && !gr->canon.cache_ext) {
         if (!splice_usage(gr, gr->body, gr->body_len))

@@ -25,6 +25,7 @@
 
 #include "gateway/ask.h"
 #include "http/encoding.h"
+#include "gateway/dialect.h"
 #include "gateway/gw_int.h"
 #include "llmc/error.h"
 #include "llmc/sse.h"
@@ -225,10 +226,9 @@ static void pace_replay(gw_req_t *gr, int status, const char *h, size_t n, char 
 static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const char *json,
                            size_t len)
 {
-    llmc_sse_replay_opts_t o = {.piece_bytes = 0, .include_usage = gr->include_usage};
     char *sse = NULL;
     size_t sse_len = 0;
-    if (llmc_sse_replay(json, len, &o, &sse, &sse_len) < 0) {
+    if (llmc_dialect_of(gr->path)->replay(json, len, gr->include_usage, &sse, &sse_len) < 0) {
         llmc__gw_error(gr, 502, "upstream_error", "unreplayable_answer",
                        "the stored answer cannot be replayed as a stream");
         return;
@@ -305,10 +305,10 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
         return d;
     size_t len = 0;
     char *body = NULL;
-    llmc_sse_replay_opts_t o = {.piece_bytes = 0, .include_usage = gr->include_usage};
     if (ask)
         body = llmc_ask_answer(e->body, e->body_len, true, &len);
-    else if (llmc_sse_replay(e->body, e->body_len, &o, &body, &len) < 0)
+    else if (llmc_dialect_of(gr->path)->replay(e->body, e->body_len, gr->include_usage, &body,
+                                               &len) < 0)
         body = NULL;
     if (!body)
         return NULL;

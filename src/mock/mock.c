@@ -330,7 +330,9 @@ static void model_answer(mreq_t *mr)
     int rc = llmc__mock_digest(mr->body, c.digest);
 
     if (rc == 0)
-        rc = llmc__mock_answer(mr->kind, &c, mr->stream, &mr->out, err, sizeof(err));
+        rc = mr->kind == LLMC_MOCK_RESPONSES
+                 ? llmc__mock_responses(&c, mr->stream, &mr->out, err, sizeof(err))
+                 : llmc__mock_answer(mr->kind, &c, mr->stream, &mr->out, err, sizeof(err));
     if (rc == LLMC_EINVAL) {
         send_error(mr, 400, mr->call_hdr, "invalid_request_error", NULL, err);
         return;

@@ -5,8 +5,10 @@
  *
  * Endpoints: POST /v1/chat/completions (also "stream": true), POST
  * /v1/completions (also streamed), POST /v1/embeddings, GET /v1/models,
- * GET /v1/models/{id}, POST /v1/responses (plain; "stream": true is a 400
- * for now), GET /mock/stats, POST /mock/reset, and for tests of
+ * GET /v1/models/{id}, POST /v1/responses (also streamed as the Responses
+ * API's typed events; function tools get a function_call, text.format
+ * json_schema a JSON answer, a small max_output_tokens an incomplete
+ * response: mock_responses.c), GET /mock/stats, POST /mock/reset, and for tests of
  * pass-through any method on /v1/echo and /v1/echo/...: the request body
  * sent back as it came (its Content-Type too, in 64 KiB pieces), with
  * "X-Request-Id: echo METHOD TARGET". Every /v1 answer waits latency_ms

@@ -1,8 +1,8 @@
 /*
  * mock/mock_answer.c: what the mock model answers, as pure functions of the
  * request (see mock_int.h). OpenAI shapes: chat.completion, text_completion,
- * their streamed chunks, embedding lists, the model list, the Responses
- * API's response object (not streamed yet).
+ * their streamed chunks, embedding lists, the model list (the Responses
+ * API: mock_responses.c).
  *
  * Decisions a newcomer would otherwise get wrong:
  * - Answers are deterministic and depend on the whole request: the text
@@ -159,11 +159,106 @@ static int answer_text(sbuf_t *b, const llmc__mock_ctx_t *c, const char *what, c
     return b->oom ? LLMC_ENOMEM : 0;
 }
 
+char *llmc__mock_content(const json_t *content, size_t *len)
+{
+    sbuf_t b = {0};
+    content_text(&b, content);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p ? b.p : strdup("");
+}
+
+char *llmc__mock_reply(const llmc__mock_ctx_t *c, const char *what, const char *prompt,
+                       size_t plen, size_t *len)
+{
+    sbuf_t b = {0};
+    if (answer_text(&b, c, what, prompt, plen)) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
+
+/* ---- schema-shaped values (tool arguments, json_schema answers) ---------------------- */
+
+#define SCHEMA_DEPTH 8
+
+static const char *schema_type(const json_t *s)
+{
+    json_t *t = json_object_get(s, "type");
+    if (json_is_string(t))
+        return json_string_value(t);
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_is_array(t) ? t : NULL, i, v) {
+        if (json_is_string(v) && strcmp(json_string_value(v), "null") != 0)
+            return json_string_value(v);
+    }
+    return json_object_get(s, "properties") ? "object" : NULL;
+}
+
+static json_t *schema_at(const json_t *s, const char *tag, int depth)
+{
+    if (depth > SCHEMA_DEPTH || !json_is_object(s))
+        return json_null();
+    json_t *en = json_object_get(s, "enum"), *cst = json_object_get(s, "const");
+    if (cst)
+        return json_incref(cst);
+    if (json_is_array(en) && json_array_size(en))
+        return json_incref(json_array_get(en, 0));
+    static const char *const alts[] = {"anyOf", "oneOf", "allOf"};
+    for (size_t i = 0; i < sizeof(alts) / sizeof(alts[0]); i++) {
+        json_t *a = json_object_get(s, alts[i]);
+        if (json_is_array(a) && json_array_size(a))
+            return schema_at(json_array_get(a, 0), tag, depth + 1);
+    }
+    const char *t = schema_type(s);
+    if (!t || !strcmp(t, "string"))
+        return json_sprintf("mock %s", tag);
+    if (!strcmp(t, "integer") || !strcmp(t, "number"))
+        return json_integer(1);
+    if (!strcmp(t, "boolean"))
+        return json_true();
+    if (!strcmp(t, "array")) {
+        json_t *arr = json_array();
+        if (arr && json_array_append_new(arr, schema_at(json_object_get(s, "items"), tag,
+                                                        depth + 1))) {
+            json_decref(arr);
+            arr = NULL;
+        }
+        return arr;
+    }
+    if (strcmp(t, "object") != 0)
+        return json_null();
+    json_t *o = json_object();
+    const char *k;
+    json_t *sub;
+    json_object_foreach((json_t *)json_object_get(s, "properties"), k, sub) {
+        if (!o || json_object_set_new(o, k, schema_at(sub, tag, depth + 1))) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+json_t *llmc__mock_schema_value(const json_t *schema, const char *tag)
+{
+    return schema_at(schema, tag, 0);
+}
+
 /* The answer texts of a chat or completions request, and its prompt words. */
 typedef struct texts {
     sbuf_t t[16];
     size_t n;
     size_t prompt_words;
+    const char *call;    /* chat: the function the answer calls (borrowed from the
+                            request; t[0] holds its arguments), or NULL */
+    char call_id[40];
 } texts_t;
 
 static void texts_free(texts_t *x)
@@ -172,12 +267,75 @@ static void texts_free(texts_t *x)
         free(x->t[i].p);
 }
 
+/* The function tool a chat answer calls: tool_choice's, or the first one;
+   NULL when there is none or tool_choice is "none". */
+static const char *chat_tool(const json_t *req, const json_t **params)
+{
+    const json_t *choice = json_object_get(req, "tool_choice");
+    const char *want = json_string_value(json_object_get(json_object_get(choice, "function"), "name"));
+    size_t i;
+    json_t *t;
+    if (json_is_string(choice) && !strcmp(json_string_value(choice), "none"))
+        return NULL;
+    json_array_foreach(json_object_get(req, "tools"), i, t) {
+        const json_t *fn = json_object_get(t, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        if (name && (!want || !strcmp(want, name))) {
+            *params = json_object_get(fn, "parameters");
+            return name;
+        }
+    }
+    return NULL;
+}
+
+/* A JSON answer fitting schema (a tool's parameters or a json_schema
+   response format) into b. */
+static int schema_text(sbuf_t *b, const llmc__mock_ctx_t *c, const json_t *schema)
+{
+    char tag[9];
+    hex(c->digest, 4, tag);
+    json_t *v = llmc__mock_schema_value(schema, tag);
+    char *d = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    if (!d)
+        return LLMC_ENOMEM;
+    sb_str(b, d);
+    free(d);
+    return b->oom ? LLMC_ENOMEM : 0;
+}
+
+/* A chat answer that is not text: a call to a function tool when tools
+   are given and no tool result came after the last user message, or a
+   document for a json_schema response format. 1 when x was filled. */
+static int chat_special(const llmc__mock_ctx_t *c, texts_t *x, bool tool_last)
+{
+    const json_t *params = NULL;
+    const char *call = tool_last ? NULL : chat_tool(c->req, &params);
+    const json_t *rf = json_object_get(c->req, "response_format");
+    const char *rft = json_string_value(json_object_get(rf, "type"));
+    const json_t *schema = rft && !strcmp(rft, "json_schema")
+                               ? json_object_get(json_object_get(rf, "json_schema"), "schema")
+                               : NULL;
+    if (!call && !schema)
+        return 0;
+    x->n = 1;
+    if (call) {
+        char h[17];
+        hex(c->digest, 8, h);
+        x->call = call;
+        snprintf(x->call_id, sizeof(x->call_id), "call_mock%s", h);
+    }
+    int rc = schema_text(&x->t[0], c, call ? params : schema);
+    return rc ? rc : 1;
+}
+
 static int chat_texts(const llmc__mock_ctx_t *c, texts_t *x, char *err, size_t errlen)
 {
     const json_t *msgs = json_object_get(c->req, "messages");
     sbuf_t last = {0}, all = {0};
     size_t i;
     json_t *m;
+    bool tool_last = false;
 
     if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
         snprintf(err, errlen, "'messages' must be a non-empty array");
@@ -191,7 +349,16 @@ static int chat_texts(const llmc__mock_ctx_t *c, texts_t *x, char *err, size_t e
             sb_add(&all, one.p, one.len);
         }
         const char *role = json_string_value(json_object_get(m, "role"));
-        if (role && strcmp(role, "user") == 0) {
+        bool tool = role && strcmp(role, "tool") == 0;
+        if (tool) { /* a tool's result is what the next answer answers */
+            sbuf_t r = {0};
+            sb_str(&r, "tool result: ");
+            sb_add(&r, one.p ? one.p : "", one.len);
+            free(one.p);
+            one = r;
+        }
+        if (role && (strcmp(role, "user") == 0 || tool)) {
+            tool_last = tool;
             free(last.p);
             last = one;
         } else {
@@ -199,6 +366,12 @@ static int chat_texts(const llmc__mock_ctx_t *c, texts_t *x, char *err, size_t e
         }
     }
     x->prompt_words = llmc__mock_words(all.p ? all.p : "", all.len);
+    int special = all.oom || last.oom ? LLMC_ENOMEM : chat_special(c, x, tool_last);
+    if (special != 0) {
+        free(last.p);
+        free(all.p);
+        return special < 0 ? special : 0;
+    }
     x->n = 1;
     int rc = answer_text(&x->t[0], c, "answer", last.p ? last.p : "(no user message)",
                          last.p ? last.len : strlen("(no user message)"));
@@ -272,8 +445,14 @@ static void make_id(const llmc__mock_ctx_t *c, llmc__mock_kind_t kind, char id[4
     snprintf(id, 40, "%s-mock-%s", kind == LLMC_MOCK_CHAT ? "chatcmpl" : "cmpl", h);
 }
 
-static json_t *choice(llmc__mock_kind_t kind, size_t i, const sbuf_t *t)
+static json_t *choice(llmc__mock_kind_t kind, size_t i, const sbuf_t *t, const texts_t *x)
 {
+    if (kind == LLMC_MOCK_CHAT && x->call)
+        return json_pack("{s:I,s:{s:s,s:n,s:[{s:s,s:s,s:{s:s,s:s%}}],s:n},s:n,s:s}", "index",
+                         (json_int_t)i, "message", "role", "assistant", "content", "tool_calls",
+                         "id", x->call_id, "type", "function", "function", "name", x->call,
+                         "arguments", t->p, t->len, "refusal", "logprobs", "finish_reason",
+                         "tool_calls");
     if (kind == LLMC_MOCK_CHAT)
         return json_pack("{s:I,s:{s:s,s:s%,s:n},s:n,s:s}", "index", (json_int_t)i, "message", "role",
                          "assistant", "content", t->p, t->len, "refusal", "logprobs",
@@ -292,7 +471,7 @@ static int whole_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, const
     make_id(c, kind, id);
     for (size_t i = 0; i < x->n; i++) {
         words += llmc__mock_words(x->t[i].p, x->t[i].len);
-        json_array_append_new(choices, choice(kind, i, &x->t[i]));
+        json_array_append_new(choices, choice(kind, i, &x->t[i], x));
     }
     json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:o,s:o,s:n}", "id", id, "object",
                           kind == LLMC_MOCK_CHAT ? "chat.completion" : "text_completion", "created",
@@ -301,87 +480,12 @@ static int whole_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, const
     return dump_into(out, o, 0);
 }
 
-/* POST /v1/responses: a completed response with one assistant message.
-   "input" is a string or a list of items (messages whose content is a
-   string or input_text parts); the last user text is answered. Token
-   counts are words, as for chat, under the Responses API's names. */
-static int responses_answer(const llmc__mock_ctx_t *c, bool stream, llmc__mock_out_t *out,
-                            char *err, size_t errlen)
-{
-    const json_t *in = json_object_get(c->req, "input");
-    const json_t *instr = json_object_get(c->req, "instructions");
-    sbuf_t last = {0}, all = {0}, text = {0};
-    size_t i;
-    json_t *item;
-    char h[17], id[48], msg_id[48];
-
-    if (stream) {
-        snprintf(err, errlen, "the mock does not stream the Responses API yet");
-        return LLMC_EINVAL;
-    }
-    if (json_is_string(in)) {
-        sb_add(&last, json_string_value(in), json_string_length(in));
-        sb_add(&all, json_string_value(in), json_string_length(in));
-    } else if (json_is_array(in) && json_array_size(in) > 0) {
-        json_array_foreach(in, i, item) {
-            sbuf_t one = {0};
-            content_text(&one, json_object_get(item, "content"));
-            if (one.p) {
-                sb_add(&all, " ", 1);
-                sb_add(&all, one.p, one.len);
-            }
-            const char *role = json_string_value(json_object_get(item, "role"));
-            if (role && strcmp(role, "user") == 0) {
-                free(last.p);
-                last = one;
-            } else {
-                free(one.p);
-            }
-        }
-    } else {
-        snprintf(err, errlen, "Missing required parameter: 'input'.");
-        return LLMC_EINVAL;
-    }
-    if (json_is_string(instr)) {
-        sb_add(&all, " ", 1);
-        sb_add(&all, json_string_value(instr), json_string_length(instr));
-    }
-    size_t in_words = llmc__mock_words(all.p ? all.p : "", all.len);
-    int rc = answer_text(&text, c, "response", last.p ? last.p : "(no user message)",
-                         last.p ? last.len : strlen("(no user message)"));
-    rc = rc ? rc : (all.oom || last.oom ? LLMC_ENOMEM : 0);
-    free(last.p);
-    free(all.p);
-    if (rc) {
-        free(text.p);
-        return rc;
-    }
-    size_t out_words = llmc__mock_words(text.p, text.len);
-    hex(c->digest, 8, h);
-    snprintf(id, sizeof(id), "resp_mock%s", h);
-    snprintf(msg_id, sizeof(msg_id), "msg_mock%s", h);
-    const json_t *store = json_object_get(c->req, "store");
-    json_t *o = json_pack(
-        "{s:s,s:s,s:I,s:s,s:n,s:n,s:O?,s:s,s:[{s:s,s:s,s:s,s:s,s:[{s:s,s:s%,s:[]}]}],"
-        "s:b,s:n,s:b,s:{s:I,s:{s:I},s:I,s:{s:I},s:I}}",
-        "id", id, "object", "response", "created_at", (json_int_t)c->now_s, "status", "completed",
-        "error", "incomplete_details", "instructions", json_is_string(instr) ? instr : NULL,
-        "model", req_model(c, "mock-model"),
-        "output", "type", "message", "id", msg_id, "status", "completed", "role", "assistant",
-        "content", "type", "output_text", "text", text.p, text.len, "annotations",
-        "parallel_tool_calls", 1, "previous_response_id", "store", store ? json_is_true(store) : 1,
-        "usage", "input_tokens", (json_int_t)in_words, "input_tokens_details", "cached_tokens",
-        (json_int_t)0, "output_tokens", (json_int_t)out_words, "output_tokens_details",
-        "reasoning_tokens", (json_int_t)0, "total_tokens", (json_int_t)(in_words + out_words));
-    free(text.p);
-    return dump_into(out, o, 0);
-}
-
 /* ---- streams ---------------------------------------------------------------------------- */
 
 typedef struct stream {
     const llmc__mock_ctx_t *c;
     llmc__mock_kind_t kind;
+    const texts_t *x;
     char id[40];
     bool usage_too;
     sbuf_t text;
@@ -425,7 +529,18 @@ static json_t *chunk(stream_t *s, size_t index, const char *piece, size_t plen, 
                      bool last)
 {
     json_t *ch;
-    if (s->kind == LLMC_MOCK_CHAT) {
+    const char *call = s->x->call;
+    if (s->kind == LLMC_MOCK_CHAT && call) { /* a tool call: its arguments in pieces */
+        json_t *delta =
+            role  ? json_pack("{s:s,s:n,s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "role", "assistant",
+                              "content", "tool_calls", "index", 0, "id", s->x->call_id, "type",
+                              "function", "function", "name", call, "arguments", "")
+            : piece ? json_pack("{s:[{s:i,s:{s:s%}}]}", "tool_calls", "index", 0, "function",
+                                "arguments", piece, plen)
+                    : json_object();
+        ch = json_pack("{s:I,s:o,s:n,s:o}", "index", (json_int_t)index, "delta", delta, "logprobs",
+                       "finish_reason", last ? json_string("tool_calls") : json_null());
+    } else if (s->kind == LLMC_MOCK_CHAT) {
         json_t *delta = role    ? json_pack("{s:s,s:s}", "role", "assistant", "content", "")
                         : piece ? json_pack("{s:s%}", "content", piece, plen)
                                 : json_object();
@@ -479,13 +594,15 @@ static int stream_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, cons
                          llmc__mock_out_t *out)
 {
     const json_t *so = json_object_get(c->req, "stream_options");
-    stream_t s = {.c = c, .kind = kind, .usage_too = json_is_true(json_object_get(so, "include_usage"))};
+    stream_t s = {.c = c, .kind = kind, .x = x,
+                  .usage_too = json_is_true(json_object_get(so, "include_usage"))};
     size_t words = 0;
 
     make_id(c, kind, s.id);
     for (size_t i = 0; i < x->n && !s.oom; i++) {
         const sbuf_t *t = &x->t[i];
-        size_t min = t->len / STREAM_PIECES;
+        /* Arguments come in small bits, as OpenAI sends them. */
+        size_t min = x->call ? 8 : t->len / STREAM_PIECES;
         words += llmc__mock_words(t->p, t->len);
         if (kind == LLMC_MOCK_CHAT)
             event(&s, chunk(&s, i, NULL, 0, true, false));
@@ -694,6 +811,6 @@ int llmc__mock_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, bool st
     if (kind == LLMC_MOCK_EMBEDDINGS)
         return embeddings_answer(c, out, err, errlen);
     if (kind == LLMC_MOCK_RESPONSES)
-        return responses_answer(c, stream, out, err, errlen);
+        abort(); /* a caller's slip: llmc__mock_responses builds those */
     return text_answer(kind, c, stream, out, err, errlen);
 }

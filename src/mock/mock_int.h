@@ -15,7 +15,7 @@ typedef enum llmc__mock_kind {
     LLMC_MOCK_CHAT, LLMC_MOCK_COMPLETIONS, LLMC_MOCK_EMBEDDINGS, LLMC_MOCK_MODELS,
     LLMC_MOCK_MODEL,              /* GET /v1/models/{id} */
     LLMC_MOCK_ECHO,               /* any method on /v1/echo...: served by mock.c alone */
-    LLMC_MOCK_RESPONSES           /* POST /v1/responses (not streamed yet) */
+    LLMC_MOCK_RESPONSES           /* POST /v1/responses (mock_responses.c) */
 } llmc__mock_kind_t;
 
 typedef struct llmc__mock_ctx {
@@ -38,8 +38,10 @@ typedef struct llmc__mock_out {
    whitespace and key order do not. 0 or LLMC_ENOMEM. */
 int llmc__mock_digest(const json_t *req, unsigned char out[32]);
 
-/* Builds the answer to a request of kind. stream asks for the SSE form (chat
-   and completions only). Returns 0; LLMC_EINVAL with a message for the client
+/* Builds the answer to a request of kind, any but LLMC_MOCK_RESPONSES
+   (llmc__mock_responses, below: the Responses API lives in a file of its
+   own that calls this one's helpers, so this one never calls it). stream
+   asks for the SSE form (chat and completions only). Returns 0; LLMC_EINVAL with a message for the client
    in err when the request is unusable (a 400); LLMC_ENOENT with a message
    when the model asked for by id does not exist (a 404); LLMC_ENOMEM. On success the
    caller frees out with llmc__mock_out_free. */
@@ -50,5 +52,27 @@ void llmc__mock_out_free(llmc__mock_out_t *o);
 
 /* Words in s (runs of non-whitespace): the mock's token count. */
 size_t llmc__mock_words(const char *s, size_t len);
+
+/* The text of a message content (a string, or the text parts of an array,
+   joined by spaces), malloc'd with its length in *len; NULL without memory. */
+char *llmc__mock_content(const json_t *content, size_t *len);
+
+/* The mock's answer text to prompt ("Mock <what> #<tag> to: <prompt>",
+   padded to c->pad_bytes), malloc'd with its length in *len; NULL without
+   memory. */
+char *llmc__mock_reply(const llmc__mock_ctx_t *c, const char *what, const char *prompt,
+                       size_t plen, size_t *len);
+
+/* The Responses API (mock_responses.c): POST /v1/responses, plain or
+   streamed as typed events; answers as llmc__mock_answer does. */
+int llmc__mock_responses(const llmc__mock_ctx_t *c, bool stream, llmc__mock_out_t *out,
+                         char *err, size_t errlen);
+
+/* A JSON value that fits schema (a JSON Schema as tools and json_schema
+   formats give them: type, properties, items, enum, anyOf, ...): strings
+   are "mock <tag>" or the first enum value, numbers 1, booleans true,
+   objects every property, arrays one item. A new reference; NULL without
+   memory. Depth is bounded: past it, null. */
+json_t *llmc__mock_schema_value(const json_t *schema, const char *tag);
 
 #endif

@@ -9,6 +9,7 @@ Decisions a newcomer would otherwise get wrong:
 """
 
 import hashlib
+import json
 import os
 import socket
 import time
@@ -362,17 +363,73 @@ def test_responses_fields_set_to_nothing_are_cached(gateway, mock):
     assert gateway.post(RESPONSES, body).headers["X-Cache"] == "HIT"
 
 
-def test_streamed_responses_pass_through_for_now(gateway, mock):
-    """Its typed event stream is not recorded yet: the request goes upstream
-    as it is (the mock refuses it, and that answer comes back)."""
-    r = gateway.post(RESPONSES, responses_body("stream me", stream=True))
-    assert r.status_code == 400
-    assert "stream" in assert_error_shape(r)["message"]
-    assert r.headers["X-Cache"] == "BYPASS"
-    assert cache_status(r.headers) == {"fwd": "bypass", "detail": "stream"}
-
-
 def test_other_responses_routes_pass_through(gateway, mock):
     r = gateway.get("/v1/responses/resp_abc123/input_items")
     assert r.headers.get("X-Cache") == "BYPASS"
     assert r.status_code == 404  # the mock keeps no responses
+
+
+# ------------------------------------------------- chat tool calls and json_schema
+
+def chat_stream_final(gateway, body):
+    """The chat.completion a streamed answer adds up to, by the client's rules."""
+    r = gateway.post(CHAT, dict(body, stream=True))
+    assert r.status_code == 200, r.text
+    msg, finish, calls = {"role": "assistant", "content": None}, None, {}
+    for block in r.text.split("\n\n"):
+        if not block.startswith("data: ") or block == "data: [DONE]":
+            continue
+        for ch in json.loads(block[6:])["choices"]:
+            d = ch["delta"]
+            if d.get("content"):
+                msg["content"] = (msg["content"] or "") + d["content"]
+            for tc in d.get("tool_calls", []):
+                c = calls.setdefault(tc["index"], {"function": {"arguments": ""}})
+                c.update({k: v for k, v in tc.items() if k not in ("index", "function")})
+                fn = tc.get("function", {})
+                c["function"]["name"] = fn.get("name", c["function"].get("name"))
+                c["function"]["arguments"] += fn.get("arguments", "")
+            finish = ch["finish_reason"] or finish
+    if calls:
+        msg["tool_calls"] = [calls[i] for i in sorted(calls)]
+    return r, msg, finish
+
+
+def test_chat_tool_calls_are_recorded_and_replayed(gateway, mock):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    body = chat_body("weather in Oslo?", tools=tools)
+    miss, live, finish = chat_stream_final(gateway, body)
+    assert miss.headers["X-Cache"] == "MISS" and finish == "tool_calls"
+    [call] = live["tool_calls"]
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    assert set(json.loads(call["function"]["arguments"])) == {"city"}
+    plain = gateway.chat(body)
+    assert plain.headers["X-Cache"] == "HIT"
+    choice = plain.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"] == [call]
+    hit, replayed, finish = chat_stream_final(gateway, body)
+    assert hit.headers["X-Cache"] == "HIT" and finish == "tool_calls"
+    assert replayed["tool_calls"] == [call]
+    # The tool's result sent back gets a text answer about it.
+    step2 = dict(body, messages=body["messages"] + [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "rainy"}])
+    text = gateway.chat(step2).json()["choices"][0]["message"]["content"]
+    assert "tool result: rainy" in text
+    assert mock.stats()["chat"] == 2
+
+
+def test_chat_json_schema_answers_are_recorded_and_replayed(gateway, mock):
+    rf = {"type": "json_schema", "json_schema": {"name": "city", "strict": True, "schema": {
+        "type": "object", "properties": {"name": {"type": "string"},
+                                         "size": {"type": "string", "enum": ["big", "small"]}},
+        "required": ["name", "size"], "additionalProperties": False}}}
+    body = chat_body("describe Oslo", response_format=rf)
+    _, live, finish = chat_stream_final(gateway, body)
+    doc = json.loads(live["content"])
+    assert set(doc) == {"name", "size"} and doc["size"] == "big" and finish == "stop"
+    plain = gateway.chat(body)
+    assert plain.headers["X-Cache"] == "HIT"
+    assert plain.json()["choices"][0]["message"]["content"] == live["content"]

@@ -34,7 +34,9 @@ static void build(built_t *b, llmc__mock_kind_t kind, const char *body, bool str
     assert_non_null(b->req);
     llmc__mock_ctx_t c = {.req = b->req, .now_s = 1700000123, .pad_bytes = pad, .split_bytes = split};
     assert_int_equal(llmc__mock_digest(b->req, c.digest), 0);
-    b->rc = llmc__mock_answer(kind, &c, stream, &b->out, b->err, sizeof(b->err));
+    b->rc = kind == LLMC_MOCK_RESPONSES
+                ? llmc__mock_responses(&c, stream, &b->out, b->err, sizeof(b->err))
+                : llmc__mock_answer(kind, &c, stream, &b->out, b->err, sizeof(b->err));
     if (b->rc == 0 && !stream) {
         b->answer = json_loadb(b->out.body, b->out.len, 0, &je);
         assert_non_null(b->answer);
@@ -363,7 +365,7 @@ static void test_models_and_words(void **state)
 }
 
 /* POST /v1/responses: a completed response object answering the last user
-   text, with usage under the Responses API's names; no stream yet. */
+   text, with usage under the Responses API's names; streamed as typed events. */
 static void test_responses_answer(void **state)
 {
     (void)state;
@@ -398,7 +400,22 @@ static void test_responses_answer(void **state)
     assert_non_null(strstr(str.out.body, "to: just a string"));
     assert_int_equal(bad.rc, LLMC_EINVAL);
     assert_non_null(strstr(bad.err, "input"));
-    assert_int_equal(streamed.rc, LLMC_EINVAL);
+    /* The stream ends in response.completed holding the plain answer. */
+    assert_int_equal(streamed.rc, 0);
+    assert_true(streamed.out.ncuts > 4);
+    assert_int_equal(streamed.out.cuts[streamed.out.ncuts - 1], streamed.out.len);
+    static const char head[] = "event: response.created\ndata: ";
+    static const char tail[] = "event: response.completed\ndata: ";
+    assert_true(strncmp(streamed.out.body, head, sizeof(head) - 1) == 0);
+    const char *last = strstr(streamed.out.body, tail);
+    assert_non_null(last);
+    last += sizeof(tail) - 1;
+    json_t *done = json_loadb(last, streamed.out.len - (size_t)(last - streamed.out.body) - 2, 0,
+                              NULL);
+    char *final = json_dumps(json_object_get(done, "response"), JSON_COMPACT);
+    assert_string_equal(final, b.out.body);
+    free(final);
+    json_decref(done);
     unbuild(&b);
     unbuild(&same);
     unbuild(&other);
