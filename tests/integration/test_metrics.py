@@ -309,3 +309,30 @@ def test_a_bad_price_file_stops_start_up_naming_the_line(mock, gateway_factory, 
     g2.must_survive = False
     assert g2.proc.wait(10) != 0
     assert "missing.txt" in g2.stderr()
+
+
+# ---------------------------------------------------------------- the dashboard's page
+
+def test_dashboard_page_is_served_from_the_binary_on_the_admin_listener(mock, gateway_factory):
+    """The page holds no data, so it is served without the token (a browser cannot
+    send a Bearer header on a navigation); /stats, which it reads, still wants it.
+    The browser test (tests/npm/dashboard.test.mjs) drives the page itself."""
+    aport = free_port()
+    g = gateway_factory(mock, args=["--admin-listen", f"127.0.0.1:{aport}"],
+                        env={"LLMC_ADMIN_TOKEN": TOKEN})
+    assert_error_shape(g.get("/dashboard"), 404)  # not on the public listener
+    admin = f"http://127.0.0.1:{aport}"
+    r = session().get(admin + "/dashboard", timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert r.headers["Cache-Control"] == "no-store"
+    csp = r.headers["Content-Security-Policy"]
+    assert "connect-src 'self'" in csp and "default-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp
+    page = r.text
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    # Self-contained: nothing fetched from another origin.
+    for ref in ("http://", "https://", "//cdn", "<link", "src="):
+        assert ref not in page.replace("http://www.w3.org/2000/svg", ""), ref
+    assert 'fetch("stats"' in page and "Authorization" in page
+    assert_error_shape(session().get(admin + "/stats", timeout=5), 401)
