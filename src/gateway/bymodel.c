@@ -33,6 +33,7 @@ typedef struct names {
     unsigned cap;
     _Atomic unsigned n;
     char **name;                 /* [cap] */
+    size_t *len;                 /* [cap]: compared first, so a scan is mostly integer compares */
     const llmc_price_t **price;  /* [cap], models only */
 } names_t;
 
@@ -54,8 +55,9 @@ static bool names_init(names_t *l, unsigned cap, bool priced)
     l->cap = cap;
     atomic_init(&l->n, 0);
     l->name = calloc(cap, sizeof(*l->name));
+    l->len = calloc(cap, sizeof(*l->len));
     l->price = priced ? calloc(cap, sizeof(*l->price)) : NULL;
-    return l->name && (!priced || l->price);
+    return l->name && l->len && (!priced || l->price);
 }
 
 static void names_free(names_t *l)
@@ -64,6 +66,7 @@ static void names_free(names_t *l)
     for (unsigned i = 0; l->name && i < n; i++)
         free(l->name[i]);
     free(l->name);
+    free(l->len);
     free(l->price);
 }
 
@@ -120,7 +123,7 @@ static size_t cut_len(const char *name)
 static unsigned find(const names_t *l, unsigned n, const char *name, size_t len)
 {
     for (unsigned i = 0; i < n; i++)
-        if (strncmp(l->name[i], name, len) == 0 && l->name[i][len] == '\0')
+        if (l->len[i] == len && memcmp(l->name[i], name, len) == 0)
             return i;
     return l->cap;
 }
@@ -137,6 +140,7 @@ static unsigned index_of(llmc_bymodel_t *bm, names_t *l, const char *name)
     n = atomic_load_explicit(&l->n, memory_order_relaxed);
     i = find(l, n, name, len); /* another thread may have added it meanwhile */
     if (i == l->cap && n < l->cap && (l->name[n] = strndup(name, len))) {
+        l->len[n] = len;
         if (l->price)
             l->price[n] = llmc_prices_find(bm->prices, l->name[n]);
         atomic_store_explicit(&l->n, n + 1, memory_order_release);
