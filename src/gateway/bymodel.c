@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llmc/error.h"
+
 #define LLMC_STAT_TYPE llmc_bymodel_row_t
 const llmc_stat_desc_t llmc_bymodel_desc[] = {LLMC_BYMODEL_TABLE(LLMC_STAT_DESC)};
 #undef LLMC_STAT_TYPE
@@ -34,14 +36,16 @@ typedef struct names {
     _Atomic unsigned n;
     char **name;                 /* [cap] */
     size_t *len;                 /* [cap]: compared first, so a scan is mostly integer compares */
-    const llmc_price_t **price;  /* [cap], models only */
+    _Atomic(const llmc_price_t *) *price; /* [cap], models only; a reload swaps them */
 } names_t;
 
 struct llmc_bymodel {
     unsigned nwriters;
     names_t routes, models;
     pthread_mutex_t mu;          /* adding a name */
-    llmc_prices_t *prices;
+    _Atomic(llmc_prices_t *) prices; /* the current table (NULL: none) */
+    llmc_prices_t **retired;     /* tables a reload replaced: a writer may still read one */
+    size_t nretired;
     arow_t *rows;                /* [nwriters][ROUTES + 1][max_models + 1] */
 };
 
@@ -79,7 +83,7 @@ llmc_bymodel_t *llmc_bymodel_new(unsigned nwriters, unsigned max_models, llmc_pr
         return NULL;
     }
     bm->nwriters = nwriters;
-    bm->prices = prices;
+    atomic_init(&bm->prices, prices);
     pthread_mutex_init(&bm->mu, NULL);
     if (!names_init(&bm->routes, LLMC_BYMODEL_ROUTES, false) ||
         !names_init(&bm->models, max_models, true) ||
@@ -97,14 +101,40 @@ void llmc_bymodel_free(llmc_bymodel_t *bm)
     names_free(&bm->routes);
     names_free(&bm->models);
     pthread_mutex_destroy(&bm->mu);
-    llmc_prices_free(bm->prices);
+    llmc_prices_free(atomic_load(&bm->prices));
+    for (size_t i = 0; i < bm->nretired; i++)
+        llmc_prices_free(bm->retired[i]);
+    free(bm->retired);
     free(bm->rows);
     free(bm);
 }
 
-size_t llmc_bymodel_prices(const llmc_bymodel_t *bm)
+size_t llmc_bymodel_prices(llmc_bymodel_t *bm)
 {
-    return bm->prices ? bm->prices->n : 0;
+    llmc_prices_t *p = atomic_load_explicit(&bm->prices, memory_order_acquire);
+    return p ? p->n : 0;
+}
+
+int llmc_bymodel_set_prices(llmc_bymodel_t *bm, llmc_prices_t *prices)
+{
+    pthread_mutex_lock(&bm->mu);
+    llmc_prices_t **r = realloc(bm->retired, (bm->nretired + 1) * sizeof(*r));
+    if (!r) {
+        pthread_mutex_unlock(&bm->mu);
+        llmc_prices_free(prices);
+        return LLMC_ENOMEM;
+    }
+    bm->retired = r;
+    bm->retired[bm->nretired++] = atomic_load_explicit(&bm->prices, memory_order_relaxed);
+    atomic_store_explicit(&bm->prices, prices, memory_order_release);
+    /* Each known model priced anew; a hit counted meanwhile used the old
+       row, which stays valid (retired, not freed). */
+    unsigned n = atomic_load_explicit(&bm->models.n, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++)
+        atomic_store_explicit(&bm->models.price[i],
+                              llmc_prices_find(prices, bm->models.name[i]), memory_order_release);
+    pthread_mutex_unlock(&bm->mu);
+    return 0;
 }
 
 /* name cut to at most LLMC_BYMODEL_NAME_MAX bytes without splitting a
@@ -142,7 +172,11 @@ static unsigned index_of(llmc_bymodel_t *bm, names_t *l, const char *name)
     if (i == l->cap && n < l->cap && (l->name[n] = strndup(name, len))) {
         l->len[n] = len;
         if (l->price)
-            l->price[n] = llmc_prices_find(bm->prices, l->name[n]);
+            atomic_store_explicit(&l->price[n],
+                                  llmc_prices_find(atomic_load_explicit(&bm->prices,
+                                                                        memory_order_relaxed),
+                                                   l->name[n]),
+                                  memory_order_relaxed);
         atomic_store_explicit(&l->n, n + 1, memory_order_release);
         i = n;
     }
@@ -179,8 +213,10 @@ void llmc_bymodel_count(llmc_bymodel_t *bm, unsigned writer, const char *route,
         return;
     bump(&row->prompt_tokens_saved, saved->prompt_tokens);
     bump(&row->completion_tokens_saved, saved->completion_tokens);
-    const llmc_price_t *p = m < bm->models.cap ? bm->models.price[m]
-                                               : llmc_prices_find(bm->prices, model);
+    const llmc_price_t *p =
+        m < bm->models.cap
+            ? atomic_load_explicit(&bm->models.price[m], memory_order_acquire)
+            : llmc_prices_find(atomic_load_explicit(&bm->prices, memory_order_acquire), model);
     if (p)
         bump(&row->money_saved, llmc_price_cost(p, saved->prompt_tokens,
                                                 saved->completion_tokens));
@@ -221,7 +257,7 @@ unsigned llmc_bymodel_each(llmc_bymodel_t *bm, llmc_bymodel_fn fn, void *arg)
                 continue;
             fn(arg, r < bm->routes.cap ? bm->routes.name[r] : "other",
                m < bm->models.cap ? bm->models.name[m] : "other",
-               m < bm->models.cap && bm->models.price[m] != NULL, &sum);
+               m < bm->models.cap && atomic_load(&bm->models.price[m]) != NULL, &sum);
             shown++;
         }
     }

@@ -19,7 +19,8 @@
  *   written before the count that publishes it (release/acquire), and only
  *   adding one takes the mutex. The counters are per writer thread, as the
  *   gateway's others are: one writer, relaxed stores, summed on read.
- * - A model's price is looked up once, when its name is added; "other"
+ * - A model's price is looked up once, when its name is added (and again
+ *   when llmc_bymodel_set_prices replaces the table); "other"
  *   looks each hit's model up (a scan of the price table), so its money is
  *   right even though its tokens are a mixture of models.
  * - Money is counted in pico-units (1e-12 of the price file's currency),
@@ -91,8 +92,18 @@ void llmc_bymodel_free(llmc_bymodel_t *bm);
 void llmc_bymodel_count(llmc_bymodel_t *bm, unsigned writer, const char *route,
                         const char *model, llmc_by_kind_t kind, const llmc_usage_t *saved);
 
-/* How many price rows the table was given. Any thread. */
-size_t llmc_bymodel_prices(const llmc_bymodel_t *bm);
+/* How many rows the current price table has. Any thread. */
+size_t llmc_bymodel_prices(llmc_bymodel_t *bm);
+
+/*
+ * Replaces the price table (taken; NULL: no prices) for the hits counted
+ * from now on: what was saved before keeps the prices it was counted at.
+ * For a reload (SIGHUP): load the file with llmc_prices_load first, and
+ * keep the old table when that fails. The replaced table is kept until
+ * llmc_bymodel_free (a writer may be reading it), so a reload costs its
+ * size. 0, or LLMC_ENOMEM (prices freed, the old table stays). Any thread.
+ */
+int llmc_bymodel_set_prices(llmc_bymodel_t *bm, llmc_prices_t *prices);
 
 /*
  * A snapshot: the names known (index max_models or LLMC_BYMODEL_ROUTES is

@@ -159,12 +159,40 @@ static void test_writers_adding_names_at_once_agree(void **state)
     llmc_bymodel_free(bm);
 }
 
+static void test_new_prices_apply_to_later_hits_only(void **state)
+{
+    (void)state;
+    llmc_bymodel_t *bm = llmc_bymodel_new(1, 1, prices("a 1 1\n"));
+    llmc_usage_t u = {1000000, 0};
+    llmc_bymodel_count(bm, 0, "/r", "a", LLMC_BY_HIT, &u);   /* 1 unit */
+    llmc_bymodel_count(bm, 0, "/r", "z", LLMC_BY_HIT, &u);   /* "other", unpriced */
+    assert_int_equal(llmc_bymodel_set_prices(bm, prices("a 3 0\nz 5 0\nq 1 1\n")), 0);
+    assert_int_equal(llmc_bymodel_prices(bm), 3);
+    llmc_bymodel_count(bm, 0, "/r", "a", LLMC_BY_HIT, &u);   /* 3 units */
+    llmc_bymodel_count(bm, 0, "/r", "z", LLMC_BY_HIT, &u);   /* 5 units, under "other" */
+    seen_t s = {0};
+    llmc_bymodel_each(bm, collect, &s);
+    assert_int_equal(find(&s, "/r", "a")->money_saved, 4000000000000ull);
+    assert_int_equal(find(&s, "/r", "other")->money_saved, 5000000000000ull);
+    /* No prices at all: tokens still count, money stays. */
+    assert_int_equal(llmc_bymodel_set_prices(bm, NULL), 0);
+    assert_int_equal(llmc_bymodel_prices(bm), 0);
+    llmc_bymodel_count(bm, 0, "/r", "a", LLMC_BY_HIT, &u);
+    s.n = 0;
+    llmc_bymodel_each(bm, collect, &s);
+    assert_int_equal(find(&s, "/r", "a")->money_saved, 4000000000000ull);
+    assert_int_equal(find(&s, "/r", "a")->prompt_tokens_saved, 3000000);
+    assert_false(s.r[0].priced);
+    llmc_bymodel_free(bm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_models_beyond_the_cap_fold_into_other_priced_each),
         cmocka_unit_test(test_a_long_name_is_cut_whole),
         cmocka_unit_test(test_writers_adding_names_at_once_agree),
+        cmocka_unit_test(test_new_prices_apply_to_later_hits_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
