@@ -44,6 +44,13 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The dashboard's page, compiled in as a byte array (tools/embed.sh).
+$(BUILD)/gen/dashboard_html.h: src/gateway/dashboard.html tools/embed.sh
+	@mkdir -p $(@D)
+	./tools/embed.sh llmc_dashboard_html $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/src/gateway/dashboard.o: $(BUILD)/gen/dashboard_html.h
+$(BUILD)/src/gateway/dashboard.o: CFLAGS += -I$(BUILD)/gen
+
 $(BUILD)/libllmc.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -68,7 +75,9 @@ integration: $(BIN)
 client-test: $(BIN)
 	LLMC_BIN=$(abspath $(BIN)) ./tests/npm/run.sh
 
-test: deps
+# The tests also need what only they use (chromium for the dashboard test).
+test:
+	@./scripts/deps.sh --test
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory integration client-test
 

@@ -1,11 +1,16 @@
 #!/bin/sh
 # Installs the Debian packages llmcached needs to build, run and test.
 # Quiet when everything is present; apt-get runs only for what is missing.
+#   scripts/deps.sh          what `make run` needs (build, run, most tests)
+#   scripts/deps.sh --test   that and what only the tests use (`make test`):
+#                            chromium, the browser the dashboard test drives
 set -e
+TEST_PKGS="chromium"
 PKGS="build-essential pkg-config libuv1-dev libhttp-parser-dev libcurl4-openssl-dev
 libjansson-dev libssl-dev liblmdb-dev lmdb-utils libhiredis-dev redis-server libcmocka-dev
 python3 python3-pytest python3-requests python3-prometheus-client nodejs npm curl wrk
 clang libclang-rt-14-dev valgrind libutf8proc-dev libstemmer-dev zlib1g-dev libzstd-dev"
+[ "${1:-}" = "--test" ] && PKGS="$PKGS $TEST_PKGS"
 [ -n "$LLMC_DEPS_EXTRA" ] && PKGS="$PKGS $LLMC_DEPS_EXTRA"
 missing=""
 for p in $PKGS; do

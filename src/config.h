@@ -115,6 +115,12 @@ typedef enum llmc_opt_type {
     X(replay_pace_ms, "replay-pace-ms", INT, "0", 0, 10000, NULL,                             \
       "Delay between the events of a stream replayed from the cache, in milliseconds "        \
       "(0: send it at once).")                                                                \
+    X(prices, "prices", STR, "", 0, 0, NULL,                                                   \
+      "Price file for the money a cache hit saves: lines 'model input_per_1M output_per_1M' " \
+      "(README: Tokens and money saved). Empty: tokens are counted, money is not.")           \
+    X(metrics_max_models, "metrics-max-models", INT, "32", 1, 1000, NULL,                      \
+      "How many distinct models /stats and /metrics count apart; later ones are counted " \
+      "together under the model 'other'.")                                                    \
     X(data_dir, "data-dir", WORD_OR_STR, "none", 0, 0, LLMC_CFG_DATA_DIR_WORDS,               \
       "Directory of the on-disk (LMDB) cache tier; 'none' keeps the cache in memory only.")   \
     X(disk_sync, "disk-sync", ENUM, "periodic", 0, 0, LLMC_CFG_DISK_SYNC_WORDS,               \

@@ -62,6 +62,7 @@ typedef struct fetch {
     bool retrying;       /* this answer is swallowed: a retry follows */
     uint64_t retry_wait_ms;
     uint64_t started_ms; /* uv_now of the first try: retries stay within the timeout */
+    uint64_t try_ns;     /* uv_hrtime when this try's call started (the latency histogram) */
     uv_timer_t *timer;   /* the wait before a retry */
     uv_work_t work;      /* a big answer's JSON check, off the loop */
     bool validating;     /* that check is running: the fetch must not be freed */
@@ -529,6 +530,8 @@ static void on_call_done(void *arg, int err, const char *detail)
 {
     fetch_t *ft = arg;
     char shown[96], url[1100];
+    if (err != LLMC_ECANCELED)
+        llmc_hist_observe(&ft->w->hist[LLMC_H_UPSTREAM], uv_hrtime() - ft->try_ns);
     if (err && err != LLMC_ECANCELED) {
         llmc_upstream_url_redact(ft->url, url, sizeof(url));
         fprintf(stderr, "llmcached: request %s: upstream call %s %s failed: %s: %s\n", ft->call_id,
@@ -602,6 +605,7 @@ static int start_call(fetch_t *ft)
         .allow_resend = ft->w->gw->cfg->retry_unsafe,
     };
     LLMC_COUNT(&ft->w->ctr, upstream_calls);
+    ft->try_ns = uv_hrtime();
     return llmc_upstream_start(ft->w->upstream, &r, &handler, ft, &ft->call);
 }
 

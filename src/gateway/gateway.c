@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "gateway/bymodel.h"
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
@@ -240,6 +241,26 @@ static unsigned upstream_conns_per_worker(const llmc_config_t *cfg, unsigned nwo
     return per > 0 ? (unsigned)per : 1;
 }
 
+/* The counters by route and model, priced from --prices when given. */
+static int open_bymodel(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)
+{
+    llmc_prices_t *prices = NULL;
+    if (cfg->prices && *cfg->prices) {
+        char perr[512];
+        int rc = llmc_prices_load(cfg->prices, &prices, perr, sizeof(perr));
+        if (rc < 0) {
+            snprintf(err, errlen, "--prices: %s", perr);
+            return rc;
+        }
+    }
+    gw->bymodel = llmc_bymodel_new(gw->nworkers, (unsigned)cfg->metrics_max_models, prices);
+    if (!gw->bymodel) {
+        snprintf(err, errlen, "out of memory");
+        return LLMC_ENOMEM;
+    }
+    return 0;
+}
+
 int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_url,
                  const char *upstream_key, char *err, size_t errlen)
 {
@@ -277,6 +298,8 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
         rc = LLMC_ENOMEM;
     if (rc == 0 && !(gw->fpmap = llmc_fpmap_new(1u << 16)))
         rc = LLMC_ENOMEM;
+    if (rc == 0)
+        rc = open_bymodel(gw, cfg, err, errlen);
     if (rc < 0)
         llmc_gw_free(gw);
     return rc;
@@ -297,6 +320,8 @@ void llmc_gw_free(llmc_gw_t *gw)
     gw->flights = NULL;
     llmc_fpmap_free(gw->fpmap);
     gw->fpmap = NULL;
+    llmc_bymodel_free(gw->bymodel);
+    gw->bymodel = NULL;
     llmc_log_close(&gw->log);
     pthread_mutex_destroy(&gw->log_async_mu);
     free(gw->upstream_auth);

@@ -51,6 +51,7 @@ struct llmc_worker {
     uv_timer_t tick_timer;           /* tier upkeep; worker 0 only */
     uv_timer_t drain_timer;          /* --drain-timeout; worker 0 only */
     llmc_counters_t ctr;
+    llmc_hist_t hist[LLMC_GW_NHIST]; /* latencies (stats.h's table); this worker writes them */
     pthread_t thread;
     int listen_rc;                   /* result of listen, read by the main thread */
     char listen_err[256];
@@ -83,6 +84,7 @@ struct llmc_gw {
     llmc_tier_set_t *tiers;          /* every cache tier, fastest first (tier/set.h) */
     llmc_flight_table_t *flights;
     struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */
+    struct llmc_bymodel *bymodel;    /* requests and savings by route and model (bymodel.h) */
     llmc_worker_t *workers;
     unsigned nworkers;
     unsigned nstarted;               /* workers whose handles were set up (worker.c) */

@@ -18,6 +18,7 @@
 #ifndef LLMC_GW_INT_H
 #define LLMC_GW_INT_H
 
+#include "gateway/bymodel.h"
 #include "gateway/gateway.h"
 #include "gateway/policy.h"
 #include "llmc/key.h"

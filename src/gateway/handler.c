@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include "gateway/ask.h"
+#include "gateway/dashboard.h"
 #include "gateway/dialect.h"
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
@@ -95,6 +96,7 @@ static void handle_metrics(gw_req_t *gr);
 static void handle_admin_entry(gw_req_t *gr);
 static void handle_admin_delete(gw_req_t *gr);
 static void handle_admin_purge(gw_req_t *gr);
+static void handle_dashboard(gw_req_t *gr);
 static const char *responses_pass_why(const llmc_canon_t *c);
 
 /* In order: the first row whose path and method match takes the request,
@@ -124,6 +126,8 @@ static const gw_route_t routes[] = {
      NULL, NONE},
     {"/admin/purge", HTTP_POST, handle_admin_purge, false, false, ADM, ACCESS_TOKEN, NULL, NULL,
      JSON},
+    /* The page is open (no data in it: it asks for the token, then reads /stats with it). */
+    {"/dashboard", HTTP_GET, handle_dashboard, false, false, ADM, OPEN, NULL, NULL, NONE},
 };
 #undef PUB
 #undef ADM
@@ -552,6 +556,10 @@ static gr_state_t step_flight(gw_req_t *gr)
         LLMC_COUNT(&gr->w->ctr, misses);
     else
         LLMC_COUNT(&gr->w->ctr, coalesced);
+    llmc_bymodel_count(gw->bymodel, gr->w->id, gr->path,
+                       gr->parsed ? gr->canon.model : NULL,
+                       !coalesce ? LLMC_BY_BYPASS : created ? LLMC_BY_MISS : LLMC_BY_COALESCED,
+                       NULL);
     /* Only a stream that joins a streaming call is relayed live; any other
        mix waits for the end and gets the answer converted (respond.c). */
     gr->fw.wants_data = gr->stream && gr->flight->is_stream;
@@ -678,6 +686,13 @@ static void handle_metrics(gw_req_t *gr)
     else
         llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
     free(text);
+}
+
+/* The live page (dashboard.h): compiled in, served as it is. */
+static void handle_dashboard(gw_req_t *gr)
+{
+    llmc__gr_enter(gr, GR_RESPOND);
+    llmc_dashboard_respond(gr->req);
 }
 
 static void handle_admin_entry(gw_req_t *gr)

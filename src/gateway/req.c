@@ -236,6 +236,9 @@ void llmc_gw_done(llmc_http_req_t *req, int status, uint64_t bytes_out, void *ct
         LLMC_COUNT(&w->ctr, server_errors);
     else if (status >= 400)
         LLMC_COUNT(&w->ctr, client_errors);
+    int h = llmc_gw_hist_of_xcache(gr ? gr->xcache : NULL);
+    if (h >= 0)
+        llmc_hist_observe(&w->hist[h], uv_hrtime() - req->start_ns);
     access_log(w, req, status, bytes_out, gr);
     if (!gr)
         return;

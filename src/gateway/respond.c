@@ -410,6 +410,12 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
         LLMC_COUNT(&gr->w->ctr, stale);
     else
         LLMC_COUNT(&gr->w->ctr, hits);
+    /* What the model call this answer stands in for cost, read when the
+       entry was built: two numbers and no JSON on the hit path. */
+    llmc_usage_t u;
+    bool has_usage = llmc_entry_usage(e, &u);
+    llmc_bymodel_count(gr->w->gw->bymodel, gr->w->id, gr->path, llmc_entry_model(e),
+                       stale ? LLMC_BY_STALE : LLMC_BY_HIT, has_usage ? &u : NULL);
     if (!cache_status) {
         long long ttl = stale ? -(long long)((now - e->expires_ms + 999) / 1000)
                               : (long long)llmc_entry_ttl_left(e, now);
@@ -441,10 +447,7 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     n = HLIT(h, n, "Age: ");
     n = hnum(h, n, (long long)llmc_entry_age(e, now));
     n = HLIT(h, n, "\r\n");
-    /* What the model call this answer stands in for cost, read when the
-       entry was built: two numbers and no JSON on the hit path. */
-    llmc_usage_t u;
-    if (llmc_entry_usage(e, &u)) {
+    if (has_usage) {
         n = HLIT(h, n, "X-Cache-Tokens-Saved: ");
         n = hnum(h, n, (long long)u.prompt_tokens);
         n = HLIT(h, n, "+");

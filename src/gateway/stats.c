@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/bymodel.h"
 #include "gateway/gateway.h"
 #include "gateway/stats.h"
 #include "llmc/entry.h"
@@ -114,13 +115,17 @@ typedef struct gw_snapshot {
     uint64_t xs[LLMC_TIER_SET_MAX][LLMC_TIER_XSTATS_MAX];
     llmc_slab_stats_t slab;
     proc_stats_t proc;
+    llmc_hist_snap_t hist[LLMC_GW_NHIST];
 } gw_snapshot_t;
 
 static void snapshot(llmc_gw_t *gw, gw_snapshot_t *s)
 {
     memset(s, 0, sizeof(*s));
-    for (unsigned i = 0; i < gw->nstarted; i++)
+    for (unsigned i = 0; i < gw->nstarted; i++) {
         llmc_counters_add(&s->ctr, &gw->workers[i].ctr);
+        for (unsigned h = 0; h < LLMC_GW_NHIST; h++)
+            llmc_hist_add(&s->hist[h], &gw->workers[i].hist[h]);
+    }
     /* Each worker's servers (the admin listener's too), summed. A server is
        gone only at shutdown (its worker sets the pointer to NULL when it
        closed). */
@@ -150,6 +155,123 @@ static void snapshot(llmc_gw_t *gw, gw_snapshot_t *s)
 
 #define NPROC (sizeof(proc_desc) / sizeof(proc_desc[0]))
 
+/* The histogram rows' names: the label, or the family for an unlabelled row. */
+static const char *const hist_family[] = {
+#define X(id, family, label, help) family,
+    LLMC_HIST_TABLE(X)
+#undef X
+};
+static const char *const hist_label[] = {
+#define X(id, family, label, help) label,
+    LLMC_HIST_TABLE(X)
+#undef X
+};
+static const char *const hist_help[] = {
+#define X(id, family, label, help) help,
+    LLMC_HIST_TABLE(X)
+#undef X
+};
+
+static json_t *ms(uint64_t ns)
+{
+    return json_real((double)ns / 1e6);
+}
+
+/* "latency": {"hit": {"count", "mean_ms", "p50_ms", "p90_ms", "p99_ms"}, ...}:
+   the percentiles are estimates from the buckets (llmc_hist_quantile). */
+static void latency_json(json_t *o, const gw_snapshot_t *s)
+{
+    json_t *lat = json_object();
+    for (unsigned h = 0; h < LLMC_GW_NHIST; h++) {
+        const llmc_hist_snap_t *hs = &s->hist[h];
+        json_t *r = json_object();
+        json_object_set_new(r, "count", json_integer((json_int_t)hs->count));
+        json_object_set_new(r, "mean_ms", ms(hs->count ? hs->sum_ns / hs->count : 0));
+        json_object_set_new(r, "p50_ms", ms(llmc_hist_quantile(hs, 0.5)));
+        json_object_set_new(r, "p90_ms", ms(llmc_hist_quantile(hs, 0.9)));
+        json_object_set_new(r, "p99_ms", ms(llmc_hist_quantile(hs, 0.99)));
+        json_object_set_new(lat, hist_label[h] ? hist_label[h] : "upstream", r);
+    }
+    json_object_set_new(o, "latency", lat);
+}
+
+/* ---- by route and model ------------------------------------------------------ */
+
+static void add_int(json_t *obj, const char *key, uint64_t v)
+{
+    json_t *cur = json_object_get(obj, key);
+    json_int_t was = cur ? json_integer_value(cur) : 0;
+    json_object_set_new(obj, key, json_integer(was + (json_int_t)v));
+}
+
+/* obj[name], made when missing. */
+static json_t *child(json_t *obj, const char *name)
+{
+    json_t *c = json_object_get(obj, name);
+    if (!c && json_object_set_new(obj, name, c = json_object()) < 0)
+        return NULL;
+    return c;
+}
+
+static void add_row(json_t *obj, const llmc_bymodel_row_t *row)
+{
+    for (size_t i = 0; obj && i < LLMC_BYMODEL_NSTATS; i++)
+        add_int(obj, llmc_bymodel_desc[i].name, llmc_stat_value(row, &llmc_bymodel_desc[i]));
+}
+
+typedef struct bm_json {
+    json_t *models, *routes, *total;
+} bm_json_t;
+
+static void bm_json_row(void *arg, const char *route, const char *model, bool priced,
+                        const llmc_bymodel_row_t *row)
+{
+    bm_json_t *j = arg;
+    json_t *m = child(j->models, model);
+    add_row(m, row);
+    if (m && strcmp(model, "other") != 0)
+        json_object_set_new(m, "priced", json_boolean(priced));
+    add_row(child(j->routes, route), row);
+    add_row(j->total, row);
+}
+
+/* Money is summed in pico-units; shown in units. */
+static void money_to_units(json_t *obj)
+{
+    json_t *v = json_object_get(obj, "money_saved");
+    json_int_t pico = v ? json_integer_value(v) : 0;
+    json_object_set_new(obj, "money_saved", json_real((double)pico / 1e12));
+}
+
+/* "models" and "routes" (each row's counters summed over the other axis),
+   and the totals: "tokens_saved": {"prompt", "completion"}, "money_saved",
+   "prices" (rows in the --prices table). */
+static void bymodel_json(json_t *o, llmc_bymodel_t *bm)
+{
+    bm_json_t j = {json_object(), json_object(), json_object()};
+    if (bm)
+        llmc_bymodel_each(bm, bm_json_row, &j);
+    const char *key;
+    json_t *v;
+    json_object_foreach(j.models, key, v)
+        money_to_units(v);
+    json_object_foreach(j.routes, key, v)
+        money_to_units(v);
+    money_to_units(j.total);
+    json_t *tok = json_object();
+    json_object_set_new(tok, "prompt", json_integer(json_integer_value(
+                                           json_object_get(j.total, "prompt_tokens_saved"))));
+    json_object_set_new(tok, "completion",
+                        json_integer(json_integer_value(
+                            json_object_get(j.total, "completion_tokens_saved"))));
+    json_object_set_new(o, "tokens_saved", tok);
+    json_object_set(o, "money_saved", json_object_get(j.total, "money_saved"));
+    json_object_set_new(o, "prices", json_integer(bm ? (json_int_t)llmc_bymodel_prices(bm) : 0));
+    json_object_set_new(o, "models", j.models);
+    json_object_set_new(o, "routes", j.routes);
+    json_decref(j.total);
+}
+
 json_t *llmc_gw_stats_json(llmc_gw_t *gw)
 {
     json_t *o = json_object();
@@ -173,6 +295,8 @@ json_t *llmc_gw_stats_json(llmc_gw_t *gw)
     llmc_stats_to_json(slab, llmc_slab_stat_desc, LLMC_SLAB_NSTATS, &s.slab, NULL);
     json_object_set_new(o, "entry_slab", slab);
     llmc_stats_to_json(o, proc_desc, NPROC, &s.proc, NULL);
+    latency_json(o, &s);
+    bymodel_json(o, gw->bymodel);
     return o;
 }
 
@@ -316,6 +440,136 @@ static void emit_table(buf_t *b, const char *prefix, const llmc_stat_desc_t *des
     }
 }
 
+/* A count of ns as seconds, exactly ("0.000250000"). */
+static void put_seconds(buf_t *b, uint64_t ns)
+{
+    bput(b, "%llu.%09llu", (unsigned long long)(ns / 1000000000u),
+         (unsigned long long)(ns % 1000000000u));
+}
+
+/* The histograms: per family HELP and TYPE, then for each row the
+   cumulative buckets (le in seconds), _sum and _count. */
+static void emit_hists(buf_t *b, const gw_snapshot_t *s)
+{
+    for (unsigned h = 0; h < LLMC_GW_NHIST; h++) {
+        const char *fam = hist_family[h], *label = hist_label[h];
+        if (h == 0 || strcmp(hist_family[h - 1], fam) != 0) {
+            bput(b, "# HELP llmcached_%s_seconds ", fam);
+            put_help(b, hist_help[h]);
+            bput(b, "\n# TYPE llmcached_%s_seconds histogram\n", fam);
+        }
+        char lab[64] = "";
+        if (label)
+            snprintf(lab, sizeof(lab), "cache=\"%s\",", label);
+        const llmc_hist_snap_t *hs = &s->hist[h];
+        uint64_t cum = 0;
+        for (unsigned i = 0; i < LLMC_HIST_NBUCKETS; i++) {
+            cum += hs->bucket[i];
+            bput(b, "llmcached_%s_seconds_bucket{%sle=\"", fam, lab);
+            if (i < LLMC_HIST_NBOUNDS)
+                bput(b, "%g", (double)llmc_hist_bounds_ns[i] / 1e9);
+            else
+                bput(b, "+Inf");
+            bput(b, "\"} %llu\n", (unsigned long long)cum);
+        }
+        size_t l = strlen(lab);
+        if (l)
+            lab[l - 1] = '\0'; /* no trailing comma when alone */
+        bput(b, "llmcached_%s_seconds_sum%s%s%s ", fam, l ? "{" : "", lab, l ? "}" : "");
+        put_seconds(b, hs->sum_ns);
+        bput(b, "\nllmcached_%s_seconds_count%s%s%s %llu\n", fam, l ? "{" : "", lab,
+             l ? "}" : "", (unsigned long long)hs->count);
+    }
+}
+
+/* The by-route-and-model rows, kept to be written family by family. */
+typedef struct bm_rows {
+    size_t n, cap;
+    struct bm_row {
+        const char *route, *model;
+        llmc_bymodel_row_t row;
+    } *r;
+    bool oom;
+} bm_rows_t;
+
+static void bm_collect(void *arg, const char *route, const char *model, bool priced,
+                       const llmc_bymodel_row_t *row)
+{
+    bm_rows_t *rs = arg;
+    if (rs->n == rs->cap) {
+        size_t nc = rs->cap ? rs->cap * 2 : 32;
+        struct bm_row *nr = realloc(rs->r, nc * sizeof(*nr));
+        if (!nr) {
+            rs->oom = true;
+            return;
+        }
+        rs->r = nr;
+        rs->cap = nc;
+    }
+    rs->r[rs->n++] = (struct bm_row){route, model, *row};
+}
+
+static void put_route_model(buf_t *b, const struct bm_row *r)
+{
+    bput(b, "route=\"");
+    put_label_value(b, r->route);
+    bput(b, "\",model=\"");
+    put_label_value(b, r->model);
+    bput(b, "\"");
+}
+
+/* llmcached_model_requests_total{route,model,cache}, llmcached_tokens_saved_total{route,model,
+   kind} and llmcached_money_saved_total{route,model}. */
+static void emit_bymodel(buf_t *b, llmc_bymodel_t *bm)
+{
+    bm_rows_t rs = {0};
+    if (bm)
+        llmc_bymodel_each(bm, bm_collect, &rs);
+    if (rs.oom)
+        b->oom = true;
+    static const struct { const char *cache; size_t off; } kinds[] = {
+        {"hit", offsetof(llmc_bymodel_row_t, hits)},
+        {"stale", offsetof(llmc_bymodel_row_t, stale)},
+        {"miss", offsetof(llmc_bymodel_row_t, misses)},
+        {"coalesced", offsetof(llmc_bymodel_row_t, coalesced)},
+        {"bypass", offsetof(llmc_bymodel_row_t, bypasses)},
+    };
+    bput(b, "# HELP llmcached_model_requests_total Cached routes' requests by route, model "
+            "(the first --metrics-max-models, then 'other') and how the cache answered.\n"
+            "# TYPE llmcached_model_requests_total counter\n");
+    for (size_t i = 0; i < rs.n; i++)
+        for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+            uint64_t v;
+            memcpy(&v, (const char *)&rs.r[i].row + kinds[k].off, sizeof(v));
+            bput(b, "llmcached_model_requests_total{");
+            put_route_model(b, &rs.r[i]);
+            bput(b, ",cache=\"%s\"} %llu\n", kinds[k].cache, (unsigned long long)v);
+        }
+    bput(b, "# HELP llmcached_tokens_saved_total Tokens of the answers served from the cache "
+            "(their stored usage), by route, model and kind (prompt, completion).\n"
+            "# TYPE llmcached_tokens_saved_total counter\n");
+    for (size_t i = 0; i < rs.n; i++) {
+        bput(b, "llmcached_tokens_saved_total{");
+        put_route_model(b, &rs.r[i]);
+        bput(b, ",kind=\"prompt\"} %llu\nllmcached_tokens_saved_total{",
+             (unsigned long long)rs.r[i].row.prompt_tokens_saved);
+        put_route_model(b, &rs.r[i]);
+        bput(b, ",kind=\"completion\"} %llu\n",
+             (unsigned long long)rs.r[i].row.completion_tokens_saved);
+    }
+    bput(b, "# HELP llmcached_money_saved_total What the answers served from the cache would "
+            "have cost at the --prices table's prices, in its currency, by route and model.\n"
+            "# TYPE llmcached_money_saved_total counter\n");
+    for (size_t i = 0; i < rs.n; i++) {
+        uint64_t pico = rs.r[i].row.money_saved;
+        bput(b, "llmcached_money_saved_total{");
+        put_route_model(b, &rs.r[i]);
+        bput(b, "} %llu.%012llu\n", (unsigned long long)(pico / 1000000000000ull),
+             (unsigned long long)(pico % 1000000000000ull));
+    }
+    free(rs.r);
+}
+
 char *llmc_gw_metrics_text(llmc_gw_t *gw, size_t *len)
 {
     gw_snapshot_t s;
@@ -342,6 +596,8 @@ char *llmc_gw_metrics_text(llmc_gw_t *gw, size_t *len)
     emit_table(&b, "entry_slab_", llmc_slab_stat_desc, LLMC_SLAB_NSTATS, one, 1, NULL, NULL);
     one[0] = &s.proc;
     emit_table(&b, "", proc_desc, NPROC, one, 1, NULL, NULL);
+    emit_hists(&b, &s);
+    emit_bymodel(&b, gw->bymodel);
     if (b.oom) {
         free(b.p);
         return NULL;

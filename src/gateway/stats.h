@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "llmc/hist.h"
 #include "llmc/stat.h"
 
 #define LLMC_COUNTER_TABLE(X)                                                              \
@@ -99,6 +100,42 @@ void llmc_stats_sum(const llmc_stat_desc_t *desc, size_t n, void *dst, const voi
    only is not NULL, just the names it lists (NULL-terminated). */
 void llmc_stats_to_json(json_t *obj, const llmc_stat_desc_t *desc, size_t n, const void *src,
                         const char *const *only);
+
+/*
+ * The latency histograms every worker keeps (llmc/hist.h), one table:
+ * X(id, "family", "label", "help"). Rows of one family are one Prometheus
+ * histogram, llmcached_<family>_seconds, told apart by the label cache=
+ * "<label>" (a family of one unlabelled row has label NULL). /stats shows
+ * each row under "latency" by its label (or family).
+ */
+#define LLMC_HIST_TABLE(X)                                                                   \
+    X(LLMC_H_HIT, "request_duration", "hit",                                                 \
+      "Time from a request's first byte to its answer written, by how the cache answered.")  \
+    X(LLMC_H_SEMANTIC, "request_duration", "semantic_hit", NULL)                             \
+    X(LLMC_H_STALE, "request_duration", "stale", NULL)                                       \
+    X(LLMC_H_MISS, "request_duration", "miss", NULL)                                         \
+    X(LLMC_H_COALESCED, "request_duration", "coalesced", NULL)                               \
+    X(LLMC_H_BYPASS, "request_duration", "bypass", NULL)                                     \
+    X(LLMC_H_UPSTREAM, "upstream_duration", NULL,                                            \
+      "Time an upstream call of a cached route took, start to end (each try apart).")
+
+#define LLMC_HIST_ENUM(id, family, label, help) id,
+typedef enum llmc_gw_hist { LLMC_HIST_TABLE(LLMC_HIST_ENUM) LLMC_GW_NHIST } llmc_gw_hist_t;
+#undef LLMC_HIST_ENUM
+
+/* The request_duration row for an answer's X-Cache value, or -1 (none:
+   an error before a decision, a route that is not cached). */
+static inline int llmc_gw_hist_of_xcache(const char *xcache)
+{
+    static const struct { const char *x; int h; } map[] = {
+        {"HIT", LLMC_H_HIT},     {"SEMANTIC-HIT", LLMC_H_SEMANTIC}, {"STALE", LLMC_H_STALE},
+        {"MISS", LLMC_H_MISS},   {"COALESCED", LLMC_H_COALESCED},   {"BYPASS", LLMC_H_BYPASS},
+    };
+    for (size_t i = 0; xcache && i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(map[i].x, xcache) == 0)
+            return map[i].h;
+    return -1;
+}
 
 struct llmc_gw;
 /* The /stats document: every worker's counters summed, the HTTP servers',

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import assert_error_shape, free_port, session, wait_until
+from conftest import assert_error_shape, chat_body, free_port, session, wait_until
 
 parser = pytest.importorskip("prometheus_client.parser",
                              reason="python3-prometheus-client (scripts/deps.sh) is not installed")
@@ -41,10 +41,13 @@ def test_exposition_is_well_formed(mock, gateway_factory, tmp_path):
     families, text = scrape(g)
     for name, f in families.items():
         assert name.startswith("llmcached_"), name
-        assert f.type in ("counter", "gauge"), (name, f.type)
+        assert f.type in ("counter", "gauge", "histogram"), (name, f.type)
         assert f.documentation, f"{name} has no HELP"
         for s in f.samples:
-            assert s.value >= 0 and s.value == int(s.value), s
+            assert s.value >= 0, s
+            # Counts are whole; seconds (a histogram's _sum) and money are not.
+            if not s.name.endswith("_sum") and name != "llmcached_money_saved":
+                assert s.value == int(s.value), s
             if f.type == "counter":
                 assert s.name == name + "_total", s.name
     # Every family is described once, with HELP before TYPE before samples.
@@ -149,3 +152,188 @@ def test_metrics_follow_the_admin_rules(mock, gateway_factory):
     assert_error_shape(r, 401)
     families, _ = scrape(None, url=admin, headers={"Authorization": f"Bearer {TOKEN}"})
     assert "llmcached_requests" in families
+
+
+# ---------------------------------------------------------------- latency histograms
+
+def hist(families, name, **labels):
+    """{le: cumulative count}, sum and count of one histogram series."""
+    f = families[name]
+    assert f.type == "histogram", f.type
+    buckets, total, count = {}, None, None
+    for s in f.samples:
+        rest = {k: v for k, v in s.labels.items() if k != "le"}
+        if rest != labels:
+            continue
+        if s.name == name + "_bucket":
+            buckets[float(s.labels["le"])] = s.value
+        elif s.name == name + "_sum":
+            total = s.value
+        elif s.name == name + "_count":
+            count = s.value
+    assert buckets and total is not None and count is not None, (name, labels)
+    return buckets, total, count
+
+
+def test_latency_histograms_count_hits_misses_and_upstream_calls(mock, gateway_factory):
+    g = gateway_factory(mock)
+    m0, _ = scrape(g)
+    n_miss, n_hit = 3, 7
+    for i in range(n_miss):
+        body = chat_body(f"histogram question {i}")
+        body["mock"] = {"latency_ms": 120}
+        assert g.chat(body).headers["X-Cache"] == "MISS"
+    for i in range(n_hit):
+        body = chat_body(f"histogram question {i % n_miss}")
+        body["mock"] = {"latency_ms": 120}
+        assert g.chat(body).headers["X-Cache"] == "HIT"
+    m1, _ = scrape(g)
+    fam = "llmcached_request_duration_seconds"
+    for cache, n in (("hit", n_hit), ("miss", n_miss)):
+        b0, s0, c0 = hist(m0, fam, cache=cache)
+        b1, s1, c1 = hist(m1, fam, cache=cache)
+        assert c1 - c0 == n, cache
+        assert b1[float("inf")] == c1  # +Inf holds every observation
+        les = sorted(b1)
+        assert all(b1[a] <= b1[b] for a, b in zip(les, les[1:])), "buckets are cumulative"
+        assert les[0] == 1e-05 and les[-2] == 120.0
+        if cache == "miss":
+            # Each miss waited for the 120 ms model: none can be in a bucket below 0.1 s.
+            assert b1[0.1] - b0[0.1] == 0 and s1 - s0 >= 0.12 * n
+        else:
+            # A hit from memory is far below the model's 120 ms (bounded loosely: a loaded
+            # machine may stall one, and speed goals live in bench/).
+            assert b1[1.0] - b0[1.0] == n and b1[0.1] - b0[0.1] >= n // 2
+    ub0, us0, uc0 = hist(m0, "llmcached_upstream_duration_seconds")
+    ub1, us1, uc1 = hist(m1, "llmcached_upstream_duration_seconds")
+    assert uc1 - uc0 == n_miss and us1 - us0 >= 0.12 * n_miss
+    # /stats has the same counts and percentile estimates from the same buckets.
+    lat = g.stats()["latency"]
+    assert lat["hit"]["count"] == hist(m1, fam, cache="hit")[2]
+    assert lat["miss"]["count"] == n_miss and lat["upstream"]["count"] == n_miss
+    assert 100 <= lat["miss"]["p50_ms"] <= lat["miss"]["p90_ms"] <= lat["miss"]["p99_ms"] <= 250
+    assert 0 < lat["hit"]["p50_ms"] < 100 and lat["hit"]["p99_ms"] <= 1000
+
+
+# ------------------------------------------------------------- tokens and money saved
+
+PRICES = """# test prices, per 1M tokens
+gpt-4o-mini   0.15  0.60
+gpt-4o-*      2.5   10
+"""
+
+
+def saved_usage(r):
+    u = r.json()["usage"]
+    return u["prompt_tokens"], u["completion_tokens"]
+
+
+def test_tokens_and_money_saved_match_usage_times_prices(mock, gateway_factory, tmp_path):
+    prices = tmp_path / "prices.txt"
+    prices.write_text(PRICES)
+    g = gateway_factory(mock, args=["--prices", prices])
+    plan = [("gpt-4o-mini", "a short question", 4, 0.15, 0.60),
+            ("gpt-4o-2024-08-06", "a longer question with more words in it", 3, 2.5, 10),
+            ("unpriced-model", "a question for a model with no price", 2, None, None)]
+    want_money, want_p, want_c = 0.0, 0, 0
+    for model, q, hits, pin, pout in plan:
+        miss = g.chat(chat_body(q, model=model))
+        assert miss.headers["X-Cache"] == "MISS"
+        p, c = saved_usage(miss)
+        assert p > 0 and c > 0
+        for _ in range(hits):
+            hit = g.chat(chat_body(q, model=model))
+            assert hit.headers["X-Cache"] == "HIT"
+            assert hit.headers["X-Cache-Tokens-Saved"] == f"{p}+{c}"
+        want_p += hits * p
+        want_c += hits * c
+        if pin is not None:
+            want_money += hits * (p * pin + c * pout) / 1e6
+        st = g.stats()["models"][model]
+        assert (st["hits"], st["misses"]) == (hits, 1)
+        assert (st["prompt_tokens_saved"], st["completion_tokens_saved"]) == (hits * p, hits * c)
+        assert st["priced"] == (pin is not None)
+        assert st["money_saved"] == pytest.approx(hits * (p * pin + c * pout) / 1e6
+                                                  if pin is not None else 0, rel=1e-9, abs=1e-15)
+    s = g.stats()
+    assert s["tokens_saved"] == {"prompt": want_p, "completion": want_c}
+    assert s["money_saved"] == pytest.approx(want_money, rel=1e-9)
+    assert s["prices"] == 2
+    assert s["routes"]["/v1/chat/completions"]["hits"] == 9
+    m, _ = scrape(g)
+    route = "/v1/chat/completions"
+    assert sum(sm.value for sm in m["llmcached_tokens_saved"].samples
+               if sm.labels["kind"] == "prompt") == want_p
+    mini = dict(route=route, model="gpt-4o-mini")
+    assert value(m, "llmcached_model_requests_total", cache="hit", **mini) == 4
+    assert value(m, "llmcached_model_requests_total", cache="miss", **mini) == 1
+    assert value(m, "llmcached_money_saved_total", **mini) == pytest.approx(
+        s["models"]["gpt-4o-mini"]["money_saved"], rel=1e-9)
+    assert value(m, "llmcached_money_saved_total", route=route, model="unpriced-model") == 0
+    assert sum(sm.value for sm in m["llmcached_money_saved"].samples) == pytest.approx(want_money,
+                                                                                     rel=1e-9)
+
+
+def test_models_beyond_the_cap_are_counted_as_other(mock, gateway_factory, tmp_path):
+    prices = tmp_path / "prices.txt"
+    prices.write_text("m-* 1 2\n")
+    g = gateway_factory(mock, args=["--metrics-max-models", 2, "--prices", prices])
+    usage = {}
+    for i in range(5):
+        model = f"m-{i}"
+        usage[model] = saved_usage(g.chat(chat_body(f"cap question {i}", model=model)))
+        assert g.chat(chat_body(f"cap question {i}", model=model)).headers["X-Cache"] == "HIT"
+    models = g.stats()["models"]
+    assert set(models) == {"m-0", "m-1", "other"}
+    o = models["other"]
+    assert (o["hits"], o["misses"]) == (3, 3)
+    assert o["prompt_tokens_saved"] == sum(usage[f"m-{i}"][0] for i in range(2, 5))
+    # "other" prices each hit by its own model: the money is still exact.
+    want = sum((usage[f"m-{i}"][0] * 1 + usage[f"m-{i}"][1] * 2) / 1e6 for i in range(2, 5))
+    assert o["money_saved"] == pytest.approx(want, rel=1e-9)
+    m, _ = scrape(g)
+    seen = {s.labels["model"] for s in m["llmcached_model_requests"].samples}
+    assert seen == {"m-0", "m-1", "other"}
+    # A model first seen after the cap stays under "other" for good.
+    g.chat(chat_body("later question", model="m-9"))
+    assert "m-9" not in g.stats()["models"]
+
+
+def test_a_bad_price_file_stops_start_up_naming_the_line(mock, gateway_factory, tmp_path):
+    prices = tmp_path / "prices.txt"
+    prices.write_text("gpt-4o 2.5 10\ngpt-4o-mini 0.15\n")
+    g = gateway_factory(mock, args=["--prices", prices], wait=False)
+    g.must_survive = False
+    assert g.proc.wait(10) != 0
+    assert "--prices" in g.stderr() and "line 2" in g.stderr()
+    g2 = gateway_factory(mock, args=["--prices", tmp_path / "missing.txt"], wait=False)
+    g2.must_survive = False
+    assert g2.proc.wait(10) != 0
+    assert "missing.txt" in g2.stderr()
+
+
+# ---------------------------------------------------------------- the dashboard's page
+
+def test_dashboard_page_is_served_from_the_binary_on_the_admin_listener(mock, gateway_factory):
+    """The page holds no data, so it is served without the token (a browser cannot
+    send a Bearer header on a navigation); /stats, which it reads, still wants it.
+    The browser test (tests/npm/dashboard.test.mjs) drives the page itself."""
+    aport = free_port()
+    g = gateway_factory(mock, args=["--admin-listen", f"127.0.0.1:{aport}"],
+                        env={"LLMC_ADMIN_TOKEN": TOKEN})
+    assert_error_shape(g.get("/dashboard"), 404)  # not on the public listener
+    admin = f"http://127.0.0.1:{aport}"
+    r = session().get(admin + "/dashboard", timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert r.headers["Cache-Control"] == "no-store"
+    csp = r.headers["Content-Security-Policy"]
+    assert "connect-src 'self'" in csp and "default-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp
+    page = r.text
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    # Self-contained: nothing fetched from another origin.
+    for ref in ("http://", "https://", "//cdn", "<link", "src="):
+        assert ref not in page.replace("http://www.w3.org/2000/svg", ""), ref
+    assert 'fetch("stats"' in page and "Authorization" in page
+    assert_error_shape(session().get(admin + "/stats", timeout=5), 401)

@@ -70,8 +70,9 @@ async function gatewayStats() {
 /* Registers the start and stop hooks of a test file and returns its helpers:
    client(apiKey, options) makes an OpenAI client for the gateway (no retries
    unless options say otherwise), mockCalls(kind) reads the mock's counter,
-   stats() the gateway's /stats, url() is the gateway's base URL. */
-export function useGateway({ latencyMs = 50 } = {}) {
+   stats() the gateway's /stats, url() is the gateway's base URL. args are
+   more gateway options (ignored with LLMC_GATEWAY_URL). */
+export function useGateway({ latencyMs = 50, args = [] } = {}) {
   before(async () => {
     if (gatewayURL) return;
     assert.ok(existsSync(BIN), `llmcached binary not found at ${BIN}: run make or set LLMC_BIN`);
@@ -81,7 +82,7 @@ export function useGateway({ latencyMs = 50 } = {}) {
     await waitReady(`${mockURL}/mock/stats`, mock, 'mock');
     const port = await freePort();
     const gw = start(['--listen', `127.0.0.1:${port}`, '--upstream', `${mockURL}/v1`,
-                      '--threads', '2', '--access-log', 'off']);
+                      '--threads', '2', '--access-log', 'off', ...args]);
     gatewayURL = `http://127.0.0.1:${port}`;
     await waitReady(`${gatewayURL}/healthz`, gw, 'gateway');
   });
