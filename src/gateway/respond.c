@@ -24,6 +24,7 @@
 #include <strings.h>
 
 #include "gateway/ask.h"
+#include "gateway/dialect.h"
 #include "http/encoding.h"
 #include "gateway/gw_int.h"
 #include "llmc/error.h"
@@ -225,10 +226,9 @@ static void pace_replay(gw_req_t *gr, int status, const char *h, size_t n, char 
 static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const char *json,
                            size_t len)
 {
-    llmc_sse_replay_opts_t o = {.piece_bytes = 0, .include_usage = gr->include_usage};
     char *sse = NULL;
     size_t sse_len = 0;
-    if (llmc_sse_replay(json, len, &o, &sse, &sse_len) < 0) {
+    if (llmc_dialect_of(gr->dialect)->replay(json, len, gr->include_usage, &sse, &sse_len) < 0) {
         llmc__gw_error(gr, 502, "upstream_error", "unreplayable_answer",
                        "the stored answer cannot be replayed as a stream");
         return;
@@ -305,10 +305,10 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
         return d;
     size_t len = 0;
     char *body = NULL;
-    llmc_sse_replay_opts_t o = {.piece_bytes = 0, .include_usage = gr->include_usage};
     if (ask)
         body = llmc_ask_answer(e->body, e->body_len, true, &len);
-    else if (llmc_sse_replay(e->body, e->body_len, &o, &body, &len) < 0)
+    else if (llmc_dialect_of(gr->dialect)->replay(e->body, e->body_len, gr->include_usage, &body,
+                                                  &len) < 0)
         body = NULL;
     if (!body)
         return NULL;
@@ -510,6 +510,20 @@ static const char *miss_status(gw_req_t *gr, const llmc_flight_t *f, char buf[MI
     return buf;
 }
 
+/* An error in the shape of another API than OpenAI's (dialect.h), with
+   the Retry hint the server gives its own errors. */
+static void respond_dialect_error(gw_req_t *gr, int status, char *h, size_t n, const char *type,
+                                  const char *code, const char *msg)
+{
+    char *body = llmc_dialect_of(gr->dialect)->error_body(status, type, code, msg);
+    n = HLIT(h, n, "Content-Type: application/json\r\n");
+    if (!gr->err_final && status >= 400 && status < 500 && status != 408 && status != 409 &&
+        status != 429)
+        n = HLIT(h, n, "X-Should-Retry: false\r\n");
+    llmc_http_respond_copy(gr->req, status, h, n, body ? body : "{}", body ? strlen(body) : 2);
+    free(body);
+}
+
 void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code,
                     const char *msg)
 {
@@ -523,6 +537,10 @@ void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code
        404, ...); a 5xx is final only when the step said so. */
     if (gr->err_final && status >= 500)
         n = hadd(h, n, "X-Should-Retry: false\r\n");
+    if (gr->dialect && gr->dialect != &llmc_dialect_openai) {
+        respond_dialect_error(gr, status, h, n, type, code, msg);
+        return;
+    }
     llmc_http_respond_error(gr->req, status, h, type, code, msg);
 }
 

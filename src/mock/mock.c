@@ -50,13 +50,14 @@ static const struct route {
     {NULL, "/v1/echo", LLMC_MOCK_ECHO, false},
     {NULL, "/v1/echo/", LLMC_MOCK_ECHO, true},
     {"POST", "/v1/responses", LLMC_MOCK_RESPONSES, false},
+    {"POST", "/v1/messages", LLMC_MOCK_MESSAGES, false},
     {"GET", "/mock/stats", ROUTE_STATS, false},
     {"POST", "/mock/reset", ROUTE_RESET, false},
 };
 
 /* Per-kind call counters, in llmc__mock_kind_t order, as /mock/stats names them. */
 static const char *const kind_names[] = {"chat", "completions", "embeddings", "models", "model",
-                                         "echo", "responses"};
+                                         "echo", "responses", "messages"};
 #define NKINDS (sizeof(kind_names) / sizeof(kind_names[0]))
 
 /* The pieces an echo is sent back in, so that a large one arrives in many
