@@ -126,6 +126,33 @@ const llmc_dialect_t *llmc_dialect_for_route(const char *path)
     return NULL;
 }
 
+const llmc_dialect_t *llmc_dialect_for_relay(const char *path)
+{
+    static const char anth[] = "/v1/messages/";
+    return strncmp(path, anth, sizeof(anth) - 1) == 0 ? &llmc_dialect_anthropic : NULL;
+}
+
+void llmc_dialect_respond_error(const llmc_dialect_t *d, llmc_http_req_t *req, int status,
+                                const char *hdrs, const char *type, const char *code,
+                                const char *msg)
+{
+    if (!d || d == &llmc_dialect_openai) {
+        llmc_http_respond_error(req, status, hdrs, type, code, msg);
+        return;
+    }
+    char h[2560]; /* respond.c's header lines (at most 2 KiB) and ours */
+    /* The server's own rule for errors a retry cannot fix (http/head.c). */
+    bool final = status == 400 || status == 404 || status == 405 || status == 413 ||
+                 status == 414 || status == 415 || status == 431;
+    int n = snprintf(h, sizeof(h), "%sContent-Type: application/json\r\n%s", hdrs ? hdrs : "",
+                     final && !(hdrs && strcasestr(hdrs, "x-should-retry"))
+                         ? "X-Should-Retry: false\r\n" : "");
+    char *body = d->error_body(status, type, code, msg);
+    llmc_http_respond_copy(req, status, h, n > 0 && (size_t)n < sizeof(h) ? (size_t)n : 0,
+                           body ? body : "{}", body ? strlen(body) : 2);
+    free(body);
+}
+
 /* ---- the upstream of a dialect --------------------------------------------------- */
 
 const char *llmc_dialect_base(const llmc_gw_t *gw, const llmc_dialect_t *d)

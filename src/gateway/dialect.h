@@ -49,6 +49,17 @@ extern const llmc_dialect_t llmc_dialect_anthropic;
 /* The dialect of a cached route (its path), NULL (OpenAI's) for most. */
 const llmc_dialect_t *llmc_dialect_for_route(const char *path);
 
+/* The dialect of a path passed through (relay.c): Anthropic's below
+   /v1/messages/ (count_tokens, batches), so they reach the Anthropic
+   upstream with its credential; NULL for the rest. */
+const llmc_dialect_t *llmc_dialect_for_relay(const char *path);
+
+/* An error in d's shape (OpenAI's for NULL), answered on req at once with
+   the extra header lines hdrs (NULL or CRLF-ended). */
+void llmc_dialect_respond_error(const llmc_dialect_t *d, llmc_http_req_t *req, int status,
+                                const char *hdrs, const char *type, const char *code,
+                                const char *msg);
+
 /* The dialect d names, OpenAI's for NULL. */
 static inline const llmc_dialect_t *llmc_dialect_of(const llmc_dialect_t *d)
 {

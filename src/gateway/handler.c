@@ -670,6 +670,7 @@ static void handle_ask(gw_req_t *gr)
 static void handle_relay(gw_req_t *gr)
 {
     gr->path = gr->req->path;
+    gr->dialect = llmc_dialect_for_relay(gr->path);
     llmc__gw_relay(gr);
 }
 
@@ -754,9 +755,10 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
         return;
     if (route->body == BODY_JSON &&
         !llmc_policy_json_content_type(llmc_http_header(req, "Content-Type"))) {
-        llmc_http_respond_error(req, 415, NULL, "invalid_request_error", "unsupported_media_type",
-                                "this route takes a JSON body: send it with Content-Type: "
-                                "application/json (or no Content-Type)");
+        llmc_dialect_respond_error(llmc_dialect_for_route(route->path), req, 415, NULL,
+                                   "invalid_request_error", "unsupported_media_type",
+                                   "this route takes a JSON body: send it with Content-Type: "
+                                   "application/json (or no Content-Type)");
         return;
     }
     gw_req_t *gr = llmc__gr_new(w, req);

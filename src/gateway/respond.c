@@ -510,20 +510,6 @@ static const char *miss_status(gw_req_t *gr, const llmc_flight_t *f, char buf[MI
     return buf;
 }
 
-/* An error in the shape of another API than OpenAI's (dialect.h), with
-   the Retry hint the server gives its own errors. */
-static void respond_dialect_error(gw_req_t *gr, int status, char *h, size_t n, const char *type,
-                                  const char *code, const char *msg)
-{
-    char *body = llmc_dialect_of(gr->dialect)->error_body(status, type, code, msg);
-    n = HLIT(h, n, "Content-Type: application/json\r\n");
-    if (!gr->err_final && status >= 400 && status < 500 && status != 408 && status != 409 &&
-        status != 429)
-        n = HLIT(h, n, "X-Should-Retry: false\r\n");
-    llmc_http_respond_copy(gr->req, status, h, n, body ? body : "{}", body ? strlen(body) : 2);
-    free(body);
-}
-
 void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code,
                     const char *msg)
 {
@@ -537,11 +523,8 @@ void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code
        404, ...); a 5xx is final only when the step said so. */
     if (gr->err_final && status >= 500)
         n = hadd(h, n, "X-Should-Retry: false\r\n");
-    if (gr->dialect && gr->dialect != &llmc_dialect_openai) {
-        respond_dialect_error(gr, status, h, n, type, code, msg);
-        return;
-    }
-    llmc_http_respond_error(gr->req, status, h, type, code, msg);
+    h[n] = '\0';
+    llmc_dialect_respond_error(gr->dialect, gr->req, status, h, type, code, msg);
 }
 
 /* Upstream failure: a stale entry within --stale-if-error wins over an error. */

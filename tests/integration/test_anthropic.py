@@ -274,3 +274,29 @@ def test_chat_and_messages_on_one_gateway(anth, mock):
     m = post(anth, anth_body())
     assert m.status_code == 200 and m.json()["type"] == "message"
     assert mock.calls("chat") == 1 and mock.calls("messages") == 1
+
+
+def test_other_messages_paths_pass_through_to_the_anthropic_upstream(mock, gateway_factory):
+    # --upstream leads nowhere: /v1/messages and what lies below it
+    # (count_tokens, batches) reach the Anthropic upstream all the same.
+    from conftest import free_port
+    gw = gateway_factory(f"http://127.0.0.1:{free_port()}/v1",
+                         args=["--anthropic-upstream", mock.url])
+    assert post(gw, anth_body()).status_code == 200
+    r = gw.http.post(gw.url + "/v1/messages/count_tokens", data=json.dumps(anth_body()),
+                     headers=hdrs(), timeout=10)
+    # The mock has no such route: its own 404 proves the call reached it.
+    assert r.status_code == 404 and "count_tokens" in r.text, r.text
+    assert r.headers["X-Cache"] == "BYPASS"
+    assert gw.chat().status_code == 502
+
+
+def test_a_non_json_body_is_refused_in_anthropic_shape(anth):
+    r = anth.http.post(anth.url + MSGS, data="hello", timeout=10,
+                       headers=dict(hdrs(), **{"content-type": "text/plain"}))
+    assert r.status_code == 415
+    assert r.json()["type"] == "error" and r.json()["error"]["message"]
+    assert r.headers.get("X-Should-Retry") == "false"
+    r = anth.http.post(anth.url + MSGS, data=b"{", headers=hdrs(), timeout=10)
+    assert r.status_code == 400
+    assert r.raw.headers.getlist("X-Should-Retry") == ["false"]
