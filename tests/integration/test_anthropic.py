@@ -300,3 +300,26 @@ def test_a_non_json_body_is_refused_in_anthropic_shape(anth):
     r = anth.http.post(anth.url + MSGS, data=b"{", headers=hdrs(), timeout=10)
     assert r.status_code == 400
     assert r.raw.headers.getlist("X-Should-Retry") == ["false"]
+
+
+def test_plain_and_streaming_followers_share_a_streamed_call(anth, mock):
+    import threading
+    import time
+    body = anth_body("slow shared stream", mock={"chunk_delay_ms": 30})
+    got = {}
+    lead = threading.Thread(target=lambda: got.update(lead=stream(anth, body)))
+    lead.start()
+    time.sleep(0.15)   # the leader's call is in the air, events flowing
+    plain = threading.Thread(target=lambda: got.update(plain=post(anth, body)))
+    plain.start()
+    follower_r, follower_raw = stream(anth, body)
+    lead.join(30)
+    plain.join(30)
+    lead_r, lead_raw = got["lead"]
+    assert lead_r.headers["X-Cache"] == "MISS"
+    assert follower_r.headers["X-Cache"] == "COALESCED"
+    assert got["plain"].headers["X-Cache"] == "COALESCED"
+    live = fold(parse_events(lead_raw))
+    assert fold(parse_events(follower_raw)) == live
+    assert got["plain"].json() == live
+    assert mock.calls("messages") == 1
