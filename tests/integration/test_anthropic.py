@@ -323,3 +323,29 @@ def test_plain_and_streaming_followers_share_a_streamed_call(anth, mock):
     assert fold(parse_events(follower_raw)) == live
     assert got["plain"].json() == live
     assert mock.calls("messages") == 1
+
+
+def test_auto_with_upstream_mock_serves_messages_from_the_built_in_mock(gateway_factory):
+    gw = gateway_factory("mock", args=["--mock-latency", "0"])
+    r = post(gw, anth_body("built in"))
+    assert r.status_code == 200 and r.json()["type"] == "message", r.text
+    assert post(gw, anth_body("built in")).headers["X-Cache"] == "HIT"
+
+
+def test_an_unreachable_anthropic_upstream_is_an_anthropic_502(mock, gateway_factory):
+    from conftest import free_port
+    gw = gateway_factory(mock, args=["--anthropic-upstream", f"http://127.0.0.1:{free_port()}/v1"])
+    r = post(gw, anth_body())
+    assert r.status_code == 502
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "api_error"
+    assert gw.chat().status_code == 200   # the OpenAI side is unaffected
+
+
+def test_a_bad_anthropic_upstream_stops_start_up(mock, tmp_path):
+    import subprocess
+    from conftest import llmc_bin, free_port
+    p = subprocess.run([llmc_bin(), "--listen", f"127.0.0.1:{free_port()}", "--upstream", mock.url,
+                        "--anthropic-upstream", "ftp://example.com/v1", "--threads", "1"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1
+    assert "--anthropic-upstream" in p.stderr, p.stderr
