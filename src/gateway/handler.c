@@ -96,6 +96,7 @@ static void handle_admin_entry(gw_req_t *gr);
 static void handle_admin_delete(gw_req_t *gr);
 static void handle_admin_purge(gw_req_t *gr);
 static const char *responses_pass_why(const llmc_canon_t *c);
+static const char *messages_pass_why(const llmc_canon_t *c);
 
 /* In order: the first row whose path and method match takes the request,
    so the exact rows come before the /v1/ prefix that passes the rest
@@ -112,7 +113,8 @@ static const gw_route_t routes[] = {
     {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", NULL, JSON},
     {"/v1/responses", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", responses_pass_why,
      JSON},
-    {"/v1/messages", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL, JSON},
+    {"/v1/messages", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", messages_pass_why,
+     JSON},
     {"/v1/", ANY_METHOD, handle_relay, false, false, PUB, OPEN, NULL, NULL, NONE},
     {"/ask", HTTP_GET, handle_ask, true, false, PUB, OPEN, "POST", NULL, NONE},
     {"/healthz", HTTP_GET, handle_health, false, false, PUB, OPEN, NULL, NULL, NONE},
@@ -203,6 +205,15 @@ static const char *responses_pass_why(const llmc_canon_t *c)
     }
     /* Its typed event stream is not recorded yet: relayed as it is. */
     return c->stream ? "stream" : NULL;
+}
+
+/* Anthropic Messages: "container" names a code-execution container the
+   provider keeps between requests, so the same body can get another
+   answer; such a request is passed through uncached. */
+static const char *messages_pass_why(const llmc_canon_t *c)
+{
+    json_t *v = json_object_get(c->root, "container");
+    return v && !json_is_null(v) ? "container" : NULL;
 }
 
 /* ---- answers a step decides on; deliver() writes them ---------------------- */

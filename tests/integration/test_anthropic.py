@@ -349,3 +349,13 @@ def test_a_bad_anthropic_upstream_stops_start_up(mock, tmp_path):
                        capture_output=True, text=True, timeout=20)
     assert p.returncode == 1
     assert "--anthropic-upstream" in p.stderr, p.stderr
+
+
+def test_a_request_naming_a_container_is_passed_through_uncached(anth, mock):
+    body = anth_body("run code", container="container_011")
+    for _ in range(2):
+        r = post(anth, body)
+        assert r.status_code == 200 and r.json()["type"] == "message"
+        assert r.headers["X-Cache"] == "BYPASS"
+        assert "detail=container" in r.headers["Cache-Status"]
+    assert mock.calls("messages") == 2
