@@ -50,6 +50,11 @@ typedef enum llmc_opt_type {
     X(upstream, "upstream", WORD_OR_STR, "https://api.openai.com/v1", 0, 0,                   \
       LLMC_CFG_UPSTREAM_WORDS,                                                                \
       "OpenAI-style base URL of the model API, or 'mock' for the built-in mock model.")       \
+    X(anthropic_upstream, "anthropic-upstream", WORD_OR_STR, "auto", 0, 0,                    \
+      LLMC_CFG_ANTHROPIC_UPSTREAM_WORDS,                                                      \
+      "Anthropic Messages base URL for POST /v1/messages (its key: LLMC_ANTHROPIC_KEY or "    \
+      "ANTHROPIC_API_KEY), or 'mock' for the built-in mock; 'auto': the mock when --upstream " \
+      "is mock, else https://api.anthropic.com/v1.")                                          \
     X(ask_model, "ask-model", STR, "gpt-4o-mini", 0, 0, NULL,                                 \
       "Model that GET /ask asks when the request names none.")                                \
     X(connect_timeout, "connect-timeout", SECS, "10", 1, 3600000, NULL,                       \
@@ -176,6 +181,10 @@ typedef enum llmc_opt_type {
 #define LLMC_CFG_UPSTREAM_WORDS(W, T)                                                         \
     W(LLMC_CFG_UPSTREAM_MOCK, "mock")           /* the built-in mock model */                 \
     T(LLMC_CFG_UPSTREAM_URL, upstream_url)
+#define LLMC_CFG_ANTHROPIC_UPSTREAM_WORDS(W, T)                                               \
+    W(LLMC_CFG_ANTHROPIC_UPSTREAM_AUTO, "auto") /* the mock with --upstream mock, else Anthropic's */ \
+    W(LLMC_CFG_ANTHROPIC_UPSTREAM_MOCK, "mock") /* the built-in mock model */                 \
+    T(LLMC_CFG_ANTHROPIC_UPSTREAM_URL, anthropic_upstream_url)
 #define LLMC_CFG_CACHE_SCOPE_WORDS(W, T)                                                      \
     W(LLMC_CFG_CACHE_SCOPE_AUTO, "auto")                                                      \
     W(LLMC_CFG_CACHE_SCOPE_SHARED, "shared")                                                  \

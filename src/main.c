@@ -46,21 +46,50 @@ static const char *upstream_key(void)
     return k && *k ? k : NULL;
 }
 
+/* The gateway's own key for the Anthropic upstream, or NULL. */
+static const char *anthropic_key(void)
+{
+    const char *k = getenv("LLMC_ANTHROPIC_KEY");
+    if (!k || !*k)
+        k = getenv("ANTHROPIC_API_KEY");
+    return k && *k ? k : NULL;
+}
+
+/* Where POST /v1/messages goes (--anthropic-upstream): the built-in mock
+   (mock_url) when it says mock, or auto with --upstream mock; Anthropic's
+   API for auto otherwise. */
+static int set_anthropic(llmc_gw_t *gw, const llmc_config_t *cfg, const char *mock_url,
+                         char *err, size_t errlen)
+{
+    bool mock = cfg->anthropic_upstream == LLMC_CFG_ANTHROPIC_UPSTREAM_MOCK ||
+                (cfg->anthropic_upstream == LLMC_CFG_ANTHROPIC_UPSTREAM_AUTO &&
+                 cfg->upstream == LLMC_CFG_UPSTREAM_MOCK);
+    const char *url = mock ? mock_url
+                      : cfg->anthropic_upstream == LLMC_CFG_ANTHROPIC_UPSTREAM_URL
+                          ? cfg->anthropic_upstream_url
+                          : "https://api.anthropic.com/v1";
+    return llmc_gw_set_anthropic(gw, url, mock, anthropic_key(), err, errlen);
+}
+
 static int run_gateway(llmc_config_t *cfg)
 {
-    char err[512] = "", url[1100];
+    char err[512] = "", url[1100], mock_url[64] = "";
     llmc_mock_t *mock = NULL;
     const char *key = upstream_key();
-    if (cfg->upstream == LLMC_CFG_UPSTREAM_MOCK) {
+    if (cfg->upstream == LLMC_CFG_UPSTREAM_MOCK ||
+        cfg->anthropic_upstream == LLMC_CFG_ANTHROPIC_UPSTREAM_MOCK) {
         llmc_mock_config_t mc = {.latency_ms = (uint64_t)cfg->mock_latency};
         if (llmc_mock_start(&mc, "127.0.0.1", 0, &mock, err, sizeof(err)) < 0) {
             fprintf(stderr, "llmcached: could not start the mock model: %s\n", err);
             return 1;
         }
-        snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", llmc_mock_port(mock));
+        snprintf(mock_url, sizeof(mock_url), "http://127.0.0.1:%d/v1", llmc_mock_port(mock));
         fprintf(stderr, "llmcached: using the built-in mock model at %s (%lld ms latency)%s\n",
-                url, (long long)cfg->mock_latency,
+                mock_url, (long long)cfg->mock_latency,
                 key ? "" : "; set LLMC_UPSTREAM_KEY and --upstream to use a real model");
+    }
+    if (cfg->upstream == LLMC_CFG_UPSTREAM_MOCK) {
+        snprintf(url, sizeof(url), "%s", mock_url);
     } else {
         snprintf(url, sizeof(url), "%s", cfg->upstream_url);
     }
@@ -69,6 +98,8 @@ static int run_gateway(llmc_config_t *cfg)
     http_parser_set_max_header_size((uint32_t)cfg->max_header_bytes + 1024);
     llmc_gw_t gw;
     int rc = llmc_gw_init(&gw, cfg, url, key, err, sizeof(err));
+    if (rc == 0 && (rc = set_anthropic(&gw, cfg, mock_url, err, sizeof(err))) < 0)
+        llmc_gw_free(&gw);
     if (rc == 0) {
         rc = llmc_gw_run(&gw, on_ready, NULL, err, sizeof(err));
         llmc_gw_free(&gw);

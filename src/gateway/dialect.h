@@ -1,14 +1,14 @@
 /*
- * gateway/dialect.h: how each streaming route's event stream is recorded
- * and replayed. One table keyed by route (dialect.c), like shape.c's, so a
- * new streaming API is one row: the gateway's stream paths (fetch.c
- * records, respond.c and fetch.c replay, handler.c asks for usage) call
- * through the row and never name an API.
+ * gateway/dialect.h: what differs between the model APIs a cached route
+ * speaks, one table row per API: how its stream is folded into the stored
+ * answer and replayed from it, where its upstream is and how it is
+ * authenticated, which request headers change the answer (and so enter the
+ * key), and the shape of its error bodies.
  *
- * The assembler folds a stream's events (each one's data, as llmc_sse_next
- * finds them) into the object the cache stores: the answer the same
- * request without "stream" gets. Replay writes a stored object back as the
- * route's stream. Both are pure (core/), any thread.
+ * A cached route's dialect is found by its path (routes[] in dialect.c, as
+ * shape.c finds its answer shape); NULL is OpenAI's. Everything
+ * above this file asks the dialect instead of testing for an API, so a
+ * new API is a new row here plus its own assembler in the core library.
  */
 #ifndef LLMC_GW_DIALECT_H
 #define LLMC_GW_DIALECT_H
@@ -16,26 +16,75 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "gateway/gateway.h"
+
 typedef struct llmc_dialect {
-    const char *route;
-    /* The upstream sends usage in a stream only when asked with
-       stream_options.include_usage (chat and completions), so a streaming
-       miss asks for it and the clients that did not get the stream without
-       that chunk (handler.c, respond.c). False: usage is always there. */
-    bool usage_opt_in;
-    void *(*asm_new)(void);                                 /* NULL without memory */
-    int (*asm_add)(void *a, const char *data, size_t len);  /* 0 or a sticky error */
-    bool (*asm_complete)(const void *a);                    /* the stream ended properly */
-    int (*asm_result)(void *a, char **json, size_t *len);   /* malloc'd JSON */
+    const char *name;
+    /* Usage is always in this API's stream: nothing to ask the upstream for
+       (OpenAI's stream_options.include_usage is not spliced in). */
+    bool usage_in_stream;
+    /* The stream assembler (llmc/sse.h's contract). */
+    void *(*asm_new)(void);
+    int (*asm_add)(void *a, const char *data, size_t len);
+    bool (*asm_complete)(const void *a);
+    int (*asm_result)(void *a, char **json, size_t *len);
     void (*asm_free)(void *a);
-    /* The stored object json as the route's SSE body, malloc'd into *out.
-       include_usage: the client's stream_options.include_usage (only read
-       by usage_opt_in dialects). 0 or an LLMC_E* code. */
-    int (*replay)(const char *json, size_t len, bool include_usage, char **out, size_t *out_len);
+    /* A stored answer as this API's event stream (malloc'd *out). */
+    int (*replay)(const char *json, size_t len, bool include_usage, char **out, size_t *n);
+    /* Request headers whose value is part of the key and that go upstream
+       as they came (NULL-terminated, lowercase). */
+    const char *const *key_headers;
+    /* The client's credential headers, first found wins (lowercase), and
+       the header line a client's credential goes upstream under. */
+    const char *const *cred_headers;
+    /* The error body for this API (malloc'd JSON), NULL when out of memory. */
+    char *(*error_body)(int status, const char *type, const char *code, const char *msg);
+    /* Which of the gateway's upstreams this API's calls go to. */
+    bool anthropic_upstream;
 } llmc_dialect_t;
 
-/* The row of route (a path such as "/v1/responses"); a route without one
-   (every other cacheable route) gets the chat completions row. Never NULL. */
-const llmc_dialect_t *llmc_dialect_of(const char *route);
+extern const llmc_dialect_t llmc_dialect_openai;
+extern const llmc_dialect_t llmc_dialect_anthropic;
+extern const llmc_dialect_t llmc_dialect_responses; /* OpenAI's, its own stream */
+
+/* The dialect of a cached route (its path), NULL (OpenAI's chat
+   completions stream) for most. */
+const llmc_dialect_t *llmc_dialect_for_route(const char *path);
+
+/* The dialect of a path passed through (relay.c): Anthropic's below
+   /v1/messages/ (count_tokens, batches), so they reach the Anthropic
+   upstream with its credential; NULL for the rest. */
+const llmc_dialect_t *llmc_dialect_for_relay(const char *path);
+
+/* An error in d's shape (OpenAI's for NULL), answered on req at once with
+   the extra header lines hdrs (NULL or CRLF-ended). */
+void llmc_dialect_respond_error(const llmc_dialect_t *d, llmc_http_req_t *req, int status,
+                                const char *hdrs, const char *type, const char *code,
+                                const char *msg);
+
+/* The dialect d names, OpenAI's for NULL. */
+static inline const llmc_dialect_t *llmc_dialect_of(const llmc_dialect_t *d)
+{
+    return d ? d : &llmc_dialect_openai;
+}
+
+/* The base URL (no trailing slash), the key's name for it, the credential
+   line the gateway holds for it (or NULL) and whether its answers are shared
+   between credentials. */
+const char *llmc_dialect_base(const llmc_gw_t *gw, const llmc_dialect_t *d);
+const char *llmc_dialect_key_upstream(const llmc_gw_t *gw, const llmc_dialect_t *d);
+const char *llmc_dialect_auth(const llmc_gw_t *gw, const llmc_dialect_t *d);
+bool llmc_dialect_shared(const llmc_gw_t *gw, const llmc_dialect_t *d);
+
+/* The client's credential for d, with *name set to the header it came in,
+   as it goes upstream ("Authorization: ", "x-api-key: "); NULL if none. */
+const char *llmc_dialect_credential(const llmc_dialect_t *d, const llmc_http_req_t *req,
+                                    const char **line);
+
+/* The values of d's key headers joined with '\n' after prefix (malloc'd),
+   or NULL when out of memory. Header values cannot hold a newline, so two
+   different sets never join the same. */
+char *llmc_dialect_key_extra(const llmc_dialect_t *d, const llmc_http_req_t *req,
+                             const char *prefix);
 
 #endif

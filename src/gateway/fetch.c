@@ -70,8 +70,8 @@ typedef struct fetch {
     int has_usage;       /* the answer's token counts: 1 read into usage, 0 none,
                             -1 not read yet (read with the check when off the loop) */
     llmc_usage_t usage;
-    const llmc_dialect_t *dl; /* the route's stream dialect (dialect.h) */
-    void *as;            /* a stream's events folded into one answer (dl's assembler) */
+    void *as;            /* a stream's events folded into one answer (d's assembler) */
+    const llmc_dialect_t *d; /* the route's API: its assembler and replay */
     size_t sse_off;      /* bytes of the flight's body already parsed as events */
     int sse_err;         /* first error of the stream (sticky): not cacheable */
     llmc_tier_lease_t lease; /* cross-gateway coalescing (llmc/tier.h) */
@@ -92,7 +92,7 @@ static void fetch_free(fetch_t *ft)
         ft->next->prev = ft->prev;
     llmc_flight_unref(ft->f);
     if (ft->as)
-        ft->dl->asm_free(ft->as);
+        ft->d->asm_free(ft->as);
     if (ft->timer)
         uv_close((uv_handle_t *)ft->timer, (uv_close_cb)free);
     for (size_t i = 0; i < ft->nhdrs; i++)
@@ -290,10 +290,10 @@ static void assemble_events(fetch_t *ft, bool eof)
         if (ev.data_lines == 0)
             continue;
         if (ev.data) {
-            ft->sse_err = ft->dl->asm_add(ft->as, ev.data, ev.data_len);
+            ft->sse_err = ft->d->asm_add(ft->as, ev.data, ev.data_len);
         } else {
             char *d = malloc(ev.data_len + 1);
-            ft->sse_err = d ? ft->dl->asm_add(ft->as, d, llmc_sse_event_data(&ev, d, ev.data_len + 1))
+            ft->sse_err = d ? ft->d->asm_add(ft->as, d, llmc_sse_event_data(&ev, d, ev.data_len + 1))
                             : LLMC_ENOMEM;
             free(d);
         }
@@ -395,7 +395,7 @@ static const char *stream_answer(fetch_t *ft, size_t *len)
 {
     assemble_events(ft, true);
     char *json = NULL;
-    if (ft->sse_err || !ft->dl->asm_complete(ft->as) || ft->dl->asm_result(ft->as, &json, len) < 0)
+    if (ft->sse_err || !ft->d->asm_complete(ft->as) || ft->d->asm_result(ft->as, &json, len) < 0)
         return NULL;
     llmc_flight_set_assembled(ft->f, json, *len);
     return json;
@@ -570,14 +570,22 @@ int llmc__gw_upstream_hdrs(const gw_req_t *gr, const char *ctype, char **out, si
 {
     llmc_gw_t *gw = gr->w->gw;
     int rc = ctype ? add_hdr(out, cap, n, "Content-Type: ", ctype) : 0;
-    const char *auth = gw->upstream_auth ? gw->upstream_auth
-                                         : llmc_http_header(gr->req, "authorization");
+    const char *own = llmc_dialect_auth(gw, gr->dialect), *line = "";
+    const char *auth = own ? own : llmc_dialect_credential(gr->dialect, gr->req, &line);
     if (rc == 0 && auth)
-        rc = add_hdr(out, cap, n, gw->upstream_auth ? "" : "Authorization: ", auth);
+        rc = add_hdr(out, cap, n, own ? "" : line, auth);
     for (size_t i = 0; rc == 0 && i < sizeof(forward_hdrs) / sizeof(forward_hdrs[0]); i++) {
         const char *v = llmc_http_header(gr->req, forward_hdrs[i].lower);
         if (v && strlen(v) < 400)
             rc = add_hdr(out, cap, n, forward_hdrs[i].line, v);
+    }
+    /* The dialect's headers that change the answer go as they came. */
+    for (const char *const *h = llmc_dialect_of(gr->dialect)->key_headers; rc == 0 && *h; h++) {
+        const char *v = llmc_http_header(gr->req, *h);
+        char name[64];
+        snprintf(name, sizeof(name), "%s: ", *h);
+        if (v && strlen(v) < 400)
+            rc = add_hdr(out, cap, n, name, v);
     }
     return rc;
 }
@@ -634,7 +642,7 @@ static void fill_from(fetch_t *ft, llmc_entry_t *e)
     }
     char *sse = NULL, *json = malloc((size_t)e->body_len + 1);
     size_t n = 0;
-    if (!json || ft->dl->replay(e->body, e->body_len, usage, &sse, &n) < 0) {
+    if (!json || ft->d->replay(e->body, e->body_len, usage, &sse, &n) < 0) {
         free(json);
         llmc_flight_finish(f, LLMC_EBADRESP, "the shared answer cannot be replayed as a stream",
                            false, NULL);
@@ -687,8 +695,8 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     llmc_flight_ref(ft->f);
     ft->w = gr->w;
     ft->store = store;
-    ft->dl = llmc_dialect_of(gr->path);
-    if (gr->flight->is_stream && !(ft->as = ft->dl->asm_new())) {
+    ft->d = llmc_dialect_of(gr->dialect);
+    if (gr->flight->is_stream && !(ft->as = ft->d->asm_new())) {
         fetch_free(ft);
         return LLMC_ENOMEM;
     }

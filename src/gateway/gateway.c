@@ -285,6 +285,8 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
         return LLMC_ENOMEM;
     gw->shared_scope = cfg->cache_scope == LLMC_CFG_CACHE_SCOPE_SHARED ||
                        (cfg->cache_scope == LLMC_CFG_CACHE_SCOPE_AUTO && upstream_key != NULL);
+    /* Until llmc_gw_set_anthropic says the gateway holds an Anthropic key. */
+    gw->anth_shared_scope = cfg->cache_scope == LLMC_CFG_CACHE_SCOPE_SHARED;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     gw->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : cores > 0 ? (unsigned)cores : 1;
     gw->upstream_conns = upstream_conns_per_worker(cfg, gw->nworkers);
@@ -303,6 +305,33 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
     if (rc < 0)
         llmc_gw_free(gw);
     return rc;
+}
+
+int llmc_gw_set_anthropic(llmc_gw_t *gw, const char *url, bool mock, const char *key,
+                          char *err, size_t errlen)
+{
+    const llmc_config_t *cfg = gw->cfg;
+    size_t ulen = strlen(url);
+    while (ulen && url[ulen - 1] == '/')
+        ulen--;
+    if (ulen == 0 || ulen >= sizeof(gw->anth_base) ||
+        (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))) {
+        char shown[256];
+        llmc_upstream_url_redact(url, shown, sizeof(shown));
+        snprintf(err, errlen, "--anthropic-upstream: '%s' is not an http(s) URL, 'auto' or 'mock'",
+                 shown);
+        return LLMC_EINVAL;
+    }
+    memcpy(gw->anth_base, url, ulen);
+    gw->anth_base[ulen] = '\0';
+    gw->anth_key_upstream = mock ? "mock" : gw->anth_base;
+    free(gw->anth_auth);
+    gw->anth_auth = NULL;
+    if (key && asprintf(&gw->anth_auth, "x-api-key: %s", key) < 0)
+        return LLMC_ENOMEM;
+    gw->anth_shared_scope = cfg->cache_scope == LLMC_CFG_CACHE_SCOPE_SHARED ||
+                            (cfg->cache_scope == LLMC_CFG_CACHE_SCOPE_AUTO && key != NULL);
+    return 0;
 }
 
 int64_t llmc_now_ms(void)
@@ -326,6 +355,8 @@ void llmc_gw_free(llmc_gw_t *gw)
     pthread_mutex_destroy(&gw->log_async_mu);
     free(gw->upstream_auth);
     gw->upstream_auth = NULL;
+    free(gw->anth_auth);
+    gw->anth_auth = NULL;
     free(gw->workers);
     gw->workers = NULL;
 }

@@ -73,6 +73,13 @@ struct llmc_gw {
                                         restarts ("mock" for the built-in mock, whose
                                         port changes), else upstream_base */
     char *upstream_auth;             /* "Authorization: Bearer KEY", or NULL */
+    /* The Anthropic Messages upstream (--anthropic-upstream; dialect.h):
+       its base ("" until set: api.anthropic.com), its name in the key, the
+       gateway's own key line ("x-api-key: KEY") or NULL, and its scope. */
+    char anth_base[1024];
+    const char *anth_key_upstream;
+    char *anth_auth;
+    bool anth_shared_scope;
     bool shared_scope;
     char listen_host[256];
     int listen_port;
@@ -104,6 +111,14 @@ struct llmc_gw {
  */
 int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_url,
                  const char *upstream_key, char *err, size_t errlen);
+
+/*
+ * Sets the Anthropic upstream (url, without a trailing slash; mock: the
+ * key names it "mock") and the gateway's key for it (NULL: the clients'
+ * own). 0 or LLMC_E* with a message in err. Before llmc_gw_run.
+ */
+int llmc_gw_set_anthropic(llmc_gw_t *gw, const char *url, bool mock, const char *key,
+                          char *err, size_t errlen);
 
 /*
  * Starts cfg->threads workers (one on the calling thread), listens, and

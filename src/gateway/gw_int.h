@@ -83,6 +83,7 @@ typedef struct gw_req {
     struct gw_req *inbox_next;   /* the inbox list, or the spare list (req.c) */
 
     const gw_route_t *route;
+    const struct llmc_dialect *dialect; /* the route's API (dialect.h); NULL: OpenAI's */
     const char *route_arg;       /* the path below a prefix route's ("/admin/cache/" KEY) */
     json_t *admin_sel;           /* an admin purge's selector, echoed in its answer */
     gw_form_t form;

@@ -98,6 +98,7 @@ static void handle_admin_delete(gw_req_t *gr);
 static void handle_admin_purge(gw_req_t *gr);
 static void handle_dashboard(gw_req_t *gr);
 static const char *responses_pass_why(const llmc_canon_t *c);
+static const char *messages_pass_why(const llmc_canon_t *c);
 
 /* In order: the first row whose path and method match takes the request,
    so the exact rows come before the /v1/ prefix that passes the rest
@@ -113,6 +114,8 @@ static const gw_route_t routes[] = {
     {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL, JSON},
     {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", NULL, JSON},
     {"/v1/responses", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", responses_pass_why,
+     JSON},
+    {"/v1/messages", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", messages_pass_why,
      JSON},
     {"/v1/", ANY_METHOD, handle_relay, false, false, PUB, OPEN, NULL, NULL, NONE},
     {"/ask", HTTP_GET, handle_ask, true, false, PUB, OPEN, "POST", NULL, NONE},
@@ -207,6 +210,15 @@ static const char *responses_pass_why(const llmc_canon_t *c)
     return NULL;
 }
 
+/* Anthropic Messages: "container" names a code-execution container the
+   provider keeps between requests, so the same body can get another
+   answer; such a request is passed through uncached. */
+static const char *messages_pass_why(const llmc_canon_t *c)
+{
+    json_t *v = json_object_get(c->root, "container");
+    return v && !json_is_null(v) ? "container" : NULL;
+}
+
 /* ---- answers a step decides on; deliver() writes them ---------------------- */
 
 static gr_state_t answer_error(gw_req_t *gr, int status, const char *type, const char *code,
@@ -259,18 +271,28 @@ enum { FP_STREAM = 1u << 0, FP_USAGE = 1u << 1 };
 /* The fingerprint of the raw request: everything the canonical key is made
    of, but from the client's bytes as they came (the body, or the query of
    GET /ask), so that a repeated request needs no JSON work at all. */
-static void fingerprint(const gw_req_t *gr, llmc_key_t *fp)
+static bool fingerprint(const gw_req_t *gr, llmc_key_t *fp)
 {
     const llmc_http_req_t *req = gr->req;
+    const char *line;
     /* The credential itself rather than its hash: the map is per process
        and the hash would be one more SHA-256 on every per-key hit. */
-    const char *auth = gr->w->gw->shared_scope ? NULL : llmc_http_header(req, "authorization");
+    const char *auth = llmc_dialect_shared(gr->w->gw, gr->dialect)
+                           ? NULL : llmc_dialect_credential(gr->dialect, req, &line);
     const char *scope = auth ? auth : "";
+    /* The headers that change the answer join the credential (a dialect
+       with none, OpenAI's, pays nothing for it). */
+    char *extra = NULL;
+    if (gr->dialect && llmc_dialect_of(gr->dialect)->key_headers[0] &&
+        !(scope = extra = llmc_dialect_key_extra(gr->dialect, req, scope)))
+        return false;
     const char *ns = llmc_http_header(req, "x-cache-namespace");
     bool ask = gr->form == FORM_ASK;
     const char *raw = ask ? req->query : req->body;
     size_t len = ask ? strlen(req->query) : req->body_len;
     llmc_key_fingerprint(fp, req->path, scope, ns ? ns : "", raw ? raw : "", len);
+    free(extra);
+    return true;
 }
 
 /* The scope part of the key: "" when shared, else a hash of the credential,
@@ -278,9 +300,10 @@ static void fingerprint(const gw_req_t *gr, llmc_key_t *fp)
 static void scope_of(gw_req_t *gr)
 {
     gr->scope[0] = '\0';
-    if (gr->w->gw->shared_scope)
+    if (llmc_dialect_shared(gr->w->gw, gr->dialect))
         return;
-    const char *auth = llmc_http_header(gr->req, "authorization");
+    const char *line;
+    const char *auth = llmc_dialect_credential(gr->dialect, gr->req, &line);
     llmc_key_t h;
     llmc_key_scope(&h, auth, auth ? strlen(auth) : 0);
     llmc_key_hex(&h, gr->scope);
@@ -382,8 +405,8 @@ static gr_state_t prepare_miss(gw_req_t *gr)
     if (!gr->parsed && parse_body(gr) == GR_RESPOND)
         return GR_RESPOND;
     json_t *so = json_object_get(gr->canon.root, "stream_options");
-    bool add_usage = gr->stream && llmc_dialect_of(gr->path)->usage_opt_in && !gr->include_usage &&
-                     (!so || json_is_object(so));
+    bool add_usage = gr->stream && !gr->include_usage && (!so || json_is_object(so)) &&
+                     !llmc_dialect_of(gr->dialect)->usage_in_stream;
     gr->usage_asked = gr->include_usage;
     if (add_usage && !so && !gr->canon.cache_ext) {
         if (!splice_usage(gr, gr->body, gr->body_len))
@@ -414,8 +437,9 @@ static gr_state_t step_new(gw_req_t *gr)
     llmc_key_t fp;
     uint32_t fl = 0;
 
-    gr->private_scope = !gw->shared_scope;
-    fingerprint(gr, &fp);
+    gr->private_scope = !llmc_dialect_shared(gw, gr->dialect);
+    if (!fingerprint(gr, &fp))
+        return answer_oom(gr);
     gr->known = llmc_fpmap_get(gw->fpmap, &fp, &gr->key, &fl);
     bool full = !gr->known || llmc_tier_set_wants_query(gw->tiers);
     if (full) {
@@ -434,8 +458,14 @@ static gr_state_t step_new(gw_req_t *gr)
     if (!gr->known) {
         fl = (gr->canon.stream && gr->stream_ok ? FP_STREAM : 0) |
              (gr->canon.include_usage ? FP_USAGE : 0);
-        llmc_key_build(&gr->key, gr->path, gw->key_upstream, gr->scope, gr->policy.ns,
-                       gr->canon.text, gr->canon.text_len);
+        const char *up = llmc_dialect_key_upstream(gw, gr->dialect);
+        char *extra = NULL;
+        if (gr->dialect && llmc_dialect_of(gr->dialect)->key_headers[0] &&
+            !(up = extra = llmc_dialect_key_extra(gr->dialect, gr->req, up)))
+            return answer_oom(gr);
+        llmc_key_build(&gr->key, gr->path, up, gr->scope, gr->policy.ns, gr->canon.text,
+                       gr->canon.text_len);
+        free(extra);
         /* The body's own "cache" settings are not in the fingerprint's
            reach, so such requests always take the full path. */
         if (!gr->canon.cache_ext)
@@ -566,7 +596,8 @@ static gr_state_t step_flight(gw_req_t *gr)
     gr->answer = ANS_FLIGHT;
     if (created) {
         char url[1400];
-        snprintf(url, sizeof(url), "%s%s", gw->upstream_base, gr->path + 3 /* strip "/v1" */);
+        snprintf(url, sizeof(url), "%s%s", llmc_dialect_base(gw, gr->dialect),
+                 gr->path + 3 /* strip "/v1" */);
         int rc = llmc__gw_fetch_start(gr, gr->route->upstream_method, url,
                                       gr->body, gr->body_len, coalesce,
                                       gr->canon.model ? gr->canon.model : "");
@@ -641,6 +672,7 @@ static void handle_cached(gw_req_t *gr)
 {
     gr->path = gr->route->path;
     gr->stream_ok = gr->route->streams;
+    gr->dialect = llmc_dialect_for_route(gr->path);
     run(gr);
 }
 
@@ -656,6 +688,7 @@ static void handle_ask(gw_req_t *gr)
 static void handle_relay(gw_req_t *gr)
 {
     gr->path = gr->req->path;
+    gr->dialect = llmc_dialect_for_relay(gr->path);
     llmc__gw_relay(gr);
 }
 
@@ -747,9 +780,10 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
         return;
     if (route->body == BODY_JSON &&
         !llmc_policy_json_content_type(llmc_http_header(req, "Content-Type"))) {
-        llmc_http_respond_error(req, 415, NULL, "invalid_request_error", "unsupported_media_type",
-                                "this route takes a JSON body: send it with Content-Type: "
-                                "application/json (or no Content-Type)");
+        llmc_dialect_respond_error(llmc_dialect_for_route(route->path), req, 415, NULL,
+                                   "invalid_request_error", "unsupported_media_type",
+                                   "this route takes a JSON body: send it with Content-Type: "
+                                   "application/json (or no Content-Type)");
         return;
     }
     gw_req_t *gr = llmc__gr_new(w, req);

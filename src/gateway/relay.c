@@ -33,6 +33,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "gateway/dialect.h"
 #include "gateway/gw_int.h"
 #include "llmc/error.h"
 
@@ -232,7 +233,8 @@ void llmc__gw_relay(gw_req_t *gr)
                "a path with a '.' or '..' segment is not passed upstream");
         return;
     }
-    int n = snprintf(url, sizeof(url), "%s%s%s%s", gw->upstream_base, req->path + 3 /* "/v1" */,
+    int n = snprintf(url, sizeof(url), "%s%s%s%s", llmc_dialect_base(gw, gr->dialect),
+                     req->path + 3 /* "/v1" */,
                      req->query[0] ? "?" : "", req->query);
     if (n < 0 || (size_t)n >= sizeof(url)) {
         refuse(gr, 414, "invalid_request_error", "uri_too_long",

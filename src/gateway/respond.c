@@ -24,8 +24,8 @@
 #include <strings.h>
 
 #include "gateway/ask.h"
-#include "http/encoding.h"
 #include "gateway/dialect.h"
+#include "http/encoding.h"
 #include "gateway/gw_int.h"
 #include "llmc/error.h"
 #include "llmc/sse.h"
@@ -228,7 +228,7 @@ static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const ch
 {
     char *sse = NULL;
     size_t sse_len = 0;
-    if (llmc_dialect_of(gr->path)->replay(json, len, gr->include_usage, &sse, &sse_len) < 0) {
+    if (llmc_dialect_of(gr->dialect)->replay(json, len, gr->include_usage, &sse, &sse_len) < 0) {
         llmc__gw_error(gr, 502, "upstream_error", "unreplayable_answer",
                        "the stored answer cannot be replayed as a stream");
         return;
@@ -307,8 +307,8 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
     char *body = NULL;
     if (ask)
         body = llmc_ask_answer(e->body, e->body_len, true, &len);
-    else if (llmc_dialect_of(gr->path)->replay(e->body, e->body_len, gr->include_usage, &body,
-                                               &len) < 0)
+    else if (llmc_dialect_of(gr->dialect)->replay(e->body, e->body_len, gr->include_usage, &body,
+                                                  &len) < 0)
         body = NULL;
     if (!body)
         return NULL;
@@ -526,7 +526,8 @@ void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code
        404, ...); a 5xx is final only when the step said so. */
     if (gr->err_final && status >= 500)
         n = hadd(h, n, "X-Should-Retry: false\r\n");
-    llmc_http_respond_error(gr->req, status, h, type, code, msg);
+    h[n] = '\0';
+    llmc_dialect_respond_error(gr->dialect, gr->req, status, h, type, code, msg);
 }
 
 /* Upstream failure: a stale entry within --stale-if-error wins over an error. */

@@ -26,6 +26,7 @@ static const struct shape {
     {"/v1/completions", "choices", JSON_ARRAY},
     {"/v1/embeddings", "data", JSON_ARRAY},
     {"/v1/responses", "output", JSON_ARRAY},
+    {"/v1/messages", "content", JSON_ARRAY}, /* Anthropic's Message */
 };
 
 static const struct shape *find_shape(const char *route)

@@ -50,13 +50,14 @@ static const struct route {
     {NULL, "/v1/echo", LLMC_MOCK_ECHO, false},
     {NULL, "/v1/echo/", LLMC_MOCK_ECHO, true},
     {"POST", "/v1/responses", LLMC_MOCK_RESPONSES, false},
+    {"POST", "/v1/messages", LLMC_MOCK_MESSAGES, false},
     {"GET", "/mock/stats", ROUTE_STATS, false},
     {"POST", "/mock/reset", ROUTE_RESET, false},
 };
 
 /* Per-kind call counters, in llmc__mock_kind_t order, as /mock/stats names them. */
 static const char *const kind_names[] = {"chat", "completions", "embeddings", "models", "model",
-                                         "echo", "responses"};
+                                         "echo", "responses", "messages"};
 #define NKINDS (sizeof(kind_names) / sizeof(kind_names[0]))
 
 /* The pieces an echo is sent back in, so that a large one arrives in many
@@ -327,6 +328,19 @@ static void model_answer(mreq_t *mr)
                           .model_id = mr->kind == LLMC_MOCK_MODEL
                                           ? mr->req->path + sizeof("/v1/models/") - 1 : NULL};
     char err[256];
+    /* As Anthropic's API: no credential, or no anthropic-version, and the
+       model is not asked at all (tests see what the gateway forwarded). */
+    if (mr->kind == LLMC_MOCK_MESSAGES && !llmc_http_header(mr->req, "x-api-key") &&
+        !llmc_http_header(mr->req, "authorization")) {
+        send_error(mr, 401, mr->call_hdr, "authentication_error", NULL,
+                   "mock: x-api-key header is required");
+        return;
+    }
+    if (mr->kind == LLMC_MOCK_MESSAGES && !llmc_http_header(mr->req, "anthropic-version")) {
+        send_error(mr, 400, mr->call_hdr, "invalid_request_error", NULL,
+                   "mock: anthropic-version: header is required");
+        return;
+    }
     int rc = llmc__mock_digest(mr->body, c.digest);
 
     if (rc == 0)

@@ -812,5 +812,7 @@ int llmc__mock_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, bool st
         return embeddings_answer(c, out, err, errlen);
     if (kind == LLMC_MOCK_RESPONSES)
         abort(); /* a caller's slip: llmc__mock_responses builds those */
+    if (kind == LLMC_MOCK_MESSAGES)
+        return llmc__mock_messages_answer(c, stream, out, err, errlen);
     return text_answer(kind, c, stream, out, err, errlen);
 }

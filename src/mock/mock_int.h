@@ -15,7 +15,8 @@ typedef enum llmc__mock_kind {
     LLMC_MOCK_CHAT, LLMC_MOCK_COMPLETIONS, LLMC_MOCK_EMBEDDINGS, LLMC_MOCK_MODELS,
     LLMC_MOCK_MODEL,              /* GET /v1/models/{id} */
     LLMC_MOCK_ECHO,               /* any method on /v1/echo...: served by mock.c alone */
-    LLMC_MOCK_RESPONSES           /* POST /v1/responses (mock_responses.c) */
+    LLMC_MOCK_RESPONSES,          /* POST /v1/responses (mock_responses.c) */
+    LLMC_MOCK_MESSAGES            /* POST /v1/messages: Anthropic (mock_anthropic.c) */
 } llmc__mock_kind_t;
 
 typedef struct llmc__mock_ctx {
@@ -49,6 +50,11 @@ int llmc__mock_answer(llmc__mock_kind_t kind, const llmc__mock_ctx_t *c, bool st
                       llmc__mock_out_t *out, char *err, size_t errlen);
 
 void llmc__mock_out_free(llmc__mock_out_t *o);
+
+/* An Anthropic Messages answer (mock_anthropic.c): the Message, or with
+   stream its event stream; the same returns as llmc__mock_answer. */
+int llmc__mock_messages_answer(const llmc__mock_ctx_t *c, bool stream, llmc__mock_out_t *out,
+                               char *err, size_t errlen);
 
 /* Words in s (runs of non-whitespace): the mock's token count. */
 size_t llmc__mock_words(const char *s, size_t len);

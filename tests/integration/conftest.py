@@ -417,7 +417,7 @@ def redis(redis_factory):
 
 def _clean_env(extra=None):
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("LLMC_") and k not in ("OPENAI_API_KEY",)}
+           if not k.startswith("LLMC_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
     env.pop("http_proxy", None)
     env.pop("HTTP_PROXY", None)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"

@@ -32,7 +32,7 @@ function freePort() {
 
 function start(args) {
   const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('LLMC_') || k === 'OPENAI_API_KEY') delete env[k];
+  for (const k of Object.keys(env)) if (k.startsWith('LLMC_') || k === 'OPENAI_API_KEY' || k === 'ANTHROPIC_API_KEY') delete env[k];
   const child = spawn(BIN, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
   child.stderrText = '';
   child.stderr.on('data', (d) => { child.stderrText = (child.stderrText + d).slice(-4000); });
@@ -81,7 +81,9 @@ export function useGateway({ latencyMs = 50, args = [] } = {}) {
     mockURL = `http://127.0.0.1:${mockPort}`;
     await waitReady(`${mockURL}/mock/stats`, mock, 'mock');
     const port = await freePort();
+    // The mock speaks Anthropic Messages too: POST /v1/messages goes there as well.
     const gw = start(['--listen', `127.0.0.1:${port}`, '--upstream', `${mockURL}/v1`,
+                      '--anthropic-upstream', `${mockURL}/v1`,
                       '--threads', '2', '--access-log', 'off', ...args]);
     gatewayURL = `http://127.0.0.1:${port}`;
     await waitReady(`${gatewayURL}/healthz`, gw, 'gateway');
