@@ -154,6 +154,9 @@ typedef enum llmc_opt_type {
     X(drain_timeout, "drain-timeout", SECS, "30", 0, 3600000, NULL,                           \
       "On SIGTERM, how long requests and streams in progress may take to finish while no new " \
       "ones are taken (seconds); then the rest are cut off. 0: stop at once.")                \
+    X(client_keys, "client-keys", STR, "", 0, 0, NULL,                                        \
+      "File of the client keys that may use the gateway, one a line with its rights (README: " \
+      "Client keys); requests without a listed key get 401. Reread on SIGHUP. Empty: open.")  \
     X(admin_token, "admin-token", STR, "", 0, 0, NULL,                                        \
       "Bearer token the admin routes (/admin/...) require; empty: they are not served (404). " \
       "When set, /stats and /metrics require it too. Prefer the environment variable to the " \

@@ -15,6 +15,7 @@
  */
 #include "gateway/clients.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -270,6 +271,33 @@ void llmc_clients_unref(llmc_clients_t *t)
         free(t->v);
         free(t);
     }
+}
+
+int llmc_clients_apply(const llmc_client_t *c, llmc_policy_t *p, int64_t default_ttl_ms,
+                       unsigned *denied, char *err, size_t errlen)
+{
+    *denied = 0;
+    if (c->ns[0]) {
+        if (p->ns[0] && strcmp(p->ns, c->ns) != 0) {
+            snprintf(err, errlen, "this API key is bound to its own cache namespace and may not "
+                     "name another (X-Cache-Namespace or cache.namespace)");
+            return LLMC_EINVAL;
+        }
+        static_assert(sizeof(p->ns) == sizeof(c->ns), "one namespace bound");
+        memcpy(p->ns, c->ns, sizeof(p->ns));
+    }
+    if (!c->refresh && p->write &&
+        (!p->read || p->max_age_ms != LLMC_POLICY_UNSET || p->min_fresh_ms > 0)) {
+        p->read = true;
+        p->max_age_ms = LLMC_POLICY_UNSET;
+        p->min_fresh_ms = 0;
+        *denied |= LLMC_CLIENT_DENIED_REFRESH;
+    }
+    if (!c->ttl && p->write && p->ttl_ms != default_ttl_ms) {
+        p->ttl_ms = default_ttl_ms;
+        *denied |= LLMC_CLIENT_DENIED_TTL;
+    }
+    return 0;
 }
 
 const char *llmc_clients_credential(const char *auth, const char *x_api_key, size_t *len)

@@ -44,6 +44,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gateway/policy.h"
+
 #define LLMC_CLIENT_KEY_MIN 16        /* bytes: shorter keys are guessable */
 #define LLMC_CLIENT_KEY_MAX 512
 #define LLMC_CLIENT_NS_MAX 127        /* bytes of a bound namespace (policy.h's ns) */
@@ -83,6 +85,24 @@ size_t llmc_clients_count(const llmc_clients_t *t);
    unref frees the table. */
 llmc_clients_t *llmc_clients_ref(llmc_clients_t *t);
 void llmc_clients_unref(llmc_clients_t *t);
+
+/* What llmc_clients_apply overrode, for the X-Cache-Denied header. */
+#define LLMC_CLIENT_DENIED_REFRESH 1u   /* a refresh from a key without refresh=yes */
+#define LLMC_CLIENT_DENIED_TTL 2u       /* a TTL from a key without ttl=yes */
+
+/*
+ * Holds the request's policy p (as parsed from its headers and body) to
+ * what key c may do: its bound namespace (a request that names another is
+ * LLMC_EINVAL, with a message for a 403 in err; one that names none gets
+ * the key's); without refresh, a request that would skip a stored answer
+ * and store its own (no-cache, Pragma: no-cache, max-age, min-fresh) is
+ * read like any other; without ttl, a TTL it asked for is replaced by
+ * default_ttl_ms (--ttl within --max-ttl). A request that stores nothing
+ * (no-store, a TTL of 0) harms nobody's cache and is left alone. Sets
+ * *denied to the LLMC_CLIENT_DENIED_* bits of what was overridden.
+ */
+int llmc_clients_apply(const llmc_client_t *c, llmc_policy_t *p, int64_t default_ttl_ms,
+                       unsigned *denied, char *err, size_t errlen);
 
 /*
  * The key a request presents: the token of "Authorization: Bearer TOKEN"

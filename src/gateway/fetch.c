@@ -564,7 +564,10 @@ int llmc__gw_upstream_hdrs(const gw_req_t *gr, const char *ctype, char **out, si
 {
     llmc_gw_t *gw = gr->w->gw;
     int rc = ctype ? add_hdr(out, cap, n, "Content-Type: ", ctype) : 0;
+    /* With --client-keys the client's credential is the gateway's key, not
+       the model's: it never goes upstream. */
     const char *auth = gw->upstream_auth ? gw->upstream_auth
+                       : gw->client_keys ? NULL
                                          : llmc_http_header(gr->req, "authorization");
     if (rc == 0 && auth)
         rc = add_hdr(out, cap, n, gw->upstream_auth ? "" : "Authorization: ", auth);

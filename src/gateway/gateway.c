@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "gateway/clients.h"
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
@@ -95,6 +96,71 @@ bool llmc_gw_admin_authorized(const llmc_gw_t *gw, const llmc_http_req_t *req)
     uint8_t h[32];
     sha256(v, strlen(v), h);
     return CRYPTO_memcmp(h, gw->admin_token_hash, sizeof(h)) == 0;
+}
+
+/* --client-keys: the file is read once here (a bad one stops the start,
+   with its line number) and again on each SIGHUP. */
+static int clients_init(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)
+{
+    char lerr[400] = "";
+    pthread_mutex_init(&gw->clients_mu, NULL);
+    gw->client_keys = cfg->client_keys && *cfg->client_keys;
+    if (!gw->client_keys)
+        return 0;
+    int rc = llmc_clients_load(cfg->client_keys, &gw->clients, lerr, sizeof(lerr));
+    if (rc < 0)
+        snprintf(err, errlen, "--client-keys: %s", lerr[0] ? lerr : llmc_strerror(rc));
+    return rc;
+}
+
+int llmc_gw_clients_reload(llmc_gw_t *gw, char *msg, size_t msglen)
+{
+    char lerr[400] = "";
+    llmc_clients_t *t = NULL;
+    if (!gw->client_keys) {
+        snprintf(msg, msglen, "no --client-keys file to reread");
+        return LLMC_ENOENT;
+    }
+    int rc = llmc_clients_load(gw->cfg->client_keys, &t, lerr, sizeof(lerr));
+    if (rc < 0) {
+        snprintf(msg, msglen, "%s; the keys loaded before stay in use",
+                 lerr[0] ? lerr : llmc_strerror(rc));
+        return rc;
+    }
+    snprintf(msg, msglen, "%s: %zu client keys", gw->cfg->client_keys, llmc_clients_count(t));
+    pthread_mutex_lock(&gw->clients_mu);
+    llmc_clients_t *old = gw->clients;
+    gw->clients = t;
+    atomic_fetch_add(&gw->clients_gen, 1);
+    pthread_mutex_unlock(&gw->clients_mu);
+    llmc_clients_unref(old); /* workers still on it hold their own reference */
+    return 0;
+}
+
+llmc_clients_t *llmc_gw_clients(llmc_worker_t *w)
+{
+    llmc_gw_t *gw = w->gw;
+    if (!gw->client_keys)
+        return NULL;
+    /* One atomic load per request; the lock only after a reload (or on
+       this worker's first request). */
+    if (!w->clients || atomic_load(&gw->clients_gen) != w->clients_gen) {
+        pthread_mutex_lock(&gw->clients_mu);
+        llmc_clients_t *old = w->clients;
+        w->clients = llmc_clients_ref(gw->clients);
+        w->clients_gen = atomic_load(&gw->clients_gen);
+        pthread_mutex_unlock(&gw->clients_mu);
+        llmc_clients_unref(old);
+    }
+    return w->clients;
+}
+
+const llmc_client_t *llmc_gw_client_find(llmc_worker_t *w, const llmc_http_req_t *req,
+                                         const char **cred, size_t *len)
+{
+    *cred = llmc_clients_credential(llmc_http_header(req, "authorization"),
+                                    llmc_http_header(req, "x-api-key"), len);
+    return llmc_clients_find(llmc_gw_clients(w), *cred, *len);
 }
 
 static int open_log(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)
@@ -268,7 +334,9 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
     gw->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : cores > 0 ? (unsigned)cores : 1;
     gw->upstream_conns = upstream_conns_per_worker(cfg, gw->nworkers);
     admin_token_init(gw, cfg);
-    int rc = parse_listen(gw, cfg, err, errlen);
+    int rc = clients_init(gw, cfg, err, errlen);
+    if (rc == 0)
+        rc = parse_listen(gw, cfg, err, errlen);
     if (rc == 0)
         rc = open_log(gw, cfg, err, errlen);
     if (rc == 0)
@@ -301,6 +369,11 @@ void llmc_gw_free(llmc_gw_t *gw)
     pthread_mutex_destroy(&gw->log_async_mu);
     free(gw->upstream_auth);
     gw->upstream_auth = NULL;
+    for (unsigned i = 0; gw->workers && i < gw->nworkers; i++)
+        llmc_clients_unref(gw->workers[i].clients);
+    llmc_clients_unref(gw->clients);
+    gw->clients = NULL;
+    pthread_mutex_destroy(&gw->clients_mu);
     free(gw->workers);
     gw->workers = NULL;
 }

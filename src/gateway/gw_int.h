@@ -102,6 +102,12 @@ typedef struct gw_req {
     bool usage_asked;            /* the body a streaming miss sends upstream asks for
                                     usage: the client's own, or added (handler.c) */
     char scope[2 * LLMC_KEY_LEN + 1];
+    /* --client-keys: the key the request presented, in a table it holds a
+       reference to (a SIGHUP may swap the worker's meanwhile); NULL when off. */
+    struct llmc_clients *clients;
+    const struct llmc_client *client;
+    const char *cred;            /* that key in the request's headers (the cache scope's) */
+    unsigned denied;             /* LLMC_CLIENT_DENIED_*: what the key may not ask (X-Cache-Denied) */
 
     /* What a miss sends upstream, kept across a parked lookup. */
     const char *path;            /* the endpoint as keyed and forwarded: a static string */

@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include "gateway/ask.h"
+#include "gateway/clients.h"
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
@@ -56,6 +57,8 @@ typedef enum gw_access {
                              configured the route is not served at all (404) */
     ACCESS_TOKEN_IF_SET,  /* the token once one is configured, else open (/stats,
                              /metrics: open as they always were until a token is set) */
+    ACCESS_CLIENT,        /* a key listed in --client-keys when that is set, else open
+                             (the routes that reach the model) */
 } gw_access_t;
 
 /* A row's method that takes any method. */
@@ -103,16 +106,17 @@ static const char *responses_pass_why(const llmc_canon_t *c);
 #define PUB LISTEN_PUBLIC
 #define ADM LISTEN_ADMIN
 #define OPEN ACCESS_OPEN
+#define KEY ACCESS_CLIENT
 #define JSON BODY_JSON
 #define NONE BODY_NONE
 static const gw_route_t routes[] = {
-    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL, JSON},
-    {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL, JSON},
-    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", NULL, JSON},
-    {"/v1/responses", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", responses_pass_why,
+    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, KEY, "POST", NULL, JSON},
+    {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, KEY, "POST", NULL, JSON},
+    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, KEY, "POST", NULL, JSON},
+    {"/v1/responses", HTTP_POST, handle_cached, true, false, PUB, KEY, "POST", responses_pass_why,
      JSON},
-    {"/v1/", ANY_METHOD, handle_relay, false, false, PUB, OPEN, NULL, NULL, NONE},
-    {"/ask", HTTP_GET, handle_ask, true, false, PUB, OPEN, "POST", NULL, NONE},
+    {"/v1/", ANY_METHOD, handle_relay, false, false, PUB, KEY, NULL, NULL, NONE},
+    {"/ask", HTTP_GET, handle_ask, true, false, PUB, KEY, "POST", NULL, NONE},
     {"/healthz", HTTP_GET, handle_health, false, false, PUB, OPEN, NULL, NULL, NONE},
     {"/stats", HTTP_GET, handle_stats, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NULL, NONE},
     {"/metrics", HTTP_GET, handle_metrics, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NULL,
@@ -127,6 +131,7 @@ static const gw_route_t routes[] = {
 #undef PUB
 #undef ADM
 #undef OPEN
+#undef KEY
 #undef JSON
 #undef NONE
 
@@ -252,6 +257,23 @@ static void deliver(gw_req_t *gr)
    path needs without parsing it again. */
 enum { FP_STREAM = 1u << 0, FP_USAGE = 1u << 1 };
 
+/* What the scope part of the key is made from: nothing when the cache is
+   shared, else the credential, so that one API key's answers are never
+   served to another. With --client-keys the credential is the presented
+   key, and a key bound to a namespace has a scope of its own even in a
+   shared cache ("ns:" NAME, into buf), so that an unbound key naming that
+   namespace in X-Cache-Namespace finds none of its entries. */
+static const char *scope_source(const gw_req_t *gr, char buf[LLMC_CLIENT_NS_MAX + 4])
+{
+    if (gr->client && gr->client->ns[0] && gr->w->gw->shared_scope) {
+        snprintf(buf, LLMC_CLIENT_NS_MAX + 4, "ns:%s", gr->client->ns);
+        return buf;
+    }
+    if (gr->w->gw->shared_scope)
+        return NULL;
+    return gr->cred ? gr->cred : llmc_http_header(gr->req, "authorization");
+}
+
 /* The fingerprint of the raw request: everything the canonical key is made
    of, but from the client's bytes as they came (the body, or the query of
    GET /ask), so that a repeated request needs no JSON work at all. */
@@ -260,23 +282,26 @@ static void fingerprint(const gw_req_t *gr, llmc_key_t *fp)
     const llmc_http_req_t *req = gr->req;
     /* The credential itself rather than its hash: the map is per process
        and the hash would be one more SHA-256 on every per-key hit. */
-    const char *auth = gr->w->gw->shared_scope ? NULL : llmc_http_header(req, "authorization");
+    char buf[LLMC_CLIENT_NS_MAX + 4];
+    const char *auth = scope_source(gr, buf);
     const char *scope = auth ? auth : "";
-    const char *ns = llmc_http_header(req, "x-cache-namespace");
+    const char *ns = gr->client && gr->client->ns[0] ? gr->client->ns
+                                                     : llmc_http_header(req, "x-cache-namespace");
     bool ask = gr->form == FORM_ASK;
     const char *raw = ask ? req->query : req->body;
     size_t len = ask ? strlen(req->query) : req->body_len;
     llmc_key_fingerprint(fp, req->path, scope, ns ? ns : "", raw ? raw : "", len);
 }
 
-/* The scope part of the key: "" when shared, else a hash of the credential,
-   so that one API key's answers are never served to another. */
+/* The scope part of the key: "" when nothing sets one, else a hash of
+   what does (scope_source). */
 static void scope_of(gw_req_t *gr)
 {
+    char buf[LLMC_CLIENT_NS_MAX + 4];
     gr->scope[0] = '\0';
-    if (gr->w->gw->shared_scope)
+    const char *auth = scope_source(gr, buf);
+    if (!auth && gr->w->gw->shared_scope)
         return;
-    const char *auth = llmc_http_header(gr->req, "authorization");
     llmc_key_t h;
     llmc_key_scope(&h, auth, auth ? strlen(auth) : 0);
     llmc_key_hex(&h, gr->scope);
@@ -330,6 +355,10 @@ static gr_state_t read_policy(gw_req_t *gr)
                                     gr->canon.cache_ext, err, sizeof(err));
     if (rc < 0)
         return answer_error(gr, 400, "invalid_request_error", "invalid_cache_semantic", err);
+    if (gr->client && llmc_clients_apply(gr->client, &gr->policy,
+                                         cfg->ttl < cfg->max_ttl ? cfg->ttl : cfg->max_ttl,
+                                         &gr->denied, err, sizeof(err)) < 0)
+        return answer_error(gr, 403, "permission_error", "namespace_not_allowed", err);
     return GR_NEW;
 }
 
@@ -710,7 +739,8 @@ static void not_found(llmc_http_req_t *req, const char *allow)
    answers a bad API key. Which of missing or wrong is not said. */
 static bool authorized(const llmc_gw_t *gw, const gw_route_t *r, llmc_http_req_t *req)
 {
-    if (r->access == ACCESS_OPEN || (r->access == ACCESS_TOKEN_IF_SET && !gw->admin_token_set) ||
+    if (r->access == ACCESS_OPEN || r->access == ACCESS_CLIENT ||
+        (r->access == ACCESS_TOKEN_IF_SET && !gw->admin_token_set) ||
         llmc_gw_admin_authorized(gw, req))
         return true;
     llmc_http_respond_error(req, 401, "WWW-Authenticate: Bearer realm=\"llmcached admin\"\r\n",
@@ -729,6 +759,17 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
     }
     if (!authorized(w->gw, route, req))
         return;
+    const char *cred = NULL;
+    size_t cred_len = 0;
+    const llmc_client_t *client = NULL;
+    if (route->access == ACCESS_CLIENT && w->gw->client_keys &&
+        !(client = llmc_gw_client_find(w, req, &cred, &cred_len))) {
+        llmc_http_respond_error(req, 401, "WWW-Authenticate: Bearer realm=\"llmcached\"\r\n",
+                                "invalid_request_error", "invalid_api_key",
+                                "this gateway needs one of its client keys: Authorization: "
+                                "Bearer <key> (or x-api-key: <key>)");
+        return;
+    }
     if (route->body == BODY_JSON &&
         !llmc_policy_json_content_type(llmc_http_header(req, "Content-Type"))) {
         llmc_http_respond_error(req, 415, NULL, "invalid_request_error", "unsupported_media_type",
@@ -743,6 +784,11 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
     }
     gr->route = route;
     gr->route_arg = req->path + strlen(route->path);
+    if (client) {
+        gr->clients = llmc_clients_ref(llmc_gw_clients(w));
+        gr->client = client;
+        gr->cred = cred;
+    }
     llmc__gr_ref(gr); /* running code's: the answer may finish the request under us */
     route->handle(gr);
     llmc__gr_unref(gr);

@@ -24,6 +24,7 @@
 #include <strings.h>
 
 #include "gateway/ask.h"
+#include "gateway/clients.h"
 #include "http/encoding.h"
 #include "gateway/gw_int.h"
 #include "llmc/error.h"
@@ -118,6 +119,16 @@ static size_t cache_hdrs(gw_req_t *gr, char *h, size_t n, const char *xcache, co
     n = HLIT(h, n, "\r\nCache-Status: ");
     n = HSTR(h, n, status);
     n = HLIT(h, n, "\r\n");
+    if (gr->denied) { /* --client-keys: what this key asked for and may not do */
+        static const char *const denied[] = {
+            [LLMC_CLIENT_DENIED_REFRESH] = "refresh",
+            [LLMC_CLIENT_DENIED_TTL] = "ttl",
+            [LLMC_CLIENT_DENIED_REFRESH | LLMC_CLIENT_DENIED_TTL] = "refresh, ttl",
+        };
+        n = HLIT(h, n, "X-Cache-Denied: ");
+        n = HSTR(h, n, denied[gr->denied & 3]);
+        n = HLIT(h, n, "\r\n");
+    }
     if (gr->keyhex[0]) {
         n = HLIT(h, n, "X-Cache-Key: ");
         n = hcat(h, n, gr->keyhex, 2 * LLMC_KEY_LEN);

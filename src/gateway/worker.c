@@ -24,7 +24,9 @@
  * call led by another. When the last server has no connection left, or
  * when --drain-timeout fires on worker 0, the two phases above run. A
  * second SIGTERM (or SIGINT at any time) starts them at once. SIGHUP
- * reopens the access log file, for logrotate.
+ * rereads the client keys file (on the thread pool; each worker takes the
+ * new table at its next request) and reopens the access log file, for
+ * logrotate.
  *
  * Each worker buffers its access-log lines (gateway/log.h). The buffer has
  * no lock, so only its own thread writes it out: on its timer, when full,
@@ -222,7 +224,56 @@ static void on_log_async(uv_async_t *h)
         fprintf(stderr, "llmcached: SIGHUP: reopened the access log %s\n", path);
 }
 
-/* logrotate's postrotate: the access log file is opened again under its
+/* The keys file is read on the thread pool, not on worker 0's loop: a
+   file on a slow or stuck mount must not stall the requests that loop
+   serves. The message is printed back on the loop. */
+typedef struct {
+    uv_work_t work;
+    llmc_worker_t *w;
+    int rc;
+    char msg[512];
+} clients_reload_t;
+
+static void clients_reload_work(uv_work_t *req)
+{
+    clients_reload_t *r = req->data;
+    r->rc = llmc_gw_clients_reload(r->w->gw, r->msg, sizeof(r->msg));
+}
+
+static void clients_reload_done(uv_work_t *req, int status)
+{
+    clients_reload_t *r = req->data;
+    r->w->clients_reloading = false;
+    if (status == 0)
+        fprintf(stderr, "llmcached: SIGHUP: %s %s\n",
+                r->rc == 0 ? "reloaded the client keys" : "cannot reload --client-keys:", r->msg);
+    free(r);
+}
+
+static void reload_clients(llmc_worker_t *w)
+{
+    clients_reload_t *r;
+    if (!w->gw->client_keys)
+        return;
+    if (w->clients_reloading || !(r = calloc(1, sizeof(*r)))) {
+        fprintf(stderr, "llmcached: SIGHUP: %s\n", w->clients_reloading
+                ? "a reload of the client keys is still under way" : "out of memory");
+        return;
+    }
+    r->w = w;
+    r->work.data = r;
+    if (uv_queue_work(&w->loop, &r->work, clients_reload_work, clients_reload_done) != 0) {
+        fprintf(stderr, "llmcached: SIGHUP: cannot start the reload of the client keys\n");
+        free(r);
+        return;
+    }
+    w->clients_reloading = true;
+}
+
+/* SIGHUP: the client keys file is read again (reload_clients), and the
+   access log reopened. What else the options say is read at start only
+   (README: Signals).
+   logrotate's postrotate: the access log file is opened again under its
    name once every worker has written out its buffer (on_log_async), and
    takes the old one's descriptor (dup3 swaps it in one step). */
 static void on_sighup(uv_signal_t *s, int signum)
@@ -230,6 +281,7 @@ static void on_sighup(uv_signal_t *s, int signum)
     llmc_worker_t *w = s->data;
     llmc_gw_t *gw = w->gw;
     (void)signum;
+    reload_clients(w);
     if (gw->cfg->access_log != LLMC_CFG_ACCESS_LOG_FILE || gw->log.fd < 0) {
         fprintf(stderr, "llmcached: SIGHUP: no access log file to reopen\n");
         return;

@@ -2,7 +2,8 @@
  * test_clients.c: the client keys file (src/gateway/clients.c): comments,
  * attributes and their defaults, bad lines refused with their line number,
  * repeated keys, lookups (listed, unlisted, a prefix of a listed key), the
- * credential a request presents, and loading from a file.
+ * credential a request presents, a key's rights held against a request's
+ * cache policy, and loading from a file.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -208,6 +209,89 @@ static void test_credential(void **state)
     assert_null(llmc_clients_credential(NULL, NULL, &n));
 }
 
+static llmc_policy_t pol(const char *cc, const char *ttl, const char *ns)
+{
+    llmc_policy_t p;
+    char err[256] = "";
+    assert_int_equal(llmc_policy_parse(&p, cc, NULL, ttl, ns, NULL, 300000, 86400000, err,
+                                       sizeof(err)), 0);
+    return p;
+}
+
+static void test_apply_namespace(void **state)
+{
+    (void)state;
+    llmc_client_t c = {.ns = "team-a"};
+    unsigned denied;
+    char err[256] = "";
+    llmc_policy_t p = pol(NULL, NULL, NULL);
+    assert_int_equal(llmc_clients_apply(&c, &p, 300000, &denied, err, sizeof(err)), 0);
+    assert_string_equal(p.ns, "team-a");
+    p = pol(NULL, NULL, "team-a"); /* its own, named: fine */
+    assert_int_equal(llmc_clients_apply(&c, &p, 300000, &denied, err, sizeof(err)), 0);
+    assert_string_equal(p.ns, "team-a");
+    p = pol(NULL, NULL, "team-b");
+    assert_int_equal(llmc_clients_apply(&c, &p, 300000, &denied, err, sizeof(err)), LLMC_EINVAL);
+    assert_non_null(strstr(err, "bound"));
+    /* An unbound key chooses freely, as without keys. */
+    llmc_client_t free_key = {.ns = ""};
+    p = pol(NULL, NULL, "team-b");
+    assert_int_equal(llmc_clients_apply(&free_key, &p, 300000, &denied, err, sizeof(err)), 0);
+    assert_string_equal(p.ns, "team-b");
+    assert_int_equal(denied, 0);
+}
+
+static void test_apply_refresh(void **state)
+{
+    (void)state;
+    llmc_client_t no = {.refresh = false}, yes = {.refresh = true};
+    unsigned denied;
+    char err[256] = "";
+    static const char *const refreshes[] = {"no-cache", "max-age=0", "min-fresh=60"};
+    for (size_t i = 0; i < sizeof(refreshes) / sizeof(refreshes[0]); i++) {
+        llmc_policy_t p = pol(refreshes[i], NULL, NULL);
+        assert_int_equal(llmc_clients_apply(&no, &p, 300000, &denied, err, sizeof(err)), 0);
+        assert_int_equal(denied, LLMC_CLIENT_DENIED_REFRESH);
+        assert_true(p.read);
+        assert_true(p.write);
+        assert_int_equal(p.max_age_ms, LLMC_POLICY_UNSET);
+        assert_int_equal(p.min_fresh_ms, 0);
+        p = pol(refreshes[i], NULL, NULL);
+        llmc_policy_t before = p;
+        assert_int_equal(llmc_clients_apply(&yes, &p, 300000, &denied, err, sizeof(err)), 0);
+        assert_int_equal(denied, 0);
+        assert_memory_equal(&p, &before, sizeof(p));
+    }
+    /* no-store stores nothing: a bypass, left alone. */
+    llmc_policy_t p = pol("no-store", NULL, NULL);
+    assert_int_equal(llmc_clients_apply(&no, &p, 300000, &denied, err, sizeof(err)), 0);
+    assert_int_equal(denied, 0);
+    assert_false(p.read);
+    assert_false(p.write);
+}
+
+static void test_apply_ttl(void **state)
+{
+    (void)state;
+    llmc_client_t no = {.ttl = false}, yes = {.ttl = true};
+    unsigned denied;
+    char err[256] = "";
+    llmc_policy_t p = pol(NULL, "86400", NULL);
+    assert_int_equal(llmc_clients_apply(&no, &p, 300000, &denied, err, sizeof(err)), 0);
+    assert_int_equal(denied, LLMC_CLIENT_DENIED_TTL);
+    assert_int_equal(p.ttl_ms, 300000);
+    p = pol(NULL, "86400", NULL);
+    assert_int_equal(llmc_clients_apply(&yes, &p, 300000, &denied, err, sizeof(err)), 0);
+    assert_int_equal(denied, 0);
+    assert_int_equal(p.ttl_ms, 86400000);
+    p = pol(NULL, NULL, NULL); /* none asked: nothing denied */
+    assert_int_equal(llmc_clients_apply(&no, &p, 300000, &denied, err, sizeof(err)), 0);
+    assert_int_equal(denied, 0);
+    p = pol("no-cache", "600", NULL); /* both at once */
+    assert_int_equal(llmc_clients_apply(&no, &p, 300000, &denied, err, sizeof(err)), 0);
+    assert_int_equal(denied, LLMC_CLIENT_DENIED_REFRESH | LLMC_CLIENT_DENIED_TTL);
+}
+
 static void test_load(void **state)
 {
     (void)state;
@@ -241,6 +325,9 @@ int main(void)
         cmocka_unit_test(test_nul_byte_is_refused),
         cmocka_unit_test(test_refcount),
         cmocka_unit_test(test_credential),
+        cmocka_unit_test(test_apply_namespace),
+        cmocka_unit_test(test_apply_refresh),
+        cmocka_unit_test(test_apply_ttl),
         cmocka_unit_test(test_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
