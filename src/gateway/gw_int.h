@@ -175,6 +175,19 @@ void llmc__gw_admin_delete(gw_req_t *gr);
 /* POST /admin/purge: every entry the JSON selector selects, out of every tier. */
 void llmc__gw_admin_purge(gw_req_t *gr);
 
+/* What POST /admin/explain needs to know of the route a path names
+   (handler.c's table, which admin.c is below). */
+typedef struct gw_explain_route {
+    const char *path;             /* the route's own path string (the key's) */
+    bool cacheable;
+    const char *(*pass_why)(const llmc_canon_t *c); /* as gw_route's; may be NULL */
+} gw_explain_route_t;
+
+/* POST /admin/explain: what the gateway would do with the request in the
+   body, without calling the upstream or changing the cache. find fills
+   *out for the route that takes a POST to path, false when none does. */
+void llmc__gw_admin_explain(gw_req_t *gr, bool (*find)(const char *path, gw_explain_route_t *out));
+
 /* ---- fetch.c: the upstream call --------------------------------------------- */
 
 /* The request header lines an upstream call carries, each malloc'd into

@@ -97,6 +97,7 @@ static void handle_metrics(gw_req_t *gr);
 static void handle_admin_entry(gw_req_t *gr);
 static void handle_admin_delete(gw_req_t *gr);
 static void handle_admin_purge(gw_req_t *gr);
+static void handle_admin_explain(gw_req_t *gr);
 static const char *responses_pass_why(const llmc_canon_t *c);
 
 /* In order: the first row whose path and method match takes the request,
@@ -127,6 +128,8 @@ static const gw_route_t routes[] = {
      NULL, NONE},
     {"/admin/purge", HTTP_POST, handle_admin_purge, false, false, ADM, ACCESS_TOKEN, NULL, NULL,
      JSON},
+    {"/admin/explain", HTTP_POST, handle_admin_explain, false, false, ADM, ACCESS_TOKEN, NULL,
+     NULL, JSON},
 };
 #undef PUB
 #undef ADM
@@ -721,6 +724,25 @@ static void handle_admin_delete(gw_req_t *gr)
 static void handle_admin_purge(gw_req_t *gr)
 {
     llmc__gw_admin_purge(gr);
+}
+
+/* The row a POST to path would take on the public side, for explain. */
+static bool explain_route(const char *path, gw_explain_route_t *out)
+{
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const gw_route_t *r = &routes[i];
+        if ((r->method != HTTP_POST && r->method != ANY_METHOD) || r->listener != LISTEN_PUBLIC ||
+            !path_matches(r, path))
+            continue;
+        *out = (gw_explain_route_t){r->path, r->cacheable, r->pass_why};
+        return true;
+    }
+    return false;
+}
+
+static void handle_admin_explain(gw_req_t *gr)
+{
+    llmc__gw_admin_explain(gr, explain_route);
 }
 
 static void not_found(llmc_http_req_t *req, const char *allow)

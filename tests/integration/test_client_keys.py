@@ -273,3 +273,29 @@ def test_per_key_scope_separates_keys_whichever_header_carries_them(mock, gatewa
     # The same key by the other header is the same client.
     r3 = g.chat(content="mine", headers=bearer(KEY_FREE))
     assert r3.headers["X-Cache"] == "HIT"
+
+
+def test_explain_keys_a_request_as_its_client_key_would(mock, gateway_factory, keys_file):
+    g = gateway_factory(mock, args=["--client-keys", keys_file],
+                        env={"LLMC_UPSTREAM_KEY": "sk-up", "LLMC_ADMIN_TOKEN": "admin-tok"})
+    admin = {"Authorization": "Bearer admin-tok"}
+    body = chat_body("explain my key")
+    for k in [KEY_A, KEY_FREE]:
+        real = g.chat(body, headers={**bearer(k), "X-Cache-TTL": "999"})
+        e = g.post("/admin/explain", {"headers": {"Authorization": f"Bearer {k}"}, "body": body},
+                   headers=admin).json()
+        assert e["key"] == real.headers["X-Cache-Key"], e
+        assert e["client"]["listed"] is True
+        assert e["verdict"] == {"action": "hit", "tier": "memory"}
+        assert k not in json.dumps(e)
+    e = g.post("/admin/explain", {"headers": {"x-api-key": KEY_A}, "body": body}, headers=admin).json()
+    assert e["inputs"]["scope"] == "bound namespace" and e["inputs"]["namespace"] == "team-a"
+    e = g.post("/admin/explain", {"headers": {"x-api-key": KEY_FREE, "X-Cache-TTL": "999",
+                                              "Cache-Control": "no-cache"}, "body": body},
+               headers=admin).json()
+    assert e["policy"]["denied"] == ["refresh", "ttl"] and e["verdict"]["action"] == "hit"
+    e = g.post("/admin/explain", {"headers": {"x-api-key": KEY_A, "X-Cache-Namespace": "x"},
+                                  "body": body}, headers=admin).json()
+    assert e["verdict"] == {"action": "error", "status": 403}
+    e = g.post("/admin/explain", {"body": body}, headers=admin).json()
+    assert e["client"] == {"listed": False} and e["verdict"] == {"action": "error", "status": 401}
