@@ -255,6 +255,11 @@ int llmc_config_load(llmc_config_t *cfg, int argc, char **argv, char **envp,
 /* Sets one option by name from its text form. 0 or LLMC_EINVAL (message in err). */
 int llmc_config_set(llmc_config_t *cfg, const char *name, const char *value, char *err, size_t errlen);
 
+/* Calls changed(name, arg) for each option whose value differs between a
+   and b (a SIGHUP's reread against the options running), in table order. */
+void llmc_config_diff(const llmc_config_t *a, const llmc_config_t *b,
+                      void (*changed)(const char *name, void *arg), void *arg);
+
 /* Frees the strings cfg owns (STR fields and the text of WORD_OR_STR ones). */
 void llmc_config_free(llmc_config_t *cfg);
 

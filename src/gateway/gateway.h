@@ -67,7 +67,7 @@ struct llmc_worker {
                                         reference), swapped at its next request after a
                                         SIGHUP reload (llmc_gw_clients) */
     unsigned clients_gen;            /* the gw->clients_gen it was taken at */
-    bool clients_reloading;          /* worker 0's loop only: one reread at a time */
+    bool reloading;                  /* worker 0's loop only: one SIGHUP reread at a time */
 };
 
 struct llmc_gw {
@@ -83,8 +83,11 @@ struct llmc_gw {
     bool admin_listen;               /* --admin-listen: admin routes on a listener of their own */
     char admin_host[256];
     int admin_port;
-    bool admin_token_set;            /* --admin-token given (not empty) */
+    _Atomic bool admin_token_set;    /* --admin-token given (not empty); a SIGHUP may set it */
+    pthread_mutex_t admin_mu;        /* admin_token_hash, which a SIGHUP may replace */
     uint8_t admin_token_hash[32];    /* SHA-256 of the token: compared, never the token */
+    int argc;                        /* what the options were read from (main.c), read */
+    char **argv, **envp;             /* again by a SIGHUP; argv NULL: not reread */
     bool client_keys;                /* --client-keys: only listed keys are served */
     pthread_mutex_t clients_mu;      /* guards clients */
     struct llmc_clients *clients;    /* the newest keys table (a reference); NULL when off */
@@ -162,6 +165,14 @@ struct llmc_clients *llmc_gw_clients(llmc_worker_t *w);
 struct llmc_client;
 const struct llmc_client *llmc_gw_client_find(llmc_worker_t *w, const llmc_http_req_t *req,
                                               const char **cred, size_t *len);
+
+/* SIGHUP: reads the options again from where they came from (gw->argv,
+   gw->envp and the --config file they name), applies those that can change
+   while running (--admin-token) and says in out (one line each, appended,
+   outlen bytes in all) which others differ from the running ones and need
+   a restart; a bad file changes nothing. Never says a token. Blocks on the
+   file: not on a loop thread. */
+void llmc_gw_reload_options(llmc_gw_t *gw, char *out, size_t outlen);
 
 /* Rereads --client-keys and makes the new table the one every worker takes
    at its next request. A file that cannot be read or parsed leaves the old

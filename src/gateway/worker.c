@@ -224,55 +224,60 @@ static void on_log_async(uv_async_t *h)
         fprintf(stderr, "llmcached: SIGHUP: reopened the access log %s\n", path);
 }
 
-/* The keys file is read on the thread pool, not on worker 0's loop: a
-   file on a slow or stuck mount must not stall the requests that loop
-   serves. The message is printed back on the loop. */
-typedef struct {
+/* A SIGHUP's rereads (the options, the client keys file) run on the thread
+   pool, not on worker 0's loop: a file on a slow or stuck mount must not
+   stall the requests that loop serves. What they say is printed back on
+   the loop. */
+typedef struct reload {
     uv_work_t work;
     llmc_worker_t *w;
-    int rc;
-    char msg[512];
-} clients_reload_t;
+    char out[2048];
+} reload_t;
 
-static void clients_reload_work(uv_work_t *req)
+static void reload_work(uv_work_t *req)
 {
-    clients_reload_t *r = req->data;
-    r->rc = llmc_gw_clients_reload(r->w->gw, r->msg, sizeof(r->msg));
+    reload_t *r = req->data;
+    llmc_gw_t *gw = r->w->gw;
+    char msg[512];
+    r->out[0] = '\0';
+    llmc_gw_reload_options(gw, r->out, sizeof(r->out));
+    if (!gw->client_keys)
+        return;
+    int rc = llmc_gw_clients_reload(gw, msg, sizeof(msg));
+    size_t n = strlen(r->out);
+    snprintf(r->out + n, sizeof(r->out) - n, "llmcached: SIGHUP: %s %s\n",
+             rc == 0 ? "reloaded the client keys" : "cannot reload --client-keys:", msg);
 }
 
-static void clients_reload_done(uv_work_t *req, int status)
+static void reload_done(uv_work_t *req, int status)
 {
-    clients_reload_t *r = req->data;
-    r->w->clients_reloading = false;
+    reload_t *r = req->data;
+    r->w->reloading = false;
     if (status == 0)
-        fprintf(stderr, "llmcached: SIGHUP: %s %s\n",
-                r->rc == 0 ? "reloaded the client keys" : "cannot reload --client-keys:", r->msg);
+        fputs(r->out, stderr);
     free(r);
 }
 
-static void reload_clients(llmc_worker_t *w)
+static void reload_start(llmc_worker_t *w)
 {
-    clients_reload_t *r;
-    if (!w->gw->client_keys)
-        return;
-    if (w->clients_reloading || !(r = calloc(1, sizeof(*r)))) {
-        fprintf(stderr, "llmcached: SIGHUP: %s\n", w->clients_reloading
-                ? "a reload of the client keys is still under way" : "out of memory");
+    reload_t *r;
+    if (w->reloading || !(r = calloc(1, sizeof(*r)))) {
+        fprintf(stderr, "llmcached: SIGHUP: %s\n", w->reloading
+                ? "a reload is still under way" : "out of memory");
         return;
     }
     r->w = w;
     r->work.data = r;
-    if (uv_queue_work(&w->loop, &r->work, clients_reload_work, clients_reload_done) != 0) {
-        fprintf(stderr, "llmcached: SIGHUP: cannot start the reload of the client keys\n");
+    if (uv_queue_work(&w->loop, &r->work, reload_work, reload_done) != 0) {
+        fprintf(stderr, "llmcached: SIGHUP: cannot start the reload\n");
         free(r);
         return;
     }
-    w->clients_reloading = true;
+    w->reloading = true;
 }
 
-/* SIGHUP: the client keys file is read again (reload_clients), and the
-   access log reopened. What else the options say is read at start only
-   (README: Signals).
+/* SIGHUP: the options and the client keys file are read again
+   (reload_start), and the access log reopened.
    logrotate's postrotate: the access log file is opened again under its
    name once every worker has written out its buffer (on_log_async), and
    takes the old one's descriptor (dup3 swaps it in one step). */
@@ -281,7 +286,7 @@ static void on_sighup(uv_signal_t *s, int signum)
     llmc_worker_t *w = s->data;
     llmc_gw_t *gw = w->gw;
     (void)signum;
-    reload_clients(w);
+    reload_start(w);
     if (gw->cfg->access_log != LLMC_CFG_ACCESS_LOG_FILE || gw->log.fd < 0) {
         fprintf(stderr, "llmcached: SIGHUP: no access log file to reopen\n");
         return;

@@ -10,6 +10,7 @@ without calling the model or changing the cache.
 """
 
 import json
+import signal
 
 import pytest
 
@@ -250,3 +251,39 @@ def test_explain_routes_that_are_not_cached_and_bad_input(admin_gw, mock):
     r = g.post("/admin/explain", data=b"{", headers={**bearer(), "Content-Type": "application/json"})
     assert_error_shape(r, 400)
     assert mock.calls() == 0
+
+
+# ---------------------------------------------------------------- SIGHUP: the options read again
+
+def test_sighup_rereads_the_admin_token_from_the_config_file(mock, gateway_factory, tmp_path):
+    conf = tmp_path / "llmcached.conf"
+    conf.write_text("admin-token = tok-one-1234\nttl = 300\n")
+    g = gateway_factory(mock, args=["--config", conf])
+
+    def hup_and_wait(text, count=1):
+        g.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: g.stderr().count(text) >= count, what=repr(text))
+
+    assert g.get("/stats", headers=bearer("tok-one-1234")).status_code == 200
+    # A new token in the file replaces the old one at once; --ttl waits for a restart.
+    conf.write_text("admin-token = tok-two-5678\nttl = 60\n")
+    hup_and_wait("--admin-token replaced")
+    assert "--ttl differs from the running value: it needs a restart" in g.stderr()
+    assert_error_shape(g.get("/stats", headers=bearer("tok-one-1234")), 401)
+    assert g.get("/stats", headers=bearer("tok-two-5678")).status_code == 200
+    assert g.get(f"/admin/cache/{KEY}", headers=bearer("tok-two-5678")).status_code == 404
+    # A file that does not parse changes nothing.
+    conf.write_text("admin-token = tok-three\nttl = banana\n")
+    hup_and_wait("the options cannot be read again")
+    assert "none changed" in g.stderr()
+    assert g.get("/stats", headers=bearer("tok-two-5678")).status_code == 200
+    # No token any more: the admin routes go away (404) and /stats opens, as at start.
+    conf.write_text("ttl = 300\n")
+    hup_and_wait("--admin-token removed")
+    assert_error_shape(g.get(f"/admin/cache/{KEY}", headers=bearer("tok-two-5678")), 404)
+    assert g.get("/stats").status_code == 200
+    # A SIGHUP with nothing changed says nothing about options.
+    hup_and_wait("SIGHUP: reopened the access log", 4)
+    assert g.stderr().count("needs a restart") == 1
+    assert all(t not in g.stderr() for t in ["tok-one-1234", "tok-two-5678", "tok-three"])
+    assert g.chat(content="still serving").status_code == 200
