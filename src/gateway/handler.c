@@ -441,7 +441,9 @@ static gr_state_t step_new(gw_req_t *gr)
     llmc_key_t fp;
     uint32_t fl = 0;
 
-    gr->private_scope = !gw->shared_scope;
+    /* With --client-keys an answer is for key holders only: private, so that
+       no cache in front of the gateway hands it to a client without a key. */
+    gr->private_scope = !gw->shared_scope || gw->client_keys;
     fingerprint(gr, &fp);
     gr->known = llmc_fpmap_get(gw->fpmap, &fp, &gr->key, &fl);
     bool full = !gr->known || llmc_tier_set_wants_query(gw->tiers);

@@ -8,6 +8,8 @@
  *   ETag           strong, from the stored body
  *   Vary           X-Cache-Namespace, and Authorization under per-key scope
  *   X-Cache-Key    the key in hex
+ *   X-Cache-Denied --client-keys: what the key asked for and may not do
+ *                  (refresh, ttl), which was not done
  *   X-Cache-Tokens-Saved  on answers from the cache: "<prompt>+<completion>"
  *                  from the stored usage
  *   X-Cache-Similarity, X-Cache-Matched-Key  on a SEMANTIC-HIT: the cosine of

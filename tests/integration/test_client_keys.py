@@ -299,3 +299,12 @@ def test_explain_keys_a_request_as_its_client_key_would(mock, gateway_factory, k
     assert e["verdict"] == {"action": "error", "status": 403}
     e = g.post("/admin/explain", {"body": body}, headers=admin).json()
     assert e["client"] == {"listed": False} and e["verdict"] == {"action": "error", "status": 401}
+
+
+def test_answers_are_private_so_no_cache_in_front_serves_them_without_a_key(keyed):
+    miss = keyed.chat(content="for key holders", headers=bearer(KEY_FREE))
+    hit = keyed.chat(content="for key holders", headers=bearer(KEY_FREE))
+    assert hit.headers["X-Cache"] == "HIT"
+    for r in (miss, hit):
+        assert r.headers["Cache-Control"].startswith("private"), r.headers
+        assert "Authorization" in r.headers["Vary"]
