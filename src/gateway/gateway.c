@@ -227,12 +227,12 @@ llmc_clients_t *llmc_gw_clients(llmc_worker_t *w)
     return w->clients;
 }
 
-const llmc_client_t *llmc_gw_client_find(llmc_worker_t *w, const llmc_http_req_t *req,
+const llmc_client_t *llmc_gw_client_find(const llmc_clients_t *t, const llmc_http_req_t *req,
                                          const char **cred, size_t *len)
 {
     *cred = llmc_clients_credential(llmc_http_header(req, "authorization"),
                                     llmc_http_header(req, "x-api-key"), len);
-    return llmc_clients_find(llmc_gw_clients(w), *cred, *len);
+    return llmc_clients_find(t, *cred, *len);
 }
 
 static int open_log(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)

@@ -160,11 +160,12 @@ bool llmc_gw_admin_authorized(const llmc_gw_t *gw, const llmc_http_req_t *req);
 struct llmc_clients *llmc_gw_clients(llmc_worker_t *w);
 
 /* --client-keys: the listed key req presents (Authorization: Bearer, else
-   x-api-key) in w's table, or NULL; *cred and *len then point at it in
-   req's headers. w's loop thread. */
+   x-api-key) in table t (llmc_gw_clients'), or NULL; *cred and *len then
+   point at it in req's headers. */
 struct llmc_client;
-const struct llmc_client *llmc_gw_client_find(llmc_worker_t *w, const llmc_http_req_t *req,
-                                              const char **cred, size_t *len);
+const struct llmc_client *llmc_gw_client_find(const struct llmc_clients *t,
+                                              const llmc_http_req_t *req, const char **cred,
+                                              size_t *len);
 
 /* SIGHUP: reads the options again from where they came from (gw->argv,
    gw->envp and the --config file they name), applies those that can change

@@ -783,11 +783,13 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
     }
     if (!authorized(w->gw, route, req))
         return;
+    /* The table is taken once: the key found points into it, and the
+       request keeps it (a reference) even if a SIGHUP swaps the worker's. */
+    llmc_clients_t *keys = route->access == ACCESS_CLIENT ? llmc_gw_clients(w) : NULL;
     const char *cred = NULL;
     size_t cred_len = 0;
     const llmc_client_t *client = NULL;
-    if (route->access == ACCESS_CLIENT && w->gw->client_keys &&
-        !(client = llmc_gw_client_find(w, req, &cred, &cred_len))) {
+    if (keys && !(client = llmc_gw_client_find(keys, req, &cred, &cred_len))) {
         llmc_http_respond_error(req, 401, "WWW-Authenticate: Bearer realm=\"llmcached\"\r\n",
                                 "invalid_request_error", "invalid_api_key",
                                 "this gateway needs one of its client keys: Authorization: "
@@ -809,7 +811,7 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
     gr->route = route;
     gr->route_arg = req->path + strlen(route->path);
     if (client) {
-        gr->clients = llmc_clients_ref(llmc_gw_clients(w));
+        gr->clients = llmc_clients_ref(keys);
         gr->client = client;
         gr->cred = cred;
     }
