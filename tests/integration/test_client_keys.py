@@ -11,6 +11,7 @@ never reach the upstream, the access log or stderr.
 """
 
 import json
+import os
 import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -308,3 +309,48 @@ def test_answers_are_private_so_no_cache_in_front_serves_them_without_a_key(keye
     for r in (miss, hit):
         assert r.headers["Cache-Control"].startswith("private"), r.headers
         assert "Authorization" in r.headers["Vary"]
+
+
+def test_reloads_under_traffic_lose_no_listed_key(mock, gateway_factory, tmp_path):
+    # Requests on every thread while the table is swapped again and again: a
+    # key listed in every version of the file is never refused, and the old
+    # tables are freed under running requests without a crash (ASan build).
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    p = tmp_path / "keys"
+    p.write_text(f"{KEY_A}\n")
+    g = gateway_factory(mock, args=["--client-keys", p], env={"LLMC_UPSTREAM_KEY": "sk-up"},
+                        threads=4)
+    stop = time.monotonic() + 3.0
+    statuses = []
+
+    def client(n):
+        from conftest import session
+        s = session()
+        i = 0
+        while time.monotonic() < stop:
+            r = s.post(g.url + "/v1/chat/completions", json=chat_body(f"q{n}-{i % 5}"),
+                       headers=bearer(KEY_A), timeout=10)
+            statuses.append(r.status_code)
+            i += 1
+
+    with ThreadPoolExecutor(6) as ex:
+        futs = [ex.submit(client, n) for n in range(6)]
+        k = 0
+        while time.monotonic() < stop:
+            # Replaced whole (a new file renamed over it), as the README says
+            # to: a reload may otherwise read a file half written.
+            tmp = tmp_path / "keys.new"
+            tmp.write_text(f"{KEY_A}\n{KEY_B}\n" if k % 2 == 0 else f"# v{k}\n{KEY_A} ttl=yes\n")
+            os.replace(tmp, p)
+            g.proc.send_signal(signal.SIGHUP)
+            k += 1
+            time.sleep(0.05)
+        for f in futs:
+            f.result()
+    assert statuses and set(statuses) == {200}, set(statuses)
+    p.write_text(f"{KEY_B}\n")
+    g.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: g.chat(content="final", headers=bearer(KEY_B)).status_code == 200,
+               what="the last reload")
+    assert_error_shape(g.chat(content="final", headers=bearer(KEY_A)), 401)
