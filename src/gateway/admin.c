@@ -392,14 +392,16 @@ static void explain_tiers(gw_req_t *gr, json_t *o, const llmc_key_t *key,
 {
     llmc_tier_set_t *s = gr->w->gw->tiers;
     int64_t now = llmc_now_ms();
-    json_t *tiers = json_array(), *verdict = NULL;
+    json_t *tiers = json_array(), *verdict = NULL, *not_asked = json_array();
     for (unsigned i = 0; i < llmc_tier_set_count(s); i++) {
         const char *name = llmc_tier_set_name(s, i);
         llmc_entry_t *e = NULL;
         int rc = llmc_tier_set_peek(s, i, key, now, &e);
-        if (rc == LLMC_ENOTSUP) {
+        if (rc == LLMC_ENOTSUP) { /* Redis, semantic: explain does not wait for them */
             json_array_append_new(tiers, json_pack("{s:s, s:s}", "tier", name, "state",
-                                                   "not asked (answers later)"));
+                                                   "not asked (it answers only after a wait)"));
+            if (!verdict)
+                json_array_append_new(not_asked, json_string(name));
             continue;
         }
         if (rc != 0) {
@@ -425,9 +427,13 @@ static void explain_tiers(gw_req_t *gr, json_t *o, const llmc_key_t *key,
     }
     if (!verdict && pol->only_if_cached)
         verdict = json_pack("{s:s, s:i}", "action", "error", "status", 504);
-    if (!verdict)
+    if (!verdict && json_array_size(not_asked))
+        verdict = json_pack("{s:s, s:b, s:O}", "action", pol->write ? "miss" : "bypass",
+                            "stored", pol->write, "unless", not_asked);
+    else if (!verdict)
         verdict = json_pack("{s:s, s:b}", "action", pol->write ? "miss" : "bypass",
                             "stored", pol->write);
+    json_decref(not_asked);
     json_object_set_new(o, "tiers", tiers);
     json_object_set_new(o, "verdict", verdict);
 }

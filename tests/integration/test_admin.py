@@ -287,3 +287,16 @@ def test_sighup_rereads_the_admin_token_from_the_config_file(mock, gateway_facto
     assert g.stderr().count("needs a restart") == 1
     assert all(t not in g.stderr() for t in ["tok-one-1234", "tok-two-5678", "tok-three"])
     assert g.chat(content="still serving").status_code == 200
+
+
+def test_explain_names_the_tiers_it_does_not_wait_for(mock, gateway_factory):
+    g = gateway_factory(mock, args=["--semantic", "on"], env={"LLMC_ADMIN_TOKEN": TOKEN})
+    e = explain(g, chat_body("what is the capital of france")).json()
+    assert [t["tier"] for t in e["tiers"]] == ["memory", "semantic"]
+    assert e["tiers"][1]["state"].startswith("not asked")
+    assert e["verdict"] == {"action": "miss", "stored": True, "unless": ["semantic"]}
+    # An exact hit in memory answers before the semantic tier would be asked.
+    g.chat(chat_body("what is the capital of france"))
+    assert explain(g, chat_body("what is the capital of france")).json()["verdict"] == \
+        {"action": "hit", "tier": "memory"}
+    assert mock.calls() == 1
