@@ -23,6 +23,8 @@
  *   text (so a failed set never leaves a half-written value);
  * - a SIZE or SECS value that was accepted prints back ("%lld" bytes or
  *   "%lldms") to text that parses to the same value;
+ * - llmc_config_diff names at most the option a set changed, and nothing
+ *   between a config and itself or one that took the same sets;
  * - llmc_config_free leaves nothing behind (LeakSanitizer).
  */
 #include <stdint.h>
@@ -121,14 +123,25 @@ static void check_roundtrip(llmc_config_t *cfg, const char *name)
     CHECK(*slot == v);
 }
 
+/* llmc_config_diff's report: each name it gives must be the one expected
+   (NULL: none may be given). */
+static const char *diff_expect;
+
+static void diff_changed(const char *name, void *arg)
+{
+    (void)arg;
+    CHECK(diff_expect != NULL && strcmp(name, diff_expect) == 0);
+}
+
 static void run_lines(char *text)
 {
-    llmc_config_t cfg;
+    llmc_config_t cfg, prev;
     char err[512];
     char *argv[] = {"llmcached", NULL};
 
     int rc = llmc_config_load(&cfg, 1, argv, NULL, NULL, NULL, err, sizeof err);
     CHECK(rc == 0);
+    CHECK(llmc_config_load(&prev, 1, argv, NULL, NULL, NULL, err, sizeof err) == 0);
     check_ranges(&cfg);
     for (char *line = text, *next; line; line = next) {
         next = strchr(line, '\n');
@@ -146,7 +159,17 @@ static void run_lines(char *text)
         check_ranges(&cfg);
         if (rc == 0)
             check_roundtrip(&cfg, line);
+        /* One set changes at most its own option, and a config never
+           differs from itself; then prev takes the same step. */
+        diff_expect = rc == 0 ? line : NULL;
+        llmc_config_diff(&prev, &cfg, diff_changed, NULL);
+        diff_expect = NULL;
+        llmc_config_diff(&cfg, &cfg, diff_changed, NULL);
+        if (rc == 0)
+            CHECK(llmc_config_set(&prev, line, value, err, sizeof err) == 0);
+        llmc_config_diff(&prev, &cfg, diff_changed, NULL);
     }
+    llmc_config_free(&prev);
     llmc_config_free(&cfg);
 }
 

@@ -421,6 +421,42 @@ void llmc_config_free(llmc_config_t *cfg)
     cfg->config_file = NULL;
 }
 
+static bool same_text(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+void llmc_config_diff(const llmc_config_t *a, const llmc_config_t *b,
+                      void (*changed)(const char *name, void *arg), void *arg)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_t *o = &opts[i];
+        const char *pa = (const char *)a + o->off, *pb = (const char *)b + o->off;
+        bool same;
+        switch (o->type) {
+        case LLMC_OPT_STR:
+            same = same_text(*(char *const *)pa, *(char *const *)pb);
+            break;
+        case LLMC_OPT_ENUM:
+            same = memcmp(pa, pb, sizeof(int)) == 0;
+            break;
+        case LLMC_OPT_WORD_OR_STR:
+            same = memcmp(pa, pb, sizeof(int)) == 0 &&
+                   same_text(*(char *const *)((const char *)a + o->text_off),
+                             *(char *const *)((const char *)b + o->text_off));
+            break;
+        case LLMC_OPT_BOOL:
+            same = *(const bool *)pa == *(const bool *)pb;
+            break;
+        default: /* INT, SIZE, SECS, RATIO */
+            same = *(const int64_t *)pa == *(const int64_t *)pb;
+            break;
+        }
+        if (!same)
+            changed(o->name, arg);
+    }
+}
+
 /* --- the config file ----------------------------------------------------- */
 
 static char *trim(char *s)

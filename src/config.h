@@ -165,6 +165,9 @@ typedef enum llmc_opt_type {
     X(drain_timeout, "drain-timeout", SECS, "30", 0, 3600000, NULL,                           \
       "On SIGTERM, how long requests and streams in progress may take to finish while no new " \
       "ones are taken (seconds); then the rest are cut off. 0: stop at once.")                \
+    X(client_keys, "client-keys", STR, "", 0, 0, NULL,                                        \
+      "File of the client keys that may use the gateway, one a line with its rights (README: " \
+      "Client keys); requests without a listed key get 401. Reread on SIGHUP. Empty: open.")  \
     X(admin_token, "admin-token", STR, "", 0, 0, NULL,                                        \
       "Bearer token the admin routes (/admin/...) require; empty: they are not served (404). " \
       "When set, /stats and /metrics require it too. Prefer the environment variable to the " \
@@ -266,6 +269,11 @@ int llmc_config_load(llmc_config_t *cfg, int argc, char **argv, char **envp,
 
 /* Sets one option by name from its text form. 0 or LLMC_EINVAL (message in err). */
 int llmc_config_set(llmc_config_t *cfg, const char *name, const char *value, char *err, size_t errlen);
+
+/* Calls changed(name, arg) for each option whose value differs between a
+   and b (a SIGHUP's reread against the options running), in table order. */
+void llmc_config_diff(const llmc_config_t *a, const llmc_config_t *b,
+                      void (*changed)(const char *name, void *arg), void *arg);
 
 /* Frees the strings cfg owns (STR fields and the text of WORD_OR_STR ones). */
 void llmc_config_free(llmc_config_t *cfg);

@@ -1,6 +1,7 @@
 /*
  * main.c: llmcached's entry point. Reads the options, starts the built-in
- * mock model when asked to, and runs the gateway until SIGINT/SIGTERM.
+ * mock model when asked to, and runs the gateway until SIGINT/SIGTERM
+ * (SIGHUP reads the options again: gateway.h, llmc_gw_reload_options).
  *
  *   llmcached [--option value ...]    the gateway
  *   llmcached mock [--listen ...]     the mock model on its own
@@ -71,7 +72,7 @@ static int set_anthropic(llmc_gw_t *gw, const llmc_config_t *cfg, const char *mo
     return llmc_gw_set_anthropic(gw, url, mock, anthropic_key(), err, errlen);
 }
 
-static int run_gateway(llmc_config_t *cfg)
+static int run_gateway(llmc_config_t *cfg, int argc, char **argv)
 {
     char err[512] = "", url[1100], mock_url[64] = "";
     llmc_mock_t *mock = NULL;
@@ -101,6 +102,11 @@ static int run_gateway(llmc_config_t *cfg)
     if (rc == 0 && (rc = set_anthropic(&gw, cfg, mock_url, err, sizeof(err))) < 0)
         llmc_gw_free(&gw);
     if (rc == 0) {
+        /* Where a SIGHUP reads the options again (the --config file may
+           have changed; the flags and the environment cannot). */
+        gw.argc = argc;
+        gw.argv = argv;
+        gw.envp = environ;
         rc = llmc_gw_run(&gw, on_ready, NULL, err, sizeof(err));
         llmc_gw_free(&gw);
     }
@@ -149,7 +155,7 @@ int main(int argc, char **argv)
         llmc_config_markdown(stdout);
         rc = 0;
     } else {
-        rc = run_gateway(&cfg);
+        rc = run_gateway(&cfg, argc, argv);
     }
     llmc_config_free(&cfg);
     return rc;

@@ -26,9 +26,12 @@
  */
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
+#include "gateway/clients.h"
 #include "gateway/gw_int.h"
 #include "llmc/error.h"
 
@@ -294,4 +297,308 @@ void llmc__gw_admin_entry(gw_req_t *gr)
         llmc__gw_respond_json(gr, 200, o);
     else
         llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
+}
+
+/* ---- POST /admin/explain ---------------------------------------------------- */
+
+/* The explained request: its parts as the body named them. */
+typedef struct explain_in {
+    const char *path;
+    json_t *headers;             /* an object of strings, or NULL */
+    char *body;                  /* malloc'd */
+    size_t body_len;
+} explain_in_t;
+
+/* A header of the explained request, by its lowercase name, any case in
+   the JSON; NULL when absent. */
+static const char *in_header(const explain_in_t *in, const char *lname)
+{
+    const char *name;
+    json_t *v;
+    if (!in->headers)
+        return NULL;
+    json_object_foreach(in->headers, name, v)
+        if (strcasecmp(name, lname) == 0)
+            return json_string_value(v);
+    return NULL;
+}
+
+/* Reads {"method", "path", "headers", "body"} (a bare request body, one
+   with none of those fields, is taken as a chat completion's). 0, or
+   LLMC_EINVAL with a message for a 400. */
+static int explain_read(json_t *root, explain_in_t *in, char *err, size_t errlen)
+{
+    memset(in, 0, sizeof(*in));
+    in->path = "/v1/chat/completions";
+    json_t *path = json_object_get(root, "path"), *method = json_object_get(root, "method");
+    json_t *headers = json_object_get(root, "headers"), *body = json_object_get(root, "body");
+    if (!json_is_object(root))
+        return sel_error(err, errlen, "%s", "the body must be a JSON object");
+    if (!path && !method && !headers && !body) {
+        body = root; /* a bare chat body */
+    } else {
+        const char *name;
+        json_t *v;
+        json_object_foreach(root, name, v)
+            if (strcmp(name, "path") && strcmp(name, "method") && strcmp(name, "headers") &&
+                strcmp(name, "body"))
+                return sel_error(err, errlen,
+                                 "unknown field \"%.64s\" (method, path, headers, body)", name);
+        if (path && (!json_is_string(path) || json_string_value(path)[0] != '/'))
+            return sel_error(err, errlen, "%s", "\"path\" must be a path such as "
+                             "\"/v1/chat/completions\"");
+        if (method && (!json_is_string(method) || strcasecmp(json_string_value(method), "POST")))
+            return sel_error(err, errlen, "%s", "\"method\" can only be POST: the cached routes "
+                             "take POST (GET /ask is keyed as the chat completion it stands for)");
+        if (headers && !json_is_object(headers))
+            return sel_error(err, errlen, "%s", "\"headers\" must be an object of strings");
+        json_object_foreach(headers, name, v)
+            if (!json_is_string(v))
+                return sel_error(err, errlen, "header \"%.64s\" must be a string", name);
+        if (!body || !(json_is_object(body) || json_is_string(body)))
+            return sel_error(err, errlen, "%s", "\"body\" must be the request body: a JSON "
+                             "object, or its text as a string");
+        if (path)
+            in->path = json_string_value(path);
+        in->headers = headers;
+    }
+    if (json_is_string(body)) {
+        in->body_len = json_string_length(body);
+        in->body = malloc(in->body_len + 1);
+        if (in->body)
+            memcpy(in->body, json_string_value(body), in->body_len + 1);
+    } else if ((in->body = json_dumps(body, JSON_COMPACT))) {
+        in->body_len = strlen(in->body);
+    }
+    return in->body ? 0 : LLMC_ENOMEM;
+}
+
+/* The verdict of an explained request that never reaches the cache: the
+   error status it would get, or 0 for one passed through to the model. */
+static json_t *explain_refused(json_t *o, int status, const char *why)
+{
+    json_object_set_new(o, "cacheable", json_false());
+    json_object_set_new(o, "why_not", json_string(why));
+    json_object_set_new(o, "verdict", status ? json_pack("{s:s, s:i}", "action", "error",
+                                                         "status", status)
+                                             : json_pack("{s:s}", "action", "pass"));
+    return o;
+}
+
+/* The per-tier view of key: which tier holds it and in what state, and
+   the verdict of the walk (the first usable entry answers). */
+static void explain_tiers(gw_req_t *gr, json_t *o, const llmc_key_t *key,
+                          const llmc_policy_t *pol)
+{
+    llmc_tier_set_t *s = gr->w->gw->tiers;
+    int64_t now = llmc_now_ms();
+    json_t *tiers = json_array(), *verdict = NULL, *not_asked = json_array();
+    for (unsigned i = 0; i < llmc_tier_set_count(s); i++) {
+        const char *name = llmc_tier_set_name(s, i);
+        llmc_entry_t *e = NULL;
+        int rc = llmc_tier_set_peek(s, i, key, now, &e);
+        if (rc == LLMC_ENOTSUP) { /* Redis, semantic: explain does not wait for them */
+            json_array_append_new(tiers, json_pack("{s:s, s:s}", "tier", name, "state",
+                                                   "not asked (it answers only after a wait)"));
+            if (!verdict)
+                json_array_append_new(not_asked, json_string(name));
+            continue;
+        }
+        if (rc != 0) {
+            json_array_append_new(tiers, json_pack("{s:s, s:s}", "tier", name, "state", "absent"));
+            continue;
+        }
+        llmc_use_t use = llmc_policy_usable(pol, e, now);
+        const char *usable = !pol->read ? "not read (no-cache)"
+                             : use == LLMC_USE_FRESH ? "yes"
+                             : use == LLMC_USE_STALE ? "stale (max-stale)"
+                                                     : "no (the request's directives refuse it)";
+        json_array_append_new(tiers, json_pack(
+            "{s:s, s:s, s:I, s:I, s:o, s:o, s:s}", "tier", name,
+            "state", now < e->expires_ms ? "fresh" : "expired",
+            "age_s", (json_int_t)llmc_entry_age(e, now),
+            "ttl_left_s", (json_int_t)llmc_entry_ttl_left(e, now),
+            "created", time_json(e->created_ms), "expires", time_json(e->expires_ms),
+            "usable", usable));
+        if (!verdict && pol->read && use != LLMC_USE_NO)
+            verdict = json_pack("{s:s, s:s}", "action", use == LLMC_USE_FRESH ? "hit" : "stale-hit",
+                                "tier", name);
+        llmc_entry_unref(e);
+    }
+    if (!verdict && pol->only_if_cached)
+        verdict = json_pack("{s:s, s:i}", "action", "error", "status", 504);
+    if (!verdict && json_array_size(not_asked))
+        verdict = json_pack("{s:s, s:b, s:O}", "action", pol->write ? "miss" : "bypass",
+                            "stored", pol->write, "unless", not_asked);
+    else if (!verdict)
+        verdict = json_pack("{s:s, s:b}", "action", pol->write ? "miss" : "bypass",
+                            "stored", pol->write);
+    json_decref(not_asked);
+    json_object_set_new(o, "tiers", tiers);
+    json_object_set_new(o, "verdict", verdict);
+}
+
+/* The policy the explained request's headers and body make, held to its
+   client key's rights; the same steps as handler.c's read_policy. 0, or
+   the status of the error it would get (message in err). */
+static int explain_policy(gw_req_t *gr, const explain_in_t *in, const llmc_canon_t *canon,
+                          const llmc_client_t *client, llmc_policy_t *pol, unsigned *denied,
+                          char *err, size_t errlen)
+{
+    const llmc_config_t *cfg = gr->w->gw->cfg;
+    const char *cc = in_header(in, "cache-control");
+    if (llmc_policy_parse(pol, cc, in_header(in, "pragma"), in_header(in, "x-cache-ttl"),
+                          in_header(in, "x-cache-namespace"), canon->cache_ext, cfg->ttl,
+                          cfg->max_ttl, err, errlen) < 0 ||
+        llmc_policy_parse_tags(pol, in_header(in, "x-cache-tags"), canon->cache_ext, err,
+                               errlen) < 0 ||
+        llmc_policy_parse_semantic(pol, in_header(in, "x-cache-semantic"),
+                                   in_header(in, "x-cache-semantic-threshold"), canon->cache_ext,
+                                   err, errlen) < 0)
+        return 400;
+    *denied = 0;
+    if (client && llmc_clients_apply(client, pol, cfg->ttl < cfg->max_ttl ? cfg->ttl : cfg->max_ttl,
+                                     denied, err, errlen) < 0)
+        return 403;
+    return 0;
+}
+
+/* The key's inputs and the key, as handler.c makes them. */
+static json_t *explain_key(gw_req_t *gr, json_t *o, const explain_in_t *in,
+                           const gw_explain_route_t *rt, const llmc_canon_t *canon,
+                           const llmc_client_t *client, const char *cred, llmc_key_t *key,
+                           llmc_policy_t *pol)
+{
+    llmc_gw_t *gw = gr->w->gw;
+    char err[256] = "", src[LLMC_CLIENT_NS_MAX + 4], scope[2 * LLMC_KEY_LEN + 1] = "";
+    char hex[2 * LLMC_KEY_LEN + 1];
+    unsigned denied = 0;
+    int status = explain_policy(gr, in, canon, client, pol, &denied, err, sizeof(err));
+    if (status)
+        return explain_refused(o, status, err);
+    /* The scope: handler.c's scope_source. */
+    const char *scope_from = NULL;
+    if (client && client->ns[0] && gw->shared_scope) {
+        snprintf(src, sizeof(src), "ns:%s", client->ns);
+        scope_from = src;
+    } else if (!gw->shared_scope) {
+        scope_from = cred ? cred : in_header(in, "authorization");
+    }
+    if (scope_from || !gw->shared_scope) {
+        llmc_key_t h;
+        llmc_key_scope(&h, scope_from, scope_from ? strlen(scope_from) : 0);
+        llmc_key_hex(&h, scope);
+    }
+    llmc_key_build(key, rt->path, gw->key_upstream, scope, pol->ns, canon->text, canon->text_len);
+    llmc_key_hex(key, hex);
+    json_t *ignored = json_array();
+    const char *name;
+    json_t *v;
+    json_object_foreach(canon->root, name, v)
+        if (llmc_key_field_ignored(name))
+            json_array_append_new(ignored, json_string(name));
+    if (canon->cache_ext)
+        json_array_append_new(ignored, json_string("cache"));
+    json_t *d = json_array();
+    if (denied & LLMC_CLIENT_DENIED_REFRESH)
+        json_array_append_new(d, json_string("refresh"));
+    if (denied & LLMC_CLIENT_DENIED_TTL)
+        json_array_append_new(d, json_string("ttl"));
+    json_object_set_new(o, "key", json_string(hex));
+    json_object_set_new(o, "inputs", json_pack(
+        "{s:s, s:s, s:s, s:s, s:s%}", "route", rt->path, "upstream", gw->key_upstream,
+        "scope", !scope[0] ? "shared" : scope_from && scope_from == src ? "bound namespace"
+                                                                          : "per key",
+        "namespace", pol->ns, "canonical", canon->text, canon->text_len));
+    json_object_set_new(o, "model", json_string(canon->model));
+    json_object_set_new(o, "ignored_fields", ignored);
+    json_object_set_new(o, "cacheable", json_true());
+    json_object_set_new(o, "policy", json_pack(
+        "{s:b, s:b, s:b, s:I, s:o}", "read", pol->read, "write", pol->write,
+        "only_if_cached", pol->only_if_cached, "ttl_s", (json_int_t)(pol->ttl_ms / 1000),
+        "denied", d));
+    return o;
+}
+
+/* Which client key the explained request presents, with --client-keys. */
+static bool explain_client(gw_req_t *gr, json_t *o, const explain_in_t *in,
+                           const llmc_client_t **client, const char **cred)
+{
+    size_t len = 0;
+    *client = NULL;
+    *cred = NULL;
+    if (!gr->w->gw->client_keys)
+        return true;
+    *cred = llmc_clients_credential(in_header(in, "authorization"), in_header(in, "x-api-key"),
+                                    &len);
+    *client = llmc_clients_find(gr->clients, *cred, len);
+    if (!*client) {
+        json_object_set_new(o, "client", json_pack("{s:b}", "listed", false));
+        explain_refused(o, 401, "no listed client key (--client-keys)");
+        return false;
+    }
+    json_object_set_new(o, "client", json_pack("{s:b, s:s, s:b, s:b, s:i}", "listed", true,
+                                               "namespace", (*client)->ns, "refresh",
+                                               (*client)->refresh, "ttl", (*client)->ttl,
+                                               "line", (int)(*client)->line));
+    return true;
+}
+
+static json_t *explain(gw_req_t *gr, const explain_in_t *in,
+                       bool (*find)(const char *path, gw_explain_route_t *out))
+{
+    gw_explain_route_t rt;
+    llmc_canon_t canon = {0};
+    llmc_policy_t pol;
+    llmc_key_t key;
+    char err[256] = "";
+    const llmc_client_t *client;
+    const char *cred, *why;
+    json_t *o = json_pack("{s:s}", "path", in->path);
+    if (!o)
+        return NULL;
+    if (!find(in->path, &rt))
+        return explain_refused(o, 404, "no route takes a POST to this path");
+    json_object_set_new(o, "route", json_string(rt.path));
+    if (!rt.cacheable)
+        return explain_refused(o, 0, "this route is passed through to the model, never cached");
+    if (!explain_client(gr, o, in, &client, &cred))
+        return o;
+    if (llmc_canon_parse(in->body, in->body_len, &canon, err, sizeof(err)) < 0)
+        return explain_refused(o, 400, err);
+    if (rt.pass_why && (why = rt.pass_why(&canon))) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "\"%s\": such requests are passed through uncached", why);
+        llmc_canon_free(&canon);
+        return explain_refused(o, 0, msg);
+    }
+    explain_key(gr, o, in, &rt, &canon, client, cred, &key, &pol);
+    if (json_is_true(json_object_get(o, "cacheable")))
+        explain_tiers(gr, o, &key, &pol);
+    llmc_canon_free(&canon);
+    return o;
+}
+
+void llmc__gw_admin_explain(gw_req_t *gr, bool (*find)(const char *path, gw_explain_route_t *out))
+{
+    char err[256];
+    json_error_t jerr;
+    explain_in_t in;
+    json_t *root = json_loadb(gr->req->body, gr->req->body_len, JSON_DECODE_ANY, &jerr);
+    int rc = root ? explain_read(root, &in, err, sizeof(err)) : LLMC_EJSON;
+    if (!root)
+        snprintf(err, sizeof(err), "the body is not JSON: %s", jerr.text);
+    if (gr->w->gw->client_keys) /* the table explain looks keys up in, held for the call */
+        gr->clients = llmc_clients_ref(llmc_gw_clients(gr->w));
+    json_t *o = rc == 0 ? explain(gr, &in, find) : NULL;
+    llmc__gr_enter(gr, GR_RESPOND);
+    if (rc == 0 && o)
+        llmc__gw_respond_json(gr, 200, o);
+    else if (rc == 0 || rc == LLMC_ENOMEM)
+        llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
+    else
+        llmc__gw_error(gr, 400, "invalid_request_error", "invalid_explain_request", err);
+    if (rc == 0 || rc == LLMC_ENOMEM)
+        free(in.body);
+    json_decref(root);
 }

@@ -570,8 +570,12 @@ int llmc__gw_upstream_hdrs(const gw_req_t *gr, const char *ctype, char **out, si
 {
     llmc_gw_t *gw = gr->w->gw;
     int rc = ctype ? add_hdr(out, cap, n, "Content-Type: ", ctype) : 0;
+    /* With --client-keys the client's credential is the gateway's key, not
+       the model's: it never goes upstream. */
     const char *own = llmc_dialect_auth(gw, gr->dialect), *line = "";
-    const char *auth = own ? own : llmc_dialect_credential(gr->dialect, gr->req, &line);
+    const char *auth = own              ? own
+                       : gw->client_keys ? NULL
+                                         : llmc_dialect_credential(gr->dialect, gr->req, &line);
     if (rc == 0 && auth)
         rc = add_hdr(out, cap, n, own ? "" : line, auth);
     for (size_t i = 0; rc == 0 && i < sizeof(forward_hdrs) / sizeof(forward_hdrs[0]); i++) {

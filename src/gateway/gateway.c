@@ -5,6 +5,7 @@
  * clock the cache sees.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <openssl/evp.h>
 
 #include "gateway/bymodel.h"
+#include "gateway/clients.h"
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 #include "llmc/error.h"
@@ -79,6 +81,7 @@ static void sha256(const void *p, size_t n, uint8_t out[32])
 static void admin_token_init(llmc_gw_t *gw, const llmc_config_t *cfg)
 {
     const char *t = cfg->admin_token;
+    pthread_mutex_init(&gw->admin_mu, NULL);
     gw->admin_token_set = t && *t;
     if (gw->admin_token_set)
         sha256(t, strlen(t), gw->admin_token_hash);
@@ -95,7 +98,142 @@ bool llmc_gw_admin_authorized(const llmc_gw_t *gw, const llmc_http_req_t *req)
         v++;
     uint8_t h[32];
     sha256(v, strlen(v), h);
-    return CRYPTO_memcmp(h, gw->admin_token_hash, sizeof(h)) == 0;
+    pthread_mutex_lock((pthread_mutex_t *)&gw->admin_mu);
+    bool ok = gw->admin_token_set && CRYPTO_memcmp(h, gw->admin_token_hash, sizeof(h)) == 0;
+    pthread_mutex_unlock((pthread_mutex_t *)&gw->admin_mu);
+    return ok;
+}
+
+/* ---- SIGHUP: the options read again ---------------------------------------- */
+
+typedef struct reload_out {
+    char *buf;
+    size_t cap, len;
+} reload_out_t;
+
+static void out_line(reload_out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_line(reload_out_t *o, const char *fmt, ...)
+{
+    va_list ap;
+    if (o->len + 1 >= o->cap)
+        return;
+    va_start(ap, fmt);
+    int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->len = o->len + (size_t)n < o->cap ? o->len + (size_t)n : o->cap - 1;
+}
+
+/* An option that differs between the running options and the file: the
+   admin token is applied by the caller; the others wait for a restart. */
+static void option_changed(const char *name, void *arg)
+{
+    if (strcmp(name, "admin-token") != 0)
+        out_line(arg, "llmcached: SIGHUP: --%s differs from the running value: it needs a "
+                 "restart\n", name);
+}
+
+/* The new admin token, as its hash; an empty one turns the admin routes
+   off (404), as at start. */
+static void admin_token_apply(llmc_gw_t *gw, const char *t, reload_out_t *o)
+{
+    uint8_t h[32] = {0};
+    bool set = t && *t;
+    if (set)
+        sha256(t, strlen(t), h);
+    pthread_mutex_lock(&gw->admin_mu);
+    bool same = set == gw->admin_token_set &&
+                (!set || CRYPTO_memcmp(h, gw->admin_token_hash, sizeof(h)) == 0);
+    memcpy(gw->admin_token_hash, h, sizeof(h));
+    gw->admin_token_set = set;
+    pthread_mutex_unlock(&gw->admin_mu);
+    if (!same)
+        out_line(o, "llmcached: SIGHUP: --admin-token %s\n",
+                 set ? "replaced" : "removed: admin routes off");
+}
+
+void llmc_gw_reload_options(llmc_gw_t *gw, char *out, size_t outlen)
+{
+    reload_out_t o = {out, outlen, strlen(out)};
+    llmc_config_t nc;
+    bool help = false, help_md = false;
+    char err[512] = "";
+    if (!gw->argv)
+        return;
+    if (llmc_config_load(&nc, gw->argc, gw->argv, gw->envp, &help, &help_md, err,
+                         sizeof(err)) < 0) {
+        out_line(&o, "llmcached: SIGHUP: the options cannot be read again (%s): none changed\n",
+                 err);
+    } else {
+        llmc_config_diff(gw->cfg, &nc, option_changed, &o);
+        admin_token_apply(gw, nc.admin_token, &o);
+    }
+    llmc_config_free(&nc);
+}
+
+/* --client-keys: the file is read once here (a bad one stops the start,
+   with its line number) and again on each SIGHUP. */
+static int clients_init(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)
+{
+    char lerr[400] = "";
+    pthread_mutex_init(&gw->clients_mu, NULL);
+    gw->client_keys = cfg->client_keys && *cfg->client_keys;
+    if (!gw->client_keys)
+        return 0;
+    int rc = llmc_clients_load(cfg->client_keys, &gw->clients, lerr, sizeof(lerr));
+    if (rc < 0)
+        snprintf(err, errlen, "--client-keys: %s", lerr[0] ? lerr : llmc_strerror(rc));
+    return rc;
+}
+
+int llmc_gw_clients_reload(llmc_gw_t *gw, char *msg, size_t msglen)
+{
+    char lerr[400] = "";
+    llmc_clients_t *t = NULL;
+    if (!gw->client_keys) {
+        snprintf(msg, msglen, "no --client-keys file to reread");
+        return LLMC_ENOENT;
+    }
+    int rc = llmc_clients_load(gw->cfg->client_keys, &t, lerr, sizeof(lerr));
+    if (rc < 0) {
+        snprintf(msg, msglen, "%s; the keys loaded before stay in use",
+                 lerr[0] ? lerr : llmc_strerror(rc));
+        return rc;
+    }
+    snprintf(msg, msglen, "%s: %zu client keys", gw->cfg->client_keys, llmc_clients_count(t));
+    pthread_mutex_lock(&gw->clients_mu);
+    llmc_clients_t *old = gw->clients;
+    gw->clients = t;
+    atomic_fetch_add(&gw->clients_gen, 1);
+    pthread_mutex_unlock(&gw->clients_mu);
+    llmc_clients_unref(old); /* workers still on it hold their own reference */
+    return 0;
+}
+
+llmc_clients_t *llmc_gw_clients(llmc_worker_t *w)
+{
+    llmc_gw_t *gw = w->gw;
+    if (!gw->client_keys)
+        return NULL;
+    /* One atomic load per request; the lock only after a reload (or on
+       this worker's first request). */
+    if (!w->clients || atomic_load(&gw->clients_gen) != w->clients_gen) {
+        pthread_mutex_lock(&gw->clients_mu);
+        llmc_clients_t *old = w->clients;
+        w->clients = llmc_clients_ref(gw->clients);
+        w->clients_gen = atomic_load(&gw->clients_gen);
+        pthread_mutex_unlock(&gw->clients_mu);
+        llmc_clients_unref(old);
+    }
+    return w->clients;
+}
+
+const llmc_client_t *llmc_gw_client_find(const llmc_clients_t *t, const llmc_http_req_t *req,
+                                         const char **cred, size_t *len)
+{
+    *cred = llmc_clients_credential(llmc_http_header(req, "authorization"),
+                                    llmc_http_header(req, "x-api-key"), len);
+    return llmc_clients_find(t, *cred, *len);
 }
 
 static int open_log(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)
@@ -291,7 +429,9 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
     gw->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : cores > 0 ? (unsigned)cores : 1;
     gw->upstream_conns = upstream_conns_per_worker(cfg, gw->nworkers);
     admin_token_init(gw, cfg);
-    int rc = parse_listen(gw, cfg, err, errlen);
+    int rc = clients_init(gw, cfg, err, errlen);
+    if (rc == 0)
+        rc = parse_listen(gw, cfg, err, errlen);
     if (rc == 0)
         rc = open_log(gw, cfg, err, errlen);
     if (rc == 0)
@@ -357,6 +497,12 @@ void llmc_gw_free(llmc_gw_t *gw)
     gw->upstream_auth = NULL;
     free(gw->anth_auth);
     gw->anth_auth = NULL;
+    for (unsigned i = 0; gw->workers && i < gw->nworkers; i++)
+        llmc_clients_unref(gw->workers[i].clients);
+    llmc_clients_unref(gw->clients);
+    gw->clients = NULL;
+    pthread_mutex_destroy(&gw->clients_mu);
+    pthread_mutex_destroy(&gw->admin_mu);
     free(gw->workers);
     gw->workers = NULL;
 }

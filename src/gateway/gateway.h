@@ -64,6 +64,11 @@ struct llmc_worker {
     uv_timer_t log_timer;            /* writes logbuf out; armed only while it holds lines */
     uv_async_t log_async;            /* SIGHUP: write logbuf out, then a step of the reopen */
     bool log_async_open;             /* under gw->log_async_mu: worker 0 may send to it */
+    struct llmc_clients *clients;    /* --client-keys: the table this worker uses (a
+                                        reference), swapped at its next request after a
+                                        SIGHUP reload (llmc_gw_clients) */
+    unsigned clients_gen;            /* the gw->clients_gen it was taken at */
+    bool reloading;                  /* worker 0's loop only: one SIGHUP reread at a time */
 };
 
 struct llmc_gw {
@@ -86,8 +91,15 @@ struct llmc_gw {
     bool admin_listen;               /* --admin-listen: admin routes on a listener of their own */
     char admin_host[256];
     int admin_port;
-    bool admin_token_set;            /* --admin-token given (not empty) */
+    _Atomic bool admin_token_set;    /* --admin-token given (not empty); a SIGHUP may set it */
+    pthread_mutex_t admin_mu;        /* admin_token_hash, which a SIGHUP may replace */
     uint8_t admin_token_hash[32];    /* SHA-256 of the token: compared, never the token */
+    int argc;                        /* what the options were read from (main.c), read */
+    char **argv, **envp;             /* again by a SIGHUP; argv NULL: not reread */
+    bool client_keys;                /* --client-keys: only listed keys are served */
+    pthread_mutex_t clients_mu;      /* guards clients */
+    struct llmc_clients *clients;    /* the newest keys table (a reference); NULL when off */
+    _Atomic unsigned clients_gen;    /* bumped at each swap, under clients_mu */
     llmc_tier_set_t *tiers;          /* every cache tier, fastest first (tier/set.h) */
     llmc_flight_table_t *flights;
     struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */
@@ -156,6 +168,36 @@ void llmc_gw_inbox_run(llmc_worker_t *w);
    the time taken says nothing about the token, its length included. False
    when no token is configured. Any thread. */
 bool llmc_gw_admin_authorized(const llmc_gw_t *gw, const llmc_http_req_t *req);
+
+/* --client-keys: the table w uses now, first taking the newest one when a
+   reload swapped it since w's last call (the old one is let go, and freed
+   once the requests holding it end). NULL when client keys are off. w's
+   loop thread; the pointer lives while w holds it: take a reference
+   (llmc_clients_ref) to keep it longer. */
+struct llmc_clients *llmc_gw_clients(llmc_worker_t *w);
+
+/* --client-keys: the listed key req presents (Authorization: Bearer, else
+   x-api-key) in table t (llmc_gw_clients'), or NULL; *cred and *len then
+   point at it in req's headers. */
+struct llmc_client;
+const struct llmc_client *llmc_gw_client_find(const struct llmc_clients *t,
+                                              const llmc_http_req_t *req, const char **cred,
+                                              size_t *len);
+
+/* SIGHUP: reads the options again from where they came from (gw->argv,
+   gw->envp and the --config file they name), applies those that can change
+   while running (--admin-token) and says in out (one line each, appended,
+   outlen bytes in all) which others differ from the running ones and need
+   a restart; a bad file changes nothing. Never says a token. Blocks on the
+   file: not on a loop thread. */
+void llmc_gw_reload_options(llmc_gw_t *gw, char *out, size_t outlen);
+
+/* Rereads --client-keys and makes the new table the one every worker takes
+   at its next request. A file that cannot be read or parsed leaves the old
+   table in place. 0, or LLMC_E* with why in msg (which otherwise says how
+   many keys there are now); the keys themselves are never in it. Blocks on
+   the file: any thread but a loop's (worker.c runs it on the thread pool). */
+int llmc_gw_clients_reload(llmc_gw_t *gw, char *msg, size_t msglen);
 
 /* Wall-clock milliseconds since the epoch. The only clock the cache sees. */
 int64_t llmc_now_ms(void);

@@ -104,6 +104,12 @@ typedef struct gw_req {
     bool usage_asked;            /* the body a streaming miss sends upstream asks for
                                     usage: the client's own, or added (handler.c) */
     char scope[2 * LLMC_KEY_LEN + 1];
+    /* --client-keys: the key the request presented, in a table it holds a
+       reference to (a SIGHUP may swap the worker's meanwhile); NULL when off. */
+    struct llmc_clients *clients;
+    const struct llmc_client *client;
+    const char *cred;            /* that key in the request's headers (the cache scope's) */
+    unsigned denied;             /* LLMC_CLIENT_DENIED_*: what the key may not ask (X-Cache-Denied) */
 
     /* What a miss sends upstream, kept across a parked lookup. */
     const char *path;            /* the endpoint as keyed and forwarded: a static string */
@@ -170,6 +176,19 @@ void llmc__gw_admin_entry(gw_req_t *gr);
 void llmc__gw_admin_delete(gw_req_t *gr);
 /* POST /admin/purge: every entry the JSON selector selects, out of every tier. */
 void llmc__gw_admin_purge(gw_req_t *gr);
+
+/* What POST /admin/explain needs to know of the route a path names
+   (handler.c's table, which admin.c is below). */
+typedef struct gw_explain_route {
+    const char *path;             /* the route's own path string (the key's) */
+    bool cacheable;
+    const char *(*pass_why)(const llmc_canon_t *c); /* as gw_route's; may be NULL */
+} gw_explain_route_t;
+
+/* POST /admin/explain: what the gateway would do with the request in the
+   body, without calling the upstream or changing the cache. find fills
+   *out for the route that takes a POST to path, false when none does. */
+void llmc__gw_admin_explain(gw_req_t *gr, bool (*find)(const char *path, gw_explain_route_t *out));
 
 /* ---- fetch.c: the upstream call --------------------------------------------- */
 

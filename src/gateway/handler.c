@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include "gateway/ask.h"
+#include "gateway/clients.h"
 #include "gateway/dashboard.h"
 #include "gateway/dialect.h"
 #include "gateway/gw_int.h"
@@ -58,6 +59,8 @@ typedef enum gw_access {
                              configured the route is not served at all (404) */
     ACCESS_TOKEN_IF_SET,  /* the token once one is configured, else open (/stats,
                              /metrics: open as they always were until a token is set) */
+    ACCESS_CLIENT,        /* a key listed in --client-keys when that is set, else open
+                             (the routes that reach the model) */
 } gw_access_t;
 
 /* A row's method that takes any method. */
@@ -97,6 +100,7 @@ static void handle_admin_entry(gw_req_t *gr);
 static void handle_admin_delete(gw_req_t *gr);
 static void handle_admin_purge(gw_req_t *gr);
 static void handle_dashboard(gw_req_t *gr);
+static void handle_admin_explain(gw_req_t *gr);
 static const char *responses_pass_why(const llmc_canon_t *c);
 static const char *messages_pass_why(const llmc_canon_t *c);
 
@@ -107,18 +111,19 @@ static const char *messages_pass_why(const llmc_canon_t *c);
 #define PUB LISTEN_PUBLIC
 #define ADM LISTEN_ADMIN
 #define OPEN ACCESS_OPEN
+#define KEY ACCESS_CLIENT
 #define JSON BODY_JSON
 #define NONE BODY_NONE
 static const gw_route_t routes[] = {
-    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL, JSON},
-    {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", NULL, JSON},
-    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, OPEN, "POST", NULL, JSON},
-    {"/v1/responses", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", responses_pass_why,
+    {"/v1/chat/completions", HTTP_POST, handle_cached, true, true, PUB, KEY, "POST", NULL, JSON},
+    {"/v1/completions", HTTP_POST, handle_cached, true, true, PUB, KEY, "POST", NULL, JSON},
+    {"/v1/embeddings", HTTP_POST, handle_cached, true, false, PUB, KEY, "POST", NULL, JSON},
+    {"/v1/responses", HTTP_POST, handle_cached, true, true, PUB, KEY, "POST", responses_pass_why,
      JSON},
-    {"/v1/messages", HTTP_POST, handle_cached, true, true, PUB, OPEN, "POST", messages_pass_why,
+    {"/v1/messages", HTTP_POST, handle_cached, true, true, PUB, KEY, "POST", messages_pass_why,
      JSON},
-    {"/v1/", ANY_METHOD, handle_relay, false, false, PUB, OPEN, NULL, NULL, NONE},
-    {"/ask", HTTP_GET, handle_ask, true, false, PUB, OPEN, "POST", NULL, NONE},
+    {"/v1/", ANY_METHOD, handle_relay, false, false, PUB, KEY, NULL, NULL, NONE},
+    {"/ask", HTTP_GET, handle_ask, true, false, PUB, KEY, "POST", NULL, NONE},
     {"/healthz", HTTP_GET, handle_health, false, false, PUB, OPEN, NULL, NULL, NONE},
     {"/stats", HTTP_GET, handle_stats, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NULL, NONE},
     {"/metrics", HTTP_GET, handle_metrics, false, false, ADM, ACCESS_TOKEN_IF_SET, NULL, NULL,
@@ -131,10 +136,13 @@ static const gw_route_t routes[] = {
      JSON},
     /* The page is open (no data in it: it asks for the token, then reads /stats with it). */
     {"/dashboard", HTTP_GET, handle_dashboard, false, false, ADM, OPEN, NULL, NULL, NONE},
+    {"/admin/explain", HTTP_POST, handle_admin_explain, false, false, ADM, ACCESS_TOKEN, NULL,
+     NULL, JSON},
 };
 #undef PUB
 #undef ADM
 #undef OPEN
+#undef KEY
 #undef JSON
 #undef NONE
 
@@ -268,17 +276,35 @@ static void deliver(gw_req_t *gr)
    path needs without parsing it again. */
 enum { FP_STREAM = 1u << 0, FP_USAGE = 1u << 1 };
 
+/* What the scope part of the key is made from: nothing when the cache is
+   shared, else the credential, so that one API key's answers are never
+   served to another. With --client-keys the credential is the presented
+   key, and a key bound to a namespace has a scope of its own even in a
+   shared cache ("ns:" NAME, into buf), so that an unbound key naming that
+   namespace in X-Cache-Namespace finds none of its entries. */
+static const char *scope_source(const gw_req_t *gr, char buf[LLMC_CLIENT_NS_MAX + 4])
+{
+    bool shared = llmc_dialect_shared(gr->w->gw, gr->dialect);
+    if (gr->client && gr->client->ns[0] && shared) {
+        snprintf(buf, LLMC_CLIENT_NS_MAX + 4, "ns:%s", gr->client->ns);
+        return buf;
+    }
+    if (shared)
+        return NULL;
+    const char *line;
+    return gr->cred ? gr->cred : llmc_dialect_credential(gr->dialect, gr->req, &line);
+}
+
 /* The fingerprint of the raw request: everything the canonical key is made
    of, but from the client's bytes as they came (the body, or the query of
    GET /ask), so that a repeated request needs no JSON work at all. */
 static bool fingerprint(const gw_req_t *gr, llmc_key_t *fp)
 {
     const llmc_http_req_t *req = gr->req;
-    const char *line;
     /* The credential itself rather than its hash: the map is per process
        and the hash would be one more SHA-256 on every per-key hit. */
-    const char *auth = llmc_dialect_shared(gr->w->gw, gr->dialect)
-                           ? NULL : llmc_dialect_credential(gr->dialect, req, &line);
+    char buf[LLMC_CLIENT_NS_MAX + 4];
+    const char *auth = scope_source(gr, buf);
     const char *scope = auth ? auth : "";
     /* The headers that change the answer join the credential (a dialect
        with none, OpenAI's, pays nothing for it). */
@@ -286,7 +312,8 @@ static bool fingerprint(const gw_req_t *gr, llmc_key_t *fp)
     if (gr->dialect && llmc_dialect_of(gr->dialect)->key_headers[0] &&
         !(scope = extra = llmc_dialect_key_extra(gr->dialect, req, scope)))
         return false;
-    const char *ns = llmc_http_header(req, "x-cache-namespace");
+    const char *ns = gr->client && gr->client->ns[0] ? gr->client->ns
+                                                     : llmc_http_header(req, "x-cache-namespace");
     bool ask = gr->form == FORM_ASK;
     const char *raw = ask ? req->query : req->body;
     size_t len = ask ? strlen(req->query) : req->body_len;
@@ -295,15 +322,15 @@ static bool fingerprint(const gw_req_t *gr, llmc_key_t *fp)
     return true;
 }
 
-/* The scope part of the key: "" when shared, else a hash of the credential,
-   so that one API key's answers are never served to another. */
+/* The scope part of the key: "" when nothing sets one, else a hash of
+   what does (scope_source). */
 static void scope_of(gw_req_t *gr)
 {
+    char buf[LLMC_CLIENT_NS_MAX + 4];
     gr->scope[0] = '\0';
-    if (llmc_dialect_shared(gr->w->gw, gr->dialect))
+    const char *auth = scope_source(gr, buf);
+    if (!auth && llmc_dialect_shared(gr->w->gw, gr->dialect))
         return;
-    const char *line;
-    const char *auth = llmc_dialect_credential(gr->dialect, gr->req, &line);
     llmc_key_t h;
     llmc_key_scope(&h, auth, auth ? strlen(auth) : 0);
     llmc_key_hex(&h, gr->scope);
@@ -357,6 +384,10 @@ static gr_state_t read_policy(gw_req_t *gr)
                                     gr->canon.cache_ext, err, sizeof(err));
     if (rc < 0)
         return answer_error(gr, 400, "invalid_request_error", "invalid_cache_semantic", err);
+    if (gr->client && llmc_clients_apply(gr->client, &gr->policy,
+                                         cfg->ttl < cfg->max_ttl ? cfg->ttl : cfg->max_ttl,
+                                         &gr->denied, err, sizeof(err)) < 0)
+        return answer_error(gr, 403, "permission_error", "namespace_not_allowed", err);
     return GR_NEW;
 }
 
@@ -437,7 +468,9 @@ static gr_state_t step_new(gw_req_t *gr)
     llmc_key_t fp;
     uint32_t fl = 0;
 
-    gr->private_scope = !llmc_dialect_shared(gw, gr->dialect);
+    /* With --client-keys an answer is for key holders only: private, so that
+       no cache in front of the gateway hands it to a client without a key. */
+    gr->private_scope = !llmc_dialect_shared(gw, gr->dialect) || gw->client_keys;
     if (!fingerprint(gr, &fp))
         return answer_oom(gr);
     gr->known = llmc_fpmap_get(gw->fpmap, &fp, &gr->key, &fl);
@@ -743,6 +776,25 @@ static void handle_admin_purge(gw_req_t *gr)
     llmc__gw_admin_purge(gr);
 }
 
+/* The row a POST to path would take on the public side, for explain. */
+static bool explain_route(const char *path, gw_explain_route_t *out)
+{
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const gw_route_t *r = &routes[i];
+        if ((r->method != HTTP_POST && r->method != ANY_METHOD) || r->listener != LISTEN_PUBLIC ||
+            !path_matches(r, path))
+            continue;
+        *out = (gw_explain_route_t){r->path, r->cacheable, r->pass_why};
+        return true;
+    }
+    return false;
+}
+
+static void handle_admin_explain(gw_req_t *gr)
+{
+    llmc__gw_admin_explain(gr, explain_route);
+}
+
 static void not_found(llmc_http_req_t *req, const char *allow)
 {
     char msg[300];
@@ -759,7 +811,8 @@ static void not_found(llmc_http_req_t *req, const char *allow)
    answers a bad API key. Which of missing or wrong is not said. */
 static bool authorized(const llmc_gw_t *gw, const gw_route_t *r, llmc_http_req_t *req)
 {
-    if (r->access == ACCESS_OPEN || (r->access == ACCESS_TOKEN_IF_SET && !gw->admin_token_set) ||
+    if (r->access == ACCESS_OPEN || r->access == ACCESS_CLIENT ||
+        (r->access == ACCESS_TOKEN_IF_SET && !gw->admin_token_set) ||
         llmc_gw_admin_authorized(gw, req))
         return true;
     llmc_http_respond_error(req, 401, "WWW-Authenticate: Bearer realm=\"llmcached admin\"\r\n",
@@ -778,6 +831,19 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
     }
     if (!authorized(w->gw, route, req))
         return;
+    /* The table is taken once: the key found points into it, and the
+       request keeps it (a reference) even if a SIGHUP swaps the worker's. */
+    llmc_clients_t *keys = route->access == ACCESS_CLIENT ? llmc_gw_clients(w) : NULL;
+    const char *cred = NULL;
+    size_t cred_len = 0;
+    const llmc_client_t *client = NULL;
+    if (keys && !(client = llmc_gw_client_find(keys, req, &cred, &cred_len))) {
+        llmc_http_respond_error(req, 401, "WWW-Authenticate: Bearer realm=\"llmcached\"\r\n",
+                                "invalid_request_error", "invalid_api_key",
+                                "this gateway needs one of its client keys: Authorization: "
+                                "Bearer <key> (or x-api-key: <key>)");
+        return;
+    }
     if (route->body == BODY_JSON &&
         !llmc_policy_json_content_type(llmc_http_header(req, "Content-Type"))) {
         llmc_dialect_respond_error(llmc_dialect_for_route(route->path), req, 415, NULL,
@@ -793,6 +859,11 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
     }
     gr->route = route;
     gr->route_arg = req->path + strlen(route->path);
+    if (client) {
+        gr->clients = llmc_clients_ref(keys);
+        gr->client = client;
+        gr->cred = cred;
+    }
     llmc__gr_ref(gr); /* running code's: the answer may finish the request under us */
     route->handle(gr);
     llmc__gr_unref(gr);

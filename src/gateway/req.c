@@ -32,6 +32,7 @@
 
 #include "core/checkers.h"
 #include "core/lock.h"
+#include "gateway/clients.h"
 #include "gateway/gw_int.h"
 #include "llmc/cache.h"
 
@@ -126,6 +127,7 @@ static void gr_free(gw_req_t *gr)
     llmc_entry_unref(gr->hit); /* decided, but the client left before delivery */
     llmc_canon_free(&gr->canon);
     json_decref(gr->admin_sel);
+    llmc_clients_unref(gr->clients);
     free(gr->ask_body);
     free(gr->fwd_body);
     free(gr->err_msg);

@@ -8,6 +8,8 @@
  *   ETag           strong, from the stored body
  *   Vary           X-Cache-Namespace, and Authorization under per-key scope
  *   X-Cache-Key    the key in hex
+ *   X-Cache-Denied --client-keys: what the key asked for and may not do
+ *                  (refresh, ttl), which was not done
  *   X-Cache-Tokens-Saved  on answers from the cache: "<prompt>+<completion>"
  *                  from the stored usage
  *   X-Cache-Similarity, X-Cache-Matched-Key  on a SEMANTIC-HIT: the cosine of
@@ -24,6 +26,7 @@
 #include <strings.h>
 
 #include "gateway/ask.h"
+#include "gateway/clients.h"
 #include "gateway/dialect.h"
 #include "http/encoding.h"
 #include "gateway/gw_int.h"
@@ -119,6 +122,16 @@ static size_t cache_hdrs(gw_req_t *gr, char *h, size_t n, const char *xcache, co
     n = HLIT(h, n, "\r\nCache-Status: ");
     n = HSTR(h, n, status);
     n = HLIT(h, n, "\r\n");
+    if (gr->denied) { /* --client-keys: what this key asked for and may not do */
+        static const char *const denied[] = {
+            [LLMC_CLIENT_DENIED_REFRESH] = "refresh",
+            [LLMC_CLIENT_DENIED_TTL] = "ttl",
+            [LLMC_CLIENT_DENIED_REFRESH | LLMC_CLIENT_DENIED_TTL] = "refresh, ttl",
+        };
+        n = HLIT(h, n, "X-Cache-Denied: ");
+        n = HSTR(h, n, denied[gr->denied & 3]);
+        n = HLIT(h, n, "\r\n");
+    }
     if (gr->keyhex[0]) {
         n = HLIT(h, n, "X-Cache-Key: ");
         n = hcat(h, n, gr->keyhex, 2 * LLMC_KEY_LEN);

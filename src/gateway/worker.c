@@ -24,7 +24,9 @@
  * call led by another. When the last server has no connection left, or
  * when --drain-timeout fires on worker 0, the two phases above run. A
  * second SIGTERM (or SIGINT at any time) starts them at once. SIGHUP
- * reopens the access log file, for logrotate.
+ * rereads the client keys file (on the thread pool; each worker takes the
+ * new table at its next request) and reopens the access log file, for
+ * logrotate.
  *
  * Each worker buffers its access-log lines (gateway/log.h). The buffer has
  * no lock, so only its own thread writes it out: on its timer, when full,
@@ -222,7 +224,61 @@ static void on_log_async(uv_async_t *h)
         fprintf(stderr, "llmcached: SIGHUP: reopened the access log %s\n", path);
 }
 
-/* logrotate's postrotate: the access log file is opened again under its
+/* A SIGHUP's rereads (the options, the client keys file) run on the thread
+   pool, not on worker 0's loop: a file on a slow or stuck mount must not
+   stall the requests that loop serves. What they say is printed back on
+   the loop. */
+typedef struct reload {
+    uv_work_t work;
+    llmc_worker_t *w;
+    char out[2048];
+} reload_t;
+
+static void reload_work(uv_work_t *req)
+{
+    reload_t *r = req->data;
+    llmc_gw_t *gw = r->w->gw;
+    char msg[512];
+    r->out[0] = '\0';
+    llmc_gw_reload_options(gw, r->out, sizeof(r->out));
+    if (!gw->client_keys)
+        return;
+    int rc = llmc_gw_clients_reload(gw, msg, sizeof(msg));
+    size_t n = strlen(r->out);
+    snprintf(r->out + n, sizeof(r->out) - n, "llmcached: SIGHUP: %s %s\n",
+             rc == 0 ? "reloaded the client keys" : "cannot reload --client-keys:", msg);
+}
+
+static void reload_done(uv_work_t *req, int status)
+{
+    reload_t *r = req->data;
+    r->w->reloading = false;
+    if (status == 0)
+        fputs(r->out, stderr);
+    free(r);
+}
+
+static void reload_start(llmc_worker_t *w)
+{
+    reload_t *r;
+    if (w->reloading || !(r = calloc(1, sizeof(*r)))) {
+        fprintf(stderr, "llmcached: SIGHUP: %s\n", w->reloading
+                ? "a reload is still under way" : "out of memory");
+        return;
+    }
+    r->w = w;
+    r->work.data = r;
+    if (uv_queue_work(&w->loop, &r->work, reload_work, reload_done) != 0) {
+        fprintf(stderr, "llmcached: SIGHUP: cannot start the reload\n");
+        free(r);
+        return;
+    }
+    w->reloading = true;
+}
+
+/* SIGHUP: the options and the client keys file are read again
+   (reload_start), and the access log reopened.
+   logrotate's postrotate: the access log file is opened again under its
    name once every worker has written out its buffer (on_log_async), and
    takes the old one's descriptor (dup3 swaps it in one step). */
 static void on_sighup(uv_signal_t *s, int signum)
@@ -230,6 +286,7 @@ static void on_sighup(uv_signal_t *s, int signum)
     llmc_worker_t *w = s->data;
     llmc_gw_t *gw = w->gw;
     (void)signum;
+    reload_start(w);
     if (gw->cfg->access_log != LLMC_CFG_ACCESS_LOG_FILE || gw->log.fd < 0) {
         fprintf(stderr, "llmcached: SIGHUP: no access log file to reopen\n");
         return;

@@ -4,12 +4,17 @@ listener serves (issue 17).
 What a client sees: admin routes are never open (404 while no token is
 configured), a missing or wrong token is a 401 in OpenAI's error shape, and
 with --admin-listen the admin routes, /stats and /metrics leave the public
-port for the admin one.
+port for the admin one. POST /admin/explain says what the gateway would do
+with a request (its key, the key's inputs, each tier's copy, the verdict)
+without calling the model or changing the cache.
 """
+
+import json
+import signal
 
 import pytest
 
-from conftest import assert_error_shape, free_port, session
+from conftest import assert_error_shape, chat_body, free_port, session, wait_until
 
 TOKEN = "s3cret-admin-token"
 KEY = "0" * 64  # any well-formed key: the routes must answer before looking it up
@@ -144,3 +149,154 @@ def test_entry_metadata_errors(admin_gw):
     r = g.post("/admin/cache/" + "0" * 64, body={}, headers=bearer())
     assert_error_shape(r, 405)
     assert "GET" in r.headers["Allow"]
+
+
+# ---------------------------------------------------------------- POST /admin/explain
+
+def explain(g, req, headers=None):
+    return g.post("/admin/explain", req, headers=headers if headers is not None else bearer())
+
+
+def test_explain_needs_the_token(gateway, mock, gateway_factory):
+    # No token configured: the route does not exist.
+    assert_error_shape(explain(gateway, chat_body("x")), 404)
+    g = gateway_factory(mock, env={"LLMC_ADMIN_TOKEN": TOKEN})
+    for headers in [{}, bearer("wrong")]:
+        err = assert_error_shape(explain(g, chat_body("x"), headers), 401)
+        assert err["code"] == "invalid_admin_token"
+
+
+def test_explain_an_uncached_then_a_cached_request(admin_gw, mock):
+    g = admin_gw
+    body = chat_body("Why was this a miss?", user="alice", temperature=0)
+    req = {"path": "/v1/chat/completions", "headers": {"X-Cache-Namespace": "team-x"}, "body": body}
+    base = mock.calls()
+    r = explain(g, req)
+    assert r.status_code == 200, r.text
+    e = r.json()
+    assert e["cacheable"] is True and e["route"] == "/v1/chat/completions"
+    assert e["model"] == "gpt-4o-mini"
+    assert e["ignored_fields"] == ["user"]
+    assert e["inputs"]["scope"] == "shared" and e["inputs"]["namespace"] == "team-x"
+    canon = json.loads(e["inputs"]["canonical"])
+    assert "user" not in canon and canon["temperature"] == 0
+    assert all(t["state"] == "absent" for t in e["tiers"])
+    assert [t["tier"] for t in e["tiers"]] == ["memory"]
+    assert e["verdict"] == {"action": "miss", "stored": True}
+    # Explaining called nobody and stored nothing.
+    assert mock.calls() == base
+    assert g.stats(headers=bearer())["misses"] == 0
+    # The real request has the key explain said, and is a miss.
+    real = g.chat(body, headers={"X-Cache-Namespace": "team-x"})
+    assert real.headers["X-Cache"] == "MISS"
+    assert real.headers["X-Cache-Key"] == e["key"]
+    # Now it is cached: explain says where, how fresh, and that it would hit.
+    e2 = explain(g, req).json()
+    assert e2["key"] == e["key"]
+    mem = e2["tiers"][0]
+    assert mem["tier"] == "memory" and mem["state"] == "fresh" and mem["usable"] == "yes"
+    assert 0 < mem["ttl_left_s"] <= 300 and mem["age_s"] >= 0
+    assert e2["verdict"] == {"action": "hit", "tier": "memory"}
+    # With no-cache it would go upstream although the entry is there.
+    e3 = explain(g, {**req, "headers": {"X-Cache-Namespace": "team-x",
+                                        "Cache-Control": "no-cache"}}).json()
+    assert e3["tiers"][0]["state"] == "fresh" and e3["verdict"]["action"] == "miss"
+    assert e3["policy"]["read"] is False
+    # Another user: the same key (user is ignored); another namespace: not.
+    assert explain(g, {**req, "body": {**body, "user": "bob"}}).json()["key"] == e["key"]
+    assert explain(g, {**req, "headers": {}}).json()["key"] != e["key"]
+    # A bare chat body is taken as the body of a chat completion.
+    bare = explain(g, body).json()
+    assert bare["route"] == "/v1/chat/completions" and bare["inputs"]["namespace"] == ""
+    assert mock.calls() == base + 1
+    # The lookups promoted nothing and answered nobody: no hit was counted.
+    assert g.stats(headers=bearer())["hits"] == 0
+
+
+def test_explain_per_key_scope_and_disk(mock, gateway_factory, tmp_path):
+    g = gateway_factory(mock, args=["--data-dir", tmp_path / "d"], env={"LLMC_ADMIN_TOKEN": TOKEN})
+    body = chat_body("stored twice")
+    client = {"Authorization": "Bearer sk-client-one"}
+    real = g.chat(body, headers=client)
+    e = explain(g, {"headers": client, "body": body}).json()
+    assert e["inputs"]["scope"] == "per key"
+    assert e["key"] == real.headers["X-Cache-Key"]
+    assert explain(g, {"headers": {"Authorization": "Bearer sk-client-two"},
+                       "body": body}).json()["key"] != e["key"]
+    # Both tiers hold it once the disk writer has committed.
+    def tiers():
+        got = explain(g, {"headers": client, "body": body}).json()["tiers"]
+        return {t["tier"]: t["state"] for t in got}
+    wait_until(lambda: tiers() == {"memory": "fresh", "disk": "fresh"}, what="the disk copy")
+
+
+def test_explain_routes_that_are_not_cached_and_bad_input(admin_gw, mock):
+    g = admin_gw
+    e = explain(g, {"path": "/v1/models", "body": {}}).json()
+    assert e["cacheable"] is False and e["verdict"] == {"action": "pass"}
+    e = explain(g, {"path": "/v1/responses",
+                    "body": {"model": "m", "input": "hi", "previous_response_id": "resp_1"}}).json()
+    assert e["cacheable"] is False and "previous_response_id" in e["why_not"]
+    e = explain(g, {"path": "/nowhere", "body": {}}).json()
+    assert e["verdict"] == {"action": "error", "status": 404}
+    e = explain(g, {"path": "/v1/chat/completions", "body": "{not json"}).json()
+    assert e["verdict"] == {"action": "error", "status": 400}
+    e = explain(g, {"headers": {"X-Cache-TTL": "soon"}, "body": chat_body("x")}).json()
+    assert e["verdict"] == {"action": "error", "status": 400} and "X-Cache-TTL" in e["why_not"]
+    for bad in [[1], {"path": 3, "body": {}}, {"method": "GET", "body": {}},
+                {"headers": {"a": 1}, "body": {}}, {"path": "/v1/chat/completions"},
+                {"body": {}, "extra": 1}]:
+        err = assert_error_shape(explain(g, bad), 400)
+        assert err["code"] == "invalid_explain_request", bad
+    r = g.post("/admin/explain", data=b"{", headers={**bearer(), "Content-Type": "application/json"})
+    assert_error_shape(r, 400)
+    assert mock.calls() == 0
+
+
+# ---------------------------------------------------------------- SIGHUP: the options read again
+
+def test_sighup_rereads_the_admin_token_from_the_config_file(mock, gateway_factory, tmp_path):
+    conf = tmp_path / "llmcached.conf"
+    conf.write_text("admin-token = tok-one-1234\nttl = 300\n")
+    g = gateway_factory(mock, args=["--config", conf])
+
+    def hup_and_wait(text, count=1):
+        g.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: g.stderr().count(text) >= count, what=repr(text))
+
+    assert g.get("/stats", headers=bearer("tok-one-1234")).status_code == 200
+    # A new token in the file replaces the old one at once; --ttl waits for a restart.
+    conf.write_text("admin-token = tok-two-5678\nttl = 60\n")
+    hup_and_wait("--admin-token replaced")
+    assert "--ttl differs from the running value: it needs a restart" in g.stderr()
+    assert_error_shape(g.get("/stats", headers=bearer("tok-one-1234")), 401)
+    assert g.get("/stats", headers=bearer("tok-two-5678")).status_code == 200
+    assert g.get(f"/admin/cache/{KEY}", headers=bearer("tok-two-5678")).status_code == 404
+    # A file that does not parse changes nothing.
+    conf.write_text("admin-token = tok-three\nttl = banana\n")
+    hup_and_wait("the options cannot be read again")
+    assert "none changed" in g.stderr()
+    assert g.get("/stats", headers=bearer("tok-two-5678")).status_code == 200
+    # No token any more: the admin routes go away (404) and /stats opens, as at start.
+    conf.write_text("ttl = 300\n")
+    hup_and_wait("--admin-token removed")
+    assert_error_shape(g.get(f"/admin/cache/{KEY}", headers=bearer("tok-two-5678")), 404)
+    assert g.get("/stats").status_code == 200
+    # A SIGHUP with nothing changed says nothing about options.
+    hup_and_wait("SIGHUP: reopened the access log", 4)
+    assert g.stderr().count("needs a restart") == 1
+    assert all(t not in g.stderr() for t in ["tok-one-1234", "tok-two-5678", "tok-three"])
+    assert g.chat(content="still serving").status_code == 200
+
+
+def test_explain_names_the_tiers_it_does_not_wait_for(mock, gateway_factory):
+    g = gateway_factory(mock, args=["--semantic", "on"], env={"LLMC_ADMIN_TOKEN": TOKEN})
+    e = explain(g, chat_body("what is the capital of france")).json()
+    assert [t["tier"] for t in e["tiers"]] == ["memory", "semantic"]
+    assert e["tiers"][1]["state"].startswith("not asked")
+    assert e["verdict"] == {"action": "miss", "stored": True, "unless": ["semantic"]}
+    # An exact hit in memory answers before the semantic tier would be asked.
+    g.chat(chat_body("what is the capital of france"))
+    assert explain(g, chat_body("what is the capital of france")).json()["verdict"] == \
+        {"action": "hit", "tier": "memory"}
+    assert mock.calls() == 1

@@ -496,6 +496,42 @@ static void test_file_errors(void **state)
     expect_error(argv, NULL, "--config: cannot open /nonexistent/llmc.conf");
 }
 
+static void note_changed(const char *name, void *arg)
+{
+    char *out = arg;
+    strcat(out, name);
+    strcat(out, " ");
+}
+
+/* What a SIGHUP's reread reports: only the options whose values differ. */
+static void test_config_diff(void **state)
+{
+    (void)state;
+    llmc_config_t a, b;
+    char err[256] = "", changed[512] = "";
+    const char *argv[] = {"llmcached", NULL};
+    assert_int_equal(load(&a, argv, NULL, err, sizeof err), 0);
+    assert_int_equal(load(&b, argv, NULL, err, sizeof err), 0);
+    llmc_config_diff(&a, &b, note_changed, changed);
+    assert_string_equal(changed, "");
+    assert_int_equal(llmc_config_set(&b, "ttl", "60", err, sizeof err), 0);
+    assert_int_equal(llmc_config_set(&b, "admin-token", "t0ken", err, sizeof err), 0);
+    assert_int_equal(llmc_config_set(&b, "access-log", "/tmp/x.log", err, sizeof err), 0);
+    assert_int_equal(llmc_config_set(&b, "compress", "off", err, sizeof err), 0);
+    assert_int_equal(llmc_config_set(&b, "semantic", "on", err, sizeof err), 0);
+    llmc_config_diff(&a, &b, note_changed, changed);
+    assert_string_equal(changed, "ttl access-log compress semantic admin-token ");
+    /* The same text set again is no change; another file name is. */
+    changed[0] = '\0';
+    assert_int_equal(llmc_config_set(&a, "access-log", "/tmp/x.log", err, sizeof err), 0);
+    assert_int_equal(llmc_config_set(&a, "ttl", "60", err, sizeof err), 0);
+    assert_int_equal(llmc_config_set(&b, "access-log", "/tmp/y.log", err, sizeof err), 0);
+    llmc_config_diff(&a, &b, note_changed, changed);
+    assert_string_equal(changed, "access-log compress semantic admin-token ");
+    llmc_config_free(&a);
+    llmc_config_free(&b);
+}
+
 static void test_config_set(void **state)
 {
     (void)state;
@@ -609,6 +645,7 @@ int main(void)
         cmocka_unit_test(test_file_format),
         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_config_set),
+        cmocka_unit_test(test_config_diff),
         cmocka_unit_test(test_help_text),
         cmocka_unit_test(test_markdown_rows),
         cmocka_unit_test(test_markdown_doc_in_sync),
