@@ -30,6 +30,9 @@
  *   NEW -> LOOKUP -> [PARKED_TIER -> LOOKUP ...] -> RESPOND
  *                                               \-> FLIGHT -> [PARKED_FLIGHT] -> RESPOND
  *   NEW -> PARKED_PURGE -> RESPOND         (an admin purge, answered once every tier has)
+ *   NEW or LOOKUP -> PARKED_PARSE -> NEW   (a body over --parse-offload-bytes is parsed on
+ *                                           the thread pool; the step it was parsed for then
+ *                                           goes on from NEW, the body parsed)
  *   NEW -> RELAY     (a route passed through: relay.c answers, as the upstream does)
  *   any state -> DONE, when the server is finished with the request
  *
@@ -43,6 +46,7 @@ typedef enum gr_state {
     GR_FLIGHT,         /* a miss: join or lead the flight for the key */
     GR_PARKED_FLIGHT,  /* waiting on the flight (its data, or its end) */
     GR_PARKED_PURGE,   /* an admin purge: waiting for every tier's count */
+    GR_PARKED_PARSE,   /* the body is parsed on the thread pool; the parse holds a reference */
     GR_RESPOND,        /* the answer is handed to the server */
     GR_RELAY,          /* passed through: relay.c alone answers, from its own call */
     GR_DONE,           /* the server finished the request; the context may
@@ -96,6 +100,9 @@ typedef struct gw_req {
     llmc_policy_t policy;
     bool private_scope;
     bool known;                  /* the fingerprint was known: no canonical body yet */
+    llmc_key_t fp;               /* the request's fingerprint, and what the map */
+    uint32_t fp_flags;           /* remembers with it (FP_*), kept across a parse */
+    bool parse_for_miss;         /* the body is parsed for the miss, after the lookup */
     bool parsed;                 /* canon holds the parsed body */
     bool stream;                 /* the client asked for "stream": true */
     bool include_usage;          /* stream_options.include_usage, as the client asked */

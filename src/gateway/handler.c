@@ -14,6 +14,7 @@
  * when its flight moved.
  *
  *   NEW     fingerprint (or canonical body) -> key, policy
+ *   PARKED_PARSE  a big body's parse on the thread pool (then NEW goes on)
  *   LOOKUP  the tier set; a usable entry -> RESPOND (hit), else a miss
  *   FLIGHT  join the flight for the key, or lead a new one (the upstream call)
  *   PARKED_FLIGHT  relay a stream as it comes, or wait for the end
@@ -33,6 +34,7 @@
  *   returns RESPOND, so the state is RESPOND before any write can finish
  *   the request (which moves it to DONE).
  */
+#include <assert.h>
 #include <http_parser.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -44,6 +46,7 @@
 #include "llmc/cache.h"
 #include "llmc/error.h"
 #include "llmc/fpmap.h"
+#include "llmc/jscan.h"
 
 /* Where a route is served when --admin-listen gives the admin routes a
    listener of their own; without one, every route is on --listen. */
@@ -282,9 +285,41 @@ static void scope_of(gw_req_t *gr)
     llmc_key_hex(&h, gr->scope);
 }
 
+/* The parse of a body, on whichever thread: its values counted first, so
+   that what a body may cost (jansson allocates per value) is bounded by
+   --max-json-values, not by what a client sends. LLMC_E2BIG when over. */
+static int parse_bounded(const char *body, size_t len, size_t max_values, llmc_canon_t *out,
+                         char *err, size_t errlen)
+{
+    if (llmc_json_count_values(body, len, max_values) > max_values)
+        return LLMC_E2BIG;
+    return llmc_canon_parse(body, len, out, err, errlen);
+}
+
+/* What a parse's result makes of gr: NEW when parsed, else RESPOND with
+   the refusal. */
+static gr_state_t parsed(gw_req_t *gr, int rc, const char *err)
+{
+    if (rc == LLMC_E2BIG) {
+        char msg[200];
+        LLMC_COUNT(&gr->w->ctr, json_values_refused);
+        snprintf(msg, sizeof(msg),
+                 "the request body holds more than %lld JSON values (--max-json-values)",
+                 (long long)gr->w->gw->cfg->max_json_values);
+        return answer_error(gr, 413, "invalid_request_error", "too_many_json_values", msg);
+    }
+    if (rc < 0)
+        return answer_error(gr, 400, "invalid_request_error", "invalid_json", err);
+    gr->parsed = true;
+    return GR_NEW;
+}
+
+static gr_state_t parse_off_loop(gw_req_t *gr);
+
 /* The body a cacheable request stands for, parsed into gr->canon: the
    client's own, or for GET /ask the chat completion built from its query.
-   RESPOND (with the error) when it is not valid, else NEW. */
+   RESPOND (with the error) when it is not valid, PARKED_PARSE when a big
+   body is parsed off the loop, else NEW. */
 static gr_state_t parse_body(gw_req_t *gr)
 {
     char err[256] = "";
@@ -299,10 +334,11 @@ static gr_state_t parse_body(gw_req_t *gr)
                                                     "invalid_query", err);
         gr->body = gr->ask_body;
     }
-    if (llmc_canon_parse(gr->body, gr->body_len, &gr->canon, err, sizeof(err)) < 0)
-        return answer_error(gr, 400, "invalid_request_error", "invalid_json", err);
-    gr->parsed = true;
-    return GR_NEW;
+    const llmc_config_t *cfg = gr->w->gw->cfg;
+    if (gr->body_len > (size_t)cfg->parse_offload_bytes)
+        return parse_off_loop(gr);
+    return parsed(gr, parse_bounded(gr->body, gr->body_len, (size_t)cfg->max_json_values,
+                                    &gr->canon, err, sizeof(err)), err);
 }
 
 static gr_state_t read_policy(gw_req_t *gr)
@@ -375,8 +411,12 @@ static bool splice_usage(gw_req_t *gr, const char *body, size_t len)
    bad body, else FLIGHT. */
 static gr_state_t prepare_miss(gw_req_t *gr)
 {
-    if (!gr->parsed && parse_body(gr) == GR_RESPOND)
-        return GR_RESPOND;
+    if (!gr->parsed) {
+        gr->parse_for_miss = true;
+        gr_state_t s = parse_body(gr);
+        if (s != GR_NEW)
+            return s;
+    }
     json_t *so = json_object_get(gr->canon.root, "stream_options");
     bool add_usage = gr->stream && !gr->include_usage && (!so || json_is_object(so));
     gr->usage_asked = gr->include_usage;
@@ -403,27 +443,41 @@ static gr_state_t prepare_miss(gw_req_t *gr)
     return GR_FLIGHT;
 }
 
+static gr_state_t step_keyed(gw_req_t *gr);
+
+/* NEW once the body is parsed (here, or on the thread pool). */
+static gr_state_t step_parsed(gw_req_t *gr)
+{
+    /* Only bodies that pass this check enter the fingerprint map, so a
+       known fingerprint needs no check. */
+    if (gr->route->pass_why && (gr->pass_why = gr->route->pass_why(&gr->canon))) {
+        llmc__gw_relay(gr);
+        return gr->state;
+    }
+    return step_keyed(gr);
+}
+
 static gr_state_t step_new(gw_req_t *gr)
 {
     llmc_gw_t *gw = gr->w->gw;
-    llmc_key_t fp;
-    uint32_t fl = 0;
 
     gr->private_scope = !gw->shared_scope;
-    fingerprint(gr, &fp);
-    gr->known = llmc_fpmap_get(gw->fpmap, &fp, &gr->key, &fl);
-    bool full = !gr->known || llmc_tier_set_wants_query(gw->tiers);
-    if (full) {
-        scope_of(gr);
-        if (parse_body(gr) == GR_RESPOND)
-            return GR_RESPOND;
-        /* Only bodies that pass this check enter the fingerprint map, so a
-           known fingerprint needs no check. */
-        if (gr->route->pass_why && (gr->pass_why = gr->route->pass_why(&gr->canon))) {
-            llmc__gw_relay(gr);
-            return gr->state;
-        }
-    }
+    fingerprint(gr, &gr->fp);
+    gr->known = llmc_fpmap_get(gw->fpmap, &gr->fp, &gr->key, &gr->fp_flags);
+    if (gr->known && !llmc_tier_set_wants_query(gw->tiers))
+        return step_keyed(gr);
+    scope_of(gr);
+    gr_state_t s = parse_body(gr);
+    return s == GR_NEW ? step_parsed(gr) : s;
+}
+
+/* NEW with the key's parts known: the policy, the key, then the lookup or
+   the miss. */
+static gr_state_t step_keyed(gw_req_t *gr)
+{
+    llmc_gw_t *gw = gr->w->gw;
+    uint32_t fl = gr->fp_flags;
+
     if (read_policy(gr) == GR_RESPOND)
         return GR_RESPOND;
     if (!gr->known) {
@@ -434,7 +488,7 @@ static gr_state_t step_new(gw_req_t *gr)
         /* The body's own "cache" settings are not in the fingerprint's
            reach, so such requests always take the full path. */
         if (!gr->canon.cache_ext)
-            llmc_fpmap_put(gw->fpmap, &fp, &gr->key, fl);
+            llmc_fpmap_put(gw->fpmap, &gr->fp, &gr->key, fl);
     }
     gr->stream = fl & FP_STREAM;
     gr->include_usage = fl & FP_USAGE;
@@ -444,9 +498,81 @@ static gr_state_t step_new(gw_req_t *gr)
     return prepare_miss(gr);
 }
 
-/* ---- LOOKUP: the tier set ---------------------------------------------------- */
+/* ---- PARKED_PARSE: a big body parsed on the thread pool ----------------------- */
 
 static void run(gw_req_t *gr);
+
+/* A parse off the loop. The body is copied: the connection's buffer is
+   freed when its client leaves, which may be while the parse runs. The
+   canonical form is made there and moved into gr once the loop has it. */
+typedef struct parse_job {
+    uv_work_t work;
+    gw_req_t *gr;                /* a reference, until parse_done */
+    char *body;
+    size_t len, max_values;
+    int rc;
+    llmc_canon_t canon;
+    char err[256];
+} parse_job_t;
+
+static void parse_work(uv_work_t *w)
+{
+    parse_job_t *job = w->data;
+    job->rc = parse_bounded(job->body, job->len, job->max_values, &job->canon, job->err,
+                            sizeof(job->err));
+}
+
+/* Back on gr's loop: the step the body was parsed for goes on from NEW
+   (step_parsed, or the miss after a lookup), or the refusal is answered. */
+static void parse_done(uv_work_t *w, int status)
+{
+    parse_job_t *job = w->data;
+    gw_req_t *gr = job->gr;
+    free(job->body);
+    if (status != 0) { /* canceled: the loop is closing */
+        job->rc = LLMC_ECANCELED;
+        snprintf(job->err, sizeof(job->err), "the gateway is shutting down");
+    }
+    if (gr->state == GR_PARKED_PARSE && gr->req) {
+        llmc__gr_enter(gr, GR_NEW);
+        assert(!gr->parsed);
+        gr->canon = job->canon; /* moved: zeroed or the parse's */
+        gr_state_t next = parsed(gr, job->rc, job->err);
+        if (next == GR_NEW)
+            next = gr->parse_for_miss ? prepare_miss(gr) : step_parsed(gr);
+        if (gr->state != GR_DONE && next != gr->state)
+            llmc__gr_enter(gr, next);
+        run(gr);
+    } else {
+        llmc_canon_free(&job->canon); /* the client left meanwhile */
+    }
+    free(job);
+    llmc__gr_unref(gr);
+}
+
+static gr_state_t parse_off_loop(gw_req_t *gr)
+{
+    parse_job_t *job = calloc(1, sizeof(*job));
+    if (!job || !(job->body = malloc(gr->body_len ? gr->body_len : 1))) {
+        free(job);
+        return answer_oom(gr);
+    }
+    memcpy(job->body, gr->body, gr->body_len);
+    job->len = gr->body_len;
+    job->max_values = (size_t)gr->w->gw->cfg->max_json_values;
+    job->gr = gr;
+    job->work.data = job;
+    if (uv_queue_work(&gr->w->loop, &job->work, parse_work, parse_done) != 0) {
+        free(job->body);
+        free(job);
+        return answer_oom(gr);
+    }
+    llmc__gr_ref(gr); /* the parse's */
+    LLMC_COUNT(&gr->w->ctr, parses_off_loop);
+    return GR_PARKED_PARSE;
+}
+
+/* ---- LOOKUP: the tier set ---------------------------------------------------- */
 
 /* What the walk found (e: a reference, or NULL): a usable entry answers;
    anything else is a miss, keeping an expired entry for stale-if-error. */

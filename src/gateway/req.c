@@ -40,20 +40,22 @@
 /* [from][to]: the transitions a request may make. */
 static const bool legal[GR_NSTATES][GR_NSTATES] = {
     [GR_NEW] = {[GR_LOOKUP] = 1, [GR_FLIGHT] = 1, [GR_PARKED_PURGE] = 1, [GR_RESPOND] = 1,
-                [GR_RELAY] = 1,
+                [GR_RELAY] = 1, [GR_PARKED_PARSE] = 1,
                 [GR_DONE] = 1},
-    [GR_LOOKUP] = {[GR_PARKED_TIER] = 1, [GR_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_LOOKUP] = {[GR_PARKED_TIER] = 1, [GR_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_PARKED_PARSE] = 1,
+                   [GR_DONE] = 1},
     [GR_PARKED_TIER] = {[GR_LOOKUP] = 1, [GR_DONE] = 1},
     [GR_FLIGHT] = {[GR_PARKED_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_FLIGHT] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_PURGE] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_PARKED_PARSE] = {[GR_NEW] = 1, [GR_DONE] = 1},
     [GR_RESPOND] = {[GR_DONE] = 1},
     [GR_RELAY] = {[GR_DONE] = 1},
 };
 
 static const char *const state_names[GR_NSTATES] = {
-    "NEW", "LOOKUP", "PARKED_TIER", "FLIGHT", "PARKED_FLIGHT", "PARKED_PURGE", "RESPOND", "RELAY",
-    "DONE",
+    "NEW", "LOOKUP", "PARKED_TIER", "FLIGHT", "PARKED_FLIGHT", "PARKED_PURGE", "PARKED_PARSE",
+    "RESPOND", "RELAY", "DONE",
 };
 
 const char *llmc__gr_state_name(gr_state_t s)
