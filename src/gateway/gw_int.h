@@ -103,6 +103,7 @@ typedef struct gw_req {
     llmc_key_t fp;               /* the request's fingerprint, and what the map */
     uint32_t fp_flags;           /* remembers with it (FP_*), kept across a parse */
     bool parse_for_miss;         /* the body is parsed for the miss, after the lookup */
+    bool parsed_off_loop;        /* canon came from the thread pool: it is freed there too */
     bool parsed;                 /* canon holds the parsed body */
     bool stream;                 /* the client asked for "stream": true */
     bool include_usage;          /* stream_options.include_usage, as the client asked */
@@ -164,6 +165,12 @@ gw_req_t *llmc__gr_inbox_take(llmc_worker_t *w);
 void llmc__gr_spares_init(llmc_worker_t *w);
 /* Frees w's spare contexts (shutdown). */
 void llmc__gr_spares_free(llmc_worker_t *w);
+/* Called first by work a request puts on libuv's thread pool (a body's
+   parse, its tree's free): that pool thread runs below the loops' priority
+   from then on (nice 10; it cannot be raised back unprivileged, and every
+   use of the pool is work a loop handed off), so that under CPU contention
+   the loops serving hits come before parses. */
+void llmc__gr_pool_thread_nice(void);
 /* The name of a state, for messages. */
 const char *llmc__gr_state_name(gr_state_t s);
 

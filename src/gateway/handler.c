@@ -518,8 +518,24 @@ typedef struct parse_job {
 static void parse_work(uv_work_t *w)
 {
     parse_job_t *job = w->data;
+    llmc__gr_pool_thread_nice();
     job->rc = parse_bounded(job->body, job->len, job->max_values, &job->canon, job->err,
                             sizeof(job->err));
+}
+
+/* A parse whose client left: its tree is freed on the pool too (see
+   canon_release in req.c: a big tree costs a loop tens of ms). */
+static void parse_drop_work(uv_work_t *w)
+{
+    llmc__gr_pool_thread_nice();
+    llmc_canon_free(&((parse_job_t *)w->data)->canon);
+}
+
+static void parse_drop_done(uv_work_t *w, int status)
+{
+    parse_job_t *job = w->data;
+    llmc_canon_free(&job->canon); /* nothing left unless canceled */
+    free(job);
 }
 
 /* Back on gr's loop: the step the body was parsed for goes on from NEW
@@ -537,14 +553,19 @@ static void parse_done(uv_work_t *w, int status)
         llmc__gr_enter(gr, GR_NEW);
         assert(!gr->parsed);
         gr->canon = job->canon; /* moved: zeroed or the parse's */
+        gr->parsed_off_loop = true;
         gr_state_t next = parsed(gr, job->rc, job->err);
         if (next == GR_NEW)
             next = gr->parse_for_miss ? prepare_miss(gr) : step_parsed(gr);
         if (gr->state != GR_DONE && next != gr->state)
             llmc__gr_enter(gr, next);
         run(gr);
+    } else if (job->canon.root &&
+               uv_queue_work(&gr->w->loop, &job->work, parse_drop_work, parse_drop_done) == 0) {
+        llmc__gr_unref(gr); /* the client left meanwhile; the job goes on alone */
+        return;
     } else {
-        llmc_canon_free(&job->canon); /* the client left meanwhile */
+        llmc_canon_free(&job->canon);
     }
     free(job);
     llmc__gr_unref(gr);
