@@ -104,6 +104,8 @@ typedef struct gw_req {
     uint32_t fp_flags;           /* remembers with it (FP_*), kept across a parse */
     bool parse_for_miss;         /* the body is parsed for the miss, after the lookup */
     bool parsed_off_loop;        /* canon came from the thread pool: it is freed there too */
+    llmc_http_body_t body_taken; /* the request's body, taken from the server for a parse
+                                    off the loop (req->body and body point into it) */
     bool parsed;                 /* canon holds the parsed body */
     bool stream;                 /* the client asked for "stream": true */
     bool include_usage;          /* stream_options.include_usage, as the client asked */

@@ -177,6 +177,7 @@ static void gr_free(gw_req_t *gr)
     llmc_entry_unref(gr->stale);
     llmc_entry_unref(gr->hit); /* decided, but the client left before delivery */
     canon_release(gr);
+    llmc_http_body_free(&gr->body_taken);
     json_decref(gr->admin_sel);
     free(gr->ask_body);
     free(gr->fwd_body);

@@ -228,6 +228,25 @@ void llmc_http_stream_end(llmc_http_req_t *req);
    is not called. After this call the handler must not touch req. */
 void llmc_http_abort(llmc_http_req_t *req);
 
+/* A request body taken from the server (llmc_http_take_body). */
+typedef struct llmc_http_body {
+    char *buf;                    /* NULL: none */
+    size_t cap;                   /* bytes it holds, counted in *memory */
+    _Atomic size_t *memory;       /* the limits' body_memory, or NULL */
+} llmc_http_body_t;
+
+/* Takes req's body buffer from the server, so that it may outlive the
+   request (work on another thread that its client may not wait for):
+   req->body stays valid, being that buffer, until llmc_http_body_free.
+   Its bytes stay counted in the limits' body_memory until then (they leave
+   the server's http_body_bytes at once). out->buf NULL when there is no
+   body. Loop thread of req, while the handler owns it. */
+void llmc_http_take_body(llmc_http_req_t *req, llmc_http_body_t *out);
+
+/* Frees a taken body and takes its bytes off body_memory. Any thread;
+   safe on a zeroed one. */
+void llmc_http_body_free(llmc_http_body_t *b);
+
 /* Bytes queued for this request's connection that the kernel has not taken
    yet, so a producer can slow down for a slow client (and resume in
    req->on_drain). */
