@@ -203,16 +203,32 @@ def test_hits_are_served_while_the_worst_bodies_parse(shared_gateway, mock):
     assert mock.stats()["calls"] == 1
 
 
-def test_clients_that_leave_while_their_body_parses(gateway, mock):
+def test_clients_that_leave_while_their_body_parses(gateway_factory, mock):
     """The body being parsed on the pool belongs to a connection that is
     gone: the parse goes on with the buffer it took, and its memory goes back
-    (AddressSanitizer builds catch a use after free here)."""
-    worst = body_with_values(200000)
+    to --max-body-memory once it is done (AddressSanitizer builds catch a
+    use after free here)."""
+    g = gateway_factory(mock, args=["--max-body-memory", "4M"])
+    worst = body_with_values(200000)  # 600 KB
     for _ in range(4):
-        c = RawConn(gateway.port)
+        c = RawConn(g.port)
         c.send(http_request("POST", CHAT, worst))
         c.close()
-    wait_until(lambda: gateway.stats()["parses_off_loop"] >= 1, timeout=30)
-    r = gateway.chat()
-    assert r.status_code == 200
-    wait_until(lambda: gateway.stats()["http_body_bytes"] < 100000, timeout=30)
+    wait_until(lambda: g.stats()["parses_off_loop"] >= 1, timeout=30)
+    assert g.chat().status_code == 200
+    # 3 MB fits only once the bodies the parses took are freed.
+    big = chat_body("y" * (3 << 20))
+    wait_until(lambda: g.chat(body=big).status_code == 200, timeout=60, interval=0.2)
+
+
+@pytest.mark.parametrize("offload", ["1M", "0"], ids=["on-loop", "off-loop"])
+def test_nesting_deeper_than_jansson_takes_is_400(gateway_factory, mock, offload):
+    """The depth bound is jansson's own (2048 levels): deeper is a 400, on
+    either side of the offload threshold, and nothing goes upstream."""
+    g = gateway_factory(mock, args=["--parse-offload-bytes", offload])
+    deep = b'{"model":"m","x":' + b"[" * 3000 + b"]" * 3000 + b"}"
+    r = g.post(CHAT, data=deep, headers={"Content-Type": "application/json"})
+    assert_error_shape(r, 400)
+    assert r.json()["error"]["code"] == "invalid_json"
+    assert "depth" in r.json()["error"]["message"]
+    assert mock.stats()["calls"] == 0
