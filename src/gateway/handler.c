@@ -308,6 +308,8 @@ static gr_state_t parsed(gw_req_t *gr, int rc, const char *err)
                  (long long)gr->w->gw->cfg->max_json_values);
         return answer_error(gr, 413, "invalid_request_error", "too_many_json_values", msg);
     }
+    if (rc == LLMC_ECANCELED) /* the pool's work was canceled: the loop is closing */
+        return answer_error(gr, 503, "server_error", "shutting_down", err);
     if (rc < 0)
         return answer_error(gr, 400, "invalid_request_error", "invalid_json", err);
     gr->parsed = true;
