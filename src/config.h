@@ -92,6 +92,15 @@ typedef enum llmc_opt_type {
       "Most request headers; more gets 431.")                                                 \
     X(max_body_bytes, "max-body-bytes", SIZE, "4M", 1024, 1073741824LL, NULL,                 \
       "Largest request body; larger gets 413.")                                               \
+    X(max_json_values, "max-json-values", INT, "200000", 16, 100000000, NULL,                 \
+      "Most JSON values (objects, arrays, strings, numbers, literals) a request body may "    \
+      "hold; more gets 413, counted before the body is parsed.")                              \
+    X(parse_offload_bytes, "parse-offload-bytes", SIZE, "4K", 0, 1073741824LL, NULL,          \
+      "Request bodies larger than this are parsed on the thread pool, off the event loop "   \
+      "(0: every body).")                                                                     \
+    X(max_body_memory, "max-body-memory", SIZE, "256M", 0, 1099511627776LL, NULL,             \
+      "Bytes all request bodies being received or handled may hold together; a body that "   \
+      "would pass it gets 503 with Retry-After (0: no bound).")                               \
     X(max_response_bytes, "max-response-bytes", SIZE, "256M", 65536, 17179869184LL, NULL,     \
       "Largest upstream answer held while it is fetched; a larger one is cut off, not "      \
       "stored, and answered 502.")                                                            \

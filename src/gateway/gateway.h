@@ -114,6 +114,7 @@ struct llmc_gw {
     _Atomic unsigned servers_open;   /* shutdown: CLOSE_REST starts when it reaches 0 */
     _Atomic unsigned servers_draining; /* drain: CLOSE_SERVERS starts when it reaches 0 */
     _Atomic int phase;               /* llmc_gw_phase_t */
+    _Atomic size_t body_memory;      /* request body bytes every server holds (--max-body-memory) */
 };
 
 /*

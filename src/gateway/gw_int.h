@@ -31,6 +31,9 @@
  *   NEW -> LOOKUP -> [PARKED_TIER -> LOOKUP ...] -> RESPOND
  *                                               \-> FLIGHT -> [PARKED_FLIGHT] -> RESPOND
  *   NEW -> PARKED_PURGE -> RESPOND         (an admin purge, answered once every tier has)
+ *   NEW or LOOKUP -> PARKED_PARSE -> NEW   (a body over --parse-offload-bytes is parsed on
+ *                                           the thread pool; the step it was parsed for then
+ *                                           goes on from NEW, the body parsed)
  *   NEW -> RELAY     (a route passed through: relay.c answers, as the upstream does)
  *   any state -> DONE, when the server is finished with the request
  *
@@ -44,6 +47,7 @@ typedef enum gr_state {
     GR_FLIGHT,         /* a miss: join or lead the flight for the key */
     GR_PARKED_FLIGHT,  /* waiting on the flight (its data, or its end) */
     GR_PARKED_PURGE,   /* an admin purge: waiting for every tier's count */
+    GR_PARKED_PARSE,   /* the body is parsed on the thread pool; the parse holds a reference */
     GR_RESPOND,        /* the answer is handed to the server */
     GR_RELAY,          /* passed through: relay.c alone answers, from its own call */
     GR_DONE,           /* the server finished the request; the context may
@@ -98,6 +102,12 @@ typedef struct gw_req {
     llmc_policy_t policy;
     bool private_scope;
     bool known;                  /* the fingerprint was known: no canonical body yet */
+    llmc_key_t fp;               /* the request's fingerprint, and what the map */
+    uint32_t fp_flags;           /* remembers with it (FP_*), kept across a parse */
+    bool parse_for_miss;         /* the body is parsed for the miss, after the lookup */
+    bool parsed_off_loop;        /* canon came from the thread pool: it is freed there too */
+    llmc_http_body_t body_taken; /* the request's body, taken from the server for a parse
+                                    off the loop (req->body and body point into it) */
     bool parsed;                 /* canon holds the parsed body */
     bool stream;                 /* the client asked for "stream": true */
     bool include_usage;          /* stream_options.include_usage, as the client asked */
@@ -165,6 +175,12 @@ gw_req_t *llmc__gr_inbox_take(llmc_worker_t *w);
 void llmc__gr_spares_init(llmc_worker_t *w);
 /* Frees w's spare contexts (shutdown). */
 void llmc__gr_spares_free(llmc_worker_t *w);
+/* Called first by work a request puts on libuv's thread pool (a body's
+   parse, its tree's free): that pool thread runs below the loops' priority
+   from then on (nice 10; it cannot be raised back unprivileged, and every
+   use of the pool is work a loop handed off), so that under CPU contention
+   the loops serving hits come before parses. */
+void llmc__gr_pool_thread_nice(void);
 /* The name of a state, for messages. */
 const char *llmc__gr_state_name(gr_state_t s);
 

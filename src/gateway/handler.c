@@ -14,6 +14,7 @@
  * when its flight moved.
  *
  *   NEW     fingerprint (or canonical body) -> key, policy
+ *   PARKED_PARSE  a big body's parse on the thread pool (then NEW goes on)
  *   LOOKUP  the tier set; a usable entry -> RESPOND (hit), else a miss
  *   FLIGHT  join the flight for the key, or lead a new one (the upstream call)
  *   PARKED_FLIGHT  relay a stream as it comes, or wait for the end
@@ -33,6 +34,7 @@
  *   returns RESPOND, so the state is RESPOND before any write can finish
  *   the request (which moves it to DONE).
  */
+#include <assert.h>
 #include <http_parser.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -47,6 +49,7 @@
 #include "llmc/cache.h"
 #include "llmc/error.h"
 #include "llmc/fpmap.h"
+#include "llmc/jscan.h"
 
 /* Where a route is served when --admin-listen gives the admin routes a
    listener of their own; without one, every route is on --listen. */
@@ -336,9 +339,43 @@ static void scope_of(gw_req_t *gr)
     llmc_key_hex(&h, gr->scope);
 }
 
+/* The parse of a body, on whichever thread: its values counted first, so
+   that what a body may cost (jansson allocates per value) is bounded by
+   --max-json-values, not by what a client sends. LLMC_E2BIG when over. */
+static int parse_bounded(const char *body, size_t len, size_t max_values, llmc_canon_t *out,
+                         char *err, size_t errlen)
+{
+    if (llmc_json_count_values(body, len, max_values) > max_values)
+        return LLMC_E2BIG;
+    return llmc_canon_parse(body, len, out, err, errlen);
+}
+
+/* What a parse's result makes of gr: NEW when parsed, else RESPOND with
+   the refusal. */
+static gr_state_t parsed(gw_req_t *gr, int rc, const char *err)
+{
+    if (rc == LLMC_E2BIG) {
+        char msg[200];
+        LLMC_COUNT(&gr->w->ctr, json_values_refused);
+        snprintf(msg, sizeof(msg),
+                 "the request body holds more than %lld JSON values (--max-json-values)",
+                 (long long)gr->w->gw->cfg->max_json_values);
+        return answer_error(gr, 413, "invalid_request_error", "too_many_json_values", msg);
+    }
+    if (rc == LLMC_ECANCELED) /* the pool's work was canceled: the loop is closing */
+        return answer_error(gr, 503, "server_error", "shutting_down", err);
+    if (rc < 0)
+        return answer_error(gr, 400, "invalid_request_error", "invalid_json", err);
+    gr->parsed = true;
+    return GR_NEW;
+}
+
+static gr_state_t parse_off_loop(gw_req_t *gr);
+
 /* The body a cacheable request stands for, parsed into gr->canon: the
    client's own, or for GET /ask the chat completion built from its query.
-   RESPOND (with the error) when it is not valid, else NEW. */
+   RESPOND (with the error) when it is not valid, PARKED_PARSE when a big
+   body is parsed off the loop, else NEW. */
 static gr_state_t parse_body(gw_req_t *gr)
 {
     char err[256] = "";
@@ -353,10 +390,11 @@ static gr_state_t parse_body(gw_req_t *gr)
                                                     "invalid_query", err);
         gr->body = gr->ask_body;
     }
-    if (llmc_canon_parse(gr->body, gr->body_len, &gr->canon, err, sizeof(err)) < 0)
-        return answer_error(gr, 400, "invalid_request_error", "invalid_json", err);
-    gr->parsed = true;
-    return GR_NEW;
+    const llmc_config_t *cfg = gr->w->gw->cfg;
+    if (gr->body_len > (size_t)cfg->parse_offload_bytes)
+        return parse_off_loop(gr);
+    return parsed(gr, parse_bounded(gr->body, gr->body_len, (size_t)cfg->max_json_values,
+                                    &gr->canon, err, sizeof(err)), err);
 }
 
 static gr_state_t read_policy(gw_req_t *gr)
@@ -433,8 +471,12 @@ static bool splice_usage(gw_req_t *gr, const char *body, size_t len)
    bad body, else FLIGHT. */
 static gr_state_t prepare_miss(gw_req_t *gr)
 {
-    if (!gr->parsed && parse_body(gr) == GR_RESPOND)
-        return GR_RESPOND;
+    if (!gr->parsed) {
+        gr->parse_for_miss = true;
+        gr_state_t s = parse_body(gr);
+        if (s != GR_NEW)
+            return s;
+    }
     json_t *so = json_object_get(gr->canon.root, "stream_options");
     bool add_usage = gr->stream && !gr->include_usage && (!so || json_is_object(so)) &&
                      !llmc_dialect_of(gr->dialect)->usage_in_stream;
@@ -462,30 +504,44 @@ static gr_state_t prepare_miss(gw_req_t *gr)
     return GR_FLIGHT;
 }
 
+static gr_state_t step_keyed(gw_req_t *gr);
+
+/* NEW once the body is parsed (here, or on the thread pool). */
+static gr_state_t step_parsed(gw_req_t *gr)
+{
+    /* Only bodies that pass this check enter the fingerprint map, so a
+       known fingerprint needs no check. */
+    if (gr->route->pass_why && (gr->pass_why = gr->route->pass_why(&gr->canon))) {
+        llmc__gw_relay(gr);
+        return gr->state;
+    }
+    return step_keyed(gr);
+}
+
 static gr_state_t step_new(gw_req_t *gr)
 {
     llmc_gw_t *gw = gr->w->gw;
-    llmc_key_t fp;
-    uint32_t fl = 0;
 
     /* With --client-keys an answer is for key holders only: private, so that
        no cache in front of the gateway hands it to a client without a key. */
     gr->private_scope = !llmc_dialect_shared(gw, gr->dialect) || gw->client_keys;
-    if (!fingerprint(gr, &fp))
+    if (!fingerprint(gr, &gr->fp))
         return answer_oom(gr);
-    gr->known = llmc_fpmap_get(gw->fpmap, &fp, &gr->key, &fl);
-    bool full = !gr->known || llmc_tier_set_wants_query(gw->tiers);
-    if (full) {
-        scope_of(gr);
-        if (parse_body(gr) == GR_RESPOND)
-            return GR_RESPOND;
-        /* Only bodies that pass this check enter the fingerprint map, so a
-           known fingerprint needs no check. */
-        if (gr->route->pass_why && (gr->pass_why = gr->route->pass_why(&gr->canon))) {
-            llmc__gw_relay(gr);
-            return gr->state;
-        }
-    }
+    gr->known = llmc_fpmap_get(gw->fpmap, &gr->fp, &gr->key, &gr->fp_flags);
+    if (gr->known && !llmc_tier_set_wants_query(gw->tiers))
+        return step_keyed(gr);
+    scope_of(gr);
+    gr_state_t s = parse_body(gr);
+    return s == GR_NEW ? step_parsed(gr) : s;
+}
+
+/* NEW with the key's parts known: the policy, the key, then the lookup or
+   the miss. */
+static gr_state_t step_keyed(gw_req_t *gr)
+{
+    llmc_gw_t *gw = gr->w->gw;
+    uint32_t fl = gr->fp_flags;
+
     if (read_policy(gr) == GR_RESPOND)
         return GR_RESPOND;
     if (!gr->known) {
@@ -502,7 +558,7 @@ static gr_state_t step_new(gw_req_t *gr)
         /* The body's own "cache" settings are not in the fingerprint's
            reach, so such requests always take the full path. */
         if (!gr->canon.cache_ext)
-            llmc_fpmap_put(gw->fpmap, &fp, &gr->key, fl);
+            llmc_fpmap_put(gw->fpmap, &gr->fp, &gr->key, fl);
     }
     gr->stream = fl & FP_STREAM;
     gr->include_usage = fl & FP_USAGE;
@@ -512,9 +568,107 @@ static gr_state_t step_new(gw_req_t *gr)
     return prepare_miss(gr);
 }
 
-/* ---- LOOKUP: the tier set ---------------------------------------------------- */
+/* ---- PARKED_PARSE: a big body parsed on the thread pool ----------------------- */
 
 static void run(gw_req_t *gr);
+
+/* A parse off the loop. The connection's body buffer is taken from the
+   server (not copied: 4 MB of copy and page faults cost a loop more than
+   the rest of the request): it is freed when its client leaves, which may
+   be while the parse runs. The canonical form is made there and moved into
+   gr once the loop has it; so is the buffer. */
+typedef struct parse_job {
+    uv_work_t work;
+    gw_req_t *gr;                /* a reference, until parse_done */
+    const char *body;            /* in taken, or gr's own GET /ask body */
+    llmc_http_body_t taken;
+    size_t len, max_values;
+    int rc;
+    llmc_canon_t canon;
+    char err[256];
+} parse_job_t;
+
+static void parse_work(uv_work_t *w)
+{
+    parse_job_t *job = w->data;
+    llmc__gr_pool_thread_nice();
+    job->rc = parse_bounded(job->body, job->len, job->max_values, &job->canon, job->err,
+                            sizeof(job->err));
+}
+
+/* A parse whose client left: its tree is freed on the pool too (see
+   canon_release in req.c: a big tree costs a loop tens of ms). */
+static void parse_drop_work(uv_work_t *w)
+{
+    llmc__gr_pool_thread_nice();
+    llmc_canon_free(&((parse_job_t *)w->data)->canon);
+}
+
+static void parse_drop_done(uv_work_t *w, int status)
+{
+    parse_job_t *job = w->data;
+    llmc_canon_free(&job->canon); /* nothing left unless canceled */
+    llmc_http_body_free(&job->taken);
+    free(job);
+}
+
+/* Back on gr's loop: the step the body was parsed for goes on from NEW
+   (step_parsed, or the miss after a lookup), or the refusal is answered. */
+static void parse_done(uv_work_t *w, int status)
+{
+    parse_job_t *job = w->data;
+    gw_req_t *gr = job->gr;
+    if (status != 0) { /* canceled: the loop is closing */
+        job->rc = LLMC_ECANCELED;
+        snprintf(job->err, sizeof(job->err), "the gateway is shutting down");
+    }
+    if (gr->state == GR_PARKED_PARSE && gr->req) {
+        llmc__gr_enter(gr, GR_NEW);
+        assert(!gr->parsed && !gr->body_taken.buf);
+        gr->body_taken = job->taken; /* req->body and gr->body point into it */
+        gr->canon = job->canon; /* moved: zeroed or the parse's */
+        gr->parsed_off_loop = true;
+        gr_state_t next = parsed(gr, job->rc, job->err);
+        if (next == GR_NEW)
+            next = gr->parse_for_miss ? prepare_miss(gr) : step_parsed(gr);
+        if (gr->state != GR_DONE && next != gr->state)
+            llmc__gr_enter(gr, next);
+        run(gr);
+    } else if (job->canon.root &&
+               uv_queue_work(&gr->w->loop, &job->work, parse_drop_work, parse_drop_done) == 0) {
+        llmc__gr_unref(gr); /* the client left meanwhile; the job goes on alone */
+        return;
+    } else {
+        llmc_canon_free(&job->canon);
+        llmc_http_body_free(&job->taken);
+    }
+    free(job);
+    llmc__gr_unref(gr);
+}
+
+static gr_state_t parse_off_loop(gw_req_t *gr)
+{
+    parse_job_t *job = calloc(1, sizeof(*job));
+    if (!job)
+        return answer_oom(gr);
+    if (gr->body == gr->req->body)
+        llmc_http_take_body(gr->req, &job->taken);
+    job->body = gr->body;
+    job->len = gr->body_len;
+    job->max_values = (size_t)gr->w->gw->cfg->max_json_values;
+    job->gr = gr;
+    job->work.data = job;
+    if (uv_queue_work(&gr->w->loop, &job->work, parse_work, parse_done) != 0) {
+        gr->body_taken = job->taken; /* the request still reads it */
+        free(job);
+        return answer_oom(gr);
+    }
+    llmc__gr_ref(gr); /* the parse's */
+    LLMC_COUNT(&gr->w->ctr, parses_off_loop);
+    return GR_PARKED_PARSE;
+}
+
+/* ---- LOOKUP: the tier set ---------------------------------------------------- */
 
 /* What the walk found (e: a reference, or NULL): a usable entry answers;
    anything else is a miss, keeping an expired entry for stale-if-error. */

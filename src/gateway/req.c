@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,24 +39,27 @@
 #include "llmc/cache.h"
 
 #define SPARE_MAX 256
+#define POOL_NICE 10
 
 /* [from][to]: the transitions a request may make. */
 static const bool legal[GR_NSTATES][GR_NSTATES] = {
     [GR_NEW] = {[GR_LOOKUP] = 1, [GR_FLIGHT] = 1, [GR_PARKED_PURGE] = 1, [GR_RESPOND] = 1,
-                [GR_RELAY] = 1,
+                [GR_RELAY] = 1, [GR_PARKED_PARSE] = 1,
                 [GR_DONE] = 1},
-    [GR_LOOKUP] = {[GR_PARKED_TIER] = 1, [GR_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_LOOKUP] = {[GR_PARKED_TIER] = 1, [GR_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_PARKED_PARSE] = 1,
+                   [GR_DONE] = 1},
     [GR_PARKED_TIER] = {[GR_LOOKUP] = 1, [GR_DONE] = 1},
     [GR_FLIGHT] = {[GR_PARKED_FLIGHT] = 1, [GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_FLIGHT] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_PURGE] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_PARKED_PARSE] = {[GR_NEW] = 1, [GR_DONE] = 1},
     [GR_RESPOND] = {[GR_DONE] = 1},
     [GR_RELAY] = {[GR_DONE] = 1},
 };
 
 static const char *const state_names[GR_NSTATES] = {
-    "NEW", "LOOKUP", "PARKED_TIER", "FLIGHT", "PARKED_FLIGHT", "PARKED_PURGE", "RESPOND", "RELAY",
-    "DONE",
+    "NEW", "LOOKUP", "PARKED_TIER", "FLIGHT", "PARKED_FLIGHT", "PARKED_PURGE", "PARKED_PARSE",
+    "RESPOND", "RELAY", "DONE",
 };
 
 const char *llmc__gr_state_name(gr_state_t s)
@@ -118,6 +123,53 @@ void llmc__gr_leave_flight(gw_req_t *gr)
     gr->flight = NULL;
 }
 
+/* A body parsed on the thread pool is freed there too: jansson frees a
+   tree value by value, and a tree of --max-json-values values takes tens
+   of milliseconds that a loop serving hits must not spend. */
+typedef struct canon_free_job {
+    uv_work_t work;
+    llmc_canon_t canon;
+} canon_free_job_t;
+
+void llmc__gr_pool_thread_nice(void)
+{
+    static _Thread_local bool niced;
+    if (niced)
+        return;
+    niced = true;
+    /* Best effort: a failure leaves the thread as it was. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), POOL_NICE);
+}
+
+static void canon_free_work(uv_work_t *w)
+{
+    llmc__gr_pool_thread_nice();
+    llmc_canon_free(&((canon_free_job_t *)w->data)->canon);
+}
+
+static void canon_free_done(uv_work_t *w, int status)
+{
+    canon_free_job_t *job = w->data;
+    if (status != 0) /* canceled: the loop is closing */
+        llmc_canon_free(&job->canon);
+    free(job);
+}
+
+static void canon_release(gw_req_t *gr)
+{
+    canon_free_job_t *job = gr->parsed_off_loop && gr->canon.root ? malloc(sizeof(*job)) : NULL;
+    if (job) {
+        job->canon = gr->canon;
+        job->work.data = job;
+        if (uv_queue_work(&gr->w->loop, &job->work, canon_free_work, canon_free_done) == 0) {
+            memset(&gr->canon, 0, sizeof(gr->canon));
+            return;
+        }
+        free(job);
+    }
+    llmc_canon_free(&gr->canon);
+}
+
 static void gr_free(gw_req_t *gr)
 {
     llmc_worker_t *w = gr->w;
@@ -125,7 +177,8 @@ static void gr_free(gw_req_t *gr)
     llmc__gr_leave_flight(gr);
     llmc_entry_unref(gr->stale);
     llmc_entry_unref(gr->hit); /* decided, but the client left before delivery */
-    llmc_canon_free(&gr->canon);
+    canon_release(gr);
+    llmc_http_body_free(&gr->body_taken);
     json_decref(gr->admin_sel);
     llmc_clients_unref(gr->clients);
     free(gr->ask_body);

@@ -67,7 +67,11 @@
     X(server_errors, "server_errors", COUNTER, "requests", "Requests answered 5xx.")        \
     X(aborted, "aborted", COUNTER, "requests", "Requests whose client left before the answer.") \
     X(tier_parked, "tier_parked", COUNTER, "requests",                                      \
-      "Lookups a tier answered later (the request waited on it).")
+      "Lookups a tier answered later (the request waited on it).")                            \
+    X(parses_off_loop, "parses_off_loop", COUNTER, "requests",                              \
+      "Request bodies over --parse-offload-bytes parsed on the thread pool.")                 \
+    X(json_values_refused, "json_values_refused", COUNTER, "requests",                      \
+      "Request bodies refused 413 for holding more than --max-json-values values.")
 
 #define LLMC_CTR_ATOMIC(f, name, kind, unit, help) _Atomic uint64_t f;
 /* One worker's counters (the worker alone writes them). */

@@ -476,8 +476,10 @@ void llmc__http_conn_reject(llmc__http_conn_t *c, int status, const char *code, 
     c->req.id = ++s->seq;
     c->phase = LLMC_PH_HANDLER;
     timer_stop(c);
-    llmc__http_answer_error(c, status, NULL, status >= 500 ? "server_error" : "invalid_request_error",
-                            code, msg);
+    /* A 503 (the connection cap, the body memory bound) passes: say when to
+       come back, as the SDKs wait for it before their retry. */
+    llmc__http_answer_error(c, status, status == 503 ? "Retry-After: 1\r\n" : NULL,
+                            status >= 500 ? "server_error" : "invalid_request_error", code, msg);
 }
 
 static void send_continue(llmc__http_conn_t *c)
@@ -592,7 +594,7 @@ static void conn_free(llmc__http_conn_t *c)
     free(c->hbuf);
     free(c->hoff);
     free(c->hdrs);
-    free(c->bbuf);
+    llmc__http_body_free(c);
     free(c->obuf);
     free(c);
     llmc__http_server_maybe_free(s);

@@ -26,6 +26,7 @@
 #ifndef LLMC_HTTP_H
 #define LLMC_HTTP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,6 +42,12 @@ typedef struct llmc_http_limits {
     uint64_t header_timeout_ms;   /* first byte to end of headers (and body); over: 408 */
     uint64_t idle_timeout_ms;     /* keep-alive wait for the next request; then close quietly */
     unsigned max_conns;           /* open connections per server; over: 503 and close */
+    /* The body buffers of every server that shares body_memory (the
+       gateway's, all threads): what they hold together, received or being
+       handled. A body that would take it past max_body_memory is refused
+       before it is buffered: 503 with Retry-After. NULL or 0: no bound. */
+    _Atomic size_t *body_memory;
+    size_t max_body_memory;
 } llmc_http_limits_t;
 
 typedef struct llmc_http_header {
@@ -101,7 +108,7 @@ typedef struct llmc_http_server_config {
  * llmc/stat.h. The names start with "http_" so that they read well among
  * the gateway's at the top of /stats. Every request the server refuses
  * itself, before the handler, counts in exactly one of bad_requests,
- * requests_too_large, timeouts and conns_refused.
+ * requests_too_large, timeouts, conns_refused and body_memory_refused.
  */
 #define LLMC_HTTP_STATS_TABLE(X)                                                                    \
     X(conns_open, "http_conns_open", GAUGE, "connections",                                          \
@@ -120,7 +127,11 @@ typedef struct llmc_http_server_config {
     X(send_timeouts, "http_send_timeouts", COUNTER, "connections",                                  \
       "Connections closed because the client took no bytes of its answer for the idle timeout.")    \
     X(idle_closes, "http_idle_closes", COUNTER, "connections",                                      \
-      "Connections closed quietly after the idle timeout passed with no request.")
+      "Connections closed quietly after the idle timeout passed with no request.")                  \
+    X(body_bytes, "http_body_bytes", GAUGE, "bytes",                                                \
+      "Bytes the buffers of request bodies being received or handled hold now.")                   \
+    X(body_memory_refused, "http_body_memory_refused", COUNTER, "requests",                         \
+      "Requests answered 503 because their body would take --max-body-memory past its bound.")
 
 /* A snapshot of the counters (llmc_http_server_stats). */
 typedef struct llmc_http_server_stats {
@@ -129,7 +140,7 @@ typedef struct llmc_http_server_stats {
 
 /* The descriptors of llmc_http_server_stats_t, LLMC_HTTP_NSTATS of them,
    in table order. */
-#define LLMC_HTTP_NSTATS 9
+#define LLMC_HTTP_NSTATS 11
 extern const llmc_stat_desc_t llmc_http_stat_desc[LLMC_HTTP_NSTATS];
 
 /* Creates a server on loop (not yet listening). NULL when out of memory. Loop thread. */
@@ -216,6 +227,25 @@ void llmc_http_stream_end(llmc_http_req_t *req);
    upstream that failed mid-answer, and for the mock model's faults. on_abort
    is not called. After this call the handler must not touch req. */
 void llmc_http_abort(llmc_http_req_t *req);
+
+/* A request body taken from the server (llmc_http_take_body). */
+typedef struct llmc_http_body {
+    char *buf;                    /* NULL: none */
+    size_t cap;                   /* bytes it holds, counted in *memory */
+    _Atomic size_t *memory;       /* the limits' body_memory, or NULL */
+} llmc_http_body_t;
+
+/* Takes req's body buffer from the server, so that it may outlive the
+   request (work on another thread that its client may not wait for):
+   req->body stays valid, being that buffer, until llmc_http_body_free.
+   Its bytes stay counted in the limits' body_memory until then (they leave
+   the server's http_body_bytes at once). out->buf NULL when there is no
+   body. Loop thread of req, while the handler owns it. */
+void llmc_http_take_body(llmc_http_req_t *req, llmc_http_body_t *out);
+
+/* Frees a taken body and takes its bytes off body_memory. Any thread;
+   safe on a zeroed one. */
+void llmc_http_body_free(llmc_http_body_t *b);
 
 /* Bytes queued for this request's connection that the kernel has not taken
    yet, so a producer can slow down for a slow client (and resume in

@@ -329,6 +329,16 @@ struct llmc_http_server {
 /* Makes *buf at least need bytes (doubling). 0 or LLMC_ENOMEM. */
 int llmc__http_grow(char **buf, size_t *cap, size_t need);
 
+/* The body buffer (c->bbuf) grown like llmc__http_grow (to need itself
+   when exact: a declared length is known whole), its growth counted
+   in the server's body_bytes and in the limits' shared body_memory. 0,
+   LLMC_ENOMEM, or LLMC_EFULL when the growth would take body_memory past
+   max_body_memory (nothing then changes). Loop thread. */
+int llmc__http_body_grow(llmc__http_conn_t *c, size_t need, bool exact);
+
+/* Frees c's body buffer and takes it out of the counts. */
+void llmc__http_body_free(llmc__http_conn_t *c);
+
 /* Read buffers of LLMC_HTTP_RBUF bytes: a connection holds one only while
    bytes are in flight, taking it from and giving it back to its server's
    small pool. take returns NULL when out of memory. Loop thread. */

@@ -36,6 +36,54 @@ int llmc__http_grow(char **buf, size_t *cap, size_t need)
     return 0;
 }
 
+/* Body buffers are counted by capacity, the memory they hold, from the
+   first byte reserved until the buffer is freed: a body being handled (or
+   kept for the next request on a keep-alive connection) is held as much as
+   one being received. The bound is checked before the buffer grows, so a
+   declared Content-Length is refused before any of it is read. */
+int llmc__http_body_grow(llmc__http_conn_t *c, size_t need, bool exact)
+{
+    const llmc_http_limits_t *lim = &c->s->cfg.limits;
+    size_t ncap = c->bcap ? c->bcap : 256;
+
+    if (need <= c->bcap)
+        return 0;
+    while (ncap < need)
+        ncap *= 2;
+    if (exact)
+        ncap = need;
+    size_t more = ncap - c->bcap;
+    if (lim->body_memory) {
+        size_t before = atomic_fetch_add_explicit(lim->body_memory, more, memory_order_relaxed);
+        if (lim->max_body_memory && before + more > lim->max_body_memory) {
+            atomic_fetch_sub_explicit(lim->body_memory, more, memory_order_relaxed);
+            return LLMC_EFULL;
+        }
+    }
+    char *nb = realloc(c->bbuf, ncap);
+    if (!nb) {
+        if (lim->body_memory)
+            atomic_fetch_sub_explicit(lim->body_memory, more, memory_order_relaxed);
+        return LLMC_ENOMEM;
+    }
+    c->bbuf = nb;
+    c->bcap = ncap;
+    LLMC__HTTP_STAT_SET(c->s, body_bytes, LLMC__HTTP_STAT(c->s, body_bytes) + more);
+    return 0;
+}
+
+void llmc__http_body_free(llmc__http_conn_t *c)
+{
+    const llmc_http_limits_t *lim = &c->s->cfg.limits;
+
+    if (lim->body_memory && c->bcap)
+        atomic_fetch_sub_explicit(lim->body_memory, c->bcap, memory_order_relaxed);
+    LLMC__HTTP_STAT_SET(c->s, body_bytes, LLMC__HTTP_STAT(c->s, body_bytes) - c->bcap);
+    free(c->bbuf);
+    c->bbuf = NULL;
+    c->bcap = 0;
+}
+
 char *llmc__http_rbuf_take(llmc_http_server_t *s)
 {
     return s->npool ? s->rbuf_pool[--s->npool] : malloc(LLMC_HTTP_RBUF);

@@ -42,6 +42,22 @@ static int fail_with(llmc__http_conn_t *c, int status, const char *code, const c
     return -1;
 }
 
+/* Makes room for a body of need bytes (and its NUL): a refusal when out of
+   memory or when the bodies held by every server sharing the bound would
+   pass --max-body-memory (then the client may come back: 503, Retry-After). */
+static int body_room(llmc__http_conn_t *c, size_t need, bool exact)
+{
+    int rc = llmc__http_body_grow(c, need, exact);
+
+    if (rc == LLMC_EFULL) {
+        LLMC__HTTP_INC(c->s, body_memory_refused);
+        return fail_with(c, 503, "body_memory_full",
+                         "the gateway holds as many request bodies as --max-body-memory allows; "
+                         "try again shortly");
+    }
+    return rc ? fail_with(c, 500, "server_error", "out of memory") : 0;
+}
+
 static int head_append(llmc__http_conn_t *c, const char *at, size_t n, bool lower)
 {
     size_t i;
@@ -272,8 +288,8 @@ static int head_check(llmc__http_conn_t *c)
         if (declared > 0 || count[SH_TE] > 0)
             c->want_continue = true; /* sent by the connection once the head passed */
     }
-    if (declared && llmc__http_grow(&c->bbuf, &c->bcap, (size_t)declared + 1) != 0)
-        return fail_with(c, 500, "server_error", "out of memory");
+    if (declared && body_room(c, (size_t)declared + 1, true) != 0)
+        return -1;
     if (count[SH_TE] > 0) {
         /* Extensions and trailers extend the head: the head's limit bounds them. */
         c->chunk_on = true;
@@ -307,8 +323,8 @@ static int on_body(http_parser *p, const char *at, size_t n)
        over it was refused in head_check. */
     if (max && c->blen + n > max)
         return fail_with(c, 413, "request_too_large", "the request body is larger than allowed");
-    if (llmc__http_grow(&c->bbuf, &c->bcap, c->blen + n + 1) != 0)
-        return fail_with(c, 500, "server_error", "out of memory");
+    if (body_room(c, c->blen + n + 1, false) != 0)
+        return -1;
     memcpy(c->bbuf + c->blen, at, n);
     c->blen += n;
     return 0;
@@ -338,11 +354,8 @@ void llmc__http_parse_reset(llmc__http_conn_t *c)
     c->scan_done = c->head_done = c->chunk_on = c->want_continue = false;
     c->last_cb = CB_NONE;
     c->hlen = c->nh = c->blen = 0;
-    if (c->bcap > LLMC_HTTP_KEEP_BUF) {
-        free(c->bbuf);
-        c->bbuf = NULL;
-        c->bcap = 0;
-    }
+    if (c->bcap > LLMC_HTTP_KEEP_BUF)
+        llmc__http_body_free(c);
     c->err_status = 0;
 }
 

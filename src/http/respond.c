@@ -22,6 +22,27 @@
 #include "http/http_int.h"
 #include "llmc/error.h"
 
+void llmc_http_take_body(llmc_http_req_t *req, llmc_http_body_t *out)
+{
+    llmc__http_conn_t *c = LLMC__CONN_OF(req);
+
+    out->buf = c->bbuf;
+    out->cap = c->bcap;
+    out->memory = c->s->cfg.limits.body_memory;
+    LLMC__HTTP_STAT_SET(c->s, body_bytes, LLMC__HTTP_STAT(c->s, body_bytes) - c->bcap);
+    c->bbuf = NULL;
+    c->bcap = 0;
+}
+
+void llmc_http_body_free(llmc_http_body_t *b)
+{
+    if (b->memory && b->cap)
+        atomic_fetch_sub_explicit(b->memory, b->cap, memory_order_relaxed);
+    free(b->buf);
+    b->buf = NULL;
+    b->cap = 0;
+}
+
 /* The common start of a complete response; false when the connection
    failed (closed, and the request finishes on its own). */
 static bool begin_full(llmc__http_conn_t *c, int status, const char *h1, size_t l1, const char *h2,

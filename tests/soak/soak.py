@@ -10,7 +10,8 @@ It starts `llmcached mock` and a gateway on free loopback ports and drives them
 from a few client threads: hits, misses, no-store, short TTLs (entries expire
 and the cache evicts under a small --max-memory), /ask, completions,
 embeddings, streams, coalesced bursts, clients that hang up, malformed
-requests, and injected faults (reset, truncate, invalid JSON, empty, 429/500/
+requests, issue 14's worst bodies (at and one past --max-json-values),
+and injected faults (reset, truncate, invalid JSON, empty, 429/500/
 503, a stall past --upstream-timeout, a cut stream). Every ~20 s the mock is
 killed and restarted on the same port. A sampler reads the gateway's VmRSS and
 its open descriptors (/proc/PID/fd) every few seconds.
@@ -55,6 +56,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = "/v1/chat/completions"
+WORST_VALUES = 50000  # the soak gateway's --max-json-values (issue 14's worst body)
 
 
 def free_port():
@@ -196,6 +198,7 @@ class Soak:
             "--ttl", "4", "--max-memory", self.args.max_memory, "--max-entry-percent", "10",
             "--upstream-timeout", "2", "--connect-timeout", "1",
             "--header-timeout", "5", "--idle-timeout", "30",
+            "--max-json-values", str(WORST_VALUES),
         ], self.tmp, self.env)
         self.gw.wait_ready(self.base + "/healthz", self.args.start_timeout)
 
@@ -363,6 +366,25 @@ class Soak:
         except (requests.RequestException, ValueError) as e:
             self.record("malformed", "unexpected", t0, time.monotonic(), f"conn: {e!r}")
 
+    def op_worst_body(self, s):
+        """Issue 14's worst body: {"model": .., "x": [{}, {}, ...]} with as many
+        values as --max-json-values allows (parsed on the thread pool;
+        only-if-cached, so 504), or one more (413, before any parse)."""
+        over = self.rng.random() < 0.5
+        n = WORST_VALUES + (1 if over else 0)
+        head = '{"model":"worst-%d","x":[' % self.next_id()
+        body = (head + ",".join(["{}"] * (n - 3)) + "]}").encode()
+        t0 = time.monotonic()
+        try:
+            r = s.post(self.base + CHAT, data=body, timeout=30,
+                       headers={"Content-Type": "application/json",
+                                "Cache-Control": "only-if-cached"})
+            ok = r.status_code == (413 if over else 504) and "error" in r.json()
+            self.record("worst-body", "ok" if ok else "unexpected", t0, time.monotonic(),
+                        f"{r.status_code} {r.text[:200]}")
+        except (requests.RequestException, ValueError) as e:
+            self.record("worst-body", "unexpected", t0, time.monotonic(), f"conn: {e!r}")
+
     def op_burst(self, s):
         """Identical cold requests at once: coalesced into one upstream call."""
         body = self.body(f"burst {self.next_id()}", mock={"latency_ms": 50})
@@ -379,7 +401,7 @@ class Soak:
         (30, "op_hit"), (15, "op_miss"), (5, "op_no_store"), (8, "op_short_ttl"), (3, "op_big"),
         (4, "op_ask"), (3, "op_completions"), (3, "op_embeddings"), (6, "op_stream"),
         (7, "op_fault"), (1, "op_stall"), (2, "op_cut_stream"), (2, "op_hang_up"), (2, "op_malformed"),
-        (1, "op_burst"),
+        (1, "op_burst"), (1, "op_worst_body"),
     ]
 
     def client(self, idx):

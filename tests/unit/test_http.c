@@ -1051,6 +1051,61 @@ static void test_error_survives_unread_body(void **state)
     cli_close(c);
 }
 
+/* --max-body-memory: what the body buffers of every server sharing the
+   count hold together. A declared length that would pass it is refused 503
+   with Retry-After before a byte of it is read; a chunked body is refused at
+   the chunk that would pass it; the count follows the buffers down again. */
+static void test_body_memory_bound(void **state)
+{
+    static _Atomic size_t held;
+    llmc_http_limits_t lim = default_limits();
+    lim.body_memory = &held;
+    lim.max_body_memory = 50000;
+    srv_t *t = srv_start(lim);
+    static char chunk[30000];
+    char line[32];
+    resp_t r;
+
+    (void)state;
+    atomic_store(&held, 0);
+    memset(chunk, 'a', sizeof(chunk));
+    /* 40000 declared, held while the rest is awaited. */
+    cli_t *a = cli_open(t->port);
+    cli_sends(a, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40000\r\n\r\n{");
+    for (int i = 0; i < 200 && stats(t).body_bytes < 40001; i++)
+        usleep(5000);
+    assert_int_equal(stats(t).body_bytes, 40001);
+    assert_int_equal(atomic_load(&held), 40001);
+    /* 20000 more would pass 50000. */
+    EXPECT_ERROR(t, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n", 503);
+    /* A chunked body grows until its chunk would pass it. */
+    cli_t *c = cli_open(t->port);
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    snprintf(line, sizeof(line), "%zx\r\n", sizeof(chunk));
+    cli_sends(c, line);
+    cli_send(c, chunk, sizeof(chunk));
+    cli_sends(c, "\r\n");
+    assert_int_equal(cli_read(c, &r, false), 0);
+    assert_int_equal(r.status, 503);
+    assert_true(has_header(&r, "retry-after: 1\n"));
+    resp_free(&r);
+    cli_close(c);
+    assert_int_equal(stats(t).body_memory_refused, 2);
+    /* A small body still fits beside the held one. */
+    c = cli_open(t->port);
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+    assert_int_equal(cli_read(c, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    /* The held body's client leaves: its bytes go back. */
+    cli_close(a);
+    for (int i = 0; i < 200 && atomic_load(&held) > 0; i++)
+        usleep(5000);
+    srv_stop(t);
+    assert_int_equal(atomic_load(&held), 0);
+}
+
 static void test_body_chunked_too_large(void **state)
 {
     srv_t *t = *state;
@@ -1523,8 +1578,9 @@ static void test_stats_table(void **state)
         assert_int_equal(llmc_stat_value(&a, d), i + 1);
         assert_true(strncmp(d->name, "http_", 5) == 0);
         assert_true(d->unit[0] != '\0' && d->help[0] != '\0');
-        assert_int_equal(d->kind, strcmp(d->name, "http_conns_open") == 0 ? LLMC_STAT_GAUGE
-                                                                          : LLMC_STAT_COUNTER);
+        bool gauge = strcmp(d->name, "http_conns_open") == 0 ||
+                     strcmp(d->name, "http_body_bytes") == 0;
+        assert_int_equal(d->kind, gauge ? LLMC_STAT_GAUGE : LLMC_STAT_COUNTER);
         for (size_t j = 0; j < i; j++)
             assert_string_not_equal(d->name, llmc_http_stat_desc[j].name);
     }
@@ -1983,6 +2039,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_too_many_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_declared_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_chunked_too_large, setup, teardown),
+        cmocka_unit_test(test_body_memory_bound),
         cmocka_unit_test_setup_teardown(test_error_survives_unread_body, setup, teardown),
         cmocka_unit_test(test_header_timeout),
         cmocka_unit_test(test_no_header_timeout_while_handler_works),
