@@ -241,3 +241,19 @@ def test_identical_streams_in_flight_share_one_upstream_call(gateway, mock):
     assert got["plain"].headers["X-Cache"] == "COALESCED"
     assert got["plain"].json() == final
     assert mock.stats()["responses"] == 1
+
+
+def test_store_true_goes_upstream_and_does_not_change_the_key(gateway, mock):
+    """store: true asks OpenAI to keep a copy; it cannot change the answer, so
+    it is out of the key (the same entry answers with or without it), and it
+    reaches the upstream as the client sent it: the mock's answer id is a hash
+    of the body it got, the same as when the mock is asked directly."""
+    body = body_of("kept or not, the same answer", store=True)
+    direct = requests.post(mock.url + "/responses", json=body, timeout=30).json()
+    first = gateway.post(RESPONSES, body)
+    assert first.status_code == 200 and first.headers["X-Cache"] == "MISS"
+    assert first.json()["id"] == direct["id"]
+    again = gateway.post(RESPONSES, body_of("kept or not, the same answer"))
+    assert again.headers["X-Cache"] == "HIT"
+    assert again.headers["X-Cache-Key"] == first.headers["X-Cache-Key"]
+    assert mock.stats()["responses"] == 2  # the direct call and the miss
