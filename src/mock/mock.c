@@ -176,10 +176,42 @@ static llmc_http_req_t *take_req(mreq_t *mr)
     return req;
 }
 
+/* Anthropic's error type for a status (its API reference, "Errors"). */
+static const char *anthropic_error_type(int status)
+{
+    switch (status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 529: return "overloaded_error";
+    default: return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+/* An error in the shape of the API the request spoke: Anthropic's
+   {"type":"error","error":{"type","message"}} on /v1/messages (its SDK
+   reads the message from there), OpenAI's everywhere else. */
 static void send_error(mreq_t *mr, int status, const char *hdrs, const char *type,
                        const char *code, const char *msg)
 {
-    llmc_http_respond_error(take_req(mr), status, hdrs, type, code, msg);
+    json_t *j = mr->kind != LLMC_MOCK_MESSAGES ? NULL
+                : json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                            anthropic_error_type(status), "message", msg);
+    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!body) {
+        llmc_http_respond_error(take_req(mr), status, hdrs, type, code, msg);
+        finish(mr);
+        return;
+    }
+    char h[512];
+    int n = snprintf(h, sizeof(h), "%s" JSON_CT, hdrs ? hdrs : "");
+    size_t len = strlen(body);
+    uv_buf_t b = uv_buf_init(body, (unsigned)len);
+    llmc_http_respond(take_req(mr), status, h, n > 0 && (size_t)n < sizeof(h) ? (size_t)n : 0, &b,
+                      1, free, body);
     finish(mr);
 }
 

@@ -359,3 +359,17 @@ def test_a_request_naming_a_container_is_passed_through_uncached(anth, mock):
         assert r.headers["X-Cache"] == "BYPASS"
         assert "detail=container" in r.headers["Cache-Status"]
     assert mock.calls("messages") == 2
+
+
+@pytest.mark.parametrize("status,etype", [(429, "rate_limit_error"), (404, "not_found_error"),
+                                          (500, "api_error")])
+def test_an_upstream_error_reaches_the_client_in_anthropics_shape(anth, mock, status, etype):
+    """The mock answers /v1/messages errors as Anthropic does, and the gateway
+    passes them on as they came (status, shape) and stores none of them."""
+    body = anth_body("fail please", mock={"status": status, "retry_after": "0"})
+    for _ in range(2):
+        r = post(anth, body)
+        assert r.status_code == status
+        assert r.json()["type"] == "error" and r.json()["error"]["type"] == etype
+        assert r.json()["error"]["message"]
+        assert r.headers.get("X-Cache") != "HIT"
