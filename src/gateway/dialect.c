@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "gateway/policy.h"
 #include "llmc/anthropic.h"
 #include "llmc/responses_stream.h"
 #include "llmc/sse.h"
@@ -218,22 +219,31 @@ const char *llmc_dialect_credential(const llmc_dialect_t *d, const llmc_http_req
     return NULL;
 }
 
+const char *llmc_dialect_header(const llmc_http_req_t *req, const char *name, char **owned)
+{
+    return llmc_policy_list_header(req, name, owned);
+}
+
 char *llmc_dialect_key_extra(const llmc_dialect_t *d, const llmc_http_req_t *req,
                              const char *prefix)
 {
+    const char *const *h = llmc_dialect_of(d)->key_headers;
     size_t n = strlen(prefix) + 1;
-    const char *const *h;
-    for (h = llmc_dialect_of(d)->key_headers; *h; h++) {
-        const char *v = llmc_http_header(req, *h);
+    for (size_t i = 0; h[i]; i++) {
+        char *owned = NULL;
+        const char *v = llmc_dialect_header(req, h[i], &owned);
         n += (v ? strlen(v) : 0) + 1;
+        free(owned);
     }
     char *out = malloc(n), *p = out;
     if (!out)
         return NULL;
     p += sprintf(p, "%s", prefix);
-    for (h = llmc_dialect_of(d)->key_headers; *h; h++) {
-        const char *v = llmc_http_header(req, *h);
-        p += sprintf(p, "\n%s", v ? v : "");
+    for (size_t i = 0; h[i]; i++) {
+        char *owned = NULL;
+        const char *v = llmc_dialect_header(req, h[i], &owned);
+        p += snprintf(p, n - (size_t)(p - out), "\n%s", v ? v : "");
+        free(owned);
     }
     return out;
 }

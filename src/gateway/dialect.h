@@ -81,6 +81,11 @@ bool llmc_dialect_shared(const llmc_gw_t *gw, const llmc_dialect_t *d);
 const char *llmc_dialect_credential(const llmc_dialect_t *d, const llmc_http_req_t *req,
                                     const char **line);
 
+/* A key header's value: its lines joined with ", " (RFC 9110 5.3: a
+   client may send anthropic-beta's list on several lines), the join
+   malloc'd in *owned (free it); NULL when absent. */
+const char *llmc_dialect_header(const llmc_http_req_t *req, const char *name, char **owned);
+
 /* The values of d's key headers joined with '\n' after prefix (malloc'd),
    or NULL when out of memory. Header values cannot hold a newline, so two
    different sets never join the same. */

@@ -585,11 +585,13 @@ int llmc__gw_upstream_hdrs(const gw_req_t *gr, const char *ctype, char **out, si
     }
     /* The dialect's headers that change the answer go as they came. */
     for (const char *const *h = llmc_dialect_of(gr->dialect)->key_headers; rc == 0 && *h; h++) {
-        const char *v = llmc_http_header(gr->req, *h);
+        char *owned = NULL;
+        const char *v = llmc_dialect_header(gr->req, *h, &owned);
         char name[64];
         snprintf(name, sizeof(name), "%s: ", *h);
         if (v && strlen(v) < 400)
             rc = add_hdr(out, cap, n, name, v);
+        free(owned);
     }
     return rc;
 }

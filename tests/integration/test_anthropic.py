@@ -373,3 +373,33 @@ def test_an_upstream_error_reaches_the_client_in_anthropics_shape(anth, mock, st
         assert r.json()["type"] == "error" and r.json()["error"]["type"] == etype
         assert r.json()["error"]["message"]
         assert r.headers.get("X-Cache") != "HIT"
+
+
+def test_anthropic_beta_on_several_lines_is_one_list(anth, mock):
+    """A client may send anthropic-beta's list on several header lines (RFC
+    9110 5.3): the lines mean their values joined with ", ", so that request
+    shares the entry of the one-line form and the upstream gets every beta,
+    not only the first line's."""
+    import http.client
+    from urllib.parse import urlparse
+    body = json.dumps(anth_body("several beta lines"))
+    one = post(anth, anth_body("several beta lines"),
+               hdrs(**{"anthropic-beta": "tools-2024-04-04, pdfs-2024-09-25"}))
+    assert one.status_code == 200 and one.headers["X-Cache"] == "MISS"
+    u = urlparse(anth.url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    c.putrequest("POST", MSGS)
+    for k, v in hdrs().items():
+        c.putheader(k, v)
+    c.putheader("anthropic-beta", "tools-2024-04-04")
+    c.putheader("anthropic-beta", "pdfs-2024-09-25")
+    c.putheader("Content-Length", str(len(body)))
+    c.endheaders(body.encode())
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200 and r.getheader("X-Cache") == "HIT"
+    assert r.getheader("X-Cache-Key") == one.headers["X-Cache-Key"]
+    c.close()
+    other = post(anth, anth_body("several beta lines"),
+                 hdrs(**{"anthropic-beta": "tools-2024-04-04"}))
+    assert other.headers["X-Cache"] == "MISS"
