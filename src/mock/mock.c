@@ -34,7 +34,10 @@
 #include "llmc/error.h"
 #include "mock/mock_int.h"
 
-enum { ROUTE_STATS = 100, ROUTE_RESET };
+enum { ROUTE_STATS = 100, ROUTE_RESET, ROUTE_REQUESTS };
+
+/* Model calls whose headers GET /mock/requests keeps, the newest last. */
+#define REQUEST_LOG 64
 
 /* method NULL: any method. prefix: the path starts with path and goes on. */
 static const struct route {
@@ -52,6 +55,7 @@ static const struct route {
     {"POST", "/v1/responses", LLMC_MOCK_RESPONSES, false},
     {"GET", "/mock/stats", ROUTE_STATS, false},
     {"POST", "/mock/reset", ROUTE_RESET, false},
+    {"GET", "/mock/requests", ROUTE_REQUESTS, false},
 };
 
 /* Per-kind call counters, in llmc__mock_kind_t order, as /mock/stats names them. */
@@ -98,6 +102,7 @@ struct llmc_mock {
     uint64_t by_kind[NKINDS];
     uint64_t in_flight;
     uint64_t max_in_flight;          /* high-water mark of in_flight since the last reset */
+    json_t *log;                     /* the last REQUEST_LOG model calls: path and headers */
     int port;
     bool stopping;
     /* llmc_mock_start: own thread and loop, stopped through an async. */
@@ -120,6 +125,7 @@ typedef struct controls {
     char retry_after[41];    /* with status: the Retry-After to send ("" for none) */
     const char *body;        /* mock.body: sent as the answer instead of the model's; points
                                 into the request's JSON, which outlives the answer */
+    const json_t *orgs;      /* mock.organizations: the ones the caller's key is in */
     size_t body_len;
 } controls_t;
 
@@ -134,7 +140,8 @@ typedef struct mreq {
     bool done;
     llmc__mock_out_t out;     /* a stream being sent */
     size_t piece;
-    char call_hdr[48];        /* "X-Mock-Call: N\r\n", on every answer */
+    char call_hdr[320];       /* "X-Mock-Call: N\r\n" and the account headers, on every
+                                 answer */
 } mreq_t;
 
 #define JSON_CT "Content-Type: application/json\r\n"
@@ -186,7 +193,7 @@ static void send_error(mreq_t *mr, int status, const char *hdrs, const char *typ
    when mock.gzip asked for it and the request accepts gzip. */
 static void send_body(mreq_t *mr, int status, char *body, size_t len)
 {
-    char hdrs[128];
+    char hdrs[512];
     const char *ce = "";
     char *z = NULL;
     size_t zlen = 0;
@@ -209,7 +216,7 @@ static void send_body(mreq_t *mr, int status, char *body, size_t len)
 
 static void status_answer(mreq_t *mr)
 {
-    char hdrs[160];
+    char hdrs[512];
     const char *type = mr->ctl.status >= 500 ? "server_error" : "invalid_request_error";
     const char *ra = mr->ctl.retry_after_set ? mr->ctl.retry_after
                      : mr->ctl.status == 429 ? "1" : "";
@@ -270,7 +277,7 @@ static void stream_next(mreq_t *mr)
 
 static void stream_answer(mreq_t *mr)
 {
-    char hdrs[160];
+    char hdrs[512];
     int n = snprintf(hdrs, sizeof(hdrs),
                      "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n%s",
                      mr->call_hdr);
@@ -283,7 +290,7 @@ static void stream_answer(mreq_t *mr)
 /* Head and the first half of the body, then the connection closes. */
 static void truncated_answer(mreq_t *mr)
 {
-    char hdrs[96];
+    char hdrs[512];
     int n = snprintf(hdrs, sizeof(hdrs), JSON_CT "%s", mr->call_hdr);
     if (llmc_http_stream_begin(mr->req, 200, hdrs, (size_t)n) != 0 ||
         llmc_http_stream_write(mr->req, mr->out.body, mr->out.len / 2) != 0 || mr->done)
@@ -301,7 +308,7 @@ static void echo_answer(mreq_t *mr)
 {
     llmc_http_req_t *req = mr->req;
     const char *ct = llmc_http_header(req, "content-type");
-    char hdrs[700];
+    char hdrs[1024];
     int n = snprintf(hdrs, sizeof(hdrs), "Content-Type: %.200s\r\nX-Request-Id: echo %s %.300s\r\n%s",
                      ct ? ct : "application/octet-stream", req->method_name, req->target,
                      mr->call_hdr);
@@ -358,10 +365,30 @@ static void model_answer(mreq_t *mr)
     }
 }
 
+/* mock.organizations given and the request's OpenAI-Organization names
+   another: OpenAI answers that 401. */
+static bool org_refused(const mreq_t *mr)
+{
+    const char *org = llmc_http_header(mr->req, "openai-organization");
+    size_t i;
+    json_t *v;
+    if (!mr->ctl.orgs || !org)
+        return false;
+    json_array_foreach(mr->ctl.orgs, i, v)
+        if (json_is_string(v) && strcmp(json_string_value(v), org) == 0)
+            return false;
+    return true;
+}
+
 static void on_delay(uv_timer_t *t)
 {
     mreq_t *mr = t->data;
 
+    if (org_refused(mr)) {
+        send_error(mr, 401, mr->call_hdr, "invalid_request_error", "mismatched_organization",
+                   "mock: OpenAI-Organization header should match organization for API key");
+        return;
+    }
     if (mr->ctl.status >= 400) {
         status_answer(mr);
         return;
@@ -492,6 +519,12 @@ static int parse_controls(const json_t *body, controls_t *ctl, char *err, size_t
     }
     if ((rc = retry_after_field(json_object_get(o, "retry_after"), ctl, err, errlen)))
         return rc;
+    const json_t *orgs = json_object_get(o, "organizations");
+    if (orgs && !json_is_array(orgs)) {
+        snprintf(err, errlen, "mock.organizations must be an array of strings");
+        return LLMC_EINVAL;
+    }
+    ctl->orgs = orgs;
     ctl->gzip = json_is_true(json_object_get(o, "gzip"));
     ctl->status = (int)status;
     ctl->bytes = (size_t)bytes;
@@ -504,6 +537,7 @@ static int parse_controls(const json_t *body, controls_t *ctl, char *err, size_t
 static void stats_answer(llmc_mock_t *m, llmc_http_req_t *req, bool reset)
 {
     if (reset) {
+        json_array_clear(m->log);
         m->calls = 0;
         m->max_in_flight = m->in_flight;
         memset(m->by_kind, 0, sizeof(m->by_kind));
@@ -514,6 +548,17 @@ static void stats_answer(llmc_mock_t *m, llmc_http_req_t *req, bool reset)
         json_object_set_new(o, kind_names[i], json_integer((json_int_t)m->by_kind[i]));
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(o);
+    static const char h[] = "Content-Type: application/json\r\nCache-Control: no-store\r\n";
+    if (s)
+        llmc_http_respond_copy(req, 200, h, sizeof(h) - 1, s, strlen(s));
+    else
+        llmc_http_respond_error(req, 500, NULL, "server_error", NULL, "mock: out of memory");
+    free(s);
+}
+
+static void requests_answer(llmc_mock_t *m, llmc_http_req_t *req)
+{
+    char *s = m->log ? json_dumps(m->log, JSON_COMPACT) : strdup("[]");
     static const char h[] = "Content-Type: application/json\r\nCache-Control: no-store\r\n";
     if (s)
         llmc_http_respond_copy(req, 200, h, sizeof(h) - 1, s, strlen(s));
@@ -569,6 +614,22 @@ static int read_request(mreq_t *mr, llmc_http_req_t *req)
     return LLMC_EINVAL;
 }
 
+/* Keeps req's path and headers in the request log (GET /mock/requests), so
+   tests can see what the gateway sent upstream. */
+static void log_request(llmc_mock_t *m, const llmc_http_req_t *req)
+{
+    json_t *h = json_object(), *o = json_pack("{s:s,s:o}", "path", req->path, "headers", h);
+    if (!m->log && !(m->log = json_array()))
+        return json_decref(o);
+    for (size_t i = 0; h && i < req->nheaders; i++)
+        if (!json_object_get(h, req->headers[i].name))   /* the first of a repeated one */
+            json_object_set_new(h, req->headers[i].name, json_string(req->headers[i].value));
+    if (o)
+        json_array_append_new(m->log, o);
+    if (json_array_size(m->log) > REQUEST_LOG)
+        json_array_remove(m->log, 0);
+}
+
 static void model_call(llmc_mock_t *m, llmc_http_req_t *req, llmc__mock_kind_t kind)
 {
     mreq_t *mr = calloc(1, sizeof(*mr));
@@ -584,8 +645,18 @@ static void model_call(llmc_mock_t *m, llmc_http_req_t *req, llmc__mock_kind_t k
     mr->req = req;
     mr->kind = kind;
     mr->ctl.latency_ms = m->latency_ms;
-    snprintf(mr->call_hdr, sizeof(mr->call_hdr), "X-Mock-Call: %llu\r\n",
-             (unsigned long long)m->calls);
+    /* What a real answer says about the account that made it (an echo has
+       its own X-Request-Id): the gateway must not pass these on where the
+       key is not the client's own. */
+    const char *org = llmc_http_header(req, "openai-organization");
+    char rid[48] = "";
+    if (kind != LLMC_MOCK_ECHO)
+        snprintf(rid, sizeof(rid), "X-Request-Id: req_mock_%llu\r\n", (unsigned long long)m->calls);
+    snprintf(mr->call_hdr, sizeof(mr->call_hdr),
+             "X-Mock-Call: %llu\r\n%sOpenAI-Organization: %.64s\r\n"
+             "OpenAI-Processing-Ms: 1\r\nX-RateLimit-Remaining-Requests: 9999\r\n",
+             (unsigned long long)m->calls, rid, org ? org : "org-mock");
+    log_request(m, req);
     uv_timer_init(m->loop, &mr->timer);
     mr->timer.data = mr;
     req->data = mr;
@@ -609,7 +680,9 @@ static void on_request(llmc_http_req_t *req, void *ctx)
                                 known ? "method_not_allowed" : "unknown_url", msg);
         return;
     }
-    if (r->kind == ROUTE_STATS || r->kind == ROUTE_RESET)
+    if (r->kind == ROUTE_REQUESTS)
+        requests_answer(m, req);
+    else if (r->kind == ROUTE_STATS || r->kind == ROUTE_RESET)
         stats_answer(m, req, r->kind == ROUTE_RESET);
     else
         model_call(m, req, (llmc__mock_kind_t)r->kind);
@@ -697,6 +770,7 @@ int llmc_mock_start(const llmc_mock_config_t *cfg, const char *host, int port, l
 fail:
     uv_run(&m->own, UV_RUN_DEFAULT);   /* lets the closed handles finish */
     uv_loop_close(&m->own);
+    json_decref(m->log);
     free(m);
     return rc;
 }
@@ -713,6 +787,7 @@ void llmc_mock_stop(llmc_mock_t *m)
     uv_async_send(&m->stop);
     uv_thread_join(&m->thread);
     uv_loop_close(&m->own);
+    json_decref(m->log);
     free(m);
 }
 
@@ -844,5 +919,6 @@ int llmc_mock_main(int argc, char **argv)
             host, strchr(host, ':') ? "]" : "", m.port);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    json_decref(m.log);
     return 0;
 }
