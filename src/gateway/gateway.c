@@ -270,6 +270,9 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
     admin_token_init(gw, cfg);
     int rc = parse_listen(gw, cfg, err, errlen);
     if (rc == 0)
+        rc = llmc_forward_init(&gw->forward, cfg->forward_header, upstream_key != NULL, err,
+                               errlen);
+    if (rc == 0)
         rc = open_log(gw, cfg, err, errlen);
     if (rc == 0)
         rc = open_tiers(gw, err, errlen);

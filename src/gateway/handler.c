@@ -255,13 +255,20 @@ enum { FP_STREAM = 1u << 0, FP_USAGE = 1u << 1 };
 /* The fingerprint of the raw request: everything the canonical key is made
    of, but from the client's bytes as they came (the body, or the query of
    GET /ask), so that a repeated request needs no JSON work at all. */
-static void fingerprint(const gw_req_t *gr, llmc_key_t *fp)
+static void fingerprint(const gw_req_t *gr, llmc_key_t *fp, const char *fwd, size_t fwd_len)
 {
     const llmc_http_req_t *req = gr->req;
     /* The credential itself rather than its hash: the map is per process
        and the hash would be one more SHA-256 on every per-key hit. */
     const char *auth = gr->w->gw->shared_scope ? NULL : llmc_http_header(req, "authorization");
     const char *scope = auth ? auth : "";
+    char fwd_scope[2 * LLMC_KEY_LEN + 1];
+    if (fwd_len) {   /* headers that go upstream: keyed (forward.h) */
+        llmc_key_t h;
+        llmc_key_forwarded(&h, scope, fwd, fwd_len);
+        llmc_key_hex(&h, fwd_scope);
+        scope = fwd_scope;
+    }
     const char *ns = llmc_http_header(req, "x-cache-namespace");
     bool ask = gr->form == FORM_ASK;
     const char *raw = ask ? req->query : req->body;
@@ -271,15 +278,22 @@ static void fingerprint(const gw_req_t *gr, llmc_key_t *fp)
 
 /* The scope part of the key: "" when shared, else a hash of the credential,
    so that one API key's answers are never served to another. */
-static void scope_of(gw_req_t *gr)
+static void scope_of(gw_req_t *gr, const char *fwd, size_t fwd_len)
 {
-    gr->scope[0] = '\0';
-    if (gr->w->gw->shared_scope)
-        return;
-    const char *auth = llmc_http_header(gr->req, "authorization");
     llmc_key_t h;
-    llmc_key_scope(&h, auth, auth ? strlen(auth) : 0);
-    llmc_key_hex(&h, gr->scope);
+    gr->scope[0] = '\0';
+    if (!gr->w->gw->shared_scope) {
+        const char *auth = llmc_http_header(gr->req, "authorization");
+        llmc_key_scope(&h, auth, auth ? strlen(auth) : 0);
+        llmc_key_hex(&h, gr->scope);
+    }
+    /* The client headers the call would carry: an answer made under one
+       organisation is never another's (forward.h). None: the key is the
+       one it always was. */
+    if (fwd_len) {
+        llmc_key_forwarded(&h, gr->scope, fwd, fwd_len);
+        llmc_key_hex(&h, gr->scope);
+    }
 }
 
 /* The body a cacheable request stands for, parsed into gr->canon: the
@@ -409,12 +423,15 @@ static gr_state_t step_new(gw_req_t *gr)
     llmc_key_t fp;
     uint32_t fl = 0;
 
+    char fwd[LLMC_FWD_BYTES];
+    size_t fwd_len = llmc_forward_lines(&gw->forward, gr->req, fwd, sizeof(fwd));
+
     gr->private_scope = !gw->shared_scope;
-    fingerprint(gr, &fp);
+    fingerprint(gr, &fp, fwd, fwd_len);
     gr->known = llmc_fpmap_get(gw->fpmap, &fp, &gr->key, &fl);
     bool full = !gr->known || llmc_tier_set_wants_query(gw->tiers);
     if (full) {
-        scope_of(gr);
+        scope_of(gr, fwd, fwd_len);
         if (parse_body(gr) == GR_RESPOND)
             return GR_RESPOND;
         /* Only bodies that pass this check enter the fingerprint map, so a
