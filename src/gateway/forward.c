@@ -81,6 +81,8 @@ static int add_name(llmc_forward_t *fw, const char *name, size_t len, char *err,
     memcpy(fw->names[fw->n], name, len);
     fw->names[fw->n][len] = '\0';
     memcpy(fw->lower[fw->n], lower, len + 1);
+    size_t v = strlen(fw->vary);
+    snprintf(fw->vary + v, sizeof(fw->vary) - v, ", %s", fw->names[fw->n]);
     fw->n++;
     return 0;
 }

@@ -39,6 +39,9 @@ typedef struct llmc_forward {
     unsigned n;
     char names[LLMC_FWD_MAX][LLMC_FWD_NAME_MAX + 1];   /* as written upstream */
     char lower[LLMC_FWD_MAX][LLMC_FWD_NAME_MAX + 1];   /* as the request is searched */
+    /* ", Name" for each: what a cached answer's Vary adds, since these
+       headers chose it as much as the body did. */
+    char vary[LLMC_FWD_MAX * (LLMC_FWD_NAME_MAX + 2) + 1];
 } llmc_forward_t;
 
 /* Fills fw from list (the --forward-header value: names separated by

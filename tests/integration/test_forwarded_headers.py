@@ -94,6 +94,9 @@ def test_forward_header_lists_what_goes_up_and_keys_it(gateway_factory, mock):
     sent = [r["headers"] for r in upstream_requests(mock)]
     assert [s.get("openai-organization") for s in sent] == ["org-a", "org-b", "org-a", None]
     assert sent[2]["x-tenant"] == "t1" and "openai-project" not in sent[3]
+    # A cache in front is told which request headers chose the answer.
+    vary = [v.strip() for v in g.chat(body).headers["Vary"].split(",")]
+    assert "OpenAI-Organization" in vary and "X-Tenant" in vary and "OpenAI-Project" not in vary
 
 
 def test_forward_header_refuses_credentials_and_framing(gateway_factory, mock):
