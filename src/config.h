@@ -48,6 +48,14 @@ typedef enum llmc_opt_type {
 #define LLMC_CONFIG_TABLE(X)                                                                  \
     X(listen, "listen", STR, "127.0.0.1:8080", 0, 0, NULL,                                    \
       "Address to listen on, HOST:PORT (IPv6 as [::1]:PORT).")                                \
+    X(allowed_host, "allowed-host", LIST, "", 0, 0, NULL,                                     \
+      "A Host name (or name:port) clients may use, repeatable. On a loopback --listen, "      \
+      "localhost, 127.0.0.1, [::1] and the listen address are taken too (DNS rebinding "     \
+      "is refused); on any other, Host is checked only when this is given. Others: 421.")    \
+    X(cors_origin, "cors-origin", LIST, "", 0, 0, NULL,                                       \
+      "A browser Origin allowed to call the gateway (scheme://host[:port], or '*'), "         \
+      "repeatable; it gets CORS headers and preflights answered. A request with another "     \
+      "Origin is refused (403); requests without one are not affected.")                     \
     X(threads, "threads", INT, "0", 0, 256, NULL,                                             \
       "Event-loop threads; 0 means one per CPU core.")                                        \
     X(upstream, "upstream", WORD_OR_STR, "https://api.openai.com/v1", 0, 0,                   \

@@ -21,6 +21,7 @@
 #include "gateway/flight.h"
 #include "gateway/forward.h"
 #include "gateway/log.h"
+#include "gateway/origin.h"
 #include "gateway/stats.h"
 #include "http/http.h"
 #include "tier/set.h"
@@ -82,6 +83,7 @@ struct llmc_gw {
     bool admin_token_set;            /* --admin-token given (not empty) */
     uint8_t admin_token_hash[32];    /* SHA-256 of the token: compared, never the token */
     llmc_forward_t forward;          /* the client headers calls carry (forward.h) */
+    llmc_origin_t origin;            /* Host, Origin and CORS (origin.h) */
     llmc_tier_set_t *tiers;          /* every cache tier, fastest first (tier/set.h) */
     llmc_flight_table_t *flights;
     struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */

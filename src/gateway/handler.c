@@ -739,6 +739,8 @@ static bool authorized(const llmc_gw_t *gw, const gw_route_t *r, llmc_http_req_t
 static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
 {
     char allow[ALLOW_CAP];
+    if (!llmc_origin_admit(&w->gw->origin, req, admin))
+        return; /* a Host, Origin or cross-site refusal, or a preflight answered */
     const gw_route_t *route = find_route(w->gw, req, admin, allow);
     if (!route) {
         not_found(req, allow);
