@@ -557,7 +557,15 @@ static gr_state_t step_flight(gw_req_t *gr)
     llmc_gw_t *gw = gr->w->gw;
     bool coalesce = gr->policy.write && gr->route->cacheable;
     bool created = true;
-    gr->flight = coalesce ? llmc_flight_join(gw->flights, &gr->key, gr->stream, &created)
+    /* A shared cache whose clients' own keys go upstream: the key leaves
+       the credential out, the flight must not (an error is the caller's). */
+    llmc_key_t caller;
+    const char *auth = gw->shared_scope && !gw->upstream_auth
+                           ? llmc_http_header(gr->req, "authorization") : NULL;
+    if (auth)
+        llmc_key_scope(&caller, auth, strlen(auth));
+    gr->flight = coalesce ? llmc_flight_join_as(gw->flights, &gr->key, auth ? &caller : NULL,
+                                                gr->stream, &created)
                           : llmc_flight_new_private(&gr->key, gr->stream);
     if (!gr->flight)
         return answer_oom(gr);

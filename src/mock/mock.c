@@ -126,6 +126,7 @@ typedef struct controls {
     const char *body;        /* mock.body: sent as the answer instead of the model's; points
                                 into the request's JSON, which outlives the answer */
     const json_t *orgs;      /* mock.organizations: the ones the caller's key is in */
+    const json_t *keys;      /* mock.api_keys: the keys taken (Authorization: Bearer K) */
     size_t body_len;
 } controls_t;
 
@@ -367,23 +368,43 @@ static void model_answer(mreq_t *mr)
 
 /* mock.organizations given and the request's OpenAI-Organization names
    another: OpenAI answers that 401. */
+/* Whether value is one of the strings of list. */
+static bool listed(const json_t *list, const char *value)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+        if (json_is_string(v) && strcmp(json_string_value(v), value) == 0)
+            return true;
+    return false;
+}
+
+/* mock.api_keys given and the request's bearer key is not one of them. */
+static bool key_refused(const mreq_t *mr)
+{
+    const char *auth = llmc_http_header(mr->req, "authorization");
+    if (!mr->ctl.keys)
+        return false;
+    if (!auth || strncmp(auth, "Bearer ", 7) != 0)
+        return true;
+    return !listed(mr->ctl.keys, auth + 7);
+}
+
 static bool org_refused(const mreq_t *mr)
 {
     const char *org = llmc_http_header(mr->req, "openai-organization");
-    size_t i;
-    json_t *v;
-    if (!mr->ctl.orgs || !org)
-        return false;
-    json_array_foreach(mr->ctl.orgs, i, v)
-        if (json_is_string(v) && strcmp(json_string_value(v), org) == 0)
-            return false;
-    return true;
+    return mr->ctl.orgs && org && !listed(mr->ctl.orgs, org);
 }
 
 static void on_delay(uv_timer_t *t)
 {
     mreq_t *mr = t->data;
 
+    if (key_refused(mr)) {
+        send_error(mr, 401, mr->call_hdr, "invalid_request_error", "invalid_api_key",
+                   "mock: Incorrect API key provided");
+        return;
+    }
     if (org_refused(mr)) {
         send_error(mr, 401, mr->call_hdr, "invalid_request_error", "mismatched_organization",
                    "mock: OpenAI-Organization header should match organization for API key");
@@ -525,6 +546,12 @@ static int parse_controls(const json_t *body, controls_t *ctl, char *err, size_t
         return LLMC_EINVAL;
     }
     ctl->orgs = orgs;
+    const json_t *keys = json_object_get(o, "api_keys");
+    if (keys && !json_is_array(keys)) {
+        snprintf(err, errlen, "mock.api_keys must be an array of strings");
+        return LLMC_EINVAL;
+    }
+    ctl->keys = keys;
     ctl->gzip = json_is_true(json_object_get(o, "gzip"));
     ctl->status = (int)status;
     ctl->bytes = (size_t)bytes;

@@ -44,6 +44,8 @@
  *   organizations   an array of strings, the organisations the caller's key
  *                   belongs to: a request whose OpenAI-Organization names
  *                   another gets 401 mismatched_organization, as from OpenAI
+ *   api_keys        an array of strings: the API keys taken; a request without
+ *                   "Authorization: Bearer <one of them>" gets 401 invalid_api_key
  * The answer echoes the last user message, "\u0000" included (requests are
  * parsed with JSON_ALLOW_NUL): that is how a test gets a NUL in an answer.
  */

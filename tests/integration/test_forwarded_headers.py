@@ -153,6 +153,22 @@ def test_one_clients_bad_organisation_never_becomes_anothers_401(gateway_factory
     assert mock.calls("chat") == 2
 
 
+def test_a_shared_cache_of_client_keys_never_hands_one_keys_401_to_another(gateway_factory,
+                                                                            mock):
+    """--cache-scope shared without the gateway's key: the credential goes upstream but is not
+    in the key (the operator chose to share answers), so it must be in the flight's identity."""
+    g = gateway_factory(mock, args=["--cache-scope", "shared"])
+    body = chat_body("coalesced key", mock={"latency_ms": 600, "api_keys": ["sk-good"]})
+    bad, good = race(g, body, {"Authorization": "Bearer sk-bad"},
+                     {"Authorization": "Bearer sk-good"})
+    assert bad.status_code == 401
+    assert good.status_code == 200, (good.status_code, good.text[:300])
+    assert mock.calls("chat") == 2
+    # The good answer is shared, as the operator asked.
+    r = g.chat(body, headers={"Authorization": "Bearer sk-other"})
+    assert r.status_code == 200 and xcache(r) == "HIT"
+
+
 # ------------------------------------------------------------------ per-account answer headers
 
 def test_shared_scope_drops_the_upstream_accounts_headers(shared_gateway, mock):
