@@ -160,7 +160,7 @@ int main(int argc, char **argv)
         return 2;
     }
     char *req;
-    int rlen = asprintf(&req, "POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+    int rlen = asprintf(&req, "POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\n\r\n%s", path, strlen(body), body);
     struct conn *cs = calloc((size_t)n, sizeof(*cs));
     struct pollfd *pf = calloc((size_t)n, sizeof(*pf));

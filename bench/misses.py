@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 def request(path, body):
     data = json.dumps(body).encode()
-    return (f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+    return (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n\r\n").encode() + data
 
 

@@ -14,7 +14,7 @@ import time
 async def main(a):
     conns = await asyncio.gather(*(asyncio.open_connection(a.host, a.port) for _ in range(a.n)))
     body = a.body.encode()
-    req = (f"POST {a.path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+    req = (f"POST {a.path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
     async def one(reader, writer):

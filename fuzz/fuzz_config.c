@@ -60,6 +60,7 @@
 #define CK_SECS(f, min, max, words) CK_INT(f, min, max, words)
 #define CK_RATIO(f, min, max, words) CK_INT(f, min, max, words) /* thousandths */
 #define CK_BOOL(f, min, max, words)
+#define CK_LIST(f, min, max, words) CHECK(cfg->f != NULL);
 
 static void check_ranges(const llmc_config_t *cfg)
 {
@@ -90,6 +91,7 @@ static const int64_t *num_field(const llmc_config_t *cfg, const char *name)
 #define NF_SIZE(f) &cfg->f
 #define NF_SECS(f) &cfg->f
 #define NF_RATIO(f) &cfg->f
+#define NF_LIST(f) NULL
 #define X(f, n, type, def, min, max, words, desc) \
     if (strcmp(name, n) == 0)                     \
         return NF_##type(f);

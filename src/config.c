@@ -76,6 +76,7 @@ typedef struct opt {
 #define WORDS_SIZE(list) .words = NULL
 #define WORDS_SECS(list) .words = NULL
 #define WORDS_RATIO(list) .words = NULL
+#define WORDS_LIST(list) .words = NULL
 
 static const opt_t opts[] = {
 /* The parameters are not named after the fields: .name = name would not
@@ -339,10 +340,32 @@ static int set_string(char **slot, const char *s, size_t len, char *err, size_t 
     return 0;
 }
 
+/* A LIST occurrence: s's items joined to what *slot holds with a comma
+   ("" adds nothing; the first set, the default, makes the string). */
+static int add_items(char **slot, const char *s, char *err, size_t errlen)
+{
+    if (!*slot || **slot == '\0')
+        return set_string(slot, s, strlen(s), err, errlen);
+    if (*s == '\0')
+        return 0;
+    size_t a = strlen(*slot), b = strlen(s);
+    char *joined = malloc(a + 1 + b + 1);
+    if (!joined) {
+        errf(err, errlen, "out of memory");
+        return LLMC_ENOMEM;
+    }
+    memcpy(joined, *slot, a);
+    joined[a] = ',';
+    memcpy(joined + a + 1, s, b + 1);
+    free(*slot);
+    *slot = joined;
+    return 0;
+}
+
 /* The field of o that holds a string cfg owns, or NULL. */
 static char **owned_text(llmc_config_t *cfg, const opt_t *o)
 {
-    if (o->type == LLMC_OPT_STR)
+    if (o->type == LLMC_OPT_STR || o->type == LLMC_OPT_LIST)
         return (char **)((char *)cfg + o->off);
     if (o->type == LLMC_OPT_WORD_OR_STR)
         return (char **)((char *)cfg + o->text_off);
@@ -360,6 +383,8 @@ static int set_opt(llmc_config_t *cfg, const opt_t *o, const char *s, char *err,
     switch (o->type) {
     case LLMC_OPT_STR:
         return set_string(text, s, strlen(s), err, errlen);
+    case LLMC_OPT_LIST:
+        return add_items(text, s, err, errlen);
     case LLMC_OPT_ENUM:
         if ((word = enum_word(o->words, s, false)) < 0) {
             errf(err, errlen, "--%s: '%s' is not one of %s", o->name, s, o->words);
@@ -435,6 +460,7 @@ void llmc_config_diff(const llmc_config_t *a, const llmc_config_t *b,
         bool same;
         switch (o->type) {
         case LLMC_OPT_STR:
+        case LLMC_OPT_LIST: /* the items joined, in order */
             same = same_text(*(char *const *)pa, *(char *const *)pb);
             break;
         case LLMC_OPT_ENUM:
@@ -727,6 +753,7 @@ static const char *type_word(llmc_opt_type_t t)
     case LLMC_OPT_ENUM: return "WORD";
     case LLMC_OPT_WORD_OR_STR: return "TEXT";  /* the words are in the description */
     case LLMC_OPT_RATIO: return "RATIO";
+    case LLMC_OPT_LIST: return "LIST";
     }
     return "VALUE";
 }
@@ -810,6 +837,7 @@ static void md_type(FILE *out, const opt_t *o)
         [LLMC_OPT_STR] = "text", [LLMC_OPT_INT] = "integer", [LLMC_OPT_BOOL] = "boolean",
         [LLMC_OPT_SIZE] = "size", [LLMC_OPT_SECS] = "duration", [LLMC_OPT_ENUM] = "one of",
         [LLMC_OPT_WORD_OR_STR] = "text", [LLMC_OPT_RATIO] = "fraction",
+        [LLMC_OPT_LIST] = "list (repeatable)",
     };
     fputs(names[o->type], out);
     if (o->type == LLMC_OPT_ENUM) {

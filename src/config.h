@@ -18,7 +18,10 @@
  * its enum value), WORD_OR_STR (one of the option's words, stored as its
  * enum value, or any other string, which sets the enum's last value and is
  * kept in a text field: how --access-log tells 'off' from a path; its words
- * are matched exactly, so a file called OFF is still a file).
+ * are matched exactly, so a file called OFF is still a file), LIST (a
+ * repeatable option: every occurrence, from the file, the environment or
+ * the flags, adds its comma-separated items to the list, kept as one
+ * comma-separated string).
  *
  * The words of an ENUM or WORD_OR_STR option are a list of their own, named
  * in its row (LLMC_CFG_<FIELD>_WORDS, below the table). The list makes the
@@ -36,7 +39,7 @@
 
 typedef enum llmc_opt_type {
     LLMC_OPT_STR, LLMC_OPT_INT, LLMC_OPT_BOOL, LLMC_OPT_SIZE, LLMC_OPT_SECS, LLMC_OPT_ENUM,
-    LLMC_OPT_WORD_OR_STR, LLMC_OPT_RATIO
+    LLMC_OPT_WORD_OR_STR, LLMC_OPT_RATIO, LLMC_OPT_LIST
 } llmc_opt_type_t;
 
 /* X(field, "name", TYPE, "default", min, max, WORDS, "description")
@@ -45,6 +48,14 @@ typedef enum llmc_opt_type {
 #define LLMC_CONFIG_TABLE(X)                                                                  \
     X(listen, "listen", STR, "127.0.0.1:8080", 0, 0, NULL,                                    \
       "Address to listen on, HOST:PORT (IPv6 as [::1]:PORT).")                                \
+    X(allowed_host, "allowed-host", LIST, "", 0, 0, NULL,                                     \
+      "A Host name (or name:port) clients may use, repeatable. On a loopback --listen, "      \
+      "localhost, 127.0.0.1, [::1] and the listen address are taken too (DNS rebinding "     \
+      "is refused); on any other, Host is checked only when this is given. Others: 421.")    \
+    X(cors_origin, "cors-origin", LIST, "", 0, 0, NULL,                                       \
+      "A browser Origin allowed to call the gateway (scheme://host[:port], or '*'), "         \
+      "repeatable; it gets CORS headers and preflights answered. A request with another "     \
+      "Origin is refused (403); requests without one are not affected.")                     \
     X(threads, "threads", INT, "0", 0, 256, NULL,                                             \
       "Event-loop threads; 0 means one per CPU core.")                                        \
     X(upstream, "upstream", WORD_OR_STR, "https://api.openai.com/v1", 0, 0,                   \
@@ -77,6 +88,10 @@ typedef enum llmc_opt_type {
     X(cache_scope, "cache-scope", ENUM, "auto", 0, 0, LLMC_CFG_CACHE_SCOPE_WORDS,             \
       "Who shares cached answers: 'shared' by all clients, 'per-key' per Authorization "      \
       "credential; 'auto' is shared when the gateway holds the upstream key, else per-key.")  \
+    X(forward_header, "forward-header", LIST, "", 0, 0, NULL,                                 \
+      "A client header to pass upstream, repeatable; it then joins the cache key. Without "   \
+      "the gateway's upstream key OpenAI-Organization, OpenAI-Project and OpenAI-Beta go "    \
+      "too; with it, only the names listed here.")                                            \
     X(max_memory, "max-memory", SIZE, "256M", 65536, 1099511627776LL, NULL,                   \
       "Bytes the in-memory cache may hold, entries and their metadata measured.")            \
     X(max_entry_percent, "max-entry-percent", INT, "10", 1, 100, NULL,                        \
@@ -240,6 +255,7 @@ typedef enum llmc_opt_type {
 #define LLMC_CFG_ENUM_SIZE(f, words)
 #define LLMC_CFG_ENUM_SECS(f, words)
 #define LLMC_CFG_ENUM_RATIO(f, words)
+#define LLMC_CFG_ENUM_LIST(f, words)
 #define LLMC_CFG_ENUM_ENUM(f, words)                                                    \
     typedef enum { words(LLMC_CFG_ENUMERATOR, LLMC_CFG_ENUMERATOR) } llmc_cfg_##f##_t;  \
     _Static_assert(sizeof(llmc_cfg_##f##_t) == sizeof(int), "the parser stores an int");
@@ -259,6 +275,7 @@ typedef struct llmc_config {
 #define LLMC_CFG_FIELD_SIZE(f, words) int64_t f;
 #define LLMC_CFG_FIELD_SECS(f, words) int64_t f;   /* milliseconds */
 #define LLMC_CFG_FIELD_RATIO(f, words) int64_t f;  /* thousandths */
+#define LLMC_CFG_FIELD_LIST(f, words) char *f;     /* "a,b,c"; "" when empty */
 #define LLMC_CFG_FIELD(f, name, type, def, min, max, words, desc) LLMC_CFG_FIELD_##type(f, words)
     LLMC_CONFIG_TABLE(LLMC_CFG_FIELD)
 #undef LLMC_CFG_FIELD

@@ -67,7 +67,7 @@ void llmc_key_build(llmc_key_t *out, const char *path, const char *upstream,
                     const char *canon, size_t canon_len);
 
 /*
- * The three hashes below are made in llmc_key_build's layout, with a marker
+ * The hashes below are made in llmc_key_build's layout, with a marker
  * in one slot so that none has a request key's input, and they keep that
  * layout byte for byte. All are deterministic, need no lock and may be
  * called from any thread; pointers are borrowed for the call only.
@@ -91,6 +91,17 @@ void llmc_key_fingerprint(llmc_key_t *out, const char *path, const char *scope,
  * credential itself is never stored.
  */
 void llmc_key_scope(llmc_key_t *out, const char *credential, size_t len);
+
+/*
+ * The scope of a request that sends client headers upstream (lines: the
+ * "Name: value\r\n" lines forwarded, len bytes, never empty): scope, the
+ * request's scope or fingerprint scope ("" when shared), hashed with those
+ * lines, so that an answer made under one organisation, project or beta
+ * flag is never a hit for another. Its hex stands in the key's scope slot
+ * (or the fingerprint's); a request that forwards none keeps its plain
+ * scope, so its key is the one it always had. scope is NUL-terminated.
+ */
+void llmc_key_forwarded(llmc_key_t *out, const char *scope, const char *lines, size_t len);
 
 /*
  * The key of a derived form of a cached answer (form: "ask", "sse",

@@ -68,6 +68,7 @@ static const char *const ignored_fields[] = {
 #define FINGERPRINT_TAG "fingerprint-v1"   /* upstream slot */
 #define SCOPE_TAG "scope"                  /* path slot */
 #define DERIVED_TAG "derived-v1"           /* path slot */
+#define FORWARD_TAG "forwarded-v1"         /* path slot */
 
 /* 2^63 as a double: reals in [-2^63, 2^63) convert to json_int_t exactly
    when they are integral. */
@@ -370,6 +371,14 @@ void llmc_key_scope(llmc_key_t *out, const char *credential, size_t len)
 {
     const key_field_t f[KEY_FIELDS] = {
         TEXT(SCOPE_TAG), TEXT(""), TEXT(""), TEXT(""), {len ? credential : "", len},
+    };
+    key_hash(out, f);
+}
+
+void llmc_key_forwarded(llmc_key_t *out, const char *scope, const char *lines, size_t len)
+{
+    const key_field_t f[KEY_FIELDS] = {
+        TEXT(FORWARD_TAG), TEXT(scope), TEXT(""), TEXT(""), {len ? lines : "", len},
     };
     key_hash(out, f);
 }

@@ -56,7 +56,7 @@ typedef struct fetch {
     /* The request, kept for retries. */
     char *method, *url, *body;
     size_t body_len;
-    char *hdrs[8];
+    char *hdrs[LLMC_FWD_MAX + 2];   /* Content-Type, the credential, the forwarded */
     size_t nhdrs;
     unsigned retries_left;
     bool retrying;       /* this answer is swallowed: a retry follows */
@@ -545,16 +545,6 @@ static void on_call_done(void *arg, int err, const char *detail)
 
 static const llmc_upstream_handler_t handler = {on_head, on_data, on_call_done};
 
-/* Client headers that mean something to an OpenAI-style API. */
-static const struct {
-    const char *lower, *line;
-} forward_hdrs[] = {
-    {"openai-organization", "OpenAI-Organization: "},
-    {"openai-project", "OpenAI-Project: "},
-    {"openai-beta", "OpenAI-Beta: "},
-    {"accept", "Accept: "},
-};
-
 static int add_hdr(char **out, size_t cap, size_t *n, const char *name, const char *value)
 {
     if (*n >= cap)
@@ -578,10 +568,14 @@ int llmc__gw_upstream_hdrs(const gw_req_t *gr, const char *ctype, char **out, si
                                          : llmc_dialect_credential(gr->dialect, gr->req, &line);
     if (rc == 0 && auth)
         rc = add_hdr(out, cap, n, own ? "" : line, auth);
-    for (size_t i = 0; rc == 0 && i < sizeof(forward_hdrs) / sizeof(forward_hdrs[0]); i++) {
-        const char *v = llmc_http_header(gr->req, forward_hdrs[i].lower);
-        if (v && strlen(v) < 400)
-            rc = add_hdr(out, cap, n, forward_hdrs[i].line, v);
+    /* The same lines the key was made with (handler.c): what is forwarded
+       is what is keyed. */
+    char fwd[LLMC_FWD_BYTES];
+    size_t len = llmc_forward_lines(&gw->forward, gr->req, fwd, sizeof(fwd));
+    for (char *l = fwd, *eol; rc == 0 && l < fwd + len; l = eol + 2) {
+        eol = strstr(l, "\r\n");
+        *eol = '\0';
+        rc = add_hdr(out, cap, n, "", l);
     }
     /* The dialect's headers that change the answer go as they came. */
     for (const char *const *h = llmc_dialect_of(gr->dialect)->key_headers; rc == 0 && *h; h++) {
@@ -617,6 +611,10 @@ static int start_call(fetch_t *ft)
         .method = ft->method, .url = ft->url, .body = ft->body, .body_len = ft->body_len,
         .headers = (const char *const *)ft->hdrs, .nheaders = ft->nhdrs,
         .allow_resend = ft->w->gw->cfg->retry_unsafe,
+        /* Shared answers, or the operator's key: its organisation, quota and
+           request ids are not the clients' to see. */
+        .drop_account_hdrs = llmc_dialect_shared(ft->w->gw, ft->d) ||
+                             llmc_dialect_auth(ft->w->gw, ft->d) || ft->w->gw->client_keys,
     };
     LLMC_COUNT(&ft->w->ctr, upstream_calls);
     ft->try_ns = uv_hrtime();

@@ -98,11 +98,22 @@ llmc_flight_t *llmc_flight_new_private(const llmc_key_t *key, bool is_stream)
 llmc_flight_t *llmc_flight_join(llmc_flight_table_t *t, const llmc_key_t *key, bool is_stream,
                                 bool *created)
 {
+    return llmc_flight_join_as(t, key, NULL, is_stream, created);
+}
+
+llmc_flight_t *llmc_flight_join_as(llmc_flight_table_t *t, const llmc_key_t *key,
+                                   const llmc_key_t *caller, bool is_stream, bool *created)
+{
+    static const llmc_key_t nobody;
     llmc_flight_t **bucket;
     shard_t *s = shard_of(t, key, &bucket);
+    if (!caller)
+        caller = &nobody;
     pthread_mutex_lock(&s->mu);
     for (llmc_flight_t *f = *bucket; f; f = f->hnext) {
-        if (memcmp(f->key.b, key->b, LLMC_KEY_LEN) == 0) {
+        /* Flights of one key made as other callers share the bucket. */
+        if (memcmp(f->key.b, key->b, LLMC_KEY_LEN) == 0 &&
+            memcmp(f->caller.b, caller->b, LLMC_KEY_LEN) == 0) {
             llmc_flight_ref(f);
             pthread_mutex_unlock(&s->mu);
             *created = false;
@@ -111,6 +122,7 @@ llmc_flight_t *llmc_flight_join(llmc_flight_table_t *t, const llmc_key_t *key, b
     }
     llmc_flight_t *f = flight_alloc(key, is_stream);
     if (f) {
+        f->caller = *caller;
         f->table = t;
         f->in_table = true;
         f->hnext = *bucket;

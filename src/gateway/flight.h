@@ -41,6 +41,12 @@ typedef struct llmc_flight_waiter {
 
 struct llmc_flight {
     llmc_key_t key;
+    /* Who the call is made as, when that is not in the key (a shared cache
+       whose clients send their own credentials upstream): the hash of that
+       credential, all zero otherwise. A flight is joined only by requests
+       with its key and its caller, so one client's bad key never becomes
+       another's 401. */
+    llmc_key_t caller;
     _Atomic int refcnt;
     pthread_mutex_t mu;
     llmc_flight_table_t *table;   /* NULL for a private (uncoalesced) flight */
@@ -89,6 +95,10 @@ size_t llmc_flight_table_count(llmc_flight_table_t *t);
  */
 llmc_flight_t *llmc_flight_join(llmc_flight_table_t *t, const llmc_key_t *key, bool is_stream,
                                 bool *created);
+/* The same, joining only a flight made as caller (see llmc_flight.caller;
+   NULL: none, as llmc_flight_join). */
+llmc_flight_t *llmc_flight_join_as(llmc_flight_table_t *t, const llmc_key_t *key,
+                                   const llmc_key_t *caller, bool is_stream, bool *created);
 
 /* A flight that nobody else can join (no-store, streams, uncacheable routes). */
 llmc_flight_t *llmc_flight_new_private(const llmc_key_t *key, bool is_stream);

@@ -433,6 +433,13 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
     if (rc == 0)
         rc = parse_listen(gw, cfg, err, errlen);
     if (rc == 0)
+        rc = llmc_forward_init(&gw->forward, cfg->forward_header, upstream_key != NULL, err,
+                               errlen);
+    if (rc == 0)
+        rc = llmc_origin_init(&gw->origin, gw->listen_host,
+                              gw->admin_listen ? gw->admin_host : NULL, cfg->allowed_host,
+                              cfg->cors_origin, err, errlen);
+    if (rc == 0)
         rc = open_log(gw, cfg, err, errlen);
     if (rc == 0)
         rc = open_tiers(gw, err, errlen);
@@ -492,6 +499,7 @@ void llmc_gw_free(llmc_gw_t *gw)
     llmc_bymodel_free(gw->bymodel);
     gw->bymodel = NULL;
     llmc_log_close(&gw->log);
+    llmc_origin_free(&gw->origin);
     pthread_mutex_destroy(&gw->log_async_mu);
     free(gw->upstream_auth);
     gw->upstream_auth = NULL;

@@ -19,7 +19,9 @@
 
 #include "config.h"
 #include "gateway/flight.h"
+#include "gateway/forward.h"
 #include "gateway/log.h"
+#include "gateway/origin.h"
 #include "gateway/stats.h"
 #include "http/http.h"
 #include "tier/set.h"
@@ -100,6 +102,8 @@ struct llmc_gw {
     pthread_mutex_t clients_mu;      /* guards clients */
     struct llmc_clients *clients;    /* the newest keys table (a reference); NULL when off */
     _Atomic unsigned clients_gen;    /* bumped at each swap, under clients_mu */
+    llmc_forward_t forward;          /* the client headers calls carry (forward.h) */
+    llmc_origin_t origin;            /* Host, Origin and CORS (origin.h) */
     llmc_tier_set_t *tiers;          /* every cache tier, fastest first (tier/set.h) */
     llmc_flight_table_t *flights;
     struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */

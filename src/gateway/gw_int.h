@@ -211,8 +211,8 @@ void llmc__gw_admin_explain(gw_req_t *gr, bool (*find)(const char *path, gw_expl
 /* The request header lines an upstream call carries, each malloc'd into
    out[*n...] (at most cap in all; *n counts them): "Content-Type: ctype"
    when ctype is not NULL, the credential (the gateway's own key, else the
-   client's Authorization), and the client's OpenAI headers that mean
-   something upstream (one table). 0, or LLMC_ENOMEM with the lines made so
+   client's Authorization), and the client headers forward.h forwards (the
+   same lines the key hashed). 0, or LLMC_ENOMEM with the lines made so
    far in out. gr's loop thread. */
 int llmc__gw_upstream_hdrs(const gw_req_t *gr, const char *ctype, char **out, size_t cap,
                            size_t *n);

@@ -301,7 +301,7 @@ static const char *scope_source(const gw_req_t *gr, char buf[LLMC_CLIENT_NS_MAX 
 /* The fingerprint of the raw request: everything the canonical key is made
    of, but from the client's bytes as they came (the body, or the query of
    GET /ask), so that a repeated request needs no JSON work at all. */
-static bool fingerprint(const gw_req_t *gr, llmc_key_t *fp)
+static bool fingerprint(const gw_req_t *gr, llmc_key_t *fp, const char *fwd, size_t fwd_len)
 {
     const llmc_http_req_t *req = gr->req;
     /* The credential itself rather than its hash: the map is per process
@@ -315,6 +315,13 @@ static bool fingerprint(const gw_req_t *gr, llmc_key_t *fp)
     if (gr->dialect && llmc_dialect_of(gr->dialect)->key_headers[0] &&
         !(scope = extra = llmc_dialect_key_extra(gr->dialect, req, scope)))
         return false;
+    char fwd_scope[2 * LLMC_KEY_LEN + 1];
+    if (fwd_len) {   /* headers that go upstream: keyed (forward.h) */
+        llmc_key_t h;
+        llmc_key_forwarded(&h, scope, fwd, fwd_len);
+        llmc_key_hex(&h, fwd_scope);
+        scope = fwd_scope;
+    }
     const char *ns = gr->client && gr->client->ns[0] ? gr->client->ns
                                                      : llmc_http_header(req, "x-cache-namespace");
     bool ask = gr->form == FORM_ASK;
@@ -326,17 +333,23 @@ static bool fingerprint(const gw_req_t *gr, llmc_key_t *fp)
 }
 
 /* The scope part of the key: "" when nothing sets one, else a hash of
-   what does (scope_source). */
-static void scope_of(gw_req_t *gr)
+   what does (scope_source); then the client headers the call would carry,
+   so that an answer made under one organisation is never another's
+   (forward.h). None: the key is the one it always was. */
+static void scope_of(gw_req_t *gr, const char *fwd, size_t fwd_len)
 {
     char buf[LLMC_CLIENT_NS_MAX + 4];
+    llmc_key_t h;
     gr->scope[0] = '\0';
     const char *auth = scope_source(gr, buf);
-    if (!auth && llmc_dialect_shared(gr->w->gw, gr->dialect))
-        return;
-    llmc_key_t h;
-    llmc_key_scope(&h, auth, auth ? strlen(auth) : 0);
-    llmc_key_hex(&h, gr->scope);
+    if (auth || !llmc_dialect_shared(gr->w->gw, gr->dialect)) {
+        llmc_key_scope(&h, auth, auth ? strlen(auth) : 0);
+        llmc_key_hex(&h, gr->scope);
+    }
+    if (fwd_len) {
+        llmc_key_forwarded(&h, gr->scope, fwd, fwd_len);
+        llmc_key_hex(&h, gr->scope);
+    }
 }
 
 /* The parse of a body, on whichever thread: its values counted first, so
@@ -525,12 +538,14 @@ static gr_state_t step_new(gw_req_t *gr)
     /* With --client-keys an answer is for key holders only: private, so that
        no cache in front of the gateway hands it to a client without a key. */
     gr->private_scope = !llmc_dialect_shared(gw, gr->dialect) || gw->client_keys;
-    if (!fingerprint(gr, &gr->fp))
+    char fwd[LLMC_FWD_BYTES];
+    size_t fwd_len = llmc_forward_lines(&gw->forward, gr->req, fwd, sizeof(fwd));
+    if (!fingerprint(gr, &gr->fp, fwd, fwd_len))
         return answer_oom(gr);
     gr->known = llmc_fpmap_get(gw->fpmap, &gr->fp, &gr->key, &gr->fp_flags);
     if (gr->known && !llmc_tier_set_wants_query(gw->tiers))
         return step_keyed(gr);
-    scope_of(gr);
+    scope_of(gr, fwd, fwd_len);
     gr_state_t s = parse_body(gr);
     return s == GR_NEW ? step_parsed(gr) : s;
 }
@@ -762,7 +777,17 @@ static gr_state_t step_flight(gw_req_t *gr)
     llmc_gw_t *gw = gr->w->gw;
     bool coalesce = gr->policy.write && gr->route->cacheable;
     bool created = true;
-    gr->flight = coalesce ? llmc_flight_join(gw->flights, &gr->key, gr->stream, &created)
+    /* A shared cache whose clients' own keys go upstream: the key leaves
+       the credential out, the flight must not (an error is the caller's). */
+    llmc_key_t caller;
+    const char *line;
+    const char *auth = llmc_dialect_shared(gw, gr->dialect) &&
+                               !llmc_dialect_auth(gw, gr->dialect) && !gw->client_keys
+                           ? llmc_dialect_credential(gr->dialect, gr->req, &line) : NULL;
+    if (auth)
+        llmc_key_scope(&caller, auth, strlen(auth));
+    gr->flight = coalesce ? llmc_flight_join_as(gw->flights, &gr->key, auth ? &caller : NULL,
+                                                gr->stream, &created)
                           : llmc_flight_new_private(&gr->key, gr->stream);
     if (!gr->flight)
         return answer_oom(gr);
@@ -978,6 +1003,8 @@ static bool authorized(const llmc_gw_t *gw, const gw_route_t *r, llmc_http_req_t
 static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
 {
     char allow[ALLOW_CAP];
+    if (!llmc_origin_admit(&w->gw->origin, req, admin))
+        return; /* a Host, Origin or cross-site refusal, or a preflight answered */
     const gw_route_t *route = find_route(w->gw, req, admin, allow);
     if (!route) {
         not_found(req, allow);

@@ -41,7 +41,7 @@
 #define RELAY_HIGH_WATER (256u << 10)
 
 /* Request header lines: Content-Type, credential, fetch.c's four. */
-#define RELAY_MAX_HDRS 8
+#define RELAY_MAX_HDRS (LLMC_FWD_MAX + 2) /* Content-Type, credential, forwarded */
 
 typedef struct relay {
     gw_req_t *gr;                 /* a reference, until the relay is freed */
@@ -261,6 +261,9 @@ void llmc__gw_relay(gw_req_t *gr)
         .body = body ? req->body : NULL, .body_len = body ? req->body_len : 0,
         .headers = (const char *const *)r->hdrs, .nheaders = r->nhdrs,
         .allow_resend = gw->cfg->retry_unsafe,
+        /* as fetch.c's */
+        .drop_account_hdrs = llmc_dialect_shared(gw, gr->dialect) ||
+                             llmc_dialect_auth(gw, gr->dialect) || gw->client_keys,
     };
     r->gr = gr;
     llmc__gr_ref(gr); /* the relay's */

@@ -6,7 +6,8 @@
  *   Age            on answers from the cache
  *   Cache-Control  max-age = the whole lifetime, public or private by scope
  *   ETag           strong, from the stored body
- *   Vary           X-Cache-Namespace, and Authorization under per-key scope
+ *   Vary           X-Cache-Namespace, and Authorization under per-key scope,
+ *                  and the client headers forwarded upstream (forward.h)
  *   X-Cache-Key    the key in hex
  *   X-Cache-Denied --client-keys: what the key asked for and may not do
  *                  (refresh, ttl), which was not done
@@ -92,7 +93,7 @@ static size_t hnum(char *h, size_t n, long long v)
    Age as the freshness left; max-age = the freshness left would have it
    subtract the age twice. */
 static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const char *etag,
-                             bool vary_encoding)
+                             bool vary_encoding, const char *vary_fwd)
 {
     if (!e)
         return HLIT(h, n, "Cache-Control: no-store\r\n");
@@ -106,8 +107,10 @@ static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const cha
     n = HLIT(h, n, "Vary: ");
     if (vary_encoding) /* the answer may be compressed: Accept-Encoding chose too */
         n = HLIT(h, n, "Accept-Encoding, ");
-    n = (e->flags & LLMC_ENTRY_PRIVATE) ? HLIT(h, n, "Authorization, X-Cache-Namespace\r\n")
-                                        : HLIT(h, n, "X-Cache-Namespace\r\n");
+    n = (e->flags & LLMC_ENTRY_PRIVATE) ? HLIT(h, n, "Authorization, X-Cache-Namespace")
+                                        : HLIT(h, n, "X-Cache-Namespace");
+    n = HSTR(h, n, vary_fwd);   /* the client headers sent upstream, keyed (forward.h) */
+    n = HLIT(h, n, "\r\n");
     if (!etag)
         return n;
     n = HLIT(h, n, "ETag: ");
@@ -469,7 +472,7 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     }
     if (paced) {
         /* A paced replay is built per request: freshness, but no validator. */
-        n = freshness_hdrs(h, n, rep, NULL, false);
+        n = freshness_hdrs(h, n, rep, NULL, false, gr->w->gw->forward.vary);
         respond_replay(gr, e->status, h, n, e->body, e->body_len);
         llmc_entry_unref(rep);
         return;
@@ -495,7 +498,7 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
             encoded_tag(rep, LLMC_ENC_IDENTITY, tag); /* not compressed after all */
         }
     }
-    n = freshness_hdrs(h, n, rep, tag, varies);
+    n = freshness_hdrs(h, n, rep, tag, varies, gr->w->gw->forward.vary);
     if (match) {
         LLMC_COUNT(&gr->w->ctr, not_modified);
         llmc_entry_unref(rep);
@@ -665,7 +668,7 @@ void llmc__gw_respond_flight(gw_req_t *gr)
         }
         encoded_tag(held, enc, tag);
     }
-    n = freshness_hdrs(h, n, held, tagged ? tag : NULL, varies);
+    n = freshness_hdrs(h, n, held, tagged ? tag : NULL, varies, gr->w->gw->forward.vary);
     if (f->pass_len && n + f->pass_len < HDR_CAP) {
         memcpy(h + n, f->pass_hdrs, f->pass_len);
         n += f->pass_len;

@@ -89,7 +89,7 @@ int llmc__http_head(llmc__http_conn_t *c, int status, bool has_length, size_t le
     size_t rlen = strlen(reason), dlen, need;
     const char *date = date_now(c->s, &dlen);
 
-    need = 128 + rlen + dlen + l1 + l2 + extra;
+    need = 128 + rlen + dlen + l1 + l2 + req->extra_hdrs_len + extra;
     if (llmc__http_grow(&c->obuf, &c->ocap, need) != 0)
         return LLMC_ENOMEM;
     char *p = c->obuf;
@@ -108,6 +108,8 @@ int llmc__http_head(llmc__http_conn_t *c, int status, bool has_length, size_t le
     p = req->keep_alive ? put(p, ka, sizeof(ka) - 1) : put(p, cl, sizeof(cl) - 1);
     p = put(p, h1, l1);
     p = put(p, h2, l2);
+    if (req->extra_hdrs_len)
+        p = put(p, req->extra_hdrs, req->extra_hdrs_len);
     p = put(p, "\r\n", 2);
     c->olen = (size_t)(p - c->obuf);
     c->status = status;

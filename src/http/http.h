@@ -86,6 +86,11 @@ struct llmc_http_req {
        llmc_http_pending_bytes grew resumes here. May be NULL. */
     void (*on_drain)(llmc_http_req_t *req);
     void *data;                             /* the handler's per-request state */
+    /* Header lines ("Name: value\r\n") every response head of this request
+       carries beside the ones each answer brings (the gateway's CORS
+       lines); they must outlive the response. NULL: none. */
+    const char *extra_hdrs;
+    size_t extra_hdrs_len;
 };
 
 typedef void (*llmc_http_handler_fn)(llmc_http_req_t *req, void *ctx);

@@ -34,7 +34,10 @@
 #include "llmc/error.h"
 #include "mock/mock_int.h"
 
-enum { ROUTE_STATS = 100, ROUTE_RESET };
+enum { ROUTE_STATS = 100, ROUTE_RESET, ROUTE_REQUESTS };
+
+/* Model calls whose headers GET /mock/requests keeps, the newest last. */
+#define REQUEST_LOG 64
 
 /* method NULL: any method. prefix: the path starts with path and goes on. */
 static const struct route {
@@ -53,6 +56,7 @@ static const struct route {
     {"POST", "/v1/messages", LLMC_MOCK_MESSAGES, false},
     {"GET", "/mock/stats", ROUTE_STATS, false},
     {"POST", "/mock/reset", ROUTE_RESET, false},
+    {"GET", "/mock/requests", ROUTE_REQUESTS, false},
 };
 
 /* Per-kind call counters, in llmc__mock_kind_t order, as /mock/stats names them. */
@@ -99,6 +103,7 @@ struct llmc_mock {
     uint64_t by_kind[NKINDS];
     uint64_t in_flight;
     uint64_t max_in_flight;          /* high-water mark of in_flight since the last reset */
+    json_t *log;                     /* the last REQUEST_LOG model calls: path and headers */
     int port;
     bool stopping;
     /* llmc_mock_start: own thread and loop, stopped through an async. */
@@ -121,6 +126,8 @@ typedef struct controls {
     char retry_after[41];    /* with status: the Retry-After to send ("" for none) */
     const char *body;        /* mock.body: sent as the answer instead of the model's; points
                                 into the request's JSON, which outlives the answer */
+    const json_t *orgs;      /* mock.organizations: the ones the caller's key is in */
+    const json_t *keys;      /* mock.api_keys: the keys taken (Authorization: Bearer K) */
     size_t body_len;
 } controls_t;
 
@@ -135,7 +142,8 @@ typedef struct mreq {
     bool done;
     llmc__mock_out_t out;     /* a stream being sent */
     size_t piece;
-    char call_hdr[48];        /* "X-Mock-Call: N\r\n", on every answer */
+    char call_hdr[320];       /* "X-Mock-Call: N\r\n" and the account headers, on every
+                                 answer */
 } mreq_t;
 
 #define JSON_CT "Content-Type: application/json\r\n"
@@ -219,7 +227,7 @@ static void send_error(mreq_t *mr, int status, const char *hdrs, const char *typ
    when mock.gzip asked for it and the request accepts gzip. */
 static void send_body(mreq_t *mr, int status, char *body, size_t len)
 {
-    char hdrs[128];
+    char hdrs[512];
     const char *ce = "";
     char *z = NULL;
     size_t zlen = 0;
@@ -242,7 +250,7 @@ static void send_body(mreq_t *mr, int status, char *body, size_t len)
 
 static void status_answer(mreq_t *mr)
 {
-    char hdrs[160];
+    char hdrs[512];
     const char *type = mr->ctl.status >= 500 ? "server_error" : "invalid_request_error";
     const char *ra = mr->ctl.retry_after_set ? mr->ctl.retry_after
                      : mr->ctl.status == 429 ? "1" : "";
@@ -303,7 +311,7 @@ static void stream_next(mreq_t *mr)
 
 static void stream_answer(mreq_t *mr)
 {
-    char hdrs[160];
+    char hdrs[512];
     int n = snprintf(hdrs, sizeof(hdrs),
                      "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n%s",
                      mr->call_hdr);
@@ -316,7 +324,7 @@ static void stream_answer(mreq_t *mr)
 /* Head and the first half of the body, then the connection closes. */
 static void truncated_answer(mreq_t *mr)
 {
-    char hdrs[96];
+    char hdrs[512];
     int n = snprintf(hdrs, sizeof(hdrs), JSON_CT "%s", mr->call_hdr);
     if (llmc_http_stream_begin(mr->req, 200, hdrs, (size_t)n) != 0 ||
         llmc_http_stream_write(mr->req, mr->out.body, mr->out.len / 2) != 0 || mr->done)
@@ -334,7 +342,7 @@ static void echo_answer(mreq_t *mr)
 {
     llmc_http_req_t *req = mr->req;
     const char *ct = llmc_http_header(req, "content-type");
-    char hdrs[700];
+    char hdrs[1024];
     int n = snprintf(hdrs, sizeof(hdrs), "Content-Type: %.200s\r\nX-Request-Id: echo %s %.300s\r\n%s",
                      ct ? ct : "application/octet-stream", req->method_name, req->target,
                      mr->call_hdr);
@@ -406,10 +414,50 @@ static void model_answer(mreq_t *mr)
     }
 }
 
+/* mock.organizations given and the request's OpenAI-Organization names
+   another: OpenAI answers that 401. */
+/* Whether value is one of the strings of list. */
+static bool listed(const json_t *list, const char *value)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+        if (json_is_string(v) && strcmp(json_string_value(v), value) == 0)
+            return true;
+    return false;
+}
+
+/* mock.api_keys given and the request's bearer key is not one of them. */
+static bool key_refused(const mreq_t *mr)
+{
+    const char *auth = llmc_http_header(mr->req, "authorization");
+    if (!mr->ctl.keys)
+        return false;
+    if (!auth || strncmp(auth, "Bearer ", 7) != 0)
+        return true;
+    return !listed(mr->ctl.keys, auth + 7);
+}
+
+static bool org_refused(const mreq_t *mr)
+{
+    const char *org = llmc_http_header(mr->req, "openai-organization");
+    return mr->ctl.orgs && org && !listed(mr->ctl.orgs, org);
+}
+
 static void on_delay(uv_timer_t *t)
 {
     mreq_t *mr = t->data;
 
+    if (key_refused(mr)) {
+        send_error(mr, 401, mr->call_hdr, "invalid_request_error", "invalid_api_key",
+                   "mock: Incorrect API key provided");
+        return;
+    }
+    if (org_refused(mr)) {
+        send_error(mr, 401, mr->call_hdr, "invalid_request_error", "mismatched_organization",
+                   "mock: OpenAI-Organization header should match organization for API key");
+        return;
+    }
     if (mr->ctl.status >= 400) {
         status_answer(mr);
         return;
@@ -540,6 +588,18 @@ static int parse_controls(const json_t *body, controls_t *ctl, char *err, size_t
     }
     if ((rc = retry_after_field(json_object_get(o, "retry_after"), ctl, err, errlen)))
         return rc;
+    const json_t *orgs = json_object_get(o, "organizations");
+    if (orgs && !json_is_array(orgs)) {
+        snprintf(err, errlen, "mock.organizations must be an array of strings");
+        return LLMC_EINVAL;
+    }
+    ctl->orgs = orgs;
+    const json_t *keys = json_object_get(o, "api_keys");
+    if (keys && !json_is_array(keys)) {
+        snprintf(err, errlen, "mock.api_keys must be an array of strings");
+        return LLMC_EINVAL;
+    }
+    ctl->keys = keys;
     ctl->gzip = json_is_true(json_object_get(o, "gzip"));
     ctl->status = (int)status;
     ctl->bytes = (size_t)bytes;
@@ -552,6 +612,7 @@ static int parse_controls(const json_t *body, controls_t *ctl, char *err, size_t
 static void stats_answer(llmc_mock_t *m, llmc_http_req_t *req, bool reset)
 {
     if (reset) {
+        json_array_clear(m->log);
         m->calls = 0;
         m->max_in_flight = m->in_flight;
         memset(m->by_kind, 0, sizeof(m->by_kind));
@@ -562,6 +623,17 @@ static void stats_answer(llmc_mock_t *m, llmc_http_req_t *req, bool reset)
         json_object_set_new(o, kind_names[i], json_integer((json_int_t)m->by_kind[i]));
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(o);
+    static const char h[] = "Content-Type: application/json\r\nCache-Control: no-store\r\n";
+    if (s)
+        llmc_http_respond_copy(req, 200, h, sizeof(h) - 1, s, strlen(s));
+    else
+        llmc_http_respond_error(req, 500, NULL, "server_error", NULL, "mock: out of memory");
+    free(s);
+}
+
+static void requests_answer(llmc_mock_t *m, llmc_http_req_t *req)
+{
+    char *s = m->log ? json_dumps(m->log, JSON_COMPACT) : strdup("[]");
     static const char h[] = "Content-Type: application/json\r\nCache-Control: no-store\r\n";
     if (s)
         llmc_http_respond_copy(req, 200, h, sizeof(h) - 1, s, strlen(s));
@@ -617,6 +689,22 @@ static int read_request(mreq_t *mr, llmc_http_req_t *req)
     return LLMC_EINVAL;
 }
 
+/* Keeps req's path and headers in the request log (GET /mock/requests), so
+   tests can see what the gateway sent upstream. */
+static void log_request(llmc_mock_t *m, const llmc_http_req_t *req)
+{
+    json_t *h = json_object(), *o = json_pack("{s:s,s:o}", "path", req->path, "headers", h);
+    if (!m->log && !(m->log = json_array()))
+        return json_decref(o);
+    for (size_t i = 0; h && i < req->nheaders; i++)
+        if (!json_object_get(h, req->headers[i].name))   /* the first of a repeated one */
+            json_object_set_new(h, req->headers[i].name, json_string(req->headers[i].value));
+    if (o)
+        json_array_append_new(m->log, o);
+    if (json_array_size(m->log) > REQUEST_LOG)
+        json_array_remove(m->log, 0);
+}
+
 static void model_call(llmc_mock_t *m, llmc_http_req_t *req, llmc__mock_kind_t kind)
 {
     mreq_t *mr = calloc(1, sizeof(*mr));
@@ -632,8 +720,18 @@ static void model_call(llmc_mock_t *m, llmc_http_req_t *req, llmc__mock_kind_t k
     mr->req = req;
     mr->kind = kind;
     mr->ctl.latency_ms = m->latency_ms;
-    snprintf(mr->call_hdr, sizeof(mr->call_hdr), "X-Mock-Call: %llu\r\n",
-             (unsigned long long)m->calls);
+    /* What a real answer says about the account that made it (an echo has
+       its own X-Request-Id): the gateway must not pass these on where the
+       key is not the client's own. */
+    const char *org = llmc_http_header(req, "openai-organization");
+    char rid[48] = "";
+    if (kind != LLMC_MOCK_ECHO)
+        snprintf(rid, sizeof(rid), "X-Request-Id: req_mock_%llu\r\n", (unsigned long long)m->calls);
+    snprintf(mr->call_hdr, sizeof(mr->call_hdr),
+             "X-Mock-Call: %llu\r\n%sOpenAI-Organization: %.64s\r\n"
+             "OpenAI-Processing-Ms: 1\r\nX-RateLimit-Remaining-Requests: 9999\r\n",
+             (unsigned long long)m->calls, rid, org ? org : "org-mock");
+    log_request(m, req);
     uv_timer_init(m->loop, &mr->timer);
     mr->timer.data = mr;
     req->data = mr;
@@ -657,7 +755,9 @@ static void on_request(llmc_http_req_t *req, void *ctx)
                                 known ? "method_not_allowed" : "unknown_url", msg);
         return;
     }
-    if (r->kind == ROUTE_STATS || r->kind == ROUTE_RESET)
+    if (r->kind == ROUTE_REQUESTS)
+        requests_answer(m, req);
+    else if (r->kind == ROUTE_STATS || r->kind == ROUTE_RESET)
         stats_answer(m, req, r->kind == ROUTE_RESET);
     else
         model_call(m, req, (llmc__mock_kind_t)r->kind);
@@ -745,6 +845,7 @@ int llmc_mock_start(const llmc_mock_config_t *cfg, const char *host, int port, l
 fail:
     uv_run(&m->own, UV_RUN_DEFAULT);   /* lets the closed handles finish */
     uv_loop_close(&m->own);
+    json_decref(m->log);
     free(m);
     return rc;
 }
@@ -761,6 +862,7 @@ void llmc_mock_stop(llmc_mock_t *m)
     uv_async_send(&m->stop);
     uv_thread_join(&m->thread);
     uv_loop_close(&m->own);
+    json_decref(m->log);
     free(m);
 }
 
@@ -892,5 +994,6 @@ int llmc_mock_main(int argc, char **argv)
             host, strchr(host, ':') ? "]" : "", m.port);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    json_decref(m.log);
     return 0;
 }

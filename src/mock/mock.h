@@ -12,7 +12,12 @@
  * pass-through any method on /v1/echo and /v1/echo/...: the request body
  * sent back as it came (its Content-Type too, in 64 KiB pieces), with
  * "X-Request-Id: echo METHOD TARGET". Every /v1 answer waits latency_ms
- * and carries "X-Mock-Call: N", the call's number since start (or reset).
+ * and carries "X-Mock-Call: N", the call's number since start (or reset),
+ * and what a real answer says about the account that made it:
+ * X-Request-Id (req_mock_N; not on echoes), OpenAI-Organization (the
+ * request's, else org-mock), OpenAI-Processing-Ms, X-RateLimit-Remaining-
+ * Requests. GET /mock/requests lists the last 64 model calls, each its path
+ * and request headers (names in lower case): what the gateway sent.
  *
  * Tests steer single requests through an optional top-level "mock" object in
  * the JSON body (the gateway forwards bodies unchanged):
@@ -38,6 +43,11 @@
  *   split           "bytes": stream in pieces of 1 to 7 bytes, cut anywhere
  *   gzip            true: a plain (not streamed) answer goes gzip-compressed
  *                   (Content-Encoding: gzip) when the request accepts gzip
+ *   organizations   an array of strings, the organisations the caller's key
+ *                   belongs to: a request whose OpenAI-Organization names
+ *                   another gets 401 mismatched_organization, as from OpenAI
+ *   api_keys        an array of strings: the API keys taken; a request without
+ *                   "Authorization: Bearer <one of them>" gets 401 invalid_api_key
  * The answer echoes the last user message, "\u0000" included (requests are
  * parsed with JSON_ALLOW_NUL): that is how a test gets a NUL in an answer.
  */

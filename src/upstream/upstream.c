@@ -58,6 +58,7 @@ struct llmc_upstream_call {
     char *body;                 /* the request body, sent by on_read */
     size_t body_len, body_off;
     bool allow_resend;
+    bool drop_account_hdrs;     /* see pass_table */
     char *pass;                 /* pass-through header lines */
     size_t pass_len, pass_cap;
     bool added;                 /* the easy handle is in the multi handle */
@@ -90,16 +91,24 @@ struct llmc_upstream {
     void *close_arg;
 };
 
-/* Response headers handed to the client: exact names, or prefixes. */
+/* Response headers handed to the client: exact names, or prefixes; the
+   first row that matches decides. account: the header tells about the
+   account whose key made the call (its organisation, quota, request ids,
+   timings), and is dropped when the caller asks (drop_account_hdrs: the
+   key was not the client's own, or answers are shared between clients). */
 static const struct {
     const char *name;
     bool prefix;
+    bool account;
 } pass_table[] = {
-    {"retry-after", false},
-    {"retry-after-ms", false},
-    {"x-request-id", false},
-    {"openai-", true},
-    {"x-ratelimit-", true},
+    {"retry-after", false, false},
+    {"retry-after-ms", false, false},
+    {"openai-version", false, false},
+    {"x-request-id", false, true},
+    {"request-id", false, true},
+    {"openai-", true, true},          /* -organization, -project, -processing-ms, ... */
+    {"x-ratelimit-", true, true},
+    {"anthropic-ratelimit-", true, true},
 };
 
 /* CURLcodes that are not a plain LLMC_EUPSTREAM. */
@@ -194,13 +203,13 @@ static void free_call(llmc_upstream_call_t *c)
 
 /* ---- the head: status, content type, pass-through headers --------------- */
 
-static bool wanted_header(const char *name, size_t len)
+static bool wanted_header(const llmc_upstream_call_t *c, const char *name, size_t len)
 {
     for (size_t i = 0; i < sizeof(pass_table) / sizeof(pass_table[0]); i++) {
         size_t n = strlen(pass_table[i].name);
         if (pass_table[i].prefix ? (len > n && strncasecmp(name, pass_table[i].name, n) == 0)
                                  : (len == n && strncasecmp(name, pass_table[i].name, n) == 0))
-            return true;
+            return !(pass_table[i].account && c->drop_account_hdrs);
     }
     return false;
 }
@@ -246,7 +255,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         return len;
     }
     const char *colon = memchr(p, ':', len);
-    if (!colon || !wanted_header(p, (size_t)(colon - p)))
+    if (!colon || !wanted_header(c, p, (size_t)(colon - p)))
         return len;
     const char *v = colon + 1, *end = p + len;
     while (v < end && (*v == ' ' || *v == '\t'))
@@ -710,6 +719,7 @@ static int setup_easy(llmc_upstream_call_t *c, const llmc_upstream_request_t *r)
     const llmc_upstream_config_t *cfg = &c->u->cfg;
     int rc;
 
+    c->drop_account_hdrs = r->drop_account_hdrs;
     if ((rc = build_headers(c, r)) != 0 || (rc = set_method(c, r)) != 0)
         return rc;
     SETOPT(CURLOPT_PRIVATE, (char *)c);

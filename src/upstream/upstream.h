@@ -46,6 +46,10 @@ typedef struct llmc_upstream_request {
        send the request again on a fresh one: the server may have run it
        already. Allowed only when true; else the call fails (LLMC_EUPSTREAM). */
     bool allow_resend;
+    /* The answer's per-account headers (the organisation, x-ratelimit-*,
+       request ids, processing times) are not passed on: the call was made
+       with a key that is not the client's own, or its answer is shared. */
+    bool drop_account_hdrs;
 } llmc_upstream_request_t;
 
 /* Initialises libcurl for the process (curl_global_init). Call once from
@@ -65,7 +69,8 @@ void llmc_upstream_url_redact(const char *url, char *out, size_t outlen);
 typedef struct llmc_upstream_handler {
     /* Once, when the final status and headers are in. pass_hdrs holds the
        response headers worth handing to the client (a table in upstream.c:
-       Retry-After, X-Request-Id, OpenAI-*, X-RateLimit-*) as
+       Retry-After, X-Request-Id, OpenAI-*, X-RateLimit-*; only Retry-After
+       and OpenAI-Version with drop_account_hdrs) as
        "Name: value\r\n" lines; content_type is "" when none was sent. */
     void (*on_head)(void *arg, int status, const char *content_type,
                     const char *pass_hdrs, size_t pass_len);

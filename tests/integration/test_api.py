@@ -50,11 +50,11 @@ def test_gateway_errors_a_retry_cannot_fix_say_so(gateway, mock, name, method, p
 
 
 @pytest.mark.parametrize("name,raw,status", [
-    ("413", f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    ("413", f"POST {CHAT} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             "Content-Length: 99999999\r\n\r\n".encode(), 413),
     ("431", http_request("POST", CHAT, chat_body(), {"X-Pad": "a" * 40000}), 431),
     ("414", http_request("GET", "/ask?q=" + "x" * 40000), 414),
-    ("400-framing", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    ("400-framing", b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n"
                     b"Content-Length: 3\r\n\r\n{}", 400),
 ])
 def test_server_refusals_a_retry_cannot_fix_say_so(gateway, mock, name, raw, status):

@@ -368,7 +368,9 @@ def test_vary_names_the_headers_that_choose_the_answer(gateway, shared_gateway, 
     """A cache in front of the gateway was not told that the answer depends
     on X-Cache-Namespace (and, under per-key scope, on Authorization), so it
     could hand one namespace's or one key's answer to another."""
-    for g, want in ((gateway, {"authorization", "x-cache-namespace"}),
+    # Under per-key scope the client's OpenAI-* headers go upstream and are keyed too.
+    for g, want in ((gateway, {"authorization", "x-cache-namespace", "openai-organization",
+                               "openai-project", "openai-beta"}),
                     (shared_gateway, {"x-cache-namespace"})):
         path = f"/ask?q=vary+{g.port}"
         miss = g.get(path, headers={"Authorization": "Bearer sk-a"})

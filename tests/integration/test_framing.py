@@ -33,7 +33,7 @@ def body_for(name):
 
 
 def head(name, extra=b"", line=b"POST /v1/chat/completions HTTP/1.1"):
-    return line + b"\r\nHost: x\r\nContent-Type: application/json\r\n" + extra
+    return line + b"\r\nHost: localhost\r\nContent-Type: application/json\r\n" + extra
 
 
 def cl(name):
@@ -86,7 +86,7 @@ def cases():
     add("obs-fold-space", 400, lambda n, b: head(n, b"X-Folded: a\r\n b\r\n" + cl(n) + b"\r\n") + b)
     add("obs-fold-tab", 400, lambda n, b: head(n, b"X-Folded: a\r\n\tb\r\n" + cl(n) + b"\r\n") + b)
     add("obs-fold-first-header", 400,
-        lambda n, b: b"POST /v1/chat/completions HTTP/1.1\r\n Host: x\r\n" + cl(n) + b"\r\n" + b)
+        lambda n, b: b"POST /v1/chat/completions HTTP/1.1\r\n Host: localhost\r\n" + cl(n) + b"\r\n" + b)
     add("obs-fold-of-content-length", 400,
         lambda n, b: head(n, b"Content-Length:\r\n %d\r\n\r\n" % len(b)) + b)
     # Bad chunk sizes and chunk-size overflow.
@@ -117,10 +117,10 @@ def cases():
         + b + b"\r\n0\r\nX-T: a\x00b\r\n\r\n")
     # Bare LF and stray CR.
     add("bare-lf-everywhere", 400,
-        lambda n, b: b"POST /v1/chat/completions HTTP/1.1\nHost: x\nContent-Length: %d\n\n" % len(b) + b)
+        lambda n, b: b"POST /v1/chat/completions HTTP/1.1\nHost: localhost\nContent-Length: %d\n\n" % len(b) + b)
     add("bare-lf-one-header", 400, lambda n, b: head(n, b"X-A: b\n" + cl(n) + b"\r\n") + b)
     add("bare-lf-request-line", 400,
-        lambda n, b: b"POST /v1/chat/completions HTTP/1.1\nHost: x\r\n" + cl(n) + b"\r\n" + b)
+        lambda n, b: b"POST /v1/chat/completions HTTP/1.1\nHost: localhost\r\n" + cl(n) + b"\r\n" + b)
     add("cr-cr-lf", 400, lambda n, b: head(n, b"X-A: b\r\r\n" + cl(n) + b"\r\n") + b)
     add("bare-lf-after-chunk-size", 400,
         lambda n, b: head(n, TE + b"\r\n") + hex(len(b))[2:].encode() + b"\n" + b + b"\r\n0\r\n\r\n")
@@ -151,7 +151,7 @@ def cases():
     add("absolute-form-https", 400, lambda n, b: head(n, cl(n) + b"\r\n",
                                                         line=b"POST https://127.0.0.1/v1/chat/completions HTTP/1.1") + b)
     add("authority-form", 400, lambda n, b: b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n")
-    add("asterisk-form-get", 400, lambda n, b: b"GET * HTTP/1.1\r\nHost: x\r\n\r\n")
+    add("asterisk-form-get", 400, lambda n, b: b"GET * HTTP/1.1\r\nHost: localhost\r\n\r\n")
     add("fragment-in-target", 400, lambda n, b: head(n, cl(n) + b"\r\n",
                                                        line=b"POST /v1/chat/completions#x HTTP/1.1") + b)
     add("space-in-target", 400, lambda n, b: head(n, cl(n) + b"\r\n",

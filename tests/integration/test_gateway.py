@@ -668,7 +668,7 @@ def test_stats_has_the_http_servers_counters(gateway, mock):
                  "http_send_timeouts", "http_idle_closes", "tier_parked"):
         assert name in before, f"/stats lacks {name}"
     c = RawConn(gateway.port)
-    c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n")
+    c.send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: zz\r\n\r\n")
     status, _, _ = c.read_response()
     assert status == 400
     after = gateway.stats()
@@ -685,7 +685,7 @@ def test_a_connection_refused_at_the_cap_is_logged_with_its_real_duration(mock, 
     held, statuses = [], []
     for _ in range(4):
         c = RawConn(g.port)
-        c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         statuses.append(c.read_response()[0])
         held.append(c)
         if statuses[-1] == 503:

@@ -83,7 +83,7 @@ def test_idle_connections_do_not_hold_the_drain(mock, gateway_factory):
     assert s.post(g.url + "/v1/chat/completions", json=chat_body("keep-alive"), timeout=10).ok
     # s keeps its connection open; a half-sent request does not count either.
     half = socket.create_connection(("127.0.0.1", g.port))
-    half.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    half.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{")
     t0 = time.monotonic()
     g.proc.send_signal(signal.SIGTERM)
     assert g.proc.wait(10) == 0

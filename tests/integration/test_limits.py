@@ -91,7 +91,7 @@ def test_too_many_headers_is_431(gateway, mock):
 def test_declared_body_over_limit_is_413_before_the_body_is_sent(gateway_factory, mock, flags,
                                                                 declared):
     g = gateway_factory(mock, args=flags)
-    head = (f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = (f"POST {CHAT} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             f"Content-Length: {declared}\r\n\r\n").encode()
     t = time.monotonic()
     send_expect_error(g.port, head, 413)  # no body bytes sent at all
@@ -102,7 +102,7 @@ def test_declared_body_over_limit_is_413_before_the_body_is_sent(gateway_factory
 def test_chunked_body_over_limit_is_413(gateway_factory, mock):
     g = gateway_factory(mock, args=["--max-body-bytes", "64K"])
     with RawConn(g.port) as c:
-        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                "Transfer-Encoding: chunked\r\n\r\n".encode())
         chunk = b"4000\r\n" + b" " * 0x4000 + b"\r\n"  # 16 KiB of JSON whitespace
         for _ in range(16):  # 256 KiB in all, far past the limit
@@ -131,7 +131,7 @@ def test_slow_header_is_408(gateway_factory, mock):
     g = gateway_factory(mock, args=["--header-timeout", "1"])
     with RawConn(g.port) as c:
         t = time.monotonic()
-        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: x\r\n".encode())  # never finished
+        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: localhost\r\n".encode())  # never finished
         st, hdrs, body = c.read_response()
         elapsed = time.monotonic() - t
         assert st == 408, (st, body)
@@ -144,7 +144,7 @@ def test_slow_header_is_408(gateway_factory, mock):
 def test_slow_body_is_408(gateway_factory, mock):
     g = gateway_factory(mock, args=["--header-timeout", "1"])
     with RawConn(g.port) as c:
-        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                "Content-Length: 100\r\n\r\n{\"model\":".encode())
         st, _, body = c.read_response()
         assert st == 408, (st, body)
@@ -260,7 +260,7 @@ def test_a_client_that_stops_reading_a_stream_is_dropped(mock, gateway_factory):
 GOOD = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"smuggle"}]}'
 L = str(len(GOOD)).encode()
 CHUNKED_GOOD = hex(len(GOOD))[2:].encode() + b"\r\n" + GOOD + b"\r\n0\r\n\r\n"
-HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
 
 MALFORMED = {
     "cl-and-te": HEAD + b"Content-Length: " + L + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -346,7 +346,7 @@ def test_pipelined_hits(gateway):
 def test_expect_100_continue(gateway, mock):
     body = http_request("POST", CHAT, chat_body("expect")).split(b"\r\n\r\n", 1)[1]
     with RawConn(gateway.port) as c:
-        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode())
         st, _, _ = c.read_response()
         assert st == 100, "the gateway must invite the body with 100 Continue"
@@ -359,7 +359,7 @@ def test_expect_100_continue(gateway, mock):
 def test_expect_100_continue_with_oversized_body_is_413(gateway_factory, mock):
     g = gateway_factory(mock, args=["--max-body-bytes", "64K"])
     with RawConn(g.port) as c:
-        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                "Content-Length: 100000\r\nExpect: 100-continue\r\n\r\n".encode())
         st, _, body = c.read_response()
         assert st == 413, "an oversized body is refused instead of invited"
@@ -372,7 +372,7 @@ def test_chunked_request_body_is_decoded(gateway, mock):
     chunked = b"".join(hex(len(p))[2:].encode() + b";ext=1\r\n" + p + b"\r\n" for p in parts) \
         + b"0\r\n\r\n"
     with RawConn(gateway.port) as c:
-        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        c.send(f"POST {CHAT} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                "Transfer-Encoding: chunked\r\n\r\n".encode() + chunked)
         st, hdrs, resp = c.read_response()
         assert st == 200 and hdrs["x-cache"] == "MISS", resp[:200]
@@ -382,7 +382,7 @@ def test_chunked_request_body_is_decoded(gateway, mock):
 
 def test_http10_request(gateway):
     with RawConn(gateway.port) as c:
-        c.send(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+        c.send(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
         st, hdrs, _ = c.read_response()
         assert st == 200
         assert c.closed_by_peer(), "HTTP/1.0 without keep-alive closes after the answer"

@@ -349,7 +349,7 @@ class Soak:
         body = json.dumps(self.body(f"impatient {self.next_id()}", mock={"latency_ms": 300})).encode()
         try:
             with socket.create_connection(("127.0.0.1", self.gw_port), timeout=5) as c:
-                c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                           b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
                 time.sleep(self.rng.uniform(0.01, 0.1))
             self.record("hang-up", "ok", t0, time.monotonic())

@@ -110,6 +110,37 @@ static void test_join_creates_then_joins(void **state)
     llmc_flight_table_free(t);
 }
 
+/* One key, other callers (the credential a shared cache sends upstream
+   but does not key): flights apart, so one caller's error is not another's. */
+static void test_same_key_other_callers_different_flights(void **state)
+{
+    (void)state;
+    llmc_flight_table_t *t = llmc_flight_table_new(4);
+    llmc_key_t k = key_of(7), a = key_of(1), b = key_of(2);
+    bool c1, c2, c3, c4;
+    llmc_flight_t *fa = llmc_flight_join_as(t, &k, &a, false, &c1);
+    llmc_flight_t *fb = llmc_flight_join_as(t, &k, &b, false, &c2);
+    llmc_flight_t *fn = llmc_flight_join(t, &k, false, &c3);
+    llmc_flight_t *fa2 = llmc_flight_join_as(t, &k, &a, false, &c4);
+    assert_true(c1 && c2 && c3);
+    assert_false(c4);
+    assert_ptr_not_equal(fa, fb);
+    assert_ptr_not_equal(fa, fn);
+    assert_ptr_not_equal(fb, fn);
+    assert_ptr_equal(fa, fa2);
+    assert_int_equal(llmc_flight_table_count(t), 3);
+    llmc_flight_finish(fb, 0, NULL, false, NULL);
+    assert_int_equal(llmc_flight_table_count(t), 2);
+    llmc_flight_finish(fa, 0, NULL, false, NULL);
+    llmc_flight_finish(fn, 0, NULL, false, NULL);
+    assert_int_equal(llmc_flight_table_count(t), 0);
+    llmc_flight_unref(fa2);
+    llmc_flight_unref(fa);
+    llmc_flight_unref(fb);
+    llmc_flight_unref(fn);
+    llmc_flight_table_free(t);
+}
+
 static void test_different_keys_different_flights(void **state)
 {
     (void)state;
@@ -536,6 +567,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_join_creates_then_joins),
         cmocka_unit_test(test_different_keys_different_flights),
+        cmocka_unit_test(test_same_key_other_callers_different_flights),
         cmocka_unit_test(test_same_chain_keys),
         cmocka_unit_test(test_attach_detach),
         cmocka_unit_test(test_finish_notifies_each_once),

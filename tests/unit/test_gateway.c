@@ -304,7 +304,7 @@ static void send_chat(int fd, const char *question)
                         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}",
                         question);
     int n = snprintf(req, sizeof(req),
-                     "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
                      "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
                      blen, body);
     assert_int_equal(write(fd, req, (size_t)n), n);

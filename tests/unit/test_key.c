@@ -297,6 +297,29 @@ static void test_scope_layout(void **state)
     assert_hex(&k, "8900cb1894ea4978067cf4b9a516be669eaba856e8bfa5159295b5de0c2acc11");
 }
 
+/* Forwarded client headers fold into the scope slot through their own
+   hash; a request that forwards none keeps its key (nothing to pin there
+   but that llmc_key_build is untouched, which test_key_layout does). */
+static void test_forwarded_layout(void **state)
+{
+    (void)state;
+    const char *lines = "OpenAI-Organization: org-a\r\n";
+    llmc_key_t old, k, other;
+    llmc_key_build(&old, "forwarded-v1", "", "", "", lines, strlen(lines));
+    llmc_key_forwarded(&k, "", lines, strlen(lines));
+    assert_memory_equal(k.b, old.b, LLMC_KEY_LEN);
+    assert_hex(&k, "0fd1b6af92a39750b238f10a86c90af6e9e7851d3c39d853f65fe0c3534aaac8");
+
+    /* Another value, another scope: another hash. */
+    llmc_key_forwarded(&other, "", "OpenAI-Organization: org-b\r\n", strlen(lines));
+    assert_memory_not_equal(k.b, other.b, LLMC_KEY_LEN);
+    llmc_key_forwarded(&other, "8900cb18", lines, strlen(lines));
+    assert_memory_not_equal(k.b, other.b, LLMC_KEY_LEN);
+    /* Never the scope hash of a credential with the same bytes. */
+    llmc_key_scope(&other, lines, strlen(lines));
+    assert_memory_not_equal(k.b, other.b, LLMC_KEY_LEN);
+}
+
 static void test_derived_layout(void **state)
 {
     (void)state;
@@ -557,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_fingerprint_layout),
         cmocka_unit_test(test_scope_layout),
         cmocka_unit_test(test_derived_layout),
+        cmocka_unit_test(test_forwarded_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
