@@ -57,7 +57,8 @@ const llmc_dialect_t llmc_dialect_openai = {
     .name = "openai", .usage_in_stream = false,
     .asm_new = oa_new, .asm_add = oa_add, .asm_complete = oa_complete, .asm_result = oa_result,
     .asm_free = oa_free, .replay = oa_replay, .key_headers = no_headers, .cred_headers = oa_cred,
-    .error_body = oa_error, .anthropic_upstream = false,
+    .error_body = oa_error, .vary_cred = "Authorization", .vary_keyed = "",
+    .anthropic_upstream = false,
 };
 
 /* ---- the Responses API: OpenAI's upstream, typed events ------------------ */
@@ -80,7 +81,7 @@ const llmc_dialect_t llmc_dialect_responses = {
     .asm_new = resp_new, .asm_add = resp_add, .asm_complete = resp_complete,
     .asm_result = resp_result, .asm_free = resp_free, .replay = resp_replay,
     .key_headers = no_headers, .cred_headers = oa_cred, .error_body = oa_error,
-    .anthropic_upstream = false,
+    .vary_cred = "Authorization", .vary_keyed = "", .anthropic_upstream = false,
 };
 
 /* ---- Anthropic -------------------------------------------------------------- */
@@ -132,7 +133,8 @@ const llmc_dialect_t llmc_dialect_anthropic = {
     .name = "anthropic", .usage_in_stream = true,
     .asm_new = an_new, .asm_add = an_add, .asm_complete = an_complete, .asm_result = an_result,
     .asm_free = an_free, .replay = an_replay, .key_headers = an_keyed, .cred_headers = an_cred,
-    .error_body = an_error, .anthropic_upstream = true,
+    .error_body = an_error, .vary_cred = "X-Api-Key, Authorization",
+    .vary_keyed = ", Anthropic-Version, Anthropic-Beta", .anthropic_upstream = true,
 };
 
 /* The cached routes whose stream (or whole API) is not chat completions'. */

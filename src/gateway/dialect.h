@@ -39,6 +39,11 @@ typedef struct llmc_dialect {
     const char *const *cred_headers;
     /* The error body for this API (malloc'd JSON), NULL when out of memory. */
     char *(*error_body)(int status, const char *type, const char *code, const char *msg);
+    /* The Vary names of the credential headers (answers per credential) and
+       of key_headers (", "-led, or ""): a cache in front must tell apart
+       what the key tells apart. */
+    const char *vary_cred;
+    const char *vary_keyed;
     /* Which of the gateway's upstreams this API's calls go to. */
     bool anthropic_upstream;
 } llmc_dialect_t;

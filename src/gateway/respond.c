@@ -93,7 +93,7 @@ static size_t hnum(char *h, size_t n, long long v)
    Age as the freshness left; max-age = the freshness left would have it
    subtract the age twice. */
 static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const char *etag,
-                             bool vary_encoding, const char *vary_fwd)
+                             bool vary_encoding, const gw_req_t *gr)
 {
     if (!e)
         return HLIT(h, n, "Cache-Control: no-store\r\n");
@@ -107,9 +107,14 @@ static size_t freshness_hdrs(char *h, size_t n, const llmc_entry_t *e, const cha
     n = HLIT(h, n, "Vary: ");
     if (vary_encoding) /* the answer may be compressed: Accept-Encoding chose too */
         n = HLIT(h, n, "Accept-Encoding, ");
-    n = (e->flags & LLMC_ENTRY_PRIVATE) ? HLIT(h, n, "Authorization, X-Cache-Namespace")
-                                        : HLIT(h, n, "X-Cache-Namespace");
-    n = HSTR(h, n, vary_fwd);   /* the client headers sent upstream, keyed (forward.h) */
+    const llmc_dialect_t *d = llmc_dialect_of(gr->dialect);
+    if (e->flags & LLMC_ENTRY_PRIVATE) {
+        n = HSTR(h, n, d->vary_cred);
+        n = HLIT(h, n, ", ");
+    }
+    n = HLIT(h, n, "X-Cache-Namespace");
+    n = HSTR(h, n, d->vary_keyed);
+    n = HSTR(h, n, gr->w->gw->forward.vary); /* the client headers sent upstream (forward.h) */
     n = HLIT(h, n, "\r\n");
     if (!etag)
         return n;
@@ -472,7 +477,7 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     }
     if (paced) {
         /* A paced replay is built per request: freshness, but no validator. */
-        n = freshness_hdrs(h, n, rep, NULL, false, gr->w->gw->forward.vary);
+        n = freshness_hdrs(h, n, rep, NULL, false, gr);
         respond_replay(gr, e->status, h, n, e->body, e->body_len);
         llmc_entry_unref(rep);
         return;
@@ -498,7 +503,7 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
             encoded_tag(rep, LLMC_ENC_IDENTITY, tag); /* not compressed after all */
         }
     }
-    n = freshness_hdrs(h, n, rep, tag, varies, gr->w->gw->forward.vary);
+    n = freshness_hdrs(h, n, rep, tag, varies, gr);
     if (match) {
         LLMC_COUNT(&gr->w->ctr, not_modified);
         llmc_entry_unref(rep);
@@ -668,7 +673,7 @@ void llmc__gw_respond_flight(gw_req_t *gr)
         }
         encoded_tag(held, enc, tag);
     }
-    n = freshness_hdrs(h, n, held, tagged ? tag : NULL, varies, gr->w->gw->forward.vary);
+    n = freshness_hdrs(h, n, held, tagged ? tag : NULL, varies, gr);
     if (f->pass_len && n + f->pass_len < HDR_CAP) {
         memcpy(h + n, f->pass_hdrs, f->pass_len);
         n += f->pass_len;

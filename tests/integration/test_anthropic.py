@@ -403,3 +403,16 @@ def test_anthropic_beta_on_several_lines_is_one_list(anth, mock):
     other = post(anth, anth_body("several beta lines"),
                  hdrs(**{"anthropic-beta": "tools-2024-04-04"}))
     assert other.headers["X-Cache"] == "MISS"
+
+
+def test_vary_names_what_tells_anthropic_answers_apart(anth, mock):
+    """A cache in front of the gateway must tell apart what the key does: per
+    credential, the x-api-key a client sends (not only Authorization), and
+    always the anthropic-version and anthropic-beta headers."""
+    post(anth, anth_body("vary me"))
+    hit = post(anth, anth_body("vary me"))
+    assert hit.headers["X-Cache"] == "HIT"
+    vary = [v.strip().lower() for v in hit.headers["Vary"].split(",")]
+    for name in ("x-api-key", "authorization", "x-cache-namespace", "anthropic-version",
+                 "anthropic-beta"):
+        assert name in vary, (name, vary)
