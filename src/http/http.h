@@ -217,6 +217,14 @@ void llmc_http_stream_end(llmc_http_req_t *req);
    is not called. After this call the handler must not touch req. */
 void llmc_http_abort(llmc_http_req_t *req);
 
+/* Ends the request by closing its connection now: unlike abort, what is
+   queued and not yet taken by the kernel is discarded (its memory goes back
+   as libuv cancels the writes), so a client that stopped reading costs
+   nothing more. on_abort runs, inside this call, as for a client that left.
+   For a stream's client that fell too far behind. After this call the
+   handler must not touch req. */
+void llmc_http_drop(llmc_http_req_t *req);
+
 /* Bytes queued for this request's connection that the kernel has not taken
    yet, so a producer can slow down for a slow client (and resume in
    req->on_drain). */
