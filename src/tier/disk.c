@@ -122,6 +122,8 @@ typedef struct disk {
     int64_t sync_interval_ms, keep_stale_ms;
     uint64_t max_bytes;
     uint64_t psize;          /* LMDB's page size, read at open */
+    const uint8_t *map;      /* LMDB's map of data.mdb and its length (find_map), */
+    size_t map_len;          /* or NULL when /proc did not say */
     size_t queue_len, sweep_budget;
     size_t batch_max, batch_bytes, evict_max;   /* sized to the map, see size_txns() */
     uint64_t high_bytes, low_bytes;             /* eviction starts above high, stops at low */
@@ -249,11 +251,11 @@ static void note_damage(disk_t *d, int rc)
 static bool value_sound(disk_t *d, const MDB_val *v)
 {
     MDB_envinfo info;
+    const uint8_t *base = d->map, *p = v->mv_data;
+    if (!base || p < base || p >= base + d->map_len)
+        return true;
     if (mdb_env_info(d->env, &info) != 0)
         return false;
-    const uint8_t *base = info.me_mapaddr, *p = v->mv_data;
-    if (p < base || p >= base + info.me_mapsize)
-        return true;
     uint64_t off = (uint64_t)(p - base), end = ((uint64_t)info.me_last_pgno + 1) * d->psize;
     if (off > end || v->mv_size > end - off)
         return false;
@@ -1684,6 +1686,36 @@ static size_t clamp(size_t v, size_t lo, size_t hi) { return v < lo ? lo : v > h
  * kept to about 1/TXN_SHARE of the map's pages, and the headroom to at
  * least HEADROOM_PAGES, which in a small map is a large share of it.
  */
+/*
+ * Where LMDB mapped data.mdb: lmdb.h does not say (mdb_env_info's
+ * me_mapaddr is only the address asked for with MDB_FIXEDMAP), so the
+ * mapping of the file's inode is read from /proc/self/maps, once, at open;
+ * LMDB never moves it (the map is --disk-max from the start). Not found:
+ * value_sound cannot check, and says so by trusting (the crash-loop count
+ * remains).
+ */
+static void find_map(disk_t *d)
+{
+    int fd;
+    struct stat st;
+    char line[PATH_MAX + 128];
+    if (mdb_env_get_fd(d->env, &fd) || fstat(fd, &st) != 0)
+        return;
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long lo, hi, ino;
+        if (sscanf(line, "%llx-%llx %*s %*s %*s %llu", &lo, &hi, &ino) == 3 &&
+            ino == (unsigned long long)st.st_ino && strstr(line, "/data.mdb")) {
+            d->map = (const uint8_t *)(uintptr_t)lo;
+            d->map_len = (size_t)(hi - lo);
+            break;
+        }
+    }
+    fclose(f);
+}
+
 static void size_txns(disk_t *d)
 {
     MDB_stat st;
@@ -1759,6 +1791,7 @@ int llmc_tier_disk_open(const llmc_disk_config_t *cfg, llmc_tier_t **out, char *
         (rc = open_env(d, err, errlen)))
         goto fail;
     size_txns(d);
+    find_map(d);
     if (pthread_create(&d->writer, NULL, writer_main, d) != 0) {
         seterr(err, errlen, "cannot start the disk writer thread");
         rc = LLMC_ENOMEM;
