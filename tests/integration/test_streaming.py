@@ -1181,7 +1181,8 @@ def test_followers_that_do_not_read_are_dropped_and_memory_goes_back(gateway_fac
         s.close()
     # The recording (the answer, its stored entry and the flight's buffer,
     # 8 MB each) is what may remain; 50 copies of the stream may not.
-    assert grown_mb < 64, f"RSS grew by {grown_mb:.0f} MB with {n} silent followers"
+    if not g.sanitized():  # ASan's quarantine and shadow memory are not the gateway's
+        assert grown_mb < 64, f"RSS grew by {grown_mb:.0f} MB with {n} silent followers"
     assert mock.calls("chat") == 1
     # Read back as JSON: the SSE replay of 8 MB is a million small events.
     hit = g.chat(dict(body, stream=False), headers={"Cache-Control": "only-if-cached"})
