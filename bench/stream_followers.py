@@ -14,6 +14,7 @@ Bounded in time (--timeout); measures only, asserts nothing.
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -162,6 +163,7 @@ def main(a, extra):
             except subprocess.TimeoutExpired:
                 p.kill()
     print(json.dumps(out))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
