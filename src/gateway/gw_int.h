@@ -147,6 +147,8 @@ typedef struct gw_req {
     void (*on_leave)(struct gw_req *gr);
     bool started;                /* stream head sent */
     size_t sent;                 /* stream bytes sent */
+    size_t lag_min;              /* the least it was behind the flight (respond.c) */
+    bool lag_seen;               /* lag_min holds a value */
     llmc_flight_t *flight;
     llmc_entry_t *stale;         /* expired entry kept for stale-if-error */
 } gw_req_t;

@@ -698,9 +698,66 @@ out:
     llmc_flight_unref(f);
 }
 
-/* Relays what the flight has that this client has not seen yet. Any server
-   call may end the request (a failed write): gr->req is checked after each. */
-bool llmc__gw_stream_step(gw_req_t *gr)
+/* The client took everything queued for it: relay what waited in the
+   flight meanwhile. Runs on gr's loop, outside any step: the waiter is
+   queued for its thread as a producer's step would queue it. */
+static void stream_drained(llmc_http_req_t *req)
+{
+    gw_req_t *gr = req->data;
+    llmc_flight_t *f = gr->flight;
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    if (gr->fw.attached)
+        gr->fw.notify(&gr->fw);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/*
+ * Backpressure for one client of a live stream. Two bounds, both
+ * --stream-max-lag:
+ * - The window: at most that many bytes are queued for the client that the
+ *   kernel has not taken. The rest stays in the flight's buffer, shared by
+ *   every waiter and kept anyway for the cache, and goes out once the
+ *   client drained its queue (stream_drained). So a late joiner's catch-up
+ *   or a slow reader costs memory of its own only up to the window.
+ * - The lag: how far the client is behind the upstream once a step has
+ *   written what it could (bytes of the flight the kernel has not taken
+ *   for it: queued, or left in the flight by the window) may exceed the
+ *   least it has been by that much. A client that stopped reading passes it
+ *   once the upstream has sent that much more than its kernel buffers and
+ *   its window hold; it is then disconnected at once, its queue discarded
+ *   (http's drop), and counted. Judged after writing, so a loop that was
+ *   busy elsewhere does not count against the client; and against its own
+ *   least, so a late joiner is judged by whether it keeps up from where it
+ *   joined, not by its catch-up.
+ */
+
+/* How many of have bytes fit in gr's window now. */
+static size_t stream_room(gw_req_t *gr, size_t have)
+{
+    size_t max_lag = (size_t)gr->w->gw->cfg->stream_max_lag;
+    size_t queued = gr->started ? llmc_http_pending_bytes(gr->req) : 0;
+    size_t room = queued < max_lag ? max_lag - queued : 0;
+    return have < room ? have : room;
+}
+
+/* After a step: true when gr fell too far behind and must go. */
+static bool stream_behind(gw_req_t *gr, size_t body_len)
+{
+    size_t queued = gr->started ? llmc_http_pending_bytes(gr->req) : 0;
+    size_t lag = (body_len > gr->sent ? body_len - gr->sent : 0) + queued;
+    if (!gr->lag_seen || lag < gr->lag_min)
+        gr->lag_min = lag;
+    gr->lag_seen = true;
+    return queued > 0 && lag - gr->lag_min > (size_t)gr->w->gw->cfg->stream_max_lag;
+}
+
+/* One pass of a stream step: relays what the flight has that this client
+   has not seen yet, as much as its window takes. *more: bytes of the
+   flight are left for a later pass; *body_len: the flight's length seen.
+   True when the answer is all sent. */
+static bool stream_pass(gw_req_t *gr, bool *more, size_t *body_len)
 {
     llmc_flight_t *f = gr->flight;
     pthread_mutex_lock(&f->mu);
@@ -709,15 +766,22 @@ bool llmc__gw_stream_step(gw_req_t *gr)
     bool relay = f->head_known && status / 100 == 2;
     bool drop_usage = f->upstream_usage && !gr->include_usage;
     size_t have = relay && f->body_len > gr->sent ? f->body_len - gr->sent : 0;
-    char *chunk = have ? malloc(have) : NULL;
+    size_t take = stream_room(gr, have);
+    *body_len = relay ? f->body_len : gr->sent;
+    /* Copied out under the lock: the producer may move the buffer. */
+    char *chunk = take ? malloc(take) : NULL;
     if (chunk)
-        memcpy(chunk, f->body + gr->sent, have);
+        memcpy(chunk, f->body + gr->sent, take);
     pthread_mutex_unlock(&f->mu);
+    if (take && !chunk)
+        take = 0; /* out of memory: the rest waits for the next step */
+    /* Only the whole rest of a finished answer is its end. */
+    bool last = done && take == have;
     /* len: the bytes that go out; used: the bytes of the body dealt with
        (an unfinished event waits for the rest when usage is dropped). */
-    size_t len = have, used = have;
+    size_t len = take, used = take;
     if (chunk && drop_usage)
-        len = llmc_sse_drop_usage(chunk, have, done, USAGE_EVENT_MAX, chunk, &used);
+        len = llmc_sse_drop_usage(chunk, take, last, USAGE_EVENT_MAX, chunk, &used);
 
     if (!gr->started && relay && !(done && failed && !have)) {
         char h[HDR_CAP];
@@ -732,12 +796,34 @@ bool llmc__gw_stream_step(gw_req_t *gr)
             n += f->pass_len;
         }
         gr->started = llmc_http_stream_begin(gr->req, status, h, n) == 0;
+        if (gr->started)
+            gr->req->on_drain = stream_drained;
     }
     if (gr->started && chunk && len && gr->req)
         llmc_http_stream_write(gr->req, chunk, len);
     gr->sent += used;
     free(chunk);
-    return done && gr->req;
+    *more = take < have && used > 0;
+    return last && used == take;
+}
+
+/* Relays what the flight has that this client has not seen yet. Any server
+   call may end the request (a failed write, a drop): gr->req is checked
+   after each. A pass that left bytes in the flight goes on at once when the
+   kernel took all it wrote (no write is pending, so no drain would come),
+   else on the drain. */
+bool llmc__gw_stream_step(gw_req_t *gr)
+{
+    bool more, all;
+    size_t body_len;
+    do
+        all = stream_pass(gr, &more, &body_len);
+    while (more && gr->req && llmc_http_pending_bytes(gr->req) == 0);
+    if (gr->req && !all && stream_behind(gr, body_len)) {
+        LLMC_COUNT(&gr->w->ctr, stream_waiters_dropped);
+        llmc_http_drop(gr->req); /* on_abort: gr->req goes, gr leaves the flight */
+    }
+    return all && gr->req;
 }
 
 void llmc__gw_stream_end(gw_req_t *gr)

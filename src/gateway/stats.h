@@ -66,6 +66,8 @@
     X(client_errors, "client_errors", COUNTER, "requests", "Requests answered 4xx.")        \
     X(server_errors, "server_errors", COUNTER, "requests", "Requests answered 5xx.")        \
     X(aborted, "aborted", COUNTER, "requests", "Requests whose client left before the answer.") \
+    X(stream_waiters_dropped, "stream_waiters_dropped", COUNTER, "requests",                \
+      "Clients of a live stream disconnected for falling more than --stream-max-lag behind.") \
     X(tier_parked, "tier_parked", COUNTER, "requests",                                      \
       "Lookups a tier answered later (the request waited on it).")                            \
     X(parses_off_loop, "parses_off_loop", COUNTER, "requests",                              \

@@ -251,6 +251,13 @@ void llmc_http_take_body(llmc_http_req_t *req, llmc_http_body_t *out);
 /* Frees a taken body and takes its bytes off body_memory. Any thread;
    safe on a zeroed one. */
 void llmc_http_body_free(llmc_http_body_t *b);
+/* Ends the request by closing its connection now: unlike abort, what is
+   queued and not yet taken by the kernel is discarded (its memory goes back
+   as libuv cancels the writes), so a client that stopped reading costs
+   nothing more. on_abort runs, inside this call, as for a client that left.
+   For a stream's client that fell too far behind. After this call the
+   handler must not touch req. */
+void llmc_http_drop(llmc_http_req_t *req);
 
 /* Bytes queued for this request's connection that the kernel has not taken
    yet, so a producer can slow down for a slow client (and resume in

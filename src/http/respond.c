@@ -178,6 +178,15 @@ void llmc_http_abort(llmc_http_req_t *req)
     llmc__http_maybe_finish(c);
 }
 
+void llmc_http_drop(llmc_http_req_t *req)
+{
+    llmc__http_conn_t *c = LLMC__CONN_OF(req);
+
+    if (c->phase != LLMC_PH_HANDLER && c->phase != LLMC_PH_STREAM)
+        return;
+    llmc__http_conn_close(c);
+}
+
 size_t llmc_http_pending_bytes(const llmc_http_req_t *req)
 {
     const llmc__http_conn_t *c = (const llmc__http_conn_t *)(const void *)req;

@@ -37,6 +37,11 @@
  *   path each, constant time) so that a damaged root is found at start, not
  *   by the writer thread. LMDB's lock.mdb goes with the file: its reader
  *   table describes the old one.
+ * - A record that fails its checksum, or a value LMDB hands over that does
+ *   not fit the file (value_sound), is damage: never deleted (a delete goes
+ *   through the damaged page, and LMDB crashes there), and the tier stops
+ *   using the file (note_damage). The writer checks every value it is about
+ *   to delete the same way.
  * - Durability: 'full' is LMDB's default (fsync per commit); 'periodic' and
  *   'none' open with MDB_NOSYNC, which survives kill -9 (the pages are in
  *   the OS) but not a power loss between syncs; 'periodic' syncs every
@@ -79,7 +84,7 @@
 #define MARKER          "llmcached.open"  /* see check_marker */
 #define DAMAGED         "damaged"         /* the marker's word after note_damage */
 
-enum op_kind { OP_PUT, OP_DEL_CORRUPT, OP_PURGE, OP_SWEEP };
+enum op_kind { OP_PUT, OP_DEL_FOREIGN, OP_PURGE, OP_SWEEP };
 
 typedef struct op {
     struct op *next;     /* queue, then a worker's list of purges to report */
@@ -88,7 +93,7 @@ typedef struct op {
     enum op_kind kind;
     bool bounded;        /* counts against queue_len */
     llmc_entry_t *e;     /* OP_PUT: our reference */
-    llmc_key_t key;      /* OP_DEL_CORRUPT */
+    llmc_key_t key;      /* OP_DEL_FOREIGN */
     int64_t now_ms;      /* OP_SWEEP */
     llmc_purge_t *sel;   /* OP_PURGE: our copy (llmc_purge_dup) */
     /* OP_PURGE reported when committed, on worker's loop (NULL: nobody
@@ -116,6 +121,9 @@ typedef struct disk {
     llmc_disk_sync_t sync;
     int64_t sync_interval_ms, keep_stale_ms;
     uint64_t max_bytes;
+    uint64_t psize;          /* LMDB's page size, read at open */
+    const uint8_t *map;      /* LMDB's map of data.mdb and its length (find_map), */
+    size_t map_len;          /* or NULL when /proc did not say */
     size_t queue_len, sweep_budget;
     size_t batch_max, batch_bytes, evict_max;   /* sized to the map, see size_txns() */
     uint64_t high_bytes, low_bytes;             /* eviction starts above high, stops at low */
@@ -213,6 +221,57 @@ static void note_damage(disk_t *d, int rc)
         count(&d->errors, 1);
 }
 
+/*
+ * LMDB's page header as the file holds it (the 0.9 format; lmdb.h does not
+ * export it): page number (8 bytes), pad (2), flags (2), then for an
+ * overflow page the count of its pages (4).
+ */
+#define PAGE_HDR    16
+#define P_BRANCH    0x01
+#define P_LEAF      0x02
+#define P_OVERFLOW  0x04
+#define P_META      0x08
+#define P_LEAF2     0x20
+
+/*
+ * Whether a value LMDB handed us (mdb_get, a cursor) may be read, and its
+ * record deleted, without trusting damaged bytes. LMDB takes a value's
+ * length and its overflow pages' header from the file as they are: a
+ * length past the end of the file is a SIGBUS or SIGSEGV for whoever reads
+ * the value, and deleting a value whose overflow header lies (its page
+ * count, its flags) frees pages it should not, or trips an assertion in
+ * mdb_ovpage_free: a crash in the writer, and again at every start. So:
+ * the value must end inside the file, and a value at the start of an
+ * overflow page (the only place PAGE_HDR bytes into a page a value can
+ * be: in a leaf page a node's header comes first) must sit under a header
+ * naming that page, as an overflow page, of exactly the pages the value
+ * needs. A value outside the map is in a page the writer's own transaction
+ * changed (LMDB keeps those in memory): ours, so sound. Any thread.
+ */
+static bool value_sound(disk_t *d, const MDB_val *v)
+{
+    MDB_envinfo info;
+    const uint8_t *base = d->map, *p = v->mv_data;
+    if (!base || p < base || p >= base + d->map_len)
+        return true;
+    if (mdb_env_info(d->env, &info) != 0)
+        return false;
+    uint64_t off = (uint64_t)(p - base), end = ((uint64_t)info.me_last_pgno + 1) * d->psize;
+    if (off > end || v->mv_size > end - off)
+        return false;
+    if (off % d->psize != PAGE_HDR)
+        return true;
+    uint64_t pgno;
+    uint16_t flags;
+    uint32_t pages;
+    memcpy(&pgno, p - PAGE_HDR, sizeof pgno);
+    memcpy(&flags, p - PAGE_HDR + 10, sizeof flags);
+    memcpy(&pages, p - PAGE_HDR + 12, sizeof pages);
+    return pgno == off / d->psize &&
+           (flags & (P_BRANCH | P_LEAF | P_OVERFLOW | P_META | P_LEAF2)) == P_OVERFLOW &&
+           pages == (PAGE_HDR - 1 + v->mv_size) / d->psize + 1;
+}
+
 static int64_t mono_ms(void)
 {
     struct timespec ts;
@@ -277,6 +336,8 @@ static int delete_entry(disk_t *d, MDB_txn *txn, const uint8_t *key, bool *exist
     int rc = mdb_get(txn, d->entries, &k, &v);
     if (rc)
         return rc == MDB_NOTFOUND ? 0 : rc;
+    if (!value_sound(d, &v))
+        return MDB_CORRUPTED; /* never deleted through a damaged page */
     if (llmc_record_peek(v.mv_data, v.mv_size, &created, &expires) == 0) {
         if ((rc = idx_del(txn, d->by_age, created, key)) ||
             (rc = idx_del(txn, d->by_exp, expires, key)))
@@ -334,6 +395,10 @@ static int drop_front(disk_t *d, MDB_txn *txn, MDB_dbi dbi, MDB_dbi other, size_
         if ((rc = mdb_get(txn, d->entries, &rk, &v))) {
             rc = rc == MDB_NOTFOUND ? 0 : rc;
             continue;
+        }
+        if (!value_sound(d, &v)) {
+            rc = MDB_CORRUPTED; /* never deleted through a damaged page */
+            break;
         }
         int pk = llmc_record_peek(v.mv_data, v.mv_size, &created, &expires);
         if (pk == 0 && (dbi == d->by_age ? created : expires) != t)
@@ -513,12 +578,17 @@ static int write_batch(disk_t *d, op_t *batch, uint64_t *stored)
             MDB_val k = { LLMC_KEY_LEN, op->key.b }, v;
             llmc_entry_t *e = NULL;
             bool existed;
-            /* Only a record that is still bad: a good put may have replaced
-               it, and running out of memory says nothing about the record. */
+            /* Only a record that is still of another format: a good put
+               may have replaced it. One that does not verify now is damage,
+               never deleted (note_damage stops the tier). */
             int dec = mdb_get(txn, d->entries, &k, &v) == 0 ?
-                      llmc_record_decode(&op->key, v.mv_data, v.mv_size, &e) : 0;
-            if (dec == LLMC_ECORRUPT || dec == LLMC_EVERSION)
+                      value_sound(d, &v) ? llmc_record_decode(&op->key, v.mv_data, v.mv_size, &e)
+                                         : LLMC_ECORRUPT
+                      : 0;
+            if (dec == LLMC_EVERSION)
                 rc = delete_entry(d, txn, op->key.b, &existed);
+            else if (dec == LLMC_ECORRUPT)
+                rc = MDB_CORRUPTED;
             llmc_entry_unref(e);
         }
     }
@@ -735,8 +805,9 @@ static void mark_damaged(disk_t *d)
         /* the crash-loop count still catches what this misses */
     }
     close(fd);
-    fprintf(stderr, "llmcached: disk tier: LMDB reports damage in %s/data.mdb: it is no longer "
-            "used, and the next start moves it aside\n", d->path);
+    fprintf(stderr, "llmcached: disk tier: damage found in %s/data.mdb (by LMDB, or a record "
+            "that does not verify): it is no longer used, and the next start moves it aside\n",
+            d->path);
 }
 
 /* ---- the writer thread ---- */
@@ -778,7 +849,7 @@ static op_t *next_batch(disk_t *d, size_t *nput)
     if (batch && (batch->kind == OP_PURGE || batch->kind == OP_SWEEP)) {
         n = 1;
     } else {
-        for (op_t *op = batch; op && (op->kind == OP_PUT || op->kind == OP_DEL_CORRUPT) &&
+        for (op_t *op = batch; op && (op->kind == OP_PUT || op->kind == OP_DEL_FOREIGN) &&
                                n < d->batch_max && (n == 0 || bytes < d->batch_bytes); op = op->next) {
             last = op;
             n++;
@@ -869,7 +940,7 @@ static void *writer_main(void *arg)
         } else if (batch->kind == OP_SWEEP && (rc = sweep(d, batch->now_ms)) != 0) {
             note_damage(d, rc);
             count(&d->errors, 1);
-        } else if (batch->kind == OP_PUT || batch->kind == OP_DEL_CORRUPT) {
+        } else if (batch->kind == OP_PUT || batch->kind == OP_DEL_FOREIGN) {
             run_writes(d, batch, nput);
         }
         finish_batch(d, batch);
@@ -937,13 +1008,14 @@ static void reader_end(disk_t *d, MDB_txn *txn)
         mdb_txn_abort(txn);
 }
 
-/* Queues the removal of a record that failed to decode; best effort. */
-static void queue_del_corrupt(disk_t *d, const llmc_key_t *key)
+/* Queues the removal of a sound record of a format this build does not
+   read (written by another version); best effort. */
+static void queue_del_foreign(disk_t *d, const llmc_key_t *key)
 {
     op_t *op = calloc(1, sizeof *op);
     if (!op)
         return;
-    op->kind = OP_DEL_CORRUPT;
+    op->kind = OP_DEL_FOREIGN;
     op->key = *key;
     if (enqueue(d, op, true))
         free(op);
@@ -966,18 +1038,29 @@ static bool hidden(disk_t *d, const llmc_entry_t *e, uint64_t done0)
     return hide || atomic_load(&d->purges_done) != done0;
 }
 
-/* Reads and decodes the record under key; a bad one is counted and queued for removal. */
+/*
+ * Reads and decodes the record under key. One that fails its checksum, or
+ * whose bytes LMDB places outside the file or under a false overflow
+ * header (value_sound), is damage: it is left where it is (deleting it
+ * would go through the damaged page) and the tier stops using the file
+ * (note_damage), which the next start moves aside. One of another format
+ * is sound and is queued for removal. Either is counted.
+ */
 static llmc_entry_t *read_entry(disk_t *d, MDB_txn *txn, const llmc_key_t *key)
 {
     MDB_val k = { LLMC_KEY_LEN, (void *)key->b }, v;
     llmc_entry_t *e = NULL;
     int rc = mdb_get(txn, d->entries, &k, &v);
     note_damage(d, rc);
-    if (rc == 0)
+    if (rc == 0 && !value_sound(d, &v))
+        rc = LLMC_ECORRUPT;
+    else if (rc == 0)
         rc = llmc_record_decode(key, v.mv_data, v.mv_size, &e);
-    if (rc == LLMC_ECORRUPT || rc == LLMC_EVERSION)
-        queue_del_corrupt(d, key);
-    if (rc && rc != MDB_NOTFOUND)
+    if (rc == LLMC_ECORRUPT)
+        note_damage(d, MDB_CORRUPTED); /* counted there, once */
+    else if (rc == LLMC_EVERSION)
+        queue_del_foreign(d, key);
+    if (rc && rc != MDB_NOTFOUND && rc != LLMC_ECORRUPT)
         count(&d->errors, 1);
     return e;
 }
@@ -1603,10 +1686,41 @@ static size_t clamp(size_t v, size_t lo, size_t hi) { return v < lo ? lo : v > h
  * kept to about 1/TXN_SHARE of the map's pages, and the headroom to at
  * least HEADROOM_PAGES, which in a small map is a large share of it.
  */
+/*
+ * Where LMDB mapped data.mdb: lmdb.h does not say (mdb_env_info's
+ * me_mapaddr is only the address asked for with MDB_FIXEDMAP), so the
+ * mapping of the file's inode is read from /proc/self/maps, once, at open;
+ * LMDB never moves it (the map is --disk-max from the start). Not found:
+ * value_sound cannot check, and says so by trusting (the crash-loop count
+ * remains).
+ */
+static void find_map(disk_t *d)
+{
+    int fd;
+    struct stat st;
+    char line[PATH_MAX + 128];
+    if (mdb_env_get_fd(d->env, &fd) || fstat(fd, &st) != 0)
+        return;
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long lo, hi, ino;
+        if (sscanf(line, "%llx-%llx %*s %*s %*s %llu", &lo, &hi, &ino) == 3 &&
+            ino == (unsigned long long)st.st_ino && strstr(line, "/data.mdb")) {
+            d->map = (const uint8_t *)(uintptr_t)lo;
+            d->map_len = (size_t)(hi - lo);
+            break;
+        }
+    }
+    fclose(f);
+}
+
 static void size_txns(disk_t *d)
 {
     MDB_stat st;
     uint64_t psize = mdb_env_stat(d->env, &st) == 0 ? st.ms_psize : 4096;
+    d->psize = psize;
     size_t pages = (size_t)(d->max_bytes / psize / TXN_SHARE);
     d->batch_max = clamp(pages, 8, BATCH_MAX);
     d->evict_max = clamp(pages, 8, EVICT_MAX);
@@ -1677,6 +1791,7 @@ int llmc_tier_disk_open(const llmc_disk_config_t *cfg, llmc_tier_t **out, char *
         (rc = open_env(d, err, errlen)))
         goto fail;
     size_txns(d);
+    find_map(d);
     if (pthread_create(&d->writer, NULL, writer_main, d) != 0) {
         seterr(err, errlen, "cannot start the disk writer thread");
         rc = LLMC_ENOMEM;

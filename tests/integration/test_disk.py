@@ -21,6 +21,7 @@ Decisions a newcomer would otherwise get wrong:
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import stat
@@ -30,6 +31,7 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from conftest import (async_read_response, cache_control, cache_status, chat_body, http_request,
                       session, wait_until)
@@ -393,19 +395,21 @@ def test_corrupt_record_is_a_miss_never_a_wrong_body(gateway_factory, mock, tmp_
     assert mock.stats()["chat"] == calls + 1
     r2 = g2.chat(body)
     assert xcache(r2.headers) == "HIT" and r2.content == r.content
-    # The neighbour in the same page is untouched.
-    rn = g2.chat(neighbour, headers=OIC)
-    assert rn.status_code == 200 and rn.content == n0.content
-    wait_until(lambda: dstats(g2)["stored"] >= 1, what="the refetched answer committed")
+    # The bad record is left where it is (deleting it would go through a
+    # page known to be damaged: issue 14's crashes) and the tier stops using
+    # the file, so even the intact neighbour is no longer read from it.
+    assert g2.chat(neighbour, headers=OIC).status_code == 504
     stop(g2)
+    assert "damage found" in g2.stderr(), g2.stderr()
 
-    # The good answer replaced the bad record on disk.
-    assert mdb_check(data) == 2
+    # The next start keeps the file aside, as it was, and starts empty.
     g3 = disk_gateway(gateway_factory, mock, data)
-    r3 = g3.chat(body, headers=OIC)
-    assert r3.status_code == 200 and cache_status(r3.headers).get("detail") == "disk"
-    assert r3.content == r.content
-    assert dstats(g3)["errors"] == 0
+    aside = corrupt_files(data)
+    assert dstats(g3)["quarantined"] == 1 and len(aside) == 1, list(data.iterdir())
+    assert aside[0].read_bytes()[:len(raw)].count(bad.encode("latin-1")) == len(at)
+    assert g3.chat(body, headers=OIC).status_code == 504
+    r3 = g3.chat(body)
+    assert r3.status_code == 200 and answer_text(r3.content) == answer_text(r0.content)
 
 
 def test_data_file_cut_short_is_misses_not_a_crash(gateway_factory, mock, tmp_path):
@@ -560,6 +564,162 @@ def test_a_crash_loop_quarantines_the_data_file(gateway_factory, mock, tmp_path)
     assert dstats(g4)["quarantined"] == 0 and len(corrupt_files(data)) == 1
     assert g4.chat(bodies[0], headers=OIC).status_code == 200
     stop(g4)
+
+
+def test_a_record_under_a_false_overflow_header_is_never_deleted(gateway_factory, mock, tmp_path):
+    """Issue 14: the writer deleted records through damaged pages, and LMDB
+    crashed there (mdb_ovpage_free trusts the overflow page's count of its
+    pages), then again at every start. Here the record of a big answer gets
+    a false page count; the answer is then fetched again (no-cache), so the
+    writer must replace, that is delete, the record. It must not: the
+    damage is noticed, the gateway stays up and serves, and the next start
+    keeps the file aside."""
+    data = tmp_path / "data"
+    g = disk_gateway(gateway_factory, mock, data)
+    tag = uuid.uuid4().hex
+    body = chat_body(f"overflow {tag}", mock={"bytes": 9000})
+    r0 = g.chat(body)
+    assert r0.status_code == 200
+    wait_committed(g, 1)
+    stop(g)
+    raw = bytearray((data / "data.mdb").read_bytes())
+    psize = 4096
+    hit = 0
+    for i in range(len(raw)):
+        if not raw.startswith(tag.encode(), i):
+            continue
+        page = i // psize * psize
+        pgno = int.from_bytes(raw[page:page + 8], "little")
+        flags = int.from_bytes(raw[page + 10:page + 12], "little")
+        if pgno == page // psize and flags == 0x04:       # an overflow page, as LMDB writes it
+            raw[page + 12:page + 16] = (0x7FFFFFF0).to_bytes(4, "little")
+            hit += 1
+    assert hit, "the answer is not in an overflow page"
+    (data / "data.mdb").write_bytes(bytes(raw))
+
+    g2 = disk_gateway(gateway_factory, mock, data)
+    r = g2.chat(body, headers={"Cache-Control": "no-cache"})
+    assert r.status_code == 200 and answer_text(r.content) == answer_text(r0.content)
+    wait_until(lambda: dstats(g2)["errors"] >= 1, what="the damage noticed")
+    assert g2.alive()
+    r = g2.chat(chat_body(f"after {tag}"))
+    assert r.status_code == 200 and xcache(r.headers) == "MISS"
+    stop(g2)
+    assert "damage found" in g2.stderr(), g2.stderr()
+    g3 = disk_gateway(gateway_factory, mock, data)
+    assert dstats(g3)["quarantined"] == 1 and len(corrupt_files(data)) == 1
+    assert g3.chat(body).status_code == 200
+
+
+# ------------------------------------------------------- 4c. any damage, in a loop (issue 14)
+
+# Seeds of the random-block damage; LLMC_DISK_DAMAGE_SEEDS=30 runs more.
+SEEDS = int(os.environ.get("LLMC_DISK_DAMAGE_SEEDS", "6"))
+
+
+def _blocks(seed, n=24):
+    """n random 16-byte blocks overwritten past the two meta pages."""
+    def damage(f):
+        rnd = random.Random(seed)
+        size = f.stat().st_size
+        with open(f, "r+b") as fh:
+            for _ in range(n):
+                fh.seek(rnd.randrange(2 * 4096, size - 16))
+                fh.write(rnd.randbytes(16))
+    return damage
+
+
+def start_or_crash(gateway_factory, mock, data):
+    """A gateway on data, or None when it died during start-up (a crash
+    the test tolerates once in a row, see below)."""
+    g = disk_gateway(gateway_factory, mock, data, wait=False)
+    g.must_survive = False
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and g.alive():
+        try:
+            if g.http.get(g.url + "/healthz", timeout=1).status_code == 200:
+                return g
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    assert not g.alive(), f"not ready in 20 s:\n{g.stderr()}"
+    return None
+
+
+def serve_all(g, bodies, known, fresh):
+    """Every stored key: one of the bodies stored for it (known[i], a set)
+    or a miss (504), never another body; then each asked again without
+    only-if-cached (misses refetched and written to the disk tier through
+    whatever the damage left; what it gives joins known[i]), and a fresh
+    question answered right. False when the gateway died meanwhile."""
+    try:
+        for b, want in zip(bodies, known):
+            r = g.chat(b, headers=OIC, timeout=10)
+            assert r.status_code in (200, 504), r.text
+            if r.status_code == 200:
+                assert r.content in want, "a damaged file gave a wrong body"
+        for b, want in zip(bodies, known):
+            r = g.chat(b, timeout=10)
+            assert r.status_code == 200
+            assert answer_text(r.content) == answer_text(next(iter(want)))
+            want.add(r.content)
+        r = g.chat(fresh, timeout=10)
+        assert r.status_code == 200 and xcache(r.headers) == "MISS"
+        return True
+    except requests.ConnectionError:
+        # Dying (a crash takes a moment to end the process), or a bug.
+        wait_until(lambda: not g.alive(), timeout=10, what="the gateway that reset us to exit")
+        return False
+
+
+def damage_round(gateway_factory, mock, pristine, data, damage, bodies, before, name):
+    """One kind of damage to a copy of a filled data dir; see the test."""
+    known = [{b} for b in before]
+    shutil.copytree(pristine, data)
+    damage(data / "data.mdb")
+    crashes = []
+    for attempt in range(3):
+        g = start_or_crash(gateway_factory, mock, data)
+        if g and serve_all(g, bodies, known, chat_body(f"fresh {name} {attempt}")):
+            break
+        crashes.append((g or "start-up", (g.proc.returncode, g.stderr()[-2000:]) if g else None))
+    else:
+        pytest.fail(f"{name}: the gateway crashed at three starts in a row: {crashes}")
+    noticed = dstats(g)["quarantined"] > 0 or "damage found" in g.stderr()
+    stop(g)
+    g2 = disk_gateway(gateway_factory, mock, data)
+    if noticed or crashes:
+        assert corrupt_files(data), f"{name}: damage was noticed but the file is not kept aside"
+    assert serve_all(g2, bodies, known, chat_body(f"fresh {name} after"))
+    stop(g2)
+    return [c[1][0] if c[1] else "start-up" for c in crashes], bool(corrupt_files(data))
+
+
+def test_any_damage_to_the_data_file_never_crash_loops_nor_serves_a_wrong_body(
+        gateway_factory, mock, tmp_path):
+    """Issue 14: random 16-byte blocks past the meta pages (several seeds),
+    a file cut short, zeroed meta pages, a random file. For each, on a copy
+    of the same filled data dir: the gateway starts and serves; a stored key
+    gives its stored body or a miss, never another body; a fresh question is
+    answered; a file judged damaged is kept aside (data.mdb.corrupt-*). A
+    crash that nothing signal-safe can avoid (LMDB reading through a damaged
+    branch page) is allowed, but not a crash loop: after two crashed starts
+    in a row the crash-loop count moves the file aside at the third."""
+    pristine = tmp_path / "pristine"
+    g = disk_gateway(gateway_factory, mock, pristine)
+    # Small records share leaf pages; big ones have overflow pages of their own.
+    bodies = [chat_body(f"damage loop {i}", mock={"bytes": 200 if i % 2 else 6000})
+              for i in range(60)]
+    before = [g.chat(b).content for b in bodies]
+    wait_committed(g, len(bodies))
+    stop(g)
+    kinds = dict(DAMAGE)
+    kinds.update({f"blocks-seed-{seed}": _blocks(seed) for seed in range(SEEDS)})
+    summary = {}
+    for name, damage in kinds.items():
+        summary[name] = damage_round(gateway_factory, mock, pristine, tmp_path / name, damage,
+                                     bodies, before, name)
+    print("damage rounds (exit statuses of crashed runs, kept aside):", summary)
 
 
 @pytest.mark.parametrize("mode", [0o777, 0o770, 0o702])

@@ -13,7 +13,10 @@ embeddings, streams, coalesced bursts, clients that hang up, malformed
 requests, issue 14's worst bodies (at and one past --max-json-values),
 and injected faults (reset, truncate, invalid JSON, empty, 429/500/
 503, a stall past --upstream-timeout, a cut stream). Every ~20 s the mock is
-killed and restarted on the same port. A sampler reads the gateway's VmRSS and
+killed and restarted on the same port. Now and then (issue 14) a big streaming miss is joined by
+clients that never read (they must be dropped, --stream-max-lag, while a
+reading client gets the whole stream); a probe asks for a cached hit every
+0.2 s throughout, and its slowest answer must stay under --stall-bound-ms. A sampler reads the gateway's VmRSS and
 its open descriptors (/proc/PID/fd) every few seconds.
 
 At the end it asserts:
@@ -24,7 +27,9 @@ At the end it asserts:
 - RSS grew less than --rss-bound-mb over the last 2/3 of the run (the first
   third is warm-up: the cache fills to --max-memory, allocator arenas settle);
 - the descriptor count after the traffic stops is back to the baseline taken
-  before it started, plus at most --fd-slack (the upstream connection pool).
+  before it started, plus at most --fd-slack (the upstream connection pool);
+- the hit probe never waited longer than --stall-bound-ms (the gateway stayed
+  responsive while the worst bodies and the silent followers came).
 
 Decisions a newcomer would otherwise get wrong:
 - Traffic goes only to 127.0.0.1 and is bounded in time; each client thread
@@ -177,6 +182,7 @@ class Soak:
         self.latency = collections.defaultdict(list)
         self.unexpected = []
         self.samples = []  # (t, rss_kb, fds, entries, bytes)
+        self.probe_ms = []
         self.lock = threading.Lock()
         self.seq = 0
         self.mock = None
@@ -196,9 +202,10 @@ class Soak:
             "--upstream", f"http://127.0.0.1:{self.mock_port}/v1",
             "--threads", "2", "--access-log", "off",
             "--ttl", "4", "--max-memory", self.args.max_memory, "--max-entry-percent", "10",
-            "--upstream-timeout", "2", "--connect-timeout", "1",
+            "--upstream-timeout", "4", "--connect-timeout", "1",
             "--header-timeout", "5", "--idle-timeout", "30",
             "--max-json-values", str(WORST_VALUES),
+            "--stream-max-lag", "256K", "--max-response-bytes", "64M",
         ], self.tmp, self.env)
         self.gw.wait_ready(self.base + "/healthz", self.args.start_timeout)
 
@@ -397,6 +404,79 @@ class Soak:
         for t in ts:
             t.join(30)
 
+    # ---- issue 14: silent stream followers, a hit probe
+
+    def silent_followers(self):
+        """Every --followers-every s, a 4 MB streaming miss that --followers
+        clients join and never read (a tiny receive buffer, so the kernel
+        does not hold the stream for them), and one client that reads it:
+        the reader gets it all, each silent one is disconnected."""
+        n = self.args.followers
+        while not self.stop_evt.wait(self.args.followers_every):
+            t0 = time.monotonic()
+            body = json.dumps(self.body(f"silent followers {self.next_id()}", stream=True,
+                                        mock={"bytes": 4_000_000, "latency_ms": 300,
+                                              "chunk_delay_ms": 3})).encode()
+            req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                   b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            silent = []
+            try:
+                for _ in range(n):
+                    c = socket.socket()
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                    c.connect(("127.0.0.1", self.gw_port))
+                    c.sendall(req)
+                    silent.append(c)
+                data = b""
+                with socket.create_connection(("127.0.0.1", self.gw_port), timeout=30) as r:
+                    r.sendall(req)
+                    while not data.endswith(b"\r\n0\r\n\r\n"):
+                        d = r.recv(1 << 20)
+                        if not d:
+                            break
+                        data += d
+                done = b"data: [DONE]" in data and data.endswith(b"\r\n0\r\n\r\n")
+                dropped = 0
+                for c in silent:  # each must be closed by the gateway, not left hanging
+                    c.settimeout(10)
+                    try:
+                        while c.recv(1 << 16):
+                            pass
+                        dropped += 1
+                    except ConnectionResetError:
+                        dropped += 1
+                    except OSError:
+                        pass
+                ok = done and dropped == n
+                t1 = time.monotonic()
+                self.record("silent-followers",
+                            "ok" if ok else "restart" if self.restarts.overlaps(t0, t1)
+                            else "unexpected", t0, t1,
+                            f"reader done={done} ({len(data)} bytes), {dropped}/{n} dropped")
+            except OSError as e:
+                self.record("silent-followers", "unexpected", t0, time.monotonic(), f"conn: {e!r}")
+            finally:
+                for c in silent:
+                    c.close()
+
+    def hit_probe(self):
+        """A cached hit every 0.2 s; its slowest answer is the soak's stall."""
+        s = session()
+        body = self.body("the probe's question")
+        s.post(self.base + CHAT, json=body, timeout=15)
+        while not self.stop_evt.wait(0.2):
+            t0 = time.monotonic()
+            try:
+                r = s.post(self.base + CHAT, json=body, timeout=30)
+                ok = r.status_code == 200
+            except requests.RequestException:
+                ok = False
+            t1 = time.monotonic()
+            with self.lock:
+                self.probe_ms.append((t1 - t0) * 1000)
+            if not ok and not self.restarts.overlaps(t0, t1):
+                self.record("hit-probe", "unexpected", t0, t1, "the probe's hit failed")
+
     OPS = [  # (weight, op)
         (30, "op_hit"), (15, "op_miss"), (5, "op_no_store"), (8, "op_short_ttl"), (3, "op_big"),
         (4, "op_ask"), (3, "op_completions"), (3, "op_embeddings"), (6, "op_stream"),
@@ -427,6 +507,8 @@ class Soak:
         t0 = time.monotonic()
         threads = [threading.Thread(target=self.client, args=(i,), daemon=True) for i in range(a.clients)]
         threads.append(threading.Thread(target=self.restarter, daemon=True))
+        for extra in (self.silent_followers, self.hit_probe):
+            threads.append(threading.Thread(target=extra, daemon=True))
         threads.append(threading.Thread(target=self.sampler, args=(t0,), daemon=True))
         for t in threads:
             t.start()
@@ -501,6 +583,13 @@ class Soak:
         if fd_end < 0 or fd_end > fd_base + a.fd_slack:
             failures.append(f"open descriptors {fd_base} before, {fd_end} after the traffic "
                             f"(slack {a.fd_slack})")
+        probe = sorted(self.probe_ms) or [0]
+        print("hit probe: %d hits, p50 %.1f ms, p99 %.1f ms, max %.1f ms" % (
+            len(self.probe_ms), probe[len(probe) // 2],
+            probe[min(len(probe) - 1, int(len(probe) * 0.99))], probe[-1]))
+        if probe[-1] > a.stall_bound_ms:
+            failures.append(f"a cached hit waited {probe[-1]:.0f} ms (bound {a.stall_bound_ms} ms): "
+                            "the gateway stalled")
         if total["ok"] < 100:
             failures.append(f"only {total['ok']} good answers: the soak did not really run")
 
@@ -536,6 +625,11 @@ def main():
     ap.add_argument("--hot", type=int, default=50, help="distinct hot questions")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("LLMC_TEST_SEED", "7")))
     ap.add_argument("--start-timeout", type=float, default=20)
+    ap.add_argument("--followers-every", type=float, default=15,
+                    help="seconds between big streams joined by silent followers")
+    ap.add_argument("--followers", type=int, default=10, help="silent followers of each")
+    ap.add_argument("--stall-bound-ms", type=float, default=1000,
+                    help="the slowest the hit probe may answer")
     args = ap.parse_args()
     args.bin = str(Path(args.bin).resolve())
     if not os.access(args.bin, os.X_OK):

@@ -410,7 +410,32 @@ static void write_garbage(const fixture_t *f, uint32_t i, const void *val, size_
     mdb_env_close(env);
 }
 
-static void test_corrupt_record_is_miss_counted_deleted(void **state)
+static int count_aside(const fixture_t *f);
+static uint64_t quarantined(llmc_tier_t *t);
+
+/* Records in the "entries" database, read with LMDB directly. */
+static size_t raw_entries(const fixture_t *f)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_stat st;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "entries", 0, &dbi), 0);
+    assert_int_equal(mdb_stat(txn, dbi, &st), 0);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return st.ms_entries;
+}
+
+/* Issue 14: a record that fails to verify is a miss, counted, and damage:
+   it is left where it is (deleting it goes through its pages, and through
+   a damaged page LMDB crashes), the tier stops using the file, and the next
+   open moves the file aside. */
+static void test_corrupt_record_is_miss_counted_left_and_stops_the_tier(void **state)
 {
     fixture_t *f = *state;
     llmc_disk_config_t c = config(f);
@@ -430,18 +455,23 @@ static void test_corrupt_record_is_miss_counted_deleted(void **state)
     llmc_entry_unref(e);
 
     t = open_ok(&c);
-    assert_false(has(t, 1, NOW));
-    assert_false(has(t, 2, NOW));
     assert_true(has(t, 0, NOW));
-    llmc_tier_disk_flush(t);
-    llmc_tier_stats_t s = stats(t);
-    assert_int_equal(s.errors, 2);
-    assert_int_equal(s.misses, 2);
-    assert_int_equal(s.entries, 1);   /* both bad records deleted */
-    /* Gone now, so a second lookup is a plain miss, not another error. */
+    assert_false(has(t, 2, NOW));
+    assert_int_equal(stats(t).errors, 1);
+    /* From now on the file is neither read nor written. */
+    assert_false(has(t, 0, NOW));
     assert_false(has(t, 1, NOW));
-    assert_int_equal(stats(t).errors, 2);
-    /* And the key can be stored again. */
+    assert_int_equal(put(t, 1, 60000, NULL, NULL), 0);
+    llmc_tier_disk_flush(t);
+    assert_false(has(t, 1, NOW));
+    t->ops->destroy(t);
+    assert_int_equal(raw_entries(f), 3); /* nothing was deleted */
+
+    /* The next open sets the file aside and starts empty. */
+    t = open_ok(&c);
+    assert_int_equal(count_aside(f), 1);
+    assert_int_equal(quarantined(t), 1);
+    assert_false(has(t, 0, NOW));
     assert_int_equal(put(t, 1, 60000, NULL, NULL), 0);
     llmc_tier_disk_flush(t);
     assert_true(has(t, 1, NOW));
@@ -1079,7 +1109,7 @@ int main(int argc, char **argv)
         T(test_full_queue_drops_and_never_blocks),
         T(test_disk_bound_evicts_oldest_first),
         T(test_big_entries_evict_a_few_not_the_whole_file),
-        T(test_corrupt_record_is_miss_counted_deleted),
+        T(test_corrupt_record_is_miss_counted_left_and_stops_the_tier),
         T(test_second_open_refused),
         T(test_files_are_private),
         T(test_reader_slots_full_is_a_miss),
