@@ -52,10 +52,19 @@
  *   disappears. Waiters ask again every LEASE_POLL_MS: the answer (a
  *   fill), the lease (its holder gave up or died), or wait on, until their
  *   max_wait. Any fault answers LLMC_LEASE_NONE: call the model.
- * - Purges: by key only (DEL). Namespace, tag, model and whole-cache
- *   purges complete at once with nothing removed here; those entries
- *   leave Redis at the end of their lifetime (SCAN with the prefix and a
- *   check of each record is the way to add them).
+ * - Purges: by key, a DEL; by any other selector, a SCAN over the
+ *   prefix a batch at a time, each record read and checked (see "purges
+ *   by selector" below). The purge answers with what Redis removed.
+ * - Invalidations between gateways: every fill publishes "<id> R <key>"
+ *   and every purge "<id> P <selector JSON>" on prefix + "invalidate",
+ *   on the connection that did the work and after it (a peer that hears
+ *   finds Redis already changed). One subscriber connection per process,
+ *   on worker 0's loop, hands the others' messages to peer_purge, which
+ *   purges every tier but this one: nothing is published back, and our
+ *   own messages (id = the token seed) are skipped. A peer's fill is not
+ *   logged as a purge by the set (one per fill would roll its short log
+ *   over); a peer's purge is. Messages lost while the subscriber is down
+ *   are not replayed (the issue's drop-on-reconnect is not done yet).
  */
 #include <arpa/inet.h>
 #include <assert.h>
@@ -76,6 +85,7 @@
 #include "llmc/error.h"
 #include "llmc/record.h"
 #include "tier/redis.h"
+#include "tier/redis_int.h"
 
 #define DEFAULT_PREFIX     "llmc:"
 #define DEFAULT_TIMEOUT_MS 50
@@ -90,6 +100,9 @@
 #define LEASE_MS           5000           /* a held lease lives this long unless refreshed */
 #define LEASE_REFRESH_MS   (LEASE_MS / 3)
 #define LEASE_POLL_MS      25             /* a waiter asks again this often */
+#define SCAN_COUNT         "256"          /* keys a SCAN step looks at: a purge's batch */
+#define CHANNEL            "invalidate"   /* after the prefix: where invalidations go */
+#define ID_LEN             16             /* hex digits naming this process in a message */
 
 /* KEYS: the answer's key, the lease's; ARGV: our token, the lease's PX.
    The answer when there is one; else 1 when the lease is ours, 0 when
@@ -131,7 +144,23 @@ static const char refresh_lua[] =
     X(leases_filled, "leases/filled", COUNTER, "misses",                                   \
       "Misses answered by another gateway's call (no model call here).")                    \
     X(leases_none, "leases/none", COUNTER, "misses",                                       \
-      "Misses that called the model without a lease (Redis down or slow, a wait too long).")
+      "Misses that called the model without a lease (Redis down or slow, a wait too long).") \
+    X(subscribed, "invalidations/subscribed", GAUGE, "connections",                        \
+      "1 while this process listens to the other gateways' invalidations.")                 \
+    X(inval_sent, "invalidations/sent", COUNTER, "messages",                               \
+      "Invalidations published: a purge here, or a new answer stored for a key.")           \
+    X(inval_received, "invalidations/received", COUNTER, "messages",                       \
+      "Other gateways' invalidations applied to this process's other tiers.")               \
+    X(inval_bad, "invalidations/bad", COUNTER, "messages",                                 \
+      "Messages on the invalidation channel that were not an invalidation (ignored).")      \
+    X(scanned, "purge/scanned", COUNTER, "keys",                                           \
+      "Keys a purge by selector read from Redis to check (SCAN, then GET).")                \
+    X(lat_count, "latency/lookups", COUNTER, "lookups",                                    \
+      "Lookups Redis answered (the count latency/sum_us adds up).")                         \
+    X(lat_sum_us, "latency/sum_us", COUNTER, "microseconds",                               \
+      "Time from sending a lookup to its answer, summed: divide by latency/lookups.")       \
+    X(lat_max_us, "latency/max_us", GAUGE, "microseconds",                                 \
+      "The slowest lookup Redis answered.")
 
 typedef struct redis_xstats {
     REDIS_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -143,6 +172,7 @@ static const llmc_stat_desc_t xstats_desc[] = {REDIS_XSTATS_TABLE(LLMC_STAT_DESC
 
 typedef struct redis redis_t;
 typedef struct conn conn_t;
+typedef struct scan scan_t;
 
 enum op_kind {
     OP_HELLO,  /* AUTH or SELECT: an error reply drops the connection */
@@ -151,7 +181,10 @@ enum op_kind {
     OP_SET,
     OP_DEL,
     OP_LEASE,  /* the acquire script, for a lease that waits on it */
-    OP_FIRE,   /* a lease's refresh or release: nobody waits */
+    OP_FIRE,   /* a lease's refresh or release, a PUBLISH: nobody waits */
+    OP_SCAN,   /* a purge's SCAN step */
+    OP_SGET,   /* a purge reads a key the SCAN found */
+    OP_SDEL,   /* a purge deletes what it selected */
 };
 
 typedef struct op {
@@ -164,7 +197,10 @@ typedef struct op {
     llmc_tier_purge_cb done;      /* OP_DEL */
     void *arg;
     struct lease *lease;          /* OP_LEASE, until the lease is answered or ended */
+    scan_t *scan;                 /* OP_SCAN, OP_SGET, OP_SDEL */
+    llmc_key_t key;               /* OP_SGET */
     uint64_t sent_ms, deadline_ms; /* the loop's clock */
+    uint64_t sent_ns;             /* OP_GET: uv_hrtime(), for the latency figures */
 } op_t;
 
 typedef enum cstate {
@@ -178,6 +214,7 @@ typedef enum cstate {
 struct conn {
     redis_t *r;
     unsigned worker;
+    bool sub;                     /* the subscriber: SUBSCRIBE once ready, nothing else */
     uv_loop_t *loop;
     cstate_t state;
     redisAsyncContext *ac;        /* while CONNECTING or UP */
@@ -230,6 +267,18 @@ struct redis {
     _Atomic uint64_t leases_won, leases_waited, leases_filled, leases_none;
     uint64_t token_seed;          /* makes lease tokens unique to this process */
     _Atomic uint64_t token_next;
+    /* Invalidations: published on chan by every connection, heard by sub
+       (worker 0's loop) and applied through peer_purge. */
+    conn_t *sub;
+    char chan[LLMC_REDIS_PREFIX_MAX + sizeof(CHANNEL)];
+    size_t chan_len;
+    char self_id[ID_LEN + 1];     /* token_seed in hex: our own messages are skipped */
+    void (*peer_purge)(void *arg, llmc_tier_t *from, unsigned worker, const llmc_purge_t *sel,
+                       bool logged);
+    void *peer_purge_arg;
+    atomic_bool subscribed;
+    _Atomic uint64_t inval_sent, inval_received, inval_bad, scanned;
+    _Atomic uint64_t lat_count, lat_sum_us, lat_max_us;
 };
 
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
@@ -307,7 +356,8 @@ static bool asked(const redisReadTask *task)
 {
     const redisAsyncContext *ac = task->privdata;
 
-    if (task->parent || ac->replies.head)
+    /* Once subscribed, hiredis routes the messages to SUBSCRIBE's callback. */
+    if (task->parent || ac->replies.head || (ac->c.flags & REDIS_SUBSCRIBED))
         return true;
     ((conn_t *)ac->data)->unasked_reply = true;
     return false;
@@ -525,6 +575,12 @@ static redisAsyncContext *conn_down(conn_t *c, const char *why)
     c->timeouts_in_row = 0;
     uv_timer_stop(&c->deadline);
     uv_timer_start(&c->retry, on_conn_timer, next_backoff(c), 0);
+    if (c->sub) {
+        /* The lookup connections tell the state changes; this one is
+           only shown (invalidations/subscribed). */
+        atomic_store(&r->subscribed, false);
+        return ac;
+    }
     if (was_up) {
         count(&r->disconnects);
         if (atomic_fetch_sub(&r->up, 1) == 1 && !atomic_exchange(&r->down_told, true))
@@ -547,12 +603,18 @@ static void conn_drop(conn_t *c, const char *why)
         redisAsyncFree(ac);
 }
 
+static void subscribe(conn_t *c);
+
 static void conn_ready(conn_t *c)
 {
     redis_t *r = c->r;
 
     c->state = C_UP;
     uv_timer_stop(&c->retry);
+    if (c->sub) {
+        subscribe(c);
+        return;
+    }
     count(&r->connects);
     if (atomic_fetch_add(&r->up, 1) == 0) {
         atomic_store(&r->down_told, false);
@@ -706,6 +768,19 @@ static void on_conn_timer(uv_timer_t *t)
 
 /* ---- replies --------------------------------------------------------------- */
 
+static void note_latency(redis_t *r, const op_t *op)
+{
+    uint64_t us = (uv_hrtime() - op->sent_ns) / 1000;
+    uint64_t max = load(&r->lat_max_us);
+
+    count(&r->lat_count);
+    atomic_fetch_add_explicit(&r->lat_sum_us, us, memory_order_relaxed);
+    while (us > max && !atomic_compare_exchange_weak_explicit(&r->lat_max_us, &max, us,
+                                                             memory_order_relaxed,
+                                                             memory_order_relaxed))
+        ;
+}
+
 static void got_get(conn_t *c, op_t *op, const redisReply *reply)
 {
     redis_t *r = c->r;
@@ -717,6 +792,7 @@ static void got_get(conn_t *c, op_t *op, const redisReply *reply)
     if (!reply) {
         rc = c->state == C_DETACHED ? LLMC_ECANCELED : LLMC_ENOENT;
     } else {
+        note_latency(r, op);
         rc = value_decode(&lk->query->key, reply, &lk->entry);
         if (rc == LLMC_ECORRUPT || rc == LLMC_EVERSION)
             count(&r->corrupt);
@@ -944,6 +1020,273 @@ static void leases_cancel(conn_t *c)
     }
 }
 
+/* ---- invalidations between gateways ---------------------------------------- */
+
+/*
+ * Publishes "<our id> <kind> <payload>" on the channel, behind whatever c
+ * sent before it (so a peer that hears of a new answer finds it stored).
+ * kind R: a new answer for the key whose hex is payload; P: a purge,
+ * payload its selector (redis_msg.c).
+ */
+static void publish(conn_t *c, char kind, const char *payload, size_t plen)
+{
+    redis_t *r = c->r;
+    size_t n = ID_LEN + 3 + plen;
+    char *msg = malloc(n);
+
+    if (!msg)
+        return;
+    memcpy(msg, r->self_id, ID_LEN);
+    msg[ID_LEN] = ' ';
+    msg[ID_LEN + 1] = kind;
+    msg[ID_LEN + 2] = ' ';
+    memcpy(msg + ID_LEN + 3, payload, plen);
+    const char *argv[] = {"PUBLISH", r->chan, msg};
+    size_t lens[] = {7, r->chan_len, n};
+    if (send_cmd(c, OP_FIRE, 3, argv, lens))
+        count(&r->inval_sent);
+    free(msg);
+}
+
+static void publish_purge(conn_t *c, const llmc_purge_t *sel)
+{
+    char *json = llmc__redis_sel_encode(sel);
+
+    if (json)
+        publish(c, 'P', json, strlen(json));
+    free(json);
+}
+
+/* A peer's message: applied to our other tiers unless it is our own. */
+static void apply_message(conn_t *c, const char *s, size_t len)
+{
+    redis_t *r = c->r;
+    llmc_purge_t sel = {.conds = LLMC_PURGE_KEY};
+    void *h = NULL;
+
+    if (len > ID_LEN + 3 && memcmp(s, r->self_id, ID_LEN) == 0)
+        return;
+    if (len < ID_LEN + 3 || s[ID_LEN] != ' ' || s[ID_LEN + 2] != ' ')
+        goto bad;
+    s += ID_LEN + 3;
+    len -= ID_LEN + 3;
+    if (s[-2] == 'R' && len == 2 * LLMC_KEY_LEN && llmc__redis_key_unhex(s, &sel.key) == 0) {
+        r->peer_purge(r->peer_purge_arg, &r->tier, c->worker, &sel, false);
+    } else if (s[-2] == 'P' && (h = llmc__redis_sel_decode(s, len, &sel))) {
+        r->peer_purge(r->peer_purge_arg, &r->tier, c->worker, &sel, true);
+        llmc__redis_sel_free(h);
+    } else {
+        goto bad;
+    }
+    count(&r->inval_received);
+    return;
+bad:
+    count(&r->inval_bad);
+}
+
+/* SUBSCRIBE's callback: its confirmation, then every message, then NULL
+   when the connection ends. */
+static void on_message(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    conn_t *c = privdata;
+    const redisReply *m = reply_;
+
+    if (!m || c->ac != ac || m->type != REDIS_REPLY_ARRAY || m->elements != 3 ||
+        m->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(m->element[0]->str, "subscribe") == 0)
+        atomic_store(&c->r->subscribed, true);
+    else if (strcmp(m->element[0]->str, "message") == 0 &&
+             m->element[2]->type == REDIS_REPLY_STRING)
+        apply_message(c, m->element[2]->str, m->element[2]->len);
+}
+
+/* The subscriber is ready (PONG): from now on it only listens. */
+static void subscribe(conn_t *c)
+{
+    const char *argv[] = {"SUBSCRIBE", c->r->chan};
+    size_t lens[] = {9, c->r->chan_len};
+
+    if (redisAsyncCommandArgv(c->ac, on_message, c, 2, argv, lens) != REDIS_OK)
+        conn_drop(c, "could not subscribe");
+}
+
+/* ---- purges by selector ------------------------------------------------------ */
+
+/*
+ * A purge other than by key walks the prefix's keys with SCAN, a batch at
+ * a time: the keys of one step are read (GET) and those whose record the
+ * selector picks are deleted; the next step is asked when the batch is
+ * done, so at most one batch is in the air and the loop never waits.
+ * {"all": true} deletes what SCAN finds without reading it. Lease keys
+ * and anything else under the prefix that is not prefix + 64 hex digits
+ * is left alone. An answer stored between a key's GET and its DEL may go
+ * with the old one: the cache only loses a copy. A connection lost on the
+ * way ends the purge with what it removed so far.
+ */
+struct scan {
+    conn_t *c;
+    llmc_purge_t *sel;            /* our copy */
+    llmc_tier_purge_cb done;
+    void *arg;
+    size_t removed;
+    unsigned inflight;            /* its commands in the air */
+    bool more, failed;            /* the cursor is not back at 0; a step went wrong */
+    char cursor[24];
+    char match[2 * LLMC_REDIS_PREFIX_MAX + 2]; /* the prefix, glob-escaped, and '*' */
+    size_t match_len;
+};
+
+static void scan_finish(scan_t *s)
+{
+    conn_t *c = s->c;
+
+    /* Told after Redis is clean, so that a peer that drops its copies
+       cannot promote them back from here. */
+    if (c->state == C_UP)
+        publish_purge(c, s->sel);
+    atomic_fetch_add_explicit(&c->r->purged, s->removed, memory_order_relaxed);
+    s->done(s->arg, s->removed);
+    free(s->sel);
+    free(s);
+}
+
+/* The batch is done: the next SCAN step, or the end. */
+static void scan_next(scan_t *s)
+{
+    conn_t *c = s->c;
+    op_t *op = NULL;
+
+    assert(s->inflight == 0);
+    if (s->more && !s->failed && c->state == C_UP) {
+        const char *argv[] = {"SCAN", s->cursor, "MATCH", s->match, "COUNT", SCAN_COUNT};
+        size_t lens[] = {4, strlen(s->cursor), 5, s->match_len, 5, strlen(SCAN_COUNT)};
+        op = send_cmd(c, OP_SCAN, 6, argv, lens);
+    }
+    if (!op) {
+        scan_finish(s);
+        return;
+    }
+    op->scan = s;
+    s->inflight++;
+}
+
+static void scan_sent(scan_t *s, op_t *op)
+{
+    if (!op) {
+        s->failed = true;
+        return;
+    }
+    op->scan = s;
+    s->inflight++;
+}
+
+static void scan_answered(scan_t *s)
+{
+    if (--s->inflight == 0)
+        scan_next(s);
+}
+
+static void got_scan(conn_t *c, op_t *op, const redisReply *reply)
+{
+    scan_t *s = op->scan;
+    redis_t *r = c->r;
+    const redisReply *keys;
+
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[0]->len >= sizeof(s->cursor) ||
+        reply->element[1]->type != REDIS_REPLY_ARRAY) {
+        if (reply && reply->type == REDIS_REPLY_ERROR)
+            count(&r->error_replies);
+        s->failed = true;
+        scan_answered(s);
+        return;
+    }
+    memcpy(s->cursor, reply->element[0]->str, reply->element[0]->len + 1);
+    s->more = strcmp(s->cursor, "0") != 0;
+    keys = reply->element[1];
+    for (size_t i = 0; i < keys->elements && !s->failed && c->state == C_UP; i++) {
+        const redisReply *k = keys->element[i];
+        llmc_key_t key;
+        if (k->type != REDIS_REPLY_STRING || k->len != r->prefix_len + 2 * LLMC_KEY_LEN ||
+            memcmp(k->str, r->prefix, r->prefix_len) != 0 ||
+            llmc__redis_key_unhex(k->str + r->prefix_len, &key) < 0)
+            continue;
+        if (llmc_purge_is_all(s->sel)) {
+            const char *argv[] = {"DEL", k->str};
+            size_t lens[] = {3, k->len};
+            scan_sent(s, send_cmd(c, OP_SDEL, 2, argv, lens));
+        } else {
+            const char *argv[] = {"GET", k->str};
+            size_t lens[] = {3, k->len};
+            op_t *get = send_cmd(c, OP_SGET, 2, argv, lens);
+            scan_sent(s, get);
+            if (get)
+                get->key = key;
+        }
+    }
+    scan_answered(s);
+}
+
+static void got_sget(conn_t *c, op_t *op, const redisReply *reply)
+{
+    scan_t *s = op->scan;
+    llmc_entry_t *e = NULL;
+
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        count(&c->r->scanned);
+        if (value_decode(&op->key, reply, &e) == 0 && llmc_purge_match(s->sel, e) &&
+            c->state == C_UP) {
+            char key[KEY_MAX];
+            const char *argv[] = {"DEL", key};
+            size_t lens[] = {3, make_key(c->r, &op->key, key)};
+            scan_sent(s, send_cmd(c, OP_SDEL, 2, argv, lens));
+        }
+        if (e)
+            llmc_entry_unref(e);
+    }
+    scan_answered(s);
+}
+
+static void got_sdel(conn_t *c, op_t *op, const redisReply *reply)
+{
+    scan_t *s = op->scan;
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        s->removed += (size_t)reply->integer;
+    else if (reply && reply->type == REDIS_REPLY_ERROR)
+        count(&c->r->error_replies);
+    scan_answered(s);
+}
+
+/* Starts a purge by selector on c; done is called once, later. */
+static void scan_start(conn_t *c, const llmc_purge_t *sel, llmc_tier_purge_cb done, void *arg)
+{
+    redis_t *r = c->r;
+    scan_t *s = calloc(1, sizeof(*s));
+
+    if (!s || !(s->sel = llmc_purge_dup(sel))) {
+        free(s);
+        done(arg, 0);
+        return;
+    }
+    s->c = c;
+    s->done = done;
+    s->arg = arg;
+    s->more = true;
+    strcpy(s->cursor, "0");
+    /* SCAN's MATCH is a glob: the prefix's own * ? [ ] \ are escaped. */
+    for (size_t i = 0; i < r->prefix_len; i++) {
+        if (strchr("*?[]\\", r->prefix[i]))
+            s->match[s->match_len++] = '\\';
+        s->match[s->match_len++] = r->prefix[i];
+    }
+    s->match[s->match_len++] = '*';
+    s->match[s->match_len] = '\0';
+    scan_next(s);
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 {
     op_t *op = privdata;
@@ -1005,6 +1348,15 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     case OP_FIRE:
         if (reply && reply->type == REDIS_REPLY_ERROR)
             count(&r->error_replies);
+        break;
+    case OP_SCAN:
+        got_scan(c, op, reply);
+        break;
+    case OP_SGET:
+        got_sget(c, op, reply);
+        break;
+    case OP_SDEL:
+        got_sdel(c, op, reply);
         break;
     }
     free(op);
@@ -1078,6 +1430,7 @@ static int rd_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         return LLMC_ENOENT;
     }
     op->lk = lk;
+    op->sent_ns = uv_hrtime();
     lk->tier_data = op;
     watch(c, op);
     return LLMC_EAGAIN;
@@ -1102,7 +1455,9 @@ static int rd_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_
     int pxl = snprintf(pxs, sizeof(pxs), "%lld", (long long)px);
     const char *argv[] = {"SET", key, (const char *)val, "PX", pxs};
     size_t lens[] = {3, make_key(r, &e->key, key), len, 2, (size_t)pxl};
-    if (!send_cmd(c, OP_SET, 5, argv, lens))
+    if (send_cmd(c, OP_SET, 5, argv, lens))
+        publish(c, 'R', key + r->prefix_len, 2 * LLMC_KEY_LEN); /* other gateways' copies go */
+    else
         count(&r->dropped);
     free(val);
     return 0;
@@ -1112,10 +1467,14 @@ static void rd_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
                      llmc_tier_purge_cb done, void *arg)
 {
     redis_t *r = impl(t);
-    conn_t *c = llmc_purge_is_key(sel) ? ready_conn(r, worker) : NULL;
+    conn_t *c = ready_conn(r, worker);
     char key[KEY_MAX];
     op_t *op = NULL;
 
+    if (c && !llmc_purge_is_key(sel)) {
+        scan_start(c, sel, done, arg);
+        return;
+    }
     if (c) {
         const char *argv[] = {"DEL", key};
         size_t lens[] = {3, make_key(r, &sel->key, key)};
@@ -1128,6 +1487,7 @@ static void rd_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
     op->done = done;
     op->arg = arg;
     watch(c, op);
+    publish_purge(c, sel);
 }
 
 static void rd_stats(llmc_tier_t *t, llmc_tier_stats_t *out)
@@ -1163,6 +1523,14 @@ static void rd_xstats(llmc_tier_t *t, void *out)
         .leases_waited = load(&r->leases_waited),
         .leases_filled = load(&r->leases_filled),
         .leases_none = load(&r->leases_none),
+        .subscribed = atomic_load(&r->subscribed),
+        .inval_sent = load(&r->inval_sent),
+        .inval_received = load(&r->inval_received),
+        .inval_bad = load(&r->inval_bad),
+        .scanned = load(&r->scanned),
+        .lat_count = load(&r->lat_count),
+        .lat_sum_us = load(&r->lat_sum_us),
+        .lat_max_us = load(&r->lat_max_us),
     };
 }
 
@@ -1170,6 +1538,66 @@ static void handle_closed(uv_handle_t *h)
 {
     conn_t *c = h->data;
     c->open_handles--;
+}
+
+/* A connection for worker on loop, its first attempt set to run on the
+   loop's own thread; NULL when out of memory. Main thread. */
+static conn_t *conn_new(redis_t *r, unsigned worker, uv_loop_t *loop, bool sub)
+{
+    conn_t *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->r = r;
+    c->worker = worker;
+    c->sub = sub;
+    c->loop = loop;
+    c->state = C_DOWN;
+    c->backoff_ms = BACKOFF_MIN_MS;
+    c->rng = (unsigned)time(NULL) ^ (worker * 2654435761u) ^ (sub ? 0x5bd1e995u : 0);
+    uv_timer_init(loop, &c->retry);
+    uv_timer_init(loop, &c->deadline);
+    c->retry.data = c->deadline.data = c;
+    c->open_handles = 2;
+    uv_timer_start(&c->retry, on_conn_timer, 0, 0);
+    return c;
+}
+
+/* Shuts c down on its loop's thread: every op and lease still asked is
+   answered, its handles closed (freed at destroy). */
+static void conn_detach(conn_t *c)
+{
+    redis_t *r = c->r;
+    redisAsyncContext *ac;
+
+    if (c->state == C_DETACHED)
+        return;
+    if (c->state == C_UP && !c->sub)
+        atomic_fetch_sub(&r->up, 1);
+    if (c->sub)
+        atomic_store(&r->subscribed, false);
+    c->state = C_DETACHED;
+    ac = c->ac;
+    c->ac = NULL;
+    /* Calls back every op: lookups and leases asked end LLMC_ECANCELED,
+       purges with what they removed so far. */
+    if (ac)
+        redisAsyncFree(ac);
+    assert(!c->head);
+    leases_cancel(c);
+    if (c->resolving)
+        uv_cancel((uv_req_t *)&c->gai);
+    uv_close((uv_handle_t *)&c->retry, handle_closed);
+    uv_close((uv_handle_t *)&c->deadline, handle_closed);
+}
+
+static void conn_free(conn_t *c)
+{
+    if (!c)
+        return;
+    /* A struct that owns handles is freed after their close callbacks. */
+    assert(c->state == C_DETACHED && c->open_handles == 0 && !c->resolving);
+    free(c);
 }
 
 static int rd_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
@@ -1187,21 +1615,13 @@ static int rd_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
     }
     if (r->conns[worker])
         return LLMC_EEXIST;
-    if (!(c = calloc(1, sizeof(*c))))
+    /* One listener per process is enough: worker 0's loop applies what
+       it hears to the tiers, which every loop shares. */
+    if (worker == 0 && r->peer_purge && !r->sub && !(r->sub = conn_new(r, 0, loop, true)))
         return LLMC_ENOMEM;
-    c->r = r;
-    c->worker = worker;
-    c->loop = loop;
-    c->state = C_DOWN;
-    c->backoff_ms = BACKOFF_MIN_MS;
-    c->rng = (unsigned)time(NULL) ^ (worker * 2654435761u);
-    uv_timer_init(loop, &c->retry);
-    uv_timer_init(loop, &c->deadline);
-    c->retry.data = c->deadline.data = c;
-    c->open_handles = 2;
+    if (!(c = conn_new(r, worker, loop, false)))
+        return LLMC_ENOMEM;
     r->conns[worker] = c;
-    /* The first attempt runs on the loop's own thread. */
-    uv_timer_start(&c->retry, on_conn_timer, 0, 0);
     return 0;
 }
 
@@ -1209,39 +1629,20 @@ static void rd_detach(llmc_tier_t *t, unsigned worker)
 {
     redis_t *r = impl(t);
     conn_t *c = worker < r->nconns ? r->conns[worker] : NULL;
-    redisAsyncContext *ac;
 
-    if (!c || c->state == C_DETACHED)
-        return;
-    if (c->state == C_UP)
-        atomic_fetch_sub(&r->up, 1);
-    c->state = C_DETACHED;
-    ac = c->ac;
-    c->ac = NULL;
-    /* Calls back every op: lookups and leases asked end LLMC_ECANCELED,
-       purges with 0. */
-    if (ac)
-        redisAsyncFree(ac);
-    assert(!c->head);
-    leases_cancel(c);
-    if (c->resolving)
-        uv_cancel((uv_req_t *)&c->gai);
-    uv_close((uv_handle_t *)&c->retry, handle_closed);
-    uv_close((uv_handle_t *)&c->deadline, handle_closed);
+    if (worker == 0 && r->sub)
+        conn_detach(r->sub);
+    if (c)
+        conn_detach(c);
 }
 
 static void rd_destroy(llmc_tier_t *t)
 {
     redis_t *r = impl(t);
 
-    for (unsigned i = 0; i < r->nconns; i++) {
-        conn_t *c = r->conns[i];
-        if (!c)
-            continue;
-        /* A struct that owns handles is freed after their close callbacks. */
-        assert(c->state == C_DETACHED && c->open_handles == 0 && !c->resolving);
-        free(c);
-    }
+    for (unsigned i = 0; i < r->nconns; i++)
+        conn_free(r->conns[i]);
+    conn_free(r->sub);
     free(r->conns);
     free(r);
 }
@@ -1310,6 +1711,10 @@ int llmc_tier_redis_open(const llmc_redis_config_t *cfg, llmc_tier_t **out, char
     if (getrandom(&r->token_seed, sizeof(r->token_seed), GRND_NONBLOCK) != sizeof(r->token_seed))
         r->token_seed = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)r;
     atomic_init(&r->token_next, 0);
+    snprintf(r->self_id, sizeof(r->self_id), "%016llx", (unsigned long long)r->token_seed);
+    r->chan_len = (size_t)snprintf(r->chan, sizeof(r->chan), "%s%s", r->prefix, CHANNEL);
+    r->peer_purge = cfg->peer_purge;
+    r->peer_purge_arg = cfg->peer_purge_arg;
     atomic_init(&r->up, 0);
     atomic_init(&r->down_told, false);
     r->tier.ops = &redis_ops;

@@ -18,9 +18,14 @@
  * gateway per key holds a lease in Redis while it calls the model, the
  * others wait for its answer there.
  *
+ * Purges and new answers are told to the other gateways over pub/sub
+ * (prefix + "invalidate"); what they tell this one is applied to the other
+ * tiers through the configuration's peer_purge. A purge by selector walks
+ * the prefix's keys in Redis (SCAN) and removes what it selects.
+ *
  * Not here yet: Redis Cluster (a list of seed nodes; the lease script
  * touches two keys, which Cluster would need in one slot), rediss://
- * (TLS), purges other than by key (see redis.c), invalidation messages.
+ * (TLS: Debian 12's hiredis 0.14 has none).
  */
 #ifndef LLMC_TIER_REDIS_H
 #define LLMC_TIER_REDIS_H
@@ -68,6 +73,14 @@ typedef struct llmc_redis_config {
        NULL: stderr. msg never holds credentials. Called on loop threads. */
     void (*log)(void *arg, const char *msg);
     void *log_arg;
+    /* Where the other gateways' invalidations are applied: every tier but
+       from drops what sel selects; logged for a peer's purge, not for its
+       new answer to one key (tier/set.h's llmc_tier_set_purge_peer).
+       NULL: this process does not listen (it still tells the others).
+       Called on worker 0's loop thread. */
+    void (*peer_purge)(void *arg, llmc_tier_t *from, unsigned worker, const llmc_purge_t *sel,
+                       bool logged);
+    void *peer_purge_arg;
 } llmc_redis_config_t;
 
 /*

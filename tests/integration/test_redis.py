@@ -36,8 +36,13 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
 
 # ------------------------------------------------------------------ helpers
 
+TOKEN = "redis-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}  # for gateways started with ADMIN_ENV
+ADMIN_ENV = {"LLMC_ADMIN_TOKEN": TOKEN, "LLMC_UPSTREAM_KEY": "sk-gateway-test"}
+
+
 def rstats(g):
-    return g.stats()["tiers"]["redis"]
+    return g.stats(headers=AUTH)["tiers"]["redis"]
 
 
 def redis_gateway(gateway_factory, mock, url, *extra, threads=2, connected=True, **kw):
@@ -376,6 +381,9 @@ class FakeRedis:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
                 fake.conns += 1
+                # As Redis does: without it, the reply to a PUBLISH pipelined
+                # behind a SET waits for a delayed ACK (40 ms), past the timeout.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 r = RespReader(self.request)
                 while True:
                     try:
@@ -451,3 +459,191 @@ def test_fake_redis_answering_garbage(fake_redis_factory, mock, gateway_factory,
     else:
         assert s["timeouts"] >= 1, s
     assert a.alive()
+
+
+# ------------------------------------------------------------------ invalidation
+
+def admin_purge(g, selector):
+    r = g.post("/admin/purge", selector, headers=AUTH)
+    assert r.status_code == 200, r.text
+    return r.json()["removed"]
+
+
+def cached_in(g, key):
+    return g.get(f"/admin/cache/{key}", headers=AUTH).json().get("tiers", [])
+
+
+def inval(g):
+    return rstats(g)["invalidations"]
+
+
+def warm_both(a, b, body, headers=None):
+    """body answered through A, then a hit in B's memory; its key and A's answer."""
+    stored = rstats(a)["stored"]
+    r1 = a.chat(body, headers=headers)
+    assert r1.status_code == 200 and r1.headers["X-Cache"] == "MISS", r1.text
+    wait_stored(a, stored + 1)
+    r2 = b.chat(body, headers=headers)
+    assert r2.headers["X-Cache"] == "HIT" and cache_status(r2.headers).get("detail") == "redis"
+    r3 = b.chat(body, headers=headers)
+    assert r3.headers["X-Cache"] == "HIT" and "detail" not in cache_status(r3.headers)
+    key = r1.headers["X-Cache-Key"]
+    assert "memory" in cached_in(b, key)
+    return key, r1
+
+
+def two_listening(redis, mock, gateway_factory):
+    a = redis_gateway(gateway_factory, mock, redis.url, env=ADMIN_ENV)
+    b = redis_gateway(gateway_factory, mock, redis.url, env=ADMIN_ENV)
+    for g in (a, b):
+        wait_until(lambda g=g: inval(g)["subscribed"] == 1, timeout=5,
+                   what=f"{g.name} subscribed to invalidations")
+    return a, b
+
+
+@pytest.mark.parametrize("how", ["key", "tag", "namespace", "all"])
+def test_purge_on_one_gateway_reaches_the_others(redis, mock, gateway_factory, how):
+    """A purge on A (by key, tag, namespace, or all) takes the answer out of
+    B's memory within a second, and out of Redis: B's next request calls
+    the model."""
+    a, b = two_listening(redis, mock, gateway_factory)
+    hdrs = {"X-Cache-Namespace": "ns-" + uuid.uuid4().hex[:8], "X-Cache-Tags": "docs"}
+    body = chat_body(prompt())
+    key, _ = warm_both(a, b, body, hdrs)
+    other = chat_body(prompt())  # in another namespace: only "all" takes it
+    assert a.chat(other).headers["X-Cache"] == "MISS"
+    wait_stored(a, 2)
+    received = inval(b)["received"]
+
+    if how == "key":
+        d = a.http.delete(f"{a.url}/admin/cache/{key}", headers=AUTH, timeout=10)
+        assert d.status_code == 200, d.text
+        removed = d.json()["removed"]
+    else:
+        sel = {"tag": "docs"} if how == "tag" else (
+            {"namespace": hdrs["X-Cache-Namespace"]} if how == "namespace" else {"all": True})
+        removed = admin_purge(a, sel)
+    assert removed["redis"] == (2 if how == "all" else 1), removed
+    wait_until(lambda: "memory" not in cached_in(b, key), timeout=1.0,
+               what="B's memory copy dropped")
+    assert inval(b)["received"] > received
+    calls = mock.calls()
+    r = b.chat(body, headers=hdrs)
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+    assert mock.calls() == calls + 1
+    # "other" is still shared unless everything went.
+    r = b.chat(other)
+    assert r.headers["X-Cache"] == ("MISS" if how == "all" else "HIT")
+
+
+def test_no_cache_refresh_on_one_gateway_reaches_the_others(redis, mock, gateway_factory):
+    """A no-cache refresh on A stores a new answer; B drops its memory copy
+    and serves the new answer (from Redis), not the one it kept."""
+    a, b = two_listening(redis, mock, gateway_factory)
+    body = chat_body(prompt())
+    key, r1 = warm_both(a, b, body)
+    time.sleep(1.1)  # the mock's "created" (seconds) tells the answers apart
+    stored = rstats(a)["stored"]
+    r = a.chat(body, headers={"Cache-Control": "no-cache"})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+    assert r.content != r1.content
+    wait_stored(a, stored + 1)
+    wait_until(lambda: "memory" not in cached_in(b, key), timeout=1.0,
+               what="B's memory copy dropped")
+    r2 = b.chat(body)
+    assert r2.headers["X-Cache"] == "HIT" and cache_status(r2.headers).get("detail") == "redis"
+    assert r2.content == r.content
+    assert mock.calls() == 2
+    # A's own message is not applied to A: its new answer stays in its memory.
+    assert "memory" in cached_in(a, key)
+    assert inval(a)["received"] == 0 and inval(a)["bad"] == 0
+
+
+def test_foreign_messages_on_the_channel_are_ignored(redis, mock, gateway_factory):
+    """Garbage published on the channel is counted, never a purge."""
+    a, b = two_listening(redis, mock, gateway_factory)
+    key, _ = warm_both(a, b, chat_body(prompt()))
+    for m in ("hello", "0123456789abcdef P {\"all\":false,\"conds\":0}",
+              "0123456789abcdef P {not json", "0123456789abcdef R 12"):
+        redis.call("PUBLISH", "llmc:invalidate", m)
+    wait_until(lambda: inval(b)["bad"] == 4, timeout=2, what="4 bad messages counted")
+    assert "memory" in cached_in(b, key)
+
+
+# ------------------------------------------------------------------ purges by selector in Redis
+
+def test_selectors_purge_redis(redis, mock, gateway_factory):
+    """Every selector removes exactly its entries from Redis too (SCAN over
+    the prefix, each record's metadata checked), counted per tier."""
+    g = redis_gateway(gateway_factory, mock, redis.url, env=ADMIN_ENV)
+    other = redis_gateway(gateway_factory, mock, redis.url, "--redis-prefix", "other:",
+                          env=ADMIN_ENV)
+    n = [0]
+
+    def ask(content, headers=None, **kw):
+        r = g.chat(content=content, headers=headers, **kw)
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
+        n[0] += 1
+        wait_stored(g, n[0])
+        return r.headers["X-Cache-Key"]
+
+    u = uuid.uuid4().hex[:6]
+    k1 = ask("q1" + u, {"X-Cache-Namespace": "a", "X-Cache-Tags": "docs, v1"})
+    k2 = ask("q2" + u, {"X-Cache-Namespace": "a"}, model="gpt-4o")
+    k3 = ask("q3" + u, {"X-Cache-Namespace": "b", "X-Cache-Tags": "docs"})
+    k4 = ask("q4" + u, {"X-Cache-Namespace": "b", "X-Cache-Tags": "v1"})
+    emb = g.post("/v1/embeddings", {"model": "text-embedding-3-small", "input": "e1" + u})
+    assert emb.status_code == 200
+    wait_stored(g, n[0] + 1)
+    # Another deployment's key and a lease-like key under our prefix stay.
+    assert other.chat(content="x" + u).status_code == 200
+    wait_stored(other, 1)
+    redis.call("SET", "llmc:lease:" + "0" * 64, "t")
+    assert len(redis_keys(redis)) == 6
+
+    def left():
+        return set(k[len("llmc:"):] for k in redis_keys(redis)) - {"lease:" + "0" * 64}
+
+    assert admin_purge(g, {"namespace": "a", "tag": "docs"})["redis"] == 1
+    assert k1 not in left() and {k2, k3, k4} <= left()
+    assert admin_purge(g, {"tag": "v1"})["redis"] == 1
+    assert k4 not in left()
+    assert admin_purge(g, {"model": "gpt-4o"})["redis"] == 1
+    assert k2 not in left()
+    assert admin_purge(g, {"route": "/v1/embeddings"})["redis"] == 1
+    assert left() == {k3}
+    assert admin_purge(g, {"key_prefix": k3[:5]})["redis"] == 1
+    assert left() == set()
+    k5 = ask("q5" + u)
+    assert admin_purge(g, {"older_than": 60})["redis"] == 0
+    assert admin_purge(g, {"older_than": 0})["redis"] == 1
+    k6 = ask("q6" + u)
+    assert left() == {k6} and k5 != k6
+    assert admin_purge(g, {"all": True})["redis"] == 1
+    assert left() == set()
+    assert redis_keys(redis) == ["llmc:lease:" + "0" * 64]
+    assert len(redis_keys(redis, "other:")) == 1
+    assert rstats(g)["purge"]["scanned"] >= 5
+
+
+def test_purge_of_many_keys_in_batches(redis, mock, gateway_factory):
+    """A purge walks more keys than one SCAN step holds, and removes the
+    ones it selects only."""
+    g = redis_gateway(gateway_factory, mock, redis.url, env=ADMIN_ENV)
+    # 300 records of the gateway's own codec, copied under made-up keys.
+    assert g.chat(content="seed " + uuid.uuid4().hex,
+                  headers={"X-Cache-Namespace": "bulk"}).status_code == 200
+    wait_stored(g, 1)
+    (k,) = redis_keys(redis)
+    val = redis.call("GET", k)
+    assert val
+    # The record carries its own key: copies under other names do not
+    # decode as theirs, so they are corrupt to the purge (left alone) ...
+    for i in range(300):
+        redis.call("SET", "llmc:" + f"{i:064x}", val)
+    # ... and the real one is found among them.
+    removed = admin_purge(g, {"namespace": "bulk"})
+    assert removed["redis"] == 1
+    assert len(redis_keys(redis)) == 300
+    assert admin_purge(g, {"all": True})["redis"] == 300
+    assert redis_keys(redis) == []
