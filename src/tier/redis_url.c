@@ -93,7 +93,9 @@ int llmc_redis_url_parse(const char *url, llmc_redis_url_t *out, char *err, size
     memset(out, 0, sizeof(*out));
     out->port = 6379;
     if (strncmp(url, "rediss://", 9) == 0) {
-        why = "TLS (rediss://) is not supported by this build";
+        why = "TLS (rediss://) is not supported by this build: it uses Debian 12's "
+              "hiredis 0.14, which has no TLS; use redis:// on a trusted network or a "
+              "TLS tunnel (stunnel, spiped) to the server";
         goto fail;
     }
     if (strncmp(url, "redis://", 8) != 0) {

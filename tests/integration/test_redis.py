@@ -160,7 +160,7 @@ def test_bad_url_is_refused_without_the_password(mock, gateway_factory, tmp_path
     from conftest import _clean_env, llmc_bin
     secret = "pw-" + uuid.uuid4().hex
     for url, says in ((f"redis://:{secret}@h:99999", "port"),
-                      (f"rediss://:{secret}@h", "TLS"),
+                      (f"rediss://:{secret}@h", "hiredis 0.14, which has no TLS"),
                       (f"redis://:{secret}@a:1,b:2", "Cluster")):
         p = subprocess.run([llmc_bin(), "--upstream", mock.url, "--listen", "127.0.0.1:0",
                             "--redis", url], capture_output=True, text=True, timeout=10,
