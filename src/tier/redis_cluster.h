@@ -7,9 +7,7 @@
  * Nothing here does I/O or keeps state between calls: the caller owns a
  * map, fills it from a reply, and asks it where a slot lives. Unit tested
  * against replies recorded from a Redis 7.0 cluster (tests/unit).
- *
- * Not wired into the tier yet: tier/redis.c talks to one node (see the
- * README's Redis section for what Cluster support still lacks).
+ * tier/redis.c routes with it (see "Redis Cluster: routing" there).
  */
 #ifndef LLMC_TIER_REDIS_CLUSTER_H
 #define LLMC_TIER_REDIS_CLUSTER_H

@@ -161,7 +161,7 @@ def test_bad_url_is_refused_without_the_password(mock, gateway_factory, tmp_path
     secret = "pw-" + uuid.uuid4().hex
     for url, says in ((f"redis://:{secret}@h:99999", "port"),
                       (f"rediss://:{secret}@h", "hiredis 0.14, which has no TLS"),
-                      (f"redis://:{secret}@a:1,b:2", "Cluster")):
+                      (f"redis://:{secret}@a:1,b:2/3", "Cluster")):
         p = subprocess.run([llmc_bin(), "--upstream", mock.url, "--listen", "127.0.0.1:0",
                             "--redis", url], capture_output=True, text=True, timeout=10,
                            env=_clean_env())
@@ -647,3 +647,187 @@ def test_purge_of_many_keys_in_batches(redis, mock, gateway_factory):
     assert len(redis_keys(redis)) == 300
     assert admin_purge(g, {"all": True})["redis"] == 300
     assert redis_keys(redis) == []
+
+
+# ------------------------------------------------------------------ Redis Cluster
+
+class Cluster:
+    """Three masters with a replica each, made by redis-cli --cluster create
+    from six redis-servers of the test's own (cluster bus on free ports)."""
+
+    def __init__(self, redis_factory):
+        from conftest import free_port
+        self.nodes = [redis_factory(extra=("--cluster-enabled", "yes",
+                                           "--cluster-node-timeout", "1000",
+                                           "--cluster-port", str(free_port())))
+                      for _ in range(6)]
+        import subprocess
+        p = subprocess.run(["redis-cli", "--cluster", "create",
+                            *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                            "--cluster-replicas", "1", "--cluster-yes"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        for n in self.nodes:
+            wait_until(lambda n=n: "cluster_state:ok" in self.info(n), timeout=15,
+                       what=f"node {n.port} sees the cluster ok")
+        # Every node agrees on the masters (replicas are told last).
+        wait_until(lambda: all(len(self.masters_seen_by(n)) == 3 for n in self.nodes),
+                   timeout=15, what="every node knows the three masters")
+        self.url = "redis://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    @staticmethod
+    def info(n):
+        v = n.call("CLUSTER", "INFO")
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    @staticmethod
+    def masters_seen_by(n):
+        return {int(r[2][1]) for r in n.call("CLUSTER", "SLOTS")}
+
+    def by_port(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def master_of(self, key):
+        slot = self.nodes[0].call("CLUSTER", "KEYSLOT", key)
+        for start, end, master, *_ in self.nodes[0].call("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return self.by_port(int(master[1])), slot
+        raise AssertionError(f"no master for slot {slot}")
+
+    def node_id(self, n):
+        return n.call("CLUSTER", "MYID").decode()
+
+    def keys(self, prefix="llmc:"):
+        out = []
+        for n in self.nodes:
+            if n.alive() and "role:master" in (n.call("INFO", "replication").decode()):
+                out += [k.decode() for k in n.call("KEYS", prefix + "*")]
+        return sorted(out)
+
+
+@pytest.fixture
+def cluster(redis_factory):
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli not installed")
+    return Cluster(redis_factory)
+
+
+def cluster_gateway(gateway_factory, mock, cluster, threads=2, **kw):
+    g = redis_gateway(gateway_factory, mock, cluster.url, threads=threads, connected=False, **kw)
+    # Seeds that are replicas keep a connection too: at least 3 per worker.
+    wait_until(lambda: rstats(g)["connected"] >= 3 * threads and
+               rstats(g)["cluster"]["slot_maps"] >= threads, timeout=10,
+               what=f"{g.name}'s connections to the masters and its slot maps")
+    return g
+
+
+def test_cluster_two_gateways_share_hits(cluster, mock, gateway_factory):
+    """Answers stored through A land on all three masters (keys routed by
+    slot, prefix{hex} so that a key and its lease share one); B answers
+    every one from the cluster; a purge by selector walks every master."""
+    a = cluster_gateway(gateway_factory, mock, cluster, env=ADMIN_ENV)
+    b = cluster_gateway(gateway_factory, mock, cluster, env=ADMIN_ENV)
+    bodies = [chat_body(prompt()) for _ in range(12)]
+    keys = []
+    for body in bodies:
+        r = a.chat(body)
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
+        keys.append(r.headers["X-Cache-Key"])
+    wait_stored(a, 12)
+    assert cluster.keys() == sorted("llmc:{" + k + "}" for k in keys)
+    homes = {cluster.master_of("llmc:{" + k + "}")[0].port for k in keys}
+    assert len(homes) >= 2, homes  # 12 keys on one master of three: 3^-11
+    for body in bodies:
+        r = b.chat(body)
+        assert r.headers["X-Cache"] == "HIT" and cache_status(r.headers).get("detail") == "redis"
+    assert mock.calls() == 12
+    s = rstats(b)
+    assert s["errors"] == 0 and s["cluster"]["moved"] == 0, s
+    # The stampede is coordinated on the cluster too: the lease script runs.
+    assert rstats(a)["leases"]["won"] == 12
+    assert admin_purge(a, {"all": True})["redis"] == 12
+    assert cluster.keys() == []
+    wait_until(lambda: inval(b)["received"] >= 1, timeout=2, what="B told of the purge")
+
+
+def test_cluster_moved_slot_is_followed(cluster, mock, gateway_factory):
+    """A slot moved to another master after B loaded its map: B's lookup
+    meets MOVED, follows it (a hit), and its map is read again."""
+    a = cluster_gateway(gateway_factory, mock, cluster)
+    b = cluster_gateway(gateway_factory, mock, cluster)
+    body = chat_body(prompt())
+    r = a.chat(body)
+    assert r.status_code == 200
+    wait_stored(a, 1)
+    rkey = "llmc:{" + r.headers["X-Cache-Key"] + "}"
+    src, slot = cluster.master_of(rkey)
+    dst = next(n for n in cluster.nodes[:6] if n.port != src.port and
+               n.port in Cluster.masters_seen_by(cluster.nodes[0]))
+    maps = rstats(b)["cluster"]["slot_maps"]
+    # The Cluster spec's slot migration, by hand.
+    assert dst.call("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(src)) == "OK"
+    assert src.call("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(dst)) == "OK"
+    assert src.call("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", rkey) == "OK"
+    for n in cluster.nodes[:6]:
+        if n.port in Cluster.masters_seen_by(cluster.nodes[0]):
+            n.call("CLUSTER", "SETSLOT", slot, "NODE", cluster.node_id(dst))
+    r2 = b.chat(body)
+    assert r2.status_code == 200
+    assert r2.headers["X-Cache"] == "HIT" and cache_status(r2.headers).get("detail") == "redis"
+    s = rstats(b)
+    assert s["cluster"]["moved"] >= 1, s
+    # The map is read again, at most every 100 ms per loop, by a command
+    # that goes to Redis: more questions, on both of B's loops.
+    time.sleep(0.15)
+    for _ in range(4):
+        assert b.chat(chat_body(prompt())).status_code == 200
+    wait_until(lambda: rstats(b)["cluster"]["slot_maps"] > maps, timeout=2,
+               what="B read the slot map again")
+    assert mock.calls() == 5
+
+
+def test_cluster_failover_survived(cluster, mock, gateway_factory):
+    """A master killed while clients ask: no client error; once its replica
+    is promoted, the answers it held are hits again on a gateway that
+    never had them in memory."""
+    a = cluster_gateway(gateway_factory, mock, cluster)
+    bodies = [chat_body(prompt()) for _ in range(9)]
+    keys = []
+    for body in bodies:
+        r = a.chat(body)
+        assert r.status_code == 200
+        keys.append("llmc:{" + r.headers["X-Cache-Key"] + "}")
+    wait_stored(a, 9)
+    victim, _ = cluster.master_of(keys[0])
+    held = [i for i, k in enumerate(keys) if cluster.master_of(k)[0].port == victim.port]
+    # Replicated before the kill: the replica holds as many keys.
+    vid = cluster.node_id(victim)
+    replica = next(n for n in cluster.nodes if n.port != victim.port and
+                   f"slave {vid}" in n.call("CLUSTER", "NODES").decode().split("myself")[1]
+                   .split("\n")[0])
+    wait_until(lambda: replica.call("DBSIZE") == victim.call("DBSIZE") == len(held), timeout=5,
+               what="the victim's keys on its replica")
+    b = cluster_gateway(gateway_factory, mock, cluster)
+    victim.kill9()
+    t0 = time.monotonic()
+    statuses = []
+    while time.monotonic() - t0 < 15:
+        r = b.chat(chat_body(prompt()))  # new questions: misses, some on the lost slots
+        statuses.append(r.status_code)
+        alive = [n for n in cluster.nodes if n.alive()]
+        if all(len(Cluster.masters_seen_by(n)) == 3 and
+               victim.port not in Cluster.masters_seen_by(n) for n in alive):
+            break
+        time.sleep(0.1)
+    assert set(statuses) == {200}, statuses
+    # Hits resume: what the lost master held comes from its promoted replica.
+    calls = mock.calls()
+
+    def held_hit():
+        r = b.chat(bodies[held[0]])
+        return r.headers["X-Cache"] == "HIT" and cache_status(r.headers).get("detail") == "redis"
+    wait_until(held_hit, timeout=5, interval=0.2, what="a hit from the promoted replica")
+    for i in held[1:]:
+        r = b.chat(bodies[i])
+        assert r.status_code == 200 and r.headers["X-Cache"] == "HIT", r.headers
+    assert mock.calls() == calls

@@ -35,6 +35,21 @@ static void test_url_parses(void **state)
     assert_string_equal(u.host, "10.0.0.7");
     assert_int_equal(u.port, 7000);
     assert_int_equal(u.db, 3);
+    assert_int_equal(u.nseeds, 1);
+    assert_false(u.cluster);
+
+    /* A comma list: a Cluster's seeds, the first one also as host:port. */
+    assert_int_equal(llmc_redis_url_parse("redis://:pw@a:7001,[::1]:7002,c/0", &u, err,
+                                          sizeof err), 0);
+    assert_true(u.cluster);
+    assert_int_equal(u.nseeds, 3);
+    assert_string_equal(u.host, "a");
+    assert_int_equal(u.port, 7001);
+    assert_string_equal(u.seeds[1].host, "::1");
+    assert_int_equal(u.seeds[1].port, 7002);
+    assert_string_equal(u.seeds[2].host, "c");
+    assert_int_equal(u.seeds[2].port, 6379);
+    assert_string_equal(u.password, "pw");
 
     assert_int_equal(llmc_redis_url_parse("redis://:s3cret@h:1/", &u, err, sizeof err), 0);
     assert_string_equal(u.user, "");
@@ -61,7 +76,10 @@ static void test_url_refusals(void **state)
         const char *url, *says;
     } bad[] = {
         {"rediss://:pw-SECRET@h:6380", "TLS"},
-        {"redis://:pw-SECRET@a:1,b:2", "Cluster"},
+        {"redis://:pw-SECRET@a:1,b:2/3", "Cluster"},
+        {"redis://:pw-SECRET@a:1,", "host"},
+        {"redis://:pw-SECRET@a:1,b:x", "port"},
+        {"redis://:pw-SECRET@a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", "seed"},
         {"http://h:1", "not a redis:// URL"},
         {"redis://pw-SECRET@h", "PASSWORD@"},
         {"redis://:pw-SECRET@h:0", "port"},
@@ -131,15 +149,30 @@ static llmc_entry_t *entry_of(uint8_t seed, int64_t created, int64_t expires, co
 static void test_key_and_lifetime(void **state)
 {
     (void)state;
-    redis_t r = {.prefix = "tenant:", .prefix_len = 7};
+    redis_t r = {.prefix = "tenant:", .prefix_len = 7, .tag_open = "", .tag_close = ""};
     llmc_key_t k;
-    char out[KEY_MAX], hex[2 * LLMC_KEY_LEN + 1];
+    char out[KEY_MAX], lease[KEY_MAX], hex[2 * LLMC_KEY_LEN + 1];
 
     memset(&k, 0xab, sizeof k);
     llmc_key_hex(&k, hex);
     assert_int_equal(make_key(&r, &k, out), 7 + 64);
     assert_memory_equal(out, "tenant:", 7);
     assert_memory_equal(out + 7, hex, 64);
+    assert_int_equal(hex_at(&r), 7);
+
+    /* On a Cluster the hex is a hashtag: a key and its lease share a slot
+       (the lease script touches both). */
+    r.tag_open = "{";
+    r.tag_close = "}";
+    size_t n = make_key(&r, &k, out), ln = make_lease_key(&r, &k, lease);
+    assert_int_equal(n, 7 + 66);
+    assert_memory_equal(out, "tenant:{", 8);
+    assert_memory_equal(out + 8, hex, 64);
+    assert_int_equal(out[72], '}');
+    assert_int_equal(hex_at(&r), 8);
+    assert_int_equal(ln, 7 + 6 + 66);
+    assert_memory_equal(lease, "tenant:lease:{", 14);
+    assert_int_equal(llmc_redis_slot(out, n), llmc_redis_slot(lease, ln));
 
     llmc_entry_t *e = entry_of(1, 1000, 61000, "{}");
     assert_int_equal(px_for(e, 1000), 60000);
