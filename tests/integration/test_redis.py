@@ -831,3 +831,28 @@ def test_cluster_failover_survived(cluster, mock, gateway_factory):
         r = b.chat(bodies[i])
         assert r.status_code == 200 and r.headers["X-Cache"] == "HIT", r.headers
     assert mock.calls() == calls
+
+
+def test_cluster_ask_during_a_migration_is_followed(cluster, mock, gateway_factory):
+    """While a slot migrates, a key already moved is answered by the
+    importing node: B's lookup meets ASK on the old master and asks the new
+    one after ASKING (a hit)."""
+    a = cluster_gateway(gateway_factory, mock, cluster)
+    b = cluster_gateway(gateway_factory, mock, cluster)
+    body = chat_body(prompt())
+    r = a.chat(body)
+    assert r.status_code == 200
+    wait_stored(a, 1)
+    rkey = "llmc:{" + r.headers["X-Cache-Key"] + "}"
+    src, slot = cluster.master_of(rkey)
+    masters = Cluster.masters_seen_by(cluster.nodes[0])
+    dst = next(n for n in cluster.nodes if n.port != src.port and n.port in masters)
+    assert dst.call("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(src)) == "OK"
+    assert src.call("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(dst)) == "OK"
+    assert src.call("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", rkey) == "OK"
+    r2 = b.chat(body)
+    assert r2.status_code == 200
+    assert r2.headers["X-Cache"] == "HIT" and cache_status(r2.headers).get("detail") == "redis"
+    s = rstats(b)
+    assert s["cluster"]["ask"] >= 1 and s["cluster"]["moved"] == 0, s
+    assert mock.calls() == 1
