@@ -63,8 +63,9 @@
  *   purges every tier but this one: nothing is published back, and our
  *   own messages (id = the token seed) are skipped. A peer's fill is not
  *   logged as a purge by the set (one per fill would roll its short log
- *   over); a peer's purge is. Messages lost while the subscriber is down
- *   are not replayed (the issue's drop-on-reconnect is not done yet).
+ *   over); a peer's purge is. Messages published while the subscriber
+ *   was down are lost to it: when it listens again, every local copy is
+ *   dropped (resync()).
  * - Redis Cluster (a comma list of seeds): see "Redis Cluster: routing".
  *   Keys become prefix{hex} and lease keys prefix lease:{hex}: one slot
  *   for both, which the lease script needs (EVAL refuses keys of two
@@ -161,6 +162,9 @@ static const char refresh_lua[] =
       "Other gateways' invalidations applied to this process's other tiers.")               \
     X(inval_bad, "invalidations/bad", COUNTER, "messages",                                 \
       "Messages on the invalidation channel that were not an invalidation (ignored).")      \
+    X(resyncs, "invalidations/resyncs", COUNTER, "times",                                  \
+      "Listening again after a loss: messages may have been missed, so every local copy "   \
+      "was dropped (the answers stay in Redis).")                                           \
     X(scanned, "purge/scanned", COUNTER, "keys",                                           \
       "Keys a purge by selector read from Redis to check (SCAN, then GET).")                \
     X(lat_count, "latency/lookups", COUNTER, "lookups",                                    \
@@ -236,6 +240,7 @@ struct conn {
     int port;
     char port_str[8];
     unsigned seed_next;           /* Cluster subscriber: the seed its next attempt tries */
+    unsigned subscriptions;       /* the subscriber: SUBSCRIBEs confirmed so far */
     conn_t *next_node;            /* Cluster: the worker's other node connections */
     cstate_t state;
     redisAsyncContext *ac;        /* while CONNECTING or UP */
@@ -297,7 +302,7 @@ struct redis {
                        bool logged);
     void *peer_purge_arg;
     atomic_bool subscribed;
-    _Atomic uint64_t inval_sent, inval_received, inval_bad, scanned;
+    _Atomic uint64_t inval_sent, inval_received, inval_bad, scanned, resyncs;
     _Atomic uint64_t lat_count, lat_sum_us, lat_max_us;
     /* Cluster: keys are prefix{hex} so that a key and its lease share a
        slot; each worker has its own slot map and node connections. */
@@ -1326,6 +1331,21 @@ bad:
     count(&r->inval_bad);
 }
 
+/* Listening again after a loss: whatever was published meanwhile is lost
+   to us, so every local copy goes (memory, disk: each may hold an answer
+   another gateway purged or replaced). The answers stay in Redis, so this
+   costs round trips to it, not model calls. */
+static void resync(conn_t *c)
+{
+    redis_t *r = c->r;
+    llmc_purge_t all = {.all = true};
+
+    count(&r->resyncs);
+    tell(r, "redis: listening to invalidations again; messages may have been missed, so this "
+         "gateway's own copies were dropped");
+    r->peer_purge(r->peer_purge_arg, &r->tier, c->worker, &all, true);
+}
+
 /* SUBSCRIBE's callback: its confirmation, then every message, then NULL
    when the connection ends. */
 static void on_message(redisAsyncContext *ac, void *reply_, void *privdata)
@@ -1336,8 +1356,11 @@ static void on_message(redisAsyncContext *ac, void *reply_, void *privdata)
     if (!m || c->ac != ac || m->type != REDIS_REPLY_ARRAY || m->elements != 3 ||
         m->element[0]->type != REDIS_REPLY_STRING)
         return;
-    if (strcmp(m->element[0]->str, "subscribe") == 0)
+    if (strcmp(m->element[0]->str, "subscribe") == 0) {
         atomic_store(&c->r->subscribed, true);
+        if (c->subscriptions++ > 0)
+            resync(c);
+    }
     else if (strcmp(m->element[0]->str, "message") == 0 &&
              m->element[2]->type == REDIS_REPLY_STRING)
         apply_message(c, m->element[2]->str, m->element[2]->len);
@@ -1823,6 +1846,7 @@ static void rd_xstats(llmc_tier_t *t, void *out)
         .inval_sent = load(&r->inval_sent),
         .inval_received = load(&r->inval_received),
         .inval_bad = load(&r->inval_bad),
+        .resyncs = load(&r->resyncs),
         .scanned = load(&r->scanned),
         .lat_count = load(&r->lat_count),
         .lat_sum_us = load(&r->lat_sum_us),

@@ -559,6 +559,23 @@ def test_no_cache_refresh_on_one_gateway_reaches_the_others(redis, mock, gateway
     assert inval(a)["received"] == 0 and inval(a)["bad"] == 0
 
 
+def test_listening_again_drops_local_copies(redis, mock, gateway_factory):
+    """A gateway whose listening connection was lost may have missed
+    invalidations: when it listens again it drops its own copies, and
+    answers from Redis (no model call)."""
+    a, b = two_listening(redis, mock, gateway_factory)
+    body = chat_body(prompt())
+    key, r1 = warm_both(a, b, body)
+    assert redis.call("CLIENT", "KILL", "TYPE", "pubsub") == 2
+    wait_until(lambda: inval(b)["resyncs"] == 1, timeout=5, what="B listening again")
+    assert "memory" not in cached_in(b, key)
+    r = b.chat(body)
+    assert r.headers["X-Cache"] == "HIT" and cache_status(r.headers).get("detail") == "redis"
+    assert r.content == r1.content
+    assert mock.calls() == 1
+    assert "messages may have been missed" in b.stderr()
+
+
 def test_foreign_messages_on_the_channel_are_ignored(redis, mock, gateway_factory):
     """Garbage published on the channel is counted, never a purge."""
     a, b = two_listening(redis, mock, gateway_factory)
