@@ -129,7 +129,8 @@ static const char refresh_lua[] =
 /* X(field, "name", KIND, "unit", "help"): this tier's own counters. */
 #define REDIS_XSTATS_TABLE(X)                                                                \
     X(connected, "connected", GAUGE, "connections",                                        \
-      "Connections up (one per event loop when all is well).")                              \
+      "Connections up: one per event loop when all is well (on a Cluster, one per master "  \
+      "and seed per loop).")                                                                \
     X(connects, "connects", COUNTER, "connections",                                        \
       "Connections made ready: the first ones and every reconnect.")                        \
     X(connect_failures, "connect_failures", COUNTER, "attempts",                           \
