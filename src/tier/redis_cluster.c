@@ -120,12 +120,13 @@ int llmc_redis_slots_parse(const redisReply *reply, const char *asked_host,
 
 int llmc_redis_redirect_parse(const char *err, size_t len, llmc_redis_redirect_t *out)
 {
-    char buf[LLMC_REDIS_HOST_MAX + 32], *sp, *colon, *end;
+    char buf[LLMC_REDIS_HOST_MAX + 32], *sp, *colon, *end, *host;
     unsigned long slot, port;
+    size_t hlen;
 
     memset(out, 0, sizeof(*out));
     if (len >= sizeof(buf) || memchr(err, '\0', len))
-        return LLMC_EINVAL;
+        goto fail;
     memcpy(buf, err, len);
     buf[len] = '\0';
     if (strncmp(buf, "MOVED ", 6) == 0)
@@ -133,26 +134,29 @@ int llmc_redis_redirect_parse(const char *err, size_t len, llmc_redis_redirect_t
     else if (strncmp(buf, "ASK ", 4) == 0)
         sp = buf + 4, out->ask = true;
     else
-        return LLMC_EINVAL;
+        goto fail;
     if (*sp < '0' || *sp > '9')
-        return LLMC_EINVAL;
+        goto fail;
     slot = strtoul(sp, &end, 10);
     if (*end != ' ' || slot >= LLMC_REDIS_SLOTS || !(colon = strrchr(end + 1, ':')) ||
         colon == end + 1 || colon[1] < '0' || colon[1] > '9')
-        return LLMC_EINVAL;
+        goto fail;
     port = strtoul(colon + 1, &sp, 10);
     if (*sp != '\0' || port == 0 || port > 65535)
-        return LLMC_EINVAL;
+        goto fail;
     /* An IPv6 address may come in brackets or bare; kept without them. */
-    char *host = end + 1;
-    size_t hlen = (size_t)(colon - host);
+    host = end + 1;
+    hlen = (size_t)(colon - host);
     if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']')
         host++, hlen -= 2;
     if (hlen == 0 || hlen >= sizeof(out->to.host))
-        return LLMC_EINVAL;
+        goto fail;
     memcpy(out->to.host, host, hlen);
     out->to.host[hlen] = '\0';
     out->to.port = (int)port;
     out->slot = (unsigned)slot;
     return 0;
+fail:
+    memset(out, 0, sizeof(*out)); /* an ASK's flag set before the rest failed */
+    return LLMC_EINVAL;
 }

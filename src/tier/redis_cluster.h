@@ -71,7 +71,7 @@ typedef struct llmc_redis_redirect {
 
 /* Reads "MOVED <slot> <host>:<port>" or "ASK ..." (an error reply's text,
    len bytes; an IPv6 host is the part before the last ':'). 0, or
-   LLMC_EINVAL when it is not a redirect. */
+   LLMC_EINVAL (out zeroed) when it is not a redirect. */
 int llmc_redis_redirect_parse(const char *err, size_t len, llmc_redis_redirect_t *out);
 
 #endif

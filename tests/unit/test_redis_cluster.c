@@ -155,8 +155,11 @@ static void test_redirects(void **state)
         "MOVED 1 :7000", "MOVED x h:1", "MOVED -1 h:1", "ERR wrong", "OOM command not allowed",
         "MOVED 1 h:1x", "ASK 1h:1",
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(llmc_redis_redirect_parse(bad[i], strlen(bad[i]), &rd), LLMC_EINVAL);
+        assert_false(rd.ask); /* zeroed, also after "ASK " was read (found by fuzz_redis_cluster) */
+        assert_int_equal(rd.to.port, 0);
+    }
     assert_int_equal(llmc_redis_redirect_parse("MOVED 1 h:1\0x", 13, &rd), LLMC_EINVAL);
 }
 
