@@ -171,8 +171,10 @@ typedef enum llmc_opt_type {
       "Writes waiting for the disk writer thread; past this, writes are dropped (counted).")  \
     X(redis, "redis", WORD_OR_STR, "none", 0, 0, LLMC_CFG_REDIS_WORDS,                          \
       "Shared cache tier on Redis, between memory and disk: "                                 \
-      "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or 'none'. Several gateways on one Redis " \
-      "share their answers. Set it in LLMC_REDIS to keep a password off the command line.")   \
+      "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], a Redis Cluster's seeds as "              \
+      "redis://[[USER]:PASSWORD@]HOST:PORT,HOST:PORT[,...], or 'none'. Several gateways on "  \
+      "one Redis share their answers, purges and refreshes. No rediss:// (TLS): Debian 12's " \
+      "hiredis has none. Set it in LLMC_REDIS to keep a password off the command line.")      \
     X(redis_prefix, "redis-prefix", STR, "llmc:", 0, 0, NULL,                                 \
       "Put before every key the gateway writes to Redis: one per deployment sharing a Redis.") \
     X(redis_timeout, "redis-timeout", SECS, "50ms", 1, 60000, NULL,                           \

@@ -249,6 +249,14 @@ static int open_log(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t e
     return rc;
 }
 
+/* Another gateway's purge or new answer, heard through Redis. */
+static void redis_peer_purge(void *arg, llmc_tier_t *from, unsigned worker,
+                             const llmc_purge_t *sel, bool logged)
+{
+    llmc_gw_t *gw = arg;
+    llmc_tier_set_purge_peer(gw->tiers, worker, sel, from, logged);
+}
+
 /* The shared tier, when --redis names one: between memory and disk, since
    a Redis hit costs a round trip on the network but saves the model call
    another gateway already paid for. */
@@ -259,6 +267,8 @@ static int open_redis(llmc_gw_t *gw, char *err, size_t errlen)
         .url = cfg->redis_url,
         .prefix = cfg->redis_prefix,
         .timeout_ms = cfg->redis_timeout,
+        .peer_purge = redis_peer_purge,
+        .peer_purge_arg = gw,
     };
     llmc_tier_t *t = NULL;
     int rv;

@@ -52,10 +52,25 @@
  *   disappears. Waiters ask again every LEASE_POLL_MS: the answer (a
  *   fill), the lease (its holder gave up or died), or wait on, until their
  *   max_wait. Any fault answers LLMC_LEASE_NONE: call the model.
- * - Purges: by key only (DEL). Namespace, tag, model and whole-cache
- *   purges complete at once with nothing removed here; those entries
- *   leave Redis at the end of their lifetime (SCAN with the prefix and a
- *   check of each record is the way to add them).
+ * - Purges: by key, a DEL; by any other selector, a SCAN over the
+ *   prefix a batch at a time, each record read and checked (see "purges
+ *   by selector" below). The purge answers with what Redis removed.
+ * - Invalidations between gateways: every fill publishes "<id> R <key>"
+ *   and every purge "<id> P <selector JSON>" on prefix + "invalidate",
+ *   on the connection that did the work and after it (a peer that hears
+ *   finds Redis already changed). One subscriber connection per process,
+ *   on worker 0's loop, hands the others' messages to peer_purge, which
+ *   purges every tier but this one: nothing is published back, and our
+ *   own messages (id = the token seed) are skipped. A peer's fill is not
+ *   logged as a purge by the set (one per fill would roll its short log
+ *   over); a peer's purge is. Messages published while the subscriber
+ *   was down are lost to it: when it listens again, every local copy is
+ *   dropped (resync()).
+ * - Redis Cluster (a comma list of seeds): see "Redis Cluster: routing".
+ *   Keys become prefix{hex} and lease keys prefix lease:{hex}: one slot
+ *   for both, which the lease script needs (EVAL refuses keys of two
+ *   slots). conns[worker] is then the first seed's connection; the
+ *   worker's node connections live in wn[worker].
  */
 #include <arpa/inet.h>
 #include <assert.h>
@@ -76,6 +91,8 @@
 #include "llmc/error.h"
 #include "llmc/record.h"
 #include "tier/redis.h"
+#include "tier/redis_cluster.h"
+#include "tier/redis_int.h"
 
 #define DEFAULT_PREFIX     "llmc:"
 #define DEFAULT_TIMEOUT_MS 50
@@ -86,10 +103,15 @@
 #define STUCK_MIN_MS       1000           /* stuck_ms: this, or 10 timeouts if longer */
 #define OPS_MAX            4096           /* commands in the air per connection */
 #define VALUE_MAX          (512u << 20)   /* Redis's largest string by default */
-#define KEY_MAX            (LLMC_REDIS_PREFIX_MAX + 6 + 2 * LLMC_KEY_LEN + 1) /* + "lease:" */
+#define KEY_MAX            (LLMC_REDIS_PREFIX_MAX + 6 + 2 * LLMC_KEY_LEN + 3) /* + "lease:", {} */
 #define LEASE_MS           5000           /* a held lease lives this long unless refreshed */
 #define LEASE_REFRESH_MS   (LEASE_MS / 3)
 #define LEASE_POLL_MS      25             /* a waiter asks again this often */
+#define SCAN_COUNT         "256"          /* keys a SCAN step looks at: a purge's batch */
+#define CHANNEL            "invalidate"   /* after the prefix: where invalidations go */
+#define ID_LEN             16             /* hex digits naming this process in a message */
+#define MAP_MIN_MS         100            /* Cluster: a worker asks CLUSTER SLOTS at most this often */
+#define NODE_CONNS_MAX     (2 * LLMC_REDIS_NODES_MAX) /* Cluster: connections a worker may make */
 
 /* KEYS: the answer's key, the lease's; ARGV: our token, the lease's PX.
    The answer when there is one; else 1 when the lease is ours, 0 when
@@ -107,7 +129,8 @@ static const char refresh_lua[] =
 /* X(field, "name", KIND, "unit", "help"): this tier's own counters. */
 #define REDIS_XSTATS_TABLE(X)                                                                \
     X(connected, "connected", GAUGE, "connections",                                        \
-      "Connections up (one per event loop when all is well).")                              \
+      "Connections up: one per event loop when all is well (on a Cluster, one per master "  \
+      "and seed per loop).")                                                                \
     X(connects, "connects", COUNTER, "connections",                                        \
       "Connections made ready: the first ones and every reconnect.")                        \
     X(connect_failures, "connect_failures", COUNTER, "attempts",                           \
@@ -131,7 +154,32 @@ static const char refresh_lua[] =
     X(leases_filled, "leases/filled", COUNTER, "misses",                                   \
       "Misses answered by another gateway's call (no model call here).")                    \
     X(leases_none, "leases/none", COUNTER, "misses",                                       \
-      "Misses that called the model without a lease (Redis down or slow, a wait too long).")
+      "Misses that called the model without a lease (Redis down or slow, a wait too long).") \
+    X(subscribed, "invalidations/subscribed", GAUGE, "connections",                        \
+      "1 while this process listens to the other gateways' invalidations.")                 \
+    X(inval_sent, "invalidations/sent", COUNTER, "messages",                               \
+      "Invalidations published: a purge here, or a new answer stored for a key.")           \
+    X(inval_received, "invalidations/received", COUNTER, "messages",                       \
+      "Other gateways' invalidations applied to this process's other tiers.")               \
+    X(inval_bad, "invalidations/bad", COUNTER, "messages",                                 \
+      "Messages on the invalidation channel that were not an invalidation (ignored).")      \
+    X(resyncs, "invalidations/resyncs", COUNTER, "times",                                  \
+      "Listening again after a loss: messages may have been missed, so every local copy "   \
+      "was dropped (the answers stay in Redis).")                                           \
+    X(scanned, "purge/scanned", COUNTER, "keys",                                           \
+      "Keys a purge by selector read from Redis to check (SCAN, then GET).")                \
+    X(lat_count, "latency/lookups", COUNTER, "lookups",                                    \
+      "Lookups Redis answered (the count latency/sum_us adds up).")                         \
+    X(lat_sum_us, "latency/sum_us", COUNTER, "microseconds",                               \
+      "Time from sending a lookup to its answer, summed: divide by latency/lookups.")       \
+    X(lat_max_us, "latency/max_us", GAUGE, "microseconds",                                 \
+      "The slowest lookup Redis answered.")                                                 \
+    X(moved, "cluster/moved", COUNTER, "replies",                                          \
+      "Cluster: MOVED redirects followed (the slot map is updated and asked again).")        \
+    X(asked, "cluster/ask", COUNTER, "replies",                                            \
+      "Cluster: ASK redirects followed (a slot being migrated).")                           \
+    X(map_loads, "cluster/slot_maps", COUNTER, "replies",                                  \
+      "Cluster: slot maps read from CLUSTER SLOTS (at start, after a redirect or a node lost).")
 
 typedef struct redis_xstats {
     REDIS_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -143,6 +191,8 @@ static const llmc_stat_desc_t xstats_desc[] = {REDIS_XSTATS_TABLE(LLMC_STAT_DESC
 
 typedef struct redis redis_t;
 typedef struct conn conn_t;
+typedef struct scan scan_t;
+typedef struct wnodes wnodes_t;
 
 enum op_kind {
     OP_HELLO,  /* AUTH or SELECT: an error reply drops the connection */
@@ -151,7 +201,11 @@ enum op_kind {
     OP_SET,
     OP_DEL,
     OP_LEASE,  /* the acquire script, for a lease that waits on it */
-    OP_FIRE,   /* a lease's refresh or release: nobody waits */
+    OP_FIRE,   /* a lease's refresh or release, a PUBLISH: nobody waits */
+    OP_SCAN,   /* a purge's SCAN step */
+    OP_SGET,   /* a purge reads a key the SCAN found */
+    OP_SDEL,   /* a purge deletes what it selected */
+    OP_SLOTS,  /* Cluster: CLUSTER SLOTS, for the worker's slot map */
 };
 
 typedef struct op {
@@ -164,7 +218,10 @@ typedef struct op {
     llmc_tier_purge_cb done;      /* OP_DEL */
     void *arg;
     struct lease *lease;          /* OP_LEASE, until the lease is answered or ended */
+    scan_t *scan;                 /* OP_SCAN, OP_SGET, OP_SDEL */
+    llmc_key_t key;               /* OP_SGET */
     uint64_t sent_ms, deadline_ms; /* the loop's clock */
+    uint64_t sent_ns;             /* OP_GET: uv_hrtime(), for the latency figures */
 } op_t;
 
 typedef enum cstate {
@@ -178,7 +235,14 @@ typedef enum cstate {
 struct conn {
     redis_t *r;
     unsigned worker;
+    bool sub;                     /* the subscriber: SUBSCRIBE once ready, nothing else */
     uv_loop_t *loop;
+    char host[LLMC_REDIS_HOST_MAX]; /* the node it talks to */
+    int port;
+    char port_str[8];
+    unsigned seed_next;           /* Cluster subscriber: the seed its next attempt tries */
+    unsigned subscriptions;       /* the subscriber: SUBSCRIBEs confirmed so far */
+    conn_t *next_node;            /* Cluster: the worker's other node connections */
     cstate_t state;
     redisAsyncContext *ac;        /* while CONNECTING or UP */
     uv_timer_t retry;             /* DOWN: the next attempt; else the connect deadline */
@@ -213,7 +277,6 @@ struct redis {
     llmc_tier_t tier;
     llmc_redis_url_t url;
     char where[LLMC_REDIS_HOST_MAX + 48]; /* redis://host:port/db: no credentials */
-    char port_str[8];
     char prefix[LLMC_REDIS_PREFIX_MAX + 1];
     size_t prefix_len;
     uint64_t timeout_ms, stuck_ms;
@@ -230,6 +293,35 @@ struct redis {
     _Atomic uint64_t leases_won, leases_waited, leases_filled, leases_none;
     uint64_t token_seed;          /* makes lease tokens unique to this process */
     _Atomic uint64_t token_next;
+    /* Invalidations: published on chan by every connection, heard by sub
+       (worker 0's loop) and applied through peer_purge. */
+    conn_t *sub;
+    char chan[LLMC_REDIS_PREFIX_MAX + sizeof(CHANNEL)];
+    size_t chan_len;
+    char self_id[ID_LEN + 1];     /* token_seed in hex: our own messages are skipped */
+    void (*peer_purge)(void *arg, llmc_tier_t *from, unsigned worker, const llmc_purge_t *sel,
+                       bool logged);
+    void *peer_purge_arg;
+    atomic_bool subscribed;
+    _Atomic uint64_t inval_sent, inval_received, inval_bad, scanned, resyncs;
+    _Atomic uint64_t lat_count, lat_sum_us, lat_max_us;
+    /* Cluster: keys are prefix{hex} so that a key and its lease share a
+       slot; each worker has its own slot map and node connections. */
+    const char *tag_open, *tag_close; /* "{" "}", or "" "" on one node */
+    wnodes_t **wn;                /* by worker, like conns; NULL on one node */
+    _Atomic uint64_t moved, asked, map_loads;
+};
+
+/* Cluster: one worker's view. Touched by that worker's loop thread alone. */
+struct wnodes {
+    llmc_redis_slot_map_t map;
+    llmc_redis_slot_map_t next;   /* a CLUSTER SLOTS reply is parsed here first */
+    conn_t *conn_of[LLMC_REDIS_NODES_MAX]; /* map.nodes[i]'s connection */
+    conn_t *nodes;                /* every node connection made, by next_node */
+    unsigned nnodes;
+    op_t *slots_op;               /* CLUSTER SLOTS in the air */
+    bool stale;                   /* a new map is wanted */
+    uint64_t asked_ms;            /* when CLUSTER SLOTS was last sent */
 };
 
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
@@ -256,21 +348,39 @@ static void tell(redis_t *r, const char *fmt, ...)
 
 /* ---- keys and values ------------------------------------------------------- */
 
-/* Writes prefix + 64 hex digits into out (KEY_MAX bytes); returns the length. */
+/* Writes at out: what, then the key's 64 hex digits in the hashtag's
+   braces (Cluster only); returns the length. */
+static size_t put_hex(const redis_t *r, const llmc_key_t *key, char *out)
+{
+    size_t o = strlen(r->tag_open), c = strlen(r->tag_close);
+
+    memcpy(out, r->tag_open, o);
+    llmc_key_hex(key, out + o);
+    memcpy(out + o + 2 * LLMC_KEY_LEN, r->tag_close, c);
+    return o + 2 * LLMC_KEY_LEN + c;
+}
+
+/* Writes prefix + 64 hex digits ({hex} on a Cluster) into out (KEY_MAX
+   bytes); returns the length. */
 static size_t make_key(const redis_t *r, const llmc_key_t *key, char *out)
 {
     memcpy(out, r->prefix, r->prefix_len);
-    llmc_key_hex(key, out + r->prefix_len);
-    return r->prefix_len + 2 * LLMC_KEY_LEN;
+    return r->prefix_len + put_hex(r, key, out + r->prefix_len);
 }
 
-/* The key of key's lease: prefix + "lease:" + 64 hex digits. */
+/* The key of key's lease: prefix + "lease:" + 64 hex digits ({hex} on a
+   Cluster: the same slot as the key, which the lease script needs). */
 static size_t make_lease_key(const redis_t *r, const llmc_key_t *key, char *out)
 {
     memcpy(out, r->prefix, r->prefix_len);
     memcpy(out + r->prefix_len, "lease:", 6);
-    llmc_key_hex(key, out + r->prefix_len + 6);
-    return r->prefix_len + 6 + 2 * LLMC_KEY_LEN;
+    return r->prefix_len + 6 + put_hex(r, key, out + r->prefix_len + 6);
+}
+
+/* Where the key's hex starts in a key make_key wrote. */
+static size_t hex_at(const redis_t *r)
+{
+    return r->prefix_len + strlen(r->tag_open);
 }
 
 /* The lifetime to give e's key at now_ms (SET ... PX): its freshness left,
@@ -307,7 +417,8 @@ static bool asked(const redisReadTask *task)
 {
     const redisAsyncContext *ac = task->privdata;
 
-    if (task->parent || ac->replies.head)
+    /* Once subscribed, hiredis routes the messages to SUBSCRIBE's callback. */
+    if (task->parent || ac->replies.head || (ac->c.flags & REDIS_SUBSCRIBED))
         return true;
     ((conn_t *)ac->data)->unasked_reply = true;
     return false;
@@ -525,6 +636,12 @@ static redisAsyncContext *conn_down(conn_t *c, const char *why)
     c->timeouts_in_row = 0;
     uv_timer_stop(&c->deadline);
     uv_timer_start(&c->retry, on_conn_timer, next_backoff(c), 0);
+    if (c->sub) {
+        /* The lookup connections tell the state changes; this one is
+           only shown (invalidations/subscribed). */
+        atomic_store(&r->subscribed, false);
+        return ac;
+    }
     if (was_up) {
         count(&r->disconnects);
         if (atomic_fetch_sub(&r->up, 1) == 1 && !atomic_exchange(&r->down_told, true))
@@ -547,12 +664,21 @@ static void conn_drop(conn_t *c, const char *why)
         redisAsyncFree(ac);
 }
 
+static void subscribe(conn_t *c);
+static void want_map(wnodes_t *w, uint64_t now);
+
 static void conn_ready(conn_t *c)
 {
     redis_t *r = c->r;
 
     c->state = C_UP;
     uv_timer_stop(&c->retry);
+    if (c->sub) {
+        subscribe(c);
+        return;
+    }
+    if (r->wn && (r->wn[c->worker]->stale || !r->wn[c->worker]->map.covered))
+        want_map(r->wn[c->worker], uv_now(c->loop));
     count(&r->connects);
     if (atomic_fetch_add(&r->up, 1) == 0) {
         atomic_store(&r->down_told, false);
@@ -639,7 +765,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         conn_down(c, status < 0 ? uv_strerror(status) : "no address");
         return;
     }
-    ac = redisAsyncConnect(ip, r->url.port);
+    ac = redisAsyncConnect(ip, c->port);
     if (!ac || ac->err) {
         char why[160];
         snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
@@ -664,16 +790,29 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     handshake(c);
 }
 
+static void conn_target(conn_t *c, const char *host, int port)
+{
+    snprintf(c->host, sizeof(c->host), "%s", host);
+    c->port = port;
+    snprintf(c->port_str, sizeof(c->port_str), "%d", port);
+}
+
 /* Resolves the host; the rest follows from on_resolved. */
 static void conn_start(conn_t *c)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     int rc;
 
+    if (c->sub && c->r->url.cluster) {
+        /* Any node hears every PUBLISH: the subscriber tries the seeds in
+           turn, so that one node lost does not deafen it. */
+        const llmc_redis_seed_t *sd = &c->r->url.seeds[c->seed_next++ % c->r->url.nseeds];
+        conn_target(c, sd->host, sd->port);
+    }
     c->state = C_RESOLVING;
     uv_timer_start(&c->retry, on_conn_timer, CONNECT_TIMEOUT_MS, 0);
     c->gai.data = c;
-    rc = uv_getaddrinfo(c->loop, &c->gai, on_resolved, c->r->url.host, c->r->port_str, &hints);
+    rc = uv_getaddrinfo(c->loop, &c->gai, on_resolved, c->host, c->port_str, &hints);
     if (rc < 0) {
         conn_down(c, uv_strerror(rc));
         return;
@@ -704,7 +843,191 @@ static void on_conn_timer(uv_timer_t *t)
     }
 }
 
+/* ---- Redis Cluster: routing --------------------------------------------------- */
+
+/*
+ * On a Cluster each worker keeps a slot map (tier/redis_cluster.h) and a
+ * connection per master it has heard of, made on first need and kept. A
+ * key's command goes to its slot's master; a slot with no master known,
+ * or whose master's connection is down, is a miss (or a dropped write)
+ * that asks for a new map (CLUSTER SLOTS on any connection up, at most
+ * every MAP_MIN_MS): a failover is survived by asking again until a
+ * replica has been promoted. MOVED moves the slot in the map, asks for a
+ * new map, and sends a lookup or a key purge again to the node named;
+ * ASK sends it there once after ASKING. A write or a lease redirected is
+ * not sent again (a dropped copy, a call made without the lease).
+ */
+
+static conn_t *conn_new(redis_t *r, unsigned worker, uv_loop_t *loop, bool sub, const char *host,
+                        int port);
+
+/* The worker's connection to host:port, made when new (NULL past
+   NODE_CONNS_MAX or out of memory). On the worker's loop thread, or the
+   main thread at attach. */
+static conn_t *node_conn(redis_t *r, unsigned worker, uv_loop_t *loop, const char *host, int port)
+{
+    wnodes_t *w = r->wn[worker];
+    conn_t *c;
+
+    for (c = w->nodes; c; c = c->next_node)
+        if (c->port == port && strcmp(c->host, host) == 0)
+            return c;
+    if (w->nnodes == NODE_CONNS_MAX || !(c = conn_new(r, worker, loop, false, host, port)))
+        return NULL;
+    c->next_node = w->nodes;
+    w->nodes = c;
+    w->nnodes++;
+    return c;
+}
+
+/* Asks for a new slot map on some connection that is up, unless one is in
+   the air or was asked for less than MAP_MIN_MS ago; else remembers that
+   one is wanted (the next connection ready asks). */
+static void want_map(wnodes_t *w, uint64_t now)
+{
+    static const char *argv[] = {"CLUSTER", "SLOTS"};
+    static const size_t lens[] = {7, 5};
+
+    w->stale = true;
+    if (w->slots_op || (w->asked_ms && now - w->asked_ms < MAP_MIN_MS))
+        return;
+    for (conn_t *c = w->nodes; c; c = c->next_node) {
+        if (c->state != C_UP || c->nops >= OPS_MAX)
+            continue;
+        if ((w->slots_op = send_cmd(c, OP_SLOTS, 2, argv, lens))) {
+            w->asked_ms = now;
+            return;
+        }
+    }
+}
+
+static void got_slots(conn_t *c, const redisReply *reply)
+{
+    redis_t *r = c->r;
+    wnodes_t *w = r->wn[c->worker];
+
+    w->slots_op = NULL;
+    if (!reply || llmc_redis_slots_parse(reply, c->host, &w->next) < 0 || !w->next.covered) {
+        if (reply)
+            count(reply->type == REDIS_REPLY_ERROR ? &r->error_replies : &r->corrupt);
+        return; /* still stale: the next miss asks again */
+    }
+    memcpy(&w->map, &w->next, sizeof(w->map));
+    for (unsigned i = 0; i < w->map.nnodes; i++)
+        w->conn_of[i] = node_conn(r, c->worker, c->loop, w->map.nodes[i].host,
+                                  w->map.nodes[i].port);
+    w->stale = false;
+    count(&r->map_loads);
+}
+
+/* The connection that may take a command for key now, or NULL (a miss, a
+   dropped write). */
+static conn_t *route(redis_t *r, unsigned worker, const char *key, size_t klen)
+{
+    wnodes_t *w;
+    conn_t *c;
+    unsigned n;
+
+    if (!r->wn)
+        return ready_conn(r, worker);
+    if (worker >= r->nconns || !(w = r->wn[worker]) || !r->conns[worker] ||
+        r->conns[worker]->state == C_DETACHED)
+        return NULL;
+    n = w->map.owner[llmc_redis_slot(key, klen)];
+    c = n == LLMC_REDIS_NO_NODE ? NULL : w->conn_of[n];
+    if (!c || c->state != C_UP || w->stale) {
+        /* A map wanted but not asked for yet (MAP_MIN_MS had not passed):
+           the next command asks. */
+        want_map(w, uv_now(r->conns[worker]->loop));
+        if (!c || c->state != C_UP)
+            return NULL;
+    }
+    return c->nops < OPS_MAX ? c : NULL;
+}
+
+/* The route for a key op: by the key it names. */
+static conn_t *route_key(redis_t *r, unsigned worker, const llmc_key_t *key)
+{
+    char k[KEY_MAX];
+    return route(r, worker, k, make_key(r, key, k));
+}
+
+/*
+ * An error reply that may be a redirect. Returns true when it was one and
+ * op was dealt with (sent again, or answered as a miss); false to handle
+ * the reply as it is.
+ */
+static bool redirected(conn_t *c, op_t *op, const redisReply *reply)
+{
+    redis_t *r = c->r;
+    wnodes_t *w = r->wn ? r->wn[c->worker] : NULL;
+    llmc_redis_redirect_t rd;
+    conn_t *to;
+    int n;
+
+    if (!w || (op->kind != OP_GET && op->kind != OP_DEL && op->kind != OP_SET &&
+               op->kind != OP_LEASE) ||
+        llmc_redis_redirect_parse(reply->str, reply->len, &rd) < 0)
+        return false;
+    count(rd.ask ? &r->asked : &r->moved);
+    n = llmc_redis_map_node(&w->map, rd.to.host, strlen(rd.to.host), rd.to.port);
+    to = n < 0 ? NULL : node_conn(r, c->worker, c->loop, rd.to.host, rd.to.port);
+    if (!rd.ask && to) {
+        if (w->map.owner[rd.slot] == LLMC_REDIS_NO_NODE)
+            w->map.covered++;
+        w->map.owner[rd.slot] = (uint8_t)n;
+        w->conn_of[n] = to;
+    }
+    if (!rd.ask)
+        want_map(w, uv_now(c->loop));
+    if (to && (to->state != C_UP || to->nops >= OPS_MAX))
+        to = NULL;
+    if (to && rd.ask) {
+        static const char *asking[] = {"ASKING"};
+        static const size_t alen[] = {6};
+        if (!send_cmd(to, OP_FIRE, 1, asking, alen))
+            to = NULL;
+    }
+    char key[KEY_MAX];
+    op_t *again = NULL;
+    if (op->kind == OP_GET && op->lk && to) {
+        const char *argv[] = {"GET", key};
+        size_t lens[] = {3, make_key(r, &op->lk->query->key, key)};
+        if ((again = send_cmd(to, OP_GET, 2, argv, lens))) {
+            again->lk = op->lk;
+            again->sent_ns = op->sent_ns;
+            again->lk->tier_data = again;
+            op->lk = NULL;
+            watch(to, again);
+        }
+    } else if (op->kind == OP_DEL && op->done && to && op->scan == NULL) {
+        const char *argv[] = {"DEL", key};
+        size_t lens[] = {3, make_key(r, &op->key, key)};
+        if ((again = send_cmd(to, OP_DEL, 2, argv, lens))) {
+            again->done = op->done;
+            again->arg = op->arg;
+            again->key = op->key;
+            op->done = NULL;
+            watch(to, again);
+        }
+    }
+    return again != NULL; /* else answered as the error it got */
+}
+
 /* ---- replies --------------------------------------------------------------- */
+
+static void note_latency(redis_t *r, const op_t *op)
+{
+    uint64_t us = (uv_hrtime() - op->sent_ns) / 1000;
+    uint64_t max = load(&r->lat_max_us);
+
+    count(&r->lat_count);
+    atomic_fetch_add_explicit(&r->lat_sum_us, us, memory_order_relaxed);
+    while (us > max && !atomic_compare_exchange_weak_explicit(&r->lat_max_us, &max, us,
+                                                             memory_order_relaxed,
+                                                             memory_order_relaxed))
+        ;
+}
 
 static void got_get(conn_t *c, op_t *op, const redisReply *reply)
 {
@@ -717,6 +1040,7 @@ static void got_get(conn_t *c, op_t *op, const redisReply *reply)
     if (!reply) {
         rc = c->state == C_DETACHED ? LLMC_ECANCELED : LLMC_ENOENT;
     } else {
+        note_latency(r, op);
         rc = value_decode(&lk->query->key, reply, &lk->entry);
         if (rc == LLMC_ECORRUPT || rc == LLMC_EVERSION)
             count(&r->corrupt);
@@ -879,7 +1203,7 @@ static void got_lease(conn_t *c, op_t *op, const redisReply *reply)
 static int rd_lease(llmc_tier_t *t, llmc_tier_lease_t *ls)
 {
     redis_t *r = impl(t);
-    conn_t *c = ready_conn(r, ls->worker);
+    conn_t *c = route_key(r, ls->worker, &ls->key);
     lease_t *l = c ? calloc(1, sizeof(*l)) : NULL;
 
     if (!l) {
@@ -944,6 +1268,336 @@ static void leases_cancel(conn_t *c)
     }
 }
 
+/* ---- invalidations between gateways ---------------------------------------- */
+
+/*
+ * Publishes "<our id> <kind> <payload>" on the channel, behind whatever c
+ * sent before it (so a peer that hears of a new answer finds it stored).
+ * kind R: a new answer for the key whose hex is payload; P: a purge,
+ * payload its selector (redis_msg.c).
+ */
+static void publish(conn_t *c, char kind, const char *payload, size_t plen)
+{
+    redis_t *r = c->r;
+    size_t n = ID_LEN + 3 + plen;
+    char *msg = malloc(n);
+
+    if (!msg)
+        return;
+    memcpy(msg, r->self_id, ID_LEN);
+    msg[ID_LEN] = ' ';
+    msg[ID_LEN + 1] = kind;
+    msg[ID_LEN + 2] = ' ';
+    memcpy(msg + ID_LEN + 3, payload, plen);
+    const char *argv[] = {"PUBLISH", r->chan, msg};
+    size_t lens[] = {7, r->chan_len, n};
+    if (send_cmd(c, OP_FIRE, 3, argv, lens))
+        count(&r->inval_sent);
+    free(msg);
+}
+
+static void publish_purge(conn_t *c, const llmc_purge_t *sel)
+{
+    char *json = llmc__redis_sel_encode(sel);
+
+    if (json)
+        publish(c, 'P', json, strlen(json));
+    free(json);
+}
+
+/* A peer's message: applied to our other tiers unless it is our own. */
+static void apply_message(conn_t *c, const char *s, size_t len)
+{
+    redis_t *r = c->r;
+    llmc_purge_t sel = {.conds = LLMC_PURGE_KEY};
+    void *h = NULL;
+
+    if (len > ID_LEN + 3 && memcmp(s, r->self_id, ID_LEN) == 0)
+        return;
+    if (len < ID_LEN + 3 || s[ID_LEN] != ' ' || s[ID_LEN + 2] != ' ')
+        goto bad;
+    s += ID_LEN + 3;
+    len -= ID_LEN + 3;
+    if (s[-2] == 'R' && len == 2 * LLMC_KEY_LEN && llmc__redis_key_unhex(s, &sel.key) == 0) {
+        r->peer_purge(r->peer_purge_arg, &r->tier, c->worker, &sel, false);
+    } else if (s[-2] == 'P' && (h = llmc__redis_sel_decode(s, len, &sel))) {
+        r->peer_purge(r->peer_purge_arg, &r->tier, c->worker, &sel, true);
+        llmc__redis_sel_free(h);
+    } else {
+        goto bad;
+    }
+    count(&r->inval_received);
+    return;
+bad:
+    count(&r->inval_bad);
+}
+
+/* Listening again after a loss: whatever was published meanwhile is lost
+   to us, so every local copy goes (memory, disk: each may hold an answer
+   another gateway purged or replaced). The answers stay in Redis, so this
+   costs round trips to it, not model calls. */
+static void resync(conn_t *c)
+{
+    redis_t *r = c->r;
+    llmc_purge_t all = {.all = true};
+
+    count(&r->resyncs);
+    tell(r, "redis: listening to invalidations again; messages may have been missed, so this "
+         "gateway's own copies were dropped");
+    r->peer_purge(r->peer_purge_arg, &r->tier, c->worker, &all, true);
+}
+
+/* SUBSCRIBE's callback: its confirmation, then every message, then NULL
+   when the connection ends. */
+static void on_message(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    conn_t *c = privdata;
+    const redisReply *m = reply_;
+
+    if (!m || c->ac != ac || m->type != REDIS_REPLY_ARRAY || m->elements != 3 ||
+        m->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(m->element[0]->str, "subscribe") == 0) {
+        atomic_store(&c->r->subscribed, true);
+        if (c->subscriptions++ > 0)
+            resync(c);
+    }
+    else if (strcmp(m->element[0]->str, "message") == 0 &&
+             m->element[2]->type == REDIS_REPLY_STRING)
+        apply_message(c, m->element[2]->str, m->element[2]->len);
+}
+
+/* The subscriber is ready (PONG): from now on it only listens. */
+static void subscribe(conn_t *c)
+{
+    const char *argv[] = {"SUBSCRIBE", c->r->chan};
+    size_t lens[] = {9, c->r->chan_len};
+
+    if (redisAsyncCommandArgv(c->ac, on_message, c, 2, argv, lens) != REDIS_OK)
+        conn_drop(c, "could not subscribe");
+}
+
+/* ---- purges by selector ------------------------------------------------------ */
+
+/*
+ * A purge other than by key walks the prefix's keys with SCAN, a batch at
+ * a time: the keys of one step are read (GET) and those whose record the
+ * selector picks are deleted; the next step is asked when the batch is
+ * done, so at most one batch is in the air and the loop never waits.
+ * {"all": true} deletes what SCAN finds without reading it. Lease keys
+ * and anything else under the prefix that is not prefix + 64 hex digits
+ * is left alone. An answer stored between a key's GET and its DEL may go
+ * with the old one: the cache only loses a copy. A connection lost on the
+ * way ends the purge with what it removed so far.
+ */
+/* A purge by selector: one scan per master (one on a single node). */
+typedef struct scan_fan {
+    llmc_purge_t *sel;            /* our copy */
+    llmc_tier_purge_cb done;
+    void *arg;
+    size_t removed;
+    unsigned outstanding;         /* scans still walking, + 1 while they start */
+} scan_fan_t;
+
+struct scan {
+    conn_t *c;
+    scan_fan_t *fan;
+    llmc_purge_t *sel;            /* the fan's */
+    size_t removed;
+    unsigned inflight;            /* its commands in the air */
+    bool more, failed;            /* the cursor is not back at 0; a step went wrong */
+    char cursor[24];
+    char match[2 * LLMC_REDIS_PREFIX_MAX + 2]; /* the prefix, glob-escaped, and '*' */
+    size_t match_len;
+};
+
+/* One scan (or the start, c NULL) is over: the last one tells the peers
+   through c when it is up, and answers the purge. */
+static void fan_release(scan_fan_t *f, conn_t *c)
+{
+    assert(f->outstanding > 0);
+    if (--f->outstanding > 0)
+        return;
+    /* Told after Redis is clean, so that a peer that drops its copies
+       cannot promote them back from here. */
+    if (c && c->state == C_UP)
+        publish_purge(c, f->sel);
+    f->done(f->arg, f->removed);
+    free(f->sel);
+    free(f);
+}
+
+static void scan_finish(scan_t *s)
+{
+    atomic_fetch_add_explicit(&s->c->r->purged, s->removed, memory_order_relaxed);
+    s->fan->removed += s->removed;
+    fan_release(s->fan, s->c);
+    free(s);
+}
+
+/* The batch is done: the next SCAN step, or the end. */
+static void scan_next(scan_t *s)
+{
+    conn_t *c = s->c;
+    op_t *op = NULL;
+
+    assert(s->inflight == 0);
+    if (s->more && !s->failed && c->state == C_UP) {
+        const char *argv[] = {"SCAN", s->cursor, "MATCH", s->match, "COUNT", SCAN_COUNT};
+        size_t lens[] = {4, strlen(s->cursor), 5, s->match_len, 5, strlen(SCAN_COUNT)};
+        op = send_cmd(c, OP_SCAN, 6, argv, lens);
+    }
+    if (!op) {
+        scan_finish(s);
+        return;
+    }
+    op->scan = s;
+    s->inflight++;
+}
+
+static void scan_sent(scan_t *s, op_t *op)
+{
+    if (!op) {
+        s->failed = true;
+        return;
+    }
+    op->scan = s;
+    s->inflight++;
+}
+
+static void scan_answered(scan_t *s)
+{
+    if (--s->inflight == 0)
+        scan_next(s);
+}
+
+static void got_scan(conn_t *c, op_t *op, const redisReply *reply)
+{
+    scan_t *s = op->scan;
+    redis_t *r = c->r;
+    const redisReply *keys;
+
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[0]->len >= sizeof(s->cursor) ||
+        reply->element[1]->type != REDIS_REPLY_ARRAY) {
+        if (reply && reply->type == REDIS_REPLY_ERROR)
+            count(&r->error_replies);
+        s->failed = true;
+        scan_answered(s);
+        return;
+    }
+    memcpy(s->cursor, reply->element[0]->str, reply->element[0]->len + 1);
+    s->more = strcmp(s->cursor, "0") != 0;
+    keys = reply->element[1];
+    for (size_t i = 0; i < keys->elements && !s->failed && c->state == C_UP; i++) {
+        const redisReply *k = keys->element[i];
+        llmc_key_t key;
+        char want[KEY_MAX];
+        if (k->type != REDIS_REPLY_STRING || k->len < hex_at(r) + 2 * LLMC_KEY_LEN ||
+            llmc__redis_key_unhex(k->str + hex_at(r), &key) < 0 ||
+            k->len != make_key(r, &key, want) || memcmp(k->str, want, k->len) != 0)
+            continue;
+        if (llmc_purge_is_all(s->sel)) {
+            const char *argv[] = {"DEL", k->str};
+            size_t lens[] = {3, k->len};
+            scan_sent(s, send_cmd(c, OP_SDEL, 2, argv, lens));
+        } else {
+            const char *argv[] = {"GET", k->str};
+            size_t lens[] = {3, k->len};
+            op_t *get = send_cmd(c, OP_SGET, 2, argv, lens);
+            scan_sent(s, get);
+            if (get)
+                get->key = key;
+        }
+    }
+    scan_answered(s);
+}
+
+static void got_sget(conn_t *c, op_t *op, const redisReply *reply)
+{
+    scan_t *s = op->scan;
+    llmc_entry_t *e = NULL;
+
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        count(&c->r->scanned);
+        if (value_decode(&op->key, reply, &e) == 0 && llmc_purge_match(s->sel, e) &&
+            c->state == C_UP) {
+            char key[KEY_MAX];
+            const char *argv[] = {"DEL", key};
+            size_t lens[] = {3, make_key(c->r, &op->key, key)};
+            scan_sent(s, send_cmd(c, OP_SDEL, 2, argv, lens));
+        }
+        if (e)
+            llmc_entry_unref(e);
+    }
+    scan_answered(s);
+}
+
+static void got_sdel(conn_t *c, op_t *op, const redisReply *reply)
+{
+    scan_t *s = op->scan;
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        s->removed += (size_t)reply->integer;
+    else if (reply && reply->type == REDIS_REPLY_ERROR)
+        count(&c->r->error_replies);
+    scan_answered(s);
+}
+
+/* Starts f's scan of c's node. */
+static void scan_start(conn_t *c, scan_fan_t *f)
+{
+    redis_t *r = c->r;
+    scan_t *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return;
+    f->outstanding++;
+    s->c = c;
+    s->fan = f;
+    s->sel = f->sel;
+    s->more = true;
+    strcpy(s->cursor, "0");
+    /* SCAN's MATCH is a glob: the prefix's own * ? [ ] \ are escaped. */
+    for (size_t i = 0; i < r->prefix_len; i++) {
+        if (strchr("*?[]\\", r->prefix[i]))
+            s->match[s->match_len++] = '\\';
+        s->match[s->match_len++] = r->prefix[i];
+    }
+    s->match[s->match_len++] = '*';
+    s->match[s->match_len] = '\0';
+    scan_next(s);
+}
+
+/* A purge by selector: a scan of every master up (the one node, off a
+   Cluster); done once, when the last has walked. */
+static void scan_all(redis_t *r, unsigned worker, const llmc_purge_t *sel,
+                     llmc_tier_purge_cb done, void *arg)
+{
+    scan_fan_t *f = calloc(1, sizeof(*f));
+
+    if (!f || !(f->sel = llmc_purge_dup(sel))) {
+        free(f);
+        done(arg, 0);
+        return;
+    }
+    f->done = done;
+    f->arg = arg;
+    f->outstanding = 1;
+    if (!r->wn) {
+        conn_t *c = ready_conn(r, worker);
+        if (c)
+            scan_start(c, f);
+    } else if (worker < r->nconns && r->wn[worker]) {
+        wnodes_t *w = r->wn[worker];
+        for (unsigned i = 0; i < w->map.nnodes; i++)
+            if (w->conn_of[i] && w->conn_of[i]->state == C_UP)
+                scan_start(w->conn_of[i], f);
+    }
+    fan_release(f, NULL);
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 {
     op_t *op = privdata;
@@ -965,6 +1619,10 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         conn_down(c, c->unasked_reply ? "a reply no command asked for"
                      : ac->errstr[0]  ? ac->errstr
                                       : "closed");
+    if (reply && reply->type == REDIS_REPLY_ERROR && r->wn && redirected(c, op, reply)) {
+        free(op);
+        return;
+    }
     switch (op->kind) {
     case OP_HELLO:
         if (reply && reply->type == REDIS_REPLY_ERROR && c->ac == ac) {
@@ -1005,6 +1663,18 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     case OP_FIRE:
         if (reply && reply->type == REDIS_REPLY_ERROR)
             count(&r->error_replies);
+        break;
+    case OP_SCAN:
+        got_scan(c, op, reply);
+        break;
+    case OP_SGET:
+        got_sget(c, op, reply);
+        break;
+    case OP_SDEL:
+        got_sdel(c, op, reply);
+        break;
+    case OP_SLOTS:
+        got_slots(c, reply);
         break;
     }
     free(op);
@@ -1063,7 +1733,7 @@ static void on_deadline(uv_timer_t *t)
 static int rd_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
 {
     redis_t *r = impl(t);
-    conn_t *c = ready_conn(r, lk->worker);
+    conn_t *c = route_key(r, lk->worker, &lk->query->key);
     char key[KEY_MAX];
     op_t *op = NULL;
 
@@ -1078,6 +1748,7 @@ static int rd_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         return LLMC_ENOENT;
     }
     op->lk = lk;
+    op->sent_ns = uv_hrtime();
     lk->tier_data = op;
     watch(c, op);
     return LLMC_EAGAIN;
@@ -1094,7 +1765,7 @@ static int rd_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_
 
     if (px == 0)
         return 0; /* nothing left to share */
-    if (!(c = ready_conn(r, worker)) || llmc_record_encode(e, &val, &len) < 0 || len > VALUE_MAX) {
+    if (!(c = route_key(r, worker, &e->key)) || llmc_record_encode(e, &val, &len) < 0 || len > VALUE_MAX) {
         free(val);
         count(&r->dropped);
         return 0;
@@ -1102,7 +1773,9 @@ static int rd_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_
     int pxl = snprintf(pxs, sizeof(pxs), "%lld", (long long)px);
     const char *argv[] = {"SET", key, (const char *)val, "PX", pxs};
     size_t lens[] = {3, make_key(r, &e->key, key), len, 2, (size_t)pxl};
-    if (!send_cmd(c, OP_SET, 5, argv, lens))
+    if (send_cmd(c, OP_SET, 5, argv, lens))
+        publish(c, 'R', key + hex_at(r), 2 * LLMC_KEY_LEN); /* other gateways' copies go */
+    else
         count(&r->dropped);
     free(val);
     return 0;
@@ -1112,10 +1785,15 @@ static void rd_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
                      llmc_tier_purge_cb done, void *arg)
 {
     redis_t *r = impl(t);
-    conn_t *c = llmc_purge_is_key(sel) ? ready_conn(r, worker) : NULL;
+    conn_t *c;
     char key[KEY_MAX];
     op_t *op = NULL;
 
+    if (!llmc_purge_is_key(sel)) {
+        scan_all(r, worker, sel, done, arg);
+        return;
+    }
+    c = route_key(r, worker, &sel->key);
     if (c) {
         const char *argv[] = {"DEL", key};
         size_t lens[] = {3, make_key(r, &sel->key, key)};
@@ -1127,7 +1805,9 @@ static void rd_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
     }
     op->done = done;
     op->arg = arg;
+    op->key = sel->key;
     watch(c, op);
+    publish_purge(c, sel);
 }
 
 static void rd_stats(llmc_tier_t *t, llmc_tier_stats_t *out)
@@ -1163,6 +1843,18 @@ static void rd_xstats(llmc_tier_t *t, void *out)
         .leases_waited = load(&r->leases_waited),
         .leases_filled = load(&r->leases_filled),
         .leases_none = load(&r->leases_none),
+        .subscribed = atomic_load(&r->subscribed),
+        .inval_sent = load(&r->inval_sent),
+        .inval_received = load(&r->inval_received),
+        .inval_bad = load(&r->inval_bad),
+        .resyncs = load(&r->resyncs),
+        .scanned = load(&r->scanned),
+        .lat_count = load(&r->lat_count),
+        .lat_sum_us = load(&r->lat_sum_us),
+        .lat_max_us = load(&r->lat_max_us),
+        .moved = load(&r->moved),
+        .asked = load(&r->asked),
+        .map_loads = load(&r->map_loads),
     };
 }
 
@@ -1172,54 +1864,49 @@ static void handle_closed(uv_handle_t *h)
     c->open_handles--;
 }
 
-static int rd_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
+/* A connection for worker on loop, its first attempt set to run on the
+   loop's own thread; NULL when out of memory. Main thread. */
+static conn_t *conn_new(redis_t *r, unsigned worker, uv_loop_t *loop, bool sub, const char *host,
+                        int port)
 {
-    redis_t *r = impl(t);
-    conn_t *c;
+    conn_t *c = calloc(1, sizeof(*c));
 
-    if (worker >= r->nconns) {
-        conn_t **grown = realloc(r->conns, (worker + 1) * sizeof(*grown));
-        if (!grown)
-            return LLMC_ENOMEM;
-        memset(grown + r->nconns, 0, (worker + 1 - r->nconns) * sizeof(*grown));
-        r->conns = grown;
-        r->nconns = worker + 1;
-    }
-    if (r->conns[worker])
-        return LLMC_EEXIST;
-    if (!(c = calloc(1, sizeof(*c))))
-        return LLMC_ENOMEM;
+    if (!c)
+        return NULL;
+    conn_target(c, host, port);
     c->r = r;
     c->worker = worker;
+    c->sub = sub;
     c->loop = loop;
     c->state = C_DOWN;
     c->backoff_ms = BACKOFF_MIN_MS;
-    c->rng = (unsigned)time(NULL) ^ (worker * 2654435761u);
+    c->rng = (unsigned)time(NULL) ^ (worker * 2654435761u) ^ (sub ? 0x5bd1e995u : 0);
     uv_timer_init(loop, &c->retry);
     uv_timer_init(loop, &c->deadline);
     c->retry.data = c->deadline.data = c;
     c->open_handles = 2;
-    r->conns[worker] = c;
-    /* The first attempt runs on the loop's own thread. */
     uv_timer_start(&c->retry, on_conn_timer, 0, 0);
-    return 0;
+    return c;
 }
 
-static void rd_detach(llmc_tier_t *t, unsigned worker)
+/* Shuts c down on its loop's thread: every op and lease still asked is
+   answered, its handles closed (freed at destroy). */
+static void conn_detach(conn_t *c)
 {
-    redis_t *r = impl(t);
-    conn_t *c = worker < r->nconns ? r->conns[worker] : NULL;
+    redis_t *r = c->r;
     redisAsyncContext *ac;
 
-    if (!c || c->state == C_DETACHED)
+    if (c->state == C_DETACHED)
         return;
-    if (c->state == C_UP)
+    if (c->state == C_UP && !c->sub)
         atomic_fetch_sub(&r->up, 1);
+    if (c->sub)
+        atomic_store(&r->subscribed, false);
     c->state = C_DETACHED;
     ac = c->ac;
     c->ac = NULL;
     /* Calls back every op: lookups and leases asked end LLMC_ECANCELED,
-       purges with 0. */
+       purges with what they removed so far. */
     if (ac)
         redisAsyncFree(ac);
     assert(!c->head);
@@ -1230,19 +1917,95 @@ static void rd_detach(llmc_tier_t *t, unsigned worker)
     uv_close((uv_handle_t *)&c->deadline, handle_closed);
 }
 
+static void conn_free(conn_t *c)
+{
+    if (!c)
+        return;
+    /* A struct that owns handles is freed after their close callbacks. */
+    assert(c->state == C_DETACHED && c->open_handles == 0 && !c->resolving);
+    free(c);
+}
+
+static int rd_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
+{
+    redis_t *r = impl(t);
+    conn_t *c = NULL;
+
+    if (worker >= r->nconns) {
+        conn_t **grown = realloc(r->conns, (worker + 1) * sizeof(*grown));
+        if (!grown)
+            return LLMC_ENOMEM;
+        memset(grown + r->nconns, 0, (worker + 1 - r->nconns) * sizeof(*grown));
+        r->conns = grown;
+        if (r->url.cluster) {
+            wnodes_t **wn = realloc(r->wn, (worker + 1) * sizeof(*wn));
+            if (!wn)
+                return LLMC_ENOMEM;
+            memset(wn + r->nconns, 0, (worker + 1 - r->nconns) * sizeof(*wn));
+            r->wn = wn;
+        }
+        r->nconns = worker + 1;
+    }
+    if (r->conns[worker])
+        return LLMC_EEXIST;
+    /* One listener per process is enough: worker 0's loop applies what
+       it hears to the tiers, which every loop shares. */
+    if (worker == 0 && r->peer_purge && !r->sub &&
+        !(r->sub = conn_new(r, 0, loop, true, r->url.host, r->url.port)))
+        return LLMC_ENOMEM;
+    if (!r->url.cluster) {
+        if (!(c = conn_new(r, worker, loop, false, r->url.host, r->url.port)))
+            return LLMC_ENOMEM;
+        r->conns[worker] = c;
+        return 0;
+    }
+    /* A Cluster: a connection to every seed; the first one up asks for
+       the slot map, which names the masters. conns[worker] is the first
+       seed's, the worker's own. */
+    if (!(r->wn[worker] = calloc(1, sizeof(wnodes_t))))
+        return LLMC_ENOMEM;
+    llmc_redis_map_init(&r->wn[worker]->map);
+    for (unsigned i = r->url.nseeds; i-- > 0;)
+        if (!(c = node_conn(r, worker, loop, r->url.seeds[i].host, r->url.seeds[i].port)))
+            return LLMC_ENOMEM;
+    r->conns[worker] = c;
+    return 0;
+}
+
+static void rd_detach(llmc_tier_t *t, unsigned worker)
+{
+    redis_t *r = impl(t);
+    conn_t *c = worker < r->nconns ? r->conns[worker] : NULL;
+
+    if (worker == 0 && r->sub)
+        conn_detach(r->sub);
+    if (r->wn && worker < r->nconns && r->wn[worker]) {
+        for (conn_t *n = r->wn[worker]->nodes; n; n = n->next_node)
+            conn_detach(n);
+        return;
+    }
+    if (c)
+        conn_detach(c);
+}
+
 static void rd_destroy(llmc_tier_t *t)
 {
     redis_t *r = impl(t);
 
     for (unsigned i = 0; i < r->nconns; i++) {
-        conn_t *c = r->conns[i];
-        if (!c)
-            continue;
-        /* A struct that owns handles is freed after their close callbacks. */
-        assert(c->state == C_DETACHED && c->open_handles == 0 && !c->resolving);
-        free(c);
+        if (r->wn && r->wn[i]) {
+            for (conn_t *n = r->wn[i]->nodes, *next; n; n = next) {
+                next = n->next_node;
+                conn_free(n);
+            }
+            free(r->wn[i]);
+        } else if (!r->wn) {
+            conn_free(r->conns[i]);
+        }
     }
+    conn_free(r->sub);
     free(r->conns);
+    free(r->wn);
     free(r);
 }
 
@@ -1285,7 +2048,12 @@ int llmc_tier_redis_open(const llmc_redis_config_t *cfg, llmc_tier_t **out, char
     bool v6 = strchr(r->url.host, ':') != NULL;
     snprintf(r->where, sizeof(r->where), "redis://%s%s%s:%d/%d", v6 ? "[" : "", r->url.host,
              v6 ? "]" : "", r->url.port, r->url.db);
-    snprintf(r->port_str, sizeof(r->port_str), "%d", r->url.port);
+    if (r->url.cluster)
+        snprintf(r->where, sizeof(r->where), "the Redis Cluster of %s%s%s:%d and %u more seed%s",
+                 v6 ? "[" : "", r->url.host, v6 ? "]" : "", r->url.port, r->url.nseeds - 1,
+                 r->url.nseeds > 2 ? "s" : "");
+    r->tag_open = r->url.cluster ? "{" : "";
+    r->tag_close = r->url.cluster ? "}" : "";
     r->prefix_len = strlen(prefix);
     memcpy(r->prefix, prefix, r->prefix_len);
     r->timeout_ms = cfg->timeout_ms > 0 ? (uint64_t)cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
@@ -1310,6 +2078,10 @@ int llmc_tier_redis_open(const llmc_redis_config_t *cfg, llmc_tier_t **out, char
     if (getrandom(&r->token_seed, sizeof(r->token_seed), GRND_NONBLOCK) != sizeof(r->token_seed))
         r->token_seed = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)r;
     atomic_init(&r->token_next, 0);
+    snprintf(r->self_id, sizeof(r->self_id), "%016llx", (unsigned long long)r->token_seed);
+    r->chan_len = (size_t)snprintf(r->chan, sizeof(r->chan), "%s%s", r->prefix, CHANNEL);
+    r->peer_purge = cfg->peer_purge;
+    r->peer_purge_arg = cfg->peer_purge_arg;
     atomic_init(&r->up, 0);
     atomic_init(&r->down_told, false);
     r->tier.ops = &redis_ops;

@@ -93,7 +93,9 @@ int llmc_redis_url_parse(const char *url, llmc_redis_url_t *out, char *err, size
     memset(out, 0, sizeof(*out));
     out->port = 6379;
     if (strncmp(url, "rediss://", 9) == 0) {
-        why = "TLS (rediss://) is not supported by this build";
+        why = "TLS (rediss://) is not supported by this build: it uses Debian 12's "
+              "hiredis 0.14, which has no TLS; use redis:// on a trusted network or a "
+              "TLS tunnel (stunnel, spiped) to the server";
         goto fail;
     }
     if (strncmp(url, "redis://", 8) != 0) {
@@ -101,10 +103,6 @@ int llmc_redis_url_parse(const char *url, llmc_redis_url_t *out, char *err, size
         goto fail;
     }
     p = url + 8;
-    if (strchr(p, ',')) {
-        why = "a list of nodes (Redis Cluster) is not supported yet";
-        goto fail;
-    }
     if ((at = strrchr(p, '@'))) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (!colon) {
@@ -123,34 +121,50 @@ int llmc_redis_url_parse(const char *url, llmc_redis_url_t *out, char *err, size
         why = "query parameters are not supported";
         goto fail;
     }
-    if (*p == '[') {
-        host = p + 1;
-        hend = strchr(host, ']');
-        if (!hend) {
-            why = "an IPv6 address needs its closing ]";
+    /* host[:port], or a comma list of them (Cluster seeds), up to '/'. */
+    for (;;) {
+        llmc_redis_seed_t *sd = &out->seeds[out->nseeds];
+        if (out->nseeds == LLMC_REDIS_SEEDS_MAX) {
+            why = "more seed nodes than " LLMC_REDIS_SEEDS_MAX_STR;
             goto fail;
         }
-        rest = hend + 1;
-    } else {
-        host = p;
-        hend = host + strcspn(host, ":/");
-        rest = hend;
-    }
-    if (hend == host || (size_t)(hend - host) >= sizeof(out->host)) {
-        why = "no host, or too long a one";
-        goto fail;
-    }
-    memcpy(out->host, host, (size_t)(hend - host));
-    if (*rest == ':') {
-        size_t n = strcspn(rest + 1, "/");
-        long port = digits(rest + 1, n, 1, 65535);
-        if (port < 0) {
-            why = "the port must be a number from 1 to 65535";
+        sd->port = 6379;
+        if (*p == '[') {
+            host = p + 1;
+            hend = strchr(host, ']');
+            if (!hend) {
+                why = "an IPv6 address needs its closing ]";
+                goto fail;
+            }
+            rest = hend + 1;
+        } else {
+            host = p;
+            hend = host + strcspn(host, ":/,");
+            rest = hend;
+        }
+        if (hend == host || (size_t)(hend - host) >= sizeof(sd->host)) {
+            why = "no host, or too long a one";
             goto fail;
         }
-        out->port = (int)port;
-        rest += 1 + n;
+        memcpy(sd->host, host, (size_t)(hend - host));
+        if (*rest == ':') {
+            size_t n = strcspn(rest + 1, "/,");
+            long port = digits(rest + 1, n, 1, 65535);
+            if (port < 0) {
+                why = "the port must be a number from 1 to 65535";
+                goto fail;
+            }
+            sd->port = (int)port;
+            rest += 1 + n;
+        }
+        out->nseeds++;
+        if (*rest != ',')
+            break;
+        p = rest + 1;
     }
+    memcpy(out->host, out->seeds[0].host, sizeof(out->host));
+    out->port = out->seeds[0].port;
+    out->cluster = out->nseeds > 1;
     if (*rest == '/' && rest[1] != '\0') {
         long db = digits(rest + 1, strlen(rest + 1), 0, 1000000);
         if (db < 0) {
@@ -158,6 +172,10 @@ int llmc_redis_url_parse(const char *url, llmc_redis_url_t *out, char *err, size
             goto fail;
         }
         out->db = (int)db;
+        if (out->cluster && db != 0) {
+            why = "a Redis Cluster has database 0 only";
+            goto fail;
+        }
     } else if (*rest != '\0' && strcmp(rest, "/") != 0) {
         why = "unexpected text after the host";
         goto fail;

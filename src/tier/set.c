@@ -471,6 +471,22 @@ void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t
     fan_release(f);
 }
 
+/* A purge another process made (a peer's, told through a shared tier):
+   every tier but from applies it, nobody waits. from already holds the
+   purge's result and must not hear of it again (it would tell the peers
+   back). logged: numbered like a purge sent here, so that a store or a
+   promotion it races is refused; a peer's refresh is not (one per fill
+   elsewhere would roll the short log over and refuse slow calls' stores). */
+void llmc_tier_set_purge_peer(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t *sel,
+                              const llmc_tier_t *from, bool logged)
+{
+    if (logged)
+        log_purge(s, sel);
+    for (unsigned i = 0; i < s->n; i++)
+        if (s->tiers[i] != from)
+            s->tiers[i]->ops->purge(s->tiers[i], worker, sel, purged_nothing, NULL);
+}
+
 /* ---- leases ---- */
 
 bool llmc_tier_set_leases(const llmc_tier_set_t *s)

@@ -160,6 +160,14 @@ typedef void (*llmc_set_purge_cb)(void *arg, const size_t *removed, unsigned nti
 void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t *sel,
                          llmc_set_purge_cb done, void *arg);
 
+/* A purge another gateway made, told by the tier from (which already holds
+   its result): every other tier applies it, nobody waits. logged: numbered
+   and logged as llmc_tier_set_purge does (an admin purge); not for a
+   peer's refresh of one key, which only drops local copies. On worker's
+   loop thread. */
+void llmc_tier_set_purge_peer(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t *sel,
+                              const llmc_tier_t *from, bool logged);
+
 /* True when a tier coordinates model calls across processes (ops->lease);
    leaser_name: that tier's name, or NULL. */
 bool llmc_tier_set_leases(const llmc_tier_set_t *s);

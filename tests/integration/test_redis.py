@@ -36,8 +36,13 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
 
 # ------------------------------------------------------------------ helpers
 
+TOKEN = "redis-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}  # for gateways started with ADMIN_ENV
+ADMIN_ENV = {"LLMC_ADMIN_TOKEN": TOKEN, "LLMC_UPSTREAM_KEY": "sk-gateway-test"}
+
+
 def rstats(g):
-    return g.stats()["tiers"]["redis"]
+    return g.stats(headers=AUTH)["tiers"]["redis"]
 
 
 def redis_gateway(gateway_factory, mock, url, *extra, threads=2, connected=True, **kw):
@@ -155,8 +160,8 @@ def test_bad_url_is_refused_without_the_password(mock, gateway_factory, tmp_path
     from conftest import _clean_env, llmc_bin
     secret = "pw-" + uuid.uuid4().hex
     for url, says in ((f"redis://:{secret}@h:99999", "port"),
-                      (f"rediss://:{secret}@h", "TLS"),
-                      (f"redis://:{secret}@a:1,b:2", "Cluster")):
+                      (f"rediss://:{secret}@h", "hiredis 0.14, which has no TLS"),
+                      (f"redis://:{secret}@a:1,b:2/3", "Cluster")):
         p = subprocess.run([llmc_bin(), "--upstream", mock.url, "--listen", "127.0.0.1:0",
                             "--redis", url], capture_output=True, text=True, timeout=10,
                            env=_clean_env())
@@ -376,6 +381,9 @@ class FakeRedis:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
                 fake.conns += 1
+                # As Redis does: without it, the reply to a PUBLISH pipelined
+                # behind a SET waits for a delayed ACK (40 ms), past the timeout.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 r = RespReader(self.request)
                 while True:
                     try:
@@ -451,3 +459,423 @@ def test_fake_redis_answering_garbage(fake_redis_factory, mock, gateway_factory,
     else:
         assert s["timeouts"] >= 1, s
     assert a.alive()
+
+
+# ------------------------------------------------------------------ invalidation
+
+def admin_purge(g, selector):
+    r = g.post("/admin/purge", selector, headers=AUTH)
+    assert r.status_code == 200, r.text
+    return r.json()["removed"]
+
+
+def cached_in(g, key):
+    return g.get(f"/admin/cache/{key}", headers=AUTH).json().get("tiers", [])
+
+
+def inval(g):
+    return rstats(g)["invalidations"]
+
+
+def warm_both(a, b, body, headers=None):
+    """body answered through A, then a hit in B's memory; its key and A's answer."""
+    stored = rstats(a)["stored"]
+    r1 = a.chat(body, headers=headers)
+    assert r1.status_code == 200 and r1.headers["X-Cache"] == "MISS", r1.text
+    wait_stored(a, stored + 1)
+    r2 = b.chat(body, headers=headers)
+    assert r2.headers["X-Cache"] == "HIT" and cache_status(r2.headers).get("detail") == "redis"
+    r3 = b.chat(body, headers=headers)
+    assert r3.headers["X-Cache"] == "HIT" and "detail" not in cache_status(r3.headers)
+    key = r1.headers["X-Cache-Key"]
+    assert "memory" in cached_in(b, key)
+    return key, r1
+
+
+def two_listening(redis, mock, gateway_factory):
+    a = redis_gateway(gateway_factory, mock, redis.url, env=ADMIN_ENV)
+    b = redis_gateway(gateway_factory, mock, redis.url, env=ADMIN_ENV)
+    for g in (a, b):
+        wait_until(lambda g=g: inval(g)["subscribed"] == 1, timeout=5,
+                   what=f"{g.name} subscribed to invalidations")
+    return a, b
+
+
+@pytest.mark.parametrize("how", ["key", "tag", "namespace", "all"])
+def test_purge_on_one_gateway_reaches_the_others(redis, mock, gateway_factory, how):
+    """A purge on A (by key, tag, namespace, or all) takes the answer out of
+    B's memory within a second, and out of Redis: B's next request calls
+    the model."""
+    a, b = two_listening(redis, mock, gateway_factory)
+    hdrs = {"X-Cache-Namespace": "ns-" + uuid.uuid4().hex[:8], "X-Cache-Tags": "docs"}
+    body = chat_body(prompt())
+    key, _ = warm_both(a, b, body, hdrs)
+    other = chat_body(prompt())  # in another namespace: only "all" takes it
+    assert a.chat(other).headers["X-Cache"] == "MISS"
+    wait_stored(a, 2)
+    received = inval(b)["received"]
+
+    if how == "key":
+        d = a.http.delete(f"{a.url}/admin/cache/{key}", headers=AUTH, timeout=10)
+        assert d.status_code == 200, d.text
+        removed = d.json()["removed"]
+    else:
+        sel = {"tag": "docs"} if how == "tag" else (
+            {"namespace": hdrs["X-Cache-Namespace"]} if how == "namespace" else {"all": True})
+        removed = admin_purge(a, sel)
+    assert removed["redis"] == (2 if how == "all" else 1), removed
+    wait_until(lambda: "memory" not in cached_in(b, key), timeout=1.0,
+               what="B's memory copy dropped")
+    assert inval(b)["received"] > received
+    calls = mock.calls()
+    r = b.chat(body, headers=hdrs)
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+    assert mock.calls() == calls + 1
+    # "other" is still shared unless everything went.
+    r = b.chat(other)
+    assert r.headers["X-Cache"] == ("MISS" if how == "all" else "HIT")
+
+
+def test_no_cache_refresh_on_one_gateway_reaches_the_others(redis, mock, gateway_factory):
+    """A no-cache refresh on A stores a new answer; B drops its memory copy
+    and serves the new answer (from Redis), not the one it kept."""
+    a, b = two_listening(redis, mock, gateway_factory)
+    body = chat_body(prompt())
+    key, r1 = warm_both(a, b, body)
+    time.sleep(1.1)  # the mock's "created" (seconds) tells the answers apart
+    stored = rstats(a)["stored"]
+    r = a.chat(body, headers={"Cache-Control": "no-cache"})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+    assert r.content != r1.content
+    wait_stored(a, stored + 1)
+    wait_until(lambda: "memory" not in cached_in(b, key), timeout=1.0,
+               what="B's memory copy dropped")
+    r2 = b.chat(body)
+    assert r2.headers["X-Cache"] == "HIT" and cache_status(r2.headers).get("detail") == "redis"
+    assert r2.content == r.content
+    assert mock.calls() == 2
+    # A's own message is not applied to A: its new answer stays in its memory.
+    assert "memory" in cached_in(a, key)
+    assert inval(a)["received"] == 0 and inval(a)["bad"] == 0
+
+
+def test_listening_again_drops_local_copies(redis, mock, gateway_factory):
+    """A gateway whose listening connection was lost may have missed
+    invalidations: when it listens again it drops its own copies, and
+    answers from Redis (no model call)."""
+    a, b = two_listening(redis, mock, gateway_factory)
+    body = chat_body(prompt())
+    key, r1 = warm_both(a, b, body)
+    assert redis.call("CLIENT", "KILL", "TYPE", "pubsub") == 2
+    wait_until(lambda: inval(b)["resyncs"] == 1, timeout=5, what="B listening again")
+    assert "memory" not in cached_in(b, key)
+    r = b.chat(body)
+    assert r.headers["X-Cache"] == "HIT" and cache_status(r.headers).get("detail") == "redis"
+    assert r.content == r1.content
+    assert mock.calls() == 1
+    assert "messages may have been missed" in b.stderr()
+
+
+def test_foreign_messages_on_the_channel_are_ignored(redis, mock, gateway_factory):
+    """Garbage published on the channel is counted, never a purge."""
+    a, b = two_listening(redis, mock, gateway_factory)
+    key, _ = warm_both(a, b, chat_body(prompt()))
+    for m in ("hello", "0123456789abcdef P {\"all\":false,\"conds\":0}",
+              "0123456789abcdef P {not json", "0123456789abcdef R 12"):
+        redis.call("PUBLISH", "llmc:invalidate", m)
+    wait_until(lambda: inval(b)["bad"] == 4, timeout=2, what="4 bad messages counted")
+    assert "memory" in cached_in(b, key)
+
+
+# ------------------------------------------------------------------ purges by selector in Redis
+
+def test_selectors_purge_redis(redis, mock, gateway_factory):
+    """Every selector removes exactly its entries from Redis too (SCAN over
+    the prefix, each record's metadata checked), counted per tier."""
+    g = redis_gateway(gateway_factory, mock, redis.url, env=ADMIN_ENV)
+    other = redis_gateway(gateway_factory, mock, redis.url, "--redis-prefix", "other:",
+                          env=ADMIN_ENV)
+    n = [0]
+
+    def ask(content, headers=None, **kw):
+        r = g.chat(content=content, headers=headers, **kw)
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
+        n[0] += 1
+        wait_stored(g, n[0])
+        return r.headers["X-Cache-Key"]
+
+    u = uuid.uuid4().hex[:6]
+    k1 = ask("q1" + u, {"X-Cache-Namespace": "a", "X-Cache-Tags": "docs, v1"})
+    k2 = ask("q2" + u, {"X-Cache-Namespace": "a"}, model="gpt-4o")
+    k3 = ask("q3" + u, {"X-Cache-Namespace": "b", "X-Cache-Tags": "docs"})
+    k4 = ask("q4" + u, {"X-Cache-Namespace": "b", "X-Cache-Tags": "v1"})
+    emb = g.post("/v1/embeddings", {"model": "text-embedding-3-small", "input": "e1" + u})
+    assert emb.status_code == 200
+    wait_stored(g, n[0] + 1)
+    # Another deployment's key and a lease-like key under our prefix stay.
+    assert other.chat(content="x" + u).status_code == 200
+    wait_stored(other, 1)
+    redis.call("SET", "llmc:lease:" + "0" * 64, "t")
+    assert len(redis_keys(redis)) == 6
+
+    def left():
+        return set(k[len("llmc:"):] for k in redis_keys(redis)) - {"lease:" + "0" * 64}
+
+    assert admin_purge(g, {"namespace": "a", "tag": "docs"})["redis"] == 1
+    assert k1 not in left() and {k2, k3, k4} <= left()
+    assert admin_purge(g, {"tag": "v1"})["redis"] == 1
+    assert k4 not in left()
+    assert admin_purge(g, {"model": "gpt-4o"})["redis"] == 1
+    assert k2 not in left()
+    assert admin_purge(g, {"route": "/v1/embeddings"})["redis"] == 1
+    assert left() == {k3}
+    assert admin_purge(g, {"key_prefix": k3[:5]})["redis"] == 1
+    assert left() == set()
+    k5 = ask("q5" + u)
+    assert admin_purge(g, {"older_than": 60})["redis"] == 0
+    assert admin_purge(g, {"older_than": 0})["redis"] == 1
+    k6 = ask("q6" + u)
+    assert left() == {k6} and k5 != k6
+    assert admin_purge(g, {"all": True})["redis"] == 1
+    assert left() == set()
+    assert redis_keys(redis) == ["llmc:lease:" + "0" * 64]
+    assert len(redis_keys(redis, "other:")) == 1
+    assert rstats(g)["purge"]["scanned"] >= 5
+
+
+def test_purge_of_many_keys_in_batches(redis, mock, gateway_factory):
+    """A purge walks more keys than one SCAN step holds, and removes the
+    ones it selects only."""
+    g = redis_gateway(gateway_factory, mock, redis.url, env=ADMIN_ENV)
+    # 300 records of the gateway's own codec, copied under made-up keys.
+    assert g.chat(content="seed " + uuid.uuid4().hex,
+                  headers={"X-Cache-Namespace": "bulk"}).status_code == 200
+    wait_stored(g, 1)
+    (k,) = redis_keys(redis)
+    val = redis.call("GET", k)
+    assert val
+    # The record carries its own key: copies under other names do not
+    # decode as theirs, so they are corrupt to the purge (left alone) ...
+    for i in range(300):
+        redis.call("SET", "llmc:" + f"{i:064x}", val)
+    # ... and the real one is found among them.
+    removed = admin_purge(g, {"namespace": "bulk"})
+    assert removed["redis"] == 1
+    assert len(redis_keys(redis)) == 300
+    assert admin_purge(g, {"all": True})["redis"] == 300
+    assert redis_keys(redis) == []
+
+
+# ------------------------------------------------------------------ Redis Cluster
+
+class Cluster:
+    """Three masters with a replica each, made by redis-cli --cluster create
+    from six redis-servers of the test's own (cluster bus on free ports)."""
+
+    def __init__(self, redis_factory):
+        from conftest import free_port
+        self.nodes = [redis_factory(extra=("--cluster-enabled", "yes",
+                                           "--cluster-node-timeout", "1000",
+                                           "--cluster-port", str(free_port())))
+                      for _ in range(6)]
+        import subprocess
+        p = subprocess.run(["redis-cli", "--cluster", "create",
+                            *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                            "--cluster-replicas", "1", "--cluster-yes"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        for n in self.nodes:
+            wait_until(lambda n=n: "cluster_state:ok" in self.info(n), timeout=15,
+                       what=f"node {n.port} sees the cluster ok")
+        # Every node agrees on the masters (replicas are told last).
+        wait_until(lambda: all(len(self.masters_seen_by(n)) == 3 for n in self.nodes),
+                   timeout=15, what="every node knows the three masters")
+        self.url = "redis://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    @staticmethod
+    def info(n):
+        v = n.call("CLUSTER", "INFO")
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    @staticmethod
+    def masters_seen_by(n):
+        return {int(r[2][1]) for r in n.call("CLUSTER", "SLOTS")}
+
+    def by_port(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def master_of(self, key):
+        slot = self.nodes[0].call("CLUSTER", "KEYSLOT", key)
+        for start, end, master, *_ in self.nodes[0].call("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return self.by_port(int(master[1])), slot
+        raise AssertionError(f"no master for slot {slot}")
+
+    def node_id(self, n):
+        return n.call("CLUSTER", "MYID").decode()
+
+    def keys(self, prefix="llmc:"):
+        out = []
+        for n in self.nodes:
+            if n.alive() and "role:master" in (n.call("INFO", "replication").decode()):
+                out += [k.decode() for k in n.call("KEYS", prefix + "*")]
+        return sorted(out)
+
+
+@pytest.fixture
+def cluster(redis_factory):
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli not installed")
+    return Cluster(redis_factory)
+
+
+def cluster_gateway(gateway_factory, mock, cluster, threads=2, **kw):
+    g = redis_gateway(gateway_factory, mock, cluster.url, threads=threads, connected=False, **kw)
+    # Seeds that are replicas keep a connection too: at least 3 per worker.
+    wait_until(lambda: rstats(g)["connected"] >= 3 * threads and
+               rstats(g)["cluster"]["slot_maps"] >= threads, timeout=10,
+               what=f"{g.name}'s connections to the masters and its slot maps")
+    return g
+
+
+def test_cluster_two_gateways_share_hits(cluster, mock, gateway_factory):
+    """Answers stored through A land on all three masters (keys routed by
+    slot, prefix{hex} so that a key and its lease share one); B answers
+    every one from the cluster; a purge by selector walks every master."""
+    a = cluster_gateway(gateway_factory, mock, cluster, env=ADMIN_ENV)
+    b = cluster_gateway(gateway_factory, mock, cluster, env=ADMIN_ENV)
+    bodies = [chat_body(prompt()) for _ in range(12)]
+    keys = []
+    for body in bodies:
+        r = a.chat(body)
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
+        keys.append(r.headers["X-Cache-Key"])
+    wait_stored(a, 12)
+    assert cluster.keys() == sorted("llmc:{" + k + "}" for k in keys)
+    homes = {cluster.master_of("llmc:{" + k + "}")[0].port for k in keys}
+    assert len(homes) >= 2, homes  # 12 keys on one master of three: 3^-11
+    for body in bodies:
+        r = b.chat(body)
+        assert r.headers["X-Cache"] == "HIT" and cache_status(r.headers).get("detail") == "redis"
+    assert mock.calls() == 12
+    s = rstats(b)
+    assert s["errors"] == 0 and s["cluster"]["moved"] == 0, s
+    # The stampede is coordinated on the cluster too: the lease script runs.
+    assert rstats(a)["leases"]["won"] == 12
+    assert admin_purge(a, {"all": True})["redis"] == 12
+    assert cluster.keys() == []
+    wait_until(lambda: inval(b)["received"] >= 1, timeout=2, what="B told of the purge")
+
+
+def test_cluster_moved_slot_is_followed(cluster, mock, gateway_factory):
+    """A slot moved to another master after B loaded its map: B's lookup
+    meets MOVED, follows it (a hit), and its map is read again."""
+    a = cluster_gateway(gateway_factory, mock, cluster)
+    b = cluster_gateway(gateway_factory, mock, cluster)
+    body = chat_body(prompt())
+    r = a.chat(body)
+    assert r.status_code == 200
+    wait_stored(a, 1)
+    rkey = "llmc:{" + r.headers["X-Cache-Key"] + "}"
+    src, slot = cluster.master_of(rkey)
+    dst = next(n for n in cluster.nodes[:6] if n.port != src.port and
+               n.port in Cluster.masters_seen_by(cluster.nodes[0]))
+    maps = rstats(b)["cluster"]["slot_maps"]
+    # The Cluster spec's slot migration, by hand.
+    assert dst.call("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(src)) == "OK"
+    assert src.call("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(dst)) == "OK"
+    assert src.call("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", rkey) == "OK"
+    for n in cluster.nodes[:6]:
+        if n.port in Cluster.masters_seen_by(cluster.nodes[0]):
+            n.call("CLUSTER", "SETSLOT", slot, "NODE", cluster.node_id(dst))
+    r2 = b.chat(body)
+    assert r2.status_code == 200
+    assert r2.headers["X-Cache"] == "HIT" and cache_status(r2.headers).get("detail") == "redis"
+    s = rstats(b)
+    assert s["cluster"]["moved"] >= 1, s
+    # The map is read again, at most every 100 ms per loop, by a command
+    # that goes to Redis: more questions, on both of B's loops.
+    time.sleep(0.15)
+    for _ in range(4):
+        assert b.chat(chat_body(prompt())).status_code == 200
+    wait_until(lambda: rstats(b)["cluster"]["slot_maps"] > maps, timeout=2,
+               what="B read the slot map again")
+    assert mock.calls() == 5
+
+
+def test_cluster_failover_survived(cluster, mock, gateway_factory):
+    """A master killed while clients ask: no client error; once its replica
+    is promoted, the answers it held are hits again on a gateway that
+    never had them in memory."""
+    a = cluster_gateway(gateway_factory, mock, cluster)
+    bodies = [chat_body(prompt()) for _ in range(9)]
+    keys = []
+    for body in bodies:
+        r = a.chat(body)
+        assert r.status_code == 200
+        keys.append("llmc:{" + r.headers["X-Cache-Key"] + "}")
+    wait_stored(a, 9)
+    victim, _ = cluster.master_of(keys[0])
+    held = [i for i, k in enumerate(keys) if cluster.master_of(k)[0].port == victim.port]
+    # Replicated before the kill: the replica holds as many keys.
+    vid = cluster.node_id(victim)
+    replica = next(n for n in cluster.nodes if n.port != victim.port and
+                   f"slave {vid}" in n.call("CLUSTER", "NODES").decode().split("myself")[1]
+                   .split("\n")[0])
+    wait_until(lambda: replica.call("DBSIZE") == victim.call("DBSIZE") == len(held), timeout=5,
+               what="the victim's keys on its replica")
+    b = cluster_gateway(gateway_factory, mock, cluster, threads=1)  # one slot map to watch
+    victim.kill9()
+    t0 = time.monotonic()
+    statuses = []
+    while time.monotonic() - t0 < 15:
+        r = b.chat(chat_body(prompt()))  # new questions: misses, some on the lost slots
+        statuses.append(r.status_code)
+        alive = [n for n in cluster.nodes if n.alive()]
+        if all(len(Cluster.masters_seen_by(n)) == 3 and
+               victim.port not in Cluster.masters_seen_by(n) for n in alive):
+            break
+        time.sleep(0.1)
+    assert set(statuses) == {200}, statuses
+
+    # B has found the promoted replica once 20 new questions in a row all
+    # reached Redis (each lands on the lost master's slots with p = 1/3).
+    # Asking a held question sooner would store its miss in B's memory.
+    def every_route_up():
+        before = rstats(b)["unasked"]
+        for _ in range(20):
+            assert b.chat(chat_body(prompt())).status_code == 200
+        return rstats(b)["unasked"] == before
+    wait_until(every_route_up, timeout=20, interval=0.1, what="B routing to the promoted replica")
+    # Hits resume: what the lost master held comes from its promoted replica.
+    calls = mock.calls()
+    for i in held:
+        r = b.chat(bodies[i])
+        assert r.status_code == 200 and r.headers["X-Cache"] == "HIT", r.headers
+        assert cache_status(r.headers).get("detail") == "redis"
+    assert mock.calls() == calls
+
+
+def test_cluster_ask_during_a_migration_is_followed(cluster, mock, gateway_factory):
+    """While a slot migrates, a key already moved is answered by the
+    importing node: B's lookup meets ASK on the old master and asks the new
+    one after ASKING (a hit)."""
+    a = cluster_gateway(gateway_factory, mock, cluster)
+    b = cluster_gateway(gateway_factory, mock, cluster)
+    body = chat_body(prompt())
+    r = a.chat(body)
+    assert r.status_code == 200
+    wait_stored(a, 1)
+    rkey = "llmc:{" + r.headers["X-Cache-Key"] + "}"
+    src, slot = cluster.master_of(rkey)
+    masters = Cluster.masters_seen_by(cluster.nodes[0])
+    dst = next(n for n in cluster.nodes if n.port != src.port and n.port in masters)
+    assert dst.call("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(src)) == "OK"
+    assert src.call("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(dst)) == "OK"
+    assert src.call("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", rkey) == "OK"
+    r2 = b.chat(body)
+    assert r2.status_code == 200
+    assert r2.headers["X-Cache"] == "HIT" and cache_status(r2.headers).get("detail") == "redis"
+    s = rstats(b)
+    assert s["cluster"]["ask"] >= 1 and s["cluster"]["moved"] == 0, s
+    assert mock.calls() == 1

@@ -35,6 +35,21 @@ static void test_url_parses(void **state)
     assert_string_equal(u.host, "10.0.0.7");
     assert_int_equal(u.port, 7000);
     assert_int_equal(u.db, 3);
+    assert_int_equal(u.nseeds, 1);
+    assert_false(u.cluster);
+
+    /* A comma list: a Cluster's seeds, the first one also as host:port. */
+    assert_int_equal(llmc_redis_url_parse("redis://:pw@a:7001,[::1]:7002,c/0", &u, err,
+                                          sizeof err), 0);
+    assert_true(u.cluster);
+    assert_int_equal(u.nseeds, 3);
+    assert_string_equal(u.host, "a");
+    assert_int_equal(u.port, 7001);
+    assert_string_equal(u.seeds[1].host, "::1");
+    assert_int_equal(u.seeds[1].port, 7002);
+    assert_string_equal(u.seeds[2].host, "c");
+    assert_int_equal(u.seeds[2].port, 6379);
+    assert_string_equal(u.password, "pw");
 
     assert_int_equal(llmc_redis_url_parse("redis://:s3cret@h:1/", &u, err, sizeof err), 0);
     assert_string_equal(u.user, "");
@@ -61,7 +76,10 @@ static void test_url_refusals(void **state)
         const char *url, *says;
     } bad[] = {
         {"rediss://:pw-SECRET@h:6380", "TLS"},
-        {"redis://:pw-SECRET@a:1,b:2", "Cluster"},
+        {"redis://:pw-SECRET@a:1,b:2/3", "Cluster"},
+        {"redis://:pw-SECRET@a:1,", "host"},
+        {"redis://:pw-SECRET@a:1,b:x", "port"},
+        {"redis://:pw-SECRET@a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", "seed"},
         {"http://h:1", "not a redis:// URL"},
         {"redis://pw-SECRET@h", "PASSWORD@"},
         {"redis://:pw-SECRET@h:0", "port"},
@@ -131,15 +149,30 @@ static llmc_entry_t *entry_of(uint8_t seed, int64_t created, int64_t expires, co
 static void test_key_and_lifetime(void **state)
 {
     (void)state;
-    redis_t r = {.prefix = "tenant:", .prefix_len = 7};
+    redis_t r = {.prefix = "tenant:", .prefix_len = 7, .tag_open = "", .tag_close = ""};
     llmc_key_t k;
-    char out[KEY_MAX], hex[2 * LLMC_KEY_LEN + 1];
+    char out[KEY_MAX], lease[KEY_MAX], hex[2 * LLMC_KEY_LEN + 1];
 
     memset(&k, 0xab, sizeof k);
     llmc_key_hex(&k, hex);
     assert_int_equal(make_key(&r, &k, out), 7 + 64);
     assert_memory_equal(out, "tenant:", 7);
     assert_memory_equal(out + 7, hex, 64);
+    assert_int_equal(hex_at(&r), 7);
+
+    /* On a Cluster the hex is a hashtag: a key and its lease share a slot
+       (the lease script touches both). */
+    r.tag_open = "{";
+    r.tag_close = "}";
+    size_t n = make_key(&r, &k, out), ln = make_lease_key(&r, &k, lease);
+    assert_int_equal(n, 7 + 66);
+    assert_memory_equal(out, "tenant:{", 8);
+    assert_memory_equal(out + 8, hex, 64);
+    assert_int_equal(out[72], '}');
+    assert_int_equal(hex_at(&r), 8);
+    assert_int_equal(ln, 7 + 6 + 66);
+    assert_memory_equal(lease, "tenant:lease:{", 14);
+    assert_int_equal(llmc_redis_slot(out, n), llmc_redis_slot(lease, ln));
 
     llmc_entry_t *e = entry_of(1, 1000, 61000, "{}");
     assert_int_equal(px_for(e, 1000), 60000);
@@ -231,6 +264,10 @@ typedef struct fake {
     char auth[256];              /* the last AUTH's arguments, space-separated */
     char lease[64];              /* the token holding the lease, "" when free */
     int acquires, releases, refreshes;
+    int publishes, scans;
+    char msg[1024];              /* the last PUBLISH's message */
+    fake_conn_t *subscriber;     /* the connection that sent SUBSCRIBE */
+    char chan[128];
 } fake_t;
 
 typedef struct wreq {
@@ -367,6 +404,29 @@ static void fake_command(fake_conn_t *fc, int argc, const char **argv, size_t *l
                 fake_send(fc, "$-1\r\n", 5);
             break;
         }
+    } else if (is(argv[0], lens[0], "SUBSCRIBE")) {
+        char head[64];
+        f->subscriber = fc;
+        snprintf(f->chan, sizeof f->chan, "%.*s", (int)lens[1], argv[1]);
+        int n = snprintf(head, sizeof head, "*3\r\n$9\r\nsubscribe\r\n");
+        fake_send(fc, head, (size_t)n);
+        fake_bulk(fc, f->chan, strlen(f->chan));
+        fake_send(fc, ":1\r\n", 4);
+    } else if (is(argv[0], lens[0], "PUBLISH")) {
+        f->publishes++;
+        snprintf(f->msg, sizeof f->msg, "%.*s", (int)lens[2], argv[2]);
+        fake_send(fc, ":0\r\n", 4);
+    } else if (is(argv[0], lens[0], "SCAN")) {
+        /* One step: the key it holds, if any; cursor 0 (done). */
+        f->scans++;
+        if (f->val) {
+            char head[64];
+            int n = snprintf(head, sizeof head, "*2\r\n$1\r\n0\r\n*1\r\n");
+            fake_send(fc, head, (size_t)n);
+            fake_bulk(fc, f->key, strlen(f->key));
+        } else {
+            fake_send(fc, "*2\r\n$1\r\n0\r\n*0\r\n", 15);
+        }
     } else {
         fake_send(fc, "-ERR unknown command\r\n", 22);
     }
@@ -402,6 +462,8 @@ static void fake_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     fake_conn_t *fc = s->data;
     if (n < 0) {
+        if (fc->f->subscriber == fc)
+            fc->f->subscriber = NULL;
         fake_unlink(fc);
         uv_close((uv_handle_t *)&fc->tcp, fake_conn_closed);
         return;
@@ -502,6 +564,39 @@ static void open_tier(fixture_t *x, const char *url_fmt, int64_t timeout_ms)
     };
     assert_int_equal(llmc_tier_redis_open(&cfg, &x->t, err, sizeof err), 0);
     assert_int_equal(x->t->ops->attach(x->t, 0, &x->loop), 0);
+}
+
+/* ---- invalidation messages ---- */
+
+typedef struct heard {
+    int calls;
+    bool logged;
+    llmc_purge_t sel;
+    char ns[32];
+} heard_t;
+
+static heard_t heard;
+
+static void record_peer_purge(void *arg, llmc_tier_t *from, unsigned worker,
+                              const llmc_purge_t *sel, bool logged)
+{
+    (void)arg;
+    assert_int_equal(worker, 0);
+    assert_non_null(from);
+    heard.calls++;
+    heard.logged = logged;
+    heard.sel = *sel;
+    snprintf(heard.ns, sizeof heard.ns, "%s", sel->ns ? sel->ns : "(null)");
+    heard.sel.ns = NULL;
+}
+
+/* The fake pushes msg to its subscriber, as Redis delivers a PUBLISH. */
+static void fake_push(fake_t *f, const char *msg)
+{
+    assert_non_null(f->subscriber);
+    fake_send(f->subscriber, "*3\r\n$7\r\nmessage\r\n", 17);
+    fake_bulk(f->subscriber, f->chan, strlen(f->chan));
+    fake_bulk(f->subscriber, msg, strlen(msg));
 }
 
 static int setup(void **state)
@@ -626,6 +721,17 @@ static bool purge_answered(fixture_t *x)
     return pending_purge->calls > 0;
 }
 
+static bool purge_answered_twice(fixture_t *x)
+{
+    (void)x;
+    return pending_purge->calls > 1;
+}
+
+static bool fake_two_published(fixture_t *x)
+{
+    return x->fake.publishes >= 2;
+}
+
 /* A fill is written with its remaining lifetime and comes back as the same
    answer; an expired one is not written; a key purge deletes. The AUTH
    and SELECT of the URL reach the server, and no log line holds the
@@ -675,11 +781,16 @@ static void test_put_lookup_purge(void **state)
     assert_int_equal(pr.removed, 1);
     assert_int_equal(st(x).purged, 1);
     assert_int_equal(ask_wait(x, &a, 5, 1000), LLMC_ENOENT);
-    /* Other selectors are not sent to Redis: they answer at once. */
+    /* The fill and the key purge were told to the other gateways. */
+    assert_true(run_until(x, fake_two_published, 1000));
+    assert_int_equal(strncmp(x->fake.msg + 16, " P {", 4), 0);
+    /* Another selector walks the prefix (SCAN): nothing left to take. */
     sel = (llmc_purge_t){.conds = LLMC_PURGE_NAMESPACE, .ns = "ns1"};
     x->t->ops->purge(x->t, 0, &sel, purge_done, &pr);
+    assert_true(run_until(x, purge_answered_twice, 1000));
     assert_int_equal(pr.calls, 2);
     assert_int_equal(pr.removed, 0);
+    assert_int_equal(x->fake.scans, 1);
     assert_true(strstr(x->log, "connected to redis://127.0.0.1:") != NULL);
     assert_null(strstr(x->log, "SECRET"));
     llmc_entry_unref(old);
@@ -962,6 +1073,164 @@ static void test_lease_end_and_detach(void **state)
     assert_int_equal(waiting.result, LLMC_ECANCELED);
 }
 
+/* A selector crosses the wire unchanged; what is not one is refused,
+   never read as "purge everything". */
+static void test_selector_codec(void **state)
+{
+    (void)state;
+    llmc_purge_t sel = {
+        .conds = LLMC_PURGE_NAMESPACE | LLMC_PURGE_TAG | LLMC_PURGE_KEY_PREFIX | LLMC_PURGE_OLDER |
+                 LLMC_PURGE_MODEL | LLMC_PURGE_ROUTE | LLMC_PURGE_KEY,
+        .key = key_of(7), .prefix = key_of(9), .prefix_digits = 5,
+        .created_before_ms = -12345, .ns = "n\"s", .tag = "t", .model = "", .route = "/v1/x",
+    }, out;
+    char *json = llmc__redis_sel_encode(&sel);
+    assert_non_null(json);
+    void *h = llmc__redis_sel_decode(json, strlen(json), &out);
+    assert_non_null(h);
+    assert_int_equal(out.conds, sel.conds);
+    assert_false(out.all);
+    assert_memory_equal(out.key.b, sel.key.b, LLMC_KEY_LEN);
+    assert_memory_equal(out.prefix.b, sel.prefix.b, LLMC_KEY_LEN);
+    assert_int_equal(out.prefix_digits, 5);
+    assert_int_equal(out.created_before_ms, -12345);
+    assert_string_equal(out.ns, "n\"s");
+    assert_string_equal(out.tag, "t");
+    assert_string_equal(out.model, "");
+    assert_string_equal(out.route, "/v1/x");
+    llmc__redis_sel_free(h);
+    free(json);
+
+    llmc_purge_t all = {.all = true};
+    json = llmc__redis_sel_encode(&all);
+    h = llmc__redis_sel_decode(json, strlen(json), &out);
+    assert_non_null(h);
+    assert_true(llmc_purge_is_all(&out));
+    assert_null(out.ns);
+    llmc__redis_sel_free(h);
+    free(json);
+
+    static const char *const bad[] = {
+        "", "{", "[]", "{\"all\":false,\"conds\":0}",
+        "{\"all\":true,\"conds\":2,\"key\":\"" "0000000000000000000000000000000000000000000000000000000000000000"
+        "\",\"prefix\":\"0000000000000000000000000000000000000000000000000000000000000000\","
+        "\"prefix_digits\":0,\"before_ms\":0}",
+        "{\"all\":false,\"conds\":128,\"key\":\"" "0000000000000000000000000000000000000000000000000000000000000000"
+        "\",\"prefix\":\"0000000000000000000000000000000000000000000000000000000000000000\","
+        "\"prefix_digits\":0,\"before_ms\":0}",
+        "{\"all\":false,\"conds\":2,\"key\":\"zz\",\"prefix\":\"00\",\"prefix_digits\":0,"
+        "\"before_ms\":0}",
+        "{\"all\":false,\"conds\":2,\"key\":\"" "0000000000000000000000000000000000000000000000000000000000000000"
+        "\",\"prefix\":\"0000000000000000000000000000000000000000000000000000000000000000\","
+        "\"prefix_digits\":0,\"before_ms\":0,\"ns\":\"a\\u0000b\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        out.all = true;
+        assert_null(llmc__redis_sel_decode(bad[i], strlen(bad[i]), &out));
+        assert_false(out.all);
+    }
+}
+
+static bool fake_published(fixture_t *x) { return x->fake.publishes > 0; }
+static bool subscribed(fixture_t *x) { return xs(x).subscribed == 1; }
+static bool heard_one_more(fixture_t *x) { (void)x; return heard.calls > 0; }
+static bool bad_counted(fixture_t *x) { return xs(x).inval_bad > 0; }
+
+/* A listening tier applies the others' messages through peer_purge (a
+   new answer: one key, not logged; a purge: its selector, logged) and
+   skips its own and anything that is not a message. */
+static void test_peer_messages(void **state)
+{
+    fixture_t *x = *state;
+    char url[256], err[256] = "", msg[1100], hex[65];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", x->fake.port);
+    llmc_redis_config_t cfg = {.url = url, .prefix = "t:", .timeout_ms = 200, .log = collect,
+                               .log_arg = x, .peer_purge = record_peer_purge};
+    assert_int_equal(llmc_tier_redis_open(&cfg, &x->t, err, sizeof err), 0);
+    assert_int_equal(x->t->ops->attach(x->t, 0, &x->loop), 0);
+    assert_true(run_until(x, subscribed, 2000));
+    assert_true(run_until(x, connected, 2000));
+    assert_string_equal(x->fake.chan, "t:invalidate");
+    memset(&heard, 0, sizeof heard);
+
+    llmc_key_t k = key_of(3);
+    llmc_key_hex(&k, hex);
+    snprintf(msg, sizeof msg, "%s R %s", impl(x->t)->self_id, hex);
+    fake_push(&x->fake, msg); /* our own: skipped */
+    snprintf(msg, sizeof msg, "0123456789abcdef R %s", hex);
+    fake_push(&x->fake, msg);
+    assert_true(run_until(x, heard_one_more, 1000));
+    assert_int_equal(heard.calls, 1);
+    assert_false(heard.logged);
+    assert_true(llmc_purge_is_key(&heard.sel));
+    assert_memory_equal(heard.sel.key.b, k.b, LLMC_KEY_LEN);
+
+    llmc_purge_t sel = {.conds = LLMC_PURGE_NAMESPACE, .ns = "team"};
+    char *json = llmc__redis_sel_encode(&sel);
+    snprintf(msg, sizeof msg, "0123456789abcdef P %s", json);
+    free(json);
+    heard.calls = 0;
+    fake_push(&x->fake, msg);
+    assert_true(run_until(x, heard_one_more, 1000));
+    assert_true(heard.logged);
+    assert_int_equal(heard.sel.conds, LLMC_PURGE_NAMESPACE);
+    assert_string_equal(heard.ns, "team");
+    assert_int_equal(xs(x).inval_received, 2);
+
+    heard.calls = 0;
+    fake_push(&x->fake, "0123456789abcdef P {\"all\":false,\"conds\":0}");
+    fake_push(&x->fake, "hello");
+    assert_true(run_until(x, bad_counted, 1000));
+    run_until(x, heard_one_more, 50);
+    assert_int_equal(heard.calls, 0);
+    assert_int_equal(xs(x).inval_bad, 2);
+
+    /* Our own fill is told to the others, naming us. */
+    int64_t now = 1700000000000;
+    llmc_entry_t *e = entry_of(3, now, now + 60000, "{}");
+    assert_int_equal(x->t->ops->put(x->t, 0, e, now), 0);
+    assert_true(run_until(x, fake_set_seen, 1000));
+    assert_true(run_until(x, fake_published, 1000));
+    assert_int_equal(x->fake.publishes, 1);
+    snprintf(msg, sizeof msg, "%s R %s", impl(x->t)->self_id, hex);
+    assert_string_equal(x->fake.msg, msg);
+    llmc_entry_unref(e);
+}
+
+/* A purge by selector reads each record SCAN finds and deletes only what
+   its metadata selects; another namespace leaves it. */
+static void test_selector_purge_reads_records(void **state)
+{
+    fixture_t *x = *state;
+    open_tier(x, "redis://127.0.0.1:%d", 200);
+    assert_true(run_until(x, connected, 2000));
+    int64_t now = 1700000000000;
+    llmc_entry_t *e = entry_of(4, now, now + 60000, "{\"a\":1}");
+    assert_int_equal(x->t->ops->put(x->t, 0, e, now), 0);
+    assert_true(run_until(x, fake_set_seen, 1000));
+
+    purged_t pr = {0};
+    pending_purge = &pr;
+    llmc_purge_t other = {.conds = LLMC_PURGE_NAMESPACE, .ns = "ns2"};
+    x->t->ops->purge(x->t, 0, &other, purge_done, &pr);
+    assert_true(run_until(x, purge_answered, 1000));
+    assert_int_equal(pr.removed, 0);
+    assert_non_null(x->fake.val);
+    assert_int_equal(xs(x).scanned, 1);
+
+    llmc_purge_t tag = {.conds = LLMC_PURGE_TAG | LLMC_PURGE_MODEL, .tag = "team-a",
+                        .model = "gpt-4o-mini"};
+    x->t->ops->purge(x->t, 0, &tag, purge_done, &pr);
+    assert_true(run_until(x, purge_answered_twice, 1000));
+    assert_int_equal(pr.removed, 1);
+    assert_null(x->fake.val);
+    assert_int_equal(x->fake.dels, 1);
+    assert_int_equal(st(x).purged, 1);
+    /* The purge was told to the others after Redis was clean. */
+    assert_int_equal(strncmp(x->fake.msg + 16, " P {", 4), 0);
+    llmc_entry_unref(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -971,6 +1240,9 @@ int main(void)
         cmocka_unit_test(test_key_and_lifetime),
         cmocka_unit_test(test_value_decode),
         cmocka_unit_test_setup_teardown(test_put_lookup_purge, setup, teardown),
+        cmocka_unit_test(test_selector_codec),
+        cmocka_unit_test_setup_teardown(test_peer_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_selector_purge_reads_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_miss_before_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_is_miss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_breaker, setup, teardown),
