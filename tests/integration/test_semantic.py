@@ -100,10 +100,13 @@ def test_near_duplicates_hit_and_hard_negatives_miss(gateway_factory, mock):
     # Each hard negative that came close enough was stopped by its guard.
     rej = st["rejected"]
     assert rej["negation"] >= 1 and rej["quotes"] >= 1 and rej["roles"] >= 1, st
-    # The same wording again is found by its own key (an alias), still a semantic hit.
+    # The same wording again is an exact hit: the semantic hit left an alias
+    # of the matched answer under its own key in the exact tier.
+    lookups = g.stats()["tiers"]["semantic"]["lookups"]
     r = ask(g, "what is the capital of france")
-    assert is_semantic_hit(r, matched=first)
-    assert g.stats()["tiers"]["semantic"]["alias_hits"] == 1
+    assert r.headers["X-Cache"] == "HIT" and r.content == first.content, dict(r.headers)
+    assert "X-Cache-Similarity" not in r.headers
+    assert g.stats()["tiers"]["semantic"]["lookups"] == lookups  # not asked at all
 
 
 def test_off_by_default(gateway_factory, mock):
@@ -228,3 +231,40 @@ def test_a_purge_removes_the_answers_from_the_semantic_tier(gateway_factory, moc
     assert r.status_code == 200 and r.json()["removed"]["semantic"] == 1, r.text
     assert ask(g, "WHAT IS THE CAPITAL OF FRANCE").headers["X-Cache"] == "MISS"
     assert g.stats(headers={"Authorization": f"Bearer {token}"})["tiers"]["semantic"]["purged"] == 1
+
+
+def test_an_alias_is_an_exact_hit_and_goes_with_its_original(gateway_factory, mock):
+    token = "semantic-alias-token"
+    g = gateway_factory(mock, args=["--semantic", "on"],
+                        env={"LLMC_UPSTREAM_KEY": "sk-gateway-test", "LLMC_ADMIN_TOKEN": token})
+    admin = {"Authorization": f"Bearer {token}"}
+    first = ask(g, "What is the capital of France?")
+    near = ask(g, "what's the capital of france")
+    assert is_semantic_hit(near, matched=first), dict(near.headers)
+    again = ask(g, "what's the capital of france")
+    assert again.headers["X-Cache"] == "HIT" and again.content == first.content
+    assert again.headers["X-Cache-Key"] == near.headers["X-Cache-Key"]
+
+    # A key purge of the original takes the alias with it: the same wording
+    # goes to the model again.
+    r = g.http.delete(g.url + "/admin/cache/" + first.headers["X-Cache-Key"], headers=admin,
+                      timeout=10)
+    assert r.status_code == 200, r.text
+    after = ask(g, "what's the capital of france")
+    assert after.headers["X-Cache"] == "MISS", dict(after.headers)
+    # The original's wording now finds the new answer, not the purged one.
+    assert is_semantic_hit(ask(g, "What is the capital of France?"), matched=after)
+
+    # A purge by selector (a tag) takes an alias too: it carries the tags.
+    def tagged(q):
+        b = chat_body(q)
+        b["messages"].insert(0, {"role": "system", "content": SYSTEM})
+        r = g.chat(b, headers={"X-Cache-Tags": "geo"})
+        assert r.status_code == 200, r.text
+        return r
+    t1 = tagged("What is the largest city in Japan?")
+    assert is_semantic_hit(tagged("what's the largest city in japan"), matched=t1)
+    assert tagged("what's the largest city in japan").headers["X-Cache"] == "HIT"
+    r = g.post("/admin/purge", {"tag": "geo"}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert tagged("what's the largest city in japan").headers["X-Cache"] == "MISS"
