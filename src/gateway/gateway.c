@@ -276,7 +276,7 @@ static int64_t keep_stale_ms(const llmc_config_t *cfg)
     return cfg->max_stale > cfg->stale_if_error ? cfg->max_stale : cfg->stale_if_error;
 }
 
-static int open_disk(llmc_gw_t *gw, char *err, size_t errlen)
+static int open_disk(llmc_gw_t *gw, llmc_tier_t **out, char *err, size_t errlen)
 {
     const llmc_config_t *cfg = gw->cfg;
     int rc;
@@ -304,6 +304,7 @@ static int open_disk(llmc_gw_t *gw, char *err, size_t errlen)
         snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir_path, derr);
         return rc;
     }
+    *out = disk;
     return llmc_tier_set_add(gw->tiers, disk);
 }
 
@@ -326,9 +327,10 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         snprintf(err, errlen, "could not create the memory cache");
         return LLMC_ENOMEM;
     }
+    llmc_tier_t *disk = NULL;
     int rc = open_redis(gw, err, errlen);
     if (rc == 0)
-        rc = open_disk(gw, err, errlen);
+        rc = open_disk(gw, &disk, err, errlen);
     if (rc < 0 || cfg->semantic == LLMC_CFG_SEMANTIC_OFF)
         return rc;
     /* Last: asked only when every exact tier missed. */
@@ -336,6 +338,9 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         .threshold = (float)cfg->semantic_threshold / 1000.0f,
         .max_bytes = (uint64_t)cfg->max_memory,
         .shadow = cfg->semantic == LLMC_CFG_SEMANTIC_SHADOW,
+        /* Its questions beside the disk tier's answers, indexed again at start. */
+        .dir = disk ? cfg->data_dir_path : NULL,
+        .store = disk,
     };
     llmc_tier_t *sem = llmc_tier_semantic_new(&sc);
     if (!sem) {

@@ -17,7 +17,7 @@ Decisions a newcomer would otherwise get wrong:
 
 import json
 
-from conftest import cache_status, chat_body, completion_body, embedding_body
+from conftest import cache_status, chat_body, completion_body, embedding_body, wait_until
 
 SYSTEM = "You answer in one word."
 
@@ -268,3 +268,48 @@ def test_an_alias_is_an_exact_hit_and_goes_with_its_original(gateway_factory, mo
     r = g.post("/admin/purge", {"tag": "geo"}, headers=admin)
     assert r.status_code == 200, r.text
     assert tagged("what's the largest city in japan").headers["X-Cache"] == "MISS"
+
+
+def test_a_restart_keeps_semantic_hits_and_a_purge_takes_them(gateway_factory, mock, tmp_path):
+    data = str(tmp_path / "data")
+    token = "semantic-restart-token"
+    env = {"LLMC_UPSTREAM_KEY": "sk-gateway-test", "LLMC_ADMIN_TOKEN": token}
+    admin = {"Authorization": f"Bearer {token}"}
+
+    def start():
+        return gateway_factory(mock, args=["--semantic", "on", "--data-dir", data], env=env)
+
+    def restart(g, stored, restored):
+        wait_until(lambda: g.stats(headers=admin)["tiers"]["disk"]["stored"] >= stored, timeout=10,
+                   what="the answers committed to disk")
+        g.must_survive = False
+        assert g.stop() is None
+        g2 = start()
+        wait_until(lambda: g2.stats(headers=admin)["tiers"]["semantic"]["restored"] >= restored,
+                   timeout=10, what="the questions indexed again")
+        return g2
+
+    g = start()
+    first = ask(g, "What is the capital of France?")
+    sky = ask(g, "Why is the sky blue?")
+    assert first.headers["X-Cache"] == "MISS" and sky.headers["X-Cache"] == "MISS"
+
+    g = restart(g, 2, 2)
+    st = g.stats(headers=admin)["tiers"]["semantic"]
+    assert st["restored"] == 2 and st["entries"] == 2, st
+    r = ask(g, "what's the capital of france")    # a wording never seen before the restart
+    assert is_semantic_hit(r, matched=first) and r.content == first.content, dict(r.headers)
+    assert ask(g, "What is the capital of Spain?").headers["X-Cache"] == "MISS"
+    wait_until(lambda: g.stats(headers=admin)["tiers"]["semantic"]["entries"] == 3, timeout=10,
+               what="Spain indexed")
+
+    # A purge takes the answer off disk, so the next start does not index it again.
+    r = g.http.delete(g.url + "/admin/cache/" + first.headers["X-Cache-Key"], headers=admin,
+                      timeout=10)
+    assert r.status_code == 200, r.text
+    g = restart(g, 1, 2)
+    st = g.stats(headers=admin)["tiers"]["semantic"]
+    assert st["restored"] == 2, st   # the sky, Spain: not France
+    r = ask(g, "what is the capital of france??")
+    assert r.headers["X-Cache"] == "MISS", dict(r.headers)
+    assert is_semantic_hit(ask(g, "why is the sky blue"), matched=sky)
