@@ -334,6 +334,18 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
     if (rc < 0 || cfg->semantic == LLMC_CFG_SEMANTIC_OFF)
         return rc;
     /* Last: asked only when every exact tier missed. */
+    bool remote = cfg->semantic_embedder == LLMC_CFG_SEMANTIC_EMBEDDER_OPENAI;
+    llmc_embed_config_t ec = {
+        .url = cfg->embed_url,
+        .model = cfg->embed_model,
+        .key = getenv("LLMC_EMBED_KEY"),
+        .window_ms = (unsigned)cfg->semantic_batch_ms,
+        .timeout_ms = (unsigned)cfg->semantic_timeout_ms,
+    };
+    if (remote && (!cfg->embed_url || !cfg->embed_url[0])) {
+        snprintf(err, errlen, "--semantic-embedder openai needs --embed-url");
+        return LLMC_EINVAL;
+    }
     llmc_semantic_config_t sc = {
         .threshold = (float)cfg->semantic_threshold / 1000.0f,
         .max_bytes = (uint64_t)cfg->max_memory,
@@ -341,6 +353,7 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         /* Its questions beside the disk tier's answers, indexed again at start. */
         .dir = disk ? cfg->data_dir_path : NULL,
         .store = disk,
+        .remote = remote ? &ec : NULL,
     };
     llmc_tier_t *sem = llmc_tier_semantic_new(&sc);
     if (!sem) {

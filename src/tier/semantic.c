@@ -65,6 +65,7 @@
 #include <openssl/evp.h>
 
 #include "llmc/error.h"
+#include "semantic/embed.h"
 #include "semantic/guard.h"
 #include "semantic/index.h"
 #include "semantic/lexical.h"
@@ -103,6 +104,10 @@
       "eat dogs).")                                                                          \
     X(restored, "restored", COUNTER, "questions",                                           \
       "Questions indexed again at start from --data-dir (their answers found on disk).")     \
+    X(embed_timeouts, "embed/timeouts", COUNTER, "lookups",                                  \
+      "Lookups whose remote embedding did not come within --semantic-timeout-ms (a miss).")  \
+    X(embed_errors, "embed/errors", COUNTER, "lookups",                                      \
+      "Lookups whose remote embedding failed (connection, status, a bad answer): a miss.")   \
     X(pending_lost, "pending_lost", COUNTER, "questions",                                    \
       "Missed questions forgotten before their answer was stored (the ring moved on).")      \
     X(shadow_hits, "shadow/would_hit", COUNTER, "lookups",                                   \
@@ -156,7 +161,7 @@ typedef struct pend {
     llmc_guard_q_t *q;
     llmc_entry_t *would; /* shadow mode: the answer a hit would have served (a reference) */
     char *text;          /* the question, kept when questions are persisted; malloc'd */
-    float vec[LLMC_LEX_DIM];
+    float *vec;          /* the tier's dim floats; malloc'd */
 } pend_t;
 
 typedef struct sem_tier {
@@ -168,7 +173,11 @@ typedef struct sem_tier {
     void *log_arg;
     llmc_lex_t *lex;   /* shared, under mu */
     llmc_lex_t **wlex; /* per worker, made at attach (main thread, before workers run) */
+    llmc_embedder_t **wemb; /* per worker with a remote embedder, beside wlex (nwlex) */
     unsigned nwlex;
+    bool remote;            /* vectors from the remote embedder (remote_cfg) */
+    llmc_embed_config_t remote_cfg;
+    unsigned dim;           /* the vectors'; a remote one's is learnt from the first (0 till then) */
     llmc_vindex_t *ix;
     rec_t *recs;
     size_t cap, live;
@@ -432,7 +441,7 @@ static void do_rec_drop(sem_tier_t *s, uint32_t slot)
     }
     free(r->aliases);
     (void)llmc_vindex_delete(s->ix, slot);
-    s->bytes -= r->e->mem_bytes + LLMC_LEX_DIM * sizeof(float);
+    s->bytes -= r->e->mem_bytes + s->dim * sizeof(float);
     llmc_entry_unref(r->e);
     llmc_guard_q_free(r->q);
     *r = (rec_t){0};
@@ -468,6 +477,8 @@ static void do_pend_clear(pend_t *p)
     p->q = NULL;
     free(p->text);
     p->text = NULL;
+    free(p->vec);
+    p->vec = NULL;
     if (p->would)
         llmc_entry_unref(p->would);
     p->would = NULL;
@@ -493,7 +504,7 @@ static int do_index(sem_tier_t *s, llmc_entry_t *e, const llmc_key_t *part, cons
     }
     s->recs[slot] = (rec_t){.e = llmc_entry_ref(e), .q = q, .seq = ++s->seq};
     s->live++;
-    s->bytes += e->mem_bytes + LLMC_LEX_DIM * sizeof(float);
+    s->bytes += e->mem_bytes + s->dim * sizeof(float);
     s->st.stored++;
     while (s->max_bytes && s->bytes > s->max_bytes && s->live > 1)
         do_evict_oldest(s);
@@ -729,66 +740,36 @@ static void do_shadow_compare(sem_tier_t *s, const pend_t *p, const llmc_entry_t
 
 /* ---- the ops ---------------------------------------------------------------------- */
 
-static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
+/* The decision for a question with its vector (dim floats) and guard
+   features (qf, the record's or freed): a hit (0, lk->entry set) or a miss
+   that keeps the question for its answer's put(). question and qf are
+   taken. */
+static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const llmc_key_t *part,
+                  llmc_guard_q_t *qf, const float *vec, unsigned dim)
 {
-    sem_tier_t *s = impl(t);
     llmc_vindex_hit_t cand[LLMC_TIER_SEMANTIC_CANDIDATES];
-    llmc_guard_q_t *qf = NULL;
-    llmc_key_t part;
-    char *question = NULL;
-    float vec[LLMC_LEX_DIM];
+    llmc_entry_t *would = NULL;
+    float *pvec = malloc(dim * sizeof(float));
     int rc;
 
-    lk->entry = NULL;
-    if (!lk->query->similar) {
-        /* Nor is its answer indexed: the client asked to stay out of it. */
-        pthread_mutex_lock(&s->mu);
-        s->xs.declined++;
-        pthread_mutex_unlock(&s->mu);
-        return LLMC_ENOENT;
-    }
-    /* The same wording as an earlier hit: its alias, no search. */
-    pthread_mutex_lock(&s->mu);
-    if (s->acap) {
-        const alias_t *al = &s->amap[do_alias_find(s, &lk->query->key)];
-        const rec_t *r = al->used ? &s->recs[al->slot] : NULL;
-        if (r && r->e->expires_ms > lk->now_ms && !s->shadow &&
-            al->similarity >= (lk->query->threshold > 0 ? lk->query->threshold : s->threshold)) {
-            lk->entry = llmc_entry_ref(r->e);
-            lk->similarity = al->similarity;
-            s->st.hits++;
-            s->xs.alias_hits++;
-            pthread_mutex_unlock(&s->mu);
-            return 0;
-        }
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (split_query(lk->query, &question, &part) < 0) {
-        pthread_mutex_lock(&s->mu);
-        s->xs.skipped++;
-        pthread_mutex_unlock(&s->mu);
-        return LLMC_ENOENT;
-    }
-    /* The worker's own embedder works outside the lock; the shared one in it. */
-    llmc_lex_t *lx = lk->worker < s->nwlex ? s->wlex[lk->worker] : NULL;
-    size_t qlen = strlen(question);
-    bool embedded = false;
-    if (lx)
-        embedded = llmc_lex_embed(lx, question, qlen, vec) > 0 &&
-                   llmc_guard_q_new(lx, question, qlen, &qf) == 0;
     pthread_mutex_lock(&s->mu);
     s->xs.lookups++;
-    if (!lx)
-        embedded = llmc_lex_embed(s->lex, question, qlen, vec) > 0 &&
-                   llmc_guard_q_new(s->lex, question, qlen, &qf) == 0;
-    if (!embedded) {
-        s->xs.skipped++;
+    if (!s->ix) {
+        /* The remote model's first vector: its dimension is the index's. */
+        if ((s->ix = llmc_vindex_new(dim)))
+            s->dim = dim;
+        else
+            s->st.errors++;
+    }
+    if (!s->ix || dim != s->dim || !pvec) {
+        /* A remote model that changed its dimension: nothing to compare with. */
+        s->xs.embed_errors += s->ix && dim != s->dim;
+        s->st.misses++;
         rc = LLMC_ENOENT;
         goto out;
     }
     float threshold = lk->query->threshold > 0 ? lk->query->threshold : s->threshold;
-    size_t n = llmc_vindex_search(s->ix, &part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, cand);
-    llmc_entry_t *would = NULL;
+    size_t n = llmc_vindex_search(s->ix, part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, cand);
     for (size_t i = 0; i < n; i++) {
         if (cand[i].score < threshold) {
             if (i == 0)
@@ -838,8 +819,10 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
             s->xs.pending_lost++;
     }
     do_pend_clear(p);
-    *p = (pend_t){.used = true, .key = lk->query->key, .part = part, .q = qf, .would = would};
-    memcpy(p->vec, vec, sizeof(vec));
+    memcpy(pvec, vec, dim * sizeof(float));
+    *p = (pend_t){.used = true, .key = lk->query->key, .part = *part, .q = qf, .would = would,
+                  .vec = pvec};
+    pvec = NULL;
     qf = NULL;
     if (s->qfd >= 0) {
         p->text = question;
@@ -848,9 +831,139 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     rc = LLMC_ENOENT;
 out:
     pthread_mutex_unlock(&s->mu);
+    free(pvec);
     llmc_guard_q_free(qf);
     free(question);
     return rc;
+}
+
+/* A lookup waiting for the remote embedder. */
+typedef struct sem_wait {
+    sem_tier_t *s;
+    llmc_tier_lookup_t *lk;
+    char *question;
+    llmc_key_t part;
+    llmc_guard_q_t *qf;
+    llmc_embed_req_t *req;
+    float vec[LLMC_EMBED_MAX_DIM];
+} sem_wait_t;
+
+static void wait_free(sem_wait_t *w)
+{
+    llmc_guard_q_free(w->qf);
+    free(w->question);
+    free(w);
+}
+
+/* The embedder answered (on the lookup's loop): decide, then finish the lookup. */
+static void on_vector(void *arg, int rc, const float *vec, unsigned dim)
+{
+    sem_wait_t *w = arg;
+    sem_tier_t *s = w->s;
+    llmc_tier_lookup_t *lk = w->lk;
+
+    if (rc == 0) {
+        rc = decide(s, lk, w->question, &w->part, w->qf, vec, dim);
+        w->question = NULL;
+        w->qf = NULL;
+    } else if (rc != LLMC_ECANCELED) {
+        pthread_mutex_lock(&s->mu);
+        s->xs.lookups++;
+        s->st.misses++;
+        if (rc == LLMC_ETIMEDOUT)
+            s->xs.embed_timeouts++;
+        else
+            s->xs.embed_errors++;
+        pthread_mutex_unlock(&s->mu);
+        rc = LLMC_ENOENT;
+    }
+    wait_free(w);
+    lk->done(lk, rc);
+}
+
+static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
+{
+    sem_tier_t *s = impl(t);
+    llmc_guard_q_t *qf = NULL;
+    llmc_key_t part;
+    char *question = NULL;
+    float vec[LLMC_LEX_DIM];
+
+    lk->entry = NULL;
+    if (!lk->query->similar) {
+        /* Nor is its answer indexed: the client asked to stay out of it. */
+        pthread_mutex_lock(&s->mu);
+        s->xs.declined++;
+        pthread_mutex_unlock(&s->mu);
+        return LLMC_ENOENT;
+    }
+    /* The same wording as an earlier hit: its alias, no search. */
+    pthread_mutex_lock(&s->mu);
+    if (s->acap) {
+        const alias_t *al = &s->amap[do_alias_find(s, &lk->query->key)];
+        const rec_t *r = al->used ? &s->recs[al->slot] : NULL;
+        if (r && r->e->expires_ms > lk->now_ms && !s->shadow &&
+            al->similarity >= (lk->query->threshold > 0 ? lk->query->threshold : s->threshold)) {
+            lk->entry = llmc_entry_ref(r->e);
+            lk->similarity = al->similarity;
+            s->st.hits++;
+            s->xs.alias_hits++;
+            pthread_mutex_unlock(&s->mu);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (split_query(lk->query, &question, &part) < 0) {
+        pthread_mutex_lock(&s->mu);
+        s->xs.skipped++;
+        pthread_mutex_unlock(&s->mu);
+        return LLMC_ENOENT;
+    }
+    /* The worker's own embedder works outside the lock; the shared one in it. */
+    llmc_lex_t *lx = lk->worker < s->nwlex ? s->wlex[lk->worker] : NULL;
+    llmc_embedder_t *em = s->remote && lk->worker < s->nwlex ? s->wemb[lk->worker] : NULL;
+    size_t qlen = strlen(question);
+    bool embedded;
+    if (!lx)
+        pthread_mutex_lock(&s->mu);
+    llmc_lex_t *use = lx ? lx : s->lex;
+    embedded = llmc_guard_q_new(use, question, qlen, &qf) == 0 &&
+               (s->remote ? em != NULL : llmc_lex_embed(use, question, qlen, vec) > 0);
+    if (!lx)
+        pthread_mutex_unlock(&s->mu);
+    if (!embedded) {
+        pthread_mutex_lock(&s->mu);
+        s->xs.lookups++;
+        s->xs.skipped++;
+        pthread_mutex_unlock(&s->mu);
+        llmc_guard_q_free(qf);
+        free(question);
+        return LLMC_ENOENT;
+    }
+    if (!s->remote)
+        return decide(s, lk, question, &part, qf, vec, LLMC_LEX_DIM);
+    /* The remote embedder: from its cache at once, else the lookup waits. */
+    sem_wait_t *w = malloc(sizeof(*w));
+    unsigned dim = 0;
+    int rc = w ? llmc_embed_get(em, question, qlen, w->vec, &dim, on_vector, w, &w->req)
+               : LLMC_ENOMEM;
+    if (rc == 1) {
+        rc = decide(s, lk, question, &part, qf, w->vec, dim);
+        free(w);
+        return rc;
+    }
+    if (rc < 0) {
+        free(w);
+        llmc_guard_q_free(qf);
+        free(question);
+        pthread_mutex_lock(&s->mu);
+        s->xs.embed_errors++;
+        pthread_mutex_unlock(&s->mu);
+        return LLMC_ENOENT;
+    }
+    *w = (sem_wait_t){.s = s, .lk = lk, .question = question, .part = part, .qf = qf,
+                      .req = w->req};
+    return LLMC_EAGAIN;
 }
 
 static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms)
@@ -955,26 +1068,38 @@ static int sem_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
     (void)loop;
     if (worker >= s->nwlex) {
         llmc_lex_t **v = realloc(s->wlex, (worker + 1) * sizeof(*v));
-        if (!v)
+        if (v)
+            s->wlex = v;
+        llmc_embedder_t **ev = v ? realloc(s->wemb, (worker + 1) * sizeof(*ev)) : NULL;
+        if (!ev)
             return LLMC_ENOMEM;
         memset(v + s->nwlex, 0, (worker + 1 - s->nwlex) * sizeof(*v));
-        s->wlex = v;
+        memset(ev + s->nwlex, 0, (worker + 1 - s->nwlex) * sizeof(*ev));
+        s->wemb = ev;
         s->nwlex = worker + 1;
     }
     if (!s->wlex[worker] && !(s->wlex[worker] = llmc_lex_new()))
         return LLMC_ENOMEM;
+    if (s->remote && !s->wemb[worker] && !(s->wemb[worker] = llmc_embed_new(loop, &s->remote_cfg)))
+        return LLMC_ENOMEM;
     return 0;
 }
 
-/* Nothing waits in this tier: its lookups answer at once. The embedder
-   stays until destroy (a worker's loop may still ask while shutting down). */
+/* The lexical embedder stays until destroy (a worker's loop may still ask
+   while shutting down); a remote one goes, ending its waiting lookups as
+   cancelled (on this loop, as detach requires). */
 static void sem_detach(llmc_tier_t *t, unsigned worker)
 {
-    (void)t;
-    (void)worker;
+    sem_tier_t *s = impl(t);
+
+    if (worker < s->nwlex && s->wemb[worker]) {
+        llmc_embedder_t *em = s->wemb[worker];
+        s->wemb[worker] = NULL; /* a lookup now misses without waiting */
+        llmc_embed_free(em);
+    }
 }
 
-static void sem_destroy(llmc_tier_t *t)
+static void semantic_destroy(llmc_tier_t *t)
 {
     sem_tier_t *s = impl(t);
 
@@ -997,6 +1122,10 @@ static void sem_destroy(llmc_tier_t *t)
     for (unsigned i = 0; i < s->nwlex; i++)
         llmc_lex_free(s->wlex[i]);
     free(s->wlex);
+    free(s->wemb);
+    free((char *)s->remote_cfg.url);
+    free((char *)s->remote_cfg.model);
+    free((char *)s->remote_cfg.key);
     free(s->recs);
     free(s->free_slots);
     llmc_vindex_free(s->ix);
@@ -1018,7 +1147,7 @@ static const llmc_tier_ops_t semantic_ops = {
     .xstats = sem_xstats,
     .attach = sem_attach,
     .detach = sem_detach,
-    .destroy = sem_destroy,
+    .destroy = semantic_destroy,
 };
 
 llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
@@ -1043,19 +1172,32 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
     s->tier.ops = &semantic_ops;
     s->tier.impl = s;
     s->lex = llmc_lex_new();
-    s->ix = llmc_vindex_new(LLMC_LEX_DIM);
+    if (cfg && cfg->remote) {
+        /* Its dimension is the model's: the index comes with the first vector. */
+        s->remote = true;
+        s->remote_cfg = *cfg->remote;
+        s->remote_cfg.url = strdup(cfg->remote->url ? cfg->remote->url : "");
+        s->remote_cfg.model = cfg->remote->model ? strdup(cfg->remote->model) : NULL;
+        s->remote_cfg.key = cfg->remote->key ? strdup(cfg->remote->key) : NULL;
+    } else {
+        s->dim = LLMC_LEX_DIM;
+        s->ix = llmc_vindex_new(LLMC_LEX_DIM);
+    }
     s->recs = calloc(s->cap, sizeof(*s->recs));
     s->free_slots = malloc(s->cap * sizeof(*s->free_slots));
-    if (!s->lex || !s->ix || !s->recs || !s->free_slots) {
-        sem_destroy(&s->tier);
+    if (!s->lex || (!s->remote && !s->ix) || !s->recs || !s->free_slots ||
+        (s->remote && (!s->remote_cfg.url || (cfg->remote->model && !s->remote_cfg.model) ||
+                       (cfg->remote->key && !s->remote_cfg.key)))) {
+        semantic_destroy(&s->tier);
         return NULL;
     }
     /* Slot 0 is handed out first. */
     for (size_t i = 0; i < s->cap; i++)
         s->free_slots[i] = (uint32_t)(s->cap - 1 - i);
     s->nfree = s->cap;
-    if (cfg && cfg->dir && cfg->store && persist_open(s, cfg->dir, cfg->store) < 0) {
-        sem_destroy(&s->tier);
+    /* Questions are embedded anew at start: the lexical embedder's only. */
+    if (cfg && cfg->dir && cfg->store && !s->remote && persist_open(s, cfg->dir, cfg->store) < 0) {
+        semantic_destroy(&s->tier);
         return NULL;
     }
     return &s->tier;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "llmc/tier.h"
+#include "semantic/embed.h"
 
 /* The default similarity a candidate must reach before the guards judge it. */
 #define LLMC_TIER_SEMANTIC_THRESHOLD 0.70f
@@ -47,6 +48,10 @@ typedef struct llmc_semantic_config {
        dropped, and the file is rewritten with the rest. Both NULL: none. */
     const char *dir;
     llmc_tier_t *store;
+    /* The remote embedder (--semantic-embedder openai), one per worker made
+       at attach; NULL: the built-in lexical one. Copied. Persistence is for
+       the lexical embedder only. */
+    const llmc_embed_config_t *remote;
 } llmc_semantic_config_t;
 
 /* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or

@@ -313,3 +313,64 @@ def test_a_restart_keeps_semantic_hits_and_a_purge_takes_them(gateway_factory, m
     r = ask(g, "what is the capital of france??")
     assert r.headers["X-Cache"] == "MISS", dict(r.headers)
     assert is_semantic_hit(ask(g, "why is the sky blue"), matched=sky)
+
+
+# ---- the openai embedder, against a second mock's /v1/embeddings -------------------------
+
+def openai_gateway(gateway_factory, mock, embed, *args):
+    return gateway_factory(mock, args=["--semantic", "on", "--semantic-embedder", "openai",
+                                       "--embed-url", embed, "--embed-model", "mock-embedding",
+                                       *args],
+                           env={"LLMC_UPSTREAM_KEY": "sk-gateway-test", "LLMC_EMBED_KEY": "sk-e"})
+
+
+def test_openai_embedder_asks_the_endpoint_once_per_text(gateway_factory, mock, mock_factory):
+    emb = mock_factory()
+    g = openai_gateway(gateway_factory, mock, emb.url)
+    first = ask(g, "What is the capital of France?")
+    assert first.headers["X-Cache"] == "MISS"
+    assert emb.calls("embeddings") == 1 and mock.calls("embeddings") == 0
+    # The mock's vectors are hashes of the text: another wording is far away.
+    r = ask(g, "what is the capital of france")
+    assert r.headers["X-Cache"] == "MISS"
+    assert emb.calls("embeddings") == 2
+    # The same text in another namespace: its own partition, but the text's
+    # embedding is cached, so no call.
+    body = chat_body("What is the capital of France?")
+    body["messages"].insert(0, {"role": "system", "content": SYSTEM})
+    r = g.chat(body, headers={"X-Cache-Namespace": "other"})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+    assert emb.calls("embeddings") == 2
+    st = g.stats()["tiers"]["semantic"]
+    assert st["lookups"] == 3 and st["misses"] == 3 and st["stored"] == 3, st
+    assert st["embed"]["errors"] == 0 and st["embed"]["timeouts"] == 0, st
+
+
+def test_openai_embedder_batches_concurrent_lookups(gateway_factory, mock, mock_factory):
+    import concurrent.futures
+    emb = mock_factory()
+    g = openai_gateway(gateway_factory, mock, emb.url, "--semantic-batch-ms", "300")
+    qs = [f"Tell me a fact about the number {n}" for n in range(12)]
+    with concurrent.futures.ThreadPoolExecutor(len(qs)) as ex:
+        rs = list(ex.map(lambda q: ask(g, q), qs))
+    assert all(r.headers["X-Cache"] == "MISS" for r in rs)
+    # Twelve lookups, one call per worker thread (two) at most.
+    assert 1 <= emb.calls("embeddings") <= 2, emb.stats()
+    assert g.stats()["tiers"]["semantic"]["lookups"] == 12
+
+
+def test_openai_embedder_timeout_and_errors_are_misses(gateway_factory, mock, mock_factory):
+    slow = mock_factory(latency_ms=1500)
+    g = openai_gateway(gateway_factory, mock, slow.url, "--semantic-timeout-ms", "100")
+    r = ask(g, "What is the capital of France?")
+    assert r.headers["X-Cache"] == "MISS" and r.elapsed.total_seconds() < 1.2
+    st = g.stats()["tiers"]["semantic"]
+    assert st["embed"]["timeouts"] == 1 and st["misses"] == 1, st
+
+    # An endpoint that answers 404 (no such route) and one that is not there.
+    for url in [mock.base + "/nowhere", "http://127.0.0.1:1/v1"]:
+        g2 = openai_gateway(gateway_factory, mock, url)
+        r = ask(g2, "What is the capital of Spain?")
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+        st = g2.stats()["tiers"]["semantic"]
+        assert st["embed"]["errors"] == 1 and st["hits"] == 0, st
