@@ -315,6 +315,10 @@ int llmc_embed_get(llmc_embedder_t *em, const char *text, size_t len, float *vec
                    llmc_embed_cb cb, void *arg, llmc_embed_req_t **out)
 {
     uint8_t h[32];
+    /* A full batch goes out before this request joins the next: a failure
+       to start it answers its own requests, never this one, here. */
+    if (em->open && em->open->n == LLMC_EMBED_BATCH)
+        flush(em);
     text_hash(text, len, h);
     const cached_t *c = cache_find(em, h);
     if (c) {
@@ -344,8 +348,6 @@ int llmc_embed_get(llmc_embedder_t *em, const char *text, size_t len, float *vec
     }
     em->open->reqs[em->open->n++] = r;
     *out = r;
-    if (em->open->n == LLMC_EMBED_BATCH)
-        flush(em);
     return 0;
 }
 

@@ -10,7 +10,9 @@
  *   cache): nothing here is shared between threads, so nothing locks.
  * - Requests that come within window_ms of the first are sent as one call
  *   with many inputs (at most LLMC_EMBED_BATCH): concurrent misses cost one
- *   round trip, not one each.
+ *   round trip, not one each. A full batch leaves when the next request
+ *   comes or its timer fires, never from inside the request that filled it
+ *   (whose callback must not run inside llmc_embed_get).
  * - Identical text is answered from a small cache of recent embeddings
  *   (LLMC_EMBED_CACHE, oldest replaced), synchronously: no call, no wait.
  * - The call's whole time is bounded by timeout_ms (the upstream client's
