@@ -374,3 +374,52 @@ def test_openai_embedder_timeout_and_errors_are_misses(gateway_factory, mock, mo
         assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
         st = g2.stats()["tiers"]["semantic"]
         assert st["embed"]["errors"] == 1 and st["hits"] == 0, st
+
+
+def test_openai_embedder_serves_a_semantic_hit(gateway_factory, mock):
+    """A stand-in embeddings server whose vectors are bags of lower-cased
+    words, so that two wordings of one question get one vector: the hit goes
+    through the remote path (and its guards) end to end."""
+    import http.server
+    import math
+    import re
+    import threading
+
+    seen = []
+
+    class Embeddings(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers.get("Authorization"), req["model"]))
+            data = []
+            for i, text in enumerate(req["input"]):
+                v = [0.0] * 64
+                for w in re.findall(r"[a-z0-9]+", text.lower()):
+                    v[sum(w.encode()) % 64] += 1.0
+                n = math.sqrt(sum(x * x for x in v)) or 1.0
+                data.append({"object": "embedding", "index": i, "embedding": [x / n for x in v]})
+            out = json.dumps({"object": "list", "data": data, "model": req["model"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Embeddings)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        g = openai_gateway(gateway_factory, mock, f"http://127.0.0.1:{srv.server_port}/v1")
+        first = ask(g, "What is the capital of France?")
+        assert first.headers["X-Cache"] == "MISS"
+        r = ask(g, "what is the capital of france")
+        assert is_semantic_hit(r, matched=first) and r.content == first.content, dict(r.headers)
+        # The guards judge remote candidates too: the same words, negated.
+        r = ask(g, "What is not the capital of France?")
+        assert r.headers["X-Cache"] == "MISS", dict(r.headers)
+        assert seen[0] == ("/v1/embeddings", "Bearer sk-e", "mock-embedding"), seen
+    finally:
+        srv.shutdown()
+        srv.server_close()
