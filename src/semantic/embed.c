@@ -239,6 +239,11 @@ static void on_timer(uv_timer_t *t)
     flush(t->data);
 }
 
+static uint64_t call_ms(const llmc_embed_config_t *cfg)
+{
+    return cfg->timeout_ms > cfg->window_ms + 1 ? cfg->timeout_ms - cfg->window_ms : 1;
+}
+
 llmc_embedder_t *llmc_embed_new(uv_loop_t *loop, const llmc_embed_config_t *cfg)
 {
     llmc_embedder_t *em = calloc(1, sizeof(*em));
@@ -246,7 +251,8 @@ llmc_embedder_t *llmc_embed_new(uv_loop_t *loop, const llmc_embed_config_t *cfg)
         return NULL;
     em->cfg = *cfg;
     llmc_upstream_config_t uc = {
-        .connect_timeout_ms = cfg->timeout_ms, .total_timeout_ms = cfg->timeout_ms,
+        /* The window is part of a request's wait: the call gets the rest. */
+        .connect_timeout_ms = call_ms(cfg), .total_timeout_ms = call_ms(cfg),
     };
     if (asprintf(&em->url, "%s/embeddings", cfg->url) < 0)
         em->url = NULL;
@@ -311,7 +317,8 @@ void llmc_embed_free(llmc_embedder_t *em)
     llmc_upstream_close(em->up, up_closed, em);
 }
 
-int llmc_embed_get(llmc_embedder_t *em, const char *text, size_t len, float *vec, unsigned *dim,
+int llmc_embed_get(llmc_embedder_t *em, const char *text, size_t len, const float **vec,
+                   unsigned *dim,
                    llmc_embed_cb cb, void *arg, llmc_embed_req_t **out)
 {
     uint8_t h[32];
@@ -322,7 +329,7 @@ int llmc_embed_get(llmc_embedder_t *em, const char *text, size_t len, float *vec
     text_hash(text, len, h);
     const cached_t *c = cache_find(em, h);
     if (c) {
-        memcpy(vec, c->vec, c->dim * sizeof(float));
+        *vec = c->vec;
         *dim = c->dim;
         return 1;
     }

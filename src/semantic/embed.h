@@ -15,8 +15,9 @@
  *   (whose callback must not run inside llmc_embed_get).
  * - Identical text is answered from a small cache of recent embeddings
  *   (LLMC_EMBED_CACHE, oldest replaced), synchronously: no call, no wait.
- * - The call's whole time is bounded by timeout_ms (the upstream client's
- *   timeout); a request that cannot be answered in time fails with
+ * - A request's whole wait is bounded by timeout_ms: the batch window and
+ *   then the call (the upstream client's timeout, what the window leaves);
+ *   a request that cannot be answered in time fails with
  *   LLMC_ETIMEDOUT, any other failure (connection, status, a body that is
  *   not an embedding list of the right length) with another LLMC_E*.
  */
@@ -56,11 +57,13 @@ llmc_embedder_t *llmc_embed_new(uv_loop_t *loop, const llmc_embed_config_t *cfg)
    NULL is fine. Loop thread. */
 void llmc_embed_free(llmc_embedder_t *em);
 
-/* Asks for text's embedding. 1: it was cached, vec (room for
-   LLMC_EMBED_MAX_DIM floats) and *dim are set and cb never runs; 0: cb
+/* Asks for text's embedding. 1: it was cached, *vec points at it (valid
+   until the embedder is next used on this loop) and *dim is set, and cb
+   never runs; 0: cb
    runs later on the loop, never inside this call, unless the request is
    cancelled first (*out, for llmc_embed_cancel); LLMC_ENOMEM. Loop thread. */
-int llmc_embed_get(llmc_embedder_t *em, const char *text, size_t len, float *vec, unsigned *dim,
+int llmc_embed_get(llmc_embedder_t *em, const char *text, size_t len, const float **vec,
+                   unsigned *dim,
                    llmc_embed_cb cb, void *arg, llmc_embed_req_t **out);
 
 /* Its callback will not run. Loop thread. */

@@ -845,7 +845,6 @@ typedef struct sem_wait {
     llmc_key_t part;
     llmc_guard_q_t *qf;
     llmc_embed_req_t *req;
-    float vec[LLMC_EMBED_MAX_DIM];
 } sem_wait_t;
 
 static void wait_free(sem_wait_t *w)
@@ -944,13 +943,13 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         return decide(s, lk, question, &part, qf, vec, LLMC_LEX_DIM);
     /* The remote embedder: from its cache at once, else the lookup waits. */
     sem_wait_t *w = malloc(sizeof(*w));
+    const float *cached = NULL;
     unsigned dim = 0;
-    int rc = w ? llmc_embed_get(em, question, qlen, w->vec, &dim, on_vector, w, &w->req)
+    int rc = w ? llmc_embed_get(em, question, qlen, &cached, &dim, on_vector, w, &w->req)
                : LLMC_ENOMEM;
     if (rc == 1) {
-        rc = decide(s, lk, question, &part, qf, w->vec, dim);
         free(w);
-        return rc;
+        return decide(s, lk, question, &part, qf, cached, dim);
     }
     if (rc < 0) {
         free(w);
