@@ -349,7 +349,7 @@ def test_openai_embedder_asks_the_endpoint_once_per_text(gateway_factory, mock, 
 def test_openai_embedder_batches_concurrent_lookups(gateway_factory, mock, mock_factory):
     import concurrent.futures
     emb = mock_factory()
-    g = openai_gateway(gateway_factory, mock, emb.url, "--semantic-batch-ms", "300")
+    g = openai_gateway(gateway_factory, mock, emb.url, "--semantic-batch-ms", "1000")
     qs = [f"Tell me a fact about the number {n}" for n in range(12)]
     with concurrent.futures.ThreadPoolExecutor(len(qs)) as ex:
         rs = list(ex.map(lambda q: ask(g, q), qs))
