@@ -8,11 +8,16 @@
  * earlier turns).
  * The second is hashed into the partition key; only questions within one
  * partition are ever compared. The question is embedded with the lexical
- * embedder and searched for in that partition; the best candidates above
- * the threshold go through the guards, and the first that passes them all
- * is the hit.
+ * embedder (or the remote one, semantic/embed.h) and searched for in that
+ * partition; the best candidates above the threshold go through the
+ * guards, and the first that passes them all is the hit (decide()).
  *
  * Decisions a newcomer would otherwise get wrong:
+ * - With the remote embedder a lookup whose text's vector is not cached
+ *   goes pending (LLMC_EAGAIN): decide() runs in the embedder's callback on
+ *   the lookup's loop, which then calls lk->done. The guards still use the
+ *   lexical features (they compare words, not vectors). The index is made
+ *   with the first vector, since the model names its dimension.
  * - put() gets only the answer (an entry), never the question. So a lookup
  *   that misses remembers its question (partition, vector, guard features)
  *   under the request's key in a small ring of pending questions, and the
