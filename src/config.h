@@ -189,6 +189,21 @@ typedef enum llmc_opt_type {
     X(semantic_threshold, "semantic-threshold", RATIO, "0.7", 1, 1000, NULL,                 \
       "How similar (cosine of the lexical vectors, 0.001..1, or a percentage) a question must " \
       "be before the guards judge it; X-Cache-Semantic-Threshold sets it per request.")       \
+    X(semantic_embedder, "semantic-embedder", ENUM, "lexical", 0, 0,                          \
+      LLMC_CFG_SEMANTIC_EMBEDDER_WORDS,                                                       \
+      "How questions become vectors: 'lexical' (built in, no network) or 'openai' (an "      \
+      "OpenAI-compatible /v1/embeddings at --embed-url, key in LLMC_EMBED_KEY).")             \
+    X(embed_url, "embed-url", STR, "", 0, 0, NULL,                                            \
+      "With --semantic-embedder openai: the embeddings API's base URL (http://host/v1; "     \
+      "/embeddings is appended).")                                                            \
+    X(embed_model, "embed-model", STR, "text-embedding-3-small", 0, 0, NULL,                  \
+      "With --semantic-embedder openai: the embedding model asked for.")                      \
+    X(semantic_timeout_ms, "semantic-timeout-ms", INT, "250", 1, 60000, NULL,                 \
+      "With --semantic-embedder openai: a lookup whose embedding has not come within this "  \
+      "many milliseconds is a miss (counted).")                                               \
+    X(semantic_batch_ms, "semantic-batch-ms", INT, "2", 0, 1000, NULL,                        \
+      "With --semantic-embedder openai: how long a lookup's embedding waits for others to "  \
+      "go in the same call (milliseconds; 0: the current loop turn's).")                      \
     X(mock_latency, "mock-latency", SECS, "2", 0, 3600000, NULL,                              \
       "With --upstream mock: the built-in mock model's delay before answering (seconds).")    \
     X(drain_timeout, "drain-timeout", SECS, "30", 0, 3600000, NULL,                           \
@@ -241,6 +256,9 @@ typedef enum llmc_opt_type {
     W(LLMC_CFG_SEMANTIC_OFF, "off")                                                           \
     W(LLMC_CFG_SEMANTIC_ON, "on")                                                             \
     W(LLMC_CFG_SEMANTIC_SHADOW, "shadow")       /* decide, log, but serve the model's answer */
+#define LLMC_CFG_SEMANTIC_EMBEDDER_WORDS(W, T)                                                \
+    W(LLMC_CFG_SEMANTIC_EMBEDDER_LEXICAL, "lexical")                                          \
+    W(LLMC_CFG_SEMANTIC_EMBEDDER_OPENAI, "openai")
 #define LLMC_CFG_DISK_SYNC_WORDS(W, T)                                                        \
     W(LLMC_CFG_DISK_SYNC_FULL, "full")                                                        \
     W(LLMC_CFG_DISK_SYNC_PERIODIC, "periodic")                                                \

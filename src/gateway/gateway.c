@@ -286,7 +286,7 @@ static int64_t keep_stale_ms(const llmc_config_t *cfg)
     return cfg->max_stale > cfg->stale_if_error ? cfg->max_stale : cfg->stale_if_error;
 }
 
-static int open_disk(llmc_gw_t *gw, char *err, size_t errlen)
+static int open_disk(llmc_gw_t *gw, llmc_tier_t **out, char *err, size_t errlen)
 {
     const llmc_config_t *cfg = gw->cfg;
     int rc;
@@ -314,6 +314,7 @@ static int open_disk(llmc_gw_t *gw, char *err, size_t errlen)
         snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir_path, derr);
         return rc;
     }
+    *out = disk;
     return llmc_tier_set_add(gw->tiers, disk);
 }
 
@@ -336,16 +337,33 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         snprintf(err, errlen, "could not create the memory cache");
         return LLMC_ENOMEM;
     }
+    llmc_tier_t *disk = NULL;
     int rc = open_redis(gw, err, errlen);
     if (rc == 0)
-        rc = open_disk(gw, err, errlen);
+        rc = open_disk(gw, &disk, err, errlen);
     if (rc < 0 || cfg->semantic == LLMC_CFG_SEMANTIC_OFF)
         return rc;
     /* Last: asked only when every exact tier missed. */
+    bool remote = cfg->semantic_embedder == LLMC_CFG_SEMANTIC_EMBEDDER_OPENAI;
+    llmc_embed_config_t ec = {
+        .url = cfg->embed_url,
+        .model = cfg->embed_model,
+        .key = getenv("LLMC_EMBED_KEY"),
+        .window_ms = (unsigned)cfg->semantic_batch_ms,
+        .timeout_ms = (unsigned)cfg->semantic_timeout_ms,
+    };
+    if (remote && (!cfg->embed_url || !cfg->embed_url[0])) {
+        snprintf(err, errlen, "--semantic-embedder openai needs --embed-url");
+        return LLMC_EINVAL;
+    }
     llmc_semantic_config_t sc = {
         .threshold = (float)cfg->semantic_threshold / 1000.0f,
         .max_bytes = (uint64_t)cfg->max_memory,
         .shadow = cfg->semantic == LLMC_CFG_SEMANTIC_SHADOW,
+        /* Its questions beside the disk tier's answers, indexed again at start. */
+        .dir = disk ? cfg->data_dir_path : NULL,
+        .store = disk,
+        .remote = remote ? &ec : NULL,
     };
     llmc_tier_t *sem = llmc_tier_semantic_new(&sc);
     if (!sem) {

@@ -8,11 +8,16 @@
  * earlier turns).
  * The second is hashed into the partition key; only questions within one
  * partition are ever compared. The question is embedded with the lexical
- * embedder and searched for in that partition; the best candidates above
- * the threshold go through the guards, and the first that passes them all
- * is the hit.
+ * embedder (or the remote one, semantic/embed.h) and searched for in that
+ * partition; the best candidates above the threshold go through the
+ * guards, and the first that passes them all is the hit (decide()).
  *
  * Decisions a newcomer would otherwise get wrong:
+ * - With the remote embedder a lookup whose text's vector is not cached
+ *   goes pending (LLMC_EAGAIN): decide() runs in the embedder's callback on
+ *   the lookup's loop, which then calls lk->done. The guards still use the
+ *   lexical features (they compare words, not vectors). The index is made
+ *   with the first vector, since the model names its dimension.
  * - put() gets only the answer (an entry), never the question. So a lookup
  *   that misses remembers its question (partition, vector, guard features)
  *   under the request's key in a small ring of pending questions, and the
@@ -25,7 +30,12 @@
  *   first; the gateway gives it --max-memory, so the answers it keeps alive
  *   after the memory tier let them go never take more than that), and
  *   expired entries are never answered and are swept by tick(). Vectors are
- *   not yet stored with entries on disk, so a restart starts empty.
+ *   not stored: with a data dir, each indexed question is appended to
+ *   semantic.log (key, partition, text), and at start a thread reads the
+ *   file, finds each answer again in the disk tier (cfg->store) and embeds
+ *   its question anew. A key names its request, so the (key -> partition,
+ *   question) pairs never go wrong: a purged or expired answer is simply
+ *   not found, and the file is compacted to the answers found.
  * - Only fresh answers are served: a stale one found by similarity is a
  *   guess about a guess.
  * - One mutex guards the index, the records and the pending ring. Each
@@ -45,16 +55,22 @@
  *   answer is stored the two answers' texts are compared (agreed or
  *   disagreed). A log line says what would have happened and why.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/evp.h>
 
 #include "llmc/error.h"
+#include "semantic/embed.h"
 #include "semantic/guard.h"
 #include "semantic/index.h"
 #include "semantic/lexical.h"
@@ -91,6 +107,12 @@
     X(rejected_order, "rejected/order", COUNTER, "candidates",                               \
       "Candidates rejected: the same words in another order (dogs eat chocolate / chocolate " \
       "eat dogs).")                                                                          \
+    X(restored, "restored", COUNTER, "questions",                                           \
+      "Questions indexed again at start from --data-dir (their answers found on disk).")     \
+    X(embed_timeouts, "embed/timeouts", COUNTER, "lookups",                                  \
+      "Lookups whose remote embedding did not come within --semantic-timeout-ms (a miss).")  \
+    X(embed_errors, "embed/errors", COUNTER, "lookups",                                      \
+      "Lookups whose remote embedding failed (connection, status, a bad answer): a miss.")   \
     X(pending_lost, "pending_lost", COUNTER, "questions",                                    \
       "Missed questions forgotten before their answer was stored (the ring moved on).")      \
     X(shadow_hits, "shadow/would_hit", COUNTER, "lookups",                                   \
@@ -143,7 +165,8 @@ typedef struct pend {
     llmc_key_t part;
     llmc_guard_q_t *q;
     llmc_entry_t *would; /* shadow mode: the answer a hit would have served (a reference) */
-    float vec[LLMC_LEX_DIM];
+    char *text;          /* the question, kept when questions are persisted; malloc'd */
+    float *vec;          /* the tier's dim floats; malloc'd */
 } pend_t;
 
 typedef struct sem_tier {
@@ -155,7 +178,11 @@ typedef struct sem_tier {
     void *log_arg;
     llmc_lex_t *lex;   /* shared, under mu */
     llmc_lex_t **wlex; /* per worker, made at attach (main thread, before workers run) */
+    llmc_embedder_t **wemb; /* per worker with a remote embedder, beside wlex (nwlex) */
     unsigned nwlex;
+    bool remote;            /* vectors from the remote embedder (remote_cfg) */
+    llmc_embed_config_t remote_cfg;
+    unsigned dim;           /* the vectors'; a remote one's is learnt from the first (0 till then) */
     llmc_vindex_t *ix;
     rec_t *recs;
     size_t cap, live;
@@ -169,6 +196,14 @@ typedef struct sem_tier {
     size_t pend_next;
     llmc_tier_stats_t st; /* under mu */
     sem_xstats_t xs;      /* under mu */
+    /* Persistence (see the top): qfd appends under mu; -1: none. */
+    int qfd;
+    char *qpath, *oldpath;
+    llmc_tier_t *store;
+    uint64_t npurges; /* purges seen, under mu: a restore that raced one looks again */
+    pthread_t restorer;
+    bool restoring;   /* restorer was started: join it */
+    _Atomic bool stop;
 } sem_tier_t;
 
 static sem_tier_t *impl(llmc_tier_t *t)
@@ -411,7 +446,7 @@ static void do_rec_drop(sem_tier_t *s, uint32_t slot)
     }
     free(r->aliases);
     (void)llmc_vindex_delete(s->ix, slot);
-    s->bytes -= r->e->mem_bytes + LLMC_LEX_DIM * sizeof(float);
+    s->bytes -= r->e->mem_bytes + s->dim * sizeof(float);
     llmc_entry_unref(r->e);
     llmc_guard_q_free(r->q);
     *r = (rec_t){0};
@@ -445,10 +480,217 @@ static void do_pend_clear(pend_t *p)
 {
     llmc_guard_q_free(p->q);
     p->q = NULL;
+    free(p->text);
+    p->text = NULL;
+    free(p->vec);
+    p->vec = NULL;
     if (p->would)
         llmc_entry_unref(p->would);
     p->would = NULL;
     p->used = false;
+}
+
+/* Indexes e (a reference of its own) under part with its question's vector
+   and features; q is the record's from now on when this returns 0. The
+   key's older record goes first. 0 or LLMC_ENOMEM (counted). */
+static int do_index(sem_tier_t *s, llmc_entry_t *e, const llmc_key_t *part, const float *vec,
+                    llmc_guard_q_t *q)
+{
+    long old = do_rec_find(s, &e->key);
+    if (old >= 0)
+        do_rec_drop(s, (uint32_t)old);
+    if (s->live == s->cap)
+        do_evict_oldest(s);
+    uint32_t slot = s->free_slots[--s->nfree];
+    if (llmc_vindex_insert(s->ix, part, slot, vec) < 0) {
+        s->free_slots[s->nfree++] = slot;
+        s->st.errors++;
+        return LLMC_ENOMEM;
+    }
+    s->recs[slot] = (rec_t){.e = llmc_entry_ref(e), .q = q, .seq = ++s->seq};
+    s->live++;
+    s->bytes += e->mem_bytes + s->dim * sizeof(float);
+    s->st.stored++;
+    while (s->max_bytes && s->bytes > s->max_bytes && s->live > 1)
+        do_evict_oldest(s);
+    return 0;
+}
+
+/* ---- persistence ------------------------------------------------------------------ */
+
+/* One question in semantic.log: magic, text length, key, partition, text,
+   then the first 8 bytes of SHA-256 over all that (a torn or damaged record
+   is skipped: a wrong question under a key could serve a wrong answer). */
+#define QLOG_MAGIC 0x31515353u /* "SSQ1" */
+#define QLOG_HEAD (8 + 2 * LLMC_KEY_LEN)
+#define QLOG_MAX_TEXT (1u << 20)
+
+static void qlog_sum(const uint8_t *rec, size_t len, uint8_t out[8])
+{
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    EVP_Digest(rec, len, md, &mdlen, EVP_sha256(), NULL);
+    memcpy(out, md, 8);
+}
+
+/* Appends one question (under mu, or before any worker runs). A failed
+   write only costs that question its restore: counted as an error. */
+static void do_qlog(sem_tier_t *s, const llmc_key_t *key, const llmc_key_t *part,
+                    const char *text, size_t len)
+{
+    if (s->qfd < 0 || len > QLOG_MAX_TEXT)
+        return;
+    size_t n = QLOG_HEAD + len + 8;
+    uint8_t *rec = malloc(n);
+    if (!rec) {
+        s->st.errors++;
+        return;
+    }
+    uint32_t magic = QLOG_MAGIC, l32 = (uint32_t)len;
+    memcpy(rec, &magic, 4);
+    memcpy(rec + 4, &l32, 4);
+    memcpy(rec + 8, key->b, LLMC_KEY_LEN);
+    memcpy(rec + 8 + LLMC_KEY_LEN, part->b, LLMC_KEY_LEN);
+    memcpy(rec + QLOG_HEAD, text, len);
+    qlog_sum(rec, QLOG_HEAD + len, rec + QLOG_HEAD + len);
+    /* O_APPEND: one write() per record, so a crash tears at most the last. */
+    if (write(s->qfd, rec, n) != (ssize_t)n)
+        s->st.errors++;
+    free(rec);
+}
+
+/* Reads the next intact record of f: 0, or LLMC_ENOENT at the end (or at
+   the first damage: what follows cannot be framed). *text is malloc'd. */
+static int qlog_read(FILE *f, llmc_key_t *key, llmc_key_t *part, char **text, size_t *len)
+{
+    uint8_t head[QLOG_HEAD], sum[8];
+    uint32_t magic, l32;
+    if (fread(head, 1, QLOG_HEAD, f) != QLOG_HEAD)
+        return LLMC_ENOENT;
+    memcpy(&magic, head, 4);
+    memcpy(&l32, head + 4, 4);
+    if (magic != QLOG_MAGIC || l32 > QLOG_MAX_TEXT)
+        return LLMC_ENOENT;
+    uint8_t *rec = malloc(QLOG_HEAD + l32 + 8);
+    if (!rec)
+        return LLMC_ENOENT;
+    memcpy(rec, head, QLOG_HEAD);
+    if (fread(rec + QLOG_HEAD, 1, l32 + 8, f) != l32 + 8) {
+        free(rec);
+        return LLMC_ENOENT;
+    }
+    qlog_sum(rec, QLOG_HEAD + l32, sum);
+    if (memcmp(sum, rec + QLOG_HEAD + l32, 8) != 0) {
+        free(rec);
+        return LLMC_ENOENT;
+    }
+    memcpy(key->b, rec + 8, LLMC_KEY_LEN);
+    memcpy(part->b, rec + 8 + LLMC_KEY_LEN, LLMC_KEY_LEN);
+    memmove(rec, rec + QLOG_HEAD, l32);
+    rec[l32] = '\0';
+    *text = (char *)rec;
+    *len = l32;
+    return 0;
+}
+
+/* The answer under key from the store, fresh, and no purge since: with mu
+   held on success (the caller indexes, then unlocks). A purge that comes
+   between the store's get and the lock makes it look again. */
+static llmc_entry_t *restore_find(sem_tier_t *s, const llmc_key_t *key)
+{
+    for (int tries = 0; tries < 3; tries++) {
+        pthread_mutex_lock(&s->mu);
+        uint64_t p0 = s->npurges;
+        pthread_mutex_unlock(&s->mu);
+        llmc_entry_t *e = NULL;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts); /* entries' times are wall-clock */
+        int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        if (s->store->ops->get(s->store, key, now, &e) != 0)
+            return NULL;
+        if (e->expires_ms <= now || !eligible_route(llmc_entry_route(e))) {
+            llmc_entry_unref(e);
+            return NULL;
+        }
+        pthread_mutex_lock(&s->mu);
+        if (s->npurges == p0)
+            return e;
+        pthread_mutex_unlock(&s->mu);
+        llmc_entry_unref(e);
+    }
+    return NULL;
+}
+
+/* The restore thread: every question of the old file whose answer the
+   store still has is embedded, indexed and written to the new file; then
+   the old file goes. Serving goes on meanwhile (only mu is shared). */
+static void *restore_main(void *arg)
+{
+    sem_tier_t *s = arg;
+    llmc_lex_t *lx = llmc_lex_new();
+    FILE *f = fopen(s->oldpath, "rb");
+    llmc_key_t key, part;
+    char *text;
+    size_t len;
+    float vec[LLMC_LEX_DIM];
+
+    while (lx && f && !atomic_load(&s->stop) && qlog_read(f, &key, &part, &text, &len) == 0) {
+        llmc_guard_q_t *q = NULL;
+        llmc_entry_t *e = NULL;
+        if (llmc_lex_embed(lx, text, len, vec) > 0 && llmc_guard_q_new(lx, text, len, &q) == 0 &&
+            (e = restore_find(s, &key))) {
+            /* mu held; an answer indexed since start (a newer question) wins */
+            if (do_rec_find(s, &key) < 0 && do_index(s, e, &part, vec, q) == 0) {
+                q = NULL;
+                s->xs.restored++;
+                do_qlog(s, &key, &part, text, len);
+            }
+            pthread_mutex_unlock(&s->mu);
+            llmc_entry_unref(e);
+        }
+        llmc_guard_q_free(q);
+        free(text);
+    }
+    if (f)
+        fclose(f);
+    /* Stopped early, the rest stays for the next start. */
+    if (lx && !atomic_load(&s->stop))
+        unlink(s->oldpath);
+    llmc_lex_free(lx);
+    return NULL;
+}
+
+/* Moves the last run's file aside (appending it to one a stopped restore
+   left), opens a new one for appends and starts the restore thread. */
+static int persist_open(sem_tier_t *s, const char *dir, llmc_tier_t *store)
+{
+    if (asprintf(&s->qpath, "%s/semantic.log", dir) < 0 ||
+        asprintf(&s->oldpath, "%s/semantic.log.old", dir) < 0)
+        return LLMC_ENOMEM;
+    s->store = store;
+    if (access(s->oldpath, F_OK) != 0) {
+        if (rename(s->qpath, s->oldpath) != 0 && errno != ENOENT)
+            return LLMC_EIO;
+    } else {
+        FILE *in = fopen(s->qpath, "rb"), *out = in ? fopen(s->oldpath, "ab") : NULL;
+        char buf[65536];
+        size_t n;
+        while (out && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+            if (fwrite(buf, 1, n, out) != n)
+                break;
+        if (in)
+            fclose(in);
+        if (out && fclose(out) != 0)
+            return LLMC_EIO;
+        unlink(s->qpath);
+    }
+    s->qfd = open(s->qpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (s->qfd < 0)
+        return LLMC_EIO;
+    if (pthread_create(&s->restorer, NULL, restore_main, s) != 0)
+        return LLMC_ENOMEM;
+    s->restoring = true;
+    return 0;
 }
 
 /* ---- shadow mode ------------------------------------------------------------------ */
@@ -503,66 +745,36 @@ static void do_shadow_compare(sem_tier_t *s, const pend_t *p, const llmc_entry_t
 
 /* ---- the ops ---------------------------------------------------------------------- */
 
-static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
+/* The decision for a question with its vector (dim floats) and guard
+   features (qf, the record's or freed): a hit (0, lk->entry set) or a miss
+   that keeps the question for its answer's put(). question and qf are
+   taken. */
+static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const llmc_key_t *part,
+                  llmc_guard_q_t *qf, const float *vec, unsigned dim)
 {
-    sem_tier_t *s = impl(t);
     llmc_vindex_hit_t cand[LLMC_TIER_SEMANTIC_CANDIDATES];
-    llmc_guard_q_t *qf = NULL;
-    llmc_key_t part;
-    char *question = NULL;
-    float vec[LLMC_LEX_DIM];
+    llmc_entry_t *would = NULL;
+    float *pvec = malloc(dim * sizeof(float));
     int rc;
 
-    lk->entry = NULL;
-    if (!lk->query->similar) {
-        /* Nor is its answer indexed: the client asked to stay out of it. */
-        pthread_mutex_lock(&s->mu);
-        s->xs.declined++;
-        pthread_mutex_unlock(&s->mu);
-        return LLMC_ENOENT;
-    }
-    /* The same wording as an earlier hit: its alias, no search. */
-    pthread_mutex_lock(&s->mu);
-    if (s->acap) {
-        const alias_t *al = &s->amap[do_alias_find(s, &lk->query->key)];
-        const rec_t *r = al->used ? &s->recs[al->slot] : NULL;
-        if (r && r->e->expires_ms > lk->now_ms && !s->shadow &&
-            al->similarity >= (lk->query->threshold > 0 ? lk->query->threshold : s->threshold)) {
-            lk->entry = llmc_entry_ref(r->e);
-            lk->similarity = al->similarity;
-            s->st.hits++;
-            s->xs.alias_hits++;
-            pthread_mutex_unlock(&s->mu);
-            return 0;
-        }
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (split_query(lk->query, &question, &part) < 0) {
-        pthread_mutex_lock(&s->mu);
-        s->xs.skipped++;
-        pthread_mutex_unlock(&s->mu);
-        return LLMC_ENOENT;
-    }
-    /* The worker's own embedder works outside the lock; the shared one in it. */
-    llmc_lex_t *lx = lk->worker < s->nwlex ? s->wlex[lk->worker] : NULL;
-    size_t qlen = strlen(question);
-    bool embedded = false;
-    if (lx)
-        embedded = llmc_lex_embed(lx, question, qlen, vec) > 0 &&
-                   llmc_guard_q_new(lx, question, qlen, &qf) == 0;
     pthread_mutex_lock(&s->mu);
     s->xs.lookups++;
-    if (!lx)
-        embedded = llmc_lex_embed(s->lex, question, qlen, vec) > 0 &&
-                   llmc_guard_q_new(s->lex, question, qlen, &qf) == 0;
-    if (!embedded) {
-        s->xs.skipped++;
+    if (!s->ix) {
+        /* The remote model's first vector: its dimension is the index's. */
+        if ((s->ix = llmc_vindex_new(dim)))
+            s->dim = dim;
+        else
+            s->st.errors++;
+    }
+    if (!s->ix || dim != s->dim || !pvec) {
+        /* A remote model that changed its dimension: nothing to compare with. */
+        s->xs.embed_errors += s->ix && dim != s->dim;
+        s->st.misses++;
         rc = LLMC_ENOENT;
         goto out;
     }
     float threshold = lk->query->threshold > 0 ? lk->query->threshold : s->threshold;
-    size_t n = llmc_vindex_search(s->ix, &part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, cand);
-    llmc_entry_t *would = NULL;
+    size_t n = llmc_vindex_search(s->ix, part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, cand);
     for (size_t i = 0; i < n; i++) {
         if (cand[i].score < threshold) {
             if (i == 0)
@@ -612,15 +824,150 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
             s->xs.pending_lost++;
     }
     do_pend_clear(p);
-    *p = (pend_t){.used = true, .key = lk->query->key, .part = part, .q = qf, .would = would};
-    memcpy(p->vec, vec, sizeof(vec));
+    memcpy(pvec, vec, dim * sizeof(float));
+    *p = (pend_t){.used = true, .key = lk->query->key, .part = *part, .q = qf, .would = would,
+                  .vec = pvec};
+    pvec = NULL;
     qf = NULL;
+    if (s->qfd >= 0) {
+        p->text = question;
+        question = NULL;
+    }
     rc = LLMC_ENOENT;
 out:
     pthread_mutex_unlock(&s->mu);
+    free(pvec);
     llmc_guard_q_free(qf);
     free(question);
     return rc;
+}
+
+/* A lookup waiting for the remote embedder. */
+typedef struct sem_wait {
+    sem_tier_t *s;
+    llmc_tier_lookup_t *lk;
+    char *question;
+    llmc_key_t part;
+    llmc_guard_q_t *qf;
+    llmc_embed_req_t *req;
+} sem_wait_t;
+
+static void wait_free(sem_wait_t *w)
+{
+    llmc_guard_q_free(w->qf);
+    free(w->question);
+    free(w);
+}
+
+/* The embedder answered (on the lookup's loop): decide, then finish the lookup. */
+static void on_vector(void *arg, int rc, const float *vec, unsigned dim)
+{
+    sem_wait_t *w = arg;
+    sem_tier_t *s = w->s;
+    llmc_tier_lookup_t *lk = w->lk;
+
+    if (rc == 0) {
+        rc = decide(s, lk, w->question, &w->part, w->qf, vec, dim);
+        w->question = NULL;
+        w->qf = NULL;
+    } else if (rc != LLMC_ECANCELED) {
+        pthread_mutex_lock(&s->mu);
+        s->xs.lookups++;
+        s->st.misses++;
+        if (rc == LLMC_ETIMEDOUT)
+            s->xs.embed_timeouts++;
+        else
+            s->xs.embed_errors++;
+        pthread_mutex_unlock(&s->mu);
+        rc = LLMC_ENOENT;
+    }
+    wait_free(w);
+    lk->done(lk, rc);
+}
+
+static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
+{
+    sem_tier_t *s = impl(t);
+    llmc_guard_q_t *qf = NULL;
+    llmc_key_t part;
+    char *question = NULL;
+    float vec[LLMC_LEX_DIM];
+
+    lk->entry = NULL;
+    if (!lk->query->similar) {
+        /* Nor is its answer indexed: the client asked to stay out of it. */
+        pthread_mutex_lock(&s->mu);
+        s->xs.declined++;
+        pthread_mutex_unlock(&s->mu);
+        return LLMC_ENOENT;
+    }
+    /* The same wording as an earlier hit: its alias, no search. */
+    pthread_mutex_lock(&s->mu);
+    if (s->acap) {
+        const alias_t *al = &s->amap[do_alias_find(s, &lk->query->key)];
+        const rec_t *r = al->used ? &s->recs[al->slot] : NULL;
+        if (r && r->e->expires_ms > lk->now_ms && !s->shadow &&
+            al->similarity >= (lk->query->threshold > 0 ? lk->query->threshold : s->threshold)) {
+            lk->entry = llmc_entry_ref(r->e);
+            lk->similarity = al->similarity;
+            s->st.hits++;
+            s->xs.alias_hits++;
+            pthread_mutex_unlock(&s->mu);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (split_query(lk->query, &question, &part) < 0) {
+        pthread_mutex_lock(&s->mu);
+        s->xs.skipped++;
+        pthread_mutex_unlock(&s->mu);
+        return LLMC_ENOENT;
+    }
+    /* The worker's own embedder works outside the lock; the shared one in it. */
+    llmc_lex_t *lx = lk->worker < s->nwlex ? s->wlex[lk->worker] : NULL;
+    llmc_embedder_t *em = s->remote && lk->worker < s->nwlex ? s->wemb[lk->worker] : NULL;
+    size_t qlen = strlen(question);
+    bool embedded;
+    if (!lx)
+        pthread_mutex_lock(&s->mu);
+    llmc_lex_t *use = lx ? lx : s->lex;
+    embedded = llmc_guard_q_new(use, question, qlen, &qf) == 0 &&
+               (s->remote ? em != NULL : llmc_lex_embed(use, question, qlen, vec) > 0);
+    if (!lx)
+        pthread_mutex_unlock(&s->mu);
+    if (!embedded) {
+        pthread_mutex_lock(&s->mu);
+        s->xs.lookups++;
+        s->xs.skipped++;
+        pthread_mutex_unlock(&s->mu);
+        llmc_guard_q_free(qf);
+        free(question);
+        return LLMC_ENOENT;
+    }
+    if (!s->remote)
+        return decide(s, lk, question, &part, qf, vec, LLMC_LEX_DIM);
+    /* The remote embedder: from its cache at once, else the lookup waits. */
+    sem_wait_t *w = malloc(sizeof(*w));
+    const float *cached = NULL;
+    unsigned dim = 0;
+    int rc = w ? llmc_embed_get(em, question, qlen, &cached, &dim, on_vector, w, &w->req)
+               : LLMC_ENOMEM;
+    if (rc == 1) {
+        free(w);
+        return decide(s, lk, question, &part, qf, cached, dim);
+    }
+    if (rc < 0) {
+        free(w);
+        llmc_guard_q_free(qf);
+        free(question);
+        pthread_mutex_lock(&s->mu);
+        s->xs.embed_errors++;
+        pthread_mutex_unlock(&s->mu);
+        return LLMC_ENOENT;
+    }
+    *w = (sem_wait_t){.s = s, .lk = lk, .question = question, .part = part, .qf = qf,
+                      .req = w->req};
+    return LLMC_EAGAIN;
 }
 
 static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms)
@@ -639,26 +986,12 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
         goto out; /* its question was never seen here */
     if (p->would)
         do_shadow_compare(s, p, e);
-    long old = do_rec_find(s, &e->key);
-    if (old >= 0)
-        do_rec_drop(s, (uint32_t)old);
-    if (s->live == s->cap)
-        do_evict_oldest(s);
-    uint32_t slot = s->free_slots[--s->nfree];
-    if (llmc_vindex_insert(s->ix, &p->part, slot, p->vec) < 0) {
-        s->free_slots[s->nfree++] = slot;
-        s->st.errors++;
-        do_pend_clear(p);
-        goto out;
+    if (do_index(s, e, &p->part, p->vec, p->q) == 0) {
+        p->q = NULL;
+        if (p->text)
+            do_qlog(s, &e->key, &p->part, p->text, strlen(p->text));
     }
-    s->recs[slot] = (rec_t){.e = llmc_entry_ref(e), .q = p->q, .seq = ++s->seq};
-    p->q = NULL;
     do_pend_clear(p);
-    s->live++;
-    s->bytes += e->mem_bytes + LLMC_LEX_DIM * sizeof(float);
-    s->st.stored++;
-    while (s->max_bytes && s->bytes > s->max_bytes && s->live > 1)
-        do_evict_oldest(s);
 out:
     pthread_mutex_unlock(&s->mu);
     return 0;
@@ -689,6 +1022,7 @@ static void sem_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
             }
     }
     s->st.purged += n;
+    s->npurges++;
     pthread_mutex_unlock(&s->mu);
     done(arg, n);
 }
@@ -738,29 +1072,48 @@ static int sem_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
     (void)loop;
     if (worker >= s->nwlex) {
         llmc_lex_t **v = realloc(s->wlex, (worker + 1) * sizeof(*v));
-        if (!v)
+        if (v)
+            s->wlex = v;
+        llmc_embedder_t **ev = v ? realloc(s->wemb, (worker + 1) * sizeof(*ev)) : NULL;
+        if (!ev)
             return LLMC_ENOMEM;
         memset(v + s->nwlex, 0, (worker + 1 - s->nwlex) * sizeof(*v));
-        s->wlex = v;
+        memset(ev + s->nwlex, 0, (worker + 1 - s->nwlex) * sizeof(*ev));
+        s->wemb = ev;
         s->nwlex = worker + 1;
     }
     if (!s->wlex[worker] && !(s->wlex[worker] = llmc_lex_new()))
         return LLMC_ENOMEM;
+    if (s->remote && !s->wemb[worker] && !(s->wemb[worker] = llmc_embed_new(loop, &s->remote_cfg)))
+        return LLMC_ENOMEM;
     return 0;
 }
 
-/* Nothing waits in this tier: its lookups answer at once. The embedder
-   stays until destroy (a worker's loop may still ask while shutting down). */
+/* The lexical embedder stays until destroy (a worker's loop may still ask
+   while shutting down); a remote one goes, ending its waiting lookups as
+   cancelled (on this loop, as detach requires). */
 static void sem_detach(llmc_tier_t *t, unsigned worker)
-{
-    (void)t;
-    (void)worker;
-}
-
-static void sem_destroy(llmc_tier_t *t)
 {
     sem_tier_t *s = impl(t);
 
+    if (worker < s->nwlex && s->wemb[worker]) {
+        llmc_embedder_t *em = s->wemb[worker];
+        s->wemb[worker] = NULL; /* a lookup now misses without waiting */
+        llmc_embed_free(em);
+    }
+}
+
+static void semantic_destroy(llmc_tier_t *t)
+{
+    sem_tier_t *s = impl(t);
+
+    atomic_store(&s->stop, true);
+    if (s->restoring)
+        pthread_join(s->restorer, NULL);
+    if (s->qfd >= 0)
+        close(s->qfd);
+    free(s->qpath);
+    free(s->oldpath);
     for (size_t i = 0; s->recs && i < s->cap; i++)
         if (s->recs[i].e) {
             llmc_entry_unref(s->recs[i].e);
@@ -773,6 +1126,10 @@ static void sem_destroy(llmc_tier_t *t)
     for (unsigned i = 0; i < s->nwlex; i++)
         llmc_lex_free(s->wlex[i]);
     free(s->wlex);
+    free(s->wemb);
+    free((char *)s->remote_cfg.url);
+    free((char *)s->remote_cfg.model);
+    free((char *)s->remote_cfg.key);
     free(s->recs);
     free(s->free_slots);
     llmc_vindex_free(s->ix);
@@ -794,7 +1151,7 @@ static const llmc_tier_ops_t semantic_ops = {
     .xstats = sem_xstats,
     .attach = sem_attach,
     .detach = sem_detach,
-    .destroy = sem_destroy,
+    .destroy = semantic_destroy,
 };
 
 llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
@@ -803,6 +1160,7 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
 
     if (!s)
         return NULL;
+    s->qfd = -1;
     s->threshold = cfg && cfg->threshold > 0 ? cfg->threshold : LLMC_TIER_SEMANTIC_THRESHOLD;
     s->shadow = cfg && cfg->shadow;
     s->log = cfg ? cfg->log : NULL;
@@ -818,16 +1176,33 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
     s->tier.ops = &semantic_ops;
     s->tier.impl = s;
     s->lex = llmc_lex_new();
-    s->ix = llmc_vindex_new(LLMC_LEX_DIM);
+    if (cfg && cfg->remote) {
+        /* Its dimension is the model's: the index comes with the first vector. */
+        s->remote = true;
+        s->remote_cfg = *cfg->remote;
+        s->remote_cfg.url = strdup(cfg->remote->url ? cfg->remote->url : "");
+        s->remote_cfg.model = cfg->remote->model ? strdup(cfg->remote->model) : NULL;
+        s->remote_cfg.key = cfg->remote->key ? strdup(cfg->remote->key) : NULL;
+    } else {
+        s->dim = LLMC_LEX_DIM;
+        s->ix = llmc_vindex_new(LLMC_LEX_DIM);
+    }
     s->recs = calloc(s->cap, sizeof(*s->recs));
     s->free_slots = malloc(s->cap * sizeof(*s->free_slots));
-    if (!s->lex || !s->ix || !s->recs || !s->free_slots) {
-        sem_destroy(&s->tier);
+    if (!s->lex || (!s->remote && !s->ix) || !s->recs || !s->free_slots ||
+        (s->remote && (!s->remote_cfg.url || (cfg->remote->model && !s->remote_cfg.model) ||
+                       (cfg->remote->key && !s->remote_cfg.key)))) {
+        semantic_destroy(&s->tier);
         return NULL;
     }
     /* Slot 0 is handed out first. */
     for (size_t i = 0; i < s->cap; i++)
         s->free_slots[i] = (uint32_t)(s->cap - 1 - i);
     s->nfree = s->cap;
+    /* Questions are embedded anew at start: the lexical embedder's only. */
+    if (cfg && cfg->dir && cfg->store && !s->remote && persist_open(s, cfg->dir, cfg->store) < 0) {
+        semantic_destroy(&s->tier);
+        return NULL;
+    }
     return &s->tier;
 }

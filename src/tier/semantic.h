@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "llmc/tier.h"
+#include "semantic/embed.h"
 
 /* The default similarity a candidate must reach before the guards judge it. */
 #define LLMC_TIER_SEMANTIC_THRESHOLD 0.70f
@@ -40,10 +41,22 @@ typedef struct llmc_semantic_config {
        NULL: stderr. Called with the tier's lock held: keep it short. */
     void (*log)(void *arg, const char *line);
     void *log_arg;
+    /* Persistence: the questions of indexed answers are appended to
+       dir/semantic.log, and at start a background thread reads them back,
+       finds each answer again with store's get() (the disk tier) and
+       indexes it; an answer store no longer has (purged, expired) is
+       dropped, and the file is rewritten with the rest. Both NULL: none. */
+    const char *dir;
+    llmc_tier_t *store;
+    /* The remote embedder (--semantic-embedder openai), one per worker made
+       at attach; NULL: the built-in lexical one. Copied. Persistence is for
+       the lexical embedder only. */
+    const llmc_embed_config_t *remote;
 } llmc_semantic_config_t;
 
 /* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or
-   NULL when out of memory. Main thread; its ops may then be called from any
+   NULL when out of memory or when cfg->dir's question file cannot be set
+   up. Main thread; its ops may then be called from any
    thread (one lock inside). */
 llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg);
 

@@ -39,6 +39,8 @@
 /* Purges kept for the checks of stores and promotions: a flight whose call
    took longer than this many purges is not stored. */
 #define PURGE_LOG 64
+/* The most tags an answer may carry and still get an alias (see rekey). */
+#define LLMC_ALIAS_MAX_TAGS 64
 
 struct llmc_tier_set {
     llmc_tier_t *tiers[LLMC_TIER_SET_MAX]; /* fastest first */
@@ -49,6 +51,14 @@ struct llmc_tier_set {
     llmc_purge_t *log[PURGE_LOG];          /* purge number k at [k % PURGE_LOG]; NULL: no
                                               memory for its copy (it selects everything) */
     llmc_tier_t *leaser; /* the first tier with ops->lease, or NULL */
+    /* Aliases in the front tier (see alias()): a ring, oldest overwritten
+       (and its alias taken off the front first). Under alias_mu. */
+    pthread_mutex_t alias_mu;
+    struct alias_pair {
+        llmc_key_t orig, alias;
+        bool used;
+    } aliases[LLMC_TIER_SET_ALIASES];
+    size_t alias_next;
 };
 
 /* ---- building and tearing down ---- */
@@ -56,7 +66,14 @@ struct llmc_tier_set {
 llmc_tier_set_t *llmc_tier_set_new(void)
 {
     llmc_tier_set_t *s = calloc(1, sizeof(llmc_tier_set_t));
-    if (s && pthread_mutex_init(&s->log_mu, NULL) != 0) {
+    if (!s)
+        return NULL;
+    if (pthread_mutex_init(&s->log_mu, NULL) != 0) {
+        free(s);
+        return NULL;
+    }
+    if (pthread_mutex_init(&s->alias_mu, NULL) != 0) {
+        pthread_mutex_destroy(&s->log_mu);
         free(s);
         return NULL;
     }
@@ -114,6 +131,7 @@ void llmc_tier_set_free(llmc_tier_set_t *s)
     for (unsigned i = 0; i < PURGE_LOG; i++)
         free(s->log[i]);
     pthread_mutex_destroy(&s->log_mu);
+    pthread_mutex_destroy(&s->alias_mu);
     free(s);
 }
 
@@ -215,6 +233,79 @@ static void unput(llmc_tier_set_t *s, unsigned worker, const llmc_key_t *key, un
         s->tiers[i]->ops->purge(s->tiers[i], worker, &sel, purged_nothing, NULL);
 }
 
+/* e under another key: the same body, times and metadata (so that a purge
+   by any selector takes the copy as the original). NULL: out of memory. */
+static llmc_entry_t *rekey(const llmc_entry_t *e, const llmc_key_t *key)
+{
+    const char *tags[LLMC_ALIAS_MAX_TAGS];
+    const char *t = llmc_entry_tag(e, 0);
+    llmc_usage_t usage;
+
+    if (e->ntags > LLMC_ALIAS_MAX_TAGS)
+        return NULL; /* a copy that lost tags would escape their purge */
+    for (uint32_t i = 0; i < e->ntags; i++, t += strlen(t) + 1)
+        tags[i] = t;
+    llmc_entry_spec_t spec = {
+        .key = key, .status = e->status, .flags = e->flags & ~LLMC_ENTRY_USAGE,
+        .created_ms = e->created_ms, .expires_ms = e->expires_ms,
+        .content_type = llmc_entry_content_type(e),
+        .ns = llmc_entry_ns(e), .model = llmc_entry_model(e), .route = llmc_entry_route(e),
+        .tags = tags, .ntags = e->ntags,
+        .vector = llmc_entry_vector(e), .dim = e->dim,
+        .body = e->body, .body_len = e->body_len,
+        .usage = llmc_entry_usage(e, &usage) ? &usage : NULL,
+    };
+    return llmc_entry_new(&spec);
+}
+
+/* Remembers that alias stands for orig in the front tier. The pair it
+   overwrites takes its alias off the front: an alias nobody remembers
+   could not go with a key purge of its original. */
+static void alias_remember(llmc_tier_set_t *s, unsigned worker, const llmc_key_t *orig,
+                           const llmc_key_t *alias)
+{
+    struct alias_pair old;
+
+    pthread_mutex_lock(&s->alias_mu);
+    old = s->aliases[s->alias_next];
+    s->aliases[s->alias_next] = (struct alias_pair){.orig = *orig, .alias = *alias, .used = true};
+    s->alias_next = (s->alias_next + 1) % LLMC_TIER_SET_ALIASES;
+    pthread_mutex_unlock(&s->alias_mu);
+    if (old.used)
+        unput(s, worker, &old.alias, 1);
+}
+
+/* A hit under another key than the request's (a similar question's, from
+   the semantic tier): a copy under the request's own key goes into the
+   front tier, so that the same request again is an exact hit. It expires
+   with its original and is purged with it: by selectors, since it carries
+   the same metadata; by the original's key, through the alias ring (see
+   llmc_tier_set_purge). It lives in the front tier only, which is in this
+   process as the ring is: a copy in a shared or lasting tier would outlive
+   the ring and escape the original's key purge. */
+static void alias(llmc_set_lookup_t *sl)
+{
+    llmc_tier_set_t *s = sl->set;
+    const llmc_entry_t *e = sl->tl.entry;
+    const llmc_key_t *key = &sl->tl.query->key;
+
+    if (sl->next == 0 || memcmp(e->key.b, key->b, LLMC_KEY_LEN) == 0)
+        return;
+    llmc_entry_t *a = rekey(e, key);
+    if (!a)
+        return;
+    if (!llmc_tier_set_purged_since(s, sl->purge_seq, e) &&
+        !llmc_tier_set_purged_since(s, sl->purge_seq, a)) {
+        alias_remember(s, sl->tl.worker, &e->key, key);
+        (void)s->tiers[0]->ops->put(s->tiers[0], sl->tl.worker, a, sl->tl.now_ms);
+        /* A purge of either that landed while we wrote. */
+        if (llmc_tier_set_purged_since(s, sl->purge_seq, e) ||
+            llmc_tier_set_purged_since(s, sl->purge_seq, a))
+            unput(s, sl->tl.worker, key, 1);
+    }
+    llmc_entry_unref(a);
+}
+
 /* The tier at sl->next found tl.entry: copies it into every faster tier,
    which all missed, so the next lookup stops sooner. A faster tier that
    refuses it only loses the shortcut. An entry a purge selected since the
@@ -240,6 +331,7 @@ static int hit(llmc_set_lookup_t *sl)
         }
     }
     sl->tier_name = s->tiers[sl->next]->ops->name;
+    alias(sl);
     return 0;
 }
 
@@ -445,6 +537,25 @@ static void slot_answered(void *arg, size_t removed)
     fan_release(slot->fan);
 }
 
+/* A purge that names a key names its aliases too: the same selector with
+   each alias's key goes to the front tier (the other conditions hold for
+   the alias as for its original: it carries the same metadata). The pairs
+   stay: an alias the selector did not take may still be purged later. */
+static void purge_aliases(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t *sel)
+{
+    if (!(sel->conds & LLMC_PURGE_KEY) || s->n == 0)
+        return;
+    /* Under the lock: the front tier's purge never calls back into the set. */
+    pthread_mutex_lock(&s->alias_mu);
+    for (size_t i = 0; i < LLMC_TIER_SET_ALIASES; i++)
+        if (s->aliases[i].used && memcmp(s->aliases[i].orig.b, sel->key.b, LLMC_KEY_LEN) == 0) {
+            llmc_purge_t one = *sel;
+            one.key = s->aliases[i].alias;
+            s->tiers[0]->ops->purge(s->tiers[0], worker, &one, purged_nothing, NULL);
+        }
+    pthread_mutex_unlock(&s->alias_mu);
+}
+
 void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t *sel,
                          llmc_set_purge_cb done, void *arg)
 {
@@ -456,9 +567,11 @@ void llmc_tier_set_purge(llmc_tier_set_t *s, unsigned worker, const llmc_purge_t
         static const size_t zeros[LLMC_TIER_SET_MAX];
         for (unsigned i = 0; i < s->n; i++)
             s->tiers[i]->ops->purge(s->tiers[i], worker, sel, purged_nothing, NULL);
+        purge_aliases(s, worker, sel);
         done(arg, zeros, s->n);
         return;
     }
+    purge_aliases(s, worker, sel);
     f->done = done;
     f->arg = arg;
     f->n = s->n;

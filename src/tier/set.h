@@ -30,6 +30,11 @@
  *   number before it reaches the tiers), and undoes its write when the
  *   second check fails. A store or promotion older than the log is
  *   refused: the cache only loses a copy.
+ * - A hit found under another key than the request's (a similar question's,
+ *   from the semantic tier) is copied under the request's key into the
+ *   front tier, so the same request again is an exact hit: an alias with
+ *   the original's expiry and metadata, which a key purge of the original
+ *   takes too (the set remembers the last LLMC_TIER_SET_ALIASES).
  */
 #ifndef LLMC_TIER_SET_H
 #define LLMC_TIER_SET_H
@@ -41,6 +46,10 @@
 #include "llmc/tier.h"
 
 #define LLMC_TIER_SET_MAX 8
+/* Aliases the set remembers (see alias() in set.c): request keys a hit
+   under another key (the semantic tier's) was copied to in the front tier.
+   Past it the oldest alias is taken off the front. */
+#define LLMC_TIER_SET_ALIASES 4096
 /* The most counters of its own a tier may describe (ops->nxstats). */
 #define LLMC_TIER_XSTATS_MAX 32
 

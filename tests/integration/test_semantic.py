@@ -17,7 +17,7 @@ Decisions a newcomer would otherwise get wrong:
 
 import json
 
-from conftest import cache_status, chat_body, completion_body, embedding_body
+from conftest import cache_status, chat_body, completion_body, embedding_body, wait_until
 
 SYSTEM = "You answer in one word."
 
@@ -100,10 +100,13 @@ def test_near_duplicates_hit_and_hard_negatives_miss(gateway_factory, mock):
     # Each hard negative that came close enough was stopped by its guard.
     rej = st["rejected"]
     assert rej["negation"] >= 1 and rej["quotes"] >= 1 and rej["roles"] >= 1, st
-    # The same wording again is found by its own key (an alias), still a semantic hit.
+    # The same wording again is an exact hit: the semantic hit left an alias
+    # of the matched answer under its own key in the exact tier.
+    lookups = g.stats()["tiers"]["semantic"]["lookups"]
     r = ask(g, "what is the capital of france")
-    assert is_semantic_hit(r, matched=first)
-    assert g.stats()["tiers"]["semantic"]["alias_hits"] == 1
+    assert r.headers["X-Cache"] == "HIT" and r.content == first.content, dict(r.headers)
+    assert "X-Cache-Similarity" not in r.headers
+    assert g.stats()["tiers"]["semantic"]["lookups"] == lookups  # not asked at all
 
 
 def test_off_by_default(gateway_factory, mock):
@@ -228,3 +231,195 @@ def test_a_purge_removes_the_answers_from_the_semantic_tier(gateway_factory, moc
     assert r.status_code == 200 and r.json()["removed"]["semantic"] == 1, r.text
     assert ask(g, "WHAT IS THE CAPITAL OF FRANCE").headers["X-Cache"] == "MISS"
     assert g.stats(headers={"Authorization": f"Bearer {token}"})["tiers"]["semantic"]["purged"] == 1
+
+
+def test_an_alias_is_an_exact_hit_and_goes_with_its_original(gateway_factory, mock):
+    token = "semantic-alias-token"
+    g = gateway_factory(mock, args=["--semantic", "on"],
+                        env={"LLMC_UPSTREAM_KEY": "sk-gateway-test", "LLMC_ADMIN_TOKEN": token})
+    admin = {"Authorization": f"Bearer {token}"}
+    first = ask(g, "What is the capital of France?")
+    near = ask(g, "what's the capital of france")
+    assert is_semantic_hit(near, matched=first), dict(near.headers)
+    again = ask(g, "what's the capital of france")
+    assert again.headers["X-Cache"] == "HIT" and again.content == first.content
+    assert again.headers["X-Cache-Key"] == near.headers["X-Cache-Key"]
+
+    # A key purge of the original takes the alias with it: the same wording
+    # goes to the model again.
+    r = g.http.delete(g.url + "/admin/cache/" + first.headers["X-Cache-Key"], headers=admin,
+                      timeout=10)
+    assert r.status_code == 200, r.text
+    after = ask(g, "what's the capital of france")
+    assert after.headers["X-Cache"] == "MISS", dict(after.headers)
+    # The original's wording now finds the new answer, not the purged one.
+    assert is_semantic_hit(ask(g, "What is the capital of France?"), matched=after)
+
+    # A purge by selector (a tag) takes an alias too: it carries the tags.
+    def tagged(q):
+        b = chat_body(q)
+        b["messages"].insert(0, {"role": "system", "content": SYSTEM})
+        r = g.chat(b, headers={"X-Cache-Tags": "geo"})
+        assert r.status_code == 200, r.text
+        return r
+    t1 = tagged("What is the largest city in Japan?")
+    assert is_semantic_hit(tagged("what's the largest city in japan"), matched=t1)
+    assert tagged("what's the largest city in japan").headers["X-Cache"] == "HIT"
+    r = g.post("/admin/purge", {"tag": "geo"}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert tagged("what's the largest city in japan").headers["X-Cache"] == "MISS"
+
+
+def test_a_restart_keeps_semantic_hits_and_a_purge_takes_them(gateway_factory, mock, tmp_path):
+    data = str(tmp_path / "data")
+    token = "semantic-restart-token"
+    env = {"LLMC_UPSTREAM_KEY": "sk-gateway-test", "LLMC_ADMIN_TOKEN": token}
+    admin = {"Authorization": f"Bearer {token}"}
+
+    def start():
+        return gateway_factory(mock, args=["--semantic", "on", "--data-dir", data], env=env)
+
+    def restart(g, stored, restored):
+        wait_until(lambda: g.stats(headers=admin)["tiers"]["disk"]["stored"] >= stored, timeout=10,
+                   what="the answers committed to disk")
+        g.must_survive = False
+        assert g.stop() is None
+        g2 = start()
+        wait_until(lambda: g2.stats(headers=admin)["tiers"]["semantic"]["restored"] >= restored,
+                   timeout=10, what="the questions indexed again")
+        return g2
+
+    g = start()
+    first = ask(g, "What is the capital of France?")
+    sky = ask(g, "Why is the sky blue?")
+    assert first.headers["X-Cache"] == "MISS" and sky.headers["X-Cache"] == "MISS"
+
+    g = restart(g, 2, 2)
+    st = g.stats(headers=admin)["tiers"]["semantic"]
+    assert st["restored"] == 2 and st["entries"] == 2, st
+    r = ask(g, "what's the capital of france")    # a wording never seen before the restart
+    assert is_semantic_hit(r, matched=first) and r.content == first.content, dict(r.headers)
+    assert ask(g, "What is the capital of Spain?").headers["X-Cache"] == "MISS"
+    wait_until(lambda: g.stats(headers=admin)["tiers"]["semantic"]["entries"] == 3, timeout=10,
+               what="Spain indexed")
+
+    # A purge takes the answer off disk, so the next start does not index it again.
+    r = g.http.delete(g.url + "/admin/cache/" + first.headers["X-Cache-Key"], headers=admin,
+                      timeout=10)
+    assert r.status_code == 200, r.text
+    g = restart(g, 1, 2)
+    st = g.stats(headers=admin)["tiers"]["semantic"]
+    assert st["restored"] == 2, st   # the sky, Spain: not France
+    r = ask(g, "what is the capital of france??")
+    assert r.headers["X-Cache"] == "MISS", dict(r.headers)
+    assert is_semantic_hit(ask(g, "why is the sky blue"), matched=sky)
+
+
+# ---- the openai embedder, against a second mock's /v1/embeddings -------------------------
+
+def openai_gateway(gateway_factory, mock, embed, *args):
+    return gateway_factory(mock, args=["--semantic", "on", "--semantic-embedder", "openai",
+                                       "--embed-url", embed, "--embed-model", "mock-embedding",
+                                       *args],
+                           env={"LLMC_UPSTREAM_KEY": "sk-gateway-test", "LLMC_EMBED_KEY": "sk-e"})
+
+
+def test_openai_embedder_asks_the_endpoint_once_per_text(gateway_factory, mock, mock_factory):
+    emb = mock_factory()
+    g = openai_gateway(gateway_factory, mock, emb.url)
+    first = ask(g, "What is the capital of France?")
+    assert first.headers["X-Cache"] == "MISS"
+    assert emb.calls("embeddings") == 1 and mock.calls("embeddings") == 0
+    # The mock's vectors are hashes of the text: another wording is far away.
+    r = ask(g, "what is the capital of france")
+    assert r.headers["X-Cache"] == "MISS"
+    assert emb.calls("embeddings") == 2
+    # The same text in another namespace: its own partition, but the text's
+    # embedding is cached, so no call.
+    body = chat_body("What is the capital of France?")
+    body["messages"].insert(0, {"role": "system", "content": SYSTEM})
+    r = g.chat(body, headers={"X-Cache-Namespace": "other"})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+    assert emb.calls("embeddings") == 2
+    st = g.stats()["tiers"]["semantic"]
+    assert st["lookups"] == 3 and st["misses"] == 3 and st["stored"] == 3, st
+    assert st["embed"]["errors"] == 0 and st["embed"]["timeouts"] == 0, st
+
+
+def test_openai_embedder_batches_concurrent_lookups(gateway_factory, mock, mock_factory):
+    import concurrent.futures
+    emb = mock_factory()
+    g = openai_gateway(gateway_factory, mock, emb.url, "--semantic-batch-ms", "1000")
+    qs = [f"Tell me a fact about the number {n}" for n in range(12)]
+    with concurrent.futures.ThreadPoolExecutor(len(qs)) as ex:
+        rs = list(ex.map(lambda q: ask(g, q), qs))
+    assert all(r.headers["X-Cache"] == "MISS" for r in rs)
+    # Twelve lookups, one call per worker thread (two) at most.
+    assert 1 <= emb.calls("embeddings") <= 2, emb.stats()
+    assert g.stats()["tiers"]["semantic"]["lookups"] == 12
+
+
+def test_openai_embedder_timeout_and_errors_are_misses(gateway_factory, mock, mock_factory):
+    slow = mock_factory(latency_ms=1500)
+    g = openai_gateway(gateway_factory, mock, slow.url, "--semantic-timeout-ms", "100")
+    r = ask(g, "What is the capital of France?")
+    assert r.headers["X-Cache"] == "MISS" and r.elapsed.total_seconds() < 1.2
+    st = g.stats()["tiers"]["semantic"]
+    assert st["embed"]["timeouts"] == 1 and st["misses"] == 1, st
+
+    # An endpoint that answers 404 (no such route) and one that is not there.
+    for url in [mock.base + "/nowhere", "http://127.0.0.1:1/v1"]:
+        g2 = openai_gateway(gateway_factory, mock, url)
+        r = ask(g2, "What is the capital of Spain?")
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+        st = g2.stats()["tiers"]["semantic"]
+        assert st["embed"]["errors"] == 1 and st["hits"] == 0, st
+
+
+def test_openai_embedder_serves_a_semantic_hit(gateway_factory, mock):
+    """A stand-in embeddings server whose vectors are bags of lower-cased
+    words, so that two wordings of one question get one vector: the hit goes
+    through the remote path (and its guards) end to end."""
+    import http.server
+    import math
+    import re
+    import threading
+
+    seen = []
+
+    class Embeddings(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers.get("Authorization"), req["model"]))
+            data = []
+            for i, text in enumerate(req["input"]):
+                v = [0.0] * 64
+                for w in re.findall(r"[a-z0-9]+", text.lower()):
+                    v[sum(w.encode()) % 64] += 1.0
+                n = math.sqrt(sum(x * x for x in v)) or 1.0
+                data.append({"object": "embedding", "index": i, "embedding": [x / n for x in v]})
+            out = json.dumps({"object": "list", "data": data, "model": req["model"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Embeddings)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        g = openai_gateway(gateway_factory, mock, f"http://127.0.0.1:{srv.server_port}/v1")
+        first = ask(g, "What is the capital of France?")
+        assert first.headers["X-Cache"] == "MISS"
+        r = ask(g, "what is the capital of france")
+        assert is_semantic_hit(r, matched=first) and r.content == first.content, dict(r.headers)
+        # The guards judge remote candidates too: the same words, negated.
+        r = ask(g, "What is not the capital of France?")
+        assert r.headers["X-Cache"] == "MISS", dict(r.headers)
+        assert seen[0] == ("/v1/embeddings", "Bearer sk-e", "mock-embedding"), seen
+    finally:
+        srv.shutdown()
+        srv.server_close()

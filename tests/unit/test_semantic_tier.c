@@ -8,6 +8,10 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "llmc/error.h"
 #include "semantic/guard.h"
@@ -518,6 +522,81 @@ static void test_purge_by_model(void **state)
     t->ops->destroy(t);
 }
 
+/* ---- persistence: a store (the disk tier's part) holding some answers ---- */
+
+typedef struct store {
+    llmc_tier_t tier;
+    llmc_entry_t *held;
+} store_t;
+
+static int store_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_entry_t **out)
+{
+    store_t *st = t->impl;
+    (void)now_ms;
+    if (!st->held || memcmp(st->held->key.b, key->b, LLMC_KEY_LEN) != 0)
+        return LLMC_ENOENT;
+    *out = llmc_entry_ref(st->held);
+    return 0;
+}
+
+static const llmc_tier_ops_t store_ops = {.name = "store", .get = store_get};
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Questions indexed before a restart are indexed again after it, those
+   whose answer the store no longer has (purged) are not, and the file keeps
+   only the first. */
+static void test_persistence_round_trip(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/llmc-semantic-XXXXXX", old[64], log[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(old, sizeof(old), "%s/semantic.log.old", dir);
+    snprintf(log, sizeof(log), "%s/semantic.log", dir);
+    store_t st = {.tier = {.ops = &store_ops}};
+    st.tier.impl = &st;
+    llmc_semantic_config_t cfg = {.dir = dir, .store = &st.tier};
+    int64_t later = wall_ms() + 3600 * 1000;
+
+    llmc_tier_t *t = llmc_tier_semantic_new(&cfg);
+    assert_non_null(t);
+    ASK(a, "m", "be brief", "What is the capital of France?", "");
+    assert_null(look(t, &a, NOW));
+    llmc_entry_t *e = answer(t, &a, "Paris", later);
+    ASK(c, "m", "be brief", "Why is the sky blue?", "");
+    assert_null(look(t, &c, NOW));
+    llmc_entry_t *sky = answer(t, &c, "Rayleigh", later);
+    st.held = e; /* the sky's answer was purged from the store */
+    t->ops->destroy(t);
+
+    for (int round = 0; round < 2; round++) {
+        t = llmc_tier_semantic_new(&cfg);
+        assert_non_null(t);
+        for (int i = 0; i < 500 && access(old, F_OK) == 0; i++)
+            usleep(10000); /* the restore thread removes the old file when done */
+        assert_int_not_equal(access(old, F_OK), 0);
+        assert_int_equal(xstat(t, "restored"), 1);
+        assert_int_equal(stats(t).entries, 1);
+        ASK(b, "m", "be brief", "what's the capital of france", "");
+        llmc_entry_t *hit = look(t, &b, NOW);
+        assert_ptr_equal(hit, e);
+        llmc_entry_unref(hit);
+        ASK(d, "m", "be brief", "why is the sky blue", "");
+        assert_null(look(t, &d, NOW));
+        t->ops->destroy(t); /* the second round reads what the first rewrote */
+    }
+    llmc_entry_unref(e);
+    llmc_entry_unref(sky);
+    unlink(log);
+    unlink(old);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -532,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_shadow),
         cmocka_unit_test(test_byte_bound),
         cmocka_unit_test(test_purge_by_model),
+        cmocka_unit_test(test_persistence_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -794,6 +794,83 @@ static void test_purge_fan_out(void **state)
     llmc_entry_unref(e3);
 }
 
+/* A tier that answers its entry whatever the key (a semantic tier's hit). */
+static int similar_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_entry_t **out)
+{
+    fake_t *f = fk(t);
+    (void)key;
+    f->gets++;
+    if (!f->held)
+        return LLMC_ENOENT;
+    *out = llmc_entry_ref(f->held);
+    return 0;
+}
+
+/* A hit under another key leaves a copy under the request's key in the
+   front (the same request is then an exact hit there); a key purge of the
+   original takes the copy too, a purge of the copy's own key just it. */
+static void test_hit_under_another_key_leaves_an_alias(void **state)
+{
+    fixture_t *x = *state;
+    fake_t *s = sync_fake("s");
+    s->ops.get = similar_get;
+    add(x, &s->tier);
+    llmc_entry_t *e = mk_ns(1, 100, NOW + HOUR, "team");
+    s->held = e;
+
+    req_t r;
+    assert_int_equal(lookup(x, &r, 2), 0);
+    assert_ptr_equal(r.sl.tl.entry, e);
+    assert_string_equal(r.sl.tier_name, "s");
+    llmc_entry_unref(r.sl.tl.entry);
+    assert_true(mem_holds(x->mem, 2));
+    /* The same request again: the front answers a copy with the original's body and metadata. */
+    assert_int_equal(lookup(x, &r, 2), 0);
+    assert_string_equal(r.sl.tier_name, "memory");
+    llmc_entry_t *a = r.sl.tl.entry;
+    llmc_key_t k2 = key_of(2);
+    assert_true(same_key(&a->key, &k2));
+    assert_int_equal(a->body_len, e->body_len);
+    assert_memory_equal(a->body, e->body, e->body_len);
+    assert_true(a->expires_ms == e->expires_ms);
+    assert_string_equal(llmc_entry_ns(a), "team");
+    llmc_entry_unref(a);
+    assert_int_equal(lookup(x, &r, 3), 0); /* another wording, another alias */
+    llmc_entry_unref(r.sl.tl.entry);
+    assert_true(mem_holds(x->mem, 3));
+
+    /* The alias's own key: only that alias goes. */
+    purge_result_t p = {0};
+    llmc_purge_t sel = {.conds = LLMC_PURGE_KEY, .key = key_of(3)};
+    llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
+    assert_false(mem_holds(x->mem, 3));
+    assert_true(mem_holds(x->mem, 2));
+    /* The original's key: its aliases go with it. */
+    sel.key = key_of(1);
+    llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
+    assert_false(mem_holds(x->mem, 2));
+    uv_run(&x->loop, UV_RUN_DEFAULT);
+}
+
+/* An alias carries its original's namespace: a purge by namespace takes it. */
+static void test_alias_goes_with_a_selector_purge(void **state)
+{
+    fixture_t *x = *state;
+    fake_t *s = sync_fake("s");
+    s->ops.get = similar_get;
+    add(x, &s->tier);
+    s->held = mk_ns(1, 100, NOW + HOUR, "team");
+    req_t r;
+    assert_int_equal(lookup(x, &r, 2), 0);
+    llmc_entry_unref(r.sl.tl.entry);
+    assert_true(mem_holds(x->mem, 2));
+    purge_result_t p = {0};
+    llmc_purge_t sel = {.conds = LLMC_PURGE_NAMESPACE, .ns = "team"};
+    llmc_tier_set_purge(x->set, 0, &sel, purge_done, &p);
+    assert_false(mem_holds(x->mem, 2));
+    uv_run(&x->loop, UV_RUN_DEFAULT);
+}
+
 /* Tiers that all answer inside purge(): the completion runs before it returns. */
 static void test_purge_sync_completes_at_once(void **state)
 {
@@ -1174,6 +1251,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_xstats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_routing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wants_query, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hit_under_another_key_leaves_an_alias, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alias_goes_with_a_selector_purge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_add_refusals_and_free_order, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_empty_set, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_free_slowest_first, setup_empty, teardown),
