@@ -131,7 +131,8 @@ typedef enum llmc_opt_type {
       "(0: send it at once).")                                                                \
     X(prices, "prices", STR, "", 0, 0, NULL,                                                   \
       "Price file for the money a cache hit saves: lines 'model input_per_1M output_per_1M' " \
-      "(README: Tokens and money saved). Empty: tokens are counted, money is not.")           \
+      "(README: Tokens and money saved). Empty: the built-in table (dated; /stats shows "   \
+      "its date); 'none': tokens are counted, money is not. Reread on SIGHUP.")           \
     X(metrics_max_models, "metrics-max-models", INT, "32", 1, 1000, NULL,                      \
       "How many distinct models /stats and /metrics count apart; later ones are counted " \
       "together under the model 'other'.")                                                    \

@@ -115,6 +115,11 @@ size_t llmc_bymodel_prices(llmc_bymodel_t *bm)
     return p ? p->n : 0;
 }
 
+const llmc_prices_t *llmc_bymodel_price_table(llmc_bymodel_t *bm)
+{
+    return atomic_load_explicit(&bm->prices, memory_order_acquire);
+}
+
 int llmc_bymodel_set_prices(llmc_bymodel_t *bm, llmc_prices_t *prices)
 {
     pthread_mutex_lock(&bm->mu);

@@ -95,6 +95,10 @@ void llmc_bymodel_count(llmc_bymodel_t *bm, unsigned writer, const char *route,
 /* How many rows the current price table has. Any thread. */
 size_t llmc_bymodel_prices(llmc_bymodel_t *bm);
 
+/* The current price table (its source and date), or NULL; it stays valid
+   until llmc_bymodel_free (a replaced table is retired, not freed). */
+const llmc_prices_t *llmc_bymodel_price_table(llmc_bymodel_t *bm);
+
 /*
  * Replaces the price table (taken; NULL: no prices) for the hits counted
  * from now on: what was saved before keeps the prices it was counted at.

@@ -104,6 +104,24 @@ bool llmc_gw_admin_authorized(const llmc_gw_t *gw, const llmc_http_req_t *req)
     return ok;
 }
 
+/* The price table --prices names: empty for the built-in one, "none" for
+   none (*out NULL: tokens are counted, money is not), else a file. */
+static int gw_prices_load(const char *opt, llmc_prices_t **out, char *err, size_t errlen)
+{
+    char perr[512];
+    int rc;
+    *out = NULL;
+    if (opt && strcmp(opt, "none") == 0)
+        return 0;
+    if (opt && *opt)
+        rc = llmc_prices_load(opt, out, perr, sizeof(perr));
+    else
+        rc = llmc_prices_builtin(out, perr, sizeof(perr));
+    if (rc < 0)
+        snprintf(err, errlen, "--prices: %s", perr);
+    return rc;
+}
+
 /* ---- SIGHUP: the options read again ---------------------------------------- */
 
 typedef struct reload_out {
@@ -379,18 +397,13 @@ static unsigned upstream_conns_per_worker(const llmc_config_t *cfg, unsigned nwo
     return per > 0 ? (unsigned)per : 1;
 }
 
-/* The counters by route and model, priced from --prices when given. */
+/* The counters by route and model, priced from --prices (gw_prices_load). */
 static int open_bymodel(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)
 {
     llmc_prices_t *prices = NULL;
-    if (cfg->prices && *cfg->prices) {
-        char perr[512];
-        int rc = llmc_prices_load(cfg->prices, &prices, perr, sizeof(perr));
-        if (rc < 0) {
-            snprintf(err, errlen, "--prices: %s", perr);
-            return rc;
-        }
-    }
+    int rc = gw_prices_load(cfg->prices, &prices, err, errlen);
+    if (rc < 0)
+        return rc;
     gw->bymodel = llmc_bymodel_new(gw->nworkers, (unsigned)cfg->metrics_max_models, prices);
     if (!gw->bymodel) {
         snprintf(err, errlen, "out of memory");

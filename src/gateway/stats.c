@@ -245,7 +245,9 @@ static void money_to_units(json_t *obj)
 
 /* "models" and "routes" (each row's counters summed over the other axis),
    and the totals: "tokens_saved": {"prompt", "completion"}, "money_saved",
-   "prices" (rows in the --prices table). */
+   "prices" (rows in the price table), "prices_source" ("built-in", the
+   --prices file, or null for none) and "prices_as_of" (the table's date,
+   or null). */
 static void bymodel_json(json_t *o, llmc_bymodel_t *bm)
 {
     bm_json_t j = {json_object(), json_object(), json_object()};
@@ -267,6 +269,11 @@ static void bymodel_json(json_t *o, llmc_bymodel_t *bm)
     json_object_set_new(o, "tokens_saved", tok);
     json_object_set(o, "money_saved", json_object_get(j.total, "money_saved"));
     json_object_set_new(o, "prices", json_integer(bm ? (json_int_t)llmc_bymodel_prices(bm) : 0));
+    const llmc_prices_t *pt = bm ? llmc_bymodel_price_table(bm) : NULL;
+    json_object_set_new(o, "prices_source",
+                        pt && pt->source ? json_string(pt->source) : json_null());
+    json_object_set_new(o, "prices_as_of",
+                        pt && pt->as_of[0] ? json_string(pt->as_of) : json_null());
     json_object_set_new(o, "models", j.models);
     json_object_set_new(o, "routes", j.routes);
     json_decref(j.total);

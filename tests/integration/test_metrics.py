@@ -6,6 +6,7 @@ The counters are asserted to move by exactly what the requests between two
 scrapes did: a scrape is itself a request, counted once it is answered.
 """
 
+import os
 import threading
 
 import pytest
@@ -272,6 +273,56 @@ def test_tokens_and_money_saved_match_usage_times_prices(mock, gateway_factory, 
     assert value(m, "llmcached_money_saved_total", route=route, model="unpriced-model") == 0
     assert sum(sm.value for sm in m["llmcached_money_saved"].samples) == pytest.approx(want_money,
                                                                                      rel=1e-9)
+
+
+def builtin_price(model):
+    """The row of src/gateway/prices.default that prices model (exact name, else longest prefix),
+    read from the file the binary embeds."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "src", "gateway", "prices.default")
+    exact, prefix, as_of = {}, {}, None
+    for line in open(path):
+        f = line.split()
+        if line.lower().startswith("# prices as of") and as_of is None:
+            as_of = f[4]
+        if len(f) == 3 and not f[0].startswith("#"):
+            (prefix if f[0].endswith("*") else exact)[f[0].rstrip("*")] = (float(f[1]), float(f[2]))
+    if model in exact:
+        return exact[model], as_of
+    best = max((k for k in prefix if model.startswith(k)), key=len, default=None)
+    return (prefix[best] if best else None), as_of
+
+
+def test_without_prices_the_dated_built_in_table_prices_common_models(mock, gateway_factory):
+    g = gateway_factory(mock)
+    (pin, pout), as_of = builtin_price("gpt-4o-mini")
+    assert g.chat(chat_body("built-in prices", model="gpt-4o-mini")).headers["X-Cache"] == "MISS"
+    hit = g.chat(chat_body("built-in prices", model="gpt-4o-mini"))
+    p, c = (int(x) for x in hit.headers["X-Cache-Tokens-Saved"].split("+"))
+    g.chat(chat_body("no price for this one", model="unpriced-model"))
+    g.chat(chat_body("no price for this one", model="unpriced-model"))
+    s = g.stats()
+    assert s["prices_source"] == "built-in" and s["prices_as_of"] == as_of
+    assert len(as_of) == 10 and s["prices"] > 10
+    assert s["models"]["gpt-4o-mini"]["priced"] is True
+    assert s["models"]["gpt-4o-mini"]["money_saved"] == pytest.approx((p * pin + c * pout) / 1e6,
+                                                                      rel=1e-9)
+    # A model the table does not know counts its tokens and no money.
+    assert s["models"]["unpriced-model"]["priced"] is False
+    assert s["models"]["unpriced-model"]["prompt_tokens_saved"] > 0
+    assert s["models"]["unpriced-model"]["money_saved"] == 0
+
+
+def test_prices_none_counts_tokens_and_no_money(mock, gateway_factory, tmp_path):
+    g = gateway_factory(mock, args=["--prices", "none"])
+    g.chat(chat_body("no money", model="gpt-4o-mini"))
+    assert g.chat(chat_body("no money", model="gpt-4o-mini")).headers["X-Cache"] == "HIT"
+    s = g.stats()
+    assert (s["prices"], s["prices_source"], s["prices_as_of"]) == (0, None, None)
+    assert s["tokens_saved"]["prompt"] > 0 and s["money_saved"] == 0
+    prices = tmp_path / "prices.txt"
+    prices.write_text(PRICES)
+    g2 = gateway_factory(mock, args=["--prices", prices])
+    assert (g2.stats()["prices_source"], g2.stats()["prices_as_of"]) == (str(prices), None)
 
 
 def test_models_beyond_the_cap_are_counted_as_other(mock, gateway_factory, tmp_path):
