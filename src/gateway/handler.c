@@ -399,14 +399,15 @@ static gr_state_t parse_body(gw_req_t *gr)
 
 static gr_state_t read_policy(gw_req_t *gr)
 {
-    const llmc_config_t *cfg = gr->w->gw->cfg;
+    /* Read once: a SIGHUP may change them meanwhile (gateway.h, live). */
+    int64_t ttl = LLMC_GW_LIVE(gr->w->gw, ttl), max_ttl = LLMC_GW_LIVE(gr->w->gw, max_ttl);
     llmc_http_req_t *req = gr->req;
     char err[256] = "", *cc_owned, *pragma_owned;
     const char *cc = llmc_policy_list_header(req, "cache-control", &cc_owned);
     const char *pragma = llmc_policy_list_header(req, "pragma", &pragma_owned);
     int rc = llmc_policy_parse(&gr->policy, cc, pragma, llmc_http_header(req, "x-cache-ttl"),
                                llmc_http_header(req, "x-cache-namespace"), gr->canon.cache_ext,
-                               cfg->ttl, cfg->max_ttl, err, sizeof(err));
+                               ttl, max_ttl, err, sizeof(err));
     free(cc_owned);
     free(pragma_owned);
     if (rc < 0)
@@ -423,7 +424,7 @@ static gr_state_t read_policy(gw_req_t *gr)
     if (rc < 0)
         return answer_error(gr, 400, "invalid_request_error", "invalid_cache_semantic", err);
     if (gr->client && llmc_clients_apply(gr->client, &gr->policy,
-                                         cfg->ttl < cfg->max_ttl ? cfg->ttl : cfg->max_ttl,
+                                         ttl < max_ttl ? ttl : max_ttl,
                                          &gr->denied, err, sizeof(err)) < 0)
         return answer_error(gr, 403, "permission_error", "namespace_not_allowed", err);
     return GR_NEW;
@@ -691,7 +692,7 @@ static gr_state_t after_lookup(gw_req_t *gr, llmc_entry_t *e)
     /* An answer was there but may not be used: say which way (RFC 9211). */
     if (e)
         gr->fwd = now >= e->expires_ms ? "stale" : "request";
-    if (e && now >= e->expires_ms && now - e->expires_ms <= gr->w->gw->cfg->stale_if_error)
+    if (e && now >= e->expires_ms && now - e->expires_ms <= LLMC_GW_LIVE(gr->w->gw, stale_if_error))
         gr->stale = e; /* kept in case the upstream fails */
     else
         llmc_entry_unref(e);
@@ -735,7 +736,10 @@ static void fill_query(gw_req_t *gr)
     q->ns = gr->policy.ns;
     q->model = gr->parsed ? gr->canon.model : NULL;
     q->similar = gr->policy.semantic;
-    q->threshold = gr->policy.semantic_threshold;
+    /* 0 leaves the tier's default; a SIGHUP may have set another. */
+    q->threshold = gr->policy.semantic_threshold > 0
+                       ? gr->policy.semantic_threshold
+                       : (float)LLMC_GW_LIVE(gr->w->gw, semantic_threshold) / 1000.0f;
 }
 
 static gr_state_t step_lookup(gw_req_t *gr)
