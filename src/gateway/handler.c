@@ -425,8 +425,14 @@ static gr_state_t read_policy(gw_req_t *gr)
         return answer_error(gr, 400, "invalid_request_error", "invalid_cache_semantic", err);
     if (gr->client && llmc_clients_apply(gr->client, &gr->policy,
                                          ttl < max_ttl ? ttl : max_ttl,
-                                         &gr->denied, err, sizeof(err)) < 0)
+                                         &gr->denied, err, sizeof(err)) < 0) {
+        LLMC_COUNT(&gr->w->ctr, denied_namespace);
         return answer_error(gr, 403, "permission_error", "namespace_not_allowed", err);
+    }
+    if (gr->denied & LLMC_CLIENT_DENIED_REFRESH)
+        LLMC_COUNT(&gr->w->ctr, denied_refresh);
+    if (gr->denied & LLMC_CLIENT_DENIED_TTL)
+        LLMC_COUNT(&gr->w->ctr, denied_ttl);
     return GR_NEW;
 }
 
@@ -967,12 +973,14 @@ static void not_found(llmc_http_req_t *req, const char *allow)
 
 /* A route that wants the admin token and did not get it: 401, as OpenAI
    answers a bad API key. Which of missing or wrong is not said. */
-static bool authorized(const llmc_gw_t *gw, const gw_route_t *r, llmc_http_req_t *req)
+static bool authorized(llmc_worker_t *w, const gw_route_t *r, llmc_http_req_t *req)
 {
+    const llmc_gw_t *gw = w->gw;
     if (r->access == ACCESS_OPEN || r->access == ACCESS_CLIENT ||
         (r->access == ACCESS_TOKEN_IF_SET && !gw->admin_token_set) ||
         llmc_gw_admin_authorized(gw, req))
         return true;
+    LLMC_COUNT(&w->ctr, denied_admin_token);
     llmc_http_respond_error(req, 401, "WWW-Authenticate: Bearer realm=\"llmcached admin\"\r\n",
                             "invalid_request_error", "invalid_admin_token",
                             "this route needs the admin token: Authorization: Bearer <--admin-token>");
@@ -987,7 +995,7 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
         not_found(req, allow);
         return;
     }
-    if (!authorized(w->gw, route, req))
+    if (!authorized(w, route, req))
         return;
     /* The table is taken once: the key found points into it, and the
        request keeps it (a reference) even if a SIGHUP swaps the worker's. */
@@ -996,6 +1004,7 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
     size_t cred_len = 0;
     const llmc_client_t *client = NULL;
     if (keys && !(client = llmc_gw_client_find(keys, req, &cred, &cred_len))) {
+        LLMC_COUNT(&w->ctr, denied_client_key);
         llmc_http_respond_error(req, 401, "WWW-Authenticate: Bearer realm=\"llmcached\"\r\n",
                                 "invalid_request_error", "invalid_api_key",
                                 "this gateway needs one of its client keys: Authorization: "

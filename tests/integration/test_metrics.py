@@ -388,3 +388,38 @@ def test_dashboard_page_is_served_from_the_binary_on_the_admin_listener(mock, ga
         assert ref not in page.replace("http://www.w3.org/2000/svg", ""), ref
     assert 'fetch("stats"' in page and "Authorization" in page
     assert_error_shape(session().get(admin + "/stats", timeout=5), 401)
+
+
+# ------------------------------------------------------------- access control
+
+def test_access_refusals_and_denials_are_counted(mock, gateway_factory, tmp_path):
+    keys = tmp_path / "client-keys"
+    keys.write_text("sk-ns-team-a-0123456789 namespace=team-a\nsk-plain-key-0123456789\n")
+    admin = "adm-token-0123456789"
+    g = gateway_factory(mock, args=["--client-keys", keys], env={"LLMC_ADMIN_TOKEN": admin})
+    auth = {"Authorization": f"Bearer {admin}"}
+
+    def denied():
+        return g.stats(headers=auth)["access_denied"]
+
+    assert denied() == dict(admin_token=0, client_key=0, namespace=0, refresh=0, ttl=0)
+    # 401s: no admin token, a wrong one (twice); no client key, an unlisted one (twice).
+    assert g.get("/stats").status_code == 401
+    assert g.get("/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert g.chat(content="q").status_code == 401
+    assert g.chat(content="q", headers={"Authorization": "Bearer sk-not-listed-000"}).status_code == 401
+    # A 403 for a namespace the key is not bound to.
+    ns = {"Authorization": "Bearer sk-ns-team-a-0123456789"}
+    assert g.chat(content="q", headers={**ns, "X-Cache-Namespace": "team-b"}).status_code == 403
+    # Served, with a refresh and a TTL the key may not ask for overridden.
+    plain = {"Authorization": "Bearer sk-plain-key-0123456789"}
+    assert g.chat(content="q", headers=plain).status_code == 200
+    r = g.chat(content="q", headers={**plain, "Cache-Control": "no-cache", "X-Cache-TTL": "5"})
+    assert r.status_code == 200 and r.headers["X-Cache-Denied"] == "refresh, ttl"
+    r = g.chat(content="q2", headers={**plain, "X-Cache-TTL": "5"})
+    assert r.headers["X-Cache-Denied"] == "ttl"
+    assert denied() == dict(admin_token=2, client_key=2, namespace=1, refresh=1, ttl=2)
+    m, _ = scrape(g, headers=auth)
+    for cls, n in [("admin_token", 2), ("client_key", 2), ("namespace", 1), ("refresh", 1),
+                   ("ttl", 2)]:
+        assert value(m, "llmcached_access_denied_total", **{"class": cls}) == n
