@@ -136,6 +136,9 @@ typedef enum llmc_opt_type {
     X(metrics_max_models, "metrics-max-models", INT, "32", 1, 1000, NULL,                      \
       "How many distinct models /stats and /metrics count apart; later ones are counted " \
       "together under the model 'other'.")                                                    \
+    X(metrics_max_namespaces, "metrics-max-namespaces", INT, "32", 1, 1000, NULL,              \
+      "How many distinct cache namespaces /stats and /metrics count apart; later ones are "  \
+      "counted together under the namespace 'other'.")                                        \
     X(data_dir, "data-dir", WORD_OR_STR, "none", 0, 0, LLMC_CFG_DATA_DIR_WORDS,               \
       "Directory of the on-disk (LMDB) cache tier; 'none' keeps the cache in memory only.")   \
     X(disk_sync, "disk-sync", ENUM, "periodic", 0, 0, LLMC_CFG_DISK_SYNC_WORDS,               \

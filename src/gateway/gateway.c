@@ -511,7 +511,8 @@ static int open_bymodel(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size
         return LLMC_ENOMEM;
     }
     gw->bymodel = llmc_bymodel_new(gw->nworkers, (unsigned)cfg->metrics_max_models, prices);
-    if (!gw->bymodel) {
+    if (!gw->bymodel ||
+        llmc_bymodel_namespaces(gw->bymodel, (unsigned)cfg->metrics_max_namespaces) < 0) {
         snprintf(err, errlen, "out of memory");
         return LLMC_ENOMEM;
     }

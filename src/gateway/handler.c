@@ -787,6 +787,9 @@ static gr_state_t step_flight(gw_req_t *gr)
                        gr->parsed ? gr->canon.model : NULL,
                        !coalesce ? LLMC_BY_BYPASS : created ? LLMC_BY_MISS : LLMC_BY_COALESCED,
                        NULL);
+    llmc_bymodel_count_ns(gw->bymodel, gr->w->id, gr->policy.ns,
+                          !coalesce ? LLMC_BY_BYPASS : created ? LLMC_BY_MISS : LLMC_BY_COALESCED,
+                          NULL);
     /* Only a stream that joins a streaming call is relayed live; any other
        mix waits for the end and gets the answer converted (respond.c). */
     gr->fw.wants_data = gr->stream && gr->flight->is_stream;

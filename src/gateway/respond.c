@@ -429,6 +429,8 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     bool has_usage = llmc_entry_usage(e, &u);
     llmc_bymodel_count(gr->w->gw->bymodel, gr->w->id, gr->path, llmc_entry_model(e),
                        stale ? LLMC_BY_STALE : LLMC_BY_HIT, has_usage ? &u : NULL);
+    llmc_bymodel_count_ns(gr->w->gw->bymodel, gr->w->id, gr->policy.ns,
+                          stale ? LLMC_BY_STALE : LLMC_BY_HIT, has_usage ? &u : NULL);
     if (!cache_status) {
         long long ttl = stale ? -(long long)((now - e->expires_ms + 999) / 1000)
                               : (long long)llmc_entry_ttl_left(e, now);

@@ -423,3 +423,25 @@ def test_access_refusals_and_denials_are_counted(mock, gateway_factory, tmp_path
     for cls, n in [("admin_token", 2), ("client_key", 2), ("namespace", 1), ("refresh", 1),
                    ("ttl", 2)]:
         assert value(m, "llmcached_access_denied_total", **{"class": cls}) == n
+
+
+def test_requests_are_counted_by_namespace_up_to_the_cap(mock, gateway_factory):
+    g = gateway_factory(mock, args=["--metrics-max-namespaces", 2])
+    for ns, n in [("team-a", 3), ("team-b", 2), ("team-c", 2), ("team-d", 1)]:
+        for _ in range(n):
+            g.chat(content=f"namespaced question for {ns}", headers={"X-Cache-Namespace": ns})
+    g.chat(content="no namespace")
+    g.chat(content="no namespace")
+    nss = g.stats()["namespaces"]
+    # The first two names seen are told apart; the rest, "" (none) included, are "other".
+    assert set(nss) == {"team-a", "team-b", "other"}
+    assert (nss["team-a"]["misses"], nss["team-a"]["hits"]) == (1, 2)
+    assert (nss["team-b"]["misses"], nss["team-b"]["hits"]) == (1, 1)
+    assert (nss["other"]["misses"], nss["other"]["hits"]) == (3, 2)
+    assert nss["team-a"]["prompt_tokens_saved"] > 0 and "money_saved" not in nss["team-a"]
+    m, _ = scrape(g)
+    assert value(m, "llmcached_namespace_requests_total", namespace="team-a", cache="hit") == 2
+    assert value(m, "llmcached_namespace_requests_total", namespace="other", cache="miss") == 3
+    g2 = gateway_factory(mock)
+    g2.chat(content="no namespace here")
+    assert g2.stats()["namespaces"][""]["misses"] == 1
