@@ -175,22 +175,31 @@ typedef struct reload_ctx {
 
 static int64_t keep_stale_ms(const llmc_config_t *cfg);
 
-/* A live option the file changed: stored for the requests that start from
-   now on. stale-if-error cannot outgrow what the tiers were told at start
-   to keep past expiry. */
-static bool live_apply(reload_ctx_t *c, const char *name)
+static bool is_live(const char *name)
+{
+    for (size_t i = 0; i < sizeof(live_opts) / sizeof(live_opts[0]); i++)
+        if (strcmp(live_opts[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* Each live option stored for the requests that start from now on, and
+   named when it differs from the running value (which is compared, not
+   the start's: an option set back to its start value changes too).
+   stale-if-error cannot outgrow what the tiers were told at start to keep
+   past expiry. */
+static void live_apply(reload_ctx_t *c)
 {
     for (size_t i = 0; i < sizeof(live_opts) / sizeof(live_opts[0]); i++) {
         const live_opt_t *l = &live_opts[i];
-        if (strcmp(l->name, name) != 0)
-            continue;
+        const char *name = l->name;
         _Atomic int64_t *v = (_Atomic int64_t *)((char *)&c->gw->live + l->live_off);
         int64_t nv = *(const int64_t *)((const char *)c->nc + l->cfg_off);
         if (strcmp(name, "stale-if-error") == 0 && nv > keep_stale_ms(c->gw->cfg)) {
             out_line(c->o, "llmcached: SIGHUP: --stale-if-error above what the cache keeps past "
                      "expiry (%lld ms, set at start by --max-stale and --stale-if-error) needs a "
                      "restart\n", (long long)keep_stale_ms(c->gw->cfg));
-            return true;
+            continue;
         }
         int64_t old = atomic_exchange(v, nv);
         if (old != nv)
@@ -198,9 +207,7 @@ static bool live_apply(reload_ctx_t *c, const char *name)
                      (long long)old, (long long)nv,
                      strcmp(name, "replay-pace-ms") == 0 ? "" :
                      strcmp(name, "semantic-threshold") == 0 ? " (per mille)" : " ms");
-        return true;
     }
-    return false;
 }
 
 /* An option that differs between the running options and the file: the
@@ -209,7 +216,7 @@ static bool live_apply(reload_ctx_t *c, const char *name)
 static void option_changed(const char *name, void *arg)
 {
     reload_ctx_t *c = arg;
-    if (strcmp(name, "admin-token") == 0 || strcmp(name, "prices") == 0 || live_apply(c, name))
+    if (strcmp(name, "admin-token") == 0 || strcmp(name, "prices") == 0 || is_live(name))
         return;
     out_line(c->o, "llmcached: SIGHUP: --%s differs from the running value: it needs a "
              "restart\n", name);
@@ -284,6 +291,7 @@ void llmc_gw_reload_options(llmc_gw_t *gw, char *out, size_t outlen)
     } else {
         reload_ctx_t c = {gw, &nc, &o};
         llmc_config_diff(gw->cfg, &nc, option_changed, &c);
+        live_apply(&c);
         admin_token_apply(gw, nc.admin_token, &o);
         prices_apply(gw, nc.prices, &o);
     }

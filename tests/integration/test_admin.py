@@ -333,10 +333,15 @@ def test_sighup_applies_a_new_ttl_and_new_prices(mock, gateway_factory, tmp_path
     g.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: "the prices in use stay" in g.stderr(), what="the bad file refused")
     assert g.stats()["prices"] == 2
-    conf.write_text("ttl = 60\nprices = none\nstale-if-error = 99999\n")
+    conf.write_text("ttl = 300\nprices = none\nstale-if-error = 99999\n")
     g.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: "prices none: 0 rows" in g.stderr(), what="prices off")
     assert g.stats()["prices_source"] is None
+    # Back to the start's value is a change too (the running value is compared).
+    assert "--ttl changed from 60000 to 300000 ms" in g.stderr()
+    assert "--semantic-threshold changed from 900 to 700 (per mille)" in g.stderr()
+    g.chat(chat_body("after the second reload", model="gpt-4o-mini"))
+    assert max_age(g.chat(chat_body("after the second reload", model="gpt-4o-mini"))) == 300
     # stale-if-error beyond what the tiers keep past expiry (max-stale, 3600 s) needs a restart.
     assert "--stale-if-error above what the cache keeps" in g.stderr()
     assert g.proc.poll() is None
