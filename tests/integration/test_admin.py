@@ -358,3 +358,27 @@ def test_explain_names_the_tiers_it_does_not_wait_for(mock, gateway_factory):
     assert explain(g, chat_body("what is the capital of france")).json()["verdict"] == \
         {"action": "hit", "tier": "memory"}
     assert mock.calls() == 1
+
+
+def test_sighup_applies_a_new_semantic_threshold(mock, gateway_factory, tmp_path):
+    conf = tmp_path / "llmcached.conf"
+    conf.write_text("semantic-threshold = 0.999\n")
+    g = gateway_factory(mock, args=["--config", conf, "--semantic", "on"],
+                        env={"LLMC_UPSTREAM_KEY": "sk-gateway-test"})
+
+    def ask(q):
+        b = chat_body(q)
+        b["messages"].insert(0, {"role": "system", "content": "You answer in one word."})
+        r = g.chat(b)
+        assert r.status_code == 200, r.text
+        return r.headers["X-Cache"]
+
+    assert ask("In Python, how do I sort a dict by value?") == "MISS"
+    # 0.999: a reordered wording is not close enough.
+    assert ask("How do I sort a dict by value in Python?") == "MISS"
+    conf.write_text("semantic-threshold = 0.5\n")
+    g.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "--semantic-threshold changed from 999 to 500" in g.stderr(),
+               what="the threshold reloaded")
+    # This wording is 0.991 similar to the first: a MISS under 0.999, a hit under 0.5.
+    assert ask("In Python how do I sort a dict by values?") == "SEMANTIC-HIT"
