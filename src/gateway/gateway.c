@@ -210,9 +210,9 @@ static void live_apply(reload_ctx_t *c)
     }
 }
 
-/* An option that differs between the running options and the file: the
-   live ones are applied here, the admin token and the prices by the
-   caller; the others wait for a restart. */
+/* An option that differs between the start's options and the file: the
+   live ones (live_apply), the admin token and the prices are applied by
+   the caller; the others wait for a restart. */
 static void option_changed(const char *name, void *arg)
 {
     reload_ctx_t *c = arg;
