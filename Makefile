@@ -50,6 +50,12 @@ $(BUILD)/gen/dashboard_html.h: src/gateway/dashboard.html tools/embed.sh
 	./tools/embed.sh llmc_dashboard_html $< > $@.tmp && mv $@.tmp $@
 $(BUILD)/src/gateway/dashboard.o: $(BUILD)/gen/dashboard_html.h
 $(BUILD)/src/gateway/dashboard.o: CFLAGS += -I$(BUILD)/gen
+# The built-in price table (used without --prices), compiled in the same way.
+$(BUILD)/gen/prices_default_txt.h: src/gateway/prices.default tools/embed.sh
+	@mkdir -p $(@D)
+	./tools/embed.sh llmc_prices_default_txt $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/src/gateway/prices.o: $(BUILD)/gen/prices_default_txt.h
+$(BUILD)/src/gateway/prices.o: CFLAGS += -I$(BUILD)/gen
 
 $(BUILD)/libllmc.a: $(LIB_OBJ)
 	@rm -f $@

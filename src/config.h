@@ -146,13 +146,17 @@ typedef enum llmc_opt_type {
       "(0: send it at once).")                                                                \
     X(prices, "prices", STR, "", 0, 0, NULL,                                                   \
       "Price file for the money a cache hit saves: lines 'model input_per_1M output_per_1M' " \
-      "(README: Tokens and money saved). Empty: tokens are counted, money is not.")           \
+      "(README: Tokens and money saved). Empty: the built-in table (dated; /stats shows "   \
+      "its date); 'none': tokens are counted, money is not. Reread on SIGHUP.")           \
     X(metrics_max_models, "metrics-max-models", INT, "32", 1, 1000, NULL,                      \
       "How many distinct models /stats and /metrics count apart; later ones are counted " \
       "together under the model 'other'.")                                                    \
     X(stream_max_lag, "stream-max-lag", SIZE, "1M", 131072, 1073741824LL, NULL,               \
       "How far a client of a live stream may fall behind the upstream (bytes the kernel has " \
       "not taken); further behind, it is disconnected (stream_waiters_dropped).")            \
+    X(metrics_max_namespaces, "metrics-max-namespaces", INT, "32", 1, 1000, NULL,              \
+      "How many distinct cache namespaces /stats and /metrics count apart; later ones are "  \
+      "counted together under the namespace 'other'.")                                        \
     X(data_dir, "data-dir", WORD_OR_STR, "none", 0, 0, LLMC_CFG_DATA_DIR_WORDS,               \
       "Directory of the on-disk (LMDB) cache tier; 'none' keeps the cache in memory only.")   \
     X(disk_sync, "disk-sync", ENUM, "periodic", 0, 0, LLMC_CFG_DISK_SYNC_WORDS,               \

@@ -445,11 +445,11 @@ static int explain_policy(gw_req_t *gr, const explain_in_t *in, const llmc_canon
                           const llmc_client_t *client, llmc_policy_t *pol, unsigned *denied,
                           char *err, size_t errlen)
 {
-    const llmc_config_t *cfg = gr->w->gw->cfg;
+    int64_t ttl = LLMC_GW_LIVE(gr->w->gw, ttl), max_ttl = LLMC_GW_LIVE(gr->w->gw, max_ttl);
     const char *cc = in_header(in, "cache-control");
     if (llmc_policy_parse(pol, cc, in_header(in, "pragma"), in_header(in, "x-cache-ttl"),
-                          in_header(in, "x-cache-namespace"), canon->cache_ext, cfg->ttl,
-                          cfg->max_ttl, err, errlen) < 0 ||
+                          in_header(in, "x-cache-namespace"), canon->cache_ext, ttl,
+                          max_ttl, err, errlen) < 0 ||
         llmc_policy_parse_tags(pol, in_header(in, "x-cache-tags"), canon->cache_ext, err,
                                errlen) < 0 ||
         llmc_policy_parse_semantic(pol, in_header(in, "x-cache-semantic"),
@@ -457,7 +457,7 @@ static int explain_policy(gw_req_t *gr, const explain_in_t *in, const llmc_canon
                                    err, errlen) < 0)
         return 400;
     *denied = 0;
-    if (client && llmc_clients_apply(client, pol, cfg->ttl < cfg->max_ttl ? cfg->ttl : cfg->max_ttl,
+    if (client && llmc_clients_apply(client, pol, ttl < max_ttl ? ttl : max_ttl,
                                      denied, err, errlen) < 0)
         return 403;
     return 0;

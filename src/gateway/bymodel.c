@@ -42,6 +42,8 @@ typedef struct names {
 struct llmc_bymodel {
     unsigned nwriters;
     names_t routes, models;
+    names_t nss;                 /* namespaces; cap 0 until llmc_bymodel_namespaces */
+    arow_t *ns_rows;             /* [nwriters][nss.cap + 1]: money stays 0 */
     pthread_mutex_t mu;          /* adding a name */
     _Atomic(llmc_prices_t *) prices; /* the current table (NULL: none) */
     llmc_prices_t **retired;     /* tables a reload replaced: a writer may still read one */
@@ -100,6 +102,8 @@ void llmc_bymodel_free(llmc_bymodel_t *bm)
         return;
     names_free(&bm->routes);
     names_free(&bm->models);
+    names_free(&bm->nss);
+    free(bm->ns_rows);
     pthread_mutex_destroy(&bm->mu);
     llmc_prices_free(atomic_load(&bm->prices));
     for (size_t i = 0; i < bm->nretired; i++)
@@ -113,6 +117,11 @@ size_t llmc_bymodel_prices(llmc_bymodel_t *bm)
 {
     llmc_prices_t *p = atomic_load_explicit(&bm->prices, memory_order_acquire);
     return p ? p->n : 0;
+}
+
+const llmc_prices_t *llmc_bymodel_price_table(llmc_bymodel_t *bm)
+{
+    return atomic_load_explicit(&bm->prices, memory_order_acquire);
 }
 
 int llmc_bymodel_set_prices(llmc_bymodel_t *bm, llmc_prices_t *prices)
@@ -222,6 +231,39 @@ void llmc_bymodel_count(llmc_bymodel_t *bm, unsigned writer, const char *route,
                                                 saved->completion_tokens));
 }
 
+int llmc_bymodel_namespaces(llmc_bymodel_t *bm, unsigned max_namespaces)
+{
+    assert(max_namespaces > 0 && bm->nss.cap == 0);
+    if (!names_init(&bm->nss, max_namespaces, false) ||
+        !(bm->ns_rows = calloc((size_t)bm->nwriters * (max_namespaces + 1), sizeof(arow_t)))) {
+        names_free(&bm->nss);
+        memset(&bm->nss, 0, sizeof(bm->nss));
+        return LLMC_ENOMEM;
+    }
+    return 0;
+}
+
+void llmc_bymodel_count_ns(llmc_bymodel_t *bm, unsigned writer, const char *ns,
+                           llmc_by_kind_t kind, const llmc_usage_t *saved)
+{
+    if (!bm || !bm->ns_rows)
+        return;
+    assert(writer < bm->nwriters);
+    unsigned i = index_of(bm, &bm->nss, ns ? ns : "");
+    arow_t *row = &bm->ns_rows[(size_t)writer * (bm->nss.cap + 1) + i];
+    switch (kind) {
+    case LLMC_BY_HIT: bump(&row->hits, 1); break;
+    case LLMC_BY_STALE: bump(&row->stale, 1); break;
+    case LLMC_BY_MISS: bump(&row->misses, 1); return;
+    case LLMC_BY_COALESCED: bump(&row->coalesced, 1); return;
+    case LLMC_BY_BYPASS: bump(&row->bypasses, 1); return;
+    }
+    if (saved) {
+        bump(&row->prompt_tokens_saved, saved->prompt_tokens);
+        bump(&row->completion_tokens_saved, saved->completion_tokens);
+    }
+}
+
 static bool all_zero(const llmc_bymodel_row_t *r)
 {
     for (size_t i = 0; i < LLMC_BYMODEL_NSTATS; i++)
@@ -260,6 +302,31 @@ unsigned llmc_bymodel_each(llmc_bymodel_t *bm, llmc_bymodel_fn fn, void *arg)
                m < bm->models.cap && atomic_load(&bm->models.price[m]) != NULL, &sum);
             shown++;
         }
+    }
+    return shown;
+}
+
+unsigned llmc_bymodel_each_ns(llmc_bymodel_t *bm, llmc_bymodel_ns_fn fn, void *arg)
+{
+    if (!bm->ns_rows)
+        return 0;
+    unsigned n = atomic_load_explicit(&bm->nss.n, memory_order_acquire), shown = 0;
+    for (unsigned i = 0; i <= bm->nss.cap; i++) {
+        if (i >= n && i < bm->nss.cap)
+            continue;
+        llmc_bymodel_row_t sum;
+        memset(&sum, 0, sizeof(sum));
+        for (unsigned w = 0; w < bm->nwriters; w++) {
+            const arow_t *a = &bm->ns_rows[(size_t)w * (bm->nss.cap + 1) + i];
+#define ADD(f, name, kind, unit, help) \
+    sum.f += atomic_load_explicit(&a->f, memory_order_relaxed);
+            LLMC_BYMODEL_TABLE(ADD)
+#undef ADD
+        }
+        if (all_zero(&sum))
+            continue;
+        fn(arg, i < bm->nss.cap ? bm->nss.name[i] : "other", &sum);
+        shown++;
     }
     return shown;
 }

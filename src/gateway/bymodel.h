@@ -92,8 +92,30 @@ void llmc_bymodel_free(llmc_bymodel_t *bm);
 void llmc_bymodel_count(llmc_bymodel_t *bm, unsigned writer, const char *route,
                         const char *model, llmc_by_kind_t kind, const llmc_usage_t *saved);
 
+/*
+ * Namespaces (X-Cache-Namespace, a client key's) counted apart: at most
+ * max_namespaces names, then "other"; "" is the requests without one.
+ * Call once before any count; without it namespaces are not counted.
+ * 0 or LLMC_ENOMEM.
+ */
+int llmc_bymodel_namespaces(llmc_bymodel_t *bm, unsigned max_namespaces);
+
+/* As llmc_bymodel_count, by namespace (tokens saved, no money: the money
+   is by model). Only writer's own thread. bm NULL counts nothing. */
+void llmc_bymodel_count_ns(llmc_bymodel_t *bm, unsigned writer, const char *ns,
+                           llmc_by_kind_t kind, const llmc_usage_t *saved);
+
+/* Each namespace's row (summed over writers; all-zero rows skipped),
+   "other" last. Any thread. Returns how many rows fn was given. */
+typedef void (*llmc_bymodel_ns_fn)(void *arg, const char *ns, const llmc_bymodel_row_t *row);
+unsigned llmc_bymodel_each_ns(llmc_bymodel_t *bm, llmc_bymodel_ns_fn fn, void *arg);
+
 /* How many rows the current price table has. Any thread. */
 size_t llmc_bymodel_prices(llmc_bymodel_t *bm);
+
+/* The current price table (its source and date), or NULL; it stays valid
+   until llmc_bymodel_free (a replaced table is retired, not freed). */
+const llmc_prices_t *llmc_bymodel_price_table(llmc_bymodel_t *bm);
 
 /*
  * Replaces the price table (taken; NULL: no prices) for the hits counted

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +105,24 @@ bool llmc_gw_admin_authorized(const llmc_gw_t *gw, const llmc_http_req_t *req)
     return ok;
 }
 
+/* The price table --prices names: empty for the built-in one, "none" for
+   none (*out NULL: tokens are counted, money is not), else a file. */
+static int gw_prices_load(const char *opt, llmc_prices_t **out, char *err, size_t errlen)
+{
+    char perr[512];
+    int rc;
+    *out = NULL;
+    if (opt && strcmp(opt, "none") == 0)
+        return 0;
+    if (opt && *opt)
+        rc = llmc_prices_load(opt, out, perr, sizeof(perr));
+    else
+        rc = llmc_prices_builtin(out, perr, sizeof(perr));
+    if (rc < 0)
+        snprintf(err, errlen, "--prices: %s", perr);
+    return rc;
+}
+
 /* ---- SIGHUP: the options read again ---------------------------------------- */
 
 typedef struct reload_out {
@@ -124,13 +143,118 @@ static void out_line(reload_out_t *o, const char *fmt, ...)
         o->len = o->len + (size_t)n < o->cap ? o->len + (size_t)n : o->cap - 1;
 }
 
-/* An option that differs between the running options and the file: the
-   admin token is applied by the caller; the others wait for a restart. */
+/* The options a SIGHUP applies to gw->live: where each is in the options
+   and in gw->live. */
+typedef struct live_opt {
+    const char *name;
+    size_t cfg_off, live_off;
+} live_opt_t;
+
+#define LIVE(field, opt) {opt, offsetof(llmc_config_t, field), offsetof(llmc_gw_live_t, field)}
+static const live_opt_t live_opts[] = {
+    LIVE(ttl, "ttl"),
+    LIVE(max_ttl, "max-ttl"),
+    LIVE(stale_if_error, "stale-if-error"),
+    LIVE(replay_pace_ms, "replay-pace-ms"),
+    LIVE(semantic_threshold, "semantic-threshold"),
+};
+#undef LIVE
+
+static void live_init(llmc_gw_t *gw, const llmc_config_t *cfg)
+{
+    for (size_t i = 0; i < sizeof(live_opts) / sizeof(live_opts[0]); i++)
+        atomic_init((_Atomic int64_t *)((char *)&gw->live + live_opts[i].live_off),
+                    *(const int64_t *)((const char *)cfg + live_opts[i].cfg_off));
+}
+
+typedef struct reload_ctx {
+    llmc_gw_t *gw;
+    const llmc_config_t *nc;
+    reload_out_t *o;
+} reload_ctx_t;
+
+static int64_t keep_stale_ms(const llmc_config_t *cfg);
+
+static bool is_live(const char *name)
+{
+    for (size_t i = 0; i < sizeof(live_opts) / sizeof(live_opts[0]); i++)
+        if (strcmp(live_opts[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* Each live option stored for the requests that start from now on, and
+   named when it differs from the running value (which is compared, not
+   the start's: an option set back to its start value changes too).
+   stale-if-error cannot outgrow what the tiers were told at start to keep
+   past expiry. */
+static void live_apply(reload_ctx_t *c)
+{
+    for (size_t i = 0; i < sizeof(live_opts) / sizeof(live_opts[0]); i++) {
+        const live_opt_t *l = &live_opts[i];
+        const char *name = l->name;
+        _Atomic int64_t *v = (_Atomic int64_t *)((char *)&c->gw->live + l->live_off);
+        int64_t nv = *(const int64_t *)((const char *)c->nc + l->cfg_off);
+        if (strcmp(name, "stale-if-error") == 0 && nv > keep_stale_ms(c->gw->cfg)) {
+            out_line(c->o, "llmcached: SIGHUP: --stale-if-error above what the cache keeps past "
+                     "expiry (%lld ms, set at start by --max-stale and --stale-if-error) needs a "
+                     "restart\n", (long long)keep_stale_ms(c->gw->cfg));
+            continue;
+        }
+        int64_t old = atomic_exchange(v, nv);
+        if (old != nv)
+            out_line(c->o, "llmcached: SIGHUP: --%s changed from %lld to %lld%s\n", name,
+                     (long long)old, (long long)nv,
+                     strcmp(name, "replay-pace-ms") == 0 ? "" :
+                     strcmp(name, "semantic-threshold") == 0 ? " (per mille)" : " ms");
+    }
+}
+
+/* An option that differs between the start's options and the file: the
+   live ones (live_apply), the admin token and the prices are applied by
+   the caller; the others wait for a restart. */
 static void option_changed(const char *name, void *arg)
 {
-    if (strcmp(name, "admin-token") != 0)
-        out_line(arg, "llmcached: SIGHUP: --%s differs from the running value: it needs a "
-                 "restart\n", name);
+    reload_ctx_t *c = arg;
+    if (strcmp(name, "admin-token") == 0 || strcmp(name, "prices") == 0 || is_live(name))
+        return;
+    out_line(c->o, "llmcached: SIGHUP: --%s differs from the running value: it needs a "
+             "restart\n", name);
+}
+
+static int gw_prices_load(const char *opt, llmc_prices_t **out, char *err, size_t errlen);
+
+/* --prices: the table read again (a file's may have changed even when the
+   option did not); a table that cannot be read keeps the one in use. */
+static void prices_apply(llmc_gw_t *gw, const char *opt, reload_out_t *o)
+{
+    const char *now = gw->prices_opt ? gw->prices_opt : "";
+    opt = opt ? opt : "";
+    bool file = *opt && strcmp(opt, "none") != 0;
+    if (!file && strcmp(now, opt) == 0)
+        return; /* the built-in table or none, as before */
+    char err[600];
+    llmc_prices_t *p = NULL;
+    char *keep = strdup(opt);
+    if (!keep || gw_prices_load(opt, &p, err, sizeof(err)) < 0) {
+        out_line(o, "llmcached: SIGHUP: cannot reload %s; the prices in use stay\n",
+                 keep ? err : "--prices: out of memory");
+        free(keep);
+        return;
+    }
+    size_t n = p ? p->n : 0;
+    char as_of[11] = "";
+    if (p)
+        memcpy(as_of, p->as_of, sizeof(as_of));
+    if (llmc_bymodel_set_prices(gw->bymodel, p) < 0) {
+        out_line(o, "llmcached: SIGHUP: cannot reload --prices: out of memory\n");
+        free(keep);
+        return;
+    }
+    free(gw->prices_opt);
+    gw->prices_opt = keep;
+    out_line(o, "llmcached: SIGHUP: prices %s: %zu rows%s%s\n",
+             !*opt ? "built-in" : file ? opt : "none", n, as_of[0] ? ", as of " : "", as_of);
 }
 
 /* The new admin token, as its hash; an empty one turns the admin routes
@@ -165,8 +289,11 @@ void llmc_gw_reload_options(llmc_gw_t *gw, char *out, size_t outlen)
         out_line(&o, "llmcached: SIGHUP: the options cannot be read again (%s): none changed\n",
                  err);
     } else {
-        llmc_config_diff(gw->cfg, &nc, option_changed, &o);
+        reload_ctx_t c = {gw, &nc, &o};
+        llmc_config_diff(gw->cfg, &nc, option_changed, &c);
+        live_apply(&c);
         admin_token_apply(gw, nc.admin_token, &o);
+        prices_apply(gw, nc.prices, &o);
     }
     llmc_config_free(&nc);
 }
@@ -407,20 +534,21 @@ static unsigned upstream_conns_per_worker(const llmc_config_t *cfg, unsigned nwo
     return per > 0 ? (unsigned)per : 1;
 }
 
-/* The counters by route and model, priced from --prices when given. */
+/* The counters by route and model, priced from --prices (gw_prices_load). */
 static int open_bymodel(llmc_gw_t *gw, const llmc_config_t *cfg, char *err, size_t errlen)
 {
     llmc_prices_t *prices = NULL;
-    if (cfg->prices && *cfg->prices) {
-        char perr[512];
-        int rc = llmc_prices_load(cfg->prices, &prices, perr, sizeof(perr));
-        if (rc < 0) {
-            snprintf(err, errlen, "--prices: %s", perr);
-            return rc;
-        }
+    int rc = gw_prices_load(cfg->prices, &prices, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (!(gw->prices_opt = strdup(cfg->prices ? cfg->prices : ""))) {
+        llmc_prices_free(prices);
+        snprintf(err, errlen, "out of memory");
+        return LLMC_ENOMEM;
     }
     gw->bymodel = llmc_bymodel_new(gw->nworkers, (unsigned)cfg->metrics_max_models, prices);
-    if (!gw->bymodel) {
+    if (!gw->bymodel ||
+        llmc_bymodel_namespaces(gw->bymodel, (unsigned)cfg->metrics_max_namespaces) < 0) {
         snprintf(err, errlen, "out of memory");
         return LLMC_ENOMEM;
     }
@@ -435,6 +563,7 @@ int llmc_gw_init(llmc_gw_t *gw, const llmc_config_t *cfg, const char *upstream_u
     gw->log.fd = -1;
     pthread_mutex_init(&gw->log_async_mu, NULL);
     gw->started_ms = llmc_now_ms();
+    live_init(gw, cfg);
     size_t ulen = strlen(upstream_url);
     while (ulen && upstream_url[ulen - 1] == '/')
         ulen--;
@@ -526,6 +655,8 @@ void llmc_gw_free(llmc_gw_t *gw)
     gw->fpmap = NULL;
     llmc_bymodel_free(gw->bymodel);
     gw->bymodel = NULL;
+    free(gw->prices_opt);
+    gw->prices_opt = NULL;
     llmc_log_close(&gw->log);
     llmc_origin_free(&gw->origin);
     pthread_mutex_destroy(&gw->log_async_mu);

@@ -12,6 +12,7 @@
 #define LLMC_GATEWAY_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -73,8 +74,25 @@ struct llmc_worker {
     bool reloading;                  /* worker 0's loop only: one SIGHUP reread at a time */
 };
 
+/*
+ * The options a SIGHUP may change while requests run (llmc_gw_reload_options):
+ * each read once per request, so a request sees one value or the other, never
+ * a torn one. Read them with LLMC_GW_LIVE, never from cfg, which keeps the
+ * values the process started with.
+ */
+typedef struct llmc_gw_live {
+    _Atomic int64_t ttl, max_ttl;         /* --ttl, --max-ttl (ms) */
+    _Atomic int64_t stale_if_error;       /* ms; at most what the tiers keep (set at start) */
+    _Atomic int64_t replay_pace_ms;       /* --replay-pace-ms */
+    _Atomic int64_t semantic_threshold;   /* per mille; the tier's default when 0 */
+} llmc_gw_live_t;
+
+#define LLMC_GW_LIVE(gw, field) atomic_load_explicit(&(gw)->live.field, memory_order_relaxed)
+
 struct llmc_gw {
     const llmc_config_t *cfg;
+    llmc_gw_live_t live;             /* what a SIGHUP may change: read these, not cfg's */
+    char *prices_opt;                /* the --prices in use (a SIGHUP compares and rereads) */
     char upstream_base[1024];        /* without a trailing slash */
     const char *key_upstream;        /* the upstream as the key names it: stable across
                                         restarts ("mock" for the built-in mock, whose
@@ -191,7 +209,8 @@ const struct llmc_client *llmc_gw_client_find(const struct llmc_clients *t,
 
 /* SIGHUP: reads the options again from where they came from (gw->argv,
    gw->envp and the --config file they name), applies those that can change
-   while running (--admin-token) and says in out (one line each, appended,
+   while running (--admin-token, gw->live's, --prices: its file is reread
+   even when the option is the same) and says in out (one line each, appended,
    outlen bytes in all) which others differ from the running ones and need
    a restart; a bad file changes nothing. Never says a token. Blocks on the
    file: not on a loop thread. */

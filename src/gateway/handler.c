@@ -412,14 +412,15 @@ static gr_state_t parse_body(gw_req_t *gr)
 
 static gr_state_t read_policy(gw_req_t *gr)
 {
-    const llmc_config_t *cfg = gr->w->gw->cfg;
+    /* Read once: a SIGHUP may change them meanwhile (gateway.h, live). */
+    int64_t ttl = LLMC_GW_LIVE(gr->w->gw, ttl), max_ttl = LLMC_GW_LIVE(gr->w->gw, max_ttl);
     llmc_http_req_t *req = gr->req;
     char err[256] = "", *cc_owned, *pragma_owned;
     const char *cc = llmc_policy_list_header(req, "cache-control", &cc_owned);
     const char *pragma = llmc_policy_list_header(req, "pragma", &pragma_owned);
     int rc = llmc_policy_parse(&gr->policy, cc, pragma, llmc_http_header(req, "x-cache-ttl"),
                                llmc_http_header(req, "x-cache-namespace"), gr->canon.cache_ext,
-                               cfg->ttl, cfg->max_ttl, err, sizeof(err));
+                               ttl, max_ttl, err, sizeof(err));
     free(cc_owned);
     free(pragma_owned);
     if (rc < 0)
@@ -436,9 +437,15 @@ static gr_state_t read_policy(gw_req_t *gr)
     if (rc < 0)
         return answer_error(gr, 400, "invalid_request_error", "invalid_cache_semantic", err);
     if (gr->client && llmc_clients_apply(gr->client, &gr->policy,
-                                         cfg->ttl < cfg->max_ttl ? cfg->ttl : cfg->max_ttl,
-                                         &gr->denied, err, sizeof(err)) < 0)
+                                         ttl < max_ttl ? ttl : max_ttl,
+                                         &gr->denied, err, sizeof(err)) < 0) {
+        LLMC_COUNT(&gr->w->ctr, denied_namespace);
         return answer_error(gr, 403, "permission_error", "namespace_not_allowed", err);
+    }
+    if (gr->denied & LLMC_CLIENT_DENIED_REFRESH)
+        LLMC_COUNT(&gr->w->ctr, denied_refresh);
+    if (gr->denied & LLMC_CLIENT_DENIED_TTL)
+        LLMC_COUNT(&gr->w->ctr, denied_ttl);
     return GR_NEW;
 }
 
@@ -706,7 +713,7 @@ static gr_state_t after_lookup(gw_req_t *gr, llmc_entry_t *e)
     /* An answer was there but may not be used: say which way (RFC 9211). */
     if (e)
         gr->fwd = now >= e->expires_ms ? "stale" : "request";
-    if (e && now >= e->expires_ms && now - e->expires_ms <= gr->w->gw->cfg->stale_if_error)
+    if (e && now >= e->expires_ms && now - e->expires_ms <= LLMC_GW_LIVE(gr->w->gw, stale_if_error))
         gr->stale = e; /* kept in case the upstream fails */
     else
         llmc_entry_unref(e);
@@ -750,7 +757,10 @@ static void fill_query(gw_req_t *gr)
     q->ns = gr->policy.ns;
     q->model = gr->parsed ? gr->canon.model : NULL;
     q->similar = gr->policy.semantic;
-    q->threshold = gr->policy.semantic_threshold;
+    /* 0 leaves the tier's default; a SIGHUP may have set another. */
+    q->threshold = gr->policy.semantic_threshold > 0
+                       ? gr->policy.semantic_threshold
+                       : (float)LLMC_GW_LIVE(gr->w->gw, semantic_threshold) / 1000.0f;
 }
 
 static gr_state_t step_lookup(gw_req_t *gr)
@@ -802,6 +812,9 @@ static gr_state_t step_flight(gw_req_t *gr)
                        gr->parsed ? gr->canon.model : NULL,
                        !coalesce ? LLMC_BY_BYPASS : created ? LLMC_BY_MISS : LLMC_BY_COALESCED,
                        NULL);
+    llmc_bymodel_count_ns(gw->bymodel, gr->w->id, gr->policy.ns,
+                          !coalesce ? LLMC_BY_BYPASS : created ? LLMC_BY_MISS : LLMC_BY_COALESCED,
+                          NULL);
     /* Only a stream that joins a streaming call is relayed live; any other
        mix waits for the end and gets the answer converted (respond.c). */
     gr->fw.wants_data = gr->stream && gr->flight->is_stream;
@@ -988,12 +1001,14 @@ static void not_found(llmc_http_req_t *req, const char *allow)
 
 /* A route that wants the admin token and did not get it: 401, as OpenAI
    answers a bad API key. Which of missing or wrong is not said. */
-static bool authorized(const llmc_gw_t *gw, const gw_route_t *r, llmc_http_req_t *req)
+static bool authorized(llmc_worker_t *w, const gw_route_t *r, llmc_http_req_t *req)
 {
+    const llmc_gw_t *gw = w->gw;
     if (r->access == ACCESS_OPEN || r->access == ACCESS_CLIENT ||
         (r->access == ACCESS_TOKEN_IF_SET && !gw->admin_token_set) ||
         llmc_gw_admin_authorized(gw, req))
         return true;
+    LLMC_COUNT(&w->ctr, denied_admin_token);
     llmc_http_respond_error(req, 401, "WWW-Authenticate: Bearer realm=\"llmcached admin\"\r\n",
                             "invalid_request_error", "invalid_admin_token",
                             "this route needs the admin token: Authorization: Bearer <--admin-token>");
@@ -1010,7 +1025,7 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
         not_found(req, allow);
         return;
     }
-    if (!authorized(w->gw, route, req))
+    if (!authorized(w, route, req))
         return;
     /* The table is taken once: the key found points into it, and the
        request keeps it (a reference) even if a SIGHUP swaps the worker's. */
@@ -1019,6 +1034,7 @@ static void dispatch(llmc_http_req_t *req, llmc_worker_t *w, bool admin)
     size_t cred_len = 0;
     const llmc_client_t *client = NULL;
     if (keys && !(client = llmc_gw_client_find(keys, req, &cred, &cred_len))) {
+        LLMC_COUNT(&w->ctr, denied_client_key);
         llmc_http_respond_error(req, 401, "WWW-Authenticate: Bearer realm=\"llmcached\"\r\n",
                                 "invalid_request_error", "invalid_api_key",
                                 "this gateway needs one of its client keys: Authorization: "

@@ -17,8 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "llmc/error.h"
+#include "prices_default_txt.h" /* generated: llmc_prices_default_txt[] */
 
 void llmc_prices_free(llmc_prices_t *p)
 {
@@ -27,6 +29,7 @@ void llmc_prices_free(llmc_prices_t *p)
     for (size_t i = 0; i < p->n; i++)
         free(p->rows[i].model);
     free(p->rows);
+    free(p->source);
     free(p);
 }
 
@@ -108,6 +111,28 @@ static bool named_before(const llmc_prices_t *p, const char *name, size_t nlen, 
     return false;
 }
 
+/* A comment "# prices as of YYYY-MM-DD": the table's date, the first one
+   given. */
+static void as_of_line(llmc_prices_t *p, const char *line, size_t n)
+{
+    static const char tag[] = "prices as of ";
+    size_t i = 0, tl = sizeof(tag) - 1;
+    if (p->as_of[0])
+        return;
+    while (i < n && (is_space(line[i]) || line[i] == '#'))
+        i++;
+    if (n - i < tl + 10 || strncasecmp(line + i, tag, tl) != 0)
+        return;
+    const char *d = line + i + tl;
+    for (int k = 0; k < 10; k++) {
+        bool dash = k == 4 || k == 7;
+        if (dash ? d[k] != '-' : !(d[k] >= '0' && d[k] <= '9'))
+            return;
+    }
+    memcpy(p->as_of, d, 10);
+    p->as_of[10] = '\0';
+}
+
 /* One line (without its newline): blank, a comment, or a row. */
 static int parse_line(llmc_prices_t *p, size_t *cap, const char *line, size_t n, unsigned lineno,
                       char *err, size_t errlen)
@@ -115,8 +140,12 @@ static int parse_line(llmc_prices_t *p, size_t *cap, const char *line, size_t n,
     const char *f[3];
     size_t flen[3];
     size_t k = fields(line, n, f, flen, 3);
-    if (k == 0 || f[0][0] == '#')
+    if (k == 0)
         return 0;
+    if (f[0][0] == '#') {
+        as_of_line(p, line, n);
+        return 0;
+    }
     if (k != 3) {
         snprintf(err, errlen, "line %u: want 'model input_per_1M output_per_1M', got %zu field%s",
                  lineno, k, k == 1 ? "" : "s");
@@ -215,11 +244,35 @@ int llmc_prices_load(const char *path, llmc_prices_t **out, char *err, size_t er
     free(buf);
     if (rc < 0)
         snprintf(err, errlen, "%s: %s", path, lerr);
+    else if (!((*out)->source = strdup(path))) {
+        llmc_prices_free(*out);
+        *out = NULL;
+        snprintf(err, errlen, "out of memory");
+        rc = LLMC_ENOMEM;
+    }
     return rc;
 fail:
     fclose(f);
     free(buf);
     return LLMC_EIO;
+}
+
+int llmc_prices_builtin(llmc_prices_t **out, char *err, size_t errlen)
+{
+    char lerr[256];
+    int rc = llmc_prices_parse((const char *)llmc_prices_default_txt,
+                               sizeof(llmc_prices_default_txt), out, lerr, sizeof(lerr));
+    if (rc < 0) {
+        snprintf(err, errlen, "the built-in table: %s", lerr);
+        return rc;
+    }
+    if (!((*out)->source = strdup(LLMC_PRICES_BUILTIN))) {
+        llmc_prices_free(*out);
+        *out = NULL;
+        snprintf(err, errlen, "out of memory");
+        return LLMC_ENOMEM;
+    }
+    return 0;
 }
 
 const llmc_price_t *llmc_prices_find(const llmc_prices_t *p, const char *model)

@@ -21,9 +21,11 @@
  *   pico-units per token, so tokens x price is exact integer arithmetic and
  *   a sum of many hits never drifts. The decimals are read as digits, not
  *   through a double.
- * - Nothing is built in: prices change, and a table compiled into the
- *   binary would go stale without a word. docs/prices.example is a dated
- *   starting point an operator copies and keeps up to date.
+ * - A table is built in (src/gateway/prices.default, compiled in by
+ *   tools/embed.sh) and used when --prices is not given. Prices change, so
+ *   the file carries its date ("# prices as of YYYY-MM-DD"), which the
+ *   parser keeps (as_of) and /stats shows beside the table's source: a
+ *   stale table is visible, not silent.
  */
 #ifndef LLMC_GW_PRICES_H
 #define LLMC_GW_PRICES_H
@@ -48,18 +50,29 @@ typedef struct llmc_price {
 typedef struct llmc_prices {
     llmc_price_t *rows;
     size_t n;
+    char as_of[11];       /* "YYYY-MM-DD" from a "# prices as of" line; "" when none */
+    char *source;         /* "built-in" or the file's path; NULL from llmc_prices_parse */
 } llmc_prices_t;
+
+/* What /stats calls the compiled-in table. */
+#define LLMC_PRICES_BUILTIN "built-in"
+
 
 /*
  * Parses a price file's text text[0, len) into a new table (*out, freed
- * with llmc_prices_free). 0; LLMC_EINVAL with "line N: why" in err for a
+ * with llmc_prices_free). The first comment line "# prices as of
+ * YYYY-MM-DD" (any case) sets as_of. 0; LLMC_EINVAL with "line N: why" in err for a
  * line that is not "model input output" with valid prices, or a model
  * named twice; LLMC_ENOMEM. Pure.
  */
 int llmc_prices_parse(const char *text, size_t len, llmc_prices_t **out, char *err,
                       size_t errlen);
 
-/* Reads and parses the file at path; as llmc_prices_parse, and LLMC_EIO
+/* The built-in table (prices.default), parsed; as llmc_prices_parse,
+   source LLMC_PRICES_BUILTIN. */
+int llmc_prices_builtin(llmc_prices_t **out, char *err, size_t errlen);
+
+/* Reads and parses the file at path (source: path); as llmc_prices_parse, and LLMC_EIO
    (err names the file and the reason) when it cannot be read. */
 int llmc_prices_load(const char *path, llmc_prices_t **out, char *err, size_t errlen);
 

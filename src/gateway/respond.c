@@ -234,7 +234,7 @@ static void pace_replay(gw_req_t *gr, int status, const char *h, size_t n, char 
     p->gr = gr;
     p->sse = sse;
     p->len = len;
-    uint64_t pace = (uint64_t)gr->w->gw->cfg->replay_pace_ms;
+    uint64_t pace = (uint64_t)LLMC_GW_LIVE(gr->w->gw, replay_pace_ms);
     uv_timer_init(&gr->w->loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, pacer_tick, 0, pace);
@@ -255,7 +255,7 @@ static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const ch
         return;
     }
     n = hadd(h, n, "Content-Type: text/event-stream\r\n");
-    if (gr->w->gw->cfg->replay_pace_ms > 0) {
+    if (LLMC_GW_LIVE(gr->w->gw, replay_pace_ms) > 0) {
         pace_replay(gr, status, h, n, sse, sse_len);
         return;
     }
@@ -425,7 +425,7 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     char h[HDR_CAP], cs[HDR_CAP];
     size_t n = 0;
     bool stale = now >= e->expires_ms;
-    bool paced = gr->stream && gr->w->gw->cfg->replay_pace_ms > 0;
+    bool paced = gr->stream && LLMC_GW_LIVE(gr->w->gw, replay_pace_ms) > 0;
     gr->xcache = xcache;
     if (stale)
         LLMC_COUNT(&gr->w->ctr, stale);
@@ -437,6 +437,8 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
     bool has_usage = llmc_entry_usage(e, &u);
     llmc_bymodel_count(gr->w->gw->bymodel, gr->w->id, gr->path, llmc_entry_model(e),
                        stale ? LLMC_BY_STALE : LLMC_BY_HIT, has_usage ? &u : NULL);
+    llmc_bymodel_count_ns(gr->w->gw->bymodel, gr->w->id, gr->policy.ns,
+                          stale ? LLMC_BY_STALE : LLMC_BY_HIT, has_usage ? &u : NULL);
     if (!cache_status) {
         long long ttl = stale ? -(long long)((now - e->expires_ms + 999) / 1000)
                               : (long long)llmc_entry_ttl_left(e, now);
@@ -557,7 +559,7 @@ static bool try_stale(gw_req_t *gr)
     if (!gr->stale)
         return false;
     int64_t now = llmc_now_ms();
-    if (now - gr->stale->expires_ms > gr->w->gw->cfg->stale_if_error)
+    if (now - gr->stale->expires_ms > LLMC_GW_LIVE(gr->w->gw, stale_if_error))
         return false;
     llmc__gw_respond_entry(gr, gr->stale, "STALE", "llmcached; fwd=stale", now);
     return true;

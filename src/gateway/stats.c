@@ -243,9 +243,20 @@ static void money_to_units(json_t *obj)
     json_object_set_new(obj, "money_saved", json_real((double)pico / 1e12));
 }
 
+/* A namespace's row in "namespaces": its requests and tokens (no money). */
+static void ns_json_row(void *arg, const char *ns, const llmc_bymodel_row_t *row)
+{
+    json_t *n = child(arg, ns);
+    add_row(n, row);
+    if (n)
+        json_object_del(n, "money_saved");
+}
+
 /* "models" and "routes" (each row's counters summed over the other axis),
    and the totals: "tokens_saved": {"prompt", "completion"}, "money_saved",
-   "prices" (rows in the --prices table). */
+   "prices" (rows in the price table), "prices_source" ("built-in", the
+   --prices file, or null for none) and "prices_as_of" (the table's date,
+   or null). */
 static void bymodel_json(json_t *o, llmc_bymodel_t *bm)
 {
     bm_json_t j = {json_object(), json_object(), json_object()};
@@ -267,6 +278,15 @@ static void bymodel_json(json_t *o, llmc_bymodel_t *bm)
     json_object_set_new(o, "tokens_saved", tok);
     json_object_set(o, "money_saved", json_object_get(j.total, "money_saved"));
     json_object_set_new(o, "prices", json_integer(bm ? (json_int_t)llmc_bymodel_prices(bm) : 0));
+    const llmc_prices_t *pt = bm ? llmc_bymodel_price_table(bm) : NULL;
+    json_object_set_new(o, "prices_source",
+                        pt && pt->source ? json_string(pt->source) : json_null());
+    json_object_set_new(o, "prices_as_of",
+                        pt && pt->as_of[0] ? json_string(pt->as_of) : json_null());
+    json_t *nss = json_object();
+    if (bm)
+        llmc_bymodel_each_ns(bm, ns_json_row, nss);
+    json_object_set_new(o, "namespaces", nss);
     json_object_set_new(o, "models", j.models);
     json_object_set_new(o, "routes", j.routes);
     json_decref(j.total);
@@ -518,6 +538,41 @@ static void put_route_model(buf_t *b, const struct bm_row *r)
     bput(b, "\"");
 }
 
+typedef struct kind_off {
+    const char *cache;
+    size_t off;
+} kind_off_t;
+
+typedef struct ns_emit {
+    buf_t *b;
+    const kind_off_t *kinds;
+    size_t nkinds;
+} ns_emit_t;
+
+static void ns_prom_row(void *arg, const char *ns, const llmc_bymodel_row_t *row)
+{
+    ns_emit_t *e = arg;
+    for (size_t k = 0; k < e->nkinds; k++) {
+        uint64_t v;
+        memcpy(&v, (const char *)row + e->kinds[k].off, sizeof(v));
+        bput(e->b, "llmcached_namespace_requests_total{namespace=\"");
+        put_label_value(e->b, ns);
+        bput(e->b, "\",cache=\"%s\"} %llu\n", e->kinds[k].cache, (unsigned long long)v);
+    }
+}
+
+/* llmcached_namespace_requests_total{namespace,cache}. */
+static void emit_byns(buf_t *b, llmc_bymodel_t *bm, const kind_off_t *kinds, size_t nkinds)
+{
+    bput(b, "# HELP llmcached_namespace_requests_total Cached routes' requests by cache "
+            "namespace (\"\" for none; the first --metrics-max-namespaces, then 'other') and "
+            "how the cache answered.\n"
+            "# TYPE llmcached_namespace_requests_total counter\n");
+    ns_emit_t e = {b, kinds, nkinds};
+    if (bm)
+        llmc_bymodel_each_ns(bm, ns_prom_row, &e);
+}
+
 /* llmcached_model_requests_total{route,model,cache}, llmcached_tokens_saved_total{route,model,
    kind} and llmcached_money_saved_total{route,model}. */
 static void emit_bymodel(buf_t *b, llmc_bymodel_t *bm)
@@ -527,7 +582,7 @@ static void emit_bymodel(buf_t *b, llmc_bymodel_t *bm)
         llmc_bymodel_each(bm, bm_collect, &rs);
     if (rs.oom)
         b->oom = true;
-    static const struct { const char *cache; size_t off; } kinds[] = {
+    static const kind_off_t kinds[] = {
         {"hit", offsetof(llmc_bymodel_row_t, hits)},
         {"stale", offsetof(llmc_bymodel_row_t, stale)},
         {"miss", offsetof(llmc_bymodel_row_t, misses)},
@@ -568,6 +623,7 @@ static void emit_bymodel(buf_t *b, llmc_bymodel_t *bm)
              (unsigned long long)(pico % 1000000000000ull));
     }
     free(rs.r);
+    emit_byns(b, bm, kinds, sizeof(kinds) / sizeof(kinds[0]));
 }
 
 char *llmc_gw_metrics_text(llmc_gw_t *gw, size_t *len)

@@ -73,7 +73,19 @@
     X(parses_off_loop, "parses_off_loop", COUNTER, "requests",                              \
       "Request bodies over --parse-offload-bytes parsed on the thread pool.")                 \
     X(json_values_refused, "json_values_refused", COUNTER, "requests",                      \
-      "Request bodies refused 413 for holding more than --max-json-values values.")
+      "Request bodies refused 413 for holding more than --max-json-values values.")          \
+    X(denied_admin_token, "access_denied/admin_token", COUNTER, "requests",                 \
+      "Requests refused 401 for a missing or wrong admin token.")                           \
+    X(denied_client_key, "access_denied/client_key", COUNTER, "requests",                   \
+      "Requests refused 401 for presenting no listed client key (--client-keys).")           \
+    X(denied_namespace, "access_denied/namespace", COUNTER, "requests",                     \
+      "Requests refused 403: their client key may not use the namespace they asked for.")   \
+    X(denied_refresh, "access_denied/refresh", COUNTER, "requests",                         \
+      "Requests served without the refresh their client key may not ask for "               \
+      "(X-Cache-Denied: refresh).")                                                          \
+    X(denied_ttl, "access_denied/ttl", COUNTER, "requests",                                 \
+      "Requests whose TTL their client key may not choose: stored with --ttl "              \
+      "(X-Cache-Denied: ttl).")
 
 #define LLMC_CTR_ATOMIC(f, name, kind, unit, help) _Atomic uint64_t f;
 /* One worker's counters (the worker alone writes them). */

@@ -257,7 +257,7 @@ def test_explain_routes_that_are_not_cached_and_bad_input(admin_gw, mock):
 
 def test_sighup_rereads_the_admin_token_from_the_config_file(mock, gateway_factory, tmp_path):
     conf = tmp_path / "llmcached.conf"
-    conf.write_text("admin-token = tok-one-1234\nttl = 300\n")
+    conf.write_text("admin-token = tok-one-1234\nmax-stale = 300\n")
     g = gateway_factory(mock, args=["--config", conf])
 
     def hup_and_wait(text, count=1):
@@ -265,20 +265,21 @@ def test_sighup_rereads_the_admin_token_from_the_config_file(mock, gateway_facto
         wait_until(lambda: g.stderr().count(text) >= count, what=repr(text))
 
     assert g.get("/stats", headers=bearer("tok-one-1234")).status_code == 200
-    # A new token in the file replaces the old one at once; --ttl waits for a restart.
-    conf.write_text("admin-token = tok-two-5678\nttl = 60\n")
+    # A new token in the file replaces the old one at once; --max-stale (what the tiers were
+    # told to keep past expiry) waits for a restart.
+    conf.write_text("admin-token = tok-two-5678\nmax-stale = 60\n")
     hup_and_wait("--admin-token replaced")
-    assert "--ttl differs from the running value: it needs a restart" in g.stderr()
+    assert "--max-stale differs from the running value: it needs a restart" in g.stderr()
     assert_error_shape(g.get("/stats", headers=bearer("tok-one-1234")), 401)
     assert g.get("/stats", headers=bearer("tok-two-5678")).status_code == 200
     assert g.get(f"/admin/cache/{KEY}", headers=bearer("tok-two-5678")).status_code == 404
     # A file that does not parse changes nothing.
-    conf.write_text("admin-token = tok-three\nttl = banana\n")
+    conf.write_text("admin-token = tok-three\nmax-stale = banana\n")
     hup_and_wait("the options cannot be read again")
     assert "none changed" in g.stderr()
     assert g.get("/stats", headers=bearer("tok-two-5678")).status_code == 200
     # No token any more: the admin routes go away (404) and /stats opens, as at start.
-    conf.write_text("ttl = 300\n")
+    conf.write_text("max-stale = 300\n")
     hup_and_wait("--admin-token removed")
     assert_error_shape(g.get(f"/admin/cache/{KEY}", headers=bearer("tok-two-5678")), 404)
     assert g.get("/stats").status_code == 200
@@ -287,6 +288,63 @@ def test_sighup_rereads_the_admin_token_from_the_config_file(mock, gateway_facto
     assert g.stderr().count("needs a restart") == 1
     assert all(t not in g.stderr() for t in ["tok-one-1234", "tok-two-5678", "tok-three"])
     assert g.chat(content="still serving").status_code == 200
+
+
+def max_age(r):
+    return int(r.headers["Cache-Control"].split("max-age=")[1].split(",")[0])
+
+
+def test_sighup_applies_a_new_ttl_and_new_prices(mock, gateway_factory, tmp_path):
+    prices = tmp_path / "prices.txt"
+    prices.write_text("# prices as of 2025-01-01\ngpt-4o-mini 1 2\n")
+    conf = tmp_path / "llmcached.conf"
+    conf.write_text(f"ttl = 300\nprices = {prices}\nstale-if-error = 0\n")
+    g = gateway_factory(mock, args=["--config", conf])
+    g.chat(chat_body("before the reload", model="gpt-4o-mini"))
+    hit = g.chat(chat_body("before the reload", model="gpt-4o-mini"))
+    assert hit.headers["X-Cache"] == "HIT" and max_age(hit) == 300
+    p, c = (int(x) for x in hit.headers["X-Cache-Tokens-Saved"].split("+"))
+    s = g.stats()
+    assert (s["prices"], s["prices_as_of"]) == (1, "2025-01-01")
+    assert s["money_saved"] == pytest.approx((p * 1 + c * 2) / 1e6, rel=1e-9)
+
+    # The same --prices path with new contents, and a new --ttl in the file.
+    prices.write_text("# prices as of 2025-02-02\ngpt-4o-mini 10 20\nother-model 1 1\n")
+    conf.write_text(f"ttl = 60\nprices = {prices}\nstale-if-error = 0\nsemantic-threshold = 0.9\n")
+    g.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "prices " + str(prices) in g.stderr(), what="the prices reloaded")
+    assert "--ttl changed from 300000 to 60000 ms" in g.stderr()
+    assert "--semantic-threshold changed from 700 to 900 (per mille)" in g.stderr()
+    assert "--ttl differs" not in g.stderr() and "--prices differs" not in g.stderr()
+    s = g.stats()
+    assert (s["prices"], s["prices_source"], s["prices_as_of"]) == (2, str(prices), "2025-02-02")
+    # A new entry gets the new TTL; the one stored before keeps its own.
+    g.chat(chat_body("after the reload", model="gpt-4o-mini"))
+    new = g.chat(chat_body("after the reload", model="gpt-4o-mini"))
+    assert new.headers["X-Cache"] == "HIT" and max_age(new) == 60
+    assert max_age(g.chat(chat_body("before the reload", model="gpt-4o-mini"))) == 300
+    # Later hits are priced at the new prices; what was saved before keeps the old ones.
+    p2, c2 = (int(x) for x in new.headers["X-Cache-Tokens-Saved"].split("+"))
+    want = (p * 1 + c * 2) / 1e6 + (p2 * 10 + c2 * 20) / 1e6 + (p * 10 + c * 20) / 1e6
+    assert g.stats()["money_saved"] == pytest.approx(want, rel=1e-9)
+
+    # A price file that no longer parses keeps the table in use; --prices none turns money off.
+    prices.write_text("gpt-4o-mini 10\n")
+    g.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "the prices in use stay" in g.stderr(), what="the bad file refused")
+    assert g.stats()["prices"] == 2
+    conf.write_text("ttl = 300\nprices = none\nstale-if-error = 99999\n")
+    g.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "prices none: 0 rows" in g.stderr(), what="prices off")
+    assert g.stats()["prices_source"] is None
+    # Back to the start's value is a change too (the running value is compared).
+    assert "--ttl changed from 60000 to 300000 ms" in g.stderr()
+    assert "--semantic-threshold changed from 900 to 700 (per mille)" in g.stderr()
+    g.chat(chat_body("after the second reload", model="gpt-4o-mini"))
+    assert max_age(g.chat(chat_body("after the second reload", model="gpt-4o-mini"))) == 300
+    # stale-if-error beyond what the tiers keep past expiry (max-stale, 3600 s) needs a restart.
+    assert "--stale-if-error above what the cache keeps" in g.stderr()
+    assert g.proc.poll() is None
 
 
 def test_explain_names_the_tiers_it_does_not_wait_for(mock, gateway_factory):
@@ -300,3 +358,27 @@ def test_explain_names_the_tiers_it_does_not_wait_for(mock, gateway_factory):
     assert explain(g, chat_body("what is the capital of france")).json()["verdict"] == \
         {"action": "hit", "tier": "memory"}
     assert mock.calls() == 1
+
+
+def test_sighup_applies_a_new_semantic_threshold(mock, gateway_factory, tmp_path):
+    conf = tmp_path / "llmcached.conf"
+    conf.write_text("semantic-threshold = 0.999\n")
+    g = gateway_factory(mock, args=["--config", conf, "--semantic", "on"],
+                        env={"LLMC_UPSTREAM_KEY": "sk-gateway-test"})
+
+    def ask(q):
+        b = chat_body(q)
+        b["messages"].insert(0, {"role": "system", "content": "You answer in one word."})
+        r = g.chat(b)
+        assert r.status_code == 200, r.text
+        return r.headers["X-Cache"]
+
+    assert ask("In Python, how do I sort a dict by value?") == "MISS"
+    # 0.999: a reordered wording is not close enough.
+    assert ask("How do I sort a dict by value in Python?") == "MISS"
+    conf.write_text("semantic-threshold = 0.5\n")
+    g.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "--semantic-threshold changed from 999 to 500" in g.stderr(),
+               what="the threshold reloaded")
+    # This wording is 0.991 similar to the first: a MISS under 0.999, a hit under 0.5.
+    assert ask("In Python how do I sort a dict by values?") == "SEMANTIC-HIT"

@@ -6,6 +6,7 @@ The counters are asserted to move by exactly what the requests between two
 scrapes did: a scrape is itself a request, counted once it is answered.
 """
 
+import os
 import threading
 
 import pytest
@@ -274,6 +275,56 @@ def test_tokens_and_money_saved_match_usage_times_prices(mock, gateway_factory, 
                                                                                      rel=1e-9)
 
 
+def builtin_price(model):
+    """The row of src/gateway/prices.default that prices model (exact name, else longest prefix),
+    read from the file the binary embeds."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "src", "gateway", "prices.default")
+    exact, prefix, as_of = {}, {}, None
+    for line in open(path):
+        f = line.split()
+        if line.lower().startswith("# prices as of") and as_of is None:
+            as_of = f[4]
+        if len(f) == 3 and not f[0].startswith("#"):
+            (prefix if f[0].endswith("*") else exact)[f[0].rstrip("*")] = (float(f[1]), float(f[2]))
+    if model in exact:
+        return exact[model], as_of
+    best = max((k for k in prefix if model.startswith(k)), key=len, default=None)
+    return (prefix[best] if best else None), as_of
+
+
+def test_without_prices_the_dated_built_in_table_prices_common_models(mock, gateway_factory):
+    g = gateway_factory(mock)
+    (pin, pout), as_of = builtin_price("gpt-4o-mini")
+    assert g.chat(chat_body("built-in prices", model="gpt-4o-mini")).headers["X-Cache"] == "MISS"
+    hit = g.chat(chat_body("built-in prices", model="gpt-4o-mini"))
+    p, c = (int(x) for x in hit.headers["X-Cache-Tokens-Saved"].split("+"))
+    g.chat(chat_body("no price for this one", model="unpriced-model"))
+    g.chat(chat_body("no price for this one", model="unpriced-model"))
+    s = g.stats()
+    assert s["prices_source"] == "built-in" and s["prices_as_of"] == as_of
+    assert len(as_of) == 10 and s["prices"] > 10
+    assert s["models"]["gpt-4o-mini"]["priced"] is True
+    assert s["models"]["gpt-4o-mini"]["money_saved"] == pytest.approx((p * pin + c * pout) / 1e6,
+                                                                      rel=1e-9)
+    # A model the table does not know counts its tokens and no money.
+    assert s["models"]["unpriced-model"]["priced"] is False
+    assert s["models"]["unpriced-model"]["prompt_tokens_saved"] > 0
+    assert s["models"]["unpriced-model"]["money_saved"] == 0
+
+
+def test_prices_none_counts_tokens_and_no_money(mock, gateway_factory, tmp_path):
+    g = gateway_factory(mock, args=["--prices", "none"])
+    g.chat(chat_body("no money", model="gpt-4o-mini"))
+    assert g.chat(chat_body("no money", model="gpt-4o-mini")).headers["X-Cache"] == "HIT"
+    s = g.stats()
+    assert (s["prices"], s["prices_source"], s["prices_as_of"]) == (0, None, None)
+    assert s["tokens_saved"]["prompt"] > 0 and s["money_saved"] == 0
+    prices = tmp_path / "prices.txt"
+    prices.write_text(PRICES)
+    g2 = gateway_factory(mock, args=["--prices", prices])
+    assert (g2.stats()["prices_source"], g2.stats()["prices_as_of"]) == (str(prices), None)
+
+
 def test_models_beyond_the_cap_are_counted_as_other(mock, gateway_factory, tmp_path):
     prices = tmp_path / "prices.txt"
     prices.write_text("m-* 1 2\n")
@@ -337,3 +388,60 @@ def test_dashboard_page_is_served_from_the_binary_on_the_admin_listener(mock, ga
         assert ref not in page.replace("http://www.w3.org/2000/svg", ""), ref
     assert 'fetch("stats"' in page and "Authorization" in page
     assert_error_shape(session().get(admin + "/stats", timeout=5), 401)
+
+
+# ------------------------------------------------------------- access control
+
+def test_access_refusals_and_denials_are_counted(mock, gateway_factory, tmp_path):
+    keys = tmp_path / "client-keys"
+    keys.write_text("sk-ns-team-a-0123456789 namespace=team-a\nsk-plain-key-0123456789\n")
+    admin = "adm-token-0123456789"
+    g = gateway_factory(mock, args=["--client-keys", keys], env={"LLMC_ADMIN_TOKEN": admin})
+    auth = {"Authorization": f"Bearer {admin}"}
+
+    def denied():
+        return g.stats(headers=auth)["access_denied"]
+
+    assert denied() == dict(admin_token=0, client_key=0, namespace=0, refresh=0, ttl=0)
+    # 401s: no admin token, a wrong one (twice); no client key, an unlisted one (twice).
+    assert g.get("/stats").status_code == 401
+    assert g.get("/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert g.chat(content="q").status_code == 401
+    assert g.chat(content="q", headers={"Authorization": "Bearer sk-not-listed-000"}).status_code == 401
+    # A 403 for a namespace the key is not bound to.
+    ns = {"Authorization": "Bearer sk-ns-team-a-0123456789"}
+    assert g.chat(content="q", headers={**ns, "X-Cache-Namespace": "team-b"}).status_code == 403
+    # Served, with a refresh and a TTL the key may not ask for overridden.
+    plain = {"Authorization": "Bearer sk-plain-key-0123456789"}
+    assert g.chat(content="q", headers=plain).status_code == 200
+    r = g.chat(content="q", headers={**plain, "Cache-Control": "no-cache", "X-Cache-TTL": "5"})
+    assert r.status_code == 200 and r.headers["X-Cache-Denied"] == "refresh, ttl"
+    r = g.chat(content="q2", headers={**plain, "X-Cache-TTL": "5"})
+    assert r.headers["X-Cache-Denied"] == "ttl"
+    assert denied() == dict(admin_token=2, client_key=2, namespace=1, refresh=1, ttl=2)
+    m, _ = scrape(g, headers=auth)
+    for cls, n in [("admin_token", 2), ("client_key", 2), ("namespace", 1), ("refresh", 1),
+                   ("ttl", 2)]:
+        assert value(m, "llmcached_access_denied_total", **{"class": cls}) == n
+
+
+def test_requests_are_counted_by_namespace_up_to_the_cap(mock, gateway_factory):
+    g = gateway_factory(mock, args=["--metrics-max-namespaces", 2])
+    for ns, n in [("team-a", 3), ("team-b", 2), ("team-c", 2), ("team-d", 1)]:
+        for _ in range(n):
+            g.chat(content=f"namespaced question for {ns}", headers={"X-Cache-Namespace": ns})
+    g.chat(content="no namespace")
+    g.chat(content="no namespace")
+    nss = g.stats()["namespaces"]
+    # The first two names seen are told apart; the rest, "" (none) included, are "other".
+    assert set(nss) == {"team-a", "team-b", "other"}
+    assert (nss["team-a"]["misses"], nss["team-a"]["hits"]) == (1, 2)
+    assert (nss["team-b"]["misses"], nss["team-b"]["hits"]) == (1, 1)
+    assert (nss["other"]["misses"], nss["other"]["hits"]) == (3, 2)
+    assert nss["team-a"]["prompt_tokens_saved"] > 0 and "money_saved" not in nss["team-a"]
+    m, _ = scrape(g)
+    assert value(m, "llmcached_namespace_requests_total", namespace="team-a", cache="hit") == 2
+    assert value(m, "llmcached_namespace_requests_total", namespace="other", cache="miss") == 3
+    g2 = gateway_factory(mock)
+    g2.chat(content="no namespace here")
+    assert g2.stats()["namespaces"][""]["misses"] == 1

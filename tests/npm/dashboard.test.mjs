@@ -24,7 +24,7 @@ const artifacts = path.resolve(here, '../../build/test-artifacts');
 
 const dir = mkdtempSync(path.join(tmpdir(), 'llmc-dash-'));
 const prices = path.join(dir, 'prices.txt');
-writeFileSync(prices, `# test prices\n${MODEL} ${PRICE_IN} ${PRICE_OUT}\n`);
+writeFileSync(prices, `# test prices\n# prices as of 2025-01-01\n${MODEL} ${PRICE_IN} ${PRICE_OUT}\n`);
 const gw = haveChromium ? useGateway({ args: ['--admin-token', TOKEN, '--prices', prices] }) : null;
 
 let browser;
@@ -35,10 +35,10 @@ before(async () => {
 });
 after(async () => { if (browser) await browser.close(); });
 
-async function chat(content) {
+async function chat(content, headers = {}) {
   const r = await fetch(`${gw.url()}/v1/chat/completions`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json', Authorization: 'Bearer sk-test' },
+    headers: { 'Content-Type': 'application/json', Authorization: 'Bearer sk-test', ...headers },
     body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content }] }),
   });
   assert.equal(r.status, 200);
@@ -90,6 +90,22 @@ test('the dashboard shows live hits, tokens and money saved, and purges', {
   assert.match(await text('#models'), new RegExp(MODEL));
   assert.match(await text('#latency'), /hit/);
   assert.match(await text('#tiers'), /memory/);
+  assert.match(await text('#prices-src'), /prices.txt, as of 2025-01-01/);
+  // Hits by kind: the one hit was exact; latency of hits against the upstream's.
+  assert.match(await text('#kinds'), /exact1/);
+  assert.match(await text('#kinds'), /semantic0/);
+  assert.match(await text('#vs-upstream'), /p50\d/);
+
+  // Top namespaces: a namespaced miss and hit show under their namespace.
+  const NS = 'team-dashboard';
+  assert.equal((await chat('A namespaced question', { 'X-Cache-Namespace': NS })).xcache, 'MISS');
+  assert.equal((await chat('A namespaced question', { 'X-Cache-Namespace': NS })).xcache, 'HIT');
+  await page.waitForFunction((ns) => document.getElementById('namespaces').textContent.includes(ns),
+                             NS, { timeout: 10_000 });
+  const nsRow = await page.$$eval('#namespaces tbody tr', (trs, ns) =>
+    trs.map((tr) => [...tr.cells].map((c) => c.textContent)).find((r) => r[0] === ns), NS);
+  assert.deepEqual(nsRow.slice(0, 3), [NS, '1', '1']);
+  assert.match(await text('#namespaces'), /\(none\)/);
 
   // A purge through the form by model empties that model's answers.
   await page.fill('#purge-form input[name=model]', MODEL);

@@ -186,6 +186,51 @@ static void test_new_prices_apply_to_later_hits_only(void **state)
     llmc_bymodel_free(bm);
 }
 
+typedef struct ns_seen {
+    unsigned n;
+    char name[4][32];
+    llmc_bymodel_row_t row[4];
+} ns_seen_t;
+
+static void ns_collect(void *arg, const char *ns, const llmc_bymodel_row_t *row)
+{
+    ns_seen_t *s = arg;
+    assert_true(s->n < 4);
+    snprintf(s->name[s->n], sizeof(s->name[0]), "%s", ns);
+    s->row[s->n++] = *row;
+}
+
+static void test_namespaces_are_counted_apart_up_to_their_cap(void **state)
+{
+    (void)state;
+    llmc_bymodel_t *bm = llmc_bymodel_new(2, 4, NULL);
+    assert_non_null(bm);
+    llmc_usage_t u = {7, 3};
+    /* Not asked for: nothing counted. */
+    llmc_bymodel_count_ns(bm, 0, "x", LLMC_BY_HIT, &u);
+    ns_seen_t s = {0};
+    assert_int_equal(llmc_bymodel_each_ns(bm, ns_collect, &s), 0);
+    assert_int_equal(llmc_bymodel_namespaces(bm, 2), 0);
+    llmc_bymodel_count_ns(bm, 0, "", LLMC_BY_MISS, NULL);
+    llmc_bymodel_count_ns(bm, 1, "", LLMC_BY_HIT, &u);
+    llmc_bymodel_count_ns(bm, 1, "team", LLMC_BY_STALE, &u);
+    llmc_bymodel_count_ns(bm, 0, "late", LLMC_BY_COALESCED, NULL); /* third: "other" */
+    llmc_bymodel_count_ns(bm, 1, NULL, LLMC_BY_BYPASS, NULL);      /* NULL is "" */
+    assert_int_equal(llmc_bymodel_each_ns(bm, ns_collect, &s), 3);
+    assert_string_equal(s.name[0], "");
+    assert_int_equal(s.row[0].misses, 1);
+    assert_int_equal(s.row[0].hits, 1);
+    assert_int_equal(s.row[0].bypasses, 1);
+    assert_int_equal(s.row[0].prompt_tokens_saved, 7);
+    assert_string_equal(s.name[1], "team");
+    assert_int_equal(s.row[1].stale, 1);
+    assert_int_equal(s.row[1].completion_tokens_saved, 3);
+    assert_string_equal(s.name[2], "other");
+    assert_int_equal(s.row[2].coalesced, 1);
+    assert_int_equal(s.row[2].money_saved, 0);
+    llmc_bymodel_free(bm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -193,6 +238,7 @@ int main(void)
         cmocka_unit_test(test_a_long_name_is_cut_whole),
         cmocka_unit_test(test_writers_adding_names_at_once_agree),
         cmocka_unit_test(test_new_prices_apply_to_later_hits_only),
+        cmocka_unit_test(test_namespaces_are_counted_apart_up_to_their_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

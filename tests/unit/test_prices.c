@@ -122,6 +122,39 @@ static void test_load_reads_a_file_and_names_it_in_errors(void **state)
     assert_non_null(strstr(err, "No such file"));
 }
 
+static void test_as_of_line_dates_the_table(void **state)
+{
+    (void)state;
+    /* The first well-formed "prices as of" line wins; others are comments. */
+    llmc_prices_t *p = parse_ok("# list prices\n#  Prices As Of 2025-06-01, USD\n"
+                                "# prices as of 2024-01-01\nm 1 2\n");
+    assert_string_equal(p->as_of, "2025-06-01");
+    assert_null(p->source);
+    llmc_prices_free(p);
+    p = parse_ok("# prices as of 2025-6-1\nm 1 2\n");
+    assert_string_equal(p->as_of, "");
+    llmc_prices_free(p);
+}
+
+static void test_builtin_table_is_dated_and_prices_common_models(void **state)
+{
+    (void)state;
+    llmc_prices_t *p = NULL;
+    char err[256] = "";
+    assert_int_equal(llmc_prices_builtin(&p, err, sizeof(err)), 0);
+    assert_string_equal(p->source, LLMC_PRICES_BUILTIN);
+    assert_int_equal(strlen(p->as_of), 10);
+    const llmc_price_t *r = llmc_prices_find(p, "gpt-4o-mini-2024-07-18");
+    assert_non_null(r);
+    assert_int_equal(r->in_pico, 150000);
+    assert_int_equal(r->out_pico, 600000);
+    r = llmc_prices_find(p, "claude-sonnet-4-20250514");
+    assert_non_null(r);
+    assert_int_equal(r->in_pico, 3000000);
+    assert_null(llmc_prices_find(p, "mock-model"));
+    llmc_prices_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -129,6 +162,8 @@ int main(void)
         cmocka_unit_test(test_exact_name_beats_longest_prefix),
         cmocka_unit_test(test_bad_lines_name_their_number),
         cmocka_unit_test(test_load_reads_a_file_and_names_it_in_errors),
+        cmocka_unit_test(test_as_of_line_dates_the_table),
+        cmocka_unit_test(test_builtin_table_is_dated_and_prices_common_models),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
