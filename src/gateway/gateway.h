@@ -101,6 +101,7 @@ struct llmc_gw {
     struct llmc_clients *clients;    /* the newest keys table (a reference); NULL when off */
     _Atomic unsigned clients_gen;    /* bumped at each swap, under clients_mu */
     llmc_tier_set_t *tiers;          /* every cache tier, fastest first (tier/set.h) */
+    bool zdict;                      /* llmc_zdict_init ran: shut it down at free */
     llmc_flight_table_t *flights;
     struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */
     struct llmc_bymodel *bymodel;    /* requests and savings by route and model (bymodel.h) */
