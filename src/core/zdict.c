@@ -244,7 +244,7 @@ static int save(const char *dir, uint32_t id, const void *buf, size_t len)
     char tmp[4096], path[4096];
     snprintf(tmp, sizeof tmp, "%s/" DICT_PREFIX "%u.tmp", dir, id);
     snprintf(path, sizeof path, "%s/" DICT_PREFIX "%u", dir, id);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return LLMC_EIO;
     ssize_t w = write(fd, buf, len);
