@@ -61,6 +61,7 @@ static struct {
     char *dir;
     dict_t dicts[LLMC_ZDICT_MAX];
     uint32_t ndicts;
+    uint32_t max_id;      /* highest id loaded, skipped or trained */
     const dict_t *current;
     sample_t samples[SAMPLES_CAP];
     size_t nsamples, next_sample, since_train;
@@ -185,9 +186,20 @@ static int load_dir(const char *dir, char *err, size_t errlen)
         uint8_t *buf;
         size_t len;
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        /* Its id is taken even when it cannot be read: a new dictionary
+           under the same id would be asked to decode the old records. */
+        g.max_id = (uint32_t)id > g.max_id ? (uint32_t)id : g.max_id;
         if ((rc = read_file(path, &buf, &len)) == 0) {
+            pthread_mutex_lock(&g.mu);
             rc = add_dict((uint32_t)id, buf, len);
+            pthread_mutex_unlock(&g.mu);
             free(buf);
+        }
+        /* An unreadable dictionary only costs the records that use it (they
+           read as damaged); the cache still starts. */
+        if (rc == LLMC_EIO) {
+            fprintf(stderr, "llmcached: compression dictionary %s unreadable, skipped\n", path);
+            rc = 0;
         }
         if (rc)
             seterr(err, errlen, "compression dictionary %s: %s", path, llmc_strerror(rc));
@@ -298,9 +310,7 @@ static int train(batch_t *b)
     free(b->buf);
     free(b->sizes);
     pthread_mutex_lock(&g.mu);
-    uint32_t id = 1;
-    for (uint32_t i = 0; i < g.ndicts; i++)
-        id = g.dicts[i].id >= id ? g.dicts[i].id + 1 : id;
+    uint32_t id = ++g.max_id; /* reserved: two trainings never share an id */
     bool has_dir = g.dir != NULL;
     char *dir = has_dir ? strdup(g.dir) : NULL;
     pthread_mutex_unlock(&g.mu);
@@ -310,8 +320,9 @@ static int train(batch_t *b)
         rc = save(dir, id, dict, len);
     free(dir);
     pthread_mutex_lock(&g.mu);
-    if (rc == 0 && (rc = add_dict(id, dict, len)) == 0)
+    if (rc == 0 && (rc = add_dict(id, dict, len)) == 0) {
         g.trainings++;
+    }
     g.training = false;
     pthread_mutex_unlock(&g.mu);
     free(dict);

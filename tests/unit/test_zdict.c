@@ -251,7 +251,25 @@ static void test_dictionaries_survive_a_restart(void **state)
     assert_null(out);
     llmc_zdict_shutdown();
 
+    /* An unreadable dictionary file does not stop the start, and its id is
+       never reused for a new one. */
     char path[200];
+    snprintf(path, sizeof path, "%s/zdict-7", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    init(256, 0, 0, dir);
+    llmc_zdict_get_stats(&st);
+    assert_int_equal(st.count, 1);
+    feed(300);
+    assert_int_equal(llmc_zdict_train_now(), 0);
+    llmc_zdict_get_stats(&st);
+    assert_int_equal(st.current, 8);
+    expect_body(&k, buf, len, body);
+    llmc_zdict_shutdown();
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/zdict-8", dir);
+    assert_int_equal(unlink(path), 0);
     snprintf(path, sizeof path, "%s/zdict-1", dir);
     assert_int_equal(unlink(path), 0);
     assert_int_equal(rmdir(dir), 0);
