@@ -14,6 +14,10 @@
  * - Contexts are reused from a small pool: a fresh ZSTD_DCtx is larger than
  *   malloc's mmap threshold, and creating one per record cost more than
  *   decompressing a chat answer (50 us against 8).
+ * - Only bodies up to DICT_USE_MAX use the dictionary: past that a body
+ *   is its own context (a 32 KB embeddings answer: 3.66x with it, 3.61x
+ *   without) and decoding it with the dictionary took twice the CPU
+ *   (bench/atrest_bench.c).
  * - Nothing is stored compressed unless it saves at least 1/16: a frame
  *   that does not shrink only costs a decompression per read.
  */
@@ -37,6 +41,7 @@
 #define SAMPLE_MAX 4096u          /* bytes kept of one sample */
 #define SAMPLES_CAP 8192u         /* samples held at most (a ring) */
 #define DICT_PREFIX "zdict-"
+#define DICT_USE_MAX (32u << 10)  /* larger bodies are compressed without one */
 
 typedef struct dict {
     uint32_t id;
@@ -392,7 +397,7 @@ int llmc_zdict_pack(const void *src, size_t len, uint8_t **out, size_t *out_len,
         return 0;
     }
     sample_locked(src, len);
-    const dict_t *d = g.current;
+    const dict_t *d = len <= DICT_USE_MAX ? g.current : NULL;
     pthread_mutex_unlock(&g.mu);
     size_t cap = ZSTD_compressBound(len);
     uint8_t *buf = malloc(cap);
