@@ -101,6 +101,18 @@ $(BUILD)/semantic_bench: bench/semantic_bench.c $(BUILD)/libllmc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS)
 
+# Compression at rest on the corpus (bench/atrest_bench.c, bench/corpus.py), optimised build.
+.PHONY: atrest-bench
+CORPUS ?= /tmp/llmc-corpus
+atrest-bench:
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" build/bench/atrest_bench
+	@test -d $(CORPUS)/measure || python3 bench/corpus.py $(CORPUS)
+	build/bench/atrest_bench $(CORPUS)
+
+$(BUILD)/atrest_bench: bench/atrest_bench.c $(BUILD)/libllmc.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS)
+
 # The stampede's client (bench/burst.c), kept beside the benchmarked binary.
 build/bench/burst: bench/burst.c
 	@mkdir -p $(@D)

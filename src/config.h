@@ -141,6 +141,16 @@ typedef enum llmc_opt_type {
       "takes it; each compressed form is built once and kept beside its entry.")              \
     X(compress_min, "compress-min", SIZE, "1K", 0, 1073741824LL, NULL,                        \
       "Smallest answer body sent compressed; smaller ones go as they are.")                   \
+    X(compress_at_rest, "compress-at-rest", BOOL, "on", 0, 0, NULL,                           \
+      "Store answers zstd-compressed in the disk tier, with a dictionary trained from the "   \
+      "cache's own answers (README: Compression at rest).")                                    \
+    X(compress_at_rest_min, "compress-at-rest-min", SIZE, "256", 0, 1073741824LL, NULL,       \
+      "Smallest answer body stored compressed at rest; smaller ones are stored as they are.") \
+    X(compress_dict_samples, "compress-dict-samples", INT, "1000", 0, 100000000, NULL,       \
+      "Answers sampled before the first at-rest dictionary is trained (0: never train, "     \
+      "plain zstd).")                                                                           \
+    X(compress_dict_retrain, "compress-dict-retrain", INT, "50000", 0, 1000000000, NULL,     \
+      "New answers sampled before the dictionary is trained again (0: train once).")          \
     X(replay_pace_ms, "replay-pace-ms", INT, "0", 0, 10000, NULL,                             \
       "Delay between the events of a stream replayed from the cache, in milliseconds "        \
       "(0: send it at once).")                                                                \

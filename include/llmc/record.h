@@ -8,7 +8,7 @@
  *     2   u16  format version (LLMC_RECORD_VERSION)
  *     4   u32  flags (LLMC_ENTRY_*)
  *     8   u16  status
- *    10   u16  reserved, 0
+ *    10   u16  body encoding: 0 as it is, 1 LLMC_RECORD_ZSTD (before version 3: reserved, 0)
  *    12   u32  ntags
  *    16   i64  created_ms
  *    24   i64  expires_ms
@@ -18,17 +18,20 @@
  *    44   u32  tags section length   (bytes)
  *    48   u32  dim (vector floats)
  *    52   u32  route length          (without its NUL; version 1: reserved, 0)
- *    56   u64  body length
+ *    56   u64  body section length
  *    64        content_type NUL, ns NUL, model NUL, route NUL (version 2 only),
  *              tags: ntags times (u32 length, bytes, NUL),
  *              vector: dim IEEE-754 floats, little-endian,
- *              body
+ *              body section: the body, or with LLMC_RECORD_ZSTD the dictionary
+ *              id (u32, 0: none), the body's length (u64) and one zstd frame
  *   end-8 u64  checksum
  *
  * Version 2 added the route (the endpoint an answer was stored for, which
  * purges select by). Version 1 records still decode, with no route: the
  * field that holds its length was reserved and 0 there, so both versions
- * share one decoder. Records are always written as version 2.
+ * share one decoder. Version 3 added the body encoding (compression at
+ * rest, llmc/zdict.h); records are always written as version 3, and
+ * versions 1 and 2 still decode.
  *
  * Decisions a newcomer would otherwise get wrong:
  * - The checksum is the first 8 bytes of SHA-256 over the 32-byte cache key
@@ -55,10 +58,32 @@
 #include "llmc/entry.h"
 
 #define LLMC_RECORD_MAGIC   0x524Cu
-#define LLMC_RECORD_VERSION 2u    /* what is written */
+#define LLMC_RECORD_VERSION 3u    /* what is written */
 #define LLMC_RECORD_VERSION_MIN 1u  /* the oldest that still decodes */
 #define LLMC_RECORD_HEADER  64u   /* fixed header bytes */
 #define LLMC_RECORD_TRAILER 8u    /* checksum bytes */
+#define LLMC_RECORD_ZSTD    1u    /* header bytes 10-11: the body is a zstd frame */
+#define LLMC_RECORD_ZHEAD   12u   /* before that frame: dictionary id u32, length u64 */
+
+/*
+ * A record about to be written, with its body compressed at rest when the
+ * options say so (llmc/zdict.h): llmc_record_plan compresses once, size is
+ * the record's length, llmc_record_plan_write encodes it into exactly that
+ * many bytes (an LMDB reservation), llmc_record_plan_free frees the frame.
+ * The entry must outlive the plan. Any thread; the disk tier's writer calls
+ * it, never the event loop.
+ */
+typedef struct llmc_record_plan {
+    const llmc_entry_t *e;
+    uint8_t *z;           /* the compressed body, or NULL: stored as it is */
+    size_t z_len;
+    uint32_t dict_id;     /* dictionary of z; 0: none */
+    size_t size;          /* the whole record's bytes */
+} llmc_record_plan_t;
+
+int llmc_record_plan(const llmc_entry_t *e, llmc_record_plan_t *pl);
+int llmc_record_plan_write(const llmc_record_plan_t *pl, uint8_t *buf, size_t len);
+void llmc_record_plan_free(llmc_record_plan_t *pl);
 
 /*
  * Returns the exact size of e's record, or 0 when it would not fit in a

@@ -8,6 +8,11 @@
  * - Decoding walks the buffer with a cursor that refuses to move past the
  *   end; lengths are compared against what is left before they are used, so
  *   no sum of attacker-chosen lengths can wrap.
+ * - Version 3 may hold the body zstd-compressed (header bytes 10-11 say
+ *   how, LLMC_RECORD_ZSTD): the body section is then the dictionary id
+ *   (u32, 0 for none), the decoded length (u64) and one zstd frame, and the
+ *   header's body length is the section's. The checksum covers the stored
+ *   bytes, so corruption is found before anything is decompressed.
  * - The decoder builds a llmc_entry_spec_t pointing into the buffer and lets
  *   llmc_entry_new copy it once; only the vector is copied first, because
  *   the floats in the buffer are unaligned.
@@ -21,6 +26,7 @@
 #include "llmc/error.h"
 #include "llmc/record.h"
 #include "llmc/usage.h"
+#include "llmc/zdict.h"
 
 #define MAX_STACK_TAGS 16
 
@@ -83,7 +89,7 @@ static uint32_t tags_len(const llmc_entry_t *e)
     return n;
 }
 
-size_t llmc_record_size(const llmc_entry_t *e)
+static size_t size_with_body(const llmc_entry_t *e, uint64_t body_bytes)
 {
     /* An entry's strings and tags are bounded (llmc/entry.h), far below the
        format's 32-bit lengths; only the body and vector can be large. */
@@ -91,9 +97,11 @@ size_t llmc_record_size(const llmc_entry_t *e)
     uint64_t n = LLMC_RECORD_HEADER + (ct + 1) + (strlen(llmc_entry_ns(e)) + 1) +
                  (strlen(llmc_entry_model(e)) + 1) + (strlen(llmc_entry_route(e)) + 1) +
                  tags_len(e) + 4 * (uint64_t)e->dim +
-                 e->body_len + LLMC_RECORD_TRAILER;
+                 body_bytes + LLMC_RECORD_TRAILER;
     return n > SIZE_MAX ? 0 : (size_t)n;
 }
+
+size_t llmc_record_size(const llmc_entry_t *e) { return size_with_body(e, e->body_len); }
 
 static uint8_t *put_str(uint8_t *p, const char *s, size_t n)
 {
@@ -102,13 +110,21 @@ static uint8_t *put_str(uint8_t *p, const char *s, size_t n)
     return p + n + 1;
 }
 
-static void write_header(const llmc_entry_t *e, uint8_t *p)
+/* How the body is stored: as it is, or one zstd frame (plan->z). */
+static uint64_t stored_body_len(const llmc_record_plan_t *pl)
 {
+    return pl->z ? LLMC_RECORD_ZHEAD + (uint64_t)pl->z_len : pl->e->body_len;
+}
+
+static void write_header(const llmc_record_plan_t *pl, uint8_t *p)
+{
+    const llmc_entry_t *e = pl->e;
     memset(p, 0, LLMC_RECORD_HEADER);
     st16(p + 0, LLMC_RECORD_MAGIC);
     st16(p + 2, LLMC_RECORD_VERSION);
     st32(p + 4, e->flags);
     st16(p + 8, e->status);
+    st16(p + 10, pl->z ? LLMC_RECORD_ZSTD : 0);
     st32(p + 12, e->ntags);
     st64(p + 16, (uint64_t)e->created_ms);
     st64(p + 24, (uint64_t)e->expires_ms);
@@ -118,15 +134,15 @@ static void write_header(const llmc_entry_t *e, uint8_t *p)
     st32(p + 44, tags_len(e));
     st32(p + 48, e->dim);
     st32(p + 52, (uint32_t)strlen(llmc_entry_route(e)));
-    st64(p + 56, (uint64_t)e->body_len);
+    st64(p + 56, stored_body_len(pl));
 }
 
-int llmc_record_write(const llmc_entry_t *e, uint8_t *buf, size_t len)
+int llmc_record_plan_write(const llmc_record_plan_t *pl, uint8_t *buf, size_t len)
 {
-    size_t need = llmc_record_size(e);
-    if (need == 0 || need != len)
+    const llmc_entry_t *e = pl->e;
+    if (pl->size == 0 || pl->size != len)
         return LLMC_EINVAL;
-    write_header(e, buf);
+    write_header(pl, buf);
     uint8_t *p = buf + LLMC_RECORD_HEADER;
     const char *ct = llmc_entry_content_type(e), *ns = llmc_entry_ns(e);
     const char *model = llmc_entry_model(e), *route = llmc_entry_route(e);
@@ -148,15 +164,48 @@ int llmc_record_write(const llmc_entry_t *e, uint8_t *buf, size_t len)
         st32(p, bits);
         p += 4;
     }
-    if (e->body_len)
-        memcpy(p, e->body, e->body_len);
-    p += e->body_len;
+    if (pl->z) {
+        st32(p, pl->dict_id);
+        st64(p + 4, e->body_len);
+        memcpy(p + LLMC_RECORD_ZHEAD, pl->z, pl->z_len);
+        p += LLMC_RECORD_ZHEAD + pl->z_len;
+    } else {
+        if (e->body_len)
+            memcpy(p, e->body, e->body_len);
+        p += e->body_len;
+    }
     uint64_t sum;
     int rc = checksum(&e->key, buf, (size_t)(p - buf), &sum);
     if (rc)
         return rc;
     st64(p, sum);
     return 0;
+}
+
+int llmc_record_write(const llmc_entry_t *e, uint8_t *buf, size_t len)
+{
+    llmc_record_plan_t pl = { .e = e, .size = llmc_record_size(e) };
+    return llmc_record_plan_write(&pl, buf, len);
+}
+
+int llmc_record_plan(const llmc_entry_t *e, llmc_record_plan_t *pl)
+{
+    *pl = (llmc_record_plan_t){ .e = e };
+    int rc = llmc_zdict_pack(e->body, e->body_len, &pl->z, &pl->z_len, &pl->dict_id);
+    if (rc < 0)
+        return rc;
+    pl->size = size_with_body(e, stored_body_len(pl));
+    if (pl->size == 0) {
+        llmc_record_plan_free(pl);
+        return LLMC_E2BIG;
+    }
+    return 0;
+}
+
+void llmc_record_plan_free(llmc_record_plan_t *pl)
+{
+    free(pl->z);
+    pl->z = NULL;
 }
 
 int llmc_record_encode(const llmc_entry_t *e, uint8_t **out, size_t *len)
@@ -265,14 +314,38 @@ static int check_frame(const llmc_key_t *key, const uint8_t *buf, size_t len)
         return LLMC_ECORRUPT;
     if (!version_known(ld16(buf + 2)))
         return LLMC_EVERSION;
-    /* Version 1 has no route: its length field was reserved, 0. */
-    if (ld16(buf + 10) != 0 || (ld16(buf + 2) == 1 && ld32(buf + 52) != 0))
+    /* Version 1 has no route: its length field was reserved, 0. Before
+       version 3 the body's encoding field was reserved, 0, too. */
+    uint16_t v = ld16(buf + 2), enc = ld16(buf + 10);
+    if ((v < 3 && enc != 0) || enc > LLMC_RECORD_ZSTD || (v == 1 && ld32(buf + 52) != 0))
         return LLMC_ECORRUPT;
     return 0;
 }
 
+/* Decompresses a zstd body section (r: exactly the section) into *raw. */
+static int take_zbody(rd_t *r, llmc_entry_spec_t *s, char **raw)
+{
+    const uint8_t *h = take(r, LLMC_RECORD_ZHEAD);
+    if (!h)
+        return LLMC_ECORRUPT;
+    uint32_t dict_id = ld32(h);
+    uint64_t raw_len = ld64(h + 4);
+    if (raw_len > LLMC_ENTRY_MAX_BODY)
+        return LLMC_ECORRUPT;
+    /* One spare byte: the buffer is NUL-terminated like an entry body. */
+    if (!(*raw = malloc((size_t)raw_len + 1)))
+        return LLMC_ENOMEM;
+    int rc = llmc_zdict_unpack(dict_id, r->p, r->left, *raw, (size_t)raw_len);
+    if (rc)
+        return rc;
+    (*raw)[raw_len] = 0;
+    s->body = *raw;
+    s->body_len = (size_t)raw_len;
+    return 0;
+}
+
 static int decode_into(const uint8_t *buf, size_t len, llmc_entry_spec_t *s,
-                       const char **tags, float **vec)
+                       const char **tags, float **vec, char **raw)
 {
     rd_t r = { buf + LLMC_RECORD_HEADER, len - LLMC_RECORD_HEADER - LLMC_RECORD_TRAILER };
     if (!(s->content_type = take_str(&r, ld32(buf + 32))) ||
@@ -290,6 +363,8 @@ static int decode_into(const uint8_t *buf, size_t len, llmc_entry_spec_t *s,
     uint64_t body_len = ld64(buf + 56);
     if (body_len != r.left)
         return LLMC_ECORRUPT;
+    if (ld16(buf + 10) == LLMC_RECORD_ZSTD)
+        return take_zbody(&r, s, raw);
     s->body = (const char *)r.p;
     s->body_len = r.left;
     return 0;
@@ -299,6 +374,7 @@ int llmc_record_decode(const llmc_key_t *key, const uint8_t *buf, size_t len, ll
 {
     const char *stack_tags[MAX_STACK_TAGS], **tags = stack_tags;
     float *vec = NULL;
+    char *raw = NULL;
     int rc = check_frame(key, buf, len);
     if (rc)
         return rc;
@@ -315,7 +391,7 @@ int llmc_record_decode(const llmc_key_t *key, const uint8_t *buf, size_t len, ll
         return LLMC_ECORRUPT;
     if (s.ntags > MAX_STACK_TAGS && !(tags = malloc(s.ntags * sizeof *tags)))
         return LLMC_ENOMEM;
-    rc = decode_into(buf, len, &s, tags, &vec);
+    rc = decode_into(buf, len, &s, tags, &vec, &raw);
     if (rc)
         goto done;
     /* Only entries become records, so one that no entry can hold was not
@@ -333,6 +409,7 @@ int llmc_record_decode(const llmc_key_t *key, const uint8_t *buf, size_t len, ll
     if (!*out)
         rc = LLMC_ENOMEM;
 done:
+    free(raw);
     free(vec);
     if (tags != stack_tags)
         free(tags);

@@ -25,6 +25,7 @@
 #include "llmc/cache.h"
 #include "llmc/error.h"
 #include "llmc/fpmap.h"
+#include "llmc/zdict.h"
 #include "tier/disk.h"
 #include "tier/memory.h"
 #include "tier/redis.h"
@@ -442,6 +443,19 @@ static int open_disk(llmc_gw_t *gw, llmc_tier_t **out, char *err, size_t errlen)
         return rc;
     }
     *out = disk;
+    /* Compression at rest: the dictionaries live beside the disk tier's
+       file, which they are needed to read. */
+    llmc_zdict_opts_t zo = {
+        .on = cfg->compress_at_rest, .min_bytes = (size_t)cfg->compress_at_rest_min,
+        .train_samples = (size_t)cfg->compress_dict_samples,
+        .retrain_every = (size_t)cfg->compress_dict_retrain,
+    };
+    if ((rc = llmc_zdict_init(&zo, cfg->data_dir_path, derr, sizeof(derr))) < 0) {
+        disk->ops->destroy(disk);
+        snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir_path, derr);
+        return rc;
+    }
+    gw->zdict = true;
     return llmc_tier_set_add(gw->tiers, disk);
 }
 
@@ -648,6 +662,8 @@ int64_t llmc_now_ms(void)
 void llmc_gw_free(llmc_gw_t *gw)
 {
     llmc_tier_set_free(gw->tiers);
+    if (gw->zdict)
+        llmc_zdict_shutdown();
     gw->tiers = NULL;
     llmc_flight_table_free(gw->flights);
     gw->flights = NULL;

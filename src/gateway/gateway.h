@@ -123,6 +123,7 @@ struct llmc_gw {
     llmc_forward_t forward;          /* the client headers calls carry (forward.h) */
     llmc_origin_t origin;            /* Host, Origin and CORS (origin.h) */
     llmc_tier_set_t *tiers;          /* every cache tier, fastest first (tier/set.h) */
+    bool zdict;                      /* llmc_zdict_init ran: shut it down at free */
     llmc_flight_table_t *flights;
     struct llmc_fpmap *fpmap;        /* raw-request fingerprints -> keys (llmc/fpmap.h) */
     struct llmc_bymodel *bymodel;    /* requests and savings by route and model (bymodel.h) */

@@ -155,6 +155,7 @@ typedef struct disk {
 
     _Atomic uint64_t hits, misses, stored, evicted_size, evicted_ttl, purged, errors, dropped;
     _Atomic uint64_t quarantined;
+    _Atomic uint64_t raw_bytes, packed_bytes; /* answers written, before/after compression */
     _Atomic bool damage_seen; /* see note_damage */
     bool damage_marked;       /* the marker says so (writer thread, then close) */
     bool fail_on_corrupt;
@@ -165,7 +166,11 @@ typedef struct disk {
 #define DISK_XSTATS_TABLE(X)                                                                 \
     X(quarantined, "quarantined", COUNTER, "files",                                        \
       "Data files moved aside at start (data.mdb.corrupt-<time>): LMDB refused them, or "   \
-      "the gateway kept crashing with them open.")
+      "the gateway kept crashing with them open.")                                         \
+    X(raw_bytes, "stored_raw_bytes", COUNTER, "bytes",                                      \
+      "Answer bytes written to the disk tier, before compression at rest.")                \
+    X(packed_bytes, "stored_packed_bytes", COUNTER, "bytes",                                \
+      "The same answers' bytes as written (compressed or not; --compress-at-rest).")
 
 typedef struct disk_xstats {
     DISK_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -348,8 +353,10 @@ static int delete_entry(disk_t *d, MDB_txn *txn, const uint8_t *key, bool *exist
 }
 
 /* Writes one entry, replacing (and unindexing) any record under its key. */
-static int put_entry(disk_t *d, MDB_txn *txn, const llmc_entry_t *e, size_t len)
+static int put_entry(disk_t *d, MDB_txn *txn, const llmc_record_plan_t *pl)
 {
+    const llmc_entry_t *e = pl->e;
+    size_t len = pl->size;
     bool existed;
     int rc = delete_entry(d, txn, e->key.b, &existed);
     if (rc)
@@ -358,7 +365,7 @@ static int put_entry(disk_t *d, MDB_txn *txn, const llmc_entry_t *e, size_t len)
     if ((rc = mdb_put(txn, d->entries, &k, &v, MDB_RESERVE)))
         return rc;
     /* The record is encoded straight into the page LMDB reserved. */
-    if (llmc_record_write(e, v.mv_data, len))
+    if (llmc_record_plan_write(pl, v.mv_data, len))
         return MDB_BAD_VALSIZE;
     if ((rc = idx_put(txn, d->by_age, e->created_ms, e->key.b)))
         return rc;
@@ -559,21 +566,26 @@ static int enforce_bound(disk_t *d)
 }
 
 /* Applies a run of puts and corrupt-record deletes in one transaction. */
-static int write_batch(disk_t *d, op_t *batch, uint64_t *stored)
+static int write_batch(disk_t *d, op_t *batch, uint64_t *stored, uint64_t bytes[2])
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
     *stored = 0;
+    bytes[0] = bytes[1] = 0;
     if (rc)
         return rc;
     for (op_t *op = batch; rc == 0 && op; op = op->next) {
         if (op->kind == OP_PUT) {
-            size_t len = llmc_record_size(op->e);
+            llmc_record_plan_t pl;
             /* A record that would crowd out most of the file is not kept. */
-            if (len == 0 || len > d->max_bytes / 8)
+            if (llmc_record_plan(op->e, &pl))
                 continue;
-            if ((rc = put_entry(d, txn, op->e, len)) == 0)
+            if (pl.size <= d->max_bytes / 8 && (rc = put_entry(d, txn, &pl)) == 0) {
                 (*stored)++;
+                bytes[0] += op->e->body_len;
+                bytes[1] += pl.z ? pl.z_len + LLMC_RECORD_ZHEAD : op->e->body_len;
+            }
+            llmc_record_plan_free(&pl);
         } else {
             MDB_val k = { LLMC_KEY_LEN, op->key.b }, v;
             llmc_entry_t *e = NULL;
@@ -610,10 +622,10 @@ static uint64_t room_for(const op_t *batch)
 
 static void run_writes(disk_t *d, op_t *batch, size_t nput)
 {
-    uint64_t stored = 0;
+    uint64_t stored = 0, bytes[2] = {0, 0};
     int rc = 0;
     for (int attempt = 0; attempt <= MAP_FULL_TRIES; attempt++) {
-        rc = write_batch(d, batch, &stored);
+        rc = write_batch(d, batch, &stored, bytes);
         if (rc != MDB_MAP_FULL)
             break;
         /* Make room for at least this batch, more each time it fails. */
@@ -622,6 +634,8 @@ static void run_writes(disk_t *d, op_t *batch, size_t nput)
     note_damage(d, rc);
     if (rc == 0) {
         count(&d->stored, stored);
+        count(&d->raw_bytes, bytes[0]);
+        count(&d->packed_bytes, bytes[1]);
         count(&d->errors, nput - stored);
         d->dirty = true;
     } else {
@@ -1306,7 +1320,9 @@ static void disk_stats(llmc_tier_t *t, llmc_tier_stats_t *out)
 static void disk_xstats(llmc_tier_t *t, void *out)
 {
     disk_t *d = t->impl;
-    *(disk_xstats_t *)out = (disk_xstats_t){.quarantined = load(&d->quarantined)};
+    *(disk_xstats_t *)out = (disk_xstats_t){.quarantined = load(&d->quarantined),
+                                       .raw_bytes = load(&d->raw_bytes),
+                                       .packed_bytes = load(&d->packed_bytes)};
 }
 
 void llmc_tier_disk_flush(llmc_tier_t *t)

@@ -176,3 +176,93 @@ def test_an_upstream_that_sends_gzip_is_decoded_as_it_arrives(gateway, mock):
     r, raw = raw_post(gateway, CHAT, body, "gzip")
     assert r.getheader("Content-Encoding") == "gzip" and json.loads(gzip.decompress(raw)) == got
     assert gateway.stats()["upstream_errors"]["invalid"] == 0
+
+
+# ------------------------------------------------- compression at rest
+
+import os  # noqa: E402
+import random  # noqa: E402
+import sys  # noqa: E402
+import zlib  # noqa: E402
+
+from conftest import wait_until  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+import corpus  # noqa: E402  (bench/corpus.py: realistic answers)
+
+
+def corpus_answers(n, seed):
+    """Chat answers, a tenth of them tool calls (embeddings go to their own route)."""
+    rng = random.Random(seed)
+    text = corpus.Text(rng, set())
+    return [corpus.tool_call(rng, text) if i % 10 == 9 else corpus.chat(rng, text)
+            for i in range(n)]
+
+
+def disk(g):
+    return g.stats()["tiers"]["disk"]
+
+
+def zstd_decode(data):
+    return subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=True).stdout
+
+
+def test_compressed_entries_survive_a_restart_and_decode_alike(gateway_factory, mock, tmp_path):
+    """Answers stored compressed (plain zstd, then under a dictionary trained
+    in the background from the first 20) are disk hits after a restart, byte
+    for byte; identity, gzip and zstd clients decode to the same body; the
+    disk tier's byte counters show what compression saved."""
+    data = tmp_path / "data"
+    args = ["--data-dir", str(data), "--compress-dict-samples", "20",
+            "--compress-dict-retrain", "0"]
+    g = gateway_factory(mock, args=args)
+    answers = corpus_answers(60, seed=1818)
+    reqs = [chat_body(f"at rest {i}", mock={"body": a}) for i, a in enumerate(answers)]
+    got = {}
+    for i, b in enumerate(reqs[:30]):
+        r = post(g, CHAT, b, accept="identity")
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
+        got[i] = r.content
+    wait_until(lambda: disk(g)["stored"] >= 30, timeout=10, what="30 entries on disk")
+    # The dictionary is trained off the loop and kept beside the data file.
+    wait_until(lambda: (data / "zdict-1").exists(), timeout=20, what="a trained dictionary")
+    for i, b in enumerate(reqs[30:], start=30):
+        r = post(g, CHAT, b, accept="identity")
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
+        got[i] = r.content
+    wait_until(lambda: disk(g)["stored"] >= 60, timeout=10, what="60 entries on disk")
+    d = disk(g)
+    assert d["stored_packed_bytes"] * 2 < d["stored_raw_bytes"], d
+    assert d["stored_raw_bytes"] >= sum(len(c) for c in got.values()), d
+    metrics = session().get(g.url + "/metrics", timeout=10).text
+    assert "stored_raw_bytes" in metrics and "stored_packed_bytes" in metrics
+    g.must_survive = False
+    assert g.stop() is None
+
+    g2 = gateway_factory(mock, args=args)
+    calls = mock.stats()["chat"]
+    for i, b in enumerate(reqs):
+        r, raw = raw_post(g2, CHAT, b, "identity")
+        assert r.status == 200 and r.getheader("X-Cache") == "HIT", (i, r.getheaders())
+        assert raw == got[i], f"answer {i} changed across the restart"
+        r, gz = raw_post(g2, CHAT, b, "gzip")
+        assert r.getheader("X-Cache") == "HIT"
+        plain = gzip.decompress(gz) if r.getheader("Content-Encoding") == "gzip" else gz
+        assert plain == got[i]
+        if shutil.which("zstd"):
+            r, zs = raw_post(g2, CHAT, b, "zstd")
+            plain = zstd_decode(zs) if r.getheader("Content-Encoding") == "zstd" else zs
+            assert plain == got[i]
+    assert mock.stats()["chat"] == calls, "every answer must come from the disk tier"
+    assert disk(g2)["hits"] >= 60
+
+
+def test_compress_at_rest_off_stores_answers_as_they_are(gateway_factory, mock, tmp_path):
+    data = tmp_path / "data"
+    g = gateway_factory(mock, args=["--data-dir", str(data), "--compress-at-rest", "off"])
+    for i, a in enumerate(corpus_answers(5, seed=7)):
+        assert post(g, CHAT, chat_body(f"raw {i}", mock={"body": a})).status_code == 200
+    wait_until(lambda: disk(g)["stored"] >= 5, timeout=10, what="5 entries on disk")
+    d = disk(g)
+    assert d["stored_raw_bytes"] == d["stored_packed_bytes"] > 0, d
+    assert not list(data.glob("zdict-*"))

@@ -45,6 +45,12 @@ pytestmark = pytest.mark.skipif(shutil.which("mdb_stat") is None or shutil.which
 
 # ------------------------------------------------------------------ helpers
 
+# Tests that size the file with answers of known length, or find an
+# answer's text in data.mdb, store answers as they are (compression at rest
+# is tested in test_compression.py).
+AS_STORED = ("--compress-at-rest", "off")
+
+
 def disk_gateway(gateway_factory, mock, data_dir, *extra, **kw):
     return gateway_factory(mock, args=["--data-dir", str(data_dir), *extra], **kw)
 
@@ -301,7 +307,7 @@ def test_kill9_during_write_flood_keeps_every_committed_entry(gateway_factory, m
 def test_disk_max_bounds_the_file_and_evicts_oldest_first(gateway_factory, mock, tmp_path):
     data = tmp_path / "data"
     bound = 2 * 1024 * 1024
-    args = ["--disk-max", "2M"]
+    args = ["--disk-max", "2M", *AS_STORED]
     g = disk_gateway(gateway_factory, mock, data, *args)
     pad = {"bytes": 20000}
     old = [chat_body(f"oldest {i}", mock=pad) for i in range(20)]
@@ -344,7 +350,8 @@ def test_big_answers_crossing_disk_max_do_not_empty_the_disk_tier(gateway_factor
     # 200 KB answers in a 4 MB file: about a dozen fit below the low mark.
     # Eviction used to remove 64 entries per size check, so each time the
     # file filled, every answer on disk went at once.
-    g = disk_gateway(gateway_factory, mock, tmp_path / "data", "--disk-max", "4M")
+    g = disk_gateway(gateway_factory, mock, tmp_path / "data", "--disk-max", "4M",
+                     *AS_STORED)
     most = 0
     for i in range(40):
         r = g.chat(chat_body(f"big answer {i}", mock={"bytes": 200000}))
@@ -363,7 +370,7 @@ def test_big_answers_crossing_disk_max_do_not_empty_the_disk_tier(gateway_factor
 
 def test_corrupt_record_is_a_miss_never_a_wrong_body(gateway_factory, mock, tmp_path):
     data = tmp_path / "data"
-    g = disk_gateway(gateway_factory, mock, data)
+    g = disk_gateway(gateway_factory, mock, data, *AS_STORED)
     tag = uuid.uuid4().hex
     body = chat_body(f"corrupt me {tag}")
     neighbour = chat_body("an intact neighbour")
@@ -384,7 +391,7 @@ def test_corrupt_record_is_a_miss_never_a_wrong_body(gateway_factory, mock, tmp_
     (data / "data.mdb").write_bytes(bytes(raw))
     bad = bytes(raw[at[0]:at[0] + len(needle)]).decode("latin-1")
 
-    g2 = disk_gateway(gateway_factory, mock, data)
+    g2 = disk_gateway(gateway_factory, mock, data, *AS_STORED)
     calls = mock.stats()["chat"]
     r = g2.chat(body, headers=OIC)
     assert r.status_code == 504, f"a corrupt record was served: {r.status_code} {r.text[:300]}"
@@ -417,7 +424,7 @@ def test_data_file_cut_short_is_misses_not_a_crash(gateway_factory, mock, tmp_pa
     # syncs, a partial copy) used to kill the gateway with SIGBUS on the
     # first lookup that reached a lost page, and again after every restart.
     data = tmp_path / "data"
-    g = disk_gateway(gateway_factory, mock, data)
+    g = disk_gateway(gateway_factory, mock, data, *AS_STORED)
     bodies = [chat_body(f"kept or lost {i}", mock={"bytes": 6000}) for i in range(300)]
     before = [g.chat(b).content for b in bodies]
     wait_committed(g, len(bodies))
@@ -429,7 +436,7 @@ def test_data_file_cut_short_is_misses_not_a_crash(gateway_factory, mock, tmp_pa
     with open(f, "r+b") as fh:
         fh.truncate(size // 2)
 
-    g2 = disk_gateway(gateway_factory, mock, data)
+    g2 = disk_gateway(gateway_factory, mock, data, *AS_STORED)
     calls = mock.stats()["chat"]
     hits = 0
     for b, want in zip(bodies, before):
@@ -573,9 +580,10 @@ def test_a_record_under_a_false_overflow_header_is_never_deleted(gateway_factory
     a false page count; the answer is then fetched again (no-cache), so the
     writer must replace, that is delete, the record. It must not: the
     damage is noticed, the gateway stays up and serves, and the next start
-    keeps the file aside."""
+    keeps the file aside. Stored as it is (--compress-at-rest off): the test
+    finds the answer's text in the file."""
     data = tmp_path / "data"
-    g = disk_gateway(gateway_factory, mock, data)
+    g = disk_gateway(gateway_factory, mock, data, "--compress-at-rest", "off")
     tag = uuid.uuid4().hex
     body = chat_body(f"overflow {tag}", mock={"bytes": 9000})
     r0 = g.chat(body)
@@ -597,7 +605,7 @@ def test_a_record_under_a_false_overflow_header_is_never_deleted(gateway_factory
     assert hit, "the answer is not in an overflow page"
     (data / "data.mdb").write_bytes(bytes(raw))
 
-    g2 = disk_gateway(gateway_factory, mock, data)
+    g2 = disk_gateway(gateway_factory, mock, data, "--compress-at-rest", "off")
     r = g2.chat(body, headers={"Cache-Control": "no-cache"})
     assert r.status_code == 200 and answer_text(r.content) == answer_text(r0.content)
     wait_until(lambda: dstats(g2)["errors"] >= 1, what="the damage noticed")
@@ -606,7 +614,7 @@ def test_a_record_under_a_false_overflow_header_is_never_deleted(gateway_factory
     assert r.status_code == 200 and xcache(r.headers) == "MISS"
     stop(g2)
     assert "damage found" in g2.stderr(), g2.stderr()
-    g3 = disk_gateway(gateway_factory, mock, data)
+    g3 = disk_gateway(gateway_factory, mock, data, "--compress-at-rest", "off")
     assert dstats(g3)["quarantined"] == 1 and len(corrupt_files(data)) == 1
     assert g3.chat(body).status_code == 200
 

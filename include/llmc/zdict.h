@@ -1,0 +1,66 @@
+/*
+ * zdict.h: zstd compression of stored answers at rest, with dictionaries
+ * trained from the cache's own answers (issue 18).
+ *
+ * One registry per process (like the allocator): the record codec reads
+ * records written by any tier and thread, and a record names its dictionary
+ * by id, so the dictionaries must be findable from anywhere. Ids start at
+ * 1; 0 means "no dictionary". A dictionary, once made current, is never
+ * freed before llmc_zdict_shutdown: records that name it may still be read.
+ * With a directory, each dictionary is written there (zdict-<id>) before
+ * anything is compressed with it, so every record on disk can be read after
+ * a restart.
+ *
+ * Training: llmc_zdict_pack keeps a sample of what it compresses; once
+ * train_samples samples are held (and again after each retrain_every new
+ * ones) a background thread trains a new dictionary (ZDICT_trainFromBuffer)
+ * and makes it current. Packing never waits for training.
+ */
+#ifndef LLMC_ZDICT_H
+#define LLMC_ZDICT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LLMC_ZDICT_MAX 64u          /* dictionaries kept; training stops at this many */
+#define LLMC_ZDICT_SIZE (64u << 10) /* bytes of one trained dictionary */
+
+typedef struct llmc_zdict_opts {
+    bool on;               /* compress at rest at all */
+    size_t min_bytes;      /* bodies below this stay as they are */
+    size_t train_samples;  /* samples before the first dictionary; 0: never train */
+    size_t retrain_every;  /* new samples before the next one; 0: train once */
+} llmc_zdict_opts_t;
+
+typedef struct llmc_zdict_stats {
+    uint32_t current;      /* id of the dictionary new records use; 0: none */
+    uint32_t count;        /* dictionaries held */
+    uint64_t trainings;    /* dictionaries trained by this process */
+} llmc_zdict_stats_t;
+
+/* Sets the options and loads the dictionaries in dir (NULL: keep them in
+   memory only). Returns 0 or an LLMC_E* code with err filled in. Call once,
+   before any pack; llmc_zdict_shutdown undoes it. */
+int llmc_zdict_init(const llmc_zdict_opts_t *o, const char *dir, char *err, size_t errlen);
+
+/* Waits for a training in progress and frees every dictionary. */
+void llmc_zdict_shutdown(void);
+
+/* Compresses src when the options say so and it pays: returns 1 with *out
+   (malloc'd, *out_len bytes) and *dict_id, 0 when src should be stored as
+   it is, or a negative LLMC_E* code. Also samples src for training. Any
+   thread. */
+int llmc_zdict_pack(const void *src, size_t len, uint8_t **out, size_t *out_len, uint32_t *dict_id);
+
+/* Decompresses exactly raw_len bytes into dst. LLMC_ECORRUPT when the frame
+   is bad, its size differs or dictionary dict_id is unknown. Any thread. */
+int llmc_zdict_unpack(uint32_t dict_id, const void *src, size_t len, void *dst, size_t raw_len);
+
+/* Trains a dictionary now from the samples held, synchronously (tests,
+   bench). 0 or an LLMC_E* code. */
+int llmc_zdict_train_now(void);
+
+void llmc_zdict_get_stats(llmc_zdict_stats_t *s);
+
+#endif
