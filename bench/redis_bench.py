@@ -44,8 +44,8 @@ import tempfile
 import time
 import urllib.request
 
-BIN = os.environ.get("LLMC_BIN", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                              "build", "llmcached"))
+BIN = os.path.abspath(os.environ.get("LLMC_BIN", os.path.join(os.path.dirname(__file__), "..",
+                                                              "build", "llmcached")))
 TCK = os.sysconf("SC_CLK_TCK")
 # Straight to 127.0.0.1, whatever http_proxy says.
 urllib.request.install_opener(urllib.request.build_opener(urllib.request.ProxyHandler({})))
