@@ -39,7 +39,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -124,6 +123,7 @@ class Bench:
         self.args = args
         self.tmp = tempfile.mkdtemp(prefix="redis_bench.")
         self.procs = []
+        self.redises = []
         self.lua = os.path.join(self.tmp, "bench.lua")
         with open(self.lua, "w") as f:
             f.write(LUA)
@@ -153,12 +153,19 @@ class Bench:
         port = free_port()
         d = os.path.join(self.tmp, f"r{port}")
         os.mkdir(d)
-        self.spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--dir", d, *extra], f"redis{port}")
+        p = self.spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", d, *extra], f"redis{port}")
+        p.port = port
+        self.redises.append(p)
         wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "PING"],
                                           capture_output=True, text=True).stdout.strip() == "PONG",
                    f"redis on {port}")
         return port
+
+    def stop_redises(self):
+        for p in self.redises:
+            self.stop(p)
+        self.redises = []
 
     def mock(self, latency_ms):
         port = free_port()
@@ -266,6 +273,9 @@ def part_a(b, report):
     report(f"   ratio Redis/memory:    {spread(ratios, '{:.2f}')}   target <= 2")
     for p in (gb, ga, mock):
         b.stop(p)
+    b.stop_redises()
+    report(f"   target: Redis hit <= 2x memory hit -> "
+           f"{'met' if statistics.median(ratios) <= 2 else 'NOT met'} (median)")
     return ratios
 
 
@@ -319,6 +329,7 @@ def part_b(b, report):
     calls1 = calls() - c0
     b.stop(one_gw)
     b.stop(mock)
+    b.stop_redises()
 
     def hit_rate(x):
         return (x.get("HIT", 0) + x.get("COALESCED", 0)) / len(trace)
@@ -351,7 +362,7 @@ def part_c(b, report):
     plain = b.gateway(mock)
     shared = b.gateway(mock, f"redis://127.0.0.1:{rport}")
     res = {"no Redis": ([], [], []), "--redis": ([], [], [])}
-    rproc = next(p for p in b.procs if p.args[0] == "redis-server")
+    rproc = next(p for p in b.redises if p.port == rport)
     rcpu = []
     for r in range(args.rounds):
         for name, gw in (("no Redis", plain), ("--redis", shared)):
@@ -374,6 +385,7 @@ def part_c(b, report):
     report(f"   added by --redis: {spread(d)} us CPU per miss on the gateway")
     for p in (shared, plain, mock):
         b.stop(p)
+    b.stop_redises()
 
 
 def main():
@@ -399,19 +411,17 @@ def main():
         print(line, flush=True)
     report(f"redis_bench: {BIN}, {os.cpu_count()} CPUs, load average "
            f"{os.getloadavg()[0]:.1f} at start")
-    ok = True
+    # A target missed is printed ("NOT met"), not an exit status: the
+    # figures are the point, and they move with the machine's load.
     try:
         if "a" in args.parts:
-            ratios = part_a(b, report)
-            ok &= statistics.median(ratios) <= 2.0
+            part_a(b, report)
         if "b" in args.parts:
-            c3, c1 = part_b(b, report)
-            ok &= c3 == c1
+            part_b(b, report)
         if "c" in args.parts:
             part_c(b, report)
     finally:
         b.close()
-    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
