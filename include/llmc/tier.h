@@ -163,6 +163,7 @@ struct uv_loop_s;
 /* One row of a tier's xrows (see llmc_tier_ops_t.xrows). */
 #define LLMC_TIER_ROW_NAME_MAX 272
 #define LLMC_TIER_ROW_STATS_MAX 8
+#define LLMC_TIER_ROWS_MAX 128 /* the most rows /stats shows of one tier */
 typedef struct llmc_tier_row {
     char name[LLMC_TIER_ROW_NAME_MAX];
     uint64_t v[LLMC_TIER_ROW_STATS_MAX];

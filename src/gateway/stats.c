@@ -276,15 +276,14 @@ static void bymodel_json(json_t *o, llmc_bymodel_t *bm)
    under the tier's name for them: {"name": ..., counters...}. */
 static void xrows_json(json_t *t, llmc_tier_set_t *set, unsigned i)
 {
-    enum { MAX_ROWS = 64 };
-    llmc_tier_row_t *rows = calloc(MAX_ROWS, sizeof(*rows));
+    llmc_tier_row_t *rows = calloc(LLMC_TIER_ROWS_MAX, sizeof(*rows));
     const char *name;
     const llmc_stat_desc_t *desc;
     unsigned ndesc, n;
 
     if (!rows)
         return;
-    n = llmc_tier_set_xrows(set, i, &name, &desc, &ndesc, rows, MAX_ROWS);
+    n = llmc_tier_set_xrows(set, i, &name, &desc, &ndesc, rows, LLMC_TIER_ROWS_MAX);
     if (name) {
         json_t *list = json_array();
         for (unsigned r = 0; r < n; r++) {

@@ -214,6 +214,7 @@ static const llmc_stat_desc_t nstats_desc[] = {REDIS_NSTATS_TABLE(LLMC_STAT_DESC
    is added (under nodes_lock) when a connection first names its host:port
    and never removed, so that a node lost stays visible. */
 #define NODE_STATS_MAX (2 * LLMC_REDIS_NODES_MAX)
+static_assert(NODE_STATS_MAX <= LLMC_TIER_ROWS_MAX, "/stats shows every node's row");
 typedef struct nstat {
     char name[LLMC_TIER_ROW_NAME_MAX];
     _Atomic uint64_t connected, connects, connect_failures, disconnects, timeouts, error_replies;
