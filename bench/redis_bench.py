@@ -249,19 +249,21 @@ def part_a(b, report):
     # One pass of B first: its memory then holds the ~120 most recent, as in
     # every later run.
     b.wrk(gb, {"BODIES_FILE": bf})
-    mem, red, ratios, from_redis = [], [], [], []
+    mem, red, ratios, from_redis, mem_rps, red_rps = [], [], [], [], [], []
     for _ in range(args.rounds):
         s0 = get(ga.url + "/stats")
         n, cpu, _, _ = b.wrk(ga, {"BODIES_FILE": bf})
         s1 = get(ga.url + "/stats")
         n = check_hits(s0, s1, n, "A")
         m_us = cpu / n * 1e6
+        mem_rps.append(n / args.secs)
         s0 = get(gb.url + "/stats")
         n, cpu, _, _ = b.wrk(gb, {"BODIES_FILE": bf})
         s1 = get(gb.url + "/stats")
         n = check_hits(s0, s1, n, "B")
         from_redis.append((s1["tiers"]["redis"]["hits"] - s0["tiers"]["redis"]["hits"]) / n)
         r_us = cpu / n * 1e6
+        red_rps.append(n / args.secs)
         mem.append(m_us)
         red.append(r_us)
         ratios.append(r_us / m_us)
@@ -270,6 +272,8 @@ def part_a(b, report):
     report(f"   memory hit:            {spread(mem)} us")
     report(f"   Redis hit (mem cold):  {spread(red)} us   "
            f"(share from Redis: min {min(from_redis):.3f})")
+    report(f"   hits/s, one loop:      memory {spread(mem_rps, '{:.0f}')}; "
+           f"Redis {spread(red_rps, '{:.0f}')}")
     report(f"   ratio Redis/memory:    {spread(ratios, '{:.2f}')}   target <= 2")
     for p in (gb, ga, mock):
         b.stop(p)
