@@ -5,6 +5,7 @@
 #   make SAN=1 ...  the same under AddressSanitizer + UBSan (build dir build/san)
 #   make bench      optimised build, then the side-by-side benchmark (bench/)
 #   make bench-semantic  what the semantic tier's parts cost (embedding, guards, search)
+#   make bench-redis  the shared Redis tier: CPU per hit and per miss, three gateways on a Cluster
 
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
@@ -96,6 +97,12 @@ bench: deps
 bench-semantic:
 	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" build/bench/semantic_bench
 	build/bench/semantic_bench
+
+# The shared Redis tier's costs (bench/redis_bench.py), on an optimised build.
+.PHONY: bench-redis
+bench-redis:
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" all
+	LLMC_BIN=build/bench/llmcached $(PYTHON) bench/redis_bench.py $(BENCH_ARGS)
 
 $(BUILD)/semantic_bench: bench/semantic_bench.c $(BUILD)/libllmc.a
 	@mkdir -p $(@D)

@@ -160,6 +160,15 @@ typedef void (*llmc_tier_purge_cb)(void *arg, size_t removed);
 
 struct uv_loop_s;
 
+/* One row of a tier's xrows (see llmc_tier_ops_t.xrows). */
+#define LLMC_TIER_ROW_NAME_MAX 272
+#define LLMC_TIER_ROW_STATS_MAX 8
+#define LLMC_TIER_ROWS_MAX 128 /* the most rows /stats shows of one tier */
+typedef struct llmc_tier_row {
+    char name[LLMC_TIER_ROW_NAME_MAX];
+    uint64_t v[LLMC_TIER_ROW_STATS_MAX];
+} llmc_tier_row_t;
+
 typedef struct llmc_tier_ops {
     const char *name; /* "memory", "disk", ... shown in Cache-Status and /stats */
     /* The lookup needs the whole llmc_tier_query_t, not only the key. */
@@ -192,6 +201,15 @@ typedef struct llmc_tier_ops {
     const llmc_stat_desc_t *xstats_desc;
     unsigned nxstats;
     void (*xstats)(llmc_tier_t *t, void *out);
+    /* Optional: rows of the tier's own, one per part of it that can fail
+       alone (a remote store's nodes), each a name and the counters
+       xrows_desc describes (nxrows uint64_t fields, as xstats); /stats
+       lists them under xrows_name. xrows fills at most max rows and
+       returns how many. Any thread. */
+    const char *xrows_name;
+    const llmc_stat_desc_t *xrows_desc;
+    unsigned nxrows;
+    unsigned (*xrows)(llmc_tier_t *t, llmc_tier_row_t *rows, unsigned max);
     /* Optional. attach: worker (0, 1, ...) will run loop; called on the main
        thread before any worker runs, so a tier may keep a connection per
        loop. detach: on worker's loop thread at shutdown; completes every

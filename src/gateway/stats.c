@@ -292,6 +292,31 @@ static void bymodel_json(json_t *o, llmc_bymodel_t *bm)
     json_decref(j.total);
 }
 
+/* Tier i's rows of its own (a Redis Cluster's nodes), as a list of objects
+   under the tier's name for them: {"name": ..., counters...}. */
+static void xrows_json(json_t *t, llmc_tier_set_t *set, unsigned i)
+{
+    llmc_tier_row_t *rows = calloc(LLMC_TIER_ROWS_MAX, sizeof(*rows));
+    const char *name;
+    const llmc_stat_desc_t *desc;
+    unsigned ndesc, n;
+
+    if (!rows)
+        return;
+    n = llmc_tier_set_xrows(set, i, &name, &desc, &ndesc, rows, LLMC_TIER_ROWS_MAX);
+    if (name) {
+        json_t *list = json_array();
+        for (unsigned r = 0; r < n; r++) {
+            json_t *row = json_object();
+            json_object_set_new(row, "name", json_string(rows[r].name));
+            llmc_stats_to_json(row, desc, ndesc, rows[r].v, NULL);
+            json_array_append_new(list, row);
+        }
+        json_object_set_new(t, name, list);
+    }
+    free(rows);
+}
+
 json_t *llmc_gw_stats_json(llmc_gw_t *gw)
 {
     json_t *o = json_object();
@@ -308,6 +333,7 @@ json_t *llmc_gw_stats_json(llmc_gw_t *gw)
         json_t *t = json_object();
         llmc_stats_to_json(t, llmc_tier_stat_desc, LLMC_TIER_NSTATS, &s.tiers[i], NULL);
         llmc_stats_to_json(t, s.xd[i], s.nx[i], s.xs[i], NULL);
+        xrows_json(t, gw->tiers, i);
         json_object_set_new(tiers, s.tier_names[i], t);
     }
     json_object_set_new(o, "tiers", tiers);

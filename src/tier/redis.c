@@ -189,6 +189,37 @@ typedef struct redis_xstats {
 static const llmc_stat_desc_t xstats_desc[] = {REDIS_XSTATS_TABLE(LLMC_STAT_DESC)};
 #undef LLMC_STAT_TYPE
 
+/* Each node's share of the connection counters (/stats tiers.redis.nodes,
+   one row per host:port connected to: the server, or each Cluster master). */
+#define REDIS_NSTATS_TABLE(X)                                                              \
+    X(connected, "connected", GAUGE, "connections",                                        \
+      "Connections to this node up now (one per event-loop thread).")                       \
+    X(connects, "connects", COUNTER, "connections", "Connections to this node made ready.") \
+    X(connect_failures, "connect_failures", COUNTER, "attempts",                           \
+      "Attempts to connect to this node that failed.")                                      \
+    X(disconnects, "disconnects", COUNTER, "connections", "Ready connections to this node lost.") \
+    X(timeouts, "timeouts", COUNTER, "lookups", "Lookups sent to this node that timed out.") \
+    X(error_replies, "error_replies", COUNTER, "commands",                                 \
+      "Commands this node answered with an error.")
+
+typedef struct redis_nstats {
+    REDIS_NSTATS_TABLE(LLMC_STAT_FIELD)
+} redis_nstats_t;
+
+#define LLMC_STAT_TYPE redis_nstats_t
+static const llmc_stat_desc_t nstats_desc[] = {REDIS_NSTATS_TABLE(LLMC_STAT_DESC)};
+#undef LLMC_STAT_TYPE
+
+/* One node's counters, shared by every thread's connections to it. A row
+   is added (under nodes_lock) when a connection first names its host:port
+   and never removed, so that a node lost stays visible. */
+#define NODE_STATS_MAX (2 * LLMC_REDIS_NODES_MAX)
+static_assert(NODE_STATS_MAX <= LLMC_TIER_ROWS_MAX, "/stats shows every node's row");
+typedef struct nstat {
+    char name[LLMC_TIER_ROW_NAME_MAX];
+    _Atomic uint64_t connected, connects, connect_failures, disconnects, timeouts, error_replies;
+} nstat_t;
+
 typedef struct redis redis_t;
 typedef struct conn conn_t;
 typedef struct scan scan_t;
@@ -243,6 +274,7 @@ struct conn {
     unsigned seed_next;           /* Cluster subscriber: the seed its next attempt tries */
     unsigned subscriptions;       /* the subscriber: SUBSCRIBEs confirmed so far */
     conn_t *next_node;            /* Cluster: the worker's other node connections */
+    nstat_t *ns;                  /* its node's counters; NULL when the table is full */
     cstate_t state;
     redisAsyncContext *ac;        /* while CONNECTING or UP */
     uv_timer_t retry;             /* DOWN: the next attempt; else the connect deadline */
@@ -310,6 +342,9 @@ struct redis {
     const char *tag_open, *tag_close; /* "{" "}", or "" "" on one node */
     wnodes_t **wn;                /* by worker, like conns; NULL on one node */
     _Atomic uint64_t moved, asked, map_loads;
+    nstat_t *nodes;               /* NODE_STATS_MAX rows, the first nnodes in use */
+    _Atomic unsigned nnodes;
+    uv_mutex_t nodes_lock;        /* adding a row */
 };
 
 /* Cluster: one worker's view. Touched by that worker's loop thread alone. */
@@ -326,6 +361,14 @@ struct wnodes {
 
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
 static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
+
+/* Counts on r's counter and on the node's of connection c. */
+#define COUNT_NODE(c, field)        \
+    do {                            \
+        count(&(c)->r->field);      \
+        if ((c)->ns)                \
+            count(&(c)->ns->field); \
+    } while (0)
 
 static redis_t *impl(llmc_tier_t *t)
 {
@@ -643,12 +686,14 @@ static redisAsyncContext *conn_down(conn_t *c, const char *why)
         return ac;
     }
     if (was_up) {
-        count(&r->disconnects);
+        COUNT_NODE(c, disconnects);
+        if (c->ns)
+            atomic_fetch_sub(&c->ns->connected, 1);
         if (atomic_fetch_sub(&r->up, 1) == 1 && !atomic_exchange(&r->down_told, true))
             tell(r, "redis: lost the connection to %s (%s); lookups miss and writes are "
                  "dropped until it is back", r->where, why);
     } else {
-        count(&r->connect_failures);
+        COUNT_NODE(c, connect_failures);
         if (atomic_load(&r->up) == 0 && !atomic_exchange(&r->down_told, true))
             tell(r, "redis: cannot connect to %s (%s); retrying", r->where, why);
     }
@@ -679,7 +724,9 @@ static void conn_ready(conn_t *c)
     }
     if (r->wn && (r->wn[c->worker]->stale || !r->wn[c->worker]->map.covered))
         want_map(r->wn[c->worker], uv_now(c->loop));
-    count(&r->connects);
+    COUNT_NODE(c, connects);
+    if (c->ns)
+        atomic_fetch_add(&c->ns->connected, 1);
     if (atomic_fetch_add(&r->up, 1) == 0) {
         atomic_store(&r->down_told, false);
         tell(r, "redis: connected to %s", r->where);
@@ -790,11 +837,39 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     handshake(c);
 }
 
+/* The counters row of host:port, added if new; NULL when the table is
+   full (the node is then counted in the totals only). Any thread. */
+static nstat_t *node_stat(redis_t *r, const char *host, int port)
+{
+    char name[LLMC_TIER_ROW_NAME_MAX];
+    nstat_t *ns = NULL;
+    unsigned n;
+
+    snprintf(name, sizeof(name), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    uv_mutex_lock(&r->nodes_lock);
+    n = atomic_load_explicit(&r->nnodes, memory_order_relaxed);
+    for (unsigned i = 0; i < n && !ns; i++)
+        if (strcmp(r->nodes[i].name, name) == 0)
+            ns = &r->nodes[i];
+    if (!ns && n < NODE_STATS_MAX) {
+        ns = &r->nodes[n];
+        memcpy(ns->name, name, sizeof(name));
+        /* Readers (rd_xrows) see the name before the row is counted in. */
+        atomic_store_explicit(&r->nnodes, n + 1, memory_order_release);
+    }
+    uv_mutex_unlock(&r->nodes_lock);
+    return ns;
+}
+
+/* Points c at host:port. Only while c is not up: its node's "connected"
+   counts c's connection. */
 static void conn_target(conn_t *c, const char *host, int port)
 {
+    assert(c->state != C_UP);
     snprintf(c->host, sizeof(c->host), "%s", host);
     c->port = port;
     snprintf(c->port_str, sizeof(c->port_str), "%d", port);
+    c->ns = node_stat(c->r, host, port);
 }
 
 /* Resolves the host; the rest follows from on_resolved. */
@@ -1061,7 +1136,7 @@ static void got_del(conn_t *c, op_t *op, const redisReply *reply)
         removed = (size_t)reply->integer;
         atomic_fetch_add_explicit(&c->r->purged, removed, memory_order_relaxed);
     } else if (reply && reply->type == REDIS_REPLY_ERROR) {
-        count(&c->r->error_replies);
+        COUNT_NODE(c, error_replies);
     }
     if (op->done)
         op->done(op->arg, removed);
@@ -1195,7 +1270,7 @@ static void got_lease(conn_t *c, op_t *op, const redisReply *reply)
         uv_timer_start(&l->timer, on_lease_timer, LEASE_POLL_MS, 0);
     } else {
         if (reply->type == REDIS_REPLY_ERROR)
-            count(&r->error_replies);
+            COUNT_NODE(c, error_replies);
         lease_answer(l, LLMC_LEASE_NONE);
     }
 }
@@ -1482,7 +1557,7 @@ static void got_scan(conn_t *c, op_t *op, const redisReply *reply)
         reply->element[0]->len >= sizeof(s->cursor) ||
         reply->element[1]->type != REDIS_REPLY_ARRAY) {
         if (reply && reply->type == REDIS_REPLY_ERROR)
-            count(&r->error_replies);
+            COUNT_NODE(c, error_replies);
         s->failed = true;
         scan_answered(s);
         return;
@@ -1541,7 +1616,7 @@ static void got_sdel(conn_t *c, op_t *op, const redisReply *reply)
     if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
         s->removed += (size_t)reply->integer;
     else if (reply && reply->type == REDIS_REPLY_ERROR)
-        count(&c->r->error_replies);
+        COUNT_NODE(c, error_replies);
     scan_answered(s);
 }
 
@@ -1650,7 +1725,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         if (reply && reply->type == REDIS_REPLY_STATUS)
             count(&r->stored);
         else if (reply && reply->type == REDIS_REPLY_ERROR)
-            count(&r->error_replies);
+            COUNT_NODE(c, error_replies);
         else
             count(&r->dropped);
         break;
@@ -1662,7 +1737,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         break;
     case OP_FIRE:
         if (reply && reply->type == REDIS_REPLY_ERROR)
-            count(&r->error_replies);
+            COUNT_NODE(c, error_replies);
         break;
     case OP_SCAN:
         got_scan(c, op, reply);
@@ -1697,7 +1772,7 @@ static void on_deadline(uv_timer_t *t)
             op->lk = NULL;
             lk->tier_data = NULL;
             c->timeouts_in_row++;
-            count(&r->timeouts);
+            COUNT_NODE(c, timeouts);
             count(&r->misses);
             lk->done(lk, LLMC_ENOENT);
         } else if (op->kind == OP_DEL && op->done) {
@@ -1709,7 +1784,7 @@ static void on_deadline(uv_timer_t *t)
             op->lease = NULL;
             l->op = NULL;
             c->timeouts_in_row++;
-            count(&r->timeouts);
+            COUNT_NODE(c, timeouts);
             lease_answer(l, LLMC_LEASE_NONE);
         }
     }
@@ -1858,6 +1933,30 @@ static void rd_xstats(llmc_tier_t *t, void *out)
     };
 }
 
+static unsigned rd_xrows(llmc_tier_t *t, llmc_tier_row_t *rows, unsigned max)
+{
+    redis_t *r = impl(t);
+    unsigned n = atomic_load_explicit(&r->nnodes, memory_order_acquire);
+
+    if (n > max)
+        n = max;
+    for (unsigned i = 0; i < n; i++) {
+        nstat_t *ns = &r->nodes[i];
+        redis_nstats_t v = {
+            .connected = load(&ns->connected),
+            .connects = load(&ns->connects),
+            .connect_failures = load(&ns->connect_failures),
+            .disconnects = load(&ns->disconnects),
+            .timeouts = load(&ns->timeouts),
+            .error_replies = load(&ns->error_replies),
+        };
+        static_assert(sizeof(v) <= sizeof(rows[i].v), "a node row's counters fit a tier row");
+        snprintf(rows[i].name, sizeof(rows[i].name), "%s", ns->name);
+        memcpy(rows[i].v, &v, sizeof(v));
+    }
+    return n;
+}
+
 static void handle_closed(uv_handle_t *h)
 {
     conn_t *c = h->data;
@@ -1873,8 +1972,8 @@ static conn_t *conn_new(redis_t *r, unsigned worker, uv_loop_t *loop, bool sub, 
 
     if (!c)
         return NULL;
-    conn_target(c, host, port);
     c->r = r;
+    conn_target(c, host, port);
     c->worker = worker;
     c->sub = sub;
     c->loop = loop;
@@ -1898,8 +1997,11 @@ static void conn_detach(conn_t *c)
 
     if (c->state == C_DETACHED)
         return;
-    if (c->state == C_UP && !c->sub)
+    if (c->state == C_UP && !c->sub) {
         atomic_fetch_sub(&r->up, 1);
+        if (c->ns)
+            atomic_fetch_sub(&c->ns->connected, 1);
+    }
     if (c->sub)
         atomic_store(&r->subscribed, false);
     c->state = C_DETACHED;
@@ -2006,6 +2108,8 @@ static void rd_destroy(llmc_tier_t *t)
     conn_free(r->sub);
     free(r->conns);
     free(r->wn);
+    uv_mutex_destroy(&r->nodes_lock);
+    free(r->nodes);
     free(r);
 }
 
@@ -2018,6 +2122,10 @@ static const llmc_tier_ops_t redis_ops = {
     .xstats_desc = xstats_desc,
     .nxstats = sizeof(xstats_desc) / sizeof(xstats_desc[0]),
     .xstats = rd_xstats,
+    .xrows_name = "nodes",
+    .xrows_desc = nstats_desc,
+    .nxrows = sizeof(nstats_desc) / sizeof(nstats_desc[0]),
+    .xrows = rd_xrows,
     .lease = rd_lease,
     .lease_end = rd_lease_end,
     .attach = rd_attach,
@@ -2068,6 +2176,12 @@ int llmc_tier_redis_open(const llmc_redis_config_t *cfg, llmc_tier_t **out, char
     }
     r->plain = *rd->fn;
     redisReaderFree(rd);
+    if (!(r->nodes = calloc(NODE_STATS_MAX, sizeof(*r->nodes))) || uv_mutex_init(&r->nodes_lock)) {
+        free(r->nodes);
+        free(r);
+        snprintf(err, errlen, "--redis: out of memory");
+        return LLMC_ENOMEM;
+    }
     r->guarded = (redisReplyObjectFunctions){
         .createString = guard_string,
         .createArray = guard_array,

@@ -90,6 +90,9 @@ static bool tier_usable(const llmc_tier_t *t, bool front)
         return false;
     if (o->xstats && (!o->xstats_desc || o->nxstats == 0 || o->nxstats > LLMC_TIER_XSTATS_MAX))
         return false;
+    if (o->xrows && (!o->xrows_name || !o->xrows_desc || o->nxrows == 0 ||
+                     o->nxrows > LLMC_TIER_ROW_STATS_MAX))
+        return false;
     if (!o->lease != !o->lease_end)
         return false;
     return front ? o->get != NULL : (o->get || o->lookup);
@@ -171,6 +174,29 @@ unsigned llmc_tier_set_xstats(const llmc_tier_set_t *s, unsigned i, const llmc_s
     o->xstats(s->tiers[i], out);
     *desc = o->xstats_desc;
     return o->nxstats;
+}
+
+unsigned llmc_tier_set_xrows(const llmc_tier_set_t *s, unsigned i, const char **name,
+                             const llmc_stat_desc_t **desc, unsigned *ndesc, llmc_tier_row_t *rows,
+                             unsigned max)
+{
+    const llmc_tier_ops_t *o;
+    unsigned n;
+
+    assert(i < s->n);
+    o = s->tiers[i]->ops;
+    *name = NULL;
+    *desc = NULL;
+    *ndesc = 0;
+    if (!o->xrows)
+        return 0;
+    memset(rows, 0, max * sizeof(*rows));
+    n = o->xrows(s->tiers[i], rows, max);
+    assert(n <= max);
+    *name = o->xrows_name;
+    *desc = o->xrows_desc;
+    *ndesc = o->nxrows;
+    return n;
 }
 
 /* ---- per worker ---- */

@@ -200,4 +200,11 @@ void llmc_tier_set_stats(const llmc_tier_set_t *s, unsigned i, llmc_tier_stats_t
 unsigned llmc_tier_set_xstats(const llmc_tier_set_t *s, unsigned i, const llmc_stat_desc_t **desc,
                               uint64_t *out);
 
+/* Tier i's rows of its own (ops->xrows, a remote store's nodes): fills at
+   most max rows, points *name, *desc and *ndesc at what names them and
+   returns how many; 0 for a tier that has none. Any thread. */
+unsigned llmc_tier_set_xrows(const llmc_tier_set_t *s, unsigned i, const char **name,
+                             const llmc_stat_desc_t **desc, unsigned *ndesc, llmc_tier_row_t *rows,
+                             unsigned max);
+
 #endif

@@ -95,6 +95,9 @@ def test_two_gateways_share_hits(redis, mock, gateway_factory):
     s = rstats(b)
     assert (s["hits"], s["errors"], s["corrupt"]) == (1, 0, 0)
     assert b.stats()["misses"] == 0
+    # One node: its row has a connection per thread.
+    assert [(n["name"], n["connected"], n["error_replies"]) for n in s["nodes"]] == \
+        [(f"127.0.0.1:{redis.port}", 2, 0)]
 
 
 def test_prefix_separates_deployments(redis, mock, gateway_factory):
@@ -738,6 +741,11 @@ def cluster_gateway(gateway_factory, mock, cluster, threads=2, **kw):
     return g
 
 
+def node_rows(g):
+    """tiers.redis.nodes by host:port."""
+    return {n["name"]: n for n in rstats(g)["nodes"]}
+
+
 def test_cluster_two_gateways_share_hits(cluster, mock, gateway_factory):
     """Answers stored through A land on all three masters (keys routed by
     slot, prefix{hex} so that a key and its lease share one); B answers
@@ -760,6 +768,16 @@ def test_cluster_two_gateways_share_hits(cluster, mock, gateway_factory):
     assert mock.calls() == 12
     s = rstats(b)
     assert s["errors"] == 0 and s["cluster"]["moved"] == 0, s
+    # /stats names each master with its connections (one per thread) and
+    # its own error counts; the rows add up to the totals.
+    rows = node_rows(b)
+    masters = {f"127.0.0.1:{p}" for p in Cluster.masters_seen_by(cluster.nodes[0])}
+    assert masters <= set(rows), rows
+    for m in masters:
+        assert rows[m]["connected"] == 2 and rows[m]["connects"] >= 2, rows[m]
+        assert rows[m]["timeouts"] == rows[m]["error_replies"] == 0, rows[m]
+    assert sum(r["connected"] for r in rows.values()) == s["connected"], (rows, s)
+    assert sum(r["connects"] for r in rows.values()) == s["connects"], (rows, s)
     # The stampede is coordinated on the cluster too: the lease script runs.
     assert rstats(a)["leases"]["won"] == 12
     assert admin_purge(a, {"all": True})["redis"] == 12
@@ -847,6 +865,12 @@ def test_cluster_failover_survived(cluster, mock, gateway_factory):
             assert b.chat(chat_body(prompt())).status_code == 200
         return rstats(b)["unasked"] == before
     wait_until(every_route_up, timeout=20, interval=0.1, what="B routing to the promoted replica")
+    # /stats tells which node went: the victim's row lost its connection,
+    # the promoted replica's has one.
+    rows = node_rows(b)
+    lost = rows[f"127.0.0.1:{victim.port}"]
+    assert lost["connected"] == 0 and lost["disconnects"] >= 1, lost
+    assert rows[f"127.0.0.1:{replica.port}"]["connected"] == 1, rows
     # Hits resume: what the lost master held comes from its promoted replica.
     calls = mock.calls()
     for i in held:

@@ -1109,6 +1109,59 @@ static void test_xstats(void **state)
     assert_int_equal(llmc_stat_value(v, &d[1]), 41);
 }
 
+/* A tier's rows of its own (a remote store's nodes): the set hands out
+   their name, descriptors and rows, at most as many as asked for; a tier
+   without has none; one that names or describes them badly is refused. */
+static unsigned fake_xrows(llmc_tier_t *t, llmc_tier_row_t *rows, unsigned max)
+{
+    unsigned n = max < 3 ? max : 3;
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(rows[i].name, sizeof(rows[i].name), "node%u:%u", i, 6379 + i);
+        fake_xstats_t v = {.conns = i, .faults = fk(t)->puts + 10 * i};
+        memcpy(rows[i].v, &v, sizeof(v));
+    }
+    return n;
+}
+
+static void test_xrows(void **state)
+{
+    fixture_t *x = *state;
+    fake_t *a = sync_fake("a"), *unnamed = sync_fake("unnamed"), *wide = sync_fake("wide");
+    a->ops.xrows = fake_xrows;
+    a->ops.xrows_name = "nodes";
+    a->ops.xrows_desc = fake_xdesc;
+    a->ops.nxrows = 2;
+    add(x, &a->tier);
+    unnamed->ops.xrows = fake_xrows;
+    unnamed->ops.xrows_desc = fake_xdesc;
+    unnamed->ops.nxrows = 2;
+    assert_int_equal(llmc_tier_set_add(x->set, &unnamed->tier), LLMC_EINVAL);
+    wide->ops.xrows = fake_xrows;
+    wide->ops.xrows_name = "nodes";
+    wide->ops.xrows_desc = fake_xdesc;
+    wide->ops.nxrows = LLMC_TIER_ROW_STATS_MAX + 1;
+    assert_int_equal(llmc_tier_set_add(x->set, &wide->tier), LLMC_EINVAL);
+    llmc_entry_t *e = mk(1);
+    assert_int_equal(llmc_tier_set_store(x->set, 0, e, NOW, 0), 0);
+    llmc_entry_unref(e);
+
+    llmc_tier_row_t rows[4];
+    const char *name = "x";
+    const llmc_stat_desc_t *d = fake_xdesc;
+    unsigned nd = 9;
+    assert_int_equal(llmc_tier_set_xrows(x->set, 0, &name, &d, &nd, rows, 4), 0);
+    assert_null(name);
+    assert_null(d);
+    assert_int_equal(nd, 0);
+    assert_int_equal(llmc_tier_set_xrows(x->set, 1, &name, &d, &nd, rows, 4), 3);
+    assert_string_equal(name, "nodes");
+    assert_int_equal(nd, 2);
+    assert_string_equal(rows[2].name, "node2:6381");
+    assert_int_equal(llmc_stat_value(rows[2].v, &d[0]), 2);
+    assert_int_equal(llmc_stat_value(rows[2].v, &d[1]), 21);
+    assert_int_equal(llmc_tier_set_xrows(x->set, 1, &name, &d, &nd, rows, 2), 2);
+}
+
 /* Leases go to the first tier that has them; a set without one answers
    NONE (call the model); a tier with half the pair is refused. */
 static int fake_lease(llmc_tier_t *t, llmc_tier_lease_t *ls)
@@ -1249,6 +1302,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tick_reaches_every_tier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_names_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xstats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_xrows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_routing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wants_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hit_under_another_key_leaves_an_alias, setup, teardown),
