@@ -5,6 +5,7 @@
 #   make SAN=1 ...  the same under AddressSanitizer + UBSan (build dir build/san)
 #   make bench      optimised build, then the side-by-side benchmark (bench/)
 #   make bench-semantic  what the semantic tier's parts cost (embedding, guards, search)
+#   make bench-hnsw  our HNSW graph against hnswlib (HNSW_ARGS="-n 100000 -data uniform")
 
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
@@ -94,6 +95,17 @@ bench-semantic:
 $(BUILD)/semantic_bench: bench/semantic_bench.c $(BUILD)/libllmc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS)
+
+# Our HNSW graph against hnswlib on the same vectors (bench/hnsw_bench.cc).
+.PHONY: bench-hnsw
+HNSW_ARGS ?=
+bench-hnsw:
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" build/bench/hnsw_bench
+	build/bench/hnsw_bench $(HNSW_ARGS)
+
+$(BUILD)/hnsw_bench: bench/hnsw_bench.cc $(BUILD)/libllmc.a
+	@mkdir -p $(@D)
+	$(CXX) -std=c++17 -O3 -march=native -DNDEBUG -Isrc -Wall -Wextra -Werror -o $@ $< $(BUILD)/libllmc.a -lm
 
 # The stampede's client (bench/burst.c), kept beside the benchmarked binary.
 build/bench/burst: bench/burst.c

@@ -18,10 +18,10 @@
  *   deleted nodes (they stay in the graph and every search still walks
  *   them); Redis's vector sets keep links symmetric, which costs a second
  *   pruning on every insert.
- * - A node that linked to the dead one is reconnected by the selection
- *   heuristic over its remaining links and the dead node's links, so the
- *   graph stays navigable where the node was; a neighbour left with no
- *   in-link at all is relinked from its own best neighbour.
+ * - A node that linked to the dead one gets, in its place, the dead node's
+ *   neighbour closest to it, so the graph stays navigable where the node
+ *   was and degrees do not shrink; a neighbour left with no in-link at all
+ *   is relinked from its own best neighbour.
  * - The heuristic keeps a candidate only if it is closer to the base than
  *   to every candidate kept so far (the paper's algorithm 4): long links
  *   across clusters survive, redundant ones do not.
@@ -573,7 +573,26 @@ static bool unlink_from(llmc_hnsw_t *h, uint32_t y, uint32_t x, int l, uint32_t 
     if (j > L[0])
         return false;
     L[j] = L[L[0]--];
-    relist(h, y, l, xl + 1, xl[0]);
+    /* x's place goes to x's neighbour closest to y that y lacks: one dot
+       per candidate. Rerunning the heuristic over both lists instead costs
+       milliseconds per delete at 384 dimensions (measured), for no
+       recall the bench could see. */
+    uint32_t best = UINT32_MAX;
+    float bs = -2;
+    for (uint32_t i = 1; i <= xl[0]; i++) {
+        uint32_t c = xl[i];
+        if (c == y || has(L + 1, L[0], c))
+            continue;
+        float t = sim(h, y, c);
+        if (t > bs) {
+            bs = t;
+            best = c;
+        }
+    }
+    if (best != UINT32_MAX) {
+        L[++L[0]] = best;
+        (*indeg_of(h, best, l))++;
+    }
     return true;
 }
 
