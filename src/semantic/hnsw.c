@@ -705,6 +705,11 @@ size_t llmc_hnsw_search(const llmc_hnsw_t *h, const float *q, size_t k, unsigned
     return n;
 }
 
+int llmc_hnsw_live(const llmc_hnsw_t *h, uint32_t node)
+{
+    return live(h, node);
+}
+
 const float *llmc_hnsw_vector(const llmc_hnsw_t *h, uint32_t node)
 {
     assert(live(h, node));

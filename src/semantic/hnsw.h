@@ -49,6 +49,9 @@ void llmc_hnsw_remove(llmc_hnsw_t *h, uint32_t node);
 size_t llmc_hnsw_search(const llmc_hnsw_t *h, const float *q, size_t k, unsigned ef,
                         llmc_hnsw_hit_t *out);
 
+/* Whether node is a live node (not a free slot). */
+int llmc_hnsw_live(const llmc_hnsw_t *h, uint32_t node);
+
 /* A live node's vector and label. */
 const float *llmc_hnsw_vector(const llmc_hnsw_t *h, uint32_t node);
 uint64_t llmc_hnsw_label(const llmc_hnsw_t *h, uint32_t node);
