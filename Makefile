@@ -6,6 +6,7 @@
 #   make bench      optimised build, then the side-by-side benchmark (bench/)
 #   make bench-semantic  what the semantic tier's parts cost (embedding, guards, search)
 #   make bench-redis  the shared Redis tier: CPU per hit and per miss, three gateways on a Cluster
+#   make bench-hnsw  our HNSW graph against hnswlib (HNSW_ARGS="-n 100000 -data uniform")
 
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
@@ -119,6 +120,17 @@ atrest-bench:
 $(BUILD)/atrest_bench: bench/atrest_bench.c $(BUILD)/libllmc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS)
+
+# Our HNSW graph against hnswlib on the same vectors (bench/hnsw_bench.cc).
+.PHONY: bench-hnsw
+HNSW_ARGS ?=
+bench-hnsw:
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" build/bench/hnsw_bench
+	build/bench/hnsw_bench $(HNSW_ARGS)
+
+$(BUILD)/hnsw_bench: bench/hnsw_bench.cc $(BUILD)/libllmc.a
+	@mkdir -p $(@D)
+	$(CXX) -std=c++17 -O3 -march=native -DNDEBUG -Isrc -Wall -Wextra -Werror -o $@ $< $(BUILD)/libllmc.a -lm
 
 # The stampede's client (bench/burst.c), kept beside the benchmarked binary.
 build/bench/burst: bench/burst.c

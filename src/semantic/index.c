@@ -1,17 +1,19 @@
 /*
  * semantic/index.c: the vector index (see index.h): exact flat search in
- * each partition.
+ * each small partition, an HNSW graph (semantic/hnsw.c) in each big one.
  *
  * Decisions a newcomer would otherwise get wrong:
- * - Flat, exact search only, for now. A partition is every question asked
- *   with one system prompt, model, set of earlier turns and namespace, so
- *   most partitions hold a handful of vectors, where a scan of contiguous
- *   floats beats any graph. An HNSW graph for large partitions (switched to
- *   above a size, with the flat array kept as the store of vectors) is for
- *   later: issue 15 asks for it measured against hnswlib first.
- * - Deletes are real: the partition's last vector moves into the freed
- *   slot (swap-remove), so a partition never holds dead vectors that a scan
- *   must skip, and memory follows what is stored. The id record of the
+ * - A partition is every question asked with one system prompt, model, set
+ *   of earlier turns and namespace, so most partitions hold a handful of
+ *   vectors, where a scan of contiguous floats is exact and beats any
+ *   graph. One that reaches hnsw_threshold vectors moves into a graph (its
+ *   vectors then live in the graph's nodes, the flat arrays are freed) and
+ *   never moves back: a partition that shrank is still one that grew.
+ * - Deletes are real: in a scanned partition the last vector moves into
+ *   the freed slot (swap-remove), so a partition never holds dead vectors
+ *   that a scan must skip, and memory follows what is stored; in a graph
+ *   the node is unlinked and its slot reused. A record's slot is the node
+ *   number there. The id record of the
  *   moved vector is updated in the same call, which is why ids live in one
  *   table for the whole index (id -> partition, slot) rather than in each
  *   partition: a delete by id needs no partition key and no scan.
@@ -29,6 +31,7 @@
 #include <string.h>
 
 #include "llmc/error.h"
+#include "semantic/hnsw.h"
 #include "semantic/index.h"
 
 typedef struct part {
@@ -36,6 +39,7 @@ typedef struct part {
     uint32_t n, cap;
     uint64_t *ids;   /* ids[slot] */
     float *vecs;     /* vecs[slot * dim ...] */
+    llmc_hnsw_t *g;  /* non-NULL: the vectors live here, ids and vecs are NULL */
 } part_t;
 
 typedef struct idrec {
@@ -46,6 +50,7 @@ typedef struct idrec {
 
 struct llmc_vindex {
     unsigned dim;
+    llmc_vindex_opts_t o;
     part_t **parts;  /* open addressing by key; NULL: empty */
     size_t pcap, pcount;
     idrec_t *recs;   /* open addressing by id */
@@ -117,6 +122,7 @@ static void part_remove(llmc_vindex_t *ix, size_t i)
     }
     ix->parts[i] = NULL;
     ix->pcount--;
+    llmc_hnsw_free(p->g);
     free(p->ids);
     free(p->vecs);
     free(p);
@@ -169,11 +175,20 @@ static void rec_remove(llmc_vindex_t *ix, size_t i)
 
 llmc_vindex_t *llmc_vindex_new(unsigned dim)
 {
+    return llmc_vindex_new_opts(dim, NULL);
+}
+
+llmc_vindex_t *llmc_vindex_new_opts(unsigned dim, const llmc_vindex_opts_t *opts)
+{
     llmc_vindex_t *ix;
-    if (dim == 0 || dim > 4096)
+    llmc_vindex_opts_t o = opts ? *opts : (llmc_vindex_opts_t){0};
+    if (dim == 0 || dim > 4096 || (o.m && (o.m < 2 || o.m > 64)))
         return NULL;
     if (!(ix = calloc(1, sizeof(*ix))))
         return NULL;
+    if (!o.hnsw_threshold)
+        o.hnsw_threshold = 1000;
+    ix->o = o;
     ix->dim = dim;
     ix->pcap = 16;
     ix->rcap = 64;
@@ -192,6 +207,7 @@ void llmc_vindex_free(llmc_vindex_t *ix)
         return;
     for (size_t i = 0; ix->parts && i < ix->pcap; i++)
         if (ix->parts[i]) {
+            llmc_hnsw_free(ix->parts[i]->g);
             free(ix->parts[i]->ids);
             free(ix->parts[i]->vecs);
             free(ix->parts[i]);
@@ -232,6 +248,11 @@ static bool normalised(const float *v, unsigned dim)
 static void slot_remove(llmc_vindex_t *ix, part_t *p, uint32_t slot)
 {
     uint32_t last = p->n - 1;
+    if (p->g) {
+        llmc_hnsw_remove(p->g, slot);
+        p->n--;
+        return;
+    }
     if (slot != last) {
         p->ids[slot] = p->ids[last];
         memcpy(p->vecs + (size_t)slot * ix->dim, p->vecs + (size_t)last * ix->dim,
@@ -255,19 +276,84 @@ int llmc_vindex_delete(llmc_vindex_t *ix, uint64_t id)
     return 0;
 }
 
+/* The graph's options from the index's. */
+static llmc_hnsw_opts_t graph_opts(const llmc_vindex_t *ix)
+{
+    return (llmc_hnsw_opts_t){.m = ix->o.m,
+                              .ef_construction = ix->o.ef_construction,
+                              .ef_search = ix->o.ef_search};
+}
+
+/*
+ * Moves scanned partition p into a new graph, once it reached the
+ * threshold. A failure (no memory) leaves it scanned, to be tried again at
+ * the next insert; the index stays correct either way.
+ */
+static void to_graph(llmc_vindex_t *ix, part_t *p)
+{
+    llmc_hnsw_opts_t go = graph_opts(ix);
+    llmc_hnsw_t *g = llmc_hnsw_new(ix->dim, &go);
+    uint32_t *nodes = malloc(p->n * sizeof(*nodes));
+    for (uint32_t s = 0; g && nodes && s < p->n; s++)
+        if (llmc_hnsw_add(g, p->ids[s], p->vecs + (size_t)s * ix->dim, &nodes[s]) < 0) {
+            llmc_hnsw_free(g);
+            g = NULL;
+        }
+    if (g && nodes) {
+        for (uint32_t s = 0; s < p->n; s++)
+            ix->recs[rec_find(ix, p->ids[s])].slot = nodes[s];
+        free(p->ids);
+        free(p->vecs);
+        p->ids = NULL;
+        p->vecs = NULL;
+        p->cap = 0;
+        p->g = g;
+    } else {
+        llmc_hnsw_free(g);
+    }
+    free(nodes);
+}
+
+/* Room for one more vector in scanned partition p. */
+static int flat_reserve(llmc_vindex_t *ix, part_t *p)
+{
+    if (p->n < p->cap)
+        return 0;
+    uint32_t cap = p->cap ? p->cap * 2 : 4;
+    uint64_t *ids = realloc(p->ids, cap * sizeof(*ids));
+    if (!ids)
+        return LLMC_ENOMEM;
+    p->ids = ids;
+    float *vecs = realloc(p->vecs, (size_t)cap * ix->dim * sizeof(float));
+    if (!vecs)
+        return LLMC_ENOMEM; /* ids grew, harmless */
+    p->vecs = vecs;
+    p->cap = cap;
+    return 0;
+}
+
 int llmc_vindex_insert(llmc_vindex_t *ix, const llmc_key_t *part, uint64_t id, const float *vec)
 {
     size_t r, pi;
     part_t *p;
     bool made = false;
+    uint32_t slot;
 
     if (!normalised(vec, ix->dim))
         return LLMC_EINVAL;
     r = rec_find(ix, id);
     if (ix->recs[r].p && memcmp(ix->recs[r].p->key.b, part->b, LLMC_KEY_LEN) == 0) {
-        /* Same id, same partition: the vector is replaced in place. */
+        /* Same id, same partition: the vector is replaced in place (in a
+           graph: a new node, then the old one goes). */
         p = ix->recs[r].p;
-        memcpy(p->vecs + (size_t)ix->recs[r].slot * ix->dim, vec, ix->dim * sizeof(float));
+        if (!p->g) {
+            memcpy(p->vecs + (size_t)ix->recs[r].slot * ix->dim, vec, ix->dim * sizeof(float));
+            return 0;
+        }
+        if (llmc_hnsw_add(p->g, id, vec, &slot) < 0)
+            return LLMC_ENOMEM;
+        llmc_hnsw_remove(p->g, ix->recs[r].slot);
+        ix->recs[r].slot = slot;
         return 0;
     }
     /* Every allocation first, so that a failure changes nothing. */
@@ -283,21 +369,20 @@ int llmc_vindex_insert(llmc_vindex_t *ix, const llmc_key_t *part, uint64_t id, c
         p->key = *part;
         made = true;
     }
-    if (p->n == p->cap) {
-        uint32_t cap = p->cap ? p->cap * 2 : 4;
-        uint64_t *ids = realloc(p->ids, cap * sizeof(*ids));
-        if (ids)
-            p->ids = ids;
-        float *vecs = ids ? realloc(p->vecs, (size_t)cap * ix->dim * sizeof(float)) : NULL;
-        if (!vecs) {
+    if (p->g) {
+        if (llmc_hnsw_add(p->g, id, vec, &slot) < 0)
+            return LLMC_ENOMEM; /* a graph partition was never just made */
+    } else {
+        if (flat_reserve(ix, p) < 0) {
             if (made) {
                 free(p->ids);
                 free(p);
             }
             return LLMC_ENOMEM;
         }
-        p->vecs = vecs;
-        p->cap = cap;
+        slot = p->n;
+        p->ids[slot] = id;
+        memcpy(p->vecs + (size_t)slot * ix->dim, vec, ix->dim * sizeof(float));
     }
     if (made) {
         ix->parts[pi] = p;
@@ -306,18 +391,39 @@ int llmc_vindex_insert(llmc_vindex_t *ix, const llmc_key_t *part, uint64_t id, c
     /* The id moves from another partition: out of there first. */
     if (ix->recs[r].p)
         (void)llmc_vindex_delete(ix, id);
-    uint32_t slot = p->n++;
-    p->ids[slot] = id;
-    memcpy(p->vecs + (size_t)slot * ix->dim, vec, ix->dim * sizeof(float));
+    p->n++;
     r = rec_find(ix, id);
     ix->recs[r] = (idrec_t){.id = id, .p = p, .slot = slot};
     ix->rcount++;
+    if (!p->g && p->n >= ix->o.hnsw_threshold)
+        to_graph(ix, p);
     return 0;
 }
 
 static bool better(float sa, uint64_t ia, float sb, uint64_t ib)
 {
     return sa > sb || (sa == sb && ia < ib);
+}
+
+/* A graph's best k, ordered as a scan would order them. */
+static size_t graph_search(const llmc_hnsw_t *g, const float *q, size_t k, llmc_vindex_hit_t *out)
+{
+    llmc_hnsw_hit_t stack[32], *hits = k <= 32 ? stack : malloc(k * sizeof(*hits));
+    if (!hits)
+        k = 32, hits = stack; /* fewer answers rather than none */
+    size_t n = llmc_hnsw_search(g, q, k, 0, hits);
+    for (size_t i = 0; i < n; i++) {
+        llmc_vindex_hit_t h = {.id = hits[i].label, .score = hits[i].score};
+        size_t j = i;
+        while (j > 0 && better(h.score, h.id, out[j - 1].score, out[j - 1].id)) {
+            out[j] = out[j - 1];
+            j--;
+        }
+        out[j] = h;
+    }
+    if (hits != stack)
+        free(hits);
+    return n;
 }
 
 size_t llmc_vindex_search(const llmc_vindex_t *ix, const llmc_key_t *part, const float *q,
@@ -327,6 +433,8 @@ size_t llmc_vindex_search(const llmc_vindex_t *ix, const llmc_key_t *part, const
     size_t n = 0;
     if (!p || k == 0)
         return 0;
+    if (p->g)
+        return graph_search(p->g, q, k, out);
     for (uint32_t s = 0; s < p->n; s++) {
         float sc = dot(q, p->vecs + (size_t)s * ix->dim, ix->dim);
         uint64_t id = p->ids[s];
@@ -370,6 +478,16 @@ int llmc_vindex_check(const llmc_vindex_t *ix, char *why, size_t why_len)
         parts++;
         if (part_find(ix, &p->key) != i)
             return BAD("partition at %zu not found by its key", i);
+        if (p->g) {
+            char gw[120] = "";
+            if (llmc_hnsw_check(p->g, gw, sizeof(gw)) < 0)
+                return BAD("partition at %zu: graph: %s", i, gw);
+            if (p->n == 0 || llmc_hnsw_count(p->g) != p->n || p->ids || p->vecs)
+                return BAD("partition at %zu holds %u, its graph %zu", i, p->n,
+                           llmc_hnsw_count(p->g));
+            vectors += p->n;
+            continue;
+        }
         if (p->n == 0 || p->n > p->cap)
             return BAD("partition at %zu holds %u of %u", i, p->n, p->cap);
         for (uint32_t s = 0; s < p->n; s++) {
@@ -389,6 +507,17 @@ int llmc_vindex_check(const llmc_vindex_t *ix, char *why, size_t why_len)
         recs++;
         if (rec_find(ix, rec->id) != i)
             return BAD("id %llu not found by its hash", (unsigned long long)rec->id);
+        if (rec->p->g) {
+            /* Records point at distinct live nodes carrying their ids and
+               match the graph's count in number: one record per node. */
+            if (!llmc_hnsw_live(rec->p->g, rec->slot) ||
+                llmc_hnsw_label(rec->p->g, rec->slot) != rec->id)
+                return BAD("id %llu's record points at a node without it",
+                           (unsigned long long)rec->id);
+            if (!normalised(llmc_hnsw_vector(rec->p->g, rec->slot), ix->dim))
+                return BAD("id %llu: vector not normalised", (unsigned long long)rec->id);
+            continue;
+        }
         if (rec->slot >= rec->p->n || rec->p->ids[rec->slot] != rec->id)
             return BAD("id %llu's record points at a slot without it", (unsigned long long)rec->id);
     }

@@ -290,6 +290,75 @@ static void test_check_sees_corruption(void **state)
     llmc_vindex_free(ix);
 }
 
+/*
+ * A partition that reaches the threshold moves into a graph: inserts,
+ * replacements, moves between partitions and deletes keep the check true;
+ * each vector searched for is found first; a deleted id is never found;
+ * other partitions stay scanned; an emptied graph partition is freed.
+ */
+static void test_big_partition_moves_to_a_graph(void **state)
+{
+    enum { N = 600, T = 64 };
+    llmc_vindex_t *ix = llmc_vindex_new_opts(DIM, &(llmc_vindex_opts_t){.hnsw_threshold = T});
+    llmc_key_t a = pk(1), b = pk(2);
+    static float vecs[N][DIM];
+    unsigned char alive[N] = {0};
+    llmc_vindex_hit_t hits[8];
+    assert_non_null(ix);
+    for (int i = 0; i < N; i++) {
+        unit(vecs[i], DIM);
+        assert_int_equal(llmc_vindex_insert(ix, &a, (uint64_t)i, vecs[i]), 0);
+        alive[i] = 1;
+        assert_true(ix->parts[part_find(ix, &a)]->g == NULL || i + 1 >= T);
+        if (i % 50 == 0)
+            checked(ix);
+    }
+    assert_non_null(ix->parts[part_find(ix, &a)]->g);
+    assert_int_equal(llmc_vindex_insert(ix, &b, 100000, vecs[0]), 0);
+    assert_null(ix->parts[part_find(ix, &b)]->g); /* small: still scanned */
+    checked(ix);
+    /* Replace in place, move out, delete: a third of the vectors each. */
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 0) {
+            unit(vecs[i], DIM);
+            assert_int_equal(llmc_vindex_insert(ix, &a, (uint64_t)i, vecs[i]), 0);
+        } else if (i % 3 == 1) {
+            assert_int_equal(llmc_vindex_delete(ix, (uint64_t)i), 0);
+            alive[i] = 0;
+        } else if (i % 9 == 2) {
+            assert_int_equal(llmc_vindex_insert(ix, &b, (uint64_t)i, vecs[i]), 0);
+            alive[i] = 0; /* gone from a */
+        }
+        if (i % 40 == 0)
+            checked(ix);
+    }
+    checked(ix);
+    size_t live_n = 0;
+    for (int i = 0; i < N; i++)
+        live_n += alive[i];
+    assert_int_equal(llmc_vindex_partition_count(ix, &a), live_n);
+    size_t self = 0;
+    for (int i = 0; i < N; i++) {
+        size_t n = llmc_vindex_search(ix, &a, vecs[i], 8, hits);
+        for (size_t j = 0; j < n; j++) {
+            assert_true(alive[hits[j].id]);
+            assert_true(j == 0 || hits[j - 1].score >= hits[j].score);
+        }
+        if (alive[i]) {
+            assert_true(n > 0);
+            self += hits[0].id == (uint64_t)i;
+        }
+    }
+    assert_true(self * 100 >= live_n * 99); /* a vector finds itself */
+    for (int i = 0; i < N; i++)
+        if (alive[i])
+            assert_int_equal(llmc_vindex_delete(ix, (uint64_t)i), 0);
+    assert_int_equal(llmc_vindex_partition_count(ix, &a), 0);
+    assert_int_equal(llmc_vindex_partitions(ix), 1); /* b only */
+    checked(ix);
+    llmc_vindex_free(ix);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -300,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_refuses_bad_vectors),
         cmocka_unit_test(test_churn_against_model),
         cmocka_unit_test(test_check_sees_corruption),
+        cmocka_unit_test(test_big_partition_moves_to_a_graph),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

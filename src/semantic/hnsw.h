@@ -1,0 +1,72 @@
+/*
+ * semantic/hnsw.h: an HNSW graph (hierarchical navigable small world) over
+ * L2-normalised float vectors, scored by cosine (a dot product). The
+ * semantic index (semantic/index.c) puts one in a partition once the
+ * partition outgrows an exact scan.
+ *
+ * Nodes are numbered slots; each carries the caller's 64-bit label. Deletes
+ * are real: the node is unlinked, the nodes that linked to it are
+ * reconnected from their own and its neighbours, and its slot is reused by
+ * a later add. Not thread-safe (a search writes the visited marks): the
+ * caller holds one lock around every call. Pure: no globals, no clock.
+ */
+#ifndef LLMC_SEMANTIC_HNSW_H
+#define LLMC_SEMANTIC_HNSW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct llmc_hnsw llmc_hnsw_t;
+
+typedef struct llmc_hnsw_opts {
+    unsigned m;               /* links per node above layer 0, 2m at layer 0 (2..64; 0: 16) */
+    unsigned ef_construction; /* beam width while linking a new node (0: 200) */
+    unsigned ef_search;       /* beam width of a search that names none (0: 64) */
+    uint64_t seed;            /* of the level draw (0: a fixed default), so a build repeats */
+} llmc_hnsw_opts_t;
+
+typedef struct llmc_hnsw_hit {
+    uint64_t label;
+    uint32_t node;
+    float score; /* cosine similarity */
+} llmc_hnsw_hit_t;
+
+/* A new empty graph of dim-dimensional vectors (1..4096), or NULL (bad
+   dim or m, no memory). opts may be NULL (every default). */
+llmc_hnsw_t *llmc_hnsw_new(unsigned dim, const llmc_hnsw_opts_t *opts);
+void llmc_hnsw_free(llmc_hnsw_t *h);
+
+/* Adds vec (dim floats, copied, normalised by the caller) under label; its
+   node number into *node. 0 or LLMC_ENOMEM (the graph is unchanged). */
+int llmc_hnsw_add(llmc_hnsw_t *h, uint64_t label, const float *vec, uint32_t *node);
+
+/* Deletes live node node for real (see above). */
+void llmc_hnsw_remove(llmc_hnsw_t *h, uint32_t node);
+
+/* The (about) k nodes closest to q, best first, into out, searching with
+   beam width ef (0: the graph's ef_search; never below k). Returns how
+   many. */
+size_t llmc_hnsw_search(const llmc_hnsw_t *h, const float *q, size_t k, unsigned ef,
+                        llmc_hnsw_hit_t *out);
+
+/* Whether node is a live node (not a free slot). */
+int llmc_hnsw_live(const llmc_hnsw_t *h, uint32_t node);
+
+/* A live node's vector and label. */
+const float *llmc_hnsw_vector(const llmc_hnsw_t *h, uint32_t node);
+uint64_t llmc_hnsw_label(const llmc_hnsw_t *h, uint32_t node);
+
+/* Live nodes; bytes the graph holds (vectors, links, scratch). */
+size_t llmc_hnsw_count(const llmc_hnsw_t *h);
+size_t llmc_hnsw_bytes(const llmc_hnsw_t *h);
+
+/*
+ * Checks every invariant: each link points at a live node that has the
+ * link's level, no self or repeated link, no list over its bound, the
+ * stored in-degrees equal the links counted, the entry point is live and
+ * on the top level, free slots are free. 0, or LLMC_ECORRUPT (with what
+ * broke in why, when why is not NULL).
+ */
+int llmc_hnsw_check(const llmc_hnsw_t *h, char *why, size_t why_len);
+
+#endif
