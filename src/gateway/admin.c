@@ -1,7 +1,7 @@
 /*
  * gateway/admin.c: the admin routes' work: an entry's metadata
- * (GET /admin/cache/{key}), deleting it (DELETE /admin/cache/{key}) and
- * purges by selector (POST /admin/purge).
+ * (GET /admin/cache/{key}), deleting it (DELETE /admin/cache/{key}),
+ * purges by selector (POST /admin/purge) and explain (POST /admin/explain).
  *
  * Whether a request may reach these at all (the admin token, the admin
  * listener) is decided before, by the route table in handler.c.
@@ -20,6 +20,12 @@
  *   lookup walk: a walk would promote a disk entry into memory, and
  *   looking must not change what is cached. Each ask still counts as a
  *   lookup in that tier's hits or misses.
+ * - Explain asks each tier alone too (llmc_tier_set_ask), through its
+ *   general lookup, so Redis and the semantic tier answer as well. One
+ *   that answers later parks the request (LOOKUP -> PARKED_TIER, the same
+ *   states as a cached request's walk) under that tier's own timeout; the
+ *   walk holds a reference on the request and is freed when the tier
+ *   answers, whether or not the client is still there.
  * - The key in the path is the hex of X-Cache-Key: exactly 64 hex digits,
  *   either case. Anything else is a 400 that says so, never a lookup of
  *   some other key.

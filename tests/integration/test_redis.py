@@ -569,6 +569,36 @@ def test_explain_with_redis_hung_answers_after_its_timeout(redis, mock, gateway_
     assert mock.calls() == 0
 
 
+def test_explain_waiting_on_redis_at_shutdown(redis, mock, gateway_factory):
+    """SIGTERM while explain waits on a stopped Redis: the gateway still
+    exits cleanly (the sanitizer build reports no leak) within its drain."""
+    b = redis_gateway(gateway_factory, mock, redis.url, "--redis-timeout", "3s",
+                      "--drain-timeout", "1", threads=1, env=ADMIN_ENV)
+    got = []
+
+    def client():
+        try:
+            got.append(b.http.post(b.url + "/admin/explain", json=chat_body(prompt()),
+                                   headers=AUTH, timeout=10).status_code)
+        except Exception as exc:  # the connection may close at shutdown
+            got.append(repr(exc))
+
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(0.3)
+        assert not got  # still waiting on Redis
+        t0 = time.monotonic()
+        b.must_survive = False  # stopped here, on purpose
+        assert b.stop() is None, b.stderr()
+        assert time.monotonic() - t0 < 5
+        t.join(10)
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    assert got and mock.calls() == 0
+
+
 @pytest.mark.parametrize("how", ["key", "tag", "namespace", "all"])
 def test_purge_on_one_gateway_reaches_the_others(redis, mock, gateway_factory, how):
     """A purge on A (by key, tag, namespace, or all) takes the answer out of
