@@ -1,7 +1,7 @@
 /*
  * gateway/admin.c: the admin routes' work: an entry's metadata
- * (GET /admin/cache/{key}), deleting it (DELETE /admin/cache/{key}) and
- * purges by selector (POST /admin/purge).
+ * (GET /admin/cache/{key}), deleting it (DELETE /admin/cache/{key}),
+ * purges by selector (POST /admin/purge) and explain (POST /admin/explain).
  *
  * Whether a request may reach these at all (the admin token, the admin
  * listener) is decided before, by the route table in handler.c.
@@ -20,6 +20,12 @@
  *   lookup walk: a walk would promote a disk entry into memory, and
  *   looking must not change what is cached. Each ask still counts as a
  *   lookup in that tier's hits or misses.
+ * - Explain asks each tier alone too (llmc_tier_set_ask), through its
+ *   general lookup, so Redis and the semantic tier answer as well. One
+ *   that answers later parks the request (LOOKUP -> PARKED_TIER, the same
+ *   states as a cached request's walk) under that tier's own timeout; the
+ *   walk holds a reference on the request and is freed when the tier
+ *   answers, whether or not the client is still there.
  * - The key in the path is the hex of X-Cache-Key: exactly 64 hex digits,
  *   either case. Anything else is a 400 that says so, never a lookup of
  *   some other key.
@@ -385,57 +391,203 @@ static json_t *explain_refused(json_t *o, int status, const char *why)
     return o;
 }
 
-/* The per-tier view of key: which tier holds it and in what state, and
-   the verdict of the walk (the first usable entry answers). */
-static void explain_tiers(gw_req_t *gr, json_t *o, const llmc_key_t *key,
-                          const llmc_policy_t *pol)
+/* An explain asking the tiers: its answer so far and the one lookup in
+   flight. Each tier is asked alone (llmc_tier_set_ask), never through the
+   set's walk, so what a slower tier has is not promoted into a faster one.
+   A tier that answers later (Redis, a remote embedder) parks the request
+   (LOOKUP -> PARKED_TIER) under the tier's own timeout; the walk holds a
+   reference on gr meanwhile, and is freed when the tier answers, whether
+   or not the client is still there. */
+typedef struct explain_walk {
+    gw_req_t *gr;
+    llmc_tier_lookup_t tl;
+    llmc_tier_query_t query;
+    llmc_policy_t pol;
+    unsigned next;               /* the tier asked now */
+    json_t *o, *tiers, *verdict, *unanswered;
+    char *body, *model;          /* the query's copies (the semantic tier reads them) */
+    char scope[2 * LLMC_KEY_LEN + 1];
+} explain_walk_t;
+
+static void walk_free(explain_walk_t *ew)
 {
-    llmc_tier_set_t *s = gr->w->gw->tiers;
-    int64_t now = llmc_now_ms();
-    json_t *tiers = json_array(), *verdict = NULL, *not_asked = json_array();
-    for (unsigned i = 0; i < llmc_tier_set_count(s); i++) {
-        const char *name = llmc_tier_set_name(s, i);
-        llmc_entry_t *e = NULL;
-        int rc = llmc_tier_set_peek(s, i, key, now, &e);
-        if (rc == LLMC_ENOTSUP) { /* Redis, semantic: explain does not wait for them */
-            json_array_append_new(tiers, json_pack("{s:s, s:s}", "tier", name, "state",
-                                                   "not asked (it answers only after a wait)"));
-            if (!verdict)
-                json_array_append_new(not_asked, json_string(name));
-            continue;
-        }
-        if (rc != 0) {
-            json_array_append_new(tiers, json_pack("{s:s, s:s}", "tier", name, "state", "absent"));
-            continue;
-        }
-        llmc_use_t use = llmc_policy_usable(pol, e, now);
-        const char *usable = !pol->read ? "not read (no-cache)"
-                             : use == LLMC_USE_FRESH ? "yes"
-                             : use == LLMC_USE_STALE ? "stale (max-stale)"
-                                                     : "no (the request's directives refuse it)";
-        json_array_append_new(tiers, json_pack(
-            "{s:s, s:s, s:I, s:I, s:o, s:o, s:s}", "tier", name,
-            "state", now < e->expires_ms ? "fresh" : "expired",
-            "age_s", (json_int_t)llmc_entry_age(e, now),
-            "ttl_left_s", (json_int_t)llmc_entry_ttl_left(e, now),
-            "created", time_json(e->created_ms), "expires", time_json(e->expires_ms),
-            "usable", usable));
-        if (!verdict && pol->read && use != LLMC_USE_NO)
-            verdict = json_pack("{s:s, s:s}", "action", use == LLMC_USE_FRESH ? "hit" : "stale-hit",
-                                "tier", name);
-        llmc_entry_unref(e);
+    json_decref(ew->o);
+    json_decref(ew->tiers);
+    json_decref(ew->verdict);
+    json_decref(ew->unanswered);
+    free(ew->body);
+    free(ew->model);
+    free(ew);
+}
+
+/* The row of a tier that has no entry to show: rc LLMC_ENOENT, or the
+   error it answered with. */
+static json_t *row_without(explain_walk_t *ew, const char *name, int rc)
+{
+    bool similar = llmc_tier_set_by_similarity(ew->gr->w->gw->tiers, ew->next);
+    if (rc != LLMC_ENOENT) {
+        if (!ew->verdict) /* a miss unless that tier had it */
+            json_array_append_new(ew->unanswered, json_string(name));
+        return json_pack("{s:s, s:s, s:s}", "tier", name, "state",
+                         rc == LLMC_ECANCELED ? "not answered (shutting down)" : "not answered",
+                         "error", llmc_strerror(rc));
     }
+    if (similar && !ew->query.similar)
+        return json_pack("{s:s, s:s}", "tier", name, "state",
+                         "not asked (the request refuses a similar question's answer)");
+    if (similar)
+        return json_pack("{s:s, s:s, s:n}", "tier", name, "state",
+                         "absent (no similar question stored answers it)", "matched");
+    return json_pack("{s:s, s:s}", "tier", name, "state", "absent");
+}
+
+/* The row of tier ew->next for the lookup's answer rc, and the verdict if
+   it is the first tier whose entry the request would take. */
+static void walk_row(explain_walk_t *ew, int rc)
+{
+    const char *name = llmc_tier_set_name(ew->gr->w->gw->tiers, ew->next);
+    llmc_entry_t *e = rc == 0 ? ew->tl.entry : NULL;
+    const llmc_policy_t *pol = &ew->pol;
+    int64_t now = llmc_now_ms();
+    ew->tl.entry = NULL;
+    if (!e) {
+        json_array_append_new(ew->tiers, row_without(ew, name, rc == 0 ? LLMC_ENOENT : rc));
+        return;
+    }
+    llmc_use_t use = llmc_policy_usable(pol, e, now);
+    const char *usable = !pol->read ? "not read (no-cache)"
+                         : use == LLMC_USE_FRESH ? "yes"
+                         : use == LLMC_USE_STALE ? "stale (max-stale)"
+                                                 : "no (the request's directives refuse it)";
+    json_t *row = json_pack(
+        "{s:s, s:s, s:I, s:I, s:o, s:o, s:s}", "tier", name,
+        "state", now < e->expires_ms ? "fresh" : "expired",
+        "age_s", (json_int_t)llmc_entry_age(e, now),
+        "ttl_left_s", (json_int_t)llmc_entry_ttl_left(e, now),
+        "created", time_json(e->created_ms), "expires", time_json(e->expires_ms),
+        "usable", usable);
+    bool similar = ew->tl.similarity > 0;
+    if (row && similar) { /* a similar question's answer: whose, how close */
+        char hex[2 * LLMC_KEY_LEN + 1];
+        llmc_key_hex(&e->key, hex);
+        json_object_set_new(row, "matched", json_string(hex));
+        json_object_set_new(row, "similarity", json_real(ew->tl.similarity));
+    }
+    json_array_append_new(ew->tiers, row);
+    if (!ew->verdict && pol->read && use != LLMC_USE_NO)
+        ew->verdict = json_pack("{s:s, s:s}", "action",
+                                use != LLMC_USE_FRESH ? "stale-hit"
+                                : similar             ? "semantic-hit"
+                                                      : "hit",
+                                "tier", name);
+    llmc_entry_unref(e);
+}
+
+/* The verdict once every tier has answered, set into the answer. */
+static json_t *walk_end(explain_walk_t *ew)
+{
+    const llmc_policy_t *pol = &ew->pol;
+    json_t *o = ew->o, *verdict = ew->verdict;
+    ew->o = ew->verdict = NULL;
     if (!verdict && pol->only_if_cached)
         verdict = json_pack("{s:s, s:i}", "action", "error", "status", 504);
-    if (!verdict && json_array_size(not_asked))
+    if (!verdict && json_array_size(ew->unanswered))
         verdict = json_pack("{s:s, s:b, s:O}", "action", pol->write ? "miss" : "bypass",
-                            "stored", pol->write, "unless", not_asked);
+                            "stored", pol->write, "unless", ew->unanswered);
     else if (!verdict)
         verdict = json_pack("{s:s, s:b}", "action", pol->write ? "miss" : "bypass",
                             "stored", pol->write);
-    json_decref(not_asked);
-    json_object_set_new(o, "tiers", tiers);
+    json_object_set(o, "tiers", ew->tiers);
     json_object_set_new(o, "verdict", verdict);
+    walk_free(ew);
+    return o;
+}
+
+static void walk_answered(llmc_tier_lookup_t *lk, int rc);
+
+/* Asks the tiers from ew->next on. The answer once all have answered, or
+   NULL when one holds the lookup (the request parked: walk_answered goes
+   on). The request is in LOOKUP. */
+static json_t *walk_run(explain_walk_t *ew)
+{
+    llmc_tier_set_t *s = ew->gr->w->gw->tiers;
+    for (; ew->next < llmc_tier_set_count(s); ew->next++) {
+        ew->tl.entry = NULL;
+        ew->tl.now_ms = llmc_now_ms();
+        ew->tl.done = walk_answered;
+        int rc = llmc_tier_set_ask(s, ew->next, &ew->tl);
+        if (rc == LLMC_EAGAIN) {
+            llmc__gr_enter(ew->gr, GR_PARKED_TIER);
+            llmc__gr_ref(ew->gr); /* the pending lookup's */
+            return NULL;
+        }
+        walk_row(ew, rc);
+        if (rc == LLMC_ECANCELED)
+            break; /* detach: the slower tiers are gone from this loop */
+    }
+    return walk_end(ew);
+}
+
+static void explain_answer(gw_req_t *gr, json_t *o);
+
+/* A tier answered the parked explain, on its loop. */
+static void walk_answered(llmc_tier_lookup_t *lk, int rc)
+{
+    explain_walk_t *ew = (explain_walk_t *)((char *)lk - offsetof(explain_walk_t, tl));
+    gw_req_t *gr = ew->gr;
+    if (gr->state == GR_PARKED_TIER && gr->req) {
+        llmc__gr_enter(gr, GR_LOOKUP);
+        walk_row(ew, rc);
+        bool stop = rc == LLMC_ECANCELED;
+        ew->next = stop ? llmc_tier_set_count(gr->w->gw->tiers) : ew->next + 1;
+        json_t *o = walk_run(ew);
+        if (o)
+            explain_answer(gr, o);
+    } else { /* the client left meanwhile */
+        if (rc == 0)
+            llmc_entry_unref(lk->entry);
+        walk_free(ew);
+    }
+    llmc__gr_unref(gr); /* the pending lookup's */
+}
+
+/* A walk for key as the request would look it up (handler.c's fill_query).
+   Takes o; NULL when out of memory (o freed). */
+static explain_walk_t *walk_new(gw_req_t *gr, json_t *o, const llmc_key_t *key,
+                                const llmc_policy_t *pol, const char *path, const char *scope,
+                                const llmc_canon_t *canon)
+{
+    explain_walk_t *ew = calloc(1, sizeof(*ew));
+    if (ew) {
+        ew->o = o;
+        ew->tiers = json_array();
+        ew->unanswered = json_array();
+        ew->body = malloc(canon->text_len + 1);
+        ew->model = strdup(canon->model ? canon->model : "");
+    }
+    if (!ew || !ew->tiers || !ew->unanswered || !ew->body || !ew->model) {
+        if (ew)
+            walk_free(ew);
+        else
+            json_decref(o);
+        return NULL;
+    }
+    memcpy(ew->body, canon->text, canon->text_len);
+    ew->body[canon->text_len] = '\0';
+    snprintf(ew->scope, sizeof(ew->scope), "%s", scope);
+    ew->gr = gr;
+    ew->pol = *pol;
+    ew->query = (llmc_tier_query_t){
+        .key = *key, .path = path, .body = ew->body, .body_len = canon->text_len,
+        .scope = ew->scope, .ns = ew->pol.ns, .model = canon->model ? ew->model : NULL,
+        .similar = pol->semantic,
+        .threshold = pol->semantic_threshold > 0
+                         ? pol->semantic_threshold
+                         : (float)LLMC_GW_LIVE(gr->w->gw, semantic_threshold) / 1000.0f,
+    };
+    ew->tl.query = &ew->query;
+    ew->tl.worker = gr->w->id;
+    return ew;
 }
 
 /* The policy the explained request's headers and body make, held to its
@@ -467,10 +619,10 @@ static int explain_policy(gw_req_t *gr, const explain_in_t *in, const llmc_canon
 static json_t *explain_key(gw_req_t *gr, json_t *o, const explain_in_t *in,
                            const gw_explain_route_t *rt, const llmc_canon_t *canon,
                            const llmc_client_t *client, const char *cred, llmc_key_t *key,
-                           llmc_policy_t *pol)
+                           llmc_policy_t *pol, char *scope)
 {
     llmc_gw_t *gw = gr->w->gw;
-    char err[256] = "", src[LLMC_CLIENT_NS_MAX + 4], scope[2 * LLMC_KEY_LEN + 1] = "";
+    char err[256] = "", src[LLMC_CLIENT_NS_MAX + 4];
     char hex[2 * LLMC_KEY_LEN + 1];
     unsigned denied = 0;
     int status = explain_policy(gr, in, canon, client, pol, &denied, err, sizeof(err));
@@ -544,9 +696,14 @@ static bool explain_client(gw_req_t *gr, json_t *o, const explain_in_t *in,
     return true;
 }
 
+/* The answer for a request that never reaches the tiers, or NULL with
+   *walk set for one whose tiers are to be asked (NULL too when out of
+   memory). */
 static json_t *explain(gw_req_t *gr, const explain_in_t *in,
-                       bool (*find)(const char *path, gw_explain_route_t *out))
+                       bool (*find)(const char *path, gw_explain_route_t *out),
+                       explain_walk_t **walk)
 {
+    char scope[2 * LLMC_KEY_LEN + 1] = "";
     gw_explain_route_t rt;
     llmc_canon_t canon = {0};
     llmc_policy_t pol;
@@ -572,9 +729,11 @@ static json_t *explain(gw_req_t *gr, const explain_in_t *in,
         llmc_canon_free(&canon);
         return explain_refused(o, 0, msg);
     }
-    explain_key(gr, o, in, &rt, &canon, client, cred, &key, &pol);
-    if (json_is_true(json_object_get(o, "cacheable")))
-        explain_tiers(gr, o, &key, &pol);
+    explain_key(gr, o, in, &rt, &canon, client, cred, &key, &pol, scope);
+    if (json_is_true(json_object_get(o, "cacheable"))) {
+        *walk = walk_new(gr, o, &key, &pol, rt.path, scope, &canon);
+        o = NULL; /* the walk's, or freed */
+    }
     llmc_canon_free(&canon);
     return o;
 }
@@ -590,15 +749,32 @@ void llmc__gw_admin_explain(gw_req_t *gr, bool (*find)(const char *path, gw_expl
         snprintf(err, sizeof(err), "the body is not JSON: %s", jerr.text);
     if (gr->w->gw->client_keys) /* the table explain looks keys up in, held for the call */
         gr->clients = llmc_clients_ref(llmc_gw_clients(gr->w));
-    json_t *o = rc == 0 ? explain(gr, &in, find) : NULL;
-    llmc__gr_enter(gr, GR_RESPOND);
-    if (rc == 0 && o)
-        llmc__gw_respond_json(gr, 200, o);
-    else if (rc == 0 || rc == LLMC_ENOMEM)
-        llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
-    else
-        llmc__gw_error(gr, 400, "invalid_request_error", "invalid_explain_request", err);
+    explain_walk_t *walk = NULL;
+    json_t *o = rc == 0 ? explain(gr, &in, find, &walk) : NULL;
     if (rc == 0 || rc == LLMC_ENOMEM)
         free(in.body);
     json_decref(root);
+    if (walk) {
+        llmc__gr_enter(gr, GR_LOOKUP);
+        if (!(o = walk_run(walk)))
+            return; /* parked: walk_answered answers */
+    }
+    if (rc == 0)
+        explain_answer(gr, o);
+    else if (rc == LLMC_ENOMEM)
+        explain_answer(gr, NULL);
+    else {
+        llmc__gr_enter(gr, GR_RESPOND);
+        llmc__gw_error(gr, 400, "invalid_request_error", "invalid_explain_request", err);
+    }
+}
+
+/* Answers explain with o (NULL: out of memory). */
+static void explain_answer(gw_req_t *gr, json_t *o)
+{
+    llmc__gr_enter(gr, GR_RESPOND);
+    if (o)
+        llmc__gw_respond_json(gr, 200, o);
+    else
+        llmc__gw_error(gr, 503, "server_error", "out_of_memory", "out of memory");
 }

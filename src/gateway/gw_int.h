@@ -43,7 +43,8 @@
 typedef enum gr_state {
     GR_NEW,            /* routed; nothing decided yet */
     GR_LOOKUP,         /* walking the tiers */
-    GR_PARKED_TIER,    /* a tier answers later; the lookup holds a reference */
+    GR_PARKED_TIER,    /* a tier answers later; the lookup holds a reference
+                          (also an admin explain's, admin.c) */
     GR_FLIGHT,         /* a miss: join or lead the flight for the key */
     GR_PARKED_FLIGHT,  /* waiting on the flight (its data, or its end) */
     GR_PARKED_PURGE,   /* an admin purge: waiting for every tier's count */

@@ -524,6 +524,19 @@ int llmc_tier_set_peek(llmc_tier_set_t *s, unsigned i, const llmc_key_t *key, in
     return s->tiers[i]->ops->get(s->tiers[i], key, now_ms, out);
 }
 
+int llmc_tier_set_ask(llmc_tier_set_t *s, unsigned i, llmc_tier_lookup_t *lk)
+{
+    assert(i < s->n);
+    assert(lk->query && lk->done);
+    return ask(s->tiers[i], lk);
+}
+
+bool llmc_tier_set_by_similarity(const llmc_tier_set_t *s, unsigned i)
+{
+    assert(i < s->n);
+    return s->tiers[i]->ops->wants_query;
+}
+
 /* ---- purge fan-out ---- */
 
 typedef struct purge_fan purge_fan_t;

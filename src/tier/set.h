@@ -157,6 +157,20 @@ int llmc_tier_set_front_put(llmc_tier_set_t *s, unsigned worker, llmc_entry_t *e
 int llmc_tier_set_peek(llmc_tier_set_t *s, unsigned i, const llmc_key_t *key, int64_t now_ms,
                        llmc_entry_t **out);
 
+/* Tier i alone through its general lookup (lookup(), else get()), for
+   inspection (POST /admin/explain): no walk, no promotion into faster
+   tiers, no alias. The caller fills lk as a walk does (query, now_ms,
+   worker, done) and keeps it valid until it has answered. 0 (lk->entry a
+   reference the caller owns), LLMC_ENOENT, an error (the tier did not
+   answer: a timeout, a fault), or LLMC_EAGAIN: lk->done runs once, later,
+   on lk->worker's loop (LLMC_ECANCELED at detach). Counts in the tier's
+   own stats as a lookup. On lk->worker's loop thread. */
+int llmc_tier_set_ask(llmc_tier_set_t *s, unsigned i, llmc_tier_lookup_t *lk);
+
+/* True when tier i searches by more than the key (ops->wants_query: by
+   similarity), so that its hit may be under another key. */
+bool llmc_tier_set_by_similarity(const llmc_tier_set_t *s, unsigned i);
+
 /* A purge's completion: removed[i] entries went from tier i (the set's
    order, ntiers of them; removed or queued for removal). */
 typedef void (*llmc_set_purge_cb)(void *arg, const size_t *removed, unsigned ntiers);

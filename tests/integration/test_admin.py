@@ -347,16 +347,39 @@ def test_sighup_applies_a_new_ttl_and_new_prices(mock, gateway_factory, tmp_path
     assert g.proc.poll() is None
 
 
-def test_explain_names_the_tiers_it_does_not_wait_for(mock, gateway_factory):
+def test_explain_asks_the_semantic_tier(mock, gateway_factory):
+    """The semantic tier is asked too: no similar question stored, then the
+    stored question that would answer (its key and similarity); a request
+    that refuses similar answers is not asked. No model call, nothing in
+    memory under the explained key."""
     g = gateway_factory(mock, args=["--semantic", "on"], env={"LLMC_ADMIN_TOKEN": TOKEN})
-    e = explain(g, chat_body("what is the capital of france")).json()
+    e = explain(g, chat_body("What is the capital of France?")).json()
     assert [t["tier"] for t in e["tiers"]] == ["memory", "semantic"]
-    assert e["tiers"][1]["state"].startswith("not asked")
-    assert e["verdict"] == {"action": "miss", "stored": True, "unless": ["semantic"]}
-    # An exact hit in memory answers before the semantic tier would be asked.
-    g.chat(chat_body("what is the capital of france"))
-    assert explain(g, chat_body("what is the capital of france")).json()["verdict"] == \
+    assert e["tiers"][1]["state"].startswith("absent") and e["tiers"][1]["matched"] is None
+    assert e["verdict"] == {"action": "miss", "stored": True}
+    first = g.chat(chat_body("What is the capital of France?"))
+    assert first.headers["X-Cache"] == "MISS"
+    # An exact hit in memory answers first.
+    assert explain(g, chat_body("What is the capital of France?")).json()["verdict"] == \
         {"action": "hit", "tier": "memory"}
+    near = chat_body("what is the capital of france")
+    e = explain(g, near).json()
+    mem, sem = e["tiers"]
+    assert mem["state"] == "absent"
+    assert sem["state"] == "fresh" and sem["usable"] == "yes"
+    assert sem["matched"] == first.headers["X-Cache-Key"] != e["key"]
+    assert 0.7 <= sem["similarity"] <= 1.0
+    assert e["verdict"] == {"action": "semantic-hit", "tier": "semantic"}
+    # Nothing was promoted: memory still has no copy under the explained key.
+    assert explain(g, near).json()["tiers"][0]["state"] == "absent"
+    off = explain(g, {"headers": {"X-Cache-Semantic": "off"}, "body": near}).json()
+    assert off["tiers"][1]["state"].startswith("not asked")
+    assert off["verdict"] == {"action": "miss", "stored": True}
+    assert mock.calls() == 1
+    # The real request is the semantic hit explain said.
+    r = g.chat(near)
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT"
+    assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
     assert mock.calls() == 1
 
 

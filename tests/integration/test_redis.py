@@ -504,6 +504,104 @@ def two_listening(redis, mock, gateway_factory):
     return a, b
 
 
+def explain_tiers(g, body):
+    r = g.post("/admin/explain", body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    e = r.json()
+    return {t["tier"]: t for t in e["tiers"]}, e
+
+
+def test_explain_asks_redis_without_promoting(redis, mock, gateway_factory):
+    """Explain on B waits for Redis: an answer A stored is fresh there and
+    absent from B's memory; explaining calls no model and promotes nothing;
+    once purged, Redis has it no more."""
+    a, b = two_listening(redis, mock, gateway_factory)
+    body = chat_body(prompt())
+    tiers, e = explain_tiers(b, body)
+    assert list(tiers) == ["memory", "redis"]
+    assert tiers["redis"]["state"] == "absent" and e["verdict"] == {"action": "miss", "stored": True}
+    r = a.chat(body)
+    assert r.headers["X-Cache"] == "MISS"
+    wait_stored(a, 1)
+    calls = mock.calls()
+    for _ in range(2):  # the second sees what the first left: no memory copy
+        tiers, e = explain_tiers(b, body)
+        assert e["key"] == r.headers["X-Cache-Key"]
+        assert tiers["memory"]["state"] == "absent", tiers
+        red = tiers["redis"]
+        assert red["state"] == "fresh" and red["usable"] == "yes", red
+        assert 0 < red["ttl_left_s"] <= 300 and red["age_s"] >= 0
+        assert e["verdict"] == {"action": "hit", "tier": "redis"}
+    assert mock.calls() == calls
+    assert "memory" not in cached_in(b, e["key"])
+    # The real request on B is the Redis hit explain said.
+    h = b.chat(body)
+    assert h.headers["X-Cache"] == "HIT" and cache_status(h.headers).get("detail") == "redis"
+    d = a.http.delete(f"{a.url}/admin/cache/{e['key']}", headers=AUTH, timeout=10)
+    assert d.status_code == 200, d.text
+    wait_until(lambda: "memory" not in cached_in(b, e["key"]), timeout=1.0,
+               what="B's memory copy dropped")
+    tiers, e = explain_tiers(b, body)
+    assert tiers["memory"]["state"] == "absent" and tiers["redis"]["state"] == "absent"
+    assert e["verdict"] == {"action": "miss", "stored": True}
+    assert mock.calls() == calls
+
+
+def test_explain_with_redis_hung_answers_after_its_timeout(redis, mock, gateway_factory):
+    """Redis stopped (SIGSTOP): explain still answers once the tier's own
+    --redis-timeout has passed (the tier answers a timeout as a miss); a
+    client that leaves while explain waits costs the gateway nothing."""
+    b = redis_gateway(gateway_factory, mock, redis.url, "--redis-timeout", "300ms", threads=1,
+                      env=ADMIN_ENV)
+    body = chat_body(prompt())
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        tiers, e = explain_tiers(b, body)
+        took = time.monotonic() - t0
+        assert 0.25 <= took < 5, took
+        assert tiers["redis"]["state"] == "absent" and rstats(b)["timeouts"] == 1
+        try:  # a client that gives up while explain waits
+            b.http.post(b.url + "/admin/explain", json=body, headers=AUTH, timeout=0.05)
+        except Exception:
+            pass
+        time.sleep(0.5)
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    assert b.alive()
+    assert mock.calls() == 0
+
+
+def test_explain_waiting_on_redis_at_shutdown(redis, mock, gateway_factory):
+    """SIGTERM while explain waits on a stopped Redis: the gateway still
+    exits cleanly (the sanitizer build reports no leak) within its drain."""
+    b = redis_gateway(gateway_factory, mock, redis.url, "--redis-timeout", "3s",
+                      "--drain-timeout", "1", threads=1, env=ADMIN_ENV)
+    got = []
+
+    def client():
+        try:
+            got.append(b.http.post(b.url + "/admin/explain", json=chat_body(prompt()),
+                                   headers=AUTH, timeout=10).status_code)
+        except Exception as exc:  # the connection may close at shutdown
+            got.append(repr(exc))
+
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(0.3)
+        assert not got  # still waiting on Redis
+        t0 = time.monotonic()
+        b.must_survive = False  # stopped here, on purpose
+        assert b.stop() is None, b.stderr()
+        assert time.monotonic() - t0 < 5
+        t.join(10)
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    assert got and mock.calls() == 0
+
+
 @pytest.mark.parametrize("how", ["key", "tag", "namespace", "all"])
 def test_purge_on_one_gateway_reaches_the_others(redis, mock, gateway_factory, how):
     """A purge on A (by key, tag, namespace, or all) takes the answer out of
