@@ -427,7 +427,7 @@ class Soak:
                     c.connect(("127.0.0.1", self.gw_port))
                     c.sendall(req)
                     silent.append(c)
-                data = b""
+                data = bytearray()  # appends in place: a reader that keeps up
                 with socket.create_connection(("127.0.0.1", self.gw_port), timeout=30) as r:
                     r.sendall(req)
                     while not data.endswith(b"\r\n0\r\n\r\n"):
