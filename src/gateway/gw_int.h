@@ -172,8 +172,14 @@ void llmc__gr_leave_flight(gw_req_t *gr);
    reference (flight lock held; any thread) and wakes that loop. */
 void llmc__gr_notify(llmc_flight_waiter_t *fw);
 /* Takes the inbox of w: a list through inbox_next, each entry holding the
-   reference the inbox took (the caller drops it). w's loop thread. */
+   reference the inbox took, and still marked queued (a notification
+   meanwhile leaves it be). w's loop thread. */
 gw_req_t *llmc__gr_inbox_take(llmc_worker_t *w);
+/* The next entry of a taken list, unmarked (a notification from now on
+   queues it again): the caller runs it and drops the inbox's reference;
+   NULL at the end. Never follow inbox_next of a taken list: a notification
+   may relink an entry once it is popped. w's loop thread. */
+gw_req_t *llmc__gr_inbox_pop(llmc_worker_t *w, gw_req_t **list);
 /* Sets up w's spare list: none kept under ASan and Valgrind. */
 void llmc__gr_spares_init(llmc_worker_t *w);
 /* Frees w's spare contexts (shutdown). */

@@ -878,13 +878,11 @@ static void run(gw_req_t *gr)
 
 void llmc_gw_inbox_run(llmc_worker_t *w)
 {
-    gw_req_t *gr = llmc__gr_inbox_take(w);
-    while (gr) {
-        gw_req_t *next = gr->inbox_next;
+    gw_req_t *list = llmc__gr_inbox_take(w), *gr;
+    while ((gr = llmc__gr_inbox_pop(w, &list))) {
         if (gr->state == GR_PARKED_FLIGHT)
             run(gr);
         llmc__gr_unref(gr); /* the inbox's */
-        gr = next;
     }
 }
 

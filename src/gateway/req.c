@@ -243,15 +243,35 @@ void llmc__gr_notify(llmc_flight_waiter_t *fw)
         uv_async_send(&w->inbox_async);
 }
 
+/* The entries of a taken list stay marked queued until each is popped: a
+   producer notifies from its own thread while the loop works through the
+   list, and a notification that saw an entry unmarked would relink it into
+   the new inbox through the same inbox_next. The pass then either stopped
+   there (the rest of the list, and the references it held, lost: leaked
+   requests, and waiters whose last notification never ran) or walked on
+   into the new inbox (entries run and unreferenced twice). A marked entry
+   needs no new notification: it is run later in this pass anyway. */
 gw_req_t *llmc__gr_inbox_take(llmc_worker_t *w)
 {
     pthread_mutex_lock(&w->inbox_mu);
     gw_req_t *list = w->inbox_head;
     w->inbox_head = w->inbox_tail = NULL;
-    for (gw_req_t *p = list; p; p = p->inbox_next)
-        p->queued = false;
     pthread_mutex_unlock(&w->inbox_mu);
     return list;
+}
+
+gw_req_t *llmc__gr_inbox_pop(llmc_worker_t *w, gw_req_t **list)
+{
+    pthread_mutex_lock(&w->inbox_mu);
+    gw_req_t *gr = *list;
+    if (gr) {
+        assert(gr->queued);
+        *list = gr->inbox_next;
+        gr->inbox_next = NULL;
+        gr->queued = false; /* from here a notification queues it again */
+    }
+    pthread_mutex_unlock(&w->inbox_mu);
+    return gr;
 }
 
 /* ---- the one finish ------------------------------------------------------------ */

@@ -574,11 +574,74 @@ static void test_lifecycle_inbox_holds_a_reference(void **state)
     assert_int_equal(atomic_load(&gr->refs), 1);
     assert_null(gr->flight); /* left at the finish: no notification can come after it */
     gw_req_t *list = llmc__gr_inbox_take(&l.w);
-    assert_ptr_equal(list, gr);
-    assert_null(list->inbox_next);
+    assert_ptr_equal(llmc__gr_inbox_pop(&l.w, &list), gr);
+    assert_null(list);
     assert_false(gr->queued);
     llmc__gr_unref(gr);
     assert_null(llmc__gr_inbox_take(&l.w));
+    uv_close((uv_handle_t *)&l.w.inbox_async, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    llmc__gr_spares_free(&l.w);
+    pthread_mutex_destroy(&l.w.inbox_mu);
+}
+
+/* A flight's producer runs on another thread and notifies waiters while the
+   loop works through the inbox it took. A notification for an entry the
+   loop took but has not run yet must neither relink it (the rest of the
+   taken list was lost with its references: leaked requests, and waiters
+   whose last notification never ran) nor queue it twice. */
+static void test_lifecycle_notify_during_an_inbox_pass(void **state)
+{
+    lonely_t l;
+    lonely_init(&l);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    uv_async_init(&loop, &l.w.inbox_async, NULL);
+    llmc_key_t k;
+    memset(&k, 7, sizeof(k));
+    llmc_flight_t *f = llmc_flight_new_private(&k, true);
+    llmc_http_req_t reqs[3];
+    gw_req_t *gr[3];
+    for (int i = 0; i < 3; i++) {
+        memset(&reqs[i], 0, sizeof(reqs[i]));
+        reqs[i].path = "/x";
+        gr[i] = llmc__gr_new(&l.w, &reqs[i]);
+        llmc_flight_ref(f);
+        gr[i]->flight = f;
+    }
+    pthread_mutex_lock(&f->mu);
+    for (int i = 0; i < 3; i++)
+        llmc__gr_notify(&gr[i]->fw);
+    pthread_mutex_unlock(&f->mu);
+    gw_req_t *list = llmc__gr_inbox_take(&l.w);
+    gw_req_t *first = llmc__gr_inbox_pop(&l.w, &list);
+    assert_ptr_equal(first, gr[0]);
+    /* The producer, while the loop runs the first: the others once more. */
+    pthread_mutex_lock(&f->mu);
+    llmc__gr_notify(&gr[1]->fw);
+    llmc__gr_notify(&gr[2]->fw);
+    llmc__gr_notify(&gr[0]->fw); /* run already: queued again, for the next pass */
+    pthread_mutex_unlock(&f->mu);
+    llmc__gr_unref(first);
+    int seen = 1;
+    for (gw_req_t *p; (p = llmc__gr_inbox_pop(&l.w, &list)); seen++) {
+        assert_ptr_equal(p, gr[seen]);
+        llmc__gr_unref(p);
+    }
+    assert_int_equal(seen, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(atomic_load(&gr[i]->refs), i == 0 ? 2 : 1);
+    list = llmc__gr_inbox_take(&l.w);
+    gw_req_t *again = llmc__gr_inbox_pop(&l.w, &list);
+    assert_ptr_equal(again, gr[0]);
+    assert_null(llmc__gr_inbox_pop(&l.w, &list));
+    llmc__gr_unref(again);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(atomic_load(&gr[i]->refs), 1);
+        llmc_gw_done(&reqs[i], 200, 0, &l.w); /* the last reference: freed */
+    }
+    llmc_flight_unref(f);
     uv_close((uv_handle_t *)&l.w.inbox_async, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
@@ -593,6 +656,7 @@ int main(void)
         cmocka_unit_test(test_lifecycle_legal_path_and_refcount),
         cmocka_unit_test(test_lifecycle_illegal_transitions_abort),
         cmocka_unit_test(test_lifecycle_inbox_holds_a_reference),
+        cmocka_unit_test(test_lifecycle_notify_during_an_inbox_pass),
         cmocka_unit_test(test_miss_through_a_pending_tier_goes_upstream),
         cmocka_unit_test(test_hit_through_a_pending_tier_is_promoted),
         cmocka_unit_test(test_crowd_waiting_on_a_tier_coalesces_into_one_call),
