@@ -883,3 +883,25 @@ void llmc_config_markdown(FILE *out)
         fputs(" |\n", out);
     }
 }
+
+bool llmc_config_list_next(const char **cursor, const char **item, size_t *len)
+{
+    const char *p = *cursor ? *cursor : "";
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        const char *s = p, *e = p + n;
+        p += n + (p[n] == ',');
+        while (s < e && (*s == ' ' || *s == '\t'))
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (e > s) {
+            *cursor = p;
+            *item = s;
+            *len = (size_t)(e - s);
+            return true;
+        }
+    }
+    *cursor = p;
+    return false;
+}

@@ -353,4 +353,10 @@ void llmc_config_markdown(FILE *out);
 int llmc_config_parse_size(const char *s, int64_t *out);
 int llmc_config_parse_secs(const char *s, int64_t *out_ms);
 
+/* Walks a LIST option's value: the next comma-separated item after *cursor
+   with the spaces and tabs around it trimmed, empty items skipped. true
+   with *item and *len set and *cursor moved past it; false at the end. Start
+   with *cursor = the value (NULL is an empty list). */
+bool llmc_config_list_next(const char **cursor, const char **item, size_t *len);
+
 #endif

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config.h"
 #include "llmc/error.h"
 
 /* Forwarded by default when the client's own credential goes upstream. */
@@ -95,17 +96,11 @@ int llmc_forward_init(llmc_forward_t *fw, const char *list, bool gateway_key, ch
     for (size_t i = 0; !gateway_key && i < sizeof(default_names) / sizeof(default_names[0]); i++)
         if ((rc = add_name(fw, default_names[i], strlen(default_names[i]), err, errlen)) < 0)
             return rc;
-    for (const char *p = list ? list : ""; *p;) {
-        size_t n = strcspn(p, ",");
-        const char *s = p, *e = p + n;
-        while (s < e && (*s == ' ' || *s == '\t'))
-            s++;
-        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        if (e > s && (rc = add_name(fw, s, (size_t)(e - s), err, errlen)) < 0)
+    const char *item;
+    size_t n;
+    for (const char *p = list; llmc_config_list_next(&p, &item, &n);)
+        if ((rc = add_name(fw, item, n, err, errlen)) < 0)
             return rc;
-        p += n + (p[n] == ',');
-    }
     return 0;
 }
 

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config.h"
 #include "llmc/error.h"
 
 /* The answer headers a page may read (X-Cache and its family). */
@@ -167,17 +168,11 @@ static int each_item(llmc_origin_t *o, const char *list,
                      size_t errlen)
 {
     int rc;
-    for (const char *p = list ? list : ""; *p;) {
-        size_t n = strcspn(p, ",");
-        const char *s = p, *e = p + n;
-        while (s < e && (*s == ' ' || *s == '\t'))
-            s++;
-        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        if (e > s && (rc = add(o, s, (size_t)(e - s), err, errlen)) < 0)
+    const char *item;
+    size_t n;
+    for (const char *p = list; llmc_config_list_next(&p, &item, &n);)
+        if ((rc = add(o, item, n, err, errlen)) < 0)
             return rc;
-        p += n + (p[n] == ',');
-    }
     return 0;
 }
 

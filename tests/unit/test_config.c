@@ -625,6 +625,28 @@ static void test_markdown_doc_in_sync(void **state)
     free(doc);
 }
 
+/* A LIST option's items: trimmed, empty ones skipped, NULL is empty. */
+static void test_list_next(void **state)
+{
+    (void)state;
+    const char *p = " a ,,\tbb\t, ,c", *item;
+    size_t n;
+    assert_true(llmc_config_list_next(&p, &item, &n));
+    assert_int_equal(n, 1);
+    assert_memory_equal(item, "a", 1);
+    assert_true(llmc_config_list_next(&p, &item, &n));
+    assert_int_equal(n, 2);
+    assert_memory_equal(item, "bb", 2);
+    assert_true(llmc_config_list_next(&p, &item, &n));
+    assert_int_equal(n, 1);
+    assert_memory_equal(item, "c", 1);
+    assert_false(llmc_config_list_next(&p, &item, &n));
+    assert_false(llmc_config_list_next(&p, &item, &n));
+    const char *none = NULL, *blank = " , ";
+    assert_false(llmc_config_list_next(&none, &item, &n));
+    assert_false(llmc_config_list_next(&blank, &item, &n));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -649,6 +671,7 @@ int main(void)
         cmocka_unit_test(test_help_text),
         cmocka_unit_test(test_markdown_rows),
         cmocka_unit_test(test_markdown_doc_in_sync),
+        cmocka_unit_test(test_list_next),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
