@@ -330,7 +330,8 @@ llmc_entry_t *llmc_entry_pack(const llmc_entry_t *e)
     size_t zlen = 0;
     uint32_t dict = 0;
 
-    if (llmc_entry_is_packed(e) || llmc_zdict_pack(e->body, e->body_len, &z, &zlen, &dict) != 1)
+    if (llmc_entry_is_packed(e) ||
+        llmc_zdict_pack_held(e->body, e->body_len, &z, &zlen, &dict) != 1)
         return NULL;
     size_t ulen = usage_len(e);
     llmc_entry_t *p = clone_prefix(e, prefix_len(e) + zlen + 1 + ulen + sizeof(pack_trailer_t));
@@ -342,7 +343,9 @@ llmc_entry_t *llmc_entry_pack(const llmc_entry_t *e)
         memcpy(body + zlen + 1, e->body + e->body_len + 1, ulen);
         memcpy(body + zlen + 1 + ulen, &t, sizeof t);
         p->body_len = (uint32_t)zlen; /* < raw: llmc_zdict_pack keeps only frames that shrink */
-        p->flags |= LLMC_ENTRY_PACKED;
+        p->flags |= LLMC_ENTRY_PACKED; /* its hold on dict is p's from here */
+    } else {
+        llmc_zdict_drop(dict);
     }
     free(z);
     return p;
@@ -408,7 +411,11 @@ llmc_entry_t *llmc_entry_ref(llmc_entry_t *e)
 
 void llmc__entry_free(llmc_entry_t *e)
 {
+    /* A packed entry held its dictionary (llmc_entry_pack). */
+    uint32_t dict = llmc_entry_dict_id(e);
+
     block_free(e, e->mem_bytes);
+    llmc_zdict_drop(dict);
 }
 
 void llmc_entry_mem_stats(llmc_slab_stats_t *out)

@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "core/cache_int.h"
 #include "llmc/error.h"
+#include "llmc/record.h"
 #include "llmc/zdict.h"
 #include "tier/memory.h"
 
@@ -360,6 +362,110 @@ static void test_packed_accounting(void **state)
     assert_true(st[1].bytes * 2 < st[0].bytes);
 }
 
+static bool dict_file(const char *dir, uint32_t id)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/zdict-%u", dir, id);
+    return access(path, F_OK) == 0;
+}
+
+/* n packed entries of fresh answers (each sampled for training too). */
+static void pack_some(llmc_entry_t **out, int n, uint32_t seed)
+{
+    for (int i = 0; i < n; i++) {
+        llmc_key_t k = key_of(seed + (uint32_t)i);
+        char *b = answer(1500 + next() % 1500);
+        llmc_entry_t *e = entry_of(&k, b, "");
+        out[i] = llmc_entry_pack(e);
+        assert_non_null(out[i]);
+        llmc_entry_unref(e);
+        free(b);
+    }
+}
+
+static llmc_zdict_stats_t zstats(void)
+{
+    llmc_zdict_stats_t st;
+    llmc_zdict_get_stats(&st);
+    return st;
+}
+
+/* The dictionary's lifecycle: an old dictionary stays while packed entries
+   use it and goes (file and all) with the last of them; one a disk record
+   was written with stays for good, and comes back after a restart. */
+static void test_dict_lifecycle(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/llmc-memzip-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    llmc_zdict_opts_t o = {.on = true, .min_bytes = 256};
+    char err[200] = "";
+    assert_int_equal(llmc_zdict_init(&o, dir, err, sizeof err), 0);
+    enum { N = 200 };
+    llmc_entry_t *a[N], *b[N];
+
+    pack_some(a, N, 5000); /* plain zstd, and samples */
+    for (int i = 0; i < N; i++)
+        llmc_entry_unref(a[i]);
+    assert_int_equal(llmc_zdict_train_now(), 0);
+    uint32_t d1 = zstats().current;
+    assert_true(d1 > 0 && dict_file(dir, d1));
+    pack_some(a, N, 6000);
+    assert_int_equal(llmc_entry_dict_id(a[0]), d1);
+
+    assert_int_equal(llmc_zdict_train_now(), 0);
+    uint32_t d2 = zstats().current;
+    assert_true(d2 > d1);
+    assert_int_equal(zstats().count, 2); /* d1 still used by a[] */
+    int rc = -1;
+    llmc_entry_t *u = llmc_entry_unpack(a[N - 1], &rc);
+    assert_int_equal(rc, 0);
+    llmc_entry_unref(u);
+    pack_some(b, N, 7000);
+    assert_int_equal(llmc_entry_dict_id(b[0]), d2);
+
+    for (int i = 0; i < N - 1; i++)
+        llmc_entry_unref(a[i]);
+    assert_int_equal(zstats().count, 2);  /* one entry left on d1 */
+    assert_true(dict_file(dir, d1));
+    llmc_entry_unref(a[N - 1]);
+    assert_int_equal(zstats().count, 1);  /* the last one gone: d1 freed */
+    assert_int_equal(zstats().removed, 1);
+    assert_false(dict_file(dir, d1));
+
+    /* A record written with d2 pins it. */
+    llmc_record_plan_t pl;
+    int ok = 0;
+    for (int i = 0; i < N && !ok; i++) {
+        rc = -1;
+        llmc_entry_t *full = llmc_entry_unpack(b[i], &rc);
+        assert_int_equal(rc, 0);
+        assert_int_equal(llmc_record_plan(full, &pl), 0);
+        ok = pl.dict_id == d2;
+        llmc_record_plan_free(&pl);
+        llmc_entry_unref(full);
+    }
+    assert_true(ok);
+    assert_int_equal(llmc_zdict_train_now(), 0);
+    uint32_t d3 = zstats().current;
+    for (int i = 0; i < N; i++)
+        llmc_entry_unref(b[i]);
+    assert_int_equal(zstats().count, 2);  /* d2 kept for the records */
+    assert_true(dict_file(dir, d2) && dict_file(dir, d3));
+
+    llmc_zdict_shutdown();
+    assert_int_equal(llmc_zdict_init(&o, dir, err, sizeof err), 0);
+    assert_int_equal(zstats().count, 2);
+    assert_int_equal(zstats().current, d3);
+    llmc_zdict_shutdown();
+    char path[512];
+    snprintf(path, sizeof path, "%s/zdict-%u", dir, d2);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/zdict-%u", dir, d3);
+    unlink(path);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +475,7 @@ int main(void)
         cmocka_unit_test_teardown(test_replace_and_purge_clear_hot, teardown),
         cmocka_unit_test_teardown(test_hot_set_bounded, teardown),
         cmocka_unit_test(test_packed_accounting),
+        cmocka_unit_test(test_dict_lifecycle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
