@@ -36,11 +36,14 @@
 #include "llmc/error.h"
 #include "tier/memory.h"
 
-/* X(field, "name", KIND, "unit", "help"): this tier's own counters. */
+/* X(field, "name", KIND, "unit", "help"): this tier's own counters. The
+   disk tier's stored_raw_bytes/stored_packed_bytes are raw_bytes and
+   packed_bytes here: /metrics writes each tier's own counters as families
+   of their own, and two tiers' families may not share a name. */
 #define MEM_XSTATS_TABLE(X)                                                                  \
-    X(raw_bytes, "stored_raw_bytes", COUNTER, "bytes",                                       \
+    X(raw_bytes, "raw_bytes", COUNTER, "bytes",                                              \
       "Answer bytes stored in the memory tier, before compression at rest.")                 \
-    X(packed_bytes, "stored_packed_bytes", COUNTER, "bytes",                                 \
+    X(packed_bytes, "packed_bytes", COUNTER, "bytes",                                        \
       "The same answers' bytes as stored (compressed or not; --compress-at-rest).")          \
     X(hot_entries, "hot_entries", GAUGE, "entries",                                          \
       "Decompressed copies of compressed entries held for repeated hits.")                   \
