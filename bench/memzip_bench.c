@@ -108,7 +108,7 @@ static llmc_entry_t *entry_of(uint64_t i, const body_t *b)
 static void run(const char *name, const body_t *m, size_t n, size_t mem, unsigned hot)
 {
     llmc_cache_config_t cc = {.max_bytes = mem, .max_entry_share = 0.1};
-    llmc_tier_t *t = llmc_tier_memory_open(&cc, hot);
+    llmc_tier_t *t = llmc_tier_memory_open(&cc, hot, 0);
     uint64_t i = 0, raw = 0;
     llmc_tier_stats_t st;
     /* Until as many answers were evicted as are held: the tier is full,

@@ -154,6 +154,10 @@ typedef enum llmc_opt_type {
     X(memory_hot_percent, "memory-hot-percent", INT, "10", 0, 90, NULL,                       \
       "Share of --max-memory (percent) kept for decompressed copies of popular answers, "   \
       "when --compress-at-rest is on: their hits need no decompression (0: none).")          \
+    X(memory_compress_max, "memory-compress-max", SIZE, "256K", 0, 1073741824LL, NULL,        \
+      "Largest answer body the memory tier stores compressed; bigger ones are kept as they "  \
+      "came, so that no store or hit (de)compresses more than this on an event loop (0: no "  \
+      "bound).")                                                                              \
     X(replay_pace_ms, "replay-pace-ms", INT, "0", 0, 10000, NULL,                             \
       "Delay between the events of a stream replayed from the cache, in milliseconds "        \
       "(0: send it at once).")                                                                \

@@ -471,7 +471,8 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
     /* The hot set serves compressed entries' popular answers; without
        compression at rest it would hold nothing. */
     llmc_tier_t *mem = llmc_tier_memory_open(
-        &cc, cfg->compress_at_rest ? (unsigned)cfg->memory_hot_percent : 0);
+        &cc, cfg->compress_at_rest ? (unsigned)cfg->memory_hot_percent : 0,
+        (size_t)cfg->memory_compress_max);
     if (!(gw->tiers = llmc_tier_set_new()) || !mem || llmc_tier_set_add(gw->tiers, mem) < 0) {
         if (!gw->tiers && mem)
             mem->ops->destroy(mem);

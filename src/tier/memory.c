@@ -18,6 +18,9 @@
  *   cache still holds the entry it unpacked, removing the copy otherwise.
  *   Whatever the interleaving, a copy of a replaced or purged answer is
  *   removed by one of the two (see mem_get).
+ * - Packing at store and unpacking at a cold hit run on the caller's
+ *   thread, a loop thread: bodies above pack_max (--memory-compress-max)
+ *   are kept as they came, which bounds the time either takes there.
  * - A copy that outlives its original's eviction for room is still that
  *   key's latest answer, with the same times: serving it is right.
  * - Hits and misses are counted here, not in the cache, because only the
@@ -31,6 +34,7 @@
  *   allocation and the adapter needs no lookups.
  */
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "llmc/error.h"
@@ -66,6 +70,7 @@ typedef struct memory_tier {
     llmc_tier_t tier;
     llmc_cache_t *cache;   /* every entry, packed when that pays */
     llmc_cache_t *hot;     /* unpacked copies of packed entries hit lately; NULL: none */
+    size_t pack_max;       /* bodies above it are kept as they came */
     _Atomic uint64_t hits, misses, errors, hot_hits, unpacks, raw_bytes, packed_bytes;
 } memory_tier_t;
 
@@ -131,7 +136,7 @@ static int mem_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_e
 static int mem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms)
 {
     memory_tier_t *m = impl(t);
-    llmc_entry_t *p = llmc_entry_pack(e);
+    llmc_entry_t *p = e->body_len <= m->pack_max ? llmc_entry_pack(e) : NULL;
     int rc;
 
     (void)worker;
@@ -271,6 +276,7 @@ llmc_tier_t *llmc_tier_memory_new_hot(llmc_cache_t *c, llmc_cache_t *hot)
     m->tier.impl = m;
     m->cache = c;
     m->hot = hot;
+    m->pack_max = SIZE_MAX;
     return &m->tier;
 }
 
@@ -279,7 +285,8 @@ llmc_tier_t *llmc_tier_memory_new(llmc_cache_t *c)
     return llmc_tier_memory_new_hot(c, NULL);
 }
 
-llmc_tier_t *llmc_tier_memory_open(const llmc_cache_config_t *cfg, unsigned hot_percent)
+llmc_tier_t *llmc_tier_memory_open(const llmc_cache_config_t *cfg, unsigned hot_percent,
+                                   size_t pack_max)
 {
     llmc_cache_config_t main_cfg = *cfg, hot_cfg = *cfg;
     size_t hot_bytes = hot_percent <= 100 ? cfg->max_bytes / 100 * hot_percent : 0;
@@ -294,8 +301,10 @@ llmc_tier_t *llmc_tier_memory_open(const llmc_cache_config_t *cfg, unsigned hot_
     c = llmc_cache_new(&main_cfg);
     if (c && hot_bytes && !(hot = llmc_cache_new(&hot_cfg)))
         goto fail;
-    if (c && (t = llmc_tier_memory_new_hot(c, hot)))
+    if (c && (t = llmc_tier_memory_new_hot(c, hot))) {
+        impl(t)->pack_max = pack_max ? pack_max : SIZE_MAX;
         return t;
+    }
 fail:
     llmc_cache_free(hot);
     llmc_cache_free(c);

@@ -33,8 +33,10 @@ llmc_tier_t *llmc_tier_memory_new_hot(llmc_cache_t *c, llmc_cache_t *hot);
 
 /* Makes the caches from cfg: hot_percent of cfg->max_bytes for the hot set
    (none below LLMC_TIER_MEMORY_MIN_HOT), the rest for the main cache, both
-   with cfg's other settings. NULL when out of memory or cfg is invalid. */
-llmc_tier_t *llmc_tier_memory_open(const llmc_cache_config_t *cfg, unsigned hot_percent);
+   with cfg's other settings. Bodies above pack_max bytes are stored as they
+   came (0: no bound). NULL when out of memory or cfg is invalid. */
+llmc_tier_t *llmc_tier_memory_open(const llmc_cache_config_t *cfg, unsigned hot_percent,
+                                   size_t pack_max);
 
 /* The main cache inside a memory tier; owned by the tier. */
 llmc_cache_t *llmc_tier_memory_cache(llmc_tier_t *t);

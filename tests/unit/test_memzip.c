@@ -98,7 +98,7 @@ static int teardown(void **state)
 static llmc_tier_t *tier_of(size_t max_bytes, unsigned hot_percent)
 {
     llmc_cache_config_t cc = {.max_bytes = max_bytes, .max_entry_share = 0.5};
-    llmc_tier_t *t = llmc_tier_memory_open(&cc, hot_percent);
+    llmc_tier_t *t = llmc_tier_memory_open(&cc, hot_percent, 64 << 10);
     assert_non_null(t);
     return t;
 }
@@ -330,6 +330,17 @@ static void test_hot_set_bounded(void **state)
     assert_ptr_equal(got, small); /* stored as it came */
     llmc_entry_unref(got);
     llmc_entry_unref(small);
+
+    /* Above the tier's pack_max (64 KiB here): kept as it came too. */
+    llmc_key_t bk = key_of(8);
+    char *bb = answer(70 << 10);
+    llmc_entry_t *big = entry_of(&bk, bb, "");
+    assert_int_equal(t->ops->put(t, 0, big, 30), 0);
+    assert_int_equal(t->ops->get(t, &bk, 40, &got), 0);
+    assert_ptr_equal(got, big);
+    llmc_entry_unref(got);
+    llmc_entry_unref(big);
+    free(bb);
     for (int i = 0; i < N; i++) {
         llmc_entry_unref(es[i]);
         free(bodies[i]);
