@@ -39,6 +39,9 @@ typedef struct llmc_zdict_opts {
     size_t min_bytes;      /* bodies below this stay as they are */
     size_t train_samples;  /* samples before the first dictionary; 0: never train */
     size_t retrain_every;  /* new samples before the next one; 0: train once */
+    bool sample_held_only; /* sample only what llmc_zdict_pack_held packs: the memory
+                              tier packs every answer the disk tier writes, which
+                              sampled twice would count double and train on twins */
 } llmc_zdict_opts_t;
 
 typedef struct llmc_zdict_stats {
@@ -67,6 +70,10 @@ int llmc_zdict_pack(const void *src, size_t len, uint8_t **out, size_t *out_len,
    (when the packed data is freed), and the dictionary is not pinned. */
 int llmc_zdict_pack_held(const void *src, size_t len, uint8_t **out, size_t *out_len,
                          uint32_t *dict_id);
+
+/* Samples src for training as llmc_zdict_pack_held would, without packing
+   it (an answer a tier keeps as it came). Any thread. */
+void llmc_zdict_sample(const void *src, size_t len);
 
 /* Gives back a hold taken by llmc_zdict_pack_held; 0 is ignored. The last
    hold on a dictionary that is not current nor pinned frees it. Any thread. */

@@ -489,7 +489,8 @@ static int pack(const void *src, size_t len, uint8_t **out, size_t *out_len, uin
         pthread_mutex_unlock(&g.mu);
         return 0;
     }
-    sample_locked(src, len);
+    if (held || !g.o.sample_held_only)
+        sample_locked(src, len);
     dict_t *d = len <= DICT_USE_MAX ? g.current : NULL;
     /* Held while it compresses, so that a newer one cannot free it meanwhile. */
     if (d) {
@@ -501,6 +502,14 @@ static int pack(const void *src, size_t len, uint8_t **out, size_t *out_len, uin
     if (d && (rc != 1 || !held))
         llmc_zdict_drop(d->id);
     return rc;
+}
+
+void llmc_zdict_sample(const void *src, size_t len)
+{
+    pthread_mutex_lock(&g.mu);
+    if (g.ready && g.o.on && len >= g.o.min_bytes && len > 0)
+        sample_locked(src, len);
+    pthread_mutex_unlock(&g.mu);
 }
 
 int llmc_zdict_pack(const void *src, size_t len, uint8_t **out, size_t *out_len, uint32_t *dict_id)

@@ -449,6 +449,7 @@ static int open_disk(llmc_gw_t *gw, llmc_tier_t **out, char *err, size_t errlen)
         .on = cfg->compress_at_rest, .min_bytes = (size_t)cfg->compress_at_rest_min,
         .train_samples = (size_t)cfg->compress_dict_samples,
         .retrain_every = (size_t)cfg->compress_dict_retrain,
+        .sample_held_only = true, /* the memory tier packs (and samples) them first */
     };
     if ((rc = llmc_zdict_init(&zo, cfg->data_dir_path, derr, sizeof(derr))) < 0) {
         disk->ops->destroy(disk);

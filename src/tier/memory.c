@@ -38,6 +38,7 @@
 #include <stdlib.h>
 
 #include "llmc/error.h"
+#include "llmc/zdict.h"
 #include "tier/memory.h"
 
 /* X(field, "name", KIND, "unit", "help"): this tier's own counters. The
@@ -140,6 +141,9 @@ static int mem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
     int rc;
 
     (void)worker;
+    /* Training still learns from what is kept as it came. */
+    if (e->body_len > m->pack_max)
+        llmc_zdict_sample(e->body, e->body_len);
     count(&m->raw_bytes, e->body_len);
     count(&m->packed_bytes, p ? p->body_len : e->body_len);
     rc = llmc_cache_put(m->cache, p ? p : e, now_ms);

@@ -477,6 +477,32 @@ static void test_dict_lifecycle(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* With sample_held_only (the gateway's setting), a disk record's packing
+   does not sample the answer the memory tier already sampled. */
+static void test_records_not_sampled_twice(void **state)
+{
+    (void)state;
+    llmc_zdict_opts_t o = {.on = true, .min_bytes = 256, .sample_held_only = true};
+    assert_int_equal(llmc_zdict_init(&o, NULL, NULL, 0), 0);
+    for (int i = 0; i < 50; i++) {
+        char *b = answer(2000);
+        uint8_t *z = NULL;
+        size_t zl;
+        uint32_t id;
+        assert_int_equal(llmc_zdict_pack(b, strlen(b), &z, &zl, &id), 1);
+        free(z);
+        free(b);
+    }
+    assert_int_equal(llmc_zdict_train_now(), LLMC_EINVAL); /* nothing sampled */
+    for (int i = 0; i < 300; i++) {
+        char *b = answer(2000);
+        llmc_zdict_sample(b, strlen(b));
+        free(b);
+    }
+    assert_int_equal(llmc_zdict_train_now(), 0);
+    llmc_zdict_shutdown();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,6 +513,7 @@ int main(void)
         cmocka_unit_test_teardown(test_hot_set_bounded, teardown),
         cmocka_unit_test(test_packed_accounting),
         cmocka_unit_test(test_dict_lifecycle),
+        cmocka_unit_test(test_records_not_sampled_twice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
