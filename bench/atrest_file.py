@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """
 atrest_file.py: answers per GB of the disk tier's LMDB data FILE, end to
-end (issue 18): a gateway in front of its own mock is filled through HTTP
+end (issue 18), and the memory tier's bytes per answer beside it: a gateway in front of its own mock is filled through HTTP
 with the answers of bench/corpus.py's corpus (train, then measure: 5,000
 answers, each under a request of its own), once with --compress-at-rest
 off and once on (the dictionary then trained in the background after
@@ -93,7 +93,8 @@ def run(binary, bodies, mode):
         wait_up(gp)
         fill(gp, bodies)
         for _ in range(600):
-            disk = stats(gp)["tiers"]["disk"]
+            tiers = stats(gp)["tiers"]
+            disk, mem = tiers["disk"], tiers["memory"]
             if disk["stored"] >= len(bodies):
                 break
             time.sleep(0.1)
@@ -109,6 +110,8 @@ def run(binary, bodies, mode):
               f"{n / st.st_size * 1e9:.0f} answers/GB), allocated {st.st_blocks * 512 / n:.0f} "
               f"B/answer; dictionaries {dicts} B; raw {disk['stored_raw_bytes']} -> packed "
               f"{disk['stored_packed_bytes']} ({disk['stored_raw_bytes'] / disk['stored_packed_bytes']:.2f}x)")
+        print(f"{'':24}memory tier: {mem['entries']} answers, {mem['bytes'] / mem['entries']:.0f} B "
+              f"charged each ({mem['entries'] / mem['bytes'] * 1e9:.0f} answers/GB)")
         return st.st_size / n
     finally:
         if gw.poll() is None:
