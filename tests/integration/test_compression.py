@@ -338,3 +338,33 @@ def test_memory_compressed_entries_across_a_restart(gateway_factory, mock, tmp_p
     assert m["packed_bytes"] < m["raw_bytes"], m
     assert m["cold_unpacks"] >= 1 and m["hot_hits"] >= len(reqs), m
     assert mock.stats()["chat"] == calls
+
+
+def test_hot_copies_churning_under_concurrent_hits_stay_intact(gateway_factory, mock):
+    """A hot set far smaller than the answers hit: copies are made, evicted
+    and made again while other threads send them; every hit is the whole
+    answer, and none goes upstream again. (Under the sanitizer build this is
+    the use-after-free check for hot copies.)"""
+    from concurrent.futures import ThreadPoolExecutor
+    g = gateway_factory(mock, args=["--data-dir", "none", "--max-memory", "1M",
+                                    "--memory-hot-percent", "10", "--compress-dict-samples", "50",
+                                    "--compress-dict-retrain", "0"], threads=2)
+    reqs = [chat_body(f"churn {i}", mock={"body": a})
+            for i, a in enumerate(corpus_answers(120, seed=1821))]
+    want = [raw_post(g, CHAT, b, "identity")[1] for b in reqs]
+    calls = mock.stats()["chat"]
+
+    def reader(n):
+        rng = random.Random(n)
+        for _ in range(60):
+            i = rng.randrange(len(reqs))
+            data, hit = decoded(g, reqs[i], rng.choice(["identity", "identity", "gzip"]))
+            assert hit and data == want[i], i
+        return True
+
+    with ThreadPoolExecutor(6) as ex:
+        assert all(ex.map(reader, range(6)))
+    m = memory(g)
+    assert mock.stats()["chat"] == calls
+    assert m["hot_bytes"] <= m["hot_max_bytes"] and m["cold_unpacks"] > len(reqs), m
+    assert m["entries"] >= len(reqs) and m["bytes"] <= m["max_bytes"], m
