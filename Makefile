@@ -121,6 +121,19 @@ $(BUILD)/atrest_bench: bench/atrest_bench.c $(BUILD)/libllmc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS)
 
+# Compression at rest in the memory tier: answers per GB of --max-memory, hit costs (bench/memzip_bench.c).
+.PHONY: memzip-bench
+MEM ?= 16M
+HOT ?= 10
+memzip-bench:
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" build/bench/memzip_bench
+	@test -d $(CORPUS)/measure || python3 bench/corpus.py $(CORPUS)
+	build/bench/memzip_bench $(CORPUS) $(MEM) $(HOT)
+
+$(BUILD)/memzip_bench: bench/memzip_bench.c $(BUILD)/libllmc.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS)
+
 # Our HNSW graph against hnswlib on the same vectors (bench/hnsw_bench.cc).
 .PHONY: bench-hnsw
 HNSW_ARGS ?=

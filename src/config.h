@@ -142,8 +142,8 @@ typedef enum llmc_opt_type {
     X(compress_min, "compress-min", SIZE, "1K", 0, 1073741824LL, NULL,                        \
       "Smallest answer body sent compressed; smaller ones go as they are.")                   \
     X(compress_at_rest, "compress-at-rest", BOOL, "on", 0, 0, NULL,                           \
-      "Store answers zstd-compressed in the disk tier, with a dictionary trained from the "   \
-      "cache's own answers (README: Compression at rest).")                                    \
+      "Store answers zstd-compressed in the memory and disk tiers, with a dictionary trained " \
+      "from the cache's own answers (README: Compression at rest).")                         \
     X(compress_at_rest_min, "compress-at-rest-min", SIZE, "256", 0, 1073741824LL, NULL,       \
       "Smallest answer body stored compressed at rest; smaller ones are stored as they are.") \
     X(compress_dict_samples, "compress-dict-samples", INT, "1000", 0, 100000000, NULL,       \
@@ -151,6 +151,13 @@ typedef enum llmc_opt_type {
       "plain zstd).")                                                                           \
     X(compress_dict_retrain, "compress-dict-retrain", INT, "50000", 0, 1000000000, NULL,     \
       "New answers sampled before the dictionary is trained again (0: train once).")          \
+    X(memory_hot_percent, "memory-hot-percent", INT, "10", 0, 90, NULL,                       \
+      "Share of --max-memory (percent) kept for decompressed copies of popular answers, "   \
+      "when --compress-at-rest is on: their hits need no decompression (0: none).")          \
+    X(memory_compress_max, "memory-compress-max", SIZE, "256K", 0, 1073741824LL, NULL,        \
+      "Largest answer body the memory tier stores compressed; bigger ones are kept as they "  \
+      "came, so that no store or hit (de)compresses more than this on an event loop (0: no "  \
+      "bound).")                                                                              \
     X(replay_pace_ms, "replay-pace-ms", INT, "0", 0, 10000, NULL,                             \
       "Delay between the events of a stream replayed from the cache, in milliseconds "        \
       "(0: send it at once).")                                                                \

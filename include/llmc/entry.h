@@ -37,6 +37,8 @@ enum llmc_entry_flags {
     LLMC_ENTRY_FROM_STREAM = 1u << 1, /* assembled from a recorded SSE stream */
     LLMC_ENTRY_USAGE       = 1u << 2, /* token counts follow the body (llmc_entry_usage);
                                          set by llmc_entry_new from spec.usage alone */
+    LLMC_ENTRY_PACKED      = 1u << 3, /* the body is a zstd frame (llmc_entry_pack); only
+                                         the memory tier holds such entries, never a reader */
 };
 
 /* The largest body an entry holds: the block's lengths are 32-bit, to keep
@@ -184,6 +186,39 @@ bool llmc_entry_spec_fits(const llmc_entry_spec_t *spec);
  * (llmc_entry_spec_fits). Any thread.
  */
 llmc_entry_t *llmc_entry_new(const llmc_entry_spec_t *spec);
+
+/*
+ * Compression at rest in memory (issue 18). A packed entry is e with its
+ * body replaced by a zstd frame (llmc/zdict.h: the current dictionary),
+ * everything else (key, times, strings, tags, vector, token counts, ETag
+ * of the original body) kept as it was; the original body's length and the
+ * dictionary's id follow the frame in the block. Its body is not an answer:
+ * only the memory tier holds packed entries, and it hands out unpacked ones.
+ */
+
+/* True when e's body is a zstd frame. */
+static inline bool llmc_entry_is_packed(const llmc_entry_t *e)
+{
+    return (e->flags & LLMC_ENTRY_PACKED) != 0;
+}
+
+/* A packed copy of e (refcnt 1, the caller's), or NULL when e is not worth
+   packing (too small, compression at rest off or not started, a frame that
+   would save too little: llmc_zdict_pack) or out of memory. e must not be
+   packed. Any thread. */
+llmc_entry_t *llmc_entry_pack(const llmc_entry_t *e);
+
+/* The original body's length of a packed entry. */
+uint32_t llmc_entry_raw_len(const llmc_entry_t *e);
+
+/* The dictionary id a packed entry's frame needs; 0: none. */
+uint32_t llmc_entry_dict_id(const llmc_entry_t *e);
+
+/* The entry p was packed from, rebuilt (refcnt 1, the caller's): same
+   block layout, body and ETag as before packing. *rc: 0, or LLMC_ENOMEM /
+   LLMC_ECORRUPT / LLMC_EVERSION (llmc_zdict_unpack) with NULL returned.
+   Any thread. */
+llmc_entry_t *llmc_entry_unpack(const llmc_entry_t *p, int *rc);
 
 /* Takes another reference and returns e. Any thread. */
 llmc_entry_t *llmc_entry_ref(llmc_entry_t *e);

@@ -11,6 +11,14 @@
  * anything is compressed with it, so every record on disk can be read after
  * a restart.
  *
+ * Lifecycle: a dictionary is kept while anything may need it, and freed
+ * (its file removed) when nothing does. Packed memory entries hold theirs
+ * (llmc_zdict_pack_held, llmc_zdict_drop when the entry is freed); a
+ * dictionary a disk record was written with (llmc_zdict_pack), or loaded
+ * from the directory, is pinned: the disk tier does not report which
+ * records it deletes, so such a dictionary is kept for good. A dictionary
+ * that is not current, not pinned and held by no entry is freed at once.
+ *
  * Training: llmc_zdict_pack keeps a sample of what it compresses; once
  * train_samples samples are held (and again after each retrain_every new
  * ones) a background thread trains a new dictionary (ZDICT_trainFromBuffer)
@@ -31,12 +39,16 @@ typedef struct llmc_zdict_opts {
     size_t min_bytes;      /* bodies below this stay as they are */
     size_t train_samples;  /* samples before the first dictionary; 0: never train */
     size_t retrain_every;  /* new samples before the next one; 0: train once */
+    bool sample_held_only; /* sample only what llmc_zdict_pack_held packs: the memory
+                              tier packs every answer the disk tier writes, which
+                              sampled twice would count double and train on twins */
 } llmc_zdict_opts_t;
 
 typedef struct llmc_zdict_stats {
     uint32_t current;      /* id of the dictionary new records use; 0: none */
     uint32_t count;        /* dictionaries held */
     uint64_t trainings;    /* dictionaries trained by this process */
+    uint64_t removed;      /* dictionaries freed once nothing used them */
 } llmc_zdict_stats_t;
 
 /* Sets the options and loads the dictionaries in dir (NULL: keep them in
@@ -52,6 +64,20 @@ void llmc_zdict_shutdown(void);
    it is, or a negative LLMC_E* code. Also samples src for training. Any
    thread. */
 int llmc_zdict_pack(const void *src, size_t len, uint8_t **out, size_t *out_len, uint32_t *dict_id);
+
+/* As llmc_zdict_pack, for data kept in memory: on 1 with *dict_id not 0,
+   the caller holds that dictionary until it calls llmc_zdict_drop(*dict_id)
+   (when the packed data is freed), and the dictionary is not pinned. */
+int llmc_zdict_pack_held(const void *src, size_t len, uint8_t **out, size_t *out_len,
+                         uint32_t *dict_id);
+
+/* Samples src for training as llmc_zdict_pack_held would, without packing
+   it (an answer a tier keeps as it came). Any thread. */
+void llmc_zdict_sample(const void *src, size_t len);
+
+/* Gives back a hold taken by llmc_zdict_pack_held; 0 is ignored. The last
+   hold on a dictionary that is not current nor pinned frees it. Any thread. */
+void llmc_zdict_drop(uint32_t dict_id);
 
 /* Decompresses exactly raw_len bytes into dst. LLMC_ECORRUPT when the frame
    is bad, its size differs or dictionary dict_id is unknown. Any thread. */

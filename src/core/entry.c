@@ -44,7 +44,9 @@
 #include "core/checkers.h"
 #include "core/entry_int.h"
 #include "llmc/entry.h"
+#include "llmc/error.h"
 #include "llmc/slab.h"
+#include "llmc/zdict.h"
 
 #define DEFAULT_CONTENT_TYPE "application/json"
 
@@ -256,7 +258,9 @@ llmc_entry_t *llmc_entry_new(const llmc_entry_spec_t *spec)
         e->key = *spec->key;
     atomic_init(&e->refcnt, 1);
     atomic_init(&e->visited, 0);
-    e->flags = (uint8_t)((spec->flags & ~(uint32_t)LLMC_ENTRY_USAGE) |
+    /* Derived flags are never taken from a spec: USAGE from spec.usage,
+       PACKED only from llmc_entry_pack (a record claiming it is not packed). */
+    e->flags = (uint8_t)((spec->flags & ~(uint32_t)(LLMC_ENTRY_USAGE | LLMC_ENTRY_PACKED)) |
                          (spec->usage ? LLMC_ENTRY_USAGE : 0));
     e->status = spec->status;
     e->created_ms = spec->created_ms;
@@ -271,6 +275,112 @@ llmc_entry_t *llmc_entry_new(const llmc_entry_spec_t *spec)
 fail:
     block_free(e, size);
     return NULL;
+}
+
+/*
+ * Packing keeps the block's layout up to the body (the struct, strings,
+ * tags, vector: offsets from the struct's start stay right when that
+ * prefix is copied as it is), so packing and unpacking are one memcpy of
+ * the prefix and one zstd call. A packed block ends with the frame, its
+ * NUL, the token counts when the entry has them (where llmc_entry_usage
+ * looks), then the trailer below.
+ */
+typedef struct pack_trailer {
+    uint32_t raw_len, dict_id;
+} pack_trailer_t;
+
+static size_t prefix_len(const llmc_entry_t *e)
+{
+    return (size_t)(e->body - (const char *)e);
+}
+
+static size_t usage_len(const llmc_entry_t *e)
+{
+    return (e->flags & LLMC_ENTRY_USAGE) ? sizeof(llmc_usage_t) : 0;
+}
+
+static pack_trailer_t trailer_of(const llmc_entry_t *p)
+{
+    pack_trailer_t t;
+    memcpy(&t, p->body + p->body_len + 1 + usage_len(p), sizeof t);
+    return t;
+}
+
+/* A copy of e's prefix in a new block of total bytes, its body at the
+   same offset (body_len and the bytes after the prefix are the caller's). */
+static llmc_entry_t *clone_prefix(const llmc_entry_t *e, size_t total)
+{
+    size_t size = 0, pre = prefix_len(e);
+    llmc_entry_t *n = block_alloc(total, &size);
+    if (!n)
+        return NULL;
+    memcpy(n, e, pre);
+    atomic_init(&n->refcnt, 1);
+    atomic_init(&n->visited, 0);
+    memset(&n->link, 0, sizeof n->link);
+    n->in_cache = 0;
+    n->body = (const char *)n + pre;
+    n->mem_bytes = (uint32_t)size;
+    return n;
+}
+
+llmc_entry_t *llmc_entry_pack(const llmc_entry_t *e)
+{
+    uint8_t *z = NULL;
+    size_t zlen = 0;
+    uint32_t dict = 0;
+
+    if (llmc_entry_is_packed(e) ||
+        llmc_zdict_pack_held(e->body, e->body_len, &z, &zlen, &dict) != 1)
+        return NULL;
+    size_t ulen = usage_len(e);
+    llmc_entry_t *p = clone_prefix(e, prefix_len(e) + zlen + 1 + ulen + sizeof(pack_trailer_t));
+    if (p) {
+        char *body = (char *)p + prefix_len(e);
+        pack_trailer_t t = { e->body_len, dict };
+        memcpy(body, z, zlen);
+        body[zlen] = '\0';
+        memcpy(body + zlen + 1, e->body + e->body_len + 1, ulen);
+        memcpy(body + zlen + 1 + ulen, &t, sizeof t);
+        p->body_len = (uint32_t)zlen; /* < raw: llmc_zdict_pack keeps only frames that shrink */
+        p->flags |= LLMC_ENTRY_PACKED; /* its hold on dict is p's from here */
+    } else {
+        llmc_zdict_drop(dict);
+    }
+    free(z);
+    return p;
+}
+
+uint32_t llmc_entry_raw_len(const llmc_entry_t *e)
+{
+    return llmc_entry_is_packed(e) ? trailer_of(e).raw_len : e->body_len;
+}
+
+uint32_t llmc_entry_dict_id(const llmc_entry_t *e)
+{
+    return llmc_entry_is_packed(e) ? trailer_of(e).dict_id : 0;
+}
+
+llmc_entry_t *llmc_entry_unpack(const llmc_entry_t *p, int *rc)
+{
+    pack_trailer_t t = trailer_of(p);
+    size_t ulen = usage_len(p);
+    llmc_entry_t *e = clone_prefix(p, prefix_len(p) + (size_t)t.raw_len + 1 + ulen);
+
+    *rc = e ? 0 : LLMC_ENOMEM;
+    if (!e)
+        return NULL;
+    char *body = (char *)e + prefix_len(p);
+    *rc = llmc_zdict_unpack(t.dict_id, p->body, p->body_len, body, t.raw_len);
+    if (*rc != 0) {
+        block_free(e, e->mem_bytes);
+        return NULL;
+    }
+    body[t.raw_len] = '\0';
+    memcpy(body + t.raw_len + 1, p->body + p->body_len + 1, ulen);
+    e->body_len = t.raw_len;
+    e->flags &= (uint8_t)~LLMC_ENTRY_PACKED;
+    return e;
 }
 
 const char *llmc_entry_tag(const llmc_entry_t *e, uint32_t i)
@@ -301,7 +411,11 @@ llmc_entry_t *llmc_entry_ref(llmc_entry_t *e)
 
 void llmc__entry_free(llmc_entry_t *e)
 {
+    /* A packed entry held its dictionary (llmc_entry_pack). */
+    uint32_t dict = llmc_entry_dict_id(e);
+
     block_free(e, e->mem_bytes);
+    llmc_zdict_drop(dict);
 }
 
 void llmc_entry_mem_stats(llmc_slab_stats_t *out)

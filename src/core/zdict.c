@@ -2,9 +2,12 @@
  * zdict.c: zstd at rest with trained dictionaries (see llmc/zdict.h).
  *
  * Decisions a newcomer would otherwise get wrong:
- * - The dictionary table only grows while the process runs, so a pointer
- *   read under the lock stays good after it is dropped: packing and
- *   unpacking hold the lock only to look a dictionary up.
+ * - Each dictionary is a block of its own, freed only when it is not
+ *   current, not pinned and no hold is left (see llmc/zdict.h: the
+ *   lifecycle). Whoever uses a dictionary's pointer after dropping the
+ *   lock holds it: packing takes a hold under the lock; unpacking is asked
+ *   by the holder of a packed entry (a hold) or for a disk record (whose
+ *   dictionary is pinned), so the pointer it finds stays good.
  * - A trained dictionary is written to the directory (temporary file,
  *   fsync, rename) before it becomes current; a record compressed with it
  *   can therefore never reach the disk before its dictionary does.
@@ -47,6 +50,8 @@ typedef struct dict {
     uint32_t id;
     ZSTD_CDict *c;
     ZSTD_DDict *d;
+    uint64_t holds;  /* packed memory entries (and packs in progress) using it */
+    bool pinned;     /* records on disk may use it: kept (llmc/zdict.h) */
 } dict_t;
 
 typedef struct sample {
@@ -64,10 +69,11 @@ static struct {
     bool ready;
     llmc_zdict_opts_t o;
     char *dir;
-    dict_t dicts[LLMC_ZDICT_MAX];
+    dict_t *dicts[LLMC_ZDICT_MAX];
     uint32_t ndicts;
+    uint64_t removed;
     uint32_t max_id;      /* highest id loaded, skipped or trained */
-    const dict_t *current;
+    dict_t *current;
     sample_t samples[SAMPLES_CAP];
     size_t nsamples, next_sample, since_train;
     bool training;
@@ -86,35 +92,92 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Adds a dictionary built from buf (caller holds mu). */
-static int add_dict(uint32_t id, const void *buf, size_t len)
+static void free_dict(dict_t *d)
 {
+    if (d) {
+        ZSTD_freeCDict(d->c);
+        ZSTD_freeDDict(d->d);
+        free(d);
+    }
+}
+
+/* Takes d out of the table when nothing needs it any more: not current,
+   not pinned, no hold. Returns it for the caller to free after unlocking
+   (freeing a CDict is not quick), or NULL. Caller holds mu. */
+static dict_t *retire_locked(dict_t *d)
+{
+    if (!d || d == g.current || d->pinned || d->holds)
+        return NULL;
+    for (uint32_t i = 0; i < g.ndicts; i++)
+        if (g.dicts[i] == d) {
+            g.dicts[i] = g.dicts[--g.ndicts];
+            g.removed++;
+            /* Unpinned: no record was written with it, so no record needs
+               its file; left behind (a crash), it is loaded as pinned. */
+            if (g.dir) {
+                char path[4096];
+                snprintf(path, sizeof path, "%s/" DICT_PREFIX "%u", g.dir, d->id);
+                unlink(path);
+            }
+            return d;
+        }
+    return NULL;
+}
+
+/* Adds a dictionary built from buf (caller holds mu); *old is the
+   dictionary it replaced as current when that one is no longer needed. */
+static int add_dict(uint32_t id, const void *buf, size_t len, bool pinned, dict_t **old)
+{
+    *old = NULL;
     if (g.ndicts >= LLMC_ZDICT_MAX)
         return LLMC_EFULL;
-    dict_t *d = &g.dicts[g.ndicts];
+    dict_t *d = calloc(1, sizeof *d);
+    if (!d)
+        return LLMC_ENOMEM;
     d->id = id;
+    d->pinned = pinned;
     d->c = ZSTD_createCDict(buf, len, LEVEL);
     d->d = ZSTD_createDDict(buf, len);
     if (!d->c || !d->d) {
-        ZSTD_freeCDict(d->c);
-        ZSTD_freeDDict(d->d);
+        free_dict(d);
         return LLMC_ENOMEM;
     }
-    g.ndicts++;
-    if (!g.current || id > g.current->id)
+    g.dicts[g.ndicts++] = d;
+    if (!g.current || id > g.current->id) {
+        dict_t *prev = g.current;
         g.current = d;
+        *old = retire_locked(prev);
+    }
     return 0;
+}
+
+static dict_t *find_locked(uint32_t id)
+{
+    for (uint32_t i = 0; i < g.ndicts; i++)
+        if (g.dicts[i]->id == id)
+            return g.dicts[i];
+    return NULL;
 }
 
 static const dict_t *find(uint32_t id)
 {
     pthread_mutex_lock(&g.mu);
-    const dict_t *found = NULL;
-    for (uint32_t i = 0; i < g.ndicts && !found; i++)
-        if (g.dicts[i].id == id)
-            found = &g.dicts[i];
+    const dict_t *found = find_locked(id);
     pthread_mutex_unlock(&g.mu);
     return found;
+}
+
+void llmc_zdict_drop(uint32_t id)
+{
+    if (!id)
+        return;
+    pthread_mutex_lock(&g.mu);
+    dict_t *d = find_locked(id), *gone = NULL;
+    /* A drop after shutdown (an entry outliving the registry) finds nothing. */
+    if (d && d->holds && --d->holds == 0)
+        gone = retire_locked(d);
+    pthread_mutex_unlock(&g.mu);
+    free_dict(gone);
 }
 
 static ZSTD_CCtx *get_cctx(void)
@@ -195,8 +258,10 @@ static int load_dir(const char *dir, char *err, size_t errlen)
            under the same id would be asked to decode the old records. */
         g.max_id = (uint32_t)id > g.max_id ? (uint32_t)id : g.max_id;
         if ((rc = read_file(path, &buf, &len)) == 0) {
+            dict_t *old;
             pthread_mutex_lock(&g.mu);
-            rc = add_dict((uint32_t)id, buf, len);
+            /* Records in the data file may use it: pinned. */
+            rc = add_dict((uint32_t)id, buf, len, true, &old);
             pthread_mutex_unlock(&g.mu);
             free(buf);
         }
@@ -238,10 +303,8 @@ void llmc_zdict_shutdown(void)
     if (join)
         pthread_join(g.trainer, NULL);
     pthread_mutex_lock(&g.mu);
-    for (uint32_t i = 0; i < g.ndicts; i++) {
-        ZSTD_freeCDict(g.dicts[i].c);
-        ZSTD_freeDDict(g.dicts[i].d);
-    }
+    for (uint32_t i = 0; i < g.ndicts; i++)
+        free_dict(g.dicts[i]);
     for (size_t i = 0; i < g.nsamples; i++)
         free(g.samples[i].p);
     for (unsigned i = 0; i < g.ncpool; i++)
@@ -324,12 +387,14 @@ static int train(batch_t *b)
     if (rc == 0 && dir)
         rc = save(dir, id, dict, len);
     free(dir);
+    dict_t *old = NULL;
     pthread_mutex_lock(&g.mu);
-    if (rc == 0 && (rc = add_dict(id, dict, len)) == 0) {
+    if (rc == 0 && (rc = add_dict(id, dict, len, false, &old)) == 0) {
         g.trainings++;
     }
     g.training = false;
     pthread_mutex_unlock(&g.mu);
+    free_dict(old);
     free(dict);
     return rc;
 }
@@ -389,16 +454,10 @@ int llmc_zdict_train_now(void)
     return rc ? rc : train(&b);
 }
 
-int llmc_zdict_pack(const void *src, size_t len, uint8_t **out, size_t *out_len, uint32_t *dict_id)
+/* Compresses src with d (NULL: none): 1 with *out, 0 when it does not pay. */
+static int compress(const dict_t *d, const void *src, size_t len, uint8_t **out, size_t *out_len,
+                    uint32_t *dict_id)
 {
-    pthread_mutex_lock(&g.mu);
-    if (!g.ready || !g.o.on || len < g.o.min_bytes || len == 0) {
-        pthread_mutex_unlock(&g.mu);
-        return 0;
-    }
-    sample_locked(src, len);
-    const dict_t *d = len <= DICT_USE_MAX ? g.current : NULL;
-    pthread_mutex_unlock(&g.mu);
     size_t cap = ZSTD_compressBound(len);
     uint8_t *buf = malloc(cap);
     ZSTD_CCtx *cx = get_cctx();
@@ -418,6 +477,50 @@ int llmc_zdict_pack(const void *src, size_t len, uint8_t **out, size_t *out_len,
     *out_len = n;
     *dict_id = d ? d->id : 0;
     return 1;
+}
+
+/* Packs src; with a dictionary, returns holding it (held) or having
+   pinned it (!held: for a record). */
+static int pack(const void *src, size_t len, uint8_t **out, size_t *out_len, uint32_t *dict_id,
+                bool held)
+{
+    pthread_mutex_lock(&g.mu);
+    if (!g.ready || !g.o.on || len < g.o.min_bytes || len == 0) {
+        pthread_mutex_unlock(&g.mu);
+        return 0;
+    }
+    if (held || !g.o.sample_held_only)
+        sample_locked(src, len);
+    dict_t *d = len <= DICT_USE_MAX ? g.current : NULL;
+    /* Held while it compresses, so that a newer one cannot free it meanwhile. */
+    if (d) {
+        d->holds++;
+        d->pinned = d->pinned || !held;
+    }
+    pthread_mutex_unlock(&g.mu);
+    int rc = compress(d, src, len, out, out_len, dict_id);
+    if (d && (rc != 1 || !held))
+        llmc_zdict_drop(d->id);
+    return rc;
+}
+
+void llmc_zdict_sample(const void *src, size_t len)
+{
+    pthread_mutex_lock(&g.mu);
+    if (g.ready && g.o.on && len >= g.o.min_bytes && len > 0)
+        sample_locked(src, len);
+    pthread_mutex_unlock(&g.mu);
+}
+
+int llmc_zdict_pack(const void *src, size_t len, uint8_t **out, size_t *out_len, uint32_t *dict_id)
+{
+    return pack(src, len, out, out_len, dict_id, false);
+}
+
+int llmc_zdict_pack_held(const void *src, size_t len, uint8_t **out, size_t *out_len,
+                         uint32_t *dict_id)
+{
+    return pack(src, len, out, out_len, dict_id, true);
 }
 
 int llmc_zdict_unpack(uint32_t dict_id, const void *src, size_t len, void *dst, size_t raw_len)
@@ -443,6 +546,7 @@ void llmc_zdict_get_stats(llmc_zdict_stats_t *s)
     pthread_mutex_lock(&g.mu);
     *s = (llmc_zdict_stats_t){
         .current = g.current ? g.current->id : 0, .count = g.ndicts, .trainings = g.trainings,
+        .removed = g.removed,
     };
     pthread_mutex_unlock(&g.mu);
 }

@@ -449,6 +449,7 @@ static int open_disk(llmc_gw_t *gw, llmc_tier_t **out, char *err, size_t errlen)
         .on = cfg->compress_at_rest, .min_bytes = (size_t)cfg->compress_at_rest_min,
         .train_samples = (size_t)cfg->compress_dict_samples,
         .retrain_every = (size_t)cfg->compress_dict_retrain,
+        .sample_held_only = true, /* the memory tier packs (and samples) them first */
     };
     if ((rc = llmc_zdict_init(&zo, cfg->data_dir_path, derr, sizeof(derr))) < 0) {
         disk->ops->destroy(disk);
@@ -468,10 +469,11 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         .max_entry_share = (double)cfg->max_entry_percent / 100.0,
         .keep_stale_ms = keep_stale_ms(cfg),
     };
-    llmc_cache_t *c = llmc_cache_new(&cc);
-    llmc_tier_t *mem = c ? llmc_tier_memory_new(c) : NULL;
-    if (!mem)
-        llmc_cache_free(c);
+    /* The hot set serves compressed entries' popular answers; without
+       compression at rest it would hold nothing. */
+    llmc_tier_t *mem = llmc_tier_memory_open(
+        &cc, cfg->compress_at_rest ? (unsigned)cfg->memory_hot_percent : 0,
+        (size_t)cfg->memory_compress_max);
     if (!(gw->tiers = llmc_tier_set_new()) || !mem || llmc_tier_set_add(gw->tiers, mem) < 0) {
         if (!gw->tiers && mem)
             mem->ops->destroy(mem);
@@ -482,6 +484,17 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
     int rc = open_redis(gw, err, errlen);
     if (rc == 0)
         rc = open_disk(gw, &disk, err, errlen);
+    if (rc == 0 && !gw->zdict) {
+        /* No disk tier: the memory tier still compresses, its dictionaries
+           kept in memory only. */
+        llmc_zdict_opts_t zo = {
+            .on = cfg->compress_at_rest, .min_bytes = (size_t)cfg->compress_at_rest_min,
+            .train_samples = (size_t)cfg->compress_dict_samples,
+            .retrain_every = (size_t)cfg->compress_dict_retrain,
+        };
+        if ((rc = llmc_zdict_init(&zo, NULL, err, errlen)) == 0)
+            gw->zdict = true;
+    }
     if (rc < 0 || cfg->semantic == LLMC_CFG_SEMANTIC_OFF)
         return rc;
     /* Last: asked only when every exact tier missed. */

@@ -538,7 +538,9 @@ N_LARGE = 1500     # 150 MB of distinct answers: far beyond budget + overhead
 
 def test_memory_bound_under_a_flood_of_large_answers(gateway_factory, mock):
     from concurrent.futures import ThreadPoolExecutor
-    g = gateway_factory(mock, args=["--max-memory", f"{BUDGET_MB}M"])
+    # The mock's padded answers compress about 100x at rest: off, so that
+    # they take the memory their size says and the flood evicts.
+    g = gateway_factory(mock, args=["--max-memory", f"{BUDGET_MB}M", "--compress-at-rest", "off"])
     base_kb = g.rss_kb()
 
     def fetch(i):
@@ -581,7 +583,9 @@ def test_entries_evicted_while_being_sent_stay_intact(gateway_factory, mock):
     them: every hit must still carry the whole stored body. (Under the
     sanitizer run this is the use-after-free check for entry reference counts.)"""
     from concurrent.futures import ThreadPoolExecutor
-    g = gateway_factory(mock, args=["--max-memory", "2M", "--max-entry-percent", "25"])
+    # Uncompressed at rest (the padding would shrink 100x): entries as big as they look.
+    g = gateway_factory(mock, args=["--max-memory", "2M", "--max-entry-percent", "25",
+                                    "--compress-at-rest", "off"])
     hot = [chat_body(f"hot {i}", mock={"bytes": 300 * 1024}) for i in range(3)]
 
     def norm(raw):

@@ -266,3 +266,105 @@ def test_compress_at_rest_off_stores_answers_as_they_are(gateway_factory, mock, 
     d = disk(g)
     assert d["stored_raw_bytes"] == d["stored_packed_bytes"] > 0, d
     assert not list(data.glob("zdict-*"))
+
+
+def memory(g):
+    return g.stats()["tiers"]["memory"]
+
+
+def decoded(gateway, body, accept):
+    """The body a client with accept gets, decoded, and whether it was a hit."""
+    r, data = raw_post(gateway, CHAT, body, accept)
+    assert r.status == 200, data
+    enc = r.getheader("Content-Encoding")
+    if enc == "gzip":
+        data = gzip.decompress(data)
+    elif enc == "zstd":
+        data = zstd_decode(data)
+    return data, r.getheader("X-Cache") == "HIT"
+
+
+def test_memory_tier_keeps_answers_compressed_and_serves_them_byte_identical(gateway_factory, mock):
+    """Without a disk tier the memory tier stores answers zstd-compressed
+    (under a dictionary trained from the first 20); every hit, identity,
+    gzip or zstd, decodes to the body of the miss; the first hit on an
+    answer decompresses it, the next ones are served from its hot copy."""
+    g = gateway_factory(mock, args=["--data-dir", "none", "--compress-dict-samples", "20",
+                                    "--compress-dict-retrain", "0"])
+    answers = corpus_answers(50, seed=1819)
+    reqs = [chat_body(f"in memory {i}", mock={"body": a}) for i, a in enumerate(answers)]
+    got = []
+    for b in reqs:
+        r, raw = raw_post(g, CHAT, b, "identity")
+        assert r.status == 200 and r.getheader("X-Cache") == "MISS"
+        got.append(raw)
+    m = memory(g)
+    assert m["packed_bytes"] * 2 < m["raw_bytes"], m
+    assert m["cold_unpacks"] == 0 and m["hot_entries"] == 0
+    accepts = ["identity", "gzip"] + (["zstd"] if shutil.which("zstd") else [])
+    for i, b in enumerate(reqs):
+        for accept in accepts:
+            data, hit = decoded(g, b, accept)
+            assert hit and data == got[i], (i, accept)
+    m = memory(g)
+    assert m["cold_unpacks"] == len(reqs), m       # once per answer
+    assert m["hot_hits"] >= len(reqs) * (len(accepts) - 1), m
+    assert m["hot_entries"] == len(reqs) and 0 < m["hot_bytes"] <= m["hot_max_bytes"], m
+    assert m["bytes"] <= m["max_bytes"]
+    assert mock.stats()["chat"] == len(reqs)
+
+
+def test_memory_compressed_entries_across_a_restart(gateway_factory, mock, tmp_path):
+    """After a restart, answers come from the disk tier, are promoted into
+    memory compressed, and memory hits (cold, then hot) stay byte-identical."""
+    args = ["--data-dir", str(tmp_path / "data"), "--compress-dict-samples", "10",
+            "--compress-dict-retrain", "0"]
+    g = gateway_factory(mock, args=args)
+    reqs = [chat_body(f"restart {i}", mock={"body": a})
+            for i, a in enumerate(corpus_answers(20, seed=1820))]
+    got = [raw_post(g, CHAT, b, "identity")[1] for b in reqs]
+    wait_until(lambda: disk(g)["stored"] >= len(reqs), timeout=10, what="entries on disk")
+    g.must_survive = False
+    assert g.stop() is None
+
+    g2 = gateway_factory(mock, args=args)
+    calls = mock.stats()["chat"]
+    for round_ in range(3):  # disk hits, then cold memory hits, then hot ones
+        for i, b in enumerate(reqs):
+            for accept in ["identity", "gzip"]:
+                data, hit = decoded(g2, b, accept)
+                assert hit and data == got[i], (round_, i, accept)
+    m = memory(g2)
+    assert m["packed_bytes"] < m["raw_bytes"], m
+    assert m["cold_unpacks"] >= 1 and m["hot_hits"] >= len(reqs), m
+    assert mock.stats()["chat"] == calls
+
+
+def test_hot_copies_churning_under_concurrent_hits_stay_intact(gateway_factory, mock):
+    """A hot set far smaller than the answers hit: copies are made, evicted
+    and made again while other threads send them; every hit is the whole
+    answer, and none goes upstream again. (Under the sanitizer build this is
+    the use-after-free check for hot copies.)"""
+    from concurrent.futures import ThreadPoolExecutor
+    g = gateway_factory(mock, args=["--data-dir", "none", "--max-memory", "1M",
+                                    "--memory-hot-percent", "10", "--compress-dict-samples", "50",
+                                    "--compress-dict-retrain", "0"], threads=2)
+    reqs = [chat_body(f"churn {i}", mock={"body": a})
+            for i, a in enumerate(corpus_answers(120, seed=1821))]
+    want = [raw_post(g, CHAT, b, "identity")[1] for b in reqs]
+    calls = mock.stats()["chat"]
+
+    def reader(n):
+        rng = random.Random(n)
+        for _ in range(60):
+            i = rng.randrange(len(reqs))
+            data, hit = decoded(g, reqs[i], rng.choice(["identity", "identity", "gzip"]))
+            assert hit and data == want[i], i
+        return True
+
+    with ThreadPoolExecutor(6) as ex:
+        assert all(ex.map(reader, range(6)))
+    m = memory(g)
+    assert mock.stats()["chat"] == calls
+    assert m["hot_bytes"] <= m["hot_max_bytes"] and m["cold_unpacks"] > len(reqs), m
+    assert m["entries"] >= len(reqs) and m["bytes"] <= m["max_bytes"], m
