@@ -10,7 +10,7 @@
 
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
-PKGS    := libuv libcurl jansson libcrypto lmdb hiredis libutf8proc zlib libzstd
+PKGS    := libuv libcurl jansson libcrypto lmdb hiredis libutf8proc zlib libzstd libbrotlienc libbrotlidec
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lstemmer -lpthread -lm
 

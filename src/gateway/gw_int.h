@@ -147,6 +147,8 @@ typedef struct gw_req {
        whose step owns something to stop at once (relay.c's call). */
     void (*on_leave)(struct gw_req *gr);
     bool started;                /* stream head sent */
+    struct llmc_encoder *zenc;   /* the stream's compressor when the client asked for a
+                                    coding (respond.c); freed with the context */
     size_t sent;                 /* stream bytes sent */
     size_t lag_min;              /* the least it was behind the flight (respond.c) */
     bool lag_seen;               /* lag_min holds a value */

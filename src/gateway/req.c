@@ -36,6 +36,7 @@
 #include "core/lock.h"
 #include "gateway/clients.h"
 #include "gateway/gw_int.h"
+#include "http/encoding.h"
 #include "llmc/cache.h"
 
 #define SPARE_MAX 256
@@ -177,6 +178,7 @@ static void gr_free(gw_req_t *gr)
     llmc__gr_leave_flight(gr);
     llmc_entry_unref(gr->stale);
     llmc_entry_unref(gr->hit); /* decided, but the client left before delivery */
+    llmc_encoder_free(gr->zenc); /* a compressed stream the client left */
     canon_release(gr);
     llmc_http_body_free(&gr->body_taken);
     json_decref(gr->admin_sel);

@@ -20,6 +20,7 @@
  * from the entry itself: the entry's reference is dropped only when the
  * write is done, so eviction in the meantime cannot free it.
  */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +172,116 @@ static void respond_ask(gw_req_t *gr, int status, const char *h, size_t n, const
     free(s);
 }
 
+/* ---- compressed streams ----------------------------------------------------- */
+
+/*
+ * A streamed answer (a live relay, a paced replay) is compressed only when
+ * the client's Accept-Encoding asks for a coding, and then through a
+ * compressor of its own (gr->zenc) flushed after every write: each event
+ * reaches the client's decoder as it comes, not when a block fills. An
+ * identity client's stream is written as before, byte for byte. A stream
+ * that goes out whole (a replay without pacing, a finished stream for a
+ * late waiter) is compressed in one go the same way.
+ */
+
+static const char *accept_encoding(const llmc_http_req_t *req, char **owned);
+
+#define ENC_ALL \
+    (LLMC_ENC_MASK(LLMC_ENC_GZIP) | LLMC_ENC_MASK(LLMC_ENC_ZSTD) | LLMC_ENC_MASK(LLMC_ENC_BR))
+
+/* The coding gr's streamed answer goes in: identity unless --compress is on
+   and the client asks for one. */
+static llmc_encoding_t stream_encoding(gw_req_t *gr)
+{
+    if (!gr->w->gw->cfg->compress || !gr->req)
+        return LLMC_ENC_IDENTITY;
+    char *owned = NULL;
+    llmc_encoding_t enc = llmc_encoding_pick(accept_encoding(gr->req, &owned), ENC_ALL);
+    free(owned);
+    return enc;
+}
+
+/* The head of a stream (h holds HDR_CAP bytes, n of them used), with
+   Content-Encoding when the client gets a coding: the compressor is made
+   first, so that a stream whose compressor cannot be made goes identity. */
+static int stream_begin(gw_req_t *gr, int status, char *h, size_t n)
+{
+    llmc_encoding_t enc = stream_encoding(gr);
+    assert(!gr->zenc);
+    if (enc != LLMC_ENC_IDENTITY && (gr->zenc = llmc_encoder_new(enc))) {
+        n = HLIT(h, n, "Content-Encoding: ");
+        n = HSTR(h, n, llmc_encoding_name(enc));
+        n = HLIT(h, n, "\r\nVary: Accept-Encoding\r\n");
+        LLMC_COUNT(&gr->w->ctr, encoded_answers);
+    }
+    return llmc_http_stream_begin(gr->req, status, h, n);
+}
+
+/* One piece of a stream, compressed and flushed when the stream has a
+   coding. A compressor that fails cuts the stream off: the bytes it
+   already sent cannot be followed by plain ones. */
+static void stream_write(gw_req_t *gr, const char *buf, size_t len)
+{
+    if (!gr->zenc) {
+        llmc_http_stream_write(gr->req, buf, len);
+        return;
+    }
+    char *z = NULL;
+    size_t zlen = 0;
+    if (llmc_encoder_write(gr->zenc, buf, len, false, &z, &zlen) < 0) {
+        llmc_http_abort(gr->req);
+        return;
+    }
+    if (zlen)
+        llmc_http_stream_write(gr->req, z, zlen);
+    free(z);
+}
+
+/* Ends gr's stream on req: the coding's trailer first, when it has one. */
+static void stream_finish(gw_req_t *gr, llmc_http_req_t *req)
+{
+    if (gr->zenc) {
+        char *z = NULL;
+        size_t zlen = 0;
+        int rc = llmc_encoder_write(gr->zenc, NULL, 0, true, &z, &zlen);
+        llmc_encoder_free(gr->zenc);
+        gr->zenc = NULL;
+        if (rc < 0) {
+            llmc_http_abort(req);
+            return;
+        }
+        int wrc = zlen ? llmc_http_stream_write(req, z, zlen) : 0;
+        free(z);
+        if (wrc < 0)
+            return; /* the connection is gone: the server ends the request */
+    }
+    llmc_http_stream_end(req);
+}
+
+/* A streamed answer that goes out whole (body, release(arg) when written):
+   compressed in one go when the client asks for a coding. h holds
+   HDR_CAP bytes, n of them used. */
+static void respond_stream_whole(gw_req_t *gr, int status, char *h, size_t n, const char *body,
+                                 size_t len, void (*release)(void *), void *arg)
+{
+    llmc_encoding_t enc = stream_encoding(gr);
+    char *z = NULL;
+    size_t zlen = 0;
+    if (enc != LLMC_ENC_IDENTITY && llmc_encoding_encode(enc, body, len, &z, &zlen) == 0) {
+        if (release)
+            release(arg);
+        n = HLIT(h, n, "Content-Encoding: ");
+        n = HSTR(h, n, llmc_encoding_name(enc));
+        n = HLIT(h, n, "\r\nVary: Accept-Encoding\r\n");
+        LLMC_COUNT(&gr->w->ctr, encoded_answers);
+        uv_buf_t zb = uv_buf_init(z, (unsigned)zlen);
+        llmc_http_respond(gr->req, status, h, n, &zb, 1, free, z);
+        return;
+    }
+    uv_buf_t buf = uv_buf_init((char *)body, (unsigned)len);
+    llmc_http_respond(gr->req, status, h, n, &buf, 1, release, arg);
+}
+
 /* ---- replaying a stored completion as a stream ---------------------------- */
 
 typedef struct pacer {
@@ -212,21 +323,21 @@ static void pacer_tick(uv_timer_t *t)
     size_t n = end ? (size_t)(end - start) + 2 : p->len - p->off;
     p->off += n;
     llmc__gr_ref(gr);
-    llmc_http_stream_write(gr->req, start, n);
+    stream_write(gr, start, n);
     if (gr->req && p->off >= p->len) {
         llmc_http_req_t *req = gr->req;
         pacer_stop(p);
-        llmc_http_stream_end(req);
+        stream_finish(gr, req);
     } else if (!gr->req) {
         pacer_stop(p);
     }
     llmc__gr_unref(gr);
 }
 
-static void pace_replay(gw_req_t *gr, int status, const char *h, size_t n, char *sse, size_t len)
+static void pace_replay(gw_req_t *gr, int status, char *h, size_t n, char *sse, size_t len)
 {
     pacer_t *p = calloc(1, sizeof(*p));
-    if (!p || llmc_http_stream_begin(gr->req, status, h, n) < 0) {
+    if (!p || stream_begin(gr, status, h, n) < 0) {
         free(p);
         free(sse);
         return;
@@ -259,8 +370,7 @@ static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const ch
         pace_replay(gr, status, h, n, sse, sse_len);
         return;
     }
-    uv_buf_t buf = uv_buf_init(sse, (unsigned)sse_len);
-    llmc_http_respond(gr->req, status, h, n, &buf, 1, free, sse);
+    respond_stream_whole(gr, status, h, n, sse, sse_len, free, sse);
 }
 
 /* A derived entry of e kept under dk, or NULL. It must have e's times: an
@@ -389,13 +499,12 @@ static const char *accept_encoding(const llmc_http_req_t *req, char **owned)
 static llmc_encoding_t pick_encoding(gw_req_t *gr, const llmc_entry_t *rep, bool *varies)
 {
     const llmc_config_t *cfg = gr->w->gw->cfg;
-    *varies = cfg->compress && !gr->stream && rep->body_len >= (size_t)cfg->compress_min;
+    *varies = cfg->compress && rep->body_len >= (size_t)cfg->compress_min;
     if (!*varies)
         return LLMC_ENC_IDENTITY;
     char *owned = NULL;
     const char *accept = accept_encoding(gr->req, &owned);
-    llmc_encoding_t enc =
-        llmc_encoding_pick(accept, LLMC_ENC_MASK(LLMC_ENC_GZIP) | LLMC_ENC_MASK(LLMC_ENC_ZSTD));
+    llmc_encoding_t enc = llmc_encoding_pick(accept, ENC_ALL);
     free(owned);
     return enc;
 }
@@ -602,8 +711,7 @@ static const char *flight_json(const llmc_flight_t *f, size_t *len)
 /* A finished stream for a waiter that did not ask for the usage chunk the
    upstream was asked for (by the request that started the call): the same
    bytes without it. */
-static void respond_sse_without_usage(gw_req_t *gr, const llmc_flight_t *f, const char *h,
-                                      size_t n)
+static void respond_sse_without_usage(gw_req_t *gr, const llmc_flight_t *f, char *h, size_t n)
 {
     char *body = malloc(f->body_len + 1);
     if (!body) {
@@ -614,8 +722,7 @@ static void respond_sse_without_usage(gw_req_t *gr, const llmc_flight_t *f, cons
     size_t blen = f->body_len ? llmc_sse_drop_usage(f->body, f->body_len, true, USAGE_EVENT_MAX,
                                                     body, &used)
                               : 0;
-    uv_buf_t buf = uv_buf_init(body, (unsigned)blen);
-    llmc_http_respond(gr->req, f->status, h, n, &buf, 1, free, body);
+    respond_stream_whole(gr, f->status, h, n, body, blen, free, body);
 }
 
 /* A flight another gateway's call answered (fetch.c's lease): this request
@@ -689,6 +796,10 @@ void llmc__gw_respond_flight(gw_req_t *gr)
     } else if (z) {
         uv_buf_t buf = uv_buf_init((char *)z->body, (unsigned)z->body_len);
         llmc_http_respond(gr->req, f->status, h, n, &buf, 1, release_entry, z);
+    } else if (raw_sse) { /* a finished stream, whole */
+        llmc_flight_ref(f);
+        respond_stream_whole(gr, f->status, h, n, f->body ? f->body : "", f->body_len,
+                             release_flight, f);
     } else {
         const char *body = ok2xx && !raw_sse ? json : f->body ? f->body : "";
         size_t blen = ok2xx && !raw_sse ? len : f->body_len;
@@ -797,12 +908,12 @@ static bool stream_pass(gw_req_t *gr, bool *more, size_t *body_len)
             memcpy(h + n, f->pass_hdrs, f->pass_len);
             n += f->pass_len;
         }
-        gr->started = llmc_http_stream_begin(gr->req, status, h, n) == 0;
+        gr->started = stream_begin(gr, status, h, n) == 0;
         if (gr->started)
             gr->req->on_drain = stream_drained;
     }
     if (gr->started && chunk && len && gr->req)
-        llmc_http_stream_write(gr->req, chunk, len);
+        stream_write(gr, chunk, len);
     gr->sent += used;
     free(chunk);
     *more = take < have && used > 0;
@@ -842,7 +953,7 @@ void llmc__gw_stream_end(gw_req_t *gr)
     if (failed)
         llmc_http_abort(req); /* cut off upstream: the client must see it cut off too */
     else
-        llmc_http_stream_end(req);
+        stream_finish(gr, req);
 }
 
 void llmc__gw_respond_json(gw_req_t *gr, int status, json_t *obj)
