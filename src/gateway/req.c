@@ -54,13 +54,14 @@ static const bool legal[GR_NSTATES][GR_NSTATES] = {
     [GR_PARKED_FLIGHT] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_PURGE] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_PARSE] = {[GR_NEW] = 1, [GR_DONE] = 1},
-    [GR_RESPOND] = {[GR_DONE] = 1},
+    [GR_PARKED_ENCODE] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_RESPOND] = {[GR_PARKED_ENCODE] = 1, [GR_DONE] = 1},
     [GR_RELAY] = {[GR_DONE] = 1},
 };
 
 static const char *const state_names[GR_NSTATES] = {
     "NEW", "LOOKUP", "PARKED_TIER", "FLIGHT", "PARKED_FLIGHT", "PARKED_PURGE", "PARKED_PARSE",
-    "RESPOND", "RELAY", "DONE",
+    "PARKED_ENCODE", "RESPOND", "RELAY", "DONE",
 };
 
 const char *llmc__gr_state_name(gr_state_t s)

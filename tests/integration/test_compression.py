@@ -531,3 +531,93 @@ def test_compress_at_rest_off_stores_answers_as_they_are(gateway_factory, mock, 
     d = disk(g)
     assert d["stored_raw_bytes"] == d["stored_packed_bytes"] > 0, d
     assert not list(data.glob("zdict-*"))
+
+
+# ---------------------------------------------- big forms built off the loop
+
+def stat(g, name):
+    return g.stats()[name]
+
+
+def big_chat(tag):
+    return chat_body(f"a very long answer {tag}", mock={"bytes": 6 << 20})
+
+
+def test_a_big_compressed_build_does_not_hold_up_other_hits(gateway_factory, mock):
+    # One worker: the loop that would build is the loop that must answer.
+    g = gateway_factory(mock, threads=1)
+    big, small = big_chat("offload"), chat_body("a short one", mock={"bytes": 2000})
+    ident = post(g, CHAT, big, accept="identity")
+    assert ident.status_code == 200 and len(ident.content) > 6 << 20
+    post(g, CHAT, small, accept="identity")
+    got = {}
+
+    def big_br():
+        got["big"] = raw_post(g, CHAT, big, "br")
+
+    t = threading.Thread(target=big_br)
+    t.start()
+    wait_until(lambda: stat(g, "encodings_off_loop") == 1, timeout=10)
+    # The build is on the pool: the loop answers a small compressed hit
+    # (and /stats) while it runs.
+    r, raw = raw_post(g, CHAT, small, "br")
+    s = g.stats()
+    assert r.status == 200 and r.getheader("X-Cache") == "HIT"
+    assert r.getheader("Content-Encoding") == "br" and json.loads(br_decode(raw))
+    in_progress = s["encodings_off_loop"] - s["encodings_off_loop_done"]
+    t.join(60)
+    assert in_progress == 1, "the big build had ended before the small hit was answered"
+    # The parked request was answered with the form once it was built.
+    r, raw = got["big"]
+    assert r.status == 200 and r.getheader("X-Cache") == "HIT"
+    assert r.getheader("Content-Encoding") == "br"
+    assert r.getheader("ETag") == ident.headers["ETag"][:-1] + '-br"'
+    assert br_decode(raw) == ident.content
+    s = g.stats()
+    assert s["encoding_waits"] == 1 and s["encodings_off_loop_done"] == 1
+    # Kept: the next br hit is served from it, nothing built.
+    built = s["encodings_built"]
+    r2, raw2 = raw_post(g, CHAT, big, "br")
+    assert raw2 == raw and stat(g, "encodings_built") == built
+
+
+def test_identical_requests_share_one_big_build(gateway_factory, mock):
+    g = gateway_factory(mock, threads=1)
+    big = big_chat("shared")
+    ident = post(g, CHAT, big, accept="identity").content
+    got = []
+    ts = [threading.Thread(target=lambda: got.append(raw_post(g, CHAT, big, "gzip")))
+          for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert len(got) == 3
+    assert all(r.getheader("Content-Encoding") == "gzip" for r, _ in got)
+    assert all(raw == got[0][1] for _, raw in got) and gzip.decompress(got[0][1]) == ident
+    s = g.stats()
+    assert s["encodings_off_loop"] == 1 and s["encodings_built"] == 1
+    assert s["encoding_waits"] >= 2  # the others waited for the same build, or found it made
+
+
+def test_a_big_miss_goes_identity_and_its_build_serves_the_hits(gateway_factory, mock):
+    g = gateway_factory(mock, threads=1)
+    big = big_chat("miss")
+    r, raw = raw_post(g, CHAT, big, "gzip")
+    assert r.getheader("X-Cache") == "MISS" and r.getheader("Content-Encoding") is None
+    assert "accept-encoding" in r.getheader("Vary").lower()
+    wait_until(lambda: stat(g, "encodings_off_loop_done") == 1, timeout=30)
+    r2, raw2 = raw_post(g, CHAT, big, "gzip")
+    assert r2.getheader("X-Cache") == "HIT" and r2.getheader("Content-Encoding") == "gzip"
+    assert gzip.decompress(raw2) == raw
+    s = g.stats()
+    assert s["encodings_built"] == 1 and s["encoding_waits"] == 0
+
+
+def test_compress_offload_bytes_zero_offloads_every_form(gateway_factory, mock):
+    g = gateway_factory(mock, args=["--compress-offload-bytes", "0"])
+    body = big_embedding("always off the loop")
+    ident = post(g, EMB, body, accept="identity")
+    r, raw = raw_post(g, EMB, body, "gzip")
+    assert r.getheader("Content-Encoding") == "gzip" and gzip.decompress(raw) == ident.content
+    assert stat(g, "encodings_off_loop") == 1 and stat(g, "encoding_waits") == 1
