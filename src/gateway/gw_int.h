@@ -263,6 +263,14 @@ void llmc__gw_respond_flight(gw_req_t *gr);
    llmc__gw_stream_end ends the stream (or answers the error). */
 bool llmc__gw_stream_step(gw_req_t *gr);
 void llmc__gw_stream_end(gw_req_t *gr);
+/* A stream written to gr's client: compressed (gr->zenc, each write
+   flushed) when its Accept-Encoding asks for a coding and --compress is on,
+   else as it is. begin sends the head (h: cap bytes, n used; Content-
+   Encoding and Vary added), write one piece, finish the coding's trailer
+   and the end of req. */
+int llmc__gw_stream_begin(gw_req_t *gr, int status, char *h, size_t n, size_t cap);
+void llmc__gw_stream_write(gw_req_t *gr, const char *buf, size_t len);
+void llmc__gw_stream_finish(gw_req_t *gr, llmc_http_req_t *req);
 /* OpenAI-style error for gr with the cache headers. */
 void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code,
                     const char *msg);

@@ -201,26 +201,36 @@ static llmc_encoding_t stream_encoding(gw_req_t *gr)
     return enc;
 }
 
-/* The head of a stream (h holds HDR_CAP bytes, n of them used), with
+/* The head of a stream (h holds cap bytes, n of them used), with
    Content-Encoding when the client gets a coding: the compressor is made
-   first, so that a stream whose compressor cannot be made goes identity. */
-static int stream_begin(gw_req_t *gr, int status, char *h, size_t n)
+   only once its header lines fit, so that a stream whose compressor cannot
+   be made, or whose head is full, goes identity. */
+int llmc__gw_stream_begin(gw_req_t *gr, int status, char *h, size_t n, size_t cap)
 {
     llmc_encoding_t enc = stream_encoding(gr);
-    assert(!gr->zenc);
-    if (enc != LLMC_ENC_IDENTITY && (gr->zenc = llmc_encoder_new(enc))) {
-        n = HLIT(h, n, "Content-Encoding: ");
-        n = HSTR(h, n, llmc_encoding_name(enc));
-        n = HLIT(h, n, "\r\nVary: Accept-Encoding\r\n");
-        LLMC_COUNT(&gr->w->ctr, encoded_answers);
+    assert(!gr->zenc && n < cap);
+    if (enc != LLMC_ENC_IDENTITY) {
+        char lines[96];
+        int k = snprintf(lines, sizeof(lines), "Content-Encoding: %s\r\nVary: Accept-Encoding\r\n",
+                         llmc_encoding_name(enc));
+        if (k > 0 && n + (size_t)k < cap && (gr->zenc = llmc_encoder_new(enc))) {
+            memcpy(h + n, lines, (size_t)k);
+            n += (size_t)k;
+            LLMC_COUNT(&gr->w->ctr, encoded_answers);
+        }
     }
     return llmc_http_stream_begin(gr->req, status, h, n);
+}
+
+static int stream_begin(gw_req_t *gr, int status, char *h, size_t n)
+{
+    return llmc__gw_stream_begin(gr, status, h, n, HDR_CAP);
 }
 
 /* One piece of a stream, compressed and flushed when the stream has a
    coding. A compressor that fails cuts the stream off: the bytes it
    already sent cannot be followed by plain ones. */
-static void stream_write(gw_req_t *gr, const char *buf, size_t len)
+void llmc__gw_stream_write(gw_req_t *gr, const char *buf, size_t len)
 {
     if (!gr->zenc) {
         llmc_http_stream_write(gr->req, buf, len);
@@ -238,7 +248,7 @@ static void stream_write(gw_req_t *gr, const char *buf, size_t len)
 }
 
 /* Ends gr's stream on req: the coding's trailer first, when it has one. */
-static void stream_finish(gw_req_t *gr, llmc_http_req_t *req)
+void llmc__gw_stream_finish(gw_req_t *gr, llmc_http_req_t *req)
 {
     if (gr->zenc) {
         char *z = NULL;
@@ -323,11 +333,11 @@ static void pacer_tick(uv_timer_t *t)
     size_t n = end ? (size_t)(end - start) + 2 : p->len - p->off;
     p->off += n;
     llmc__gr_ref(gr);
-    stream_write(gr, start, n);
+    llmc__gw_stream_write(gr, start, n);
     if (gr->req && p->off >= p->len) {
         llmc_http_req_t *req = gr->req;
         pacer_stop(p);
-        stream_finish(gr, req);
+        llmc__gw_stream_finish(gr, req);
     } else if (!gr->req) {
         pacer_stop(p);
     }
@@ -1096,7 +1106,7 @@ static bool stream_pass(gw_req_t *gr, bool *more, size_t *body_len)
             gr->req->on_drain = stream_drained;
     }
     if (gr->started && chunk && len && gr->req)
-        stream_write(gr, chunk, len);
+        llmc__gw_stream_write(gr, chunk, len);
     gr->sent += used;
     free(chunk);
     *more = take < have && used > 0;
@@ -1136,7 +1146,7 @@ void llmc__gw_stream_end(gw_req_t *gr)
     if (failed)
         llmc_http_abort(req); /* cut off upstream: the client must see it cut off too */
     else
-        stream_finish(gr, req);
+        llmc__gw_stream_finish(gr, req);
 }
 
 void llmc__gw_respond_json(gw_req_t *gr, int status, json_t *obj)

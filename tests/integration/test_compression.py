@@ -621,3 +621,46 @@ def test_compress_offload_bytes_zero_offloads_every_form(gateway_factory, mock):
     r, raw = raw_post(g, EMB, body, "gzip")
     assert r.getheader("Content-Encoding") == "gzip" and gzip.decompress(raw) == ident.content
     assert stat(g, "encodings_off_loop") == 1 and stat(g, "encoding_waits") == 1
+
+
+def test_a_passed_through_stream_is_compressed_when_asked(gateway, mock):
+    # previous_response_id: passed through uncached (relay.c), relayed as it comes.
+    body = {"model": "gpt-4o-mini", "input": "continue the story", "stream": True,
+            "previous_response_id": "resp_earlier"}
+
+    def events(accept):
+        payload = json.dumps(body).encode()
+        c = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+        c.request("POST", "/v1/responses", payload,
+                  {"Content-Type": "application/json", "Accept-Encoding": accept})
+        r = c.getresponse()
+        raw = r.read()
+        c.close()
+        assert r.status == 200 and r.getheader("X-Cache") == "BYPASS"
+        coding = r.getheader("Content-Encoding") or "identity"
+        d = StreamDecoder(coding)
+        text = d.feed(raw)
+        assert d.finished()
+        return coding, [ln for ln in text.decode().split("\n") if ln.startswith("event: ")]
+
+    coding, plain = events("identity")
+    assert coding == "identity" and plain[-1] == "event: response.completed"
+    for accept in ("gzip", "br", "zstd"):
+        assert events(accept) == (accept, plain)
+
+
+def test_a_client_that_leaves_while_its_form_is_built(gateway_factory, mock):
+    g = gateway_factory(mock, threads=1)
+    big = big_chat("leaver")
+    ident = post(g, CHAT, big, accept="identity").content
+    payload = json.dumps(big).encode()
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+    s.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              f"Accept-Encoding: br\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    wait_until(lambda: stat(g, "encodings_off_loop") == 1, timeout=10)
+    s.close()  # gone while it waits
+    wait_until(lambda: stat(g, "encodings_off_loop_done") == 1, timeout=60)
+    # The form it started is kept for the next client; nothing else changed.
+    r, raw = raw_post(g, CHAT, big, "br")
+    assert r.getheader("Content-Encoding") == "br" and br_decode(raw) == ident
+    assert stat(g, "encodings_built") == 1
