@@ -121,6 +121,17 @@ $(BUILD)/atrest_bench: bench/atrest_bench.c $(BUILD)/libllmc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS)
 
+# Compression on the wire per coding on the corpus (bench/wire_bench.c), optimised build.
+.PHONY: wire-bench
+wire-bench:
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" build/bench/wire_bench
+	@test -d $(CORPUS)/measure || python3 bench/corpus.py $(CORPUS)
+	build/bench/wire_bench $(CORPUS)
+
+$(BUILD)/wire_bench: bench/wire_bench.c $(BUILD)/libllmc.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS)
+
 # Our HNSW graph against hnswlib on the same vectors (bench/hnsw_bench.cc).
 .PHONY: bench-hnsw
 HNSW_ARGS ?=
