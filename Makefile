@@ -10,7 +10,7 @@
 
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
-PKGS    := libuv libcurl jansson libcrypto lmdb hiredis libutf8proc zlib libzstd
+PKGS    := libuv libcurl jansson libcrypto lmdb hiredis libutf8proc zlib libzstd libbrotlienc libbrotlidec
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lstemmer -lpthread -lm
 
@@ -131,6 +131,17 @@ memzip-bench:
 	build/bench/memzip_bench $(CORPUS) $(MEM) $(HOT)
 
 $(BUILD)/memzip_bench: bench/memzip_bench.c $(BUILD)/libllmc.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS)
+
+# Compression on the wire per coding on the corpus (bench/wire_bench.c), optimised build.
+.PHONY: wire-bench
+wire-bench:
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" build/bench/wire_bench
+	@test -d $(CORPUS)/measure || python3 bench/corpus.py $(CORPUS)
+	build/bench/wire_bench $(CORPUS)
+
+$(BUILD)/wire_bench: bench/wire_bench.c $(BUILD)/libllmc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libllmc.a $(LDFLAGS) $(LDLIBS)
 

@@ -9,7 +9,7 @@ TEST_PKGS="chromium"
 PKGS="build-essential pkg-config libuv1-dev libhttp-parser-dev libcurl4-openssl-dev
 libjansson-dev libssl-dev liblmdb-dev lmdb-utils libhiredis-dev redis-server libcmocka-dev
 python3 python3-pytest python3-requests python3-prometheus-client nodejs npm curl wrk
-clang libclang-rt-14-dev valgrind libutf8proc-dev libstemmer-dev zlib1g-dev libzstd-dev"
+clang libclang-rt-14-dev valgrind libutf8proc-dev libstemmer-dev zlib1g-dev libzstd-dev libbrotli-dev"
 [ "${1:-}" = "--test" ] && PKGS="$PKGS $TEST_PKGS"
 [ -n "$LLMC_DEPS_EXTRA" ] && PKGS="$PKGS $LLMC_DEPS_EXTRA"
 missing=""

@@ -137,10 +137,13 @@ typedef enum llmc_opt_type {
       "When every client of an upstream call has left, finish the call anyway so the answer " \
       "is cached (off: cancel it).")                                                          \
     X(compress, "compress", BOOL, "on", 0, 0, NULL,                                           \
-      "Send answers from the cache gzip- or zstd-compressed to clients whose Accept-Encoding " \
+      "Send answers gzip-, br- or zstd-compressed (streams too) to clients whose Accept-Encoding " \
       "takes it; each compressed form is built once and kept beside its entry.")              \
     X(compress_min, "compress-min", SIZE, "1K", 0, 1073741824LL, NULL,                        \
       "Smallest answer body sent compressed; smaller ones go as they are.")                   \
+    X(compress_offload_bytes, "compress-offload-bytes", SIZE, "64K", 0, 1073741824LL, NULL,   \
+      "Answer bodies at least this big get their compressed form built on the thread pool, "  \
+      "the requests that need it waiting while the loop serves others (0: every body).")      \
     X(compress_at_rest, "compress-at-rest", BOOL, "on", 0, 0, NULL,                           \
       "Store answers zstd-compressed in the memory and disk tiers, with a dictionary trained " \
       "from the cache's own answers (README: Compression at rest).")                         \

@@ -35,10 +35,15 @@
  *                                           the thread pool; the step it was parsed for then
  *                                           goes on from NEW, the body parsed)
  *   NEW -> RELAY     (a route passed through: relay.c answers, as the upstream does)
+ *   RESPOND -> PARKED_ENCODE -> RESPOND  (a hit whose compressed form is missing and at least
+ *                                         --compress-offload-bytes: built on the thread pool,
+ *                                         then the answer goes on from RESPOND)
  *   any state -> DONE, when the server is finished with the request
  *
  * RESPOND means the answer is the server's now (being written, streamed,
- * or replayed); nothing in the pipeline runs for the request after it.
+ * or replayed); nothing in the pipeline runs for the request after it,
+ * except that a hit may wait in PARKED_ENCODE for the compressed form it
+ * was decided to go in (the headers are made again when it comes back).
  */
 typedef enum gr_state {
     GR_NEW,            /* routed; nothing decided yet */
@@ -49,6 +54,8 @@ typedef enum gr_state {
     GR_PARKED_FLIGHT,  /* waiting on the flight (its data, or its end) */
     GR_PARKED_PURGE,   /* an admin purge: waiting for every tier's count */
     GR_PARKED_PARSE,   /* the body is parsed on the thread pool; the parse holds a reference */
+    GR_PARKED_ENCODE,  /* a hit waits for its compressed form, built on the thread pool; the
+                          build holds a reference (respond.c), hit the entry answered from */
     GR_RESPOND,        /* the answer is handed to the server */
     GR_RELAY,          /* passed through: relay.c alone answers, from its own call */
     GR_DONE,           /* the server finished the request; the context may
@@ -147,6 +154,10 @@ typedef struct gw_req {
        whose step owns something to stop at once (relay.c's call). */
     void (*on_leave)(struct gw_req *gr);
     bool started;                /* stream head sent */
+    const char *enc_status;      /* PARKED_ENCODE: the hit's Cache-Status as given (NULL:
+                                    made from the entry); hit, hit_xcache, hit_ms the rest */
+    struct llmc_encoder *zenc;   /* the stream's compressor when the client asked for a
+                                    coding (respond.c); freed with the context */
     size_t sent;                 /* stream bytes sent */
     size_t lag_min;              /* the least it was behind the flight (respond.c) */
     bool lag_seen;               /* lag_min holds a value */
@@ -252,6 +263,14 @@ void llmc__gw_respond_flight(gw_req_t *gr);
    llmc__gw_stream_end ends the stream (or answers the error). */
 bool llmc__gw_stream_step(gw_req_t *gr);
 void llmc__gw_stream_end(gw_req_t *gr);
+/* A stream written to gr's client: compressed (gr->zenc, each write
+   flushed) when its Accept-Encoding asks for a coding and --compress is on,
+   else as it is. begin sends the head (h: cap bytes, n used; Content-
+   Encoding and Vary added), write one piece, finish the coding's trailer
+   and the end of req. */
+int llmc__gw_stream_begin(gw_req_t *gr, int status, char *h, size_t n, size_t cap);
+void llmc__gw_stream_write(gw_req_t *gr, const char *buf, size_t len);
+void llmc__gw_stream_finish(gw_req_t *gr, llmc_http_req_t *req);
 /* OpenAI-style error for gr with the cache headers. */
 void llmc__gw_error(gw_req_t *gr, int status, const char *type, const char *code,
                     const char *msg);

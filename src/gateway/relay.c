@@ -126,7 +126,12 @@ static void on_head(void *arg, int status, const char *ctype, const char *pass, 
     if (status / 100 != 2)
         LLMC_COUNT(&gr->w->ctr, upstream_err_status);
     r->busy = true;
-    r->started = llmc_http_stream_begin(gr->req, status, h, n) == 0;
+    /* An event stream is compressed when the client asks (respond.c's
+       stream writer, flushed per piece); anything else goes as it came. */
+    if (strncasecmp(ctype, "text/event-stream", 17) == 0)
+        r->started = llmc__gw_stream_begin(gr, status, h, n, sizeof(h)) == 0;
+    else
+        r->started = llmc_http_stream_begin(gr->req, status, h, n) == 0;
     unbusy(r);
 }
 
@@ -137,7 +142,7 @@ static void on_data(void *arg, const char *buf, size_t len)
     if (!gr->req || !r->started)
         return;
     r->busy = true;
-    llmc_http_stream_write(gr->req, buf, len);
+    llmc__gw_stream_write(gr, buf, len);
     if (gr->req && r->call && !r->paused && llmc_http_pending_bytes(gr->req) > RELAY_HIGH_WATER) {
         r->paused = true;
         LLMC_COUNT(&gr->w->ctr, forward_pauses);
@@ -170,7 +175,7 @@ static void on_done(void *arg, int err, const char *detail)
     } else if (r->started && err) {
         llmc_http_abort(req); /* cut off upstream: the client sees it cut off too */
     } else if (r->started) {
-        llmc_http_stream_end(req);
+        llmc__gw_stream_finish(gr, req);
     } else {
         char msg[400];
         snprintf(msg, sizeof(msg), "%s: %s", llmc_strerror(err ? err : LLMC_EUPSTREAM),

@@ -36,6 +36,7 @@
 #include "core/lock.h"
 #include "gateway/clients.h"
 #include "gateway/gw_int.h"
+#include "http/encoding.h"
 #include "llmc/cache.h"
 
 #define SPARE_MAX 256
@@ -53,13 +54,14 @@ static const bool legal[GR_NSTATES][GR_NSTATES] = {
     [GR_PARKED_FLIGHT] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_PURGE] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
     [GR_PARKED_PARSE] = {[GR_NEW] = 1, [GR_DONE] = 1},
-    [GR_RESPOND] = {[GR_DONE] = 1},
+    [GR_PARKED_ENCODE] = {[GR_RESPOND] = 1, [GR_DONE] = 1},
+    [GR_RESPOND] = {[GR_PARKED_ENCODE] = 1, [GR_DONE] = 1},
     [GR_RELAY] = {[GR_DONE] = 1},
 };
 
 static const char *const state_names[GR_NSTATES] = {
     "NEW", "LOOKUP", "PARKED_TIER", "FLIGHT", "PARKED_FLIGHT", "PARKED_PURGE", "PARKED_PARSE",
-    "RESPOND", "RELAY", "DONE",
+    "PARKED_ENCODE", "RESPOND", "RELAY", "DONE",
 };
 
 const char *llmc__gr_state_name(gr_state_t s)
@@ -177,6 +179,7 @@ static void gr_free(gw_req_t *gr)
     llmc__gr_leave_flight(gr);
     llmc_entry_unref(gr->stale);
     llmc_entry_unref(gr->hit); /* decided, but the client left before delivery */
+    llmc_encoder_free(gr->zenc); /* a compressed stream the client left */
     canon_release(gr);
     llmc_http_body_free(&gr->body_taken);
     json_decref(gr->admin_sel);

@@ -20,6 +20,7 @@
  * from the entry itself: the entry's reference is dropped only when the
  * write is done, so eviction in the meantime cannot free it.
  */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +172,126 @@ static void respond_ask(gw_req_t *gr, int status, const char *h, size_t n, const
     free(s);
 }
 
+/* ---- compressed streams ----------------------------------------------------- */
+
+/*
+ * A streamed answer (a live relay, a paced replay) is compressed only when
+ * the client's Accept-Encoding asks for a coding, and then through a
+ * compressor of its own (gr->zenc) flushed after every write: each event
+ * reaches the client's decoder as it comes, not when a block fills. An
+ * identity client's stream is written as before, byte for byte. A stream
+ * that goes out whole (a replay without pacing, a finished stream for a
+ * late waiter) is compressed in one go the same way.
+ */
+
+static const char *accept_encoding(const llmc_http_req_t *req, char **owned);
+
+#define ENC_ALL \
+    (LLMC_ENC_MASK(LLMC_ENC_GZIP) | LLMC_ENC_MASK(LLMC_ENC_ZSTD) | LLMC_ENC_MASK(LLMC_ENC_BR))
+
+/* The coding gr's streamed answer goes in: identity unless --compress is on
+   and the client asks for one. */
+static llmc_encoding_t stream_encoding(gw_req_t *gr)
+{
+    if (!gr->w->gw->cfg->compress || !gr->req)
+        return LLMC_ENC_IDENTITY;
+    char *owned = NULL;
+    llmc_encoding_t enc = llmc_encoding_pick(accept_encoding(gr->req, &owned), ENC_ALL);
+    free(owned);
+    return enc;
+}
+
+/* The head of a stream (h holds cap bytes, n of them used), with
+   Content-Encoding when the client gets a coding: the compressor is made
+   only once its header lines fit, so that a stream whose compressor cannot
+   be made, or whose head is full, goes identity. */
+int llmc__gw_stream_begin(gw_req_t *gr, int status, char *h, size_t n, size_t cap)
+{
+    llmc_encoding_t enc = stream_encoding(gr);
+    assert(!gr->zenc && n < cap);
+    if (enc != LLMC_ENC_IDENTITY) {
+        char lines[96];
+        int k = snprintf(lines, sizeof(lines), "Content-Encoding: %s\r\nVary: Accept-Encoding\r\n",
+                         llmc_encoding_name(enc));
+        if (k > 0 && n + (size_t)k < cap && (gr->zenc = llmc_encoder_new(enc))) {
+            memcpy(h + n, lines, (size_t)k);
+            n += (size_t)k;
+            LLMC_COUNT(&gr->w->ctr, encoded_answers);
+        }
+    }
+    return llmc_http_stream_begin(gr->req, status, h, n);
+}
+
+static int stream_begin(gw_req_t *gr, int status, char *h, size_t n)
+{
+    return llmc__gw_stream_begin(gr, status, h, n, HDR_CAP);
+}
+
+/* One piece of a stream, compressed and flushed when the stream has a
+   coding. A compressor that fails cuts the stream off: the bytes it
+   already sent cannot be followed by plain ones. */
+void llmc__gw_stream_write(gw_req_t *gr, const char *buf, size_t len)
+{
+    if (!gr->zenc) {
+        llmc_http_stream_write(gr->req, buf, len);
+        return;
+    }
+    char *z = NULL;
+    size_t zlen = 0;
+    if (llmc_encoder_write(gr->zenc, buf, len, false, &z, &zlen) < 0) {
+        llmc_http_abort(gr->req);
+        return;
+    }
+    if (zlen)
+        llmc_http_stream_write(gr->req, z, zlen);
+    free(z);
+}
+
+/* Ends gr's stream on req: the coding's trailer first, when it has one. */
+void llmc__gw_stream_finish(gw_req_t *gr, llmc_http_req_t *req)
+{
+    if (gr->zenc) {
+        char *z = NULL;
+        size_t zlen = 0;
+        int rc = llmc_encoder_write(gr->zenc, NULL, 0, true, &z, &zlen);
+        llmc_encoder_free(gr->zenc);
+        gr->zenc = NULL;
+        if (rc < 0) {
+            llmc_http_abort(req);
+            return;
+        }
+        int wrc = zlen ? llmc_http_stream_write(req, z, zlen) : 0;
+        free(z);
+        if (wrc < 0)
+            return; /* the connection is gone: the server ends the request */
+    }
+    llmc_http_stream_end(req);
+}
+
+/* A streamed answer that goes out whole (body, release(arg) when written):
+   compressed in one go when the client asks for a coding. h holds
+   HDR_CAP bytes, n of them used. */
+static void respond_stream_whole(gw_req_t *gr, int status, char *h, size_t n, const char *body,
+                                 size_t len, void (*release)(void *), void *arg)
+{
+    llmc_encoding_t enc = stream_encoding(gr);
+    char *z = NULL;
+    size_t zlen = 0;
+    if (enc != LLMC_ENC_IDENTITY && llmc_encoding_encode(enc, body, len, &z, &zlen) == 0) {
+        if (release)
+            release(arg);
+        n = HLIT(h, n, "Content-Encoding: ");
+        n = HSTR(h, n, llmc_encoding_name(enc));
+        n = HLIT(h, n, "\r\nVary: Accept-Encoding\r\n");
+        LLMC_COUNT(&gr->w->ctr, encoded_answers);
+        uv_buf_t zb = uv_buf_init(z, (unsigned)zlen);
+        llmc_http_respond(gr->req, status, h, n, &zb, 1, free, z);
+        return;
+    }
+    uv_buf_t buf = uv_buf_init((char *)body, (unsigned)len);
+    llmc_http_respond(gr->req, status, h, n, &buf, 1, release, arg);
+}
+
 /* ---- replaying a stored completion as a stream ---------------------------- */
 
 typedef struct pacer {
@@ -212,21 +333,21 @@ static void pacer_tick(uv_timer_t *t)
     size_t n = end ? (size_t)(end - start) + 2 : p->len - p->off;
     p->off += n;
     llmc__gr_ref(gr);
-    llmc_http_stream_write(gr->req, start, n);
+    llmc__gw_stream_write(gr, start, n);
     if (gr->req && p->off >= p->len) {
         llmc_http_req_t *req = gr->req;
         pacer_stop(p);
-        llmc_http_stream_end(req);
+        llmc__gw_stream_finish(gr, req);
     } else if (!gr->req) {
         pacer_stop(p);
     }
     llmc__gr_unref(gr);
 }
 
-static void pace_replay(gw_req_t *gr, int status, const char *h, size_t n, char *sse, size_t len)
+static void pace_replay(gw_req_t *gr, int status, char *h, size_t n, char *sse, size_t len)
 {
     pacer_t *p = calloc(1, sizeof(*p));
-    if (!p || llmc_http_stream_begin(gr->req, status, h, n) < 0) {
+    if (!p || stream_begin(gr, status, h, n) < 0) {
         free(p);
         free(sse);
         return;
@@ -259,8 +380,7 @@ static void respond_replay(gw_req_t *gr, int status, char *h, size_t n, const ch
         pace_replay(gr, status, h, n, sse, sse_len);
         return;
     }
-    uv_buf_t buf = uv_buf_init(sse, (unsigned)sse_len);
-    llmc_http_respond(gr->req, status, h, n, &buf, 1, free, sse);
+    respond_stream_whole(gr, status, h, n, sse, sse_len, free, sse);
 }
 
 /* A derived entry of e kept under dk, or NULL. It must have e's times: an
@@ -280,7 +400,7 @@ static llmc_entry_t *derived_get(llmc_tier_set_t *tiers, const llmc_key_t *dk,
 /* A new entry under dk holding body, with e's times and metadata, kept in
    the front tier (best effort: one too big is still served). Returns a
    reference, or NULL when out of memory. */
-static llmc_entry_t *derived_put(gw_req_t *gr, const llmc_entry_t *e, const llmc_key_t *dk,
+static llmc_entry_t *derived_put(llmc_worker_t *w, const llmc_entry_t *e, const llmc_key_t *dk,
                                  const char *ctype, const char *body, size_t len, int64_t now)
 {
     /* The original's metadata too, so that a purge by selector takes the
@@ -299,7 +419,7 @@ static llmc_entry_t *derived_put(gw_req_t *gr, const llmc_entry_t *e, const llmc
     };
     llmc_entry_t *d = llmc_entry_new(&spec);
     if (d)
-        llmc_tier_set_front_put(gr->w->gw->tiers, gr->w->id, d, now);
+        llmc_tier_set_front_put(w->gw->tiers, w->id, d, now);
     return d;
 }
 
@@ -333,7 +453,7 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
         body = NULL;
     if (!body)
         return NULL;
-    d = derived_put(gr, e, &dk, ask ? "application/json" : "text/event-stream", body, len, now);
+    d = derived_put(gr->w, e, &dk, ask ? "application/json" : "text/event-stream", body, len, now);
     free(body);
     return d;
 }
@@ -343,24 +463,173 @@ static llmc_entry_t *derived_form(gw_req_t *gr, const llmc_entry_t *e, int64_t n
  * derived entry like the others, under rep's key, the coding and rep's
  * ETag (llmc_key_variant: no hashing, which would cost a compressed hit
  * more than the rest of it), so a gzip client's hit after the first is two
- * lookups and no compression. NULL when compressing fails (the client then gets identity).
+ * lookups and no compression. encoded_get looks it up (*dk: its key);
+ * encoded_build makes it on the loop; a body of --compress-offload-bytes
+ * or more is made on the thread pool instead (below). NULL when there is
+ * none or compressing fails (the client then gets identity).
  */
-static llmc_entry_t *encoded_form(gw_req_t *gr, const llmc_entry_t *rep, llmc_encoding_t enc,
-                                  int64_t now)
+static llmc_entry_t *encoded_get(gw_req_t *gr, const llmc_entry_t *rep, llmc_encoding_t enc,
+                                 int64_t now, llmc_key_t *dk)
 {
-    llmc_key_t dk;
-    llmc_key_variant(&dk, &rep->key, enc, rep->etag);
-    llmc_entry_t *d = derived_get(gr->w->gw->tiers, &dk, rep, now);
-    if (d)
-        return d;
+    llmc_key_variant(dk, &rep->key, enc, rep->etag);
+    return derived_get(gr->w->gw->tiers, dk, rep, now);
+}
+
+static llmc_entry_t *encoded_build(gw_req_t *gr, const llmc_entry_t *rep, const llmc_key_t *dk,
+                                   llmc_encoding_t enc, int64_t now)
+{
     char *z = NULL;
     size_t zlen = 0;
     if (llmc_encoding_encode(enc, rep->body, rep->body_len, &z, &zlen) < 0)
         return NULL;
     LLMC_COUNT(&gr->w->ctr, encodings_built);
-    d = derived_put(gr, rep, &dk, llmc_entry_content_type(rep), z, zlen, now);
+    llmc_entry_t *d = derived_put(gr->w, rep, dk, llmc_entry_content_type(rep), z, zlen, now);
     free(z);
     return d;
+}
+
+/* ---- big compressed forms, built off the loop ------------------------------ */
+
+/*
+ * Compressing a big body takes the loop's time from every other client
+ * (gzip of 4 MB of embeddings: about 130 ms of CPU; br more). So a form of
+ * a body of --compress-offload-bytes or more is built on libuv's thread
+ * pool: a hit that needs it parks in PARKED_ENCODE, holding the entry it
+ * answers from, and is answered when the form is ready; the loop serves
+ * other clients meanwhile. Identical requests on the same loop while it is
+ * built wait for the same build (the loop's list of builds in progress,
+ * found by the form's key); another loop builds its own, so a form is
+ * built at most once per worker at a time. A miss is not parked: its
+ * answer goes identity (the flight's answer is at hand, and waiting would
+ * hold it) and the build it starts serves the hits after it.
+ */
+typedef struct enc_build {
+    uv_work_t work;
+    llmc_worker_t *w;
+    llmc_key_t dk;               /* the form's key */
+    llmc_entry_t *rep;           /* a reference: the body compressed */
+    llmc_encoding_t enc;
+    int rc;                      /* the pool's result: z, zlen */
+    char *z;
+    size_t zlen;
+    gw_req_t **waiters;          /* each holds a reference until the build is done */
+    size_t nwait, cap;
+    struct enc_build *next;      /* this loop's builds in progress */
+} enc_build_t;
+
+/* A worker's loop runs on a thread of its own, and every build is started
+   and finished on that loop: the list needs no lock. */
+static _Thread_local enc_build_t *builds;
+
+static void answer_entry(gw_req_t *gr, llmc_entry_t *e, const char *cache_status, int64_t now,
+                         llmc_entry_t *built, bool resumed);
+
+static enc_build_t *build_find(const llmc_key_t *dk)
+{
+    for (enc_build_t *b = builds; b; b = b->next)
+        if (memcmp(b->dk.b, dk->b, LLMC_KEY_LEN) == 0)
+            return b;
+    return NULL;
+}
+
+static void build_work(uv_work_t *wk)
+{
+    enc_build_t *b = wk->data;
+    llmc__gr_pool_thread_nice();
+    b->rc = llmc_encoding_encode(b->enc, b->rep->body, b->rep->body_len, &b->z, &b->zlen);
+}
+
+/* Back on the loop: the form is kept, and each waiter still there is
+   answered, from RESPOND as before it parked, with the form (or identity
+   when the build failed or the loop is closing). */
+static void build_done(uv_work_t *wk, int status)
+{
+    enc_build_t *b = wk->data;
+    llmc_worker_t *w = b->w;
+    enc_build_t **pp = &builds;
+    while (*pp != b)
+        pp = &(*pp)->next;
+    *pp = b->next;
+    LLMC_COUNT(&w->ctr, encodings_off_loop_done);
+    llmc_entry_t *d = NULL;
+    if (status == 0 && b->rc == 0) {
+        LLMC_COUNT(&w->ctr, encodings_built);
+        d = derived_put(w, b->rep, &b->dk, llmc_entry_content_type(b->rep), b->z, b->zlen,
+                        llmc_now_ms());
+    }
+    free(b->z);
+    for (size_t i = 0; i < b->nwait; i++) {
+        gw_req_t *gr = b->waiters[i];
+        if (gr->state == GR_PARKED_ENCODE && gr->req) {
+            llmc_entry_t *e = gr->hit;
+            gr->hit = NULL;
+            llmc__gr_enter(gr, GR_RESPOND);
+            answer_entry(gr, e, gr->enc_status, gr->hit_ms, d, true);
+            llmc_entry_unref(e);
+        }
+        llmc__gr_unref(gr); /* the build's; a client that left is freed here */
+    }
+    llmc_entry_unref(d);
+    llmc_entry_unref(b->rep);
+    free(b->waiters);
+    free(b);
+}
+
+/* Starts building rep's form dk on the pool; NULL when that cannot be. */
+static enc_build_t *build_start(llmc_worker_t *w, llmc_entry_t *rep, const llmc_key_t *dk,
+                                llmc_encoding_t enc)
+{
+    enc_build_t *b = calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    b->w = w;
+    b->dk = *dk;
+    b->rep = llmc_entry_ref(rep);
+    b->enc = enc;
+    b->work.data = b;
+    if (uv_queue_work(&w->loop, &b->work, build_work, build_done) != 0) {
+        llmc_entry_unref(b->rep);
+        free(b);
+        return NULL;
+    }
+    b->next = builds;
+    builds = b;
+    LLMC_COUNT(&w->ctr, encodings_off_loop);
+    return b;
+}
+
+static bool offloaded(const gw_req_t *gr, const llmc_entry_t *rep)
+{
+    return rep->body_len >= (size_t)gr->w->gw->cfg->compress_offload_bytes;
+}
+
+/* Parks gr (RESPOND, a hit from e) until rep's form dk is built, joining
+   a build in progress when there is one. False when it cannot wait (out of
+   memory): the caller builds on the loop. */
+static bool park_for_encoding(gw_req_t *gr, llmc_entry_t *e, llmc_entry_t *rep,
+                              const llmc_key_t *dk, llmc_encoding_t enc, const char *cache_status,
+                              int64_t now)
+{
+    enc_build_t *b = build_find(dk);
+    if (!b && !(b = build_start(gr->w, rep, dk, enc)))
+        return false;
+    if (b->nwait == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4;
+        gw_req_t **nw = realloc(b->waiters, cap * sizeof(*nw));
+        if (!nw)
+            return false; /* the build goes on for the hits after this one */
+        b->waiters = nw;
+        b->cap = cap;
+    }
+    assert(gr->state == GR_RESPOND && !gr->hit);
+    b->waiters[b->nwait++] = gr;
+    llmc__gr_ref(gr); /* the build's */
+    gr->hit = llmc_entry_ref(e);
+    gr->hit_ms = now;
+    gr->enc_status = cache_status;
+    llmc__gr_enter(gr, GR_PARKED_ENCODE);
+    LLMC_COUNT(&gr->w->ctr, encoding_waits);
+    return true;
 }
 
 /* The request's Accept-Encoding, its lines joined (*owned then holds
@@ -389,13 +658,12 @@ static const char *accept_encoding(const llmc_http_req_t *req, char **owned)
 static llmc_encoding_t pick_encoding(gw_req_t *gr, const llmc_entry_t *rep, bool *varies)
 {
     const llmc_config_t *cfg = gr->w->gw->cfg;
-    *varies = cfg->compress && !gr->stream && rep->body_len >= (size_t)cfg->compress_min;
+    *varies = cfg->compress && rep->body_len >= (size_t)cfg->compress_min;
     if (!*varies)
         return LLMC_ENC_IDENTITY;
     char *owned = NULL;
     const char *accept = accept_encoding(gr->req, &owned);
-    llmc_encoding_t enc =
-        llmc_encoding_pick(accept, LLMC_ENC_MASK(LLMC_ENC_GZIP) | LLMC_ENC_MASK(LLMC_ENC_ZSTD));
+    llmc_encoding_t enc = llmc_encoding_pick(accept, ENC_ALL);
     free(owned);
     return enc;
 }
@@ -422,10 +690,7 @@ static void encoded_tag(const llmc_entry_t *rep, llmc_encoding_t enc, char out[T
 void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
                             const char *cache_status, int64_t now)
 {
-    char h[HDR_CAP], cs[HDR_CAP];
-    size_t n = 0;
     bool stale = now >= e->expires_ms;
-    bool paced = gr->stream && LLMC_GW_LIVE(gr->w->gw, replay_pace_ms) > 0;
     gr->xcache = xcache;
     if (stale)
         LLMC_COUNT(&gr->w->ctr, stale);
@@ -439,6 +704,23 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
                        stale ? LLMC_BY_STALE : LLMC_BY_HIT, has_usage ? &u : NULL);
     llmc_bymodel_count_ns(gr->w->gw->bymodel, gr->w->id, gr->policy.ns,
                           stale ? LLMC_BY_STALE : LLMC_BY_HIT, has_usage ? &u : NULL);
+    answer_entry(gr, e, cache_status, now, NULL, false);
+}
+
+/* The answer from e (counted already), its Cache-Status cache_status or,
+   when NULL, made from e and now. Run again when a build it parked for is
+   done (resumed): built is then the form made, or NULL when none was, and
+   the answer goes without waiting again. */
+static void answer_entry(gw_req_t *gr, llmc_entry_t *e, const char *cache_status, int64_t now,
+                         llmc_entry_t *built, bool resumed)
+{
+    char h[HDR_CAP], cs[HDR_CAP];
+    size_t n = 0;
+    const char *xcache = gr->xcache;
+    bool stale = now >= e->expires_ms;
+    bool paced = gr->stream && LLMC_GW_LIVE(gr->w->gw, replay_pace_ms) > 0;
+    llmc_usage_t u;
+    bool has_usage = llmc_entry_usage(e, &u);
     if (!cache_status) {
         long long ttl = stale ? -(long long)((now - e->expires_ms + 999) / 1000)
                               : (long long)llmc_entry_ttl_left(e, now);
@@ -493,7 +775,17 @@ void llmc__gw_respond_entry(gw_req_t *gr, llmc_entry_t *e, const char *xcache,
         llmc_policy_list_header(gr->req, "if-none-match", &inm_owned), tag);
     free(inm_owned);
     if (!match && enc != LLMC_ENC_IDENTITY) {
-        llmc_entry_t *z = encoded_form(gr, rep, enc, now);
+        llmc_key_t dk;
+        llmc_entry_t *z = encoded_get(gr, rep, enc, now, &dk);
+        if (!z && resumed && built && memcmp(built->key.b, dk.b, LLMC_KEY_LEN) == 0)
+            z = llmc_entry_ref(built);
+        if (!z && !resumed && offloaded(gr, rep) &&
+            park_for_encoding(gr, e, rep, &dk, enc, cache_status, now)) {
+            llmc_entry_unref(rep);
+            return; /* answered from here again when the form is built */
+        }
+        if (!z && !resumed)
+            z = encoded_build(gr, rep, &dk, enc, now);
         if (z) {
             llmc_entry_unref(rep);
             rep = z; /* the same times and flags: freshness_hdrs reads the same */
@@ -602,8 +894,7 @@ static const char *flight_json(const llmc_flight_t *f, size_t *len)
 /* A finished stream for a waiter that did not ask for the usage chunk the
    upstream was asked for (by the request that started the call): the same
    bytes without it. */
-static void respond_sse_without_usage(gw_req_t *gr, const llmc_flight_t *f, const char *h,
-                                      size_t n)
+static void respond_sse_without_usage(gw_req_t *gr, const llmc_flight_t *f, char *h, size_t n)
 {
     char *body = malloc(f->body_len + 1);
     if (!body) {
@@ -614,8 +905,7 @@ static void respond_sse_without_usage(gw_req_t *gr, const llmc_flight_t *f, cons
     size_t blen = f->body_len ? llmc_sse_drop_usage(f->body, f->body_len, true, USAGE_EVENT_MAX,
                                                     body, &used)
                               : 0;
-    uv_buf_t buf = uv_buf_init(body, (unsigned)blen);
-    llmc_http_respond(gr->req, f->status, h, n, &buf, 1, free, body);
+    respond_stream_whole(gr, f->status, h, n, body, blen, free, body);
 }
 
 /* A flight another gateway's call answered (fetch.c's lease): this request
@@ -665,7 +955,17 @@ void llmc__gw_respond_flight(gw_req_t *gr)
     llmc_entry_t *z = NULL; /* the stored answer compressed for this client */
     if (tagged) {
         llmc_encoding_t enc = ok2xx ? pick_encoding(gr, held, &varies) : LLMC_ENC_IDENTITY;
-        if (enc != LLMC_ENC_IDENTITY && (z = encoded_form(gr, held, enc, llmc_now_ms()))) {
+        llmc_key_t dk;
+        int64_t now = llmc_now_ms();
+        if (enc != LLMC_ENC_IDENTITY && !(z = encoded_get(gr, held, enc, now, &dk))) {
+            /* A big form is built off the loop for the hits to come; this
+               answer goes identity rather than hold the flight's. */
+            if (!offloaded(gr, held))
+                z = encoded_build(gr, held, &dk, enc, now);
+            else if (!build_find(&dk))
+                build_start(gr->w, (llmc_entry_t *)held, &dk, enc);
+        }
+        if (z) {
             n = HLIT(h, n, "Content-Encoding: ");
             n = HSTR(h, n, llmc_encoding_name(enc));
             n = HLIT(h, n, "\r\n");
@@ -689,6 +989,10 @@ void llmc__gw_respond_flight(gw_req_t *gr)
     } else if (z) {
         uv_buf_t buf = uv_buf_init((char *)z->body, (unsigned)z->body_len);
         llmc_http_respond(gr->req, f->status, h, n, &buf, 1, release_entry, z);
+    } else if (raw_sse) { /* a finished stream, whole */
+        llmc_flight_ref(f);
+        respond_stream_whole(gr, f->status, h, n, f->body ? f->body : "", f->body_len,
+                             release_flight, f);
     } else {
         const char *body = ok2xx && !raw_sse ? json : f->body ? f->body : "";
         size_t blen = ok2xx && !raw_sse ? len : f->body_len;
@@ -797,12 +1101,12 @@ static bool stream_pass(gw_req_t *gr, bool *more, size_t *body_len)
             memcpy(h + n, f->pass_hdrs, f->pass_len);
             n += f->pass_len;
         }
-        gr->started = llmc_http_stream_begin(gr->req, status, h, n) == 0;
+        gr->started = stream_begin(gr, status, h, n) == 0;
         if (gr->started)
             gr->req->on_drain = stream_drained;
     }
     if (gr->started && chunk && len && gr->req)
-        llmc_http_stream_write(gr->req, chunk, len);
+        llmc__gw_stream_write(gr, chunk, len);
     gr->sent += used;
     free(chunk);
     *more = take < have && used > 0;
@@ -842,7 +1146,7 @@ void llmc__gw_stream_end(gw_req_t *gr)
     if (failed)
         llmc_http_abort(req); /* cut off upstream: the client must see it cut off too */
     else
-        llmc_http_stream_end(req);
+        llmc__gw_stream_finish(gr, req);
 }
 
 void llmc__gw_respond_json(gw_req_t *gr, int status, json_t *obj)

@@ -38,9 +38,15 @@
     X(stale, "stale", COUNTER, "requests", "Expired answers served (max-stale or stale-if-error).") \
     X(not_modified, "not_modified", COUNTER, "requests", "304 answers to If-None-Match.")   \
     X(encoded_answers, "encoded_answers", COUNTER, "requests",                              \
-      "Answers sent compressed (gzip or zstd), hits and misses.")                           \
+      "Answers sent compressed (gzip, br or zstd), hits, misses and streams.")                           \
     X(encodings_built, "encodings_built", COUNTER, "entries",                               \
       "Compressed forms of an entry built (then kept as derived entries).")                 \
+    X(encodings_off_loop, "encodings_off_loop", COUNTER, "entries",                         \
+      "Compressed forms built on the thread pool (bodies of --compress-offload-bytes or more).") \
+    X(encodings_off_loop_done, "encodings_off_loop_done", COUNTER, "entries",               \
+      "Of those, the builds finished (the rest are in progress).")                         \
+    X(encoding_waits, "encoding_waits", COUNTER, "requests",                                \
+      "Requests that waited for a compressed form being built on the thread pool.")         \
     X(only_if_cached_misses, "only_if_cached_misses", COUNTER, "requests",                  \
       "504s for only-if-cached.")                                                           \
     X(stored, "stored", COUNTER, "entries", "Answers written to the cache.")                \

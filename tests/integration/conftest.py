@@ -96,7 +96,9 @@ def read_stream(url, body, timeout=10):
     bytes read until the server ends or cuts it (a cut shows as a broken
     chunked body, which is not an error here)."""
     got = b""
-    with requests.post(url, json=body, stream=True, timeout=timeout) as r:
+    # identity: the SSE bytes themselves (a client asking gzip gets the stream compressed)
+    with requests.post(url, json=body, stream=True, timeout=timeout,
+                       headers={"Accept-Encoding": "identity"}) as r:
         try:
             for chunk in r.raw.stream(4096, decode_content=False):
                 got += chunk

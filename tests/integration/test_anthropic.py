@@ -112,8 +112,9 @@ def fold(events):
 
 def stream(gw, body, headers=None):
     s = session()
+    h = dict(headers or hdrs(), **{"Accept-Encoding": "identity"})  # the SSE bytes themselves
     with s.post(gw.url + MSGS, data=json.dumps(dict(body, stream=True)),
-                headers=headers or hdrs(), stream=True, timeout=30) as r:
+                headers=h, stream=True, timeout=30) as r:
         raw = b""
         try:
             for chunk in r.raw.stream(4096, decode_content=False):

@@ -46,10 +46,14 @@ test('chat stream twice: the second is a cache hit that parses to the same text 
   assert.equal(first.response.status, 200);
   assert.equal(first.response.headers.get('x-cache'), 'MISS');
   assert.match(first.response.headers.get('content-type'), /^text\/event-stream/);
+  // The SDK's fetch sends Accept-Encoding: the live stream comes compressed
+  // (flushed per event) and the client decodes it as it arrives.
+  assert.match(first.response.headers.get('content-encoding') ?? '', /^(gzip|br|zstd)$/);
   const a = await collectChat(first.data);
 
   const second = await openai.chat.completions.create(params).withResponse();
   assert.equal(second.response.headers.get('x-cache'), 'HIT');
+  assert.equal(second.response.headers.get('content-encoding'), first.response.headers.get('content-encoding'));
   assert.equal(second.response.headers.get('x-cache-key'), first.response.headers.get('x-cache-key'));
   const b = await collectChat(second.data);
 

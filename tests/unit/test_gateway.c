@@ -545,11 +545,65 @@ static void done_twice(void)
     llmc__gr_enter(gr, GR_DONE);
 }
 
+/* A hit waiting for its compressed form goes back to RESPOND, nowhere else. */
+static void parked_encode_to_lookup(void)
+{
+    lonely_t l;
+    lonely_init(&l);
+    gw_req_t *gr = llmc__gr_new(&l.w, &l.req);
+    llmc__gr_enter(gr, GR_LOOKUP);
+    llmc__gr_enter(gr, GR_RESPOND);
+    llmc__gr_enter(gr, GR_PARKED_ENCODE);
+    llmc__gr_enter(gr, GR_LOOKUP);
+}
+
+/* Only an answer being given waits for a form: a lookup cannot park there. */
+static void lookup_to_parked_encode(void)
+{
+    lonely_t l;
+    lonely_init(&l);
+    gw_req_t *gr = llmc__gr_new(&l.w, &l.req);
+    llmc__gr_enter(gr, GR_LOOKUP);
+    llmc__gr_enter(gr, GR_PARKED_ENCODE);
+}
+
 static void test_lifecycle_illegal_transitions_abort(void **state)
 {
     assert_true(aborts(parked_tier_to_respond));
     assert_true(aborts(respond_back_to_lookup));
     assert_true(aborts(done_twice));
+    assert_true(aborts(parked_encode_to_lookup));
+    assert_true(aborts(lookup_to_parked_encode));
+}
+
+/* RESPOND -> PARKED_ENCODE -> RESPOND -> DONE, and a client that leaves
+   while it waits: PARKED_ENCODE -> DONE, the build's reference keeping the
+   context until the build is done. */
+static void test_lifecycle_parked_encode(void **state)
+{
+    lonely_t l;
+    lonely_init(&l);
+    gw_req_t *gr = llmc__gr_new(&l.w, &l.req);
+    llmc__gr_enter(gr, GR_LOOKUP);
+    llmc__gr_enter(gr, GR_RESPOND);
+    llmc__gr_enter(gr, GR_PARKED_ENCODE);
+    assert_string_equal(llmc__gr_state_name(gr->state), "PARKED_ENCODE");
+    llmc__gr_enter(gr, GR_RESPOND);
+    llmc_gw_done(&l.req, 200, 10, &l.w);
+
+    llmc_http_req_t req2 = l.req;
+    req2.data = NULL;
+    gw_req_t *gr2 = llmc__gr_new(&l.w, &req2);
+    llmc__gr_enter(gr2, GR_LOOKUP);
+    llmc__gr_enter(gr2, GR_RESPOND);
+    llmc__gr_enter(gr2, GR_PARKED_ENCODE);
+    llmc__gr_ref(gr2); /* the build's */
+    llmc_gw_done(&req2, 499, 0, &l.w); /* the client left */
+    assert_int_equal(gr2->state, GR_DONE);
+    assert_null(gr2->req);
+    llmc__gr_unref(gr2); /* the build is done */
+    llmc__gr_spares_free(&l.w);
+    pthread_mutex_destroy(&l.w.inbox_mu);
 }
 
 static void test_lifecycle_inbox_holds_a_reference(void **state)
@@ -655,6 +709,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lifecycle_legal_path_and_refcount),
         cmocka_unit_test(test_lifecycle_illegal_transitions_abort),
+        cmocka_unit_test(test_lifecycle_parked_encode),
         cmocka_unit_test(test_lifecycle_inbox_holds_a_reference),
         cmocka_unit_test(test_lifecycle_notify_during_an_inbox_pass),
         cmocka_unit_test(test_miss_through_a_pending_tier_goes_upstream),
