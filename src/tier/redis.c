@@ -253,6 +253,8 @@ typedef struct op {
     struct lease *lease;          /* OP_LEASE, until the lease is answered or ended */
     scan_t *scan;                 /* OP_SCAN, OP_SGET, OP_SDEL */
     llmc_key_t key;               /* OP_SGET */
+    llmc_entry_t *entry;          /* OP_SET on a Cluster: a ref, to send again when redirected */
+    int64_t px;                   /* OP_SET on a Cluster: the PX it was sent with */
     uint64_t sent_ms, deadline_ms; /* the loop's clock */
     uint64_t sent_ns;             /* OP_GET: uv_hrtime(), for the latency figures */
 } op_t;
@@ -305,6 +307,7 @@ typedef struct lease {
     uint64_t give_up_ms;          /* loop time past which it stops waiting */
     char token[48];
     size_t token_len;
+    bool asking;                  /* Cluster: its slot migrates to c's node (ASK): ASKING first */
 } lease_t;
 
 struct redis {
@@ -688,6 +691,13 @@ static void pop(conn_t *c, op_t *op)
         c->waited = next_waited(op->next);
 }
 
+static void op_free(op_t *op)
+{
+    if (op->entry)
+        llmc_entry_unref(op->entry);
+    free(op);
+}
+
 /* worker's connection when it may take a command now, else NULL. */
 static conn_t *ready_conn(redis_t *r, unsigned worker)
 {
@@ -976,9 +986,12 @@ static void on_conn_timer(uv_timer_t *t)
  * that asks for a new map (CLUSTER SLOTS on any connection up, at most
  * every MAP_MIN_MS): a failover is survived by asking again until a
  * replica has been promoted. MOVED moves the slot in the map, asks for a
- * new map, and sends a lookup or a key purge again to the node named;
- * ASK sends it there once after ASKING. A write or a lease redirected is
- * not sent again (a dropped copy, a call made without the lease).
+ * new map, and sends a lookup, a key purge, a fill (SET, its record
+ * encoded again from the entry the op keeps) or a lease's acquire again
+ * to the node named; ASK sends it there once after ASKING (a lease then
+ * sends ASKING before each of its commands: its keys live there while
+ * the slot migrates). A lease's refresh or release is not redirected: a
+ * lease left behind expires within LEASE_MS.
  */
 
 static conn_t *conn_new(redis_t *r, unsigned worker, uv_loop_t *loop, bool sub, const char *host,
@@ -1068,6 +1081,33 @@ static conn_t *route(redis_t *r, unsigned worker, const char *key, size_t klen)
     return c->nops < OPS_MAX ? c : NULL;
 }
 
+/* Sends SET key record PX px for e on c. The op, or NULL (e not encoded,
+   too big, or not sent). On a Cluster the op keeps a ref to e, so that a
+   redirect can send it again to the node named. */
+static op_t *send_set(conn_t *c, llmc_entry_t *e, int64_t px)
+{
+    redis_t *r = c->r;
+    uint8_t *val = NULL;
+    size_t len = 0;
+    char key[KEY_MAX], pxs[24];
+    op_t *op = NULL;
+
+    if (llmc_record_encode(e, &val, &len) == 0 && len <= VALUE_MAX) {
+        int pxl = snprintf(pxs, sizeof(pxs), "%lld", (long long)px);
+        const char *argv[] = {"SET", key, (const char *)val, "PX", pxs};
+        size_t lens[] = {3, make_key(r, &e->key, key), len, 2, (size_t)pxl};
+        if ((op = send_cmd(c, OP_SET, 5, argv, lens)) && r->wn) {
+            op->entry = llmc_entry_ref(e);
+            op->px = px;
+        }
+    }
+    free(val);
+    return op;
+}
+
+static void lease_move(struct lease *l, conn_t *to, bool asking);
+static void lease_answer(struct lease *l, int result);
+
 /* The route for a key op: by the key it names. */
 static conn_t *route_key(redis_t *r, unsigned worker, const llmc_key_t *key)
 {
@@ -1105,6 +1145,20 @@ static bool redirected(conn_t *c, op_t *op, const redisReply *reply)
         want_map(w, uv_now(c->loop));
     if (to && (to->state != C_UP || to->nops >= OPS_MAX))
         to = NULL;
+    if (op->kind == OP_LEASE) {
+        if (!op->lease)
+            return true; /* nobody waits for it any more */
+        lease_t *l = op->lease;
+        op->lease = NULL;
+        l->op = NULL;
+        if (to) {
+            lease_move(l, to, rd.ask); /* asks again there, or answers NONE */
+        } else {
+            COUNT_NODE(c, error_replies);
+            lease_answer(l, LLMC_LEASE_NONE);
+        }
+        return true;
+    }
     if (to && rd.ask) {
         static const char *asking[] = {"ASKING"};
         static const size_t alen[] = {6};
@@ -1123,6 +1177,10 @@ static bool redirected(conn_t *c, op_t *op, const redisReply *reply)
             op->lk = NULL;
             watch(to, again);
         }
+    } else if (op->kind == OP_SET && op->entry && to) {
+        uint64_t spent = uv_now(c->loop) - op->sent_ms;
+        if (op->px > (int64_t)spent && (again = send_set(to, op->entry, op->px - (int64_t)spent)))
+            return true; /* counted stored (or not) on its own reply */
     } else if (op->kind == OP_DEL && op->done && to && op->scan == NULL) {
         const char *argv[] = {"DEL", key};
         size_t lens[] = {3, make_key(r, &op->key, key)};
@@ -1233,11 +1291,24 @@ static op_t *send_script(conn_t *c, enum op_kind kind, const char *lua, const ch
     return send_cmd(c, kind, key2 ? 7 : 6, argv, lens);
 }
 
+/* Cluster: ASKING before a command of a lease whose slot migrates to its
+   connection's node. False when it could not be sent. */
+static bool lease_asking(const lease_t *l)
+{
+    static const char *asking[] = {"ASKING"};
+    static const size_t alen[] = {6};
+
+    return !l->asking || send_cmd(l->c, OP_FIRE, 1, asking, alen) != NULL;
+}
+
 /* Sends the acquire script for l; false when it could not be sent. */
 static bool lease_ask(lease_t *l)
 {
     redis_t *r = l->c->r;
     char key[KEY_MAX], lkey[KEY_MAX];
+
+    if (!lease_asking(l))
+        return false;
     size_t klen = make_key(r, &l->ls->key, key), lklen = make_lease_key(r, &l->ls->key, lkey);
     op_t *op = send_script(l->c, OP_LEASE, acquire_lua, key, klen, lkey, lklen, l, LEASE_MS);
 
@@ -1279,13 +1350,44 @@ static void on_lease_timer(uv_timer_t *t)
     char lkey[KEY_MAX];
 
     if (l->held) {
-        if (c->state == C_UP)
+        if (c->state == C_UP && lease_asking(l))
             send_script(c, OP_FIRE, refresh_lua, lkey, make_lease_key(c->r, &l->ls->key, lkey),
                         NULL, 0, l, LEASE_MS);
         return;
     }
     if (c->state != C_UP || c->nops >= OPS_MAX || !lease_ask(l))
         lease_answer(l, LLMC_LEASE_NONE);
+}
+
+/* A redirect named to as where l's keys are: l moves to that connection
+   and asks there, or is answered LLMC_LEASE_NONE when it cannot. */
+static void lease_move(lease_t *l, conn_t *to, bool asking)
+{
+    conn_t *c = l->c;
+
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        c->leases = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    l->prev = NULL;
+    l->next = to->leases;
+    if (l->next)
+        l->next->prev = l;
+    to->leases = l;
+    l->c = to;
+    l->asking = asking;
+    if (!lease_ask(l))
+        lease_answer(l, LLMC_LEASE_NONE);
+}
+
+/* An error reply Redis Cluster gives a command of several keys in a slot
+   being migrated when the node has not all of them yet. */
+static bool try_again(const redisReply *reply)
+{
+    return reply->type == REDIS_REPLY_ERROR && reply->len >= 8 &&
+           memcmp(reply->str, "TRYAGAIN", 8) == 0;
 }
 
 static void got_lease(conn_t *c, op_t *op, const redisReply *reply)
@@ -1309,8 +1411,10 @@ static void got_lease(conn_t *c, op_t *op, const redisReply *reply)
         }
     } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
         lease_answer(l, LLMC_LEASE_WON);
-    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 &&
+    } else if (((reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) || try_again(reply)) &&
                uv_now(c->loop) < l->give_up_ms) {
+        /* Held elsewhere, or (TRYAGAIN) its slot is half migrated: the
+           lease script has two keys. Either way, ask again shortly. */
         if (!l->waited) {
             l->waited = true;
             count(&r->leases_waited);
@@ -1368,7 +1472,7 @@ static void rd_lease_end(llmc_tier_t *t, llmc_tier_lease_t *ls)
     ls->tier_data = NULL;
     /* Sent after the answer's SET on this same connection: a waiter finds
        the answer before the lease is gone. */
-    if (l->held && c->state == C_UP)
+    if (l->held && c->state == C_UP && lease_asking(l))
         send_script(c, OP_FIRE, release_lua, lkey, make_lease_key(c->r, &ls->key, lkey), NULL, 0,
                     l, 0);
     l->ls = NULL;
@@ -1743,7 +1847,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
                      : ac->errstr[0]  ? ac->errstr
                                       : "closed");
     if (reply && reply->type == REDIS_REPLY_ERROR && r->wn && redirected(c, op, reply)) {
-        free(op);
+        op_free(op);
         return;
     }
     switch (op->kind) {
@@ -1800,7 +1904,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         got_slots(c, reply);
         break;
     }
-    free(op);
+    op_free(op);
 }
 
 /* The oldest waited ops are past their deadline: each is answered as a
@@ -1882,25 +1986,16 @@ static int rd_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_
     redis_t *r = impl(t);
     int64_t px = px_for(e, now_ms);
     conn_t *c;
-    uint8_t *val = NULL;
-    size_t len = 0;
-    char key[KEY_MAX], pxs[24];
+    char key[KEY_MAX];
 
     if (px == 0)
         return 0; /* nothing left to share */
-    if (!(c = route_key(r, worker, &e->key)) || llmc_record_encode(e, &val, &len) < 0 || len > VALUE_MAX) {
-        free(val);
+    if (!(c = route_key(r, worker, &e->key)) || !send_set(c, e, px)) {
         count(&r->dropped);
         return 0;
     }
-    int pxl = snprintf(pxs, sizeof(pxs), "%lld", (long long)px);
-    const char *argv[] = {"SET", key, (const char *)val, "PX", pxs};
-    size_t lens[] = {3, make_key(r, &e->key, key), len, 2, (size_t)pxl};
-    if (send_cmd(c, OP_SET, 5, argv, lens))
-        publish(c, 'R', key + hex_at(r), 2 * LLMC_KEY_LEN); /* other gateways' copies go */
-    else
-        count(&r->dropped);
-    free(val);
+    make_key(r, &e->key, key);
+    publish(c, 'R', key + hex_at(r), 2 * LLMC_KEY_LEN); /* other gateways' copies go */
     return 0;
 }
 

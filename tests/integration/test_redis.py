@@ -830,8 +830,9 @@ def cluster(redis_factory):
     return Cluster(redis_factory)
 
 
-def cluster_gateway(gateway_factory, mock, cluster, threads=2, **kw):
-    g = redis_gateway(gateway_factory, mock, cluster.url, threads=threads, connected=False, **kw)
+def cluster_gateway(gateway_factory, mock, cluster, *extra, threads=2, **kw):
+    g = redis_gateway(gateway_factory, mock, cluster.url, *extra, threads=threads, connected=False,
+                      **kw)
     # Seeds that are replicas keep a connection too: at least 3 per worker.
     wait_until(lambda: rstats(g)["connected"] >= 3 * threads and
                rstats(g)["cluster"]["slot_maps"] >= threads, timeout=10,
@@ -1001,3 +1002,61 @@ def test_cluster_ask_during_a_migration_is_followed(cluster, mock, gateway_facto
     s = rstats(b)
     assert s["cluster"]["ask"] >= 1 and s["cluster"]["moved"] == 0, s
     assert mock.calls() == 1
+
+
+def move_slot(cluster, slot, src, dst, keys=()):
+    """The Cluster spec's slot migration, by hand: keys copied, then every
+    master told that dst owns the slot."""
+    assert dst.call("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(src)) == "OK"
+    assert src.call("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(dst)) == "OK"
+    if keys:
+        assert src.call("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys) == "OK"
+    for n in cluster.nodes[:6]:
+        if n.port in Cluster.masters_seen_by(cluster.nodes[0]):
+            n.call("CLUSTER", "SETSLOT", slot, "NODE", cluster.node_id(dst))
+
+
+def test_cluster_redirected_lease_and_fill_are_sent_again(cluster, mock, gateway_factory):
+    """B's lease is asked of a master that lost the slot between B's lookup
+    and its lease (MOVED): B asks the new owner and wins it. While B's model
+    call runs the slot moves back, so B's fill meets MOVED too and is sent
+    again. A third gateway then has the answer from the cluster, and the
+    model was called once for B (the other call: A, finding the key)."""
+    a = cluster_gateway(gateway_factory, mock, cluster)
+    body = chat_body(prompt(), mock={"latency_ms": 1500})
+    r = a.chat(body)
+    assert r.status_code == 200
+    wait_stored(a, 1)
+    hexkey = r.headers["X-Cache-Key"]
+    rkey, lkey = "llmc:{" + hexkey + "}", "llmc:lease:{" + hexkey + "}"
+    src, slot = cluster.master_of(rkey)
+    assert src.call("DEL", rkey) == 1
+    dst = next(n for n in cluster.nodes[:6] if n.port != src.port and
+               n.port in Cluster.masters_seen_by(cluster.nodes[0]))
+    b = cluster_gateway(gateway_factory, mock, cluster, "--redis-timeout", "5s", threads=1)
+    # src holds B's lease script (a write) until the slot is dst's; B's
+    # GET before it is a read, answered (nil).
+    assert src.call("CLIENT", "PAUSE", 5000, "WRITE") == "OK"
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=b.chat(body, timeout=20)))
+    t.start()
+    try:
+        wait_until(lambda: any(b"cmd=eval" in line for line in
+                               src.call("CLIENT", "LIST").split(b"\n")),
+                   timeout=5, what="B's lease script waiting on the paused master")
+        move_slot(cluster, slot, src, dst)
+    finally:
+        src.call("CLIENT", "UNPAUSE")
+    wait_until(lambda: dst.call("EXISTS", lkey) == 1, timeout=5,
+               what="B's lease taken on the slot's new owner")
+    move_slot(cluster, slot, dst, src, keys=(lkey,))
+    t.join(20)
+    assert out["r"].status_code == 200
+    wait_stored(b, 1)
+    s = rstats(b)
+    assert s["leases"]["won"] == 1 and s["leases"]["none"] == 0, s
+    assert s["cluster"]["moved"] >= 2 and s["dropped"] == 0, s
+    c = cluster_gateway(gateway_factory, mock, cluster)
+    r3 = c.chat(body)
+    assert r3.headers["X-Cache"] == "HIT" and cache_status(r3.headers).get("detail") == "redis"
+    assert mock.calls() == 2
