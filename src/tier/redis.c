@@ -112,7 +112,7 @@
 #define SCAN_COUNT         "256"          /* keys a SCAN step looks at: a purge's batch */
 #define CHANNEL            "invalidate"   /* after the prefix: where invalidations go */
 #define ID_LEN             16             /* hex digits naming this process in a message */
-#define MAP_MIN_MS         100            /* Cluster: a worker asks CLUSTER SLOTS at most this often */
+#define MAP_MIN_MS         100            /* Cluster: a worker asks for the slot map at most this often */
 #define NODE_CONNS_MAX     (2 * LLMC_REDIS_NODES_MAX) /* Cluster: connections a worker may make */
 
 /* KEYS: the answer's key, the lease's; ARGV: our token, the lease's PX.
@@ -181,7 +181,8 @@ static const char refresh_lua[] =
     X(asked, "cluster/ask", COUNTER, "replies",                                            \
       "Cluster: ASK redirects followed (a slot being migrated).")                           \
     X(map_loads, "cluster/slot_maps", COUNTER, "replies",                                  \
-      "Cluster: slot maps read from CLUSTER SLOTS (at start, after a redirect or a node lost).")
+      "Cluster: slot maps read from CLUSTER SHARDS, or SLOTS before Redis 7 (at start, after a " \
+      "redirect or a node lost).")
 
 typedef struct redis_xstats {
     REDIS_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -238,7 +239,7 @@ enum op_kind {
     OP_SCAN,   /* a purge's SCAN step */
     OP_SGET,   /* a purge reads a key the SCAN found */
     OP_SDEL,   /* a purge deletes what it selected */
-    OP_SLOTS,  /* Cluster: CLUSTER SLOTS, for the worker's slot map */
+    OP_SLOTS,  /* Cluster: CLUSTER SHARDS (or SLOTS), for the worker's slot map */
 };
 
 typedef struct op {
@@ -246,7 +247,7 @@ typedef struct op {
     conn_t *c;
     enum op_kind kind;
     bool waited;                  /* lk or done still to be answered */
-    const char *what;             /* OP_HELLO: "AUTH" or "SELECT" */
+    const char *what;             /* OP_HELLO: "AUTH" or "SELECT"; OP_SLOTS: "SHARDS" or "SLOTS" */
     llmc_tier_lookup_t *lk;       /* OP_GET */
     llmc_tier_purge_cb done;      /* OP_DEL */
     void *arg;
@@ -355,13 +356,14 @@ struct redis {
 /* Cluster: one worker's view. Touched by that worker's loop thread alone. */
 struct wnodes {
     llmc_redis_slot_map_t map;
-    llmc_redis_slot_map_t next;   /* a CLUSTER SLOTS reply is parsed here first */
+    llmc_redis_slot_map_t next;   /* a CLUSTER SHARDS or SLOTS reply is parsed here first */
     conn_t *conn_of[LLMC_REDIS_NODES_MAX]; /* map.nodes[i]'s connection */
     conn_t *nodes;                /* every node connection made, by next_node */
     unsigned nnodes;
-    op_t *slots_op;               /* CLUSTER SLOTS in the air */
+    op_t *slots_op;               /* CLUSTER SHARDS or SLOTS in the air */
     bool stale;                   /* a new map is wanted */
-    uint64_t asked_ms;            /* when CLUSTER SLOTS was last sent */
+    bool no_shards;               /* a node refused CLUSTER SHARDS (Redis < 7): SLOTS from then on */
+    uint64_t asked_ms;            /* when the slot map was last asked for */
 };
 
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
@@ -983,9 +985,9 @@ static void on_conn_timer(uv_timer_t *t)
  * connection per master it has heard of, made on first need and kept. A
  * key's command goes to its slot's master; a slot with no master known,
  * or whose master's connection is down, is a miss (or a dropped write)
- * that asks for a new map (CLUSTER SLOTS on any connection up, at most
- * every MAP_MIN_MS): a failover is survived by asking again until a
- * replica has been promoted. MOVED moves the slot in the map, asks for a
+ * that asks for a new map (CLUSTER SHARDS, or SLOTS before Redis 7, on
+ * any connection up, at most every MAP_MIN_MS): a failover is survived by
+ * asking again until a replica has been promoted. MOVED moves the slot in the map, asks for a
  * new map, and sends a lookup, a key purge, a fill (SET, its record
  * encoded again from the entry the op keeps) or a lease's acquire again
  * to the node named; ASK sends it there once after ASKING (a lease then
@@ -1019,31 +1021,52 @@ static conn_t *node_conn(redis_t *r, unsigned worker, uv_loop_t *loop, const cha
 /* Asks for a new slot map on some connection that is up, unless one is in
    the air or was asked for less than MAP_MIN_MS ago; else remembers that
    one is wanted (the next connection ready asks). */
+/* Sends CLUSTER SHARDS, or SLOTS to a Cluster that refused SHARDS, on c. */
+static op_t *ask_map(wnodes_t *w, conn_t *c)
+{
+    const char *argv[] = {"CLUSTER", w->no_shards ? "SLOTS" : "SHARDS"};
+    const size_t lens[] = {7, strlen(argv[1])};
+    op_t *op = send_cmd(c, OP_SLOTS, 2, argv, lens);
+
+    if (op)
+        op->what = argv[1];
+    return op;
+}
+
 static void want_map(wnodes_t *w, uint64_t now)
 {
-    static const char *argv[] = {"CLUSTER", "SLOTS"};
-    static const size_t lens[] = {7, 5};
-
     w->stale = true;
     if (w->slots_op || (w->asked_ms && now - w->asked_ms < MAP_MIN_MS))
         return;
     for (conn_t *c = w->nodes; c; c = c->next_node) {
         if (c->state != C_UP || c->nops >= OPS_MAX)
             continue;
-        if ((w->slots_op = send_cmd(c, OP_SLOTS, 2, argv, lens))) {
+        if ((w->slots_op = ask_map(w, c))) {
             w->asked_ms = now;
             return;
         }
     }
 }
 
-static void got_slots(conn_t *c, const redisReply *reply)
+static void got_slots(conn_t *c, const op_t *op, const redisReply *reply)
 {
     redis_t *r = c->r;
     wnodes_t *w = r->wn[c->worker];
+    bool shards = strcmp(op->what, "SHARDS") == 0;
 
     w->slots_op = NULL;
-    if (!reply || llmc_redis_slots_parse(reply, c->host, &w->next) < 0 || !w->next.covered) {
+    if (shards && reply && reply->type == REDIS_REPLY_ERROR && !w->no_shards &&
+        (strstr(reply->str, "unknown subcommand") || strstr(reply->str, "Unknown subcommand"))) {
+        /* Redis < 7: SLOTS at once, and from then on. */
+        w->no_shards = true;
+        if (c->state == C_UP)
+            w->slots_op = ask_map(w, c);
+        return;
+    }
+    if (!reply ||
+        (shards ? llmc_redis_shards_parse(reply, c->host, &w->next)
+                : llmc_redis_slots_parse(reply, c->host, &w->next)) < 0 ||
+        !w->next.covered) {
         if (reply)
             count(reply->type == REDIS_REPLY_ERROR ? &r->error_replies : &r->corrupt);
         return; /* still stale: the next miss asks again */
@@ -1901,7 +1924,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         got_sdel(c, op, reply);
         break;
     case OP_SLOTS:
-        got_slots(c, reply);
+        got_slots(c, op, reply);
         break;
     }
     op_free(op);

@@ -877,6 +877,13 @@ def test_cluster_two_gateways_share_hits(cluster, mock, gateway_factory):
         assert rows[m]["timeouts"] == rows[m]["error_replies"] == 0, rows[m]
     assert sum(r["connected"] for r in rows.values()) == s["connected"], (rows, s)
     assert sum(r["connects"] for r in rows.values()) == s["connects"], (rows, s)
+    # Redis 7's CLUSTER SHARDS made the maps (SLOTS is for older servers).
+    shards = 0
+    for n in cluster.nodes:
+        stats = n.call("INFO", "commandstats").decode()
+        shards += sum(int(line.split("calls=")[1].split(",")[0]) for line in stats.splitlines()
+                      if line.startswith("cmdstat_cluster|shards:"))
+    assert shards >= 4, shards  # two gateways, two loops each
     # The stampede is coordinated on the cluster too: the lease script runs.
     assert rstats(a)["leases"]["won"] == 12
     assert admin_purge(a, {"all": True})["redis"] == 12
