@@ -877,6 +877,12 @@ def test_cluster_two_gateways_share_hits(cluster, mock, gateway_factory):
         assert rows[m]["timeouts"] == rows[m]["error_replies"] == 0, rows[m]
     assert sum(r["connected"] for r in rows.values()) == s["connected"], (rows, s)
     assert sum(r["connects"] for r in rows.values()) == s["connects"], (rows, s)
+    # /metrics has the same rows, a series per node.
+    text = b.http.get(b.url + "/metrics", headers=AUTH, timeout=5).text
+    for m in masters:
+        assert f'llmcached_redis_node_connected{{node="{m}"}} 2\n' in text, text
+        assert f'llmcached_redis_node_timeouts_total{{node="{m}"}} 0\n' in text
+    assert "# TYPE llmcached_redis_node_connects_total counter\n" in text
     # Redis 7's CLUSTER SHARDS made the maps (SLOTS is for older servers).
     shards = 0
     for n in cluster.nodes:
