@@ -104,6 +104,10 @@
 #define BREAKER_TIMEOUTS   8
 #define STUCK_MIN_MS       1000           /* stuck_ms: this, or 10 timeouts if longer */
 #define OPS_MAX            4096           /* commands in the air per connection */
+/* The longest array a reply may declare. The longest we ask for: CLUSTER
+   SLOTS of a slot space in single-slot ranges (16384), a SCAN step's keys
+   (about SCAN_COUNT). */
+#define REPLY_ARRAY_MAX    65536
 #define VALUE_MAX          (512u << 20)   /* Redis's largest string by default */
 #define KEY_MAX            (LLMC_REDIS_PREFIX_MAX + 6 + 2 * LLMC_KEY_LEN + 3) /* + "lease:", {} */
 #define LEASE_MS           5000           /* a held lease lives this long unless refreshed */
@@ -147,6 +151,9 @@ static const char refresh_lua[] =
       "Commands Redis answered with an error (OOM, READONLY, WRONGTYPE...).")               \
     X(corrupt, "corrupt", COUNTER, "values",                                               \
       "Values that are not a record of this key and format (each a miss).")                 \
+    X(bad_replies, "bad_replies", COUNTER, "replies",                                      \
+      "Replies the reader refused (one no command asked for, an array declaring more than "  \
+      "65536 elements): each dropped the connection, made again after a backoff.")           \
     X(unasked, "unasked", COUNTER, "lookups",                                              \
       "Lookups missed at once: no connection up, or too many commands in the air.")         \
     X(leases_won, "leases/won", COUNTER, "misses",                                         \
@@ -293,7 +300,7 @@ struct conn {
     uint64_t due_ms;              /* when the deadline timer fires, while active */
     uint64_t backoff_ms;
     unsigned timeouts_in_row;
-    bool unasked_reply;           /* the reader met a reply no command asked for */
+    const char *bad_reply;        /* why the reader refused a reply (the guard), or NULL */
     unsigned rng;
     struct lease *leases;         /* asked, waiting or held on this loop */
 };
@@ -327,7 +334,7 @@ struct redis {
     atomic_bool down_told;        /* "cannot connect" or "lost" said since the last "connected" */
     _Atomic uint64_t hits, misses, stored, purged, dropped;
     _Atomic uint64_t connects, connect_failures, disconnects, breaker_trips, timeouts,
-        error_replies, corrupt, unasked;
+        error_replies, corrupt, unasked, bad_replies;
     _Atomic uint64_t leases_won, leases_waited, leases_filled, leases_none;
     uint64_t token_seed;          /* makes lease tokens unique to this process */
     _Atomic uint64_t token_next;
@@ -470,7 +477,10 @@ static bool asked(const redisReadTask *task)
     /* Once subscribed, hiredis routes the messages to SUBSCRIBE's callback. */
     if (task->parent || ac->replies.head || (ac->c.flags & REDIS_SUBSCRIBED))
         return true;
-    ((conn_t *)ac->data)->unasked_reply = true;
+    conn_t *c = ac->data;
+    if (!c->bad_reply)
+        count(&c->r->bad_replies); /* once: the parse fails, the connection goes */
+    c->bad_reply = "a reply no command asked for";
     return false;
 }
 
@@ -485,8 +495,21 @@ static void *guard_string(const redisReadTask *task, char *s, size_t len)
     return asked(task) ? plain_of(task)->createString(task, s, len) : NULL;
 }
 
+/* hiredis 0.14 callocs the element pointers of an array as soon as its
+   header is read, before any element comes: a header is a protocol error
+   past REPLY_ARRAY_MAX, so that "*2000000000" from a broken or hostile
+   server costs a reconnect, not gigabytes. */
 static void *guard_array(const redisReadTask *task, int n)
 {
+    const redisAsyncContext *ac = task->privdata;
+    conn_t *c = ac->data;
+
+    if (n > REPLY_ARRAY_MAX) {
+        if (!c->bad_reply)
+            count(&c->r->bad_replies);
+        c->bad_reply = "a reply declaring an array longer than the tier's limit";
+        return NULL;
+    }
     return asked(task) ? plain_of(task)->createArray(task, n) : NULL;
 }
 
@@ -808,7 +831,7 @@ static void on_disconnected(const redisAsyncContext *ac, int status)
     conn_t *c = ac->data;
 
     if (c->ac == ac)
-        conn_down(c, c->unasked_reply ? "a reply no command asked for"
+        conn_down(c, c->bad_reply     ? c->bad_reply
                      : ac->errstr[0]  ? ac->errstr
                                       : "closed");
 }
@@ -893,7 +916,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     redisAsyncSetDisconnectCallback(ac, on_disconnected);
     c->ac = ac;
     c->state = C_CONNECTING;
-    c->unasked_reply = false;
+    c->bad_reply = NULL;
     handshake(c);
 }
 
@@ -1866,7 +1889,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
        connection (it broke, or Redis closed it). Down first, so that the
        completions below find it so. */
     if (!reply && c->ac == ac)
-        conn_down(c, c->unasked_reply ? "a reply no command asked for"
+        conn_down(c, c->bad_reply     ? c->bad_reply
                      : ac->errstr[0]  ? ac->errstr
                                       : "closed");
     if (reply && reply->type == REDIS_REPLY_ERROR && r->wn && redirected(c, op, reply)) {
@@ -2080,6 +2103,7 @@ static void rd_xstats(llmc_tier_t *t, void *out)
         .error_replies = load(&r->error_replies),
         .corrupt = load(&r->corrupt),
         .unasked = load(&r->unasked),
+        .bad_replies = load(&r->bad_replies),
         .leases_won = load(&r->leases_won),
         .leases_waited = load(&r->leases_waited),
         .leases_filled = load(&r->leases_filled),

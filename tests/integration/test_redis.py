@@ -373,7 +373,8 @@ class FakeRedis:
     """A Redis impostor on a free port: PING/AUTH/SELECT/SET answered as
     Redis would, GET answered by mode: 'garbage' (a string that is not a
     record), 'wrongtype' (an integer), 'noise' (bytes that are not RESP),
-    'silent' (nothing)."""
+    'silent' (nothing), 'hugearray' (the header of an array of 2e9 elements,
+    which hiredis 0.14 would calloc at once: 16 GB)."""
 
     def __init__(self, mode):
         self.mode = mode
@@ -401,7 +402,8 @@ class FakeRedis:
                         out = {"garbage": b"$13\r\nnot a record!\r\n",
                                "wrongtype": b":42\r\n",
                                "noise": b"\x00\xffHTTP/1.1 400 Bad Request\r\n\r\n",
-                               "silent": b""}[fake.mode]
+                               "silent": b"",
+                               "hugearray": b"*2000000000\r\n"}[fake.mode]
                     else:
                         out = b"+OK\r\n"
                     try:
@@ -437,12 +439,18 @@ def fake_redis_factory():
         f.close()
 
 
-@pytest.mark.parametrize("mode", ["garbage", "wrongtype", "noise", "silent"])
+def rss_kb(g):
+    with open(f"/proc/{g.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.parametrize("mode", ["garbage", "wrongtype", "noise", "silent", "hugearray"])
 def test_fake_redis_answering_garbage(fake_redis_factory, mock, gateway_factory, mode):
     """Whatever a fake Redis answers to GET, clients get their answers from
     the model and then from memory, and the gateway counts the fault."""
     fake = fake_redis_factory(mode)
     a = redis_gateway(gateway_factory, mock, fake.url, "--redis-timeout", "30ms")
+    rss0 = rss_kb(a)
     for i in range(4):
         body = chat_body(prompt())
         r1 = a.chat(body)
@@ -459,6 +467,11 @@ def test_fake_redis_answering_garbage(fake_redis_factory, mock, gateway_factory,
         assert s["corrupt"] == 4, s
     elif mode == "noise":
         assert s["disconnects"] >= 1, s
+    elif mode == "hugearray":
+        # A protocol error: counted, the connection dropped and made again.
+        assert s["bad_replies"] >= 1 and s["disconnects"] >= 1, s
+        wait_until(lambda: fake.conns >= 3, timeout=5, what="the gateway connecting again")
+        assert rss_kb(a) - rss0 < 64 * 1024, (rss0, rss_kb(a))
     else:
         assert s["timeouts"] >= 1, s
     assert a.alive()
