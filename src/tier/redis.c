@@ -11,7 +11,8 @@
  * - hiredis 0.14's asynchronous API has no timeouts. Every command is an
  *   op in its connection's FIFO (Redis answers in order, and hiredis calls
  *   back in that order); one timer per connection fires at the deadline of
- *   the oldest op someone waits on and answers it as a miss. The op stays
+ *   the oldest op someone waits on and answers it LLMC_ETIMEDOUT (a miss
+ *   to the walk; explain tells it from an absent key). The op stays
  *   in the FIFO, nobody waiting, until its reply or the connection's end.
  *   The timer is lazy: a new op's deadline is never sooner than those
  *   before it, so it is started only when idle, and a fire with nothing
@@ -1263,9 +1264,9 @@ static void got_get(conn_t *c, op_t *op, const redisReply *reply)
     int rc;
 
     if (!lk)
-        return; /* answered as a miss when it timed out */
+        return; /* answered LLMC_ETIMEDOUT at its deadline */
     if (!reply) {
-        rc = c->state == C_DETACHED ? LLMC_ECANCELED : LLMC_ENOENT;
+        rc = c->state == C_DETACHED ? LLMC_ECANCELED : LLMC_EIO; /* the connection broke */
     } else {
         note_latency(r, op);
         rc = value_decode(&lk->query->key, reply, &lk->entry);
@@ -1277,7 +1278,8 @@ static void got_get(conn_t *c, op_t *op, const redisReply *reply)
     count(rc == 0 ? &r->hits : &r->misses);
     op->lk = NULL;
     lk->tier_data = NULL;
-    lk->done(lk, rc == 0 || rc == LLMC_ECANCELED ? rc : LLMC_ENOENT);
+    /* Every rc but 0 is a miss to the walk; explain tells them apart. */
+    lk->done(lk, rc);
 }
 
 static void got_del(conn_t *c, op_t *op, const redisReply *reply)
@@ -1972,7 +1974,7 @@ static void on_deadline(uv_timer_t *t)
             c->timeouts_in_row++;
             COUNT_NODE(c, timeouts);
             count(&r->misses);
-            lk->done(lk, LLMC_ENOENT);
+            lk->done(lk, LLMC_ETIMEDOUT);
         } else if (op->kind == OP_DEL && op->done) {
             llmc_tier_purge_cb done = op->done;
             op->done = NULL;
@@ -2018,7 +2020,7 @@ static int rd_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     if (!op) {
         count(&r->unasked);
         count(&r->misses);
-        return LLMC_ENOENT;
+        return LLMC_EIO; /* a miss; explain says Redis was not asked */
     }
     op->lk = lk;
     op->sent_ns = uv_hrtime();
