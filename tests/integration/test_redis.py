@@ -1084,7 +1084,10 @@ def test_cluster_redirected_lease_and_fill_are_sent_again(cluster, mock, gateway
     wait_stored(b, 1)
     s = rstats(b)
     assert s["leases"]["won"] == 1 and s["leases"]["none"] == 0, s
-    assert s["cluster"]["moved"] >= 2 and s["dropped"] == 0, s
+    # The lease met MOVED; the fill MOVED, or ASK when it came while the
+    # slot was still moving back.
+    assert s["cluster"]["moved"] >= 1 and s["cluster"]["moved"] + s["cluster"]["ask"] >= 2, s
+    assert s["dropped"] == 0, s
     c = cluster_gateway(gateway_factory, mock, cluster)
     r3 = c.chat(body)
     assert r3.headers["X-Cache"] == "HIT" and cache_status(r3.headers).get("detail") == "redis"
