@@ -26,7 +26,10 @@ Load is wrk (one thread, CONNS connections, SECS seconds per run) with a Lua
 script written here. Each CPU figure is measured ROUNDS times; the spread is
 printed, because the machine may be shared.
 
-  python3 bench/redis_bench.py [--rounds R] [--secs S] [--quick]
+With --syscalls, part a also attaches strace -c -f to each gateway for one
+more run and prints the system calls per request (memory hit, Redis hit).
+
+  python3 bench/redis_bench.py [--rounds R] [--secs S] [--quick] [--syscalls]
   (build/llmcached or $LLMC_BIN; redis-server, redis-cli and wrk on PATH)
 """
 import argparse
@@ -227,6 +230,25 @@ def check_hits(s0, s1, n, who):
     return hits
 
 
+def syscalls_per_request(b, gw, env):
+    """System calls of gw's threads per request served, over one wrk run
+    under strace -c -f (attached first, detached after)."""
+    if not shutil.which("strace"):
+        raise SystemExit("--syscalls: strace not on PATH")
+    out = os.path.join(b.tmp, f"strace.{gw.pid}")
+    st = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(gw.pid)],
+                          stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached to every thread before the load starts
+    n, _, _, _ = b.wrk(gw, env)
+    st.terminate()
+    st.wait(10)
+    with open(out) as f:
+        m = re.search(r"^\S+\s+\S+\s+\S+\s+(\d+)\s+(?:\d+\s+)?total$", f.read(), re.M)
+    if not m:
+        raise SystemExit(f"--syscalls: no total in {out}")
+    return int(m.group(1)) / n
+
+
 def part_a(b, report):
     args = b.args
     rport = b.redis()
@@ -275,6 +297,10 @@ def part_a(b, report):
     report(f"   hits/s, one loop:      memory {spread(mem_rps, '{:.0f}')}; "
            f"Redis {spread(red_rps, '{:.0f}')}")
     report(f"   ratio Redis/memory:    {spread(ratios, '{:.2f}')}   target <= 2")
+    if args.syscalls:
+        per = [syscalls_per_request(b, g, {"BODIES_FILE": bf}) for g in (ga, gb)]
+        report(f"   syscalls per request:  memory {per[0]:.2f}; Redis {per[1]:.2f} "
+               f"(strace -c -f, one run each)")
     for p in (gb, ga, mock):
         b.stop(p)
     b.stop_redises()
@@ -403,6 +429,9 @@ def main():
     ap.add_argument("--conc", type=int, default=12)
     ap.add_argument("--parts", default="abc")
     ap.add_argument("--quick", action="store_true", help="one short round (a smoke run)")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="part a also counts the gateway's system calls per hit (strace -c -f "
+                         "over one more run of each; strace slows it, so no CPU is taken then)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.secs, args.hit_n, args.trace_n, args.distinct = 1, 1, 400, 300, 60

@@ -6,7 +6,8 @@
  *
  * Input: a mode byte, then the bytes. Mode % 3 == 0: an error reply's text
  * for llmc_redis_redirect_parse; 1: RESP bytes read by hiredis's reader,
- * whose first reply goes to llmc_redis_slots_parse; 2: a selector for
+ * whose first reply goes to llmc_redis_slots_parse and to
+ * llmc_redis_shards_parse; 2: a selector for
  * llmc__redis_sel_decode.
  *
  * What it checks, beyond ASan and UBSan:
@@ -50,7 +51,8 @@ static void redirect(const uint8_t *d, size_t n)
 /* hiredis 0.14's reader allocates whatever array a reply declares (a
    "*2000000000" is a 16 GB calloc) before any element arrives. This driver
    tests our parser of the reply, not hiredis's allocator: inputs declaring
-   more elements than any CLUSTER SLOTS reply holds are left out. */
+   more elements than any CLUSTER SLOTS reply holds are left out (the tier
+   refuses such a header in its reader guard, redis.c's guard_array). */
 static bool declares_huge_array(const uint8_t *d, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -65,6 +67,25 @@ static bool declares_huge_array(const uint8_t *d, size_t n)
     return false;
 }
 
+/* What a parse of a slot map (CLUSTER SLOTS or SHARDS) answering rc left. */
+static void check_map(int rc)
+{
+    unsigned owned = 0;
+
+    CHECK(rc == 0 || rc == LLMC_EIO);
+    CHECK(map.nnodes <= LLMC_REDIS_NODES_MAX);
+    for (unsigned s = 0; s < LLMC_REDIS_SLOTS; s++) {
+        if (map.owner[s] == LLMC_REDIS_NO_NODE)
+            continue;
+        CHECK(map.owner[s] < map.nnodes);
+        owned++;
+    }
+    CHECK(owned == map.covered);
+    CHECK(rc == 0 || owned == 0);
+    for (unsigned i = 0; i < map.nnodes; i++)
+        CHECK(map.nodes[i].host[0] && map.nodes[i].port >= 1 && map.nodes[i].port <= 65535);
+}
+
 static void slots(const uint8_t *d, size_t n)
 {
     if (declares_huge_array(d, n))
@@ -76,20 +97,8 @@ static void slots(const uint8_t *d, size_t n)
         return;
     if (redisReaderFeed(rd, (const char *)d, n) == REDIS_OK &&
         redisReaderGetReply(rd, &reply) == REDIS_OK && reply) {
-        int rc = llmc_redis_slots_parse(reply, "asked", &map);
-        unsigned owned = 0;
-        CHECK(rc == 0 || rc == LLMC_EIO);
-        CHECK(map.nnodes <= LLMC_REDIS_NODES_MAX);
-        for (unsigned s = 0; s < LLMC_REDIS_SLOTS; s++) {
-            if (map.owner[s] == LLMC_REDIS_NO_NODE)
-                continue;
-            CHECK(map.owner[s] < map.nnodes);
-            owned++;
-        }
-        CHECK(owned == map.covered);
-        CHECK(rc == 0 || owned == 0);
-        for (unsigned i = 0; i < map.nnodes; i++)
-            CHECK(map.nodes[i].host[0] && map.nodes[i].port >= 1 && map.nodes[i].port <= 65535);
+        check_map(llmc_redis_slots_parse(reply, "asked", &map));
+        check_map(llmc_redis_shards_parse(reply, "asked", &map));
         freeReplyObject(reply);
     }
     redisReaderFree(rd);

@@ -486,6 +486,37 @@ static void emit_table(buf_t *b, const char *prefix, const llmc_stat_desc_t *des
     }
 }
 
+/* Tier i's rows of its own (a Redis Cluster's nodes) as families named
+   <tier>_<row>_<counter>, a series per row labelled <row>="<its name>",
+   where <row> is the tier's name for its rows less a plural 's':
+   llmcached_redis_node_connected{node="127.0.0.1:7000"}. */
+static void emit_xrows(buf_t *b, llmc_tier_set_t *set, unsigned i, const char *tier)
+{
+    llmc_tier_row_t *rows = calloc(LLMC_TIER_ROWS_MAX, sizeof(*rows));
+    const void *srcs[LLMC_TIER_ROWS_MAX];
+    const char *names[LLMC_TIER_ROWS_MAX], *name;
+    const llmc_stat_desc_t *desc;
+    unsigned ndesc, n;
+    char row[32], prefix[80];
+
+    if (!rows) {
+        b->oom = true;
+        return;
+    }
+    n = llmc_tier_set_xrows(set, i, &name, &desc, &ndesc, rows, LLMC_TIER_ROWS_MAX);
+    if (name && n > 0) {
+        size_t l = strlen(name);
+        snprintf(row, sizeof(row), "%.*s", (int)(l > 1 && name[l - 1] == 's' ? l - 1 : l), name);
+        snprintf(prefix, sizeof(prefix), "%s_%s_", tier, row);
+        for (unsigned r = 0; r < n; r++) {
+            srcs[r] = rows[r].v;
+            names[r] = rows[r].name;
+        }
+        emit_table(b, prefix, desc, ndesc, srcs, n, row, names);
+    }
+    free(rows);
+}
+
 /* A count of ns as seconds, exactly ("0.000250000"). */
 static void put_seconds(buf_t *b, uint64_t ns)
 {
@@ -674,6 +705,8 @@ char *llmc_gw_metrics_text(llmc_gw_t *gw, size_t *len)
         one[0] = s.xs[i];
         emit_table(&b, "tier_", s.xd[i], s.nx[i], one, 1, "tier", &s.tier_names[i]);
     }
+    for (unsigned i = 0; i < s.ntiers; i++)
+        emit_xrows(&b, gw->tiers, i, s.tier_names[i]);
     one[0] = &s.slab;
     emit_table(&b, "entry_slab_", llmc_slab_stat_desc, LLMC_SLAB_NSTATS, one, 1, NULL, NULL);
     one[0] = &s.proc;

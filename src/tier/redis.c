@@ -11,7 +11,8 @@
  * - hiredis 0.14's asynchronous API has no timeouts. Every command is an
  *   op in its connection's FIFO (Redis answers in order, and hiredis calls
  *   back in that order); one timer per connection fires at the deadline of
- *   the oldest op someone waits on and answers it as a miss. The op stays
+ *   the oldest op someone waits on and answers it LLMC_ETIMEDOUT (a miss
+ *   to the walk; explain tells it from an absent key). The op stays
  *   in the FIFO, nobody waiting, until its reply or the connection's end.
  *   The timer is lazy: a new op's deadline is never sooner than those
  *   before it, so it is started only when idle, and a fire with nothing
@@ -37,7 +38,9 @@
  *   and stops the handle, and that adapter drops such a call, so a refused
  *   connect hung until our connect timeout and a broken socket until the
  *   stuck check. Ours lets hiredis try what it waited for and meet the
- *   error (as later hiredis releases do).
+ *   error (as later hiredis releases do). It also writes what a loop
+ *   pass queued in one write, before the loop polls (ev_flush), instead
+ *   of asking for POLLOUT first: two epoll_ctl and a wake-up less per batch.
  * - The log tells the whole tier's state changes, not each loop's: the
  *   first connection up says "connected", the last one lost says "lost",
  *   and failed attempts while down are told once. Per-request trouble is
@@ -102,6 +105,10 @@
 #define BREAKER_TIMEOUTS   8
 #define STUCK_MIN_MS       1000           /* stuck_ms: this, or 10 timeouts if longer */
 #define OPS_MAX            4096           /* commands in the air per connection */
+/* The longest array a reply may declare. The longest we ask for: CLUSTER
+   SLOTS of a slot space in single-slot ranges (16384), a SCAN step's keys
+   (about SCAN_COUNT). */
+#define REPLY_ARRAY_MAX    65536
 #define VALUE_MAX          (512u << 20)   /* Redis's largest string by default */
 #define KEY_MAX            (LLMC_REDIS_PREFIX_MAX + 6 + 2 * LLMC_KEY_LEN + 3) /* + "lease:", {} */
 #define LEASE_MS           5000           /* a held lease lives this long unless refreshed */
@@ -110,7 +117,7 @@
 #define SCAN_COUNT         "256"          /* keys a SCAN step looks at: a purge's batch */
 #define CHANNEL            "invalidate"   /* after the prefix: where invalidations go */
 #define ID_LEN             16             /* hex digits naming this process in a message */
-#define MAP_MIN_MS         100            /* Cluster: a worker asks CLUSTER SLOTS at most this often */
+#define MAP_MIN_MS         100            /* Cluster: a worker asks for the slot map at most this often */
 #define NODE_CONNS_MAX     (2 * LLMC_REDIS_NODES_MAX) /* Cluster: connections a worker may make */
 
 /* KEYS: the answer's key, the lease's; ARGV: our token, the lease's PX.
@@ -145,6 +152,9 @@ static const char refresh_lua[] =
       "Commands Redis answered with an error (OOM, READONLY, WRONGTYPE...).")               \
     X(corrupt, "corrupt", COUNTER, "values",                                               \
       "Values that are not a record of this key and format (each a miss).")                 \
+    X(bad_replies, "bad_replies", COUNTER, "replies",                                      \
+      "Replies the reader refused (one no command asked for, an array declaring more than "  \
+      "65536 elements): each dropped the connection, made again after a backoff.")           \
     X(unasked, "unasked", COUNTER, "lookups",                                              \
       "Lookups missed at once: no connection up, or too many commands in the air.")         \
     X(leases_won, "leases/won", COUNTER, "misses",                                         \
@@ -179,7 +189,8 @@ static const char refresh_lua[] =
     X(asked, "cluster/ask", COUNTER, "replies",                                            \
       "Cluster: ASK redirects followed (a slot being migrated).")                           \
     X(map_loads, "cluster/slot_maps", COUNTER, "replies",                                  \
-      "Cluster: slot maps read from CLUSTER SLOTS (at start, after a redirect or a node lost).")
+      "Cluster: slot maps read from CLUSTER SHARDS, or SLOTS before Redis 7 (at start, after a " \
+      "redirect or a node lost).")
 
 typedef struct redis_xstats {
     REDIS_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -236,7 +247,7 @@ enum op_kind {
     OP_SCAN,   /* a purge's SCAN step */
     OP_SGET,   /* a purge reads a key the SCAN found */
     OP_SDEL,   /* a purge deletes what it selected */
-    OP_SLOTS,  /* Cluster: CLUSTER SLOTS, for the worker's slot map */
+    OP_SLOTS,  /* Cluster: CLUSTER SHARDS (or SLOTS), for the worker's slot map */
 };
 
 typedef struct op {
@@ -244,13 +255,15 @@ typedef struct op {
     conn_t *c;
     enum op_kind kind;
     bool waited;                  /* lk or done still to be answered */
-    const char *what;             /* OP_HELLO: "AUTH" or "SELECT" */
+    const char *what;             /* OP_HELLO: "AUTH" or "SELECT"; OP_SLOTS: "SHARDS" or "SLOTS" */
     llmc_tier_lookup_t *lk;       /* OP_GET */
     llmc_tier_purge_cb done;      /* OP_DEL */
     void *arg;
     struct lease *lease;          /* OP_LEASE, until the lease is answered or ended */
     scan_t *scan;                 /* OP_SCAN, OP_SGET, OP_SDEL */
     llmc_key_t key;               /* OP_SGET */
+    llmc_entry_t *entry;          /* OP_SET on a Cluster: a ref, to send again when redirected */
+    int64_t px;                   /* OP_SET on a Cluster: the PX it was sent with */
     uint64_t sent_ms, deadline_ms; /* the loop's clock */
     uint64_t sent_ns;             /* OP_GET: uv_hrtime(), for the latency figures */
 } op_t;
@@ -288,7 +301,7 @@ struct conn {
     uint64_t due_ms;              /* when the deadline timer fires, while active */
     uint64_t backoff_ms;
     unsigned timeouts_in_row;
-    bool unasked_reply;           /* the reader met a reply no command asked for */
+    const char *bad_reply;        /* why the reader refused a reply (the guard), or NULL */
     unsigned rng;
     struct lease *leases;         /* asked, waiting or held on this loop */
 };
@@ -303,6 +316,7 @@ typedef struct lease {
     uint64_t give_up_ms;          /* loop time past which it stops waiting */
     char token[48];
     size_t token_len;
+    bool asking;                  /* Cluster: its slot migrates to c's node (ASK): ASKING first */
 } lease_t;
 
 struct redis {
@@ -321,7 +335,7 @@ struct redis {
     atomic_bool down_told;        /* "cannot connect" or "lost" said since the last "connected" */
     _Atomic uint64_t hits, misses, stored, purged, dropped;
     _Atomic uint64_t connects, connect_failures, disconnects, breaker_trips, timeouts,
-        error_replies, corrupt, unasked;
+        error_replies, corrupt, unasked, bad_replies;
     _Atomic uint64_t leases_won, leases_waited, leases_filled, leases_none;
     uint64_t token_seed;          /* makes lease tokens unique to this process */
     _Atomic uint64_t token_next;
@@ -350,13 +364,14 @@ struct redis {
 /* Cluster: one worker's view. Touched by that worker's loop thread alone. */
 struct wnodes {
     llmc_redis_slot_map_t map;
-    llmc_redis_slot_map_t next;   /* a CLUSTER SLOTS reply is parsed here first */
+    llmc_redis_slot_map_t next;   /* a CLUSTER SHARDS or SLOTS reply is parsed here first */
     conn_t *conn_of[LLMC_REDIS_NODES_MAX]; /* map.nodes[i]'s connection */
     conn_t *nodes;                /* every node connection made, by next_node */
     unsigned nnodes;
-    op_t *slots_op;               /* CLUSTER SLOTS in the air */
+    op_t *slots_op;               /* CLUSTER SHARDS or SLOTS in the air */
     bool stale;                   /* a new map is wanted */
-    uint64_t asked_ms;            /* when CLUSTER SLOTS was last sent */
+    bool no_shards;               /* a node refused CLUSTER SHARDS (Redis < 7): SLOTS from then on */
+    uint64_t asked_ms;            /* when the slot map was last asked for */
 };
 
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
@@ -463,7 +478,10 @@ static bool asked(const redisReadTask *task)
     /* Once subscribed, hiredis routes the messages to SUBSCRIBE's callback. */
     if (task->parent || ac->replies.head || (ac->c.flags & REDIS_SUBSCRIBED))
         return true;
-    ((conn_t *)ac->data)->unasked_reply = true;
+    conn_t *c = ac->data;
+    if (!c->bad_reply)
+        count(&c->r->bad_replies); /* once: the parse fails, the connection goes */
+    c->bad_reply = "a reply no command asked for";
     return false;
 }
 
@@ -478,8 +496,21 @@ static void *guard_string(const redisReadTask *task, char *s, size_t len)
     return asked(task) ? plain_of(task)->createString(task, s, len) : NULL;
 }
 
+/* hiredis 0.14 callocs the element pointers of an array as soon as its
+   header is read, before any element comes: a header is a protocol error
+   past REPLY_ARRAY_MAX, so that "*2000000000" from a broken or hostile
+   server costs a reconnect, not gigabytes. */
 static void *guard_array(const redisReadTask *task, int n)
 {
+    const redisAsyncContext *ac = task->privdata;
+    conn_t *c = ac->data;
+
+    if (n > REPLY_ARRAY_MAX) {
+        if (!c->bad_reply)
+            count(&c->r->bad_replies);
+        c->bad_reply = "a reply declaring an array longer than the tier's limit";
+        return NULL;
+    }
     return asked(task) ? plain_of(task)->createArray(task, n) : NULL;
 }
 
@@ -498,7 +529,10 @@ static void *guard_nil(const redisReadTask *task)
 typedef struct uvev {
     redisAsyncContext *ac;        /* NULL once hiredis let go (cleanup) */
     uv_poll_t poll;
-    int events;                   /* what hiredis waits for */
+    uv_idle_t flush;              /* writes what the loop pass queued, once */
+    int events;                   /* what the poll handle watches */
+    bool flushing;                /* in flush's write: a rest to write waits for POLLOUT */
+    unsigned open;                /* handles not yet closed */
 } uvev_t;
 
 static void ev_poll(uv_poll_t *h, int status, int events)
@@ -525,14 +559,53 @@ static void ev_set(uvev_t *p, int events)
         uv_poll_stop(&p->poll);
 }
 
+/* The commands queued since the last pass, in one write. A connected
+   socket nearly always takes them at once, so waiting for POLLOUT first
+   would cost two epoll_ctl and a wake-up per batch; only a rest the kernel
+   did not take waits for it (hiredis asks for the write again). An idle
+   handle runs before the loop polls, and keeps that poll from sleeping
+   while it is active, so a command queued anywhere in a pass goes out
+   before the loop waits. */
+static void ev_flush(uv_idle_t *h)
+{
+    uvev_t *p = h->data;
+
+    uv_idle_stop(&p->flush);
+    if (!p->ac)
+        return;
+    p->flushing = true;
+    redisAsyncHandleWrite(p->ac); /* may end the context: p stays until closed */
+    p->flushing = false;
+}
+
 static void ev_add_read(void *arg) { ev_set(arg, ((uvev_t *)arg)->events | UV_READABLE); }
 static void ev_del_read(void *arg) { ev_set(arg, ((uvev_t *)arg)->events & ~UV_READABLE); }
-static void ev_add_write(void *arg) { ev_set(arg, ((uvev_t *)arg)->events | UV_WRITABLE); }
-static void ev_del_write(void *arg) { ev_set(arg, ((uvev_t *)arg)->events & ~UV_WRITABLE); }
+
+static void ev_add_write(void *arg)
+{
+    uvev_t *p = arg;
+
+    /* Connecting: POLLOUT is how hiredis learns the connect is done. */
+    if ((p->events & UV_WRITABLE) || p->flushing || !(p->ac->c.flags & REDIS_CONNECTED))
+        ev_set(p, p->events | UV_WRITABLE);
+    else if (!uv_is_active((uv_handle_t *)&p->flush))
+        uv_idle_start(&p->flush, ev_flush);
+}
+
+static void ev_del_write(void *arg)
+{
+    uvev_t *p = arg;
+
+    uv_idle_stop(&p->flush);
+    ev_set(p, p->events & ~UV_WRITABLE);
+}
 
 static void ev_closed(uv_handle_t *h)
 {
-    free(h->data);
+    uvev_t *p = h->data;
+
+    if (--p->open == 0)
+        free(p);
 }
 
 /* hiredis is done with the socket (it closes it after this returns). */
@@ -542,6 +615,7 @@ static void ev_cleanup(void *arg)
 
     p->ac = NULL;
     uv_close((uv_handle_t *)&p->poll, ev_closed);
+    uv_close((uv_handle_t *)&p->flush, ev_closed);
 }
 
 /* Watches ac's socket on loop. 0, or -1 (out of memory, or libuv refused
@@ -556,8 +630,11 @@ static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
         free(p);
         return -1;
     }
+    uv_idle_init(loop, &p->flush);
+    p->open = 2;
     p->ac = ac;
     p->poll.data = p;
+    p->flush.data = p;
     ac->ev.data = p;
     ac->ev.addRead = ev_add_read;
     ac->ev.delRead = ev_del_read;
@@ -638,6 +715,13 @@ static void pop(conn_t *c, op_t *op)
     c->nops--;
     if (c->waited == op)
         c->waited = next_waited(op->next);
+}
+
+static void op_free(op_t *op)
+{
+    if (op->entry)
+        llmc_entry_unref(op->entry);
+    free(op);
 }
 
 /* worker's connection when it may take a command now, else NULL. */
@@ -748,7 +832,7 @@ static void on_disconnected(const redisAsyncContext *ac, int status)
     conn_t *c = ac->data;
 
     if (c->ac == ac)
-        conn_down(c, c->unasked_reply ? "a reply no command asked for"
+        conn_down(c, c->bad_reply     ? c->bad_reply
                      : ac->errstr[0]  ? ac->errstr
                                       : "closed");
 }
@@ -833,7 +917,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     redisAsyncSetDisconnectCallback(ac, on_disconnected);
     c->ac = ac;
     c->state = C_CONNECTING;
-    c->unasked_reply = false;
+    c->bad_reply = NULL;
     handshake(c);
 }
 
@@ -925,12 +1009,15 @@ static void on_conn_timer(uv_timer_t *t)
  * connection per master it has heard of, made on first need and kept. A
  * key's command goes to its slot's master; a slot with no master known,
  * or whose master's connection is down, is a miss (or a dropped write)
- * that asks for a new map (CLUSTER SLOTS on any connection up, at most
- * every MAP_MIN_MS): a failover is survived by asking again until a
- * replica has been promoted. MOVED moves the slot in the map, asks for a
- * new map, and sends a lookup or a key purge again to the node named;
- * ASK sends it there once after ASKING. A write or a lease redirected is
- * not sent again (a dropped copy, a call made without the lease).
+ * that asks for a new map (CLUSTER SHARDS, or SLOTS before Redis 7, on
+ * any connection up, at most every MAP_MIN_MS): a failover is survived by
+ * asking again until a replica has been promoted. MOVED moves the slot in the map, asks for a
+ * new map, and sends a lookup, a key purge, a fill (SET, its record
+ * encoded again from the entry the op keeps) or a lease's acquire again
+ * to the node named; ASK sends it there once after ASKING (a lease then
+ * sends ASKING before each of its commands: its keys live there while
+ * the slot migrates). A lease's refresh or release is not redirected: a
+ * lease left behind expires within LEASE_MS.
  */
 
 static conn_t *conn_new(redis_t *r, unsigned worker, uv_loop_t *loop, bool sub, const char *host,
@@ -958,31 +1045,52 @@ static conn_t *node_conn(redis_t *r, unsigned worker, uv_loop_t *loop, const cha
 /* Asks for a new slot map on some connection that is up, unless one is in
    the air or was asked for less than MAP_MIN_MS ago; else remembers that
    one is wanted (the next connection ready asks). */
+/* Sends CLUSTER SHARDS, or SLOTS to a Cluster that refused SHARDS, on c. */
+static op_t *ask_map(wnodes_t *w, conn_t *c)
+{
+    const char *argv[] = {"CLUSTER", w->no_shards ? "SLOTS" : "SHARDS"};
+    const size_t lens[] = {7, strlen(argv[1])};
+    op_t *op = send_cmd(c, OP_SLOTS, 2, argv, lens);
+
+    if (op)
+        op->what = argv[1];
+    return op;
+}
+
 static void want_map(wnodes_t *w, uint64_t now)
 {
-    static const char *argv[] = {"CLUSTER", "SLOTS"};
-    static const size_t lens[] = {7, 5};
-
     w->stale = true;
     if (w->slots_op || (w->asked_ms && now - w->asked_ms < MAP_MIN_MS))
         return;
     for (conn_t *c = w->nodes; c; c = c->next_node) {
         if (c->state != C_UP || c->nops >= OPS_MAX)
             continue;
-        if ((w->slots_op = send_cmd(c, OP_SLOTS, 2, argv, lens))) {
+        if ((w->slots_op = ask_map(w, c))) {
             w->asked_ms = now;
             return;
         }
     }
 }
 
-static void got_slots(conn_t *c, const redisReply *reply)
+static void got_slots(conn_t *c, const op_t *op, const redisReply *reply)
 {
     redis_t *r = c->r;
     wnodes_t *w = r->wn[c->worker];
+    bool shards = strcmp(op->what, "SHARDS") == 0;
 
     w->slots_op = NULL;
-    if (!reply || llmc_redis_slots_parse(reply, c->host, &w->next) < 0 || !w->next.covered) {
+    if (shards && reply && reply->type == REDIS_REPLY_ERROR && !w->no_shards &&
+        (strstr(reply->str, "unknown subcommand") || strstr(reply->str, "Unknown subcommand"))) {
+        /* Redis < 7: SLOTS at once, and from then on. */
+        w->no_shards = true;
+        if (c->state == C_UP)
+            w->slots_op = ask_map(w, c);
+        return;
+    }
+    if (!reply ||
+        (shards ? llmc_redis_shards_parse(reply, c->host, &w->next)
+                : llmc_redis_slots_parse(reply, c->host, &w->next)) < 0 ||
+        !w->next.covered) {
         if (reply)
             count(reply->type == REDIS_REPLY_ERROR ? &r->error_replies : &r->corrupt);
         return; /* still stale: the next miss asks again */
@@ -1019,6 +1127,33 @@ static conn_t *route(redis_t *r, unsigned worker, const char *key, size_t klen)
     }
     return c->nops < OPS_MAX ? c : NULL;
 }
+
+/* Sends SET key record PX px for e on c. The op, or NULL (e not encoded,
+   too big, or not sent). On a Cluster the op keeps a ref to e, so that a
+   redirect can send it again to the node named. */
+static op_t *send_set(conn_t *c, llmc_entry_t *e, int64_t px)
+{
+    redis_t *r = c->r;
+    uint8_t *val = NULL;
+    size_t len = 0;
+    char key[KEY_MAX], pxs[24];
+    op_t *op = NULL;
+
+    if (llmc_record_encode(e, &val, &len) == 0 && len <= VALUE_MAX) {
+        int pxl = snprintf(pxs, sizeof(pxs), "%lld", (long long)px);
+        const char *argv[] = {"SET", key, (const char *)val, "PX", pxs};
+        size_t lens[] = {3, make_key(r, &e->key, key), len, 2, (size_t)pxl};
+        if ((op = send_cmd(c, OP_SET, 5, argv, lens)) && r->wn) {
+            op->entry = llmc_entry_ref(e);
+            op->px = px;
+        }
+    }
+    free(val);
+    return op;
+}
+
+static void lease_move(struct lease *l, conn_t *to, bool asking);
+static void lease_answer(struct lease *l, int result);
 
 /* The route for a key op: by the key it names. */
 static conn_t *route_key(redis_t *r, unsigned worker, const llmc_key_t *key)
@@ -1057,6 +1192,20 @@ static bool redirected(conn_t *c, op_t *op, const redisReply *reply)
         want_map(w, uv_now(c->loop));
     if (to && (to->state != C_UP || to->nops >= OPS_MAX))
         to = NULL;
+    if (op->kind == OP_LEASE) {
+        if (!op->lease)
+            return true; /* nobody waits for it any more */
+        lease_t *l = op->lease;
+        op->lease = NULL;
+        l->op = NULL;
+        if (to) {
+            lease_move(l, to, rd.ask); /* asks again there, or answers NONE */
+        } else {
+            COUNT_NODE(c, error_replies);
+            lease_answer(l, LLMC_LEASE_NONE);
+        }
+        return true;
+    }
     if (to && rd.ask) {
         static const char *asking[] = {"ASKING"};
         static const size_t alen[] = {6};
@@ -1075,6 +1224,10 @@ static bool redirected(conn_t *c, op_t *op, const redisReply *reply)
             op->lk = NULL;
             watch(to, again);
         }
+    } else if (op->kind == OP_SET && op->entry && to) {
+        uint64_t spent = uv_now(c->loop) - op->sent_ms;
+        if (op->px > (int64_t)spent && (again = send_set(to, op->entry, op->px - (int64_t)spent)))
+            return true; /* counted stored (or not) on its own reply */
     } else if (op->kind == OP_DEL && op->done && to && op->scan == NULL) {
         const char *argv[] = {"DEL", key};
         size_t lens[] = {3, make_key(r, &op->key, key)};
@@ -1111,9 +1264,9 @@ static void got_get(conn_t *c, op_t *op, const redisReply *reply)
     int rc;
 
     if (!lk)
-        return; /* answered as a miss when it timed out */
+        return; /* answered LLMC_ETIMEDOUT at its deadline */
     if (!reply) {
-        rc = c->state == C_DETACHED ? LLMC_ECANCELED : LLMC_ENOENT;
+        rc = c->state == C_DETACHED ? LLMC_ECANCELED : LLMC_EIO; /* the connection broke */
     } else {
         note_latency(r, op);
         rc = value_decode(&lk->query->key, reply, &lk->entry);
@@ -1125,7 +1278,8 @@ static void got_get(conn_t *c, op_t *op, const redisReply *reply)
     count(rc == 0 ? &r->hits : &r->misses);
     op->lk = NULL;
     lk->tier_data = NULL;
-    lk->done(lk, rc == 0 || rc == LLMC_ECANCELED ? rc : LLMC_ENOENT);
+    /* Every rc but 0 is a miss to the walk; explain tells them apart. */
+    lk->done(lk, rc);
 }
 
 static void got_del(conn_t *c, op_t *op, const redisReply *reply)
@@ -1185,11 +1339,24 @@ static op_t *send_script(conn_t *c, enum op_kind kind, const char *lua, const ch
     return send_cmd(c, kind, key2 ? 7 : 6, argv, lens);
 }
 
+/* Cluster: ASKING before a command of a lease whose slot migrates to its
+   connection's node. False when it could not be sent. */
+static bool lease_asking(const lease_t *l)
+{
+    static const char *asking[] = {"ASKING"};
+    static const size_t alen[] = {6};
+
+    return !l->asking || send_cmd(l->c, OP_FIRE, 1, asking, alen) != NULL;
+}
+
 /* Sends the acquire script for l; false when it could not be sent. */
 static bool lease_ask(lease_t *l)
 {
     redis_t *r = l->c->r;
     char key[KEY_MAX], lkey[KEY_MAX];
+
+    if (!lease_asking(l))
+        return false;
     size_t klen = make_key(r, &l->ls->key, key), lklen = make_lease_key(r, &l->ls->key, lkey);
     op_t *op = send_script(l->c, OP_LEASE, acquire_lua, key, klen, lkey, lklen, l, LEASE_MS);
 
@@ -1231,13 +1398,44 @@ static void on_lease_timer(uv_timer_t *t)
     char lkey[KEY_MAX];
 
     if (l->held) {
-        if (c->state == C_UP)
+        if (c->state == C_UP && lease_asking(l))
             send_script(c, OP_FIRE, refresh_lua, lkey, make_lease_key(c->r, &l->ls->key, lkey),
                         NULL, 0, l, LEASE_MS);
         return;
     }
     if (c->state != C_UP || c->nops >= OPS_MAX || !lease_ask(l))
         lease_answer(l, LLMC_LEASE_NONE);
+}
+
+/* A redirect named to as where l's keys are: l moves to that connection
+   and asks there, or is answered LLMC_LEASE_NONE when it cannot. */
+static void lease_move(lease_t *l, conn_t *to, bool asking)
+{
+    conn_t *c = l->c;
+
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        c->leases = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    l->prev = NULL;
+    l->next = to->leases;
+    if (l->next)
+        l->next->prev = l;
+    to->leases = l;
+    l->c = to;
+    l->asking = asking;
+    if (!lease_ask(l))
+        lease_answer(l, LLMC_LEASE_NONE);
+}
+
+/* An error reply Redis Cluster gives a command of several keys in a slot
+   being migrated when the node has not all of them yet. */
+static bool try_again(const redisReply *reply)
+{
+    return reply->type == REDIS_REPLY_ERROR && reply->len >= 8 &&
+           memcmp(reply->str, "TRYAGAIN", 8) == 0;
 }
 
 static void got_lease(conn_t *c, op_t *op, const redisReply *reply)
@@ -1261,8 +1459,10 @@ static void got_lease(conn_t *c, op_t *op, const redisReply *reply)
         }
     } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
         lease_answer(l, LLMC_LEASE_WON);
-    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 &&
+    } else if (((reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) || try_again(reply)) &&
                uv_now(c->loop) < l->give_up_ms) {
+        /* Held elsewhere, or (TRYAGAIN) its slot is half migrated: the
+           lease script has two keys. Either way, ask again shortly. */
         if (!l->waited) {
             l->waited = true;
             count(&r->leases_waited);
@@ -1320,7 +1520,7 @@ static void rd_lease_end(llmc_tier_t *t, llmc_tier_lease_t *ls)
     ls->tier_data = NULL;
     /* Sent after the answer's SET on this same connection: a waiter finds
        the answer before the lease is gone. */
-    if (l->held && c->state == C_UP)
+    if (l->held && c->state == C_UP && lease_asking(l))
         send_script(c, OP_FIRE, release_lua, lkey, make_lease_key(c->r, &ls->key, lkey), NULL, 0,
                     l, 0);
     l->ls = NULL;
@@ -1691,11 +1891,11 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
        connection (it broke, or Redis closed it). Down first, so that the
        completions below find it so. */
     if (!reply && c->ac == ac)
-        conn_down(c, c->unasked_reply ? "a reply no command asked for"
+        conn_down(c, c->bad_reply     ? c->bad_reply
                      : ac->errstr[0]  ? ac->errstr
                                       : "closed");
     if (reply && reply->type == REDIS_REPLY_ERROR && r->wn && redirected(c, op, reply)) {
-        free(op);
+        op_free(op);
         return;
     }
     switch (op->kind) {
@@ -1749,10 +1949,10 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         got_sdel(c, op, reply);
         break;
     case OP_SLOTS:
-        got_slots(c, reply);
+        got_slots(c, op, reply);
         break;
     }
-    free(op);
+    op_free(op);
 }
 
 /* The oldest waited ops are past their deadline: each is answered as a
@@ -1774,7 +1974,7 @@ static void on_deadline(uv_timer_t *t)
             c->timeouts_in_row++;
             COUNT_NODE(c, timeouts);
             count(&r->misses);
-            lk->done(lk, LLMC_ENOENT);
+            lk->done(lk, LLMC_ETIMEDOUT);
         } else if (op->kind == OP_DEL && op->done) {
             llmc_tier_purge_cb done = op->done;
             op->done = NULL;
@@ -1820,7 +2020,7 @@ static int rd_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     if (!op) {
         count(&r->unasked);
         count(&r->misses);
-        return LLMC_ENOENT;
+        return LLMC_EIO; /* a miss; explain says Redis was not asked */
     }
     op->lk = lk;
     op->sent_ns = uv_hrtime();
@@ -1834,25 +2034,16 @@ static int rd_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_
     redis_t *r = impl(t);
     int64_t px = px_for(e, now_ms);
     conn_t *c;
-    uint8_t *val = NULL;
-    size_t len = 0;
-    char key[KEY_MAX], pxs[24];
+    char key[KEY_MAX];
 
     if (px == 0)
         return 0; /* nothing left to share */
-    if (!(c = route_key(r, worker, &e->key)) || llmc_record_encode(e, &val, &len) < 0 || len > VALUE_MAX) {
-        free(val);
+    if (!(c = route_key(r, worker, &e->key)) || !send_set(c, e, px)) {
         count(&r->dropped);
         return 0;
     }
-    int pxl = snprintf(pxs, sizeof(pxs), "%lld", (long long)px);
-    const char *argv[] = {"SET", key, (const char *)val, "PX", pxs};
-    size_t lens[] = {3, make_key(r, &e->key, key), len, 2, (size_t)pxl};
-    if (send_cmd(c, OP_SET, 5, argv, lens))
-        publish(c, 'R', key + hex_at(r), 2 * LLMC_KEY_LEN); /* other gateways' copies go */
-    else
-        count(&r->dropped);
-    free(val);
+    make_key(r, &e->key, key);
+    publish(c, 'R', key + hex_at(r), 2 * LLMC_KEY_LEN); /* other gateways' copies go */
     return 0;
 }
 
@@ -1914,6 +2105,7 @@ static void rd_xstats(llmc_tier_t *t, void *out)
         .error_replies = load(&r->error_replies),
         .corrupt = load(&r->corrupt),
         .unasked = load(&r->unasked),
+        .bad_replies = load(&r->bad_replies),
         .leases_won = load(&r->leases_won),
         .leases_waited = load(&r->leases_waited),
         .leases_filled = load(&r->leases_filled),

@@ -1,6 +1,6 @@
 /*
- * tier/redis_cluster.c: hash slots, the slot map and redirects for Redis
- * Cluster (tier/redis_cluster.h).
+ * tier/redis_cluster.c: hash slots, the slot map (from CLUSTER SHARDS or
+ * CLUSTER SLOTS) and redirects for Redis Cluster (tier/redis_cluster.h).
  *
  * Decisions a newcomer would otherwise get wrong:
  * - The hashtag rule is Redis's exactly: the first '{', then the first
@@ -10,6 +10,10 @@
  * - A reply from another process is never trusted: CLUSTER SLOTS is
  *   checked element by element and a bad one fails the whole parse, so a
  *   half-read map never routes a key to a node that does not hold it.
+ * - CLUSTER SHARDS (Redis 7) is read first: CLUSTER SLOTS is deprecated
+ *   there and repeats a master's address once per range, so a fragmented
+ *   slot space makes it large; SHARDS names each node once with its
+ *   health. SLOTS stays for older servers.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +115,100 @@ int llmc_redis_slots_parse(const redisReply *reply, const char *asked_host,
         return LLMC_EIO;
     for (size_t i = 0; i < reply->elements; i++) {
         if (!slots_range(reply->element[i], asked_host, m)) {
+            llmc_redis_map_init(m);
+            return LLMC_EIO;
+        }
+    }
+    return 0;
+}
+
+/* The value of name in a flat map (an array of name, value, ...), or NULL. */
+static const redisReply *field(const redisReply *map, const char *name)
+{
+    size_t nlen = strlen(name);
+
+    if (map->type != REDIS_REPLY_ARRAY || map->elements % 2)
+        return NULL;
+    for (size_t i = 0; i + 1 < map->elements; i += 2) {
+        const redisReply *k = map->element[i];
+        if (k->type == REDIS_REPLY_STRING && k->len == nlen && memcmp(k->str, name, nlen) == 0)
+            return map->element[i + 1];
+    }
+    return NULL;
+}
+
+static bool is_str(const redisReply *r, const char *s)
+{
+    return r && r->type == REDIS_REPLY_STRING && r->len == strlen(s) && memcmp(r->str, s, r->len) == 0;
+}
+
+/* A shard's master among its nodes: the first online one, else the first;
+   NULL when none is a master. */
+static const redisReply *shard_master(const redisReply *nodes)
+{
+    const redisReply *first = NULL;
+
+    for (size_t i = 0; i < nodes->elements; i++) {
+        const redisReply *n = nodes->element[i];
+        if (!is_str(field(n, "role"), "master"))
+            continue;
+        if (is_str(field(n, "health"), "online"))
+            return n;
+        if (!first)
+            first = n;
+    }
+    return first;
+}
+
+/* One shard into m; false when bad. */
+static bool shard(const redisReply *sh, const char *asked_host, llmc_redis_slot_map_t *m)
+{
+    const redisReply *slots = field(sh, "slots"), *nodes = field(sh, "nodes"), *master, *host, *port;
+    const char *h;
+    size_t hlen;
+    int node;
+
+    if (!slots || !nodes || slots->type != REDIS_REPLY_ARRAY || slots->elements % 2 ||
+        nodes->type != REDIS_REPLY_ARRAY)
+        return false;
+    if (slots->elements == 0)
+        return true; /* a master failed over keeps its shard, empty */
+    if (!(master = shard_master(nodes)))
+        return false;
+    if (!(host = field(master, "endpoint")))
+        host = field(master, "ip");
+    port = field(master, "port");
+    if (!host || host->type != REDIS_REPLY_STRING || !is_int(port, 1, 65535))
+        return false;
+    h = host->str;
+    hlen = host->len;
+    if (hlen == 0 || (hlen == 1 && h[0] == '?')) {
+        h = asked_host;
+        hlen = strlen(asked_host);
+    }
+    if ((node = llmc_redis_map_node(m, h, hlen, (int)port->integer)) < 0)
+        return false;
+    for (size_t i = 0; i < slots->elements; i += 2) {
+        const redisReply *a = slots->element[i], *b = slots->element[i + 1];
+        if (!is_int(a, 0, LLMC_REDIS_SLOTS - 1) || !is_int(b, a->integer, LLMC_REDIS_SLOTS - 1))
+            return false;
+        for (long long s = a->integer; s <= b->integer; s++) {
+            if (m->owner[s] == LLMC_REDIS_NO_NODE)
+                m->covered++;
+            m->owner[s] = (uint8_t)node;
+        }
+    }
+    return true;
+}
+
+int llmc_redis_shards_parse(const redisReply *reply, const char *asked_host,
+                            llmc_redis_slot_map_t *m)
+{
+    llmc_redis_map_init(m);
+    if (!reply || reply->type != REDIS_REPLY_ARRAY)
+        return LLMC_EIO;
+    for (size_t i = 0; i < reply->elements; i++) {
+        if (!shard(reply->element[i], asked_host, m)) {
             llmc_redis_map_init(m);
             return LLMC_EIO;
         }

@@ -1,7 +1,7 @@
 /*
  * tier/redis_cluster.h: what routing over a Redis Cluster needs, as pure
  * functions over bytes and parsed replies: a key's hash slot, the slot map
- * from CLUSTER SLOTS, and MOVED/ASK redirects. hiredis 0.14 has no cluster
+ * from CLUSTER SHARDS or CLUSTER SLOTS, and MOVED/ASK redirects. hiredis 0.14 has no cluster
  * support; this is the small part of it the Redis tier needs.
  *
  * Nothing here does I/O or keeps state between calls: the caller owns a
@@ -62,6 +62,19 @@ int llmc_redis_map_node(llmc_redis_slot_map_t *m, const char *host, size_t hlen,
  */
 int llmc_redis_slots_parse(const redisReply *reply, const char *asked_host,
                            llmc_redis_slot_map_t *m);
+
+/*
+ * Fills m (initialised here) from CLUSTER SHARDS' reply (Redis >= 7): an
+ * array of shards, each a flat map with "slots" (start, end pairs) and
+ * "nodes" (flat maps: "endpoint" or "ip", "port", "role", "health"...).
+ * A shard's slots go to its master, the first one whose health is
+ * "online" if any is. An endpoint "" or "?" is asked_host, as above; a
+ * shard with no slots (a master failed over) names no node. Returns 0, or
+ * LLMC_EIO when the reply is not such an array, a shard with slots has no
+ * master, or a field is out of range: m then serves nothing.
+ */
+int llmc_redis_shards_parse(const redisReply *reply, const char *asked_host,
+                            llmc_redis_slot_map_t *m);
 
 typedef struct llmc_redis_redirect {
     bool ask;                  /* ASK (this command only, after ASKING) or MOVED */

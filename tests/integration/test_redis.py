@@ -373,7 +373,8 @@ class FakeRedis:
     """A Redis impostor on a free port: PING/AUTH/SELECT/SET answered as
     Redis would, GET answered by mode: 'garbage' (a string that is not a
     record), 'wrongtype' (an integer), 'noise' (bytes that are not RESP),
-    'silent' (nothing)."""
+    'silent' (nothing), 'hugearray' (the header of an array of 2e9 elements,
+    which hiredis 0.14 would calloc at once: 16 GB)."""
 
     def __init__(self, mode):
         self.mode = mode
@@ -401,7 +402,8 @@ class FakeRedis:
                         out = {"garbage": b"$13\r\nnot a record!\r\n",
                                "wrongtype": b":42\r\n",
                                "noise": b"\x00\xffHTTP/1.1 400 Bad Request\r\n\r\n",
-                               "silent": b""}[fake.mode]
+                               "silent": b"",
+                               "hugearray": b"*2000000000\r\n"}[fake.mode]
                     else:
                         out = b"+OK\r\n"
                     try:
@@ -437,12 +439,18 @@ def fake_redis_factory():
         f.close()
 
 
-@pytest.mark.parametrize("mode", ["garbage", "wrongtype", "noise", "silent"])
+def rss_kb(g):
+    with open(f"/proc/{g.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.parametrize("mode", ["garbage", "wrongtype", "noise", "silent", "hugearray"])
 def test_fake_redis_answering_garbage(fake_redis_factory, mock, gateway_factory, mode):
     """Whatever a fake Redis answers to GET, clients get their answers from
     the model and then from memory, and the gateway counts the fault."""
     fake = fake_redis_factory(mode)
     a = redis_gateway(gateway_factory, mock, fake.url, "--redis-timeout", "30ms")
+    rss0 = rss_kb(a)
     for i in range(4):
         body = chat_body(prompt())
         r1 = a.chat(body)
@@ -459,6 +467,11 @@ def test_fake_redis_answering_garbage(fake_redis_factory, mock, gateway_factory,
         assert s["corrupt"] == 4, s
     elif mode == "noise":
         assert s["disconnects"] >= 1, s
+    elif mode == "hugearray":
+        # A protocol error: counted, the connection dropped and made again.
+        assert s["bad_replies"] >= 1 and s["disconnects"] >= 1, s
+        wait_until(lambda: fake.conns >= 3, timeout=5, what="the gateway connecting again")
+        assert rss_kb(a) - rss0 < 64 * 1024, (rss0, rss_kb(a))
     else:
         assert s["timeouts"] >= 1, s
     assert a.alive()
@@ -549,8 +562,9 @@ def test_explain_asks_redis_without_promoting(redis, mock, gateway_factory):
 
 def test_explain_with_redis_hung_answers_after_its_timeout(redis, mock, gateway_factory):
     """Redis stopped (SIGSTOP): explain still answers once the tier's own
-    --redis-timeout has passed (the tier answers a timeout as a miss); a
-    client that leaves while explain waits costs the gateway nothing."""
+    --redis-timeout has passed, and tells the timeout from an absent key
+    (a miss to a request all the same); a client that leaves while explain
+    waits costs the gateway nothing."""
     b = redis_gateway(gateway_factory, mock, redis.url, "--redis-timeout", "300ms", threads=1,
                       env=ADMIN_ENV)
     body = chat_body(prompt())
@@ -560,7 +574,9 @@ def test_explain_with_redis_hung_answers_after_its_timeout(redis, mock, gateway_
         tiers, e = explain_tiers(b, body)
         took = time.monotonic() - t0
         assert 0.25 <= took < 5, took
-        assert tiers["redis"]["state"] == "absent" and rstats(b)["timeouts"] == 1
+        assert tiers["redis"]["state"] == "not answered", tiers
+        assert "timed out" in tiers["redis"]["error"], tiers
+        assert rstats(b)["timeouts"] == 1
         try:  # a client that gives up while explain waits
             b.http.post(b.url + "/admin/explain", json=body, headers=AUTH, timeout=0.05)
         except Exception:
@@ -830,8 +846,9 @@ def cluster(redis_factory):
     return Cluster(redis_factory)
 
 
-def cluster_gateway(gateway_factory, mock, cluster, threads=2, **kw):
-    g = redis_gateway(gateway_factory, mock, cluster.url, threads=threads, connected=False, **kw)
+def cluster_gateway(gateway_factory, mock, cluster, *extra, threads=2, **kw):
+    g = redis_gateway(gateway_factory, mock, cluster.url, *extra, threads=threads, connected=False,
+                      **kw)
     # Seeds that are replicas keep a connection too: at least 3 per worker.
     wait_until(lambda: rstats(g)["connected"] >= 3 * threads and
                rstats(g)["cluster"]["slot_maps"] >= threads, timeout=10,
@@ -876,6 +893,19 @@ def test_cluster_two_gateways_share_hits(cluster, mock, gateway_factory):
         assert rows[m]["timeouts"] == rows[m]["error_replies"] == 0, rows[m]
     assert sum(r["connected"] for r in rows.values()) == s["connected"], (rows, s)
     assert sum(r["connects"] for r in rows.values()) == s["connects"], (rows, s)
+    # /metrics has the same rows, a series per node.
+    text = b.http.get(b.url + "/metrics", headers=AUTH, timeout=5).text
+    for m in masters:
+        assert f'llmcached_redis_node_connected{{node="{m}"}} 2\n' in text, text
+        assert f'llmcached_redis_node_timeouts_total{{node="{m}"}} 0\n' in text
+    assert "# TYPE llmcached_redis_node_connects_total counter\n" in text
+    # Redis 7's CLUSTER SHARDS made the maps (SLOTS is for older servers).
+    shards = 0
+    for n in cluster.nodes:
+        stats = n.call("INFO", "commandstats").decode()
+        shards += sum(int(line.split("calls=")[1].split(",")[0]) for line in stats.splitlines()
+                      if line.startswith("cmdstat_cluster|shards:"))
+    assert shards >= 4, shards  # two gateways, two loops each
     # The stampede is coordinated on the cluster too: the lease script runs.
     assert rstats(a)["leases"]["won"] == 12
     assert admin_purge(a, {"all": True})["redis"] == 12
@@ -1001,3 +1031,64 @@ def test_cluster_ask_during_a_migration_is_followed(cluster, mock, gateway_facto
     s = rstats(b)
     assert s["cluster"]["ask"] >= 1 and s["cluster"]["moved"] == 0, s
     assert mock.calls() == 1
+
+
+def move_slot(cluster, slot, src, dst, keys=()):
+    """The Cluster spec's slot migration, by hand: keys copied, then every
+    master told that dst owns the slot."""
+    assert dst.call("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(src)) == "OK"
+    assert src.call("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(dst)) == "OK"
+    if keys:
+        assert src.call("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys) == "OK"
+    for n in cluster.nodes[:6]:
+        if n.port in Cluster.masters_seen_by(cluster.nodes[0]):
+            n.call("CLUSTER", "SETSLOT", slot, "NODE", cluster.node_id(dst))
+
+
+def test_cluster_redirected_lease_and_fill_are_sent_again(cluster, mock, gateway_factory):
+    """B's lease is asked of a master that lost the slot between B's lookup
+    and its lease (MOVED): B asks the new owner and wins it. While B's model
+    call runs the slot moves back, so B's fill meets MOVED too and is sent
+    again. A third gateway then has the answer from the cluster, and the
+    model was called once for B (the other call: A, finding the key)."""
+    a = cluster_gateway(gateway_factory, mock, cluster)
+    body = chat_body(prompt(), mock={"latency_ms": 1500})
+    r = a.chat(body)
+    assert r.status_code == 200
+    wait_stored(a, 1)
+    hexkey = r.headers["X-Cache-Key"]
+    rkey, lkey = "llmc:{" + hexkey + "}", "llmc:lease:{" + hexkey + "}"
+    src, slot = cluster.master_of(rkey)
+    assert src.call("DEL", rkey) == 1
+    dst = next(n for n in cluster.nodes[:6] if n.port != src.port and
+               n.port in Cluster.masters_seen_by(cluster.nodes[0]))
+    b = cluster_gateway(gateway_factory, mock, cluster, "--redis-timeout", "5s", threads=1)
+    # src holds B's lease script (a write) until the slot is dst's; B's
+    # GET before it is a read, answered (nil).
+    assert src.call("CLIENT", "PAUSE", 5000, "WRITE") == "OK"
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=b.chat(body, timeout=20)))
+    t.start()
+    try:
+        wait_until(lambda: any(b"cmd=eval" in line for line in
+                               src.call("CLIENT", "LIST").split(b"\n")),
+                   timeout=5, what="B's lease script waiting on the paused master")
+        move_slot(cluster, slot, src, dst)
+    finally:
+        src.call("CLIENT", "UNPAUSE")
+    wait_until(lambda: dst.call("EXISTS", lkey) == 1, timeout=5,
+               what="B's lease taken on the slot's new owner")
+    move_slot(cluster, slot, dst, src, keys=(lkey,))
+    t.join(20)
+    assert out["r"].status_code == 200
+    wait_stored(b, 1)
+    s = rstats(b)
+    assert s["leases"]["won"] == 1 and s["leases"]["none"] == 0, s
+    # The lease met MOVED; the fill MOVED, or ASK when it came while the
+    # slot was still moving back.
+    assert s["cluster"]["moved"] >= 1 and s["cluster"]["moved"] + s["cluster"]["ask"] >= 2, s
+    assert s["dropped"] == 0, s
+    c = cluster_gateway(gateway_factory, mock, cluster)
+    r3 = c.chat(body)
+    assert r3.headers["X-Cache"] == "HIT" and cache_status(r3.headers).get("detail") == "redis"
+    assert mock.calls() == 2

@@ -797,13 +797,14 @@ static void test_put_lookup_purge(void **state)
     llmc_entry_unref(e);
 }
 
-/* Before its connection is up, a lookup misses at once without asking. */
+/* Before its connection is up, a lookup misses at once without asking
+   (LLMC_EIO: a miss to the walk; explain says Redis did not answer). */
 static void test_miss_before_ready(void **state)
 {
     fixture_t *x = *state;
     open_tier(x, "redis://127.0.0.1:%d", 200);
     ask_t a;
-    assert_int_equal(ask(x, &a, 1), LLMC_ENOENT);
+    assert_int_equal(ask(x, &a, 1), LLMC_EIO);
     assert_int_equal(a.calls, 0);
     assert_int_equal(xs(x).unasked, 1);
     assert_int_equal(st(x).misses, 1);
@@ -811,8 +812,9 @@ static void test_miss_before_ready(void **state)
     assert_int_equal(x->fake.gets, 0);
 }
 
-/* A GET not answered within the timeout is a miss, answered then (not
-   later); the connection stays up after one. */
+/* A GET not answered within the timeout is a miss (LLMC_ETIMEDOUT, which
+   explain tells from an absent key), answered then (not later); the
+   connection stays up after one. */
 static void test_timeout_is_miss(void **state)
 {
     fixture_t *x = *state;
@@ -821,7 +823,7 @@ static void test_timeout_is_miss(void **state)
     x->fake.mode = FAKE_SILENT;
     ask_t a;
     uint64_t t0 = uv_now(&x->loop);
-    assert_int_equal(ask_wait(x, &a, 1, 2000), LLMC_ENOENT);
+    assert_int_equal(ask_wait(x, &a, 1, 2000), LLMC_ETIMEDOUT);
     assert_in_range(a.at - t0, 45, 500);
     assert_null(a.lk.entry);
     assert_int_equal(xs(x).timeouts, 1);
@@ -841,11 +843,11 @@ static void test_breaker(void **state)
     x->fake.mode = FAKE_SILENT;
     ask_t a;
     for (int i = 0; i < BREAKER_TIMEOUTS; i++)
-        assert_int_equal(ask_wait(x, &a, 1, 2000), LLMC_ENOENT);
+        assert_int_equal(ask_wait(x, &a, 1, 2000), LLMC_ETIMEDOUT);
     assert_int_equal(xs(x).breaker_trips, 1);
     assert_int_equal(xs(x).connected, 0);
     /* While it is down, lookups do not wait. */
-    assert_int_equal(ask(x, &a, 1), LLMC_ENOENT);
+    assert_int_equal(ask(x, &a, 1), LLMC_EIO);
     x->fake.mode = FAKE_NORMAL;
     assert_true(run_until(x, connected, 3000));
     assert_int_equal(xs(x).connects, 2);
@@ -855,7 +857,8 @@ static void test_breaker(void **state)
     assert_int_equal(x->nlog, 3); /* connected, lost, connected */
 }
 
-/* A value that is not a record is a counted miss, not an error. */
+/* A value that is not a record is a counted miss (LLMC_ECORRUPT), not a
+   client's error. */
 static void test_garbage_value(void **state)
 {
     fixture_t *x = *state;
@@ -863,7 +866,7 @@ static void test_garbage_value(void **state)
     assert_true(run_until(x, connected, 2000));
     x->fake.mode = FAKE_GARBAGE;
     ask_t a;
-    assert_int_equal(ask_wait(x, &a, 1, 1000), LLMC_ENOENT);
+    assert_int_equal(ask_wait(x, &a, 1, 1000), LLMC_ECORRUPT);
     assert_null(a.lk.entry);
     assert_int_equal(xs(x).corrupt, 1);
     assert_int_equal(st(x).misses, 1);
@@ -882,6 +885,7 @@ static void test_unasked_reply(void **state)
     assert_int_equal(ask_wait(x, &a, 1, 1000), LLMC_ENOENT);
     assert_true(run_until(x, disconnected, 1000));
     assert_int_equal(xs(x).disconnects, 1);
+    assert_int_equal(xs(x).bad_replies, 1);
     assert_non_null(strstr(x->log, "a reply no command asked for"));
     x->fake.mode = FAKE_NORMAL;
     assert_true(run_until(x, connected, 3000));
@@ -903,7 +907,7 @@ static void test_connection_lost(void **state)
     assert_true(run_until(x, fake_get_seen, 1000));
     fake_drop_conns(&x->fake);
     assert_true(run_until(x, answered, 1000));
-    assert_int_equal(a.rc, LLMC_ENOENT);
+    assert_int_equal(a.rc, LLMC_EIO);
     assert_true(a.at - t0 < 1000);
     assert_int_equal(xs(x).disconnects, 1);
     assert_int_equal(xs(x).timeouts, 0);
@@ -924,7 +928,7 @@ static void test_down(void **state)
     open_tier(x, "redis://127.0.0.1:%d", 50);
     assert_true(run_until(x, failed_thrice, 3000));
     ask_t a;
-    assert_int_equal(ask(x, &a, 1), LLMC_ENOENT);
+    assert_int_equal(ask(x, &a, 1), LLMC_EIO);
     assert_int_equal(a.calls, 0);
     int64_t now = 1700000000000;
     llmc_entry_t *e = entry_of(1, now, now + 60000, "{}");
