@@ -1064,8 +1064,9 @@ static uint32_t do_draw(sem_tier_t *s)
 }
 
 /* The model answered a question whose candidate was served (verified),
-   probed or held back: judge the two answers and learn. */
-static void do_outcome(sem_tier_t *s, unsigned worker, const pend_t *p, const llmc_entry_t *e)
+   probed or held back: judge the two answers and learn. 1 right, 0 wrong,
+   -1 not judged. */
+static int do_outcome(sem_tier_t *s, unsigned worker, const pend_t *p, const llmc_entry_t *e)
 {
     json_t *ra, *rb;
     const char *a = answer_text(p->would, &ra), *b = answer_text(e, &rb);
@@ -1076,7 +1077,7 @@ static void do_outcome(sem_tier_t *s, unsigned worker, const pend_t *p, const ll
     json_decref(rb);
     if (right < 0) {
         s->xs.verify_unjudged++;
-        return;
+        return -1;
     }
     vns_row_t *ns = &s->nss[p->ns];
     vslot_t *v = do_vget(s, &p->matched, ns->m.start);
@@ -1108,12 +1109,53 @@ static void do_outcome(sem_tier_t *s, unsigned worker, const pend_t *p, const ll
     if (changed) {
         double lo, hi;
         llmc_wilson95(ns->m.wrong, ns->m.verified, &lo, &hi);
-        do_log(s, json_pack("{s:s,s:s,s:s,s:I,s:I,s:f,s:f,s:f}", "semantic_verify",
+        do_log(s, json_pack("{s:s,s:s,s:I,s:I,s:f,s:f,s:f}", "semantic_verify",
                             ns->m.fallback ? "fallback_exact_only" : "fallback_ended",
                             "namespace", ns->name, "verified", (json_int_t)ns->m.verified,
                             "wrong", (json_int_t)ns->m.wrong, "wrong_lo95", lo, "wrong_hi95",
                             hi, "budget", s->max_error));
     }
+    return right;
+}
+
+/* Bars the answer under key (learnt as a wrong at similarity sim). */
+static void do_bar(sem_tier_t *s, const llmc_key_t *key, float sim, float start)
+{
+    vslot_t *v = do_vget(s, key, start);
+    if (v && v->st.thr != LLMC_VERIFY_BARRED) {
+        llmc_vstate_learn(&v->st, sim, false, s->threshold);
+        do_vlog(s, &v->key, &v->st, 0);
+    }
+}
+
+/*
+ * Where a verified question stands (before its own answer is indexed): the
+ * answers it reaches (similarity over the threshold, guards passed). A wrong
+ * outcome bars them all: the tier cannot tell those wordings apart, and they
+ * do not share an answer. A question that reaches an answer barred so is in
+ * such a place too. True when the question's own answer is to be barred.
+ */
+static bool do_bar_near(sem_tier_t *s, const pend_t *p, bool wrong)
+{
+    llmc_vindex_hit_t near[LLMC_TIER_SEMANTIC_REGION];
+    size_t n = llmc_vindex_search(s->ix, &p->part, p->vec, LLMC_TIER_SEMANTIC_REGION, near);
+    bool barred = wrong;
+    char why[LLMC_GUARD_REASON];
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < n && near[i].score >= s->threshold; i++) {
+            rec_t *r = &s->recs[near[i].id];
+            if (llmc_guard_check(r->q, p->q, why) >= 0)
+                continue; /* a different question after all */
+            vslot_t *v = do_vfind(s, &r->e->key);
+            if (pass == 0)
+                barred = barred || (v && v->st.wrong > 0);
+            else
+                do_bar(s, &r->e->key, near[i].score, s->nss[p->ns].m.start);
+        }
+        if (!barred)
+            return false;
+    }
+    return true;
 }
 
 /* Per namespace: the measurement /stats shows (rates in parts per million). */
@@ -1457,16 +1499,20 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
             p = &s->pend[i];
     if (!p)
         goto out; /* its question was never seen here */
+    int outcome = -1;
     if (p->would && p->kind == PEND_SHADOW)
         do_shadow_compare(s, p, e);
     else if (p->would)
-        do_outcome(s, worker, p, e);
+        outcome = do_outcome(s, worker, p, e);
     if (p->kind == PEND_VERIFY)
         (void)do_alias_del(s, &e->key); /* its own answer is the model's now */
+    bool bar = s->verifying && !s->shadow && p->q && do_bar_near(s, p, outcome == 0);
     if (do_index(s, e, &p->part, p->vec, p->q) == 0) {
         p->q = NULL;
         if (p->text)
             do_qlog(s, &e->key, &p->part, p->text, strlen(p->text));
+        if (bar)
+            do_bar(s, &e->key, 1.0f, s->nss[p->ns].m.start);
     }
     do_pend_clear(p);
 out:

@@ -24,6 +24,8 @@
 #define LLMC_TIER_SEMANTIC_CANDIDATES 4
 /* Request keys a record answers besides its own (see semantic.c). */
 #define LLMC_TIER_SEMANTIC_ALIASES 4
+/* Answers a wrong verification looks at around its question, to bar them. */
+#define LLMC_TIER_SEMANTIC_REGION 32
 /* Namespaces whose verification is measured apart; past it they share one row. */
 #define LLMC_TIER_SEMANTIC_NS 64
 /* Records tick() examines per call. */
