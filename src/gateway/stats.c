@@ -652,6 +652,35 @@ static void emit_bymodel(buf_t *b, llmc_bymodel_t *bm)
     emit_byns(b, bm, kinds, sizeof(kinds) / sizeof(kinds[0]));
 }
 
+/* Tier i's rows of its own as families llmcached_tier_<rows name>_<counter>,
+   one series per row labelled name="<row>" (the semantic tier's namespaces,
+   a Redis Cluster's nodes). */
+static void emit_xrows(buf_t *b, llmc_tier_set_t *set, unsigned i)
+{
+    llmc_tier_row_t *rows = calloc(LLMC_TIER_ROWS_MAX, sizeof(*rows));
+    const void *srcs[LLMC_TIER_ROWS_MAX];
+    const char *names[LLMC_TIER_ROWS_MAX];
+    const char *rname;
+    const llmc_stat_desc_t *desc;
+    unsigned ndesc, n;
+    char prefix[96];
+
+    if (!rows) {
+        b->oom = true;
+        return;
+    }
+    n = llmc_tier_set_xrows(set, i, &rname, &desc, &ndesc, rows, LLMC_TIER_ROWS_MAX);
+    if (rname && n) {
+        for (unsigned r = 0; r < n; r++) {
+            srcs[r] = rows[r].v;
+            names[r] = rows[r].name;
+        }
+        snprintf(prefix, sizeof(prefix), "tier_%s_", rname);
+        emit_table(b, prefix, desc, ndesc, srcs, n, "name", names);
+    }
+    free(rows);
+}
+
 char *llmc_gw_metrics_text(llmc_gw_t *gw, size_t *len)
 {
     gw_snapshot_t s;
@@ -674,6 +703,8 @@ char *llmc_gw_metrics_text(llmc_gw_t *gw, size_t *len)
         one[0] = s.xs[i];
         emit_table(&b, "tier_", s.xd[i], s.nx[i], one, 1, "tier", &s.tier_names[i]);
     }
+    for (unsigned i = 0; i < s.ntiers; i++)
+        emit_xrows(&b, gw->tiers, i);
     one[0] = &s.slab;
     emit_table(&b, "entry_slab_", llmc_slab_stat_desc, LLMC_SLAB_NSTATS, one, 1, NULL, NULL);
     one[0] = &s.proc;

@@ -218,6 +218,10 @@ def test_verification_is_off_the_clients_path_and_within_its_budget(
     row = ns_row(g)
     assert row["verify_calls"] == 3 and row["verified"] == 3 and row["wrong"] == 0, row
     assert sem(g)["verify"]["tokens"] > 0
+    # /metrics has the namespace's rows too.
+    text = g.get("/metrics").text
+    assert 'llmcached_tier_namespaces_verify_calls_total{name=""} 3' in text, text[-3000:]
+    assert 'llmcached_tier_namespaces_exact_only{name=""} 0' in text
 
 
 def test_an_answer_verified_wrong_stops_matching_and_a_restart_keeps_that(
