@@ -54,6 +54,15 @@
  *   kept (a reference) with the pending question, and when the model's
  *   answer is stored the two answers' texts are compared (agreed or
  *   disagreed). A log line says what would have happened and why.
+ * - Verification (issue 16, semantic/verify.h) reuses that comparison: a
+ *   sampled hit is served AND kept as a pending question (PEND_VERIFY); the
+ *   gateway sends the request upstream in the background, and the put() of
+ *   its answer under the request's own key judges the two answers. A probe
+ *   (a candidate in the uncertain band) and a candidate held back while the
+ *   namespace is exact-only miss and are judged the same way, for free.
+ *   Learned states live in their own map by answer key (not in rec_t), so
+ *   they can be loaded before the restorer brings the records back; they
+ *   go when their record goes (do_rec_drop), in the map and in the file.
  */
 #include <errno.h>
 #include <fcntl.h>
