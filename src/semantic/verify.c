@@ -34,10 +34,20 @@ void llmc_vstate_learn(llmc_vstate_t *st, float s, bool right, float floor)
     assert(st->wrong == 0 || st->thr == LLMC_VERIFY_BARRED);
 }
 
-llmc_vdecision_t llmc_verify_decide(const llmc_vstate_t *st, float s, float band)
+double llmc_vstate_expected_error(const llmc_vstate_t *st, double prior)
+{
+    if (st->wrong)
+        return 1;
+    return prior / (1.0 + st->right);
+}
+
+llmc_vdecision_t llmc_verify_decide(const llmc_vstate_t *st, float s, float band, double budget,
+                                    double prior)
 {
     if (st->thr == LLMC_VERIFY_BARRED)
         return LLMC_VD_NO;
+    if (budget > 0 && llmc_vstate_expected_error(st, prior) > budget)
+        return LLMC_VD_PROBE; /* not enough evidence yet: learn, at no extra call */
     if (s >= st->thr)
         return LLMC_VD_SERVE;
     return s >= st->thr - band ? LLMC_VD_PROBE : LLMC_VD_NO;
@@ -97,6 +107,11 @@ void llmc_vns_probed(llmc_vns_t *ns, bool right, float s)
         return;
     ns->probes_wrong++;
     raise_start(ns, s);
+}
+
+double llmc_vns_prior(const llmc_vns_t *ns)
+{
+    return ((double)ns->probes_wrong + 0.5) / ((double)ns->probes + 1.0);
 }
 
 bool llmc_vrate_take(llmc_vrate_t *r, int64_t now_ms)

@@ -14,6 +14,13 @@
  *   (which the miss fetches anyway) is compared with the candidate's. A
  *   probe costs no extra call and risks no wrong answer.
  *
+ * With a budget, an entry serves only once its expected error is within
+ * it: its wrong probability is taken as a Beta posterior whose prior mean
+ * is the namespace's probe wrong rate (how often an unverified match turns
+ * out wrong) with the weight of one outcome, so after r rights it is
+ * prior / (1 + r). Until then every candidate for it is a probe: the
+ * request misses (it needed the model anyway) and the entry learns.
+ *
  * Per entry (llmc_vstate_t) the threshold starts conservative (start) and
  * comes down to the lowest similarity verified right, never below the floor
  * (the tier's global threshold). One verified wrong bars the entry from
@@ -69,9 +76,15 @@ void llmc_vstate_init(llmc_vstate_t *st, float start);
 void llmc_vstate_learn(llmc_vstate_t *st, float s, bool right, float floor);
 
 /* Serve, probe or refuse a candidate at similarity s (guards passed, s at
-   or above the global threshold) for st's entry. band: the width of the
-   uncertain band under the entry's threshold. */
-llmc_vdecision_t llmc_verify_decide(const llmc_vstate_t *st, float s, float band);
+   or above the global threshold) for st's entry, under budget (the wrong
+   fraction allowed; 0: no evidence asked) with prior (the namespace's
+   llmc_vns_prior). band: the width of the uncertain band under the entry's
+   threshold. */
+llmc_vdecision_t llmc_verify_decide(const llmc_vstate_t *st, float s, float band, double budget,
+                                    double prior);
+
+/* The expected wrong probability of serving st's entry (see the top). */
+double llmc_vstate_expected_error(const llmc_vstate_t *st, double prior);
 
 /* The Wilson score interval (z = 1.96) of wrong out of n: *lo, *hi in
    [0, 1]; n 0 gives [0, 1]. */
@@ -99,6 +112,10 @@ bool llmc_vns_verified(llmc_vns_t *ns, bool right, float s, double budget);
 /* Counts one probe; a wrong one raises the namespace's start above s
    (never above 1). */
 void llmc_vns_probed(llmc_vns_t *ns, bool right, float s);
+
+/* How often an unverified match turns out wrong here: the probes' wrong
+   rate, (wrong + 0.5) / (probes + 1) (0.5 with none yet). */
+double llmc_vns_prior(const llmc_vns_t *ns);
 
 /* A per-minute budget of calls, over a sliding minute made of 6 slices. */
 typedef struct llmc_vrate {

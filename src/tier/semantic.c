@@ -1060,7 +1060,7 @@ static llmc_vdecision_t do_vdecide(sem_tier_t *s, const vns_row_t *ns, const rec
         llmc_vstate_init(&st, ns->m.start);
     if (s->max_error <= 0)
         return st.thr == LLMC_VERIFY_BARRED ? LLMC_VD_NO : LLMC_VD_SERVE;
-    return llmc_verify_decide(&st, sim, s->vband);
+    return llmc_verify_decide(&st, sim, s->vband, s->max_error, llmc_vns_prior(&ns->m));
 }
 
 /* A uniform 32-bit draw (xorshift64*), under mu. */

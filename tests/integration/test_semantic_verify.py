@@ -163,9 +163,11 @@ def test_measured_rate_matches_the_traffic(gateway_factory, mock_factory, tmp_pa
 
 def test_budget_keeps_served_wrong_hits_under_it(gateway_factory, mock_factory, tmp_path):
     """Two classes whose later wordings mean something else. A fixed
-    threshold serves them all (they score 1.0); with a 1% budget and every
-    hit verified, the first wrong bars its answer: fewer than 1% of the
-    served hits are wrong, and nearly all the right ones are still served."""
+    threshold serves them all (they score 1.0, so no threshold leaves them
+    out and keeps any hit); with a 1% budget, answers serve once probes (misses
+    whose model answer is compared, no extra call) give enough evidence, and
+    the first wrong bars its answer: fewer than 1% of the served hits are
+    wrong, and most of the right ones are still served."""
     classes = all_classes(50)
     wrong = {(k, j) for k in (7, 31) for j in (3, 4, 5)}
     _, fixed = start(gateway_factory, mock_factory, tmp_path, classes, wrong, [],
@@ -180,10 +182,11 @@ def test_budget_keeps_served_wrong_hits_under_it(gateway_factory, mock_factory, 
     wait_judged(g, sem(g)["verify"]["sampled"])
     assert served_wrong / hits < 0.01, (hits, served_wrong)
     assert served_wrong <= 2
-    assert hits >= f_hits - 12, (hits, f_hits)  # only the two barred answers' wordings lost
+    assert hits >= 0.8 * f_hits, (hits, f_hits)  # the probes' misses and the barred answers
     row = ns_row(g)
     assert row["wrong"] == served_wrong and row["exact_only"] == 0, row
-    assert sem(g)["verify"]["refused"] >= 1
+    v = sem(g)["verify"]
+    assert v["probes"] > 0 and v["refused"] + v["probes_wrong"] >= 1, v
 
 
 def test_verification_is_off_the_clients_path_and_within_its_budget(
@@ -274,9 +277,10 @@ def test_an_answer_verified_wrong_stops_matching_and_a_restart_keeps_that(
 
 def test_a_namespace_over_budget_falls_back_to_exact_only(gateway_factory, mock_factory,
                                                           tmp_path):
-    """Every wording means something else: once its measured error is surely
-    over the budget, the namespace answers exact-only, says so in the log and
-    in /stats, and similar questions go to the model."""
+    """Answers that proved right on three wordings each, then a wording of
+    every class that means something else: once the measured error is surely
+    over the budget, the namespace answers exact-only, says so once in the
+    log and in /stats, and similar questions go to the model."""
     classes = all_classes(30)
     wrong = {(k, 0) for k in range(len(classes))}
     _, g = start(gateway_factory, mock_factory, tmp_path, classes, wrong,
@@ -284,13 +288,15 @@ def test_a_namespace_over_budget_falls_back_to_exact_only(gateway_factory, mock_
                   "--semantic-verify-per-minute", "100000"])
     for a, t in classes:
         ask(g, base(a, t))
-    served = 0
-    for a, t in classes[:25]:
-        r, _ = ask(g, VARIANTS[0](a, t))
-        served += r.headers["X-Cache"] == "SEMANTIC-HIT"
-        wait_judged(g, served)
+    n = 0
+    for j in (1, 2, 3, 0):
+        for a, t in classes[:25]:
+            ask(g, VARIANTS[j](a, t))
+            n += 1
+            wait_until(lambda: judged(g) + sem(g)["verify"]["probes"] >= n, timeout=10,
+                       what="the outcome")
     row = ns_row(g)
-    assert row["exact_only"] == 1 and row["verified"] >= 20, row
+    assert row["exact_only"] == 1 and row["wrong"] >= 5, row
     assert row["wrong_rate_lo95_ppm"] > 50000, row
     assert g.stderr().count('"fallback_exact_only"') == 1
     # A wording that means the same, of an answer never verified: not served now.

@@ -20,11 +20,41 @@ static void test_decide_start(void **state)
     (void)state;
     llmc_vstate_t st;
     llmc_vstate_init(&st, 0.9f);
-    assert_int_equal(llmc_verify_decide(&st, 0.95f, 0.1f), LLMC_VD_SERVE);
-    assert_int_equal(llmc_verify_decide(&st, 0.90f, 0.1f), LLMC_VD_SERVE);
-    assert_int_equal(llmc_verify_decide(&st, 0.85f, 0.1f), LLMC_VD_PROBE);
-    assert_int_equal(llmc_verify_decide(&st, 0.79f, 0.1f), LLMC_VD_NO);
-    assert_int_equal(llmc_verify_decide(&st, 0.85f, 0.0f), LLMC_VD_NO);
+    assert_int_equal(llmc_verify_decide(&st, 0.95f, 0.1f, 0, 0), LLMC_VD_SERVE);
+    assert_int_equal(llmc_verify_decide(&st, 0.90f, 0.1f, 0, 0), LLMC_VD_SERVE);
+    assert_int_equal(llmc_verify_decide(&st, 0.85f, 0.1f, 0, 0), LLMC_VD_PROBE);
+    assert_int_equal(llmc_verify_decide(&st, 0.79f, 0.1f, 0, 0), LLMC_VD_NO);
+    assert_int_equal(llmc_verify_decide(&st, 0.85f, 0.0f, 0, 0), LLMC_VD_NO);
+}
+
+/* With a budget an entry serves only once its expected error, prior / (1 +
+   rights), is within it; until then every candidate is a probe. */
+static void test_decide_evidence(void **state)
+{
+    (void)state;
+    llmc_vstate_t st;
+    llmc_vstate_init(&st, 0.9f);
+    /* 4% of probes wrong in the namespace, 1% budget: 3 rights needed. */
+    double prior = 0.04;
+    assert_int_equal(llmc_verify_decide(&st, 1.0f, 0.1f, 0.01, prior), LLMC_VD_PROBE);
+    for (int i = 0; i < 2; i++)
+        llmc_vstate_learn(&st, 1.0f, true, 0.7f);
+    assert_int_equal(llmc_verify_decide(&st, 1.0f, 0.1f, 0.01, prior), LLMC_VD_PROBE);
+    llmc_vstate_learn(&st, 1.0f, true, 0.7f);
+    assert_true(fabs(llmc_vstate_expected_error(&st, prior) - 0.01) < 1e-12);
+    assert_int_equal(llmc_verify_decide(&st, 1.0f, 0.1f, 0.01, prior), LLMC_VD_SERVE);
+    /* A looser budget serves sooner; the threshold still applies. */
+    llmc_vstate_t fresh;
+    llmc_vstate_init(&fresh, 0.9f);
+    assert_int_equal(llmc_verify_decide(&fresh, 0.95f, 0.1f, 0.05, prior), LLMC_VD_SERVE);
+    assert_int_equal(llmc_verify_decide(&fresh, 0.85f, 0.1f, 0.05, prior), LLMC_VD_PROBE);
+    /* The namespace's prior: probes' wrong rate, 0.5 with none. */
+    llmc_vns_t ns;
+    llmc_vns_init(&ns, 0.9f);
+    assert_true(llmc_vns_prior(&ns) == 0.5);
+    for (int i = 0; i < 99; i++)
+        llmc_vns_probed(&ns, i % 33 != 0, 0.95f);
+    assert_true(fabs(llmc_vns_prior(&ns) - 3.5 / 100) < 1e-12);
 }
 
 /* Rights bring the threshold down to the lowest verified, never below the
@@ -36,7 +66,7 @@ static void test_learn(void **state)
     llmc_vstate_init(&st, 0.9f);
     llmc_vstate_learn(&st, 0.84f, true, 0.7f);
     assert_true(fabsf(st.thr - 0.84f) < 1e-6f);
-    assert_int_equal(llmc_verify_decide(&st, 0.84f, 0.1f), LLMC_VD_SERVE);
+    assert_int_equal(llmc_verify_decide(&st, 0.84f, 0.1f, 0, 0), LLMC_VD_SERVE);
     llmc_vstate_learn(&st, 0.95f, true, 0.7f); /* a higher right changes nothing */
     assert_true(fabsf(st.thr - 0.84f) < 1e-6f);
     llmc_vstate_learn(&st, 0.5f, true, 0.7f);
@@ -44,10 +74,10 @@ static void test_learn(void **state)
     assert_int_equal(st.right, 3);
     llmc_vstate_learn(&st, 0.8f, false, 0.7f);
     assert_int_equal(st.wrong, 1);
-    assert_int_equal(llmc_verify_decide(&st, 1.0f, 0.1f), LLMC_VD_NO);
-    assert_int_equal(llmc_verify_decide(&st, 0.75f, 0.1f), LLMC_VD_NO);
+    assert_int_equal(llmc_verify_decide(&st, 1.0f, 0.1f, 0, 0), LLMC_VD_NO);
+    assert_int_equal(llmc_verify_decide(&st, 0.75f, 0.1f, 0.5, 0), LLMC_VD_NO);
     llmc_vstate_learn(&st, 0.99f, true, 0.7f); /* rights after it do not lift the bar */
-    assert_int_equal(llmc_verify_decide(&st, 1.0f, 0.1f), LLMC_VD_NO);
+    assert_int_equal(llmc_verify_decide(&st, 1.0f, 0.1f, 0, 0), LLMC_VD_NO);
 }
 
 /* Known values of the Wilson interval (z = 1.96). */
@@ -194,7 +224,8 @@ static void test_judges(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_decide_start),  cmocka_unit_test(test_learn),
+        cmocka_unit_test(test_decide_start),  cmocka_unit_test(test_decide_evidence),
+        cmocka_unit_test(test_learn),
         cmocka_unit_test(test_wilson),        cmocka_unit_test(test_fallback_hysteresis),
         cmocka_unit_test(test_start_rises),   cmocka_unit_test(test_rate),
         cmocka_unit_test(test_sampled),       cmocka_unit_test(test_judges),
