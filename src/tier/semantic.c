@@ -267,6 +267,8 @@ typedef struct sem_tier {
     vns_row_t *nss;         /* LLMC_TIER_SEMANTIC_NS of them, nns used */
     unsigned nns;
     int vfd;                /* semantic-verify.log, appended; -1: none */
+    char *vpath;
+    uint64_t vlog_bytes;    /* its size: compacted by tick() past VLOG_SLACK x the live states */
     /* Persistence (see the top): qfd appends under mu; -1: none. */
     int qfd;
     char *qpath, *oldpath;
@@ -938,6 +940,61 @@ static void do_vlog(sem_tier_t *s, const llmc_key_t *k, const llmc_vstate_t *st,
     vlog_encode(rec, k, st, flags);
     if (write(s->vfd, rec, VLOG_REC) != VLOG_REC)
         s->st.errors++;
+    s->vlog_bytes += VLOG_REC;
+}
+
+/* Writes the live states to path (a new file). 0 or LLMC_EIO. */
+static int do_vwrite(sem_tier_t *s, const char *path, llmc_tier_t *store, int64_t now)
+{
+    uint8_t rec[VLOG_REC];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return LLMC_EIO;
+    s->vlog_bytes = 0;
+    for (size_t i = 0; i < s->vcap; i++) {
+        llmc_entry_t *e = NULL;
+        if (!s->vmap[i].used)
+            continue;
+        if (store && store->ops->get(store, &s->vmap[i].key, now, &e) != 0)
+            continue; /* its answer is gone: forgotten */
+        llmc_entry_unref(e);
+        vlog_encode(rec, &s->vmap[i].key, &s->vmap[i].st, 0);
+        if (write(fd, rec, VLOG_REC) != VLOG_REC) {
+            close(fd);
+            return LLMC_EIO;
+        }
+        s->vlog_bytes += VLOG_REC;
+    }
+    return close(fd) == 0 ? 0 : LLMC_EIO;
+}
+
+/* The file grew past VLOG_SLACK times what it must hold (outcomes append,
+   forgotten answers leave records behind): rewritten from the map, under
+   mu (at most the tier's max entries of VLOG_REC bytes, a few MB). Not
+   synced: a crash at the wrong moment costs learned states, never a wrong
+   one (the old file stays whole until the rename). */
+#define VLOG_SLACK 4
+#define VLOG_MIN_COMPACT (1u << 20)
+static void do_vcompact(sem_tier_t *s)
+{
+    uint64_t live = (uint64_t)s->vcount * VLOG_REC;
+    if (s->vfd < 0 || s->vlog_bytes <= VLOG_MIN_COMPACT || s->vlog_bytes <= VLOG_SLACK * live)
+        return;
+    char *tmp = NULL;
+    if (asprintf(&tmp, "%s.new", s->vpath) < 0)
+        return;
+    if (do_vwrite(s, tmp, NULL, 0) == 0 && rename(tmp, s->vpath) == 0) {
+        int fd = open(s->vpath, O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (fd >= 0) {
+            close(s->vfd);
+            s->vfd = fd;
+        }
+    } else {
+        s->st.errors++;
+        s->vlog_bytes += live; /* try again once it has grown as much again */
+        unlink(tmp);
+    }
+    free(tmp);
 }
 
 /* key's answer went (expired, evicted, purged, replaced): so does what it
@@ -974,7 +1031,7 @@ static int verify_open(sem_tier_t *s, const char *dir, llmc_tier_t *store)
     char *path = NULL, *tmp = NULL;
     uint8_t rec[VLOG_REC];
     int rc = LLMC_ENOMEM;
-    if (asprintf(&path, "%s/semantic-verify.log", dir) < 0 ||
+    if (asprintf(&s->vpath, "%s/semantic-verify.log", dir) < 0 || !(path = strdup(s->vpath)) ||
         asprintf(&tmp, "%s/semantic-verify.log.new", dir) < 0)
         goto out;
     FILE *f = fopen(path, "rb");
@@ -994,34 +1051,13 @@ static int verify_open(sem_tier_t *s, const char *dir, llmc_tier_t *store)
     }
     if (f)
         fclose(f);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = LLMC_EIO;
-        goto out;
-    }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    for (size_t i = 0; i < s->vcap; i++) {
-        llmc_entry_t *e = NULL;
-        if (!s->vmap[i].used)
-            continue;
-        if (store && store->ops->get(store, &s->vmap[i].key, now, &e) != 0)
-            continue; /* its answer is gone: forgotten at the next start */
-        llmc_entry_unref(e);
-        vlog_encode(rec, &s->vmap[i].key, &s->vmap[i].st, 0);
-        if (write(fd, rec, VLOG_REC) != VLOG_REC) {
-            close(fd);
-            rc = LLMC_EIO;
-            goto out;
-        }
-    }
-    if (fsync(fd) != 0 || rename(tmp, path) != 0) {
-        close(fd);
+    if (do_vwrite(s, tmp, store, now) < 0 || rename(tmp, path) != 0) {
         rc = LLMC_EIO;
         goto out;
     }
-    close(fd);
     s->vfd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
     rc = s->vfd < 0 ? LLMC_EIO : 0;
 out:
@@ -1564,6 +1600,7 @@ static void sem_tick(llmc_tier_t *t, int64_t now_ms)
     sem_tier_t *s = impl(t);
 
     pthread_mutex_lock(&s->mu);
+    do_vcompact(s);
     for (size_t k = 0; k < LLMC_TIER_SEMANTIC_SWEEP_BUDGET && k < s->cap; k++) {
         size_t i = s->sweep_at;
         s->sweep_at = (s->sweep_at + 1) % s->cap;
@@ -1657,6 +1694,7 @@ static void semantic_destroy(llmc_tier_t *t)
     free(s->nss);
     if (s->vfd >= 0)
         close(s->vfd);
+    free(s->vpath);
     for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING; i++)
         do_pend_clear(&s->pend[i]);
     for (unsigned i = 0; i < s->nwlex; i++)
