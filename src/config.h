@@ -215,8 +215,12 @@ typedef enum llmc_opt_type {
       "The most background verification calls in any minute (all namespaces); 0: none.")      \
     X(semantic_judge, "semantic-judge", ENUM, "embed", 0, 0, LLMC_CFG_SEMANTIC_JUDGE_WORDS,   \
       "How a verified hit's answer is compared with the model's: 'embed' (the two answers' "  \
-      "lexical vectors' cosine at least --semantic-judge-bound) or 'exact' (the texts equal, " \
-      "for classification-like answers).")                                                    \
+      "lexical vectors' cosine at least --semantic-judge-bound), 'exact' (the texts equal, "  \
+      "for classification-like answers) or 'model' (a fixed equivalence prompt to "          \
+      "--semantic-judge-model at the upstream, with the gateway's key; a call each, counted " \
+      "against --semantic-verify-per-minute).")                                               \
+    X(semantic_judge_model, "semantic-judge-model", STR, "gpt-4o-mini", 0, 0, NULL,           \
+      "With --semantic-judge model: the chat model asked whether two answers say the same.")  \
     X(semantic_judge_bound, "semantic-judge-bound", RATIO, "0.8", 1, 1000, NULL,              \
       "With --semantic-judge embed: the cosine two answers need to count as the same.")        \
     X(semantic_verify_start, "semantic-verify-start", RATIO, "0.9", 1, 1000, NULL,            \
@@ -295,7 +299,8 @@ typedef enum llmc_opt_type {
     W(LLMC_CFG_SEMANTIC_SHADOW, "shadow")       /* decide, log, but serve the model's answer */
 #define LLMC_CFG_SEMANTIC_JUDGE_WORDS(W, T)                                                   \
     W(LLMC_CFG_SEMANTIC_JUDGE_EMBED, "embed")                                                 \
-    W(LLMC_CFG_SEMANTIC_JUDGE_EXACT, "exact")
+    W(LLMC_CFG_SEMANTIC_JUDGE_EXACT, "exact")                                                 \
+    W(LLMC_CFG_SEMANTIC_JUDGE_MODEL, "model")
 #define LLMC_CFG_SEMANTIC_EMBEDDER_WORDS(W, T)                                                \
     W(LLMC_CFG_SEMANTIC_EMBEDDER_LEXICAL, "lexical")                                          \
     W(LLMC_CFG_SEMANTIC_EMBEDDER_OPENAI, "openai")

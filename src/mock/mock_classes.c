@@ -9,6 +9,10 @@
  * The file: one question a line, "QUESTION<TAB>ANSWER"; blank lines and
  * lines starting with '#' are skipped. Questions are matched exactly (the
  * last user message's text, or a completion's prompt).
+ *
+ * With a table the mock also plays the judge model of --semantic-judge
+ * model (semantic/judge.h's prompt shape): the two answers it is shown are
+ * the same when their texts are, which is what the table makes them.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +134,20 @@ int llmc__mock_classes_load(const char *path, llmc__mock_classes_t **out, char *
     }
     *out = t;
     return 0;
+}
+
+const char *llmc__mock_judge_verdict(const llmc__mock_classes_t *t, const char *p, size_t len)
+{
+    static const char head[] = "Answer A:\n", mid[] = "\n\nAnswer B:\n";
+    if (!t || len < sizeof(head) - 1 || memcmp(p, head, sizeof(head) - 1) != 0)
+        return NULL;
+    const char *a = p + sizeof(head) - 1, *end = p + len;
+    const char *m = memmem(a, (size_t)(end - a), mid, sizeof(mid) - 1);
+    if (!m)
+        return NULL;
+    const char *b = m + sizeof(mid) - 1;
+    size_t alen = (size_t)(m - a), blen = (size_t)(end - b);
+    return alen == blen && memcmp(a, b, alen) == 0 ? "YES" : "NO";
 }
 
 const char *llmc__mock_class_answer(const llmc__mock_classes_t *t, const char *q, size_t len)

@@ -29,6 +29,10 @@ int llmc__mock_classes_load(const char *path, llmc__mock_classes_t **out, char *
 void llmc__mock_classes_free(llmc__mock_classes_t *t);
 /* The answer the table gives the question q (len bytes), or NULL. */
 const char *llmc__mock_class_answer(const llmc__mock_classes_t *t, const char *q, size_t len);
+/* With a table, the mock also plays the semantic tier's judge model: a
+   prompt "Answer A:\n<a>\n\nAnswer B:\n<b>" gets "YES" when a and b are
+   the same text, else "NO". NULL for any other prompt, or without t. */
+const char *llmc__mock_judge_verdict(const llmc__mock_classes_t *t, const char *p, size_t len);
 
 typedef struct llmc__mock_ctx {
     const json_t *req;            /* the request body, a JSON object (NULL for GET) */

@@ -155,7 +155,8 @@ int llmc_judge(llmc_judge_t j, struct llmc_lex *lx, float bound, const char *a, 
 {
     if (j == LLMC_JUDGE_EXACT)
         return alen == blen && memcmp(a, b, alen) == 0;
-    assert(j == LLMC_JUDGE_EMBED && lx);
+    if (j != LLMC_JUDGE_EMBED || !lx)
+        return LLMC_EINVAL;
     if (alen == blen && memcmp(a, b, alen) == 0)
         return 1;
     float *va = malloc(2 * LLMC_LEX_DIM * sizeof(float)), *vb = va + LLMC_LEX_DIM;
@@ -179,10 +180,12 @@ int llmc_judge_parse(const char *name)
         return LLMC_JUDGE_EMBED;
     if (strcmp(name, "exact") == 0)
         return LLMC_JUDGE_EXACT;
+    if (strcmp(name, "model") == 0)
+        return LLMC_JUDGE_MODEL;
     return -1;
 }
 
 const char *llmc_judge_name(llmc_judge_t j)
 {
-    return j == LLMC_JUDGE_EXACT ? "exact" : "embed";
+    return j == LLMC_JUDGE_EXACT ? "exact" : j == LLMC_JUDGE_MODEL ? "model" : "embed";
 }

@@ -67,6 +67,7 @@ typedef enum llmc_vdecision {
 typedef enum llmc_judge {
     LLMC_JUDGE_EMBED, /* the answers' lexical embeddings' cosine >= the bound */
     LLMC_JUDGE_EXACT, /* the answer texts equal (classification-like answers) */
+    LLMC_JUDGE_MODEL, /* a judge model asked (semantic/judge.h: not here, it calls out) */
 } llmc_judge_t;
 
 void llmc_vstate_init(llmc_vstate_t *st, float start);
@@ -131,13 +132,14 @@ bool llmc_vrate_take(llmc_vrate_t *r, int64_t now_ms);
 bool llmc_verify_sampled(double rate, uint32_t x);
 
 /* Judges two answers: 1 equivalent, 0 not, LLMC_EINVAL when a text cannot
-   be judged (not UTF-8, too long). embed needs lx (a lexical embedder of
-   the caller's thread) and bound; exact needs neither. */
+   be judged (not UTF-8, too long) or j is the model judge (asynchronous:
+   semantic/judge.h). embed needs lx (a lexical embedder of the caller's
+   thread) and bound; exact needs neither. */
 struct llmc_lex;
 int llmc_judge(llmc_judge_t j, struct llmc_lex *lx, float bound, const char *a, size_t alen,
                const char *b, size_t blen);
 
-/* "embed", "exact" -> the judge; -1 when unknown. */
+/* "embed", "exact", "model" -> the judge; -1 when unknown. */
 int llmc_judge_parse(const char *name);
 const char *llmc_judge_name(llmc_judge_t j);
 

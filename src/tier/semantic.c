@@ -82,6 +82,7 @@
 #include "semantic/embed.h"
 #include "semantic/guard.h"
 #include "semantic/index.h"
+#include "semantic/judge.h"
 #include "semantic/lexical.h"
 #include "semantic/verify.h"
 #include "tier/semantic.h"
@@ -153,7 +154,9 @@
     X(fallback_misses, "verify/fallback_misses", COUNTER, "lookups",                         \
       "Lookups of a namespace fallen back to exact-only (its measured error over budget).")  \
     X(verify_lost, "verify/states_lost", COUNTER, "answers",                                 \
-      "Learned states not kept: the table of them was full.")
+      "Learned states not kept: the table of them was full.")                                \
+    X(judge_calls, "verify/judge_calls", COUNTER, "calls",                                   \
+      "Calls to the judge model (--semantic-judge model); their tokens are in tokens.")
 
 typedef struct sem_xstats {
     SEM_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -266,6 +269,9 @@ typedef struct sem_tier {
     size_t vcap, vcount;
     vns_row_t *nss;         /* LLMC_TIER_SEMANTIC_NS of them, nns used */
     unsigned nns;
+    llmc_judge_config_t jcfg;      /* judge LLMC_JUDGE_MODEL: strings owned */
+    llmc_judge_model_t **wjudge;   /* per worker, made at attach; nwjudge of them */
+    unsigned nwjudge;
     int vfd;                /* semantic-verify.log, appended; -1: none */
     char *vpath;
     uint64_t vlog_bytes;    /* its size: compacted by tick() past VLOG_SLACK x the live states */
@@ -1111,46 +1117,34 @@ static uint32_t do_draw(sem_tier_t *s)
 /* The model answered a question whose candidate was served (verified),
    probed or held back: judge the two answers and learn. 1 right, 0 wrong,
    -1 not judged. */
-static int do_outcome(sem_tier_t *s, unsigned worker, const pend_t *p, const llmc_entry_t *e)
+/* What one judged outcome teaches: the matched answer's state, the
+   namespace's measurement (and its fallback, logged when it changes). key:
+   the request's, whose answer the model gave. */
+static void do_learn(sem_tier_t *s, uint8_t kind, const llmc_key_t *matched, float sim,
+                     uint16_t nsi, bool right, const llmc_key_t *key)
 {
-    json_t *ra, *rb;
-    const char *a = answer_text(p->would, &ra), *b = answer_text(e, &rb);
-    llmc_lex_t *lx = worker < s->nwlex && s->wlex[worker] ? s->wlex[worker] : s->lex;
-    int right = a && b ? llmc_judge(s->judge, lx, s->judge_bound, a, strlen(a), b, strlen(b))
-                       : LLMC_EINVAL;
-    json_decref(ra);
-    json_decref(rb);
-    if (right < 0) {
-        s->xs.verify_unjudged++;
-        return -1;
-    }
-    vns_row_t *ns = &s->nss[p->ns];
-    vslot_t *v = do_vget(s, &p->matched, ns->m.start);
+    vns_row_t *ns = &s->nss[nsi];
+    vslot_t *v = do_vget(s, matched, ns->m.start);
     if (v) {
-        llmc_vstate_learn(&v->st, p->sim, right, s->threshold);
+        llmc_vstate_learn(&v->st, sim, right, s->threshold);
         do_vlog(s, &v->key, &v->st, 0);
     }
     bool changed = false;
-    if (p->kind == PEND_PROBE) {
-        llmc_vns_probed(&ns->m, right, p->sim);
+    if (kind == PEND_PROBE) {
+        llmc_vns_probed(&ns->m, right, sim);
         s->xs.probes_wrong += !right;
     } else {
-        changed = llmc_vns_verified(&ns->m, right, p->sim, s->max_error);
+        changed = llmc_vns_verified(&ns->m, right, sim, s->max_error);
         if (right)
             s->xs.verify_right++;
         else
             s->xs.verify_wrong++;
-        llmc_usage_t u;
-        if (p->kind == PEND_VERIFY && llmc_entry_usage(e, &u)) {
-            ns->m.tokens += (uint64_t)u.prompt_tokens + u.completion_tokens;
-            s->xs.verify_tokens += (uint64_t)u.prompt_tokens + u.completion_tokens;
-        }
     }
     if (!right)
         do_log(s, json_pack("{s:s,s:s,s:o,s:o,s:f,s:s}", "semantic_verify",
-                            p->kind == PEND_PROBE ? "probe_wrong" : "wrong", "namespace",
-                            ns->name, "key", hex_of(&e->key), "matched", hex_of(&p->matched),
-                            "similarity", (double)p->sim, "now", "barred"));
+                            kind == PEND_PROBE ? "probe_wrong" : "wrong", "namespace",
+                            ns->name, "key", hex_of(key), "matched", hex_of(matched),
+                            "similarity", (double)sim, "now", "barred"));
     if (changed) {
         double lo, hi;
         llmc_wilson95(ns->m.wrong, ns->m.verified, &lo, &hi);
@@ -1160,6 +1154,40 @@ static int do_outcome(sem_tier_t *s, unsigned worker, const pend_t *p, const llm
                             "wrong", (json_int_t)ns->m.wrong, "wrong_lo95", lo, "wrong_hi95",
                             hi, "budget", s->max_error));
     }
+}
+
+static void do_tokens(sem_tier_t *s, uint16_t nsi, uint64_t tokens)
+{
+    s->nss[nsi].m.tokens += tokens;
+    s->xs.verify_tokens += tokens;
+}
+
+static int do_ask_judge(sem_tier_t *s, unsigned worker, const pend_t *p, const llmc_entry_t *e,
+                        const char *a, const char *b);
+
+/* The model answered a question whose candidate was served (verified),
+   probed or held back: judge the two answers and learn. 1 right, 0 wrong,
+   -1 not judged, -2 asked of the judge model (learnt in its callback). */
+static int do_outcome(sem_tier_t *s, unsigned worker, const pend_t *p, const llmc_entry_t *e)
+{
+    json_t *ra, *rb;
+    const char *a = answer_text(p->would, &ra), *b = answer_text(e, &rb);
+    llmc_lex_t *lx = worker < s->nwlex && s->wlex[worker] ? s->wlex[worker] : s->lex;
+    llmc_usage_t u;
+    if (p->kind == PEND_VERIFY && llmc_entry_usage(e, &u))
+        do_tokens(s, p->ns, (uint64_t)u.prompt_tokens + u.completion_tokens);
+    int right = !a || !b                      ? LLMC_EINVAL
+                : s->judge == LLMC_JUDGE_MODEL ? do_ask_judge(s, worker, p, e, a, b)
+                : llmc_judge(s->judge, lx, s->judge_bound, a, strlen(a), b, strlen(b));
+    json_decref(ra);
+    json_decref(rb);
+    if (right == -2)
+        return -2;
+    if (right < 0) {
+        s->xs.verify_unjudged++;
+        return -1;
+    }
+    do_learn(s, p->kind, &p->matched, p->sim, p->ns, right, &e->key);
     return right;
 }
 
@@ -1180,27 +1208,93 @@ static void do_bar(sem_tier_t *s, const llmc_key_t *key, float sim, float start)
  * do not share an answer. A question that reaches an answer barred so is in
  * such a place too. True when the question's own answer is to be barred.
  */
-static bool do_bar_near(sem_tier_t *s, const pend_t *p, bool wrong)
+static bool do_bar_near(sem_tier_t *s, const llmc_key_t *part, const float *vec,
+                        const llmc_guard_q_t *q, uint16_t nsi, bool wrong)
 {
     llmc_vindex_hit_t near[LLMC_TIER_SEMANTIC_REGION];
-    size_t n = llmc_vindex_search(s->ix, &p->part, p->vec, LLMC_TIER_SEMANTIC_REGION, near);
+    size_t n = llmc_vindex_search(s->ix, part, vec, LLMC_TIER_SEMANTIC_REGION, near);
     bool barred = wrong;
     char why[LLMC_GUARD_REASON];
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < n && near[i].score >= s->threshold; i++) {
             rec_t *r = &s->recs[near[i].id];
-            if (llmc_guard_check(r->q, p->q, why) >= 0)
+            if (llmc_guard_check(r->q, q, why) >= 0)
                 continue; /* a different question after all */
             vslot_t *v = do_vfind(s, &r->e->key);
             if (pass == 0)
                 barred = barred || (v && v->st.wrong > 0);
             else
-                do_bar(s, &r->e->key, near[i].score, s->nss[p->ns].m.start);
+                do_bar(s, &r->e->key, near[i].score, s->nss[nsi].m.start);
         }
         if (!barred)
             return false;
     }
     return true;
+}
+
+/* A judge model's call in the air: what its answer will teach. */
+typedef struct judge_job {
+    sem_tier_t *s;
+    uint8_t kind;
+    uint16_t ns;
+    float sim;
+    llmc_key_t matched, key, part;
+    float *vec; /* the question's, s->dim of them: its neighbours are barred if wrong */
+} judge_job_t;
+
+/* The judge model's verdict, on the worker's loop. */
+static void on_judged(void *arg, int rc, bool same, uint64_t tokens)
+{
+    judge_job_t *j = arg;
+    sem_tier_t *s = j->s;
+
+    pthread_mutex_lock(&s->mu);
+    do_tokens(s, j->ns, tokens);
+    if (rc < 0) {
+        s->xs.verify_unjudged++;
+    } else {
+        do_learn(s, j->kind, &j->matched, j->sim, j->ns, same, &j->key);
+        long slot = same ? -1 : do_rec_find(s, &j->key);
+        if (slot >= 0 && do_bar_near(s, &j->part, j->vec, s->recs[slot].q, j->ns, true))
+            do_bar(s, &j->key, 1.0f, s->nss[j->ns].m.start);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(j->vec);
+    free(j);
+}
+
+/* Asks the worker's judge model (under mu, on the worker's loop, within the
+   per-minute budget): -2, or -1 when it cannot be asked (counted). */
+static int do_ask_judge(sem_tier_t *s, unsigned worker, const pend_t *p, const llmc_entry_t *e,
+                        const char *a, const char *b)
+{
+    llmc_judge_model_t *jm = worker < s->nwjudge ? s->wjudge[worker] : NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (!jm)
+        return -1;
+    if (!llmc_vrate_take(&s->vrate, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000)) {
+        s->xs.verify_over_budget++;
+        return -1;
+    }
+    judge_job_t *j = malloc(sizeof(*j));
+    float *vec = malloc(s->dim * sizeof(float));
+    if (!j || !vec) {
+        free(j);
+        free(vec);
+        return -1;
+    }
+    memcpy(vec, p->vec, s->dim * sizeof(float));
+    *j = (judge_job_t){.s = s, .kind = p->kind, .ns = p->ns, .sim = p->sim,
+                       .matched = p->matched, .key = e->key, .part = p->part, .vec = vec};
+    if (llmc_judge_model_ask(jm, a, strlen(a), b, strlen(b), on_judged, j) < 0) {
+        free(vec);
+        free(j);
+        return -1;
+    }
+    s->xs.judge_calls++;
+    s->nss[p->ns].m.calls++;
+    return -2;
 }
 
 /* Per namespace: the measurement /stats shows (rates in parts per million). */
@@ -1551,7 +1645,8 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
         outcome = do_outcome(s, worker, p, e);
     if (p->kind == PEND_VERIFY)
         (void)do_alias_del(s, &e->key); /* its own answer is the model's now */
-    bool bar = s->verifying && !s->shadow && p->q && do_bar_near(s, p, outcome == 0);
+    bool bar = s->verifying && !s->shadow && p->q &&
+               do_bar_near(s, &p->part, p->vec, p->q, p->ns, outcome == 0);
     if (do_index(s, e, &p->part, p->vec, p->q) == 0) {
         p->q = NULL;
         if (p->text)
@@ -1655,6 +1750,18 @@ static int sem_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
         return LLMC_ENOMEM;
     if (s->remote && !s->wemb[worker] && !(s->wemb[worker] = llmc_embed_new(loop, &s->remote_cfg)))
         return LLMC_ENOMEM;
+    if (s->verifying && s->judge == LLMC_JUDGE_MODEL) {
+        if (worker >= s->nwjudge) {
+            llmc_judge_model_t **v = realloc(s->wjudge, (worker + 1) * sizeof(*v));
+            if (!v)
+                return LLMC_ENOMEM;
+            memset(v + s->nwjudge, 0, (worker + 1 - s->nwjudge) * sizeof(*v));
+            s->wjudge = v;
+            s->nwjudge = worker + 1;
+        }
+        if (!s->wjudge[worker] && !(s->wjudge[worker] = llmc_judge_model_new(loop, &s->jcfg)))
+            return LLMC_ENOMEM;
+    }
     return 0;
 }
 
@@ -1665,6 +1772,11 @@ static void sem_detach(llmc_tier_t *t, unsigned worker)
 {
     sem_tier_t *s = impl(t);
 
+    if (worker < s->nwjudge && s->wjudge[worker]) {
+        llmc_judge_model_t *jm = s->wjudge[worker];
+        s->wjudge[worker] = NULL; /* an outcome from now on is not judged */
+        llmc_judge_model_free(jm); /* its calls' callbacks run now, cancelled */
+    }
     if (worker < s->nwlex && s->wemb[worker]) {
         llmc_embedder_t *em = s->wemb[worker];
         s->wemb[worker] = NULL; /* a lookup now misses without waiting */
@@ -1692,6 +1804,10 @@ static void semantic_destroy(llmc_tier_t *t)
     free(s->amap);
     free(s->vmap);
     free(s->nss);
+    free(s->wjudge);
+    free((char *)s->jcfg.url);
+    free((char *)s->jcfg.model);
+    free((char *)s->jcfg.auth);
     if (s->vfd >= 0)
         close(s->vfd);
     free(s->vpath);
@@ -1753,7 +1869,13 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
         s->max_error = cfg->max_error;
         s->verify_rate = cfg->verify_rate;
         s->vrate.per_min = cfg->verify_per_min;
-        s->judge = cfg->judge == LLMC_JUDGE_EXACT ? LLMC_JUDGE_EXACT : LLMC_JUDGE_EMBED;
+        s->judge = cfg->judge == LLMC_JUDGE_EXACT   ? LLMC_JUDGE_EXACT
+                   : cfg->judge == LLMC_JUDGE_MODEL ? LLMC_JUDGE_MODEL
+                                                    : LLMC_JUDGE_EMBED;
+        s->jcfg.url = cfg->judge_url ? strdup(cfg->judge_url) : NULL;
+        s->jcfg.model = cfg->judge_model ? strdup(cfg->judge_model) : NULL;
+        s->jcfg.auth = cfg->judge_auth ? strdup(cfg->judge_auth) : NULL;
+        s->jcfg.timeout_ms = cfg->judge_timeout_ms ? cfg->judge_timeout_ms : 30000;
         s->judge_bound = cfg->judge_bound > 0 ? cfg->judge_bound : 0.8f;
         s->vstart = cfg->verify_start > 0 ? cfg->verify_start : 0.9f;
         s->vband = cfg->verify_band;

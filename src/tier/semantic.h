@@ -70,6 +70,10 @@ typedef struct llmc_semantic_config {
     float judge_bound;   /* embed judge: the answers' cosine to count as equal */
     float verify_start;  /* with max_error: an unverified answer's threshold */
     float verify_band;   /* with max_error: the uncertain band under it (probes) */
+    /* judge LLMC_JUDGE_MODEL: the chat API and model asked (semantic/judge.h),
+       one judge per worker made at attach. Copied. */
+    const char *judge_url, *judge_model, *judge_auth;
+    unsigned judge_timeout_ms;
 } llmc_semantic_config_t;
 
 /* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or

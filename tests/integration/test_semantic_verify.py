@@ -304,3 +304,30 @@ def test_a_namespace_over_budget_falls_back_to_exact_only(gateway_factory, mock_
     r, text = ask(g, VARIANTS[2](a, t))
     assert r.headers["X-Cache"] == "MISS" and text == right_answer(a, t)
     assert sem(g)["verify"]["fallback_misses"] >= 1
+
+
+def test_the_model_judge(gateway_factory, mock_factory, tmp_path):
+    """--semantic-judge model asks the judge model (the mock plays it: YES
+    when the two answers it is shown are the same text) whether the answers
+    agree; its calls are counted with the verification's."""
+    classes = all_classes(3)
+    mock, g = start(gateway_factory, mock_factory, tmp_path, classes, {(0, 0)},
+                    ["--semantic-verify", "1", "--semantic-judge", "model",
+                     "--semantic-judge-model", "judge-mini"])
+    for a, t in classes[:2]:
+        ask(g, base(a, t))
+    calls0 = mock.calls()
+    (a, t), (a1, t1) = classes[0], classes[1]
+    r, _ = ask(g, VARIANTS[0](a, t))
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT"
+    r, _ = ask(g, VARIANTS[0](a1, t1))
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT"
+    wait_judged(g, 2)
+    v = sem(g)["verify"]
+    assert v["wrong"] == 1 and v["right"] == 1 and v["judge_calls"] == 2, v
+    assert v["unjudged"] == 0 and v["tokens"] > 0, v
+    assert mock.calls() - calls0 == 4  # two verifications, two judgements
+    row = ns_row(g)
+    assert row["verify_calls"] == 4 and row["wrong"] == 1, row
+    r, _ = ask(g, VARIANTS[1](a, t))
+    assert r.headers["X-Cache"] == "MISS"  # barred by the judge's verdict

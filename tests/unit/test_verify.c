@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "llmc/error.h"
+#include "semantic/judge.h"
 #include "semantic/lexical.h"
 #include "semantic/verify.h"
 
@@ -216,9 +217,39 @@ static void test_judges(void **state)
                      LLMC_EINVAL);
     assert_int_equal(llmc_judge_parse("embed"), LLMC_JUDGE_EMBED);
     assert_int_equal(llmc_judge_parse("exact"), LLMC_JUDGE_EXACT);
-    assert_int_equal(llmc_judge_parse("model"), -1);
+    assert_int_equal(llmc_judge_parse("model"), LLMC_JUDGE_MODEL);
+    assert_int_equal(llmc_judge_parse("llm"), -1);
+    assert_int_equal(llmc_judge(LLMC_JUDGE_MODEL, lx, 0.8f, a, strlen(a), a, strlen(a)),
+                     LLMC_EINVAL); /* asynchronous: semantic/judge.h */
     assert_string_equal(llmc_judge_name(LLMC_JUDGE_EXACT), "exact");
     llmc_lex_free(lx);
+}
+
+/* The judge model's answer: its first word, case aside; anything else is
+   no judgement. */
+static void test_judge_model_parse(void **state)
+{
+    (void)state;
+    bool same = false;
+    uint64_t tokens = 0;
+    const char *yes = "{\"choices\":[{\"message\":{\"content\":\" Yes.\"}}],"
+                      "\"usage\":{\"prompt_tokens\":40,\"completion_tokens\":1}}";
+    assert_int_equal(llmc_judge_model_parse(yes, strlen(yes), &same, &tokens), 0);
+    assert_true(same);
+    assert_int_equal(tokens, 41);
+    const char *no = "{\"choices\":[{\"message\":{\"content\":\"NO\"}}]}";
+    assert_int_equal(llmc_judge_model_parse(no, strlen(no), &same, &tokens), 0);
+    assert_false(same);
+    assert_int_equal(tokens, 0);
+    const char *bad[] = {
+        "{\"choices\":[{\"message\":{\"content\":\"Nope\"}}]}",
+        "{\"choices\":[{\"message\":{\"content\":\"yesterday\"}}]}",
+        "{\"choices\":[{\"message\":{\"content\":\"Maybe\"}}]}",
+        "{\"choices\":[]}", "not json", "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(llmc_judge_model_parse(bad[i], strlen(bad[i]), &same, &tokens),
+                         LLMC_EBADRESP);
 }
 
 int main(void)
@@ -229,6 +260,7 @@ int main(void)
         cmocka_unit_test(test_wilson),        cmocka_unit_test(test_fallback_hysteresis),
         cmocka_unit_test(test_start_rises),   cmocka_unit_test(test_rate),
         cmocka_unit_test(test_sampled),       cmocka_unit_test(test_judges),
+        cmocka_unit_test(test_judge_model_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
