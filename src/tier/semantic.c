@@ -143,10 +143,10 @@
     X(verify_unjudged, "verify/unjudged", COUNTER, "answers",                                \
       "Outcomes the judge could not read (no answer text, too long): not counted.")          \
     X(verify_tokens, "verify/tokens", COUNTER, "tokens",                                     \
-      "Tokens (prompt and completion) of the background verification calls' answers.")      \
+      "Tokens (prompt and completion) of the verification and judge model calls.")           \
     X(probes, "verify/probes", COUNTER, "lookups",                                           \
-      "Candidates in the uncertain band under their answer's threshold: a miss whose model " \
-      "answer is compared with theirs (no extra call).")                                     \
+      "Candidates not served for want of evidence (under --semantic-max-error) or in the "    \
+      "uncertain band: a miss whose model answer is compared with theirs (no extra call).")  \
     X(probes_wrong, "verify/probes_wrong", COUNTER, "answers",                               \
       "Probes whose model answer differed from the candidate's.")                            \
     X(verify_refused, "verify/refused", COUNTER, "candidates",                               \
