@@ -14,9 +14,11 @@ not the table's answer for the wording asked.
 
 For each configuration a fresh mock and gateway run the same trace, one
 request at a time, on 127.0.0.1. Prints one row per configuration: semantic
-hits, hit rate (of all requests), served wrong hits, wrong-hit rate (of
-semantic hits), model calls (misses and verifications) and verification
-calls. Measures only: the exit status is 0 whenever it could run.
+hits, their rate (of all requests; exact hits of repeated wordings are not
+counted), served wrong hits, wrong-hit rate (of semantic hits), model calls
+(misses and verifications), verification calls, and how many times the
+namespace fell back to exact-only. Measures only: the exit status is 0
+whenever it could run.
 
     nice bench/semantic_verify.py --bin build/llmcached [--requests 3000]
 """
@@ -106,7 +108,7 @@ def run(bin_, table, trace, answers, args, tmp):
     gw = subprocess.Popen([bin_, "--listen", f"127.0.0.1:{gport}", "--upstream",
                            f"http://127.0.0.1:{mport}/v1", "--threads", "1", "--access-log", "off",
                            "--semantic", "on", "--semantic-judge", "exact", *args],
-                          env=env, stderr=open(os.path.join(tmp, "gw.err"), "ab"))
+                          env=env, stderr=open(os.path.join(tmp, "gw.err"), "wb"))
     try:
         wait_ready(f"http://127.0.0.1:{mport}/mock/stats", mock, "mock")
         wait_ready(f"http://127.0.0.1:{gport}/healthz", gw, "gateway")
@@ -123,13 +125,14 @@ def run(bin_, table, trace, answers, args, tmp):
         time.sleep(0.3)  # the last background verifications
         st = s.get(f"http://127.0.0.1:{gport}/stats", timeout=5).json()["tiers"]["semantic"]
         calls = s.get(f"http://127.0.0.1:{mport}/mock/stats", timeout=5).json()["calls"]
-        rows = st.get("namespaces", [])
-        return hits, wrong, calls, st["verify"]["sampled"], rows[0]["exact_only"] if rows else 0
     finally:
         gw.terminate()
         mock.terminate()
         gw.wait()
         mock.wait()
+    with open(os.path.join(tmp, "gw.err"), errors="replace") as f:
+        falls = f.read().count('"fallback_exact_only"')
+    return hits, wrong, calls, st["verify"]["sampled"] + st["verify"]["judge_calls"], falls
 
 
 def main():
@@ -140,6 +143,7 @@ def main():
                    help="fraction of classes with hard-negative wordings")
     p.add_argument("--verify", default="0.2", help="--semantic-verify for the budget runs")
     p.add_argument("--seed", type=int, default=16)
+    p.add_argument("--only", default="", help="run the configurations whose name has this")
     a = p.parse_args()
     trace, answers = make_trace(a.requests, a.seed, a.ambiguous)
     configs = [(f"fixed {t}", ["--semantic-threshold", t]) for t in
@@ -155,11 +159,11 @@ def main():
         print(f"trace: {len(trace)} requests, {len(set(trace))} distinct wordings, "
               f"{a.ambiguous:.0%} of classes ambiguous, seed {a.seed}")
         print(f"{'config':<14} {'sem hits':>8} {'hit rate':>8} {'wrong':>6} {'wrong rate':>10} "
-              f"{'model calls':>11} {'verify calls':>12} {'exact-only':>10}")
-        for name, args in configs:
+              f"{'model calls':>11} {'verify calls':>12} {'fallbacks':>9}")
+        for name, args in (c for c in configs if a.only in c[0]):
             hits, wrong, calls, vcalls, fb = run(a.bin, table, trace, answers, args, tmp)
             print(f"{name:<14} {hits:>8} {hits / len(trace):>8.1%} {wrong:>6} "
-                  f"{(wrong / hits if hits else 0):>10.2%} {calls:>11} {vcalls:>12} {fb:>10}")
+                  f"{(wrong / hits if hits else 0):>10.2%} {calls:>11} {vcalls:>12} {fb:>9}")
             sys.stdout.flush()
 
 

@@ -48,9 +48,11 @@ llmc_vdecision_t llmc_verify_decide(const llmc_vstate_t *st, float s, float band
         return LLMC_VD_NO;
     if (budget > 0 && llmc_vstate_expected_error(st, prior) > budget)
         return LLMC_VD_PROBE; /* not enough evidence yet: learn, at no extra call */
-    if (s >= st->thr)
+    /* Float noise aside: one wording scores 0.99999994 or 1.0000001 by the
+       order of its sums, and a threshold of 1 must not tell them apart. */
+    if (s + LLMC_VERIFY_EPS >= st->thr)
         return LLMC_VD_SERVE;
-    return s >= st->thr - band ? LLMC_VD_PROBE : LLMC_VD_NO;
+    return s + LLMC_VERIFY_EPS >= st->thr - band ? LLMC_VD_PROBE : LLMC_VD_NO;
 }
 
 void llmc_wilson95(uint64_t wrong, uint64_t n, double *lo, double *hi)

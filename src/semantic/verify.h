@@ -45,6 +45,8 @@
 #define LLMC_VERIFY_BARRED 2.0f
 /* How far above the highest wrong similarity a namespace's start goes. */
 #define LLMC_VERIFY_WRONG_MARGIN 0.02f
+/* Similarities this close compare equal (float noise of a cosine). */
+#define LLMC_VERIFY_EPS 1e-5f
 /* Outcomes a namespace needs before its interval may make it fall back. */
 #define LLMC_VERIFY_MIN_SAMPLES 20
 
