@@ -213,6 +213,33 @@ typedef enum llmc_opt_type {
     X(semantic_threshold, "semantic-threshold", RATIO, "0.7", 1, 1000, NULL,                 \
       "How similar (cosine of the lexical vectors, 0.001..1, or a percentage) a question must " \
       "be before the guards judge it; X-Cache-Semantic-Threshold sets it per request.")       \
+    X(semantic_max_error, "semantic-max-error", RATIO, "0", 0, 1000, NULL,                    \
+      "Error budget of semantic hits (a fraction, 0.01 or 1%; 0: off): each cached answer "   \
+      "learns its own similarity threshold from verified outcomes, starting at "              \
+      "--semantic-verify-start; a namespace whose measured wrong-hit rate is surely over it " \
+      "falls back to exact-only until it is surely under.")                                    \
+    X(semantic_verify, "semantic-verify", RATIO, "0", 0, 1000, NULL,                          \
+      "Fraction of semantic hits also sent to the model in the background, after the client " \
+      "got the cached answer, to judge whether it was right (--semantic-judge).")             \
+    X(semantic_verify_per_minute, "semantic-verify-per-minute", INT, "60", 0, 1000000, NULL,  \
+      "The most background verification calls in any minute (all namespaces); 0: none.")      \
+    X(semantic_judge, "semantic-judge", ENUM, "embed", 0, 0, LLMC_CFG_SEMANTIC_JUDGE_WORDS,   \
+      "How a verified hit's answer is compared with the model's: 'embed' (the two answers' "  \
+      "lexical vectors' cosine at least --semantic-judge-bound), 'exact' (the texts equal, "  \
+      "for classification-like answers) or 'model' (a fixed equivalence prompt to "          \
+      "--semantic-judge-model at the upstream, with the gateway's key; a call each, counted " \
+      "against --semantic-verify-per-minute).")                                               \
+    X(semantic_judge_model, "semantic-judge-model", STR, "gpt-4o-mini", 0, 0, NULL,           \
+      "With --semantic-judge model: the chat model asked whether two answers say the same.")  \
+    X(semantic_judge_bound, "semantic-judge-bound", RATIO, "0.8", 1, 1000, NULL,              \
+      "With --semantic-judge embed: the cosine two answers need to count as the same.")        \
+    X(semantic_verify_start, "semantic-verify-start", RATIO, "0.9", 1, 1000, NULL,            \
+      "With --semantic-max-error: the similarity a cached answer needs before any outcome "   \
+      "of it is verified (its threshold then comes down to the lowest verified right).")     \
+    X(semantic_verify_band, "semantic-verify-band", RATIO, "0.1", 0, 1000, NULL,              \
+      "With --semantic-max-error: the uncertain band under an answer's threshold: a "         \
+      "candidate there is not served, and the model's answer to the miss is compared with it " \
+      "to teach the threshold.")                                                              \
     X(semantic_embedder, "semantic-embedder", ENUM, "lexical", 0, 0,                          \
       LLMC_CFG_SEMANTIC_EMBEDDER_WORDS,                                                       \
       "How questions become vectors: 'lexical' (built in, no network) or 'openai' (an "      \
@@ -280,6 +307,10 @@ typedef enum llmc_opt_type {
     W(LLMC_CFG_SEMANTIC_OFF, "off")                                                           \
     W(LLMC_CFG_SEMANTIC_ON, "on")                                                             \
     W(LLMC_CFG_SEMANTIC_SHADOW, "shadow")       /* decide, log, but serve the model's answer */
+#define LLMC_CFG_SEMANTIC_JUDGE_WORDS(W, T)                                                   \
+    W(LLMC_CFG_SEMANTIC_JUDGE_EMBED, "embed")                                                 \
+    W(LLMC_CFG_SEMANTIC_JUDGE_EXACT, "exact")                                                 \
+    W(LLMC_CFG_SEMANTIC_JUDGE_MODEL, "model")
 #define LLMC_CFG_SEMANTIC_EMBEDDER_WORDS(W, T)                                                \
     W(LLMC_CFG_SEMANTIC_EMBEDDER_LEXICAL, "lexical")                                          \
     W(LLMC_CFG_SEMANTIC_EMBEDDER_OPENAI, "openai")

@@ -128,6 +128,10 @@ struct llmc_tier_lookup {
     unsigned worker;            /* whose loop the lookup runs on (attach's index) */
     llmc_entry_t *entry;        /* out: a reference on a hit (it may be stale) */
     float similarity;           /* out: a hit by similarity's cosine; 0 for an exact hit */
+    /* out: a hit by similarity that the caller should also send to the
+       model in the background, storing its answer as usual (the tier
+       judges it then); set only with similarity > 0. */
+    bool verify;
     /* rc: 0 (entry set), LLMC_ENOENT, or an error (a miss to the caller). */
     void (*done)(llmc_tier_lookup_t *lk, int rc);
     void *tier_data;            /* the tier's own, while the lookup is pending */

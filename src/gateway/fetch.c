@@ -41,6 +41,8 @@ typedef struct fetch {
     llmc_worker_t *w;
     llmc_upstream_call_t *call;
     bool store;
+    bool background;           /* a semantic hit's verification (handler.c): nobody waits,
+                                  yet the answer is stored */
     bool private_scope;
     int64_t ttl_ms;
     bool cut;                  /* cut short (cut_short): take no more bytes */
@@ -303,7 +305,7 @@ static void assemble_events(fetch_t *ft, bool eof)
 /* With --complete-abandoned off, a call nobody waits for any more is cut. */
 static bool abandoned(fetch_t *ft)
 {
-    if (ft->w->gw->cfg->complete_abandoned)
+    if (ft->w->gw->cfg->complete_abandoned || ft->background)
         return false;
     pthread_mutex_lock(&ft->f->mu);
     bool alone = ft->f->nwaiters == 0;
@@ -699,6 +701,7 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     llmc_flight_ref(ft->f);
     ft->w = gr->w;
     ft->store = store;
+    ft->background = gr->verify;
     ft->d = llmc_dialect_of(gr->dialect);
     if (gr->flight->is_stream && !(ft->as = ft->d->asm_new())) {
         fetch_free(ft);
@@ -731,7 +734,10 @@ int llmc__gw_fetch_start(gw_req_t *gr, const char *method, const char *url,
     if (ft->next)
         ft->next->prev = ft;
     gr->w->fetches = ft;
-    if (store && gr->policy.read && !gr->fwd && llmc_tier_set_leases(gw->tiers)) {
+    /* A verification needs this gateway's own call: another's answer comes
+       only to the front tier, never judged. */
+    if (store && gr->policy.read && !gr->fwd && !ft->background &&
+        llmc_tier_set_leases(gw->tiers)) {
         ft->lease.key = ft->f->key;
         ft->lease.worker = gr->w->id;
         ft->lease.max_wait_ms = gw->cfg->upstream_timeout;

@@ -29,6 +29,7 @@
 #include "tier/disk.h"
 #include "tier/memory.h"
 #include "tier/redis.h"
+#include "semantic/verify.h"
 #include "tier/semantic.h"
 
 /* Splits "HOST:PORT" or "[V6]:PORT" (the value of option opt) into host
@@ -518,6 +519,20 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         .dir = disk ? cfg->data_dir_path : NULL,
         .store = disk,
         .remote = remote ? &ec : NULL,
+        .max_error = (double)cfg->semantic_max_error / 1000.0,
+        .verify_rate = (double)cfg->semantic_verify / 1000.0,
+        .verify_per_min = (unsigned)cfg->semantic_verify_per_minute,
+        .judge = cfg->semantic_judge == LLMC_CFG_SEMANTIC_JUDGE_EXACT   ? LLMC_JUDGE_EXACT
+                 : cfg->semantic_judge == LLMC_CFG_SEMANTIC_JUDGE_MODEL ? LLMC_JUDGE_MODEL
+                                                                        : LLMC_JUDGE_EMBED,
+        /* The judge model is asked where the answers come from, as the gateway. */
+        .judge_url = gw->upstream_base,
+        .judge_model = cfg->semantic_judge_model,
+        .judge_auth = gw->upstream_auth,
+        .judge_timeout_ms = (unsigned)cfg->upstream_timeout,
+        .judge_bound = (float)cfg->semantic_judge_bound / 1000.0f,
+        .verify_start = (float)cfg->semantic_verify_start / 1000.0f,
+        .verify_band = (float)cfg->semantic_verify_band / 1000.0f,
     };
     llmc_tier_t *sem = llmc_tier_semantic_new(&sc);
     if (!sem) {

@@ -146,6 +146,9 @@ typedef struct gw_req {
     llmc_entry_t *hit;           /* a reference until delivered */
     const char *hit_xcache;
     float similarity;            /* a semantic hit's cosine (0: exact), for X-Cache-Similarity */
+    bool verify;                 /* that hit is also asked of the model in the background
+                                    (issue 16): handler.c starts a call nobody waits on,
+                                    fetch.c completes and stores it even then */
     int64_t hit_ms;              /* the time its freshness was judged at */
 
     struct pacer *pacer;         /* a paced replay in progress (respond.c) */

@@ -248,6 +248,67 @@ static gr_state_t answer_oom(gw_req_t *gr)
     return answer_error(gr, 503, "server_error", "out_of_memory", "out of memory");
 }
 
+/*
+ * A semantic hit the tier sampled for verification (issue 16): the same
+ * request goes to the model as a miss would, on a flight nobody waits on,
+ * and its answer is stored under the request's own key as usual (it is the
+ * model's answer to this very question); the semantic tier's put() then
+ * judges it against the answer that was served. Started here, before the
+ * hit's answer is written, because the call copies the request's headers;
+ * starting it only queues it on this loop's upstream client, so the answer
+ * to the client waits for nothing of the call. Asked as a whole answer
+ * whatever the client asked: stream and whole share one entry. A call for
+ * the key already in the air stores the same way: no second one.
+ */
+static void verify_start(gw_req_t *gr)
+{
+    llmc_gw_t *gw = gr->w->gw;
+    char *own = NULL;
+    const char *body = gr->body;
+    size_t len = gr->body_len;
+
+    if (!gr->req || !gr->parsed || !gr->policy.write || !gr->route->cacheable)
+        return;
+    if ((gr->stream || gr->canon.cache_ext) && gr->form != FORM_ASK) {
+        json_t *copy = json_copy(gr->canon.root); /* shallow: the members are shared */
+        if (!copy)
+            return;
+        json_object_del(copy, "stream");
+        json_object_del(copy, "stream_options");
+        own = json_dumps(copy, JSON_COMPACT);
+        json_decref(copy);
+        if (!own)
+            return;
+        body = own;
+        len = strlen(own);
+    }
+    llmc_key_t caller;
+    const char *line;
+    const char *auth = llmc_dialect_shared(gw, gr->dialect) &&
+                               !llmc_dialect_auth(gw, gr->dialect) && !gw->client_keys
+                           ? llmc_dialect_credential(gr->dialect, gr->req, &line) : NULL;
+    if (auth)
+        llmc_key_scope(&caller, auth, strlen(auth));
+    bool created = false;
+    llmc_flight_t *f = llmc_flight_join_as(gw->flights, &gr->key, auth ? &caller : NULL, false,
+                                           &created);
+    if (f && created) {
+        char url[1400];
+        snprintf(url, sizeof(url), "%s%s", llmc_dialect_base(gw, gr->dialect),
+                 gr->path + 3 /* strip "/v1" */);
+        assert(!gr->flight);
+        gr->flight = f; /* fetch_start's: it takes a reference of its own */
+        int rc = llmc__gw_fetch_start(gr, gr->route->upstream_method, url, body, len, true,
+                                      gr->canon.model ? gr->canon.model : "");
+        gr->flight = NULL;
+        if (rc < 0) /* the tier's pending question is forgotten in time */
+            llmc_flight_finish(f, rc, "could not start the verification call", false, NULL);
+    }
+    if (f)
+        llmc_flight_unref(f);
+    free(own);
+}
+
 static void deliver(gw_req_t *gr)
 {
     switch (gr->answer) {
@@ -258,6 +319,8 @@ static void deliver(gw_req_t *gr)
     case ANS_HIT: {
         llmc_entry_t *e = gr->hit;
         gr->hit = NULL;
+        if (gr->verify)
+            verify_start(gr);
         llmc__gw_respond_entry(gr, e, gr->hit_xcache, NULL, gr->hit_ms);
         llmc_entry_unref(e);
         break;
@@ -704,6 +767,7 @@ static gr_state_t after_lookup(gw_req_t *gr, llmc_entry_t *e)
         gr->answer = ANS_HIT;
         gr->hit = e;
         gr->similarity = gr->lookup.tl.similarity;
+        gr->verify = gr->similarity > 0 && gr->lookup.tl.verify && use == LLMC_USE_FRESH;
         gr->hit_xcache = use != LLMC_USE_FRESH ? "STALE"
                          : gr->similarity > 0  ? "SEMANTIC-HIT"
                                                : "HIT";

@@ -99,6 +99,7 @@ struct llmc_mock {
     uv_loop_t *loop;
     llmc_http_server_t *srv;
     uint64_t latency_ms;
+    llmc__mock_classes_t *classes;   /* --classes; NULL: none */
     uint64_t calls;
     uint64_t by_kind[NKINDS];
     uint64_t in_flight;
@@ -365,6 +366,7 @@ static void model_answer(mreq_t *mr)
     clock_gettime(CLOCK_REALTIME, &ts);
     llmc__mock_ctx_t c = {.req = mr->body, .now_s = (int64_t)ts.tv_sec,
                           .pad_bytes = mr->ctl.bytes, .split_bytes = mr->ctl.split_bytes,
+                          .classes = mr->m->classes,
                           .model_id = mr->kind == LLMC_MOCK_MODEL
                                           ? mr->req->path + sizeof("/v1/models/") - 1 : NULL};
     char err[256];
@@ -778,6 +780,11 @@ static int mock_open(llmc_mock_t *m, uv_loop_t *loop, const llmc_mock_config_t *
     };
     m->loop = loop;
     m->latency_ms = cfg ? cfg->latency_ms : 0;
+    if (cfg && cfg->classes) {
+        int crc = llmc__mock_classes_load(cfg->classes, &m->classes, err, errlen);
+        if (crc < 0)
+            return crc;
+    }
     if (!(m->srv = llmc_http_server_new(loop, &sc))) {
         snprintf(err, errlen, "mock: out of memory");
         return LLMC_ENOMEM;
@@ -846,6 +853,7 @@ fail:
     uv_run(&m->own, UV_RUN_DEFAULT);   /* lets the closed handles finish */
     uv_loop_close(&m->own);
     json_decref(m->log);
+    llmc__mock_classes_free(m->classes);
     free(m);
     return rc;
 }
@@ -863,6 +871,7 @@ void llmc_mock_stop(llmc_mock_t *m)
     uv_thread_join(&m->thread);
     uv_loop_close(&m->own);
     json_decref(m->log);
+    llmc__mock_classes_free(m->classes);
     free(m);
 }
 
@@ -890,6 +899,7 @@ static void usage(FILE *f)
                "  --listen HOST:PORT  address to serve on (default 127.0.0.1:8081)\n"
                "  --latency-ms N      delay before each answer in milliseconds (default 2000)\n"
                "  --latency SECS      the same in seconds, may be fractional\n"
+               "  --classes FILE      answer by meaning: QUESTION<TAB>ANSWER lines\n"
                "Serves an OpenAI-compatible fake model under /v1; see GET /mock/stats.\n");
 }
 
@@ -937,7 +947,7 @@ static int split_listen(const char *s, char *host, size_t hostlen, int *port)
 }
 
 static int parse_args(int argc, char **argv, char *host, size_t hostlen, int *port,
-                      uint64_t *latency_ms)
+                      uint64_t *latency_ms, const char **classes)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *eq = strchr(a, '=');
@@ -954,6 +964,10 @@ static int parse_args(int argc, char **argv, char *host, size_t hostlen, int *po
             rc = parse_u64(v, latency_ms);
         else if (v && nlen == 9 && strncmp(a, "--latency", 9) == 0)
             rc = parse_secs(v, latency_ms);
+        else if (v && nlen == 9 && strncmp(a, "--classes", 9) == 0) {
+            *classes = v;
+            rc = 0;
+        }
         if (rc != 0) {
             fprintf(stderr, "llmcached mock: bad or unknown option '%s'%s%s\n", a,
                     v ? " with value " : "", v ? v : "");
@@ -972,7 +986,7 @@ int llmc_mock_main(int argc, char **argv)
     uv_loop_t loop;
     llmc_mock_t m = {0};
 
-    int rc = parse_args(argc, argv, host, sizeof(host), &port, &cfg.latency_ms);
+    int rc = parse_args(argc, argv, host, sizeof(host), &port, &cfg.latency_ms, &cfg.classes);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
     if (uv_loop_init(&loop) != 0) {
@@ -981,6 +995,7 @@ int llmc_mock_main(int argc, char **argv)
     }
     if (mock_open(&m, &loop, &cfg, host, port, err, sizeof(err)) != 0) {
         fprintf(stderr, "llmcached mock: %s\n", err);
+        llmc__mock_classes_free(m.classes);
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
         return 1;
@@ -995,5 +1010,6 @@ int llmc_mock_main(int argc, char **argv)
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     json_decref(m.log);
+    llmc__mock_classes_free(m.classes);
     return 0;
 }

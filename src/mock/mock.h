@@ -59,11 +59,13 @@
 
 typedef struct llmc_mock_config {
     uint64_t latency_ms;   /* delay before each answer */
+    const char *classes;   /* a class table's path (mock_classes.c): answers by meaning */
 } llmc_mock_config_t;
 
 typedef struct llmc_mock llmc_mock_t;
 
-/* `llmcached mock [--listen HOST:PORT] [--latency-ms N | --latency SECS]`:
+/* `llmcached mock [--listen HOST:PORT] [--latency-ms N | --latency SECS]
+   [--classes FILE]`:
    argv[0] is "mock". Serves on one loop until SIGINT or SIGTERM; prints
    "mock model listening on http://HOST:PORT/v1" to stderr when ready.
    Returns the process exit status (0, 1 on failure, 2 on bad usage). */

@@ -148,6 +148,14 @@ static int answer_text(sbuf_t *b, const llmc__mock_ctx_t *c, const char *what, c
                        size_t plen)
 {
     char tag[9];
+    const char *meant = llmc__mock_class_answer(c->classes, prompt, plen);
+    if (!meant)
+        meant = llmc__mock_judge_verdict(c->classes, prompt, plen);
+    if (meant) {
+        /* The answer to what the question means: the same for every wording. */
+        sb_str(b, meant);
+        return b->oom ? LLMC_ENOMEM : 0;
+    }
     hex(c->digest, 4, tag);
     sb_str(b, "Mock ");
     sb_str(b, what);

@@ -19,6 +19,21 @@ typedef enum llmc__mock_kind {
     LLMC_MOCK_MESSAGES            /* POST /v1/messages: Anthropic (mock_anthropic.c) */
 } llmc__mock_kind_t;
 
+/* Answers by a question's meaning (mock_classes.c). */
+typedef struct llmc__mock_classes llmc__mock_classes_t;
+
+/* Reads the table at path ("QUESTION<TAB>ANSWER" lines): 0 and *out, or
+   LLMC_EIO / LLMC_EINVAL / LLMC_ENOMEM with a message in err. */
+int llmc__mock_classes_load(const char *path, llmc__mock_classes_t **out, char *err,
+                            size_t errlen);
+void llmc__mock_classes_free(llmc__mock_classes_t *t);
+/* The answer the table gives the question q (len bytes), or NULL. */
+const char *llmc__mock_class_answer(const llmc__mock_classes_t *t, const char *q, size_t len);
+/* With a table, the mock also plays the semantic tier's judge model: a
+   prompt "Answer A:\n<a>\n\nAnswer B:\n<b>" gets "YES" when a and b are
+   the same text, else "NO". NULL for any other prompt, or without t. */
+const char *llmc__mock_judge_verdict(const llmc__mock_classes_t *t, const char *p, size_t len);
+
 typedef struct llmc__mock_ctx {
     const json_t *req;            /* the request body, a JSON object (NULL for GET) */
     const char *model_id;         /* LLMC_MOCK_MODEL: the {id} of the path */
@@ -26,6 +41,7 @@ typedef struct llmc__mock_ctx {
     int64_t now_s;                /* "created" */
     size_t pad_bytes;             /* mock.bytes: pad each answer text to about this */
     bool split_bytes;             /* mock.split = "bytes": cut the stream in small pieces */
+    const llmc__mock_classes_t *classes; /* --classes: answers by meaning; NULL: none */
 } llmc__mock_ctx_t;
 
 typedef struct llmc__mock_out {

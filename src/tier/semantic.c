@@ -54,6 +54,15 @@
  *   kept (a reference) with the pending question, and when the model's
  *   answer is stored the two answers' texts are compared (agreed or
  *   disagreed). A log line says what would have happened and why.
+ * - Verification (issue 16, semantic/verify.h) reuses that comparison: a
+ *   sampled hit is served AND kept as a pending question (PEND_VERIFY); the
+ *   gateway sends the request upstream in the background, and the put() of
+ *   its answer under the request's own key judges the two answers. A probe
+ *   (a candidate in the uncertain band) and a candidate held back while the
+ *   namespace is exact-only miss and are judged the same way, for free.
+ *   Learned states live in their own map by answer key (not in rec_t), so
+ *   they can be loaded before the restorer brings the records back; they
+ *   go when their record goes (do_rec_drop), in the map and in the file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -73,7 +82,9 @@
 #include "semantic/embed.h"
 #include "semantic/guard.h"
 #include "semantic/index.h"
+#include "semantic/judge.h"
 #include "semantic/lexical.h"
+#include "semantic/verify.h"
 #include "tier/semantic.h"
 
 #define CHAT_ROUTE "/v1/chat/completions"
@@ -120,7 +131,32 @@
     X(shadow_agreed, "shadow/agreed", COUNTER, "answers",                                    \
       "Shadow mode: the model's answer had the text the would-be hit had.")                  \
     X(shadow_disagreed, "shadow/disagreed", COUNTER, "answers",                              \
-      "Shadow mode: the model's answer differed from the would-be hit's.")
+      "Shadow mode: the model's answer differed from the would-be hit's.")                   \
+    X(verify_sampled, "verify/sampled", COUNTER, "hits",                                     \
+      "Semantic hits also sent to the model in the background (--semantic-verify).")         \
+    X(verify_over_budget, "verify/over_budget", COUNTER, "hits",                             \
+      "Hits sampled for verification but over --semantic-verify-per-minute: not verified.")  \
+    X(verify_right, "verify/right", COUNTER, "answers",                                      \
+      "Verified hits whose answer the judge found equivalent to the model's.")               \
+    X(verify_wrong, "verify/wrong", COUNTER, "answers",                                      \
+      "Verified hits whose answer the judge found different from the model's.")              \
+    X(verify_unjudged, "verify/unjudged", COUNTER, "answers",                                \
+      "Outcomes the judge could not read (no answer text, too long): not counted.")          \
+    X(verify_tokens, "verify/tokens", COUNTER, "tokens",                                     \
+      "Tokens (prompt and completion) of the verification and judge model calls.")           \
+    X(probes, "verify/probes", COUNTER, "lookups",                                           \
+      "Candidates not served for want of evidence (under --semantic-max-error) or in the "    \
+      "uncertain band: a miss whose model answer is compared with theirs (no extra call).")  \
+    X(probes_wrong, "verify/probes_wrong", COUNTER, "answers",                               \
+      "Probes whose model answer differed from the candidate's.")                            \
+    X(verify_refused, "verify/refused", COUNTER, "candidates",                               \
+      "Candidates refused by their answer's learned threshold, or barred (verified wrong).") \
+    X(fallback_misses, "verify/fallback_misses", COUNTER, "lookups",                         \
+      "Lookups of a namespace fallen back to exact-only (its measured error over budget).")  \
+    X(verify_lost, "verify/states_lost", COUNTER, "answers",                                 \
+      "Learned states not kept: the table of them was full.")                                \
+    X(judge_calls, "verify/judge_calls", COUNTER, "calls",                                   \
+      "Calls to the judge model (--semantic-judge model); their tokens are in tokens.")
 
 typedef struct sem_xstats {
     SEM_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -164,10 +200,36 @@ typedef struct pend {
     llmc_key_t key;  /* the request's: its answer will be stored under it */
     llmc_key_t part;
     llmc_guard_q_t *q;
-    llmc_entry_t *would; /* shadow mode: the answer a hit would have served (a reference) */
+    llmc_entry_t *would; /* shadow mode, a probe, a verified hit: the answer served or
+                            that would have been (a reference) */
+    uint8_t kind;        /* PEND_*: what to do with would when the answer comes */
+    llmc_key_t matched;  /* would's record's key (its learned state's) */
+    float sim;           /* the similarity would was matched at */
+    uint16_t ns;         /* the request's namespace row */
     char *text;          /* the question, kept when questions are persisted; malloc'd */
     float *vec;          /* the tier's dim floats; malloc'd */
 } pend_t;
+
+/* What a pending question's would is for. */
+enum {
+    PEND_SHADOW,   /* shadow mode: compared and logged */
+    PEND_VERIFY,   /* a served hit, verified by a background call */
+    PEND_PROBE,    /* a candidate in the uncertain band, not served */
+    PEND_FALLBACK, /* a candidate that would have been served, not (exact-only) */
+};
+
+/* What one answer (by its key) learned; in an open-addressing map. */
+typedef struct vslot {
+    llmc_key_t key;
+    llmc_vstate_t st;
+    bool used;
+} vslot_t;
+
+/* A namespace's measurement. */
+typedef struct vns_row {
+    char name[128];
+    llmc_vns_t m;
+} vns_row_t;
 
 typedef struct sem_tier {
     llmc_tier_t tier;
@@ -196,6 +258,23 @@ typedef struct sem_tier {
     size_t pend_next;
     llmc_tier_stats_t st; /* under mu */
     sem_xstats_t xs;      /* under mu */
+    /* Verification (semantic/verify.h), under mu. */
+    bool verifying;         /* max_error or verify_rate set */
+    double max_error, verify_rate;
+    llmc_judge_t judge;
+    float judge_bound, vstart, vband;
+    llmc_vrate_t vrate;
+    uint64_t rng;
+    vslot_t *vmap;          /* at most half full; vcap 0: none yet */
+    size_t vcap, vcount;
+    vns_row_t *nss;         /* LLMC_TIER_SEMANTIC_NS of them, nns used */
+    unsigned nns;
+    llmc_judge_config_t jcfg;      /* judge LLMC_JUDGE_MODEL: strings owned */
+    llmc_judge_model_t **wjudge;   /* per worker, made at attach; nwjudge of them */
+    unsigned nwjudge;
+    int vfd;                /* semantic-verify.log, appended; -1: none */
+    char *vpath;
+    uint64_t vlog_bytes;    /* its size: compacted by tick() past VLOG_SLACK x the live states */
     /* Persistence (see the top): qfd appends under mu; -1: none. */
     int qfd;
     char *qpath, *oldpath;
@@ -436,6 +515,8 @@ static bool do_alias_del(sem_tier_t *s, const llmc_key_t *key)
     return true;
 }
 
+static void do_vforget(sem_tier_t *s, const llmc_key_t *k);
+
 static void do_rec_drop(sem_tier_t *s, uint32_t slot)
 {
     rec_t *r = &s->recs[slot];
@@ -445,6 +526,7 @@ static void do_rec_drop(sem_tier_t *s, uint32_t slot)
             r->naliases--; /* not in the map: cannot be, but never loop */
     }
     free(r->aliases);
+    do_vforget(s, &r->e->key);
     (void)llmc_vindex_delete(s->ix, slot);
     s->bytes -= r->e->mem_bytes + s->dim * sizeof(float);
     llmc_entry_unref(r->e);
@@ -716,12 +798,13 @@ static json_t *hex_of(const llmc_key_t *k)
     return json_string(hex);
 }
 
-/* The text of a chat answer's first choice, or NULL (json_decref *root). */
+/* The text of a chat or completion answer's first choice, or NULL (json_decref *root). */
 static const char *answer_text(const llmc_entry_t *e, json_t **root)
 {
     *root = json_loadb(e->body, e->body_len, 0, NULL);
-    json_t *c = json_object_get(json_array_get(json_object_get(*root, "choices"), 0), "message");
-    return json_string_value(json_object_get(c, "content"));
+    json_t *c0 = json_array_get(json_object_get(*root, "choices"), 0);
+    const char *t = json_string_value(json_object_get(json_object_get(c0, "message"), "content"));
+    return t ? t : json_string_value(json_object_get(c0, "text")); /* a completion's */
 }
 
 /* The model answered a question that would have hit: did it say the same? */
@@ -741,6 +824,528 @@ static void do_shadow_compare(sem_tier_t *s, const pend_t *p, const llmc_entry_t
     do_log(s, json_pack("{s:s,s:o,s:o,s:b}", "semantic_shadow", "answered", "key",
                         hex_of(&e->key), "would_have_served", hex_of(&p->would->key), "agreed",
                         agreed));
+}
+
+/* ---- verification (issue 16) ------------------------------------------------------ */
+
+static size_t vhome(const llmc_key_t *k, size_t cap)
+{
+    uint64_t h;
+    memcpy(&h, k->b, sizeof(h)); /* a SHA-256: any 8 bytes are spread */
+    return (size_t)(h ^ (h >> 31)) & (cap - 1);
+}
+
+static size_t do_vfind_at(const sem_tier_t *s, const llmc_key_t *k)
+{
+    size_t i = vhome(k, s->vcap);
+    while (s->vmap[i].used && memcmp(s->vmap[i].key.b, k->b, LLMC_KEY_LEN) != 0)
+        i = (i + 1) & (s->vcap - 1);
+    return i;
+}
+
+static vslot_t *do_vfind(sem_tier_t *s, const llmc_key_t *k)
+{
+    if (!s->vcap)
+        return NULL;
+    vslot_t *v = &s->vmap[do_vfind_at(s, k)];
+    return v->used ? v : NULL;
+}
+
+static int do_vgrow(sem_tier_t *s)
+{
+    size_t ocap = s->vcap, cap = ocap ? 2 * ocap : 64;
+    vslot_t *old = s->vmap, *v = calloc(cap, sizeof(*v));
+    if (!v)
+        return LLMC_ENOMEM;
+    s->vmap = v;
+    s->vcap = cap;
+    for (size_t i = 0; i < ocap; i++)
+        if (old[i].used)
+            s->vmap[do_vfind_at(s, &old[i].key)] = old[i];
+    free(old);
+    return 0;
+}
+
+/* The state of key's answer, made (threshold start) when it has none;
+   NULL when the table is full (as many as the tier indexes) or no memory. */
+static vslot_t *do_vget(sem_tier_t *s, const llmc_key_t *k, float start)
+{
+    vslot_t *v = do_vfind(s, k);
+    if (v)
+        return v;
+    if (s->vcount >= s->cap || ((s->vcount + 1) * 2 > s->vcap && do_vgrow(s) < 0)) {
+        s->xs.verify_lost++;
+        return NULL;
+    }
+    v = &s->vmap[do_vfind_at(s, k)];
+    *v = (vslot_t){.key = *k, .used = true};
+    llmc_vstate_init(&v->st, start);
+    s->vcount++;
+    return v;
+}
+
+/* One state in semantic-verify.log: magic, flags (VLOG_FORGET: the answer
+   went), key, threshold, lowest right, highest wrong, counts, then the
+   first 8 bytes of SHA-256 over all that. Fixed size: a damaged record is
+   skipped by its checksum, and the file read on from the next. */
+#define VLOG_MAGIC 0x31565653u /* "SVV1" */
+#define VLOG_FORGET 1u
+#define VLOG_REC (8 + LLMC_KEY_LEN + 5 * 4 + 8)
+
+static void vlog_encode(uint8_t rec[VLOG_REC], const llmc_key_t *k, const llmc_vstate_t *st,
+                        uint32_t flags)
+{
+    uint32_t magic = VLOG_MAGIC;
+    uint8_t *p = rec;
+    memcpy(p, &magic, 4);
+    memcpy(p + 4, &flags, 4);
+    memcpy(p + 8, k->b, LLMC_KEY_LEN);
+    p += 8 + LLMC_KEY_LEN;
+    memcpy(p, &st->thr, 4);
+    memcpy(p + 4, &st->min_right, 4);
+    memcpy(p + 8, &st->max_wrong, 4);
+    memcpy(p + 12, &st->right, 4);
+    memcpy(p + 16, &st->wrong, 4);
+    qlog_sum(rec, VLOG_REC - 8, rec + VLOG_REC - 8);
+}
+
+/* 0 and the record's parts, or LLMC_EINVAL for a damaged one. */
+static int vlog_decode(const uint8_t rec[VLOG_REC], llmc_key_t *k, llmc_vstate_t *st,
+                       uint32_t *flags)
+{
+    uint8_t sum[8];
+    uint32_t magic;
+    memcpy(&magic, rec, 4);
+    qlog_sum(rec, VLOG_REC - 8, sum);
+    if (magic != VLOG_MAGIC || memcmp(sum, rec + VLOG_REC - 8, 8) != 0)
+        return LLMC_EINVAL;
+    const uint8_t *p = rec + 8 + LLMC_KEY_LEN;
+    memcpy(flags, rec + 4, 4);
+    memcpy(k->b, rec + 8, LLMC_KEY_LEN);
+    memcpy(&st->thr, p, 4);
+    memcpy(&st->min_right, p + 4, 4);
+    memcpy(&st->max_wrong, p + 8, 4);
+    memcpy(&st->right, p + 12, 4);
+    memcpy(&st->wrong, p + 16, 4);
+    bool sane = st->thr == st->thr && st->thr >= -1.0f && st->thr <= LLMC_VERIFY_BARRED &&
+                (st->wrong == 0 || st->thr == LLMC_VERIFY_BARRED);
+    return sane ? 0 : LLMC_EINVAL;
+}
+
+/* Appends key's state (under mu). A failed write costs only its restore. */
+static void do_vlog(sem_tier_t *s, const llmc_key_t *k, const llmc_vstate_t *st, uint32_t flags)
+{
+    uint8_t rec[VLOG_REC];
+    llmc_vstate_t none;
+    if (s->vfd < 0)
+        return;
+    if (!st) {
+        llmc_vstate_init(&none, 0);
+        st = &none;
+    }
+    vlog_encode(rec, k, st, flags);
+    if (write(s->vfd, rec, VLOG_REC) != VLOG_REC)
+        s->st.errors++;
+    s->vlog_bytes += VLOG_REC;
+}
+
+/* Writes the live states to path (a new file). 0 or LLMC_EIO. */
+static int do_vwrite(sem_tier_t *s, const char *path, llmc_tier_t *store, int64_t now)
+{
+    uint8_t rec[VLOG_REC];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return LLMC_EIO;
+    s->vlog_bytes = 0;
+    for (size_t i = 0; i < s->vcap; i++) {
+        llmc_entry_t *e = NULL;
+        if (!s->vmap[i].used)
+            continue;
+        if (store && store->ops->get(store, &s->vmap[i].key, now, &e) != 0)
+            continue; /* its answer is gone: forgotten */
+        llmc_entry_unref(e);
+        vlog_encode(rec, &s->vmap[i].key, &s->vmap[i].st, 0);
+        if (write(fd, rec, VLOG_REC) != VLOG_REC) {
+            close(fd);
+            return LLMC_EIO;
+        }
+        s->vlog_bytes += VLOG_REC;
+    }
+    return close(fd) == 0 ? 0 : LLMC_EIO;
+}
+
+/* The file grew past VLOG_SLACK times what it must hold (outcomes append,
+   forgotten answers leave records behind): rewritten from the map, under
+   mu (at most the tier's max entries of VLOG_REC bytes, a few MB). Not
+   synced: a crash at the wrong moment costs learned states, never a wrong
+   one (the old file stays whole until the rename). */
+#define VLOG_SLACK 4
+#define VLOG_MIN_COMPACT (1u << 20)
+static void do_vcompact(sem_tier_t *s)
+{
+    uint64_t live = (uint64_t)s->vcount * VLOG_REC;
+    if (s->vfd < 0 || s->vlog_bytes <= VLOG_MIN_COMPACT || s->vlog_bytes <= VLOG_SLACK * live)
+        return;
+    char *tmp = NULL;
+    if (asprintf(&tmp, "%s.new", s->vpath) < 0)
+        return;
+    if (do_vwrite(s, tmp, NULL, 0) == 0 && rename(tmp, s->vpath) == 0) {
+        int fd = open(s->vpath, O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (fd >= 0) {
+            close(s->vfd);
+            s->vfd = fd;
+        }
+    } else {
+        s->st.errors++;
+        s->vlog_bytes += live; /* try again once it has grown as much again */
+        unlink(tmp);
+    }
+    free(tmp);
+}
+
+/* key's answer went (expired, evicted, purged, replaced): so does what it
+   learned, here and in the file. */
+static void do_vforget(sem_tier_t *s, const llmc_key_t *k)
+{
+    if (!s->vcap)
+        return;
+    size_t i = do_vfind_at(s, k), mask = s->vcap - 1, j = i;
+    if (!s->vmap[i].used)
+        return;
+    do_vlog(s, k, NULL, VLOG_FORGET);
+    for (;;) { /* backward shift, as the alias map */
+        j = (j + 1) & mask;
+        if (!s->vmap[j].used)
+            break;
+        size_t home = vhome(&s->vmap[j].key, s->vcap);
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            s->vmap[i] = s->vmap[j];
+            i = j;
+        }
+    }
+    s->vmap[i] = (vslot_t){0};
+    s->vcount--;
+}
+
+/* Reads dir/semantic-verify.log (the last record of a key wins; damaged
+   ones are skipped), keeps the states whose answer store still has, writes
+   them to a new file that replaces the old (compaction), and opens it for
+   appends. Main thread, before any worker. */
+static int verify_open(sem_tier_t *s, const char *dir, llmc_tier_t *store)
+{
+    char *path = NULL, *tmp = NULL;
+    uint8_t rec[VLOG_REC];
+    int rc = LLMC_ENOMEM;
+    if (asprintf(&s->vpath, "%s/semantic-verify.log", dir) < 0 || !(path = strdup(s->vpath)) ||
+        asprintf(&tmp, "%s/semantic-verify.log.new", dir) < 0)
+        goto out;
+    FILE *f = fopen(path, "rb");
+    while (f && fread(rec, 1, VLOG_REC, f) == VLOG_REC) {
+        llmc_key_t k;
+        llmc_vstate_t st;
+        uint32_t flags;
+        if (vlog_decode(rec, &k, &st, &flags) < 0)
+            continue;
+        if (flags & VLOG_FORGET) {
+            do_vforget(s, &k);
+            continue;
+        }
+        vslot_t *v = do_vget(s, &k, 0);
+        if (v)
+            v->st = st;
+    }
+    if (f)
+        fclose(f);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (do_vwrite(s, tmp, store, now) < 0 || rename(tmp, path) != 0) {
+        rc = LLMC_EIO;
+        goto out;
+    }
+    s->vfd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    rc = s->vfd < 0 ? LLMC_EIO : 0;
+out:
+    free(path);
+    free(tmp);
+    return rc;
+}
+
+/* The row of namespace name, made when new; past LLMC_TIER_SEMANTIC_NS the
+   last row holds the rest. */
+static uint16_t do_ns(sem_tier_t *s, const char *name)
+{
+    if (!name)
+        name = "";
+    for (unsigned i = 0; i < s->nns; i++)
+        if (strncmp(s->nss[i].name, name, sizeof(s->nss[i].name)) == 0)
+            return (uint16_t)i;
+    if (s->nns == LLMC_TIER_SEMANTIC_NS - 1 && strlen(name) < sizeof(s->nss[0].name))
+        name = "(others)";
+    if (s->nns == LLMC_TIER_SEMANTIC_NS)
+        return LLMC_TIER_SEMANTIC_NS - 1;
+    snprintf(s->nss[s->nns].name, sizeof(s->nss[0].name), "%s", name);
+    llmc_vns_init(&s->nss[s->nns].m, s->max_error > 0 ? s->vstart : s->threshold);
+    return (uint16_t)s->nns++;
+}
+
+/* What the learned state says of a candidate that passed the guards. With
+   no budget the global threshold serves and only a bar refuses. */
+static llmc_vdecision_t do_vdecide(sem_tier_t *s, const vns_row_t *ns, const rec_t *r, float sim)
+{
+    const vslot_t *v = do_vfind(s, &r->e->key);
+    llmc_vstate_t st;
+    if (v)
+        st = v->st;
+    else
+        llmc_vstate_init(&st, ns->m.start);
+    if (s->max_error <= 0)
+        return st.thr == LLMC_VERIFY_BARRED ? LLMC_VD_NO : LLMC_VD_SERVE;
+    return llmc_verify_decide(&st, sim, s->vband, s->max_error, llmc_vns_prior(&ns->m));
+}
+
+/* A uniform 32-bit draw (xorshift64*), under mu. */
+static uint32_t do_draw(sem_tier_t *s)
+{
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return (uint32_t)((s->rng * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+/* The model answered a question whose candidate was served (verified),
+   probed or held back: judge the two answers and learn. 1 right, 0 wrong,
+   -1 not judged. */
+/* What one judged outcome teaches: the matched answer's state, the
+   namespace's measurement (and its fallback, logged when it changes). key:
+   the request's, whose answer the model gave. */
+static void do_learn(sem_tier_t *s, uint8_t kind, const llmc_key_t *matched, float sim,
+                     uint16_t nsi, bool right, const llmc_key_t *key)
+{
+    vns_row_t *ns = &s->nss[nsi];
+    vslot_t *v = do_vget(s, matched, ns->m.start);
+    if (v) {
+        llmc_vstate_learn(&v->st, sim, right, s->threshold);
+        do_vlog(s, &v->key, &v->st, 0);
+    }
+    bool changed = false;
+    if (kind == PEND_PROBE) {
+        llmc_vns_probed(&ns->m, right, sim);
+        s->xs.probes_wrong += !right;
+    } else {
+        changed = llmc_vns_verified(&ns->m, right, sim, s->max_error);
+        if (right)
+            s->xs.verify_right++;
+        else
+            s->xs.verify_wrong++;
+    }
+    if (!right)
+        do_log(s, json_pack("{s:s,s:s,s:o,s:o,s:f,s:s}", "semantic_verify",
+                            kind == PEND_PROBE ? "probe_wrong" : "wrong", "namespace",
+                            ns->name, "key", hex_of(key), "matched", hex_of(matched),
+                            "similarity", (double)sim, "now", "barred"));
+    if (changed) {
+        double lo, hi;
+        llmc_wilson95(ns->m.wrong, ns->m.verified, &lo, &hi);
+        do_log(s, json_pack("{s:s,s:s,s:I,s:I,s:f,s:f,s:f}", "semantic_verify",
+                            ns->m.fallback ? "fallback_exact_only" : "fallback_ended",
+                            "namespace", ns->name, "verified", (json_int_t)ns->m.verified,
+                            "wrong", (json_int_t)ns->m.wrong, "wrong_lo95", lo, "wrong_hi95",
+                            hi, "budget", s->max_error));
+    }
+}
+
+static void do_tokens(sem_tier_t *s, uint16_t nsi, uint64_t tokens)
+{
+    s->nss[nsi].m.tokens += tokens;
+    s->xs.verify_tokens += tokens;
+}
+
+static int do_ask_judge(sem_tier_t *s, unsigned worker, const pend_t *p, const llmc_entry_t *e,
+                        const char *a, const char *b);
+
+/* The model answered a question whose candidate was served (verified),
+   probed or held back: judge the two answers and learn. 1 right, 0 wrong,
+   -1 not judged, -2 asked of the judge model (learnt in its callback). */
+static int do_outcome(sem_tier_t *s, unsigned worker, const pend_t *p, const llmc_entry_t *e)
+{
+    json_t *ra, *rb;
+    const char *a = answer_text(p->would, &ra), *b = answer_text(e, &rb);
+    llmc_lex_t *lx = worker < s->nwlex && s->wlex[worker] ? s->wlex[worker] : s->lex;
+    llmc_usage_t u;
+    if (p->kind == PEND_VERIFY && llmc_entry_usage(e, &u))
+        do_tokens(s, p->ns, (uint64_t)u.prompt_tokens + u.completion_tokens);
+    int right = !a || !b                      ? LLMC_EINVAL
+                : s->judge == LLMC_JUDGE_MODEL ? do_ask_judge(s, worker, p, e, a, b)
+                : llmc_judge(s->judge, lx, s->judge_bound, a, strlen(a), b, strlen(b));
+    json_decref(ra);
+    json_decref(rb);
+    if (right == -2)
+        return -2;
+    if (right < 0) {
+        s->xs.verify_unjudged++;
+        return -1;
+    }
+    do_learn(s, p->kind, &p->matched, p->sim, p->ns, right, &e->key);
+    return right;
+}
+
+/* Bars the answer under key (learnt as a wrong at similarity sim). */
+static void do_bar(sem_tier_t *s, const llmc_key_t *key, float sim, float start)
+{
+    vslot_t *v = do_vget(s, key, start);
+    if (v && v->st.thr != LLMC_VERIFY_BARRED) {
+        llmc_vstate_learn(&v->st, sim, false, s->threshold);
+        do_vlog(s, &v->key, &v->st, 0);
+    }
+}
+
+/*
+ * Where a verified question stands (before its own answer is indexed): the
+ * answers it reaches (similarity over the threshold, guards passed). A wrong
+ * outcome bars them all: the tier cannot tell those wordings apart, and they
+ * do not share an answer. A question that reaches an answer barred so is in
+ * such a place too. True when the question's own answer is to be barred.
+ */
+static bool do_bar_near(sem_tier_t *s, const llmc_key_t *part, const float *vec,
+                        const llmc_guard_q_t *q, uint16_t nsi, bool wrong)
+{
+    llmc_vindex_hit_t near[LLMC_TIER_SEMANTIC_REGION];
+    size_t n = llmc_vindex_search(s->ix, part, vec, LLMC_TIER_SEMANTIC_REGION, near);
+    bool barred = wrong;
+    char why[LLMC_GUARD_REASON];
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < n && near[i].score >= s->threshold; i++) {
+            rec_t *r = &s->recs[near[i].id];
+            if (llmc_guard_check(r->q, q, why) >= 0)
+                continue; /* a different question after all */
+            vslot_t *v = do_vfind(s, &r->e->key);
+            if (pass == 0)
+                barred = barred || (v && v->st.wrong > 0);
+            else
+                do_bar(s, &r->e->key, near[i].score, s->nss[nsi].m.start);
+        }
+        if (!barred)
+            return false;
+    }
+    return true;
+}
+
+/* A judge model's call in the air: what its answer will teach. */
+typedef struct judge_job {
+    sem_tier_t *s;
+    uint8_t kind;
+    uint16_t ns;
+    float sim;
+    llmc_key_t matched, key, part;
+    float *vec; /* the question's, s->dim of them: its neighbours are barred if wrong */
+} judge_job_t;
+
+/* The judge model's verdict, on the worker's loop. */
+static void on_judged(void *arg, int rc, bool same, uint64_t tokens)
+{
+    judge_job_t *j = arg;
+    sem_tier_t *s = j->s;
+
+    pthread_mutex_lock(&s->mu);
+    do_tokens(s, j->ns, tokens);
+    if (rc < 0) {
+        s->xs.verify_unjudged++;
+    } else {
+        do_learn(s, j->kind, &j->matched, j->sim, j->ns, same, &j->key);
+        long slot = same ? -1 : do_rec_find(s, &j->key);
+        if (slot >= 0 && do_bar_near(s, &j->part, j->vec, s->recs[slot].q, j->ns, true))
+            do_bar(s, &j->key, 1.0f, s->nss[j->ns].m.start);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(j->vec);
+    free(j);
+}
+
+/* Asks the worker's judge model (under mu, on the worker's loop, within the
+   per-minute budget): -2, or -1 when it cannot be asked (counted). */
+static int do_ask_judge(sem_tier_t *s, unsigned worker, const pend_t *p, const llmc_entry_t *e,
+                        const char *a, const char *b)
+{
+    llmc_judge_model_t *jm = worker < s->nwjudge ? s->wjudge[worker] : NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (!jm)
+        return -1;
+    if (!llmc_vrate_take(&s->vrate, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000)) {
+        s->xs.verify_over_budget++;
+        return -1;
+    }
+    judge_job_t *j = malloc(sizeof(*j));
+    float *vec = malloc(s->dim * sizeof(float));
+    if (!j || !vec) {
+        free(j);
+        free(vec);
+        return -1;
+    }
+    memcpy(vec, p->vec, s->dim * sizeof(float));
+    *j = (judge_job_t){.s = s, .kind = p->kind, .ns = p->ns, .sim = p->sim,
+                       .matched = p->matched, .key = e->key, .part = p->part, .vec = vec};
+    if (llmc_judge_model_ask(jm, a, strlen(a), b, strlen(b), on_judged, j) < 0) {
+        free(vec);
+        free(j);
+        return -1;
+    }
+    s->xs.judge_calls++;
+    s->nss[p->ns].m.calls++;
+    return -2;
+}
+
+/* Per namespace: the measurement /stats shows (rates in parts per million). */
+#define SEM_NS_TABLE(X)                                                                      \
+    X(hits, "hits", COUNTER, "hits", "Semantic hits served.")                                 \
+    X(verified, "verified", COUNTER, "answers",                                              \
+      "Served (or held-back, while exact-only) hits whose answer was judged.")              \
+    X(wrong, "wrong", COUNTER, "answers", "Of them, judged wrong.")                          \
+    X(wrong_ppm, "wrong_rate_ppm", GAUGE, "ppm", "Measured wrong-hit rate (per million).")   \
+    X(wrong_lo_ppm, "wrong_rate_lo95_ppm", GAUGE, "ppm",                                     \
+      "Its Wilson 95% interval's lower bound (per million).")                                \
+    X(wrong_hi_ppm, "wrong_rate_hi95_ppm", GAUGE, "ppm",                                     \
+      "Its Wilson 95% interval's upper bound (per million; 1000000 with no sample).")       \
+    X(calls, "verify_calls", COUNTER, "calls", "Background calls to the model to verify.")   \
+    X(fallback, "exact_only", GAUGE, "bool",                                                 \
+      "1 while the namespace's measured error is over --semantic-max-error.")
+
+typedef struct sem_ns_stats {
+    SEM_NS_TABLE(LLMC_STAT_FIELD)
+} sem_ns_stats_t;
+
+#define LLMC_STAT_TYPE sem_ns_stats_t
+static const llmc_stat_desc_t ns_desc[] = {SEM_NS_TABLE(LLMC_STAT_DESC)};
+#undef LLMC_STAT_TYPE
+
+static unsigned sem_xrows(llmc_tier_t *t, llmc_tier_row_t *rows, unsigned max)
+{
+    sem_tier_t *s = impl(t);
+    unsigned n = 0;
+
+    pthread_mutex_lock(&s->mu);
+    for (unsigned i = 0; i < s->nns && n < max; i++, n++) {
+        const llmc_vns_t *m = &s->nss[i].m;
+        double lo, hi;
+        llmc_wilson95(m->wrong, m->verified, &lo, &hi);
+        sem_ns_stats_t v = {
+            .hits = m->hits,
+            .verified = m->verified,
+            .wrong = m->wrong,
+            .wrong_ppm = m->verified ? m->wrong * 1000000 / m->verified : 0,
+            .wrong_lo_ppm = (uint64_t)(lo * 1e6 + 0.5),
+            .wrong_hi_ppm = (uint64_t)(hi * 1e6 + 0.5),
+            .calls = m->calls,
+            .fallback = m->fallback,
+        };
+        _Static_assert(sizeof(v) <= sizeof(rows[0].v), "a namespace row fits a tier row");
+        snprintf(rows[n].name, sizeof(rows[n].name), "%s", s->nss[i].name);
+        memcpy(rows[n].v, &v, sizeof(v));
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
 
 /* ---- the ops ---------------------------------------------------------------------- */
@@ -775,6 +1380,13 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
     }
     float threshold = lk->query->threshold > 0 ? lk->query->threshold : s->threshold;
     size_t n = llmc_vindex_search(s->ix, part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, cand);
+    /* Verification: the namespace's row, and what is learned of each candidate. */
+    uint16_t nsi = s->verifying ? do_ns(s, lk->query->ns) : 0;
+    vns_row_t *ns = s->verifying ? &s->nss[nsi] : NULL;
+    bool fallback = ns && s->max_error > 0 && ns->m.fallback;
+    uint8_t kind = PEND_SHADOW;
+    llmc_key_t matched = {{0}};
+    float msim = 0;
     for (size_t i = 0; i < n; i++) {
         if (cand[i].score < threshold) {
             if (i == 0)
@@ -795,6 +1407,24 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
                                     "guard", llmc_guard_name(g), "reason", why));
             continue;
         }
+        if (ns && !s->shadow) {
+            llmc_vdecision_t vd = do_vdecide(s, ns, r, cand[i].score);
+            if (vd == LLMC_VD_NO) {
+                s->xs.verify_refused++;
+                continue;
+            }
+            if (vd == LLMC_VD_PROBE || fallback) {
+                /* Not served; the model's answer to this miss will say
+                   whether it would have been right. */
+                kind = vd == LLMC_VD_PROBE ? PEND_PROBE : PEND_FALLBACK;
+                s->xs.probes += kind == PEND_PROBE;
+                s->xs.fallback_misses += kind == PEND_FALLBACK;
+                would = llmc_entry_ref(r->e);
+                matched = r->e->key;
+                msim = cand[i].score;
+                break;
+            }
+        }
         if (s->shadow) {
             /* What would have been served; the lookup misses all the same. */
             s->xs.shadow_hits++;
@@ -809,10 +1439,30 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
         s->st.hits++;
         do_alias_add(s, &lk->query->key, (uint32_t)cand[i].id, cand[i].score);
         rc = 0;
-        goto out;
+        if (!ns)
+            goto out;
+        ns->m.hits++;
+        if (!llmc_verify_sampled(s->verify_rate, do_draw(s)))
+            goto out;
+        if (!llmc_vrate_take(&s->vrate, lk->now_ms)) {
+            s->xs.verify_over_budget++;
+            goto out;
+        }
+        /* The caller asks the model in the background; its answer, stored
+           under this request's key, comes to put() as a miss's would. */
+        lk->verify = true;
+        s->xs.verify_sampled++;
+        ns->m.calls++;
+        kind = PEND_VERIFY;
+        would = llmc_entry_ref(r->e);
+        matched = r->e->key;
+        msim = cand[i].score;
+        goto keep;
     }
     /* A miss: keep the question for its answer's put(). */
     s->st.misses++;
+    rc = LLMC_ENOENT;
+keep:;
     pend_t *p = NULL;
     for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING && !p; i++)
         if (s->pend[i].used && memcmp(s->pend[i].key.b, lk->query->key.b, LLMC_KEY_LEN) == 0)
@@ -826,14 +1476,13 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
     do_pend_clear(p);
     memcpy(pvec, vec, dim * sizeof(float));
     *p = (pend_t){.used = true, .key = lk->query->key, .part = *part, .q = qf, .would = would,
-                  .vec = pvec};
+                  .kind = kind, .matched = matched, .sim = msim, .ns = nsi, .vec = pvec};
     pvec = NULL;
     qf = NULL;
     if (s->qfd >= 0) {
         p->text = question;
         question = NULL;
     }
-    rc = LLMC_ENOENT;
 out:
     pthread_mutex_unlock(&s->mu);
     free(pvec);
@@ -894,6 +1543,7 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     float vec[LLMC_LEX_DIM];
 
     lk->entry = NULL;
+    lk->verify = false;
     if (!lk->query->similar) {
         /* Nor is its answer indexed: the client asked to stay out of it. */
         pthread_mutex_lock(&s->mu);
@@ -906,8 +1556,13 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     if (s->acap) {
         const alias_t *al = &s->amap[do_alias_find(s, &lk->query->key)];
         const rec_t *r = al->used ? &s->recs[al->slot] : NULL;
+        vns_row_t *ns = r && s->verifying ? &s->nss[do_ns(s, lk->query->ns)] : NULL;
         if (r && r->e->expires_ms > lk->now_ms && !s->shadow &&
-            al->similarity >= (lk->query->threshold > 0 ? lk->query->threshold : s->threshold)) {
+            al->similarity >= (lk->query->threshold > 0 ? lk->query->threshold : s->threshold) &&
+            (!ns || (!(s->max_error > 0 && ns->m.fallback) &&
+                     do_vdecide(s, ns, r, al->similarity) == LLMC_VD_SERVE))) {
+            if (ns)
+                ns->m.hits++;
             lk->entry = llmc_entry_ref(r->e);
             lk->similarity = al->similarity;
             s->st.hits++;
@@ -975,7 +1630,6 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
     sem_tier_t *s = impl(t);
     pend_t *p = NULL;
 
-    (void)worker;
     if (!eligible_route(llmc_entry_route(e)) || e->expires_ms <= now_ms)
         return 0;
     pthread_mutex_lock(&s->mu);
@@ -984,12 +1638,21 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
             p = &s->pend[i];
     if (!p)
         goto out; /* its question was never seen here */
-    if (p->would)
+    int outcome = -1;
+    if (p->would && p->kind == PEND_SHADOW)
         do_shadow_compare(s, p, e);
+    else if (p->would)
+        outcome = do_outcome(s, worker, p, e);
+    if (p->kind == PEND_VERIFY)
+        (void)do_alias_del(s, &e->key); /* its own answer is the model's now */
+    bool bar = s->verifying && !s->shadow && p->q &&
+               do_bar_near(s, &p->part, p->vec, p->q, p->ns, outcome == 0);
     if (do_index(s, e, &p->part, p->vec, p->q) == 0) {
         p->q = NULL;
         if (p->text)
             do_qlog(s, &e->key, &p->part, p->text, strlen(p->text));
+        if (bar)
+            do_bar(s, &e->key, 1.0f, s->nss[p->ns].m.start);
     }
     do_pend_clear(p);
 out:
@@ -1032,6 +1695,7 @@ static void sem_tick(llmc_tier_t *t, int64_t now_ms)
     sem_tier_t *s = impl(t);
 
     pthread_mutex_lock(&s->mu);
+    do_vcompact(s);
     for (size_t k = 0; k < LLMC_TIER_SEMANTIC_SWEEP_BUDGET && k < s->cap; k++) {
         size_t i = s->sweep_at;
         s->sweep_at = (s->sweep_at + 1) % s->cap;
@@ -1086,6 +1750,18 @@ static int sem_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
         return LLMC_ENOMEM;
     if (s->remote && !s->wemb[worker] && !(s->wemb[worker] = llmc_embed_new(loop, &s->remote_cfg)))
         return LLMC_ENOMEM;
+    if (s->verifying && s->judge == LLMC_JUDGE_MODEL) {
+        if (worker >= s->nwjudge) {
+            llmc_judge_model_t **v = realloc(s->wjudge, (worker + 1) * sizeof(*v));
+            if (!v)
+                return LLMC_ENOMEM;
+            memset(v + s->nwjudge, 0, (worker + 1 - s->nwjudge) * sizeof(*v));
+            s->wjudge = v;
+            s->nwjudge = worker + 1;
+        }
+        if (!s->wjudge[worker] && !(s->wjudge[worker] = llmc_judge_model_new(loop, &s->jcfg)))
+            return LLMC_ENOMEM;
+    }
     return 0;
 }
 
@@ -1096,6 +1772,11 @@ static void sem_detach(llmc_tier_t *t, unsigned worker)
 {
     sem_tier_t *s = impl(t);
 
+    if (worker < s->nwjudge && s->wjudge[worker]) {
+        llmc_judge_model_t *jm = s->wjudge[worker];
+        s->wjudge[worker] = NULL; /* an outcome from now on is not judged */
+        llmc_judge_model_free(jm); /* its calls' callbacks run now, cancelled */
+    }
     if (worker < s->nwlex && s->wemb[worker]) {
         llmc_embedder_t *em = s->wemb[worker];
         s->wemb[worker] = NULL; /* a lookup now misses without waiting */
@@ -1121,6 +1802,15 @@ static void semantic_destroy(llmc_tier_t *t)
             free(s->recs[i].aliases);
         }
     free(s->amap);
+    free(s->vmap);
+    free(s->nss);
+    free(s->wjudge);
+    free((char *)s->jcfg.url);
+    free((char *)s->jcfg.model);
+    free((char *)s->jcfg.auth);
+    if (s->vfd >= 0)
+        close(s->vfd);
+    free(s->vpath);
     for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING; i++)
         do_pend_clear(&s->pend[i]);
     for (unsigned i = 0; i < s->nwlex; i++)
@@ -1149,6 +1839,10 @@ static const llmc_tier_ops_t semantic_ops = {
     .xstats_desc = xstats_desc,
     .nxstats = sizeof(xstats_desc) / sizeof(xstats_desc[0]),
     .xstats = sem_xstats,
+    .xrows_name = "namespaces",
+    .xrows_desc = ns_desc,
+    .nxrows = sizeof(ns_desc) / sizeof(ns_desc[0]),
+    .xrows = sem_xrows,
     .attach = sem_attach,
     .detach = sem_detach,
     .destroy = semantic_destroy,
@@ -1161,6 +1855,7 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
     if (!s)
         return NULL;
     s->qfd = -1;
+    s->vfd = -1;
     s->threshold = cfg && cfg->threshold > 0 ? cfg->threshold : LLMC_TIER_SEMANTIC_THRESHOLD;
     s->shadow = cfg && cfg->shadow;
     s->log = cfg ? cfg->log : NULL;
@@ -1169,6 +1864,25 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
     s->max_bytes = cfg ? cfg->max_bytes : 0;
     if (s->cap > UINT32_MAX)
         s->cap = UINT32_MAX;
+    if (cfg && (cfg->max_error > 0 || cfg->verify_rate > 0)) {
+        s->verifying = true;
+        s->max_error = cfg->max_error;
+        s->verify_rate = cfg->verify_rate;
+        s->vrate.per_min = cfg->verify_per_min;
+        s->judge = cfg->judge == LLMC_JUDGE_EXACT   ? LLMC_JUDGE_EXACT
+                   : cfg->judge == LLMC_JUDGE_MODEL ? LLMC_JUDGE_MODEL
+                                                    : LLMC_JUDGE_EMBED;
+        s->jcfg.url = cfg->judge_url ? strdup(cfg->judge_url) : NULL;
+        s->jcfg.model = cfg->judge_model ? strdup(cfg->judge_model) : NULL;
+        s->jcfg.auth = cfg->judge_auth ? strdup(cfg->judge_auth) : NULL;
+        s->jcfg.timeout_ms = cfg->judge_timeout_ms ? cfg->judge_timeout_ms : 30000;
+        s->judge_bound = cfg->judge_bound > 0 ? cfg->judge_bound : 0.8f;
+        s->vstart = cfg->verify_start > 0 ? cfg->verify_start : 0.9f;
+        s->vband = cfg->verify_band;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        s->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)s ^ 0x9E3779B97F4A7C15ull;
+    }
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
         free(s);
         return NULL;
@@ -1189,6 +1903,10 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
     }
     s->recs = calloc(s->cap, sizeof(*s->recs));
     s->free_slots = malloc(s->cap * sizeof(*s->free_slots));
+    if (s->verifying && !(s->nss = calloc(LLMC_TIER_SEMANTIC_NS, sizeof(*s->nss)))) {
+        semantic_destroy(&s->tier);
+        return NULL;
+    }
     if (!s->lex || (!s->remote && !s->ix) || !s->recs || !s->free_slots ||
         (s->remote && (!s->remote_cfg.url || (cfg->remote->model && !s->remote_cfg.model) ||
                        (cfg->remote->key && !s->remote_cfg.key)))) {
@@ -1199,6 +1917,11 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
     for (size_t i = 0; i < s->cap; i++)
         s->free_slots[i] = (uint32_t)(s->cap - 1 - i);
     s->nfree = s->cap;
+    /* What answers learned, before the restorer indexes them again. */
+    if (s->verifying && cfg->dir && verify_open(s, cfg->dir, cfg->store) < 0) {
+        semantic_destroy(&s->tier);
+        return NULL;
+    }
     /* Questions are embedded anew at start: the lexical embedder's only. */
     if (cfg && cfg->dir && cfg->store && !s->remote && persist_open(s, cfg->dir, cfg->store) < 0) {
         semantic_destroy(&s->tier);

@@ -24,6 +24,10 @@
 #define LLMC_TIER_SEMANTIC_CANDIDATES 4
 /* Request keys a record answers besides its own (see semantic.c). */
 #define LLMC_TIER_SEMANTIC_ALIASES 4
+/* Answers a wrong verification looks at around its question, to bar them. */
+#define LLMC_TIER_SEMANTIC_REGION 32
+/* Namespaces whose verification is measured apart; past it they share one row. */
+#define LLMC_TIER_SEMANTIC_NS 64
 /* Records tick() examines per call. */
 #define LLMC_TIER_SEMANTIC_SWEEP_BUDGET 1024
 
@@ -52,6 +56,24 @@ typedef struct llmc_semantic_config {
        at attach; NULL: the built-in lexical one. Copied. Persistence is for
        the lexical embedder only. */
     const llmc_embed_config_t *remote;
+    /* Measured correctness (issue 16, semantic/verify.h). max_error: the
+       budget of wrong hits (0: none: the global threshold serves, but an
+       answer verified wrong is still barred); verify_rate: the fraction of
+       hits whose lookup says verify (the caller then sends the request to
+       the model in the background and stores its answer as usual, which
+       put() judges), at most verify_per_min a minute. Both 0: off. With
+       dir, what each answer learned is kept in dir/semantic-verify.log. */
+    double max_error;
+    double verify_rate;
+    unsigned verify_per_min;
+    int judge;           /* llmc_judge_t */
+    float judge_bound;   /* embed judge: the answers' cosine to count as equal */
+    float verify_start;  /* with max_error: an unverified answer's threshold */
+    float verify_band;   /* with max_error: the uncertain band under it (probes) */
+    /* judge LLMC_JUDGE_MODEL: the chat API and model asked (semantic/judge.h),
+       one judge per worker made at attach. Copied. */
+    const char *judge_url, *judge_model, *judge_auth;
+    unsigned judge_timeout_ms;
 } llmc_semantic_config_t;
 
 /* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or
