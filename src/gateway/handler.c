@@ -248,6 +248,25 @@ static gr_state_t answer_oom(gw_req_t *gr)
     return answer_error(gr, 503, "server_error", "out_of_memory", "out of memory");
 }
 
+/* Whose flight a request may join. In a shared cache whose clients' own
+   keys go upstream the key leaves the credential out, but the flight must
+   not: an upstream error is the caller's own (one client's bad key never
+   becomes another's 401). *caller is set to the credential's scope and
+   returned; NULL when any caller may join. */
+static const llmc_key_t *flight_caller(gw_req_t *gr, llmc_key_t *caller)
+{
+    llmc_gw_t *gw = gr->w->gw;
+    const char *line;
+    if (!llmc_dialect_shared(gw, gr->dialect) || llmc_dialect_auth(gw, gr->dialect) ||
+        gw->client_keys)
+        return NULL;
+    const char *auth = llmc_dialect_credential(gr->dialect, gr->req, &line);
+    if (!auth)
+        return NULL;
+    llmc_key_scope(caller, auth, strlen(auth));
+    return caller;
+}
+
 /*
  * A semantic hit the tier sampled for verification (issue 16): the same
  * request goes to the model as a miss would, on a flight nobody waits on,
@@ -283,15 +302,9 @@ static void verify_start(gw_req_t *gr)
         len = strlen(own);
     }
     llmc_key_t caller;
-    const char *line;
-    const char *auth = llmc_dialect_shared(gw, gr->dialect) &&
-                               !llmc_dialect_auth(gw, gr->dialect) && !gw->client_keys
-                           ? llmc_dialect_credential(gr->dialect, gr->req, &line) : NULL;
-    if (auth)
-        llmc_key_scope(&caller, auth, strlen(auth));
     bool created = false;
-    llmc_flight_t *f = llmc_flight_join_as(gw->flights, &gr->key, auth ? &caller : NULL, false,
-                                           &created);
+    llmc_flight_t *f = llmc_flight_join_as(gw->flights, &gr->key, flight_caller(gr, &caller),
+                                           false, &created);
     if (f && created) {
         char url[1400];
         snprintf(url, sizeof(url), "%s%s", llmc_dialect_base(gw, gr->dialect),
@@ -851,17 +864,9 @@ static gr_state_t step_flight(gw_req_t *gr)
     llmc_gw_t *gw = gr->w->gw;
     bool coalesce = gr->policy.write && gr->route->cacheable;
     bool created = true;
-    /* A shared cache whose clients' own keys go upstream: the key leaves
-       the credential out, the flight must not (an error is the caller's). */
     llmc_key_t caller;
-    const char *line;
-    const char *auth = llmc_dialect_shared(gw, gr->dialect) &&
-                               !llmc_dialect_auth(gw, gr->dialect) && !gw->client_keys
-                           ? llmc_dialect_credential(gr->dialect, gr->req, &line) : NULL;
-    if (auth)
-        llmc_key_scope(&caller, auth, strlen(auth));
-    gr->flight = coalesce ? llmc_flight_join_as(gw->flights, &gr->key, auth ? &caller : NULL,
-                                                gr->stream, &created)
+    gr->flight = coalesce ? llmc_flight_join_as(gw->flights, &gr->key,
+                                                flight_caller(gr, &caller), gr->stream, &created)
                           : llmc_flight_new_private(&gr->key, gr->stream);
     if (!gr->flight)
         return answer_oom(gr);
