@@ -238,6 +238,21 @@ static int grow(char **buf, size_t *cap, size_t max)
     return 0;
 }
 
+/* A decoder's ending: buf (n bytes) handed to the caller when rc is 0 and
+   n is within max, freed otherwise; the LLMC_E* that says why. */
+static int decoded(int rc, char *buf, size_t n, size_t max, char **out, size_t *out_len)
+{
+    if (rc == 0 && n > max)
+        rc = LLMC_E2BIG;
+    if (rc < 0) {
+        free(buf);
+        return rc;
+    }
+    *out = buf;
+    *out_len = n;
+    return 0;
+}
+
 static int gzip_decode(const char *in, size_t len, size_t max, char **out, size_t *out_len)
 {
     z_stream zs;
@@ -272,15 +287,9 @@ static int gzip_decode(const char *in, size_t len, size_t max, char **out, size_
     }
     size_t n = zs.total_out;
     inflateEnd(&zs);
-    if (rc == 0 && (zs.avail_in != 0 || n > max))
-        rc = n > max ? LLMC_E2BIG : LLMC_ECORRUPT; /* bytes after the stream */
-    if (rc < 0) {
-        free(buf);
-        return rc;
-    }
-    *out = buf;
-    *out_len = n;
-    return 0;
+    if (rc == 0 && zs.avail_in != 0 && n <= max)
+        rc = LLMC_ECORRUPT; /* bytes after the stream */
+    return decoded(rc, buf, n, max, out, out_len);
 }
 
 static int zstd_decode(const char *in, size_t len, size_t max, char **out, size_t *out_len)
@@ -306,15 +315,7 @@ static int zstd_decode(const char *in, size_t len, size_t max, char **out, size_
             rc = LLMC_ECORRUPT; /* cut short */
     }
     ZSTD_freeDStream(ds);
-    if (rc == 0 && n > max)
-        rc = LLMC_E2BIG;
-    if (rc < 0) {
-        free(buf);
-        return rc;
-    }
-    *out = buf;
-    *out_len = n;
-    return 0;
+    return decoded(rc, buf, n, max, out, out_len);
 }
 
 static int br_decode(const char *in, size_t len, size_t max, char **out, size_t *out_len)
@@ -345,15 +346,7 @@ static int br_decode(const char *in, size_t len, size_t max, char **out, size_t 
         }
     }
     BrotliDecoderDestroyInstance(ds);
-    if (rc == 0 && n > max)
-        rc = LLMC_E2BIG;
-    if (rc < 0) {
-        free(buf);
-        return rc;
-    }
-    *out = buf;
-    *out_len = n;
-    return 0;
+    return decoded(rc, buf, n, max, out, out_len);
 }
 
 int llmc_encoding_decode(llmc_encoding_t enc, const char *in, size_t len, size_t max,
