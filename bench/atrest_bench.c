@@ -21,63 +21,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "corpus_files.h"
 #include "llmc/record.h"
 #include "llmc/zdict.h"
 
-typedef struct body {
-    char *p;
-    size_t n;
-} body_t;
-
-static size_t load(const char *dir, body_t **out)
+/* ONLY=chat or ONLY=embeddings measures one kind of answer */
+static bool wanted(const char *text)
 {
-    DIR *d = opendir(dir);
-    if (!d) {
-        perror(dir);
-        exit(2);
-    }
-    size_t n = 0, cap = 0;
-    body_t *v = NULL;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            continue;
-        fseek(f, 0, SEEK_END);
-        long len = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        char *p = malloc((size_t)len + 1);
-        if (!p || fread(p, 1, (size_t)len, f) != (size_t)len)
-            exit(2);
-        p[len] = 0;
-        fclose(f);
-        /* ONLY=chat or ONLY=embeddings measures one kind of answer */
-        const char *only = getenv("ONLY");
-        bool emb = strstr(p, "\"embedding\"") != NULL;
-        if (only && *only && (strcmp(only, "embeddings") == 0) != emb) {
-            free(p);
-            continue;
-        }
-        if (n == cap && !(v = realloc(v, (cap = cap ? 2 * cap : 1024) * sizeof *v)))
-            exit(2);
-        v[n++] = (body_t){ p, (size_t)len };
-    }
-    closedir(d);
-    *out = v;
-    return n;
-}
-
-/* This thread's CPU time: other load on a shared machine moves it less
-   than wall time. */
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
+    const char *only = getenv("ONLY");
+    bool emb = strstr(text, "\"embedding\"") != NULL;
+    return !(only && *only && (strcmp(only, "embeddings") == 0) != emb);
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -114,14 +67,14 @@ static size_t measure(const char *name, body_t *m, size_t n, size_t asis_total)
     }
     double t[7];
     for (int r = 0; r < 7; r++) {
-        double t0 = now_ns();
+        double t0 = corpus_cpu_ns();
         for (size_t i = 0; i < n; i++) {
             llmc_entry_t *e;
             if (llmc_record_decode(&keys[i], recs[i], lens[i], &e))
                 exit(4);
             llmc_entry_unref(e);
         }
-        t[r] = (now_ns() - t0) / (double)n;
+        t[r] = (corpus_cpu_ns() - t0) / (double)n;
     }
     qsort(t, 7, sizeof t[0], cmp_d);
     printf("%-14s %10.0f %12.0f %10.2fx %14.0f\n", name, (double)total / (double)n,
@@ -144,9 +97,9 @@ int main(int argc, char **argv)
     char dir[4096];
     body_t *train, *meas;
     snprintf(dir, sizeof dir, "%s/train", argv[1]);
-    size_t nt = load(dir, &train);
+    size_t nt = corpus_load(dir, wanted, &train);
     snprintf(dir, sizeof dir, "%s/measure", argv[1]);
-    size_t nm = load(dir, &meas);
+    size_t nm = corpus_load(dir, wanted, &meas);
     size_t body_total = 0;
     for (size_t i = 0; i < nm; i++)
         body_total += meas[i].n;
@@ -171,12 +124,12 @@ int main(int argc, char **argv)
         llmc_zdict_pack(train[i].p, train[i].n, &z, &zl, &id);
         free(z);
     }
-    double t0 = now_ns();
+    double t0 = corpus_cpu_ns();
     if (llmc_zdict_train_now()) {
         fprintf(stderr, "training failed\n");
         return 1;
     }
-    printf("(dictionary trained in %.0f ms)\n", (now_ns() - t0) / 1e6);
+    printf("(dictionary trained in %.0f ms)\n", (corpus_cpu_ns() - t0) / 1e6);
     measure("zstd+dict", meas, nm, asis);
     llmc_zdict_shutdown();
     for (size_t i = 0; i < nt; i++)

@@ -25,57 +25,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "corpus_files.h"
 #include "llmc/error.h"
 #include "llmc/usage.h"
 #include "llmc/zdict.h"
 #include "tier/memory.h"
 
-typedef struct body {
-    char *p;
-    size_t n;
-} body_t;
-
-static size_t load(const char *dir, body_t **out)
-{
-    DIR *d = opendir(dir);
-    if (!d) {
-        perror(dir);
-        exit(2);
-    }
-    size_t n = 0, cap = 0;
-    body_t *v = NULL;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            continue;
-        fseek(f, 0, SEEK_END);
-        long len = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        char *p = malloc((size_t)len + 1);
-        if (!p || fread(p, 1, (size_t)len, f) != (size_t)len)
-            exit(2);
-        p[len] = 0;
-        fclose(f);
-        if (n == cap && !(v = realloc(v, (cap = cap ? 2 * cap : 1024) * sizeof *v)))
-            exit(2);
-        v[n++] = (body_t){p, (size_t)len};
-    }
-    closedir(d);
-    *out = v;
-    return n;
-}
-
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
 
 static llmc_key_t key_of(uint64_t i)
 {
@@ -128,13 +83,13 @@ static void run(const char *name, const body_t *m, size_t n, size_t mem, unsigne
     double cold = 0;
     for (uint64_t g = i - probes; g < i; g += GROUP) {
         llmc_entry_t *got[GROUP] = {0};
-        double t0 = now_ns();
+        double t0 = corpus_cpu_ns();
         for (int j = 0; j < GROUP; j++) {
             llmc_key_t k = key_of(g + (uint64_t)j);
             if (t->ops->get(t, &k, 2, &got[j]) != 0)
                 got[j] = NULL;
         }
-        cold += now_ns() - t0;
+        cold += corpus_cpu_ns() - t0;
         for (int j = 0; j < GROUP; j++) {
             if (got[j]) {
                 raw += got[j]->body_len;
@@ -170,7 +125,7 @@ static void run(const char *name, const body_t *m, size_t n, size_t mem, unsigne
     uint64_t x0[16] = {0};
     t->ops->xstats(t, x0);
     size_t found = 0;
-    double t0 = now_ns();
+    double t0 = corpus_cpu_ns();
     for (size_t h = 0; h < HITS; h++) {
         llmc_entry_t *e = NULL;
         if (t->ops->get(t, &seq[h], 2, &e) == 0) {
@@ -178,7 +133,7 @@ static void run(const char *name, const body_t *m, size_t n, size_t mem, unsigne
             llmc_entry_unref(e);
         }
     }
-    double zipf = (now_ns() - t0) / HITS;
+    double zipf = (corpus_cpu_ns() - t0) / HITS;
     uint64_t x1[16] = {0};
     t->ops->xstats(t, x1);
     printf("%-22s %7llu answers in %5.1f MiB charged (%5.0f B each, %5.0f raw): "
@@ -220,9 +175,9 @@ int main(int argc, char **argv)
     char dir[4096];
     body_t *train, *meas;
     snprintf(dir, sizeof dir, "%s/train", argv[1]);
-    size_t nt = load(dir, &train);
+    size_t nt = corpus_load(dir, NULL, &train);
     snprintf(dir, sizeof dir, "%s/measure", argv[1]);
-    size_t nm = load(dir, &meas);
+    size_t nm = corpus_load(dir, NULL, &meas);
     printf("corpus: %zu training answers, %zu measured; memory tier of %.1f MiB\n", nt, nm,
            mem / 1048576.0);
 

@@ -23,60 +23,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "corpus_files.h"
 #include "http/encoding.h"
 
-typedef struct body {
-    char *p;
-    size_t n;
-} body_t;
-
-static size_t load(const char *dir, body_t **out)
-{
-    DIR *d = opendir(dir);
-    if (!d) {
-        perror(dir);
-        exit(2);
-    }
-    const char *only = getenv("ONLY");
-    size_t n = 0, cap = 0;
-    body_t *v = NULL;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        char path[4096 + 256 + 2];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            continue;
-        fseek(f, 0, SEEK_END);
-        long len = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        char *p = malloc((size_t)len + 1);
-        if (!p || fread(p, 1, (size_t)len, f) != (size_t)len)
-            exit(2);
-        p[len] = 0;
-        fclose(f);
-        bool emb = strstr(p, "\"embedding\"") != NULL;
-        if (only && *only && (strcmp(only, "embeddings") == 0) != emb) {
-            free(p);
-            continue;
-        }
-        if (n == cap && !(v = realloc(v, (cap = cap ? 2 * cap : 1024) * sizeof *v)))
-            exit(2);
-        v[n++] = (body_t){p, (size_t)len};
-    }
-    closedir(d);
-    *out = v;
-    return n;
-}
-
-static double cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
 
 #define EVENT 60
 
@@ -89,7 +38,7 @@ int main(int argc, char **argv)
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/measure", argv[1]);
     body_t *v;
-    size_t n = load(dir, &v);
+    size_t n = corpus_load(dir, NULL, &v);
     if (!n) {
         fprintf(stderr, "no answers in %s\n", dir);
         return 2;
@@ -110,7 +59,7 @@ int main(int argc, char **argv)
            "stream B/ev", "us/event", "4 MB: ms");
     for (llmc_encoding_t e = LLMC_ENC_GZIP; e < LLMC_ENC_N; e++) {
         size_t out = 0, sout = 0, events = 0;
-        double t0 = cpu_ns();
+        double t0 = corpus_cpu_ns();
         for (size_t i = 0; i < n; i++) {
             char *z;
             size_t zl;
@@ -119,8 +68,8 @@ int main(int argc, char **argv)
             out += zl;
             free(z);
         }
-        double form_us = (cpu_ns() - t0) / 1e3 / (double)n;
-        t0 = cpu_ns();
+        double form_us = (corpus_cpu_ns() - t0) / 1e3 / (double)n;
+        t0 = corpus_cpu_ns();
         for (size_t i = 0; i < n; i++) {
             llmc_encoder_t *s = llmc_encoder_new(e);
             for (size_t off = 0; off <= v[i].n; off += EVENT) {
@@ -136,14 +85,14 @@ int main(int argc, char **argv)
             }
             llmc_encoder_free(s);
         }
-        double ev_us = (cpu_ns() - t0) / 1e3 / (double)events;
-        t0 = cpu_ns();
+        double ev_us = (corpus_cpu_ns() - t0) / 1e3 / (double)events;
+        t0 = corpus_cpu_ns();
         char *z;
         size_t zl;
         if (llmc_encoding_encode(e, big, big_len, &z, &zl) < 0)
             return 1;
         free(z);
-        double big_ms = (cpu_ns() - t0) / 1e6;
+        double big_ms = (corpus_cpu_ns() - t0) / 1e6;
         printf("%-5s %12zu %8.2f %10.1f | %12.1f %10.2f | %12.1f\n", llmc_encoding_name(e), out,
                (double)total / (double)out, form_us, (double)sout / (double)events, ev_us,
                big_ms);
