@@ -7,14 +7,14 @@
  * body without the question: model, parameters, system prompt, tools,
  * earlier turns).
  * The second is hashed into the partition key; only questions within one
- * partition are ever compared. The question is embedded with the lexical
- * embedder (or the remote one, semantic/embed.h) and searched for in that
- * partition; the best candidates above the threshold go through the
+ * partition are ever compared. The question is embedded through
+ * semantic/embedder.h (the lexical embedder, or the remote one: the tier
+ * only sees the interface) and searched for in that partition; the best candidates above the threshold go through the
  * guards, and the first that passes them all is the hit (decide()).
  *
  * Decisions a newcomer would otherwise get wrong:
- * - With the remote embedder a lookup whose text's vector is not cached
- *   goes pending (LLMC_EAGAIN): decide() runs in the embedder's callback on
+ * - An embedder that answers later (the remote one, for a text it has
+ *   not cached) makes the lookup pending (LLMC_EAGAIN): decide() runs in the embedder's callback on
  *   the lookup's loop, which then calls lk->done. The guards still use the
  *   lexical features (they compare words, not vectors). The index is made
  *   with the first vector, since the model names its dimension.
@@ -70,7 +70,7 @@
 #include <openssl/evp.h>
 
 #include "llmc/error.h"
-#include "semantic/embed.h"
+#include "semantic/embedder.h"
 #include "semantic/guard.h"
 #include "semantic/index.h"
 #include "semantic/lexical.h"
@@ -176,12 +176,14 @@ typedef struct sem_tier {
     bool shadow;
     void (*log)(void *arg, const char *line);
     void *log_arg;
-    llmc_lex_t *lex;   /* shared, under mu */
+    llmc_lex_t *lex;   /* shared, under mu: the guards' features */
+    llmc_embedder_t *emb; /* shared, under mu: the lexical embedder (NULL when remote) */
     llmc_lex_t **wlex; /* per worker, made at attach (main thread, before workers run) */
-    llmc_embedder_t **wemb; /* per worker with a remote embedder, beside wlex (nwlex) */
+    llmc_embedder_t **wemb; /* per worker, beside wlex (nwlex) */
     unsigned nwlex;
     bool remote;            /* vectors from the remote embedder (remote_cfg) */
     llmc_embed_config_t remote_cfg;
+    char emb_id[LLMC_EMBEDDER_ID_MAX]; /* what makes this tier's vectors */
     unsigned dim;           /* the vectors'; a remote one's is learnt from the first (0 till then) */
     llmc_vindex_t *ix;
     rec_t *recs;
@@ -849,7 +851,7 @@ typedef struct sem_wait {
     char *question;
     llmc_key_t part;
     llmc_guard_q_t *qf;
-    llmc_embed_req_t *req;
+    llmc_embedder_req_t *req;
 } sem_wait_t;
 
 static void wait_free(sem_wait_t *w)
@@ -923,48 +925,54 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         pthread_mutex_unlock(&s->mu);
         return LLMC_ENOENT;
     }
-    /* The worker's own embedder works outside the lock; the shared one in it. */
+    /* The worker's own embedders work outside the lock; the shared ones in it. */
     llmc_lex_t *lx = lk->worker < s->nwlex ? s->wlex[lk->worker] : NULL;
-    llmc_embedder_t *em = s->remote && lk->worker < s->nwlex ? s->wemb[lk->worker] : NULL;
+    llmc_embedder_t *em = lk->worker < s->nwlex ? s->wemb[lk->worker] : NULL;
     size_t qlen = strlen(question);
-    bool embedded;
     if (!lx)
         pthread_mutex_lock(&s->mu);
-    llmc_lex_t *use = lx ? lx : s->lex;
-    embedded = llmc_guard_q_new(use, question, qlen, &qf) == 0 &&
-               (s->remote ? em != NULL : llmc_lex_embed(use, question, qlen, vec) > 0);
+    bool featured = llmc_guard_q_new(lx ? lx : s->lex, question, qlen, &qf) == 0;
     if (!lx)
         pthread_mutex_unlock(&s->mu);
-    if (!embedded) {
-        pthread_mutex_lock(&s->mu);
-        s->xs.lookups++;
-        s->xs.skipped++;
-        pthread_mutex_unlock(&s->mu);
-        llmc_guard_q_free(qf);
-        free(question);
-        return LLMC_ENOENT;
-    }
-    if (!s->remote)
-        return decide(s, lk, question, &part, qf, vec, LLMC_LEX_DIM);
-    /* The remote embedder: from its cache at once, else the lookup waits. */
-    sem_wait_t *w = malloc(sizeof(*w));
-    const float *cached = NULL;
+    sem_wait_t *w = featured ? malloc(sizeof(*w)) : NULL;
+    const float *got = NULL;
     unsigned dim = 0;
-    int rc = w ? llmc_embed_get(em, question, qlen, &cached, &dim, on_vector, w, &w->req)
-               : LLMC_ENOMEM;
+    int rc = LLMC_ENOMEM;
+    if (w && em) {
+        rc = llmc_embedder_get(em, question, qlen, &got, &dim, on_vector, w, &w->req);
+    } else if (w) {
+        /* A loop never attached (tests): the shared lexical one, whose
+           answer is copied before another thread's use overwrites it. */
+        pthread_mutex_lock(&s->mu);
+        rc = s->emb ? llmc_embedder_get(s->emb, question, qlen, &got, &dim, on_vector, w, &w->req)
+                    : LLMC_ENOENT;
+        if (rc == 1)
+            memcpy(vec, got, (dim = dim > LLMC_LEX_DIM ? LLMC_LEX_DIM : dim) * sizeof(float));
+        pthread_mutex_unlock(&s->mu);
+        got = vec;
+    }
     if (rc == 1) {
         free(w);
-        return decide(s, lk, question, &part, qf, cached, dim);
+        return decide(s, lk, question, &part, qf, got, dim);
     }
     if (rc < 0) {
+        /* Nothing to compare by (no features, no embedder on this loop, a
+           text the embedder refuses) is skipped; the rest is its error. */
+        bool skip = !featured || rc == LLMC_ENOENT || rc == LLMC_EINVAL || rc == LLMC_E2BIG;
         free(w);
         llmc_guard_q_free(qf);
         free(question);
         pthread_mutex_lock(&s->mu);
-        s->xs.embed_errors++;
+        if (skip) {
+            s->xs.lookups++;
+            s->xs.skipped++;
+        } else {
+            s->xs.embed_errors++;
+        }
         pthread_mutex_unlock(&s->mu);
         return LLMC_ENOENT;
     }
+    /* It answers later, on this loop. */
     *w = (sem_wait_t){.s = s, .lk = lk, .question = question, .part = part, .qf = qf,
                       .req = w->req};
     return LLMC_EAGAIN;
@@ -1084,7 +1092,9 @@ static int sem_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
     }
     if (!s->wlex[worker] && !(s->wlex[worker] = llmc_lex_new()))
         return LLMC_ENOMEM;
-    if (s->remote && !s->wemb[worker] && !(s->wemb[worker] = llmc_embed_new(loop, &s->remote_cfg)))
+    if (!s->wemb[worker] &&
+        !(s->wemb[worker] = s->remote ? llmc_embedder_remote_new(loop, &s->remote_cfg)
+                                      : llmc_embedder_lexical_new()))
         return LLMC_ENOMEM;
     return 0;
 }
@@ -1096,10 +1106,10 @@ static void sem_detach(llmc_tier_t *t, unsigned worker)
 {
     sem_tier_t *s = impl(t);
 
-    if (worker < s->nwlex && s->wemb[worker]) {
+    if (s->remote && worker < s->nwlex && s->wemb[worker]) {
         llmc_embedder_t *em = s->wemb[worker];
         s->wemb[worker] = NULL; /* a lookup now misses without waiting */
-        llmc_embed_free(em);
+        llmc_embedder_free(em);
     }
 }
 
@@ -1123,8 +1133,12 @@ static void semantic_destroy(llmc_tier_t *t)
     free(s->amap);
     for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING; i++)
         do_pend_clear(&s->pend[i]);
-    for (unsigned i = 0; i < s->nwlex; i++)
+    for (unsigned i = 0; i < s->nwlex; i++) {
         llmc_lex_free(s->wlex[i]);
+        if (!s->remote)
+            llmc_embedder_free(s->wemb[i]); /* a remote one went at detach */
+    }
+    llmc_embedder_free(s->emb);
     free(s->wlex);
     free(s->wemb);
     free((char *)s->remote_cfg.url);
@@ -1183,13 +1197,17 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
         s->remote_cfg.url = strdup(cfg->remote->url ? cfg->remote->url : "");
         s->remote_cfg.model = cfg->remote->model ? strdup(cfg->remote->model) : NULL;
         s->remote_cfg.key = cfg->remote->key ? strdup(cfg->remote->key) : NULL;
+        llmc_embedder_remote_id(cfg->remote, s->emb_id);
     } else {
         s->dim = LLMC_LEX_DIM;
         s->ix = llmc_vindex_new(LLMC_LEX_DIM);
+        s->emb = llmc_embedder_lexical_new();
+        if (s->emb)
+            memcpy(s->emb_id, s->emb->id, sizeof(s->emb_id));
     }
     s->recs = calloc(s->cap, sizeof(*s->recs));
     s->free_slots = malloc(s->cap * sizeof(*s->free_slots));
-    if (!s->lex || (!s->remote && !s->ix) || !s->recs || !s->free_slots ||
+    if (!s->lex || (!s->remote && (!s->ix || !s->emb)) || !s->recs || !s->free_slots ||
         (s->remote && (!s->remote_cfg.url || (cfg->remote->model && !s->remote_cfg.model) ||
                        (cfg->remote->key && !s->remote_cfg.key)))) {
         semantic_destroy(&s->tier);
