@@ -29,11 +29,14 @@
  *   bounds are a number of entries and bytes (the oldest indexed goes
  *   first; the gateway gives it --max-memory, so the answers it keeps alive
  *   after the memory tier let them go never take more than that), and
- *   expired entries are never answered and are swept by tick(). Vectors are
- *   not stored: with a data dir, each indexed question is appended to
- *   semantic.log (key, partition, text), and at start a thread reads the
- *   file, finds each answer again in the disk tier (cfg->store) and embeds
- *   its question anew. A key names its request, so the (key -> partition,
+ *   expired entries are never answered and are swept by tick(). With a data
+ *   dir each indexed question is appended to semantic.log with its vector
+ *   and the id of the embedder that made it (tier/semantic_log.h), and at
+ *   start a thread reads the file, finds each answer again in the disk tier
+ *   (cfg->store) and indexes it with the stored vector when the id is this
+ *   tier's embedder's. Otherwise the lexical embedder embeds the question
+ *   anew (microseconds), and a remote one's tier drops it: a restart makes
+ *   no embedding call. A key names its request, so the (key -> partition,
  *   question) pairs never go wrong: a purged or expired answer is simply
  *   not found, and the file is compacted to the answers found.
  * - Only fresh answers are served: a stale one found by similarity is a
@@ -75,6 +78,7 @@
 #include "semantic/index.h"
 #include "semantic/lexical.h"
 #include "tier/semantic.h"
+#include "tier/semantic_log.h"
 
 #define CHAT_ROUTE "/v1/chat/completions"
 #define COMPLETIONS_ROUTE "/v1/completions"
@@ -109,6 +113,8 @@
       "eat dogs).")                                                                          \
     X(restored, "restored", COUNTER, "questions",                                           \
       "Questions indexed again at start from --data-dir (their answers found on disk).")     \
+    X(restore_reembedded, "restore/reembedded", COUNTER, "questions",                        \
+      "Restored questions embedded anew (their stored vector was another embedder's).")      \
     X(embed_timeouts, "embed/timeouts", COUNTER, "lookups",                                  \
       "Lookups whose remote embedding did not come within --semantic-timeout-ms (a miss).")  \
     X(embed_errors, "embed/errors", COUNTER, "lookups",                                      \
@@ -520,79 +526,32 @@ static int do_index(sem_tier_t *s, llmc_entry_t *e, const llmc_key_t *part, cons
 
 /* ---- persistence ------------------------------------------------------------------ */
 
-/* One question in semantic.log: magic, text length, key, partition, text,
-   then the first 8 bytes of SHA-256 over all that (a torn or damaged record
-   is skipped: a wrong question under a key could serve a wrong answer). */
-#define QLOG_MAGIC 0x31515353u /* "SSQ1" */
-#define QLOG_HEAD (8 + 2 * LLMC_KEY_LEN)
-#define QLOG_MAX_TEXT (1u << 20)
-
-static void qlog_sum(const uint8_t *rec, size_t len, uint8_t out[8])
-{
-    uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned mdlen = 0;
-    EVP_Digest(rec, len, md, &mdlen, EVP_sha256(), NULL);
-    memcpy(out, md, 8);
-}
-
-/* Appends one question (under mu, or before any worker runs). A failed
-   write only costs that question its restore: counted as an error. */
+/* Appends one question with its vector (under mu, or before any worker
+   runs); the record is semantic_log.h's. A failed write only costs that
+   question its restore: counted as an error. */
 static void do_qlog(sem_tier_t *s, const llmc_key_t *key, const llmc_key_t *part,
-                    const char *text, size_t len)
+                    const char *text, size_t len, const float *vec)
 {
-    if (s->qfd < 0 || len > QLOG_MAX_TEXT)
+    if (s->qfd < 0 || len > LLMC_SEMQ_MAX_TEXT)
         return;
-    size_t n = QLOG_HEAD + len + 8;
-    uint8_t *rec = malloc(n);
-    if (!rec) {
-        s->st.errors++;
-        return;
-    }
-    uint32_t magic = QLOG_MAGIC, l32 = (uint32_t)len;
-    memcpy(rec, &magic, 4);
-    memcpy(rec + 4, &l32, 4);
-    memcpy(rec + 8, key->b, LLMC_KEY_LEN);
-    memcpy(rec + 8 + LLMC_KEY_LEN, part->b, LLMC_KEY_LEN);
-    memcpy(rec + QLOG_HEAD, text, len);
-    qlog_sum(rec, QLOG_HEAD + len, rec + QLOG_HEAD + len);
+    llmc_semq_t q = {.key = *key, .part = *part, .text = (char *)text, .len = len,
+                     .vec = (float *)vec, .dim = vec ? s->dim : 0};
+    memcpy(q.id, s->emb_id, sizeof(q.id));
+    size_t n = 0;
+    uint8_t *rec = llmc_semq_encode(&q, &n);
     /* O_APPEND: one write() per record, so a crash tears at most the last. */
-    if (write(s->qfd, rec, n) != (ssize_t)n)
+    if (!rec || write(s->qfd, rec, n) != (ssize_t)n)
         s->st.errors++;
     free(rec);
 }
 
-/* Reads the next intact record of f: 0, or LLMC_ENOENT at the end (or at
-   the first damage: what follows cannot be framed). *text is malloc'd. */
-static int qlog_read(FILE *f, llmc_key_t *key, llmc_key_t *part, char **text, size_t *len)
+/* An index for dim-float vectors, made now if none yet (a remote model's
+   dimension is learnt from its first vector, or from the file). Under mu. */
+static bool do_index_for(sem_tier_t *s, unsigned dim)
 {
-    uint8_t head[QLOG_HEAD], sum[8];
-    uint32_t magic, l32;
-    if (fread(head, 1, QLOG_HEAD, f) != QLOG_HEAD)
-        return LLMC_ENOENT;
-    memcpy(&magic, head, 4);
-    memcpy(&l32, head + 4, 4);
-    if (magic != QLOG_MAGIC || l32 > QLOG_MAX_TEXT)
-        return LLMC_ENOENT;
-    uint8_t *rec = malloc(QLOG_HEAD + l32 + 8);
-    if (!rec)
-        return LLMC_ENOENT;
-    memcpy(rec, head, QLOG_HEAD);
-    if (fread(rec + QLOG_HEAD, 1, l32 + 8, f) != l32 + 8) {
-        free(rec);
-        return LLMC_ENOENT;
-    }
-    qlog_sum(rec, QLOG_HEAD + l32, sum);
-    if (memcmp(sum, rec + QLOG_HEAD + l32, 8) != 0) {
-        free(rec);
-        return LLMC_ENOENT;
-    }
-    memcpy(key->b, rec + 8, LLMC_KEY_LEN);
-    memcpy(part->b, rec + 8 + LLMC_KEY_LEN, LLMC_KEY_LEN);
-    memmove(rec, rec + QLOG_HEAD, l32);
-    rec[l32] = '\0';
-    *text = (char *)rec;
-    *len = l32;
-    return 0;
+    if (!s->ix && dim > 0 && (s->ix = llmc_vindex_new(dim)))
+        s->dim = dim;
+    return s->ix && dim == s->dim;
 }
 
 /* The answer under key from the store, fresh, and no purge since: with mu
@@ -623,35 +582,55 @@ static llmc_entry_t *restore_find(sem_tier_t *s, const llmc_key_t *key)
     return NULL;
 }
 
+/* A record's vector, when this tier's embedder made it; else the lexical
+   embedder's, made anew into buf; else (a remote embedder's record made
+   by another model, or none) NULL: the question is dropped, since
+   restoring must make no embedding call. */
+static const float *restore_vector(sem_tier_t *s, llmc_lex_t *lx, const llmc_semq_t *q,
+                                   float *buf, bool *anew)
+{
+    *anew = false;
+    if (q->vec && strcmp(q->id, s->emb_id) == 0)
+        return q->vec;
+    if (s->remote || llmc_lex_embed(lx, q->text, q->len, buf) <= 0)
+        return NULL;
+    *anew = true;
+    return buf;
+}
+
 /* The restore thread: every question of the old file whose answer the
-   store still has is embedded, indexed and written to the new file; then
-   the old file goes. Serving goes on meanwhile (only mu is shared). */
+   store still has is indexed (with its stored vector when this embedder
+   made it) and written to the new file; then the old file goes. Serving
+   goes on meanwhile (only mu is shared). */
 static void *restore_main(void *arg)
 {
     sem_tier_t *s = arg;
     llmc_lex_t *lx = llmc_lex_new();
     FILE *f = fopen(s->oldpath, "rb");
-    llmc_key_t key, part;
-    char *text;
-    size_t len;
-    float vec[LLMC_LEX_DIM];
+    llmc_semq_t rq;
+    float buf[LLMC_LEX_DIM];
 
-    while (lx && f && !atomic_load(&s->stop) && qlog_read(f, &key, &part, &text, &len) == 0) {
+    while (lx && f && !atomic_load(&s->stop) && llmc_semq_read(f, &rq) == 0) {
         llmc_guard_q_t *q = NULL;
         llmc_entry_t *e = NULL;
-        if (llmc_lex_embed(lx, text, len, vec) > 0 && llmc_guard_q_new(lx, text, len, &q) == 0 &&
-            (e = restore_find(s, &key))) {
+        bool anew;
+        const float *vec = restore_vector(s, lx, &rq, buf, &anew);
+        unsigned dim = anew ? LLMC_LEX_DIM : rq.dim;
+        if (vec && llmc_guard_q_new(lx, rq.text, rq.len, &q) == 0 &&
+            (e = restore_find(s, &rq.key))) {
             /* mu held; an answer indexed since start (a newer question) wins */
-            if (do_rec_find(s, &key) < 0 && do_index(s, e, &part, vec, q) == 0) {
+            if (do_rec_find(s, &rq.key) < 0 && do_index_for(s, dim) &&
+                do_index(s, e, &rq.part, vec, q) == 0) {
                 q = NULL;
                 s->xs.restored++;
-                do_qlog(s, &key, &part, text, len);
+                s->xs.restore_reembedded += anew;
+                do_qlog(s, &rq.key, &rq.part, rq.text, rq.len, vec);
             }
             pthread_mutex_unlock(&s->mu);
             llmc_entry_unref(e);
         }
         llmc_guard_q_free(q);
-        free(text);
+        llmc_semq_clear(&rq);
     }
     if (f)
         fclose(f);
@@ -997,7 +976,7 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
     if (do_index(s, e, &p->part, p->vec, p->q) == 0) {
         p->q = NULL;
         if (p->text)
-            do_qlog(s, &e->key, &p->part, p->text, strlen(p->text));
+            do_qlog(s, &e->key, &p->part, p->text, strlen(p->text), p->vec);
     }
     do_pend_clear(p);
 out:
@@ -1217,8 +1196,7 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
     for (size_t i = 0; i < s->cap; i++)
         s->free_slots[i] = (uint32_t)(s->cap - 1 - i);
     s->nfree = s->cap;
-    /* Questions are embedded anew at start: the lexical embedder's only. */
-    if (cfg && cfg->dir && cfg->store && !s->remote && persist_open(s, cfg->dir, cfg->store) < 0) {
+    if (cfg && cfg->dir && cfg->store && persist_open(s, cfg->dir, cfg->store) < 0) {
         semantic_destroy(&s->tier);
         return NULL;
     }

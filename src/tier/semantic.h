@@ -42,15 +42,15 @@ typedef struct llmc_semantic_config {
     void (*log)(void *arg, const char *line);
     void *log_arg;
     /* Persistence: the questions of indexed answers are appended to
-       dir/semantic.log, and at start a background thread reads them back,
-       finds each answer again with store's get() (the disk tier) and
-       indexes it; an answer store no longer has (purged, expired) is
-       dropped, and the file is rewritten with the rest. Both NULL: none. */
+       dir/semantic.log with their vectors, and at start a background
+       thread reads them back, finds each answer again with store's get()
+       (the disk tier) and indexes it (the stored vector when this tier's
+       embedder made it); an answer store no longer has (purged, expired)
+       is dropped, and the file is rewritten with the rest. Both NULL: none. */
     const char *dir;
     llmc_tier_t *store;
     /* The remote embedder (--semantic-embedder openai), one per worker made
-       at attach; NULL: the built-in lexical one. Copied. Persistence is for
-       the lexical embedder only. */
+       at attach; NULL: the built-in lexical one. Copied. */
     const llmc_embed_config_t *remote;
 } llmc_semantic_config_t;
 
