@@ -115,6 +115,12 @@
       "Questions indexed again at start from --data-dir (their answers found on disk).")     \
     X(restore_reembedded, "restore/reembedded", COUNTER, "questions",                        \
       "Restored questions embedded anew (their stored vector was another embedder's).")      \
+    X(peer_shared, "peer/shared", COUNTER, "questions",                                      \
+      "Questions indexed here handed to the other gateways (--redis: the semantic stream).")  \
+    X(peer_indexed, "peer/indexed", COUNTER, "questions",                                    \
+      "Other gateways' questions indexed here, their answers read from Redis.")              \
+    X(peer_refused, "peer/refused", COUNTER, "questions",                                    \
+      "Other gateways' questions not indexed: another embedder's vector (remote), or none.")  \
     X(embed_timeouts, "embed/timeouts", COUNTER, "lookups",                                  \
       "Lookups whose remote embedding did not come within --semantic-timeout-ms (a miss).")  \
     X(embed_errors, "embed/errors", COUNTER, "lookups",                                      \
@@ -212,6 +218,10 @@ typedef struct sem_tier {
     pthread_t restorer;
     bool restoring;   /* restorer was started: join it */
     _Atomic bool stop;
+    /* Sharing (issue 19): the questions indexed from this gateway's own
+       traffic go to share (set before the workers run). */
+    llmc_semantic_share_fn share;
+    void *share_arg;
 } sem_tier_t;
 
 static sem_tier_t *impl(llmc_tier_t *t)
@@ -674,6 +684,65 @@ static int persist_open(sem_tier_t *s, const char *dir, llmc_tier_t *store)
     return 0;
 }
 
+/* ---- sharing with other gateways (issue 19) -------------------------------------- */
+
+/* The record of the question p just indexed under key, for share (malloc'd,
+   *len bytes), or NULL. Under mu. */
+static uint8_t *do_share_record(sem_tier_t *s, const llmc_key_t *key, const pend_t *p,
+                                size_t *len)
+{
+    llmc_semq_t q = {.key = *key, .part = p->part, .text = p->text, .len = strlen(p->text),
+                     .vec = p->vec, .dim = s->dim};
+    memcpy(q.id, s->emb_id, sizeof(q.id));
+    uint8_t *rec = llmc_semq_encode(&q, len);
+    if (rec)
+        s->xs.peer_shared++;
+    return rec;
+}
+
+void llmc_tier_semantic_share(llmc_tier_t *t, llmc_semantic_share_fn fn, void *arg)
+{
+    sem_tier_t *s = impl(t);
+    s->share = fn;
+    s->share_arg = arg;
+}
+
+int llmc_tier_semantic_add_peer(llmc_tier_t *t, const llmc_semq_t *q, llmc_entry_t *e,
+                                int64_t now_ms)
+{
+    sem_tier_t *s = impl(t);
+    float buf[LLMC_LEX_DIM];
+    const float *vec = NULL;
+    unsigned dim = 0;
+    llmc_guard_q_t *g = NULL;
+    int rc = LLMC_ENOENT;
+
+    if (memcmp(e->key.b, q->key.b, LLMC_KEY_LEN) != 0 || e->expires_ms <= now_ms ||
+        !eligible_route(llmc_entry_route(e)))
+        return LLMC_ENOENT;
+    pthread_mutex_lock(&s->mu);
+    /* The peer's vector when its embedder is ours; the lexical one is
+       cheap to run again; a remote one is never called for a peer. */
+    if (q->vec && strcmp(q->id, s->emb_id) == 0) {
+        vec = q->vec;
+        dim = q->dim;
+    } else if (!s->remote && llmc_lex_embed(s->lex, q->text, q->len, buf) > 0) {
+        vec = buf;
+        dim = LLMC_LEX_DIM;
+    }
+    if (vec && do_index_for(s, dim) && llmc_guard_q_new(s->lex, q->text, q->len, &g) == 0 &&
+        do_rec_find(s, &e->key) < 0 && do_index(s, e, &q->part, vec, g) == 0) {
+        g = NULL;
+        s->xs.peer_indexed++;
+        rc = 0;
+    } else {
+        s->xs.peer_refused++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    llmc_guard_q_free(g);
+    return rc;
+}
+
 /* ---- shadow mode ------------------------------------------------------------------ */
 
 /* One JSON line (o is consumed): to the configured log, else stderr. */
@@ -810,7 +879,7 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
                   .vec = pvec};
     pvec = NULL;
     qf = NULL;
-    if (s->qfd >= 0) {
+    if (s->qfd >= 0 || s->share) {
         p->text = question;
         question = NULL;
     }
@@ -961,8 +1030,9 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
 {
     sem_tier_t *s = impl(t);
     pend_t *p = NULL;
+    uint8_t *shared = NULL;
+    size_t shared_len = 0;
 
-    (void)worker;
     if (!eligible_route(llmc_entry_route(e)) || e->expires_ms <= now_ms)
         return 0;
     pthread_mutex_lock(&s->mu);
@@ -977,10 +1047,15 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
         p->q = NULL;
         if (p->text)
             do_qlog(s, &e->key, &p->part, p->text, strlen(p->text), p->vec);
+        if (p->text && s->share && !s->shadow)
+            shared = do_share_record(s, &e->key, p, &shared_len);
     }
     do_pend_clear(p);
 out:
     pthread_mutex_unlock(&s->mu);
+    if (shared)
+        s->share(s->share_arg, worker, shared, shared_len); /* outside the lock: it sends */
+    free(shared);
     return 0;
 }
 

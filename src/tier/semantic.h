@@ -54,6 +54,28 @@ typedef struct llmc_semantic_config {
     const llmc_embed_config_t *remote;
 } llmc_semantic_config_t;
 
+struct llmc_semq;
+
+/* Where the questions this tier indexes from its own traffic go (issue 19:
+   tier/redis_vec.c publishes them to the other gateways): rec is a
+   tier/semantic_log.h record (vector and embedder id included), valid
+   during the call. Called on the storing worker's thread, without the
+   tier's lock. */
+typedef void (*llmc_semantic_share_fn)(void *arg, unsigned worker, const uint8_t *rec,
+                                       size_t len);
+
+/* Sets the share hook (NULL: none). Main thread, before the workers run. */
+void llmc_tier_semantic_share(llmc_tier_t *t, llmc_semantic_share_fn fn, void *arg);
+
+/* Indexes another gateway's question q with its answer e (read from the
+   shared store; the tier takes its own reference). Its vector is used
+   when its embedder is this tier's; else the lexical embedder embeds it
+   anew, and a remote embedder's tier refuses it (no embedding call for a
+   peer). Not shared again, not persisted. 0, or LLMC_ENOENT (refused,
+   counted). Any thread. */
+int llmc_tier_semantic_add_peer(llmc_tier_t *t, const struct llmc_semq *q, llmc_entry_t *e,
+                                int64_t now_ms);
+
 /* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or
    NULL when out of memory or when cfg->dir's question file cannot be set
    up. Main thread; its ops may then be called from any
