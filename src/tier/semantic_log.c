@@ -2,6 +2,7 @@
  * tier/semantic_log.c: the record of one indexed question (see
  * semantic_log.h).
  */
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,12 @@ int llmc_semq_decode(const uint8_t *buf, size_t len, llmc_semq_t *out)
     for (unsigned i = 0; i < dim; i++, p += 4) {
         uint32_t bits = get32(p);
         memcpy(&out->vec[i], &bits, 4);
+        if (!isfinite(out->vec[i])) {
+            /* Never ours (a peer's record is another process's bytes):
+               a NaN would poison every distance it meets in the index. */
+            llmc_semq_clear(out);
+            return LLMC_EINVAL;
+        }
     }
     out->dim = dim;
     return 0;

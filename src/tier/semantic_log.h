@@ -10,7 +10,8 @@
  * dimension (0: no vector), id length, key, partition, id, text, the
  * vector's floats, then the first 8 bytes of SHA-256 over all before. A
  * record that does not check is refused: a wrong question under a key
- * could serve a wrong answer. Version 1 ("SSQ1": key, partition, text, no
+ * could serve a wrong answer; so is a vector with a float that is not
+ * finite. Version 1 ("SSQ1": key, partition, text, no
  * id or vector) is still read, as a record without a vector.
  * Pure: no server header, no globals.
  */

@@ -89,3 +89,22 @@ def test_semantic_entries_are_shared(redis, mock, gateway_factory):
     assert sem(d2)["peer"]["indexed"] == 2 and sem(d2)["entries"] == 2, sem(d2)
     r = ask(d2, "could you tell me the capital of france", system)
     assert r.headers.get("X-Cache-Matched-Key") != key, dict(r.headers)
+
+
+def test_the_stream_is_bounded(redis_factory, mock, gateway_factory):
+    """--redis-semantic-maxlen bounds the stream (XADD MAXLEN ~): Redis trims
+    whole stream nodes, so nodes of 4 entries keep it within maxlen + 4."""
+    redis = redis_factory(extra=("--stream-node-max-entries", "4"))
+    a = semantic_gateway(gateway_factory, mock, redis.url, "--redis-semantic-maxlen", "10")
+    system = "Answer in one word. " + uuid.uuid4().hex
+    for i in range(40):
+        assert ask(a, f"How many moons does planet {i} have?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(a)["peer"]["shared"] == 40, timeout=5, what="40 questions shared")
+
+    def newest():
+        entries = redis.call("XREVRANGE", "llmc:semantic", "+", "-", "COUNT", "1")
+        return entries[0][1][3] if entries else b""   # [id, [from, id, q, record]]
+
+    wait_until(lambda: b"planet 39 " in newest(), timeout=5, what="the last question added")
+    n = redis.call("XLEN", "llmc:semantic")
+    assert 10 <= n <= 14, n

@@ -3,6 +3,7 @@
  * (tier/semantic_log.h) and a restart that indexes the stored vectors
  * (tier/semantic.h with a data dir), a damaged file included.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -62,6 +63,12 @@ static void test_record_round_trip_and_damage(void **state)
     assert_int_equal(llmc_semq_decode(rec, n - 1, &back), LLMC_EINVAL);
     assert_int_equal(llmc_semq_decode(rec, 3, &back), LLMC_EINVAL);
     free(rec);
+    /* A checksummed record whose vector holds a NaN is refused too. */
+    vec[5] = NAN;
+    assert_non_null(rec = llmc_semq_encode(&q, &n));
+    assert_int_equal(llmc_semq_decode(rec, n, &back), LLMC_EINVAL);
+    free(rec);
+    vec[5] = 0.5f;
     /* Without a vector. */
     q.vec = NULL;
     assert_non_null(rec = llmc_semq_encode(&q, &n));
