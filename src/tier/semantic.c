@@ -39,6 +39,13 @@
  *   no embedding call. A key names its request, so the (key -> partition,
  *   question) pairs never go wrong: a purged or expired answer is simply
  *   not found, and the file is compacted to the answers found.
+ * - Questions are shared with other gateways (issue 19, tier/redis_vec.c):
+ *   put() hands the record of each question indexed from this gateway's
+ *   traffic to the share hook, after the lock is let go; a peer's question
+ *   comes back through llmc_tier_semantic_add_peer with its answer already
+ *   read from Redis, so the tier holds it like its own and a purge (which
+ *   the Redis tier's pub/sub brings to every tier) removes it the same way.
+ *   Restored and peers' questions are never shared again.
  * - Only fresh answers are served: a stale one found by similarity is a
  *   guess about a guess.
  * - One mutex guards the index, the records and the pending ring. Each

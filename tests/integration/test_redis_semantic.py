@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from conftest import chat_body, wait_until
-from test_redis import ADMIN_ENV, AUTH, redis_gateway, wait_stored
+from test_redis import ADMIN_ENV, AUTH, cluster, redis_gateway, rstats, wait_stored  # noqa: F401
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed (scripts/deps.sh installs it)")
@@ -108,3 +108,26 @@ def test_the_stream_is_bounded(redis_factory, mock, gateway_factory):
     wait_until(lambda: b"planet 39 " in newest(), timeout=5, what="the last question added")
     n = redis.call("XLEN", "llmc:semantic")
     assert 10 <= n <= 14, n
+
+
+def test_shared_on_a_cluster(cluster, mock, gateway_factory):
+    """On a Redis Cluster the stream lives on its key's master (routed by
+    slot like any key) and the answers on theirs: B still gets the hit."""
+    def gateway():
+        g = redis_gateway(gateway_factory, mock, cluster.url, "--semantic", "on",
+                          "--redis-semantic-poll-ms", "50", connected=False, env=ADMIN_ENV)
+        wait_until(lambda: rstats(g)["connected"] >= 6 and
+                   rstats(g)["cluster"]["slot_maps"] >= 2, timeout=10,
+                   what=f"{g.name}'s connections to the masters and its slot maps")
+        return g
+
+    a, b = gateway(), gateway()
+    system = "Answer in one word. " + uuid.uuid4().hex
+    first = ask(a, "Who wrote the novel Moby Dick?", system)
+    assert first.headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 1, timeout=5,
+               what="B indexed A's question")
+    r = ask(b, "who wrote the novel moby dick", system)
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
+    assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
+    assert mock.calls() == 1
