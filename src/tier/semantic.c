@@ -737,8 +737,10 @@ int llmc_tier_semantic_add_peer(llmc_tier_t *t, const llmc_semq_t *q, llmc_entry
         vec = buf;
         dim = LLMC_LEX_DIM;
     }
+    /* do_index replaces a record of the same key (the same request: an
+       equal answer), so no search for one first: it is a scan. */
     if (vec && do_index_for(s, dim) && llmc_guard_q_new(s->lex, q->text, q->len, &g) == 0 &&
-        do_rec_find(s, &e->key) < 0 && do_index(s, e, &q->part, vec, g) == 0) {
+        do_index(s, e, &q->part, vec, g) == 0) {
         g = NULL;
         s->xs.peer_indexed++;
         rc = 0;
