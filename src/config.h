@@ -204,6 +204,11 @@ typedef enum llmc_opt_type {
     X(redis_timeout, "redis-timeout", SECS, "50ms", 1, 60000, NULL,                           \
       "A Redis lookup not answered within this is a miss (seconds); a Redis that keeps "      \
       "timing out is disconnected and retried with backoff.")                                 \
+    X(redis_semantic_maxlen, "redis-semantic-maxlen", INT, "100000", 0, 100000000, NULL,      \
+      "With --redis and --semantic: the questions shared with the other gateways (a Redis "   \
+      "stream, <prefix>semantic) are kept to about this many; 0 shares none.")                \
+    X(redis_semantic_poll_ms, "redis-semantic-poll-ms", INT, "200", 10, 60000, NULL,          \
+      "With --redis and --semantic: how often the other gateways' questions are read.")      \
     X(semantic, "semantic", ENUM, "off", 0, 0, LLMC_CFG_SEMANTIC_WORDS,                       \
       "Semantic tier, asked after the exact tiers miss: 'on' answers a chat question with "   \
       "the answer to a near-duplicate one (same model, parameters, system prompt and earlier " \

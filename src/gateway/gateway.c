@@ -30,6 +30,7 @@
 #include "tier/memory.h"
 #include "tier/redis.h"
 #include "semantic/verify.h"
+#include "tier/redis_vec.h"
 #include "tier/semantic.h"
 
 /* Splits "HOST:PORT" or "[V6]:PORT" (the value of option opt) into host
@@ -389,7 +390,7 @@ static void redis_peer_purge(void *arg, llmc_tier_t *from, unsigned worker,
 /* The shared tier, when --redis names one: between memory and disk, since
    a Redis hit costs a round trip on the network but saves the model call
    another gateway already paid for. */
-static int open_redis(llmc_gw_t *gw, char *err, size_t errlen)
+static int open_redis(llmc_gw_t *gw, llmc_tier_t **out, char *err, size_t errlen)
 {
     const llmc_config_t *cfg = gw->cfg;
     llmc_redis_config_t rc = {
@@ -406,6 +407,7 @@ static int open_redis(llmc_gw_t *gw, char *err, size_t errlen)
         return 0;
     if ((rv = llmc_tier_redis_open(&rc, &t, err, errlen)) < 0)
         return rv;
+    *out = t;
     return llmc_tier_set_add(gw->tiers, t);
 }
 
@@ -481,8 +483,8 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         snprintf(err, errlen, "could not create the memory cache");
         return LLMC_ENOMEM;
     }
-    llmc_tier_t *disk = NULL;
-    int rc = open_redis(gw, err, errlen);
+    llmc_tier_t *disk = NULL, *redis = NULL;
+    int rc = open_redis(gw, &redis, err, errlen);
     if (rc == 0)
         rc = open_disk(gw, &disk, err, errlen);
     if (rc == 0 && !gw->zdict) {
@@ -539,7 +541,15 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         snprintf(err, errlen, "could not create the semantic tier");
         return LLMC_ENOMEM;
     }
-    return llmc_tier_set_add(gw->tiers, sem);
+    if ((rc = llmc_tier_set_add(gw->tiers, sem)) < 0)
+        return rc;
+    /* Its questions shared with the other gateways on the Redis (issue 19). */
+    llmc_redis_vec_config_t vc = {.maxlen = (uint64_t)cfg->redis_semantic_maxlen,
+                                  .poll_ms = (unsigned)cfg->redis_semantic_poll_ms};
+    if (redis && cfg->redis_semantic_maxlen > 0 &&
+        (rc = llmc_tier_redis_share_semantic(redis, sem, &vc)) < 0)
+        snprintf(err, errlen, "could not share the semantic tier through Redis");
+    return rc;
 }
 
 /*

@@ -29,7 +29,7 @@ struct llmc_embed_req {
 };
 
 typedef struct batch {
-    struct llmc_embedder *em;
+    struct llmc_embed *em;
     llmc_embed_req_t *reqs[LLMC_EMBED_BATCH];
     unsigned n;
     llmc_upstream_call_t *call;
@@ -45,7 +45,7 @@ typedef struct cached {
     float *vec;
 } cached_t;
 
-struct llmc_embedder {
+struct llmc_embed {
     llmc_embed_config_t cfg;
     char *url, *model, *auth;
     llmc_upstream_t *up;
@@ -64,7 +64,7 @@ static void text_hash(const char *t, size_t n, uint8_t out[32])
     EVP_Digest(t, n, out, &len, EVP_sha256(), NULL);
 }
 
-static const cached_t *cache_find(const llmc_embedder_t *em, const uint8_t h[32])
+static const cached_t *cache_find(const llmc_embed_t *em, const uint8_t h[32])
 {
     for (unsigned i = 0; i < LLMC_EMBED_CACHE; i++)
         if (em->cache[i].dim && memcmp(em->cache[i].hash, h, 32) == 0)
@@ -72,7 +72,7 @@ static const cached_t *cache_find(const llmc_embedder_t *em, const uint8_t h[32]
     return NULL;
 }
 
-static void cache_put(llmc_embedder_t *em, const uint8_t h[32], const float *v, unsigned dim)
+static void cache_put(llmc_embed_t *em, const uint8_t h[32], const float *v, unsigned dim)
 {
     cached_t *c = &em->cache[em->cache_next];
     float *nv = malloc(dim * sizeof(float));
@@ -100,7 +100,7 @@ static void batch_end(batch_t *b, int rc, float **vecs, unsigned dim)
     free(b);
 }
 
-static void flying_remove(llmc_embedder_t *em, batch_t *b)
+static void flying_remove(llmc_embed_t *em, batch_t *b)
 {
     for (unsigned i = 0; i < em->nflying; i++)
         if (em->flying[i] == b) {
@@ -182,7 +182,7 @@ static void on_data(void *arg, const char *buf, size_t len)
 static void on_done(void *arg, int err, const char *detail)
 {
     batch_t *b = arg;
-    llmc_embedder_t *em = b->em;
+    llmc_embed_t *em = b->em;
     float *vecs[LLMC_EMBED_BATCH] = {0};
     unsigned dim = 0;
     int rc = err;
@@ -202,7 +202,7 @@ static void on_done(void *arg, int err, const char *detail)
 }
 
 /* The open batch goes out as one call. */
-static void flush(llmc_embedder_t *em)
+static void flush(llmc_embed_t *em)
 {
     batch_t *b = em->open;
     em->open = NULL;
@@ -244,9 +244,9 @@ static uint64_t call_ms(const llmc_embed_config_t *cfg)
     return cfg->timeout_ms > cfg->window_ms + 1 ? cfg->timeout_ms - cfg->window_ms : 1;
 }
 
-llmc_embedder_t *llmc_embed_new(uv_loop_t *loop, const llmc_embed_config_t *cfg)
+llmc_embed_t *llmc_embed_new(uv_loop_t *loop, const llmc_embed_config_t *cfg)
 {
-    llmc_embedder_t *em = calloc(1, sizeof(*em));
+    llmc_embed_t *em = calloc(1, sizeof(*em));
     if (!em)
         return NULL;
     em->cfg = *cfg;
@@ -274,7 +274,7 @@ llmc_embedder_t *llmc_embed_new(uv_loop_t *loop, const llmc_embed_config_t *cfg)
     return em;
 }
 
-static void release(llmc_embedder_t *em)
+static void release(llmc_embed_t *em)
 {
     if (--em->closing > 0)
         return;
@@ -297,7 +297,7 @@ static void up_closed(void *arg)
     release(arg);
 }
 
-void llmc_embed_free(llmc_embedder_t *em)
+void llmc_embed_free(llmc_embed_t *em)
 {
     if (!em)
         return;
@@ -317,7 +317,7 @@ void llmc_embed_free(llmc_embedder_t *em)
     llmc_upstream_close(em->up, up_closed, em);
 }
 
-int llmc_embed_get(llmc_embedder_t *em, const char *text, size_t len, const float **vec,
+int llmc_embed_get(llmc_embed_t *em, const char *text, size_t len, const float **vec,
                    unsigned *dim,
                    llmc_embed_cb cb, void *arg, llmc_embed_req_t **out)
 {

@@ -42,7 +42,7 @@ typedef struct llmc_embed_config {
     unsigned timeout_ms;
 } llmc_embed_config_t;
 
-typedef struct llmc_embedder llmc_embedder_t;
+typedef struct llmc_embed llmc_embed_t;
 typedef struct llmc_embed_req llmc_embed_req_t;
 
 /* The answer: rc 0 and vec (dim floats, valid during the call), or an
@@ -50,19 +50,19 @@ typedef struct llmc_embed_req llmc_embed_req_t;
 typedef void (*llmc_embed_cb)(void *arg, int rc, const float *vec, unsigned dim);
 
 /* A new embedder on loop (cfg is copied). NULL when out of memory. Loop thread. */
-llmc_embedder_t *llmc_embed_new(uv_loop_t *loop, const llmc_embed_config_t *cfg);
+llmc_embed_t *llmc_embed_new(uv_loop_t *loop, const llmc_embed_config_t *cfg);
 
 /* Cancels every request (their callbacks run with LLMC_ECANCELED, inside
    this call), closes the handles; the memory goes once they are closed.
    NULL is fine. Loop thread. */
-void llmc_embed_free(llmc_embedder_t *em);
+void llmc_embed_free(llmc_embed_t *em);
 
 /* Asks for text's embedding. 1: it was cached, *vec points at it (valid
    until the embedder is next used on this loop) and *dim is set, and cb
    never runs; 0: cb
    runs later on the loop, never inside this call, unless the request is
    cancelled first (*out, for llmc_embed_cancel); LLMC_ENOMEM. Loop thread. */
-int llmc_embed_get(llmc_embedder_t *em, const char *text, size_t len, const float **vec,
+int llmc_embed_get(llmc_embed_t *em, const char *text, size_t len, const float **vec,
                    unsigned *dim,
                    llmc_embed_cb cb, void *arg, llmc_embed_req_t **out);
 

@@ -248,6 +248,7 @@ enum op_kind {
     OP_SGET,   /* a purge reads a key the SCAN found */
     OP_SDEL,   /* a purge deletes what it selected */
     OP_SLOTS,  /* Cluster: CLUSTER SHARDS (or SLOTS), for the worker's slot map */
+    OP_EXT,    /* another file's command (redis_int.h): its callback gets the reply */
 };
 
 typedef struct op {
@@ -266,6 +267,7 @@ typedef struct op {
     int64_t px;                   /* OP_SET on a Cluster: the PX it was sent with */
     uint64_t sent_ms, deadline_ms; /* the loop's clock */
     uint64_t sent_ns;             /* OP_GET: uv_hrtime(), for the latency figures */
+    llmc__redis_ext_cb ext;       /* OP_EXT */
 } op_t;
 
 typedef enum cstate {
@@ -359,6 +361,7 @@ struct redis {
     nstat_t *nodes;               /* NODE_STATS_MAX rows, the first nnodes in use */
     _Atomic unsigned nnodes;
     uv_mutex_t nodes_lock;        /* adding a row */
+    llmc__redis_part_t part;      /* shared semantic questions (redis_vec.c); attach NULL: none */
 };
 
 /* Cluster: one worker's view. Touched by that worker's loop thread alone. */
@@ -1951,6 +1954,9 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     case OP_SLOTS:
         got_slots(c, op, reply);
         break;
+    case OP_EXT:
+        op->ext(op->arg, reply);
+        break;
     }
     op_free(op);
 }
@@ -2242,6 +2248,8 @@ static int rd_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
     }
     if (r->conns[worker])
         return LLMC_EEXIST;
+    if (worker == 0 && r->part.attach && r->part.attach(r->part.arg, loop) < 0)
+        return LLMC_ENOMEM;
     /* One listener per process is enough: worker 0's loop applies what
        it hears to the tiers, which every loop shares. */
     if (worker == 0 && r->peer_purge && !r->sub &&
@@ -2271,6 +2279,9 @@ static void rd_detach(llmc_tier_t *t, unsigned worker)
     redis_t *r = impl(t);
     conn_t *c = worker < r->nconns ? r->conns[worker] : NULL;
 
+    if (worker == 0 && r->part.detach)
+        r->part.detach(r->part.arg);
+
     if (worker == 0 && r->sub)
         conn_detach(r->sub);
     if (r->wn && worker < r->nconns && r->wn[worker]) {
@@ -2298,11 +2309,47 @@ static void rd_destroy(llmc_tier_t *t)
         }
     }
     conn_free(r->sub);
+    if (r->part.free)
+        r->part.free(r->part.arg);
     free(r->conns);
     free(r->wn);
     uv_mutex_destroy(&r->nodes_lock);
     free(r->nodes);
     free(r);
+}
+
+/* ---- for the other files of the tier (redis_int.h) ----------------------- */
+
+_Static_assert(KEY_MAX <= LLMC_REDIS_KEY_MAX, "redis_int.h's bound holds every key");
+
+int llmc__redis_ext_send(llmc_tier_t *t, unsigned worker, const char *rkey, size_t rklen,
+                         int argc, const char **argv, const size_t *lens, llmc__redis_ext_cb cb,
+                         void *arg)
+{
+    redis_t *r = impl(t);
+    conn_t *c = route(r, worker, rkey, rklen);
+    op_t *op = c ? send_cmd(c, OP_EXT, argc, argv, lens) : NULL;
+
+    if (!op)
+        return LLMC_EAGAIN;
+    op->ext = cb;
+    op->arg = arg;
+    return 0;
+}
+
+size_t llmc__redis_key(llmc_tier_t *t, const llmc_key_t *key, char *out)
+{
+    return make_key(impl(t), key, out);
+}
+
+const char *llmc__redis_prefix(llmc_tier_t *t)
+{
+    return impl(t)->prefix;
+}
+
+void llmc__redis_set_part(llmc_tier_t *t, const llmc__redis_part_t *part)
+{
+    impl(t)->part = *part;
 }
 
 static const llmc_tier_ops_t redis_ops = {

@@ -23,4 +23,38 @@ void llmc__redis_sel_free(void *handle);
 /* Reads 2 * LLMC_KEY_LEN hex digits at hex into *key: 0, or -1. */
 int llmc__redis_key_unhex(const char *hex, llmc_key_t *key);
 
+/* ---- redis.c's hooks for redis_vec.c (semantic questions shared, issue 19) ---- */
+
+struct redisReply;
+struct uv_loop_s;
+
+/* A command's reply (NULL: the connection ended before it came). */
+typedef void (*llmc__redis_ext_cb)(void *arg, const struct redisReply *reply);
+
+/* Sends argv on worker's connection for the key rkey (a Cluster routes it
+   by its slot); cb runs once, with the reply or NULL. 0, or LLMC_EAGAIN
+   when no connection can take it now (cb never runs). Worker's loop. */
+int llmc__redis_ext_send(llmc_tier_t *t, unsigned worker, const char *rkey, size_t rklen,
+                         int argc, const char **argv, const size_t *lens, llmc__redis_ext_cb cb,
+                         void *arg);
+
+/* The Redis key of an entry's key into out (LLMC_REDIS_KEY_MAX bytes): its length. */
+#define LLMC_REDIS_KEY_MAX (128 + 6 + 2 * 32 + 3)
+size_t llmc__redis_key(llmc_tier_t *t, const llmc_key_t *key, char *out);
+const char *llmc__redis_prefix(llmc_tier_t *t);
+
+/* A part of the tier that lives on worker 0's loop (redis_vec.c): redis.c
+   calls attach there at its attach, detach at its detach, and free with
+   the tier; through these pointers, so that redis.c never calls up into
+   the files that use it. */
+typedef struct llmc__redis_part {
+    int (*attach)(void *arg, struct uv_loop_s *loop);
+    void (*detach)(void *arg);
+    void (*free)(void *arg);
+    void *arg;
+} llmc__redis_part_t;
+
+/* Sets t's part (copied). Main thread, before attach. */
+void llmc__redis_set_part(llmc_tier_t *t, const llmc__redis_part_t *part);
+
 #endif

@@ -7,14 +7,14 @@
  * body without the question: model, parameters, system prompt, tools,
  * earlier turns).
  * The second is hashed into the partition key; only questions within one
- * partition are ever compared. The question is embedded with the lexical
- * embedder (or the remote one, semantic/embed.h) and searched for in that
- * partition; the best candidates above the threshold go through the
+ * partition are ever compared. The question is embedded through
+ * semantic/embedder.h (the lexical embedder, or the remote one: the tier
+ * only sees the interface) and searched for in that partition; the best candidates above the threshold go through the
  * guards, and the first that passes them all is the hit (decide()).
  *
  * Decisions a newcomer would otherwise get wrong:
- * - With the remote embedder a lookup whose text's vector is not cached
- *   goes pending (LLMC_EAGAIN): decide() runs in the embedder's callback on
+ * - An embedder that answers later (the remote one, for a text it has
+ *   not cached) makes the lookup pending (LLMC_EAGAIN): decide() runs in the embedder's callback on
  *   the lookup's loop, which then calls lk->done. The guards still use the
  *   lexical features (they compare words, not vectors). The index is made
  *   with the first vector, since the model names its dimension.
@@ -29,13 +29,23 @@
  *   bounds are a number of entries and bytes (the oldest indexed goes
  *   first; the gateway gives it --max-memory, so the answers it keeps alive
  *   after the memory tier let them go never take more than that), and
- *   expired entries are never answered and are swept by tick(). Vectors are
- *   not stored: with a data dir, each indexed question is appended to
- *   semantic.log (key, partition, text), and at start a thread reads the
- *   file, finds each answer again in the disk tier (cfg->store) and embeds
- *   its question anew. A key names its request, so the (key -> partition,
+ *   expired entries are never answered and are swept by tick(). With a data
+ *   dir each indexed question is appended to semantic.log with its vector
+ *   and the id of the embedder that made it (tier/semantic_log.h), and at
+ *   start a thread reads the file, finds each answer again in the disk tier
+ *   (cfg->store) and indexes it with the stored vector when the id is this
+ *   tier's embedder's. Otherwise the lexical embedder embeds the question
+ *   anew (microseconds), and a remote one's tier drops it: a restart makes
+ *   no embedding call. A key names its request, so the (key -> partition,
  *   question) pairs never go wrong: a purged or expired answer is simply
  *   not found, and the file is compacted to the answers found.
+ * - Questions are shared with other gateways (issue 19, tier/redis_vec.c):
+ *   put() hands the record of each question indexed from this gateway's
+ *   traffic to the share hook, after the lock is let go; a peer's question
+ *   comes back through llmc_tier_semantic_add_peer with its answer already
+ *   read from Redis, so the tier holds it like its own and a purge (which
+ *   the Redis tier's pub/sub brings to every tier) removes it the same way.
+ *   Restored and peers' questions are never shared again.
  * - Only fresh answers are served: a stale one found by similarity is a
  *   guess about a guess.
  * - One mutex guards the index, the records and the pending ring. Each
@@ -79,13 +89,14 @@
 #include <openssl/evp.h>
 
 #include "llmc/error.h"
-#include "semantic/embed.h"
+#include "semantic/embedder.h"
 #include "semantic/guard.h"
 #include "semantic/index.h"
 #include "semantic/judge.h"
 #include "semantic/lexical.h"
 #include "semantic/verify.h"
 #include "tier/semantic.h"
+#include "tier/semantic_log.h"
 
 #define CHAT_ROUTE "/v1/chat/completions"
 #define COMPLETIONS_ROUTE "/v1/completions"
@@ -120,6 +131,14 @@
       "eat dogs).")                                                                          \
     X(restored, "restored", COUNTER, "questions",                                           \
       "Questions indexed again at start from --data-dir (their answers found on disk).")     \
+    X(restore_reembedded, "restore/reembedded", COUNTER, "questions",                        \
+      "Restored questions embedded anew (their stored vector was another embedder's).")      \
+    X(peer_shared, "peer/shared", COUNTER, "questions",                                      \
+      "Questions indexed here handed to the other gateways (--redis: the semantic stream).")  \
+    X(peer_indexed, "peer/indexed", COUNTER, "questions",                                    \
+      "Other gateways' questions indexed here, their answers read from Redis.")              \
+    X(peer_refused, "peer/refused", COUNTER, "questions",                                    \
+      "Other gateways' questions not indexed: another embedder's vector (remote), or none.")  \
     X(embed_timeouts, "embed/timeouts", COUNTER, "lookups",                                  \
       "Lookups whose remote embedding did not come within --semantic-timeout-ms (a miss).")  \
     X(embed_errors, "embed/errors", COUNTER, "lookups",                                      \
@@ -238,12 +257,14 @@ typedef struct sem_tier {
     bool shadow;
     void (*log)(void *arg, const char *line);
     void *log_arg;
-    llmc_lex_t *lex;   /* shared, under mu */
+    llmc_lex_t *lex;   /* shared, under mu: the guards' features */
+    llmc_embedder_t *emb; /* shared, under mu: the lexical embedder (NULL when remote) */
     llmc_lex_t **wlex; /* per worker, made at attach (main thread, before workers run) */
-    llmc_embedder_t **wemb; /* per worker with a remote embedder, beside wlex (nwlex) */
+    llmc_embedder_t **wemb; /* per worker, beside wlex (nwlex) */
     unsigned nwlex;
     bool remote;            /* vectors from the remote embedder (remote_cfg) */
     llmc_embed_config_t remote_cfg;
+    char emb_id[LLMC_EMBEDDER_ID_MAX]; /* what makes this tier's vectors */
     unsigned dim;           /* the vectors'; a remote one's is learnt from the first (0 till then) */
     llmc_vindex_t *ix;
     rec_t *recs;
@@ -283,6 +304,10 @@ typedef struct sem_tier {
     pthread_t restorer;
     bool restoring;   /* restorer was started: join it */
     _Atomic bool stop;
+    /* Sharing (issue 19): the questions indexed from this gateway's own
+       traffic go to share (set before the workers run). */
+    llmc_semantic_share_fn share;
+    void *share_arg;
 } sem_tier_t;
 
 static sem_tier_t *impl(llmc_tier_t *t)
@@ -600,79 +625,32 @@ static int do_index(sem_tier_t *s, llmc_entry_t *e, const llmc_key_t *part, cons
 
 /* ---- persistence ------------------------------------------------------------------ */
 
-/* One question in semantic.log: magic, text length, key, partition, text,
-   then the first 8 bytes of SHA-256 over all that (a torn or damaged record
-   is skipped: a wrong question under a key could serve a wrong answer). */
-#define QLOG_MAGIC 0x31515353u /* "SSQ1" */
-#define QLOG_HEAD (8 + 2 * LLMC_KEY_LEN)
-#define QLOG_MAX_TEXT (1u << 20)
-
-static void qlog_sum(const uint8_t *rec, size_t len, uint8_t out[8])
-{
-    uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned mdlen = 0;
-    EVP_Digest(rec, len, md, &mdlen, EVP_sha256(), NULL);
-    memcpy(out, md, 8);
-}
-
-/* Appends one question (under mu, or before any worker runs). A failed
-   write only costs that question its restore: counted as an error. */
+/* Appends one question with its vector (under mu, or before any worker
+   runs); the record is semantic_log.h's. A failed write only costs that
+   question its restore: counted as an error. */
 static void do_qlog(sem_tier_t *s, const llmc_key_t *key, const llmc_key_t *part,
-                    const char *text, size_t len)
+                    const char *text, size_t len, const float *vec)
 {
-    if (s->qfd < 0 || len > QLOG_MAX_TEXT)
+    if (s->qfd < 0 || len > LLMC_SEMQ_MAX_TEXT)
         return;
-    size_t n = QLOG_HEAD + len + 8;
-    uint8_t *rec = malloc(n);
-    if (!rec) {
-        s->st.errors++;
-        return;
-    }
-    uint32_t magic = QLOG_MAGIC, l32 = (uint32_t)len;
-    memcpy(rec, &magic, 4);
-    memcpy(rec + 4, &l32, 4);
-    memcpy(rec + 8, key->b, LLMC_KEY_LEN);
-    memcpy(rec + 8 + LLMC_KEY_LEN, part->b, LLMC_KEY_LEN);
-    memcpy(rec + QLOG_HEAD, text, len);
-    qlog_sum(rec, QLOG_HEAD + len, rec + QLOG_HEAD + len);
+    llmc_semq_t q = {.key = *key, .part = *part, .text = (char *)text, .len = len,
+                     .vec = (float *)vec, .dim = vec ? s->dim : 0};
+    memcpy(q.id, s->emb_id, sizeof(q.id));
+    size_t n = 0;
+    uint8_t *rec = llmc_semq_encode(&q, &n);
     /* O_APPEND: one write() per record, so a crash tears at most the last. */
-    if (write(s->qfd, rec, n) != (ssize_t)n)
+    if (!rec || write(s->qfd, rec, n) != (ssize_t)n)
         s->st.errors++;
     free(rec);
 }
 
-/* Reads the next intact record of f: 0, or LLMC_ENOENT at the end (or at
-   the first damage: what follows cannot be framed). *text is malloc'd. */
-static int qlog_read(FILE *f, llmc_key_t *key, llmc_key_t *part, char **text, size_t *len)
+/* An index for dim-float vectors, made now if none yet (a remote model's
+   dimension is learnt from its first vector, or from the file). Under mu. */
+static bool do_index_for(sem_tier_t *s, unsigned dim)
 {
-    uint8_t head[QLOG_HEAD], sum[8];
-    uint32_t magic, l32;
-    if (fread(head, 1, QLOG_HEAD, f) != QLOG_HEAD)
-        return LLMC_ENOENT;
-    memcpy(&magic, head, 4);
-    memcpy(&l32, head + 4, 4);
-    if (magic != QLOG_MAGIC || l32 > QLOG_MAX_TEXT)
-        return LLMC_ENOENT;
-    uint8_t *rec = malloc(QLOG_HEAD + l32 + 8);
-    if (!rec)
-        return LLMC_ENOENT;
-    memcpy(rec, head, QLOG_HEAD);
-    if (fread(rec + QLOG_HEAD, 1, l32 + 8, f) != l32 + 8) {
-        free(rec);
-        return LLMC_ENOENT;
-    }
-    qlog_sum(rec, QLOG_HEAD + l32, sum);
-    if (memcmp(sum, rec + QLOG_HEAD + l32, 8) != 0) {
-        free(rec);
-        return LLMC_ENOENT;
-    }
-    memcpy(key->b, rec + 8, LLMC_KEY_LEN);
-    memcpy(part->b, rec + 8 + LLMC_KEY_LEN, LLMC_KEY_LEN);
-    memmove(rec, rec + QLOG_HEAD, l32);
-    rec[l32] = '\0';
-    *text = (char *)rec;
-    *len = l32;
-    return 0;
+    if (!s->ix && dim > 0 && (s->ix = llmc_vindex_new(dim)))
+        s->dim = dim;
+    return s->ix && dim == s->dim;
 }
 
 /* The answer under key from the store, fresh, and no purge since: with mu
@@ -703,35 +681,55 @@ static llmc_entry_t *restore_find(sem_tier_t *s, const llmc_key_t *key)
     return NULL;
 }
 
+/* A record's vector, when this tier's embedder made it; else the lexical
+   embedder's, made anew into buf; else (a remote embedder's record made
+   by another model, or none) NULL: the question is dropped, since
+   restoring must make no embedding call. */
+static const float *restore_vector(sem_tier_t *s, llmc_lex_t *lx, const llmc_semq_t *q,
+                                   float *buf, bool *anew)
+{
+    *anew = false;
+    if (q->vec && strcmp(q->id, s->emb_id) == 0)
+        return q->vec;
+    if (s->remote || llmc_lex_embed(lx, q->text, q->len, buf) <= 0)
+        return NULL;
+    *anew = true;
+    return buf;
+}
+
 /* The restore thread: every question of the old file whose answer the
-   store still has is embedded, indexed and written to the new file; then
-   the old file goes. Serving goes on meanwhile (only mu is shared). */
+   store still has is indexed (with its stored vector when this embedder
+   made it) and written to the new file; then the old file goes. Serving
+   goes on meanwhile (only mu is shared). */
 static void *restore_main(void *arg)
 {
     sem_tier_t *s = arg;
     llmc_lex_t *lx = llmc_lex_new();
     FILE *f = fopen(s->oldpath, "rb");
-    llmc_key_t key, part;
-    char *text;
-    size_t len;
-    float vec[LLMC_LEX_DIM];
+    llmc_semq_t rq;
+    float buf[LLMC_LEX_DIM];
 
-    while (lx && f && !atomic_load(&s->stop) && qlog_read(f, &key, &part, &text, &len) == 0) {
+    while (lx && f && !atomic_load(&s->stop) && llmc_semq_read(f, &rq) == 0) {
         llmc_guard_q_t *q = NULL;
         llmc_entry_t *e = NULL;
-        if (llmc_lex_embed(lx, text, len, vec) > 0 && llmc_guard_q_new(lx, text, len, &q) == 0 &&
-            (e = restore_find(s, &key))) {
+        bool anew;
+        const float *vec = restore_vector(s, lx, &rq, buf, &anew);
+        unsigned dim = anew ? LLMC_LEX_DIM : rq.dim;
+        if (vec && llmc_guard_q_new(lx, rq.text, rq.len, &q) == 0 &&
+            (e = restore_find(s, &rq.key))) {
             /* mu held; an answer indexed since start (a newer question) wins */
-            if (do_rec_find(s, &key) < 0 && do_index(s, e, &part, vec, q) == 0) {
+            if (do_rec_find(s, &rq.key) < 0 && do_index_for(s, dim) &&
+                do_index(s, e, &rq.part, vec, q) == 0) {
                 q = NULL;
                 s->xs.restored++;
-                do_qlog(s, &key, &part, text, len);
+                s->xs.restore_reembedded += anew;
+                do_qlog(s, &rq.key, &rq.part, rq.text, rq.len, vec);
             }
             pthread_mutex_unlock(&s->mu);
             llmc_entry_unref(e);
         }
         llmc_guard_q_free(q);
-        free(text);
+        llmc_semq_clear(&rq);
     }
     if (f)
         fclose(f);
@@ -773,6 +771,67 @@ static int persist_open(sem_tier_t *s, const char *dir, llmc_tier_t *store)
         return LLMC_ENOMEM;
     s->restoring = true;
     return 0;
+}
+
+/* ---- sharing with other gateways (issue 19) -------------------------------------- */
+
+/* The record of the question p just indexed under key, for share (malloc'd,
+   *len bytes), or NULL. Under mu. */
+static uint8_t *do_share_record(sem_tier_t *s, const llmc_key_t *key, const pend_t *p,
+                                size_t *len)
+{
+    llmc_semq_t q = {.key = *key, .part = p->part, .text = p->text, .len = strlen(p->text),
+                     .vec = p->vec, .dim = s->dim};
+    memcpy(q.id, s->emb_id, sizeof(q.id));
+    uint8_t *rec = llmc_semq_encode(&q, len);
+    if (rec)
+        s->xs.peer_shared++;
+    return rec;
+}
+
+void llmc_tier_semantic_share(llmc_tier_t *t, llmc_semantic_share_fn fn, void *arg)
+{
+    sem_tier_t *s = impl(t);
+    s->share = fn;
+    s->share_arg = arg;
+}
+
+int llmc_tier_semantic_add_peer(llmc_tier_t *t, const llmc_semq_t *q, llmc_entry_t *e,
+                                int64_t now_ms)
+{
+    sem_tier_t *s = impl(t);
+    float buf[LLMC_LEX_DIM];
+    const float *vec = NULL;
+    unsigned dim = 0;
+    llmc_guard_q_t *g = NULL;
+    int rc = LLMC_ENOENT;
+
+    if (memcmp(e->key.b, q->key.b, LLMC_KEY_LEN) != 0 || e->expires_ms <= now_ms ||
+        !eligible_route(llmc_entry_route(e)))
+        return LLMC_ENOENT;
+    pthread_mutex_lock(&s->mu);
+    /* The peer's vector when its embedder is ours; the lexical one is
+       cheap to run again; a remote one is never called for a peer. */
+    if (q->vec && strcmp(q->id, s->emb_id) == 0) {
+        vec = q->vec;
+        dim = q->dim;
+    } else if (!s->remote && llmc_lex_embed(s->lex, q->text, q->len, buf) > 0) {
+        vec = buf;
+        dim = LLMC_LEX_DIM;
+    }
+    /* do_index replaces a record of the same key (the same request: an
+       equal answer), so no search for one first: it is a scan. */
+    if (vec && do_index_for(s, dim) && llmc_guard_q_new(s->lex, q->text, q->len, &g) == 0 &&
+        do_index(s, e, &q->part, vec, g) == 0) {
+        g = NULL;
+        s->xs.peer_indexed++;
+        rc = 0;
+    } else {
+        s->xs.peer_refused++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    llmc_guard_q_free(g);
+    return rc;
 }
 
 /* ---- shadow mode ------------------------------------------------------------------ */
@@ -906,7 +965,7 @@ static void vlog_encode(uint8_t rec[VLOG_REC], const llmc_key_t *k, const llmc_v
     memcpy(p + 8, &st->max_wrong, 4);
     memcpy(p + 12, &st->right, 4);
     memcpy(p + 16, &st->wrong, 4);
-    qlog_sum(rec, VLOG_REC - 8, rec + VLOG_REC - 8);
+    llmc_semq_sum(rec, VLOG_REC - 8, rec + VLOG_REC - 8);
 }
 
 /* 0 and the record's parts, or LLMC_EINVAL for a damaged one. */
@@ -916,7 +975,7 @@ static int vlog_decode(const uint8_t rec[VLOG_REC], llmc_key_t *k, llmc_vstate_t
     uint8_t sum[8];
     uint32_t magic;
     memcpy(&magic, rec, 4);
-    qlog_sum(rec, VLOG_REC - 8, sum);
+    llmc_semq_sum(rec, VLOG_REC - 8, sum);
     if (magic != VLOG_MAGIC || memcmp(sum, rec + VLOG_REC - 8, 8) != 0)
         return LLMC_EINVAL;
     const uint8_t *p = rec + 8 + LLMC_KEY_LEN;
@@ -1479,7 +1538,7 @@ keep:;
                   .kind = kind, .matched = matched, .sim = msim, .ns = nsi, .vec = pvec};
     pvec = NULL;
     qf = NULL;
-    if (s->qfd >= 0) {
+    if (s->qfd >= 0 || s->share) {
         p->text = question;
         question = NULL;
     }
@@ -1498,7 +1557,7 @@ typedef struct sem_wait {
     char *question;
     llmc_key_t part;
     llmc_guard_q_t *qf;
-    llmc_embed_req_t *req;
+    llmc_embedder_req_t *req;
 } sem_wait_t;
 
 static void wait_free(sem_wait_t *w)
@@ -1578,48 +1637,54 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         pthread_mutex_unlock(&s->mu);
         return LLMC_ENOENT;
     }
-    /* The worker's own embedder works outside the lock; the shared one in it. */
+    /* The worker's own embedders work outside the lock; the shared ones in it. */
     llmc_lex_t *lx = lk->worker < s->nwlex ? s->wlex[lk->worker] : NULL;
-    llmc_embedder_t *em = s->remote && lk->worker < s->nwlex ? s->wemb[lk->worker] : NULL;
+    llmc_embedder_t *em = lk->worker < s->nwlex ? s->wemb[lk->worker] : NULL;
     size_t qlen = strlen(question);
-    bool embedded;
     if (!lx)
         pthread_mutex_lock(&s->mu);
-    llmc_lex_t *use = lx ? lx : s->lex;
-    embedded = llmc_guard_q_new(use, question, qlen, &qf) == 0 &&
-               (s->remote ? em != NULL : llmc_lex_embed(use, question, qlen, vec) > 0);
+    bool featured = llmc_guard_q_new(lx ? lx : s->lex, question, qlen, &qf) == 0;
     if (!lx)
         pthread_mutex_unlock(&s->mu);
-    if (!embedded) {
-        pthread_mutex_lock(&s->mu);
-        s->xs.lookups++;
-        s->xs.skipped++;
-        pthread_mutex_unlock(&s->mu);
-        llmc_guard_q_free(qf);
-        free(question);
-        return LLMC_ENOENT;
-    }
-    if (!s->remote)
-        return decide(s, lk, question, &part, qf, vec, LLMC_LEX_DIM);
-    /* The remote embedder: from its cache at once, else the lookup waits. */
-    sem_wait_t *w = malloc(sizeof(*w));
-    const float *cached = NULL;
+    sem_wait_t *w = featured ? malloc(sizeof(*w)) : NULL;
+    const float *got = NULL;
     unsigned dim = 0;
-    int rc = w ? llmc_embed_get(em, question, qlen, &cached, &dim, on_vector, w, &w->req)
-               : LLMC_ENOMEM;
+    int rc = LLMC_ENOMEM;
+    if (w && em) {
+        rc = llmc_embedder_get(em, question, qlen, &got, &dim, on_vector, w, &w->req);
+    } else if (w) {
+        /* A loop never attached (tests): the shared lexical one, whose
+           answer is copied before another thread's use overwrites it. */
+        pthread_mutex_lock(&s->mu);
+        rc = s->emb ? llmc_embedder_get(s->emb, question, qlen, &got, &dim, on_vector, w, &w->req)
+                    : LLMC_ENOENT;
+        if (rc == 1)
+            memcpy(vec, got, (dim = dim > LLMC_LEX_DIM ? LLMC_LEX_DIM : dim) * sizeof(float));
+        pthread_mutex_unlock(&s->mu);
+        got = vec;
+    }
     if (rc == 1) {
         free(w);
-        return decide(s, lk, question, &part, qf, cached, dim);
+        return decide(s, lk, question, &part, qf, got, dim);
     }
     if (rc < 0) {
+        /* Nothing to compare by (no features, no embedder on this loop, a
+           text the embedder refuses) is skipped; the rest is its error. */
+        bool skip = !featured || rc == LLMC_ENOENT || rc == LLMC_EINVAL || rc == LLMC_E2BIG;
         free(w);
         llmc_guard_q_free(qf);
         free(question);
         pthread_mutex_lock(&s->mu);
-        s->xs.embed_errors++;
+        if (skip) {
+            s->xs.lookups++;
+            s->xs.skipped++;
+        } else {
+            s->xs.embed_errors++;
+        }
         pthread_mutex_unlock(&s->mu);
         return LLMC_ENOENT;
     }
+    /* It answers later, on this loop. */
     *w = (sem_wait_t){.s = s, .lk = lk, .question = question, .part = part, .qf = qf,
                       .req = w->req};
     return LLMC_EAGAIN;
@@ -1629,6 +1694,8 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
 {
     sem_tier_t *s = impl(t);
     pend_t *p = NULL;
+    uint8_t *shared = NULL;
+    size_t shared_len = 0;
 
     if (!eligible_route(llmc_entry_route(e)) || e->expires_ms <= now_ms)
         return 0;
@@ -1650,13 +1717,18 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
     if (do_index(s, e, &p->part, p->vec, p->q) == 0) {
         p->q = NULL;
         if (p->text)
-            do_qlog(s, &e->key, &p->part, p->text, strlen(p->text));
+            do_qlog(s, &e->key, &p->part, p->text, strlen(p->text), p->vec);
         if (bar)
             do_bar(s, &e->key, 1.0f, s->nss[p->ns].m.start);
+        if (p->text && s->share && !s->shadow)
+            shared = do_share_record(s, &e->key, p, &shared_len);
     }
     do_pend_clear(p);
 out:
     pthread_mutex_unlock(&s->mu);
+    if (shared)
+        s->share(s->share_arg, worker, shared, shared_len); /* outside the lock: it sends */
+    free(shared);
     return 0;
 }
 
@@ -1748,7 +1820,9 @@ static int sem_attach(llmc_tier_t *t, unsigned worker, struct uv_loop_s *loop)
     }
     if (!s->wlex[worker] && !(s->wlex[worker] = llmc_lex_new()))
         return LLMC_ENOMEM;
-    if (s->remote && !s->wemb[worker] && !(s->wemb[worker] = llmc_embed_new(loop, &s->remote_cfg)))
+    if (!s->wemb[worker] &&
+        !(s->wemb[worker] = s->remote ? llmc_embedder_remote_new(loop, &s->remote_cfg)
+                                      : llmc_embedder_lexical_new()))
         return LLMC_ENOMEM;
     if (s->verifying && s->judge == LLMC_JUDGE_MODEL) {
         if (worker >= s->nwjudge) {
@@ -1777,10 +1851,10 @@ static void sem_detach(llmc_tier_t *t, unsigned worker)
         s->wjudge[worker] = NULL; /* an outcome from now on is not judged */
         llmc_judge_model_free(jm); /* its calls' callbacks run now, cancelled */
     }
-    if (worker < s->nwlex && s->wemb[worker]) {
+    if (s->remote && worker < s->nwlex && s->wemb[worker]) {
         llmc_embedder_t *em = s->wemb[worker];
         s->wemb[worker] = NULL; /* a lookup now misses without waiting */
-        llmc_embed_free(em);
+        llmc_embedder_free(em);
     }
 }
 
@@ -1813,8 +1887,12 @@ static void semantic_destroy(llmc_tier_t *t)
     free(s->vpath);
     for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING; i++)
         do_pend_clear(&s->pend[i]);
-    for (unsigned i = 0; i < s->nwlex; i++)
+    for (unsigned i = 0; i < s->nwlex; i++) {
         llmc_lex_free(s->wlex[i]);
+        if (!s->remote)
+            llmc_embedder_free(s->wemb[i]); /* a remote one went at detach */
+    }
+    llmc_embedder_free(s->emb);
     free(s->wlex);
     free(s->wemb);
     free((char *)s->remote_cfg.url);
@@ -1897,9 +1975,13 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
         s->remote_cfg.url = strdup(cfg->remote->url ? cfg->remote->url : "");
         s->remote_cfg.model = cfg->remote->model ? strdup(cfg->remote->model) : NULL;
         s->remote_cfg.key = cfg->remote->key ? strdup(cfg->remote->key) : NULL;
+        llmc_embedder_remote_id(cfg->remote, s->emb_id);
     } else {
         s->dim = LLMC_LEX_DIM;
         s->ix = llmc_vindex_new(LLMC_LEX_DIM);
+        s->emb = llmc_embedder_lexical_new();
+        if (s->emb)
+            memcpy(s->emb_id, s->emb->id, sizeof(s->emb_id));
     }
     s->recs = calloc(s->cap, sizeof(*s->recs));
     s->free_slots = malloc(s->cap * sizeof(*s->free_slots));
@@ -1907,7 +1989,7 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
         semantic_destroy(&s->tier);
         return NULL;
     }
-    if (!s->lex || (!s->remote && !s->ix) || !s->recs || !s->free_slots ||
+    if (!s->lex || (!s->remote && (!s->ix || !s->emb)) || !s->recs || !s->free_slots ||
         (s->remote && (!s->remote_cfg.url || (cfg->remote->model && !s->remote_cfg.model) ||
                        (cfg->remote->key && !s->remote_cfg.key)))) {
         semantic_destroy(&s->tier);
@@ -1922,8 +2004,7 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
         semantic_destroy(&s->tier);
         return NULL;
     }
-    /* Questions are embedded anew at start: the lexical embedder's only. */
-    if (cfg && cfg->dir && cfg->store && !s->remote && persist_open(s, cfg->dir, cfg->store) < 0) {
+    if (cfg && cfg->dir && cfg->store && persist_open(s, cfg->dir, cfg->store) < 0) {
         semantic_destroy(&s->tier);
         return NULL;
     }

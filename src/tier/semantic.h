@@ -46,15 +46,15 @@ typedef struct llmc_semantic_config {
     void (*log)(void *arg, const char *line);
     void *log_arg;
     /* Persistence: the questions of indexed answers are appended to
-       dir/semantic.log, and at start a background thread reads them back,
-       finds each answer again with store's get() (the disk tier) and
-       indexes it; an answer store no longer has (purged, expired) is
-       dropped, and the file is rewritten with the rest. Both NULL: none. */
+       dir/semantic.log with their vectors, and at start a background
+       thread reads them back, finds each answer again with store's get()
+       (the disk tier) and indexes it (the stored vector when this tier's
+       embedder made it); an answer store no longer has (purged, expired)
+       is dropped, and the file is rewritten with the rest. Both NULL: none. */
     const char *dir;
     llmc_tier_t *store;
     /* The remote embedder (--semantic-embedder openai), one per worker made
-       at attach; NULL: the built-in lexical one. Copied. Persistence is for
-       the lexical embedder only. */
+       at attach; NULL: the built-in lexical one. Copied. */
     const llmc_embed_config_t *remote;
     /* Measured correctness (issue 16, semantic/verify.h). max_error: the
        budget of wrong hits (0: none: the global threshold serves, but an
@@ -75,6 +75,28 @@ typedef struct llmc_semantic_config {
     const char *judge_url, *judge_model, *judge_auth;
     unsigned judge_timeout_ms;
 } llmc_semantic_config_t;
+
+struct llmc_semq;
+
+/* Where the questions this tier indexes from its own traffic go (issue 19:
+   tier/redis_vec.c publishes them to the other gateways): rec is a
+   tier/semantic_log.h record (vector and embedder id included), valid
+   during the call. Called on the storing worker's thread, without the
+   tier's lock. */
+typedef void (*llmc_semantic_share_fn)(void *arg, unsigned worker, const uint8_t *rec,
+                                       size_t len);
+
+/* Sets the share hook (NULL: none). Main thread, before the workers run. */
+void llmc_tier_semantic_share(llmc_tier_t *t, llmc_semantic_share_fn fn, void *arg);
+
+/* Indexes another gateway's question q with its answer e (read from the
+   shared store; the tier takes its own reference). Its vector is used
+   when its embedder is this tier's; else the lexical embedder embeds it
+   anew, and a remote embedder's tier refuses it (no embedding call for a
+   peer). Not shared again, not persisted. 0, or LLMC_ENOENT (refused,
+   counted). Any thread. */
+int llmc_tier_semantic_add_peer(llmc_tier_t *t, const struct llmc_semq *q, llmc_entry_t *e,
+                                int64_t now_ms);
 
 /* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or
    NULL when out of memory or when cfg->dir's question file cannot be set

@@ -423,3 +423,42 @@ def test_openai_embedder_serves_a_semantic_hit(gateway_factory, mock):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_openai_embedder_restart_reuses_stored_vectors(gateway_factory, mock, mock_factory,
+                                                       tmp_path):
+    """The vectors are stored with the questions: a restart indexes them
+    again without one embeddings call, and they still match. The mock's
+    vectors are hashes of the text, so the match is the same text in the
+    same partition under another key (its content as a list of text parts)."""
+    emb = mock_factory()
+    data = str(tmp_path / "data")
+    token = "semantic-openai-restart"
+    admin = {"Authorization": f"Bearer {token}"}
+    args = ["--semantic", "on", "--semantic-embedder", "openai", "--embed-url", emb.url,
+            "--embed-model", "mock-embedding", "--data-dir", data]
+    env = {"LLMC_UPSTREAM_KEY": "sk-gateway-test", "LLMC_EMBED_KEY": "sk-e",
+           "LLMC_ADMIN_TOKEN": token}
+    g = gateway_factory(mock, args=args, env=env)
+    first = ask(g, "What is the capital of France?")
+    sky = ask(g, "Why is the sky blue?")
+    assert first.headers["X-Cache"] == "MISS" and sky.headers["X-Cache"] == "MISS"
+    wait_until(lambda: g.stats(headers=admin)["tiers"]["disk"]["stored"] >= 2, timeout=10,
+               what="the answers committed to disk")
+    assert emb.calls("embeddings") == 2
+    g.must_survive = False
+    assert g.stop() is None
+
+    g = gateway_factory(mock, args=args, env=env)
+    wait_until(lambda: g.stats(headers=admin)["tiers"]["semantic"]["restored"] >= 2, timeout=10,
+               what="the questions indexed again")
+    st = g.stats(headers=admin)["tiers"]["semantic"]
+    assert st["restored"] == 2 and st["restore"]["reembedded"] == 0, st
+    assert emb.calls("embeddings") == 2   # the restart asked for nothing
+
+    body = chat_body([{"type": "text", "text": "What is the capital of France?"}])
+    body["messages"].insert(0, {"role": "system", "content": SYSTEM})
+    r = g.chat(body)
+    assert r.status_code == 200, r.text
+    assert is_semantic_hit(r, matched=first) and r.content == first.content, dict(r.headers)
+    assert emb.calls("embeddings") == 3   # this lookup's own question, nothing more

@@ -1,0 +1,222 @@
+/*
+ * tier/redis_vec.c: semantic questions shared through a Redis stream (see
+ * redis_vec.h). Commands go through the Redis tier's connections
+ * (redis_int.h's llmc__redis_ext_send): its reconnects, deadlines and
+ * Cluster routing are theirs.
+ */
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include "llmc/error.h"
+#include "llmc/record.h"
+#include "tier/redis_int.h"
+#include "tier/redis_vec.h"
+#include "tier/semantic.h"
+#include "tier/semantic_log.h"
+
+#define STREAM "semantic"
+#define ID_MAX 48 /* a stream entry id: "<ms>-<seq>" */
+
+typedef struct vec {
+    llmc_tier_t *redis, *sem;
+    uint64_t maxlen;
+    unsigned poll_ms;
+    char stream[LLMC_REDIS_KEY_MAX];
+    size_t stream_len;
+    char self[17];         /* this process, in our records' "from" */
+    /* worker 0's loop only: */
+    uv_timer_t timer;
+    bool attached;         /* the timer is live */
+    bool reading;          /* an XREAD in the air */
+    unsigned gets;         /* GETs in the air */
+    char last[ID_MAX];     /* the last entry read ("0": from the start) */
+} vec_t;
+
+typedef struct peer_get {
+    vec_t *v;
+    llmc_semq_t q;
+} peer_get_t;
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* entries' times are wall-clock */
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- publishing ---------------------------------------------------------- */
+
+static void on_added(void *arg, const redisReply *reply)
+{
+    (void)arg;
+    (void)reply; /* a lost XADD costs the peers one question: nothing to do */
+}
+
+/* The semantic tier's share hook: on the storing worker's loop. */
+static void publish(void *arg, unsigned worker, const uint8_t *rec, size_t len)
+{
+    vec_t *v = arg;
+    char maxlen[24];
+    int ml = snprintf(maxlen, sizeof(maxlen), "%llu", (unsigned long long)v->maxlen);
+    const char *argv[] = {"XADD", v->stream, "MAXLEN", "~", maxlen, "*",
+                          "from", v->self, "q", (const char *)rec};
+    size_t lens[] = {4, v->stream_len, 6, 1, (size_t)ml, 1, 4, strlen(v->self), 1, len};
+    (void)llmc__redis_ext_send(v->redis, worker, v->stream, v->stream_len, 10, argv, lens,
+                               on_added, v);
+}
+
+/* ---- reading ------------------------------------------------------------- */
+
+static void on_answer(void *arg, const redisReply *reply)
+{
+    peer_get_t *pg = arg;
+    vec_t *v = pg->v;
+    llmc_entry_t *e = NULL;
+
+    v->gets--;
+    if (reply && reply->type == REDIS_REPLY_STRING &&
+        llmc_record_decode(&pg->q.key, (const uint8_t *)reply->str, reply->len, &e) == 0) {
+        (void)llmc_tier_semantic_add_peer(v->sem, &pg->q, e, wall_ms());
+        llmc_entry_unref(e);
+    }
+    llmc_semq_clear(&pg->q);
+    free(pg);
+}
+
+/* One stream entry: [id, [field, value, ...]]. Another gateway's question
+   has its answer read back; ours and anything malformed are skipped. */
+static void got_entry(vec_t *v, const redisReply *ent)
+{
+    if (ent->type != REDIS_REPLY_ARRAY || ent->elements != 2 ||
+        ent->element[0]->type != REDIS_REPLY_STRING || ent->element[0]->len >= ID_MAX ||
+        ent->element[1]->type != REDIS_REPLY_ARRAY)
+        return;
+    memcpy(v->last, ent->element[0]->str, ent->element[0]->len);
+    v->last[ent->element[0]->len] = '\0';
+    const redisReply *f = ent->element[1], *from = NULL, *rec = NULL;
+    for (size_t i = 0; i + 1 < f->elements; i += 2) {
+        const redisReply *name = f->element[i], *val = f->element[i + 1];
+        if (name->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
+            continue;
+        if (name->len == 4 && memcmp(name->str, "from", 4) == 0)
+            from = val;
+        else if (name->len == 1 && name->str[0] == 'q')
+            rec = val;
+    }
+    if (!rec || (from && from->len == strlen(v->self) && memcmp(from->str, v->self, from->len) == 0))
+        return;
+    peer_get_t *pg = calloc(1, sizeof(*pg));
+    if (!pg)
+        return;
+    pg->v = v;
+    if (v->gets >= LLMC_REDIS_VEC_GETS ||
+        llmc_semq_decode((const uint8_t *)rec->str, rec->len, &pg->q) < 0) {
+        free(pg);
+        return;
+    }
+    char key[LLMC_REDIS_KEY_MAX];
+    const char *argv[] = {"GET", key};
+    size_t lens[] = {3, llmc__redis_key(v->redis, &pg->q.key, key)};
+    if (llmc__redis_ext_send(v->redis, 0, key, lens[1], 2, argv, lens, on_answer, pg) < 0) {
+        llmc_semq_clear(&pg->q);
+        free(pg);
+        return;
+    }
+    v->gets++;
+}
+
+static void on_poll(uv_timer_t *t);
+
+static void on_read(void *arg, const redisReply *reply)
+{
+    vec_t *v = arg;
+    size_t n = 0;
+
+    v->reading = false;
+    /* [[stream, [entry, ...]]], or nil when nothing is new. */
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+        reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2 &&
+        reply->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
+        const redisReply *ents = reply->element[0]->element[1];
+        n = ents->elements;
+        for (size_t i = 0; i < n; i++)
+            got_entry(v, ents->element[i]);
+    }
+    /* A full read: more is waiting (a late start catching up); read again now. */
+    if (v->attached && n == LLMC_REDIS_VEC_COUNT && v->gets < LLMC_REDIS_VEC_GETS / 2)
+        uv_timer_start(&v->timer, on_poll, 0, v->poll_ms);
+}
+
+static void on_poll(uv_timer_t *t)
+{
+    vec_t *v = t->data;
+    char count[16];
+
+    if (v->reading || !v->attached || v->gets >= LLMC_REDIS_VEC_GETS / 2)
+        return;
+    int cl = snprintf(count, sizeof(count), "%d", LLMC_REDIS_VEC_COUNT);
+    const char *argv[] = {"XREAD", "COUNT", count, "STREAMS", v->stream, v->last};
+    size_t lens[] = {5, 5, (size_t)cl, 7, v->stream_len, strlen(v->last)};
+    if (llmc__redis_ext_send(v->redis, 0, v->stream, v->stream_len, 6, argv, lens, on_read, v) == 0)
+        v->reading = true;
+}
+
+/* ---- life ---------------------------------------------------------------- */
+
+static int vec_attach(void *arg, uv_loop_t *loop)
+{
+    vec_t *v = arg;
+    if (uv_timer_init(loop, &v->timer) != 0)
+        return LLMC_ENOMEM;
+    v->timer.data = v;
+    v->attached = true;
+    uv_timer_start(&v->timer, on_poll, v->poll_ms, v->poll_ms);
+    return 0;
+}
+
+static void vec_detach(void *arg)
+{
+    vec_t *v = arg;
+    if (!v->attached)
+        return;
+    v->attached = false;
+    uv_close((uv_handle_t *)&v->timer, NULL); /* v lives until the tier's destroy */
+}
+
+static void vec_free(void *arg)
+{
+    free(arg);
+}
+
+int llmc_tier_redis_share_semantic(llmc_tier_t *redis, llmc_tier_t *sem,
+                                   const llmc_redis_vec_config_t *cfg)
+{
+    vec_t *v = calloc(1, sizeof(*v));
+    uint64_t id = 0;
+
+    if (!v)
+        return LLMC_ENOMEM;
+    v->redis = redis;
+    v->sem = sem;
+    v->maxlen = cfg && cfg->maxlen ? cfg->maxlen : LLMC_REDIS_VEC_MAXLEN;
+    v->poll_ms = cfg && cfg->poll_ms ? cfg->poll_ms : LLMC_REDIS_VEC_POLL_MS;
+    v->stream_len = (size_t)snprintf(v->stream, sizeof(v->stream), "%s%s",
+                                     llmc__redis_prefix(redis), STREAM);
+    if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+        id = (uint64_t)wall_ms() ^ ((uint64_t)(uintptr_t)v << 16);
+    snprintf(v->self, sizeof(v->self), "%016llx", (unsigned long long)id);
+    snprintf(v->last, sizeof(v->last), "0");
+    llmc_tier_semantic_share(sem, publish, v);
+    llmc__redis_part_t part = {.attach = vec_attach, .detach = vec_detach, .free = vec_free,
+                               .arg = v};
+    llmc__redis_set_part(redis, &part);
+    return 0;
+}

@@ -1,0 +1,133 @@
+"""Issue 19 with issue 15: semantic entries shared across gateways on one
+Redis. A question answered through gateway A is published on the Redis
+stream <prefix>semantic (with its vector); the others index it, its answer
+read back from Redis, so a near-duplicate asked on B is a SEMANTIC-HIT
+without a model call. A gateway started late catches up from the stream, and
+a purge on A takes the answer from B's semantic tier too.
+
+Uses test_redis.py's helpers and conftest's real redis-server fixtures.
+"""
+
+import shutil
+import time
+import uuid
+
+import pytest
+
+from conftest import chat_body, wait_until
+from test_redis import ADMIN_ENV, AUTH, cluster, redis_gateway, rstats, wait_stored  # noqa: F401
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server not installed (scripts/deps.sh installs it)")
+
+
+def semantic_gateway(gateway_factory, mock, url, *extra):
+    g = redis_gateway(gateway_factory, mock, url, "--semantic", "on",
+                      "--redis-semantic-poll-ms", "50", *extra, env=ADMIN_ENV)
+    wait_until(lambda: g.stats(headers=AUTH)["tiers"]["redis"]["invalidations"]["subscribed"] == 1,
+               timeout=5, what=f"{g.name} subscribed to invalidations")
+    return g
+
+
+def sem(g):
+    return g.stats(headers=AUTH)["tiers"]["semantic"]
+
+
+def ask(g, question, system):
+    body = chat_body(question)
+    body["messages"].insert(0, {"role": "system", "content": system})
+    r = g.chat(body)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_semantic_entries_are_shared(redis, mock, gateway_factory):
+    system = "Answer in one word. " + uuid.uuid4().hex  # a partition new to this Redis
+    a = semantic_gateway(gateway_factory, mock, redis.url)
+    b = semantic_gateway(gateway_factory, mock, redis.url)
+
+    first = ask(a, "What is the capital of France?", system)
+    assert first.headers["X-Cache"] == "MISS"
+    wait_stored(a, 1)
+    assert sem(a)["peer"]["shared"] == 1
+    assert redis.call("XLEN", "llmc:semantic") == 1
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 1, timeout=5,
+               what="B indexed A's question")
+
+    calls = mock.calls()
+    r = ask(b, "what's the capital of france", system)
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
+    assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
+    assert r.content == first.content
+    assert mock.calls() == calls
+    # A hard negative stays a miss on B: the guards judge peers' questions too.
+    assert ask(b, "What is the capital of Spain?", system).headers["X-Cache"] == "MISS"
+
+    # A gateway started after the fill catches up from the stream.
+    c = semantic_gateway(gateway_factory, mock, redis.url)
+    wait_until(lambda: sem(c)["peer"]["indexed"] >= 1, timeout=5,
+               what="C caught up from the stream")
+    r = ask(c, "What is the capital of France", system)
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
+    assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
+
+    # A purge on A: B's semantic tier lets the answer go; a new wording misses.
+    key = first.headers["X-Cache-Key"]
+    d = a.http.delete(f"{a.url}/admin/cache/{key}", headers=AUTH, timeout=10)
+    assert d.status_code == 200, d.text
+    wait_until(lambda: sem(b)["purged"] >= 1, timeout=2, what="B's semantic entry purged")
+    r = ask(b, "what is the capital of france please", system)
+    assert r.headers["X-Cache"] == "MISS", dict(r.headers)
+
+    # A gateway started after the purge reads the three questions of the
+    # stream (A's France, B's Spain and B's later France) but finds no answer
+    # in Redis for the purged one: two indexed, and never the purged answer.
+    d2 = semantic_gateway(gateway_factory, mock, redis.url)
+    assert redis.call("XLEN", "llmc:semantic") == 3
+    wait_until(lambda: sem(d2)["peer"]["indexed"] == 2, timeout=5, what="D caught up")
+    time.sleep(0.3)  # more reads of the stream: still two
+    assert sem(d2)["peer"]["indexed"] == 2 and sem(d2)["entries"] == 2, sem(d2)
+    r = ask(d2, "could you tell me the capital of france", system)
+    assert r.headers.get("X-Cache-Matched-Key") != key, dict(r.headers)
+
+
+def test_the_stream_is_bounded(redis_factory, mock, gateway_factory):
+    """--redis-semantic-maxlen bounds the stream (XADD MAXLEN ~): Redis trims
+    whole stream nodes, so nodes of 4 entries keep it within maxlen + 4."""
+    redis = redis_factory(extra=("--stream-node-max-entries", "4"))
+    a = semantic_gateway(gateway_factory, mock, redis.url, "--redis-semantic-maxlen", "10")
+    system = "Answer in one word. " + uuid.uuid4().hex
+    for i in range(40):
+        assert ask(a, f"How many moons does planet {i} have?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(a)["peer"]["shared"] == 40, timeout=5, what="40 questions shared")
+
+    def newest():
+        entries = redis.call("XREVRANGE", "llmc:semantic", "+", "-", "COUNT", "1")
+        return entries[0][1][3] if entries else b""   # [id, [from, id, q, record]]
+
+    wait_until(lambda: b"planet 39 " in newest(), timeout=5, what="the last question added")
+    n = redis.call("XLEN", "llmc:semantic")
+    assert 10 <= n <= 14, n
+
+
+def test_shared_on_a_cluster(cluster, mock, gateway_factory):
+    """On a Redis Cluster the stream lives on its key's master (routed by
+    slot like any key) and the answers on theirs: B still gets the hit."""
+    def gateway():
+        g = redis_gateway(gateway_factory, mock, cluster.url, "--semantic", "on",
+                          "--redis-semantic-poll-ms", "50", connected=False, env=ADMIN_ENV)
+        wait_until(lambda: rstats(g)["connected"] >= 6 and
+                   rstats(g)["cluster"]["slot_maps"] >= 2, timeout=10,
+                   what=f"{g.name}'s connections to the masters and its slot maps")
+        return g
+
+    a, b = gateway(), gateway()
+    system = "Answer in one word. " + uuid.uuid4().hex
+    first = ask(a, "Who wrote the novel Moby Dick?", system)
+    assert first.headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 1, timeout=5,
+               what="B indexed A's question")
+    r = ask(b, "who wrote the novel moby dick", system)
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
+    assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
+    assert mock.calls() == 1
