@@ -541,8 +541,10 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         snprintf(err, errlen, "could not create the semantic tier");
         return LLMC_ENOMEM;
     }
-    if ((rc = llmc_tier_set_add(gw->tiers, sem)) < 0)
+    if ((rc = llmc_tier_set_add(gw->tiers, sem)) < 0) {
+        snprintf(err, errlen, "the tier set refused the semantic tier (its operations or counters)");
         return rc;
+    }
     /* Its questions shared with the other gateways on the Redis (issue 19). */
     llmc_redis_vec_config_t vc = {.maxlen = (uint64_t)cfg->redis_semantic_maxlen,
                                   .poll_ms = (unsigned)cfg->redis_semantic_poll_ms};

@@ -51,7 +51,7 @@
    Past it the oldest alias is taken off the front. */
 #define LLMC_TIER_SET_ALIASES 4096
 /* The most counters of its own a tier may describe (ops->nxstats). */
-#define LLMC_TIER_XSTATS_MAX 32
+#define LLMC_TIER_XSTATS_MAX 64
 
 typedef struct llmc_tier_set llmc_tier_set_t;
 

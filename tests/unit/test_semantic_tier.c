@@ -16,6 +16,8 @@
 #include "llmc/error.h"
 #include "semantic/guard.h"
 #include "tier/semantic.h"
+#include "tier/memory.h"
+#include "tier/set.h"
 
 #define CHAT "/v1/chat/completions"
 #define NOW 1000000
@@ -108,6 +110,23 @@ static llmc_tier_stats_t stats(llmc_tier_t *t)
     llmc_tier_stats_t st;
     t->ops->stats(t, &st);
     return st;
+}
+
+/* The tier as the gateway makes it is one a tier set takes: its counters
+   within the set's bounds, every operation it needs present (a tier that
+   outgrew LLMC_TIER_XSTATS_MAX was refused at start with "invalid
+   argument" and no other word). */
+static void test_a_tier_set_takes_it(void **state)
+{
+    (void)state;
+    llmc_tier_set_t *set = llmc_tier_set_new();
+    assert_non_null(set);
+    llmc_cache_config_t mc = {1u << 20, 1, 0.5, 3600 * 1000};
+    assert_int_equal(llmc_tier_set_add(set, llmc_tier_memory_new(llmc_cache_new(&mc))), 0);
+    llmc_semantic_config_t cfg = {.threshold = 0.9f, .max_error = 0.01, .verify_rate = 0.1,
+                                  .verify_per_min = 10};
+    assert_int_equal(llmc_tier_set_add(set, llmc_tier_semantic_new(&cfg)), 0);
+    llmc_tier_set_free(set);
 }
 
 static void test_near_duplicate_hits_hard_negative_misses(void **state)
@@ -600,6 +619,7 @@ static void test_persistence_round_trip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_tier_set_takes_it),
         cmocka_unit_test(test_near_duplicate_hits_hard_negative_misses),
         cmocka_unit_test(test_other_context_never_hits),
         cmocka_unit_test(test_not_eligible_is_skipped),
