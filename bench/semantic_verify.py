@@ -17,7 +17,11 @@ request at a time, on 127.0.0.1. Prints one row per configuration: semantic
 hits, their rate (of all requests; exact hits of repeated wordings are not
 counted), served wrong hits, wrong-hit rate (of semantic hits), model calls
 (misses and verifications), verification calls, and how many times the
-namespace fell back to exact-only. Measures only: the exit status is 0
+namespace fell back to exact-only; and "wrong HIT": exact hits (X-Cache HIT)
+whose answer is not the wording's, i.e. the front tier's copy of an earlier
+wrong semantic hit under the request's own key (tier/set.c alias()), which
+serves that wrong answer again as an exact hit, unsampled and not counted
+as a semantic hit. Measures only: the exit status is 0
 whenever it could run.
 
     nice bench/semantic_verify.py --bin build/llmcached [--requests 3000]
@@ -113,15 +117,19 @@ def run(bin_, table, trace, answers, args, tmp):
         wait_ready(f"http://127.0.0.1:{mport}/mock/stats", mock, "mock")
         wait_ready(f"http://127.0.0.1:{gport}/healthz", gw, "gateway")
         s = requests.Session()
-        hits = wrong = 0
+        hits = wrong = copies = 0
         for q in trace:
             r = s.post(f"http://127.0.0.1:{gport}/v1/chat/completions",
                        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": q}]},
                        timeout=30)
-            if r.headers.get("X-Cache") != "SEMANTIC-HIT":
+            xc = r.headers.get("X-Cache")
+            bad = r.json()["choices"][0]["message"]["content"] != answers[q]
+            if xc == "HIT":
+                copies += bad  # the front tier's copy of an earlier wrong semantic hit
+            if xc != "SEMANTIC-HIT":
                 continue
             hits += 1
-            wrong += r.json()["choices"][0]["message"]["content"] != answers[q]
+            wrong += bad
         time.sleep(0.3)  # the last background verifications
         st = s.get(f"http://127.0.0.1:{gport}/stats", timeout=5).json()["tiers"]["semantic"]
         calls = s.get(f"http://127.0.0.1:{mport}/mock/stats", timeout=5).json()["calls"]
@@ -132,7 +140,7 @@ def run(bin_, table, trace, answers, args, tmp):
         mock.wait()
     with open(os.path.join(tmp, "gw.err"), errors="replace") as f:
         falls = f.read().count('"fallback_exact_only"')
-    return hits, wrong, calls, st["verify"]["sampled"] + st["verify"]["judge_calls"], falls
+    return hits, wrong, calls, st["verify"]["sampled"] + st["verify"]["judge_calls"], falls, copies
 
 
 def main():
@@ -159,11 +167,11 @@ def main():
         print(f"trace: {len(trace)} requests, {len(set(trace))} distinct wordings, "
               f"{a.ambiguous:.0%} of classes ambiguous, seed {a.seed}")
         print(f"{'config':<14} {'sem hits':>8} {'hit rate':>8} {'wrong':>6} {'wrong rate':>10} "
-              f"{'model calls':>11} {'verify calls':>12} {'fallbacks':>9}")
+              f"{'model calls':>11} {'verify calls':>12} {'fallbacks':>9} {'wrong HIT':>9}")
         for name, args in (c for c in configs if a.only in c[0]):
-            hits, wrong, calls, vcalls, fb = run(a.bin, table, trace, answers, args, tmp)
+            hits, wrong, calls, vcalls, fb, copies = run(a.bin, table, trace, answers, args, tmp)
             print(f"{name:<14} {hits:>8} {hits / len(trace):>8.1%} {wrong:>6} "
-                  f"{(wrong / hits if hits else 0):>10.2%} {calls:>11} {vcalls:>12} {fb:>9}")
+                  f"{(wrong / hits if hits else 0):>10.2%} {calls:>11} {vcalls:>12} {fb:>9} {copies:>9}")
             sys.stdout.flush()
 
 
