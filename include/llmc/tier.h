@@ -132,6 +132,12 @@ struct llmc_tier_lookup {
        model in the background, storing its answer as usual (the tier
        judges it then); set only with similarity > 0. */
     bool verify;
+    /* out: a hit by similarity that must stay the tier's to serve: the
+       caller makes no copy of it under the request's own key in a faster
+       tier, because the tier may yet find it wrong and take it back (a
+       copy would go on answering that wording as an exact hit, unseen by
+       the tier's verification). Set only with similarity > 0. */
+    bool tier_only;
     /* rc: 0 (entry set), LLMC_ENOENT, or an error (a miss to the caller). */
     void (*done)(llmc_tier_lookup_t *lk, int rc);
     void *tier_data;            /* the tier's own, while the lookup is pending */

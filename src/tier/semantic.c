@@ -1495,6 +1495,7 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
         }
         lk->entry = llmc_entry_ref(r->e);
         lk->similarity = cand[i].score;
+        lk->tier_only = s->verifying; /* a bar must reach every wording it served */
         s->st.hits++;
         do_alias_add(s, &lk->query->key, (uint32_t)cand[i].id, cand[i].score);
         rc = 0;
@@ -1603,6 +1604,7 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
 
     lk->entry = NULL;
     lk->verify = false;
+    lk->tier_only = false;
     if (!lk->query->similar) {
         /* Nor is its answer indexed: the client asked to stay out of it. */
         pthread_mutex_lock(&s->mu);
@@ -1624,6 +1626,7 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
                 ns->m.hits++;
             lk->entry = llmc_entry_ref(r->e);
             lk->similarity = al->similarity;
+            lk->tier_only = s->verifying;
             s->st.hits++;
             s->xs.alias_hits++;
             pthread_mutex_unlock(&s->mu);

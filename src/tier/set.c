@@ -244,6 +244,7 @@ static int ask(llmc_tier_t *t, llmc_tier_lookup_t *lk)
 {
     lk->entry = NULL;
     lk->similarity = 0;
+    lk->verify = lk->tier_only = false;
     if (t->ops->lookup)
         return t->ops->lookup(t, lk);
     return t->ops->get(t, &lk->query->key, lk->now_ms, &lk->entry);
@@ -315,7 +316,7 @@ static void alias(llmc_set_lookup_t *sl)
     const llmc_entry_t *e = sl->tl.entry;
     const llmc_key_t *key = &sl->tl.query->key;
 
-    if (sl->next == 0 || memcmp(e->key.b, key->b, LLMC_KEY_LEN) == 0)
+    if (sl->next == 0 || memcmp(e->key.b, key->b, LLMC_KEY_LEN) == 0 || sl->tl.tier_only)
         return;
     llmc_entry_t *a = rekey(e, key);
     if (!a)

@@ -227,6 +227,37 @@ def test_verification_is_off_the_clients_path_and_within_its_budget(
     assert 'llmcached_semantic_namespace_exact_only{namespace=""} 0' in text
 
 
+def test_an_unsampled_wrong_hit_is_taken_back_with_its_answer(gateway_factory, mock_factory,
+                                                             tmp_path):
+    """A wording served a wrong answer while the per-minute budget was spent
+    (so nobody checked it) must not keep that answer as an exact hit once
+    another wording proves the answer wrong: with verification on, a hit by
+    similarity stays the tier's to serve (no copy under the request's key
+    in the memory tier), so the bar reaches it."""
+    latency = 1500
+    classes = all_classes(1)
+    wrong = {(0, 0), (0, 1)}  # both wordings mean something else
+    _, g = start(gateway_factory, mock_factory, tmp_path, classes, wrong,
+                 ["--semantic-verify", "1", "--semantic-verify-per-minute", "1"],
+                 latency_ms=latency)
+    (a, t), = classes
+    r, _ = ask(g, base(a, t))
+    assert r.headers["X-Cache"] == "MISS"
+    r, text = ask(g, VARIANTS[1](a, t))  # sampled: its check is with the slow model
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT" and text == right_answer(a, t)
+    r, text = ask(g, VARIANTS[0](a, t))  # over the budget: served unchecked, wrong
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT" and text == right_answer(a, t)
+    # The same wording again, before any verdict: still the tier's hit.
+    r, _ = ask(g, VARIANTS[0](a, t))
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
+    assert sem(g)["verify"]["over_budget"] >= 1
+    wait_judged(g, 1)
+    assert sem(g)["verify"]["wrong"] == 1
+    # The answer is barred: the unchecked wording now gets the model's own.
+    r, text = ask(g, VARIANTS[0](a, t))
+    assert r.headers["X-Cache"] == "MISS" and text == wrong_answer(a, t), dict(r.headers)
+
+
 def test_an_answer_verified_wrong_stops_matching_and_a_restart_keeps_that(
         gateway_factory, mock_factory, tmp_path):
     classes = all_classes(3)
