@@ -761,7 +761,8 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
     s->xs.lookups++;
     if (!s->ix) {
         /* The remote model's first vector: its dimension is the index's. */
-        if ((s->ix = llmc_vindex_new(dim)))
+        if ((s->ix = llmc_vindex_new_opts(
+                 dim, &(llmc_vindex_opts_t){.quantize = 1, .ef_search = LLMC_VINDEX_FEW_EF})))
             s->dim = dim;
         else
             s->st.errors++;
@@ -1185,7 +1186,8 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
         s->remote_cfg.key = cfg->remote->key ? strdup(cfg->remote->key) : NULL;
     } else {
         s->dim = LLMC_LEX_DIM;
-        s->ix = llmc_vindex_new(LLMC_LEX_DIM);
+        s->ix = llmc_vindex_new_opts(
+            LLMC_LEX_DIM, &(llmc_vindex_opts_t){.quantize = 1, .ef_search = LLMC_VINDEX_FEW_EF});
     }
     s->recs = calloc(s->cap, sizeof(*s->recs));
     s->free_slots = malloc(s->cap * sizeof(*s->free_slots));
