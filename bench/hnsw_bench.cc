@@ -185,6 +185,9 @@ static void sweep(Ours &ours, Theirs &th, const std::vector<float> &qs, int d,
     }
 }
 
+// The most inserts a concurrent run makes (it stops there).
+static const size_t EXTRA = 200000;
+
 // Searches beside deletes and inserts (see the top). Each library in turn,
 // the same vectors, the same lock (writers preferred, as a server would).
 template <class Lib, class Del, class Add>
@@ -198,7 +201,7 @@ static void concurrent(Lib &lib, const std::vector<float> &base, const std::vect
     pthread_rwlockattr_setkind_np(&ka, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&lk, &ka);
     // alive by label: labels 0..n-1 are the base, each insert takes a new one
-    std::vector<char> alive(n + 4000000, 0);
+    std::vector<char> alive(n + EXTRA, 0);
     std::fill(alive.begin(), alive.begin() + n, 1);
     std::atomic<bool> stop{false};
     std::atomic<size_t> queries{0}, bad{0};
@@ -309,8 +312,7 @@ int main(int argc, char **argv)
     m0 = heap_bytes();
     t0 = now_s();
     th.sp = new hnswlib::InnerProductSpace(d);
-    // room for the inserts of the concurrent run (-threads)
-    th.a = new hnswlib::HierarchicalNSW<float>(th.sp, n + (threads ? 2000000 : 0), M, efc, 100);
+    th.a = new hnswlib::HierarchicalNSW<float>(th.sp, n, M, efc, 100);
     for (size_t i = 0; i < n; i++)
         th.a->addPoint(&base[i * d], i);
     double hb = now_s() - t0;
@@ -359,7 +361,7 @@ int main(int argc, char **argv)
                r / nq, dead);
     }
     if (threads > 0) {
-        std::vector<uint32_t> node(n + 4000000);
+        std::vector<uint32_t> node(n + EXTRA);
         std::copy(ours.node.begin(), ours.node.end(), node.begin());
         for (size_t i = 0; i < nd; i++) // the 10% deleted above come back first
             llmc_hnsw_add(ours.h, order[i], &base[order[i] * d], &node[order[i]]);
@@ -370,6 +372,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < nd; i++)
             th.a->unmarkDelete(order[i]);
         th.a->setEf(32); // set once: setEf is not safe beside searches
+        th.a->resizeIndex(n + EXTRA); // room for the inserts, after its memory was counted
         concurrent(
             th, base, qs, d, n, threads, secs, "hnswlib",
             [&](size_t v) { th.a->markDelete(v); },
