@@ -221,8 +221,6 @@ static void lexical_partitions(llmc_lex_t *lx, double embed_us, size_t only)
                        "embedding; threshold recall: near-duplicates %.4f (of %zu), new "
                        "questions %.4f (of %zu)\n",
                        efs[e], us, us + embed_us, rd, wd, rf, wf);
-                if (sizes[s] < 1000 + 1)
-                    break; /* a scan: every width is the same */
             }
             llmc_vindex_free(ix);
             free(all);
