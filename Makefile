@@ -5,6 +5,7 @@
 #   make SAN=1 ...  the same under AddressSanitizer + UBSan (build dir build/san)
 #   make bench      optimised build, then the side-by-side benchmark (bench/)
 #   make bench-semantic  what the semantic tier's parts cost (embedding, guards, search)
+#                        (SEMANTIC_ARGS=100000: only the question partitions of that size)
 #   make bench-redis  the shared Redis tier: CPU per hit and per miss, three gateways on a Cluster
 #   make bench-hnsw  our HNSW graph against hnswlib (HNSW_ARGS="-n 100000 -data uniform")
 
@@ -97,7 +98,7 @@ bench: deps
 .PHONY: bench-semantic
 bench-semantic:
 	@$(MAKE) --no-print-directory BUILD=build/bench OPT="-O3 -g -DNDEBUG -march=native" build/bench/semantic_bench
-	build/bench/semantic_bench
+	build/bench/semantic_bench $(SEMANTIC_ARGS)
 
 # The shared Redis tier's costs (bench/redis_bench.py), on an optimised build.
 .PHONY: bench-redis

@@ -8,9 +8,18 @@
 //
 // -data uniform: unit vectors uniform on the sphere (the hardest case: all
 // distances alike); clustered: 1,000 random centres plus noise, closer to
-// what sentence embeddings look like.
+// what sentence embeddings look like. -q8 1: ours walks by int8 codes.
+// -threads T: then T threads search (ef 32, read lock) for -secs S seconds
+// while one more deletes a vector and inserts a new one in turn (write
+// lock), for each library: queries/s, writes/s, and whether any search
+// returned a vector deleted before it began (ours: real deletes; hnswlib:
+// markDelete, and the insert a new label).
 #include <malloc.h>
+#include <pthread.h>
 #include <time.h>
+
+#include <atomic>
+#include <thread>
 
 #include <algorithm>
 #include <cmath>
@@ -31,6 +40,13 @@ static double now_s()
 {
     timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); // CPU time: the machine is shared
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double wall_s()
+{
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
@@ -132,7 +148,8 @@ struct Theirs {
     hnswlib::HierarchicalNSW<float> *a;
     std::vector<size_t> search(const float *q, int k, unsigned ef)
     {
-        a->setEf(ef);
+        if (a->ef_ != ef)
+            a->setEf(ef); // never while others search: the concurrent run sets it first
         auto pq = a->searchKnn(q, k);
         std::vector<size_t> r;
         while (!pq.empty()) {
@@ -168,11 +185,84 @@ static void sweep(Ours &ours, Theirs &th, const std::vector<float> &qs, int d,
     }
 }
 
+// The most inserts a concurrent run makes (it stops there).
+static const size_t EXTRA = 200000;
+
+// Searches beside deletes and inserts (see the top). Each library in turn,
+// the same vectors, the same lock (writers preferred, as a server would).
+template <class Lib, class Del, class Add>
+static void concurrent(Lib &lib, const std::vector<float> &base, const std::vector<float> &qs,
+                       int d, size_t n, int threads, double secs, const char *name, Del del,
+                       Add add)
+{
+    pthread_rwlock_t lk;
+    pthread_rwlockattr_t ka;
+    pthread_rwlockattr_init(&ka);
+    pthread_rwlockattr_setkind_np(&ka, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&lk, &ka);
+    // alive by label: labels 0..n-1 are the base, each insert takes a new one
+    std::vector<char> alive(n + EXTRA, 0);
+    std::fill(alive.begin(), alive.begin() + n, 1);
+    std::atomic<bool> stop{false};
+    std::atomic<size_t> queries{0}, bad{0};
+    std::vector<std::thread> ts;
+    size_t nq = qs.size() / d;
+    for (int t = 0; t < threads; t++)
+        ts.emplace_back([&, t] {
+            size_t q = t, mine = 0, wrong = 0;
+            while (!stop.load(std::memory_order_relaxed)) {
+                pthread_rwlock_rdlock(&lk);
+                auto got = lib.search(&qs[(q++ % nq) * d], 10, 32);
+                for (size_t x : got)
+                    wrong += !alive[x];
+                pthread_rwlock_unlock(&lk);
+                mine++;
+            }
+            queries += mine;
+            bad += wrong;
+        });
+    std::mt19937_64 g(7);
+    size_t next = n, writes = 0;
+    double t0 = wall_s(), wcpu = now_s();
+    while (wall_s() - t0 < secs) {
+        size_t v;
+        do
+            v = g() % next;
+        while (!alive[v]);
+        pthread_rwlock_wrlock(&lk);
+        del(v);
+        alive[v] = 0;
+        pthread_rwlock_unlock(&lk);
+        pthread_rwlock_wrlock(&lk);
+        add(next, &base[(v % n) * d]); // the deleted vector comes back as a new label
+        alive[next++] = 1;
+        pthread_rwlock_unlock(&lk);
+        writes += 2;
+        if (next == alive.size())
+            break;
+    }
+    wcpu = now_s() - wcpu;
+    stop = true;
+    double el = wall_s() - t0;
+    for (auto &t : ts)
+        t.join();
+    double load[1] = {0};
+    getloadavg(load, 1);
+    printf("%-9s %d search threads beside 1 writer, %.1f s wall (load average %.1f): %.0f "
+           "queries/s, %.0f writes/s (%.1f us CPU per write), deleted returned %zu\n",
+           name, threads, el, load[0], queries / el, writes / el, wcpu / writes * 1e6,
+           bad.load());
+    pthread_rwlock_destroy(&lk);
+}
+
 int main(int argc, char **argv)
 {
     size_t n = 100000, nq = 500;
     int d = 384, M = 16, efc = 200;
     bool clustered = true;
+    unsigned q8 = 0;
+    int threads = 0;
+    double secs = 5;
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string a = argv[i];
         if (a == "-n")
@@ -187,21 +277,28 @@ int main(int argc, char **argv)
             efc = atoi(argv[i + 1]);
         else if (a == "-data")
             clustered = std::string(argv[i + 1]) == "clustered";
+        else if (a == "-q8")
+            q8 = atoi(argv[i + 1]);
+        else if (a == "-threads")
+            threads = atoi(argv[i + 1]);
+        else if (a == "-secs")
+            secs = atof(argv[i + 1]);
     }
     std::mt19937_64 g(42);
     std::vector<float> centres = make(1000, d, false, g, {});
     std::vector<float> base = make(n, d, clustered, g, centres);
     std::vector<float> qs = make(nq, d, clustered, g, centres);
     std::vector<char> alive(n, 1);
-    printf("%zu vectors x %d dims (%s), %zu queries, M %d, ef_construction %d, one core\n", n,
-           d, clustered ? "clustered" : "uniform", nq, M, efc);
+    printf("%zu vectors x %d dims (%s), %zu queries, M %d, ef_construction %d, one core%s\n", n,
+           d, clustered ? "clustered" : "uniform", nq, M, efc,
+           q8 ? ", ours walking by int8 codes" : "");
     auto t = truth(base, alive, qs, d, 10);
     std::vector<unsigned> efs = {10, 20, 40, 80, 160, 320};
 
     Ours ours;
     size_t m0 = heap_bytes();
     double t0 = now_s();
-    llmc_hnsw_opts_t o = {(unsigned)M, (unsigned)efc, 64, 100};
+    llmc_hnsw_opts_t o = {(unsigned)M, (unsigned)efc, 64, 100, q8};
     ours.h = llmc_hnsw_new(d, &o);
     ours.node.resize(n);
     for (size_t i = 0; i < n; i++)
@@ -262,6 +359,24 @@ int main(int argc, char **argv)
                "%.0f queries/s, recall@10 after %.4f, deleted returned %zu\n",
                who == 0 ? "llmcached" : "hnswlib", nd, searches, td / nd * 1e6, searches / ts,
                r / nq, dead);
+    }
+    if (threads > 0) {
+        std::vector<uint32_t> node(n + EXTRA);
+        std::copy(ours.node.begin(), ours.node.end(), node.begin());
+        for (size_t i = 0; i < nd; i++) // the 10% deleted above come back first
+            llmc_hnsw_add(ours.h, order[i], &base[order[i] * d], &node[order[i]]);
+        concurrent(
+            ours, base, qs, d, n, threads, secs, "llmcached",
+            [&](size_t v) { llmc_hnsw_remove(ours.h, node[v]); },
+            [&](size_t v, const float *x) { llmc_hnsw_add(ours.h, v, x, &node[v]); });
+        for (size_t i = 0; i < nd; i++)
+            th.a->unmarkDelete(order[i]);
+        th.a->setEf(32); // set once: setEf is not safe beside searches
+        th.a->resizeIndex(n + EXTRA); // room for the inserts, after its memory was counted
+        concurrent(
+            th, base, qs, d, n, threads, secs, "hnswlib",
+            [&](size_t v) { th.a->markDelete(v); },
+            [&](size_t v, const float *x) { th.a->addPoint(x, v); });
     }
     char why[160];
     if (llmc_hnsw_check(ours.h, why, sizeof why)) {

@@ -7,8 +7,13 @@
  * Nodes are numbered slots; each carries the caller's 64-bit label. Deletes
  * are real: the node is unlinked, the nodes that linked to it are
  * reconnected from their own and its neighbours, and its slot is reused by
- * a later add. Not thread-safe (a search writes the visited marks): the
- * caller holds one lock around every call. Pure: no globals, no clock.
+ * a later add.
+ *
+ * Threads: searches (llmc_hnsw_search and the reads below) may run side by
+ * side, each on its own scratch area taken from the graph's pool; add,
+ * remove, check and free must run alone, with no search in flight. A
+ * reader-writer lock around the graph, read-held by searches and
+ * write-held by the rest, is the discipline. Pure: no globals, no clock.
  */
 #ifndef LLMC_SEMANTIC_HNSW_H
 #define LLMC_SEMANTIC_HNSW_H
@@ -23,6 +28,11 @@ typedef struct llmc_hnsw_opts {
     unsigned ef_construction; /* beam width while linking a new node (0: 200) */
     unsigned ef_search;       /* beam width of a search that names none (0: 64) */
     uint64_t seed;            /* of the level draw (0: a fixed default), so a build repeats */
+    /* Non-zero: each node also keeps an int8 code of its vector (dim bytes
+       more), and searches walk the graph by codes, a quarter of the
+       memory traffic, then score their finds again by float. Links are
+       still chosen by float. */
+    unsigned quantize;
 } llmc_hnsw_opts_t;
 
 typedef struct llmc_hnsw_hit {
@@ -55,6 +65,12 @@ int llmc_hnsw_live(const llmc_hnsw_t *h, uint32_t node);
 /* A live node's vector and label. */
 const float *llmc_hnsw_vector(const llmc_hnsw_t *h, uint32_t node);
 uint64_t llmc_hnsw_label(const llmc_hnsw_t *h, uint32_t node);
+
+/* The dot product of two n-float vectors with the widest instructions this
+   CPU runs (AVX-512, AVX2, else portable C), chosen at run time: for a
+   caller's own exact scans (semantic/index.c). */
+typedef float (*llmc_dot_fn)(const float *a, const float *b, unsigned n);
+llmc_dot_fn llmc_hnsw_dot_fn(void);
 
 /* Live nodes; bytes the graph holds (vectors, links, scratch). */
 size_t llmc_hnsw_count(const llmc_hnsw_t *h);

@@ -5,8 +5,15 @@
  * questions under different system prompts, models or namespaces can never
  * meet. Each vector carries the caller's 64-bit id, unique across the index.
  *
- * Not thread-safe: the caller holds one lock around every call. Pure: no
- * server header, no globals, no clock.
+ * Threads: many searches, one writer. llmc_vindex_search(_ef), _count,
+ * _partitions and _partition_count only read (a graph's search takes its
+ * own scratch area, semantic/hnsw.h), so any number may run at once;
+ * insert, delete, check and free change the index and must run alone. A
+ * pthread_rwlock_t around the index, read-held for searches and
+ * write-held for the rest (writer-preferring, or a stream of searches can
+ * starve the writer on glibc), is the discipline; measured by
+ * bench/hnsw_bench.cc -threads. Pure: no server header, no globals, no
+ * clock.
  */
 #ifndef LLMC_SEMANTIC_INDEX_H
 #define LLMC_SEMANTIC_INDEX_H
@@ -30,6 +37,7 @@ typedef struct llmc_vindex_opts {
        UINT32_MAX: never). */
     uint32_t hnsw_threshold;
     unsigned m, ef_construction, ef_search; /* the graph's (0: 16, 200, 64) */
+    unsigned quantize; /* non-zero: graphs walk by int8 codes (hnsw.h) */
 } llmc_vindex_opts_t;
 
 /* A new index of dim-dimensional vectors (1..4096), or NULL (bad dim or
@@ -61,6 +69,19 @@ int llmc_vindex_delete(llmc_vindex_t *ix, uint64_t id);
  */
 size_t llmc_vindex_search(const llmc_vindex_t *ix, const llmc_key_t *part, const float *q,
                           size_t k, llmc_vindex_hit_t *out);
+
+/* The same with the graph's beam width named: ef (0: ef_search). A caller
+   that needs only the few best above a similarity threshold can search far
+   narrower than recall@10 would need (bench/semantic_bench.c measures). */
+size_t llmc_vindex_search_ef(const llmc_vindex_t *ix, const llmc_key_t *part, const float *q,
+                             size_t k, unsigned ef, llmc_vindex_hit_t *out);
+
+/* The beam width for a caller that wants only the few best above a
+   similarity threshold (the semantic tier: 4 candidates at 0.70). At 32,
+   of the stored vectors the tier would act on, make bench-semantic found
+   all for near-duplicates of stored questions at 10,000 and 100,000, and
+   99.8% (10,000) and 96.9% (100,000) for new questions (64: 99.1%). */
+#define LLMC_VINDEX_FEW_EF 32
 
 /* How many vectors the index holds, and in how many partitions. */
 size_t llmc_vindex_count(const llmc_vindex_t *ix);

@@ -644,11 +644,20 @@ static void do_qlog(sem_tier_t *s, const llmc_key_t *key, const llmc_key_t *part
     free(rec);
 }
 
+/* The tier's index: graph walks by int8 codes, re-scored by float (every
+   similarity it compares is exact), and a beam for the few best above a
+   threshold, not for recall@10 (see make bench-semantic). */
+static llmc_vindex_t *index_new(unsigned dim)
+{
+    return llmc_vindex_new_opts(
+        dim, &(llmc_vindex_opts_t){.quantize = 1, .ef_search = LLMC_VINDEX_FEW_EF});
+}
+
 /* An index for dim-float vectors, made now if none yet (a remote model's
    dimension is learnt from its first vector, or from the file). Under mu. */
 static bool do_index_for(sem_tier_t *s, unsigned dim)
 {
-    if (!s->ix && dim > 0 && (s->ix = llmc_vindex_new(dim)))
+    if (!s->ix && dim > 0 && (s->ix = index_new(dim)))
         s->dim = dim;
     return s->ix && dim == s->dim;
 }
@@ -1423,13 +1432,9 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
 
     pthread_mutex_lock(&s->mu);
     s->xs.lookups++;
-    if (!s->ix) {
-        /* The remote model's first vector: its dimension is the index's. */
-        if ((s->ix = llmc_vindex_new(dim)))
-            s->dim = dim;
-        else
-            s->st.errors++;
-    }
+    /* The remote model's first vector: its dimension is the index's. */
+    if (!s->ix && !do_index_for(s, dim))
+        s->st.errors++;
     if (!s->ix || dim != s->dim || !pvec) {
         /* A remote model that changed its dimension: nothing to compare with. */
         s->xs.embed_errors += s->ix && dim != s->dim;
@@ -1981,7 +1986,7 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
         llmc_embedder_remote_id(cfg->remote, s->emb_id);
     } else {
         s->dim = LLMC_LEX_DIM;
-        s->ix = llmc_vindex_new(LLMC_LEX_DIM);
+        s->ix = index_new(LLMC_LEX_DIM);
         s->emb = llmc_embedder_lexical_new();
         if (s->emb)
             memcpy(s->emb_id, s->emb->id, sizeof(s->emb_id));

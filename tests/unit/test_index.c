@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 
 #include "semantic/index.c"
 
@@ -239,7 +240,8 @@ static void test_churn_against_model(void **state)
             unit(q, CDIM);
             for (uint64_t i = 0; i < NID; i++)
                 if (where[i] == part + 1)
-                    want[nw++] = (llmc_vindex_hit_t){.id = i, .score = dot(q, model[i], CDIM)};
+                    want[nw++] = (llmc_vindex_hit_t){
+                        .id = i, .score = llmc_hnsw_dot_fn()(q, model[i], CDIM)};
             qsort(want, nw, sizeof(*want), by_score);
             if (nw > 5)
                 nw = 5;
@@ -296,10 +298,11 @@ static void test_check_sees_corruption(void **state)
  * each vector searched for is found first; a deleted id is never found;
  * other partitions stay scanned; an emptied graph partition is freed.
  */
-static void test_big_partition_moves_to_a_graph(void **state)
+static void big_partition(unsigned q8, unsigned ef)
 {
     enum { N = 600, T = 64 };
-    llmc_vindex_t *ix = llmc_vindex_new_opts(DIM, &(llmc_vindex_opts_t){.hnsw_threshold = T});
+    llmc_vindex_t *ix = llmc_vindex_new_opts(
+        DIM, &(llmc_vindex_opts_t){.hnsw_threshold = T, .quantize = q8, .ef_search = ef});
     llmc_key_t a = pk(1), b = pk(2);
     static float vecs[N][DIM];
     unsigned char alive[N] = {0};
@@ -341,8 +344,12 @@ static void test_big_partition_moves_to_a_graph(void **state)
     for (int i = 0; i < N; i++) {
         size_t n = llmc_vindex_search(ix, &a, vecs[i], 8, hits);
         for (size_t j = 0; j < n; j++) {
+            float exact = 0;
+            for (unsigned d = 0; d < DIM; d++)
+                exact += vecs[i][d] * vecs[hits[j].id][d];
             assert_true(alive[hits[j].id]);
             assert_true(j == 0 || hits[j - 1].score >= hits[j].score);
+            assert_true(fabsf(hits[j].score - exact) < 1e-4f); /* the float score, never a code's */
         }
         if (alive[i]) {
             assert_true(n > 0);
@@ -359,6 +366,65 @@ static void test_big_partition_moves_to_a_graph(void **state)
     llmc_vindex_free(ix);
 }
 
+static void test_big_partition_moves_to_a_graph(void **state)
+{
+    big_partition(0, 0);
+}
+
+/* The same with the tier's options: walks by int8 codes, a narrow beam. */
+static void test_big_partition_quantised(void **state)
+{
+    big_partition(1, LLMC_VINDEX_FEW_EF);
+}
+
+/*
+ * Searches of a graph partition and of a scanned one from several threads
+ * while nothing writes (index.h: many searches, one writer): every thread
+ * gets the answers a lone search gets.
+ */
+enum { TN = 1500, TTHREADS = 4 };
+static float tvecs[TN][DIM];
+static llmc_vindex_hit_t tsolo[TN][4];
+
+static void *searcher(void *arg)
+{
+    const llmc_vindex_t *ix = arg;
+    llmc_key_t a = pk(1);
+    size_t bad = 0;
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < TN; i++) {
+            llmc_vindex_hit_t hits[4];
+            size_t n = llmc_vindex_search(ix, &a, tvecs[i], 4, hits);
+            bad += n != 4;
+            for (size_t j = 0; j < n; j++) /* fields: the padding is not the answer */
+                bad += hits[j].id != tsolo[i][j].id || hits[j].score != tsolo[i][j].score;
+        }
+    return (void *)(uintptr_t)bad;
+}
+
+static void test_concurrent_searches(void **state)
+{
+    llmc_vindex_t *ix = llmc_vindex_new_opts(DIM, &(llmc_vindex_opts_t){.quantize = 1});
+    llmc_key_t a = pk(1);
+    pthread_t th[TTHREADS];
+    for (int i = 0; i < TN; i++) {
+        unit(tvecs[i], DIM);
+        assert_int_equal(llmc_vindex_insert(ix, &a, (uint64_t)i, tvecs[i]), 0);
+    }
+    assert_non_null(ix->parts[part_find(ix, &a)]->g);
+    for (int i = 0; i < TN; i++)
+        assert_int_equal(llmc_vindex_search(ix, &a, tvecs[i], 4, tsolo[i]), 4);
+    for (int t = 0; t < TTHREADS; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, searcher, ix), 0);
+    for (int t = 0; t < TTHREADS; t++) {
+        void *bad;
+        pthread_join(th[t], &bad);
+        assert_int_equal((uintptr_t)bad, 0);
+    }
+    checked(ix);
+    llmc_vindex_free(ix);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -370,6 +436,8 @@ int main(void)
         cmocka_unit_test(test_churn_against_model),
         cmocka_unit_test(test_check_sees_corruption),
         cmocka_unit_test(test_big_partition_moves_to_a_graph),
+        cmocka_unit_test(test_big_partition_quantised),
+        cmocka_unit_test(test_concurrent_searches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
