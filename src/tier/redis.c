@@ -1623,6 +1623,8 @@ static void resync(conn_t *c)
     tell(r, "redis: listening to invalidations again; messages may have been missed, so this "
          "gateway's own copies were dropped");
     r->peer_purge(r->peer_purge_arg, &r->tier, c->worker, &all, true);
+    if (r->part.resync)
+        r->part.resync(r->part.arg); /* the shared questions are read again */
 }
 
 /* SUBSCRIBE's callback: its confirmation, then every message, then NULL

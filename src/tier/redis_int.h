@@ -51,6 +51,10 @@ typedef struct llmc__redis_part {
     int (*attach)(void *arg, struct uv_loop_s *loop);
     void (*detach)(void *arg);
     void (*free)(void *arg);
+    /* After the invalidation subscriber listened again (resync(): every
+       local copy, the peers' questions included, was just dropped), on
+       worker 0's loop. May be NULL. */
+    void (*resync)(void *arg);
     void *arg;
 } llmc__redis_part_t;
 

@@ -24,6 +24,7 @@
 
 #define STREAM "semantic"
 #define ID_MAX 48 /* a stream entry id: "<ms>-<seq>" */
+#define ID_FILE "redis-semantic-id" /* in the data dir: our records' "from" */
 
 typedef struct vec {
     llmc_tier_t *redis, *sem;
@@ -36,6 +37,7 @@ typedef struct vec {
     uv_timer_t timer;
     bool attached;         /* the timer is live */
     bool reading;          /* an XREAD in the air */
+    unsigned gen, read_gen; /* resyncs seen; gen when the XREAD in the air was sent */
     unsigned gets;         /* GETs in the air */
     char last[ID_MAX];     /* the last entry read ("0": from the start) */
 } vec_t;
@@ -141,6 +143,10 @@ static void on_read(void *arg, const redisReply *reply)
     size_t n = 0;
 
     v->reading = false;
+    /* Sent before a resync: its entries would move last past what the
+       resync dropped; the read from the start gets them again. */
+    if (v->read_gen != v->gen)
+        return;
     /* [[stream, [entry, ...]]], or nil when nothing is new. */
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
         reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2 &&
@@ -165,11 +171,65 @@ static void on_poll(uv_timer_t *t)
     int cl = snprintf(count, sizeof(count), "%d", LLMC_REDIS_VEC_COUNT);
     const char *argv[] = {"XREAD", "COUNT", count, "STREAMS", v->stream, v->last};
     size_t lens[] = {5, 5, (size_t)cl, 7, v->stream_len, strlen(v->last)};
-    if (llmc__redis_ext_send(v->redis, 0, v->stream, v->stream_len, 6, argv, lens, on_read, v) == 0)
+    if (llmc__redis_ext_send(v->redis, 0, v->stream, v->stream_len, 6, argv, lens, on_read, v) == 0) {
         v->reading = true;
+        v->read_gen = v->gen;
+    }
+}
+
+/* The Redis tier listened to invalidations again and dropped every local
+   copy, the peers' questions with them: the stream is read again from its
+   start (worker 0's loop, like the reads). */
+static void vec_resync(void *arg)
+{
+    vec_t *v = arg;
+
+    v->gen++;
+    snprintf(v->last, sizeof(v->last), "0");
+    if (v->attached)
+        uv_timer_start(&v->timer, on_poll, 0, v->poll_ms);
 }
 
 /* ---- life ---------------------------------------------------------------- */
+
+/* This data dir's id in our records (ID_FILE in dir, made once): stable
+   across restarts, because the semantic tier restores its own questions
+   from dir, and their records in the stream must then still read as ours
+   (skipped), not as a peer's indexed a second time. 0, or -1 (then the id
+   is per process). Main thread, at start. */
+static int own_id(const char *dir, char out[17])
+{
+    char path[4096], tmp[4096 + 8], buf[32];
+    uint64_t id;
+    size_t n = 0;
+    FILE *f;
+
+    if ((size_t)snprintf(path, sizeof(path), "%s/" ID_FILE, dir) >= sizeof(path))
+        return -1;
+    if ((f = fopen(path, "r"))) {
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        if (n >= 16 && strspn(buf, "0123456789abcdef") == 16) {
+            memcpy(out, buf, 16);
+            out[16] = '\0';
+            return 0;
+        }
+    }
+    if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+        return -1;
+    snprintf(out, 17, "%016llx", (unsigned long long)id);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (!(f = fopen(tmp, "w")))
+        return -1;
+    bool ok = fprintf(f, "%s\n", out) == 17;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}
 
 static int vec_attach(void *arg, uv_loop_t *loop)
 {
@@ -210,13 +270,15 @@ int llmc_tier_redis_share_semantic(llmc_tier_t *redis, llmc_tier_t *sem,
     v->poll_ms = cfg && cfg->poll_ms ? cfg->poll_ms : LLMC_REDIS_VEC_POLL_MS;
     v->stream_len = (size_t)snprintf(v->stream, sizeof(v->stream), "%s%s",
                                      llmc__redis_prefix(redis), STREAM);
-    if (getrandom(&id, sizeof(id), 0) != sizeof(id))
-        id = (uint64_t)wall_ms() ^ ((uint64_t)(uintptr_t)v << 16);
-    snprintf(v->self, sizeof(v->self), "%016llx", (unsigned long long)id);
+    if (!(cfg && cfg->dir && own_id(cfg->dir, v->self) == 0)) {
+        if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+            id = (uint64_t)wall_ms() ^ ((uint64_t)(uintptr_t)v << 16);
+        snprintf(v->self, sizeof(v->self), "%016llx", (unsigned long long)id);
+    }
     snprintf(v->last, sizeof(v->last), "0");
     llmc_tier_semantic_share(sem, publish, v);
     llmc__redis_part_t part = {.attach = vec_attach, .detach = vec_detach, .free = vec_free,
-                               .arg = v};
+                               .resync = vec_resync, .arg = v};
     llmc__redis_set_part(redis, &part);
     return 0;
 }

@@ -131,3 +131,65 @@ def test_shared_on_a_cluster(cluster, mock, gateway_factory):
     assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
     assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
     assert mock.calls() == 1
+
+
+def test_listening_again_reads_the_stream_again(redis, mock, gateway_factory):
+    """A gateway whose connections to Redis were lost drops every local copy
+    when it listens again (it may have missed purges), the peers' questions
+    with them: it then reads the stream again from its start, so A's
+    question is a SEMANTIC-HIT on B again, counted once more as indexed
+    (B's own question in the stream is never indexed as a peer's)."""
+    system = "Answer in one word. " + uuid.uuid4().hex
+    a = semantic_gateway(gateway_factory, mock, redis.url)
+    b = semantic_gateway(gateway_factory, mock, redis.url)
+    first = ask(a, "What is the capital of France?", system)
+    assert ask(b, "How tall is the Eiffel Tower?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 1 and sem(a)["peer"]["indexed"] == 1,
+               timeout=5, what="each indexed the other's question")
+
+    # Every connection of the Redis tier lost: the subscribers first, then
+    # the commands' connections (the stream reader's too).
+    assert redis.call("CLIENT", "KILL", "TYPE", "pubsub") == 2
+    redis.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    wait_until(lambda: rstats(b)["invalidations"]["resyncs"] == 1, timeout=5,
+               what="B listening again")
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 2, timeout=5,
+               what="B read A's question again")
+    time.sleep(0.3)  # more reads: A's question once more, B's own never
+    assert sem(b)["peer"]["indexed"] == 2, sem(b)
+
+    calls = mock.calls()
+    r = ask(b, "what's the capital of france", system)
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
+    assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
+    assert mock.calls() == calls
+
+
+def test_a_restart_with_a_data_dir_keeps_its_records_its_own(redis, mock, gateway_factory,
+                                                             tmp_path):
+    """With --data-dir the semantic tier restores its own questions from disk
+    at a restart; the gateway's id in the stream is kept beside them, so its
+    earlier records still read as its own: never indexed a second time as a
+    peer's. A peer's question is still indexed."""
+    data = str(tmp_path / "data")
+    system = "Answer in one word. " + uuid.uuid4().hex
+
+    def start():
+        return semantic_gateway(gateway_factory, mock, redis.url, "--data-dir", data)
+
+    a = start()
+    assert ask(a, "What is the capital of France?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(a)["peer"]["shared"] == 1, timeout=5, what="A's question shared")
+    wait_until(lambda: a.stats(headers=AUTH)["tiers"]["disk"]["stored"] >= 1, timeout=10,
+               what="the answer committed to disk")
+    a.must_survive = False
+    assert a.stop() is None
+
+    a = start()
+    wait_until(lambda: sem(a)["restored"] >= 1, timeout=10, what="A's question restored")
+    b = semantic_gateway(gateway_factory, mock, redis.url)
+    assert ask(b, "How tall is the Eiffel Tower?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(a)["peer"]["indexed"] == 1, timeout=5, what="A indexed B's question")
+    time.sleep(0.3)  # more reads of the stream: A's own record never counted
+    assert sem(a)["peer"]["indexed"] == 1, sem(a)
+    assert sem(b)["peer"]["indexed"] == 1, sem(b)    # B: A's, from before the restart
