@@ -190,7 +190,24 @@ static const char refresh_lua[] =
       "Cluster: ASK redirects followed (a slot being migrated).")                           \
     X(map_loads, "cluster/slot_maps", COUNTER, "replies",                                  \
       "Cluster: slot maps read from CLUSTER SHARDS, or SLOTS before Redis 7 (at start, after a " \
-      "redirect or a node lost).")
+      "redirect or a node lost).")                                                          \
+    X(vec_published, "semantic/published", COUNTER, "questions",                           \
+      "Questions of this gateway's semantic tier added to the shared stream (XADD).")       \
+    X(vec_publish_failures, "semantic/publish_failures", COUNTER, "questions",             \
+      "Questions not added to the stream: no connection, an error reply or none (the peers " \
+      "miss them).")                                                                        \
+    X(vec_reads, "semantic/reads", COUNTER, "replies", "Reads of the stream answered (XREAD).") \
+    X(vec_read_failures, "semantic/read_failures", COUNTER, "reads",                       \
+      "Reads of the stream not sent (no connection) or answered with an error or not at all " \
+      "(asked again at the next poll).")                                                    \
+    X(vec_answers_gone, "semantic/answers_gone", COUNTER, "questions",                     \
+      "Peers' questions whose answer Redis no longer has (purged, expired): not indexed.")  \
+    X(vec_answer_failures, "semantic/answer_failures", COUNTER, "questions",               \
+      "Peers' questions not indexed because reading their answer failed (no connection, an " \
+      "error, no reply, not a record of the key).")                                         \
+    X(vec_rereads, "semantic/rereads", COUNTER, "times",                                   \
+      "Reads of the stream started again from its beginning after listening again (the "    \
+      "peers' questions were dropped with every local copy).")
 
 typedef struct redis_xstats {
     REDIS_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -362,6 +379,7 @@ struct redis {
     _Atomic unsigned nnodes;
     uv_mutex_t nodes_lock;        /* adding a row */
     llmc__redis_part_t part;      /* shared semantic questions (redis_vec.c); attach NULL: none */
+    llmc__redis_vec_stats_t vec;  /* its counters, shown in this tier's table */
 };
 
 /* Cluster: one worker's view. Touched by that worker's loop thread alone. */
@@ -2130,6 +2148,13 @@ static void rd_xstats(llmc_tier_t *t, void *out)
         .moved = load(&r->moved),
         .asked = load(&r->asked),
         .map_loads = load(&r->map_loads),
+        .vec_published = load(&r->vec.published),
+        .vec_publish_failures = load(&r->vec.publish_failures),
+        .vec_reads = load(&r->vec.reads),
+        .vec_read_failures = load(&r->vec.read_failures),
+        .vec_answers_gone = load(&r->vec.answers_gone),
+        .vec_answer_failures = load(&r->vec.answer_failures),
+        .vec_rereads = load(&r->vec.rereads),
     };
 }
 
@@ -2352,6 +2377,16 @@ const char *llmc__redis_prefix(llmc_tier_t *t)
 void llmc__redis_set_part(llmc_tier_t *t, const llmc__redis_part_t *part)
 {
     impl(t)->part = *part;
+}
+
+llmc__redis_vec_stats_t *llmc__redis_vec_stats(llmc_tier_t *t)
+{
+    return &impl(t)->vec;
+}
+
+void llmc__redis_tell(llmc_tier_t *t, const char *msg)
+{
+    tell(impl(t), "%s", msg);
 }
 
 static const llmc_tier_ops_t redis_ops = {

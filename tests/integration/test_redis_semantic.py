@@ -163,6 +163,7 @@ def test_listening_again_reads_the_stream_again(redis, mock, gateway_factory):
     assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
     assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
     assert mock.calls() == calls
+    assert rstats(b)["semantic"]["rereads"] == 1
 
 
 def test_a_restart_with_a_data_dir_keeps_its_records_its_own(redis, mock, gateway_factory,
@@ -193,3 +194,46 @@ def test_a_restart_with_a_data_dir_keeps_its_records_its_own(redis, mock, gatewa
     time.sleep(0.3)  # more reads of the stream: A's own record never counted
     assert sem(a)["peer"]["indexed"] == 1, sem(a)
     assert sem(b)["peer"]["indexed"] == 1, sem(b)    # B: A's, from before the restart
+
+
+def test_stream_failures_are_counted_and_told_once(redis, mock, gateway_factory):
+    """XADD, XREAD and the answers' GETs that fail are counted in the Redis
+    tier's semantic/... rows and logged once when they start failing and
+    once when they work again, never per command."""
+    system = "Answer in one word. " + uuid.uuid4().hex
+    a = semantic_gateway(gateway_factory, mock, redis.url)
+    # The stream's key holds a string: every XADD and XREAD is refused.
+    redis.call("SET", "llmc:semantic", "not a stream")
+    for i in range(3):
+        assert ask(a, f"How many legs does animal {i} have?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: rstats(a)["semantic"]["publish_failures"] == 3 and
+               rstats(a)["semantic"]["read_failures"] >= 3, timeout=5,
+               what="the refused XADDs and XREADs counted")
+    assert rstats(a)["semantic"]["published"] == 0
+    err = a.stderr()
+    assert err.count("adding questions to the shared semantic stream fails: WRONGTYPE") == 1, err
+    assert err.count("reading the shared semantic stream fails: WRONGTYPE") == 1, err
+
+    redis.call("DEL", "llmc:semantic")
+    first = ask(a, "What is the capital of France?", system)
+    wait_until(lambda: rstats(a)["semantic"]["published"] == 1, timeout=5, what="XADD again")
+    wait_until(lambda: "reading the shared semantic stream works again" in a.stderr(), timeout=5,
+               what="the reads told working again")
+    assert a.stderr().count("adding questions to the shared semantic stream works again") == 1
+
+    # The answer under the shared question's key is not a record: a gateway
+    # started now reads the question, fails to read its answer, indexes nothing.
+    wait_stored(a, 4)
+    redis.call("SET", "llmc:" + first.headers["X-Cache-Key"], "garbage")
+    b = semantic_gateway(gateway_factory, mock, redis.url)
+    wait_until(lambda: rstats(b)["semantic"]["answer_failures"] == 1, timeout=5,
+               what="B's failed answer counted")
+    assert sem(b)["peer"]["indexed"] == 0
+    assert "reading the answers to the peers' questions fails: a value that is not a record" \
+        in b.stderr()
+    # One that is gone is not a failure.
+    redis.call("DEL", "llmc:" + first.headers["X-Cache-Key"])
+    c = semantic_gateway(gateway_factory, mock, redis.url)
+    wait_until(lambda: rstats(c)["semantic"]["answers_gone"] == 1, timeout=5,
+               what="C's answer gone counted")
+    assert rstats(c)["semantic"]["answer_failures"] == 0
