@@ -285,7 +285,16 @@ typedef struct op {
     uint64_t sent_ms, deadline_ms; /* the loop's clock */
     uint64_t sent_ns;             /* OP_GET: uv_hrtime(), for the latency figures */
     llmc__redis_ext_cb ext;       /* OP_EXT */
+    struct ext_cmd *xcmd;         /* OP_EXT on a Cluster: its command, to send again when redirected */
 } op_t;
+
+/* A copy of another file's command (one allocation: argv and lens point
+   into it), for a redirect to send again. */
+typedef struct ext_cmd {
+    int argc;
+    const char **argv;
+    size_t *lens;
+} ext_cmd_t;
 
 typedef enum cstate {
     C_DOWN,        /* waiting for the retry timer */
@@ -742,6 +751,7 @@ static void op_free(op_t *op)
 {
     if (op->entry)
         llmc_entry_unref(op->entry);
+    free(op->xcmd);
     free(op);
 }
 
@@ -1034,7 +1044,8 @@ static void on_conn_timer(uv_timer_t *t)
  * any connection up, at most every MAP_MIN_MS): a failover is survived by
  * asking again until a replica has been promoted. MOVED moves the slot in the map, asks for a
  * new map, and sends a lookup, a key purge, a fill (SET, its record
- * encoded again from the entry the op keeps) or a lease's acquire again
+ * encoded again from the entry the op keeps), a lease's acquire or
+ * another file's command (OP_EXT, from the copy it keeps) again
  * to the node named; ASK sends it there once after ASKING (a lease then
  * sends ASKING before each of its commands: its keys live there while
  * the slot migrates). A lease's refresh or release is not redirected: a
@@ -1197,7 +1208,7 @@ static bool redirected(conn_t *c, op_t *op, const redisReply *reply)
     int n;
 
     if (!w || (op->kind != OP_GET && op->kind != OP_DEL && op->kind != OP_SET &&
-               op->kind != OP_LEASE) ||
+               op->kind != OP_LEASE && op->kind != OP_EXT) ||
         llmc_redis_redirect_parse(reply->str, reply->len, &rd) < 0)
         return false;
     count(rd.ask ? &r->asked : &r->moved);
@@ -1258,6 +1269,14 @@ static bool redirected(conn_t *c, op_t *op, const redisReply *reply)
             again->key = op->key;
             op->done = NULL;
             watch(to, again);
+        }
+    } else if (op->kind == OP_EXT && op->xcmd && to) {
+        /* Its callback gets the reply from the node named instead. */
+        if ((again = send_cmd(to, OP_EXT, op->xcmd->argc, op->xcmd->argv, op->xcmd->lens))) {
+            again->ext = op->ext;
+            again->arg = op->arg;
+            again->xcmd = op->xcmd;
+            op->xcmd = NULL;
         }
     }
     return again != NULL; /* else answered as the error it got */
@@ -2349,18 +2368,46 @@ static void rd_destroy(llmc_tier_t *t)
 
 _Static_assert(KEY_MAX <= LLMC_REDIS_KEY_MAX, "redis_int.h's bound holds every key");
 
+static_assert(sizeof(char *) == sizeof(size_t), "ext_cmd_t's lens follow its argv aligned");
+
+static ext_cmd_t *ext_cmd_new(int argc, const char **argv, const size_t *lens)
+{
+    size_t total = sizeof(ext_cmd_t) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
+    for (int i = 0; i < argc; i++)
+        total += lens[i];
+    ext_cmd_t *x = malloc(total);
+    if (!x)
+        return NULL;
+    x->argc = argc;
+    x->argv = (const char **)(x + 1);
+    x->lens = (size_t *)(x->argv + argc);
+    char *p = (char *)(x->lens + argc);
+    for (int i = 0; i < argc; i++) {
+        memcpy(p, argv[i], lens[i]);
+        x->argv[i] = p;
+        x->lens[i] = lens[i];
+        p += lens[i];
+    }
+    return x;
+}
+
 int llmc__redis_ext_send(llmc_tier_t *t, unsigned worker, const char *rkey, size_t rklen,
                          int argc, const char **argv, const size_t *lens, llmc__redis_ext_cb cb,
                          void *arg)
 {
     redis_t *r = impl(t);
-    conn_t *c = route(r, worker, rkey, rklen);
+    /* On a Cluster a copy is kept for redirected() to send again. */
+    ext_cmd_t *x = r->wn ? ext_cmd_new(argc, argv, lens) : NULL;
+    conn_t *c = r->wn && !x ? NULL : route(r, worker, rkey, rklen);
     op_t *op = c ? send_cmd(c, OP_EXT, argc, argv, lens) : NULL;
 
-    if (!op)
+    if (!op) {
+        free(x);
         return LLMC_EAGAIN;
+    }
     op->ext = cb;
     op->arg = arg;
+    op->xcmd = x;
     return 0;
 }
 

@@ -237,3 +237,58 @@ def test_stream_failures_are_counted_and_told_once(redis, mock, gateway_factory)
     wait_until(lambda: rstats(c)["semantic"]["answers_gone"] == 1, timeout=5,
                what="C's answer gone counted")
     assert rstats(c)["semantic"]["answer_failures"] == 0
+
+
+def test_stream_commands_follow_redirects_on_a_cluster(cluster, mock, gateway_factory):
+    """The stream's slot moved to another master after both gateways loaded
+    their maps: A's XADD and B's XREAD meet MOVED and are sent again to the
+    new owner (nothing fails); then, while the slot migrates back, ASK is
+    followed the same way."""
+    from test_redis import Cluster, move_slot
+
+    def gateway():
+        g = redis_gateway(gateway_factory, mock, cluster.url, "--semantic", "on",
+                          "--redis-semantic-poll-ms", "50", connected=False, env=ADMIN_ENV)
+        wait_until(lambda: rstats(g)["connected"] >= 6 and
+                   rstats(g)["cluster"]["slot_maps"] >= 2, timeout=10,
+                   what=f"{g.name}'s connections to the masters and its slot maps")
+        return g
+
+    def failures(g):
+        s = rstats(g)["semantic"]
+        return s["publish_failures"] + s["read_failures"] + s["answer_failures"]
+
+    a, b = gateway(), gateway()
+    system = "Answer in one word. " + uuid.uuid4().hex
+    assert ask(a, "Who wrote the novel Moby Dick?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 1, timeout=5, what="B indexed A's question")
+
+    src, slot = cluster.master_of("llmc:semantic")
+    masters = Cluster.masters_seen_by(cluster.nodes[0])
+    dst = next(n for n in cluster.nodes if n.port != src.port and n.port in masters)
+    move_slot(cluster, slot, src, dst, keys=("llmc:semantic",))
+    first = ask(a, "Who painted the Mona Lisa?", system)
+    wait_until(lambda: rstats(a)["semantic"]["published"] == 2, timeout=5,
+               what="A's XADD sent again to the new owner")
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 2, timeout=5,
+               what="B's XREAD sent again to the new owner")
+    assert rstats(a)["cluster"]["moved"] >= 1 and rstats(b)["cluster"]["moved"] >= 1
+    assert failures(a) == 0 and failures(b) == 0, (rstats(a), rstats(b))
+    r = ask(b, "who painted the mona lisa", system)
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
+    assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
+
+    # Back to src, half way: the stream is already there, its slot still
+    # dst's (MIGRATING): the commands meet ASK on dst and are sent to src.
+    assert src.call("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(dst)) == "OK"
+    assert dst.call("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(src)) == "OK"
+    assert dst.call("MIGRATE", "127.0.0.1", src.port, "", 0, 5000, "KEYS",
+                    "llmc:semantic") == "OK"
+    asked = rstats(b)["cluster"]["ask"]
+    assert ask(a, "Who discovered penicillin?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: rstats(a)["semantic"]["published"] == 3, timeout=5,
+               what="A's XADD sent to the importing node")
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 3, timeout=5,
+               what="B's XREAD sent to the importing node")
+    assert rstats(b)["cluster"]["ask"] > asked
+    assert failures(a) == 0 and failures(b) == 0, (rstats(a), rstats(b))
