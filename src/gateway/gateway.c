@@ -547,7 +547,8 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
     }
     /* Its questions shared with the other gateways on the Redis (issue 19). */
     llmc_redis_vec_config_t vc = {.maxlen = (uint64_t)cfg->redis_semantic_maxlen,
-                                  .poll_ms = (unsigned)cfg->redis_semantic_poll_ms};
+                                  .poll_ms = (unsigned)cfg->redis_semantic_poll_ms,
+                                  .dir = sc.dir};
     if (redis && cfg->redis_semantic_maxlen > 0 &&
         (rc = llmc_tier_redis_share_semantic(redis, sem, &vc)) < 0)
         snprintf(err, errlen, "could not share the semantic tier through Redis");

@@ -190,7 +190,24 @@ static const char refresh_lua[] =
       "Cluster: ASK redirects followed (a slot being migrated).")                           \
     X(map_loads, "cluster/slot_maps", COUNTER, "replies",                                  \
       "Cluster: slot maps read from CLUSTER SHARDS, or SLOTS before Redis 7 (at start, after a " \
-      "redirect or a node lost).")
+      "redirect or a node lost).")                                                          \
+    X(vec_published, "semantic/published", COUNTER, "questions",                           \
+      "Questions of this gateway's semantic tier added to the shared stream (XADD).")       \
+    X(vec_publish_failures, "semantic/publish_failures", COUNTER, "questions",             \
+      "Questions not added to the stream: no connection, an error reply or none (the peers " \
+      "miss them).")                                                                        \
+    X(vec_reads, "semantic/reads", COUNTER, "replies", "Reads of the stream answered (XREAD).") \
+    X(vec_read_failures, "semantic/read_failures", COUNTER, "reads",                       \
+      "Reads of the stream not sent (no connection) or answered with an error or not at all " \
+      "(asked again at the next poll).")                                                    \
+    X(vec_answers_gone, "semantic/answers_gone", COUNTER, "questions",                     \
+      "Peers' questions whose answer Redis no longer has (purged, expired): not indexed.")  \
+    X(vec_answer_failures, "semantic/answer_failures", COUNTER, "questions",               \
+      "Peers' questions not indexed because reading their answer failed (no connection, an " \
+      "error, no reply, not a record of the key).")                                         \
+    X(vec_rereads, "semantic/rereads", COUNTER, "times",                                   \
+      "Reads of the stream started again from its beginning after listening again (the "    \
+      "peers' questions were dropped with every local copy).")
 
 typedef struct redis_xstats {
     REDIS_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -268,7 +285,16 @@ typedef struct op {
     uint64_t sent_ms, deadline_ms; /* the loop's clock */
     uint64_t sent_ns;             /* OP_GET: uv_hrtime(), for the latency figures */
     llmc__redis_ext_cb ext;       /* OP_EXT */
+    struct ext_cmd *xcmd;         /* OP_EXT on a Cluster: its command, to send again when redirected */
 } op_t;
+
+/* A copy of another file's command (one allocation: argv and lens point
+   into it), for a redirect to send again. */
+typedef struct ext_cmd {
+    int argc;
+    const char **argv;
+    size_t *lens;
+} ext_cmd_t;
 
 typedef enum cstate {
     C_DOWN,        /* waiting for the retry timer */
@@ -362,6 +388,7 @@ struct redis {
     _Atomic unsigned nnodes;
     uv_mutex_t nodes_lock;        /* adding a row */
     llmc__redis_part_t part;      /* shared semantic questions (redis_vec.c); attach NULL: none */
+    llmc__redis_vec_stats_t vec;  /* its counters, shown in this tier's table */
 };
 
 /* Cluster: one worker's view. Touched by that worker's loop thread alone. */
@@ -724,6 +751,7 @@ static void op_free(op_t *op)
 {
     if (op->entry)
         llmc_entry_unref(op->entry);
+    free(op->xcmd);
     free(op);
 }
 
@@ -1016,7 +1044,8 @@ static void on_conn_timer(uv_timer_t *t)
  * any connection up, at most every MAP_MIN_MS): a failover is survived by
  * asking again until a replica has been promoted. MOVED moves the slot in the map, asks for a
  * new map, and sends a lookup, a key purge, a fill (SET, its record
- * encoded again from the entry the op keeps) or a lease's acquire again
+ * encoded again from the entry the op keeps), a lease's acquire or
+ * another file's command (OP_EXT, from the copy it keeps) again
  * to the node named; ASK sends it there once after ASKING (a lease then
  * sends ASKING before each of its commands: its keys live there while
  * the slot migrates). A lease's refresh or release is not redirected: a
@@ -1179,7 +1208,7 @@ static bool redirected(conn_t *c, op_t *op, const redisReply *reply)
     int n;
 
     if (!w || (op->kind != OP_GET && op->kind != OP_DEL && op->kind != OP_SET &&
-               op->kind != OP_LEASE) ||
+               op->kind != OP_LEASE && op->kind != OP_EXT) ||
         llmc_redis_redirect_parse(reply->str, reply->len, &rd) < 0)
         return false;
     count(rd.ask ? &r->asked : &r->moved);
@@ -1240,6 +1269,14 @@ static bool redirected(conn_t *c, op_t *op, const redisReply *reply)
             again->key = op->key;
             op->done = NULL;
             watch(to, again);
+        }
+    } else if (op->kind == OP_EXT && op->xcmd && to) {
+        /* Its callback gets the reply from the node named instead. */
+        if ((again = send_cmd(to, OP_EXT, op->xcmd->argc, op->xcmd->argv, op->xcmd->lens))) {
+            again->ext = op->ext;
+            again->arg = op->arg;
+            again->xcmd = op->xcmd;
+            op->xcmd = NULL;
         }
     }
     return again != NULL; /* else answered as the error it got */
@@ -1623,6 +1660,8 @@ static void resync(conn_t *c)
     tell(r, "redis: listening to invalidations again; messages may have been missed, so this "
          "gateway's own copies were dropped");
     r->peer_purge(r->peer_purge_arg, &r->tier, c->worker, &all, true);
+    if (r->part.resync)
+        r->part.resync(r->part.arg); /* the shared questions are read again */
 }
 
 /* SUBSCRIBE's callback: its confirmation, then every message, then NULL
@@ -2128,6 +2167,13 @@ static void rd_xstats(llmc_tier_t *t, void *out)
         .moved = load(&r->moved),
         .asked = load(&r->asked),
         .map_loads = load(&r->map_loads),
+        .vec_published = load(&r->vec.published),
+        .vec_publish_failures = load(&r->vec.publish_failures),
+        .vec_reads = load(&r->vec.reads),
+        .vec_read_failures = load(&r->vec.read_failures),
+        .vec_answers_gone = load(&r->vec.answers_gone),
+        .vec_answer_failures = load(&r->vec.answer_failures),
+        .vec_rereads = load(&r->vec.rereads),
     };
 }
 
@@ -2322,18 +2368,46 @@ static void rd_destroy(llmc_tier_t *t)
 
 _Static_assert(KEY_MAX <= LLMC_REDIS_KEY_MAX, "redis_int.h's bound holds every key");
 
+static_assert(sizeof(char *) == sizeof(size_t), "ext_cmd_t's lens follow its argv aligned");
+
+static ext_cmd_t *ext_cmd_new(int argc, const char **argv, const size_t *lens)
+{
+    size_t total = sizeof(ext_cmd_t) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
+    for (int i = 0; i < argc; i++)
+        total += lens[i];
+    ext_cmd_t *x = malloc(total);
+    if (!x)
+        return NULL;
+    x->argc = argc;
+    x->argv = (const char **)(x + 1);
+    x->lens = (size_t *)(x->argv + argc);
+    char *p = (char *)(x->lens + argc);
+    for (int i = 0; i < argc; i++) {
+        memcpy(p, argv[i], lens[i]);
+        x->argv[i] = p;
+        x->lens[i] = lens[i];
+        p += lens[i];
+    }
+    return x;
+}
+
 int llmc__redis_ext_send(llmc_tier_t *t, unsigned worker, const char *rkey, size_t rklen,
                          int argc, const char **argv, const size_t *lens, llmc__redis_ext_cb cb,
                          void *arg)
 {
     redis_t *r = impl(t);
-    conn_t *c = route(r, worker, rkey, rklen);
+    /* On a Cluster a copy is kept for redirected() to send again. */
+    ext_cmd_t *x = r->wn ? ext_cmd_new(argc, argv, lens) : NULL;
+    conn_t *c = r->wn && !x ? NULL : route(r, worker, rkey, rklen);
     op_t *op = c ? send_cmd(c, OP_EXT, argc, argv, lens) : NULL;
 
-    if (!op)
+    if (!op) {
+        free(x);
         return LLMC_EAGAIN;
+    }
     op->ext = cb;
     op->arg = arg;
+    op->xcmd = x;
     return 0;
 }
 
@@ -2350,6 +2424,16 @@ const char *llmc__redis_prefix(llmc_tier_t *t)
 void llmc__redis_set_part(llmc_tier_t *t, const llmc__redis_part_t *part)
 {
     impl(t)->part = *part;
+}
+
+llmc__redis_vec_stats_t *llmc__redis_vec_stats(llmc_tier_t *t)
+{
+    return &impl(t)->vec;
+}
+
+void llmc__redis_tell(llmc_tier_t *t, const char *msg)
+{
+    tell(impl(t), "%s", msg);
 }
 
 static const llmc_tier_ops_t redis_ops = {

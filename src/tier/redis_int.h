@@ -5,7 +5,9 @@
 #ifndef LLMC_TIER_REDIS_INT_H
 #define LLMC_TIER_REDIS_INT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "llmc/tier.h"
 
@@ -51,10 +53,25 @@ typedef struct llmc__redis_part {
     int (*attach)(void *arg, struct uv_loop_s *loop);
     void (*detach)(void *arg);
     void (*free)(void *arg);
+    /* After the invalidation subscriber listened again (resync(): every
+       local copy, the peers' questions included, was just dropped), on
+       worker 0's loop. May be NULL. */
+    void (*resync)(void *arg);
     void *arg;
 } llmc__redis_part_t;
 
 /* Sets t's part (copied). Main thread, before attach. */
 void llmc__redis_set_part(llmc_tier_t *t, const llmc__redis_part_t *part);
+
+/* redis_vec.c's counters: they live in the Redis tier, whose /stats table
+   shows them (semantic/...), since the part has no table of its own. */
+typedef struct llmc__redis_vec_stats {
+    _Atomic uint64_t published, publish_failures, reads, read_failures, answers_gone,
+        answer_failures, rereads;
+} llmc__redis_vec_stats_t;
+llmc__redis_vec_stats_t *llmc__redis_vec_stats(llmc_tier_t *t);
+
+/* msg to the Redis tier's log (one line, no credentials in it). Any thread. */
+void llmc__redis_tell(llmc_tier_t *t, const char *msg);
 
 #endif

@@ -24,6 +24,16 @@
 
 #define STREAM "semantic"
 #define ID_MAX 48 /* a stream entry id: "<ms>-<seq>" */
+#define ID_FILE "redis-semantic-id" /* in the data dir: our records' "from" */
+
+/* What can fail, each told once when it starts failing and once when it
+   works again, never per command. */
+enum { K_PUBLISH, K_READ, K_ANSWER, KINDS };
+static const char *const kind_what[KINDS] = {
+    "adding questions to the shared semantic stream",
+    "reading the shared semantic stream",
+    "reading the answers to the peers' questions",
+};
 
 typedef struct vec {
     llmc_tier_t *redis, *sem;
@@ -31,11 +41,14 @@ typedef struct vec {
     unsigned poll_ms;
     char stream[LLMC_REDIS_KEY_MAX];
     size_t stream_len;
-    char self[17];         /* this process, in our records' "from" */
+    char self[17];         /* this gateway, in our records' "from" */
+    llmc__redis_vec_stats_t *st; /* the Redis tier's (redis_int.h) */
+    atomic_bool failing[KINDS]; /* a kind's last outcome was a failure (told once) */
     /* worker 0's loop only: */
     uv_timer_t timer;
     bool attached;         /* the timer is live */
     bool reading;          /* an XREAD in the air */
+    unsigned gen, read_gen; /* resyncs seen; gen when the XREAD in the air was sent */
     unsigned gets;         /* GETs in the air */
     char last[ID_MAX];     /* the last entry read ("0": from the start) */
 } vec_t;
@@ -52,12 +65,56 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void count(_Atomic uint64_t *c)
+{
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+/* Why a command came back without the reply wanted. */
+static const char *why_of(const redisReply *reply)
+{
+    if (!reply)
+        return "no reply (the connection was lost or closed)";
+    return reply->type == REDIS_REPLY_ERROR ? reply->str : "an unexpected reply";
+}
+
+/* k failed (counted by the caller): told when it was working until now. */
+static void failed(vec_t *v, int k, const char *why)
+{
+    char msg[400];
+
+    if (atomic_exchange(&v->failing[k], true))
+        return;
+    snprintf(msg, sizeof(msg), "redis: %s fails: %.200s (counted in semantic/...; told again "
+             "when it works)", kind_what[k], why);
+    llmc__redis_tell(v->redis, msg);
+}
+
+static void worked(vec_t *v, int k)
+{
+    char msg[200];
+
+    if (!atomic_load_explicit(&v->failing[k], memory_order_relaxed) ||
+        !atomic_exchange(&v->failing[k], false))
+        return;
+    snprintf(msg, sizeof(msg), "redis: %s works again", kind_what[k]);
+    llmc__redis_tell(v->redis, msg);
+}
+
 /* ---- publishing ---------------------------------------------------------- */
 
+/* A lost XADD costs the peers one question: counted and told, not retried. */
 static void on_added(void *arg, const redisReply *reply)
 {
-    (void)arg;
-    (void)reply; /* a lost XADD costs the peers one question: nothing to do */
+    vec_t *v = arg;
+
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        count(&v->st->published);
+        worked(v, K_PUBLISH);
+    } else {
+        count(&v->st->publish_failures);
+        failed(v, K_PUBLISH, why_of(reply));
+    }
 }
 
 /* The semantic tier's share hook: on the storing worker's loop. */
@@ -69,8 +126,11 @@ static void publish(void *arg, unsigned worker, const uint8_t *rec, size_t len)
     const char *argv[] = {"XADD", v->stream, "MAXLEN", "~", maxlen, "*",
                           "from", v->self, "q", (const char *)rec};
     size_t lens[] = {4, v->stream_len, 6, 1, (size_t)ml, 1, 4, strlen(v->self), 1, len};
-    (void)llmc__redis_ext_send(v->redis, worker, v->stream, v->stream_len, 10, argv, lens,
-                               on_added, v);
+    if (llmc__redis_ext_send(v->redis, worker, v->stream, v->stream_len, 10, argv, lens,
+                             on_added, v) < 0) {
+        count(&v->st->publish_failures);
+        failed(v, K_PUBLISH, "no connection to the stream's node can take it");
+    }
 }
 
 /* ---- reading ------------------------------------------------------------- */
@@ -86,6 +146,15 @@ static void on_answer(void *arg, const redisReply *reply)
         llmc_record_decode(&pg->q.key, (const uint8_t *)reply->str, reply->len, &e) == 0) {
         (void)llmc_tier_semantic_add_peer(v->sem, &pg->q, e, wall_ms());
         llmc_entry_unref(e);
+        worked(v, K_ANSWER);
+    } else if (reply && reply->type == REDIS_REPLY_NIL) {
+        count(&v->st->answers_gone); /* purged or expired: nothing to index */
+        worked(v, K_ANSWER);
+    } else {
+        count(&v->st->answer_failures);
+        failed(v, K_ANSWER, reply && reply->type == REDIS_REPLY_STRING
+                                ? "a value that is not a record of its key"
+                                : why_of(reply));
     }
     llmc_semq_clear(&pg->q);
     free(pg);
@@ -126,6 +195,8 @@ static void got_entry(vec_t *v, const redisReply *ent)
     const char *argv[] = {"GET", key};
     size_t lens[] = {3, llmc__redis_key(v->redis, &pg->q.key, key)};
     if (llmc__redis_ext_send(v->redis, 0, key, lens[1], 2, argv, lens, on_answer, pg) < 0) {
+        count(&v->st->answer_failures);
+        failed(v, K_ANSWER, "no connection to the answer's node can take it");
         llmc_semq_clear(&pg->q);
         free(pg);
         return;
@@ -141,6 +212,17 @@ static void on_read(void *arg, const redisReply *reply)
     size_t n = 0;
 
     v->reading = false;
+    if (reply && (reply->type == REDIS_REPLY_ARRAY || reply->type == REDIS_REPLY_NIL)) {
+        count(&v->st->reads);
+        worked(v, K_READ);
+    } else {
+        count(&v->st->read_failures);
+        failed(v, K_READ, why_of(reply));
+    }
+    /* Sent before a resync: its entries would move last past what the
+       resync dropped; the read from the start gets them again. */
+    if (v->read_gen != v->gen)
+        return;
     /* [[stream, [entry, ...]]], or nil when nothing is new. */
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
         reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2 &&
@@ -158,18 +240,76 @@ static void on_read(void *arg, const redisReply *reply)
 static void on_poll(uv_timer_t *t)
 {
     vec_t *v = t->data;
-    char count[16];
+    char nstr[16];
 
     if (v->reading || !v->attached || v->gets >= LLMC_REDIS_VEC_GETS / 2)
         return;
-    int cl = snprintf(count, sizeof(count), "%d", LLMC_REDIS_VEC_COUNT);
-    const char *argv[] = {"XREAD", "COUNT", count, "STREAMS", v->stream, v->last};
+    int cl = snprintf(nstr, sizeof(nstr), "%d", LLMC_REDIS_VEC_COUNT);
+    const char *argv[] = {"XREAD", "COUNT", nstr, "STREAMS", v->stream, v->last};
     size_t lens[] = {5, 5, (size_t)cl, 7, v->stream_len, strlen(v->last)};
-    if (llmc__redis_ext_send(v->redis, 0, v->stream, v->stream_len, 6, argv, lens, on_read, v) == 0)
+    if (llmc__redis_ext_send(v->redis, 0, v->stream, v->stream_len, 6, argv, lens, on_read, v) == 0) {
         v->reading = true;
+        v->read_gen = v->gen;
+    } else {
+        count(&v->st->read_failures);
+        failed(v, K_READ, "no connection to the stream's node can take it");
+    }
+}
+
+/* The Redis tier listened to invalidations again and dropped every local
+   copy, the peers' questions with them: the stream is read again from its
+   start (worker 0's loop, like the reads). */
+static void vec_resync(void *arg)
+{
+    vec_t *v = arg;
+
+    v->gen++;
+    count(&v->st->rereads);
+    snprintf(v->last, sizeof(v->last), "0");
+    if (v->attached)
+        uv_timer_start(&v->timer, on_poll, 0, v->poll_ms);
 }
 
 /* ---- life ---------------------------------------------------------------- */
+
+/* This data dir's id in our records (ID_FILE in dir, made once): stable
+   across restarts, because the semantic tier restores its own questions
+   from dir, and their records in the stream must then still read as ours
+   (skipped), not as a peer's indexed a second time. 0, or -1 (then the id
+   is per process). Main thread, at start. */
+static int own_id(const char *dir, char out[17])
+{
+    char path[4096], tmp[4096 + 8], buf[32];
+    uint64_t id;
+    size_t n = 0;
+    FILE *f;
+
+    if ((size_t)snprintf(path, sizeof(path), "%s/" ID_FILE, dir) >= sizeof(path))
+        return -1;
+    if ((f = fopen(path, "r"))) {
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        if (n >= 16 && strspn(buf, "0123456789abcdef") == 16) {
+            memcpy(out, buf, 16);
+            out[16] = '\0';
+            return 0;
+        }
+    }
+    if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+        return -1;
+    snprintf(out, 17, "%016llx", (unsigned long long)id);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (!(f = fopen(tmp, "w")))
+        return -1;
+    bool ok = fprintf(f, "%s\n", out) == 17;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}
 
 static int vec_attach(void *arg, uv_loop_t *loop)
 {
@@ -206,17 +346,20 @@ int llmc_tier_redis_share_semantic(llmc_tier_t *redis, llmc_tier_t *sem,
         return LLMC_ENOMEM;
     v->redis = redis;
     v->sem = sem;
+    v->st = llmc__redis_vec_stats(redis);
     v->maxlen = cfg && cfg->maxlen ? cfg->maxlen : LLMC_REDIS_VEC_MAXLEN;
     v->poll_ms = cfg && cfg->poll_ms ? cfg->poll_ms : LLMC_REDIS_VEC_POLL_MS;
     v->stream_len = (size_t)snprintf(v->stream, sizeof(v->stream), "%s%s",
                                      llmc__redis_prefix(redis), STREAM);
-    if (getrandom(&id, sizeof(id), 0) != sizeof(id))
-        id = (uint64_t)wall_ms() ^ ((uint64_t)(uintptr_t)v << 16);
-    snprintf(v->self, sizeof(v->self), "%016llx", (unsigned long long)id);
+    if (!(cfg && cfg->dir && own_id(cfg->dir, v->self) == 0)) {
+        if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+            id = (uint64_t)wall_ms() ^ ((uint64_t)(uintptr_t)v << 16);
+        snprintf(v->self, sizeof(v->self), "%016llx", (unsigned long long)id);
+    }
     snprintf(v->last, sizeof(v->last), "0");
     llmc_tier_semantic_share(sem, publish, v);
     llmc__redis_part_t part = {.attach = vec_attach, .detach = vec_detach, .free = vec_free,
-                               .arg = v};
+                               .resync = vec_resync, .arg = v};
     llmc__redis_set_part(redis, &part);
     return 0;
 }

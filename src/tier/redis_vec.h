@@ -18,7 +18,14 @@
  *   gone (purged, expired) is never indexed; one purged later goes from
  *   the semantic tier like any other, by the purge that the Redis tier's
  *   pub/sub brings to every tier. Our own records are skipped by the
- *   process id they carry.
+ *   id they carry: kept in the data dir when the semantic tier keeps its
+ *   questions there (they come back from disk after a restart, so the
+ *   stream's copies stay ours), else one per process (then a restarted
+ *   gateway indexes its earlier questions as a peer's: it no longer has
+ *   them).
+ * - When the Redis tier listens to invalidations again after a loss it
+ *   drops every local copy, the peers' questions too: the stream is then
+ *   read again from its start (a read in the air is ignored).
  */
 #ifndef LLMC_TIER_REDIS_VEC_H
 #define LLMC_TIER_REDIS_VEC_H
@@ -35,6 +42,8 @@
 typedef struct llmc_redis_vec_config {
     uint64_t maxlen;  /* 0: LLMC_REDIS_VEC_MAXLEN */
     unsigned poll_ms; /* 0: LLMC_REDIS_VEC_POLL_MS */
+    const char *dir;  /* where the semantic tier keeps its questions, or NULL:
+                         our records' id is kept there (stable across restarts) */
 } llmc_redis_vec_config_t;
 
 /* Shares sem's questions through redis (both made, neither attached yet).

@@ -131,3 +131,164 @@ def test_shared_on_a_cluster(cluster, mock, gateway_factory):
     assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
     assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
     assert mock.calls() == 1
+
+
+def test_listening_again_reads_the_stream_again(redis, mock, gateway_factory):
+    """A gateway whose connections to Redis were lost drops every local copy
+    when it listens again (it may have missed purges), the peers' questions
+    with them: it then reads the stream again from its start, so A's
+    question is a SEMANTIC-HIT on B again, counted once more as indexed
+    (B's own question in the stream is never indexed as a peer's)."""
+    system = "Answer in one word. " + uuid.uuid4().hex
+    a = semantic_gateway(gateway_factory, mock, redis.url)
+    b = semantic_gateway(gateway_factory, mock, redis.url)
+    first = ask(a, "What is the capital of France?", system)
+    assert ask(b, "How tall is the Eiffel Tower?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 1 and sem(a)["peer"]["indexed"] == 1,
+               timeout=5, what="each indexed the other's question")
+
+    # Every connection of the Redis tier lost: the subscribers first, then
+    # the commands' connections (the stream reader's too).
+    assert redis.call("CLIENT", "KILL", "TYPE", "pubsub") == 2
+    redis.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    wait_until(lambda: rstats(b)["invalidations"]["resyncs"] == 1, timeout=5,
+               what="B listening again")
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 2, timeout=5,
+               what="B read A's question again")
+    time.sleep(0.3)  # more reads: A's question once more, B's own never
+    assert sem(b)["peer"]["indexed"] == 2, sem(b)
+
+    calls = mock.calls()
+    r = ask(b, "what's the capital of france", system)
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
+    assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
+    assert mock.calls() == calls
+    assert rstats(b)["semantic"]["rereads"] == 1
+
+
+def test_a_restart_with_a_data_dir_keeps_its_records_its_own(redis, mock, gateway_factory,
+                                                             tmp_path):
+    """With --data-dir the semantic tier restores its own questions from disk
+    at a restart; the gateway's id in the stream is kept beside them, so its
+    earlier records still read as its own: never indexed a second time as a
+    peer's. A peer's question is still indexed."""
+    data = str(tmp_path / "data")
+    system = "Answer in one word. " + uuid.uuid4().hex
+
+    def start():
+        return semantic_gateway(gateway_factory, mock, redis.url, "--data-dir", data)
+
+    a = start()
+    assert ask(a, "What is the capital of France?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(a)["peer"]["shared"] == 1, timeout=5, what="A's question shared")
+    wait_until(lambda: a.stats(headers=AUTH)["tiers"]["disk"]["stored"] >= 1, timeout=10,
+               what="the answer committed to disk")
+    a.must_survive = False
+    assert a.stop() is None
+
+    a = start()
+    wait_until(lambda: sem(a)["restored"] >= 1, timeout=10, what="A's question restored")
+    b = semantic_gateway(gateway_factory, mock, redis.url)
+    assert ask(b, "How tall is the Eiffel Tower?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(a)["peer"]["indexed"] == 1, timeout=5, what="A indexed B's question")
+    time.sleep(0.3)  # more reads of the stream: A's own record never counted
+    assert sem(a)["peer"]["indexed"] == 1, sem(a)
+    assert sem(b)["peer"]["indexed"] == 1, sem(b)    # B: A's, from before the restart
+
+
+def test_stream_failures_are_counted_and_told_once(redis, mock, gateway_factory):
+    """XADD, XREAD and the answers' GETs that fail are counted in the Redis
+    tier's semantic/... rows and logged once when they start failing and
+    once when they work again, never per command."""
+    system = "Answer in one word. " + uuid.uuid4().hex
+    a = semantic_gateway(gateway_factory, mock, redis.url)
+    # The stream's key holds a string: every XADD and XREAD is refused.
+    redis.call("SET", "llmc:semantic", "not a stream")
+    for i in range(3):
+        assert ask(a, f"How many legs does animal {i} have?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: rstats(a)["semantic"]["publish_failures"] == 3 and
+               rstats(a)["semantic"]["read_failures"] >= 3, timeout=5,
+               what="the refused XADDs and XREADs counted")
+    assert rstats(a)["semantic"]["published"] == 0
+    err = a.stderr()
+    assert err.count("adding questions to the shared semantic stream fails: WRONGTYPE") == 1, err
+    assert err.count("reading the shared semantic stream fails: WRONGTYPE") == 1, err
+
+    redis.call("DEL", "llmc:semantic")
+    first = ask(a, "What is the capital of France?", system)
+    wait_until(lambda: rstats(a)["semantic"]["published"] == 1, timeout=5, what="XADD again")
+    wait_until(lambda: "reading the shared semantic stream works again" in a.stderr(), timeout=5,
+               what="the reads told working again")
+    assert a.stderr().count("adding questions to the shared semantic stream works again") == 1
+
+    # The answer under the shared question's key is not a record: a gateway
+    # started now reads the question, fails to read its answer, indexes nothing.
+    wait_stored(a, 4)
+    redis.call("SET", "llmc:" + first.headers["X-Cache-Key"], "garbage")
+    b = semantic_gateway(gateway_factory, mock, redis.url)
+    wait_until(lambda: rstats(b)["semantic"]["answer_failures"] == 1, timeout=5,
+               what="B's failed answer counted")
+    assert sem(b)["peer"]["indexed"] == 0
+    assert "reading the answers to the peers' questions fails: a value that is not a record" \
+        in b.stderr()
+    # One that is gone is not a failure.
+    redis.call("DEL", "llmc:" + first.headers["X-Cache-Key"])
+    c = semantic_gateway(gateway_factory, mock, redis.url)
+    wait_until(lambda: rstats(c)["semantic"]["answers_gone"] == 1, timeout=5,
+               what="C's answer gone counted")
+    assert rstats(c)["semantic"]["answer_failures"] == 0
+
+
+def test_stream_commands_follow_redirects_on_a_cluster(cluster, mock, gateway_factory):
+    """The stream's slot moved to another master after both gateways loaded
+    their maps: A's XADD and B's XREAD meet MOVED and are sent again to the
+    new owner (nothing fails); then, while the slot migrates back, ASK is
+    followed the same way."""
+    from test_redis import Cluster, move_slot
+
+    def gateway():
+        g = redis_gateway(gateway_factory, mock, cluster.url, "--semantic", "on",
+                          "--redis-semantic-poll-ms", "50", connected=False, env=ADMIN_ENV)
+        wait_until(lambda: rstats(g)["connected"] >= 6 and
+                   rstats(g)["cluster"]["slot_maps"] >= 2, timeout=10,
+                   what=f"{g.name}'s connections to the masters and its slot maps")
+        return g
+
+    def failures(g):
+        s = rstats(g)["semantic"]
+        return s["publish_failures"] + s["read_failures"] + s["answer_failures"]
+
+    a, b = gateway(), gateway()
+    system = "Answer in one word. " + uuid.uuid4().hex
+    assert ask(a, "Who wrote the novel Moby Dick?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 1, timeout=5, what="B indexed A's question")
+
+    src, slot = cluster.master_of("llmc:semantic")
+    masters = Cluster.masters_seen_by(cluster.nodes[0])
+    dst = next(n for n in cluster.nodes if n.port != src.port and n.port in masters)
+    move_slot(cluster, slot, src, dst, keys=("llmc:semantic",))
+    first = ask(a, "Who painted the Mona Lisa?", system)
+    wait_until(lambda: rstats(a)["semantic"]["published"] == 2, timeout=5,
+               what="A's XADD sent again to the new owner")
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 2, timeout=5,
+               what="B's XREAD sent again to the new owner")
+    assert rstats(a)["cluster"]["moved"] >= 1 and rstats(b)["cluster"]["moved"] >= 1
+    assert failures(a) == 0 and failures(b) == 0, (rstats(a), rstats(b))
+    r = ask(b, "who painted the mona lisa", system)
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
+    assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
+
+    # Back to src, half way: the stream is already there, its slot still
+    # dst's (MIGRATING): the commands meet ASK on dst and are sent to src.
+    assert src.call("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(dst)) == "OK"
+    assert dst.call("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(src)) == "OK"
+    assert dst.call("MIGRATE", "127.0.0.1", src.port, "", 0, 5000, "KEYS",
+                    "llmc:semantic") == "OK"
+    asked = rstats(b)["cluster"]["ask"]
+    assert ask(a, "Who discovered penicillin?", system).headers["X-Cache"] == "MISS"
+    wait_until(lambda: rstats(a)["semantic"]["published"] == 3, timeout=5,
+               what="A's XADD sent to the importing node")
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 3, timeout=5,
+               what="B's XREAD sent to the importing node")
+    assert rstats(b)["cluster"]["ask"] > asked
+    assert failures(a) == 0 and failures(b) == 0, (rstats(a), rstats(b))
