@@ -1084,9 +1084,11 @@ def test_cluster_redirected_lease_and_fill_are_sent_again(cluster, mock, gateway
     wait_stored(b, 1)
     s = rstats(b)
     assert s["leases"]["won"] == 1 and s["leases"]["none"] == 0, s
-    # The lease met MOVED; the fill MOVED, or ASK when it came while the
-    # slot was still moving back.
-    assert s["cluster"]["moved"] >= 1 and s["cluster"]["moved"] + s["cluster"]["ask"] >= 2, s
+    # The lease reached the slot's new owner (waited for above), which only
+    # a followed redirect sends it to: MOVED, or ASK when the paused script
+    # ran while the slot was still migrating (seen under load). The fill
+    # may meet one more, by the moment the slot moves back.
+    assert s["cluster"]["moved"] + s["cluster"]["ask"] >= 1, s
     assert s["dropped"] == 0, s
     c = cluster_gateway(gateway_factory, mock, cluster)
     r3 = c.chat(body)
