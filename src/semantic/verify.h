@@ -116,8 +116,9 @@ bool llmc_vns_verified(llmc_vns_t *ns, bool right, float s, double budget);
    (never above 1). */
 void llmc_vns_probed(llmc_vns_t *ns, bool right, float s);
 
-/* How often an unverified match turns out wrong here: the probes' wrong
-   rate, (wrong + 0.5) / (probes + 1) (0.5 with none yet). */
+/* How often an unverified match may turn out wrong here: the upper end
+   of the Wilson 95% interval of the probes' wrong rate (1 with none yet),
+   so that the budget holds with the rate's uncertainty, not on average. */
 double llmc_vns_prior(const llmc_vns_t *ns);
 
 /* A per-minute budget of calls, over a sliding minute made of 6 slices. */

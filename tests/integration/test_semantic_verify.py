@@ -182,7 +182,10 @@ def test_budget_keeps_served_wrong_hits_under_it(gateway_factory, mock_factory, 
     wait_judged(g, sem(g)["verify"]["sampled"])
     assert served_wrong / hits < 0.01, (hits, served_wrong)
     assert served_wrong <= 2
-    assert hits >= 0.8 * f_hits, (hits, f_hits)  # the probes' misses and the barred answers
+    # No fixed threshold keeps these under 1% (the wrong wordings score 1.0):
+    # at the same error it serves nothing, the budget most of the right ones
+    # (less the probes' misses while evidence gathers, and the barred answers).
+    assert hits >= 0.5 * f_hits, (hits, f_hits)
     row = ns_row(g)
     assert row["wrong"] == served_wrong and row["exact_only"] == 0, row
     v = sem(g)["verify"]

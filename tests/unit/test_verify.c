@@ -49,13 +49,17 @@ static void test_decide_evidence(void **state)
     llmc_vstate_init(&fresh, 0.9f);
     assert_int_equal(llmc_verify_decide(&fresh, 0.95f, 0.1f, 0.05, prior), LLMC_VD_SERVE);
     assert_int_equal(llmc_verify_decide(&fresh, 0.85f, 0.1f, 0.05, prior), LLMC_VD_PROBE);
-    /* The namespace's prior: probes' wrong rate, 0.5 with none. */
+    /* The namespace's prior: the upper end of the probes' wrong rate's
+       95% interval, 1 with none. */
     llmc_vns_t ns;
     llmc_vns_init(&ns, 0.9f);
-    assert_true(llmc_vns_prior(&ns) == 0.5);
+    assert_true(llmc_vns_prior(&ns) == 1.0);
     for (int i = 0; i < 99; i++)
         llmc_vns_probed(&ns, i % 33 != 0, 0.95f);
-    assert_true(fabs(llmc_vns_prior(&ns) - 3.5 / 100) < 1e-12);
+    double lo, hi;
+    llmc_wilson95(3, 99, &lo, &hi);
+    assert_true(llmc_vns_prior(&ns) == hi);
+    assert_true(hi > 3.0 / 99 && hi < 0.09); /* above the rate, by its uncertainty */
 }
 
 /* Rights bring the threshold down to the lowest verified, never below the
