@@ -54,6 +54,12 @@
  *   that was never attached (tests) uses the shared one under the lock.
  * - The index's id of a record is its slot in the record array; a freed
  *   slot is reused, and the index entry is deleted before the slot is.
+ *   Records are found by their key through a key -> slot map (recmap), and
+ *   chained oldest to newest in a list through their slots, so neither a
+ *   store nor a peer's question nor eviction scans the slots (a gateway
+ *   catching up on 100k shared questions did, under mu). do_index and
+ *   do_rec_drop are the only places a slot is filled or freed, and keep
+ *   both in step with it.
  * - A hit also makes the request's own key an alias of the matched record
  *   (at most LLMC_TIER_SEMANTIC_ALIASES per record), so the same wording
  *   again is found by its key, without embedding or search; it is still a
@@ -74,6 +80,7 @@
  *   they can be loaded before the restorer brings the records back; they
  *   go when their record goes (do_rec_drop), in the map and in the file.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -89,6 +96,7 @@
 #include <openssl/evp.h>
 
 #include "llmc/error.h"
+#include "llmc/keymap.h"
 #include "semantic/embedder.h"
 #include "semantic/guard.h"
 #include "semantic/index.h"
@@ -198,20 +206,21 @@ static const size_t rejected_off[LLMC_GUARD_N] = {
 };
 _Static_assert(LLMC_GUARD_N == 8, "a rejection counter (and a row above) per guard");
 
+#define NO_SLOT UINT32_MAX /* the end of the age list (cap is at most UINT32_MAX) */
+
 typedef struct rec {
     llmc_entry_t *e; /* a reference; NULL: the slot is free */
     llmc_guard_q_t *q;
-    uint64_t seq;    /* when indexed: the oldest goes first */
+    uint32_t older, newer; /* the age list's neighbours' slots, or NO_SLOT */
     llmc_key_t *aliases; /* malloc'd when the first comes; naliases of them */
     uint8_t naliases;
 } rec_t;
 
-/* An alias: a request key whose question was matched to the record at slot. */
+/* An alias (the value in amap, by the alias's key): a request key whose
+   question was matched to the record at slot. */
 typedef struct alias {
-    llmc_key_t key;
     uint32_t slot;
     float similarity;
-    bool used;
 } alias_t;
 
 typedef struct pend {
@@ -236,13 +245,6 @@ enum {
     PEND_PROBE,    /* a candidate in the uncertain band, not served */
     PEND_FALLBACK, /* a candidate that would have been served, not (exact-only) */
 };
-
-/* What one answer (by its key) learned; in an open-addressing map. */
-typedef struct vslot {
-    llmc_key_t key;
-    llmc_vstate_t st;
-    bool used;
-} vslot_t;
 
 /* A namespace's measurement. */
 typedef struct vns_row {
@@ -272,9 +274,10 @@ typedef struct sem_tier {
     uint32_t *free_slots;
     size_t nfree;
     size_t sweep_at;
-    uint64_t seq, bytes, max_bytes;
-    alias_t *amap; /* open addressing by key, at most half full; acap 0: none yet */
-    size_t acap, acount;
+    uint64_t bytes, max_bytes;
+    llmc_keymap_t recmap; /* a live record's entry key -> its slot (uint32_t) */
+    uint32_t oldest, newest; /* the age list's ends; NO_SLOT when empty */
+    llmc_keymap_t amap;   /* alias key -> alias_t; at most ALIASES per record */
     pend_t pend[LLMC_TIER_SEMANTIC_PENDING];
     size_t pend_next;
     llmc_tier_stats_t st; /* under mu */
@@ -286,8 +289,7 @@ typedef struct sem_tier {
     float judge_bound, vstart, vband;
     llmc_vrate_t vrate;
     uint64_t rng;
-    vslot_t *vmap;          /* at most half full; vcap 0: none yet */
-    size_t vcap, vcount;
+    llmc_keymap_t vmap;     /* answer key -> llmc_vstate_t: what it learned */
     vns_row_t *nss;         /* LLMC_TIER_SEMANTIC_NS of them, nns used */
     unsigned nns;
     llmc_judge_config_t jcfg;      /* judge LLMC_JUDGE_MODEL: strings owned */
@@ -449,102 +451,94 @@ done:
     return rc;
 }
 
-/* ---- records ---------------------------------------------------------------------- */
-
 /* ---- aliases ---------------------------------------------------------------------- */
-
-static size_t alias_home(const sem_tier_t *s, const llmc_key_t *k)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < LLMC_KEY_LEN; i++)
-        h = (h ^ k->b[i]) * 0x100000001b3ull;
-    return (size_t)(h ^ (h >> 29)) & (s->acap - 1);
-}
-
-static size_t do_alias_find(const sem_tier_t *s, const llmc_key_t *k)
-{
-    size_t i = alias_home(s, k);
-    while (s->amap[i].used && memcmp(s->amap[i].key.b, k->b, LLMC_KEY_LEN) != 0)
-        i = (i + 1) & (s->acap - 1);
-    return i;
-}
-
-/* Removes the map's entry at i, shifting back the ones its hole would hide. */
-static void do_alias_remove_at(sem_tier_t *s, size_t i)
-{
-    size_t mask = s->acap - 1, j = i;
-    for (;;) {
-        j = (j + 1) & mask;
-        if (!s->amap[j].used)
-            break;
-        size_t home = alias_home(s, &s->amap[j].key);
-        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!stays) {
-            s->amap[i] = s->amap[j];
-            i = j;
-        }
-    }
-    s->amap[i] = (alias_t){0};
-    s->acount--;
-}
-
-static int do_alias_grow(sem_tier_t *s)
-{
-    size_t ocap = s->acap, cap = ocap ? 2 * ocap : 64;
-    alias_t *old = s->amap, *v = calloc(cap, sizeof(*v));
-    if (!v)
-        return LLMC_ENOMEM;
-    s->amap = v;
-    s->acap = cap;
-    for (size_t i = 0; i < ocap; i++)
-        if (old[i].used)
-            s->amap[do_alias_find(s, &old[i].key)] = old[i];
-    free(old);
-    return 0;
-}
 
 /* Makes key an alias of the record at slot, matched at similarity. Best
    effort: a full record or no memory just means no alias. */
 static void do_alias_add(sem_tier_t *s, const llmc_key_t *key, uint32_t slot, float similarity)
 {
     rec_t *r = &s->recs[slot];
+    void *v;
     if (r->naliases == LLMC_TIER_SEMANTIC_ALIASES)
         return;
-    if ((s->acount + 1) * 2 > s->acap && do_alias_grow(s) < 0)
-        return;
-    size_t i = do_alias_find(s, key);
-    if (s->amap[i].used)
-        return; /* an alias already (of a record it was matched to first) */
     if (!r->aliases && !(r->aliases = malloc(LLMC_TIER_SEMANTIC_ALIASES * sizeof(llmc_key_t))))
         return;
+    if (llmc_keymap_insert(&s->amap, key, &v) != 0)
+        return; /* an alias already (of a record it was matched to first), or no memory */
+    *(alias_t *)v = (alias_t){.slot = slot, .similarity = similarity};
     r->aliases[r->naliases++] = *key;
-    s->amap[i] = (alias_t){.key = *key, .slot = slot, .similarity = similarity, .used = true};
-    s->acount++;
 }
 
 /* Removes the alias key, and its place in its record's list. */
 static bool do_alias_del(sem_tier_t *s, const llmc_key_t *key)
 {
-    if (!s->acap)
+    const alias_t *al = llmc_keymap_find(&s->amap, key);
+    if (!al)
         return false;
-    size_t i = do_alias_find(s, key);
-    if (!s->amap[i].used)
-        return false;
-    rec_t *r = &s->recs[s->amap[i].slot];
+    rec_t *r = &s->recs[al->slot];
     for (uint8_t k = 0; k < r->naliases; k++)
         if (memcmp(r->aliases[k].b, key->b, LLMC_KEY_LEN) == 0) {
             r->aliases[k] = r->aliases[--r->naliases];
             break;
         }
-    do_alias_remove_at(s, i);
+    (void)llmc_keymap_delete(&s->amap, key);
     return true;
 }
 
+/* ---- records ---------------------------------------------------------------------- */
+
 static void do_vforget(sem_tier_t *s, const llmc_key_t *k);
+
+/* The slot of the record indexed under key, or -1. */
+static long do_rec_find(sem_tier_t *s, const llmc_key_t *key)
+{
+    const uint32_t *slot = llmc_keymap_find(&s->recmap, key);
+    if (!slot)
+        return -1;
+    assert(*slot < s->cap && s->recs[*slot].e &&
+           memcmp(s->recs[*slot].e->key.b, key->b, LLMC_KEY_LEN) == 0);
+    return (long)*slot;
+}
+
+/* The age list: records by when they were indexed, the oldest first, linked
+   through their slots. Eviction takes its head. */
+static void do_age_append(sem_tier_t *s, uint32_t slot)
+{
+    rec_t *r = &s->recs[slot];
+    r->older = s->newest;
+    r->newer = NO_SLOT;
+    if (s->newest != NO_SLOT)
+        s->recs[s->newest].newer = slot;
+    else
+        s->oldest = slot;
+    s->newest = slot;
+}
+
+static void do_age_unlink(sem_tier_t *s, uint32_t slot)
+{
+    rec_t *r = &s->recs[slot];
+    if (r->older != NO_SLOT) {
+        s->recs[r->older].newer = r->newer;
+    } else {
+        assert(s->oldest == slot);
+        s->oldest = r->newer;
+    }
+    if (r->newer != NO_SLOT) {
+        s->recs[r->newer].older = r->older;
+    } else {
+        assert(s->newest == slot);
+        s->newest = r->older;
+    }
+}
 
 static void do_rec_drop(sem_tier_t *s, uint32_t slot)
 {
     rec_t *r = &s->recs[slot];
+    assert(r->e && do_rec_find(s, &r->e->key) == (long)slot);
+    bool mapped = llmc_keymap_delete(&s->recmap, &r->e->key);
+    assert(mapped);
+    (void)mapped;
+    do_age_unlink(s, slot);
     while (r->naliases > 0) {
         llmc_key_t k = r->aliases[r->naliases - 1];
         if (!do_alias_del(s, &k))
@@ -559,26 +553,13 @@ static void do_rec_drop(sem_tier_t *s, uint32_t slot)
     *r = (rec_t){0};
     s->free_slots[s->nfree++] = slot;
     s->live--;
-}
-
-static long do_rec_find(sem_tier_t *s, const llmc_key_t *key)
-{
-    /* A scan: it runs only on a store after a semantic miss (a model call
-       is under way anyway) and on key purges. */
-    for (size_t i = 0; i < s->cap; i++)
-        if (s->recs[i].e && memcmp(s->recs[i].e->key.b, key->b, LLMC_KEY_LEN) == 0)
-            return (long)i;
-    return -1;
+    assert(llmc_keymap_count(&s->recmap) == s->live);
 }
 
 static void do_evict_oldest(sem_tier_t *s)
 {
-    size_t oldest = s->cap;
-    for (size_t i = 0; i < s->cap; i++)
-        if (s->recs[i].e && (oldest == s->cap || s->recs[i].seq < s->recs[oldest].seq))
-            oldest = i;
-    if (oldest < s->cap) {
-        do_rec_drop(s, (uint32_t)oldest);
+    if (s->oldest != NO_SLOT) {
+        do_rec_drop(s, s->oldest);
         s->st.evicted_size++;
     }
 }
@@ -609,13 +590,24 @@ static int do_index(sem_tier_t *s, llmc_entry_t *e, const llmc_key_t *part, cons
     if (s->live == s->cap)
         do_evict_oldest(s);
     uint32_t slot = s->free_slots[--s->nfree];
-    if (llmc_vindex_insert(s->ix, part, slot, vec) < 0) {
+    void *at;
+    /* The key is not mapped (dropped above) and live < cap: only memory can fail. */
+    if (llmc_keymap_insert(&s->recmap, &e->key, &at) != 0) {
         s->free_slots[s->nfree++] = slot;
         s->st.errors++;
         return LLMC_ENOMEM;
     }
-    s->recs[slot] = (rec_t){.e = llmc_entry_ref(e), .q = q, .seq = ++s->seq};
+    *(uint32_t *)at = slot;
+    if (llmc_vindex_insert(s->ix, part, slot, vec) < 0) {
+        (void)llmc_keymap_delete(&s->recmap, &e->key);
+        s->free_slots[s->nfree++] = slot;
+        s->st.errors++;
+        return LLMC_ENOMEM;
+    }
+    s->recs[slot] = (rec_t){.e = llmc_entry_ref(e), .q = q};
+    do_age_append(s, slot);
     s->live++;
+    assert(llmc_keymap_count(&s->recmap) == s->live);
     s->bytes += e->mem_bytes + s->dim * sizeof(float);
     s->st.stored++;
     while (s->max_bytes && s->bytes > s->max_bytes && s->live > 1)
@@ -829,7 +821,7 @@ int llmc_tier_semantic_add_peer(llmc_tier_t *t, const llmc_semq_t *q, llmc_entry
         dim = LLMC_LEX_DIM;
     }
     /* do_index replaces a record of the same key (the same request: an
-       equal answer), so no search for one first: it is a scan. */
+       equal answer). */
     if (vec && do_index_for(s, dim) && llmc_guard_q_new(s->lex, q->text, q->len, &g) == 0 &&
         do_index(s, e, &q->part, vec, g) == 0) {
         g = NULL;
@@ -896,59 +888,26 @@ static void do_shadow_compare(sem_tier_t *s, const pend_t *p, const llmc_entry_t
 
 /* ---- verification (issue 16) ------------------------------------------------------ */
 
-static size_t vhome(const llmc_key_t *k, size_t cap)
+/* What key's answer learned, or NULL. The pointer is good until the map
+   next changes (do_vget, do_vforget). */
+static llmc_vstate_t *do_vfind(sem_tier_t *s, const llmc_key_t *k)
 {
-    uint64_t h;
-    memcpy(&h, k->b, sizeof(h)); /* a SHA-256: any 8 bytes are spread */
-    return (size_t)(h ^ (h >> 31)) & (cap - 1);
-}
-
-static size_t do_vfind_at(const sem_tier_t *s, const llmc_key_t *k)
-{
-    size_t i = vhome(k, s->vcap);
-    while (s->vmap[i].used && memcmp(s->vmap[i].key.b, k->b, LLMC_KEY_LEN) != 0)
-        i = (i + 1) & (s->vcap - 1);
-    return i;
-}
-
-static vslot_t *do_vfind(sem_tier_t *s, const llmc_key_t *k)
-{
-    if (!s->vcap)
-        return NULL;
-    vslot_t *v = &s->vmap[do_vfind_at(s, k)];
-    return v->used ? v : NULL;
-}
-
-static int do_vgrow(sem_tier_t *s)
-{
-    size_t ocap = s->vcap, cap = ocap ? 2 * ocap : 64;
-    vslot_t *old = s->vmap, *v = calloc(cap, sizeof(*v));
-    if (!v)
-        return LLMC_ENOMEM;
-    s->vmap = v;
-    s->vcap = cap;
-    for (size_t i = 0; i < ocap; i++)
-        if (old[i].used)
-            s->vmap[do_vfind_at(s, &old[i].key)] = old[i];
-    free(old);
-    return 0;
+    return llmc_keymap_find(&s->vmap, k);
 }
 
 /* The state of key's answer, made (threshold start) when it has none;
-   NULL when the table is full (as many as the tier indexes) or no memory. */
-static vslot_t *do_vget(sem_tier_t *s, const llmc_key_t *k, float start)
+   NULL when the map is full (as many as the tier indexes) or no memory. */
+static llmc_vstate_t *do_vget(sem_tier_t *s, const llmc_key_t *k, float start)
 {
-    vslot_t *v = do_vfind(s, k);
-    if (v)
+    void *v;
+    int rc = llmc_keymap_insert(&s->vmap, k, &v);
+    if (rc == LLMC_EEXIST)
         return v;
-    if (s->vcount >= s->cap || ((s->vcount + 1) * 2 > s->vcap && do_vgrow(s) < 0)) {
+    if (rc < 0) {
         s->xs.verify_lost++;
         return NULL;
     }
-    v = &s->vmap[do_vfind_at(s, k)];
-    *v = (vslot_t){.key = *k, .used = true};
-    llmc_vstate_init(&v->st, start);
-    s->vcount++;
+    llmc_vstate_init(v, start);
     return v;
 }
 
@@ -1025,14 +984,15 @@ static int do_vwrite(sem_tier_t *s, const char *path, llmc_tier_t *store, int64_
     if (fd < 0)
         return LLMC_EIO;
     s->vlog_bytes = 0;
-    for (size_t i = 0; i < s->vcap; i++) {
+    size_t pos = 0;
+    const llmc_key_t *k;
+    void *st;
+    while (llmc_keymap_next(&s->vmap, &pos, &k, &st)) {
         llmc_entry_t *e = NULL;
-        if (!s->vmap[i].used)
-            continue;
-        if (store && store->ops->get(store, &s->vmap[i].key, now, &e) != 0)
+        if (store && store->ops->get(store, k, now, &e) != 0)
             continue; /* its answer is gone: forgotten */
         llmc_entry_unref(e);
-        vlog_encode(rec, &s->vmap[i].key, &s->vmap[i].st, 0);
+        vlog_encode(rec, k, st, 0);
         if (write(fd, rec, VLOG_REC) != VLOG_REC) {
             close(fd);
             return LLMC_EIO;
@@ -1051,7 +1011,7 @@ static int do_vwrite(sem_tier_t *s, const char *path, llmc_tier_t *store, int64_
 #define VLOG_MIN_COMPACT (1u << 20)
 static void do_vcompact(sem_tier_t *s)
 {
-    uint64_t live = (uint64_t)s->vcount * VLOG_REC;
+    uint64_t live = (uint64_t)llmc_keymap_count(&s->vmap) * VLOG_REC;
     if (s->vfd < 0 || s->vlog_bytes <= VLOG_MIN_COMPACT || s->vlog_bytes <= VLOG_SLACK * live)
         return;
     char *tmp = NULL;
@@ -1075,25 +1035,8 @@ static void do_vcompact(sem_tier_t *s)
    learned, here and in the file. */
 static void do_vforget(sem_tier_t *s, const llmc_key_t *k)
 {
-    if (!s->vcap)
-        return;
-    size_t i = do_vfind_at(s, k), mask = s->vcap - 1, j = i;
-    if (!s->vmap[i].used)
-        return;
-    do_vlog(s, k, NULL, VLOG_FORGET);
-    for (;;) { /* backward shift, as the alias map */
-        j = (j + 1) & mask;
-        if (!s->vmap[j].used)
-            break;
-        size_t home = vhome(&s->vmap[j].key, s->vcap);
-        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!stays) {
-            s->vmap[i] = s->vmap[j];
-            i = j;
-        }
-    }
-    s->vmap[i] = (vslot_t){0};
-    s->vcount--;
+    if (llmc_keymap_delete(&s->vmap, k))
+        do_vlog(s, k, NULL, VLOG_FORGET);
 }
 
 /* Reads dir/semantic-verify.log (the last record of a key wins; damaged
@@ -1119,9 +1062,9 @@ static int verify_open(sem_tier_t *s, const char *dir, llmc_tier_t *store)
             do_vforget(s, &k);
             continue;
         }
-        vslot_t *v = do_vget(s, &k, 0);
+        llmc_vstate_t *v = do_vget(s, &k, 0);
         if (v)
-            v->st = st;
+            *v = st;
     }
     if (f)
         fclose(f);
@@ -1162,10 +1105,10 @@ static uint16_t do_ns(sem_tier_t *s, const char *name)
    no budget the global threshold serves and only a bar refuses. */
 static llmc_vdecision_t do_vdecide(sem_tier_t *s, const vns_row_t *ns, const rec_t *r, float sim)
 {
-    const vslot_t *v = do_vfind(s, &r->e->key);
+    const llmc_vstate_t *v = do_vfind(s, &r->e->key);
     llmc_vstate_t st;
     if (v)
-        st = v->st;
+        st = *v;
     else
         llmc_vstate_init(&st, ns->m.start);
     if (s->max_error <= 0)
@@ -1192,10 +1135,10 @@ static void do_learn(sem_tier_t *s, uint8_t kind, const llmc_key_t *matched, flo
                      uint16_t nsi, bool right, const llmc_key_t *key)
 {
     vns_row_t *ns = &s->nss[nsi];
-    vslot_t *v = do_vget(s, matched, ns->m.start);
+    llmc_vstate_t *v = do_vget(s, matched, ns->m.start);
     if (v) {
-        llmc_vstate_learn(&v->st, sim, right, s->threshold);
-        do_vlog(s, &v->key, &v->st, 0);
+        llmc_vstate_learn(v, sim, right, s->threshold);
+        do_vlog(s, matched, v, 0);
     }
     bool changed = false;
     if (kind == PEND_PROBE) {
@@ -1262,10 +1205,10 @@ static int do_outcome(sem_tier_t *s, unsigned worker, const pend_t *p, const llm
 /* Bars the answer under key (learnt as a wrong at similarity sim). */
 static void do_bar(sem_tier_t *s, const llmc_key_t *key, float sim, float start)
 {
-    vslot_t *v = do_vget(s, key, start);
-    if (v && v->st.thr != LLMC_VERIFY_BARRED) {
-        llmc_vstate_learn(&v->st, sim, false, s->threshold);
-        do_vlog(s, &v->key, &v->st, 0);
+    llmc_vstate_t *v = do_vget(s, key, start);
+    if (v && v->thr != LLMC_VERIFY_BARRED) {
+        llmc_vstate_learn(v, sim, false, s->threshold);
+        do_vlog(s, key, v, 0);
     }
 }
 
@@ -1288,9 +1231,9 @@ static bool do_bar_near(sem_tier_t *s, const llmc_key_t *part, const float *vec,
             rec_t *r = &s->recs[near[i].id];
             if (llmc_guard_check(r->q, q, why) >= 0)
                 continue; /* a different question after all */
-            vslot_t *v = do_vfind(s, &r->e->key);
+            const llmc_vstate_t *v = do_vfind(s, &r->e->key);
             if (pass == 0)
-                barred = barred || (v && v->st.wrong > 0);
+                barred = barred || (v && v->wrong > 0);
             else
                 do_bar(s, &r->e->key, near[i].score, s->nss[nsi].m.start);
         }
@@ -1619,11 +1562,11 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     }
     /* The same wording as an earlier hit: its alias, no search. */
     pthread_mutex_lock(&s->mu);
-    if (s->acap) {
-        const alias_t *al = &s->amap[do_alias_find(s, &lk->query->key)];
-        const rec_t *r = al->used ? &s->recs[al->slot] : NULL;
-        vns_row_t *ns = r && s->verifying ? &s->nss[do_ns(s, lk->query->ns)] : NULL;
-        if (r && r->e->expires_ms > lk->now_ms && !s->shadow &&
+    const alias_t *al = llmc_keymap_find(&s->amap, &lk->query->key);
+    if (al) {
+        const rec_t *r = &s->recs[al->slot];
+        vns_row_t *ns = s->verifying ? &s->nss[do_ns(s, lk->query->ns)] : NULL;
+        if (r->e->expires_ms > lk->now_ms && !s->shadow &&
             al->similarity >= (lk->query->threshold > 0 ? lk->query->threshold : s->threshold) &&
             (!ns || (!(s->max_error > 0 && ns->m.fallback) &&
                      do_vdecide(s, ns, r, al->similarity) == LLMC_VD_SERVE))) {
@@ -1883,8 +1826,9 @@ static void semantic_destroy(llmc_tier_t *t)
             llmc_guard_q_free(s->recs[i].q);
             free(s->recs[i].aliases);
         }
-    free(s->amap);
-    free(s->vmap);
+    llmc_keymap_fini(&s->recmap);
+    llmc_keymap_fini(&s->amap);
+    llmc_keymap_fini(&s->vmap);
     free(s->nss);
     free(s->wjudge);
     free((char *)s->jcfg.url);
@@ -1950,6 +1894,10 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
     s->max_bytes = cfg ? cfg->max_bytes : 0;
     if (s->cap > UINT32_MAX)
         s->cap = UINT32_MAX;
+    llmc_keymap_init(&s->recmap, sizeof(uint32_t), s->cap);
+    llmc_keymap_init(&s->amap, sizeof(alias_t), s->cap * LLMC_TIER_SEMANTIC_ALIASES);
+    llmc_keymap_init(&s->vmap, sizeof(llmc_vstate_t), s->cap);
+    s->oldest = s->newest = NO_SLOT;
     if (cfg && (cfg->max_error > 0 || cfg->verify_rate > 0)) {
         s->verifying = true;
         s->max_error = cfg->max_error;

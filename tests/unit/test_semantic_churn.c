@@ -1,6 +1,7 @@
 /* The semantic tier under random lookups, stores, purges, sweeps and
    evictions, with its invariants checked after every step: the .c is
-   included so the check can read the records, the alias map and the index. */
+   included so the check can read the records, their key and age order, the
+   alias map and the index. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,10 +34,11 @@ static void check_tier(sem_tier_t *s)
         bytes += r->e->mem_bytes + LLMC_LEX_DIM * sizeof(float);
         assert_non_null(r->q);
         assert_true(r->naliases <= LLMC_TIER_SEMANTIC_ALIASES);
+        assert_int_equal(do_rec_find(s, &r->e->key), (long)i); /* found by its key */
         for (uint8_t k = 0; k < r->naliases; k++) {
-            size_t at = do_alias_find(s, &r->aliases[k]);
-            assert_true(s->amap[at].used);
-            assert_int_equal(s->amap[at].slot, i); /* the map points back */
+            const alias_t *al = llmc_keymap_find(&s->amap, &r->aliases[k]);
+            assert_non_null(al);
+            assert_int_equal(al->slot, i); /* the map points back */
         }
         aliases += r->naliases;
     }
@@ -49,17 +51,26 @@ static void check_tier(sem_tier_t *s)
     assert_int_equal(live + free_seen, s->cap);
     assert_int_equal(live, llmc_vindex_count(s->ix));
     assert_int_equal(bytes, s->bytes);
-    size_t used = 0;
-    for (size_t i = 0; i < s->acap; i++) {
-        if (!s->amap[i].used)
-            continue;
+    assert_int_equal(llmc_keymap_count(&s->recmap), live); /* no key of a freed slot */
+    size_t used = 0, pos = 0;
+    const llmc_key_t *key;
+    void *v;
+    while (llmc_keymap_next(&s->amap, &pos, &key, &v)) {
         used++;
-        assert_int_equal(do_alias_find(s, &s->amap[i].key), i); /* found where it is */
-        assert_non_null(s->recs[s->amap[i].slot].e);
+        assert_non_null(s->recs[((const alias_t *)v)->slot].e);
     }
-    assert_int_equal(used, s->acount);
     assert_int_equal(used, aliases);
-    assert_true(s->acap == 0 || s->acount * 2 <= s->acap);
+    /* The age list holds every live record once, linked both ways. */
+    size_t aged = 0;
+    uint32_t prev = NO_SLOT;
+    for (uint32_t i = s->oldest; i != NO_SLOT; prev = i, i = s->recs[i].newer) {
+        assert_true(i < s->cap && aged < live);
+        assert_non_null(s->recs[i].e);
+        assert_int_equal(s->recs[i].older, prev);
+        aged++;
+    }
+    assert_int_equal(prev, s->newest);
+    assert_int_equal(aged, live);
 }
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
