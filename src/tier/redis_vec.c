@@ -49,6 +49,9 @@ typedef struct vec {
     bool attached;         /* the timer is live */
     bool reading;          /* an XREAD in the air */
     unsigned gen, read_gen; /* resyncs seen; gen when the XREAD in the air was sent */
+    /* A resync dropped our own questions with every local copy: until the
+       read from the start reaches the stream's end, ours are indexed too. */
+    bool regain;
     unsigned gets;         /* GETs in the air */
     char last[ID_MAX];     /* the last entry read ("0": from the start) */
 } vec_t;
@@ -56,6 +59,7 @@ typedef struct vec {
 typedef struct peer_get {
     vec_t *v;
     llmc_semq_t q;
+    bool own; /* ours, read back after a resync */
 } peer_get_t;
 
 static int64_t wall_ms(void)
@@ -144,7 +148,7 @@ static void on_answer(void *arg, const redisReply *reply)
     v->gets--;
     if (reply && reply->type == REDIS_REPLY_STRING &&
         llmc_record_decode(&pg->q.key, (const uint8_t *)reply->str, reply->len, &e) == 0) {
-        (void)llmc_tier_semantic_add_peer(v->sem, &pg->q, e, wall_ms());
+        (void)llmc_tier_semantic_add_peer(v->sem, &pg->q, e, wall_ms(), pg->own);
         llmc_entry_unref(e);
         worked(v, K_ANSWER);
     } else if (reply && reply->type == REDIS_REPLY_NIL) {
@@ -180,12 +184,14 @@ static void got_entry(vec_t *v, const redisReply *ent)
         else if (name->len == 1 && name->str[0] == 'q')
             rec = val;
     }
-    if (!rec || (from && from->len == strlen(v->self) && memcmp(from->str, v->self, from->len) == 0))
+    bool own = from && from->len == strlen(v->self) && memcmp(from->str, v->self, from->len) == 0;
+    if (!rec || (own && !v->regain))
         return;
     peer_get_t *pg = calloc(1, sizeof(*pg));
     if (!pg)
         return;
     pg->v = v;
+    pg->own = own;
     if (v->gets >= LLMC_REDIS_VEC_GETS ||
         llmc_semq_decode((const uint8_t *)rec->str, rec->len, &pg->q) < 0) {
         free(pg);
@@ -232,6 +238,9 @@ static void on_read(void *arg, const redisReply *reply)
         for (size_t i = 0; i < n; i++)
             got_entry(v, ents->element[i]);
     }
+    if (reply && (reply->type == REDIS_REPLY_ARRAY || reply->type == REDIS_REPLY_NIL) &&
+        n < LLMC_REDIS_VEC_COUNT)
+        v->regain = false; /* caught up: what we add from now on, we hold */
     /* A full read: more is waiting (a late start catching up); read again now. */
     if (v->attached && n == LLMC_REDIS_VEC_COUNT && v->gets < LLMC_REDIS_VEC_GETS / 2)
         uv_timer_start(&v->timer, on_poll, 0, v->poll_ms);
@@ -264,6 +273,7 @@ static void vec_resync(void *arg)
     vec_t *v = arg;
 
     v->gen++;
+    v->regain = true;
     count(&v->st->rereads);
     snprintf(v->last, sizeof(v->last), "0");
     if (v->attached)

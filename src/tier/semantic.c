@@ -145,6 +145,8 @@
       "Questions indexed here handed to the other gateways (--redis: the semantic stream).")  \
     X(peer_indexed, "peer/indexed", COUNTER, "questions",                                    \
       "Other gateways' questions indexed here, their answers read from Redis.")              \
+    X(peer_regained, "peer/regained", COUNTER, "questions",                                  \
+      "This gateway's own questions indexed again from the stream after a resync dropped them.") \
     X(peer_refused, "peer/refused", COUNTER, "questions",                                    \
       "Other gateways' questions not indexed: another embedder's vector (remote), or none.")  \
     X(embed_timeouts, "embed/timeouts", COUNTER, "lookups",                                  \
@@ -798,7 +800,7 @@ void llmc_tier_semantic_share(llmc_tier_t *t, llmc_semantic_share_fn fn, void *a
 }
 
 int llmc_tier_semantic_add_peer(llmc_tier_t *t, const llmc_semq_t *q, llmc_entry_t *e,
-                                int64_t now_ms)
+                                int64_t now_ms, bool own)
 {
     sem_tier_t *s = impl(t);
     float buf[LLMC_LEX_DIM];
@@ -825,7 +827,10 @@ int llmc_tier_semantic_add_peer(llmc_tier_t *t, const llmc_semq_t *q, llmc_entry
     if (vec && do_index_for(s, dim) && llmc_guard_q_new(s->lex, q->text, q->len, &g) == 0 &&
         do_index(s, e, &q->part, vec, g) == 0) {
         g = NULL;
-        s->xs.peer_indexed++;
+        if (own)
+            s->xs.peer_regained++;
+        else
+            s->xs.peer_indexed++;
         rc = 0;
     } else {
         s->xs.peer_refused++;

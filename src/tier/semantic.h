@@ -93,10 +93,11 @@ void llmc_tier_semantic_share(llmc_tier_t *t, llmc_semantic_share_fn fn, void *a
    shared store; the tier takes its own reference). Its vector is used
    when its embedder is this tier's; else the lexical embedder embeds it
    anew, and a remote embedder's tier refuses it (no embedding call for a
-   peer). Not shared again, not persisted. 0, or LLMC_ENOENT (refused,
-   counted). Any thread. */
+   peer). Not shared again, not persisted. own: q is this gateway's own,
+   read back after a resync dropped it (counted as regained, not as a
+   peer's). 0, or LLMC_ENOENT (refused, counted). Any thread. */
 int llmc_tier_semantic_add_peer(llmc_tier_t *t, const struct llmc_semq *q, llmc_entry_t *e,
-                                int64_t now_ms);
+                                int64_t now_ms, bool own);
 
 /* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or
    NULL when out of memory or when cfg->dir's question file cannot be set

@@ -136,9 +136,9 @@ def test_shared_on_a_cluster(cluster, mock, gateway_factory):
 def test_listening_again_reads_the_stream_again(redis, mock, gateway_factory):
     """A gateway whose connections to Redis were lost drops every local copy
     when it listens again (it may have missed purges), the peers' questions
-    with them: it then reads the stream again from its start, so A's
-    question is a SEMANTIC-HIT on B again, counted once more as indexed
-    (B's own question in the stream is never indexed as a peer's)."""
+    and its own with them: it then reads the stream again from its start, so
+    A's question is a SEMANTIC-HIT on B again, counted once more as indexed,
+    and B's own question is indexed again as regained, never as a peer's."""
     system = "Answer in one word. " + uuid.uuid4().hex
     a = semantic_gateway(gateway_factory, mock, redis.url)
     b = semantic_gateway(gateway_factory, mock, redis.url)
@@ -155,8 +155,12 @@ def test_listening_again_reads_the_stream_again(redis, mock, gateway_factory):
                what="B listening again")
     wait_until(lambda: sem(b)["peer"]["indexed"] == 2, timeout=5,
                what="B read A's question again")
-    time.sleep(0.3)  # more reads: A's question once more, B's own never
-    assert sem(b)["peer"]["indexed"] == 2, sem(b)
+    wait_until(lambda: sem(b)["peer"]["regained"] == 1, timeout=5,
+               what="B took its own question back")
+    time.sleep(0.3)  # more reads: nothing indexed a second time
+    assert sem(b)["peer"]["indexed"] == 2 and sem(b)["peer"]["regained"] == 1, sem(b)
+    # A lost its subscription too, and took its own question back the same way.
+    wait_until(lambda: sem(a)["peer"]["regained"] == 1, timeout=5, what="A's own question")
 
     calls = mock.calls()
     r = ask(b, "what's the capital of france", system)
@@ -164,6 +168,10 @@ def test_listening_again_reads_the_stream_again(redis, mock, gateway_factory):
     assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
     assert mock.calls() == calls
     assert rstats(b)["semantic"]["rereads"] == 1
+    # B's own question again, reworded: a near-duplicate hit on B itself.
+    r = ask(b, "how tall is the eiffel tower", system)
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
+    assert mock.calls() == calls
 
 
 def test_a_restart_with_a_data_dir_keeps_its_records_its_own(redis, mock, gateway_factory,
