@@ -513,6 +513,16 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         snprintf(err, errlen, "--semantic-embedder openai needs --embed-url");
         return LLMC_EINVAL;
     }
+    /* The window is part of each lookup's wait: one as long as the whole
+       wait leaves the call nothing (every lookup a timeout, and libcurl
+       given a 1 ms deadline). */
+    if (remote && cfg->semantic_batch_ms >= cfg->semantic_timeout_ms) {
+        snprintf(err, errlen,
+                 "--semantic-batch-ms (%lld) must be shorter than --semantic-timeout-ms (%lld): "
+                 "the batch window is part of each lookup's wait",
+                 (long long)cfg->semantic_batch_ms, (long long)cfg->semantic_timeout_ms);
+        return LLMC_EINVAL;
+    }
     llmc_semantic_config_t sc = {
         .threshold = (float)cfg->semantic_threshold / 1000.0f,
         .max_bytes = (uint64_t)cfg->max_memory,

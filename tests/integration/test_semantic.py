@@ -349,7 +349,10 @@ def test_openai_embedder_asks_the_endpoint_once_per_text(gateway_factory, mock, 
 def test_openai_embedder_batches_concurrent_lookups(gateway_factory, mock, mock_factory):
     import concurrent.futures
     emb = mock_factory()
-    g = openai_gateway(gateway_factory, mock, emb.url, "--semantic-batch-ms", "1000")
+    # A wide window, within a wait long enough for it and the call (a
+    # sanitized build's first call takes more than the default 250 ms leaves).
+    g = openai_gateway(gateway_factory, mock, emb.url, "--semantic-batch-ms", "1000",
+                       "--semantic-timeout-ms", "10000")
     qs = [f"Tell me a fact about the number {n}" for n in range(12)]
     with concurrent.futures.ThreadPoolExecutor(len(qs)) as ex:
         rs = list(ex.map(lambda q: ask(g, q), qs))
@@ -357,6 +360,20 @@ def test_openai_embedder_batches_concurrent_lookups(gateway_factory, mock, mock_
     # Twelve lookups, one call per worker thread (two) at most.
     assert 1 <= emb.calls("embeddings") <= 2, emb.stats()
     assert g.stats()["tiers"]["semantic"]["lookups"] == 12
+
+
+def test_a_batch_window_as_long_as_the_wait_is_refused_at_start(mock):
+    """--semantic-batch-ms is part of each lookup's --semantic-timeout-ms: a
+    window that fills the wait would make every lookup a timeout."""
+    import subprocess
+    from conftest import _clean_env, free_port, llmc_bin
+    p = subprocess.run([llmc_bin(), "--listen", f"127.0.0.1:{free_port()}", "--upstream", mock.url,
+                        "--semantic", "on", "--semantic-embedder", "openai", "--embed-url",
+                        mock.url, "--semantic-batch-ms", "300", "--semantic-timeout-ms", "250"],
+                       capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL,
+                       env=_clean_env({}))
+    assert p.returncode == 1, p.stderr
+    assert "--semantic-batch-ms (300) must be shorter than --semantic-timeout-ms (250)" in p.stderr
 
 
 def test_openai_embedder_timeout_and_errors_are_misses(gateway_factory, mock, mock_factory):
