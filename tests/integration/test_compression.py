@@ -12,6 +12,7 @@ come (zlib, or libbrotlidec and libzstd through ctypes: Debian's python
 has neither module) sees each event before the upstream sent the next.
 """
 
+import base64
 import ctypes
 import ctypes.util
 import gzip
@@ -648,7 +649,12 @@ def big_chat(tag):
 def test_a_big_compressed_build_does_not_hold_up_other_hits(gateway_factory, mock):
     # One worker: the loop that would build is the loop that must answer.
     g = gateway_factory(mock, threads=1)
-    big, small = big_chat("offload"), chat_body("a short one", mock={"bytes": 2000})
+    # The answer echoes the question: random text makes br work for a while
+    # (~0.2 s here; the mock's lorem padding alone compresses in ~40 ms,
+    # less than it takes to see the build start and send the small hit).
+    noise = base64.b64encode(random.Random(7).randbytes(2800 << 10)).decode()
+    big = chat_body("offload " + noise, mock={"bytes": 6 << 20})
+    small = chat_body("a short one", mock={"bytes": 2000})
     ident = post(g, CHAT, big, accept="identity")
     assert ident.status_code == 200 and len(ident.content) > 6 << 20
     post(g, CHAT, small, accept="identity")
