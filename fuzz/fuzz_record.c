@@ -73,10 +73,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (llmc_record_encode(e, &again, &again_len) != 0)
             abort();
         /* LLMC_ENTRY_USAGE is derived (an entry has it when it holds token
-           counts), never taken from a record: a record that claims it
-           encodes back without it. */
-        if (buf[4] & LLMC_ENTRY_USAGE) {
-            buf[4] &= (uint8_t)~LLMC_ENTRY_USAGE;
+           counts) and LLMC_ENTRY_PACKED is the memory tier's alone
+           (llmc_entry_pack), never taken from a record: a record that
+           claims either encodes back without it. */
+        const uint8_t derived = LLMC_ENTRY_USAGE | LLMC_ENTRY_PACKED;
+        if (buf[4] & derived) {
+            buf[4] &= (uint8_t)~derived;
             reseal(&key, buf, len);
         }
         if (version == LLMC_RECORD_VERSION && (again_len != len || memcmp(again, buf, len) != 0))
