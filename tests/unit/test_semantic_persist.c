@@ -111,24 +111,7 @@ static void test_version_1_is_read(void **state)
 
 /* ---- the tier across restarts ------------------------------------------------------- */
 
-typedef struct store {
-    llmc_tier_t tier;
-    llmc_entry_t *held[4];
-} store_t;
-
-static int store_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_entry_t **out)
-{
-    store_t *st = t->impl;
-    (void)now_ms;
-    for (int i = 0; i < 4; i++)
-        if (st->held[i] && memcmp(st->held[i]->key.b, key->b, LLMC_KEY_LEN) == 0) {
-            *out = llmc_entry_ref(st->held[i]);
-            return 0;
-        }
-    return LLMC_ENOENT;
-}
-
-static const llmc_tier_ops_t store_ops = {.name = "store", .get = store_get};
+#include "fake_store.h"
 
 static int64_t wall_ms(void)
 {

@@ -111,24 +111,7 @@ static uint64_t row(llmc_tier_t *t, const char *name)
     return 0;
 }
 
-typedef struct store {
-    llmc_tier_t tier;
-    llmc_entry_t *held[4];
-} store_t;
-
-static int store_get(llmc_tier_t *t, const llmc_key_t *key, int64_t now_ms, llmc_entry_t **out)
-{
-    store_t *st = t->impl;
-    (void)now_ms;
-    for (int i = 0; i < 4; i++)
-        if (st->held[i] && memcmp(st->held[i]->key.b, key->b, LLMC_KEY_LEN) == 0) {
-            *out = llmc_entry_ref(st->held[i]);
-            return 0;
-        }
-    return LLMC_ENOENT;
-}
-
-static const llmc_tier_ops_t store_ops = {.name = "store", .get = store_get};
+#include "fake_store.h"
 
 /* A sampled hit says verify; the model's answer, judged different, bars the
    answer and its question's neighbours, counted per namespace. */
