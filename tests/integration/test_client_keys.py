@@ -349,8 +349,10 @@ def test_reloads_under_traffic_lose_no_listed_key(mock, gateway_factory, tmp_pat
         for f in futs:
             f.result()
     assert statuses and set(statuses) == {200}, set(statuses)
-    p.write_text(f"{KEY_B}\n")
+    # The last version lists a key no earlier one did, so its first 200 says
+    # this reload (not one still pending from the loop) has taken effect.
+    p.write_text(f"{KEY_FREE}\n")
     g.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: g.chat(content="final", headers=bearer(KEY_B)).status_code == 200,
+    wait_until(lambda: g.chat(content="final", headers=bearer(KEY_FREE)).status_code == 200,
                what="the last reload")
     assert_error_shape(g.chat(content="final", headers=bearer(KEY_A)), 401)
