@@ -207,7 +207,10 @@ static const char refresh_lua[] =
       "error, no reply, not a record of the key).")                                         \
     X(vec_rereads, "semantic/rereads", COUNTER, "times",                                   \
       "Reads of the stream started again from its beginning after listening again (the "    \
-      "peers' questions were dropped with every local copy).")
+      "peers' questions were dropped with every local copy).")                              \
+    X(vec_bad_entries, "semantic/bad_entries", COUNTER, "entries",                         \
+      "Stream entries skipped as unreadable: not an entry's shape, no question, or a "      \
+      "question record that fails its checks (another version, damage).")
 
 typedef struct redis_xstats {
     REDIS_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -2174,6 +2177,7 @@ static void rd_xstats(llmc_tier_t *t, void *out)
         .vec_answers_gone = load(&r->vec.answers_gone),
         .vec_answer_failures = load(&r->vec.answer_failures),
         .vec_rereads = load(&r->vec.rereads),
+        .vec_bad_entries = load(&r->vec.bad_entries),
     };
 }
 

@@ -67,7 +67,7 @@ void llmc__redis_set_part(llmc_tier_t *t, const llmc__redis_part_t *part);
    shows them (semantic/...), since the part has no table of its own. */
 typedef struct llmc__redis_vec_stats {
     _Atomic uint64_t published, publish_failures, reads, read_failures, answers_gone,
-        answer_failures, rereads;
+        answer_failures, rereads, bad_entries;
 } llmc__redis_vec_stats_t;
 llmc__redis_vec_stats_t *llmc__redis_vec_stats(llmc_tier_t *t);
 

@@ -4,6 +4,7 @@
  * (redis_int.h's llmc__redis_ext_send): its reconnects, deadlines and
  * Cluster routing are theirs.
  */
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -170,8 +171,10 @@ static void got_entry(vec_t *v, const redisReply *ent)
 {
     if (ent->type != REDIS_REPLY_ARRAY || ent->elements != 2 ||
         ent->element[0]->type != REDIS_REPLY_STRING || ent->element[0]->len >= ID_MAX ||
-        ent->element[1]->type != REDIS_REPLY_ARRAY)
+        ent->element[1]->type != REDIS_REPLY_ARRAY) {
+        count(&v->st->bad_entries);
         return;
+    }
     memcpy(v->last, ent->element[0]->str, ent->element[0]->len);
     v->last[ent->element[0]->len] = '\0';
     const redisReply *f = ent->element[1], *from = NULL, *rec = NULL;
@@ -185,6 +188,8 @@ static void got_entry(vec_t *v, const redisReply *ent)
             rec = val;
     }
     bool own = from && from->len == strlen(v->self) && memcmp(from->str, v->self, from->len) == 0;
+    if (!rec)
+        count(&v->st->bad_entries);
     if (!rec || (own && !v->regain))
         return;
     peer_get_t *pg = calloc(1, sizeof(*pg));
@@ -192,8 +197,13 @@ static void got_entry(vec_t *v, const redisReply *ent)
         return;
     pg->v = v;
     pg->own = own;
-    if (v->gets >= LLMC_REDIS_VEC_GETS ||
-        llmc_semq_decode((const uint8_t *)rec->str, rec->len, &pg->q) < 0) {
+    /* Never more than LLMC_REDIS_VEC_GETS: a read is sent only while fewer
+       than half are in the air, and brings at most LLMC_REDIS_VEC_COUNT. */
+    _Static_assert(LLMC_REDIS_VEC_GETS / 2 + LLMC_REDIS_VEC_COUNT <= LLMC_REDIS_VEC_GETS,
+                   "a read's entries fit beside the GETs a read may be sent with");
+    assert(v->gets < LLMC_REDIS_VEC_GETS);
+    if (llmc_semq_decode((const uint8_t *)rec->str, rec->len, &pg->q) < 0) {
+        count(&v->st->bad_entries);
         free(pg);
         return;
     }

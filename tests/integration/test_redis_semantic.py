@@ -300,3 +300,24 @@ def test_stream_commands_follow_redirects_on_a_cluster(cluster, mock, gateway_fa
                what="B's XREAD sent to the importing node")
     assert rstats(b)["cluster"]["ask"] > asked
     assert failures(a) == 0 and failures(b) == 0, (rstats(a), rstats(b))
+
+
+def test_unreadable_stream_entries_are_counted_and_skipped(redis, mock, gateway_factory):
+    """Entries another program (or another version) wrote to the stream that
+    are not a question record are skipped and counted; the reading goes on,
+    so a good question after them is still indexed and hit."""
+    system = "Answer in one word. " + uuid.uuid4().hex
+    redis.call("XADD", "llmc:semantic", "*", "from", "someone", "q", "not a record")
+    redis.call("XADD", "llmc:semantic", "*", "from", "someone", "other", "no q field")
+    redis.call("XADD", "llmc:semantic", "*", "from", "someone", "q", "\x00" * 64)
+    b = semantic_gateway(gateway_factory, mock, redis.url)
+    wait_until(lambda: rstats(b)["semantic"]["bad_entries"] == 3, timeout=5,
+               what="the three unreadable entries counted")
+    a = semantic_gateway(gateway_factory, mock, redis.url)
+    first = ask(a, "What is the capital of Portugal?", system)
+    wait_stored(a, 1)
+    wait_until(lambda: sem(b)["peer"]["indexed"] == 1, timeout=5, what="B indexed A's question")
+    r = ask(b, "what's the capital of portugal", system)
+    assert r.headers["X-Cache"] == "SEMANTIC-HIT", dict(r.headers)
+    assert r.headers["X-Cache-Matched-Key"] == first.headers["X-Cache-Key"]
+    assert rstats(b)["semantic"]["bad_entries"] == 3
