@@ -25,6 +25,12 @@
  *   resetting the collected headers on every status line.
  * - Memory that holds a libuv handle (the client, each socket context) is
  *   freed only in the handle's close callback.
+ * - curl's "run me again at once" (a 0 ms timeout, asked for while a call
+ *   still has bytes to read) is an idle handle, not a 0 ms timer: libuv
+ *   1.44 runs a timer re-armed at 0 ms from its own callback again in the
+ *   same pass, before any I/O, so a body arriving faster than it was taken
+ *   (a local model's 50 MB answer) held every other client of the loop
+ *   until it ended. An idle callback runs once per turn, after the poll.
  */
 #include "upstream/upstream.h"
 
@@ -76,13 +82,14 @@ struct llmc_upstream {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
+    uv_idle_t kick;             /* curl's 0 ms timeout: run on the next turn */
     llmc_upstream_config_t cfg;
     llmc_upstream_call_t *calls;
     llmc_upstream_call_t *pending, *pending_tail; /* started while curl ran */
     llmc_upstream_call_t *dead;                   /* canceled while curl ran */
     sock_ctx_t *socks;
     unsigned active;
-    unsigned open_handles;      /* timer + polls not yet closed */
+    unsigned open_handles;      /* timer, kick and polls not yet closed */
     bool in_curl;
     bool pause_dirty;           /* some call's pause waits for curl to return */
     bool closing;               /* llmc_upstream_close was called */
@@ -480,7 +487,8 @@ static void on_sock_closed(uv_handle_t *h)
     maybe_free_client(u);
 }
 
-static void on_timer_closed(uv_handle_t *h)
+/* The timer's or the kick's close (their data is the client). */
+static void on_own_closed(uv_handle_t *h)
 {
     llmc_upstream_t *u = h->data;
     u->open_handles--;
@@ -557,15 +565,25 @@ static void on_timeout(uv_timer_t *t)
     drive(t->data, CURL_SOCKET_TIMEOUT, 0);
 }
 
+static void on_kick(uv_idle_t *h)
+{
+    uv_idle_stop(h);
+    drive(h->data, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* curl's one timeout: none (< 0), at once (0: the next turn of the loop,
+   after its I/O; see the top of this file) or in timeout_ms. */
 static int on_timer_set(CURLM *m, long timeout_ms, void *userp)
 {
     llmc_upstream_t *u = userp;
 
     if (u->shut)
         return 0;
-    if (timeout_ms < 0)
-        uv_timer_stop(&u->timer);
-    else
+    uv_timer_stop(&u->timer);
+    uv_idle_stop(&u->kick);
+    if (timeout_ms == 0)
+        uv_idle_start(&u->kick, on_kick);
+    else if (timeout_ms > 0)
         uv_timer_start(&u->timer, on_timeout, (uint64_t)timeout_ms, 0);
     return 0;
 }
@@ -596,7 +614,9 @@ llmc_upstream_t *llmc_upstream_new(uv_loop_t *loop, const llmc_upstream_config_t
         goto fail;
     uv_timer_init(loop, &u->timer);
     u->timer.data = u;
-    u->open_handles = 1;
+    uv_idle_init(loop, &u->kick);
+    u->kick.data = u;
+    u->open_handles = 2;
     return u;
 fail:
     if (u->multi)
@@ -845,7 +865,9 @@ static void shutdown_client(llmc_upstream_t *u)
     while (u->socks)
         sock_close(u->socks);
     uv_timer_stop(&u->timer);
-    uv_close((uv_handle_t *)&u->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&u->timer, on_own_closed);
+    uv_idle_stop(&u->kick);
+    uv_close((uv_handle_t *)&u->kick, on_own_closed);
 }
 
 void llmc_upstream_close(llmc_upstream_t *u, void (*cb)(void *arg), void *arg)

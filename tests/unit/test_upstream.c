@@ -40,12 +40,13 @@ typedef struct result {
     char *pass;
     size_t pass_len;
     char *body;
-    size_t len;
+    size_t len, cap;
     int data_before_done;
     llmc_upstream_call_t *call;
     /* what the callbacks should do to test re-entry */
     bool cancel_in_head, cancel_in_data;
     bool pause_in_data;                 /* pause the call on its first data */
+    bool pause_each_data;               /* pause it on every piece (a slow client) */
     llmc_upstream_t *close_in_data;
     struct env *chain_env;              /* start next_* from inside a callback */
     struct result *next_in_head, *next_in_done;
@@ -77,7 +78,10 @@ static void on_data(void *arg, const char *buf, size_t len)
     result_t *r = arg;
     assert_int_equal(r->heads, 1);
     assert_int_equal(r->done, 0);
-    r->body = realloc(r->body, r->len + len + 1);
+    if (r->len + len + 1 > r->cap) { /* doubling: ASan's realloc always copies */
+        r->cap = (r->len + len + 1) * 2;
+        r->body = realloc(r->body, r->cap);
+    }
     memcpy(r->body + r->len, buf, len);
     r->len += len;
     r->body[r->len] = '\0';
@@ -85,6 +89,8 @@ static void on_data(void *arg, const char *buf, size_t len)
     if (r->cancel_in_data && r->data_calls == 2)
         llmc_upstream_cancel(r->call);
     if (r->pause_in_data && r->data_calls == 1)
+        llmc_upstream_pause(r->call, true);
+    if (r->pause_each_data)
         llmc_upstream_pause(r->call, true);
     if (r->close_in_data && r->data_calls == 2)
         llmc_upstream_close(r->close_in_data, NULL, NULL);
@@ -653,6 +659,65 @@ static void test_pause_and_resume(void **state)
     env_close(&e);
 }
 
+/* Loop turns seen while a call runs: the most on_data calls between two. */
+typedef struct turns {
+    const result_t *r;
+    bool resume; /* resume the call at each turn (it pauses on each piece) */
+    int last, most, turns;
+} turns_t;
+
+static void on_turn(uv_check_t *h)
+{
+    turns_t *t = h->data;
+    if (t->resume && t->r->call && !t->r->done)
+        llmc_upstream_pause(t->r->call, false); /* the client took what it had */
+    int d = t->r->data_calls - t->last;
+    t->most = d > t->most ? d : t->most;
+    t->last = t->r->data_calls;
+    t->turns++;
+}
+
+/* An answer that arrives faster than it is taken (a big body from a local
+   model) must not hold the loop: curl reads at most a hundred buffers per
+   run and asks to be run again at once (a 0 ms timeout); run from inside
+   the timer's own callback, that again came before any other I/O, so hits
+   on the same loop waited for the whole body (test_hardening's 50 MB). */
+static void fast_big_answer(bool slow_client)
+{
+    env_t e;
+    result_t r = {.pause_each_data = slow_client};
+    uv_check_t check;
+    turns_t t = {.r = &r, .resume = slow_client};
+    env_open(&e, 20000, 0);
+    uv_check_init(&e.loop, &check);
+    check.data = &t;
+    uv_check_start(&check, on_turn);
+    assert_int_equal(start_chat(&e, "{\"messages\":[{\"role\":\"user\",\"content\":\"big\"}],"
+                                    "\"mock\":{\"bytes\":16000000}}", &r), 0);
+    run_until(&e, &r.done, 1, 15000);
+    assert_int_equal(r.err, 0);
+    assert_true(r.len >= 16000000);
+    /* One turn runs curl for the socket's event, for a timeout of its own
+       and once more at its request (0 ms) at most: a hundred buffers or so
+       each, or one piece each for a client that pauses on every piece. */
+    assert_true(t.most <= (slow_client ? 3 : 3 * 101));
+    uv_close((uv_handle_t *)&check, NULL);
+    result_free(&r);
+    env_close(&e);
+}
+
+/* An answer that arrives faster than it is taken (a big body from a local
+   model) must not hold the loop: curl asks to be run again at once (a 0 ms
+   timeout) while it has bytes to read or was resumed; asked from inside
+   the timer's own callback, libuv 1.44 ran that timer again before any
+   other I/O, so hits on the same loop waited for the whole body
+   (test_hardening's 50 MB answer). */
+static void test_a_fast_big_answer_leaves_the_loop_turning(void **state)
+{
+    fast_big_answer(true);
+    fast_big_answer(false);
+}
+
 static void test_faults(void **state)
 {
     env_t e;
@@ -914,6 +979,7 @@ int main(void)
         cmocka_unit_test(test_start_from_callbacks),
         cmocka_unit_test(test_streaming_delivers_pieces),
         cmocka_unit_test(test_pause_and_resume),
+        cmocka_unit_test(test_a_fast_big_answer_leaves_the_loop_turning),
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_stall_times_out_and_mock_forgets_it),
         cmocka_unit_test(test_mock_stop_with_requests_waiting),
