@@ -779,6 +779,11 @@ def test_a_client_that_leaves_while_its_form_is_built(gateway_factory, mock):
 DICT_ADMIN = {"Authorization": "Bearer dict-gc-token"}
 
 
+def disk_stats(g):
+    """tiers.disk of /stats, which the admin token guards once it is set."""
+    return g.stats(headers=DICT_ADMIN)["tiers"]["disk"]
+
+
 def dict_ids(data):
     return {int(p.name[len("zdict-"):]) for p in data.glob("zdict-*")
             if p.name[len("zdict-"):].isdigit()}
@@ -797,14 +802,14 @@ def test_old_dictionaries_go_once_no_record_uses_them(gateway_factory, mock, tmp
     reqs = [chat_body(f"dict gc {i}", mock={"body": a})
             for i, a in enumerate(corpus_answers(200, seed=1820))]
     n_old = 0
-    while disk(g)["dict_trainings"] < 2:
-        assert n_old < 150, disk(g)
+    while disk_stats(g)["dict_trainings"] < 2:
+        assert n_old < 150, disk_stats(g)
         r = post(g, CHAT, reqs[n_old], accept="identity", headers={"X-Cache-Tags": "old"})
         assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
         n_old += 1
         time.sleep(0.01)  # training runs beside the requests
-    wait_until(lambda: disk(g)["stored"] >= n_old, timeout=10, what="the old answers on disk")
-    current = disk(g)["dict_current"]
+    wait_until(lambda: disk_stats(g)["stored"] >= n_old, timeout=10, what="the old answers on disk")
+    current = disk_stats(g)["dict_current"]
     old_dicts = dict_ids(data)
     assert current in old_dicts and len(old_dicts) >= 2, (current, old_dicts)
     new = {}
@@ -812,10 +817,10 @@ def test_old_dictionaries_go_once_no_record_uses_them(gateway_factory, mock, tmp
         r = post(g, CHAT, reqs[i], accept="identity")
         assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
         new[i] = r.content
-    wait_until(lambda: disk(g)["stored"] >= n_old + 40, timeout=10, what="the new answers on disk")
+    wait_until(lambda: disk_stats(g)["stored"] >= n_old + 40, timeout=10, what="the new answers on disk")
     # Censuses run (every 0.2 s) and keep what records use.
-    runs = disk(g)["dict_censuses"]
-    wait_until(lambda: disk(g)["dict_censuses"] >= runs + 2, timeout=10, what="two censuses")
+    runs = disk_stats(g)["dict_censuses"]
+    wait_until(lambda: disk_stats(g)["dict_censuses"] >= runs + 2, timeout=10, what="two censuses")
     assert old_dicts <= dict_ids(data)
 
     r = g.post("/admin/purge", {"tag": "old"}, headers=DICT_ADMIN)
@@ -823,13 +828,13 @@ def test_old_dictionaries_go_once_no_record_uses_them(gateway_factory, mock, tmp
     gone = old_dicts - {current}
     wait_until(lambda: not gone & dict_ids(data), timeout=10,
                what=f"zdict files {sorted(gone)} deleted")
-    d = disk(g)
+    d = disk_stats(g)
     assert d["dicts_removed"] >= len(gone) and d["dicts_unpinned"] >= len(gone), d
     g.must_survive = False
     assert g.stop() is None
 
     g2 = gateway_factory(mock, args=args, env=env)
-    wait_until(lambda: disk(g2)["dict_censuses"] >= 1, timeout=10, what="a census after the start")
+    wait_until(lambda: disk_stats(g2)["dict_censuses"] >= 1, timeout=10, what="a census after the start")
     calls = mock.stats()["chat"]
     for i, body in new.items():
         r, raw = raw_post(g2, CHAT, reqs[i], "identity")
