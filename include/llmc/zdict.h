@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LLMC_ZDICT_MAX 64u          /* dictionaries kept; training stops at this many */
+#define LLMC_ZDICT_MAX 64u          /* dictionaries held at most; training waits for one to go */
 #define LLMC_ZDICT_SIZE (64u << 10) /* bytes of one trained dictionary */
 
 typedef struct llmc_zdict_opts {
