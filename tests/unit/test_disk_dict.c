@@ -510,6 +510,36 @@ static void test_a_record_of_another_format_holds_the_census(void **state)
     close_tier(t);
 }
 
+/* At LLMC_ZDICT_MAX dictionaries training cannot add one (and leaves no
+   file behind); once a census frees those no record uses, it can again. */
+static void test_training_resumes_once_old_dictionaries_go(void **state)
+{
+    fixture_t *f = *state;
+    llmc_tier_t *t = open_tier(f, 0);
+    assert_int_equal(train(), 1);
+    for (uint32_t id = 1; id <= LLMC_ZDICT_MAX; id++) {
+        if (id > 1)
+            assert_int_equal(llmc_zdict_train_now(), 0); /* the samples held */
+        assert_int_equal(zstats().current, id);
+        put(t, id % NKEYS, 3600000, id < LLMC_ZDICT_MAX ? "old" : "last");
+        llmc_tier_disk_flush(t);     /* pinned by its record */
+    }
+    assert_int_equal(zstats().count, LLMC_ZDICT_MAX);
+    assert_int_equal(llmc_zdict_train_now(), LLMC_EFULL);
+    assert_false(dict_file(f, LLMC_ZDICT_MAX + 1));
+    llmc_tier_disk_census(t);
+    assert_int_equal(zstats().count, LLMC_ZDICT_MAX);
+    purge_ns(t, "old");
+    llmc_tier_disk_census(t);
+    assert_int_equal(zstats().count, 1);
+    assert_int_equal(zstats().removed, LLMC_ZDICT_MAX - 1);
+    assert_int_equal(llmc_zdict_train_now(), 0);
+    assert_int_equal(zstats().current, LLMC_ZDICT_MAX + 2); /* ids are never reused */
+    assert_true(dict_file(f, LLMC_ZDICT_MAX));
+    assert_true(reads(t, LLMC_ZDICT_MAX % NKEYS));
+    close_tier(t);
+}
+
 /* llmc_record_peek_dict reads the id a record decodes with, or 0. */
 static void test_peek_dict_matches_the_record(void **state)
 {
@@ -563,6 +593,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_after_a_restart_unused_dictionaries_go, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_record_of_another_format_holds_the_census, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_training_resumes_once_old_dictionaries_go, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_peek_dict_matches_the_record, setup, teardown),
     };
