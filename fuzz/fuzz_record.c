@@ -15,7 +15,9 @@
  * string checks behind it. The key is fixed: the seeds are encoded with it.
  *
  * Every input must decode to 0, LLMC_ECORRUPT, LLMC_EVERSION or
- * LLMC_ENOMEM, and a decoded entry must re-encode to the same bytes.
+ * LLMC_ENOMEM, and a decoded entry must re-encode to the same bytes. The
+ * dictionary peek (llmc_record_peek_dict) reads every input too, and must
+ * answer 0 for each record that decodes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -62,6 +64,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         reseal(&key, buf, len);
     int rc = llmc_record_decode(&key, buf, len, &e);
     if (rc != 0 && rc != LLMC_ECORRUPT && rc != LLMC_EVERSION && rc != LLMC_ENOMEM)
+        abort();
+    /* The dictionary census reads every record's dictionary id this way,
+       unchecked: it must stay inside the buffer, and a record that decodes
+       must peek (this process has no dictionary, so it names none). */
+    uint32_t dict_id;
+    int pk = llmc_record_peek_dict(buf, len, &dict_id);
+    if ((pk != 0 && pk != LLMC_ECORRUPT && pk != LLMC_EVERSION) ||
+        (rc == 0 && (pk != 0 || dict_id != 0)))
         abort();
     if (rc == 0) {
         /* A record of the current version encodes back to its own bytes;

@@ -154,6 +154,10 @@ typedef enum llmc_opt_type {
       "plain zstd).")                                                                           \
     X(compress_dict_retrain, "compress-dict-retrain", INT, "50000", 0, 1000000000, NULL,     \
       "New answers sampled before the dictionary is trained again (0: train once).")          \
+    X(compress_dict_gc, "compress-dict-gc", SECS, "60", 0, 86400000, NULL,                   \
+      "How often the disk tier checks which at-rest dictionaries its records still use: one " \
+      "that is not the newest, that no record uses and no memory entry holds is deleted "     \
+      "with its file (zdict-<id>). 0: never (old ones are kept; training stops at 64).")     \
     X(memory_hot_percent, "memory-hot-percent", INT, "10", 0, 90, NULL,                       \
       "Share of --max-memory (percent) kept for decompressed copies of popular answers, "   \
       "when --compress-at-rest is on: their hits need no decompression (0: none).")          \

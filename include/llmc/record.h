@@ -125,4 +125,17 @@ int llmc_record_decode(const llmc_key_t *key, const uint8_t *buf, size_t len, ll
  */
 int llmc_record_peek(const uint8_t *buf, size_t len, int64_t *created_ms, int64_t *expires_ms);
 
+/*
+ * Reads the id of the dictionary a record's body was compressed with
+ * (*dict_id; 0: none, the body stored as it is or plain zstd, or a version
+ * before 3) without checking the checksum: the disk tier's census of the
+ * dictionaries its records use (llmc/zdict.h) reads it from every record,
+ * where checksums would hash the whole file. Every record llmc_record_decode
+ * takes peeks to 0 with the id it decodes with. Returns 0, LLMC_ECORRUPT
+ * (as llmc_record_peek, or an encoding or body section length the record
+ * cannot hold) or LLMC_EVERSION (as llmc_record_peek). Never reads outside
+ * buf. Any thread.
+ */
+int llmc_record_peek_dict(const uint8_t *buf, size_t len, uint32_t *dict_id);
+
 #endif

@@ -15,9 +15,10 @@
  * (its file removed) when nothing does. Packed memory entries hold theirs
  * (llmc_zdict_pack_held, llmc_zdict_drop when the entry is freed); a
  * dictionary a disk record was written with (llmc_zdict_pack), or loaded
- * from the directory, is pinned: the disk tier does not report which
- * records it deletes, so such a dictionary is kept for good. A dictionary
- * that is not current, not pinned and held by no entry is freed at once.
+ * from the directory, is pinned: kept until the disk tier's census
+ * (llmc_zdict_census_begin/_end) finds that no committed record names it.
+ * A dictionary that is not current, not pinned and held by no entry is
+ * freed at once; the current one never is.
  *
  * Training: llmc_zdict_pack keeps a sample of what it compresses; once
  * train_samples samples are held (and again after each retrain_every new
@@ -31,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LLMC_ZDICT_MAX 64u          /* dictionaries kept; training stops at this many */
+#define LLMC_ZDICT_MAX 64u          /* dictionaries held at most; training waits for one to go */
 #define LLMC_ZDICT_SIZE (64u << 10) /* bytes of one trained dictionary */
 
 typedef struct llmc_zdict_opts {
@@ -49,6 +50,8 @@ typedef struct llmc_zdict_stats {
     uint32_t count;        /* dictionaries held */
     uint64_t trainings;    /* dictionaries trained by this process */
     uint64_t removed;      /* dictionaries freed once nothing used them */
+    uint32_t pinned;       /* dictionaries held because disk records may use them */
+    uint64_t unpinned;     /* dictionaries a census found no disk record using */
 } llmc_zdict_stats_t;
 
 /* Sets the options and loads the dictionaries in dir (NULL: keep them in
@@ -80,8 +83,28 @@ void llmc_zdict_sample(const void *src, size_t len);
 void llmc_zdict_drop(uint32_t dict_id);
 
 /* Decompresses exactly raw_len bytes into dst. LLMC_ECORRUPT when the frame
-   is bad, its size differs or dictionary dict_id is unknown. Any thread. */
+   is bad or its size differs; LLMC_EVERSION when dictionary dict_id is
+   unknown (a sound record this process cannot read). Any thread; holds the
+   dictionary while it decompresses, so a census may unpin it meanwhile. */
 int llmc_zdict_unpack(uint32_t dict_id, const void *src, size_t len, void *dst, size_t raw_len);
+
+/*
+ * The census of the dictionaries disk records use, which unpins those no
+ * record names (the disk tier's writer thread runs it over its committed
+ * records, tier/disk.c). llmc_zdict_census_begin writes into ids (room for
+ * LLMC_ZDICT_MAX) the pinned dictionaries that are not current, and returns
+ * how many: the only ones this census may unpin. No record packed from then
+ * on can name one of them (llmc_zdict_pack uses the current dictionary, and
+ * a dictionary never becomes current again), so the caller need only make
+ * sure that every record packed before the call is committed, visible to
+ * what it reads next. Having read every record, it calls
+ * llmc_zdict_census_end(ids, seen, n), seen[i] saying whether a record
+ * names ids[i]: the others are unpinned, and freed with their file unless a
+ * memory entry still holds them. Returns how many it unpinned. Any thread;
+ * one census at a time (one disk tier per process).
+ */
+size_t llmc_zdict_census_begin(uint32_t ids[LLMC_ZDICT_MAX]);
+size_t llmc_zdict_census_end(const uint32_t *ids, const bool *seen, size_t n);
 
 /* Trains a dictionary now from the samples held, synchronously (tests,
    bench). 0 or an LLMC_E* code. */

@@ -242,6 +242,28 @@ int llmc_record_peek(const uint8_t *buf, size_t len, int64_t *created_ms, int64_
     return 0;
 }
 
+int llmc_record_peek_dict(const uint8_t *buf, size_t len, uint32_t *dict_id)
+{
+    int64_t created, expires;
+    int rc = llmc_record_peek(buf, len, &created, &expires);
+    if (rc)
+        return rc;
+    /* The body section is the last before the checksum (the layout above):
+       its length alone locates it, whatever the strings before it hold. */
+    uint16_t v = ld16(buf + 2), enc = ld16(buf + 10);
+    uint64_t section = ld64(buf + 56);
+    *dict_id = 0;
+    if ((v < 3 && enc != 0) || enc > LLMC_RECORD_ZSTD ||
+        section > len - LLMC_RECORD_HEADER - LLMC_RECORD_TRAILER)
+        return LLMC_ECORRUPT;
+    if (enc != LLMC_RECORD_ZSTD)
+        return 0;
+    if (section < LLMC_RECORD_ZHEAD)
+        return LLMC_ECORRUPT;
+    *dict_id = ld32(buf + len - LLMC_RECORD_TRAILER - section);
+    return 0;
+}
+
 /* A read cursor over the variable part; take() fails instead of overrunning. */
 typedef struct rd {
     const uint8_t *p;

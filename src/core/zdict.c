@@ -5,9 +5,15 @@
  * - Each dictionary is a block of its own, freed only when it is not
  *   current, not pinned and no hold is left (see llmc/zdict.h: the
  *   lifecycle). Whoever uses a dictionary's pointer after dropping the
- *   lock holds it: packing takes a hold under the lock; unpacking is asked
- *   by the holder of a packed entry (a hold) or for a disk record (whose
- *   dictionary is pinned), so the pointer it finds stays good.
+ *   lock holds it: packing and unpacking take a hold under the lock.
+ *   Unpacking a disk record needs its own: a reader may decode a record
+ *   from a snapshot older than the delete that let a census unpin its
+ *   dictionary.
+ * - The census (llmc_zdict_census_begin/_end) may unpin only what was
+ *   pinned and not current when it began. Records are packed with the
+ *   current dictionary alone, and the current one only ever moves to a
+ *   newer one, so no record written after the census began names a
+ *   dictionary it may unpin: no generation count is needed.
  * - A trained dictionary is written to the directory (temporary file,
  *   fsync, rename) before it becomes current; a record compressed with it
  *   can therefore never reach the disk before its dictionary does.
@@ -24,6 +30,7 @@
  * - Nothing is stored compressed unless it saves at least 1/16: a frame
  *   that does not shrink only costs a decompression per read.
  */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -50,8 +57,8 @@ typedef struct dict {
     uint32_t id;
     ZSTD_CDict *c;
     ZSTD_DDict *d;
-    uint64_t holds;  /* packed memory entries (and packs in progress) using it */
-    bool pinned;     /* records on disk may use it: kept (llmc/zdict.h) */
+    uint64_t holds;  /* packed memory entries (and packs and unpacks in progress) */
+    bool pinned;     /* records on disk may use it: kept until a census says none does */
 } dict_t;
 
 typedef struct sample {
@@ -71,7 +78,7 @@ static struct {
     char *dir;
     dict_t *dicts[LLMC_ZDICT_MAX];
     uint32_t ndicts;
-    uint64_t removed;
+    uint64_t removed, unpinned;
     uint32_t max_id;      /* highest id loaded, skipped or trained */
     dict_t *current;
     sample_t samples[SAMPLES_CAP];
@@ -112,8 +119,10 @@ static dict_t *retire_locked(dict_t *d)
         if (g.dicts[i] == d) {
             g.dicts[i] = g.dicts[--g.ndicts];
             g.removed++;
-            /* Unpinned: no record was written with it, so no record needs
-               its file; left behind (a crash), it is loaded as pinned. */
+            /* Unpinned: no committed record names it (none was written
+               with it, or a census found none left), so no record needs
+               its file; left behind (a crash), it is loaded as pinned and
+               a census removes it. */
             if (g.dir) {
                 char path[4096];
                 snprintf(path, sizeof path, "%s/" DICT_PREFIX "%u", g.dir, d->id);
@@ -159,14 +168,6 @@ static dict_t *find_locked(uint32_t id)
     return NULL;
 }
 
-static const dict_t *find(uint32_t id)
-{
-    pthread_mutex_lock(&g.mu);
-    const dict_t *found = find_locked(id);
-    pthread_mutex_unlock(&g.mu);
-    return found;
-}
-
 void llmc_zdict_drop(uint32_t id)
 {
     if (!id)
@@ -197,25 +198,6 @@ static void put_cctx(ZSTD_CCtx *c)
     }
     pthread_mutex_unlock(&g.mu);
     ZSTD_freeCCtx(c);
-}
-
-static ZSTD_DCtx *get_dctx(void)
-{
-    pthread_mutex_lock(&g.mu);
-    ZSTD_DCtx *d = g.ndpool ? g.dpool[--g.ndpool] : NULL;
-    pthread_mutex_unlock(&g.mu);
-    return d ? d : ZSTD_createDCtx();
-}
-
-static void put_dctx(ZSTD_DCtx *d)
-{
-    pthread_mutex_lock(&g.mu);
-    if (g.ndpool < POOL) {
-        g.dpool[g.ndpool++] = d;
-        d = NULL;
-    }
-    pthread_mutex_unlock(&g.mu);
-    ZSTD_freeDCtx(d);
 }
 
 static int read_file(const char *path, uint8_t **out, size_t *len)
@@ -330,8 +312,19 @@ static int save(const char *dir, uint32_t id, const void *buf, size_t len)
     ssize_t w = write(fd, buf, len);
     int ok = w == (ssize_t)len && fsync(fd) == 0;
     ok = (close(fd) == 0) && ok && rename(tmp, path) == 0;
-    if (!ok)
+    if (!ok) {
         unlink(tmp);
+        return LLMC_EIO;
+    }
+    /* The name must be durable too before a record can name the
+       dictionary: after a power loss a record whose dictionary's
+       directory entry was lost could not be read. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ok = dfd >= 0 && fsync(dfd) == 0;
+    if (dfd >= 0)
+        close(dfd);
+    if (!ok)
+        unlink(path);
     return ok ? 0 : LLMC_EIO;
 }
 
@@ -384,9 +377,7 @@ static int train(batch_t *b)
     pthread_mutex_unlock(&g.mu);
     if (rc == 0 && has_dir && !dir)
         rc = LLMC_ENOMEM;
-    if (rc == 0 && dir)
-        rc = save(dir, id, dict, len);
-    free(dir);
+    bool saved = rc == 0 && dir && (rc = save(dir, id, dict, len)) == 0;
     dict_t *old = NULL;
     pthread_mutex_lock(&g.mu);
     if (rc == 0 && (rc = add_dict(id, dict, len, false, &old)) == 0) {
@@ -394,6 +385,14 @@ static int train(batch_t *b)
     }
     g.training = false;
     pthread_mutex_unlock(&g.mu);
+    /* Not taken (LLMC_ZDICT_MAX held): nothing uses it, and its file would
+       come back as the current dictionary at the next start. */
+    if (rc && saved) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/" DICT_PREFIX "%u", dir, id);
+        unlink(path);
+    }
+    free(dir);
     free_dict(old);
     free(dict);
     return rc;
@@ -525,20 +524,77 @@ int llmc_zdict_pack_held(const void *src, size_t len, uint8_t **out, size_t *out
 
 int llmc_zdict_unpack(uint32_t dict_id, const void *src, size_t len, void *dst, size_t raw_len)
 {
-    const dict_t *d = dict_id ? find(dict_id) : NULL;
+    /* One lock to hold the dictionary and take a context, one to give both
+       back: a disk hit decodes on the event loop. */
+    pthread_mutex_lock(&g.mu);
+    dict_t *d = dict_id ? find_locked(dict_id) : NULL;
+    ZSTD_DCtx *dx = NULL;
+    if (d)
+        d->holds++; /* see the file header: a census may unpin it meanwhile */
+    if (d || !dict_id)
+        dx = g.ndpool ? g.dpool[--g.ndpool] : NULL;
+    pthread_mutex_unlock(&g.mu);
     /* A sound record (its checksum held) whose dictionary is gone, e.g. a
        file removed by hand: unreadable here, not damage. LLMC_EVERSION
        makes the disk tier drop the record, as it does records of another
        format, instead of judging the whole file damaged. */
     if (dict_id && !d)
         return LLMC_EVERSION;
-    ZSTD_DCtx *dx = get_dctx();
+    if (!dx)
+        dx = ZSTD_createDCtx();
+    size_t n = !dx ? 0
+               : d ? ZSTD_decompress_usingDDict(dx, dst, raw_len, src, len, d->d)
+                   : ZSTD_decompressDCtx(dx, dst, raw_len, src, len);
+    dict_t *gone = NULL;
+    ZSTD_DCtx *spare = dx;
+    pthread_mutex_lock(&g.mu);
+    if (dx && g.ndpool < POOL) {
+        g.dpool[g.ndpool++] = dx;
+        spare = NULL;
+    }
+    if (d && --d->holds == 0)
+        gone = retire_locked(d);
+    pthread_mutex_unlock(&g.mu);
+    ZSTD_freeDCtx(spare);
+    free_dict(gone);
     if (!dx)
         return LLMC_ENOMEM;
-    size_t n = d ? ZSTD_decompress_usingDDict(dx, dst, raw_len, src, len, d->d)
-                 : ZSTD_decompressDCtx(dx, dst, raw_len, src, len);
-    put_dctx(dx);
     return ZSTD_isError(n) || n != raw_len ? LLMC_ECORRUPT : 0;
+}
+
+size_t llmc_zdict_census_begin(uint32_t ids[LLMC_ZDICT_MAX])
+{
+    size_t n = 0;
+    pthread_mutex_lock(&g.mu);
+    for (uint32_t i = 0; i < g.ndicts; i++)
+        if (g.dicts[i]->pinned && g.dicts[i] != g.current)
+            ids[n++] = g.dicts[i]->id;
+    pthread_mutex_unlock(&g.mu);
+    return n;
+}
+
+size_t llmc_zdict_census_end(const uint32_t *ids, const bool *seen, size_t n)
+{
+    dict_t *gone[LLMC_ZDICT_MAX];
+    size_t ngone = 0, unpinned = 0;
+    assert(n <= LLMC_ZDICT_MAX);
+    pthread_mutex_lock(&g.mu);
+    for (size_t i = 0; i < n; i++) {
+        dict_t *d = seen[i] ? NULL : find_locked(ids[i]);
+        /* Gone meanwhile (a shutdown), or not pinned any more: nothing to do. */
+        if (!d || !d->pinned)
+            continue;
+        assert(d != g.current); /* it was not at the start, and never is again */
+        d->pinned = false;
+        unpinned++;
+        if ((gone[ngone] = retire_locked(d)))
+            ngone++;
+    }
+    g.unpinned += unpinned;
+    pthread_mutex_unlock(&g.mu);
+    while (ngone)
+        free_dict(gone[--ngone]);
+    return unpinned;
 }
 
 void llmc_zdict_get_stats(llmc_zdict_stats_t *s)
@@ -546,7 +602,9 @@ void llmc_zdict_get_stats(llmc_zdict_stats_t *s)
     pthread_mutex_lock(&g.mu);
     *s = (llmc_zdict_stats_t){
         .current = g.current ? g.current->id : 0, .count = g.ndicts, .trainings = g.trainings,
-        .removed = g.removed,
+        .removed = g.removed, .unpinned = g.unpinned,
     };
+    for (uint32_t i = 0; i < g.ndicts; i++)
+        s->pinned += g.dicts[i]->pinned;
     pthread_mutex_unlock(&g.mu);
 }

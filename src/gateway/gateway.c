@@ -437,6 +437,7 @@ static int open_disk(llmc_gw_t *gw, llmc_tier_t **out, char *err, size_t errlen)
         .queue_len = (size_t)cfg->disk_queue,
         .keep_stale_ms = keep_stale_ms(cfg),
         .fail_on_corrupt = cfg->disk_on_corrupt == LLMC_CFG_DISK_ON_CORRUPT_FAIL,
+        .dict_census_ms = cfg->compress_dict_gc,
     };
     char derr[400] = "";
     llmc_tier_t *disk = NULL;

@@ -46,6 +46,16 @@
  *   'none' open with MDB_NOSYNC, which survives kill -9 (the pages are in
  *   the OS) but not a power loss between syncs; 'periodic' syncs every
  *   interval from the writer thread, the only place that reads a clock.
+ * - The dictionary census (disk.h) runs on the writer thread, a chunk of
+ *   records per queued op, so writes go on between chunks. That is also
+ *   what makes it sound: the writer packs a record and commits it in one
+ *   batch, so every record packed before the census began is committed
+ *   before its first read, and zdict offers as candidates only
+ *   dictionaries no later record can name (llmc_zdict_census_begin). A
+ *   record the census cannot read (damage, another format) makes it
+ *   inconclusive: nothing is freed. Before files go, the deletes that
+ *   freed them are synced (also with 'periodic' and 'none'): after a power
+ *   loss no record may come back naming a deleted dictionary.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -67,6 +77,7 @@
 
 #include "llmc/error.h"
 #include "llmc/record.h"
+#include "llmc/zdict.h"
 #include "tier/disk.h"
 
 #define BATCH_MAX       512      /* most entries committed in one transaction */
@@ -78,13 +89,14 @@
 #define EVICT_PCT       10       /* ... until this share more is free */
 #define MAP_FULL_TRIES  4
 #define SCAN_CHUNK      4096     /* records a purge scan reads per transaction */
+#define CENSUS_CHUNK    4096     /* records a dictionary census reads per step */
 #define IDX_LEN         (8 + LLMC_KEY_LEN)
 #define LMDB_FREE_DBI   0        /* LMDB's own databases, as mdb_stat(1) reads them */
 #define LMDB_MAIN_DBI   1
 #define MARKER          "llmcached.open"  /* see check_marker */
 #define DAMAGED         "damaged"         /* the marker's word after note_damage */
 
-enum op_kind { OP_PUT, OP_DEL_FOREIGN, OP_PURGE, OP_SWEEP };
+enum op_kind { OP_PUT, OP_DEL_FOREIGN, OP_PURGE, OP_SWEEP, OP_CENSUS };
 
 typedef struct op {
     struct op *next;     /* queue, then a worker's list of purges to report */
@@ -112,6 +124,22 @@ typedef struct disk_worker {
     bool attached;       /* async may be sent to; under mu */
 } disk_worker_t;
 
+/* The dictionary census (disk.h), writer thread only. */
+typedef struct census {
+    bool running, inconclusive;
+    size_t n, nseen;                    /* candidates ids[0..n), how many seen */
+    uint32_t ids[LLMC_ZDICT_MAX];
+    bool seen[LLMC_ZDICT_MAX];
+    llmc_key_t at[LLMC_ZDICT_MAX];      /* where each seen one was seen */
+    llmc_key_t from;                    /* the last key read, once started */
+    bool started;
+    /* Where the last census saw each dictionary: looked at first, so that
+       a census whose candidates are all still there reads nothing more. */
+    size_t nwit;
+    uint32_t wit_id[LLMC_ZDICT_MAX];
+    llmc_key_t wit_key[LLMC_ZDICT_MAX];
+} census_t;
+
 typedef struct disk {
     llmc_tier_t tier;
     MDB_env *env;
@@ -137,6 +165,9 @@ typedef struct disk {
     size_t nqueued;          /* bounded ops in the queue */
     uint64_t enq_seq, done_seq;
     bool stop, sweep_queued, sync_inited;
+    bool census_queued;      /* a census is queued or running */
+    int64_t census_next_ms;  /* when the next is due (tick's clock) */
+    uint64_t censuses;       /* ended, conclusive or not (llmc_tier_disk_census) */
     pthread_t writer;
     bool writer_started;
     _Atomic size_t npending;
@@ -152,10 +183,14 @@ typedef struct disk {
     /* Writer thread only. */
     bool dirty;
     int64_t last_sync_ms;
+    census_t census;
+    size_t census_chunk;     /* CENSUS_CHUNK; a test makes it small */
+    int64_t census_ms;       /* set at open */
 
     _Atomic uint64_t hits, misses, stored, evicted_size, evicted_ttl, purged, errors, dropped;
     _Atomic uint64_t quarantined;
     _Atomic uint64_t raw_bytes, packed_bytes; /* answers written, before/after compression */
+    _Atomic uint64_t census_runs, unpinned;   /* conclusive censuses; dictionaries they unpinned */
     _Atomic bool damage_seen; /* see note_damage */
     bool damage_marked;       /* the marker says so (writer thread, then close) */
     bool fail_on_corrupt;
@@ -170,7 +205,24 @@ typedef struct disk {
     X(raw_bytes, "stored_raw_bytes", COUNTER, "bytes",                                      \
       "Answer bytes written to the disk tier, before compression at rest.")                \
     X(packed_bytes, "stored_packed_bytes", COUNTER, "bytes",                                \
-      "The same answers' bytes as written (compressed or not; --compress-at-rest).")
+      "The same answers' bytes as written (compressed or not; --compress-at-rest).")         \
+    X(dict_current, "dict_current", GAUGE, "id",                                            \
+      "Id of the compression dictionary new records use (zdict-<id>; 0: none yet).")       \
+    X(dicts, "dicts", GAUGE, "dictionaries",                                                \
+      "Compression dictionaries held, by the disk records and memory entries that use "     \
+      "them (the whole process's).")                                                        \
+    X(dicts_pinned, "dicts_pinned", GAUGE, "dictionaries",                                  \
+      "Of those, the ones kept because disk records may use them.")                         \
+    X(dict_trainings, "dict_trainings", COUNTER, "dictionaries",                            \
+      "Compression dictionaries trained by this process.")                                  \
+    X(dict_censuses, "dict_censuses", COUNTER, "censuses",                                  \
+      "Censuses of the dictionaries the disk records use that ended with an answer "        \
+      "(--compress-dict-gc).")                                                              \
+    X(dicts_unpinned, "dicts_unpinned", COUNTER, "dictionaries",                            \
+      "Dictionaries a census found no disk record using: freed at once, or once no "        \
+      "memory entry holds them.")                                                           \
+    X(dicts_removed, "dicts_removed", COUNTER, "dictionaries",                              \
+      "Dictionaries freed, their file deleted, because nothing used them any more.")
 
 typedef struct disk_xstats {
     DISK_XSTATS_TABLE(LLMC_STAT_FIELD)
@@ -824,6 +876,208 @@ static void mark_damaged(disk_t *d)
             d->path);
 }
 
+/* ---- the dictionary census (disk.h), on the writer thread ---- */
+
+static int enqueue(disk_t *d, op_t *op, bool bounded);
+static void queue_del_foreign(disk_t *d, const llmc_key_t *key);
+
+/* Notes that candidate id is named by the record under key. */
+static void census_mark(census_t *c, uint32_t id, const uint8_t *key)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->ids[i] == id && !c->seen[i]) {
+            c->seen[i] = true;
+            memcpy(c->at[i].b, key, LLMC_KEY_LEN);
+            c->nseen++;
+        }
+    }
+}
+
+/*
+ * The dictionary the record v under key names (*id, 0: none), read without
+ * its checksum (llmc_record_peek_dict). False when that cannot be read:
+ * the record is then decoded as a get would, damage stopping the tier
+ * (note_damage) and one of another format queued for removal; either way
+ * the census cannot conclude, since the record may name a candidate.
+ */
+static bool census_read(disk_t *d, const llmc_key_t *key, const MDB_val *v, uint32_t *id)
+{
+    if (!value_sound(d, v)) {
+        note_damage(d, MDB_CORRUPTED);
+        return false;
+    }
+    if (llmc_record_peek_dict(v->mv_data, v->mv_size, id) == 0)
+        return true;
+    llmc_entry_t *e = NULL;
+    int dec = llmc_record_decode(key, v->mv_data, v->mv_size, &e);
+    llmc_entry_unref(e);
+    if (dec == LLMC_ECORRUPT)
+        note_damage(d, MDB_CORRUPTED);
+    else if (dec == LLMC_EVERSION)
+        queue_del_foreign(d, key);
+    return false;
+}
+
+/* Looks where the last census saw each dictionary. */
+static int census_witnesses(disk_t *d, MDB_txn *txn)
+{
+    census_t *c = &d->census;
+    for (size_t w = 0; w < c->nwit && !c->inconclusive && c->nseen < c->n; w++) {
+        MDB_val k = { LLMC_KEY_LEN, c->wit_key[w].b }, v;
+        uint32_t id;
+        int rc = mdb_get(txn, d->entries, &k, &v);
+        if (rc == MDB_NOTFOUND)
+            continue;
+        if (rc)
+            return rc;
+        if (!census_read(d, &c->wit_key[w], &v, &id))
+            c->inconclusive = true;
+        else if (id == c->wit_id[w])
+            census_mark(c, id, c->wit_key[w].b);
+    }
+    return 0;
+}
+
+/* Reads up to census_chunk records after the last one read; *more when
+   the census must read on. */
+static int census_chunk(disk_t *d, MDB_txn *txn, bool *more)
+{
+    census_t *c = &d->census;
+    MDB_cursor *cur;
+    MDB_val k = { LLMC_KEY_LEN, c->from.b }, v;
+    *more = false;
+    int rc = mdb_cursor_open(txn, d->entries, &cur);
+    if (rc)
+        return rc;
+    rc = mdb_cursor_get(cur, &k, &v, c->started ? MDB_SET_RANGE : MDB_FIRST);
+    if (rc == 0 && c->started && k.mv_size == LLMC_KEY_LEN &&
+        memcmp(k.mv_data, c->from.b, LLMC_KEY_LEN) == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    for (size_t n = 0; rc == 0 && n < d->census_chunk; n++) {
+        uint32_t id;
+        if (k.mv_size == LLMC_KEY_LEN) {
+            memcpy(c->from.b, k.mv_data, LLMC_KEY_LEN);
+            c->started = true;
+            if (!census_read(d, &c->from, &v, &id)) {
+                c->inconclusive = true;
+                break;
+            }
+            if (id)
+                census_mark(c, id, c->from.b);
+            if (c->nseen == c->n)
+                break; /* every candidate is named: nothing more to learn */
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    *more = rc == 0 && !c->inconclusive && c->nseen < c->n;
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/*
+ * Ends the census: a conclusive one hands zdict what it saw, after syncing
+ * the deletes that left a candidate unnamed (a power loss must not bring
+ * back a record naming a deleted dictionary), and keeps where it saw each
+ * candidate for the next one.
+ */
+static void census_end(disk_t *d)
+{
+    census_t *c = &d->census;
+    bool conclusive = !c->inconclusive && !atomic_load(&d->damage_seen);
+    if (conclusive && c->nseen < c->n && d->sync != LLMC_DISK_SYNC_FULL && d->dirty) {
+        if (mdb_env_sync(d->env, 1) != 0) {
+            count(&d->errors, 1);
+            conclusive = false;
+        } else {
+            d->dirty = false;
+            d->last_sync_ms = mono_ms();
+        }
+    }
+    if (conclusive) {
+        count(&d->unpinned, llmc_zdict_census_end(c->ids, c->seen, c->n));
+        count(&d->census_runs, 1);
+        c->nwit = 0;
+        for (size_t i = 0; i < c->n; i++) {
+            if (c->seen[i]) {
+                c->wit_id[c->nwit] = c->ids[i];
+                c->wit_key[c->nwit++] = c->at[i];
+            }
+        }
+    }
+    c->running = false;
+    pthread_mutex_lock(&d->mu);
+    d->census_queued = false;
+    d->censuses++;
+    pthread_cond_broadcast(&d->done);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* Queues a step of the census (the first, or the next). */
+static int census_queue(disk_t *d)
+{
+    op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        return LLMC_ENOMEM;
+    op->kind = OP_CENSUS;
+    if (enqueue(d, op, false)) {
+        free(op);
+        return LLMC_EFULL;
+    }
+    return 0;
+}
+
+/*
+ * One step: begins the census (its candidates, where they were last seen)
+ * or goes on reading, and ends it once every candidate is seen, every
+ * record read, or it cannot conclude. True when there is more to read.
+ */
+static bool census_step(disk_t *d)
+{
+    census_t *c = &d->census;
+    MDB_txn *txn;
+    bool more = false, fresh = !c->running;
+    if (fresh) {
+        memset(c->seen, 0, sizeof c->seen);
+        c->nseen = 0;
+        c->started = c->inconclusive = false;
+        c->running = true;
+        c->n = llmc_zdict_census_begin(c->ids);
+    }
+    /* A damaged file is not read any more (note_damage): nothing is known. */
+    c->inconclusive = c->inconclusive || atomic_load(&d->damage_seen);
+    if (c->n == 0 || c->inconclusive) {
+        census_end(d);
+        return false;
+    }
+    /* The writer's own transaction, aborted: it needs no reader slot. */
+    int rc = mdb_txn_begin(d->env, NULL, 0, &txn);
+    if (rc == 0) {
+        if (fresh)
+            rc = census_witnesses(d, txn);
+        if (rc == 0 && !c->inconclusive && c->nseen < c->n)
+            rc = census_chunk(d, txn, &more);
+        mdb_txn_abort(txn);
+    }
+    if (rc) {
+        note_damage(d, rc);
+        count(&d->errors, 1);
+        c->inconclusive = true;
+        more = false;
+    }
+    if (!more)
+        census_end(d);
+    return more;
+}
+
+/* Runs a step and queues the next one: writes queued meanwhile go first. */
+static void census_run(disk_t *d)
+{
+    if (census_step(d) && census_queue(d) != 0) {
+        d->census.inconclusive = true; /* stopping, or out of memory */
+        census_end(d);
+    }
+}
+
 /* ---- the writer thread ---- */
 
 static void maybe_sync(disk_t *d, bool force)
@@ -943,7 +1197,9 @@ static void *writer_main(void *arg)
     size_t nput;
     int rc;
     while ((batch = next_batch(d, &nput)) != NULL) {
-        if (atomic_load(&d->damage_seen)) {
+        if (batch->kind == OP_CENSUS) {
+            census_run(d); /* ends at once in a damaged file */
+        } else if (atomic_load(&d->damage_seen)) {
             /* Nothing more goes through a damaged file: a write is a failed
                one, and a purge has nothing to do, get() serving nothing. */
             count(&d->errors, nput);
@@ -1271,6 +1527,27 @@ static void disk_detach(llmc_tier_t *t, unsigned worker)
     uv_close((uv_handle_t *)&dw->async, (uv_close_cb)free);
 }
 
+/* Queues a dictionary census every census_ms, unless one is queued or running. */
+static void census_tick(disk_t *d, int64_t now_ms)
+{
+    if (d->census_ms <= 0)
+        return;
+    pthread_mutex_lock(&d->mu);
+    /* A clock set back by more than the interval starts it over from now. */
+    bool due = !d->census_queued && !d->stop &&
+               (now_ms >= d->census_next_ms || now_ms < d->census_next_ms - d->census_ms);
+    if (due) {
+        d->census_queued = true;
+        d->census_next_ms = now_ms + d->census_ms;
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (due && census_queue(d) != 0) {
+        pthread_mutex_lock(&d->mu);
+        d->census_queued = false;
+        pthread_mutex_unlock(&d->mu);
+    }
+}
+
 /* Queues one sweep of at most sweep_budget expired entries, unless one is waiting. */
 static void disk_tick(llmc_tier_t *t, int64_t now_ms)
 {
@@ -1292,6 +1569,7 @@ static void disk_tick(llmc_tier_t *t, int64_t now_ms)
         d->sweep_queued = false;
         pthread_mutex_unlock(&d->mu);
     }
+    census_tick(d, now_ms);
 }
 
 static void disk_stats(llmc_tier_t *t, llmc_tier_stats_t *out)
@@ -1320,9 +1598,18 @@ static void disk_stats(llmc_tier_t *t, llmc_tier_stats_t *out)
 static void disk_xstats(llmc_tier_t *t, void *out)
 {
     disk_t *d = t->impl;
+    llmc_zdict_stats_t z;
+    llmc_zdict_get_stats(&z);
     *(disk_xstats_t *)out = (disk_xstats_t){.quarantined = load(&d->quarantined),
                                        .raw_bytes = load(&d->raw_bytes),
-                                       .packed_bytes = load(&d->packed_bytes)};
+                                       .packed_bytes = load(&d->packed_bytes),
+                                       .dict_current = z.current,
+                                       .dicts = z.count,
+                                       .dicts_pinned = z.pinned,
+                                       .dict_trainings = z.trainings,
+                                       .dict_censuses = load(&d->census_runs),
+                                       .dicts_unpinned = load(&d->unpinned),
+                                       .dicts_removed = z.removed};
 }
 
 void llmc_tier_disk_flush(llmc_tier_t *t)
@@ -1332,6 +1619,29 @@ void llmc_tier_disk_flush(llmc_tier_t *t)
     uint64_t target = d->enq_seq;
     while (d->done_seq < target && d->writer_started)
         pthread_cond_wait(&d->done, &d->mu);
+    pthread_mutex_unlock(&d->mu);
+}
+
+void llmc_tier_disk_census(llmc_tier_t *t)
+{
+    disk_t *d = t->impl;
+    pthread_mutex_lock(&d->mu);
+    /* One queued or running now may have begun before the call: wait for the next. */
+    uint64_t target = d->censuses + (d->census_queued ? 2 : 1);
+    while (d->censuses < target && d->writer_started && !d->stop) {
+        if (!d->census_queued) {
+            d->census_queued = true;
+            pthread_mutex_unlock(&d->mu);
+            int rc = census_queue(d);
+            pthread_mutex_lock(&d->mu);
+            if (rc) {
+                d->census_queued = false;
+                break;
+            }
+            continue; /* it may have ended already */
+        }
+        pthread_cond_wait(&d->done, &d->mu);
+    }
     pthread_mutex_unlock(&d->mu);
 }
 
@@ -1777,6 +2087,8 @@ static disk_t *disk_alloc(const llmc_disk_config_t *cfg)
     d->sweep_budget = cfg->sweep_budget ? cfg->sweep_budget : 256;
     d->max_readers = cfg->max_readers ? cfg->max_readers : 512;
     d->fail_on_corrupt = cfg->fail_on_corrupt;
+    d->census_ms = cfg->dict_census_ms > 0 ? cfg->dict_census_ms : 0;
+    d->census_chunk = CENSUS_CHUNK;
     d->last_sync_ms = mono_ms();
     d->path = strdup(cfg->path);
     d->pool = calloc(d->max_readers, sizeof *d->pool);

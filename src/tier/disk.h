@@ -25,6 +25,16 @@
  * run (every get a miss, every write a counted error: a write through a
  * damaged page can crash inside LMDB) and is noted in the marker, so the
  * next start moves it aside.
+ *
+ * Records compressed at rest name their zstd dictionary (llmc/zdict.h),
+ * which stays pinned while a record may use it. Every dict_census_ms the
+ * writer takes a census of the dictionaries its committed records name,
+ * between its other work, and hands it to zdict, which frees (and deletes
+ * the file of) a dictionary that is not current, that no record names and
+ * no memory entry holds. The census reads only what it must: first the
+ * record each candidate was last seen in, then records in key order until
+ * every candidate is seen; a full read of the file happens only when a
+ * dictionary is about to be freed.
  */
 #ifndef LLMC_TIER_DISK_H
 #define LLMC_TIER_DISK_H
@@ -52,6 +62,8 @@ typedef struct llmc_disk_config {
     size_t sweep_budget;       /* expired entries removed per tick(); 0 means 256 */
     bool fail_on_corrupt;      /* a data file LMDB refuses fails the open instead of being
                                   moved aside (and a crash loop is only reported) */
+    int64_t dict_census_ms;    /* between censuses of the compression dictionaries the
+                                  records use; 0: none (dictionaries kept for good) */
 } llmc_disk_config_t;
 
 /*
@@ -72,5 +84,14 @@ int llmc_tier_disk_open(const llmc_disk_config_t *cfg, llmc_tier_t **out, char *
  * from an event loop.
  */
 void llmc_tier_disk_flush(llmc_tier_t *t);
+
+/*
+ * Runs a census of the compression dictionaries this tier's records use (as
+ * every dict_census_ms does), and blocks until one that began after the
+ * call has ended: afterwards, a dictionary no committed record named, not
+ * current and held by no memory entry is freed and its file deleted. For
+ * tests and tools; never from an event loop.
+ */
+void llmc_tier_disk_census(llmc_tier_t *t);
 
 #endif

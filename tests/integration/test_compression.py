@@ -772,3 +772,76 @@ def test_a_client_that_leaves_while_its_form_is_built(gateway_factory, mock):
     r, raw = raw_post(g, CHAT, big, "br")
     assert r.getheader("Content-Encoding") == "br" and br_decode(raw) == ident
     assert stat(g, "encodings_built") == 1
+
+
+# ------------------------------------------ old dictionaries freed (issue 18)
+
+DICT_ADMIN = {"Authorization": "Bearer dict-gc-token"}
+
+
+def disk_stats(g):
+    """tiers.disk of /stats, which the admin token guards once it is set."""
+    return g.stats(headers=DICT_ADMIN)["tiers"]["disk"]
+
+
+def dict_ids(data):
+    return {int(p.name[len("zdict-"):]) for p in data.glob("zdict-*")
+            if p.name[len("zdict-"):].isdigit()}
+
+
+def test_old_dictionaries_go_once_no_record_uses_them(gateway_factory, mock, tmp_path):
+    """Dictionaries retrained every 20 answers: those only the answers tagged
+    'old' were written with stay while those answers are stored, and their
+    zdict-<id> files go once a purge takes the answers; the answers left are
+    disk hits after a restart (after its census), byte for byte."""
+    data = tmp_path / "data"
+    args = ["--data-dir", str(data), "--compress-dict-samples", "20",
+            "--compress-dict-retrain", "20", "--compress-dict-gc", "0.2"]
+    env = {"LLMC_ADMIN_TOKEN": "dict-gc-token"}
+    g = gateway_factory(mock, args=args, env=env)
+    reqs = [chat_body(f"dict gc {i}", mock={"body": a})
+            for i, a in enumerate(corpus_answers(200, seed=1820))]
+    n_old = 0
+    while disk_stats(g)["dict_trainings"] < 2:
+        assert n_old < 150, disk_stats(g)
+        r = post(g, CHAT, reqs[n_old], accept="identity", headers={"X-Cache-Tags": "old"})
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
+        n_old += 1
+        time.sleep(0.01)  # training runs beside the requests
+    wait_until(lambda: disk_stats(g)["stored"] >= n_old, timeout=10, what="the old answers on disk")
+    current = disk_stats(g)["dict_current"]
+    # Not a newer one (a training under way): the new answers may use it.
+    old_dicts = {i for i in dict_ids(data) if i <= current}
+    assert current in old_dicts and len(old_dicts) >= 2, (current, old_dicts)
+    new = {}
+    for i in range(n_old, n_old + 40):
+        r = post(g, CHAT, reqs[i], accept="identity")
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
+        new[i] = r.content
+    wait_until(lambda: disk_stats(g)["stored"] >= n_old + 40, timeout=10, what="the new answers on disk")
+    # Censuses run (every 0.2 s) and keep what records use.
+    runs = disk_stats(g)["dict_censuses"]
+    wait_until(lambda: disk_stats(g)["dict_censuses"] >= runs + 2, timeout=10, what="two censuses")
+    assert old_dicts <= dict_ids(data)
+
+    r = g.post("/admin/purge", {"tag": "old"}, headers=DICT_ADMIN)
+    assert r.status_code == 200, r.text
+    gone = old_dicts - {current}
+    wait_until(lambda: not gone & dict_ids(data), timeout=10,
+               what=f"zdict files {sorted(gone)} deleted")
+    d = disk_stats(g)
+    assert d["dicts_removed"] >= len(gone) and d["dicts_unpinned"] >= len(gone), d
+    g.must_survive = False
+    assert g.stop() is None
+
+    g2 = gateway_factory(mock, args=args, env=env)
+    wait_until(lambda: disk_stats(g2)["dict_censuses"] >= 1, timeout=10, what="a census after the start")
+    calls = mock.stats()["chat"]
+    for i, body in new.items():
+        r, raw = raw_post(g2, CHAT, reqs[i], "identity")
+        assert r.status == 200 and r.getheader("X-Cache") == "HIT", (i, r.getheaders())
+        assert raw == body, f"answer {i} changed across the restart"
+    assert mock.stats()["chat"] == calls, "every answer left must come from the disk tier"
+    assert not gone & dict_ids(data)
+    r = post(g2, CHAT, reqs[0], accept="identity", headers={"X-Cache-Tags": "old"})
+    assert r.headers["X-Cache"] == "MISS"
