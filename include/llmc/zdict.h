@@ -88,6 +88,15 @@ void llmc_zdict_drop(uint32_t dict_id);
    dictionary while it decompresses, so a census may unpin it meanwhile. */
 int llmc_zdict_unpack(uint32_t dict_id, const void *src, size_t len, void *dst, size_t raw_len);
 
+/* Whether src (len bytes) can be a frame of raw_len bytes, checked before
+   anything is allocated for it: the frame's own size field, when it has
+   one, must agree, and no zstd frame expands more than
+   LLMC_ZDICT_MAX_EXPANSION times (a block of up to 128 KiB takes at least
+   a 3-byte header and a byte). 0 or LLMC_ECORRUPT: a damaged or forged
+   record must not size a multi-gigabyte buffer. */
+int llmc_zdict_frame_fits(const void *src, size_t len, uint64_t raw_len);
+#define LLMC_ZDICT_MAX_EXPANSION 32768u
+
 /*
  * The census of the dictionaries disk records use, which unpins those no
  * record names (the disk tier's writer thread runs it over its committed

@@ -352,7 +352,7 @@ static int take_zbody(rd_t *r, llmc_entry_spec_t *s, char **raw)
         return LLMC_ECORRUPT;
     uint32_t dict_id = ld32(h);
     uint64_t raw_len = ld64(h + 4);
-    if (raw_len > LLMC_ENTRY_MAX_BODY)
+    if (raw_len > LLMC_ENTRY_MAX_BODY || llmc_zdict_frame_fits(r->p, r->left, raw_len))
         return LLMC_ECORRUPT;
     /* One spare byte: the buffer is NUL-terminated like an entry body. */
     if (!(*raw = malloc((size_t)raw_len + 1)))

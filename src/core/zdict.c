@@ -522,6 +522,14 @@ int llmc_zdict_pack_held(const void *src, size_t len, uint8_t **out, size_t *out
     return pack(src, len, out, out_len, dict_id, true);
 }
 
+int llmc_zdict_frame_fits(const void *src, size_t len, uint64_t raw_len)
+{
+    unsigned long long fcs = ZSTD_getFrameContentSize(src, len);
+    if (fcs == ZSTD_CONTENTSIZE_ERROR || (fcs != ZSTD_CONTENTSIZE_UNKNOWN && fcs != raw_len))
+        return LLMC_ECORRUPT;
+    return raw_len / LLMC_ZDICT_MAX_EXPANSION > len ? LLMC_ECORRUPT : 0;
+}
+
 int llmc_zdict_unpack(uint32_t dict_id, const void *src, size_t len, void *dst, size_t raw_len)
 {
     /* One lock to hold the dictionary and take a context, one to give both

@@ -365,10 +365,47 @@ static void test_damaged_frame_is_corrupt(void **state)
     llmc_zdict_shutdown();
 }
 
+/* A record whose decoded length is forged (resealed, so its checksum
+   holds) is refused before that length sizes a buffer: 3.75 GiB claimed
+   for a 1 KB frame once made decode try the malloc (fuzz_record's OOM). */
+static void test_forged_length_sizes_nothing(void **state)
+{
+    (void)state;
+    init(256, 0, 0, NULL);
+    llmc_key_t k = key_of(8);
+    char *body = answer(1200);
+    llmc_entry_t *e = entry_of(&k, body), *out = NULL;
+    size_t len;
+    bool packed;
+    uint32_t dict;
+    uint8_t *buf = encode(e, &len, &packed, &dict);
+    assert_true(packed);
+    size_t zhead = len - 8 - (size_t)buf[56] - ((size_t)buf[57] << 8) - ((size_t)buf[58] << 16);
+    const uint8_t *frame = buf + zhead + LLMC_RECORD_ZHEAD;
+    size_t flen = len - 8 - zhead - LLMC_RECORD_ZHEAD;
+    assert_int_equal(llmc_zdict_frame_fits(frame, flen, strlen(body)), 0);
+    assert_int_equal(llmc_zdict_frame_fits(frame, flen, strlen(body) + 1), LLMC_ECORRUPT);
+    assert_int_equal(llmc_zdict_frame_fits("not zstd", 8, 4), LLMC_ECORRUPT);
+    uint64_t forged = 0xF0000000ull; /* 3.75 GiB, under LLMC_ENTRY_MAX_BODY */
+    uint8_t *copy = malloc(len);
+    memcpy(copy, buf, len);
+    for (int i = 0; i < 8; i++)
+        copy[zhead + 4 + i] = (uint8_t)(forged >> (8 * i));
+    reseal(&k, copy, len);
+    assert_int_equal(llmc_record_decode(&k, copy, len, &out), LLMC_ECORRUPT);
+    assert_null(out);
+    free(copy);
+    free(buf);
+    llmc_entry_unref(e);
+    free(body);
+    llmc_zdict_shutdown();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_zstd_round_trip),
+        cmocka_unit_test(test_forged_length_sizes_nothing),
         cmocka_unit_test(test_small_or_off_is_stored_as_is),
         cmocka_unit_test(test_dictionary_change_over),
         cmocka_unit_test(test_dictionaries_survive_a_restart),
