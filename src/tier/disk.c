@@ -778,6 +778,10 @@ static int scan_chunk(disk_t *d, MDB_txn *txn, const llmc_purge_t *sel, llmc_key
         if (k.mv_size != LLMC_KEY_LEN)
             continue;
         memcpy(from->b, k.mv_data, LLMC_KEY_LEN);
+        if (!value_sound(d, &v)) {
+            rc = MDB_CORRUPTED; /* reading it would leave the map; never deleted */
+            break;
+        }
         int dec = llmc_record_decode(from, v.mv_data, v.mv_size, &e);
         if (dec == LLMC_ENOMEM)
             continue;
