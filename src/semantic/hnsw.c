@@ -78,6 +78,10 @@
 #define HNSW_REGION_MIN ((size_t)32 << 20)
 #endif
 #define MAX_REGIONS 48
+/* How many nodes ahead of the one scored a walk starts fetching. */
+#ifndef HNSW_AHEAD
+#define HNSW_AHEAD 2
+#endif
 
 typedef struct cand {
     float s;
@@ -430,12 +434,21 @@ static inline float qsim(const llmc_hnsw_t *h, const qry_t *q, uint32_t n)
     return h->dotf(q->f, vec_of(h, n), h->dim);
 }
 
-/* Starts the fetch of node n's compared bytes (a walk's next step). */
+/* Starts the fetch of node n's compared bytes (a walk's next step): its
+   code and scale, or its floats. */
 static inline void prefetch_node(const llmc_hnsw_t *h, const qry_t *q, uint32_t n)
 {
     const char *p = q->coarse ? (const char *)code_of(h, n) : (const char *)vec_of(h, n);
-    size_t len = q->coarse ? h->dim : h->dim * sizeof(float);
-    for (size_t o = 0; o < len && o < 2048; o += 64)
+    size_t len = q->coarse ? h->off_scale + sizeof(float) : h->dim * sizeof(float);
+    for (size_t o = 0; o < len && o < 2048 + 64; o += 64)
+        __builtin_prefetch(p + o);
+}
+
+/* Starts the fetch of node n's layer-0 list (the walk's next expansion). */
+static inline void prefetch_list(const llmc_hnsw_t *h, uint32_t n)
+{
+    const char *p = (const char *)list_of(h, n, 0);
+    for (size_t o = 0; o < (1 + h->m0) * sizeof(uint32_t); o += 64)
         __builtin_prefetch(p + o);
 }
 
@@ -533,17 +546,24 @@ static size_t beam(const llmc_hnsw_t *h, scratch_t *sc, const qry_t *q, uint32_t
         if (res->n >= ef && c.s < -res->a[0].s)
             break;
         heap_pop(cand);
+        if (l == 0 && cand->n)
+            prefetch_list(h, cand->a[0].id); /* likely the next expanded */
+        /* The unseen neighbours first, then their fetches started
+           HNSW_AHEAD ahead of the scoring: several nodes' misses overlap
+           where one at a time left the core waiting on each. */
         const uint32_t *L = list_of(h, c.id, l);
-        uint32_t cnt = L[0];
-        if (cnt)
-            prefetch_node(h, q, L[1]);
-        for (uint32_t j = 1; j <= cnt; j++) {
-            uint32_t e = L[j];
-            if (j < cnt)
-                prefetch_node(h, q, L[j + 1]);
-            if (visit[e] == mark)
-                continue;
-            visit[e] = mark;
+        uint32_t cnt = L[0], fresh[2 * MAX_M], nf = 0;
+        for (uint32_t j = 1; j <= cnt; j++)
+            if (visit[L[j]] != mark) {
+                visit[L[j]] = mark;
+                fresh[nf++] = L[j];
+            }
+        for (uint32_t j = 0; j < nf && j < HNSW_AHEAD; j++)
+            prefetch_node(h, q, fresh[j]);
+        for (uint32_t j = 0; j < nf; j++) {
+            uint32_t e = fresh[j];
+            if (j + HNSW_AHEAD < nf)
+                prefetch_node(h, q, fresh[j + HNSW_AHEAD]);
             float t = qsim(h, q, e);
             if (res->n < ef || t > -res->a[0].s) {
                 heap_push(cand, t, e);
