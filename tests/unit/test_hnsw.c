@@ -182,6 +182,9 @@ static void churn(unsigned q8, bool lose)
         checked(h);
         assert_int_equal(llmc_hnsw_count(h), live_n);
         assert_true(h->used <= peak);
+        for (uint32_t n = 0; n < h->used; n++) /* in-lists keep under two steps spare */
+            if (live(h, n) && *incap_of(h, n) != LOST)
+                assert_true(*incap_of(h, n) < *indeg_of(h, n, 0) + 2 * IN_STEP);
         double r = recall(h, vecs, alive, next_label, 40, 100);
         assert_true(r >= 0.9);
     }
