@@ -51,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -66,6 +67,22 @@
 #define MAX_M 64
 #define SEARCH_POOL 32
 
+/* Big graphs on huge pages (see arena_t): the page, the bytes a stream of
+   chunks must reach first (-D for a bench's trial of others), the least a
+   mapping reserves (address space only: pages are touched as used). */
+#define HUGE_PAGE ((size_t)2 << 20)
+#ifndef HNSW_HUGE_FROM
+#define HNSW_HUGE_FROM ((size_t)8 << 20)
+#endif
+#ifndef HNSW_REGION_MIN
+#define HNSW_REGION_MIN ((size_t)32 << 20)
+#endif
+#define MAX_REGIONS 48
+/* How many nodes ahead of the one scored a walk starts fetching. */
+#ifndef HNSW_AHEAD
+#define HNSW_AHEAD 2
+#endif
+
 typedef struct cand {
     float s;
     uint32_t id;
@@ -80,11 +97,39 @@ typedef struct heap {
 typedef struct scratch {
     uint32_t *visit; /* visit[node] == epoch: seen in this walk */
     size_t vcap;     /* slots visit covers */
+    size_t vmap;     /* non-zero: visit is a mapping of this many bytes (huge pages) */
     uint32_t epoch;
     int8_t *qcode;   /* q8: the query's code */
     heap_t cand, res;   /* res is keyed by -s: its top is the worst kept */
     cand_t *sorted;     /* res drained best first, res.cap entries */
 } scratch_t;
+
+/*
+ * Where a stream of equal chunks (node blocks; with q8 also the float
+ * vectors) comes from. While the stream is under HNSW_HUGE_FROM bytes each
+ * chunk is its own malloc, so a small partition costs nothing extra. Once
+ * it gets there, every chunk moves (one copy) into 2 MB-aligned mappings
+ * advised MADV_HUGEPAGE, and later chunks are carved from them in turn: a
+ * search step's node is then nearly never a TLB miss (at 100,000 nodes
+ * of 512 dimensions the blocks span 17,000 small pages, several times
+ * what the TLB holds, and 35 huge ones). What is wasted is the unused
+ * part of the last huge page touched and each full mapping's tail, under
+ * one chunk: a few percent of such a graph. Chunks' addresses stay in the
+ * chunk table, so a node's address costs what it did.
+ */
+typedef struct region {
+    uint8_t *base;
+    size_t len;
+} region_t;
+
+typedef struct arena {
+    size_t chunk;   /* bytes per chunk, a multiple of 64 */
+    size_t from;    /* stream bytes from which chunks lie in mappings (HNSW_HUGE_FROM) */
+    bool huge;      /* the chunks lie in reg[], not on the heap */
+    region_t reg[MAX_REGIONS];
+    unsigned nreg;
+    size_t off;     /* bytes handed out of the last region */
+} arena_t;
 
 typedef float (*dotf_fn)(const float *a, const float *b, unsigned n);
 typedef int32_t (*dot8_fn)(const int8_t *a, const int8_t *b, unsigned n);
@@ -103,7 +148,8 @@ struct llmc_hnsw {
     bool q8;          /* int8 codes in the blocks, floats in fchunks */
     dotf_fn dotf;     /* the widest dot the CPU runs, picked once at new */
     dot8_fn dot8;
-    float **fchunks;  /* q8: the float vectors, CHUNK per chunk */
+    uint8_t **fchunks; /* q8: the float vectors, CHUNK per chunk */
+    arena_t nodes, floats; /* where chunks and fchunks come from */
     size_t off_scale, off_in, off_incap;
     uint64_t rng;
     double ml;
@@ -134,7 +180,7 @@ static inline uint8_t *blk(const llmc_hnsw_t *h, uint32_t n)
 static inline float *vec_of(const llmc_hnsw_t *h, uint32_t n)
 {
     if (h->q8)
-        return h->fchunks[n >> CHUNK_SHIFT] + (size_t)(n & (CHUNK - 1)) * h->dim;
+        return (float *)h->fchunks[n >> CHUNK_SHIFT] + (size_t)(n & (CHUNK - 1)) * h->dim;
     return (float *)blk(h, n);
 }
 
@@ -184,8 +230,12 @@ static inline uint32_t *indeg_of(const llmc_hnsw_t *h, uint32_t n, int l)
 
 /* Node n's layer-0 in-links: who links to it, in no order, as many as its
    in-degree; inl_of NULL with incap LOST: the list could not grow, a
-   delete then hunts for the in-links as before the lists existed. */
+   delete then hunts for the in-links as before the lists existed. Lists
+   grow and shrink by IN_STEP entries (one malloc size class), not by
+   doubling: a doubled list holds a third more than it uses on average,
+   some 50 bytes a node at m 16 (make bench-hnsw). */
 #define LOST UINT32_MAX
+#define IN_STEP 4
 
 static inline uint32_t **inl_of(const llmc_hnsw_t *h, uint32_t n)
 {
@@ -204,7 +254,7 @@ static void in_add(const llmc_hnsw_t *h, uint32_t t, int l, uint32_t from)
     if (l == 0 && *incap_of(h, t) != LOST) {
         uint32_t **in = inl_of(h, t), *cap = incap_of(h, t);
         if (*d == *cap) {
-            uint32_t nc = *cap ? *cap * 2 : 8, *v = realloc(*in, nc * sizeof(*v));
+            uint32_t nc = *cap + IN_STEP, *v = realloc(*in, nc * sizeof(*v));
             if (!v) {
                 free(*in); /* a hint lost, never a wrong one */
                 *in = NULL;
@@ -231,6 +281,17 @@ static void in_del(const llmc_hnsw_t *h, uint32_t t, int l, uint32_t from)
             i++;
         assert(i < *d);
         in[i] = in[*d - 1];
+        uint32_t *cap = incap_of(h, t);
+        if (*cap >= *d - 1 + 2 * IN_STEP) {
+            /* two steps spare: give one back (not at one, so a node that
+               gains and loses a link in turn does not realloc each time);
+               a failed shrink keeps the bigger list */
+            uint32_t *v = realloc(in, (*cap - IN_STEP) * sizeof(*v));
+            if (v) {
+                *inl_of(h, t) = v;
+                *cap -= IN_STEP;
+            }
+        }
     }
     (*d)--;
 }
@@ -388,12 +449,21 @@ static inline float qsim(const llmc_hnsw_t *h, const qry_t *q, uint32_t n)
     return h->dotf(q->f, vec_of(h, n), h->dim);
 }
 
-/* Starts the fetch of node n's compared bytes (a walk's next step). */
+/* Starts the fetch of node n's compared bytes (a walk's next step): its
+   code and scale, or its floats. */
 static inline void prefetch_node(const llmc_hnsw_t *h, const qry_t *q, uint32_t n)
 {
     const char *p = q->coarse ? (const char *)code_of(h, n) : (const char *)vec_of(h, n);
-    size_t len = q->coarse ? h->dim : h->dim * sizeof(float);
-    for (size_t o = 0; o < len && o < 2048; o += 64)
+    size_t len = q->coarse ? h->off_scale + sizeof(float) : h->dim * sizeof(float);
+    for (size_t o = 0; o < len && o < 2048 + 64; o += 64)
+        __builtin_prefetch(p + o);
+}
+
+/* Starts the fetch of node n's layer-0 list (the walk's next expansion). */
+static inline void prefetch_list(const llmc_hnsw_t *h, uint32_t n)
+{
+    const char *p = (const char *)list_of(h, n, 0);
+    for (size_t o = 0; o < (1 + h->m0) * sizeof(uint32_t); o += 64)
         __builtin_prefetch(p + o);
 }
 
@@ -491,17 +561,24 @@ static size_t beam(const llmc_hnsw_t *h, scratch_t *sc, const qry_t *q, uint32_t
         if (res->n >= ef && c.s < -res->a[0].s)
             break;
         heap_pop(cand);
+        if (l == 0 && cand->n)
+            prefetch_list(h, cand->a[0].id); /* likely the next expanded */
+        /* The unseen neighbours first, then their fetches started
+           HNSW_AHEAD ahead of the scoring: several nodes' misses overlap
+           where one at a time left the core waiting on each. */
         const uint32_t *L = list_of(h, c.id, l);
-        uint32_t cnt = L[0];
-        if (cnt)
-            prefetch_node(h, q, L[1]);
-        for (uint32_t j = 1; j <= cnt; j++) {
-            uint32_t e = L[j];
-            if (j < cnt)
-                prefetch_node(h, q, L[j + 1]);
-            if (visit[e] == mark)
-                continue;
-            visit[e] = mark;
+        uint32_t cnt = L[0], fresh[2 * MAX_M], nf = 0;
+        for (uint32_t j = 1; j <= cnt; j++)
+            if (visit[L[j]] != mark) {
+                visit[L[j]] = mark;
+                fresh[nf++] = L[j];
+            }
+        for (uint32_t j = 0; j < nf && j < HNSW_AHEAD; j++)
+            prefetch_node(h, q, fresh[j]);
+        for (uint32_t j = 0; j < nf; j++) {
+            uint32_t e = fresh[j];
+            if (j + HNSW_AHEAD < nf)
+                prefetch_node(h, q, fresh[j + HNSW_AHEAD]);
             float t = qsim(h, q, e);
             if (res->n < ef || t > -res->a[0].s) {
                 heap_push(cand, t, e);
@@ -598,12 +675,162 @@ static void link_into(llmc_hnsw_t *h, uint32_t y, uint32_t x, int l)
     relist(h, y, l, &x, 1);
 }
 
-/* ---- new, free ------------------------------------------------------------------ */
+/* ---- memory: huge pages for big graphs ------------------------------------------ */
 
 static size_t align_up(size_t n, size_t a)
 {
     return (n + a - 1) / a * a;
 }
+
+/* len bytes (a multiple of HUGE_PAGE) of zeroed memory on a 2 MB boundary,
+   advised for huge pages; NULL: none. Advice refused (no THP in this
+   kernel) still leaves usable memory on small pages. */
+static void *map_huge(size_t len)
+{
+    size_t span = len + HUGE_PAGE;
+    uint8_t *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    uint8_t *a = (uint8_t *)align_up((uintptr_t)p, HUGE_PAGE);
+    if (a > p)
+        munmap(p, (size_t)(a - p));
+    if (a + len < p + span)
+        munmap(a + len, (size_t)(p + span - (a + len)));
+    (void)madvise(a, len, MADV_HUGEPAGE);
+    return a;
+}
+
+/* The next chunk of the mappings: a new one when the last is full, as big
+   as all before it together (so there are few), at least HNSW_REGION_MIN. */
+static uint8_t *arena_carve(arena_t *a)
+{
+    assert(a->huge);
+    if (!a->nreg || a->off + a->chunk > a->reg[a->nreg - 1].len) {
+        size_t have = 0;
+        for (unsigned i = 0; i < a->nreg; i++)
+            have += a->reg[i].len;
+        size_t len = align_up(have > HNSW_REGION_MIN ? have : HNSW_REGION_MIN, HUGE_PAGE);
+        len = len < a->chunk ? align_up(a->chunk, HUGE_PAGE) : len;
+        uint8_t *p = a->nreg < MAX_REGIONS ? map_huge(len) : NULL;
+        if (!p)
+            return NULL;
+        a->reg[a->nreg++] = (region_t){.base = p, .len = len};
+        a->off = 0;
+    }
+    uint8_t *c = a->reg[a->nreg - 1].base + a->off;
+    a->off += a->chunk;
+    return c;
+}
+
+/* The stream's n chunks (table) move into one mapping with room to spare;
+   a failure leaves them where they were, to be tried at the next chunk. */
+static void arena_go_huge(arena_t *a, uint8_t **table, size_t n)
+{
+    size_t len = align_up(2 * (n + 1) * a->chunk, HUGE_PAGE),
+           least = align_up(HNSW_REGION_MIN, HUGE_PAGE);
+    len = len > least ? len : least;
+    uint8_t *p = map_huge(len);
+    if (!p)
+        return;
+    a->reg[0] = (region_t){.base = p, .len = len};
+    a->nreg = 1;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(p + i * a->chunk, table[i], a->chunk);
+        free(table[i]);
+        table[i] = p + i * a->chunk;
+    }
+    a->off = n * a->chunk;
+    a->huge = true;
+}
+
+/* A new chunk after the stream's n (in table); NULL: no memory. */
+static uint8_t *arena_chunk(arena_t *a, uint8_t **table, size_t n)
+{
+    if (!a->huge && (n + 1) * a->chunk >= a->from)
+        arena_go_huge(a, table, n);
+    if (a->huge)
+        return arena_carve(a);
+    return aligned_alloc(64, a->chunk);
+}
+
+/* Takes back the chunk just handed out (an add that failed later). */
+static void arena_unchunk(arena_t *a, uint8_t *c)
+{
+    if (!a->huge) {
+        free(c);
+        return;
+    }
+    assert(a->nreg && c + a->chunk == a->reg[a->nreg - 1].base + a->off);
+    a->off -= a->chunk;
+}
+
+static void arena_free(arena_t *a, uint8_t **table, size_t n)
+{
+    if (!a->huge) {
+        for (size_t i = 0; i < n; i++)
+            free(table[i]);
+        return;
+    }
+    for (unsigned i = 0; i < a->nreg; i++)
+        munmap(a->reg[i].base, a->reg[i].len);
+}
+
+/* What the stream's n chunks take: on the heap, themselves; in mappings,
+   every huge page touched (all of each full mapping, the last in part). */
+static size_t arena_bytes(const arena_t *a, size_t n)
+{
+    if (!a->huge)
+        return n * a->chunk;
+    size_t b = 0;
+    for (unsigned i = 0; i + 1 < a->nreg; i++)
+        b += a->reg[i].len;
+    return b + align_up(a->off, HUGE_PAGE);
+}
+
+static void marks_release(scratch_t *sc)
+{
+    if (sc->vmap)
+        munmap(sc->visit, sc->vmap);
+    else
+        free(sc->visit);
+}
+
+/* Room in sc for the marks of need slots, new ones zero. Past one huge
+   page of marks they live in a mapping of whole huge pages, grown rarely:
+   a walk's mark reads are as scattered as its nodes. */
+static bool marks_fit(scratch_t *sc, size_t need)
+{
+    if (need <= sc->vcap)
+        return true;
+    size_t bytes = need * sizeof(uint32_t);
+    if (bytes < HUGE_PAGE) {
+        uint32_t *v = realloc(sc->visit, bytes);
+        if (!v)
+            return false;
+        memset(v + sc->vcap, 0, (need - sc->vcap) * sizeof(*v));
+        sc->visit = v;
+        sc->vcap = need;
+        return true;
+    }
+    size_t len = align_up(bytes + bytes / 4, HUGE_PAGE);
+    uint32_t *v = map_huge(len);
+    if (!v)
+        return false;
+    if (sc->vcap)
+        memcpy(v, sc->visit, sc->vcap * sizeof(*v));
+    marks_release(sc);
+    sc->visit = v;
+    sc->vmap = len;
+    sc->vcap = len / sizeof(*v);
+    return true;
+}
+
+static size_t marks_bytes(const scratch_t *sc)
+{
+    return sc->vmap ? sc->vmap : sc->vcap * sizeof(uint32_t);
+}
+
+/* ---- new, free ------------------------------------------------------------------ */
 
 llmc_hnsw_t *llmc_hnsw_new(unsigned dim, const llmc_hnsw_opts_t *opts)
 {
@@ -647,6 +874,9 @@ llmc_hnsw_t *llmc_hnsw_new(unsigned dim, const llmc_hnsw_opts_t *opts)
     h->off_in = h->off_incap + sizeof(uint32_t); /* 8-aligned: up is */
     h->off_level = h->off_in + sizeof(uint32_t *);
     h->bsize = align_up(h->off_level + 1, h->q8 ? 64 : 8);
+    h->nodes.chunk = align_up(CHUNK * h->bsize, 64);
+    h->floats.chunk = (size_t)CHUNK * dim * sizeof(float);
+    h->nodes.from = h->floats.from = HNSW_HUGE_FROM;
     size_t cap = (h->efc > h->efs ? h->efc : h->efs) + 2;
     h->sc->res.a = malloc(cap * sizeof(cand_t));
     h->sc->res.cap = cap;
@@ -662,7 +892,7 @@ static void scratch_free(scratch_t *sc)
 {
     if (!sc)
         return;
-    free(sc->visit);
+    marks_release(sc);
     free(sc->cand.a);
     free(sc->res.a);
     free(sc->sorted);
@@ -679,11 +909,9 @@ void llmc_hnsw_free(llmc_hnsw_t *h)
             free(*up_of(h, n));
             free(*inl_of(h, n));
         }
-    for (size_t i = 0; i < h->nchunks; i++) {
-        free(h->chunks[i]);
-        if (h->q8)
-            free(h->fchunks[i]);
-    }
+    arena_free(&h->nodes, h->chunks, h->nchunks);
+    if (h->q8)
+        arena_free(&h->floats, h->fchunks, h->nchunks);
     free(h->chunks);
     free(h->fchunks);
     free(h->freel);
@@ -722,30 +950,26 @@ static int grow(llmc_hnsw_t *h)
             return LLMC_ENOMEM;
         h->chunks = c;
         if (h->q8) {
-            float **f = realloc(h->fchunks, cc * sizeof(*f));
+            uint8_t **f = realloc(h->fchunks, cc * sizeof(*f));
             if (!f)
                 return LLMC_ENOMEM; /* chunks grew, harmless */
             h->fchunks = f;
         }
         h->chunks_cap = cc;
     }
-    uint32_t *v = realloc(h->sc->visit, cap * sizeof(*v));
-    if (!v)
+    if (!marks_fit(h->sc, cap))
         return LLMC_ENOMEM;
-    h->sc->visit = v;
-    h->sc->vcap = cap;
-    memset(v + cap - CHUNK, 0, CHUNK * sizeof(*v));
     uint32_t *f = realloc(h->freel, cap * sizeof(*f));
     if (!f)
         return LLMC_ENOMEM;
     h->freel = f;
-    uint8_t *chunk = aligned_alloc(64, align_up(CHUNK * h->bsize, 64));
+    uint8_t *chunk = arena_chunk(&h->nodes, h->chunks, h->nchunks);
     if (!chunk)
         return LLMC_ENOMEM;
     if (h->q8) {
-        float *fc = malloc(CHUNK * h->dim * sizeof(float));
+        uint8_t *fc = arena_chunk(&h->floats, h->fchunks, h->nchunks);
         if (!fc) {
-            free(chunk);
+            arena_unchunk(&h->nodes, chunk);
             return LLMC_ENOMEM;
         }
         h->fchunks[h->nchunks] = fc;
@@ -1017,15 +1241,8 @@ static size_t rerank(const llmc_hnsw_t *h, const float *q, cand_t *c, size_t n, 
  */
 static bool scratch_ready(const llmc_hnsw_t *h, scratch_t *sc)
 {
-    size_t slots = h->nchunks * CHUNK;
-    if (sc->vcap < slots) {
-        uint32_t *v = realloc(sc->visit, slots * sizeof(*v));
-        if (!v)
-            return false;
-        memset(v + sc->vcap, 0, (slots - sc->vcap) * sizeof(*v));
-        sc->visit = v;
-        sc->vcap = slots;
-    }
+    if (!marks_fit(sc, h->nchunks * CHUNK))
+        return false;
     if (h->q8 && !sc->qcode && !(sc->qcode = malloc(h->dim)))
         return false;
     return true;
@@ -1133,6 +1350,15 @@ uint64_t llmc_hnsw_label(const llmc_hnsw_t *h, uint32_t node)
     return label;
 }
 
+size_t llmc_hnsw_mapped(const llmc_hnsw_t *h)
+{
+    size_t b = (h->nodes.huge ? arena_bytes(&h->nodes, h->nchunks) : 0) +
+               (h->floats.huge ? arena_bytes(&h->floats, h->nchunks) : 0) + h->sc->vmap;
+    for (int i = 0; i < SEARCH_POOL; i++)
+        b += h->pool[i] ? h->pool[i]->vmap : 0;
+    return b;
+}
+
 size_t llmc_hnsw_count(const llmc_hnsw_t *h)
 {
     return h->count;
@@ -1146,12 +1372,13 @@ size_t llmc_hnsw_bytes(const llmc_hnsw_t *h)
             in += *incap_of(h, n) * sizeof(uint32_t);
     for (int i = 0; i < SEARCH_POOL; i++) /* the searches' marks: one set per search at once */
         if (h->pool[i])
-            in += sizeof(scratch_t) + h->pool[i]->vcap * sizeof(uint32_t) +
+            in += sizeof(scratch_t) + marks_bytes(h->pool[i]) +
                   (h->pool[i]->cand.cap + 2 * h->pool[i]->res.cap) * sizeof(cand_t) +
                   (h->q8 ? h->dim : 0);
     return in + sizeof(*h) + sizeof(*h->sc) + h->chunks_cap * sizeof(*h->chunks) +
-           h->nchunks * align_up(CHUNK * h->bsize, 64) + slots * 2 * sizeof(uint32_t) +
-           (h->q8 ? h->chunks_cap * sizeof(float *) + slots * h->dim * sizeof(float) + h->dim
+           arena_bytes(&h->nodes, h->nchunks) + slots * sizeof(uint32_t) + marks_bytes(h->sc) +
+           (h->q8 ? h->chunks_cap * sizeof(uint8_t *) + arena_bytes(&h->floats, h->nchunks) +
+                        h->dim
                   : 0) +
            h->upper_bytes + (h->sc->cand.cap + 2 * h->sc->res.cap) * sizeof(cand_t);
 }

@@ -75,6 +75,9 @@ llmc_dot_fn llmc_hnsw_dot_fn(void);
 /* Live nodes; bytes the graph holds (vectors, links, scratch). */
 size_t llmc_hnsw_count(const llmc_hnsw_t *h);
 size_t llmc_hnsw_bytes(const llmc_hnsw_t *h);
+/* Of those, the bytes in the graph's own mappings (huge pages for a big
+   graph, semantic/hnsw.c), which malloc's statistics do not see. */
+size_t llmc_hnsw_mapped(const llmc_hnsw_t *h);
 
 /*
  * Checks every invariant: each link points at a live node that has the
