@@ -19,11 +19,17 @@
  *   lexical features (they compare words, not vectors). The index is made
  *   with the first vector, since the model names its dimension.
  * - put() gets only the answer (an entry), never the question. So a lookup
- *   that misses remembers its question (partition, vector, guard features)
- *   under the request's key in a small ring of pending questions, and the
- *   put() of an entry with that key indexes it. An answer stored without a
- *   semantic lookup before it (the tier was off for that request, or the
- *   ring moved on) is simply not indexed.
+ *   that misses remembers its question (partition, vector, text) under the
+ *   request's key in a small ring of pending questions, and the put() of an
+ *   entry with that key indexes it. An answer stored without a semantic
+ *   lookup before it (the tier was off for that request, or the ring moved
+ *   on) is simply not indexed.
+ * - A question's guard features cost more than its embedding, and most
+ *   misses need none: a lookup makes them only when a candidate clears the
+ *   threshold (the guards then judge it), and put() makes the stored
+ *   record's from the pending question's text when the lookup did not. put()
+ *   runs when the model's answer has come, so that work adds nothing to the
+ *   miss's wait.
  * - The tier holds a reference on every entry it indexes, so a semantic hit
  *   does not depend on the memory tier still having the entry; its own
  *   bounds are a number of entries and bytes (the oldest indexed goes
@@ -229,14 +235,14 @@ typedef struct pend {
     bool used;
     llmc_key_t key;  /* the request's: its answer will be stored under it */
     llmc_key_t part;
-    llmc_guard_q_t *q;
+    llmc_guard_q_t *q;   /* the question's features, when its lookup made them; else NULL */
     llmc_entry_t *would; /* shadow mode, a probe, a verified hit: the answer served or
                             that would have been (a reference) */
     uint8_t kind;        /* PEND_*: what to do with would when the answer comes */
     llmc_key_t matched;  /* would's record's key (its learned state's) */
     float sim;           /* the similarity would was matched at */
     uint16_t ns;         /* the request's namespace row */
-    char *text;          /* the question, kept when questions are persisted; malloc'd */
+    char *text;          /* the question (its features come from it); malloc'd */
     float *vec;          /* the tier's dim floats; malloc'd */
 } pend_t;
 
@@ -317,6 +323,13 @@ typedef struct sem_tier {
 static sem_tier_t *impl(llmc_tier_t *t)
 {
     return t->impl;
+}
+
+/* The lexical tools of worker's thread, or NULL on a loop never attached
+   (tests): then the shared s->lex, under mu. */
+static llmc_lex_t *worker_lex(const sem_tier_t *s, unsigned worker)
+{
+    return worker < s->nwlex ? s->wlex[worker] : NULL;
 }
 
 /* ---- the question and its partition ----------------------------------------------- */
@@ -1188,7 +1201,7 @@ static int do_outcome(sem_tier_t *s, unsigned worker, const pend_t *p, const llm
 {
     json_t *ra, *rb;
     const char *a = answer_text(p->would, &ra), *b = answer_text(e, &rb);
-    llmc_lex_t *lx = worker < s->nwlex && s->wlex[worker] ? s->wlex[worker] : s->lex;
+    llmc_lex_t *lx = worker_lex(s, worker) ? worker_lex(s, worker) : s->lex;
     llmc_usage_t u;
     if (p->kind == PEND_VERIFY && llmc_entry_usage(e, &u))
         do_tokens(s, p->ns, (uint64_t)u.prompt_tokens + u.completion_tokens);
@@ -1366,14 +1379,14 @@ static unsigned sem_xrows(llmc_tier_t *t, llmc_tier_row_t *rows, unsigned max)
 
 /* ---- the ops ---------------------------------------------------------------------- */
 
-/* The decision for a question with its vector (dim floats) and guard
-   features (qf, the record's or freed): a hit (0, lk->entry set) or a miss
-   that keeps the question for its answer's put(). question and qf are
-   taken. */
+/* The decision for a question with its vector (dim floats): a hit (0,
+   lk->entry set) or a miss that keeps the question for its answer's put().
+   question is taken. */
 static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const llmc_key_t *part,
-                  llmc_guard_q_t *qf, const float *vec, unsigned dim)
+                  const float *vec, unsigned dim)
 {
     llmc_vindex_hit_t cand[LLMC_TIER_SEMANTIC_CANDIDATES];
+    llmc_guard_q_t *qf = NULL;
     llmc_entry_t *would = NULL;
     float *pvec = malloc(dim * sizeof(float));
     int rc;
@@ -1392,6 +1405,16 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
     }
     float threshold = lk->query->threshold > 0 ? lk->query->threshold : s->threshold;
     size_t n = llmc_vindex_search(s->ix, part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, cand);
+    /* The guards' features only for a candidate to judge (best first: the
+       first one says); a question they cannot read (no memory) is skipped. */
+    if (n > 0 && cand[0].score >= threshold) {
+        llmc_lex_t *lx = worker_lex(s, lk->worker);
+        if (llmc_guard_q_new(lx ? lx : s->lex, question, strlen(question), &qf) < 0) {
+            s->xs.skipped++;
+            rc = LLMC_ENOENT;
+            goto out;
+        }
+    }
     /* Verification: the namespace's row, and what is learned of each candidate. */
     uint16_t nsi = s->verifying ? do_ns(s, lk->query->ns) : 0;
     vns_row_t *ns = s->verifying ? &s->nss[nsi] : NULL;
@@ -1408,6 +1431,7 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
         rec_t *r = &s->recs[cand[i].id];
         if (r->e->expires_ms <= lk->now_ms)
             continue;
+        assert(qf); /* made above: this candidate clears the threshold */
         char why[LLMC_GUARD_REASON];
         int g = llmc_guard_check(r->q, qf, why);
         if (g >= 0) {
@@ -1489,13 +1513,11 @@ keep:;
     do_pend_clear(p);
     memcpy(pvec, vec, dim * sizeof(float));
     *p = (pend_t){.used = true, .key = lk->query->key, .part = *part, .q = qf, .would = would,
-                  .kind = kind, .matched = matched, .sim = msim, .ns = nsi, .vec = pvec};
+                  .kind = kind, .matched = matched, .sim = msim, .ns = nsi, .text = question,
+                  .vec = pvec};
     pvec = NULL;
     qf = NULL;
-    if (s->qfd >= 0 || s->share) {
-        p->text = question;
-        question = NULL;
-    }
+    question = NULL;
 out:
     pthread_mutex_unlock(&s->mu);
     free(pvec);
@@ -1510,13 +1532,11 @@ typedef struct sem_wait {
     llmc_tier_lookup_t *lk;
     char *question;
     llmc_key_t part;
-    llmc_guard_q_t *qf;
     llmc_embedder_req_t *req;
 } sem_wait_t;
 
 static void wait_free(sem_wait_t *w)
 {
-    llmc_guard_q_free(w->qf);
     free(w->question);
     free(w);
 }
@@ -1529,9 +1549,8 @@ static void on_vector(void *arg, int rc, const float *vec, unsigned dim)
     llmc_tier_lookup_t *lk = w->lk;
 
     if (rc == 0) {
-        rc = decide(s, lk, w->question, &w->part, w->qf, vec, dim);
+        rc = decide(s, lk, w->question, &w->part, vec, dim);
         w->question = NULL;
-        w->qf = NULL;
     } else if (rc != LLMC_ECANCELED) {
         pthread_mutex_lock(&s->mu);
         s->xs.lookups++;
@@ -1550,7 +1569,6 @@ static void on_vector(void *arg, int rc, const float *vec, unsigned dim)
 static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
 {
     sem_tier_t *s = impl(t);
-    llmc_guard_q_t *qf = NULL;
     llmc_key_t part;
     char *question = NULL;
     float vec[LLMC_LEX_DIM];
@@ -1593,16 +1611,14 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         pthread_mutex_unlock(&s->mu);
         return LLMC_ENOENT;
     }
-    /* The worker's own embedders work outside the lock; the shared ones in it. */
-    llmc_lex_t *lx = lk->worker < s->nwlex ? s->wlex[lk->worker] : NULL;
+    /* The worker's own embedder works outside the lock; the shared one in it. */
     llmc_embedder_t *em = lk->worker < s->nwlex ? s->wemb[lk->worker] : NULL;
     size_t qlen = strlen(question);
-    if (!lx)
-        pthread_mutex_lock(&s->mu);
-    bool featured = llmc_guard_q_new(lx ? lx : s->lex, question, qlen, &qf) == 0;
-    if (!lx)
-        pthread_mutex_unlock(&s->mu);
-    sem_wait_t *w = featured ? malloc(sizeof(*w)) : NULL;
+    /* A question the guards could not read is never compared (nor, with a
+       remote embedder, sent to be embedded): their tokeniser's bound, up
+       front, since their features are made only when a candidate comes. */
+    bool readable = qlen <= LLMC_LEX_MAX_TEXT;
+    sem_wait_t *w = readable ? malloc(sizeof(*w)) : NULL;
     const float *got = NULL;
     unsigned dim = 0;
     int rc = LLMC_ENOMEM;
@@ -1621,14 +1637,14 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     }
     if (rc == 1) {
         free(w);
-        return decide(s, lk, question, &part, qf, got, dim);
+        return decide(s, lk, question, &part, got, dim);
     }
     if (rc < 0) {
-        /* Nothing to compare by (no features, no embedder on this loop, a
-           text the embedder refuses) is skipped; the rest is its error. */
-        bool skip = !featured || rc == LLMC_ENOENT || rc == LLMC_EINVAL || rc == LLMC_E2BIG;
+        /* Nothing to compare by (a text the guards cannot read, no embedder
+           on this loop, a text the embedder refuses) is skipped; the rest
+           is its error. */
+        bool skip = !readable || rc == LLMC_ENOENT || rc == LLMC_EINVAL || rc == LLMC_E2BIG;
         free(w);
-        llmc_guard_q_free(qf);
         free(question);
         pthread_mutex_lock(&s->mu);
         if (skip) {
@@ -1641,8 +1657,7 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         return LLMC_ENOENT;
     }
     /* It answers later, on this loop. */
-    *w = (sem_wait_t){.s = s, .lk = lk, .question = question, .part = part, .qf = qf,
-                      .req = w->req};
+    *w = (sem_wait_t){.s = s, .lk = lk, .question = question, .part = part, .req = w->req};
     return LLMC_EAGAIN;
 }
 
@@ -1668,15 +1683,20 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
         outcome = do_outcome(s, worker, p, e);
     if (p->kind == PEND_VERIFY)
         (void)do_alias_del(s, &e->key); /* its own answer is the model's now */
+    /* The record's features, when its lookup had no candidate to judge. */
+    llmc_lex_t *lx = worker_lex(s, worker);
+    if (!p->q && llmc_guard_q_new(lx ? lx : s->lex, p->text, strlen(p->text), &p->q) < 0) {
+        p->q = NULL;
+        s->st.errors++; /* no memory: not indexed */
+    }
     bool bar = s->verifying && !s->shadow && p->q &&
                do_bar_near(s, &p->part, p->vec, p->q, p->ns, outcome == 0);
-    if (do_index(s, e, &p->part, p->vec, p->q) == 0) {
+    if (p->q && do_index(s, e, &p->part, p->vec, p->q) == 0) {
         p->q = NULL;
-        if (p->text)
-            do_qlog(s, &e->key, &p->part, p->text, strlen(p->text), p->vec);
+        do_qlog(s, &e->key, &p->part, p->text, strlen(p->text), p->vec);
         if (bar)
             do_bar(s, &e->key, 1.0f, s->nss[p->ns].m.start);
-        if (p->text && s->share && !s->shadow)
+        if (s->share && !s->shadow)
             shared = do_share_record(s, &e->key, p, &shared_len);
     }
     do_pend_clear(p);
