@@ -47,7 +47,7 @@
  *   not found, and the file is compacted to the answers found.
  * - Questions are shared with other gateways (issue 19, tier/redis_vec.c):
  *   put() hands the record of each question indexed from this gateway's
- *   traffic to the share hook, after the lock is let go; a peer's question
+ *   traffic to the share hook, after the locks are let go; a peer's question
  *   comes back through llmc_tier_semantic_add_peer with its answer already
  *   read from Redis, so the tier holds it like its own and a purge (which
  *   the Redis tier's pub/sub brings to every tier) removes it the same way.
@@ -1720,7 +1720,7 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
         mu_unlock(s);
         return LLMC_ENOENT;
     }
-    /* The worker's own embedder works outside the lock; the shared one in it. */
+    /* The worker's own embedder works outside the locks; the shared one under mu. */
     llmc_embedder_t *em = lk->worker < s->nwlex ? s->wemb[lk->worker] : NULL;
     size_t qlen = strlen(question);
     /* A question the guards could not read is never compared (nor, with a
@@ -1826,7 +1826,7 @@ static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now
     rw_unlock(s);
     do_pend_clear(p); /* would's reference goes outside the locks */
     if (shared)
-        s->share(s->share_arg, worker, shared, shared_len); /* outside the lock: it sends */
+        s->share(s->share_arg, worker, shared, shared_len); /* outside the locks: it sends */
     free(shared);
     return 0;
 }
