@@ -8,6 +8,14 @@
  *
  * The partition search: the flat scan (cost grows with N), and the index as
  * it runs (a scan below 1,000 vectors, an HNSW graph from there on).
+ *
+ * Then the whole of it, end to end (tier_costs): the CPU time of one lookup
+ * of the tier as the gateway makes it, for a new question that misses in a
+ * partition of N stored questions (one unlike them, one of their kind),
+ * and for a near-duplicate that hits.
+ *
+ *   make bench-semantic SEMANTIC_ARGS=tier           (only that, N = 1,000 .. 100,000)
+ *   make bench-semantic SEMANTIC_ARGS="tier 100000"  (only that, one N)
  */
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +26,7 @@
 #include "semantic/guard.h"
 #include "semantic/index.h"
 #include "semantic/lexical.h"
+#include "tier/semantic.h"
 
 static double now_us(void)
 {
@@ -229,11 +238,219 @@ static void lexical_partitions(llmc_lex_t *lx, double embed_us, size_t only)
     }
 }
 
+/* A question about other things than question()'s: nothing stored is
+   close to it (what most new questions to a gateway are). */
+static void unrelated(char *buf, size_t len)
+{
+    static const char *const shapes[] = {"which %s suits a %s near the %s during %s?",
+                                         "compare the %s and %s of a %s for %s"};
+    static const char *const words[] = {
+        "violin", "glacier", "volcano", "desert", "canyon", "harbor", "lighthouse", "museum",
+        "painting", "sculpture", "poem", "novel", "theatre", "opera", "ballet", "tennis",
+        "football", "cricket", "marathon", "bicycle", "sailboat", "kayak", "tent", "backpack",
+        "compass", "telescope", "microscope", "chemistry", "biology", "geology", "algebra",
+        "calculus", "insurance", "mortgage", "pension", "invoice", "wedding", "birthday",
+        "holiday", "festival", "carpet", "curtain", "ceiling", "chimney", "balcony", "elevator"};
+    enum { NW = sizeof(words) / sizeof(words[0]) };
+    const char *w[4];
+    for (int i = 0; i < 4; i++) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        w[i] = words[rng % NW];
+    }
+    snprintf(buf, len, shapes[rng % 2], w[0], w[1], w[2], w[3]);
+}
+
+/* A chat request asking q, as the gateway hands it to the tier (its
+   canonical body), under a key of its own. */
+typedef struct treq {
+    llmc_tier_query_t q;
+    char body[300];
+} treq_t;
+
+static void treq(treq_t *r, uint64_t key, const char *q)
+{
+    memset(r, 0, sizeof(*r));
+    snprintf(r->body, sizeof(r->body),
+             "{\"messages\":[{\"content\":\"%s\",\"role\":\"user\"}],\"model\":\"bench\"}", q);
+    memcpy(r->q.key.b, &key, sizeof(key));
+    r->q.key.b[31] = 0xbe; /* never the zero key */
+    r->q.path = "/v1/chat/completions";
+    r->q.body = r->body;
+    r->q.body_len = strlen(r->body);
+    r->q.scope = "";
+    r->q.ns = "";
+    r->q.model = "bench";
+    r->q.similar = true;
+}
+
+#define TNOW 1700000000000LL
+
+static int tier_look(llmc_tier_t *t, const treq_t *r)
+{
+    llmc_tier_lookup_t lk = {.query = &r->q, .now_ms = TNOW, .worker = 0};
+    int rc = t->ops->lookup(t, &lk);
+    if (lk.entry)
+        llmc_entry_unref(lk.entry);
+    return rc; /* the lexical embedder answers at once: never LLMC_EAGAIN */
+}
+
+static uint64_t tier_xstat(llmc_tier_t *t, const char *name)
+{
+    uint64_t v[128];
+    t->ops->xstats(t, v);
+    for (unsigned i = 0; i < t->ops->nxstats; i++)
+        if (strcmp(t->ops->xstats_desc[i].name, name) == 0)
+            return llmc_stat_value(v, &t->ops->xstats_desc[i]);
+    return 0;
+}
+
+/* The guards' rejections so far, all guards together. */
+static uint64_t tier_rejected(llmc_tier_t *t)
+{
+    uint64_t n = 0;
+    for (int g = 0; g < LLMC_GUARD_N; g++) {
+        char name[64];
+        snprintf(name, sizeof(name), "rejected/%s", llmc_guard_name(g));
+        n += tier_xstat(t, name);
+    }
+    return n;
+}
+
+#define TQ 2000 /* lookups of each kind */
+
+/* The CPU time of one lookup of each of rs (the best of three rounds: the
+   least disturbed by other programs), how many hit (in the last round),
+   and what the tier counted per lookup: under the threshold, guard
+   rejections. */
+static double tier_round(llmc_tier_t *t, treq_t *rs, size_t n, size_t *hits,
+                         double *below, double *rejected)
+{
+    double best = 1e9;
+    uint64_t b0 = tier_xstat(t, "below_threshold"), r0 = tier_rejected(t);
+    for (int round = 0; round < 3; round++) {
+        size_t h = 0;
+        /* new keys each round: a hit's alias would answer the same key
+           again without a search */
+        for (size_t i = 0; i < n; i++)
+            rs[i].q.key.b[30] = (uint8_t)round;
+        double t0 = now_us();
+        for (size_t i = 0; i < n; i++)
+            h += tier_look(t, &rs[i]) == 0;
+        double us = (now_us() - t0) / (double)n;
+        best = us < best ? us : best;
+        *hits = h;
+    }
+    *below = (double)(tier_xstat(t, "below_threshold") - b0) / (3.0 * (double)n);
+    *rejected = (double)(tier_rejected(t) - r0) / (3.0 * (double)n);
+    return best;
+}
+
+/*
+ * The cost the tier adds to an exact miss, as one number: the tier as the
+ * gateway makes it (lexical embedder, threshold 0.70, no verification, a
+ * worker attached so it embeds with its own embedder) but bounded by N
+ * entries and no byte bound (the gateway's 65,536 entries and --max-memory
+ * 256M hold fewer than 100,000), N questions stored in one partition the way
+ * the gateway stores them (a lookup that misses, then its answer's put), then
+ * the CPU time of a whole lookup: parsing the body, hashing the partition,
+ * embedding, searching, the guards when a candidate clears the threshold,
+ * keeping the question for its answer. Three kinds: a new question unlike
+ * any stored (most new questions), a new one of the stored kind (question()'s
+ * 88 words: at 100,000 nearly every one has stored neighbours over the
+ * threshold, which the guards must reject), and a near-duplicate (a hit).
+ */
+static void tier_costs(size_t only)
+{
+    static const size_t sizes[] = {1000, 10000, 100000};
+    static treq_t other[TQ], near[TQ], dup[TQ];
+    static char qtext[3][TQ][200]; /* their questions, for the embedding's share */
+    llmc_lex_t *lx = llmc_lex_new();
+    for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+        size_t n = sizes[si];
+        if (only && n != only)
+            continue;
+        llmc_semantic_config_t cfg = {.threshold = 0.70f, .max_entries = n};
+        llmc_tier_t *t = llmc_tier_semantic_new(&cfg);
+        if (!t || t->ops->attach(t, 0, NULL) != 0) {
+            fprintf(stderr, "semantic_bench: no tier\n");
+            exit(1);
+        }
+        char (*texts)[120] = malloc(n * sizeof(*texts));
+        treq_t r;
+        uint64_t key = 1;
+        rng = 0x9e3779b97f4a7c15ull;
+        double t0 = now_us();
+        for (size_t i = 0; i < n; i++, key++) {
+            question(texts[i], sizeof(texts[i]));
+            treq(&r, key, texts[i]);
+            if (tier_look(t, &r) == 0)
+                continue; /* a question like one before it: answered, not stored */
+            char ans[64];
+            int al = snprintf(ans, sizeof(ans), "{\"choices\":[{\"message\":{\"content\":\"a%zu\"}}]}", i);
+            llmc_entry_spec_t spec = {
+                .key = &r.q.key, .status = 200, .created_ms = TNOW,
+                .expires_ms = TNOW + 86400000, .content_type = "application/json",
+                .route = r.q.path, .model = "bench", .ns = "", .body = ans, .body_len = (size_t)al,
+            };
+            llmc_entry_t *e = llmc_entry_new(&spec);
+            t->ops->put(t, 0, e, TNOW);
+            llmc_entry_unref(e);
+        }
+        double fill = (now_us() - t0) / (double)n;
+        for (int i = 0; i < TQ; i++) {
+            char buf[200];
+            unrelated(buf, sizeof(buf));
+            treq(&other[i], key++, buf);
+            memcpy(qtext[0][i], buf, sizeof(buf));
+            question(buf, sizeof(buf));
+            treq(&near[i], key++, buf);
+            memcpy(qtext[1][i], buf, sizeof(buf));
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            near_dup(texts[rng % n], buf, sizeof(buf));
+            treq(&dup[i], key++, buf);
+            memcpy(qtext[2][i], buf, sizeof(buf));
+        }
+        llmc_tier_stats_t st;
+        t->ops->stats(t, &st);
+        printf("tier, %6zu stored (%zu indexed; a store, lookup and put, %.2f us):\n", n,
+               (size_t)st.entries, fill);
+        static const char *const kinds[] = {"new, unlike any stored:", "new, of the stored kind:",
+                                            "a near-duplicate:"};
+        treq_t *sets[] = {other, near, dup};
+        for (int k = 0; k < 3; k++) {
+            size_t hits;
+            double below, rej;
+            double us = tier_round(t, sets[k], TQ, &hits, &below, &rej);
+            /* of which the embedding of the same questions alone */
+            float v[LLMC_LEX_DIM];
+            double t0e = now_us();
+            for (int i = 0; i < TQ; i++)
+                llmc_lex_embed(lx, qtext[k][i], strlen(qtext[k][i]), v);
+            double emb = (now_us() - t0e) / TQ;
+            printf("  %-25s %7.2f us per lookup, its embedding %5.2f (%4zu of %d hit; per "
+                   "lookup: %.2f best under the threshold, %.2f guard rejections)\n",
+                   kinds[k], us, emb, hits, TQ, below, rej);
+        }
+        t->ops->destroy(t);
+        free(texts);
+    }
+    llmc_lex_free(lx);
+}
+
 int main(int argc, char **argv)
 {
     /* an argument: of the partition searches, only the question partitions
        of that size (a quicker run) */
     size_t only = argc > 1 ? strtoul(argv[1], NULL, 10) : 0;
+    /* "tier [N]": only the whole tier's costs */
+    if (argc > 1 && strcmp(argv[1], "tier") == 0) {
+        tier_costs(argc > 2 ? strtoul(argv[2], NULL, 10) : 0);
+        return 0;
+    }
     static const char *const qs[] = {
         "Hey, can you tell me what the capital of France is?",
         "How do I optimise my SQL queries in Postgres when the table has 10 million rows?",
@@ -305,6 +522,7 @@ int main(int argc, char **argv)
         }
     }
     lexical_partitions(lx, embed_us, only);
+    tier_costs(only);
     llmc_lex_free(lx);
     return sink == 12345.0f;
 }

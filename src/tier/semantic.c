@@ -19,11 +19,17 @@
  *   lexical features (they compare words, not vectors). The index is made
  *   with the first vector, since the model names its dimension.
  * - put() gets only the answer (an entry), never the question. So a lookup
- *   that misses remembers its question (partition, vector, guard features)
- *   under the request's key in a small ring of pending questions, and the
- *   put() of an entry with that key indexes it. An answer stored without a
- *   semantic lookup before it (the tier was off for that request, or the
- *   ring moved on) is simply not indexed.
+ *   that misses remembers its question (partition, vector, text) under the
+ *   request's key in a small ring of pending questions, and the put() of an
+ *   entry with that key indexes it. An answer stored without a semantic
+ *   lookup before it (the tier was off for that request, or the ring moved
+ *   on) is simply not indexed.
+ * - A question's guard features cost more than its embedding, and most
+ *   misses need none: a lookup makes them only when a candidate clears the
+ *   threshold (the guards then judge it), and put() makes the stored
+ *   record's from the pending question's text when the lookup did not. put()
+ *   runs when the model's answer has come, so that work adds nothing to the
+ *   miss's wait.
  * - The tier holds a reference on every entry it indexes, so a semantic hit
  *   does not depend on the memory tier still having the entry; its own
  *   bounds are a number of entries and bytes (the oldest indexed goes
@@ -41,17 +47,27 @@
  *   not found, and the file is compacted to the answers found.
  * - Questions are shared with other gateways (issue 19, tier/redis_vec.c):
  *   put() hands the record of each question indexed from this gateway's
- *   traffic to the share hook, after the lock is let go; a peer's question
+ *   traffic to the share hook, after the locks are let go; a peer's question
  *   comes back through llmc_tier_semantic_add_peer with its answer already
  *   read from Redis, so the tier holds it like its own and a purge (which
  *   the Redis tier's pub/sub brings to every tier) removes it the same way.
  *   Restored and peers' questions are never shared again.
  * - Only fresh answers are served: a stale one found by similarity is a
  *   guess about a guess.
- * - One mutex guards the index, the records and the pending ring. Each
- *   worker embeds with its own embedder (a Snowball stemmer is not
- *   thread-safe), made at attach, outside the lock; a lookup from a loop
- *   that was never attached (tests) uses the shared one under the lock.
+ * - Two locks, always taken in one order: rw, then mu (never rw while
+ *   holding mu; asserted by rd_lock/wr_lock). rw guards the index and the
+ *   record slots: read-held while a lookup searches and judges the
+ *   candidates whose ids the search gave (so no slot is freed or reused
+ *   under it), write-held by everything that inserts in or deletes from
+ *   the index or fills or frees a slot (do_index, do_rec_drop: put, purge,
+ *   the expiry sweep, eviction, peers' questions, restore). So lookups on
+ *   different workers search at once (the index allows many searches
+ *   beside no writer, semantic/index.h). mu guards the rest: counters, the
+ *   pending ring, aliases, learned states, the files, the shared lexical
+ *   tools; a writer holds both. Each worker embeds and makes guard features
+ *   with its own tools (a Snowball stemmer is not thread-safe), made at
+ *   attach, outside mu; a loop that was never attached (tests) uses the
+ *   shared ones under mu.
  * - The index's id of a record is its slot in the record array; a freed
  *   slot is reused, and the index entry is deleted before the slot is.
  *   Records are found by their key through a key -> slot map (recmap), and
@@ -229,14 +245,14 @@ typedef struct pend {
     bool used;
     llmc_key_t key;  /* the request's: its answer will be stored under it */
     llmc_key_t part;
-    llmc_guard_q_t *q;
+    llmc_guard_q_t *q;   /* the question's features, when its lookup made them; else NULL */
     llmc_entry_t *would; /* shadow mode, a probe, a verified hit: the answer served or
                             that would have been (a reference) */
     uint8_t kind;        /* PEND_*: what to do with would when the answer comes */
     llmc_key_t matched;  /* would's record's key (its learned state's) */
     float sim;           /* the similarity would was matched at */
     uint16_t ns;         /* the request's namespace row */
-    char *text;          /* the question, kept when questions are persisted; malloc'd */
+    char *text;          /* the question (its features come from it); malloc'd */
     float *vec;          /* the tier's dim floats; malloc'd */
 } pend_t;
 
@@ -256,6 +272,7 @@ typedef struct vns_row {
 
 typedef struct sem_tier {
     llmc_tier_t tier;
+    pthread_rwlock_t rw; /* the index and the record slots (see the top); before mu */
     pthread_mutex_t mu;
     float threshold;
     bool shadow;
@@ -317,6 +334,64 @@ typedef struct sem_tier {
 static sem_tier_t *impl(llmc_tier_t *t)
 {
     return t->impl;
+}
+
+/* What this thread holds, of which tier: the lock order (rw, then mu) and
+   the do_ functions' needs are asserted from it. */
+static _Thread_local struct {
+    const struct sem_tier *rw, *mu;
+    bool write;
+} held;
+
+static void rd_lock(sem_tier_t *s)
+{
+    assert(!held.rw && !held.mu); /* rw first; and never twice (writers are preferred) */
+    pthread_rwlock_rdlock(&s->rw);
+    held.rw = s;
+    held.write = false;
+}
+
+static void wr_lock(sem_tier_t *s)
+{
+    assert(!held.rw && !held.mu);
+    pthread_rwlock_wrlock(&s->rw);
+    held.rw = s;
+    held.write = true;
+}
+
+static void rw_unlock(sem_tier_t *s)
+{
+    assert(held.rw == s);
+    held.rw = NULL;
+    pthread_rwlock_unlock(&s->rw);
+}
+
+static void mu_lock(sem_tier_t *s)
+{
+    assert(held.mu != s);
+    pthread_mutex_lock(&s->mu);
+    held.mu = s;
+}
+
+static void mu_unlock(sem_tier_t *s)
+{
+    assert(held.mu == s);
+    held.mu = NULL;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The slots (and the index) may be read: rw held, either way. */
+#define ASSERT_READS(s) assert(held.rw == (s))
+/* They may change: rw held for writing, and mu. */
+#define ASSERT_WRITES(s) assert(held.rw == (s) && held.write && held.mu == (s))
+/* Slots read and what mu guards changed (aliases, learned states). */
+#define ASSERT_BOTH(s) assert(held.rw == (s) && held.mu == (s))
+
+/* The lexical tools of worker's thread, or NULL on a loop never attached
+   (tests): then the shared s->lex, under mu. */
+static llmc_lex_t *worker_lex(const sem_tier_t *s, unsigned worker)
+{
+    return worker < s->nwlex ? s->wlex[worker] : NULL;
 }
 
 /* ---- the question and its partition ----------------------------------------------- */
@@ -461,6 +536,7 @@ static void do_alias_add(sem_tier_t *s, const llmc_key_t *key, uint32_t slot, fl
 {
     rec_t *r = &s->recs[slot];
     void *v;
+    ASSERT_BOTH(s);
     if (r->naliases == LLMC_TIER_SEMANTIC_ALIASES)
         return;
     if (!r->aliases && !(r->aliases = malloc(LLMC_TIER_SEMANTIC_ALIASES * sizeof(llmc_key_t))))
@@ -474,6 +550,7 @@ static void do_alias_add(sem_tier_t *s, const llmc_key_t *key, uint32_t slot, fl
 /* Removes the alias key, and its place in its record's list. */
 static bool do_alias_del(sem_tier_t *s, const llmc_key_t *key)
 {
+    ASSERT_BOTH(s);
     const alias_t *al = llmc_keymap_find(&s->amap, key);
     if (!al)
         return false;
@@ -491,7 +568,8 @@ static bool do_alias_del(sem_tier_t *s, const llmc_key_t *key)
 
 static void do_vforget(sem_tier_t *s, const llmc_key_t *k);
 
-/* The slot of the record indexed under key, or -1. */
+/* The slot of the record indexed under key, or -1. rw or mu held (the map
+   changes only with both), or no other thread running. */
 static long do_rec_find(sem_tier_t *s, const llmc_key_t *key)
 {
     const uint32_t *slot = llmc_keymap_find(&s->recmap, key);
@@ -536,6 +614,7 @@ static void do_age_unlink(sem_tier_t *s, uint32_t slot)
 static void do_rec_drop(sem_tier_t *s, uint32_t slot)
 {
     rec_t *r = &s->recs[slot];
+    ASSERT_WRITES(s);
     assert(r->e && do_rec_find(s, &r->e->key) == (long)slot);
     bool mapped = llmc_keymap_delete(&s->recmap, &r->e->key);
     assert(mapped);
@@ -586,6 +665,7 @@ static void do_pend_clear(pend_t *p)
 static int do_index(sem_tier_t *s, llmc_entry_t *e, const llmc_key_t *part, const float *vec,
                     llmc_guard_q_t *q)
 {
+    ASSERT_WRITES(s);
     long old = do_rec_find(s, &e->key);
     if (old >= 0)
         do_rec_drop(s, (uint32_t)old);
@@ -648,23 +728,26 @@ static llmc_vindex_t *index_new(unsigned dim)
 }
 
 /* An index for dim-float vectors, made now if none yet (a remote model's
-   dimension is learnt from its first vector, or from the file). Under mu. */
+   dimension is learnt from its first vector, or from the file). rw held
+   for writing, and mu. */
 static bool do_index_for(sem_tier_t *s, unsigned dim)
 {
+    ASSERT_WRITES(s);
     if (!s->ix && dim > 0 && (s->ix = index_new(dim)))
         s->dim = dim;
     return s->ix && dim == s->dim;
 }
 
-/* The answer under key from the store, fresh, and no purge since: with mu
-   held on success (the caller indexes, then unlocks). A purge that comes
-   between the store's get and the lock makes it look again. */
+/* The answer under key from the store, fresh, and no purge since: with rw
+   held for writing and mu on success (the caller indexes, then unlocks
+   both). A purge that comes between the store's get and the locks makes it
+   look again. */
 static llmc_entry_t *restore_find(sem_tier_t *s, const llmc_key_t *key)
 {
     for (int tries = 0; tries < 3; tries++) {
-        pthread_mutex_lock(&s->mu);
+        mu_lock(s);
         uint64_t p0 = s->npurges;
-        pthread_mutex_unlock(&s->mu);
+        mu_unlock(s);
         llmc_entry_t *e = NULL;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts); /* entries' times are wall-clock */
@@ -675,10 +758,12 @@ static llmc_entry_t *restore_find(sem_tier_t *s, const llmc_key_t *key)
             llmc_entry_unref(e);
             return NULL;
         }
-        pthread_mutex_lock(&s->mu);
+        wr_lock(s);
+        mu_lock(s);
         if (s->npurges == p0)
             return e;
-        pthread_mutex_unlock(&s->mu);
+        mu_unlock(s);
+        rw_unlock(s);
         llmc_entry_unref(e);
     }
     return NULL;
@@ -703,7 +788,7 @@ static const float *restore_vector(sem_tier_t *s, llmc_lex_t *lx, const llmc_sem
 /* The restore thread: every question of the old file whose answer the
    store still has is indexed (with its stored vector when this embedder
    made it) and written to the new file; then the old file goes. Serving
-   goes on meanwhile (only mu is shared). */
+   goes on meanwhile (the locks are held for one question's indexing). */
 static void *restore_main(void *arg)
 {
     sem_tier_t *s = arg;
@@ -720,7 +805,7 @@ static void *restore_main(void *arg)
         unsigned dim = anew ? LLMC_LEX_DIM : rq.dim;
         if (vec && llmc_guard_q_new(lx, rq.text, rq.len, &q) == 0 &&
             (e = restore_find(s, &rq.key))) {
-            /* mu held; an answer indexed since start (a newer question) wins */
+            /* rw and mu held; an answer indexed since start (a newer question) wins */
             if (do_rec_find(s, &rq.key) < 0 && do_index_for(s, dim) &&
                 do_index(s, e, &rq.part, vec, q) == 0) {
                 q = NULL;
@@ -728,7 +813,8 @@ static void *restore_main(void *arg)
                 s->xs.restore_reembedded += anew;
                 do_qlog(s, &rq.key, &rq.part, rq.text, rq.len, vec);
             }
-            pthread_mutex_unlock(&s->mu);
+            mu_unlock(s);
+            rw_unlock(s);
             llmc_entry_unref(e);
         }
         llmc_guard_q_free(q);
@@ -812,9 +898,10 @@ int llmc_tier_semantic_add_peer(llmc_tier_t *t, const llmc_semq_t *q, llmc_entry
     if (memcmp(e->key.b, q->key.b, LLMC_KEY_LEN) != 0 || e->expires_ms <= now_ms ||
         !eligible_route(llmc_entry_route(e)))
         return LLMC_ENOENT;
-    pthread_mutex_lock(&s->mu);
-    /* The peer's vector when its embedder is ours; the lexical one is
-       cheap to run again; a remote one is never called for a peer. */
+    /* The shared lexical tools (under mu; searches go on meanwhile). The
+       peer's vector when its embedder is ours; the lexical one is cheap to
+       run again; a remote one is never called for a peer. */
+    mu_lock(s);
     if (q->vec && strcmp(q->id, s->emb_id) == 0) {
         vec = q->vec;
         dim = q->dim;
@@ -822,10 +909,14 @@ int llmc_tier_semantic_add_peer(llmc_tier_t *t, const llmc_semq_t *q, llmc_entry
         vec = buf;
         dim = LLMC_LEX_DIM;
     }
+    if (vec && llmc_guard_q_new(s->lex, q->text, q->len, &g) < 0)
+        g = NULL;
+    mu_unlock(s);
     /* do_index replaces a record of the same key (the same request: an
        equal answer). */
-    if (vec && do_index_for(s, dim) && llmc_guard_q_new(s->lex, q->text, q->len, &g) == 0 &&
-        do_index(s, e, &q->part, vec, g) == 0) {
+    wr_lock(s);
+    mu_lock(s);
+    if (g && do_index_for(s, dim) && do_index(s, e, &q->part, vec, g) == 0) {
         g = NULL;
         if (own)
             s->xs.peer_regained++;
@@ -835,7 +926,8 @@ int llmc_tier_semantic_add_peer(llmc_tier_t *t, const llmc_semq_t *q, llmc_entry
     } else {
         s->xs.peer_refused++;
     }
-    pthread_mutex_unlock(&s->mu);
+    mu_unlock(s);
+    rw_unlock(s);
     llmc_guard_q_free(g);
     return rc;
 }
@@ -1110,6 +1202,7 @@ static uint16_t do_ns(sem_tier_t *s, const char *name)
    no budget the global threshold serves and only a bar refuses. */
 static llmc_vdecision_t do_vdecide(sem_tier_t *s, const vns_row_t *ns, const rec_t *r, float sim)
 {
+    ASSERT_BOTH(s); /* r is a slot's */
     const llmc_vstate_t *v = do_vfind(s, &r->e->key);
     llmc_vstate_t st;
     if (v)
@@ -1188,7 +1281,7 @@ static int do_outcome(sem_tier_t *s, unsigned worker, const pend_t *p, const llm
 {
     json_t *ra, *rb;
     const char *a = answer_text(p->would, &ra), *b = answer_text(e, &rb);
-    llmc_lex_t *lx = worker < s->nwlex && s->wlex[worker] ? s->wlex[worker] : s->lex;
+    llmc_lex_t *lx = worker_lex(s, worker) ? worker_lex(s, worker) : s->lex;
     llmc_usage_t u;
     if (p->kind == PEND_VERIFY && llmc_entry_usage(e, &u))
         do_tokens(s, p->ns, (uint64_t)u.prompt_tokens + u.completion_tokens);
@@ -1228,6 +1321,7 @@ static bool do_bar_near(sem_tier_t *s, const llmc_key_t *part, const float *vec,
                         const llmc_guard_q_t *q, uint16_t nsi, bool wrong)
 {
     llmc_vindex_hit_t near[LLMC_TIER_SEMANTIC_REGION];
+    ASSERT_BOTH(s);
     size_t n = llmc_vindex_search(s->ix, part, vec, LLMC_TIER_SEMANTIC_REGION, near);
     bool barred = wrong;
     char why[LLMC_GUARD_REASON];
@@ -1264,7 +1358,8 @@ static void on_judged(void *arg, int rc, bool same, uint64_t tokens)
     judge_job_t *j = arg;
     sem_tier_t *s = j->s;
 
-    pthread_mutex_lock(&s->mu);
+    rd_lock(s); /* the slot found and its neighbours' are read */
+    mu_lock(s);
     do_tokens(s, j->ns, tokens);
     if (rc < 0) {
         s->xs.verify_unjudged++;
@@ -1274,7 +1369,8 @@ static void on_judged(void *arg, int rc, bool same, uint64_t tokens)
         if (slot >= 0 && do_bar_near(s, &j->part, j->vec, s->recs[slot].q, j->ns, true))
             do_bar(s, &j->key, 1.0f, s->nss[j->ns].m.start);
     }
-    pthread_mutex_unlock(&s->mu);
+    mu_unlock(s);
+    rw_unlock(s);
     free(j->vec);
     free(j);
 }
@@ -1341,7 +1437,7 @@ static unsigned sem_xrows(llmc_tier_t *t, llmc_tier_row_t *rows, unsigned max)
     sem_tier_t *s = impl(t);
     unsigned n = 0;
 
-    pthread_mutex_lock(&s->mu);
+    mu_lock(s);
     for (unsigned i = 0; i < s->nns && n < max; i++, n++) {
         const llmc_vns_t *m = &s->nss[i].m;
         double lo, hi;
@@ -1360,38 +1456,69 @@ static unsigned sem_xrows(llmc_tier_t *t, llmc_tier_row_t *rows, unsigned max)
         snprintf(rows[n].name, sizeof(rows[n].name), "%s", s->nss[i].name);
         memcpy(rows[n].v, &v, sizeof(v));
     }
-    pthread_mutex_unlock(&s->mu);
+    mu_unlock(s);
     return n;
 }
 
 /* ---- the ops ---------------------------------------------------------------------- */
 
-/* The decision for a question with its vector (dim floats) and guard
-   features (qf, the record's or freed): a hit (0, lk->entry set) or a miss
-   that keeps the question for its answer's put(). question and qf are
-   taken. */
+/* The decision for a question with its vector (dim floats): a hit (0,
+   lk->entry set) or a miss that keeps the question for its answer's put().
+   question is taken. */
 static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const llmc_key_t *part,
-                  llmc_guard_q_t *qf, const float *vec, unsigned dim)
+                  const float *vec, unsigned dim)
 {
     llmc_vindex_hit_t cand[LLMC_TIER_SEMANTIC_CANDIDATES];
+    llmc_guard_q_t *qf = NULL;
     llmc_entry_t *would = NULL;
     float *pvec = malloc(dim * sizeof(float));
     int rc;
 
-    pthread_mutex_lock(&s->mu);
-    s->xs.lookups++;
-    /* The remote model's first vector: its dimension is the index's. */
-    if (!s->ix && !do_index_for(s, dim))
-        s->st.errors++;
+    rd_lock(s);
+    if (!s->ix) {
+        /* The remote model's first vector: its dimension is the index's. */
+        rw_unlock(s);
+        wr_lock(s);
+        mu_lock(s);
+        if (!do_index_for(s, dim))
+            s->st.errors++;
+        mu_unlock(s);
+        rw_unlock(s);
+        rd_lock(s);
+    }
     if (!s->ix || dim != s->dim || !pvec) {
         /* A remote model that changed its dimension: nothing to compare with. */
+        mu_lock(s);
+        s->xs.lookups++;
         s->xs.embed_errors += s->ix && dim != s->dim;
         s->st.misses++;
         rc = LLMC_ENOENT;
         goto out;
     }
+    /* rw read-held from here: other lookups search at the same time; no
+       slot a candidate names is freed or reused till the end. */
     float threshold = lk->query->threshold > 0 ? lk->query->threshold : s->threshold;
     size_t n = llmc_vindex_search(s->ix, part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, cand);
+    /* The guards' features only for a candidate to judge (best first: the
+       first one says); a question they cannot read (no memory) is skipped. */
+    if (n > 0 && cand[0].score >= threshold) {
+        llmc_lex_t *lx = worker_lex(s, lk->worker);
+        if (!lx)
+            mu_lock(s);
+        int frc = llmc_guard_q_new(lx ? lx : s->lex, question, strlen(question), &qf);
+        if (!lx)
+            mu_unlock(s);
+        if (frc < 0) {
+            qf = NULL;
+            mu_lock(s);
+            s->xs.lookups++;
+            s->xs.skipped++;
+            rc = LLMC_ENOENT;
+            goto out;
+        }
+    }
+    mu_lock(s);
+    s->xs.lookups++;
     /* Verification: the namespace's row, and what is learned of each candidate. */
     uint16_t nsi = s->verifying ? do_ns(s, lk->query->ns) : 0;
     vns_row_t *ns = s->verifying ? &s->nss[nsi] : NULL;
@@ -1408,6 +1535,7 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
         rec_t *r = &s->recs[cand[i].id];
         if (r->e->expires_ms <= lk->now_ms)
             continue;
+        assert(qf); /* made above: this candidate clears the threshold */
         char why[LLMC_GUARD_REASON];
         int g = llmc_guard_check(r->q, qf, why);
         if (g >= 0) {
@@ -1489,15 +1617,14 @@ keep:;
     do_pend_clear(p);
     memcpy(pvec, vec, dim * sizeof(float));
     *p = (pend_t){.used = true, .key = lk->query->key, .part = *part, .q = qf, .would = would,
-                  .kind = kind, .matched = matched, .sim = msim, .ns = nsi, .vec = pvec};
+                  .kind = kind, .matched = matched, .sim = msim, .ns = nsi, .text = question,
+                  .vec = pvec};
     pvec = NULL;
     qf = NULL;
-    if (s->qfd >= 0 || s->share) {
-        p->text = question;
-        question = NULL;
-    }
+    question = NULL;
 out:
-    pthread_mutex_unlock(&s->mu);
+    mu_unlock(s);
+    rw_unlock(s);
     free(pvec);
     llmc_guard_q_free(qf);
     free(question);
@@ -1510,13 +1637,11 @@ typedef struct sem_wait {
     llmc_tier_lookup_t *lk;
     char *question;
     llmc_key_t part;
-    llmc_guard_q_t *qf;
     llmc_embedder_req_t *req;
 } sem_wait_t;
 
 static void wait_free(sem_wait_t *w)
 {
-    llmc_guard_q_free(w->qf);
     free(w->question);
     free(w);
 }
@@ -1529,18 +1654,17 @@ static void on_vector(void *arg, int rc, const float *vec, unsigned dim)
     llmc_tier_lookup_t *lk = w->lk;
 
     if (rc == 0) {
-        rc = decide(s, lk, w->question, &w->part, w->qf, vec, dim);
+        rc = decide(s, lk, w->question, &w->part, vec, dim);
         w->question = NULL;
-        w->qf = NULL;
     } else if (rc != LLMC_ECANCELED) {
-        pthread_mutex_lock(&s->mu);
+        mu_lock(s);
         s->xs.lookups++;
         s->st.misses++;
         if (rc == LLMC_ETIMEDOUT)
             s->xs.embed_timeouts++;
         else
             s->xs.embed_errors++;
-        pthread_mutex_unlock(&s->mu);
+        mu_unlock(s);
         rc = LLMC_ENOENT;
     }
     wait_free(w);
@@ -1550,7 +1674,6 @@ static void on_vector(void *arg, int rc, const float *vec, unsigned dim)
 static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
 {
     sem_tier_t *s = impl(t);
-    llmc_guard_q_t *qf = NULL;
     llmc_key_t part;
     char *question = NULL;
     float vec[LLMC_LEX_DIM];
@@ -1560,13 +1683,15 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     lk->tier_only = false;
     if (!lk->query->similar) {
         /* Nor is its answer indexed: the client asked to stay out of it. */
-        pthread_mutex_lock(&s->mu);
+        mu_lock(s);
         s->xs.declined++;
-        pthread_mutex_unlock(&s->mu);
+        mu_unlock(s);
         return LLMC_ENOENT;
     }
-    /* The same wording as an earlier hit: its alias, no search. */
-    pthread_mutex_lock(&s->mu);
+    /* The same wording as an earlier hit: its alias, no search (rw: the
+       alias's slot is read). */
+    rd_lock(s);
+    mu_lock(s);
     const alias_t *al = llmc_keymap_find(&s->amap, &lk->query->key);
     if (al) {
         const rec_t *r = &s->recs[al->slot];
@@ -1582,27 +1707,27 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
             lk->tier_only = s->verifying;
             s->st.hits++;
             s->xs.alias_hits++;
-            pthread_mutex_unlock(&s->mu);
+            mu_unlock(s);
+            rw_unlock(s);
             return 0;
         }
     }
-    pthread_mutex_unlock(&s->mu);
+    mu_unlock(s);
+    rw_unlock(s);
     if (split_query(lk->query, &question, &part) < 0) {
-        pthread_mutex_lock(&s->mu);
+        mu_lock(s);
         s->xs.skipped++;
-        pthread_mutex_unlock(&s->mu);
+        mu_unlock(s);
         return LLMC_ENOENT;
     }
-    /* The worker's own embedders work outside the lock; the shared ones in it. */
-    llmc_lex_t *lx = lk->worker < s->nwlex ? s->wlex[lk->worker] : NULL;
+    /* The worker's own embedder works outside the locks; the shared one under mu. */
     llmc_embedder_t *em = lk->worker < s->nwlex ? s->wemb[lk->worker] : NULL;
     size_t qlen = strlen(question);
-    if (!lx)
-        pthread_mutex_lock(&s->mu);
-    bool featured = llmc_guard_q_new(lx ? lx : s->lex, question, qlen, &qf) == 0;
-    if (!lx)
-        pthread_mutex_unlock(&s->mu);
-    sem_wait_t *w = featured ? malloc(sizeof(*w)) : NULL;
+    /* A question the guards could not read is never compared (nor, with a
+       remote embedder, sent to be embedded): their tokeniser's bound, up
+       front, since their features are made only when a candidate comes. */
+    bool readable = qlen <= LLMC_LEX_MAX_TEXT;
+    sem_wait_t *w = readable ? malloc(sizeof(*w)) : NULL;
     const float *got = NULL;
     unsigned dim = 0;
     int rc = LLMC_ENOMEM;
@@ -1611,79 +1736,97 @@ static int sem_lookup(llmc_tier_t *t, llmc_tier_lookup_t *lk)
     } else if (w) {
         /* A loop never attached (tests): the shared lexical one, whose
            answer is copied before another thread's use overwrites it. */
-        pthread_mutex_lock(&s->mu);
+        mu_lock(s);
         rc = s->emb ? llmc_embedder_get(s->emb, question, qlen, &got, &dim, on_vector, w, &w->req)
                     : LLMC_ENOENT;
         if (rc == 1)
             memcpy(vec, got, (dim = dim > LLMC_LEX_DIM ? LLMC_LEX_DIM : dim) * sizeof(float));
-        pthread_mutex_unlock(&s->mu);
+        mu_unlock(s);
         got = vec;
     }
     if (rc == 1) {
         free(w);
-        return decide(s, lk, question, &part, qf, got, dim);
+        return decide(s, lk, question, &part, got, dim);
     }
     if (rc < 0) {
-        /* Nothing to compare by (no features, no embedder on this loop, a
-           text the embedder refuses) is skipped; the rest is its error. */
-        bool skip = !featured || rc == LLMC_ENOENT || rc == LLMC_EINVAL || rc == LLMC_E2BIG;
+        /* Nothing to compare by (a text the guards cannot read, no embedder
+           on this loop, a text the embedder refuses) is skipped; the rest
+           is its error. */
+        bool skip = !readable || rc == LLMC_ENOENT || rc == LLMC_EINVAL || rc == LLMC_E2BIG;
         free(w);
-        llmc_guard_q_free(qf);
         free(question);
-        pthread_mutex_lock(&s->mu);
+        mu_lock(s);
         if (skip) {
             s->xs.lookups++;
             s->xs.skipped++;
         } else {
             s->xs.embed_errors++;
         }
-        pthread_mutex_unlock(&s->mu);
+        mu_unlock(s);
         return LLMC_ENOENT;
     }
     /* It answers later, on this loop. */
-    *w = (sem_wait_t){.s = s, .lk = lk, .question = question, .part = part, .qf = qf,
-                      .req = w->req};
+    *w = (sem_wait_t){.s = s, .lk = lk, .question = question, .part = part, .req = w->req};
     return LLMC_EAGAIN;
 }
 
 static int sem_put(llmc_tier_t *t, unsigned worker, llmc_entry_t *e, int64_t now_ms)
 {
     sem_tier_t *s = impl(t);
-    pend_t *p = NULL;
+    pend_t pq = {0}, *p = &pq;
     uint8_t *shared = NULL;
     size_t shared_len = 0;
+    int outcome = -1;
 
     if (!eligible_route(llmc_entry_route(e)) || e->expires_ms <= now_ms)
         return 0;
-    pthread_mutex_lock(&s->mu);
-    for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING && !p; i++)
-        if (s->pend[i].used && memcmp(s->pend[i].key.b, e->key.b, LLMC_KEY_LEN) == 0)
-            p = &s->pend[i];
-    if (!p)
-        goto out; /* its question was never seen here */
-    int outcome = -1;
-    if (p->would && p->kind == PEND_SHADOW)
+    /* Its pending question leaves the ring (this answer's now), and what
+       it kept a would for is judged: mu alone, searches go on. */
+    mu_lock(s);
+    for (size_t i = 0; i < LLMC_TIER_SEMANTIC_PENDING && !pq.used; i++)
+        if (s->pend[i].used && memcmp(s->pend[i].key.b, e->key.b, LLMC_KEY_LEN) == 0) {
+            pq = s->pend[i];
+            s->pend[i] = (pend_t){0};
+        }
+    if (pq.used && p->would && p->kind == PEND_SHADOW)
         do_shadow_compare(s, p, e);
-    else if (p->would)
+    else if (pq.used && p->would)
         outcome = do_outcome(s, worker, p, e);
+    mu_unlock(s);
+    if (!pq.used)
+        return 0; /* its question was never seen here */
+    /* The record's features, when its lookup had no candidate to judge:
+       with the worker's own tools, outside both locks. */
+    llmc_lex_t *lx = worker_lex(s, worker);
+    if (!p->q) {
+        if (!lx)
+            mu_lock(s);
+        if (llmc_guard_q_new(lx ? lx : s->lex, p->text, strlen(p->text), &p->q) < 0)
+            p->q = NULL;
+        if (!lx)
+            mu_unlock(s);
+    }
+    wr_lock(s);
+    mu_lock(s);
     if (p->kind == PEND_VERIFY)
         (void)do_alias_del(s, &e->key); /* its own answer is the model's now */
+    if (!p->q)
+        s->st.errors++; /* no memory for its features: not indexed */
     bool bar = s->verifying && !s->shadow && p->q &&
                do_bar_near(s, &p->part, p->vec, p->q, p->ns, outcome == 0);
-    if (do_index(s, e, &p->part, p->vec, p->q) == 0) {
+    if (p->q && do_index(s, e, &p->part, p->vec, p->q) == 0) {
         p->q = NULL;
-        if (p->text)
-            do_qlog(s, &e->key, &p->part, p->text, strlen(p->text), p->vec);
+        do_qlog(s, &e->key, &p->part, p->text, strlen(p->text), p->vec);
         if (bar)
             do_bar(s, &e->key, 1.0f, s->nss[p->ns].m.start);
-        if (p->text && s->share && !s->shadow)
+        if (s->share && !s->shadow)
             shared = do_share_record(s, &e->key, p, &shared_len);
     }
-    do_pend_clear(p);
-out:
-    pthread_mutex_unlock(&s->mu);
+    mu_unlock(s);
+    rw_unlock(s);
+    do_pend_clear(p); /* would's reference goes outside the locks */
     if (shared)
-        s->share(s->share_arg, worker, shared, shared_len); /* outside the lock: it sends */
+        s->share(s->share_arg, worker, shared, shared_len); /* outside the locks: it sends */
     free(shared);
     return 0;
 }
@@ -1695,7 +1838,8 @@ static void sem_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
     size_t n = 0;
 
     (void)worker;
-    pthread_mutex_lock(&s->mu);
+    wr_lock(s);
+    mu_lock(s);
     if (llmc_purge_is_key(sel)) {
         long i = do_rec_find(s, &sel->key);
         if (i >= 0) {
@@ -1714,17 +1858,38 @@ static void sem_purge(llmc_tier_t *t, unsigned worker, const llmc_purge_t *sel,
     }
     s->st.purged += n;
     s->npurges++;
-    pthread_mutex_unlock(&s->mu);
+    mu_unlock(s);
+    rw_unlock(s);
     done(arg, n);
 }
 
 static void sem_tick(llmc_tier_t *t, int64_t now_ms)
 {
     sem_tier_t *s = impl(t);
+    size_t budget = LLMC_TIER_SEMANTIC_SWEEP_BUDGET < s->cap ? LLMC_TIER_SEMANTIC_SWEEP_BUDGET
+                                                             : s->cap;
+    bool any = false;
 
-    pthread_mutex_lock(&s->mu);
+    mu_lock(s);
     do_vcompact(s);
-    for (size_t k = 0; k < LLMC_TIER_SEMANTIC_SWEEP_BUDGET && k < s->cap; k++) {
+    mu_unlock(s);
+    /* Most ticks find nothing expired: they look with searches going on,
+       and take rw for writing only to drop what they found. */
+    rd_lock(s);
+    mu_lock(s);
+    for (size_t k = 0; k < budget && !any; k++) {
+        const rec_t *r = &s->recs[(s->sweep_at + k) % s->cap];
+        any = r->e && r->e->expires_ms <= now_ms;
+    }
+    if (!any)
+        s->sweep_at = (s->sweep_at + budget) % s->cap;
+    mu_unlock(s);
+    rw_unlock(s);
+    if (!any)
+        return;
+    wr_lock(s);
+    mu_lock(s);
+    for (size_t k = 0; k < budget; k++) {
         size_t i = s->sweep_at;
         s->sweep_at = (s->sweep_at + 1) % s->cap;
         if (s->recs[i].e && s->recs[i].e->expires_ms <= now_ms) {
@@ -1732,28 +1897,29 @@ static void sem_tick(llmc_tier_t *t, int64_t now_ms)
             s->st.evicted_ttl++;
         }
     }
-    pthread_mutex_unlock(&s->mu);
+    mu_unlock(s);
+    rw_unlock(s);
 }
 
 static void sem_stats(llmc_tier_t *t, llmc_tier_stats_t *out)
 {
     sem_tier_t *s = impl(t);
 
-    pthread_mutex_lock(&s->mu);
+    mu_lock(s);
     *out = s->st;
     out->entries = s->live;
     out->bytes = s->bytes;
     out->max_bytes = s->max_bytes;
-    pthread_mutex_unlock(&s->mu);
+    mu_unlock(s);
 }
 
 static void sem_xstats(llmc_tier_t *t, void *out)
 {
     sem_tier_t *s = impl(t);
 
-    pthread_mutex_lock(&s->mu);
+    mu_lock(s);
     *(sem_xstats_t *)out = s->xs;
-    pthread_mutex_unlock(&s->mu);
+    mu_unlock(s);
 }
 
 /* Main thread, before worker runs: its own embedder. */
@@ -1860,6 +2026,7 @@ static void semantic_destroy(llmc_tier_t *t)
     llmc_vindex_free(s->ix);
     llmc_lex_free(s->lex);
     pthread_mutex_destroy(&s->mu);
+    pthread_rwlock_destroy(&s->rw);
     free(s);
 }
 
@@ -1922,7 +2089,18 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
         clock_gettime(CLOCK_MONOTONIC, &ts);
         s->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)s ^ 0x9E3779B97F4A7C15ull;
     }
-    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+    /* Writers preferred: a stream of lookups must not starve put and purge
+       (glibc's default prefers readers). No thread takes it twice. */
+    pthread_rwlockattr_t ra;
+    bool rw_made = pthread_rwlockattr_init(&ra) == 0;
+    if (rw_made) {
+        (void)pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        rw_made = pthread_rwlock_init(&s->rw, &ra) == 0;
+        pthread_rwlockattr_destroy(&ra);
+    }
+    if (!rw_made || pthread_mutex_init(&s->mu, NULL) != 0) {
+        if (rw_made)
+            pthread_rwlock_destroy(&s->rw);
         free(s);
         return NULL;
     }

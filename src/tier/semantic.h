@@ -42,7 +42,7 @@ typedef struct llmc_semantic_config {
        answer that would have been served. */
     bool shadow;
     /* Where shadow mode's lines go (one JSON object each, no newline);
-       NULL: stderr. Called with the tier's lock held: keep it short. */
+       NULL: stderr. Called with the tier's mutex held: keep it short. */
     void (*log)(void *arg, const char *line);
     void *log_arg;
     /* Persistence: the questions of indexed answers are appended to
@@ -82,7 +82,7 @@ struct llmc_semq;
    tier/redis_vec.c publishes them to the other gateways): rec is a
    tier/semantic_log.h record (vector and embedder id included), valid
    during the call. Called on the storing worker's thread, without the
-   tier's lock. */
+   tier's locks. */
 typedef void (*llmc_semantic_share_fn)(void *arg, unsigned worker, const uint8_t *rec,
                                        size_t len);
 
@@ -102,7 +102,7 @@ int llmc_tier_semantic_add_peer(llmc_tier_t *t, const struct llmc_semq *q, llmc_
 /* A new semantic tier named "semantic" (cfg may be NULL: the defaults), or
    NULL when out of memory or when cfg->dir's question file cannot be set
    up. Main thread; its ops may then be called from any
-   thread (one lock inside). */
+   thread (two locks inside, semantic.c). */
 llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg);
 
 #endif
