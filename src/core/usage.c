@@ -9,7 +9,9 @@
  *   so an answer of any depth costs no stack.
  * - Only a top-level "usage" counts: a "usage" key inside a message, a tool
  *   call's arguments or any nested object is content, not the bill. With
- *   duplicate "usage" members the last one wins, as jansson reads them.
+ *   duplicate "usage" members the last one wins, as jansson reads them;
+ *   so does a count named twice in one usage object, even when the last
+ *   value is not a count (then that count is absent).
  * - Keys are compared as they are written: a key spelled with escapes
  *   ("us\u0061ge") is not recognised. No API writes its usage that way, and
  *   missing a count only costs the header.
@@ -138,6 +140,7 @@ static bool walk_object(cur_t *c, llmc_usage_t *u, llmc_usage_t *last, bool *fou
         c->p++;
         return true;
     }
+    bool have_p = false, have_c = false; /* with u: the last value of each was a count */
     for (;;) {
         const char *k;
         size_t kn;
@@ -162,13 +165,13 @@ static bool walk_object(cur_t *c, llmc_usage_t *u, llmc_usage_t *last, bool *fou
             *found = false; /* null or anything else: the last one says none */
             ok = skip_value(c);
         } else if (u && (key_is(k, kn, "prompt_tokens") || key_is(k, kn, "input_tokens"))) {
-            bool taken;
-            ok = take_count(c, &u->prompt_tokens, &taken);
-            *found = *found || taken;
+            ok = take_count(c, &u->prompt_tokens, &have_p);
+            if (!have_p)
+                u->prompt_tokens = 0;
         } else if (u && (key_is(k, kn, "completion_tokens") || key_is(k, kn, "output_tokens"))) {
-            bool taken;
-            ok = take_count(c, &u->completion_tokens, &taken);
-            *found = *found || taken;
+            ok = take_count(c, &u->completion_tokens, &have_c);
+            if (!have_c)
+                u->completion_tokens = 0;
         } else {
             ok = skip_value(c);
         }
@@ -179,6 +182,8 @@ static bool walk_object(cur_t *c, llmc_usage_t *u, llmc_usage_t *last, bool *fou
             return false;
         if (*c->p == '}') {
             c->p++;
+            if (u)
+                *found = have_p || have_c;
             return true;
         }
         if (*c->p != ',')

@@ -75,6 +75,13 @@ static void test_only_the_top_level_usage_counts(void **state)
                  "\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}", 2, 3);
     assert_none("{\"usage\":{\"prompt_tokens\":1},\"usage\":{}}");
     assert_none("{\"usage\":{\"prompt_tokens\":1},\"usage\":null}");
+    /* So does a count named twice, even when its last value is no count
+       (fuzz_usage found the scanner keeping the first). */
+    assert_usage("{\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":12,"
+                 "\"completion_tokens\":\"x\"}}", 12, 0);
+    assert_usage("{\"usage\":{\"prompt_tokens\":1,\"prompt_tokens\":5,"
+                 "\"completion_tokens\":2}}", 5, 2);
+    assert_none("{\"usage\":{\"prompt_tokens\":1,\"prompt_tokens\":null}}");
 }
 
 static void test_what_is_not_a_count(void **state)
