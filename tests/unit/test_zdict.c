@@ -330,6 +330,13 @@ static void test_version_2_still_reads(void **state)
     free(body);
 }
 
+/* Where a compressed record's zstd head starts: its body (length at byte
+   56, 24 bits are plenty here) ends before the 8-byte trailer. */
+static size_t zhead_of(const uint8_t *buf, size_t len)
+{
+    return len - 8 - (size_t)buf[56] - ((size_t)buf[57] << 8) - ((size_t)buf[58] << 16);
+}
+
 /* Lies inside a compressed body behind a valid checksum: ECORRUPT (an
    unknown dictionary: EVERSION). */
 static void test_damaged_frame_is_corrupt(void **state)
@@ -344,7 +351,7 @@ static void test_damaged_frame_is_corrupt(void **state)
     uint32_t dict;
     uint8_t *buf = encode(e, &len, &packed, &dict);
     assert_true(packed);
-    size_t zhead = len - 8 - (size_t)buf[56] - ((size_t)buf[57] << 8) - ((size_t)buf[58] << 16);
+    size_t zhead = zhead_of(buf, len);
     uint8_t *copy = malloc(len);
     /* the decoded length, the dictionary id (one this process does not
        have: unreadable here, like another format), a frame byte, an
@@ -380,7 +387,7 @@ static void test_forged_length_sizes_nothing(void **state)
     uint32_t dict;
     uint8_t *buf = encode(e, &len, &packed, &dict);
     assert_true(packed);
-    size_t zhead = len - 8 - (size_t)buf[56] - ((size_t)buf[57] << 8) - ((size_t)buf[58] << 16);
+    size_t zhead = zhead_of(buf, len);
     const uint8_t *frame = buf + zhead + LLMC_RECORD_ZHEAD;
     size_t flen = len - 8 - zhead - LLMC_RECORD_ZHEAD;
     assert_int_equal(llmc_zdict_frame_fits(frame, flen, strlen(body)), 0);
