@@ -148,12 +148,13 @@ static void truth(const float *all, size_t n, const float *q, float thr, want_t 
  */
 static double threshold_recall(const llmc_vindex_t *ix, const llmc_key_t *part,
                                const float (*qv)[LLMC_LEX_DIM], const want_t *w, int nq,
-                               unsigned ef, size_t *wanted)
+                               const llmc_vindex_near_t *how, size_t *wanted)
 {
     size_t want = 0, found = 0;
     for (int r = 0; r < nq; r++) {
         llmc_vindex_hit_t hits[KC];
-        size_t g = llmc_vindex_search_ef(ix, part, qv[r], KC, ef, hits);
+        llmc_vindex_near_t nr = *how;
+        size_t g = llmc_vindex_search_near(ix, part, qv[r], KC, &nr, hits);
         for (size_t j = 0; j < w[r].m; j++)
             for (size_t i = 0; i < g; i++)
                 if (hits[i].id == w[r].id[j]) {
@@ -164,6 +165,66 @@ static double threshold_recall(const llmc_vindex_t *ix, const llmc_key_t *part,
     }
     *wanted = want;
     return want ? (double)found / (double)want : 1.0;
+}
+
+static void unrelated(char *buf, size_t len);
+
+/* The CPU time of one search of each of qv as nr says (the best of three
+   rounds), and the share of them that widened. */
+static double near_cost(const llmc_vindex_t *ix, const llmc_key_t *part,
+                        const float (*qv)[LLMC_LEX_DIM], const llmc_vindex_near_t *how,
+                        double *widened)
+{
+    double us = 1e9;
+    size_t wide = 0;
+    for (int round = 0; round < 3; round++) {
+        llmc_vindex_hit_t hits[KC];
+        wide = 0;
+        double t0 = now_us();
+        for (int r = 0; r < 2000; r++) {
+            llmc_vindex_near_t nr = *how;
+            llmc_vindex_search_near(ix, part, qv[r % NQX], KC, &nr, hits);
+            wide += nr.widened != 0;
+        }
+        double t = (now_us() - t0) / 2000;
+        us = t < us ? t : us;
+    }
+    *widened = (double)wide / 2000;
+    return us;
+}
+
+/*
+ * The narrow walk widened near the threshold (the tier's search): ef 8,
+ * then 32 when the best found is within a margin of the threshold, for
+ * several margins: what a miss costs for new questions of the stored kind
+ * and for questions unlike any stored, and the threshold recall.
+ */
+static void narrow_rows(const llmc_vindex_t *ix, const llmc_key_t *part,
+                        const float (*fresh)[LLMC_LEX_DIM], const float (*dup)[LLMC_LEX_DIM],
+                        const want_t *wfresh, const want_t *wdup, float thr, double embed_us)
+{
+    static const float margins[] = {0.05f, 0.10f, 0.15f, 0.20f, 0.30f};
+    static float other[NQX][LLMC_LEX_DIM];
+    llmc_lex_t *lx = llmc_lex_new();
+    char buf[200];
+    for (int r = 0; r < NQX; r++) {
+        unrelated(buf, sizeof(buf));
+        llmc_lex_embed(lx, buf, strlen(buf), other[r]);
+    }
+    llmc_lex_free(lx);
+    for (size_t m = 0; m < sizeof(margins) / sizeof(margins[0]); m++) {
+        llmc_vindex_near_t how = {.ef = 32, .ef_lo = 8, .near = thr - margins[m]};
+        double wk, wu;
+        double kind = near_cost(ix, part, fresh, &how, &wk);
+        double unlike = near_cost(ix, part, other, &how, &wu);
+        size_t wd, wf;
+        double rd = threshold_recall(ix, part, dup, wdup, NQX, &how, &wd);
+        double rf = threshold_recall(ix, part, fresh, wfresh, NQX, &how, &wf);
+        printf("  ef 8 widened to 32 from %.2f: a miss costs %7.2f us unlike any stored (%3.0f%% "
+               "widened), %7.2f us of the stored kind (%3.0f%%), with the embedding; threshold "
+               "recall: near-duplicates %.4f, new questions %.4f\n",
+               (double)how.near, unlike + embed_us, 100 * wu, kind + embed_us, 100 * wk, rd, rf);
+    }
 }
 
 /*
@@ -224,13 +285,16 @@ static void lexical_partitions(llmc_lex_t *lx, double embed_us, size_t only)
                     us = t < us ? t : us;
                 }
                 size_t wd, wf;
-                double rd = threshold_recall(ix, &part, dup, wdup, NQX, efs[e], &wd);
-                double rf = threshold_recall(ix, &part, fresh, wfresh, NQX, efs[e], &wf);
+                llmc_vindex_near_t how = {.ef = efs[e]};
+                double rd = threshold_recall(ix, &part, dup, wdup, NQX, &how, &wd);
+                double rf = threshold_recall(ix, &part, fresh, wfresh, NQX, &how, &wf);
                 printf("  ef %2u: %7.2f us per search, a miss costs %7.2f us with the "
                        "embedding; threshold recall: near-duplicates %.4f (of %zu), new "
                        "questions %.4f (of %zu)\n",
                        efs[e], us, us + embed_us, rd, wd, rf, wf);
             }
+            if (q8)
+                narrow_rows(ix, &part, fresh, dup, wfresh, wdup, thr, embed_us);
             llmc_vindex_free(ix);
             free(all);
             free(texts);
@@ -323,12 +387,13 @@ static uint64_t tier_rejected(llmc_tier_t *t)
 /* The CPU time of one lookup of each of rs (the best of three rounds: the
    least disturbed by other programs), how many hit (in the last round),
    and what the tier counted per lookup: under the threshold, guard
-   rejections. */
+   rejections, searches widened. */
 static double tier_round(llmc_tier_t *t, treq_t *rs, size_t n, size_t *hits,
-                         double *below, double *rejected)
+                         double *below, double *rejected, double *widened)
 {
     double best = 1e9;
     uint64_t b0 = tier_xstat(t, "below_threshold"), r0 = tier_rejected(t);
+    uint64_t w0 = tier_xstat(t, "search/widened");
     for (int round = 0; round < 3; round++) {
         size_t h = 0;
         /* new keys each round: a hit's alias would answer the same key
@@ -344,6 +409,7 @@ static double tier_round(llmc_tier_t *t, treq_t *rs, size_t n, size_t *hits,
     }
     *below = (double)(tier_xstat(t, "below_threshold") - b0) / (3.0 * (double)n);
     *rejected = (double)(tier_rejected(t) - r0) / (3.0 * (double)n);
+    *widened = (double)(tier_xstat(t, "search/widened") - w0) / (3.0 * (double)n);
     return best;
 }
 
@@ -371,7 +437,13 @@ static void tier_costs(size_t only)
         size_t n = sizes[si];
         if (only && n != only)
             continue;
-        llmc_semantic_config_t cfg = {.threshold = 0.70f, .max_entries = n};
+        /* the gateway's defaults (src/config.h: --semantic-threshold,
+           --semantic-search-ef, -narrow, -margin) */
+        llmc_semantic_config_t cfg = {.threshold = 0.70f,
+                                      .max_entries = n,
+                                      .search_ef = 32,
+                                      .search_narrow = 8,
+                                      .search_margin = 0.15f};
         llmc_tier_t *t = llmc_tier_semantic_new(&cfg);
         if (!t || t->ops->attach(t, 0, NULL) != 0) {
             fprintf(stderr, "semantic_bench: no tier\n");
@@ -423,8 +495,8 @@ static void tier_costs(size_t only)
         treq_t *sets[] = {other, near, dup};
         for (int k = 0; k < 3; k++) {
             size_t hits;
-            double below, rej;
-            double us = tier_round(t, sets[k], TQ, &hits, &below, &rej);
+            double below, rej, wide;
+            double us = tier_round(t, sets[k], TQ, &hits, &below, &rej, &wide);
             /* of which the embedding of the same questions alone */
             float v[LLMC_LEX_DIM];
             double t0e = now_us();
@@ -432,8 +504,9 @@ static void tier_costs(size_t only)
                 llmc_lex_embed(lx, qtext[k][i], strlen(qtext[k][i]), v);
             double emb = (now_us() - t0e) / TQ;
             printf("  %-25s %7.2f us per lookup, its embedding %5.2f (%4zu of %d hit; per "
-                   "lookup: %.2f best under the threshold, %.2f guard rejections)\n",
-                   kinds[k], us, emb, hits, TQ, below, rej);
+                   "lookup: %.2f best under the threshold, %.2f guard rejections, %.2f "
+                   "searches widened)\n",
+                   kinds[k], us, emb, hits, TQ, below, rej, wide);
         }
         t->ops->destroy(t);
         free(texts);

@@ -222,6 +222,17 @@ typedef enum llmc_opt_type {
     X(semantic_threshold, "semantic-threshold", RATIO, "0.7", 1, 1000, NULL,                 \
       "How similar (cosine of the lexical vectors, 0.001..1, or a percentage) a question must " \
       "be before the guards judge it; X-Cache-Semantic-Threshold sets it per request.")       \
+    X(semantic_search_ef, "semantic-search-ef", INT, "32", 4, 4096, NULL,                     \
+      "Beam width of the semantic index's graph search (a partition past 1,000 questions): "  \
+      "wider finds more of the questions above the threshold, at more cost per lookup.")     \
+    X(semantic_search_narrow, "semantic-search-narrow", INT, "8", 0, 4096, NULL,              \
+      "The graph search walks at this narrower width first and widens to "                   \
+      "--semantic-search-ef only when it finds a question within --semantic-search-margin "   \
+      "of the threshold: most new questions are near nothing, and cost a narrow walk (0: "    \
+      "always the full width).")                                                             \
+    X(semantic_search_margin, "semantic-search-margin", RATIO, "0.15", 0, 1000, NULL,         \
+      "How far under the threshold the narrow walk's best find must come for the search to " \
+      "widen (its scores are int8 estimates, and a near find may lead to a closer one).")    \
     X(semantic_max_error, "semantic-max-error", RATIO, "0", 0, 1000, NULL,                    \
       "Error budget of semantic hits (a fraction, 0.01 or 1%; 0: off): each cached answer "   \
       "learns its own similarity threshold from verified outcomes, starting at "              \

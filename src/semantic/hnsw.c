@@ -102,6 +102,12 @@ typedef struct scratch {
     int8_t *qcode;   /* q8: the query's code */
     heap_t cand, res;   /* res is keyed by -s: its top is the worst kept */
     cand_t *sorted;     /* res drained best first, res.cap entries */
+    uint32_t mark;      /* the running walk's epoch */
+    /* A narrow walk that may be widened keeps every node it scored here
+       (seen_lost: one could not be kept, so widening walks afresh). */
+    cand_t *seen;
+    size_t nseen, seencap;
+    bool logging, seen_lost;
 } scratch_t;
 
 /*
@@ -541,21 +547,61 @@ static void greedy(const llmc_hnsw_t *h, const qry_t *q, uint32_t *cur, float *s
     }
 }
 
-/*
- * The beam search at level l from ep: the best ef nodes found go into
- * sc->sorted, best first; returns how many.
- */
-static size_t beam(const llmc_hnsw_t *h, scratch_t *sc, const qry_t *q, uint32_t ep, float eps,
-                   unsigned ef, int l)
+/* Keeps (s, id) in sc->seen for a later widening (beam_widen). */
+static void seen_push(scratch_t *sc, float s, uint32_t id)
+{
+    if (sc->nseen == sc->seencap) {
+        size_t cap = sc->seencap ? sc->seencap * 2 : 256;
+        cand_t *a = realloc(sc->seen, cap * sizeof(*a));
+        if (!a) {
+            sc->seen_lost = true;
+            return;
+        }
+        sc->seen = a;
+        sc->seencap = cap;
+    }
+    sc->seen[sc->nseen++] = (cand_t){.s = s, .id = id};
+}
+
+/* Node e, scored t, competes for the beam of width ef. */
+static void beam_offer(scratch_t *sc, float t, uint32_t e, unsigned ef)
 {
     heap_t *cand = &sc->cand, *res = &sc->res;
-    uint32_t mark = next_epoch(sc), *visit = sc->visit;
+    if (sc->logging)
+        seen_push(sc, t, e);
+    if (res->n < ef || t > -res->a[0].s) {
+        heap_push(cand, t, e);
+        heap_push(res, -t, e); /* never grows: cap > ef */
+        if (res->n > ef)
+            heap_pop(res);
+    }
+}
+
+/* A new walk from ep (similarity eps): fresh marks, ep its only candidate. */
+static void beam_open(scratch_t *sc, uint32_t ep, float eps)
+{
+    sc->mark = next_epoch(sc);
+    sc->cand.n = sc->res.n = 0;
+    sc->nseen = 0;
+    sc->seen_lost = false;
+    sc->visit[ep] = sc->mark;
+    if (sc->logging)
+        seen_push(sc, eps, ep);
+    heap_push(&sc->cand, eps, ep);
+    heap_push(&sc->res, -eps, ep);
+}
+
+/*
+ * The beam search at level l, on from the candidates beam_open (or
+ * beam_widen) left: expands the best candidate till none can improve the
+ * best ef found.
+ */
+static void beam_walk(const llmc_hnsw_t *h, scratch_t *sc, const qry_t *q, unsigned ef, int l)
+{
+    heap_t *cand = &sc->cand, *res = &sc->res;
+    uint32_t mark = sc->mark, *visit = sc->visit;
 
     assert(ef + 1 <= res->cap);
-    cand->n = res->n = 0;
-    visit[ep] = mark;
-    heap_push(cand, eps, ep);
-    heap_push(res, -eps, ep);
     while (cand->n) {
         cand_t c = cand->a[0];
         if (res->n >= ef && c.s < -res->a[0].s)
@@ -576,24 +622,59 @@ static size_t beam(const llmc_hnsw_t *h, scratch_t *sc, const qry_t *q, uint32_t
         for (uint32_t j = 0; j < nf && j < HNSW_AHEAD; j++)
             prefetch_node(h, q, fresh[j]);
         for (uint32_t j = 0; j < nf; j++) {
-            uint32_t e = fresh[j];
             if (j + HNSW_AHEAD < nf)
                 prefetch_node(h, q, fresh[j + HNSW_AHEAD]);
-            float t = qsim(h, q, e);
-            if (res->n < ef || t > -res->a[0].s) {
-                heap_push(cand, t, e);
-                heap_push(res, -t, e); /* never grows: cap > ef */
-                if (res->n > ef)
-                    heap_pop(res);
-            }
+            beam_offer(sc, qsim(h, q, fresh[j]), fresh[j], ef);
         }
     }
+}
+
+/* The walk's best found into sc->sorted, best first; how many. */
+static size_t beam_close(scratch_t *sc)
+{
+    heap_t *res = &sc->res;
     size_t n = res->n;
     for (size_t i = n; i-- > 0;) {
         sc->sorted[i] = (cand_t){.s = -res->a[0].s, .id = res->a[0].id};
         heap_pop(res);
     }
     return n;
+}
+
+/* The beam search at level l from ep: the best ef nodes found go into
+   sc->sorted, best first; returns how many. */
+static size_t beam(const llmc_hnsw_t *h, scratch_t *sc, const qry_t *q, uint32_t ep, float eps,
+                   unsigned ef, int l)
+{
+    beam_open(sc, ep, eps);
+    beam_walk(h, sc, q, ef, l);
+    return beam_close(sc);
+}
+
+/*
+ * Widens a finished layer-0 walk to beam ef, as if it had walked at ef from
+ * the start but for the order: every node it scored (sc->seen) competes
+ * again for the wider beam, the best ef are its candidates once more, and
+ * the walk goes on with the same marks. A candidate expanded before finds
+ * its neighbours marked and costs a list read; nothing is scored twice.
+ */
+static void beam_widen(const llmc_hnsw_t *h, scratch_t *sc, const qry_t *q, unsigned ef)
+{
+    heap_t *cand = &sc->cand, *res = &sc->res;
+    assert(!sc->seen_lost);
+    sc->logging = false;
+    cand->n = res->n = 0;
+    for (size_t i = 0; i < sc->nseen; i++) {
+        float t = sc->seen[i].s;
+        if (res->n < ef || t > -res->a[0].s) {
+            heap_push(res, -t, sc->seen[i].id);
+            if (res->n > ef)
+                heap_pop(res);
+        }
+    }
+    for (size_t i = 0; i < res->n; i++)
+        heap_push(cand, -res->a[i].s, res->a[i].id);
+    beam_walk(h, sc, q, ef, 0);
 }
 
 static int cand_desc(const void *a, const void *b)
@@ -896,6 +977,7 @@ static void scratch_free(scratch_t *sc)
     free(sc->cand.a);
     free(sc->res.a);
     free(sc->sorted);
+    free(sc->seen);
     free(sc->qcode);
     free(sc);
 }
@@ -1289,21 +1371,56 @@ static void scratch_give(const llmc_hnsw_t *h, scratch_t *sc, int slot)
     atomic_fetch_and_explicit(&((llmc_hnsw_t *)h)->busy, ~(1u << slot), memory_order_release);
 }
 
-size_t llmc_hnsw_search(const llmc_hnsw_t *h, const float *q, size_t k, unsigned ef,
-                        llmc_hnsw_hit_t *out)
+/* The best score among a walk's ef best found (res, keyed by -s). */
+static float beam_best(const scratch_t *sc)
 {
+    float b = -INFINITY;
+    for (size_t i = 0; i < sc->res.n; i++)
+        b = -sc->res.a[i].s > b ? -sc->res.a[i].s : b;
+    return b;
+}
+
+/*
+ * The layer-0 walk of a search from cur: at w->ef, or, with a narrow width,
+ * at that first and then widened only when what it found reaches w->near.
+ * Returns how many it found (sc->sorted).
+ */
+static size_t walk0(const llmc_hnsw_t *h, scratch_t *sc, const qry_t *qr, uint32_t cur, float s,
+                    llmc_hnsw_walk_t *w)
+{
+    if (!w->ef_lo || w->ef_lo >= w->ef)
+        return beam(h, sc, qr, cur, s, w->ef, 0);
+    sc->logging = true;
+    beam_open(sc, cur, s);
+    beam_walk(h, sc, qr, w->ef_lo, 0);
+    sc->logging = false;
+    if (beam_best(sc) < w->near)
+        return beam_close(sc);
+    w->widened = true;
+    if (sc->seen_lost) /* no room kept what it scored: walk again at full width */
+        return beam(h, sc, qr, cur, s, w->ef, 0);
+    beam_widen(h, sc, qr, w->ef);
+    return beam_close(sc);
+}
+
+size_t llmc_hnsw_search_walk(const llmc_hnsw_t *h, const float *q, size_t k,
+                             llmc_hnsw_walk_t *w, llmc_hnsw_hit_t *out)
+{
+    w->widened = false;
     if (h->maxlevel < 0 || k == 0)
         return 0;
-    if (!ef)
-        ef = h->efs;
-    if (ef < k)
-        ef = k > 100000 ? 100000 : (unsigned)k;
+    if (!w->ef)
+        w->ef = h->efs;
+    if (w->ef < k)
+        w->ef = k > 100000 ? 100000 : (unsigned)k;
+    if (w->ef_lo && w->ef_lo < k)
+        w->ef_lo = (unsigned)k;
     int slot;
     scratch_t *sc = scratch_take(h, &slot);
     if (!sc)
         return 0; /* no memory for the walk: nothing found */
-    if (!scratch_fit(sc, ef))
-        ef = (unsigned)sc->res.cap - 2; /* a narrower beam rather than none */
+    if (!scratch_fit(sc, w->ef))
+        w->ef = (unsigned)sc->res.cap - 2; /* a narrower beam rather than none */
     qry_t qr = {.f = q, .c = sc->qcode, .coarse = h->q8};
     if (h->q8)
         qr.cs = quantise(q, h->dim, sc->qcode);
@@ -1311,7 +1428,7 @@ size_t llmc_hnsw_search(const llmc_hnsw_t *h, const float *q, size_t k, unsigned
     float s = qsim(h, &qr, cur);
     for (int l = h->maxlevel; l > 0; l--)
         greedy(h, &qr, &cur, &s, l);
-    size_t n = beam(h, sc, &qr, cur, s, ef, 0);
+    size_t n = walk0(h, sc, &qr, cur, s, w);
     if (h->q8)
         n = rerank(h, q, sc->sorted, n, k);
     if (n > k)
@@ -1323,6 +1440,12 @@ size_t llmc_hnsw_search(const llmc_hnsw_t *h, const float *q, size_t k, unsigned
     }
     scratch_give(h, sc, slot);
     return n;
+}
+
+size_t llmc_hnsw_search(const llmc_hnsw_t *h, const float *q, size_t k, unsigned ef,
+                        llmc_hnsw_hit_t *out)
+{
+    return llmc_hnsw_search_walk(h, q, k, &(llmc_hnsw_walk_t){.ef = ef}, out);
 }
 
 llmc_dot_fn llmc_hnsw_dot_fn(void)

@@ -59,6 +59,24 @@ void llmc_hnsw_remove(llmc_hnsw_t *h, uint32_t node);
 size_t llmc_hnsw_search(const llmc_hnsw_t *h, const float *q, size_t k, unsigned ef,
                         llmc_hnsw_hit_t *out);
 
+/*
+ * How a search walks, for a caller that acts only on nodes scoring at least
+ * some similarity (the semantic tier's threshold): most searches find
+ * nothing near it, and a narrow beam tells that at a fraction of the cost.
+ * With ef_lo (non-zero, under ef) the layer-0 walk runs at beam ef_lo, and
+ * goes on at ef only when the best it found scores at least near (by the
+ * walk's own measure: int8 codes in a quantized graph, so near should sit
+ * below the caller's threshold by a margin). Widening keeps what the
+ * narrow walk scored: the wide walk goes on from there.
+ */
+typedef struct llmc_hnsw_walk {
+    unsigned ef;    /* the beam width (0: the graph's ef_search; never below k) */
+    unsigned ef_lo; /* 0: walk at ef throughout */
+    float near;
+    int widened;    /* out: the narrow walk found something near and widened */
+} llmc_hnsw_walk_t;
+size_t llmc_hnsw_search_walk(const llmc_hnsw_t *h, const float *q, size_t k,
+                             llmc_hnsw_walk_t *w, llmc_hnsw_hit_t *out);
 /* Whether node is a live node (not a free slot). */
 int llmc_hnsw_live(const llmc_hnsw_t *h, uint32_t node);
 

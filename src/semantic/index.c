@@ -393,13 +393,13 @@ static bool better(float sa, uint64_t ia, float sb, uint64_t ib)
 }
 
 /* A graph's best k, ordered as a scan would order them. */
-static size_t graph_search(const llmc_hnsw_t *g, const float *q, size_t k, unsigned ef,
+static size_t graph_search(const llmc_hnsw_t *g, const float *q, size_t k, llmc_hnsw_walk_t *w,
                            llmc_vindex_hit_t *out)
 {
     llmc_hnsw_hit_t stack[32], *hits = k <= 32 ? stack : malloc(k * sizeof(*hits));
     if (!hits)
         k = 32, hits = stack; /* fewer answers rather than none */
-    size_t n = llmc_hnsw_search(g, q, k, ef, hits);
+    size_t n = llmc_hnsw_search_walk(g, q, k, w, hits);
     for (size_t i = 0; i < n; i++) {
         llmc_vindex_hit_t h = {.id = hits[i].label, .score = hits[i].score};
         size_t j = i;
@@ -423,12 +423,23 @@ size_t llmc_vindex_search(const llmc_vindex_t *ix, const llmc_key_t *part, const
 size_t llmc_vindex_search_ef(const llmc_vindex_t *ix, const llmc_key_t *part, const float *q,
                              size_t k, unsigned ef, llmc_vindex_hit_t *out)
 {
+    return llmc_vindex_search_near(ix, part, q, k, &(llmc_vindex_near_t){.ef = ef}, out);
+}
+
+size_t llmc_vindex_search_near(const llmc_vindex_t *ix, const llmc_key_t *part, const float *q,
+                               size_t k, llmc_vindex_near_t *nr, llmc_vindex_hit_t *out)
+{
     const part_t *p = ix->parts[part_find(ix, part)];
     size_t n = 0;
+    nr->widened = 0;
     if (!p || k == 0)
         return 0;
-    if (p->g)
-        return graph_search(p->g, q, k, ef, out);
+    if (p->g) {
+        llmc_hnsw_walk_t w = {.ef = nr->ef, .ef_lo = nr->ef_lo, .near = nr->near};
+        n = graph_search(p->g, q, k, &w, out);
+        nr->widened = w.widened;
+        return n;
+    }
     for (uint32_t s = 0; s < p->n; s++) {
         float sc = ix->dot(q, p->vecs + (size_t)s * ix->dim, ix->dim);
         uint64_t id = p->ids[s];

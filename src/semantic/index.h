@@ -76,6 +76,22 @@ size_t llmc_vindex_search(const llmc_vindex_t *ix, const llmc_key_t *part, const
 size_t llmc_vindex_search_ef(const llmc_vindex_t *ix, const llmc_key_t *part, const float *q,
                              size_t k, unsigned ef, llmc_vindex_hit_t *out);
 
+/*
+ * The same for a caller that acts only on vectors scoring at least some
+ * similarity: in a graph, a narrow walk at ef_lo first, widened to ef only
+ * when its best find scores at least near (semantic/hnsw.h: what a
+ * llmc_hnsw_walk_t does); widened says it did. A scanned partition is
+ * scanned whole, as ever.
+ */
+typedef struct llmc_vindex_near {
+    unsigned ef;    /* 0: ef_search */
+    unsigned ef_lo; /* 0: no narrow walk */
+    float near;
+    int widened;    /* out */
+} llmc_vindex_near_t;
+size_t llmc_vindex_search_near(const llmc_vindex_t *ix, const llmc_key_t *part, const float *q,
+                               size_t k, llmc_vindex_near_t *nr, llmc_vindex_hit_t *out);
+
 /* The beam width for a caller that wants only the few best above a
    similarity threshold (the semantic tier: 4 candidates at 0.70). At 32,
    of the stored vectors the tier would act on, make bench-semantic found

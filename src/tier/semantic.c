@@ -136,6 +136,9 @@
       "Lookups whose request said no (X-Cache-Semantic: off, \"cache\": {\"semantic\": false}).") \
     X(below_threshold, "below_threshold", COUNTER, "lookups",                                \
       "Misses whose best candidate was under the similarity threshold.")                     \
+    X(search_widened, "search/widened", COUNTER, "lookups",                                  \
+      "Graph searches whose narrow walk found a question near the threshold and widened "      \
+      "(--semantic-search-narrow, --semantic-search-margin).")                              \
     X(rejected_numbers, "rejected/numbers", COUNTER, "candidates",                           \
       "Candidates rejected: numbers or units differ.")                                       \
     X(rejected_quotes, "rejected/quotes", COUNTER, "candidates",                             \
@@ -275,6 +278,8 @@ typedef struct sem_tier {
     pthread_rwlock_t rw; /* the index and the record slots (see the top); before mu */
     pthread_mutex_t mu;
     float threshold;
+    unsigned search_ef, search_narrow; /* the index walk (llmc_semantic_config_t) */
+    float search_margin;
     bool shadow;
     void (*log)(void *arg, const char *line);
     void *log_arg;
@@ -721,10 +726,10 @@ static void do_qlog(sem_tier_t *s, const llmc_key_t *key, const llmc_key_t *part
 /* The tier's index: graph walks by int8 codes, re-scored by float (every
    similarity it compares is exact), and a beam for the few best above a
    threshold, not for recall@10 (see make bench-semantic). */
-static llmc_vindex_t *index_new(unsigned dim)
+static llmc_vindex_t *index_new(const sem_tier_t *s, unsigned dim)
 {
-    return llmc_vindex_new_opts(
-        dim, &(llmc_vindex_opts_t){.quantize = 1, .ef_search = LLMC_VINDEX_FEW_EF});
+    return llmc_vindex_new_opts(dim,
+                                &(llmc_vindex_opts_t){.quantize = 1, .ef_search = s->search_ef});
 }
 
 /* An index for dim-float vectors, made now if none yet (a remote model's
@@ -733,7 +738,7 @@ static llmc_vindex_t *index_new(unsigned dim)
 static bool do_index_for(sem_tier_t *s, unsigned dim)
 {
     ASSERT_WRITES(s);
-    if (!s->ix && dim > 0 && (s->ix = index_new(dim)))
+    if (!s->ix && dim > 0 && (s->ix = index_new(s, dim)))
         s->dim = dim;
     return s->ix && dim == s->dim;
 }
@@ -1498,7 +1503,10 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
     /* rw read-held from here: other lookups search at the same time; no
        slot a candidate names is freed or reused till the end. */
     float threshold = lk->query->threshold > 0 ? lk->query->threshold : s->threshold;
-    size_t n = llmc_vindex_search(s->ix, part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, cand);
+    llmc_vindex_near_t walk = {
+        .ef_lo = s->search_narrow, .near = threshold - s->search_margin};
+    size_t n =
+        llmc_vindex_search_near(s->ix, part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, &walk, cand);
     /* The guards' features only for a candidate to judge (best first: the
        first one says); a question they cannot read (no memory) is skipped. */
     if (n > 0 && cand[0].score >= threshold) {
@@ -1519,6 +1527,7 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
     }
     mu_lock(s);
     s->xs.lookups++;
+    s->xs.search_widened += walk.widened != 0;
     /* Verification: the namespace's row, and what is learned of each candidate. */
     uint16_t nsi = s->verifying ? do_ns(s, lk->query->ns) : 0;
     vns_row_t *ns = s->verifying ? &s->nss[nsi] : NULL;
@@ -2059,6 +2068,9 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
     s->qfd = -1;
     s->vfd = -1;
     s->threshold = cfg && cfg->threshold > 0 ? cfg->threshold : LLMC_TIER_SEMANTIC_THRESHOLD;
+    s->search_ef = cfg && cfg->search_ef ? cfg->search_ef : LLMC_VINDEX_FEW_EF;
+    s->search_narrow = cfg ? cfg->search_narrow : 0;
+    s->search_margin = cfg ? cfg->search_margin : 0;
     s->shadow = cfg && cfg->shadow;
     s->log = cfg ? cfg->log : NULL;
     s->log_arg = cfg ? cfg->log_arg : NULL;
@@ -2117,7 +2129,7 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
         llmc_embedder_remote_id(cfg->remote, s->emb_id);
     } else {
         s->dim = LLMC_LEX_DIM;
-        s->ix = index_new(LLMC_LEX_DIM);
+        s->ix = index_new(s, LLMC_LEX_DIM);
         s->emb = llmc_embedder_lexical_new();
         if (s->emb)
             memcpy(s->emb_id, s->emb->id, sizeof(s->emb_id));

@@ -601,6 +601,55 @@ static void test_persistence_round_trip(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* A partition past the graph threshold, searched narrow first: a question
+   near nothing stored stays narrow and misses; a near-duplicate widens the
+   walk and hits its question. */
+static void test_narrow_search_widens_near_the_threshold(void **state)
+{
+    (void)state;
+    static const char *const words[] = {"sort",   "list",  "python", "rust",   "table",
+                                        "index",  "query", "cache",  "memory", "thread",
+                                        "socket", "file",  "json",   "parse",  "string",
+                                        "kernel", "graph", "vector", "matrix", "array"};
+    enum { NW = sizeof(words) / sizeof(words[0]), NQ = 1500 };
+    llmc_semantic_config_t cfg = {.threshold = 0.7f, .max_entries = 4096, .search_ef = 32,
+                                  .search_narrow = 8, .search_margin = 0.15f};
+    llmc_tier_t *t = llmc_tier_semantic_new(&cfg);
+    assert_non_null(t);
+    char q[NQ][96];
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < NQ; i++) {
+        const char *w[4];
+        for (int j = 0; j < 4; j++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            w[j] = words[r % NW];
+        }
+        char text[96];
+        snprintf(text, sizeof(text), "how do I %s the %s in %s with %s number %d?", w[0], w[1],
+                 w[2], w[3], i);
+        memcpy(q[i], text, sizeof(text));
+        ASK(a, "m", NULL, text, "");
+        a.q.key.b[1] = (uint8_t)(i >> 8), a.q.key.b[2] = (uint8_t)i;
+        assert_null(look(t, &a, NOW));
+        llmc_entry_unref(answer(t, &a, "{\"x\":1}", NOW + 3600 * 1000));
+    }
+    assert_int_equal(stats(t).entries, NQ);
+    uint64_t w0 = xstat(t, "search/widened");
+    ASK(far, "m", NULL, "which violin suits a glacier near the museum during the opera?", "");
+    assert_null(look(t, &far, NOW));
+    assert_int_equal(xstat(t, "search/widened"), w0);
+    char dup[128] = "please, ";
+    strncat(dup, q[777], sizeof(dup) - strlen(dup) - 1);
+    ASK(near, "m", NULL, dup, "");
+    near.q.key.b[3] = 0x77;
+    llmc_entry_t *e = look(t, &near, NOW);
+    assert_non_null(e);
+    assert_true(last_similarity > 0.9f);
+    assert_int_equal(xstat(t, "search/widened"), w0 + 1);
+    llmc_entry_unref(e);
+    t->ops->destroy(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -617,6 +666,7 @@ int main(void)
         cmocka_unit_test(test_byte_bound),
         cmocka_unit_test(test_purge_by_model),
         cmocka_unit_test(test_persistence_round_trip),
+        cmocka_unit_test(test_narrow_search_widens_near_the_threshold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
