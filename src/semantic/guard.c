@@ -435,7 +435,7 @@ int llmc_guard_q_new(llmc_lex_t *lx, const char *text, size_t len, llmc_guard_q_
                 st = own;
             }
             for (size_t i = 0; i < q->toks.n; i++)
-                if (strcmp(q->toks.v[i].stem, st) == 0)
+                if (q->toks.v[i].stem[0] == st[0] && strcmp(q->toks.v[i].stem, st) == 0)
                     q->ant[p] |= (uint8_t)(1u << side);
         }
     free(copy);
