@@ -228,13 +228,17 @@ static inline uint32_t *indeg_of(const llmc_hnsw_t *h, uint32_t n, int l)
     return *up_of(h, n) + (size_t)*level_of(h, n) * (1 + h->m) + (l - 1);
 }
 
-/* Node n's layer-0 in-links: who links to it, in no order, as many as its
-   in-degree; inl_of NULL with incap LOST: the list could not grow, a
-   delete then hunts for the in-links as before the lists existed. Lists
-   grow and shrink by IN_STEP entries (one malloc size class), not by
-   doubling: a doubled list holds a third more than it uses on average,
-   some 50 bytes a node at m 16 (make bench-hnsw). */
-#define LOST UINT32_MAX
+/*
+ * Node n's layer-0 in-list: the nodes that link to n while n does not
+ * link back, in no order. A link both ways (most of HNSW's are) is found
+ * from n's own list at delete time, so it is not stored twice: this
+ * halves what the lists hold (make bench-hnsw). inl_of NULL with incap
+ * LOST: the list could not grow; a delete of n then hunts for its
+ * in-links as before the lists existed. Lists grow and shrink by IN_STEP
+ * entries (one malloc size class), not by doubling: a doubled list holds
+ * a third more than it uses on average.
+ */
+#define LOST UINT16_MAX
 #define IN_STEP 4
 
 static inline uint32_t **inl_of(const llmc_hnsw_t *h, uint32_t n)
@@ -242,58 +246,105 @@ static inline uint32_t **inl_of(const llmc_hnsw_t *h, uint32_t n)
     return (uint32_t **)(blk(h, n) + h->off_in);
 }
 
-static inline uint32_t *incap_of(const llmc_hnsw_t *h, uint32_t n)
+/* Entries the in-list has room for, and uses. */
+static inline uint16_t *incap_of(const llmc_hnsw_t *h, uint32_t n)
 {
-    return (uint32_t *)(blk(h, n) + h->off_incap);
+    return (uint16_t *)(blk(h, n) + h->off_incap);
 }
 
-/* The link from -> t at level l came: t's in-degree and in-list follow. */
+static inline uint16_t *incnt_of(const llmc_hnsw_t *h, uint32_t n)
+{
+    return (uint16_t *)(blk(h, n) + h->off_incap + sizeof(uint16_t));
+}
+
+static bool has(const uint32_t *v, unsigned n, uint32_t x)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (v[i] == x)
+            return true;
+    return false;
+}
+
+/* Whether a links to b at layer 0. */
+static inline bool links0(const llmc_hnsw_t *h, uint32_t a, uint32_t b)
+{
+    const uint32_t *L = list_of(h, a, 0);
+    return has(L + 1, L[0], b);
+}
+
+/* v goes into t's in-list; a list that cannot grow is dropped (a hint
+   lost, never a wrong one). */
+static void in_push(const llmc_hnsw_t *h, uint32_t t, uint32_t v)
+{
+    uint16_t *cap = incap_of(h, t), *cnt = incnt_of(h, t);
+    uint32_t **in = inl_of(h, t);
+    if (*cap == LOST)
+        return;
+    if (*cnt == *cap) {
+        uint32_t nc = *cap + IN_STEP, *p = nc < LOST ? realloc(*in, nc * sizeof(*p)) : NULL;
+        if (!p) {
+            free(*in);
+            *in = NULL;
+            *cap = LOST;
+            *cnt = 0;
+            return;
+        }
+        *in = p;
+        *cap = (uint16_t)nc;
+    }
+    (*in)[(*cnt)++] = v;
+}
+
+/* v, which t's in-list names, leaves it. */
+static void in_pull(const llmc_hnsw_t *h, uint32_t t, uint32_t v)
+{
+    uint16_t *cap = incap_of(h, t), *cnt = incnt_of(h, t);
+    if (*cap == LOST)
+        return;
+    uint32_t *in = *inl_of(h, t), i = 0;
+    while (i < *cnt && in[i] != v)
+        i++;
+    assert(i < *cnt);
+    in[i] = in[--*cnt];
+    if (*cap >= *cnt + 2 * IN_STEP) {
+        /* two steps spare: give one back (not at one, so a node that
+           gains and loses a link in turn does not realloc each time);
+           a failed shrink keeps the bigger list */
+        uint32_t *p = realloc(in, (*cap - IN_STEP) * sizeof(*p));
+        if (p) {
+            *inl_of(h, t) = p;
+            *cap -= IN_STEP;
+        }
+    }
+}
+
+/* The link from -> t at level l came: t's in-degree follows, and at layer
+   0 the in-lists: a link back t -> from makes the pair mutual, so from's
+   list stops naming t; else t's names from. */
 static void in_add(const llmc_hnsw_t *h, uint32_t t, int l, uint32_t from)
 {
-    uint32_t *d = indeg_of(h, t, l);
-    if (l == 0 && *incap_of(h, t) != LOST) {
-        uint32_t **in = inl_of(h, t), *cap = incap_of(h, t);
-        if (*d == *cap) {
-            uint32_t nc = *cap + IN_STEP, *v = realloc(*in, nc * sizeof(*v));
-            if (!v) {
-                free(*in); /* a hint lost, never a wrong one */
-                *in = NULL;
-                *cap = LOST;
-                (*d)++;
-                return;
-            }
-            *in = v;
-            *cap = nc;
-        }
-        (*in)[*d] = from;
-    }
-    (*d)++;
+    (*indeg_of(h, t, l))++;
+    if (l != 0)
+        return;
+    if (links0(h, t, from))
+        in_pull(h, from, t);
+    else
+        in_push(h, t, from);
 }
 
-/* The link from -> t at level l went. */
+/* The link from -> t at level l went: a link back t -> from is now one
+   way, so from's list names t; else t's stops naming from. */
 static void in_del(const llmc_hnsw_t *h, uint32_t t, int l, uint32_t from)
 {
     uint32_t *d = indeg_of(h, t, l);
     assert(*d > 0);
-    if (l == 0 && *incap_of(h, t) != LOST) {
-        uint32_t *in = *inl_of(h, t), i = 0;
-        while (i < *d && in[i] != from)
-            i++;
-        assert(i < *d);
-        in[i] = in[*d - 1];
-        uint32_t *cap = incap_of(h, t);
-        if (*cap >= *d - 1 + 2 * IN_STEP) {
-            /* two steps spare: give one back (not at one, so a node that
-               gains and loses a link in turn does not realloc each time);
-               a failed shrink keeps the bigger list */
-            uint32_t *v = realloc(in, (*cap - IN_STEP) * sizeof(*v));
-            if (v) {
-                *inl_of(h, t) = v;
-                *cap -= IN_STEP;
-            }
-        }
-    }
     (*d)--;
+    if (l != 0)
+        return;
+    if (links0(h, t, from))
+        in_push(h, from, t);
+    else
+        in_pull(h, t, from);
 }
 
 static inline bool live(const llmc_hnsw_t *h, uint32_t n)
@@ -625,14 +676,6 @@ static unsigned select_heuristic(const llmc_hnsw_t *h, const cand_t *c, size_t n
             out[k++] = c[i].id;
     }
     return k;
-}
-
-static bool has(const uint32_t *v, unsigned n, uint32_t x)
-{
-    for (unsigned i = 0; i < n; i++)
-        if (v[i] == x)
-            return true;
-    return false;
 }
 
 /*
@@ -1021,6 +1064,7 @@ int llmc_hnsw_add(llmc_hnsw_t *h, uint64_t label, const float *vec, uint32_t *no
     *indeg_of(h, x, 0) = 0;
     *inl_of(h, x) = NULL;
     *incap_of(h, x) = 0;
+    *incnt_of(h, x) = 0;
     h->count++;
     *node = x;
     if (h->maxlevel < 0) {
@@ -1041,9 +1085,11 @@ int llmc_hnsw_add(llmc_hnsw_t *h, uint64_t label, const float *vec, uint32_t *no
         uint32_t *L = list_of(h, x, l);
         cur = h->sc->sorted[0].id;
         s = h->sc->sorted[0].s;
-        L[0] = k;
-        memcpy(L + 1, sel, k * sizeof(*sel));
+        /* one link at a time, each with its in-lists' update: an update
+           reads the lists, which must hold just the links made so far */
+        L[0] = 0;
         for (unsigned i = 0; i < k; i++) {
+            L[++L[0]] = sel[i];
             in_add(h, sel[i], l, x);
             link_into(h, sel[i], x, l);
         }
@@ -1101,22 +1147,26 @@ static void unlink_level(llmc_hnsw_t *h, uint32_t x, int l)
 {
     uint32_t *xl = list_of(h, x, l), need = *indeg_of(h, x, l), found = 0, copy[2 * MAX_M + 1];
     uint32_t mark = next_epoch(h->sc);
+    bool back[2 * MAX_M + 1] = {false}; /* back[i]: copy[i] linked to x too */
 
     h->sc->visit[x] = mark;
     memcpy(copy, xl, (1 + xl[0]) * sizeof(*copy));
+    /* x's own neighbours first: those that link back are the in-links an
+       in-list leaves out. Once all are found, the rest do not link back.
+       unlink_from never touches x's own list or in-list; the links' removal
+       updates no in-list of x's (x goes), and the loop at the end knows
+       from back[] which of its neighbours' in-lists name x. */
+    for (uint32_t i = 1; i <= copy[0] && found < need; i++)
+        found += (back[i] = unlink_from(h, copy[i], x, l, mark));
     if (l == 0 && *incap_of(h, x) != LOST) {
-        /* The in-list names them all: no hunt. unlink_from never touches
-           x's own list (x's in-degree is zeroed below). */
+        /* the in-list names the rest: no hunt */
         const uint32_t *in = *inl_of(h, x);
-        for (uint32_t i = 0; i < need; i++)
+        for (uint32_t i = 0; i < *incnt_of(h, x); i++)
             found += unlink_from(h, in[i], x, l, mark);
         assert(found == need);
     }
-    /* Without a list, most in-links come from x's own neighbours, nearly
-       all the rest from theirs; every node is walked only if some are
-       still missing. */
-    for (uint32_t i = 1; i <= copy[0] && found < need; i++)
-        found += unlink_from(h, copy[i], x, l, mark);
+    /* Without a list, nearly all the rest link to x's neighbours too;
+       every node is walked only if some are still missing. */
     for (uint32_t i = 1; i <= copy[0] && found < need; i++) {
         uint32_t two[2 * MAX_M + 1], *zl = list_of(h, copy[i], l);
         memcpy(two, zl, (1 + zl[0]) * sizeof(*two));
@@ -1146,7 +1196,10 @@ static void unlink_level(llmc_hnsw_t *h, uint32_t x, int l)
        its best neighbour. */
     for (uint32_t i = 1; i <= copy[0]; i++) {
         uint32_t z = copy[i];
-        in_del(h, z, l, x);
+        assert(*indeg_of(h, z, l) > 0);
+        (*indeg_of(h, z, l))--;
+        if (l == 0 && !back[i])
+            in_pull(h, z, x); /* a one-way link: z's in-list named x */
         if (*indeg_of(h, z, l) > 0 || z == h->entry)
             continue;
         const uint32_t *zl = list_of(h, z, l);
@@ -1195,6 +1248,8 @@ void llmc_hnsw_remove(llmc_hnsw_t *h, uint32_t x)
     *up_of(h, x) = NULL;
     free(*inl_of(h, x));
     *inl_of(h, x) = NULL;
+    *incap_of(h, x) = 0;
+    *incnt_of(h, x) = 0;
     *level_of(h, x) = FREE_LEVEL;
     h->freel[h->nfree++] = x;
     if (--h->count == 0) {
@@ -1421,24 +1476,37 @@ int llmc_hnsw_check(const llmc_hnsw_t *h, char *why, size_t why_len)
                 return BAD("node %u level %d: in-degree %u, %u links in", n, l,
                            *indeg_of(h, n, l), h->sc->visit[n]);
     }
-    /* Each in-list names distinct nodes that link to its node. With the
-       in-degree checked above, it names all of them. */
+    /* Each in-list names distinct nodes that link to its node one way. Its
+       length plus the links both ways equals the in-degree checked above,
+       so it names all of them. */
     for (uint32_t n = 0; n < h->used; n++) {
-        if (!live(h, n) || *incap_of(h, n) == LOST)
+        if (!live(h, n))
             continue;
-        const uint32_t *in = *inl_of(h, n), d = *indeg_of(h, n, 0);
-        if (d > *incap_of(h, n))
-            return BAD("node %u: in-degree %u over its in-list's room %u", n, d,
-                       *incap_of(h, n));
-        for (uint32_t i = 0; i < d; i++) {
+        const uint32_t *in = *inl_of(h, n), cnt = *incnt_of(h, n), cap = *incap_of(h, n);
+        if (cap == LOST) {
+            if (in || cnt)
+                return BAD("node %u: a dropped in-list with %u entries", n, cnt);
+            continue;
+        }
+        if (cnt > cap || (cap && !in) || cap % IN_STEP)
+            return BAD("node %u: in-list of %u entries in room for %u", n, cnt, cap);
+        for (uint32_t i = 0; i < cnt; i++) {
             if (!live(h, in[i]))
                 return BAD("node %u's in-list names dead node %u", n, in[i]);
-            const uint32_t *L = list_of(h, in[i], 0);
-            if (!has(L + 1, L[0], n))
+            if (!links0(h, in[i], n))
                 return BAD("node %u's in-list names %u, which does not link to it", n, in[i]);
+            if (links0(h, n, in[i]))
+                return BAD("node %u's in-list names %u, which it links to", n, in[i]);
             if (has(in, i, in[i]))
                 return BAD("node %u's in-list names %u twice", n, in[i]);
         }
+        const uint32_t *L = list_of(h, n, 0);
+        uint32_t both = 0;
+        for (uint32_t j = 1; j <= L[0]; j++)
+            both += live(h, L[j]) && links0(h, L[j], n);
+        if (cnt + both != *indeg_of(h, n, 0))
+            return BAD("node %u: in-degree %u, but %u in-list entries and %u links both ways",
+                       n, *indeg_of(h, n, 0), cnt, both);
     }
     /* The marks were overwritten: make every old epoch stale. */
     memset(h->sc->visit, 0, h->sc->vcap * sizeof(*h->sc->visit));
