@@ -157,7 +157,10 @@ struct llmc_hnsw {
     uint8_t **chunks;
     size_t nchunks, chunks_cap;
     uint32_t used, count; /* slots handed out (0..used-1), live nodes */
-    uint32_t *freel;      /* free slots, a stack; capacity = nchunks * CHUNK */
+    /* Free slots, a stack threaded through their blocks (each free block's
+       label word holds the next, NO_SLOT ends it): no array of 4 bytes a
+       slot beside the blocks. */
+    uint32_t free_top;
     size_t nfree;
     uint32_t entry;
     int maxlevel; /* -1: empty */
@@ -350,6 +353,34 @@ static void in_del(const llmc_hnsw_t *h, uint32_t t, int l, uint32_t from)
 static inline bool live(const llmc_hnsw_t *h, uint32_t n)
 {
     return n < h->used && *level_of(h, n) != FREE_LEVEL;
+}
+
+/* The free stack (see struct llmc_hnsw): a free slot's label word holds
+   the slot under it. */
+#define NO_SLOT UINT32_MAX
+
+static inline uint32_t free_next(const llmc_hnsw_t *h, uint32_t n)
+{
+    uint32_t next;
+    memcpy(&next, blk(h, n) + h->off_label, sizeof(next));
+    return next;
+}
+
+static void free_push(llmc_hnsw_t *h, uint32_t n)
+{
+    assert(*level_of(h, n) == FREE_LEVEL);
+    memcpy(blk(h, n) + h->off_label, &h->free_top, sizeof(h->free_top));
+    h->free_top = n;
+    h->nfree++;
+}
+
+static uint32_t free_pop(llmc_hnsw_t *h)
+{
+    uint32_t n = h->free_top;
+    assert(h->nfree > 0 && n != NO_SLOT && *level_of(h, n) == FREE_LEVEL);
+    h->free_top = free_next(h, n);
+    h->nfree--;
+    return n;
 }
 
 /* The portable dot: four sums, so the compiler may keep them in lanes. */
@@ -900,6 +931,7 @@ llmc_hnsw_t *llmc_hnsw_new(unsigned dim, const llmc_hnsw_opts_t *opts)
     h->rng = o.seed ? o.seed : 0x2545f4914f6cdd1dull;
     h->ml = 1.0 / log((double)o.m);
     h->maxlevel = -1;
+    h->free_top = NO_SLOT;
     h->q8 = o.quantize != 0;
     pick_dots(h);
     if (h->q8) {
@@ -957,7 +989,6 @@ void llmc_hnsw_free(llmc_hnsw_t *h)
         arena_free(&h->floats, h->fchunks, h->nchunks);
     free(h->chunks);
     free(h->fchunks);
-    free(h->freel);
     scratch_free(h->sc);
     for (int i = 0; i < SEARCH_POOL; i++)
         scratch_free(h->pool[i]);
@@ -1002,10 +1033,6 @@ static int grow(llmc_hnsw_t *h)
     }
     if (!marks_fit(h->sc, cap))
         return LLMC_ENOMEM;
-    uint32_t *f = realloc(h->freel, cap * sizeof(*f));
-    if (!f)
-        return LLMC_ENOMEM;
-    h->freel = f;
     uint8_t *chunk = arena_chunk(&h->nodes, h->chunks, h->nchunks);
     if (!chunk)
         return LLMC_ENOMEM;
@@ -1051,7 +1078,7 @@ int llmc_hnsw_add(llmc_hnsw_t *h, uint64_t label, const float *vec, uint32_t *no
             return LLMC_ENOMEM;
         h->upper_bytes += bytes;
     }
-    x = h->nfree ? h->freel[--h->nfree] : h->used++;
+    x = h->nfree ? free_pop(h) : h->used++;
     memcpy(vec_of(h, x), vec, h->dim * sizeof(float));
     if (h->q8) {
         float sc = quantise(vec, h->dim, (int8_t *)blk(h, x));
@@ -1251,11 +1278,12 @@ void llmc_hnsw_remove(llmc_hnsw_t *h, uint32_t x)
     *incap_of(h, x) = 0;
     *incnt_of(h, x) = 0;
     *level_of(h, x) = FREE_LEVEL;
-    h->freel[h->nfree++] = x;
+    free_push(h, x);
     if (--h->count == 0) {
         h->maxlevel = -1;
         h->used = 0; /* every slot is free: start from the first again */
         h->nfree = 0;
+        h->free_top = NO_SLOT;
     }
 }
 
@@ -1421,7 +1449,7 @@ size_t llmc_hnsw_count(const llmc_hnsw_t *h)
 
 size_t llmc_hnsw_bytes(const llmc_hnsw_t *h)
 {
-    size_t slots = h->nchunks * CHUNK, in = 0;
+    size_t in = 0;
     for (uint32_t n = 0; n < h->used; n++)
         if (live(h, n) && *incap_of(h, n) != LOST)
             in += *incap_of(h, n) * sizeof(uint32_t);
@@ -1431,7 +1459,7 @@ size_t llmc_hnsw_bytes(const llmc_hnsw_t *h)
                   (h->pool[i]->cand.cap + 2 * h->pool[i]->res.cap) * sizeof(cand_t) +
                   (h->q8 ? h->dim : 0);
     return in + sizeof(*h) + sizeof(*h->sc) + h->chunks_cap * sizeof(*h->chunks) +
-           arena_bytes(&h->nodes, h->nchunks) + slots * sizeof(uint32_t) + marks_bytes(h->sc) +
+           arena_bytes(&h->nodes, h->nchunks) + marks_bytes(h->sc) +
            (h->q8 ? h->chunks_cap * sizeof(uint8_t *) + arena_bytes(&h->floats, h->nchunks) +
                         h->dim
                   : 0) +
@@ -1522,9 +1550,12 @@ int llmc_hnsw_check(const llmc_hnsw_t *h, char *why, size_t why_len)
     if (lives != h->count || lives + h->nfree != h->used)
         return BAD("counts disagree: %u live of %u, %zu free of %u used", lives, h->count,
                    h->nfree, h->used);
-    for (size_t i = 0; i < h->nfree; i++)
-        if (h->freel[i] >= h->used || live(h, h->freel[i]))
-            return BAD("free slot %u is in use", h->freel[i]);
+    uint32_t f = h->free_top;
+    for (size_t i = 0; i < h->nfree; i++, f = free_next(h, f))
+        if (f >= h->used || live(h, f))
+            return BAD("free slot %u is in use", f);
+    if (f != NO_SLOT)
+        return BAD("the free stack runs past its %zu slots", h->nfree);
     if (h->count && (!live(h, h->entry) || (int)*level_of(h, h->entry) != h->maxlevel))
         return BAD("entry %u is not a live node on the top level %d", h->entry, h->maxlevel);
     if (!h->count && h->maxlevel != -1)

@@ -338,6 +338,13 @@ static void test_check_finds_breaks(void **state)
     assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
     assert_non_null(strstr(why, "dead"));
     L[1] = saved;
+    uint32_t self = nodes[10]; /* the free stack made a loop */
+    memcpy(blk(h, self) + h->off_label, &self, sizeof(self));
+    assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
+    assert_non_null(strstr(why, "free stack"));
+    self = NO_SLOT;
+    memcpy(blk(h, nodes[10]) + h->off_label, &self, sizeof(self));
+    checked(h);
     (*indeg_of(h, nodes[5], 0))++;
     assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
     assert_non_null(strstr(why, "in-degree"));
