@@ -350,8 +350,8 @@ static void test_check_finds_breaks(void **state)
     assert_non_null(strstr(why, "in-degree"));
     (*indeg_of(h, nodes[5], 0))--;
     checked(h);
-    uint32_t o = 0; /* a node with a one-way in-link, and one with a link both ways */
-    while (*incnt_of(h, nodes[o]) == 0)
+    uint32_t o = 0; /* a node with two one-way in-links, and one with a link both ways */
+    while (*incnt_of(h, nodes[o]) < 2)
         o++;
     uint32_t *in = *inl_of(h, nodes[o]);
     saved = in[0];
