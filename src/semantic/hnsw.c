@@ -150,7 +150,7 @@ struct llmc_hnsw {
     dot8_fn dot8;
     uint8_t **fchunks; /* q8: the float vectors, CHUNK per chunk */
     arena_t nodes, floats; /* where chunks and fchunks come from */
-    size_t off_scale, off_in, off_incap;
+    size_t off_scale, off_in, off_inw;
     uint64_t rng;
     double ml;
     size_t bsize, off_l0, off_label, off_up, off_indeg, off_level;
@@ -234,8 +234,8 @@ static inline uint32_t *indeg_of(const llmc_hnsw_t *h, uint32_t n, int l)
 /*
  * Node n's layer-0 in-list: the nodes that link to n while n does not
  * link back, in no order. A link both ways (most of HNSW's are) is found
- * from n's own list at delete time, so it is not stored twice: this
- * halves what the lists hold (make bench-hnsw). inl_of NULL with incap
+ * from n's own list at delete time, so it is not stored twice: the lists
+ * hold a tenth of the in-links (make bench-hnsw). inl_of NULL with in_cap
  * LOST: the list could not grow; a delete of n then hunts for its
  * in-links as before the lists existed. Most nodes have no one-way in-link
  * at all (nine in ten in a bench graph): an empty list is freed. Lists
@@ -243,25 +243,39 @@ static inline uint32_t *indeg_of(const llmc_hnsw_t *h, uint32_t n, int l)
  * doubling: a doubled list holds a third more than it uses on average.
  * Their sizes are IN_FIRST + k IN_STEP entries: glibc's chunks are 16 k
  * bytes with 8 of header, so such a list fills its chunk to the byte.
+ * The block keeps k + 1 in a byte (0: no list), so the count, that byte
+ * and the level share one word: at most IN_MAX entries (one-way
+ * in-degrees stay under 100 at 50,000 nodes of 384 dimensions), over it
+ * the list is LOST.
  */
 #define LOST UINT16_MAX
 #define IN_STEP 4
 #define IN_FIRST 6
+#define CAPK_LOST 0xFF
+#define IN_MAX (IN_FIRST + (CAPK_LOST - 2) * IN_STEP)
 
 static inline uint32_t **inl_of(const llmc_hnsw_t *h, uint32_t n)
 {
     return (uint32_t **)(blk(h, n) + h->off_in);
 }
 
-/* Entries the in-list has room for, and uses. */
-static inline uint16_t *incap_of(const llmc_hnsw_t *h, uint32_t n)
-{
-    return (uint16_t *)(blk(h, n) + h->off_incap);
-}
-
+/* Entries the in-list uses; room it has (0, a size above, or LOST). */
 static inline uint16_t *incnt_of(const llmc_hnsw_t *h, uint32_t n)
 {
-    return (uint16_t *)(blk(h, n) + h->off_incap + sizeof(uint16_t));
+    return (uint16_t *)(blk(h, n) + h->off_inw);
+}
+
+static inline unsigned in_cap(const llmc_hnsw_t *h, uint32_t n)
+{
+    unsigned k = blk(h, n)[h->off_inw + sizeof(uint16_t)];
+    return k == CAPK_LOST ? LOST : k ? IN_FIRST + (k - 1) * IN_STEP : 0;
+}
+
+static inline void set_cap(const llmc_hnsw_t *h, uint32_t n, unsigned cap)
+{
+    assert(cap == LOST || cap == 0 || (cap <= IN_MAX && cap % IN_STEP == IN_FIRST % IN_STEP));
+    blk(h, n)[h->off_inw + sizeof(uint16_t)] =
+        (uint8_t)(cap == LOST ? CAPK_LOST : cap ? (cap - IN_FIRST) / IN_STEP + 1 : 0);
 }
 
 static bool has(const uint32_t *v, unsigned n, uint32_t x)
@@ -283,22 +297,23 @@ static inline bool links0(const llmc_hnsw_t *h, uint32_t a, uint32_t b)
    lost, never a wrong one). */
 static void in_push(const llmc_hnsw_t *h, uint32_t t, uint32_t v)
 {
-    uint16_t *cap = incap_of(h, t), *cnt = incnt_of(h, t);
+    unsigned cap = in_cap(h, t);
+    uint16_t *cnt = incnt_of(h, t);
     uint32_t **in = inl_of(h, t);
-    if (*cap == LOST)
+    if (cap == LOST)
         return;
-    if (*cnt == *cap) {
-        uint32_t nc = *cap ? *cap + IN_STEP : IN_FIRST,
-                 *p = nc < LOST ? realloc(*in, nc * sizeof(*p)) : NULL;
+    if (*cnt == cap) {
+        uint32_t nc = cap ? cap + IN_STEP : IN_FIRST,
+                 *p = nc <= IN_MAX ? realloc(*in, nc * sizeof(*p)) : NULL;
         if (!p) {
             free(*in);
             *in = NULL;
-            *cap = LOST;
+            set_cap(h, t, LOST);
             *cnt = 0;
             return;
         }
         *in = p;
-        *cap = (uint16_t)nc;
+        set_cap(h, t, nc);
     }
     (*in)[(*cnt)++] = v;
 }
@@ -306,8 +321,9 @@ static void in_push(const llmc_hnsw_t *h, uint32_t t, uint32_t v)
 /* v, which t's in-list names, leaves it. */
 static void in_pull(const llmc_hnsw_t *h, uint32_t t, uint32_t v)
 {
-    uint16_t *cap = incap_of(h, t), *cnt = incnt_of(h, t);
-    if (*cap == LOST)
+    unsigned cap = in_cap(h, t);
+    uint16_t *cnt = incnt_of(h, t);
+    if (cap == LOST)
         return;
     uint32_t *in = *inl_of(h, t), i = 0;
     while (i < *cnt && in[i] != v)
@@ -317,15 +333,15 @@ static void in_pull(const llmc_hnsw_t *h, uint32_t t, uint32_t v)
     if (*cnt == 0) {
         free(in);
         *inl_of(h, t) = NULL;
-        *cap = 0;
-    } else if (*cap >= *cnt + 2 * IN_STEP) {
+        set_cap(h, t, 0);
+    } else if (cap >= (unsigned)*cnt + 2 * IN_STEP) {
         /* two steps spare: give one back (not at one, so a node that
            gains and loses a link in turn does not realloc each time);
            a failed shrink keeps the bigger list */
-        uint32_t *p = realloc(in, (*cap - IN_STEP) * sizeof(*p));
+        uint32_t *p = realloc(in, (cap - IN_STEP) * sizeof(*p));
         if (p) {
             *inl_of(h, t) = p;
-            *cap -= IN_STEP;
+            set_cap(h, t, cap - IN_STEP);
         }
     }
 }
@@ -954,10 +970,11 @@ llmc_hnsw_t *llmc_hnsw_new(unsigned dim, const llmc_hnsw_opts_t *opts)
     h->off_label = align_up(h->off_l0 + (1 + h->m0) * sizeof(uint32_t), 8);
     h->off_up = h->off_label + sizeof(uint64_t);
     h->off_indeg = h->off_up + sizeof(uint32_t *);
-    h->off_incap = h->off_indeg + sizeof(uint32_t);
-    h->off_in = h->off_incap + sizeof(uint32_t); /* 8-aligned: up is */
-    h->off_level = h->off_in + sizeof(uint32_t *);
-    h->bsize = align_up(h->off_level + 1, h->q8 ? 64 : 8);
+    /* the in-list's count and size, and the level: one word */
+    h->off_inw = h->off_indeg + sizeof(uint32_t);
+    h->off_level = h->off_inw + sizeof(uint16_t) + 1;
+    h->off_in = h->off_inw + sizeof(uint32_t); /* 8-aligned: up is */
+    h->bsize = align_up(h->off_in + sizeof(uint32_t *), h->q8 ? 64 : 8);
     h->nodes.chunk = align_up(CHUNK * h->bsize, 64);
     h->floats.chunk = (size_t)CHUNK * dim * sizeof(float);
     h->nodes.from = h->floats.from = HNSW_HUGE_FROM;
@@ -1099,7 +1116,7 @@ int llmc_hnsw_add(llmc_hnsw_t *h, uint64_t label, const float *vec, uint32_t *no
     list_of(h, x, 0)[0] = 0;
     *indeg_of(h, x, 0) = 0;
     *inl_of(h, x) = NULL;
-    *incap_of(h, x) = 0;
+    set_cap(h, x, 0);
     *incnt_of(h, x) = 0;
     h->count++;
     *node = x;
@@ -1194,7 +1211,7 @@ static void unlink_level(llmc_hnsw_t *h, uint32_t x, int l)
        from back[] which of its neighbours' in-lists name x. */
     for (uint32_t i = 1; i <= copy[0] && found < need; i++)
         found += (back[i] = unlink_from(h, copy[i], x, l, mark));
-    if (l == 0 && *incap_of(h, x) != LOST) {
+    if (l == 0 && in_cap(h, x) != LOST) {
         /* the in-list names the rest: no hunt */
         const uint32_t *in = *inl_of(h, x);
         for (uint32_t i = 0; i < *incnt_of(h, x); i++)
@@ -1284,7 +1301,7 @@ void llmc_hnsw_remove(llmc_hnsw_t *h, uint32_t x)
     *up_of(h, x) = NULL;
     free(*inl_of(h, x));
     *inl_of(h, x) = NULL;
-    *incap_of(h, x) = 0;
+    set_cap(h, x, 0);
     *incnt_of(h, x) = 0;
     *level_of(h, x) = FREE_LEVEL;
     free_push(h, x);
@@ -1460,8 +1477,8 @@ size_t llmc_hnsw_bytes(const llmc_hnsw_t *h)
 {
     size_t in = 0;
     for (uint32_t n = 0; n < h->used; n++)
-        if (live(h, n) && *incap_of(h, n) != LOST)
-            in += *incap_of(h, n) * sizeof(uint32_t);
+        if (live(h, n) && in_cap(h, n) != LOST)
+            in += in_cap(h, n) * sizeof(uint32_t);
     for (int i = 0; i < SEARCH_POOL; i++) /* the searches' marks: one set per search at once */
         if (h->pool[i])
             in += sizeof(scratch_t) + marks_bytes(h->pool[i]) +
@@ -1519,13 +1536,13 @@ int llmc_hnsw_check(const llmc_hnsw_t *h, char *why, size_t why_len)
     for (uint32_t n = 0; n < h->used; n++) {
         if (!live(h, n))
             continue;
-        const uint32_t *in = *inl_of(h, n), cnt = *incnt_of(h, n), cap = *incap_of(h, n);
+        const uint32_t *in = *inl_of(h, n), cnt = *incnt_of(h, n), cap = in_cap(h, n);
         if (cap == LOST) {
             if (in || cnt)
                 return BAD("node %u: a dropped in-list with %u entries", n, cnt);
             continue;
         }
-        if (cnt > cap || !cnt != !cap || !cap != !in || (cap && cap % IN_STEP != IN_FIRST % IN_STEP))
+        if (cnt > cap || !cnt != !cap || !cap != !in || (cap && (cap > IN_MAX || cap % IN_STEP != IN_FIRST % IN_STEP)))
             return BAD("node %u: in-list of %u entries in room for %u", n, cnt, cap);
         for (uint32_t i = 0; i < cnt; i++) {
             if (!live(h, in[i]))

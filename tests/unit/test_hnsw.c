@@ -163,11 +163,11 @@ static void churn(unsigned q8, bool lose)
         }
         peak = live_n > peak ? live_n : peak;
         for (uint32_t n = 0; lose && n < h->used; n += 3)
-            if (live(h, n) && *incap_of(h, n) != LOST) {
+            if (live(h, n) && in_cap(h, n) != LOST) {
                 /* as when an in-list cannot grow: deletes hunt instead */
                 free(*inl_of(h, n));
                 *inl_of(h, n) = NULL;
-                *incap_of(h, n) = LOST;
+                set_cap(h, n, LOST);
                 *incnt_of(h, n) = 0;
             }
         for (int d = 0; d < DEL; d++) {
@@ -184,8 +184,8 @@ static void churn(unsigned q8, bool lose)
         assert_int_equal(llmc_hnsw_count(h), live_n);
         assert_true(h->used <= peak);
         for (uint32_t n = 0; n < h->used; n++) /* in-lists keep under two steps spare */
-            if (live(h, n) && *incap_of(h, n) != LOST)
-                assert_true(*incap_of(h, n) < *incnt_of(h, n) + 2 * IN_STEP);
+            if (live(h, n) && in_cap(h, n) != LOST)
+                assert_true(in_cap(h, n) < (unsigned)*incnt_of(h, n) + 2 * IN_STEP);
         double r = recall(h, vecs, alive, next_label, 40, 100);
         assert_true(r >= 0.9);
     }
@@ -368,7 +368,7 @@ static void test_check_finds_breaks(void **state)
     uint32_t b = 0, *bl = NULL;
     for (;; b++) { /* its first out-link links back */
         bl = list_of(h, nodes[b], 0);
-        if (*incnt_of(h, nodes[b]) < *incap_of(h, nodes[b]) && bl[0] &&
+        if (*incnt_of(h, nodes[b]) < in_cap(h, nodes[b]) && bl[0] &&
             links0(h, bl[1], nodes[b]))
             break;
     }
