@@ -165,6 +165,10 @@ struct llmc_hnsw {
     uint32_t entry;
     int maxlevel; /* -1: empty */
     size_t upper_bytes;
+    /* The upper lists (see up_of): upt_n entries handed out of upt_cap,
+       the free ones' numbers stacked in upt_free. */
+    uint32_t **upt, *upt_free;
+    uint32_t upt_n, upt_cap, upt_nfree;
     scratch_t *sc;    /* the writer's: add, remove, check */
     /* Searches' scratch areas, one per search running at once; a search
        takes a free one (a bit of busy) or, when all are taken, makes its
@@ -205,9 +209,21 @@ static inline uint8_t *level_of(const llmc_hnsw_t *h, uint32_t n)
     return blk(h, n) + h->off_level;
 }
 
-static inline uint32_t **up_of(const llmc_hnsw_t *h, uint32_t n)
+/* Node n's upper lists are entry up_idx - 1 of the table upt (0: none,
+   level 0): 4 bytes in every block where a pointer took 8, for a table
+   entry in the one node in m that has levels. */
+static inline uint32_t up_idx(const llmc_hnsw_t *h, uint32_t n)
 {
-    return (uint32_t **)(blk(h, n) + h->off_up);
+    uint32_t i;
+    memcpy(&i, blk(h, n) + h->off_up, sizeof(i));
+    return i;
+}
+
+static inline uint32_t *up_of(const llmc_hnsw_t *h, uint32_t n)
+{
+    uint32_t i = up_idx(h, n);
+    assert(i > 0 && i <= h->upt_n);
+    return h->upt[i - 1];
 }
 
 static inline unsigned maxdeg(const llmc_hnsw_t *h, int l)
@@ -221,14 +237,14 @@ static inline uint32_t *list_of(const llmc_hnsw_t *h, uint32_t n, int l)
 {
     if (l == 0)
         return (uint32_t *)(blk(h, n) + h->off_l0);
-    return *up_of(h, n) + (size_t)(l - 1) * (1 + h->m);
+    return up_of(h, n) + (size_t)(l - 1) * (1 + h->m);
 }
 
 static inline uint32_t *indeg_of(const llmc_hnsw_t *h, uint32_t n, int l)
 {
     if (l == 0)
         return (uint32_t *)(blk(h, n) + h->off_indeg);
-    return *up_of(h, n) + (size_t)*level_of(h, n) * (1 + h->m) + (l - 1);
+    return up_of(h, n) + (size_t)*level_of(h, n) * (1 + h->m) + (l - 1);
 }
 
 /*
@@ -967,14 +983,16 @@ llmc_hnsw_t *llmc_hnsw_new(unsigned dim, const llmc_hnsw_opts_t *opts)
     } else {
         h->off_l0 = align_up(dim * sizeof(float), 4);
     }
-    h->off_label = align_up(h->off_l0 + (1 + h->m0) * sizeof(uint32_t), 8);
-    h->off_up = h->off_label + sizeof(uint64_t);
-    h->off_indeg = h->off_up + sizeof(uint32_t *);
+    /* 4-byte fields fill the gaps the 8-byte ones leave: a float block of
+       384 dimensions is 1536 + 132 + 28 bytes, no padding */
+    h->off_indeg = h->off_l0 + (1 + h->m0) * sizeof(uint32_t);
+    h->off_label = align_up(h->off_indeg + sizeof(uint32_t), 8);
+    h->off_in = h->off_label + sizeof(uint64_t);
+    h->off_up = h->off_in + sizeof(uint32_t *);
     /* the in-list's count and size, and the level: one word */
-    h->off_inw = h->off_indeg + sizeof(uint32_t);
+    h->off_inw = h->off_up + sizeof(uint32_t);
     h->off_level = h->off_inw + sizeof(uint16_t) + 1;
-    h->off_in = h->off_inw + sizeof(uint32_t); /* 8-aligned: up is */
-    h->bsize = align_up(h->off_in + sizeof(uint32_t *), h->q8 ? 64 : 8);
+    h->bsize = align_up(h->off_inw + sizeof(uint32_t), h->q8 ? 64 : 8);
     h->nodes.chunk = align_up(CHUNK * h->bsize, 64);
     h->floats.chunk = (size_t)CHUNK * dim * sizeof(float);
     h->nodes.from = h->floats.from = HNSW_HUGE_FROM;
@@ -1007,7 +1025,7 @@ void llmc_hnsw_free(llmc_hnsw_t *h)
         return;
     for (uint32_t n = 0; n < h->used; n++)
         if (live(h, n)) {
-            free(*up_of(h, n));
+            free(up_idx(h, n) ? up_of(h, n) : NULL);
             free(*inl_of(h, n));
         }
     arena_free(&h->nodes, h->chunks, h->nchunks);
@@ -1015,6 +1033,8 @@ void llmc_hnsw_free(llmc_hnsw_t *h)
         arena_free(&h->floats, h->fchunks, h->nchunks);
     free(h->chunks);
     free(h->fchunks);
+    free(h->upt);
+    free(h->upt_free);
     scratch_free(h->sc);
     for (int i = 0; i < SEARCH_POOL; i++)
         scratch_free(h->pool[i]);
@@ -1088,6 +1108,24 @@ static int draw_level(llmc_hnsw_t *h)
 
 /* ---- add ------------------------------------------------------------------------ */
 
+/* Room for twice the upper-list table entries (a node in m needs one). */
+static int upt_grow(llmc_hnsw_t *h)
+{
+    uint32_t cap = h->upt_cap ? h->upt_cap * 2 : 64;
+    if (cap <= h->upt_cap)
+        return LLMC_ENOMEM; /* 2^32 entries: no more */
+    uint32_t **t = realloc(h->upt, cap * sizeof(*t));
+    if (!t)
+        return LLMC_ENOMEM;
+    h->upt = t;
+    uint32_t *f = realloc(h->upt_free, cap * sizeof(*f));
+    if (!f)
+        return LLMC_ENOMEM; /* upt grew, harmless */
+    h->upt_free = f;
+    h->upt_cap = cap;
+    return 0;
+}
+
 int llmc_hnsw_add(llmc_hnsw_t *h, uint64_t label, const float *vec, uint32_t *node)
 {
     uint32_t x, *up = NULL;
@@ -1100,6 +1138,8 @@ int llmc_hnsw_add(llmc_hnsw_t *h, uint64_t label, const float *vec, uint32_t *no
         return LLMC_ENOMEM;
     if (level > 0) {
         size_t bytes = (size_t)level * (2 + h->m) * sizeof(uint32_t);
+        if (!h->upt_nfree && h->upt_n == h->upt_cap && upt_grow(h) < 0)
+            return LLMC_ENOMEM;
         if (!(up = calloc(1, bytes)))
             return LLMC_ENOMEM;
         h->upper_bytes += bytes;
@@ -1111,7 +1151,12 @@ int llmc_hnsw_add(llmc_hnsw_t *h, uint64_t label, const float *vec, uint32_t *no
         memcpy(blk(h, x) + h->off_scale, &sc, sizeof(sc));
     }
     memcpy(blk(h, x) + h->off_label, &label, sizeof(label));
-    *up_of(h, x) = up;
+    uint32_t ui = 0;
+    if (up) {
+        ui = h->upt_nfree ? h->upt_free[--h->upt_nfree] : ++h->upt_n;
+        h->upt[ui - 1] = up;
+    }
+    memcpy(blk(h, x) + h->off_up, &ui, sizeof(ui));
     *level_of(h, x) = (uint8_t)level;
     list_of(h, x, 0)[0] = 0;
     *indeg_of(h, x, 0) = 0;
@@ -1295,10 +1340,13 @@ void llmc_hnsw_remove(llmc_hnsw_t *h, uint32_t x)
     for (int l = 0; l <= level; l++)
         unlink_level(h, x, l);
     if (level > 0) {
-        free(*up_of(h, x));
+        uint32_t ui = up_idx(h, x), none = 0;
+        free(up_of(h, x));
+        h->upt[ui - 1] = NULL;
+        h->upt_free[h->upt_nfree++] = ui;
         h->upper_bytes -= (size_t)level * (2 + h->m) * sizeof(uint32_t);
+        memcpy(blk(h, x) + h->off_up, &none, sizeof(none));
     }
-    *up_of(h, x) = NULL;
     free(*inl_of(h, x));
     *inl_of(h, x) = NULL;
     set_cap(h, x, 0);
@@ -1310,6 +1358,7 @@ void llmc_hnsw_remove(llmc_hnsw_t *h, uint32_t x)
         h->used = 0; /* every slot is free: start from the first again */
         h->nfree = 0;
         h->free_top = NO_SLOT;
+        h->upt_n = h->upt_nfree = 0; /* every upper list went too */
     }
 }
 
@@ -1489,7 +1538,8 @@ size_t llmc_hnsw_bytes(const llmc_hnsw_t *h)
            (h->q8 ? h->chunks_cap * sizeof(uint8_t *) + arena_bytes(&h->floats, h->nchunks) +
                         h->dim
                   : 0) +
-           h->upper_bytes + (h->sc->cand.cap + 2 * h->sc->res.cap) * sizeof(cand_t);
+           h->upper_bytes + (size_t)h->upt_cap * (sizeof(*h->upt) + sizeof(*h->upt_free)) +
+           (h->sc->cand.cap + 2 * h->sc->res.cap) * sizeof(cand_t);
 }
 
 /* ---- the check ------------------------------------------------------------------ */
@@ -1498,7 +1548,26 @@ size_t llmc_hnsw_bytes(const llmc_hnsw_t *h)
 
 int llmc_hnsw_check(const llmc_hnsw_t *h, char *why, size_t why_len)
 {
-    uint32_t lives = 0, top = 0;
+    uint32_t lives = 0, top = 0, uppers = 0;
+    /* Each node with levels owns its own upper-list entry (visit marks the
+       entries: there are never more than slots), the rest none. */
+    assert(h->upt_n <= h->sc->vcap);
+    memset(h->sc->visit, 0, h->upt_n * sizeof(*h->sc->visit));
+    for (uint32_t n = 0; n < h->used; n++) {
+        if (!live(h, n))
+            continue;
+        uint32_t ui = up_idx(h, n);
+        if (!*level_of(h, n) != !ui)
+            return BAD("node %u of level %u has upper-list entry %u", n, *level_of(h, n), ui);
+        if (!ui)
+            continue;
+        if (ui > h->upt_n || !h->upt[ui - 1] || h->sc->visit[ui - 1]++)
+            return BAD("node %u's upper-list entry %u is not its own", n, ui);
+        uppers++;
+    }
+    if (uppers + h->upt_nfree != h->upt_n)
+        return BAD("%u upper-list entries used and %u free of %u", uppers, h->upt_nfree,
+                   h->upt_n);
     /* In-degrees counted from the links, compared with the stored ones
        level by level (a second array would cost the check memory). */
     for (int l = 0; l <= (h->maxlevel < 0 ? 0 : h->maxlevel); l++) {

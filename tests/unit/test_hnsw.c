@@ -345,6 +345,21 @@ static void test_check_finds_breaks(void **state)
     self = NO_SLOT;
     memcpy(blk(h, nodes[10]) + h->off_label, &self, sizeof(self));
     checked(h);
+    uint32_t u = 0, ui, bad; /* a node with levels loses, then shares, its upper lists */
+    while (u < 50 && (u == 10 || !*level_of(h, nodes[u])))
+        u++;
+    assert_true(u < 50);
+    ui = up_idx(h, nodes[u]);
+    bad = 0;
+    memcpy(blk(h, nodes[u]) + h->off_up, &bad, sizeof(bad));
+    assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
+    assert_non_null(strstr(why, "upper-list entry"));
+    bad = ui == 1 ? 2 : 1;
+    memcpy(blk(h, nodes[u]) + h->off_up, &bad, sizeof(bad));
+    assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
+    assert_non_null(strstr(why, "not its own"));
+    memcpy(blk(h, nodes[u]) + h->off_up, &ui, sizeof(ui));
+    checked(h);
     (*indeg_of(h, nodes[5], 0))++;
     assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
     assert_non_null(strstr(why, "in-degree"));
