@@ -40,9 +40,16 @@
  *   own. Links are chosen by float: the graph is the same either way.
  * - Each node keeps its layer-0 in-links (who links to it), so a delete
  *   finds them without a hunt: 2.5 ms -> well under 1 ms per delete at
- *   100,000 (bench/hnsw_bench.cc). A list that cannot grow is dropped
- *   (LOST) and that node's delete hunts as described below; above layer 0
- *   (one node in m) deletes always hunt.
+ *   100,000 (bench/hnsw_bench.cc). Only the one-way ones are listed: a
+ *   neighbour that links back is found in the node's own list, and nine
+ *   links in ten go both ways. A list that cannot grow is dropped (LOST)
+ *   and that node's delete hunts as described below; above layer 0 (one
+ *   node in m) deletes always hunt.
+ * - Memory per node is what hnswlib's must beat: the block holds the
+ *   vector (or code), the layer-0 list, the label, the in-list pointer and
+ *   4-byte fields only (in-degree; upper lists by index into a table; the
+ *   in-list's count and size with the level), laid out with no padding;
+ *   free slots are a stack threaded through the free blocks.
  */
 #include <assert.h>
 #include <math.h>
