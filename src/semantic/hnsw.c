@@ -260,10 +260,11 @@ static inline uint32_t *indeg_of(const llmc_hnsw_t *h, uint32_t n, int l)
  * from n's own list at delete time, so it is not stored twice: the lists
  * hold a tenth of the in-links (make bench-hnsw). inl_of NULL with in_cap
  * LOST: the list could not grow; a delete of n then hunts for its
- * in-links as before the lists existed. Most nodes have no one-way in-link
- * at all (nine in ten in a bench graph): an empty list is freed. Lists
- * grow and shrink by IN_STEP entries (one malloc size class), not by
- * doubling: a doubled list holds a third more than it uses on average.
+ * in-links as before the lists existed. Most nodes have no one-way
+ * in-link at all (five in six at 50,000 clustered vectors of 384
+ * dimensions): an empty list is freed. Lists grow and shrink by IN_STEP
+ * entries (one malloc size class), not by doubling: a doubled list holds
+ * a third more than it uses on average.
  * Their sizes are IN_FIRST + k IN_STEP entries: glibc's chunks are 16 k
  * bytes with 8 of header, so such a list fills its chunk to the byte.
  * The block keeps k + 1 in a byte (0: no list), so the count, that byte
