@@ -269,6 +269,38 @@ static void test_inlists_every_step(void **state)
 }
 
 /*
+ * An in-list grows to IN_MAX entries, each growth one step, and the next
+ * entry drops it (LOST: freed, empty, its node's delete hunts) rather than
+ * overflow the byte that keeps its size; a push to a LOST list is a no-op.
+ */
+static void test_inlist_limit(void **state)
+{
+    llmc_hnsw_t *h = llmc_hnsw_new(DIM, NULL);
+    float v[DIM];
+    uint32_t x;
+    unit(v, DIM);
+    assert_int_equal(llmc_hnsw_add(h, 1, v, &x), 0);
+    for (uint32_t i = 0; i < IN_MAX; i++) {
+        in_push(h, x, 1000 + i);
+        assert_int_equal(*incnt_of(h, x), i + 1);
+        unsigned want = i + 1 <= IN_FIRST ? IN_FIRST
+                                          : IN_FIRST + (i + 1 - IN_FIRST + IN_STEP - 1) /
+                                                           IN_STEP * IN_STEP;
+        assert_int_equal(in_cap(h, x), want);
+    }
+    assert_int_equal(in_cap(h, x), IN_MAX);
+    assert_int_equal((*inl_of(h, x))[IN_MAX - 1], 1000 + IN_MAX - 1);
+    in_push(h, x, 7);
+    assert_int_equal(in_cap(h, x), LOST);
+    assert_null(*inl_of(h, x));
+    assert_int_equal(*incnt_of(h, x), 0);
+    in_push(h, x, 8);
+    assert_int_equal(in_cap(h, x), LOST);
+    checked(h); /* a LOST list is a valid state */
+    llmc_hnsw_free(h);
+}
+
+/*
  * A vector's int8 code: each component within half a step of the float
  * (the step is max |v_i| / 127), the largest exactly +-127; the code's
  * dot with another code, scaled, within 0.02 of the float dot at 512
@@ -626,6 +658,7 @@ int main(void)
         cmocka_unit_test(test_churn_quantised),
         cmocka_unit_test(test_churn_lost_inlists),
         cmocka_unit_test(test_inlists_every_step),
+        cmocka_unit_test(test_inlist_limit),
         cmocka_unit_test(test_quantise_round_trip),
         cmocka_unit_test(test_concurrent_searches),
         cmocka_unit_test(test_pool_exhausted),
