@@ -40,9 +40,16 @@
  *   own. Links are chosen by float: the graph is the same either way.
  * - Each node keeps its layer-0 in-links (who links to it), so a delete
  *   finds them without a hunt: 2.5 ms -> well under 1 ms per delete at
- *   100,000 (bench/hnsw_bench.cc). A list that cannot grow is dropped
- *   (LOST) and that node's delete hunts as described below; above layer 0
- *   (one node in m) deletes always hunt.
+ *   100,000 (bench/hnsw_bench.cc). Only the one-way ones are listed: a
+ *   neighbour that links back is found in the node's own list, and nine
+ *   links in ten go both ways. A list that cannot grow is dropped (LOST)
+ *   and that node's delete hunts as described below; above layer 0 (one
+ *   node in m) deletes always hunt.
+ * - Memory per node is what hnswlib's must beat: the block holds the
+ *   vector (or code), the layer-0 list, the label, the in-list pointer and
+ *   4-byte fields only (in-degree; upper lists by index into a table; the
+ *   in-list's count and size with the level), laid out with no padding;
+ *   free slots are a stack threaded through the free blocks.
  */
 #include <assert.h>
 #include <math.h>
@@ -156,18 +163,25 @@ struct llmc_hnsw {
     dot8_fn dot8;
     uint8_t **fchunks; /* q8: the float vectors, CHUNK per chunk */
     arena_t nodes, floats; /* where chunks and fchunks come from */
-    size_t off_scale, off_in, off_incap;
+    size_t off_scale, off_in, off_inw;
     uint64_t rng;
     double ml;
     size_t bsize, off_l0, off_label, off_up, off_indeg, off_level;
     uint8_t **chunks;
     size_t nchunks, chunks_cap;
     uint32_t used, count; /* slots handed out (0..used-1), live nodes */
-    uint32_t *freel;      /* free slots, a stack; capacity = nchunks * CHUNK */
+    /* Free slots, a stack threaded through their blocks (each free block's
+       label word holds the next, NO_SLOT ends it): no array of 4 bytes a
+       slot beside the blocks. */
+    uint32_t free_top;
     size_t nfree;
     uint32_t entry;
     int maxlevel; /* -1: empty */
     size_t upper_bytes;
+    /* The upper lists (see up_of): upt_n entries handed out of upt_cap,
+       the free ones' numbers stacked in upt_free. */
+    uint32_t **upt, *upt_free;
+    uint32_t upt_n, upt_cap, upt_nfree;
     scratch_t *sc;    /* the writer's: add, remove, check */
     /* Searches' scratch areas, one per search running at once; a search
        takes a free one (a bit of busy) or, when all are taken, makes its
@@ -208,9 +222,21 @@ static inline uint8_t *level_of(const llmc_hnsw_t *h, uint32_t n)
     return blk(h, n) + h->off_level;
 }
 
-static inline uint32_t **up_of(const llmc_hnsw_t *h, uint32_t n)
+/* Node n's upper lists are entry up_idx - 1 of the table upt (0: none,
+   level 0): 4 bytes in every block where a pointer took 8, for a table
+   entry in the one node in m that has levels. */
+static inline uint32_t up_idx(const llmc_hnsw_t *h, uint32_t n)
 {
-    return (uint32_t **)(blk(h, n) + h->off_up);
+    uint32_t i;
+    memcpy(&i, blk(h, n) + h->off_up, sizeof(i));
+    return i;
+}
+
+static inline uint32_t *up_of(const llmc_hnsw_t *h, uint32_t n)
+{
+    uint32_t i = up_idx(h, n);
+    assert(i > 0 && i <= h->upt_n);
+    return h->upt[i - 1];
 }
 
 static inline unsigned maxdeg(const llmc_hnsw_t *h, int l)
@@ -224,87 +250,192 @@ static inline uint32_t *list_of(const llmc_hnsw_t *h, uint32_t n, int l)
 {
     if (l == 0)
         return (uint32_t *)(blk(h, n) + h->off_l0);
-    return *up_of(h, n) + (size_t)(l - 1) * (1 + h->m);
+    return up_of(h, n) + (size_t)(l - 1) * (1 + h->m);
 }
 
 static inline uint32_t *indeg_of(const llmc_hnsw_t *h, uint32_t n, int l)
 {
     if (l == 0)
         return (uint32_t *)(blk(h, n) + h->off_indeg);
-    return *up_of(h, n) + (size_t)*level_of(h, n) * (1 + h->m) + (l - 1);
+    return up_of(h, n) + (size_t)*level_of(h, n) * (1 + h->m) + (l - 1);
 }
 
-/* Node n's layer-0 in-links: who links to it, in no order, as many as its
-   in-degree; inl_of NULL with incap LOST: the list could not grow, a
-   delete then hunts for the in-links as before the lists existed. Lists
-   grow and shrink by IN_STEP entries (one malloc size class), not by
-   doubling: a doubled list holds a third more than it uses on average,
-   some 50 bytes a node at m 16 (make bench-hnsw). */
-#define LOST UINT32_MAX
+/*
+ * Node n's layer-0 in-list: the nodes that link to n while n does not
+ * link back, in no order. A link both ways (most of HNSW's are) is found
+ * from n's own list at delete time, so it is not stored twice: the lists
+ * hold a tenth of the in-links (make bench-hnsw). inl_of NULL with in_cap
+ * LOST: the list could not grow; a delete of n then hunts for its
+ * in-links as before the lists existed. Most nodes have no one-way
+ * in-link at all (five in six at 50,000 clustered vectors of 384
+ * dimensions): an empty list is freed. Lists grow and shrink by IN_STEP
+ * entries (one malloc size class), not by doubling: a doubled list holds
+ * a third more than it uses on average.
+ * Their sizes are IN_FIRST + k IN_STEP entries: glibc's chunks are 16 k
+ * bytes with 8 of header, so such a list fills its chunk to the byte.
+ * The block keeps k + 1 in a byte (0: no list), so the count, that byte
+ * and the level share one word: at most IN_MAX entries (one-way
+ * in-degrees stay under 100 at 50,000 nodes of 384 dimensions), over it
+ * the list is LOST.
+ */
+#define LOST UINT16_MAX
 #define IN_STEP 4
+#define IN_FIRST 6
+#define CAPK_LOST 0xFF
+#define IN_MAX (IN_FIRST + (CAPK_LOST - 2) * IN_STEP)
 
 static inline uint32_t **inl_of(const llmc_hnsw_t *h, uint32_t n)
 {
     return (uint32_t **)(blk(h, n) + h->off_in);
 }
 
-static inline uint32_t *incap_of(const llmc_hnsw_t *h, uint32_t n)
+/* Entries the in-list uses; room it has (0, a size above, or LOST). */
+static inline uint16_t *incnt_of(const llmc_hnsw_t *h, uint32_t n)
 {
-    return (uint32_t *)(blk(h, n) + h->off_incap);
+    return (uint16_t *)(blk(h, n) + h->off_inw);
 }
 
-/* The link from -> t at level l came: t's in-degree and in-list follow. */
+static inline unsigned in_cap(const llmc_hnsw_t *h, uint32_t n)
+{
+    unsigned k = blk(h, n)[h->off_inw + sizeof(uint16_t)];
+    return k == CAPK_LOST ? LOST : k ? IN_FIRST + (k - 1) * IN_STEP : 0;
+}
+
+static inline void set_cap(const llmc_hnsw_t *h, uint32_t n, unsigned cap)
+{
+    assert(cap == LOST || cap == 0 || (cap <= IN_MAX && cap % IN_STEP == IN_FIRST % IN_STEP));
+    blk(h, n)[h->off_inw + sizeof(uint16_t)] =
+        (uint8_t)(cap == LOST ? CAPK_LOST : cap ? (cap - IN_FIRST) / IN_STEP + 1 : 0);
+}
+
+static bool has(const uint32_t *v, unsigned n, uint32_t x)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (v[i] == x)
+            return true;
+    return false;
+}
+
+/* Whether a links to b at layer 0. */
+static inline bool links0(const llmc_hnsw_t *h, uint32_t a, uint32_t b)
+{
+    const uint32_t *L = list_of(h, a, 0);
+    return has(L + 1, L[0], b);
+}
+
+/* v goes into t's in-list; a list that cannot grow is dropped (a hint
+   lost, never a wrong one). */
+static void in_push(const llmc_hnsw_t *h, uint32_t t, uint32_t v)
+{
+    unsigned cap = in_cap(h, t);
+    uint16_t *cnt = incnt_of(h, t);
+    uint32_t **in = inl_of(h, t);
+    if (cap == LOST)
+        return;
+    if (*cnt == cap) {
+        uint32_t nc = cap ? cap + IN_STEP : IN_FIRST,
+                 *p = nc <= IN_MAX ? realloc(*in, nc * sizeof(*p)) : NULL;
+        if (!p) {
+            free(*in);
+            *in = NULL;
+            set_cap(h, t, LOST);
+            *cnt = 0;
+            return;
+        }
+        *in = p;
+        set_cap(h, t, nc);
+    }
+    (*in)[(*cnt)++] = v;
+}
+
+/* v, which t's in-list names, leaves it. */
+static void in_pull(const llmc_hnsw_t *h, uint32_t t, uint32_t v)
+{
+    unsigned cap = in_cap(h, t);
+    uint16_t *cnt = incnt_of(h, t);
+    if (cap == LOST)
+        return;
+    uint32_t *in = *inl_of(h, t), i = 0;
+    while (i < *cnt && in[i] != v)
+        i++;
+    assert(i < *cnt);
+    in[i] = in[--*cnt];
+    if (*cnt == 0) {
+        free(in);
+        *inl_of(h, t) = NULL;
+        set_cap(h, t, 0);
+    } else if (cap >= (unsigned)*cnt + 2 * IN_STEP) {
+        /* two steps spare: give one back (not at one, so a node that
+           gains and loses a link in turn does not realloc each time);
+           a failed shrink keeps the bigger list */
+        uint32_t *p = realloc(in, (cap - IN_STEP) * sizeof(*p));
+        if (p) {
+            *inl_of(h, t) = p;
+            set_cap(h, t, cap - IN_STEP);
+        }
+    }
+}
+
+/* The link from -> t at level l came: t's in-degree follows, and at layer
+   0 the in-lists: a link back t -> from makes the pair mutual, so from's
+   list stops naming t; else t's names from. */
 static void in_add(const llmc_hnsw_t *h, uint32_t t, int l, uint32_t from)
 {
-    uint32_t *d = indeg_of(h, t, l);
-    if (l == 0 && *incap_of(h, t) != LOST) {
-        uint32_t **in = inl_of(h, t), *cap = incap_of(h, t);
-        if (*d == *cap) {
-            uint32_t nc = *cap + IN_STEP, *v = realloc(*in, nc * sizeof(*v));
-            if (!v) {
-                free(*in); /* a hint lost, never a wrong one */
-                *in = NULL;
-                *cap = LOST;
-                (*d)++;
-                return;
-            }
-            *in = v;
-            *cap = nc;
-        }
-        (*in)[*d] = from;
-    }
-    (*d)++;
+    (*indeg_of(h, t, l))++;
+    if (l != 0)
+        return;
+    if (links0(h, t, from))
+        in_pull(h, from, t);
+    else
+        in_push(h, t, from);
 }
 
-/* The link from -> t at level l went. */
+/* The link from -> t at level l went: a link back t -> from is now one
+   way, so from's list names t; else t's stops naming from. */
 static void in_del(const llmc_hnsw_t *h, uint32_t t, int l, uint32_t from)
 {
     uint32_t *d = indeg_of(h, t, l);
     assert(*d > 0);
-    if (l == 0 && *incap_of(h, t) != LOST) {
-        uint32_t *in = *inl_of(h, t), i = 0;
-        while (i < *d && in[i] != from)
-            i++;
-        assert(i < *d);
-        in[i] = in[*d - 1];
-        uint32_t *cap = incap_of(h, t);
-        if (*cap >= *d - 1 + 2 * IN_STEP) {
-            /* two steps spare: give one back (not at one, so a node that
-               gains and loses a link in turn does not realloc each time);
-               a failed shrink keeps the bigger list */
-            uint32_t *v = realloc(in, (*cap - IN_STEP) * sizeof(*v));
-            if (v) {
-                *inl_of(h, t) = v;
-                *cap -= IN_STEP;
-            }
-        }
-    }
     (*d)--;
+    if (l != 0)
+        return;
+    if (links0(h, t, from))
+        in_push(h, from, t);
+    else
+        in_pull(h, t, from);
 }
 
 static inline bool live(const llmc_hnsw_t *h, uint32_t n)
 {
     return n < h->used && *level_of(h, n) != FREE_LEVEL;
+}
+
+/* The free stack (see struct llmc_hnsw): a free slot's label word holds
+   the slot under it. */
+#define NO_SLOT UINT32_MAX
+
+static inline uint32_t free_next(const llmc_hnsw_t *h, uint32_t n)
+{
+    uint32_t next;
+    memcpy(&next, blk(h, n) + h->off_label, sizeof(next));
+    return next;
+}
+
+static void free_push(llmc_hnsw_t *h, uint32_t n)
+{
+    assert(*level_of(h, n) == FREE_LEVEL);
+    memcpy(blk(h, n) + h->off_label, &h->free_top, sizeof(h->free_top));
+    h->free_top = n;
+    h->nfree++;
+}
+
+static uint32_t free_pop(llmc_hnsw_t *h)
+{
+    uint32_t n = h->free_top;
+    assert(h->nfree > 0 && n != NO_SLOT && *level_of(h, n) == FREE_LEVEL);
+    h->free_top = free_next(h, n);
+    h->nfree--;
+    return n;
 }
 
 /* The portable dot: four sums, so the compiler may keep them in lanes. */
@@ -708,14 +839,6 @@ static unsigned select_heuristic(const llmc_hnsw_t *h, const cand_t *c, size_t n
     return k;
 }
 
-static bool has(const uint32_t *v, unsigned n, uint32_t x)
-{
-    for (unsigned i = 0; i < n; i++)
-        if (v[i] == x)
-            return true;
-    return false;
-}
-
 /*
  * Replaces y's list at level l by the heuristic's pick from its current
  * links plus extra[0..ne), keeping in-degrees true.
@@ -938,6 +1061,7 @@ llmc_hnsw_t *llmc_hnsw_new(unsigned dim, const llmc_hnsw_opts_t *opts)
     h->rng = o.seed ? o.seed : 0x2545f4914f6cdd1dull;
     h->ml = 1.0 / log((double)o.m);
     h->maxlevel = -1;
+    h->free_top = NO_SLOT;
     h->q8 = o.quantize != 0;
     pick_dots(h);
     if (h->q8) {
@@ -948,13 +1072,16 @@ llmc_hnsw_t *llmc_hnsw_new(unsigned dim, const llmc_hnsw_opts_t *opts)
     } else {
         h->off_l0 = align_up(dim * sizeof(float), 4);
     }
-    h->off_label = align_up(h->off_l0 + (1 + h->m0) * sizeof(uint32_t), 8);
-    h->off_up = h->off_label + sizeof(uint64_t);
-    h->off_indeg = h->off_up + sizeof(uint32_t *);
-    h->off_incap = h->off_indeg + sizeof(uint32_t);
-    h->off_in = h->off_incap + sizeof(uint32_t); /* 8-aligned: up is */
-    h->off_level = h->off_in + sizeof(uint32_t *);
-    h->bsize = align_up(h->off_level + 1, h->q8 ? 64 : 8);
+    /* 4-byte fields fill the gaps the 8-byte ones leave: a float block of
+       384 dimensions is 1536 + 132 + 28 bytes, no padding */
+    h->off_indeg = h->off_l0 + (1 + h->m0) * sizeof(uint32_t);
+    h->off_label = align_up(h->off_indeg + sizeof(uint32_t), 8);
+    h->off_in = h->off_label + sizeof(uint64_t);
+    h->off_up = h->off_in + sizeof(uint32_t *);
+    /* the in-list's count and size, and the level: one word */
+    h->off_inw = h->off_up + sizeof(uint32_t);
+    h->off_level = h->off_inw + sizeof(uint16_t) + 1;
+    h->bsize = align_up(h->off_inw + sizeof(uint32_t), h->q8 ? 64 : 8);
     h->nodes.chunk = align_up(CHUNK * h->bsize, 64);
     h->floats.chunk = (size_t)CHUNK * dim * sizeof(float);
     h->nodes.from = h->floats.from = HNSW_HUGE_FROM;
@@ -988,7 +1115,7 @@ void llmc_hnsw_free(llmc_hnsw_t *h)
         return;
     for (uint32_t n = 0; n < h->used; n++)
         if (live(h, n)) {
-            free(*up_of(h, n));
+            free(up_idx(h, n) ? up_of(h, n) : NULL);
             free(*inl_of(h, n));
         }
     arena_free(&h->nodes, h->chunks, h->nchunks);
@@ -996,7 +1123,8 @@ void llmc_hnsw_free(llmc_hnsw_t *h)
         arena_free(&h->floats, h->fchunks, h->nchunks);
     free(h->chunks);
     free(h->fchunks);
-    free(h->freel);
+    free(h->upt);
+    free(h->upt_free);
     scratch_free(h->sc);
     for (int i = 0; i < SEARCH_POOL; i++)
         scratch_free(h->pool[i]);
@@ -1041,10 +1169,6 @@ static int grow(llmc_hnsw_t *h)
     }
     if (!marks_fit(h->sc, cap))
         return LLMC_ENOMEM;
-    uint32_t *f = realloc(h->freel, cap * sizeof(*f));
-    if (!f)
-        return LLMC_ENOMEM;
-    h->freel = f;
     uint8_t *chunk = arena_chunk(&h->nodes, h->chunks, h->nchunks);
     if (!chunk)
         return LLMC_ENOMEM;
@@ -1074,6 +1198,24 @@ static int draw_level(llmc_hnsw_t *h)
 
 /* ---- add ------------------------------------------------------------------------ */
 
+/* Room for twice the upper-list table entries (a node in m needs one). */
+static int upt_grow(llmc_hnsw_t *h)
+{
+    uint32_t cap = h->upt_cap ? h->upt_cap * 2 : 64;
+    if (cap <= h->upt_cap)
+        return LLMC_ENOMEM; /* 2^32 entries: no more */
+    uint32_t **t = realloc(h->upt, cap * sizeof(*t));
+    if (!t)
+        return LLMC_ENOMEM;
+    h->upt = t;
+    uint32_t *f = realloc(h->upt_free, cap * sizeof(*f));
+    if (!f)
+        return LLMC_ENOMEM; /* upt grew, harmless */
+    h->upt_free = f;
+    h->upt_cap = cap;
+    return 0;
+}
+
 int llmc_hnsw_add(llmc_hnsw_t *h, uint64_t label, const float *vec, uint32_t *node)
 {
     uint32_t x, *up = NULL;
@@ -1086,23 +1228,31 @@ int llmc_hnsw_add(llmc_hnsw_t *h, uint64_t label, const float *vec, uint32_t *no
         return LLMC_ENOMEM;
     if (level > 0) {
         size_t bytes = (size_t)level * (2 + h->m) * sizeof(uint32_t);
+        if (!h->upt_nfree && h->upt_n == h->upt_cap && upt_grow(h) < 0)
+            return LLMC_ENOMEM;
         if (!(up = calloc(1, bytes)))
             return LLMC_ENOMEM;
         h->upper_bytes += bytes;
     }
-    x = h->nfree ? h->freel[--h->nfree] : h->used++;
+    x = h->nfree ? free_pop(h) : h->used++;
     memcpy(vec_of(h, x), vec, h->dim * sizeof(float));
     if (h->q8) {
         float sc = quantise(vec, h->dim, (int8_t *)blk(h, x));
         memcpy(blk(h, x) + h->off_scale, &sc, sizeof(sc));
     }
     memcpy(blk(h, x) + h->off_label, &label, sizeof(label));
-    *up_of(h, x) = up;
+    uint32_t ui = 0;
+    if (up) {
+        ui = h->upt_nfree ? h->upt_free[--h->upt_nfree] : ++h->upt_n;
+        h->upt[ui - 1] = up;
+    }
+    memcpy(blk(h, x) + h->off_up, &ui, sizeof(ui));
     *level_of(h, x) = (uint8_t)level;
     list_of(h, x, 0)[0] = 0;
     *indeg_of(h, x, 0) = 0;
     *inl_of(h, x) = NULL;
-    *incap_of(h, x) = 0;
+    set_cap(h, x, 0);
+    *incnt_of(h, x) = 0;
     h->count++;
     *node = x;
     if (h->maxlevel < 0) {
@@ -1123,9 +1273,11 @@ int llmc_hnsw_add(llmc_hnsw_t *h, uint64_t label, const float *vec, uint32_t *no
         uint32_t *L = list_of(h, x, l);
         cur = h->sc->sorted[0].id;
         s = h->sc->sorted[0].s;
-        L[0] = k;
-        memcpy(L + 1, sel, k * sizeof(*sel));
+        /* one link at a time, each with its in-lists' update: an update
+           reads the lists, which must hold just the links made so far */
+        L[0] = 0;
         for (unsigned i = 0; i < k; i++) {
+            L[++L[0]] = sel[i];
             in_add(h, sel[i], l, x);
             link_into(h, sel[i], x, l);
         }
@@ -1183,22 +1335,26 @@ static void unlink_level(llmc_hnsw_t *h, uint32_t x, int l)
 {
     uint32_t *xl = list_of(h, x, l), need = *indeg_of(h, x, l), found = 0, copy[2 * MAX_M + 1];
     uint32_t mark = next_epoch(h->sc);
+    bool back[2 * MAX_M + 1] = {false}; /* back[i]: copy[i] linked to x too */
 
     h->sc->visit[x] = mark;
     memcpy(copy, xl, (1 + xl[0]) * sizeof(*copy));
-    if (l == 0 && *incap_of(h, x) != LOST) {
-        /* The in-list names them all: no hunt. unlink_from never touches
-           x's own list (x's in-degree is zeroed below). */
+    /* x's own neighbours first: those that link back are the in-links an
+       in-list leaves out. Once all are found, the rest do not link back.
+       unlink_from never touches x's own list or in-list; the links' removal
+       updates no in-list of x's (x goes), and the loop at the end knows
+       from back[] which of its neighbours' in-lists name x. */
+    for (uint32_t i = 1; i <= copy[0] && found < need; i++)
+        found += (back[i] = unlink_from(h, copy[i], x, l, mark));
+    if (l == 0 && in_cap(h, x) != LOST) {
+        /* the in-list names the rest: no hunt */
         const uint32_t *in = *inl_of(h, x);
-        for (uint32_t i = 0; i < need; i++)
+        for (uint32_t i = 0; i < *incnt_of(h, x); i++)
             found += unlink_from(h, in[i], x, l, mark);
         assert(found == need);
     }
-    /* Without a list, most in-links come from x's own neighbours, nearly
-       all the rest from theirs; every node is walked only if some are
-       still missing. */
-    for (uint32_t i = 1; i <= copy[0] && found < need; i++)
-        found += unlink_from(h, copy[i], x, l, mark);
+    /* Without a list, nearly all the rest link to x's neighbours too;
+       every node is walked only if some are still missing. */
     for (uint32_t i = 1; i <= copy[0] && found < need; i++) {
         uint32_t two[2 * MAX_M + 1], *zl = list_of(h, copy[i], l);
         memcpy(two, zl, (1 + zl[0]) * sizeof(*two));
@@ -1228,7 +1384,10 @@ static void unlink_level(llmc_hnsw_t *h, uint32_t x, int l)
        its best neighbour. */
     for (uint32_t i = 1; i <= copy[0]; i++) {
         uint32_t z = copy[i];
-        in_del(h, z, l, x);
+        assert(*indeg_of(h, z, l) > 0);
+        (*indeg_of(h, z, l))--;
+        if (l == 0 && !back[i])
+            in_pull(h, z, x); /* a one-way link: z's in-list named x */
         if (*indeg_of(h, z, l) > 0 || z == h->entry)
             continue;
         const uint32_t *zl = list_of(h, z, l);
@@ -1271,18 +1430,25 @@ void llmc_hnsw_remove(llmc_hnsw_t *h, uint32_t x)
     for (int l = 0; l <= level; l++)
         unlink_level(h, x, l);
     if (level > 0) {
-        free(*up_of(h, x));
+        uint32_t ui = up_idx(h, x), none = 0;
+        free(up_of(h, x));
+        h->upt[ui - 1] = NULL;
+        h->upt_free[h->upt_nfree++] = ui;
         h->upper_bytes -= (size_t)level * (2 + h->m) * sizeof(uint32_t);
+        memcpy(blk(h, x) + h->off_up, &none, sizeof(none));
     }
-    *up_of(h, x) = NULL;
     free(*inl_of(h, x));
     *inl_of(h, x) = NULL;
+    set_cap(h, x, 0);
+    *incnt_of(h, x) = 0;
     *level_of(h, x) = FREE_LEVEL;
-    h->freel[h->nfree++] = x;
+    free_push(h, x);
     if (--h->count == 0) {
         h->maxlevel = -1;
         h->used = 0; /* every slot is free: start from the first again */
         h->nfree = 0;
+        h->free_top = NO_SLOT;
+        h->upt_n = h->upt_nfree = 0; /* every upper list went too */
     }
 }
 
@@ -1489,21 +1655,22 @@ size_t llmc_hnsw_count(const llmc_hnsw_t *h)
 
 size_t llmc_hnsw_bytes(const llmc_hnsw_t *h)
 {
-    size_t slots = h->nchunks * CHUNK, in = 0;
+    size_t in = 0;
     for (uint32_t n = 0; n < h->used; n++)
-        if (live(h, n) && *incap_of(h, n) != LOST)
-            in += *incap_of(h, n) * sizeof(uint32_t);
+        if (live(h, n) && in_cap(h, n) != LOST)
+            in += in_cap(h, n) * sizeof(uint32_t);
     for (int i = 0; i < SEARCH_POOL; i++) /* the searches' marks: one set per search at once */
         if (h->pool[i])
             in += sizeof(scratch_t) + marks_bytes(h->pool[i]) +
                   (h->pool[i]->cand.cap + 2 * h->pool[i]->res.cap) * sizeof(cand_t) +
                   (h->q8 ? h->dim : 0);
     return in + sizeof(*h) + sizeof(*h->sc) + h->chunks_cap * sizeof(*h->chunks) +
-           arena_bytes(&h->nodes, h->nchunks) + slots * sizeof(uint32_t) + marks_bytes(h->sc) +
+           arena_bytes(&h->nodes, h->nchunks) + marks_bytes(h->sc) +
            (h->q8 ? h->chunks_cap * sizeof(uint8_t *) + arena_bytes(&h->floats, h->nchunks) +
                         h->dim
                   : 0) +
-           h->upper_bytes + (h->sc->cand.cap + 2 * h->sc->res.cap) * sizeof(cand_t);
+           h->upper_bytes + (size_t)h->upt_cap * (sizeof(*h->upt) + sizeof(*h->upt_free)) +
+           (h->sc->cand.cap + 2 * h->sc->res.cap) * sizeof(cand_t);
 }
 
 /* ---- the check ------------------------------------------------------------------ */
@@ -1512,7 +1679,26 @@ size_t llmc_hnsw_bytes(const llmc_hnsw_t *h)
 
 int llmc_hnsw_check(const llmc_hnsw_t *h, char *why, size_t why_len)
 {
-    uint32_t lives = 0, top = 0;
+    uint32_t lives = 0, top = 0, uppers = 0;
+    /* Each node with levels owns its own upper-list entry (visit marks the
+       entries: there are never more than slots), the rest none. */
+    assert(h->upt_n <= h->sc->vcap);
+    memset(h->sc->visit, 0, h->upt_n * sizeof(*h->sc->visit));
+    for (uint32_t n = 0; n < h->used; n++) {
+        if (!live(h, n))
+            continue;
+        uint32_t ui = up_idx(h, n);
+        if (!*level_of(h, n) != !ui)
+            return BAD("node %u of level %u has upper-list entry %u", n, *level_of(h, n), ui);
+        if (!ui)
+            continue;
+        if (ui > h->upt_n || !h->upt[ui - 1] || h->sc->visit[ui - 1]++)
+            return BAD("node %u's upper-list entry %u is not its own", n, ui);
+        uppers++;
+    }
+    if (uppers + h->upt_nfree != h->upt_n)
+        return BAD("%u upper-list entries used and %u free of %u", uppers, h->upt_nfree,
+                   h->upt_n);
     /* In-degrees counted from the links, compared with the stored ones
        level by level (a second array would cost the check memory). */
     for (int l = 0; l <= (h->maxlevel < 0 ? 0 : h->maxlevel); l++) {
@@ -1544,24 +1730,37 @@ int llmc_hnsw_check(const llmc_hnsw_t *h, char *why, size_t why_len)
                 return BAD("node %u level %d: in-degree %u, %u links in", n, l,
                            *indeg_of(h, n, l), h->sc->visit[n]);
     }
-    /* Each in-list names distinct nodes that link to its node. With the
-       in-degree checked above, it names all of them. */
+    /* Each in-list names distinct nodes that link to its node one way. Its
+       length plus the links both ways equals the in-degree checked above,
+       so it names all of them. */
     for (uint32_t n = 0; n < h->used; n++) {
-        if (!live(h, n) || *incap_of(h, n) == LOST)
+        if (!live(h, n))
             continue;
-        const uint32_t *in = *inl_of(h, n), d = *indeg_of(h, n, 0);
-        if (d > *incap_of(h, n))
-            return BAD("node %u: in-degree %u over its in-list's room %u", n, d,
-                       *incap_of(h, n));
-        for (uint32_t i = 0; i < d; i++) {
+        const uint32_t *in = *inl_of(h, n), cnt = *incnt_of(h, n), cap = in_cap(h, n);
+        if (cap == LOST) {
+            if (in || cnt)
+                return BAD("node %u: a dropped in-list with %u entries", n, cnt);
+            continue;
+        }
+        if (cnt > cap || !cnt != !cap || !cap != !in || (cap && (cap > IN_MAX || cap % IN_STEP != IN_FIRST % IN_STEP)))
+            return BAD("node %u: in-list of %u entries in room for %u", n, cnt, cap);
+        for (uint32_t i = 0; i < cnt; i++) {
             if (!live(h, in[i]))
                 return BAD("node %u's in-list names dead node %u", n, in[i]);
-            const uint32_t *L = list_of(h, in[i], 0);
-            if (!has(L + 1, L[0], n))
+            if (!links0(h, in[i], n))
                 return BAD("node %u's in-list names %u, which does not link to it", n, in[i]);
+            if (links0(h, n, in[i]))
+                return BAD("node %u's in-list names %u, which it links to", n, in[i]);
             if (has(in, i, in[i]))
                 return BAD("node %u's in-list names %u twice", n, in[i]);
         }
+        const uint32_t *L = list_of(h, n, 0);
+        uint32_t both = 0;
+        for (uint32_t j = 1; j <= L[0]; j++)
+            both += live(h, L[j]) && links0(h, L[j], n);
+        if (cnt + both != *indeg_of(h, n, 0))
+            return BAD("node %u: in-degree %u, but %u in-list entries and %u links both ways",
+                       n, *indeg_of(h, n, 0), cnt, both);
     }
     /* The marks were overwritten: make every old epoch stale. */
     memset(h->sc->visit, 0, h->sc->vcap * sizeof(*h->sc->visit));
@@ -1577,9 +1776,12 @@ int llmc_hnsw_check(const llmc_hnsw_t *h, char *why, size_t why_len)
     if (lives != h->count || lives + h->nfree != h->used)
         return BAD("counts disagree: %u live of %u, %zu free of %u used", lives, h->count,
                    h->nfree, h->used);
-    for (size_t i = 0; i < h->nfree; i++)
-        if (h->freel[i] >= h->used || live(h, h->freel[i]))
-            return BAD("free slot %u is in use", h->freel[i]);
+    uint32_t f = h->free_top;
+    for (size_t i = 0; i < h->nfree; i++, f = free_next(h, f))
+        if (f >= h->used || live(h, f))
+            return BAD("free slot %u is in use", f);
+    if (f != NO_SLOT)
+        return BAD("the free stack runs past its %zu slots", h->nfree);
     if (h->count && (!live(h, h->entry) || (int)*level_of(h, h->entry) != h->maxlevel))
         return BAD("entry %u is not a live node on the top level %d", h->entry, h->maxlevel);
     if (!h->count && h->maxlevel != -1)

@@ -100,9 +100,11 @@ size_t llmc_hnsw_mapped(const llmc_hnsw_t *h);
 /*
  * Checks every invariant: each link points at a live node that has the
  * link's level, no self or repeated link, no list over its bound, the
- * stored in-degrees equal the links counted, the entry point is live and
- * on the top level, free slots are free. 0, or LLMC_ECORRUPT (with what
- * broke in why, when why is not NULL).
+ * stored in-degrees equal the links counted, each in-list names exactly
+ * the nodes that link to its node one way (not those it links back to),
+ * each node with levels owns its upper lists, the entry point is live and
+ * on the top level, free slots are free and their stack ends. 0, or
+ * LLMC_ECORRUPT (with what broke in why, when why is not NULL).
  */
 int llmc_hnsw_check(const llmc_hnsw_t *h, char *why, size_t why_len);
 

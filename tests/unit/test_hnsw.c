@@ -163,11 +163,12 @@ static void churn(unsigned q8, bool lose)
         }
         peak = live_n > peak ? live_n : peak;
         for (uint32_t n = 0; lose && n < h->used; n += 3)
-            if (live(h, n) && *incap_of(h, n) != LOST) {
+            if (live(h, n) && in_cap(h, n) != LOST) {
                 /* as when an in-list cannot grow: deletes hunt instead */
                 free(*inl_of(h, n));
                 *inl_of(h, n) = NULL;
-                *incap_of(h, n) = LOST;
+                set_cap(h, n, LOST);
+                *incnt_of(h, n) = 0;
             }
         for (int d = 0; d < DEL; d++) {
             size_t v;
@@ -183,8 +184,8 @@ static void churn(unsigned q8, bool lose)
         assert_int_equal(llmc_hnsw_count(h), live_n);
         assert_true(h->used <= peak);
         for (uint32_t n = 0; n < h->used; n++) /* in-lists keep under two steps spare */
-            if (live(h, n) && *incap_of(h, n) != LOST)
-                assert_true(*incap_of(h, n) < *indeg_of(h, n, 0) + 2 * IN_STEP);
+            if (live(h, n) && in_cap(h, n) != LOST)
+                assert_true(in_cap(h, n) < (unsigned)*incnt_of(h, n) + 2 * IN_STEP);
         double r = recall(h, vecs, alive, next_label, 40, 100);
         assert_true(r >= 0.9);
     }
@@ -228,6 +229,75 @@ static void test_churn_quantised(void **state)
 static void test_churn_lost_inlists(void **state)
 {
     churn(0, true);
+}
+
+/*
+ * The in-lists after every single add and remove, not just after a batch:
+ * a one-way in-link missing from its list, or a link both ways listed,
+ * fails the check at the step that broke it. m 4 with a small beam prunes
+ * lists on most adds (links come and go both ways); the graph grows to
+ * 400 nodes, then removes and adds alternate at random, slots reused.
+ */
+static void test_inlists_every_step(void **state)
+{
+    enum { N = 400, STEPS = 3000 };
+    llmc_hnsw_t *h = llmc_hnsw_new(DIM, &(llmc_hnsw_opts_t){.m = 4, .ef_construction = 16,
+                                                            .seed = 11});
+    uint32_t node_of[N];
+    bool alive[N] = {false};
+    float v[DIM];
+    size_t removes = 0, listed = 0;
+    assert_non_null(h);
+    for (int step = 0; step < STEPS; step++) {
+        size_t i = next() % N;
+        if (alive[i] && (step < N ? false : next() % 2)) {
+            llmc_hnsw_remove(h, node_of[i]);
+            alive[i] = false;
+            removes++;
+        } else if (!alive[i]) {
+            unit(v, DIM);
+            assert_int_equal(llmc_hnsw_add(h, i, v, &node_of[i]), 0);
+            alive[i] = true;
+        }
+        checked(h);
+        for (uint32_t n = 0; n < h->used; n++)
+            listed += live(h, n) ? *incnt_of(h, n) : 0;
+    }
+    assert_true(removes > STEPS / 4);
+    assert_true(listed > 0); /* one-way links were listed, not only mutual ones */
+    llmc_hnsw_free(h);
+}
+
+/*
+ * An in-list grows to IN_MAX entries, each growth one step, and the next
+ * entry drops it (LOST: freed, empty, its node's delete hunts) rather than
+ * overflow the byte that keeps its size; a push to a LOST list is a no-op.
+ */
+static void test_inlist_limit(void **state)
+{
+    llmc_hnsw_t *h = llmc_hnsw_new(DIM, NULL);
+    float v[DIM];
+    uint32_t x;
+    unit(v, DIM);
+    assert_int_equal(llmc_hnsw_add(h, 1, v, &x), 0);
+    for (uint32_t i = 0; i < IN_MAX; i++) {
+        in_push(h, x, 1000 + i);
+        assert_int_equal(*incnt_of(h, x), i + 1);
+        unsigned want = i + 1 <= IN_FIRST ? IN_FIRST
+                                          : IN_FIRST + (i + 1 - IN_FIRST + IN_STEP - 1) /
+                                                           IN_STEP * IN_STEP;
+        assert_int_equal(in_cap(h, x), want);
+    }
+    assert_int_equal(in_cap(h, x), IN_MAX);
+    assert_int_equal((*inl_of(h, x))[IN_MAX - 1], 1000 + IN_MAX - 1);
+    in_push(h, x, 7);
+    assert_int_equal(in_cap(h, x), LOST);
+    assert_null(*inl_of(h, x));
+    assert_int_equal(*incnt_of(h, x), 0);
+    in_push(h, x, 8);
+    assert_int_equal(in_cap(h, x), LOST);
+    checked(h); /* a LOST list is a valid state */
+    llmc_hnsw_free(h);
 }
 
 /*
@@ -300,18 +370,60 @@ static void test_check_finds_breaks(void **state)
     assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
     assert_non_null(strstr(why, "dead"));
     L[1] = saved;
+    uint32_t self = nodes[10]; /* the free stack made a loop */
+    memcpy(blk(h, self) + h->off_label, &self, sizeof(self));
+    assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
+    assert_non_null(strstr(why, "free stack"));
+    self = NO_SLOT;
+    memcpy(blk(h, nodes[10]) + h->off_label, &self, sizeof(self));
+    checked(h);
+    uint32_t u = 0, ui, bad; /* a node with levels loses, then shares, its upper lists */
+    while (u < 50 && (u == 10 || !*level_of(h, nodes[u])))
+        u++;
+    assert_true(u < 50);
+    ui = up_idx(h, nodes[u]);
+    bad = 0;
+    memcpy(blk(h, nodes[u]) + h->off_up, &bad, sizeof(bad));
+    assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
+    assert_non_null(strstr(why, "upper-list entry"));
+    bad = ui == 1 ? 2 : 1;
+    memcpy(blk(h, nodes[u]) + h->off_up, &bad, sizeof(bad));
+    assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
+    assert_non_null(strstr(why, "not its own"));
+    memcpy(blk(h, nodes[u]) + h->off_up, &ui, sizeof(ui));
+    checked(h);
     (*indeg_of(h, nodes[5], 0))++;
     assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
     assert_non_null(strstr(why, "in-degree"));
     (*indeg_of(h, nodes[5], 0))--;
     checked(h);
-    uint32_t *in = *inl_of(h, nodes[6]);
-    assert_true(*indeg_of(h, nodes[6], 0) > 0);
+    uint32_t o = 0; /* a node with two one-way in-links, and one with a link both ways */
+    while (*incnt_of(h, nodes[o]) < 2)
+        o++;
+    uint32_t *in = *inl_of(h, nodes[o]);
     saved = in[0];
-    in[0] = nodes[6]; /* it does not link to itself */
+    in[0] = nodes[o]; /* it does not link to itself */
     assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
     assert_non_null(strstr(why, "in-list"));
     in[0] = saved;
+    checked(h);
+    (*incnt_of(h, nodes[o]))--; /* an in-link left out */
+    assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
+    assert_non_null(strstr(why, "in-degree"));
+    (*incnt_of(h, nodes[o]))++;
+    checked(h);
+    uint32_t b = 0, *bl = NULL;
+    for (;; b++) { /* its first out-link links back */
+        bl = list_of(h, nodes[b], 0);
+        if (*incnt_of(h, nodes[b]) < in_cap(h, nodes[b]) && bl[0] &&
+            links0(h, bl[1], nodes[b]))
+            break;
+    }
+    in = *inl_of(h, nodes[b]);
+    in[(*incnt_of(h, nodes[b]))++] = bl[1]; /* a link both ways listed */
+    assert_int_equal(llmc_hnsw_check(h, why, sizeof(why)), LLMC_ECORRUPT);
+    assert_non_null(strstr(why, "which it links to"));
+    (*incnt_of(h, nodes[b]))--;
     checked(h);
     llmc_hnsw_free(h);
 }
@@ -545,6 +657,8 @@ int main(void)
         cmocka_unit_test(test_churn),
         cmocka_unit_test(test_churn_quantised),
         cmocka_unit_test(test_churn_lost_inlists),
+        cmocka_unit_test(test_inlists_every_step),
+        cmocka_unit_test(test_inlist_limit),
         cmocka_unit_test(test_quantise_round_trip),
         cmocka_unit_test(test_concurrent_searches),
         cmocka_unit_test(test_pool_exhausted),
