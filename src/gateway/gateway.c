@@ -529,6 +529,7 @@ static int open_tiers(llmc_gw_t *gw, char *err, size_t errlen)
         .search_ef = (unsigned)cfg->semantic_search_ef,
         .search_narrow = (unsigned)cfg->semantic_search_narrow,
         .search_margin = (float)cfg->semantic_search_margin / 1000.0f,
+        .search_floats = !cfg->semantic_search_int8,
         .max_bytes = (uint64_t)cfg->max_memory,
         .shadow = cfg->semantic == LLMC_CFG_SEMANTIC_SHADOW,
         /* Its questions beside the disk tier's answers, indexed again at start. */

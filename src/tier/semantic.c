@@ -280,6 +280,7 @@ typedef struct sem_tier {
     float threshold;
     unsigned search_ef, search_narrow; /* the index walk (llmc_semantic_config_t) */
     float search_margin;
+    bool search_floats;
     bool shadow;
     void (*log)(void *arg, const char *line);
     void *log_arg;
@@ -723,13 +724,14 @@ static void do_qlog(sem_tier_t *s, const llmc_key_t *key, const llmc_key_t *part
     free(rec);
 }
 
-/* The tier's index: graph walks by int8 codes, re-scored by float (every
-   similarity it compares is exact), and a beam for the few best above a
-   threshold, not for recall@10 (see make bench-semantic). */
+/* The tier's index: graph walks by int8 codes (unless search_floats),
+   re-scored by float (every similarity it compares is exact), and a beam
+   for the few best above a threshold, not for recall@10 (see make
+   bench-semantic). */
 static llmc_vindex_t *index_new(const sem_tier_t *s, unsigned dim)
 {
-    return llmc_vindex_new_opts(dim,
-                                &(llmc_vindex_opts_t){.quantize = 1, .ef_search = s->search_ef});
+    return llmc_vindex_new_opts(dim, &(llmc_vindex_opts_t){.quantize = !s->search_floats,
+                                                           .ef_search = s->search_ef});
 }
 
 /* An index for dim-float vectors, made now if none yet (a remote model's
@@ -2071,6 +2073,7 @@ llmc_tier_t *llmc_tier_semantic_new(const llmc_semantic_config_t *cfg)
     s->search_ef = cfg && cfg->search_ef ? cfg->search_ef : LLMC_VINDEX_FEW_EF;
     s->search_narrow = cfg ? cfg->search_narrow : 0;
     s->search_margin = cfg ? cfg->search_margin : 0;
+    s->search_floats = cfg && cfg->search_floats;
     s->shadow = cfg && cfg->shadow;
     s->log = cfg ? cfg->log : NULL;
     s->log_arg = cfg ? cfg->log_arg : NULL;

@@ -40,6 +40,9 @@ typedef struct llmc_semantic_config {
        the threshold less search_margin. */
     unsigned search_ef, search_narrow;
     float search_margin;
+    /* The graph walks by the vectors' floats alone, not by int8 codes
+       first (semantic/hnsw.h quantize): less memory, slower searches. */
+    bool search_floats;
     /* Bytes of the entries the tier holds (the entry blocks and vectors);
        past it the oldest go. 0: no bound beyond max_entries. */
     uint64_t max_bytes;

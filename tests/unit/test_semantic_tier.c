@@ -603,17 +603,18 @@ static void test_persistence_round_trip(void **state)
 
 /* A partition past the graph threshold, searched narrow first: a question
    near nothing stored stays narrow and misses; a near-duplicate widens the
-   walk and hits its question. */
-static void test_narrow_search_widens_near_the_threshold(void **state)
+   walk and hits its question; alike whether the walk reads int8 codes or
+   floats. */
+static void narrow_round(bool floats)
 {
-    (void)state;
     static const char *const words[] = {"sort",   "list",  "python", "rust",   "table",
                                         "index",  "query", "cache",  "memory", "thread",
                                         "socket", "file",  "json",   "parse",  "string",
                                         "kernel", "graph", "vector", "matrix", "array"};
     enum { NW = sizeof(words) / sizeof(words[0]), NQ = 1500 };
     llmc_semantic_config_t cfg = {.threshold = 0.7f, .max_entries = 4096, .search_ef = 32,
-                                  .search_narrow = 8, .search_margin = 0.15f};
+                                  .search_narrow = 8, .search_margin = 0.15f,
+                                  .search_floats = floats};
     llmc_tier_t *t = llmc_tier_semantic_new(&cfg);
     assert_non_null(t);
     char q[NQ][96];
@@ -648,6 +649,13 @@ static void test_narrow_search_widens_near_the_threshold(void **state)
     assert_int_equal(xstat(t, "search/widened"), w0 + 1);
     llmc_entry_unref(e);
     t->ops->destroy(t);
+}
+
+static void test_narrow_search_widens_near_the_threshold(void **state)
+{
+    (void)state;
+    narrow_round(false); /* walking by int8 codes, the default */
+    narrow_round(true);  /* by floats alone (--semantic-search-int8 off) */
 }
 
 int main(void)
