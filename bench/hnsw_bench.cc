@@ -293,7 +293,7 @@ int main(int argc, char **argv)
            d, clustered ? "clustered" : "uniform", nq, M, efc,
            q8 ? ", ours walking by int8 codes" : "");
     auto t = truth(base, alive, qs, d, 10);
-    std::vector<unsigned> efs = {10, 20, 40, 80, 160, 320};
+    std::vector<unsigned> efs = {10, 20, 25, 30, 40, 80, 160, 320};
 
     Ours ours;
     size_t m0 = heap_bytes();
