@@ -641,6 +641,115 @@ static void test_marks_mapped(void **state)
 }
 
 /* Bad dimensions and m are refused. */
+/* ---- the narrow walk widened near a similarity (llmc_hnsw_walk_t) ---- */
+
+#define WALK_N 4000
+#define WALK_K 4
+
+static llmc_hnsw_t *walk_graph(float *vecs, unsigned quantize)
+{
+    llmc_hnsw_t *h = llmc_hnsw_new(
+        DIM, &(llmc_hnsw_opts_t){.m = 8, .ef_construction = 64, .quantize = quantize});
+    assert_non_null(h);
+    for (uint32_t i = 0; i < WALK_N; i++) {
+        uint32_t node;
+        unit(vecs + (size_t)i * DIM, DIM);
+        assert_int_equal(llmc_hnsw_add(h, i, vecs + (size_t)i * DIM, &node), 0);
+    }
+    return h;
+}
+
+/* How many of q's true WALK_K best are among found. */
+static size_t walk_found(const float *vecs, const unsigned char *alive, const float *q,
+                         const llmc_hnsw_hit_t *found, size_t n)
+{
+    uint64_t best[WALK_K];
+    size_t m = brute(vecs, alive, WALK_N, q, WALK_K, best), hit = 0;
+    for (size_t j = 0; j < m; j++)
+        for (size_t i = 0; i < n; i++)
+            hit += found[i].label == best[j];
+    return hit;
+}
+
+/* Nothing found reaches near: the walk stays at ef_lo, and its finds are
+   exactly a search's at that width. */
+static void test_walk_nothing_near_stays_narrow(void **state)
+{
+    (void)state;
+    float *vecs = malloc((size_t)WALK_N * DIM * sizeof(float));
+    for (unsigned q8 = 0; q8 < 2; q8++) {
+        llmc_hnsw_t *h = walk_graph(vecs, q8);
+        for (int r = 0; r < 50; r++) {
+            float q[DIM];
+            unit(q, DIM);
+            llmc_hnsw_hit_t a[WALK_K], b[WALK_K];
+            llmc_hnsw_walk_t w = {.ef = 64, .ef_lo = 8, .near = 1.5f};
+            size_t na = llmc_hnsw_search_walk(h, q, WALK_K, &w, a);
+            size_t nb = llmc_hnsw_search(h, q, WALK_K, 8, b);
+            assert_false(w.widened);
+            assert_int_equal(na, nb);
+            for (size_t i = 0; i < na; i++) {
+                assert_int_equal(a[i].label, b[i].label);
+                assert_true(a[i].score == b[i].score);
+            }
+        }
+        llmc_hnsw_free(h);
+    }
+    free(vecs);
+}
+
+/* Something near: the walk widens, and finds the true best as well as a
+   walk at the full width from the start (far better than the narrow one). */
+static void test_walk_widened_finds_what_full_width_finds(void **state)
+{
+    (void)state;
+    float *vecs = malloc((size_t)WALK_N * DIM * sizeof(float));
+    unsigned char *alive = malloc(WALK_N);
+    memset(alive, 1, WALK_N);
+    for (unsigned q8 = 0; q8 < 2; q8++) {
+        llmc_hnsw_t *h = walk_graph(vecs, q8);
+        size_t wide = 0, full = 0, narrow = 0;
+        for (int r = 0; r < 300; r++) {
+            float q[DIM];
+            unit(q, DIM);
+            llmc_hnsw_hit_t a[WALK_K], b[WALK_K], c[WALK_K];
+            llmc_hnsw_walk_t w = {.ef = 64, .ef_lo = 4, .near = -1.0f};
+            size_t na = llmc_hnsw_search_walk(h, q, WALK_K, &w, a);
+            assert_true(w.widened);
+            wide += walk_found(vecs, alive, q, a, na);
+            full += walk_found(vecs, alive, q, b, llmc_hnsw_search(h, q, WALK_K, 64, b));
+            narrow += walk_found(vecs, alive, q, c, llmc_hnsw_search(h, q, WALK_K, 4, c));
+        }
+        /* of 1,200 true neighbours */
+        assert_true(wide + 12 >= full);
+        assert_true(wide > narrow + 100);
+        assert_true(wide >= 1140); /* recall >= 0.95 */
+        llmc_hnsw_free(h);
+    }
+    free(alive);
+    free(vecs);
+}
+
+/* A stored vector asked again scores 1 and is found first, however narrow
+   the first walk. */
+static void test_walk_finds_a_stored_vector(void **state)
+{
+    (void)state;
+    float *vecs = malloc((size_t)WALK_N * DIM * sizeof(float));
+    llmc_hnsw_t *h = walk_graph(vecs, 1);
+    for (uint32_t i = 0; i < WALK_N; i += 97) {
+        llmc_hnsw_hit_t a[WALK_K];
+        llmc_hnsw_walk_t w = {.ef = 32, .ef_lo = 4, .near = 0.5f};
+        size_t n = llmc_hnsw_search_walk(h, vecs + (size_t)i * DIM, WALK_K, &w, a);
+        assert_true(n >= 1);
+        assert_int_equal(a[0].label, i);
+        assert_true(a[0].score > 0.999f);
+        assert_true(w.widened);
+    }
+    llmc_hnsw_free(h);
+    free(vecs);
+}
+
 static void test_bad_options(void **state)
 {
     assert_null(llmc_hnsw_new(0, NULL));
@@ -666,6 +775,9 @@ int main(void)
         cmocka_unit_test(test_huge_move),
         cmocka_unit_test(test_marks_mapped),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_walk_nothing_near_stays_narrow),
+        cmocka_unit_test(test_walk_widened_finds_what_full_width_finds),
+        cmocka_unit_test(test_walk_finds_a_stored_vector),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
