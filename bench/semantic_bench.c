@@ -148,12 +148,12 @@ static void truth(const float *all, size_t n, const float *q, float thr, want_t 
  */
 static double threshold_recall(const llmc_vindex_t *ix, const llmc_key_t *part,
                                const float (*qv)[LLMC_LEX_DIM], const want_t *w, int nq,
-                               const llmc_vindex_near_t *how, size_t *wanted)
+                               const llmc_hnsw_walk_t *how, size_t *wanted)
 {
     size_t want = 0, found = 0;
     for (int r = 0; r < nq; r++) {
         llmc_vindex_hit_t hits[KC];
-        llmc_vindex_near_t nr = *how;
+        llmc_hnsw_walk_t nr = *how;
         size_t g = llmc_vindex_search_near(ix, part, qv[r], KC, &nr, hits);
         for (size_t j = 0; j < w[r].m; j++)
             for (size_t i = 0; i < g; i++)
@@ -172,7 +172,7 @@ static void unrelated(char *buf, size_t len);
 /* The CPU time of one search of each of qv as nr says (the best of three
    rounds), and the share of them that widened. */
 static double near_cost(const llmc_vindex_t *ix, const llmc_key_t *part,
-                        const float (*qv)[LLMC_LEX_DIM], const llmc_vindex_near_t *how,
+                        const float (*qv)[LLMC_LEX_DIM], const llmc_hnsw_walk_t *how,
                         double *widened)
 {
     double us = 1e9;
@@ -182,7 +182,7 @@ static double near_cost(const llmc_vindex_t *ix, const llmc_key_t *part,
         wide = 0;
         double t0 = now_us();
         for (int r = 0; r < 2000; r++) {
-            llmc_vindex_near_t nr = *how;
+            llmc_hnsw_walk_t nr = *how;
             llmc_vindex_search_near(ix, part, qv[r % NQX], KC, &nr, hits);
             wide += nr.widened != 0;
         }
@@ -213,7 +213,7 @@ static void narrow_rows(const llmc_vindex_t *ix, const llmc_key_t *part,
     }
     llmc_lex_free(lx);
     for (size_t m = 0; m < sizeof(margins) / sizeof(margins[0]); m++) {
-        llmc_vindex_near_t how = {.ef = 32, .ef_lo = 8, .near = thr - margins[m]};
+        llmc_hnsw_walk_t how = {.ef = 32, .ef_lo = 8, .near = thr - margins[m]};
         double wk, wu;
         double kind = near_cost(ix, part, fresh, &how, &wk);
         double unlike = near_cost(ix, part, other, &how, &wu);
@@ -285,7 +285,7 @@ static void lexical_partitions(llmc_lex_t *lx, double embed_us, size_t only)
                     us = t < us ? t : us;
                 }
                 size_t wd, wf;
-                llmc_vindex_near_t how = {.ef = efs[e]};
+                llmc_hnsw_walk_t how = {.ef = efs[e]};
                 double rd = threshold_recall(ix, &part, dup, wdup, NQX, &how, &wd);
                 double rf = threshold_recall(ix, &part, fresh, wfresh, NQX, &how, &wf);
                 printf("  ef %2u: %7.2f us per search, a miss costs %7.2f us with the "

@@ -31,7 +31,6 @@
 #include <string.h>
 
 #include "llmc/error.h"
-#include "semantic/hnsw.h"
 #include "semantic/index.h"
 
 typedef struct part {
@@ -423,23 +422,19 @@ size_t llmc_vindex_search(const llmc_vindex_t *ix, const llmc_key_t *part, const
 size_t llmc_vindex_search_ef(const llmc_vindex_t *ix, const llmc_key_t *part, const float *q,
                              size_t k, unsigned ef, llmc_vindex_hit_t *out)
 {
-    return llmc_vindex_search_near(ix, part, q, k, &(llmc_vindex_near_t){.ef = ef}, out);
+    return llmc_vindex_search_near(ix, part, q, k, &(llmc_hnsw_walk_t){.ef = ef}, out);
 }
 
 size_t llmc_vindex_search_near(const llmc_vindex_t *ix, const llmc_key_t *part, const float *q,
-                               size_t k, llmc_vindex_near_t *nr, llmc_vindex_hit_t *out)
+                               size_t k, llmc_hnsw_walk_t *w, llmc_vindex_hit_t *out)
 {
     const part_t *p = ix->parts[part_find(ix, part)];
     size_t n = 0;
-    nr->widened = 0;
+    w->widened = 0;
     if (!p || k == 0)
         return 0;
-    if (p->g) {
-        llmc_hnsw_walk_t w = {.ef = nr->ef, .ef_lo = nr->ef_lo, .near = nr->near};
-        n = graph_search(p->g, q, k, &w, out);
-        nr->widened = w.widened;
-        return n;
-    }
+    if (p->g)
+        return graph_search(p->g, q, k, w, out);
     for (uint32_t s = 0; s < p->n; s++) {
         float sc = ix->dot(q, p->vecs + (size_t)s * ix->dim, ix->dim);
         uint64_t id = p->ids[s];

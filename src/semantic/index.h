@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "llmc/entry.h"
+#include "semantic/hnsw.h"
 
 typedef struct llmc_vindex llmc_vindex_t;
 
@@ -78,19 +79,13 @@ size_t llmc_vindex_search_ef(const llmc_vindex_t *ix, const llmc_key_t *part, co
 
 /*
  * The same for a caller that acts only on vectors scoring at least some
- * similarity: in a graph, a narrow walk at ef_lo first, widened to ef only
- * when its best find scores at least near (semantic/hnsw.h: what a
- * llmc_hnsw_walk_t does); widened says it did. A scanned partition is
- * scanned whole, as ever.
+ * similarity: in a graph, the walk w describes (semantic/hnsw.h: a narrow
+ * walk at w->ef_lo first, widened to w->ef only when its best find scores
+ * at least w->near; w->widened says it did). A scanned partition is
+ * scanned whole, as ever, and never widens.
  */
-typedef struct llmc_vindex_near {
-    unsigned ef;    /* 0: ef_search */
-    unsigned ef_lo; /* 0: no narrow walk */
-    float near;
-    int widened;    /* out */
-} llmc_vindex_near_t;
 size_t llmc_vindex_search_near(const llmc_vindex_t *ix, const llmc_key_t *part, const float *q,
-                               size_t k, llmc_vindex_near_t *nr, llmc_vindex_hit_t *out);
+                               size_t k, llmc_hnsw_walk_t *w, llmc_vindex_hit_t *out);
 
 /* The beam width for a caller that wants only the few best above a
    similarity threshold (the semantic tier: 4 candidates at 0.70). At 32,

@@ -1505,7 +1505,7 @@ static int decide(sem_tier_t *s, llmc_tier_lookup_t *lk, char *question, const l
     /* rw read-held from here: other lookups search at the same time; no
        slot a candidate names is freed or reused till the end. */
     float threshold = lk->query->threshold > 0 ? lk->query->threshold : s->threshold;
-    llmc_vindex_near_t walk = {
+    llmc_hnsw_walk_t walk = {
         .ef_lo = s->search_narrow, .near = threshold - s->search_margin};
     size_t n =
         llmc_vindex_search_near(s->ix, part, vec, LLMC_TIER_SEMANTIC_CANDIDATES, &walk, cand);

@@ -34,7 +34,7 @@
 typedef struct llmc_semantic_config {
     float threshold;     /* 0: LLMC_TIER_SEMANTIC_THRESHOLD */
     size_t max_entries;  /* 0: LLMC_TIER_SEMANTIC_MAX_ENTRIES */
-    /* The index's graph search (semantic/index.h, llmc_vindex_near_t): beam
+    /* The index's graph search (semantic/hnsw.h, llmc_hnsw_walk_t): beam
        width search_ef (0: LLMC_VINDEX_FEW_EF); a first walk at
        search_narrow (0: none) widened when its best find scores at least
        the threshold less search_margin. */
